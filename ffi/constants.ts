@@ -1,0 +1,103 @@
+/**
+ * Numbers from the Linux and glibc headers. Where x86-64 and aarch64 differ the value is looked
+ * up per `Deno.build.arch`; everything else is the same on both.
+ *
+ * @module
+ */
+
+type Arch = "x86_64" | "aarch64";
+
+function perArch<T>(values: Record<Arch, T>): T {
+  const arch = Deno.build.arch as string;
+  if (arch !== "x86_64" && arch !== "aarch64") {
+    throw new Deno.errors.NotSupported(`mmap-ipc supports x86_64 and aarch64, not ${arch}`);
+  }
+  return values[arch];
+}
+
+// <fcntl.h>: aarch64 moved O_DIRECTORY and O_NOFOLLOW.
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const O_DIRECTORY: number = perArch({ x86_64: 0o200000, aarch64: 0o40000 });
+export const O_NOFOLLOW: number = perArch({ x86_64: 0o400000, aarch64: 0o100000 });
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+
+// <sys/stat.h> and statx(2); struct statx has the same layout on both architectures.
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_EMPTY_PATH = 0x1000;
+export const STATX_BASIC_STATS = 0x7ff;
+export const STATX_SIZE_BYTES = 256;
+export const STATX_OFFSET = {
+  uid: 20,
+  gid: 24,
+  mode: 28,
+  ino: 32,
+  size: 40,
+  devMajor: 136,
+  devMinor: 140,
+} as const;
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o60000;
+export const S_IFDIR = 0o40000;
+export const S_IFCHR = 0o20000;
+export const S_IFIFO = 0o10000;
+export const S_ISVTX = 0o1000;
+
+// <sys/mman.h>
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MS_ASYNC = 1;
+export const MS_SYNC = 4;
+export const MFD_CLOEXEC = 1;
+
+// <sys/file.h>
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+// <sys/ipc.h>, <sys/shm.h>; struct shmid_ds is laid out alike on both (checked with gcc and the
+// generic 64-bit headers aarch64 uses).
+export const IPC_CREAT = 0o1000;
+export const IPC_EXCL = 0o2000;
+export const IPC_RMID = 0;
+export const IPC_STAT = 2;
+export const SHMID_DS_BYTES = 112;
+export const SHMID_DS_OFFSET = { uid: 4, mode: 20, segsz: 48, nattch: 88 } as const;
+
+// <linux/futex.h>; shared (not FUTEX_PRIVATE_FLAG) because the word lives in memory other
+// processes map.
+export const SYS_futex: bigint = perArch({ x86_64: 202n, aarch64: 98n });
+export const FUTEX_WAIT = 0;
+export const FUTEX_WAKE = 1;
+
+// <poll.h>, <sys/eventfd.h>
+export const POLLIN = 0x1;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+
+// <signal.h>, <sys/prctl.h>
+export const SIGKILL = 9;
+export const SIGTERM = 15;
+export const PR_SET_PDEATHSIG = 1;
+
+// <syslog.h>
+export const LOG_PID = 0x01;
+export const LOG_NDELAY = 0x08;
+export const LOG_USER = 1 << 3;
+export const LOG_ERR = 3;
+export const LOG_WARNING = 4;
+export const LOG_INFO = 6;

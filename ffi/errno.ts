@@ -1,0 +1,110 @@
+/**
+ * Turns `errno` into the matching `Deno.errors` class with a message that names the operation,
+ * the path or name involved, and the errno name, for example
+ * `Cannot open shared memory "/led": permission denied (EACCES)`.
+ *
+ * @module
+ */
+
+import { libc } from "./libc.ts";
+
+type ErrorClass = new (message: string, options?: ErrorOptions) => Error;
+
+/** errno values are the same on x86-64 and aarch64 (asm-generic). */
+const ERRNO: Record<number, [name: string, text: string, errorClass: ErrorClass]> = {
+  1: ["EPERM", "operation not permitted", Deno.errors.PermissionDenied],
+  2: ["ENOENT", "no such file or directory", Deno.errors.NotFound],
+  3: ["ESRCH", "no such process", Deno.errors.NotFound],
+  4: ["EINTR", "interrupted system call", Deno.errors.Interrupted],
+  5: ["EIO", "input/output error", Error],
+  6: ["ENXIO", "no such device or address", Deno.errors.NotFound],
+  9: ["EBADF", "bad file descriptor", Deno.errors.BadResource],
+  11: ["EAGAIN", "resource temporarily unavailable", Deno.errors.WouldBlock],
+  12: ["ENOMEM", "out of memory", RangeError],
+  13: ["EACCES", "permission denied", Deno.errors.PermissionDenied],
+  14: ["EFAULT", "bad address", Error],
+  16: ["EBUSY", "device or resource busy", Deno.errors.Busy],
+  17: ["EEXIST", "already exists", Deno.errors.AlreadyExists],
+  19: ["ENODEV", "no such device", Deno.errors.NotFound],
+  20: ["ENOTDIR", "not a directory", Deno.errors.NotADirectory],
+  21: ["EISDIR", "is a directory", Deno.errors.IsADirectory],
+  22: ["EINVAL", "invalid argument", TypeError],
+  23: ["ENFILE", "too many open files in system", Error],
+  24: ["EMFILE", "too many open files", Error],
+  26: ["ETXTBSY", "text file busy", Deno.errors.Busy],
+  27: ["EFBIG", "file too large", RangeError],
+  28: ["ENOSPC", "no space left on device", Error],
+  30: ["EROFS", "read-only file system", Deno.errors.PermissionDenied],
+  32: ["EPIPE", "broken pipe", Deno.errors.BrokenPipe],
+  36: ["ENAMETOOLONG", "file name too long", TypeError],
+  38: ["ENOSYS", "function not implemented", Deno.errors.NotSupported],
+  40: ["ELOOP", "is a symbolic link or a loop of them", Deno.errors.FilesystemLoop],
+  43: ["EIDRM", "identifier removed", Deno.errors.NotFound],
+  95: ["EOPNOTSUPP", "operation not supported", Deno.errors.NotSupported],
+  110: ["ETIMEDOUT", "timed out", Deno.errors.TimedOut],
+};
+
+/** errno numbers the rest of `ffi/` tests for by name. */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EAGAIN: 11,
+  EACCES: 13,
+  EEXIST: 17,
+  EINVAL: 22,
+  ELOOP: 40,
+  ETIMEDOUT: 110,
+} as const;
+
+/** The calling thread's `errno`; read it straight after the failed call. */
+export function lastErrno(): number {
+  const location = libc().__errno_location();
+  return location === null ? 0 : new Deno.UnsafePointerView(location).getInt32();
+}
+
+/** The symbolic name of an errno value, such as `EACCES`. */
+export function errnoName(errno: number): string {
+  return ERRNO[errno]?.[0] ?? `errno ${errno}`;
+}
+
+function errnoText(errno: number): string {
+  const known = ERRNO[errno]?.[1];
+  if (known !== undefined) return known;
+  const text = libc().strerror(errno);
+  if (text === null) return "unknown error";
+  const message = new Deno.UnsafePointerView(text).getCString();
+  return message.charAt(0).toLowerCase() + message.slice(1);
+}
+
+/** An error carrying the errno it came from, in the `Deno.errors` class that matches it. */
+export interface OsError extends Error {
+  /** The errno name, such as `EACCES`. */
+  code: string;
+  /** The errno number. */
+  errno: number;
+}
+
+/**
+ * Builds the error for `errno` after `action` failed on `subject`.
+ *
+ * @param action what was attempted, such as `open shared memory`
+ * @param subject the path, name or key it was attempted on, quoted in the message
+ */
+export function osError(action: string, subject: string, errno: number): OsError {
+  const ErrorType = ERRNO[errno]?.[2] ?? Error;
+  const name = errnoName(errno);
+  const error = new ErrorType(
+    `Cannot ${action} ${JSON.stringify(subject)}: ${errnoText(errno)} (${name})`,
+  ) as OsError;
+  error.code = name;
+  error.errno = errno;
+  return error;
+}
+
+/** Throws the error for the current `errno` when `result` is negative; returns it otherwise. */
+export function check<T extends number | bigint>(result: T, action: string, subject: string): T {
+  if (result < 0) throw osError(action, subject, lastErrno());
+  return result;
+}

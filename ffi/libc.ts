@@ -1,0 +1,137 @@
+/**
+ * The libc symbol table and its lazy loader. Nothing else in the project names a libc symbol.
+ *
+ * @module
+ */
+
+/** Every libc function the project calls, with its C declaration. */
+export const LIBC_SYMBOLS = {
+  /** int *__errno_location(void); */
+  __errno_location: { parameters: [], result: "pointer" },
+  /** char *strerror(int errnum); */
+  strerror: { parameters: ["i32"], result: "pointer" },
+
+  /** int open(const char *path, int flags, mode_t mode); */
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int close(int fd); */
+  close: { parameters: ["i32"], result: "i32" },
+  /** ssize_t read(int fd, void *buf, size_t count); */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t write(int fd, const void *buf, size_t count); */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int ftruncate(int fd, off_t length); */
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); (variadic; every use passes an int) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int flock(int fd, int operation); */
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  /** int unlink(const char *path); */
+  unlink: { parameters: ["buffer"], result: "i32" },
+  /** int mkfifo(const char *path, mode_t mode); */
+  mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int mkdir(const char *path, mode_t mode); */
+  mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  /** ssize_t readlink(const char *path, char *buf, size_t size); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  /** int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf); */
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+
+  /** void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset); */
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  /** int munmap(void *addr, size_t length); */
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  /** int msync(void *addr, size_t length, int flags); */
+  msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+
+  /** int shm_open(const char *name, int oflag, mode_t mode); */
+  shm_open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int shm_unlink(const char *name); */
+  shm_unlink: { parameters: ["buffer"], result: "i32" },
+  /** int shmget(key_t key, size_t size, int shmflg); */
+  shmget: { parameters: ["i32", "usize", "i32"], result: "i32" },
+  /** void *shmat(int shmid, const void *shmaddr, int shmflg); */
+  shmat: { parameters: ["i32", "pointer", "i32"], result: "pointer" },
+  /** int shmdt(const void *shmaddr); */
+  shmdt: { parameters: ["pointer"], result: "i32" },
+  /** int shmctl(int shmid, int cmd, struct shmid_ds *buf); */
+  shmctl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  /** int memfd_create(const char *name, unsigned int flags); */
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+
+  /** long syscall(long number, ...); used as futex(uaddr, op, val, timeout, uaddr2, val3) */
+  syscall: {
+    parameters: ["i64", "pointer", "i32", "i32", "pointer", "pointer", "i32"],
+    result: "i64",
+  },
+  /** The same futex syscall on a worker thread, so a wait leaves the event loop free. */
+  syscall_blocking: {
+    name: "syscall",
+    parameters: ["i64", "pointer", "i32", "i32", "pointer", "pointer", "i32"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on a worker thread */
+  poll_blocking: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** int eventfd(unsigned int initval, int flags); */
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+
+  /** pid_t getpid(void); */
+  getpid: { parameters: [], result: "i32" },
+  /** pid_t getppid(void); */
+  getppid: { parameters: [], result: "i32" },
+  /** uid_t geteuid(void); */
+  geteuid: { parameters: [], result: "u32" },
+  /** int kill(pid_t pid, int sig); */
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  /** int isatty(int fd); */
+  isatty: { parameters: ["i32"], result: "i32" },
+
+  /** void openlog(const char *ident, int option, int facility); */
+  openlog: { parameters: ["buffer", "i32", "i32"], result: "void" },
+  /** void syslog(int priority, const char *format, ...); called as syslog(p, "%s", message) */
+  syslog: { parameters: ["i32", "buffer", "buffer"], result: "void" },
+  /** void closelog(void); */
+  closelog: { parameters: [], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The loaded libc with {@link LIBC_SYMBOLS}. */
+export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+const LIBC_CANDIDATES = ["libc.so.6"] as const;
+let loaded: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+
+/** Returns libc's symbols, opening the library on first use. */
+export function libc(): Libc {
+  if (loaded === undefined) {
+    if (Deno.build.os !== "linux") {
+      throw new Deno.errors.NotSupported(
+        `mmap-ipc needs Linux (futex, memfd, statx); this is ${Deno.build.os}`,
+      );
+    }
+    const failures: string[] = [];
+    for (const candidate of LIBC_CANDIDATES) {
+      try {
+        loaded = Deno.dlopen(candidate, LIBC_SYMBOLS);
+        break;
+      } catch (error) {
+        if (
+          error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+        ) {
+          throw error;
+        }
+        failures.push(`${candidate}: ${(error as Error).message}`);
+      }
+    }
+    if (loaded === undefined) {
+      throw new Deno.errors.NotFound(`Cannot load libc; tried ${failures.join("; ")}`);
+    }
+  }
+  return loaded.symbols;
+}

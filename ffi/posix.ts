@@ -1,0 +1,283 @@
+/**
+ * Safe wrappers over the libc calls in `ffi/libc.ts`: plain numbers and strings in,
+ * `Deno.errors` out. Callers never see a pointer.
+ *
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { libc } from "./libc.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A NUL-terminated copy of `text` for a `const char *` parameter. */
+export function cString(text: string): Uint8Array<ArrayBuffer> {
+  if (text.includes("\0")) throw new TypeError(`${JSON.stringify(text)} contains a NUL byte`);
+  return encoder.encode(`${text}\0`);
+}
+
+/** What kind of inode a path or fd refers to. */
+export type FileType =
+  | "file"
+  | "directory"
+  | "fifo"
+  | "symlink"
+  | "socket"
+  | "character device"
+  | "block device";
+
+/** The fields of `struct statx` the project uses. */
+export interface FileStat {
+  /** The kind of inode. */
+  type: FileType;
+  /** Permission bits, including set-id and sticky bits (mode & 07777). */
+  permissions: number;
+  /** Owner's user id. */
+  uid: number;
+  /** Size in bytes. */
+  size: number;
+  /** Inode number and device, together an inode's identity. */
+  identity: string;
+}
+
+function fileType(mode: number): FileType {
+  switch (mode & C.S_IFMT) {
+    case C.S_IFREG:
+      return "file";
+    case C.S_IFDIR:
+      return "directory";
+    case C.S_IFIFO:
+      return "fifo";
+    case C.S_IFLNK:
+      return "symlink";
+    case C.S_IFSOCK:
+      return "socket";
+    case C.S_IFCHR:
+      return "character device";
+    default:
+      return "block device";
+  }
+}
+
+function statxCall(dirfd: number, path: string, flags: number, subject: string): FileStat {
+  const buffer = new Uint8Array(C.STATX_SIZE_BYTES);
+  check(libc().statx(dirfd, cString(path), flags, C.STATX_BASIC_STATS, buffer), "inspect", subject);
+  const view = new DataView(buffer.buffer);
+  const mode = view.getUint16(C.STATX_OFFSET.mode, true);
+  return {
+    type: fileType(mode),
+    permissions: mode & 0o7777,
+    uid: view.getUint32(C.STATX_OFFSET.uid, true),
+    size: Number(view.getBigUint64(C.STATX_OFFSET.size, true)),
+    identity: `${view.getUint32(C.STATX_OFFSET.devMajor, true)}:${
+      view.getUint32(C.STATX_OFFSET.devMinor, true)
+    }:${view.getBigUint64(C.STATX_OFFSET.ino, true)}`,
+  };
+}
+
+/**
+ * statx(2) of a path; `undefined` when nothing is there. A final symlink is reported as one,
+ * not followed, unless `follow` is set.
+ */
+export function statPath(path: string, options: { follow?: boolean } = {}): FileStat | undefined {
+  try {
+    return statxCall(C.AT_FDCWD, path, options.follow ? 0 : C.AT_SYMLINK_NOFOLLOW, path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+/** statx(2) of an open fd; `subject` names it in errors. */
+export function statFd(fd: number, subject: string): FileStat {
+  return statxCall(fd, "", C.AT_EMPTY_PATH, subject);
+}
+
+/** open(2); throws with `action` and `path` in the message. */
+export function openPath(path: string, flags: number, mode: number, action: string): number {
+  return check(libc().open(cString(path), flags, mode), action, path);
+}
+
+/** close(2), ignoring errors: by then there is nothing a caller could do. */
+export function closeFd(fd: number): void {
+  libc().close(fd);
+}
+
+/** ftruncate(2). */
+export function truncateFd(fd: number, size: number, subject: string): void {
+  check(libc().ftruncate(fd, BigInt(size)), "resize", subject);
+}
+
+/** flock(2) without blocking; returns false when another open file holds the lock. */
+export function tryLockExclusive(fd: number, subject: string): boolean {
+  if (libc().flock(fd, C.LOCK_EX | C.LOCK_NB) === 0) return true;
+  const errno = lastErrno();
+  if (errno === Errno.EAGAIN) return false;
+  throw osError("lock", subject, errno);
+}
+
+/** Switches an fd to non-blocking reads and writes. */
+export function setNonBlocking(fd: number, subject: string): void {
+  const flags = check(libc().fcntl(fd, C.F_GETFL, 0), "configure", subject);
+  check(libc().fcntl(fd, C.F_SETFL, flags | C.O_NONBLOCK), "configure", subject);
+}
+
+/** read(2) into `buffer`; returns the byte count, 0 at end of file, or -1 for EAGAIN. */
+export function readFd(fd: number, buffer: Uint8Array<ArrayBuffer>, subject: string): number {
+  const count = Number(libc().read(fd, buffer, BigInt(buffer.byteLength)));
+  if (count >= 0) return count;
+  const errno = lastErrno();
+  if (errno === Errno.EAGAIN) return -1;
+  throw osError("read", subject, errno);
+}
+
+/** write(2) of all of `bytes`; returns the count written (short only for a non-blocking fd). */
+export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: string): number {
+  return Number(check(libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
+}
+
+/** mkfifo(3). */
+export function makeFifo(path: string, mode: number): void {
+  check(libc().mkfifo(cString(path), mode), "create FIFO", path);
+}
+
+/** mkdir(2); returns false when the path already exists. */
+export function makeDirectory(path: string, mode: number): boolean {
+  if (libc().mkdir(cString(path), mode) === 0) return true;
+  const errno = lastErrno();
+  if (errno === Errno.EEXIST) return false;
+  throw osError("create directory", path, errno);
+}
+
+/** unlink(2). */
+export function unlinkPath(path: string, action = "remove"): void {
+  check(libc().unlink(cString(path)), action, path);
+}
+
+/** readlink(2) of a symlink such as `/proc/PID/fd/N`. */
+export function readLink(path: string): string {
+  const buffer = new Uint8Array(4096);
+  const length = Number(check(libc().readlink(cString(path), buffer, 4096n), "read link", path));
+  return decoder.decode(buffer.subarray(0, length));
+}
+
+/** shm_open(3). */
+export function shmOpen(name: string, flags: number, mode: number): number {
+  return check(libc().shm_open(cString(name), flags, mode), "open shared memory", name);
+}
+
+/** shm_unlink(3). */
+export function shmUnlink(name: string): void {
+  check(libc().shm_unlink(cString(name)), "remove shared memory", name);
+}
+
+/** memfd_create(2) with MFD_CLOEXEC. */
+export function memfdCreate(name: string): number {
+  return check(libc().memfd_create(cString(name), C.MFD_CLOEXEC), "create memfd", name);
+}
+
+/** shmget(2); returns the segment id. */
+export function sysvGet(key: number, size: number, flags: number): number {
+  return check(libc().shmget(key, BigInt(size), flags), "get System V shared memory", `key ${key}`);
+}
+
+/** The fields of `struct shmid_ds` the project uses. */
+export interface SysvStat {
+  /** Owner's user id. */
+  uid: number;
+  /** Permission bits. */
+  permissions: number;
+  /** Segment size in bytes. */
+  size: number;
+  /** How many mappings are attached. */
+  attached: number;
+}
+
+/** shmctl(IPC_STAT). */
+export function sysvStat(id: number, subject: string): SysvStat {
+  const buffer = new Uint8Array(C.SHMID_DS_BYTES);
+  check(libc().shmctl(id, C.IPC_STAT, buffer), "inspect System V shared memory", subject);
+  const view = new DataView(buffer.buffer);
+  return {
+    uid: view.getUint32(C.SHMID_DS_OFFSET.uid, true),
+    permissions: view.getUint16(C.SHMID_DS_OFFSET.mode, true) & 0o777,
+    size: Number(view.getBigUint64(C.SHMID_DS_OFFSET.segsz, true)),
+    attached: Number(view.getBigUint64(C.SHMID_DS_OFFSET.nattch, true)),
+  };
+}
+
+/** shmctl(IPC_RMID): the segment goes away once the last process detaches. */
+export function sysvRemove(id: number, subject: string): void {
+  check(libc().shmctl(id, C.IPC_RMID, new Uint8Array(C.SHMID_DS_BYTES)), "remove", subject);
+}
+
+/** The effective user id of this process. */
+export function effectiveUid(): number {
+  return libc().geteuid();
+}
+
+/** This process's pid (works without `--allow-sys`). */
+export function processId(): number {
+  return libc().getpid();
+}
+
+/** The parent's pid. */
+export function parentProcessId(): number {
+  return libc().getppid();
+}
+
+/** Whether `fd` is a terminal. */
+export function isTerminal(fd: number): boolean {
+  return libc().isatty(fd) === 1;
+}
+
+/** kill(2); returns false when the process does not exist. */
+export function sendSignal(pid: number, signal: number): boolean {
+  if (libc().kill(pid, signal) === 0) return true;
+  const errno = lastErrno();
+  if (errno === Errno.ESRCH) return false;
+  if (errno === Errno.EPERM) return true;
+  throw osError("signal", `pid ${pid}`, errno);
+}
+
+/** Asks the kernel to send `signal` to this process when its parent dies (prctl(2)). */
+export function setParentDeathSignal(signal: number): void {
+  check(libc().prctl(C.PR_SET_PDEATHSIG, BigInt(signal), 0n, 0n, 0n), "set", "parent death signal");
+}
+
+/** What /proc says of a running process. */
+export interface ProcessState {
+  /** The state letter: R, S, D, Z (zombie), T, ... */
+  state: string;
+  /** Start time in clock ticks after boot; with the pid it names one process for good. */
+  startTime: bigint;
+}
+
+/** Reads /proc/PID/stat through libc (so it needs no `--allow-read`); undefined when gone. */
+export function processState(pid: number): ProcessState | undefined {
+  let fd: number;
+  try {
+    fd = openPath(`/proc/${pid}/stat`, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
+  } catch {
+    return undefined;
+  }
+  try {
+    const buffer = new Uint8Array(1024);
+    const length = readFd(fd, buffer, `/proc/${pid}/stat`);
+    const text = decoder.decode(buffer.subarray(0, Math.max(0, length)));
+    // The command name in field 2 may hold spaces and parentheses: split after the last ")".
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0] ?? "?", startTime: BigInt(fields[19] ?? "0") };
+  } catch {
+    return undefined;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** eventfd(2), non-blocking and close-on-exec. */
+export function createEventFd(): number {
+  return check(libc().eventfd(0, C.EFD_NONBLOCK | C.EFD_CLOEXEC), "create", "eventfd");
+}

@@ -1,0 +1,86 @@
+/**
+ * A role in shared memory that one live process holds at a time (the state cell's writer, a
+ * ring's producer or consumer). The 64-bit claim word holds the holder's pid and the low bits of
+ * its start time, set and cleared with one compare-and-swap, so a holder that died, or whose pid
+ * was recycled, is recognised and replaced instead of blocking everyone forever.
+ *
+ * @module
+ */
+
+import type { Mapping } from "../ffi/mapping.ts";
+import * as posix from "../ffi/posix.ts";
+import { failure } from "./errors.ts";
+
+let self: bigint | undefined;
+
+/** This process's claim value: start time (low 32 bits) above the pid. */
+function ownClaim(): bigint {
+  if (self === undefined) {
+    const pid = posix.processId();
+    const start = posix.processState(pid)?.startTime ?? 0n;
+    self = ((start & 0xffff_ffffn) << 32n) | BigInt(pid);
+  }
+  return self;
+}
+
+function pidOf(claim: bigint): number {
+  return Number(claim & 0xffff_ffffn);
+}
+
+/** Whether the process a claim value names is still running (and is the same process). */
+export function claimIsLive(claim: bigint): boolean {
+  if (claim === 0n) return false;
+  const pid = pidOf(claim);
+  if (pid <= 0 || !posix.sendSignal(pid, 0)) return false;
+  const state = posix.processState(pid);
+  // Without a readable /proc the signal probe is all there is to go on.
+  if (state === undefined) return true;
+  if (state.state === "Z" || state.state === "X") return false;
+  const start = claim >> 32n;
+  return start === 0n || start === (state.startTime & 0xffff_ffffn);
+}
+
+/** Reads the claim word at `byteOffset` (8-aligned). */
+export function readClaim(mapping: Mapping, byteOffset: number): bigint {
+  return Atomics.load(mapping.longWords, byteOffset >> 3);
+}
+
+/** The pid holding the claim at `byteOffset`, or `undefined` when nobody live holds it. */
+export function claimHolder(mapping: Mapping, byteOffset: number): number | undefined {
+  const claim = readClaim(mapping, byteOffset);
+  return claimIsLive(claim) ? pidOf(claim) : undefined;
+}
+
+/**
+ * Takes the claim at `byteOffset` for this process, replacing a dead holder's; throws
+ * `Deno.errors.Busy` naming the live holder's pid otherwise.
+ *
+ * @param what names the role and the region in the error, such as `the writer role of state cell "/x"`
+ */
+export function takeClaim(mapping: Mapping, byteOffset: number, what: string): void {
+  const words = mapping.longWords;
+  const index = byteOffset >> 3;
+  const mine = ownClaim();
+  for (;;) {
+    const found = Atomics.compareExchange(words, index, 0n, mine);
+    if (found === 0n) return;
+    if (found === mine) {
+      throw failure(Deno.errors.Busy, "claim", what, "this process already holds it");
+    }
+    if (claimIsLive(found)) {
+      throw failure(Deno.errors.Busy, "claim", what, `pid ${pidOf(found)} holds it`);
+    }
+    // The holder is gone: clear its claim (unless someone beat us to it) and try again.
+    Atomics.compareExchange(words, index, found, 0n);
+  }
+}
+
+/** Whether this process holds the claim at `byteOffset`. */
+export function holdsClaim(mapping: Mapping, byteOffset: number): boolean {
+  return readClaim(mapping, byteOffset) === ownClaim();
+}
+
+/** Gives up the claim at `byteOffset` if this process holds it. */
+export function releaseClaim(mapping: Mapping, byteOffset: number): void {
+  Atomics.compareExchange(mapping.longWords, byteOffset >> 3, ownClaim(), 0n);
+}

@@ -1,0 +1,23 @@
+/**
+ * Errors the library raises itself (the OS's own errors come from `ffi/errno.ts`), all in the
+ * same shape: `Cannot <action> "<subject>": <reason>`.
+ *
+ * @module
+ */
+
+type ErrorClass = new (message: string, options?: ErrorOptions) => Error;
+
+/** Builds an error of class `ErrorType` whose message names the action, the subject and why. */
+export function failure(
+  ErrorType: ErrorClass,
+  action: string,
+  subject: string,
+  reason: string,
+): Error {
+  return new ErrorType(`Cannot ${action} ${JSON.stringify(subject)}: ${reason}`);
+}
+
+/** The error an aborted wait rejects with: the signal's reason, as `AbortSignal` users expect. */
+export function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException("The operation was aborted", "AbortError");
+}
