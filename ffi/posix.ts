@@ -255,26 +255,40 @@ export interface ProcessState {
   startTime: bigint;
 }
 
-/** Reads /proc/PID/stat through libc (so it needs no `--allow-read`); undefined when gone. */
-export function processState(pid: number): ProcessState | undefined {
+/**
+ * Reads a small file (under 64 KiB) through libc, for /proc files that Deno's own file API
+ * guards behind `--allow-all`; `undefined` when it cannot be read.
+ */
+export function readSmallFile(path: string): string | undefined {
   let fd: number;
   try {
-    fd = openPath(`/proc/${pid}/stat`, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
+    fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
   } catch {
     return undefined;
   }
   try {
-    const buffer = new Uint8Array(1024);
-    const length = readFd(fd, buffer, `/proc/${pid}/stat`);
-    const text = decoder.decode(buffer.subarray(0, Math.max(0, length)));
-    // The command name in field 2 may hold spaces and parentheses: split after the last ")".
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return { state: fields[0] ?? "?", startTime: BigInt(fields[19] ?? "0") };
+    const buffer = new Uint8Array(65536);
+    let length = 0;
+    for (;;) {
+      const count = readFd(fd, buffer.subarray(length), path);
+      if (count <= 0) break;
+      length += count;
+    }
+    return decoder.decode(buffer.subarray(0, length));
   } catch {
     return undefined;
   } finally {
     closeFd(fd);
   }
+}
+
+/** Reads /proc/PID/stat; undefined when the process is gone or /proc is not readable. */
+export function processState(pid: number): ProcessState | undefined {
+  const text = readSmallFile(`/proc/${pid}/stat`);
+  if (text === undefined) return undefined;
+  // The command name in field 2 may hold spaces and parentheses: split after the last ")".
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return { state: fields[0] ?? "?", startTime: BigInt(fields[19] ?? "0") };
 }
 
 /** eventfd(2), non-blocking and close-on-exec. */

@@ -1,0 +1,308 @@
+import assert from "node:assert/strict";
+import {
+  createMemfdRegion,
+  openFileRegion,
+  openShmRegion,
+  openStateCell,
+  STATE_CELL_MAGIC,
+  type StateCell,
+} from "../mod.ts";
+import {
+  delay,
+  spawnDeno,
+  TESTS_DIR,
+  testWith,
+  voluntarySwitches,
+  withShmName,
+  withTempDir,
+} from "./helpers.ts";
+
+const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
+const FS = ["read", "write"] as Deno.PermissionName[];
+const RUN = ["run", "read", "write"] as Deno.PermissionName[];
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function text(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+Deno.test("openStateCell() on blank memory writes a header and reads 0", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region);
+  assert.equal(cell.read(), 0);
+  assert.equal(region.loadInt32(64), STATE_CELL_MAGIC);
+  assert.equal(text(region.read(64, 4)), "CELL");
+  assert.equal(cell.writerPid, undefined);
+});
+
+testWith(FS, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1', async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/data.dat`;
+    const original = new Uint8Array(258);
+    original.set(encoder.encode("1\n\0"));
+    Deno.writeFileSync(path, original, { mode: 0o600 });
+    {
+      using region = openFileRegion(path, { size: 256 });
+      using cell = openStateCell(region);
+      assert.equal(cell.read(), 1);
+    }
+    const after = Deno.readFileSync(path);
+    assert.equal(after.length, 258);
+    assert.equal(text(after.subarray(0, 3)), "1\n\0");
+    assert.equal(after[257], 0);
+  });
+});
+
+Deno.test("StateCell.write() leaves the original's text format at offset 0", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region, { writer: true });
+  cell.write(1);
+  assert.equal(text(region.read(0, 3)), "1\n\0");
+  cell.write(0);
+  assert.equal(text(region.read(0, 3)), "0\n\0");
+  cell.write(-42);
+  assert.equal(text(region.read(0, 5)), "-42\n\0");
+  assert.equal(cell.read(), -42);
+  assert.throws(() => cell.write(2 ** 31), RangeError);
+  assert.throws(() => cell.write(0.5), RangeError);
+});
+
+Deno.test('StateCell reads text the way sscanf("%d") does', () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region);
+  const cases: [string, number][] = [
+    ["1\n\0", 1],
+    ["  7\n", 7],
+    ["+3", 3],
+    ["-9x", -9],
+    ["abc", 0],
+    ["\0", 0],
+  ];
+  for (const [written, expected] of cases) {
+    region.write(0, new Uint8Array(32));
+    region.write(0, encoder.encode(written));
+    assert.equal(cell.read(), expected, JSON.stringify(written));
+  }
+});
+
+Deno.test("openStateCell() refuses a foreign header and changes nothing", () => {
+  using region = createMemfdRegion({ size: 256 });
+  const foreign = encoder.encode(
+    "SQLite format 3\0 and more bytes that are not ours at all, ".repeat(4),
+  );
+  region.write(0, foreign.subarray(0, 256));
+  const before = region.read(0, 256);
+  assert.throws(
+    () => openStateCell(region),
+    (e) =>
+      e instanceof Deno.errors.InvalidData && e.message.includes(region.name) &&
+      e.message.includes("where the magic") && e.message.includes("initialise: true"),
+  );
+  assert.deepEqual(region.read(0, 256), before);
+  using cell = openStateCell(region, { initialise: true, initialValue: 1 });
+  assert.equal(cell.read(), 1);
+});
+
+Deno.test("openStateCell() refuses an unknown version and an impossible size", () => {
+  using region = createMemfdRegion({ size: 256 });
+  openStateCell(region).close();
+  region.storeInt32(68, 9);
+  assert.throws(
+    () => openStateCell(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("layout version is 9"),
+  );
+  region.storeInt32(68, 1);
+  region.storeInt32(72, 1 << 30);
+  assert.throws(
+    () => openStateCell(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes(`${1 << 30} bytes`),
+  );
+});
+
+Deno.test("openStateCell() refuses a region too small and a bad offset", () => {
+  using small = createMemfdRegion({ size: 100 });
+  assert.throws(
+    () => openStateCell(small),
+    (e) => e instanceof RangeError && e.message.includes("100 bytes"),
+  );
+  using region = createMemfdRegion({ size: 512 });
+  assert.throws(() => openStateCell(region, { offset: 4 }), RangeError);
+  assert.throws(() => openStateCell(region, { offset: 400 }), RangeError);
+  using placed = openStateCell(region, { offset: 256, writer: true });
+  placed.write(5);
+  assert.equal(text(region.read(256, 3)), "5\n\0");
+});
+
+Deno.test("StateCell refuses a second writer, and writes without the role", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  assert.equal(writer.writerPid, Deno.pid);
+  assert.throws(
+    () => openStateCell(region, { writer: true }),
+    (e) => e instanceof Deno.errors.Busy && e.message.includes("already holds it"),
+  );
+  using reader = openStateCell(region);
+  assert.throws(() => reader.write(1), Deno.errors.PermissionDenied);
+  writer.close();
+  using next = openStateCell(region, { writer: true });
+  next.write(1);
+  assert.equal(reader.read(), 1);
+});
+
+Deno.test("StateCell after close throws BadResource; close twice is fine", () => {
+  using region = createMemfdRegion({ size: 256 });
+  const cell = openStateCell(region, { writer: true });
+  cell.close();
+  cell.close();
+  assert.throws(() => cell.read(), Deno.errors.BadResource);
+  assert.throws(() => cell.write(1), Deno.errors.BadResource);
+  const other = openStateCell(region);
+  region.close();
+  assert.throws(() => other.read(), Deno.errors.BadResource);
+});
+
+Deno.test("StateCell.waitForChange() times out with TimedOut and aborts with the reason", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using cell = openStateCell(region);
+  await assert.rejects(
+    cell.waitForChange({ timeout: 30 }),
+    (e) => e instanceof Deno.errors.TimedOut && e.message.includes(region.name),
+  );
+  const controller = new AbortController();
+  const waiting = cell.waitForChange({ signal: controller.signal });
+  setTimeout(() => controller.abort(new Error("enough")), 20);
+  await assert.rejects(waiting, { message: "enough" });
+  const next = cell.waitForChange();
+  writer.write(1);
+  assert.equal(await next, 1);
+});
+
+Deno.test("StateCell.changes() yields new values in order, coalesced, and ends on abort", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using cell = openStateCell(region);
+  const controller = new AbortController();
+  const seen: number[] = [];
+  const done = (async () => {
+    for await (const value of cell.changes({ signal: controller.signal, current: true })) {
+      seen.push(value);
+      if (value === 1000) controller.abort();
+    }
+  })();
+  await delay(10);
+  for (let i = 1; i <= 1000; i++) writer.write(i);
+  await done;
+  assert.equal(seen[0], 0);
+  assert.equal(seen.at(-1), 1000);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `out of order: ${seen}`);
+});
+
+Deno.test("StateCell.close() ends an iteration in progress", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  const cell = openStateCell(region);
+  const iteration = (async () => {
+    const values: number[] = [];
+    for await (const value of cell.changes()) values.push(value);
+    return values;
+  })();
+  await delay(10);
+  cell.close();
+  assert.deepEqual(await iteration, []);
+});
+
+Deno.test("a reader sees a writer that only writes the text (the original C button)", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region);
+  const next = cell.waitForChange({ timeout: 10_000 });
+  await delay(20);
+  region.write(0, encoder.encode("1\n\0")); // no sequence bump, no wake: like sprintf()
+  assert.equal(await next, 1);
+});
+
+Deno.test("readers go back to checking the text once the cooperating writer leaves", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region);
+  const writer = openStateCell(region, { writer: true });
+  const next = cell.waitForChange({ timeout: 10_000 });
+  await delay(20);
+  writer.close();
+  region.write(0, encoder.encode("1\n\0"));
+  assert.equal(await next, 1);
+});
+
+Deno.test("a write half done by a writer that died does not hang readers", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using cell: StateCell = openStateCell(region);
+  region.storeInt32(76, 13); // odd sequence: mid-write forever
+  region.write(0, encoder.encode("1\n\0"));
+  assert.equal(cell.read(), 1);
+  using writer = openStateCell(region, { writer: true });
+  assert.equal(region.loadInt32(76) % 2, 0);
+  writer.write(0);
+  assert.equal(cell.read(), 0);
+});
+
+// --- across processes ------------------------------------------------------------------------
+
+testWith(
+  RUN,
+  "a second writer in another process is refused by pid; a dead one's claim is taken",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      openStateCell(region).close();
+      await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
+      assert.equal(await holder.nextLine(), `writer ${holder.pid}`);
+      assert.throws(
+        () => openStateCell(region, { writer: true }),
+        (e) => e instanceof Deno.errors.Busy && e.message.includes(`pid ${holder.pid} holds it`),
+      );
+      holder.kill("SIGKILL");
+      await holder.status();
+      using cell = openStateCell(region, { writer: true });
+      assert.equal(cell.writerPid, Deno.pid);
+    });
+  },
+);
+
+testWith(
+  RUN,
+  "a reader blocked for minutes wakes on a write, without periodic wake-ups",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      using writer = openStateCell(region, { writer: true });
+      await using reader = spawnDeno(PEER, ["follow", "posix", name]);
+      assert.equal(await reader.nextLine(), "ready 0");
+      await delay(300); // let the runtime settle
+      const before = voluntarySwitches(reader.pid);
+      await delay(1000);
+      const idle = voluntarySwitches(reader.pid) - before;
+      writer.write(1);
+      assert.equal(await reader.nextLine(), "value 1");
+      writer.write(0);
+      assert.equal(await reader.nextLine(), "value 0");
+      // With no cooperating writer the reader checks the text every 2 ms (~500 wake-ups a second).
+      writer.close();
+      await delay(300);
+      const pollingBefore = voluntarySwitches(reader.pid);
+      await delay(1000);
+      const polling = voluntarySwitches(reader.pid) - pollingBefore;
+      assert.ok(idle * 10 < polling, `idle reader woke ${idle} times, a polling one ${polling}`);
+      assert.ok(idle < 50, `idle reader woke ${idle} times in a second`);
+    });
+  },
+);
+
+testWith(RUN, "an aborted wait lets the process exit", async () => {
+  await withShmName(async (name) => {
+    using region = openShmRegion(name, { create: true, size: 256 });
+    using _writer = openStateCell(region, { writer: true });
+    await using waiter = spawnDeno(PEER, ["abort-wait", "posix", name]);
+    assert.equal(await waiter.nextLine(), "aborted TimeoutError");
+    const status = await waiter.status();
+    assert.equal(status.code, 0, status.stderr);
+  });
+});
