@@ -17,6 +17,7 @@ function perArch<T>(values: Record<Arch, T>): T {
 
 // <fcntl.h>: aarch64 moved O_DIRECTORY and O_NOFOLLOW.
 export const O_RDONLY = 0;
+export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;

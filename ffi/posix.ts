@@ -40,6 +40,8 @@ export interface FileStat {
   size: number;
   /** Inode number and device, together an inode's identity. */
   identity: string;
+  /** The same identity as /proc/locks writes it: `MAJOR:MINOR:INODE`, device numbers in hex. */
+  lockIdentity: string;
 }
 
 function fileType(mode: number): FileType {
@@ -66,14 +68,17 @@ function statxCall(dirfd: number, path: string, flags: number, subject: string):
   check(libc().statx(dirfd, cString(path), flags, C.STATX_BASIC_STATS, buffer), "inspect", subject);
   const view = new DataView(buffer.buffer);
   const mode = view.getUint16(C.STATX_OFFSET.mode, true);
+  const major = view.getUint32(C.STATX_OFFSET.devMajor, true);
+  const minor = view.getUint32(C.STATX_OFFSET.devMinor, true);
+  const inode = view.getBigUint64(C.STATX_OFFSET.ino, true);
+  const hex = (n: number): string => n.toString(16).padStart(2, "0");
   return {
     type: fileType(mode),
     permissions: mode & 0o7777,
     uid: view.getUint32(C.STATX_OFFSET.uid, true),
     size: Number(view.getBigUint64(C.STATX_OFFSET.size, true)),
-    identity: `${view.getUint32(C.STATX_OFFSET.devMajor, true)}:${
-      view.getUint32(C.STATX_OFFSET.devMinor, true)
-    }:${view.getBigUint64(C.STATX_OFFSET.ino, true)}`,
+    identity: `${major}:${minor}:${inode}`,
+    lockIdentity: `${hex(major)}:${hex(minor)}:${inode}`,
   };
 }
 
@@ -116,6 +121,16 @@ export function tryLockExclusive(fd: number, subject: string): boolean {
   const errno = lastErrno();
   if (errno === Errno.EAGAIN) return false;
   throw osError("lock", subject, errno);
+}
+
+/** The pid holding a flock(2) on the inode with `lockIdentity`, from /proc/locks. */
+export function flockHolder(lockIdentity: string): number | undefined {
+  const locks = readSmallFile("/proc/locks") ?? "";
+  for (const line of locks.split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] === "FLOCK" && fields[5] === lockIdentity) return Number(fields[4]);
+  }
+  return undefined;
 }
 
 /** Switches an fd to non-blocking reads and writes. */

@@ -13,8 +13,9 @@
  * | 76-79   | sequence: the futex word, even when stable, odd while a write is made |
  * | 80-83   | how many readers are asleep on the sequence                            |
  * | 88-95   | the writer's claim (pid and start time)                               |
+ * | 96-103  | the supervisor's claim (the launcher that owns the cell's lifetime)   |
  *
- * Bytes 32-63 and 96-127 are reserved; nothing is ever written at byte 257, where the original
+ * Bytes 32-63 and 104-127 are reserved; nothing is ever written at byte 257, where the original
  * C program keeps the last byte of its file.
  *
  * @module
@@ -46,6 +47,7 @@ const SIZE = 72;
 const SEQUENCE = 76;
 const WAITERS = 80;
 const WRITER = 88;
+const SUPERVISOR = 96;
 /**
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
@@ -59,6 +61,11 @@ export interface StateCellOptions {
   offset?: number;
   /** Take the single writer role; `Deno.errors.Busy` names the pid of a live holder. */
   writer?: boolean;
+  /**
+   * Take the supervisor role: the one process (such as a launcher) that owns the cell's
+   * lifetime. `Deno.errors.Busy` names the pid of a live holder.
+   */
+  supervisor?: boolean;
   /**
    * Write a fresh header and the value {@link StateCellOptions.initialValue} even over a header
    * that is foreign or damaged. Without it such a header is an error and nothing is written.
@@ -133,6 +140,7 @@ export class StateCell {
   readonly #sequenceIndex: number;
   readonly #waitersIndex: number;
   readonly #writer: boolean;
+  readonly #supervisor: boolean;
   #closed = false;
   #deadClaim = 0n;
 
@@ -147,10 +155,25 @@ export class StateCell {
     this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
     this.#waitersIndex = (this.#base + WAITERS) >> 2;
     this.#writer = options.writer ?? false;
+    this.#supervisor = options.supervisor ?? false;
     if (header === "initialise") this.#initialise(options.initialValue ?? 0);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
     if (header === "blank") this.#initialise(this.#snapshot().value);
-    if (this.#writer) this.#claimWriter();
+    if (this.#supervisor) {
+      takeClaim(
+        this.#mapping,
+        this.#base + SUPERVISOR,
+        `the supervisor role of state cell ${JSON.stringify(region.name)}`,
+      );
+    }
+    if (this.#writer) {
+      try {
+        this.#claimWriter();
+      } catch (error) {
+        if (this.#supervisor) releaseClaim(this.#mapping, this.#base + SUPERVISOR);
+        throw error;
+      }
+    }
   }
 
   /** Whether this handle holds the writer role. */
@@ -162,6 +185,12 @@ export class StateCell {
   get writerPid(): number | undefined {
     this.#check();
     return claimHolder(this.#mapping, this.#base + WRITER);
+  }
+
+  /** The pid of the live process holding the supervisor role, if any. */
+  get supervisorPid(): number | undefined {
+    this.#check();
+    return claimHolder(this.#mapping, this.#base + SUPERVISOR);
   }
 
   /** The current value. */
@@ -240,7 +269,7 @@ export class StateCell {
   }
 
   /**
-   * Gives up the writer role (if held) and wakes this process's sleeping readers so their
+   * Gives up the writer and supervisor roles (if held) and wakes this process's sleeping readers so their
    * iterations end. The region stays open: it belongs to whoever opened it. Safe to call twice.
    */
   close(): void {
@@ -248,6 +277,7 @@ export class StateCell {
     this.#closed = true;
     if (this.#region.closed) return;
     if (this.#writer) releaseClaim(this.#mapping, this.#base + WRITER);
+    if (this.#supervisor) releaseClaim(this.#mapping, this.#base + SUPERVISOR);
     // Wake readers in every process: ours end, others re-check who holds the writer role.
     this.#mapping.wake(this.#base + SEQUENCE);
   }

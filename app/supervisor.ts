@@ -1,0 +1,192 @@
+/**
+ * Runs a child process for as long as the launcher lives: restarts it with backoff when it
+ * dies, gives up when it keeps crashing, and stops it on request. Children get only the
+ * permissions they need, and learn the launcher's pid so the kernel stops them if it dies.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+
+/** What to run. */
+export interface ChildSpec {
+  /** A short name for logs: `button`, `led`. */
+  name: string;
+  /** The script, as a path. */
+  script: string;
+  /** `deno run` permission flags, such as `--allow-ffi`. */
+  permissions: string[];
+  /** The script's own arguments. */
+  args: string[];
+}
+
+/** Restart policy. */
+export interface RestartPolicy {
+  /** First restart delay; each crash in a row doubles it. */
+  initialDelayMs: number;
+  /** The longest restart delay. */
+  maxDelayMs: number;
+  /** A child that ran this long counts as healthy again. */
+  stableAfterMs: number;
+  /** Crashes in a row (each before `stableAfterMs`) after which the launcher gives up. */
+  maxCrashes: number;
+}
+
+/** The defaults: 100 ms doubling to 2 s, five quick crashes in a row end it. */
+export const DEFAULT_RESTART_POLICY: RestartPolicy = {
+  initialDelayMs: 100,
+  maxDelayMs: 2_000,
+  stableAfterMs: 5_000,
+  maxCrashes: 5,
+};
+
+/** Thrown when a child keeps crashing: says which, how often, and its last error output. */
+export class ChildCrashLoop extends Error {
+  /** The child's name. */
+  readonly child: string;
+
+  /** Builds the error for `child`. */
+  constructor(child: string, crashes: number, lastError: string) {
+    super(
+      `${child} crashed ${crashes} times in a row; its last error: ${lastError || "(no output)"}`,
+    );
+    this.name = "ChildCrashLoop";
+    this.child = child;
+  }
+}
+
+const STOP_GRACE_MS = 3_000;
+
+async function forwardLines(
+  stream: ReadableStream<Uint8Array>,
+  write: (line: string) => void,
+): Promise<void> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      write(buffered.slice(0, newline));
+      buffered = buffered.slice(newline + 1);
+    }
+  }
+  if (buffered !== "") write(buffered);
+}
+
+/** Supervises one child; see the module description. */
+export class Supervisor {
+  readonly #spec: ChildSpec;
+  readonly #policy: RestartPolicy;
+  readonly #log: Logger;
+  readonly #config: string;
+  #child: Deno.ChildProcess | undefined;
+  #lastError: string[] = [];
+
+  /**
+   * @param config the deno.json the child runs with, so it resolves imports wherever the
+   *   launcher was started
+   */
+  constructor(spec: ChildSpec, options: { log: Logger; config: string; policy?: RestartPolicy }) {
+    this.#spec = spec;
+    this.#log = options.log;
+    this.#config = options.config;
+    this.#policy = options.policy ?? DEFAULT_RESTART_POLICY;
+  }
+
+  /** The running child's pid, if one runs. */
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  #spawn(): Deno.ChildProcess {
+    const { name, script, permissions, args } = this.#spec;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--config",
+        this.#config,
+        ...permissions,
+        script,
+        ...args,
+        "--parent-pid",
+        String(Deno.pid),
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#lastError = [];
+    const encoder = new TextEncoder();
+    forwardLines(child.stdout, (line) => Deno.stdout.writeSync(encoder.encode(`${line}\n`))).catch(
+      () => {},
+    );
+    forwardLines(child.stderr, (line) => {
+      Deno.stderr.writeSync(encoder.encode(`${line}\n`));
+      this.#lastError.push(line);
+      if (this.#lastError.length > 5) this.#lastError.shift();
+    }).catch(() => {});
+    this.#log.info(`Started ${name} (pid ${child.pid})`);
+    return child;
+  }
+
+  /**
+   * Runs the child until `signal` aborts, restarting it after crashes; resolves once it is
+   * stopped, rejects with {@link ChildCrashLoop} when it keeps crashing.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    const { name } = this.#spec;
+    let crashes = 0;
+    while (!signal.aborted) {
+      const started = performance.now();
+      const child = this.#spawn();
+      this.#child = child;
+      const stop = (): void => void this.#stop(child);
+      signal.addEventListener("abort", stop, { once: true });
+      const status = await child.status;
+      signal.removeEventListener("abort", stop);
+      this.#child = undefined;
+      if (signal.aborted) return;
+      crashes = performance.now() - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
+      const how = status.signal !== null
+        ? `was killed by ${status.signal}`
+        : `exited with code ${status.code}`;
+      if (crashes >= this.#policy.maxCrashes) {
+        throw new ChildCrashLoop(name, crashes, this.#lastError.join(" | "));
+      }
+      const delay = Math.min(
+        this.#policy.maxDelayMs,
+        this.#policy.initialDelayMs * 2 ** (crashes - 1),
+      );
+      this.#log.warn(`${name} ${how}; restarting in ${delay} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        function done(): void {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          resolve();
+        }
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+  }
+
+  /** SIGTERM, then SIGKILL if the child has not gone after a grace period. */
+  async #stop(child: Deno.ChildProcess): Promise<void> {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      return; // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone in the meantime
+      }
+    }, STOP_GRACE_MS);
+    await child.status;
+    clearTimeout(timer);
+  }
+}

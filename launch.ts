@@ -1,0 +1,223 @@
+/**
+ * The launcher: creates the shared state and the button's FIFO, starts the button and the LED
+ * as separate processes, restarts them when they die, and on Ctrl+C or SIGTERM stops both and
+ * removes what it created. `deno task launch` runs it.
+ *
+ * @module
+ */
+
+import { type Flags, openStateRegion, parseFlags, STATE_USAGE } from "./app/cli.ts";
+import { logger, parseLevel, setupLogging } from "./app/logging.ts";
+import { defaultFifoPath } from "./app/runtime_dir.ts";
+import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
+import * as C from "./ffi/constants.ts";
+import {
+  closeFd,
+  flockHolder,
+  isTerminal,
+  openPath,
+  statFd,
+  tryLockExclusive,
+  writeFd,
+} from "./ffi/posix.ts";
+import { createFifo, removeFifo } from "./hw/fifo_button.ts";
+import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
+
+const USAGE = `Usage: deno task launch [options]
+
+Starts the button and LED processes, keeps them running, and stops them on Ctrl+C.
+
+Options:
+${STATE_USAGE}
+                   (default: anonymous shared memory that only the launcher's children see)
+  --fifo PATH      the button's FIFO (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo,
+                   else /tmp/mmap-ipc-UID/button.fifo); --fifo /tmp/mmap_file is the original's
+  --syslog         the LED also logs to the system log, ident "LED MMAP"
+  --log-level L    debug, info, warning or error (default info)
+  -h, --help       show this help
+
+Press the button with: echo 0 > FIFO   (or press Enter in this terminal)`;
+
+const ROOT = new URL(".", import.meta.url).pathname;
+
+/** Everything the launcher made or holds, so that it can undo exactly that. */
+interface Resources {
+  region?: SharedRegion;
+  regionCreated?: boolean;
+  cell?: StateCell;
+  fifoPath?: string;
+  fifoIdentity?: string;
+  fifoCreated?: boolean;
+  fifoFd?: number;
+}
+
+function release(resources: Resources): void {
+  if (resources.fifoFd !== undefined) closeFd(resources.fifoFd);
+  if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
+    removeFifo(resources.fifoPath, resources.fifoIdentity);
+  }
+  resources.cell?.close();
+  if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
+  resources.region?.close();
+}
+
+/**
+ * Holds a read end of the FIFO, locked: writers never block or fail while the button restarts,
+ * and a second launcher on the same FIFO is refused by pid.
+ */
+function holdFifo(path: string, identity: string): number {
+  const fd = openPath(path, C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "open FIFO");
+  const stat = statFd(fd, path);
+  if (stat.identity !== identity) {
+    closeFd(fd);
+    throw new Deno.errors.InvalidData(
+      `Cannot open FIFO ${JSON.stringify(path)}: it was replaced while starting`,
+    );
+  }
+  if (!tryLockExclusive(fd, path)) {
+    closeFd(fd);
+    const holder = flockHolder(stat.lockIdentity);
+    throw new Deno.errors.Busy(
+      `Cannot launch: another launcher${holder ? ` (pid ${holder})` : ""} is using the FIFO ${
+        JSON.stringify(path)
+      }`,
+    );
+  }
+  return fd;
+}
+
+/** Writes one press into the FIFO, for Enter in the launcher's terminal. */
+function pressOnce(path: string): void {
+  const fd = openPath(
+    path,
+    C.O_WRONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC,
+    0,
+    "press through FIFO",
+  );
+  try {
+    writeFd(fd, new TextEncoder().encode("press\n"), path);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
+  const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done || signal.aborted) return;
+    for (const _ of value.matchAll(/\n/g)) pressOnce(path);
+  }
+}
+
+function childSpecs(flags: Flags, region: SharedRegion, fifo: string): ChildSpec[] {
+  const stateArgs = region.kind === "memfd"
+    ? ["--memfd", region.name]
+    : region.kind === "posix"
+    ? ["--shm", region.name]
+    : ["--state", region.name];
+  const common = [...stateArgs, "--log-level", String(flags["log-level"] ?? "info")];
+  return [
+    {
+      name: "led",
+      script: `${ROOT}consumers/led.ts`,
+      permissions: ["--allow-ffi"],
+      args: [...common, ...(flags.syslog ? ["--syslog"] : [])],
+    },
+    {
+      name: "button",
+      script: `${ROOT}producers/button.ts`,
+      permissions: ["--allow-ffi"],
+      args: [...common, "--fifo", fifo],
+    },
+  ];
+}
+
+async function main(flags: Flags): Promise<number> {
+  await setupLogging({ level: parseLevel(flags["log-level"] as string | undefined) });
+  const log = logger("launch");
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+
+  const resources: Resources = {};
+  try {
+    const { region, created } = openStateRegion(flags, { anonymous: true });
+    resources.region = region;
+    resources.regionCreated = created;
+    try {
+      resources.cell = openStateCell(region, { supervisor: true });
+    } catch (error) {
+      if (error instanceof Deno.errors.Busy) {
+        throw new Deno.errors.Busy(
+          `Cannot launch: another launcher is running on this state (${error.message})`,
+        );
+      }
+      throw error;
+    }
+    // A fresh launch starts Off, whatever an earlier run left behind.
+    using writer = openStateCell(region, { writer: true });
+    writer.write(0);
+    writer.close();
+
+    const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+    const { identity, created: fifoCreated } = createFifo(fifo);
+    Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
+    resources.fifoFd = holdFifo(fifo, identity);
+
+    const config = `${ROOT}deno.json`;
+    const supervisors = childSpecs(flags, region, fifo).map((spec) =>
+      new Supervisor(spec, { log, config })
+    );
+    log.info(`Press the button with: echo 0 > ${fifo}`);
+    const interactive = isTerminal(0);
+    if (interactive) {
+      log.info("...or press Enter here. Ctrl+C stops everything.");
+      pressOnEnter(fifo, stop.signal).catch((error) =>
+        log.warn(`Enter no longer presses: ${error.message}`)
+      );
+    }
+    const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
+    try {
+      await Promise.race([
+        Promise.all(running),
+        new Promise((resolve) => stop.signal.addEventListener("abort", resolve)),
+      ]);
+    } catch (error) {
+      stop.abort();
+      await Promise.allSettled(running);
+      if (error instanceof ChildCrashLoop) {
+        log.error(`Stopping: ${error.message}`);
+        return 1;
+      }
+      throw error;
+    }
+    await Promise.allSettled(running);
+    log.info("Stopped");
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    release(resources);
+  }
+}
+
+if (import.meta.main) {
+  const flags = parseFlags(Deno.args, {
+    state: { type: "string" },
+    shm: { type: "string" },
+    fifo: { type: "string" },
+    syslog: { type: "boolean" },
+    "log-level": { type: "string" },
+  }, USAGE);
+  let code: number;
+  try {
+    code = await main(flags);
+  } catch (error) {
+    console.error(`launch: ${(error as Error).message}`);
+    code = 1;
+  }
+  Deno.exit(code);
+}
