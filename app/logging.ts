@@ -83,10 +83,14 @@ export function logger(name: string): Logger {
 
 /** Quotes untrusted input for a log line: escaped, and cut to `max` characters. */
 export function quote(input: string, max = 40): string {
-  const cut = input.length > max ? `${input.slice(0, max)}...` : input;
-  // deno-lint-ignore no-control-regex
-  return `"${
-    cut.replace(/[\\"]/g, "\\$&").replace(/[\u0000-\u001f\u007f-\u009f\ufffd]/g, (c) =>
-      c === "\ufffd" ? "\\ufffd" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
-  }"`;
+  let out = "";
+  for (const char of input.slice(0, max)) {
+    const code = char.charCodeAt(0);
+    if (char === "\\" || char === '"') out += `\\${char}`;
+    else if (char === "\ufffd") out += "\\ufffd";
+    else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) {
+      out += `\\x${code.toString(16).padStart(2, "0")}`;
+    } else out += char;
+  }
+  return `"${out}${input.length > max ? "..." : ""}"`;
 }

@@ -6,7 +6,7 @@
  */
 
 import { removeShm } from "../mod.ts";
-import { effectiveUid, readSmallFile } from "../ffi/posix.ts";
+import { effectiveUid, processState, readSmallFile } from "../ffi/posix.ts";
 
 /** Registers a test that is ignored, with the reason in its name, unless `permissions` are granted. */
 export function testWith(
@@ -67,18 +67,44 @@ export function uniqueSysvKey(): number {
 /** The directory of this file, for fixtures. */
 export const TESTS_DIR: string = new URL(".", import.meta.url).pathname;
 
-/** A running child process whose stdout is read line by line. */
+/** One line a child printed. */
+export interface OutputLine {
+  stream: "stdout" | "stderr";
+  text: string;
+}
+
+/** A running child process whose output is recorded line by line. */
 export class ChildProcess implements AsyncDisposable {
   readonly process: Deno.ChildProcess;
-  readonly #lines: AsyncIterator<string>;
-  readonly #stderr: Promise<string>;
+  /** Every line printed so far, both streams, in order of arrival. */
+  readonly lines: OutputLine[] = [];
+  readonly #listeners = new Set<() => void>();
+  readonly #pumps: Promise<void>;
+  #stdoutCursor = 0;
+  #ended = false;
   #status: Promise<Deno.CommandStatus>;
 
   constructor(command: Deno.Command) {
     this.process = command.spawn();
-    this.#lines = lines(this.process.stdout)[Symbol.asyncIterator]();
-    this.#stderr = new Response(this.process.stderr).text();
+    this.#pumps = Promise.all([
+      this.#pump(this.process.stdout, "stdout"),
+      this.#pump(this.process.stderr, "stderr"),
+    ]).then(() => {
+      this.#ended = true;
+      this.#notify();
+    });
     this.#status = this.process.status;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, name: OutputLine["stream"]): Promise<void> {
+    for await (const text of lines(stream)) {
+      this.lines.push({ stream: name, text });
+      this.#notify();
+    }
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener();
   }
 
   /** The child's pid. */
@@ -86,43 +112,95 @@ export class ChildProcess implements AsyncDisposable {
     return this.process.pid;
   }
 
-  /** The next line the child prints; throws if it ends first or takes over `timeoutMs`. */
-  async nextLine(timeoutMs = 30_000): Promise<string> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`No line from pid ${this.pid} within ${timeoutMs} ms`)),
+  /** Everything printed so far, as one string (for assertion messages). */
+  get transcript(): string {
+    return this.lines.map((line) => `${line.stream === "stderr" ? "! " : "  "}${line.text}`).join(
+      "\n",
+    );
+  }
+
+  /** Resolves once `ready()` returns a value, the output ends, or `timeoutMs` passes. */
+  async #until<T>(ready: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    const found = ready();
+    if (found !== undefined) return found;
+    return await new Promise<T>((resolve, reject) => {
+      const check = (): void => {
+        const value = ready();
+        if (value !== undefined) finish(() => resolve(value));
+        else if (this.#ended) {
+          finish(() =>
+            reject(new Error(`pid ${this.pid} ended before ${what}:\n${this.transcript}`))
+          );
+        }
+      };
+      const timer = setTimeout(
+        () =>
+          finish(() =>
+            reject(
+              new Error(
+                `No ${what} from pid ${this.pid} within ${timeoutMs} ms:\n${this.transcript}`,
+              ),
+            )
+          ),
         timeoutMs,
       );
+      const finish = (settle: () => void): void => {
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        settle();
+      };
+      this.#listeners.add(check);
+      check();
     });
-    try {
-      const next = await Promise.race([this.#lines.next(), timeout]);
-      if (next.done) {
-        const status = await this.#status;
-        throw new Error(
-          `pid ${this.pid} ended (code ${status.code}) before printing a line: ${await this
-            .#stderr}`,
-        );
-      }
-      return next.value;
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
-  /** Waits for a line that satisfies `match`, skipping others. */
-  async lineMatching(match: (line: string) => boolean, timeoutMs = 30_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const line = await this.nextLine(Math.max(1, deadline - Date.now()));
-      if (match(line)) return line;
-    }
+  /** The next line on stdout; throws if the child ends first or takes over `timeoutMs`. */
+  nextLine(timeoutMs = 30_000): Promise<string> {
+    return this.#until(
+      () => {
+        const stdout = this.lines.filter((line) => line.stream === "stdout");
+        if (stdout.length > this.#stdoutCursor) return stdout[this.#stdoutCursor++].text;
+        return undefined;
+      },
+      timeoutMs,
+      "a line on stdout",
+    );
   }
 
-  /** The exit status, with stderr. */
+  /**
+   * Waits for a line (either stream) matching `pattern` at index `since` or later; returns the
+   * match and the line's index.
+   */
+  waitFor(
+    pattern: RegExp,
+    options: { since?: number; timeoutMs?: number } = {},
+  ): Promise<{ index: number; match: RegExpExecArray }> {
+    const since = options.since ?? 0;
+    return this.#until(
+      () => {
+        for (let index = since; index < this.lines.length; index++) {
+          const match = pattern.exec(this.lines[index].text);
+          if (match !== null) return { index, match };
+        }
+        return undefined;
+      },
+      options.timeoutMs ?? 30_000,
+      `a line matching ${pattern}`,
+    );
+  }
+
+  /** Lines (either stream) matching `pattern`, from index `since` on. */
+  matching(pattern: RegExp, since = 0): string[] {
+    return this.lines.slice(since).map((line) => line.text).filter((text) => pattern.test(text));
+  }
+
+  /** The exit status, once the child has ended and its output is read. */
   async status(): Promise<Deno.CommandStatus & { stderr: string }> {
     const status = await this.#status;
-    return { ...status, stderr: await this.#stderr };
+    await this.#pumps;
+    const stderr = this.lines.filter((line) => line.stream === "stderr").map((line) => line.text)
+      .join("\n");
+    return { ...status, stderr };
   }
 
   /** Sends `signal` if the child still runs. */
@@ -138,8 +216,7 @@ export class ChildProcess implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.kill("SIGKILL");
     await this.#status;
-    await this.#stderr.catch(() => "");
-    await this.#lines.return?.();
+    await this.#pumps;
   }
 }
 
@@ -156,7 +233,10 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (buffered !== "") yield buffered;
 }
 
-/** Starts `deno run` on a script with the given permission flags. */
+/** The project's root directory. */
+export const ROOT: string = new URL("../", import.meta.url).pathname;
+
+/** Starts `deno run` on a script with the given permission flags and the project's config. */
 export function spawnDeno(
   script: string,
   args: string[],
@@ -164,7 +244,16 @@ export function spawnDeno(
 ): ChildProcess {
   return new ChildProcess(
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", ...(options.permissions ?? ["--allow-ffi"]), script, ...args],
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--config",
+        `${ROOT}deno.json`,
+        ...(options.permissions ?? ["--allow-ffi"]),
+        script,
+        ...args,
+      ],
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -172,6 +261,42 @@ export function spawnDeno(
       cwd: options.cwd,
     }),
   );
+}
+
+/** Starts any program. */
+export function spawnProgram(program: string, args: string[]): ChildProcess {
+  return new ChildProcess(
+    new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" }),
+  );
+}
+
+/** How many fds `pid` has open (counted with ls(1): Deno guards /proc behind --allow-all). */
+export async function openFdCount(pid: number): Promise<number> {
+  const { stdout, success } = await new Deno.Command("ls", { args: [`/proc/${pid}/fd`] }).output();
+  if (!success) throw new Error(`Cannot list the fds of pid ${pid}`);
+  return new TextDecoder().decode(stdout).split("\n").filter((name) => name !== "").length;
+}
+
+/** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
+export function processGone(pid: number): boolean {
+  const state = processState(pid);
+  return state === undefined || state.state === "Z" || state.state === "X";
+}
+
+/** Waits until `condition()` holds, checking every 10 ms; throws after `timeoutMs`. */
+export async function eventually(
+  condition: () => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<number> {
+  const started = performance.now();
+  while (!condition()) {
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(`Not ${what} after ${timeoutMs} ms`);
+    }
+    await delay(10);
+  }
+  return performance.now() - started;
 }
 
 /**

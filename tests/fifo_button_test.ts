@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import * as C from "../ffi/constants.ts";
+import { closeFd, openPath, writeFd } from "../ffi/posix.ts";
+import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
+import { delay, openFdCount, testWith, withTempDir } from "./helpers.ts";
+
+const FS = ["read", "write"] as Deno.PermissionName[];
+const encoder = new TextEncoder();
+
+/** One writer: open, write, close, like `echo ... > FIFO`; yields while the pipe is full. */
+async function writeAndLeave(path: string, data: string | Uint8Array): Promise<void> {
+  const fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+  try {
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    for (let offset = 0; offset < bytes.length;) {
+      const chunk = bytes.slice(offset, offset + 4096);
+      try {
+        offset += writeFd(fd, chunk, path);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.WouldBlock)) throw error;
+        await delay(1);
+      }
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Counts presses in the background until stopped. */
+function countPresses(
+  button: ReturnType<typeof openFifoButton>,
+): { count: () => number; stop: () => Promise<void> } {
+  const controller = new AbortController();
+  let presses = 0;
+  const done = (async () => {
+    for await (const _ of button.presses(controller.signal)) presses++;
+  })();
+  return {
+    count: () => presses,
+    stop: async () => {
+      controller.abort();
+      await done;
+    },
+  };
+}
+
+async function settle(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await delay(10);
+}
+
+testWith(FS, "openFifoButton() creates a 0600 FIFO and removes it on close", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/button.fifo`;
+    const button = openFifoButton(path);
+    const stat = Deno.lstatSync(path);
+    assert.ok(stat.isFifo);
+    assert.equal((stat.mode ?? 0) & 0o777, 0o600);
+    await button.close();
+    await button.close();
+    assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+  });
+});
+
+testWith(FS, "openFifoButton() keeps a FIFO it did not create", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/button.fifo`;
+    const first = openFifoButton(path);
+    const second = openFifoButton(path);
+    await second.close();
+    assert.ok(Deno.lstatSync(path).isFifo);
+    await first.close();
+  });
+});
+
+testWith(
+  FS,
+  "openFifoButton() refuses a regular file or a symlink and leaves it alone",
+  async () => {
+    await withTempDir((dir) => {
+      const file = `${dir}/file`;
+      Deno.writeTextFileSync(file, "keep me");
+      assert.throws(
+        () => openFifoButton(file),
+        (e) =>
+          e instanceof Deno.errors.AlreadyExists && e.message.includes(file) &&
+          e.message.includes("a file"),
+      );
+      const link = `${dir}/link`;
+      Deno.symlinkSync(file, link);
+      assert.throws(
+        () => openFifoButton(link),
+        (e) => e instanceof Deno.errors.AlreadyExists && e.message.includes("symlink"),
+      );
+      assert.equal(Deno.readTextFileSync(file), "keep me");
+      assert.ok(Deno.lstatSync(link).isSymlink);
+      assert.throws(
+        () => openFifoButton(`${dir}/missing`, { create: false }),
+        Deno.errors.NotFound,
+      );
+    });
+  },
+);
+
+testWith(FS, "a FIFO button counts 0 and press, and reports everything else", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/button.fifo`;
+    const ignored: IgnoredInput[] = [];
+    await using button = openFifoButton(path, { onIgnored: (i) => ignored.push(i) });
+    const presses = countPresses(button);
+    await writeAndLeave(path, "0\n");
+    await writeAndLeave(path, "press\n  PRESS \r\n");
+    await writeAndLeave(path, "\n");
+    await writeAndLeave(path, "1\n");
+    await writeAndLeave(path, "garbage\n");
+    await writeAndLeave(path, new Uint8Array([0x61, 0x00, 0xff, 0x0a]));
+    await writeAndLeave(path, `${"x".repeat(1 << 20)}\n`);
+    await writeAndLeave(path, "0\n");
+    await settle(() => presses.count() === 4 && ignored.length === 5);
+    await presses.stop();
+    assert.equal(presses.count(), 4);
+    assert.deepEqual(ignored.map((i) => i.reason), [
+      "empty",
+      "not a press",
+      "not a press",
+      "binary",
+      "too long",
+    ]);
+    assert.equal(ignored[4].bytes, 1 << 20);
+    assert.ok(ignored[4].input.length <= MAX_LINE_BYTES);
+  });
+});
+
+testWith(
+  FS,
+  "a line cut off by a writer that went away is dropped, and the next press counts",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const ignored: IgnoredInput[] = [];
+      await using button = openFifoButton(path, { onIgnored: (i) => ignored.push(i) });
+      const presses = countPresses(button);
+      await writeAndLeave(path, "pre");
+      await settle(() => ignored.length === 1);
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      await presses.stop();
+      assert.deepEqual(ignored, [{ reason: "cut off", input: "pre", bytes: 3 }]);
+      assert.equal(presses.count(), 1);
+    });
+  },
+);
+
+testWith(
+  ["read", "write", "run"],
+  "writers that come and go leave the button's fd count flat",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      await using button = openFifoButton(path);
+      const presses = countPresses(button);
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      const before = await openFdCount(Deno.pid);
+      for (let i = 0; i < 200; i++) {
+        await writeAndLeave(path, "0\n");
+        await settle(() => presses.count() === i + 2);
+      }
+      const after = await openFdCount(Deno.pid);
+      await presses.stop();
+      assert.equal(presses.count(), 201);
+      assert.equal(after, before);
+    });
+  },
+);
+
+testWith(FS, "aborting ends the presses iteration at once", async () => {
+  await withTempDir(async (dir) => {
+    await using button = openFifoButton(`${dir}/button.fifo`);
+    const presses = countPresses(button);
+    await delay(20);
+    await presses.stop();
+    assert.equal(presses.count(), 0);
+  });
+});
