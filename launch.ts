@@ -7,6 +7,7 @@
  */
 
 import { type Flags, openStateRegion, parseFlags, STATE_USAGE } from "./app/cli.ts";
+import type { Logger } from "@logtape/logtape";
 import { logger, parseLevel, setupLogging } from "./app/logging.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
@@ -51,14 +52,28 @@ interface Resources {
   fifoFd?: number;
 }
 
-function release(resources: Resources): void {
-  if (resources.fifoFd !== undefined) closeFd(resources.fifoFd);
-  if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
-    removeFifo(resources.fifoPath, resources.fifoIdentity);
+/** Undoes what the launcher did, each step on its own so that one failure skips nothing. */
+function release(resources: Resources, log: Logger): void {
+  const steps: [string, () => void][] = [
+    ["close the FIFO", () => resources.fifoFd !== undefined && closeFd(resources.fifoFd)],
+    ["remove the FIFO", () => {
+      if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
+        removeFifo(resources.fifoPath, resources.fifoIdentity);
+      }
+    }],
+    ["release the state", () => resources.cell?.close()],
+    ["remove the state", () => {
+      if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
+    }],
+    ["unmap the state", () => resources.region?.close()],
+  ];
+  for (const [what, step] of steps) {
+    try {
+      step();
+    } catch (error) {
+      log.warn(`Could not ${what}: ${(error as Error).message}`);
+    }
   }
-  resources.cell?.close();
-  if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
-  resources.region?.close();
 }
 
 /**
@@ -200,7 +215,7 @@ async function main(flags: Flags): Promise<number> {
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
-    release(resources);
+    release(resources, log);
   }
 }
 

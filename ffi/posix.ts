@@ -266,6 +266,8 @@ export function setParentDeathSignal(signal: number): void {
 export interface ProcessState {
   /** The state letter: R, S, D, Z (zombie), T, ... */
   state: string;
+  /** The parent's pid. */
+  parentPid: number;
   /** Start time in clock ticks after boot; with the pid it names one process for good. */
   startTime: bigint;
 }
@@ -303,7 +305,11 @@ export function processState(pid: number): ProcessState | undefined {
   if (text === undefined) return undefined;
   // The command name in field 2 may hold spaces and parentheses: split after the last ")".
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { state: fields[0] ?? "?", startTime: BigInt(fields[19] ?? "0") };
+  return {
+    state: fields[0] ?? "?",
+    parentPid: Number(fields[1] ?? 0),
+    startTime: BigInt(fields[19] ?? "0"),
+  };
 }
 
 /** eventfd(2), non-blocking and close-on-exec. */

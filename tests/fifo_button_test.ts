@@ -1,30 +1,8 @@
 import assert from "node:assert/strict";
-import * as C from "../ffi/constants.ts";
-import { closeFd, openPath, writeFd } from "../ffi/posix.ts";
 import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
-import { delay, openFdCount, testWith, withTempDir } from "./helpers.ts";
+import { delay, openFdCount, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
 
 const FS = ["read", "write"] as Deno.PermissionName[];
-const encoder = new TextEncoder();
-
-/** One writer: open, write, close, like `echo ... > FIFO`; yields while the pipe is full. */
-async function writeAndLeave(path: string, data: string | Uint8Array): Promise<void> {
-  const fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
-  try {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
-    for (let offset = 0; offset < bytes.length;) {
-      const chunk = bytes.slice(offset, offset + 4096);
-      try {
-        offset += writeFd(fd, chunk, path);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.WouldBlock)) throw error;
-        await delay(1);
-      }
-    }
-  } finally {
-    closeFd(fd);
-  }
-}
 
 /** Counts presses in the background until stopped. */
 function countPresses(

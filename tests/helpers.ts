@@ -6,7 +6,15 @@
  */
 
 import { removeShm } from "../mod.ts";
-import { effectiveUid, processState, readSmallFile } from "../ffi/posix.ts";
+import * as C from "../ffi/constants.ts";
+import {
+  closeFd,
+  effectiveUid,
+  openPath,
+  processState,
+  readSmallFile,
+  writeFd,
+} from "../ffi/posix.ts";
 
 /** Registers a test that is ignored, with the reason in its name, unless `permissions` are granted. */
 export function testWith(
@@ -313,4 +321,23 @@ export function voluntarySwitches(pid: number): number {
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One writer: open, write, close, like `echo ... > FIFO`; yields while the pipe is full. */
+export async function writeAndLeave(path: string, data: string | Uint8Array): Promise<void> {
+  const fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+  try {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    for (let offset = 0; offset < bytes.length;) {
+      const chunk = bytes.slice(offset, offset + 65536);
+      try {
+        offset += writeFd(fd, chunk, path);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.WouldBlock)) throw error;
+        await delay(1);
+      }
+    }
+  } finally {
+    closeFd(fd);
+  }
 }

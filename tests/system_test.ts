@@ -1,0 +1,338 @@
+/**
+ * The button/LED system end to end: the real launcher, button and LED processes, a real FIFO
+ * and real shared memory, plus the original C programs' stand-in for interoperability.
+ */
+import assert from "node:assert/strict";
+import { processState } from "../ffi/posix.ts";
+import { openFileRegion, openStateCell } from "../mod.ts";
+import {
+  type ChildProcess,
+  eventually,
+  openFdCount,
+  processGone,
+  ROOT,
+  spawnDeno,
+  spawnProgram,
+  TESTS_DIR,
+  testWith,
+  withTempDir,
+  writeAndLeave,
+} from "./helpers.ts";
+
+const NEEDS = ["run", "read", "write", "env"] as Deno.PermissionName[];
+const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
+const LED_LINE = /LED Status: (On|Off)/;
+
+function startLauncher(dir: string, args: string[]): ChildProcess {
+  return spawnDeno(`${ROOT}launch.ts`, args, { permissions: LAUNCH_PERMISSIONS, cwd: dir });
+}
+
+/** Waits for both children to be up; returns their pids. */
+async function running(
+  launcher: ChildProcess,
+  since = 0,
+): Promise<{ led: number; button: number }> {
+  const led = await launcher.waitFor(/Started led \(pid (\d+)\)/, { since });
+  const button = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+  await launcher.waitFor(/Button ready/, { since });
+  await launcher.waitFor(LED_LINE, { since });
+  return { led: Number(led.match[1]), button: Number(button.match[1]) };
+}
+
+function ledStates(child: ChildProcess, since = 0): string[] {
+  return child.matching(LED_LINE, since).map((line) => LED_LINE.exec(line)?.[1] ?? "?");
+}
+
+async function ledShows(child: ChildProcess, state: "On" | "Off", since: number): Promise<number> {
+  return (await child.waitFor(new RegExp(`LED Status: ${state}`), { since })).index + 1;
+}
+
+/** Makes sure a launcher and its children are gone after a test, whatever happened. */
+async function stopAll(launcher: ChildProcess, pids: number[]): Promise<void> {
+  launcher.kill("SIGKILL");
+  await launcher.status();
+  for (const pid of pids) {
+    if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
+  }
+}
+
+testWith(NEEDS, "deno task launch in a temp directory: presses give On, Off, On", async () => {
+  await withTempDir(async (dir) => {
+    const fifo = `${dir}/button.fifo`;
+    await using task = new (await import("./helpers.ts")).ChildProcess(
+      new Deno.Command(Deno.execPath(), {
+        args: ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
+        cwd: dir,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }),
+    );
+    const pids = await running(task);
+    const launcherPid = processState(pids.led)?.parentPid ?? 0;
+    try {
+      let since = await ledShows(task, "Off", 0);
+      for (const state of ["On", "Off", "On"] as const) {
+        await writeAndLeave(fifo, "0\n");
+        since = await ledShows(task, state, since);
+      }
+      assert.deepEqual(ledStates(task), ["Off", "On", "Off", "On"]);
+      Deno.kill(launcherPid, "SIGTERM");
+      const status = await task.status();
+      assert.equal(status.code, 0, task.transcript);
+      assert.throws(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+    } finally {
+      if (launcherPid > 0 && !processGone(launcherPid)) Deno.kill(launcherPid, "SIGKILL");
+      await stopAll(task, [pids.led, pids.button]);
+    }
+  });
+});
+
+testWith(
+  NEEDS,
+  "1,000 presses as fast as a writer can go: all counted, LED ends on the latest",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      await using launcher = startLauncher(dir, [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+        "--log-level",
+        "debug",
+      ]);
+      const pids = await running(launcher);
+      try {
+        await writeAndLeave(fifo, "0\n");
+        await launcher.waitFor(/Pressed: state 1/);
+        const fdsBefore = await openFdCount(pids.button);
+        for (let i = 0; i < 1000; i++) await writeAndLeave(fifo, "0\n");
+        await eventually(
+          () => launcher.matching(/Pressed: state/).length === 1001,
+          30_000,
+          "1,001 presses",
+        );
+        const fdsAfter = await openFdCount(pids.button);
+        // 1,001 toggles from Off: the state ends On, and so does the LED.
+        using region = openFileRegion(state);
+        using cell = openStateCell(region);
+        assert.equal(cell.read(), 1);
+        await eventually(() => ledStates(launcher).at(-1) === "On", 10_000, "LED On");
+        const shown = ledStates(launcher);
+        // Coalesced: every line differs from the one before, so nothing is shown twice or late.
+        for (let i = 1; i < shown.length; i++) {
+          assert.notEqual(shown[i], shown[i - 1], shown.join());
+        }
+        assert.equal(fdsAfter, fdsBefore, "the button's fd count grew");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS,
+  "garbage, empty lines, a 1 MiB line, binary and a killed writer: warnings, no toggle",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        await writeAndLeave(fifo, "garbage\n");
+        await launcher.waitFor(/Ignored "garbage": not a press/);
+        await writeAndLeave(fifo, "\n");
+        await launcher.waitFor(/Ignored an empty line/);
+        await writeAndLeave(fifo, `${"x".repeat(1 << 20)}\n`);
+        await launcher.waitFor(/Ignored a line of 1048576 bytes/);
+        await writeAndLeave(fifo, new Uint8Array([0xde, 0xad, 0x00, 0xbe, 0xef, 0x0a]));
+        await launcher.waitFor(/Ignored 5 bytes of binary data/);
+        await using writer = spawnProgram("sh", [
+          "-c",
+          `exec 3>'${fifo}'; printf half >&3; echo ready; exec sleep 60`,
+        ]);
+        assert.equal(await writer.nextLine(), "ready");
+        writer.kill("SIGKILL");
+        await writer.status();
+        await launcher.waitFor(/Ignored "half": its writer went away/);
+        assert.deepEqual(ledStates(launcher), ["Off"]);
+        assert.equal(launcher.matching(/Started button/).length, 1, "the button restarted");
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(launcher, "On", 0);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(NEEDS, "SIGKILL the LED: it is restarted and shows the current state", async () => {
+  await withTempDir(async (dir) => {
+    const fifo = `${dir}/button.fifo`;
+    await using launcher = startLauncher(dir, ["--fifo", fifo]);
+    const pids = await running(launcher);
+    let restarted = 0;
+    try {
+      await writeAndLeave(fifo, "0\n");
+      const since = await ledShows(launcher, "On", 0);
+      Deno.kill(pids.led, "SIGKILL");
+      const again = await launcher.waitFor(/Started led \(pid (\d+)\)/, { since });
+      restarted = Number(again.match[1]);
+      assert.notEqual(restarted, pids.led);
+      await launcher.waitFor(/led was killed by SIGKILL; restarting/, { since });
+      await ledShows(launcher, "On", again.index);
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button, restarted]);
+    }
+  });
+});
+
+testWith(NEEDS, "SIGKILL the launcher: both children are gone soon after", async () => {
+  await withTempDir(async (dir) => {
+    await using launcher = startLauncher(dir, ["--fifo", `${dir}/button.fifo`]);
+    const pids = await running(launcher);
+    try {
+      launcher.kill("SIGKILL");
+      await launcher.status();
+      const elapsed = await eventually(
+        () => processGone(pids.led) && processGone(pids.button),
+        10_000,
+        "children gone",
+      );
+      console.log(`children gone ${elapsed.toFixed(0)} ms after the launcher was killed`);
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+  });
+});
+
+testWith(
+  NEEDS,
+  "SIGTERM the launcher: exit 0, children stopped, FIFO and state removed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        launcher.kill("SIGTERM");
+        const status = await launcher.status();
+        assert.equal(status.code, 0, launcher.transcript);
+        assert.ok(processGone(pids.led) && processGone(pids.button));
+        assert.throws(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+        assert.throws(() => Deno.lstatSync(state), Deno.errors.NotFound);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS,
+  "a second launcher on the same state or FIFO refuses and names the first one's pid",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      await using first = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const pids = await running(first);
+      try {
+        for (const args of [["--state", state, "--fifo", `${dir}/other.fifo`], ["--fifo", fifo]]) {
+          await using second = startLauncher(dir, args);
+          const status = await second.status();
+          assert.equal(status.code, 1);
+          assert.match(
+            status.stderr,
+            new RegExp(`another launcher.*pid ${first.pid}`),
+            second.transcript,
+          );
+        }
+        assert.ok(Deno.lstatSync(fifo).isFifo, "the second launcher removed the first one's FIFO");
+        assert.ok(Deno.lstatSync(state).isFile);
+        assert.throws(() => Deno.lstatSync(`${dir}/other.fifo`), Deno.errors.NotFound);
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(NEEDS, "a child that keeps crashing stops everything with its last error", async () => {
+  await withTempDir(async (dir) => {
+    const state = `${dir}/state.dat`;
+    await using launcher = startLauncher(dir, ["--state", state, "--fifo", `${dir}/button.fifo`]);
+    const pids = await running(launcher);
+    try {
+      // Swap the state file for a symlink: every restarted LED refuses to open it.
+      Deno.removeSync(state);
+      Deno.symlinkSync(`${dir}/elsewhere`, state);
+      Deno.kill(pids.led, "SIGKILL");
+      const status = await launcher.status();
+      assert.equal(status.code, 1);
+      assert.match(status.stderr, /led crashed 5 times in a row; its last error: .*symbolic link/);
+      assert.ok(processGone(pids.button));
+      assert.ok(Deno.lstatSync(state).isSymlink, "the launcher removed a path that is not its own");
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+  });
+});
+
+// --- the original C programs -----------------------------------------------------------------
+
+async function buildOriginal(dir: string): Promise<string> {
+  const binary = `${dir}/original`;
+  const result = await new Deno.Command("gcc", {
+    args: ["-O2", "-Wall", "-o", binary, `${TESTS_DIR}fixtures/original.c`],
+  }).output();
+  assert.ok(result.success, new TextDecoder().decode(result.stderr));
+  return binary;
+}
+
+testWith(NEEDS, "our button drives the original C LED", async () => {
+  await withTempDir(async (dir) => {
+    const original = await buildOriginal(dir);
+    const state = `${dir}/data.dat`;
+    const fifo = `${dir}/mmap_file`;
+    await using cLed = spawnProgram(original, ["led", state]);
+    assert.equal(await cLed.nextLine(), "LED Status: Off");
+    await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+    const pids = await running(launcher);
+    try {
+      await writeAndLeave(fifo, "0\n");
+      assert.equal(await cLed.nextLine(), "LED Status: On");
+      await writeAndLeave(fifo, "0\n");
+      assert.equal(await cLed.nextLine(), "LED Status: Off");
+      assert.equal(Deno.statSync(state).size, 258, "the original's file size changed");
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+  });
+});
+
+testWith(NEEDS, "the original C button drives our LED", async () => {
+  await withTempDir(async (dir) => {
+    const original = await buildOriginal(dir);
+    const state = `${dir}/data.dat`;
+    const fifo = `${dir}/mmap_file`;
+    await using cButton = spawnProgram(original, ["button", state, fifo]);
+    assert.equal(await cButton.nextLine(), "button ready");
+    await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+    await led.waitFor(/LED Status: Off/);
+    const press = async (expected: "On" | "Off", since: number): Promise<number> => {
+      const fd = await Deno.open(fifo, { write: true });
+      await fd.write(new TextEncoder().encode("0\n"));
+      fd.close();
+      return await ledShows(led, expected, since);
+    };
+    let since = await press("On", 0);
+    since = await press("Off", since);
+    await press("On", since);
+    assert.deepEqual(ledStates(led), ["Off", "On", "Off", "On"]);
+  });
+});
