@@ -41,8 +41,11 @@ export async function runLed(
   cell: StateCell,
   options: { signal: AbortSignal },
 ): Promise<void> {
-  led.set(cell.read() !== 0);
-  for await (const state of cell.changes({ signal: options.signal })) led.set(state !== 0);
+  // current: true starts from the same snapshot the iteration compares with, so a change that
+  // lands while the LED starts up is never lost.
+  for await (const state of cell.changes({ signal: options.signal, current: true })) {
+    led.set(state !== 0);
+  }
 }
 
 async function main(flags: Flags): Promise<void> {

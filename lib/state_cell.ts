@@ -142,6 +142,7 @@ export class StateCell {
   readonly #writer: boolean;
   readonly #supervisor: boolean;
   #closed = false;
+  readonly #closing = new AbortController();
   #deadClaim = 0n;
 
   /** Not for direct use: call {@link openStateCell}. */
@@ -275,11 +276,18 @@ export class StateCell {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Ends this handle's own waits, even one whose thread has not reached the kernel yet.
+    this.#closing.abort();
     if (this.#region.closed) return;
-    if (this.#writer) releaseClaim(this.#mapping, this.#base + WRITER);
     if (this.#supervisor) releaseClaim(this.#mapping, this.#base + SUPERVISOR);
-    // Wake readers in every process: ours end, others re-check who holds the writer role.
-    this.#mapping.wake(this.#base + SEQUENCE);
+    if (this.#writer && holdsClaim(this.#mapping, this.#base + WRITER)) {
+      releaseClaim(this.#mapping, this.#base + WRITER);
+      // Readers in other processes must notice that no cooperating writer is left. Moving the
+      // sequence (by two: no write is in progress) makes that impossible to miss: a reader
+      // about to sleep on the old value returns at once instead.
+      Atomics.add(this.#words, this.#sequenceIndex, 2);
+      this.#mapping.wake(this.#base + SEQUENCE);
+    }
   }
 
   /** Same as {@link StateCell.close}, for `using`. */
@@ -383,7 +391,12 @@ export class StateCell {
         : Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       try {
-        await this.#mapping.wait(this.#base + SEQUENCE, now.sequence, { timeoutMs, signal });
+        await this.#mapping.wait(this.#base + SEQUENCE, now.sequence, {
+          timeoutMs,
+          signal: signal === undefined
+            ? this.#closing.signal
+            : AbortSignal.any([signal, this.#closing.signal]),
+        });
       } finally {
         if (!this.#region.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
       }

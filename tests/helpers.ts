@@ -271,18 +271,35 @@ export function spawnDeno(
   );
 }
 
-/** Starts any program. */
-export function spawnProgram(program: string, args: string[]): ChildProcess {
+/** Starts any program; with `stdin: "piped"` the test can write to it. */
+export function spawnProgram(
+  program: string,
+  args: string[],
+  options: { stdin?: "null" | "piped" } = {},
+): ChildProcess {
   return new ChildProcess(
-    new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" }),
+    new Deno.Command(program, {
+      args,
+      stdin: options.stdin ?? "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
   );
 }
 
-/** How many fds `pid` has open (counted with ls(1): Deno guards /proc behind --allow-all). */
-export async function openFdCount(pid: number): Promise<number> {
-  const { stdout, success } = await new Deno.Command("ls", { args: [`/proc/${pid}/fd`] }).output();
+/**
+ * How many fds `pid` has open, or only those that refer to `target` (counted with ls(1): Deno
+ * guards /proc behind --allow-all).
+ */
+export async function openFdCount(pid: number, target?: string): Promise<number> {
+  const { stdout, success } = await new Deno.Command("ls", { args: ["-l", `/proc/${pid}/fd`] })
+    .output();
   if (!success) throw new Error(`Cannot list the fds of pid ${pid}`);
-  return new TextDecoder().decode(stdout).split("\n").filter((name) => name !== "").length;
+  return new TextDecoder().decode(stdout).split("\n")
+    .filter((line) =>
+      line.includes(" -> ") && (target === undefined || line.endsWith(` -> ${target}`))
+    )
+    .length;
 }
 
 /** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */

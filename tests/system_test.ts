@@ -88,6 +88,38 @@ testWith(NEEDS, "deno task launch in a temp directory: presses give On, Off, On"
   });
 });
 
+testWith(NEEDS, "Enter in the launcher's terminal is a press", async () => {
+  await withTempDir(async (dir) => {
+    const fifo = `${dir}/button.fifo`;
+    const command = [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--no-prompt",
+      "--config",
+      `${ROOT}deno.json`,
+    ]
+      .concat(LAUNCH_PERMISSIONS, [`${ROOT}launch.ts`, "--fifo", fifo])
+      .map((word) => `'${word}'`).join(" ");
+    // script(1) gives the launcher a terminal, and passes what we write on to it.
+    await using terminal = spawnProgram("script", ["-qfec", command, "/dev/null"], {
+      stdin: "piped",
+    });
+    const pids = await running(terminal);
+    try {
+      await terminal.waitFor(/or press Enter here/);
+      const writer = terminal.process.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("\n"));
+      const since = await ledShows(terminal, "On", 0);
+      await writer.write(new TextEncoder().encode("\n"));
+      await ledShows(terminal, "Off", since);
+      await writer.close();
+    } finally {
+      await stopAll(terminal, [pids.led, pids.button]);
+    }
+  });
+});
+
 testWith(
   NEEDS,
   "1,000 presses as fast as a writer can go: all counted, LED ends on the latest",
