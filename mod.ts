@@ -1,8 +1,9 @@
 /**
  * Shared-memory IPC for Deno on Linux, over libc through `Deno.dlopen`: regions of memory that
  * several processes map (from a file, a POSIX shared-memory name, a System V key or an anonymous
- * memfd), and a state cell that carries the latest value of a small state between processes and
- * wakes readers when it changes, without polling.
+ * memfd), a state cell that carries the latest value of a small state between processes and
+ * wakes readers when it changes, without polling, and a ring that streams messages from one
+ * process to another, blocking on futexes when full or empty, with zero-copy reads and writes.
  *
  * Needs `--allow-ffi`.
  *
@@ -42,3 +43,21 @@ export {
   type StateChangesOptions,
   type StateWaitOptions,
 } from "./lib/state_cell.ts";
+export {
+  initRing,
+  type InitRingOptions,
+  openRingConsumer,
+  openRingProducer,
+  RING_HEADER_SIZE,
+  RING_MAGIC,
+  RING_MAX_CAPACITY,
+  RING_RECORD_HEADER_SIZE,
+  RING_VERSION,
+  RingConsumer,
+  type RingLease,
+  type RingOptions,
+  RingProducer,
+  ringRegionSize,
+  type RingReservation,
+  type RingWaitOptions,
+} from "./lib/ring.ts";

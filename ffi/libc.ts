@@ -80,6 +80,8 @@ export const LIBC_SYMBOLS = {
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
 
+  /** int clock_gettime(clockid_t clock, struct timespec *tp); */
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   /** pid_t getpid(void); */
   getpid: { parameters: [], result: "i32" },
   /** pid_t getppid(void); */

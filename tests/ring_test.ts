@@ -1,0 +1,383 @@
+import assert from "node:assert/strict";
+import {
+  createMemfdRegion,
+  initRing,
+  openRingConsumer,
+  openRingProducer,
+  RING_HEADER_SIZE,
+  ringRegionSize,
+  type SharedRegion,
+} from "../mod.ts";
+import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
+import { delay, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
+
+const PEER = `${TESTS_DIR}fixtures/ring_peer.ts`;
+const RUN = ["run", "read"] as Deno.PermissionName[];
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function text(message: Uint8Array | null | undefined): string | null | undefined {
+  return message instanceof Uint8Array ? decoder.decode(message) : message;
+}
+
+/** A memfd region holding an empty ring of `capacity` bytes. */
+function ringRegion(capacity: number): SharedRegion {
+  const region = createMemfdRegion({ size: ringRegionSize(capacity) });
+  initRing(region, { capacity });
+  return region;
+}
+
+Deno.test("the seed's example: a ring for 3 items holds 3, not size - 1", () => {
+  // The textbook buffer of size 3 holds only 2 items. Each 1-byte item here takes a 16-byte
+  // record (8-byte header, payload padded to 8), so 48 bytes hold exactly three.
+  using region = ringRegion(48);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map((item) => encoder.encode(item));
+  assert.equal(producer.trySend(a), true);
+  assert.equal(producer.trySend(b), true);
+  assert.equal(producer.trySend(c), true); // the whole capacity is used: no lost slot
+  assert.equal(producer.free, 0);
+  assert.equal(producer.trySend(d), false); // full
+  assert.equal(text(consumer.tryReceive()), "a");
+  assert.equal(producer.trySend(d), true); // a's space is reused, across the wrap
+  assert.equal(producer.trySend(e), false);
+  assert.equal(text(consumer.tryReceive()), "b");
+  assert.equal(producer.trySend(e), true);
+  assert.deepEqual(consumer.tryReceiveBatch().map(text), ["c", "d", "e"]);
+  assert.equal(consumer.tryReceive(), undefined); // empty
+  assert.equal(consumer.available, 0);
+});
+
+Deno.test("messages of every size survive many wraps, padding included", () => {
+  using region = ringRegion(200); // not a power of two
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const lengths = stressLengths(7, producer.maxMessageSize);
+  const expected: string[] = [];
+  let sent = 0;
+  let received = 0;
+  while (received < 20_000) {
+    const message = `${sent}:`.padEnd(lengths(), "x");
+    // Send until the ring is full, then receive one: every position of the ring gets used.
+    let skippedPadding = false;
+    while (producer.trySend(encoder.encode(message)) === false) {
+      const got = consumer.tryReceive();
+      if (got === undefined) {
+        // Only padding was left: the producer wrapped but the record needs the start too.
+        assert.equal(skippedPadding, false, `the ring makes no progress (sent ${sent})`);
+        skippedPadding = true;
+        continue;
+      }
+      assert.ok(got instanceof Uint8Array);
+      assert.equal(decoder.decode(got), expected.shift());
+      received++;
+    }
+    expected.push(message);
+    sent++;
+  }
+});
+
+Deno.test("ring capacities: any multiple of 8, clear errors otherwise", () => {
+  using region = createMemfdRegion({ size: 4096 });
+  assert.equal(initRing(region, { capacity: 24 }), 24);
+  for (const capacity of [0, 4, 12, 100.5, 2 ** 31]) {
+    assert.throws(() => initRing(region, { capacity }), RangeError);
+  }
+  assert.throws(
+    () => initRing(region, { capacity: 8192 }),
+    (e) => e instanceof RangeError && e.message.includes("4096"),
+  );
+  assert.equal(initRing(region), 4096 - RING_HEADER_SIZE);
+  assert.throws(() => initRing(region, { offset: 10 }), RangeError);
+});
+
+Deno.test("a message larger than the ring is a RangeError before anything is written", () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  assert.equal(producer.maxMessageSize, 56);
+  assert.throws(
+    () => producer.trySend(new Uint8Array(57)),
+    (e) =>
+      e instanceof RangeError && e.message.includes("57 bytes") && e.message.includes("at most 56"),
+  );
+  assert.throws(() => producer.tryReserve(1000), RangeError);
+  assert.equal(consumer.available, 0);
+  assert.equal(producer.trySend(new Uint8Array(56)), true);
+  assert.equal(consumer.tryReceive()?.length, 56);
+});
+
+Deno.test("close() by the producer ends the consumer after it drains what was sent", async () => {
+  using region = ringRegion(256);
+  const producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  for (const item of ["one", "two", "three"]) await producer.send(encoder.encode(item));
+  producer.close();
+  producer.close();
+  assert.throws(() => producer.trySend(encoder.encode("four")), Deno.errors.BadResource);
+  const received: string[] = [];
+  for await (const message of consumer) received.push(decoder.decode(message));
+  assert.deepEqual(received, ["one", "two", "three"]);
+  assert.equal(await consumer.receive(), null);
+});
+
+Deno.test("a blocked consumer wakes on a send, and a blocked producer on a receive", async () => {
+  using region = ringRegion(32);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const receiving = consumer.receive({ timeout: 30_000 });
+  await delay(20);
+  await producer.send(encoder.encode("ping"));
+  assert.equal(text(await receiving), "ping");
+  await producer.send(new Uint8Array(8)); // 16 bytes, up to the end
+  await producer.send(new Uint8Array(8)); // 16 more from the start: full
+  assert.equal(producer.free, 0);
+  const sending = producer.send(encoder.encode("next"), { timeout: 30_000 });
+  await delay(20);
+  assert.equal((await consumer.receive())?.length, 8);
+  await sending;
+  assert.equal((await consumer.receive())?.length, 8);
+  assert.equal(text(await consumer.receive()), "next");
+});
+
+Deno.test("a consumer's close makes the producer's sends fail with BrokenPipe", async () => {
+  using region = ringRegion(32);
+  using producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  await producer.send(new Uint8Array(24));
+  const blocked = producer.send(new Uint8Array(8));
+  await delay(20);
+  consumer.close();
+  await assert.rejects(
+    blocked,
+    (e) => e instanceof Deno.errors.BrokenPipe && e.message.includes("consumer closed"),
+  );
+  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.BrokenPipe);
+});
+
+Deno.test("aborts and timeouts end waits on both sides", async () => {
+  using region = ringRegion(32);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const controller = new AbortController();
+  const receiving = consumer.receive({ signal: controller.signal });
+  setTimeout(() => controller.abort(new Error("no more")), 20);
+  await assert.rejects(receiving, { message: "no more" });
+  await assert.rejects(consumer.receive({ timeout: 20 }), Deno.errors.TimedOut);
+  await producer.send(new Uint8Array(24));
+  await assert.rejects(producer.send(new Uint8Array(8), { timeout: 20 }), Deno.errors.TimedOut);
+  await assert.rejects(
+    producer.send(new Uint8Array(8), { signal: AbortSignal.abort(new Error("stop")) }),
+    {
+      message: "stop",
+    },
+  );
+  const messages = consumer.messages({ signal: AbortSignal.timeout(50) });
+  assert.equal((await messages.next()).value?.length, 24);
+  assert.equal((await messages.next()).done, true);
+});
+
+Deno.test("zero-copy: a reservation is written in place and unusable after commit", async () => {
+  using region = ringRegion(128);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const reservation = producer.tryReserve(16);
+  assert.ok(reservation !== undefined);
+  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.Busy);
+  reservation.bytes.set(encoder.encode("in place"));
+  reservation.commit(8);
+  assert.equal(reservation.bytes.length, 0);
+  assert.throws(() => reservation.commit(), Deno.errors.BadResource);
+  const cancelled = await producer.reserve(8);
+  cancelled.cancel();
+  assert.equal(cancelled.bytes.length, 0);
+
+  const lease = consumer.tryRead();
+  assert.ok(lease);
+  assert.equal(decoder.decode(lease.bytes), "in place");
+  assert.throws(() => consumer.tryReceive(), Deno.errors.Busy);
+  const free = producer.free;
+  lease.release();
+  assert.equal(lease.bytes.length, 0);
+  assert.equal(producer.free, free + 16);
+  assert.throws(() => lease.release(), Deno.errors.BadResource);
+  assert.equal(consumer.tryRead(), undefined);
+});
+
+Deno.test("one producer and one consumer per ring", () => {
+  using region = ringRegion(64);
+  using _producer = openRingProducer(region);
+  using _consumer = openRingConsumer(region);
+  assert.throws(
+    () => openRingProducer(region),
+    (e) => e instanceof Deno.errors.Busy && e.message.includes("producer role"),
+  );
+  assert.throws(
+    () => openRingConsumer(region),
+    (e) => e instanceof Deno.errors.Busy && e.message.includes("consumer role"),
+  );
+});
+
+Deno.test("a foreign, blank or impossible ring header is refused", () => {
+  using region = createMemfdRegion({ size: 1024 });
+  assert.throws(
+    () => openRingConsumer(region),
+    (e) =>
+      e instanceof Deno.errors.InvalidData && e.message.includes("blank header") &&
+      e.message.includes("initRing"),
+  );
+  region.write(0, encoder.encode("GIF89a"));
+  assert.throws(
+    () => openRingConsumer(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("0x"),
+  );
+  initRing(region);
+  region.storeInt32(8, 1 << 29);
+  assert.throws(
+    () => openRingProducer(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("capacity"),
+  );
+  initRing(region);
+  region.storeInt32(4, 7);
+  assert.throws(
+    () => openRingProducer(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("version is 7"),
+  );
+});
+
+Deno.test("a corrupted record or position is reported, never read out of bounds", async () => {
+  using region = ringRegion(128);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  await producer.send(encoder.encode("hello"));
+  region.storeInt32(RING_HEADER_SIZE, 1_000_000); // the record's length
+  assert.throws(
+    () => consumer.tryReceive(),
+    (e) =>
+      e instanceof Deno.errors.InvalidData && e.message.includes("corrupted") &&
+      e.message.includes("1000000"),
+  );
+  region.storeInt32(RING_HEADER_SIZE, 5);
+  assert.equal(text(consumer.tryReceive()), "hello");
+  region.storeInt32(64, 100_000); // the head
+  assert.throws(
+    () => consumer.tryReceive(),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("head position"),
+  );
+  region.storeInt32(64, 24);
+  region.storeInt32(RING_HEADER_SIZE + 16, -5);
+  assert.throws(() => consumer.tryReceive(), Deno.errors.InvalidData);
+});
+
+Deno.test("ring ends throw BadResource after close and when their region closes", () => {
+  const region = ringRegion(64);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  consumer.close();
+  assert.throws(() => consumer.tryReceive(), Deno.errors.BadResource);
+  region.close();
+  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.BadResource);
+  producer.close();
+});
+
+// --- across processes ------------------------------------------------------------------------
+
+async function stress(zeroCopy: boolean): Promise<void> {
+  const count = 1_000_000;
+  const seed = zeroCopy ? 2 : 1;
+  using region = ringRegion(64 * 1024);
+  using consumer = openRingConsumer(region, { livenessCheckMs: 100 });
+  await using producer = spawnDeno(PEER, [
+    zeroCopy ? "produce-zerocopy" : "produce-copy",
+    region.name,
+    String(count),
+    String(seed),
+  ]);
+  assert.equal(await producer.nextLine(), "ready");
+  const lengths = stressLengths(seed, consumer.maxMessageSize);
+  let sequence = 0;
+  for (;;) {
+    let lease = consumer.tryRead();
+    if (lease === undefined) lease = await consumer.read({ timeout: 60_000 });
+    if (lease === null) break;
+    const problem = checkStressMessage(lease.bytes, sequence, lengths());
+    if (problem !== undefined) assert.fail(problem);
+    lease.release();
+    sequence++;
+  }
+  assert.equal(sequence, count, "messages were lost or duplicated");
+  assert.equal(await producer.nextLine(), "sent");
+  const status = await producer.status();
+  assert.equal(status.code, 0, status.stderr);
+}
+
+testWith(
+  RUN,
+  "two processes pass a million messages of random sizes intact (copying API)",
+  async () => {
+    await stress(false);
+  },
+);
+
+testWith(
+  RUN,
+  "two processes pass a million messages of random sizes intact (zero-copy API)",
+  async () => {
+    await stress(true);
+  },
+);
+
+testWith(RUN, "a consumer blocked on an empty ring notices that the producer died", async () => {
+  using region = ringRegion(64);
+  using consumer = openRingConsumer(region, { livenessCheckMs: 50 });
+  await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
+  assert.equal(await producer.nextLine(), "ready");
+  const receiving = consumer.receive();
+  await delay(100);
+  producer.kill("SIGKILL");
+  await assert.rejects(
+    receiving,
+    (e) =>
+      e instanceof Deno.errors.BrokenPipe &&
+      e.message.includes(`producer (pid ${producer.pid}) died`),
+  );
+});
+
+testWith(RUN, "a producer blocked on a full ring notices that the consumer died", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region, { livenessCheckMs: 50 });
+  await using consumer = spawnDeno(PEER, ["hold-consumer", region.name]);
+  assert.equal(await consumer.nextLine(), "ready");
+  await producer.send(new Uint8Array(56));
+  const sending = producer.send(new Uint8Array(8));
+  await delay(100);
+  consumer.kill("SIGKILL");
+  await assert.rejects(
+    sending,
+    (e) =>
+      e instanceof Deno.errors.BrokenPipe &&
+      e.message.includes(`consumer (pid ${consumer.pid}) died`),
+  );
+});
+
+testWith(RUN, "deno task demo:ring streams samples and reports them", async () => {
+  await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, [
+    "--seconds",
+    "2",
+    "--rate",
+    "2000",
+  ], {
+    permissions: ["--allow-ffi", "--allow-run", "--allow-read"],
+  });
+  const status = await demo.status();
+  assert.equal(status.code, 0, demo.transcript);
+  const reports = demo.matching(/samples\/s/).map((line) => {
+    const match = /(\d+) samples\/s.*p50 +([\d.]+) us.*lost (\d+)/.exec(line);
+    assert.ok(match, line);
+    return { samples: Number(match[1]), p50: Number(match[2]), lost: Number(match[3]) };
+  });
+  assert.ok(reports.length >= 2, demo.transcript);
+  assert.ok(reports.some((report) => report.samples > 0), demo.transcript);
+  assert.ok(reports.every((report) => report.lost === 0), demo.transcript);
+});
