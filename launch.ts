@@ -21,10 +21,14 @@ import {
   tryLockExclusive,
   writeFd,
 } from "./ffi/posix.ts";
+import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { createFifo, removeFifo } from "./hw/fifo_button.ts";
+import { openGpioButton } from "./hw/gpio_button.ts";
+import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
 
-const USAGE = `Usage: deno task launch [options]
+const USAGE = `Usage: deno task launch [options]      (PC: FIFO button, console LED)
+       deno task launch:pi [options]   (Raspberry Pi: GPIO button and LED through libgpiod)
 
 Starts the button and LED processes, keeps them running, and stops them on Ctrl+C.
 
@@ -37,7 +41,14 @@ ${STATE_USAGE}
   --log-level L    debug, info, warning or error (default info)
   -h, --help       show this help
 
-Press the button with: echo 0 > FIFO   (or press Enter in this terminal)`;
+GPIO options (with --pi, which launch:pi passes):
+  --chip C         GPIO chip: /dev/gpiochipN, gpiochipN, N, a label, or auto (default auto:
+                   the chip that has the lines, whichever Pi and kernel this is)
+  --button-line L  the button's line: a name or an offset (default GPIO4, physical pin 7)
+  --led-line L     the LED's line (default GPIO17, physical pin 11)
+  --debounce-ms N  ignore button bounces shorter than N ms (default 50)
+
+PC build: press the button with  echo 0 > FIFO  (or press Enter in this terminal).`;
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -126,13 +137,45 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
-function childSpecs(flags: Flags, region: SharedRegion, fifo: string): ChildSpec[] {
+function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined): ChildSpec[] {
   const stateArgs = region.kind === "memfd"
     ? ["--memfd", region.name]
     : region.kind === "posix"
     ? ["--shm", region.name]
     : ["--state", region.name];
   const common = [...stateArgs, "--log-level", String(flags["log-level"] ?? "info")];
+  const option = (name: string, value: unknown): string[] =>
+    value === undefined ? [] : [name, String(value)];
+  if (flags.pi) {
+    const permissions = ["--allow-ffi", `--allow-env=${LIBGPIOD_ENV}`];
+    const chip = option("--chip", flags.chip);
+    return [
+      {
+        name: "led",
+        script: `${ROOT}consumers/led.ts`,
+        permissions,
+        args: [
+          ...common,
+          "--pi",
+          ...chip,
+          ...option("--line", flags["led-line"]),
+          ...(flags.syslog ? ["--syslog"] : []),
+        ],
+      },
+      {
+        name: "button",
+        script: `${ROOT}producers/button.ts`,
+        permissions,
+        args: [
+          ...common,
+          "--pi",
+          ...chip,
+          ...option("--line", flags["button-line"]),
+          ...option("--debounce-ms", flags["debounce-ms"]),
+        ],
+      },
+    ];
+  }
   return [
     {
       name: "led",
@@ -144,9 +187,26 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string): ChildSpec
       name: "button",
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
-      args: [...common, "--fifo", fifo],
+      args: [...common, "--fifo", fifo as string],
     },
   ];
+}
+
+/** Opens and releases both GPIO lines once, so a wiring or setup problem shows before any child starts. */
+async function checkGpio(flags: Flags, log: Logger): Promise<void> {
+  const button = openGpioButton({
+    chip: flags.chip as string | undefined,
+    line: flags["button-line"] as string | undefined,
+    debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+  });
+  const where = button.description;
+  await button.close();
+  const led = openGpioLed({
+    chip: flags.chip as string | undefined,
+    line: flags["led-line"] as string | undefined,
+  });
+  log.info(`Press the button on ${where}; the LED is on ${led.description}`);
+  led.close();
 }
 
 async function main(flags: Flags): Promise<number> {
@@ -177,20 +237,25 @@ async function main(flags: Flags): Promise<number> {
     writer.write(0);
     writer.close();
 
-    const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
-    const { identity, created: fifoCreated } = createFifo(fifo);
-    Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
-    resources.fifoFd = holdFifo(fifo, identity);
+    let fifo: string | undefined;
+    if (flags.pi) {
+      await checkGpio(flags, log);
+    } else {
+      fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+      const { identity, created: fifoCreated } = createFifo(fifo);
+      Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
+      resources.fifoFd = holdFifo(fifo, identity);
+      log.info(`Press the button with: echo 0 > ${fifo}`);
+    }
 
     const config = `${ROOT}deno.json`;
     const supervisors = childSpecs(flags, region, fifo).map((spec) =>
       new Supervisor(spec, { log, config })
     );
-    log.info(`Press the button with: echo 0 > ${fifo}`);
-    const interactive = isTerminal(0);
-    if (interactive) {
+    if (fifo !== undefined && isTerminal(0)) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
-      pressOnEnter(fifo, stop.signal).catch((error) =>
+      const pressPath = fifo;
+      pressOnEnter(pressPath, stop.signal).catch((error) =>
         log.warn(`Enter no longer presses: ${error.message}`)
       );
     }
@@ -226,6 +291,11 @@ if (import.meta.main) {
     fifo: { type: "string" },
     syslog: { type: "boolean" },
     "log-level": { type: "string" },
+    pi: { type: "boolean" },
+    chip: { type: "string" },
+    "button-line": { type: "string" },
+    "led-line": { type: "string" },
+    "debounce-ms": { type: "string" },
   }, USAGE);
   let code: number;
   try {

@@ -18,6 +18,7 @@ import {
 } from "../app/cli.ts";
 import { logger, parseLevel, setupLogging } from "../app/logging.ts";
 import { ConsoleLed } from "../hw/console_led.ts";
+import { openGpioLed } from "../hw/gpio_led.ts";
 import type { Led } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
 
@@ -28,6 +29,9 @@ The LED process: shows the shared state, "LED Status: On" or "LED Status: Off".
 Options:
 ${STATE_USAGE}
   --syslog         also log to the system log, ident "LED MMAP", as the original did
+  --pi             drive a GPIO LED (libgpiod) and log each change
+  --chip C         GPIO chip: path, name, number, label or auto (default auto)
+  --line L         GPIO line: name or offset (default GPIO17, physical pin 11)
   --log-level L    debug, info, warning or error (default info)
   --parent-pid N   exit when process N (the launcher) exits
   -h, --help       show this help`;
@@ -57,7 +61,19 @@ async function main(flags: Flags): Promise<void> {
   const { region } = openStateRegion(flags);
   using _region = region;
   using cell = openStateCell(region);
-  const led = new ConsoleLed(logger("led"));
+  const log = logger("led");
+  let led: Led;
+  if (flags.pi) {
+    const gpio = openGpioLed({
+      chip: flags.chip as string | undefined,
+      line: flags.line as string | undefined,
+      onChange: (on) => log.info(`LED Status: ${on ? "On" : "Off"}`),
+    });
+    log.info(`LED ready on ${gpio.description}`);
+    led = gpio;
+  } else {
+    led = new ConsoleLed(log);
+  }
   try {
     await runLed(led, cell, { signal });
   } finally {
@@ -69,6 +85,9 @@ if (import.meta.main) {
   const flags = parseFlags(Deno.args, {
     ...STATE_FLAGS,
     syslog: { type: "boolean" },
+    pi: { type: "boolean" },
+    chip: { type: "string" },
+    line: { type: "string" },
     "log-level": { type: "string" },
     "parent-pid": { type: "string" },
   }, USAGE);

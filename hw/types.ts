@@ -6,7 +6,7 @@
  */
 
 /** A source of button presses. */
-export interface Button {
+export interface Button extends AsyncDisposable {
   /** Yields once per press until `signal` aborts or the button is closed. */
   presses(signal: AbortSignal): AsyncIterable<void>;
   /** Releases the button; safe to call twice. */

@@ -18,6 +18,7 @@ import {
 import { logger, parseLevel, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath } from "../app/runtime_dir.ts";
 import { type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
+import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
 
@@ -29,6 +30,10 @@ Options:
 ${STATE_USAGE}
   --fifo PATH      read presses from this FIFO, one per line: "0" or "press"
                    (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo or /tmp/mmap-ipc-UID/button.fifo)
+  --pi             read presses from a GPIO button instead (libgpiod)
+  --chip C         GPIO chip: path, name, number, label or auto (default auto)
+  --line L         GPIO line: name or offset (default GPIO4, physical pin 7)
+  --debounce-ms N  ignore bounces shorter than N ms (default 50)
   --log-level L    debug, info, warning or error (default info)
   --parent-pid N   exit when process N (the launcher) exits
   -h, --help       show this help`;
@@ -86,11 +91,21 @@ async function main(flags: Flags): Promise<void> {
   const { region } = openStateRegion(flags);
   using _region = region;
   using cell = openStateCell(region, { writer: true });
-  const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
-  await using button = openFifoButton(fifo, {
-    onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
-  });
-  log.info(`Button ready: echo 0 > ${fifo}`);
+  let button: Button;
+  if (flags.pi) {
+    const gpio = openGpioButton({
+      chip: flags.chip as string | undefined,
+      line: flags.line as string | undefined,
+      debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+    });
+    button = gpio;
+    log.info(`Button ready on ${gpio.description}`);
+  } else {
+    const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+    button = openFifoButton(fifo, { onIgnored: (ignored) => log.warn(describeIgnored(ignored)) });
+    log.info(`Button ready: echo 0 > ${fifo}`);
+  }
+  await using _button = button;
   await runButton(button, cell, {
     signal,
     onPress: (state) => log.debug(`Pressed: state ${state}`),
@@ -101,6 +116,10 @@ if (import.meta.main) {
   const flags = parseFlags(Deno.args, {
     ...STATE_FLAGS,
     fifo: { type: "string" },
+    pi: { type: "boolean" },
+    chip: { type: "string" },
+    line: { type: "string" },
+    "debounce-ms": { type: "string" },
     "log-level": { type: "string" },
     "parent-pid": { type: "string" },
   }, USAGE);

@@ -1,0 +1,82 @@
+/**
+ * What the rest of the project sees of a GPIO chip, whichever libgpiod API (1.6 or 2.x) is
+ * underneath. Values are logical: with `activeLow` a line that reads 1 is electrically low.
+ *
+ * @module
+ */
+
+/** Pull resistor for an input. */
+export type Bias = "as-is" | "disabled" | "pull-up" | "pull-down";
+
+/** What is known of one line of a chip. */
+export interface LineInfo {
+  /** The line's offset in its chip. */
+  offset: number;
+  /** Its name, such as `GPIO4`; empty when it has none. */
+  name: string;
+  /** Whether some process holds it. */
+  used: boolean;
+  /** Who holds it, when someone does. */
+  consumer: string;
+}
+
+/** Settings for an input line that reports edges. */
+export interface InputSettings {
+  /** Shown to others as the line's consumer. */
+  consumer: string;
+  /** Invert the line: electrically low reads as 1. */
+  activeLow: boolean;
+  /** Pull resistor. */
+  bias: Bias;
+  /** Debounce in the kernel, where the API supports it (libgpiod 2.x); 0 = none. */
+  debounceUs: number;
+}
+
+/** A requested input line with edge events (both edges). */
+export interface InputLine {
+  /** The logical value now. */
+  read(): number;
+  /** An fd that polls readable when edge events are queued. */
+  readonly eventFd: number;
+  /** Reads the queued edge events (after the fd polled readable); returns how many. */
+  readEvents(): number;
+  /**
+   * Waits for edge events with libgpiod's own wait function on a worker thread (the event
+   * loop stays free); true when events are queued, false on timeout.
+   */
+  waitEvents(timeoutMs: number): Promise<boolean>;
+  /** Releases the line; safe to call twice. */
+  close(): void;
+}
+
+/** A requested output line. */
+export interface OutputLine {
+  /** Sets the logical value. */
+  write(value: number): void;
+  /** The logical value now. */
+  read(): number;
+  /** Releases the line; safe to call twice. */
+  close(): void;
+}
+
+/** An open GPIO chip. */
+export interface Chip {
+  /** Its device path, such as `/dev/gpiochip0`. */
+  readonly path: string;
+  /** Its name, such as `gpiochip0`. */
+  readonly name: string;
+  /** Its label, such as `pinctrl-bcm2711`. */
+  readonly label: string;
+  /** How many lines it has. */
+  readonly lineCount: number;
+  /** The offset of the line called `name`, or undefined. */
+  findLine(name: string): number | undefined;
+  /** What is known of the line at `offset`. */
+  lineInfo(offset: number): LineInfo;
+  /** Requests the line at `offset` as an input with edge events. */
+  requestInput(offset: number, settings: InputSettings): InputLine;
+  /** Requests the line at `offset` as an output starting at `value`. */
+  requestOutput(offset: number, consumer: string, value: number): OutputLine;
+  /** Closes the chip; safe to call twice. Lines requested from it stay requested. */
+  close(): void;
+}

@@ -1,0 +1,229 @@
+/**
+ * libgpiod 1.6 (`libgpiod.so.2`: Debian bookworm, Ubuntu 24.04, Raspberry Pi OS bookworm)
+ * through Deno.dlopen.
+ *
+ * @module
+ */
+
+import { check, lastErrno, osError } from "./errno.ts";
+import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
+import { cString } from "./posix.ts";
+
+/** The libgpiod 1.6 functions this project calls, with their C declarations. */
+export const GPIOD_V1_SYMBOLS = {
+  /** const char *gpiod_version_string(void); */
+  gpiod_version_string: { parameters: [], result: "pointer" },
+  /** struct gpiod_chip *gpiod_chip_open(const char *path); */
+  gpiod_chip_open: { parameters: ["buffer"], result: "pointer" },
+  /** void gpiod_chip_close(struct gpiod_chip *chip); */
+  gpiod_chip_close: { parameters: ["pointer"], result: "void" },
+  /** const char *gpiod_chip_name(struct gpiod_chip *chip); */
+  gpiod_chip_name: { parameters: ["pointer"], result: "pointer" },
+  /** const char *gpiod_chip_label(struct gpiod_chip *chip); */
+  gpiod_chip_label: { parameters: ["pointer"], result: "pointer" },
+  /** unsigned int gpiod_chip_num_lines(struct gpiod_chip *chip); */
+  gpiod_chip_num_lines: { parameters: ["pointer"], result: "u32" },
+  /** struct gpiod_line *gpiod_chip_get_line(struct gpiod_chip *chip, unsigned int offset); */
+  gpiod_chip_get_line: { parameters: ["pointer", "u32"], result: "pointer" },
+  /** struct gpiod_line *gpiod_chip_find_line(struct gpiod_chip *chip, const char *name); */
+  gpiod_chip_find_line: { parameters: ["pointer", "buffer"], result: "pointer" },
+  /** unsigned int gpiod_line_offset(struct gpiod_line *line); */
+  gpiod_line_offset: { parameters: ["pointer"], result: "u32" },
+  /** const char *gpiod_line_name(struct gpiod_line *line); */
+  gpiod_line_name: { parameters: ["pointer"], result: "pointer" },
+  /** const char *gpiod_line_consumer(struct gpiod_line *line); */
+  gpiod_line_consumer: { parameters: ["pointer"], result: "pointer" },
+  /** bool gpiod_line_is_used(struct gpiod_line *line); */
+  gpiod_line_is_used: { parameters: ["pointer"], result: "bool" },
+  /** int gpiod_line_request(struct gpiod_line *line, const struct gpiod_line_request_config *config, int default_val); */
+  gpiod_line_request: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  /** void gpiod_line_release(struct gpiod_line *line); */
+  gpiod_line_release: { parameters: ["pointer"], result: "void" },
+  /** int gpiod_line_get_value(struct gpiod_line *line); */
+  gpiod_line_get_value: { parameters: ["pointer"], result: "i32" },
+  /** int gpiod_line_set_value(struct gpiod_line *line, int value); */
+  gpiod_line_set_value: { parameters: ["pointer", "i32"], result: "i32" },
+  /** int gpiod_line_event_get_fd(struct gpiod_line *line); */
+  gpiod_line_event_get_fd: { parameters: ["pointer"], result: "i32" },
+  /** int gpiod_line_event_wait(struct gpiod_line *line, const struct timespec *timeout); on a worker thread */
+  gpiod_line_event_wait: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
+  /** int gpiod_line_event_read(struct gpiod_line *line, struct gpiod_line_event *event); */
+  gpiod_line_event_read: { parameters: ["pointer", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type V1 = Deno.DynamicLibrary<typeof GPIOD_V1_SYMBOLS>["symbols"];
+
+// <gpiod.h> 1.6: request types and flags.
+const REQUEST_DIRECTION_OUTPUT = 3;
+const REQUEST_EVENT_BOTH_EDGES = 6;
+const FLAG_ACTIVE_LOW = 1 << 2;
+const BIAS_FLAG: Record<Bias, number> = {
+  "as-is": 0,
+  disabled: 1 << 3,
+  "pull-down": 1 << 4,
+  "pull-up": 1 << 5,
+};
+/** struct gpiod_line_request_config { const char *consumer; int request_type; int flags; } */
+const REQUEST_CONFIG_BYTES = 16;
+/** struct gpiod_line_event { struct timespec ts; int event_type; } */
+const LINE_EVENT_BYTES = 24;
+
+function text(pointer: Deno.PointerValue): string {
+  return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
+}
+
+/** Fills a `struct gpiod_line_request_config`; the consumer string must outlive the call. */
+function requestConfig(
+  consumer: Uint8Array<ArrayBuffer>,
+  type: number,
+  flags: number,
+): Uint8Array<ArrayBuffer> {
+  const config = new Uint8Array(REQUEST_CONFIG_BYTES);
+  const view = new DataView(config.buffer);
+  view.setBigUint64(0, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(consumer))), true);
+  view.setInt32(8, type, true);
+  view.setInt32(12, flags, true);
+  return config;
+}
+
+/** A requested libgpiod 1.6 line. */
+class LineV1 implements InputLine, OutputLine {
+  readonly #lib: V1;
+  readonly #subject: string;
+  #line: Deno.PointerObject | undefined;
+  readonly #event = new Uint8Array(LINE_EVENT_BYTES);
+
+  constructor(lib: V1, line: Deno.PointerObject, subject: string) {
+    this.#lib = lib;
+    this.#line = line;
+    this.#subject = subject;
+  }
+
+  #open(): Deno.PointerObject {
+    if (this.#line === undefined) throw new Deno.errors.BadResource(`${this.#subject} is released`);
+    return this.#line;
+  }
+
+  get eventFd(): number {
+    return check(
+      this.#lib.gpiod_line_event_get_fd(this.#open()),
+      "get the event fd of",
+      this.#subject,
+    );
+  }
+
+  read(): number {
+    return check(this.#lib.gpiod_line_get_value(this.#open()), "read", this.#subject);
+  }
+
+  write(value: number): void {
+    check(this.#lib.gpiod_line_set_value(this.#open(), value ? 1 : 0), "set", this.#subject);
+  }
+
+  readEvents(): number {
+    check(
+      this.#lib.gpiod_line_event_read(this.#open(), this.#event),
+      "read an edge event of",
+      this.#subject,
+    );
+    return 1;
+  }
+
+  async waitEvents(timeoutMs: number): Promise<boolean> {
+    const seconds = Math.floor(timeoutMs / 1000);
+    const timeout = new BigInt64Array([
+      BigInt(seconds),
+      BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6)),
+    ]);
+    const result = await this.#lib.gpiod_line_event_wait(
+      this.#open(),
+      new Uint8Array(timeout.buffer),
+    );
+    if (result < 0) throw new Error(`Cannot wait for edge events of ${this.#subject}`);
+    return result > 0;
+  }
+
+  close(): void {
+    if (this.#line === undefined) return;
+    this.#lib.gpiod_line_release(this.#line);
+    this.#line = undefined;
+  }
+}
+
+/** An open chip through libgpiod 1.6. */
+export class ChipV1 implements Chip {
+  readonly #lib: V1;
+  #chip: Deno.PointerObject | undefined;
+  readonly path: string;
+  readonly name: string;
+  readonly label: string;
+  readonly lineCount: number;
+
+  /** Opens the chip at `path`. */
+  constructor(lib: V1, path: string) {
+    this.#lib = lib;
+    this.path = path;
+    const chip = lib.gpiod_chip_open(cString(path));
+    if (chip === null) throw osError("open GPIO chip", path, lastErrno());
+    this.#chip = chip;
+    this.name = text(lib.gpiod_chip_name(chip));
+    this.label = text(lib.gpiod_chip_label(chip));
+    this.lineCount = lib.gpiod_chip_num_lines(chip);
+  }
+
+  #open(): Deno.PointerObject {
+    if (this.#chip === undefined) {
+      throw new Deno.errors.BadResource(`The GPIO chip ${this.path} is closed`);
+    }
+    return this.#chip;
+  }
+
+  #line(offset: number): Deno.PointerObject {
+    const line = this.#lib.gpiod_chip_get_line(this.#open(), offset);
+    if (line === null) throw osError("get", `line ${offset} of ${this.path}`, lastErrno());
+    return line;
+  }
+
+  findLine(name: string): number | undefined {
+    const line = this.#lib.gpiod_chip_find_line(this.#open(), cString(name));
+    return line === null ? undefined : this.#lib.gpiod_line_offset(line);
+  }
+
+  lineInfo(offset: number): LineInfo {
+    const line = this.#line(offset);
+    return {
+      offset,
+      name: text(this.#lib.gpiod_line_name(line)),
+      used: this.#lib.gpiod_line_is_used(line),
+      consumer: text(this.#lib.gpiod_line_consumer(line)),
+    };
+  }
+
+  #request(offset: number, consumer: string, type: number, flags: number, value: number): LineV1 {
+    const line = this.#line(offset);
+    const name = cString(consumer);
+    const subject = `line ${offset} of ${this.path}`;
+    check(
+      this.#lib.gpiod_line_request(line, requestConfig(name, type, flags), value),
+      "request",
+      subject,
+    );
+    return new LineV1(this.#lib, line, subject);
+  }
+
+  requestInput(offset: number, settings: InputSettings): InputLine {
+    // libgpiod 1.6 has no debounce: the caller debounces in software.
+    const flags = (settings.activeLow ? FLAG_ACTIVE_LOW : 0) | BIAS_FLAG[settings.bias];
+    return this.#request(offset, settings.consumer, REQUEST_EVENT_BOTH_EDGES, flags, 0);
+  }
+
+  requestOutput(offset: number, consumer: string, value: number): OutputLine {
+    return this.#request(offset, consumer, REQUEST_DIRECTION_OUTPUT, 0, value ? 1 : 0);
+  }
+
+  close(): void {
+    if (this.#chip === undefined) return;
+    this.#lib.gpiod_chip_close(this.#chip);
+    this.#chip = undefined;
+  }
+}

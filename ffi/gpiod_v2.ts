@@ -1,0 +1,317 @@
+/**
+ * libgpiod 2.x (`libgpiod.so.3`: Debian trixie, Raspberry Pi OS trixie) through Deno.dlopen.
+ *
+ * @module
+ */
+
+import { check, lastErrno, osError } from "./errno.ts";
+import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
+import { cString } from "./posix.ts";
+
+/** The libgpiod 2.x functions this project calls, with their C declarations. */
+export const GPIOD_V2_SYMBOLS = {
+  /** const char *gpiod_api_version(void); */
+  gpiod_api_version: { parameters: [], result: "pointer" },
+  /** struct gpiod_chip *gpiod_chip_open(const char *path); */
+  gpiod_chip_open: { parameters: ["buffer"], result: "pointer" },
+  /** void gpiod_chip_close(struct gpiod_chip *chip); */
+  gpiod_chip_close: { parameters: ["pointer"], result: "void" },
+  /** struct gpiod_chip_info *gpiod_chip_get_info(struct gpiod_chip *chip); */
+  gpiod_chip_get_info: { parameters: ["pointer"], result: "pointer" },
+  /** void gpiod_chip_info_free(struct gpiod_chip_info *info); */
+  gpiod_chip_info_free: { parameters: ["pointer"], result: "void" },
+  /** const char *gpiod_chip_info_get_name(struct gpiod_chip_info *info); */
+  gpiod_chip_info_get_name: { parameters: ["pointer"], result: "pointer" },
+  /** const char *gpiod_chip_info_get_label(struct gpiod_chip_info *info); */
+  gpiod_chip_info_get_label: { parameters: ["pointer"], result: "pointer" },
+  /** size_t gpiod_chip_info_get_num_lines(struct gpiod_chip_info *info); */
+  gpiod_chip_info_get_num_lines: { parameters: ["pointer"], result: "usize" },
+  /** int gpiod_chip_get_line_offset_from_name(struct gpiod_chip *chip, const char *name); */
+  gpiod_chip_get_line_offset_from_name: { parameters: ["pointer", "buffer"], result: "i32" },
+  /** struct gpiod_line_info *gpiod_chip_get_line_info(struct gpiod_chip *chip, unsigned int offset); */
+  gpiod_chip_get_line_info: { parameters: ["pointer", "u32"], result: "pointer" },
+  /** void gpiod_line_info_free(struct gpiod_line_info *info); */
+  gpiod_line_info_free: { parameters: ["pointer"], result: "void" },
+  /** const char *gpiod_line_info_get_name(struct gpiod_line_info *info); */
+  gpiod_line_info_get_name: { parameters: ["pointer"], result: "pointer" },
+  /** bool gpiod_line_info_is_used(struct gpiod_line_info *info); */
+  gpiod_line_info_is_used: { parameters: ["pointer"], result: "bool" },
+  /** const char *gpiod_line_info_get_consumer(struct gpiod_line_info *info); */
+  gpiod_line_info_get_consumer: { parameters: ["pointer"], result: "pointer" },
+
+  /** struct gpiod_line_settings *gpiod_line_settings_new(void); */
+  gpiod_line_settings_new: { parameters: [], result: "pointer" },
+  /** void gpiod_line_settings_free(struct gpiod_line_settings *settings); */
+  gpiod_line_settings_free: { parameters: ["pointer"], result: "void" },
+  /** int gpiod_line_settings_set_direction(struct gpiod_line_settings *settings, enum gpiod_line_direction direction); */
+  gpiod_line_settings_set_direction: { parameters: ["pointer", "i32"], result: "i32" },
+  /** int gpiod_line_settings_set_edge_detection(struct gpiod_line_settings *settings, enum gpiod_line_edge edge); */
+  gpiod_line_settings_set_edge_detection: { parameters: ["pointer", "i32"], result: "i32" },
+  /** int gpiod_line_settings_set_bias(struct gpiod_line_settings *settings, enum gpiod_line_bias bias); */
+  gpiod_line_settings_set_bias: { parameters: ["pointer", "i32"], result: "i32" },
+  /** void gpiod_line_settings_set_active_low(struct gpiod_line_settings *settings, bool active_low); */
+  gpiod_line_settings_set_active_low: { parameters: ["pointer", "bool"], result: "void" },
+  /** void gpiod_line_settings_set_debounce_period_us(struct gpiod_line_settings *settings, unsigned long period); */
+  gpiod_line_settings_set_debounce_period_us: { parameters: ["pointer", "u64"], result: "void" },
+  /** int gpiod_line_settings_set_output_value(struct gpiod_line_settings *settings, enum gpiod_line_value value); */
+  gpiod_line_settings_set_output_value: { parameters: ["pointer", "i32"], result: "i32" },
+
+  /** struct gpiod_line_config *gpiod_line_config_new(void); */
+  gpiod_line_config_new: { parameters: [], result: "pointer" },
+  /** void gpiod_line_config_free(struct gpiod_line_config *config); */
+  gpiod_line_config_free: { parameters: ["pointer"], result: "void" },
+  /** int gpiod_line_config_add_line_settings(struct gpiod_line_config *config, const unsigned int *offsets, size_t num_offsets, struct gpiod_line_settings *settings); */
+  gpiod_line_config_add_line_settings: {
+    parameters: ["pointer", "buffer", "usize", "pointer"],
+    result: "i32",
+  },
+  /** struct gpiod_request_config *gpiod_request_config_new(void); */
+  gpiod_request_config_new: { parameters: [], result: "pointer" },
+  /** void gpiod_request_config_free(struct gpiod_request_config *config); */
+  gpiod_request_config_free: { parameters: ["pointer"], result: "void" },
+  /** void gpiod_request_config_set_consumer(struct gpiod_request_config *config, const char *consumer); */
+  gpiod_request_config_set_consumer: { parameters: ["pointer", "buffer"], result: "void" },
+  /** struct gpiod_line_request *gpiod_chip_request_lines(struct gpiod_chip *chip, struct gpiod_request_config *req_cfg, struct gpiod_line_config *line_cfg); */
+  gpiod_chip_request_lines: { parameters: ["pointer", "pointer", "pointer"], result: "pointer" },
+
+  /** void gpiod_line_request_release(struct gpiod_line_request *request); */
+  gpiod_line_request_release: { parameters: ["pointer"], result: "void" },
+  /** enum gpiod_line_value gpiod_line_request_get_value(struct gpiod_line_request *request, unsigned int offset); */
+  gpiod_line_request_get_value: { parameters: ["pointer", "u32"], result: "i32" },
+  /** int gpiod_line_request_set_value(struct gpiod_line_request *request, unsigned int offset, enum gpiod_line_value value); */
+  gpiod_line_request_set_value: { parameters: ["pointer", "u32", "i32"], result: "i32" },
+  /** int gpiod_line_request_get_fd(struct gpiod_line_request *request); */
+  gpiod_line_request_get_fd: { parameters: ["pointer"], result: "i32" },
+  /** int gpiod_line_request_wait_edge_events(struct gpiod_line_request *request, int64_t timeout_ns); on a worker thread */
+  gpiod_line_request_wait_edge_events: {
+    parameters: ["pointer", "i64"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** int gpiod_line_request_read_edge_events(struct gpiod_line_request *request, struct gpiod_edge_event_buffer *buffer, size_t max_events); */
+  gpiod_line_request_read_edge_events: {
+    parameters: ["pointer", "pointer", "usize"],
+    result: "i32",
+  },
+  /** struct gpiod_edge_event_buffer *gpiod_edge_event_buffer_new(size_t capacity); */
+  gpiod_edge_event_buffer_new: { parameters: ["usize"], result: "pointer" },
+  /** void gpiod_edge_event_buffer_free(struct gpiod_edge_event_buffer *buffer); */
+  gpiod_edge_event_buffer_free: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type V2 = Deno.DynamicLibrary<typeof GPIOD_V2_SYMBOLS>["symbols"];
+
+// <gpiod.h> 2.x enums.
+const DIRECTION_INPUT = 2;
+const DIRECTION_OUTPUT = 3;
+const EDGE_BOTH = 4;
+const BIAS: Record<Bias, number> = { "as-is": 1, disabled: 3, "pull-up": 4, "pull-down": 5 };
+const EVENT_BUFFER_CAPACITY = 16;
+
+function text(pointer: Deno.PointerValue): string {
+  return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
+}
+
+/** Builds settings, a line config and a request config, requests, and frees the builders. */
+function requestLine(
+  lib: V2,
+  chip: Deno.PointerObject,
+  chipPath: string,
+  offset: number,
+  consumer: string,
+  configure: (settings: Deno.PointerObject) => void,
+): Deno.PointerObject {
+  const subject = `line ${offset} of ${chipPath}`;
+  const settings = lib.gpiod_line_settings_new();
+  const lineConfig = lib.gpiod_line_config_new();
+  const requestConfig = lib.gpiod_request_config_new();
+  try {
+    if (settings === null || lineConfig === null || requestConfig === null) {
+      throw osError("configure", subject, lastErrno());
+    }
+    configure(settings);
+    check(
+      lib.gpiod_line_config_add_line_settings(lineConfig, new Uint32Array([offset]), 1n, settings),
+      "configure",
+      subject,
+    );
+    lib.gpiod_request_config_set_consumer(requestConfig, cString(consumer));
+    const request = lib.gpiod_chip_request_lines(chip, requestConfig, lineConfig);
+    if (request === null) throw osError("request", subject, lastErrno());
+    return request;
+  } finally {
+    if (requestConfig !== null) lib.gpiod_request_config_free(requestConfig);
+    if (lineConfig !== null) lib.gpiod_line_config_free(lineConfig);
+    if (settings !== null) lib.gpiod_line_settings_free(settings);
+  }
+}
+
+/** A libgpiod 2.x line request of one line. */
+class RequestV2 implements InputLine, OutputLine {
+  readonly #lib: V2;
+  readonly #offset: number;
+  readonly #subject: string;
+  #request: Deno.PointerObject | undefined;
+  #events: Deno.PointerObject | undefined;
+
+  constructor(
+    lib: V2,
+    request: Deno.PointerObject,
+    offset: number,
+    subject: string,
+    events: boolean,
+  ) {
+    this.#lib = lib;
+    this.#request = request;
+    this.#offset = offset;
+    this.#subject = subject;
+    if (events) {
+      const buffer = lib.gpiod_edge_event_buffer_new(BigInt(EVENT_BUFFER_CAPACITY));
+      if (buffer === null) {
+        lib.gpiod_line_request_release(request);
+        throw osError("allocate an event buffer for", subject, lastErrno());
+      }
+      this.#events = buffer;
+    }
+  }
+
+  #open(): Deno.PointerObject {
+    if (this.#request === undefined) {
+      throw new Deno.errors.BadResource(`${this.#subject} is released`);
+    }
+    return this.#request;
+  }
+
+  get eventFd(): number {
+    return check(this.#lib.gpiod_line_request_get_fd(this.#open()), "get the fd of", this.#subject);
+  }
+
+  read(): number {
+    return check(
+      this.#lib.gpiod_line_request_get_value(this.#open(), this.#offset),
+      "read",
+      this.#subject,
+    );
+  }
+
+  write(value: number): void {
+    check(
+      this.#lib.gpiod_line_request_set_value(this.#open(), this.#offset, value ? 1 : 0),
+      "set",
+      this.#subject,
+    );
+  }
+
+  readEvents(): number {
+    if (this.#events === undefined) throw new TypeError(`${this.#subject} has no edge detection`);
+    return check(
+      this.#lib.gpiod_line_request_read_edge_events(
+        this.#open(),
+        this.#events,
+        BigInt(EVENT_BUFFER_CAPACITY),
+      ),
+      "read edge events of",
+      this.#subject,
+    );
+  }
+
+  async waitEvents(timeoutMs: number): Promise<boolean> {
+    const request = this.#open();
+    const result = await this.#lib.gpiod_line_request_wait_edge_events(
+      request,
+      BigInt(Math.round(timeoutMs * 1e6)),
+    );
+    if (result < 0) throw new Error(`Cannot wait for edge events of ${this.#subject}`);
+    return result > 0;
+  }
+
+  close(): void {
+    if (this.#request === undefined) return;
+    this.#lib.gpiod_line_request_release(this.#request);
+    this.#request = undefined;
+    if (this.#events !== undefined) this.#lib.gpiod_edge_event_buffer_free(this.#events);
+    this.#events = undefined;
+  }
+}
+
+/** An open chip through libgpiod 2.x. */
+export class ChipV2 implements Chip {
+  readonly #lib: V2;
+  #chip: Deno.PointerObject | undefined;
+  readonly path: string;
+  readonly name: string;
+  readonly label: string;
+  readonly lineCount: number;
+
+  /** Opens the chip at `path`. */
+  constructor(lib: V2, path: string) {
+    this.#lib = lib;
+    this.path = path;
+    const chip = lib.gpiod_chip_open(cString(path));
+    if (chip === null) throw osError("open GPIO chip", path, lastErrno());
+    this.#chip = chip;
+    const info = lib.gpiod_chip_get_info(chip);
+    if (info === null) {
+      lib.gpiod_chip_close(chip);
+      throw osError("inspect GPIO chip", path, lastErrno());
+    }
+    this.name = text(lib.gpiod_chip_info_get_name(info));
+    this.label = text(lib.gpiod_chip_info_get_label(info));
+    this.lineCount = Number(lib.gpiod_chip_info_get_num_lines(info));
+    lib.gpiod_chip_info_free(info);
+  }
+
+  #open(): Deno.PointerObject {
+    if (this.#chip === undefined) {
+      throw new Deno.errors.BadResource(`The GPIO chip ${this.path} is closed`);
+    }
+    return this.#chip;
+  }
+
+  findLine(name: string): number | undefined {
+    const offset = this.#lib.gpiod_chip_get_line_offset_from_name(this.#open(), cString(name));
+    return offset < 0 ? undefined : offset;
+  }
+
+  lineInfo(offset: number): LineInfo {
+    const info = this.#lib.gpiod_chip_get_line_info(this.#open(), offset);
+    if (info === null) throw osError("inspect", `line ${offset} of ${this.path}`, lastErrno());
+    try {
+      return {
+        offset,
+        name: text(this.#lib.gpiod_line_info_get_name(info)),
+        used: this.#lib.gpiod_line_info_is_used(info),
+        consumer: text(this.#lib.gpiod_line_info_get_consumer(info)),
+      };
+    } finally {
+      this.#lib.gpiod_line_info_free(info);
+    }
+  }
+
+  requestInput(offset: number, settings: InputSettings): InputLine {
+    const lib = this.#lib;
+    const request = requestLine(lib, this.#open(), this.path, offset, settings.consumer, (s) => {
+      lib.gpiod_line_settings_set_direction(s, DIRECTION_INPUT);
+      lib.gpiod_line_settings_set_edge_detection(s, EDGE_BOTH);
+      lib.gpiod_line_settings_set_bias(s, BIAS[settings.bias]);
+      lib.gpiod_line_settings_set_active_low(s, settings.activeLow);
+      lib.gpiod_line_settings_set_debounce_period_us(s, BigInt(settings.debounceUs));
+    });
+    return new RequestV2(lib, request, offset, `line ${offset} of ${this.path}`, true);
+  }
+
+  requestOutput(offset: number, consumer: string, value: number): OutputLine {
+    const lib = this.#lib;
+    const request = requestLine(lib, this.#open(), this.path, offset, consumer, (s) => {
+      lib.gpiod_line_settings_set_direction(s, DIRECTION_OUTPUT);
+      lib.gpiod_line_settings_set_output_value(s, value ? 1 : 0);
+    });
+    return new RequestV2(lib, request, offset, `line ${offset} of ${this.path}`, false);
+  }
+
+  close(): void {
+    if (this.#chip === undefined) return;
+    this.#lib.gpiod_chip_close(this.#chip);
+    this.#chip = undefined;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The Pi build's button: a GPIO input with pull-up, active low (the button connects the pin to
+ * ground), woken by edge events (no polling), debounced. A held button is one press.
+ *
+ * @module
+ */
+
+import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
+import { type Chip, explainRequestError, findLine, gpiod, type InputLine } from "../ffi/gpiod.ts";
+import type { Button } from "./types.ts";
+
+/** Options for {@link openGpioButton}. */
+export interface GpioButtonOptions {
+  /** The chip: path, name, number, label or `auto` (default). */
+  chip?: string;
+  /** The line: name or offset. Default `GPIO4` (physical pin 7 on a Raspberry Pi). */
+  line?: string;
+  /** Bounces shorter than this are ignored (default 50 ms); in the kernel with libgpiod 2.x. */
+  debounceMs?: number;
+  /** The consumer name others see on the line. */
+  consumer?: string;
+}
+
+/** A button on a GPIO line; see {@link openGpioButton}. */
+export class GpioButton implements Button {
+  readonly #chip: Chip;
+  readonly #input: InputLine;
+  readonly #debounceMs: number;
+  readonly #waiter = new FdWaiter();
+  /** Where the line is, for messages. */
+  readonly description: string;
+  #closed = false;
+
+  /** Not for direct use: call {@link openGpioButton}. */
+  constructor(chip: Chip, input: InputLine, description: string, debounceMs: number) {
+    this.#chip = chip;
+    this.#input = input;
+    this.description = description;
+    this.#debounceMs = debounceMs;
+  }
+
+  /**
+   * Yields once per press: when the line turns active (pressed) after being inactive, and no
+   * sooner than the debounce time after the last change it accepted. Changes inside that time
+   * are settled by reading the line once it has passed, so nothing is missed and nothing bounces.
+   */
+  async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
+    const cancel = (): void => this.#waiter.cancel();
+    signal.addEventListener("abort", cancel, { once: true });
+    let stable = this.#input.read();
+    let quietUntil = 0;
+    let settleTimer: ReturnType<typeof setTimeout> | undefined;
+    let wake: (() => void) | undefined;
+    const pending: number[] = [];
+    const accept = (): void => {
+      const value = this.#input.read();
+      if (value !== stable) {
+        stable = value;
+        quietUntil = performance.now() + this.#debounceMs;
+        if (value === 1) pending.push(1);
+      }
+    };
+    // One poll at a time: when the settle timer wins a race, the poll stays in flight.
+    let waiting: Promise<Readiness> | undefined;
+    try {
+      while (!this.#closed && !signal.aborted) {
+        waiting ??= this.#waiter.wait(this.#input.eventFd);
+        const readiness = await Promise.race([
+          waiting,
+          new Promise<"settled">((resolve) => (wake = () => resolve("settled"))),
+        ]);
+        if (readiness === "cancelled" || this.#closed || signal.aborted) return;
+        if (readiness !== "settled") waiting = undefined;
+        if (readiness === "readable" || readiness === "hangup") this.#input.readEvents();
+        if (readiness === "error") {
+          throw new Deno.errors.BadResource(`Cannot wait on ${this.description}`);
+        }
+        const now = performance.now();
+        if (now >= quietUntil) {
+          accept();
+        } else if (settleTimer === undefined) {
+          settleTimer = setTimeout(() => {
+            settleTimer = undefined;
+            accept();
+            wake?.();
+          }, quietUntil - now);
+        }
+        while (pending.length > 0) {
+          pending.pop();
+          yield;
+        }
+      }
+    } finally {
+      if (settleTimer !== undefined) clearTimeout(settleTimer);
+      signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  /** Releases the line and the chip; safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#waiter.close();
+    this.#input.close();
+    this.#chip.close();
+  }
+
+  /** Same as {@link GpioButton.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Opens the button: pull-up, active low, both edges, debounced. */
+export function openGpioButton(options: GpioButtonOptions = {}): GpioButton {
+  const debounceMs = options.debounceMs ?? 50;
+  if (!Number.isFinite(debounceMs) || debounceMs < 0 || debounceMs > 10_000) {
+    throw new RangeError(`Debounce ${debounceMs} ms is outside 0 to 10000`);
+  }
+  const { chip, offset } = findLine(options.chip ?? "auto", options.line ?? "GPIO4");
+  const lib = gpiod();
+  let input: InputLine;
+  try {
+    input = chip.requestInput(offset, {
+      consumer: options.consumer ?? "mmap-ipc button",
+      activeLow: true,
+      bias: "pull-up",
+      debounceUs: lib.api === 2 ? Math.round(debounceMs * 1000) : 0,
+    });
+  } catch (error) {
+    const explained = explainRequestError(error, chip, offset);
+    chip.close();
+    throw explained;
+  }
+  const name = chip.lineInfo(offset).name;
+  return new GpioButton(
+    chip,
+    input,
+    `${name || `line ${offset}`} on ${chip.path} (${chip.label})`,
+    debounceMs,
+  );
+}
