@@ -7,7 +7,7 @@
  */
 
 import * as C from "./constants.ts";
-import { check, lastErrno, osError } from "./errno.ts";
+import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { libc } from "./libc.ts";
 
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -160,6 +160,30 @@ export class Mapping {
     });
     this.#track(result, byteOffset, signal);
     return result;
+  }
+
+  /**
+   * Sleeps on the word at `byteOffset` on this thread, blocking it (like `Atomics.wait`): the
+   * quickest wake-up, for a thread that has nothing else to do. A timeout is required so that
+   * nothing can block forever by mistake.
+   */
+  waitSync(byteOffset: number, expected: number, timeoutMs: number): WaitResult {
+    const words = this.words;
+    const index = byteOffset >> 2;
+    if (Atomics.load(words, index) !== expected) return "not-equal";
+    const timeout = timespec(timeoutMs);
+    const result = libc().syscall(
+      C.SYS_futex,
+      Deno.UnsafePointer.offset(this.#pointer, byteOffset),
+      C.FUTEX_WAIT,
+      expected,
+      Deno.UnsafePointer.of(timeout),
+      null,
+      0,
+    );
+    if (result === 0n) return "ok";
+    const errno = lastErrno();
+    return errno === Errno.ETIMEDOUT ? "timed-out" : errno === Errno.EAGAIN ? "not-equal" : "ok";
   }
 
   /** Wakes up to `count` waiters on the word at `byteOffset`, in any process; returns how many. */

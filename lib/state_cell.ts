@@ -244,6 +244,42 @@ export class StateCell {
   }
 
   /**
+   * {@link StateCell.waitForChange} without the event loop: blocks this thread until the value
+   * differs from `from` or `timeout` ms pass (then throws `TimedOut`; the timeout is required).
+   * A change is seen several times sooner than through the event loop, but nothing else runs
+   * on the thread meanwhile: use it in a worker, or in a process whose only job is to wait.
+   */
+  waitForChangeSync(options: { from?: number; timeout: number }): number {
+    this.#check();
+    const deadline = performance.now() + options.timeout;
+    let seen = this.#snapshot();
+    const from = options.from ?? seen.value;
+    for (;;) {
+      if (seen.value !== from) return seen.value;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        throw failure(
+          Deno.errors.TimedOut,
+          "wait for a change of state cell",
+          this.#region.name,
+          "no change before the timeout",
+        );
+      }
+      const slice = this.#cooperatingWriter()
+        ? remaining
+        : Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
+      Atomics.add(this.#words, this.#waitersIndex, 1);
+      try {
+        this.#mapping.waitSync(this.#base + SEQUENCE, seen.sequence, slice);
+      } finally {
+        Atomics.sub(this.#words, this.#waitersIndex, 1);
+      }
+      this.#check();
+      seen = this.#snapshot();
+    }
+  }
+
+  /**
    * Yields each new value as it is published. Readers that fall behind see the latest value,
    * not every value in between (changes are coalesced), and never the same value twice in a
    * row. Ends quietly when `signal` aborts or the cell is closed.

@@ -179,6 +179,21 @@ Deno.test("StateCell.waitForChange() times out with TimedOut and aborts with the
   assert.equal(await next, 1);
 });
 
+Deno.test("StateCell.waitForChangeSync() returns a change and times out", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using cell = openStateCell(region);
+  assert.throws(
+    () => cell.waitForChangeSync({ timeout: 20 }),
+    (e) => e instanceof Deno.errors.TimedOut && e.message.includes(region.name),
+  );
+  writer.write(3);
+  assert.equal(cell.waitForChangeSync({ from: 0, timeout: 1000 }), 3);
+  region.write(0, encoder.encode("4\n\0")); // a foreign writer is seen too
+  writer.close();
+  assert.equal(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
+});
+
 Deno.test("StateCell.changes() yields new values in order, coalesced, and ends on abort", async () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
