@@ -275,17 +275,39 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]);
 }
 
-function voluntarySwitches(pid: number): number {
-  let total = 0;
+/** Voluntary context switches of each thread of `pid`, by thread id. */
+function threadSwitches(pid: number): Map<string, number> {
+  const counts = new Map<string, number>();
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
       const status = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/status`);
-      total += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      counts.set(task.name, Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0));
     } catch {
       // the thread ended meanwhile
     }
   }
-  return total;
+  return counts;
+}
+
+/**
+ * Counts the voluntary context switches of all threads of `pid` over `seconds`, sampling each
+ * second by thread id: threads that end meanwhile (Deno's idle workers do) would otherwise take
+ * their counts with them.
+ */
+async function switchesOver(pids: number[], seconds: number): Promise<number[]> {
+  const totals = pids.map(() => 0);
+  let previous = pids.map(threadSwitches);
+  for (let second = 0; second < seconds; second++) {
+    await delay(1000);
+    const now = pids.map(threadSwitches);
+    now.forEach((threads, i) => {
+      for (const [tid, count] of threads) {
+        totals[i] += Math.max(0, count - (previous[i].get(tid) ?? 0));
+      }
+    });
+    previous = now;
+  }
+  return totals;
 }
 
 function memoryOf(pid: number): { rssKiB: number; peakKiB: number } {
@@ -306,20 +328,14 @@ async function idleCost(original: string): Promise<{ ours: IdleCost; poller: Idl
   await using poller = spawnProgram(original, ["led", `${work}/idle-original.dat`]);
   await poller.nextLine();
   await delay(1000);
-  const pids = { ours: system.led.pid, poller: poller.pid };
-  const before = Object.fromEntries(
-    Object.entries(pids).map(([k, pid]) => [k, [cpuTicks(pid), voluntarySwitches(pid)]]),
-  );
-  await delay(seconds * 1000);
-  const result = {} as { ours: IdleCost; poller: IdleCost };
-  for (const [key, pid] of Object.entries(pids) as ["ours" | "poller", number][]) {
-    const [ticks, switches] = before[key];
-    result[key] = {
-      cpuPercent: ((cpuTicks(pid) - ticks) / TICKS_PER_SECOND / seconds) * 100,
-      switchesPerSecond: (voluntarySwitches(pid) - switches) / seconds,
-    };
-  }
-  return result;
+  const pids = [system.led.pid, poller.pid];
+  const ticksBefore = pids.map(cpuTicks);
+  const switches = await switchesOver(pids, seconds);
+  const cost = (i: number): IdleCost => ({
+    cpuPercent: ((cpuTicks(pids[i]) - ticksBefore[i]) / TICKS_PER_SECOND / seconds) * 100,
+    switchesPerSecond: switches[i] / seconds,
+  });
+  return { ours: cost(0), poller: cost(1) };
 }
 
 // --- 4. ring throughput ----------------------------------------------------------------------

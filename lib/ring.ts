@@ -330,6 +330,27 @@ class RingCore {
     }
   }
 
+  /**
+   * Takes this end's role and clears the closed bit an earlier holder left on its position
+   * word, so a new producer or consumer resumes the stream; returns the position.
+   */
+  attachEnd(claimField: number, positionField: number, role: string, position: string): number {
+    takeClaim(
+      this.mapping,
+      this.base + claimField,
+      `the ${role} role of the ring in ${JSON.stringify(this.region.name)}`,
+    );
+    const value = this.load(positionField) & POSITION;
+    try {
+      this.checkPosition(value, position);
+    } catch (error) {
+      releaseClaim(this.mapping, this.base + claimField);
+      throw error;
+    }
+    this.store(positionField, value);
+    return value;
+  }
+
   /** Wakes the other side if it announced that it sleeps. */
   wakeIfWaiting(waitingField: number, wordField: number): void {
     if (this.load(waitingField) !== 0) this.mapping.wake(this.base + wordField);
@@ -368,15 +389,7 @@ export class RingProducer {
   constructor(token: symbol, region: SharedRegion, capacity: number, options: RingOptions) {
     if (token !== constructing) throw new TypeError("Use openRingProducer()");
     this.#ring = new RingCore(region, capacity, options);
-    takeClaim(
-      this.#ring.mapping,
-      this.#ring.base + PRODUCER,
-      `the producer role of the ring in ${JSON.stringify(region.name)}`,
-    );
-    // A new producer reopens a stream an earlier one closed.
-    this.#head = this.#ring.load(HEAD) & POSITION;
-    this.#ring.checkPosition(this.#head, "head");
-    this.#ring.store(HEAD, this.#head);
+    this.#head = this.#ring.attachEnd(PRODUCER, HEAD, "producer", "head");
   }
 
   /** Data bytes in the ring. */
@@ -608,14 +621,7 @@ export class RingConsumer {
   constructor(token: symbol, region: SharedRegion, capacity: number, options: RingOptions) {
     if (token !== constructing) throw new TypeError("Use openRingConsumer()");
     this.#ring = new RingCore(region, capacity, options);
-    takeClaim(
-      this.#ring.mapping,
-      this.#ring.base + CONSUMER,
-      `the consumer role of the ring in ${JSON.stringify(region.name)}`,
-    );
-    this.#tail = this.#ring.load(TAIL) & POSITION;
-    this.#ring.checkPosition(this.#tail, "tail");
-    this.#ring.store(TAIL, this.#tail);
+    this.#tail = this.#ring.attachEnd(CONSUMER, TAIL, "consumer", "tail");
   }
 
   /** Data bytes in the ring. */

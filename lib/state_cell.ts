@@ -143,6 +143,7 @@ export class StateCell {
   readonly #supervisor: boolean;
   #closed = false;
   readonly #closing = new AbortController();
+  readonly #joined = new WeakMap<AbortSignal, AbortSignal>();
   #deadClaim = 0n;
 
   /** Not for direct use: call {@link openStateCell}. */
@@ -256,18 +257,7 @@ export class StateCell {
     const from = options.from ?? seen.value;
     for (;;) {
       if (seen.value !== from) return seen.value;
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        throw failure(
-          Deno.errors.TimedOut,
-          "wait for a change of state cell",
-          this.#region.name,
-          "no change before the timeout",
-        );
-      }
-      const slice = this.#cooperatingWriter()
-        ? remaining
-        : Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
+      const slice = this.#sleepFor(deadline) ?? 0;
       Atomics.add(this.#words, this.#waitersIndex, 1);
       try {
         this.#mapping.waitSync(this.#base + SEQUENCE, seen.sequence, slice);
@@ -395,6 +385,25 @@ export class StateCell {
     return parseStateText(copy, 0);
   }
 
+  /**
+   * How long the next sleep may last: until the deadline while a cooperating writer will wake
+   * us (undefined: no limit), else only until the next look at the text. Throws `TimedOut`
+   * once the deadline has passed.
+   */
+  #sleepFor(deadline: number): number | undefined {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) {
+      throw failure(
+        Deno.errors.TimedOut,
+        "wait for a change of state cell",
+        this.#region.name,
+        "no change before the timeout",
+      );
+    }
+    if (!this.#cooperatingWriter()) return Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
+    return remaining === Infinity ? undefined : remaining;
+  }
+
   /** Whether a live process that speaks this protocol holds the writer role. */
   #cooperatingWriter(): boolean {
     const claim = readClaim(this.#mapping, this.#base + WRITER);
@@ -409,34 +418,30 @@ export class StateCell {
    * passes (TimedOut), the signal aborts or the cell closes (both return the last snapshot).
    */
   async #nextChange(seen: Snapshot, deadline: number, signal?: AbortSignal): Promise<Snapshot> {
+    const stop = this.#stopSignal(signal);
     for (;;) {
       if (this.#closed || this.#region.closed || signal?.aborted) return seen;
       const now = this.#snapshot();
       if (now.sequence !== seen.sequence || now.value !== seen.value) return now;
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        throw failure(
-          Deno.errors.TimedOut,
-          "wait for a change of state cell",
-          this.#region.name,
-          "no change before the timeout",
-        );
-      }
-      const timeoutMs = this.#cooperatingWriter()
-        ? (remaining === Infinity ? undefined : remaining)
-        : Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
+      const timeoutMs = this.#sleepFor(deadline);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       try {
-        await this.#mapping.wait(this.#base + SEQUENCE, now.sequence, {
-          timeoutMs,
-          signal: signal === undefined
-            ? this.#closing.signal
-            : AbortSignal.any([signal, this.#closing.signal]),
-        });
+        await this.#mapping.wait(this.#base + SEQUENCE, now.sequence, { timeoutMs, signal: stop });
       } finally {
         if (!this.#region.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
     }
+  }
+
+  /** The caller's signal joined with this handle's own close, made once per caller's signal. */
+  #stopSignal(signal: AbortSignal | undefined): AbortSignal {
+    if (signal === undefined) return this.#closing.signal;
+    let joined = this.#joined.get(signal);
+    if (joined === undefined) {
+      joined = AbortSignal.any([signal, this.#closing.signal]);
+      this.#joined.set(signal, joined);
+    }
+    return joined;
   }
 
   #check(): void {
