@@ -33,7 +33,7 @@ export interface InputSettings {
 }
 
 /** A requested input line with edge events (both edges). */
-export interface InputLine {
+export interface InputLine extends Disposable {
   /** The logical value now. */
   read(): number;
   /** An fd that polls readable when edge events are queued. */
@@ -50,7 +50,7 @@ export interface InputLine {
 }
 
 /** A requested output line. */
-export interface OutputLine {
+export interface OutputLine extends Disposable {
   /** Sets the logical value. */
   write(value: number): void;
   /** The logical value now. */
@@ -60,7 +60,7 @@ export interface OutputLine {
 }
 
 /** An open GPIO chip. */
-export interface Chip {
+export interface Chip extends Disposable {
   /** Its device path, such as `/dev/gpiochip0`. */
   readonly path: string;
   /** Its name, such as `gpiochip0`. */

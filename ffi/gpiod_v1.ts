@@ -148,6 +148,11 @@ class LineV1 implements InputLine, OutputLine {
     this.#lib.gpiod_line_release(this.#line);
     this.#line = undefined;
   }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /** An open chip through libgpiod 1.6. */
@@ -225,5 +230,10 @@ export class ChipV1 implements Chip {
     if (this.#chip === undefined) return;
     this.#lib.gpiod_chip_close(this.#chip);
     this.#chip = undefined;
+  }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -232,6 +232,11 @@ class RequestV2 implements InputLine, OutputLine {
     if (this.#events !== undefined) this.#lib.gpiod_edge_event_buffer_free(this.#events);
     this.#events = undefined;
   }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /** An open chip through libgpiod 2.x. */
@@ -313,5 +318,10 @@ export class ChipV2 implements Chip {
     if (this.#chip === undefined) return;
     this.#lib.gpiod_chip_close(this.#chip);
     this.#chip = undefined;
+  }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -28,4 +28,9 @@ export class ConsoleLed implements Led {
   close(): void {
     this.#closed = true;
   }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }

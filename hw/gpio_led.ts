@@ -59,6 +59,11 @@ export class GpioLed implements Led {
       this.#chip.close();
     }
   }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /** Opens the LED's line as an output, Off. */

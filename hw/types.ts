@@ -14,7 +14,7 @@ export interface Button extends AsyncDisposable {
 }
 
 /** Something that shows on/off. */
-export interface Led {
+export interface Led extends Disposable {
   /** Turns the LED on or off. */
   set(on: boolean): void;
   /** Releases the LED; safe to call twice. */

@@ -98,26 +98,6 @@ interface Snapshot {
   value: number;
 }
 
-const encoder = new TextEncoder();
-
-/** Parses the text the way the original's `sscanf("%d")` does; anything unparsable is 0. */
-function parseStateText(bytes: Uint8Array, start: number): number {
-  let i = start;
-  const end = start + TEXT_BYTES;
-  while (i < end && (bytes[i] === 0x20 || (bytes[i] >= 0x09 && bytes[i] <= 0x0d))) i++;
-  let sign = 1;
-  if (bytes[i] === 0x2d || bytes[i] === 0x2b) {
-    if (bytes[i] === 0x2d) sign = -1;
-    i++;
-  }
-  let value = 0;
-  let digits = 0;
-  for (; i < end && bytes[i] >= 0x30 && bytes[i] <= 0x39; i++, digits++) {
-    value = Math.min(value * 10 + (bytes[i] - 0x30), 2 ** 31);
-  }
-  return digits === 0 ? 0 : Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, sign * value));
-}
-
 /**
  * The latest value of a small integer state in a shared region. One process at a time may
  * write (open with `writer: true`); any number read, and sleep until it changes.
@@ -361,8 +341,21 @@ export class StateCell {
 
   #writeText(value: number): void {
     // Byte-wise atomic stores keep the text ordered with the sequence on weakly ordered CPUs.
-    const text = encoder.encode(`${value}\n\0`);
-    for (let i = 0; i < text.length; i++) Atomics.store(this.#bytes, this.#base + i, text[i]);
+    // The digits are written by hand: this runs on every write, and an encoder allocates.
+    const bytes = this.#bytes;
+    let at = this.#base;
+    let rest = value;
+    if (rest < 0) {
+      Atomics.store(bytes, at++, 0x2d);
+      rest = -rest;
+    }
+    let divisor = 1;
+    while (divisor * 10 <= rest) divisor *= 10;
+    for (; divisor >= 1; divisor /= 10) {
+      Atomics.store(bytes, at++, 0x30 + Math.floor(rest / divisor) % 10);
+    }
+    Atomics.store(bytes, at++, 0x0a);
+    Atomics.store(bytes, at, 0);
   }
 
   #snapshot(): Snapshot {
@@ -379,10 +372,28 @@ export class StateCell {
     }
   }
 
+  /** Parses the text the way the original's `sscanf("%d")` does; anything unparsable is 0. */
   #readText(): number {
-    const copy = new Uint8Array(TEXT_BYTES);
-    for (let i = 0; i < TEXT_BYTES; i++) copy[i] = Atomics.load(this.#bytes, this.#base + i);
-    return parseStateText(copy, 0);
+    const bytes = this.#bytes;
+    const end = this.#base + TEXT_BYTES;
+    let i = this.#base;
+    let byte = Atomics.load(bytes, i);
+    while (i < end - 1 && (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d))) {
+      byte = Atomics.load(bytes, ++i);
+    }
+    let sign = 1;
+    if (byte === 0x2d || byte === 0x2b) {
+      if (byte === 0x2d) sign = -1;
+      byte = Atomics.load(bytes, ++i);
+    }
+    let value = 0;
+    let digits = 0;
+    while (i < end && byte >= 0x30 && byte <= 0x39) {
+      value = Math.min(value * 10 + (byte - 0x30), 2 ** 31);
+      digits++;
+      byte = ++i < end ? Atomics.load(bytes, i) : 0;
+    }
+    return digits === 0 ? 0 : Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, sign * value));
   }
 
   /**

@@ -315,6 +315,24 @@ testWith(NEEDS, "a child that keeps crashing stops everything with its last erro
   });
 });
 
+testWith(
+  NEEDS,
+  "the LED with --syslog logs as usual, with or without a system log daemon",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using led = spawnDeno(`${ROOT}consumers/led.ts`, [
+        "--state",
+        `${dir}/state.dat`,
+        "--syslog",
+      ]);
+      await led.waitFor(/LED Status: Off/);
+      led.kill("SIGTERM");
+      const status = await led.status();
+      assert.equal(status.code, 0, led.transcript);
+    });
+  },
+);
+
 // --- the original C programs -----------------------------------------------------------------
 
 async function buildOriginal(dir: string): Promise<string> {
