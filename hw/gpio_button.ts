@@ -29,6 +29,11 @@ export class GpioButton implements Button {
   readonly #waiter = new FdWaiter();
   /** Where the line is, for messages. */
   readonly description: string;
+  /**
+   * The last settled value, read when the line is opened: read any later and a press that
+   * lands in between would count as the starting state, and be lost.
+   */
+  #stable: number;
   #closed = false;
 
   /** Not for direct use: call {@link openGpioButton}. */
@@ -37,6 +42,7 @@ export class GpioButton implements Button {
     this.#input = input;
     this.description = description;
     this.#debounceMs = debounceMs;
+    this.#stable = input.read();
   }
 
   /**
@@ -47,15 +53,14 @@ export class GpioButton implements Button {
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
     const cancel = (): void => this.#waiter.cancel();
     signal.addEventListener("abort", cancel, { once: true });
-    let stable = this.#input.read();
     let quietUntil = 0;
     let settleTimer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
     const pending: number[] = [];
     const accept = (): void => {
       const value = this.#input.read();
-      if (value !== stable) {
-        stable = value;
+      if (value !== this.#stable) {
+        this.#stable = value;
         quietUntil = performance.now() + this.#debounceMs;
         if (value === 1) pending.push(1);
       }
