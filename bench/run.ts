@@ -758,6 +758,7 @@ async function main(): Promise<void> {
   const markdown = lines.join("\n") + "\n";
   await Deno.writeTextFile(`${ROOT}bench/results.md`, markdown);
   console.log(markdown);
+  const written = [`${ROOT}bench/results.md`];
   if (!flags["no-readme"]) {
     const readme = await Deno.readTextFile(`${ROOT}README.md`);
     const start = readme.indexOf("<!-- bench:start -->");
@@ -767,8 +768,11 @@ async function main(): Promise<void> {
         `${ROOT}README.md`,
         `${readme.slice(0, start)}<!-- bench:start -->\n\n${markdown}\n${readme.slice(end)}`,
       );
+      written.push(`${ROOT}README.md`);
     }
   }
+  // What the benchmark writes is committed, and must pass deno fmt --check.
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...written] }).output();
 }
 
 try {
