@@ -26,7 +26,8 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   fi
 fi
 
-deno_bin=${DENO_BIN:-$(deno eval 'console.log(Deno.execPath())')}
+# deno task test:gpio passes the running Deno (tests/gpio_vm/run.ts); run by hand, ask the deno on PATH.
+deno_bin=${DENO_BIN:-$(deno eval 'console.log(Deno.execPath())' 2>/dev/null || true)}
 [ -x "$deno_bin" ] || skip "cannot find the Deno binary"
 
 krel=$(bash "$here/fetch.sh" "$cache" | sed -n 's/^KREL=//p') || skip "the kernel and libgpiod packages could not be fetched"
