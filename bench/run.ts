@@ -141,6 +141,19 @@ async function accept(listener: Deno.UnixListener, child: ChildProcess): Promise
   }
 }
 
+/** A peer whose stdin (or stdout) is the pipe being measured, so it cannot print a ready line. */
+function spawnPipePeer(
+  script: string,
+  args: string[],
+  pipe: "stdin" | "stdout",
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--config", `${ROOT}deno.json`, ...FFI, `${PEERS}${script}`, ...args],
+    stdin: pipe === "stdin" ? "piped" : "null",
+    stdout: "piped",
+  }).spawn();
+}
+
 function gap(): Promise<void> {
   return delay(1 + Math.random());
 }
@@ -171,21 +184,7 @@ async function stateLatency(mode: "cell" | "cell-sync" | "poll"): Promise<number
 
 async function streamLatency(mode: "pipe" | "socket"): Promise<number[]> {
   if (mode === "pipe") {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--quiet",
-        "--config",
-        `${ROOT}deno.json`,
-        ...FFI,
-        `${PEERS}latency_reader.ts`,
-        "pipe",
-        "-",
-        String(SAMPLES),
-      ],
-      stdin: "piped",
-      stdout: "piped",
-    }).spawn();
+    const child = spawnPipePeer("latency_reader.ts", ["pipe", "-", String(SAMPLES)], "stdin");
     const output = new Response(child.stdout).text();
     const writer = child.stdin.getWriter();
     await delay(300);
@@ -402,21 +401,7 @@ async function countBytes(stream: ReadableStream<Uint8Array>, total: number): Pr
 async function streamThroughput(size: number, via: "socket" | "pipe"): Promise<number> {
   const count = messageCount(size);
   if (via === "pipe") {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--quiet",
-        "--config",
-        `${ROOT}deno.json`,
-        ...FFI,
-        `${PEERS}ring_peer.ts`,
-        "stdout",
-        String(size),
-        String(count),
-      ],
-      stdout: "piped",
-      stdin: "null",
-    }).spawn();
+    const child = spawnPipePeer("ring_peer.ts", ["stdout", String(size), String(count)], "stdout");
     const seconds = await countBytes(child.stdout, size * count);
     await child.status;
     return count / seconds;

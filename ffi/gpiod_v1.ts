@@ -7,7 +7,7 @@
 
 import { check, lastErrno, osError } from "./errno.ts";
 import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
-import { cString } from "./posix.ts";
+import { cString, fromCString as text } from "./posix.ts";
 
 /** The libgpiod 1.6 functions this project calls, with their C declarations. */
 export const GPIOD_V1_SYMBOLS = {
@@ -67,10 +67,6 @@ const BIAS_FLAG: Record<Bias, number> = {
 const REQUEST_CONFIG_BYTES = 16;
 /** struct gpiod_line_event { struct timespec ts; int event_type; } */
 const LINE_EVENT_BYTES = 24;
-
-function text(pointer: Deno.PointerValue): string {
-  return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
-}
 
 /** Fills a `struct gpiod_line_request_config`; the consumer string must outlive the call. */
 function requestConfig(

@@ -6,7 +6,7 @@
 
 import { check, lastErrno, osError } from "./errno.ts";
 import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
-import { cString } from "./posix.ts";
+import { cString, fromCString as text } from "./posix.ts";
 
 /** The libgpiod 2.x functions this project calls, with their C declarations. */
 export const GPIOD_V2_SYMBOLS = {
@@ -107,10 +107,6 @@ const DIRECTION_OUTPUT = 3;
 const EDGE_BOTH = 4;
 const BIAS: Record<Bias, number> = { "as-is": 1, disabled: 3, "pull-up": 4, "pull-down": 5 };
 const EVENT_BUFFER_CAPACITY = 16;
-
-function text(pointer: Deno.PointerValue): string {
-  return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
-}
 
 /** Builds settings, a line config and a request config, requests, and frees the builders. */
 function requestLine(

@@ -18,6 +18,11 @@ export function cString(text: string): Uint8Array<ArrayBuffer> {
   return encoder.encode(`${text}\0`);
 }
 
+/** The string a `const char *` result points to; empty for NULL. */
+export function fromCString(pointer: Deno.PointerValue): string {
+  return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
+}
+
 /** What kind of inode a path or fd refers to. */
 export type FileType =
   | "file"
