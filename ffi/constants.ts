@@ -15,7 +15,7 @@ function perArch<T>(values: Record<Arch, T>): T {
   return values[arch];
 }
 
-// <fcntl.h>: aarch64 moved O_DIRECTORY and O_NOFOLLOW.
+// <fcntl.h>: aarch64 moved O_NOFOLLOW.
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
@@ -24,10 +24,7 @@ export const O_EXCL = 0o200;
 export const O_NOCTTY = 0o400;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
-export const O_DIRECTORY: number = perArch({ x86_64: 0o200000, aarch64: 0o40000 });
 export const O_NOFOLLOW: number = perArch({ x86_64: 0o400000, aarch64: 0o100000 });
-export const F_GETFL = 3;
-export const F_SETFL = 4;
 
 // <sys/stat.h> and statx(2); struct statx has the same layout on both architectures.
 export const AT_FDCWD = -100;
@@ -65,7 +62,6 @@ export const MFD_CLOEXEC = 1;
 // <sys/file.h>
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
-export const LOCK_UN = 8;
 
 // <sys/ipc.h>, <sys/shm.h>; struct shmid_ds is laid out alike on both (checked with gcc and the
 // generic 64-bit headers aarch64 uses).
@@ -91,7 +87,6 @@ export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 
 // <signal.h>, <sys/prctl.h>
-export const SIGKILL = 9;
 export const SIGTERM = 15;
 export const PR_SET_PDEATHSIG = 1;
 

@@ -6,6 +6,7 @@
  */
 
 import { Errno } from "./errno.ts";
+import { fromCString } from "./posix.ts";
 import { ChipV1, GPIOD_V1_SYMBOLS } from "./gpiod_v1.ts";
 import type { Chip } from "./gpiod_types.ts";
 import { ChipV2, GPIOD_V2_SYMBOLS } from "./gpiod_v2.ts";
@@ -57,7 +58,7 @@ function environmentLibrary(): string | undefined {
 }
 
 function versionOf(pointer: Deno.PointerValue): string {
-  return pointer === null ? "unknown" : new Deno.UnsafePointerView(pointer).getCString();
+  return fromCString(pointer) || "unknown";
 }
 
 function load(library: string): Gpiod {

@@ -34,8 +34,8 @@ export class Mapping {
   #bytes: Uint8Array | undefined;
   #words: Int32Array | undefined;
   #longWords: BigInt64Array | undefined;
-  readonly #pending = new Set<Promise<unknown>>();
-  readonly #rewakers = new WeakMap<Promise<unknown>, () => void>();
+  /** Waits in flight, each with the function that wakes it early (on abort or close). */
+  readonly #pending = new Map<Promise<unknown>, () => void>();
 
   private constructor(
     pointer: Deno.PointerObject,
@@ -210,7 +210,6 @@ export class Mapping {
    * the worker thread returns: a single wake could land before the thread is asleep.
    */
   #track(wait: Promise<WaitResult>, byteOffset: number, signal: AbortSignal | undefined): void {
-    this.#pending.add(wait);
     let timer: ReturnType<typeof setInterval> | undefined;
     const rewake = (): void => {
       if (timer !== undefined) return;
@@ -226,8 +225,8 @@ export class Mapping {
         this.#unmap(this.#pointer, this.#size);
       }
     };
+    this.#pending.set(wait, rewake);
     wait.then(settle, settle);
-    this.#rewakers.set(wait, rewake);
   }
 
   /**
@@ -243,7 +242,7 @@ export class Mapping {
       this.#unmap(this.#pointer, this.#size);
       return;
     }
-    for (const wait of this.#pending) this.#rewakers.get(wait)?.();
+    for (const rewake of this.#pending.values()) rewake();
   }
 }
 

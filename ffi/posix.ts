@@ -138,12 +138,6 @@ export function flockHolder(lockIdentity: string): number | undefined {
   return undefined;
 }
 
-/** Switches an fd to non-blocking reads and writes. */
-export function setNonBlocking(fd: number, subject: string): void {
-  const flags = check(libc().fcntl(fd, C.F_GETFL, 0), "configure", subject);
-  check(libc().fcntl(fd, C.F_SETFL, flags | C.O_NONBLOCK), "configure", subject);
-}
-
 /** read(2) into `buffer`; returns the byte count, 0 at end of file, or -1 for EAGAIN. */
 export function readFd(fd: number, buffer: Uint8Array<ArrayBuffer>, subject: string): number {
   const count = Number(libc().read(fd, buffer, BigInt(buffer.byteLength)));

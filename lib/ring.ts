@@ -450,6 +450,18 @@ export class RingProducer {
     return record <= free ? 0 : undefined;
   }
 
+  /** Sleeps until a message of `length` bytes fits; returns where it goes. */
+  #waitForRoom(length: number, options: RingWaitOptions): Promise<number> {
+    return this.#ring.waitFor(
+      () => this.#place(length),
+      TAIL,
+      PRODUCER_WAITING,
+      CONSUMER,
+      "consumer",
+      options,
+    );
+  }
+
   #publish(head: number): void {
     this.#head = head;
     this.#ring.store(HEAD, head);
@@ -487,14 +499,7 @@ export class RingProducer {
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
     if (this.trySend(message)) return;
-    const index = await this.#ring.waitFor(
-      () => this.#place(message.length),
-      TAIL,
-      PRODUCER_WAITING,
-      CONSUMER,
-      "consumer",
-      options,
-    );
+    const index = await this.#waitForRoom(message.length, options);
     this.#write(index, message);
   }
 
@@ -546,14 +551,7 @@ export class RingProducer {
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
     const reservation = this.tryReserve(length);
     if (reservation !== undefined) return reservation;
-    const index = await this.#ring.waitFor(
-      () => this.#place(length),
-      TAIL,
-      PRODUCER_WAITING,
-      CONSUMER,
-      "consumer",
-      options,
-    );
+    const index = await this.#waitForRoom(length, options);
     return this.#reservation(index, length);
   }
 
@@ -719,14 +717,7 @@ export class RingConsumer {
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
     const message = this.tryReceive();
     if (message !== undefined) return message;
-    const found = await this.#ring.waitFor(
-      () => this.#next(),
-      HEAD,
-      CONSUMER_WAITING,
-      PRODUCER,
-      "producer",
-      options,
-    );
+    const found = await this.#waitForMessage(options);
     return found === "closed" ? null : this.#copy(found);
   }
 
@@ -769,7 +760,13 @@ export class RingConsumer {
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
     const lease = this.tryRead();
     if (lease !== undefined) return lease;
-    const found = await this.#ring.waitFor(
+    const found = await this.#waitForMessage(options);
+    return found === "closed" ? null : this.#leaseOf(found);
+  }
+
+  /** Sleeps until a message (or the producer's close) is there. */
+  #waitForMessage(options: RingWaitOptions): Promise<{ index: number; length: number } | "closed"> {
+    return this.#ring.waitFor(
       () => this.#next(),
       HEAD,
       CONSUMER_WAITING,
@@ -777,7 +774,6 @@ export class RingConsumer {
       "producer",
       options,
     );
-    return found === "closed" ? null : this.#leaseOf(found);
   }
 
   #leaseOf(found: { index: number; length: number }): RingLease {

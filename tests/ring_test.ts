@@ -270,6 +270,18 @@ Deno.test("a corrupted record or position is reported, never read out of bounds"
   assert.throws(() => consumer.tryReceive(), Deno.errors.InvalidData);
 });
 
+Deno.test("attaching to a corrupted position fails and leaves the role free", () => {
+  using region = ringRegion(128);
+  region.storeInt32(128, 100_000); // the tail, outside 0..255
+  assert.throws(
+    () => openRingConsumer(region),
+    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("tail position 100000"),
+  );
+  region.storeInt32(128, 0);
+  using consumer = openRingConsumer(region); // not Busy: the failed attach gave its claim back
+  assert.equal(consumer.available, 0);
+});
+
 Deno.test("ring ends throw BadResource after close and when their region closes", () => {
   const region = ringRegion(64);
   const producer = openRingProducer(region);
