@@ -1,4 +1,5 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assertThrowsWith } from "./helpers.ts";
 import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
 import { delay, openFdCount, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
 
@@ -31,11 +32,11 @@ testWith(FS, "openFifoButton() creates a 0600 FIFO and removes it on close", asy
     const path = `${dir}/button.fifo`;
     const button = openFifoButton(path);
     const stat = Deno.lstatSync(path);
-    assert.ok(stat.isFifo);
-    assert.equal((stat.mode ?? 0) & 0o777, 0o600);
+    assert(stat.isFifo);
+    assertEquals((stat.mode ?? 0) & 0o777, 0o600);
     await button.close();
     await button.close();
-    assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
   });
 });
 
@@ -45,7 +46,7 @@ testWith(FS, "openFifoButton() keeps a FIFO it did not create", async () => {
     const first = openFifoButton(path);
     const second = openFifoButton(path);
     await second.close();
-    assert.ok(Deno.lstatSync(path).isFifo);
+    assert(Deno.lstatSync(path).isFifo);
     await first.close();
   });
 });
@@ -57,24 +58,13 @@ testWith(
     await withTempDir((dir) => {
       const file = `${dir}/file`;
       Deno.writeTextFileSync(file, "keep me");
-      assert.throws(
-        () => openFifoButton(file),
-        (e) =>
-          e instanceof Deno.errors.AlreadyExists && e.message.includes(file) &&
-          e.message.includes("a file"),
-      );
+      assertThrowsWith(() => openFifoButton(file), Deno.errors.AlreadyExists, file, "a file");
       const link = `${dir}/link`;
       Deno.symlinkSync(file, link);
-      assert.throws(
-        () => openFifoButton(link),
-        (e) => e instanceof Deno.errors.AlreadyExists && e.message.includes("symlink"),
-      );
-      assert.equal(Deno.readTextFileSync(file), "keep me");
-      assert.ok(Deno.lstatSync(link).isSymlink);
-      assert.throws(
-        () => openFifoButton(`${dir}/missing`, { create: false }),
-        Deno.errors.NotFound,
-      );
+      assertThrowsWith(() => openFifoButton(link), Deno.errors.AlreadyExists, "symlink");
+      assertEquals(Deno.readTextFileSync(file), "keep me");
+      assert(Deno.lstatSync(link).isSymlink);
+      assertThrows(() => openFifoButton(`${dir}/missing`, { create: false }), Deno.errors.NotFound);
     });
   },
 );
@@ -95,16 +85,16 @@ testWith(FS, "a FIFO button counts 0 and press, and reports everything else", as
     await writeAndLeave(path, "0\n");
     await settle(() => presses.count() === 4 && ignored.length === 5);
     await presses.stop();
-    assert.equal(presses.count(), 4);
-    assert.deepEqual(ignored.map((i) => i.reason), [
+    assertEquals(presses.count(), 4);
+    assertEquals(ignored.map((i) => i.reason), [
       "empty",
       "not a press",
       "not a press",
       "binary",
       "too long",
     ]);
-    assert.equal(ignored[4].bytes, 1 << 20);
-    assert.ok(ignored[4].input.length <= MAX_LINE_BYTES);
+    assertEquals(ignored[4].bytes, 1 << 20);
+    assert(ignored[4].input.length <= MAX_LINE_BYTES);
   });
 });
 
@@ -122,8 +112,8 @@ testWith(
       await writeAndLeave(path, "0\n");
       await settle(() => presses.count() === 1);
       await presses.stop();
-      assert.deepEqual(ignored, [{ reason: "cut off", input: "pre", bytes: 3 }]);
-      assert.equal(presses.count(), 1);
+      assertEquals(ignored, [{ reason: "cut off", input: "pre", bytes: 3 }]);
+      assertEquals(presses.count(), 1);
     });
   },
 );
@@ -145,9 +135,9 @@ testWith(
       }
       const after = await openFdCount(Deno.pid, path);
       await presses.stop();
-      assert.equal(presses.count(), 201);
-      assert.equal(before, 1);
-      assert.equal(after, 1);
+      assertEquals(presses.count(), 201);
+      assertEquals(before, 1);
+      assertEquals(after, 1);
     });
   },
 );
@@ -158,6 +148,6 @@ testWith(FS, "aborting ends the presses iteration at once", async () => {
     const presses = countPresses(button);
     await delay(20);
     await presses.stop();
-    assert.equal(presses.count(), 0);
+    assertEquals(presses.count(), 0);
   });
 });

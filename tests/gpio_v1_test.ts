@@ -3,7 +3,8 @@
  * tests/fixtures/fake_gpiod_v1.c (no kernel here speaks the v1 ioctls with a simulator).
  * The 2.x path runs against the kernel's GPIO simulator: deno task test:gpio.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assertThrowsWith } from "./helpers.ts";
 import { findLine, LIBGPIOD_ENV, loadGpiod, openAllChips } from "../ffi/gpiod.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
@@ -21,7 +22,7 @@ async function withFakeGpiod(
     const built = await new Deno.Command("gcc", {
       args: ["-shared", "-fPIC", "-o", library, `${TESTS_DIR}fixtures/fake_gpiod_v1.c`],
     }).output();
-    assert.ok(built.success, new TextDecoder().decode(built.stderr));
+    assert(built.success, new TextDecoder().decode(built.stderr));
     Deno.env.set("FAKE_GPIOD_DIR", dir);
     loadGpiod(library);
     await fn(dir, library);
@@ -46,10 +47,10 @@ function edge(dir: string, offset: number, level: 0 | 1): void {
 testWith(NEEDS, "libgpiod 1.6: the API is detected and chips and lines are found", async () => {
   await withFakeGpiod((_dir, library) => {
     const lib = loadGpiod(library);
-    assert.equal(lib.api, 1);
-    assert.equal(lib.version, "1.6.3-fake");
+    assertEquals(lib.api, 1);
+    assertEquals(lib.version, "1.6.3-fake");
     const chips = openAllChips();
-    assert.deepEqual(chips.map((chip) => [chip.path, chip.name, chip.label, chip.lineCount]), [
+    assertEquals(chips.map((chip) => [chip.path, chip.name, chip.label, chip.lineCount]), [
       ["/dev/gpiochip0", "gpiochip0", "fake-pinctrl", 32],
     ]);
     for (const chip of chips) chip.close();
@@ -64,18 +65,16 @@ testWith(NEEDS, "libgpiod 1.6: the API is detected and chips and lines are found
       ] as const
     ) {
       const found = findLine(chip, line);
-      assert.equal(found.offset, offset, `${chip} ${line}`);
+      assertEquals(found.offset, offset, `${chip} ${line}`);
       found.chip.close();
     }
-    assert.throws(
+    assertThrowsWith(
       () => findLine("gpiochip7", "GPIO4"),
-      (e) => e instanceof Deno.errors.NotFound && e.message.includes("gpiochip0 (fake-pinctrl)"),
+      Deno.errors.NotFound,
+      "gpiochip0 (fake-pinctrl)",
     );
-    assert.throws(
-      () => findLine("auto", "GPIO99"),
-      (e) => e instanceof Deno.errors.NotFound && e.message.includes("GPIO99"),
-    );
-    assert.throws(() => findLine("auto", "99"), Deno.errors.NotFound);
+    assertThrowsWith(() => findLine("auto", "GPIO99"), Deno.errors.NotFound, "GPIO99");
+    assertThrows(() => findLine("auto", "99"), Deno.errors.NotFound);
   });
 });
 
@@ -83,11 +82,11 @@ testWith(NEEDS, "libgpiod 1.6: an output line is set, read and shown as used", a
   await withFakeGpiod((dir) => {
     const { chip, offset } = findLine("auto", "GPIO17");
     const line = chip.requestOutput(offset, "test-led", 0);
-    assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "0");
+    assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "0");
     line.write(1);
-    assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "1");
-    assert.equal(line.read(), 1);
-    assert.deepEqual(chip.lineInfo(offset), {
+    assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "1");
+    assertEquals(line.read(), 1);
+    assertEquals(chip.lineInfo(offset), {
       offset: 17,
       name: "GPIO17",
       used: true,
@@ -95,8 +94,8 @@ testWith(NEEDS, "libgpiod 1.6: an output line is set, read and shown as used", a
     });
     line.close();
     line.close();
-    assert.throws(() => line.write(0), Deno.errors.BadResource);
-    assert.equal(chip.lineInfo(offset).used, false);
+    assertThrows(() => line.write(0), Deno.errors.BadResource);
+    assertEquals(chip.lineInfo(offset).used, false);
     chip.close();
   });
 });
@@ -110,14 +109,14 @@ testWith(NEEDS, "libgpiod 1.6: a pulled-up, active-low input reads and reports e
       bias: "pull-up",
       debounceUs: 0,
     });
-    assert.equal(input.read(), 0); // pulled up: electrically high, logically released
-    assert.equal(await input.waitEvents(20), false);
+    assertEquals(input.read(), 0); // pulled up: electrically high, logically released
+    assertEquals(await input.waitEvents(20), false);
     const waiting = input.waitEvents(10_000);
     await delay(10);
     edge(dir, offset, 0);
-    assert.equal(await waiting, true);
-    assert.equal(input.readEvents(), 1);
-    assert.equal(input.read(), 1); // pressed: electrically low
+    assertEquals(await waiting, true);
+    assertEquals(input.readEvents(), 1);
+    assertEquals(input.read(), 1); // pressed: electrically low
     input.close();
     chip.close();
   });
@@ -129,30 +128,26 @@ testWith(
   async () => {
     await withFakeGpiod((dir) => {
       Deno.writeTextFileSync(`${dir}/line4.busy`, "other-app");
-      assert.throws(
+      assertThrowsWith(
         () => openGpioButton(),
-        (e) =>
-          e instanceof Deno.errors.Busy && e.message.includes(`consumer "other-app"`) &&
-          e.message.includes("/dev/gpiochip0"),
+        Deno.errors.Busy,
+        `consumer "other-app"`,
+        "/dev/gpiochip0",
       );
       Deno.removeSync(`${dir}/line4.busy`);
       Deno.writeTextFileSync(`${dir}/deny`, "");
-      assert.throws(
-        () => openGpioLed(),
-        (e) =>
-          e instanceof Deno.errors.PermissionDenied && e.message.includes("gpio") &&
-          e.message.includes("/dev/gpiochip0"),
-      );
+      assertThrowsWith(() => openGpioLed(), Deno.errors.PermissionDenied, "gpio", "/dev/gpiochip0");
     });
   },
 );
 
 testWith(NEEDS, "libgpiod: a library that cannot be loaded is reported with what to do", () => {
-  assert.throws(
+  assertThrowsWith(
     () => loadGpiod("/nonexistent/libgpiod.so"),
-    (e) =>
-      e instanceof Deno.errors.NotFound && e.message.includes("/nonexistent/libgpiod.so") &&
-      e.message.includes("apt install libgpiod3") && e.message.includes(LIBGPIOD_ENV),
+    Deno.errors.NotFound,
+    "/nonexistent/libgpiod.so",
+    "apt install libgpiod3",
+    LIBGPIOD_ENV,
   );
 });
 
@@ -174,7 +169,7 @@ testWith(
       edge(dir, 4, 0);
       await eventually(() => presses === 1, 5000, "one press");
       await delay(150); // held: nothing more
-      assert.equal(presses, 1);
+      assertEquals(presses, 1);
       edge(dir, 4, 1); // released
       await delay(80);
       edge(dir, 4, 0); // pressed again
@@ -188,7 +183,7 @@ testWith(
       await eventually(() => presses === 3, 5000, "a third press");
       controller.abort();
       await counting;
-      assert.equal(presses, 3);
+      assertEquals(presses, 3);
     });
   },
 );
@@ -197,14 +192,14 @@ testWith(NEEDS, "GPIO LED on 1.6: starts Off, follows, and is released Off", asy
   await withFakeGpiod((dir) => {
     const changes: boolean[] = [];
     const led = openGpioLed({ onChange: (on) => changes.push(on) });
-    assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "0");
+    assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "0");
     led.set(true);
-    assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "1");
+    assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "1");
     led.close();
     led.close();
-    assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "0");
-    assert.deepEqual(changes, [true]);
-    assert.throws(() => led.set(true), Deno.errors.BadResource);
+    assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "0");
+    assertEquals(changes, [true]);
+    assertThrows(() => led.set(true), Deno.errors.BadResource);
   });
 });
 
@@ -242,12 +237,12 @@ testWith(
         );
         edge(dir, 4, 0);
         await launcher.waitFor(/LED Status: On/);
-        assert.equal(Deno.readTextFileSync(`${dir}/line17.out`), "1");
+        assertEquals(Deno.readTextFileSync(`${dir}/line17.out`), "1");
         edge(dir, 4, 1);
         await delay(50);
         edge(dir, 4, 0);
         const off = await launcher.waitFor(/LED Status: Off/, { since: 0 });
-        assert.ok(off.index > 0);
+        assert(off.index > 0);
         await eventually(
           () => Deno.readTextFileSync(`${dir}/line17.out`) === "0",
           5000,
@@ -255,7 +250,7 @@ testWith(
         );
         launcher.kill("SIGTERM");
         const status = await launcher.status();
-        assert.equal(status.code, 0, launcher.transcript);
+        assertEquals(status.code, 0, launcher.transcript);
       } finally {
         launcher.kill("SIGKILL");
         await launcher.status();

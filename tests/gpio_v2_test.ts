@@ -4,7 +4,8 @@
  * chip's lines GPIO0..GPIO31 like a Raspberry Pi's header and says where its sysfs is in
  * $GPIO_SIM_SYSFS. Elsewhere they are ignored.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import { assertThrowsWith } from "./helpers.ts";
 import { findLine, gpiod } from "../ffi/gpiod.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
@@ -41,38 +42,35 @@ function simPull(line: number, pull: "pull-up" | "pull-down"): void {
 
 simTest("libgpiod 2.x: the API is detected and the simulated header's lines are found", () => {
   const lib = gpiod();
-  assert.equal(lib.api, 2);
-  assert.match(lib.version, /^2\./);
+  assertEquals(lib.api, 2);
+  assertMatch(lib.version, /^2\./);
   const { chip, offset } = findLine("auto", "GPIO17");
-  assert.equal(offset, 17);
-  assert.equal(chip.path, Deno.env.get("GPIO_SIM_CHIP"));
-  assert.equal(chip.lineCount, 32);
+  assertEquals(offset, 17);
+  assertEquals(chip.path, Deno.env.get("GPIO_SIM_CHIP"));
+  assertEquals(chip.lineCount, 32);
   chip.close();
   const byNumber = findLine("auto", "4");
-  assert.equal(byNumber.offset, 4);
+  assertEquals(byNumber.offset, 4);
   byNumber.chip.close();
-  assert.throws(
-    () => findLine("auto", "GPIO99"),
-    (e) => e instanceof Deno.errors.NotFound && e.message.includes("GPIO99"),
-  );
-  assert.throws(() => findLine("no-such-chip", "GPIO4"), Deno.errors.NotFound);
+  assertThrowsWith(() => findLine("auto", "GPIO99"), Deno.errors.NotFound, "GPIO99");
+  assertThrows(() => findLine("no-such-chip", "GPIO4"), Deno.errors.NotFound);
 });
 
 simTest("libgpiod 2.x: an output set from Deno shows in the simulator", () => {
   const { chip, offset } = findLine("auto", "GPIO17");
   const line = chip.requestOutput(offset, "test-led", 0);
-  assert.equal(simValue(17), "0");
+  assertEquals(simValue(17), "0");
   line.write(1);
-  assert.equal(simValue(17), "1");
-  assert.equal(line.read(), 1);
-  assert.deepEqual(chip.lineInfo(offset), {
+  assertEquals(simValue(17), "1");
+  assertEquals(line.read(), 1);
+  assertEquals(chip.lineInfo(offset), {
     offset: 17,
     name: "GPIO17",
     used: true,
     consumer: "test-led",
   });
   line.write(0);
-  assert.equal(simValue(17), "0");
+  assertEquals(simValue(17), "0");
   line.close();
   chip.close();
 });
@@ -85,11 +83,11 @@ simTest("libgpiod 2.x: a pull set in the simulator is read through pull-up and a
     bias: "pull-up",
     debounceUs: 0,
   });
-  assert.equal(input.read(), 0); // pulled up: released
+  assertEquals(input.read(), 0); // pulled up: released
   simPull(4, "pull-down");
-  assert.equal(input.read(), 1); // pressed
+  assertEquals(input.read(), 1); // pressed
   simPull(4, "pull-up");
-  assert.equal(input.read(), 0);
+  assertEquals(input.read(), 0);
   input.close();
   chip.close();
 });
@@ -102,15 +100,15 @@ simTest("libgpiod 2.x: edge events arrive through a nonblocking wait", async () 
     bias: "pull-up",
     debounceUs: 0,
   });
-  assert.equal(await input.waitEvents(20), false);
+  assertEquals(await input.waitEvents(20), false);
   const waiting = input.waitEvents(10_000);
   await delay(20);
   simPull(4, "pull-down");
-  assert.equal(await waiting, true);
-  assert.ok(input.readEvents() >= 1);
+  assertEquals(await waiting, true);
+  assert(input.readEvents() >= 1);
   simPull(4, "pull-up");
-  assert.equal(await input.waitEvents(10_000), true);
-  assert.ok(input.readEvents() >= 1);
+  assertEquals(await input.waitEvents(10_000), true);
+  assert(input.readEvents() >= 1);
   input.close();
   chip.close();
 });
@@ -130,7 +128,7 @@ simTest("libgpiod 2.x: a bouncing press is one press, a held button is one press
   simPull(4, "pull-down");
   await eventually(() => presses >= 1, 5000, "a press");
   await delay(300); // held
-  assert.equal(presses, 1);
+  assertEquals(presses, 1);
   simPull(4, "pull-up");
   await delay(150);
   simPull(4, "pull-down");
@@ -144,10 +142,7 @@ simTest("libgpiod 2.x: a busy line names its consumer", () => {
   const { chip, offset } = findLine("auto", "GPIO17");
   const holder = chip.requestOutput(offset, "someone-else", 0);
   try {
-    assert.throws(
-      () => openGpioLed(),
-      (e) => e instanceof Deno.errors.Busy && e.message.includes(`consumer "someone-else"`),
-    );
+    assertThrowsWith(() => openGpioLed(), Deno.errors.Busy, `consumer "someone-else"`);
   } finally {
     holder.close();
     chip.close();
@@ -163,7 +158,7 @@ simTest(
     await launcher.waitFor(/Press the button on GPIO4/);
     await launcher.waitFor(/Button ready on GPIO4/);
     await launcher.waitFor(/LED Status: Off/);
-    assert.equal(simValue(17), "0");
+    assertEquals(simValue(17), "0");
     simPull(4, "pull-down");
     await launcher.waitFor(/LED Status: On/);
     await eventually(() => simValue(17) === "1", 5000, "the LED line high");
@@ -176,6 +171,6 @@ simTest(
     simPull(4, "pull-up");
     launcher.kill("SIGTERM");
     const status = await launcher.status();
-    assert.equal(status.code, 0, launcher.transcript);
+    assertEquals(status.code, 0, launcher.transcript);
   },
 );

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { assertRejects, assertStringIncludes, assertThrows } from "@std/assert";
 import { removeShm } from "../mod.ts";
 import * as C from "../ffi/constants.ts";
 import {
@@ -15,6 +16,31 @@ import {
   readSmallFile,
   writeFd,
 } from "../ffi/posix.ts";
+
+// deno-lint-ignore no-explicit-any
+type ErrorClass<E extends Error> = abstract new (...args: any[]) => E;
+
+/** `assertThrows` for `ErrorClass`, and the message names every one of `parts`. */
+export function assertThrowsWith<E extends Error>(
+  fn: () => unknown,
+  ErrorClass: ErrorClass<E>,
+  ...parts: string[]
+): E {
+  const error = assertThrows(fn, ErrorClass);
+  for (const part of parts) assertStringIncludes(error.message, part);
+  return error;
+}
+
+/** `assertRejects` for `ErrorClass`, and the message names every one of `parts`. */
+export async function assertRejectsWith<E extends Error>(
+  fn: () => PromiseLike<unknown>,
+  ErrorClass: ErrorClass<E>,
+  ...parts: string[]
+): Promise<E> {
+  const error = await assertRejects(fn, ErrorClass);
+  for (const part of parts) assertStringIncludes(error.message, part);
+  return error;
+}
 
 /** Registers a test that is ignored, with the reason in its name, unless `permissions` are granted. */
 export function testWith(

@@ -1,4 +1,5 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects, assertThrows, fail } from "@std/assert";
+import { assertRejectsWith, assertThrowsWith } from "./helpers.ts";
 import {
   createMemfdRegion,
   initRing,
@@ -34,19 +35,19 @@ Deno.test("the seed's example: a ring for 3 items holds 3, not size - 1", () => 
   using producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
   const [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map((item) => encoder.encode(item));
-  assert.equal(producer.trySend(a), true);
-  assert.equal(producer.trySend(b), true);
-  assert.equal(producer.trySend(c), true); // the whole capacity is used: no lost slot
-  assert.equal(producer.free, 0);
-  assert.equal(producer.trySend(d), false); // full
-  assert.equal(text(consumer.tryReceive()), "a");
-  assert.equal(producer.trySend(d), true); // a's space is reused, across the wrap
-  assert.equal(producer.trySend(e), false);
-  assert.equal(text(consumer.tryReceive()), "b");
-  assert.equal(producer.trySend(e), true);
-  assert.deepEqual(consumer.tryReceiveBatch().map(text), ["c", "d", "e"]);
-  assert.equal(consumer.tryReceive(), undefined); // empty
-  assert.equal(consumer.available, 0);
+  assertEquals(producer.trySend(a), true);
+  assertEquals(producer.trySend(b), true);
+  assertEquals(producer.trySend(c), true); // the whole capacity is used: no lost slot
+  assertEquals(producer.free, 0);
+  assertEquals(producer.trySend(d), false); // full
+  assertEquals(text(consumer.tryReceive()), "a");
+  assertEquals(producer.trySend(d), true); // a's space is reused, across the wrap
+  assertEquals(producer.trySend(e), false);
+  assertEquals(text(consumer.tryReceive()), "b");
+  assertEquals(producer.trySend(e), true);
+  assertEquals(consumer.tryReceiveBatch().map(text), ["c", "d", "e"]);
+  assertEquals(consumer.tryReceive(), undefined); // empty
+  assertEquals(consumer.available, 0);
 });
 
 Deno.test("messages of every size survive many wraps, padding included", () => {
@@ -65,12 +66,12 @@ Deno.test("messages of every size survive many wraps, padding included", () => {
       const got = consumer.tryReceive();
       if (got === undefined) {
         // Only padding was left: the producer wrapped but the record needs the start too.
-        assert.equal(skippedPadding, false, `the ring makes no progress (sent ${sent})`);
+        assertEquals(skippedPadding, false, `the ring makes no progress (sent ${sent})`);
         skippedPadding = true;
         continue;
       }
-      assert.ok(got instanceof Uint8Array);
-      assert.equal(decoder.decode(got), expected.shift());
+      assert(got instanceof Uint8Array);
+      assertEquals(decoder.decode(got), expected.shift());
       received++;
     }
     expected.push(message);
@@ -80,32 +81,30 @@ Deno.test("messages of every size survive many wraps, padding included", () => {
 
 Deno.test("ring capacities: any multiple of 8, clear errors otherwise", () => {
   using region = createMemfdRegion({ size: 4096 });
-  assert.equal(initRing(region, { capacity: 24 }), 24);
+  assertEquals(initRing(region, { capacity: 24 }), 24);
   for (const capacity of [0, 4, 12, 100.5, 2 ** 31]) {
-    assert.throws(() => initRing(region, { capacity }), RangeError);
+    assertThrows(() => initRing(region, { capacity }), RangeError);
   }
-  assert.throws(
-    () => initRing(region, { capacity: 8192 }),
-    (e) => e instanceof RangeError && e.message.includes("4096"),
-  );
-  assert.equal(initRing(region), 4096 - RING_HEADER_SIZE);
-  assert.throws(() => initRing(region, { offset: 10 }), RangeError);
+  assertThrowsWith(() => initRing(region, { capacity: 8192 }), RangeError, "4096");
+  assertEquals(initRing(region), 4096 - RING_HEADER_SIZE);
+  assertThrows(() => initRing(region, { offset: 10 }), RangeError);
 });
 
 Deno.test("a message larger than the ring is a RangeError before anything is written", () => {
   using region = ringRegion(64);
   using producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
-  assert.equal(producer.maxMessageSize, 56);
-  assert.throws(
+  assertEquals(producer.maxMessageSize, 56);
+  assertThrowsWith(
     () => producer.trySend(new Uint8Array(57)),
-    (e) =>
-      e instanceof RangeError && e.message.includes("57 bytes") && e.message.includes("at most 56"),
+    RangeError,
+    "57 bytes",
+    "at most 56",
   );
-  assert.throws(() => producer.tryReserve(1000), RangeError);
-  assert.equal(consumer.available, 0);
-  assert.equal(producer.trySend(new Uint8Array(56)), true);
-  assert.equal(consumer.tryReceive()?.length, 56);
+  assertThrows(() => producer.tryReserve(1000), RangeError);
+  assertEquals(consumer.available, 0);
+  assertEquals(producer.trySend(new Uint8Array(56)), true);
+  assertEquals(consumer.tryReceive()?.length, 56);
 });
 
 Deno.test("close() by the producer ends the consumer after it drains what was sent", async () => {
@@ -115,11 +114,11 @@ Deno.test("close() by the producer ends the consumer after it drains what was se
   for (const item of ["one", "two", "three"]) await producer.send(encoder.encode(item));
   producer.close();
   producer.close();
-  assert.throws(() => producer.trySend(encoder.encode("four")), Deno.errors.BadResource);
+  assertThrows(() => producer.trySend(encoder.encode("four")), Deno.errors.BadResource);
   const received: string[] = [];
   for await (const message of consumer) received.push(decoder.decode(message));
-  assert.deepEqual(received, ["one", "two", "three"]);
-  assert.equal(await consumer.receive(), null);
+  assertEquals(received, ["one", "two", "three"]);
+  assertEquals(await consumer.receive(), null);
 });
 
 Deno.test("a blocked consumer wakes on a send, and a blocked producer on a receive", async () => {
@@ -129,16 +128,16 @@ Deno.test("a blocked consumer wakes on a send, and a blocked producer on a recei
   const receiving = consumer.receive({ timeout: 30_000 });
   await delay(20);
   await producer.send(encoder.encode("ping"));
-  assert.equal(text(await receiving), "ping");
+  assertEquals(text(await receiving), "ping");
   await producer.send(new Uint8Array(8)); // 16 bytes, up to the end
   await producer.send(new Uint8Array(8)); // 16 more from the start: full
-  assert.equal(producer.free, 0);
+  assertEquals(producer.free, 0);
   const sending = producer.send(encoder.encode("next"), { timeout: 30_000 });
   await delay(20);
-  assert.equal((await consumer.receive())?.length, 8);
+  assertEquals((await consumer.receive())?.length, 8);
   await sending;
-  assert.equal((await consumer.receive())?.length, 8);
-  assert.equal(text(await consumer.receive()), "next");
+  assertEquals((await consumer.receive())?.length, 8);
+  assertEquals(text(await consumer.receive()), "next");
 });
 
 Deno.test("a consumer's close makes the producer's sends fail with BrokenPipe", async () => {
@@ -149,11 +148,8 @@ Deno.test("a consumer's close makes the producer's sends fail with BrokenPipe", 
   const blocked = producer.send(new Uint8Array(8));
   await delay(20);
   consumer.close();
-  await assert.rejects(
-    blocked,
-    (e) => e instanceof Deno.errors.BrokenPipe && e.message.includes("consumer closed"),
-  );
-  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.BrokenPipe);
+  await assertRejectsWith(() => blocked, Deno.errors.BrokenPipe, "consumer closed");
+  assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BrokenPipe);
 });
 
 Deno.test("aborts and timeouts end waits on both sides", async () => {
@@ -163,19 +159,21 @@ Deno.test("aborts and timeouts end waits on both sides", async () => {
   const controller = new AbortController();
   const receiving = consumer.receive({ signal: controller.signal });
   setTimeout(() => controller.abort(new Error("no more")), 20);
-  await assert.rejects(receiving, { message: "no more" });
-  await assert.rejects(consumer.receive({ timeout: 20 }), Deno.errors.TimedOut);
+  await assertRejectsWith(() => receiving, Error, "no more");
+  await assertRejects(() => consumer.receive({ timeout: 20 }), Deno.errors.TimedOut);
   await producer.send(new Uint8Array(24));
-  await assert.rejects(producer.send(new Uint8Array(8), { timeout: 20 }), Deno.errors.TimedOut);
-  await assert.rejects(
-    producer.send(new Uint8Array(8), { signal: AbortSignal.abort(new Error("stop")) }),
-    {
-      message: "stop",
-    },
+  await assertRejects(
+    () => producer.send(new Uint8Array(8), { timeout: 20 }),
+    Deno.errors.TimedOut,
+  );
+  await assertRejectsWith(
+    () => producer.send(new Uint8Array(8), { signal: AbortSignal.abort(new Error("stop")) }),
+    Error,
+    "stop",
   );
   const messages = consumer.messages({ signal: AbortSignal.timeout(50) });
-  assert.equal((await messages.next()).value?.length, 24);
-  assert.equal((await messages.next()).done, true);
+  assertEquals((await messages.next()).value?.length, 24);
+  assertEquals((await messages.next()).done, true);
 });
 
 Deno.test("zero-copy: a reservation is written in place and unusable after commit", async () => {
@@ -183,67 +181,52 @@ Deno.test("zero-copy: a reservation is written in place and unusable after commi
   using producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
   const reservation = producer.tryReserve(16);
-  assert.ok(reservation !== undefined);
-  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.Busy);
+  assert(reservation !== undefined);
+  assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.Busy);
   reservation.bytes.set(encoder.encode("in place"));
   reservation.commit(8);
-  assert.equal(reservation.bytes.length, 0);
-  assert.throws(() => reservation.commit(), Deno.errors.BadResource);
+  assertEquals(reservation.bytes.length, 0);
+  assertThrows(() => reservation.commit(), Deno.errors.BadResource);
   const cancelled = await producer.reserve(8);
   cancelled.cancel();
-  assert.equal(cancelled.bytes.length, 0);
+  assertEquals(cancelled.bytes.length, 0);
 
   const lease = consumer.tryRead();
-  assert.ok(lease);
-  assert.equal(decoder.decode(lease.bytes), "in place");
-  assert.throws(() => consumer.tryReceive(), Deno.errors.Busy);
+  assert(lease);
+  assertEquals(decoder.decode(lease.bytes), "in place");
+  assertThrows(() => consumer.tryReceive(), Deno.errors.Busy);
   const free = producer.free;
   lease.release();
-  assert.equal(lease.bytes.length, 0);
-  assert.equal(producer.free, free + 16);
-  assert.throws(() => lease.release(), Deno.errors.BadResource);
-  assert.equal(consumer.tryRead(), undefined);
+  assertEquals(lease.bytes.length, 0);
+  assertEquals(producer.free, free + 16);
+  assertThrows(() => lease.release(), Deno.errors.BadResource);
+  assertEquals(consumer.tryRead(), undefined);
 });
 
 Deno.test("one producer and one consumer per ring", () => {
   using region = ringRegion(64);
   using _producer = openRingProducer(region);
   using _consumer = openRingConsumer(region);
-  assert.throws(
-    () => openRingProducer(region),
-    (e) => e instanceof Deno.errors.Busy && e.message.includes("producer role"),
-  );
-  assert.throws(
-    () => openRingConsumer(region),
-    (e) => e instanceof Deno.errors.Busy && e.message.includes("consumer role"),
-  );
+  assertThrowsWith(() => openRingProducer(region), Deno.errors.Busy, "producer role");
+  assertThrowsWith(() => openRingConsumer(region), Deno.errors.Busy, "consumer role");
 });
 
 Deno.test("a foreign, blank or impossible ring header is refused", () => {
   using region = createMemfdRegion({ size: 1024 });
-  assert.throws(
+  assertThrowsWith(
     () => openRingConsumer(region),
-    (e) =>
-      e instanceof Deno.errors.InvalidData && e.message.includes("blank header") &&
-      e.message.includes("initRing"),
+    Deno.errors.InvalidData,
+    "blank header",
+    "initRing",
   );
   region.write(0, encoder.encode("GIF89a"));
-  assert.throws(
-    () => openRingConsumer(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("0x"),
-  );
+  assertThrowsWith(() => openRingConsumer(region), Deno.errors.InvalidData, "0x");
   initRing(region);
   region.storeInt32(8, 1 << 29);
-  assert.throws(
-    () => openRingProducer(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("capacity"),
-  );
+  assertThrowsWith(() => openRingProducer(region), Deno.errors.InvalidData, "capacity");
   initRing(region);
   region.storeInt32(4, 7);
-  assert.throws(
-    () => openRingProducer(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("version is 7"),
-  );
+  assertThrowsWith(() => openRingProducer(region), Deno.errors.InvalidData, "version is 7");
 });
 
 Deno.test("a corrupted record or position is reported, never read out of bounds", async () => {
@@ -252,34 +235,23 @@ Deno.test("a corrupted record or position is reported, never read out of bounds"
   using consumer = openRingConsumer(region);
   await producer.send(encoder.encode("hello"));
   region.storeInt32(RING_HEADER_SIZE, 1_000_000); // the record's length
-  assert.throws(
-    () => consumer.tryReceive(),
-    (e) =>
-      e instanceof Deno.errors.InvalidData && e.message.includes("corrupted") &&
-      e.message.includes("1000000"),
-  );
+  assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, "corrupted", "1000000");
   region.storeInt32(RING_HEADER_SIZE, 5);
-  assert.equal(text(consumer.tryReceive()), "hello");
+  assertEquals(text(consumer.tryReceive()), "hello");
   region.storeInt32(64, 100_000); // the head
-  assert.throws(
-    () => consumer.tryReceive(),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("head position"),
-  );
+  assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, "head position");
   region.storeInt32(64, 24);
   region.storeInt32(RING_HEADER_SIZE + 16, -5);
-  assert.throws(() => consumer.tryReceive(), Deno.errors.InvalidData);
+  assertThrows(() => consumer.tryReceive(), Deno.errors.InvalidData);
 });
 
 Deno.test("attaching to a corrupted position fails and leaves the role free", () => {
   using region = ringRegion(128);
   region.storeInt32(128, 100_000); // the tail, outside 0..255
-  assert.throws(
-    () => openRingConsumer(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("tail position 100000"),
-  );
+  assertThrowsWith(() => openRingConsumer(region), Deno.errors.InvalidData, "tail position 100000");
   region.storeInt32(128, 0);
   using consumer = openRingConsumer(region); // not Busy: the failed attach gave its claim back
-  assert.equal(consumer.available, 0);
+  assertEquals(consumer.available, 0);
 });
 
 Deno.test("ring ends throw BadResource after close and when their region closes", () => {
@@ -287,9 +259,9 @@ Deno.test("ring ends throw BadResource after close and when their region closes"
   const producer = openRingProducer(region);
   const consumer = openRingConsumer(region);
   consumer.close();
-  assert.throws(() => consumer.tryReceive(), Deno.errors.BadResource);
+  assertThrows(() => consumer.tryReceive(), Deno.errors.BadResource);
   region.close();
-  assert.throws(() => producer.trySend(new Uint8Array(1)), Deno.errors.BadResource);
+  assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BadResource);
   producer.close();
 });
 
@@ -306,7 +278,7 @@ async function stress(zeroCopy: boolean): Promise<void> {
     String(count),
     String(seed),
   ]);
-  assert.equal(await producer.nextLine(), "ready");
+  assertEquals(await producer.nextLine(), "ready");
   const lengths = stressLengths(seed, consumer.maxMessageSize);
   let sequence = 0;
   for (;;) {
@@ -314,14 +286,14 @@ async function stress(zeroCopy: boolean): Promise<void> {
     if (lease === undefined) lease = await consumer.read({ timeout: 60_000 });
     if (lease === null) break;
     const problem = checkStressMessage(lease.bytes, sequence, lengths());
-    if (problem !== undefined) assert.fail(problem);
+    if (problem !== undefined) fail(problem);
     lease.release();
     sequence++;
   }
-  assert.equal(sequence, count, "messages were lost or duplicated");
-  assert.equal(await producer.nextLine(), "sent");
+  assertEquals(sequence, count, "messages were lost or duplicated");
+  assertEquals(await producer.nextLine(), "sent");
   const status = await producer.status();
-  assert.equal(status.code, 0, status.stderr);
+  assertEquals(status.code, 0, status.stderr);
 }
 
 testWith(
@@ -344,15 +316,14 @@ testWith(RUN, "a consumer blocked on an empty ring notices that the producer die
   using region = ringRegion(64);
   using consumer = openRingConsumer(region, { livenessCheckMs: 50 });
   await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
-  assert.equal(await producer.nextLine(), "ready");
+  assertEquals(await producer.nextLine(), "ready");
   const receiving = consumer.receive();
   await delay(100);
   producer.kill("SIGKILL");
-  await assert.rejects(
-    receiving,
-    (e) =>
-      e instanceof Deno.errors.BrokenPipe &&
-      e.message.includes(`producer (pid ${producer.pid}) died`),
+  await assertRejectsWith(
+    () => receiving,
+    Deno.errors.BrokenPipe,
+    `producer (pid ${producer.pid}) died`,
   );
 });
 
@@ -360,16 +331,15 @@ testWith(RUN, "a producer blocked on a full ring notices that the consumer died"
   using region = ringRegion(64);
   using producer = openRingProducer(region, { livenessCheckMs: 50 });
   await using consumer = spawnDeno(PEER, ["hold-consumer", region.name]);
-  assert.equal(await consumer.nextLine(), "ready");
+  assertEquals(await consumer.nextLine(), "ready");
   await producer.send(new Uint8Array(56));
   const sending = producer.send(new Uint8Array(8));
   await delay(100);
   consumer.kill("SIGKILL");
-  await assert.rejects(
-    sending,
-    (e) =>
-      e instanceof Deno.errors.BrokenPipe &&
-      e.message.includes(`consumer (pid ${consumer.pid}) died`),
+  await assertRejectsWith(
+    () => sending,
+    Deno.errors.BrokenPipe,
+    `consumer (pid ${consumer.pid}) died`,
   );
 });
 
@@ -383,13 +353,13 @@ testWith(RUN, "deno task demo:ring streams samples and reports them", async () =
     permissions: ["--allow-ffi", "--allow-run", "--allow-read"],
   });
   const status = await demo.status();
-  assert.equal(status.code, 0, demo.transcript);
+  assertEquals(status.code, 0, demo.transcript);
   const reports = demo.matching(/samples\/s/).map((line) => {
     const match = /(\d+) samples\/s.*p50 +([\d.]+) us.*lost (\d+)/.exec(line);
-    assert.ok(match, line);
+    assert(match, line);
     return { samples: Number(match[1]), p50: Number(match[2]), lost: Number(match[3]) };
   });
-  assert.ok(reports.length >= 2, demo.transcript);
-  assert.ok(reports.some((report) => report.samples > 0), demo.transcript);
-  assert.ok(reports.every((report) => report.lost === 0), demo.transcript);
+  assert(reports.length >= 2, demo.transcript);
+  assert(reports.some((report) => report.samples > 0), demo.transcript);
+  assert(reports.every((report) => report.lost === 0), demo.transcript);
 });

@@ -1,4 +1,5 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assertRejectsWith, assertThrowsWith } from "./helpers.ts";
 import {
   createMemfdRegion,
   openFileRegion,
@@ -30,10 +31,10 @@ function text(bytes: Uint8Array): string {
 Deno.test("openStateCell() on blank memory writes a header and reads 0", () => {
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region);
-  assert.equal(cell.read(), 0);
-  assert.equal(region.loadInt32(64), STATE_CELL_MAGIC);
-  assert.equal(text(region.read(64, 4)), "CELL");
-  assert.equal(cell.writerPid, undefined);
+  assertEquals(cell.read(), 0);
+  assertEquals(region.loadInt32(64), STATE_CELL_MAGIC);
+  assertEquals(text(region.read(64, 4)), "CELL");
+  assertEquals(cell.writerPid, undefined);
 });
 
 testWith(FS, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1', async () => {
@@ -45,12 +46,12 @@ testWith(FS, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1', async 
     {
       using region = openFileRegion(path, { size: 256 });
       using cell = openStateCell(region);
-      assert.equal(cell.read(), 1);
+      assertEquals(cell.read(), 1);
     }
     const after = Deno.readFileSync(path);
-    assert.equal(after.length, 258);
-    assert.equal(text(after.subarray(0, 3)), "1\n\0");
-    assert.equal(after[257], 0);
+    assertEquals(after.length, 258);
+    assertEquals(text(after.subarray(0, 3)), "1\n\0");
+    assertEquals(after[257], 0);
   });
 });
 
@@ -58,14 +59,14 @@ Deno.test("StateCell.write() leaves the original's text format at offset 0", () 
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region, { writer: true });
   cell.write(1);
-  assert.equal(text(region.read(0, 3)), "1\n\0");
+  assertEquals(text(region.read(0, 3)), "1\n\0");
   cell.write(0);
-  assert.equal(text(region.read(0, 3)), "0\n\0");
+  assertEquals(text(region.read(0, 3)), "0\n\0");
   cell.write(-42);
-  assert.equal(text(region.read(0, 5)), "-42\n\0");
-  assert.equal(cell.read(), -42);
-  assert.throws(() => cell.write(2 ** 31), RangeError);
-  assert.throws(() => cell.write(0.5), RangeError);
+  assertEquals(text(region.read(0, 5)), "-42\n\0");
+  assertEquals(cell.read(), -42);
+  assertThrows(() => cell.write(2 ** 31), RangeError);
+  assertThrows(() => cell.write(0.5), RangeError);
 });
 
 Deno.test('StateCell reads text the way sscanf("%d") does', () => {
@@ -82,7 +83,7 @@ Deno.test('StateCell reads text the way sscanf("%d") does', () => {
   for (const [written, expected] of cases) {
     region.write(0, new Uint8Array(32));
     region.write(0, encoder.encode(written));
-    assert.equal(cell.read(), expected, JSON.stringify(written));
+    assertEquals(cell.read(), expected, JSON.stringify(written));
   }
 });
 
@@ -93,61 +94,54 @@ Deno.test("openStateCell() refuses a foreign header and changes nothing", () => 
   );
   region.write(0, foreign.subarray(0, 256));
   const before = region.read(0, 256);
-  assert.throws(
+  assertThrowsWith(
     () => openStateCell(region),
-    (e) =>
-      e instanceof Deno.errors.InvalidData && e.message.includes(region.name) &&
-      e.message.includes("where the magic") && e.message.includes("initialise: true"),
+    Deno.errors.InvalidData,
+    region.name,
+    "where the magic",
+    "initialise: true",
   );
-  assert.deepEqual(region.read(0, 256), before);
+  assertEquals(region.read(0, 256), before);
   using cell = openStateCell(region, { initialise: true, initialValue: 1 });
-  assert.equal(cell.read(), 1);
+  assertEquals(cell.read(), 1);
 });
 
 Deno.test("openStateCell() refuses an unknown version and an impossible size", () => {
   using region = createMemfdRegion({ size: 256 });
   openStateCell(region).close();
   region.storeInt32(68, 9);
-  assert.throws(
-    () => openStateCell(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes("layout version is 9"),
-  );
+  assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, "layout version is 9");
   region.storeInt32(68, 1);
   region.storeInt32(72, 1 << 30);
-  assert.throws(
-    () => openStateCell(region),
-    (e) => e instanceof Deno.errors.InvalidData && e.message.includes(`${1 << 30} bytes`),
-  );
+  assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, `${1 << 30} bytes`);
 });
 
 Deno.test("openStateCell() refuses a region too small and a bad offset", () => {
   using small = createMemfdRegion({ size: 100 });
-  assert.throws(
-    () => openStateCell(small),
-    (e) => e instanceof RangeError && e.message.includes("100 bytes"),
-  );
+  assertThrowsWith(() => openStateCell(small), RangeError, "100 bytes");
   using region = createMemfdRegion({ size: 512 });
-  assert.throws(() => openStateCell(region, { offset: 4 }), RangeError);
-  assert.throws(() => openStateCell(region, { offset: 400 }), RangeError);
+  assertThrows(() => openStateCell(region, { offset: 4 }), RangeError);
+  assertThrows(() => openStateCell(region, { offset: 400 }), RangeError);
   using placed = openStateCell(region, { offset: 256, writer: true });
   placed.write(5);
-  assert.equal(text(region.read(256, 3)), "5\n\0");
+  assertEquals(text(region.read(256, 3)), "5\n\0");
 });
 
 Deno.test("StateCell refuses a second writer, and writes without the role", () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
-  assert.equal(writer.writerPid, Deno.pid);
-  assert.throws(
+  assertEquals(writer.writerPid, Deno.pid);
+  assertThrowsWith(
     () => openStateCell(region, { writer: true }),
-    (e) => e instanceof Deno.errors.Busy && e.message.includes("already holds it"),
+    Deno.errors.Busy,
+    "already holds it",
   );
   using reader = openStateCell(region);
-  assert.throws(() => reader.write(1), Deno.errors.PermissionDenied);
+  assertThrows(() => reader.write(1), Deno.errors.PermissionDenied);
   writer.close();
   using next = openStateCell(region, { writer: true });
   next.write(1);
-  assert.equal(reader.read(), 1);
+  assertEquals(reader.read(), 1);
 });
 
 Deno.test("StateCell after close throws BadResource; close twice is fine", () => {
@@ -155,43 +149,45 @@ Deno.test("StateCell after close throws BadResource; close twice is fine", () =>
   const cell = openStateCell(region, { writer: true });
   cell.close();
   cell.close();
-  assert.throws(() => cell.read(), Deno.errors.BadResource);
-  assert.throws(() => cell.write(1), Deno.errors.BadResource);
+  assertThrows(() => cell.read(), Deno.errors.BadResource);
+  assertThrows(() => cell.write(1), Deno.errors.BadResource);
   const other = openStateCell(region);
   region.close();
-  assert.throws(() => other.read(), Deno.errors.BadResource);
+  assertThrows(() => other.read(), Deno.errors.BadResource);
 });
 
 Deno.test("StateCell.waitForChange() times out with TimedOut and aborts with the reason", async () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
   using cell = openStateCell(region);
-  await assert.rejects(
-    cell.waitForChange({ timeout: 30 }),
-    (e) => e instanceof Deno.errors.TimedOut && e.message.includes(region.name),
+  await assertRejectsWith(
+    () => cell.waitForChange({ timeout: 30 }),
+    Deno.errors.TimedOut,
+    region.name,
   );
   const controller = new AbortController();
   const waiting = cell.waitForChange({ signal: controller.signal });
   setTimeout(() => controller.abort(new Error("enough")), 20);
-  await assert.rejects(waiting, { message: "enough" });
+  await assertRejectsWith(() => waiting, Error, "enough");
   const next = cell.waitForChange();
   writer.write(1);
-  assert.equal(await next, 1);
+  assertEquals(await next, 1);
 });
 
 Deno.test("StateCell.waitForChangeSync() returns a change and times out", () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
   using cell = openStateCell(region);
-  assert.throws(
+  assertThrowsWith(
     () => cell.waitForChangeSync({ timeout: 20 }),
-    (e) => e instanceof Deno.errors.TimedOut && e.message.includes(region.name),
+    Deno.errors.TimedOut,
+    region.name,
   );
   writer.write(3);
-  assert.equal(cell.waitForChangeSync({ from: 0, timeout: 1000 }), 3);
+  assertEquals(cell.waitForChangeSync({ from: 0, timeout: 1000 }), 3);
   region.write(0, encoder.encode("4\n\0")); // a foreign writer is seen too
   writer.close();
-  assert.equal(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
+  assertEquals(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
 });
 
 Deno.test("StateCell.changes() yields new values in order, coalesced, and ends on abort", async () => {
@@ -209,9 +205,9 @@ Deno.test("StateCell.changes() yields new values in order, coalesced, and ends o
   await delay(10);
   for (let i = 1; i <= 1000; i++) writer.write(i);
   await done;
-  assert.equal(seen[0], 0);
-  assert.equal(seen.at(-1), 1000);
-  for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `out of order: ${seen}`);
+  assertEquals(seen[0], 0);
+  assertEquals(seen.at(-1), 1000);
+  for (let i = 1; i < seen.length; i++) assert(seen[i] > seen[i - 1], `out of order: ${seen}`);
 });
 
 Deno.test("StateCell.close() ends an iteration in progress", async () => {
@@ -224,7 +220,7 @@ Deno.test("StateCell.close() ends an iteration in progress", async () => {
   })();
   await delay(10);
   cell.close();
-  assert.deepEqual(await iteration, []);
+  assertEquals(await iteration, []);
 });
 
 Deno.test("a reader sees a writer that only writes the text (the original C button)", async () => {
@@ -233,7 +229,7 @@ Deno.test("a reader sees a writer that only writes the text (the original C butt
   const next = cell.waitForChange({ timeout: 10_000 });
   await delay(20);
   region.write(0, encoder.encode("1\n\0")); // no sequence bump, no wake: like sprintf()
-  assert.equal(await next, 1);
+  assertEquals(await next, 1);
 });
 
 Deno.test("readers go back to checking the text once the cooperating writer leaves", async () => {
@@ -244,7 +240,7 @@ Deno.test("readers go back to checking the text once the cooperating writer leav
   await delay(20);
   writer.close();
   region.write(0, encoder.encode("1\n\0"));
-  assert.equal(await next, 1);
+  assertEquals(await next, 1);
 });
 
 Deno.test("a write half done by a writer that died does not hang readers", () => {
@@ -252,11 +248,11 @@ Deno.test("a write half done by a writer that died does not hang readers", () =>
   using cell: StateCell = openStateCell(region);
   region.storeInt32(76, 13); // odd sequence: mid-write forever
   region.write(0, encoder.encode("1\n\0"));
-  assert.equal(cell.read(), 1);
+  assertEquals(cell.read(), 1);
   using writer = openStateCell(region, { writer: true });
-  assert.equal(region.loadInt32(76) % 2, 0);
+  assertEquals(region.loadInt32(76) % 2, 0);
   writer.write(0);
-  assert.equal(cell.read(), 0);
+  assertEquals(cell.read(), 0);
 });
 
 // --- across processes ------------------------------------------------------------------------
@@ -269,15 +265,16 @@ testWith(
       using region = openShmRegion(name, { create: true, size: 256 });
       openStateCell(region).close();
       await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
-      assert.equal(await holder.nextLine(), `writer ${holder.pid}`);
-      assert.throws(
+      assertEquals(await holder.nextLine(), `writer ${holder.pid}`);
+      assertThrowsWith(
         () => openStateCell(region, { writer: true }),
-        (e) => e instanceof Deno.errors.Busy && e.message.includes(`pid ${holder.pid} holds it`),
+        Deno.errors.Busy,
+        `pid ${holder.pid} holds it`,
       );
       holder.kill("SIGKILL");
       await holder.status();
       using cell = openStateCell(region, { writer: true });
-      assert.equal(cell.writerPid, Deno.pid);
+      assertEquals(cell.writerPid, Deno.pid);
     });
   },
 );
@@ -290,23 +287,23 @@ testWith(
       using region = openShmRegion(name, { create: true, size: 256 });
       using writer = openStateCell(region, { writer: true });
       await using reader = spawnDeno(PEER, ["follow", "posix", name]);
-      assert.equal(await reader.nextLine(), "ready 0");
+      assertEquals(await reader.nextLine(), "ready 0");
       await delay(300); // let the runtime settle
       const before = voluntarySwitches(reader.pid);
       await delay(1000);
       const idle = voluntarySwitches(reader.pid) - before;
       writer.write(1);
-      assert.equal(await reader.nextLine(), "value 1");
+      assertEquals(await reader.nextLine(), "value 1");
       writer.write(0);
-      assert.equal(await reader.nextLine(), "value 0");
+      assertEquals(await reader.nextLine(), "value 0");
       // With no cooperating writer the reader checks the text every 2 ms (~500 wake-ups a second).
       writer.close();
       await delay(300);
       const pollingBefore = voluntarySwitches(reader.pid);
       await delay(1000);
       const polling = voluntarySwitches(reader.pid) - pollingBefore;
-      assert.ok(idle * 10 < polling, `idle reader woke ${idle} times, a polling one ${polling}`);
-      assert.ok(idle < 50, `idle reader woke ${idle} times in a second`);
+      assert(idle * 10 < polling, `idle reader woke ${idle} times, a polling one ${polling}`);
+      assert(idle < 50, `idle reader woke ${idle} times in a second`);
     });
   },
 );
@@ -316,8 +313,8 @@ testWith(RUN, "an aborted wait lets the process exit", async () => {
     using region = openShmRegion(name, { create: true, size: 256 });
     using _writer = openStateCell(region, { writer: true });
     await using waiter = spawnDeno(PEER, ["abort-wait", "posix", name]);
-    assert.equal(await waiter.nextLine(), "aborted TimeoutError");
+    assertEquals(await waiter.nextLine(), "aborted TimeoutError");
     const status = await waiter.status();
-    assert.equal(status.code, 0, status.stderr);
+    assertEquals(status.code, 0, status.stderr);
   });
 });

@@ -2,7 +2,7 @@
  * The button/LED system end to end: the real launcher, button and LED processes, a real FIFO
  * and real shared memory, plus the original C programs' stand-in for interoperability.
  */
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert";
 import { processState } from "../ffi/posix.ts";
 import { openFileRegion, openStateCell } from "../mod.ts";
 import {
@@ -76,11 +76,11 @@ testWith(NEEDS, "deno task launch in a temp directory: presses give On, Off, On"
         await writeAndLeave(fifo, "0\n");
         since = await ledShows(task, state, since);
       }
-      assert.deepEqual(ledStates(task), ["Off", "On", "Off", "On"]);
+      assertEquals(ledStates(task), ["Off", "On", "Off", "On"]);
       Deno.kill(launcherPid, "SIGTERM");
       const status = await task.status();
-      assert.equal(status.code, 0, task.transcript);
-      assert.throws(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      assertEquals(status.code, 0, task.transcript);
+      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
     } finally {
       if (launcherPid > 0 && !processGone(launcherPid)) Deno.kill(launcherPid, "SIGKILL");
       await stopAll(task, [pids.led, pids.button]);
@@ -150,14 +150,14 @@ testWith(
         // 1,001 toggles from Off: the state ends On, and so does the LED.
         using region = openFileRegion(state);
         using cell = openStateCell(region);
-        assert.equal(cell.read(), 1);
+        assertEquals(cell.read(), 1);
         await eventually(() => ledStates(launcher).at(-1) === "On", 10_000, "LED On");
         const shown = ledStates(launcher);
         // Coalesced: every line differs from the one before, so nothing is shown twice or late.
         for (let i = 1; i < shown.length; i++) {
-          assert.notEqual(shown[i], shown[i - 1], shown.join());
+          assertNotEquals(shown[i], shown[i - 1], shown.join());
         }
-        assert.equal(fdsAfter, fdsBefore, "the button's fd count grew");
+        assertEquals(fdsAfter, fdsBefore, "the button's fd count grew");
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
       }
@@ -186,12 +186,12 @@ testWith(
           "-c",
           `exec 3>'${fifo}'; printf half >&3; echo ready; exec sleep 60`,
         ]);
-        assert.equal(await writer.nextLine(), "ready");
+        assertEquals(await writer.nextLine(), "ready");
         writer.kill("SIGKILL");
         await writer.status();
         await launcher.waitFor(/Ignored "half": its writer went away/);
-        assert.deepEqual(ledStates(launcher), ["Off"]);
-        assert.equal(launcher.matching(/Started button/).length, 1, "the button restarted");
+        assertEquals(ledStates(launcher), ["Off"]);
+        assertEquals(launcher.matching(/Started button/).length, 1, "the button restarted");
         await writeAndLeave(fifo, "0\n");
         await ledShows(launcher, "On", 0);
       } finally {
@@ -213,7 +213,7 @@ testWith(NEEDS, "SIGKILL the LED: it is restarted and shows the current state", 
       Deno.kill(pids.led, "SIGKILL");
       const again = await launcher.waitFor(/Started led \(pid (\d+)\)/, { since });
       restarted = Number(again.match[1]);
-      assert.notEqual(restarted, pids.led);
+      assertNotEquals(restarted, pids.led);
       await launcher.waitFor(/led was killed by SIGKILL; restarting/, { since });
       await ledShows(launcher, "On", again.index);
     } finally {
@@ -253,10 +253,10 @@ testWith(
       try {
         launcher.kill("SIGTERM");
         const status = await launcher.status();
-        assert.equal(status.code, 0, launcher.transcript);
-        assert.ok(processGone(pids.led) && processGone(pids.button));
-        assert.throws(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
-        assert.throws(() => Deno.lstatSync(state), Deno.errors.NotFound);
+        assertEquals(status.code, 0, launcher.transcript);
+        assert(processGone(pids.led) && processGone(pids.button));
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+        assertThrows(() => Deno.lstatSync(state), Deno.errors.NotFound);
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
       }
@@ -277,16 +277,16 @@ testWith(
         for (const args of [["--state", state, "--fifo", `${dir}/other.fifo`], ["--fifo", fifo]]) {
           await using second = startLauncher(dir, args);
           const status = await second.status();
-          assert.equal(status.code, 1);
-          assert.match(
+          assertEquals(status.code, 1);
+          assertMatch(
             status.stderr,
             new RegExp(`another launcher.*pid ${first.pid}`),
             second.transcript,
           );
         }
-        assert.ok(Deno.lstatSync(fifo).isFifo, "the second launcher removed the first one's FIFO");
-        assert.ok(Deno.lstatSync(state).isFile);
-        assert.throws(() => Deno.lstatSync(`${dir}/other.fifo`), Deno.errors.NotFound);
+        assert(Deno.lstatSync(fifo).isFifo, "the second launcher removed the first one's FIFO");
+        assert(Deno.lstatSync(state).isFile);
+        assertThrows(() => Deno.lstatSync(`${dir}/other.fifo`), Deno.errors.NotFound);
       } finally {
         await stopAll(first, [pids.led, pids.button]);
       }
@@ -305,10 +305,10 @@ testWith(NEEDS, "a child that keeps crashing stops everything with its last erro
       Deno.symlinkSync(`${dir}/elsewhere`, state);
       Deno.kill(pids.led, "SIGKILL");
       const status = await launcher.status();
-      assert.equal(status.code, 1);
-      assert.match(status.stderr, /led crashed 5 times in a row; its last error: .*symbolic link/);
-      assert.ok(processGone(pids.button));
-      assert.ok(Deno.lstatSync(state).isSymlink, "the launcher removed a path that is not its own");
+      assertEquals(status.code, 1);
+      assertMatch(status.stderr, /led crashed 5 times in a row; its last error: .*symbolic link/);
+      assert(processGone(pids.button));
+      assert(Deno.lstatSync(state).isSymlink, "the launcher removed a path that is not its own");
     } finally {
       await stopAll(launcher, [pids.led, pids.button]);
     }
@@ -328,7 +328,7 @@ testWith(
       await led.waitFor(/LED Status: Off/);
       led.kill("SIGTERM");
       const status = await led.status();
-      assert.equal(status.code, 0, led.transcript);
+      assertEquals(status.code, 0, led.transcript);
     });
   },
 );
@@ -340,7 +340,7 @@ async function buildOriginal(dir: string): Promise<string> {
   const result = await new Deno.Command("gcc", {
     args: ["-O2", "-Wall", "-o", binary, `${TESTS_DIR}fixtures/original.c`],
   }).output();
-  assert.ok(result.success, new TextDecoder().decode(result.stderr));
+  assert(result.success, new TextDecoder().decode(result.stderr));
   return binary;
 }
 
@@ -350,15 +350,15 @@ testWith(NEEDS, "our button drives the original C LED", async () => {
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cLed = spawnProgram(original, ["led", state]);
-    assert.equal(await cLed.nextLine(), "LED Status: Off");
+    assertEquals(await cLed.nextLine(), "LED Status: Off");
     await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
     const pids = await running(launcher);
     try {
       await writeAndLeave(fifo, "0\n");
-      assert.equal(await cLed.nextLine(), "LED Status: On");
+      assertEquals(await cLed.nextLine(), "LED Status: On");
       await writeAndLeave(fifo, "0\n");
-      assert.equal(await cLed.nextLine(), "LED Status: Off");
-      assert.equal(Deno.statSync(state).size, 258, "the original's file size changed");
+      assertEquals(await cLed.nextLine(), "LED Status: Off");
+      assertEquals(Deno.statSync(state).size, 258, "the original's file size changed");
     } finally {
       await stopAll(launcher, [pids.led, pids.button]);
     }
@@ -371,7 +371,7 @@ testWith(NEEDS, "the original C button drives our LED", async () => {
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cButton = spawnProgram(original, ["button", state, fifo]);
-    assert.equal(await cButton.nextLine(), "button ready");
+    assertEquals(await cButton.nextLine(), "button ready");
     await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
     await led.waitFor(/LED Status: Off/);
     const press = async (expected: "On" | "Off", since: number): Promise<number> => {
@@ -383,6 +383,6 @@ testWith(NEEDS, "the original C button drives our LED", async () => {
     let since = await press("On", 0);
     since = await press("Off", since);
     await press("On", since);
-    assert.deepEqual(ledStates(led), ["Off", "On", "Off", "On"]);
+    assertEquals(ledStates(led), ["Off", "On", "Off", "On"]);
   });
 });
