@@ -22,7 +22,7 @@ import {
   writeFd,
 } from "./ffi/posix.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
-import { createFifo, removeFifo } from "./hw/fifo_button.ts";
+import { createFifo, removeIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
@@ -69,7 +69,7 @@ function release(resources: Resources, log: Logger): void {
     ["close the FIFO", () => resources.fifoFd !== undefined && closeFd(resources.fifoFd)],
     ["remove the FIFO", () => {
       if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
-        removeFifo(resources.fifoPath, resources.fifoIdentity);
+        removeIfSame(resources.fifoPath, resources.fifoIdentity, "remove FIFO");
       }
     }],
     ["release the state", () => resources.cell?.close()],

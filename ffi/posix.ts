@@ -187,9 +187,22 @@ export function shmUnlink(name: string): void {
   check(libc().shm_unlink(cString(name)), "remove shared memory", name);
 }
 
-/** memfd_create(2) with MFD_CLOEXEC. */
-export function memfdCreate(name: string): number {
-  return check(libc().memfd_create(cString(name), C.MFD_CLOEXEC), "create memfd", name);
+/** memfd_create(2) with MFD_CLOEXEC, and MFD_ALLOW_SEALING when it is to be sealed. */
+export function memfdCreate(name: string, options: { sealable?: boolean } = {}): number {
+  const flags = C.MFD_CLOEXEC | (options.sealable ? C.MFD_ALLOW_SEALING : 0);
+  return check(libc().memfd_create(cString(name), flags), "create memfd", name);
+}
+
+/** Seals a memfd's size for good: nobody can shrink or grow it, nor lift the seal (fcntl(2)). */
+export function sealSize(fd: number, subject: string): void {
+  const seals = C.F_SEAL_SHRINK | C.F_SEAL_GROW | C.F_SEAL_SEAL;
+  check(libc().fcntl(fd, C.F_ADD_SEALS, seals), "seal", subject);
+}
+
+/** Whether a memfd's size is sealed against shrinking. */
+export function isSizeSealed(fd: number): boolean {
+  const seals = libc().fcntl(fd, C.F_GET_SEALS, 0);
+  return seals >= 0 && (seals & C.F_SEAL_SHRINK) !== 0;
 }
 
 /** shmget(2); returns the segment id. */

@@ -323,11 +323,11 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   await assertRejectsWith(() => aborted, Error, "stop waiting");
 });
 
-Deno.test("SharedRegion.close() during a wait ends the wait", async () => {
+Deno.test("SharedRegion.close() during a wait rejects the wait with BadResource", async () => {
   const region = createMemfdRegion({ size: 64 });
   const waiting = region.waitInt32(0, 0);
   setTimeout(() => region.close(), 20);
-  assertEquals(await waiting, "ok");
+  await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name, "closed");
   assertEquals(region.closed, true);
 });
 

@@ -5,10 +5,10 @@ import {
   initRing,
   openRingConsumer,
   openRingProducer,
-  RING_HEADER_SIZE,
   ringRegionSize,
   type SharedRegion,
 } from "../mod.ts";
+import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 import { delay, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
 

@@ -5,9 +5,9 @@ import {
   openFileRegion,
   openShmRegion,
   openStateCell,
-  STATE_CELL_MAGIC,
   type StateCell,
 } from "../mod.ts";
+import { STATE_CELL_MAGIC, STATE_CELL_VERSION } from "../lib/state_cell.ts";
 import {
   delay,
   spawnDeno,
@@ -111,7 +111,7 @@ Deno.test("openStateCell() refuses an unknown version and an impossible size", (
   openStateCell(region).close();
   region.storeInt32(68, 9);
   assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, "layout version is 9");
-  region.storeInt32(68, 1);
+  region.storeInt32(68, STATE_CELL_VERSION);
   region.storeInt32(72, 1 << 30);
   assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, `${1 << 30} bytes`);
 });
@@ -243,16 +243,17 @@ Deno.test("readers go back to checking the text once the cooperating writer leav
   assertEquals(await next, 1);
 });
 
-Deno.test("a write half done by a writer that died does not hang readers", () => {
+Deno.test("a write half done by a writer that died reads as the last complete value", () => {
   using region = createMemfdRegion({ size: 256 });
   using cell: StateCell = openStateCell(region);
   region.storeInt32(76, 13); // odd sequence: mid-write forever
-  region.write(0, encoder.encode("1\n\0"));
-  assertEquals(cell.read(), 1);
+  region.write(0, encoder.encode("9\n\0")); // the half-written text nobody finished
+  assertEquals(cell.read(), 0, "the value of the last complete write, not the torn text");
   using writer = openStateCell(region, { writer: true });
   assertEquals(region.loadInt32(76) % 2, 0);
-  writer.write(0);
-  assertEquals(cell.read(), 0);
+  assertEquals(text(region.read(0, 3)), "0\n\0", "the new writer put the last value back");
+  writer.write(1);
+  assertEquals(cell.read(), 1);
 });
 
 // --- across processes ------------------------------------------------------------------------
