@@ -11,7 +11,8 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 
-interface FlagBase {
+/** What every flag declaration has. */
+export interface FlagBase {
   /** One line of help; defaults, ranges and choices are added from the declaration. */
   readonly help: string;
   /** Only allowed together with this boolean flag (such as `pi`). */
