@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertType, type IsExact } from "@std/testing/types";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
-import { ROOT, spawnDeno, testWith, withTempDir } from "./helpers.ts";
+import { ChildProcess, ROOT, spawnDeno, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
 
 const DEMO = defineCommand({
   name: "demo",
@@ -305,4 +305,57 @@ testWith(["run", "read", "write"], "a rejected launch command line creates nothi
     assertEquals(code, 2);
     assertEquals([...Deno.readDirSync(dir)], []);
   });
+});
+
+// --- the tasks' narrowed permissions are enough -------------------------------------------------
+
+/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
+function taskArgs(name: string): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const command: string = config.tasks[name].command;
+  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
+  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
+  assertEquals([deno, args[0]], ["deno", "run"], command);
+  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
+  return args;
+}
+
+testWith(
+  ["run", "read", "write"],
+  "deno task launch runs with its narrowed permissions: a press, then SIGTERM, exit 0",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = new ChildProcess(
+        new Deno.Command(Deno.execPath(), {
+          args: [...taskArgs("launch"), "--fifo", fifo],
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      );
+      await launcher.waitFor(/Button ready/);
+      await launcher.waitFor(/LED Status: Off/);
+      await writeAndLeave(fifo, "0\n");
+      await launcher.waitFor(/LED Status: On/);
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      assertEquals(launcher.matching(/NotCapable|Requires .* access/), [], launcher.transcript);
+    });
+  },
+);
+
+testWith(["run", "read"], "deno task demo:ring runs with its narrowed permissions", async () => {
+  await using demo = new ChildProcess(
+    new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs("demo:ring"), "--seconds", "1", "--rate", "500"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
+  );
+  assertEquals((await demo.status()).code, 0, demo.transcript);
+  assert(demo.matching(/samples\/s/).length >= 1, demo.transcript);
 });
