@@ -6,49 +6,20 @@
  * @module
  */
 
-import { type Flags, openStateRegion, parseFlags, STATE_USAGE } from "./app/cli.ts";
+import { openStateRegion } from "./app/cli.ts";
+import { parseCommandLine } from "./app/flags.ts";
+import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import type { Logger } from "@logtape/logtape";
-import { logger, parseLevel, setupLogging } from "./app/logging.ts";
+import { defaultLogFormat, logger, setupLogging } from "./app/logging.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import {
-  closeFd,
-  flockHolder,
-  isTerminal,
-  openPath,
-  statFd,
-  tryLockExclusive,
-  writeFd,
-} from "./ffi/posix.ts";
+import { closeFd, flockHolder, openPath, statFd, tryLockExclusive, writeFd } from "./ffi/posix.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { createFifo, removeIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
-
-const USAGE = `Usage: deno task launch [options]      (PC: FIFO button, console LED)
-       deno task launch:pi [options]   (Raspberry Pi: GPIO button and LED through libgpiod)
-
-Starts the button and LED processes, keeps them running, and stops them on Ctrl+C.
-
-Options:
-${STATE_USAGE}
-                   (default: anonymous shared memory that only the launcher's children see)
-  --fifo PATH      the button's FIFO (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo,
-                   else /tmp/mmap-ipc-UID/button.fifo); --fifo /tmp/mmap_file is the original's
-  --syslog         the LED also logs to the system log, ident "LED MMAP"
-  --log-level L    debug, info, warning or error (default info)
-  -h, --help       show this help
-
-GPIO options (with --pi, which launch:pi passes):
-  --chip C         GPIO chip: /dev/gpiochipN, gpiochipN, N, a label, or auto (default auto:
-                   the chip that has the lines, whichever Pi and kernel this is)
-  --button-line L  the button's line: a name or an offset (default GPIO4, physical pin 7)
-  --led-line L     the LED's line (default GPIO17, physical pin 11)
-  --debounce-ms N  ignore button bounces shorter than N ms (default 50)
-
-PC build: press the button with  echo 0 > FIFO  (or press Enter in this terminal).`;
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -137,13 +108,23 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
-function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined): ChildSpec[] {
+function childSpecs(
+  flags: LaunchFlags,
+  region: SharedRegion,
+  fifo: string | undefined,
+): ChildSpec[] {
   const stateArgs = region.kind === "memfd"
     ? ["--memfd", region.name]
     : region.kind === "posix"
     ? ["--shm", region.name]
     : ["--state", region.name];
-  const common = [...stateArgs, "--log-level", String(flags["log-level"] ?? "info")];
+  const common = [
+    ...stateArgs,
+    "--log-level",
+    flags.logLevel,
+    "--log-format",
+    flags.logFormat ?? defaultLogFormat(),
+  ];
   const option = (name: string, value: unknown): string[] =>
     value === undefined ? [] : [name, String(value)];
   if (flags.pi) {
@@ -158,7 +139,7 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
           ...common,
           "--pi",
           ...chip,
-          ...option("--line", flags["led-line"]),
+          ...option("--line", flags.ledLine),
           ...(flags.syslog ? ["--syslog"] : []),
         ],
       },
@@ -170,8 +151,8 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
           ...common,
           "--pi",
           ...chip,
-          ...option("--line", flags["button-line"]),
-          ...option("--debounce-ms", flags["debounce-ms"]),
+          ...option("--line", flags.buttonLine),
+          ...option("--debounce-ms", flags.debounceMs),
         ],
       },
     ];
@@ -193,24 +174,21 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
 }
 
 /** Opens and releases both GPIO lines once, so a wiring or setup problem shows before any child starts. */
-async function checkGpio(flags: Flags, log: Logger): Promise<void> {
+async function checkGpio(flags: LaunchFlags, log: Logger): Promise<void> {
   const button = openGpioButton({
-    chip: flags.chip as string | undefined,
-    line: flags["button-line"] as string | undefined,
-    debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+    chip: flags.chip,
+    line: flags.buttonLine,
+    debounceMs: flags.debounceMs,
   });
   const where = button.description;
   await button.close();
-  const led = openGpioLed({
-    chip: flags.chip as string | undefined,
-    line: flags["led-line"] as string | undefined,
-  });
+  const led = openGpioLed({ chip: flags.chip, line: flags.ledLine });
   log.info(`Press the button on ${where}; the LED is on ${led.description}`);
   led.close();
 }
 
-async function main(flags: Flags): Promise<number> {
-  await setupLogging({ level: parseLevel(flags["log-level"] as string | undefined) });
+async function main(flags: LaunchFlags): Promise<number> {
+  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("launch");
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
@@ -241,7 +219,7 @@ async function main(flags: Flags): Promise<number> {
     if (flags.pi) {
       await checkGpio(flags, log);
     } else {
-      fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+      fifo = flags.fifo ?? defaultFifoPath();
       const { identity, created: fifoCreated } = createFifo(fifo);
       Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
       resources.fifoFd = holdFifo(fifo, identity);
@@ -252,7 +230,7 @@ async function main(flags: Flags): Promise<number> {
     const supervisors = childSpecs(flags, region, fifo).map((spec) =>
       new Supervisor(spec, { log, config })
     );
-    if (fifo !== undefined && isTerminal(0)) {
+    if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
       const pressPath = fifo;
       pressOnEnter(pressPath, stop.signal).catch((error) =>
@@ -285,18 +263,7 @@ async function main(flags: Flags): Promise<number> {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    state: { type: "string" },
-    shm: { type: "string" },
-    fifo: { type: "string" },
-    syslog: { type: "boolean" },
-    "log-level": { type: "string" },
-    pi: { type: "boolean" },
-    chip: { type: "string" },
-    "button-line": { type: "string" },
-    "led-line": { type: "string" },
-    "debounce-ms": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(LAUNCH_COMMAND);
   let code: number;
   try {
     code = await main(flags);

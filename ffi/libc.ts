@@ -82,18 +82,12 @@ export const LIBC_SYMBOLS = {
 
   /** int clock_gettime(clockid_t clock, struct timespec *tp); */
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  /** pid_t getpid(void); */
-  getpid: { parameters: [], result: "i32" },
-  /** pid_t getppid(void); */
-  getppid: { parameters: [], result: "i32" },
   /** uid_t geteuid(void); */
   geteuid: { parameters: [], result: "u32" },
   /** int kill(pid_t pid, int sig); */
   kill: { parameters: ["i32", "i32"], result: "i32" },
   /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  /** int isatty(int fd); */
-  isatty: { parameters: ["i32"], result: "i32" },
 
   /** void openlog(const char *ident, int option, int facility); */
   openlog: { parameters: ["buffer", "i32", "i32"], result: "void" },

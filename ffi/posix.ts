@@ -257,19 +257,12 @@ export function monotonicNanos(): bigint {
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
 }
 
-/** This process's pid (works without `--allow-sys`). */
+/**
+ * This process's pid: `Deno.pid`, which needs no permission. Kept only for the callers in lib/
+ * until they read `Deno.pid` themselves; new code should use `Deno.pid`.
+ */
 export function processId(): number {
-  return libc().getpid();
-}
-
-/** The parent's pid. */
-export function parentProcessId(): number {
-  return libc().getppid();
-}
-
-/** Whether `fd` is a terminal. */
-export function isTerminal(fd: number): boolean {
-  return libc().isatty(fd) === 1;
+  return Deno.pid;
 }
 
 /** kill(2); returns false when the process does not exist. */

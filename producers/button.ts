@@ -7,36 +7,68 @@
  */
 
 import {
-  type Flags,
+  LOG_FLAGS,
+  MEMFD_FLAG,
   openStateRegion,
-  parentPidFlag,
-  parseFlags,
+  PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
-  STATE_USAGE,
 } from "../app/cli.ts";
-import { logger, parseLevel, quote, setupLogging } from "../app/logging.ts";
+import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
+import { logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath } from "../app/runtime_dir.ts";
 import { type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
 
-const USAGE = `Usage: deno run --allow-ffi producers/button.ts [options]
+/** The button process's command line. */
+export const BUTTON_COMMAND = defineCommand({
+  name: "button",
+  synopsis: ["deno run --allow-ffi producers/button.ts (--state PATH | --shm NAME) [options]"],
+  description: "The button process: each press toggles the shared state between 0 and 1.",
+  flags: {
+    ...STATE_FLAGS,
+    ...MEMFD_FLAG,
+    fifo: {
+      type: "string",
+      arg: "PATH",
+      defaultText: "$XDG_RUNTIME_DIR/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
+      help: 'read presses from this FIFO, one per line: "0" or "press"',
+    },
+    pi: { type: "boolean", help: "read presses from a GPIO button instead (libgpiod)" },
+    chip: {
+      type: "string",
+      arg: "C",
+      requires: "pi",
+      defaultText: "auto",
+      help: "GPIO chip: path, name, number, label or auto",
+    },
+    line: {
+      type: "string",
+      arg: "L",
+      requires: "pi",
+      defaultText: "GPIO4, physical pin 7",
+      help: "GPIO line: name or offset",
+    },
+    "debounce-ms": {
+      type: "number",
+      arg: "N",
+      integer: true,
+      min: 0,
+      max: 10_000,
+      default: 50,
+      requires: "pi",
+      help: "ignore bounces shorter than N ms",
+    },
+    ...LOG_FLAGS,
+    ...PARENT_PID_FLAG,
+  },
+  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }, { flags: ["fifo", "pi"] }],
+});
 
-The button process: each press toggles the shared state between 0 and 1.
-
-Options:
-${STATE_USAGE}
-  --fifo PATH      read presses from this FIFO, one per line: "0" or "press"
-                   (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo or /tmp/mmap-ipc-UID/button.fifo)
-  --pi             read presses from a GPIO button instead (libgpiod)
-  --chip C         GPIO chip: path, name, number, label or auto (default auto)
-  --line L         GPIO line: name or offset (default GPIO4, physical pin 7)
-  --debounce-ms N  ignore bounces shorter than N ms (default 50)
-  --log-level L    debug, info, warning or error (default info)
-  --parent-pid N   exit when process N (the launcher) exits
-  -h, --help       show this help`;
+/** The button process's parsed flags. */
+export type ButtonFlags = CommandFlags<typeof BUTTON_COMMAND>;
 
 /** Options for {@link runButton}. */
 export interface RunButtonOptions {
@@ -84,9 +116,9 @@ export function describeIgnored(ignored: IgnoredInput): string {
   }
 }
 
-async function main(flags: Flags): Promise<void> {
-  const signal = shutdownSignal(parentPidFlag(flags));
-  await setupLogging({ level: parseLevel(flags["log-level"] as string | undefined) });
+async function main(flags: ButtonFlags): Promise<void> {
+  const signal = shutdownSignal(flags.parentPid);
+  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("button");
   const { region } = openStateRegion(flags);
   using _region = region;
@@ -94,14 +126,14 @@ async function main(flags: Flags): Promise<void> {
   let button: Button;
   if (flags.pi) {
     const gpio = openGpioButton({
-      chip: flags.chip as string | undefined,
-      line: flags.line as string | undefined,
-      debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+      chip: flags.chip,
+      line: flags.line,
+      debounceMs: flags.debounceMs,
     });
     button = gpio;
     log.info(`Button ready on ${gpio.description}`);
   } else {
-    const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+    const fifo = flags.fifo ?? defaultFifoPath();
     button = openFifoButton(fifo, { onIgnored: (ignored) => log.warn(describeIgnored(ignored)) });
     log.info(`Button ready: echo 0 > ${fifo}`);
   }
@@ -113,16 +145,7 @@ async function main(flags: Flags): Promise<void> {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    ...STATE_FLAGS,
-    fifo: { type: "string" },
-    pi: { type: "boolean" },
-    chip: { type: "string" },
-    line: { type: "string" },
-    "debounce-ms": { type: "string" },
-    "log-level": { type: "string" },
-    "parent-pid": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(BUTTON_COMMAND);
   try {
     await main(flags);
   } catch (error) {
