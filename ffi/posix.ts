@@ -257,14 +257,6 @@ export function monotonicNanos(): bigint {
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
 }
 
-/**
- * This process's pid: `Deno.pid`, which needs no permission. Kept only for the callers in lib/
- * until they read `Deno.pid` themselves; new code should use `Deno.pid`.
- */
-export function processId(): number {
-  return Deno.pid;
-}
-
 /** kill(2); returns false when the process does not exist. */
 export function sendSignal(pid: number, signal: number): boolean {
   if (libc().kill(pid, signal) === 0) return true;
