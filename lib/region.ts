@@ -136,7 +136,7 @@ export class SharedRegion {
    * memory. It is revoked (length 0) when the region closes, so it can never reach memory
    * that was let go. Use {@link SharedRegion.read} for a copy that outlives the region.
    */
-  view(offset?: number, length?: number): Uint8Array {
+  view(offset?: number, length?: number): Uint8Array<ArrayBuffer> {
     const from = offset ?? 0;
     const bytes = length ?? this.size - from;
     this.#range(from, bytes);

@@ -223,6 +223,50 @@ Deno.test("StateCell.close() ends an iteration in progress", async () => {
   assertEquals(await iteration, []);
 });
 
+Deno.test("region.close() ends a pending changes() and rejects a pending timed wait", async () => {
+  const region = createMemfdRegion({ size: 256 });
+  const cell = openStateCell(region);
+  const seen: number[] = [];
+  const iterating = (async () => {
+    for await (const value of cell.changes()) seen.push(value);
+  })();
+  const waiting = cell.waitForChange({ timeout: 60_000 });
+  // The event loop must stay free: a timer set now still fires while both waits are pending.
+  let timerFired = false;
+  const timer = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      timerFired = true;
+      resolve();
+    }, 5)
+  );
+  setTimeout(() => region.close(), 20);
+  await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name, "closed");
+  await iterating;
+  await timer;
+  assertEquals([timerFired, seen], [true, []]);
+  assertThrows(() => cell.read(), Deno.errors.BadResource);
+  cell.close(); // after its region: still fine
+});
+
+Deno.test("StateCell.close() before or after its region, twice, with using: all fine", () => {
+  for (const regionFirst of [true, false]) {
+    const region = createMemfdRegion({ size: 256 });
+    const writer = openStateCell(region, { writer: true, supervisor: true });
+    if (regionFirst) region.close();
+    writer.close();
+    writer[Symbol.dispose]();
+    region.close();
+    assertThrows(() => writer.write(1), Deno.errors.BadResource);
+  }
+  using region = createMemfdRegion({ size: 256 });
+  {
+    using writer = openStateCell(region, { writer: true });
+    writer.write(1);
+  }
+  using again = openStateCell(region, { writer: true }); // the role was given back
+  assertEquals(again.read(), 1);
+});
+
 Deno.test("a reader sees a writer that only writes the text (the original C button)", async () => {
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region);
