@@ -14,7 +14,7 @@ import { failure } from "./errors.ts";
 let self: bigint | undefined;
 
 /** This process's claim value: start time (low 32 bits) above the pid. */
-function ownClaim(): bigint {
+export function ownClaim(): bigint {
   if (self === undefined) {
     const pid = Deno.pid;
     const start = posix.processState(pid)?.startTime ?? 0n;

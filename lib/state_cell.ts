@@ -26,6 +26,7 @@ import {
   claimHolder,
   claimIsLive,
   holdsClaim,
+  ownClaim,
   readClaim,
   releaseClaim,
   takeClaim,
@@ -138,6 +139,8 @@ export class StateCell {
   readonly #sequenceIndex: number;
   readonly #waitersIndex: number;
   readonly #valueIndex: number;
+  readonly #writerClaimIndex: number;
+  readonly #longWords: BigInt64Array;
   readonly #writer: boolean;
   readonly #supervisor: boolean;
   readonly #closing = new AbortController();
@@ -160,6 +163,8 @@ export class StateCell {
     this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
     this.#waitersIndex = (this.#base + WAITERS) >> 2;
     this.#valueIndex = (this.#base + VALUE) >> 2;
+    this.#writerClaimIndex = (this.#base + WRITER) >> 3;
+    this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
     this.#supervisor = options.supervisor ?? false;
     if (header === "initialise") this.#initialise(options.initialValue ?? 0);
@@ -198,7 +203,7 @@ export class StateCell {
 
   /** The current value. */
   read(): number {
-    this.#check();
+    if (this.#closed) this.#check();
     return this.#load();
   }
 
@@ -207,7 +212,7 @@ export class StateCell {
    * sequence and wakes every sleeping reader. Needs the writer role.
    */
   write(value: number): void {
-    this.#check();
+    if (this.#closed) this.#check();
     if (!isStateValue(value)) throw new RangeError(`State ${value} is not a 32-bit integer`);
     if (!this.#writer) {
       throw failure(
@@ -217,7 +222,7 @@ export class StateCell {
         "opened without writer: true",
       );
     }
-    if (!holdsClaim(this.#memory, this.#base + WRITER)) {
+    if (Atomics.load(this.#longWords, this.#writerClaimIndex) !== ownClaim()) {
       throw failure(
         Deno.errors.Busy,
         "write state cell",
@@ -362,9 +367,10 @@ export class StateCell {
 
   #publish(value: number): void {
     const words = this.#words;
+    // A sequence lock: the plain stores between the two read-modify-writes cannot move out.
     Atomics.add(words, this.#sequenceIndex, 1);
     formatState(this.#bytes, this.#base, value);
-    Atomics.store(words, this.#valueIndex, value);
+    words[this.#valueIndex] = value;
     Atomics.add(words, this.#sequenceIndex, 1);
     if (Atomics.load(words, this.#waitersIndex) > 0) this.#memory.wake(this.#base + SEQUENCE);
   }
@@ -453,10 +459,9 @@ export class StateCell {
     return joined;
   }
 
+  /** Throws `BadResource` once closed (closing the region closes the cell first). */
   #check(): void {
-    if (this.#closed || this.#memory.closed) {
-      throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
-    }
+    if (this.#closed) throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
   }
 }
 

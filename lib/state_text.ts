@@ -18,23 +18,22 @@ const NEWLINE = 0x0a;
 
 /**
  * Writes `value` (a 32-bit integer) as `"%d\n\0"` at `at`; returns the bytes written, NUL
- * included. Each byte is stored atomically, so on weakly ordered CPUs the text stays ordered
- * with the sequence word around it.
+ * included. The stores are plain: in shared memory the caller brackets them with sequentially
+ * consistent operations (the state cell's sequence lock does), which keeps them in order on
+ * weakly ordered CPUs too.
  */
 export function formatState(bytes: Uint8Array, at: number, value: number): number {
   const start = at;
   let rest = value;
   if (rest < 0) {
-    Atomics.store(bytes, at++, MINUS);
+    bytes[at++] = MINUS;
     rest = -rest;
   }
   let divisor = 1;
   while (divisor * 10 <= rest) divisor *= 10;
-  for (; divisor >= 1; divisor /= 10) {
-    Atomics.store(bytes, at++, ZERO + Math.floor(rest / divisor) % 10);
-  }
-  Atomics.store(bytes, at++, NEWLINE);
-  Atomics.store(bytes, at++, 0);
+  for (; divisor >= 1; divisor /= 10) bytes[at++] = ZERO + Math.floor(rest / divisor) % 10;
+  bytes[at++] = NEWLINE;
+  bytes[at++] = 0;
   return at - start;
 }
 
