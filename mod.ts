@@ -46,7 +46,15 @@ export {
   type StateCellOptions,
   type StateChangesOptions,
   type StateWaitOptions,
+  type WriterEvent,
 } from "./lib/state_cell.ts";
+export {
+  openStateFile,
+  STATE_FILE_SIZE,
+  StateFile,
+  type StateFileContent,
+  type StateFileOptions,
+} from "./lib/state_file.ts";
 export { initRing, type InitRingOptions, ringRegionSize } from "./lib/ring/layout.ts";
 export type { RingOptions, RingWaitOptions } from "./lib/ring/core.ts";
 export {

@@ -62,6 +62,15 @@ export class Mapping {
   }
 
   /**
+   * The address of the byte at `offset`, for a Worker of `ffi/` that reads the mapping itself;
+   * the owner keeps the mapping until that Worker has stopped.
+   */
+  address(offset: number): bigint {
+    this.#live();
+    return Deno.UnsafePointer.value(this.#pointer) + BigInt(offset);
+  }
+
+  /**
    * A new `ArrayBuffer` over `length` bytes at `offset`. Whoever takes one must detach it
    * (`transfer(0)`) before the mapping is released.
    */

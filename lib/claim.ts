@@ -23,7 +23,8 @@ export function ownClaim(): bigint {
   return self;
 }
 
-function pidOf(claim: bigint): number {
+/** The pid a claim value names. */
+export function pidOf(claim: bigint): number {
   return Number(claim & 0xffff_ffffn);
 }
 

@@ -22,6 +22,7 @@
  */
 
 import type { Mapping, WaitResult } from "../ffi/mapping.ts";
+import { TextFollower } from "../ffi/text_follower.ts";
 
 /** Something built on a {@link SharedMemory} that must close before the memory goes away. */
 export interface MemoryDependent {
@@ -81,6 +82,8 @@ export class SharedMemory {
   readonly #dependents = new Set<MemoryDependent>();
   /** Waits in flight on worker threads, each with the byte offset of its word. */
   readonly #waits = new Map<Promise<bigint>, number>();
+  /** Workers that read the memory themselves; it stays mapped until each has stopped. */
+  readonly #followers = new Set<TextFollower>();
   readonly #held: Held;
   #closed = false;
   #rewake: ReturnType<typeof setInterval> | undefined;
@@ -198,7 +201,7 @@ export class SharedMemory {
       if (timer !== undefined) clearInterval(timer);
       this.#waits.delete(call);
       if (this.#closed) {
-        if (this.#waits.size === 0) this.#finish();
+        if (this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
         throw this.closedError();
       }
       if (returned === 0n) return "ok";
@@ -225,6 +228,38 @@ export class SharedMemory {
     return this.#mapping.futexWake(byteOffset, count);
   }
 
+  /**
+   * Starts a Worker that follows a value kept as text (see `ffi/text_follower.ts`): the text at
+   * `offset` in this memory, or at the start of the file behind `fd`. It also reports when the
+   * 32-bit word at `watchOffset` here leaves `watchValue`. The memory stays mapped until the
+   * follower has stopped, even past close.
+   */
+  followText(
+    from: { offset: number } | { fd: number },
+    options: {
+      parse: (bytes: Uint8Array, at: number, end: number) => number;
+      value: number;
+      watchOffset: number;
+      watchValue: number;
+      periodMs: number;
+    },
+  ): TextFollower {
+    this.check();
+    const follower = TextFollower.start({
+      source: "fd" in from ? { fd: from.fd } : { mapping: this.#mapping, offset: from.offset },
+      parse: options.parse,
+      value: options.value,
+      watch: { mapping: this.#mapping, offset: options.watchOffset, value: options.watchValue },
+      periodMs: options.periodMs,
+      onStopped: () => {
+        this.#followers.delete(follower);
+        if (this.#closed && this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
+      },
+    });
+    this.#followers.add(follower);
+    return follower;
+  }
+
   /** Flushes the memory to its backing file (msync), synchronously unless `asynchronous`. */
   sync(asynchronous: boolean): void {
     this.check();
@@ -246,10 +281,12 @@ export class SharedMemory {
     this.#closed = true;
     forgotten.unregister(this);
     detachAll(this.#held);
-    if (this.#waits.size === 0) {
+    for (const follower of this.#followers) follower.stop();
+    if (this.#waits.size === 0 && this.#followers.size === 0) {
       this.#finish();
       return;
     }
+    if (this.#waits.size === 0) return; // the last follower to stop finishes
     const wakeAll = (): void => {
       for (const offset of new Set(this.#waits.values())) {
         this.#mapping.futexWake(offset, WAKE_ALL);
@@ -259,9 +296,10 @@ export class SharedMemory {
     this.#rewake = setInterval(wakeAll, REWAKE_MS);
   }
 
-  /** Runs once no wait is in flight any more. */
+  /** Runs once no wait is in flight and no follower reads any more. */
   #finish(): void {
     if (this.#rewake !== undefined) clearInterval(this.#rewake);
+    if (this.#followers.size > 0) return;
     this.#rewake = undefined;
     letGo(this.#held);
   }

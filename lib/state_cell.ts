@@ -22,18 +22,13 @@
  * @module
  */
 
-import {
-  claimHolder,
-  claimIsLive,
-  holdsClaim,
-  ownClaim,
-  readClaim,
-  releaseClaim,
-  takeClaim,
-} from "./claim.ts";
+import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
+import { ProcessWatch } from "./liveness.ts";
 import type { SharedMemory } from "./memory.ts";
+import type { TextFollower } from "../ffi/text_follower.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
+import type { StateFile } from "./state_file.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -58,7 +53,9 @@ const SUPERVISOR = 96;
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
-const FOREIGN_WRITER_CHECK_MS = 2;
+const DEFAULT_FOLLOW_PERIOD_MS = 3;
+/** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
+const SYNC_LIVENESS_MS = 100;
 /** Reads of an odd sequence before a reader stops waiting for the write to finish. */
 const MAX_SEQLOCK_SPINS = 10_000;
 
@@ -80,6 +77,31 @@ export interface StateCellOptions {
   initialise?: boolean;
   /** The value `initialise` writes. Default 0. */
   initialValue?: number;
+  /**
+   * The original's state file to keep in step (see `openStateFile`): the writer copies each
+   * value into it, and readers follow it while no cooperating writer is alive, since a writer
+   * that knows no protocol (the original C button) writes only the file. A new writer starts
+   * from the value the file holds.
+   */
+  mirror?: StateFile;
+  /**
+   * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
+   * JavaScript thread, in a Worker that wakes the event loop only for a change). Default 3.
+   */
+  followPeriodMs?: number;
+  /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
+  onWriter?: (event: WriterEvent) => void;
+}
+
+/** What a waiting reader noticed about the cooperating writer. */
+export interface WriterEvent {
+  /** The writer's pid. */
+  pid: number;
+  /**
+   * `writing`: a live process speaking this protocol holds the writer role; `died`: it ended
+   * without giving the role back (its last complete value stays); `left`: it gave the role back.
+   */
+  status: "writing" | "died" | "left";
 }
 
 /** Options for {@link StateCell.waitForChange}. */
@@ -143,13 +165,24 @@ export class StateCell {
   readonly #longWords: BigInt64Array;
   readonly #writer: boolean;
   readonly #supervisor: boolean;
+  readonly #mirror: StateFile | undefined;
+  readonly #followPeriodMs: number;
+  readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #closing = new AbortController();
   readonly #joined = new WeakMap<AbortSignal, AbortSignal>();
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
   #sequence = 0;
-  /** A writer claim found dead, so its liveness is not checked again. */
-  #deadClaim = 0n;
+  /** The process behind the current writer claim, watched through a pidfd. */
+  #watch: ProcessWatch | undefined;
+  /** Stops listening for the watched writer's death. */
+  #unlisten: (() => void) | undefined;
+  /** What waiting readers last knew of the writer, to report only changes. */
+  #writerSeen: WriterEvent | undefined;
+  /** Follows a foreign writer while no cooperating writer is alive. */
+  #follower: TextFollower | undefined;
+  /** How many waits (calls and iterations) are under way on this handle. */
+  #waiting = 0;
 
   /** @ignore Not for direct use: call {@link openStateCell}. */
   constructor(token: symbol, parts: unknown) {
@@ -167,6 +200,9 @@ export class StateCell {
     this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
     this.#supervisor = options.supervisor ?? false;
+    this.#mirror = options.mirror;
+    this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
+    this.#onWriter = options.onWriter;
     if (header === "initialise") this.#initialise(options.initialValue ?? 0);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
     if (header === "blank") this.#initialise(this.#load());
@@ -204,7 +240,8 @@ export class StateCell {
   /** The current value. */
   read(): number {
     if (this.#closed) this.#check();
-    return this.#load();
+    if (this.#mirror === undefined) return this.#load();
+    return this.#current(this.#writerAlive(false));
   }
 
   /**
@@ -231,6 +268,7 @@ export class StateCell {
       );
     }
     this.#publish(value);
+    this.#mirror?.write(value);
   }
 
   /**
@@ -242,14 +280,19 @@ export class StateCell {
     this.#check();
     const { signal, timeout } = options;
     const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
-    let value = this.#load();
-    const from = options.from ?? value;
     const stop = this.#stopSignal(signal);
-    for (;;) {
-      if (value !== from) return value;
-      if (signal?.aborted) throw abortReason(signal);
-      value = await this.#nextChange(value, deadline, stop);
-      this.#check();
+    this.#enter();
+    try {
+      let value = this.#current(this.#writerAlive(true));
+      const from = options.from ?? value;
+      for (;;) {
+        if (value !== from) return value;
+        if (signal?.aborted) throw abortReason(signal);
+        value = await this.#nextChange(value, deadline, stop);
+        this.#check();
+      }
+    } finally {
+      this.#leave();
     }
   }
 
@@ -262,19 +305,27 @@ export class StateCell {
   waitForChangeSync(options: { from?: number; timeout: number }): number {
     this.#check();
     const deadline = performance.now() + options.timeout;
-    let value = this.#load();
+    let cooperating = this.#writerAlive(false);
+    let value = this.#current(cooperating);
     const from = options.from ?? value;
     for (;;) {
       if (value !== from) return value;
       const sequence = this.#sequence;
-      const slice = this.#sleepFor(deadline);
+      const remaining = this.#remaining(deadline);
+      // Nothing else runs on this thread meanwhile, so nothing hears the writer die: look again
+      // now and then, and look at a foreign writer's text every period.
+      const slice = cooperating
+        ? Math.min(remaining ?? SYNC_LIVENESS_MS, SYNC_LIVENESS_MS)
+        : Math.min(remaining ?? this.#followPeriodMs, this.#followPeriodMs);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       try {
         this.#memory.waitSync(this.#base + SEQUENCE, sequence, slice);
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
-      value = this.#load();
+      if (cooperating && !this.#watch?.check()) this.#writerAlive(false);
+      cooperating = this.#writerAlive(false);
+      value = this.#current(cooperating);
     }
   }
 
@@ -287,21 +338,26 @@ export class StateCell {
     this.#check();
     const { signal } = options;
     const stop = this.#stopSignal(signal);
-    let last = this.#load();
-    if (options.current) yield last;
-    for (;;) {
-      let value: number;
-      try {
-        value = await this.#nextChange(last, Infinity, stop);
-      } catch (error) {
-        if (error instanceof Deno.errors.BadResource) return;
-        throw error;
+    this.#enter();
+    try {
+      let last = this.#current(this.#writerAlive(true));
+      if (options.current) yield last;
+      for (;;) {
+        let value: number;
+        try {
+          value = await this.#nextChange(last, Infinity, stop);
+        } catch (error) {
+          if (error instanceof Deno.errors.BadResource) return;
+          throw error;
+        }
+        if (this.#closed || signal?.aborted) return;
+        if (value !== last) {
+          last = value;
+          yield last;
+        }
       }
-      if (this.#closed || signal?.aborted) return;
-      if (value !== last) {
-        last = value;
-        yield last;
-      }
+    } finally {
+      this.#leave();
     }
   }
 
@@ -314,6 +370,11 @@ export class StateCell {
     this.#closed = true;
     this.#closing.abort();
     this.#memory.forget(this);
+    this.#stopFollowing();
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#watch?.close();
+    this.#watch = undefined;
     if (this.#memory.closed) return;
     if (this.#supervisor) releaseClaim(this.#memory, this.#base + SUPERVISOR);
     if (this.#writer && holdsClaim(this.#memory, this.#base + WRITER)) {
@@ -352,7 +413,9 @@ export class StateCell {
 
   /**
    * Takes the writer claim. A writer that died in the middle of a write left the sequence odd
-   * and perhaps half a text: the text of the last complete write is put back first.
+   * and perhaps half a text: the text of the last complete write is put back first. With a
+   * mirror, the value the file holds now (a foreign writer may have moved it) is where this
+   * writer starts.
    */
   #claimWriter(): void {
     takeClaim(this.#memory, this.#base + WRITER, this.#role("writer"));
@@ -361,8 +424,13 @@ export class StateCell {
       formatState(this.#bytes, this.#base, Atomics.load(this.#words, this.#valueIndex));
       Atomics.store(this.#words, this.#sequenceIndex, sequence + 1);
     }
-    // Readers that were checking the text for a foreign writer can now sleep for good.
+    const mirrored = this.#mirror?.read().value;
+    if (mirrored !== undefined && mirrored !== this.#load()) this.#publish(mirrored);
+    // Moving the sequence tells readers that follow a foreign writer that a cooperating one is
+    // back, and wakes those asleep.
+    Atomics.add(this.#words, this.#sequenceIndex, 2);
     this.#memory.wake(this.#base + SEQUENCE);
+    if (mirrored !== undefined) this.#mirror?.write(this.#load());
   }
 
   #publish(value: number): void {
@@ -398,12 +466,13 @@ export class StateCell {
     }
   }
 
-  /**
-   * How long the next sleep may last: until the deadline while a cooperating writer will wake
-   * us (undefined: no limit), else only until the next look at the text. Throws `TimedOut`
-   * once the deadline has passed.
-   */
-  #sleepFor(deadline: number): number | undefined {
+  /** The value now: the cell's, or the mirror's while no cooperating writer is alive. */
+  #current(cooperating: boolean): number {
+    return cooperating || this.#mirror === undefined ? this.#load() : this.#mirror.read().value;
+  }
+
+  /** Milliseconds left before `deadline` (undefined: none); throws `TimedOut` once it passed. */
+  #remaining(deadline: number): number | undefined {
     const remaining = deadline - performance.now();
     if (remaining <= 0) {
       throw failure(
@@ -413,39 +482,138 @@ export class StateCell {
         "no change before the timeout",
       );
     }
-    if (!this.#cooperatingWriter()) return Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
     return remaining === Infinity ? undefined : remaining;
   }
 
-  /** Whether a live process that speaks this protocol holds the writer role. */
-  #cooperatingWriter(): boolean {
-    const claim = readClaim(this.#memory, this.#base + WRITER);
-    if (claim === 0n || claim === this.#deadClaim) return false;
-    if (claimIsLive(claim)) return true;
-    this.#deadClaim = claim;
-    return false;
+  /**
+   * Whether a live process that speaks this protocol holds the writer role. A new claim is
+   * checked once and then watched through a pidfd, so this costs no syscall per call; with
+   * `listen`, a death wakes this handle's sleeping waits at once.
+   */
+  #writerAlive(listen: boolean): boolean {
+    const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
+    if (claim === 0n) {
+      this.#dropWatch("left");
+      return false;
+    }
+    if (this.#watch?.claim !== claim) {
+      this.#dropWatch("left");
+      this.#watch = new ProcessWatch(claim);
+      if (this.#watch.alive) this.#report("writing");
+    }
+    const watch = this.#watch;
+    if (!watch.alive) {
+      this.#report("died");
+      return false;
+    }
+    if (listen && this.#unlisten === undefined) {
+      this.#unlisten = watch.onDeath(() => {
+        this.#unlisten = undefined;
+        // Wakes this handle's futex wait (and, harmlessly, other readers of the cell).
+        if (!this.#closed) this.#memory.wake(this.#base + SEQUENCE);
+      });
+    }
+    return true;
+  }
+
+  /** Forgets the watched writer, reporting how it went if it was alive. */
+  #dropWatch(how: "left" | "died"): void {
+    if (this.#watch === undefined) return;
+    if (this.#watch.alive) this.#report(how);
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#watch.close();
+    this.#watch = undefined;
+  }
+
+  #report(status: WriterEvent["status"]): void {
+    const pid = this.#watch?.pid;
+    if (pid === undefined || this.#waiting === 0) return;
+    if (this.#writerSeen?.pid === pid && this.#writerSeen.status === status) return;
+    this.#writerSeen = { pid, status };
+    this.#onWriter?.({ pid, status });
   }
 
   /**
    * Sleeps until the value differs from `seen` or the sequence moves; returns the value then.
    * Throws `TimedOut` at the deadline and `BadResource` once closed; returns `seen` when `stop`
-   * aborts.
+   * aborts. With a cooperating writer alive it sleeps on the futex; otherwise a follower Worker
+   * watches the foreign writer's text and the sequence, and only a change wakes it.
    */
   async #nextChange(seen: number, deadline: number, stop: AbortSignal): Promise<number> {
-    const sequence = this.#sequence;
+    let sequence = this.#sequence;
     for (;;) {
       this.#check();
       if (stop.aborted) return seen;
-      const value = this.#load();
-      if (this.#sequence !== sequence || value !== seen) return value;
-      const timeoutMs = this.#sleepFor(deadline);
-      Atomics.add(this.#words, this.#waitersIndex, 1);
-      try {
-        await this.#memory.wait(this.#base + SEQUENCE, sequence, { timeoutMs, signal: stop });
-      } finally {
-        if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+      const cooperating = this.#writerAlive(true);
+      const value = this.#current(cooperating);
+      if (value !== seen) return value;
+      if (cooperating) {
+        if (this.#sequence !== sequence) return value;
+        this.#stopFollowing();
+        const timeoutMs = this.#remaining(deadline);
+        Atomics.add(this.#words, this.#waitersIndex, 1);
+        try {
+          await this.#memory.wait(this.#base + SEQUENCE, sequence, { timeoutMs, signal: stop });
+        } finally {
+          if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+        }
+      } else {
+        sequence = this.#sequence;
+        await this.#follow(seen, deadline, stop);
       }
     }
+  }
+
+  /** Waits for the follower's next report (starting one if needed), the deadline or `stop`. */
+  async #follow(seen: number, deadline: number, stop: AbortSignal): Promise<void> {
+    const timeoutMs = this.#remaining(deadline);
+    const sequence = Atomics.load(this.#words, this.#sequenceIndex);
+    this.#follower ??= this.#memory.followText(
+      this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
+      {
+        parse: parseState,
+        value: seen,
+        watchOffset: this.#base + SEQUENCE,
+        watchValue: sequence,
+        periodMs: this.#followPeriodMs,
+      },
+    );
+    const follower = this.#follower;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const change = await Promise.race([
+      follower.next(),
+      new Promise<undefined>((resolve) => {
+        if (timeoutMs !== undefined) timer = setTimeout(() => resolve(undefined), timeoutMs);
+        onAbort = () => resolve(undefined);
+        stop.addEventListener("abort", onAbort, { once: true });
+      }),
+    ]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort !== undefined) stop.removeEventListener("abort", onAbort);
+    });
+    // The sequence moved (a cooperating writer may be back) or the follower ended: start over.
+    if (change === undefined || change.watchMoved) this.#stopFollowing();
+  }
+
+  #stopFollowing(): void {
+    this.#follower?.stop();
+    this.#follower = undefined;
+  }
+
+  /** Marks a wait as under way, so that the writer's liveness is listened for. */
+  #enter(): void {
+    this.#waiting++;
+  }
+
+  /** Ends a wait; with none left, stops listening so nothing keeps the process alive. */
+  #leave(): void {
+    if (--this.#waiting > 0) return;
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#stopFollowing();
+    this.#writerSeen = undefined;
   }
 
   /** The caller's signal joined with this handle's own close, made once per caller's signal. */

@@ -11,9 +11,7 @@
 export const STATE_TEXT_BYTES = 32;
 
 const MINUS = 0x2d;
-const PLUS = 0x2b;
 const ZERO = 0x30;
-const NINE = 0x39;
 const NEWLINE = 0x0a;
 
 /**
@@ -40,27 +38,29 @@ export function formatState(bytes: Uint8Array, at: number, value: number): numbe
 /**
  * Reads the value the way `sscanf("%d")` does, from `at` up to `end`: leading white space, an
  * optional sign, digits. Anything unparsable reads as 0, as the original C LED reads an all-zero
- * file; values beyond 32 bits are clamped.
+ * file; values beyond 32 bits are clamped. It uses nothing outside its own body, so that a
+ * follower Worker can run it from its source text.
  */
 export function parseState(bytes: Uint8Array, at: number, end: number): number {
   let i = at;
   let byte = i < end ? Atomics.load(bytes, i) : 0;
+  // White space: space, \t, \n, \v, \f, \r.
   while (i < end - 1 && (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d))) {
     byte = Atomics.load(bytes, ++i);
   }
   let sign = 1;
-  if (byte === MINUS || byte === PLUS) {
-    if (byte === MINUS) sign = -1;
+  if (byte === 0x2d || byte === 0x2b) {
+    if (byte === 0x2d) sign = -1;
     byte = ++i < end ? Atomics.load(bytes, i) : 0;
   }
   let value = 0;
   let digits = 0;
-  while (i < end && byte >= ZERO && byte <= NINE) {
-    value = Math.min(value * 10 + (byte - ZERO), 2 ** 31);
+  while (i < end && byte >= 0x30 && byte <= 0x39) {
+    value = Math.min(value * 10 + (byte - 0x30), 2147483648);
     digits++;
     byte = ++i < end ? Atomics.load(bytes, i) : 0;
   }
-  return digits === 0 ? 0 : Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, sign * value));
+  return digits === 0 ? 0 : Math.max(-2147483648, Math.min(2147483647, sign * value));
 }
 
 /** Whether `value` is a 32-bit integer, the range of the original's `int`. */

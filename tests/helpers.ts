@@ -11,6 +11,7 @@ import * as C from "../ffi/constants.ts";
 import {
   closeFd,
   effectiveUid,
+  listDirectory,
   openPath,
   processState,
   readSmallFile,
@@ -389,6 +390,16 @@ export function voluntarySwitches(pid: number): number {
   const match = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(status);
   if (match === null) throw new Error(`No context switch count for pid ${pid}`);
   return Number(match[1]);
+}
+
+/** Voluntary context switches of every thread of `pid` together (Workers and Deno's pools too). */
+export function allThreadSwitches(pid: number): number {
+  let total = 0;
+  for (const task of listDirectory(`/proc/${pid}/task`)) {
+    const status = readSmallFile(`/proc/${pid}/task/${task}/status`) ?? "";
+    total += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return total;
 }
 
 /** Resolves after `ms` milliseconds. */

@@ -7,8 +7,9 @@ import {
   openStateCell,
   type StateCell,
 } from "../mod.ts";
-import { STATE_CELL_MAGIC, STATE_CELL_VERSION } from "../lib/state_cell.ts";
+import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
 import {
+  allThreadSwitches,
   delay,
   spawnDeno,
   TESTS_DIR,
@@ -326,6 +327,38 @@ testWith(
 
 testWith(
   RUN,
+  "a reader learns at once that its writer died, then follows a foreign writer's text",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      openStateCell(region).close();
+      await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
+      assertEquals(await holder.nextLine(), `writer ${holder.pid}`);
+      const events: WriterEvent[] = [];
+      let died: () => void = () => {};
+      const writerDied = new Promise<void>((resolve) => (died = resolve));
+      using reader = openStateCell(region, {
+        onWriter: (event) => {
+          events.push(event);
+          if (event.status === "died") died();
+        },
+      });
+      const next = reader.waitForChange({ timeout: 30_000 });
+      await delay(50); // the reader is asleep on the futex, listening to the writer's pidfd
+      holder.kill("SIGKILL");
+      await writerDied; // no timer and no write is needed for the reader to learn it
+      region.write(0, encoder.encode("7\n\0")); // the original C button writes only this
+      assertEquals(await next, 7);
+      assertEquals(events, [
+        { pid: holder.pid, status: "writing" },
+        { pid: holder.pid, status: "died" },
+      ]);
+    });
+  },
+);
+
+testWith(
+  RUN,
   "a reader blocked for minutes wakes on a write, without periodic wake-ups",
   async () => {
     await withShmName(async (name) => {
@@ -334,21 +367,27 @@ testWith(
       await using reader = spawnDeno(PEER, ["follow", "posix", name]);
       assertEquals(await reader.nextLine(), "ready 0");
       await delay(300); // let the runtime settle
-      const before = voluntarySwitches(reader.pid);
+      const before = allThreadSwitches(reader.pid);
       await delay(1000);
-      const idle = voluntarySwitches(reader.pid) - before;
+      const idle = allThreadSwitches(reader.pid) - before;
       writer.write(1);
       assertEquals(await reader.nextLine(), "value 1");
       writer.write(0);
       assertEquals(await reader.nextLine(), "value 0");
-      // With no cooperating writer the reader checks the text every 2 ms (~500 wake-ups a second).
+      // With no cooperating writer a Worker looks at the text every 3 ms (about 330 times a
+      // second), and the event loop (the main thread) still sleeps until something changes.
       writer.close();
       await delay(300);
-      const pollingBefore = voluntarySwitches(reader.pid);
+      const followingBefore = allThreadSwitches(reader.pid);
+      const mainBefore = voluntarySwitches(reader.pid);
       await delay(1000);
-      const polling = voluntarySwitches(reader.pid) - pollingBefore;
-      assert(idle * 10 < polling, `idle reader woke ${idle} times, a polling one ${polling}`);
-      assert(idle < 50, `idle reader woke ${idle} times in a second`);
+      const following = allThreadSwitches(reader.pid) - followingBefore;
+      const main = voluntarySwitches(reader.pid) - mainBefore;
+      assert(idle < 50, `the idle reader's threads woke ${idle} times in a second`);
+      assert(idle * 5 < following, `idle reader woke ${idle} times, a following one ${following}`);
+      assert(main < 50, `the following reader's event loop woke ${main} times in a second`);
+      region.write(0, encoder.encode("1\n\0")); // a foreign writer: text only
+      assertEquals(await reader.nextLine(), "value 1");
     });
   },
 );
