@@ -21,6 +21,10 @@ import { type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
+import type { ChannelReceiver } from "../app/remote/channel.ts";
+import { openCommandReceiver, openEventSender, openRemoteLink } from "../app/remote/link.ts";
+import { type Command, decodeCommand } from "../app/remote/messages.ts";
+import { PressReporter } from "../app/remote/press_reporter.ts";
 
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({
@@ -61,6 +65,13 @@ export const BUTTON_COMMAND = defineCommand({
       requires: "pi",
       help: "ignore bounces shorter than N ms",
     },
+    remote: {
+      type: "string",
+      arg: "PATH",
+      help: "the launcher's remote link, /proc/PID/fd/N (the launcher passes it with --mqtt): " +
+        "apply the ON, OFF and TOGGLE commands that come through it as presses are applied, " +
+        "and report each press through it",
+    },
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
   },
@@ -79,9 +90,21 @@ export interface RunButtonOptions {
 }
 
 /**
- * Toggles `cell` between 0 and 1 on every press of `button` until `signal` aborts. It toggles
- * what the cell holds, not a private copy, so the first press always changes the LED even when
- * the state was left over from an earlier run or another writer. Returns the number of presses.
+ * Applies `command` to `cell` and returns the state it holds afterwards. A press is `TOGGLE`:
+ * it toggles what the cell holds, not a private copy, so the first press always changes the
+ * LED even when the state was left over from an earlier run or another writer. `ON` and `OFF`
+ * write only when they change something.
+ */
+export function applyCommand(cell: StateCell, command: Command): number {
+  const now = cell.read();
+  const state = command === "ON" ? 1 : command === "OFF" ? 0 : now === 0 ? 1 : 0;
+  if (state !== now) cell.write(state);
+  return state;
+}
+
+/**
+ * Toggles `cell` between 0 and 1 on every press of `button` until `signal` aborts; returns the
+ * number of presses.
  */
 export async function runButton(
   button: Button,
@@ -90,12 +113,31 @@ export async function runButton(
 ): Promise<number> {
   let presses = 0;
   for await (const _ of button.presses(options.signal)) {
-    const state = cell.read() === 0 ? 1 : 0;
-    cell.write(state);
+    const state = applyCommand(cell, "TOGGLE");
     presses++;
     options.onPress?.(state);
   }
   return presses;
+}
+
+/**
+ * Applies each command that comes through `commands` to `cell`, through the same
+ * {@link applyCommand} a press takes, until `signal` aborts.
+ */
+export async function runCommands(
+  commands: ChannelReceiver,
+  cell: StateCell,
+  options: { signal: AbortSignal; onCommand?: (command: Command, state: number) => void },
+): Promise<void> {
+  for await (const message of commands.messages(options.signal)) {
+    const command = decodeCommand(message);
+    if (command === undefined) {
+      throw new Deno.errors.InvalidData(
+        `Cannot apply a remote command: ${message.length} bytes that are not ON, OFF or TOGGLE`,
+      );
+    }
+    options.onCommand?.(command, applyCommand(cell, command));
+  }
 }
 
 /** Describes input that was not a press, for a warning. */
@@ -138,10 +180,32 @@ async function main(flags: ButtonFlags): Promise<void> {
     log.info(`Button ready: echo 0 > ${fifo}`);
   }
   await using _button = button;
-  await runButton(button, cell, {
-    signal,
-    onPress: (state) => log.debug(`Pressed: state ${state}`),
+  const link = flags.remote === undefined ? undefined : openRemoteLink(flags.remote);
+  using _link = link;
+  using events = link && openEventSender(link);
+  using commands = link && openCommandReceiver(link);
+  const reporter = events && new PressReporter(events, {
+    onDropping: (reason) =>
+      log.warn(
+        `Presses are not reaching the remote bridge (${
+          reason === "full" ? "it is not taking them" : "it is not running"
+        }); the LED still follows them`,
+      ),
+    onResumed: (dropped) => log.info(`Presses reach the remote bridge again (${dropped} dropped)`),
   });
+  await Promise.all([
+    runButton(button, cell, {
+      signal,
+      onPress: (state) => {
+        log.debug(`Pressed: state ${state}`);
+        reporter?.report();
+      },
+    }),
+    commands && runCommands(commands, cell, {
+      signal,
+      onCommand: (command, state) => log.debug(`Remote command ${command}: state ${state}`),
+    }),
+  ]);
 }
 
 if (import.meta.main) {
