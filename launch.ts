@@ -20,6 +20,15 @@ import { createFifo, removeIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
+import { usage } from "./app/flags.ts";
+import { createRemoteLink } from "./app/remote/link.ts";
+import { loadCredentials } from "./bridges/mqtt/credentials.ts";
+import {
+  mqttBridgeArgs,
+  mqttBridgePermissions,
+  type MqttSettings,
+  mqttSettings,
+} from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -32,6 +41,7 @@ interface Resources {
   fifoIdentity?: string;
   fifoCreated?: boolean;
   fifoFd?: number;
+  link?: SharedRegion;
 }
 
 /** Undoes what the launcher did, each step on its own so that one failure skips nothing. */
@@ -48,6 +58,7 @@ function release(resources: Resources, log: Logger): void {
       if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
     }],
     ["unmap the state", () => resources.region?.close()],
+    ["unmap the remote link", () => resources.link?.close()],
   ];
   for (const [what, step] of steps) {
     try {
@@ -108,23 +119,30 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
-function childSpecs(
-  flags: LaunchFlags,
-  region: SharedRegion,
-  fifo: string | undefined,
-): ChildSpec[] {
+/** The flags that name the state and set up logging, which every child takes. */
+function commonArgs(flags: LaunchFlags, region: SharedRegion): string[] {
   const stateArgs = region.kind === "memfd"
     ? ["--memfd", region.name]
     : region.kind === "posix"
     ? ["--shm", region.name]
     : ["--state", region.name];
-  const common = [
+  return [
     ...stateArgs,
     "--log-level",
     flags.logLevel,
     "--log-format",
     flags.logFormat ?? defaultLogFormat(),
   ];
+}
+
+function childSpecs(
+  flags: LaunchFlags,
+  region: SharedRegion,
+  fifo: string | undefined,
+  link: SharedRegion | undefined,
+): ChildSpec[] {
+  const remote = link === undefined ? [] : ["--remote", link.name];
+  const common = commonArgs(flags, region);
   const option = (name: string, value: unknown): string[] =>
     value === undefined ? [] : [name, String(value)];
   if (flags.pi) {
@@ -153,6 +171,7 @@ function childSpecs(
           ...chip,
           ...option("--line", flags.buttonLine),
           ...option("--debounce-ms", flags.debounceMs),
+          ...remote,
         ],
       },
     ];
@@ -168,7 +187,7 @@ function childSpecs(
       name: "button",
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
-      args: [...common, "--fifo", fifo as string],
+      args: [...common, "--fifo", fifo as string, ...remote],
     },
   ];
 }
@@ -187,7 +206,28 @@ async function checkGpio(flags: LaunchFlags, log: Logger): Promise<void> {
   led.close();
 }
 
-async function main(flags: LaunchFlags): Promise<number> {
+/** The MQTT bridge: a third child, reading the state and talking to the button over `link`. */
+function bridgeSpec(
+  flags: LaunchFlags,
+  settings: MqttSettings,
+  region: SharedRegion,
+  link: SharedRegion,
+): ChildSpec {
+  return {
+    name: "mqtt",
+    script: `${ROOT}bridges/mqtt_bridge.ts`,
+    permissions: mqttBridgePermissions(settings),
+    args: [
+      ...commonArgs(flags, region),
+      "--remote",
+      link.name,
+      ...(flags.pi ? ["--pi"] : []),
+      ...mqttBridgeArgs(settings),
+    ],
+  };
+}
+
+async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise<number> {
   await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("launch");
   const stop = new AbortController();
@@ -215,6 +255,12 @@ async function main(flags: LaunchFlags): Promise<number> {
     writer.write(0);
     writer.close();
 
+    if (mqtt !== undefined) {
+      // A missing or unsafe credentials file is reported now, not as a crash loop later.
+      if (mqtt.credentialsFile !== undefined) loadCredentials(mqtt.credentialsFile);
+      resources.link = createRemoteLink();
+    }
+
     let fifo: string | undefined;
     if (flags.pi) {
       await checkGpio(flags, log);
@@ -227,9 +273,12 @@ async function main(flags: LaunchFlags): Promise<number> {
     }
 
     const config = `${ROOT}deno.json`;
-    const supervisors = childSpecs(flags, region, fifo).map((spec) =>
+    const supervisors = childSpecs(flags, region, fifo, resources.link).map((spec) =>
       new Supervisor(spec, { log, config })
     );
+    const bridge = mqtt !== undefined && resources.link !== undefined
+      ? new Supervisor(bridgeSpec(flags, mqtt, region, resources.link), { log, config })
+      : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
       const pressPath = fifo;
@@ -238,6 +287,11 @@ async function main(flags: LaunchFlags): Promise<number> {
       );
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
+    // The bridge is optional: if it keeps crashing, the button and LED carry on without it.
+    const bridging = bridge?.run(stop.signal).catch((error) => {
+      if (!(error instanceof ChildCrashLoop)) throw error;
+      log.error(`${error.message}; the button and LED keep running without MQTT`);
+    });
     try {
       await Promise.race([
         Promise.all(running),
@@ -245,14 +299,14 @@ async function main(flags: LaunchFlags): Promise<number> {
       ]);
     } catch (error) {
       stop.abort();
-      await Promise.allSettled(running);
+      await Promise.allSettled([...running, bridging]);
       if (error instanceof ChildCrashLoop) {
         log.error(`Stopping: ${error.message}`);
         return 1;
       }
       throw error;
     }
-    await Promise.allSettled(running);
+    await Promise.allSettled([...running, bridging]);
     log.info("Stopped");
     return 0;
   } finally {
@@ -264,9 +318,16 @@ async function main(flags: LaunchFlags): Promise<number> {
 
 if (import.meta.main) {
   const flags = parseCommandLine(LAUNCH_COMMAND);
+  let mqtt: MqttSettings | undefined;
+  try {
+    mqtt = mqttSettings(flags);
+  } catch (error) {
+    console.error(`launch: ${(error as Error).message}\n\n${usage(LAUNCH_COMMAND)}`);
+    Deno.exit(2);
+  }
   let code: number;
   try {
-    code = await main(flags);
+    code = await main(flags, mqtt);
   } catch (error) {
     console.error(`launch: ${(error as Error).message}`);
     code = 1;

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { MQTT_FLAGS } from "../bridges/mqtt/settings.ts";
 import { LOG_FLAGS, STATE_FLAGS } from "./cli.ts";
 import { type CommandFlags, defineCommand } from "./flags.ts";
 
@@ -64,6 +65,7 @@ export const LAUNCH_COMMAND = defineCommand({
       requires: "pi",
       help: "ignore button bounces shorter than N ms",
     },
+    ...MQTT_FLAGS,
   },
   exclusive: [{ flags: ["state", "shm"] }, { flags: ["fifo", "pi"] }],
   footer: "Without --state or --shm the state is anonymous shared memory that only the " +
