@@ -124,7 +124,13 @@ export class MqttBridge {
     this.#pushState();
   }
 
-  /** Publishes the latest state until the broker holds it: one publish in flight at a time. */
+  /**
+   * Publishes the latest state until it is out: one publish at a time, so a burst of changes
+   * costs one message per round, not one per change. QoS 0: each connection starts by
+   * publishing the state again, so a message lost with a connection is soon replaced; and a
+   * QoS 1 acknowledgement from the broker would, through Nagle's algorithm on its side, hold
+   * back the next command to us by up to 40 ms.
+   */
   async #pushState(): Promise<void> {
     if (this.#publishing) return;
     this.#publishing = true;
@@ -134,7 +140,7 @@ export class MqttBridge {
         const ok = await this.#connection.publish(
           this.#options.topics.state,
           state ? "ON" : "OFF",
-          { retain: true },
+          { retain: true, qos: 0 },
         );
         if (!ok) return; // not connected: the next connection publishes it
         this.#published = state;
