@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { deviceId, type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
 import {
-  type ChildProcess,
+  ChildProcess,
   eventually,
   processGone,
   ROOT,
@@ -348,6 +348,60 @@ testWithBroker(
       assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
       await writeAndLeave(system.fifo, "0\n");
       await ledShows(launcher, "On", 0);
+    });
+  },
+);
+
+/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
+function taskArgs(name: string): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const command: string = config.tasks[name].command;
+  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
+  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
+  assertEquals([deno, args[0]], ["deno", "run"], command);
+  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
+  return args;
+}
+
+testWithBroker(
+  "deno task launch --mqtt runs with the task's narrowed permissions, credentials from a file",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir, { users: { carol: "pw" } });
+      const login = `${dir}/login`;
+      await Deno.writeTextFile(login, "username=carol\npassword=pw\n", { mode: 0o600 });
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      await using launcher = new ChildProcess(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            ...taskArgs("launch"),
+            "--fifo",
+            `${dir}/button.fifo`,
+            "--mqtt",
+            broker.url,
+            "--mqtt-credentials",
+            login,
+            "--mqtt-prefix",
+            prefix,
+          ],
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      );
+      await launcher.waitFor(/Connected to mqtt/);
+      await using listener = await listen(broker.url, [`${prefix}/#`], {
+        username: "carol",
+        password: "pw",
+      });
+      await writeAndLeave(`${dir}/button.fifo`, "0\n");
+      await listener.waitFor(`${prefix}/button/action`, { payload: "press" });
+      await listener.waitFor(`${prefix}/led/state`, { payload: "ON" });
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      assertEquals(launcher.matching(/NotCapable|Requires .* access/), [], launcher.transcript);
+      await listener.waitFor(`${prefix}/availability`, { payload: "offline" });
     });
   },
 );
