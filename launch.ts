@@ -22,6 +22,7 @@ import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink } from "./app/remote/link.ts";
+import { readCaFile } from "./bridges/mqtt/ca_file.ts";
 import { loadCredentials } from "./bridges/mqtt/credentials.ts";
 import {
   mqttBridgeArgs,
@@ -256,8 +257,9 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     writer.close();
 
     if (mqtt !== undefined) {
-      // A missing or unsafe credentials file is reported now, not as a crash loop later.
+      // A missing or unsafe file is reported now, not as the bridge's crash loop later.
       if (mqtt.credentialsFile !== undefined) loadCredentials(mqtt.credentialsFile);
+      if (mqtt.caFile !== undefined) readCaFile(mqtt.caFile);
       resources.link = createRemoteLink();
     }
 

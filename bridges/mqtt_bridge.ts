@@ -26,6 +26,7 @@ import { isPress } from "../app/remote/messages.ts";
 import { openStateCell } from "../mod.ts";
 import config from "../deno.json" with { type: "json" };
 import { MqttBridge } from "./mqtt/bridge.ts";
+import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
 import { discoveryMessages } from "./mqtt/discovery.ts";
 import { MACHINE_ID_PATHS, MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
@@ -77,7 +78,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("mqtt");
   const credentials = loadCredentials(settings.credentialsFile);
-  const ca = settings.caFile === undefined ? undefined : await Deno.readTextFile(settings.caFile);
+  const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);
   const hostname = Deno.hostname();
   const name = await machineName(hostname, await readMachineId());
   const prefix = settings.prefix ?? defaultPrefix(name);

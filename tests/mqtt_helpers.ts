@@ -38,7 +38,9 @@ export function testWithBroker(
     Deno.permissions.querySync(descriptor).state !== "granted"
   ).map((descriptor) => `--allow-${descriptor.name}`);
   const programs = ["mosquitto", "mosquitto_passwd", ...(options.programs ?? [])];
-  const missing = denied.length > 0 ? denied : programs.filter((program) => !hasProgram(program));
+  const missing = denied.length > 0
+    ? denied
+    : programs.filter((program) => !hasProgram(program)).map((program) => `${program} on PATH`);
   Deno.test({
     name: missing.length === 0 ? name : `${name} [ignored: needs ${missing.join(" ")}]`,
     ignore: missing.length > 0,

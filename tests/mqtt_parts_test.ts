@@ -16,6 +16,7 @@ import {
   readCredentialsFile,
   USERNAME_ENV,
 } from "../bridges/mqtt/credentials.ts";
+import { readCaFile } from "../bridges/mqtt/ca_file.ts";
 import { describeProblem } from "../bridges/mqtt/problems.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
 import { OncePerKind, parseSetPayload } from "../bridges/mqtt/set_payload.ts";
@@ -205,11 +206,6 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
     TypeError,
     "--mqtt-client-id",
   );
-  assertThrowsWith(
-    () => mqttSettings({ mqtt: "mqtt://h", mqttCredentials: "a,b" }),
-    TypeError,
-    "comma",
-  );
   const settings = mqttSettings({
     mqtt: "mqtts://broker.lan",
     mqttCa: "/etc/ca.pem",
@@ -235,7 +231,7 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
   assert(permissions.includes("--allow-sys=hostname"));
   assert(
     permissions.includes(
-      "--allow-read=/etc/machine-id,/var/lib/dbus/machine-id,/etc/mmap-ipc/login,/etc/ca.pem",
+      "--allow-read=/etc/machine-id,/var/lib/dbus/machine-id",
     ),
   );
   assert(!permissions.some((flag) => flag === "--allow-all" || flag === "--allow-net"));
@@ -292,6 +288,27 @@ testWith(
         "no such file",
       );
       assertThrowsWith(() => readCredentialsFile(dir), Deno.errors.InvalidData, "a directory");
+    });
+  },
+);
+
+testWith(
+  ["read", "write"],
+  "readCaFile() takes a PEM file and refuses one without a certificate, a directory and a missing file",
+  async () => {
+    await withTempDir(async (dir) => {
+      const pem = `${dir}/ca.pem`;
+      const body = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      await Deno.writeTextFile(pem, body);
+      assertEquals(readCaFile(pem), body);
+      await Deno.writeTextFile(`${dir}/key.pem`, "-----BEGIN PRIVATE KEY-----\n");
+      assertThrowsWith(
+        () => readCaFile(`${dir}/key.pem`),
+        Deno.errors.InvalidData,
+        "no PEM certificate",
+      );
+      assertThrowsWith(() => readCaFile(dir), Deno.errors.InvalidData, "a directory");
+      assertThrowsWith(() => readCaFile(`${dir}/none`), Deno.errors.NotFound, `${dir}/none`);
     });
   },
 );

@@ -423,6 +423,29 @@ testWithBroker("MQTT bridge: logs in with credentials from the environment", asy
 });
 
 testWithBroker(
+  "MQTT bridge: when it keeps crashing the launcher gives up on it alone; the button and LED carry on",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      await using system = await startSystem(dir, broker.url);
+      const { launcher } = system;
+      for (let crash = 0, since = 0; crash < 5; crash++) {
+        const started = await launcher.waitFor(/Started mqtt \(pid (\d+)\)/, { since });
+        since = started.index + 1;
+        Deno.kill(Number(started.match[1]), "SIGKILL");
+      }
+      const gaveUp = await launcher.waitFor(/keep running without MQTT/);
+      assertStringIncludes(gaveUp.match.input, "mqtt crashed 5 times in a row");
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "On", gaveUp.index);
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "Off", gaveUp.index);
+      assertEquals(launcher.matching(/Started mqtt/).length, 5);
+    });
+  },
+);
+
+testWithBroker(
   "MQTT bridge over mqtts:// trusts the CA given with --mqtt-ca, and says what to do without it",
   async () => {
     await withTempDir(async (dir) => {
@@ -487,6 +510,14 @@ testWith(
       ]);
       assertEquals(missing.code, 1);
       assertStringIncludes(missing.stderr, "no such file or directory");
+      await Deno.writeTextFile(`${dir}/not-a-ca.pem`, "hello\n");
+      const ca = await run(["--mqtt", "mqtts://127.0.0.1", "--mqtt-ca", `${dir}/not-a-ca.pem`]);
+      assertEquals(ca.code, 1);
+      assertStringIncludes(ca.stderr, "holds no PEM certificate");
+      assertEquals([...Deno.readDirSync(dir)].map((entry) => entry.name).sort(), [
+        "not-a-ca.pem",
+        "open.login",
+      ], "no FIFO or anything else left behind");
     });
   },
 );

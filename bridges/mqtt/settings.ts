@@ -152,12 +152,6 @@ export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   if (caFile !== undefined && !broker.tls) {
     throw new TypeError(`--mqtt-ca is for TLS: use an mqtts:// URL, not ${broker.url}`);
   }
-  for (const [flag, path] of [["--mqtt-credentials", credentialsFile], ["--mqtt-ca", caFile]]) {
-    // The bridge may read exactly these paths, and Deno lists them comma-separated.
-    if (path?.includes(",")) {
-      throw new TypeError(`Invalid ${flag} ${JSON.stringify(path)}: a path with a comma`);
-    }
-  }
   if (
     clientId !== undefined &&
     (clientId === "" || clientId.length > 128 || hasControlCharacter(clientId))
@@ -195,18 +189,17 @@ export function mqttBridgeArgs(settings: MqttSettings): string[] {
 }
 
 /**
- * What the bridge process may do: map the shared state (ffi), reach its broker and nothing
- * else, read its own files and the machine id, and the host name. The whole environment,
- * because the MQTT library's logging module lists it when it loads.
+ * What the bridge process may do: map the shared state (ffi, through which it also reads the
+ * credentials and CA files, as the launcher does), reach its broker and nothing else, read the
+ * machine id, and the host name. The whole environment, because the MQTT library's logging
+ * module lists it when it loads.
  */
 export function mqttBridgePermissions(settings: MqttSettings): string[] {
-  const files = [...MACHINE_ID_PATHS, settings.credentialsFile, settings.caFile]
-    .filter((path) => path !== undefined);
   return [
     "--allow-ffi",
     "--allow-env",
     "--allow-sys=hostname",
     `--allow-net=${settings.host}:${settings.port}`,
-    `--allow-read=${files.join(",")}`,
+    `--allow-read=${MACHINE_ID_PATHS.join(",")}`,
   ];
 }
