@@ -252,6 +252,24 @@ testWithBroker(
       );
 
       await t.step(
+        "Home Assistant coming online (its birth message) gets the discovery and state again",
+        async () => {
+          const mark = early.heard.length;
+          await using ha = await listen(broker.url, ["homeassistant/#"]);
+          await ha.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`);
+          const retained = ha.heard.length;
+          await ha.publish("homeassistant/status", "online");
+          await launcher.waitFor(/Home Assistant \(re\)started/, { since });
+          const again = await ha.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`, {
+            since: retained,
+          });
+          assertEquals(again.retain, false, "published anew, not the retained copy");
+          await early.waitFor(topics.state, { payload: "ON", since: mark });
+          await early.waitFor(topics.availability, { payload: "online", since: mark });
+        },
+      );
+
+      await t.step(
         "a killed bridge leaves its will (offline); the restarted one is online with the state and does not apply a retained command again",
         async () => {
           // Retained, so the restarted bridge hears it again when it subscribes.

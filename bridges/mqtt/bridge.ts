@@ -47,6 +47,7 @@ export class MqttBridge {
   #published: boolean | undefined;
   #publishing = false;
   #droppedPresses = 0;
+  #closed = false;
 
   /** Prepares the bridge; {@link MqttBridge.start} connects. */
   constructor(options: MqttBridgeOptions) {
@@ -68,17 +69,20 @@ export class MqttBridge {
 
   /** Connects, and keeps reconnecting until closed. */
   start(): void {
+    this.#check();
     this.#connection.start();
   }
 
   /** Shows a new LED state: published now if connected, else on the next connection. */
   setState(on: boolean): void {
+    this.#check();
     this.#state = on;
     this.#pushState();
   }
 
   /** Publishes one press on the action topic; a press while disconnected is dropped. */
   press(): void {
+    this.#check();
     if (this.#connection.publishEvent(this.#options.topics.action, PRESS_PAYLOAD)) {
       if (this.#droppedPresses > 0) {
         this.#options.log.info(`Publishing presses again (${this.#droppedPresses} dropped)`);
@@ -92,12 +96,26 @@ export class MqttBridge {
     }
   }
 
-  /** Publishes `offline`, disconnects and stops reconnecting. Safe twice. */
+  /**
+   * Publishes `offline`, disconnects and stops reconnecting; everything else throws
+   * `BadResource` from now on. Safe twice.
+   */
   close(): Promise<void> {
+    this.#closed = true;
     return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
   }
 
+  /** Same as {@link MqttBridge.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #check(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("The MQTT bridge is closed");
+  }
+
   #onConnect(): void {
+    if (this.#closed) return;
     this.#published = undefined;
     this.#announce();
     const { topics } = this.#options;
@@ -135,7 +153,7 @@ export class MqttBridge {
     if (this.#publishing) return;
     this.#publishing = true;
     try {
-      while (this.#state !== undefined && this.#state !== this.#published) {
+      while (!this.#closed && this.#state !== undefined && this.#state !== this.#published) {
         const state = this.#state;
         const ok = await this.#connection.publish(
           this.#options.topics.state,
@@ -151,6 +169,7 @@ export class MqttBridge {
   }
 
   #onMessage(topic: string, payload: Uint8Array, retained: boolean): void {
+    if (this.#closed) return;
     const { topics, log } = this.#options;
     if (topic === this.#haStatus) {
       if (new TextDecoder().decode(payload) === "online") {

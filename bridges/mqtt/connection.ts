@@ -80,7 +80,8 @@ export class BrokerConnection {
 
   /** Connects, and keeps reconnecting until closed. */
   start(): void {
-    if (this.#client !== undefined || this.#closing) return;
+    this.#check();
+    if (this.#client !== undefined) return;
     const { url, clientId, credentials, ca, will } = this.#options;
     const client = connect(url, {
       clientId,
@@ -169,8 +170,17 @@ export class BrokerConnection {
     payload: string,
     options: { retain: boolean; qos?: 0 | 1 },
   ): Promise<boolean> {
+    this.#check();
+    return this.#publish(topic, payload, options);
+  }
+
+  #publish(
+    topic: string,
+    payload: string,
+    options: { retain: boolean; qos?: 0 | 1 },
+  ): Promise<boolean> {
     const client = this.#client;
-    if (client === undefined || !client.connected || this.#closing) return Promise.resolve(false);
+    if (client === undefined || !client.connected) return Promise.resolve(false);
     return new Promise((resolve) => {
       const settle = (ok: boolean): void => {
         if (this.#inFlight.delete(settle)) resolve(ok);
@@ -187,8 +197,9 @@ export class BrokerConnection {
    * the socket already holds {@link MAX_UNWRITTEN} unwritten events.
    */
   publishEvent(topic: string, payload: string): boolean {
+    this.#check();
     const client = this.#client;
-    if (client === undefined || !client.connected || this.#closing) return false;
+    if (client === undefined || !client.connected) return false;
     if (this.#unwritten >= MAX_UNWRITTEN) return false;
     const generation = this.#generation;
     this.#unwritten++;
@@ -200,6 +211,7 @@ export class BrokerConnection {
 
   /** Subscribes to `topics` (topic to QoS); resolves false if that failed. */
   subscribe(topics: Record<string, 0 | 1>): Promise<boolean> {
+    this.#check();
     const client = this.#client;
     if (client === undefined || !client.connected) return Promise.resolve(false);
     const request = Object.fromEntries(
@@ -212,15 +224,16 @@ export class BrokerConnection {
 
   /**
    * Publishes `last` (retained) if connected, says goodbye to the broker and stops
-   * reconnecting; waits at most a few seconds. Safe twice.
+   * reconnecting; waits at most a few seconds. Everything else throws `BadResource` from now
+   * on. Safe twice.
    */
   async close(last?: { topic: string; payload: string }): Promise<void> {
     if (this.#closing) return;
+    this.#closing = true;
     const client = this.#client;
     if (last !== undefined && client?.connected) {
-      await withTimeout(this.publish(last.topic, last.payload, { retain: true }), GRACE_MS);
+      await withTimeout(this.#publish(last.topic, last.payload, { retain: true }), GRACE_MS);
     }
-    this.#closing = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (client === undefined) return;
@@ -229,6 +242,19 @@ export class BrokerConnection {
     );
     if (!(await withTimeout(ended, GRACE_MS))) {
       await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    }
+  }
+
+  /** Same as {@link BrokerConnection.close} without a last message, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #check(): void {
+    if (this.#closing) {
+      throw new Deno.errors.BadResource(
+        `The connection to the broker at ${this.#options.url} is closed`,
+      );
     }
   }
 }
