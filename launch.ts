@@ -1,25 +1,39 @@
 /**
- * The launcher: creates the shared state and the button's FIFO, starts the button and the LED
+ * The launcher: claims the paths it will use, keeps the state in a sealed memfd (and, with
+ * `--state` or `--shm`, as text in that file for other programs), starts the button and the LED
  * as separate processes, restarts them when they die, and on Ctrl+C or SIGTERM stops both and
  * removes what it created. `deno task launch` runs it.
  *
  * @module
  */
 
-import { openStateRegion } from "./app/cli.ts";
+import { openStateShm } from "./lib/state_file.ts";
+import { STATE_REGION_SIZE } from "./app/cli.ts";
+import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import type { Logger } from "@logtape/logtape";
 import { defaultLogFormat, logger, setupLogging } from "./app/logging.ts";
+import { claimPaths, type PathClaim } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import { closeFd, flockHolder, openPath, statFd, tryLockExclusive, writeFd } from "./ffi/posix.ts";
+import { closeFd, openPath, statPath, writeFd } from "./ffi/posix.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
-import { createFifo, removeIfSame } from "./lib/owned_path.ts";
+import { refuseIfRead } from "./hw/fifo_button.ts";
+import { findHolders } from "./lib/holders.ts";
+import { normalizeShmName } from "./lib/open_region.ts";
+import { checkOwn, createFifo, removeIfSame, removeShmIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
-import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
+import {
+  createMemfdRegion,
+  openStateCell,
+  openStateFile,
+  type SharedRegion,
+  type StateCell,
+  type StateFile,
+} from "./mod.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
@@ -33,33 +47,49 @@ import {
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
+/** Something at a path that this launcher owns, and so removes when it stops. */
+interface Owned {
+  kind: "state file" | "shared memory" | "FIFO";
+  path: string;
+  identity: string;
+  remove: () => void;
+}
+
 /** Everything the launcher made or holds, so that it can undo exactly that. */
 interface Resources {
+  claims: PathClaim[];
+  owned: Owned[];
   region?: SharedRegion;
-  regionCreated?: boolean;
+  mirror?: StateFile;
   cell?: StateCell;
-  fifoPath?: string;
-  fifoIdentity?: string;
-  fifoCreated?: boolean;
-  fifoFd?: number;
   link?: SharedRegion;
 }
 
-/** Undoes what the launcher did, each step on its own so that one failure skips nothing. */
+/**
+ * Undoes what the launcher did, each step on its own so that one failure skips nothing. A
+ * file it made is left in place while another process still uses it (the original C LED maps
+ * the state file): removing it would split that process off.
+ */
 function release(resources: Resources, log: Logger): void {
   const steps: [string, () => void][] = [
-    ["close the FIFO", () => resources.fifoFd !== undefined && closeFd(resources.fifoFd)],
-    ["remove the FIFO", () => {
-      if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
-        removeIfSame(resources.fifoPath, resources.fifoIdentity, "remove FIFO");
-      }
-    }],
     ["release the state", () => resources.cell?.close()],
-    ["remove the state", () => {
-      if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
-    }],
     ["unmap the state", () => resources.region?.close()],
     ["unmap the remote link", () => resources.link?.close()],
+    ["close the state file", () => resources.mirror?.close()],
+    ...resources.owned.map((owned): [string, () => void] => [
+      `remove the ${owned.kind} ${JSON.stringify(owned.path)}`,
+      () => {
+        const users = owned.kind === "FIFO" ? [] : findHolders(owned.identity, { maps: true });
+        if (users.length > 0) {
+          log.info(
+            `Left the ${owned.kind} ${JSON.stringify(owned.path)} in place: pid ${
+              users.join(", pid ")
+            } still uses it`,
+          );
+        } else owned.remove();
+      },
+    ]),
+    ["give up the claims on the paths", () => resources.claims.forEach((claim) => claim.release())],
   ];
   for (const [what, step] of steps) {
     try {
@@ -70,29 +100,67 @@ function release(resources: Resources, log: Logger): void {
   }
 }
 
+/** The line for a leftover a launcher that died left at a claimed path. */
+function adopting(claim: PathClaim): string {
+  return `Adopting the ${claim.kind} ${
+    JSON.stringify(claim.path)
+  } left by launcher pid ${claim.leftover?.pid}, which did not stop cleanly`;
+}
+
 /**
- * Holds a read end of the FIFO, locked: writers never block or fail while the button restarts,
- * and a second launcher on the same FIFO is refused by pid.
+ * Makes the button's FIFO or takes over a leftover of ours; a FIFO another program reads is
+ * refused (presses would go to whichever reads first), anything else at the path is refused.
  */
-function holdFifo(path: string, identity: string): number {
-  const fd = openPath(path, C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "open FIFO");
-  const stat = statFd(fd, path);
-  if (stat.identity !== identity) {
-    closeFd(fd);
-    throw new Deno.errors.InvalidData(
-      `Cannot open FIFO ${JSON.stringify(path)}: it was replaced while starting`,
-    );
+function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): void {
+  const path = claim.path;
+  const existing = statPath(path);
+  if (existing === undefined || claim.leftover?.identity === existing.identity) {
+    if (existing !== undefined) {
+      refuseIfRead(path, existing.identity);
+      log.info(adopting(claim));
+    }
+    const { identity } = existing ?? createFifo(path);
+    claim.record(identity);
+    resources.owned.push({
+      kind: "FIFO",
+      path,
+      identity,
+      remove: () => removeIfSame(path, identity, "remove FIFO"),
+    });
+    return;
   }
-  if (!tryLockExclusive(fd, path)) {
-    closeFd(fd);
-    const holder = flockHolder(stat.lockIdentity);
-    throw new Deno.errors.Busy(
-      `Cannot launch: another launcher${holder ? ` (pid ${holder})` : ""} is using the FIFO ${
-        JSON.stringify(path)
-      }`,
-    );
+  checkOwn(existing, "fifo", "use FIFO", path);
+  refuseIfRead(path, existing.identity);
+  log.info(`Using the FIFO ${JSON.stringify(path)} that was already there; it stays after exit`);
+}
+
+/**
+ * Opens the state file (or shm object) the state is mirrored to: made here (and then ours to
+ * remove), taken over from a launcher that died, or, when it was there already (the original's
+ * `/tmp/data.dat`), used in place and never removed. A file that holds anything but a state is
+ * refused and left exactly as it is.
+ */
+function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): StateFile {
+  const shm = claim.kind === "shared memory";
+  const path = claim.path;
+  const mirror = shm ? openStateShm(path, { create: true }) : openStateFile(path, { create: true });
+  const identity = mirror.identity;
+  const leftover = claim.leftover?.identity === identity;
+  if (leftover) log.info(adopting(claim));
+  if (mirror.created || leftover) {
+    claim.record(identity);
+    resources.owned.push({
+      kind: claim.kind,
+      path,
+      identity,
+      remove: shm
+        ? () => removeShmIfSame(path, identity)
+        : () => removeIfSame(path, identity, "remove state file"),
+    });
+  } else {
+    log.info(`Keeping the state in ${JSON.stringify(path)} too, which was there already; it stays`);
   }
-  return fd;
+  return mirror;
 }
 
 /** Writes one press into the FIFO, for Enter in the launcher's terminal. */
@@ -116,19 +184,40 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   for (;;) {
     const { value, done } = await reader.read();
     if (done || signal.aborted) return;
-    for (const _ of value.matchAll(/\n/g)) pressOnce(path);
+    for (const _ of value.matchAll(/\n/g)) {
+      try {
+        pressOnce(path);
+      } catch (error) {
+        // ENXIO: no button reads the FIFO right now (it is restarting); the press is dropped.
+        logger("launch").warn(`Enter did not press: ${(error as Error).message}`);
+      }
+    }
   }
 }
 
-/** The flags that name the state and set up logging, which every child takes. */
-function commonArgs(flags: LaunchFlags, region: SharedRegion): string[] {
-  const stateArgs = region.kind === "memfd"
-    ? ["--memfd", region.name]
-    : region.kind === "posix"
-    ? ["--shm", region.name]
-    : ["--state", region.name];
+/** The launcher's state as its children reach it. */
+interface SharedState {
+  region: SharedRegion;
+  mirror?: StateFile;
+}
+
+/**
+ * The flags that name the state and set up logging, which every child takes: the memfd and
+ * the very inode of the state file, both through this process's fds, so every child uses the
+ * same ones for the launcher's whole life, whatever happens to the paths.
+ */
+function commonArgs(flags: LaunchFlags, state: SharedState): string[] {
+  const { region, mirror } = state;
+  const mirrorArgs = mirror === undefined ? [] : [
+    "--mirror",
+    `/proc/${Deno.pid}/fd/${mirror.fd}`,
+    flags.state ? "--state" : "--shm",
+    mirror.path,
+  ];
   return [
-    ...stateArgs,
+    "--memfd",
+    region.name,
+    ...mirrorArgs,
     "--log-level",
     flags.logLevel,
     "--log-format",
@@ -138,12 +227,12 @@ function commonArgs(flags: LaunchFlags, region: SharedRegion): string[] {
 
 function childSpecs(
   flags: LaunchFlags,
-  region: SharedRegion,
+  state: SharedState,
   fifo: string | undefined,
   link: SharedRegion | undefined,
 ): ChildSpec[] {
   const remote = link === undefined ? [] : ["--remote", link.name];
-  const common = commonArgs(flags, region);
+  const common = commonArgs(flags, state);
   const option = (name: string, value: unknown): string[] =>
     value === undefined ? [] : [name, String(value)];
   if (flags.pi) {
@@ -211,7 +300,7 @@ async function checkGpio(flags: LaunchFlags, log: Logger): Promise<void> {
 function bridgeSpec(
   flags: LaunchFlags,
   settings: MqttSettings,
-  region: SharedRegion,
+  state: SharedState,
   link: SharedRegion,
 ): ChildSpec {
   return {
@@ -219,7 +308,7 @@ function bridgeSpec(
     script: `${ROOT}bridges/mqtt_bridge.ts`,
     permissions: mqttBridgePermissions(settings),
     args: [
-      ...commonArgs(flags, region),
+      ...commonArgs(flags, state),
       "--remote",
       link.name,
       ...(flags.pi ? ["--pi"] : []),
@@ -236,23 +325,30 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
 
-  const resources: Resources = {};
+  const resources: Resources = { claims: [], owned: [] };
   try {
-    const { region, created } = openStateRegion(flags, { anonymous: true });
+    // Claims first: a launcher that loses here has made, changed and removed nothing.
+    const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
+    const shm = flags.shm === undefined ? undefined : normalizeShmName(flags.shm);
+    resources.claims = claimPaths([
+      ...(flags.state === undefined ? [] : [{ kind: "state file" as const, path: flags.state }]),
+      ...(shm === undefined ? [] : [{ kind: "shared memory" as const, path: shm }]),
+      ...(fifo === undefined ? [] : [{ kind: "FIFO" as const, path: fifo }]),
+    ]);
+    const claimOf = (kind: PathClaim["kind"]): PathClaim | undefined =>
+      resources.claims.find((claim) => claim.kind === kind);
+    const fifoClaim = claimOf("FIFO");
+    if (fifoClaim !== undefined) prepareFifo(fifoClaim, resources, log);
+    const mirrorClaim = claimOf("state file") ?? claimOf("shared memory");
+    if (mirrorClaim !== undefined) resources.mirror = prepareMirror(mirrorClaim, resources, log);
+
+    // The state itself lives in a sealed memfd: nobody can truncate it under our processes.
+    const region = createMemfdRegion({ size: STATE_REGION_SIZE, label: "mmap-ipc-state" });
     resources.region = region;
-    resources.regionCreated = created;
-    try {
-      resources.cell = openStateCell(region, { supervisor: true });
-    } catch (error) {
-      if (error instanceof Deno.errors.Busy) {
-        throw new Deno.errors.Busy(
-          `Cannot launch: another launcher is running on this state (${error.message})`,
-        );
-      }
-      throw error;
-    }
+    const state: SharedState = { region, mirror: resources.mirror };
+    resources.cell = openStateCell(region, { supervisor: true });
     // A fresh launch starts Off, whatever an earlier run left behind.
-    using writer = openStateCell(region, { writer: true });
+    using writer = openStateCell(region, { writer: true, mirror: resources.mirror });
     writer.write(0);
     writer.close();
 
@@ -263,23 +359,18 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       resources.link = createRemoteLink();
     }
 
-    let fifo: string | undefined;
     if (flags.pi) {
       await checkGpio(flags, log);
     } else {
-      fifo = flags.fifo ?? defaultFifoPath();
-      const { identity, created: fifoCreated } = createFifo(fifo);
-      Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
-      resources.fifoFd = holdFifo(fifo, identity);
       log.info(`Press the button with: echo 0 > ${fifo}`);
     }
 
     const config = `${ROOT}deno.json`;
-    const supervisors = childSpecs(flags, region, fifo, resources.link).map((spec) =>
+    const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
       new Supervisor(spec, { log, config })
     );
     const bridge = mqtt !== undefined && resources.link !== undefined
-      ? new Supervisor(bridgeSpec(flags, mqtt, region, resources.link), { log, config })
+      ? new Supervisor(bridgeSpec(flags, mqtt, state, resources.link), { log, config })
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
@@ -334,5 +425,6 @@ if (import.meta.main) {
     console.error(`launch: ${(error as Error).message}`);
     code = 1;
   }
+  await flushConsole();
   Deno.exit(code);
 }

@@ -8,34 +8,44 @@
 
 import { SIGTERM } from "../ffi/constants.ts";
 import { setParentDeathSignal } from "../ffi/posix.ts";
+import { openStateFileAt, openStateShm } from "../lib/state_file.ts";
 import {
   createMemfdRegion,
-  openFileRegion,
   openMemfdRegion,
-  openShmRegion,
+  openStateFile,
   type SharedRegion,
+  type StateFile,
 } from "../mod.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
-/** Bytes of state the system maps: the original's 256. */
+/** Bytes of the region the system's state cell lives in. */
 export const STATE_REGION_SIZE = 256;
 
-/** `--state` and `--shm`: where the state lives (the launcher's and the processes'). */
+/** `--state` and `--shm`: where the state is published as text for other programs. */
 export const STATE_FLAGS = {
   state: {
     type: "string",
     arg: "PATH",
-    help: "keep the state in this file (the original used /tmp/data.dat)",
+    help: "keep the state as text in this file too, as the original did (/tmp/data.dat)",
   },
-  shm: { type: "string", arg: "NAME", help: "keep the state in POSIX shared memory /NAME" },
+  shm: {
+    type: "string",
+    arg: "NAME",
+    help: "keep the state as text in POSIX shared memory /NAME too",
+  },
 } as const;
 
-/** `--memfd`: the launcher's anonymous state, which only its children are given. */
+/** `--memfd` and `--mirror`: what the launcher hands its children. */
 export const MEMFD_FLAG = {
   memfd: {
     type: "string",
     arg: "PATH",
-    help: "the launcher's anonymous state, /proc/PID/fd/N (the launcher passes it)",
+    help: "the launcher's shared state, /proc/PID/fd/N (the launcher passes it)",
+  },
+  mirror: {
+    type: "string",
+    arg: "PATH",
+    help: "the launcher's state file, /proc/PID/fd/N (the launcher passes it with --memfd)",
   },
 } as const;
 
@@ -69,48 +79,51 @@ export const PARENT_PID_FLAG = {
   },
 } as const;
 
-/** Where the state is, as the flags say; at most one is set (the flag layer checks). */
+/** Where the state is, as the flags say; `state` and `shm` exclude each other. */
 export interface StateLocation {
-  /** A file path. */
+  /** The state file's path. */
   state?: string;
-  /** A POSIX shared-memory name. */
+  /** The POSIX shared-memory name the state is kept in as text. */
   shm?: string;
   /** The launcher's memfd as `/proc/PID/fd/N`. */
   memfd?: string;
+  /** The launcher's state file (or shm) as `/proc/PID/fd/N`. */
+  mirror?: string;
+}
+
+/** What a process of the system opens: the region its state cell lives in, and the text file. */
+export interface SystemState {
+  /** The launcher's sealed memfd, or one of this process's own when it runs alone. */
+  region: SharedRegion;
+  /** The state as text in a file or shm object, for other programs (never mapped). */
+  mirror?: StateFile;
 }
 
 /**
- * Opens the region the flags name: `--state PATH`, `--shm NAME`, or the launcher's
- * `--memfd /proc/PID/fd/N`. A missing file or shm is created (as the original programs did);
- * when none is named, `anonymous` makes a fresh memfd. `created` says whether it was made here.
+ * Opens the state as the flags name it. Under the launcher: its memfd (`--memfd`) and the very
+ * inode of its state file (`--mirror`), whatever happened to the path since. Alone: a memfd of
+ * its own, and `--state PATH` or `--shm NAME` opened by name and created if missing, as the
+ * original programs did; the processes then meet in that file, as the originals do.
  */
-export function openStateRegion(
-  where: StateLocation,
-  options: { anonymous?: boolean } = {},
-): { region: SharedRegion; created: boolean } {
-  const size = STATE_REGION_SIZE;
-  if (where.memfd !== undefined) {
-    return { region: openMemfdRegion(where.memfd), created: false };
-  }
-  const { state, shm } = where;
-  const open = state !== undefined
-    ? (create: boolean) =>
-      openFileRegion(state, create ? { create, exclusive: true, size } : { size })
-    : shm !== undefined
-    ? (create: boolean) => openShmRegion(shm, create ? { create, exclusive: true, size } : { size })
-    : undefined;
-  if (open === undefined) {
-    if (!options.anonymous) {
-      throw new TypeError("Say where the state is: --state PATH or --shm NAME");
-    }
-    return { region: createMemfdRegion({ size, label: "mmap-ipc-state" }), created: true };
-  }
+export function openSystemState(where: StateLocation): SystemState {
+  const region = where.memfd === undefined
+    ? createMemfdRegion({ size: STATE_REGION_SIZE, label: "mmap-ipc-state" })
+    : openMemfdRegion(where.memfd);
   try {
-    return { region: open(true), created: true };
+    const name = where.state ?? where.shm;
+    let mirror: StateFile | undefined;
+    if (where.mirror !== undefined) {
+      mirror = openStateFileAt(where.mirror, name ?? where.mirror);
+    } else if (where.state !== undefined) {
+      mirror = openStateFile(where.state, { create: true });
+    } else if (where.shm !== undefined) {
+      mirror = openStateShm(where.shm, { create: true });
+    }
+    return { region, mirror };
   } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    region.close();
+    throw error;
   }
-  return { region: open(false), created: false };
 }
 
 /**

@@ -103,6 +103,8 @@ export interface ExclusiveGroup<K extends string> {
   readonly flags: readonly K[];
   /** One of them must be given. */
   readonly required?: boolean;
+  /** They may be given together (with `required`: at least one of them). */
+  readonly combinable?: boolean;
 }
 
 /** Everything a script says about its command line. */
@@ -275,7 +277,7 @@ export function parseFlags<T extends FlagTable>(
   for (const group of command.exclusive ?? []) {
     const present = group.flags.filter((name) => given.has(name));
     const names = group.flags.map((name) => `--${name}`);
-    if (present.length > 1) {
+    if (present.length > 1 && !group.combinable) {
       problems.push(
         `${present.map((name) => `--${name}`).join(" and ")} cannot be combined: give one`,
       );

@@ -10,7 +10,6 @@
 
 import {
   configure,
-  getConsoleSink,
   getLogger,
   getTextFormatter,
   type Logger,
@@ -20,6 +19,7 @@ import {
   type TextFormatter,
 } from "@logtape/logtape";
 import { openSyslog, type SyslogLevel, writeSyslog } from "../ffi/syslog.ts";
+import { consoleOutput } from "./console_output.ts";
 
 /** The levels `--log-level` accepts. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
@@ -98,14 +98,23 @@ function syslogSink(ident: string): Sink {
   return (record) => writeSyslog(levels[record.level] ?? "info", render(record));
 }
 
+/**
+ * The console, written without ever blocking (see `console_output.ts`): warnings and errors to
+ * standard error, the rest to standard output.
+ */
+function consoleSink(formatter: TextFormatter): Sink {
+  const toStderr = new Set<LogLevel>(["warning", "error", "fatal"]);
+  return (record) => {
+    const line = formatter(record).replace(/\n$/, "");
+    consoleOutput(toStderr.has(record.level) ? "stderr" : "stdout").writeLine(line);
+  };
+}
+
 /** Configures LogTape for a program; call once, before the first log line. */
 export async function setupLogging(options: LoggingOptions = {}): Promise<void> {
+  const format = options.format ?? defaultLogFormat();
   const sinks: Record<string, Sink> = {
-    console: getConsoleSink({
-      formatter: (options.format ?? defaultLogFormat()) === "journal"
-        ? journalFormatter
-        : textFormatter,
-    }),
+    console: consoleSink(format === "journal" ? journalFormatter : textFormatter),
   };
   if (options.syslogIdent !== undefined) sinks.syslog = syslogSink(options.syslogIdent);
   await configure({

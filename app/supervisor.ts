@@ -7,6 +7,9 @@
  */
 
 import type { Logger } from "@logtape/logtape";
+import { delay as sleep } from "@std/async/delay";
+import { TextLineStream } from "@std/streams/text-line-stream";
+import { consoleOutput } from "./console_output.ts";
 
 /** What to run. */
 export interface ChildSpec {
@@ -57,20 +60,13 @@ export class ChildCrashLoop extends Error {
 
 const STOP_GRACE_MS = 3_000;
 
+/** Hands each line of `stream` to `write`, as it arrives. */
 async function forwardLines(
   stream: ReadableStream<Uint8Array>,
   write: (line: string) => void,
 ): Promise<void> {
-  let buffered = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    let newline;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      write(buffered.slice(0, newline));
-      buffered = buffered.slice(newline + 1);
-    }
-  }
-  if (buffered !== "") write(buffered);
+  const lines = stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+  for await (const line of lines) write(line);
 }
 
 /** Supervises one child; see the module description. */
@@ -118,12 +114,10 @@ export class Supervisor {
       stderr: "piped",
     }).spawn();
     this.#lastError = [];
-    const encoder = new TextEncoder();
-    forwardLines(child.stdout, (line) => Deno.stdout.writeSync(encoder.encode(`${line}\n`))).catch(
-      () => {},
-    );
+    // Relayed through queues that never block: a stalled console must not stall control.
+    forwardLines(child.stdout, (line) => consoleOutput("stdout").writeLine(line)).catch(() => {});
     forwardLines(child.stderr, (line) => {
-      Deno.stderr.writeSync(encoder.encode(`${line}\n`));
+      consoleOutput("stderr").writeLine(line);
       this.#lastError.push(line);
       if (this.#lastError.length > 5) this.#lastError.shift();
     }).catch(() => {});
@@ -160,15 +154,7 @@ export class Supervisor {
         this.#policy.initialDelayMs * 2 ** (crashes - 1),
       );
       this.#log.warn(`${name} ${how}; restarting in ${delay} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, delay);
-        function done(): void {
-          clearTimeout(timer);
-          signal.removeEventListener("abort", done);
-          resolve();
-        }
-        signal.addEventListener("abort", done, { once: true });
-      });
+      await sleep(delay, { signal }).catch(() => {}); // an abort ends the pause early
     }
   }
 

@@ -13,7 +13,7 @@
 import {
   LOG_FLAGS,
   MEMFD_FLAG,
-  openStateRegion,
+  openSystemState,
   PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
@@ -56,7 +56,11 @@ export const MQTT_BRIDGE_COMMAND = defineCommand({
     ...PARENT_PID_FLAG,
     ...MQTT_FLAGS,
   },
-  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }],
+  exclusive: [{ flags: ["state", "shm"] }, {
+    flags: ["state", "shm", "memfd"],
+    required: true,
+    combinable: true,
+  }],
 });
 
 /** The bridge's parsed flags. */
@@ -85,9 +89,10 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   const clientId = settings.clientId ?? defaultClientId(name);
   const topics = topicsFor(prefix);
 
-  const { region } = openStateRegion(flags);
+  const { region, mirror } = openSystemState(flags);
   using _region = region;
-  using cell = openStateCell(region);
+  using _mirror = mirror;
+  using cell = openStateCell(region, { mirror });
   using link = openRemoteLink(flags.remote);
   using commands = openCommandSender(link);
   using events = openEventReceiver(link);

@@ -10,7 +10,7 @@
 import {
   LOG_FLAGS,
   MEMFD_FLAG,
-  openStateRegion,
+  openSystemState,
   PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
@@ -52,7 +52,11 @@ export const LED_COMMAND = defineCommand({
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
   },
-  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }],
+  exclusive: [{ flags: ["state", "shm"] }, {
+    flags: ["state", "shm", "memfd"],
+    required: true,
+    combinable: true,
+  }],
 });
 
 /** The LED process's parsed flags. */
@@ -81,10 +85,22 @@ async function main(flags: LedFlags): Promise<void> {
     format: flags.logFormat,
     syslogIdent: flags.syslog ? "LED MMAP" : undefined,
   });
-  const { region } = openStateRegion(flags);
-  using _region = region;
-  using cell = openStateCell(region);
   const log = logger("led");
+  const { region, mirror } = openSystemState(flags);
+  using _region = region;
+  using _mirror = mirror;
+  using cell = openStateCell(region, {
+    mirror,
+    onWriter: ({ pid, status }) => {
+      if (status === "writing") log.info(`Following the button (pid ${pid})`);
+      else if (mirror !== undefined) {
+        log.warn(
+          `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}; following the ` +
+            `state file ${JSON.stringify(mirror.path)} until a button is back`,
+        );
+      } else log.warn(`The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}`);
+    },
+  });
   let led: Led;
   if (flags.pi) {
     const gpio = openGpioLed({

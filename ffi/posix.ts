@@ -130,7 +130,7 @@ export function tryLockExclusive(fd: number, subject: string): boolean {
 
 /** The pid holding a flock(2) on the inode with `lockIdentity`, from /proc/locks. */
 export function flockHolder(lockIdentity: string): number | undefined {
-  const locks = readSmallFile("/proc/locks") ?? "";
+  const locks = readFileText("/proc/locks") ?? "";
   for (const line of locks.split("\n")) {
     const fields = line.trim().split(/\s+/);
     if (fields[1] === "FLOCK" && fields[5] === lockIdentity) return Number(fields[4]);
@@ -352,10 +352,10 @@ export interface ProcessState {
 }
 
 /**
- * Reads a small file (under 64 KiB) through libc, for /proc files that Deno's own file API
- * guards behind `--allow-all`; `undefined` when it cannot be read.
+ * Reads a whole file through libc, for /proc files that Deno's own file API guards behind
+ * `--allow-all`; `undefined` when it cannot be read.
  */
-export function readSmallFile(path: string): string | undefined {
+export function readFileText(path: string): string | undefined {
   let fd: number;
   try {
     fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
@@ -363,9 +363,14 @@ export function readSmallFile(path: string): string | undefined {
     return undefined;
   }
   try {
-    const buffer = new Uint8Array(65536);
+    let buffer = new Uint8Array(65536);
     let length = 0;
     for (;;) {
+      if (length === buffer.length) {
+        const grown = new Uint8Array(buffer.length * 2);
+        grown.set(buffer);
+        buffer = grown;
+      }
       const count = readFd(fd, buffer.subarray(length), path);
       if (count <= 0) break;
       length += count;
@@ -380,7 +385,7 @@ export function readSmallFile(path: string): string | undefined {
 
 /** Reads /proc/PID/stat; undefined when the process is gone or /proc is not readable. */
 export function processState(pid: number): ProcessState | undefined {
-  const text = readSmallFile(`/proc/${pid}/stat`);
+  const text = readFileText(`/proc/${pid}/stat`);
   if (text === undefined) return undefined;
   // The command name in field 2 may hold spaces and parentheses: split after the last ")".
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");

@@ -6,9 +6,11 @@
  */
 
 import * as C from "../ffi/constants.ts";
-import { FdWaiter } from "../ffi/fd_waiter.ts";
+import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
 import { closeFd, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
+import { fifoReaders } from "../lib/holders.ts";
 import { checkOwn, createFifo, removeIfSame } from "../lib/owned_path.ts";
+import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import type { Button } from "./types.ts";
 
 /** Lines longer than this are not presses; they are dropped without being kept in memory. */
@@ -27,12 +29,23 @@ export interface IgnoredInput {
   bytes: number;
 }
 
+/** What happened to the FIFO's path while the button read it. */
+export type FifoEvent =
+  /** Another FIFO (or anything else) took the path: presses written there go elsewhere now. */
+  | "replaced"
+  /** The FIFO was removed. */
+  | "removed"
+  /** The path was free again, and the button made a new FIFO of its own there. */
+  | "recreated";
+
 /** Options for {@link openFifoButton}. */
 export interface FifoButtonOptions {
   /** Create the FIFO (0600) when it does not exist; it is then removed on close. Default true. */
   create?: boolean;
   /** Called for every line that is not a press. */
   onIgnored?: (ignored: IgnoredInput) => void;
+  /** Called when the FIFO at the path is replaced or removed, and when the button makes anew. */
+  onPath?: (event: FifoEvent) => void;
 }
 
 function isPress(line: string): boolean {
@@ -50,10 +63,12 @@ function isBinary(bytes: Uint8Array): boolean {
 /** Reads presses from a FIFO; see {@link openFifoButton}. */
 export class FifoButton implements Button {
   readonly #path: string;
-  readonly #identity: string;
-  readonly #removeOnClose: boolean;
+  #identity: string;
+  #removeOnClose: boolean;
   readonly #onIgnored: (ignored: IgnoredInput) => void;
-  readonly #waiter = new FdWaiter();
+  readonly #onPath: (event: FifoEvent) => void;
+  #waiter = new FdWaiter();
+  #watch: PathWatch;
   readonly #line = new Uint8Array(MAX_LINE_BYTES);
   #lineLength = 0;
   #overflow = 0;
@@ -73,6 +88,8 @@ export class FifoButton implements Button {
     this.#identity = identity;
     this.#removeOnClose = created;
     this.#onIgnored = options.onIgnored ?? (() => {});
+    this.#onPath = options.onPath ?? (() => {});
+    this.#watch = new PathWatch(path, identity);
   }
 
   /** The FIFO's path. */
@@ -83,15 +100,45 @@ export class FifoButton implements Button {
   /**
    * Yields once per press. Writers may come and go: when the last one leaves, a line it left
    * unfinished is reported and dropped, and the FIFO is reopened (so the fd count stays flat).
+   * When another program replaces the FIFO (the original C button removes and recreates it at
+   * its start) or someone removes it, the button says so, stops reading the old one, and makes
+   * a new FIFO of its own only once the path is free.
    */
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
-    const cancel = (): void => this.#waiter.cancel();
+    const cancel = (): void => {
+      this.#waiter.cancel();
+      void this.#watch.close();
+    };
     signal.addEventListener("abort", cancel, { once: true });
+    let changes = this.#watch.changes();
+    let pathChange: Promise<IteratorResult<PathChange>> | undefined;
+    let readable: Promise<Readiness> | undefined;
     try {
       while (!this.#closed && !signal.aborted) {
-        const readiness = await this.#waiter.wait(this.#fd);
-        if (readiness === "cancelled" || this.#closed) return;
-        if (readiness === "error") {
+        pathChange ??= changes.next();
+        readable ??= this.#fd < 0 ? undefined : this.#waiter.wait(this.#fd);
+        const woke = await Promise.race(
+          readable === undefined ? [pathChange] : [pathChange, readable],
+        );
+        if (this.#closed || signal.aborted) return;
+        if (typeof woke === "object") {
+          pathChange = undefined;
+          if (woke.done) return;
+          if (woke.value === "replaced" || woke.value === "removed") {
+            this.#onPath(woke.value);
+            await this.#letGo();
+            readable = undefined;
+          }
+          if (this.#fd < 0 && this.#watch.status() === "removed") {
+            this.#remake();
+            changes = this.#watch.changes();
+            this.#onPath("recreated");
+          }
+          continue;
+        }
+        readable = undefined;
+        if (woke === "cancelled") return;
+        if (woke === "error") {
           throw new Deno.errors.BadResource(
             `Cannot wait on FIFO ${JSON.stringify(this.#path)}: poll failed`,
           );
@@ -103,6 +150,28 @@ export class FifoButton implements Button {
     } finally {
       signal.removeEventListener("abort", cancel);
     }
+  }
+
+  /** Stops reading a FIFO that is no longer at the path (and is not ours to remove any more). */
+  async #letGo(): Promise<void> {
+    await this.#waiter.close();
+    this.#waiter = new FdWaiter();
+    if (this.#fd >= 0) closeFd(this.#fd);
+    this.#fd = -1;
+    this.#removeOnClose = false;
+    this.#lineLength = 0;
+    this.#overflow = 0;
+  }
+
+  /** Makes a new FIFO of ours at the free path and reads it from now on. */
+  #remake(): void {
+    const made = createFifo(this.#path);
+    this.#identity = made.identity;
+    this.#removeOnClose = made.created;
+    this.#fd = openPath(this.#path, OPEN_FLAGS, 0, "open FIFO");
+    const old = this.#watch;
+    this.#watch = new PathWatch(this.#path, this.#identity);
+    void old.close();
   }
 
   /** Reads everything available; counts presses and notes whether every writer has gone. */
@@ -179,6 +248,7 @@ export class FifoButton implements Button {
     if (this.#closed) return;
     this.#closed = true;
     await this.#waiter.close();
+    await this.#watch.close();
     if (this.#fd >= 0) closeFd(this.#fd);
     this.#fd = -1;
     if (this.#removeOnClose) removeIfSame(this.#path, this.#identity, "remove FIFO");
@@ -193,7 +263,8 @@ export class FifoButton implements Button {
 /**
  * Opens (and, unless `create: false`, creates) the FIFO button at `path`. A path that exists
  * and is not a FIFO of ours (a regular file, a symlink, a directory) is refused with a clear
- * error and left untouched.
+ * error and left untouched, and so is a FIFO another process reads (the original C button),
+ * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
   const action = "open FIFO";
@@ -209,6 +280,7 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
     checkOwn(stat, "fifo", action, path);
     identity = stat.identity;
   }
+  if (!created) refuseIfRead(path, identity);
   const fd = openPath(path, OPEN_FLAGS, 0, action);
   try {
     const stat = statFd(fd, path);
@@ -224,4 +296,20 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
     if (created) removeIfSame(path, identity, "remove FIFO");
     throw error;
   }
+}
+
+/**
+ * Refuses a FIFO another process reads: presses would go to whichever reads first. The error
+ * names the readers found (`pid N`), or says one waits to read when none can be named.
+ */
+export function refuseIfRead(path: string, identity: string): void {
+  const readers = fifoReaders(path, identity);
+  if (readers.pids.length === 0 && !readers.waiting) return;
+  const who = readers.pids.length > 0
+    ? `pid ${readers.pids.join(", pid ")} ${readers.pids.length > 1 ? "read" : "reads"} it`
+    : "another process is waiting to read it (blocked opening it, so its pid cannot be found)";
+  throw new Deno.errors.Busy(
+    `Cannot use the FIFO ${JSON.stringify(path)}: ${who}, perhaps the original button; ` +
+      "presses would go to whichever reads first. Stop it, or choose another --fifo",
+  );
 }

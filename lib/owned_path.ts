@@ -154,3 +154,23 @@ export function removeIfSame(path: string, identity: string, action = "remove"):
   posix.unlinkPath(path, action);
   return true;
 }
+
+/**
+ * Removes the POSIX shared-memory `name` only while it still names the object with `identity`.
+ * Returns whether it removed anything.
+ */
+export function removeShmIfSame(name: string, identity: string): boolean {
+  let fd: number;
+  try {
+    fd = posix.shmOpen(name, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0);
+  } catch {
+    return false;
+  }
+  try {
+    if (posix.statFd(fd, name).identity !== identity) return false;
+  } finally {
+    posix.closeFd(fd);
+  }
+  posix.shmUnlink(name);
+  return true;
+}

@@ -14,6 +14,7 @@
 import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
+import { normalizeShmName } from "./open_region.ts";
 import { checkOwn, checkPrivateDirectory } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
@@ -36,6 +37,8 @@ export interface StateFileContent {
   value: number;
   /** Bytes in the file. */
   size: number;
+  /** Whether no number is there at all (an empty or truncated file). */
+  blank: boolean;
 }
 
 /**
@@ -93,9 +96,15 @@ export class StateFile {
     this.#check();
     const count = posix.readAt(this.#fd, this.#text, 0, this.#path);
     this.#text.fill(0, count);
+    const end = this.#text.indexOf(0);
+    let blank = true;
+    for (let i = 0; i < (end < 0 ? count : end); i++) {
+      if (this.#text[i] >= 0x30 && this.#text[i] <= 0x39) blank = false;
+    }
     return {
       value: parseState(this.#text, 0, STATE_TEXT_BYTES),
       size: posix.statFd(this.#fd, this.#path).size,
+      blank,
     };
   }
 
@@ -142,7 +151,7 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  *
  * @example
  * ```ts
- * import { openStateFile } from "./lib/state_file.ts";
+ * import { openStateFile } from "./mod.ts";
  *
  * const path = `${await Deno.makeTempDir()}/data.dat`;
  * using file = openStateFile(path, { create: true });
@@ -156,42 +165,93 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
     throw failure(TypeError, action, path, "exclusive needs create");
   }
   checkPrivateDirectory(path, action);
+  return openWith(
+    path,
+    options,
+    (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
+    () => posix.unlinkPath(path, "remove state file"),
+  );
+}
+
+/**
+ * Opens a state kept as text in POSIX shared memory (`/dev/shm/NAME`), used the same way as
+ * {@link openStateFile}: through pread(2) and pwrite(2), never mapped.
+ */
+export function openStateShm(name: string, options: StateFileOptions = {}): StateFile {
+  const shmName = normalizeShmName(name);
+  if (options.exclusive && !options.create) {
+    throw failure(TypeError, "open shared memory", shmName, "exclusive needs create");
+  }
+  return openWith(
+    shmName,
+    options,
+    (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
+    () => posix.shmUnlink(shmName),
+  );
+}
+
+/**
+ * Opens the state file another process of ours holds open, through `/proc/PID/fd/N`: the very
+ * inode that process uses, whatever has happened to its path since. `name` is its path or shm
+ * name, for messages.
+ */
+export function openStateFileAt(procPath: string, name: string): StateFile {
+  if (!/^\/proc\/(\d+|self)\/fd\/\d+$/.test(procPath)) {
+    throw new TypeError(`Invalid path ${JSON.stringify(procPath)}: expected /proc/PID/fd/N`);
+  }
+  // /proc/PID/fd/N is a symlink by design: following it is the point.
+  return openWith(
+    name,
+    {},
+    () => posix.openPath(procPath, C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY, 0, "open state file"),
+    () => {},
+  );
+}
+
+/** Opens through `openFd(flags)`, creating first when asked, then checks the inode. */
+function openWith(
+  name: string,
+  options: StateFileOptions,
+  openFd: (flags: number) => number,
+  remove: () => void,
+): StateFile {
+  const action = "open state file";
   let fd: number;
   let created = false;
   if (options.create) {
     try {
-      fd = posix.openPath(path, OPEN_FLAGS | C.O_CREAT | C.O_EXCL, 0o600, action);
+      fd = openFd(C.O_CREAT | C.O_EXCL);
       created = true;
     } catch (error) {
       if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
-      fd = posix.openPath(path, OPEN_FLAGS, 0, action);
+      fd = openFd(0);
     }
   } else {
-    fd = posix.openPath(path, OPEN_FLAGS, 0, action);
+    fd = openFd(0);
   }
   try {
-    const stat = posix.statFd(fd, path);
-    checkOwn(stat, "file", action, path);
+    const stat = posix.statFd(fd, name);
+    checkOwn(stat, "file", action, name);
     if (created) {
-      posix.truncateFd(fd, STATE_FILE_SIZE, path);
+      posix.truncateFd(fd, STATE_FILE_SIZE, name);
     } else {
       const bytes = new Uint8Array(Math.min(stat.size, MAX_STATE_FILE_SIZE + 1));
-      const count = bytes.length === 0 ? 0 : posix.readAt(fd, bytes, 0, path);
+      const count = bytes.length === 0 ? 0 : posix.readAt(fd, bytes, 0, name);
       if (!looksLikeStateFile(bytes.subarray(0, count))) {
         throw failure(
           Deno.errors.InvalidData,
           action,
-          path,
+          name,
           `it holds something other than a state ("%d\\n" text, as the original writes); it is left as it is`,
         );
       }
     }
-    const file = new StateFile(path, fd, stat.identity, created);
+    const file = new StateFile(name, fd, stat.identity, created);
     if (created) file.write(0);
     return file;
   } catch (error) {
     posix.closeFd(fd);
-    if (created) posix.unlinkPath(path, "remove state file");
+    if (created) remove();
     throw error;
   }
 }

@@ -9,7 +9,7 @@
 import {
   LOG_FLAGS,
   MEMFD_FLAG,
-  openStateRegion,
+  openSystemState,
   PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
@@ -17,7 +17,8 @@ import {
 import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
 import { logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath } from "../app/runtime_dir.ts";
-import { type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
+import { type FifoEvent, type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
+import { keepMirror } from "../app/mirror_keeper.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
@@ -75,7 +76,11 @@ export const BUTTON_COMMAND = defineCommand({
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
   },
-  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }, { flags: ["fifo", "pi"] }],
+  exclusive: [{ flags: ["state", "shm"] }, {
+    flags: ["state", "shm", "memfd"],
+    required: true,
+    combinable: true,
+  }, { flags: ["fifo", "pi"] }],
 });
 
 /** The button process's parsed flags. */
@@ -140,6 +145,21 @@ export async function runCommands(
   }
 }
 
+/** Describes what happened to the FIFO's path, for a warning. */
+export function describeFifoEvent(fifo: string, event: FifoEvent): string {
+  const path = JSON.stringify(fifo);
+  switch (event) {
+    case "replaced":
+      return `The FIFO ${path} was replaced by another program's (the original button makes its ` +
+        "own at its start); presses written there no longer reach this button, which leaves it " +
+        "alone and makes its own once the path is free";
+    case "removed":
+      return `The FIFO ${path} was removed; making a new one`;
+    default:
+      return `Made a new FIFO at ${path}; presses reach this button again`;
+  }
+}
+
 /** Describes input that was not a press, for a warning. */
 export function describeIgnored(ignored: IgnoredInput): string {
   switch (ignored.reason) {
@@ -162,9 +182,10 @@ async function main(flags: ButtonFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
   await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("button");
-  const { region } = openStateRegion(flags);
+  const { region, mirror } = openSystemState(flags);
   using _region = region;
-  using cell = openStateCell(region, { writer: true });
+  using _mirror = mirror;
+  using cell = openStateCell(region, { writer: true, mirror });
   let button: Button;
   if (flags.pi) {
     const gpio = openGpioButton({
@@ -176,7 +197,10 @@ async function main(flags: ButtonFlags): Promise<void> {
     log.info(`Button ready on ${gpio.description}`);
   } else {
     const fifo = flags.fifo ?? defaultFifoPath();
-    button = openFifoButton(fifo, { onIgnored: (ignored) => log.warn(describeIgnored(ignored)) });
+    button = openFifoButton(fifo, {
+      onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
+      onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
+    });
     log.info(`Button ready: echo 0 > ${fifo}`);
   }
   await using _button = button;
@@ -194,6 +218,7 @@ async function main(flags: ButtonFlags): Promise<void> {
     onResumed: (dropped) => log.info(`Presses reach the remote bridge again (${dropped} dropped)`),
   });
   await Promise.all([
+    mirror && keepMirror(cell, mirror, { signal, log }),
     runButton(button, cell, {
       signal,
       onPress: (state) => {

@@ -200,7 +200,7 @@ const SCRIPTS: Script[] = [
     usageLine: "Usage: deno run --allow-ffi producers/button.ts",
     bad: [
       [[], "give one of --state, --shm or --memfd"],
-      [["--state", "s", "--memfd", "m"], "--state and --memfd cannot be combined"],
+      [["--state", "s", "--shm", "m"], "--state and --shm cannot be combined"],
       [["--state", "s", "--pi", "--debounce-ms", "abc"], "--debounce-ms must be a whole number"],
       [["--state", "s", "--parent-pid", "0"], "--parent-pid must be from 1 to 2147483647, not 0"],
       [

@@ -40,14 +40,26 @@ testWith(FS, "openFifoButton() creates a 0600 FIFO and removes it on close", asy
   });
 });
 
-testWith(FS, "openFifoButton() keeps a FIFO it did not create", async () => {
+testWith(FS, "openFifoButton() adopts an idle FIFO of ours and leaves it when closed", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/button.fifo`;
+    await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+    const button = openFifoButton(path);
+    await button.close();
+    assert(Deno.lstatSync(path).isFifo, "a FIFO it did not create was removed");
+  });
+});
+
+testWith(FS, "openFifoButton() refuses a FIFO another reader holds, naming its pid", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/button.fifo`;
     const first = openFifoButton(path);
-    const second = openFifoButton(path);
-    await second.close();
-    assert(Deno.lstatSync(path).isFifo);
-    await first.close();
+    try {
+      assertThrowsWith(() => openFifoButton(path), Deno.errors.Busy, path, `pid ${Deno.pid}`);
+    } finally {
+      await first.close();
+    }
+    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
   });
 });
 

@@ -14,7 +14,7 @@ import {
   listDirectory,
   openPath,
   processState,
-  readSmallFile,
+  readFileText,
   writeFd,
 } from "../ffi/posix.ts";
 
@@ -386,7 +386,7 @@ export async function eventually(
  * wake-up that reaches JavaScript shows here. Read through libc because Deno guards /proc.
  */
 export function voluntarySwitches(pid: number): number {
-  const status = readSmallFile(`/proc/${pid}/status`) ?? "";
+  const status = readFileText(`/proc/${pid}/status`) ?? "";
   const match = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(status);
   if (match === null) throw new Error(`No context switch count for pid ${pid}`);
   return Number(match[1]);
@@ -396,7 +396,7 @@ export function voluntarySwitches(pid: number): number {
 export function allThreadSwitches(pid: number): number {
   let total = 0;
   for (const task of listDirectory(`/proc/${pid}/task`)) {
-    const status = readSmallFile(`/proc/${pid}/task/${task}/status`) ?? "";
+    const status = readFileText(`/proc/${pid}/task/${task}/status`) ?? "";
     total += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
   }
   return total;

@@ -297,19 +297,19 @@ testWith(
 
 testWith(NEEDS, "a child that keeps crashing stops everything with its last error", async () => {
   await withTempDir(async (dir) => {
-    const state = `${dir}/state.dat`;
-    await using launcher = startLauncher(dir, ["--state", state, "--fifo", `${dir}/button.fifo`]);
+    const fifo = `${dir}/button.fifo`;
+    await using launcher = startLauncher(dir, ["--fifo", fifo]);
     const pids = await running(launcher);
     try {
-      // Swap the state file for a symlink: every restarted LED refuses to open it.
-      Deno.removeSync(state);
-      Deno.symlinkSync(`${dir}/elsewhere`, state);
-      Deno.kill(pids.led, "SIGKILL");
+      // Put a file of the user's where the FIFO was: every restarted button refuses to use it.
+      Deno.removeSync(fifo);
+      Deno.writeTextFileSync(fifo, "notes");
+      Deno.kill(pids.button, "SIGKILL");
       const status = await launcher.status();
       assertEquals(status.code, 1);
-      assertMatch(status.stderr, /led crashed 5 times in a row; its last error: .*symbolic link/);
-      assert(processGone(pids.button));
-      assert(Deno.lstatSync(state).isSymlink, "the launcher removed a path that is not its own");
+      assertMatch(status.stderr, /button crashed 5 times in a row; its last error: .*not a FIFO/);
+      assert(processGone(pids.led));
+      assertEquals(Deno.readTextFileSync(fifo), "notes", "the launcher touched a file not its own");
     } finally {
       await stopAll(launcher, [pids.led, pids.button]);
     }

@@ -20,7 +20,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { readSmallFile } from "../../ffi/posix.ts";
+import { readFileText } from "../../ffi/posix.ts";
 import {
   type ChildProcess,
   delay,
@@ -101,7 +101,7 @@ class LinePublisher {
 }
 
 function memoryKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const status = readSmallFile(`/proc/${pid}/status`) ?? "";
+  const status = readFileText(`/proc/${pid}/status`) ?? "";
   return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? NaN);
 }
 

@@ -132,15 +132,17 @@ export class RingConsumer {
    * closed and everything it sent was received. Rejects with `BrokenPipe` if the producer died,
    * with `BadResource` if the consumer or its region closes meanwhile.
    */
-  receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
-    if (!this.#ring.busy) {
-      const message = this.tryReceive();
-      if (message !== undefined) return Promise.resolve(message);
-    }
-    return this.#ring.inTurn(async () => {
-      const length = await this.#waitForMessage(options);
-      return length === ENDED ? null : this.#copy(length);
-    }, options);
+  async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
+    const message = this.tryReceive();
+    if (message !== undefined) return message;
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options);
+        return length === ENDED ? null : this.#copy(length);
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
@@ -156,21 +158,26 @@ export class RingConsumer {
   }
 
   /** {@link RingConsumer.tryReceiveInto}, sleeping while the ring is empty. */
-  receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
-    if (!this.#ring.busy) {
-      const length = this.tryReceiveInto(buffer);
-      if (length !== undefined) return Promise.resolve(length);
-    }
-    return this.#ring.inTurn(async () => {
-      const length = await this.#waitForMessage(options);
-      return length === ENDED ? null : this.#copyInto(buffer, length);
-    }, options);
+  async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
+    const length = this.tryReceiveInto(buffer);
+    if (length !== undefined) return length;
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options);
+        return length === ENDED ? null : this.#copyInto(buffer, length);
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /** Up to `max` messages that are there now (new copies), handing their space back at once. */
   tryReceiveBatch(max = Infinity): Uint8Array[] {
+    return this.#free() ? this.#takeBatch(max) : [];
+  }
+
+  #takeBatch(max: number): Uint8Array[] {
     const messages: Uint8Array[] = [];
-    if (!this.#free()) return messages;
     let consumed = 0;
     while (messages.length < max) {
       const length = this.#next();
@@ -188,8 +195,18 @@ export class RingConsumer {
    * once the producer closed and everything was received.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
-    const first = await this.receive(options);
-    return first === null ? [] : [first, ...this.tryReceiveBatch(max - 1)];
+    const messages = this.tryReceiveBatch(max);
+    if (messages.length > 0) return messages;
+    // One call: the first message and the rest are taken in the same turn.
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options);
+        if (length === ENDED) return [];
+        return [this.#copy(length), ...this.#takeBatch(max - 1)];
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
@@ -206,7 +223,9 @@ export class RingConsumer {
     while (count < lengths.length) {
       const length = this.#next();
       if (length < 0) break;
-      if (length > buffer.length) this.#tooSmall(length, buffer.length);
+      // Too large for the whole buffer: an error, but only before anything was taken, so that
+      // what was taken is returned and nothing is lost.
+      if (length > buffer.length && count === 0) this.#tooSmall(length, buffer.length);
       if (filled + length > buffer.length) break;
       const start = this.#data + this.#at + RECORD_HEADER_SIZE;
       buffer.set(this.#bytes.subarray(start, start + length), filled);
@@ -272,16 +291,17 @@ export class RingConsumer {
   }
 
   /** {@link RingConsumer.tryRead}, sleeping while the ring is empty. */
-  read(options: RingWaitOptions = {}): Promise<RingLease | null> {
-    if (!this.#ring.busy) {
-      const lease = this.tryRead();
-      if (lease !== undefined) return Promise.resolve(lease);
-    }
-    return this.#ring.inTurn(async () => {
-      const length = await this.#waitForMessage(options);
-      if (this.#lease !== undefined) this.#refuse();
-      return length === ENDED ? null : this.#leaseOf(length);
-    }, options);
+  async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
+    const lease = this.tryRead();
+    if (lease !== undefined) return lease;
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options);
+        return length === ENDED ? null : this.#leaseOf(length);
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
@@ -334,16 +354,17 @@ export class RingConsumer {
    * false while a blocking call waits its turn (it must not be overtaken).
    */
   #free(): boolean {
-    if (this.#ring.closed || this.#lease !== undefined) this.#refuse();
+    if (this.#ring.closed || this.#lease !== undefined) this.#ready();
     return !this.#ring.busy;
   }
 
-  #refuse(): void {
+  /** Throws why a call cannot go ahead now: closed, or a lease is held. */
+  readonly #ready = (): void => {
     this.#ring.check();
     if (this.#lease !== undefined) {
       throw new Deno.errors.Busy("Release the message you hold before reading another");
     }
-  }
+  };
 
   /**
    * Finds the next message: returns its length and sets `#at` to its data index; or NOTHING,

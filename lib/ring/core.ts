@@ -146,12 +146,20 @@ export class RingCore {
 
   /**
    * Runs `operation` when the calls before it on this end have finished, so that two calls in
-   * flight at once never interleave: they run in the order they were made.
+   * flight at once never interleave: they run in the order they were made. `ready` throws if
+   * the end can no longer run it (closed, or a lease or reservation is held) once its turn
+   * comes.
    */
-  async inTurn<T>(operation: () => Promise<T>, options: RingWaitOptions): Promise<T> {
+  async inTurn<T>(
+    operation: () => Promise<T>,
+    options: RingWaitOptions,
+    ready: () => void,
+  ): Promise<T> {
     if (this.busy) await this.#wait(options);
     this.busy = true;
     try {
+      // The end may have closed, or a lease been taken, while this call waited its turn.
+      ready();
       return await operation();
     } finally {
       const next = this.#queue.shift();
@@ -219,6 +227,7 @@ export class RingCore {
   ): Promise<T> {
     const { signal, timeout } = options;
     const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    this.check();
     for (let spin = 0; spin < this.spin; spin++) {
       const value = ready();
       if (value !== undefined) return value;

@@ -119,12 +119,9 @@ export class RingProducer {
 
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
-    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
-      this.#refuse();
-      if (this.#ring.busy) return false;
-    }
     const length = message.length;
     if (length > this.#ring.maxMessageSize) this.#tooLong(length);
+    if (!this.#free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
     this.#write(index, message);
@@ -136,42 +133,44 @@ export class RingProducer {
    * closes or dies, `TimedOut`, the signal's reason, or `BadResource` if the producer or its
    * region closes meanwhile.
    */
-  send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
-    if (!this.#ring.busy && this.trySend(message)) return Promise.resolve();
-    return this.#ring.inTurn(async () => {
-      const index = await this.#waitForRoom(message.length, options);
-      this.#write(index, message);
-    }, options);
+  async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
+    if (this.trySend(message)) return;
+    await this.#ring.inTurn(
+      async () => {
+        const index = await this.#waitForRoom(message.length, options);
+        this.#write(index, message);
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
    * Sends as many of `messages` as fit now, waking the consumer once; returns how many went.
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
-    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
-      this.#refuse();
-      if (this.#ring.busy) return 0;
-    }
     for (let i = start; i < messages.length; i++) {
       if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
     }
+    if (!this.#free()) return 0;
     return this.#sendBatch(messages, start);
   }
 
   /** Sends all of `messages` in order, sleeping whenever the ring is full. */
-  sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
-    let sent = this.#ring.busy ? 0 : this.trySendBatch(messages);
-    if (sent === messages.length) return Promise.resolve();
-    for (let i = sent; i < messages.length; i++) {
-      if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
-    }
-    return this.#ring.inTurn(async () => {
-      while (sent < messages.length) {
-        const index = await this.#waitForRoom(messages[sent].length, options);
-        this.#write(index, messages[sent++]);
-        sent += this.#sendBatch(messages, sent);
-      }
-    }, options);
+  async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
+    let sent = this.trySendBatch(messages);
+    if (sent === messages.length) return;
+    await this.#ring.inTurn(
+      async () => {
+        while (sent < messages.length) {
+          const index = await this.#waitForRoom(messages[sent].length, options);
+          this.#write(index, messages[sent++]);
+          sent += this.#sendBatch(messages, sent);
+        }
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
@@ -193,11 +192,8 @@ export class RingProducer {
    * ```
    */
   trySendWith(length: number, write: RingWriter): boolean {
-    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
-      this.#refuse();
-      if (this.#ring.busy) return false;
-    }
     this.#checkLength(length);
+    if (!this.#free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
     const data = this.data;
@@ -216,27 +212,24 @@ export class RingProducer {
    * `cancel()`; after that it has length 0. Returns undefined when the ring is too full.
    */
   tryReserve(length: number): RingReservation | undefined {
-    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
-      this.#refuse();
-      if (this.#ring.busy) return undefined;
-    }
     this.#checkLength(length);
+    if (!this.#free()) return undefined;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     return index < 0 ? undefined : this.#reservation(index, length);
   }
 
   /** {@link RingProducer.tryReserve}, sleeping while the ring is full. */
-  reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
-    if (!this.#ring.busy) {
-      const reservation = this.tryReserve(length);
-      if (reservation !== undefined) return Promise.resolve(reservation);
-    }
-    this.#checkLength(length);
-    return this.#ring.inTurn(async () => {
-      const index = await this.#waitForRoom(length, options);
-      if (this.#reserved !== undefined) this.#refuse();
-      return this.#reservation(index, length);
-    }, options);
+  async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
+    const reservation = this.tryReserve(length);
+    if (reservation !== undefined) return reservation;
+    return await this.#ring.inTurn(
+      async () => {
+        const index = await this.#waitForRoom(length, options);
+        return this.#reservation(index, length);
+      },
+      options,
+      this.#ready,
+    );
   }
 
   /**
@@ -259,13 +252,22 @@ export class RingProducer {
     this.close();
   }
 
+  /**
+   * Whether a `try` call may send now: throws after close or while a reservation is open;
+   * false while a blocking call waits its turn (it must not be overtaken).
+   */
+  #free(): boolean {
+    if (this.#ring.closed || this.#reserved !== undefined) this.#ready();
+    return !this.#ring.busy;
+  }
+
   /** Throws why a call cannot go ahead now: closed, or a reservation is open. */
-  #refuse(): void {
+  readonly #ready = (): void => {
     this.#ring.check();
     if (this.#reserved !== undefined) {
       throw new Deno.errors.Busy("Commit or cancel the open reservation before sending again");
     }
-  }
+  };
 
   #checkLength(length: number): void {
     if (!Number.isSafeInteger(length) || length < 0 || length > this.#ring.maxMessageSize) {

@@ -1,0 +1,71 @@
+/**
+ * The writer's care of the state file: whatever is done to the file while the system runs, it
+ * notices (inotify, no polling) and answers. A value written from outside (`echo 1 > state`)
+ * becomes the state; a file truncated (`: > state`) gets the state written back at its full
+ * size; a file removed or replaced is reported, and the system carries on with its state in
+ * memory, leaving whatever is at the path alone.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { PathWatch } from "../lib/path_watch.ts";
+import { STATE_FILE_SIZE } from "../lib/state_file.ts";
+import type { StateCell, StateFile } from "../mod.ts";
+
+/** Where the file behind `mirror` lives, for watching its path (`/name` is a shm name). */
+function pathOf(mirror: StateFile): string {
+  return mirror.path.startsWith("/") && !mirror.path.slice(1).includes("/")
+    ? `/dev/shm${mirror.path}`
+    : mirror.path;
+}
+
+/**
+ * Keeps `mirror` in step with `cell` (whose writer this process is) until `signal` aborts.
+ */
+export async function keepMirror(
+  cell: StateCell,
+  mirror: StateFile,
+  options: { signal: AbortSignal; log: Logger },
+): Promise<void> {
+  const { signal, log } = options;
+  const name = JSON.stringify(mirror.path);
+  const watch = new PathWatch(pathOf(mirror), mirror.identity, { fd: mirror.fd });
+  const stop = (): void => void watch.close();
+  signal.addEventListener("abort", stop, { once: true });
+  try {
+    for await (const change of watch.changes()) {
+      if (change === "modified") {
+        const { value, size, blank } = mirror.read();
+        const state = cell.read();
+        if (blank) {
+          mirror.write(state);
+          log.warn(
+            `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
+          );
+        } else if (value !== state) {
+          cell.write(value);
+          log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
+        } else if (size < STATE_FILE_SIZE) {
+          mirror.write(state);
+          log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
+        }
+      } else if (change === "removed") {
+        log.warn(
+          `The state file ${name} was removed; this system keeps its state in memory and goes on, ` +
+            "and nothing new is made at the path",
+        );
+      } else if (change === "replaced") {
+        log.warn(
+          `The state file ${name} was replaced by another file, which is left alone; this system ` +
+            "keeps its state in memory and goes on",
+        );
+      } else {
+        log.info(`The state file ${name} is back at its path`);
+      }
+    }
+  } finally {
+    signal.removeEventListener("abort", stop);
+    await watch.close();
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * A launcher's claims on the paths it will use (the state file, the shm name, the FIFO), taken
+ * before anything is created there: a record file per path in the private runtime directory,
+ * held with flock(2) for as long as the launcher runs. A second launcher on any of the same
+ * paths is refused by pid before it touches anything, and a launcher that died leaves its
+ * record behind, which says what it had created, so the next one can recognise its leftovers.
+ *
+ * @module
+ */
+
+import * as C from "../ffi/constants.ts";
+import * as posix from "../ffi/posix.ts";
+import { ensurePrivateDirectory } from "../lib/owned_path.ts";
+import { runtimeDirectory } from "./runtime_dir.ts";
+
+/** What a path is, for messages. */
+export type PathKind = "state file" | "shared memory" | "FIFO";
+
+/** What a launcher that died left recorded for a path. */
+export interface Leftover {
+  /** The dead launcher's pid. */
+  pid: number;
+  /** The inode it had created there, if any. */
+  identity?: string;
+}
+
+interface Record {
+  pid: number;
+  kind: PathKind;
+  path: string;
+  identity?: string;
+}
+
+/** 64-bit FNV-1a of `text`, in hex: a short, stable file name for any path. */
+function fnv1a(text: string): string {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(text)) {
+    hash ^= BigInt(byte);
+    hash = (hash * 0x100000001b3n) & 0xffff_ffff_ffff_ffffn;
+  }
+  return hash.toString(16).padStart(16, "0");
+}
+
+const encoder = new TextEncoder();
+
+/** One held claim; see the module description. */
+export class PathClaim {
+  readonly kind: PathKind;
+  readonly path: string;
+  /** What a launcher that died had recorded here, if one did. */
+  readonly leftover: Leftover | undefined;
+  readonly #file: string;
+  #fd: number;
+
+  /** @ignore Not for direct use: call {@link claimPaths}. */
+  constructor(kind: PathKind, path: string, file: string, fd: number, leftover?: Leftover) {
+    this.kind = kind;
+    this.path = path;
+    this.#file = file;
+    this.#fd = fd;
+    this.leftover = leftover;
+  }
+
+  /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
+  record(identity: string | undefined): void {
+    const record: Record = { pid: Deno.pid, kind: this.kind, path: this.path, identity };
+    const bytes = encoder.encode(`${JSON.stringify(record)}\n`);
+    posix.truncateFd(this.#fd, 0, this.#file);
+    posix.writeAt(this.#fd, bytes, 0, this.#file);
+  }
+
+  /** Gives the claim up and removes its record; safe to call twice. */
+  release(): void {
+    if (this.#fd < 0) return;
+    // Removed while still locked, so no other launcher can lock this record in between.
+    if (posix.statPath(this.#file)?.identity === posix.statFd(this.#fd, this.#file).identity) {
+      posix.unlinkPath(this.#file, "remove claim");
+    }
+    posix.closeFd(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+/** Locks the record for one path; throws `Busy` naming the launcher that holds it. */
+function claim(kind: PathKind, path: string): PathClaim {
+  const directory = ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
+  const file = `${directory}/${fnv1a(`${kind}\0${path}`)}`;
+  for (;;) {
+    const fd = posix.openPath(
+      file,
+      C.O_RDWR | C.O_CREAT | C.O_NOFOLLOW | C.O_CLOEXEC,
+      0o600,
+      "open claim",
+    );
+    const stat = posix.statFd(fd, file);
+    if (!posix.tryLockExclusive(fd, file)) {
+      posix.closeFd(fd);
+      const holder = posix.flockHolder(stat.lockIdentity);
+      throw new Deno.errors.Busy(
+        `Cannot launch: another launcher${
+          holder === undefined ? "" : ` (pid ${holder})`
+        } is using the ${kind} ${JSON.stringify(path)}`,
+      );
+    }
+    // A launcher that was letting go may have removed the record just before we locked it.
+    if (posix.statPath(file)?.identity !== stat.identity) {
+      posix.closeFd(fd);
+      continue;
+    }
+    const text = posix.readFileText(`/proc/self/fd/${fd}`) ?? "";
+    let leftover: Leftover | undefined;
+    try {
+      const previous = JSON.parse(text) as Record;
+      // We hold the lock, so whoever wrote it is gone: one that stops cleanly removes it.
+      if (previous.path === path && previous.pid !== Deno.pid) {
+        leftover = { pid: previous.pid, identity: previous.identity };
+      }
+    } catch {
+      // Empty or unreadable: no launcher died holding this path.
+    }
+    const held = new PathClaim(kind, path, file, fd, leftover);
+    held.record(undefined);
+    return held;
+  }
+}
+
+/**
+ * Claims every path in `paths` (in a fixed order, so two launchers never wait on each other),
+ * or none: throws `Busy` naming the launcher that holds one, having released the rest.
+ */
+export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
+  const sorted = [...paths].sort((a, b) =>
+    `${a.kind}\0${a.path}` < `${b.kind}\0${b.path}` ? -1 : 1
+  );
+  const claims: PathClaim[] = [];
+  try {
+    for (const { kind, path } of sorted) claims.push(claim(kind, path));
+  } catch (error) {
+    for (const held of claims) held.release();
+    throw error;
+  }
+  return claims;
+}
