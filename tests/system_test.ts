@@ -18,6 +18,7 @@ import {
   withTempDir,
   writeAndLeave,
 } from "./helpers.ts";
+import { until, waitingForWriter } from "./fixtures/system.ts";
 
 const NEEDS = ["run", "read", "write", "env"] as Deno.PermissionName[];
 const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
@@ -371,10 +372,12 @@ testWith(NEEDS, "the original C button drives our LED", async () => {
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cButton = spawnProgram(original, ["button", state, fifo]);
-    assertEquals(await cButton.nextLine(), "button ready");
     await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
     await led.waitFor(/LED Status: Off/);
     const press = async (expected: "On" | "Off", since: number): Promise<number> => {
+      // Like the original, the stand-in opens the FIFO anew for each read and sleeps 100 ms
+      // after a press: a write reaches it at once only while it waits in open().
+      await until(() => waitingForWriter(cButton.pid), "the C button waiting", { child: cButton });
       const fd = await Deno.open(fifo, { write: true });
       await fd.write(new TextEncoder().encode("0\n"));
       fd.close();
