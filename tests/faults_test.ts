@@ -370,9 +370,9 @@ testWith(
           await frozen.waitFor(/^frozen$/, { timeoutMs: GUARD_MS });
           const second = direct(startLauncher(dir, raceArgs(state, fifos[1])), fifos[1]);
           contenders = [first, second];
-          // The second launcher gets as far as it can (it runs, or it refuses) before the
-          // first one continues.
-          await second.child.waitFor(/Button ready/, { timeoutMs: GUARD_MS }).catch(() => {});
+          // The second launcher gets as far as it can (its LED and button run, or it refuses)
+          // before the first one continues.
+          await running(second.child).catch(() => {});
           Deno.kill(first.pid, "SIGCONT");
           await oneRunsOnThePath(round, state, contenders, pids);
         } finally {
