@@ -11,8 +11,8 @@
 /** One of the two console streams. */
 export type ConsoleStream = "stdout" | "stderr";
 
-/** How many lines may wait for a slow console before new ones are dropped. */
-const MAX_QUEUED_LINES = 1000;
+/** How much text may wait for a slow console before new lines are dropped. */
+const MAX_QUEUED_BYTES = 1 << 20;
 
 const encoder = new TextEncoder();
 
@@ -21,6 +21,7 @@ export class ConsoleOutput {
   readonly #name: ConsoleStream;
   readonly #file: { write(bytes: Uint8Array): Promise<number> };
   readonly #queue: string[] = [];
+  #queuedBytes = 0;
   #draining: Promise<void> | undefined;
   #dropped = 0;
   #failed = false;
@@ -34,11 +35,12 @@ export class ConsoleOutput {
   /** Queues one line (a newline is added); drops it if the console has stopped reading. */
   writeLine(line: string): void {
     if (this.#failed) return;
-    if (this.#queue.length >= MAX_QUEUED_LINES) {
+    if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
       this.#dropped++;
       return;
     }
     this.#queue.push(line);
+    this.#queuedBytes += line.length + 1;
     this.#draining ??= this.#drain();
   }
 
@@ -62,6 +64,7 @@ export class ConsoleOutput {
           this.#dropped = 0;
         }
         text += this.#queue.splice(0).join("\n") + "\n";
+        this.#queuedBytes = 0;
         let bytes = encoder.encode(text);
         while (bytes.length > 0) {
           const written = await this.#file.write(bytes);
@@ -71,6 +74,7 @@ export class ConsoleOutput {
     } catch (error) {
       this.#failed = true;
       this.#queue.length = 0;
+      this.#queuedBytes = 0;
       this.#reportFailure(error as Error);
     } finally {
       this.#draining = undefined;

@@ -9,7 +9,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { PathWatch } from "../lib/path_watch.ts";
+import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import type { StateCell, StateFile } from "../mod.ts";
 
@@ -33,35 +33,43 @@ export async function keepMirror(
   const watch = new PathWatch(pathOf(mirror), mirror.identity, { fd: mirror.fd });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
+  const report = (change: PathChange): void => {
+    if (change === "removed") {
+      log.warn(
+        `The state file ${name} was removed; this system keeps its state in memory and goes on, ` +
+          "and nothing new is made at the path",
+      );
+    } else if (change === "replaced") {
+      log.warn(
+        `The state file ${name} was replaced by another file, which is left alone; this system ` +
+          "keeps its state in memory and goes on",
+      );
+    } else if (change === "restored") {
+      log.info(`The state file ${name} is back at its path`);
+    }
+  };
   try {
+    // What happened before this process started (a restarted button) is reported too.
+    const status = watch.status();
+    if (status !== "same") report(status);
     for await (const change of watch.changes()) {
-      if (change === "modified") {
-        const { value, size, blank } = mirror.read();
-        const state = cell.read();
-        if (blank) {
-          mirror.write(state);
-          log.warn(
-            `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
-          );
-        } else if (value !== state) {
-          cell.write(value);
-          log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
-        } else if (size < STATE_FILE_SIZE) {
-          mirror.write(state);
-          log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
-        }
-      } else if (change === "removed") {
+      if (change !== "modified") {
+        report(change);
+        continue;
+      }
+      const { value, size, blank } = mirror.read();
+      const state = cell.read();
+      if (blank) {
+        mirror.write(state);
         log.warn(
-          `The state file ${name} was removed; this system keeps its state in memory and goes on, ` +
-            "and nothing new is made at the path",
+          `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
         );
-      } else if (change === "replaced") {
-        log.warn(
-          `The state file ${name} was replaced by another file, which is left alone; this system ` +
-            "keeps its state in memory and goes on",
-        );
-      } else {
-        log.info(`The state file ${name} is back at its path`);
+      } else if (value !== state) {
+        cell.write(value);
+        log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
+      } else if (size < STATE_FILE_SIZE) {
+        mirror.write(state);
+        log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
       }
     }
   } finally {

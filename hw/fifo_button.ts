@@ -231,15 +231,11 @@ export class FifoButton implements Button {
 
   /** After the last writer left: a fresh open, so poll() does not report the hang-up forever. */
   #reopen(): void {
+    // The new read end opens before the old one closes, so a writer never finds the FIFO
+    // without a reader (ENXIO), and through the old fd, so it is the same FIFO whatever
+    // happened to the path (the path's own changes are the watch's to report).
+    const fd = openPath(`/proc/self/fd/${this.#fd}`, OPEN_FLAGS & ~C.O_NOFOLLOW, 0, "reopen FIFO");
     closeFd(this.#fd);
-    this.#fd = -1;
-    const fd = openPath(this.#path, OPEN_FLAGS, 0, "reopen FIFO");
-    if (statFd(fd, this.#path).identity !== this.#identity) {
-      closeFd(fd);
-      throw new Deno.errors.InvalidData(
-        `Cannot reopen FIFO ${JSON.stringify(this.#path)}: it was replaced by something else`,
-      );
-    }
     this.#fd = fd;
   }
 

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert";
 import { processState } from "../ffi/posix.ts";
-import { openFileRegion, openStateCell } from "../mod.ts";
+import { openStateFile } from "../mod.ts";
 import {
   type ChildProcess,
   eventually,
@@ -19,6 +19,7 @@ import {
   withTempDir,
   writeAndLeave,
 } from "./helpers.ts";
+import { until, waitingForWriter } from "./fixtures/system.ts";
 
 const NEEDS = ["run", "read", "write", "env"] as Deno.PermissionName[];
 const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
@@ -149,9 +150,8 @@ testWith(
         );
         const fdsAfter = await openFdCount(pids.button);
         // 1,001 toggles from Off: the state ends On, and so does the LED.
-        using region = openFileRegion(state);
-        using cell = openStateCell(region);
-        assertEquals(cell.read(), 1);
+        using file = openStateFile(state);
+        assertEquals(file.read().value, 1);
         await eventually(() => ledStates(launcher).at(-1) === "On", 10_000, "LED On");
         const shown = ledStates(launcher);
         // Coalesced: every line differs from the one before, so nothing is shown twice or late.
@@ -372,10 +372,12 @@ testWith([...NEEDS, requires("gcc")], "the original C button drives our LED", as
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cButton = spawnProgram(original, ["button", state, fifo]);
-    assertEquals(await cButton.nextLine(), "button ready");
     await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
     await led.waitFor(/LED Status: Off/);
     const press = async (expected: "On" | "Off", since: number): Promise<number> => {
+      // Like the original, the stand-in opens the FIFO anew for each read and sleeps 100 ms
+      // after a press: a write reaches it at once only while it waits in open().
+      await until(() => waitingForWriter(cButton.pid), "the C button waiting", { child: cButton });
       const fd = await Deno.open(fifo, { write: true });
       await fd.write(new TextEncoder().encode("0\n"));
       fd.close();

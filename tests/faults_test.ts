@@ -1,0 +1,592 @@
+/**
+ * Faults on the files and in the supervisor (issue 13), as a user would cause them: the state
+ * file shrunk, rewritten, removed or replaced under a running system, the --shm name removed or
+ * replaced, two launchers at once, a SIGKILLed launcher, and a console that stalls or fails.
+ * Real files, processes and signals; every wait is bounded as a guard against hangs.
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { openShmRegion, removeShm } from "../mod.ts";
+import {
+  type ChildProcess,
+  delay,
+  processGone,
+  spawnProgram,
+  testWith,
+  withShmName,
+  withTempDir,
+  writeAndLeave,
+} from "./helpers.ts";
+import {
+  buildC,
+  childrenOf,
+  GUARD_MS,
+  identity,
+  KILLED_BY_SIGNAL,
+  killIfRunning,
+  launcherCommand,
+  lineNaming,
+  pressAndSee,
+  REPLACED,
+  running,
+  startedOrEnded,
+  startLauncher,
+  stateValue,
+  stopAll,
+  SYSTEM_PERMISSIONS,
+  until,
+  within,
+} from "./fixtures/system.ts";
+
+/** How long SIGTERM may take to stop everything before the test calls it a hang. */
+const STOP_GUARD_MS = 5_000;
+
+/** Words that say the launcher found what a crashed launcher left behind. */
+const LEFTOVER = /adopt|left ?over|left behind|stale|crash|dead|previous|earlier/;
+
+/** Whether a POSIX shm name exists (without creating it). */
+function shmExists(name: string): boolean {
+  try {
+    openShmRegion(name).close();
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/** Asserts that nothing the launcher relayed says a child of ours died by a signal. */
+function assertNoSignalDeaths(launcher: ChildProcess): void {
+  assertEquals(launcher.matching(KILLED_BY_SIGNAL), [], launcher.transcript);
+}
+
+/** SIGTERM, then the launcher must exit 0 within the guard, and its children be gone. */
+async function stopCleanly(launcher: ChildProcess, children: number[]): Promise<void> {
+  launcher.kill("SIGTERM");
+  const status = await within(launcher.status(), STOP_GUARD_MS);
+  assert(
+    status !== undefined,
+    `still running ${STOP_GUARD_MS} ms after SIGTERM:\n${launcher.transcript}`,
+  );
+  assertEquals(status.signal, null, launcher.transcript);
+  assertEquals(status.code, 0, launcher.transcript);
+  for (const pid of children) assert(processGone(pid), `child ${pid} outlived the launcher`);
+}
+
+/** Three presses after a fault: each toggles, the LED shows it, and the file holds it. */
+async function pressesStillWork(
+  launcher: ChildProcess,
+  fifo: string,
+  state?: string,
+): Promise<void> {
+  const seen: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const value = await pressAndSee(launcher, fifo);
+    if (state !== undefined) {
+      assertEquals(stateValue(state), value, `the state file disagrees:\n${launcher.transcript}`);
+    }
+    seen.push(value);
+  }
+  assert(
+    seen[1] === 1 - seen[0] && seen[2] === seen[0],
+    `presses did not toggle: ${seen.join(", ")}\n${launcher.transcript}`,
+  );
+}
+
+// --- the state file shrunk or rewritten under a running system ----------------------------------
+
+for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'echo 1 > "$1"']]) {
+  testWith(
+    SYSTEM_PERMISSIONS,
+    `${fault} under a running launcher: no process dies by a signal, the next presses toggle the LED`,
+    async () => {
+      await withTempDir(async (dir) => {
+        const state = `${dir}/state`;
+        const fifo = `${dir}/button.fifo`;
+        await using launcher = startLauncher(dir, [
+          "--state",
+          state,
+          "--fifo",
+          fifo,
+          "--log-level",
+          "debug",
+        ]);
+        const pids = await running(launcher);
+        try {
+          assertEquals(await pressAndSee(launcher, fifo), 1);
+          const sh = await new Deno.Command("sh", { args: ["-c", command, "sh", state] }).output();
+          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          await pressesStillWork(launcher, fifo, state);
+          assertNoSignalDeaths(launcher);
+          await stopCleanly(launcher, [pids.led, pids.button]);
+        } finally {
+          await stopAll(launcher, [pids.led, pids.button]);
+        }
+      });
+    },
+  );
+}
+
+// --- the state file or the shm name removed or replaced, then the button killed ------------------
+
+/** One way to take the state's name away from a running system. */
+interface PathFault {
+  name: string;
+  /** The launcher's flag for the state. */
+  flag: "--state" | "--shm";
+  /** Removes or replaces the state's name; returns the replacement's content, if any. */
+  apply(where: string): Uint8Array | undefined;
+  /** What the name holds afterwards: its bytes, or undefined when nothing is there. */
+  read(where: string): Uint8Array | undefined;
+}
+
+/** What a user might put in place of the state: the original's 258-byte file holding 0. */
+function replacement(): Uint8Array {
+  const bytes = new Uint8Array(258);
+  bytes.set(new TextEncoder().encode("0\n\0"));
+  return bytes;
+}
+
+function readFileOrNothing(path: string): Uint8Array | undefined {
+  return identity(path) === undefined ? undefined : Deno.readFileSync(path);
+}
+
+function readShmOrNothing(name: string): Uint8Array | undefined {
+  if (!shmExists(name)) return undefined;
+  using region = openShmRegion(name);
+  return region.read(0, region.size);
+}
+
+const PATH_FAULTS: PathFault[] = [
+  {
+    name: "rm of the state file",
+    flag: "--state",
+    apply: (path) => (Deno.removeSync(path), undefined),
+    read: readFileOrNothing,
+  },
+  {
+    name: "replace of the state file",
+    flag: "--state",
+    apply: (path) => {
+      const bytes = replacement();
+      Deno.writeFileSync(`${path}.new`, bytes, { mode: 0o600 });
+      Deno.renameSync(`${path}.new`, path);
+      return bytes;
+    },
+    read: readFileOrNothing,
+  },
+  {
+    name: "rm of the --shm name",
+    flag: "--shm",
+    apply: (name) => (removeShm(name), undefined),
+    read: readShmOrNothing,
+  },
+  {
+    name: "replace of the --shm name",
+    flag: "--shm",
+    apply: (name) => {
+      removeShm(name);
+      using region = openShmRegion(name, { create: true, exclusive: true, size: 258 });
+      region.write(0, replacement());
+      return region.read(0, region.size);
+    },
+    read: readShmOrNothing,
+  },
+];
+
+for (const fault of PATH_FAULTS) {
+  testWith(
+    SYSTEM_PERMISSIONS,
+    `${fault.name} while running, then the button killed: it is reported, and the restarted button and the LED still agree`,
+    async () => {
+      await withTempDir(async (dir) => {
+        await withShmName(async (shm) => {
+          const where = fault.flag === "--state" ? `${dir}/state.dat` : shm;
+          const fifo = `${dir}/button.fifo`;
+          await using launcher = startLauncher(dir, [
+            fault.flag,
+            where,
+            "--fifo",
+            fifo,
+            "--log-level",
+            "debug",
+          ]);
+          const pids = await running(launcher);
+          let restarted: number | undefined;
+          try {
+            assertEquals(await pressAndSee(launcher, fifo), 1);
+            const since = launcher.lines.length;
+            const put = fault.apply(where);
+            Deno.kill(pids.button, "SIGKILL");
+            const again = await launcher.waitFor(/Started button \(pid (\d+)\)/, {
+              since,
+              timeoutMs: GUARD_MS,
+            });
+            restarted = Number(again.match[1]);
+            await launcher.waitFor(/Button ready/, { since: again.index, timeoutMs: GUARD_MS });
+            await pressesStillWork(launcher, fifo);
+            await launcher.waitFor(lineNaming(where, REPLACED), { since, timeoutMs: GUARD_MS });
+            assertEquals(fault.read(where), put, "the system wrote to what is now at the path");
+            await stopCleanly(launcher, [pids.led, restarted]);
+            assertEquals(
+              fault.read(where),
+              put,
+              "the launcher removed or changed what it does not own",
+            );
+          } finally {
+            await stopAll(launcher, [pids.led, pids.button, restarted]);
+          }
+        });
+      });
+    },
+  );
+}
+
+// --- two launchers at once -----------------------------------------------------------------------
+
+/** One launcher in a race for the same --state. */
+interface Contender {
+  /** Holds the launcher's output. */
+  child: ChildProcess;
+  /** The launcher's pid. */
+  pid: number;
+  /** Its --fifo. */
+  fifo: string;
+  /** Resolves when the launcher has ended: its exit code, or the signal that ended it. */
+  ended(): Promise<number | string>;
+}
+
+function direct(child: ChildProcess, fifo: string): Contender {
+  return {
+    child,
+    pid: child.pid,
+    fifo,
+    ended: () => child.status().then((status) => status.signal ?? status.code),
+  };
+}
+
+/** A launcher run by a fixture that prints `pid N` and, at the end, `exit N` or `signal N`. */
+async function wrapped(child: ChildProcess, fifo: string): Promise<Contender> {
+  const pid = Number((await child.waitFor(/^pid (\d+)$/, { timeoutMs: GUARD_MS })).match[1]);
+  return {
+    child,
+    pid,
+    fifo,
+    ended: async () => {
+      await child.status();
+      const last = child.matching(/^(exit|signal) \d+$/).at(-1) ?? "no status";
+      return last.startsWith("exit ") ? Number(last.slice(5)) : last;
+    },
+  };
+}
+
+/**
+ * Exactly one of two contenders runs, on the file at `state`; the other ends with code 1 naming
+ * the state and leaves nothing; after the winner's SIGTERM nothing is left at all. Adds every
+ * child pid it learns to `pids`, for the caller's clean-up.
+ */
+async function oneRunsOnThePath(
+  round: number,
+  state: string,
+  contenders: Contender[],
+  pids: number[],
+): Promise<void> {
+  const first = await within(
+    Promise.race(contenders.map((contender, i) => contender.ended().then(() => i))),
+    GUARD_MS,
+  );
+  const both = contenders.map((c) => c.child.transcript).join("\n---\n");
+  assert(first !== undefined, `round ${round}: neither launcher refused:\n${both}`);
+  const loser = contenders[first];
+  const winner = contenders[1 - first];
+  assertEquals(await loser.ended(), 1, `round ${round}, the loser:\n${loser.child.transcript}`);
+  assertStringIncludes(
+    loser.child.transcript,
+    state,
+    `round ${round}: the refusal names the state`,
+  );
+  const started = await running(winner.child);
+  pids.push(started.led, started.button);
+  assertEquals(identity(loser.fifo), undefined, `round ${round}: the loser left its FIFO`);
+  const inode = identity(state);
+  assert(inode !== undefined, `round ${round}: no state file at the path:\n${both}`);
+  const value = await pressAndSee(winner.child, winner.fifo);
+  assertEquals(identity(state), inode, `round ${round}: the state file was replaced`);
+  assertEquals(stateValue(state), value, `round ${round}: the winner's children use another file`);
+  Deno.kill(winner.pid, "SIGTERM");
+  const code = await within(winner.ended(), STOP_GUARD_MS);
+  assertEquals(code, 0, `round ${round}, the winner:\n${winner.child.transcript}`);
+  for (const pid of [started.led, started.button]) {
+    assert(processGone(pid), `round ${round}: child ${pid} outlived the launcher`);
+  }
+  assertEquals(identity(state), undefined, `round ${round}: the state file was left behind`);
+  assertEquals(identity(winner.fifo), undefined, `round ${round}: a FIFO was left behind`);
+}
+
+function raceArgs(state: string, fifo: string): string[] {
+  return ["--state", state, "--fifo", fifo, "--log-level", "debug"];
+}
+
+const RACE_ROUNDS = 8;
+
+testWith(
+  SYSTEM_PERMISSIONS,
+  `two launchers started at the same instant on one --state, ${RACE_ROUNDS} rounds: one runs on the file at the path, the other leaves nothing`,
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      for (let round = 1; round <= RACE_ROUNDS; round++) {
+        const contenders = [`${dir}/a.fifo`, `${dir}/b.fifo`].map((fifo) =>
+          direct(startLauncher(dir, raceArgs(state, fifo)), fifo)
+        );
+        const pids: number[] = [];
+        try {
+          await oneRunsOnThePath(round, state, contenders, pids);
+        } finally {
+          for (const contender of contenders) await stopAll(contender.child, pids);
+        }
+      }
+    });
+  },
+);
+
+testWith(
+  SYSTEM_PERMISSIONS,
+  "two launchers on one --state, the first frozen the instant it sizes the state file (the worst interleaving), 3 rounds: one runs on the file at the path, the other leaves nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      const freeze = await buildC(dir, "freeze_on_write");
+      const state = `${dir}/state.dat`;
+      for (let round = 1; round <= 3; round++) {
+        const fifos = [`${dir}/a.fifo`, `${dir}/b.fifo`];
+        await using frozen = spawnProgram(freeze, [
+          dir,
+          "state.dat",
+          ...launcherCommand(raceArgs(state, fifos[0])),
+        ]);
+        const pids: number[] = [];
+        let contenders: Contender[] = [];
+        try {
+          const first = await wrapped(frozen, fifos[0]);
+          await frozen.waitFor(/^frozen$/, { timeoutMs: GUARD_MS });
+          const second = direct(startLauncher(dir, raceArgs(state, fifos[1])), fifos[1]);
+          contenders = [first, second];
+          // The second launcher gets as far as it can (its LED and button run, or it refuses)
+          // before the first one continues.
+          await running(second.child).catch(() => {});
+          Deno.kill(first.pid, "SIGCONT");
+          await oneRunsOnThePath(round, state, contenders, pids);
+        } finally {
+          for (const contender of contenders) {
+            killIfRunning(contender.pid);
+            await stopAll(contender.child, pids);
+          }
+        }
+      }
+    });
+  },
+);
+
+// --- a SIGKILLed launcher and what it leaves -----------------------------------------------------
+
+for (const flag of ["--state", "--shm"] as const) {
+  testWith(
+    SYSTEM_PERMISSIONS,
+    `SIGKILL of a launcher with ${flag}: its children exit, the next launcher takes over the leftovers in one line and leaves nothing`,
+    async () => {
+      await withTempDir(async (dir) => {
+        await withShmName(async (shm) => {
+          const where = flag === "--state" ? `${dir}/state.dat` : shm;
+          const exists = (): boolean =>
+            flag === "--state" ? identity(where) !== undefined : shmExists(where);
+          const fifo = `${dir}/button.fifo`;
+          const args = [flag, where, "--fifo", fifo, "--log-level", "debug"];
+          await using crashed = startLauncher(dir, args);
+          const old = await running(crashed);
+          try {
+            assertEquals(await pressAndSee(crashed, fifo), 1);
+            crashed.kill("SIGKILL");
+            await crashed.status();
+            await until(
+              () => processGone(old.led) && processGone(old.button),
+              "the dead launcher's children gone",
+              { timeoutMs: STOP_GUARD_MS },
+            );
+            const left = [where, fifo].filter((path) =>
+              path === where ? exists() : identity(path) !== undefined
+            );
+
+            await using next = startLauncher(dir, args);
+            const pids = await running(next);
+            try {
+              for (const path of left) {
+                await next.waitFor(lineNaming(path, LEFTOVER), { timeoutMs: GUARD_MS });
+              }
+              await pressAndSee(next, fifo);
+              await stopCleanly(next, [pids.led, pids.button]);
+              assertEquals(identity(fifo), undefined, "the FIFO was left behind");
+              assert(!exists(), `${where} was left behind`);
+            } finally {
+              await stopAll(next, [pids.led, pids.button]);
+            }
+          } finally {
+            await stopAll(crashed, [old.led, old.button]);
+          }
+        });
+      });
+    },
+  );
+}
+
+testWith(
+  SYSTEM_PERMISSIONS,
+  "a file at the --state path that is not provably ours is refused, named, and left exactly as it was",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/notes.txt`;
+      const fifo = `${dir}/button.fifo`;
+      const notes = new TextEncoder().encode("Shopping: milk, eggs\n");
+      Deno.writeFileSync(state, notes, { mode: 0o600 });
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const outcome = await startedOrEnded(launcher, /Started (led|button)/);
+      try {
+        assertEquals(
+          outcome,
+          "ended",
+          `the launcher ran on a file that is not ours:\n${launcher.transcript}`,
+        );
+        const status = await launcher.status();
+        assertEquals(status.code, 1, launcher.transcript);
+        assertStringIncludes(status.stderr, state);
+        assertEquals(Deno.readFileSync(state), notes, "the file was changed");
+        assertEquals(identity(fifo), undefined, "the refused launcher left its FIFO");
+      } finally {
+        await stopAll(launcher, childrenOf(launcher.pid));
+      }
+    });
+  },
+);
+
+// --- a console that stalls or fails --------------------------------------------------------------
+
+/** Starts our launcher through stdout_trap; returns the trap and the launcher's pid. */
+async function launchBehind(
+  trap: string,
+  mode: "stall" | "full" | "closed",
+  args: string[],
+): Promise<{ trap: ChildProcess; pid: number }> {
+  const child = spawnProgram(trap, [mode, ...launcherCommand(args)]);
+  const pid = Number((await child.waitFor(/^pid (\d+)$/, { timeoutMs: GUARD_MS })).match[1]);
+  return { trap: child, pid };
+}
+
+/** Writes one press into `fifo`, retrying while the launcher is not yet there to read it. */
+async function pressWhenReady(fifo: string, trap: ChildProcess): Promise<void> {
+  const started = performance.now();
+  for (;;) {
+    try {
+      return await writeAndLeave(fifo, "0\n");
+    } catch (error) {
+      if (performance.now() - started > GUARD_MS) {
+        throw new Error(
+          `Cannot press through ${fifo}: ${(error as Error).message}\n${trap.transcript}`,
+        );
+      }
+      await delay(10);
+    }
+  }
+}
+
+/** Presses through `fifo` `count` times, each time until the state file has toggled. */
+async function pressByFile(
+  fifo: string,
+  state: string,
+  count: number,
+  trap: ChildProcess,
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const expected = 1 - stateValue(state);
+    await pressWhenReady(fifo, trap);
+    await until(() => stateValue(state) === expected, `press ${i + 1} in the state file`, {
+      child: trap,
+    });
+  }
+}
+
+testWith(
+  SYSTEM_PERMISSIONS,
+  "stdout a pipe nobody reads: presses still count, and SIGTERM stops everything within the guard",
+  async () => {
+    await withTempDir(async (dir) => {
+      const trapProgram = await buildC(dir, "stdout_trap");
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      const { trap, pid } = await launchBehind(trapProgram, "stall", [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+        "--log-level",
+        "debug",
+      ]);
+      await using _trap = trap;
+      let children: number[] = [];
+      try {
+        await until(() => identity(state) !== undefined, "the state file", { child: trap });
+        // Each press logs two lines or more (about 150 bytes): 60 fill the one-page pipe twice.
+        await pressByFile(fifo, state, 60, trap);
+        children = childrenOf(pid);
+        Deno.kill(pid, "SIGTERM");
+        const ended = await trap.waitFor(/^(exit|signal) (\d+)$/, { timeoutMs: STOP_GUARD_MS });
+        assertEquals(ended.match[0], "exit 0", trap.transcript);
+        for (const child of children) {
+          assert(processGone(child), `child ${child} outlived the launcher`);
+        }
+      } finally {
+        for (const child of children) killIfRunning(child);
+        killIfRunning(pid);
+      }
+    });
+  },
+);
+
+for (const mode of ["full", "closed"] as const) {
+  const what = mode === "full" ? "/dev/full" : "a closed pipe";
+  testWith(
+    SYSTEM_PERMISSIONS,
+    `stdout on ${what}: reported once on stderr, presses still change the state`,
+    async () => {
+      await withTempDir(async (dir) => {
+        const trapProgram = await buildC(dir, "stdout_trap");
+        const state = `${dir}/state.dat`;
+        const fifo = `${dir}/button.fifo`;
+        const { trap, pid } = await launchBehind(trapProgram, mode, [
+          "--state",
+          state,
+          "--fifo",
+          fifo,
+        ]);
+        await using _trap = trap;
+        let children: number[] = [];
+        try {
+          await until(() => identity(state) !== undefined, "the state file", { child: trap });
+          await pressByFile(fifo, state, 20, trap);
+          children = childrenOf(pid);
+          assert(!processGone(pid), `the launcher ended:\n${trap.transcript}`);
+          assertEquals(children.length, 2, `the LED and the button are not both running`);
+          assertEquals(trap.matching(/restarting/), [], trap.transcript);
+          Deno.kill(pid, "SIGTERM");
+          const ended = await trap.waitFor(/^(exit|signal) (\d+)$/, { timeoutMs: STOP_GUARD_MS });
+          assertEquals(ended.match[0], "exit 0", trap.transcript);
+          const reports = trap.lines.filter((line) =>
+            line.stream === "stderr" && /stdout|standard output|console/i.test(line.text)
+          );
+          assertEquals(reports.length, 1, `not reported exactly once:\n${trap.transcript}`);
+          assertMatch(reports[0].text, mode === "full" ? /ENOSPC|no space/i : /EPIPE|broken pipe/i);
+        } finally {
+          for (const child of children) killIfRunning(child);
+          killIfRunning(pid);
+        }
+      });
+    },
+  );
+}
