@@ -601,8 +601,17 @@ knownBug(
       outcomes[call] = await queued;
       region.close();
     }
+    // Either the call took its turn and finished before the close (the second message, or a
+    // send that went through), or the close came first and the call is refused: never a
+    // TypeError from the detached memory, never a copy out of a closed ring.
     const wrong = Object.entries(outcomes)
-      .filter(([, outcome]) => !(outcome instanceof Deno.errors.BadResource))
+      .filter(([call, outcome]) =>
+        !(outcome instanceof Deno.errors.BadResource) &&
+        !(call === "receive" && outcome instanceof Uint8Array &&
+          decoder.decode(outcome) === "two") &&
+        !(call === "receiveInto" && outcome === 3) &&
+        !(call === "send" && outcome === undefined)
+      )
       .map(([call, outcome]) => `${call}() gave ${describe(outcome)}`);
     assertEquals(wrong, []);
   },
@@ -620,7 +629,12 @@ knownBug(
     producer.trySend(encoder.encode("one"));
     producer.trySend(encoder.encode("two"));
     const got = await queued;
-    assert(got instanceof Deno.errors.BadResource, `receive() gave ${describe(got)}`);
+    // Taken in its turn before the close, or refused after it; never a message of a closed end.
+    assert(
+      got instanceof Deno.errors.BadResource ||
+        (got instanceof Uint8Array && decoder.decode(got) === "two"),
+      `receive() gave ${describe(got)}`,
+    );
     let free: number | Error;
     try {
       free = producer.free;

@@ -138,6 +138,7 @@ export class RingConsumer {
     return await this.#ring.inTurn(
       async () => {
         const length = await this.#waitForMessage(options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#copy(length);
       },
       options,
@@ -164,6 +165,7 @@ export class RingConsumer {
     return await this.#ring.inTurn(
       async () => {
         const length = await this.#waitForMessage(options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#copyInto(buffer, length);
       },
       options,
@@ -201,6 +203,7 @@ export class RingConsumer {
     return await this.#ring.inTurn(
       async () => {
         const length = await this.#waitForMessage(options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         if (length === ENDED) return [];
         return [this.#copy(length), ...this.#takeBatch(max - 1)];
       },
@@ -297,6 +300,7 @@ export class RingConsumer {
     return await this.#ring.inTurn(
       async () => {
         const length = await this.#waitForMessage(options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#leaseOf(length);
       },
       options,

@@ -138,6 +138,7 @@ export class RingProducer {
     await this.#ring.inTurn(
       async () => {
         const index = await this.#waitForRoom(message.length, options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         this.#write(index, message);
       },
       options,
@@ -164,6 +165,7 @@ export class RingProducer {
       async () => {
         while (sent < messages.length) {
           const index = await this.#waitForRoom(messages[sent].length, options);
+          this.#ring.check(); // closed while the wait returned: write nothing
           this.#write(index, messages[sent++]);
           sent += this.#sendBatch(messages, sent);
         }
@@ -225,6 +227,7 @@ export class RingProducer {
     return await this.#ring.inTurn(
       async () => {
         const index = await this.#waitForRoom(length, options);
+        this.#ring.check(); // closed while the wait returned: copy nothing
         return this.#reservation(index, length);
       },
       options,
