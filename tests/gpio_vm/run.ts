@@ -12,7 +12,8 @@
  *   --vm NAME   run only this VM (repeatable)
  *   --require   a VM that cannot run here (SKIPPED) fails the run, as in CI
  *
- * Downloads are kept in $MMAP_IPC_GPIO_VM_CACHE (default ~/.cache/mmap-ipc/gpio-vm).
+ * Downloads are kept in $MMAP_IPC_GPIO_VM_CACHE (default ~/.cache/mmap-ipc/gpio-vm). This
+ * needs only to start bash (vm.sh) and the running Deno (type-checking, its cache directory).
  *
  * @module
  */
@@ -97,21 +98,8 @@ function fail(message: string): never {
   Deno.exit(2);
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function run(
-  command: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<number> {
-  const child = new Deno.Command(command, { args, cwd: ROOT, env }).spawn();
+async function run(command: string, args: string[]): Promise<number> {
+  const child = new Deno.Command(command, { args, cwd: ROOT }).spawn();
   return (await child.status).code;
 }
 
@@ -119,6 +107,27 @@ async function output(command: string, args: string[]): Promise<string> {
   const result = await new Deno.Command(command, { args, cwd: ROOT, stderr: "inherit" }).output();
   if (!result.success) fail(`${command} ${args.join(" ")} failed`);
   return new TextDecoder().decode(result.stdout);
+}
+
+/** Runs one VM, passing its output through; returns its exit code and what it said of its cache. */
+async function runVm(
+  vm: string,
+  env: Record<string, string>,
+): Promise<{ code: number; cache: Result["cache"] }> {
+  const child = new Deno.Command("bash", {
+    args: [`${ROOT}tests/gpio_vm/vm.sh`, vm],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let said = ""; // the start of the output, where vm.sh says which cache it found
+  for await (const chunk of child.stdout) {
+    await Deno.stdout.write(chunk);
+    if (said.length < 4096) said += decoder.decode(chunk, { stream: true });
+  }
+  const cache = said.includes(`gpio-vm: ${vm}: warm cache`) ? "warm" : "cold";
+  return { code: (await child.status).code, cache };
 }
 
 async function main(): Promise<number> {
@@ -140,30 +149,19 @@ async function main(): Promise<number> {
       fail(`unknown VM ${vm}; the VMs are ${VMS.join(", ")}`);
     }
   }
-  const missing = [...GPIO_TESTS, ...LIBRARY_TESTS, ...GUEST_PROGRAMS].filter((file) =>
-    !exists(`${ROOT}${file}`)
-  );
-  if (missing.length > 0) {
-    fail(`${missing.join(", ")} not found: update the lists in tests/gpio_vm/run.ts`);
-  }
-
   const deno = Deno.execPath();
   console.log("test:gpio: type-checking what the VMs run (they run it with --no-check)");
-  if (
-    await run(deno, ["check", "--quiet", ...GPIO_TESTS, ...LIBRARY_TESTS, ...GUEST_PROGRAMS]) !== 0
-  ) {
+  const files = [...GPIO_TESTS, ...LIBRARY_TESTS, ...GUEST_PROGRAMS];
+  if (await run(deno, ["check", "--quiet", ...files]) !== 0) {
+    console.error("test:gpio: if a file was renamed, update the lists in tests/gpio_vm/run.ts");
     return 1;
   }
   const denoDir = JSON.parse(await output(deno, ["info", "--json"])).denoDir as string;
-  const cache = Deno.env.get("MMAP_IPC_GPIO_VM_CACHE") ||
-    `${Deno.env.get("HOME")}/.cache/mmap-ipc/gpio-vm`;
 
   const results: Result[] = [];
   for (const vm of chosen) {
-    const warm = exists(`${cache}/${vm}/.ready`);
     const started = performance.now();
-    const code = await run("bash", [`${ROOT}tests/gpio_vm/vm.sh`, vm], {
-      CACHE: cache,
+    const { code, cache } = await runVm(vm, {
       DENO_BIN: deno,
       DENO_DIR: denoDir,
       TESTS: GPIO_TESTS.join(" "),
@@ -174,7 +172,7 @@ async function main(): Promise<number> {
       vm,
       outcome: code === 0 ? "passed" : code === SKIPPED ? "skipped" : "failed",
       seconds: Math.round((performance.now() - started) / 1000),
-      cache: warm ? "warm" : "cold",
+      cache,
     });
   }
 

@@ -12,7 +12,8 @@
 # libgpiod), the kernel's modules and a Deno binary; the project is mounted read-only over 9p.
 # Packages, the aarch64 Deno and the built module stay in the cache for later runs.
 #
-# Usage: vm.sh NAME. Environment: CACHE (cache directory), DENO_BIN (the host's Deno),
+# Usage: vm.sh NAME. Environment: MMAP_IPC_GPIO_VM_CACHE (the cache directory, default
+# ~/.cache/mmap-ipc/gpio-vm), DENO_BIN (the host's Deno),
 # DENO_DIR (its cache, for the npm packages), TESTS (test files for every VM), LIBRARY_TESTS
 # (test files for the aarch64 VM too), TEST_FILTER (deno test --filter for the guests).
 # Exit status: 0 passed, 1 failed, 77 skipped (QEMU cannot run here; the reason is printed).
@@ -50,8 +51,14 @@ if ! command -v "$qemu" >/dev/null; then
     skip "$qemu_package could not be installed"
 fi
 
+CACHE=${MMAP_IPC_GPIO_VM_CACHE:-$HOME/.cache/mmap-ipc/gpio-vm}
 dir="$CACHE/$vm"
 mkdir -p "$dir"
+if [ -f "$dir/.ready" ]; then
+  echo "gpio-vm: $vm: warm cache ($dir)"
+else
+  echo "gpio-vm: $vm: cold cache ($dir): downloading what it needs"
+fi
 
 # --- packages ---------------------------------------------------------------------------
 # busybox for packing the initramfs on this host, whatever the guest's architecture.
