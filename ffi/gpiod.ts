@@ -111,7 +111,10 @@ export function loadGpiod(library?: string): Gpiod {
       return loaded;
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
-      failures.push(`${candidate}: ${(error as Error).message}`);
+      // Deno says "Could not open library: " twice before dlopen's own reason.
+      const reason = (error as Error).message.replace(/^(Could not open library: )+/, "");
+      const own = `${candidate}: `;
+      failures.push(own + (reason.startsWith(own) ? reason.slice(own.length) : reason));
     }
   }
   throw new Deno.errors.NotFound(
@@ -215,12 +218,11 @@ function locate(chips: Chip[], chipSpec: string, lineSpec: string): LineLocation
   const candidates = auto ? chips : chips.filter((chip) => matchesChip(chip, chipSpec));
   const present = chips.map((chip) => `${chip.name} (${chip.label})`).join(", ");
   if (candidates.length === 0) {
+    const wanted = auto ? "a GPIO chip" : `GPIO chip ${JSON.stringify(chipSpec)}`;
     throw new Deno.errors.NotFound(
       present === ""
-        ? `Cannot find GPIO chip ${
-          JSON.stringify(chipSpec)
-        }: this machine has no GPIO chips (no /dev/gpiochipN); on a PC, use the PC build (deno task launch)`
-        : `Cannot find GPIO chip ${JSON.stringify(chipSpec)}; chips present: ${present}`,
+        ? `Cannot find ${wanted}: this machine has none (no /dev/gpiochipN); on a PC, use the PC build (deno task launch)`
+        : `Cannot find ${wanted}; chips present: ${present}`,
     );
   }
   const found = (chip: Chip, offset: number, wanted?: string): LineLocation => ({

@@ -223,7 +223,7 @@ export class ChipV1 implements Chip {
     const subject = lineSubject(this.path, offset);
     if (!Number.isInteger(offset) || offset < 0 || offset >= this.lineCount) {
       throw new Deno.errors.NotFound(
-        `There is no ${subject}: it has lines 0 to ${this.lineCount - 1}`,
+        `Cannot find GPIO ${subject}: the chip has lines 0 to ${this.lineCount - 1}`,
       );
     }
     const line = this.#lib.gpiod_chip_get_line(chip, offset);
