@@ -54,6 +54,11 @@ fi
 CACHE=${MMAP_IPC_GPIO_VM_CACHE:-$HOME/.cache/mmap-ipc/gpio-vm}
 dir="$CACHE/$vm"
 mkdir -p "$dir"
+# One preparation at a time per cache (the private apt state is not locked); not held while booting.
+exec 9>"$CACHE/.lock"
+flock 9
+# What the single-VM version of this script kept in the cache, now unused.
+rm -rf "$CACHE/apt" "$CACHE/debs" "$CACHE"/unpacked-*
 if [ -f "$dir/.ready" ]; then
   echo "gpio-vm: $vm: warm cache ($dir)"
 else
@@ -203,6 +208,7 @@ GPIO_VM_FILTER='${TEST_FILTER:-}'
 ENV
 (cd "$image" && find . | "$packer" cpio -o -H newc 2>/dev/null) > "$work/initrd.cpio"
 rm -rf "$image"
+flock -u 9 # the cache is not read from here on
 
 # --- boot -------------------------------------------------------------------------------
 if [ "$arch" = amd64 ]; then
