@@ -126,8 +126,10 @@ export function loadGpiod(library?: string): Gpiod {
 }
 
 const MAX_CHIPS = 64;
-/** <errno.h>: the same on x86-64 and aarch64. */
+// <errno.h>: the same on x86-64 and aarch64.
+const ENXIO = 6;
 const EBUSY = 16;
+const ENODEV = 19;
 
 /**
  * Labels of the chips that carry a Raspberry Pi's 40-pin header, whose line offsets are the
@@ -148,7 +150,8 @@ export function openAllChips(): Chip[] {
     try {
       chips.push(lib.openChip(path));
     } catch (error) {
-      if (hasErrno(error, Errno.ENOENT)) continue; // numbers can have gaps
+      // Numbers can have gaps, and a node can outlive its device.
+      if (hasErrno(error, Errno.ENOENT, ENXIO, ENODEV)) continue;
       for (const chip of chips) chip.close();
       throw explainChipError(error, path);
     }

@@ -171,8 +171,9 @@ const HEADER_BCM2835 = names(
 
 /**
  * The header chips of the Raspberry Pi models, with the line names their device trees give the
- * 40-pin header's lines (offsets 0 to 27; the rest are left unnamed here), and for each a chip
- * that comes before it on that model, so `auto` has to look past chip 0.
+ * 40-pin header's lines (offsets 0 to 27; the rest are left unnamed here), each after another chip
+ * of that model, so `auto` has to look past chip 0 (as on a Pi 5 with an older kernel, where the
+ * SoC's own chips come first; a Pi 4's firmware expander really comes after its header chip).
  */
 export const PI_MODELS: Readonly<Record<string, readonly SimBank[]>> = {
   "Raspberry Pi 5": [
