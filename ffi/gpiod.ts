@@ -6,15 +6,14 @@
  */
 
 import { Errno } from "./errno.ts";
+import { hasErrno, lineSubject, withAdvice } from "./gpiod_errors.ts";
 import { fromCString } from "./posix.ts";
 import { ChipV1, GPIOD_V1_SYMBOLS } from "./gpiod_v1.ts";
-import type { Chip } from "./gpiod_types.ts";
+import { type Chip, LIBGPIOD_ENV } from "./gpiod_types.ts";
 import { ChipV2, GPIOD_V2_SYMBOLS } from "./gpiod_v2.ts";
 
 export type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
-
-/** The environment variable that names the libgpiod to load (a path or a soname). */
-export const LIBGPIOD_ENV = "MMAP_IPC_LIBGPIOD";
+export { LIBGPIOD_ENV };
 
 /** Tried in this order when the environment names none: 2.x first, then 1.6. */
 const CANDIDATES = ["libgpiod.so.3", "libgpiod.so.2"];
@@ -112,7 +111,10 @@ export function loadGpiod(library?: string): Gpiod {
       return loaded;
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) throw error;
-      failures.push(`${candidate}: ${(error as Error).message}`);
+      // Deno says "Could not open library: " twice before dlopen's own reason.
+      const reason = (error as Error).message.replace(/^(Could not open library: )+/, "");
+      const own = `${candidate}: `;
+      failures.push(own + (reason.startsWith(own) ? reason.slice(own.length) : reason));
     }
   }
   throw new Deno.errors.NotFound(
@@ -124,18 +126,34 @@ export function loadGpiod(library?: string): Gpiod {
 }
 
 const MAX_CHIPS = 64;
+// <errno.h>: the same on x86-64 and aarch64.
+const ENXIO = 6;
+const EBUSY = 16;
+const ENODEV = 19;
+
+/**
+ * Labels of the chips that carry a Raspberry Pi's 40-pin header, whose line offsets are the
+ * BCM numbers (GPIO17 is offset 17), with the models that have them.
+ */
+export const PI_HEADER_CHIPS: Readonly<Record<string, string>> = {
+  "pinctrl-rp1": "Raspberry Pi 5",
+  "pinctrl-bcm2711": "Raspberry Pi 4, 400 and CM4",
+  "pinctrl-bcm2835": "Raspberry Pi 3 and older",
+};
 
 /** Opens every chip there is, in number order. The caller closes them. */
 export function openAllChips(): Chip[] {
   const lib = gpiod();
   const chips: Chip[] = [];
   for (let number = 0; number < MAX_CHIPS; number++) {
+    const path = `/dev/gpiochip${number}`;
     try {
-      chips.push(lib.openChip(`/dev/gpiochip${number}`));
+      chips.push(lib.openChip(path));
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) continue;
+      // Numbers can have gaps, and a node can outlive its device.
+      if (hasErrno(error, Errno.ENOENT, ENXIO, ENODEV)) continue;
       for (const chip of chips) chip.close();
-      throw explainChipError(error, `/dev/gpiochip${number}`);
+      throw explainChipError(error, path);
     }
   }
   return chips;
@@ -143,10 +161,11 @@ export function openAllChips(): Chip[] {
 
 /** Adds what to do to a permission error on a chip device. */
 function explainChipError(error: unknown, path: string): unknown {
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return new Deno.errors.PermissionDenied(
-      `${(error as Error).message}. Your user may not open ${path}: join the group that owns it ` +
-        `(on Raspberry Pi OS: sudo usermod -aG gpio $USER, then log in again)`,
+  if (hasErrno(error, Errno.EACCES, Errno.EPERM)) {
+    return withAdvice(
+      error,
+      `Your user may not open ${path}: join the group that owns it ` +
+        "(on Raspberry Pi OS: sudo usermod -aG gpio $USER, then log in again), or run as root",
     );
   }
   return error;
@@ -158,6 +177,8 @@ export interface LineLocation {
   chip: Chip;
   /** The line's offset in the chip. */
   offset: number;
+  /** The line for messages, such as `GPIO17 (line 17 of /dev/gpiochip0, pinctrl-rp1)`. */
+  description: string;
 }
 
 function matchesChip(chip: Chip, spec: string): boolean {
@@ -165,67 +186,98 @@ function matchesChip(chip: Chip, spec: string): boolean {
     `/dev/gpiochip${spec}` === chip.path;
 }
 
+/** `wanted` is the name asked for (undefined when an offset was): it leads when there is one. */
+function describe(chip: Chip, offset: number, wanted: string | undefined, name: string): string {
+  const where = `${lineSubject(chip.path, offset)}, ${chip.label || "no label"}`;
+  const lead = wanted ?? name;
+  if (lead === "") return `${lineSubject(chip.path, offset)} (${chip.label || "no label"})`;
+  if (name === "" || name === lead) return `${lead} (${where})`;
+  return `${lead} (${where}, named ${JSON.stringify(name)})`;
+}
+
 /**
  * Finds a line. `chipSpec` is a device path, a chip name (`gpiochip0`), a number, a label
- * (`pinctrl-rp1`) or `auto` (every chip). `lineSpec` is a line name (`GPIO17`) or an offset;
- * with `auto`, an offset N means the line named `GPION` (the Raspberry Pi's BCM numbering,
- * whichever chip has the header), else offset N of the first chip.
+ * (`pinctrl-rp1`) or `auto` (every chip). `lineSpec` is a line name (`GPIO17`) or an offset.
+ * `GPION` is also the BCM line N on a Raspberry Pi's header chip (see {@link PI_HEADER_CHIPS})
+ * where the device tree names it otherwise (the Pi 4 calls GPIO4 `GPIO_GCLK`). With `auto`,
+ * an offset N means `GPION`, and where no chip has that, offset N of the first chip.
+ * Throws `NotFound` only when no such chip or line exists; any other failure to read the chips
+ * is thrown as it is, with its errno.
  */
 export function findLine(chipSpec: string, lineSpec: string): LineLocation {
   const chips = openAllChips();
-  const keep = (chip: Chip, offset: number): LineLocation => {
-    for (const other of chips) if (other !== chip) other.close();
-    return { chip, offset };
-  };
-  const candidates = chipSpec === "auto"
-    ? chips
-    : chips.filter((chip) => matchesChip(chip, chipSpec));
-  if (candidates.length === 0) {
+  try {
+    const found = locate(chips, chipSpec, lineSpec);
+    for (const chip of chips) if (chip !== found.chip) chip.close();
+    return found;
+  } catch (error) {
     for (const chip of chips) chip.close();
-    const present = chips.map((chip) => `${chip.name} (${chip.label})`).join(", ");
-    throw new Deno.errors.NotFound(
-      present === ""
-        ? `Cannot find GPIO chip ${
-          JSON.stringify(chipSpec)
-        }: this machine has no GPIO chips (no /dev/gpiochipN); on a PC, use the PC build (deno task launch)`
-        : `Cannot find GPIO chip ${JSON.stringify(chipSpec)}; chips present: ${present}`,
-    );
+    throw error;
   }
-  const numeric = /^\d+$/.test(lineSpec);
-  const name = numeric && chipSpec === "auto" ? `GPIO${lineSpec}` : lineSpec;
-  if (!numeric || chipSpec === "auto") {
-    for (const chip of candidates) {
-      const offset = chip.findLine(name);
-      if (offset !== undefined) return keep(chip, offset);
-    }
-  }
-  if (numeric) {
-    const offset = Number(lineSpec);
-    const chip = candidates[0];
-    if (offset < chip.lineCount) return keep(chip, offset);
-  }
-  for (const chip of chips) chip.close();
-  const where = candidates.map((chip) => chip.name).join(", ");
-  throw new Deno.errors.NotFound(`Cannot find GPIO line ${JSON.stringify(lineSpec)} on ${where}`);
 }
 
-/** Turns a failed request into an error that names who holds the line, when it is busy. */
+function locate(chips: Chip[], chipSpec: string, lineSpec: string): LineLocation {
+  const auto = chipSpec === "auto";
+  const candidates = auto ? chips : chips.filter((chip) => matchesChip(chip, chipSpec));
+  const present = chips.map((chip) => `${chip.name} (${chip.label})`).join(", ");
+  if (candidates.length === 0) {
+    const wanted = auto ? "a GPIO chip" : `GPIO chip ${JSON.stringify(chipSpec)}`;
+    throw new Deno.errors.NotFound(
+      present === ""
+        ? `Cannot find ${wanted}: this machine has none (no /dev/gpiochipN); on a PC, use the PC build (deno task launch)`
+        : `Cannot find ${wanted}; chips present: ${present}`,
+    );
+  }
+  const found = (chip: Chip, offset: number, wanted?: string): LineLocation => ({
+    chip,
+    offset,
+    description: describe(chip, offset, wanted, chip.lineInfo(offset).name),
+  });
+  const numeric = /^\d+$/.test(lineSpec);
+  if (numeric && !auto) {
+    return found(candidates[0], Number(lineSpec));
+  }
+  const name = numeric ? `GPIO${lineSpec}` : lineSpec;
+  for (const chip of candidates) {
+    const offset = chip.findLine(name);
+    if (offset !== undefined) return found(chip, offset, name);
+  }
+  const bcm = /^GPIO(\d+)$/.exec(name);
+  if (bcm !== null) {
+    const header = candidates.find((chip) => chip.label in PI_HEADER_CHIPS);
+    const offset = Number(bcm[1]);
+    if (header !== undefined && offset < header.lineCount) return found(header, offset, name);
+  }
+  if (numeric && Number(lineSpec) < candidates[0].lineCount) {
+    return found(candidates[0], Number(lineSpec));
+  }
+  const where = auto
+    ? present
+    : candidates.map((chip) => `${chip.name} (${chip.label})`).join(", ");
+  throw new Deno.errors.NotFound(
+    `Cannot find GPIO line ${JSON.stringify(lineSpec)} on ${where}. Name a line ` +
+      "(gpioinfo lists them) or give its offset with --chip",
+  );
+}
+
+/**
+ * Turns a failed request into an error that says what to do: who holds a busy line, which
+ * group may open the chip. Keeps the errno.
+ */
 export function explainRequestError(error: unknown, chip: Chip, offset: number): unknown {
-  const code = (error as { errno?: number }).errno;
-  if (error instanceof Deno.errors.Busy || code === 16) {
-    let holder = "another process";
+  if (hasErrno(error, EBUSY)) {
+    let holder = "Another program holds it";
     try {
       const info = chip.lineInfo(offset);
       if (info.used) {
         holder = info.consumer
-          ? `consumer ${JSON.stringify(info.consumer)}`
-          : "an unnamed consumer";
+          ? `It is held by consumer ${JSON.stringify(info.consumer)}`
+          : "It is held by an unnamed consumer";
       }
     } catch {
-      // keep the generic wording
+      // keep the generic wording: the request's own error is the one to report
     }
-    return new Deno.errors.Busy(`GPIO line ${offset} of ${chip.path} is busy: ${holder} holds it`);
+    return withAdvice(error, `${holder}: stop that program or choose another line`);
   }
-  if (code === Errno.EACCES || code === Errno.EPERM) return explainChipError(error, chip.path);
-  return error;
+  return explainChipError(error, chip.path);
 }

@@ -5,6 +5,9 @@
  * @module
  */
 
+/** The environment variable that names the libgpiod to load (a path or a soname). */
+export const LIBGPIOD_ENV = "MMAP_IPC_LIBGPIOD";
+
 /** Pull resistor for an input. */
 export type Bias = "as-is" | "disabled" | "pull-up" | "pull-down";
 
@@ -69,9 +72,12 @@ export interface Chip extends Disposable {
   readonly label: string;
   /** How many lines it has. */
   readonly lineCount: number;
-  /** The offset of the line called `name`, or undefined. */
+  /**
+   * The offset of the line called `name`, or undefined when the chip has none; throws when
+   * the chip's lines cannot be read.
+   */
   findLine(name: string): number | undefined;
-  /** What is known of the line at `offset`. */
+  /** What is known of the line at `offset`; throws `NotFound` when the chip has no such line. */
   lineInfo(offset: number): LineInfo;
   /** Requests the line at `offset` as an input with edge events. */
   requestInput(offset: number, settings: InputSettings): InputLine;

@@ -5,8 +5,17 @@
  * @module
  */
 
-import { check, lastErrno, osError } from "./errno.ts";
-import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
+import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { gpioError, lineSubject } from "./gpiod_errors.ts";
+import {
+  type Bias,
+  type Chip,
+  type InputLine,
+  type InputSettings,
+  LIBGPIOD_ENV,
+  type LineInfo,
+  type OutputLine,
+} from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
 
 /** The libgpiod 1.6 functions this project calls, with their C declarations. */
@@ -67,6 +76,24 @@ const BIAS_FLAG: Record<Bias, number> = {
 const REQUEST_CONFIG_BYTES = 16;
 /** struct gpiod_line_event { struct timespec ts; int event_type; } */
 const LINE_EVENT_BYTES = 24;
+
+/**
+ * libgpiod 1.6 reads line info with the kernel's v1 ioctls; a kernel built without them
+ * (CONFIG_GPIO_CDEV_V1 off, as Debian's arm64 and newest kernels are) answers EINVAL.
+ */
+const NO_V1_INTERFACE_ADVICE =
+  "The kernel refused libgpiod 1.6's line-info request: it has no GPIO character device v1 " +
+  "interface (CONFIG_GPIO_CDEV_V1), which libgpiod 1.6 needs. Install libgpiod 2.x " +
+  `(sudo apt install libgpiod3), which this program prefers, or set ${LIBGPIOD_ENV} to its path`;
+
+/** The error for a failed line-info call: EINVAL on a line that exists means no v1 interface. */
+function lineInfoError(action: string, subject: string, errno: number): Error {
+  if (errno === Errno.EINVAL) {
+    const error = gpioError(action, subject, errno, NO_V1_INTERFACE_ADVICE);
+    return new Deno.errors.NotSupported(error.message, { cause: error });
+  }
+  return gpioError(action, subject, errno);
+}
 
 /** Fills a `struct gpiod_line_request_config`; the consumer string must outlive the call. */
 function requestConfig(
@@ -135,8 +162,20 @@ class LineV1 implements InputLine, OutputLine {
       this.#open(),
       new Uint8Array(timeout.buffer),
     );
-    if (result < 0) throw new Error(`Cannot wait for edge events of ${this.#subject}`);
+    if (result < 0) throw this.#waitError();
     return result > 0;
+  }
+
+  /**
+   * The wait ran on a worker thread, whose errno is not visible here: a read on this thread
+   * shows the cause when the line itself has failed.
+   */
+  #waitError(): Error {
+    this.read();
+    return new Error(
+      `Cannot wait for edge events of ${this.#subject}: libgpiod's wait failed on a worker ` +
+        "thread (its errno is not visible there) while the line still reads",
+    );
   }
 
   close(): void {
@@ -180,14 +219,24 @@ export class ChipV1 implements Chip {
   }
 
   #line(offset: number): Deno.PointerObject {
-    const line = this.#lib.gpiod_chip_get_line(this.#open(), offset);
-    if (line === null) throw osError("get", `line ${offset} of ${this.path}`, lastErrno());
+    const chip = this.#open();
+    const subject = lineSubject(this.path, offset);
+    if (!Number.isInteger(offset) || offset < 0 || offset >= this.lineCount) {
+      throw new Deno.errors.NotFound(
+        `Cannot find GPIO ${subject}: the chip has lines 0 to ${this.lineCount - 1}`,
+      );
+    }
+    const line = this.#lib.gpiod_chip_get_line(chip, offset);
+    if (line === null) throw lineInfoError("inspect", subject, lastErrno());
     return line;
   }
 
   findLine(name: string): number | undefined {
     const line = this.#lib.gpiod_chip_find_line(this.#open(), cString(name));
-    return line === null ? undefined : this.#lib.gpiod_line_offset(line);
+    if (line !== null) return this.#lib.gpiod_line_offset(line);
+    const errno = lastErrno();
+    if (errno === Errno.ENOENT) return undefined;
+    throw lineInfoError(`look for line ${JSON.stringify(name)} on`, this.path, errno);
   }
 
   lineInfo(offset: number): LineInfo {
@@ -203,7 +252,7 @@ export class ChipV1 implements Chip {
   #request(offset: number, consumer: string, type: number, flags: number, value: number): LineV1 {
     const line = this.#line(offset);
     const name = cString(consumer);
-    const subject = `line ${offset} of ${this.path}`;
+    const subject = lineSubject(this.path, offset);
     check(
       this.#lib.gpiod_line_request(line, requestConfig(name, type, flags), value),
       "request",

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { check, lastErrno, osError } from "./errno.ts";
+import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
 
@@ -117,7 +118,7 @@ function requestLine(
   consumer: string,
   configure: (settings: Deno.PointerObject) => void,
 ): Deno.PointerObject {
-  const subject = `line ${offset} of ${chipPath}`;
+  const subject = lineSubject(chipPath, offset);
   const settings = lib.gpiod_line_settings_new();
   const lineConfig = lib.gpiod_line_config_new();
   const requestConfig = lib.gpiod_request_config_new();
@@ -217,8 +218,20 @@ class RequestV2 implements InputLine, OutputLine {
       request,
       BigInt(Math.round(timeoutMs * 1e6)),
     );
-    if (result < 0) throw new Error(`Cannot wait for edge events of ${this.#subject}`);
+    if (result < 0) throw this.#waitError();
     return result > 0;
+  }
+
+  /**
+   * The wait ran on a worker thread, whose errno is not visible here: a read on this thread
+   * shows the cause when the request itself has failed.
+   */
+  #waitError(): Error {
+    this.read();
+    return new Error(
+      `Cannot wait for edge events of ${this.#subject}: libgpiod's wait failed on a worker ` +
+        "thread (its errno is not visible there) while the line still reads",
+    );
   }
 
   close(): void {
@@ -271,12 +284,22 @@ export class ChipV2 implements Chip {
 
   findLine(name: string): number | undefined {
     const offset = this.#lib.gpiod_chip_get_line_offset_from_name(this.#open(), cString(name));
-    return offset < 0 ? undefined : offset;
+    if (offset >= 0) return offset;
+    const errno = lastErrno();
+    if (errno === Errno.ENOENT) return undefined;
+    throw gpioError(`look for line ${JSON.stringify(name)} on`, this.path, errno);
   }
 
   lineInfo(offset: number): LineInfo {
-    const info = this.#lib.gpiod_chip_get_line_info(this.#open(), offset);
-    if (info === null) throw osError("inspect", `line ${offset} of ${this.path}`, lastErrno());
+    const chip = this.#open();
+    const subject = lineSubject(this.path, offset);
+    if (!Number.isInteger(offset) || offset < 0 || offset >= this.lineCount) {
+      throw new Deno.errors.NotFound(
+        `Cannot find GPIO ${subject}: the chip has lines 0 to ${this.lineCount - 1}`,
+      );
+    }
+    const info = this.#lib.gpiod_chip_get_line_info(chip, offset);
+    if (info === null) throw osError("inspect", subject, lastErrno());
     try {
       return {
         offset,
@@ -298,7 +321,7 @@ export class ChipV2 implements Chip {
       lib.gpiod_line_settings_set_active_low(s, settings.activeLow);
       lib.gpiod_line_settings_set_debounce_period_us(s, BigInt(settings.debounceUs));
     });
-    return new RequestV2(lib, request, offset, `line ${offset} of ${this.path}`, true);
+    return new RequestV2(lib, request, offset, lineSubject(this.path, offset), true);
   }
 
   requestOutput(offset: number, consumer: string, value: number): OutputLine {
@@ -307,7 +330,7 @@ export class ChipV2 implements Chip {
       lib.gpiod_line_settings_set_direction(s, DIRECTION_OUTPUT);
       lib.gpiod_line_settings_set_output_value(s, value ? 1 : 0);
     });
-    return new RequestV2(lib, request, offset, `line ${offset} of ${this.path}`, false);
+    return new RequestV2(lib, request, offset, lineSubject(this.path, offset), false);
   }
 
   close(): void {

@@ -122,7 +122,10 @@ export function openGpioButton(options: GpioButtonOptions = {}): GpioButton {
   if (!Number.isFinite(debounceMs) || debounceMs < 0 || debounceMs > 10_000) {
     throw new RangeError(`Debounce ${debounceMs} ms is outside 0 to 10000`);
   }
-  const { chip, offset } = findLine(options.chip ?? "auto", options.line ?? "GPIO4");
+  const { chip, offset, description } = findLine(
+    options.chip ?? "auto",
+    options.line ?? "GPIO4",
+  );
   const lib = gpiod();
   let input: InputLine;
   try {
@@ -137,11 +140,5 @@ export function openGpioButton(options: GpioButtonOptions = {}): GpioButton {
     chip.close();
     throw explained;
   }
-  const name = chip.lineInfo(offset).name;
-  return new GpioButton(
-    chip,
-    input,
-    `${name || `line ${offset}`} on ${chip.path} (${chip.label})`,
-    debounceMs,
-  );
+  return new GpioButton(chip, input, description, debounceMs);
 }

@@ -68,7 +68,10 @@ export class GpioLed implements Led {
 
 /** Opens the LED's line as an output, Off. */
 export function openGpioLed(options: GpioLedOptions = {}): GpioLed {
-  const { chip, offset } = findLine(options.chip ?? "auto", options.line ?? "GPIO17");
+  const { chip, offset, description } = findLine(
+    options.chip ?? "auto",
+    options.line ?? "GPIO17",
+  );
   let output: OutputLine;
   try {
     output = chip.requestOutput(offset, options.consumer ?? "mmap-ipc led", 0);
@@ -77,11 +80,5 @@ export function openGpioLed(options: GpioLedOptions = {}): GpioLed {
     chip.close();
     throw explained;
   }
-  const name = chip.lineInfo(offset).name;
-  return new GpioLed(
-    chip,
-    output,
-    `${name || `line ${offset}`} on ${chip.path} (${chip.label})`,
-    options.onChange ?? (() => {}),
-  );
+  return new GpioLed(chip, output, description, options.onChange ?? (() => {}));
 }

@@ -1,0 +1,406 @@
+/**
+ * The GPIO code against the kernel's GPIO simulator (gpio-sim), through whichever libgpiod the
+ * machine has. `deno task test:gpio` runs this file in three VMs (tests/gpio_vm/): libgpiod 2.x
+ * on x86-64, libgpiod 1.6 on an x86-64 kernel that still has the v1 interface, and libgpiod 2.x
+ * on aarch64. The simulator tests are ignored elsewhere; the rest run everywhere.
+ *
+ * The VM says what it holds in the environment: $GPIO_SIM (the simulator's configfs
+ * directory), $GPIO_TEST_API (the libgpiod API it installed: 1 or 2), $GPIO_CDEV_V1 (y or n:
+ * whether its kernel has the v1 interface) and $GPIO_TEST_V1_LIBRARY (a libgpiod 1.6 to try
+ * on a kernel without that interface).
+ */
+import { assert, assertEquals, assertMatch, assertNotEquals } from "@std/assert";
+import { findLine, gpiod, LIBGPIOD_ENV, loadGpiod } from "../ffi/gpiod.ts";
+import { openGpioButton } from "../hw/gpio_button.ts";
+import { openGpioLed } from "../hw/gpio_led.ts";
+import {
+  assertThrowsWith,
+  delay,
+  eventually,
+  isRoot,
+  ROOT,
+  spawnDeno,
+  testWith,
+  withTempDir,
+} from "./helpers.ts";
+import { GpioSim, PI_MODELS, simulatorRoot } from "./gpio_vm/sim.ts";
+
+const SIM = simulatorRoot();
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Under emulation a Deno process takes seconds to start; these bound waits, never results. */
+const START_MS = 180_000;
+const EVENT_MS = 30_000;
+/** In the guests, children run what the host type-checked. */
+const GUEST_RUN = ["--allow-all", "--cached-only", "--no-lock", "--no-check"];
+
+/** A test that needs the simulator, and whatever `unmet()` says is missing besides. */
+function simTest(
+  name: string,
+  fn: () => Promise<void> | void,
+  unmet: () => string | undefined = () => undefined,
+): void {
+  const missing = SIM === undefined
+    ? "needs the kernel GPIO simulator; run deno task test:gpio"
+    : unmet();
+  Deno.test({ name: missing ? `${name} [ignored: ${missing}]` : name, ignore: !!missing, fn });
+}
+
+/** The header chip of a simulated Pi 5, and a chip before it. */
+function pi5(): GpioSim {
+  return new GpioSim(PI_MODELS["Raspberry Pi 5"]);
+}
+
+const RP1 = "pinctrl-rp1";
+
+testWith([], "loadGpiod() names the library it tried, why it failed, and what to install", () => {
+  assertThrowsWith(
+    () => loadGpiod("/nonexistent/libgpiod.so.3"),
+    Deno.errors.NotFound,
+    "/nonexistent/libgpiod.so.3",
+    "No such file",
+    "apt install libgpiod3",
+    "apt install libgpiod2",
+    LIBGPIOD_ENV,
+  );
+});
+
+testWith(
+  ["run", "read", "write", "env"],
+  "launch:pi without libgpiod stops before starting anything and says what to install",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--pi", "--state", `${dir}/state`], {
+        permissions: ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"],
+        env: { [LIBGPIOD_ENV]: "/nonexistent/libgpiod.so.3" },
+      });
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertMatch(status.stderr, /Cannot load libgpiod/);
+      assertMatch(status.stderr, /apt install libgpiod3/);
+      assertEquals(launcher.matching(/Started/), [], launcher.transcript);
+    });
+  },
+);
+
+simTest("the libgpiod this VM installed is the one found and loaded", () => {
+  const lib = gpiod();
+  assertEquals(String(lib.api), env("GPIO_TEST_API"));
+  assertMatch(lib.version, lib.api === 1 ? /^1\.6/ : /^2\./);
+});
+
+for (const [model, banks] of Object.entries(PI_MODELS)) {
+  simTest(`findLine() finds a ${model}'s header lines by name, number and chip label`, () => {
+    using sim = new GpioSim(banks);
+    const [other, header] = sim.chips;
+    const expect = (chipSpec: string, lineSpec: string, offset: number): string => {
+      const found = findLine(chipSpec, lineSpec);
+      try {
+        assertEquals(
+          [found.chip.path, found.offset],
+          [header.path, offset],
+          `${chipSpec} ${lineSpec}`,
+        );
+        return found.description;
+      } finally {
+        found.chip.close();
+      }
+    };
+    assertMatch(expect("auto", "GPIO17", 17), /^GPIO17 \(line 17 of \/dev\/gpiochip\d+, pinctrl-/);
+    // The Pi 4 and older name the button's line GPIO_GCLK; GPIO4 is still BCM 4.
+    const gpio4 = expect("auto", "GPIO4", 4);
+    if (header.label !== RP1) assertMatch(gpio4, /named "GPIO_GCLK"/);
+    expect("auto", "4", 4); // not offset 4 of the chip before it
+    expect(header.label, "GPIO22", 22);
+    expect(header.name, "5", 5);
+    expect(header.path, "GPIO27", 27);
+    expect(header.name.replace("gpiochip", ""), "17", 17);
+    assertThrowsWith(() => findLine(other.label, "GPIO17"), Deno.errors.NotFound, other.name);
+    assertThrowsWith(
+      () => findLine("auto", "GPIO99"),
+      Deno.errors.NotFound,
+      `"GPIO99"`,
+      `${header.name} (${header.label})`,
+      `${other.name} (${other.label})`,
+    );
+    assertThrowsWith(
+      () => findLine("pinctrl-nonesuch", "GPIO4"),
+      Deno.errors.NotFound,
+      "chips present",
+      header.label,
+    );
+    assertThrowsWith(() => findLine(header.label, "60"), Deno.errors.NotFound, "lines 0 to");
+  });
+}
+
+simTest("an LED set from Deno drives the simulated line, and is released on close", () => {
+  using sim = pi5();
+  const changes: boolean[] = [];
+  const led = openGpioLed({ onChange: (on) => changes.push(on) });
+  assertMatch(led.description, /^GPIO17 \(line 17 of \/dev\/gpiochip\d+, pinctrl-rp1\)$/);
+  assertEquals(sim.value(RP1, 17), "0");
+  led.set(true);
+  assertEquals(sim.value(RP1, 17), "1");
+  const { chip, offset } = findLine(RP1, "GPIO17");
+  try {
+    assertEquals(chip.lineInfo(offset), {
+      offset: 17,
+      name: "GPIO17",
+      used: true,
+      consumer: "mmap-ipc led",
+    });
+    led.set(false);
+    assertEquals(sim.value(RP1, 17), "0");
+    led.close();
+    led.close();
+    assertEquals(chip.lineInfo(offset).used, false);
+  } finally {
+    chip.close();
+  }
+  assertEquals(changes, [true, false]);
+  assertThrowsWith(() => led.set(true), Deno.errors.BadResource, "GPIO17");
+});
+
+simTest("a pull-up bias reaches the kernel, and active-low reads a pull to ground as 1", () => {
+  using sim = pi5();
+  sim.setPull(RP1, 4, "pull-down");
+  const { chip, offset } = findLine("auto", "GPIO4");
+  try {
+    using input = chip.requestInput(offset, {
+      consumer: "test-button",
+      activeLow: true,
+      bias: "pull-up",
+      debounceUs: 0,
+    });
+    assertEquals(sim.pull(RP1, 4), "pull-up"); // set by the request, not by the test
+    assertEquals(input.read(), 0); // pulled up: released
+    sim.setPull(RP1, 4, "pull-down");
+    assertEquals(input.read(), 1); // pulled to ground: pressed
+    sim.setPull(RP1, 4, "pull-up");
+    assertEquals(input.read(), 0);
+  } finally {
+    chip.close();
+  }
+});
+
+simTest("edges from the simulator's pulls wake a request waiting on another thread", async () => {
+  using sim = pi5();
+  const { chip, offset } = findLine("auto", "GPIO4");
+  try {
+    using input = chip.requestInput(offset, {
+      consumer: "test-button",
+      activeLow: true,
+      bias: "pull-up",
+      debounceUs: 0,
+    });
+    assertEquals(await input.waitEvents(20), false);
+    const waiting = input.waitEvents(EVENT_MS);
+    await delay(20);
+    sim.setPull(RP1, 4, "pull-down");
+    assertEquals(await waiting, true);
+    assert(input.readEvents() >= 1);
+    sim.setPull(RP1, 4, "pull-up");
+    assertEquals(await input.waitEvents(EVENT_MS), true);
+    assert(input.readEvents() >= 1);
+    assert(input.eventFd >= 0);
+  } finally {
+    chip.close();
+  }
+});
+
+simTest("the GPIO button counts a bouncing press once and a held button once", async () => {
+  // On a Pi 4's header chip, where GPIO4 is named GPIO_GCLK.
+  using sim = new GpioSim(PI_MODELS["Raspberry Pi 4"]);
+  const label = "pinctrl-bcm2711";
+  // Long enough that a burst of bounces fits in it even on a slow emulated CPU.
+  await using button = openGpioButton({ debounceMs: 300 });
+  assertMatch(button.description, /^GPIO4 \(line 4 of .*pinctrl-bcm2711, named "GPIO_GCLK"\)$/);
+  const controller = new AbortController();
+  let presses = 0;
+  const counting = (async () => {
+    for await (const _ of button.presses(controller.signal)) presses++;
+  })();
+  try {
+    for (let i = 0; i < 5; i++) {
+      sim.setPull(label, 4, "pull-down");
+      sim.setPull(label, 4, "pull-up");
+    }
+    sim.setPull(label, 4, "pull-down");
+    await eventually(() => presses >= 1, EVENT_MS, "a press");
+    await delay(900); // held for three debounce times
+    assertEquals(presses, 1);
+    sim.setPull(label, 4, "pull-up");
+    await delay(600);
+    sim.setPull(label, 4, "pull-down");
+    await eventually(() => presses === 2, EVENT_MS, "a second press");
+    sim.setPull(label, 4, "pull-up");
+  } finally {
+    controller.abort();
+    await counting;
+  }
+  assertEquals(presses, 2);
+});
+
+simTest(
+  "a line held by another program is busy: the error names its holder and the line",
+  async () => {
+    using sim = pi5();
+    const chip = sim.chip(RP1);
+    await using holder = spawnDeno(
+      `${ROOT}tests/gpio_vm/hold_line.ts`,
+      [RP1, "GPIO17", "other-program"],
+      { permissions: GUEST_RUN },
+    );
+    await holder.waitFor(/^holding/, { timeoutMs: START_MS });
+    assertThrowsWith(
+      () => openGpioLed(),
+      Deno.errors.Busy,
+      "EBUSY",
+      `line 17 of ${chip.path}`,
+      `consumer "other-program"`,
+    );
+    holder.kill("SIGTERM");
+    assertEquals((await holder.status()).code, 0, holder.transcript);
+    openGpioLed().close(); // free again
+  },
+);
+
+simTest(
+  "a user who may not open the chips is told the chip, the errno and the group to join",
+  async () => {
+    using _sim = pi5();
+    await withTempDir(async (dir) => {
+      const nobody = 65534;
+      Deno.chownSync(dir, nobody, nobody);
+      // As that user, with no supplementary groups: the chips are root's alone in the VM.
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: ["run", ...GUEST_RUN, `${ROOT}launch.ts`, "--pi", "--state", `${dir}/state`],
+        uid: nobody,
+        gid: nobody,
+        stdin: "null",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assertEquals(result.code, 1, stderr);
+      assertMatch(stderr, /Cannot open GPIO chip "\/dev\/gpiochip\d+": permission denied/);
+      assertMatch(stderr, /\(EACCES\)/);
+      assertMatch(stderr, /sudo usermod -aG gpio/);
+    });
+  },
+  () => isRoot() ? undefined : "needs root, to run as another user",
+);
+
+const V1_LIBRARY = env("GPIO_TEST_V1_LIBRARY");
+
+simTest(
+  "libgpiod 1.6 on a kernel without the v1 interface reports EINVAL, the chip, and what to install",
+  async () => {
+    using _sim = pi5();
+    try {
+      assertEquals(loadGpiod(V1_LIBRARY).api, 1);
+      const error = assertThrowsWith(
+        () => findLine("auto", "GPIO17"),
+        Deno.errors.NotSupported,
+        "(EINVAL)",
+        "/dev/gpiochip",
+        "CONFIG_GPIO_CDEV_V1",
+        "apt install libgpiod3",
+      );
+      assertNotEquals(error.message.indexOf("Cannot look for line"), -1);
+    } finally {
+      loadGpiod(); // the library the other tests use
+    }
+    await withTempDir(async (dir) => {
+      await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--pi", "--state", `${dir}/state`], {
+        permissions: GUEST_RUN,
+        env: { [LIBGPIOD_ENV]: V1_LIBRARY as string },
+      });
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertMatch(status.stderr, /\(EINVAL\).*CONFIG_GPIO_CDEV_V1.*libgpiod3/);
+      assertMatch(status.stderr, /"\/dev\/gpiochip\d+"/);
+    });
+  },
+  () =>
+    env("GPIO_CDEV_V1") === "n" && V1_LIBRARY !== undefined
+      ? undefined
+      : "needs a kernel without the v1 interface and a libgpiod 1.6 (the VMs with libgpiod 2.x)",
+);
+
+simTest("deno task launch:pi on a Raspberry Pi 5's header: the button drives the LED", async () => {
+  using sim = pi5();
+  await withTempDir(async (dir) => {
+    await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--pi", "--state", `${dir}/state`], {
+      permissions: GUEST_RUN,
+    });
+    const wait = (pattern: RegExp, since = 0): Promise<{ index: number }> =>
+      launcher.waitFor(pattern, { since, timeoutMs: START_MS });
+    await wait(/Press the button on GPIO4 \(line 4 of .*pinctrl-rp1\)/);
+    await wait(/Button ready on GPIO4/);
+    await wait(/LED Status: Off/);
+    assertEquals(sim.value(RP1, 17), "0");
+    sim.setPull(RP1, 4, "pull-down");
+    const on = await wait(/LED Status: On/);
+    await eventually(() => sim.value(RP1, 17) === "1", EVENT_MS, "the LED line high");
+    sim.setPull(RP1, 4, "pull-up");
+    await delay(200);
+    sim.setPull(RP1, 4, "pull-down");
+    await wait(/LED Status: Off/, on.index);
+    await eventually(() => sim.value(RP1, 17) === "0", EVENT_MS, "the LED line low");
+    sim.setPull(RP1, 4, "pull-up");
+    launcher.kill("SIGTERM");
+    assertEquals((await launcher.status()).code, 0, launcher.transcript);
+  });
+  const { chip, offset } = findLine(RP1, "GPIO17");
+  try {
+    assertEquals(chip.lineInfo(offset).used, false);
+  } finally {
+    chip.close();
+  }
+});
+
+simTest("launch:pi --chip, --button-line and --led-line pick other lines", async () => {
+  const label = "mmap-ipc-test-board";
+  using sim = new GpioSim([
+    ...PI_MODELS["Raspberry Pi 4"],
+    { label, lines: 8, names: ["", "", "PUSH", "", "", "LAMP"] },
+  ]);
+  await withTempDir(async (dir) => {
+    await using launcher = spawnDeno(
+      `${ROOT}launch.ts`,
+      [
+        "--pi",
+        "--state",
+        `${dir}/state`,
+        "--chip",
+        label,
+        "--button-line",
+        "PUSH",
+        "--led-line",
+        "5",
+        "--debounce-ms",
+        "10",
+      ],
+      { permissions: GUEST_RUN },
+    );
+    const wait = (pattern: RegExp): Promise<{ index: number }> =>
+      launcher.waitFor(pattern, { timeoutMs: START_MS });
+    await wait(new RegExp(`Press the button on PUSH \\(line 2 of .*${label}\\)`));
+    await wait(new RegExp(`LED ready on LAMP \\(line 5 of .*${label}\\)`));
+    await wait(/Button ready on PUSH/);
+    await wait(/LED Status: Off/);
+    sim.setPull(label, 2, "pull-down");
+    await wait(/LED Status: On/);
+    await eventually(() => sim.value(label, 5) === "1", EVENT_MS, "LAMP high");
+    assertEquals(sim.value("pinctrl-bcm2711", 17), "0"); // the default LED line is untouched
+    sim.setPull(label, 2, "pull-up");
+    launcher.kill("SIGTERM");
+    assertEquals((await launcher.status()).code, 0, launcher.transcript);
+  });
+});
