@@ -7,8 +7,7 @@
  * message may be lost, duplicated or corrupted. The seed is printed; set
  * `MMAP_IPC_LIFECYCLE_SEED` to replay it, `MMAP_IPC_LIFECYCLE_ROUNDS` (default 6) for a longer
  * soak, `MMAP_IPC_LIFECYCLE_STEPS` (default 3000) for longer peers. The regressions of issue 10
- * follow, and then reproductions of the bugs the randomized test found that are not fixed yet
- * (ignored unless `MMAP_IPC_LIFECYCLE_KNOWN_BUGS=1`).
+ * follow, and then regressions of the bugs the randomized test found.
  *
  * @module
  */
@@ -169,7 +168,6 @@ async function round(
   seed: number,
   index: number,
   steps: number,
-  avoidKnownBugs: boolean,
 ): Promise<{ calls: number; ms: number; syncThrows: Record<string, number> }> {
   return await withTempDir(async (dir) => {
     const tag = `${Deno.pid.toString(36)}r${index}`;
@@ -188,7 +186,6 @@ async function round(
           dir: peerDir,
           tag,
           shared: shared.objects,
-          avoidKnownBugs,
         };
         peers.push([role, spawnDeno(PEER, [JSON.stringify(config)])]);
       }
@@ -229,17 +226,14 @@ testWith(
     const seed = envNumber("MMAP_IPC_LIFECYCLE_SEED", Math.floor(Math.random() * 2 ** 32));
     const rounds = envNumber("MMAP_IPC_LIFECYCLE_ROUNDS", 6);
     const steps = envNumber("MMAP_IPC_LIFECYCLE_STEPS", 3000);
-    const avoid = Deno.env.get("MMAP_IPC_LIFECYCLE_KNOWN_BUGS") !== "1";
     console.log(
-      `lifecycle seed ${seed} (MMAP_IPC_LIFECYCLE_SEED=${seed} replays it), ${rounds} rounds of 2 peers x ${steps} steps${
-        avoid ? "" : ", known bugs not avoided"
-      }`,
+      `lifecycle seed ${seed} (MMAP_IPC_LIFECYCLE_SEED=${seed} replays it), ${rounds} rounds of 2 peers x ${steps} steps`,
     );
     let calls = 0;
     let ms = 0;
     const syncThrows: Record<string, number> = {};
     for (let index = 0; index < rounds; index++) {
-      const figures = await round(seed, index, steps, avoid);
+      const figures = await round(seed, index, steps);
       calls += figures.calls;
       ms += figures.ms;
       for (const [method, count] of Object.entries(figures.syncThrows)) {
@@ -394,31 +388,14 @@ Deno.test("two send()s and two receive()s at once lose, repeat and reorder nothi
   assertEquals(consumer.tryReceive(), undefined);
 });
 
-// --- known bugs, found by the randomized test --------------------------------------------------
-// Each is ignored unless MMAP_IPC_LIFECYCLE_KNOWN_BUGS=1, which also stops the randomized test
-// from steering clear of it (tests/fixtures/lifecycle_known_bugs.ts). Drop the gate once fixed.
-
-const KNOWN_BUGS = Deno.permissions.querySync({
-      name: "env",
-      variable: "MMAP_IPC_LIFECYCLE_KNOWN_BUGS",
-    }).state === "granted" && Deno.env.get("MMAP_IPC_LIFECYCLE_KNOWN_BUGS") === "1";
-
-function knownBug(name: string, fn: () => Promise<void>): void {
-  Deno.test({
-    name: KNOWN_BUGS
-      ? name
-      : `${name} [ignored: known bug; MMAP_IPC_LIFECYCLE_KNOWN_BUGS=1 runs it]`,
-    ignore: !KNOWN_BUGS,
-    fn,
-  });
-}
+// --- regressions of bugs the randomized test found ---------------------------------------------
 
 /** Waits a little for `promise`: its outcome, or `"waiting"` if it is still pending. */
 function soon<T>(promise: Promise<T>): Promise<T | "waiting"> {
   return Promise.race([promise, new Promise<"waiting">((r) => setTimeout(() => r("waiting"), 50))]);
 }
 
-knownBug(
+Deno.test(
   "a receive() queued behind read() does not take the leased message again, nor lose the next",
   async () => {
     using region = ringRegion(256);
@@ -444,7 +421,7 @@ knownBug(
   },
 );
 
-knownBug("a send() queued behind reserve() does not write into the reserved space", async () => {
+Deno.test("a send() queued behind reserve() does not write into the reserved space", async () => {
   using region = ringRegion(64);
   using producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
@@ -466,7 +443,7 @@ knownBug("a send() queued behind reserve() does not write into the reserved spac
   assertEquals(describe(await settle(() => consumer.tryReceive())), '"second"');
 });
 
-knownBug(
+Deno.test(
   "a message longer than the ring is a RangeError even while another call is in flight",
   async () => {
     using region = ringRegion(64);
@@ -491,7 +468,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "receiveBatch() takes its messages in one piece: a call made after it gets the next ones",
   async () => {
     using region = ringRegion(256);
@@ -512,7 +489,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "tryReceiveBatchInto() that meets a message too large for its buffer keeps the ones it took",
   async () => {
     using region = ringRegion(256);
@@ -533,7 +510,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "a receive() made after region.close() while the last one settles is refused with BadResource",
   async () => {
     const region = ringRegion(64);
@@ -548,8 +525,8 @@ knownBug(
   },
 );
 
-knownBug(
-  "a receive() made after consumer.close() while the last one settles takes nothing",
+Deno.test(
+  "a receive() made after consumer.close() while the last one settles takes nothing, and the producer still sees the close",
   async () => {
     using region = ringRegion(64);
     using producer = openRingProducer(region);
@@ -573,7 +550,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "a region closed between a queued call's turn and its copy rejects the call with BadResource",
   async () => {
     const outcomes: Record<string, unknown> = {};
@@ -617,7 +594,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "a consumer closed between a queued receive()'s turn and its copy stays closed for the producer",
   async () => {
     using region = ringRegion(64);
@@ -645,7 +622,7 @@ knownBug(
   },
 );
 
-knownBug(
+Deno.test(
   "a send() made after region.close() while the last one settles is refused with BadResource",
   async () => {
     const region = ringRegion(64);
