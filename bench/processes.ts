@@ -6,6 +6,7 @@
  * @module
  */
 
+import { delay } from "@std/async/delay";
 import { TextLineStream } from "@std/streams/text-line-stream";
 import * as C from "../ffi/constants.ts";
 import { closeFd, monotonicNanos, openPath, writeFd } from "../ffi/posix.ts";
@@ -151,6 +152,11 @@ export class Child implements AsyncDisposable {
     );
   }
 
+  /** How many lines (either stream) match `pattern`. */
+  matching(pattern: RegExp): number {
+    return this.#lines.filter((line) => pattern.test(line.text)).length;
+  }
+
   /** Waits for the child to end and throws, with its output, unless it exited with 0. */
   async succeeded(): Promise<void> {
     const status = await this.#process.status;
@@ -291,9 +297,23 @@ export class WorkDir implements AsyncDisposable {
   }
 }
 
-/** One writer on a FIFO, like `echo 0 > FIFO`: open, write, close, without blocking. */
-export function writeToFifo(path: string, text: string): void {
-  const fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+/**
+ * One writer on a FIFO, like `echo 0 > FIFO`: open, write, close. The open does not block; while
+ * no reader has the FIFO open (the button reopens it after each writer leaves) it is retried,
+ * as a shell's blocking open would wait, for up to `timeoutMs`.
+ */
+export async function writeToFifo(path: string, text: string, timeoutMs = 5000): Promise<void> {
+  const giveUp = performance.now() + timeoutMs;
+  let fd: number;
+  for (;;) {
+    try {
+      fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+      break;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "ENXIO" || performance.now() > giveUp) throw error;
+      await delay(1);
+    }
+  }
   try {
     writeFd(fd, new TextEncoder().encode(text), path);
   } finally {

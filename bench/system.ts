@@ -20,8 +20,8 @@ export interface System extends AsyncDisposable {
   button: Child;
   /** The state file both map. */
   state: string;
-  /** Presses the button (writes "0" to its FIFO); returns CLOCK_MONOTONIC just before. */
-  press(): bigint;
+  /** Presses the button (writes "0" to its FIFO); resolves with CLOCK_MONOTONIC just before. */
+  press(): Promise<bigint>;
 }
 
 /**
@@ -59,9 +59,9 @@ export async function startSystem(
     led,
     button: started,
     state,
-    press(): bigint {
+    async press(): Promise<bigint> {
       const now = monotonicNanos();
-      writeToFifo(fifo, "0\n");
+      await writeToFifo(fifo, "0\n");
       return now;
     },
     async [Symbol.asyncDispose](): Promise<void> {

@@ -28,7 +28,7 @@ export const memory: BenchCase = {
       await bare.nextLine();
       for (let i = 0; i < PRESSES; i++) {
         const since = system.led.lineCount;
-        system.press();
+        await system.press();
         await system.led.waitFor(LED_LINE, { since });
         await delay(10);
       }

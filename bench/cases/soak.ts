@@ -11,14 +11,16 @@ import { format as formatDuration } from "@std/fmt/duration";
 import { delay } from "@std/async/delay";
 import { HeapProbe, INSPECT_FLAG } from "../inspector.ts";
 import { residentBytes } from "../proc_stats.ts";
-import { startSystem } from "../system.ts";
+import { LED_LINE, startSystem } from "../system.ts";
 import type { BenchCase, CaseContext } from "./case.ts";
 
 const CHECKPOINTS = 10;
+/** The share of the soak that is warm-up: code is compiled and caches fill before it is judged. */
+const WARM_UP = 0.2;
 const PRESS_EVERY_MS = 20;
 
-function minutesOf(context: CaseContext["config"]): number {
-  return context.soak?.minutes ?? (context.quick ? 0.05 : 0.5);
+function minutesOf(config: CaseContext["config"]): number {
+  return config.soak?.minutes ?? (config.quick ? 0.05 : 1);
 }
 
 /** The soak case. */
@@ -38,7 +40,7 @@ export const soak: BenchCase = {
     const pressFor = async (ms: number): Promise<void> => {
       const until = performance.now() + ms;
       while (performance.now() < until) {
-        system.press();
+        await system.press();
         presses++;
         await delay(PRESS_EVERY_MS);
       }
@@ -51,25 +53,28 @@ export const soak: BenchCase = {
       },
     });
 
-    // Warm-up: the first presses compile code and fill caches; growth is judged after them.
-    await pressFor(Math.min(5000, totalMs / CHECKPOINTS));
+    await pressFor(totalMs * WARM_UP);
     const start = await sample();
     const series = [start];
     const warmPresses = presses;
-    const startedAt = performance.now();
     for (let checkpoint = 1; checkpoint <= CHECKPOINTS; checkpoint++) {
-      progress.step(
-        `soak: ${presses} presses, ${
-          formatDuration(Math.round(performance.now() - startedAt), { ignoreZero: true }) || "0ms"
-        } of ${formatDuration(Math.round(totalMs), { ignoreZero: true })}`,
-      );
-      await pressFor(totalMs / CHECKPOINTS);
+      progress.step(`soak: checkpoint ${checkpoint}/${CHECKPOINTS}, ${presses} presses so far`);
+      await pressFor((totalMs * (1 - WARM_UP)) / CHECKPOINTS);
       series.push(await sample());
     }
     const end = series[series.length - 1];
-    const span = `${formatDuration(Math.round(totalMs), { ignoreZero: true })} soak, ${
+    // The LED logs each change: a soak whose presses were not applied proves nothing.
+    const shown = system.led.matching(LED_LINE);
+    if (shown < presses / 2) {
+      throw new Error(
+        `The LED showed ${shown} changes for ${presses} presses:\n${system.led.transcript}`,
+      );
+    }
+    const span = `${formatDuration(Math.round(totalMs), { ignoreZero: true })} soak (${
       presses - warmPresses
-    } presses`;
+    } presses after a ${
+      formatDuration(Math.round(totalMs * WARM_UP), { ignoreZero: true })
+    } warm-up)`;
     for (const child of ["led", "button"] as const) {
       const trail = series.map((s) => formatBytes(s[child].heap, { binary: true })).join(", ");
       const one = (value: number) => ({ median: value, min: value, max: value, runs: 1 });

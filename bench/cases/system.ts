@@ -27,7 +27,7 @@ async function pressToLed(context: CaseContext): Promise<number[][]> {
     for (let i = 0; i < presses; i++) {
       await delay(5 + Math.random() * 5);
       const since = system.led.lineCount;
-      const pressed = system.press();
+      const pressed = await system.press();
       const { line } = await system.led.waitFor(LED_LINE, { since });
       latencies.push(Number(line.arrivedNs - pressed) / 1000);
     }
