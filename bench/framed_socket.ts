@@ -15,6 +15,7 @@ export class FramedSender {
   #frame: Uint8Array<ArrayBuffer> = new Uint8Array(4);
   #frameView = new DataView(this.#frame.buffer);
 
+  /** Sends on `connection`. */
   constructor(connection: Deno.UnixConn) {
     this.#connection = connection;
   }
@@ -56,6 +57,7 @@ export class FramedReceiver {
   #start = 0;
   #end = 0;
 
+  /** Receives from `connection`. */
   constructor(connection: Deno.UnixConn) {
     this.#connection = connection;
   }

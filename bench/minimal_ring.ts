@@ -62,6 +62,7 @@ export class MinimalProducer {
   #head: number;
   #tail: number;
 
+  /** The producing end of the ring in `memory` (one producer per ring). */
   constructor(memory: RawSharedMemory) {
     this.#ring = new RingView(memory);
     this.#headWord = memory.word(HEAD);
@@ -122,6 +123,7 @@ export class MinimalConsumer {
   #head: number;
   #tail: number;
 
+  /** The consuming end of the ring in `memory` (one consumer per ring). */
   constructor(memory: RawSharedMemory) {
     this.#ring = new RingView(memory);
     this.#headWord = memory.word(HEAD);

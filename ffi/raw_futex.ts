@@ -91,8 +91,12 @@ export class RawSharedMemory {
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.#words.length) {
       throw new RangeError(`Word ${index} is outside ${this.#path} (${this.#words.length} words)`);
     }
-    const address = Deno.UnsafePointer.offset(this.#pointer, index * 4) as Deno.PointerObject;
-    return new RawFutexWord(this, this.#words, index, address);
+    return new RawFutexWord(this, index);
+  }
+
+  /** @internal The address of the word at `index`, for {@link RawFutexWord}. */
+  addressOf(index: number): Deno.PointerObject {
+    return Deno.UnsafePointer.offset(this.#pointer, index * 4) as Deno.PointerObject;
   }
 
   /** @internal Counts a nonblocking wait in flight on `word`, so close can wake it. */
@@ -159,17 +163,12 @@ export class RawFutexWord {
   readonly #timespecAddress: Deno.PointerObject;
   #timeoutMs = -1;
 
-  /** @internal Made by {@link RawSharedMemory.word}. */
-  constructor(
-    memory: RawSharedMemory,
-    words: Int32Array,
-    index: number,
-    address: Deno.PointerObject,
-  ) {
+  /** @internal Made by {@link RawSharedMemory.word}, which checks `index`. */
+  constructor(memory: RawSharedMemory, index: number) {
     this.#memory = memory;
-    this.#words = words;
+    this.#words = memory.words;
     this.#index = index;
-    this.#address = address;
+    this.#address = memory.addressOf(index);
     this.#timespecAddress = Deno.UnsafePointer.of(this.#timespec) as Deno.PointerObject;
   }
 

@@ -32,6 +32,16 @@ export interface BenchCase {
   run(context: CaseContext): Promise<void>;
 }
 
+/** One row of a case: an id, a label for the progress, and one measurement of it. */
+export interface Row<T> {
+  /** The row's id. */
+  id: string;
+  /** What the progress shows while it is measured. */
+  label: string;
+  /** Measures it once. */
+  measure: () => Promise<T>;
+}
+
 /**
  * Measures every row `config.runs` times, interleaved (run 1 of every row, then run 2, ...), so
  * a machine that gets busier or quieter during the case affects all rows alike. Reports a step
@@ -39,15 +49,14 @@ export interface BenchCase {
  */
 export async function interleaved<T>(
   context: CaseContext,
-  rows: readonly { id: string; label: string }[],
-  once: (id: string) => Promise<T>,
+  rows: readonly Row<T>[],
 ): Promise<Map<string, T[]>> {
   const results = new Map<string, T[]>(rows.map((row) => [row.id, []]));
   const runs = context.config.runs;
   for (let run = 1; run <= runs; run++) {
     for (const row of rows) {
       context.progress.step(`${row.label}${runs > 1 ? `, run ${run}/${runs}` : ""}`);
-      results.get(row.id)?.push(await once(row.id));
+      results.get(row.id)?.push(await row.measure());
     }
   }
   return results;

@@ -24,9 +24,7 @@ const MEMCPY = "memcpy";
 
 async function viaRing(
   work: WorkDir,
-  variantId: string,
-  size: number,
-  count: number,
+  { variantId, size, count }: { variantId: string; size: number; count: number },
 ): Promise<number> {
   const variant = ringVariant(variantId);
   using endpoint = variant.prepare(work.file(`ring-${crypto.randomUUID().slice(0, 8)}.sock`));
@@ -63,8 +61,14 @@ export const ringThroughput: BenchCase = {
       ];
       const results = await interleaved(
         context,
-        rows.map((row) => ({ id: row.id, label: `ring, ${size.name}: ${row.id}` })),
-        (id) => id === MEMCPY ? viaMemcpy(work, size.bytes) : viaRing(work, id, size.bytes, count),
+        rows.map((row) => ({
+          id: row.id,
+          label: `ring, ${size.name}: ${row.id}`,
+          measure: () =>
+            row.id === MEMCPY
+              ? viaMemcpy(work, size.bytes)
+              : viaRing(work, { variantId: row.id, size: size.bytes, count }),
+        })),
       );
       const library: Figure[] = [];
       for (const row of rows) {

@@ -13,7 +13,7 @@ import { delay } from "@std/async/delay";
 import { createRawMemfd, type RawSharedMemory } from "../../ffi/raw_futex.ts";
 import { monotonicNanos } from "../../ffi/posix.ts";
 import { createMemfdRegion, openStateCell } from "../../mod.ts";
-import type { FigureSpec, SectionId } from "../figures.ts";
+import type { SectionId } from "../figures.ts";
 import {
   CONTROL_SIZE,
   SEEN_WORD,
@@ -75,7 +75,10 @@ function samplesFor(regime: Regime, quick: boolean): number {
 }
 
 /** Waits until the reader has taken `count` changes, then for the regime's gap. */
-async function gap(words: Int32Array, count: number, regime: Regime, reader: Child): Promise<void> {
+async function gap(
+  reader: Child,
+  { words, count, regime }: { words: Int32Array; count: number; regime: Regime },
+): Promise<void> {
   const deadline = performance.now() + READER_TIMEOUT_MS;
   const late = (): Error =>
     new Error(`The reader took ${Atomics.load(words, SEEN_WORD)} of ${count} changes in time:
@@ -111,9 +114,7 @@ async function report(reader: Child): Promise<WakeReport> {
 /** One run of one reader: starts it, makes `samples` changes, returns what it saw. */
 async function measure(
   work: WorkDir,
-  readerId: string,
-  regime: Regime,
-  samples: number,
+  { readerId, regime, samples }: { readerId: string; regime: Regime; samples: number },
 ): Promise<WakeReport> {
   if (readerId === "c-floor") {
     const floor = await work.compile("bench/c/futex_floor.c");
@@ -134,19 +135,19 @@ async function measure(
     await using reader = spawnDeno(`${PEERS}wake_reader.ts`, [...args, region.name]);
     await reader.nextLine();
     for (let i = 1; i <= samples; i++) {
-      await gap(words, i - 1, regime, reader);
+      await gap(reader, { words, count: i - 1, regime });
       stamp(longWords);
       cell.write(i);
     }
     return await report(reader);
   }
-  if (readerId === "socket") return await viaSocket(work, control, args, samples);
+  if (readerId === "socket") return await viaSocket(work, { control, args, samples });
   if (readerId === "pipe") {
     await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { stdin: true });
     await reader.nextLine();
     const writer = reader.stdin.getWriter();
     for (let i = 1; i <= samples; i++) {
-      await gap(words, i - 1, regime, reader);
+      await gap(reader, { words, count: i - 1, regime });
       await writer.write(stampBytes());
     }
     const result = await report(reader);
@@ -162,7 +163,7 @@ async function measure(
   await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { permissions });
   await reader.nextLine();
   for (let i = 1; i <= samples; i++) {
-    await gap(words, i - 1, regime, reader);
+    await gap(reader, { words, count: i - 1, regime });
     stamp(longWords);
     Atomics.add(words, SEQUENCE_WORD, 1);
     sequence.wake();
@@ -172,9 +173,7 @@ async function measure(
 
 async function viaSocket(
   work: WorkDir,
-  control: RawSharedMemory,
-  args: string[],
-  samples: number,
+  { control, args, samples }: { control: RawSharedMemory; args: string[]; samples: number },
 ): Promise<WakeReport> {
   const path = work.file(`wake-${crypto.randomUUID().slice(0, 8)}.sock`);
   using listener = Deno.listen({ transport: "unix", path });
@@ -190,7 +189,7 @@ async function viaSocket(
   try {
     await reader.nextLine();
     for (let i = 1; i <= samples; i++) {
-      await gap(control.words, i - 1, "asleep", reader);
+      await gap(reader, { words: control.words, count: i - 1, regime: "asleep" });
       await connection.write(stampBytes());
     }
     return await report(reader);
@@ -198,10 +197,6 @@ async function viaSocket(
     connection.close();
     await Deno.remove(path).catch(() => {}); // Deno may remove it when the listener closes
   }
-}
-
-function spec(id: string, section: SectionId, label: string, unit: FigureSpec["unit"]): FigureSpec {
-  return { id, section, label, unit };
 }
 
 /** The wake-up latency case. */
@@ -216,24 +211,27 @@ export const wakeLatency: BenchCase = {
       const samples = samplesFor(regime, config.quick);
       const results = await interleaved(
         context,
-        readers.map((reader) => ({ id: reader.id, label: `wake-up, ${regime}: ${reader.id}` })),
-        (id) => measure(work, id, regime, samples),
+        readers.map((reader) => ({
+          id: reader.id,
+          label: `wake-up, ${regime}: ${reader.id}`,
+          measure: () => measure(work, { readerId: reader.id, regime, samples }),
+        })),
       );
       const section: SectionId = regime === "asleep" ? "wake-asleep" : "wake-busy";
       for (const reader of readers) {
         const reports = results.get(reader.id) ?? [];
         figures.add(
-          spec(`${section}.${reader.id}`, section, reader.label, "us"),
+          { id: `${section}.${reader.id}`, section, label: reader.label, unit: "us" },
           summarizeLatencies(reports.map((r) => r.latenciesNs.map((ns) => ns / 1000))),
         );
         if (reports.every((r) => r.spinNs !== undefined)) {
           figures.add(
-            spec(
-              `${section}.${reader.id}.spin`,
+            {
+              id: `${section}.${reader.id}.spin`,
               section,
-              `${reader.label}: time spent spinning`,
-              "us/event",
-            ),
+              label: `${reader.label}: time spent spinning`,
+              unit: "us/event",
+            },
             summarizeRuns(reports.map((r) => (r.spinNs ?? 0) / 1000 / r.latenciesNs.length)),
           );
         }
