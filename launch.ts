@@ -6,49 +6,30 @@
  * @module
  */
 
-import { type Flags, openStateRegion, parseFlags, STATE_USAGE } from "./app/cli.ts";
+import { openStateRegion } from "./app/cli.ts";
+import { parseCommandLine } from "./app/flags.ts";
+import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import type { Logger } from "@logtape/logtape";
-import { logger, parseLevel, setupLogging } from "./app/logging.ts";
+import { defaultLogFormat, logger, setupLogging } from "./app/logging.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import {
-  closeFd,
-  flockHolder,
-  isTerminal,
-  openPath,
-  statFd,
-  tryLockExclusive,
-  writeFd,
-} from "./ffi/posix.ts";
+import { closeFd, flockHolder, openPath, statFd, tryLockExclusive, writeFd } from "./ffi/posix.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
-import { createFifo, removeFifo } from "./hw/fifo_button.ts";
+import { createFifo, removeIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
 import { openStateCell, type SharedRegion, type StateCell } from "./mod.ts";
-
-const USAGE = `Usage: deno task launch [options]      (PC: FIFO button, console LED)
-       deno task launch:pi [options]   (Raspberry Pi: GPIO button and LED through libgpiod)
-
-Starts the button and LED processes, keeps them running, and stops them on Ctrl+C.
-
-Options:
-${STATE_USAGE}
-                   (default: anonymous shared memory that only the launcher's children see)
-  --fifo PATH      the button's FIFO (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo,
-                   else /tmp/mmap-ipc-UID/button.fifo); --fifo /tmp/mmap_file is the original's
-  --syslog         the LED also logs to the system log, ident "LED MMAP"
-  --log-level L    debug, info, warning or error (default info)
-  -h, --help       show this help
-
-GPIO options (with --pi, which launch:pi passes):
-  --chip C         GPIO chip: /dev/gpiochipN, gpiochipN, N, a label, or auto (default auto:
-                   the chip that has the lines, whichever Pi and kernel this is)
-  --button-line L  the button's line: a name or an offset (default GPIO4, physical pin 7)
-  --led-line L     the LED's line (default GPIO17, physical pin 11)
-  --debounce-ms N  ignore button bounces shorter than N ms (default 50)
-
-PC build: press the button with  echo 0 > FIFO  (or press Enter in this terminal).`;
+import { usage } from "./app/flags.ts";
+import { createRemoteLink } from "./app/remote/link.ts";
+import { readCaFile } from "./bridges/mqtt/ca_file.ts";
+import { loadCredentials } from "./bridges/mqtt/credentials.ts";
+import {
+  mqttBridgeArgs,
+  mqttBridgePermissions,
+  type MqttSettings,
+  mqttSettings,
+} from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -61,6 +42,7 @@ interface Resources {
   fifoIdentity?: string;
   fifoCreated?: boolean;
   fifoFd?: number;
+  link?: SharedRegion;
 }
 
 /** Undoes what the launcher did, each step on its own so that one failure skips nothing. */
@@ -69,7 +51,7 @@ function release(resources: Resources, log: Logger): void {
     ["close the FIFO", () => resources.fifoFd !== undefined && closeFd(resources.fifoFd)],
     ["remove the FIFO", () => {
       if (resources.fifoCreated && resources.fifoPath && resources.fifoIdentity) {
-        removeFifo(resources.fifoPath, resources.fifoIdentity);
+        removeIfSame(resources.fifoPath, resources.fifoIdentity, "remove FIFO");
       }
     }],
     ["release the state", () => resources.cell?.close()],
@@ -77,6 +59,7 @@ function release(resources: Resources, log: Logger): void {
       if (resources.regionCreated && resources.region?.kind !== "memfd") resources.region?.unlink();
     }],
     ["unmap the state", () => resources.region?.close()],
+    ["unmap the remote link", () => resources.link?.close()],
   ];
   for (const [what, step] of steps) {
     try {
@@ -137,13 +120,30 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
-function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined): ChildSpec[] {
+/** The flags that name the state and set up logging, which every child takes. */
+function commonArgs(flags: LaunchFlags, region: SharedRegion): string[] {
   const stateArgs = region.kind === "memfd"
     ? ["--memfd", region.name]
     : region.kind === "posix"
     ? ["--shm", region.name]
     : ["--state", region.name];
-  const common = [...stateArgs, "--log-level", String(flags["log-level"] ?? "info")];
+  return [
+    ...stateArgs,
+    "--log-level",
+    flags.logLevel,
+    "--log-format",
+    flags.logFormat ?? defaultLogFormat(),
+  ];
+}
+
+function childSpecs(
+  flags: LaunchFlags,
+  region: SharedRegion,
+  fifo: string | undefined,
+  link: SharedRegion | undefined,
+): ChildSpec[] {
+  const remote = link === undefined ? [] : ["--remote", link.name];
+  const common = commonArgs(flags, region);
   const option = (name: string, value: unknown): string[] =>
     value === undefined ? [] : [name, String(value)];
   if (flags.pi) {
@@ -158,7 +158,7 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
           ...common,
           "--pi",
           ...chip,
-          ...option("--line", flags["led-line"]),
+          ...option("--line", flags.ledLine),
           ...(flags.syslog ? ["--syslog"] : []),
         ],
       },
@@ -170,8 +170,9 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
           ...common,
           "--pi",
           ...chip,
-          ...option("--line", flags["button-line"]),
-          ...option("--debounce-ms", flags["debounce-ms"]),
+          ...option("--line", flags.buttonLine),
+          ...option("--debounce-ms", flags.debounceMs),
+          ...remote,
         ],
       },
     ];
@@ -187,30 +188,48 @@ function childSpecs(flags: Flags, region: SharedRegion, fifo: string | undefined
       name: "button",
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
-      args: [...common, "--fifo", fifo as string],
+      args: [...common, "--fifo", fifo as string, ...remote],
     },
   ];
 }
 
 /** Opens and releases both GPIO lines once, so a wiring or setup problem shows before any child starts. */
-async function checkGpio(flags: Flags, log: Logger): Promise<void> {
+async function checkGpio(flags: LaunchFlags, log: Logger): Promise<void> {
   const button = openGpioButton({
-    chip: flags.chip as string | undefined,
-    line: flags["button-line"] as string | undefined,
-    debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+    chip: flags.chip,
+    line: flags.buttonLine,
+    debounceMs: flags.debounceMs,
   });
   const where = button.description;
   await button.close();
-  const led = openGpioLed({
-    chip: flags.chip as string | undefined,
-    line: flags["led-line"] as string | undefined,
-  });
+  const led = openGpioLed({ chip: flags.chip, line: flags.ledLine });
   log.info(`Press the button on ${where}; the LED is on ${led.description}`);
   led.close();
 }
 
-async function main(flags: Flags): Promise<number> {
-  await setupLogging({ level: parseLevel(flags["log-level"] as string | undefined) });
+/** The MQTT bridge: a third child, reading the state and talking to the button over `link`. */
+function bridgeSpec(
+  flags: LaunchFlags,
+  settings: MqttSettings,
+  region: SharedRegion,
+  link: SharedRegion,
+): ChildSpec {
+  return {
+    name: "mqtt",
+    script: `${ROOT}bridges/mqtt_bridge.ts`,
+    permissions: mqttBridgePermissions(settings),
+    args: [
+      ...commonArgs(flags, region),
+      "--remote",
+      link.name,
+      ...(flags.pi ? ["--pi"] : []),
+      ...mqttBridgeArgs(settings),
+    ],
+  };
+}
+
+async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise<number> {
+  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("launch");
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
@@ -237,11 +256,18 @@ async function main(flags: Flags): Promise<number> {
     writer.write(0);
     writer.close();
 
+    if (mqtt !== undefined) {
+      // A missing or unsafe file is reported now, not as the bridge's crash loop later.
+      if (mqtt.credentialsFile !== undefined) loadCredentials(mqtt.credentialsFile);
+      if (mqtt.caFile !== undefined) readCaFile(mqtt.caFile);
+      resources.link = createRemoteLink();
+    }
+
     let fifo: string | undefined;
     if (flags.pi) {
       await checkGpio(flags, log);
     } else {
-      fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+      fifo = flags.fifo ?? defaultFifoPath();
       const { identity, created: fifoCreated } = createFifo(fifo);
       Object.assign(resources, { fifoPath: fifo, fifoIdentity: identity, fifoCreated });
       resources.fifoFd = holdFifo(fifo, identity);
@@ -249,10 +275,13 @@ async function main(flags: Flags): Promise<number> {
     }
 
     const config = `${ROOT}deno.json`;
-    const supervisors = childSpecs(flags, region, fifo).map((spec) =>
+    const supervisors = childSpecs(flags, region, fifo, resources.link).map((spec) =>
       new Supervisor(spec, { log, config })
     );
-    if (fifo !== undefined && isTerminal(0)) {
+    const bridge = mqtt !== undefined && resources.link !== undefined
+      ? new Supervisor(bridgeSpec(flags, mqtt, region, resources.link), { log, config })
+      : undefined;
+    if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
       const pressPath = fifo;
       pressOnEnter(pressPath, stop.signal).catch((error) =>
@@ -260,6 +289,11 @@ async function main(flags: Flags): Promise<number> {
       );
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
+    // The bridge is optional: if it keeps crashing, the button and LED carry on without it.
+    const bridging = bridge?.run(stop.signal).catch((error) => {
+      if (!(error instanceof ChildCrashLoop)) throw error;
+      log.error(`${error.message}; the button and LED keep running without MQTT`);
+    });
     try {
       await Promise.race([
         Promise.all(running),
@@ -267,14 +301,14 @@ async function main(flags: Flags): Promise<number> {
       ]);
     } catch (error) {
       stop.abort();
-      await Promise.allSettled(running);
+      await Promise.allSettled([...running, bridging]);
       if (error instanceof ChildCrashLoop) {
         log.error(`Stopping: ${error.message}`);
         return 1;
       }
       throw error;
     }
-    await Promise.allSettled(running);
+    await Promise.allSettled([...running, bridging]);
     log.info("Stopped");
     return 0;
   } finally {
@@ -285,21 +319,17 @@ async function main(flags: Flags): Promise<number> {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    state: { type: "string" },
-    shm: { type: "string" },
-    fifo: { type: "string" },
-    syslog: { type: "boolean" },
-    "log-level": { type: "string" },
-    pi: { type: "boolean" },
-    chip: { type: "string" },
-    "button-line": { type: "string" },
-    "led-line": { type: "string" },
-    "debounce-ms": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(LAUNCH_COMMAND);
+  let mqtt: MqttSettings | undefined;
+  try {
+    mqtt = mqttSettings(flags);
+  } catch (error) {
+    console.error(`launch: ${(error as Error).message}\n\n${usage(LAUNCH_COMMAND)}`);
+    Deno.exit(2);
+  }
   let code: number;
   try {
-    code = await main(flags);
+    code = await main(flags, mqtt);
   } catch (error) {
     console.error(`launch: ${(error as Error).message}`);
     code = 1;

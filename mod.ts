@@ -5,59 +5,67 @@
  * wakes readers when it changes, without polling, and a ring that streams messages from one
  * process to another, blocking on futexes when full or empty, with zero-copy reads and writes.
  *
+ * Memory has one owner, the region: closing it closes everything built on it, settles every
+ * pending wait, and revokes every view it handed out, so no order of calls can reach memory that
+ * was let go.
+ *
  * Needs `--allow-ffi`.
  *
  * @example
  * ```ts
- * import { openFileRegion, openStateCell } from "./mod.ts";
+ * import { createMemfdRegion, openStateCell } from "./mod.ts";
  *
- * using region = openFileRegion("/tmp/data.dat", { create: true, size: 256 });
+ * using region = createMemfdRegion({ size: 256 });
  * using cell = openStateCell(region, { writer: true });
- * cell.write(1); // the file now starts with "1\n\0", as the original C button wrote it
+ * cell.write(1); // the region now starts with "1\n\0", as the original C button wrote it
  * ```
  *
  * @module
  */
 
 export {
-  createMemfdRegion,
   MAX_REGION_SIZE,
+  type RegionKind,
+  type RegionOptions,
+  type RegionWaitOptions,
+  SharedRegion,
+} from "./lib/region.ts";
+export {
+  createMemfdRegion,
   type MemfdOptions,
   openFileRegion,
   openMemfdRegion,
   openShmRegion,
   openSysvRegion,
-  type RegionKind,
-  type RegionOptions,
-  type RegionWaitOptions,
   removeShm,
-  SharedRegion,
-} from "./lib/region.ts";
+} from "./lib/open_region.ts";
 export {
   openStateCell,
-  STATE_CELL_MAGIC,
   STATE_CELL_SIZE,
-  STATE_CELL_VERSION,
   StateCell,
   type StateCellOptions,
   type StateChangesOptions,
   type StateWaitOptions,
+  type WriterEvent,
 } from "./lib/state_cell.ts";
 export {
-  initRing,
-  type InitRingOptions,
-  openRingConsumer,
+  openStateFile,
+  STATE_FILE_SIZE,
+  StateFile,
+  type StateFileContent,
+  type StateFileOptions,
+} from "./lib/state_file.ts";
+export { initRing, type InitRingOptions, ringRegionSize } from "./lib/ring/layout.ts";
+export type { RingOptions, RingWaitOptions } from "./lib/ring/core.ts";
+export {
   openRingProducer,
-  RING_HEADER_SIZE,
-  RING_MAGIC,
-  RING_MAX_CAPACITY,
-  RING_RECORD_HEADER_SIZE,
-  RING_VERSION,
+  RingProducer,
+  type RingReservation,
+  type RingWriter,
+} from "./lib/ring/producer.ts";
+export {
+  openRingConsumer,
   RingConsumer,
   type RingLease,
-  type RingOptions,
-  RingProducer,
-  ringRegionSize,
-  type RingReservation,
-  type RingWaitOptions,
-} from "./lib/ring.ts";
+  type RingReader,
+} from "./lib/ring/consumer.ts";

@@ -1,14 +1,13 @@
 /**
- * What every program of the button/LED system shares on its command line: flag parsing with
- * `--help`, the flags that name the shared state, and orderly shutdown on signals (including
- * the launcher's death).
+ * What the button/LED programs share on their command line: the flags that name the shared
+ * state and set up logging, opening that state, and orderly shutdown on signals (including the
+ * launcher's death). The flag layer itself is `app/flags.ts`.
  *
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { SIGTERM } from "../ffi/constants.ts";
-import { parentProcessId, setParentDeathSignal } from "../ffi/posix.ts";
+import { setParentDeathSignal } from "../ffi/posix.ts";
 import {
   createMemfdRegion,
   openFileRegion,
@@ -16,47 +15,69 @@ import {
   openShmRegion,
   type SharedRegion,
 } from "../mod.ts";
+import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
 /** Bytes of state the system maps: the original's 256. */
 export const STATE_REGION_SIZE = 256;
 
-/** Flag values as `parseArgs` returns them. */
-export type Flags = Record<string, string | boolean | undefined>;
+/** `--state` and `--shm`: where the state lives (the launcher's and the processes'). */
+export const STATE_FLAGS = {
+  state: {
+    type: "string",
+    arg: "PATH",
+    help: "keep the state in this file (the original used /tmp/data.dat)",
+  },
+  shm: { type: "string", arg: "NAME", help: "keep the state in POSIX shared memory /NAME" },
+} as const;
 
-/**
- * Parses `args` strictly. `--help` prints `usage` and exits 0; a bad flag prints the problem
- * and the usage to stderr and exits 2.
- */
-export function parseFlags(args: string[], options: ParseArgsOptionsConfig, usage: string): Flags {
-  try {
-    const { values } = parseArgs({
-      args,
-      options: { ...options, help: { type: "boolean", short: "h" } },
-      strict: true,
-      allowPositionals: false,
-    });
-    if (values.help) {
-      console.log(usage);
-      Deno.exit(0);
-    }
-    return values as Flags;
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${usage}`);
-    Deno.exit(2);
-  }
+/** `--memfd`: the launcher's anonymous state, which only its children are given. */
+export const MEMFD_FLAG = {
+  memfd: {
+    type: "string",
+    arg: "PATH",
+    help: "the launcher's anonymous state, /proc/PID/fd/N (the launcher passes it)",
+  },
+} as const;
+
+/** `--log-level` and `--log-format`. */
+export const LOG_FLAGS = {
+  "log-level": {
+    type: "choice",
+    arg: "L",
+    choices: LOG_LEVELS,
+    default: "info",
+    help: "the lowest level logged; debug also logs each press",
+  },
+  "log-format": {
+    type: "choice",
+    arg: "F",
+    choices: LOG_FORMATS,
+    defaultText: "journal when JOURNAL_STREAM is set, as systemd sets it, else text",
+    help: "text: a timestamp on each line; journal: an sd-daemon <N> priority prefix instead",
+  },
+} as const;
+
+/** `--parent-pid`: the launcher's pid, so a child never outlives it. */
+export const PARENT_PID_FLAG = {
+  "parent-pid": {
+    type: "number",
+    arg: "N",
+    integer: true,
+    min: 1,
+    max: 2 ** 31 - 1,
+    help: "exit when process N exits (the process that starts this one passes its own pid)",
+  },
+} as const;
+
+/** Where the state is, as the flags say; at most one is set (the flag layer checks). */
+export interface StateLocation {
+  /** A file path. */
+  state?: string;
+  /** A POSIX shared-memory name. */
+  shm?: string;
+  /** The launcher's memfd as `/proc/PID/fd/N`. */
+  memfd?: string;
 }
-
-/** The flags that say where the state lives; see {@link openStateRegion}. */
-export const STATE_FLAGS: ParseArgsOptionsConfig = {
-  state: { type: "string" },
-  shm: { type: "string" },
-  memfd: { type: "string" },
-};
-
-/** Usage lines for {@link STATE_FLAGS}. */
-export const STATE_USAGE =
-  `  --state PATH     keep the state in this file (the original used /tmp/data.dat)
-  --shm NAME       keep the state in POSIX shared memory /NAME`;
 
 /**
  * Opens the region the flags name: `--state PATH`, `--shm NAME`, or the launcher's
@@ -64,25 +85,19 @@ export const STATE_USAGE =
  * when none is named, `anonymous` makes a fresh memfd. `created` says whether it was made here.
  */
 export function openStateRegion(
-  flags: Flags,
+  where: StateLocation,
   options: { anonymous?: boolean } = {},
 ): { region: SharedRegion; created: boolean } {
-  const named = ["state", "shm", "memfd"].filter((flag) => flags[flag] !== undefined);
-  if (named.length > 1) {
-    throw new TypeError(
-      `Give only one of --state, --shm or --memfd, not ${named.map((f) => `--${f}`).join(" and ")}`,
-    );
-  }
   const size = STATE_REGION_SIZE;
-  if (typeof flags.memfd === "string") {
-    return { region: openMemfdRegion(flags.memfd), created: false };
+  if (where.memfd !== undefined) {
+    return { region: openMemfdRegion(where.memfd), created: false };
   }
-  const open = typeof flags.state === "string"
+  const { state, shm } = where;
+  const open = state !== undefined
     ? (create: boolean) =>
-      openFileRegion(flags.state as string, create ? { create, exclusive: true, size } : { size })
-    : typeof flags.shm === "string"
-    ? (create: boolean) =>
-      openShmRegion(flags.shm as string, create ? { create, exclusive: true, size } : { size })
+      openFileRegion(state, create ? { create, exclusive: true, size } : { size })
+    : shm !== undefined
+    ? (create: boolean) => openShmRegion(shm, create ? { create, exclusive: true, size } : { size })
     : undefined;
   if (open === undefined) {
     if (!options.anonymous) {
@@ -107,7 +122,7 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   if (parentPid !== undefined) {
     setParentDeathSignal(SIGTERM);
     // The parent may have died before prctl() ran: then we were already re-parented.
-    if (parentProcessId() !== parentPid) Deno.exit(0);
+    if (Deno.ppid !== parentPid) Deno.exit(0);
   }
   const stop = (): void => controller.abort();
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, stop);
@@ -115,14 +130,4 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
     for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, stop);
   });
   return controller.signal;
-}
-
-/** Reads `--parent-pid`. */
-export function parentPidFlag(flags: Flags): number | undefined {
-  if (flags["parent-pid"] === undefined) return undefined;
-  const pid = Number(flags["parent-pid"]);
-  if (!Number.isInteger(pid) || pid <= 0) {
-    throw new TypeError(`Invalid --parent-pid ${flags["parent-pid"]}`);
-  }
-  return pid;
 }

@@ -1,6 +1,9 @@
 /**
- * Logging for the button/LED programs: LogTape to the console with timestamps, and optionally
- * the same lines to the system log, as the original C programs logged.
+ * Logging for the button/LED programs: LogTape to the console, and optionally the same lines
+ * to the system log, as the original C programs logged. On a terminal each line has a
+ * timestamp; under systemd (`JOURNAL_STREAM` set) each line instead starts with its sd-daemon
+ * priority prefix (`<6>` info, `<4>` warning, ...; see sd-daemon(3)), so journald files it at
+ * the right priority and adds the only timestamp.
  *
  * @module
  */
@@ -14,6 +17,7 @@ import {
   type LogLevel,
   type LogRecord,
   type Sink,
+  type TextFormatter,
 } from "@logtape/logtape";
 import { openSyslog, type SyslogLevel, writeSyslog } from "../ffi/syslog.ts";
 
@@ -23,24 +27,60 @@ export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
 /** One of {@link LOG_LEVELS}. */
 export type LevelName = typeof LOG_LEVELS[number];
 
+/** The console formats `--log-format` accepts: see the module description. */
+export const LOG_FORMATS = ["text", "journal"] as const;
+
+/** One of {@link LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
+
 /** Options for {@link setupLogging}. */
 export interface LoggingOptions {
   /** The lowest level shown. Default `info`. */
   level?: LevelName;
+  /** The console format. Default: {@link defaultLogFormat}. */
+  format?: LogFormat;
   /** Also send every line to the system log under this ident (the original: `LED MMAP`). */
   syslogIdent?: string;
 }
 
-/** Checks a `--log-level` value. */
-export function parseLevel(value: string | undefined): LevelName {
-  const level = (value ?? "info") as LevelName;
-  if (!LOG_LEVELS.includes(level)) {
-    throw new TypeError(
-      `--log-level must be one of ${LOG_LEVELS.join(", ")}, not ${JSON.stringify(value)}`,
-    );
-  }
-  return level;
+/**
+ * `journal` when systemd connected our output to the journal (it sets `JOURNAL_STREAM`), else
+ * `text`. Without permission to read the variable (the launcher's children) it is `text`:
+ * the launcher passes its choice on with `--log-format`.
+ */
+export function defaultLogFormat(): LogFormat {
+  const variable = "JOURNAL_STREAM";
+  const permission = Deno.permissions.querySync({ name: "env", variable });
+  if (permission.state !== "granted") return "text";
+  return Deno.env.get(variable) ? "journal" : "text";
 }
+
+// sd-daemon(3): <3> error, <4> warning, <6> info, <7> debug.
+const SD_PRIORITY: Record<LogLevel, number> = {
+  fatal: 2,
+  error: 3,
+  warning: 4,
+  info: 6,
+  debug: 7,
+  trace: 7,
+};
+
+/**
+ * Lines for journald: `<6>mmap-ipc.led: LED Status: On`, the priority prefix sd-daemon(3)
+ * describes and no timestamp (the journal adds its own).
+ */
+export const journalFormatter: TextFormatter = getTextFormatter({
+  timestamp: "none",
+  category: ".",
+  level: (level) => `<${SD_PRIORITY[level]}>`,
+  format: ({ level, category, message }) => `${level}${category}: ${message}`,
+});
+
+/** Lines for a terminal or a file: `2026-11-21 10:50:23.626 [INF] mmap-ipc.led: ...`. */
+export const textFormatter: TextFormatter = getTextFormatter({
+  timestamp: "date-time",
+  category: ".",
+});
 
 function render(record: LogRecord): string {
   return record.message.map((part) => typeof part === "string" ? part : JSON.stringify(part)).join(
@@ -62,7 +102,9 @@ function syslogSink(ident: string): Sink {
 export async function setupLogging(options: LoggingOptions = {}): Promise<void> {
   const sinks: Record<string, Sink> = {
     console: getConsoleSink({
-      formatter: getTextFormatter({ timestamp: "date-time", category: "." }),
+      formatter: (options.format ?? defaultLogFormat()) === "journal"
+        ? journalFormatter
+        : textFormatter,
     }),
   };
   if (options.syslogIdent !== undefined) sinks.syslog = syslogSink(options.syslogIdent);

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { effectiveUid, makeDirectory, statPath } from "../ffi/posix.ts";
+import { effectiveUid, statPath } from "../ffi/posix.ts";
+import { ensurePrivateDirectory } from "../lib/owned_path.ts";
 
 function envVar(name: string): string | undefined {
   try {
@@ -13,25 +14,6 @@ function envVar(name: string): string | undefined {
   } catch {
     return undefined; // no --allow-env: fall back
   }
-}
-
-/** Creates (0700) or checks a directory only this user can use; throws if it is not. */
-export function ensurePrivateDirectory(path: string): string {
-  makeDirectory(path, 0o700);
-  const stat = statPath(path);
-  const uid = effectiveUid();
-  if (stat?.type !== "directory") {
-    throw new Deno.errors.AlreadyExists(
-      `Cannot use ${JSON.stringify(path)} as a private directory: it is a ${stat?.type}`,
-    );
-  }
-  if (stat.uid !== uid || (stat.permissions & 0o077) !== 0) {
-    throw new Deno.errors.PermissionDenied(
-      `Cannot use ${JSON.stringify(path)} as a private directory: it belongs to uid ${stat.uid} ` +
-        `with mode ${stat.permissions.toString(8)}; it must be ours (uid ${uid}) and 0700`,
-    );
-  }
-  return path;
 }
 
 /** The default runtime directory, created if needed. */

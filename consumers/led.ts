@@ -8,33 +8,55 @@
  */
 
 import {
-  type Flags,
+  LOG_FLAGS,
+  MEMFD_FLAG,
   openStateRegion,
-  parentPidFlag,
-  parseFlags,
+  PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
-  STATE_USAGE,
 } from "../app/cli.ts";
-import { logger, parseLevel, setupLogging } from "../app/logging.ts";
+import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
+import { logger, setupLogging } from "../app/logging.ts";
 import { ConsoleLed } from "../hw/console_led.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
 import type { Led } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
 
-const USAGE = `Usage: deno run --allow-ffi consumers/led.ts [options]
+/** The LED process's command line. */
+export const LED_COMMAND = defineCommand({
+  name: "led",
+  synopsis: ["deno run --allow-ffi consumers/led.ts (--state PATH | --shm NAME) [options]"],
+  description: 'The LED process: shows the shared state, "LED Status: On" or "LED Status: Off".',
+  flags: {
+    ...STATE_FLAGS,
+    ...MEMFD_FLAG,
+    syslog: {
+      type: "boolean",
+      help: 'also log to the system log, ident "LED MMAP", as the original did',
+    },
+    pi: { type: "boolean", help: "drive a GPIO LED (libgpiod) and log each change" },
+    chip: {
+      type: "string",
+      arg: "C",
+      requires: "pi",
+      defaultText: "auto",
+      help: "GPIO chip: path, name, number, label or auto",
+    },
+    line: {
+      type: "string",
+      arg: "L",
+      requires: "pi",
+      defaultText: "GPIO17, physical pin 11",
+      help: "GPIO line: name or offset",
+    },
+    ...LOG_FLAGS,
+    ...PARENT_PID_FLAG,
+  },
+  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }],
+});
 
-The LED process: shows the shared state, "LED Status: On" or "LED Status: Off".
-
-Options:
-${STATE_USAGE}
-  --syslog         also log to the system log, ident "LED MMAP", as the original did
-  --pi             drive a GPIO LED (libgpiod) and log each change
-  --chip C         GPIO chip: path, name, number, label or auto (default auto)
-  --line L         GPIO line: name or offset (default GPIO17, physical pin 11)
-  --log-level L    debug, info, warning or error (default info)
-  --parent-pid N   exit when process N (the launcher) exits
-  -h, --help       show this help`;
+/** The LED process's parsed flags. */
+export type LedFlags = CommandFlags<typeof LED_COMMAND>;
 
 /**
  * Shows the current state on `led` at once, then every change, until `signal` aborts.
@@ -52,10 +74,11 @@ export async function runLed(
   }
 }
 
-async function main(flags: Flags): Promise<void> {
-  const signal = shutdownSignal(parentPidFlag(flags));
+async function main(flags: LedFlags): Promise<void> {
+  const signal = shutdownSignal(flags.parentPid);
   await setupLogging({
-    level: parseLevel(flags["log-level"] as string | undefined),
+    level: flags.logLevel,
+    format: flags.logFormat,
     syslogIdent: flags.syslog ? "LED MMAP" : undefined,
   });
   const { region } = openStateRegion(flags);
@@ -65,8 +88,8 @@ async function main(flags: Flags): Promise<void> {
   let led: Led;
   if (flags.pi) {
     const gpio = openGpioLed({
-      chip: flags.chip as string | undefined,
-      line: flags.line as string | undefined,
+      chip: flags.chip,
+      line: flags.line,
       onChange: (on) => log.info(`LED Status: ${on ? "On" : "Off"}`),
     });
     log.info(`LED ready on ${gpio.description}`);
@@ -82,15 +105,7 @@ async function main(flags: Flags): Promise<void> {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    ...STATE_FLAGS,
-    syslog: { type: "boolean" },
-    pi: { type: "boolean" },
-    chip: { type: "string" },
-    line: { type: "string" },
-    "log-level": { type: "string" },
-    "parent-pid": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(LED_COMMAND);
   try {
     await main(flags);
   } catch (error) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseFlags } from "../app/cli.ts";
+import { defineCommand, parseCommandLine } from "../app/flags.ts";
 import { monotonicNanos } from "../ffi/posix.ts";
 import {
   createMemfdRegion,
@@ -14,17 +14,36 @@ import {
   type RingConsumer,
   ringRegionSize,
 } from "../mod.ts";
-import { decodeSample, SAMPLE_SIZE } from "../producers/sensor.ts";
+import { decodeSample, MAX_RATE, SAMPLE_SIZE } from "../producers/sensor.ts";
 
-const USAGE = `Usage: deno task demo:ring [options]
+/** setTimeout's longest delay, 2^31 - 1 ms, in whole seconds. */
+const MAX_SECONDS = 2_147_483;
 
-Streams sensor samples from a producer process through a shared-memory ring and prints
-samples per second, latency percentiles and lost samples once a second.
-
-Options:
-  --rate N         samples per second (default 10000; 0 = as fast as possible)
-  --seconds N      stop after N seconds (default: run until Ctrl+C)
-  -h, --help       show this help`;
+/** The ring demo's command line. */
+export const RING_DEMO_COMMAND = defineCommand({
+  name: "ring demo",
+  synopsis: ["deno task demo:ring [options]"],
+  description: "Streams sensor samples from a producer process through a shared-memory ring " +
+    "and prints samples per second, latency percentiles and lost samples once a second.",
+  flags: {
+    rate: {
+      type: "number",
+      arg: "N",
+      min: 0,
+      max: MAX_RATE,
+      default: 10_000,
+      help: "samples per second; 0 = as fast as possible",
+    },
+    seconds: {
+      type: "number",
+      arg: "N",
+      min: 0.001,
+      max: MAX_SECONDS,
+      defaultText: "run until Ctrl+C",
+      help: "stop after N seconds",
+    },
+  },
+});
 
 /** One second's figures. */
 export interface Report {
@@ -94,7 +113,7 @@ export async function collectStats(
   }
 }
 
-async function main(rate: string, seconds: number | undefined): Promise<void> {
+async function main(rate: number, seconds: number | undefined): Promise<void> {
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());
   if (seconds !== undefined) setTimeout(() => stop.abort(), seconds * 1000);
@@ -114,7 +133,7 @@ async function main(rate: string, seconds: number | undefined): Promise<void> {
       "--memfd",
       region.name,
       "--rate",
-      rate,
+      String(rate),
       "--parent-pid",
       String(Deno.pid),
     ],
@@ -144,16 +163,9 @@ async function main(rate: string, seconds: number | undefined): Promise<void> {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(
-    Deno.args,
-    { rate: { type: "string" }, seconds: { type: "string" } },
-    USAGE,
-  );
+  const flags = parseCommandLine(RING_DEMO_COMMAND);
   try {
-    await main(
-      String(flags.rate ?? "10000"),
-      flags.seconds === undefined ? undefined : Number(flags.seconds),
-    );
+    await main(flags.rate, flags.seconds);
     Deno.exit(0);
   } catch (error) {
     console.error(`ring demo: ${(error as Error).message}`);

@@ -55,9 +55,18 @@ export const S_ISVTX = 0o1000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
 export const MS_ASYNC = 1;
 export const MS_SYNC = 4;
 export const MFD_CLOEXEC = 1;
+export const MFD_ALLOW_SEALING = 2;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 1;
+export const F_SEAL_SHRINK = 2;
+export const F_SEAL_GROW = 4;
 
 // <sys/file.h>
 export const LOCK_EX = 2;
@@ -85,6 +94,24 @@ export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
+
+// pidfd_open(2): the same number on x86-64 and aarch64 (both use the generic table from 5.x on).
+export const SYS_pidfd_open = 434n;
+
+// <sys/inotify.h>
+export const IN_NONBLOCK = 0o4000;
+export const IN_CLOEXEC = 0o2000000;
+export const IN_MODIFY = 0x2;
+export const IN_ATTRIB = 0x4;
+export const IN_MOVED_FROM = 0x40;
+export const IN_MOVED_TO = 0x80;
+export const IN_CREATE = 0x100;
+export const IN_DELETE = 0x200;
+export const IN_DELETE_SELF = 0x400;
+export const IN_MOVE_SELF = 0x800;
+
+// <dirent.h>: struct dirent's d_name, the same offset on x86-64 and aarch64 (glibc, 64-bit).
+export const DIRENT_NAME_OFFSET = 19;
 
 // <signal.h>, <sys/prctl.h>
 export const SIGTERM = 15;

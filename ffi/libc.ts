@@ -19,8 +19,14 @@ export const LIBC_SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t count); */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t pread(int fd, void *buf, size_t count, off_t offset); */
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset); */
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int ftruncate(int fd, off_t length); */
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg); used for F_ADD_SEALS and F_GET_SEALS */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int flock(int fd, int operation); */
   flock: { parameters: ["i32", "i32"], result: "i32" },
   /** int unlink(const char *path); */
@@ -75,23 +81,31 @@ export const LIBC_SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  /** long syscall(long number, ...); used as pidfd_open(pid_t pid, unsigned int flags) */
+  syscall_pidfd_open: { name: "syscall", parameters: ["i64", "i32", "u32"], result: "i64" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on this thread, for a quick look */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /** int inotify_init1(int flags); */
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  /** int inotify_add_watch(int fd, const char *path, uint32_t mask); */
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** DIR *opendir(const char *name); */
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  /** struct dirent *readdir(DIR *dirp); */
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  /** int closedir(DIR *dirp); */
+  closedir: { parameters: ["pointer"], result: "i32" },
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
 
   /** int clock_gettime(clockid_t clock, struct timespec *tp); */
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  /** pid_t getpid(void); */
-  getpid: { parameters: [], result: "i32" },
-  /** pid_t getppid(void); */
-  getppid: { parameters: [], result: "i32" },
   /** uid_t geteuid(void); */
   geteuid: { parameters: [], result: "u32" },
   /** int kill(pid_t pid, int sig); */
   kill: { parameters: ["i32", "i32"], result: "i32" },
   /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  /** int isatty(int fd); */
-  isatty: { parameters: ["i32"], result: "i32" },
 
   /** void openlog(const char *ident, int option, int facility); */
   openlog: { parameters: ["buffer", "i32", "i32"], result: "void" },

@@ -147,6 +147,76 @@ export function readFd(fd: number, buffer: Uint8Array<ArrayBuffer>, subject: str
   throw osError("read", subject, errno);
 }
 
+/** pread(2) into `buffer` at `offset`; returns the byte count (0 at the end of the file). */
+export function readAt(
+  fd: number,
+  buffer: Uint8Array<ArrayBuffer>,
+  offset: number,
+  subject: string,
+): number {
+  return Number(
+    check(libc().pread(fd, buffer, BigInt(buffer.byteLength), BigInt(offset)), "read", subject),
+  );
+}
+
+/** pwrite(2) of `bytes` at `offset`. */
+export function writeAt(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  offset: number,
+  subject: string,
+): number {
+  return Number(
+    check(libc().pwrite(fd, bytes, BigInt(bytes.byteLength), BigInt(offset)), "write", subject),
+  );
+}
+
+/** The names in a directory (without `.` and `..`); empty when it cannot be read. */
+export function listDirectory(path: string): string[] {
+  const dir = libc().opendir(cString(path));
+  if (dir === null) return [];
+  const names: string[] = [];
+  try {
+    for (;;) {
+      const entry = libc().readdir(dir);
+      if (entry === null) break;
+      const name = new Deno.UnsafePointerView(entry).getCString(C.DIRENT_NAME_OFFSET);
+      if (name !== "." && name !== "..") names.push(name);
+    }
+  } finally {
+    libc().closedir(dir);
+  }
+  return names;
+}
+
+/** pidfd_open(2): an fd that becomes readable when process `pid` ends; undefined if it has. */
+export function openPidfd(pid: number): number | undefined {
+  const fd = Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, pid, 0));
+  if (fd >= 0) return fd;
+  const errno = lastErrno();
+  if (errno === Errno.ESRCH) return undefined;
+  throw osError("watch", `pid ${pid}`, errno);
+}
+
+/** Whether `fd` is readable right now (poll(2) with no wait). */
+export function isReadable(fd: number): boolean {
+  const pollfd = new Uint8Array(8);
+  const view = new DataView(pollfd.buffer);
+  view.setInt32(0, fd, true);
+  view.setInt16(4, C.POLLIN, true);
+  return libc().poll(pollfd, 1n, 0) > 0 && (view.getInt16(6, true) & C.POLLIN) !== 0;
+}
+
+/** inotify_init1(2), non-blocking and close-on-exec. */
+export function inotifyInit(): number {
+  return check(libc().inotify_init1(C.IN_NONBLOCK | C.IN_CLOEXEC), "create", "inotify instance");
+}
+
+/** inotify_add_watch(2); returns the watch descriptor. */
+export function inotifyWatch(fd: number, path: string, mask: number): number {
+  return check(libc().inotify_add_watch(fd, cString(path), mask), "watch", path);
+}
+
 /** write(2) of all of `bytes`; returns the count written (short only for a non-blocking fd). */
 export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: string): number {
   return Number(check(libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
@@ -187,9 +257,22 @@ export function shmUnlink(name: string): void {
   check(libc().shm_unlink(cString(name)), "remove shared memory", name);
 }
 
-/** memfd_create(2) with MFD_CLOEXEC. */
-export function memfdCreate(name: string): number {
-  return check(libc().memfd_create(cString(name), C.MFD_CLOEXEC), "create memfd", name);
+/** memfd_create(2) with MFD_CLOEXEC, and MFD_ALLOW_SEALING when it is to be sealed. */
+export function memfdCreate(name: string, options: { sealable?: boolean } = {}): number {
+  const flags = C.MFD_CLOEXEC | (options.sealable ? C.MFD_ALLOW_SEALING : 0);
+  return check(libc().memfd_create(cString(name), flags), "create memfd", name);
+}
+
+/** Seals a memfd's size for good: nobody can shrink or grow it, nor lift the seal (fcntl(2)). */
+export function sealSize(fd: number, subject: string): void {
+  const seals = C.F_SEAL_SHRINK | C.F_SEAL_GROW | C.F_SEAL_SEAL;
+  check(libc().fcntl(fd, C.F_ADD_SEALS, seals), "seal", subject);
+}
+
+/** Whether a memfd's size is sealed against shrinking. */
+export function isSizeSealed(fd: number): boolean {
+  const seals = libc().fcntl(fd, C.F_GET_SEALS, 0);
+  return seals >= 0 && (seals & C.F_SEAL_SHRINK) !== 0;
 }
 
 /** shmget(2); returns the segment id. */
@@ -242,21 +325,6 @@ const CLOCK_MONOTONIC = 1;
 export function monotonicNanos(): bigint {
   libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(timespecBuffer.buffer));
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
-}
-
-/** This process's pid (works without `--allow-sys`). */
-export function processId(): number {
-  return libc().getpid();
-}
-
-/** The parent's pid. */
-export function parentProcessId(): number {
-  return libc().getppid();
-}
-
-/** Whether `fd` is a terminal. */
-export function isTerminal(fd: number): boolean {
-  return libc().isatty(fd) === 1;
 }
 
 /** kill(2); returns false when the process does not exist. */

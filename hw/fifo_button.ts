@@ -7,17 +7,8 @@
 
 import * as C from "../ffi/constants.ts";
 import { FdWaiter } from "../ffi/fd_waiter.ts";
-import {
-  closeFd,
-  effectiveUid,
-  makeFifo,
-  openPath,
-  readFd,
-  statFd,
-  statPath,
-  unlinkPath,
-} from "../ffi/posix.ts";
-import { checkPrivateDirectory } from "../lib/region.ts";
+import { closeFd, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
+import { checkOwn, createFifo, removeIfSame } from "../lib/owned_path.ts";
 import type { Button } from "./types.ts";
 
 /** Lines longer than this are not presses; they are dropped without being kept in memory. */
@@ -190,54 +181,13 @@ export class FifoButton implements Button {
     await this.#waiter.close();
     if (this.#fd >= 0) closeFd(this.#fd);
     this.#fd = -1;
-    if (this.#removeOnClose) removeFifo(this.#path, this.#identity);
+    if (this.#removeOnClose) removeIfSame(this.#path, this.#identity, "remove FIFO");
   }
 
   /** Same as {@link FifoButton.close}, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/** Refuses anything at `path` but a FIFO of ours. */
-function checkOurFifo(path: string, stat: { type: string; uid: number }, action: string): void {
-  if (stat.type !== "fifo") {
-    throw new Deno.errors.AlreadyExists(
-      `Cannot ${action} ${
-        JSON.stringify(path)
-      }: a ${stat.type} is already there; it is left as it is`,
-    );
-  }
-  if (stat.uid !== effectiveUid()) {
-    throw new Deno.errors.PermissionDenied(
-      `Cannot ${action} ${JSON.stringify(path)}: the FIFO belongs to uid ${stat.uid}`,
-    );
-  }
-}
-
-/**
- * Creates the FIFO at `path` (0600) unless our FIFO is already there; returns its identity and
- * whether it was made here. Anything else at the path is refused, never removed.
- */
-export function createFifo(path: string): { identity: string; created: boolean } {
-  const action = "create FIFO";
-  checkPrivateDirectory(path, action, path);
-  const existing = statPath(path);
-  if (existing !== undefined) {
-    checkOurFifo(path, existing, action);
-    return { identity: existing.identity, created: false };
-  }
-  makeFifo(path, 0o600);
-  const made = statPath(path);
-  if (made === undefined) {
-    throw new Deno.errors.NotFound(`Cannot ${action} ${JSON.stringify(path)}: it vanished`);
-  }
-  return { identity: made.identity, created: true };
-}
-
-/** Removes the FIFO at `path` if it is still the one with `identity`. */
-export function removeFifo(path: string, identity: string): void {
-  if (statPath(path)?.identity === identity) unlinkPath(path, "remove FIFO");
 }
 
 /**
@@ -256,13 +206,13 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
     if (stat === undefined) {
       throw new Deno.errors.NotFound(`Cannot ${action} ${JSON.stringify(path)}: it does not exist`);
     }
-    checkOurFifo(path, stat, action);
+    checkOwn(stat, "fifo", action, path);
     identity = stat.identity;
   }
   const fd = openPath(path, OPEN_FLAGS, 0, action);
   try {
     const stat = statFd(fd, path);
-    checkOurFifo(path, stat, action);
+    checkOwn(stat, "fifo", action, path);
     if (stat.identity !== identity) {
       throw new Deno.errors.InvalidData(
         `Cannot ${action} ${JSON.stringify(path)}: it changed while opening`,
@@ -271,7 +221,7 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
     return new FifoButton(path, fd, identity, created, options);
   } catch (error) {
     closeFd(fd);
-    if (created) removeFifo(path, identity);
+    if (created) removeIfSame(path, identity, "remove FIFO");
     throw error;
   }
 }

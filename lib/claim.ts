@@ -7,23 +7,24 @@
  * @module
  */
 
-import type { Mapping } from "../ffi/mapping.ts";
+import type { SharedMemory } from "./memory.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 
 let self: bigint | undefined;
 
 /** This process's claim value: start time (low 32 bits) above the pid. */
-function ownClaim(): bigint {
+export function ownClaim(): bigint {
   if (self === undefined) {
-    const pid = posix.processId();
+    const pid = Deno.pid;
     const start = posix.processState(pid)?.startTime ?? 0n;
     self = ((start & 0xffff_ffffn) << 32n) | BigInt(pid);
   }
   return self;
 }
 
-function pidOf(claim: bigint): number {
+/** The pid a claim value names. */
+export function pidOf(claim: bigint): number {
   return Number(claim & 0xffff_ffffn);
 }
 
@@ -41,13 +42,13 @@ export function claimIsLive(claim: bigint): boolean {
 }
 
 /** Reads the claim word at `byteOffset` (8-aligned). */
-export function readClaim(mapping: Mapping, byteOffset: number): bigint {
-  return Atomics.load(mapping.longWords, byteOffset >> 3);
+export function readClaim(memory: SharedMemory, byteOffset: number): bigint {
+  return Atomics.load(memory.longWords, byteOffset >> 3);
 }
 
 /** The pid holding the claim at `byteOffset`, or `undefined` when nobody live holds it. */
-export function claimHolder(mapping: Mapping, byteOffset: number): number | undefined {
-  const claim = readClaim(mapping, byteOffset);
+export function claimHolder(memory: SharedMemory, byteOffset: number): number | undefined {
+  const claim = readClaim(memory, byteOffset);
   return claimIsLive(claim) ? pidOf(claim) : undefined;
 }
 
@@ -57,8 +58,8 @@ export function claimHolder(mapping: Mapping, byteOffset: number): number | unde
  *
  * @param what names the role and the region in the error, such as `the writer role of state cell "/x"`
  */
-export function takeClaim(mapping: Mapping, byteOffset: number, what: string): void {
-  const words = mapping.longWords;
+export function takeClaim(memory: SharedMemory, byteOffset: number, what: string): void {
+  const words = memory.longWords;
   const index = byteOffset >> 3;
   const mine = ownClaim();
   for (;;) {
@@ -76,11 +77,11 @@ export function takeClaim(mapping: Mapping, byteOffset: number, what: string): v
 }
 
 /** Whether this process holds the claim at `byteOffset`. */
-export function holdsClaim(mapping: Mapping, byteOffset: number): boolean {
-  return readClaim(mapping, byteOffset) === ownClaim();
+export function holdsClaim(memory: SharedMemory, byteOffset: number): boolean {
+  return readClaim(memory, byteOffset) === ownClaim();
 }
 
 /** Gives up the claim at `byteOffset` if this process holds it. */
-export function releaseClaim(mapping: Mapping, byteOffset: number): void {
-  Atomics.compareExchange(mapping.longWords, byteOffset >> 3, ownClaim(), 0n);
+export function releaseClaim(memory: SharedMemory, byteOffset: number): void {
+  Atomics.compareExchange(memory.longWords, byteOffset >> 3, ownClaim(), 0n);
 }

@@ -4,16 +4,17 @@
  *
  * Layout, from the cell's offset in its region:
  *
- * | bytes   | what                                                                  |
- * | ------- | --------------------------------------------------------------------- |
- * | 0-31    | the value as text, `"%d\n\0"`: what the original C programs read/write |
- * | 64-67   | magic `CELL`                                                          |
- * | 68-71   | layout version                                                        |
- * | 72-75   | cell size in bytes (128)                                              |
- * | 76-79   | sequence: the futex word, even when stable, odd while a write is made |
- * | 80-83   | how many readers are asleep on the sequence                            |
- * | 88-95   | the writer's claim (pid and start time)                               |
- * | 96-103  | the supervisor's claim (the launcher that owns the cell's lifetime)   |
+ * | bytes   | what                                                                    |
+ * | ------- | ----------------------------------------------------------------------- |
+ * | 0-31    | the value as text, `"%d\n\0"`: what the original C programs read/write   |
+ * | 64-67   | magic `CELL`                                                            |
+ * | 68-71   | layout version                                                          |
+ * | 72-75   | cell size in bytes (128)                                                |
+ * | 76-79   | sequence: the futex word, even when stable, odd while a write is made   |
+ * | 80-83   | how many readers are asleep on the sequence                              |
+ * | 84-87   | the value of the last complete write, as a 32-bit integer                |
+ * | 88-95   | the writer's claim (pid and start time)                                 |
+ * | 96-103  | the supervisor's claim (the launcher that owns the cell's lifetime)     |
  *
  * Bytes 32-63 and 104-127 are reserved; nothing is ever written at byte 257, where the original
  * C program keeps the last byte of its file.
@@ -21,38 +22,41 @@
  * @module
  */
 
-import type { Mapping } from "../ffi/mapping.ts";
-import {
-  claimHolder,
-  claimIsLive,
-  holdsClaim,
-  readClaim,
-  releaseClaim,
-  takeClaim,
-} from "./claim.ts";
+import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
-import { mappingOf, type SharedRegion } from "./region.ts";
+import { ProcessWatch } from "./liveness.ts";
+import type { SharedMemory } from "./memory.ts";
+import type { TextFollower } from "../ffi/text_follower.ts";
+import { memoryOf, type SharedRegion } from "./region.ts";
+import type { StateFile } from "./state_file.ts";
+import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
-/** Bytes a state cell occupies in its region. */
+/**
+ * Bytes a state cell occupies in its region (part of its wire format, for laying out a region
+ * that holds a cell beside other data).
+ */
 export const STATE_CELL_SIZE = 128;
 /** The magic number at byte 64 of a state cell: the ASCII letters `CELL`. */
 export const STATE_CELL_MAGIC = 0x4c4c4543;
 /** The layout version this library reads and writes. */
-export const STATE_CELL_VERSION = 1;
+export const STATE_CELL_VERSION = 2;
 
-const TEXT_BYTES = 32;
 const MAGIC = 64;
 const VERSION = 68;
 const SIZE = 72;
 const SEQUENCE = 76;
 const WAITERS = 80;
+const VALUE = 84;
 const WRITER = 88;
 const SUPERVISOR = 96;
 /**
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
-const FOREIGN_WRITER_CHECK_MS = 2;
+const DEFAULT_FOLLOW_PERIOD_MS = 3;
+/** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
+const SYNC_LIVENESS_MS = 100;
+/** Reads of an odd sequence before a reader stops waiting for the write to finish. */
 const MAX_SEQLOCK_SPINS = 10_000;
 
 /** Options for {@link openStateCell}. */
@@ -73,6 +77,31 @@ export interface StateCellOptions {
   initialise?: boolean;
   /** The value `initialise` writes. Default 0. */
   initialValue?: number;
+  /**
+   * The original's state file to keep in step (see `openStateFile`): the writer copies each
+   * value into it, and readers follow it while no cooperating writer is alive, since a writer
+   * that knows no protocol (the original C button) writes only the file. A new writer starts
+   * from the value the file holds.
+   */
+  mirror?: StateFile;
+  /**
+   * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
+   * JavaScript thread, in a Worker that wakes the event loop only for a change). Default 3.
+   */
+  followPeriodMs?: number;
+  /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
+  onWriter?: (event: WriterEvent) => void;
+}
+
+/** What a waiting reader noticed about the cooperating writer. */
+export interface WriterEvent {
+  /** The writer's pid. */
+  pid: number;
+  /**
+   * `writing`: a live process speaking this protocol holds the writer role; `died`: it ended
+   * without giving the role back (its last complete value stays); `left`: it gave the role back.
+   */
+  status: "writing" | "died" | "left";
 }
 
 /** Options for {@link StateCell.waitForChange}. */
@@ -93,69 +122,102 @@ export interface StateChangesOptions {
   current?: boolean;
 }
 
-interface Snapshot {
-  sequence: number;
-  value: number;
+/** What {@link openStateCell} found in the header and so what the constructor must do. */
+type HeaderState = "valid" | "blank" | "initialise";
+
+interface CellParts {
+  region: SharedRegion;
+  options: StateCellOptions;
+  header: HeaderState;
 }
+
+const constructing = Symbol("StateCell");
 
 /**
  * The latest value of a small integer state in a shared region. One process at a time may
  * write (open with `writer: true`); any number read, and sleep until it changes.
  *
+ * Closing the cell, or its region, settles every pending wait at once: `waitForChange()`
+ * rejects with `Deno.errors.BadResource`, `changes()` ends.
+ *
  * @example
  * ```ts
- * using region = openFileRegion("/tmp/data.dat", { create: true, size: 256 });
- * using cell = openStateCell(region);
- * for await (const state of cell.changes({ signal: AbortSignal.timeout(10_000) })) {
- *   console.log(`LED Status: ${state ? "On" : "Off"}`);
- * }
+ * import { createMemfdRegion, openStateCell } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: 256 });
+ * using writer = openStateCell(region, { writer: true });
+ * using reader = openStateCell(region);
+ * const next = reader.waitForChange({ timeout: 1_000 });
+ * writer.write(1);
+ * console.log(`LED Status: ${(await next) ? "On" : "Off"}`);
  * ```
  */
 export class StateCell {
-  readonly #region: SharedRegion;
-  readonly #mapping: Mapping;
+  readonly #name: string;
+  readonly #memory: SharedMemory;
   readonly #base: number;
   readonly #bytes: Uint8Array;
   readonly #words: Int32Array;
   readonly #sequenceIndex: number;
   readonly #waitersIndex: number;
+  readonly #valueIndex: number;
+  readonly #writerClaimIndex: number;
+  readonly #longWords: BigInt64Array;
   readonly #writer: boolean;
   readonly #supervisor: boolean;
-  #closed = false;
+  readonly #mirror: StateFile | undefined;
+  readonly #followPeriodMs: number;
+  readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #closing = new AbortController();
   readonly #joined = new WeakMap<AbortSignal, AbortSignal>();
-  #deadClaim = 0n;
+  #closed = false;
+  /** The sequence the last read saw; set by {@link StateCell.#load}. */
+  #sequence = 0;
+  /** The process behind the current writer claim, watched through a pidfd. */
+  #watch: ProcessWatch | undefined;
+  /** Stops listening for the watched writer's death. */
+  #unlisten: (() => void) | undefined;
+  /** What waiting readers last knew of the writer, to report only changes. */
+  #writerSeen: WriterEvent | undefined;
+  /** Follows a foreign writer while no cooperating writer is alive. */
+  #follower: TextFollower | undefined;
+  /** How many waits (calls and iterations) are under way on this handle. */
+  #waiting = 0;
 
-  /** Not for direct use: call {@link openStateCell}. */
-  constructor(token: symbol, region: SharedRegion, options: StateCellOptions, header: HeaderState) {
+  /** @ignore Not for direct use: call {@link openStateCell}. */
+  constructor(token: symbol, parts: unknown) {
     if (token !== constructing) throw new TypeError("Use openStateCell() to open a state cell");
-    this.#region = region;
-    this.#mapping = mappingOf(region);
+    const { region, options, header } = parts as CellParts;
+    this.#name = region.name;
+    this.#memory = memoryOf(region);
     this.#base = options.offset ?? 0;
-    this.#bytes = this.#mapping.bytes;
-    this.#words = this.#mapping.words;
+    this.#bytes = this.#memory.bytes;
+    this.#words = this.#memory.words;
     this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
     this.#waitersIndex = (this.#base + WAITERS) >> 2;
+    this.#valueIndex = (this.#base + VALUE) >> 2;
+    this.#writerClaimIndex = (this.#base + WRITER) >> 3;
+    this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
     this.#supervisor = options.supervisor ?? false;
+    this.#mirror = options.mirror;
+    this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
+    this.#onWriter = options.onWriter;
     if (header === "initialise") this.#initialise(options.initialValue ?? 0);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
-    if (header === "blank") this.#initialise(this.#snapshot().value);
+    if (header === "blank") this.#initialise(this.#load());
     if (this.#supervisor) {
-      takeClaim(
-        this.#mapping,
-        this.#base + SUPERVISOR,
-        `the supervisor role of state cell ${JSON.stringify(region.name)}`,
-      );
+      takeClaim(this.#memory, this.#base + SUPERVISOR, this.#role("supervisor"));
     }
     if (this.#writer) {
       try {
         this.#claimWriter();
       } catch (error) {
-        if (this.#supervisor) releaseClaim(this.#mapping, this.#base + SUPERVISOR);
+        if (this.#supervisor) releaseClaim(this.#memory, this.#base + SUPERVISOR);
         throw error;
       }
     }
+    this.#memory.adopt(this);
   }
 
   /** Whether this handle holds the writer role. */
@@ -166,19 +228,20 @@ export class StateCell {
   /** The pid of the live process holding the writer role, if any. */
   get writerPid(): number | undefined {
     this.#check();
-    return claimHolder(this.#mapping, this.#base + WRITER);
+    return claimHolder(this.#memory, this.#base + WRITER);
   }
 
   /** The pid of the live process holding the supervisor role, if any. */
   get supervisorPid(): number | undefined {
     this.#check();
-    return claimHolder(this.#mapping, this.#base + SUPERVISOR);
+    return claimHolder(this.#memory, this.#base + SUPERVISOR);
   }
 
   /** The current value. */
   read(): number {
-    this.#check();
-    return this.#snapshot().value;
+    if (this.#closed) this.#check();
+    if (this.#mirror === undefined) return this.#load();
+    return this.#current(this.#writerAlive(false));
   }
 
   /**
@@ -186,119 +249,151 @@ export class StateCell {
    * sequence and wakes every sleeping reader. Needs the writer role.
    */
   write(value: number): void {
-    this.#check();
-    if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) {
-      throw new RangeError(`State ${value} is not a 32-bit integer`);
-    }
+    if (this.#closed) this.#check();
+    if (!isStateValue(value)) throw new RangeError(`State ${value} is not a 32-bit integer`);
     if (!this.#writer) {
-      throw new Deno.errors.PermissionDenied(
-        `Cannot write state cell ${JSON.stringify(this.#region.name)}: opened without writer: true`,
+      throw failure(
+        Deno.errors.PermissionDenied,
+        "write state cell",
+        this.#name,
+        "opened without writer: true",
       );
     }
-    if (!holdsClaim(this.#mapping, this.#base + WRITER)) {
+    if (Atomics.load(this.#longWords, this.#writerClaimIndex) !== ownClaim()) {
       throw failure(
         Deno.errors.Busy,
         "write state cell",
-        this.#region.name,
+        this.#name,
         "this process no longer holds the writer role",
       );
     }
     this.#publish(value);
+    this.#mirror?.write(value);
   }
 
   /**
    * Resolves with the new value once the cell holds something other than `from`. Rejects with
-   * `Deno.errors.TimedOut` after `timeout` ms, or with the signal's reason on abort.
+   * `Deno.errors.TimedOut` after `timeout` ms, with the signal's reason on abort, and with
+   * `Deno.errors.BadResource` if the cell or its region closes meanwhile.
    */
   async waitForChange(options: StateWaitOptions = {}): Promise<number> {
     this.#check();
     const { signal, timeout } = options;
     const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
-    let seen = this.#snapshot();
-    const from = options.from ?? seen.value;
-    for (;;) {
-      if (seen.value !== from) return seen.value;
-      if (signal?.aborted) throw abortReason(signal);
-      seen = await this.#nextChange(seen, deadline, signal);
-      if (this.#closed) throw new Deno.errors.BadResource(this.#closedMessage());
+    const stop = this.#stopSignal(signal);
+    this.#enter();
+    try {
+      let value = this.#current(this.#writerAlive(true));
+      const from = options.from ?? value;
+      for (;;) {
+        if (value !== from) return value;
+        if (signal?.aborted) throw abortReason(signal);
+        value = await this.#nextChange(value, deadline, stop);
+        this.#check();
+      }
+    } finally {
+      this.#leave();
     }
   }
 
   /**
    * {@link StateCell.waitForChange} without the event loop: blocks this thread until the value
    * differs from `from` or `timeout` ms pass (then throws `TimedOut`; the timeout is required).
-   * A change is seen several times sooner than through the event loop, but nothing else runs
-   * on the thread meanwhile: use it in a worker, or in a process whose only job is to wait.
+   * Nothing else runs on the thread meanwhile: use it in a worker, or in a process whose only
+   * job is to wait.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
     this.#check();
     const deadline = performance.now() + options.timeout;
-    let seen = this.#snapshot();
-    const from = options.from ?? seen.value;
+    let cooperating = this.#writerAlive(false);
+    let value = this.#current(cooperating);
+    const from = options.from ?? value;
     for (;;) {
-      if (seen.value !== from) return seen.value;
-      const slice = this.#sleepFor(deadline) ?? 0;
+      if (value !== from) return value;
+      const sequence = this.#sequence;
+      const remaining = this.#remaining(deadline);
+      // Nothing else runs on this thread meanwhile, so nothing hears the writer die: look again
+      // now and then, and look at a foreign writer's text every period.
+      const slice = cooperating
+        ? Math.min(remaining ?? SYNC_LIVENESS_MS, SYNC_LIVENESS_MS)
+        : Math.min(remaining ?? this.#followPeriodMs, this.#followPeriodMs);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       try {
-        this.#mapping.waitSync(this.#base + SEQUENCE, seen.sequence, slice);
+        this.#memory.waitSync(this.#base + SEQUENCE, sequence, slice);
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
-      this.#check();
-      seen = this.#snapshot();
+      if (cooperating && !this.#watch?.check()) this.#writerAlive(false);
+      cooperating = this.#writerAlive(false);
+      value = this.#current(cooperating);
     }
   }
 
   /**
    * Yields each new value as it is published. Readers that fall behind see the latest value,
    * not every value in between (changes are coalesced), and never the same value twice in a
-   * row. Ends quietly when `signal` aborts or the cell is closed.
+   * row. Ends quietly when `signal` aborts or the cell (or its region) closes.
    */
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
     this.#check();
     const { signal } = options;
-    let seen = this.#snapshot();
-    let last = seen.value;
-    if (options.current) yield last;
-    while (!this.#closed && !signal?.aborted) {
-      try {
-        seen = await this.#nextChange(seen, Infinity, signal);
-      } catch (error) {
-        if (signal?.aborted || this.#closed) return;
-        throw error;
+    const stop = this.#stopSignal(signal);
+    this.#enter();
+    try {
+      let last = this.#current(this.#writerAlive(true));
+      if (options.current) yield last;
+      for (;;) {
+        let value: number;
+        try {
+          value = await this.#nextChange(last, Infinity, stop);
+        } catch (error) {
+          if (error instanceof Deno.errors.BadResource) return;
+          throw error;
+        }
+        if (this.#closed || signal?.aborted) return;
+        if (value !== last) {
+          last = value;
+          yield last;
+        }
       }
-      if (this.#closed || signal?.aborted) return;
-      if (seen.value !== last) {
-        last = seen.value;
-        yield last;
-      }
+    } finally {
+      this.#leave();
     }
   }
 
   /**
-   * Gives up the writer and supervisor roles (if held) and wakes this process's sleeping readers so their
-   * iterations end. The region stays open: it belongs to whoever opened it. Safe to call twice.
+   * Gives up the writer and supervisor roles (if held) and settles this handle's pending waits.
+   * The region stays open: it belongs to whoever opened it. Safe to call twice.
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // Ends this handle's own waits, even one whose thread has not reached the kernel yet.
     this.#closing.abort();
-    if (this.#region.closed) return;
-    if (this.#supervisor) releaseClaim(this.#mapping, this.#base + SUPERVISOR);
-    if (this.#writer && holdsClaim(this.#mapping, this.#base + WRITER)) {
-      releaseClaim(this.#mapping, this.#base + WRITER);
+    this.#memory.forget(this);
+    this.#stopFollowing();
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#watch?.close();
+    this.#watch = undefined;
+    if (this.#memory.closed) return;
+    if (this.#supervisor) releaseClaim(this.#memory, this.#base + SUPERVISOR);
+    if (this.#writer && holdsClaim(this.#memory, this.#base + WRITER)) {
+      releaseClaim(this.#memory, this.#base + WRITER);
       // Readers in other processes must notice that no cooperating writer is left. Moving the
       // sequence (by two: no write is in progress) makes that impossible to miss: a reader
       // about to sleep on the old value returns at once instead.
       Atomics.add(this.#words, this.#sequenceIndex, 2);
-      this.#mapping.wake(this.#base + SEQUENCE);
+      this.#memory.wake(this.#base + SEQUENCE);
     }
   }
 
   /** Same as {@link StateCell.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  #role(role: string): string {
+    return `the ${role} role of state cell ${JSON.stringify(this.#name)}`;
   }
 
   /** Writes the header and `value`, keeping the sequence moving forward. */
@@ -309,139 +404,216 @@ export class StateCell {
     Atomics.store(words, (base + VERSION) >> 2, STATE_CELL_VERSION);
     Atomics.store(words, (base + SIZE) >> 2, STATE_CELL_SIZE);
     Atomics.store(words, this.#sequenceIndex, (sequence + 1) | 1);
-    this.#writeText(value);
+    formatState(this.#bytes, base, value);
+    Atomics.store(words, this.#valueIndex, value);
     Atomics.store(words, this.#sequenceIndex, ((sequence + 2) | 1) + 1);
     Atomics.store(words, (base + MAGIC) >> 2, STATE_CELL_MAGIC);
-    this.#mapping.wake(base + SEQUENCE);
+    this.#memory.wake(base + SEQUENCE);
   }
 
-  /** Takes the writer claim and repairs a sequence a dead writer left odd. */
+  /**
+   * Takes the writer claim. A writer that died in the middle of a write left the sequence odd
+   * and perhaps half a text: the text of the last complete write is put back first. With a
+   * mirror, the value the file holds now (a foreign writer may have moved it) is where this
+   * writer starts.
+   */
   #claimWriter(): void {
-    takeClaim(
-      this.#mapping,
-      this.#base + WRITER,
-      `the writer role of state cell ${JSON.stringify(this.#region.name)}`,
-    );
+    takeClaim(this.#memory, this.#base + WRITER, this.#role("writer"));
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
     if (sequence & 1) {
-      Atomics.compareExchange(this.#words, this.#sequenceIndex, sequence, sequence + 1);
+      formatState(this.#bytes, this.#base, Atomics.load(this.#words, this.#valueIndex));
+      Atomics.store(this.#words, this.#sequenceIndex, sequence + 1);
     }
-    // Readers that were checking the text for a foreign writer can now sleep for good.
-    this.#mapping.wake(this.#base + SEQUENCE);
+    const mirrored = this.#mirror?.read().value;
+    if (mirrored !== undefined && mirrored !== this.#load()) this.#publish(mirrored);
+    // Moving the sequence tells readers that follow a foreign writer that a cooperating one is
+    // back, and wakes those asleep.
+    Atomics.add(this.#words, this.#sequenceIndex, 2);
+    this.#memory.wake(this.#base + SEQUENCE);
+    if (mirrored !== undefined) this.#mirror?.write(this.#load());
   }
 
   #publish(value: number): void {
-    Atomics.add(this.#words, this.#sequenceIndex, 1);
-    this.#writeText(value);
-    Atomics.add(this.#words, this.#sequenceIndex, 1);
-    if (Atomics.load(this.#words, this.#waitersIndex) > 0) {
-      this.#mapping.wake(this.#base + SEQUENCE);
-    }
-  }
-
-  #writeText(value: number): void {
-    // Byte-wise atomic stores keep the text ordered with the sequence on weakly ordered CPUs.
-    // The digits are written by hand: this runs on every write, and an encoder allocates.
-    const bytes = this.#bytes;
-    let at = this.#base;
-    let rest = value;
-    if (rest < 0) {
-      Atomics.store(bytes, at++, 0x2d);
-      rest = -rest;
-    }
-    let divisor = 1;
-    while (divisor * 10 <= rest) divisor *= 10;
-    for (; divisor >= 1; divisor /= 10) {
-      Atomics.store(bytes, at++, 0x30 + Math.floor(rest / divisor) % 10);
-    }
-    Atomics.store(bytes, at++, 0x0a);
-    Atomics.store(bytes, at, 0);
-  }
-
-  #snapshot(): Snapshot {
     const words = this.#words;
+    // A sequence lock: the plain stores between the two read-modify-writes cannot move out.
+    Atomics.add(words, this.#sequenceIndex, 1);
+    formatState(this.#bytes, this.#base, value);
+    words[this.#valueIndex] = value;
+    Atomics.add(words, this.#sequenceIndex, 1);
+    if (Atomics.load(words, this.#waitersIndex) > 0) this.#memory.wake(this.#base + SEQUENCE);
+  }
+
+  /**
+   * Reads the value under the sequence lock and notes the sequence it saw. A write left half
+   * done (its writer died or stopped) never yields a value nobody wrote: after a while the
+   * value of the last complete write is returned instead.
+   */
+  #load(): number {
+    const words = this.#words;
+    const base = this.#base;
     for (let spin = 0;; spin++) {
       const before = Atomics.load(words, this.#sequenceIndex);
-      // Odd: a write is half done. A writer that died there leaves it odd for good, so after a
-      // while read anyway rather than hang.
-      if ((before & 1) !== 0 && spin < MAX_SEQLOCK_SPINS) continue;
-      const value = this.#readText();
+      if ((before & 1) !== 0) {
+        if (spin < MAX_SEQLOCK_SPINS) continue;
+        this.#sequence = before;
+        return Atomics.load(words, this.#valueIndex);
+      }
+      const value = parseState(this.#bytes, base, base + STATE_TEXT_BYTES);
       if (Atomics.load(words, this.#sequenceIndex) === before) {
-        return { sequence: before, value };
+        this.#sequence = before;
+        return value;
       }
     }
   }
 
-  /** Parses the text the way the original's `sscanf("%d")` does; anything unparsable is 0. */
-  #readText(): number {
-    const bytes = this.#bytes;
-    const end = this.#base + TEXT_BYTES;
-    let i = this.#base;
-    let byte = Atomics.load(bytes, i);
-    while (i < end - 1 && (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d))) {
-      byte = Atomics.load(bytes, ++i);
-    }
-    let sign = 1;
-    if (byte === 0x2d || byte === 0x2b) {
-      if (byte === 0x2d) sign = -1;
-      byte = Atomics.load(bytes, ++i);
-    }
-    let value = 0;
-    let digits = 0;
-    while (i < end && byte >= 0x30 && byte <= 0x39) {
-      value = Math.min(value * 10 + (byte - 0x30), 2 ** 31);
-      digits++;
-      byte = ++i < end ? Atomics.load(bytes, i) : 0;
-    }
-    return digits === 0 ? 0 : Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, sign * value));
+  /** The value now: the cell's, or the mirror's while no cooperating writer is alive. */
+  #current(cooperating: boolean): number {
+    return cooperating || this.#mirror === undefined ? this.#load() : this.#mirror.read().value;
   }
 
-  /**
-   * How long the next sleep may last: until the deadline while a cooperating writer will wake
-   * us (undefined: no limit), else only until the next look at the text. Throws `TimedOut`
-   * once the deadline has passed.
-   */
-  #sleepFor(deadline: number): number | undefined {
+  /** Milliseconds left before `deadline` (undefined: none); throws `TimedOut` once it passed. */
+  #remaining(deadline: number): number | undefined {
     const remaining = deadline - performance.now();
     if (remaining <= 0) {
       throw failure(
         Deno.errors.TimedOut,
         "wait for a change of state cell",
-        this.#region.name,
+        this.#name,
         "no change before the timeout",
       );
     }
-    if (!this.#cooperatingWriter()) return Math.min(remaining, FOREIGN_WRITER_CHECK_MS);
     return remaining === Infinity ? undefined : remaining;
   }
 
-  /** Whether a live process that speaks this protocol holds the writer role. */
-  #cooperatingWriter(): boolean {
-    const claim = readClaim(this.#mapping, this.#base + WRITER);
-    if (claim === 0n || claim === this.#deadClaim) return false;
-    if (claimIsLive(claim)) return true;
-    this.#deadClaim = claim;
-    return false;
+  /**
+   * Whether a live process that speaks this protocol holds the writer role. A new claim is
+   * checked once and then watched through a pidfd, so this costs no syscall per call; with
+   * `listen`, a death wakes this handle's sleeping waits at once.
+   */
+  #writerAlive(listen: boolean): boolean {
+    const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
+    if (claim === 0n) {
+      this.#dropWatch("left");
+      return false;
+    }
+    if (this.#watch?.claim !== claim) {
+      this.#dropWatch("left");
+      this.#watch = new ProcessWatch(claim);
+      if (this.#watch.alive) this.#report("writing");
+    }
+    const watch = this.#watch;
+    if (!watch.alive) {
+      this.#report("died");
+      return false;
+    }
+    if (listen && this.#unlisten === undefined) {
+      this.#unlisten = watch.onDeath(() => {
+        this.#unlisten = undefined;
+        // Wakes this handle's futex wait (and, harmlessly, other readers of the cell).
+        if (!this.#closed) this.#memory.wake(this.#base + SEQUENCE);
+      });
+    }
+    return true;
+  }
+
+  /** Forgets the watched writer, reporting how it went if it was alive. */
+  #dropWatch(how: "left" | "died"): void {
+    if (this.#watch === undefined) return;
+    if (this.#watch.alive) this.#report(how);
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#watch.close();
+    this.#watch = undefined;
+  }
+
+  #report(status: WriterEvent["status"]): void {
+    const pid = this.#watch?.pid;
+    if (pid === undefined || this.#waiting === 0) return;
+    if (this.#writerSeen?.pid === pid && this.#writerSeen.status === status) return;
+    this.#writerSeen = { pid, status };
+    this.#onWriter?.({ pid, status });
   }
 
   /**
-   * Sleeps until the sequence moves or the text changes under a foreign writer, the deadline
-   * passes (TimedOut), the signal aborts or the cell closes (both return the last snapshot).
+   * Sleeps until the value differs from `seen` or the sequence moves; returns the value then.
+   * Throws `TimedOut` at the deadline and `BadResource` once closed; returns `seen` when `stop`
+   * aborts. With a cooperating writer alive it sleeps on the futex; otherwise a follower Worker
+   * watches the foreign writer's text and the sequence, and only a change wakes it.
    */
-  async #nextChange(seen: Snapshot, deadline: number, signal?: AbortSignal): Promise<Snapshot> {
-    const stop = this.#stopSignal(signal);
+  async #nextChange(seen: number, deadline: number, stop: AbortSignal): Promise<number> {
+    let sequence = this.#sequence;
     for (;;) {
-      if (this.#closed || this.#region.closed || signal?.aborted) return seen;
-      const now = this.#snapshot();
-      if (now.sequence !== seen.sequence || now.value !== seen.value) return now;
-      const timeoutMs = this.#sleepFor(deadline);
-      Atomics.add(this.#words, this.#waitersIndex, 1);
-      try {
-        await this.#mapping.wait(this.#base + SEQUENCE, now.sequence, { timeoutMs, signal: stop });
-      } finally {
-        if (!this.#region.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+      this.#check();
+      if (stop.aborted) return seen;
+      const cooperating = this.#writerAlive(true);
+      const value = this.#current(cooperating);
+      if (value !== seen) return value;
+      if (cooperating) {
+        if (this.#sequence !== sequence) return value;
+        this.#stopFollowing();
+        const timeoutMs = this.#remaining(deadline);
+        Atomics.add(this.#words, this.#waitersIndex, 1);
+        try {
+          await this.#memory.wait(this.#base + SEQUENCE, sequence, { timeoutMs, signal: stop });
+        } finally {
+          if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+        }
+      } else {
+        sequence = this.#sequence;
+        await this.#follow(seen, deadline, stop);
       }
     }
+  }
+
+  /** Waits for the follower's next report (starting one if needed), the deadline or `stop`. */
+  async #follow(seen: number, deadline: number, stop: AbortSignal): Promise<void> {
+    const timeoutMs = this.#remaining(deadline);
+    const sequence = Atomics.load(this.#words, this.#sequenceIndex);
+    this.#follower ??= this.#memory.followText(
+      this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
+      {
+        parse: parseState,
+        value: seen,
+        watchOffset: this.#base + SEQUENCE,
+        watchValue: sequence,
+        periodMs: this.#followPeriodMs,
+      },
+    );
+    const follower = this.#follower;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const change = await Promise.race([
+      follower.next(),
+      new Promise<undefined>((resolve) => {
+        if (timeoutMs !== undefined) timer = setTimeout(() => resolve(undefined), timeoutMs);
+        onAbort = () => resolve(undefined);
+        stop.addEventListener("abort", onAbort, { once: true });
+      }),
+    ]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort !== undefined) stop.removeEventListener("abort", onAbort);
+    });
+    // The sequence moved (a cooperating writer may be back) or the follower ended: start over.
+    if (change === undefined || change.watchMoved) this.#stopFollowing();
+  }
+
+  #stopFollowing(): void {
+    this.#follower?.stop();
+    this.#follower = undefined;
+  }
+
+  /** Marks a wait as under way, so that the writer's liveness is listened for. */
+  #enter(): void {
+    this.#waiting++;
+  }
+
+  /** Ends a wait; with none left, stops listening so nothing keeps the process alive. */
+  #leave(): void {
+    if (--this.#waiting > 0) return;
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#stopFollowing();
+    this.#writerSeen = undefined;
   }
 
   /** The caller's signal joined with this handle's own close, made once per caller's signal. */
@@ -455,21 +627,11 @@ export class StateCell {
     return joined;
   }
 
+  /** Throws `BadResource` once closed (closing the region closes the cell first). */
   #check(): void {
-    if (this.#closed || this.#region.closed) {
-      throw new Deno.errors.BadResource(this.#closedMessage());
-    }
-  }
-
-  #closedMessage(): string {
-    return `The state cell in ${JSON.stringify(this.#region.name)} is closed`;
+    if (this.#closed) throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
   }
 }
-
-const constructing = Symbol("StateCell.constructing");
-
-/** What {@link openStateCell} found in the header and so what the constructor must do. */
-type HeaderState = "valid" | "blank" | "initialise";
 
 function hex(value: number): string {
   return `0x${(value >>> 0).toString(16).padStart(8, "0")}`;
@@ -482,9 +644,12 @@ function hex(value: number): string {
  *
  * @example
  * ```ts
- * using region = openShmRegion("/led", { create: true, size: 256 });
+ * import { createMemfdRegion, openStateCell } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: 256 });
  * using cell = openStateCell(region, { writer: true });
  * cell.write(cell.read() === 0 ? 1 : 0);
+ * console.log(cell.read()); // 1
  * ```
  */
 export function openStateCell(region: SharedRegion, options: StateCellOptions = {}): StateCell {
@@ -501,9 +666,8 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       `the region has ${region.size} bytes; a state cell needs ${STATE_CELL_SIZE} from offset ${base}`,
     );
   }
-  const initialValue = options.initialValue ?? 0;
-  if (!Number.isInteger(initialValue) || initialValue < -(2 ** 31) || initialValue >= 2 ** 31) {
-    throw new RangeError(`Initial state ${initialValue} is not a 32-bit integer`);
+  if (!isStateValue(options.initialValue ?? 0)) {
+    throw new RangeError(`Initial state ${options.initialValue} is not a 32-bit integer`);
   }
   const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
   const view = new DataView(header.buffer);
@@ -542,5 +706,5 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       );
     }
   }
-  return new StateCell(constructing, region, options, state);
+  return new StateCell(constructing, { region, options, header: state });
 }

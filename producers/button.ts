@@ -7,36 +7,79 @@
  */
 
 import {
-  type Flags,
+  LOG_FLAGS,
+  MEMFD_FLAG,
   openStateRegion,
-  parentPidFlag,
-  parseFlags,
+  PARENT_PID_FLAG,
   shutdownSignal,
   STATE_FLAGS,
-  STATE_USAGE,
 } from "../app/cli.ts";
-import { logger, parseLevel, quote, setupLogging } from "../app/logging.ts";
+import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
+import { logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath } from "../app/runtime_dir.ts";
 import { type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
+import type { ChannelReceiver } from "../app/remote/channel.ts";
+import { openCommandReceiver, openEventSender, openRemoteLink } from "../app/remote/link.ts";
+import { type Command, decodeCommand } from "../app/remote/messages.ts";
+import { PressReporter } from "../app/remote/press_reporter.ts";
 
-const USAGE = `Usage: deno run --allow-ffi producers/button.ts [options]
+/** The button process's command line. */
+export const BUTTON_COMMAND = defineCommand({
+  name: "button",
+  synopsis: ["deno run --allow-ffi producers/button.ts (--state PATH | --shm NAME) [options]"],
+  description: "The button process: each press toggles the shared state between 0 and 1.",
+  flags: {
+    ...STATE_FLAGS,
+    ...MEMFD_FLAG,
+    fifo: {
+      type: "string",
+      arg: "PATH",
+      defaultText: "$XDG_RUNTIME_DIR/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
+      help: 'read presses from this FIFO, one per line: "0" or "press"',
+    },
+    pi: { type: "boolean", help: "read presses from a GPIO button instead (libgpiod)" },
+    chip: {
+      type: "string",
+      arg: "C",
+      requires: "pi",
+      defaultText: "auto",
+      help: "GPIO chip: path, name, number, label or auto",
+    },
+    line: {
+      type: "string",
+      arg: "L",
+      requires: "pi",
+      defaultText: "GPIO4, physical pin 7",
+      help: "GPIO line: name or offset",
+    },
+    "debounce-ms": {
+      type: "number",
+      arg: "N",
+      integer: true,
+      min: 0,
+      max: 10_000,
+      default: 50,
+      requires: "pi",
+      help: "ignore bounces shorter than N ms",
+    },
+    remote: {
+      type: "string",
+      arg: "PATH",
+      help: "the launcher's remote link, /proc/PID/fd/N (the launcher passes it with --mqtt): " +
+        "apply the ON, OFF and TOGGLE commands that come through it as presses are applied, " +
+        "and report each press through it",
+    },
+    ...LOG_FLAGS,
+    ...PARENT_PID_FLAG,
+  },
+  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }, { flags: ["fifo", "pi"] }],
+});
 
-The button process: each press toggles the shared state between 0 and 1.
-
-Options:
-${STATE_USAGE}
-  --fifo PATH      read presses from this FIFO, one per line: "0" or "press"
-                   (default: $XDG_RUNTIME_DIR/mmap-ipc/button.fifo or /tmp/mmap-ipc-UID/button.fifo)
-  --pi             read presses from a GPIO button instead (libgpiod)
-  --chip C         GPIO chip: path, name, number, label or auto (default auto)
-  --line L         GPIO line: name or offset (default GPIO4, physical pin 7)
-  --debounce-ms N  ignore bounces shorter than N ms (default 50)
-  --log-level L    debug, info, warning or error (default info)
-  --parent-pid N   exit when process N (the launcher) exits
-  -h, --help       show this help`;
+/** The button process's parsed flags. */
+export type ButtonFlags = CommandFlags<typeof BUTTON_COMMAND>;
 
 /** Options for {@link runButton}. */
 export interface RunButtonOptions {
@@ -47,9 +90,21 @@ export interface RunButtonOptions {
 }
 
 /**
- * Toggles `cell` between 0 and 1 on every press of `button` until `signal` aborts. It toggles
- * what the cell holds, not a private copy, so the first press always changes the LED even when
- * the state was left over from an earlier run or another writer. Returns the number of presses.
+ * Applies `command` to `cell` and returns the state it holds afterwards. A press is `TOGGLE`:
+ * it toggles what the cell holds, not a private copy, so the first press always changes the
+ * LED even when the state was left over from an earlier run or another writer. `ON` and `OFF`
+ * write only when they change something.
+ */
+export function applyCommand(cell: StateCell, command: Command): number {
+  const now = cell.read();
+  const state = command === "ON" ? 1 : command === "OFF" ? 0 : now === 0 ? 1 : 0;
+  if (state !== now) cell.write(state);
+  return state;
+}
+
+/**
+ * Toggles `cell` between 0 and 1 on every press of `button` until `signal` aborts; returns the
+ * number of presses.
  */
 export async function runButton(
   button: Button,
@@ -58,12 +113,31 @@ export async function runButton(
 ): Promise<number> {
   let presses = 0;
   for await (const _ of button.presses(options.signal)) {
-    const state = cell.read() === 0 ? 1 : 0;
-    cell.write(state);
+    const state = applyCommand(cell, "TOGGLE");
     presses++;
     options.onPress?.(state);
   }
   return presses;
+}
+
+/**
+ * Applies each command that comes through `commands` to `cell`, through the same
+ * {@link applyCommand} a press takes, until `signal` aborts.
+ */
+export async function runCommands(
+  commands: ChannelReceiver,
+  cell: StateCell,
+  options: { signal: AbortSignal; onCommand?: (command: Command, state: number) => void },
+): Promise<void> {
+  for await (const message of commands.messages(options.signal)) {
+    const command = decodeCommand(message);
+    if (command === undefined) {
+      throw new Deno.errors.InvalidData(
+        `Cannot apply a remote command: ${message.length} bytes that are not ON, OFF or TOGGLE`,
+      );
+    }
+    options.onCommand?.(command, applyCommand(cell, command));
+  }
 }
 
 /** Describes input that was not a press, for a warning. */
@@ -84,9 +158,9 @@ export function describeIgnored(ignored: IgnoredInput): string {
   }
 }
 
-async function main(flags: Flags): Promise<void> {
-  const signal = shutdownSignal(parentPidFlag(flags));
-  await setupLogging({ level: parseLevel(flags["log-level"] as string | undefined) });
+async function main(flags: ButtonFlags): Promise<void> {
+  const signal = shutdownSignal(flags.parentPid);
+  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("button");
   const { region } = openStateRegion(flags);
   using _region = region;
@@ -94,35 +168,48 @@ async function main(flags: Flags): Promise<void> {
   let button: Button;
   if (flags.pi) {
     const gpio = openGpioButton({
-      chip: flags.chip as string | undefined,
-      line: flags.line as string | undefined,
-      debounceMs: flags["debounce-ms"] === undefined ? undefined : Number(flags["debounce-ms"]),
+      chip: flags.chip,
+      line: flags.line,
+      debounceMs: flags.debounceMs,
     });
     button = gpio;
     log.info(`Button ready on ${gpio.description}`);
   } else {
-    const fifo = (flags.fifo as string | undefined) ?? defaultFifoPath();
+    const fifo = flags.fifo ?? defaultFifoPath();
     button = openFifoButton(fifo, { onIgnored: (ignored) => log.warn(describeIgnored(ignored)) });
     log.info(`Button ready: echo 0 > ${fifo}`);
   }
   await using _button = button;
-  await runButton(button, cell, {
-    signal,
-    onPress: (state) => log.debug(`Pressed: state ${state}`),
+  const link = flags.remote === undefined ? undefined : openRemoteLink(flags.remote);
+  using _link = link;
+  using events = link && openEventSender(link);
+  using commands = link && openCommandReceiver(link);
+  const reporter = events && new PressReporter(events, {
+    onDropping: (reason) =>
+      log.warn(
+        `Presses are not reaching the remote bridge (${
+          reason === "full" ? "it is not taking them" : "it is not running"
+        }); the LED still follows them`,
+      ),
+    onResumed: (dropped) => log.info(`Presses reach the remote bridge again (${dropped} dropped)`),
   });
+  await Promise.all([
+    runButton(button, cell, {
+      signal,
+      onPress: (state) => {
+        log.debug(`Pressed: state ${state}`);
+        reporter?.report();
+      },
+    }),
+    commands && runCommands(commands, cell, {
+      signal,
+      onCommand: (command, state) => log.debug(`Remote command ${command}: state ${state}`),
+    }),
+  ]);
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    ...STATE_FLAGS,
-    fifo: { type: "string" },
-    pi: { type: "boolean" },
-    chip: { type: "string" },
-    line: { type: "string" },
-    "debounce-ms": { type: "string" },
-    "log-level": { type: "string" },
-    "parent-pid": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(BUTTON_COMMAND);
   try {
     await main(flags);
   } catch (error) {

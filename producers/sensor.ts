@@ -6,19 +6,38 @@
  * @module
  */
 
-import { parentPidFlag, parseFlags, shutdownSignal } from "../app/cli.ts";
+import { delay } from "@std/async/delay";
+import { PARENT_PID_FLAG, shutdownSignal } from "../app/cli.ts";
+import { defineCommand, parseCommandLine } from "../app/flags.ts";
 import { monotonicNanos } from "../ffi/posix.ts";
 import { openMemfdRegion, openRingProducer, type RingProducer } from "../mod.ts";
 
-const USAGE = `Usage: deno run --allow-ffi producers/sensor.ts --memfd /proc/PID/fd/N [options]
+/** The most samples per second `--rate` accepts. */
+export const MAX_RATE = 10_000_000;
 
-Streams 32-byte sensor samples into the ring in the given memfd.
-
-Options:
-  --memfd PATH     the ring's memfd, as the demo's consumer prints it
-  --rate N         samples per second (default 10000; 0 = as fast as the ring takes them)
-  --parent-pid N   exit when process N exits
-  -h, --help       show this help`;
+/** The sensor's command line. */
+export const SENSOR_COMMAND = defineCommand({
+  name: "sensor",
+  synopsis: ["deno run --allow-ffi producers/sensor.ts --memfd /proc/PID/fd/N [options]"],
+  description: "Streams 32-byte sensor samples into the ring in the given memfd.",
+  flags: {
+    memfd: {
+      type: "string",
+      arg: "PATH",
+      required: true,
+      help: "the ring's memfd, as the demo's consumer passes it",
+    },
+    rate: {
+      type: "number",
+      arg: "N",
+      min: 0,
+      max: MAX_RATE,
+      default: 10_000,
+      help: "samples per second; 0 = as fast as the ring takes them",
+    },
+    ...PARENT_PID_FLAG,
+  },
+});
 
 /** Bytes in one sample. */
 export const SAMPLE_SIZE = 32;
@@ -70,7 +89,7 @@ export async function streamSamples(
     if (rate > 0) {
       const due = started + (sequence / rate) * 1000;
       const wait = due - performance.now();
-      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (wait > 1) await delay(wait);
     }
     try {
       const reservation = producer.tryReserve(SAMPLE_SIZE) ??
@@ -87,19 +106,12 @@ export async function streamSamples(
 }
 
 if (import.meta.main) {
-  const flags = parseFlags(Deno.args, {
-    memfd: { type: "string" },
-    rate: { type: "string" },
-    "parent-pid": { type: "string" },
-  }, USAGE);
+  const flags = parseCommandLine(SENSOR_COMMAND);
   try {
-    const signal = shutdownSignal(parentPidFlag(flags));
-    if (typeof flags.memfd !== "string") throw new TypeError("--memfd is required");
-    const rate = Number(flags.rate ?? 10_000);
-    if (!Number.isFinite(rate) || rate < 0) throw new TypeError(`Invalid --rate ${flags.rate}`);
+    const signal = shutdownSignal(flags.parentPid);
     using region = openMemfdRegion(flags.memfd);
     using producer = openRingProducer(region);
-    await streamSamples(producer, rate, signal);
+    await streamSamples(producer, flags.rate, signal);
   } catch (error) {
     console.error(`sensor: ${(error as Error).message}`);
     Deno.exit(1);

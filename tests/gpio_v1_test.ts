@@ -8,9 +8,10 @@ import { assertThrowsWith } from "./helpers.ts";
 import { findLine, LIBGPIOD_ENV, loadGpiod, openAllChips } from "../ffi/gpiod.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
-import { delay, eventually, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
+import { delay, eventually, requires, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
 
-const NEEDS = ["run", "read", "write", "env"] as Deno.PermissionName[];
+// gcc builds the fake libgpiod.
+const NEEDS = ["run", "read", "write", "env", requires("gcc")] as const;
 
 /** Builds the fake library in a fresh directory that also drives it; removed afterwards. */
 async function withFakeGpiod(

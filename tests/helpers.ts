@@ -11,6 +11,7 @@ import * as C from "../ffi/constants.ts";
 import {
   closeFd,
   effectiveUid,
+  listDirectory,
   openPath,
   processState,
   readSmallFile,
@@ -42,20 +43,50 @@ export async function assertRejectsWith<E extends Error>(
   return error;
 }
 
-/** Registers a test that is ignored, with the reason in its name, unless `permissions` are granted. */
+/** A program a test runs; see {@link requires}. */
+export interface Program {
+  /** The program's name, looked up on PATH. */
+  program: string;
+}
+
+/** For {@link testWith}: the test also needs `program` on PATH (such as gcc). */
+export function requires(program: string): Program {
+  return { program };
+}
+
+function onPath(program: string): boolean {
+  return (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
+    try {
+      const stat = Deno.statSync(`${dir || "."}/${program}`);
+      return stat.isFile && ((stat.mode ?? 0) & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Registers a test that is ignored, with the reason in its name, unless `needs` are met: the
+ * permissions granted, and every {@link requires} program on PATH (looking needs `--allow-env`
+ * and `--allow-read`).
+ */
 export function testWith(
-  permissions: Deno.PermissionName[],
+  needs: readonly (Deno.PermissionName | Program)[],
   name: string,
   fn: (t: Deno.TestContext) => void | Promise<void>,
 ): void {
-  const missing = permissions.filter((permission) =>
+  const programs = needs.filter((need): need is Program => typeof need === "object");
+  const permissions = needs.filter((need): need is Deno.PermissionName => typeof need === "string");
+  if (programs.length > 0) permissions.push("env", "read");
+  const missing = [...new Set(permissions)].filter((permission) =>
     Deno.permissions.querySync({ name: permission } as Deno.PermissionDescriptor).state !==
       "granted"
-  );
+  ).map((p) => `--allow-${p}`);
+  if (missing.length === 0) {
+    missing.push(...programs.filter((p) => !onPath(p.program)).map((p) => `${p.program} on PATH`));
+  }
   Deno.test({
-    name: missing.length === 0
-      ? name
-      : `${name} [ignored: needs ${missing.map((p) => `--allow-${p}`).join(" ")}]`,
+    name: missing.length === 0 ? name : `${name} [ignored: needs ${missing.join(" ")}]`,
     ignore: missing.length > 0,
     fn,
   });
@@ -359,6 +390,16 @@ export function voluntarySwitches(pid: number): number {
   const match = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(status);
   if (match === null) throw new Error(`No context switch count for pid ${pid}`);
   return Number(match[1]);
+}
+
+/** Voluntary context switches of every thread of `pid` together (Workers and Deno's pools too). */
+export function allThreadSwitches(pid: number): number {
+  let total = 0;
+  for (const task of listDirectory(`/proc/${pid}/task`)) {
+    const status = readSmallFile(`/proc/${pid}/task/${task}/status`) ?? "";
+    total += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return total;
 }
 
 /** Resolves after `ms` milliseconds. */

@@ -323,12 +323,40 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   await assertRejectsWith(() => aborted, Error, "stop waiting");
 });
 
-Deno.test("SharedRegion.close() during a wait ends the wait", async () => {
+Deno.test("SharedRegion.close() during a wait rejects the wait with BadResource", async () => {
   const region = createMemfdRegion({ size: 64 });
   const waiting = region.waitInt32(0, 0);
   setTimeout(() => region.close(), 20);
-  assertEquals(await waiting, "ok");
+  await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name, "closed");
   assertEquals(region.closed, true);
+});
+
+Deno.test("SharedRegion.view() is the memory in place and is revoked at close", () => {
+  const region = createMemfdRegion({ size: 64 });
+  const view = region.view(8, 4);
+  view.set([1, 2, 3, 4]);
+  assertEquals([...region.read(8, 4)], [1, 2, 3, 4]);
+  assertEquals(region.view().length, 64);
+  assertThrows(() => region.view(60, 8), RangeError);
+  region.close();
+  assertEquals(view.length, 0);
+  view[0] = 9; // a write to a revoked view does nothing, and nothing crashes
+  assertThrows(() => region.view(), Deno.errors.BadResource);
+});
+
+testWith(FS, "a view moved away by transfer() cannot reach the file after close", async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/moved`;
+    const region = openFileRegion(path, { create: true, size: 4096 });
+    const moved = region.view().buffer.transfer(); // user code takes the memory away from us
+    region.close();
+    const stale = new Uint8Array(moved);
+    stale[0] = 0x41; // must land in private pages, never in the file
+    assertEquals(stale.length, 4096);
+    assertEquals(Deno.readFileSync(path)[0], 0);
+    using next = createMemfdRegion({ size: 4096 });
+    assertEquals(next.read(0, 1)[0], 0);
+  });
 });
 
 // --- POSIX shared memory ---------------------------------------------------------------------

@@ -5,10 +5,10 @@ import {
   initRing,
   openRingConsumer,
   openRingProducer,
-  RING_HEADER_SIZE,
   ringRegionSize,
   type SharedRegion,
 } from "../mod.ts";
+import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 import { delay, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
 
@@ -263,6 +263,160 @@ Deno.test("ring ends throw BadResource after close and when their region closes"
   region.close();
   assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BadResource);
   producer.close();
+});
+
+// --- lifetimes (issue 10) --------------------------------------------------------------------
+
+Deno.test("region.close() while receive() sleeps rejects it with BadResource", async () => {
+  const region = ringRegion(64);
+  using consumer = openRingConsumer(region, { spin: 0 });
+  const pending = consumer.receive();
+  setTimeout(() => region.close(), 10);
+  await assertRejectsWith(() => pending, Deno.errors.BadResource, region.name, "closed");
+  assertThrows(() => consumer.tryReceive(), Deno.errors.BadResource);
+});
+
+Deno.test("region.close() while send() waits on a full ring rejects it with BadResource", async () => {
+  const region = ringRegion(64);
+  using producer = openRingProducer(region, { spin: 0 });
+  using _consumer = openRingConsumer(region);
+  while (producer.trySend(new Uint8Array(8)));
+  const pending = producer.send(new Uint8Array(8));
+  setTimeout(() => region.close(), 10);
+  await assertRejectsWith(() => pending, Deno.errors.BadResource, "closed");
+});
+
+Deno.test("leases, reservations and data views are zero-length once the region closes", () => {
+  const region = ringRegion(256);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  producer.trySend(encoder.encode("kept"));
+  const lease = consumer.tryRead();
+  assert(lease);
+  const reservation = producer.tryReserve(16);
+  assert(reservation);
+  const data = consumer.data;
+  region.close();
+  assertEquals([lease.bytes.length, reservation.bytes.length, data.length], [0, 0, 0]);
+  // A region mapped afterwards may land at the same address: stale views must not reach it.
+  using next = createMemfdRegion({ size: 256 });
+  lease.bytes[0] = 1;
+  reservation.bytes[0] = 1;
+  data[0] = 1;
+  assertEquals(next.read(0, 1)[0], 0);
+  assertThrows(() => lease.release(), Deno.errors.BadResource);
+  assertThrows(() => reservation.commit(), Deno.errors.BadResource);
+});
+
+Deno.test("two send() calls at once on one producer keep their order and lose nothing", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region, { spin: 0 });
+  using consumer = openRingConsumer(region, { spin: 0 });
+  const messages = Array.from({ length: 40 }, (_, i) => encoder.encode(`message ${i}`));
+  const sends = messages.map((message) => producer.send(message)); // all in flight at once
+  const received: string[] = [];
+  while (received.length < messages.length) {
+    received.push(text(await consumer.receive({ timeout: 5_000 })) as string);
+  }
+  await Promise.all(sends);
+  assertEquals(received, messages.map((m) => decoder.decode(m)));
+});
+
+Deno.test("two receive() calls at once on one consumer get one message each, in order", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region, { spin: 0 });
+  const first = consumer.receive();
+  const second = consumer.receive();
+  const buffer = new Uint8Array(16);
+  const third = consumer.receiveInto(buffer);
+  assertEquals(consumer.tryReceive(), undefined, "a try call never overtakes a waiting one");
+  producer.trySendBatch(["one", "two", "three"].map((word) => encoder.encode(word)));
+  assertEquals([text(await first), text(await second)], ["one", "two"]);
+  assertEquals(decoder.decode(buffer.subarray(0, (await third) as number)), "three");
+});
+
+Deno.test("a blocking call waiting its turn honours its own timeout and signal", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region, { spin: 0 });
+  const first = consumer.receive(); // holds the turn
+  await assertRejectsWith(() => consumer.receive({ timeout: 20 }), Deno.errors.TimedOut);
+  const controller = new AbortController();
+  const aborted = consumer.receive({ signal: controller.signal });
+  controller.abort(new Error("give up"));
+  await assertRejectsWith(() => aborted, Error, "give up");
+  producer.trySend(encoder.encode("first"));
+  assertEquals(text(await first), "first");
+});
+
+Deno.test("closing the ring ends in any order, with using or by hand, is safe", () => {
+  for (const order of ["region first", "ends first", "twice"]) {
+    const region = ringRegion(64);
+    const producer = openRingProducer(region);
+    const consumer = openRingConsumer(region);
+    if (order === "region first") region.close();
+    producer.close();
+    consumer.close();
+    region.close();
+    if (order === "twice") {
+      producer[Symbol.dispose]();
+      consumer[Symbol.dispose]();
+      region[Symbol.dispose]();
+    }
+    assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BadResource);
+  }
+});
+
+// --- the fast paths (issue 12) ---------------------------------------------------------------
+
+Deno.test("receiveInto, tryReceiveBatchInto and tryReadWith copy nothing they need not", async () => {
+  using region = ringRegion(1024);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const words = ["alpha", "beta", "gamma", "delta", "epsilon"];
+  for (const word of words) producer.trySend(encoder.encode(word));
+  const buffer = new Uint8Array(3);
+  assertThrowsWith(() => consumer.tryReceiveInto(buffer), RangeError, "5 bytes", "stays");
+  const big = new Uint8Array(64);
+  assertEquals(await consumer.receiveInto(big), 5);
+  assertEquals(decoder.decode(big.subarray(0, 5)), "alpha");
+  const lengths = new Uint32Array(2);
+  assertEquals(consumer.tryReceiveBatchInto(big, lengths), 2);
+  assertEquals(decoder.decode(big.subarray(0, lengths[0] + lengths[1])), "betagamma");
+  const seen: string[] = [];
+  const count = consumer.tryReadWith((data, offset, length) => {
+    seen.push(decoder.decode(data.subarray(offset, offset + length)));
+  });
+  assertEquals([count, seen], [2, ["delta", "epsilon"]]);
+  assertEquals(consumer.tryReadWith(() => {}), 0);
+  producer.close();
+  assertEquals(consumer.tryReadWith(() => {}), null);
+});
+
+Deno.test("trySendWith writes in place; the producer notices a closed consumer when full", () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  assertEquals(
+    producer.trySendWith(8, (data, offset) => {
+      data.set(encoder.encode("in place"), offset);
+      return 8;
+    }),
+    true,
+  );
+  assertEquals(text(consumer.tryReceive()), "in place");
+  consumer.close();
+  // With the consumer's position cached, the producer fills what is free, then learns it.
+  let sent = 0;
+  assertThrowsWith(
+    () => {
+      for (;;) if (producer.trySend(new Uint8Array(8))) sent++;
+    },
+    Deno.errors.BrokenPipe,
+    "consumer closed",
+  );
+  assert(sent <= 4, `sent ${sent} after the close`);
 });
 
 // --- across processes ------------------------------------------------------------------------

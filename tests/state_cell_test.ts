@@ -5,10 +5,11 @@ import {
   openFileRegion,
   openShmRegion,
   openStateCell,
-  STATE_CELL_MAGIC,
   type StateCell,
 } from "../mod.ts";
+import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
 import {
+  allThreadSwitches,
   delay,
   spawnDeno,
   TESTS_DIR,
@@ -111,7 +112,7 @@ Deno.test("openStateCell() refuses an unknown version and an impossible size", (
   openStateCell(region).close();
   region.storeInt32(68, 9);
   assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, "layout version is 9");
-  region.storeInt32(68, 1);
+  region.storeInt32(68, STATE_CELL_VERSION);
   region.storeInt32(72, 1 << 30);
   assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, `${1 << 30} bytes`);
 });
@@ -223,6 +224,50 @@ Deno.test("StateCell.close() ends an iteration in progress", async () => {
   assertEquals(await iteration, []);
 });
 
+Deno.test("region.close() ends a pending changes() and rejects a pending timed wait", async () => {
+  const region = createMemfdRegion({ size: 256 });
+  const cell = openStateCell(region);
+  const seen: number[] = [];
+  const iterating = (async () => {
+    for await (const value of cell.changes()) seen.push(value);
+  })();
+  const waiting = cell.waitForChange({ timeout: 60_000 });
+  // The event loop must stay free: a timer set now still fires while both waits are pending.
+  let timerFired = false;
+  const timer = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      timerFired = true;
+      resolve();
+    }, 5)
+  );
+  setTimeout(() => region.close(), 20);
+  await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name, "closed");
+  await iterating;
+  await timer;
+  assertEquals([timerFired, seen], [true, []]);
+  assertThrows(() => cell.read(), Deno.errors.BadResource);
+  cell.close(); // after its region: still fine
+});
+
+Deno.test("StateCell.close() before or after its region, twice, with using: all fine", () => {
+  for (const regionFirst of [true, false]) {
+    const region = createMemfdRegion({ size: 256 });
+    const writer = openStateCell(region, { writer: true, supervisor: true });
+    if (regionFirst) region.close();
+    writer.close();
+    writer[Symbol.dispose]();
+    region.close();
+    assertThrows(() => writer.write(1), Deno.errors.BadResource);
+  }
+  using region = createMemfdRegion({ size: 256 });
+  {
+    using writer = openStateCell(region, { writer: true });
+    writer.write(1);
+  }
+  using again = openStateCell(region, { writer: true }); // the role was given back
+  assertEquals(again.read(), 1);
+});
+
 Deno.test("a reader sees a writer that only writes the text (the original C button)", async () => {
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region);
@@ -243,16 +288,17 @@ Deno.test("readers go back to checking the text once the cooperating writer leav
   assertEquals(await next, 1);
 });
 
-Deno.test("a write half done by a writer that died does not hang readers", () => {
+Deno.test("a write half done by a writer that died reads as the last complete value", () => {
   using region = createMemfdRegion({ size: 256 });
   using cell: StateCell = openStateCell(region);
   region.storeInt32(76, 13); // odd sequence: mid-write forever
-  region.write(0, encoder.encode("1\n\0"));
-  assertEquals(cell.read(), 1);
+  region.write(0, encoder.encode("9\n\0")); // the half-written text nobody finished
+  assertEquals(cell.read(), 0, "the value of the last complete write, not the torn text");
   using writer = openStateCell(region, { writer: true });
   assertEquals(region.loadInt32(76) % 2, 0);
-  writer.write(0);
-  assertEquals(cell.read(), 0);
+  assertEquals(text(region.read(0, 3)), "0\n\0", "the new writer put the last value back");
+  writer.write(1);
+  assertEquals(cell.read(), 1);
 });
 
 // --- across processes ------------------------------------------------------------------------
@@ -281,6 +327,38 @@ testWith(
 
 testWith(
   RUN,
+  "a reader learns at once that its writer died, then follows a foreign writer's text",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      openStateCell(region).close();
+      await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
+      assertEquals(await holder.nextLine(), `writer ${holder.pid}`);
+      const events: WriterEvent[] = [];
+      let died: () => void = () => {};
+      const writerDied = new Promise<void>((resolve) => (died = resolve));
+      using reader = openStateCell(region, {
+        onWriter: (event) => {
+          events.push(event);
+          if (event.status === "died") died();
+        },
+      });
+      const next = reader.waitForChange({ timeout: 30_000 });
+      await delay(50); // the reader is asleep on the futex, listening to the writer's pidfd
+      holder.kill("SIGKILL");
+      await writerDied; // no timer and no write is needed for the reader to learn it
+      region.write(0, encoder.encode("7\n\0")); // the original C button writes only this
+      assertEquals(await next, 7);
+      assertEquals(events, [
+        { pid: holder.pid, status: "writing" },
+        { pid: holder.pid, status: "died" },
+      ]);
+    });
+  },
+);
+
+testWith(
+  RUN,
   "a reader blocked for minutes wakes on a write, without periodic wake-ups",
   async () => {
     await withShmName(async (name) => {
@@ -289,21 +367,27 @@ testWith(
       await using reader = spawnDeno(PEER, ["follow", "posix", name]);
       assertEquals(await reader.nextLine(), "ready 0");
       await delay(300); // let the runtime settle
-      const before = voluntarySwitches(reader.pid);
+      const before = allThreadSwitches(reader.pid);
       await delay(1000);
-      const idle = voluntarySwitches(reader.pid) - before;
+      const idle = allThreadSwitches(reader.pid) - before;
       writer.write(1);
       assertEquals(await reader.nextLine(), "value 1");
       writer.write(0);
       assertEquals(await reader.nextLine(), "value 0");
-      // With no cooperating writer the reader checks the text every 2 ms (~500 wake-ups a second).
+      // With no cooperating writer a Worker looks at the text every 3 ms (about 330 times a
+      // second), and the event loop (the main thread) still sleeps until something changes.
       writer.close();
       await delay(300);
-      const pollingBefore = voluntarySwitches(reader.pid);
+      const followingBefore = allThreadSwitches(reader.pid);
+      const mainBefore = voluntarySwitches(reader.pid);
       await delay(1000);
-      const polling = voluntarySwitches(reader.pid) - pollingBefore;
-      assert(idle * 10 < polling, `idle reader woke ${idle} times, a polling one ${polling}`);
-      assert(idle < 50, `idle reader woke ${idle} times in a second`);
+      const following = allThreadSwitches(reader.pid) - followingBefore;
+      const main = voluntarySwitches(reader.pid) - mainBefore;
+      assert(idle < 50, `the idle reader's threads woke ${idle} times in a second`);
+      assert(idle * 5 < following, `idle reader woke ${idle} times, a following one ${following}`);
+      assert(main < 50, `the following reader's event loop woke ${main} times in a second`);
+      region.write(0, encoder.encode("1\n\0")); // a foreign writer: text only
+      assertEquals(await reader.nextLine(), "value 1");
     });
   },
 );

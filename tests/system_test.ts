@@ -10,6 +10,7 @@ import {
   eventually,
   openFdCount,
   processGone,
+  requires,
   ROOT,
   spawnDeno,
   spawnProgram,
@@ -344,7 +345,7 @@ async function buildOriginal(dir: string): Promise<string> {
   return binary;
 }
 
-testWith(NEEDS, "our button drives the original C LED", async () => {
+testWith([...NEEDS, requires("gcc")], "our button drives the original C LED", async () => {
   await withTempDir(async (dir) => {
     const original = await buildOriginal(dir);
     const state = `${dir}/data.dat`;
@@ -365,7 +366,7 @@ testWith(NEEDS, "our button drives the original C LED", async () => {
   });
 });
 
-testWith(NEEDS, "the original C button drives our LED", async () => {
+testWith([...NEEDS, requires("gcc")], "the original C button drives our LED", async () => {
   await withTempDir(async (dir) => {
     const original = await buildOriginal(dir);
     const state = `${dir}/data.dat`;

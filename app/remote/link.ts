@@ -1,0 +1,66 @@
+/**
+ * The remote link: anonymous shared memory (a memfd) the launcher creates when a remote
+ * controller such as the MQTT bridge runs. It holds two channels: commands from the controller
+ * to the button process, which applies them as it applies presses (so the button stays the
+ * state cell's only writer), and press events from the button process to the controller.
+ *
+ * @module
+ */
+
+import { createMemfdRegion, openMemfdRegion, type SharedRegion } from "../../mod.ts";
+import {
+  type ChannelReceiver,
+  type ChannelSender,
+  channelSize,
+  initChannel,
+  openChannelReceiver,
+  openChannelSender,
+} from "./channel.ts";
+
+/** Where the command channel lives and how much it holds: 16 commands of up to 8 bytes. */
+export const COMMAND_CHANNEL = { offset: 0, capacity: 256 } as const;
+/** Where the press-event channel lives and how much it holds: 64 presses. */
+export const EVENT_CHANNEL = {
+  offset: Math.ceil(channelSize(COMMAND_CHANNEL.capacity) / 64) * 64,
+  capacity: 1024,
+} as const;
+/** Bytes of the link's memory. */
+export const REMOTE_LINK_SIZE = 4096;
+
+/** Creates the link, both channels empty; children open it by its `name`. */
+export function createRemoteLink(): SharedRegion {
+  const region = createMemfdRegion({ size: REMOTE_LINK_SIZE, label: "mmap-ipc-remote" });
+  try {
+    initChannel(region, COMMAND_CHANNEL);
+    initChannel(region, EVENT_CHANNEL);
+    return region;
+  } catch (error) {
+    region.close();
+    throw error;
+  }
+}
+
+/** Opens the link the launcher created, by the `/proc/PID/fd/N` path it handed over. */
+export function openRemoteLink(path: string): SharedRegion {
+  return openMemfdRegion(path, { size: REMOTE_LINK_SIZE });
+}
+
+/** The controller's end of the command channel. */
+export function openCommandSender(link: SharedRegion): ChannelSender {
+  return openChannelSender(link, COMMAND_CHANNEL);
+}
+
+/** The button process's end of the command channel. */
+export function openCommandReceiver(link: SharedRegion): ChannelReceiver {
+  return openChannelReceiver(link, COMMAND_CHANNEL);
+}
+
+/** The button process's end of the press-event channel. */
+export function openEventSender(link: SharedRegion): ChannelSender {
+  return openChannelSender(link, EVENT_CHANNEL);
+}
+
+/** The controller's end of the press-event channel. */
+export function openEventReceiver(link: SharedRegion): ChannelReceiver {
+  return openChannelReceiver(link, EVENT_CHANNEL);
+}

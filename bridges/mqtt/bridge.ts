@@ -1,0 +1,191 @@
+/**
+ * What the MQTT bridge says and hears: the LED state (retained, republished after every
+ * reconnect), availability, Home Assistant discovery, press events out, `set` commands in.
+ * It owns no shared memory: the runnable script feeds it the cell's changes and the presses,
+ * and hands the commands it parses to whoever applies them.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import type { Command } from "../../app/remote/messages.ts";
+import { BrokerConnection, type BrokerConnectionOptions } from "./connection.ts";
+import { type DiscoveryMessage, OFFLINE, ONLINE, PRESS_PAYLOAD } from "./discovery.ts";
+import {
+  describeMalformed,
+  type MalformedKind,
+  OncePerKind,
+  parseSetPayload,
+} from "./set_payload.ts";
+import { homeAssistantStatusTopic, type Topics } from "./topics.ts";
+
+/** Options for {@link MqttBridge}. */
+export interface MqttBridgeOptions {
+  /** How to reach the broker (the will and the callbacks are the bridge's own). */
+  connection: Omit<BrokerConnectionOptions, "will" | "onConnect" | "onMessage" | "log">;
+  /** The topics. */
+  topics: Topics;
+  /** Home Assistant's discovery prefix, to hear when it (re)starts. */
+  discoveryPrefix: string;
+  /** The discovery configs to publish on every connection. */
+  discovery: DiscoveryMessage[];
+  /** Where to say what happens. */
+  log: Logger;
+  /** Called with each valid command from the `set` topic. */
+  onCommand: (command: Command) => void;
+}
+
+/** The bridge's MQTT side; see the module description. */
+export class MqttBridge {
+  readonly #options: MqttBridgeOptions;
+  readonly #connection: BrokerConnection;
+  readonly #malformed = new OncePerKind<MalformedKind>();
+  readonly #haStatus: string;
+  /** The LED state to show; undefined until the cell was read. */
+  #state: boolean | undefined;
+  /** What the broker holds as the retained state, as far as this connection knows. */
+  #published: boolean | undefined;
+  #publishing = false;
+  #droppedPresses = 0;
+  #closed = false;
+
+  /** Prepares the bridge; {@link MqttBridge.start} connects. */
+  constructor(options: MqttBridgeOptions) {
+    this.#options = options;
+    this.#haStatus = homeAssistantStatusTopic(options.discoveryPrefix);
+    this.#connection = new BrokerConnection({
+      ...options.connection,
+      log: options.log,
+      will: { topic: options.topics.availability, payload: OFFLINE },
+      onConnect: () => this.#onConnect(),
+      onMessage: (topic, payload, retained) => this.#onMessage(topic, payload, retained),
+    });
+  }
+
+  /** Whether the bridge is connected to the broker now. */
+  get connected(): boolean {
+    return this.#connection.connected;
+  }
+
+  /** Connects, and keeps reconnecting until closed. */
+  start(): void {
+    this.#check();
+    this.#connection.start();
+  }
+
+  /** Shows a new LED state: published now if connected, else on the next connection. */
+  setState(on: boolean): void {
+    this.#check();
+    this.#state = on;
+    this.#pushState();
+  }
+
+  /** Publishes one press on the action topic; a press while disconnected is dropped. */
+  press(): void {
+    this.#check();
+    if (this.#connection.publishEvent(this.#options.topics.action, PRESS_PAYLOAD)) {
+      if (this.#droppedPresses > 0) {
+        this.#options.log.info(`Publishing presses again (${this.#droppedPresses} dropped)`);
+        this.#droppedPresses = 0;
+      }
+    } else if (this.#droppedPresses++ === 0) {
+      this.#options.log.warn(
+        "A press was not published: the broker is not connected (or not keeping up); " +
+          "presses are not replayed later, the LED state is",
+      );
+    }
+  }
+
+  /**
+   * Publishes `offline`, disconnects and stops reconnecting; everything else throws
+   * `BadResource` from now on. Safe twice.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
+  }
+
+  /** Same as {@link MqttBridge.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #check(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("The MQTT bridge is closed");
+  }
+
+  #onConnect(): void {
+    if (this.#closed) return;
+    this.#published = undefined;
+    this.#announce();
+    const { topics } = this.#options;
+    this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0 }).then((ok) => {
+      if (!ok) this.#options.log.warn(`Could not subscribe to ${topics.set}`);
+    });
+  }
+
+  /** Availability, discovery and the state: everything a fresh broker or Home Assistant needs. */
+  #announce(): void {
+    const { topics, discovery, log } = this.#options;
+    const sent = [
+      this.#connection.publish(topics.availability, ONLINE, { retain: true }),
+      ...discovery.map((message) =>
+        this.#connection.publish(message.topic, JSON.stringify(message.payload), { retain: true })
+      ),
+    ];
+    Promise.all(sent).then((results) => {
+      if (results.every(Boolean)) {
+        log.debug(`Published availability and ${discovery.length} discovery configs`);
+      }
+    });
+    this.#published = undefined;
+    this.#pushState();
+  }
+
+  /**
+   * Publishes the latest state until it is out: one publish at a time, so a burst of changes
+   * costs one message per round, not one per change. QoS 0: each connection starts by
+   * publishing the state again, so a message lost with a connection is soon replaced; and a
+   * QoS 1 acknowledgement from the broker would, through Nagle's algorithm on its side, hold
+   * back the next command to us by up to 40 ms.
+   */
+  async #pushState(): Promise<void> {
+    if (this.#publishing) return;
+    this.#publishing = true;
+    try {
+      while (!this.#closed && this.#state !== undefined && this.#state !== this.#published) {
+        const state = this.#state;
+        const ok = await this.#connection.publish(
+          this.#options.topics.state,
+          state ? "ON" : "OFF",
+          { retain: true, qos: 0 },
+        );
+        if (!ok) return; // not connected: the next connection publishes it
+        this.#published = state;
+      }
+    } finally {
+      this.#publishing = false;
+    }
+  }
+
+  #onMessage(topic: string, payload: Uint8Array, retained: boolean): void {
+    if (this.#closed) return;
+    const { topics, log } = this.#options;
+    if (topic === this.#haStatus) {
+      if (new TextDecoder().decode(payload) === "online") {
+        log.info("Home Assistant (re)started: publishing discovery and state again");
+        this.#announce();
+      }
+      return;
+    }
+    if (topic !== topics.set) return;
+    const parsed = parseSetPayload(payload);
+    if (retained || "malformed" in parsed) {
+      const kind = retained ? "retained" : (parsed as { malformed: MalformedKind }).malformed;
+      const sample = "sample" in parsed ? parsed.sample : parsed.command;
+      if (this.#malformed.first(kind)) log.warn(describeMalformed(kind, sample, topic));
+      return;
+    }
+    this.#options.onCommand(parsed.command);
+  }
+}

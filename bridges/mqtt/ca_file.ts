@@ -1,0 +1,50 @@
+/**
+ * The CA certificates `--mqtt-ca` names: read through libc like every other path the launcher
+ * is given, so the launcher can check the file before it starts anything and the bridge can
+ * load it, with the same clear error in both.
+ *
+ * @module
+ */
+
+import * as C from "../../ffi/constants.ts";
+import { closeFd, openPath, readFd, statFd } from "../../ffi/posix.ts";
+import { failure } from "../../lib/errors.ts";
+
+/** The largest CA file read: a bundle of every public CA is about 200 KiB. */
+const MAX_BYTES = 1 << 20;
+const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
+
+/** Reads the PEM file at `path`; throws unless it is a file that holds a certificate. */
+export function readCaFile(path: string): string {
+  const action = "read the MQTT CA certificates in";
+  const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC | C.O_NOCTTY, 0, action);
+  try {
+    const stat = statFd(fd, path);
+    if (stat.type !== "file") {
+      throw failure(Deno.errors.InvalidData, action, path, `it is a ${stat.type}, not a file`);
+    }
+    if (stat.size > MAX_BYTES) {
+      throw failure(Deno.errors.InvalidData, action, path, "it is larger than 1 MiB");
+    }
+    const bytes = new Uint8Array(stat.size + 1);
+    let length = 0;
+    for (
+      let count;
+      length < bytes.length && (count = readFd(fd, bytes.subarray(length), path)) > 0;
+    ) {
+      length += count;
+    }
+    const text = new TextDecoder().decode(bytes.subarray(0, length));
+    if (!text.includes(PEM_CERTIFICATE)) {
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        path,
+        `it holds no PEM certificate (a "${PEM_CERTIFICATE}" line)`,
+      );
+    }
+    return text;
+  } finally {
+    closeFd(fd);
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * One connection to an MQTT broker that stays up for as long as the bridge runs: reconnects
+ * with exponential backoff (with jitter, so a fleet does not come back in step), says once per
+ * outage and kind what is wrong (refused, unreachable, bad credentials, TLS), and never
+ * queues while it is down, so its memory stays bounded however long the broker is away.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
+import type { Credentials } from "./credentials.ts";
+import { describeProblem } from "./problems.ts";
+
+/** Reconnect delays: the first, doubling after each failed attempt up to the longest. */
+export interface Backoff {
+  /** The first delay, in ms. */
+  initialMs: number;
+  /** The longest delay, in ms. */
+  maxMs: number;
+}
+
+/** 0.5 s, doubling to 30 s. */
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+
+/** A connection that lasted this long counts as healthy: the next outage starts the backoff over. */
+const STABLE_MS = 10_000;
+/** QoS 0 messages allowed to wait for the socket; more are dropped rather than queued. */
+const MAX_UNWRITTEN = 32;
+const GRACE_MS = 2_000;
+
+/** Options for {@link BrokerConnection}. */
+export interface BrokerConnectionOptions {
+  /** `mqtt://HOST:PORT` or `mqtts://HOST:PORT`. */
+  url: string;
+  /** The MQTT client id. */
+  clientId: string;
+  /** The login, if the broker needs one. */
+  credentials?: Credentials;
+  /** PEM CA certificates to trust for TLS, instead of the public ones. */
+  ca?: string;
+  /** Published (retained) by the broker when the connection dies without a goodbye. */
+  will: { topic: string; payload: string };
+  /** Reconnect delays. Default {@link DEFAULT_BACKOFF}. */
+  backoff?: Backoff;
+  /** Where to say what happens. */
+  log: Logger;
+  /** Called on each (re)connection: subscribe and publish the current state here. */
+  onConnect: () => void;
+  /** Called for each message on a subscribed topic. */
+  onMessage: (topic: string, payload: Uint8Array, retained: boolean) => void;
+}
+
+/** A connection to a broker; see the module description. */
+export class BrokerConnection {
+  readonly #options: BrokerConnectionOptions;
+  readonly #backoff: Backoff;
+  readonly #reported = new Set<string>();
+  #client: MqttClient | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  #connectedAt: number | undefined;
+  /** Counts connections, so a callback from an old one does not touch the current count. */
+  #generation = 0;
+  #unwritten = 0;
+  /** Publishes waiting for the broker: settled (false) when the connection drops. */
+  readonly #inFlight = new Set<(ok: boolean) => void>();
+  #closing = false;
+
+  /** Prepares the connection; {@link BrokerConnection.start} makes it. */
+  constructor(options: BrokerConnectionOptions) {
+    this.#options = options;
+    this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
+  }
+
+  /** Whether the broker accepted the connection and it is up now. */
+  get connected(): boolean {
+    return this.#client?.connected ?? false;
+  }
+
+  /** Connects, and keeps reconnecting until closed. */
+  start(): void {
+    this.#check();
+    if (this.#client !== undefined) return;
+    const { url, clientId, credentials, ca, will } = this.#options;
+    const client = connect(url, {
+      clientId,
+      username: credentials?.username,
+      password: credentials?.password,
+      ca,
+      rejectUnauthorized: true,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 30,
+      connectTimeout: 10_000,
+      // Reconnects are ours (with backoff); nothing is queued while down.
+      reconnectPeriod: 0,
+      queueQoSZero: false,
+      resubscribe: false,
+      will: { topic: will.topic, payload: will.payload, qos: 1, retain: true },
+    });
+    client.on("connect", () => this.#onConnect());
+    client.on("close", () => this.#onClose());
+    client.on("error", (error) => this.#report(error as ErrorWithReasonCode));
+    client.on("message", (topic, payload, packet) => {
+      this.#options.onMessage(topic, payload, packet.retain);
+    });
+    this.#client = client;
+  }
+
+  #onConnect(): void {
+    const { log, url, clientId } = this.#options;
+    // Small messages go out at once: without this, Nagle's algorithm meeting the broker's
+    // delayed ACK holds a press event back ~40 ms now and then.
+    (this.#client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)
+      ?.setNoDelay?.(true);
+    this.#generation++;
+    this.#unwritten = 0;
+    this.#connectedAt = performance.now();
+    const after = this.#failures > 0 ? ` (after ${this.#failures} failed attempts)` : "";
+    log.info(`Connected to ${url} as ${clientId}${after}`);
+    this.#reported.clear();
+    this.#options.onConnect();
+  }
+
+  #onClose(): void {
+    // The client forgets what was in flight when it reconnects: settle it here, as not done.
+    for (const settle of this.#inFlight) settle(false);
+    this.#inFlight.clear();
+    if (this.#closing) return;
+    const { log, url } = this.#options;
+    if (this.#connectedAt !== undefined) {
+      const lasted = performance.now() - this.#connectedAt;
+      this.#connectedAt = undefined;
+      if (lasted >= STABLE_MS) this.#failures = 0;
+      log.warn(`Lost the connection to ${url}; reconnecting`);
+    }
+    if (this.#timer !== undefined) return;
+    const base = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * 2 ** this.#failures);
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    this.#failures++;
+    log.debug(`Next attempt to connect in ${delay} ms`);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#closing) this.#client?.reconnect();
+    }, delay);
+  }
+
+  #report(error: ErrorWithReasonCode): void {
+    const { log, url, credentials } = this.#options;
+    const problem = describeProblem(error, url, credentials);
+    if (this.#reported.has(problem.kind)) {
+      log.debug(problem.message);
+      return;
+    }
+    this.#reported.add(problem.kind);
+    log[problem.level](
+      `${problem.message}; retrying (every ${this.#backoff.maxMs / 1000} s at most), ` +
+        "the button and LED work meanwhile",
+    );
+  }
+
+  /**
+   * Publishes (QoS 1 unless `qos` says 0); resolves true once the broker has it (QoS 1) or it
+   * was written to the socket (QoS 0), false at once when not connected (nothing is queued) or
+   * if the connection drops first.
+   */
+  publish(
+    topic: string,
+    payload: string,
+    options: { retain: boolean; qos?: 0 | 1 },
+  ): Promise<boolean> {
+    this.#check();
+    return this.#publish(topic, payload, options);
+  }
+
+  #publish(
+    topic: string,
+    payload: string,
+    options: { retain: boolean; qos?: 0 | 1 },
+  ): Promise<boolean> {
+    const client = this.#client;
+    if (client === undefined || !client.connected) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const settle = (ok: boolean): void => {
+        if (this.#inFlight.delete(settle)) resolve(ok);
+      };
+      this.#inFlight.add(settle);
+      client.publish(topic, payload, { qos: options.qos ?? 1, retain: options.retain }, (error) => {
+        settle(error === undefined || error === null);
+      });
+    });
+  }
+
+  /**
+   * Publishes an event with QoS 0, not retained; false (dropped) when not connected or when
+   * the socket already holds {@link MAX_UNWRITTEN} unwritten events.
+   */
+  publishEvent(topic: string, payload: string): boolean {
+    this.#check();
+    const client = this.#client;
+    if (client === undefined || !client.connected) return false;
+    if (this.#unwritten >= MAX_UNWRITTEN) return false;
+    const generation = this.#generation;
+    this.#unwritten++;
+    client.publish(topic, payload, { qos: 0, retain: false }, () => {
+      if (generation === this.#generation) this.#unwritten--;
+    });
+    return true;
+  }
+
+  /** Subscribes to `topics` (topic to QoS); resolves false if that failed. */
+  subscribe(topics: Record<string, 0 | 1>): Promise<boolean> {
+    this.#check();
+    const client = this.#client;
+    if (client === undefined || !client.connected) return Promise.resolve(false);
+    const request = Object.fromEntries(
+      Object.entries(topics).map(([topic, qos]) => [topic, { qos }]),
+    );
+    return new Promise((resolve) => {
+      client.subscribe(request, (error) => resolve(error === undefined || error === null));
+    });
+  }
+
+  /**
+   * Publishes `last` (retained) if connected, says goodbye to the broker and stops
+   * reconnecting; waits at most a few seconds. Everything else throws `BadResource` from now
+   * on. Safe twice.
+   */
+  async close(last?: { topic: string; payload: string }): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    const client = this.#client;
+    if (last !== undefined && client?.connected) {
+      await withTimeout(this.#publish(last.topic, last.payload, { retain: true }), GRACE_MS);
+    }
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (client === undefined) return;
+    const ended = new Promise<void>((resolve) =>
+      client.end(!client.connected, {}, () => resolve())
+    );
+    if (!(await withTimeout(ended, GRACE_MS))) {
+      await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    }
+  }
+
+  /** Same as {@link BrokerConnection.close} without a last message, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #check(): void {
+    if (this.#closing) {
+      throw new Deno.errors.BadResource(
+        `The connection to the broker at ${this.#options.url} is closed`,
+      );
+    }
+  }
+}
+
+/** Resolves true when `promise` settles within `ms`, false when the time runs out first. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * What went wrong with a connection to the broker, in words a person can act on, sorted into
+ * kinds so that each kind is reported once per outage.
+ *
+ * @module
+ */
+
+import type { Credentials } from "./credentials.ts";
+
+/** What went wrong, sorted so each kind is reported once per outage. */
+export interface Problem {
+  /** The kind: the same kind is reported once per outage. */
+  kind: string;
+  /** What to tell the user. */
+  message: string;
+  /** How loud: an error needs the user to act. */
+  level: "warn" | "error";
+}
+
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|HOSTNAME_)/;
+
+/** Turns an error of the MQTT client into a problem a person can act on. */
+export function describeProblem(
+  error: Error & { code?: string | number },
+  url: string,
+  credentials: Credentials | undefined,
+): Problem {
+  const code = error.code;
+  if (typeof code === "number") {
+    const refused = `The broker at ${url} refused the connection`;
+    const login = credentials === undefined
+      ? "no user name was given: set --mqtt-credentials FILE, or $MMAP_IPC_MQTT_USERNAME and $MMAP_IPC_MQTT_PASSWORD"
+      : `user ${JSON.stringify(credentials.username)} from ${credentials.source}`;
+    switch (code) {
+      case 4:
+      case 134:
+        return {
+          kind: "credentials",
+          level: "error",
+          message: `${refused}: bad user name or password (${login})`,
+        };
+      case 5:
+      case 135:
+        return {
+          kind: "credentials",
+          level: "error",
+          message: `${refused}: not authorized (${login})`,
+        };
+      case 2:
+      case 133:
+        return {
+          kind: "client id",
+          level: "error",
+          message: `${refused}: it rejects the client id; choose another with --mqtt-client-id`,
+        };
+      default:
+        return { kind: `refused ${code}`, level: "warn", message: `${refused}: ${error.message}` };
+    }
+  }
+  if (code === "ECONNREFUSED") {
+    return {
+      kind: "refused",
+      level: "warn",
+      message:
+        `Cannot reach the broker at ${url}: nothing accepts connections there (ECONNREFUSED)`,
+    };
+  }
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") {
+    return {
+      kind: "dns",
+      level: "warn",
+      message: `Cannot find the broker's host in ${url} (${code})`,
+    };
+  }
+  if (typeof code === "string" && TLS_CODES.test(code)) {
+    return {
+      kind: "tls",
+      level: "error",
+      message: `Cannot trust the broker at ${url}: ${error.message} (${code}); ` +
+        "if its certificate comes from a private CA, give that CA with --mqtt-ca FILE",
+    };
+  }
+  if (error.message === "connack timeout") {
+    return {
+      kind: "timeout",
+      level: "warn",
+      message: `The broker at ${url} did not answer the connect request in time`,
+    };
+  }
+  return {
+    kind: `other ${code ?? error.message}`,
+    level: "warn",
+    message: `Connection to the broker at ${url} failed: ${error.message}${
+      code ? ` (${code})` : ""
+    }`,
+  };
+}

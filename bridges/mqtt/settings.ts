@@ -1,0 +1,205 @@
+/**
+ * The MQTT bridge's command-line settings: the `--mqtt...` flags the launcher takes and hands
+ * on to the bridge, their checks, and the permissions the bridge process runs with.
+ *
+ * @module
+ */
+
+import { checkTopicPrefix } from "./topics.ts";
+
+const GROUP = "MQTT options (bridge the button and LED to a broker and to Home Assistant)";
+
+/** The `--mqtt...` flags, which the launcher takes and hands on to the bridge. */
+export const MQTT_FLAGS = {
+  mqtt: {
+    type: "string",
+    arg: "URL",
+    group: GROUP,
+    help: "start the MQTT bridge to this broker: mqtt://HOST[:PORT] (port 1883 by default) " +
+      "or mqtts://HOST[:PORT] (TLS, 8883)",
+  },
+  "mqtt-credentials": {
+    type: "string",
+    arg: "FILE",
+    group: GROUP,
+    defaultText: "$MMAP_IPC_MQTT_USERNAME and $MMAP_IPC_MQTT_PASSWORD if set, else none",
+    help: "log in with the username=... and password=... lines of FILE, which only you may " +
+      "read (chmod 600); never on the command line",
+  },
+  "mqtt-ca": {
+    type: "string",
+    arg: "FILE",
+    group: GROUP,
+    defaultText: "the public CAs",
+    help: "with mqtts://, trust the CA certificates in this PEM file",
+  },
+  "mqtt-prefix": {
+    type: "string",
+    arg: "P",
+    group: GROUP,
+    defaultText: "mmap-ipc/HOSTNAME-XXXXXX, XXXXXX from the machine id",
+    help: "the topic prefix",
+  },
+  "mqtt-client-id": {
+    type: "string",
+    arg: "ID",
+    group: GROUP,
+    defaultText: "mmap-ipc-HOSTNAME-XXXXXX",
+    help: "the MQTT client id",
+  },
+  "mqtt-discovery-prefix": {
+    type: "string",
+    arg: "P",
+    group: GROUP,
+    default: "homeassistant",
+    help: "Home Assistant's discovery prefix",
+  },
+} as const;
+
+/** The `--mqtt...` flags' values, as the flag layer hands them over. */
+export interface MqttFlagValues {
+  /** `--mqtt`. */
+  mqtt?: string;
+  /** `--mqtt-credentials`. */
+  mqttCredentials?: string;
+  /** `--mqtt-ca`. */
+  mqttCa?: string;
+  /** `--mqtt-prefix`. */
+  mqttPrefix?: string;
+  /** `--mqtt-client-id`. */
+  mqttClientId?: string;
+  /** `--mqtt-discovery-prefix`. */
+  mqttDiscoveryPrefix?: string;
+}
+
+/** Where the machine id may be, read to make the default prefix unique per machine. */
+export const MACHINE_ID_PATHS = ["/etc/machine-id", "/var/lib/dbus/machine-id"] as const;
+
+/** The bridge's settings, checked. */
+export interface MqttSettings {
+  /** The broker, as `mqtt://HOST:PORT` or `mqtts://HOST:PORT`. */
+  url: string;
+  /** The broker's host (IPv6 addresses in brackets). */
+  host: string;
+  /** The broker's port. */
+  port: number;
+  /** Whether the connection uses TLS. */
+  tls: boolean;
+  /** The credentials file (relative paths are the launcher's; the bridge runs there too). */
+  credentialsFile?: string;
+  /** A PEM file of CA certificates. */
+  caFile?: string;
+  /** The topic prefix, when given. */
+  prefix?: string;
+  /** The client id, when given. */
+  clientId?: string;
+  /** Home Assistant's discovery prefix. */
+  discoveryPrefix: string;
+}
+
+function hasControlCharacter(text: string): boolean {
+  return Array.from(text).some((char) => char.charCodeAt(0) < 0x20 || char.charCodeAt(0) === 0x7f);
+}
+
+/** Reads and checks a broker URL; throws a `TypeError` that says what is wrong. */
+export function parseBrokerUrl(
+  text: string,
+): { url: string; host: string; port: number; tls: boolean } {
+  const invalid = (why: string): TypeError =>
+    new TypeError(`Invalid --mqtt ${JSON.stringify(text)}: ${why}`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw invalid("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]");
+  }
+  if (url.protocol !== "mqtt:" && url.protocol !== "mqtts:") {
+    throw invalid(`the scheme must be mqtt:// or mqtts://, not ${url.protocol}//`);
+  }
+  if (url.username !== "" || url.password !== "") {
+    throw invalid(
+      "it holds a user name or password, and every user can read a command line; use " +
+        "--mqtt-credentials FILE or $MMAP_IPC_MQTT_USERNAME and $MMAP_IPC_MQTT_PASSWORD",
+    );
+  }
+  if (url.hostname === "") throw invalid("it names no host");
+  if ((url.pathname !== "" && url.pathname !== "/") || url.search !== "" || url.hash !== "") {
+    throw invalid("only a host and a port may follow the scheme");
+  }
+  const tls = url.protocol === "mqtts:";
+  const port = url.port === "" ? (tls ? 8883 : 1883) : Number(url.port);
+  return { url: `${url.protocol}//${url.hostname}:${port}`, host: url.hostname, port, tls };
+}
+
+/**
+ * The settings the flags give, or undefined without `--mqtt`. Throws a `TypeError` for a
+ * flag that is wrong or that makes no sense without another.
+ */
+export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
+  const given: [string, unknown][] = [
+    ["--mqtt-credentials", flags.mqttCredentials],
+    ["--mqtt-ca", flags.mqttCa],
+    ["--mqtt-prefix", flags.mqttPrefix],
+    ["--mqtt-client-id", flags.mqttClientId],
+  ];
+  if (flags.mqtt === undefined) {
+    const needless = given.filter(([, value]) => value !== undefined).map(([flag]) => flag);
+    if (needless.length > 0) throw new TypeError(`${needless.join(", ")} need --mqtt URL`);
+    return undefined;
+  }
+  const broker = parseBrokerUrl(flags.mqtt);
+  const { mqttCa: caFile, mqttCredentials: credentialsFile, mqttClientId: clientId } = flags;
+  if (caFile !== undefined && !broker.tls) {
+    throw new TypeError(`--mqtt-ca is for TLS: use an mqtts:// URL, not ${broker.url}`);
+  }
+  if (
+    clientId !== undefined &&
+    (clientId === "" || clientId.length > 128 || hasControlCharacter(clientId))
+  ) {
+    throw new TypeError(
+      `Invalid --mqtt-client-id ${JSON.stringify(clientId)}: give 1 to 128 printable characters`,
+    );
+  }
+  return {
+    ...broker,
+    credentialsFile,
+    caFile,
+    prefix: flags.mqttPrefix === undefined
+      ? undefined
+      : checkTopicPrefix(flags.mqttPrefix, "--mqtt-prefix"),
+    clientId,
+    discoveryPrefix: checkTopicPrefix(
+      flags.mqttDiscoveryPrefix ?? "homeassistant",
+      "--mqtt-discovery-prefix",
+    ),
+  };
+}
+
+/** The flags that hand `settings` on to the bridge process. */
+export function mqttBridgeArgs(settings: MqttSettings): string[] {
+  const pairs: [string, string | undefined][] = [
+    ["--mqtt", settings.url],
+    ["--mqtt-credentials", settings.credentialsFile],
+    ["--mqtt-ca", settings.caFile],
+    ["--mqtt-prefix", settings.prefix],
+    ["--mqtt-client-id", settings.clientId],
+    ["--mqtt-discovery-prefix", settings.discoveryPrefix],
+  ];
+  return pairs.flatMap(([flag, value]) => value === undefined ? [] : [flag, value]);
+}
+
+/**
+ * What the bridge process may do: map the shared state (ffi, through which it also reads the
+ * credentials and CA files, as the launcher does), reach its broker and nothing else, read the
+ * machine id, and the host name. The whole environment, because the MQTT library's logging
+ * module lists it when it loads.
+ */
+export function mqttBridgePermissions(settings: MqttSettings): string[] {
+  return [
+    "--allow-ffi",
+    "--allow-env",
+    "--allow-sys=hostname",
+    `--allow-net=${settings.host}:${settings.port}`,
+    `--allow-read=${MACHINE_ID_PATHS.join(",")}`,
+  ];
+}

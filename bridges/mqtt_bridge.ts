@@ -1,0 +1,165 @@
+/**
+ * The MQTT bridge process: shows the button and LED on an MQTT broker and in Home Assistant.
+ * It reads the state cell (sleeping on it between changes: no polling) and publishes the LED
+ * state; it hears `set` commands and hands them to the button process through the remote
+ * link, so the button stays the cell's only writer; it publishes the presses the button
+ * process reports. The launcher starts it with `--mqtt URL`.
+ *
+ * Run `deno run bridges/mqtt_bridge.ts --help` for its flags.
+ *
+ * @module
+ */
+
+import {
+  LOG_FLAGS,
+  MEMFD_FLAG,
+  openStateRegion,
+  PARENT_PID_FLAG,
+  shutdownSignal,
+  STATE_FLAGS,
+} from "../app/cli.ts";
+import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
+import { logger, setupLogging } from "../app/logging.ts";
+import { CommandForwarder } from "../app/remote/command_forwarder.ts";
+import { openCommandSender, openEventReceiver, openRemoteLink } from "../app/remote/link.ts";
+import { isPress } from "../app/remote/messages.ts";
+import { openStateCell } from "../mod.ts";
+import config from "../deno.json" with { type: "json" };
+import { MqttBridge } from "./mqtt/bridge.ts";
+import { readCaFile } from "./mqtt/ca_file.ts";
+import { loadCredentials } from "./mqtt/credentials.ts";
+import { discoveryMessages } from "./mqtt/discovery.ts";
+import { MACHINE_ID_PATHS, MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
+import { defaultClientId, defaultPrefix, deviceId, machineName, topicsFor } from "./mqtt/topics.ts";
+
+/** The MQTT bridge process's command line. */
+export const MQTT_BRIDGE_COMMAND = defineCommand({
+  name: "mqtt",
+  synopsis: [
+    "deno run --allow-ffi --allow-env --allow-net --allow-sys=hostname --allow-read \\",
+    "    bridges/mqtt_bridge.ts (--state PATH | --shm NAME) --remote PATH --mqtt URL [options]",
+  ],
+  description: "The MQTT bridge: publishes the LED state and each press, and applies ON, OFF " +
+    "and TOGGLE from PREFIX/led/set through the button process. The launcher starts it: " +
+    "deno task launch --mqtt URL.",
+  flags: {
+    ...STATE_FLAGS,
+    ...MEMFD_FLAG,
+    remote: {
+      type: "string",
+      arg: "PATH",
+      required: true,
+      help: "the launcher's remote link, /proc/PID/fd/N, shared with the button process",
+    },
+    pi: { type: "boolean", help: "describe the device to Home Assistant as the Pi build" },
+    ...LOG_FLAGS,
+    ...PARENT_PID_FLAG,
+    ...MQTT_FLAGS,
+  },
+  exclusive: [{ flags: ["state", "shm", "memfd"], required: true }],
+});
+
+/** The bridge's parsed flags. */
+export type MqttBridgeFlags = CommandFlags<typeof MQTT_BRIDGE_COMMAND>;
+
+async function readMachineId(): Promise<string | undefined> {
+  for (const path of MACHINE_ID_PATHS) {
+    try {
+      return await Deno.readTextFile(path);
+    } catch {
+      // Not there (or not readable): try the next, then go without.
+    }
+  }
+  return undefined;
+}
+
+async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<void> {
+  const signal = shutdownSignal(flags.parentPid);
+  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  const log = logger("mqtt");
+  const credentials = loadCredentials(settings.credentialsFile);
+  const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);
+  const hostname = Deno.hostname();
+  const name = await machineName(hostname, await readMachineId());
+  const prefix = settings.prefix ?? defaultPrefix(name);
+  const clientId = settings.clientId ?? defaultClientId(name);
+  const topics = topicsFor(prefix);
+
+  const { region } = openStateRegion(flags);
+  using _region = region;
+  using cell = openStateCell(region);
+  using link = openRemoteLink(flags.remote);
+  using commands = openCommandSender(link);
+  using events = openEventReceiver(link);
+  // Presses made while no bridge ran are old news: publishing them now would fire automations late.
+  const stale = events.discardWaiting();
+  if (stale > 0) log.debug(`Skipped ${stale} presses made before the bridge started`);
+  using forwarder = new CommandForwarder(commands, {
+    onWaiting: (reason) =>
+      log.warn(
+        reason === "full"
+          ? "The button process is behind with commands: folding the next ones together"
+          : "No button process takes commands right now: holding the latest until one does",
+      ),
+    onCaughtUp: (merged) => log.info(`Commands flow again (${merged} folded into others)`),
+    onError: (error) => log.error(`Cannot hand commands to the button process: ${error.message}`),
+  });
+
+  const id = deviceId(prefix);
+  const bridge = new MqttBridge({
+    connection: { url: settings.url, clientId, credentials, ca },
+    topics,
+    discoveryPrefix: settings.discoveryPrefix,
+    discovery: discoveryMessages({
+      discoveryPrefix: settings.discoveryPrefix,
+      deviceId: id,
+      deviceName: `mmap-ipc ${hostname}`,
+      model: flags.pi ? "Button and LED (Pi build, GPIO)" : "Button and LED (PC build)",
+      version: config.version,
+      topics,
+    }),
+    log,
+    onCommand: (command) => {
+      log.debug(`Command ${command}`);
+      forwarder.submit(command);
+    },
+  });
+  log.info(
+    `Bridging to ${settings.url}; watch with: mosquitto_sub -h ${settings.host} -p ${settings.port} -v -t '${prefix}/#'`,
+  );
+  bridge.start();
+  try {
+    await Promise.all([
+      (async () => {
+        for await (const state of cell.changes({ signal, current: true })) {
+          bridge.setState(state !== 0);
+        }
+      })(),
+      (async () => {
+        for await (const message of events.messages(signal)) {
+          if (isPress(message)) bridge.press();
+        }
+      })(),
+    ]);
+  } finally {
+    await bridge.close();
+  }
+}
+
+if (import.meta.main) {
+  const flags = parseCommandLine(MQTT_BRIDGE_COMMAND);
+  let settings: MqttSettings | undefined;
+  try {
+    settings = mqttSettings(flags);
+    if (settings === undefined) throw new TypeError("--mqtt URL is required");
+  } catch (error) {
+    console.error(`mqtt: ${(error as Error).message}\n\n${usage(MQTT_BRIDGE_COMMAND)}`);
+    Deno.exit(2);
+  }
+  try {
+    await main(flags, settings);
+  } catch (error) {
+    console.error(`mqtt: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * Follows a value kept as text by a writer that knows no protocol (the original C button writes
+ * `"%d\n"` at offset 0 and nothing else): a Worker looks at the text every few milliseconds, off
+ * the JavaScript thread, and posts only when the value (or a watched word) changes, so an idle
+ * follower never wakes the event loop.
+ *
+ * The Worker is made from a Blob, so it needs no read permission for a module file, only the
+ * `--allow-ffi` the library needs anyway.
+ *
+ * @module
+ */
+
+import type { Mapping } from "./mapping.ts";
+
+/** Where the text is: in a mapping of this process, or in a file read with pread(2). */
+export type TextSource =
+  | { mapping: Mapping; offset: number }
+  | { fd: number };
+
+/** Options for {@link TextFollower.start}. */
+export interface TextFollowerOptions {
+  /** Where the text is. */
+  source: TextSource;
+  /** Parses the text; must use nothing outside its own body, since it runs in the Worker. */
+  parse: (bytes: Uint8Array, at: number, end: number) => number;
+  /** The value the caller last saw: anything else is a change. */
+  value: number;
+  /** A 32-bit word whose change also counts (a sequence word), and its current value. */
+  watch?: { mapping: Mapping; offset: number; value: number };
+  /** How often to look, in ms. */
+  periodMs: number;
+  /** Runs once the Worker has stopped and reads nothing any more. */
+  onStopped?: () => void;
+}
+
+/** What a follower reports: the value it read and whether the watched word moved. */
+export interface FollowedChange {
+  /** The value the text holds now. */
+  value: number;
+  /** Whether the watched word no longer holds the value it was given. */
+  watchMoved: boolean;
+}
+
+const STOP = 0;
+const VALUE = 1;
+const GENERATION = 2;
+const MOVED = 3;
+
+interface Start {
+  control: SharedArrayBuffer;
+  periodMs: number;
+  fd?: number;
+  address?: string;
+  watchAddress?: string;
+  watchValue: number;
+  value: number;
+}
+
+/** What a Worker's global scope offers that the body uses. */
+interface WorkerScope {
+  onmessage: (event: MessageEvent<Start>) => void;
+  postMessage(message: number): void;
+  close(): void;
+}
+
+/** The Worker's body; it runs from its source text, so it uses nothing outside itself. */
+function followerMain(): void {
+  const scope = self as unknown as WorkerScope;
+  scope.onmessage = (event: MessageEvent<Start>) => {
+    const start = event.data;
+    const control = new Int32Array(start.control);
+    const lib = Deno.dlopen("libc.so.6", {
+      pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+      dup: { parameters: ["i32"], result: "i32" },
+      close: { parameters: ["i32"], result: "i32" },
+    });
+    // Its own fd, so the owner may close theirs at any time.
+    const fd = start.fd === undefined ? -1 : lib.symbols.dup(start.fd);
+    const text = start.address === undefined ? new Uint8Array(32) : new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(
+        Deno.UnsafePointer.create(BigInt(start.address)) as Deno.PointerObject,
+        32,
+      ),
+    );
+    const watched = start.watchAddress === undefined ? undefined : new Int32Array(
+      Deno.UnsafePointerView.getArrayBuffer(
+        Deno.UnsafePointer.create(BigInt(start.watchAddress)) as Deno.PointerObject,
+        4,
+      ),
+    );
+    let last = start.value;
+    let moved = false;
+    while (Atomics.wait(control, 0, 0, start.periodMs) === "timed-out") {
+      if (fd >= 0) {
+        const count = Number(lib.symbols.pread(fd, text, 32n, 0n));
+        text.fill(0, count < 0 ? 0 : count);
+      }
+      const value = parseText(text, 0, 32);
+      const nowMoved = watched !== undefined && Atomics.load(watched, 0) !== start.watchValue;
+      if (value !== last || (nowMoved && !moved)) {
+        last = value;
+        moved = nowMoved;
+        Atomics.store(control, 1, value);
+        Atomics.store(control, 3, moved ? 1 : 0);
+        Atomics.add(control, 2, 1);
+        scope.postMessage(0);
+      }
+    }
+    if (fd >= 0) lib.symbols.close(fd);
+    lib.close();
+    scope.postMessage(1);
+    scope.close();
+  };
+}
+
+// The parse function is put into the Worker's source under this name.
+declare function parseText(bytes: Uint8Array, at: number, end: number): number;
+
+/** A running follower; see the module description. */
+export class TextFollower {
+  readonly #worker: Worker;
+  readonly #control: Int32Array;
+  readonly #stopped: Promise<void>;
+  #generation = 0;
+  #waiting: (() => void) | undefined;
+  #stopping = false;
+
+  private constructor(options: TextFollowerOptions) {
+    const source =
+      `const parseText = ${options.parse.toString()};\n(${followerMain.toString()})();`;
+    const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
+    this.#worker = new Worker(url, { type: "module" });
+    URL.revokeObjectURL(url);
+    const control = new SharedArrayBuffer(16);
+    this.#control = new Int32Array(control);
+    let resolveStopped: () => void = () => {};
+    this.#stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
+    const stopped = (): void => {
+      resolveStopped();
+      options.onStopped?.();
+    };
+    this.#worker.onmessage = (event: MessageEvent<number>) => {
+      if (event.data === 1) {
+        this.#worker.terminate();
+        stopped();
+      }
+      this.#waiting?.();
+    };
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#worker.terminate();
+      stopped();
+      this.#waiting?.();
+    };
+    const { source: where, watch } = options;
+    const start: Start = {
+      control,
+      periodMs: options.periodMs,
+      value: options.value,
+      watchValue: watch?.value ?? 0,
+    };
+    if ("fd" in where) start.fd = where.fd;
+    else start.address = where.mapping.address(where.offset).toString();
+    if (watch !== undefined) start.watchAddress = watch.mapping.address(watch.offset).toString();
+    this.#worker.postMessage(start);
+  }
+
+  /** Starts a follower. */
+  static start(options: TextFollowerOptions): TextFollower {
+    return new TextFollower(options);
+  }
+
+  /**
+   * Resolves with the next change after the last one returned, or `undefined` once the
+   * follower stopped. Only one call at a time.
+   */
+  async next(): Promise<FollowedChange | undefined> {
+    while (!this.#stopping) {
+      const generation = Atomics.load(this.#control, GENERATION);
+      if (generation !== this.#generation) {
+        this.#generation = generation;
+        return {
+          value: Atomics.load(this.#control, VALUE),
+          watchMoved: Atomics.load(this.#control, MOVED) === 1,
+        };
+      }
+      await new Promise<void>((resolve) => (this.#waiting = resolve));
+      this.#waiting = undefined;
+    }
+    return undefined;
+  }
+
+  /** Stops the Worker; resolves once it no longer reads anything. Safe to call twice. */
+  stop(): Promise<void> {
+    if (!this.#stopping) {
+      this.#stopping = true;
+      Atomics.store(this.#control, STOP, 1);
+      Atomics.notify(this.#control, STOP);
+      this.#waiting?.();
+    }
+    return this.#stopped;
+  }
+}

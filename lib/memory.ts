@@ -1,0 +1,311 @@
+/**
+ * The one owner of a mapping of shared memory. Everything in the library that reaches mapped
+ * memory goes through a {@link SharedMemory}: its own views, the buffers lent to users (leases,
+ * reservations, region views), the futex waits in flight, and the structures built on it (state
+ * cells, ring ends), which it closes before it lets the memory go.
+ *
+ * The lifetime rules, in order, when {@link SharedMemory.close} runs:
+ * 1. Dependents close first, while the memory is still there (they give up their roles and tell
+ *    their peers), and their pending waits settle.
+ * 2. Every buffer over the memory is detached (`ArrayBuffer.prototype.transfer(0)`): every view
+ *    of it, in the library or in user code, now has length 0, and every method throws
+ *    `BadResource`.
+ * 3. Futex waits still running on Deno's worker threads are woken until they return (they then
+ *    reject with `BadResource`); no FFI call runs against the memory after that.
+ * 4. Only then is the range released. If a lent buffer could not be detached because user code
+ *    had moved it away (`transfer()`, `postMessage` with a transfer list), the range is retired
+ *    instead: private zero pages replace the shared memory at the same addresses and stay there
+ *    for the life of the process, so that moved buffer can never reach the file or another
+ *    mapping that lands at those addresses.
+ *
+ * @module
+ */
+
+import type { Mapping, WaitResult } from "../ffi/mapping.ts";
+import { TextFollower } from "../ffi/text_follower.ts";
+
+/** Something built on a {@link SharedMemory} that must close before the memory goes away. */
+export interface MemoryDependent {
+  /** Closes the dependent; must not throw, and must be safe to call twice. */
+  close(): void;
+}
+
+/** Options for {@link SharedMemory.wait}. */
+export interface MemoryWaitOptions {
+  /** Give up after this many milliseconds (resolves `"timed-out"`). */
+  timeoutMs?: number;
+  /** Ends the wait early: it then resolves `"ok"`, as a spurious wake-up would. */
+  signal?: AbortSignal;
+}
+
+const WAKE_ALL = 0x7fff_ffff;
+/** While a wait must end (abort, close), how often its word is woken until the thread returns. */
+const REWAKE_MS = 1;
+
+/** What releasing a mapping needs; also what the safety net holds for an owner never closed. */
+interface Held {
+  mapping: Mapping;
+  /** Every buffer over the mapping that is not detached yet: the library's own and lent ones. */
+  buffers: Set<ArrayBuffer>;
+  /** Whether user code moved a lent buffer away, so the range must never be unmapped. */
+  moved: boolean;
+  onRelease: (() => void) | undefined;
+}
+
+/** Detaches every buffer still over the mapping, so every view of it has length 0. */
+function detachAll(held: Held): void {
+  for (const buffer of held.buffers) {
+    if (buffer.detached) held.moved = true;
+    else buffer.transfer(0);
+  }
+  held.buffers.clear();
+}
+
+/** Releases the range, or retires it when a moved buffer may still point into it. */
+function letGo(held: Held): void {
+  if (held.moved) held.mapping.retire();
+  else held.mapping.release();
+  held.onRelease?.();
+}
+
+const forgotten = new FinalizationRegistry<Held>((held) => {
+  // Nothing reaches the owner any more, so no wait is in flight: only buffers may remain.
+  detachAll(held);
+  letGo(held);
+});
+
+/** The owner of one mapping; see the module description. */
+export class SharedMemory {
+  readonly #mapping: Mapping;
+  readonly #name: string;
+  readonly #description: string;
+  readonly #dependents = new Set<MemoryDependent>();
+  /** Waits in flight on worker threads, each with the byte offset of its word. */
+  readonly #waits = new Map<Promise<bigint>, number>();
+  /** Workers that read the memory themselves; it stays mapped until each has stopped. */
+  readonly #followers = new Set<TextFollower>();
+  readonly #held: Held;
+  #closed = false;
+  #rewake: ReturnType<typeof setInterval> | undefined;
+  /** The mapping as bytes, for the library's own use; length 0 once closed. */
+  readonly bytes: Uint8Array;
+  /** The mapping as 32-bit words for `Atomics`; length 0 once closed. */
+  readonly words: Int32Array;
+  /** The mapping as 64-bit words for `Atomics`; length 0 once closed. */
+  readonly longWords: BigInt64Array;
+
+  /**
+   * Takes ownership of `mapping`.
+   *
+   * @param name what users call the memory (a path, an shm name), for messages
+   * @param description how messages refer to it, such as `region "/led"`
+   * @param onRelease runs once the range is released (for example to close an fd)
+   */
+  constructor(
+    mapping: Mapping,
+    name: string,
+    options: { description?: string; onRelease?: () => void } = {},
+  ) {
+    this.#mapping = mapping;
+    this.#name = name;
+    this.#description = options.description ?? `region ${JSON.stringify(name)}`;
+    const root = mapping.buffer();
+    this.bytes = new Uint8Array(root);
+    this.words = new Int32Array(root, 0, mapping.size >> 2);
+    this.longWords = new BigInt64Array(root, 0, mapping.size >> 3);
+    this.#held = { mapping, buffers: new Set([root]), moved: false, onRelease: options.onRelease };
+    forgotten.register(this, this.#held, this);
+  }
+
+  /** The name users know the memory by. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** Mapped bytes. */
+  get size(): number {
+    return this.#mapping.size;
+  }
+
+  /** Whether {@link SharedMemory.close} has run. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The error every use after close throws. */
+  closedError(what: string = this.#description): Deno.errors.BadResource {
+    return new Deno.errors.BadResource(`The ${what} is closed`);
+  }
+
+  /** Throws `BadResource` after close. */
+  check(): void {
+    if (this.#closed) throw this.closedError();
+  }
+
+  /** Registers something that must close before the memory goes; see {@link MemoryDependent}. */
+  adopt(dependent: MemoryDependent): void {
+    this.check();
+    this.#dependents.add(dependent);
+  }
+
+  /** Forgets a dependent that closed on its own. */
+  forget(dependent: MemoryDependent): void {
+    this.#dependents.delete(dependent);
+  }
+
+  /**
+   * A new buffer over `length` bytes at `offset`, for a view that leaves the library (a lease,
+   * a reservation, a region view). It is detached at {@link SharedMemory.revoke} or at close.
+   */
+  lend(offset: number, length: number): ArrayBuffer {
+    this.check();
+    const buffer = this.#mapping.buffer(offset, length);
+    this.#held.buffers.add(buffer);
+    return buffer;
+  }
+
+  /**
+   * Detaches a lent buffer now, so every view of it has length 0. A buffer that user code had
+   * moved away cannot be detached: the range is then retired rather than released at close.
+   */
+  revoke(buffer: ArrayBuffer): void {
+    if (!this.#held.buffers.delete(buffer)) return;
+    if (buffer.detached) this.#held.moved = true;
+    else buffer.transfer(0);
+  }
+
+  /**
+   * Sleeps while the 32-bit word at `byteOffset` holds `expected`, on a worker thread so the
+   * event loop stays free. Resolves `"ok"` when woken (or aborted, or spuriously),
+   * `"not-equal"` when the word differs, `"timed-out"` when the time ran out; rejects with
+   * `BadResource` when the memory closes meanwhile.
+   */
+  wait(byteOffset: number, expected: number, options: MemoryWaitOptions = {}): Promise<WaitResult> {
+    this.check();
+    const index = byteOffset >> 2;
+    if (Atomics.load(this.words, index) !== expected) return Promise.resolve("not-equal");
+    const { timeoutMs, signal } = options;
+    if (signal?.aborted) return Promise.resolve("ok");
+    const started = timeoutMs === undefined ? 0 : performance.now();
+    const call = this.#mapping.futexWait(byteOffset, expected, timeoutMs);
+    this.#waits.set(call, byteOffset);
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const abort = (): void => {
+      this.#mapping.futexWake(byteOffset, WAKE_ALL);
+      // One wake can land before the thread is asleep: repeat until it has returned.
+      timer = setInterval(() => this.#mapping.futexWake(byteOffset, WAKE_ALL), REWAKE_MS);
+    };
+    signal?.addEventListener("abort", abort, { once: true });
+    return call.then((returned): WaitResult => {
+      signal?.removeEventListener("abort", abort);
+      if (timer !== undefined) clearInterval(timer);
+      this.#waits.delete(call);
+      if (this.#closed) {
+        if (this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
+        throw this.closedError();
+      }
+      if (returned === 0n) return "ok";
+      if (Atomics.load(this.words, index) !== expected) return "not-equal";
+      return timeoutMs !== undefined && performance.now() - started >= timeoutMs
+        ? "timed-out"
+        : "ok";
+    });
+  }
+
+  /**
+   * Sleeps on the word at `byteOffset` on this thread, blocking it, for at most `timeoutMs`
+   * (`undefined`: until woken). Nothing can close the memory meanwhile: the thread is busy.
+   */
+  waitSync(byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult {
+    this.check();
+    if (Atomics.load(this.words, byteOffset >> 2) !== expected) return "not-equal";
+    return this.#mapping.futexWaitSync(byteOffset, expected, timeoutMs);
+  }
+
+  /** Wakes up to `count` waiters (default: all) on the word at `byteOffset`, in any process. */
+  wake(byteOffset: number, count: number = WAKE_ALL): number {
+    this.check();
+    return this.#mapping.futexWake(byteOffset, count);
+  }
+
+  /**
+   * Starts a Worker that follows a value kept as text (see `ffi/text_follower.ts`): the text at
+   * `offset` in this memory, or at the start of the file behind `fd`. It also reports when the
+   * 32-bit word at `watchOffset` here leaves `watchValue`. The memory stays mapped until the
+   * follower has stopped, even past close.
+   */
+  followText(
+    from: { offset: number } | { fd: number },
+    options: {
+      parse: (bytes: Uint8Array, at: number, end: number) => number;
+      value: number;
+      watchOffset: number;
+      watchValue: number;
+      periodMs: number;
+    },
+  ): TextFollower {
+    this.check();
+    const follower = TextFollower.start({
+      source: "fd" in from ? { fd: from.fd } : { mapping: this.#mapping, offset: from.offset },
+      parse: options.parse,
+      value: options.value,
+      watch: { mapping: this.#mapping, offset: options.watchOffset, value: options.watchValue },
+      periodMs: options.periodMs,
+      onStopped: () => {
+        this.#followers.delete(follower);
+        if (this.#closed && this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
+      },
+    });
+    this.#followers.add(follower);
+    return follower;
+  }
+
+  /** Flushes the memory to its backing file (msync), synchronously unless `asynchronous`. */
+  sync(asynchronous: boolean): void {
+    this.check();
+    this.#mapping.sync(asynchronous, this.#name);
+  }
+
+  /** Closes the dependents, revokes every buffer and lets the memory go; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    // Dependents first: they still write to the memory (roles, closed flags) as they go.
+    for (const dependent of [...this.#dependents]) {
+      try {
+        dependent.close();
+      } catch {
+        // A dependent that fails to close must not keep the memory from being released.
+      }
+    }
+    this.#dependents.clear();
+    this.#closed = true;
+    forgotten.unregister(this);
+    detachAll(this.#held);
+    for (const follower of this.#followers) follower.stop();
+    if (this.#waits.size === 0 && this.#followers.size === 0) {
+      this.#finish();
+      return;
+    }
+    if (this.#waits.size === 0) return; // the last follower to stop finishes
+    const wakeAll = (): void => {
+      for (const offset of new Set(this.#waits.values())) {
+        this.#mapping.futexWake(offset, WAKE_ALL);
+      }
+    };
+    wakeAll();
+    this.#rewake = setInterval(wakeAll, REWAKE_MS);
+  }
+
+  /** Runs once no wait is in flight and no follower reads any more. */
+  #finish(): void {
+    if (this.#rewake !== undefined) clearInterval(this.#rewake);
+    if (this.#followers.size > 0) return;
+    this.#rewake = undefined;
+    letGo(this.#held);
+  }
+
+  /** Same as {@link SharedMemory.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

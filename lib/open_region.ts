@@ -1,0 +1,393 @@
+/**
+ * The four ways to open a {@link SharedRegion}: a file path, a POSIX shared-memory name, a
+ * System V key, or an anonymous memfd. Each applies the same create/exclusive rules and the
+ * ownership rules of `owned_path.ts`, and hands the mapping to one {@link SharedMemory} owner.
+ *
+ * @module
+ */
+
+import * as C from "../ffi/constants.ts";
+import { Mapping } from "../ffi/mapping.ts";
+import * as posix from "../ffi/posix.ts";
+import { failure } from "./errors.ts";
+import { SharedMemory } from "./memory.ts";
+import { checkOwn, checkOwner, checkPrivateDirectory, removeIfSame } from "./owned_path.ts";
+import {
+  MAX_REGION_SIZE,
+  newRegion,
+  type RegionKind,
+  type RegionOptions,
+  type SharedRegion,
+} from "./region.ts";
+
+function validateSize(size: number | undefined, action: string, subject: string): void {
+  if (size === undefined) return;
+  if (!Number.isSafeInteger(size) || size < 1 || size > MAX_REGION_SIZE) {
+    throw failure(
+      RangeError,
+      action,
+      subject,
+      `size ${size} is not a whole number of bytes from 1 to ${MAX_REGION_SIZE}`,
+    );
+  }
+}
+
+function checkOptions(options: RegionOptions, action: string, subject: string): void {
+  validateSize(options.size, action, subject);
+  if (options.create && options.size === undefined) {
+    throw failure(TypeError, action, subject, "create needs a size");
+  }
+  if (options.exclusive && !options.create) {
+    throw failure(TypeError, action, subject, "exclusive needs create");
+  }
+}
+
+/**
+ * Decides how many bytes to map from an fd whose inode passed the type and owner checks,
+ * growing it when asked; never shrinks.
+ */
+function settleSize(
+  fd: number,
+  stat: posix.FileStat,
+  options: RegionOptions,
+  created: boolean,
+  action: string,
+  subject: string,
+): number {
+  if (created) {
+    posix.truncateFd(fd, options.size as number, subject);
+    return options.size as number;
+  }
+  if (stat.size === 0 && !options.create) {
+    throw failure(
+      Deno.errors.InvalidData,
+      action,
+      subject,
+      "it is empty (0 bytes); open it with create: true and a size to initialise it",
+    );
+  }
+  if (options.size === undefined) {
+    if (stat.size > MAX_REGION_SIZE) {
+      throw failure(
+        RangeError,
+        action,
+        subject,
+        `its size ${stat.size} exceeds ${MAX_REGION_SIZE}`,
+      );
+    }
+    return stat.size;
+  }
+  if (stat.size < options.size) posix.truncateFd(fd, options.size, subject);
+  return options.size;
+}
+
+/**
+ * Opens fd-backed shared memory through `openFd(flags)`: tries an exclusive create first so it
+ * knows whether it made the inode, then checks, sizes and maps it.
+ */
+function openFdRegion(
+  kind: RegionKind,
+  name: string,
+  options: RegionOptions,
+  action: string,
+  openFd: (flags: number) => number,
+  removeName: (identity: string) => void,
+): SharedRegion {
+  let fd: number;
+  let created = false;
+  if (options.create) {
+    try {
+      fd = openFd(C.O_CREAT | C.O_EXCL);
+      created = true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
+      fd = openFd(0);
+    }
+  } else {
+    fd = openFd(0);
+  }
+  let identity: string | undefined;
+  try {
+    const stat = posix.statFd(fd, name);
+    identity = stat.identity;
+    checkOwn(stat, "file", action, name);
+    const size = settleSize(fd, stat, options, created, action, name);
+    const memory = new SharedMemory(Mapping.map(fd, size, name), name);
+    const inode = identity;
+    return newRegion({ kind, memory, remove: () => removeName(inode) });
+  } catch (error) {
+    if (created && identity !== undefined) removeName(identity);
+    throw error;
+  } finally {
+    posix.closeFd(fd);
+  }
+}
+
+const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFOLLOW;
+
+/**
+ * Opens a region backed by a regular file, the way the original C programs shared
+ * `/tmp/data.dat`. The file is created with mode 0600 and never opened through a symlink;
+ * directories, FIFOs, devices, sockets and files of other users are refused, as is a directory
+ * where other users could replace the file. A shorter existing file is grown to `size`, never
+ * shrunk.
+ *
+ * A file can be truncated by any process that may write it, and the kernel answers a mapping
+ * that then reaches past the end of the file with SIGBUS, which no library can catch. Map a file
+ * only when every process that can write it is trusted; otherwise keep the shared memory in a
+ * sealed memfd ({@link createMemfdRegion}) and only copy to and from the file.
+ *
+ * @example
+ * ```ts
+ * import { openFileRegion } from "./mod.ts";
+ *
+ * const path = await Deno.makeTempFile();
+ * using region = openFileRegion(path, { create: true, size: 256 });
+ * region.write(0, new TextEncoder().encode("1\n\0"));
+ * region.unlink();
+ * ```
+ */
+export function openFileRegion(path: string, options: RegionOptions = {}): SharedRegion {
+  const action = "open region file";
+  if (path === "") throw new TypeError("The region file path is empty");
+  checkOptions(options, action, path);
+  checkPrivateDirectory(path, action);
+  const existing = posix.statPath(path);
+  if (existing !== undefined) checkOwn(existing, "file", action, path);
+  return openFdRegion(
+    "file",
+    path,
+    options,
+    action,
+    (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
+    (identity) => {
+      if (!removeIfSame(path, identity, "remove region file")) {
+        throw failure(
+          Deno.errors.NotFound,
+          "remove region file",
+          path,
+          "the path no longer refers to the file this region mapped",
+        );
+      }
+    },
+  );
+}
+
+/** `name` as `shm_open` wants it: one leading slash and no other. */
+export function normalizeShmName(name: string): string {
+  const normalized = name.startsWith("/") ? name : `/${name}`;
+  if (!/^\/[^/\0]{1,250}$/.test(normalized)) {
+    throw new TypeError(
+      `Invalid shared memory name ${
+        JSON.stringify(name)
+      }: 1 to 250 characters, no "/" after the first`,
+    );
+  }
+  return normalized;
+}
+
+/**
+ * Opens a POSIX shared-memory object (`shm_open`, visible in `/dev/shm`). The name may be given
+ * with or without its leading `/`. Created 0600; objects of other users are refused.
+ *
+ * @example
+ * ```ts
+ * import { openShmRegion } from "./mod.ts";
+ *
+ * using region = openShmRegion("/mmap-ipc-example", { create: true, size: 4096 });
+ * // another process: openShmRegion("/mmap-ipc-example")
+ * region.unlink();
+ * ```
+ */
+export function openShmRegion(name: string, options: RegionOptions = {}): SharedRegion {
+  const action = "open shared memory";
+  const shmName = normalizeShmName(name);
+  checkOptions(options, action, shmName);
+  return openFdRegion(
+    "posix",
+    shmName,
+    options,
+    action,
+    (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
+    () => posix.shmUnlink(shmName),
+  );
+}
+
+/**
+ * Removes a POSIX shared-memory name if it exists and belongs to this user; returns whether it
+ * was there. Anything else is refused, never removed.
+ *
+ * @example
+ * ```ts
+ * import { removeShm } from "./mod.ts";
+ *
+ * removeShm("/mmap-ipc-example"); // false: nothing by that name
+ * ```
+ */
+export function removeShm(name: string): boolean {
+  const shmName = normalizeShmName(name);
+  let fd: number;
+  try {
+    fd = posix.shmOpen(shmName, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+  try {
+    checkOwn(posix.statFd(fd, shmName), "file", "remove shared memory", shmName);
+  } finally {
+    posix.closeFd(fd);
+  }
+  posix.shmUnlink(shmName);
+  return true;
+}
+
+/**
+ * Opens a System V shared-memory segment by key (`shmget`/`shmat`), for programs that speak
+ * only that API. Created 0600; segments of other users are refused. A System V segment cannot
+ * grow: asking for more than it has is an error.
+ *
+ * @example
+ * ```ts
+ * import { openSysvRegion } from "./mod.ts";
+ *
+ * using region = openSysvRegion(0x4d4d4150, { create: true, size: 4096 });
+ * region.unlink(); // the segment goes once every process has detached it
+ * ```
+ */
+export function openSysvRegion(key: number, options: RegionOptions = {}): SharedRegion {
+  const action = "open System V shared memory";
+  const subject = `key ${key}`;
+  if (!Number.isInteger(key) || key === 0 || key < -(2 ** 31) || key >= 2 ** 31) {
+    throw new TypeError(`Invalid System V key ${key}: a non-zero 32-bit integer`);
+  }
+  checkOptions(options, action, subject);
+  let id: number;
+  let created = false;
+  if (options.create) {
+    try {
+      id = posix.sysvGet(key, options.size as number, C.IPC_CREAT | C.IPC_EXCL | 0o600);
+      created = true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
+      id = posix.sysvGet(key, 0, 0);
+    }
+  } else {
+    id = posix.sysvGet(key, 0, 0);
+  }
+  try {
+    const stat = posix.sysvStat(id, subject);
+    checkOwner(stat.uid, action, subject);
+    const size = options.size ?? stat.size;
+    if (size > stat.size) {
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        subject,
+        `the segment has ${stat.size} bytes, fewer than the ${size} asked for (System V segments cannot grow)`,
+      );
+    }
+    const memory = new SharedMemory(Mapping.attach(id, size, subject), String(key), {
+      description: `region "${key}"`,
+    });
+    return newRegion({ kind: "sysv", memory, remove: () => posix.sysvRemove(id, subject) });
+  } catch (error) {
+    if (created) posix.sysvRemove(id, subject);
+    throw error;
+  }
+}
+
+/** Options for {@link createMemfdRegion}. */
+export interface MemfdOptions {
+  /** Bytes to allocate and map. */
+  size: number;
+  /** The memfd's name, shown in `/proc/PID/fd` as `/memfd:NAME`. Default `mmap-ipc`. */
+  label?: string;
+  /**
+   * Seal the size for good, so that no process can shrink the memory under another's mapping
+   * (the kernel would kill that process with SIGBUS) or grow it. Default `true`.
+   */
+  seal?: boolean;
+}
+
+/**
+ * Creates anonymous shared memory (`memfd_create`) that has no name in any directory, sealed
+ * against resizing. Children reach it through its {@link SharedRegion.name},
+ * `/proc/PID/fd/N`, with {@link openMemfdRegion}; it disappears when the last process closes it.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: 4096 });
+ * console.log(region.name); // "/proc/PID/fd/N": what a child passes to openMemfdRegion()
+ * ```
+ */
+export function createMemfdRegion(options: MemfdOptions): SharedRegion {
+  const label = options.label ?? "mmap-ipc";
+  if (options.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
+  validateSize(options.size, "create memfd", label);
+  const seal = options.seal ?? true;
+  const fd = posix.memfdCreate(label, { sealable: seal });
+  try {
+    posix.truncateFd(fd, options.size, label);
+    if (seal) posix.sealSize(fd, label);
+    // The fd stays open while the region lives: it is what /proc/PID/fd/N names.
+    const name = `/proc/${Deno.pid}/fd/${fd}`;
+    const memory = new SharedMemory(Mapping.map(fd, options.size, label), name, {
+      onRelease: () => posix.closeFd(fd),
+    });
+    return newRegion({ kind: "memfd", memory, remove: () => {} });
+  } catch (error) {
+    posix.closeFd(fd);
+    throw error;
+  }
+}
+
+/**
+ * Opens a memfd another process created, through the `/proc/PID/fd/N` path it handed over
+ * (its region's {@link SharedRegion.name}). Anything but a memfd of this user is refused.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, openMemfdRegion } from "./mod.ts";
+ *
+ * using parent = createMemfdRegion({ size: 4096 });
+ * using child = openMemfdRegion(parent.name); // in a child process, from its arguments
+ * child.write(0, new Uint8Array([1]));
+ * console.log(parent.read(0, 1)[0]); // 1
+ * ```
+ */
+export function openMemfdRegion(
+  path: string,
+  options: Omit<RegionOptions, "create" | "exclusive"> = {},
+): SharedRegion {
+  const action = "open memfd";
+  if (!/^\/proc\/(\d+|self)\/fd\/\d+$/.test(path)) {
+    throw new TypeError(`Invalid memfd path ${JSON.stringify(path)}: expected /proc/PID/fd/N`);
+  }
+  validateSize(options.size, action, path);
+  const target = posix.readLink(path);
+  if (!target.startsWith("/memfd:")) {
+    throw failure(Deno.errors.InvalidData, action, path, `it is ${target}, not a memfd`);
+  }
+  // /proc/PID/fd/N is a symlink by design: following it is the point, and it was checked above.
+  const fd = posix.openPath(path, C.O_RDWR | C.O_CLOEXEC, 0, action);
+  try {
+    const stat = posix.statFd(fd, path);
+    checkOwner(stat.uid, action, path);
+    const size = options.size ?? stat.size;
+    if (size > stat.size || size === 0) {
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        path,
+        `the memfd has ${stat.size} bytes, asked for ${size}`,
+      );
+    }
+    const memory = new SharedMemory(Mapping.map(fd, size, path), path);
+    return newRegion({ kind: "memfd", memory, remove: () => {} });
+  } finally {
+    posix.closeFd(fd);
+  }
+}

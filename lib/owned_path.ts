@@ -1,0 +1,156 @@
+/**
+ * The rules for paths this library creates or adopts (region files, FIFOs, private
+ * directories), in one place: created 0600 (directories 0700), never followed through a
+ * symlink, only in a directory other users cannot swap things in, only if they belong to this
+ * user, and never removed unless the path still names the very inode that was ours.
+ *
+ * @module
+ */
+
+import * as C from "../ffi/constants.ts";
+import * as posix from "../ffi/posix.ts";
+import { failure } from "./errors.ts";
+
+/** The parent directory of `path`. */
+export function parentOf(path: string): string {
+  const cut = path.replace(/\/+$/, "").lastIndexOf("/");
+  if (cut < 0) return ".";
+  return cut === 0 ? "/" : path.slice(0, cut);
+}
+
+function describeOwner(uid: number): string {
+  return `it belongs to uid ${uid}, not to this process's uid ${posix.effectiveUid()}`;
+}
+
+/**
+ * Refuses a directory where another user could swap a file under us: writable by others
+ * without the sticky bit, or owned by someone who is neither us nor root.
+ *
+ * @param path the file whose directory is checked
+ */
+export function checkPrivateDirectory(path: string, action: string): void {
+  const directory = parentOf(path);
+  const stat = posix.statPath(directory, { follow: true });
+  if (stat === undefined) {
+    throw failure(Deno.errors.NotFound, action, path, `its directory ${directory} does not exist`);
+  }
+  if (stat.type !== "directory") {
+    throw failure(Deno.errors.NotADirectory, action, path, `${directory} is not a directory`);
+  }
+  const uid = posix.effectiveUid();
+  if (stat.uid !== uid && stat.uid !== 0) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      path,
+      `its directory ${directory} belongs to uid ${stat.uid}`,
+    );
+  }
+  if ((stat.permissions & 0o022) !== 0 && (stat.permissions & C.S_ISVTX) === 0) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      path,
+      `its directory ${directory} is writable by other users and not sticky`,
+    );
+  }
+}
+
+/** Refuses an inode that is not of `type` or not this user's, saying what it is instead. */
+export function checkOwn(
+  stat: posix.FileStat,
+  type: "file" | "fifo",
+  action: string,
+  subject: string,
+): void {
+  if (stat.type === "symlink") {
+    throw failure(
+      Deno.errors.FilesystemLoop,
+      action,
+      subject,
+      "it is a symbolic link; refusing to follow it",
+    );
+  }
+  if (stat.type !== type) {
+    const wanted = type === "file" ? "a regular file" : "a FIFO";
+    if (stat.type === "directory") {
+      throw failure(Deno.errors.IsADirectory, action, subject, `it is a directory, not ${wanted}`);
+    }
+    throw failure(
+      type === "fifo" ? Deno.errors.AlreadyExists : Deno.errors.InvalidData,
+      action,
+      subject,
+      `it is a ${stat.type}, not ${wanted}; it is left as it is`,
+    );
+  }
+  if (stat.uid !== posix.effectiveUid()) {
+    throw failure(Deno.errors.PermissionDenied, action, subject, describeOwner(stat.uid));
+  }
+}
+
+/** Refuses a System V segment or memfd of another user. */
+export function checkOwner(uid: number, action: string, subject: string): void {
+  if (uid !== posix.effectiveUid()) {
+    throw failure(Deno.errors.PermissionDenied, action, subject, describeOwner(uid));
+  }
+}
+
+/** Creates (0700) or checks a directory that only this user can use; returns `path`. */
+export function ensurePrivateDirectory(path: string): string {
+  const action = "use as a private directory";
+  posix.makeDirectory(path, 0o700);
+  const stat = posix.statPath(path);
+  if (stat?.type !== "directory") {
+    throw failure(Deno.errors.AlreadyExists, action, path, `it is a ${stat?.type}`);
+  }
+  const uid = posix.effectiveUid();
+  if (stat.uid !== uid || (stat.permissions & 0o077) !== 0) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      path,
+      `it belongs to uid ${stat.uid} with mode ${
+        stat.permissions.toString(8)
+      }; it must be ours (uid ${uid}) and 0700`,
+    );
+  }
+  return path;
+}
+
+/** Where a FIFO we created or adopted lives, and which inode it is. */
+export interface OwnedFifo {
+  /** The FIFO's path. */
+  path: string;
+  /** Device and inode: the FIFO's identity, to tell it from one made later at the same path. */
+  identity: string;
+  /** Whether it was created here (and so is ours to remove). */
+  created: boolean;
+}
+
+/**
+ * Creates a FIFO (0600) at `path`, or adopts the FIFO of ours already there. Anything else at
+ * the path is refused, never removed.
+ */
+export function createFifo(path: string): OwnedFifo {
+  const action = "create FIFO";
+  checkPrivateDirectory(path, action);
+  const existing = posix.statPath(path);
+  if (existing !== undefined) {
+    checkOwn(existing, "fifo", action, path);
+    return { path, identity: existing.identity, created: false };
+  }
+  posix.makeFifo(path, 0o600);
+  const made = posix.statPath(path);
+  if (made === undefined) throw failure(Deno.errors.NotFound, action, path, "it vanished");
+  return { path, identity: made.identity, created: true };
+}
+
+/**
+ * Removes `path` only while it still names the inode with `identity`: never something that
+ * took its place. Returns whether it removed anything.
+ */
+export function removeIfSame(path: string, identity: string, action = "remove"): boolean {
+  if (posix.statPath(path)?.identity !== identity) return false;
+  posix.unlinkPath(path, action);
+  return true;
+}

@@ -1,0 +1,130 @@
+/**
+ * Notices, through inotify and without polling, when a path we use is removed or replaced by
+ * another inode, and (given an open fd) when the inode itself is written or truncated by
+ * someone else.
+ *
+ * @module
+ */
+
+import * as C from "../ffi/constants.ts";
+import { FdWaiter } from "../ffi/fd_waiter.ts";
+import * as posix from "../ffi/posix.ts";
+import { parentOf } from "./owned_path.ts";
+
+/** What happened to the path or its inode. */
+export type PathChange =
+  /** The inode was written, truncated or had its attributes changed. */
+  | "modified"
+  /** Another inode is at the path now. */
+  | "replaced"
+  /** Nothing is at the path any more. */
+  | "removed"
+  /** The path names the watched inode again (it was moved back). */
+  | "restored";
+
+/** Where the path stands against the inode it should name. */
+export type PathStatus = "same" | "replaced" | "removed";
+
+const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVED_TO;
+const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
+const decoder = new TextDecoder();
+
+/** Options for {@link PathWatch}. */
+export interface PathWatchOptions {
+  /** An open fd of the inode, to hear of writes and truncation too. */
+  fd?: number;
+}
+
+/** Watches one path and, optionally, its inode; see the module description. */
+export class PathWatch {
+  readonly #path: string;
+  readonly #name: string;
+  readonly #identity: string;
+  readonly #inotify: number;
+  readonly #directoryWatch: number;
+  readonly #inodeWatch: number;
+  readonly #waiter = new FdWaiter();
+  readonly #buffer = new Uint8Array(4096);
+  #status: PathStatus;
+  #closed = false;
+
+  /**
+   * @param path the path to watch
+   * @param identity the inode (device and number, as `FileStat.identity`) it should name
+   */
+  constructor(path: string, identity: string, options: PathWatchOptions = {}) {
+    this.#path = path;
+    this.#name = path.slice(path.lastIndexOf("/") + 1);
+    this.#identity = identity;
+    this.#inotify = posix.inotifyInit();
+    try {
+      this.#directoryWatch = posix.inotifyWatch(this.#inotify, parentOf(path), DIRECTORY_EVENTS);
+      this.#inodeWatch = options.fd === undefined
+        ? -1
+        : posix.inotifyWatch(this.#inotify, `/proc/self/fd/${options.fd}`, INODE_EVENTS);
+    } catch (error) {
+      posix.closeFd(this.#inotify);
+      throw error;
+    }
+    this.#status = this.status();
+  }
+
+  /** The watched path. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Looks now: whether the path still names the watched inode. */
+  status(): PathStatus {
+    const stat = posix.statPath(this.#path);
+    if (stat === undefined) return "removed";
+    return stat.identity === this.#identity ? "same" : "replaced";
+  }
+
+  /**
+   * Yields each change until closed. Changes that come together are reported once each; the
+   * path's status is looked up after every batch, so nothing is missed in between.
+   */
+  async *changes(): AsyncGenerator<PathChange, void, undefined> {
+    while (!this.#closed) {
+      const readiness = await this.#waiter.wait(this.#inotify);
+      if (readiness === "cancelled" || this.#closed) return;
+      let modified = false;
+      let directory = false;
+      for (;;) {
+        const count = posix.readFd(this.#inotify, this.#buffer, "inotify events");
+        if (count <= 0) break;
+        const view = new DataView(this.#buffer.buffer, 0, count);
+        for (let at = 0; at + 16 <= count;) {
+          const wd = view.getInt32(at, true);
+          const length = view.getUint32(at + 12, true);
+          if (wd === this.#inodeWatch) modified = true;
+          if (wd === this.#directoryWatch) {
+            const raw = this.#buffer.subarray(at + 16, at + 16 + length);
+            const end = raw.indexOf(0);
+            if (decoder.decode(end < 0 ? raw : raw.subarray(0, end)) === this.#name) {
+              directory = true;
+            }
+          }
+          at += 16 + length;
+        }
+      }
+      if (modified) yield "modified";
+      if (directory) {
+        const status = this.status();
+        if (status !== this.#status) {
+          this.#status = status;
+          yield status === "same" ? "restored" : status;
+        }
+      }
+    }
+  }
+
+  /** Stops watching; a pending `changes()` ends. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#waiter.close();
+    posix.closeFd(this.#inotify);
+  }
+}

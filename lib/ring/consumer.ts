@@ -1,0 +1,495 @@
+/**
+ * The receiving end of a ring. It keeps its own tail and a cached copy of the producer's head,
+ * and reads the shared head only when the ring looks empty. Four ways to take a message, from
+ * the most convenient to the fastest: a copy (`receive`), a copy into your buffer
+ * (`receiveInto`), a lease on the message in place (`read`), and a callback that sees it in
+ * place (`tryReadWith`).
+ *
+ * @module
+ */
+
+import { failure } from "../errors.ts";
+import type { SharedRegion } from "../region.ts";
+import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import {
+  CLOSED,
+  CONSUMER,
+  CONSUMER_WAITING,
+  HEAD,
+  PAD,
+  POSITION,
+  PRODUCER,
+  PRODUCER_WAITING,
+  readCapacity,
+  RECORD_HEADER_SIZE,
+  TAIL,
+} from "./layout.ts";
+
+/** One message read in place; see {@link RingConsumer.tryRead}. */
+export interface RingLease {
+  /** The message: valid until `release()`, then zero-length. */
+  readonly bytes: Uint8Array;
+  /** Hands the message's space back to the producer. */
+  release(): void;
+}
+
+/**
+ * Sees one message in place for {@link RingConsumer.tryReadWith}: it is
+ * `data[offset ... offset + length]`, valid only until the callback returns.
+ */
+export type RingReader = (data: Uint8Array, offset: number, length: number) => void;
+
+/** What {@link RingConsumer.#next} found besides a message. */
+const NOTHING = -1;
+const ENDED = -2;
+
+const constructing = Symbol("RingConsumer");
+const WAKE_FIELDS = { word: HEAD, waiting: CONSUMER_WAITING, peer: PRODUCER, peerName: "producer" };
+
+/**
+ * The receiving end of a ring; one per ring, enforced. Open with {@link openRingConsumer}.
+ *
+ * One call at a time: blocking calls made while another is in flight wait their turn, in order,
+ * and the `try` forms report the ring empty meanwhile, so no message is taken out of order.
+ */
+export class RingConsumer {
+  readonly #ring: RingCore;
+  readonly #words: Int32Array;
+  readonly #bytes: Uint8Array;
+  readonly #capacity: number;
+  readonly #twice: number;
+  readonly #dataWord: number;
+  readonly #data: number;
+  readonly #tailIndex: number;
+  readonly #waitingIndex: number;
+  #tail: number;
+  #head: number;
+  /** The data index of the message {@link RingConsumer.#next} found. */
+  #at = 0;
+  #lease: ArrayBuffer | undefined;
+  #view: Uint8Array | undefined;
+
+  /** @ignore Not for direct use: call {@link openRingConsumer}. */
+  constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
+    if (token !== constructing) throw new TypeError("Use openRingConsumer()");
+    const ring = new RingCore(region as SharedRegion, capacity as number, options as RingOptions);
+    this.#ring = ring;
+    this.#words = ring.words;
+    this.#bytes = ring.bytes;
+    this.#capacity = ring.capacity;
+    this.#twice = 2 * ring.capacity;
+    this.#data = ring.data;
+    this.#dataWord = ring.data >> 2;
+    this.#tailIndex = ring.index(TAIL);
+    this.#waitingIndex = ring.index(PRODUCER_WAITING);
+    this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
+    this.#head = this.#tail;
+    ring.memory.adopt(this);
+  }
+
+  /** Data bytes in the ring. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** The largest message the ring carries: its capacity less a record header. */
+  get maxMessageSize(): number {
+    return this.#ring.maxMessageSize;
+  }
+
+  /** Bytes of messages waiting right now (headers and padding included). */
+  get available(): number {
+    this.#ring.check();
+    this.#head = this.#ring.position(HEAD, "head") & POSITION;
+    const used = this.#head - this.#tail;
+    return used < 0 ? used + this.#twice : used;
+  }
+
+  /**
+   * The ring's data area in place, as {@link RingConsumer.tryReadWith} hands it to its
+   * callback. Revoked (length 0) when the consumer closes.
+   */
+  get data(): Uint8Array {
+    this.#ring.check();
+    this.#view ??= new Uint8Array(this.#ring.memory.lend(this.#data, this.#capacity));
+    return this.#view;
+  }
+
+  /**
+   * The next message (a new copy), `null` once the producer closed and all is read, or
+   * undefined when nothing is there yet. Allocates per message: see
+   * {@link RingConsumer.tryReceiveInto} for the fast form.
+   */
+  tryReceive(): Uint8Array | null | undefined {
+    if (!this.#free()) return undefined;
+    const length = this.#next();
+    if (length === NOTHING) return undefined;
+    return length === ENDED ? null : this.#copy(length);
+  }
+
+  /**
+   * The next message (a new copy), sleeping while the ring is empty; `null` once the producer
+   * closed and everything it sent was received. Rejects with `BrokenPipe` if the producer died,
+   * with `BadResource` if the consumer or its region closes meanwhile.
+   */
+  receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
+    if (!this.#ring.busy) {
+      const message = this.tryReceive();
+      if (message !== undefined) return Promise.resolve(message);
+    }
+    return this.#ring.inTurn(async () => {
+      const length = await this.#waitForMessage(options);
+      return length === ENDED ? null : this.#copy(length);
+    }, options);
+  }
+
+  /**
+   * Copies the next message into `buffer` and returns its length, allocating nothing; `null`
+   * once the producer closed and all is read, undefined when nothing is there yet. A message
+   * longer than `buffer` is a `RangeError` and stays in the ring.
+   */
+  tryReceiveInto(buffer: Uint8Array): number | null | undefined {
+    if (!this.#free()) return undefined;
+    const length = this.#next();
+    if (length === NOTHING) return undefined;
+    return length === ENDED ? null : this.#copyInto(buffer, length);
+  }
+
+  /** {@link RingConsumer.tryReceiveInto}, sleeping while the ring is empty. */
+  receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
+    if (!this.#ring.busy) {
+      const length = this.tryReceiveInto(buffer);
+      if (length !== undefined) return Promise.resolve(length);
+    }
+    return this.#ring.inTurn(async () => {
+      const length = await this.#waitForMessage(options);
+      return length === ENDED ? null : this.#copyInto(buffer, length);
+    }, options);
+  }
+
+  /** Up to `max` messages that are there now (new copies), handing their space back at once. */
+  tryReceiveBatch(max = Infinity): Uint8Array[] {
+    const messages: Uint8Array[] = [];
+    if (!this.#free()) return messages;
+    let consumed = 0;
+    while (messages.length < max) {
+      const length = this.#next();
+      if (length < 0) break;
+      const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+      messages.push(this.#bytes.slice(start, start + length));
+      consumed += this.#skip(length);
+    }
+    if (consumed > 0) this.#publish();
+    return messages;
+  }
+
+  /**
+   * At least one and up to `max` messages, sleeping while the ring is empty; an empty array
+   * once the producer closed and everything was received.
+   */
+  async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
+    const first = await this.receive(options);
+    return first === null ? [] : [first, ...this.tryReceiveBatch(max - 1)];
+  }
+
+  /**
+   * Copies up to `lengths.length` waiting messages back to back into `buffer`, writes each
+   * one's length into `lengths`, and returns how many it took (0 when none fit or none wait):
+   * many messages per call, one wake-up of the producer, nothing allocated. A message that does
+   * not fit in what is left of `buffer` stays for the next call; a message larger than the
+   * whole buffer is a `RangeError`.
+   */
+  tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
+    if (!this.#free()) return 0;
+    let count = 0;
+    let filled = 0;
+    while (count < lengths.length) {
+      const length = this.#next();
+      if (length < 0) break;
+      if (length > buffer.length) this.#tooSmall(length, buffer.length);
+      if (filled + length > buffer.length) break;
+      const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+      buffer.set(this.#bytes.subarray(start, start + length), filled);
+      filled += length;
+      lengths[count++] = length;
+      this.#skip(length);
+    }
+    if (count > 0) this.#publish();
+    return count;
+  }
+
+  /**
+   * Hands each waiting message, up to `max`, to `read` in place (zero-copy, nothing allocated),
+   * then gives all their space back at once. Returns how many it read; `null` once the producer
+   * closed and everything was read. The view `read` gets is only valid until it returns.
+   *
+   * @example
+   * ```ts
+   * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "./mod.ts";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * using consumer = openRingConsumer(region);
+   * producer.trySend(new Uint8Array([7, 8, 9]));
+   * let sum = 0;
+   * consumer.tryReadWith((data, offset, length) => {
+   *   for (let i = offset; i < offset + length; i++) sum += data[i];
+   * });
+   * console.log(sum); // 24
+   * ```
+   */
+  tryReadWith(read: RingReader, max = Infinity): number | null {
+    if (!this.#free()) return 0;
+    const data = this.data;
+    let count = 0;
+    let length = NOTHING;
+    try {
+      while (count < max) {
+        length = this.#next();
+        if (length < 0) break;
+        read(data, this.#at + RECORD_HEADER_SIZE, length);
+        this.#ring.check(); // the callback may have closed the ring
+        this.#skip(length);
+        count++;
+      }
+    } finally {
+      if (count > 0 && !this.#ring.closed) this.#publish();
+    }
+    return count === 0 && length === ENDED ? null : count;
+  }
+
+  /**
+   * The next message in place: zero-copy. Its view is valid until `release()`, which hands the
+   * space back to the producer; after that it has length 0. `null` once the producer closed and
+   * everything was read; undefined when nothing is there yet.
+   */
+  tryRead(): RingLease | null | undefined {
+    if (!this.#free()) return undefined;
+    const length = this.#next();
+    if (length === NOTHING) return undefined;
+    return length === ENDED ? null : this.#leaseOf(length);
+  }
+
+  /** {@link RingConsumer.tryRead}, sleeping while the ring is empty. */
+  read(options: RingWaitOptions = {}): Promise<RingLease | null> {
+    if (!this.#ring.busy) {
+      const lease = this.tryRead();
+      if (lease !== undefined) return Promise.resolve(lease);
+    }
+    return this.#ring.inTurn(async () => {
+      const length = await this.#waitForMessage(options);
+      if (this.#lease !== undefined) this.#refuse();
+      return length === ENDED ? null : this.#leaseOf(length);
+    }, options);
+  }
+
+  /**
+   * Yields each message (a copy) until the producer closes and everything is received. Ends
+   * quietly when `signal` aborts or the consumer closes; throws `BrokenPipe` if the producer
+   * dies.
+   */
+  async *messages(
+    options: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<Uint8Array, void, undefined> {
+    for (;;) {
+      let message: Uint8Array | null;
+      try {
+        message = await this.receive({ signal: options.signal });
+      } catch (error) {
+        if (options.signal?.aborted || error instanceof Deno.errors.BadResource) return;
+        throw error;
+      }
+      if (message === null) return;
+      yield message;
+    }
+  }
+
+  /** Same as {@link RingConsumer.messages} without a signal. */
+  [Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    return this.messages();
+  }
+
+  /**
+   * Closes the receiving end: a producer that sends afterwards gets `BrokenPipe`, pending calls
+   * reject with `BadResource`, and a held lease is revoked. Safe to call twice.
+   */
+  close(): void {
+    if (this.#ring.closed) return;
+    this.#ring.memory.forget(this);
+    if (this.#lease !== undefined) this.#ring.memory.revoke(this.#lease);
+    this.#lease = undefined;
+    if (this.#view !== undefined) this.#ring.memory.revoke(this.#view.buffer as ArrayBuffer);
+    this.#view = undefined;
+    this.#ring.close(CONSUMER, TAIL, this.#tail);
+  }
+
+  /** Same as {@link RingConsumer.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * Whether a `try` call may take a message now: throws after close or while a lease is held;
+   * false while a blocking call waits its turn (it must not be overtaken).
+   */
+  #free(): boolean {
+    if (this.#ring.closed || this.#lease !== undefined) this.#refuse();
+    return !this.#ring.busy;
+  }
+
+  #refuse(): void {
+    this.#ring.check();
+    if (this.#lease !== undefined) {
+      throw new Deno.errors.Busy("Release the message you hold before reading another");
+    }
+  }
+
+  /**
+   * Finds the next message: returns its length and sets `#at` to its data index; or NOTHING,
+   * or ENDED when the producer closed and all is read. Skips padding. Reads the shared head
+   * only when the cached one says the ring is empty.
+   */
+  #next(): number {
+    for (;;) {
+      if (this.#head === this.#tail) {
+        const word = this.#ring.position(HEAD, "head");
+        this.#head = word & POSITION;
+        if (this.#head === this.#tail) return (word & CLOSED) !== 0 ? ENDED : NOTHING;
+      }
+      let used = this.#head - this.#tail;
+      if (used < 0) used += this.#twice;
+      const tail = this.#tail;
+      const index = tail >= this.#capacity ? tail - this.#capacity : tail;
+      const untilEnd = this.#capacity - index;
+      const length = this.#words[this.#dataWord + (index >> 2)];
+      if (used > this.#capacity || used < RECORD_HEADER_SIZE) {
+        this.#corrupt(index, `${used} bytes in use`);
+      }
+      if (length === PAD) {
+        if (untilEnd > used) {
+          this.#corrupt(index, `padding of ${untilEnd} bytes but only ${used} in use`);
+        }
+        this.#tail = tail + untilEnd >= this.#twice
+          ? tail + untilEnd - this.#twice
+          : tail + untilEnd;
+        // Padding is rare: hand its space back at once, since the producer may wait for it.
+        this.#publish();
+        continue;
+      }
+      const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+      if (length < 0 || length > this.#ring.maxMessageSize || record > used || record > untilEnd) {
+        this.#corrupt(
+          index,
+          `a message of ${length} bytes with ${used} in use and ${untilEnd} before the end`,
+        );
+      }
+      this.#at = index;
+      return length;
+    }
+  }
+
+  #corrupt(index: number, what: string): never {
+    throw failure(
+      Deno.errors.InvalidData,
+      "read the ring in",
+      this.#ring.name,
+      `the record at data offset ${index} is corrupted: ${what}`,
+    );
+  }
+
+  #tooSmall(length: number, room: number): never {
+    throw failure(
+      RangeError,
+      "receive from the ring in",
+      this.#ring.name,
+      `the next message has ${length} bytes, more than the buffer's ${room}; it stays in the ring`,
+    );
+  }
+
+  /** Moves the local tail past the message of `length` bytes at `#at`; returns the record size. */
+  #skip(length: number): number {
+    const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    const tail = this.#tail + record;
+    this.#tail = tail >= this.#twice ? tail - this.#twice : tail;
+    return record;
+  }
+
+  /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
+  #publish(): void {
+    Atomics.store(this.#words, this.#tailIndex, this.#tail);
+    if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+      this.#ring.memory.wake(this.#ring.base + TAIL);
+    }
+  }
+
+  #copy(length: number): Uint8Array {
+    const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+    const message = this.#bytes.slice(start, start + length);
+    this.#skip(length);
+    this.#publish();
+    return message;
+  }
+
+  #copyInto(buffer: Uint8Array, length: number): number {
+    if (length > buffer.length) this.#tooSmall(length, buffer.length);
+    const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+    buffer.set(this.#bytes.subarray(start, start + length));
+    this.#skip(length);
+    this.#publish();
+    return length;
+  }
+
+  /** Sleeps until a message (or the producer's close) is there; returns what `#next` found. */
+  #waitForMessage(options: RingWaitOptions): Promise<number> {
+    return this.#ring.waitFor(
+      () => {
+        const length = this.#next();
+        return length === NOTHING ? undefined : length;
+      },
+      WAKE_FIELDS,
+      options,
+    );
+  }
+
+  #leaseOf(length: number): RingLease {
+    const at = this.#at;
+    const buffer = this.#ring.memory.lend(this.#data + at + RECORD_HEADER_SIZE, length);
+    this.#lease = buffer;
+    return {
+      bytes: new Uint8Array(buffer),
+      release: (): void => {
+        if (this.#lease !== buffer) {
+          this.#ring.check();
+          throw new Deno.errors.BadResource("This message is already released");
+        }
+        this.#lease = undefined;
+        this.#ring.memory.revoke(buffer);
+        this.#at = at;
+        this.#skip(length);
+        this.#publish();
+      },
+    };
+  }
+}
+
+/**
+ * Attaches the consumer to the ring in `region`. One consumer at a time.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: 4096 });
+ * initRing(region);
+ * using producer = openRingProducer(region);
+ * using consumer = openRingConsumer(region);
+ * await producer.send(new TextEncoder().encode("hello"));
+ * producer.close();
+ * for await (const message of consumer) console.log(new TextDecoder().decode(message));
+ * ```
+ */
+export function openRingConsumer(region: SharedRegion, options: RingOptions = {}): RingConsumer {
+  const capacity = readCapacity(region, options.offset ?? 0, "open the ring consumer in");
+  return new RingConsumer(constructing, region, capacity, options);
+}

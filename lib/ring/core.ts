@@ -1,0 +1,276 @@
+/**
+ * What both ends of a ring share: the memory and its word indexes, the role claim, taking turns
+ * between blocking calls, and sleeping until the other side moves.
+ *
+ * @module
+ */
+
+import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
+import { abortReason, failure } from "../errors.ts";
+import type { SharedMemory } from "../memory.ts";
+import { memoryOf, type SharedRegion } from "../region.ts";
+import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
+
+/** Options for `openRingProducer` and `openRingConsumer`. */
+export interface RingOptions {
+  /** Where the ring starts in the region (as given to `initRing`). Default 0. */
+  offset?: number;
+  /**
+   * Check for space or data this many times (about 50 ns each) before sleeping on the futex:
+   * costs a little CPU, saves a wake-up when the other side is quick. Default 1000; 0 sleeps
+   * at once.
+   */
+  spin?: number;
+  /**
+   * How often a side that is asleep checks that the other side is still alive, in ms.
+   * Default 1000; `Infinity` turns it off (then a dead peer is only noticed by a timeout).
+   */
+  livenessCheckMs?: number;
+}
+
+/** Options for a blocking ring operation. */
+export interface RingWaitOptions {
+  /** Reject with `Deno.errors.TimedOut` after this many ms. Default: no limit. */
+  timeout?: number;
+  /** Reject with the signal's reason when aborted. */
+  signal?: AbortSignal;
+}
+
+const DEFAULT_LIVENESS_CHECK_MS = 1000;
+const DEFAULT_SPIN = 1000;
+
+/** One waiter for its turn: how to let it go, or to fail it. */
+interface Turn {
+  go: () => void;
+  fail: (error: unknown) => void;
+}
+
+/** The shared state of one ring end; the ends keep their hot fields in their own slots. */
+export class RingCore {
+  readonly name: string;
+  readonly memory: SharedMemory;
+  readonly words: Int32Array;
+  readonly bytes: Uint8Array;
+  readonly base: number;
+  /** Byte offset of the data. */
+  readonly data: number;
+  readonly capacity: number;
+  readonly maxMessageSize: number;
+  readonly spin: number;
+  readonly livenessCheckMs: number;
+  readonly closing = new AbortController();
+  closed = false;
+  /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
+  busy = false;
+  readonly #queue: Turn[] = [];
+
+  constructor(region: SharedRegion, capacity: number, options: RingOptions) {
+    this.name = region.name;
+    this.memory = memoryOf(region);
+    this.words = this.memory.words;
+    this.bytes = this.memory.bytes;
+    this.base = options.offset ?? 0;
+    this.data = this.base + RING_HEADER_SIZE;
+    this.capacity = capacity;
+    this.maxMessageSize = capacity - 8;
+    this.spin = options.spin ?? DEFAULT_SPIN;
+    this.livenessCheckMs = options.livenessCheckMs ?? DEFAULT_LIVENESS_CHECK_MS;
+  }
+
+  /** The word index of the field at `byteOffset` from the ring's start. */
+  index(byteOffset: number): number {
+    return (this.base + byteOffset) >> 2;
+  }
+
+  /** The error every use after close throws. */
+  closedError(): Error {
+    return this.memory.closedError(`ring in ${JSON.stringify(this.name)}`);
+  }
+
+  /** Throws `BadResource` once this end or its region closed. */
+  check(): void {
+    if (this.closed || this.memory.closed) throw this.closedError();
+  }
+
+  /** Reads a position word, checking it fits the layout; keeps the closed bit. */
+  position(field: number, which: string): number {
+    const word = Atomics.load(this.words, this.index(field));
+    if ((word & POSITION) >= 2 * this.capacity) {
+      throw failure(
+        Deno.errors.InvalidData,
+        "use the ring in",
+        this.name,
+        `its ${which} position ${word & POSITION} is outside 0..${
+          2 * this.capacity - 1
+        }: the header is corrupted`,
+      );
+    }
+    return word;
+  }
+
+  /**
+   * Takes this end's role and clears the closed bit an earlier holder left on its position
+   * word, so a new producer or consumer resumes the stream; returns the position.
+   */
+  attach(claimField: number, positionField: number, role: string, which: string): number {
+    takeClaim(
+      this.memory,
+      this.base + claimField,
+      `the ${role} role of the ring in ${JSON.stringify(this.name)}`,
+    );
+    let position: number;
+    try {
+      position = this.position(positionField, which) & POSITION;
+    } catch (error) {
+      releaseClaim(this.memory, this.base + claimField);
+      throw error;
+    }
+    Atomics.store(this.words, this.index(positionField), position);
+    return position;
+  }
+
+  /**
+   * Marks this end closed in its position word, wakes the other side, gives up the role and
+   * settles every pending call of this end. Safe to call twice.
+   */
+  close(claimField: number, positionField: number, position: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing.abort();
+    for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
+    if (this.memory.closed) return;
+    Atomics.store(this.words, this.index(positionField), position | CLOSED);
+    this.memory.wake(this.base + positionField);
+    releaseClaim(this.memory, this.base + claimField);
+  }
+
+  /**
+   * Runs `operation` when the calls before it on this end have finished, so that two calls in
+   * flight at once never interleave: they run in the order they were made.
+   */
+  async inTurn<T>(operation: () => Promise<T>, options: RingWaitOptions): Promise<T> {
+    if (this.busy) await this.#wait(options);
+    this.busy = true;
+    try {
+      return await operation();
+    } finally {
+      const next = this.#queue.shift();
+      if (next === undefined) this.busy = false;
+      else next.go();
+    }
+  }
+
+  /** Waits for this end's turn; fails on timeout, abort or close, leaving the queue in order. */
+  #wait(options: RingWaitOptions): Promise<void> {
+    const { signal, timeout } = options;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const leave = (): void => {
+        const at = this.#queue.indexOf(turn);
+        if (at >= 0) this.#queue.splice(at, 1);
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = (): void => {
+        leave();
+        reject(abortReason(signal as AbortSignal));
+      };
+      const turn: Turn = {
+        go: () => {
+          leave();
+          resolve();
+        },
+        fail: (error) => {
+          leave();
+          reject(error);
+        },
+      };
+      this.#queue.push(turn);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeout !== undefined) {
+        timer = setTimeout(() => {
+          leave();
+          reject(this.timedOut("its turn"));
+        }, timeout);
+      }
+    });
+  }
+
+  /** The error a blocking call's timeout rejects with. */
+  timedOut(what: string): Error {
+    return failure(
+      Deno.errors.TimedOut,
+      `wait for ${what} in the ring in`,
+      this.name,
+      "timed out",
+    );
+  }
+
+  /**
+   * Sleeps until `ready()` returns something: spins first if asked, then announces itself in
+   * `waitingField` and sleeps on the futex word `wordField` while it still holds what was read.
+   * Checks the peer's claim at `peerField` every `livenessCheckMs` while asleep.
+   */
+  async waitFor<T>(
+    ready: () => T | undefined,
+    fields: { word: number; waiting: number; peer: number; peerName: string },
+    options: RingWaitOptions,
+  ): Promise<T> {
+    const { signal, timeout } = options;
+    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    for (let spin = 0; spin < this.spin; spin++) {
+      const value = ready();
+      if (value !== undefined) return value;
+    }
+    const stop = signal === undefined
+      ? this.closing.signal
+      : AbortSignal.any([signal, this.closing.signal]);
+    const wordIndex = this.index(fields.word);
+    const waitingIndex = this.index(fields.waiting);
+    let nextLivenessCheck = performance.now() + this.livenessCheckMs;
+    for (;;) {
+      this.check();
+      if (signal?.aborted) throw abortReason(signal);
+      const word = Atomics.load(this.words, wordIndex);
+      Atomics.store(this.words, waitingIndex, 1);
+      // Announce first, then look: the other side either sees the flag or we see its change.
+      const value = ready();
+      if (value !== undefined) {
+        Atomics.store(this.words, waitingIndex, 0);
+        return value;
+      }
+      const now = performance.now();
+      if (now >= deadline) {
+        Atomics.store(this.words, waitingIndex, 0);
+        throw this.timedOut(`the ${fields.peerName}`);
+      }
+      if (now >= nextLivenessCheck) {
+        this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
+        nextLivenessCheck = now + this.livenessCheckMs;
+      }
+      const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
+      try {
+        await this.memory.wait(this.base + fields.word, word, {
+          timeoutMs: timeoutMs === Infinity ? undefined : timeoutMs,
+          signal: stop,
+        });
+      } finally {
+        if (!this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
+      }
+    }
+  }
+
+  #checkPeer(peerField: number, peerName: string, waitingIndex: number): void {
+    const claim = readClaim(this.memory, this.base + peerField);
+    if (claim !== 0n && !claimIsLive(claim)) {
+      Atomics.store(this.words, waitingIndex, 0);
+      throw failure(
+        Deno.errors.BrokenPipe,
+        "use the ring in",
+        this.name,
+        `its ${peerName} (pid ${Number(claim & 0xffff_ffffn)}) died`,
+      );
+    }
+  }
+}

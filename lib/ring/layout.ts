@@ -1,0 +1,170 @@
+/**
+ * The ring's layout in shared memory, its constants, and the checks of a header.
+ *
+ * | bytes        | what                                                               |
+ * | ------------ | ------------------------------------------------------------------ |
+ * | 0-3          | magic `RING`                                                       |
+ * | 4-7          | layout version                                                     |
+ * | 8-11         | capacity: data bytes, a multiple of 8                              |
+ * | 16-23, 24-31 | the producer's and the consumer's claims (pid and start time)      |
+ * | 64-67        | head: where the producer writes next; bit 31 set once it closed    |
+ * | 68-71        | 1 while the consumer sleeps on the head                            |
+ * | 128-131      | tail: where the consumer reads next; bit 31 set once it closed     |
+ * | 132-135      | 1 while the producer sleeps on the tail                            |
+ * | 192-         | the data: records of an 8-byte header (the length) and the payload padded to 8 bytes |
+ *
+ * Head and tail count bytes modulo twice the capacity, so a full ring (head - tail ==
+ * capacity) differs from an empty one (head == tail) and every byte of the capacity holds
+ * data: no slot is lost, and the capacity need not be a power of two. A record that would
+ * cross the end of the data is placed at its start, after a padding record. Each hot word sits
+ * on its own cache line.
+ *
+ * @module
+ */
+
+import { failure } from "../errors.ts";
+import type { SharedRegion } from "../region.ts";
+
+/** The magic number at the start of a ring: the ASCII letters `RING`. */
+export const RING_MAGIC = 0x474e4952;
+/** The layout version this library reads and writes. */
+export const RING_VERSION = 1;
+/** Bytes of header before a ring's data. */
+export const RING_HEADER_SIZE = 192;
+/** Bytes of header before each message. */
+export const RECORD_HEADER_SIZE = 8;
+/** The largest capacity (1 GiB): positions modulo twice the capacity must fit in 31 bits. */
+export const RING_MAX_CAPACITY = 2 ** 30;
+
+export const MAGIC = 0;
+export const VERSION = 4;
+export const CAPACITY = 8;
+export const PRODUCER = 16;
+export const CONSUMER = 24;
+export const HEAD = 64;
+export const CONSUMER_WAITING = 68;
+export const TAIL = 128;
+export const PRODUCER_WAITING = 132;
+/** Set in a position word once its end closed. */
+export const CLOSED = 0x8000_0000;
+/** The position bits of a position word. */
+export const POSITION = 0x7fff_ffff;
+/** The length a padding record carries: "skip to the start of the data". */
+export const PAD = -1;
+
+/**
+ * How many bytes a region needs for a ring of `capacity` data bytes at offset 0.
+ *
+ * @example
+ * ```ts
+ * import { ringRegionSize } from "./mod.ts";
+ *
+ * console.log(ringRegionSize(1 << 20)); // 1 MiB of data plus the header
+ * ```
+ */
+export function ringRegionSize(capacity: number): number {
+  return RING_HEADER_SIZE + capacity;
+}
+
+/** Options for {@link initRing}. */
+export interface InitRingOptions {
+  /** Where the ring starts in the region, a multiple of 64. Default 0. */
+  offset?: number;
+  /** Data bytes, a positive multiple of 8. Default: the rest of the region. */
+  capacity?: number;
+}
+
+/** Throws unless `offset` is a place a ring may start. */
+export function checkOffset(offset: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset % 64 !== 0) {
+    throw new RangeError(`Ring offset ${offset} is not a non-negative multiple of 64`);
+  }
+}
+
+/**
+ * Writes a fresh, empty ring header into `region`, whatever was there: the creator of the
+ * region calls this once before producer and consumer attach. Returns the capacity.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, initRing, ringRegionSize } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: ringRegionSize(4096) });
+ * console.log(initRing(region)); // 4096
+ * ```
+ */
+export function initRing(region: SharedRegion, options: InitRingOptions = {}): number {
+  const offset = options.offset ?? 0;
+  checkOffset(offset);
+  const capacity = options.capacity ?? ((region.size - offset - RING_HEADER_SIZE) & ~7);
+  if (
+    !Number.isSafeInteger(capacity) || capacity < 8 || capacity % 8 !== 0 ||
+    capacity > RING_MAX_CAPACITY
+  ) {
+    throw new RangeError(
+      `Ring capacity ${capacity} must be a multiple of 8 from 8 to ${RING_MAX_CAPACITY} bytes (any such size works; it need not be a power of two)`,
+    );
+  }
+  if (offset + RING_HEADER_SIZE + capacity > region.size) {
+    throw failure(
+      RangeError,
+      "create a ring in",
+      region.name,
+      `a ring of ${capacity} bytes needs ${
+        offset + RING_HEADER_SIZE + capacity
+      } bytes; the region has ${region.size}`,
+    );
+  }
+  region.write(offset, new Uint8Array(RING_HEADER_SIZE));
+  region.storeInt32(offset + VERSION, RING_VERSION);
+  region.storeInt32(offset + CAPACITY, capacity);
+  region.storeInt32(offset + MAGIC, RING_MAGIC);
+  return capacity;
+}
+
+/** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */
+export function readCapacity(region: SharedRegion, offset: number, action: string): number {
+  checkOffset(offset);
+  if (offset + RING_HEADER_SIZE + 8 > region.size) {
+    throw failure(
+      RangeError,
+      action,
+      region.name,
+      `the region has ${region.size} bytes, too few for a ring at offset ${offset}`,
+    );
+  }
+  const magic = region.loadInt32(offset + MAGIC) >>> 0;
+  if (magic !== RING_MAGIC) {
+    const what = magic === 0
+      ? "a blank header; call initRing() first"
+      : `0x${magic.toString(16).padStart(8, "0")}`;
+    throw failure(
+      Deno.errors.InvalidData,
+      action,
+      region.name,
+      `found ${what} where the magic "RING" belongs`,
+    );
+  }
+  const version = region.loadInt32(offset + VERSION);
+  if (version !== RING_VERSION) {
+    throw failure(
+      Deno.errors.InvalidData,
+      action,
+      region.name,
+      `its layout version is ${version}; this library reads ${RING_VERSION}`,
+    );
+  }
+  const capacity = region.loadInt32(offset + CAPACITY);
+  if (
+    capacity < 8 || capacity % 8 !== 0 || capacity > RING_MAX_CAPACITY ||
+    offset + RING_HEADER_SIZE + capacity > region.size
+  ) {
+    throw failure(
+      Deno.errors.InvalidData,
+      action,
+      region.name,
+      `its header claims a capacity of ${capacity} bytes, impossible in a region of ${region.size} bytes`,
+    );
+  }
+  return capacity;
+}

@@ -1,0 +1,436 @@
+/**
+ * The sending end of a ring. It keeps its own head and a cached copy of the consumer's tail,
+ * and reads the shared tail only when the ring looks full: a message costs a length store, a
+ * copy, one head store, and one load to see whether the consumer sleeps.
+ *
+ * @module
+ */
+
+import { failure } from "../errors.ts";
+import type { SharedRegion } from "../region.ts";
+import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import {
+  CLOSED,
+  CONSUMER,
+  CONSUMER_WAITING,
+  HEAD,
+  PAD,
+  PRODUCER,
+  PRODUCER_WAITING,
+  readCapacity,
+  RECORD_HEADER_SIZE,
+  TAIL,
+} from "./layout.ts";
+
+/** Space for one message, reserved in the ring; see {@link RingProducer.tryReserve}. */
+export interface RingReservation {
+  /** Where to write the message: valid until `commit()` or `cancel()`, then zero-length. */
+  readonly bytes: Uint8Array;
+  /** Publishes the first `length` bytes written (default: all that were reserved). */
+  commit(length?: number): void;
+  /** Gives the space back without sending anything. */
+  cancel(): void;
+}
+
+/**
+ * Fills a message in place for {@link RingProducer.trySendWith}: write it at
+ * `data[offset ... offset + length]` and return how many bytes were written (at most `length`).
+ */
+export type RingWriter = (data: Uint8Array, offset: number, length: number) => number;
+
+const constructing = Symbol("RingProducer");
+const WAKE_FIELDS = { word: TAIL, waiting: PRODUCER_WAITING, peer: CONSUMER, peerName: "consumer" };
+
+/**
+ * The sending end of a ring; one per ring, enforced. Open with {@link openRingProducer}.
+ *
+ * One call at a time: blocking calls made while another is in flight wait their turn, in order,
+ * and the `try` forms report the ring full meanwhile, so nothing overtakes. The producer learns
+ * that the consumer closed (or died) when the ring looks full or when it sleeps: until then
+ * `trySend()` may go on filling the ring.
+ */
+export class RingProducer {
+  readonly #ring: RingCore;
+  readonly #words: Int32Array;
+  readonly #bytes: Uint8Array;
+  readonly #capacity: number;
+  readonly #twice: number;
+  readonly #dataWord: number;
+  readonly #data: number;
+  readonly #headIndex: number;
+  readonly #waitingIndex: number;
+  #head: number;
+  #tail: number;
+  /** While set, publishing skips the wake-up; the batch wakes once at its end. */
+  #batching = false;
+  #reserved: ArrayBuffer | undefined;
+  #view: Uint8Array | undefined;
+
+  /** @ignore Not for direct use: call {@link openRingProducer}. */
+  constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
+    if (token !== constructing) throw new TypeError("Use openRingProducer()");
+    const ring = new RingCore(region as SharedRegion, capacity as number, options as RingOptions);
+    this.#ring = ring;
+    this.#words = ring.words;
+    this.#bytes = ring.bytes;
+    this.#capacity = ring.capacity;
+    this.#twice = 2 * ring.capacity;
+    this.#data = ring.data;
+    this.#dataWord = ring.data >> 2;
+    this.#headIndex = ring.index(HEAD);
+    this.#waitingIndex = ring.index(CONSUMER_WAITING);
+    this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
+    this.#tail = this.#head;
+    try {
+      this.#refreshTail();
+      ring.memory.adopt(this);
+    } catch (error) {
+      ring.close(PRODUCER, HEAD, this.#head);
+      throw error;
+    }
+  }
+
+  /** Data bytes in the ring. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** The largest message the ring carries: its capacity less a record header. */
+  get maxMessageSize(): number {
+    return this.#ring.maxMessageSize;
+  }
+
+  /** Bytes free for messages right now. */
+  get free(): number {
+    this.#ring.check();
+    this.#refreshTail();
+    return this.#capacity - this.#used();
+  }
+
+  /**
+   * The ring's data area in place, for {@link RingProducer.trySendWith}: writes into it are
+   * seen by the consumer once committed. Revoked (length 0) when the producer closes.
+   */
+  get data(): Uint8Array {
+    this.#ring.check();
+    this.#view ??= new Uint8Array(this.#ring.memory.lend(this.#data, this.#capacity));
+    return this.#view;
+  }
+
+  /** Sends `message` if it fits now; returns whether it was sent. */
+  trySend(message: Uint8Array): boolean {
+    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
+      this.#refuse();
+      if (this.#ring.busy) return false;
+    }
+    const length = message.length;
+    if (length > this.#ring.maxMessageSize) this.#tooLong(length);
+    const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
+    if (index < 0) return false;
+    this.#write(index, message);
+    return true;
+  }
+
+  /**
+   * Sends `message`, sleeping while the ring is full. Rejects with `BrokenPipe` if the consumer
+   * closes or dies, `TimedOut`, the signal's reason, or `BadResource` if the producer or its
+   * region closes meanwhile.
+   */
+  send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
+    if (!this.#ring.busy && this.trySend(message)) return Promise.resolve();
+    return this.#ring.inTurn(async () => {
+      const index = await this.#waitForRoom(message.length, options);
+      this.#write(index, message);
+    }, options);
+  }
+
+  /**
+   * Sends as many of `messages` as fit now, waking the consumer once; returns how many went.
+   */
+  trySendBatch(messages: readonly Uint8Array[], start = 0): number {
+    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
+      this.#refuse();
+      if (this.#ring.busy) return 0;
+    }
+    for (let i = start; i < messages.length; i++) {
+      if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
+    }
+    return this.#sendBatch(messages, start);
+  }
+
+  /** Sends all of `messages` in order, sleeping whenever the ring is full. */
+  sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
+    let sent = this.#ring.busy ? 0 : this.trySendBatch(messages);
+    if (sent === messages.length) return Promise.resolve();
+    for (let i = sent; i < messages.length; i++) {
+      if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
+    }
+    return this.#ring.inTurn(async () => {
+      while (sent < messages.length) {
+        const index = await this.#waitForRoom(messages[sent].length, options);
+        this.#write(index, messages[sent++]);
+        sent += this.#sendBatch(messages, sent);
+      }
+    }, options);
+  }
+
+  /**
+   * Sends a message of up to `length` bytes written in place, if it fits now: `write` fills
+   * {@link RingProducer.data} from the offset it is given and returns the bytes it wrote.
+   * Zero-copy, and nothing is allocated. Returns whether a message was sent.
+   *
+   * @example
+   * ```ts
+   * import { createMemfdRegion, initRing, openRingProducer } from "./mod.ts";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * producer.trySendWith(4, (data, offset) => {
+   *   data.set([1, 2, 3, 4], offset);
+   *   return 4;
+   * });
+   * ```
+   */
+  trySendWith(length: number, write: RingWriter): boolean {
+    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
+      this.#refuse();
+      if (this.#ring.busy) return false;
+    }
+    this.#checkLength(length);
+    const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
+    if (index < 0) return false;
+    const data = this.data;
+    const used = write(data, index + RECORD_HEADER_SIZE, length);
+    if (!Number.isSafeInteger(used) || used < 0 || used > length) {
+      throw new RangeError(`The writer reported ${used} bytes for a ${length}-byte message`);
+    }
+    this.#ring.check(); // the callback may have closed it
+    this.#commit(index, used);
+    return true;
+  }
+
+  /**
+   * Reserves room for a message of up to `length` bytes and returns a view of it, to be filled
+   * in place and then committed: zero-copy. The view is only valid until `commit()` or
+   * `cancel()`; after that it has length 0. Returns undefined when the ring is too full.
+   */
+  tryReserve(length: number): RingReservation | undefined {
+    if (this.#ring.closed || this.#ring.busy || this.#reserved !== undefined) {
+      this.#refuse();
+      if (this.#ring.busy) return undefined;
+    }
+    this.#checkLength(length);
+    const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
+    return index < 0 ? undefined : this.#reservation(index, length);
+  }
+
+  /** {@link RingProducer.tryReserve}, sleeping while the ring is full. */
+  reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
+    if (!this.#ring.busy) {
+      const reservation = this.tryReserve(length);
+      if (reservation !== undefined) return Promise.resolve(reservation);
+    }
+    this.#checkLength(length);
+    return this.#ring.inTurn(async () => {
+      const index = await this.#waitForRoom(length, options);
+      if (this.#reserved !== undefined) this.#refuse();
+      return this.#reservation(index, length);
+    }, options);
+  }
+
+  /**
+   * Closes the sending end: the consumer receives what was sent, then its iteration ends. Any
+   * open reservation is cancelled and pending calls reject with `BadResource`. Safe to call
+   * twice.
+   */
+  close(): void {
+    if (this.#ring.closed) return;
+    this.#ring.memory.forget(this);
+    if (this.#reserved !== undefined) this.#ring.memory.revoke(this.#reserved);
+    this.#reserved = undefined;
+    if (this.#view !== undefined) this.#ring.memory.revoke(this.#view.buffer as ArrayBuffer);
+    this.#view = undefined;
+    this.#ring.close(PRODUCER, HEAD, this.#head);
+  }
+
+  /** Same as {@link RingProducer.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Throws why a call cannot go ahead now: closed, or a reservation is open. */
+  #refuse(): void {
+    this.#ring.check();
+    if (this.#reserved !== undefined) {
+      throw new Deno.errors.Busy("Commit or cancel the open reservation before sending again");
+    }
+  }
+
+  #checkLength(length: number): void {
+    if (!Number.isSafeInteger(length) || length < 0 || length > this.#ring.maxMessageSize) {
+      this.#tooLong(length);
+    }
+  }
+
+  #tooLong(length: number): never {
+    throw failure(
+      RangeError,
+      "send into the ring in",
+      this.#ring.name,
+      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)`,
+    );
+  }
+
+  #used(): number {
+    const used = this.#head - this.#tail;
+    return used < 0 ? used + this.#twice : used;
+  }
+
+  /** Reads the consumer's position; a closed consumer is a `BrokenPipe`. */
+  #refreshTail(): void {
+    const tail = this.#ring.position(TAIL, "tail");
+    if ((tail & CLOSED) !== 0) {
+      throw failure(
+        Deno.errors.BrokenPipe,
+        "send into the ring in",
+        this.#ring.name,
+        "the consumer closed it",
+      );
+    }
+    this.#tail = tail;
+  }
+
+  /**
+   * Finds room for a record of `record` bytes at the head, padding to the wrap if needed;
+   * returns the data index of the record, or -1 when the ring is too full. Reads the shared
+   * tail only when the cached one says there is no room.
+   */
+  #room(record: number): number {
+    const head = this.#head;
+    const index = head >= this.#capacity ? head - this.#capacity : head;
+    const untilEnd = this.#capacity - index;
+    const needed = record <= untilEnd ? record : untilEnd + record;
+    if (needed > this.#capacity - this.#used()) {
+      this.#refreshTail();
+      if (needed > this.#capacity - this.#used()) {
+        // A record that needs the start of the data while the end is free: pad to the end now,
+        // so the space comes back as soon as the consumer skips it.
+        if (record > untilEnd && untilEnd <= this.#capacity - this.#used()) {
+          this.#pad(index, untilEnd);
+          this.#publishHead();
+        }
+        return -1;
+      }
+    }
+    if (record <= untilEnd) return index;
+    // Too close to the end: a padding record sends the consumer to the start. It is published
+    // with the message that follows it.
+    this.#pad(index, untilEnd);
+    return 0;
+  }
+
+  /** Writes a padding record at `index` and moves the local head past it. */
+  #pad(index: number, untilEnd: number): void {
+    this.#words[this.#dataWord + (index >> 2)] = PAD;
+    const head = this.#head + untilEnd;
+    this.#head = head >= this.#twice ? head - this.#twice : head;
+  }
+
+  /** Publishes the local head and wakes the consumer if it sleeps. */
+  #publishHead(): void {
+    Atomics.store(this.#words, this.#headIndex, this.#head);
+    if (!this.#batching && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+      this.#ring.memory.wake(this.#ring.base + HEAD);
+    }
+  }
+
+  #write(index: number, message: Uint8Array): void {
+    this.#bytes.set(message, this.#data + index + RECORD_HEADER_SIZE);
+    this.#commit(index, message.length);
+  }
+
+  /** Writes the record's length and publishes it (and any padding before it). */
+  #commit(index: number, length: number): void {
+    this.#words[this.#dataWord + (index >> 2)] = length;
+    const head = this.#head + RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    this.#head = head >= this.#twice ? head - this.#twice : head;
+    this.#publishHead();
+  }
+
+  #sendBatch(messages: readonly Uint8Array[], start: number): number {
+    let sent = 0;
+    this.#batching = true;
+    try {
+      for (let i = start; i < messages.length; i++) {
+        const length = messages[i].length;
+        const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
+        if (index < 0) break;
+        this.#write(index, messages[i]);
+        sent++;
+      }
+    } finally {
+      this.#batching = false;
+      if (sent > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+        this.#ring.memory.wake(this.#ring.base + HEAD);
+      }
+    }
+    return sent;
+  }
+
+  /** Sleeps until a message of `length` bytes fits; returns where it goes. */
+  #waitForRoom(length: number, options: RingWaitOptions): Promise<number> {
+    const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    return this.#ring.waitFor(
+      () => {
+        const index = this.#room(record);
+        return index < 0 ? undefined : index;
+      },
+      WAKE_FIELDS,
+      options,
+    );
+  }
+
+  #reservation(index: number, length: number): RingReservation {
+    const buffer = this.#ring.memory.lend(this.#data + index + RECORD_HEADER_SIZE, length);
+    this.#reserved = buffer;
+    const finish = (): void => {
+      if (this.#reserved !== buffer) {
+        this.#ring.check();
+        throw new Deno.errors.BadResource("This reservation is already finished");
+      }
+      this.#reserved = undefined;
+      this.#ring.memory.revoke(buffer);
+    };
+    return {
+      bytes: new Uint8Array(buffer),
+      commit: (used = length): void => {
+        if (!Number.isSafeInteger(used) || used < 0 || used > length) {
+          throw new RangeError(`Cannot commit ${used} bytes of a ${length}-byte reservation`);
+        }
+        finish();
+        this.#commit(index, used);
+      },
+      cancel: finish,
+    };
+  }
+}
+
+/**
+ * Attaches the producer to the ring in `region` (written by `initRing`). One producer at a
+ * time: a live one's pid is named in a `Deno.errors.Busy`.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, initRing, openRingProducer, ringRegionSize } from "./mod.ts";
+ *
+ * using region = createMemfdRegion({ size: ringRegionSize(1 << 16) });
+ * initRing(region);
+ * using producer = openRingProducer(region);
+ * await producer.send(new TextEncoder().encode("hello"));
+ * ```
+ */
+export function openRingProducer(region: SharedRegion, options: RingOptions = {}): RingProducer {
+  const capacity = readCapacity(region, options.offset ?? 0, "open the ring producer in");
+  return new RingProducer(constructing, region, capacity, options);
+}

@@ -1,0 +1,197 @@
+/**
+ * The original C system's state file (`/tmp/data.dat`: the value as `"%d\n\0"` text at offset 0
+ * of a 258-byte file) used through pread(2) and pwrite(2) only, never mapped. Mapping a file
+ * another process may truncate is how the original's processes die of SIGBUS; reading and
+ * writing it this way cannot fault, whatever is done to the file meanwhile.
+ *
+ * A state cell uses one as its mirror: the writer copies each value into it for programs that
+ * read the file (the original C LED), and readers follow it while no cooperating writer is alive
+ * (the original C button writes only the file).
+ *
+ * @module
+ */
+
+import * as C from "../ffi/constants.ts";
+import * as posix from "../ffi/posix.ts";
+import { failure } from "./errors.ts";
+import { checkOwn, checkPrivateDirectory } from "./owned_path.ts";
+import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
+
+/** The size of the original's file: `lseek(256 + 1)` and a one-byte write. */
+export const STATE_FILE_SIZE = 258;
+/** A state file larger than this is not one: it holds something else. */
+const MAX_STATE_FILE_SIZE = 4096;
+
+/** Options for {@link openStateFile}. */
+export interface StateFileOptions {
+  /** Create the file (0600, 258 bytes, value 0) when it does not exist. Default `false`. */
+  create?: boolean;
+  /** Open only a file this call creates (`AlreadyExists` otherwise). Needs `create`. */
+  exclusive?: boolean;
+}
+
+/** What a state file holds, as the original's `sscanf` reads it, and whether it is whole. */
+export interface StateFileContent {
+  /** The value at offset 0 (0 for an empty or blank file, as the original reads it). */
+  value: number;
+  /** Bytes in the file. */
+  size: number;
+}
+
+/**
+ * Whether `bytes` (a whole file) look like a state file: empty, all NUL, or a `%d` number
+ * (with white space around it) up to the first NUL; anything after that NUL is the original's
+ * leftover and ignored. A text file of any other kind is not a state file.
+ */
+export function looksLikeStateFile(bytes: Uint8Array): boolean {
+  if (bytes.length > MAX_STATE_FILE_SIZE) return false;
+  const end = bytes.indexOf(0);
+  const text = new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end));
+  return text.length <= STATE_TEXT_BYTES && /^\s*([-+]?\d+\s*)?$/.test(text);
+}
+
+/** The state file; see the module description. Open one with {@link openStateFile}. */
+export class StateFile {
+  readonly #path: string;
+  readonly #identity: string;
+  readonly #created: boolean;
+  readonly #text = new Uint8Array(STATE_TEXT_BYTES);
+  readonly #write = new Uint8Array(16);
+  #fd: number;
+
+  /** @ignore Not for direct use: call {@link openStateFile}. */
+  constructor(path: string, fd: number, identity: string, created: boolean) {
+    this.#path = path;
+    this.#fd = fd;
+    this.#identity = identity;
+    this.#created = created;
+  }
+
+  /** The path it was opened at. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Its inode (device and number), to tell it from a file put at the path later. */
+  get identity(): string {
+    return this.#identity;
+  }
+
+  /** Whether {@link openStateFile} created it. */
+  get created(): boolean {
+    return this.#created;
+  }
+
+  /** The open fd, for watching it; it stays this object's. */
+  get fd(): number {
+    this.#check();
+    return this.#fd;
+  }
+
+  /** Reads the value and the size now. */
+  read(): StateFileContent {
+    this.#check();
+    const count = posix.readAt(this.#fd, this.#text, 0, this.#path);
+    this.#text.fill(0, count);
+    return {
+      value: parseState(this.#text, 0, STATE_TEXT_BYTES),
+      size: posix.statFd(this.#fd, this.#path).size,
+    };
+  }
+
+  /**
+   * Writes `value` as `"%d\n\0"` at offset 0, and puts the file back to the original's 258
+   * bytes if something shortened it.
+   */
+  write(value: number): void {
+    this.#check();
+    if (!isStateValue(value)) throw new RangeError(`State ${value} is not a 32-bit integer`);
+    const length = formatState(this.#write, 0, value);
+    posix.writeAt(this.#fd, this.#write.subarray(0, length), 0, this.#path);
+    if (posix.statFd(this.#fd, this.#path).size < STATE_FILE_SIZE) {
+      posix.truncateFd(this.#fd, STATE_FILE_SIZE, this.#path);
+    }
+  }
+
+  /** Closes the file; safe to call twice. The file itself stays. */
+  close(): void {
+    if (this.#fd < 0) return;
+    posix.closeFd(this.#fd);
+    this.#fd = -1;
+  }
+
+  /** Same as {@link StateFile.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #check(): void {
+    if (this.#fd < 0) {
+      throw new Deno.errors.BadResource(`The state file ${JSON.stringify(this.#path)} is closed`);
+    }
+  }
+}
+
+const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFOLLOW;
+
+/**
+ * Opens the original's state file for reading and writing without mapping it. Created 0600
+ * and 258 bytes (value 0); never through a symlink; refused when it belongs to another user,
+ * sits in a directory others can write, or holds anything but a state (a text file of notes is
+ * never taken for one, and is left exactly as it is).
+ *
+ * @example
+ * ```ts
+ * import { openStateFile } from "./lib/state_file.ts";
+ *
+ * const path = `${await Deno.makeTempDir()}/data.dat`;
+ * using file = openStateFile(path, { create: true });
+ * file.write(1); // what the original C LED reads: "1\n\0"
+ * console.log(file.read().value); // 1
+ * ```
+ */
+export function openStateFile(path: string, options: StateFileOptions = {}): StateFile {
+  const action = "open state file";
+  if (options.exclusive && !options.create) {
+    throw failure(TypeError, action, path, "exclusive needs create");
+  }
+  checkPrivateDirectory(path, action);
+  let fd: number;
+  let created = false;
+  if (options.create) {
+    try {
+      fd = posix.openPath(path, OPEN_FLAGS | C.O_CREAT | C.O_EXCL, 0o600, action);
+      created = true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
+      fd = posix.openPath(path, OPEN_FLAGS, 0, action);
+    }
+  } else {
+    fd = posix.openPath(path, OPEN_FLAGS, 0, action);
+  }
+  try {
+    const stat = posix.statFd(fd, path);
+    checkOwn(stat, "file", action, path);
+    if (created) {
+      posix.truncateFd(fd, STATE_FILE_SIZE, path);
+    } else {
+      const bytes = new Uint8Array(Math.min(stat.size, MAX_STATE_FILE_SIZE + 1));
+      const count = bytes.length === 0 ? 0 : posix.readAt(fd, bytes, 0, path);
+      if (!looksLikeStateFile(bytes.subarray(0, count))) {
+        throw failure(
+          Deno.errors.InvalidData,
+          action,
+          path,
+          `it holds something other than a state ("%d\\n" text, as the original writes); it is left as it is`,
+        );
+      }
+    }
+    const file = new StateFile(path, fd, stat.identity, created);
+    if (created) file.write(0);
+    return file;
+  } catch (error) {
+    posix.closeFd(fd);
+    if (created) posix.unlinkPath(path, "remove state file");
+    throw error;
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * The typed flag layer (app/flags.ts), and every script's command line run for real: `--help`
+ * exits 0 with the script's own usage, and each bad value or combination exits 2 with a
+ * message that names the flag, followed by that script's usage.
+ */
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
+import { assertType, type IsExact } from "@std/testing/types";
+import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
+import { ChildProcess, ROOT, spawnDeno, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
+
+const DEMO = defineCommand({
+  name: "demo",
+  synopsis: ["demo [options]"],
+  description: "A command to test the layer with.",
+  flags: {
+    state: { type: "string", arg: "PATH", help: "a file" },
+    shm: { type: "string", arg: "NAME", help: "a name" },
+    "log-level": {
+      type: "choice",
+      arg: "L",
+      choices: ["debug", "info"],
+      default: "info",
+      help: "level",
+    },
+    rate: { type: "number", arg: "N", min: 0, max: 100, default: 10, help: "per second" },
+    "debounce-ms": { type: "number", arg: "N", integer: true, min: 0, requires: "pi", help: "ms" },
+    pi: { type: "boolean", help: "GPIO" },
+    label: { type: "string", arg: "TEXT", required: true, help: "a label" },
+  },
+  exclusive: [{ flags: ["state", "shm"] }],
+});
+
+function problems(args: string[]): string[] {
+  const error = assertThrows(() => parseFlags(DEMO, args), UsageError);
+  return [...error.problems];
+}
+
+Deno.test("parseFlags() returns typed camelCase values with their defaults", () => {
+  const values = parseFlags(DEMO, ["--label", "x", "--pi", "--debounce-ms=20", "--shm", "led"]);
+  assert(values !== "help");
+  assertType<IsExact<typeof values.rate, number>>(true);
+  assertType<IsExact<typeof values.debounceMs, number | undefined>>(true);
+  assertType<IsExact<typeof values.logLevel, "debug" | "info">>(true);
+  assertType<IsExact<typeof values.label, string>>(true);
+  assertType<IsExact<typeof values.state, string | undefined>>(true);
+  assertType<IsExact<typeof values.pi, boolean>>(true);
+  assertType<IsExact<keyof FlagValues<typeof DEMO.flags>, keyof typeof values>>(true);
+  assertEquals(values, {
+    state: undefined,
+    shm: "led",
+    logLevel: "info",
+    rate: 10,
+    debounceMs: 20,
+    pi: true,
+    label: "x",
+  });
+  const more = parseFlags(DEMO, ["--label=y", "--rate", "2.5", "--log-level", "debug"]);
+  assert(more !== "help");
+  assertEquals([more.rate, more.logLevel, more.pi, more.debounceMs], [
+    2.5,
+    "debug",
+    false,
+    undefined,
+  ]);
+});
+
+Deno.test("parseFlags() rejects unknown flags, arguments and values given to a switch", () => {
+  assertEquals(problems(["extra", "--label", "x", "--bogus", "-q", "--no-pi", "--pi=yes"]), [
+    "unknown flag --bogus",
+    "unknown flag -q",
+    "unknown flag --no-pi",
+    'unexpected argument "extra": this script takes flags only',
+    '--pi takes no value, not "yes"',
+  ]);
+  assertEquals(problems(["--label", "x", "--", "--rate", "5"]), [
+    'unexpected argument "--rate": this script takes flags only',
+    'unexpected argument "5": this script takes flags only',
+  ]);
+});
+
+Deno.test("parseFlags() rejects missing values, bad numbers, out-of-range numbers, bad choices", () => {
+  assertEquals(problems(["--label"]), ["--label needs a value"]);
+  assertEquals(problems(["--label", "x", "--state", "--rate", "abc"]), [
+    "--state needs a value",
+    '--rate must be a number, not "abc"',
+  ]);
+  assertEquals(problems(["--label", "x", "--rate=-5"]), ["--rate must be from 0 to 100, not -5"]);
+  assertEquals(problems(["--label", "x", "--rate", "101"]), [
+    "--rate must be from 0 to 100, not 101",
+  ]);
+  for (const bad of ["0x10", "1e3", " 5", "", "Infinity", "NaN", "5s"]) {
+    assertEquals(problems(["--label", "x", `--rate=${bad}`]).length, 1, bad);
+  }
+  assertEquals(problems(["--label", "x", "--pi", "--debounce-ms", "1.5"]), [
+    '--debounce-ms must be a whole number, not "1.5"',
+  ]);
+  assertEquals(problems(["--label", "x", "--pi", "--debounce-ms=-1"]), [
+    "--debounce-ms must be at least 0, not -1",
+  ]);
+  assertEquals(problems(["--label", "x", "--log-level", "loud"]), [
+    '--log-level must be debug or info, not "loud"',
+  ]);
+});
+
+Deno.test("parseFlags() rejects a repeated flag instead of letting the last one win", () => {
+  assertEquals(problems(["--label", "x", "--rate", "1", "--rate", "2"]), [
+    "--rate is given 2 times",
+  ]);
+});
+
+Deno.test("parseFlags() checks exclusive flags, required flags and flags that need another", () => {
+  assertEquals(problems(["--label", "x", "--state", "f", "--shm", "n"]), [
+    "--state and --shm cannot be combined: give one",
+  ]);
+  assertEquals(problems([]), ["--label TEXT is required"]);
+  assertEquals(problems(["--label", "x", "--debounce-ms", "5"]), ["--debounce-ms needs --pi"]);
+  const required = defineCommand({
+    name: "r",
+    synopsis: ["r"],
+    description: "r",
+    flags: {
+      a: { type: "string", arg: "A", help: "a" },
+      b: { type: "string", arg: "B", help: "b" },
+    },
+    exclusive: [{ flags: ["a", "b"], required: true }],
+  });
+  assertThrows(() => parseFlags(required, []), UsageError, "give one of --a or --b");
+  assertEquals(parseFlags(required, ["--b", "1"]), { a: undefined, b: "1" });
+});
+
+Deno.test("parseFlags() answers -h and --help even beside mistakes", () => {
+  assertEquals(parseFlags(DEMO, ["--help"]), "help");
+  assertEquals(parseFlags(DEMO, ["--bogus", "-h", "--rate", "x"]), "help");
+});
+
+Deno.test("usage() lists every flag with its range, choices and default", () => {
+  const text = usage(DEMO);
+  assert(text.startsWith("Usage: demo [options]\n\nA command to test the layer with."), text);
+  for (
+    const line of [
+      "--state PATH",
+      "--log-level L",
+      "(debug or info; default info)",
+      "(0 to 100; default 10)",
+      "--debounce-ms N",
+      "(at least 0)",
+      "--pi ",
+      "a label (required)",
+      "-h, --help",
+    ]
+  ) {
+    assertStringIncludes(text, line);
+  }
+  assert(text.split("\n").every((line) => line.length <= 100), text);
+});
+
+Deno.test("defineCommand() refuses requires that names no switch", () => {
+  assertThrows(
+    () =>
+      defineCommand({
+        name: "x",
+        synopsis: ["x"],
+        description: "x",
+        flags: { a: { type: "string", arg: "A", requires: "b", help: "a" } },
+      }),
+    TypeError,
+    "--a requires --b",
+  );
+});
+
+// --- every script, run ------------------------------------------------------------------------
+
+interface Script {
+  path: string;
+  name: string;
+  usageLine: string;
+  bad: [args: string[], message: string][];
+}
+
+const SCRIPTS: Script[] = [
+  {
+    path: "launch.ts",
+    name: "launch",
+    usageLine: "Usage: deno task launch [options]",
+    bad: [
+      [["--state", "s", "--shm", "n"], "--state and --shm cannot be combined"],
+      [["--log-level", "loud"], '--log-level must be debug, info, warning or error, not "loud"'],
+      [["--pi", "--debounce-ms", "abc"], '--debounce-ms must be a whole number, not "abc"'],
+      [["--pi", "--debounce-ms=-1"], "--debounce-ms must be from 0 to 10000, not -1"],
+      [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
+      [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
+      [["--fifo"], "--fifo needs a value"],
+      [["--bogus"], "unknown flag --bogus"],
+      [["now"], 'unexpected argument "now"'],
+    ],
+  },
+  {
+    path: "producers/button.ts",
+    name: "button",
+    usageLine: "Usage: deno run --allow-ffi producers/button.ts",
+    bad: [
+      [[], "give one of --state, --shm or --memfd"],
+      [["--state", "s", "--memfd", "m"], "--state and --memfd cannot be combined"],
+      [["--state", "s", "--pi", "--debounce-ms", "abc"], "--debounce-ms must be a whole number"],
+      [["--state", "s", "--parent-pid", "0"], "--parent-pid must be from 1 to 2147483647, not 0"],
+      [
+        ["--state", "s", "--log-format", "json"],
+        '--log-format must be text or journal, not "json"',
+      ],
+      [["--state", "s", "--line", "4"], "--line needs --pi"],
+    ],
+  },
+  {
+    path: "consumers/led.ts",
+    name: "led",
+    usageLine: "Usage: deno run --allow-ffi consumers/led.ts",
+    bad: [
+      [["--state", "s", "--shm", "n"], "--state and --shm cannot be combined"],
+      [
+        ["--state", "s", "--log-level", "loud"],
+        "--log-level must be debug, info, warning or error",
+      ],
+      [["--state", "s", "--syslog=no"], '--syslog takes no value, not "no"'],
+      [["--state", "s", "--parent-pid", "x"], '--parent-pid must be a whole number, not "x"'],
+    ],
+  },
+  {
+    path: "producers/sensor.ts",
+    name: "sensor",
+    usageLine: "Usage: deno run --allow-ffi producers/sensor.ts",
+    bad: [
+      [[], "--memfd PATH is required"],
+      [["--memfd", "/proc/1/fd/1", "--rate", "abc"], '--rate must be a number, not "abc"'],
+      [["--memfd", "/proc/1/fd/1", "--rate=-5"], "--rate must be from 0 to 10000000, not -5"],
+    ],
+  },
+  {
+    path: "consumers/ring_stats.ts",
+    name: "ring demo",
+    usageLine: "Usage: deno task demo:ring [options]",
+    bad: [
+      [["--seconds", "x"], '--seconds must be a number, not "x"'],
+      [["--seconds=-1"], "--seconds must be from 0.001 to 2147483, not -1"],
+      [["--seconds", "0"], "--seconds must be from 0.001 to 2147483, not 0"],
+      [["--rate", "abc"], '--rate must be a number, not "abc"'],
+      [["--rate=-5"], "--rate must be from 0 to 10000000, not -5"],
+      [["--seconds"], "--seconds needs a value"],
+      [["--seconds", "1", "--seconds", "2"], "--seconds is given 2 times"],
+    ],
+  },
+];
+
+async function run(
+  script: Script,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  await using child = spawnDeno(`${ROOT}${script.path}`, args);
+  const status = await child.status();
+  const out = child.lines.filter((l) => l.stream === "stdout").map((l) => l.text).join("\n");
+  return { code: status.code, out, err: status.stderr };
+}
+
+for (const script of SCRIPTS) {
+  testWith(["run"], `${script.path} --help prints its own usage and exits 0`, async () => {
+    for (const flag of ["--help", "-h"]) {
+      const { code, out, err } = await run(script, [flag]);
+      assertEquals(code, 0, err);
+      assert(out.startsWith(script.usageLine), out);
+      assertEquals(err, "");
+    }
+  });
+
+  testWith(
+    ["run"],
+    `${script.path} exits 2 on each bad value or combination, naming the flag, with its usage`,
+    async () => {
+      const results = await Promise.all(script.bad.map(([args]) => run(script, args)));
+      results.forEach(({ code, out, err }, i) => {
+        const [args, message] = script.bad[i];
+        const what = `${script.path} ${args.join(" ")}:\n${err}`;
+        assertEquals(code, 2, what);
+        assertEquals(out, "", what);
+        assert(err.startsWith(`${script.name}: `), what);
+        assertStringIncludes(err.split("\n\n")[0], message, what);
+        assertStringIncludes(err, `\n\n${script.usageLine}`, what);
+        for (const other of SCRIPTS.filter((s) => s !== script)) {
+          assert(!err.includes(other.usageLine), `${what}\nshows the usage of ${other.path}`);
+        }
+      });
+    },
+  );
+}
+
+testWith(["run", "read", "write"], "a rejected launch command line creates nothing", async () => {
+  await withTempDir(async (dir) => {
+    const state = `${dir}/state.dat`;
+    const { code } = await run(SCRIPTS[0], [
+      "--state",
+      state,
+      "--shm",
+      "mmap-ipc-cli-test",
+      "--fifo",
+      `${dir}/fifo`,
+    ]);
+    assertEquals(code, 2);
+    assertEquals([...Deno.readDirSync(dir)], []);
+  });
+});
+
+// --- the tasks' narrowed permissions are enough -------------------------------------------------
+
+/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
+function taskArgs(name: string): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const command: string = config.tasks[name].command;
+  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
+  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
+  assertEquals([deno, args[0]], ["deno", "run"], command);
+  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
+  return args;
+}
+
+testWith(
+  ["run", "read", "write"],
+  "deno task launch runs with its narrowed permissions: a press, then SIGTERM, exit 0",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = new ChildProcess(
+        new Deno.Command(Deno.execPath(), {
+          args: [...taskArgs("launch"), "--fifo", fifo],
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      );
+      await launcher.waitFor(/Button ready/);
+      await launcher.waitFor(/LED Status: Off/);
+      await writeAndLeave(fifo, "0\n");
+      await launcher.waitFor(/LED Status: On/);
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      assertEquals(launcher.matching(/NotCapable|Requires .* access/), [], launcher.transcript);
+    });
+  },
+);
+
+testWith(["run", "read"], "deno task demo:ring runs with its narrowed permissions", async () => {
+  await using demo = new ChildProcess(
+    new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs("demo:ring"), "--seconds", "1", "--rate", "500"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
+  );
+  assertEquals((await demo.status()).code, 0, demo.transcript);
+  assert(demo.matching(/samples\/s/).length >= 1, demo.transcript);
+});

@@ -1,0 +1,41 @@
+import { assertEquals, assertRejects } from "@std/assert";
+import { FdWaiter } from "../ffi/fd_waiter.ts";
+import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
+
+Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
+  const fd = createEventFd();
+  const waiter = new FdWaiter();
+  try {
+    const pending = waiter.wait(fd);
+    writeFd(fd, new Uint8Array(new BigUint64Array([1n]).buffer), "eventfd");
+    assertEquals(await pending, "readable");
+    readFd(fd, new Uint8Array(8), "eventfd");
+    const cancelled = waiter.wait(fd);
+    waiter.cancel();
+    assertEquals(await cancelled, "cancelled");
+    assertEquals(await waiter.wait(fd), "cancelled");
+  } finally {
+    await waiter.close();
+    closeFd(fd);
+  }
+});
+
+Deno.test("FdWaiter refuses a second wait at once", async () => {
+  const fd = createEventFd();
+  const waiter = new FdWaiter();
+  const first = waiter.wait(fd);
+  await assertRejects(() => waiter.wait(fd), Deno.errors.Busy);
+  await waiter.close();
+  assertEquals(await first, "cancelled");
+  closeFd(fd);
+});
+
+Deno.test("FdWaiter.close() twice closes its eventfd once, never an fd opened since", async () => {
+  const waiter = new FdWaiter();
+  await waiter.close();
+  // The eventfd's number is free again: whatever opens next may get it.
+  const unrelated = createEventFd();
+  await Promise.all([waiter.close(), waiter.close()]);
+  statFd(unrelated, "the unrelated eventfd"); // throws BadResource (EBADF) if it was closed
+  closeFd(unrelated);
+});

@@ -1,0 +1,78 @@
+/**
+ * The log formats: timestamps on a terminal, sd-daemon priority prefixes and no timestamp for
+ * journald (`JOURNAL_STREAM` set), and the choice between them.
+ */
+import { assertEquals, assertMatch } from "@std/assert";
+import type { LogLevel, LogRecord } from "@logtape/logtape";
+import { defaultLogFormat, journalFormatter, textFormatter } from "../app/logging.ts";
+import { ROOT, spawnDeno, testWith, withTempDir } from "./helpers.ts";
+
+function record(level: LogLevel, message: string): LogRecord {
+  return {
+    category: ["mmap-ipc", "led"],
+    level,
+    message: [message],
+    rawMessage: message,
+    timestamp: Date.UTC(2026, 10, 21, 10, 50, 23, 626),
+    properties: {},
+  };
+}
+
+Deno.test("journalFormatter gives each level its sd-daemon priority and no timestamp", () => {
+  const lines = (["trace", "debug", "info", "warning", "error", "fatal"] as const).map((level) =>
+    journalFormatter(record(level, "LED Status: On"))
+  );
+  assertEquals(lines, [
+    "<7>mmap-ipc.led: LED Status: On\n",
+    "<7>mmap-ipc.led: LED Status: On\n",
+    "<6>mmap-ipc.led: LED Status: On\n",
+    "<4>mmap-ipc.led: LED Status: On\n",
+    "<3>mmap-ipc.led: LED Status: On\n",
+    "<2>mmap-ipc.led: LED Status: On\n",
+  ]);
+});
+
+Deno.test("textFormatter starts each line with a timestamp and the level", () => {
+  assertEquals(
+    textFormatter(record("warning", "careful")),
+    "2026-11-21 10:50:23.626 [WRN] mmap-ipc.led: careful\n",
+  );
+});
+
+testWith(["env"], "defaultLogFormat() is journal only while JOURNAL_STREAM is set", () => {
+  const saved = Deno.env.get("JOURNAL_STREAM");
+  try {
+    Deno.env.set("JOURNAL_STREAM", "8:12345");
+    assertEquals(defaultLogFormat(), "journal");
+    Deno.env.delete("JOURNAL_STREAM");
+    assertEquals(defaultLogFormat(), "text");
+  } finally {
+    if (saved === undefined) Deno.env.delete("JOURNAL_STREAM");
+    else Deno.env.set("JOURNAL_STREAM", saved);
+  }
+});
+
+testWith(
+  ["run", "read", "write"],
+  "the LED without env permission logs text, and journal lines with --log-format journal",
+  async () => {
+    await withTempDir(async (dir) => {
+      for (
+        const [args, pattern] of [
+          [[], /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[INF\] mmap-ipc\.led: LED Status: Off$/],
+          [["--log-format", "journal"], /^<6>mmap-ipc\.led: LED Status: Off$/],
+        ] as const
+      ) {
+        await using led = spawnDeno(`${ROOT}consumers/led.ts`, [
+          "--state",
+          `${dir}/state.dat`,
+          ...args,
+        ], { env: { JOURNAL_STREAM: "8:12345" } });
+        const { match } = await led.waitFor(/LED Status: Off/);
+        assertMatch(match.input, pattern);
+        led.kill("SIGTERM");
+        assertEquals((await led.status()).code, 0, led.transcript);
+      }
+    });
+  },
+);

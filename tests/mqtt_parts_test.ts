@@ -1,0 +1,369 @@
+/**
+ * The MQTT bridge's parts that need no broker: names and topics, `set` payloads, discovery
+ * configs, settings, credentials and the messages for connection problems.
+ */
+import {
+  assert,
+  assertEquals,
+  assertNotEquals,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
+import {
+  credentialsFromEnv,
+  parseCredentials,
+  PASSWORD_ENV,
+  readCredentialsFile,
+  USERNAME_ENV,
+} from "../bridges/mqtt/credentials.ts";
+import { readCaFile } from "../bridges/mqtt/ca_file.ts";
+import { describeProblem } from "../bridges/mqtt/problems.ts";
+import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
+import { OncePerKind, parseSetPayload } from "../bridges/mqtt/set_payload.ts";
+import {
+  mqttBridgeArgs,
+  mqttBridgePermissions,
+  mqttSettings,
+  parseBrokerUrl,
+} from "../bridges/mqtt/settings.ts";
+import {
+  checkTopicPrefix,
+  defaultClientId,
+  defaultPrefix,
+  deviceId,
+  machineName,
+  topicsFor,
+} from "../bridges/mqtt/topics.ts";
+import { assertThrowsWith, testWith, withTempDir } from "./helpers.ts";
+
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+Deno.test("machineName() tells two hosts of the same name apart by machine id, and is stable", async () => {
+  const a = await machineName("raspberrypi", "0123456789abcdef0123456789abcdef\n");
+  const b = await machineName("raspberrypi", "fedcba9876543210fedcba9876543210\n");
+  assertNotEquals(a, b);
+  assertEquals(a, await machineName("raspberrypi", "0123456789abcdef0123456789abcdef"));
+  assert(/^raspberrypi-[0-9a-f]{6}$/.test(a), a);
+  assert(!a.includes("0123456789"), "the machine id itself is never published");
+  assertEquals(await machineName("My Host.local", undefined), "my-host-local");
+  assertEquals(defaultPrefix(a), `mmap-ipc/${a}`);
+  assertEquals(defaultClientId(a), `mmap-ipc-${a}`);
+});
+
+Deno.test("topicsFor() and deviceId() derive everything from the prefix", () => {
+  assertEquals(topicsFor("mmap-ipc/pi-3fa2c1"), {
+    state: "mmap-ipc/pi-3fa2c1/led/state",
+    set: "mmap-ipc/pi-3fa2c1/led/set",
+    action: "mmap-ipc/pi-3fa2c1/button/action",
+    availability: "mmap-ipc/pi-3fa2c1/availability",
+  });
+  assertEquals(deviceId("mmap-ipc/pi-3fa2c1"), "mmap_ipc_pi_3fa2c1");
+  assertNotEquals(deviceId("!!"), deviceId("??"));
+  assert(/^[a-z0-9_]+$/.test(deviceId("!!")));
+});
+
+Deno.test("checkTopicPrefix() refuses wildcards, empty levels and empty prefixes", () => {
+  assertEquals(checkTopicPrefix("home/kitchen", "--mqtt-prefix"), "home/kitchen");
+  for (
+    const [prefix, why] of [
+      ["", "empty"],
+      ["home/#", "wildcard"],
+      ["home/+/x", "wildcard"],
+      ["/home", "empty level"],
+      ["home/", "empty level"],
+      ["a//b", "empty level"],
+      ["x".repeat(201), "longer than 200"],
+    ]
+  ) {
+    assertThrowsWith(
+      () => checkTopicPrefix(prefix, "--mqtt-prefix"),
+      TypeError,
+      "--mqtt-prefix",
+      why,
+    );
+  }
+});
+
+Deno.test("parseSetPayload() takes ON, OFF and TOGGLE in any case and sorts the rest by kind", () => {
+  assertEquals(parseSetPayload(bytes("ON")), { command: "ON" });
+  assertEquals(parseSetPayload(bytes(" off\n")), { command: "OFF" });
+  assertEquals(parseSetPayload(bytes("Toggle")), { command: "TOGGLE" });
+  const kind = (payload: Uint8Array): string | undefined => {
+    const parsed = parseSetPayload(payload);
+    return "malformed" in parsed ? parsed.malformed : undefined;
+  };
+  assertEquals(kind(bytes("")), "empty");
+  assertEquals(kind(bytes(" \t")), "empty");
+  assertEquals(kind(bytes("1")), "unknown word");
+  assertEquals(kind(bytes('{"state":"ON"}')), "unknown word");
+  assertEquals(kind(bytes("x".repeat(65))), "too long");
+  assertEquals(kind(new Uint8Array([0xff, 0x00])), "not UTF-8 text");
+  const long = parseSetPayload(bytes("y".repeat(100_000)));
+  assert("sample" in long && long.sample.length < 60, "only the start is quoted");
+});
+
+Deno.test("OncePerKind counts every kind and says first only once", () => {
+  const once = new OncePerKind<string>();
+  assertEquals([once.first("a"), once.first("a"), once.first("b"), once.first("a")], [
+    true,
+    false,
+    true,
+    false,
+  ]);
+  assertEquals(once.count("a"), 3);
+});
+
+Deno.test("discoveryMessages() describe one device: the LED as a light, the button as a trigger", () => {
+  const topics = topicsFor("mmap-ipc/pi-3fa2c1");
+  const [light, trigger] = discoveryMessages({
+    discoveryPrefix: "homeassistant",
+    deviceId: "mmap_ipc_pi_3fa2c1",
+    deviceName: "mmap-ipc pi",
+    model: "Button and LED (Pi build, GPIO)",
+    version: "1.2.3",
+    topics,
+  });
+  assertEquals(light.topic, "homeassistant/light/mmap_ipc_pi_3fa2c1/led/config");
+  assertEquals(
+    trigger.topic,
+    "homeassistant/device_automation/mmap_ipc_pi_3fa2c1/button_short_press/config",
+  );
+  const device = {
+    identifiers: ["mmap_ipc_pi_3fa2c1"],
+    name: "mmap-ipc pi",
+    manufacturer: "mmap-ipc",
+    model: "Button and LED (Pi build, GPIO)",
+    sw_version: "1.2.3",
+  };
+  assertEquals(light.payload, {
+    name: "LED",
+    unique_id: "mmap_ipc_pi_3fa2c1_led",
+    schema: "basic",
+    command_topic: topics.set,
+    state_topic: topics.state,
+    payload_on: "ON",
+    payload_off: "OFF",
+    availability_topic: topics.availability,
+    payload_available: "online",
+    payload_not_available: "offline",
+    qos: 1,
+    device,
+    origin: { name: "mmap-ipc", sw_version: "1.2.3" },
+  });
+  assertEquals(trigger.payload, {
+    automation_type: "trigger",
+    topic: topics.action,
+    type: "button_short_press",
+    subtype: "button_1",
+    payload: "press",
+    qos: 0,
+    device,
+    origin: { name: "mmap-ipc", sw_version: "1.2.3" },
+  });
+});
+
+Deno.test("parseBrokerUrl() takes mqtt:// and mqtts:// with default ports and refuses the rest", () => {
+  assertEquals(parseBrokerUrl("mqtt://broker.lan"), {
+    url: "mqtt://broker.lan:1883",
+    host: "broker.lan",
+    port: 1883,
+    tls: false,
+  });
+  assertEquals(parseBrokerUrl("mqtts://10.0.0.2"), {
+    url: "mqtts://10.0.0.2:8883",
+    host: "10.0.0.2",
+    port: 8883,
+    tls: true,
+  });
+  assertEquals(parseBrokerUrl("mqtt://[::1]:1884/").url, "mqtt://[::1]:1884");
+  for (
+    const [url, why] of [
+      ["broker.lan", "expected mqtt://HOST"],
+      ["ws://broker.lan", "mqtt:// or mqtts://"],
+      ["mqtt://user:pw@broker.lan", "every user can read a command line"],
+      ["mqtt://broker.lan/topic", "only a host and a port"],
+      ["mqtt://broker.lan?x=1", "only a host and a port"],
+    ]
+  ) {
+    assertThrowsWith(() => parseBrokerUrl(url), TypeError, "Invalid --mqtt", why);
+  }
+});
+
+Deno.test("mqttSettings() checks the flags together, and the bridge gets only what it needs", () => {
+  assertEquals(mqttSettings({}), undefined);
+  assertThrowsWith(
+    () => mqttSettings({ mqttPrefix: "a" }),
+    TypeError,
+    "--mqtt-prefix need --mqtt",
+  );
+  assertThrowsWith(
+    () => mqttSettings({ mqtt: "mqtt://h", mqttCa: "ca.pem" }),
+    TypeError,
+    "--mqtt-ca is for TLS",
+  );
+  assertThrowsWith(
+    () => mqttSettings({ mqtt: "mqtt://h", mqttClientId: "" }),
+    TypeError,
+    "--mqtt-client-id",
+  );
+  const settings = mqttSettings({
+    mqtt: "mqtts://broker.lan",
+    mqttCa: "/etc/ca.pem",
+    mqttCredentials: "/etc/mmap-ipc/login",
+    mqttPrefix: "home/kitchen",
+  });
+  assert(settings !== undefined);
+  assertEquals(settings.discoveryPrefix, "homeassistant");
+  assertEquals(mqttBridgeArgs(settings), [
+    "--mqtt",
+    "mqtts://broker.lan:8883",
+    "--mqtt-credentials",
+    "/etc/mmap-ipc/login",
+    "--mqtt-ca",
+    "/etc/ca.pem",
+    "--mqtt-prefix",
+    "home/kitchen",
+    "--mqtt-discovery-prefix",
+    "homeassistant",
+  ]);
+  const permissions = mqttBridgePermissions(settings);
+  assert(permissions.includes("--allow-net=broker.lan:8883"));
+  assert(permissions.includes("--allow-sys=hostname"));
+  assert(
+    permissions.includes(
+      "--allow-read=/etc/machine-id,/var/lib/dbus/machine-id",
+    ),
+  );
+  assert(!permissions.some((flag) => flag === "--allow-all" || flag === "--allow-net"));
+});
+
+Deno.test("parseCredentials() reads username= and password= lines and names bad lines, never values", () => {
+  assertEquals(parseCredentials("# login\nusername=kitchen\r\npassword= a=b c \n", "f"), {
+    username: "kitchen",
+    password: " a=b c ",
+    source: 'file "f"',
+  });
+  assertEquals(parseCredentials("username=u\n", "f").password, undefined);
+  const secret = "hunter2";
+  const bad = assertThrows(
+    () => parseCredentials(`username=u\n${secret}\n`, "f"),
+    Deno.errors.InvalidData,
+  );
+  assertStringIncludes(bad.message, "line 2");
+  assert(!bad.message.includes(secret));
+  assertThrowsWith(
+    () => parseCredentials("password=x\n", "f"),
+    Deno.errors.InvalidData,
+    "no username",
+  );
+  assertThrowsWith(
+    () => parseCredentials("username=a\nusername=b\n", "f"),
+    Deno.errors.InvalidData,
+    "line 2",
+    "second time",
+  );
+});
+
+testWith(
+  ["read", "write"],
+  "readCredentialsFile() refuses a file others may read, a directory and a missing file",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/login`;
+      await Deno.writeTextFile(path, "username=u\npassword=p\n");
+      await Deno.chmod(path, 0o640);
+      assertThrowsWith(
+        () => readCredentialsFile(path),
+        Deno.errors.PermissionDenied,
+        path,
+        "mode 640",
+        `chmod 600 ${path}`,
+      );
+      await Deno.chmod(path, 0o600);
+      assertEquals(readCredentialsFile(path).username, "u");
+      assertThrowsWith(
+        () => readCredentialsFile(`${dir}/none`),
+        Deno.errors.NotFound,
+        `${dir}/none`,
+        "no such file",
+      );
+      assertThrowsWith(() => readCredentialsFile(dir), Deno.errors.InvalidData, "a directory");
+    });
+  },
+);
+
+testWith(
+  ["read", "write"],
+  "readCaFile() takes a PEM file and refuses one without a certificate, a directory and a missing file",
+  async () => {
+    await withTempDir(async (dir) => {
+      const pem = `${dir}/ca.pem`;
+      const body = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      await Deno.writeTextFile(pem, body);
+      assertEquals(readCaFile(pem), body);
+      await Deno.writeTextFile(`${dir}/key.pem`, "-----BEGIN PRIVATE KEY-----\n");
+      assertThrowsWith(
+        () => readCaFile(`${dir}/key.pem`),
+        Deno.errors.InvalidData,
+        "no PEM certificate",
+      );
+      assertThrowsWith(() => readCaFile(dir), Deno.errors.InvalidData, "a directory");
+      assertThrowsWith(() => readCaFile(`${dir}/none`), Deno.errors.NotFound, `${dir}/none`);
+    });
+  },
+);
+
+testWith(["env"], "credentialsFromEnv() needs the user name when a password is set", () => {
+  const saved = [Deno.env.get(USERNAME_ENV), Deno.env.get(PASSWORD_ENV)];
+  try {
+    Deno.env.delete(USERNAME_ENV);
+    Deno.env.delete(PASSWORD_ENV);
+    assertEquals(credentialsFromEnv(), undefined);
+    Deno.env.set(PASSWORD_ENV, "p");
+    assertThrowsWith(() => credentialsFromEnv(), TypeError, USERNAME_ENV);
+    Deno.env.set(USERNAME_ENV, "u");
+    assertEquals(credentialsFromEnv(), {
+      username: "u",
+      password: "p",
+      source: `$${USERNAME_ENV}`,
+    });
+  } finally {
+    for (const [name, value] of [[USERNAME_ENV, saved[0]], [PASSWORD_ENV, saved[1]]] as const) {
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    }
+  }
+});
+
+Deno.test("describeProblem() says what to do about refused logins, TLS and unreachable brokers", () => {
+  const error = (message: string, code: string | number): Error & { code: string | number } =>
+    Object.assign(new Error(message), { code });
+  const url = "mqtt://broker.lan:1883";
+  const login = { username: "kitchen", password: "hunter2", source: 'file "/etc/login"' };
+  const bad = describeProblem(error("Connection refused: Bad username or password", 4), url, login);
+  assertEquals(bad.kind, "credentials");
+  assertStringIncludes(
+    bad.message,
+    'bad user name or password (user "kitchen" from file "/etc/login")',
+  );
+  assert(!bad.message.includes("hunter2"));
+  const none = describeProblem(error("Connection refused: Not authorized", 5), url, undefined);
+  assertStringIncludes(none.message, "--mqtt-credentials FILE");
+  const tls = describeProblem(
+    error("self-signed certificate in certificate chain", "SELF_SIGNED_CERT_IN_CHAIN"),
+    url,
+    undefined,
+  );
+  assertEquals(tls.kind, "tls");
+  assertStringIncludes(tls.message, "--mqtt-ca FILE");
+  const down = describeProblem(
+    error("connect ECONNREFUSED 10.0.0.2:1883", "ECONNREFUSED"),
+    url,
+    undefined,
+  );
+  assertStringIncludes(down.message, "nothing accepts connections there");
+  assertEquals(
+    describeProblem(error("getaddrinfo ENOTFOUND", "ENOTFOUND"), url, undefined).kind,
+    "dns",
+  );
+});

@@ -1,0 +1,541 @@
+/**
+ * The MQTT bridge end to end: the real launcher with `--mqtt`, its button, LED and bridge
+ * processes, a real mosquitto on a free loopback port, and a real MQTT client (npm `mqtt`).
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { deviceId, type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
+import {
+  ChildProcess,
+  eventually,
+  processGone,
+  ROOT,
+  spawnDeno,
+  testWith,
+  withTempDir,
+  writeAndLeave,
+} from "./helpers.ts";
+import {
+  freePort,
+  listen,
+  type Listener,
+  makeCertificates,
+  startBroker,
+  testWithBroker,
+} from "./mqtt_helpers.ts";
+
+const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
+const LED_LINE = /LED Status: (On|Off)/;
+
+/** A launcher with `--mqtt`, and what a test needs to talk to it. */
+interface System extends AsyncDisposable {
+  launcher: ChildProcess;
+  fifo: string;
+  prefix: string;
+  topics: Topics;
+  /** The pid of the bridge started last. */
+  bridgePid(since?: number): Promise<number>;
+}
+
+async function startSystem(
+  dir: string,
+  url: string,
+  options: { args?: string[]; env?: Record<string, string>; connected?: boolean } = {},
+): Promise<System> {
+  const fifo = `${dir}/button.fifo`;
+  const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+  const launcher = spawnDeno(
+    `${ROOT}launch.ts`,
+    ["--fifo", fifo, "--mqtt", url, "--mqtt-prefix", prefix, ...(options.args ?? [])],
+    { permissions: LAUNCH_PERMISSIONS, cwd: dir, env: options.env },
+  );
+  const system: System = {
+    launcher,
+    fifo,
+    prefix,
+    topics: topicsFor(prefix),
+    async bridgePid(since = 0): Promise<number> {
+      return Number((await launcher.waitFor(/Started mqtt \(pid (\d+)\)/, { since })).match[1]);
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      const pids = launcher.lines.flatMap((line) => {
+        const match = /Started \w+ \(pid (\d+)\)/.exec(line.text);
+        return match ? [Number(match[1])] : [];
+      });
+      launcher.kill("SIGTERM");
+      const timer = setTimeout(() => launcher.kill("SIGKILL"), 10_000);
+      await launcher.status();
+      clearTimeout(timer);
+      for (const pid of pids) if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
+    },
+  };
+  try {
+    await launcher.waitFor(/Button ready/);
+    await launcher.waitFor(LED_LINE);
+    if (options.connected ?? true) await launcher.waitFor(/Connected to mqtt/);
+  } catch (error) {
+    await system[Symbol.asyncDispose]();
+    throw error;
+  }
+  return system;
+}
+
+/** Waits for the LED to show `state` in a line at index `since` or later; returns the next index. */
+async function ledShows(
+  launcher: ChildProcess,
+  state: "On" | "Off",
+  since: number,
+): Promise<number> {
+  return (await launcher.waitFor(new RegExp(`LED Status: ${state}`), { since })).index + 1;
+}
+
+function lastLed(launcher: ChildProcess): string | undefined {
+  const lines = launcher.matching(LED_LINE);
+  return LED_LINE.exec(lines[lines.length - 1] ?? "")?.[1];
+}
+
+/** Checks the two discovery configs field by field. */
+function checkDiscovery(listener: Listener, prefix: string, since = 0): void {
+  const id = deviceId(prefix);
+  const topics = topicsFor(prefix);
+  const light = listener.on(`homeassistant/light/${id}/led/config`, since);
+  const trigger = listener.on(
+    `homeassistant/device_automation/${id}/button_short_press/config`,
+    since,
+  );
+  assertEquals(light.length >= 1 && trigger.length >= 1, true, "both discovery configs");
+  const lightConfig = JSON.parse(light[light.length - 1].payload);
+  const triggerConfig = JSON.parse(trigger[trigger.length - 1].payload);
+  const device = lightConfig.device;
+  assertEquals(device.identifiers, [id]);
+  assertEquals(device.manufacturer, "mmap-ipc");
+  assertEquals(device.model, "Button and LED (PC build)");
+  assertMatch(device.name, /^mmap-ipc /);
+  assertMatch(device.sw_version, /^\d+\.\d+\.\d+/);
+  assertEquals(lightConfig.name, "LED");
+  assertEquals(lightConfig.unique_id, `${id}_led`);
+  assertEquals(lightConfig.schema, "basic");
+  assertEquals(lightConfig.command_topic, topics.set);
+  assertEquals(lightConfig.state_topic, topics.state);
+  assertEquals(lightConfig.payload_on, "ON");
+  assertEquals(lightConfig.payload_off, "OFF");
+  assertEquals(lightConfig.availability_topic, topics.availability);
+  assertEquals(lightConfig.payload_available, "online");
+  assertEquals(lightConfig.payload_not_available, "offline");
+  assertEquals(lightConfig.origin.name, "mmap-ipc");
+  assertEquals(triggerConfig.automation_type, "trigger");
+  assertEquals(triggerConfig.topic, topics.action);
+  assertEquals(triggerConfig.type, "button_short_press");
+  assertEquals(triggerConfig.subtype, "button_1");
+  assertEquals(triggerConfig.payload, "press");
+  assertEquals(triggerConfig.device, device, "one device for both");
+}
+
+/** Waits until the newest message on `topic` is `payload`. */
+async function latestIs(listener: Listener, topic: string, payload: string): Promise<void> {
+  for (let since = 0;;) {
+    const heard = await listener.waitFor(topic, { since });
+    since = listener.heard.indexOf(heard) + 1;
+    const all = listener.on(topic);
+    if (all[all.length - 1].payload === payload) return;
+  }
+}
+
+testWithBroker(
+  "MQTT bridge: state, presses, commands, discovery, bad payloads, a flood, a killed bridge, a restarted broker",
+  async (t) => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      // Debug logs: the button says which remote command it applied, the flood's barrier below.
+      await using system = await startSystem(dir, broker.url, { args: ["--log-level", "debug"] });
+      const { launcher, topics, prefix } = system;
+      const bridgePid = await system.bridgePid();
+      await using early = await listen(broker.url, [`${prefix}/#`]);
+      await early.waitFor(topics.state, { payload: "OFF" });
+
+      await t.step(
+        "a late subscriber gets availability, the state and the discovery configs, retained",
+        async () => {
+          await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+          assertEquals((await late.waitFor(topics.availability)).payload, "online");
+          const state = await late.waitFor(topics.state);
+          assertEquals([state.payload, state.retain], ["OFF", true]);
+          await late.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`);
+          await late.waitFor(
+            `homeassistant/device_automation/${deviceId(prefix)}/button_short_press/config`,
+          );
+          assert(late.heard.every((message) => message.retain), "all retained");
+          checkDiscovery(late, prefix);
+        },
+      );
+
+      let since = launcher.lines.length;
+      await t.step("a press is published on button/action and the LED state follows", async () => {
+        const mark = early.heard.length;
+        await writeAndLeave(system.fifo, "0\n");
+        since = await ledShows(launcher, "On", since);
+        assertEquals((await early.waitFor(topics.action, { since: mark })).payload, "press");
+        assertEquals((await early.waitFor(topics.state, { since: mark })).payload, "ON");
+      });
+
+      await t.step("set OFF, on and TOGGLE reach the LED through the button process", async () => {
+        for (
+          const [payload, led, state] of [["OFF", "Off", "OFF"], ["on", "On", "ON"], [
+            "TOGGLE",
+            "Off",
+            "OFF",
+          ]] as const
+        ) {
+          const mark = early.heard.length;
+          await early.publish(topics.set, payload);
+          since = await ledShows(launcher, led, since);
+          await early.waitFor(topics.state, { payload: state, since: mark });
+        }
+        assertEquals(early.on(topics.action).length, 1, "commands are not presses");
+      });
+
+      await t.step("malformed payloads are ignored, each kind logged once", async () => {
+        const ignoredBefore = launcher.matching(/Ignored/).length;
+        const ledBefore = launcher.matching(LED_LINE).length;
+        const bad: (string | Uint8Array)[] = [
+          "bogus",
+          "also bogus",
+          "",
+          "   ",
+          "x".repeat(100),
+          "y".repeat(1000),
+          new Uint8Array([0xff, 0xfe, 0x4f]),
+          new Uint8Array([0xc3]),
+        ];
+        for (const payload of bad) await early.publish(topics.set, payload);
+        await early.publish(topics.set, "ON");
+        since = await ledShows(launcher, "On", since);
+        // The bridge logs what it ignored before the ON that follows (its second "ON").
+        await eventually(
+          () => launcher.matching(/mqtt: Command ON/).length === 2,
+          20_000,
+          "the ON parsed",
+        );
+        const ignored = launcher.matching(/Ignored/).slice(ignoredBefore);
+        assertEquals(ignored.length, 4, ignored.join("\n"));
+        for (const kind of ["not ON, OFF or TOGGLE", "empty", "too long", "not UTF-8"]) {
+          assertEquals(ignored.filter((line) => line.includes(kind)).length, 1, kind);
+        }
+        assertEquals(
+          launcher.matching(LED_LINE).length,
+          ledBefore + 1,
+          "only the last ON moved the LED",
+        );
+      });
+
+      await t.step(
+        "a flood of set commands leaves the bridge up and responsive, and the LED ends at the last command",
+        async () => {
+          const flood = [];
+          for (let i = 0; i < 3000; i++) flood.push(early.publish(topics.set, "TOGGLE"));
+          flood.push(early.publish(topics.set, "ON"));
+          await Promise.all(flood);
+          // Folding toggles never makes an ON, so the button applying this ON (its third: "on"
+          // and "ON" came before) means the flood is through. Counted: children's lines interleave.
+          await eventually(
+            () => launcher.matching(/Remote command ON: state 1/).length === 3,
+            60_000,
+            "the flood applied",
+          );
+          await eventually(() => lastLed(launcher) === "On", 20_000, "the LED on");
+          await latestIs(early, topics.state, "ON");
+          since = launcher.lines.length;
+          assert(!processGone(bridgePid), "the same bridge process still runs");
+          assertEquals(launcher.matching(/Started mqtt/).length, 1);
+          const applied = launcher.matching(/Remote command/).length;
+          assert(applied <= 3000 + 4, `${applied} commands applied`);
+        },
+      );
+
+      await t.step(
+        "Home Assistant coming online (its birth message) gets the discovery and state again",
+        async () => {
+          const mark = early.heard.length;
+          await using ha = await listen(broker.url, ["homeassistant/#"]);
+          await ha.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`);
+          const retained = ha.heard.length;
+          await ha.publish("homeassistant/status", "online");
+          await launcher.waitFor(/Home Assistant \(re\)started/, { since });
+          const again = await ha.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`, {
+            since: retained,
+          });
+          assertEquals(again.retain, false, "published anew, not the retained copy");
+          await early.waitFor(topics.state, { payload: "ON", since: mark });
+          await early.waitFor(topics.availability, { payload: "online", since: mark });
+        },
+      );
+
+      await t.step(
+        "a killed bridge leaves its will (offline); the restarted one is online with the state and does not apply a retained command again",
+        async () => {
+          // Retained, so the restarted bridge hears it again when it subscribes.
+          await early.publish(topics.set, "TOGGLE", { retain: true });
+          since = await ledShows(launcher, "Off", since);
+          const mark = early.heard.length;
+          const lines = launcher.lines.length;
+          const leds = launcher.matching(LED_LINE).length;
+          Deno.kill(bridgePid, "SIGKILL");
+          await early.waitFor(topics.availability, { payload: "offline", since: mark });
+          const restarted = await system.bridgePid(lines);
+          assert(restarted !== bridgePid);
+          await early.waitFor(topics.availability, { payload: "online", since: mark });
+          await early.waitFor(topics.state, { payload: "OFF", since: mark });
+          const retained = await launcher.waitFor(/Ignored a retained message/, { since: lines });
+          assertStringIncludes(retained.match.input, "applied again at every reconnect");
+          await early.publish(topics.set, "", { retain: true }); // clears the retained command
+          await early.publish(topics.set, "ON");
+          since = await ledShows(launcher, "On", since);
+          assertEquals(launcher.matching(LED_LINE).length, leds + 1, "the TOGGLE was applied once");
+        },
+      );
+
+      await t.step(
+        "a restarted broker gets the state and discovery again, and commands still work",
+        async () => {
+          const lines = launcher.lines.length;
+          await broker.restart();
+          await launcher.waitFor(/Lost the connection/, { since: lines });
+          await launcher.waitFor(/Connected to mqtt/, { since: lines });
+          // The first listener may hear the bridge republish; the one after it must get it retained.
+          await using first = await listen(broker.url, [topics.state]);
+          await first.waitFor(topics.state, { payload: "ON" });
+          await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+          const state = await late.waitFor(topics.state);
+          assertEquals([state.payload, state.retain], ["ON", true]);
+          assertEquals((await late.waitFor(topics.availability)).payload, "online");
+          await late.waitFor(
+            `homeassistant/device_automation/${deviceId(prefix)}/button_short_press/config`,
+          );
+          checkDiscovery(late, prefix);
+          await late.publish(topics.set, "TOGGLE");
+          since = await ledShows(launcher, "Off", since);
+          await late.waitFor(topics.state, { payload: "OFF" });
+        },
+      );
+    });
+  },
+);
+
+testWithBroker(
+  "MQTT bridge: with the broker down at start the LED follows presses; the bridge connects when it comes",
+  async () => {
+    await withTempDir(async (dir) => {
+      const port = freePort();
+      await using system = await startSystem(dir, `mqtt://127.0.0.1:${port}`, { connected: false });
+      const { launcher, topics, prefix } = system;
+      await launcher.waitFor(/Cannot reach the broker .* \(ECONNREFUSED\)/);
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "On", 0);
+      await using broker = await startBroker(dir, { port });
+      await launcher.waitFor(
+        /Connected to mqtt:\/\/127\.0\.0\.1:\d+ as \S+ \(after \d+ failed attempts\)/,
+      );
+      await using late = await listen(broker.url, [`${prefix}/#`]);
+      assertEquals((await late.waitFor(topics.state)).payload, "ON");
+      assertEquals(launcher.matching(/ECONNREFUSED/).length, 1, "the outage is reported once");
+      assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
+    });
+  },
+);
+
+testWithBroker(
+  "MQTT bridge: a wrong password is refused with one clear message and no crash loop; the LED still works",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir, { users: { alice: "right" } });
+      const credentials = `${dir}/mqtt.login`;
+      await Deno.writeTextFile(credentials, "username=alice\npassword=wrong\n", { mode: 0o600 });
+      await using system = await startSystem(dir, broker.url, {
+        args: ["--mqtt-credentials", credentials, "--log-level", "debug"],
+        connected: false,
+      });
+      const { launcher } = system;
+      const refused = await launcher.waitFor(/refused the connection/);
+      assertMatch(refused.match.input, /not authorized|bad user name or password/);
+      assertStringIncludes(refused.match.input, `user "alice" from file "${credentials}"`);
+      assert(!refused.match.input.includes("wrong"), "the password is never logged");
+      // Several more attempts, all refused, none reported again.
+      for (let attempt = 0, since = refused.index; attempt < 3; attempt++) {
+        since = (await launcher.waitFor(/Next attempt to connect/, { since })).index + 1;
+      }
+      assertEquals(launcher.matching(/\[ERR\].*refused the connection/).length, 1);
+      assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "On", 0);
+    });
+  },
+);
+
+/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
+function taskArgs(name: string): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const command: string = config.tasks[name].command;
+  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
+  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
+  assertEquals([deno, args[0]], ["deno", "run"], command);
+  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
+  return args;
+}
+
+testWithBroker(
+  "deno task launch --mqtt runs with the task's narrowed permissions, credentials from a file",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir, { users: { carol: "pw" } });
+      const login = `${dir}/login`;
+      await Deno.writeTextFile(login, "username=carol\npassword=pw\n", { mode: 0o600 });
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      await using launcher = new ChildProcess(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            ...taskArgs("launch"),
+            "--fifo",
+            `${dir}/button.fifo`,
+            "--mqtt",
+            broker.url,
+            "--mqtt-credentials",
+            login,
+            "--mqtt-prefix",
+            prefix,
+          ],
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }),
+      );
+      await launcher.waitFor(/Connected to mqtt/);
+      await using listener = await listen(broker.url, [`${prefix}/#`], {
+        username: "carol",
+        password: "pw",
+      });
+      await writeAndLeave(`${dir}/button.fifo`, "0\n");
+      await listener.waitFor(`${prefix}/button/action`, { payload: "press" });
+      await listener.waitFor(`${prefix}/led/state`, { payload: "ON" });
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      assertEquals(launcher.matching(/NotCapable|Requires .* access/), [], launcher.transcript);
+      await listener.waitFor(`${prefix}/availability`, { payload: "offline" });
+    });
+  },
+);
+
+testWithBroker("MQTT bridge: logs in with credentials from the environment", async () => {
+  await withTempDir(async (dir) => {
+    await using broker = await startBroker(dir, { users: { bob: "s3cret pass" } });
+    await using system = await startSystem(dir, broker.url, {
+      env: { MMAP_IPC_MQTT_USERNAME: "bob", MMAP_IPC_MQTT_PASSWORD: "s3cret pass" },
+    });
+    await using listener = await listen(broker.url, [`${system.prefix}/#`], {
+      username: "bob",
+      password: "s3cret pass",
+    });
+    assertEquals((await listener.waitFor(system.topics.state)).payload, "OFF");
+    await writeAndLeave(system.fifo, "press\n");
+    await listener.waitFor(system.topics.action, { payload: "press" });
+  });
+});
+
+testWithBroker(
+  "MQTT bridge: when it keeps crashing the launcher gives up on it alone; the button and LED carry on",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      await using system = await startSystem(dir, broker.url);
+      const { launcher } = system;
+      for (let crash = 0, since = 0; crash < 5; crash++) {
+        const started = await launcher.waitFor(/Started mqtt \(pid (\d+)\)/, { since });
+        since = started.index + 1;
+        Deno.kill(Number(started.match[1]), "SIGKILL");
+      }
+      const gaveUp = await launcher.waitFor(/keep running without MQTT/);
+      assertStringIncludes(gaveUp.match.input, "mqtt crashed 5 times in a row");
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "On", gaveUp.index);
+      await writeAndLeave(system.fifo, "0\n");
+      await ledShows(launcher, "Off", gaveUp.index);
+      assertEquals(launcher.matching(/Started mqtt/).length, 5);
+    });
+  },
+);
+
+testWithBroker(
+  "MQTT bridge over mqtts:// trusts the CA given with --mqtt-ca, and says what to do without it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { ca, cert, key } = await makeCertificates(dir);
+      await using broker = await startBroker(dir, { tls: { cert, key } });
+      {
+        await using system = await startSystem(dir, broker.url, { connected: false });
+        const error = await system.launcher.waitFor(/Cannot trust the broker/);
+        assertStringIncludes(error.match.input, "--mqtt-ca FILE");
+      }
+      await using system = await startSystem(dir, broker.url, { args: ["--mqtt-ca", ca] });
+      await using listener = await listen(broker.url, [`${system.prefix}/#`], {
+        ca: await Deno.readTextFile(ca),
+      });
+      assertEquals((await listener.waitFor(system.topics.state)).payload, "OFF");
+      await writeAndLeave(system.fifo, "0\n");
+      await listener.waitFor(system.topics.action, { payload: "press" });
+      await listener.waitFor(system.topics.state, { payload: "ON" });
+    });
+  },
+  { programs: ["openssl"] },
+);
+
+testWith(
+  ["run", "read", "write", "env"],
+  "launch --mqtt refuses bad settings before starting anything",
+  async () => {
+    await withTempDir(async (dir) => {
+      const run = async (args: string[]): Promise<{ code: number; stderr: string }> => {
+        const child = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/b.fifo`, ...args], {
+          permissions: LAUNCH_PERMISSIONS,
+          cwd: dir,
+        });
+        const { code, stderr } = await child.status();
+        assertEquals(child.matching(/Started/).length, 0, "nothing started");
+        return { code, stderr };
+      };
+      const usage = [
+        [["--mqtt", "http://127.0.0.1"], "the scheme must be mqtt:// or mqtts://"],
+        [["--mqtt", "mqtt://alice:secret@127.0.0.1"], "every user can read a command line"],
+        [["--mqtt", "mqtt://127.0.0.1", "--mqtt-ca", "ca.pem"], "--mqtt-ca is for TLS"],
+        [["--mqtt", "mqtt://127.0.0.1", "--mqtt-prefix", "a/#"], "wildcard"],
+        [["--mqtt-prefix", "a/b"], "need --mqtt URL"],
+        [["--mqtt", "not a url"], "Invalid --mqtt"],
+      ] as const;
+      for (const [args, message] of usage) {
+        const { code, stderr } = await run([...args]);
+        assertEquals(code, 2, `${args.join(" ")}: ${stderr}`);
+        assertStringIncludes(stderr, message);
+      }
+      const open = `${dir}/open.login`;
+      await Deno.writeTextFile(open, "username=a\npassword=b\n", { mode: 0o644 });
+      await Deno.chmod(open, 0o644);
+      const shared = await run(["--mqtt", "mqtt://127.0.0.1", "--mqtt-credentials", open]);
+      assertEquals(shared.code, 1);
+      assertStringIncludes(shared.stderr, `chmod 600 ${open}`);
+      const missing = await run([
+        "--mqtt",
+        "mqtt://127.0.0.1",
+        "--mqtt-credentials",
+        `${dir}/none`,
+      ]);
+      assertEquals(missing.code, 1);
+      assertStringIncludes(missing.stderr, "no such file or directory");
+      await Deno.writeTextFile(`${dir}/not-a-ca.pem`, "hello\n");
+      const ca = await run(["--mqtt", "mqtts://127.0.0.1", "--mqtt-ca", `${dir}/not-a-ca.pem`]);
+      assertEquals(ca.code, 1);
+      assertStringIncludes(ca.stderr, "holds no PEM certificate");
+      assertEquals([...Deno.readDirSync(dir)].map((entry) => entry.name).sort(), [
+        "not-a-ca.pem",
+        "open.login",
+      ], "no FIFO or anything else left behind");
+    });
+  },
+);
