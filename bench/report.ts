@@ -168,13 +168,18 @@ export function renderMarkdown(results: Results): string {
   const m = results.machine;
   const measured = results.targets.filter((target) => target.met !== null);
   const skipped = results.targets.length - measured.length;
+  // A soak alone takes one sample per figure, whatever --runs says.
+  const runs = Math.max(1, ...results.figures.map((figure) => figure.runs));
   const lines = [
     `Measured ${results.date.slice(0, 10)} on ${m.cpu}, ${m.cores} cores, Linux ${m.kernel}, ` +
     `Deno ${m.deno}, with \`deno task bench${
       results.args.length > 0 ? ` ${results.args.join(" ")}` : ""
-    }\`. Each figure is the median of ${results.runs === 1 ? "one run" : `${results.runs} runs`} ` +
+    }\`. Each figure is the median of ${runs === 1 ? "one run" : `${runs} runs`} ` +
     "(latencies: the median of the runs' p50s and of their p99s) with the range of the runs; " +
-    "every ratio is figure / baseline, both from this run.",
+    "every ratio is figure / baseline, both from this run" +
+    (runs > 1 && results.figures.some((f) => f.runs === 1)
+      ? ". A figure without a range is one sample."
+      : "."),
     "",
     `Goals: ${measured.filter((t) => t.met).length} of ${measured.length} met${
       skipped > 0 ? `; ${skipped} not measured in this run` : ""

@@ -1,6 +1,6 @@
 /**
  * Every way of moving messages that the ring benchmarks measure, behind one small interface, so
- * that a new way (the library's `receiveInto`, a batch form) is one more entry in
+ * that a new way (another batch form, say) is one more entry in
  * {@link RING_VARIANTS}: the cross-process and in-process cases, the report and the targets'
  * "best library way" pick it up from there.
  *
@@ -64,6 +64,8 @@ export interface RingVariant {
   label: string;
   /** One of the library's ways: the targets hold the best of these against the baselines. */
   library: boolean;
+  /** The library's way that moves the message in place (one copy, by the sender). */
+  zeroCopy: boolean;
   /** Also measured with both ends in one process. */
   inProcess: boolean;
   /** Makes the endpoint for a ring of {@link RING_CAPACITY} bytes; `socketPath` is free to use. */
@@ -105,20 +107,24 @@ function onRegion<T extends { close(): void }>(
   }
 }
 
+/** The library's sending end with `trySend()` / `send()` (a copy into the ring). */
+function copyingSender(path: string): Promise<SenderEnd> {
+  const { end: producer, close } = onRegion(path, (region) => openRingProducer(region));
+  return Promise.resolve({
+    trySend: (message) => producer.trySend(message),
+    send: (message) => producer.send(message),
+    close,
+  });
+}
+
 const libraryCopy: RingVariant = {
   id: "copy",
-  label: "ring, `trySend()` / `tryReceive()` (copying)",
+  label: "ring, `trySend()` / `tryReceive()` (a new copy per message)",
   library: true,
+  zeroCopy: false,
   inProcess: true,
   prepare: libraryEndpoint,
-  openSender(path): Promise<SenderEnd> {
-    const { end: producer, close } = onRegion(path, (region) => openRingProducer(region));
-    return Promise.resolve({
-      trySend: (message) => producer.trySend(message),
-      send: (message) => producer.send(message),
-      close,
-    });
-  },
+  openSender: copyingSender,
   openReceiver(path, listening): Promise<ReceiverEnd> {
     const { end: consumer, close } = onRegion(path, (region) => openRingConsumer(region));
     listening();
@@ -141,10 +147,134 @@ const libraryCopy: RingVariant = {
   },
 };
 
+const libraryInto: RingVariant = {
+  id: "into",
+  label: "ring, `trySend()` / `tryReceiveInto()` (copying into the caller's buffer)",
+  library: true,
+  zeroCopy: false,
+  inProcess: true,
+  prepare: libraryEndpoint,
+  openSender: copyingSender,
+  openReceiver(path, listening): Promise<ReceiverEnd> {
+    const { end: consumer, close } = onRegion(path, (region) => openRingConsumer(region));
+    listening();
+    return Promise.resolve({
+      tryReceiveInto(into): number {
+        const length = consumer.tryReceiveInto(into);
+        if (length === undefined) return -1;
+        if (length === null) throw closedError();
+        return length;
+      },
+      async receiveInto(into): Promise<number> {
+        const length = await consumer.receiveInto(into);
+        if (length === null) throw closedError();
+        return length;
+      },
+      close,
+    });
+  },
+};
+
+/** How many messages the batch variant takes per call. */
+const BATCH = 64;
+
+const libraryBatchInto: RingVariant = {
+  id: "batch-into",
+  label: `ring, \`trySend()\` / \`tryReceiveBatchInto()\` (up to ${BATCH} messages per call)`,
+  library: true,
+  zeroCopy: false,
+  inProcess: true,
+  prepare: libraryEndpoint,
+  openSender: copyingSender,
+  openReceiver(path, listening): Promise<ReceiverEnd> {
+    const { end: consumer, close } = onRegion(path, (region) => openRingConsumer(region));
+    listening();
+    let batch = new Uint8Array(0);
+    const lengths = new Uint32Array(BATCH);
+    let count = 0;
+    let next = 0;
+    let offset = 0;
+    // Hands out the messages of the last batch (already copied out of the ring, once each).
+    const take = (into: Uint8Array): number => {
+      if (next === count) {
+        if (batch.length < into.length * BATCH) batch = new Uint8Array(into.length * BATCH);
+        count = consumer.tryReceiveBatchInto(batch, lengths);
+        next = 0;
+        offset = 0;
+        if (count === 0) return -1;
+      }
+      const length = lengths[next++];
+      into[0] = batch[offset];
+      offset += length;
+      return length;
+    };
+    return Promise.resolve({
+      tryReceiveInto: take,
+      async receiveInto(into): Promise<number> {
+        const length = await consumer.receiveInto(into);
+        if (length === null) throw closedError();
+        return length;
+      },
+      close,
+    });
+  },
+};
+
+const libraryWith: RingVariant = {
+  id: "with",
+  label: "ring, `trySendWith()` / `tryReadWith()` (zero-copy callbacks)",
+  library: true,
+  zeroCopy: true,
+  inProcess: true,
+  prepare: libraryEndpoint,
+  openSender(path): Promise<SenderEnd> {
+    const { end: producer, close } = onRegion(path, (region) => openRingProducer(region));
+    let current: Uint8Array = new Uint8Array(0);
+    const write = (data: Uint8Array, offset: number): number => {
+      data.set(current, offset);
+      return current.length;
+    };
+    return Promise.resolve({
+      trySend(message): boolean {
+        current = message;
+        return producer.trySendWith(message.length, write);
+      },
+      send: (message) => producer.send(message),
+      close,
+    });
+  },
+  openReceiver(path, listening): Promise<ReceiverEnd> {
+    const { end: consumer, close } = onRegion(path, (region) => openRingConsumer(region));
+    listening();
+    let mark = 0;
+    let size = 0;
+    const read = (data: Uint8Array, offset: number, length: number): void => {
+      mark = data[offset];
+      size = length;
+    };
+    return Promise.resolve({
+      tryReceiveInto(into): number {
+        const count = consumer.tryReadWith(read, 1);
+        if (count === null) throw closedError();
+        if (count === 0) return -1;
+        into[0] = mark;
+        return size;
+      },
+      async receiveInto(into): Promise<number> {
+        const length = await consumer.receiveInto(into);
+        if (length === null) throw closedError();
+        return length;
+      },
+      close,
+    });
+  },
+};
+
 const libraryZeroCopy: RingVariant = {
   id: "zerocopy",
   label: "ring, `tryReserve()`+`commit()` / `tryRead()`+`release()` (zero-copy)",
   library: true,
+  zeroCopy: true,
   inProcess: true,
   prepare: libraryEndpoint,
   openSender(path): Promise<SenderEnd> {
@@ -189,6 +319,7 @@ const minimal: RingVariant = {
   id: "minimal",
   label: "minimal ring over a bare memfd (the floor, `bench/minimal_ring.ts`)",
   library: false,
+  zeroCopy: false,
   inProcess: true,
   prepare(): Endpoint {
     const memory = createRawMemfd(minimalRingSize(RING_CAPACITY), { name: "bench-minimal-ring" });
@@ -219,6 +350,7 @@ const socket: RingVariant = {
   id: "socket",
   label: "Unix socket, a 4-byte length prefix per message",
   library: false,
+  zeroCopy: false,
   inProcess: false,
   prepare(socketPath): Endpoint {
     return {
@@ -259,7 +391,10 @@ const socket: RingVariant = {
 /** Every way measured, in the order the report shows them. */
 export const RING_VARIANTS: readonly RingVariant[] = [
   libraryCopy,
+  libraryInto,
+  libraryBatchInto,
   libraryZeroCopy,
+  libraryWith,
   minimal,
   socket,
 ];

@@ -107,7 +107,7 @@ function ringTargets(): TargetSpec[] {
     {
       id: "ring-65536-zerocopy-vs-memcpy",
       title: "ring zero-copy across processes, 64 KiB: bandwidth against C memcpy",
-      figure: { id: "ring.65536.zerocopy" },
+      figure: { id: "ring.65536.library-zerocopy" },
       baseline: { id: "ring.65536.memcpy" },
       goal: { on: "ratio", op: ">=", bound: 0.8 },
       source: ISSUE_12,

@@ -21,7 +21,7 @@ import { renderMarkdown, replaceReadmeSection, type Results } from "../bench/rep
 import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
 import { evaluateTargets, holds, TARGETS, type TargetSpec } from "../bench/targets.ts";
-import { testWith, withTempDir } from "./helpers.ts";
+import { requires, testWith, withTempDir } from "./helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const CASES = ["wake", "ring", "in-process", "system", "foreign", "memory", "soak"];
@@ -240,7 +240,7 @@ testWith(["run", "read"], "bench/run.ts exits 2 with the usage on a bad flag", a
 });
 
 testWith(
-  ["run", "read", "write"],
+  ["run", "read", "write", requires("gcc")],
   "bench/run.ts --quick measures every figure and computes every ratio from them",
   async () => {
     await withTempDir(async (dir) => {
@@ -260,7 +260,9 @@ testWith(
         assert(results.figures.some((f) => f.section === section.id), `no figure in ${section.id}`);
       }
       for (const size of [64, 4096, 65536]) {
-        for (const id of [...RING_VARIANTS.map((v) => v.id), "memcpy", "library"]) {
+        for (
+          const id of [...RING_VARIANTS.map((v) => v.id), "memcpy", "library", "library-zerocopy"]
+        ) {
           assert(figures.has(`ring.${size}.${id}`), `ring.${size}.${id} is missing`);
         }
       }

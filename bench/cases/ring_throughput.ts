@@ -10,7 +10,7 @@
 import type { Figure } from "../figures.ts";
 import type { ReceiveReport } from "../peers/ring_end.ts";
 import { PEERS, socketPermissions, spawnDeno, spawnProgram, type WorkDir } from "../processes.ts";
-import { RING_VARIANTS, ringVariant } from "../ring_variants.ts";
+import { RING_VARIANTS, type RingVariant, ringVariant } from "../ring_variants.ts";
 import { summarizeRuns } from "../stats.ts";
 import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
 
@@ -70,34 +70,40 @@ export const ringThroughput: BenchCase = {
               : viaRing(work, { variantId: row.id, size: size.bytes, count }),
         })),
       );
-      const library: Figure[] = [];
+      const added = new Map<string, Figure>();
       for (const row of rows) {
-        const figure = figures.add(
+        added.set(
+          row.id,
+          figures.add(
+            {
+              id: `ring.${size.bytes}.${row.id}`,
+              section: "ring",
+              label: `${size.name}: ${row.label}`,
+              unit: "msg/s",
+              messageBytes: size.bytes,
+            },
+            summarizeRuns(results.get(row.id) ?? []),
+          ),
+        );
+      }
+      const best = (id: string, what: string, ways: readonly RingVariant[]): void => {
+        const candidates = ways.map((way) => added.get(way.id)).filter((f) => f !== undefined);
+        const top = candidates.reduce((a, b) => b.median > a.median ? b : a);
+        figures.add(
           {
-            id: `ring.${size.bytes}.${row.id}`,
+            id: `ring.${size.bytes}.${id}`,
             section: "ring",
-            label: `${size.name}: ${row.label}`,
+            label: `${size.name}: the library's best ${what} (${top.id.split(".").pop()})`,
             unit: "msg/s",
             messageBytes: size.bytes,
           },
-          summarizeRuns(results.get(row.id) ?? []),
+          { median: top.median, min: top.min, max: top.max, runs: top.runs },
+          `the best of ${candidates.length}: ${top.label}`,
         );
-        if (RING_VARIANTS.some((variant) => variant.id === row.id && variant.library)) {
-          library.push(figure);
-        }
-      }
-      const best = library.reduce((a, b) => b.median > a.median ? b : a);
-      figures.add(
-        {
-          id: `ring.${size.bytes}.library`,
-          section: "ring",
-          label: `${size.name}: the library's best way (${best.id.split(".").pop()})`,
-          unit: "msg/s",
-          messageBytes: size.bytes,
-        },
-        { median: best.median, min: best.min, max: best.max, runs: best.runs },
-        `the best of ${library.length} library ways: ${best.label}`,
-      );
+      };
+      const library = RING_VARIANTS.filter((variant) => variant.library);
+      best("library", "way", library);
+      best("library-zerocopy", "zero-copy way", library.filter((variant) => variant.zeroCopy));
     }
   },
 };
