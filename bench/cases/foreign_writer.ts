@@ -1,0 +1,112 @@
+/**
+ * Our LED following a foreign writer (issue 11): a C program that writes `"%d\n"` at offset 0
+ * of the state file and nothing else, as the original button does (`bench/c/foreign_writer.c`).
+ * Our `consumers/led.ts` and the C stand-in of the original's 1 ms poller follow the same file
+ * in the same run: change to applied (the writer's stamp to the LED's log line arriving here),
+ * then what each costs while nothing changes.
+ *
+ * @module
+ */
+
+import { delay } from "@std/async/delay";
+import { idleCost } from "../proc_stats.ts";
+import { type Child, ROOT, spawnDeno, spawnProgram } from "../processes.ts";
+import { summarizeLatencies, summarizeRuns } from "../stats.ts";
+import { LED_LINE } from "../system.ts";
+import type { BenchCase, CaseContext } from "./case.ts";
+
+/** Seconds of each idle run (one for --quick). */
+const IDLE_SECONDS = 2;
+
+/** The LED line for the state the writer just wrote, and when it arrived. */
+async function applied(led: Child, since: number, state: number): Promise<bigint> {
+  const { line, match } = await led.waitFor(LED_LINE, { since });
+  if ((match[1] === "On") !== (state === 1)) {
+    throw new Error(`The LED showed ${match[1]} for state ${state}:\n${led.transcript}`);
+  }
+  return line.arrivedNs;
+}
+
+/** The foreign writer case. */
+export const foreignWriter: BenchCase = {
+  id: "foreign",
+  steps: (config) => 2 * config.runs,
+  async run(context: CaseContext): Promise<void> {
+    const { config, work, figures, progress } = context;
+    const writerBinary = await work.compile("bench/c/foreign_writer.c");
+    const original = await work.compile("tests/fixtures/original.c");
+    const state = work.file("foreign.dat");
+    await using writer = spawnProgram(writerBinary, [state], { stdin: true });
+    await writer.nextLine();
+    await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+    await using poller = spawnProgram(original, ["led", state]);
+    await led.waitFor(LED_LINE);
+    await poller.waitFor(LED_LINE);
+    const input = writer.stdin.getWriter();
+    try {
+      const changes = config.quick ? 20 : 100;
+      const ours: number[][] = [];
+      const theirs: number[][] = [];
+      let value = 0;
+      for (let run = 1; run <= config.runs; run++) {
+        progress.step(`foreign writer: change to applied, run ${run}/${config.runs}`);
+        const mine: number[] = [];
+        const c: number[] = [];
+        for (let i = 0; i < changes; i++) {
+          await delay(5 + Math.random() * 5);
+          const sinceOurs = led.lineCount;
+          const sinceTheirs = poller.lineCount;
+          value ^= 1;
+          await input.write(new TextEncoder().encode("\n"));
+          const stamped = BigInt((await writer.nextLine()).text);
+          mine.push(Number((await applied(led, sinceOurs, value)) - stamped) / 1000);
+          c.push(Number((await applied(poller, sinceTheirs, value)) - stamped) / 1000);
+        }
+        ours.push(mine);
+        theirs.push(c);
+      }
+      figures.add(
+        {
+          id: "foreign.led.latency",
+          section: "foreign",
+          label: "our LED: change to applied",
+          unit: "us",
+        },
+        summarizeLatencies(ours),
+      );
+      figures.add(
+        {
+          id: "foreign.poller.latency",
+          section: "foreign",
+          label: "the original's 1 ms poller (C stand-in): change to applied",
+          unit: "us",
+        },
+        summarizeLatencies(theirs),
+      );
+
+      await delay(500);
+      const seconds = config.quick ? 1 : IDLE_SECONDS;
+      const cost: number[][] = [[], [], [], []];
+      for (let run = 1; run <= config.runs; run++) {
+        progress.step(`foreign writer: idle cost, run ${run}/${config.runs}`);
+        const [mine, c] = await idleCost([led.pid, poller.pid], seconds);
+        cost[0].push(mine.cpuPercent);
+        cost[1].push(mine.wakeupsPerSecond);
+        cost[2].push(c.cpuPercent);
+        cost[3].push(c.wakeupsPerSecond);
+      }
+      const idle = `idle for ${seconds} s per run`;
+      const rows = [
+        ["foreign.led.cpu", `our LED ${idle}: CPU`, "%"],
+        ["foreign.led.wakeups", `our LED ${idle}: voluntary context switches`, "/s"],
+        ["foreign.poller.cpu", `the 1 ms poller ${idle}: CPU`, "%"],
+        ["foreign.poller.wakeups", `the 1 ms poller ${idle}: voluntary context switches`, "/s"],
+      ] as const;
+      rows.forEach(([id, label, unit], i) =>
+        figures.add({ id, section: "foreign", label, unit }, summarizeRuns(cost[i]))
+      );
+    } finally {
+      await input.close().catch(() => {});
+    }
+  },
+};

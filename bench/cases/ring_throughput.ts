@@ -1,0 +1,109 @@
+/**
+ * Ring throughput between two processes: each variant in {@link RING_VARIANTS} moves a stream of
+ * messages from a sending process to a receiving one, which times the first message to the
+ * last. Beside them, single-threaded C `memcpy` of the same block size (the bandwidth ceiling).
+ * The library's best variant at each size becomes the figure the targets judge.
+ *
+ * @module
+ */
+
+import type { Figure } from "../figures.ts";
+import type { ReceiveReport } from "../peers/ring_end.ts";
+import { PEERS, socketPermissions, spawnDeno, spawnProgram, type WorkDir } from "../processes.ts";
+import { RING_VARIANTS, type RingVariant, ringVariant } from "../ring_variants.ts";
+import { summarizeRuns } from "../stats.ts";
+import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
+
+/** Message sizes, and how many messages a run moves (about half a second at today's speeds). */
+const SIZES = [
+  { bytes: 64, name: "64 B", count: 400_000 },
+  { bytes: 4096, name: "4 KiB", count: 100_000 },
+  { bytes: 65536, name: "64 KiB", count: 20_000 },
+] as const;
+const MEMCPY = "memcpy";
+
+async function viaRing(
+  work: WorkDir,
+  { variantId, size, count }: { variantId: string; size: number; count: number },
+): Promise<number> {
+  const variant = ringVariant(variantId);
+  using endpoint = variant.prepare(work.file(`ring-${crypto.randomUUID().slice(0, 8)}.sock`));
+  const permissions = socketPermissions(endpoint.path);
+  const args = [variant.id, endpoint.path, String(size), String(count)];
+  await using receiver = spawnDeno(`${PEERS}ring_end.ts`, ["receive", ...args], { permissions });
+  await receiver.nextLine();
+  await using sender = spawnDeno(`${PEERS}ring_end.ts`, ["send", ...args], { permissions });
+  const report = JSON.parse((await receiver.nextLine()).text) as ReceiveReport;
+  await receiver.succeeded();
+  await sender.succeeded();
+  return (count - 1) / report.seconds;
+}
+
+async function viaMemcpy(work: WorkDir, size: number): Promise<number> {
+  const binary = await work.compile("bench/c/memcpy_bandwidth.c");
+  await using child = spawnProgram(binary, [String(size)]);
+  const bytesPerSecond = Number((await child.nextLine()).text);
+  await child.succeeded();
+  return bytesPerSecond / size;
+}
+
+/** The ring throughput case. */
+export const ringThroughput: BenchCase = {
+  id: "ring",
+  steps: (config) => config.runs * SIZES.length * (RING_VARIANTS.length + 1),
+  async run(context: CaseContext): Promise<void> {
+    const { config, work, figures } = context;
+    for (const size of SIZES) {
+      const count = config.quick ? size.count / 10 : size.count;
+      const rows = [
+        ...RING_VARIANTS.map((variant) => ({ id: variant.id, label: variant.label })),
+        { id: MEMCPY, label: "C `memcpy`, one thread (the ceiling)" },
+      ];
+      const results = await interleaved(
+        context,
+        rows.map((row) => ({
+          id: row.id,
+          label: `ring, ${size.name}: ${row.id}`,
+          measure: () =>
+            row.id === MEMCPY
+              ? viaMemcpy(work, size.bytes)
+              : viaRing(work, { variantId: row.id, size: size.bytes, count }),
+        })),
+      );
+      const added = new Map<string, Figure>();
+      for (const row of rows) {
+        added.set(
+          row.id,
+          figures.add(
+            {
+              id: `ring.${size.bytes}.${row.id}`,
+              section: "ring",
+              label: `${size.name}: ${row.label}`,
+              unit: "msg/s",
+              messageBytes: size.bytes,
+            },
+            summarizeRuns(results.get(row.id) ?? []),
+          ),
+        );
+      }
+      const best = (id: string, what: string, ways: readonly RingVariant[]): void => {
+        const candidates = ways.map((way) => added.get(way.id)).filter((f) => f !== undefined);
+        const top = candidates.reduce((a, b) => b.median > a.median ? b : a);
+        figures.add(
+          {
+            id: `ring.${size.bytes}.${id}`,
+            section: "ring",
+            label: `${size.name}: the library's best ${what} (${top.id.split(".").pop()})`,
+            unit: "msg/s",
+            messageBytes: size.bytes,
+          },
+          { median: top.median, min: top.min, max: top.max, runs: top.runs },
+          `the best of ${candidates.length}: ${top.label}`,
+        );
+      };
+      const library = RING_VARIANTS.filter((variant) => variant.library);
+      best("library", "way", library);
+      best("library-zerocopy", "zero-copy way", library.filter((variant) => variant.zeroCopy));
+    }
+  },
+};

@@ -1,0 +1,120 @@
+/**
+ * The soak: the real LED and button under a steady stream of presses, with each child's V8 heap
+ * (after a full garbage collection, read through the inspector) and RSS taken after a warm-up
+ * and at the end. `deno task bench` runs a short one; `--soak [--minutes N]` a long one alone.
+ *
+ * @module
+ */
+
+import { format as formatBytes } from "@std/fmt/bytes";
+import { format as formatDuration } from "@std/fmt/duration";
+import { delay } from "@std/async/delay";
+import { HeapProbe, INSPECT_FLAG } from "../inspector.ts";
+import { residentBytes } from "../proc_stats.ts";
+import { LED_LINE, startSystem } from "../system.ts";
+import type { BenchCase, CaseContext } from "./case.ts";
+
+const CHECKPOINTS = 10;
+/** The share of the soak that is warm-up: code is compiled and caches fill before it is judged. */
+const WARM_UP = 0.2;
+const PRESS_EVERY_MS = 20;
+
+function minutesOf(config: CaseContext["config"]): number {
+  return config.soak?.minutes ?? (config.quick ? 0.05 : 1);
+}
+
+/** The soak case. */
+export const soak: BenchCase = {
+  id: "soak",
+  steps: () => CHECKPOINTS,
+  async run(context: CaseContext): Promise<void> {
+    const { config, work, figures, progress } = context;
+    const totalMs = minutesOf(config) * 60_000;
+    await using system = await startSystem(work, "soak", { denoFlags: [INSPECT_FLAG] });
+    const children = { led: system.led, button: system.button };
+    using ledProbe = await HeapProbe.connect(system.led);
+    using buttonProbe = await HeapProbe.connect(system.button);
+    const probes = { led: ledProbe, button: buttonProbe };
+
+    let presses = 0;
+    const pressFor = async (ms: number): Promise<void> => {
+      const until = performance.now() + ms;
+      while (performance.now() < until) {
+        await system.press();
+        presses++;
+        await delay(PRESS_EVERY_MS);
+      }
+    };
+    const sample = async (): Promise<Record<"led" | "button", { heap: number; rss: number }>> => ({
+      led: { heap: await probes.led.heapUsedAfterGc(), rss: residentBytes(children.led.pid) },
+      button: {
+        heap: await probes.button.heapUsedAfterGc(),
+        rss: residentBytes(children.button.pid),
+      },
+    });
+
+    await pressFor(totalMs * WARM_UP);
+    const start = await sample();
+    const series = [start];
+    const warmPresses = presses;
+    for (let checkpoint = 1; checkpoint <= CHECKPOINTS; checkpoint++) {
+      progress.step(`soak: checkpoint ${checkpoint}/${CHECKPOINTS}, ${presses} presses so far`);
+      await pressFor((totalMs * (1 - WARM_UP)) / CHECKPOINTS);
+      series.push(await sample());
+    }
+    const end = series[series.length - 1];
+    // The LED logs each change: a soak whose presses were not applied proves nothing.
+    const shown = system.led.matching(LED_LINE);
+    if (shown < presses / 2) {
+      throw new Error(
+        `The LED showed ${shown} changes for ${presses} presses:\n${system.led.transcript}`,
+      );
+    }
+    const span = `${formatDuration(Math.round(totalMs), { ignoreZero: true })} soak (${
+      presses - warmPresses
+    } presses after a ${
+      formatDuration(Math.round(totalMs * WARM_UP), { ignoreZero: true })
+    } warm-up)`;
+    for (const child of ["led", "button"] as const) {
+      const trail = series.map((s) => formatBytes(s[child].heap, { binary: true })).join(", ");
+      const one = (value: number) => ({ median: value, min: value, max: value, runs: 1 });
+      figures.add(
+        {
+          id: `memory.heap-start.${child}`,
+          section: "memory",
+          label: `V8 heap after a full GC: the ${child} at the start of the ${span}`,
+          unit: "bytes",
+        },
+        one(start[child].heap),
+      );
+      figures.add(
+        {
+          id: `memory.heap-end.${child}`,
+          section: "memory",
+          label: `V8 heap after a full GC: the ${child} at the end of the ${span}`,
+          unit: "bytes",
+        },
+        one(end[child].heap),
+        `at each checkpoint: ${trail}`,
+      );
+      figures.add(
+        {
+          id: `memory.soak-rss-start.${child}`,
+          section: "memory",
+          label: `RSS: the ${child} at the start of the ${span}`,
+          unit: "bytes",
+        },
+        one(start[child].rss),
+      );
+      figures.add(
+        {
+          id: `memory.soak-rss-end.${child}`,
+          section: "memory",
+          label: `RSS: the ${child} at the end of the ${span}`,
+          unit: "bytes",
+        },
+        one(end[child].rss),
+      );
+    }
+  },
+};

@@ -1,0 +1,241 @@
+/**
+ * Wake-up latency: how long a reader in another process takes to see a change. The writer (this
+ * process) stamps CLOCK_MONOTONIC into a control memfd just before each change; the reader reads
+ * the clock when it sees it. Two regimes: writes 1-2 ms apart, so the reader is always asleep
+ * (what the LED sees), and back to back, each write 0-100 us after the reader took the last
+ * one, where spinning before sleeping can pay. Baselines: the C floor (C on both sides), the raw
+ * FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe.
+ *
+ * @module
+ */
+
+import { delay } from "@std/async/delay";
+import { createRawMemfd, type RawSharedMemory } from "../../ffi/raw_futex.ts";
+import { monotonicNanos } from "../../ffi/posix.ts";
+import { createMemfdRegion, openStateCell } from "../../mod.ts";
+import type { SectionId } from "../figures.ts";
+import {
+  CONTROL_SIZE,
+  SEEN_WORD,
+  SEQUENCE_WORD,
+  stamp,
+  type WakeReport,
+} from "../peers/wake_protocol.ts";
+import {
+  type Child,
+  PEERS,
+  ROOT,
+  socketPermissions,
+  spawnDeno,
+  spawnProgram,
+  type WorkDir,
+} from "../processes.ts";
+import { summarizeLatencies, summarizeRuns } from "../stats.ts";
+import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
+
+type Regime = "asleep" | "busy";
+
+interface Reader {
+  id: string;
+  label: string;
+  regimes: readonly Regime[];
+}
+
+const BOTH: readonly Regime[] = ["asleep", "busy"];
+const SPIN_BUDGETS_US = [20, 50, 100] as const;
+
+/** Every way of waiting that is measured; `id` is also the reader's mode. */
+const READERS: readonly Reader[] = [
+  { id: "c-floor", label: "C futex wait woken by a C writer (the floor)", regimes: ["asleep"] },
+  { id: "raw-sync", label: "raw synchronous FFI futex wait", regimes: BOTH },
+  { id: "raw-async", label: "raw nonblocking FFI futex wait (event loop free)", regimes: BOTH },
+  {
+    id: "raw-worker",
+    label: "Worker blocked in a raw synchronous wait, posting to the main thread",
+    regimes: BOTH,
+  },
+  ...SPIN_BUDGETS_US.map((us) => ({
+    id: `spin-${us}`,
+    label: `spin up to ${us} us, then the raw nonblocking wait`,
+    regimes: BOTH,
+  })),
+  { id: "cell-sync", label: "state cell `waitForChangeSync()`", regimes: BOTH },
+  { id: "cell-async", label: "state cell `waitForChange()`", regimes: BOTH },
+  { id: "socket", label: "Unix socket, 8-byte stamps", regimes: ["asleep"] },
+  { id: "pipe", label: "pipe, 8-byte stamps", regimes: ["asleep"] },
+];
+
+/** How long the writer waits for the reader to take a change before giving up. */
+const READER_TIMEOUT_MS = 30_000;
+const BUSY_GAP_MAX_US = 100;
+
+function samplesFor(regime: Regime, quick: boolean): number {
+  if (regime === "asleep") return quick ? 30 : 400;
+  return quick ? 100 : 1000;
+}
+
+/** Waits until the reader has taken `count` changes, then for the regime's gap. */
+async function gap(
+  reader: Child,
+  { words, count, regime }: { words: Int32Array; count: number; regime: Regime },
+): Promise<void> {
+  const deadline = performance.now() + READER_TIMEOUT_MS;
+  const late = (): Error =>
+    new Error(`The reader took ${Atomics.load(words, SEEN_WORD)} of ${count} changes in time:
+${reader.transcript}`);
+  if (regime === "asleep") {
+    await delay(1 + Math.random());
+    while (Atomics.load(words, SEEN_WORD) < count) {
+      if (performance.now() > deadline) throw late();
+      await delay(1);
+    }
+    return;
+  }
+  // Back to back: spin here (the event loop would add a millisecond), then a random pause.
+  while (Atomics.load(words, SEEN_WORD) < count) {
+    if (performance.now() > deadline) throw late();
+  }
+  const until = performance.now() + (Math.random() * BUSY_GAP_MAX_US) / 1000;
+  while (performance.now() < until);
+}
+
+function stampBytes(): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigInt64(0, monotonicNanos(), true);
+  return bytes;
+}
+
+async function report(reader: Child): Promise<WakeReport> {
+  const line = await reader.nextLine();
+  await reader.succeeded();
+  return JSON.parse(line.text) as WakeReport;
+}
+
+/** One run of one reader: starts it, makes `samples` changes, returns what it saw. */
+async function measure(
+  work: WorkDir,
+  { readerId, regime, samples }: { readerId: string; regime: Regime; samples: number },
+): Promise<WakeReport> {
+  if (readerId === "c-floor") {
+    const floor = await work.compile("bench/c/futex_floor.c");
+    await using child = spawnProgram(floor, [String(samples)]);
+    const latenciesNs: number[] = [];
+    for (let i = 0; i < samples; i++) latenciesNs.push(Number((await child.nextLine()).text));
+    await child.succeeded();
+    return { latenciesNs };
+  }
+  using control = createRawMemfd(CONTROL_SIZE, { name: "bench-wake" });
+  const words = control.words;
+  const longWords = new BigInt64Array(control.buffer);
+  const args = [readerId, control.path, String(samples)];
+
+  if (readerId === "cell-sync" || readerId === "cell-async") {
+    using region = createMemfdRegion({ size: 256, label: "bench-cell" });
+    using cell = openStateCell(region, { writer: true });
+    await using reader = spawnDeno(`${PEERS}wake_reader.ts`, [...args, region.name]);
+    await reader.nextLine();
+    for (let i = 1; i <= samples; i++) {
+      await gap(reader, { words, count: i - 1, regime });
+      stamp(longWords);
+      cell.write(i);
+    }
+    return await report(reader);
+  }
+  if (readerId === "socket") return await viaSocket(work, { control, args, samples });
+  if (readerId === "pipe") {
+    await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { stdin: true });
+    await reader.nextLine();
+    const writer = reader.stdin.getWriter();
+    for (let i = 1; i <= samples; i++) {
+      await gap(reader, { words, count: i - 1, regime });
+      await writer.write(stampBytes());
+    }
+    const result = await report(reader);
+    await writer.close().catch(() => {}); // the reader may have closed its end already
+    return result;
+  }
+  const sequence = control.word(SEQUENCE_WORD);
+  // A Worker's module is read from disk: that reader needs read access to the project.
+  const permissions = [
+    "--allow-ffi",
+    ...(readerId === "raw-worker" ? [`--allow-read=${ROOT}`] : []),
+  ];
+  await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { permissions });
+  await reader.nextLine();
+  for (let i = 1; i <= samples; i++) {
+    await gap(reader, { words, count: i - 1, regime });
+    stamp(longWords);
+    Atomics.add(words, SEQUENCE_WORD, 1);
+    sequence.wake();
+  }
+  return await report(reader);
+}
+
+async function viaSocket(
+  work: WorkDir,
+  { control, args, samples }: { control: RawSharedMemory; args: string[]; samples: number },
+): Promise<WakeReport> {
+  const path = work.file(`wake-${crypto.randomUUID().slice(0, 8)}.sock`);
+  using listener = Deno.listen({ transport: "unix", path });
+  await using reader = spawnDeno(`${PEERS}wake_reader.ts`, [...args, path], {
+    permissions: socketPermissions(path),
+  });
+  const connection = await Promise.race([
+    listener.accept(),
+    reader.succeeded().then(() => {
+      throw new Error(`The socket reader ended before it connected:\n${reader.transcript}`);
+    }),
+  ]);
+  try {
+    await reader.nextLine();
+    for (let i = 1; i <= samples; i++) {
+      await gap(reader, { words: control.words, count: i - 1, regime: "asleep" });
+      await connection.write(stampBytes());
+    }
+    return await report(reader);
+  } finally {
+    connection.close();
+    await Deno.remove(path).catch(() => {}); // Deno may remove it when the listener closes
+  }
+}
+
+/** The wake-up latency case. */
+export const wakeLatency: BenchCase = {
+  id: "wake",
+  steps: (config) =>
+    config.runs * READERS.reduce((total, reader) => total + reader.regimes.length, 0),
+  async run(context: CaseContext): Promise<void> {
+    const { config, work, figures } = context;
+    for (const regime of ["asleep", "busy"] as const) {
+      const readers = READERS.filter((reader) => reader.regimes.includes(regime));
+      const samples = samplesFor(regime, config.quick);
+      const results = await interleaved(
+        context,
+        readers.map((reader) => ({
+          id: reader.id,
+          label: `wake-up, ${regime}: ${reader.id}`,
+          measure: () => measure(work, { readerId: reader.id, regime, samples }),
+        })),
+      );
+      const section: SectionId = regime === "asleep" ? "wake-asleep" : "wake-busy";
+      for (const reader of readers) {
+        const reports = results.get(reader.id) ?? [];
+        figures.add(
+          { id: `${section}.${reader.id}`, section, label: reader.label, unit: "us" },
+          summarizeLatencies(reports.map((r) => r.latenciesNs.map((ns) => ns / 1000))),
+        );
+        if (reports.every((r) => r.spinNs !== undefined)) {
+          figures.add(
+            {
+              id: `${section}.${reader.id}.spin`,
+              section,
+              label: `${reader.label}: time spent spinning`,
+              unit: "us/event",
+            },
+            summarizeRuns(reports.map((r) => (r.spinNs ?? 0) / 1000 / r.latenciesNs.length)),
+          );
+        }
+      }
+    }
+  },
+};

@@ -1,0 +1,322 @@
+/**
+ * The benchmark's child processes: spawned with the project's config, their output recorded line
+ * by line with the CLOCK_MONOTONIC time each line arrived, and always stopped when disposed.
+ * Also the private work directory, the C programs compiled into it, and FIFO writes.
+ *
+ * @module
+ */
+
+import { delay } from "@std/async/delay";
+import { TextLineStream } from "@std/streams/text-line-stream";
+import * as C from "../ffi/constants.ts";
+import { closeFd, monotonicNanos, openPath, writeFd } from "../ffi/posix.ts";
+
+/** The project's root directory, with a trailing slash. */
+export const ROOT: string = new URL("../", import.meta.url).pathname;
+/** Where the benchmark's peer scripts live. */
+export const PEERS: string = `${ROOT}bench/peers/`;
+
+/** One line a child printed, and when it arrived (CLOCK_MONOTONIC, ns). */
+export interface Line {
+  stream: "stdout" | "stderr";
+  text: string;
+  arrivedNs: bigint;
+}
+
+/** A running child whose output is recorded; disposing it kills it and waits for it. */
+export class Child implements AsyncDisposable {
+  readonly #process: Deno.ChildProcess;
+  readonly #name: string;
+  readonly #lines: Line[] = [];
+  readonly #listeners = new Set<() => void>();
+  readonly #pumps: Promise<void>;
+  #stdoutCursor = 0;
+  #ended = false;
+
+  /** Spawns `command`; `name` says which child it is in errors. */
+  constructor(command: Deno.Command, name: string) {
+    this.#process = command.spawn();
+    this.#name = name;
+    this.#pumps = Promise.all([
+      this.#pump(this.#process.stdout, "stdout"),
+      this.#pump(this.#process.stderr, "stderr"),
+    ]).then(() => {
+      this.#ended = true;
+      this.#notify();
+    });
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, name: Line["stream"]): Promise<void> {
+    const lines = stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+    for await (const text of lines) {
+      this.#lines.push({ stream: name, text, arrivedNs: monotonicNanos() });
+      this.#notify();
+    }
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  /** The child's pid. */
+  get pid(): number {
+    return this.#process.pid;
+  }
+
+  /** How many lines (both streams) have arrived so far. */
+  get lineCount(): number {
+    return this.#lines.length;
+  }
+
+  /** The child's stdin, when it was spawned with `stdin: "piped"`. */
+  get stdin(): WritableStream<Uint8Array> {
+    return this.#process.stdin;
+  }
+
+  /** Everything printed so far, for error messages. */
+  get transcript(): string {
+    return this.#lines.map((line) => `${line.stream === "stderr" ? "! " : "  "}${line.text}`)
+      .join("\n");
+  }
+
+  #until<T>(ready: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    const found = ready();
+    if (found !== undefined) return Promise.resolve(found);
+    return new Promise<T>((resolve, reject) => {
+      const finish = (settle: () => void): void => {
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        settle();
+      };
+      const check = (): void => {
+        const value = ready();
+        if (value !== undefined) finish(() => resolve(value));
+        else if (this.#ended) {
+          finish(() =>
+            reject(
+              new Error(
+                `${this.#name} (pid ${this.pid}) ended before ${what}:\n${this.transcript}`,
+              ),
+            )
+          );
+        }
+      };
+      const timer = setTimeout(() =>
+        finish(() =>
+          reject(
+            new Error(
+              `No ${what} from ${this.#name} (pid ${this.pid}) in ${timeoutMs} ms:\n${this.transcript}`,
+            ),
+          )
+        ), timeoutMs);
+      this.#listeners.add(check);
+      check();
+    });
+  }
+
+  /** The next line on stdout not taken yet. */
+  nextLine(timeoutMs = 60_000): Promise<Line> {
+    return this.#until(
+      () => {
+        let seen = 0;
+        for (const line of this.#lines) {
+          if (line.stream !== "stdout") continue;
+          if (seen++ === this.#stdoutCursor) {
+            this.#stdoutCursor++;
+            return line;
+          }
+        }
+        return undefined;
+      },
+      timeoutMs,
+      "a line on stdout",
+    );
+  }
+
+  /** The first line (either stream) from index `since` on that matches `pattern`. */
+  waitFor(
+    pattern: RegExp,
+    options: { since?: number; timeoutMs?: number } = {},
+  ): Promise<{ line: Line; index: number; match: RegExpExecArray }> {
+    const since = options.since ?? 0;
+    return this.#until(
+      () => {
+        for (let index = since; index < this.#lines.length; index++) {
+          const match = pattern.exec(this.#lines[index].text);
+          if (match !== null) return { line: this.#lines[index], index, match };
+        }
+        return undefined;
+      },
+      options.timeoutMs ?? 60_000,
+      `a line matching ${pattern}`,
+    );
+  }
+
+  /** How many lines (either stream) match `pattern`. */
+  matching(pattern: RegExp): number {
+    return this.#lines.filter((line) => pattern.test(line.text)).length;
+  }
+
+  /** Waits for the child to end and throws, with its output, unless it exited with 0. */
+  async succeeded(): Promise<void> {
+    const status = await this.#process.status;
+    await this.#pumps;
+    if (status.code !== 0) {
+      throw new Error(
+        `${this.#name} (pid ${this.pid}) exited with ${
+          status.signal ?? status.code
+        }:\n${this.transcript}`,
+      );
+    }
+  }
+
+  /** Sends `signal` if the child still runs. */
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    try {
+      this.#process.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Kills the child if it still runs and waits for it, so nothing is left behind. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill("SIGKILL");
+    await this.#process.status;
+    await this.#pumps;
+  }
+}
+
+/** Options for {@link spawnDeno}. */
+export interface SpawnDenoOptions {
+  /** Permission flags; default `--allow-ffi`. */
+  permissions?: string[];
+  /** Extra `deno run` flags, such as `--inspect=127.0.0.1:0`. */
+  denoFlags?: string[];
+  /** Leave out `--quiet` (the inspector prints its address only without it). */
+  verbose?: boolean;
+  /** Pipe stdin instead of /dev/null. */
+  stdin?: boolean;
+}
+
+/** The permissions a peer needs to use the Unix socket at `path` (and FFI). */
+export function socketPermissions(path: string): string[] {
+  return [
+    "--allow-ffi",
+    `--allow-net=unix:${path}`,
+    `--allow-read=${path}`,
+    `--allow-write=${path}`,
+  ];
+}
+
+/** Starts `deno run` on `script` with the project's config. */
+export function spawnDeno(script: string, args: string[], options: SpawnDenoOptions = {}): Child {
+  const name = script.slice(script.lastIndexOf("/") + 1);
+  return new Child(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...(options.verbose ? [] : ["--quiet"]),
+        "--no-prompt",
+        "--config",
+        `${ROOT}deno.json`,
+        ...(options.denoFlags ?? []),
+        ...(options.permissions ?? ["--allow-ffi"]),
+        script,
+        ...args,
+      ],
+      stdin: options.stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
+    name,
+  );
+}
+
+/** Starts a compiled program; with `stdin: true` its stdin is a pipe from here. */
+export function spawnProgram(
+  program: string,
+  args: string[],
+  options: { stdin?: boolean } = {},
+): Child {
+  return new Child(
+    new Deno.Command(program, {
+      args,
+      stdin: options.stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
+    `${program.slice(program.lastIndexOf("/") + 1)} ${args[0] ?? ""}`.trim(),
+  );
+}
+
+/** The private temporary directory of one benchmark run and the C programs built into it. */
+export class WorkDir implements AsyncDisposable {
+  readonly path: string;
+  readonly #binaries = new Map<string, string>();
+
+  private constructor(path: string) {
+    this.path = path;
+  }
+
+  /** Makes a fresh private directory (0700). */
+  static async create(): Promise<WorkDir> {
+    return new WorkDir(await Deno.makeTempDir({ prefix: "mmap-ipc-bench-" }));
+  }
+
+  /** A path inside the directory. */
+  file(name: string): string {
+    return `${this.path}/${name}`;
+  }
+
+  /** Compiles `source` (relative to the project root) with gcc -O2, once per run. */
+  async compile(source: string): Promise<string> {
+    const known = this.#binaries.get(source);
+    if (known !== undefined) return known;
+    const binary = this.file(source.slice(source.lastIndexOf("/") + 1).replace(/\.c$/, ""));
+    let result: Deno.CommandOutput;
+    try {
+      result = await new Deno.Command("gcc", {
+        args: ["-O2", "-Wall", "-o", binary, `${ROOT}${source}`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } catch (error) {
+      throw new Error(`Cannot compile ${source}: gcc could not be started (${error})`);
+    }
+    if (!result.success) {
+      throw new Error(`Cannot compile ${source}:\n${new TextDecoder().decode(result.stderr)}`);
+    }
+    this.#binaries.set(source, binary);
+    return binary;
+  }
+
+  /** Removes the directory and everything in it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.path, { recursive: true });
+  }
+}
+
+/**
+ * One writer on a FIFO, like `echo 0 > FIFO`: open, write, close. The open does not block; while
+ * no reader has the FIFO open (the button reopens it after each writer leaves) it is retried,
+ * as a shell's blocking open would wait, for up to `timeoutMs`.
+ */
+export async function writeToFifo(path: string, text: string, timeoutMs = 5000): Promise<void> {
+  const giveUp = performance.now() + timeoutMs;
+  let fd: number;
+  for (;;) {
+    try {
+      fd = openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+      break;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "ENXIO" || performance.now() > giveUp) throw error;
+      await delay(1);
+    }
+  }
+  try {
+    writeFd(fd, new TextEncoder().encode(text), path);
+  } finally {
+    closeFd(fd);
+  }
+}

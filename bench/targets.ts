@@ -1,0 +1,288 @@
+/**
+ * Every goal of the benchmark as data: which figure, against which baseline measured in the same
+ * run, the bound, and where the goal comes from. {@link evaluateTargets} computes each ratio and
+ * verdict from the measured figures; the report and the README's Performance table are written
+ * from its result, so a goal lives in exactly one place.
+ *
+ * @module
+ */
+
+import type { Figure, FigureSet, Unit } from "./figures.ts";
+
+/** A figure's value: its median (p50 for latencies) or, for latencies, its p99. */
+export interface FigureRef {
+  /** The figure's id. */
+  id: string;
+  /** Which statistic; default the median. */
+  stat?: "median" | "p99";
+}
+
+/** What must hold: the ratio (figure / baseline) or the figure itself, against a bound. */
+export interface Goal {
+  /** Whether the bound applies to the ratio figure / baseline, or to the figure's own value. */
+  on: "ratio" | "figure";
+  /** The comparison. */
+  op: "<=" | ">=" | "<";
+  /** The bound, in the figure's unit when `on` is `figure`. */
+  bound: number;
+}
+
+/** One goal. */
+export interface TargetSpec {
+  /** Stable id. */
+  id: string;
+  /** What the goal says, for a reader. */
+  title: string;
+  /** What is measured. */
+  figure: FigureRef;
+  /** What it is compared with, measured in the same run. */
+  baseline?: FigureRef;
+  /** The bound. */
+  goal: Goal;
+  /** Where the goal comes from. */
+  source: string;
+}
+
+/** A figure's value as a target used it. */
+export interface TargetValue {
+  /** The figure's id. */
+  id: string;
+  /** The statistic used. */
+  stat: "median" | "p99";
+  /** The figure's label. */
+  label: string;
+  /** The value. */
+  value: number;
+  /** Its unit. */
+  unit: Unit;
+  /** The figure's note, if any (such as which variant was best). */
+  note?: string;
+}
+
+/** A goal, evaluated against one run's figures. */
+export interface TargetResult extends Omit<TargetSpec, "figure" | "baseline"> {
+  /** The measured value; null when it was not measured in this run. */
+  figure: TargetValue | null;
+  /** The baseline's value; null when the goal has none or it was not measured. */
+  baseline: TargetValue | null;
+  /** figure / baseline, computed here; null without both. */
+  ratio: number | null;
+  /** Whether the goal holds; null when it could not be judged in this run. */
+  met: boolean | null;
+}
+
+const ISSUE_12 = "issue 12";
+const ISSUE_11 = "issue 11";
+const SYSTEM = "system goals (DESIGN.md)";
+
+function ringTargets(): TargetSpec[] {
+  const targets: TargetSpec[] = [];
+  for (const [size, name] of [[64, "64 B"], [4096, "4 KiB"]] as const) {
+    targets.push({
+      id: `ring-${size}-vs-minimal`,
+      title: `ring across processes, ${name}: messages/s against the minimal ring`,
+      figure: { id: `ring.${size}.library` },
+      baseline: { id: `ring.${size}.minimal` },
+      goal: { on: "ratio", op: ">=", bound: 0.7 },
+      source: ISSUE_12,
+    });
+  }
+  targets.push(
+    {
+      id: "ring-64-vs-socket",
+      title: "ring across processes, 64 B: messages/s against a framed Unix socket",
+      figure: { id: "ring.64.library" },
+      baseline: { id: "ring.64.socket" },
+      goal: { on: "ratio", op: ">=", bound: 10 },
+      source: ISSUE_12,
+    },
+    {
+      id: "ring-4096-vs-socket",
+      title: "ring across processes, 4 KiB: messages/s against a framed Unix socket",
+      figure: { id: "ring.4096.library" },
+      baseline: { id: "ring.4096.socket" },
+      goal: { on: "ratio", op: ">=", bound: 3 },
+      source: ISSUE_12,
+    },
+    {
+      id: "ring-65536-zerocopy-vs-memcpy",
+      title: "ring zero-copy across processes, 64 KiB: bandwidth against C memcpy",
+      figure: { id: "ring.65536.library-zerocopy" },
+      baseline: { id: "ring.65536.memcpy" },
+      goal: { on: "ratio", op: ">=", bound: 0.8 },
+      source: ISSUE_12,
+    },
+    {
+      id: "in-process-64-vs-minimal",
+      title: "ring in one process, 64 B send + receive: time against the minimal ring",
+      figure: { id: "in-process.ring-64.library" },
+      baseline: { id: "in-process.ring-64.minimal" },
+      goal: { on: "ratio", op: "<=", bound: 1.3 },
+      source: ISSUE_12,
+    },
+  );
+  return targets;
+}
+
+function wakeTargets(): TargetSpec[] {
+  return [
+    {
+      id: "cell-sync-vs-raw-sync",
+      title: "state cell `waitForChangeSync()` p50 against a raw synchronous FFI futex wait",
+      figure: { id: "wake-asleep.cell-sync" },
+      baseline: { id: "wake-asleep.raw-sync" },
+      goal: { on: "ratio", op: "<=", bound: 1.2 },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-sync-vs-c-floor",
+      title: "state cell `waitForChangeSync()` p50 against the C futex floor",
+      figure: { id: "wake-asleep.cell-sync" },
+      baseline: { id: "wake-asleep.c-floor" },
+      goal: { on: "ratio", op: "<=", bound: 1.5 },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-async-vs-raw-async",
+      title: "state cell `waitForChange()` p50 against a raw nonblocking FFI futex wait",
+      figure: { id: "wake-asleep.cell-async" },
+      baseline: { id: "wake-asleep.raw-async" },
+      goal: { on: "ratio", op: "<=", bound: 1.1 },
+      source: ISSUE_12,
+    },
+  ];
+}
+
+function memoryTargets(): TargetSpec[] {
+  const targets: TargetSpec[] = [];
+  for (const child of ["led", "button"]) {
+    targets.push({
+      id: `rss-${child}-vs-bare`,
+      title: `${child} process RSS against a bare \`deno run --allow-ffi\` script`,
+      figure: { id: `memory.rss.${child}` },
+      baseline: { id: "memory.rss.bare" },
+      goal: { on: "ratio", op: "<=", bound: 1.3 },
+      source: ISSUE_12,
+    });
+  }
+  for (const child of ["led", "button"]) {
+    targets.push({
+      id: `heap-${child}-soak`,
+      title: `${child} process V8 heap after a full GC: end of the soak against its start`,
+      figure: { id: `memory.heap-end.${child}` },
+      baseline: { id: `memory.heap-start.${child}` },
+      // Within 1 %: what a full GC leaves from one sample to the next without any leak.
+      goal: { on: "ratio", op: "<=", bound: 1.01 },
+      source: ISSUE_12,
+    });
+  }
+  return targets;
+}
+
+function systemTargets(): TargetSpec[] {
+  return [
+    {
+      id: "press-to-led",
+      title: "press to LED p50 (FIFO write to the LED's log line; the original: about 101 ms)",
+      figure: { id: "system.press-to-led" },
+      goal: { on: "figure", op: "<", bound: 1000 },
+      source: SYSTEM,
+    },
+    {
+      id: "idle-led-cpu",
+      title: "idle LED CPU (our button holds the cell), beside the C 1 ms poller",
+      figure: { id: "system.idle-led.cpu" },
+      baseline: { id: "system.idle-poller.cpu" },
+      goal: { on: "figure", op: "<", bound: 0.05 },
+      source: SYSTEM,
+    },
+    {
+      id: "idle-led-wakeups",
+      title: "idle LED voluntary context switches, beside the C 1 ms poller",
+      figure: { id: "system.idle-led.wakeups" },
+      baseline: { id: "system.idle-poller.wakeups" },
+      goal: { on: "figure", op: "<", bound: 1 },
+      source: SYSTEM,
+    },
+    {
+      id: "foreign-p50",
+      title: "our LED following a foreign C writer: change to applied, p50",
+      figure: { id: "foreign.led.latency" },
+      baseline: { id: "foreign.poller.latency" },
+      goal: { on: "figure", op: "<=", bound: 2000 },
+      source: ISSUE_11,
+    },
+    {
+      id: "foreign-p99",
+      title: "our LED following a foreign C writer: change to applied, p99",
+      figure: { id: "foreign.led.latency", stat: "p99" },
+      baseline: { id: "foreign.poller.latency", stat: "p99" },
+      goal: { on: "figure", op: "<=", bound: 5000 },
+      source: ISSUE_11,
+    },
+    {
+      id: "foreign-cpu",
+      title: "our LED following a foreign C writer, idle: CPU against the C 1 ms poller",
+      figure: { id: "foreign.led.cpu" },
+      baseline: { id: "foreign.poller.cpu" },
+      goal: { on: "ratio", op: "<=", bound: 0.5 },
+      source: ISSUE_11,
+    },
+  ];
+}
+
+/** Every goal, in the order the report shows them. */
+export const TARGETS: readonly TargetSpec[] = [
+  ...ringTargets(),
+  ...wakeTargets(),
+  ...systemTargets(),
+  ...memoryTargets(),
+];
+
+function valueOf(figures: FigureSet, ref: FigureRef | undefined): TargetValue | null {
+  if (ref === undefined) return null;
+  const figure: Figure | undefined = figures.get(ref.id);
+  const stat = ref.stat ?? "median";
+  const value = figure === undefined ? undefined : stat === "p99" ? figure.p99 : figure.median;
+  if (figure === undefined || value === undefined) return null;
+  const result: TargetValue = { id: ref.id, stat, label: figure.label, value, unit: figure.unit };
+  if (figure.note !== undefined) result.note = figure.note;
+  return result;
+}
+
+/** Whether `value` satisfies `goal`. */
+export function holds(value: number, goal: Goal): boolean {
+  switch (goal.op) {
+    case "<=":
+      return value <= goal.bound;
+    case ">=":
+      return value >= goal.bound;
+    case "<":
+      return value < goal.bound;
+  }
+}
+
+/** Evaluates every target against `figures`: ratios and verdicts come from the figures alone. */
+export function evaluateTargets(
+  figures: FigureSet,
+  targets: readonly TargetSpec[] = TARGETS,
+): TargetResult[] {
+  return targets.map((target) => {
+    const figure = valueOf(figures, target.figure);
+    const baseline = valueOf(figures, target.baseline);
+    const ratio = figure !== null && baseline !== null && baseline.value !== 0
+      ? figure.value / baseline.value
+      : null;
+    const judged = target.goal.on === "ratio" ? ratio : figure?.value ?? null;
+    return {
+      id: target.id,
+      title: target.title,
+      figure,
+      baseline,
+      ratio,
+      goal: target.goal,
+      met: judged === null ? null : holds(judged, target.goal),
+      source: target.source,
+    };
+  });
+}

@@ -1,0 +1,303 @@
+/**
+ * The floor the library is measured against in `deno task bench`: a bare memfd mapping with an
+ * `Int32Array` over it, and futex waits and wakes on its words with nothing in between (no
+ * claims, no liveness checks, no waiter counts, no abort handling). What the state cell and the
+ * ring cost is judged as a ratio against these calls, measured in the same run.
+ *
+ * Safe like every owner in `ffi/`: after `close()` the views are detached (length 0), every call
+ * throws `Deno.errors.BadResource`, and the memory is unmapped only once no wait is in flight.
+ *
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { libc } from "./libc.ts";
+import { cString, readLink, statFd } from "./posix.ts";
+
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+const WAKE_ALL = 0x7fff_ffff;
+/** How often `close()` re-sends its wake-up until every wait in flight has returned. */
+const CLOSE_REWAKE_MS = 1;
+
+/** How a synchronous wait ended: woken (or spuriously), the word already differed, or timed out. */
+export type RawWaitResult = "woken" | "not-equal" | "timed-out";
+
+/**
+ * A bare shared mapping of a memfd. The creator keeps the memfd open so that other processes
+ * can open it through {@link RawSharedMemory.path}.
+ */
+export class RawSharedMemory {
+  readonly #pointer: Deno.PointerObject;
+  readonly #size: number;
+  readonly #path: string;
+  #fd: number | undefined;
+  #buffer: ArrayBuffer | undefined;
+  #words: Int32Array | undefined;
+  #waitsInFlight = 0;
+  #rewake: ReturnType<typeof setInterval> | undefined;
+  readonly #wakeAllOnClose = new Set<RawFutexWord>();
+
+  private constructor(pointer: Deno.PointerObject, size: number, path: string, fd?: number) {
+    this.#pointer = pointer;
+    this.#size = size;
+    this.#path = path;
+    this.#fd = fd;
+    this.#buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+    this.#words = new Int32Array(this.#buffer);
+  }
+
+  /** @internal Maps `fd`; used by {@link createRawMemfd} and {@link openRawMemfd}. */
+  static map(fd: number, size: number, path: string, keepFd: boolean): RawSharedMemory {
+    const pointer = libc().mmap(
+      null,
+      BigInt(size),
+      C.PROT_READ | C.PROT_WRITE,
+      C.MAP_SHARED,
+      fd,
+      0n,
+    );
+    if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+      throw osError("map", path, lastErrno());
+    }
+    return new RawSharedMemory(pointer, size, path, keepFd ? fd : undefined);
+  }
+
+  /** `/proc/PID/fd/N`: the path another process opens this memory by. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** The mapped length in bytes. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** The mapped memory, for typed arrays of any kind; detached (length 0) after close. */
+  get buffer(): ArrayBuffer {
+    if (this.#buffer === undefined) throw this.#closedError();
+    return this.#buffer;
+  }
+
+  /** The mapped memory as 32-bit words for `Atomics`. */
+  get words(): Int32Array {
+    if (this.#words === undefined) throw this.#closedError();
+    return this.#words;
+  }
+
+  /** The futex word at `index` (in 32-bit words), with its address worked out once. */
+  word(index: number): RawFutexWord {
+    if (this.#words === undefined) throw this.#closedError();
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.#words.length) {
+      throw new RangeError(`Word ${index} is outside ${this.#path} (${this.#words.length} words)`);
+    }
+    return new RawFutexWord(this, index);
+  }
+
+  /** @internal The address of the word at `index`, for {@link RawFutexWord}. */
+  addressOf(index: number): Deno.PointerObject {
+    return Deno.UnsafePointer.offset(this.#pointer, index * 4) as Deno.PointerObject;
+  }
+
+  /** @internal Counts a nonblocking wait in flight on `word`, so close can wake it. */
+  track(word: RawFutexWord, wait: Promise<unknown>): void {
+    this.#waitsInFlight++;
+    this.#wakeAllOnClose.add(word);
+    const settle = (): void => {
+      if (--this.#waitsInFlight === 0 && this.#buffer === undefined) this.#release();
+    };
+    wait.then(settle, settle);
+  }
+
+  /** @internal Whether `close()` has run. */
+  get closed(): boolean {
+    return this.#buffer === undefined;
+  }
+
+  #closedError(): Deno.errors.BadResource {
+    return new Deno.errors.BadResource(`The raw shared memory ${this.#path} is closed`);
+  }
+
+  #release(): void {
+    if (this.#rewake !== undefined) clearInterval(this.#rewake);
+    libc().munmap(this.#pointer, BigInt(this.#size));
+  }
+
+  /**
+   * Detaches every view and unmaps the memory (once waits in flight have been woken and have
+   * returned); closes the memfd if this process created it. Safe to call twice.
+   */
+  close(): void {
+    if (this.#buffer === undefined) return;
+    // transfer(0) detaches the buffer (and so every view over it) without copying.
+    this.#buffer.transfer(0);
+    this.#buffer = undefined;
+    this.#words = undefined;
+    if (this.#fd !== undefined) libc().close(this.#fd);
+    this.#fd = undefined;
+    if (this.#waitsInFlight === 0) {
+      this.#release();
+      return;
+    }
+    // A single wake could land before a worker thread is asleep: repeat until all returned.
+    const wakeAll = (): void => {
+      for (const word of this.#wakeAllOnClose) word.wakeForClose();
+    };
+    wakeAll();
+    this.#rewake = setInterval(wakeAll, CLOSE_REWAKE_MS);
+  }
+
+  /** Same as {@link RawSharedMemory.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** One 32-bit futex word in a {@link RawSharedMemory}. */
+export class RawFutexWord {
+  readonly #memory: RawSharedMemory;
+  readonly #words: Int32Array;
+  readonly #index: number;
+  readonly #address: Deno.PointerObject;
+  readonly #timespec = new BigInt64Array(2);
+  readonly #timespecAddress: Deno.PointerObject;
+  #timeoutMs = -1;
+
+  /** @internal Made by {@link RawSharedMemory.word}, which checks `index`. */
+  constructor(memory: RawSharedMemory, index: number) {
+    this.#memory = memory;
+    this.#words = memory.words;
+    this.#index = index;
+    this.#address = memory.addressOf(index);
+    this.#timespecAddress = Deno.UnsafePointer.of(this.#timespec) as Deno.PointerObject;
+  }
+
+  /** The word's index in 32-bit words. */
+  get index(): number {
+    return this.#index;
+  }
+
+  #check(): void {
+    if (this.#memory.closed) {
+      throw new Deno.errors.BadResource(`The raw shared memory ${this.#memory.path} is closed`);
+    }
+  }
+
+  /**
+   * FUTEX_WAIT on this thread while the word holds `expected`, for at most `timeoutMs` (a
+   * timeout is required so nothing blocks forever by mistake). The bare synchronous FFI call.
+   */
+  waitSync(expected: number, timeoutMs: number): RawWaitResult {
+    this.#check();
+    if (timeoutMs !== this.#timeoutMs) {
+      if (!(timeoutMs >= 0 && timeoutMs < 2 ** 40)) {
+        throw new RangeError(`Timeout ${timeoutMs} ms is not between 0 and 2^40`);
+      }
+      const seconds = Math.floor(timeoutMs / 1000);
+      this.#timespec[0] = BigInt(seconds);
+      this.#timespec[1] = BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6));
+      this.#timeoutMs = timeoutMs;
+    }
+    const result = libc().syscall(
+      C.SYS_futex,
+      this.#address,
+      C.FUTEX_WAIT,
+      expected,
+      this.#timespecAddress,
+      null,
+      0,
+    );
+    if (result === 0n) return "woken";
+    const errno = lastErrno();
+    return errno === Errno.ETIMEDOUT ? "timed-out" : errno === Errno.EAGAIN ? "not-equal" : "woken";
+  }
+
+  /**
+   * FUTEX_WAIT on one of Deno's worker threads (`nonblocking: true`) while the word holds
+   * `expected`; the event loop stays free. Resolves when woken, at once if the word differs,
+   * and when the memory is closed. No timeout: something must wake it, or close its memory.
+   */
+  wait(expected: number): Promise<void> {
+    this.#check();
+    const call = libc().syscall_blocking(
+      C.SYS_futex,
+      this.#address,
+      C.FUTEX_WAIT,
+      expected,
+      null,
+      null,
+      0,
+    ).then(() => {});
+    this.#memory.track(this, call);
+    return call;
+  }
+
+  /** FUTEX_WAKE: wakes up to `count` waiters on this word, in any process; returns how many. */
+  wake(count: number = WAKE_ALL): number {
+    this.#check();
+    const woken = libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, count, null, null, 0);
+    return Number(woken < 0n ? 0n : woken);
+  }
+
+  /** @internal Wakes every waiter while the memory closes (the address is still mapped). */
+  wakeForClose(): void {
+    libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
+  }
+
+  /** `Atomics.load` of the word. */
+  load(): number {
+    this.#check();
+    return Atomics.load(this.#words, this.#index);
+  }
+}
+
+function checkSize(size: number, subject: string): void {
+  if (!Number.isSafeInteger(size) || size < 4 || size > 2 ** 40) {
+    throw new RangeError(`Size ${size} of ${subject} is not between 4 bytes and 1 TiB`);
+  }
+}
+
+/** Creates a memfd of `size` bytes (zero-filled) and maps it shared. */
+export function createRawMemfd(size: number, options: { name?: string } = {}): RawSharedMemory {
+  const name = options.name ?? "mmap-ipc-raw";
+  checkSize(size, `memfd ${name}`);
+  const fd = check(libc().memfd_create(cString(name), C.MFD_CLOEXEC), "create memfd", name);
+  const path = `/proc/${Deno.pid}/fd/${fd}`;
+  try {
+    check(libc().ftruncate(fd, BigInt(size)), "resize", path);
+    return RawSharedMemory.map(fd, size, path, true);
+  } catch (error) {
+    libc().close(fd);
+    throw error;
+  }
+}
+
+/**
+ * Maps the memfd another process made with {@link createRawMemfd}, by its `/proc/PID/fd/N`
+ * path; anything but a memfd of at least `size` bytes is refused.
+ */
+export function openRawMemfd(path: string, size: number): RawSharedMemory {
+  if (!/^\/proc\/\d+\/fd\/\d+$/.test(path)) {
+    throw new TypeError(`Invalid memfd path ${JSON.stringify(path)}: expected /proc/PID/fd/N`);
+  }
+  checkSize(size, path);
+  const target = readLink(path);
+  if (!target.startsWith("/memfd:")) {
+    throw new Deno.errors.InvalidData(
+      `Cannot open memfd ${JSON.stringify(path)}: it is ${target}, not a memfd`,
+    );
+  }
+  // /proc/PID/fd/N is a symlink by design: following it is the point, and it was checked above.
+  const fd = check(libc().open(cString(path), C.O_RDWR | C.O_CLOEXEC, 0), "open memfd", path);
+  try {
+    const stat = statFd(fd, path);
+    if (stat.size < size) {
+      throw new Deno.errors.InvalidData(
+        `Cannot open memfd ${JSON.stringify(path)}: it has ${stat.size} bytes, asked for ${size}`,
+      );
+    }
+    return RawSharedMemory.map(fd, size, path, false);
+  } finally {
+    libc().close(fd);
+  }
+}

@@ -1,0 +1,296 @@
+/**
+ * Tests of `deno task bench`: its statistics, flags, targets, report and minimal ring as units,
+ * and one real `--quick` run whose JSON must hold every goal and figure, with every ratio and
+ * verdict following from the figures.
+ *
+ * @module
+ */
+
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
+import { createRawMemfd, openRawMemfd } from "../ffi/raw_futex.ts";
+import { parseConfig, UsageError } from "../bench/config.ts";
+import { FigureSet, SECTIONS } from "../bench/figures.ts";
+import { MinimalConsumer, MinimalProducer, minimalRingSize } from "../bench/minimal_ring.ts";
+import { renderMarkdown, replaceReadmeSection, type Results } from "../bench/report.ts";
+import { RING_VARIANTS } from "../bench/ring_variants.ts";
+import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
+import { evaluateTargets, holds, TARGETS, type TargetSpec } from "../bench/targets.ts";
+import { requires, testWith, withTempDir } from "./helpers.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const CASES = ["wake", "ring", "in-process", "system", "foreign", "memory", "soak"];
+
+Deno.test("median() and percentile() take the middle and the nearest rank", () => {
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([4, 1, 3, 2]), 2.5);
+  const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
+  assertEquals(percentile(hundred, 0.99), 99);
+  assertEquals(percentile(hundred, 0.5), 50);
+  assertEquals(percentile([7], 0.99), 7);
+  assertThrows(() => median([]), RangeError, "No values");
+  assertThrows(() => median([1, NaN]), RangeError, "not all are finite");
+  assertThrows(() => percentile([1], 1.5), RangeError, "between 0 and 1");
+});
+
+Deno.test("summarizeLatencies() gives the median of run medians, of run p99s, and the range", () => {
+  const runs = [[1, 2, 3], [10, 20, 30], [4, 5, 6]];
+  assertEquals(summarizeLatencies(runs), { median: 5, p99: 6, min: 2, max: 20, runs: 3 });
+  assertEquals(summarizeRuns([5, 1, 3]), { median: 3, min: 1, max: 5, runs: 3 });
+});
+
+Deno.test("parseConfig() defaults: a full run writes bench/ and the README", () => {
+  const config = parseConfig([], { caseIds: CASES, root: "/p/" });
+  assertEquals(config, {
+    quick: false,
+    runs: 5,
+    cases: CASES,
+    outDir: "/p/bench",
+    readme: true,
+    soak: undefined,
+  });
+});
+
+Deno.test("parseConfig() --quick, --only and --soak write nothing unless --out is given", () => {
+  const options = { caseIds: CASES, root: "/p/" };
+  const quick = parseConfig(["--quick"], options);
+  assert(quick !== "help");
+  assertEquals([quick.runs, quick.outDir, quick.readme], [1, undefined, false]);
+  const only = parseConfig(["--only", "soak,wake", "--out", "/tmp/x", "--runs=3"], options);
+  assert(only !== "help");
+  assertEquals([only.cases, only.outDir, only.readme, only.runs], [
+    ["wake", "soak"],
+    "/tmp/x",
+    false,
+    3,
+  ]);
+  const soak = parseConfig(["--soak", "--minutes", "0.5"], options);
+  assert(soak !== "help");
+  assertEquals([soak.soak, soak.readme], [{ minutes: 0.5 }, false]);
+  assertEquals(parseConfig(["-h"], options), "help");
+  const noReadme = parseConfig(["--no-readme"], options);
+  assert(noReadme !== "help");
+  assertEquals(noReadme.readme, false);
+});
+
+Deno.test("parseConfig() rejects unknown flags, bad values and flags that do not go together", () => {
+  const options = { caseIds: CASES, root: "/p/" };
+  const cases: [string[], string][] = [
+    [["--fast"], "Unknown argument: --fast"],
+    [["--quick=no"], "--quick takes no value"],
+    [["--no-readme=x"], "--no-readme takes no value"],
+    [["extra"], "Unknown argument: extra"],
+    [["--runs", "x"], '--runs "x": expected a whole number from 1 to 50'],
+    [["--runs=0"], "--runs"],
+    [["--runs", "2.5"], "whole number"],
+    [["--runs"], "--runs needs a value"],
+    [["--only", "rings"], "no case called rings"],
+    [["--only", ","], "names no case"],
+    [["--minutes", "3"], "--minutes needs --soak"],
+    [["--soak", "--minutes", "-1"], "--minutes needs a value"],
+    [["--soak", "--minutes=-1"], "--minutes"],
+    [["--soak", "--only", "wake"], "leave out --only"],
+    [["--out", ""], "--out needs a value"],
+  ];
+  for (const [args, message] of cases) {
+    assertThrows(() => parseConfig(args, options), UsageError, message, args.join(" "));
+  }
+});
+
+function figureSet(values: Record<string, number>): FigureSet {
+  const figures = new FigureSet();
+  for (const [id, value] of Object.entries(values)) {
+    figures.add(
+      { id, section: "ring", label: id, unit: "msg/s" },
+      { median: value, min: value, max: value, runs: 1, p99: value * 2 },
+    );
+  }
+  return figures;
+}
+
+Deno.test("evaluateTargets() computes each ratio and verdict from the figures", () => {
+  const targets: TargetSpec[] = [
+    {
+      id: "ratio",
+      title: "a ratio goal",
+      figure: { id: "a" },
+      baseline: { id: "b" },
+      goal: { on: "ratio", op: ">=", bound: 0.7 },
+      source: "test",
+    },
+    {
+      id: "figure",
+      title: "a goal on the figure's p99",
+      figure: { id: "a", stat: "p99" },
+      goal: { on: "figure", op: "<", bound: 100 },
+      source: "test",
+    },
+    {
+      id: "missing",
+      title: "a goal whose baseline was not measured",
+      figure: { id: "a" },
+      baseline: { id: "nowhere" },
+      goal: { on: "ratio", op: "<=", bound: 1 },
+      source: "test",
+    },
+  ];
+  const [ratio, figure, missing] = evaluateTargets(figureSet({ a: 60, b: 80 }), targets);
+  assertEquals(ratio.ratio, 0.75);
+  assertEquals(ratio.met, true);
+  assertEquals(figure.figure?.value, 120);
+  assertEquals(figure.ratio, null);
+  assertEquals(figure.met, false);
+  assertEquals(missing.baseline, null);
+  assertEquals(missing.met, null);
+  assertEquals([
+    holds(1, { on: "ratio", op: "<=", bound: 1 }),
+    holds(1, { on: "figure", op: "<", bound: 1 }),
+  ], [
+    true,
+    false,
+  ]);
+});
+
+Deno.test("every target names figures the benchmark measures, and ids are unique", () => {
+  const ids = TARGETS.map((target) => target.id);
+  assertEquals(new Set(ids).size, ids.length);
+  for (const target of TARGETS) {
+    assert(target.goal.bound > 0, target.id);
+    assert(target.title.length > 0 && target.source.length > 0, target.id);
+  }
+});
+
+Deno.test("replaceReadmeSection() replaces only what is between the markers", () => {
+  const readme = "# T\n\ntext\n<!-- bench:start -->\nold\n<!-- bench:end -->\nafter\n";
+  assertEquals(
+    replaceReadmeSection(readme, "new\n"),
+    "# T\n\ntext\n<!-- bench:start -->\n\nnew\n\n<!-- bench:end -->\nafter\n",
+  );
+  assertThrows(() => replaceReadmeSection("# no markers\n", "x"), Error, "bench:start");
+});
+
+Deno.test("renderMarkdown() shows measured goals with their verdicts and every figure", () => {
+  const figures = figureSet({ "ring.64.library": 1e6, "ring.64.minimal": 2e6 });
+  const results: Results = {
+    date: "2026-01-02T03:04:05.000Z",
+    machine: { cpu: "CPU", cores: 2, kernel: "6.1", deno: "2.9.6" },
+    args: ["--quick"],
+    quick: true,
+    runs: 1,
+    cases: ["ring"],
+    targets: evaluateTargets(figures),
+    figures: figures.all(),
+  };
+  const markdown = renderMarkdown(results);
+  assertStringIncludes(markdown, "`deno task bench --quick`");
+  assertStringIncludes(
+    markdown,
+    "| 1.00 M msg/s | 2.00 M msg/s | 0.50x | ratio >= 0.7x | **missed** |",
+  );
+  assertStringIncludes(markdown, `not measured in this run`);
+  assertStringIncludes(markdown, "| ring.64.minimal | 2.00 M msg/s |");
+});
+
+Deno.test("the minimal ring moves messages in order, across its end, and says when full or empty", () => {
+  const capacity = 256;
+  using memory = createRawMemfd(minimalRingSize(capacity));
+  using other = openRawMemfd(memory.path, minimalRingSize(capacity));
+  const producer = new MinimalProducer(memory);
+  const consumer = new MinimalConsumer(other);
+  const into = new Uint8Array(100);
+  assertEquals(consumer.tryReceiveInto(into), -1);
+  let sent = 0;
+  let received = 0;
+  // Lengths that do not divide the capacity, so records wrap across the end of the ring.
+  for (let round = 0; round < 50; round++) {
+    const message = new Uint8Array(1 + (round * 37) % 97).fill(sent & 255);
+    while (!producer.trySend(message)) {
+      const length = consumer.tryReceiveInto(into);
+      assert(length > 0, "the ring was full and empty at once");
+      assertEquals(into[length - 1], received++ & 255);
+    }
+    sent++;
+  }
+  for (let length; (length = consumer.tryReceiveInto(into)) >= 0;) {
+    assertEquals(into[0], received & 255);
+    assertEquals(into[length - 1], received++ & 255);
+  }
+  assertEquals(received, sent);
+  assertThrows(() => producer.trySend(new Uint8Array(capacity)), RangeError, "cannot fit");
+  assertThrows(() => minimalRingSize(100), RangeError, "power of two");
+});
+
+testWith(["run", "read"], "bench/run.ts exits 2 with the usage on a bad flag", async () => {
+  for (const args of [["--bogus"], ["--runs", "zero"], ["--only", "nothing"]]) {
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--allow-all", `${ROOT}bench/run.ts`, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(result.stderr);
+    assertEquals(result.code, 2, stderr);
+    assertStringIncludes(stderr, "Usage: deno task bench");
+    assertStringIncludes(stderr, args[0]);
+  }
+});
+
+testWith(
+  ["run", "read", "write", requires("gcc")],
+  "bench/run.ts --quick measures every figure and computes every ratio from them",
+  async () => {
+    await withTempDir(async (dir) => {
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", "--allow-all", `${ROOT}bench/run.ts`, "--quick", "--out", dir],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assertEquals(result.code, 0, stderr);
+      const results = JSON.parse(await Deno.readTextFile(`${dir}/results.json`)) as Results;
+      assertStringIncludes(await Deno.readTextFile(`${dir}/results.md`), "Goals: ");
+      assertEquals(results.quick, true);
+
+      const figures = new Map(results.figures.map((figure) => [figure.id, figure]));
+      for (const section of SECTIONS) {
+        assert(results.figures.some((f) => f.section === section.id), `no figure in ${section.id}`);
+      }
+      for (const size of [64, 4096, 65536]) {
+        for (
+          const id of [...RING_VARIANTS.map((v) => v.id), "memcpy", "library", "library-zerocopy"]
+        ) {
+          assert(figures.has(`ring.${size}.${id}`), `ring.${size}.${id} is missing`);
+        }
+      }
+      for (const figure of results.figures) {
+        assert(
+          Number.isFinite(figure.median) && figure.median >= 0,
+          `${figure.id}: ${figure.median}`,
+        );
+        assert(figure.min <= figure.median && figure.median <= figure.max, figure.id);
+      }
+
+      assertEquals(results.targets.map((t) => t.id), TARGETS.map((t) => t.id));
+      for (const target of results.targets) {
+        const spec = TARGETS.find((t) => t.id === target.id);
+        assert(spec !== undefined && target.figure !== null, `${target.id} was not measured`);
+        const stat = (id: string, which = "median"): number | undefined => {
+          const figure = figures.get(id);
+          return which === "p99" ? figure?.p99 : figure?.median;
+        };
+        assertEquals(target.figure.value, stat(spec.figure.id, spec.figure.stat));
+        if (spec.baseline !== undefined) {
+          assert(target.baseline !== null && target.ratio !== null, `${target.id} has no ratio`);
+          assertEquals(target.baseline.value, stat(spec.baseline.id, spec.baseline.stat));
+          assertAlmostEquals(target.ratio, target.figure.value / target.baseline.value, 1e-9);
+        }
+        const judged = spec.goal.on === "ratio" ? target.ratio : target.figure.value;
+        assertEquals(target.met, holds(judged ?? NaN, spec.goal), target.id);
+      }
+    });
+  },
+);
