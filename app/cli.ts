@@ -9,9 +9,12 @@
 import { SIGTERM } from "../ffi/constants.ts";
 import { setParentDeathSignal } from "../ffi/posix.ts";
 import { openStateFileAt, openStateShm } from "../lib/state_file.ts";
+import { statPath } from "../ffi/posix.ts";
+import { findHolders } from "../lib/holders.ts";
+import { removeShmIfSame } from "../lib/owned_path.ts";
 import {
-  createMemfdRegion,
   openMemfdRegion,
+  openShmRegion,
   openStateFile,
   type SharedRegion,
   type StateFile,
@@ -92,36 +95,67 @@ export interface StateLocation {
 }
 
 /** What a process of the system opens: the region its state cell lives in, and the text file. */
-export interface SystemState {
-  /** The launcher's sealed memfd, or one of this process's own when it runs alone. */
+export interface SystemState extends Disposable {
+  /** The launcher's sealed memfd, or the cell this process shares with others running alone. */
   region: SharedRegion;
   /** The state as text in a file or shm object, for other programs (never mapped). */
   mirror?: StateFile;
 }
 
+/** The POSIX shm name of the cell that processes running alone share for a state file. */
+export function loneCellName(mirror: StateFile): string {
+  return `/mmap-ipc-cell-${mirror.identity.replaceAll(":", "-")}`;
+}
+
 /**
  * Opens the state as the flags name it. Under the launcher: its memfd (`--memfd`) and the very
- * inode of its state file (`--mirror`), whatever happened to the path since. Alone: a memfd of
- * its own, and `--state PATH` or `--shm NAME` opened by name and created if missing, as the
- * original programs did; the processes then meet in that file, as the originals do.
+ * inode of its state file (`--mirror`), whatever happened to the path since. Alone: `--state
+ * PATH` or `--shm NAME` opened by name and created if missing, as the original programs did,
+ * and a small cell in POSIX shared memory named after that file's inode, which every process
+ * of ours running alone on the same file shares (so they still wake each other without
+ * polling); the last one out removes it.
  */
 export function openSystemState(where: StateLocation): SystemState {
-  const region = where.memfd === undefined
-    ? createMemfdRegion({ size: STATE_REGION_SIZE, label: "mmap-ipc-state" })
-    : openMemfdRegion(where.memfd);
+  const name = where.state ?? where.shm;
+  let mirror: StateFile | undefined;
+  if (where.mirror !== undefined) {
+    mirror = openStateFileAt(where.mirror, name ?? where.mirror);
+  } else if (where.state !== undefined) {
+    mirror = openStateFile(where.state, { create: true });
+  } else if (where.shm !== undefined) {
+    mirror = openStateShm(where.shm, { create: true });
+  }
   try {
-    const name = where.state ?? where.shm;
-    let mirror: StateFile | undefined;
-    if (where.mirror !== undefined) {
-      mirror = openStateFileAt(where.mirror, name ?? where.mirror);
-    } else if (where.state !== undefined) {
-      mirror = openStateFile(where.state, { create: true });
-    } else if (where.shm !== undefined) {
-      mirror = openStateShm(where.shm, { create: true });
+    if (where.memfd !== undefined) {
+      const region = openMemfdRegion(where.memfd);
+      return {
+        region,
+        mirror,
+        [Symbol.dispose]: () => {
+          region.close();
+          mirror?.close();
+        },
+      };
     }
-    return { region, mirror };
+    if (mirror === undefined) throw new TypeError("Say where the state is: --state or --shm");
+    const cellName = loneCellName(mirror);
+    const region = openShmRegion(cellName, { create: true, size: STATE_REGION_SIZE });
+    const identity = statPath(`/dev/shm${cellName}`)?.identity;
+    const opened = mirror;
+    return {
+      region,
+      mirror,
+      [Symbol.dispose]: () => {
+        region.close();
+        opened.close();
+        // The last process out removes the cell; one still running keeps it.
+        if (identity !== undefined && findHolders(identity, { maps: true }).length === 0) {
+          removeShmIfSame(cellName, identity);
+        }
+      },
+    };
   } catch (error) {
-    region.close();
+    mirror?.close();
     throw error;
   }
 }

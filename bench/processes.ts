@@ -179,10 +179,15 @@ export class Child implements AsyncDisposable {
     }
   }
 
-  /** Kills the child if it still runs and waits for it, so nothing is left behind. */
+  /**
+   * Stops the child if it still runs (SIGTERM, so it cleans up after itself; SIGKILL if it has
+   * not ended within a grace period) and waits for it, so nothing is left behind.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    this.kill("SIGKILL");
+    this.kill("SIGTERM");
+    const timer = setTimeout(() => this.kill("SIGKILL"), 3_000);
     await this.#process.status;
+    clearTimeout(timer);
     await this.#pumps;
   }
 }

@@ -89,9 +89,8 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   const clientId = settings.clientId ?? defaultClientId(name);
   const topics = topicsFor(prefix);
 
-  const { region, mirror } = openSystemState(flags);
-  using _region = region;
-  using _mirror = mirror;
+  using state = openSystemState(flags);
+  const { region, mirror } = state;
   using cell = openStateCell(region, { mirror });
   using link = openRemoteLink(flags.remote);
   using commands = openCommandSender(link);

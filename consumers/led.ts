@@ -86,9 +86,8 @@ async function main(flags: LedFlags): Promise<void> {
     syslogIdent: flags.syslog ? "LED MMAP" : undefined,
   });
   const log = logger("led");
-  const { region, mirror } = openSystemState(flags);
-  using _region = region;
-  using _mirror = mirror;
+  using state = openSystemState(flags);
+  const { region, mirror } = state;
   using cell = openStateCell(region, {
     mirror,
     onWriter: ({ pid, status }) => {

@@ -56,6 +56,8 @@ const SUPERVISOR = 96;
 const DEFAULT_FOLLOW_PERIOD_MS = 3;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
 const SYNC_LIVENESS_MS = 100;
+/** How long a handle with no wait under way keeps listening, for a reader that waits again. */
+const IDLE_RELEASE_MS = 20;
 /** Reads of an odd sequence before a reader stops waiting for the write to finish. */
 const MAX_SEQLOCK_SPINS = 10_000;
 
@@ -183,6 +185,8 @@ export class StateCell {
   #follower: TextFollower | undefined;
   /** How many waits (calls and iterations) are under way on this handle. */
   #waiting = 0;
+  /** Pending release of the listener and follower once no wait is under way. */
+  #idleCheck: ReturnType<typeof setTimeout> | undefined;
 
   /** @ignore Not for direct use: call {@link openStateCell}. */
   constructor(token: symbol, parts: unknown) {
@@ -318,12 +322,14 @@ export class StateCell {
         ? Math.min(remaining ?? SYNC_LIVENESS_MS, SYNC_LIVENESS_MS)
         : Math.min(remaining ?? this.#followPeriodMs, this.#followPeriodMs);
       Atomics.add(this.#words, this.#waitersIndex, 1);
+      let result: string;
       try {
-        this.#memory.waitSync(this.#base + SEQUENCE, sequence, slice);
+        result = this.#memory.waitSync(this.#base + SEQUENCE, sequence, slice);
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
-      if (cooperating && !this.#watch?.check()) this.#writerAlive(false);
+      // Only a wait that ran its whole slice looks at the writer's pidfd: a wake-up costs nothing.
+      if (result === "timed-out" && cooperating) this.#watch?.check();
       cooperating = this.#writerAlive(false);
       value = this.#current(cooperating);
     }
@@ -370,6 +376,7 @@ export class StateCell {
     this.#closed = true;
     this.#closing.abort();
     this.#memory.forget(this);
+    clearTimeout(this.#idleCheck);
     this.#stopFollowing();
     this.#unlisten?.();
     this.#unlisten = undefined;
@@ -607,13 +614,21 @@ export class StateCell {
     this.#waiting++;
   }
 
-  /** Ends a wait; with none left, stops listening so nothing keeps the process alive. */
+  /**
+   * Ends a wait; once none is left, stops listening so nothing keeps the process alive. Not at
+   * once: a reader that waits again straight away (a loop of `waitForChange()`) keeps its
+   * listener and follower instead of paying to start them again on every change.
+   */
   #leave(): void {
-    if (--this.#waiting > 0) return;
-    this.#unlisten?.();
-    this.#unlisten = undefined;
-    this.#stopFollowing();
-    this.#writerSeen = undefined;
+    if (--this.#waiting > 0 || this.#idleCheck !== undefined) return;
+    this.#idleCheck = setTimeout(() => {
+      this.#idleCheck = undefined;
+      if (this.#waiting > 0) return;
+      this.#unlisten?.();
+      this.#unlisten = undefined;
+      this.#stopFollowing();
+      this.#writerSeen = undefined;
+    }, IDLE_RELEASE_MS);
   }
 
   /** The caller's signal joined with this handle's own close, made once per caller's signal. */

@@ -182,9 +182,8 @@ async function main(flags: ButtonFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
   await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("button");
-  const { region, mirror } = openSystemState(flags);
-  using _region = region;
-  using _mirror = mirror;
+  using state = openSystemState(flags);
+  const { region, mirror } = state;
   using cell = openStateCell(region, { writer: true, mirror });
   let button: Button;
   if (flags.pi) {

@@ -277,10 +277,15 @@ export class ChildProcess implements AsyncDisposable {
     }
   }
 
-  /** Kills the child if it still runs and waits for it, so no test leaves a process behind. */
+  /**
+   * Stops the child as a user would (SIGTERM, so it cleans up after itself), and kills it if it
+   * has not ended within a grace period; waits for it either way.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    this.kill("SIGKILL");
+    this.kill("SIGTERM");
+    const timer = setTimeout(() => this.kill("SIGKILL"), 3_000);
     await this.#status;
+    clearTimeout(timer);
     await this.#pumps;
   }
 }
