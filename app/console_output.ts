@@ -1,26 +1,57 @@
 /**
- * Standard output and standard error that can never block the program that writes to them.
- * Lines go into a bounded queue that one asynchronous writer drains: a console that stops
- * reading (a stalled pipe, a paused terminal) fills the queue, then lines are dropped and
- * counted, and control (signals, presses, restarts) goes on. A write that fails (`/dev/full`,
- * a closed pipe) is reported once on standard error, and output to that stream stops.
+ * Standard output and standard error that can never block the program that writes to them, and
+ * that cost no more than a plain write while the console keeps up.
+ *
+ * A line is written at once, with write(2) on a non-blocking descriptor of the same pipe or
+ * terminal (a second open of it, so the flags of the descriptor other processes share stay as
+ * they are). What does not fit goes into a bounded queue, written as the console drains; a
+ * console that stops reading (a stalled pipe, a paused terminal) fills it, then lines are
+ * dropped and counted, and control (signals, presses, restarts) goes on. A regular file never
+ * blocks and is written directly; a socket (journald) is written through Deno's asynchronous
+ * API. A write that fails (`/dev/full`, a closed pipe) is reported once on standard error, and
+ * output to that stream stops.
  *
  * @module
  */
+
+import * as C from "../ffi/constants.ts";
+import { openPath, statFd, writeSome } from "../ffi/posix.ts";
 
 /** One of the two console streams. */
 export type ConsoleStream = "stdout" | "stderr";
 
 /** How much text may wait for a slow console before new lines are dropped. */
 const MAX_QUEUED_BYTES = 1 << 20;
+/** While a non-blocking console is full, how often to try it again. */
+const RETRY_MS = 5;
 
 const encoder = new TextEncoder();
+
+/** How to reach the stream: a descriptor written directly, or Deno's asynchronous file. */
+type Target = { fd: number } | { file: { write(bytes: Uint8Array): Promise<number> } };
+
+function targetOf(name: ConsoleStream): Target {
+  const fd = name === "stdout" ? 1 : 2;
+  const file = name === "stdout" ? Deno.stdout : Deno.stderr;
+  try {
+    const type = statFd(fd, name).type;
+    if (type === "file") return { fd };
+    if (type === "fifo" || type === "character device") {
+      return {
+        fd: openPath(`/proc/self/fd/${fd}`, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "open"),
+      };
+    }
+  } catch {
+    // Not reopenable (a socket, a closed stream): Deno's own writer never blocks the caller.
+  }
+  return { file };
+}
 
 /** A console stream written without blocking; see the module description. */
 export class ConsoleOutput {
   readonly #name: ConsoleStream;
-  readonly #file: { write(bytes: Uint8Array): Promise<number> };
-  readonly #queue: string[] = [];
+  readonly #target: Target;
+  readonly #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #draining: Promise<void> | undefined;
   #dropped = 0;
@@ -29,18 +60,24 @@ export class ConsoleOutput {
   /** @ignore Use {@link consoleOutput}. */
   constructor(name: ConsoleStream) {
     this.#name = name;
-    this.#file = name === "stdout" ? Deno.stdout : Deno.stderr;
+    this.#target = targetOf(name);
   }
 
-  /** Queues one line (a newline is added); drops it if the console has stopped reading. */
+  /** Writes one line (a newline is added), or queues it; drops it if the console stalled. */
   writeLine(line: string): void {
     if (this.#failed) return;
-    if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
+    let bytes = encoder.encode(`${line}\n`);
+    if (this.#queue.length === 0 && "fd" in this.#target) {
+      const written = this.#write(this.#target.fd, bytes);
+      if (written === bytes.length || written === undefined) return;
+      bytes = bytes.subarray(Math.max(0, written));
+    }
+    if (this.#queuedBytes + bytes.length > MAX_QUEUED_BYTES) {
       this.#dropped++;
       return;
     }
-    this.#queue.push(line);
-    this.#queuedBytes += line.length + 1;
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
     this.#draining ??= this.#drain();
   }
 
@@ -55,33 +92,55 @@ export class ConsoleOutput {
     clearTimeout(timer);
   }
 
+  /** One write(2) of what fits now; undefined once it failed (and was reported). */
+  #write(fd: number, bytes: Uint8Array): number | undefined {
+    try {
+      return writeSome(fd, bytes, this.#name);
+    } catch (error) {
+      this.#fail(error as Error);
+      return undefined;
+    }
+  }
+
   async #drain(): Promise<void> {
     try {
       while (this.#queue.length > 0 && !this.#failed) {
-        let text = "";
         if (this.#dropped > 0) {
-          text = `... ${this.#dropped} lines dropped: the ${this.#name} reader was not reading\n`;
+          const note =
+            `... ${this.#dropped} lines dropped: the ${this.#name} reader was not reading\n`;
+          this.#queue.unshift(encoder.encode(note));
           this.#dropped = 0;
         }
-        text += this.#queue.splice(0).join("\n") + "\n";
-        this.#queuedBytes = 0;
-        let bytes = encoder.encode(text);
-        while (bytes.length > 0) {
-          const written = await this.#file.write(bytes);
-          bytes = bytes.subarray(written);
+        const chunk = this.#queue[0];
+        let written: number | undefined;
+        if ("fd" in this.#target) {
+          written = this.#write(this.#target.fd, chunk);
+          if (written === undefined) return;
+          if (written < 0) {
+            await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+            continue;
+          }
+        } else {
+          try {
+            written = await this.#target.file.write(chunk);
+          } catch (error) {
+            this.#fail(error as Error);
+            return;
+          }
         }
+        if (written === chunk.length) this.#queue.shift();
+        else this.#queue[0] = chunk.subarray(written);
+        this.#queuedBytes -= written;
       }
-    } catch (error) {
-      this.#failed = true;
-      this.#queue.length = 0;
-      this.#queuedBytes = 0;
-      this.#reportFailure(error as Error);
     } finally {
       this.#draining = undefined;
     }
   }
 
-  #reportFailure(error: Error): void {
+  #fail(error: Error): void {
+    this.#failed = true;
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
     if (this.#name === "stderr") return; // nowhere left to say it
     const code = (error as { code?: string }).code;
     const reason = `${error.message}${code && !error.message.includes(code) ? ` (${code})` : ""}`;

@@ -222,6 +222,20 @@ export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: str
   return Number(check(libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
 }
 
+/**
+ * write(2) of what fits now: returns the count written, or -1 when the fd is non-blocking and
+ * full (EAGAIN); throws for any other failure.
+ */
+export function writeSome(fd: number, bytes: Uint8Array, subject: string): number {
+  const count = Number(
+    libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(bytes.byteLength)),
+  );
+  if (count >= 0) return count;
+  const errno = lastErrno();
+  if (errno === Errno.EAGAIN) return -1;
+  throw osError("write", subject, errno);
+}
+
 /** mkfifo(3). */
 export function makeFifo(path: string, mode: number): void {
   check(libc().mkfifo(cString(path), mode), "create FIFO", path);

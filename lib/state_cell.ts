@@ -53,11 +53,13 @@ const SUPERVISOR = 96;
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
-const DEFAULT_FOLLOW_PERIOD_MS = 3;
+const DEFAULT_FOLLOW_PERIOD_MS = 2.5;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
 const SYNC_LIVENESS_MS = 100;
 /** How long a handle with no wait under way keeps listening, for a reader that waits again. */
 const IDLE_RELEASE_MS = 20;
+/** How long a reader that never saw a writer waits for one before it starts following. */
+const FOLLOW_GRACE_MS = 250;
 /** Reads of an odd sequence before a reader stops waiting for the write to finish. */
 const MAX_SEQLOCK_SPINS = 10_000;
 
@@ -183,6 +185,10 @@ export class StateCell {
   #writerSeen: WriterEvent | undefined;
   /** Follows a foreign writer while no cooperating writer is alive. */
   #follower: TextFollower | undefined;
+  /** Whether a live cooperating writer was ever seen: then a reader follows at once. */
+  #sawWriter = false;
+  /** When a reader that never saw a writer starts following (see `#follow`). */
+  #followAfter: number | undefined;
   /** How many waits (calls and iterations) are under way on this handle. */
   #waiting = 0;
   /** Pending release of the listener and follower once no wait is under way. */
@@ -431,7 +437,7 @@ export class StateCell {
       formatState(this.#bytes, this.#base, Atomics.load(this.#words, this.#valueIndex));
       Atomics.store(this.#words, this.#sequenceIndex, sequence + 1);
     }
-    const mirrored = this.#mirror?.read().value;
+    const mirrored = this.#mirror?.value();
     if (mirrored !== undefined && mirrored !== this.#load()) this.#publish(mirrored);
     // Moving the sequence tells readers that follow a foreign writer that a cooperating one is
     // back, and wakes those asleep.
@@ -475,7 +481,7 @@ export class StateCell {
 
   /** The value now: the cell's, or the mirror's while no cooperating writer is alive. */
   #current(cooperating: boolean): number {
-    return cooperating || this.#mirror === undefined ? this.#load() : this.#mirror.read().value;
+    return cooperating || this.#mirror === undefined ? this.#load() : this.#mirror.value();
   }
 
   /** Milliseconds left before `deadline` (undefined: none); throws `TimedOut` once it passed. */
@@ -513,6 +519,7 @@ export class StateCell {
       this.#report("died");
       return false;
     }
+    this.#sawWriter = true;
     if (listen && this.#unlisten === undefined) {
       this.#unlisten = watch.onDeath(() => {
         this.#unlisten = undefined;
@@ -576,6 +583,25 @@ export class StateCell {
   async #follow(seen: number, deadline: number, stop: AbortSignal): Promise<void> {
     const timeoutMs = this.#remaining(deadline);
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
+    if (this.#follower === undefined && !this.#sawWriter) {
+      // A reader that starts before its writer (the LED before the button) usually meets one
+      // within moments: sleep on the sequence a little first, and start the follower (a Worker)
+      // only if none came. A foreign change made meanwhile is still seen, by its first look.
+      this.#followAfter ??= performance.now() + FOLLOW_GRACE_MS;
+      const grace = this.#followAfter - performance.now();
+      if (grace > 0) {
+        Atomics.add(this.#words, this.#waitersIndex, 1);
+        try {
+          await this.#memory.wait(this.#base + SEQUENCE, sequence, {
+            timeoutMs: Math.min(grace, timeoutMs ?? grace),
+            signal: stop,
+          });
+        } finally {
+          if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+        }
+        return;
+      }
+    }
     this.#follower ??= this.#memory.followText(
       this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
       {

@@ -91,7 +91,15 @@ export class StateFile {
     return this.#fd;
   }
 
-  /** Reads the value and the size now. */
+  /** Reads the value now (one pread(2)). */
+  value(): number {
+    this.#check();
+    const count = posix.readAt(this.#fd, this.#text, 0, this.#path);
+    this.#text.fill(0, count);
+    return parseState(this.#text, 0, STATE_TEXT_BYTES);
+  }
+
+  /** Reads the value, the size and whether a number is there at all, now. */
   read(): StateFileContent {
     this.#check();
     const count = posix.readAt(this.#fd, this.#text, 0, this.#path);
