@@ -24,6 +24,9 @@ export class Mapping {
   #state: "mapped" | "retired" | "released" = "mapped";
   /** Reused by every synchronous wait, which cannot overlap on one thread. */
   readonly #syncTimeout = new BigInt64Array(2);
+  readonly #syncTimeoutPointer = Deno.UnsafePointer.of(this.#syncTimeout);
+  /** The address of each futex word used so far, so that a wait allocates no pointer. */
+  readonly #words = new Map<number, Deno.PointerValue>();
 
   private constructor(pointer: Deno.PointerObject, size: number, attached: boolean) {
     this.#pointer = pointer;
@@ -99,7 +102,7 @@ export class Mapping {
     const timeout = timeoutMs === undefined ? null : timespec(timeoutMs, new BigInt64Array(2));
     const call = libc().syscall_blocking(
       C.SYS_futex,
-      Deno.UnsafePointer.offset(this.#pointer, byteOffset),
+      this.#word(byteOffset),
       C.FUTEX_WAIT,
       expected,
       timeout === null ? null : Deno.UnsafePointer.of(timeout),
@@ -116,14 +119,13 @@ export class Mapping {
    */
   futexWaitSync(byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult {
     this.#live();
+    if (timeoutMs !== undefined) timespec(timeoutMs, this.#syncTimeout);
     const result = libc().syscall(
       C.SYS_futex,
-      Deno.UnsafePointer.offset(this.#pointer, byteOffset),
+      this.#word(byteOffset),
       C.FUTEX_WAIT,
       expected,
-      timeoutMs === undefined
-        ? null
-        : Deno.UnsafePointer.of(timespec(timeoutMs, this.#syncTimeout)),
+      timeoutMs === undefined ? null : this.#syncTimeoutPointer,
       null,
       0,
     );
@@ -137,7 +139,7 @@ export class Mapping {
     this.#live();
     const woken = libc().syscall(
       C.SYS_futex,
-      Deno.UnsafePointer.offset(this.#pointer, byteOffset),
+      this.#word(byteOffset),
       C.FUTEX_WAKE,
       count,
       null,
@@ -176,6 +178,15 @@ export class Mapping {
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
     else libc().munmap(this.#pointer, BigInt(this.#size));
     this.#state = "released";
+  }
+
+  #word(byteOffset: number): Deno.PointerValue {
+    let pointer = this.#words.get(byteOffset);
+    if (pointer === undefined) {
+      pointer = Deno.UnsafePointer.offset(this.#pointer, byteOffset);
+      this.#words.set(byteOffset, pointer);
+    }
+    return pointer;
   }
 
   #live(): void {
