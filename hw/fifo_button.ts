@@ -110,35 +110,58 @@ export class FifoButton implements Button {
       void this.#watch.close();
     };
     signal.addEventListener("abort", cancel, { once: true });
+    // Each wait gets exactly one reaction, which leaves its result here and wakes the loop: a
+    // Promise.race over a wait that stays pending for long (the path watch) would add a reaction
+    // to it on every press, and they would pile up until it settled.
+    let pathResult: IteratorResult<PathChange> | undefined;
+    let readyResult: Readiness | undefined;
+    let waitingReady = false;
+    let wake: (() => void) | undefined;
+    const watchPath = (changes: AsyncGenerator<PathChange>): void => {
+      changes.next().then((result) => {
+        pathResult = result;
+        wake?.();
+      });
+    };
     let changes = this.#watch.changes();
-    let pathChange: Promise<IteratorResult<PathChange>> | undefined;
-    let readable: Promise<Readiness> | undefined;
+    watchPath(changes);
     try {
       while (!this.#closed && !signal.aborted) {
-        pathChange ??= changes.next();
-        readable ??= this.#fd < 0 ? undefined : this.#waiter.wait(this.#fd);
-        const woke = await Promise.race(
-          readable === undefined ? [pathChange] : [pathChange, readable],
-        );
+        if (!waitingReady && readyResult === undefined && this.#fd >= 0) {
+          waitingReady = true;
+          this.#waiter.wait(this.#fd).then((readiness) => {
+            waitingReady = false;
+            readyResult = readiness;
+            wake?.();
+          });
+        }
+        if (pathResult === undefined && readyResult === undefined) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
         if (this.#closed || signal.aborted) return;
-        if (typeof woke === "object") {
-          pathChange = undefined;
+        if (pathResult !== undefined) {
+          const woke = pathResult;
+          pathResult = undefined;
           if (woke.done) return;
           if (woke.value === "replaced" || woke.value === "removed") {
             this.#onPath(woke.value);
             await this.#letGo();
-            readable = undefined;
+            readyResult = undefined;
+            waitingReady = false;
           }
           if (this.#fd < 0 && this.#watch.status() === "removed") {
             this.#remake();
             changes = this.#watch.changes();
             this.#onPath("recreated");
           }
+          watchPath(changes);
           continue;
         }
-        readable = undefined;
-        if (woke === "cancelled") return;
-        if (woke === "error") {
+        const readiness = readyResult;
+        readyResult = undefined;
+        if (readiness === "cancelled") return;
+        if (readiness === "error") {
           throw new Deno.errors.BadResource(
             `Cannot wait on FIFO ${JSON.stringify(this.#path)}: poll failed`,
           );
