@@ -9,6 +9,7 @@
 import type { Logger } from "@logtape/logtape";
 import { delay as sleep } from "@std/async/delay";
 import { TextLineStream } from "@std/streams/text-line-stream";
+import { backoffDelay } from "./backoff.ts";
 import { consoleOutput } from "./console_output.ts";
 
 /** What to run. */
@@ -149,9 +150,9 @@ export class Supervisor {
       if (crashes >= this.#policy.maxCrashes) {
         throw new ChildCrashLoop(name, crashes, this.#lastError.join(" | "));
       }
-      const delay = Math.min(
-        this.#policy.maxDelayMs,
-        this.#policy.initialDelayMs * 2 ** (crashes - 1),
+      const delay = backoffDelay(
+        { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs },
+        crashes - 1,
       );
       this.#log.warn(`${name} ${how}; restarting in ${delay} ms`);
       await sleep(delay, { signal }).catch(() => {}); // an abort ends the pause early

@@ -11,17 +11,10 @@ import type { Logger } from "@logtape/logtape";
 import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
 import type { Credentials } from "./credentials.ts";
 import { describeProblem } from "./problems.ts";
+import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 
-/** Reconnect delays: the first, doubling after each failed attempt up to the longest. */
-export interface Backoff {
-  /** The first delay, in ms. */
-  initialMs: number;
-  /** The longest delay, in ms. */
-  maxMs: number;
-}
-
-/** 0.5 s, doubling to 30 s. */
-export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+/** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter: 0.2 };
 
 /** A connection that lasted this long counts as healthy: the next outage starts the backoff over. */
 const STABLE_MS = 10_000;
@@ -136,8 +129,7 @@ export class BrokerConnection {
       log.warn(`Lost the connection to ${url}; reconnecting`);
     }
     if (this.#timer !== undefined) return;
-    const base = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * 2 ** this.#failures);
-    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    const delay = backoffDelay(this.#backoff, this.#failures);
     this.#failures++;
     log.debug(`Next attempt to connect in ${delay} ms`);
     this.#timer = setTimeout(() => {
