@@ -66,13 +66,16 @@ export class RingConsumer {
   #head: number;
   /** The data index of the message {@link RingConsumer.#next} found. */
   #at = 0;
-  #lease: ArrayBuffer | undefined;
-  #view: Uint8Array | undefined;
 
   /** @ignore Not for direct use: call {@link openRingConsumer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
     if (token !== constructing) throw new TypeError("Use openRingConsumer()");
-    const ring = new RingCore(region as SharedRegion, capacity as number, options as RingOptions);
+    const ring = new RingCore(
+      region as SharedRegion,
+      capacity as number,
+      options as RingOptions,
+      "Release the message you hold before reading another",
+    );
     this.#ring = ring;
     this.#words = ring.words;
     this.#bytes = ring.bytes;
@@ -110,9 +113,7 @@ export class RingConsumer {
    * callback. Revoked (length 0) when the consumer closes.
    */
   get data(): Uint8Array {
-    this.#ring.check();
-    this.#view ??= new Uint8Array(this.#ring.memory.lend(this.#data, this.#capacity));
-    return this.#view;
+    return this.#ring.dataView();
   }
 
   /**
@@ -121,7 +122,7 @@ export class RingConsumer {
    * {@link RingConsumer.tryReceiveInto} for the fast form.
    */
   tryReceive(): Uint8Array | null | undefined {
-    if (!this.#free()) return undefined;
+    if (!this.#ring.free()) return undefined;
     const length = this.#next();
     if (length === NOTHING) return undefined;
     return length === ENDED ? null : this.#copy(length);
@@ -142,7 +143,7 @@ export class RingConsumer {
         return length === ENDED ? null : this.#copy(length);
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -152,7 +153,7 @@ export class RingConsumer {
    * longer than `buffer` is a `RangeError` and stays in the ring.
    */
   tryReceiveInto(buffer: Uint8Array): number | null | undefined {
-    if (!this.#free()) return undefined;
+    if (!this.#ring.free()) return undefined;
     const length = this.#next();
     if (length === NOTHING) return undefined;
     return length === ENDED ? null : this.#copyInto(buffer, length);
@@ -169,13 +170,13 @@ export class RingConsumer {
         return length === ENDED ? null : this.#copyInto(buffer, length);
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
   /** Up to `max` messages that are there now (new copies), handing their space back at once. */
   tryReceiveBatch(max = Infinity): Uint8Array[] {
-    return this.#free() ? this.#takeBatch(max) : [];
+    return this.#ring.free() ? this.#takeBatch(max) : [];
   }
 
   #takeBatch(max: number): Uint8Array[] {
@@ -208,7 +209,7 @@ export class RingConsumer {
         return [this.#copy(length), ...this.#takeBatch(max - 1)];
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -220,7 +221,7 @@ export class RingConsumer {
    * whole buffer is a `RangeError`.
    */
   tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
-    if (!this.#free()) return 0;
+    if (!this.#ring.free()) return 0;
     let count = 0;
     let filled = 0;
     while (count < lengths.length) {
@@ -262,7 +263,7 @@ export class RingConsumer {
    * ```
    */
   tryReadWith(read: RingReader, max = Infinity): number | null {
-    if (!this.#free()) return 0;
+    if (!this.#ring.free()) return 0;
     const data = this.data;
     let count = 0;
     let length = NOTHING;
@@ -287,7 +288,7 @@ export class RingConsumer {
    * everything was read; undefined when nothing is there yet.
    */
   tryRead(): RingLease | null | undefined {
-    if (!this.#free()) return undefined;
+    if (!this.#ring.free()) return undefined;
     const length = this.#next();
     if (length === NOTHING) return undefined;
     return length === ENDED ? null : this.#leaseOf(length);
@@ -304,7 +305,7 @@ export class RingConsumer {
         return length === ENDED ? null : this.#leaseOf(length);
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -341,10 +342,6 @@ export class RingConsumer {
   close(): void {
     if (this.#ring.closed) return;
     this.#ring.memory.forget(this);
-    if (this.#lease !== undefined) this.#ring.memory.revoke(this.#lease);
-    this.#lease = undefined;
-    if (this.#view !== undefined) this.#ring.memory.revoke(this.#view.buffer as ArrayBuffer);
-    this.#view = undefined;
     this.#ring.close(CONSUMER, TAIL, this.#tail);
   }
 
@@ -352,23 +349,6 @@ export class RingConsumer {
   [Symbol.dispose](): void {
     this.close();
   }
-
-  /**
-   * Whether a `try` call may take a message now: throws after close or while a lease is held;
-   * false while a blocking call waits its turn (it must not be overtaken).
-   */
-  #free(): boolean {
-    if (this.#ring.closed || this.#lease !== undefined) this.#ready();
-    return !this.#ring.busy;
-  }
-
-  /** Throws why a call cannot go ahead now: closed, or a lease is held. */
-  readonly #ready = (): void => {
-    this.#ring.check();
-    if (this.#lease !== undefined) {
-      throw new Deno.errors.Busy("Release the message you hold before reading another");
-    }
-  };
 
   /**
    * Finds the next message: returns its length and sets `#at` to its data index; or NOTHING,
@@ -480,15 +460,15 @@ export class RingConsumer {
   #leaseOf(length: number): RingLease {
     const at = this.#at;
     const buffer = this.#ring.memory.lend(this.#data + at + RECORD_HEADER_SIZE, length);
-    this.#lease = buffer;
+    this.#ring.held = buffer;
     return {
       bytes: new Uint8Array(buffer),
       release: (): void => {
-        if (this.#lease !== buffer) {
+        if (this.#ring.held !== buffer) {
           this.#ring.check();
           throw new Deno.errors.BadResource("This message is already released");
         }
-        this.#lease = undefined;
+        this.#ring.held = undefined;
         this.#ring.memory.revoke(buffer);
         this.#at = at;
         this.#skip(length);

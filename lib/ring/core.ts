@@ -62,9 +62,17 @@ export class RingCore {
   closed = false;
   /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
   busy = false;
+  /** The lease (consumer) or reservation (producer) handed out and not finished yet. */
+  held: ArrayBuffer | undefined;
   readonly #queue: Turn[] = [];
+  readonly #heldMessage: string;
+  #view: Uint8Array | undefined;
 
-  constructor(region: SharedRegion, capacity: number, options: RingOptions) {
+  /**
+   * @param heldMessage what `Busy` says while a lease or reservation is held
+   */
+  constructor(region: SharedRegion, capacity: number, options: RingOptions, heldMessage: string) {
+    this.#heldMessage = heldMessage;
     this.name = region.name;
     this.memory = memoryOf(region);
     this.words = this.memory.words;
@@ -76,6 +84,28 @@ export class RingCore {
     this.spin = options.spin ?? DEFAULT_SPIN;
     this.livenessCheckMs = options.livenessCheckMs ?? DEFAULT_LIVENESS_CHECK_MS;
   }
+
+  /** The ring's data area in place, lent by the memory and revoked when this end closes. */
+  dataView(): Uint8Array {
+    this.check();
+    this.#view ??= new Uint8Array(this.memory.lend(this.data, this.capacity));
+    return this.#view;
+  }
+
+  /**
+   * Whether a `try` call may go ahead now: throws after close or while a lease or reservation
+   * is held; false while a blocking call waits its turn (it must not be overtaken).
+   */
+  free(): boolean {
+    if (this.closed || this.held !== undefined) this.ready();
+    return !this.busy;
+  }
+
+  /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
+  readonly ready = (): void => {
+    this.check();
+    if (this.held !== undefined) throw new Deno.errors.Busy(this.#heldMessage);
+  };
 
   /** The word index of the field at `byteOffset` from the ring's start. */
   index(byteOffset: number): number {
@@ -130,12 +160,16 @@ export class RingCore {
   }
 
   /**
-   * Marks this end closed in its position word, wakes the other side, gives up the role and
-   * settles every pending call of this end. Safe to call twice.
+   * Marks this end closed in its position word, wakes the other side, gives up the role,
+   * revokes what it lent and settles every pending call of this end. Safe to call twice.
    */
   close(claimField: number, positionField: number, position: number): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.held !== undefined) this.memory.revoke(this.held);
+    this.held = undefined;
+    if (this.#view !== undefined) this.memory.revoke(this.#view.buffer as ArrayBuffer);
+    this.#view = undefined;
     this.closing.abort();
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
     if (this.memory.closed) return;

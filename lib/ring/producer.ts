@@ -63,13 +63,16 @@ export class RingProducer {
   #tail: number;
   /** While set, publishing skips the wake-up; the batch wakes once at its end. */
   #batching = false;
-  #reserved: ArrayBuffer | undefined;
-  #view: Uint8Array | undefined;
 
   /** @ignore Not for direct use: call {@link openRingProducer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
     if (token !== constructing) throw new TypeError("Use openRingProducer()");
-    const ring = new RingCore(region as SharedRegion, capacity as number, options as RingOptions);
+    const ring = new RingCore(
+      region as SharedRegion,
+      capacity as number,
+      options as RingOptions,
+      "Commit or cancel the open reservation before sending again",
+    );
     this.#ring = ring;
     this.#words = ring.words;
     this.#bytes = ring.bytes;
@@ -112,16 +115,14 @@ export class RingProducer {
    * seen by the consumer once committed. Revoked (length 0) when the producer closes.
    */
   get data(): Uint8Array {
-    this.#ring.check();
-    this.#view ??= new Uint8Array(this.#ring.memory.lend(this.#data, this.#capacity));
-    return this.#view;
+    return this.#ring.dataView();
   }
 
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
     const length = message.length;
     if (length > this.#ring.maxMessageSize) this.#tooLong(length);
-    if (!this.#free()) return false;
+    if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
     this.#write(index, message);
@@ -142,7 +143,7 @@ export class RingProducer {
         this.#write(index, message);
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -153,7 +154,7 @@ export class RingProducer {
     for (let i = start; i < messages.length; i++) {
       if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
     }
-    if (!this.#free()) return 0;
+    if (!this.#ring.free()) return 0;
     return this.#sendBatch(messages, start);
   }
 
@@ -171,7 +172,7 @@ export class RingProducer {
         }
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -195,7 +196,7 @@ export class RingProducer {
    */
   trySendWith(length: number, write: RingWriter): boolean {
     this.#checkLength(length);
-    if (!this.#free()) return false;
+    if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
     const data = this.data;
@@ -215,7 +216,7 @@ export class RingProducer {
    */
   tryReserve(length: number): RingReservation | undefined {
     this.#checkLength(length);
-    if (!this.#free()) return undefined;
+    if (!this.#ring.free()) return undefined;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     return index < 0 ? undefined : this.#reservation(index, length);
   }
@@ -231,7 +232,7 @@ export class RingProducer {
         return this.#reservation(index, length);
       },
       options,
-      this.#ready,
+      this.#ring.ready,
     );
   }
 
@@ -243,10 +244,6 @@ export class RingProducer {
   close(): void {
     if (this.#ring.closed) return;
     this.#ring.memory.forget(this);
-    if (this.#reserved !== undefined) this.#ring.memory.revoke(this.#reserved);
-    this.#reserved = undefined;
-    if (this.#view !== undefined) this.#ring.memory.revoke(this.#view.buffer as ArrayBuffer);
-    this.#view = undefined;
     this.#ring.close(PRODUCER, HEAD, this.#head);
   }
 
@@ -254,23 +251,6 @@ export class RingProducer {
   [Symbol.dispose](): void {
     this.close();
   }
-
-  /**
-   * Whether a `try` call may send now: throws after close or while a reservation is open;
-   * false while a blocking call waits its turn (it must not be overtaken).
-   */
-  #free(): boolean {
-    if (this.#ring.closed || this.#reserved !== undefined) this.#ready();
-    return !this.#ring.busy;
-  }
-
-  /** Throws why a call cannot go ahead now: closed, or a reservation is open. */
-  readonly #ready = (): void => {
-    this.#ring.check();
-    if (this.#reserved !== undefined) {
-      throw new Deno.errors.Busy("Commit or cancel the open reservation before sending again");
-    }
-  };
 
   #checkLength(length: number): void {
     if (!Number.isSafeInteger(length) || length < 0 || length > this.#ring.maxMessageSize) {
@@ -398,13 +378,13 @@ export class RingProducer {
 
   #reservation(index: number, length: number): RingReservation {
     const buffer = this.#ring.memory.lend(this.#data + index + RECORD_HEADER_SIZE, length);
-    this.#reserved = buffer;
+    this.#ring.held = buffer;
     const finish = (): void => {
-      if (this.#reserved !== buffer) {
+      if (this.#ring.held !== buffer) {
         this.#ring.check();
         throw new Deno.errors.BadResource("This reservation is already finished");
       }
-      this.#reserved = undefined;
+      this.#ring.held = undefined;
       this.#ring.memory.revoke(buffer);
     };
     return {
