@@ -95,7 +95,7 @@ export class Supervisor {
     return this.#child?.pid;
   }
 
-  #spawn(): Deno.ChildProcess {
+  #spawn(): { child: Deno.ChildProcess; output: Promise<unknown> } {
     const { name, script, permissions, args } = this.#spec;
     const child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -116,14 +116,15 @@ export class Supervisor {
     }).spawn();
     this.#lastError = [];
     // Relayed through queues that never block: a stalled console must not stall control.
-    forwardLines(child.stdout, (line) => consoleOutput("stdout").writeLine(line)).catch(() => {});
-    forwardLines(child.stderr, (line) => {
+    const relayed = forwardLines(child.stdout, (line) => consoleOutput("stdout").writeLine(line))
+      .catch(() => {});
+    const relayedErrors = forwardLines(child.stderr, (line) => {
       consoleOutput("stderr").writeLine(line);
       this.#lastError.push(line);
       if (this.#lastError.length > 5) this.#lastError.shift();
     }).catch(() => {});
     this.#log.info(`Started ${name} (pid ${child.pid})`);
-    return child;
+    return { child, output: Promise.all([relayed, relayedErrors]) };
   }
 
   /**
@@ -135,11 +136,14 @@ export class Supervisor {
     let crashes = 0;
     while (!signal.aborted) {
       const started = performance.now();
-      const child = this.#spawn();
+      const { child, output } = this.#spawn();
       this.#child = child;
       const stop = (): void => void this.#stop(child);
       signal.addEventListener("abort", stop, { once: true });
       const status = await child.status;
+      // Its last lines may still be in the pipe: the crash report quotes them (a second at most,
+      // in case something else holds the pipe open).
+      await Promise.race([output, sleep(1_000)]);
       signal.removeEventListener("abort", stop);
       this.#child = undefined;
       if (signal.aborted) return;

@@ -15,6 +15,7 @@ import {
   openPath,
   processState,
   readFileText,
+  readLink,
   writeFd,
 } from "../ffi/posix.ts";
 
@@ -353,15 +354,17 @@ export function spawnProgram(
  * How many fds `pid` has open, or only those that refer to `target` (counted with ls(1): Deno
  * guards /proc behind --allow-all).
  */
-export async function openFdCount(pid: number, target?: string): Promise<number> {
-  const { stdout, success } = await new Deno.Command("ls", { args: ["-l", `/proc/${pid}/fd`] })
-    .output();
-  if (!success) throw new Error(`Cannot list the fds of pid ${pid}`);
-  return new TextDecoder().decode(stdout).split("\n")
-    .filter((line) =>
-      line.includes(" -> ") && (target === undefined || line.endsWith(` -> ${target}`))
-    )
-    .length;
+export function openFdCount(pid: number, target?: string): Promise<number> {
+  // Read through libc: an fd closed between listing and reading it is simply not counted.
+  let count = 0;
+  for (const fd of listDirectory(`/proc/${pid}/fd`)) {
+    try {
+      if (target === undefined || readLink(`/proc/${pid}/fd/${fd}`) === target) count++;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return Promise.resolve(count);
 }
 
 /** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
