@@ -115,15 +115,23 @@ class LineV1 implements InputLine, OutputLine {
   readonly #subject: string;
   #line: Deno.PointerObject | undefined;
   readonly #event = new Uint8Array(LINE_EVENT_BYTES);
+  /** Runs once the line is released (its chip may then close). */
+  readonly #onReleased: () => void;
+  /** Waits running on worker threads, which the release waits for. */
+  #waiting = 0;
+  #closed = false;
 
-  constructor(lib: V1, line: Deno.PointerObject, subject: string) {
+  constructor(lib: V1, line: Deno.PointerObject, subject: string, onReleased: () => void) {
     this.#lib = lib;
     this.#line = line;
     this.#subject = subject;
+    this.#onReleased = onReleased;
   }
 
   #open(): Deno.PointerObject {
-    if (this.#line === undefined) throw new Deno.errors.BadResource(`${this.#subject} is released`);
+    if (this.#closed || this.#line === undefined) {
+      throw new Deno.errors.BadResource(`${this.#subject} is released`);
+    }
     return this.#line;
   }
 
@@ -158,10 +166,16 @@ class LineV1 implements InputLine, OutputLine {
       BigInt(seconds),
       BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6)),
     ]);
-    const result = await this.#lib.gpiod_line_event_wait(
-      this.#open(),
-      new Uint8Array(timeout.buffer),
-    );
+    const line = this.#open();
+    this.#waiting++;
+    let result: number;
+    try {
+      result = await this.#lib.gpiod_line_event_wait(line, new Uint8Array(timeout.buffer));
+    } finally {
+      // A close during the wait released nothing yet: the worker thread still used the line.
+      if (--this.#waiting === 0 && this.#closed) this.#release();
+    }
+    this.#open();
     if (result < 0) throw this.#waitError();
     return result > 0;
   }
@@ -178,10 +192,21 @@ class LineV1 implements InputLine, OutputLine {
     );
   }
 
+  /**
+   * Releases the line; safe to call twice. A wait in flight returns first (within its timeout)
+   * and the release follows it, so no worker thread ever uses a released line.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#waiting === 0) this.#release();
+  }
+
+  #release(): void {
     if (this.#line === undefined) return;
     this.#lib.gpiod_line_release(this.#line);
     this.#line = undefined;
+    this.#onReleased();
   }
 
   /** Same as close(), for `using`. */
@@ -194,6 +219,9 @@ class LineV1 implements InputLine, OutputLine {
 export class ChipV1 implements Chip {
   readonly #lib: V1;
   #chip: Deno.PointerObject | undefined;
+  /** Lines requested through this chip: libgpiod 1.6 frees them when the chip closes. */
+  readonly #lines = new Set<LineV1>();
+  #closed = false;
   readonly path: string;
   readonly name: string;
   readonly label: string;
@@ -212,7 +240,7 @@ export class ChipV1 implements Chip {
   }
 
   #open(): Deno.PointerObject {
-    if (this.#chip === undefined) {
+    if (this.#closed || this.#chip === undefined) {
       throw new Deno.errors.BadResource(`The GPIO chip ${this.path} is closed`);
     }
     return this.#chip;
@@ -258,7 +286,12 @@ export class ChipV1 implements Chip {
       "request",
       subject,
     );
-    return new LineV1(this.#lib, line, subject);
+    const requested: LineV1 = new LineV1(this.#lib, line, subject, () => {
+      this.#lines.delete(requested);
+      if (this.#closed && this.#lines.size === 0) this.#release();
+    });
+    this.#lines.add(requested);
+    return requested;
   }
 
   requestInput(offset: number, settings: InputSettings): InputLine {
@@ -271,7 +304,19 @@ export class ChipV1 implements Chip {
     return this.#request(offset, consumer, REQUEST_DIRECTION_OUTPUT, 0, value ? 1 : 0);
   }
 
+  /**
+   * Closes the chip, releasing the lines requested through it first (libgpiod 1.6 frees them
+   * with the chip, so none may outlive it); safe to call twice. A line with a wait in flight
+   * is released when the wait returns, and the chip closes after it.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const line of [...this.#lines]) line.close();
+    if (this.#lines.size === 0) this.#release();
+  }
+
+  #release(): void {
     if (this.#chip === undefined) return;
     this.#lib.gpiod_chip_close(this.#chip);
     this.#chip = undefined;

@@ -150,6 +150,11 @@ class RequestV2 implements InputLine, OutputLine {
   readonly #subject: string;
   #request: Deno.PointerObject | undefined;
   #events: Deno.PointerObject | undefined;
+  /** Waits running on worker threads, which the release waits for. */
+  #waiting = 0;
+  #closed = false;
+  /** Tells the chip that made it that it closed. */
+  onClose: () => void = () => {};
 
   constructor(
     lib: V2,
@@ -173,7 +178,7 @@ class RequestV2 implements InputLine, OutputLine {
   }
 
   #open(): Deno.PointerObject {
-    if (this.#request === undefined) {
+    if (this.#closed || this.#request === undefined) {
       throw new Deno.errors.BadResource(`${this.#subject} is released`);
     }
     return this.#request;
@@ -214,10 +219,18 @@ class RequestV2 implements InputLine, OutputLine {
 
   async waitEvents(timeoutMs: number): Promise<boolean> {
     const request = this.#open();
-    const result = await this.#lib.gpiod_line_request_wait_edge_events(
-      request,
-      BigInt(Math.round(timeoutMs * 1e6)),
-    );
+    this.#waiting++;
+    let result: number;
+    try {
+      result = await this.#lib.gpiod_line_request_wait_edge_events(
+        request,
+        BigInt(Math.round(timeoutMs * 1e6)),
+      );
+    } finally {
+      // A close during the wait released nothing yet: the worker thread still used the request.
+      if (--this.#waiting === 0 && this.#closed) this.#release();
+    }
+    this.#open();
     if (result < 0) throw this.#waitError();
     return result > 0;
   }
@@ -234,7 +247,18 @@ class RequestV2 implements InputLine, OutputLine {
     );
   }
 
+  /**
+   * Releases the line; safe to call twice. A wait in flight returns first (within its timeout)
+   * and the release follows it, so no worker thread ever uses a freed request.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.onClose();
+    if (this.#waiting === 0) this.#release();
+  }
+
+  #release(): void {
     if (this.#request === undefined) return;
     this.#lib.gpiod_line_request_release(this.#request);
     this.#request = undefined;
@@ -252,6 +276,8 @@ class RequestV2 implements InputLine, OutputLine {
 export class ChipV2 implements Chip {
   readonly #lib: V2;
   #chip: Deno.PointerObject | undefined;
+  /** Requests made through this chip, closed with it (as libgpiod 1.6 does with its lines). */
+  readonly #requests = new Set<RequestV2>();
   readonly path: string;
   readonly name: string;
   readonly label: string;
@@ -321,7 +347,7 @@ export class ChipV2 implements Chip {
       lib.gpiod_line_settings_set_active_low(s, settings.activeLow);
       lib.gpiod_line_settings_set_debounce_period_us(s, BigInt(settings.debounceUs));
     });
-    return new RequestV2(lib, request, offset, lineSubject(this.path, offset), true);
+    return this.#track(new RequestV2(lib, request, offset, lineSubject(this.path, offset), true));
   }
 
   requestOutput(offset: number, consumer: string, value: number): OutputLine {
@@ -330,11 +356,22 @@ export class ChipV2 implements Chip {
       lib.gpiod_line_settings_set_direction(s, DIRECTION_OUTPUT);
       lib.gpiod_line_settings_set_output_value(s, value ? 1 : 0);
     });
-    return new RequestV2(lib, request, offset, lineSubject(this.path, offset), false);
+    return this.#track(new RequestV2(lib, request, offset, lineSubject(this.path, offset), false));
   }
 
+  #track(request: RequestV2): RequestV2 {
+    this.#requests.add(request);
+    request.onClose = () => this.#requests.delete(request);
+    return request;
+  }
+
+  /**
+   * Closes the chip and the requests made through it (a request with a wait in flight is
+   * released when the wait returns); safe to call twice.
+   */
   close(): void {
     if (this.#chip === undefined) return;
+    for (const request of [...this.#requests]) request.close();
     this.#lib.gpiod_chip_close(this.#chip);
     this.#chip = undefined;
   }

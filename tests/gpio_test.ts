@@ -9,7 +9,14 @@
  * whether its kernel has the v1 interface) and $GPIO_TEST_V1_LIBRARY (a libgpiod 1.6 to try
  * on a kernel without that interface).
  */
-import { assert, assertEquals, assertMatch, assertNotEquals } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertRejects,
+  assertThrows,
+} from "@std/assert";
 import { findLine, gpiod, LIBGPIOD_ENV, loadGpiod } from "../ffi/gpiod.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
@@ -214,6 +221,37 @@ simTest("edges from the simulator's pulls wake a request waiting on another thre
     chip.close();
   }
 });
+
+simTest(
+  "closing a chip and its requests in any order, with a wait in flight, is safe",
+  async () => {
+    using _sim = pi5();
+    for (const order of ["chip first", "request first", "chip during a wait"]) {
+      const { chip, offset } = findLine("auto", "GPIO4");
+      const input = chip.requestInput(offset, {
+        consumer: "test-close",
+        activeLow: true,
+        bias: "pull-up",
+        debounceUs: 0,
+      });
+      if (order === "chip during a wait") {
+        const waiting = input.waitEvents(300);
+        await delay(20);
+        chip.close(); // the line is released only once the wait has returned
+        await assertRejects(() => waiting, Deno.errors.BadResource);
+      } else if (order === "chip first") {
+        chip.close();
+      } else {
+        input.close();
+        chip.close();
+      }
+      input.close();
+      chip.close();
+      assertThrows(() => input.read(), Deno.errors.BadResource);
+      assertThrows(() => chip.lineInfo(offset), Deno.errors.BadResource);
+    }
+  },
+);
 
 simTest("the GPIO button counts a bouncing press once and a held button once", async () => {
   // On a Pi 4's header chip, where GPIO4 is named GPIO_GCLK.
