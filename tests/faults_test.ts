@@ -9,7 +9,7 @@ import { openShmRegion, removeShm } from "../mod.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { buildC, spawnProgram } from "./helpers/spawn.ts";
 import {
@@ -340,7 +340,7 @@ testWith(
 );
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("gcc")],
   "two launchers on one --state, the first frozen the instant it sizes the state file (the worst interleaving), 3 rounds: one runs on the file at the path, the other leaves nothing",
   async () => {
     await withTempDir(async (dir) => {
@@ -503,7 +503,7 @@ async function pressByFile(
 }
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("gcc")],
   "stdout a pipe nobody reads: presses still count, and SIGTERM stops everything within the guard",
   async () => {
     await withTempDir(async (dir) => {
@@ -542,7 +542,7 @@ testWith(
 for (const mode of ["full", "closed"] as const) {
   const what = mode === "full" ? "/dev/full" : "a closed pipe";
   testWith(
-    NEEDS.system,
+    [...NEEDS.system, requires("gcc")],
     `stdout on ${what}: reported once on stderr, presses still change the state`,
     async () => {
       await withTempDir(async (dir) => {

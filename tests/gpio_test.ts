@@ -17,6 +17,7 @@ import { assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { isRoot, NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
+import { LAUNCH_PERMISSIONS } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
 import { GpioSim, PI_MODELS, simulatorRoot } from "./gpio_vm/sim.ts";
@@ -74,7 +75,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--pi", "--state", `${dir}/state`], {
-        permissions: ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"],
+        permissions: LAUNCH_PERMISSIONS,
         env: { [LIBGPIOD_ENV]: "/nonexistent/libgpiod.so.3" },
       });
       const status = await launcher.status();

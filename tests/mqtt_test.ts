@@ -8,7 +8,7 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
-import { processGone } from "./helpers/proc.ts";
+import { killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import { LAUNCH_PERMISSIONS, LED_LINE, ledShows, ledStates } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
@@ -61,7 +61,7 @@ async function startSystem(
       const timer = setTimeout(() => launcher.kill("SIGKILL"), 10_000);
       await launcher.status();
       clearTimeout(timer);
-      for (const pid of pids) if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
+      for (const pid of pids) killIfRunning(pid);
     },
   };
   try {

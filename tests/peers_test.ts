@@ -10,7 +10,7 @@ import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { press } from "./helpers/fifo.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { type Need, NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { killIfRunning, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
@@ -39,9 +39,14 @@ async function originalButtonWaits(pid: number, child: ChildProcess): Promise<vo
   );
 }
 
-const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Promise<void>>][] = [
+const FOREIGN_WRITERS: [
+  string,
+  Need[],
+  (state: string, dir: string) => Promise<() => Promise<void>>,
+][] = [
   [
     "the original C button presses",
+    [requires("gcc")],
     async (state, dir) => {
       const original = await buildC(dir, "original");
       const fifo = `${dir}/mmap_file`;
@@ -55,6 +60,7 @@ const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Pr
   ],
   [
     '"1\\n" is written at offset 0',
+    [],
     (state) => {
       using file = Deno.openSync(state, { write: true });
       file.writeSync(new TextEncoder().encode("1\n\0"));
@@ -63,9 +69,9 @@ const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Pr
   ],
 ];
 
-for (const [writer, write] of FOREIGN_WRITERS) {
+for (const [writer, needs, write] of FOREIGN_WRITERS) {
   testWith(
-    NEEDS.system,
+    [...NEEDS.system, ...needs],
     `our button SIGKILLed, then ${writer}: our LED follows`,
     async () => {
       await withTempDir(async (dir) => {
@@ -99,7 +105,7 @@ for (const [writer, write] of FOREIGN_WRITERS) {
 }
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("gcc")],
   "a live original system: our launcher and a lone button refuse, naming the FIFO and the original button's pid, with no phantom press",
   async () => {
     await withTempDir(async (dir) => {
@@ -172,7 +178,7 @@ testWith(
 );
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("gcc")],
   "the original button started while ours runs replaces our FIFO: ours says so, leaves it, and makes its own once the path is free",
   async () => {
     await withTempDir(async (dir) => {
@@ -246,7 +252,7 @@ testWith(
 );
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("gcc")],
   "a state file the original C LED maps is never unlinked or replaced: across two of our launchers, presses reach it",
   async () => {
     await withTempDir(async (dir) => {

@@ -8,7 +8,7 @@ import { openStateFile } from "../mod.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { openFdCount, processGone, waitingForWriter } from "./helpers/proc.ts";
+import { killIfRunning, openFdCount, processGone, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
   launcherCommand,
@@ -46,7 +46,7 @@ testWith(
         assertEquals(status.code, 0, task.transcript);
         assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
       } finally {
-        if (launcherPid > 0 && !processGone(launcherPid)) Deno.kill(launcherPid, "SIGKILL");
+        killIfRunning(launcherPid);
         await stopAll(task, [pids.led, pids.button]);
       }
     });

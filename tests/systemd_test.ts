@@ -11,7 +11,7 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { ChildProcess } from "./helpers/child_process.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { processGone } from "./helpers/proc.ts";
+import { killIfRunning, processGone } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
 
@@ -150,9 +150,7 @@ testWith(
       } finally {
         launcher.kill("SIGKILL");
         await launcher.status();
-        for (const pid of pids) {
-          if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
-        }
+        for (const pid of pids) killIfRunning(pid);
       }
     });
   },

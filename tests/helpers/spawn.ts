@@ -56,16 +56,16 @@ export function spawnProgram(
 }
 
 /**
- * The arguments `deno task NAME` runs `deno` with (a `deno run` task), the running Deno in place
- * of the task's own lookup of its path: a test runs them as they are, with exactly the task's
- * permissions.
+ * The arguments `deno task NAME` runs `deno` with (a `deno run` task, or another `subcommand`),
+ * the running Deno in place of the task's own lookup of its path: a test runs them as they are,
+ * with exactly the task's permissions.
  */
-export function taskArgs(name: string): string[] {
+export function taskArgs(name: string, subcommand = "run"): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
   const command: string = config.tasks[name].command;
   const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
   const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
-  assertEquals([deno, args[0]], ["deno", "run"], command);
+  assertEquals([deno, args[0]], ["deno", subcommand], command);
   assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
   return args;
 }
