@@ -139,7 +139,7 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  *
  * @param path The file. Its directory must belong to this user or root, and be writable by no
  * other user unless it is sticky (as `/tmp` is).
- * @param [options] Whether to create it and how many bytes to map.
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
  * import { openFileRegion } from "@mmap-ipc/mmap-ipc";
@@ -195,7 +195,7 @@ export function normalizeShmName(name: string): string {
  * with or without its leading `/`. Created 0600; objects of other users are refused.
  *
  * @param name The name, such as `/led-state`: up to 250 characters, no `/` after the first.
- * @param [options] Whether to create it and how many bytes to map.
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
  * import { openShmRegion } from "@mmap-ipc/mmap-ipc";
@@ -257,7 +257,7 @@ export function removeShm(name: string): boolean {
  * grow: asking for more than it has is an error.
  *
  * @param key The segment's key: any non-zero 32-bit integer the processes agree on.
- * @param [options] Whether to create it and how many bytes to map.
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
  * import { openSysvRegion } from "@mmap-ipc/mmap-ipc";
@@ -367,7 +367,7 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
  * (its region's {@link SharedRegion.name}). Anything but a memfd of this user is refused.
  *
  * @param path What the creator's {@link SharedRegion.name} gave: `/proc/PID/fd/N`.
- * @param [options] How many bytes to map (default: all of it).
+ * @param [options={}] How many bytes to map (default: all of it).
  * @example
  * ```ts
  * import { createMemfdRegion, openMemfdRegion } from "@mmap-ipc/mmap-ipc";

@@ -178,7 +178,7 @@ export class SharedRegion {
    * differed and `"timed-out"` when the timeout ran out; rejects with `BadResource` if the
    * region closes meanwhile. The event loop stays free.
    *
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async waitInt32(
     offset: number,
@@ -203,7 +203,7 @@ export class SharedRegion {
    * Flushes the region to its backing file with msync(2). Only file regions have a file that
    * outlives the machine's memory; for the others this is cheap and harmless.
    *
-   * @param [options] `async: true` schedules the flush (`MS_ASYNC`) instead of waiting for it.
+   * @param [options={}] `async: true` schedules the flush (`MS_ASYNC`) instead of waiting for it.
    */
   sync(options: { async?: boolean } = {}): void {
     this.#memory.check();

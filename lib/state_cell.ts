@@ -302,7 +302,7 @@ export class StateCell {
    * `Deno.errors.TimedOut` after `timeout` ms, with the signal's reason on abort, and with
    * `Deno.errors.BadResource` if the cell or its region closes meanwhile.
    *
-   * @param [options] The value to wait to change from, a timeout and an abort signal.
+   * @param [options={}] The value to wait to change from, a timeout and an abort signal.
    */
   async waitForChange(options: StateWaitOptions = {}): Promise<number> {
     this.#check();
@@ -364,7 +364,7 @@ export class StateCell {
    * not every value in between (changes are coalesced), and never the same value twice in a
    * row. Ends quietly when `signal` aborts or the cell (or its region) closes.
    *
-   * @param [options] An abort signal, and whether to yield the current value first.
+   * @param [options={}] An abort signal, and whether to yield the current value first.
    */
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
     this.#check();
@@ -684,7 +684,7 @@ function hex(value: number): string {
  * header is an error that says what was found, unless `initialise` is set.
  *
  * @param region A region of at least {@link STATE_CELL_SIZE} bytes from the cell's offset.
- * @param [options] The roles to take, where the cell starts, and what to do with a bad header.
+ * @param [options={}] The roles to take, where the cell starts, and what to do with a bad header.
  * @example
  * ```ts
  * import { createMemfdRegion, openStateCell } from "@mmap-ipc/mmap-ipc";

@@ -163,7 +163,7 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  *
  * @param path The file, such as the original's `/tmp/data.dat`. Its directory must belong to this
  * user or root, and be writable by no other user unless it is sticky (as `/tmp` is).
- * @param [options] Whether to create it.
+ * @param [options={}] Whether to create it.
  * @example
  * ```ts
  * import { openStateFile } from "@mmap-ipc/mmap-ipc";

@@ -132,7 +132,7 @@ export class RingConsumer {
    * closed and everything it sent was received. Rejects with `BrokenPipe` if the producer died,
    * with `BadResource` if the consumer or its region closes meanwhile.
    *
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
     const message = this.tryReceive();
@@ -164,7 +164,7 @@ export class RingConsumer {
    * {@link RingConsumer.tryReceiveInto}, sleeping while the ring is empty.
    *
    * @param buffer Where the message goes; a longer message is a `RangeError`.
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
     const length = this.tryReceiveInto(buffer);
@@ -208,7 +208,7 @@ export class RingConsumer {
    * once the producer closed and everything was received.
    *
    * @param [max=Infinity] The most messages to take.
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
     const messages = this.tryReceiveBatch(max);
@@ -263,7 +263,12 @@ export class RingConsumer {
    * @param [max=Infinity] The most messages to read.
    * @example
    * ```ts
-   * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "@mmap-ipc/mmap-ipc";
+   * import {
+   *   createMemfdRegion,
+   *   initRing,
+   *   openRingConsumer,
+   *   openRingProducer,
+   * } from "@mmap-ipc/mmap-ipc";
    *
    * using region = createMemfdRegion({ size: 4096 });
    * initRing(region);
@@ -312,7 +317,7 @@ export class RingConsumer {
   /**
    * {@link RingConsumer.tryRead}, sleeping while the ring is empty.
    *
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
     const lease = this.tryRead();
@@ -333,7 +338,7 @@ export class RingConsumer {
    * quietly when `signal` aborts or the consumer closes; throws `BrokenPipe` if the producer
    * dies.
    *
-   * @param [options] An abort signal.
+   * @param [options={}] An abort signal.
    */
   async *messages(
     options: { signal?: AbortSignal } = {},
@@ -524,10 +529,15 @@ export class RingConsumer {
  * Attaches the consumer to the ring in `region`. One consumer at a time.
  *
  * @param region The region the ring was written into.
- * @param [options] Where the ring starts, and how this end waits.
+ * @param [options={}] Where the ring starts, and how this end waits.
  * @example
  * ```ts
- * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "@mmap-ipc/mmap-ipc";
+ * import {
+ *   createMemfdRegion,
+ *   initRing,
+ *   openRingConsumer,
+ *   openRingProducer,
+ * } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 4096 });
  * initRing(region);

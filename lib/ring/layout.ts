@@ -90,7 +90,7 @@ export function checkOffset(offset: number): void {
  * region calls this once before producer and consumer attach. Returns the capacity.
  *
  * @param region A region with room for the header and the data: see {@link ringRegionSize}.
- * @param [options] Where the ring starts and how many data bytes it holds.
+ * @param [options={}] Where the ring starts and how many data bytes it holds.
  * @example
  * ```ts
  * import { createMemfdRegion, initRing, ringRegionSize } from "@mmap-ipc/mmap-ipc";

@@ -133,7 +133,7 @@ export class RingProducer {
    * closes or dies, `TimedOut`, the signal's reason, or `BadResource` if the producer or its
    * region closes meanwhile.
    *
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
     if (this.trySend(message)) return;
@@ -166,7 +166,7 @@ export class RingProducer {
    * Sends all of `messages` in order, sleeping whenever the ring is full.
    *
    * @param messages The messages, in order.
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
     let sent = this.trySendBatch(messages);
@@ -234,7 +234,7 @@ export class RingProducer {
    * {@link RingProducer.tryReserve}, sleeping while the ring is full.
    *
    * @param length The most bytes the message will have.
-   * @param [options] A timeout and an abort signal.
+   * @param [options={}] A timeout and an abort signal.
    */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
     const reservation = this.tryReserve(length);
@@ -441,10 +441,15 @@ export class RingProducer {
  * time: a live one's pid is named in a `Deno.errors.Busy`.
  *
  * @param region The region the ring was written into.
- * @param [options] Where the ring starts, and how this end waits.
+ * @param [options={}] Where the ring starts, and how this end waits.
  * @example
  * ```ts
- * import { createMemfdRegion, initRing, openRingProducer, ringRegionSize } from "@mmap-ipc/mmap-ipc";
+ * import {
+ *   createMemfdRegion,
+ *   initRing,
+ *   openRingProducer,
+ *   ringRegionSize,
+ * } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: ringRegionSize(1 << 16) });
  * initRing(region);
