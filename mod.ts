@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { createMemfdRegion, openStateCell } from "./mod.ts";
+ * import { createMemfdRegion, openStateCell } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 256 });
  * using cell = openStateCell(region, { writer: true });

@@ -137,14 +137,18 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * only when every process that can write it is trusted; otherwise keep the shared memory in a
  * sealed memfd ({@link createMemfdRegion}) and only copy to and from the file.
  *
+ * @param path The file. Its directory must belong to this user or root, and be writable by no
+ * other user unless it is sticky (as `/tmp` is).
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
- * import { openFileRegion } from "./mod.ts";
+ * import { openFileRegion } from "@mmap-ipc/mmap-ipc";
  *
- * const path = await Deno.makeTempFile();
- * using region = openFileRegion(path, { create: true, size: 256 });
- * region.write(0, new TextEncoder().encode("1\n\0"));
- * region.unlink();
+ * const dir = await Deno.makeTempDir();
+ * using region = openFileRegion(`${dir}/data.dat`, { create: true, size: 256 });
+ * region.write(0, new TextEncoder().encode("1\n\0")); // as the original C button writes it
+ * region.unlink(); // removes the file; the mapping lasts until the region closes
+ * await Deno.remove(dir);
  * ```
  */
 export function openFileRegion(path: string, options: RegionOptions = {}): SharedRegion {
@@ -190,13 +194,15 @@ export function normalizeShmName(name: string): string {
  * Opens a POSIX shared-memory object (`shm_open`, visible in `/dev/shm`). The name may be given
  * with or without its leading `/`. Created 0600; objects of other users are refused.
  *
+ * @param name The name, such as `/led-state`: up to 250 characters, no `/` after the first.
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
- * import { openShmRegion } from "./mod.ts";
+ * import { openShmRegion } from "@mmap-ipc/mmap-ipc";
  *
- * using region = openShmRegion("/mmap-ipc-example", { create: true, size: 4096 });
- * // another process: openShmRegion("/mmap-ipc-example")
- * region.unlink();
+ * using region = openShmRegion(`/mmap-ipc-example-${Deno.pid}`, { create: true, size: 4096 });
+ * // another process: openShmRegion(region.name)
+ * region.unlink(); // removes the name; the mapping lasts until the region closes
  * ```
  */
 export function openShmRegion(name: string, options: RegionOptions = {}): SharedRegion {
@@ -219,9 +225,12 @@ export function openShmRegion(name: string, options: RegionOptions = {}): Shared
  *
  * @example
  * ```ts
- * import { removeShm } from "./mod.ts";
+ * import { openShmRegion, removeShm } from "@mmap-ipc/mmap-ipc";
  *
- * removeShm("/mmap-ipc-example"); // false: nothing by that name
+ * const name = `/mmap-ipc-example-${Deno.pid}`;
+ * openShmRegion(name, { create: true, size: 4096 }).close();
+ * console.log(removeShm(name)); // true
+ * console.log(removeShm(name)); // false: nothing by that name any more
  * ```
  */
 export function removeShm(name: string): boolean {
@@ -247,11 +256,14 @@ export function removeShm(name: string): boolean {
  * only that API. Created 0600; segments of other users are refused. A System V segment cannot
  * grow: asking for more than it has is an error.
  *
+ * @param key The segment's key: any non-zero 32-bit integer the processes agree on.
+ * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
- * import { openSysvRegion } from "./mod.ts";
+ * import { openSysvRegion } from "@mmap-ipc/mmap-ipc";
  *
- * using region = openSysvRegion(0x4d4d4150, { create: true, size: 4096 });
+ * const key = 0x4d4d0000 | (Deno.pid & 0xffff);
+ * using region = openSysvRegion(key, { create: true, size: 4096 });
  * region.unlink(); // the segment goes once every process has detached it
  * ```
  */
@@ -301,11 +313,17 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
 export interface MemfdOptions {
   /** Bytes to allocate and map. */
   size: number;
-  /** The memfd's name, shown in `/proc/PID/fd` as `/memfd:NAME`. Default `mmap-ipc`. */
+  /**
+   * The memfd's name, shown in `/proc/PID/fd` as `/memfd:NAME`.
+   *
+   * @default {"mmap-ipc"}
+   */
   label?: string;
   /**
    * Seal the size for good, so that no process can shrink the memory under another's mapping
-   * (the kernel would kill that process with SIGBUS) or grow it. Default `true`.
+   * (the kernel would kill that process with SIGBUS) or grow it.
+   *
+   * @default {true}
    */
   seal?: boolean;
 }
@@ -317,7 +335,7 @@ export interface MemfdOptions {
  *
  * @example
  * ```ts
- * import { createMemfdRegion } from "./mod.ts";
+ * import { createMemfdRegion } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 4096 });
  * console.log(region.name); // "/proc/PID/fd/N": what a child passes to openMemfdRegion()
@@ -348,9 +366,11 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
  * Opens a memfd another process created, through the `/proc/PID/fd/N` path it handed over
  * (its region's {@link SharedRegion.name}). Anything but a memfd of this user is refused.
  *
+ * @param path What the creator's {@link SharedRegion.name} gave: `/proc/PID/fd/N`.
+ * @param [options={}] How many bytes to map (default: all of it).
  * @example
  * ```ts
- * import { createMemfdRegion, openMemfdRegion } from "./mod.ts";
+ * import { createMemfdRegion, openMemfdRegion } from "@mmap-ipc/mmap-ipc";
  *
  * using parent = createMemfdRegion({ size: 4096 });
  * using child = openMemfdRegion(parent.name); // in a child process, from its arguments

@@ -20,9 +20,17 @@ export interface RegionOptions {
    * part. Default for an existing region: its whole size.
    */
   size?: number;
-  /** Create the region when it does not exist (mode 0600). Default `false`: it must exist. */
+  /**
+   * Create the region when it does not exist (mode 0600). Without it the region must exist.
+   *
+   * @default {false}
+   */
   create?: boolean;
-  /** With `create`, fail with `AlreadyExists` instead of opening an existing region. */
+  /**
+   * With `create`, fail with `AlreadyExists` instead of opening an existing region.
+   *
+   * @default {false}
+   */
   exclusive?: boolean;
 }
 
@@ -169,6 +177,8 @@ export class SharedRegion {
    * built on the futex syscall. Resolves `"ok"` when woken, `"not-equal"` when the word already
    * differed and `"timed-out"` when the timeout ran out; rejects with `BadResource` if the
    * region closes meanwhile. The event loop stays free.
+   *
+   * @param [options={}] A timeout and an abort signal.
    */
   async waitInt32(
     offset: number,
@@ -192,6 +202,8 @@ export class SharedRegion {
   /**
    * Flushes the region to its backing file with msync(2). Only file regions have a file that
    * outlives the machine's memory; for the others this is cheap and harmless.
+   *
+   * @param [options={}] `async: true` schedules the flush (`MS_ASYNC`) instead of waiting for it.
    */
   sync(options: { async?: boolean } = {}): void {
     this.#memory.check();

@@ -65,21 +65,37 @@ const MAX_SEQLOCK_SPINS = 10_000;
 
 /** Options for {@link openStateCell}. */
 export interface StateCellOptions {
-  /** Where the cell starts in the region, a multiple of 8. Default 0 (the original's place). */
+  /**
+   * Where the cell starts in the region, a multiple of 8. The original C programs use 0.
+   *
+   * @default {0}
+   */
   offset?: number;
-  /** Take the single writer role; `Deno.errors.Busy` names the pid of a live holder. */
+  /**
+   * Take the single writer role; `Deno.errors.Busy` names the pid of a live holder.
+   *
+   * @default {false}
+   */
   writer?: boolean;
   /**
    * Take the supervisor role: the one process (such as a launcher) that owns the cell's
    * lifetime. `Deno.errors.Busy` names the pid of a live holder.
+   *
+   * @default {false}
    */
   supervisor?: boolean;
   /**
    * Write a fresh header and the value {@link StateCellOptions.initialValue} even over a header
    * that is foreign or damaged. Without it such a header is an error and nothing is written.
+   *
+   * @default {false}
    */
   initialise?: boolean;
-  /** The value `initialise` writes. Default 0. */
+  /**
+   * The value `initialise` writes.
+   *
+   * @default {0}
+   */
   initialValue?: number;
   /**
    * The original's state file to keep in step (see `openStateFile`): the writer copies each
@@ -90,7 +106,9 @@ export interface StateCellOptions {
   mirror?: StateFile;
   /**
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
-   * JavaScript thread, in a Worker that wakes the event loop only for a change). Default 3.
+   * JavaScript thread, in a Worker that wakes the event loop only for a change).
+   *
+   * @default {3}
    */
   followPeriodMs?: number;
   /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
@@ -122,7 +140,11 @@ export interface StateWaitOptions {
 export interface StateChangesOptions {
   /** Ends the iteration (without an error) when aborted. */
   signal?: AbortSignal;
-  /** Yield the value the cell holds now before waiting for the first change. Default false. */
+  /**
+   * Yield the value the cell holds now before waiting for the first change.
+   *
+   * @default {false}
+   */
   current?: boolean;
 }
 
@@ -146,7 +168,7 @@ const constructing = Symbol("StateCell");
  *
  * @example
  * ```ts
- * import { createMemfdRegion, openStateCell } from "./mod.ts";
+ * import { createMemfdRegion, openStateCell } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 256 });
  * using writer = openStateCell(region, { writer: true });
@@ -285,6 +307,8 @@ export class StateCell {
    * Resolves with the new value once the cell holds something other than `from`. Rejects with
    * `Deno.errors.TimedOut` after `timeout` ms, with the signal's reason on abort, and with
    * `Deno.errors.BadResource` if the cell or its region closes meanwhile.
+   *
+   * @param [options={}] The value to wait to change from, a timeout and an abort signal.
    */
   async waitForChange(options: StateWaitOptions = {}): Promise<number> {
     this.#check();
@@ -345,6 +369,8 @@ export class StateCell {
    * Yields each new value as it is published. Readers that fall behind see the latest value,
    * not every value in between (changes are coalesced), and never the same value twice in a
    * row. Ends quietly when `signal` aborts or the cell (or its region) closes.
+   *
+   * @param [options={}] An abort signal, and whether to yield the current value first.
    */
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
     this.#check();
@@ -683,9 +709,11 @@ function hex(value: number): string {
  * original C program made, is given a fresh header and keeps its value; a foreign or damaged
  * header is an error that says what was found, unless `initialise` is set.
  *
+ * @param region A region of at least {@link STATE_CELL_SIZE} bytes from the cell's offset.
+ * @param [options={}] The roles to take, where the cell starts, and what to do with a bad header.
  * @example
  * ```ts
- * import { createMemfdRegion, openStateCell } from "./mod.ts";
+ * import { createMemfdRegion, openStateCell } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 256 });
  * using cell = openStateCell(region, { writer: true });

@@ -18,16 +18,28 @@ import { normalizeShmName } from "./open_region.ts";
 import { checkOwn, checkPrivateDirectory } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
-/** The size of the original's file: `lseek(256 + 1)` and a one-byte write. */
+/**
+ * The size of the original's state file (part of its format): the original C programs make it
+ * with `lseek(256 + 1)` and a one-byte write, and {@link openStateFile} creates and keeps files of
+ * this size.
+ */
 export const STATE_FILE_SIZE = 258;
 /** A state file larger than this is not one: it holds something else. */
 const MAX_STATE_FILE_SIZE = 4096;
 
 /** Options for {@link openStateFile}. */
 export interface StateFileOptions {
-  /** Create the file (0600, 258 bytes, value 0) when it does not exist. Default `false`. */
+  /**
+   * Create the file (0600, 258 bytes, value 0) when it does not exist.
+   *
+   * @default {false}
+   */
   create?: boolean;
-  /** Open only a file this call creates (`AlreadyExists` otherwise). Needs `create`. */
+  /**
+   * Open only a file this call creates (`AlreadyExists` otherwise). Needs `create`.
+   *
+   * @default {false}
+   */
   exclusive?: boolean;
 }
 
@@ -157,14 +169,18 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * sits in a directory others can write, or holds anything but a state (a text file of notes is
  * never taken for one, and is left exactly as it is).
  *
+ * @param path The file, such as the original's `/tmp/data.dat`. Its directory must belong to this
+ * user or root, and be writable by no other user unless it is sticky (as `/tmp` is).
+ * @param [options={}] Whether to create it.
  * @example
  * ```ts
- * import { openStateFile } from "./mod.ts";
+ * import { openStateFile } from "@mmap-ipc/mmap-ipc";
  *
- * const path = `${await Deno.makeTempDir()}/data.dat`;
- * using file = openStateFile(path, { create: true });
+ * const dir = await Deno.makeTempDir();
+ * using file = openStateFile(`${dir}/data.dat`, { create: true });
  * file.write(1); // what the original C LED reads: "1\n\0"
  * console.log(file.read().value); // 1
+ * await Deno.remove(dir, { recursive: true }); // the file stays open until `file` closes
  * ```
  */
 export function openStateFile(path: string, options: StateFileOptions = {}): StateFile {

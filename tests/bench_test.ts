@@ -21,9 +21,10 @@ import { renderMarkdown, replaceReadmeSection, type Results } from "../bench/rep
 import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
 import { evaluateTargets, holds, TARGETS, type TargetSpec } from "../bench/targets.ts";
-import { requires, testWith, withTempDir } from "./helpers.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const CASES = ["wake", "ring", "in-process", "system", "foreign", "memory", "soak"];
 
 Deno.test("median() and percentile() take the middle and the nearest rank", () => {
@@ -225,7 +226,7 @@ Deno.test("the minimal ring moves messages in order, across its end, and says wh
   assertThrows(() => minimalRingSize(100), RangeError, "power of two");
 });
 
-testWith(["run", "read"], "bench/run.ts exits 2 with the usage on a bad flag", async () => {
+testWith(NEEDS.children, "bench/run.ts exits 2 with the usage on a bad flag", async () => {
   for (const args of [["--bogus"], ["--runs", "zero"], ["--only", "nothing"]]) {
     const result = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", "--allow-all", `${ROOT}bench/run.ts`, ...args],
@@ -240,7 +241,7 @@ testWith(["run", "read"], "bench/run.ts exits 2 with the usage on a bad flag", a
 });
 
 testWith(
-  ["run", "read", "write", requires("gcc")],
+  [...NEEDS.childrenAndFiles, requires("gcc")],
   "bench/run.ts --quick measures every figure and computes every ratio from them",
   async () => {
     await withTempDir(async (dir) => {

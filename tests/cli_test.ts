@@ -6,7 +6,11 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertType, type IsExact } from "@std/testing/types";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
-import { ChildProcess, ROOT, spawnDeno, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
+import { withTempDir } from "./helpers/temp.ts";
 
 const DEMO = defineCommand({
   name: "demo",
@@ -291,7 +295,7 @@ for (const script of SCRIPTS) {
   );
 }
 
-testWith(["run", "read", "write"], "a rejected launch command line creates nothing", async () => {
+testWith(NEEDS.childrenAndFiles, "a rejected launch command line creates nothing", async () => {
   await withTempDir(async (dir) => {
     const state = `${dir}/state.dat`;
     const { code } = await run(SCRIPTS[0], [
@@ -309,32 +313,14 @@ testWith(["run", "read", "write"], "a rejected launch command line creates nothi
 
 // --- the tasks' narrowed permissions are enough -------------------------------------------------
 
-/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
-function taskArgs(name: string): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
-  const command: string = config.tasks[name].command;
-  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
-  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
-  assertEquals([deno, args[0]], ["deno", "run"], command);
-  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
-  return args;
-}
-
 testWith(
-  ["run", "read", "write"],
+  NEEDS.childrenAndFiles,
   "deno task launch runs with its narrowed permissions: a press, then SIGTERM, exit 0",
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      await using launcher = new ChildProcess(
-        new Deno.Command(Deno.execPath(), {
-          args: [...taskArgs("launch"), "--fifo", fifo],
-          cwd: ROOT,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }),
-      );
+      const args = [...taskArgs("launch"), "--fifo", fifo];
+      await using launcher = spawnProgram(Deno.execPath(), args, { cwd: ROOT });
       await launcher.waitFor(/Button ready/);
       await launcher.waitFor(/LED Status: Off/);
       await writeAndLeave(fifo, "0\n");
@@ -346,15 +332,11 @@ testWith(
   },
 );
 
-testWith(["run", "read"], "deno task demo:ring runs with its narrowed permissions", async () => {
-  await using demo = new ChildProcess(
-    new Deno.Command(Deno.execPath(), {
-      args: [...taskArgs("demo:ring"), "--seconds", "1", "--rate", "500"],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }),
+testWith(NEEDS.children, "deno task demo:ring runs with its narrowed permissions", async () => {
+  await using demo = spawnProgram(
+    Deno.execPath(),
+    [...taskArgs("demo:ring"), "--seconds", "1", "--rate", "500"],
+    { cwd: ROOT },
   );
   assertEquals((await demo.status()).code, 0, demo.transcript);
   assert(demo.matching(/samples\/s/).length >= 1, demo.transcript);

@@ -6,25 +6,16 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { openShmRegion, removeShm } from "../mod.ts";
+import { lineNaming } from "./helpers/assertions.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
+import { buildC, spawnProgram } from "./helpers/spawn.ts";
 import {
-  type ChildProcess,
-  delay,
-  processGone,
-  spawnProgram,
-  testWith,
-  withShmName,
-  withTempDir,
-  writeAndLeave,
-} from "./helpers.ts";
-import {
-  buildC,
-  childrenOf,
-  GUARD_MS,
   identity,
   KILLED_BY_SIGNAL,
-  killIfRunning,
   launcherCommand,
-  lineNaming,
   pressAndSee,
   REPLACED,
   running,
@@ -32,10 +23,9 @@ import {
   startLauncher,
   stateValue,
   stopAll,
-  SYSTEM_PERMISSIONS,
-  until,
-  within,
-} from "./fixtures/system.ts";
+} from "./helpers/system.ts";
+import { withShmName, withTempDir } from "./helpers/temp.ts";
+import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** How long SIGTERM may take to stop everything before the test calls it a hang. */
 const STOP_GUARD_MS = 5_000;
@@ -96,7 +86,7 @@ async function pressesStillWork(
 
 for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'echo 1 > "$1"']]) {
   testWith(
-    SYSTEM_PERMISSIONS,
+    NEEDS.system,
     `${fault} under a running launcher: no process dies by a signal, the next presses toggle the LED`,
     async () => {
       await withTempDir(async (dir) => {
@@ -195,7 +185,7 @@ const PATH_FAULTS: PathFault[] = [
 
 for (const fault of PATH_FAULTS) {
   testWith(
-    SYSTEM_PERMISSIONS,
+    NEEDS.system,
     `${fault.name} while running, then the button killed: it is reported, and the restarted button and the LED still agree`,
     async () => {
       await withTempDir(async (dir) => {
@@ -329,7 +319,7 @@ function raceArgs(state: string, fifo: string): string[] {
 const RACE_ROUNDS = 8;
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  NEEDS.system,
   `two launchers started at the same instant on one --state, ${RACE_ROUNDS} rounds: one runs on the file at the path, the other leaves nothing`,
   async () => {
     await withTempDir(async (dir) => {
@@ -350,7 +340,7 @@ testWith(
 );
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  [...NEEDS.system, requires("gcc")],
   "two launchers on one --state, the first frozen the instant it sizes the state file (the worst interleaving), 3 rounds: one runs on the file at the path, the other leaves nothing",
   async () => {
     await withTempDir(async (dir) => {
@@ -390,7 +380,7 @@ testWith(
 
 for (const flag of ["--state", "--shm"] as const) {
   testWith(
-    SYSTEM_PERMISSIONS,
+    NEEDS.system,
     `SIGKILL of a launcher with ${flag}: its children exit, the next launcher takes over the leftovers in one line and leaves nothing`,
     async () => {
       await withTempDir(async (dir) => {
@@ -438,7 +428,7 @@ for (const flag of ["--state", "--shm"] as const) {
 }
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  NEEDS.system,
   "a file at the --state path that is not provably ours is refused, named, and left exactly as it was",
   async () => {
     await withTempDir(async (dir) => {
@@ -513,7 +503,7 @@ async function pressByFile(
 }
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  [...NEEDS.system, requires("gcc")],
   "stdout a pipe nobody reads: presses still count, and SIGTERM stops everything within the guard",
   async () => {
     await withTempDir(async (dir) => {
@@ -552,7 +542,7 @@ testWith(
 for (const mode of ["full", "closed"] as const) {
   const what = mode === "full" ? "/dev/full" : "a closed pipe";
   testWith(
-    SYSTEM_PERMISSIONS,
+    [...NEEDS.system, requires("gcc")],
     `stdout on ${what}: reported once on stderr, presses still change the state`,
     async () => {
       await withTempDir(async (dir) => {

@@ -1,9 +1,11 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import { assertThrowsWith } from "./helpers.ts";
+import { assertThrowsWith } from "./helpers/assertions.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { openFdCount } from "./helpers/proc.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { delay } from "./helpers/waiting.ts";
 import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
-import { delay, openFdCount, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
-
-const FS = ["read", "write"] as Deno.PermissionName[];
 
 /** Counts presses in the background until stopped. */
 function countPresses(
@@ -27,7 +29,7 @@ async function settle(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !condition(); i++) await delay(10);
 }
 
-testWith(FS, "openFifoButton() creates a 0600 FIFO and removes it on close", async () => {
+testWith(NEEDS.files, "openFifoButton() creates a 0600 FIFO and removes it on close", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/button.fifo`;
     const button = openFifoButton(path);
@@ -40,31 +42,39 @@ testWith(FS, "openFifoButton() creates a 0600 FIFO and removes it on close", asy
   });
 });
 
-testWith(FS, "openFifoButton() adopts an idle FIFO of ours and leaves it when closed", async () => {
-  await withTempDir(async (dir) => {
-    const path = `${dir}/button.fifo`;
-    await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
-    const button = openFifoButton(path);
-    await button.close();
-    assert(Deno.lstatSync(path).isFifo, "a FIFO it did not create was removed");
-  });
-});
-
-testWith(FS, "openFifoButton() refuses a FIFO another reader holds, naming its pid", async () => {
-  await withTempDir(async (dir) => {
-    const path = `${dir}/button.fifo`;
-    const first = openFifoButton(path);
-    try {
-      assertThrowsWith(() => openFifoButton(path), Deno.errors.Busy, path, `pid ${Deno.pid}`);
-    } finally {
-      await first.close();
-    }
-    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
-  });
-});
+testWith(
+  NEEDS.files,
+  "openFifoButton() adopts an idle FIFO of ours and leaves it when closed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+      const button = openFifoButton(path);
+      await button.close();
+      assert(Deno.lstatSync(path).isFifo, "a FIFO it did not create was removed");
+    });
+  },
+);
 
 testWith(
-  FS,
+  NEEDS.files,
+  "openFifoButton() refuses a FIFO another reader holds, naming its pid",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const first = openFifoButton(path);
+      try {
+        assertThrowsWith(() => openFifoButton(path), Deno.errors.Busy, path, `pid ${Deno.pid}`);
+      } finally {
+        await first.close();
+      }
+      assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "openFifoButton() refuses a regular file or a symlink and leaves it alone",
   async () => {
     await withTempDir((dir) => {
@@ -81,7 +91,7 @@ testWith(
   },
 );
 
-testWith(FS, "a FIFO button counts 0 and press, and reports everything else", async () => {
+testWith(NEEDS.files, "a FIFO button counts 0 and press, and reports everything else", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/button.fifo`;
     const ignored: IgnoredInput[] = [];
@@ -111,7 +121,7 @@ testWith(FS, "a FIFO button counts 0 and press, and reports everything else", as
 });
 
 testWith(
-  FS,
+  NEEDS.files,
   "a line cut off by a writer that went away is dropped, and the next press counts",
   async () => {
     await withTempDir(async (dir) => {
@@ -131,7 +141,7 @@ testWith(
 );
 
 testWith(
-  ["read", "write", "run"],
+  NEEDS.childrenAndFiles,
   "writers that come and go leave the button's fd count flat",
   async () => {
     await withTempDir(async (dir) => {
@@ -154,7 +164,7 @@ testWith(
   },
 );
 
-testWith(FS, "aborting ends the presses iteration at once", async () => {
+testWith(NEEDS.files, "aborting ends the presses iteration at once", async () => {
   await withTempDir(async (dir) => {
     await using button = openFifoButton(`${dir}/button.fifo`);
     const presses = countPresses(button);

@@ -20,16 +20,13 @@ import {
 import { findLine, gpiod, LIBGPIOD_ENV, loadGpiod } from "../ffi/gpiod.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
-import {
-  assertThrowsWith,
-  delay,
-  eventually,
-  isRoot,
-  ROOT,
-  spawnDeno,
-  testWith,
-  withTempDir,
-} from "./helpers.ts";
+import { assertThrowsWith } from "./helpers/assertions.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { isRoot, NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { LAUNCH_PERMISSIONS } from "./helpers/system.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { delay, until } from "./helpers/waiting.ts";
 import { GpioSim, PI_MODELS, simulatorRoot } from "./gpio_vm/sim.ts";
 
 const SIM = simulatorRoot();
@@ -80,12 +77,12 @@ testWith([], "loadGpiod() names the library it tried, why it failed, and what to
 });
 
 testWith(
-  ["run", "read", "write", "env"],
+  NEEDS.system,
   "launch:pi without libgpiod stops before starting anything and says what to install",
   async () => {
     await withTempDir(async (dir) => {
       await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--pi", "--state", `${dir}/state`], {
-        permissions: ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"],
+        permissions: LAUNCH_PERMISSIONS,
         env: { [LIBGPIOD_ENV]: "/nonexistent/libgpiod.so.3" },
       });
       const status = await launcher.status();
@@ -271,13 +268,13 @@ simTest("the GPIO button counts a bouncing press once and a held button once", a
       sim.setPull(label, 4, "pull-up");
     }
     sim.setPull(label, 4, "pull-down");
-    await eventually(() => presses >= 1, EVENT_MS, "a press");
+    await until(() => presses >= 1, "a press", { timeoutMs: EVENT_MS });
     await delay(900); // held for three debounce times
     assertEquals(presses, 1);
     sim.setPull(label, 4, "pull-up");
     await delay(600);
     sim.setPull(label, 4, "pull-down");
-    await eventually(() => presses === 2, EVENT_MS, "a second press");
+    await until(() => presses === 2, "a second press", { timeoutMs: EVENT_MS });
     sim.setPull(label, 4, "pull-up");
   } finally {
     controller.abort();
@@ -385,12 +382,12 @@ simTest("deno task launch:pi on a Raspberry Pi 5's header: the button drives the
     assertEquals(sim.value(RP1, 17), "0");
     sim.setPull(RP1, 4, "pull-down");
     const on = await wait(/LED Status: On/);
-    await eventually(() => sim.value(RP1, 17) === "1", EVENT_MS, "the LED line high");
+    await until(() => sim.value(RP1, 17) === "1", "the LED line high", { timeoutMs: EVENT_MS });
     sim.setPull(RP1, 4, "pull-up");
     await delay(200);
     sim.setPull(RP1, 4, "pull-down");
     await wait(/LED Status: Off/, on.index);
-    await eventually(() => sim.value(RP1, 17) === "0", EVENT_MS, "the LED line low");
+    await until(() => sim.value(RP1, 17) === "0", "the LED line low", { timeoutMs: EVENT_MS });
     sim.setPull(RP1, 4, "pull-up");
     launcher.kill("SIGTERM");
     assertEquals((await launcher.status()).code, 0, launcher.transcript);
@@ -435,7 +432,7 @@ simTest("launch:pi --chip, --button-line and --led-line pick other lines", async
     await wait(/LED Status: Off/);
     sim.setPull(label, 2, "pull-down");
     await wait(/LED Status: On/);
-    await eventually(() => sim.value(label, 5) === "1", EVENT_MS, "LAMP high");
+    await until(() => sim.value(label, 5) === "1", "LAMP high", { timeoutMs: EVENT_MS });
     assertEquals(sim.value("pinctrl-bcm2711", 17), "0"); // the default LED line is untouched
     sim.setPull(label, 2, "pull-up");
     launcher.kill("SIGTERM");

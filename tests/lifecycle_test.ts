@@ -15,14 +15,12 @@
 import { assert, assertEquals } from "@std/assert";
 import {
   createMemfdRegion,
-  initRing,
   openFileRegion,
   openRingConsumer,
   openRingProducer,
   openShmRegion,
   openSysvRegion,
   removeShm,
-  ringRegionSize,
   type SharedRegion,
 } from "../mod.ts";
 import { statPath } from "../ffi/posix.ts";
@@ -36,14 +34,12 @@ import {
 } from "./fixtures/lifecycle_layout.ts";
 import { lostMessages } from "./fixtures/lifecycle_messages.ts";
 import { mixSeed } from "./fixtures/lifecycle_random.ts";
-import {
-  type ChildProcess,
-  spawnDeno,
-  TESTS_DIR,
-  testWith,
-  uniqueSysvKey,
-  withTempDir,
-} from "./helpers.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { ringRegion } from "./helpers/rings.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { uniqueSysvKey, withTempDir } from "./helpers/temp.ts";
 
 const PEER = `${TESTS_DIR}fixtures/lifecycle_peer.ts`;
 /** How long a peer may take before it counts as hung: far beyond what a healthy one needs. */
@@ -220,7 +216,7 @@ async function round(
 }
 
 testWith(
-  ["run", "read", "write", "env"],
+  NEEDS.system,
   "random interleavings of open, use and close in two processes never crash, hang or leak",
   async () => {
     const seed = envNumber("MMAP_IPC_LIFECYCLE_SEED", Math.floor(Math.random() * 2 ** 32));
@@ -278,7 +274,7 @@ async function scene(name: string, ...args: string[]): Promise<Map<string, strin
 }
 
 testWith(
-  ["run", "read"],
+  NEEDS.children,
   "closing the region under a blocked receive() rejects it with BadResource; the process lives on",
   async () => {
     const seen = await scene("receive-blocked");
@@ -290,7 +286,7 @@ testWith(
 );
 
 testWith(
-  ["run", "read"],
+  NEEDS.children,
   "closing the region under a send() blocked on a full ring rejects it with BadResource; the process lives on",
   async () => {
     const seen = await scene("send-blocked");
@@ -301,7 +297,7 @@ testWith(
 );
 
 testWith(
-  ["run", "read"],
+  NEEDS.children,
   "closing the region settles pending changes(), waitForChange({ timeout }) and waitInt32() at once, and timers keep running",
   async () => {
     const seen = await scene("waits-pending");
@@ -314,7 +310,7 @@ testWith(
 );
 
 testWith(
-  ["run", "read"],
+  NEEDS.children,
   "a lease's, a reservation's and a view's bytes after region.close() are empty, and a region mapped next is not written",
   async () => {
     const seen = await scene("views-after-close");
@@ -329,7 +325,7 @@ testWith(
 );
 
 testWith(
-  ["run", "read", "write"],
+  NEEDS.childrenAndFiles,
   "a view's buffer moved away with transfer() cannot reach the file after region.close()",
   async () => {
     await withTempDir(async (dir) => {
@@ -345,12 +341,6 @@ testWith(
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function ringRegion(capacity: number): SharedRegion {
-  const region = createMemfdRegion({ size: ringRegionSize(capacity) });
-  initRing(region);
-  return region;
-}
 
 /** How a call ended: its value (once a promise it returned settled), or what it threw. */
 async function settle<T>(call: () => T | Promise<T>): Promise<T | Error> {

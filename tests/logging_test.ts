@@ -5,7 +5,10 @@
 import { assertEquals, assertMatch } from "@std/assert";
 import type { LogLevel, LogRecord } from "@logtape/logtape";
 import { defaultLogFormat, journalFormatter, textFormatter } from "../app/logging.ts";
-import { ROOT, spawnDeno, testWith, withTempDir } from "./helpers.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { withTempDir } from "./helpers/temp.ts";
 
 function record(level: LogLevel, message: string): LogRecord {
   return {
@@ -53,7 +56,7 @@ testWith(["env"], "defaultLogFormat() is journal only while JOURNAL_STREAM is se
 });
 
 testWith(
-  ["run", "read", "write"],
+  NEEDS.childrenAndFiles,
   "the LED without env permission logs text, and journal lines with --log-format journal",
   async () => {
     await withTempDir(async (dir) => {

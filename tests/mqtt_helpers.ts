@@ -8,18 +8,12 @@
  */
 
 import type { IClientOptions, MqttClient } from "mqtt";
-import { type ChildProcess, delay, isRoot, spawnProgram } from "./helpers.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { spawnProgram } from "./helpers/spawn.ts";
+import { delay } from "./helpers/waiting.ts";
 
-/** Whether a program is on PATH. */
-export function hasProgram(name: string): boolean {
-  try {
-    const { success } = new Deno.Command("sh", { args: ["-c", `command -v ${name}`] })
-      .outputSync();
-    return success;
-  } catch {
-    return false;
-  }
-}
+export { hasProgram } from "./helpers/permissions.ts";
 
 /**
  * Registers a test that needs mosquitto (and the permissions to run it and talk to it); it is
@@ -30,22 +24,12 @@ export function testWithBroker(
   fn: (t: Deno.TestContext) => void | Promise<void>,
   options: { programs?: string[] } = {},
 ): void {
-  const descriptors: Deno.PermissionDescriptor[] = [
-    ...(["run", "read", "write", "env"] as const).map((name) => ({ name })),
-    { name: "net", host: "127.0.0.1" },
-  ];
-  const denied = descriptors.filter((descriptor) =>
-    Deno.permissions.querySync(descriptor).state !== "granted"
-  ).map((descriptor) => `--allow-${descriptor.name}`);
   const programs = ["mosquitto", "mosquitto_passwd", ...(options.programs ?? [])];
-  const missing = denied.length > 0
-    ? denied
-    : programs.filter((program) => !hasProgram(program)).map((program) => `${program} on PATH`);
-  Deno.test({
-    name: missing.length === 0 ? name : `${name} [ignored: needs ${missing.join(" ")}]`,
-    ignore: missing.length > 0,
+  testWith(
+    [...NEEDS.system, { name: "net", host: "127.0.0.1" }, ...programs.map(requires)],
+    name,
     fn,
-  });
+  );
 }
 
 /** A port on 127.0.0.1 that nothing listens on right now. */

@@ -34,7 +34,9 @@ import {
   machineName,
   topicsFor,
 } from "../bridges/mqtt/topics.ts";
-import { assertThrowsWith, testWith, withTempDir } from "./helpers.ts";
+import { assertThrowsWith } from "./helpers/assertions.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 
@@ -265,7 +267,7 @@ Deno.test("parseCredentials() reads username= and password= lines and names bad 
 });
 
 testWith(
-  ["read", "write"],
+  NEEDS.files,
   "readCredentialsFile() refuses a file others may read, a directory and a missing file",
   async () => {
     await withTempDir(async (dir) => {
@@ -293,7 +295,7 @@ testWith(
 );
 
 testWith(
-  ["read", "write"],
+  NEEDS.files,
   "readCaFile() takes a PEM file and refuses one without a certificate, a directory and a missing file",
   async () => {
     await withTempDir(async (dir) => {

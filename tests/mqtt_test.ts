@@ -4,16 +4,15 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { deviceId, type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
-import {
-  ChildProcess,
-  eventually,
-  processGone,
-  ROOT,
-  spawnDeno,
-  testWith,
-  withTempDir,
-  writeAndLeave,
-} from "./helpers.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { killIfRunning, processGone } from "./helpers/proc.ts";
+import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
+import { LAUNCH_PERMISSIONS, LED_LINE, ledShows, ledStates } from "./helpers/system.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { until } from "./helpers/waiting.ts";
 import {
   freePort,
   listen,
@@ -22,9 +21,6 @@ import {
   startBroker,
   testWithBroker,
 } from "./mqtt_helpers.ts";
-
-const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
-const LED_LINE = /LED Status: (On|Off)/;
 
 /** A launcher with `--mqtt`, and what a test needs to talk to it. */
 interface System extends AsyncDisposable {
@@ -65,7 +61,7 @@ async function startSystem(
       const timer = setTimeout(() => launcher.kill("SIGKILL"), 10_000);
       await launcher.status();
       clearTimeout(timer);
-      for (const pid of pids) if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
+      for (const pid of pids) killIfRunning(pid);
     },
   };
   try {
@@ -77,20 +73,6 @@ async function startSystem(
     throw error;
   }
   return system;
-}
-
-/** Waits for the LED to show `state` in a line at index `since` or later; returns the next index. */
-async function ledShows(
-  launcher: ChildProcess,
-  state: "On" | "Off",
-  since: number,
-): Promise<number> {
-  return (await launcher.waitFor(new RegExp(`LED Status: ${state}`), { since })).index + 1;
-}
-
-function lastLed(launcher: ChildProcess): string | undefined {
-  const lines = launcher.matching(LED_LINE);
-  return LED_LINE.exec(lines[lines.length - 1] ?? "")?.[1];
 }
 
 /** Checks the two discovery configs field by field. */
@@ -210,10 +192,10 @@ testWithBroker(
         await early.publish(topics.set, "ON");
         since = await ledShows(launcher, "On", since);
         // The bridge logs what it ignored before the ON that follows (its second "ON").
-        await eventually(
+        await until(
           () => launcher.matching(/mqtt: Command ON/).length === 2,
-          20_000,
           "the ON parsed",
+          { timeoutMs: 20_000 },
         );
         const ignored = launcher.matching(/Ignored/).slice(ignoredBefore);
         assertEquals(ignored.length, 4, ignored.join("\n"));
@@ -236,12 +218,14 @@ testWithBroker(
           await Promise.all(flood);
           // Folding toggles never makes an ON, so the button applying this ON (its third: "on"
           // and "ON" came before) means the flood is through. Counted: children's lines interleave.
-          await eventually(
+          await until(
             () => launcher.matching(/Remote command ON: state 1/).length === 3,
-            60_000,
             "the flood applied",
+            { timeoutMs: 60_000 },
           );
-          await eventually(() => lastLed(launcher) === "On", 20_000, "the LED on");
+          await until(() => ledStates(launcher).at(-1) === "On", "the LED on", {
+            timeoutMs: 20_000,
+          });
           await latestIs(early, topics.state, "ON");
           since = launcher.lines.length;
           assert(!processGone(bridgePid), "the same bridge process still runs");
@@ -370,17 +354,6 @@ testWithBroker(
   },
 );
 
-/** A `deno run` task's arguments, with the running Deno in place of the task's path lookup. */
-function taskArgs(name: string): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
-  const command: string = config.tasks[name].command;
-  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
-  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
-  assertEquals([deno, args[0]], ["deno", "run"], command);
-  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
-  return args;
-}
-
 testWithBroker(
   "deno task launch --mqtt runs with the task's narrowed permissions, credentials from a file",
   async () => {
@@ -389,24 +362,20 @@ testWithBroker(
       const login = `${dir}/login`;
       await Deno.writeTextFile(login, "username=carol\npassword=pw\n", { mode: 0o600 });
       const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
-      await using launcher = new ChildProcess(
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            ...taskArgs("launch"),
-            "--fifo",
-            `${dir}/button.fifo`,
-            "--mqtt",
-            broker.url,
-            "--mqtt-credentials",
-            login,
-            "--mqtt-prefix",
-            prefix,
-          ],
-          cwd: ROOT,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }),
+      await using launcher = spawnProgram(
+        Deno.execPath(),
+        [
+          ...taskArgs("launch"),
+          "--fifo",
+          `${dir}/button.fifo`,
+          "--mqtt",
+          broker.url,
+          "--mqtt-credentials",
+          login,
+          "--mqtt-prefix",
+          prefix,
+        ],
+        { cwd: ROOT },
       );
       await launcher.waitFor(/Connected to mqtt/);
       await using listener = await listen(broker.url, [`${prefix}/#`], {
@@ -488,7 +457,7 @@ testWithBroker(
 );
 
 testWith(
-  ["run", "read", "write", "env"],
+  NEEDS.system,
   "launch --mqtt refuses bad settings before starting anything",
   async () => {
     await withTempDir(async (dir) => {

@@ -6,40 +6,31 @@
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
 import { processState } from "../ffi/posix.ts";
 import { openFileRegion, openStateCell } from "../mod.ts";
+import { lineNaming } from "./helpers/assertions.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { press } from "./helpers/fifo.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { type Need, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { killIfRunning, waitingForWriter } from "./helpers/proc.ts";
+import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
-  type ChildProcess,
-  delay,
-  ROOT,
-  spawnDeno,
-  spawnProgram,
-  TESTS_DIR,
-  testWith,
-  withTempDir,
-} from "./helpers.ts";
-import {
-  buildC,
-  GUARD_MS,
   identity,
-  killIfRunning,
   ledShows,
   ledStates,
-  lineNaming,
-  press,
   REPLACED,
   running,
   startedOrEnded,
   startLauncher,
   stateValue,
   stopAll,
-  SYSTEM_PERMISSIONS,
-  until,
-  waitingForWriter,
-} from "./fixtures/system.ts";
+} from "./helpers/system.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { delay, GUARD_MS, until } from "./helpers/waiting.ts";
 import { TORN_WRITER_VALUES } from "./fixtures/torn_writer.ts";
 
 /** Waits until the original button `pid` sits in open(), so a write reaches it at once. */
-function originalButtonWaits(pid: number, child: ChildProcess): Promise<void> {
-  return until(
+async function originalButtonWaits(pid: number, child: ChildProcess): Promise<void> {
+  await until(
     () => waitingForWriter(pid),
     `the original button (pid ${pid}) waiting for a press`,
     {
@@ -48,9 +39,14 @@ function originalButtonWaits(pid: number, child: ChildProcess): Promise<void> {
   );
 }
 
-const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Promise<void>>][] = [
+const FOREIGN_WRITERS: [
+  string,
+  Need[],
+  (state: string, dir: string) => Promise<() => Promise<void>>,
+][] = [
   [
     "the original C button presses",
+    [requires("gcc")],
     async (state, dir) => {
       const original = await buildC(dir, "original");
       const fifo = `${dir}/mmap_file`;
@@ -64,6 +60,7 @@ const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Pr
   ],
   [
     '"1\\n" is written at offset 0',
+    [],
     (state) => {
       using file = Deno.openSync(state, { write: true });
       file.writeSync(new TextEncoder().encode("1\n\0"));
@@ -72,9 +69,9 @@ const FOREIGN_WRITERS: [string, (state: string, dir: string) => Promise<() => Pr
   ],
 ];
 
-for (const [writer, write] of FOREIGN_WRITERS) {
+for (const [writer, needs, write] of FOREIGN_WRITERS) {
   testWith(
-    SYSTEM_PERMISSIONS,
+    [...NEEDS.system, ...needs],
     `our button SIGKILLed, then ${writer}: our LED follows`,
     async () => {
       await withTempDir(async (dir) => {
@@ -108,7 +105,7 @@ for (const [writer, write] of FOREIGN_WRITERS) {
 }
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  [...NEEDS.system, requires("gcc")],
   "a live original system: our launcher and a lone button refuse, naming the FIFO and the original button's pid, with no phantom press",
   async () => {
     await withTempDir(async (dir) => {
@@ -181,7 +178,7 @@ testWith(
 );
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  [...NEEDS.system, requires("gcc")],
   "the original button started while ours runs replaces our FIFO: ours says so, leaves it, and makes its own once the path is free",
   async () => {
     await withTempDir(async (dir) => {
@@ -231,7 +228,7 @@ testWith(
 );
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  NEEDS.system,
   "our FIFO removed while the system runs: the button says so, makes a new one, and presses work",
   async () => {
     await withTempDir(async (dir) => {
@@ -255,7 +252,7 @@ testWith(
 );
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  [...NEEDS.system, requires("gcc")],
   "a state file the original C LED maps is never unlinked or replaced: across two of our launchers, presses reach it",
   async () => {
     await withTempDir(async (dir) => {
@@ -344,7 +341,7 @@ async function killMidWrite(path: string): Promise<{ caught: boolean; reads: [st
 }
 
 testWith(
-  SYSTEM_PERMISSIONS,
+  NEEDS.system,
   "a writer SIGKILLed mid-write, 20 rounds: no reader ever returns a value nobody wrote",
   async () => {
     await withTempDir(async (dir) => {

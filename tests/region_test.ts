@@ -1,5 +1,9 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
-import { assertRejectsWith, assertThrowsWith } from "./helpers.ts";
+import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { isRoot, NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
 import {
   createMemfdRegion,
   MAX_REGION_SIZE,
@@ -12,24 +16,13 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { makeFifo } from "../ffi/posix.ts";
-import {
-  isRoot,
-  spawnDeno,
-  TESTS_DIR,
-  testWith,
-  uniqueSysvKey,
-  withShmName,
-  withTempDir,
-} from "./helpers.ts";
 
-const FS = ["read", "write"] as Deno.PermissionName[];
-const RUN = ["run", "read", "write"] as Deno.PermissionName[];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // --- file regions ----------------------------------------------------------------------------
 
-testWith(FS, "openFileRegion() creates a 0600 file of the asked size", async () => {
+testWith(NEEDS.files, "openFileRegion() creates a 0600 file of the asked size", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/state.dat`;
     using region = openFileRegion(path, { create: true, size: 300 });
@@ -42,7 +35,7 @@ testWith(FS, "openFileRegion() creates a 0600 file of the asked size", async () 
   });
 });
 
-testWith(FS, "openFileRegion() shares writes between two handles", async () => {
+testWith(NEEDS.files, "openFileRegion() shares writes between two handles", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/state.dat`;
     using writer = openFileRegion(path, { create: true, size: 64 });
@@ -58,7 +51,7 @@ testWith(FS, "openFileRegion() shares writes between two handles", async () => {
 });
 
 testWith(
-  FS,
+  NEEDS.files,
   "openFileRegion() opens the original's 258-byte file and never shrinks it",
   async () => {
     await withTempDir((dir) => {
@@ -74,7 +67,7 @@ testWith(
   },
 );
 
-testWith(FS, "openFileRegion() grows a shorter existing file", async () => {
+testWith(NEEDS.files, "openFileRegion() grows a shorter existing file", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/short.dat`;
     Deno.writeFileSync(path, encoder.encode("0\n"), { mode: 0o600 });
@@ -84,20 +77,24 @@ testWith(FS, "openFileRegion() grows a shorter existing file", async () => {
   });
 });
 
-testWith(FS, "openFileRegion() without create reports a missing file as NotFound", async () => {
-  await withTempDir((dir) => {
-    const path = `${dir}/missing.dat`;
-    assertThrowsWith(
-      () => openFileRegion(path, { size: 64 }),
-      Deno.errors.NotFound,
-      path,
-      "ENOENT",
-    );
-    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
-  });
-});
+testWith(
+  NEEDS.files,
+  "openFileRegion() without create reports a missing file as NotFound",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/missing.dat`;
+      assertThrowsWith(
+        () => openFileRegion(path, { size: 64 }),
+        Deno.errors.NotFound,
+        path,
+        "ENOENT",
+      );
+      assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    });
+  },
+);
 
-testWith(FS, "openFileRegion() with exclusive refuses an existing file", async () => {
+testWith(NEEDS.files, "openFileRegion() with exclusive refuses an existing file", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/taken.dat`;
     Deno.writeFileSync(path, encoder.encode("mine"), { mode: 0o600 });
@@ -111,27 +108,31 @@ testWith(FS, "openFileRegion() with exclusive refuses an existing file", async (
   });
 });
 
-testWith(FS, "openFileRegion() rejects a symlink and leaves its target alone", async () => {
-  await withTempDir((dir) => {
-    const target = `${dir}/target.dat`;
-    const link = `${dir}/link.dat`;
-    Deno.writeFileSync(target, encoder.encode("precious"), { mode: 0o600 });
-    Deno.symlinkSync(target, link);
-    for (const options of [{}, { create: true, size: 64 }]) {
-      assertThrowsWith(
-        () => openFileRegion(link, options),
-        Deno.errors.FilesystemLoop,
-        link,
-        "symbolic link",
-      );
-    }
-    assertEquals(Deno.readTextFileSync(target), "precious");
-    assert(Deno.lstatSync(link).isSymlink);
-  });
-});
+testWith(
+  NEEDS.files,
+  "openFileRegion() rejects a symlink and leaves its target alone",
+  async () => {
+    await withTempDir((dir) => {
+      const target = `${dir}/target.dat`;
+      const link = `${dir}/link.dat`;
+      Deno.writeFileSync(target, encoder.encode("precious"), { mode: 0o600 });
+      Deno.symlinkSync(target, link);
+      for (const options of [{}, { create: true, size: 64 }]) {
+        assertThrowsWith(
+          () => openFileRegion(link, options),
+          Deno.errors.FilesystemLoop,
+          link,
+          "symbolic link",
+        );
+      }
+      assertEquals(Deno.readTextFileSync(target), "precious");
+      assert(Deno.lstatSync(link).isSymlink);
+    });
+  },
+);
 
 testWith(
-  FS,
+  NEEDS.files,
   "openFileRegion() rejects a dangling symlink instead of creating its target",
   async () => {
     await withTempDir((dir) => {
@@ -147,7 +148,7 @@ testWith(
   },
 );
 
-testWith(FS, "openFileRegion() rejects a directory", async () => {
+testWith(NEEDS.files, "openFileRegion() rejects a directory", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/sub`;
     Deno.mkdirSync(path);
@@ -160,7 +161,7 @@ testWith(FS, "openFileRegion() rejects a directory", async () => {
   });
 });
 
-testWith(FS, "openFileRegion() rejects a FIFO without opening it", async () => {
+testWith(NEEDS.files, "openFileRegion() rejects a FIFO without opening it", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/pipe`;
     makeFifo(path, 0o600);
@@ -174,7 +175,7 @@ testWith(FS, "openFileRegion() rejects a FIFO without opening it", async () => {
   });
 });
 
-testWith(FS, "openFileRegion() rejects a device", () => {
+testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
     Deno.errors.InvalidData,
@@ -183,7 +184,7 @@ testWith(FS, "openFileRegion() rejects a device", () => {
   );
 });
 
-testWith(FS, "openFileRegion() rejects a file of another owner", async (t) => {
+testWith(NEEDS.files, "openFileRegion() rejects a file of another owner", async (t) => {
   if (!isRoot()) {
     t.step({ name: "needs root to chown a file (skipped)", ignore: true, fn: () => {} });
     return;
@@ -198,7 +199,7 @@ testWith(FS, "openFileRegion() rejects a file of another owner", async (t) => {
 });
 
 testWith(
-  FS,
+  NEEDS.files,
   "openFileRegion() rejects a directory others can write without the sticky bit",
   async () => {
     await withTempDir((dir) => {
@@ -219,7 +220,7 @@ testWith(
   },
 );
 
-testWith(FS, "openFileRegion() rejects an empty file opened without create", async () => {
+testWith(NEEDS.files, "openFileRegion() rejects an empty file opened without create", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/empty.dat`;
     Deno.writeFileSync(path, new Uint8Array(0), { mode: 0o600 });
@@ -231,23 +232,27 @@ testWith(FS, "openFileRegion() rejects an empty file opened without create", asy
   });
 });
 
-testWith(FS, "openFileRegion() rejects negative, fractional and absurd sizes", async () => {
-  await withTempDir((dir) => {
-    const path = `${dir}/sized.dat`;
-    for (const size of [-1, 0, 1.5, MAX_REGION_SIZE + 1, Infinity, NaN]) {
-      assertThrowsWith(
-        () => openFileRegion(path, { create: true, size }),
-        RangeError,
-        path,
-        `size ${size}`,
-      );
-    }
-    assertThrows(() => openFileRegion(path, { create: true }), TypeError);
-    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
-  });
-});
+testWith(
+  NEEDS.files,
+  "openFileRegion() rejects negative, fractional and absurd sizes",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/sized.dat`;
+      for (const size of [-1, 0, 1.5, MAX_REGION_SIZE + 1, Infinity, NaN]) {
+        assertThrowsWith(
+          () => openFileRegion(path, { create: true, size }),
+          RangeError,
+          path,
+          `size ${size}`,
+        );
+      }
+      assertThrows(() => openFileRegion(path, { create: true }), TypeError);
+      assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    });
+  },
+);
 
-testWith(FS, "SharedRegion.unlink() refuses a path that was replaced", async () => {
+testWith(NEEDS.files, "SharedRegion.unlink() refuses a path that was replaced", async () => {
   await withTempDir((dir) => {
     const path = `${dir}/state.dat`;
     using region = openFileRegion(path, { create: true, size: 64 });
@@ -344,20 +349,24 @@ Deno.test("SharedRegion.view() is the memory in place and is revoked at close", 
   assertThrows(() => region.view(), Deno.errors.BadResource);
 });
 
-testWith(FS, "a view moved away by transfer() cannot reach the file after close", async () => {
-  await withTempDir((dir) => {
-    const path = `${dir}/moved`;
-    const region = openFileRegion(path, { create: true, size: 4096 });
-    const moved = region.view().buffer.transfer(); // user code takes the memory away from us
-    region.close();
-    const stale = new Uint8Array(moved);
-    stale[0] = 0x41; // must land in private pages, never in the file
-    assertEquals(stale.length, 4096);
-    assertEquals(Deno.readFileSync(path)[0], 0);
-    using next = createMemfdRegion({ size: 4096 });
-    assertEquals(next.read(0, 1)[0], 0);
-  });
-});
+testWith(
+  NEEDS.files,
+  "a view moved away by transfer() cannot reach the file after close",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/moved`;
+      const region = openFileRegion(path, { create: true, size: 4096 });
+      const moved = region.view().buffer.transfer(); // user code takes the memory away from us
+      region.close();
+      const stale = new Uint8Array(moved);
+      stale[0] = 0x41; // must land in private pages, never in the file
+      assertEquals(stale.length, 4096);
+      assertEquals(Deno.readFileSync(path)[0], 0);
+      using next = createMemfdRegion({ size: 4096 });
+      assertEquals(next.read(0, 1)[0], 0);
+    });
+  },
+);
 
 // --- POSIX shared memory ---------------------------------------------------------------------
 
@@ -483,31 +492,47 @@ async function sharedWithChild(region: SharedRegion, kind: string): Promise<void
   assertEquals(status.code, 0, status.stderr);
 }
 
-testWith(RUN, "two processes share a file region and its state cell", async () => {
-  await withTempDir(async (dir) => {
-    using region = openFileRegion(`${dir}/shared.dat`, { create: true, size: 256 });
-    await sharedWithChild(region, "file");
-  });
-});
+testWith(
+  NEEDS.childrenAndFiles,
+  "two processes share a file region and its state cell",
+  async () => {
+    await withTempDir(async (dir) => {
+      using region = openFileRegion(`${dir}/shared.dat`, { create: true, size: 256 });
+      await sharedWithChild(region, "file");
+    });
+  },
+);
 
-testWith(RUN, "two processes share a POSIX shm region and its state cell", async () => {
-  await withShmName(async (name) => {
-    using region = openShmRegion(name, { create: true, size: 256 });
-    await sharedWithChild(region, "posix");
-  });
-});
+testWith(
+  NEEDS.childrenAndFiles,
+  "two processes share a POSIX shm region and its state cell",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      await sharedWithChild(region, "posix");
+    });
+  },
+);
 
-testWith(RUN, "two processes share a System V region and its state cell", async () => {
-  const region = openSysvRegion(uniqueSysvKey(), { create: true, exclusive: true, size: 256 });
-  try {
-    await sharedWithChild(region, "sysv");
-  } finally {
-    region.unlink();
-    region.close();
-  }
-});
+testWith(
+  NEEDS.childrenAndFiles,
+  "two processes share a System V region and its state cell",
+  async () => {
+    const region = openSysvRegion(uniqueSysvKey(), { create: true, exclusive: true, size: 256 });
+    try {
+      await sharedWithChild(region, "sysv");
+    } finally {
+      region.unlink();
+      region.close();
+    }
+  },
+);
 
-testWith(RUN, "a child reaches the parent's memfd through /proc/PID/fd/N", async () => {
-  using region = createMemfdRegion({ size: 256 });
-  await sharedWithChild(region, "memfd");
-});
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child reaches the parent's memfd through /proc/PID/fd/N",
+  async () => {
+    using region = createMemfdRegion({ size: 256 });
+    await sharedWithChild(region, "memfd");
+  },
+);

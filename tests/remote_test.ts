@@ -28,7 +28,12 @@ import {
 } from "../app/remote/messages.ts";
 import { PressReporter } from "../app/remote/press_reporter.ts";
 import { createMemfdRegion, openFileRegion, openStateCell, type SharedRegion } from "../mod.ts";
-import { delay, ROOT, spawnDeno, testWith, withTempDir, writeAndLeave } from "./helpers.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { delay, until } from "./helpers/waiting.ts";
 
 const text = new TextEncoder();
 const read = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
@@ -51,13 +56,6 @@ async function collect(
   into: string[],
 ): Promise<void> {
   for await (const message of receiver.messages(signal)) into.push(read(message));
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; !condition(); i++) {
-    if (i > 2_000) throw new Error(`Not ${what}`);
-    await delay(5);
-  }
 }
 
 Deno.test("composeCommands() folds every sequence into one command with the same effect", () => {
@@ -256,7 +254,7 @@ Deno.test("PressReporter drops presses while the channel is full, says so once, 
 });
 
 testWith(
-  ["run", "read", "write"],
+  NEEDS.childrenAndFiles,
   "the button process applies remote commands as it applies presses, reports presses, and a restarted one gets the command that waited",
   async () => {
     await withTempDir(async (dir) => {

@@ -1,31 +1,20 @@
 import { assert, assertEquals, assertRejects, assertThrows, fail } from "@std/assert";
-import { assertRejectsWith, assertThrowsWith } from "./helpers.ts";
-import {
-  createMemfdRegion,
-  initRing,
-  openRingConsumer,
-  openRingProducer,
-  ringRegionSize,
-  type SharedRegion,
-} from "../mod.ts";
+import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { ringRegion } from "./helpers/rings.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { delay } from "./helpers/waiting.ts";
+import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
 import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
-import { delay, ROOT, spawnDeno, TESTS_DIR, testWith } from "./helpers.ts";
 
 const PEER = `${TESTS_DIR}fixtures/ring_peer.ts`;
-const RUN = ["run", "read"] as Deno.PermissionName[];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 function text(message: Uint8Array | null | undefined): string | null | undefined {
   return message instanceof Uint8Array ? decoder.decode(message) : message;
-}
-
-/** A memfd region holding an empty ring of `capacity` bytes. */
-function ringRegion(capacity: number): SharedRegion {
-  const region = createMemfdRegion({ size: ringRegionSize(capacity) });
-  initRing(region, { capacity });
-  return region;
 }
 
 Deno.test("the seed's example: a ring for 3 items holds 3, not size - 1", () => {
@@ -451,7 +440,7 @@ async function stress(zeroCopy: boolean): Promise<void> {
 }
 
 testWith(
-  RUN,
+  NEEDS.children,
   "two processes pass a million messages of random sizes intact (copying API)",
   async () => {
     await stress(false);
@@ -459,45 +448,53 @@ testWith(
 );
 
 testWith(
-  RUN,
+  NEEDS.children,
   "two processes pass a million messages of random sizes intact (zero-copy API)",
   async () => {
     await stress(true);
   },
 );
 
-testWith(RUN, "a consumer blocked on an empty ring notices that the producer died", async () => {
-  using region = ringRegion(64);
-  using consumer = openRingConsumer(region, { livenessCheckMs: 50 });
-  await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
-  assertEquals(await producer.nextLine(), "ready");
-  const receiving = consumer.receive();
-  await delay(100);
-  producer.kill("SIGKILL");
-  await assertRejectsWith(
-    () => receiving,
-    Deno.errors.BrokenPipe,
-    `producer (pid ${producer.pid}) died`,
-  );
-});
+testWith(
+  NEEDS.children,
+  "a consumer blocked on an empty ring notices that the producer died",
+  async () => {
+    using region = ringRegion(64);
+    using consumer = openRingConsumer(region, { livenessCheckMs: 50 });
+    await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
+    assertEquals(await producer.nextLine(), "ready");
+    const receiving = consumer.receive();
+    await delay(100);
+    producer.kill("SIGKILL");
+    await assertRejectsWith(
+      () => receiving,
+      Deno.errors.BrokenPipe,
+      `producer (pid ${producer.pid}) died`,
+    );
+  },
+);
 
-testWith(RUN, "a producer blocked on a full ring notices that the consumer died", async () => {
-  using region = ringRegion(64);
-  using producer = openRingProducer(region, { livenessCheckMs: 50 });
-  await using consumer = spawnDeno(PEER, ["hold-consumer", region.name]);
-  assertEquals(await consumer.nextLine(), "ready");
-  await producer.send(new Uint8Array(56));
-  const sending = producer.send(new Uint8Array(8));
-  await delay(100);
-  consumer.kill("SIGKILL");
-  await assertRejectsWith(
-    () => sending,
-    Deno.errors.BrokenPipe,
-    `consumer (pid ${consumer.pid}) died`,
-  );
-});
+testWith(
+  NEEDS.children,
+  "a producer blocked on a full ring notices that the consumer died",
+  async () => {
+    using region = ringRegion(64);
+    using producer = openRingProducer(region, { livenessCheckMs: 50 });
+    await using consumer = spawnDeno(PEER, ["hold-consumer", region.name]);
+    assertEquals(await consumer.nextLine(), "ready");
+    await producer.send(new Uint8Array(56));
+    const sending = producer.send(new Uint8Array(8));
+    await delay(100);
+    consumer.kill("SIGKILL");
+    await assertRejectsWith(
+      () => sending,
+      Deno.errors.BrokenPipe,
+      `consumer (pid ${consumer.pid}) died`,
+    );
+  },
+);
 
-testWith(RUN, "deno task demo:ring streams samples and reports them", async () => {
+testWith(NEEDS.children, "deno task demo:ring streams samples and reports them", async () => {
   await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, [
     "--seconds",
     "2",

@@ -1,5 +1,11 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import { assertRejectsWith, assertThrowsWith } from "./helpers.ts";
+import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { withShmName, withTempDir } from "./helpers/temp.ts";
+import { delay } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   openFileRegion,
@@ -8,20 +14,8 @@ import {
   type StateCell,
 } from "../mod.ts";
 import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
-import {
-  allThreadSwitches,
-  delay,
-  spawnDeno,
-  TESTS_DIR,
-  testWith,
-  voluntarySwitches,
-  withShmName,
-  withTempDir,
-} from "./helpers.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
-const FS = ["read", "write"] as Deno.PermissionName[];
-const RUN = ["run", "read", "write"] as Deno.PermissionName[];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -38,7 +32,7 @@ Deno.test("openStateCell() on blank memory writes a header and reads 0", () => {
   assertEquals(cell.writerPid, undefined);
 });
 
-testWith(FS, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1', async () => {
+testWith(NEEDS.files, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1', async () => {
   await withTempDir((dir) => {
     const path = `${dir}/data.dat`;
     const original = new Uint8Array(258);
@@ -304,7 +298,7 @@ Deno.test("a write half done by a writer that died reads as the last complete va
 // --- across processes ------------------------------------------------------------------------
 
 testWith(
-  RUN,
+  NEEDS.childrenAndFiles,
   "a second writer in another process is refused by pid; a dead one's claim is taken",
   async () => {
     await withShmName(async (name) => {
@@ -326,7 +320,7 @@ testWith(
 );
 
 testWith(
-  RUN,
+  NEEDS.childrenAndFiles,
   "a reader learns at once that its writer died, then follows a foreign writer's text",
   async () => {
     await withShmName(async (name) => {
@@ -358,7 +352,7 @@ testWith(
 );
 
 testWith(
-  RUN,
+  NEEDS.childrenAndFiles,
   "a reader blocked for minutes wakes on a write, without periodic wake-ups",
   async () => {
     await withShmName(async (name) => {
@@ -392,7 +386,7 @@ testWith(
   },
 );
 
-testWith(RUN, "an aborted wait lets the process exit", async () => {
+testWith(NEEDS.childrenAndFiles, "an aborted wait lets the process exit", async () => {
   await withShmName(async (name) => {
     using region = openShmRegion(name, { create: true, size: 256 });
     using _writer = openStateCell(region, { writer: true });

@@ -5,104 +5,58 @@
 import { assert, assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert";
 import { processState } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
+import { writeAndLeave } from "./helpers/fifo.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { killIfRunning, openFdCount, processGone, waitingForWriter } from "./helpers/proc.ts";
+import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
-  type ChildProcess,
-  eventually,
-  openFdCount,
-  processGone,
-  requires,
-  ROOT,
-  spawnDeno,
-  spawnProgram,
-  TESTS_DIR,
-  testWith,
-  withTempDir,
-  writeAndLeave,
-} from "./helpers.ts";
-import { until, waitingForWriter } from "./fixtures/system.ts";
+  launcherCommand,
+  ledShows,
+  ledStates,
+  running,
+  startLauncher,
+  stopAll,
+} from "./helpers/system.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { until } from "./helpers/waiting.ts";
 
-const NEEDS = ["run", "read", "write", "env"] as Deno.PermissionName[];
-const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
-const LED_LINE = /LED Status: (On|Off)/;
-
-function startLauncher(dir: string, args: string[]): ChildProcess {
-  return spawnDeno(`${ROOT}launch.ts`, args, { permissions: LAUNCH_PERMISSIONS, cwd: dir });
-}
-
-/** Waits for both children to be up; returns their pids. */
-async function running(
-  launcher: ChildProcess,
-  since = 0,
-): Promise<{ led: number; button: number }> {
-  const led = await launcher.waitFor(/Started led \(pid (\d+)\)/, { since });
-  const button = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
-  await launcher.waitFor(/Button ready/, { since });
-  await launcher.waitFor(LED_LINE, { since });
-  return { led: Number(led.match[1]), button: Number(button.match[1]) };
-}
-
-function ledStates(child: ChildProcess, since = 0): string[] {
-  return child.matching(LED_LINE, since).map((line) => LED_LINE.exec(line)?.[1] ?? "?");
-}
-
-async function ledShows(child: ChildProcess, state: "On" | "Off", since: number): Promise<number> {
-  return (await child.waitFor(new RegExp(`LED Status: ${state}`), { since })).index + 1;
-}
-
-/** Makes sure a launcher and its children are gone after a test, whatever happened. */
-async function stopAll(launcher: ChildProcess, pids: number[]): Promise<void> {
-  launcher.kill("SIGKILL");
-  await launcher.status();
-  for (const pid of pids) {
-    if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
-  }
-}
-
-testWith(NEEDS, "deno task launch in a temp directory: presses give On, Off, On", async () => {
-  await withTempDir(async (dir) => {
-    const fifo = `${dir}/button.fifo`;
-    await using task = new (await import("./helpers.ts")).ChildProcess(
-      new Deno.Command(Deno.execPath(), {
-        args: ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
-        cwd: dir,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }),
-    );
-    const pids = await running(task);
-    const launcherPid = processState(pids.led)?.parentPid ?? 0;
-    try {
-      let since = await ledShows(task, "Off", 0);
-      for (const state of ["On", "Off", "On"] as const) {
-        await writeAndLeave(fifo, "0\n");
-        since = await ledShows(task, state, since);
+testWith(
+  NEEDS.system,
+  "deno task launch in a temp directory: presses give On, Off, On",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using task = spawnProgram(
+        Deno.execPath(),
+        ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
+        { cwd: dir },
+      );
+      const pids = await running(task);
+      const launcherPid = processState(pids.led)?.parentPid ?? 0;
+      try {
+        let since = await ledShows(task, "Off", 0);
+        for (const state of ["On", "Off", "On"] as const) {
+          await writeAndLeave(fifo, "0\n");
+          since = await ledShows(task, state, since);
+        }
+        assertEquals(ledStates(task), ["Off", "On", "Off", "On"]);
+        Deno.kill(launcherPid, "SIGTERM");
+        const status = await task.status();
+        assertEquals(status.code, 0, task.transcript);
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      } finally {
+        killIfRunning(launcherPid);
+        await stopAll(task, [pids.led, pids.button]);
       }
-      assertEquals(ledStates(task), ["Off", "On", "Off", "On"]);
-      Deno.kill(launcherPid, "SIGTERM");
-      const status = await task.status();
-      assertEquals(status.code, 0, task.transcript);
-      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
-    } finally {
-      if (launcherPid > 0 && !processGone(launcherPid)) Deno.kill(launcherPid, "SIGKILL");
-      await stopAll(task, [pids.led, pids.button]);
-    }
-  });
-});
+    });
+  },
+);
 
-testWith(NEEDS, "Enter in the launcher's terminal is a press", async () => {
+testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () => {
   await withTempDir(async (dir) => {
     const fifo = `${dir}/button.fifo`;
-    const command = [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--config",
-      `${ROOT}deno.json`,
-    ]
-      .concat(LAUNCH_PERMISSIONS, [`${ROOT}launch.ts`, "--fifo", fifo])
-      .map((word) => `'${word}'`).join(" ");
+    const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
     // script(1) gives the launcher a terminal, and passes what we write on to it.
     await using terminal = spawnProgram("script", ["-qfec", command, "/dev/null"], {
       stdin: "piped",
@@ -123,7 +77,7 @@ testWith(NEEDS, "Enter in the launcher's terminal is a press", async () => {
 });
 
 testWith(
-  NEEDS,
+  NEEDS.system,
   "1,000 presses as fast as a writer can go: all counted, LED ends on the latest",
   async () => {
     await withTempDir(async (dir) => {
@@ -143,16 +97,16 @@ testWith(
         await launcher.waitFor(/Pressed: state 1/);
         const fdsBefore = await openFdCount(pids.button);
         for (let i = 0; i < 1000; i++) await writeAndLeave(fifo, "0\n");
-        await eventually(
+        await until(
           () => launcher.matching(/Pressed: state/).length === 1001,
-          30_000,
           "1,001 presses",
+          { timeoutMs: 30_000 },
         );
         const fdsAfter = await openFdCount(pids.button);
         // 1,001 toggles from Off: the state ends On, and so does the LED.
         using file = openStateFile(state);
         assertEquals(file.read().value, 1);
-        await eventually(() => ledStates(launcher).at(-1) === "On", 10_000, "LED On");
+        await until(() => ledStates(launcher).at(-1) === "On", "LED On", { timeoutMs: 10_000 });
         const shown = ledStates(launcher);
         // Coalesced: every line differs from the one before, so nothing is shown twice or late.
         for (let i = 1; i < shown.length; i++) {
@@ -167,7 +121,7 @@ testWith(
 );
 
 testWith(
-  NEEDS,
+  NEEDS.system,
   "garbage, empty lines, a 1 MiB line, binary and a killed writer: warnings, no toggle",
   async () => {
     await withTempDir(async (dir) => {
@@ -202,7 +156,7 @@ testWith(
   },
 );
 
-testWith(NEEDS, "SIGKILL the LED: it is restarted and shows the current state", async () => {
+testWith(NEEDS.system, "SIGKILL the LED: it is restarted and shows the current state", async () => {
   await withTempDir(async (dir) => {
     const fifo = `${dir}/button.fifo`;
     await using launcher = startLauncher(dir, ["--fifo", fifo]);
@@ -223,17 +177,17 @@ testWith(NEEDS, "SIGKILL the LED: it is restarted and shows the current state", 
   });
 });
 
-testWith(NEEDS, "SIGKILL the launcher: both children are gone soon after", async () => {
+testWith(NEEDS.system, "SIGKILL the launcher: both children are gone soon after", async () => {
   await withTempDir(async (dir) => {
     await using launcher = startLauncher(dir, ["--fifo", `${dir}/button.fifo`]);
     const pids = await running(launcher);
     try {
       launcher.kill("SIGKILL");
       await launcher.status();
-      const elapsed = await eventually(
+      const elapsed = await until(
         () => processGone(pids.led) && processGone(pids.button),
-        10_000,
         "children gone",
+        { timeoutMs: 10_000 },
       );
       console.log(`children gone ${elapsed.toFixed(0)} ms after the launcher was killed`);
     } finally {
@@ -243,7 +197,7 @@ testWith(NEEDS, "SIGKILL the launcher: both children are gone soon after", async
 });
 
 testWith(
-  NEEDS,
+  NEEDS.system,
   "SIGTERM the launcher: exit 0, children stopped, FIFO and state removed",
   async () => {
     await withTempDir(async (dir) => {
@@ -266,7 +220,7 @@ testWith(
 );
 
 testWith(
-  NEEDS,
+  NEEDS.system,
   "a second launcher on the same state or FIFO refuses and names the first one's pid",
   async () => {
     await withTempDir(async (dir) => {
@@ -295,29 +249,37 @@ testWith(
   },
 );
 
-testWith(NEEDS, "a child that keeps crashing stops everything with its last error", async () => {
-  await withTempDir(async (dir) => {
-    const fifo = `${dir}/button.fifo`;
-    await using launcher = startLauncher(dir, ["--fifo", fifo]);
-    const pids = await running(launcher);
-    try {
-      // Put a file of the user's where the FIFO was: every restarted button refuses to use it.
-      Deno.removeSync(fifo);
-      Deno.writeTextFileSync(fifo, "notes");
-      Deno.kill(pids.button, "SIGKILL");
-      const status = await launcher.status();
-      assertEquals(status.code, 1);
-      assertMatch(status.stderr, /button crashed 5 times in a row; its last error: .*not a FIFO/);
-      assert(processGone(pids.led));
-      assertEquals(Deno.readTextFileSync(fifo), "notes", "the launcher touched a file not its own");
-    } finally {
-      await stopAll(launcher, [pids.led, pids.button]);
-    }
-  });
-});
+testWith(
+  NEEDS.system,
+  "a child that keeps crashing stops everything with its last error",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        // Put a file of the user's where the FIFO was: every restarted button refuses to use it.
+        Deno.removeSync(fifo);
+        Deno.writeTextFileSync(fifo, "notes");
+        Deno.kill(pids.button, "SIGKILL");
+        const status = await launcher.status();
+        assertEquals(status.code, 1);
+        assertMatch(status.stderr, /button crashed 5 times in a row; its last error: .*not a FIFO/);
+        assert(processGone(pids.led));
+        assertEquals(
+          Deno.readTextFileSync(fifo),
+          "notes",
+          "the launcher touched a file not its own",
+        );
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
 
 testWith(
-  NEEDS,
+  NEEDS.system,
   "the LED with --syslog logs as usual, with or without a system log daemon",
   async () => {
     await withTempDir(async (dir) => {
@@ -336,18 +298,9 @@ testWith(
 
 // --- the original C programs -----------------------------------------------------------------
 
-async function buildOriginal(dir: string): Promise<string> {
-  const binary = `${dir}/original`;
-  const result = await new Deno.Command("gcc", {
-    args: ["-O2", "-Wall", "-o", binary, `${TESTS_DIR}fixtures/original.c`],
-  }).output();
-  assert(result.success, new TextDecoder().decode(result.stderr));
-  return binary;
-}
-
-testWith([...NEEDS, requires("gcc")], "our button drives the original C LED", async () => {
+testWith([...NEEDS.system, requires("gcc")], "our button drives the original C LED", async () => {
   await withTempDir(async (dir) => {
-    const original = await buildOriginal(dir);
+    const original = await buildC(dir, "original");
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cLed = spawnProgram(original, ["led", state]);
@@ -366,9 +319,9 @@ testWith([...NEEDS, requires("gcc")], "our button drives the original C LED", as
   });
 });
 
-testWith([...NEEDS, requires("gcc")], "the original C button drives our LED", async () => {
+testWith([...NEEDS.system, requires("gcc")], "the original C button drives our LED", async () => {
   await withTempDir(async (dir) => {
-    const original = await buildOriginal(dir);
+    const original = await buildC(dir, "original");
     const state = `${dir}/data.dat`;
     const fifo = `${dir}/mmap_file`;
     await using cButton = spawnProgram(original, ["button", state, fifo]);

@@ -8,16 +8,12 @@
  * restart policy, which only systemd applies, are not exercised.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import {
-  ChildProcess,
-  eventually,
-  processGone,
-  requires,
-  ROOT,
-  TESTS_DIR,
-  testWith,
-  withTempDir,
-} from "./helpers.ts";
+import { ChildProcess } from "./helpers/child_process.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { killIfRunning, processGone } from "./helpers/proc.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { until } from "./helpers/waiting.ts";
 
 const UNIT = `${ROOT}deploy/mmap-ipc.service`;
 const INSTALLED_DENO = "/usr/local/bin/deno";
@@ -51,7 +47,7 @@ function words(value: string): string[] {
 }
 
 testWith(
-  ["run", "read", "write", requires("systemd-analyze")],
+  [...NEEDS.childrenAndFiles, requires("systemd-analyze")],
   "deploy/mmap-ipc.service passes systemd-analyze verify without a warning",
   async () => {
     await withTempDir(async (dir) => {
@@ -67,7 +63,7 @@ testWith(
 );
 
 testWith(
-  ["run", "read", "write", "env", requires("gcc")],
+  [...NEEDS.system, requires("gcc")],
   "the unit's command line logs journald lines and stops on SIGTERM with exit 0, children gone",
   async () => {
     await withTempDir(async (dir) => {
@@ -115,7 +111,7 @@ testWith(
         await started("button");
         await launcher.waitFor(/Button ready on GPIO4/);
         await launcher.waitFor(/LED Status: Off/);
-        await eventually(
+        await until(
           () => {
             try {
               return Deno.statSync(`${dir}/line4.events`).isFifo === true;
@@ -123,8 +119,8 @@ testWith(
               return false;
             }
           },
-          10_000,
           "the button's event FIFO",
+          { timeoutMs: 10_000 },
         );
         Deno.writeTextFileSync(`${dir}/line4.level`, "0");
         Deno.writeTextFileSync(`${dir}/line4.events`, "F", { append: true });
@@ -154,9 +150,7 @@ testWith(
       } finally {
         launcher.kill("SIGKILL");
         await launcher.status();
-        for (const pid of pids) {
-          if (!processGone(pid)) Deno.kill(pid, "SIGKILL");
-        }
+        for (const pid of pids) killIfRunning(pid);
       }
     });
   },

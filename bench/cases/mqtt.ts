@@ -21,14 +21,11 @@
 
 import { parseArgs } from "node:util";
 import { readFileText } from "../../ffi/posix.ts";
-import {
-  type ChildProcess,
-  delay,
-  ROOT,
-  spawnDeno,
-  spawnProgram,
-  writeAndLeave,
-} from "../../tests/helpers.ts";
+import type { ChildProcess } from "../../tests/helpers/child_process.ts";
+import { writeAndLeave } from "../../tests/helpers/fifo.ts";
+import { ROOT } from "../../tests/helpers/paths.ts";
+import { spawnDeno, spawnProgram } from "../../tests/helpers/spawn.ts";
+import { delay } from "../../tests/helpers/waiting.ts";
 import { hasProgram, startBroker } from "../../tests/mqtt_helpers.ts";
 
 /** Options for {@link measureMqtt}. */

@@ -132,6 +132,8 @@ export class RingConsumer {
    * The next message (a new copy), sleeping while the ring is empty; `null` once the producer
    * closed and everything it sent was received. Rejects with `BrokenPipe` if the producer died,
    * with `BadResource` if the consumer or its region closes meanwhile.
+   *
+   * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
     const message = this.tryReceive();
@@ -159,7 +161,12 @@ export class RingConsumer {
     return length === ENDED ? null : this.#copyInto(buffer, length);
   }
 
-  /** {@link RingConsumer.tryReceiveInto}, sleeping while the ring is empty. */
+  /**
+   * {@link RingConsumer.tryReceiveInto}, sleeping while the ring is empty.
+   *
+   * @param buffer Where the message goes; a longer message is a `RangeError`.
+   * @param [options={}] A timeout and an abort signal.
+   */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
     const length = this.tryReceiveInto(buffer);
     if (length !== undefined) return length;
@@ -174,7 +181,11 @@ export class RingConsumer {
     );
   }
 
-  /** Up to `max` messages that are there now (new copies), handing their space back at once. */
+  /**
+   * Up to `max` messages that are there now (new copies), handing their space back at once.
+   *
+   * @param [max=Infinity] The most messages to take.
+   */
   tryReceiveBatch(max = Infinity): Uint8Array[] {
     return this.#ring.free() ? this.#takeBatch(max) : [];
   }
@@ -196,6 +207,9 @@ export class RingConsumer {
   /**
    * At least one and up to `max` messages, sleeping while the ring is empty; an empty array
    * once the producer closed and everything was received.
+   *
+   * @param [max=Infinity] The most messages to take.
+   * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
     const messages = this.tryReceiveBatch(max);
@@ -246,9 +260,16 @@ export class RingConsumer {
    * then gives all their space back at once. Returns how many it read; `null` once the producer
    * closed and everything was read. The view `read` gets is only valid until it returns.
    *
+   * @param read Called with each message in place.
+   * @param [max=Infinity] The most messages to read.
    * @example
    * ```ts
-   * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "./mod.ts";
+   * import {
+   *   createMemfdRegion,
+   *   initRing,
+   *   openRingConsumer,
+   *   openRingProducer,
+   * } from "@mmap-ipc/mmap-ipc";
    *
    * using region = createMemfdRegion({ size: 4096 });
    * initRing(region);
@@ -294,7 +315,11 @@ export class RingConsumer {
     return length === ENDED ? null : this.#leaseOf(length);
   }
 
-  /** {@link RingConsumer.tryRead}, sleeping while the ring is empty. */
+  /**
+   * {@link RingConsumer.tryRead}, sleeping while the ring is empty.
+   *
+   * @param [options={}] A timeout and an abort signal.
+   */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
     const lease = this.tryRead();
     if (lease !== undefined) return lease;
@@ -313,6 +338,8 @@ export class RingConsumer {
    * Yields each message (a copy) until the producer closes and everything is received. Ends
    * quietly when `signal` aborts or the consumer closes; throws `BrokenPipe` if the producer
    * dies.
+   *
+   * @param [options={}] An abort signal.
    */
   async *messages(
     options: { signal?: AbortSignal } = {},
@@ -481,9 +508,16 @@ export class RingConsumer {
 /**
  * Attaches the consumer to the ring in `region`. One consumer at a time.
  *
+ * @param region The region the ring was written into.
+ * @param [options={}] Where the ring starts, and how this end waits.
  * @example
  * ```ts
- * import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "./mod.ts";
+ * import {
+ *   createMemfdRegion,
+ *   initRing,
+ *   openRingConsumer,
+ *   openRingProducer,
+ * } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: 4096 });
  * initRing(region);

@@ -13,17 +13,24 @@ import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
 
 /** Options for `openRingProducer` and `openRingConsumer`. */
 export interface RingOptions {
-  /** Where the ring starts in the region (as given to `initRing`). Default 0. */
+  /**
+   * Where the ring starts in the region (as given to `initRing`).
+   *
+   * @default {0}
+   */
   offset?: number;
   /**
    * Check for space or data this many times (about 50 ns each) before sleeping on the futex:
-   * costs a little CPU, saves a wake-up when the other side is quick. Default 1000; 0 sleeps
-   * at once.
+   * costs a little CPU, saves a wake-up when the other side is quick; 0 sleeps at once.
+   *
+   * @default {1000}
    */
   spin?: number;
   /**
-   * How often a side that is asleep checks that the other side is still alive, in ms.
-   * Default 1000; `Infinity` turns it off (then a dead peer is only noticed by a timeout).
+   * How often a side that is asleep checks that the other side is still alive, in ms;
+   * `Infinity` turns it off (then a dead peer is only noticed by a timeout).
+   *
+   * @default {1000}
    */
   livenessCheckMs?: number;
 }

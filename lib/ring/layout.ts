@@ -57,7 +57,7 @@ export const PAD = -1;
  *
  * @example
  * ```ts
- * import { ringRegionSize } from "./mod.ts";
+ * import { ringRegionSize } from "@mmap-ipc/mmap-ipc";
  *
  * console.log(ringRegionSize(1 << 20)); // 1 MiB of data plus the header
  * ```
@@ -68,7 +68,11 @@ export function ringRegionSize(capacity: number): number {
 
 /** Options for {@link initRing}. */
 export interface InitRingOptions {
-  /** Where the ring starts in the region, a multiple of 64. Default 0. */
+  /**
+   * Where the ring starts in the region, a multiple of 64.
+   *
+   * @default {0}
+   */
   offset?: number;
   /** Data bytes, a positive multiple of 8. Default: the rest of the region. */
   capacity?: number;
@@ -85,9 +89,11 @@ export function checkOffset(offset: number): void {
  * Writes a fresh, empty ring header into `region`, whatever was there: the creator of the
  * region calls this once before producer and consumer attach. Returns the capacity.
  *
+ * @param region A region with room for the header and the data: see {@link ringRegionSize}.
+ * @param [options={}] Where the ring starts and how many data bytes it holds.
  * @example
  * ```ts
- * import { createMemfdRegion, initRing, ringRegionSize } from "./mod.ts";
+ * import { createMemfdRegion, initRing, ringRegionSize } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: ringRegionSize(4096) });
  * console.log(initRing(region)); // 4096

@@ -133,6 +133,8 @@ export class RingProducer {
    * Sends `message`, sleeping while the ring is full. Rejects with `BrokenPipe` if the consumer
    * closes or dies, `TimedOut`, the signal's reason, or `BadResource` if the producer or its
    * region closes meanwhile.
+   *
+   * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
     if (this.trySend(message)) return;
@@ -149,6 +151,9 @@ export class RingProducer {
 
   /**
    * Sends as many of `messages` as fit now, waking the consumer once; returns how many went.
+   *
+   * @param messages The messages, in order.
+   * @param [start=0] The index of the first one to send.
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
     for (let i = start; i < messages.length; i++) {
@@ -158,7 +163,12 @@ export class RingProducer {
     return this.#sendBatch(messages, start);
   }
 
-  /** Sends all of `messages` in order, sleeping whenever the ring is full. */
+  /**
+   * Sends all of `messages` in order, sleeping whenever the ring is full.
+   *
+   * @param messages The messages, in order.
+   * @param [options={}] A timeout and an abort signal.
+   */
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
     let sent = this.trySendBatch(messages);
     if (sent === messages.length) return;
@@ -183,7 +193,7 @@ export class RingProducer {
    *
    * @example
    * ```ts
-   * import { createMemfdRegion, initRing, openRingProducer } from "./mod.ts";
+   * import { createMemfdRegion, initRing, openRingProducer } from "@mmap-ipc/mmap-ipc";
    *
    * using region = createMemfdRegion({ size: 4096 });
    * initRing(region);
@@ -221,7 +231,12 @@ export class RingProducer {
     return index < 0 ? undefined : this.#reservation(index, length);
   }
 
-  /** {@link RingProducer.tryReserve}, sleeping while the ring is full. */
+  /**
+   * {@link RingProducer.tryReserve}, sleeping while the ring is full.
+   *
+   * @param length The most bytes the message will have.
+   * @param [options={}] A timeout and an abort signal.
+   */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
     const reservation = this.tryReserve(length);
     if (reservation !== undefined) return reservation;
@@ -405,9 +420,16 @@ export class RingProducer {
  * Attaches the producer to the ring in `region` (written by `initRing`). One producer at a
  * time: a live one's pid is named in a `Deno.errors.Busy`.
  *
+ * @param region The region the ring was written into.
+ * @param [options={}] Where the ring starts, and how this end waits.
  * @example
  * ```ts
- * import { createMemfdRegion, initRing, openRingProducer, ringRegionSize } from "./mod.ts";
+ * import {
+ *   createMemfdRegion,
+ *   initRing,
+ *   openRingProducer,
+ *   ringRegionSize,
+ * } from "@mmap-ipc/mmap-ipc";
  *
  * using region = createMemfdRegion({ size: ringRegionSize(1 << 16) });
  * initRing(region);

@@ -1,0 +1,77 @@
+/**
+ * What other processes are doing, read from `/proc` without trusting the code under test:
+ * whether a process ended, its children, its open fds, its wake-ups, where it is blocked; and
+ * killing one that a test left running.
+ *
+ * @module
+ */
+
+import { listDirectory, processState, readFileText, readLink } from "../../ffi/posix.ts";
+
+/** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
+export function processGone(pid: number): boolean {
+  const state = processState(pid);
+  return state === undefined || state.state === "Z" || state.state === "X";
+}
+
+/** Kills `pid` unless it has already ended. */
+export function killIfRunning(pid: number | undefined): void {
+  if (pid === undefined || pid <= 0 || processGone(pid)) return;
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // Ended in between.
+  }
+}
+
+/** The pids of `pid`'s children, from /proc (empty when it has ended). */
+export function childrenOf(pid: number): number[] {
+  const text = readFileText(`/proc/${pid}/task/${pid}/children`) ?? "";
+  return text.trim() === "" ? [] : text.trim().split(/\s+/).map(Number);
+}
+
+/**
+ * How many fds `pid` has open, or only those that refer to `target`, read through libc (Deno
+ * guards /proc behind --allow-all): an fd closed between listing and reading it is not counted.
+ */
+export function openFdCount(pid: number, target?: string): Promise<number> {
+  let count = 0;
+  for (const fd of listDirectory(`/proc/${pid}/fd`)) {
+    try {
+      if (target === undefined || readLink(`/proc/${pid}/fd/${fd}`) === target) count++;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return Promise.resolve(count);
+}
+
+/**
+ * Voluntary context switches of the main thread of `pid`: it runs the event loop, so every
+ * wake-up that reaches JavaScript shows here. Read through libc because Deno guards /proc.
+ */
+export function voluntarySwitches(pid: number): number {
+  const status = readFileText(`/proc/${pid}/status`) ?? "";
+  const match = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(status);
+  if (match === null) throw new Error(`No context switch count for pid ${pid}`);
+  return Number(match[1]);
+}
+
+/** Voluntary context switches of every thread of `pid` together (Workers and Deno's pools too). */
+export function allThreadSwitches(pid: number): number {
+  let total = 0;
+  for (const task of listDirectory(`/proc/${pid}/task`)) {
+    const status = readFileText(`/proc/${pid}/task/${task}/status`) ?? "";
+    total += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return total;
+}
+
+/**
+ * Whether `pid` is blocked opening a FIFO, waiting for a writer. For the original button: only
+ * then does a write reach it at once (after a press it sleeps 100 ms, and a write made
+ * meanwhile waits in the FIFO until the next writer comes).
+ */
+export function waitingForWriter(pid: number): boolean {
+  return readFileText(`/proc/${pid}/wchan`)?.trim() === "wait_for_partner";
+}

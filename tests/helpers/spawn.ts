@@ -1,0 +1,81 @@
+/**
+ * Starting child processes for tests: Deno scripts with the project's config and the
+ * permissions a test gives them, any other program, the project's tasks with exactly their
+ * permissions, and the small C programs in `tests/fixtures/` built with gcc.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "@std/assert";
+import { ChildProcess } from "./child_process.ts";
+import { ROOT, TESTS_DIR } from "./paths.ts";
+
+/** Starts `deno run` on a script with the given permission flags and the project's config. */
+export function spawnDeno(
+  script: string,
+  args: string[],
+  options: { permissions?: string[]; env?: Record<string, string>; cwd?: string } = {},
+): ChildProcess {
+  return new ChildProcess(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--config",
+        `${ROOT}deno.json`,
+        ...(options.permissions ?? ["--allow-ffi"]),
+        script,
+        ...args,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: options.env,
+      cwd: options.cwd,
+    }),
+  );
+}
+
+/** Starts any program; with `stdin: "piped"` the test can write to it. */
+export function spawnProgram(
+  program: string,
+  args: string[],
+  options: { stdin?: "null" | "piped"; env?: Record<string, string>; cwd?: string } = {},
+): ChildProcess {
+  return new ChildProcess(
+    new Deno.Command(program, {
+      args,
+      stdin: options.stdin ?? "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: options.env,
+      cwd: options.cwd,
+    }),
+  );
+}
+
+/**
+ * The arguments `deno task NAME` runs `deno` with (a `deno run` task, or another `subcommand`),
+ * the running Deno in place of the task's own lookup of its path: a test runs them as they are,
+ * with exactly the task's permissions.
+ */
+export function taskArgs(name: string, subcommand = "run"): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const command: string = config.tasks[name].command;
+  const lookup = `"$(deno eval 'console.log(Deno.execPath())')"`;
+  const [deno, ...args] = command.replaceAll(lookup, Deno.execPath()).split(" ");
+  assertEquals([deno, args[0]], ["deno", subcommand], command);
+  assert(!/["'$]/.test(args.join(" ")), `unhandled shell syntax in ${command}`);
+  return args;
+}
+
+/** Compiles `tests/fixtures/NAME.c` into `dir`; returns the program's path. */
+export async function buildC(dir: string, name: string): Promise<string> {
+  const binary = `${dir}/${name}`;
+  const result = await new Deno.Command("gcc", {
+    args: ["-O2", "-Wall", "-o", binary, `${TESTS_DIR}fixtures/${name}.c`],
+  }).output();
+  assert(result.success, new TextDecoder().decode(result.stderr));
+  return binary;
+}

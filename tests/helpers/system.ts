@@ -1,0 +1,133 @@
+/**
+ * The button/LED system as the system, interoperability and fault tests start it: our launcher
+ * with the permissions its task gives, waiting for it and its children, pressing and watching
+ * the LED, and what a test reads back from files without trusting the code under test.
+ *
+ * @module
+ */
+
+import type { ChildProcess } from "./child_process.ts";
+import { press } from "./fifo.ts";
+import { ROOT } from "./paths.ts";
+import { killIfRunning } from "./proc.ts";
+import { spawnDeno } from "./spawn.ts";
+import { GUARD_MS, until } from "./waiting.ts";
+
+/** The permissions `deno task launch` gives the launcher. */
+export const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
+
+/** A line our LED or the original's prints. */
+export const LED_LINE = /LED Status: (On|Off)/;
+
+/** The launcher's log line for a child that died by a signal. */
+export const KILLED_BY_SIGNAL = /killed by SIG\w+/;
+
+/** Words that say a path was replaced or removed under a running system. */
+export const REPLACED = /replac|remov|delet|gone|missing|vanish|no longer|changed/;
+
+/** The command line that runs our launcher with `args`, for programs that start it. */
+export function launcherCommand(args: string[]): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--no-prompt",
+    "--config",
+    `${ROOT}deno.json`,
+    ...LAUNCH_PERMISSIONS,
+    `${ROOT}launch.ts`,
+    ...args,
+  ];
+}
+
+/** Starts our launcher in `dir` with `args`. */
+export function startLauncher(dir: string, args: string[]): ChildProcess {
+  return spawnDeno(`${ROOT}launch.ts`, args, { permissions: LAUNCH_PERMISSIONS, cwd: dir });
+}
+
+/** Waits until the launcher's LED and button are both up; returns their pids. */
+export async function running(
+  launcher: ChildProcess,
+  since = 0,
+): Promise<{ led: number; button: number }> {
+  const options = { since, timeoutMs: GUARD_MS };
+  const led = await launcher.waitFor(/Started led \(pid (\d+)\)/, options);
+  const button = await launcher.waitFor(/Started button \(pid (\d+)\)/, options);
+  await launcher.waitFor(/Button ready/, options);
+  await launcher.waitFor(LED_LINE, options);
+  return { led: Number(led.match[1]), button: Number(button.match[1]) };
+}
+
+/** The states an LED has shown, oldest first, from line `since` on. */
+export function ledStates(child: ChildProcess, since = 0): string[] {
+  return child.matching(LED_LINE, since).map((line) => LED_LINE.exec(line)?.[1] ?? "?");
+}
+
+/** Waits for the LED to print `state` at line `since` or later; returns the index after it. */
+export async function ledShows(
+  child: ChildProcess,
+  state: "On" | "Off",
+  since: number,
+): Promise<number> {
+  return (await child.waitFor(new RegExp(`LED Status: ${state}`), { since, timeoutMs: GUARD_MS }))
+    .index + 1;
+}
+
+/** Makes sure a launcher and the processes it started are gone, whatever happened. */
+export async function stopAll(launcher: ChildProcess, pids: (number | undefined)[]): Promise<void> {
+  for (const pid of pids) killIfRunning(pid);
+  launcher.kill("SIGKILL");
+  await launcher.status();
+  for (const pid of pids) killIfRunning(pid);
+}
+
+/**
+ * Presses once through our launcher's FIFO (started with `--log-level debug`), waits for the
+ * button's `Pressed: state N` and for the LED to show N; returns N.
+ */
+export async function pressAndSee(launcher: ChildProcess, fifo: string): Promise<number> {
+  const since = launcher.lines.length;
+  await press(fifo, launcher);
+  const { match } = await launcher.waitFor(/Pressed: state (-?\d+)/, {
+    since,
+    timeoutMs: GUARD_MS,
+  });
+  const state = Number(match[1]);
+  const shown = state === 0 ? "Off" : "On";
+  await until(() => ledStates(launcher).at(-1) === shown, `the LED showing ${shown}`, {
+    child: launcher,
+  });
+  return state;
+}
+
+/**
+ * Whether `child` started (its output matched `ready`) or ended first; throws if neither happens
+ * within the guard.
+ */
+export function startedOrEnded(child: ChildProcess, ready: RegExp): Promise<"started" | "ended"> {
+  return child.waitFor(ready, { timeoutMs: GUARD_MS }).then(
+    () => "started" as const,
+    (error: Error) => {
+      if (/ended before/.test(error.message)) return "ended" as const;
+      throw error;
+    },
+  );
+}
+
+/** The state a file holds, read the way the original reads it: `sscanf("%d")`, else 0. */
+export function stateValue(path: string): number {
+  const text = new TextDecoder().decode(Deno.readFileSync(path).subarray(0, 32));
+  const match = /^\s*([+-]?\d+)/.exec(text);
+  return match === null ? 0 : Number(match[1]);
+}
+
+/** The device and inode at `path` (not followed), or `undefined` when nothing is there. */
+export function identity(path: string): string | undefined {
+  try {
+    const stat = Deno.lstatSync(path);
+    return `${stat.dev}:${stat.ino}`;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Names and places a test makes and always removes: private temporary directories, POSIX shm
+ * names and System V keys that no other test (or other process on the machine) uses.
+ *
+ * @module
+ */
+
+import { removeShm } from "../../mod.ts";
+
+/** Runs `fn` with a fresh private directory that is removed afterwards, whatever happens. */
+export async function withTempDir<T>(fn: (dir: string) => T | Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "mmap-ipc-test-" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+let counter = 0;
+
+/** A POSIX shm name no other test uses. */
+export function uniqueShmName(): string {
+  return `/mmap-ipc-test-${Deno.pid}-${++counter}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Runs `fn` with a fresh shm name that is removed afterwards if it was created. */
+export async function withShmName<T>(fn: (name: string) => T | Promise<T>): Promise<T> {
+  const name = uniqueShmName();
+  try {
+    return await fn(name);
+  } finally {
+    removeShm(name);
+  }
+}
+
+/** A System V key no other test uses (the caller removes the segment). */
+export function uniqueSysvKey(): number {
+  return 0x4d490000 + ((Deno.pid * 64 + ++counter) & 0xffff);
+}

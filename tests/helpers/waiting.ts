@@ -1,0 +1,56 @@
+/**
+ * Waiting in tests: for a condition, for a promise with a bound, or for a while. Every bound
+ * here is a guard against a hang on a loaded machine, never a performance goal (those live in
+ * `deno task bench`).
+ *
+ * @module
+ */
+
+import type { ChildProcess } from "./child_process.ts";
+
+/**
+ * The longest a test waits for something the system must do (start, restart, notice, stop): a
+ * guard against hangs on a loaded machine, never a performance goal.
+ */
+export const GUARD_MS = 10_000;
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Polls `condition` every 10 ms until it holds; returns how many ms that took. Throws naming
+ * `what` (and showing `child`'s output) once `timeoutMs` (default {@link GUARD_MS}) pass.
+ */
+export async function until(
+  condition: () => boolean,
+  what: string,
+  options: { child?: ChildProcess; timeoutMs?: number } = {},
+): Promise<number> {
+  const timeoutMs = options.timeoutMs ?? GUARD_MS;
+  const started = performance.now();
+  while (!condition()) {
+    if (performance.now() - started > timeoutMs) {
+      const output = options.child === undefined
+        ? ""
+        : `; output of pid ${options.child.pid}:\n${options.child.transcript}`;
+      throw new Error(`Not ${what} after ${timeoutMs} ms${output}`);
+    }
+    await delay(10);
+  }
+  return performance.now() - started;
+}
+
+/** `promise`'s value, or `undefined` if it takes longer than `timeoutMs` (the timer is cleared). */
+export async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), timeoutMs)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
