@@ -18,7 +18,7 @@
  */
 
 import { delay } from "@std/async/delay";
-import { MOSQUITTO_INSTALL, MOSQUITTO_PROGRAMS, startBroker } from "../broker.ts";
+import { type Broker, MOSQUITTO_INSTALL, MOSQUITTO_PROGRAMS, startBroker } from "../broker.ts";
 import { type Launcher, startLauncher } from "../launcher.ts";
 import { residentBytes } from "../proc_stats.ts";
 import { type Child, hasProgram, spawnProgram, type WorkDir } from "../processes.ts";
@@ -29,7 +29,34 @@ import { type BenchCase, type CaseContext, interleaved, type Row } from "./case.
 
 const SAMPLES = { quick: 20, full: 100 };
 const FLOOD_MESSAGES = { quick: 2_000, full: 20_000 };
-const LATENCY_ROWS = 5;
+/** The latency rows: the figure's id and label, and what the progress shows while measuring. */
+const LATENCY_ROWS = [
+  {
+    id: "mqtt.pub-to-sub",
+    label: "`mosquitto_pub -l` to `mosquitto_sub` through the broker (C clients)",
+    step: "MQTT: mosquitto_pub to mosquitto_sub",
+  },
+  {
+    id: "mqtt.press-to-message",
+    label: "press (FIFO write) to the `button/action` message at `mosquitto_sub`",
+    step: "MQTT: press to message",
+  },
+  {
+    id: "mqtt.set-to-led",
+    label: "`TOGGLE` written to `mosquitto_pub -l` on `led/set` to the LED's line",
+    step: "MQTT: set to LED",
+  },
+  {
+    id: "mqtt.press-to-led",
+    label: "press to the LED's line, with the bridge running",
+    step: "MQTT: press to LED with the bridge",
+  },
+  {
+    id: "mqtt.press-to-led-alone",
+    label: "press to the LED's line, a launcher without `--mqtt`",
+    step: "MQTT: press to LED without the bridge",
+  },
+] as const;
 /** What the bridge logs, once, for the first payload that is not a command. */
 const IGNORED = /Ignored a payload that is not ON, OFF or TOGGLE/;
 
@@ -132,14 +159,14 @@ interface Flood {
  * bridge logs the first such payload, and handles a topic's messages in order, so that line
  * says it has handled them all.
  */
-async function flood(work: WorkDir, url: string, name: string, size: number): Promise<Flood> {
+async function flood(work: WorkDir, broker: Broker, name: string, size: number): Promise<Flood> {
   const prefix = `bench/${crypto.randomUUID().slice(0, 8)}`;
   await using launcher = await startLauncher(work, name, {
-    args: bridgeArgs(url, prefix),
+    args: bridgeArgs(broker.url, prefix),
     ready: [/Connected to mqtt/],
   });
   const pid = await launcher.childPid("mqtt");
-  await using set = new LinePublisher(Number(new URL(url).port), `${prefix}/led/set`);
+  await using set = new LinePublisher(broker.port, `${prefix}/led/set`);
   await delay(200);
   const rssBefore = residentBytes(pid);
   let rssPeak = rssBefore;
@@ -217,56 +244,31 @@ async function measure(context: CaseContext): Promise<void> {
       led: Number(led.line.arrivedNs - started) / 1000,
     };
   };
-  const rows: Row<number[]>[] = [
-    {
-      id: "mqtt.pub-to-sub",
-      label: "MQTT: mosquitto_pub to mosquitto_sub",
-      measure: () =>
-        sampled(samples, () => {
-          const line = `rtt-${++counter}`;
-          return latency(sub, new RegExp(` ${line}$`), () => rtt.send(line));
-        }),
+  const once: Record<typeof LATENCY_ROWS[number]["id"], () => Promise<number>> = {
+    "mqtt.pub-to-sub": () => {
+      const line = `rtt-${++counter}`;
+      return latency(sub, new RegExp(` ${line}$`), () => rtt.send(line));
     },
-    {
-      id: "mqtt.press-to-message",
-      label: "MQTT: press to message",
-      measure: () => sampled(samples, async () => (await pressBridged()).message),
+    "mqtt.press-to-message": async () => (await pressBridged()).message,
+    "mqtt.set-to-led": () => {
+      bridgedLed = !bridgedLed;
+      return latency(bridged.child, ledShows(bridgedLed), () => set.send("TOGGLE"));
     },
-    {
-      id: "mqtt.set-to-led",
-      label: "MQTT: set to LED",
-      measure: () =>
-        sampled(samples, () => {
-          bridgedLed = !bridgedLed;
-          return latency(bridged.child, ledShows(bridgedLed), () => set.send("TOGGLE"));
-        }),
+    "mqtt.press-to-led": async () => (await pressBridged()).led,
+    "mqtt.press-to-led-alone": () => {
+      aloneLed = !aloneLed;
+      return latency(alone.child, ledShows(aloneLed), () => alone.press());
     },
-    {
-      id: "mqtt.press-to-led",
-      label: "MQTT: press to LED with the bridge",
-      measure: () => sampled(samples, async () => (await pressBridged()).led),
-    },
-    {
-      id: "mqtt.press-to-led-alone",
-      label: "MQTT: press to LED without the bridge",
-      measure: () =>
-        sampled(samples, () => {
-          aloneLed = !aloneLed;
-          return latency(alone.child, ledShows(aloneLed), () => alone.press());
-        }),
-    },
-  ];
-  const latencies = await interleaved(context, rows);
-  const labels: Record<string, string> = {
-    "mqtt.pub-to-sub": "`mosquitto_pub -l` to `mosquitto_sub` through the broker (C clients)",
-    "mqtt.press-to-message": "press (FIFO write) to the `button/action` message at `mosquitto_sub`",
-    "mqtt.set-to-led": "`TOGGLE` written to `mosquitto_pub -l` on `led/set` to the LED's line",
-    "mqtt.press-to-led": "press to the LED's line, with the bridge running",
-    "mqtt.press-to-led-alone": "press to the LED's line, a launcher without `--mqtt`",
   };
-  for (const row of rows) {
+  const rows: Row<number[]>[] = LATENCY_ROWS.map((row) => ({
+    id: row.id,
+    label: row.step,
+    measure: () => sampled(samples, once[row.id]),
+  }));
+  const latencies = await interleaved(context, rows);
+  for (const row of LATENCY_ROWS) {
     figures.add(
-      { id: row.id, section: "mqtt", label: labels[row.id], unit: "us" },
+      { id: row.id, section: "mqtt", label: row.label, unit: "us" },
       summarizeLatencies(latencies.get(row.id) ?? []),
     );
   }
@@ -275,7 +277,7 @@ async function measure(context: CaseContext): Promise<void> {
   const floods: Flood[] = [];
   for (let run = 1; run <= config.runs; run++) {
     progress.step(`MQTT: a flood of ${size} set messages, run ${run}/${config.runs}`);
-    floods.push(await flood(work, broker.url, `mqtt-flood-${run}`, size));
+    floods.push(await flood(work, broker, `mqtt-flood-${run}`, size));
   }
   const what = `a fresh bridge, ${size + 2} \`set\` messages from \`mosquitto_pub -l\``;
   const flooded = [
@@ -306,6 +308,6 @@ export const mqtt: BenchCase = {
       ? undefined
       : `needs ${missing.join(", ")} on PATH (${MOSQUITTO_INSTALL})`;
   },
-  steps: (config) => (LATENCY_ROWS + 1) * config.runs,
+  steps: (config) => (LATENCY_ROWS.length + 1) * config.runs,
   run: measure,
 };
