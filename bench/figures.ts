@@ -49,6 +49,11 @@ export const SECTIONS = [
   },
   { id: "system", title: "The button and LED system (real scripts)" },
   { id: "foreign", title: 'Our LED following a foreign writer (C, `"%d\\n"` at offset 0)' },
+  {
+    id: "mqtt",
+    title: "The MQTT bridge: the real launcher, a private mosquitto on loopback, its C clients",
+  },
+  { id: "mqtt-flood", title: "The MQTT bridge under a flood of `set` messages" },
   { id: "ring", title: "Ring throughput between two processes (messages/s)" },
   { id: "in-process", title: "In one process (time per call)" },
   { id: "memory", title: "Memory of each child" },

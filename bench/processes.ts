@@ -157,6 +157,15 @@ export class Child implements AsyncDisposable {
     return this.#lines.filter((line) => pattern.test(line.text)).length;
   }
 
+  /** The match of the last line so far (either stream) that matches `pattern`, if any. */
+  lastMatch(pattern: RegExp): RegExpExecArray | undefined {
+    for (let index = this.#lines.length - 1; index >= 0; index--) {
+      const match = pattern.exec(this.#lines[index].text);
+      if (match !== null) return match;
+    }
+    return undefined;
+  }
+
   /** Waits for the child to end and throws, with its output, unless it exited with 0. */
   async succeeded(): Promise<void> {
     const status = await this.#process.status;
@@ -181,15 +190,32 @@ export class Child implements AsyncDisposable {
 
   /**
    * Stops the child if it still runs (SIGTERM, so it cleans up after itself; SIGKILL if it has
-   * not ended within a grace period) and waits for it, so nothing is left behind.
+   * not ended within `graceMs`) and waits for it and its output, so nothing is left behind.
    */
-  async [Symbol.asyncDispose](): Promise<void> {
+  async stop(graceMs = 3_000): Promise<void> {
     this.kill("SIGTERM");
-    const timer = setTimeout(() => this.kill("SIGKILL"), 3_000);
+    const timer = setTimeout(() => this.kill("SIGKILL"), graceMs);
     await this.#process.status;
     clearTimeout(timer);
     await this.#pumps;
   }
+
+  /** {@link Child.stop} with the default grace period. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** Whether an executable file called `program` is in a directory of PATH. */
+export function hasProgram(program: string): boolean {
+  return (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
+    try {
+      const stat = Deno.statSync(`${dir || "."}/${program}`);
+      return stat.isFile && ((stat.mode ?? 0) & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Options for {@link spawnDeno}. */

@@ -23,6 +23,14 @@ export interface Machine {
   deno: string;
 }
 
+/** A case that could not run on this machine, and why. */
+export interface SkippedCase {
+  /** The case's id. */
+  id: string;
+  /** Why, such as a program that is not installed. */
+  reason: string;
+}
+
 /** Everything one run measured: what `results.json` holds. */
 export interface Results {
   /** When the run ended (ISO 8601). */
@@ -37,6 +45,8 @@ export interface Results {
   runs: number;
   /** The cases that ran. */
   cases: string[];
+  /** The cases that were asked for but could not run here. */
+  skipped: SkippedCase[];
   /** Every goal, evaluated. */
   targets: TargetResult[];
   /** Every figure. */
@@ -103,14 +113,17 @@ function targetValue(value: TargetValue | null): string {
   return `${formatValue(value.value, value.unit)}${value.stat === "p99" ? " (p99)" : ""}`;
 }
 
-function goalText(goal: Goal, unit: Unit | undefined): string {
+function goalText(goal: Goal | undefined, unit: Unit | undefined): string {
+  if (goal === undefined) return "none set";
   return goal.on === "ratio"
     ? `ratio ${goal.op} ${goal.bound}x`
     : `${goal.op} ${unit === undefined ? goal.bound : formatValue(goal.bound, unit)}`;
 }
 
-function verdict(met: boolean | null): string {
-  return met === null ? "not measured" : met ? "met" : "**missed**";
+function verdict(target: TargetResult): string {
+  if (!target.measured) return "not measured";
+  if (target.met === null) return "-";
+  return target.met ? "met" : "**missed**";
 }
 
 function cell(text: string): string {
@@ -119,7 +132,7 @@ function cell(text: string): string {
 
 function targetsTable(targets: readonly TargetResult[]): string[] {
   const lines = [
-    "| goal | figure | baseline | ratio | goal | verdict |",
+    "| what | figure | baseline | ratio | goal | verdict |",
     "| --- | --- | --- | --- | --- | --- |",
   ];
   for (const target of targets) {
@@ -131,7 +144,7 @@ function targetsTable(targets: readonly TargetResult[]): string[] {
           targetValue(target.baseline),
           target.ratio === null ? "-" : `${target.ratio.toFixed(2)}x`,
           goalText(target.goal, target.figure?.unit),
-          verdict(target.met),
+          verdict(target),
         ].map(cell).join(" | ")
       } |`,
     );
@@ -163,11 +176,27 @@ function figureTable(title: string, figures: readonly Figure[]): string[] {
   return lines;
 }
 
+/** How the goals went, and how many rows compare without a goal. */
+function goalsLine(targets: readonly TargetResult[]): string {
+  const goals = targets.filter((target) => target.goal !== undefined);
+  const judged = goals.filter((target) => target.met !== null);
+  const met = judged.filter((target) => target.met).length;
+  const unmeasured = goals.length - judged.length;
+  const comparisons = targets.filter((t) => t.goal === undefined && t.measured).length;
+  const verdicts = judged.length === 0
+    ? `none of the ${goals.length} measured in this run`
+    : `${met} of ${judged.length} met` +
+      (unmeasured > 0 ? `; ${unmeasured} not measured in this run` : "");
+  const others = comparisons === 0
+    ? ""
+    : ` ${comparisons} more ${comparisons === 1 ? "row compares" : "rows compare"} a figure ` +
+      "with its baseline where no goal was set.";
+  return `Goals: ${verdicts}.${others}`;
+}
+
 /** The report as Markdown: the goals, then one table per section, then the figures' notes. */
 export function renderMarkdown(results: Results): string {
   const m = results.machine;
-  const measured = results.targets.filter((target) => target.met !== null);
-  const skipped = results.targets.length - measured.length;
   // A soak alone takes one sample per figure, whatever --runs says.
   const runs = Math.max(1, ...results.figures.map((figure) => figure.runs));
   const lines = [
@@ -181,11 +210,10 @@ export function renderMarkdown(results: Results): string {
       ? ". A figure without a range is one sample."
       : "."),
     "",
-    `Goals: ${measured.filter((t) => t.met).length} of ${measured.length} met${
-      skipped > 0 ? `; ${skipped} not measured in this run` : ""
-    }.`,
+    goalsLine(results.targets),
+    ...results.skipped.flatMap((c) => ["", `Not run here: the ${c.id} case, which ${c.reason}.`]),
     "",
-    ...targetsTable(measured),
+    ...targetsTable(results.targets.filter((target) => target.measured)),
   ];
   for (const section of SECTIONS) {
     const figures = results.figures.filter((figure) => figure.section === section.id);

@@ -10,6 +10,7 @@ import { type BenchCase, type CaseContext } from "./cases/case.ts";
 import { foreignWriter } from "./cases/foreign_writer.ts";
 import { inProcess } from "./cases/in_process.ts";
 import { memory } from "./cases/memory.ts";
+import { mqtt } from "./cases/mqtt.ts";
 import { ringThroughput } from "./cases/ring_throughput.ts";
 import { soak } from "./cases/soak.ts";
 import { system } from "./cases/system.ts";
@@ -24,6 +25,7 @@ import {
   renderMarkdown,
   replaceReadmeSection,
   type Results,
+  type SkippedCase,
 } from "./report.ts";
 import { evaluateTargets } from "./targets.ts";
 
@@ -34,6 +36,7 @@ const CASES: readonly BenchCase[] = [
   inProcess,
   system,
   foreignWriter,
+  mqtt,
   memory,
   soak,
 ];
@@ -49,6 +52,22 @@ async function measure(config: BenchConfig, cases: readonly BenchCase[]): Promis
     await progress.finish();
   }
   return figures;
+}
+
+/** The cases of `chosen` that can run here, and the others with the reason, each said once. */
+function runnable(chosen: readonly BenchCase[]): { cases: BenchCase[]; skipped: SkippedCase[] } {
+  const cases: BenchCase[] = [];
+  const skipped: SkippedCase[] = [];
+  for (const benchCase of chosen) {
+    const reason = benchCase.unavailable?.();
+    if (reason === undefined) {
+      cases.push(benchCase);
+    } else {
+      console.error(`bench: skipping the ${benchCase.id} case: it ${reason}`);
+      skipped.push({ id: benchCase.id, reason });
+    }
+  }
+  return { cases, skipped };
 }
 
 async function write(config: BenchConfig, results: Results): Promise<void> {
@@ -94,15 +113,18 @@ async function main(args: string[]): Promise<number> {
     console.log(usage(caseIds));
     return 0;
   }
-  const chosen = config.soak ? [soak] : CASES.filter((c) => config.cases.includes(c.id));
-  const figures = await measure(config, chosen);
+  const { cases, skipped } = runnable(
+    config.soak ? [soak] : CASES.filter((c) => config.cases.includes(c.id)),
+  );
+  const figures = await measure(config, cases);
   await write(config, {
     date: new Date().toISOString(),
     machine: describeMachine(),
     args,
     quick: config.quick,
     runs: config.runs,
-    cases: chosen.map((c) => c.id),
+    cases: cases.map((c) => c.id),
+    skipped,
     targets: evaluateTargets(figures),
     figures: figures.all(),
   });

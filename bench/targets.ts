@@ -1,8 +1,9 @@
 /**
  * Every goal of the benchmark as data: which figure, against which baseline measured in the same
- * run, the bound, and where the goal comes from. {@link evaluateTargets} computes each ratio and
- * verdict from the measured figures; the report and the README's Performance table are written
- * from its result, so a goal lives in exactly one place.
+ * run, the bound, and where the goal comes from. A comparison that no issue gives a number for
+ * is a target without a bound: its ratio is shown, never judged. {@link evaluateTargets}
+ * computes each ratio and verdict from the measured figures; the report and the README's
+ * Performance table are written from its result, so a goal lives in exactly one place.
  *
  * @module
  */
@@ -27,7 +28,7 @@ export interface Goal {
   bound: number;
 }
 
-/** One goal. */
+/** One goal, or one comparison without a bound. */
 export interface TargetSpec {
   /** Stable id. */
   id: string;
@@ -37,8 +38,8 @@ export interface TargetSpec {
   figure: FigureRef;
   /** What it is compared with, measured in the same run. */
   baseline?: FigureRef;
-  /** The bound. */
-  goal: Goal;
+  /** The bound; none where the source asks for the comparison but gives no number. */
+  goal?: Goal;
   /** Where the goal comes from. */
   source: string;
 }
@@ -67,13 +68,16 @@ export interface TargetResult extends Omit<TargetSpec, "figure" | "baseline"> {
   baseline: TargetValue | null;
   /** figure / baseline, computed here; null without both. */
   ratio: number | null;
-  /** Whether the goal holds; null when it could not be judged in this run. */
+  /** Whether the figure, and the baseline if it has one, were measured in this run. */
+  measured: boolean;
+  /** Whether the goal holds; null without a goal or when it could not be judged in this run. */
   met: boolean | null;
 }
 
 const ISSUE_12 = "issue 12";
 const ISSUE_11 = "issue 11";
 const SYSTEM = "system goals (DESIGN.md)";
+const ISSUE_15 = "issue 15";
 
 function ringTargets(): TargetSpec[] {
   const targets: TargetSpec[] = [];
@@ -231,12 +235,56 @@ function systemTargets(): TargetSpec[] {
   ];
 }
 
+/** The MQTT rows: issue 15 asks for them beside the broker's own round trip, with no bound. */
+function mqttComparisons(): TargetSpec[] {
+  const beside = { id: "mqtt.pub-to-sub" };
+  const comparisons: TargetSpec[] = [];
+  for (const stat of ["median", "p99"] as const) {
+    const which = stat === "median" ? "p50" : "p99";
+    comparisons.push(
+      {
+        id: `mqtt-press-to-message-${which}`,
+        title: `press to MQTT message at a subscriber, ${which}, against mosquitto_pub to ` +
+          "mosquitto_sub",
+        figure: { id: "mqtt.press-to-message", stat },
+        baseline: { ...beside, stat },
+        source: ISSUE_15,
+      },
+      {
+        id: `mqtt-set-to-led-${which}`,
+        title: `MQTT \`set\` to LED applied, ${which}, against mosquitto_pub to mosquitto_sub`,
+        figure: { id: "mqtt.set-to-led", stat },
+        baseline: { ...beside, stat },
+        source: ISSUE_15,
+      },
+    );
+  }
+  comparisons.push(
+    {
+      id: "mqtt-press-to-led-bridged",
+      title: "press to LED p50 with the MQTT bridge running, against a launcher without it",
+      figure: { id: "mqtt.press-to-led" },
+      baseline: { id: "mqtt.press-to-led-alone" },
+      source: ISSUE_15,
+    },
+    {
+      id: "mqtt-flood-rss",
+      title: "MQTT bridge RSS: highest during a flood of `set` messages, against before it",
+      figure: { id: "mqtt.flood.rss-peak" },
+      baseline: { id: "mqtt.flood.rss-before" },
+      source: ISSUE_15,
+    },
+  );
+  return comparisons;
+}
+
 /** Every goal, in the order the report shows them. */
 export const TARGETS: readonly TargetSpec[] = [
   ...ringTargets(),
   ...wakeTargets(),
   ...systemTargets(),
   ...memoryTargets(),
+  ...mqttComparisons(),
 ];
 
 function valueOf(figures: FigureSet, ref: FigureRef | undefined): TargetValue | null {
@@ -273,15 +321,22 @@ export function evaluateTargets(
     const ratio = figure !== null && baseline !== null && baseline.value !== 0
       ? figure.value / baseline.value
       : null;
-    const judged = target.goal.on === "ratio" ? ratio : figure?.value ?? null;
+    const measured = figure !== null && (target.baseline === undefined || baseline !== null);
+    const goal = target.goal;
+    const judged = goal === undefined || !measured
+      ? null
+      : goal.on === "ratio"
+      ? ratio
+      : figure?.value ?? null;
     return {
       id: target.id,
       title: target.title,
       figure,
       baseline,
       ratio,
-      goal: target.goal,
-      met: judged === null ? null : holds(judged, target.goal),
+      ...(goal === undefined ? {} : { goal }),
+      measured,
+      met: goal === undefined || judged === null ? null : holds(judged, goal),
       source: target.source,
     };
   });

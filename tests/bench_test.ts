@@ -15,8 +15,10 @@ import {
 } from "@std/assert";
 import { createRawMemfd, openRawMemfd } from "../ffi/raw_futex.ts";
 import { parseConfig, UsageError } from "../bench/config.ts";
+import { MOSQUITTO_PROGRAMS } from "../bench/broker.ts";
 import { FigureSet, SECTIONS } from "../bench/figures.ts";
 import { MinimalConsumer, MinimalProducer, minimalRingSize } from "../bench/minimal_ring.ts";
+import { hasProgram } from "../bench/processes.ts";
 import { renderMarkdown, replaceReadmeSection, type Results } from "../bench/report.ts";
 import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
@@ -25,7 +27,14 @@ import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
-const CASES = ["wake", "ring", "in-process", "system", "foreign", "memory", "soak"];
+const MQTT_LATENCY_ROWS = [
+  "pub-to-sub",
+  "press-to-message",
+  "set-to-led",
+  "press-to-led",
+  "press-to-led-alone",
+];
+const CASES = ["wake", "ring", "in-process", "system", "foreign", "mqtt", "memory", "soak"];
 
 Deno.test("median() and percentile() take the middle and the nearest rank", () => {
   assertEquals(median([3, 1, 2]), 2);
@@ -139,15 +148,36 @@ Deno.test("evaluateTargets() computes each ratio and verdict from the figures", 
       goal: { on: "ratio", op: "<=", bound: 1 },
       source: "test",
     },
+    {
+      id: "comparison",
+      title: "a comparison without a goal",
+      figure: { id: "a", stat: "p99" },
+      baseline: { id: "b", stat: "p99" },
+      source: "test",
+    },
+    {
+      id: "comparison-missing",
+      title: "a comparison whose figure was not measured",
+      figure: { id: "nowhere" },
+      baseline: { id: "b" },
+      source: "test",
+    },
   ];
-  const [ratio, figure, missing] = evaluateTargets(figureSet({ a: 60, b: 80 }), targets);
+  const [ratio, figure, missing, comparison, comparisonMissing] = evaluateTargets(
+    figureSet({ a: 60, b: 80 }),
+    targets,
+  );
   assertEquals(ratio.ratio, 0.75);
-  assertEquals(ratio.met, true);
+  assertEquals([ratio.measured, ratio.met], [true, true]);
   assertEquals(figure.figure?.value, 120);
   assertEquals(figure.ratio, null);
-  assertEquals(figure.met, false);
+  assertEquals([figure.measured, figure.met], [true, false]);
   assertEquals(missing.baseline, null);
-  assertEquals(missing.met, null);
+  assertEquals([missing.measured, missing.met], [false, null]);
+  assertEquals([comparison.figure?.value, comparison.baseline?.value], [120, 160]);
+  assertEquals(comparison.ratio, 0.75);
+  assertEquals([comparison.measured, comparison.met, comparison.goal], [true, null, undefined]);
+  assertEquals([comparisonMissing.measured, comparisonMissing.ratio], [false, null]);
   assertEquals([
     holds(1, { on: "ratio", op: "<=", bound: 1 }),
     holds(1, { on: "figure", op: "<", bound: 1 }),
@@ -161,7 +191,8 @@ Deno.test("every target names figures the benchmark measures, and ids are unique
   const ids = TARGETS.map((target) => target.id);
   assertEquals(new Set(ids).size, ids.length);
   for (const target of TARGETS) {
-    assert(target.goal.bound > 0, target.id);
+    // A row without a goal is there for its ratio, so it needs a baseline.
+    assert(target.goal === undefined ? target.baseline !== undefined : target.goal.bound > 0);
     assert(target.title.length > 0 && target.source.length > 0, target.id);
   }
 });
@@ -176,14 +207,20 @@ Deno.test("replaceReadmeSection() replaces only what is between the markers", ()
 });
 
 Deno.test("renderMarkdown() shows measured goals with their verdicts and every figure", () => {
-  const figures = figureSet({ "ring.64.library": 1e6, "ring.64.minimal": 2e6 });
+  const figures = figureSet({
+    "ring.64.library": 1e6,
+    "ring.64.minimal": 2e6,
+    "mqtt.press-to-message": 3e3,
+    "mqtt.pub-to-sub": 1e3,
+  });
   const results: Results = {
     date: "2026-01-02T03:04:05.000Z",
     machine: { cpu: "CPU", cores: 2, kernel: "6.1", deno: "2.9.6" },
     args: ["--quick"],
     quick: true,
     runs: 1,
-    cases: ["ring"],
+    cases: ["ring", "mqtt"],
+    skipped: [{ id: "soak", reason: "needs a rest" }],
     targets: evaluateTargets(figures),
     figures: figures.all(),
   };
@@ -193,7 +230,12 @@ Deno.test("renderMarkdown() shows measured goals with their verdicts and every f
     markdown,
     "| 1.00 M msg/s | 2.00 M msg/s | 0.50x | ratio >= 0.7x | **missed** |",
   );
+  assertStringIncludes(markdown, "Goals: 0 of 1 met; ");
   assertStringIncludes(markdown, `not measured in this run`);
+  // Both MQTT comparisons (p50 and p99) of press to message, shown with no goal and no verdict.
+  assertStringIncludes(markdown, "2 more rows compare a figure with its baseline");
+  assertStringIncludes(markdown, "| 3.0 k msg/s | 1.0 k msg/s | 3.00x | none set | - |");
+  assertStringIncludes(markdown, "Not run here: the soak case, which needs a rest.");
   assertStringIncludes(markdown, "| ring.64.minimal | 2.00 M msg/s |");
 });
 
@@ -256,9 +298,27 @@ testWith(
       assertStringIncludes(await Deno.readTextFile(`${dir}/results.md`), "Goals: ");
       assertEquals(results.quick, true);
 
+      // The MQTT case needs mosquitto; without it, it is skipped with the reason, and only it.
+      const mqttHere = MOSQUITTO_PROGRAMS.every(hasProgram);
+      assertEquals(
+        results.skipped.map((c) => c.id),
+        mqttHere ? [] : ["mqtt"],
+        JSON.stringify(results.skipped),
+      );
+      const skipped = (id: string): boolean => !mqttHere && id.startsWith("mqtt");
+
       const figures = new Map(results.figures.map((figure) => [figure.id, figure]));
       for (const section of SECTIONS) {
+        if (skipped(section.id)) continue;
         assert(results.figures.some((f) => f.section === section.id), `no figure in ${section.id}`);
+      }
+      if (mqttHere) {
+        for (const row of MQTT_LATENCY_ROWS) {
+          assert(figures.get(`mqtt.${row}`)?.p99 !== undefined, `mqtt.${row} has no p99`);
+        }
+        for (const row of ["rate", "rss-before", "rss-peak", "rss-after"]) {
+          assert(figures.has(`mqtt.flood.${row}`), `mqtt.flood.${row} is missing`);
+        }
       }
       for (const size of [64, 4096, 65536]) {
         for (
@@ -278,7 +338,12 @@ testWith(
       assertEquals(results.targets.map((t) => t.id), TARGETS.map((t) => t.id));
       for (const target of results.targets) {
         const spec = TARGETS.find((t) => t.id === target.id);
-        assert(spec !== undefined && target.figure !== null, `${target.id} was not measured`);
+        assert(spec !== undefined);
+        if (skipped(spec.figure.id)) {
+          assertEquals([target.measured, target.figure, target.met], [false, null, null]);
+          continue;
+        }
+        assert(target.measured && target.figure !== null, `${target.id} was not measured`);
         const stat = (id: string, which = "median"): number | undefined => {
           const figure = figures.get(id);
           return which === "p99" ? figure?.p99 : figure?.median;
@@ -289,9 +354,54 @@ testWith(
           assertEquals(target.baseline.value, stat(spec.baseline.id, spec.baseline.stat));
           assertAlmostEquals(target.ratio, target.figure.value / target.baseline.value, 1e-9);
         }
+        if (spec.goal === undefined) {
+          assertEquals(target.met, null, `${target.id} has no goal to meet`);
+          continue;
+        }
         const judged = spec.goal.on === "ratio" ? target.ratio : target.figure.value;
         assertEquals(target.met, holds(judged ?? NaN, spec.goal), target.id);
       }
+    });
+  },
+);
+
+testWith(
+  ["run", "read", "write"],
+  "bench/run.ts skips the MQTT case with the reason where mosquitto is not on PATH",
+  async () => {
+    await withTempDir(async (dir) => {
+      // An empty PATH directory: no mosquitto, whatever this machine has.
+      const empty = `${dir}/bin`;
+      await Deno.mkdir(empty);
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--quiet",
+          "--allow-all",
+          `${ROOT}bench/run.ts`,
+          "--only",
+          "mqtt",
+          "--out",
+          dir,
+        ],
+        env: { PATH: empty },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assertEquals(result.code, 0, stderr);
+      const reason = "needs mosquitto, mosquitto_pub, mosquitto_sub on PATH";
+      assertStringIncludes(stderr, `bench: skipping the mqtt case: it ${reason}`);
+      const results = JSON.parse(await Deno.readTextFile(`${dir}/results.json`)) as Results;
+      assertEquals(results.cases, []);
+      assertEquals(results.skipped.map((c) => c.id), ["mqtt"]);
+      assertStringIncludes(results.skipped[0].reason, reason);
+      assertEquals(results.figures, []);
+      assert(results.targets.every((target) => !target.measured && target.met === null));
+      assertStringIncludes(
+        await Deno.readTextFile(`${dir}/results.md`),
+        `Not run here: the mqtt case, which ${reason}`,
+      );
     });
   },
 );

@@ -1,18 +1,21 @@
 /**
- * Test helpers for MQTT: a real mosquitto broker on a free loopback port with a generated
- * config (optionally a password file and a TLS listener with a CA made by openssl), started
- * and stopped by the test; and a real MQTT client (the npm `mqtt` package) that records what
- * it hears.
+ * Test helpers for MQTT: tests that need a real mosquitto, and a real MQTT client (the npm `mqtt`
+ * package) that records what it hears. The broker itself (a free loopback port, a generated
+ * config, a password file or TLS) lives in `bench/broker.ts`, which the benchmark uses too.
  *
  * @module
  */
 
 import type { IClientOptions, MqttClient } from "mqtt";
-import type { ChildProcess } from "./helpers/child_process.ts";
-import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnProgram } from "./helpers/spawn.ts";
-import { delay } from "./helpers/waiting.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 
+export {
+  Broker,
+  type BrokerOptions,
+  freePort,
+  makeCertificates,
+  startBroker,
+} from "../bench/broker.ts";
 export { hasProgram } from "./helpers/permissions.ts";
 
 /**
@@ -30,196 +33,6 @@ export function testWithBroker(
     name,
     fn,
   );
-}
-
-/** A port on 127.0.0.1 that nothing listens on right now. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-async function run(program: string, args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command(program, {
-    args,
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!success) {
-    throw new Error(`${program} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
-  }
-}
-
-/** Makes a CA and a server certificate for `localhost` and 127.0.0.1 in `dir` with openssl. */
-export async function makeCertificates(
-  dir: string,
-): Promise<{ ca: string; cert: string; key: string }> {
-  const ca = `${dir}/ca.crt`;
-  const caKey = `${dir}/ca.key`;
-  const cert = `${dir}/server.crt`;
-  const key = `${dir}/server.key`;
-  const curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  await run("openssl", [
-    "req",
-    "-x509",
-    ...curve,
-    "-keyout",
-    caKey,
-    "-out",
-    ca,
-    "-days",
-    "2",
-    "-subj",
-    "/CN=mmap-ipc test CA",
-  ]);
-  await run("openssl", [
-    "req",
-    ...curve,
-    "-keyout",
-    key,
-    "-out",
-    `${dir}/server.csr`,
-    "-subj",
-    "/CN=localhost",
-  ]);
-  await Deno.writeTextFile(`${dir}/san.cnf`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    `${dir}/server.csr`,
-    "-CA",
-    ca,
-    "-CAkey",
-    caKey,
-    "-CAcreateserial",
-    "-out",
-    cert,
-    "-days",
-    "2",
-    "-extfile",
-    `${dir}/san.cnf`,
-  ]);
-  return { ca, cert, key };
-}
-
-/** Options for {@link startBroker}. */
-export interface BrokerOptions {
-  /** Users and their passwords; without them, anonymous clients are allowed. */
-  users?: Record<string, string>;
-  /** Listen with TLS, using certificates made by {@link makeCertificates}. */
-  tls?: { cert: string; key: string };
-  /** The port; default a free one. */
-  port?: number;
-}
-
-/** A mosquitto broker that a test started; stop it with `await using`. */
-export class Broker implements AsyncDisposable {
-  readonly #dir: string;
-  readonly #options: BrokerOptions;
-  readonly port: number;
-  #process: ChildProcess | undefined;
-
-  constructor(dir: string, port: number, options: BrokerOptions) {
-    this.#dir = dir;
-    this.port = port;
-    this.#options = options;
-  }
-
-  /** `mqtt://127.0.0.1:PORT` (or `mqtts://localhost:PORT` with TLS). */
-  get url(): string {
-    return this.#options.tls ? `mqtts://localhost:${this.port}` : `mqtt://127.0.0.1:${this.port}`;
-  }
-
-  /** Whether the broker runs. */
-  get running(): boolean {
-    return this.#process !== undefined;
-  }
-
-  /** What the broker logged. */
-  get transcript(): string {
-    return this.#process?.transcript ?? "";
-  }
-
-  /** Writes the config (and password file) and starts mosquitto; resolves once it listens. */
-  async start(): Promise<void> {
-    if (this.#process !== undefined) return;
-    const lines = [
-      `listener ${this.port} 127.0.0.1`,
-      "persistence false",
-      "log_dest stderr",
-      "log_type error",
-      "log_type warning",
-      "log_type notice",
-      "log_type information",
-      // Unlimited, so that a flood test loses nothing at the broker.
-      "max_queued_messages 0",
-    ];
-    // As root, mosquitto would switch to its own user, which cannot read our 0700 directory.
-    if (isRoot()) lines.push("user root");
-    if (this.#options.users) {
-      const file = `${this.#dir}/passwords`;
-      await Deno.writeTextFile(file, "", { mode: 0o600 });
-      for (const [user, password] of Object.entries(this.#options.users)) {
-        await run("mosquitto_passwd", ["-b", file, user, password]);
-      }
-      lines.push("allow_anonymous false", `password_file ${file}`);
-    } else {
-      lines.push("allow_anonymous true");
-    }
-    if (this.#options.tls) {
-      lines.push(`certfile ${this.#options.tls.cert}`, `keyfile ${this.#options.tls.key}`);
-    }
-    const config = `${this.#dir}/mosquitto.conf`;
-    await Deno.writeTextFile(config, lines.join("\n") + "\n");
-    const process = spawnProgram("mosquitto", ["-c", config]);
-    try {
-      await process.waitFor(/mosquitto version \S+ running/, { timeoutMs: 10_000 });
-    } catch (error) {
-      await process[Symbol.asyncDispose]();
-      throw error;
-    }
-    this.#process = process;
-  }
-
-  /** Stops mosquitto (SIGTERM, then SIGKILL) and waits for it to go. */
-  async stop(): Promise<void> {
-    const process = this.#process;
-    if (process === undefined) return;
-    this.#process = undefined;
-    process.kill("SIGTERM");
-    const timer = setTimeout(() => process.kill("SIGKILL"), 5_000);
-    await process.status();
-    clearTimeout(timer);
-  }
-
-  /** Stops and starts again on the same port, with nothing retained (no persistence). */
-  async restart(): Promise<void> {
-    await this.stop();
-    await this.start();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#process?.[Symbol.asyncDispose]();
-    this.#process = undefined;
-  }
-}
-
-/** Starts a broker whose files live in `dir`. */
-export async function startBroker(dir: string, options: BrokerOptions = {}): Promise<Broker> {
-  for (let attempt = 0;; attempt++) {
-    const broker = new Broker(dir, options.port ?? freePort(), options);
-    try {
-      await broker.start();
-      return broker;
-    } catch (error) {
-      // Someone took the free port in between: try another.
-      if (attempt >= 3 || options.port !== undefined) throw error;
-      await delay(50);
-    }
-  }
 }
 
 /** One message a {@link Listener} heard. */

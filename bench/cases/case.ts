@@ -26,6 +26,11 @@ export interface CaseContext {
 export interface BenchCase {
   /** The id `--only` names it by. */
   id: string;
+  /**
+   * Why it cannot run on this machine (such as a program that is not installed); undefined when
+   * it can. A case that cannot is skipped with this reason, and the rest of the run goes on.
+   */
+  unavailable?(): string | undefined;
   /** How many times it calls `progress.step()` under `config`. */
   steps(config: BenchConfig): number;
   /** Measures, and adds the figures to `context.figures`. */

@@ -1,332 +1,313 @@
 /**
- * Bench case: the MQTT bridge, through the real launcher, a real mosquitto on a loopback port
- * and mosquitto's own C clients at the far end.
- *
- * Rows (each a list of samples per run, in us; runs interleave the rows):
- * - `mqtt.pub-to-sub`: a line written to `mosquitto_pub -l` until `mosquitto_sub` prints it:
- *   the broker hop between two C clients, the floor for the rows below.
+ * The MQTT bridge (issue 15) through the real launcher, a private mosquitto on a loopback port
+ * and mosquitto's own C clients at the far end. Latency rows (interleaved over the runs):
+ * - `mqtt.pub-to-sub`: a line written to `mosquitto_pub -l` until `mosquitto_sub` prints it, the
+ *   broker hop between two C clients: the baseline of the two rows below.
  * - `mqtt.press-to-message`: a press written to the button's FIFO until `mosquitto_sub` prints
  *   it from `PREFIX/button/action`.
  * - `mqtt.set-to-led`: `TOGGLE` written to `mosquitto_pub -l` on `PREFIX/led/set` until the
  *   LED's log line.
  * - `mqtt.press-to-led`: press to LED with the bridge running, beside `mqtt.press-to-led-alone`
- *   from a launcher without `--mqtt` in the same run: the local path must not slow down.
+ *   from a launcher without `--mqtt` in the same run: the local path must keep its speed.
  *
- * Plus the bridge's memory before and after a flood of `set` messages.
- *
- * Run alone: `deno run -A bench/cases/mqtt.ts [--runs N] [--samples N] [--flood N]`
+ * Then, once per run, a fresh bridge under a flood of `set` messages: how many it handles per
+ * second and its RSS before, at most and after. Skipped, with the reason, where mosquitto or its
+ * clients are not installed.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { readFileText } from "../../ffi/posix.ts";
-import type { ChildProcess } from "../../tests/helpers/child_process.ts";
-import { writeAndLeave } from "../../tests/helpers/fifo.ts";
-import { ROOT } from "../../tests/helpers/paths.ts";
-import { spawnDeno, spawnProgram } from "../../tests/helpers/spawn.ts";
-import { delay } from "../../tests/helpers/waiting.ts";
-import { hasProgram, startBroker } from "../../tests/mqtt_helpers.ts";
+import { delay } from "@std/async/delay";
+import { type Broker, MOSQUITTO_INSTALL, MOSQUITTO_PROGRAMS, startBroker } from "../broker.ts";
+import { type Launcher, startLauncher } from "../launcher.ts";
+import { residentBytes } from "../proc_stats.ts";
+import { type Child, hasProgram, spawnProgram, type WorkDir } from "../processes.ts";
+import { monotonicNanos } from "../../ffi/posix.ts";
+import { summarizeLatencies, summarizeRuns } from "../stats.ts";
+import { LED_LINE } from "../system.ts";
+import { type BenchCase, type CaseContext, interleaved, type Row } from "./case.ts";
 
-/** Options for {@link measureMqtt}. */
-export interface MqttBenchOptions {
-  /** Runs of every row, interleaved. Default 3. */
-  runs?: number;
-  /** Samples per row and run. Default 100. */
-  samples?: number;
-  /** `set` messages in the flood. Default 20,000. */
-  flood?: number;
-  /** Called before each measurement, for progress output. */
-  progress?: (step: string) => void;
-}
+const SAMPLES = { quick: 20, full: 100 };
+const FLOOD_MESSAGES = { quick: 2_000, full: 20_000 };
+/** The latency rows: the figure's id and label, and what the progress shows while measuring. */
+const LATENCY_ROWS = [
+  {
+    id: "mqtt.pub-to-sub",
+    label: "`mosquitto_pub -l` to `mosquitto_sub` through the broker (C clients)",
+    step: "MQTT: mosquitto_pub to mosquitto_sub",
+  },
+  {
+    id: "mqtt.press-to-message",
+    label: "press (FIFO write) to the `button/action` message at `mosquitto_sub`",
+    step: "MQTT: press to message",
+  },
+  {
+    id: "mqtt.set-to-led",
+    label: "`TOGGLE` written to `mosquitto_pub -l` on `led/set` to the LED's line",
+    step: "MQTT: set to LED",
+  },
+  {
+    id: "mqtt.press-to-led",
+    label: "press to the LED's line, with the bridge running",
+    step: "MQTT: press to LED with the bridge",
+  },
+  {
+    id: "mqtt.press-to-led-alone",
+    label: "press to the LED's line, a launcher without `--mqtt`",
+    step: "MQTT: press to LED without the bridge",
+  },
+] as const;
+/** What the bridge logs, once, for the first payload that is not a command. */
+const IGNORED = /Ignored a payload that is not ON, OFF or TOGGLE/;
 
-/** One row: its id, what it measures, and its samples (us) per run. */
-export interface MqttBenchRow {
-  /** Stable id, such as `mqtt.press-to-message`. */
-  id: string;
-  /** What the row measures. */
-  label: string;
-  /** Samples in us, one list per run. */
-  runs: number[][];
-}
-
-/** What {@link measureMqtt} found. */
-export interface MqttBenchResult {
-  /** The latency rows. */
-  rows: MqttBenchRow[];
-  /** The bridge's memory around a flood of `set` messages. */
-  flood: {
-    /** Messages published. */
-    messages: number;
-    /** Resident memory before, KiB. */
-    rssBeforeKiB: number;
-    /** Highest resident memory seen while the flood was handled, KiB. */
-    rssPeakKiB: number;
-    /** Resident memory once it was handled, KiB. */
-    rssAfterKiB: number;
-    /** From the first message written until the LED showed the last command, ms. */
-    drainedMs: number;
-  };
-}
-
-const LAUNCH_PERMISSIONS = ["--allow-ffi", "--allow-run", "--allow-read", "--allow-env"];
-const LED_LINE = /LED Status: (On|Off)/;
-
-/** A process that publishes each line written to its stdin (`mosquitto_pub -l`). */
-class LinePublisher {
-  readonly process: ChildProcess;
+/** `mosquitto_pub -l`: publishes each line written to its stdin, with QoS 1. */
+class LinePublisher implements AsyncDisposable {
+  readonly #child: Child;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #encoder = new TextEncoder();
 
   constructor(port: number, topic: string) {
-    this.process = spawnProgram(
+    this.#child = spawnProgram(
       "mosquitto_pub",
       ["-h", "127.0.0.1", "-p", String(port), "-q", "1", "-l", "-t", topic],
-      { stdin: "piped" },
+      { stdin: true },
     );
-    this.#writer = this.process.process.stdin.getWriter();
+    this.#writer = this.#child.stdin.getWriter();
   }
 
-  async send(line: string): Promise<void> {
-    await this.#writer.write(this.#encoder.encode(`${line}\n`));
+  /** Writes `lines` in one go; resolves with CLOCK_MONOTONIC just before. */
+  async send(...lines: string[]): Promise<bigint> {
+    const bytes = this.#encoder.encode(lines.map((line) => `${line}\n`).join(""));
+    const now = monotonicNanos();
+    await this.#writer.write(bytes);
+    return now;
   }
 
-  async close(): Promise<void> {
+  async [Symbol.asyncDispose](): Promise<void> {
     await this.#writer.close().catch(() => {});
-    await this.process[Symbol.asyncDispose]();
+    await this.#child[Symbol.asyncDispose]();
   }
 }
 
-function memoryKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const status = readFileText(`/proc/${pid}/status`) ?? "";
-  return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? NaN);
+/** The LED's line for `state`. */
+function ledShows(state: boolean): RegExp {
+  return new RegExp(`LED Status: ${state ? "On" : "Off"}`);
 }
 
-async function startLauncher(dir: string, name: string, args: string[]): Promise<ChildProcess> {
-  const launcher = spawnDeno(
-    `${ROOT}launch.ts`,
-    ["--fifo", `${dir}/${name}.fifo`, ...args],
-    { permissions: LAUNCH_PERMISSIONS, cwd: dir },
-  );
-  await launcher.waitFor(/Button ready/);
-  await launcher.waitFor(LED_LINE);
-  return launcher;
+/** What the LED of `launcher` shows now, by its last line. */
+function ledState(launcher: Launcher): boolean {
+  return launcher.child.lastMatch(LED_LINE)?.[1] === "On";
 }
 
-async function stop(child: ChildProcess): Promise<void> {
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await child.status();
-  clearTimeout(timer);
-}
-
-/** Time from `act()` until `child` prints a line matching `pattern`, in us. */
-async function timeUntil(
-  child: ChildProcess,
+/** Microseconds from `act()`'s stamp until `child` prints a line matching `pattern`. */
+async function latency(
+  child: Child,
   pattern: RegExp,
-  act: () => Promise<void>,
+  act: () => Promise<bigint>,
 ): Promise<number> {
-  const since = child.lines.length;
-  const started = performance.now();
-  await act();
-  await child.waitFor(pattern, { since, timeoutMs: 20_000 });
-  return (performance.now() - started) * 1000;
+  const since = child.lineCount;
+  const started = await act();
+  const { line } = await child.waitFor(pattern, { since, timeoutMs: 20_000 });
+  return Number(line.arrivedNs - started) / 1000;
 }
 
-/** Runs the MQTT bench; see the module description. Needs mosquitto and its clients. */
-export async function measureMqtt(options: MqttBenchOptions = {}): Promise<MqttBenchResult> {
-  for (const program of ["mosquitto", "mosquitto_pub", "mosquitto_sub"]) {
-    if (!hasProgram(program)) {
-      throw new Error(`The MQTT bench needs ${program} (apt install mosquitto mosquitto-clients)`);
+/** `count` samples of `once()`, 5-10 ms apart so that each finds the processes asleep. */
+async function sampled(count: number, once: () => Promise<number>): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    await delay(5 + Math.random() * 5);
+    samples.push(await once());
+  }
+  return samples;
+}
+
+/** Publishes probes until `sub` prints one: `mosquitto_sub` says nothing once it subscribed. */
+async function untilSubscribed(sub: Child, publisher: LinePublisher): Promise<void> {
+  const giveUp = performance.now() + 10_000;
+  for (let probe = 1;; probe++) {
+    const since = sub.lineCount;
+    await publisher.send(`probe-${probe}`);
+    try {
+      await sub.waitFor(new RegExp(` probe-${probe}$`), { since, timeoutMs: 200 });
+      return;
+    } catch (error) {
+      if (performance.now() > giveUp) {
+        throw new Error(`mosquitto_sub heard no probe in 10 s: ${(error as Error).message}`);
+      }
     }
   }
-  const runs = options.runs ?? 3;
-  const samples = options.samples ?? 100;
-  const floodSize = options.flood ?? 20_000;
-  const progress = options.progress ?? (() => {});
-  const dir = await Deno.makeTempDir({ prefix: "mmap-ipc-bench-mqtt-" });
-  const children: ChildProcess[] = [];
-  const publishers: LinePublisher[] = [];
-  try {
-    await using broker = await startBroker(dir);
-    const prefix = `bench/${crypto.randomUUID().slice(0, 8)}`;
-    const bridged = await startLauncher(dir, "bridged", [
-      "--mqtt",
-      broker.url,
-      "--mqtt-prefix",
-      prefix,
-    ]);
-    children.push(bridged);
-    await bridged.waitFor(/Connected to mqtt/);
-    const alone = await startLauncher(dir, "alone", []);
-    children.push(alone);
-    const bridgePid = Number((await bridged.waitFor(/Started mqtt \(pid (\d+)\)/)).match[1]);
+}
 
-    const sub = spawnProgram("mosquitto_sub", [
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(broker.port),
-      "-v",
-      "-t",
-      `${prefix}/rtt`,
-      "-t",
-      `${prefix}/button/action`,
-    ]);
-    children.push(sub);
-    const rtt = new LinePublisher(broker.port, `${prefix}/rtt`);
-    const set = new LinePublisher(broker.port, `${prefix}/led/set`);
-    publishers.push(rtt, set);
-    // mosquitto_sub says nothing when it has subscribed: probe until it hears us.
-    for (let heard = false; !heard;) {
-      const since = sub.lines.length;
-      await rtt.send("probe");
-      heard = await sub.waitFor(/ probe$/, { since, timeoutMs: 500 }).then(() => true, () => false);
-    }
+/**
+ * `--mqtt` flags with a prefix and a client id of their own: the default client id is one per
+ * machine, and the broker drops a client when another connects with its id.
+ */
+function bridgeArgs(url: string, prefix: string): string[] {
+  return ["--mqtt", url, "--mqtt-prefix", prefix, "--mqtt-client-id", prefix.replace("/", "-")];
+}
 
-    let counter = 0;
-    const rows: { id: string; label: string; once: () => Promise<number> }[] = [
-      {
-        id: "mqtt.pub-to-sub",
-        label: "mosquitto_pub to mosquitto_sub through the broker (C clients)",
-        once: () => {
-          const line = `rtt-${++counter}`;
-          return timeUntil(sub, new RegExp(` ${line}$`), () => rtt.send(line));
-        },
-      },
-      {
-        id: "mqtt.press-to-message",
-        label: "press (FIFO write) to the button/action message at mosquitto_sub",
-        once: () =>
-          timeUntil(
-            sub,
-            /\/button\/action press$/,
-            () => writeAndLeave(`${dir}/bridged.fifo`, "0\n"),
-          ),
-      },
-      {
-        id: "mqtt.set-to-led",
-        label: "set TOGGLE (mosquitto_pub) to the LED's log line",
-        once: () => timeUntil(bridged, LED_LINE, () => set.send("TOGGLE")),
-      },
-      {
-        id: "mqtt.press-to-led",
-        label: "press to LED with the bridge running",
-        once: () => timeUntil(bridged, LED_LINE, () => writeAndLeave(`${dir}/bridged.fifo`, "0\n")),
-      },
-      {
-        id: "mqtt.press-to-led-alone",
-        label: "press to LED without --mqtt (same run)",
-        once: () => timeUntil(alone, LED_LINE, () => writeAndLeave(`${dir}/alone.fifo`, "0\n")),
-      },
-    ];
-    const results = new Map<string, number[][]>(rows.map((row) => [row.id, []]));
-    for (let run = 1; run <= runs; run++) {
-      for (const row of rows) {
-        progress(`${row.label}, run ${run}/${runs}`);
-        const latencies: number[] = [];
-        for (let i = 0; i < samples; i++) {
-          await delay(5 + Math.random() * 5);
-          latencies.push(await row.once());
-        }
-        results.get(row.id)?.push(latencies);
-      }
-    }
+/** What one flood found. */
+interface Flood {
+  messagesPerSecond: number;
+  rssBefore: number;
+  rssPeak: number;
+  rssAfter: number;
+}
 
-    progress(`a flood of ${floodSize} set messages`);
-    await delay(200);
-    const rssBeforeKiB = memoryKiB(bridgePid, "VmRSS");
-    let rssPeakKiB = rssBeforeKiB;
-    const sampler = setInterval(() => {
-      rssPeakKiB = Math.max(rssPeakKiB, memoryKiB(bridgePid, "VmRSS"));
-    }, 10);
-    const started = performance.now();
-    let drainedMs = 0;
-    const lastLed = (): string | undefined => {
-      const lines = bridged.matching(LED_LINE);
-      return lines[lines.length - 1];
-    };
+/**
+ * A fresh bridge under `size` `TOGGLE`s, then `ON` and one word that is not a command: the
+ * bridge logs the first such payload, and handles a topic's messages in order, so that line
+ * says it has handled them all.
+ */
+async function flood(work: WorkDir, broker: Broker, name: string, size: number): Promise<Flood> {
+  const prefix = `bench/${crypto.randomUUID().slice(0, 8)}`;
+  await using launcher = await startLauncher(work, name, {
+    args: bridgeArgs(broker.url, prefix),
+    ready: [/Connected to mqtt/],
+  });
+  const pid = await launcher.childPid("mqtt");
+  await using set = new LinePublisher(broker.port, `${prefix}/led/set`);
+  await delay(200);
+  const rssBefore = residentBytes(pid);
+  let rssPeak = rssBefore;
+  const sampler = setInterval(() => {
     try {
-      for (let i = 0; i < floodSize; i++) await set.send("TOGGLE");
-      // From whatever state the flood leaves, OFF then ON ends on a state nobody else sets.
-      await set.send("OFF");
-      await set.send("ON");
-      // Drained once the LED shows On and stays so: nothing changes it after the last ON.
-      let stableSince = performance.now();
-      let seen = bridged.lines.length;
-      while (!(lastLed()?.includes("On") && performance.now() - stableSince > 500)) {
-        await delay(20);
-        if (bridged.lines.length !== seen) {
-          seen = bridged.lines.length;
-          stableSince = performance.now();
-        }
-        if (performance.now() - started > 120_000) {
-          throw new Error("The flood did not drain in 2 min");
-        }
-      }
-      drainedMs = stableSince - started;
-    } finally {
-      clearInterval(sampler);
+      rssPeak = Math.max(rssPeak, residentBytes(pid));
+    } catch {
+      // the bridge ended: waiting for its line below says so
     }
+  }, 10);
+  try {
+    const since = launcher.child.lineCount;
+    const started = await set.send(...new Array<string>(size).fill("TOGGLE"), "ON", "flood-end");
+    const { line } = await launcher.child.waitFor(IGNORED, { since, timeoutMs: 120_000 });
+    const seconds = Number(line.arrivedNs - started) / 1e9;
+    // The commands go on to the button process; the last one leaves the LED on.
+    for (const giveUp = performance.now() + 20_000; !ledState(launcher);) {
+      if (performance.now() > giveUp) {
+        throw new Error(`The LED did not end on after the flood:\n${launcher.child.transcript}`);
+      }
+      await delay(10);
+    }
+    const rssAfter = residentBytes(pid);
     return {
-      rows: rows.map((row) => ({ id: row.id, label: row.label, runs: results.get(row.id) ?? [] })),
-      flood: {
-        messages: floodSize + 2,
-        rssBeforeKiB,
-        rssPeakKiB,
-        rssAfterKiB: memoryKiB(bridgePid, "VmRSS"),
-        drainedMs,
-      },
+      messagesPerSecond: (size + 2) / seconds,
+      rssBefore,
+      rssPeak: Math.max(rssPeak, rssAfter),
+      rssAfter,
     };
   } finally {
-    for (const publisher of publishers) await publisher.close();
-    for (const child of children.reverse()) await stop(child);
-    await Deno.remove(dir, { recursive: true });
+    clearInterval(sampler);
   }
 }
 
-function percentile(values: number[], fraction: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))];
-}
+async function measure(context: CaseContext): Promise<void> {
+  const { config, work, figures, progress } = context;
+  const samples = config.quick ? SAMPLES.quick : SAMPLES.full;
+  await using broker = await startBroker(work.path);
+  const prefix = `bench/${crypto.randomUUID().slice(0, 8)}`;
+  await using bridged = await startLauncher(work, "mqtt-bridged", {
+    args: bridgeArgs(broker.url, prefix),
+    ready: [/Connected to mqtt/],
+  });
+  await using alone = await startLauncher(work, "mqtt-alone");
+  const host = ["-h", "127.0.0.1", "-p", String(broker.port)];
+  await using sub = spawnProgram("mosquitto_sub", [
+    ...host,
+    "-v",
+    "-t",
+    `${prefix}/rtt`,
+    "-t",
+    `${prefix}/button/action`,
+  ]);
+  await using rtt = new LinePublisher(broker.port, `${prefix}/rtt`);
+  await using set = new LinePublisher(broker.port, `${prefix}/led/set`);
+  await untilSubscribed(sub, rtt);
 
-/** The result as a Markdown table: per row, the median over runs of each run's p50 and p99. */
-export function mqttTable(result: MqttBenchResult): string {
-  const median = (values: number[]): number => percentile(values, 0.5);
-  const ms = (us: number): string => (us / 1000).toFixed(2);
-  const lines = ["| MQTT | p50 ms | p99 ms | runs x samples |", "|---|---:|---:|---:|"];
-  for (const row of result.rows) {
-    const p50 = median(row.runs.map((run) => percentile(run, 0.5)));
-    const p99 = median(row.runs.map((run) => percentile(run, 0.99)));
-    lines.push(
-      `| ${row.label} | ${ms(p50)} | ${ms(p99)} | ${row.runs.length} x ${
-        row.runs[0]?.length ?? 0
-      } |`,
+  // Each press and TOGGLE flips the LED: waiting for the state it must show next cannot be
+  // satisfied by a line left over from the sample before.
+  let bridgedLed = ledState(bridged);
+  let aloneLed = ledState(alone);
+  let counter = 0;
+  /** A press on the bridged launcher: us to the message at `mosquitto_sub` and to the LED. */
+  const pressBridged = async (): Promise<{ message: number; led: number }> => {
+    const subSince = sub.lineCount;
+    const ledSince = bridged.child.lineCount;
+    const started = await bridged.press();
+    bridgedLed = !bridgedLed;
+    const [message, led] = await Promise.all([
+      sub.waitFor(/\/button\/action press$/, { since: subSince, timeoutMs: 20_000 }),
+      bridged.child.waitFor(ledShows(bridgedLed), { since: ledSince, timeoutMs: 20_000 }),
+    ]);
+    return {
+      message: Number(message.line.arrivedNs - started) / 1000,
+      led: Number(led.line.arrivedNs - started) / 1000,
+    };
+  };
+  const once: Record<typeof LATENCY_ROWS[number]["id"], () => Promise<number>> = {
+    "mqtt.pub-to-sub": () => {
+      const line = `rtt-${++counter}`;
+      return latency(sub, new RegExp(` ${line}$`), () => rtt.send(line));
+    },
+    "mqtt.press-to-message": async () => (await pressBridged()).message,
+    "mqtt.set-to-led": () => {
+      bridgedLed = !bridgedLed;
+      return latency(bridged.child, ledShows(bridgedLed), () => set.send("TOGGLE"));
+    },
+    "mqtt.press-to-led": async () => (await pressBridged()).led,
+    "mqtt.press-to-led-alone": () => {
+      aloneLed = !aloneLed;
+      return latency(alone.child, ledShows(aloneLed), () => alone.press());
+    },
+  };
+  const rows: Row<number[]>[] = LATENCY_ROWS.map((row) => ({
+    id: row.id,
+    label: row.step,
+    measure: () => sampled(samples, once[row.id]),
+  }));
+  const latencies = await interleaved(context, rows);
+  for (const row of LATENCY_ROWS) {
+    figures.add(
+      { id: row.id, section: "mqtt", label: row.label, unit: "us" },
+      summarizeLatencies(latencies.get(row.id) ?? []),
     );
   }
-  const { flood } = result;
-  const mib = (kib: number): string => (kib / 1024).toFixed(1);
-  lines.push(
-    "",
-    `Flood of ${flood.messages} set messages: the LED showed the last one after ${
-      (flood.drainedMs / 1000).toFixed(1)
-    } s; bridge RSS ${mib(flood.rssBeforeKiB)} MiB before, ${mib(flood.rssPeakKiB)} MiB at most, ${
-      mib(flood.rssAfterKiB)
-    } MiB after.`,
-  );
-  return lines.join("\n");
+
+  const size = config.quick ? FLOOD_MESSAGES.quick : FLOOD_MESSAGES.full;
+  const floods: Flood[] = [];
+  for (let run = 1; run <= config.runs; run++) {
+    progress.step(`MQTT: a flood of ${size} set messages, run ${run}/${config.runs}`);
+    floods.push(await flood(work, broker, `mqtt-flood-${run}`, size));
+  }
+  const what = `a fresh bridge, ${size + 2} \`set\` messages from \`mosquitto_pub -l\``;
+  const flooded = [
+    ["rate", "msg/s", `${what}: handled per second`, (f: Flood) => f.messagesPerSecond],
+    ["rss-before", "bytes", `${what}: its RSS before`, (f: Flood) => f.rssBefore],
+    [
+      "rss-peak",
+      "bytes",
+      `${what}: its highest RSS (sampled every 10 ms)`,
+      (f: Flood) => f.rssPeak,
+    ],
+    ["rss-after", "bytes", `${what}: its RSS after`, (f: Flood) => f.rssAfter],
+  ] as const;
+  for (const [id, unit, label, value] of flooded) {
+    figures.add(
+      { id: `mqtt.flood.${id}`, section: "mqtt-flood", label, unit },
+      summarizeRuns(floods.map(value)),
+    );
+  }
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: { runs: { type: "string" }, samples: { type: "string" }, flood: { type: "string" } },
-  });
-  const result = await measureMqtt({
-    runs: values.runs === undefined ? undefined : Number(values.runs),
-    samples: values.samples === undefined ? undefined : Number(values.samples),
-    flood: values.flood === undefined ? undefined : Number(values.flood),
-    progress: (step) => console.error(`bench mqtt: ${step}`),
-  });
-  console.log(mqttTable(result));
-}
+/** The MQTT case. */
+export const mqtt: BenchCase = {
+  id: "mqtt",
+  unavailable(): string | undefined {
+    const missing = MOSQUITTO_PROGRAMS.filter((program) => !hasProgram(program));
+    return missing.length === 0
+      ? undefined
+      : `needs ${missing.join(", ")} on PATH (${MOSQUITTO_INSTALL})`;
+  },
+  steps: (config) => (LATENCY_ROWS.length + 1) * config.runs,
+  run: measure,
+};
