@@ -53,7 +53,7 @@ const SUPERVISOR = 96;
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
-const DEFAULT_FOLLOW_PERIOD_MS = 2.5;
+const DEFAULT_FOLLOW_PERIOD_MS = 2.75;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
 const SYNC_LIVENESS_MS = 100;
 /** How long a handle with no wait under way keeps listening, for a reader that waits again. */
