@@ -31,8 +31,12 @@ export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_EMPTY_PATH = 0x1000;
 export const STATX_BASIC_STATS = 0x7ff;
+export const STATX_BTIME = 0x800;
 export const STATX_SIZE_BYTES = 256;
 export const STATX_OFFSET = {
+  mask: 0,
+  btimeSeconds: 80,
+  btimeNanoseconds: 88,
   uid: 20,
   gid: 24,
   mode: 28,

@@ -43,7 +43,10 @@ export interface FileStat {
   uid: number;
   /** Size in bytes. */
   size: number;
-  /** Inode number and device, together an inode's identity. */
+  /**
+   * Device, inode number and (where the file system keeps it) birth time: together an inode's
+   * identity, which a file made later at the same path does not share.
+   */
   identity: string;
   /** The same identity as /proc/locks writes it: `MAJOR:MINOR:INODE`, device numbers in hex. */
   lockIdentity: string;
@@ -70,8 +73,16 @@ function fileType(mode: number): FileType {
 
 function statxCall(dirfd: number, path: string, flags: number, subject: string): FileStat {
   const buffer = new Uint8Array(C.STATX_SIZE_BYTES);
-  check(libc().statx(dirfd, cString(path), flags, C.STATX_BASIC_STATS, buffer), "inspect", subject);
+  const wanted = C.STATX_BASIC_STATS | C.STATX_BTIME;
+  check(libc().statx(dirfd, cString(path), flags, wanted, buffer), "inspect", subject);
   const view = new DataView(buffer.buffer);
+  // A file system reuses a freed inode number at once (ext4 and tmpfs do): with the birth time,
+  // where the file system keeps one, a file made later at the same path never looks the same.
+  const born = (view.getUint32(C.STATX_OFFSET.mask, true) & C.STATX_BTIME) === 0
+    ? ""
+    : `:${view.getBigInt64(C.STATX_OFFSET.btimeSeconds, true)}.${
+      view.getUint32(C.STATX_OFFSET.btimeNanoseconds, true)
+    }`;
   const mode = view.getUint16(C.STATX_OFFSET.mode, true);
   const major = view.getUint32(C.STATX_OFFSET.devMajor, true);
   const minor = view.getUint32(C.STATX_OFFSET.devMinor, true);
@@ -82,7 +93,7 @@ function statxCall(dirfd: number, path: string, flags: number, subject: string):
     permissions: mode & 0o7777,
     uid: view.getUint32(C.STATX_OFFSET.uid, true),
     size: Number(view.getBigUint64(C.STATX_OFFSET.size, true)),
-    identity: `${major}:${minor}:${inode}`,
+    identity: `${major}:${minor}:${inode}${born}`,
     lockIdentity: `${hex(major)}:${hex(minor)}:${inode}`,
   };
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { statPath } from "../../ffi/posix.ts";
 import type { ChildProcess } from "./child_process.ts";
 import { press } from "./fifo.ts";
 import { ROOT } from "./paths.ts";
@@ -123,11 +124,7 @@ export function stateValue(path: string): number {
 
 /** The device and inode at `path` (not followed), or `undefined` when nothing is there. */
 export function identity(path: string): string | undefined {
-  try {
-    const stat = Deno.lstatSync(path);
-    return `${stat.dev}:${stat.ino}`;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+  // Device, inode and birth time in nanoseconds (statx): a file system may give a file made
+  // now the inode number of one just removed, within the same millisecond.
+  return statPath(path)?.identity;
 }
