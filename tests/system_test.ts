@@ -259,10 +259,12 @@ testWith(
       const pids = await running(launcher);
       try {
         // Put a file of the user's where the FIFO was: every restarted button refuses to use it.
-        Deno.removeSync(fifo);
-        Deno.writeTextFileSync(fifo, "notes");
+        // In one step: a button that sees its FIFO removed makes it again at once, and a write to
+        // the path would then go into that FIFO.
+        Deno.writeTextFileSync(`${dir}/notes`, "notes");
+        Deno.renameSync(`${dir}/notes`, fifo);
         Deno.kill(pids.button, "SIGKILL");
-        const status = await launcher.status();
+        const status = await launcher.status({ timeoutMs: 60_000 });
         assertEquals(status.code, 1);
         assertMatch(status.stderr, /button crashed 5 times in a row; its last error: .*not a FIFO/);
         assert(processGone(pids.led));

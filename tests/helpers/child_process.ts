@@ -132,10 +132,31 @@ export class ChildProcess implements AsyncDisposable {
     return this.lines.slice(since).map((line) => line.text).filter((text) => pattern.test(text));
   }
 
-  /** The exit status, once the child has ended and its output is read. */
-  async status(): Promise<Deno.CommandStatus & { stderr: string }> {
-    const status = await this.#status;
-    await this.#pumps;
+  /**
+   * The exit status, once the child has ended and its output is read. A child still running
+   * after `timeoutMs` (default five minutes, room for the emulated VMs) fails the test with its
+   * transcript rather than hanging it; the child is left to `await using` to stop.
+   */
+  async status(
+    options: { timeoutMs?: number } = {},
+  ): Promise<Deno.CommandStatus & { stderr: string }> {
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const guard = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(`pid ${this.pid} still runs after ${timeoutMs} ms:\n${this.transcript}`),
+          ),
+        timeoutMs,
+      );
+    });
+    // The output too: a grandchild that outlives the child may hold its pipes open.
+    const ended = this.#status.then(async (status) => {
+      await this.#pumps;
+      return status;
+    });
+    const status = await Promise.race([ended, guard]).finally(() => clearTimeout(timer));
     const stderr = this.lines.filter((line) => line.stream === "stderr").map((line) => line.text)
       .join("\n");
     return { ...status, stderr };
