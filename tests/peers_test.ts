@@ -17,6 +17,7 @@ import {
   identity,
   ledShows,
   ledStates,
+  REMADE,
   REPLACED,
   running,
   startedOrEnded,
@@ -204,12 +205,10 @@ testWith(
         // The original leaves its FIFO behind, and it is not ours to remove: once the user
         // removes it, the path is free for ours again.
         assertEquals(identity(fifo), replaced, "ours removed or replaced the original's FIFO");
+        const removed = launcher.lines.length;
         Deno.removeSync(fifo);
-        await until(
-          () => identity(fifo) !== undefined && Deno.lstatSync(fifo).isFifo === true,
-          "our FIFO back at the free path",
-          { child: launcher },
-        );
+        await launcher.waitFor(lineNaming(fifo, REMADE), { since: removed, timeoutMs: GUARD_MS });
+        assert(Deno.lstatSync(fifo).isFifo, "our FIFO is not back at the free path");
         await press(fifo, launcher);
         await ledShows(launcher, "On", 0);
         assertEquals(
@@ -239,9 +238,8 @@ testWith(
         const since = launcher.lines.length;
         Deno.removeSync(fifo);
         await launcher.waitFor(lineNaming(fifo, REPLACED), { since, timeoutMs: GUARD_MS });
-        await until(() => identity(fifo) !== undefined, "a new FIFO at the path", {
-          child: launcher,
-        });
+        await launcher.waitFor(lineNaming(fifo, REMADE), { since, timeoutMs: GUARD_MS });
+        assert(Deno.lstatSync(fifo).isFifo, "no new FIFO at the path");
         await press(fifo, launcher);
         await ledShows(launcher, "On", since);
       } finally {

@@ -26,6 +26,12 @@ export const KILLED_BY_SIGNAL = /killed by SIG\w+/;
 /** Words that say a path was replaced or removed under a running system. */
 export const REPLACED = /replac|remov|delet|gone|missing|vanish|no longer|changed/;
 
+/**
+ * Words a line uses to say the button reads a FIFO it made anew. Tests wait for it, not for the
+ * FIFO to appear: between `mkfifo` and the button's open, a press finds no reader.
+ */
+export const REMADE = /reach(es)? this button again/;
+
 /** The command line that runs our launcher with `args`, for programs that start it. */
 export function launcherCommand(args: string[]): string[] {
   return [
