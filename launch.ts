@@ -38,6 +38,7 @@ import { usage } from "./app/flags.ts";
 import { createRemoteLink } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
 import { loadCredentials } from "./bridges/mqtt/credentials.ts";
+import { localMachine, mqttIdentity } from "./bridges/mqtt/identity.ts";
 import {
   mqttBridgeArgs,
   mqttBridgePermissions,
@@ -49,7 +50,7 @@ const ROOT = new URL(".", import.meta.url).pathname;
 
 /** Something at a path that this launcher owns, and so removes when it stops. */
 interface Owned {
-  kind: "state file" | "shared memory" | "FIFO";
+  kind: PathClaim["kind"];
   path: string;
   identity: string;
   remove: () => void;
@@ -330,10 +331,17 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     // Claims first: a launcher that loses here has made, changed and removed nothing.
     const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
     const shm = flags.shm === undefined ? undefined : normalizeShmName(flags.shm);
+    // The bridge is handed the prefix claimed here, so it publishes under no other.
+    const bridged = mqtt === undefined
+      ? undefined
+      : { ...mqtt, ...mqttIdentity(mqtt, (await localMachine()).name) };
     resources.claims = claimPaths([
       ...(flags.state === undefined ? [] : [{ kind: "state file" as const, path: flags.state }]),
       ...(shm === undefined ? [] : [{ kind: "shared memory" as const, path: shm }]),
       ...(fifo === undefined ? [] : [{ kind: "FIFO" as const, path: fifo }]),
+      ...(bridged === undefined
+        ? []
+        : [{ kind: "MQTT topic prefix" as const, path: bridged.prefix }]),
     ]);
     const claimOf = (kind: PathClaim["kind"]): PathClaim | undefined =>
       resources.claims.find((claim) => claim.kind === kind);
@@ -369,8 +377,8 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
       new Supervisor(spec, { log, config })
     );
-    const bridge = mqtt !== undefined && resources.link !== undefined
-      ? new Supervisor(bridgeSpec(flags, mqtt, state, resources.link), { log, config })
+    const bridge = bridged !== undefined && resources.link !== undefined
+      ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), { log, config })
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");

@@ -1,5 +1,6 @@
 /**
- * A launcher's claims on the paths it will use (the state file, the shm name, the FIFO), taken
+ * A launcher's claims on the paths it will use (the state file, the shm name, the FIFO, and the
+ * MQTT topic prefix, which is a path on the broker), taken
  * before anything is created there: a record file per path in the private runtime directory,
  * held with flock(2) for as long as the launcher runs. A second launcher on any of the same
  * paths is refused by pid before it touches anything, and a launcher that died leaves its
@@ -14,7 +15,7 @@ import { ensurePrivateDirectory } from "../lib/owned_path.ts";
 import { runtimeDirectory } from "./runtime_dir.ts";
 
 /** What a path is, for messages. */
-export type PathKind = "state file" | "shared memory" | "FIFO";
+export type PathKind = "state file" | "shared memory" | "FIFO" | "MQTT topic prefix";
 
 /** What a launcher that died left recorded for a path. */
 export interface Leftover {
@@ -96,10 +97,12 @@ function claim(kind: PathKind, path: string): PathClaim {
     if (!posix.tryLockExclusive(fd, file)) {
       posix.closeFd(fd);
       const holder = posix.flockHolder(stat.lockIdentity);
+      // Two systems on one broker under one prefix would fight over its topics and session.
+      const hint = kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
       throw new Deno.errors.Busy(
         `Cannot launch: another launcher${
           holder === undefined ? "" : ` (pid ${holder})`
-        } is using the ${kind} ${JSON.stringify(path)}`,
+        } is using the ${kind} ${JSON.stringify(path)}${hint}`,
       );
     }
     // A launcher that was letting go may have removed the record just before we locked it.

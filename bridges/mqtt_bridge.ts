@@ -29,14 +29,15 @@ import { MqttBridge } from "./mqtt/bridge.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
 import { discoveryMessages } from "./mqtt/discovery.ts";
-import { MACHINE_ID_PATHS, MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
-import { defaultClientId, defaultPrefix, deviceId, machineName, topicsFor } from "./mqtt/topics.ts";
+import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
+import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
+import { deviceId, topicsFor } from "./mqtt/topics.ts";
 
 /** The MQTT bridge process's command line. */
 export const MQTT_BRIDGE_COMMAND = defineCommand({
   name: "mqtt",
   synopsis: [
-    "deno run --allow-ffi --allow-env --allow-net --allow-sys=hostname --allow-read \\",
+    "deno run --allow-ffi --allow-env --allow-net \\",
     "    bridges/mqtt_bridge.ts (--state PATH | --shm NAME) --remote PATH --mqtt URL [options]",
   ],
   description: "The MQTT bridge: publishes the LED state and each press, and applies ON, OFF " +
@@ -66,27 +67,14 @@ export const MQTT_BRIDGE_COMMAND = defineCommand({
 /** The bridge's parsed flags. */
 export type MqttBridgeFlags = CommandFlags<typeof MQTT_BRIDGE_COMMAND>;
 
-async function readMachineId(): Promise<string | undefined> {
-  for (const path of MACHINE_ID_PATHS) {
-    try {
-      return await Deno.readTextFile(path);
-    } catch {
-      // Not there (or not readable): try the next, then go without.
-    }
-  }
-  return undefined;
-}
-
 async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
   await setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("mqtt");
   const credentials = loadCredentials(settings.credentialsFile);
   const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);
-  const hostname = Deno.hostname();
-  const name = await machineName(hostname, await readMachineId());
-  const prefix = settings.prefix ?? defaultPrefix(name);
-  const clientId = settings.clientId ?? defaultClientId(name);
+  const { hostname, name } = await localMachine();
+  const { prefix, clientId } = mqttIdentity(settings, name);
   const topics = topicsFor(prefix);
 
   using state = openSystemState(flags);

@@ -18,6 +18,7 @@ import {
 } from "../bridges/mqtt/credentials.ts";
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
 import { describeProblem } from "../bridges/mqtt/problems.ts";
+import { localMachine, MACHINE_ID_PATHS, mqttIdentity } from "../bridges/mqtt/identity.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
 import { OncePerKind, parseSetPayload } from "../bridges/mqtt/set_payload.ts";
 import {
@@ -35,7 +36,7 @@ import {
   topicsFor,
 } from "../bridges/mqtt/topics.ts";
 import { assertThrowsWith } from "./helpers/assertions.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
@@ -50,7 +51,43 @@ Deno.test("machineName() tells two hosts of the same name apart by machine id, a
   assertEquals(await machineName("My Host.local", undefined), "my-host-local");
   assertEquals(defaultPrefix(a), `mmap-ipc/${a}`);
   assertEquals(defaultClientId(a), `mmap-ipc-${a}`);
+  assertEquals(defaultClientId(a, "Kitchen/Pi"), `mmap-ipc-${a}-kitchen-pi`);
 });
+
+Deno.test("mqttIdentity() takes the flags, else defaults; a chosen prefix gets its own client id", () => {
+  assertEquals(mqttIdentity({}, "pi-3fa2c1"), {
+    prefix: "mmap-ipc/pi-3fa2c1",
+    clientId: "mmap-ipc-pi-3fa2c1",
+  });
+  assertEquals(mqttIdentity({ prefix: "kitchen/pi" }, "pi-3fa2c1"), {
+    prefix: "kitchen/pi",
+    clientId: "mmap-ipc-pi-3fa2c1-kitchen-pi",
+  });
+  assertEquals(mqttIdentity({ prefix: "a", clientId: "me" }, "pi-3fa2c1"), {
+    prefix: "a",
+    clientId: "me",
+  });
+});
+
+testWith(
+  [...NEEDS.children, requires("uname")],
+  "localMachine() reads the host name uname(1) gives, and the machine id",
+  async () => {
+    const { hostname, name } = await localMachine();
+    const uname = await new Deno.Command("uname", { args: ["-n"] }).output();
+    assertEquals(hostname, new TextDecoder().decode(uname.stdout).trim());
+    let machineId: string | undefined;
+    for (const path of MACHINE_ID_PATHS) {
+      try {
+        machineId = await Deno.readTextFile(path);
+        if (machineId.trim()) break;
+      } catch {
+        // Not on this machine: try the next.
+      }
+    }
+    assertEquals(name, await machineName(hostname, machineId));
+  },
+);
 
 Deno.test("topicsFor() and deviceId() derive everything from the prefix", () => {
   assertEquals(topicsFor("mmap-ipc/pi-3fa2c1"), {
@@ -229,14 +266,7 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
     "homeassistant",
   ]);
   const permissions = mqttBridgePermissions(settings);
-  assert(permissions.includes("--allow-net=broker.lan:8883"));
-  assert(permissions.includes("--allow-sys=hostname"));
-  assert(
-    permissions.includes(
-      "--allow-read=/etc/machine-id,/var/lib/dbus/machine-id",
-    ),
-  );
-  assert(!permissions.some((flag) => flag === "--allow-all" || flag === "--allow-net"));
+  assertEquals(permissions, ["--allow-ffi", "--allow-env", "--allow-net=broker.lan:8883"]);
 });
 
 Deno.test("parseCredentials() reads username= and password= lines and names bad lines, never values", () => {

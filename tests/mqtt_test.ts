@@ -35,10 +35,16 @@ interface System extends AsyncDisposable {
 async function startSystem(
   dir: string,
   url: string,
-  options: { args?: string[]; env?: Record<string, string>; connected?: boolean } = {},
+  options: {
+    args?: string[];
+    env?: Record<string, string>;
+    connected?: boolean;
+    fifo?: string;
+    prefix?: string;
+  } = {},
 ): Promise<System> {
-  const fifo = `${dir}/button.fifo`;
-  const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+  const fifo = options.fifo ?? `${dir}/button.fifo`;
+  const prefix = options.prefix ?? `test/${crypto.randomUUID().slice(0, 8)}`;
   const launcher = spawnDeno(
     `${ROOT}launch.ts`,
     ["--fifo", fifo, "--mqtt", url, "--mqtt-prefix", prefix, ...(options.args ?? [])],
@@ -408,6 +414,48 @@ testWithBroker("MQTT bridge: logs in with credentials from the environment", asy
     await listener.waitFor(system.topics.action, { payload: "press" });
   });
 });
+
+testWithBroker(
+  "two systems on one machine: the same MQTT prefix is refused naming the first launcher; another prefix gets a session of its own",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      await using first = await startSystem(dir, broker.url);
+      await using refused = spawnDeno(
+        `${ROOT}launch.ts`,
+        ["--fifo", `${dir}/second.fifo`, "--mqtt", broker.url, "--mqtt-prefix", first.prefix],
+        { permissions: LAUNCH_PERMISSIONS, cwd: dir },
+      );
+      const status = await refused.status({ timeoutMs: 30_000 });
+      assertEquals(status.code, 1, refused.transcript);
+      assertStringIncludes(status.stderr, `pid ${first.launcher.pid}`);
+      assertStringIncludes(status.stderr, `MQTT topic prefix "${first.prefix}"`);
+      assertStringIncludes(status.stderr, "--mqtt-prefix");
+      assert(refused.matching(/Started/).length === 0, "the refused launcher started children");
+
+      await using second = await startSystem(dir, broker.url, { fifo: `${dir}/third.fifo` });
+      const clientId = (system: System): string =>
+        system.launcher.matching(/Connected to mqtt/).map((line) =>
+          / as (\S+)/.exec(line)?.[1]
+        )[0] ??
+          "";
+      assert(clientId(first) !== "" && clientId(first) !== clientId(second), "one client id");
+      // Both stay connected: with one client id the broker would drop each for the other.
+      await using listener = await listen(broker.url, [`${first.prefix}/#`, `${second.prefix}/#`]);
+      await writeAndLeave(first.fifo, "0\n");
+      await listener.waitFor(first.topics.state, { payload: "ON" });
+      await writeAndLeave(second.fifo, "0\n");
+      await listener.waitFor(second.topics.state, { payload: "ON" });
+      for (const system of [first, second]) {
+        assertEquals(
+          system.launcher.matching(/Connected to mqtt/).length,
+          1,
+          system.launcher.transcript,
+        );
+      }
+    });
+  },
+);
 
 testWithBroker(
   "MQTT bridge: when it keeps crashing the launcher gives up on it alone; the button and LED carry on",

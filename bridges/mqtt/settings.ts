@@ -44,7 +44,7 @@ export const MQTT_FLAGS = {
     type: "string",
     arg: "ID",
     group: GROUP,
-    defaultText: "mmap-ipc-HOSTNAME-XXXXXX",
+    defaultText: "mmap-ipc-HOSTNAME-XXXXXX (with --mqtt-prefix P, P's letters and digits added)",
     help: "the MQTT client id",
   },
   "mqtt-discovery-prefix": {
@@ -71,9 +71,6 @@ export interface MqttFlagValues {
   /** `--mqtt-discovery-prefix`. */
   mqttDiscoveryPrefix?: string;
 }
-
-/** Where the machine id may be, read to make the default prefix unique per machine. */
-export const MACHINE_ID_PATHS = ["/etc/machine-id", "/var/lib/dbus/machine-id"] as const;
 
 /** The bridge's settings, checked. */
 export interface MqttSettings {
@@ -190,16 +187,14 @@ export function mqttBridgeArgs(settings: MqttSettings): string[] {
 
 /**
  * What the bridge process may do: map the shared state (ffi, through which it also reads the
- * credentials and CA files, as the launcher does), reach its broker and nothing else, read the
- * machine id, and the host name. The whole environment, because the MQTT library's logging
- * module lists it when it loads.
+ * credentials and CA files, the machine id and the host name, as the launcher does), and reach
+ * its broker and nothing else. The whole environment, because the MQTT library's logging module
+ * lists it when it loads.
  */
 export function mqttBridgePermissions(settings: MqttSettings): string[] {
   return [
     "--allow-ffi",
     "--allow-env",
-    "--allow-sys=hostname",
     `--allow-net=${settings.host}:${settings.port}`,
-    `--allow-read=${MACHINE_ID_PATHS.join(",")}`,
   ];
 }

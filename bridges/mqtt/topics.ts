@@ -85,9 +85,12 @@ export function defaultPrefix(name: string): string {
   return `mmap-ipc/${name}`;
 }
 
-/** The default client id of the machine called `name`. */
-export function defaultClientId(name: string): string {
-  return `mmap-ipc-${name}`;
+/**
+ * The default client id of the machine called `name`; with a `prefix` the user chose, one that
+ * also names the prefix, so two systems on one machine have a session each.
+ */
+export function defaultClientId(name: string, prefix?: string): string {
+  return prefix === undefined ? `mmap-ipc-${name}` : `mmap-ipc-${name}-${slug(prefix)}`;
 }
 
 /**
