@@ -69,6 +69,18 @@ export async function idleCost(pids: readonly number[], seconds: number): Promis
   }));
 }
 
+/**
+ * Private memory of `pid` in bytes: its resident anonymous pages (heaps, stacks, JIT code). The
+ * resident set also counts the pages of the Deno binary a process has touched, which every Deno
+ * process on the machine shares.
+ */
+export function anonymousBytes(pid: number): number {
+  const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+  const kib = /^Anonymous:\s+(\d+)/m.exec(rollup)?.[1];
+  if (kib === undefined) throw new Error(`No Anonymous in /proc/${pid}/smaps_rollup`);
+  return Number(kib) * 1024;
+}
+
 /** Resident set size of `pid`, in bytes. */
 export function residentBytes(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

@@ -169,6 +169,40 @@ function memoryTargets(): TargetSpec[] {
       source: ISSUE_12,
     });
   }
+  // The floors under that goal: what loading the code costs before any of it runs.
+  targets.push({
+    id: "rss-logging-vs-bare",
+    title: "RSS of a script that only loads LogTape, against a bare script",
+    figure: { id: "memory.rss.logging" },
+    baseline: { id: "memory.rss.bare" },
+    source: ISSUE_12,
+  });
+  for (const child of ["led", "button"]) {
+    targets.push({
+      id: `rss-${child}-modules-vs-bare`,
+      title: `RSS of the ${child}'s modules loaded but not run (its floor), against a bare script`,
+      figure: { id: `memory.rss.${child}-modules` },
+      baseline: { id: "memory.rss.bare" },
+      source: ISSUE_12,
+    });
+    targets.push({
+      id: `rss-${child}-vs-modules`,
+      title: `${child} process RSS against its modules loaded but not run`,
+      figure: { id: `memory.rss.${child}` },
+      baseline: { id: `memory.rss.${child}-modules` },
+      source: ISSUE_12,
+    });
+  }
+  // RSS also counts the pages of the Deno binary a process has run, shared by every Deno process.
+  for (const child of ["led", "button"]) {
+    targets.push({
+      id: `anonymous-${child}-vs-bare`,
+      title: `${child} process private (anonymous) memory against a bare script's`,
+      figure: { id: `memory.anonymous.${child}` },
+      baseline: { id: "memory.anonymous.bare" },
+      source: ISSUE_12,
+    });
+  }
   for (const child of ["led", "button"]) {
     targets.push({
       id: `heap-${child}-soak`,

@@ -1,18 +1,24 @@
 /**
  * Memory of each child: the LED's and the button's resident set size after some presses, beside
- * a bare `deno run --allow-ffi` script that does nothing, all three measured in the same run.
+ * a bare `deno run --allow-ffi` script that does nothing, and beside the floors the children
+ * cannot go below: scripts that load LogTape alone, and the LED's and the button's whole module
+ * graphs without running them. All measured in the same run.
  *
  * @module
  */
 
 import { delay } from "@std/async/delay";
-import { residentBytes } from "../proc_stats.ts";
-import { PEERS, spawnDeno } from "../processes.ts";
+import { anonymousBytes, residentBytes } from "../proc_stats.ts";
+import { PEERS, ROOT, spawnDeno } from "../processes.ts";
 import { summarizeRuns } from "../stats.ts";
 import { LED_LINE, startSystem } from "../system.ts";
 import type { BenchCase, CaseContext } from "./case.ts";
 
 const PRESSES = 20;
+
+/** What the case measures the RSS of. */
+const CHILDREN = ["bare", "logging", "led-modules", "button-modules", "led", "button"] as const;
+type Child = typeof CHILDREN[number];
 
 /** The memory case. */
 export const memory: BenchCase = {
@@ -20,12 +26,23 @@ export const memory: BenchCase = {
   steps: (config) => config.runs,
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures, progress } = context;
-    const rss = { bare: [] as number[], led: [] as number[], button: [] as number[] };
+    const rss = Object.fromEntries(CHILDREN.map((child) => [child, [] as number[]])) as Record<
+      Child,
+      number[]
+    >;
+    const anonymous = structuredClone(rss);
     for (let run = 1; run <= config.runs; run++) {
       progress.step(`memory: RSS beside a bare Deno script, run ${run}/${config.runs}`);
-      await using bare = spawnDeno(`${PEERS}idle.ts`, []);
+      const floor = (arg?: string) =>
+        spawnDeno(`${PEERS}idle.ts`, arg === undefined ? [] : [arg], {
+          permissions: ["--allow-ffi", `--allow-read=${ROOT}`],
+        });
+      await using bare = floor();
+      await using logging = floor("logging");
+      await using ledModules = floor("../../consumers/led.ts");
+      await using buttonModules = floor("../../producers/button.ts");
       await using system = await startSystem(work, `memory-${run}`);
-      await bare.nextLine();
+      for (const idle of [bare, logging, ledModules, buttonModules]) await idle.nextLine();
       for (let i = 0; i < PRESSES; i++) {
         const since = system.led.lineCount;
         await system.press();
@@ -33,16 +50,28 @@ export const memory: BenchCase = {
         await delay(10);
       }
       await delay(1000);
-      rss.bare.push(residentBytes(bare.pid));
-      rss.led.push(residentBytes(system.led.pid));
-      rss.button.push(residentBytes(system.button.pid));
+      const pids: Record<Child, number> = {
+        bare: bare.pid,
+        logging: logging.pid,
+        "led-modules": ledModules.pid,
+        "button-modules": buttonModules.pid,
+        led: system.led.pid,
+        button: system.button.pid,
+      };
+      for (const child of CHILDREN) {
+        rss[child].push(residentBytes(pids[child]));
+        anonymous[child].push(anonymousBytes(pids[child]));
+      }
     }
-    const labels = {
+    const labels: Record<Child, string> = {
       bare: "a bare `deno run --allow-ffi` script, idle",
+      logging: "a script that only loads and sets up LogTape, idle",
+      "led-modules": "the LED's modules loaded, none of it run (its floor), idle",
+      "button-modules": "the button's modules loaded, none of it run (its floor), idle",
       led: `the LED (\`consumers/led.ts\`) after ${PRESSES} presses`,
       button: `the button (\`producers/button.ts\`) after ${PRESSES} presses`,
     };
-    for (const child of ["bare", "led", "button"] as const) {
+    for (const child of CHILDREN) {
       figures.add(
         {
           id: `memory.rss.${child}`,
@@ -51,6 +80,17 @@ export const memory: BenchCase = {
           unit: "bytes",
         },
         summarizeRuns(rss[child]),
+      );
+    }
+    for (const child of CHILDREN) {
+      figures.add(
+        {
+          id: `memory.anonymous.${child}`,
+          section: "memory",
+          label: `private (anonymous) memory: ${labels[child]}`,
+          unit: "bytes",
+        },
+        summarizeRuns(anonymous[child]),
       );
     }
   },
