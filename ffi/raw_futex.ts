@@ -215,19 +215,33 @@ export class RawFutexWord {
   /**
    * FUTEX_WAIT on one of Deno's worker threads (`nonblocking: true`) while the word holds
    * `expected`; the event loop stays free. Resolves when woken, at once if the word differs,
-   * and when the memory is closed. No timeout: something must wake it, or close its memory.
+   * when the memory is closed, and after `timeoutMs` if given (without one, something must wake
+   * it, or close its memory).
    */
-  wait(expected: number): Promise<void> {
+  wait(expected: number, timeoutMs?: number): Promise<void> {
     this.#check();
+    let timespec: BigInt64Array | undefined;
+    if (timeoutMs !== undefined) {
+      if (!(timeoutMs >= 0 && timeoutMs < 2 ** 40)) {
+        throw new RangeError(`Timeout ${timeoutMs} ms is not between 0 and 2^40`);
+      }
+      // A buffer per call: the worker thread reads it after this returns.
+      timespec = new BigInt64Array(2);
+      const seconds = Math.floor(timeoutMs / 1000);
+      timespec[0] = BigInt(seconds);
+      timespec[1] = BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6));
+    }
     const call = libc().syscall_blocking(
       C.SYS_futex,
       this.#address,
       C.FUTEX_WAIT,
       expected,
-      null,
+      timespec === undefined ? null : Deno.UnsafePointer.of(timespec),
       null,
       0,
-    ).then(() => {});
+    ).then(() => {
+      timespec = undefined; // reachable until the call has returned
+    });
     this.#memory.track(this, call);
     return call;
   }
