@@ -128,10 +128,53 @@ function claim(kind: PathKind, path: string): PathClaim {
 }
 
 /**
+ * Removes the records that launchers which died left for paths with nothing of theirs left to
+ * adopt (the path is gone, or holds another inode than the one recorded; an MQTT prefix is never
+ * adopted). Without this, every SIGKILLed launcher would leave a record behind for good. A
+ * record is only removed while locked, as {@link PathClaim.release} does, so a live launcher's
+ * records and one being claimed are never touched.
+ */
+export function sweepStaleClaims(directory: string): number {
+  let removed = 0;
+  for (const name of posix.listDirectory(directory)) {
+    if (!/^[0-9a-f]{16}$/.test(name)) continue;
+    const file = `${directory}/${name}`;
+    let fd: number;
+    try {
+      fd = posix.openPath(file, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "open claim");
+    } catch {
+      continue; // removed meanwhile by its launcher
+    }
+    try {
+      if (!posix.tryLockExclusive(fd, file)) continue; // a live launcher holds it
+      const stat = posix.statFd(fd, file);
+      if (posix.statPath(file)?.identity !== stat.identity) continue; // replaced meanwhile
+      let record: Record;
+      try {
+        record = JSON.parse(posix.readFileText(`/proc/self/fd/${fd}`) ?? "") as Record;
+      } catch {
+        continue; // empty: a claim being taken right now, or not ours to judge
+      }
+      const there = record.kind === "MQTT topic prefix"
+        ? undefined
+        : posix.statPath(record.kind === "shared memory" ? `/dev/shm${record.path}` : record.path)
+          ?.identity;
+      if (record.identity !== undefined && there === record.identity) continue; // adoptable
+      posix.unlinkPath(file, "remove stale claim");
+      removed++;
+    } finally {
+      posix.closeFd(fd);
+    }
+  }
+  return removed;
+}
+
+/**
  * Claims every path in `paths` (in a fixed order, so two launchers never wait on each other),
  * or none: throws `Busy` naming the launcher that holds one, having released the rest.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
+  sweepStaleClaims(ensurePrivateDirectory(`${runtimeDirectory()}/claims`));
   const sorted = [...paths].sort((a, b) =>
     `${a.kind}\0${a.path}` < `${b.kind}\0${b.path}` ? -1 : 1
   );

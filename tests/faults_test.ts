@@ -429,6 +429,53 @@ for (const flag of ["--state", "--shm"] as const) {
 
 testWith(
   NEEDS.system,
+  "a SIGKILLed launcher's claims are swept by the next launcher once nothing of it is left to adopt",
+  async () => {
+    await withTempDir(async (dir) => {
+      // A runtime directory of the test's own, so its claims can be counted.
+      const run = `${dir}/run`;
+      Deno.mkdirSync(run, { mode: 0o700 });
+      const claims = (): string[] => {
+        try {
+          return [...Deno.readDirSync(`${run}/mmap-ipc/claims`)].map((entry) => entry.name);
+        } catch (error) {
+          if (error instanceof Deno.errors.NotFound) return [];
+          throw error;
+        }
+      };
+      const env = { XDG_RUNTIME_DIR: run };
+      const gone = ["--state", `${dir}/gone.dat`, "--fifo", `${dir}/gone.fifo`];
+      await using crashed = startLauncher(dir, gone, { env });
+      const old = await running(crashed);
+      try {
+        assertEquals(claims().length, 2, "a claim per path");
+        crashed.kill("SIGKILL");
+        await crashed.status();
+        await until(() => processGone(old.led) && processGone(old.button), "its children gone", {
+          timeoutMs: STOP_GUARD_MS,
+        });
+        assertEquals(claims().length, 2, "a killed launcher cannot remove its claims");
+        // The user cleans up what it left: nothing is left to adopt, so its claims go too.
+        Deno.removeSync(`${dir}/gone.dat`);
+        Deno.removeSync(`${dir}/gone.fifo`);
+        await using next = startLauncher(dir, ["--fifo", `${dir}/next.fifo`], { env });
+        const pids = await running(next);
+        try {
+          assertEquals(claims().length, 1, "the dead launcher's claims were kept");
+          await stopCleanly(next, [pids.led, pids.button]);
+          assertEquals(claims(), [], "a launcher that stopped cleanly left a claim");
+        } finally {
+          await stopAll(next, [pids.led, pids.button]);
+        }
+      } finally {
+        await stopAll(crashed, [old.led, old.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a file at the --state path that is not provably ours is refused, named, and left exactly as it was",
   async () => {
     await withTempDir(async (dir) => {

@@ -48,8 +48,16 @@ export function launcherCommand(args: string[]): string[] {
 }
 
 /** Starts our launcher in `dir` with `args`. */
-export function startLauncher(dir: string, args: string[]): ChildProcess {
-  return spawnDeno(`${ROOT}launch.ts`, args, { permissions: LAUNCH_PERMISSIONS, cwd: dir });
+export function startLauncher(
+  dir: string,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): ChildProcess {
+  return spawnDeno(`${ROOT}launch.ts`, args, {
+    permissions: LAUNCH_PERMISSIONS,
+    cwd: dir,
+    env: options.env,
+  });
 }
 
 /** Waits until the launcher's LED and button are both up; returns their pids. */
