@@ -82,9 +82,8 @@ export class PathClaim {
   }
 }
 
-/** Locks the record for one path; throws `Busy` naming the launcher that holds it. */
-function claim(kind: PathKind, path: string): PathClaim {
-  const directory = ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
+/** Locks the record for one path in `directory`; throws `Busy` naming the launcher holding it. */
+function claim(directory: string, kind: PathKind, path: string): PathClaim {
   const file = `${directory}/${fnv1a(`${kind}\0${path}`)}`;
   for (;;) {
     const fd = posix.openPath(
@@ -134,8 +133,7 @@ function claim(kind: PathKind, path: string): PathClaim {
  * record is only removed while locked, as {@link PathClaim.release} does, so a live launcher's
  * records and one being claimed are never touched.
  */
-export function sweepStaleClaims(directory: string): number {
-  let removed = 0;
+function sweepStaleClaims(directory: string): void {
   for (const name of posix.listDirectory(directory)) {
     if (!/^[0-9a-f]{16}$/.test(name)) continue;
     const file = `${directory}/${name}`;
@@ -161,12 +159,10 @@ export function sweepStaleClaims(directory: string): number {
           ?.identity;
       if (record.identity !== undefined && there === record.identity) continue; // adoptable
       posix.unlinkPath(file, "remove stale claim");
-      removed++;
     } finally {
       posix.closeFd(fd);
     }
   }
-  return removed;
 }
 
 /**
@@ -174,13 +170,14 @@ export function sweepStaleClaims(directory: string): number {
  * or none: throws `Busy` naming the launcher that holds one, having released the rest.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
-  sweepStaleClaims(ensurePrivateDirectory(`${runtimeDirectory()}/claims`));
+  const directory = ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
+  sweepStaleClaims(directory);
   const sorted = [...paths].sort((a, b) =>
     `${a.kind}\0${a.path}` < `${b.kind}\0${b.path}` ? -1 : 1
   );
   const claims: PathClaim[] = [];
   try {
-    for (const { kind, path } of sorted) claims.push(claim(kind, path));
+    for (const { kind, path } of sorted) claims.push(claim(directory, kind, path));
   } catch (error) {
     for (const held of claims) held.release();
     throw error;

@@ -18,6 +18,7 @@ import {
   openMemfdRegion,
   openRingConsumer,
   openRingProducer,
+  type RingConsumer,
   ringRegionSize,
   type SharedRegion,
 } from "../mod.ts";
@@ -78,6 +79,13 @@ export interface RingVariant {
 
 function closedError(): Error {
   return new Deno.errors.UnexpectedEof("The producer closed the ring before the last message");
+}
+
+/** The library consumer's blocking copy into `into`, for the variants whose fallback it is. */
+async function waitingReceiveInto(consumer: RingConsumer, into: Uint8Array): Promise<number> {
+  const length = await consumer.receiveInto(into);
+  if (length === null) throw closedError();
+  return length;
 }
 
 function libraryEndpoint(): Endpoint {
@@ -165,11 +173,7 @@ const libraryInto: RingVariant = {
         if (length === null) throw closedError();
         return length;
       },
-      async receiveInto(into): Promise<number> {
-        const length = await consumer.receiveInto(into);
-        if (length === null) throw closedError();
-        return length;
-      },
+      receiveInto: (into) => waitingReceiveInto(consumer, into),
       close,
     });
   },
@@ -210,11 +214,7 @@ const libraryBatchInto: RingVariant = {
     };
     return Promise.resolve({
       tryReceiveInto: take,
-      async receiveInto(into): Promise<number> {
-        const length = await consumer.receiveInto(into);
-        if (length === null) throw closedError();
-        return length;
-      },
+      receiveInto: (into) => waitingReceiveInto(consumer, into),
       close,
     });
   },
@@ -260,11 +260,7 @@ const libraryWith: RingVariant = {
         into[0] = mark;
         return size;
       },
-      async receiveInto(into): Promise<number> {
-        const length = await consumer.receiveInto(into);
-        if (length === null) throw closedError();
-        return length;
-      },
+      receiveInto: (into) => waitingReceiveInto(consumer, into),
       close,
     });
   },

@@ -11,7 +11,13 @@ import { Mapping } from "../ffi/mapping.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { SharedMemory } from "./memory.ts";
-import { checkOwn, checkOwner, checkPrivateDirectory, removeIfSame } from "./owned_path.ts";
+import {
+  checkOwn,
+  checkOwner,
+  checkPrivateDirectory,
+  openOrCreate,
+  removeIfSame,
+} from "./owned_path.ts";
 import {
   MAX_REGION_SIZE,
   newRegion,
@@ -93,19 +99,7 @@ function openFdRegion(
   openFd: (flags: number) => number,
   removeName: (identity: string) => void,
 ): SharedRegion {
-  let fd: number;
-  let created = false;
-  if (options.create) {
-    try {
-      fd = openFd(C.O_CREAT | C.O_EXCL);
-      created = true;
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
-      fd = openFd(0);
-    }
-  } else {
-    fd = openFd(0);
-  }
+  const { fd, created } = openOrCreate(openFd, options);
   let identity: string | undefined;
   try {
     const stat = posix.statFd(fd, name);

@@ -174,3 +174,20 @@ export function removeShmIfSame(name: string, identity: string): boolean {
   posix.shmUnlink(name);
   return true;
 }
+
+/**
+ * Opens with `openFd`: creates exclusively first when `create` is set (an existing file is
+ * opened instead unless `exclusive`), so `created` tells whether this call made the file.
+ */
+export function openOrCreate(
+  openFd: (flags: number) => number,
+  options: { create?: boolean; exclusive?: boolean },
+): { fd: number; created: boolean } {
+  if (!options.create) return { fd: openFd(0), created: false };
+  try {
+    return { fd: openFd(C.O_CREAT | C.O_EXCL), created: true };
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
+    return { fd: openFd(0), created: false };
+  }
+}

@@ -15,7 +15,7 @@ import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { normalizeShmName } from "./open_region.ts";
-import { checkOwn, checkPrivateDirectory } from "./owned_path.ts";
+import { checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -240,19 +240,7 @@ function openWith(
   remove: () => void,
 ): StateFile {
   const action = "open state file";
-  let fd: number;
-  let created = false;
-  if (options.create) {
-    try {
-      fd = openFd(C.O_CREAT | C.O_EXCL);
-      created = true;
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
-      fd = openFd(0);
-    }
-  } else {
-    fd = openFd(0);
-  }
+  const { fd, created } = openOrCreate(openFd, options);
   try {
     const stat = posix.statFd(fd, name);
     checkOwn(stat, "file", action, name);

@@ -378,6 +378,20 @@ testWith(
 
 // --- a SIGKILLed launcher and what it leaves -----------------------------------------------------
 
+/** SIGKILLs `launcher` and waits until it and its `children` are gone. */
+async function killLauncher(
+  launcher: ChildProcess,
+  children: { led: number; button: number },
+): Promise<void> {
+  launcher.kill("SIGKILL");
+  await launcher.status();
+  await until(
+    () => processGone(children.led) && processGone(children.button),
+    "the dead launcher's children gone",
+    { timeoutMs: STOP_GUARD_MS },
+  );
+}
+
 for (const flag of ["--state", "--shm"] as const) {
   testWith(
     NEEDS.system,
@@ -394,13 +408,7 @@ for (const flag of ["--state", "--shm"] as const) {
           const old = await running(crashed);
           try {
             assertEquals(await pressAndSee(crashed, fifo), 1);
-            crashed.kill("SIGKILL");
-            await crashed.status();
-            await until(
-              () => processGone(old.led) && processGone(old.button),
-              "the dead launcher's children gone",
-              { timeoutMs: STOP_GUARD_MS },
-            );
+            await killLauncher(crashed, old);
             const left = [where, fifo].filter((path) =>
               path === where ? exists() : identity(path) !== undefined
             );
@@ -449,11 +457,7 @@ testWith(
       const old = await running(crashed);
       try {
         assertEquals(claims().length, 2, "a claim per path");
-        crashed.kill("SIGKILL");
-        await crashed.status();
-        await until(() => processGone(old.led) && processGone(old.button), "its children gone", {
-          timeoutMs: STOP_GUARD_MS,
-        });
+        await killLauncher(crashed, old);
         assertEquals(claims().length, 2, "a killed launcher cannot remove its claims");
         // The user cleans up what it left: nothing is left to adopt, so its claims go too.
         Deno.removeSync(`${dir}/gone.dat`);
