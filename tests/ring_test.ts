@@ -3,7 +3,7 @@ import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { ringRegion } from "./helpers/rings.ts";
-import { spawnDeno } from "./helpers/spawn.ts";
+import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { delay } from "./helpers/waiting.ts";
 import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
 import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
@@ -438,6 +438,45 @@ async function stress(zeroCopy: boolean): Promise<void> {
   const status = await producer.status();
   assertEquals(status.code, 0, status.stderr);
 }
+
+/**
+ * A small ring between two processes that never spin and never check liveness, so every sleep,
+ * on a full ring or an empty one, ends only by the other side's wake-up (or a timeout here);
+ * another process spins on a core meanwhile, so each side is preempted at every point.
+ */
+testWith(
+  NEEDS.children,
+  "no wake-up is lost between processes under load, on a full ring or an empty one",
+  async () => {
+    const count = 200_000;
+    const seed = 3;
+    using region = ringRegion(4096);
+    using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
+    await using _spinner = spawnProgram("sh", ["-c", "while :; do :; done"]);
+    await using producer = spawnDeno(PEER, ["produce-strict", region.name, String(count), "3"]);
+    assertEquals(await producer.nextLine(), "ready");
+    const lengths = stressLengths(seed, consumer.maxMessageSize);
+    const buffer = new Uint8Array(consumer.maxMessageSize);
+    for (let sequence = 0;; sequence++) {
+      let length = consumer.tryReceiveInto(buffer);
+      try {
+        if (length === undefined) length = await consumer.receiveInto(buffer, { timeout: 10_000 });
+      } catch (error) {
+        if (!(error instanceof Deno.errors.TimedOut)) throw error;
+        fail(`No message ${sequence} in 10 s: a lost wake-up\n${producer.transcript}`);
+      }
+      if (length === null) {
+        assertEquals(sequence, count, "messages were lost or duplicated");
+        break;
+      }
+      const problem = checkStressMessage(buffer.subarray(0, length), sequence, lengths());
+      if (problem !== undefined) fail(problem);
+    }
+    assertEquals(await producer.nextLine(), "sent");
+    const status = await producer.status();
+    assertEquals(status.code, 0, status.stderr);
+  },
+);
 
 testWith(
   NEEDS.children,

@@ -3,7 +3,7 @@ import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
-import { spawnDeno } from "./helpers/spawn.ts";
+import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 import {
@@ -396,3 +396,46 @@ testWith(NEEDS.childrenAndFiles, "an aborted wait lets the process exit", async 
     assertEquals(status.code, 0, status.stderr);
   });
 });
+
+/** Round trips per echo test: enough to have caught the ring's lost wake-ups under load. */
+const ECHO_ROUNDS = 10_000;
+
+/**
+ * Writes 1..ECHO_ROUNDS into the cell at 0 and waits each time for the peer to echo it into the
+ * cell at 128: every wake-up in both directions must arrive, since nothing else would end a
+ * wait. Another process spins on a core meanwhile, so sleepers and wakers are preempted at
+ * every point, as on a busy machine.
+ */
+async function echoUnderLoad(peerMode: "echo" | "echo-sync"): Promise<void> {
+  using region = createMemfdRegion({ size: 256 });
+  using out = openStateCell(region, { writer: true });
+  using back = openStateCell(region, { offset: 128 });
+  await using _spinner = spawnProgram("sh", ["-c", "while :; do :; done"]);
+  await using peer = spawnDeno(PEER, [peerMode, "memfd", region.name]);
+  assertEquals(await peer.nextLine(), "ready 0");
+  for (let round = 1; round <= ECHO_ROUNDS; round++) {
+    out.write(round);
+    try {
+      assertEquals(await back.waitForChange({ from: round - 1, timeout: 5_000 }), round);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.TimedOut)) throw error;
+      const seen = back.read() === round ? "the echo was there: a lost wake-up here" : "no echo";
+      throw new Error(`Round ${round} of ${ECHO_ROUNDS}: ${seen}\n${peer.transcript}`);
+    }
+  }
+  out.write(-1);
+  const status = await peer.status();
+  assertEquals(status.code, 0, peer.transcript);
+}
+
+testWith(
+  NEEDS.children,
+  "no wake-up is lost between processes under load: waitForChange() on both sides",
+  () => echoUnderLoad("echo"),
+);
+
+testWith(
+  NEEDS.children,
+  "no wake-up is lost between processes under load: waitForChangeSync() in the peer",
+  () => echoUnderLoad("echo-sync"),
+);
