@@ -82,9 +82,32 @@ export class PathClaim {
   }
 }
 
+/**
+ * How long a claim keeps trying a record that is locked. Another launcher's sweep holds a record
+ * for microseconds while it judges it; a live launcher holds its records for its whole life.
+ */
+const SWEEP_GRACE_MS = 250;
+const RETRY_MS = 2;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/** Tries to lock `fd` until it succeeds or {@link SWEEP_GRACE_MS} pass. */
+function lockWithinGrace(fd: number, file: string): boolean {
+  const deadline = performance.now() + SWEEP_GRACE_MS;
+  for (;;) {
+    if (posix.tryLockExclusive(fd, file)) return true;
+    if (performance.now() >= deadline) return false;
+    Atomics.wait(pause, 0, 0, RETRY_MS);
+  }
+}
+
+/** The record file for `path` of `kind` in the claims `directory`. */
+export function claimRecordFile(directory: string, kind: PathKind, path: string): string {
+  return `${directory}/${fnv1a(`${kind}\0${path}`)}`;
+}
+
 /** Locks the record for one path in `directory`; throws `Busy` naming the launcher holding it. */
 function claim(directory: string, kind: PathKind, path: string): PathClaim {
-  const file = `${directory}/${fnv1a(`${kind}\0${path}`)}`;
+  const file = claimRecordFile(directory, kind, path);
   for (;;) {
     const fd = posix.openPath(
       file,
@@ -93,7 +116,7 @@ function claim(directory: string, kind: PathKind, path: string): PathClaim {
       "open claim",
     );
     const stat = posix.statFd(fd, file);
-    if (!posix.tryLockExclusive(fd, file)) {
+    if (!lockWithinGrace(fd, file)) {
       posix.closeFd(fd);
       const holder = posix.flockHolder(stat.lockIdentity);
       // Two systems on one broker under one prefix would fight over its topics and session.
@@ -165,12 +188,17 @@ function sweepStaleClaims(directory: string): void {
   }
 }
 
+/** The directory that holds the claim records. */
+export function claimsDirectory(): string {
+  return ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
+}
+
 /**
  * Claims every path in `paths` (in a fixed order, so two launchers never wait on each other),
  * or none: throws `Busy` naming the launcher that holds one, having released the rest.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
-  const directory = ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
+  const directory = claimsDirectory();
   sweepStaleClaims(directory);
   const sorted = [...paths].sort((a, b) =>
     `${a.kind}\0${a.path}` < `${b.kind}\0${b.path}` ? -1 : 1
