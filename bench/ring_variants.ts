@@ -239,7 +239,10 @@ const libraryWith: RingVariant = {
         current = message;
         return producer.trySendWith(message.length, write);
       },
-      send: (message) => producer.send(message),
+      send(message): Promise<void> {
+        current = message;
+        return producer.sendWith(message.length, write);
+      },
       close,
     });
   },
@@ -260,7 +263,11 @@ const libraryWith: RingVariant = {
         into[0] = mark;
         return size;
       },
-      receiveInto: (into) => waitingReceiveInto(consumer, into),
+      async receiveInto(into): Promise<number> {
+        if (await consumer.readWith(read, 1) === null) throw closedError();
+        into[0] = mark;
+        return size;
+      },
       close,
     });
   },

@@ -408,6 +408,63 @@ Deno.test("trySendWith writes in place; the producer notices a closed consumer w
   assert(sent <= 4, `sent ${sent} after the close`);
 });
 
+Deno.test("readWith and sendWith sleep until they can read or write in place", async () => {
+  using region = ringRegion(32);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const seen: string[] = [];
+  const collect = (data: Uint8Array, offset: number, length: number): void => {
+    seen.push(decoder.decode(data.subarray(offset, offset + length)));
+  };
+  const reading = consumer.readWith(collect, Infinity, { timeout: 30_000 });
+  await delay(20);
+  assertEquals(seen, [], "read before anything was sent");
+  producer.trySend(encoder.encode("first"));
+  assertEquals(await reading, 1);
+  assertEquals(seen, ["first"]);
+  await producer.send(new Uint8Array(8)); // 16 bytes, up to the end
+  await producer.send(new Uint8Array(8)); // 16 more from the start: full
+  assertEquals(producer.free, 0);
+  let wrote = false;
+  const sending = producer.sendWith(4, (data, offset) => {
+    data.set(encoder.encode("next"), offset);
+    wrote = true;
+    return 4;
+  }, { timeout: 30_000 });
+  await delay(20);
+  assertEquals(wrote, false, "wrote into a full ring");
+  assertEquals(await consumer.readWith(() => {}, 1), 1);
+  await sending;
+  assertEquals(await consumer.readWith(() => {}, 1), 1);
+  assertEquals(await consumer.readWith(collect), 1);
+  assertEquals(seen, ["first", "next"]);
+  producer.close();
+  assertEquals(await consumer.readWith(collect), null);
+});
+
+Deno.test("readWith and sendWith time out, abort, and reject with BadResource on close", async () => {
+  using region = ringRegion(32);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  await assertRejects(() => consumer.readWith(() => {}, 1, { timeout: 20 }), Deno.errors.TimedOut);
+  await assertRejectsWith(() => producer.sendWith(9, () => 10), RangeError, "10 bytes");
+  assertEquals(producer.free, 32, "a refused write left something behind");
+  await producer.send(new Uint8Array(24));
+  await assertRejects(() => producer.sendWith(8, () => 8, { timeout: 20 }), Deno.errors.TimedOut);
+  const write = (_data: Uint8Array, _offset: number): number => 8;
+  await assertRejectsWith(
+    () => producer.sendWith(8, write, { signal: AbortSignal.abort(new Error("stop")) }),
+    Error,
+    "stop",
+  );
+  const reading = consumer.readWith(() => {}, 1); // takes the 24 bytes at once
+  assertEquals(await reading, 1);
+  const waiting = consumer.readWith(() => {});
+  await delay(20);
+  region.close();
+  await assertRejects(() => waiting, Deno.errors.BadResource);
+});
+
 // --- across processes ------------------------------------------------------------------------
 
 async function stress(zeroCopy: boolean): Promise<void> {

@@ -136,11 +136,13 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
-    const message = this.tryReceive();
+    let message = this.tryReceive();
+    const spins = this.#ring.spins();
+    for (let spin = 0; message === undefined && spin < spins; spin++) message = this.tryReceive();
     if (message !== undefined) return message;
     return await this.#ring.inTurn(
       async () => {
-        const length = await this.#waitForMessage(options);
+        const length = await this.#waitForMessage(options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#copy(length);
       },
@@ -168,11 +170,15 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
-    const length = this.tryReceiveInto(buffer);
+    let length = this.tryReceiveInto(buffer);
+    const spins = this.#ring.spins();
+    for (let spin = 0; length === undefined && spin < spins; spin++) {
+      length = this.tryReceiveInto(buffer);
+    }
     if (length !== undefined) return length;
     return await this.#ring.inTurn(
       async () => {
-        const length = await this.#waitForMessage(options);
+        const length = await this.#waitForMessage(options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#copyInto(buffer, length);
       },
@@ -212,12 +218,16 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
-    const messages = this.tryReceiveBatch(max);
+    let messages = this.tryReceiveBatch(max);
+    const spins = this.#ring.spins();
+    for (let spin = 0; messages.length === 0 && spin < spins; spin++) {
+      messages = this.tryReceiveBatch(max);
+    }
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.
     return await this.#ring.inTurn(
       async () => {
-        const length = await this.#waitForMessage(options);
+        const length = await this.#waitForMessage(options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         if (length === ENDED) return [];
         return [this.#copy(length), ...this.#takeBatch(max - 1)];
@@ -284,7 +294,57 @@ export class RingConsumer {
    * ```
    */
   tryReadWith(read: RingReader, max = Infinity): number | null {
-    if (!this.#ring.free()) return 0;
+    return this.#ring.free() ? this.#readWith(read, max) : 0;
+  }
+
+  /**
+   * {@link RingConsumer.tryReadWith}, sleeping while the ring is empty: resolves with how many
+   * messages (at least one) `read` got in place, or `null` once the producer closed and
+   * everything was read. Zero-copy, like the method it waits for.
+   *
+   * @param read Called with each message in place; the view is only valid until it returns.
+   * @param [max=Infinity] The most messages to read.
+   * @param [options={}] A timeout and an abort signal.
+   * @example
+   * ```ts
+   * import {
+   *   createMemfdRegion,
+   *   initRing,
+   *   openRingConsumer,
+   *   openRingProducer,
+   * } from "@mmap-ipc/mmap-ipc";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * using consumer = openRingConsumer(region);
+   * let first = -1;
+   * const reading = consumer.readWith((data, offset) => (first = data[offset]), 1);
+   * producer.trySend(new Uint8Array([42]));
+   * console.log(await reading, first); // 1 42
+   * ```
+   */
+  async readWith(
+    read: RingReader,
+    max = Infinity,
+    options: RingWaitOptions = {},
+  ): Promise<number | null> {
+    let count = this.tryReadWith(read, max);
+    const spins = this.#ring.spins();
+    for (let spin = 0; count === 0 && spin < spins; spin++) count = this.tryReadWith(read, max);
+    if (count !== 0) return count;
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options, spins > 0);
+        this.#ring.check(); // closed while the wait returned: read nothing
+        return length === ENDED ? null : this.#readWith(read, max);
+      },
+      options,
+      this.#ring.ready,
+    );
+  }
+
+  #readWith(read: RingReader, max: number): number | null {
     const data = this.data;
     let count = 0;
     let length = NOTHING;
@@ -321,11 +381,13 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
-    const lease = this.tryRead();
+    let lease = this.tryRead();
+    const spins = this.#ring.spins();
+    for (let spin = 0; lease === undefined && spin < spins; spin++) lease = this.tryRead();
     if (lease !== undefined) return lease;
     return await this.#ring.inTurn(
       async () => {
-        const length = await this.#waitForMessage(options);
+        const length = await this.#waitForMessage(options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         return length === ENDED ? null : this.#leaseOf(length);
       },
@@ -473,7 +535,7 @@ export class RingConsumer {
   }
 
   /** Sleeps until a message (or the producer's close) is there; returns what `#next` found. */
-  #waitForMessage(options: RingWaitOptions): Promise<number> {
+  #waitForMessage(options: RingWaitOptions, spun: boolean): Promise<number> {
     return this.#ring.waitFor(
       () => {
         const length = this.#next();
@@ -481,6 +543,7 @@ export class RingConsumer {
       },
       WAKE_FIELDS,
       options,
+      spun,
     );
   }
 

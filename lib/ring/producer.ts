@@ -137,10 +137,13 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
-    if (this.trySend(message)) return;
+    let sent = this.trySend(message);
+    const spins = this.#ring.spins();
+    for (let spin = 0; !sent && spin < spins; spin++) sent = this.trySend(message);
+    if (sent) return;
     await this.#ring.inTurn(
       async () => {
-        const index = await this.#waitForRoom(message.length, options);
+        const index = await this.#waitForRoom(message.length, options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         this.#write(index, message);
       },
@@ -171,11 +174,17 @@ export class RingProducer {
    */
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
     let sent = this.trySendBatch(messages);
+    const spins = this.#ring.spins();
+    for (let spin = 0; sent < messages.length && spin < spins; spin++) {
+      sent += this.trySendBatch(messages, sent);
+    }
     if (sent === messages.length) return;
     await this.#ring.inTurn(
       async () => {
+        let spun = spins > 0;
         while (sent < messages.length) {
-          const index = await this.#waitForRoom(messages[sent].length, options);
+          const index = await this.#waitForRoom(messages[sent].length, options, spun);
+          spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
           this.#write(index, messages[sent++]);
           sent += this.#sendBatch(messages, sent);
@@ -209,14 +218,54 @@ export class RingProducer {
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
-    const data = this.data;
-    const used = write(data, index + RECORD_HEADER_SIZE, length);
+    this.#writeWith(index, length, write);
+    return true;
+  }
+
+  /**
+   * {@link RingProducer.trySendWith}, sleeping while the ring is too full: `write` fills the
+   * message in place once there is room. Zero-copy, like the method it waits for.
+   *
+   * @param length The most bytes the message will have.
+   * @param write Fills {@link RingProducer.data} from the offset it is given; returns the bytes
+   * it wrote.
+   * @param [options={}] A timeout and an abort signal.
+   * @example
+   * ```ts
+   * import { createMemfdRegion, initRing, openRingProducer } from "@mmap-ipc/mmap-ipc";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * await producer.sendWith(2, (data, offset) => {
+   *   data.set([1, 2], offset);
+   *   return 2;
+   * });
+   * ```
+   */
+  async sendWith(length: number, write: RingWriter, options: RingWaitOptions = {}): Promise<void> {
+    let sent = this.trySendWith(length, write);
+    const spins = this.#ring.spins();
+    for (let spin = 0; !sent && spin < spins; spin++) sent = this.trySendWith(length, write);
+    if (sent) return;
+    await this.#ring.inTurn(
+      async () => {
+        const index = await this.#waitForRoom(length, options, spins > 0);
+        this.#ring.check(); // closed while the wait returned: write nothing
+        this.#writeWith(index, length, write);
+      },
+      options,
+      this.#ring.ready,
+    );
+  }
+
+  #writeWith(index: number, length: number, write: RingWriter): void {
+    const used = write(this.data, index + RECORD_HEADER_SIZE, length);
     if (!Number.isSafeInteger(used) || used < 0 || used > length) {
       throw new RangeError(`The writer reported ${used} bytes for a ${length}-byte message`);
     }
     this.#ring.check(); // the callback may have closed it
     this.#commit(index, used);
-    return true;
   }
 
   /**
@@ -238,11 +287,15 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
-    const reservation = this.tryReserve(length);
+    let reservation = this.tryReserve(length);
+    const spins = this.#ring.spins();
+    for (let spin = 0; reservation === undefined && spin < spins; spin++) {
+      reservation = this.tryReserve(length);
+    }
     if (reservation !== undefined) return reservation;
     return await this.#ring.inTurn(
       async () => {
-        const index = await this.#waitForRoom(length, options);
+        const index = await this.#waitForRoom(length, options, spins > 0);
         this.#ring.check(); // closed while the wait returned: copy nothing
         return this.#reservation(index, length);
       },
@@ -379,7 +432,7 @@ export class RingProducer {
   }
 
   /** Sleeps until a message of `length` bytes fits; returns where it goes. */
-  #waitForRoom(length: number, options: RingWaitOptions): Promise<number> {
+  #waitForRoom(length: number, options: RingWaitOptions, spun: boolean): Promise<number> {
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     return this.#ring.waitFor(
       () => {
@@ -388,6 +441,7 @@ export class RingProducer {
       },
       WAKE_FIELDS,
       options,
+      spun,
     );
   }
 
