@@ -108,7 +108,7 @@ export interface StateCellOptions {
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
    * JavaScript thread, in a Worker that wakes the event loop only for a change).
    *
-   * @default {3}
+   * @default {2.75}
    */
   followPeriodMs?: number;
   /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */

@@ -368,7 +368,7 @@ testWith(
       assertEquals(await reader.nextLine(), "value 1");
       writer.write(0);
       assertEquals(await reader.nextLine(), "value 0");
-      // With no cooperating writer a Worker looks at the text every 3 ms (about 330 times a
+      // With no cooperating writer a Worker looks at the text every 2.75 ms (about 360 times a
       // second), and the event loop (the main thread) still sleeps until something changes.
       writer.close();
       await delay(300);
