@@ -19,6 +19,7 @@ import {
   type SharedRegion,
   type StateFile,
 } from "../mod.ts";
+import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
 /** Bytes of the region the system's state cell lives in. */
@@ -102,18 +103,14 @@ export interface SystemState extends Disposable {
   mirror?: StateFile;
 }
 
-/** The POSIX shm name of the cell that processes running alone share for a state file. */
-export function loneCellName(mirror: StateFile): string {
-  return `/mmap-ipc-cell-${mirror.identity.replaceAll(":", "-")}`;
-}
-
 /**
  * Opens the state as the flags name it. Under the launcher: its memfd (`--memfd`) and the very
  * inode of its state file (`--mirror`), whatever happened to the path since. Alone: `--state
  * PATH` or `--shm NAME` opened by name and created if missing, as the original programs did,
  * and a small cell in POSIX shared memory named after that file's inode, which every process
  * of ours running alone on the same file shares (so they still wake each other without
- * polling); the last one out removes it.
+ * polling); the last one out removes it, and the cells killed processes left are swept (see
+ * `lone_cells.ts`).
  */
 export function openSystemState(where: StateLocation): SystemState {
   const name = where.state ?? where.shm;
@@ -141,6 +138,7 @@ export function openSystemState(where: StateLocation): SystemState {
     const cellName = loneCellName(mirror);
     const region = openShmRegion(cellName, { create: true, size: STATE_REGION_SIZE });
     const identity = statPath(`/dev/shm${cellName}`)?.identity;
+    sweepLoneCells(cellName, STATE_REGION_SIZE);
     const opened = mirror;
     return {
       region,

@@ -11,11 +11,13 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
-import { buildC, spawnProgram } from "./helpers/spawn.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
   identity,
   KILLED_BY_SIGNAL,
   launcherCommand,
+  LED_LINE,
   pressAndSee,
   REPLACED,
   running,
@@ -631,3 +633,47 @@ for (const mode of ["full", "closed"] as const) {
     },
   );
 }
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "the cell a SIGKILLed lone process left is removed by the next one running alone; cells in use and names not ours stay",
+  async () => {
+    await withTempDir(async (dir) => {
+      const cellOf = (state: string): string =>
+        `/dev/shm/mmap-ipc-cell-${(identity(state) ?? "").replaceAll(":", "-")}`;
+      const lone = (state: string): ChildProcess =>
+        spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state], { cwd: dir });
+      // Named like a cell and ours, but not one: no magic.
+      const decoy = `/mmap-ipc-cell-${Deno.pid}-0-1`;
+      const region = openShmRegion(decoy, { create: true, size: 256 });
+      region.close();
+      const [killed, running, next] = ["killed", "running", "next"].map((name) =>
+        `${dir}/${name}.dat`
+      );
+      try {
+        await using first = lone(killed);
+        await first.waitFor(LED_LINE);
+        first.kill("SIGKILL");
+        await first.status();
+        assert(identity(cellOf(killed)) !== undefined, "the killed LED's cell is not there");
+        await using second = lone(running);
+        await second.waitFor(LED_LINE);
+        await using third = lone(next);
+        await third.waitFor(LED_LINE);
+        assertEquals(identity(cellOf(killed)), undefined, "the killed LED's cell was kept");
+        assert(identity(cellOf(running)) !== undefined, "a cell in use was removed");
+        assert(identity(`/dev/shm${decoy}`) !== undefined, "a shm object not a cell was removed");
+        for (const child of [second, third]) {
+          child.kill("SIGTERM");
+          assertEquals((await child.status()).code, 0, child.transcript);
+        }
+        assertEquals(identity(cellOf(running)), undefined, "the last one out kept its cell");
+        assertEquals(identity(cellOf(next)), undefined, "the last one out kept its cell");
+      } finally {
+        for (const path of [`/dev/shm${decoy}`, ...[killed, running, next].map(cellOf)]) {
+          if (identity(path) !== undefined) removeShm(path.slice("/dev/shm".length));
+        }
+      }
+    });
+  },
+);
