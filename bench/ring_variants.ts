@@ -214,7 +214,15 @@ const libraryBatchInto: RingVariant = {
     };
     return Promise.resolve({
       tryReceiveInto: take,
-      receiveInto: (into) => waitingReceiveInto(consumer, into),
+      async receiveInto(into): Promise<number> {
+        if (batch.length < into.length * BATCH) batch = new Uint8Array(into.length * BATCH);
+        const taken = await consumer.receiveBatchInto(batch, lengths);
+        if (taken === null) throw closedError();
+        count = taken;
+        next = 0;
+        offset = 0;
+        return take(into);
+      },
       close,
     });
   },

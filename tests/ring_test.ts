@@ -442,6 +442,36 @@ Deno.test("readWith and sendWith sleep until they can read or write in place", a
   assertEquals(await consumer.readWith(collect), null);
 });
 
+Deno.test("receiveBatchInto sleeps until messages come, then takes what fits", async () => {
+  using region = ringRegion(128);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const buffer = new Uint8Array(12);
+  const lengths = new Uint32Array(4);
+  const receiving = consumer.receiveBatchInto(buffer, lengths, { timeout: 30_000 });
+  await delay(20);
+  producer.trySendBatch(["alpha", "beta", "gamma"].map((word) => encoder.encode(word)));
+  assertEquals(await receiving, 2, "took more than fits in 12 bytes");
+  assertEquals([...lengths.subarray(0, 2)], [5, 4]);
+  assertEquals(decoder.decode(buffer.subarray(0, 9)), "alphabeta");
+  assertEquals(await consumer.receiveBatchInto(buffer, lengths), 1);
+  assertEquals(decoder.decode(buffer.subarray(0, lengths[0])), "gamma");
+  await assertRejects(
+    () => consumer.receiveBatchInto(buffer, lengths, { timeout: 20 }),
+    Deno.errors.TimedOut,
+  );
+  await assertRejectsWith(
+    () => consumer.receiveBatchInto(buffer, new Uint32Array(0)),
+    RangeError,
+    "lengths",
+  );
+  producer.trySend(new Uint8Array(13));
+  await assertRejectsWith(() => consumer.receiveBatchInto(buffer, lengths), RangeError, "13");
+  assertEquals(consumer.tryReceive()?.length, 13, "the message too large was lost");
+  producer.close();
+  assertEquals(await consumer.receiveBatchInto(buffer, lengths), null);
+});
+
 Deno.test("readWith and sendWith time out, abort, and reject with BadResource on close", async () => {
   using region = ringRegion(32);
   using producer = openRingProducer(region);

@@ -245,7 +245,63 @@ export class RingConsumer {
    * whole buffer is a `RangeError`.
    */
   tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
-    if (!this.#ring.free()) return 0;
+    return this.#ring.free() ? this.#batchInto(buffer, lengths) : 0;
+  }
+
+  /**
+   * {@link RingConsumer.tryReceiveBatchInto}, sleeping while the ring is empty: resolves with
+   * how many messages (at least one) it copied into `buffer`, their lengths in `lengths`, or
+   * `null` once the producer closed and everything was received. Nothing is allocated per
+   * message.
+   *
+   * @param buffer Where the messages go, back to back; a message larger than it is a
+   * `RangeError` and stays in the ring.
+   * @param lengths Receives each message's length; its length is the most messages taken.
+   * @param [options={}] A timeout and an abort signal.
+   * @example
+   * ```ts
+   * import {
+   *   createMemfdRegion,
+   *   initRing,
+   *   openRingConsumer,
+   *   openRingProducer,
+   * } from "@mmap-ipc/mmap-ipc";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * using consumer = openRingConsumer(region);
+   * producer.trySendBatch([new Uint8Array([1, 2]), new Uint8Array([3])]);
+   * const buffer = new Uint8Array(64);
+   * const lengths = new Uint32Array(8);
+   * const count = await consumer.receiveBatchInto(buffer, lengths);
+   * console.log(count, lengths.subarray(0, 2), buffer.subarray(0, 3)); // 2 [2, 1] [1, 2, 3]
+   * ```
+   */
+  async receiveBatchInto(
+    buffer: Uint8Array,
+    lengths: Uint32Array,
+    options: RingWaitOptions = {},
+  ): Promise<number | null> {
+    if (lengths.length === 0) throw new RangeError("No room in lengths for even one message");
+    let count = this.tryReceiveBatchInto(buffer, lengths);
+    const spins = this.#ring.spins();
+    for (let spin = 0; count === 0 && spin < spins; spin++) {
+      count = this.tryReceiveBatchInto(buffer, lengths);
+    }
+    if (count > 0) return count;
+    return await this.#ring.inTurn(
+      async () => {
+        const length = await this.#waitForMessage(options, spins > 0);
+        this.#ring.check(); // closed while the wait returned: copy nothing
+        return length === ENDED ? null : this.#batchInto(buffer, lengths);
+      },
+      options,
+      this.#ring.ready,
+    );
+  }
+
+  #batchInto(buffer: Uint8Array, lengths: Uint32Array): number {
     let count = 0;
     let filled = 0;
     while (count < lengths.length) {
