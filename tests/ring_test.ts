@@ -565,6 +565,43 @@ testWith(
   },
 );
 
+/**
+ * Round trips through two rings between two processes that never spin and never check liveness:
+ * each message waits for its echo, so no later message's wake-up can make up for a lost one.
+ */
+testWith(
+  NEEDS.children,
+  "no wake-up is lost between processes under load, one message at a time each way",
+  async () => {
+    const rounds = 10_000;
+    using there = ringRegion(4096);
+    using back = ringRegion(4096);
+    const strict = { livenessCheckMs: Infinity, spin: 0 };
+    using producer = openRingProducer(there, strict);
+    using consumer = openRingConsumer(back, strict);
+    await using _spinner = spawnProgram("sh", ["-c", "while :; do :; done"]);
+    await using peer = spawnDeno(PEER, ["echo", there.name, back.name]);
+    assertEquals(await peer.nextLine(), "ready");
+    const message = new Uint8Array(8);
+    const view = new DataView(message.buffer);
+    const echoed = new Uint8Array(8);
+    for (let round = 1; round <= rounds; round++) {
+      view.setFloat64(0, round);
+      await producer.send(message, { timeout: 10_000 });
+      try {
+        assertEquals(await consumer.receiveInto(echoed, { timeout: 10_000 }), 8);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.TimedOut)) throw error;
+        fail(`No echo of round ${round} in 10 s: a lost wake-up\n${peer.transcript}`);
+      }
+      assertEquals(new DataView(echoed.buffer).getFloat64(0), round);
+    }
+    producer.close();
+    const status = await peer.status();
+    assertEquals(status.code, 0, peer.transcript);
+  },
+);
+
 testWith(
   NEEDS.children,
   "two processes pass a million messages of random sizes intact (copying API)",
