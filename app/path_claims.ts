@@ -194,7 +194,8 @@ export function claimsDirectory(): string {
 }
 
 /**
- * Claims every path in `paths` (in a fixed order, so two launchers never wait on each other),
+ * Claims every path in `paths` (in a fixed order, so two launchers never each hold what the
+ * other waits for),
  * or none: throws `Busy` naming the launcher that holds one, having released the rest.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {

@@ -55,7 +55,7 @@ const SUPERVISOR = 96;
  */
 const DEFAULT_FOLLOW_PERIOD_MS = 2.75;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
-const SYNC_LIVENESS_MS = 100;
+const DEFAULT_SYNC_LIVENESS_MS = 100;
 /** How long a handle with no wait under way keeps listening, for a reader that waits again. */
 const IDLE_RELEASE_MS = 20;
 /** How long a reader that never saw a writer waits for one before it starts following. */
@@ -111,6 +111,14 @@ export interface StateCellOptions {
    * @default {2.75}
    */
   followPeriodMs?: number;
+  /**
+   * How often {@link StateCell.waitForChangeSync} looks whether the writer still lives while it
+   * sleeps, in ms (nothing else runs on its thread to hear of a death). `Infinity` never looks:
+   * a writer's death then shows only as the wait's timeout.
+   *
+   * @default {100}
+   */
+  livenessCheckMs?: number;
   /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
   onWriter?: (event: WriterEvent) => void;
 }
@@ -193,6 +201,7 @@ export class StateCell {
   readonly #supervisor: boolean;
   readonly #mirror: StateFile | undefined;
   readonly #followPeriodMs: number;
+  readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #closing = new AbortController();
   readonly #joined = new WeakMap<AbortSignal, AbortSignal>();
@@ -234,6 +243,7 @@ export class StateCell {
     this.#supervisor = options.supervisor ?? false;
     this.#mirror = options.mirror;
     this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
+    this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
     if (header === "initialise") this.#initialise(options.initialValue ?? 0);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
@@ -349,7 +359,7 @@ export class StateCell {
       // Nothing else runs on this thread meanwhile, so nothing hears the writer die: look again
       // now and then, and look at a foreign writer's text every period.
       const slice = cooperating
-        ? Math.min(remaining ?? SYNC_LIVENESS_MS, SYNC_LIVENESS_MS)
+        ? Math.min(remaining ?? this.#livenessCheckMs, this.#livenessCheckMs)
         : Math.min(remaining ?? this.#followPeriodMs, this.#followPeriodMs);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       let result: string;
@@ -737,6 +747,12 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
   }
   if (!isStateValue(options.initialValue ?? 0)) {
     throw new RangeError(`Initial state ${options.initialValue} is not a 32-bit integer`);
+  }
+  for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
+    const value = options[name];
+    if (value !== undefined && !(value > 0)) {
+      throw new RangeError(`${name} ${value} is not a positive number of milliseconds`);
+    }
   }
   const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
   const view = new DataView(header.buffer);

@@ -8,6 +8,7 @@
 
 import { assertEquals, assertThrows } from "@std/assert";
 import { claimPaths, claimRecordFile, claimsDirectory } from "../app/path_claims.ts";
+import { flockHolder, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
@@ -49,8 +50,11 @@ testWith(
   async () => {
     await withRuntimeDir(async (dir) => {
       const path = `${dir}/state.dat`;
-      await using sweeper = holdRecord(path, 0.05);
+      await using sweeper = holdRecord(path, 0.2);
       assertEquals(await sweeper.nextLine(), "locked");
+      const record = claimRecordFile(claimsDirectory(), "state file", path);
+      // Still held as the claim starts, so the claim must wait it out (it lasts 200 ms).
+      assertEquals(flockHolder(statPath(record)?.lockIdentity ?? ""), sweeper.pid);
       const claims = claimPaths([{ kind: "state file", path }]);
       assertEquals(claims.map((held) => held.path), [path]);
       for (const held of claims) held.release();

@@ -472,6 +472,40 @@ Deno.test("receiveBatchInto sleeps until messages come, then takes what fits", a
   assertEquals(await consumer.receiveBatchInto(buffer, lengths), null);
 });
 
+Deno.test("a callback that uses its own ring end gets Busy, and the stream stays whole", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const busy: string[] = [];
+  const nested: Promise<unknown>[] = [];
+  await producer.sendWith(1, (data, offset) => {
+    try {
+      producer.trySend(new Uint8Array([9]));
+    } catch (error) {
+      if (error instanceof Deno.errors.Busy) busy.push("trySend");
+    }
+    data[offset] = 1;
+    return 1;
+  });
+  producer.trySend(new Uint8Array([2]));
+  const seen: number[] = [];
+  const count = await consumer.readWith((data, offset) => {
+    nested.push(consumer.receive());
+    try {
+      consumer.tryReceive();
+    } catch (error) {
+      if (error instanceof Deno.errors.Busy) busy.push("tryReceive");
+    }
+    seen.push(data[offset]);
+  });
+  assertEquals(nested.length, 2);
+  for (const call of nested) await assertRejects(() => call, Deno.errors.Busy);
+  assertEquals(busy, ["trySend", "tryReceive", "tryReceive"]);
+  assertEquals([count, seen], [2, [1, 2]], "a message was lost, repeated or reordered");
+  assertEquals(consumer.tryReceive(), undefined);
+  await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, "at least 1");
+});
+
 Deno.test("readWith and sendWith time out, abort, and reject with BadResource on close", async () => {
   using region = ringRegion(32);
   using producer = openRingProducer(region);

@@ -50,6 +50,17 @@ testWith(NEEDS.files, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1
   });
 });
 
+Deno.test("openStateCell() refuses periods that are not a positive number of ms", () => {
+  using region = createMemfdRegion({ size: 256 });
+  for (
+    const options of [{ livenessCheckMs: 0 }, { followPeriodMs: -1 }, { livenessCheckMs: NaN }]
+  ) {
+    assertThrows(() => openStateCell(region, options), RangeError, "not a positive number");
+  }
+  using cell = openStateCell(region, { livenessCheckMs: Infinity });
+  assertEquals(cell.read(), 0);
+});
+
 Deno.test("StateCell.write() leaves the original's text format at offset 0", () => {
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region, { writer: true });

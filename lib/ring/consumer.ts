@@ -1,9 +1,10 @@
 /**
  * The receiving end of a ring. It keeps its own tail and a cached copy of the producer's head,
- * and reads the shared head only when the ring looks empty. Four ways to take a message, from
+ * and reads the shared head only when the ring looks empty. Five ways to take a message, from
  * the most convenient to the fastest: a copy (`receive`), a copy into your buffer
- * (`receiveInto`), a lease on the message in place (`read`), and a callback that sees it in
- * place (`tryReadWith`).
+ * (`receiveInto`), many copies into one buffer (`receiveBatchInto`), a lease on the message in
+ * place (`read`), and a callback that sees it in place (`readWith`); each with a `try` form that
+ * never waits.
  *
  * @module
  */
@@ -34,8 +35,10 @@ export interface RingLease {
 }
 
 /**
- * Sees one message in place for {@link RingConsumer.tryReadWith}: it is
- * `data[offset ... offset + length]`, valid only until the callback returns.
+ * Sees one message in place for {@link RingConsumer.readWith} and
+ * {@link RingConsumer.tryReadWith}: it is `data[offset ... offset + length]`, valid only until
+ * the callback returns. It must not use the same consumer (that is `Deno.errors.Busy`); if it
+ * throws, its message stays in the ring and the messages before it in the call are taken.
  */
 export type RingReader = (data: Uint8Array, offset: number, length: number) => void;
 
@@ -252,7 +255,8 @@ export class RingConsumer {
    * {@link RingConsumer.tryReceiveBatchInto}, sleeping while the ring is empty: resolves with
    * how many messages (at least one) it copied into `buffer`, their lengths in `lengths`, or
    * `null` once the producer closed and everything was received. Nothing is allocated per
-   * message.
+   * message. Rejects with `BrokenPipe` if the producer died, `TimedOut`, the signal's reason,
+   * and `BadResource` if the consumer or its region closes meanwhile.
    *
    * @param buffer Where the messages go, back to back; a message larger than it is a
    * `RangeError` and stays in the ring.
@@ -275,7 +279,7 @@ export class RingConsumer {
    * const buffer = new Uint8Array(64);
    * const lengths = new Uint32Array(8);
    * const count = await consumer.receiveBatchInto(buffer, lengths);
-   * console.log(count, lengths.subarray(0, 2), buffer.subarray(0, 3)); // 2 [2, 1] [1, 2, 3]
+   * console.log(count, [...lengths.subarray(0, 2)], [...buffer.subarray(0, 3)]); // 2 [ 2, 1 ] [ 1, 2, 3 ]
    * ```
    */
   async receiveBatchInto(
@@ -356,10 +360,12 @@ export class RingConsumer {
   /**
    * {@link RingConsumer.tryReadWith}, sleeping while the ring is empty: resolves with how many
    * messages (at least one) `read` got in place, or `null` once the producer closed and
-   * everything was read. Zero-copy, like the method it waits for.
+   * everything was read. Zero-copy, like the method it waits for. Rejects with `BrokenPipe` if
+   * the producer died, `TimedOut`, the signal's reason, `BadResource` if the consumer or its
+   * region closes meanwhile, and with what `read` throws.
    *
    * @param read Called with each message in place; the view is only valid until it returns.
-   * @param [max=Infinity] The most messages to read.
+   * @param [max=Infinity] The most messages to read, at least 1.
    * @param [options={}] A timeout and an abort signal.
    * @example
    * ```ts
@@ -385,6 +391,7 @@ export class RingConsumer {
     max = Infinity,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
+    if (!(max >= 1)) throw new RangeError(`Cannot read at most ${max} messages: at least 1`);
     let count = this.tryReadWith(read, max);
     const spins = this.#ring.spins();
     for (let spin = 0; count === 0 && spin < spins; spin++) count = this.tryReadWith(read, max);
@@ -408,7 +415,12 @@ export class RingConsumer {
       while (count < max) {
         length = this.#next();
         if (length < 0) break;
-        read(data, this.#at + RECORD_HEADER_SIZE, length);
+        this.#ring.inCallback = true;
+        try {
+          read(data, this.#at + RECORD_HEADER_SIZE, length);
+        } finally {
+          this.#ring.inCallback = false;
+        }
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
         count++;

@@ -71,6 +71,8 @@ export class RingCore {
   busy = false;
   /** The lease (consumer) or reservation (producer) handed out and not finished yet. */
   held: ArrayBuffer | undefined;
+  /** While a `...With` callback runs: it must not use this end, whose positions are in flux. */
+  inCallback = false;
   readonly #queue: Turn[] = [];
   readonly #heldMessage: string;
   #view: Uint8Array | undefined;
@@ -100,11 +102,12 @@ export class RingCore {
   }
 
   /**
-   * Whether a `try` call may go ahead now: throws after close or while a lease or reservation
-   * is held; false while a blocking call waits its turn (it must not be overtaken).
+   * Whether a `try` call may go ahead now: throws after close, while a lease or reservation is
+   * held, or from inside a callback of this end; false while a blocking call waits its turn (it
+   * must not be overtaken).
    */
   free(): boolean {
-    if (this.closed || this.held !== undefined) this.ready();
+    if (this.closed || this.held !== undefined || this.inCallback) this.ready();
     return !this.busy;
   }
 
@@ -121,6 +124,13 @@ export class RingCore {
   readonly ready = (): void => {
     this.check();
     if (this.held !== undefined) throw new Deno.errors.Busy(this.#heldMessage);
+    if (this.inCallback) {
+      throw new Deno.errors.Busy(
+        `A callback of this ring end in ${
+          JSON.stringify(this.name)
+        } is running: it cannot use the same end`,
+      );
+    }
   };
 
   /** The word index of the field at `byteOffset` from the ring's start. */

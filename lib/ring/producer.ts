@@ -33,8 +33,10 @@ export interface RingReservation {
 }
 
 /**
- * Fills a message in place for {@link RingProducer.trySendWith}: write it at
- * `data[offset ... offset + length]` and return how many bytes were written (at most `length`).
+ * Fills a message in place for {@link RingProducer.sendWith} and {@link RingProducer.trySendWith}:
+ * write it at `data[offset ... offset + length]` and return how many bytes were written (at most
+ * `length`). It must not use the same producer (that is `Deno.errors.Busy`); if it throws,
+ * nothing is sent.
  */
 export type RingWriter = (data: Uint8Array, offset: number, length: number) => number;
 
@@ -175,8 +177,9 @@ export class RingProducer {
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
     let sent = this.trySendBatch(messages);
     const spins = this.#ring.spins();
+    // The lengths were checked once above: each try looks for room only.
     for (let spin = 0; sent < messages.length && spin < spins; spin++) {
-      sent += this.trySendBatch(messages, sent);
+      sent += this.#ring.free() ? this.#sendBatch(messages, sent) : 0;
     }
     if (sent === messages.length) return;
     await this.#ring.inTurn(
@@ -224,7 +227,9 @@ export class RingProducer {
 
   /**
    * {@link RingProducer.trySendWith}, sleeping while the ring is too full: `write` fills the
-   * message in place once there is room. Zero-copy, like the method it waits for.
+   * message in place once there is room. Zero-copy, like the method it waits for. Rejects with
+   * `BrokenPipe` if the consumer closes or dies, `TimedOut`, the signal's reason, `BadResource`
+   * if the producer or its region closes meanwhile, and with what `write` throws.
    *
    * @param length The most bytes the message will have.
    * @param write Fills {@link RingProducer.data} from the offset it is given; returns the bytes
@@ -260,7 +265,14 @@ export class RingProducer {
   }
 
   #writeWith(index: number, length: number, write: RingWriter): void {
-    const used = write(this.data, index + RECORD_HEADER_SIZE, length);
+    const data = this.data;
+    let used: number;
+    this.#ring.inCallback = true;
+    try {
+      used = write(data, index + RECORD_HEADER_SIZE, length);
+    } finally {
+      this.#ring.inCallback = false;
+    }
     if (!Number.isSafeInteger(used) || used < 0 || used > length) {
       throw new RangeError(`The writer reported ${used} bytes for a ${length}-byte message`);
     }
