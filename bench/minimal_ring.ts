@@ -28,7 +28,7 @@ const SPIN_CHECKS = 1000;
 /**
  * The longest sleep before looking again: a net under a protocol that once failed. When the
  * waker cleared the sleeper's flag itself (one wake-up per sleep), a wake-up was lost under load
- * in 2 of 21 runs (100,000 messages of 4 KiB beside a spinning process): the sleeper stayed in
+ * in 2 of 21 runs (100,000 messages of 4 KiB beside spinning processes): the sleeper stayed in
  * FUTEX_WAIT on a value the other side had moved past. With the flag left to the sleeper, as
  * now, none was lost in 70 runs; why the other way failed is not understood. The library's ring
  * never lost one with no net at all (tests/ring_test.ts, "no wake-up is lost").

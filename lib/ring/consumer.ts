@@ -411,21 +411,18 @@ export class RingConsumer {
     const data = this.data;
     let count = 0;
     let length = NOTHING;
+    this.#ring.inCallback = true; // nothing in this loop asks whether the end is free
     try {
       while (count < max) {
         length = this.#next();
         if (length < 0) break;
-        this.#ring.inCallback = true;
-        try {
-          read(data, this.#at + RECORD_HEADER_SIZE, length);
-        } finally {
-          this.#ring.inCallback = false;
-        }
+        read(data, this.#at + RECORD_HEADER_SIZE, length);
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
         count++;
       }
     } finally {
+      this.#ring.inCallback = false;
       if (count > 0 && !this.#ring.closed) this.#publish();
     }
     return count === 0 && length === ENDED ? null : count;
