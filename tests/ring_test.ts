@@ -7,6 +7,7 @@ import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { delay } from "./helpers/waiting.ts";
 import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
 import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
+import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 
 const PEER = `${TESTS_DIR}fixtures/ring_peer.ts`;
@@ -572,7 +573,7 @@ testWith(
     const count = 200_000;
     const seed = 3;
     using region = ringRegion(4096);
-    using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
+    using consumer = openRingConsumer(region, STRICT);
     await using _spinner = spawnProgram("sh", ["-c", "while :; do :; done"]);
     await using producer = spawnDeno(PEER, ["produce-strict", region.name, String(count), "3"]);
     assertEquals(await producer.nextLine(), "ready");
@@ -610,9 +611,8 @@ testWith(
     const rounds = 10_000;
     using there = ringRegion(4096);
     using back = ringRegion(4096);
-    const strict = { livenessCheckMs: Infinity, spin: 0 };
-    using producer = openRingProducer(there, strict);
-    using consumer = openRingConsumer(back, strict);
+    using producer = openRingProducer(there, STRICT);
+    using consumer = openRingConsumer(back, STRICT);
     await using _spinner = spawnProgram("sh", ["-c", "while :; do :; done"]);
     await using peer = spawnDeno(PEER, ["echo", there.name, back.name]);
     assertEquals(await peer.nextLine(), "ready");

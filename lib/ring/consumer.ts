@@ -34,6 +34,16 @@ export interface RingLease {
   release(): void;
 }
 
+/** A count of messages taken, or undefined for none (what a blocking call's retry wants). */
+function nonZero(count: number | null): number | null | undefined {
+  return count === 0 ? undefined : count;
+}
+
+/** A batch of messages taken, or undefined for none. */
+function nonEmpty(messages: Uint8Array[]): Uint8Array[] | undefined {
+  return messages.length === 0 ? undefined : messages;
+}
+
 /**
  * Sees one message in place for {@link RingConsumer.readWith} and
  * {@link RingConsumer.tryReadWith}: it is `data[offset ... offset + length]`, valid only until
@@ -139,18 +149,13 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
-    let message = this.tryReceive();
-    const spins = this.#ring.spins();
-    for (let spin = 0; message === undefined && spin < spins; spin++) message = this.tryReceive();
+    const message = this.tryReceive();
     if (message !== undefined) return message;
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        return length === ENDED ? null : this.#copy(length);
-      },
+    return await this.#ring.blocking(
+      () => this.tryReceive(),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? null : this.#copy(length),
       options,
-      this.#ring.ready,
     );
   }
 
@@ -173,20 +178,13 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
-    let length = this.tryReceiveInto(buffer);
-    const spins = this.#ring.spins();
-    for (let spin = 0; length === undefined && spin < spins; spin++) {
-      length = this.tryReceiveInto(buffer);
-    }
+    const length = this.tryReceiveInto(buffer);
     if (length !== undefined) return length;
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        return length === ENDED ? null : this.#copyInto(buffer, length);
-      },
+    return await this.#ring.blocking(
+      () => this.tryReceiveInto(buffer),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? null : this.#copyInto(buffer, length),
       options,
-      this.#ring.ready,
     );
   }
 
@@ -221,22 +219,14 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
-    let messages = this.tryReceiveBatch(max);
-    const spins = this.#ring.spins();
-    for (let spin = 0; messages.length === 0 && spin < spins; spin++) {
-      messages = this.tryReceiveBatch(max);
-    }
+    const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        if (length === ENDED) return [];
-        return [this.#copy(length), ...this.#takeBatch(max - 1)];
-      },
+    return await this.#ring.blocking(
+      () => nonEmpty(this.tryReceiveBatch(max)),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? [] : [this.#copy(length), ...this.#takeBatch(max - 1)],
       options,
-      this.#ring.ready,
     );
   }
 
@@ -288,20 +278,13 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     if (lengths.length === 0) throw new RangeError("No room in lengths for even one message");
-    let count = this.tryReceiveBatchInto(buffer, lengths);
-    const spins = this.#ring.spins();
-    for (let spin = 0; count === 0 && spin < spins; spin++) {
-      count = this.tryReceiveBatchInto(buffer, lengths);
-    }
+    const count = this.tryReceiveBatchInto(buffer, lengths);
     if (count > 0) return count;
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        return length === ENDED ? null : this.#batchInto(buffer, lengths);
-      },
+    return await this.#ring.blocking(
+      () => nonZero(this.tryReceiveBatchInto(buffer, lengths)),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? null : this.#batchInto(buffer, lengths),
       options,
-      this.#ring.ready,
     );
   }
 
@@ -392,18 +375,13 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     if (!(max >= 1)) throw new RangeError(`Cannot read at most ${max} messages: at least 1`);
-    let count = this.tryReadWith(read, max);
-    const spins = this.#ring.spins();
-    for (let spin = 0; count === 0 && spin < spins; spin++) count = this.tryReadWith(read, max);
+    const count = this.tryReadWith(read, max);
     if (count !== 0) return count;
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: read nothing
-        return length === ENDED ? null : this.#readWith(read, max);
-      },
+    return await this.#ring.blocking(
+      () => nonZero(this.tryReadWith(read, max)),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? null : this.#readWith(read, max),
       options,
-      this.#ring.ready,
     );
   }
 
@@ -446,18 +424,13 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
-    let lease = this.tryRead();
-    const spins = this.#ring.spins();
-    for (let spin = 0; lease === undefined && spin < spins; spin++) lease = this.tryRead();
+    const lease = this.tryRead();
     if (lease !== undefined) return lease;
-    return await this.#ring.inTurn(
-      async () => {
-        const length = await this.#waitForMessage(options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        return length === ENDED ? null : this.#leaseOf(length);
-      },
+    return await this.#ring.blocking(
+      () => this.tryRead(),
+      (spun) => this.#waitForMessage(options, spun),
+      (length) => length === ENDED ? null : this.#leaseOf(length),
       options,
-      this.#ring.ready,
     );
   }
 

@@ -120,6 +120,33 @@ export class RingCore {
     return this.busy ? 0 : this.spin;
   }
 
+  /**
+   * The rest of a blocking call whose `try` form found nothing: tries it again up to
+   * {@link RingCore.spins} times here, then waits its turn, sleeps with `sleep(spun)` (which
+   * resolves with what the end's wait found) and ends with `finish` of that.
+   */
+  async blocking<T>(
+    retry: () => T | undefined,
+    sleep: (spun: boolean) => Promise<number>,
+    finish: (found: number) => T,
+    options: RingWaitOptions,
+  ): Promise<T> {
+    const spins = this.spins();
+    for (let spin = 0; spin < spins; spin++) {
+      const value = retry();
+      if (value !== undefined) return value;
+    }
+    return await this.inTurn(
+      async () => {
+        const found = await sleep(spins > 0);
+        this.check(); // closed while the wait returned: take or write nothing
+        return finish(found);
+      },
+      options,
+      this.ready,
+    );
+  }
+
   /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
   readonly ready = (): void => {
     this.check();

@@ -139,18 +139,15 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
-    let sent = this.trySend(message);
-    const spins = this.#ring.spins();
-    for (let spin = 0; !sent && spin < spins; spin++) sent = this.trySend(message);
-    if (sent) return;
-    await this.#ring.inTurn(
-      async () => {
-        const index = await this.#waitForRoom(message.length, options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
+    if (this.trySend(message)) return;
+    await this.#ring.blocking(
+      () => this.trySend(message) || undefined,
+      (spun) => this.#waitForRoom(message.length, options, spun),
+      (index) => {
         this.#write(index, message);
+        return true;
       },
       options,
-      this.#ring.ready,
     );
   }
 
@@ -249,18 +246,15 @@ export class RingProducer {
    * ```
    */
   async sendWith(length: number, write: RingWriter, options: RingWaitOptions = {}): Promise<void> {
-    let sent = this.trySendWith(length, write);
-    const spins = this.#ring.spins();
-    for (let spin = 0; !sent && spin < spins; spin++) sent = this.trySendWith(length, write);
-    if (sent) return;
-    await this.#ring.inTurn(
-      async () => {
-        const index = await this.#waitForRoom(length, options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: write nothing
+    if (this.trySendWith(length, write)) return;
+    await this.#ring.blocking(
+      () => this.trySendWith(length, write) || undefined,
+      (spun) => this.#waitForRoom(length, options, spun),
+      (index) => {
         this.#writeWith(index, length, write);
+        return true;
       },
       options,
-      this.#ring.ready,
     );
   }
 
@@ -299,20 +293,13 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
-    let reservation = this.tryReserve(length);
-    const spins = this.#ring.spins();
-    for (let spin = 0; reservation === undefined && spin < spins; spin++) {
-      reservation = this.tryReserve(length);
-    }
+    const reservation = this.tryReserve(length);
     if (reservation !== undefined) return reservation;
-    return await this.#ring.inTurn(
-      async () => {
-        const index = await this.#waitForRoom(length, options, spins > 0);
-        this.#ring.check(); // closed while the wait returned: copy nothing
-        return this.#reservation(index, length);
-      },
+    return await this.#ring.blocking(
+      () => this.tryReserve(length),
+      (spun) => this.#waitForRoom(length, options, spun),
+      (index) => this.#reservation(index, length),
       options,
-      this.#ring.ready,
     );
   }
 
