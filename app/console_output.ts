@@ -22,6 +22,8 @@ export type ConsoleStream = "stdout" | "stderr";
 
 /** How much text may wait for a slow console before new lines are dropped. */
 const MAX_QUEUED_BYTES = 1 << 20;
+/** Lines up to about this long are encoded without allocating. */
+const SCRATCH_BYTES = 4096;
 /** While a non-blocking console is full, how often to try it again. */
 const RETRY_MS = 5;
 
@@ -52,6 +54,7 @@ export class ConsoleOutput {
   readonly #name: ConsoleStream;
   readonly #target: Target;
   readonly #queue: Uint8Array[] = [];
+  readonly #scratch = new Uint8Array(SCRATCH_BYTES);
   #queuedBytes = 0;
   #draining: Promise<void> | undefined;
   #dropped = 0;
@@ -66,11 +69,19 @@ export class ConsoleOutput {
   /** Writes one line (a newline is added), or queues it; drops it if the console stalled. */
   writeLine(line: string): void {
     if (this.#failed) return;
-    let bytes = encoder.encode(`${line}\n`);
+    const text = `${line}\n`;
+    let bytes: Uint8Array;
     if (this.#queue.length === 0 && "fd" in this.#target) {
-      const written = this.#write(this.#target.fd, bytes);
-      if (written === bytes.length || written === undefined) return;
-      bytes = bytes.subarray(Math.max(0, written));
+      // A line that fits is encoded into a kept buffer: logging a line allocates no bytes.
+      const { read, written: length } = encoder.encodeInto(text, this.#scratch);
+      bytes = read === text.length ? this.#scratch : encoder.encode(text);
+      const end = read === text.length ? length : bytes.length;
+      const written = this.#write(this.#target.fd, bytes, end);
+      if (written === end || written === undefined) return;
+      // The rest may stay in the kept buffer: it is used only while nothing is queued.
+      bytes = bytes.subarray(Math.max(0, written), end);
+    } else {
+      bytes = encoder.encode(text);
     }
     if (this.#queuedBytes + bytes.length > MAX_QUEUED_BYTES) {
       this.#dropped++;
@@ -93,9 +104,9 @@ export class ConsoleOutput {
   }
 
   /** One write(2) of what fits now; undefined once it failed (and was reported). */
-  #write(fd: number, bytes: Uint8Array): number | undefined {
+  #write(fd: number, bytes: Uint8Array, length: number = bytes.length): number | undefined {
     try {
-      return writeSome(fd, bytes, this.#name);
+      return writeSome(fd, bytes, this.#name, length);
     } catch (error) {
       this.#fail(error as Error);
       return undefined;

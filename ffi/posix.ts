@@ -170,15 +170,19 @@ export function readAt(
   );
 }
 
-/** pwrite(2) of `bytes` at `offset`. */
+/** pwrite(2) of the first `length` of `bytes` (all of them by default) at `offset`. */
 export function writeAt(
   fd: number,
   bytes: Uint8Array<ArrayBuffer>,
   offset: number,
   subject: string,
+  length: number = bytes.byteLength,
 ): number {
+  if (!(length >= 0 && length <= bytes.byteLength)) {
+    throw new RangeError(`Cannot write ${length} bytes of a ${bytes.byteLength}-byte buffer`);
+  }
   return Number(
-    check(libc().pwrite(fd, bytes, BigInt(bytes.byteLength), BigInt(offset)), "write", subject),
+    check(libc().pwrite(fd, bytes, BigInt(length), BigInt(offset)), "write", subject),
   );
 }
 
@@ -237,10 +241,16 @@ export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: str
  * write(2) of what fits now: returns the count written, or -1 when the fd is non-blocking and
  * full (EAGAIN); throws for any other failure.
  */
-export function writeSome(fd: number, bytes: Uint8Array, subject: string): number {
-  const count = Number(
-    libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(bytes.byteLength)),
-  );
+export function writeSome(
+  fd: number,
+  bytes: Uint8Array,
+  subject: string,
+  length: number = bytes.byteLength,
+): number {
+  if (!(length >= 0 && length <= bytes.byteLength)) {
+    throw new RangeError(`Cannot write ${length} bytes of a ${bytes.byteLength}-byte buffer`);
+  }
+  const count = Number(libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(length)));
   if (count >= 0) return count;
   const errno = lastErrno();
   if (errno === Errno.EAGAIN) return -1;

@@ -15,6 +15,8 @@ import type { Button } from "./types.ts";
 
 /** Lines longer than this are not presses; they are dropped without being kept in memory. */
 export const MAX_LINE_BYTES = 256;
+/** How much one read of the FIFO takes: a pipe's default capacity. */
+const READ_CHUNK_BYTES = 65536;
 
 const OPEN_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
 const decoder = new TextDecoder();
@@ -70,6 +72,8 @@ export class FifoButton implements Button {
   #waiter = new FdWaiter();
   #watch: PathWatch;
   readonly #line = new Uint8Array(MAX_LINE_BYTES);
+  /** What one read(2) takes; kept, since a press should allocate nothing. */
+  readonly #chunk = new Uint8Array(READ_CHUNK_BYTES);
   #lineLength = 0;
   #overflow = 0;
   #fd: number;
@@ -199,7 +203,7 @@ export class FifoButton implements Button {
 
   /** Reads everything available; counts presses and notes whether every writer has gone. */
   #drain(): { presses: number; ended: boolean } {
-    const chunk = new Uint8Array(65536);
+    const chunk = this.#chunk;
     let presses = 0;
     for (;;) {
       const count = readFd(this.#fd, chunk, this.#path);

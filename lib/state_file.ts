@@ -136,7 +136,7 @@ export class StateFile {
     this.#check();
     if (!isStateValue(value)) throw new RangeError(`State ${value} is not a 32-bit integer`);
     const length = formatState(this.#write, 0, value);
-    posix.writeAt(this.#fd, this.#write.subarray(0, length), 0, this.#path);
+    posix.writeAt(this.#fd, this.#write, 0, this.#path, length);
     if (posix.statFd(this.#fd, this.#path).size < STATE_FILE_SIZE) {
       posix.truncateFd(this.#fd, STATE_FILE_SIZE, this.#path);
     }

@@ -3,12 +3,16 @@
  * journald (`JOURNAL_STREAM` set), and the choice between them.
  */
 import { assertEquals, assertMatch } from "@std/assert";
+import { delay } from "@std/async/delay";
 import type { LogLevel, LogRecord } from "@logtape/logtape";
 import { defaultLogFormat, journalFormatter, textFormatter } from "../app/logging.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import { FLOOD_LINES, floodLine } from "./fixtures/console_flood.ts";
+
+const FLOOD = `${ROOT}tests/fixtures/console_flood.ts`;
 
 function record(level: LogLevel, message: string): LogRecord {
   return {
@@ -77,5 +81,27 @@ testWith(
         assertEquals((await led.status()).code, 0, led.transcript);
       }
     });
+  },
+);
+
+testWith(
+  ["run"],
+  "a console that does not read at first gets every line, whole and in order, once it reads",
+  async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--config", `${ROOT}deno.json`, "--allow-ffi", FLOOD],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // More than a pipe holds is written before the first read: lines are cut and queued.
+    await delay(500);
+    const [output, status] = await Promise.all([child.output(), child.status]);
+    assertEquals(new TextDecoder().decode(output.stderr), "");
+    assertEquals(status.code, 0);
+    const lines = new TextDecoder().decode(output.stdout).split("\n");
+    assertEquals(lines.pop(), "");
+    assertEquals(lines.length, FLOOD_LINES);
+    lines.forEach((line, i) => assertEquals(line, floodLine(i), `line ${i}`));
   },
 );
