@@ -1,7 +1,9 @@
 /**
  * Ring throughput between two processes: each variant in {@link RING_VARIANTS} moves a stream of
  * messages from a sending process to a receiving one, which times the first message to the
- * last. Beside them, single-threaded C `memcpy` of the same block size (the bandwidth ceiling).
+ * last. Beside them, single-threaded C `memcpy` of the same block size (the bandwidth ceiling),
+ * and a C ring between two processes (`bench/c/ring_handoff.c`): how fast messages are handed
+ * over with nothing of JavaScript in it.
  * The library's best variant at each size becomes the figure the targets judge.
  *
  * @module
@@ -24,6 +26,7 @@ const SIZES = [
   { bytes: 65536, name: "64 KiB", count: 60_000 },
 ] as const;
 const MEMCPY = "memcpy";
+const C_RING = "c-ring";
 
 async function viaRing(
   work: WorkDir,
@@ -42,6 +45,17 @@ async function viaRing(
   return report.messages / report.seconds;
 }
 
+async function viaCRing(
+  work: WorkDir,
+  { size, count }: { size: number; count: number },
+): Promise<number> {
+  const binary = await work.compile("bench/c/ring_handoff.c");
+  await using child = spawnProgram(binary, [String(size), String(count)]);
+  const messagesPerSecond = Number((await child.nextLine()).text);
+  await child.succeeded();
+  return messagesPerSecond;
+}
+
 async function viaMemcpy(work: WorkDir, size: number): Promise<number> {
   const binary = await work.compile("bench/c/memcpy_bandwidth.c");
   await using child = spawnProgram(binary, [String(size)]);
@@ -53,13 +67,17 @@ async function viaMemcpy(work: WorkDir, size: number): Promise<number> {
 /** The ring throughput case. */
 export const ringThroughput: BenchCase = {
   id: "ring",
-  steps: (config) => config.runs * SIZES.length * (RING_VARIANTS.length + 1),
+  steps: (config) => config.runs * SIZES.length * (RING_VARIANTS.length + 2),
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures } = context;
     for (const size of SIZES) {
       const count = config.quick ? size.count / 10 : size.count;
       const rows = [
         ...RING_VARIANTS.map((variant) => ({ id: variant.id, label: variant.label })),
+        {
+          id: C_RING,
+          label: "C ring between two processes, both spinning (`bench/c/ring_handoff.c`)",
+        },
         { id: MEMCPY, label: "C `memcpy`, one thread (the ceiling)" },
       ];
       const results = await interleaved(
@@ -70,6 +88,8 @@ export const ringThroughput: BenchCase = {
           measure: () =>
             row.id === MEMCPY
               ? viaMemcpy(work, size.bytes)
+              : row.id === C_RING
+              ? viaCRing(work, { size: size.bytes, count: count * 10 })
               : viaRing(work, { variantId: row.id, size: size.bytes, count }),
         })),
       );
