@@ -230,7 +230,8 @@ const libraryBatchInto: RingVariant = {
 
 const libraryWith: RingVariant = {
   id: "with",
-  label: "ring, `trySendWith()` / `tryReadWith()` (zero-copy callbacks)",
+  label:
+    `ring, \`trySendWith()\` / \`tryReadWith()\` (zero-copy callbacks, up to ${BATCH} per call)`,
   library: true,
   zeroCopy: true,
   inProcess: true,
@@ -257,24 +258,34 @@ const libraryWith: RingVariant = {
   openReceiver(path, listening): Promise<ReceiverEnd> {
     const { end: consumer, close } = onRegion(path, (region) => openRingConsumer(region));
     listening();
-    let mark = 0;
-    let size = 0;
+    // Each message is looked at in place (its mark and length noted) by the callback, up to a
+    // batch per call, as a reader that handles messages in the callback would; the notes are
+    // then handed out one by one.
+    const marks = new Uint8Array(BATCH);
+    const sizes = new Uint32Array(BATCH);
+    let count = 0;
+    let next = 0;
     const read = (data: Uint8Array, offset: number, length: number): void => {
-      mark = data[offset];
-      size = length;
+      marks[count] = data[offset];
+      sizes[count++] = length;
+    };
+    const take = (into: Uint8Array): number => {
+      into[0] = marks[next];
+      return sizes[next++];
     };
     return Promise.resolve({
       tryReceiveInto(into): number {
-        const count = consumer.tryReadWith(read, 1);
-        if (count === null) throw closedError();
-        if (count === 0) return -1;
-        into[0] = mark;
-        return size;
+        if (next === count) {
+          count = next = 0;
+          if (consumer.tryReadWith(read, BATCH) === null) throw closedError();
+          if (count === 0) return -1;
+        }
+        return take(into);
       },
       async receiveInto(into): Promise<number> {
-        if (await consumer.readWith(read, 1) === null) throw closedError();
-        into[0] = mark;
-        return size;
+        count = next = 0;
+        if (await consumer.readWith(read, BATCH) === null) throw closedError();
+        return take(into);
       },
       close,
     });
