@@ -4,9 +4,9 @@ import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
-import { delay } from "./helpers/waiting.ts";
+import { delay, until } from "./helpers/waiting.ts";
 import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
-import { RING_HEADER_SIZE } from "../lib/ring/layout.ts";
+import { CONSUMER_WAITING, RING_HEADER_SIZE } from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 
@@ -383,6 +383,66 @@ Deno.test("receiveInto, tryReceiveBatchInto and tryReadWith copy nothing they ne
   producer.close();
   assertEquals(consumer.tryReadWith(() => {}), null);
 });
+
+Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
+  // 32 records of 56 bytes (8 of header, 48 of payload) fill a ring of 1792 bytes; an eighth of
+  // it is 224 bytes, 4 records.
+  const record = 56;
+  using region = ringRegion(32 * record);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const message = new Uint8Array(record - 8);
+  while (producer.trySend(message));
+  const roomAfter: number[] = [];
+  let taken = 0;
+  const count = consumer.tryReadWith(() => {
+    taken++;
+    if (producer.trySend(message)) roomAfter.push(taken);
+  }, 32);
+  assertEquals(count, 32);
+  // The producer finds room once the 4th record's space is back, while the 5th is read; and
+  // again every 4 records after, not only when the batch is over.
+  assertEquals(roomAfter.slice(0, 4), [5, 6, 7, 8]);
+  assert(roomAfter.length >= 24, `the producer wrote ${roomAfter.length} times meanwhile`);
+});
+
+testWith(
+  ["read"],
+  "a long batch wakes a sleeping consumer once an eighth of the ring is sent, not at its end",
+  async () => {
+    const record = 56;
+    using region = ringRegion(32 * record);
+    using producer = openRingProducer(region);
+    const done = new SharedArrayBuffer(4);
+    const worker = new Worker(new URL("./fixtures/ring_reader_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      const opened = new Promise((resolve) => (worker.onmessage = resolve));
+      worker.postMessage({ name: region.name, done });
+      await opened;
+      await until(() => region.loadInt32(CONSUMER_WAITING) === 1, "the consumer asleep");
+      const flag = new Int32Array(done);
+      const message = new Uint8Array(record - 8);
+      const messages = Array.from({ length: 32 }, () => message);
+      // The batch checks every length first, then sends the messages one by one: when it takes
+      // the 9th, it waits (up to 10 s) for the consumer to have read, which the consumer can
+      // only do if the batch woke it before its end.
+      let looks = 0;
+      let woken: string | undefined;
+      Object.defineProperty(messages, 8, {
+        get: () => {
+          if (++looks === 2) woken = Atomics.wait(flag, 0, 0, 10_000);
+          return message;
+        },
+      });
+      assertEquals(producer.trySendBatch(messages), 32);
+      assert(woken !== "timed-out", "the consumer read nothing before the batch ended");
+    } finally {
+      worker.terminate();
+    }
+  },
+);
 
 Deno.test("trySendWith writes in place; the producer notices a closed consumer when full", () => {
   using region = ringRegion(64);

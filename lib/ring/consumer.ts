@@ -79,6 +79,9 @@ export class RingConsumer {
   #head: number;
   /** The data index of the message {@link RingConsumer.#next} found. */
   #at = 0;
+  /** Bytes taken since the tail was last handed back, and how many make it hand them back. */
+  #unpublished = 0;
+  readonly #publishEvery: number;
 
   /** @ignore Not for direct use: call {@link openRingConsumer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -97,6 +100,7 @@ export class RingConsumer {
     this.#data = ring.data;
     this.#dataWord = ring.data >> 2;
     this.#tailIndex = ring.index(TAIL);
+    this.#publishEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
     this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
     this.#head = this.#tail;
@@ -189,7 +193,8 @@ export class RingConsumer {
   }
 
   /**
-   * Up to `max` messages that are there now (new copies), handing their space back at once.
+   * Up to `max` messages that are there now (new copies), handing their space back at once (and
+   * every eighth of the ring in a long batch).
    *
    * @param [max=Infinity] The most messages to take.
    */
@@ -199,15 +204,14 @@ export class RingConsumer {
 
   #takeBatch(max: number): Uint8Array[] {
     const messages: Uint8Array[] = [];
-    let consumed = 0;
     while (messages.length < max) {
       const length = this.#next();
       if (length < 0) break;
       const start = this.#data + this.#at + RECORD_HEADER_SIZE;
       messages.push(this.#bytes.slice(start, start + length));
-      consumed += this.#skip(length);
+      this.#skip(length);
     }
-    if (consumed > 0) this.#publish();
+    if (this.#unpublished > 0) this.#publish();
     return messages;
   }
 
@@ -233,7 +237,8 @@ export class RingConsumer {
   /**
    * Copies up to `lengths.length` waiting messages back to back into `buffer`, writes each
    * one's length into `lengths`, and returns how many it took (0 when none fit or none wait):
-   * many messages per call, one wake-up of the producer, nothing allocated. A message that does
+   * many messages per call, their space handed back once (and every eighth of the ring in a long
+   * batch), nothing allocated. A message that does
    * not fit in what is left of `buffer` stays for the next call; a message larger than the
    * whole buffer is a `RangeError`.
    */
@@ -304,13 +309,14 @@ export class RingConsumer {
       lengths[count++] = length;
       this.#skip(length);
     }
-    if (count > 0) this.#publish();
+    if (this.#unpublished > 0) this.#publish();
     return count;
   }
 
   /**
    * Hands each waiting message, up to `max`, to `read` in place (zero-copy, nothing allocated),
-   * then gives all their space back at once. Returns how many it read; `null` once the producer
+   * then gives their space back at once (and every eighth of the ring in a long batch, so the
+   * producer can write meanwhile). Returns how many it read; `null` once the producer
    * closed and everything was read. The view `read` gets is only valid until it returns.
    *
    * @param read Called with each message in place.
@@ -401,7 +407,7 @@ export class RingConsumer {
       }
     } finally {
       this.#ring.inCallback = false;
-      if (count > 0 && !this.#ring.closed) this.#publish();
+      if (this.#unpublished > 0 && !this.#ring.closed) this.#publish();
     }
     return count === 0 && length === ENDED ? null : count;
   }
@@ -539,16 +545,22 @@ export class RingConsumer {
     );
   }
 
-  /** Moves the local tail past the message of `length` bytes at `#at`; returns the record size. */
-  #skip(length: number): number {
+  /**
+   * Moves the local tail past the message of `length` bytes at `#at`. A batch hands its space
+   * back at the end, and also whenever it has taken an eighth of the ring, so that the producer
+   * can write while a long batch is read.
+   */
+  #skip(length: number): void {
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     const tail = this.#tail + record;
     this.#tail = tail >= this.#twice ? tail - this.#twice : tail;
-    return record;
+    this.#unpublished += record;
+    if (this.#unpublished >= this.#publishEvery) this.#publish();
   }
 
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
+    this.#unpublished = 0;
     Atomics.store(this.#words, this.#tailIndex, this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
       this.#ring.memory.wake(this.#ring.base + TAIL);
@@ -559,7 +571,7 @@ export class RingConsumer {
     const start = this.#data + this.#at + RECORD_HEADER_SIZE;
     const message = this.#bytes.slice(start, start + length);
     this.#skip(length);
-    this.#publish();
+    if (this.#unpublished > 0) this.#publish();
     return message;
   }
 
@@ -568,7 +580,7 @@ export class RingConsumer {
     const start = this.#data + this.#at + RECORD_HEADER_SIZE;
     buffer.set(this.#bytes.subarray(start, start + length));
     this.#skip(length);
-    this.#publish();
+    if (this.#unpublished > 0) this.#publish();
     return length;
   }
 
@@ -600,7 +612,7 @@ export class RingConsumer {
         this.#ring.memory.revoke(buffer);
         this.#at = at;
         this.#skip(length);
-        this.#publish();
+        if (this.#unpublished > 0) this.#publish();
       },
     };
   }

@@ -63,8 +63,14 @@ export class RingProducer {
   readonly #waitingIndex: number;
   #head: number;
   #tail: number;
-  /** While set, publishing skips the wake-up; the batch wakes once at its end. */
+  /** While set, publishing looks for a sleeping consumer only now and then, and at the end. */
   #batching = false;
+  /**
+   * Bytes a batch has published since it last looked whether the consumer sleeps; it looks
+   * every eighth of the ring, so a sleeping consumer starts on a long batch before it ends.
+   */
+  #unwoken = 0;
+  readonly #wakeEvery: number;
 
   /** @ignore Not for direct use: call {@link openRingProducer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -84,6 +90,7 @@ export class RingProducer {
     this.#dataWord = ring.data >> 2;
     this.#headIndex = ring.index(HEAD);
     this.#waitingIndex = ring.index(CONSUMER_WAITING);
+    this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
     this.#tail = this.#head;
     try {
@@ -370,7 +377,7 @@ export class RingProducer {
         // so the space comes back as soon as the consumer skips it.
         if (record > untilEnd && untilEnd <= this.#capacity - this.#used()) {
           this.#pad(index, untilEnd);
-          this.#publishHead();
+          this.#publishHead(untilEnd);
         }
         return -1;
       }
@@ -390,9 +397,14 @@ export class RingProducer {
   }
 
   /** Publishes the local head and wakes the consumer if it sleeps. */
-  #publishHead(): void {
+  #publishHead(record: number): void {
     Atomics.store(this.#words, this.#headIndex, this.#head);
-    if (!this.#batching && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+    if (this.#batching) {
+      this.#unwoken += record;
+      if (this.#unwoken < this.#wakeEvery) return;
+      this.#unwoken = 0;
+    }
+    if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
       this.#ring.memory.wake(this.#ring.base + HEAD);
     }
   }
@@ -405,14 +417,16 @@ export class RingProducer {
   /** Writes the record's length and publishes it (and any padding before it). */
   #commit(index: number, length: number): void {
     this.#words[this.#dataWord + (index >> 2)] = length;
-    const head = this.#head + RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    const head = this.#head + record;
     this.#head = head >= this.#twice ? head - this.#twice : head;
-    this.#publishHead();
+    this.#publishHead(record);
   }
 
   #sendBatch(messages: readonly Uint8Array[], start: number): number {
     let sent = 0;
     this.#batching = true;
+    this.#unwoken = 0;
     try {
       for (let i = start; i < messages.length; i++) {
         const length = messages[i].length;
