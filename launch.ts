@@ -18,7 +18,7 @@ import { claimPaths, type PathClaim } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import { closeFd, openPath, statPath, writeFd } from "./ffi/posix.ts";
+import { closeFd, openPath, statFd, statPath, writeFd } from "./ffi/posix.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";
 import { findHolders } from "./lib/holders.ts";
@@ -164,7 +164,11 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
   return mirror;
 }
 
-/** Writes one press into the FIFO, for Enter in the launcher's terminal. */
+/**
+ * Writes one press into the FIFO, for Enter in the launcher's terminal. What is at the path is
+ * looked at through the open descriptor first: if someone put a file of their own there, it is
+ * left as it is and the press is dropped.
+ */
 function pressOnce(path: string): void {
   const fd = openPath(
     path,
@@ -173,6 +177,14 @@ function pressOnce(path: string): void {
     "press through FIFO",
   );
   try {
+    const { type } = statFd(fd, path);
+    if (type !== "fifo") {
+      throw new Deno.errors.AlreadyExists(
+        `Cannot press through ${JSON.stringify(path)}: it is a ${
+          type === "file" ? "regular file" : type
+        } now, not the button's FIFO; it is left as it is`,
+      );
+    }
     writeFd(fd, new TextEncoder().encode("press\n"), path);
   } finally {
     closeFd(fd);

@@ -15,8 +15,11 @@ import type { Button } from "./types.ts";
 
 /** Lines longer than this are not presses; they are dropped without being kept in memory. */
 export const MAX_LINE_BYTES = 256;
-/** How much one read of the FIFO takes: a pipe's default capacity. */
-const READ_CHUNK_BYTES = 65536;
+/**
+ * How much one read of the FIFO takes, and the most one wake-up reads: a writer that keeps the
+ * FIFO full must not keep the button from its event loop (signals, the path watch).
+ */
+const READ_CHUNK_BYTES = 4096;
 
 const OPEN_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
 const decoder = new TextDecoder();
@@ -201,7 +204,10 @@ export class FifoButton implements Button {
     void old.close();
   }
 
-  /** Reads everything available; counts presses and notes whether every writer has gone. */
+  /**
+   * Reads what is available, up to one chunk; counts presses and notes whether every writer has
+   * gone. A full chunk may have more behind it: the next wake-up, at once, reads on.
+   */
   #drain(): { presses: number; ended: boolean } {
     const chunk = this.#chunk;
     let presses = 0;
@@ -222,6 +228,7 @@ export class FifoButton implements Button {
           this.#overflow++;
         }
       }
+      if (count === chunk.length) return { presses, ended: false };
     }
   }
 

@@ -509,6 +509,43 @@ testWith(
   },
 );
 
+// --- a writer that never stops -------------------------------------------------------------------
+
+testWith(
+  [...NEEDS.system, requires("yes")],
+  "a writer that keeps the FIFO full: the button still applies presses and stops on SIGTERM",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/data.dat`;
+      const fifo = `${dir}/button.fifo`;
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+      ]);
+      await button.waitFor(/Button ready/, { timeoutMs: GUARD_MS });
+      // yes(1) writes "0\n" as fast as the button reads: the FIFO is never empty.
+      const flood = new Deno.Command("sh", {
+        args: ["-c", 'exec yes 0 > "$1"', "sh", fifo],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await until(() => stateValue(state) === 1, "a press applied during the flood", {
+          child: button,
+        });
+        button.kill("SIGTERM");
+        const status = await button.status({ timeoutMs: GUARD_MS });
+        assertEquals(status.code, 0, button.transcript);
+      } finally {
+        killIfRunning(flood.pid);
+        await flood.status;
+      }
+    });
+  },
+);
+
 // --- a console that stalls or fails --------------------------------------------------------------
 
 /** Starts our launcher through stdout_trap; returns the trap and the launcher's pid. */

@@ -78,6 +78,34 @@ testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () =
 
 testWith(
   NEEDS.system,
+  "Enter after a user's file took the FIFO's place: the file is left as it is",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
+      await using terminal = spawnProgram("script", ["-qfec", command, "/dev/null"], {
+        stdin: "piped",
+      });
+      const pids = await running(terminal);
+      try {
+        await terminal.waitFor(/or press Enter here/);
+        const notes = "my notes: do not lose\n";
+        Deno.writeTextFileSync(`${dir}/notes`, notes);
+        Deno.renameSync(`${dir}/notes`, fifo);
+        const writer = terminal.process.stdin.getWriter();
+        await writer.write(new TextEncoder().encode("\n"));
+        await terminal.waitFor(/Enter did not press: .*regular file.*left as it is/);
+        assertEquals(Deno.readTextFileSync(fifo), notes);
+        await writer.close();
+      } finally {
+        await stopAll(terminal, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "1,000 presses as fast as a writer can go: all counted, LED ends on the latest",
   async () => {
     await withTempDir(async (dir) => {
