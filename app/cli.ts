@@ -11,6 +11,7 @@ import { setParentDeathSignal } from "../ffi/posix.ts";
 import { openStateFileAt, openStateShm } from "../lib/state_file.ts";
 import { statPath } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
+import { normalizeShmName } from "../lib/open_region.ts";
 import { removeShmIfSame } from "../lib/owned_path.ts";
 import {
   openMemfdRegion,
@@ -36,6 +37,14 @@ export const STATE_FLAGS = {
     type: "string",
     arg: "NAME",
     help: "keep the state as text in POSIX shared memory /NAME too",
+    check: (name: string) => {
+      try {
+        normalizeShmName(name);
+        return undefined;
+      } catch {
+        return 'a shared memory name (1 to 250 characters, no "/" after the first)';
+      }
+    },
   },
 } as const;
 

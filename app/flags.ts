@@ -39,6 +39,8 @@ export interface StringFlag extends FlagBase {
   readonly default?: string;
   /** The command line must give it. */
   readonly required?: boolean;
+  /** Says what is wrong with a value (a rule the flag's name begins), or undefined if nothing. */
+  readonly check?: (value: string) => string | undefined;
 }
 
 /** One of a fixed set of words: `--log-level L`. */
@@ -206,8 +208,12 @@ function convert(
       }
       return { value };
     }
-    default:
-      return { value: raw };
+    default: {
+      const wrong = flag.type === "string" ? flag.check?.(raw) : undefined;
+      return wrong === undefined
+        ? { value: raw }
+        : { problem: `--${name} must be ${wrong}, not ${quoted}` };
+    }
   }
 }
 

@@ -66,6 +66,7 @@ export const MS_ASYNC = 1;
 export const MS_SYNC = 4;
 export const MFD_CLOEXEC = 1;
 export const MFD_ALLOW_SEALING = 2;
+export const F_DUPFD_CLOEXEC = 1030;
 export const F_ADD_SEALS = 1033;
 export const F_GET_SEALS = 1034;
 export const F_SEAL_SEAL = 1;

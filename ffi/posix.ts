@@ -298,6 +298,11 @@ export function memfdCreate(name: string, options: { sealable?: boolean } = {}):
   return check(libc().memfd_create(cString(name), flags), "create memfd", name);
 }
 
+/** A second descriptor of the same open file, closed on exec (fcntl(2) F_DUPFD_CLOEXEC). */
+export function duplicateFd(fd: number, subject: string): number {
+  return check(libc().fcntl(fd, C.F_DUPFD_CLOEXEC, 0), "duplicate the descriptor of", subject);
+}
+
 /** Seals a memfd's size for good: nobody can shrink or grow it, nor lift the seal (fcntl(2)). */
 export function sealSize(fd: number, subject: string): void {
   const seals = C.F_SEAL_SHRINK | C.F_SEAL_GROW | C.F_SEAL_SEAL;

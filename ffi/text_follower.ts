@@ -11,6 +11,7 @@
  */
 
 import type { Mapping } from "./mapping.ts";
+import { closeFd, duplicateFd } from "./posix.ts";
 
 /** Where the text is: in a mapping of this process, or in a file read with pread(2). */
 export type TextSource =
@@ -72,11 +73,8 @@ function followerMain(): void {
     const lib = Deno.dlopen("libc.so.6", {
       pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
       nanosleep: { parameters: ["buffer", "pointer"], result: "i32" },
-      dup: { parameters: ["i32"], result: "i32" },
-      close: { parameters: ["i32"], result: "i32" },
     });
-    // Its own fd, so the owner may close theirs at any time.
-    const fd = start.fd === undefined ? -1 : lib.symbols.dup(start.fd);
+    const fd = start.fd ?? -1;
     const text = start.address === undefined ? new Uint8Array(32) : new Uint8Array(
       Deno.UnsafePointerView.getArrayBuffer(
         Deno.UnsafePointer.create(BigInt(start.address)) as Deno.PointerObject,
@@ -114,7 +112,6 @@ function followerMain(): void {
         scope.postMessage(0);
       }
     }
-    if (fd >= 0) lib.symbols.close(fd);
     lib.close();
     scope.postMessage(1);
     scope.close();
@@ -132,8 +129,14 @@ export class TextFollower {
   #generation = 0;
   #waiting: (() => void) | undefined;
   #stopping = false;
+  /** Why the Worker stopped on its own, if it failed. */
+  #failure: Error | undefined;
 
   private constructor(options: TextFollowerOptions) {
+    const { source: where, watch } = options;
+    // The Worker reads a descriptor of its own, made here so that it exists before the owner
+    // may close theirs, and closed here once the Worker reads no more.
+    const fd = "fd" in where ? duplicateFd(where.fd, "the followed file") : -1;
     const source =
       `const parseText = ${options.parse.toString()};\n(${followerMain.toString()})();`;
     const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
@@ -143,31 +146,33 @@ export class TextFollower {
     this.#control = new Int32Array(control);
     let resolveStopped: () => void = () => {};
     this.#stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
+    let ended = false;
     const stopped = (): void => {
+      if (ended) return;
+      ended = true;
+      this.#worker.terminate();
+      if (fd >= 0) closeFd(fd);
+      this.#stopping = true;
       resolveStopped();
       options.onStopped?.();
+      this.#waiting?.();
     };
     this.#worker.onmessage = (event: MessageEvent<number>) => {
-      if (event.data === 1) {
-        this.#worker.terminate();
-        stopped();
-      }
-      this.#waiting?.();
+      if (event.data === 1) stopped();
+      else this.#waiting?.();
     };
     this.#worker.onerror = (event) => {
       event.preventDefault();
-      this.#worker.terminate();
+      this.#failure = new Error(`the Worker that follows the text failed: ${event.message}`);
       stopped();
-      this.#waiting?.();
     };
-    const { source: where, watch } = options;
     const start: Start = {
       control,
       periodMs: options.periodMs,
       value: options.value,
       watchValue: watch?.value ?? 0,
     };
-    if ("fd" in where) start.fd = where.fd;
+    if ("fd" in where) start.fd = fd;
     else start.address = where.mapping.address(where.offset).toString();
     if (watch !== undefined) start.watchAddress = watch.mapping.address(watch.offset).toString();
     this.#worker.postMessage(start);
@@ -180,7 +185,7 @@ export class TextFollower {
 
   /**
    * Resolves with the next change after the last one returned, or `undefined` once the
-   * follower stopped. Only one call at a time.
+   * follower stopped; rejects with why if the Worker failed. Only one call at a time.
    */
   async next(): Promise<FollowedChange | undefined> {
     while (!this.#stopping) {
@@ -195,6 +200,7 @@ export class TextFollower {
       await new Promise<void>((resolve) => (this.#waiting = resolve));
       this.#waiting = undefined;
     }
+    if (this.#failure !== undefined) throw this.#failure;
     return undefined;
   }
 

@@ -36,11 +36,17 @@ export interface RegionOptions {
 
 /** Options for {@link SharedRegion.waitInt32}. */
 export interface RegionWaitOptions {
-  /** Milliseconds before the wait resolves with `"timed-out"`. Default: no limit. */
+  /**
+   * Milliseconds before the wait resolves with `"timed-out"`, from 0. Default (and `Infinity`):
+   * no limit.
+   */
   timeout?: number;
   /** Rejects the wait with the signal's reason when aborted. */
   signal?: AbortSignal;
 }
+
+/** Timeouts from this many ms on are no limit. */
+const MAX_TIMEOUT_MS = 2 ** 40;
 
 /** The largest region this library maps (1 TiB); anything larger is a mistake, not a plan. */
 export const MAX_REGION_SIZE: number = 2 ** 40;
@@ -187,8 +193,18 @@ export class SharedRegion {
   ): Promise<"ok" | "not-equal" | "timed-out"> {
     this.#words(offset);
     const { signal, timeout } = options;
+    if (timeout !== undefined && !(timeout >= 0)) {
+      throw failure(
+        RangeError,
+        "wait on region",
+        this.name,
+        `timeout ${timeout} is not a number of milliseconds from 0 up`,
+      );
+    }
     if (signal?.aborted) throw abortReason(signal);
-    const result = await this.#memory.wait(offset, expected | 0, { timeoutMs: timeout, signal });
+    // Beyond about 35 years a timeout is no limit at all (and would not fit a timespec).
+    const timeoutMs = timeout === undefined || timeout >= MAX_TIMEOUT_MS ? undefined : timeout;
+    const result = await this.#memory.wait(offset, expected | 0, { timeoutMs, signal });
     if (signal?.aborted) throw abortReason(signal);
     return result;
   }

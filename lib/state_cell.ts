@@ -26,7 +26,7 @@ import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./cl
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import type { SharedMemory } from "./memory.ts";
-import type { TextFollower } from "../ffi/text_follower.ts";
+import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
 import type { StateFile } from "./state_file.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
@@ -54,6 +54,8 @@ const SUPERVISOR = 96;
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
 const DEFAULT_FOLLOW_PERIOD_MS = 2.75;
+/** The longest follow period, as for `setTimeout`: about 24.8 days. */
+const MAX_FOLLOW_PERIOD_MS = 2 ** 31 - 1;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */
 const DEFAULT_SYNC_LIVENESS_MS = 100;
 /** How long a handle with no wait under way keeps listening, for a reader that waits again. */
@@ -106,7 +108,8 @@ export interface StateCellOptions {
   mirror?: StateFile;
   /**
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
-   * JavaScript thread, in a Worker that wakes the event loop only for a change).
+   * JavaScript thread, in a Worker that wakes the event loop only for a change); at most
+   * 2^31 - 1, since such a reader has nothing else to go by.
    *
    * @default {2.75}
    */
@@ -651,17 +654,24 @@ export class StateCell {
     const follower = this.#follower;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
-    const change = await Promise.race([
-      follower.next(),
-      new Promise<undefined>((resolve) => {
-        if (timeoutMs !== undefined) timer = setTimeout(() => resolve(undefined), timeoutMs);
-        onAbort = () => resolve(undefined);
-        stop.addEventListener("abort", onAbort, { once: true });
-      }),
-    ]).finally(() => {
+    let change: FollowedChange | undefined;
+    try {
+      change = await Promise.race([
+        follower.next(),
+        new Promise<undefined>((resolve) => {
+          if (timeoutMs !== undefined) timer = setTimeout(() => resolve(undefined), timeoutMs);
+          onAbort = () => resolve(undefined);
+          stop.addEventListener("abort", onAbort, { once: true });
+        }),
+      ]);
+    } catch (error) {
+      // The follower failed: this wait says why, and the next one starts a new follower.
+      this.#stopFollowing();
+      throw failure(Error, "follow the text of state cell", this.#name, (error as Error).message);
+    } finally {
       clearTimeout(timer);
       if (onAbort !== undefined) stop.removeEventListener("abort", onAbort);
-    });
+    }
     // The sequence moved (a cooperating writer may be back) or the follower ended: start over.
     if (change === undefined || change.watchMoved) this.#stopFollowing();
   }
@@ -753,6 +763,12 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
     if (value !== undefined && !(value > 0)) {
       throw new RangeError(`${name} ${value} is not a positive number of milliseconds`);
     }
+  }
+  // A reader with no cooperating writer has nothing else to go by: it must look now and then.
+  if ((options.followPeriodMs ?? 1) > MAX_FOLLOW_PERIOD_MS) {
+    throw new RangeError(
+      `followPeriodMs ${options.followPeriodMs} is more than ${MAX_FOLLOW_PERIOD_MS} ms (a finite period is needed)`,
+    );
   }
   const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
   const view = new DataView(header.buffer);

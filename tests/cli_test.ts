@@ -194,6 +194,7 @@ const SCRIPTS: Script[] = [
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
       [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
       [["--fifo"], "--fifo needs a value"],
+      [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 characters, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
     ],

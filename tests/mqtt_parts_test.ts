@@ -233,7 +233,7 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
   assertThrowsWith(
     () => mqttSettings({ mqttPrefix: "a" }),
     TypeError,
-    "--mqtt-prefix need --mqtt",
+    "--mqtt-prefix needs --mqtt",
   );
   assertThrowsWith(
     () => mqttSettings({ mqtt: "mqtt://h", mqttCa: "ca.pem" }),

@@ -523,7 +523,7 @@ testWith(
         [["--mqtt", "mqtt://alice:secret@127.0.0.1"], "every user can read a command line"],
         [["--mqtt", "mqtt://127.0.0.1", "--mqtt-ca", "ca.pem"], "--mqtt-ca is for TLS"],
         [["--mqtt", "mqtt://127.0.0.1", "--mqtt-prefix", "a/#"], "wildcard"],
-        [["--mqtt-prefix", "a/b"], "need --mqtt URL"],
+        [["--mqtt-prefix", "a/b"], "needs --mqtt URL"],
         [["--mqtt", "not a url"], "Invalid --mqtt"],
       ] as const;
       for (const [args, message] of usage) {

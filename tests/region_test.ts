@@ -328,6 +328,27 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   await assertRejectsWith(() => aborted, Error, "stop waiting");
 });
 
+Deno.test("SharedRegion.waitInt32(): Infinity is no limit; a timeout below 0 or NaN is refused", async () => {
+  using region = createMemfdRegion({ size: 64 });
+  for (const timeout of [-1, NaN]) {
+    await assertRejectsWith(
+      () => region.waitInt32(0, 0, { timeout }),
+      RangeError,
+      region.name,
+      `timeout ${timeout}`,
+    );
+  }
+  for (const timeout of [Infinity, 2 ** 60]) {
+    const waiting = region.waitInt32(0, 0, { timeout });
+    setTimeout(() => {
+      region.storeInt32(0, 1);
+      region.notifyInt32(0);
+    }, 20);
+    assertEquals(await waiting, "ok");
+    region.storeInt32(0, 0);
+  }
+});
+
 Deno.test("SharedRegion.close() during a wait rejects the wait with BadResource", async () => {
   const region = createMemfdRegion({ size: 64 });
   const waiting = region.waitInt32(0, 0);

@@ -80,6 +80,27 @@ Deno.test("ring capacities: any multiple of 8, clear errors otherwise", () => {
   assertThrows(() => initRing(region, { offset: 10 }), RangeError);
 });
 
+Deno.test("ring options and batch sizes out of range are RangeErrors, and no role is taken", async () => {
+  using region = ringRegion(64);
+  for (const options of [{ spin: -1 }, { spin: 0.5 }, { spin: Infinity }, { spin: NaN }]) {
+    assertThrowsWith(() => openRingConsumer(region, options), RangeError, "spin");
+  }
+  for (const livenessCheckMs of [0, -5, NaN]) {
+    assertThrowsWith(
+      () => openRingProducer(region, { livenessCheckMs }),
+      RangeError,
+      "livenessCheckMs",
+    );
+  }
+  using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
+  using producer = openRingProducer(region);
+  producer.trySend(new Uint8Array([1]));
+  for (const max of [0, -1, NaN]) {
+    await assertRejectsWith(() => consumer.receiveBatch(max), RangeError, "at least 1");
+  }
+  assertEquals((await consumer.receiveBatch(1)).length, 1);
+});
+
 Deno.test("a message larger than the ring is a RangeError before anything is written", () => {
   using region = ringRegion(64);
   using producer = openRingProducer(region);

@@ -50,12 +50,16 @@ testWith(NEEDS.files, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1
   });
 });
 
-Deno.test("openStateCell() refuses periods that are not a positive number of ms", () => {
+Deno.test("openStateCell() refuses periods that are not a positive, finite number of ms", () => {
   using region = createMemfdRegion({ size: 256 });
   for (
     const options of [{ livenessCheckMs: 0 }, { followPeriodMs: -1 }, { livenessCheckMs: NaN }]
   ) {
     assertThrows(() => openStateCell(region, options), RangeError, "not a positive number");
+  }
+  // A reader with no cooperating writer must look now and then: no endless follow period.
+  for (const followPeriodMs of [Infinity, 2 ** 31]) {
+    assertThrows(() => openStateCell(region, { followPeriodMs }), RangeError, "followPeriodMs");
   }
   using cell = openStateCell(region, { livenessCheckMs: Infinity });
   assertEquals(cell.read(), 0);

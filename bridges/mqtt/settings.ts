@@ -141,7 +141,11 @@ export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   ];
   if (flags.mqtt === undefined) {
     const needless = given.filter(([, value]) => value !== undefined).map(([flag]) => flag);
-    if (needless.length > 0) throw new TypeError(`${needless.join(", ")} need --mqtt URL`);
+    if (needless.length > 0) {
+      throw new TypeError(
+        `${needless.join(", ")} ${needless.length > 1 ? "need" : "needs"} --mqtt URL`,
+      );
+    }
     return undefined;
   }
   const broker = parseBrokerUrl(flags.mqtt);

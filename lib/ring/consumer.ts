@@ -223,6 +223,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
+    if (!(max >= 1)) throw new RangeError(`Cannot receive at most ${max} messages: at least 1`);
     const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.

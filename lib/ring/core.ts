@@ -92,6 +92,16 @@ export class RingCore {
     this.maxMessageSize = capacity - 8;
     this.spin = options.spin ?? DEFAULT_SPIN;
     this.livenessCheckMs = options.livenessCheckMs ?? DEFAULT_LIVENESS_CHECK_MS;
+    if (!Number.isSafeInteger(this.spin) || this.spin < 0) {
+      throw new RangeError(
+        `Ring option spin ${this.spin} is not a whole number of checks from 0 up`,
+      );
+    }
+    if (!(this.livenessCheckMs > 0)) {
+      throw new RangeError(
+        `Ring option livenessCheckMs ${this.livenessCheckMs} is not a positive number of ms`,
+      );
+    }
   }
 
   /** The ring's data area in place, lent by the memory and revoked when this end closes. */
