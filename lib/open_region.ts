@@ -17,6 +17,7 @@ import {
   checkPrivateDirectory,
   openOrCreate,
   removeIfSame,
+  removeShmIfSame,
 } from "./owned_path.ts";
 import {
   MAX_REGION_SIZE,
@@ -87,9 +88,21 @@ function settleSize(
   return options.size;
 }
 
+/** How an fd-backed region's name is removed: only while it still names the region's inode. */
+interface NameRemoval {
+  /** Removes the name if it still refers to the inode with `identity`; returns whether it did. */
+  removeIfSame(identity: string): boolean;
+  /** The action named in the error when the name refers to something else or to nothing. */
+  action: string;
+  /** Why, in that error. */
+  reason: string;
+}
+
 /**
  * Opens fd-backed shared memory through `openFd(flags)`: tries an exclusive create first so it
- * knows whether it made the inode, then checks, sizes and maps it.
+ * knows whether it made the inode, then checks, sizes and maps it. The region's `unlink()`
+ * removes the name only while it still refers to the inode mapped here, and throws `NotFound`
+ * otherwise: a name removed and made again by someone else is theirs.
  */
 function openFdRegion(
   kind: RegionKind,
@@ -97,7 +110,7 @@ function openFdRegion(
   options: RegionOptions,
   action: string,
   openFd: (flags: number) => number,
-  removeName: (identity: string) => void,
+  removal: NameRemoval,
 ): SharedRegion {
   const { fd, created } = openOrCreate(openFd, options);
   let identity: string | undefined;
@@ -108,9 +121,22 @@ function openFdRegion(
     const size = settleSize(fd, stat, options, created, action, name);
     const memory = new SharedMemory(Mapping.map(fd, size, name), name);
     const inode = identity;
-    return newRegion({ kind, memory, remove: () => removeName(inode) });
+    const remove = (): void => {
+      if (!removal.removeIfSame(inode)) {
+        throw failure(Deno.errors.NotFound, removal.action, name, removal.reason);
+      }
+    };
+    return newRegion({ kind, memory, remove });
   } catch (error) {
-    if (created && identity !== undefined) removeName(identity);
+    // What this call made goes, unless the name already refers to something else; a failure
+    // to remove it would hide the error that matters, the one thrown here.
+    if (created && identity !== undefined) {
+      try {
+        removal.removeIfSame(identity);
+      } catch {
+        // see above
+      }
+    }
     throw error;
   } finally {
     posix.closeFd(fd);
@@ -158,15 +184,10 @@ export function openFileRegion(path: string, options: RegionOptions = {}): Share
     options,
     action,
     (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
-    (identity) => {
-      if (!removeIfSame(path, identity, "remove region file")) {
-        throw failure(
-          Deno.errors.NotFound,
-          "remove region file",
-          path,
-          "the path no longer refers to the file this region mapped",
-        );
-      }
+    {
+      removeIfSame: (identity) => removeIfSame(path, identity, "remove region file"),
+      action: "remove region file",
+      reason: "the path no longer refers to the file this region mapped",
     },
   );
 }
@@ -209,7 +230,11 @@ export function openShmRegion(name: string, options: RegionOptions = {}): Shared
     options,
     action,
     (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
-    () => posix.shmUnlink(shmName),
+    {
+      removeIfSame: (identity) => removeShmIfSame(shmName, identity),
+      action: "remove shared memory",
+      reason: "the name no longer refers to the object this region mapped",
+    },
   );
 }
 

@@ -228,8 +228,10 @@ export class SharedRegion {
 
   /**
    * Removes the region's name (the file, the shm name, the System V key) so no new process can
-   * open it; processes that have it mapped keep it until they close. A file is removed only
-   * while its path still refers to the file that was opened. A memfd has no name: no-op.
+   * open it; processes that have it mapped keep it until they close. A file or POSIX shm name is
+   * removed only while it still refers to the inode this region mapped: when it was removed, or
+   * removed and made again by someone else, nothing is removed and this throws
+   * `Deno.errors.NotFound`. A memfd has no name: no-op.
    */
   unlink(): void {
     this.#memory.check();

@@ -410,6 +410,23 @@ Deno.test("openShmRegion() creates, reopens, refuses exclusive reuse and removes
   });
 });
 
+Deno.test("SharedRegion.unlink() refuses a shm name that was made again by another or removed", async () => {
+  await withShmName((name) => {
+    using region = openShmRegion(name, { create: true, exclusive: true, size: 64 });
+    // Someone removes the name and makes an object by it: that one is theirs.
+    assertEquals(removeShm(name), true);
+    using theirs = openShmRegion(name, { create: true, exclusive: true, size: 64 });
+    theirs.write(0, encoder.encode("someone else's"));
+    assertThrowsWith(() => region.unlink(), Deno.errors.NotFound, name, "no longer refers");
+    using still = openShmRegion(name);
+    assertEquals(decoder.decode(still.read(0, 14)), "someone else's");
+    // Nothing by the name at all: the same error.
+    theirs.unlink();
+    assertThrowsWith(() => region.unlink(), Deno.errors.NotFound, name, "no longer refers");
+    assertEquals(removeShm(name), false);
+  });
+});
+
 Deno.test("openShmRegion() rejects names with slashes", () => {
   for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
     assertThrows(() => openShmRegion(name, { create: true, size: 8 }), TypeError);
