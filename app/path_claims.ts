@@ -6,12 +6,18 @@
  * paths is refused by pid before it touches anything, and a launcher that died leaves its
  * record behind, which says what it had created, so the next one can recognise its leftovers.
  *
+ * A file or FIFO is claimed by what it is, not by how its path is spelled: the record is named
+ * after its directory's device and inode and its own name there, so `dir/data.dat`,
+ * `dir//data.dat`, a relative path and a path through a symlinked directory all meet at one
+ * record. (Shm names are normalised before they get here; a topic prefix is a plain string.)
+ *
  * @module
  */
 
 import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
-import { ensurePrivateDirectory } from "../lib/owned_path.ts";
+import { failure } from "../lib/errors.ts";
+import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
 import { runtimeDirectory } from "./runtime_dir.ts";
 
 /** What a path is, for messages. */
@@ -28,7 +34,10 @@ export interface Leftover {
 interface Record {
   pid: number;
   kind: PathKind;
+  /** The path as the launcher was given it, for messages and for the sweep. */
   path: string;
+  /** What the record is named after: see {@link claimKey}. */
+  key?: string;
   identity?: string;
 }
 
@@ -50,21 +59,35 @@ export class PathClaim {
   readonly path: string;
   /** What a launcher that died had recorded here, if one did. */
   readonly leftover: Leftover | undefined;
+  readonly #key: string;
   readonly #file: string;
   #fd: number;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
-  constructor(kind: PathKind, path: string, file: string, fd: number, leftover?: Leftover) {
+  constructor(
+    kind: PathKind,
+    path: string,
+    where: { key: string; file: string },
+    fd: number,
+    leftover?: Leftover,
+  ) {
     this.kind = kind;
     this.path = path;
-    this.#file = file;
+    this.#key = where.key;
+    this.#file = where.file;
     this.#fd = fd;
     this.leftover = leftover;
   }
 
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
   record(identity: string | undefined): void {
-    const record: Record = { pid: Deno.pid, kind: this.kind, path: this.path, identity };
+    const record: Record = {
+      pid: Deno.pid,
+      kind: this.kind,
+      path: this.path,
+      key: this.#key,
+      identity,
+    };
     const bytes = encoder.encode(`${JSON.stringify(record)}\n`);
     posix.truncateFd(this.#fd, 0, this.#file);
     posix.writeAt(this.#fd, bytes, 0, this.#file);
@@ -100,14 +123,51 @@ function lockWithinGrace(fd: number, file: string): boolean {
   }
 }
 
-/** The record file for `path` of `kind` in the claims `directory`. */
-export function claimRecordFile(directory: string, kind: PathKind, path: string): string {
-  return `${directory}/${fnv1a(`${kind}\0${path}`)}`;
+/**
+ * What a claim on `path` of `kind` is keyed on, the same however the path is spelled: for a
+ * file or FIFO, its directory's identity (device, inode; followed through symlinks) and its own
+ * name in it; the final name is not followed, as the launcher never opens one through a
+ * symlink. Throws, naming `path`, when the directory is missing or not a directory: nothing
+ * could be made there anyway.
+ */
+function claimKey(kind: PathKind, path: string): string {
+  if (kind === "shared memory" || kind === "MQTT topic prefix") return `${kind}\0${path}`;
+  const trimmed = path.replace(/\/+$/, "");
+  const name = trimmed.slice(trimmed.lastIndexOf("/") + 1);
+  // "", "." or "..": a directory, which the launcher refuses once it opens it.
+  if (name === "" || name === "." || name === "..") return `${kind}\0${path}`;
+  const directory = parentOf(path);
+  const action = `claim the ${kind}`;
+  const stat = posix.statPath(directory, { follow: true });
+  if (stat === undefined) {
+    throw failure(Deno.errors.NotFound, action, path, `its directory ${directory} does not exist`);
+  }
+  if (stat.type !== "directory") {
+    throw failure(Deno.errors.NotADirectory, action, path, `${directory} is not a directory`);
+  }
+  return `${kind}\0${stat.identity}\0${name}`;
 }
 
-/** Locks the record for one path in `directory`; throws `Busy` naming the launcher holding it. */
-function claim(directory: string, kind: PathKind, path: string): PathClaim {
-  const file = claimRecordFile(directory, kind, path);
+/** The record file for `path` of `kind` in the claims `directory`; see {@link claimKey}. */
+export function claimRecordFile(directory: string, kind: PathKind, path: string): string {
+  return `${directory}/${fnv1a(claimKey(kind, path))}`;
+}
+
+/** The path another launcher's record names, when it spelled it differently from `path`. */
+function spelledAs(fd: number, path: string): string {
+  try {
+    const other = (JSON.parse(posix.readFileText(`/proc/self/fd/${fd}`) ?? "") as Record).path;
+    return typeof other === "string" && other !== path ? ` as ${JSON.stringify(other)}` : "";
+  } catch {
+    return ""; // being written, or empty: the pid says enough
+  }
+}
+
+/**
+ * Locks the record `file` for one path with `key` ({@link claimKey}); throws `Busy` naming the
+ * launcher holding it.
+ */
+function claim(file: string, key: string, kind: PathKind, path: string): PathClaim {
   for (;;) {
     const fd = posix.openPath(
       file,
@@ -117,6 +177,7 @@ function claim(directory: string, kind: PathKind, path: string): PathClaim {
     );
     const stat = posix.statFd(fd, file);
     if (!lockWithinGrace(fd, file)) {
+      const spelled = spelledAs(fd, path);
       posix.closeFd(fd);
       const holder = posix.flockHolder(stat.lockIdentity);
       // Two systems on one broker under one prefix would fight over its topics and session.
@@ -124,7 +185,7 @@ function claim(directory: string, kind: PathKind, path: string): PathClaim {
       throw new Deno.errors.Busy(
         `Cannot launch: another launcher${
           holder === undefined ? "" : ` (pid ${holder})`
-        } is using the ${kind} ${JSON.stringify(path)}${hint}`,
+        } is using the ${kind} ${JSON.stringify(path)}${spelled}${hint}`,
       );
     }
     // A launcher that was letting go may have removed the record just before we locked it.
@@ -137,13 +198,13 @@ function claim(directory: string, kind: PathKind, path: string): PathClaim {
     try {
       const previous = JSON.parse(text) as Record;
       // We hold the lock, so whoever wrote it is gone: one that stops cleanly removes it.
-      if (previous.path === path && previous.pid !== Deno.pid) {
+      if (previous.key === key && previous.pid !== Deno.pid) {
         leftover = { pid: previous.pid, identity: previous.identity };
       }
     } catch {
       // Empty or unreadable: no launcher died holding this path.
     }
-    const held = new PathClaim(kind, path, file, fd, leftover);
+    const held = new PathClaim(kind, path, { key, file }, fd, leftover);
     held.record(undefined);
     return held;
   }
@@ -196,17 +257,20 @@ export function claimsDirectory(): string {
 /**
  * Claims every path in `paths` (in a fixed order, so two launchers never each hold what the
  * other waits for),
- * or none: throws `Busy` naming the launcher that holds one, having released the rest.
+ * or none: throws `Busy` naming the launcher that holds one, having released the rest, or
+ * `NotFound` / `NotADirectory` for a file or FIFO whose directory is missing, before claiming any.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
   const directory = claimsDirectory();
+  // Ordered by record, not by spelling, so two launchers take shared records in one order.
+  const sorted = paths.map(({ kind, path }) => {
+    const key = claimKey(kind, path);
+    return { kind, path, key, file: `${directory}/${fnv1a(key)}` };
+  }).sort((a, b) => a.file < b.file ? -1 : a.file > b.file ? 1 : 0);
   sweepStaleClaims(directory);
-  const sorted = [...paths].sort((a, b) =>
-    `${a.kind}\0${a.path}` < `${b.kind}\0${b.path}` ? -1 : 1
-  );
   const claims: PathClaim[] = [];
   try {
-    for (const { kind, path } of sorted) claims.push(claim(directory, kind, path));
+    for (const { kind, path, key, file } of sorted) claims.push(claim(file, key, kind, path));
   } catch (error) {
     for (const held of claims) held.release();
     throw error;

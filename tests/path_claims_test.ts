@@ -1,21 +1,25 @@
 /**
  * The launcher's path claims in one process, against real record files locked with flock(2) by
  * another process (util-linux's `flock`): a record another launcher's sweep holds for an instant
- * is waited out, one a live launcher holds is refused by pid.
+ * is waited out, one a live launcher holds is refused by pid, however the path is spelled; and
+ * two real launchers on one state file spelled two ways.
  *
  * @module
  */
 
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { claimPaths, claimRecordFile, claimsDirectory } from "../app/path_claims.ts";
 import { flockHolder, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
+import { childrenOf } from "./helpers/proc.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
+import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import { within } from "./helpers/waiting.ts";
 
 /** Runs `fn` with XDG_RUNTIME_DIR set to a private directory of its own, then puts it back. */
-async function withRuntimeDir(fn: (dir: string) => Promise<void>): Promise<void> {
+async function withRuntimeDir(fn: (dir: string) => void | Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
     Deno.chmodSync(dir, 0o700);
     const before = Deno.env.get("XDG_RUNTIME_DIR");
@@ -76,6 +80,104 @@ testWith(
         Deno.errors.Busy,
         `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
       );
+    });
+  },
+);
+
+/** Makes `dir/real` and a symlink `dir/link` to it; returns the spellings of `real/name`. */
+function spellings(dir: string, name: string): { plain: string; others: string[] } {
+  Deno.mkdirSync(`${dir}/real`, { mode: 0o700 });
+  Deno.symlinkSync("real", `${dir}/link`);
+  return {
+    plain: `${dir}/real/${name}`,
+    others: [`${dir}/real//${name}`, `${dir}/link/${name}`, `${dir}/real/./${name}`],
+  };
+}
+
+testWith(
+  [...NEEDS.system, requires("flock")],
+  "a claim on a path spelled another way (//, ./, a symlinked directory) meets the same record and is refused",
+  async () => {
+    await withRuntimeDir(async (dir) => {
+      const { plain, others } = spellings(dir, "state.dat");
+      await using holder = holdRecord(plain, 30);
+      assertEquals(await holder.nextLine(), "locked");
+      for (const path of [plain, ...others]) {
+        assertEquals(
+          claimRecordFile(claimsDirectory(), "state file", path),
+          claimRecordFile(claimsDirectory(), "state file", plain),
+          path,
+        );
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }]),
+          Deno.errors.Busy,
+          `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
+        );
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a claim on a file in a directory that does not exist is refused before any claim, naming the path",
+  async () => {
+    await withRuntimeDir((dir) => {
+      const path = `${dir}/missing/state.dat`;
+      assertThrows(
+        () =>
+          claimPaths([{ kind: "FIFO", path: `${dir}/button.fifo` }, { kind: "state file", path }]),
+        Deno.errors.NotFound,
+        `Cannot claim the state file "${path}": its directory ${dir}/missing does not exist`,
+      );
+      // The FIFO was not left claimed: claiming it again works.
+      for (const held of claimPaths([{ kind: "FIFO", path: `${dir}/button.fifo` }])) held.release();
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a second launcher on the state file spelled with // or through a symlinked directory exits 1 naming the first one's pid, leaving nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      // A runtime directory of the test's own, so no other test's claims meet these.
+      const run = `${dir}/run`;
+      Deno.mkdirSync(run, { mode: 0o700 });
+      const env = { XDG_RUNTIME_DIR: run };
+      const { plain, others } = spellings(dir, "state.dat");
+      await using first = startLauncher(dir, ["--state", plain, "--fifo", `${dir}/first.fifo`], {
+        env,
+      });
+      const pids = await running(first);
+      try {
+        for (const [i, state] of others.slice(0, 2).entries()) {
+          const fifo = `${dir}/second-${i}.fifo`;
+          await using second = startLauncher(dir, ["--state", state, "--fifo", fifo], { env });
+          try {
+            const outcome = await startedOrEnded(second, /Started (led|button)/);
+            assertEquals(
+              outcome,
+              "ended",
+              `a second launcher ran on ${state}:\n${second.transcript}`,
+            );
+            const status = await within(second.status(), 5_000);
+            assert(status !== undefined, second.transcript);
+            assertEquals(status.code, 1, second.transcript);
+            assertStringIncludes(status.stderr, `another launcher (pid ${first.pid})`);
+            assertStringIncludes(status.stderr, `the state file ${JSON.stringify(state)}`);
+            assertEquals(identity(fifo), undefined, "the refused launcher left its FIFO");
+          } finally {
+            await stopAll(second, childrenOf(second.pid));
+          }
+        }
+        assert(identity(plain) !== undefined, "the first launcher's state file is gone");
+        first.kill("SIGTERM");
+        assertEquals((await within(first.status(), 5_000))?.code, 0, first.transcript);
+        assertEquals(identity(plain), undefined, "the state file was left behind");
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
+      }
     });
   },
 );
