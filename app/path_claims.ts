@@ -34,8 +34,10 @@ export interface Leftover {
 interface Record {
   pid: number;
   kind: PathKind;
-  /** The path as the launcher was given it, for messages and for the sweep. */
+  /** The path as the launcher was given it, for messages. */
   path: string;
+  /** The path from `/` (a relative one joined to the launcher's directory), for the sweep. */
+  absolute?: string;
   /** What the record is named after: see {@link claimKey}. */
   key?: string;
   identity?: string;
@@ -85,6 +87,7 @@ export class PathClaim {
       pid: Deno.pid,
       kind: this.kind,
       path: this.path,
+      absolute: absolutePath(this.kind, this.path),
       key: this.#key,
       identity,
     };
@@ -146,6 +149,15 @@ function claimKey(kind: PathKind, path: string): string {
     throw failure(Deno.errors.NotADirectory, action, path, `${directory} is not a directory`);
   }
   return `${kind}\0${stat.identity}\0${name}`;
+}
+
+/**
+ * `path` from `/`: a relative file or FIFO path joined to this process's working directory
+ * (read from `/proc/self/cwd`, since the launcher may not read the file system otherwise).
+ */
+function absolutePath(kind: PathKind, path: string): string {
+  if (kind === "shared memory" || kind === "MQTT topic prefix" || path.startsWith("/")) return path;
+  return `${posix.readLink("/proc/self/cwd")}/${path}`;
 }
 
 /** The record file for `path` of `kind` in the claims `directory`; see {@link claimKey}. */
@@ -237,10 +249,11 @@ function sweepStaleClaims(directory: string): void {
       } catch {
         continue; // empty: a claim being taken right now, or not ours to judge
       }
+      // A relative path is judged from the dead launcher's directory, not from this one's.
+      const path = record.absolute ?? record.path;
       const there = record.kind === "MQTT topic prefix"
         ? undefined
-        : posix.statPath(record.kind === "shared memory" ? `/dev/shm${record.path}` : record.path)
-          ?.identity;
+        : posix.statPath(record.kind === "shared memory" ? `/dev/shm${path}` : path)?.identity;
       if (record.identity !== undefined && there === record.identity) continue; // adoptable
       posix.unlinkPath(file, "remove stale claim");
     } finally {

@@ -181,3 +181,53 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.system,
+  "a SIGKILLed launcher's record for a relative path is judged from its own directory: another launcher's sweep keeps it, and the next launcher there adopts the file",
+  async () => {
+    await withRuntimeDir(async (dir) => {
+      const env = { XDG_RUNTIME_DIR: dir };
+      const [a, b] = [`${dir}/a`, `${dir}/b`];
+      Deno.mkdirSync(a);
+      Deno.mkdirSync(b);
+      const record = claimRecordFile(claimsDirectory(), "state file", `${a}/state.dat`);
+      const relative = ["--state", "state.dat", "--fifo", "button.fifo"];
+      {
+        await using dead = startLauncher(a, relative, { env });
+        const pids = await running(dead);
+        try {
+          dead.kill("SIGKILL");
+          await dead.status();
+        } finally {
+          await stopAll(dead, [pids.led, pids.button]);
+        }
+      }
+      assert(identity(`${a}/state.dat`) !== undefined, "the dead launcher's state file is gone");
+      assert(identity(record) !== undefined, "the dead launcher left no record");
+      // Another launcher, elsewhere, with the same relative spelling of other files: its sweep
+      // must not judge the dead one's record from its own directory.
+      {
+        await using other = startLauncher(b, relative, { env });
+        const pids = await running(other);
+        try {
+          assert(identity(record) !== undefined, "the sweep removed the dead launcher's record");
+        } finally {
+          other.kill("SIGTERM");
+          await other.status();
+          await stopAll(other, [pids.led, pids.button]);
+        }
+      }
+      await using next = startLauncher(a, relative, { env });
+      const pids = await running(next);
+      try {
+        await next.waitFor(/Adopting the state file "state.dat"/);
+        next.kill("SIGTERM");
+        assertEquals((await next.status()).code, 0, next.transcript);
+        assertEquals(identity(`${a}/state.dat`), undefined, "the adopted state file stayed");
+      } finally {
+        await stopAll(next, [pids.led, pids.button]);
+      }
+    });
+  },
+);
