@@ -170,6 +170,13 @@ export function readAt(
   );
 }
 
+/** Refuses a length the buffer does not hold: libc would read past its end. */
+function checkLength(bytes: Uint8Array, length: number): void {
+  if (!(length >= 0 && length <= bytes.byteLength)) {
+    throw new RangeError(`Cannot write ${length} bytes of a ${bytes.byteLength}-byte buffer`);
+  }
+}
+
 /** pwrite(2) of the first `length` of `bytes` (all of them by default) at `offset`. */
 export function writeAt(
   fd: number,
@@ -178,9 +185,7 @@ export function writeAt(
   subject: string,
   length: number = bytes.byteLength,
 ): number {
-  if (!(length >= 0 && length <= bytes.byteLength)) {
-    throw new RangeError(`Cannot write ${length} bytes of a ${bytes.byteLength}-byte buffer`);
-  }
+  checkLength(bytes, length);
   return Number(
     check(libc().pwrite(fd, bytes, BigInt(length), BigInt(offset)), "write", subject),
   );
@@ -247,9 +252,7 @@ export function writeSome(
   subject: string,
   length: number = bytes.byteLength,
 ): number {
-  if (!(length >= 0 && length <= bytes.byteLength)) {
-    throw new RangeError(`Cannot write ${length} bytes of a ${bytes.byteLength}-byte buffer`);
-  }
+  checkLength(bytes, length);
   const count = Number(libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(length)));
   if (count >= 0) return count;
   const errno = lastErrno();

@@ -21,6 +21,7 @@ import {
   pressAndSee,
   REPLACED,
   running,
+  startButton,
   startedOrEnded,
   startLauncher,
   stateValue,
@@ -518,13 +519,7 @@ testWith(
     await withTempDir(async (dir) => {
       const state = `${dir}/data.dat`;
       const fifo = `${dir}/button.fifo`;
-      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
-        "--state",
-        state,
-        "--fifo",
-        fifo,
-      ]);
-      await button.waitFor(/Button ready/, { timeoutMs: GUARD_MS });
+      await using button = await startButton(state, fifo);
       // yes(1) writes "0\n" as fast as the button reads: the FIFO is never empty.
       const flood = new Deno.Command("sh", {
         args: ["-c", 'exec yes 0 > "$1"', "sh", fifo],

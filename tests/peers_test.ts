@@ -20,6 +20,7 @@ import {
   REMADE,
   REPLACED,
   running,
+  startButton,
   startedOrEnded,
   startLauncher,
   stateValue,
@@ -80,13 +81,7 @@ for (const [writer, needs, write] of FOREIGN_WRITERS) {
         const fifo = `${dir}/button.fifo`;
         await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
         let since = await ledShows(led, "Off", 0);
-        await using button = spawnDeno(`${ROOT}producers/button.ts`, [
-          "--state",
-          state,
-          "--fifo",
-          fifo,
-        ]);
-        await button.waitFor(/Button ready/, { timeoutMs: GUARD_MS });
+        await using button = await startButton(state, fifo);
         // On and back Off: the LED has gone to sleep trusting our live writer.
         for (const shown of ["On", "Off"] as const) {
           await press(fifo, button);

@@ -8,6 +8,7 @@ import { openStateFile } from "../mod.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
 import { killIfRunning, openFdCount, processGone, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
@@ -53,26 +54,44 @@ testWith(
   },
 );
 
-testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () => {
+/**
+ * Runs the launcher in a terminal of its own (script(1) gives it one and passes on what we
+ * write), on a FIFO in a temporary directory; `fn` gets Enter to press. Stops everything after.
+ */
+async function inTerminal(
+  fn: (
+    launch: { dir: string; fifo: string; terminal: ChildProcess; enter(): Promise<void> },
+  ) => Promise<void>,
+): Promise<void> {
   await withTempDir(async (dir) => {
     const fifo = `${dir}/button.fifo`;
     const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
-    // script(1) gives the launcher a terminal, and passes what we write on to it.
     await using terminal = spawnProgram("script", ["-qfec", command, "/dev/null"], {
       stdin: "piped",
     });
     const pids = await running(terminal);
+    const writer = terminal.process.stdin.getWriter();
     try {
       await terminal.waitFor(/or press Enter here/);
-      const writer = terminal.process.stdin.getWriter();
-      await writer.write(new TextEncoder().encode("\n"));
-      const since = await ledShows(terminal, "On", 0);
-      await writer.write(new TextEncoder().encode("\n"));
-      await ledShows(terminal, "Off", since);
-      await writer.close();
+      await fn({
+        dir,
+        fifo,
+        terminal,
+        enter: () => writer.write(new TextEncoder().encode("\n")),
+      });
     } finally {
+      await writer.close().catch(() => {});
       await stopAll(terminal, [pids.led, pids.button]);
     }
+  });
+}
+
+testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () => {
+  await inTerminal(async ({ terminal, enter }) => {
+    await enter();
+    const since = await ledShows(terminal, "On", 0);
+    await enter();
+    await ledShows(terminal, "Off", since);
   });
 });
 
@@ -80,26 +99,13 @@ testWith(
   NEEDS.system,
   "Enter after a user's file took the FIFO's place: the file is left as it is",
   async () => {
-    await withTempDir(async (dir) => {
-      const fifo = `${dir}/button.fifo`;
-      const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
-      await using terminal = spawnProgram("script", ["-qfec", command, "/dev/null"], {
-        stdin: "piped",
-      });
-      const pids = await running(terminal);
-      try {
-        await terminal.waitFor(/or press Enter here/);
-        const notes = "my notes: do not lose\n";
-        Deno.writeTextFileSync(`${dir}/notes`, notes);
-        Deno.renameSync(`${dir}/notes`, fifo);
-        const writer = terminal.process.stdin.getWriter();
-        await writer.write(new TextEncoder().encode("\n"));
-        await terminal.waitFor(/Enter did not press: .*regular file.*left as it is/);
-        assertEquals(Deno.readTextFileSync(fifo), notes);
-        await writer.close();
-      } finally {
-        await stopAll(terminal, [pids.led, pids.button]);
-      }
+    await inTerminal(async ({ dir, fifo, terminal, enter }) => {
+      const notes = "my notes: do not lose\n";
+      Deno.writeTextFileSync(`${dir}/notes`, notes);
+      Deno.renameSync(`${dir}/notes`, fifo);
+      await enter();
+      await terminal.waitFor(/Enter did not press: .*regular file.*left as it is/);
+      assertEquals(Deno.readTextFileSync(fifo), notes);
     });
   },
 );

@@ -60,6 +60,18 @@ export function startLauncher(
   });
 }
 
+/** Starts our button alone on `state` and `fifo`, and waits until it reads the FIFO. */
+export async function startButton(state: string, fifo: string): Promise<ChildProcess> {
+  const button = spawnDeno(`${ROOT}producers/button.ts`, ["--state", state, "--fifo", fifo]);
+  try {
+    await button.waitFor(/Button ready/, { timeoutMs: GUARD_MS });
+  } catch (error) {
+    await button[Symbol.asyncDispose]();
+    throw error;
+  }
+  return button;
+}
+
 /** Waits until the launcher's LED and button are both up; returns their pids. */
 export async function running(
   launcher: ChildProcess,
