@@ -146,6 +146,10 @@ async function main(rate: number, seconds: number | undefined): Promise<void> {
       // already gone
     }
   });
+  // The ring notices a producer that dies once it has attached; one that dies before, only
+  // its parent can see.
+  const ended = new AbortController();
+  const status = producer.status.finally(() => ended.abort());
   console.log(`Streaming 32-byte samples through a 1 MiB ring (${region.name}); Ctrl+C stops.`);
   await collectStats(consumer, (r) => {
     console.log(
@@ -155,10 +159,11 @@ async function main(rate: number, seconds: number | undefined): Promise<void> {
         r.max.toFixed(1).padStart(8)
       } us  lost ${r.lost}  temperature ${r.temperature.toFixed(2)} C`,
     );
-  }, { signal: stop.signal });
-  const status = await producer.status;
-  if (!status.success && status.signal !== "SIGTERM") {
-    throw new Error(`The producer exited with code ${status.code}`);
+  }, { signal: AbortSignal.any([stop.signal, ended.signal]) });
+  const { success, code, signal } = await status;
+  if (!success && !(stop.signal.aborted && signal === "SIGTERM")) {
+    const how = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
+    throw new Error(`The sensor (producers/sensor.ts, pid ${producer.pid}) ${how}`);
   }
 }
 

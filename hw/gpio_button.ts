@@ -37,12 +37,20 @@ export class GpioButton implements Button {
   #closed = false;
 
   /** Not for direct use: call {@link openGpioButton}. */
-  constructor(chip: Chip, input: InputLine, description: string, debounceMs: number) {
+  constructor(
+    chip: Chip,
+    input: InputLine,
+    { description, debounceMs, stable }: {
+      description: string;
+      debounceMs: number;
+      stable: number;
+    },
+  ) {
     this.#chip = chip;
     this.#input = input;
     this.description = description;
     this.#debounceMs = debounceMs;
-    this.#stable = input.read();
+    this.#stable = stable;
   }
 
   /**
@@ -140,5 +148,11 @@ export function openGpioButton(options: GpioButtonOptions = {}): GpioButton {
     chip.close();
     throw explained;
   }
-  return new GpioButton(chip, input, description, debounceMs);
+  try {
+    return new GpioButton(chip, input, { description, debounceMs, stable: input.read() });
+  } catch (error) {
+    input.close();
+    chip.close();
+    throw error;
+  }
 }

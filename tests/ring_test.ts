@@ -1,8 +1,9 @@
-import { assert, assertEquals, assertRejects, assertThrows, fail } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows, fail } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { ringRegion } from "./helpers/rings.ts";
+import { childrenOf } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { delay, until } from "./helpers/waiting.ts";
 import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
@@ -792,3 +793,24 @@ testWith(NEEDS.children, "deno task demo:ring streams samples and reports them",
   assert(reports.some((report) => report.samples > 0), demo.transcript);
   assert(reports.every((report) => report.lost === 0), demo.transcript);
 });
+
+testWith(
+  NEEDS.children,
+  "the ring demo fails, naming the sensor, when the sensor dies before it reaches the ring",
+  async () => {
+    await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, ["--rate", "500"], {
+      permissions: ["--allow-ffi", "--allow-run", "--allow-read"],
+    });
+    // A Deno child takes tens of milliseconds to load its script, so one seen this early has
+    // not attached to the ring yet.
+    let sensor: number | undefined;
+    while (sensor === undefined) {
+      sensor = childrenOf(demo.pid)[0];
+      if (sensor === undefined) await delay(1);
+    }
+    Deno.kill(sensor, "SIGKILL");
+    const status = await demo.status({ timeoutMs: 30_000 });
+    assertEquals(status.code, 1, demo.transcript);
+    assertMatch(status.stderr, new RegExp(`sensor .*pid ${sensor}\\) was killed by SIGKILL`));
+  },
+);
