@@ -12,8 +12,7 @@ import { STATE_REGION_SIZE } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
-import type { Logger } from "@logtape/logtape";
-import { defaultLogFormat, logger, setupLogging } from "./app/logging.ts";
+import { defaultLogFormat, type Logger, logger, setupLogging } from "./app/logging.ts";
 import { claimPaths, type PathClaim } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
@@ -331,7 +330,7 @@ function bridgeSpec(
 }
 
 async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise<number> {
-  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("launch");
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();

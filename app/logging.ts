@@ -1,27 +1,20 @@
 /**
- * Logging for the button/LED programs: LogTape to the console, and optionally the same lines
- * to the system log, as the original C programs logged. On a terminal each line has a
- * timestamp; under systemd (`JOURNAL_STREAM` set) each line instead starts with its sd-daemon
- * priority prefix (`<6>` info, `<4>` warning, ...; see sd-daemon(3)), so journald files it at
- * the right priority and adds the only timestamp.
+ * Logging for the button/LED programs: lines to the console, and optionally the same lines to
+ * the system log, as the original C programs logged. On a terminal each line has a timestamp;
+ * under systemd (`JOURNAL_STREAM` set) each line instead starts with its sd-daemon priority
+ * prefix (`<6>` info, `<4>` warning, ...; see sd-daemon(3)), so journald files it at the right
+ * priority and adds the only timestamp.
+ *
+ * It is this small on purpose: LogTape, used before, cost each process about 6 MiB of memory
+ * (a fifth of a bare Deno's) for the four methods and two sinks used here.
  *
  * @module
  */
 
-import {
-  configure,
-  getLogger,
-  getTextFormatter,
-  type Logger,
-  type LogLevel,
-  type LogRecord,
-  type Sink,
-  type TextFormatter,
-} from "@logtape/logtape";
 import { openSyslog, type SyslogLevel, writeSyslog } from "../ffi/syslog.ts";
 import { consoleOutput } from "./console_output.ts";
 
-/** The levels `--log-level` accepts. */
+/** The levels `--log-level` accepts, lowest first. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
 
 /** One of {@link LOG_LEVELS}. */
@@ -32,6 +25,33 @@ export const LOG_FORMATS = ["text", "journal"] as const;
 
 /** One of {@link LOG_FORMATS}. */
 export type LogFormat = typeof LOG_FORMATS[number];
+
+/** One line to log. */
+export interface LogRecord {
+  /** Where it comes from, such as `["mmap-ipc", "led"]`. */
+  readonly category: readonly string[];
+  /** How severe it is. */
+  readonly level: LevelName;
+  /** The text. */
+  readonly message: string;
+  /** When, in ms since the epoch. */
+  readonly timestamp: number;
+}
+
+/** Turns a record into one line of text, without the line break. */
+export type LogFormatter = (record: LogRecord) => string;
+
+/** Where one part of the system logs; see {@link logger}. */
+export interface Logger {
+  /** Details for finding a fault; shown with `--log-level debug`. */
+  debug(message: string): void;
+  /** What happens in normal operation. */
+  info(message: string): void;
+  /** Something went wrong and was handled. */
+  warn(message: string): void;
+  /** Something went wrong and was not. */
+  error(message: string): void;
+}
 
 /** Options for {@link setupLogging}. */
 export interface LoggingOptions {
@@ -56,80 +76,74 @@ export function defaultLogFormat(): LogFormat {
 }
 
 // sd-daemon(3): <3> error, <4> warning, <6> info, <7> debug.
-const SD_PRIORITY: Record<LogLevel, number> = {
-  fatal: 2,
-  error: 3,
-  warning: 4,
-  info: 6,
-  debug: 7,
-  trace: 7,
+const SD_PRIORITY: Record<LevelName, number> = { debug: 7, info: 6, warning: 4, error: 3 };
+const ABBREVIATION: Record<LevelName, string> = {
+  debug: "DBG",
+  info: "INF",
+  warning: "WRN",
+  error: "ERR",
 };
 
 /**
  * Lines for journald: `<6>mmap-ipc.led: LED Status: On`, the priority prefix sd-daemon(3)
  * describes and no timestamp (the journal adds its own).
  */
-export const journalFormatter: TextFormatter = getTextFormatter({
-  timestamp: "none",
-  category: ".",
-  level: (level) => `<${SD_PRIORITY[level]}>`,
-  format: ({ level, category, message }) => `${level}${category}: ${message}`,
-});
-
-/** Lines for a terminal or a file: `2026-11-21 10:50:23.626 [INF] mmap-ipc.led: ...`. */
-export const textFormatter: TextFormatter = getTextFormatter({
-  timestamp: "date-time",
-  category: ".",
-});
-
-function render(record: LogRecord): string {
-  return record.message.map((part) => typeof part === "string" ? part : JSON.stringify(part)).join(
-    "",
-  );
+export function journalFormatter({ level, category, message }: LogRecord): string {
+  return `<${SD_PRIORITY[level]}>${category.join(".")}: ${message}`;
 }
+
+/** Lines for a terminal or a file: `2026-11-21 10:50:23.626 [INF] mmap-ipc.led: ...` (UTC). */
+export function textFormatter({ timestamp, level, category, message }: LogRecord): string {
+  const time = new Date(timestamp).toISOString().slice(0, 23).replace("T", " ");
+  return `${time} [${ABBREVIATION[level]}] ${category.join(".")}: ${message}`;
+}
+
+type Sink = (record: LogRecord) => void;
 
 function syslogSink(ident: string): Sink {
   openSyslog(ident);
-  const levels: Partial<Record<LogLevel, SyslogLevel>> = {
-    warning: "warning",
-    error: "error",
-    fatal: "error",
-  };
-  return (record) => writeSyslog(levels[record.level] ?? "info", render(record));
+  const levels: Partial<Record<LevelName, SyslogLevel>> = { warning: "warning", error: "error" };
+  return (record) => writeSyslog(levels[record.level] ?? "info", record.message);
 }
 
 /**
  * The console, written without ever blocking (see `console_output.ts`): warnings and errors to
  * standard error, the rest to standard output.
  */
-function consoleSink(formatter: TextFormatter): Sink {
-  const toStderr = new Set<LogLevel>(["warning", "error", "fatal"]);
+function consoleSink(formatter: LogFormatter): Sink {
   return (record) => {
-    const line = formatter(record).replace(/\n$/, "");
-    consoleOutput(toStderr.has(record.level) ? "stderr" : "stdout").writeLine(line);
+    const stream = record.level === "warning" || record.level === "error" ? "stderr" : "stdout";
+    consoleOutput(stream).writeLine(formatter(record));
   };
 }
 
-/** Configures LogTape for a program; call once, before the first log line. */
-export async function setupLogging(options: LoggingOptions = {}): Promise<void> {
+/** Until {@link setupLogging} runs, nothing is written, as a library's logging should be. */
+let lowest = Infinity;
+let sinks: Sink[] = [];
+
+/** Configures logging for a program; call once, before the first log line. */
+export function setupLogging(options: LoggingOptions = {}): void {
   const format = options.format ?? defaultLogFormat();
-  const sinks: Record<string, Sink> = {
-    console: consoleSink(format === "journal" ? journalFormatter : textFormatter),
-  };
-  if (options.syslogIdent !== undefined) sinks.syslog = syslogSink(options.syslogIdent);
-  await configure({
-    reset: true,
-    sinks,
-    loggers: [
-      { category: ["mmap-ipc"], lowestLevel: options.level ?? "info", sinks: Object.keys(sinks) },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },
-    ],
-  });
+  sinks = [consoleSink(format === "journal" ? journalFormatter : textFormatter)];
+  if (options.syslogIdent !== undefined) sinks.push(syslogSink(options.syslogIdent));
+  lowest = LOG_LEVELS.indexOf(options.level ?? "info");
 }
 
-/** The logger for one part of the system, such as `led`. */
+function emit(category: readonly string[], level: LevelName, message: string): void {
+  if (LOG_LEVELS.indexOf(level) < lowest) return;
+  const record: LogRecord = { category, level, message, timestamp: Date.now() };
+  for (const sink of sinks) sink(record);
+}
+
+/** The logger for one part of the system, such as `led`; it follows {@link setupLogging}. */
 export function logger(name: string): Logger {
-  return getLogger(["mmap-ipc", name]);
+  const category = ["mmap-ipc", name] as const;
+  return {
+    debug: (message) => emit(category, "debug", message),
+    info: (message) => emit(category, "info", message),
+    warn: (message) => emit(category, "warning", message),
+    error: (message) => emit(category, "error", message),
+  };
 }
 
 /** Quotes untrusted input for a log line: escaped, and cut to `max` characters. */

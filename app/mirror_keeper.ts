@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "./logging.ts";
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import type { StateCell, StateFile } from "../mod.ts";

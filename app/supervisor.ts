@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "./logging.ts";
 import { delay as sleep } from "@std/async/delay";
 import { TextLineStream } from "@std/streams/text-line-stream";
 import { backoffDelay } from "./backoff.ts";

@@ -172,7 +172,7 @@ function memoryTargets(): TargetSpec[] {
   // The floors under that goal: what loading the code costs before any of it runs.
   targets.push({
     id: "rss-logging-vs-bare",
-    title: "RSS of a script that only loads LogTape, against a bare script",
+    title: "RSS of a script that only sets up logging, against a bare script",
     figure: { id: "memory.rss.logging" },
     baseline: { id: "memory.rss.bare" },
     source: ISSUE_12,

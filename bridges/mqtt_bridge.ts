@@ -69,7 +69,7 @@ export type MqttBridgeFlags = CommandFlags<typeof MQTT_BRIDGE_COMMAND>;
 
 async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
-  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("mqtt");
   const credentials = loadCredentials(settings.credentialsFile);
   const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);

@@ -80,7 +80,7 @@ export async function runLed(
 
 async function main(flags: LedFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
-  await setupLogging({
+  setupLogging({
     level: flags.logLevel,
     format: flags.logFormat,
     syslogIdent: flags.syslog ? "LED MMAP" : undefined,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "../app/logging.ts";
 import type { Led } from "./types.ts";
 
 /** An LED that logs its state. */

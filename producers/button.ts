@@ -180,7 +180,7 @@ export function describeIgnored(ignored: IgnoredInput): string {
 
 async function main(flags: ButtonFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
-  await setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("button");
   using state = openSystemState(flags);
   const { region, mirror } = state;

@@ -4,8 +4,13 @@
  */
 import { assertEquals, assertMatch } from "@std/assert";
 import { delay } from "@std/async/delay";
-import type { LogLevel, LogRecord } from "@logtape/logtape";
-import { defaultLogFormat, journalFormatter, textFormatter } from "../app/logging.ts";
+import {
+  defaultLogFormat,
+  journalFormatter,
+  type LevelName,
+  type LogRecord,
+  textFormatter,
+} from "../app/logging.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
@@ -14,37 +19,60 @@ import { FLOOD_LINES, floodLine } from "./fixtures/console_flood.ts";
 
 const FLOOD = `${ROOT}tests/fixtures/console_flood.ts`;
 
-function record(level: LogLevel, message: string): LogRecord {
+function record(level: LevelName, message: string): LogRecord {
   return {
     category: ["mmap-ipc", "led"],
     level,
-    message: [message],
-    rawMessage: message,
+    message,
     timestamp: Date.UTC(2026, 10, 21, 10, 50, 23, 626),
-    properties: {},
   };
 }
 
 Deno.test("journalFormatter gives each level its sd-daemon priority and no timestamp", () => {
-  const lines = (["trace", "debug", "info", "warning", "error", "fatal"] as const).map((level) =>
+  const lines = (["debug", "info", "warning", "error"] as const).map((level) =>
     journalFormatter(record(level, "LED Status: On"))
   );
   assertEquals(lines, [
-    "<7>mmap-ipc.led: LED Status: On\n",
-    "<7>mmap-ipc.led: LED Status: On\n",
-    "<6>mmap-ipc.led: LED Status: On\n",
-    "<4>mmap-ipc.led: LED Status: On\n",
-    "<3>mmap-ipc.led: LED Status: On\n",
-    "<2>mmap-ipc.led: LED Status: On\n",
+    "<7>mmap-ipc.led: LED Status: On",
+    "<6>mmap-ipc.led: LED Status: On",
+    "<4>mmap-ipc.led: LED Status: On",
+    "<3>mmap-ipc.led: LED Status: On",
   ]);
 });
 
 Deno.test("textFormatter starts each line with a timestamp and the level", () => {
   assertEquals(
     textFormatter(record("warning", "careful")),
-    "2026-11-21 10:50:23.626 [WRN] mmap-ipc.led: careful\n",
+    "2026-11-21 10:50:23.626 [WRN] mmap-ipc.led: careful",
   );
 });
+
+testWith(
+  NEEDS.children,
+  "nothing is logged before setupLogging(), then each level and above, warnings on stderr",
+  async () => {
+    for (
+      const [level, shown] of [
+        ["debug", ["debug", "info", "warning", "error"]],
+        ["info", ["info", "warning", "error"]],
+        ["warning", ["warning", "error"]],
+        ["error", ["error"]],
+      ] as const
+    ) {
+      await using child = spawnDeno(`${ROOT}tests/fixtures/log_levels.ts`, [level]);
+      assertEquals((await child.status()).code, 0, child.transcript);
+      const seen = child.lines.map(({ stream, text }) => `${stream} ${text}`);
+      assertEquals(
+        seen.toSorted(),
+        shown.map((name) =>
+          `${name === "warning" || name === "error" ? "stderr" : "stdout"} <${
+            { debug: 7, info: 6, warning: 4, error: 3 }[name]
+          }>mmap-ipc.levels: after ${name}`
+        ).toSorted(),
+      );
+    }
+  },
+);
 
 testWith(["env"], "defaultLogFormat() is journal only while JOURNAL_STREAM is set", () => {
   const saved = Deno.env.get("JOURNAL_STREAM");

@@ -1,7 +1,7 @@
 /**
  * Memory of each child: the LED's and the button's resident set size after some presses, beside
  * a bare `deno run --allow-ffi` script that does nothing, and beside the floors the children
- * cannot go below: scripts that load LogTape alone, and the LED's and the button's whole module
+ * cannot go below: scripts that set up the project's logging alone, and the LED's and the button's whole module
  * graphs without running them. All measured in the same run.
  *
  * @module
@@ -65,7 +65,7 @@ export const memory: BenchCase = {
     }
     const labels: Record<Child, string> = {
       bare: "a bare `deno run --allow-ffi` script, idle",
-      logging: "a script that only loads and sets up LogTape, idle",
+      logging: "a script that only loads and sets up logging (`app/logging.ts`), idle",
       "led-modules": "the LED's modules loaded, none of it run (its floor), idle",
       "button-modules": "the button's modules loaded, none of it run (its floor), idle",
       led: `the LED (\`consumers/led.ts\`) after ${PRESSES} presses`,

@@ -3,7 +3,7 @@
  * and then waits (a timer keeps the process alive without waking it).
  *
  *   idle.ts           a bare script: Deno itself
- *   idle.ts logging   LogTape loaded and set up as the children set it up, nothing else
+ *   idle.ts logging   logging loaded and set up as the children set it up, nothing else
  *   idle.ts SCRIPT    the whole module graph of SCRIPT (a path from here: the LED or the button)
  *                     loaded, and its
  *                     logging set up, but nothing of it run: the floor the child's own work
@@ -15,7 +15,7 @@
 const what = Deno.args[0];
 if (what !== undefined) {
   const { setupLogging } = await import("../../app/logging.ts");
-  await setupLogging({ level: "info", format: "text" });
+  setupLogging({ level: "info", format: "text" });
   // The child's `main` runs only under `import.meta.main`, so this loads and runs nothing else.
   if (what !== "logging") await import(new URL(what, import.meta.url).href);
 }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "../../app/logging.ts";
 import type { Command } from "../../app/remote/messages.ts";
 import { BrokerConnection, type BrokerConnectionOptions } from "./connection.ts";
 import { type DiscoveryMessage, OFFLINE, ONLINE, PRESS_PAYLOAD } from "./discovery.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "../../app/logging.ts";
 import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
 import type { Credentials } from "./credentials.ts";
 import { describeProblem } from "./problems.ts";
