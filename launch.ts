@@ -1,8 +1,8 @@
 /**
  * The launcher: claims the paths it will use, keeps the state in a sealed memfd (and, with
  * `--state` or `--shm`, as text in that file for other programs), starts the button and the LED
- * as separate processes, restarts them when they die, and on Ctrl+C or SIGTERM stops both and
- * removes what it created. `deno task launch` runs it.
+ * as separate processes, restarts them when they die, and on Ctrl+C, SIGTERM or SIGHUP (its
+ * terminal closed) stops both and removes what it created. `deno task launch` runs it.
  *
  * @module
  */
@@ -336,6 +336,8 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   const onSignal = (): void => stop.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  // A closed terminal: stop and clean up as for SIGTERM (by default SIGHUP ends us on the spot).
+  Deno.addSignalListener("SIGHUP", onSignal);
 
   const resources: Resources = { claims: [], owned: [] };
   try {
@@ -424,6 +426,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
+    Deno.removeSignalListener("SIGHUP", onSignal);
     release(resources, log);
   }
 }

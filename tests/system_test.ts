@@ -255,6 +255,37 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "SIGHUP the launcher (its terminal closed): exit 0, children stopped, FIFO, state and claims removed",
+  async () => {
+    await withTempDir(async (dir) => {
+      // A runtime directory of the test's own, so its claims can be looked at.
+      const run = `${dir}/run`;
+      Deno.mkdirSync(run, { mode: 0o700 });
+      const claims = `${run}/mmap-ipc/claims`;
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo], {
+        env: { XDG_RUNTIME_DIR: run },
+      });
+      const pids = await running(launcher);
+      try {
+        assertEquals([...Deno.readDirSync(claims)].length, 2, "a claim per path");
+        launcher.kill("SIGHUP");
+        const status = await launcher.status();
+        assertEquals(status.code, 0, launcher.transcript);
+        assert(processGone(pids.led) && processGone(pids.button));
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+        assertThrows(() => Deno.lstatSync(state), Deno.errors.NotFound);
+        assertEquals([...Deno.readDirSync(claims)], [], "claims left behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a second launcher on the same state or FIFO refuses and names the first one's pid",
   async () => {
     await withTempDir(async (dir) => {
