@@ -1,7 +1,8 @@
 /**
  * Runs a child process for as long as the launcher lives: restarts it with backoff when it
- * dies, gives up when it keeps crashing, and stops it on request. Children get only the
- * permissions they need, and learn the launcher's pid so the kernel stops them if it dies.
+ * dies, gives up when it keeps crashing, and stops it on request.
+ * Children get only the permissions they need, and learn the launcher's pid so the kernel stops
+ * them if it dies.
  *
  * @module
  */
@@ -11,6 +12,7 @@ import { delay as sleep } from "@std/async/delay";
 import { TextLineStream } from "@std/streams/text-line-stream";
 import { backoffDelay } from "./backoff.ts";
 import { consoleOutput } from "./console_output.ts";
+import { ErrorOutput } from "./error_output.ts";
 
 /** What to run. */
 export interface ChildSpec {
@@ -49,7 +51,10 @@ export class ChildCrashLoop extends Error {
   /** The child's name. */
   readonly child: string;
 
-  /** Builds the error for `child`. */
+  /**
+   * Builds the error for `child`; `lastError` is what its error output showed (see
+   * `ErrorOutput`).
+   */
   constructor(child: string, crashes: number, lastError: string) {
     super(
       `${child} crashed ${crashes} times in a row; its last error: ${lastError || "(no output)"}`,
@@ -77,13 +82,15 @@ export class Supervisor {
   readonly #log: Logger;
   readonly #config: string;
   #child: Deno.ChildProcess | undefined;
-  #lastError: string[] = [];
 
   /**
    * @param config the deno.json the child runs with, so it resolves imports wherever the
    *   launcher was started
    */
-  constructor(spec: ChildSpec, options: { log: Logger; config: string; policy?: RestartPolicy }) {
+  constructor(
+    spec: ChildSpec,
+    options: { log: Logger; config: string; policy?: RestartPolicy },
+  ) {
     this.#spec = spec;
     this.#log = options.log;
     this.#config = options.config;
@@ -95,7 +102,7 @@ export class Supervisor {
     return this.#child?.pid;
   }
 
-  #spawn(): { child: Deno.ChildProcess; output: Promise<unknown> } {
+  #spawn(): { child: Deno.ChildProcess; output: Promise<unknown>; errors: ErrorOutput } {
     const { name, script, permissions, args } = this.#spec;
     const child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -114,17 +121,16 @@ export class Supervisor {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    this.#lastError = [];
+    const errors = new ErrorOutput();
     // Relayed through queues that never block: a stalled console must not stall control.
     const relayed = forwardLines(child.stdout, (line) => consoleOutput("stdout").writeLine(line))
       .catch(() => {});
     const relayedErrors = forwardLines(child.stderr, (line) => {
       consoleOutput("stderr").writeLine(line);
-      this.#lastError.push(line);
-      if (this.#lastError.length > 5) this.#lastError.shift();
+      errors.add(line);
     }).catch(() => {});
     this.#log.info(`Started ${name} (pid ${child.pid})`);
-    return { child, output: Promise.all([relayed, relayedErrors]) };
+    return { child, output: Promise.all([relayed, relayedErrors]), errors };
   }
 
   /**
@@ -136,31 +142,37 @@ export class Supervisor {
     let crashes = 0;
     while (!signal.aborted) {
       const started = performance.now();
-      const { child, output } = this.#spawn();
-      this.#child = child;
-      const stop = (): void => void this.#stop(child);
-      signal.addEventListener("abort", stop, { once: true });
-      const status = await child.status;
-      // Its last lines may still be in the pipe: the crash report quotes them (a second at most,
-      // in case something else holds the pipe open).
-      await Promise.race([output, sleep(1_000)]);
-      signal.removeEventListener("abort", stop);
-      this.#child = undefined;
+      const ran = await this.#runOnce(signal);
       if (signal.aborted) return;
       crashes = performance.now() - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
-      const how = status.signal !== null
-        ? `was killed by ${status.signal}`
-        : `exited with code ${status.code}`;
       if (crashes >= this.#policy.maxCrashes) {
-        throw new ChildCrashLoop(name, crashes, this.#lastError.join(" | "));
+        throw new ChildCrashLoop(name, crashes, ran.lastError);
       }
       const delay = backoffDelay(
         { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs },
         crashes - 1,
       );
-      this.#log.warn(`${name} ${how}; restarting in ${delay} ms`);
+      this.#log.warn(`${name} ${ran.how}; restarting in ${delay} ms`);
       await sleep(delay, { signal }).catch(() => {}); // an abort ends the pause early
     }
+  }
+
+  /** Starts the child once and waits for it to end: how it ended, and what it said. */
+  async #runOnce(signal: AbortSignal): Promise<{ how: string; lastError: string }> {
+    const { child, output, errors } = this.#spawn();
+    this.#child = child;
+    const stop = (): void => void this.#stop(child);
+    signal.addEventListener("abort", stop, { once: true });
+    const status = await child.status;
+    // Its last lines may still be in the pipe: the crash report quotes them (a second at most,
+    // in case something else holds the pipe open).
+    await Promise.race([output, sleep(1_000)]);
+    signal.removeEventListener("abort", stop);
+    this.#child = undefined;
+    const how = status.signal !== null
+      ? `was killed by ${status.signal}`
+      : `exited with code ${status.code}`;
+    return { how, lastError: errors.summary() };
   }
 
   /** SIGTERM, then SIGKILL if the child has not gone after a grace period. */

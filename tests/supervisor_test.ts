@@ -1,0 +1,59 @@
+/**
+ * The supervisor on its own, with real child processes: what a crash report quotes of a child's
+ * error output.
+ */
+import { assert, assertInstanceOf, assertRejects, assertStringIncludes } from "@std/assert";
+import { logger } from "../app/logging.ts";
+import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
+import { MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
+
+/** Two quick crashes end it. */
+const QUICK: RestartPolicy = {
+  initialDelayMs: 1,
+  maxDelayMs: 1,
+  stableAfterMs: 600_000,
+  maxCrashes: 2,
+};
+
+async function crashLoop(supervisor: Supervisor): Promise<ChildCrashLoop> {
+  const error = await assertRejects(() => supervisor.run(new AbortController().signal));
+  assertInstanceOf(error, ChildCrashLoop);
+  return error;
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a crash report quotes the child's error line, not only the stack trace after it, and stays short",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/crash.ts`;
+      const long = "x".repeat(MAX_LINE_LENGTH * 2);
+      Deno.writeTextFileSync(
+        script,
+        [
+          `console.error("starting up");`,
+          `console.error("error: Uncaught (in promise) Error: the real cause: the disk is on fire");`,
+          `for (let i = 0; i < 40; i++) console.error(\`    at frame\${i} (file:///x.ts:\${i}:1)\`);`,
+          `console.error("${long}");`,
+          `console.error("    at the last frame");`,
+          `Deno.exit(1);`,
+        ].join("\n"),
+      );
+      const supervisor = new Supervisor(
+        { name: "crasher", script, permissions: [], args: [] },
+        { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const { message } = await crashLoop(supervisor);
+      assertStringIncludes(message, "crasher crashed 2 times in a row");
+      assertStringIncludes(message, "the real cause: the disk is on fire");
+      assertStringIncludes(message, "at the last frame", "the tail");
+      assert(!message.includes("starting up"), message);
+      assertStringIncludes(message, `(${40 + 2 - TAIL_LINES} more lines)`);
+      assert(!message.includes(long), "a long line is quoted whole");
+      assert(message.length < (TAIL_LINES + 2) * (MAX_LINE_LENGTH + 20), message);
+    });
+  },
+);
