@@ -386,12 +386,14 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       log.info(`Press the button with: echo 0 > ${fifo}`);
     }
 
-    const config = `${ROOT}deno.json`;
+    // The binary's path now, the one --allow-run names: a restart after an upgrade replaced the
+    // binary there starts the new one, and one after it was removed counts as a crash.
+    const options = { log, config: `${ROOT}deno.json`, executable: Deno.execPath() };
     const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
-      new Supervisor(spec, { log, config })
+      new Supervisor(spec, options)
     );
     const bridge = bridged !== undefined && resources.link !== undefined
-      ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), { log, config })
+      ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), options)
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
       log.info("...or press Enter here. Ctrl+C stops everything.");
@@ -401,10 +403,10 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       );
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
-    // The bridge is optional: if it keeps crashing, the button and LED carry on without it.
-    const bridging = bridge?.run(stop.signal).catch((error) => {
-      if (!(error instanceof ChildCrashLoop)) throw error;
-      log.error(`${error.message}; the button and LED keep running without MQTT`);
+    // The bridge is optional: whatever ends it, the button and LED carry on without it.
+    const bridging = bridge?.run(stop.signal).catch((error: Error) => {
+      const why = error instanceof ChildCrashLoop ? error.message : `mqtt failed: ${error.message}`;
+      log.error(`${why}; the button and LED keep running without MQTT`);
     });
     try {
       await Promise.race([

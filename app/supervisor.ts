@@ -1,6 +1,6 @@
 /**
  * Runs a child process for as long as the launcher lives: restarts it with backoff when it
- * dies, gives up when it keeps crashing, and stops it on request.
+ * dies (or cannot be started), gives up when it keeps crashing, and stops it on request.
  * Children get only the permissions they need, and learn the launcher's pid so the kernel stops
  * them if it dies.
  *
@@ -53,7 +53,7 @@ export class ChildCrashLoop extends Error {
 
   /**
    * Builds the error for `child`; `lastError` is what its error output showed (see
-   * `ErrorOutput`).
+   * `ErrorOutput`), or why it could not be started.
    */
   constructor(child: string, crashes: number, lastError: string) {
     super(
@@ -81,20 +81,24 @@ export class Supervisor {
   readonly #policy: RestartPolicy;
   readonly #log: Logger;
   readonly #config: string;
+  readonly #executable: string;
   #child: Deno.ChildProcess | undefined;
 
   /**
    * @param config the deno.json the child runs with, so it resolves imports wherever the
    *   launcher was started
+   * @param executable the Deno binary to start the child with; by default the running one, as
+   *   its path is now (the launcher's `--allow-run` names that path)
    */
   constructor(
     spec: ChildSpec,
-    options: { log: Logger; config: string; policy?: RestartPolicy },
+    options: { log: Logger; config: string; policy?: RestartPolicy; executable?: string },
   ) {
     this.#spec = spec;
     this.#log = options.log;
     this.#config = options.config;
     this.#policy = options.policy ?? DEFAULT_RESTART_POLICY;
+    this.#executable = options.executable ?? Deno.execPath();
   }
 
   /** The running child's pid, if one runs. */
@@ -104,7 +108,7 @@ export class Supervisor {
 
   #spawn(): { child: Deno.ChildProcess; output: Promise<unknown>; errors: ErrorOutput } {
     const { name, script, permissions, args } = this.#spec;
-    const child = new Deno.Command(Deno.execPath(), {
+    const child = new Deno.Command(this.#executable, {
       args: [
         "run",
         "--quiet",
@@ -135,7 +139,8 @@ export class Supervisor {
 
   /**
    * Runs the child until `signal` aborts, restarting it after crashes; resolves once it is
-   * stopped, rejects with {@link ChildCrashLoop} when it keeps crashing.
+   * stopped, rejects with {@link ChildCrashLoop} when it keeps crashing. A child that cannot be
+   * started (the Deno binary gone, say, after an upgrade) counts as a crash.
    */
   async run(signal: AbortSignal): Promise<void> {
     const { name } = this.#spec;
@@ -159,7 +164,16 @@ export class Supervisor {
 
   /** Starts the child once and waits for it to end: how it ended, and what it said. */
   async #runOnce(signal: AbortSignal): Promise<{ how: string; lastError: string }> {
-    const { child, output, errors } = this.#spawn();
+    let spawned;
+    try {
+      spawned = this.#spawn();
+    } catch (error) {
+      const reason = `could not be started with ${JSON.stringify(this.#executable)}: ${
+        (error as Error).message
+      }`;
+      return { how: reason, lastError: reason };
+    }
+    const { child, output, errors } = spawned;
     this.#child = child;
     const stop = (): void => void this.#stop(child);
     signal.addEventListener("abort", stop, { once: true });

@@ -2,7 +2,7 @@
  * The MQTT bridge end to end: the real launcher with `--mqtt`, its button, LED and bridge
  * processes, a real mosquitto on a free loopback port, and a real MQTT client (npm `mqtt`).
  */
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { deviceId, type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -10,7 +10,13 @@ import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
-import { LAUNCH_PERMISSIONS, LED_LINE, ledShows, ledStates } from "./helpers/system.ts";
+import {
+  LAUNCH_PERMISSIONS,
+  launcherCommand,
+  LED_LINE,
+  ledShows,
+  ledStates,
+} from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
 import {
@@ -476,6 +482,77 @@ testWithBroker(
       await writeAndLeave(system.fifo, "0\n");
       await ledShows(launcher, "Off", gaveUp.index);
       assertEquals(launcher.matching(/Started mqtt/).length, 5);
+    });
+  },
+);
+
+testWithBroker(
+  "Deno's binary removed under a running launcher: a restart that cannot start is a crash; MQTT is given up alone, and the launcher still cleans up",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      // The launcher runs from a copy of Deno that the test can take away, as an upgrade might.
+      Deno.mkdirSync(`${dir}/bin`);
+      const deno = `${dir}/bin/deno`;
+      Deno.copyFileSync(Deno.execPath(), deno);
+      Deno.chmodSync(deno, 0o755);
+      const run = `${dir}/run`;
+      Deno.mkdirSync(run, { mode: 0o700 });
+      const claims = (): string[] =>
+        [...Deno.readDirSync(`${run}/mmap-ipc/claims`)].map((entry) => entry.name);
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const args = [
+        "--fifo",
+        fifo,
+        "--state",
+        state,
+        "--mqtt",
+        broker.url,
+        "--mqtt-prefix",
+        prefix,
+      ];
+      const [, ...command] = launcherCommand(args);
+      await using launcher = spawnProgram(deno, command, {
+        cwd: dir,
+        env: { XDG_RUNTIME_DIR: run },
+      });
+      const pids: number[] = [];
+      const started = async (name: string): Promise<number> => {
+        const { match } = await launcher.waitFor(new RegExp(`Started ${name} \\(pid (\\d+)\\)`));
+        pids.push(Number(match[1]));
+        return Number(match[1]);
+      };
+      try {
+        const led = await started("led");
+        await started("button");
+        const bridge = await started("mqtt");
+        await launcher.waitFor(/Button ready/);
+        await launcher.waitFor(/Connected to mqtt/);
+        assertEquals(claims().length, 3, "a claim per path and one for the prefix");
+
+        Deno.removeSync(deno);
+        Deno.kill(bridge, "SIGKILL");
+        const gaveUp = await launcher.waitFor(/keep running without MQTT/);
+        assertStringIncludes(gaveUp.match.input, "mqtt crashed 5 times in a row");
+        assertStringIncludes(gaveUp.match.input, `could not be started with "${deno}"`);
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(launcher, "On", gaveUp.index);
+
+        Deno.kill(led, "SIGKILL");
+        const status = await launcher.status();
+        assertEquals(status.code, 1, launcher.transcript);
+        assertMatch(status.stderr, /led crashed 5 times in a row; its last error: could not be/);
+        for (const pid of pids) assert(processGone(pid), `pid ${pid} outlived the launcher`);
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+        assertThrows(() => Deno.lstatSync(state), Deno.errors.NotFound);
+        assertEquals(claims(), [], "claims left behind");
+      } finally {
+        launcher.kill("SIGKILL");
+        await launcher.status();
+        for (const pid of pids) killIfRunning(pid);
+      }
     });
   },
 );

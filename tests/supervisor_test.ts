@@ -1,6 +1,6 @@
 /**
  * The supervisor on its own, with real child processes: what a crash report quotes of a child's
- * error output.
+ * error output, and a child that cannot be started at all.
  */
 import { assert, assertInstanceOf, assertRejects, assertStringIncludes } from "@std/assert";
 import { logger } from "../app/logging.ts";
@@ -54,6 +54,24 @@ testWith(
       assertStringIncludes(message, `(${40 + 2 - TAIL_LINES} more lines)`);
       assert(!message.includes(long), "a long line is quoted whole");
       assert(message.length < (TAIL_LINES + 2) * (MAX_LINE_LENGTH + 20), message);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child that cannot be started counts as a crash: the loop ends with the reason and the path",
+  async () => {
+    await withTempDir(async (dir) => {
+      const executable = `${dir}/no-deno-here`;
+      const supervisor = new Supervisor(
+        { name: "ghost", script: `${dir}/none.ts`, permissions: [], args: [] },
+        { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK, executable },
+      );
+      const { message } = await crashLoop(supervisor);
+      assertStringIncludes(message, "ghost crashed 2 times in a row");
+      assertStringIncludes(message, `could not be started with "${executable}"`);
+      assertStringIncludes(message, "No such file or directory");
     });
   },
 );
