@@ -36,7 +36,7 @@ import {
 import { usage } from "./app/flags.ts";
 import { createRemoteLink } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
-import { loadCredentials } from "./bridges/mqtt/credentials.ts";
+import { loadCredentials, PASSWORD_ENV, USERNAME_ENV } from "./bridges/mqtt/credentials.ts";
 import { localMachine, mqttIdentity } from "./bridges/mqtt/identity.ts";
 import {
   mqttBridgeArgs,
@@ -249,12 +249,14 @@ function childSpecs(
     value === undefined ? [] : [name, String(value)];
   if (flags.pi) {
     const permissions = ["--allow-ffi", `--allow-env=${LIBGPIOD_ENV}`];
+    const env = [LIBGPIOD_ENV];
     const chip = option("--chip", flags.chip);
     return [
       {
         name: "led",
         script: `${ROOT}consumers/led.ts`,
         permissions,
+        env,
         args: [
           ...common,
           "--pi",
@@ -267,6 +269,7 @@ function childSpecs(
         name: "button",
         script: `${ROOT}producers/button.ts`,
         permissions,
+        env,
         args: [
           ...common,
           "--pi",
@@ -308,6 +311,20 @@ async function checkGpio(flags: LaunchFlags, log: Logger): Promise<void> {
   led.close();
 }
 
+/**
+ * What the bridge reads of the environment besides its runtime's variables: the login when no
+ * credentials file is given, and where Deno's TLS finds extra CA certificates. Never `DEBUG`,
+ * with which the MQTT library would log every packet, the password in CONNECT included.
+ */
+function bridgeEnv(settings: MqttSettings): string[] {
+  return [
+    ...(settings.credentialsFile === undefined ? [USERNAME_ENV, PASSWORD_ENV] : []),
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "NODE_EXTRA_CA_CERTS",
+  ];
+}
+
 /** The MQTT bridge: a third child, reading the state and talking to the button over `link`. */
 function bridgeSpec(
   flags: LaunchFlags,
@@ -319,6 +336,7 @@ function bridgeSpec(
     name: "mqtt",
     script: `${ROOT}bridges/mqtt_bridge.ts`,
     permissions: mqttBridgePermissions(settings),
+    env: bridgeEnv(settings),
     args: [
       ...commonArgs(flags, state),
       "--remote",

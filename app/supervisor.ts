@@ -1,8 +1,8 @@
 /**
  * Runs a child process for as long as the launcher lives: restarts it with backoff when it
  * dies (or cannot be started), gives up when it keeps crashing, and stops it on request.
- * Children get only the permissions they need, and learn the launcher's pid so the kernel stops
- * them if it dies.
+ * Children get only the permissions and the environment variables they need, and learn the
+ * launcher's pid so the kernel stops them if it dies.
  *
  * @module
  */
@@ -11,6 +11,7 @@ import type { Logger } from "./logging.ts";
 import { delay as sleep } from "@std/async/delay";
 import { TextLineStream } from "@std/streams/text-line-stream";
 import { backoffDelay } from "./backoff.ts";
+import { CHILD_RUNTIME_ENV, inheritedEnv } from "./child_env.ts";
 import { consoleOutput } from "./console_output.ts";
 import { ErrorOutput } from "./error_output.ts";
 
@@ -24,6 +25,11 @@ export interface ChildSpec {
   permissions: string[];
   /** The script's own arguments. */
   args: string[];
+  /**
+   * The launcher's environment variables the child also gets, besides those of its Deno runtime
+   * (`CHILD_RUNTIME_ENV`); nothing else of the launcher's environment reaches it.
+   */
+  env?: readonly string[];
 }
 
 /** Restart policy. */
@@ -82,6 +88,7 @@ export class Supervisor {
   readonly #log: Logger;
   readonly #config: string;
   readonly #executable: string;
+  readonly #env: Record<string, string>;
   #child: Deno.ChildProcess | undefined;
 
   /**
@@ -99,6 +106,7 @@ export class Supervisor {
     this.#config = options.config;
     this.#policy = options.policy ?? DEFAULT_RESTART_POLICY;
     this.#executable = options.executable ?? Deno.execPath();
+    this.#env = inheritedEnv([...CHILD_RUNTIME_ENV, ...(spec.env ?? [])]);
   }
 
   /** The running child's pid, if one runs. */
@@ -121,6 +129,8 @@ export class Supervisor {
         "--parent-pid",
         String(Deno.pid),
       ],
+      clearEnv: true,
+      env: this.#env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

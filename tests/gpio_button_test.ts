@@ -22,7 +22,7 @@ testWith(
 
       await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_open.ts`, [dir], {
         permissions: ["--allow-all"], // /proc/self/fd needs it
-        env: { MMAP_IPC_LIBGPIOD: library, FAKE_GPIOD_DIR: dir },
+        env: { MMAP_IPC_LIBGPIOD: library },
       });
       const status = await child.status();
       assert(status.success, status.stderr);

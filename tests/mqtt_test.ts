@@ -8,7 +8,7 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
-import { killIfRunning, processGone } from "./helpers/proc.ts";
+import { environOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import {
   LAUNCH_PERMISSIONS,
@@ -420,6 +420,50 @@ testWithBroker("MQTT bridge: logs in with credentials from the environment", asy
     await listener.waitFor(system.topics.action, { payload: "press" });
   });
 });
+
+testWithBroker(
+  "MQTT bridge: with DEBUG=mqttjs:* the password never reaches the console; the button and LED never see it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const password = `pw-${crypto.randomUUID()}`;
+      await using broker = await startBroker(dir, { users: { dave: password } });
+      await using system = await startSystem(dir, broker.url, {
+        env: {
+          DEBUG: "mqttjs:*",
+          MMAP_IPC_MQTT_USERNAME: "dave",
+          MMAP_IPC_MQTT_PASSWORD: password,
+          MMAP_IPC_UNRELATED_SECRET: "x",
+        },
+      });
+      const { launcher } = system;
+      const pid = async (name: string): Promise<number> =>
+        Number((await launcher.waitFor(new RegExp(`Started ${name} \\(pid (\\d+)\\)`))).match[1]);
+      const [led, button, bridge] = [await pid("led"), await pid("button"), await pid("mqtt")];
+      // The bridge has published (so it has logged what it logs on connecting) before we look.
+      await using listener = await listen(broker.url, [`${system.prefix}/#`], {
+        username: "dave",
+        password,
+      });
+      await listener.waitFor(system.topics.state, { payload: "OFF" });
+      await writeAndLeave(system.fifo, "0\n");
+      await listener.waitFor(system.topics.state, { payload: "ON" });
+      for (const [name, child] of [["led", led], ["button", button]] as const) {
+        const env = environOf(child);
+        assert(env.size > 0, `no environment read for the ${name} (pid ${child})`);
+        for (const variable of ["MMAP_IPC_MQTT_PASSWORD", "MMAP_IPC_MQTT_USERNAME", "DEBUG"]) {
+          assert(!env.has(variable), `the ${name} got ${variable}`);
+        }
+        assert(![...env.values()].includes(password), `the ${name} got the password`);
+      }
+      const bridgeEnv = environOf(bridge);
+      assertEquals(bridgeEnv.get("MMAP_IPC_MQTT_PASSWORD"), password, "the bridge logs in with it");
+      assert(!bridgeEnv.has("DEBUG"), "the bridge got DEBUG");
+      assert(!bridgeEnv.has("MMAP_IPC_UNRELATED_SECRET"), "the bridge got the whole environment");
+      await system[Symbol.asyncDispose]();
+      assert(!launcher.transcript.includes(password), "the password reached the console");
+    });
+  },
+);
 
 testWithBroker(
   "two systems on one machine: the same MQTT prefix is refused naming the first launcher; another prefix gets a session of its own",

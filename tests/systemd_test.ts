@@ -85,7 +85,6 @@ testWith(
       Object.assign(env, {
         JOURNAL_STREAM: "8:123456",
         MMAP_IPC_LIBGPIOD: library,
-        FAKE_GPIOD_DIR: dir,
       });
 
       const launcher = new ChildProcess(

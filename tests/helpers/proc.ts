@@ -75,3 +75,14 @@ export function allThreadSwitches(pid: number): number {
 export function waitingForWriter(pid: number): boolean {
   return readFileText(`/proc/${pid}/wchan`)?.trim() === "wait_for_partner";
 }
+
+/** The environment `pid` was started with, from `/proc/PID/environ` (empty when it has ended). */
+export function environOf(pid: number): Map<string, string> {
+  const text = readFileText(`/proc/${pid}/environ`) ?? "";
+  return new Map(
+    text.split("\0").filter((entry) => entry !== "").map((entry) => {
+      const equals = entry.indexOf("=");
+      return [entry.slice(0, equals), entry.slice(equals + 1)];
+    }),
+  );
+}
