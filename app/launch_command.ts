@@ -24,7 +24,7 @@ export const LAUNCH_COMMAND = defineCommand({
     fifo: {
       type: "string",
       arg: "PATH",
-      defaultText: "$XDG_RUNTIME_DIR/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
+      defaultText: "/run/user/UID/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
       help: "the button's FIFO; --fifo /tmp/mmap_file is the original's",
     },
     syslog: { type: "boolean", help: 'the LED also logs to the system log, ident "LED MMAP"' },

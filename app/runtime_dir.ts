@@ -1,6 +1,9 @@
 /**
- * The private per-user directory for the FIFO and other runtime files: `$XDG_RUNTIME_DIR/mmap-ipc`
- * when the session has one, else `/tmp/mmap-ipc-UID`, created 0700 and checked to be ours.
+ * The private per-user directory for the FIFO, the launchers' claims and other runtime files:
+ * `/run/user/UID/mmap-ipc` when the system keeps a runtime directory for this user (logind's:
+ * ours and 0700), else `/tmp/mmap-ipc-UID`, created 0700 and checked to be ours. It depends on
+ * the uid alone, never on the environment, so every launcher of this user finds the same claims
+ * whatever `XDG_RUNTIME_DIR` it was started with.
  *
  * @module
  */
@@ -8,26 +11,16 @@
 import { effectiveUid, statPath } from "../ffi/posix.ts";
 import { ensurePrivateDirectory } from "../lib/owned_path.ts";
 
-function envVar(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined; // no --allow-env: fall back
-  }
-}
-
 /** The default runtime directory, created if needed. */
 export function runtimeDirectory(): string {
-  const xdg = envVar("XDG_RUNTIME_DIR");
-  if (xdg !== undefined && xdg.startsWith("/")) {
-    const stat = statPath(xdg, { follow: true });
-    if (
-      stat?.type === "directory" && stat.uid === effectiveUid() && (stat.permissions & 0o077) === 0
-    ) {
-      return ensurePrivateDirectory(`${xdg}/mmap-ipc`);
-    }
+  const uid = effectiveUid();
+  const run = `/run/user/${uid}`;
+  // Not followed: logind's directory is never a symlink, and one would point who knows where.
+  const stat = statPath(run);
+  if (stat?.type === "directory" && stat.uid === uid && (stat.permissions & 0o077) === 0) {
+    return ensurePrivateDirectory(`${run}/mmap-ipc`);
   }
-  return ensurePrivateDirectory(`/tmp/mmap-ipc-${effectiveUid()}`);
+  return ensurePrivateDirectory(`/tmp/mmap-ipc-${uid}`);
 }
 
 /** Where the button's FIFO lives unless `--fifo` says otherwise. */

@@ -38,7 +38,7 @@ export const BUTTON_COMMAND = defineCommand({
     fifo: {
       type: "string",
       arg: "PATH",
-      defaultText: "$XDG_RUNTIME_DIR/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
+      defaultText: "/run/user/UID/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
       help: 'read presses from this FIFO, one per line: "0" or "press"',
     },
     pi: { type: "boolean", help: "read presses from a GPIO button instead (libgpiod)" },

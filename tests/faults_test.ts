@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { openShmRegion, removeShm } from "../mod.ts";
+import { claimsDirectory } from "../app/path_claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -443,20 +444,17 @@ testWith(
   "a SIGKILLed launcher's claims are swept by the next launcher once nothing of it is left to adopt",
   async () => {
     await withTempDir(async (dir) => {
-      // A runtime directory of the test's own, so its claims can be counted.
-      const run = `${dir}/run`;
-      Deno.mkdirSync(run, { mode: 0o700 });
-      const claims = (): string[] => {
-        try {
-          return [...Deno.readDirSync(`${run}/mmap-ipc/claims`)].map((entry) => entry.name);
-        } catch (error) {
-          if (error instanceof Deno.errors.NotFound) return [];
-          throw error;
-        }
-      };
-      const env = { XDG_RUNTIME_DIR: run };
+      // The records in the claims directory for paths in this test's directory.
+      const claims = (): string[] =>
+        [...Deno.readDirSync(claimsDirectory())].map((entry) => {
+          try {
+            return Deno.readTextFileSync(`${claimsDirectory()}/${entry.name}`);
+          } catch {
+            return ""; // removed meanwhile by its launcher
+          }
+        }).filter((text) => text.includes(`"${dir}/`));
       const gone = ["--state", `${dir}/gone.dat`, "--fifo", `${dir}/gone.fifo`];
-      await using crashed = startLauncher(dir, gone, { env });
+      await using crashed = startLauncher(dir, gone);
       const old = await running(crashed);
       try {
         assertEquals(claims().length, 2, "a claim per path");
@@ -465,7 +463,7 @@ testWith(
         // The user cleans up what it left: nothing is left to adopt, so its claims go too.
         Deno.removeSync(`${dir}/gone.dat`);
         Deno.removeSync(`${dir}/gone.fifo`);
-        await using next = startLauncher(dir, ["--fifo", `${dir}/next.fifo`], { env });
+        await using next = startLauncher(dir, ["--fifo", `${dir}/next.fifo`]);
         const pids = await running(next);
         try {
           assertEquals(claims().length, 1, "the dead launcher's claims were kept");

@@ -2,7 +2,9 @@
  * The launcher's path claims in one process, against real record files locked with flock(2) by
  * another process (util-linux's `flock`): a record another launcher's sweep holds for an instant
  * is waited out, one a live launcher holds is refused by pid, however the path is spelled; and
- * two real launchers on one state file spelled two ways.
+ * real launchers on one state file: spelled two ways, or started with different environments.
+ * The claims directory is the real one, every launcher's of this user; the tests' paths are in
+ * their own temporary directories, so no other launcher's claims meet theirs.
  *
  * @module
  */
@@ -18,51 +20,66 @@ import { identity, running, startedOrEnded, startLauncher, stopAll } from "./hel
 import { withTempDir } from "./helpers/temp.ts";
 import { within } from "./helpers/waiting.ts";
 
-/** Runs `fn` with XDG_RUNTIME_DIR set to a private directory of its own, then puts it back. */
-async function withRuntimeDir(fn: (dir: string) => void | Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    Deno.chmodSync(dir, 0o700);
-    const before = Deno.env.get("XDG_RUNTIME_DIR");
-    Deno.env.set("XDG_RUNTIME_DIR", dir);
-    try {
-      await fn(dir);
-    } finally {
-      if (before === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-      else Deno.env.set("XDG_RUNTIME_DIR", before);
-    }
-  });
+/**
+ * Runs `fn` with the state file's claim record locked by another process (util-linux's `flock`)
+ * for `seconds`, then stops it and removes the record it made, if it is still that one: the
+ * claims directory is every launcher's of this user, so nothing of a test's may stay there.
+ */
+async function withHeldRecord(
+  path: string,
+  seconds: number,
+  fn: (holder: ChildProcess, record: string) => Promise<void>,
+): Promise<void> {
+  const record = claimRecordFile(claimsDirectory(), "state file", path);
+  Deno.writeTextFileSync(record, "", { mode: 0o600, createNew: true });
+  const made = statPath(record)?.identity;
+  try {
+    // No fork: the pid that holds the lock is the one the test stops.
+    await using holder = spawnProgram("flock", [
+      "--exclusive",
+      "--no-fork",
+      record,
+      "sh",
+      "-c",
+      `echo locked; exec sleep ${seconds}`,
+    ]);
+    assertEquals(await holder.nextLine(), "locked");
+    await fn(holder, record);
+  } finally {
+    if (made !== undefined && statPath(record)?.identity === made) Deno.removeSync(record);
+  }
 }
 
-/** Locks the state file's claim record from another process for `seconds`. */
-function holdRecord(path: string, seconds: number): ChildProcess {
-  const record = claimRecordFile(claimsDirectory(), "state file", path);
-  Deno.writeTextFileSync(record, "", { mode: 0o600 });
-  // No fork: the pid that holds the lock is the one the test stops.
-  return spawnProgram("flock", [
-    "--exclusive",
-    "--no-fork",
-    record,
-    "sh",
-    "-c",
-    `echo locked; exec sleep ${seconds}`,
-  ]);
+/** Waits for a refused launcher and checks that it named `first` and the path as `spelled`. */
+async function refused(
+  second: ChildProcess,
+  first: ChildProcess,
+  what: string,
+  spelled: string,
+): Promise<void> {
+  const outcome = await startedOrEnded(second, /Started (led|button)/);
+  assertEquals(outcome, "ended", `a second launcher ran on ${spelled}:\n${second.transcript}`);
+  const status = await within(second.status(), 5_000);
+  assert(status !== undefined, second.transcript);
+  assertEquals(status.code, 1, second.transcript);
+  assertStringIncludes(status.stderr, `another launcher (pid ${first.pid})`);
+  assertStringIncludes(status.stderr, `the ${what} ${JSON.stringify(spelled)}`);
 }
 
 testWith(
   [...NEEDS.system, requires("flock")],
   "a claim waits out a record that another launcher's sweep holds for an instant",
   async () => {
-    await withRuntimeDir(async (dir) => {
+    await withTempDir(async (dir) => {
       const path = `${dir}/state.dat`;
-      await using sweeper = holdRecord(path, 0.2);
-      assertEquals(await sweeper.nextLine(), "locked");
-      const record = claimRecordFile(claimsDirectory(), "state file", path);
-      // Still held as the claim starts, so the claim must wait it out (it lasts 200 ms).
-      assertEquals(flockHolder(statPath(record)?.lockIdentity ?? ""), sweeper.pid);
-      const claims = claimPaths([{ kind: "state file", path }]);
-      assertEquals(claims.map((held) => held.path), [path]);
-      for (const held of claims) held.release();
-      assertEquals((await sweeper.status()).code, 0);
+      await withHeldRecord(path, 0.2, async (sweeper, record) => {
+        // Still held as the claim starts, so the claim must wait it out (it lasts 200 ms).
+        assertEquals(flockHolder(statPath(record)?.lockIdentity ?? ""), sweeper.pid);
+        const claims = claimPaths([{ kind: "state file", path }]);
+        assertEquals(claims.map((held) => held.path), [path]);
+        for (const held of claims) held.release();
+        assertEquals((await sweeper.status()).code, 0);
+      });
     });
   },
 );
@@ -71,15 +88,16 @@ testWith(
   [...NEEDS.system, requires("flock")],
   "a claim on a record a live launcher holds is refused with Busy naming its pid",
   async () => {
-    await withRuntimeDir(async (dir) => {
+    await withTempDir(async (dir) => {
       const path = `${dir}/state.dat`;
-      await using holder = holdRecord(path, 30);
-      assertEquals(await holder.nextLine(), "locked");
-      assertThrows(
-        () => claimPaths([{ kind: "state file", path }]),
-        Deno.errors.Busy,
-        `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
-      );
+      await withHeldRecord(path, 30, (holder) => {
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }]),
+          Deno.errors.Busy,
+          `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
+        );
+        return Promise.resolve();
+      });
     });
   },
 );
@@ -98,22 +116,23 @@ testWith(
   [...NEEDS.system, requires("flock")],
   "a claim on a path spelled another way (//, ./, a symlinked directory) meets the same record and is refused",
   async () => {
-    await withRuntimeDir(async (dir) => {
+    await withTempDir(async (dir) => {
       const { plain, others } = spellings(dir, "state.dat");
-      await using holder = holdRecord(plain, 30);
-      assertEquals(await holder.nextLine(), "locked");
-      for (const path of [plain, ...others]) {
-        assertEquals(
-          claimRecordFile(claimsDirectory(), "state file", path),
-          claimRecordFile(claimsDirectory(), "state file", plain),
-          path,
-        );
-        assertThrows(
-          () => claimPaths([{ kind: "state file", path }]),
-          Deno.errors.Busy,
-          `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
-        );
-      }
+      await withHeldRecord(plain, 30, (holder) => {
+        for (const path of [plain, ...others]) {
+          assertEquals(
+            claimRecordFile(claimsDirectory(), "state file", path),
+            claimRecordFile(claimsDirectory(), "state file", plain),
+            path,
+          );
+          assertThrows(
+            () => claimPaths([{ kind: "state file", path }]),
+            Deno.errors.Busy,
+            `another launcher (pid ${holder.pid}) is using the state file "${path}"`,
+          );
+        }
+        return Promise.resolve();
+      });
     });
   },
 );
@@ -122,7 +141,7 @@ testWith(
   NEEDS.system,
   "a claim on a file in a directory that does not exist is refused before any claim, naming the path",
   async () => {
-    await withRuntimeDir((dir) => {
+    await withTempDir((dir) => {
       const path = `${dir}/missing/state.dat`;
       assertThrows(
         () =>
@@ -136,48 +155,75 @@ testWith(
   },
 );
 
+/**
+ * Starts a launcher with `first`, waits until it runs, then for each of `seconds` starts
+ * another one and checks that it is refused, naming the first one's pid and the state file as it
+ * was given (`what` says which kind), and leaves no FIFO; then stops the first one cleanly.
+ */
+async function secondsRefused(
+  dir: string,
+  first: { args: string[]; env?: Record<string, string> },
+  seconds: { args: string[]; what: string; spelled: string; env?: Record<string, string> }[],
+): Promise<void> {
+  await using launcher = startLauncher(dir, [...first.args, "--fifo", `${dir}/first.fifo`], {
+    env: first.env,
+  });
+  const pids = await running(launcher);
+  try {
+    for (const [i, { args, what, spelled, env }] of seconds.entries()) {
+      const fifo = `${dir}/second-${i}.fifo`;
+      await using second = startLauncher(dir, [...args, "--fifo", fifo], { env });
+      try {
+        await refused(second, launcher, what, spelled);
+        assertEquals(identity(fifo), undefined, "the refused launcher left its FIFO");
+      } finally {
+        await stopAll(second, childrenOf(second.pid));
+      }
+    }
+    launcher.kill("SIGTERM");
+    assertEquals((await within(launcher.status(), 5_000))?.code, 0, launcher.transcript);
+  } finally {
+    await stopAll(launcher, [pids.led, pids.button]);
+  }
+}
+
 testWith(
   NEEDS.system,
   "a second launcher on the state file spelled with // or through a symlinked directory exits 1 naming the first one's pid, leaving nothing",
   async () => {
     await withTempDir(async (dir) => {
-      // A runtime directory of the test's own, so no other test's claims meet these.
-      const run = `${dir}/run`;
-      Deno.mkdirSync(run, { mode: 0o700 });
-      const env = { XDG_RUNTIME_DIR: run };
       const { plain, others } = spellings(dir, "state.dat");
-      await using first = startLauncher(dir, ["--state", plain, "--fifo", `${dir}/first.fifo`], {
-        env,
-      });
-      const pids = await running(first);
-      try {
-        for (const [i, state] of others.slice(0, 2).entries()) {
-          const fifo = `${dir}/second-${i}.fifo`;
-          await using second = startLauncher(dir, ["--state", state, "--fifo", fifo], { env });
-          try {
-            const outcome = await startedOrEnded(second, /Started (led|button)/);
-            assertEquals(
-              outcome,
-              "ended",
-              `a second launcher ran on ${state}:\n${second.transcript}`,
-            );
-            const status = await within(second.status(), 5_000);
-            assert(status !== undefined, second.transcript);
-            assertEquals(status.code, 1, second.transcript);
-            assertStringIncludes(status.stderr, `another launcher (pid ${first.pid})`);
-            assertStringIncludes(status.stderr, `the state file ${JSON.stringify(state)}`);
-            assertEquals(identity(fifo), undefined, "the refused launcher left its FIFO");
-          } finally {
-            await stopAll(second, childrenOf(second.pid));
-          }
-        }
-        assert(identity(plain) !== undefined, "the first launcher's state file is gone");
-        first.kill("SIGTERM");
-        assertEquals((await within(first.status(), 5_000))?.code, 0, first.transcript);
-        assertEquals(identity(plain), undefined, "the state file was left behind");
-      } finally {
-        await stopAll(first, [pids.led, pids.button]);
-      }
+      await secondsRefused(
+        dir,
+        { args: ["--state", plain] },
+        others.slice(0, 2).map((state) => ({
+          args: ["--state", state],
+          what: "state file",
+          spelled: state,
+        })),
+      );
+      assertEquals(identity(plain), undefined, "the state file was left behind");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a second launcher started with another XDG_RUNTIME_DIR still meets the first one's claim and exits 1",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Two private directories, as two sessions (or a session and a cron job) would have.
+      const [one, two] = [`${dir}/run-1`, `${dir}/run-2`];
+      Deno.mkdirSync(one, { mode: 0o700 });
+      Deno.mkdirSync(two, { mode: 0o700 });
+      const state = `${dir}/state.dat`;
+      await secondsRefused(dir, { args: ["--state", state], env: { XDG_RUNTIME_DIR: one } }, [{
+        args: ["--state", state],
+        what: "state file",
+        spelled: state,
+        env: { XDG_RUNTIME_DIR: two },
+      }]);
+      assertEquals(identity(state), undefined, "the state file was left behind");
     });
   },
 );
@@ -186,15 +232,14 @@ testWith(
   NEEDS.system,
   "a SIGKILLed launcher's record for a relative path is judged from its own directory: another launcher's sweep keeps it, and the next launcher there adopts the file",
   async () => {
-    await withRuntimeDir(async (dir) => {
-      const env = { XDG_RUNTIME_DIR: dir };
+    await withTempDir(async (dir) => {
       const [a, b] = [`${dir}/a`, `${dir}/b`];
       Deno.mkdirSync(a);
       Deno.mkdirSync(b);
       const record = claimRecordFile(claimsDirectory(), "state file", `${a}/state.dat`);
       const relative = ["--state", "state.dat", "--fifo", "button.fifo"];
       {
-        await using dead = startLauncher(a, relative, { env });
+        await using dead = startLauncher(a, relative);
         const pids = await running(dead);
         try {
           dead.kill("SIGKILL");
@@ -208,7 +253,7 @@ testWith(
       // Another launcher, elsewhere, with the same relative spelling of other files: its sweep
       // must not judge the dead one's record from its own directory.
       {
-        await using other = startLauncher(b, relative, { env });
+        await using other = startLauncher(b, relative);
         const pids = await running(other);
         try {
           assert(identity(record) !== undefined, "the sweep removed the dead launcher's record");
@@ -218,7 +263,7 @@ testWith(
           await stopAll(other, [pids.led, pids.button]);
         }
       }
-      await using next = startLauncher(a, relative, { env });
+      await using next = startLauncher(a, relative);
       const pids = await running(next);
       try {
         await next.waitFor(/Adopting the state file "state.dat"/);
