@@ -9,7 +9,8 @@
  * A file or FIFO is claimed by what it is, not by how its path is spelled: the record is named
  * after its directory's device and inode and its own name there, so `dir/data.dat`,
  * `dir//data.dat`, a relative path and a path through a symlinked directory all meet at one
- * record. (Shm names are normalised before they get here; a topic prefix is a plain string.)
+ * record, and a shm name meets its file in `/dev/shm`. (Shm names are normalised before they
+ * get here; a topic prefix is a plain string.)
  *
  * @module
  */
@@ -130,16 +131,20 @@ function lockWithinGrace(fd: number, file: string): boolean {
  * What a claim on `path` of `kind` is keyed on, the same however the path is spelled: for a
  * file or FIFO, its directory's identity (device, inode; followed through symlinks) and its own
  * name in it; the final name is not followed, as the launcher never opens one through a
- * symlink. Throws, naming `path`, when the directory is missing or not a directory: nothing
- * could be made there anyway.
+ * symlink. A shm name is the file `/dev/shm/NAME` (where glibc's shm_open(3) puts it), keyed the
+ * same way, so `--shm NAME` and `--state /dev/shm/NAME` meet; and the kind is left out, as a
+ * file is one file whatever a launcher means to use it as. Throws, naming `path`, when the
+ * directory is missing or not a directory: nothing could be made there anyway.
  */
 function claimKey(kind: PathKind, path: string): string {
-  if (kind === "shared memory" || kind === "MQTT topic prefix") return `${kind}\0${path}`;
-  const trimmed = path.replace(/\/+$/, "");
+  if (kind === "MQTT topic prefix") return `${kind}\0${path}`;
+  // Shm names are normalised before they get here: "/NAME".
+  const file = kind === "shared memory" ? `/dev/shm${path}` : path;
+  const trimmed = file.replace(/\/+$/, "");
   const name = trimmed.slice(trimmed.lastIndexOf("/") + 1);
   // "", "." or "..": a directory, which the launcher refuses once it opens it.
   if (name === "" || name === "." || name === "..") return `${kind}\0${path}`;
-  const directory = parentOf(path);
+  const directory = parentOf(file);
   const action = `claim the ${kind}`;
   const stat = posix.statPath(directory, { follow: true });
   if (stat === undefined) {
@@ -148,7 +153,7 @@ function claimKey(kind: PathKind, path: string): string {
   if (stat.type !== "directory") {
     throw failure(Deno.errors.NotADirectory, action, path, `${directory} is not a directory`);
   }
-  return `${kind}\0${stat.identity}\0${name}`;
+  return `file\0${stat.identity}\0${name}`;
 }
 
 /**
@@ -271,7 +276,8 @@ export function claimsDirectory(): string {
  * Claims every path in `paths` (in a fixed order, so two launchers never each hold what the
  * other waits for),
  * or none: throws `Busy` naming the launcher that holds one, having released the rest, or
- * `NotFound` / `NotADirectory` for a file or FIFO whose directory is missing, before claiming any.
+ * `NotFound` / `NotADirectory` for a file or FIFO whose directory is missing, or `TypeError` for
+ * two of `paths` that name one file, before claiming any.
  */
 export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
   const directory = claimsDirectory();
@@ -280,6 +286,16 @@ export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim
     const key = claimKey(kind, path);
     return { kind, path, key, file: `${directory}/${fnv1a(key)}` };
   }).sort((a, b) => a.file < b.file ? -1 : a.file > b.file ? 1 : 0);
+  // One path given twice would be refused as held by this very launcher.
+  for (const [i, later] of sorted.slice(1).entries()) {
+    const { kind, path, key } = sorted[i];
+    if (later.key !== key) continue;
+    throw new TypeError(
+      `Cannot launch: the ${kind} ${JSON.stringify(path)} and the ${later.kind} ${
+        JSON.stringify(later.path)
+      } are the same file`,
+    );
+  }
   sweepStaleClaims(directory);
   const claims: PathClaim[] = [];
   try {

@@ -10,14 +10,19 @@
  */
 
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
-import { claimPaths, claimRecordFile, claimsDirectory } from "../app/path_claims.ts";
+import {
+  claimPaths,
+  claimRecordFile,
+  claimsDirectory,
+  type PathClaim,
+} from "../app/path_claims.ts";
 import { flockHolder, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf } from "./helpers/proc.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
-import { withTempDir } from "./helpers/temp.ts";
+import { withShmName, withTempDir } from "./helpers/temp.ts";
 import { within } from "./helpers/waiting.ts";
 
 /**
@@ -224,6 +229,58 @@ testWith(
         env: { XDG_RUNTIME_DIR: two },
       }]);
       assertEquals(identity(state), undefined, "the state file was left behind");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a second launcher on --state /dev/shm/NAME is refused while one runs on --shm NAME, and the other way round",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName(async (name) => {
+        await secondsRefused(dir, { args: ["--shm", name] }, [{
+          args: ["--state", `/dev/shm${name}`],
+          what: "state file",
+          spelled: `/dev/shm${name}`,
+        }]);
+        assertEquals(identity(`/dev/shm${name}`), undefined, "the shm object was left behind");
+      });
+      await withShmName(async (name) => {
+        await secondsRefused(dir, { args: ["--state", `/dev/shm${name}`] }, [{
+          // Without its "/", as a user may write it.
+          args: ["--shm", name.slice(1)],
+          what: "shared memory",
+          spelled: name,
+        }]);
+        assertEquals(identity(`/dev/shm${name}`), undefined, "the state file was left behind");
+      });
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a claim on one file under two names (a FIFO and a shm name in /dev/shm) is refused before any claim",
+  async () => {
+    await withShmName((name) => {
+      let claims: PathClaim[] = [];
+      try {
+        assertThrows(
+          () => {
+            claims = claimPaths([{ kind: "shared memory", path: name }, {
+              kind: "FIFO",
+              path: `/dev/shm/${name.slice(1)}`,
+            }]);
+          },
+          TypeError,
+          "are the same file",
+        );
+        // Nothing was left claimed: claiming the name again works.
+        claims = claimPaths([{ kind: "shared memory", path: name }]);
+      } finally {
+        for (const held of claims) held.release();
+      }
     });
   },
 );
