@@ -114,6 +114,8 @@ function adopting(claim: PathClaim): string {
 function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): void {
   const path = claim.path;
   const existing = statPath(path);
+  // The FIFO itself too, before it is used or taken over: it may be in use under another name.
+  if (existing !== undefined) claim.claimFile(existing.identity);
   if (existing === undefined || claim.leftover?.identity === existing.identity) {
     if (existing !== undefined) {
       refuseIfRead(path, existing.identity);
@@ -127,6 +129,8 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): void 
       identity,
       remove: () => removeIfSame(path, identity, "remove FIFO"),
     });
+    // Made just now, and already owned: refused here, it is removed again.
+    if (existing === undefined) claim.claimFile(identity);
     return;
   }
   checkOwn(existing, "fifo", "use FIFO", path);
@@ -145,18 +149,22 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
   const path = claim.path;
   const mirror = shm ? openStateShm(path, { create: true }) : openStateFile(path, { create: true });
   const identity = mirror.identity;
+  const remove = shm
+    ? () => removeShmIfSame(path, identity)
+    : () => removeIfSame(path, identity, "remove state file");
+  try {
+    // The file itself too, before it is used or taken over: it may be in use under another name.
+    claim.claimFile(identity);
+  } catch (error) {
+    mirror.close();
+    if (mirror.created) remove();
+    throw error;
+  }
   const leftover = claim.leftover?.identity === identity;
   if (leftover) log.info(adopting(claim));
   if (mirror.created || leftover) {
     claim.record(identity);
-    resources.owned.push({
-      kind: claim.kind,
-      path,
-      identity,
-      remove: shm
-        ? () => removeShmIfSame(path, identity)
-        : () => removeIfSame(path, identity, "remove state file"),
-    });
+    resources.owned.push({ kind: claim.kind, path, identity, remove });
   } else {
     log.info(`Keeping the state in ${JSON.stringify(path)} too, which was there already; it stays`);
   }

@@ -10,7 +10,9 @@
  * after its directory's device and inode and its own name there, so `dir/data.dat`,
  * `dir//data.dat`, a relative path and a path through a symlinked directory all meet at one
  * record, and a shm name meets its file in `/dev/shm`. (Shm names are normalised before they
- * get here; a topic prefix is a plain string.)
+ * get here; a topic prefix is a plain string.) Once the file exists, the launcher claims it
+ * too, by its own device and inode ({@link PathClaim.claimFile}), which two names of one file
+ * (hard links) share.
  *
  * @module
  */
@@ -65,6 +67,8 @@ export class PathClaim {
   readonly #key: string;
   readonly #file: string;
   #fd: number;
+  /** The claim on the file itself, once it exists: see {@link PathClaim.claimFile}. */
+  #inode: PathClaim | undefined;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
@@ -97,8 +101,28 @@ export class PathClaim {
     posix.writeAt(this.#fd, bytes, 0, this.#file);
   }
 
-  /** Gives the claim up and removes its record; safe to call twice. */
+  /**
+   * Also claims the file itself, the inode with `identity` now at the path, keyed on its device
+   * and inode alone, so a launcher on another name of it (a hard link, or the path it was moved
+   * to) is refused too. A path is claimed before anything exists there, its file only once it
+   * does (one it makes, right after making it); so every launcher claims the file before it
+   * takes it over, writes a state to it or starts a child on it, and the one that claims it
+   * second is refused. Throws `Busy` naming the launcher that holds it, having claimed nothing.
+   */
+  claimFile(identity: string): void {
+    if (this.#fd < 0) {
+      throw new Deno.errors.BadResource(`The claim on ${JSON.stringify(this.path)} is released`);
+    }
+    this.#inode?.release();
+    this.#inode = undefined;
+    const key = `inode\0${identity}`;
+    this.#inode = claim(`${parentOf(this.#file)}/${fnv1a(key)}`, key, this.kind, this.path);
+  }
+
+  /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
   release(): void {
+    this.#inode?.release();
+    this.#inode = undefined;
     if (this.#fd < 0) return;
     // Removed while still locked, so no other launcher can lock this record in between.
     if (posix.statPath(this.#file)?.identity === posix.statFd(this.#fd, this.#file).identity) {

@@ -457,16 +457,17 @@ testWith(
       await using crashed = startLauncher(dir, gone);
       const old = await running(crashed);
       try {
-        assertEquals(claims().length, 2, "a claim per path");
+        assertEquals(claims().length, 4, "a claim per path and per file");
         await killLauncher(crashed, old);
-        assertEquals(claims().length, 2, "a killed launcher cannot remove its claims");
+        assertEquals(claims().length, 4, "a killed launcher cannot remove its claims");
         // The user cleans up what it left: nothing is left to adopt, so its claims go too.
         Deno.removeSync(`${dir}/gone.dat`);
         Deno.removeSync(`${dir}/gone.fifo`);
         await using next = startLauncher(dir, ["--fifo", `${dir}/next.fifo`]);
         const pids = await running(next);
         try {
-          assertEquals(claims().length, 1, "the dead launcher's claims were kept");
+          // The new launcher's FIFO, by path and by inode.
+          assertEquals(claims().length, 2, "the dead launcher's claims were kept");
           await stopCleanly(next, [pids.led, pids.button]);
           assertEquals(claims(), [], "a launcher that stopped cleanly left a claim");
         } finally {

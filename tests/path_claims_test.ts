@@ -160,27 +160,43 @@ testWith(
   },
 );
 
+/** A launcher {@link secondsRefused} starts second, and what it must be refused on. */
+interface Second {
+  args: string[];
+  /** The kind of path it is refused on, as the message says it. */
+  what: string;
+  /** That path as the message spells it. */
+  spelled: string;
+  env?: Record<string, string>;
+  /** Its FIFO, when the test made it; else one of its own, which it must not leave. */
+  fifo?: string;
+}
+
 /**
- * Starts a launcher with `first`, waits until it runs, then for each of `seconds` starts
- * another one and checks that it is refused, naming the first one's pid and the state file as it
- * was given (`what` says which kind), and leaves no FIFO; then stops the first one cleanly.
+ * Starts a launcher with `first` (and `dir/first.fifo`), waits until it runs, then for each of
+ * `seconds` starts another one and checks that it is refused, naming the first one's pid and the
+ * path; then stops the first one cleanly. `between` runs once the first one runs.
  */
 async function secondsRefused(
   dir: string,
   first: { args: string[]; env?: Record<string, string> },
-  seconds: { args: string[]; what: string; spelled: string; env?: Record<string, string> }[],
+  seconds: Second[],
+  between: () => void = () => {},
 ): Promise<void> {
   await using launcher = startLauncher(dir, [...first.args, "--fifo", `${dir}/first.fifo`], {
     env: first.env,
   });
   const pids = await running(launcher);
   try {
-    for (const [i, { args, what, spelled, env }] of seconds.entries()) {
-      const fifo = `${dir}/second-${i}.fifo`;
-      await using second = startLauncher(dir, [...args, "--fifo", fifo], { env });
+    between();
+    for (const [i, { args, what, spelled, env, fifo }] of seconds.entries()) {
+      const own = `${dir}/second-${i}.fifo`;
+      await using second = startLauncher(dir, [...args, "--fifo", fifo ?? own], { env });
       try {
         await refused(second, launcher, what, spelled);
-        assertEquals(identity(fifo), undefined, "the refused launcher left its FIFO");
+        if (fifo === undefined) {
+          assertEquals(identity(own), undefined, "the refused launcher left its FIFO");
+        }
       } finally {
         await stopAll(second, childrenOf(second.pid));
       }
@@ -281,6 +297,39 @@ testWith(
       } finally {
         for (const held of claims) held.release();
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a second launcher on another name of the first one's state file or FIFO (a hard link) exits 1 naming the first one's pid, leaving that name",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Neither exists when the first launcher starts: it makes both, then the user links them.
+      const [state, linkedState] = [`${dir}/state.dat`, `${dir}/other.dat`];
+      const [fifo, linkedFifo] = [`${dir}/first.fifo`, `${dir}/other.fifo`];
+      await secondsRefused(
+        dir,
+        { args: ["--state", state] },
+        [
+          { args: ["--state", linkedState], what: "state file", spelled: linkedState },
+          {
+            args: ["--state", `${dir}/second.dat`],
+            fifo: linkedFifo,
+            what: "FIFO",
+            spelled: linkedFifo,
+          },
+        ],
+        () => {
+          Deno.linkSync(state, linkedState);
+          Deno.linkSync(fifo, linkedFifo);
+        },
+      );
+      assertEquals(identity(state), undefined, "the first launcher left its state file");
+      assert(identity(linkedState) !== undefined, "the user's name for the state file is gone");
+      assert(identity(linkedFifo) !== undefined, "the user's name for the FIFO is gone");
+      assertEquals(identity(`${dir}/second.dat`), undefined, "the refused launcher left a file");
     });
   },
 );
