@@ -11,26 +11,23 @@
 import type { Logger } from "./logging.ts";
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
+import { normalizeShmName } from "../lib/open_region.ts";
 import type { StateCell, StateFile } from "../mod.ts";
-
-/** Where the file behind `mirror` lives, for watching its path (`/name` is a shm name). */
-function pathOf(mirror: StateFile): string {
-  return mirror.path.startsWith("/") && !mirror.path.slice(1).includes("/")
-    ? `/dev/shm${mirror.path}`
-    : mirror.path;
-}
 
 /**
  * Keeps `mirror` in step with `cell` (whose writer this process is) until `signal` aborts.
+ * `options.shm` says whether `mirror.path` is a shm name (`--shm`), watched in `/dev/shm`, or a
+ * file's path (`--state`): the caller knows which, and a path such as `/name.dat` looks like both.
  */
 export async function keepMirror(
   cell: StateCell,
   mirror: StateFile,
-  options: { signal: AbortSignal; log: Logger },
+  options: { shm: boolean; signal: AbortSignal; log: Logger },
 ): Promise<void> {
   const { signal, log } = options;
   const name = JSON.stringify(mirror.path);
-  const watch = new PathWatch(pathOf(mirror), mirror.identity, { fd: mirror.fd });
+  const path = options.shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+  const watch = new PathWatch(path, mirror.identity, { fd: mirror.fd });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   const report = (change: PathChange): void => {

@@ -217,7 +217,7 @@ async function main(flags: ButtonFlags): Promise<void> {
     onResumed: (dropped) => log.info(`Presses reach the remote bridge again (${dropped} dropped)`),
   });
   await Promise.all([
-    mirror && keepMirror(cell, mirror, { signal, log }),
+    mirror && keepMirror(cell, mirror, { shm: flags.shm !== undefined, signal, log }),
     runButton(button, cell, {
       signal,
       onPress: (state) => {

@@ -10,7 +10,7 @@ import { claimsDirectory } from "../app/path_claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
-import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
@@ -19,6 +19,7 @@ import {
   KILLED_BY_SIGNAL,
   launcherCommand,
   LED_LINE,
+  ledShows,
   pressAndSee,
   REPLACED,
   running,
@@ -28,7 +29,7 @@ import {
   stateValue,
   stopAll,
 } from "./helpers/system.ts";
-import { withShmName, withTempDir } from "./helpers/temp.ts";
+import { uniqueShmName, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** How long SIGTERM may take to stop everything before the test calls it a hang. */
@@ -119,6 +120,46 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
     },
   );
 }
+
+testWith(
+  NEEDS.system,
+  "echo 1 > a --state file in / (shaped like a shm name, /NAME.dat): the state follows it, and nothing is said to be removed",
+  async (t) => {
+    if (!isRoot()) {
+      t.step({ name: "needs root to make a file in / (skipped)", ignore: true, fn: () => {} });
+      return;
+    }
+    await withTempDir(async (dir) => {
+      // A name nothing uses, neither in / nor in /dev/shm.
+      const name = `${uniqueShmName()}.dat`;
+      assertEquals(identity(name), undefined);
+      assertEquals(identity(`/dev/shm${name}`), undefined);
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--state", name, "--fifo", fifo]);
+      let made: string | undefined;
+      try {
+        const pids = await running(launcher);
+        made = identity(name);
+        try {
+          const sh = await new Deno.Command("sh", { args: ["-c", 'echo 1 > "$1"', "sh", name] })
+            .output();
+          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          await launcher.waitFor(/was set to 1 from outside; the state follows it/, {
+            timeoutMs: GUARD_MS,
+          });
+          await ledShows(launcher, "On", 0);
+          assertEquals(launcher.matching(/was (removed|replaced)/).length, 0, launcher.transcript);
+          await stopCleanly(launcher, [pids.led, pids.button]);
+        } finally {
+          await stopAll(launcher, [pids.led, pids.button]);
+        }
+      } finally {
+        // Only the file the launcher made, if it is still there.
+        if (made !== undefined && identity(name) === made) Deno.removeSync(name);
+      }
+    });
+  },
+);
 
 // --- the state file or the shm name removed or replaced, then the button killed ------------------
 
