@@ -8,6 +8,7 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { makeFifo } from "../ffi/posix.ts";
 import { environOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import {
@@ -674,6 +675,36 @@ testWith(
         "not-a-ca.pem",
         "open.login",
       ], "no FIFO or anything else left behind");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "launch --mqtt refuses a FIFO as --mqtt-credentials or --mqtt-ca at once, without waiting for a writer",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/login.fifo`;
+      makeFifo(fifo, 0o600);
+      for (
+        const args of [
+          ["--mqtt", "mqtt://127.0.0.1", "--mqtt-credentials", fifo],
+          ["--mqtt", "mqtts://127.0.0.1", "--mqtt-ca", fifo],
+        ]
+      ) {
+        const flag = args[2];
+        await using child = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/b.fifo`, ...args], {
+          permissions: LAUNCH_PERMISSIONS,
+          cwd: dir,
+        });
+        // A hang guard only: a launcher stuck in open() fails here, and `await using` kills it.
+        const { code, stderr } = await child.status({ timeoutMs: 30_000 });
+        assertEquals(code, 1, child.transcript);
+        assertStringIncludes(stderr, flag);
+        assertStringIncludes(stderr, JSON.stringify(fifo));
+        assertStringIncludes(stderr, "it is a fifo, not a regular file");
+        assertEquals(child.matching(/Started/).length, 0, "nothing started");
+      }
     });
   },
 );

@@ -16,12 +16,19 @@ const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
 
 /** Reads the PEM file at `path`; throws unless it is a file that holds a certificate. */
 export function readCaFile(path: string): string {
-  const action = "read the MQTT CA certificates in";
-  const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC | C.O_NOCTTY, 0, action);
+  const action = "read the MQTT CA certificates (--mqtt-ca) in";
+  // O_NONBLOCK: a FIFO with no writer would block open() forever, signals and all; it is
+  // refused below like any other file that is not a regular one.
+  const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK, 0, action);
   try {
     const stat = statFd(fd, path);
     if (stat.type !== "file") {
-      throw failure(Deno.errors.InvalidData, action, path, `it is a ${stat.type}, not a file`);
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        path,
+        `it is a ${stat.type}, not a regular file`,
+      );
     }
     if (stat.size > MAX_BYTES) {
       throw failure(Deno.errors.InvalidData, action, path, "it is larger than 1 MiB");

@@ -75,12 +75,19 @@ export function parseCredentials(text: string, path: string): Credentials {
  * starts anything, with no file permission of Deno's own.
  */
 export function readCredentialsFile(path: string): Credentials {
-  const action = "read MQTT credentials from";
-  const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC | C.O_NOCTTY, 0, action);
+  const action = "read the MQTT credentials (--mqtt-credentials) in";
+  // O_NONBLOCK: a FIFO with no writer would block open() forever, signals and all; it is
+  // refused below like any other file that is not a regular one.
+  const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK, 0, action);
   try {
     const stat = statFd(fd, path);
     if (stat.type !== "file") {
-      throw failure(Deno.errors.InvalidData, action, path, `it is a ${stat.type}, not a file`);
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        path,
+        `it is a ${stat.type}, not a regular file`,
+      );
     }
     const uid = effectiveUid();
     if (stat.uid !== uid) {
