@@ -154,7 +154,8 @@ export function defineCommand<const T extends FlagTable>(spec: CommandSpec<T>): 
   return spec;
 }
 
-function camelCase(name: string): string {
+/** A flag's name as its value is keyed: `mqtt-client-id` gives `mqttClientId`. */
+export function camelCase(name: string): string {
   return name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
 }
 

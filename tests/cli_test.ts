@@ -199,6 +199,13 @@ const SCRIPTS: Script[] = [
       [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 characters, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
+      [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],
+      [["--mqtt-discovery-prefix", "ha"], "--mqtt-discovery-prefix needs --mqtt URL"],
+      [["--mqtt-client-id", "x"], "--mqtt-client-id needs --mqtt URL"],
+      [
+        ["--mqtt-credentials", "login", "--mqtt-ca", "ca.pem"],
+        "--mqtt-credentials, --mqtt-ca need --mqtt URL",
+      ],
     ],
   },
   {

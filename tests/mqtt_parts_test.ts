@@ -235,6 +235,12 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
     TypeError,
     "--mqtt-prefix needs --mqtt",
   );
+  // Every --mqtt-... flag, the one with a default in the usage text too.
+  assertThrowsWith(
+    () => mqttSettings({ mqttDiscoveryPrefix: "homeassistant" }),
+    TypeError,
+    "--mqtt-discovery-prefix needs --mqtt",
+  );
   assertThrowsWith(
     () => mqttSettings({ mqtt: "mqtt://h", mqttCa: "ca.pem" }),
     TypeError,

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { camelCase } from "../../app/flags.ts";
 import { checkTopicPrefix } from "./topics.ts";
 
 const GROUP = "MQTT options (bridge the button and LED to a broker and to Home Assistant)";
@@ -51,7 +52,8 @@ export const MQTT_FLAGS = {
     type: "string",
     arg: "P",
     group: GROUP,
-    default: "homeassistant",
+    // No default here: mqttSettings() supplies it, so that a value given without --mqtt shows.
+    defaultText: "homeassistant",
     help: "Home Assistant's discovery prefix",
   },
 } as const;
@@ -133,14 +135,11 @@ export function parseBrokerUrl(
  * flag that is wrong or that makes no sense without another.
  */
 export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
-  const given: [string, unknown][] = [
-    ["--mqtt-credentials", flags.mqttCredentials],
-    ["--mqtt-ca", flags.mqttCa],
-    ["--mqtt-prefix", flags.mqttPrefix],
-    ["--mqtt-client-id", flags.mqttClientId],
-  ];
   if (flags.mqtt === undefined) {
-    const needless = given.filter(([, value]) => value !== undefined).map(([flag]) => flag);
+    // Every --mqtt-... flag, from the table itself, so a flag added later is covered too.
+    const needless = Object.keys(MQTT_FLAGS).filter((name) =>
+      name !== "mqtt" && flags[camelCase(name) as keyof MqttFlagValues] !== undefined
+    ).map((name) => `--${name}`);
     if (needless.length > 0) {
       throw new TypeError(
         `${needless.join(", ")} ${needless.length > 1 ? "need" : "needs"} --mqtt URL`,
