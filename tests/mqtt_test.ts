@@ -653,6 +653,13 @@ testWith(
         assertEquals(code, 2, `${args.join(" ")}: ${stderr}`);
         assertStringIncludes(stderr, message);
       }
+      // A password without a user name in the file is the file's problem: exit 1, as above.
+      const nameless = `${dir}/nameless.login`;
+      await Deno.writeTextFile(nameless, "password=b\n", { mode: 0o600 });
+      const noName = await run(["--mqtt", "mqtt://127.0.0.1", "--mqtt-credentials", nameless]);
+      assertEquals(noName.code, 1);
+      assertStringIncludes(noName.stderr, "a password=... line but no username=... line");
+      await Deno.remove(nameless);
       const open = `${dir}/open.login`;
       await Deno.writeTextFile(open, "username=a\npassword=b\n", { mode: 0o644 });
       await Deno.chmod(open, 0o644);
@@ -705,6 +712,35 @@ testWith(
         assertStringIncludes(stderr, "it is a fifo, not a regular file");
         assertEquals(child.matching(/Started/).length, 0, "nothing started");
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "deno task launch --mqtt refuses a password in the environment without a user name: exit 2, nothing started",
+  async () => {
+    await withTempDir(async (dir) => {
+      const cases: [Record<string, string>, string][] = [
+        [{ MMAP_IPC_MQTT_PASSWORD: "pw" }, "is not"],
+        [{ MMAP_IPC_MQTT_PASSWORD: "pw", MMAP_IPC_MQTT_USERNAME: "" }, "is empty"],
+      ];
+      for (const [env, why] of cases) {
+        await using launcher = spawnProgram(
+          Deno.execPath(),
+          [...taskArgs("launch"), "--fifo", `${dir}/b.fifo`, "--mqtt", "mqtt://127.0.0.1"],
+          { cwd: ROOT, env },
+        );
+        const { code, stderr } = await launcher.status({ timeoutMs: 30_000 });
+        assertEquals(code, 2, launcher.transcript);
+        assertStringIncludes(
+          stderr,
+          `$MMAP_IPC_MQTT_PASSWORD is set but $MMAP_IPC_MQTT_USERNAME ${why}`,
+        );
+        assertStringIncludes(stderr, "Usage: deno task launch");
+        assertEquals(launcher.matching(/Started/).length, 0, "nothing started");
+      }
+      assertEquals([...Deno.readDirSync(dir)], [], "no FIFO or anything else made");
     });
   },
 );

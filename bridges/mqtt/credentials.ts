@@ -61,8 +61,11 @@ export function parseCredentials(text: string, path: string): Credentials {
   }
   const username = values.get("username");
   if (username === undefined || username === "") {
+    const why = values.has("password")
+      ? "it has a password=... line but no username=... line: a password needs a user name"
+      : "it has no username=... line";
     throw new Deno.errors.InvalidData(
-      `Cannot read MQTT credentials from ${JSON.stringify(path)}: it has no username=... line`,
+      `Cannot read MQTT credentials from ${JSON.stringify(path)}: ${why}`,
     );
   }
   return { username, password: values.get("password"), source: `file ${JSON.stringify(path)}` };
@@ -132,11 +135,28 @@ export function credentialsFromEnv(): Credentials | undefined {
   const password = Deno.env.get(PASSWORD_ENV);
   if (username === undefined || username === "") {
     if (password !== undefined) {
-      throw new TypeError(`${PASSWORD_ENV} is set but ${USERNAME_ENV} is not: set both`);
+      throw new TypeError(
+        `$${PASSWORD_ENV} is set but $${USERNAME_ENV} is ${
+          username === undefined ? "not" : "empty"
+        }: a password needs a user name; set both, or neither`,
+      );
     }
     return undefined;
   }
   return { username, password, source: `$${USERNAME_ENV}` };
+}
+
+/**
+ * Throws {@link credentialsFromEnv}'s `TypeError` (a password without a user name) now, for a
+ * command line that takes its login from the environment, so the launcher reports it as a
+ * usage error before it starts anything. Without permission to read both variables it checks
+ * nothing (the bridge, which may read them, still refuses).
+ */
+export function checkCredentialsEnv(): void {
+  const readable = [USERNAME_ENV, PASSWORD_ENV].every((variable) =>
+    Deno.permissions.querySync({ name: "env", variable }).state === "granted"
+  );
+  if (readable) credentialsFromEnv();
 }
 
 /** The credentials to log in with: the file when one is given, else the environment, else none. */

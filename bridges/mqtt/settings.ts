@@ -6,6 +6,7 @@
  */
 
 import { camelCase } from "../../app/flags.ts";
+import { checkCredentialsEnv } from "./credentials.ts";
 import { checkTopicPrefix } from "./topics.ts";
 
 const GROUP = "MQTT options (bridge the button and LED to a broker and to Home Assistant)";
@@ -132,7 +133,8 @@ export function parseBrokerUrl(
 
 /**
  * The settings the flags give, or undefined without `--mqtt`. Throws a `TypeError` for a
- * flag that is wrong or that makes no sense without another.
+ * flag that is wrong or that makes no sense without another, and for a password in the
+ * environment without a user name when no `--mqtt-credentials` file is given.
  */
 export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   if (flags.mqtt === undefined) {
@@ -149,6 +151,8 @@ export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   }
   const broker = parseBrokerUrl(flags.mqtt);
   const { mqttCa: caFile, mqttCredentials: credentialsFile, mqttClientId: clientId } = flags;
+  // The file, when given, is the launcher's to check (it exits 1 naming it, as for any file).
+  if (credentialsFile === undefined) checkCredentialsEnv();
   if (caFile !== undefined && !broker.tls) {
     throw new TypeError(`--mqtt-ca is for TLS: use an mqtts:// URL, not ${broker.url}`);
   }
