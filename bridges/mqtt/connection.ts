@@ -36,6 +36,8 @@ export interface BrokerConnectionOptions {
   will: { topic: string; payload: string };
   /** Reconnect delays. Default {@link DEFAULT_BACKOFF}. */
   backoff?: Backoff;
+  /** Seconds of silence before a ping, and as long again for its answer. Default 30. */
+  keepaliveSeconds?: number;
   /** Where to say what happens. */
   log: Logger;
   /** Called on each (re)connection: subscribe and publish the current state here. */
@@ -84,7 +86,7 @@ export class BrokerConnection {
       rejectUnauthorized: true,
       protocolVersion: 4,
       clean: true,
-      keepalive: 30,
+      keepalive: this.#options.keepaliveSeconds ?? 30,
       connectTimeout: 10_000,
       // Reconnects are ours (with backoff); nothing is queued while down.
       reconnectPeriod: 0,
@@ -94,7 +96,10 @@ export class BrokerConnection {
     });
     client.on("connect", () => this.#onConnect());
     client.on("close", () => this.#onClose());
-    client.on("error", (error) => this.#report(error as ErrorWithReasonCode));
+    client.on("error", (error) => {
+      this.#report(error as ErrorWithReasonCode);
+      this.#dropIfOpen(client);
+    });
     client.on("message", (topic, payload, packet) => {
       this.#options.onMessage(topic, payload, packet.retain);
     });
@@ -136,6 +141,18 @@ export class BrokerConnection {
       this.#timer = undefined;
       if (!this.#closing) this.#client?.reconnect();
     }, delay);
+  }
+
+  /**
+   * After an error that left the socket open (a malformed packet from the broker: the client
+   * only reports it), drops the connection, so #onClose reconnects now rather than when the
+   * keepalive gives up on a connection nothing more can be read from. Errors that closed the
+   * socket already (refused, unreachable, a CONNACK refusal) are left to their own close.
+   */
+  #dropIfOpen(client: MqttClient): void {
+    if (this.#closing || client.disconnecting) return;
+    const stream = client.stream as { destroyed?: boolean } | undefined;
+    if (stream !== undefined && stream.destroyed === false) client.end(true);
   }
 
   #report(error: ErrorWithReasonCode): void {
