@@ -5,6 +5,7 @@
 import {
   assert,
   assertEquals,
+  assertMatch,
   assertNotEquals,
   assertStringIncludes,
   assertThrows,
@@ -51,7 +52,9 @@ Deno.test("machineName() tells two hosts of the same name apart by machine id, a
   assertEquals(await machineName("My Host.local", undefined), "my-host-local");
   assertEquals(defaultPrefix(a), `mmap-ipc/${a}`);
   assertEquals(defaultClientId(a), `mmap-ipc-${a}`);
-  assertEquals(defaultClientId(a, "Kitchen/Pi"), `mmap-ipc-${a}-kitchen-pi`);
+  assertEquals(defaultClientId(a, "kitchen/pi"), `mmap-ipc-${a}-kitchen-pi`);
+  // Upper case is lost in the id: the hash of the exact prefix tells it from kitchen/pi.
+  assertEquals(defaultClientId(a, "Kitchen/Pi"), `mmap-ipc-${a}-kitchen-pi--9e4d97`);
 });
 
 Deno.test("mqttIdentity() takes the flags, else defaults; a chosen prefix gets its own client id", () => {
@@ -99,6 +102,45 @@ Deno.test("topicsFor() and deviceId() derive everything from the prefix", () => 
   assertEquals(deviceId("mmap-ipc/pi-3fa2c1"), "mmap_ipc_pi_3fa2c1");
   assertNotEquals(deviceId("!!"), deviceId("??"));
   assert(/^[a-z0-9_]+$/.test(deviceId("!!")));
+});
+
+Deno.test("deviceId() and defaultClientId() differ for prefixes that differ only in punctuation or case", () => {
+  // Ids that spell their prefix exactly stay as they always were (Home Assistant keeps its
+  // entities): the default prefix, and levels of lower-case letters and digits.
+  assertEquals(deviceId("mmap-ipc/pi-3fa2c1"), "mmap_ipc_pi_3fa2c1");
+  assertEquals(deviceId("home/kitchen"), "home_kitchen");
+  assertEquals(deviceId("a/b"), "a_b");
+  assertEquals(defaultClientId("pi-3fa2c1", "a/b"), "mmap-ipc-pi-3fa2c1-a-b");
+  // The rest get a hash of the exact prefix, fixed forever: it names devices in Home Assistant.
+  assertEquals(deviceId("a-b"), "a_b__2a89df");
+  assertEquals(defaultClientId("pi-3fa2c1", "a-b"), "mmap-ipc-pi-3fa2c1-a-b--2a89df");
+  const prefixes = [
+    "a/b",
+    "a-b",
+    "a_b",
+    "a.b",
+    "A/b",
+    "a/b-c",
+    "a-b/c",
+    "a/b/c",
+    "mmap-ipc/pi-3fa2c1",
+    "mmap/ipc/pi/3fa2c1",
+    "mmap/ipc/pi-3fa2c1",
+    "mmap-ipc/pi/3fa2c1",
+    "mmap-ipc",
+    "mmap/ipc",
+    "!!",
+    "??",
+  ];
+  for (const id of [deviceId, (prefix: string) => defaultClientId("pi-3fa2c1", prefix)]) {
+    const ids = prefixes.map(id);
+    assertEquals(new Set(ids).size, prefixes.length, ids.join(" "));
+    assertEquals(prefixes.map(id), ids, "stable");
+  }
+  for (const prefix of prefixes) {
+    assertMatch(deviceId(prefix), /^[a-z0-9_]+$/, "Home Assistant's node id characters");
+    assertMatch(defaultClientId("pi-3fa2c1", prefix), /^[a-z0-9-]+$/);
+  }
 });
 
 Deno.test("checkTopicPrefix() refuses wildcards, empty levels and empty prefixes", () => {

@@ -509,6 +509,53 @@ testWithBroker(
 );
 
 testWithBroker(
+  "two systems whose prefixes differ only in punctuation (a/b, a-b) get a session and a device each and both stay connected",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const base = `t${crypto.randomUUID().slice(0, 8)}`;
+      await using listener = await listen(broker.url, ["homeassistant/#", `${base}/#`]);
+      await using slash = await startSystem(dir, broker.url, { prefix: `${base}/a/b` });
+      await using dash = await startSystem(dir, broker.url, {
+        prefix: `${base}/a-b`,
+        fifo: `${dir}/dash.fifo`,
+      });
+      const systems = [slash, dash];
+      for (const system of systems) {
+        await writeAndLeave(system.fifo, "0\n");
+        await listener.waitFor(system.topics.state, { payload: "ON" });
+      }
+      // One device each in Home Assistant: each light's config names its own topics.
+      const devices = await Promise.all(systems.map(async (system) => {
+        const config = await listener.waitFor(
+          `homeassistant/light/${deviceId(system.prefix)}/led/config`,
+        );
+        assertEquals(JSON.parse(config.payload).state_topic, system.topics.state);
+        return JSON.parse(config.payload).device.identifiers[0];
+      }));
+      assert(devices[0] !== devices[1], `one device id for both: ${devices[0]}`);
+      const clientIds = systems.map((system) =>
+        / as (\S+)/.exec(system.launcher.matching(/Connected to mqtt/)[0] ?? "")?.[1]
+      );
+      assert(clientIds[0] !== clientIds[1], `one client id for both: ${clientIds[0]}`);
+      // With one client id the broker drops each for the other as it (re)connects.
+      for (const system of systems) {
+        assertEquals(
+          system.launcher.matching(/Lost the connection/),
+          [],
+          system.launcher.transcript,
+        );
+        assertEquals(
+          system.launcher.matching(/Connected to mqtt/).length,
+          1,
+          system.launcher.transcript,
+        );
+      }
+    });
+  },
+);
+
+testWithBroker(
   "MQTT bridge: when it keeps crashing the launcher gives up on it alone; the button and LED carry on",
   async () => {
     await withTempDir(async (dir) => {

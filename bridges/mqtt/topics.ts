@@ -86,21 +86,57 @@ export function defaultPrefix(name: string): string {
 }
 
 /**
+ * Whether the ids made from `prefix` spell it exactly, so that no other prefix gives the same:
+ * a default prefix (`mmap-ipc/` and a machine name: lower-case letters and digits joined by
+ * single `-`), or levels of lower-case letters and digits alone (`home/kitchen`), other than
+ * ones that read like a default prefix (`mmap/ipc/...`). Every other prefix loses something in
+ * its id (`a-b` and `a/b` would both give `a_b`, `Kitchen` and `kitchen` both `kitchen`), and its
+ * ids get a hash of it added (see {@link prefixHash}).
+ */
+function idsAreExact(prefix: string): boolean {
+  return /^mmap-ipc\/[a-z0-9]+(-[a-z0-9]+)*$/.test(prefix) ||
+    (/^[a-z0-9]+(\/[a-z0-9]+)*$/.test(prefix) && !prefix.startsWith("mmap/ipc/"));
+}
+
+/**
+ * 6 hex digits of the FNV-1a (32-bit) hash of `prefix`'s UTF-8 bytes: short, the same on every
+ * machine and version (it names devices in Home Assistant), and computed synchronously.
+ */
+function prefixHash(prefix: string): string {
+  let hash = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(prefix)) {
+    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, "0").slice(0, 6);
+}
+
+/** `prefix` in lower case, every run of other characters as `separator`, none at either end. */
+function spell(prefix: string, separator: "-" | "_"): string {
+  return prefix.toLowerCase().replace(/[^a-z0-9]+/g, separator)
+    .replace(new RegExp(`^${separator}+|${separator}+$`, "g"), "");
+}
+
+/**
  * The default client id of the machine called `name`; with a `prefix` the user chose, one that
- * also names the prefix, so two systems on one machine have a session each.
+ * also names the prefix, so two systems on one machine have a session each. A prefix its
+ * spelling loses something of gets `--` and its hash too (`a-b` gives `...-a-b--2a89df`, while
+ * `a/b` gives `...-a-b`): no other id has `--`, so the two never take each other's session.
  */
 export function defaultClientId(name: string, prefix?: string): string {
-  return prefix === undefined ? `mmap-ipc-${name}` : `mmap-ipc-${name}-${slug(prefix)}`;
+  if (prefix === undefined) return `mmap-ipc-${name}`;
+  const spelled = spell(prefix, "-");
+  if (idsAreExact(prefix)) return `mmap-ipc-${name}-${spelled}`;
+  return `mmap-ipc-${name}${spelled === "" ? "" : `-${spelled}`}--${prefixHash(prefix)}`;
 }
 
 /**
  * The device's id in Home Assistant, made from the topic prefix so that it is stable across
  * restarts and differs wherever the topics differ: `mmap-ipc/pi-3fa2c1` gives
- * `mmap_ipc_pi_3fa2c1`.
+ * `mmap_ipc_pi_3fa2c1` and `home/kitchen` gives `home_kitchen`, as they always did. A prefix its
+ * spelling loses something of gets `__` and its hash added (`home/kitchen-pi` gives
+ * `home_kitchen_pi__190ce0`): no other id has `__`, so no two prefixes share a device.
  */
 export function deviceId(prefix: string): string {
-  const id = prefix.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "");
-  // A prefix of symbols only still needs an id of its own: spell its characters in hex.
-  return id ||
-    `mmap_ipc_${Array.from(prefix, (char) => char.codePointAt(0)?.toString(16)).join("_")}`;
+  const spelled = spell(prefix, "_");
+  return idsAreExact(prefix) ? spelled : `${spelled || "mmap_ipc"}__${prefixHash(prefix)}`;
 }
