@@ -4,7 +4,7 @@
  * enough MQTT 3.1.1 to accept a client, then sends what the test says.
  */
 import { assert, assertEquals } from "@std/assert";
-import { getLogger } from "@logtape/logtape";
+import { logger } from "../app/logging.ts";
 import { testWith } from "./helpers/permissions.ts";
 import { GUARD_MS, within } from "./helpers/waiting.ts";
 
@@ -60,7 +60,7 @@ testWith(
       backoff: { initialMs: 50, maxMs: 50, jitter: 0 },
       // The longest MQTT allows: only a drop made on the error itself can reconnect in this test.
       keepaliveSeconds: 65_535,
-      log: getLogger(["mmap-ipc-test", "connection"]),
+      log: logger("connection-test"),
       onConnect: () => {
         connects++;
         connected();
