@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { deviceId, type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
+import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -588,13 +589,10 @@ testWithBroker(
       const deno = `${dir}/bin/deno`;
       Deno.copyFileSync(Deno.execPath(), deno);
       Deno.chmodSync(deno, 0o755);
-      const run = `${dir}/run`;
-      Deno.mkdirSync(run, { mode: 0o700 });
-      const claims = (): string[] =>
-        [...Deno.readDirSync(`${run}/mmap-ipc/claims`)].map((entry) => entry.name);
       const fifo = `${dir}/button.fifo`;
       const state = `${dir}/state.dat`;
       const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const claims = (): string[] => claimRecordsMentioning(`"${dir}/`, `"${prefix}"`);
       const args = [
         "--fifo",
         fifo,
@@ -606,10 +604,7 @@ testWithBroker(
         prefix,
       ];
       const [, ...command] = launcherCommand(args);
-      await using launcher = spawnProgram(deno, command, {
-        cwd: dir,
-        env: { XDG_RUNTIME_DIR: run },
-      });
+      await using launcher = spawnProgram(deno, command, { cwd: dir });
       const pids: number[] = [];
       const started = async (name: string): Promise<number> => {
         const { match } = await launcher.waitFor(new RegExp(`Started ${name} \\(pid (\\d+)\\)`));
@@ -622,7 +617,7 @@ testWithBroker(
         const bridge = await started("mqtt");
         await launcher.waitFor(/Button ready/);
         await launcher.waitFor(/Connected to mqtt/);
-        assertEquals(claims().length, 3, "a claim per path and one for the prefix");
+        assertEquals(claims().length, 5, "a claim per path and per file, one for the prefix");
 
         Deno.removeSync(deno);
         Deno.kill(bridge, "SIGKILL");
