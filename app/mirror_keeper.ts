@@ -5,14 +5,22 @@
  * size; a file removed or replaced is reported, and the system carries on with its state in
  * memory, leaving whatever is at the path alone.
  *
+ * `echo 1 > state` truncates the file before it writes, so an empty file may be a write half
+ * done: the state is written back only if the file is still empty a moment later, or it could
+ * land on the `1` just written and undo it.
+ *
  * @module
  */
 
+import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import { normalizeShmName } from "../lib/open_region.ts";
 import type { StateCell, StateFile } from "../mod.ts";
+
+/** How long an emptied state file is given to be written by whoever emptied it. */
+const SETTLE_MS = 100;
 
 /**
  * Keeps `mirror` in step with `cell` (whose writer this process is) until `signal` aborts.
@@ -45,29 +53,37 @@ export async function keepMirror(
       log.info(`The state file ${name} is back at its path`);
     }
   };
+  /** Answers a change of the file's content. */
+  const check = async (): Promise<void> => {
+    let { value, size, blank } = mirror.read();
+    if (blank) {
+      await delay(SETTLE_MS, { signal }).catch(() => {});
+      if (signal.aborted) return;
+      ({ value, size, blank } = mirror.read());
+    }
+    const state = cell.read();
+    if (blank) {
+      mirror.write(state);
+      log.warn(
+        `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
+      );
+    } else if (value !== state) {
+      cell.write(value);
+      log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
+    } else if (size < STATE_FILE_SIZE) {
+      mirror.write(state);
+      log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
+    }
+  };
   try {
     // What happened before this process started (a restarted button) is reported too.
     const status = watch.status();
     if (status !== "same") report(status);
+    // And a write between the file's opening and the watch's start: the watch saw none of it.
+    await check();
     for await (const change of watch.changes()) {
-      if (change !== "modified") {
-        report(change);
-        continue;
-      }
-      const { value, size, blank } = mirror.read();
-      const state = cell.read();
-      if (blank) {
-        mirror.write(state);
-        log.warn(
-          `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
-        );
-      } else if (value !== state) {
-        cell.write(value);
-        log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
-      } else if (size < STATE_FILE_SIZE) {
-        mirror.write(state);
-        log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
-      }
+      if (change === "modified") await check();
+      else report(change);
     }
   } finally {
     signal.removeEventListener("abort", stop);

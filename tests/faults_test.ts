@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { openShmRegion, removeShm } from "../mod.ts";
-import { claimsDirectory } from "../app/path_claims.ts";
+import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -120,6 +120,44 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
     },
   );
 }
+
+testWith(
+  NEEDS.system,
+  "echo 1 > state and echo 0 > state, 20 times over: the state follows each, none is undone",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state`;
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        let since = launcher.lines.length;
+        for (let i = 0; i < 20; i++) {
+          // The truncation is a change too: the write that follows it must not be undone.
+          const value = i % 2 === 0 ? 1 : 0;
+          const sh = await new Deno.Command("sh", {
+            args: ["-c", `echo ${value} > "$1"`, "sh", state],
+          }).output();
+          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          // The button's answer comes after its own write of the file, which a write started
+          // sooner could land under.
+          const answer = await launcher.waitFor(new RegExp(`was set to ${value} from outside`), {
+            since,
+            timeoutMs: GUARD_MS,
+          });
+          since = Math.max(
+            await ledShows(launcher, value === 1 ? "On" : "Off", since),
+            answer.index + 1,
+          );
+          assertEquals(stateValue(state), value, launcher.transcript);
+        }
+        await stopCleanly(launcher, [pids.led, pids.button]);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
 
 testWith(
   NEEDS.system,
@@ -486,14 +524,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       // The records in the claims directory for paths in this test's directory.
-      const claims = (): string[] =>
-        [...Deno.readDirSync(claimsDirectory())].map((entry) => {
-          try {
-            return Deno.readTextFileSync(`${claimsDirectory()}/${entry.name}`);
-          } catch {
-            return ""; // removed meanwhile by its launcher
-          }
-        }).filter((text) => text.includes(`"${dir}/`));
+      const claims = (): string[] => claimRecordsMentioning(`"${dir}/`);
       const gone = ["--state", `${dir}/gone.dat`, "--fifo", `${dir}/gone.fifo`];
       await using crashed = startLauncher(dir, gone);
       const old = await running(crashed);
