@@ -342,23 +342,31 @@ testWith(
   },
 );
 
-Deno.test("the launch tasks and the systemd unit let the launcher read what it passes on to its children", () => {
-  const allowed = (args: string[]): string[] =>
-    args.find((arg) => arg.startsWith("--allow-env="))?.slice("--allow-env=".length).split(",") ??
-      [];
-  const unit = Deno.readTextFileSync(`${ROOT}deploy/mmap-ipc.service`);
-  const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1].split(" ") ?? [];
-  for (
-    const [where, args, needed] of [
-      ["task launch", taskArgs("launch"), [...CHILD_RUNTIME_ENV, USERNAME_ENV, PASSWORD_ENV]],
-      ["task launch:pi", taskArgs("launch:pi"), [...CHILD_RUNTIME_ENV, USERNAME_ENV, PASSWORD_ENV]],
-      ["the unit's ExecStart", execStart, CHILD_RUNTIME_ENV],
-    ] as const
-  ) {
-    const missing = needed.filter((name) => !allowed([...args]).includes(name));
-    assertEquals(missing, [], `${where} does not let the launcher read these`);
-  }
-});
+testWith(
+  ["read"],
+  "the launch tasks and the systemd unit let the launcher read what it passes on to its children",
+  () => {
+    const allowed = (args: string[]): string[] =>
+      args.find((arg) => arg.startsWith("--allow-env="))?.slice("--allow-env=".length).split(",") ??
+        [];
+    const unit = Deno.readTextFileSync(`${ROOT}deploy/mmap-ipc.service`);
+    const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1].split(" ") ?? [];
+    for (
+      const [where, args, needed] of [
+        ["task launch", taskArgs("launch"), [...CHILD_RUNTIME_ENV, USERNAME_ENV, PASSWORD_ENV]],
+        ["task launch:pi", taskArgs("launch:pi"), [
+          ...CHILD_RUNTIME_ENV,
+          USERNAME_ENV,
+          PASSWORD_ENV,
+        ]],
+        ["the unit's ExecStart", execStart, CHILD_RUNTIME_ENV],
+      ] as const
+    ) {
+      const missing = needed.filter((name) => !allowed([...args]).includes(name));
+      assertEquals(missing, [], `${where} does not let the launcher read these`);
+    }
+  },
+);
 
 testWith(NEEDS.children, "deno task demo:ring runs with its narrowed permissions", async () => {
   await using demo = spawnProgram(
