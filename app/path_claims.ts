@@ -20,8 +20,8 @@
 import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
-import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
-import { runtimeDirectory } from "./runtime_dir.ts";
+import { parentOf } from "../lib/owned_path.ts";
+import { claimsDirectory } from "./runtime_dir.ts";
 
 /** What a path is, for messages. */
 export type PathKind = "state file" | "shared memory" | "FIFO" | "MQTT topic prefix";
@@ -291,10 +291,8 @@ function sweepStaleClaims(directory: string): void {
   }
 }
 
-/** The directory that holds the claim records. */
-export function claimsDirectory(): string {
-  return ensurePrivateDirectory(`${runtimeDirectory()}/claims`);
-}
+/** The directory that holds the claim records: see `runtime_dir.ts`. */
+export { claimsDirectory };
 
 /**
  * Claims every path in `paths` (in a fixed order, so two launchers never each hold what the

@@ -1,9 +1,12 @@
 /**
- * The private per-user directory for the FIFO, the launchers' claims and other runtime files:
+ * The private per-user directories, created 0700 and checked to be ours: the default FIFO's,
  * `/run/user/UID/mmap-ipc` when the system keeps a runtime directory for this user (logind's:
- * ours and 0700), else `/tmp/mmap-ipc-UID`, created 0700 and checked to be ours. It depends on
- * the uid alone, never on the environment, so every launcher of this user finds the same claims
- * whatever `XDG_RUNTIME_DIR` it was started with.
+ * ours and 0700), else `/tmp/mmap-ipc-UID`; and the launchers' claims, always
+ * `/tmp/mmap-ipc-UID/claims`. Neither depends on the environment.
+ *
+ * The claims must be one place for every launcher of the user: in a login session, under
+ * systemd without one, from cron. logind's directory exists only while the user has a session,
+ * so claims kept there would not meet those of a launcher started outside one.
  *
  * @module
  */
@@ -20,7 +23,16 @@ export function runtimeDirectory(): string {
   if (stat?.type === "directory" && stat.uid === uid && (stat.permissions & 0o077) === 0) {
     return ensurePrivateDirectory(`${run}/mmap-ipc`);
   }
+  return sharedDirectory(uid);
+}
+
+function sharedDirectory(uid: number): string {
   return ensurePrivateDirectory(`/tmp/mmap-ipc-${uid}`);
+}
+
+/** Where every launcher of this user keeps its claims, created if needed. */
+export function claimsDirectory(): string {
+  return ensurePrivateDirectory(`${sharedDirectory(effectiveUid())}/claims`);
 }
 
 /** Where the button's FIFO lives unless `--fifo` says otherwise. */

@@ -16,7 +16,7 @@ import {
   claimsDirectory,
   type PathClaim,
 } from "../app/path_claims.ts";
-import { flockHolder, statPath } from "../ffi/posix.ts";
+import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf } from "./helpers/proc.ts";
@@ -248,6 +248,51 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.system,
+  "a launcher started in a login session meets the claim of one started outside any session",
+  async (t) => {
+    // A session is logind's /run/user/UID: the test makes one appear between the two launchers.
+    const session = `/run/user/${effectiveUid()}`;
+    let canMake = false;
+    try {
+      canMake = Deno.statSync("/run/user").isDirectory && !existsNoFollow(session);
+    } catch {
+      // no /run/user
+    }
+    if (!canMake) {
+      t.step({ name: `needs /run/user without ${session} (skipped)`, ignore: true, fn: () => {} });
+      return;
+    }
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      let made = false;
+      try {
+        await secondsRefused(dir, { args: ["--state", state] }, [{
+          args: ["--state", state],
+          what: "state file",
+          spelled: state,
+        }], () => {
+          Deno.mkdirSync(session, { mode: 0o700 });
+          made = true;
+        });
+      } finally {
+        if (made) Deno.removeSync(session, { recursive: true });
+      }
+      assertEquals(identity(state), undefined, "the state file was left behind");
+    });
+  },
+);
+
+function existsNoFollow(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 testWith(
   NEEDS.system,
