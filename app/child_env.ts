@@ -9,8 +9,8 @@
 /**
  * What the Deno runtime of every child reads: where its module cache is (`DENO_DIR`, else
  * `$XDG_CACHE_HOME/deno`, else `$HOME/.cache/deno`), whether to look for updates, the time zone,
- * the locale and colours. The children read none of the launcher's own variables (`XDG_RUNTIME_DIR`,
- * `JOURNAL_STREAM`): they are given the FIFO and the log format on their command line.
+ * the locale and colours. The children read none of the launcher's own variables
+ * (`JOURNAL_STREAM`): they are given the FIFO and the log format on their command line.
  */
 export const CHILD_RUNTIME_ENV: readonly string[] = [
   "DENO_DIR",

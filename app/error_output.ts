@@ -6,8 +6,11 @@
  * @module
  */
 
-/** A line that reads like an error: Deno's `error: Uncaught ...`, a log line at `[ERR]`. */
-const ERROR_LINE = /\b(error|exception|panic|fatal|uncaught)\b|\[(ERR|FTL)\]/i;
+/**
+ * A line that reads like an error: Deno's `error: Uncaught ...`, a log line at `[ERR]`, or one
+ * in the journal format at sd-daemon priority 0 to 3 (`<3>mmap-ipc.led: ...`).
+ */
+const ERROR_LINE = /\b(error|exception|panic|fatal|uncaught)\b|\[(ERR|FTL)\]|^<[0-3]>/i;
 
 /** The longest a quoted line gets, in UTF-16 code units (a bound on the report's size). */
 export const MAX_LINE_LENGTH = 500;

@@ -5,7 +5,7 @@
 import { assert, assertInstanceOf, assertRejects, assertStringIncludes } from "@std/assert";
 import { logger } from "../app/logging.ts";
 import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
-import { MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
+import { ErrorOutput, MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
@@ -75,3 +75,14 @@ testWith(
     });
   },
 );
+
+Deno.test("a crash report keeps a journal-format error line (<3>...) ahead of the lines after it", () => {
+  const output = new ErrorOutput();
+  output.add("<6>mmap-ipc.button: Button ready");
+  output.add("<3>mmap-ipc.button: Cannot open the remote link: gone");
+  for (let i = 1; i <= 8; i++) output.add(`<4>mmap-ipc.button: retrying ${i}`);
+  const summary = output.summary();
+  assertStringIncludes(summary, "<3>mmap-ipc.button: Cannot open the remote link: gone");
+  assertStringIncludes(summary, "(3 more lines)");
+  assertStringIncludes(summary, "retrying 8");
+});
