@@ -13,7 +13,7 @@ import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import { defaultLogFormat, type Logger, logger, setupLogging } from "./app/logging.ts";
-import { claimPaths, type PathClaim } from "./app/path_claims.ts";
+import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
@@ -381,7 +381,13 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       ...(bridged === undefined
         ? []
         : [{ kind: "MQTT topic prefix" as const, path: bridged.prefix }]),
-    ]);
+    ], {
+      onSharedRefused: (reason) =>
+        log.warn(
+          `${reason}: claims are kept in this session's directory alone, so a launcher started ` +
+            "outside the session would not meet them",
+        ),
+    });
     const claimOf = (kind: PathClaim["kind"]): PathClaim | undefined =>
       resources.claims.find((claim) => claim.kind === kind);
     const fifoClaim = claimOf("FIFO");
@@ -472,8 +478,13 @@ if (import.meta.main) {
   try {
     code = await main(flags, mqtt);
   } catch (error) {
-    console.error(`launch: ${(error as Error).message}`);
-    code = 1;
+    if (error instanceof SameFileError) {
+      console.error(`launch: ${error.message}\n\n${usage(LAUNCH_COMMAND)}`);
+      code = 2;
+    } else {
+      console.error(`launch: ${(error as Error).message}`);
+      code = 1;
+    }
   }
   await flushConsole();
   Deno.exit(code);

@@ -21,7 +21,7 @@ import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
 import { parentOf } from "../lib/owned_path.ts";
-import { claimsDirectory } from "./runtime_dir.ts";
+import { claimsDirectories, claimsDirectory, type RuntimeRoots } from "./runtime_dir.ts";
 
 /** What a path is, for messages. */
 export type PathKind = "state file" | "shared memory" | "FIFO" | "MQTT topic prefix";
@@ -62,13 +62,19 @@ const encoder = new TextEncoder();
 export class PathClaim {
   readonly kind: PathKind;
   readonly path: string;
-  /** What a launcher that died had recorded here, if one did. */
-  readonly leftover: Leftover | undefined;
+  readonly #leftover: Leftover | undefined;
   readonly #key: string;
   readonly #file: string;
   #fd: number;
+  /**
+   * A shared lock on the claims directory while the claim is held: systemd-tmpfiles skips a
+   * locked directory, so it never ages out a running launcher's records in `/tmp`.
+   */
+  #directoryFd: number;
   /** The claim on the file itself, once it exists: see {@link PathClaim.claimFile}. */
   #inode: PathClaim | undefined;
+  /** The same claim in the other claims directories. */
+  readonly #mirrors: PathClaim[] = [];
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
@@ -83,7 +89,18 @@ export class PathClaim {
     this.#key = where.key;
     this.#file = where.file;
     this.#fd = fd;
-    this.leftover = leftover;
+    this.#leftover = leftover;
+    this.#directoryFd = lockDirectory(parentOf(where.file));
+  }
+
+  /** What a launcher that died had recorded for this path, if one did (in any directory). */
+  get leftover(): Leftover | undefined {
+    return this.#leftover ?? this.#mirrors.find((mirror) => mirror.leftover)?.leftover;
+  }
+
+  /** @ignore Not for direct use: {@link claimPaths} adds the same claim in another directory. */
+  alsoHeldAs(mirror: PathClaim): void {
+    this.#mirrors.push(mirror);
   }
 
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
@@ -99,6 +116,7 @@ export class PathClaim {
     const bytes = encoder.encode(`${JSON.stringify(record)}\n`);
     posix.truncateFd(this.#fd, 0, this.#file);
     posix.writeAt(this.#fd, bytes, 0, this.#file);
+    for (const mirror of this.#mirrors) mirror.record(identity);
   }
 
   /**
@@ -116,11 +134,29 @@ export class PathClaim {
     this.#inode?.release();
     this.#inode = undefined;
     const key = `inode\0${identity}`;
-    this.#inode = claim(`${parentOf(this.#file)}/${fnv1a(key)}`, key, this.kind, this.path);
+    const inode = claim(`${parentOf(this.#file)}/${fnv1a(key)}`, key, this.kind, this.path);
+    // With the identity, a sweep keeps the record while the file is there to be adopted.
+    inode.record(identity);
+    const done: PathClaim[] = [];
+    try {
+      for (const mirror of this.#mirrors) {
+        mirror.claimFile(identity);
+        done.push(mirror);
+      }
+    } catch (error) {
+      inode.release();
+      for (const mirror of done) {
+        mirror.#inode?.release();
+        mirror.#inode = undefined;
+      }
+      throw error;
+    }
+    this.#inode = inode;
   }
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
   release(): void {
+    for (const mirror of this.#mirrors) mirror.release();
     this.#inode?.release();
     this.#inode = undefined;
     if (this.#fd < 0) return;
@@ -130,7 +166,31 @@ export class PathClaim {
     }
     posix.closeFd(this.#fd);
     this.#fd = -1;
+    if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
+    this.#directoryFd = -1;
   }
+}
+
+/** A shared lock on `directory`, best effort (-1 when it cannot be had at once). */
+function lockDirectory(directory: string): number {
+  let fd: number;
+  try {
+    fd = posix.openPath(
+      directory,
+      C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW | C.O_CLOEXEC,
+      0,
+      "open claims directory",
+    );
+  } catch {
+    return -1;
+  }
+  try {
+    if (posix.tryLockShared(fd, directory)) return fd;
+  } catch {
+    // Only a cleaner's protection is lost.
+  }
+  posix.closeFd(fd);
+  return -1;
 }
 
 /**
@@ -291,37 +351,61 @@ function sweepStaleClaims(directory: string): void {
   }
 }
 
-/** The directory that holds the claim records: see `runtime_dir.ts`. */
+/** The shared directory that holds the claim records: see `runtime_dir.ts`. */
 export { claimsDirectory };
+
+/** Two of the paths given to {@link claimPaths} name one file: a bad command line. */
+export class SameFileError extends TypeError {
+  override name = "SameFileError";
+}
+
+/** Options for {@link claimPaths}. */
+export interface ClaimOptions {
+  /** Told why the shared claims directory is not used, when only the session's is. */
+  onSharedRefused?: (reason: string) => void;
+  /** The directories' roots: for tests. */
+  roots?: RuntimeRoots;
+}
 
 /**
  * Claims every path in `paths` (in a fixed order, so two launchers never each hold what the
- * other waits for),
- * or none: throws `Busy` naming the launcher that holds one, having released the rest, or
- * `NotFound` / `NotADirectory` for a file or FIFO whose directory is missing, or `TypeError` for
+ * other waits for) in every claims directory usable now (see `runtime_dir.ts`), or none: throws
+ * `Busy` naming the launcher that holds one, having released the rest, or `NotFound` /
+ * `NotADirectory` for a file or FIFO whose directory is missing, or {@link SameFileError} for
  * two of `paths` that name one file, before claiming any.
  */
-export function claimPaths(paths: { kind: PathKind; path: string }[]): PathClaim[] {
-  const directory = claimsDirectory();
+export function claimPaths(
+  paths: { kind: PathKind; path: string }[],
+  options: ClaimOptions = {},
+): PathClaim[] {
   // Ordered by record, not by spelling, so two launchers take shared records in one order.
-  const sorted = paths.map(({ kind, path }) => {
-    const key = claimKey(kind, path);
-    return { kind, path, key, file: `${directory}/${fnv1a(key)}` };
-  }).sort((a, b) => a.file < b.file ? -1 : a.file > b.file ? 1 : 0);
+  const sorted = paths.map(({ kind, path }) => ({ kind, path, key: claimKey(kind, path) }))
+    .sort((a, b) => {
+      const [x, y] = [fnv1a(a.key), fnv1a(b.key)];
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
   // One path given twice would be refused as held by this very launcher.
   for (const [i, later] of sorted.slice(1).entries()) {
     const { kind, path, key } = sorted[i];
     if (later.key !== key) continue;
-    throw new TypeError(
+    throw new SameFileError(
       `Cannot launch: the ${kind} ${JSON.stringify(path)} and the ${later.kind} ${
         JSON.stringify(later.path)
       } are the same file`,
     );
   }
-  sweepStaleClaims(directory);
+  const { directories, sharedRefused } = claimsDirectories(options.roots);
+  if (sharedRefused !== undefined) options.onSharedRefused?.(sharedRefused);
   const claims: PathClaim[] = [];
   try {
-    for (const { kind, path, key, file } of sorted) claims.push(claim(file, key, kind, path));
+    for (const [index, directory] of directories.entries()) {
+      sweepStaleClaims(directory);
+      for (const [i, { kind, path, key }] of sorted.entries()) {
+        const held = claim(`${directory}/${fnv1a(key)}`, key, kind, path);
+        if (index === 0) claims.push(held);
+        else claims[i].alsoHeldAs(held);
+      }
+    }
   } catch (error) {
     for (const held of claims) held.release();
     throw error;

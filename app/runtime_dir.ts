@@ -1,12 +1,14 @@
 /**
- * The private per-user directories, created 0700 and checked to be ours: the default FIFO's,
- * `/run/user/UID/mmap-ipc` when the system keeps a runtime directory for this user (logind's:
- * ours and 0700), else `/tmp/mmap-ipc-UID`; and the launchers' claims, always
- * `/tmp/mmap-ipc-UID/claims`. Neither depends on the environment.
+ * The private per-user directories, created 0700 and checked to be ours, never taken from the
+ * environment: the session's, `/run/user/UID/mmap-ipc`, when the system keeps a runtime
+ * directory for this user (logind's: ours and 0700, only while the user has a session); and the
+ * shared one, `/tmp/mmap-ipc-UID`, there whether or not a session is.
  *
- * The claims must be one place for every launcher of the user: in a login session, under
- * systemd without one, from cron. logind's directory exists only while the user has a session,
- * so claims kept there would not meet those of a launcher started outside one.
+ * The default FIFO lives in the session's directory if there is one, else in the shared one.
+ * Launchers keep their claims in both where both are usable: the shared one is where a launcher
+ * in a session and one outside any (cron, a user service without lingering) meet, and the
+ * session's is one no other user can take first. Another user who made `/tmp/mmap-ipc-UID`
+ * first only costs the launchers outside a session their start.
  *
  * @module
  */
@@ -14,28 +16,65 @@
 import { effectiveUid, statPath } from "../ffi/posix.ts";
 import { ensurePrivateDirectory } from "../lib/owned_path.ts";
 
-/** The default runtime directory, created if needed. */
-export function runtimeDirectory(): string {
-  const uid = effectiveUid();
-  const run = `/run/user/${uid}`;
+/** Where the two directories are made: the real roots unless a test gives its own. */
+export interface RuntimeRoots {
+  /** Where logind keeps each user's runtime directory. Default `/run/user`. */
+  sessions?: string;
+  /** Where the shared directory is made. Default `/tmp`. */
+  shared?: string;
+}
+
+/** The session's directory, created if needed, or undefined when the user has no session. */
+function sessionDirectory(uid: number, roots: RuntimeRoots): string | undefined {
+  const run = `${roots.sessions ?? "/run/user"}/${uid}`;
   // Not followed: logind's directory is never a symlink, and one would point who knows where.
   const stat = statPath(run);
   if (stat?.type === "directory" && stat.uid === uid && (stat.permissions & 0o077) === 0) {
     return ensurePrivateDirectory(`${run}/mmap-ipc`);
   }
-  return sharedDirectory(uid);
+  return undefined;
 }
 
-function sharedDirectory(uid: number): string {
-  return ensurePrivateDirectory(`/tmp/mmap-ipc-${uid}`);
+function sharedDirectory(uid: number, roots: RuntimeRoots): string {
+  return ensurePrivateDirectory(`${roots.shared ?? "/tmp"}/mmap-ipc-${uid}`);
 }
 
-/** Where every launcher of this user keeps its claims, created if needed. */
-export function claimsDirectory(): string {
-  return ensurePrivateDirectory(`${sharedDirectory(effectiveUid())}/claims`);
+/** The default runtime directory, created if needed. */
+export function runtimeDirectory(): string {
+  const uid = effectiveUid();
+  return sessionDirectory(uid, {}) ?? sharedDirectory(uid, {});
 }
 
 /** Where the button's FIFO lives unless `--fifo` says otherwise. */
 export function defaultFifoPath(): string {
   return `${runtimeDirectory()}/button.fifo`;
+}
+
+/** The shared claims directory, where every launcher of this user claims; created if needed. */
+export function claimsDirectory(roots: RuntimeRoots = {}): string {
+  return ensurePrivateDirectory(`${sharedDirectory(effectiveUid(), roots)}/claims`);
+}
+
+/** The claims directories a launcher uses now; see the module description. */
+export interface ClaimsDirectories {
+  /** The session's claims directory first, if any, then the shared one, if usable. */
+  directories: string[];
+  /** Why the shared one is not used, when only the session's is. */
+  sharedRefused?: string;
+}
+
+/**
+ * Every claims directory usable now, created if needed. Throws why the shared one cannot be
+ * used when there is no session's directory either.
+ */
+export function claimsDirectories(roots: RuntimeRoots = {}): ClaimsDirectories {
+  const session = sessionDirectory(effectiveUid(), roots);
+  const directories = session === undefined ? [] : [ensurePrivateDirectory(`${session}/claims`)];
+  try {
+    directories.push(claimsDirectory(roots));
+  } catch (error) {
+    if (session === undefined) throw error;
+    return { directories, sharedRefused: (error as Error).message };
+  }
+  return { directories };
 }

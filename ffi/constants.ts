@@ -17,6 +17,7 @@ function perArch<T>(values: Record<Arch, T>): T {
 
 // <fcntl.h>: aarch64 moved O_NOFOLLOW.
 export const O_RDONLY = 0;
+export const O_DIRECTORY = 0o200000;
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_CREAT = 0o100;
@@ -74,6 +75,7 @@ export const F_SEAL_SHRINK = 2;
 export const F_SEAL_GROW = 4;
 
 // <sys/file.h>
+export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 

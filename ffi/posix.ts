@@ -139,6 +139,14 @@ export function tryLockExclusive(fd: number, subject: string): boolean {
   throw osError("lock", subject, errno);
 }
 
+/** A shared flock(2) without blocking; returns false when another open file holds it exclusively. */
+export function tryLockShared(fd: number, subject: string): boolean {
+  if (libc().flock(fd, C.LOCK_SH | C.LOCK_NB) === 0) return true;
+  const errno = lastErrno();
+  if (errno === Errno.EAGAIN) return false;
+  throw osError("lock", subject, errno);
+}
+
 /** The pid holding a flock(2) on the inode with `lockIdentity`, from /proc/locks. */
 export function flockHolder(lockIdentity: string): number | undefined {
   const locks = readFileText("/proc/locks") ?? "";

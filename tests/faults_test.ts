@@ -532,6 +532,18 @@ testWith(
         assertEquals(claims().length, 4, "a claim per path and per file");
         await killLauncher(crashed, old);
         assertEquals(claims().length, 4, "a killed launcher cannot remove its claims");
+        // Another launcher's sweep keeps them while the files are there to be adopted.
+        await withTempDir(async (elsewhere) => {
+          const paths = ["--state", `${elsewhere}/s.dat`, "--fifo", `${elsewhere}/b.fifo`];
+          await using other = startLauncher(elsewhere, paths);
+          const pids = await running(other);
+          try {
+            assertEquals(claims().length, 4, "another launcher swept what was left to adopt");
+            await stopCleanly(other, [pids.led, pids.button]);
+          } finally {
+            await stopAll(other, [pids.led, pids.button]);
+          }
+        });
         // The user cleans up what it left: nothing is left to adopt, so its claims go too.
         Deno.removeSync(`${dir}/gone.dat`);
         Deno.removeSync(`${dir}/gone.fifo`);

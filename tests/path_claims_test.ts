@@ -17,9 +17,10 @@ import {
   type PathClaim,
 } from "../app/path_claims.ts";
 import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
-import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf } from "./helpers/proc.ts";
+import type { RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
@@ -424,6 +425,124 @@ testWith(
       } finally {
         await stopAll(next, [pids.led, pids.button]);
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "one file given as both --state and --fifo is a usage error: exit 2 with the usage, nothing made",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/both`;
+      await using launcher = startLauncher(dir, ["--state", path, "--fifo", path]);
+      const status = await launcher.status({ timeoutMs: 30_000 });
+      assertEquals(status.code, 2, launcher.transcript);
+      assertStringIncludes(status.stderr, "are the same file");
+      assertStringIncludes(status.stderr, "Usage:");
+      assertEquals(identity(path), undefined);
+    });
+  },
+);
+
+/** The pid holding a flock on the file or directory at `path`. */
+function lockHolder(path: string): number | undefined {
+  const stat = statPath(path);
+  assert(stat !== undefined, `${path} is missing`);
+  return flockHolder(stat.lockIdentity);
+}
+
+/** A session's and a shared root of the test's own, as `/run/user` and `/tmp` would be. */
+function roots(dir: string, { session }: { session: boolean }): RuntimeRoots {
+  const sessions = `${dir}/run`;
+  Deno.mkdirSync(`${sessions}/${effectiveUid()}`, { recursive: true, mode: 0o700 });
+  Deno.chmodSync(`${sessions}/${effectiveUid()}`, 0o700);
+  Deno.mkdirSync(`${dir}/tmp`, { recursive: true });
+  return { sessions: session ? sessions : `${dir}/no-sessions`, shared: `${dir}/tmp` };
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a claim in a session is held in the session's and the shared directory, so a claim outside any session meets it",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      const inSession = claimPaths([{ kind: "state file", path }], {
+        roots: roots(dir, { session: true }),
+      });
+      try {
+        for (
+          const directory of [
+            `${dir}/run/${effectiveUid()}/mmap-ipc/claims`,
+            `${dir}/tmp/mmap-ipc-${effectiveUid()}/claims`,
+          ]
+        ) {
+          const record = claimRecordFile(directory, "state file", path);
+          assertEquals(lockHolder(record), Deno.pid, record);
+          // Locked so that systemd-tmpfiles never ages the records out from under the launcher.
+          assertEquals(lockHolder(directory), Deno.pid, directory);
+        }
+        assertThrows(
+          () =>
+            claimPaths([{ kind: "state file", path }], { roots: roots(dir, { session: false }) }),
+          Deno.errors.Busy,
+          `another launcher (pid ${Deno.pid}) is using the state file`,
+        );
+      } finally {
+        for (const held of inSession) held.release();
+      }
+      const shared = `${dir}/tmp/mmap-ipc-${effectiveUid()}/claims`;
+      assertEquals([...Deno.readDirSync(shared)], [], "records left behind");
+      assertEquals(
+        lockHolder(shared),
+        undefined,
+        "the directory stays locked",
+      );
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a shared directory another user made first: a session claims in its own with a warning, outside a session the claim fails naming it",
+  async (t) => {
+    if (!isRoot()) {
+      t.step({
+        name: "needs root to make a directory another user owns (skipped)",
+        ignore: true,
+        fn: () => {},
+      });
+      return;
+    }
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      const squatted = `${dir}/tmp/mmap-ipc-${effectiveUid()}`;
+      const inSession = roots(dir, { session: true });
+      Deno.mkdirSync(squatted, { mode: 0o700 });
+      Deno.chownSync(squatted, 12345, 12345);
+      const refusals: string[] = [];
+      const claims = claimPaths([{ kind: "state file", path }], {
+        roots: inSession,
+        onSharedRefused: (reason) => refusals.push(reason),
+      });
+      try {
+        assertEquals(refusals.length, 1);
+        assertStringIncludes(refusals[0], squatted);
+        assertStringIncludes(refusals[0], "belongs to uid 12345");
+        const record = claimRecordFile(
+          `${dir}/run/${effectiveUid()}/mmap-ipc/claims`,
+          "state file",
+          path,
+        );
+        assertEquals(lockHolder(record), Deno.pid);
+      } finally {
+        for (const held of claims) held.release();
+      }
+      assertThrows(
+        () => claimPaths([{ kind: "state file", path }], { roots: roots(dir, { session: false }) }),
+        Deno.errors.PermissionDenied,
+        squatted,
+      );
     });
   },
 );
