@@ -418,9 +418,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       log.info(`Press the button with: echo 0 > ${fifo}`);
     }
 
-    // The binary's path now, the one --allow-run names: a restart after an upgrade replaced the
-    // binary there starts the new one, and one after it was removed counts as a crash.
-    const options = { log, config: `${ROOT}deno.json`, executable: Deno.execPath() };
+    const options = { log, config: `${ROOT}deno.json` };
     const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
       new Supervisor(spec, options)
     );

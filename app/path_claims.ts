@@ -1,7 +1,8 @@
 /**
  * A launcher's claims on the paths it will use (the state file, the shm name, the FIFO, and the
  * MQTT topic prefix, which is a path on the broker), taken
- * before anything is created there: a record file per path in the private runtime directory,
+ * before anything is created there: a record file per path in each claims directory (see
+ * `runtime_dir.ts`: the shared one, and the session's when there is one),
  * held with flock(2) for as long as the launcher runs. A second launcher on any of the same
  * paths is refused by pid before it touches anything, and a launcher that died leaves its
  * record behind, which says what it had created, so the next one can recognise its leftovers.

@@ -94,8 +94,9 @@ export class Supervisor {
   /**
    * @param config the deno.json the child runs with, so it resolves imports wherever the
    *   launcher was started
-   * @param executable the Deno binary to start the child with; by default the running one, as
-   *   its path is now (the launcher's `--allow-run` names that path)
+   * @param executable the Deno binary to start the child with; by default the running one's
+   *   path now (the one the launcher's `--allow-run` names): a restart after an upgrade replaced
+   *   the binary there starts the new one, and one after it was removed counts as a crash
    */
   constructor(
     spec: ChildSpec,

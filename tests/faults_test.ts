@@ -87,6 +87,12 @@ async function pressesStillWork(
   );
 }
 
+/** Runs `script` with sh(1), `path` as its `$1`, as a user at a shell would; it must succeed. */
+async function shell(script: string, path: string): Promise<void> {
+  const sh = await new Deno.Command("sh", { args: ["-c", script, "sh", path] }).output();
+  assert(sh.success, new TextDecoder().decode(sh.stderr));
+}
+
 // --- the state file shrunk or rewritten under a running system ----------------------------------
 
 for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'echo 1 > "$1"']]) {
@@ -108,8 +114,7 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
         const pids = await running(launcher);
         try {
           assertEquals(await pressAndSee(launcher, fifo), 1);
-          const sh = await new Deno.Command("sh", { args: ["-c", command, "sh", state] }).output();
-          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          await shell(command, state);
           await pressesStillWork(launcher, fifo, state);
           assertNoSignalDeaths(launcher);
           await stopCleanly(launcher, [pids.led, pids.button]);
@@ -135,10 +140,7 @@ testWith(
         for (let i = 0; i < 20; i++) {
           // The truncation is a change too: the write that follows it must not be undone.
           const value = i % 2 === 0 ? 1 : 0;
-          const sh = await new Deno.Command("sh", {
-            args: ["-c", `echo ${value} > "$1"`, "sh", state],
-          }).output();
-          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          await shell(`echo ${value} > "$1"`, state);
           // The button's answer comes after its own write of the file, which a write started
           // sooner could land under.
           const answer = await launcher.waitFor(new RegExp(`was set to ${value} from outside`), {
@@ -179,9 +181,7 @@ testWith(
         const pids = await running(launcher);
         made = identity(name);
         try {
-          const sh = await new Deno.Command("sh", { args: ["-c", 'echo 1 > "$1"', "sh", name] })
-            .output();
-          assert(sh.success, new TextDecoder().decode(sh.stderr));
+          await shell('echo 1 > "$1"', name);
           await launcher.waitFor(/was set to 1 from outside; the state follows it/, {
             timeoutMs: GUARD_MS,
           });

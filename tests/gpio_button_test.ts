@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnDeno } from "./helpers/spawn.ts";
+import { buildFakeGpiod, spawnDeno } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
 testWith(
@@ -14,11 +14,7 @@ testWith(
   "a button whose first read fails releases its line and descriptors, so it can be opened again",
   async () => {
     await withTempDir(async (dir) => {
-      const library = `${dir}/libgpiod-fake.so`;
-      const built = await new Deno.Command("gcc", {
-        args: ["-shared", "-fPIC", "-o", library, `${TESTS_DIR}fixtures/fake_gpiod_v1.c`],
-      }).output();
-      assert(built.success, new TextDecoder().decode(built.stderr));
+      const library = await buildFakeGpiod(dir);
 
       await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_open.ts`, [dir], {
         permissions: ["--allow-all"], // /proc/self/fd needs it

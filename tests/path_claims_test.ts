@@ -546,3 +546,36 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a file claimed outside a session under another name: the claim in a session is refused and keeps no claim on the file",
+  async () => {
+    await withTempDir((dir) => {
+      const [first, second] = [`${dir}/a.dat`, `${dir}/b.dat`];
+      Deno.writeTextFileSync(first, "0\n");
+      Deno.linkSync(first, second);
+      const file = statPath(first);
+      assert(file !== undefined);
+      const outside = claimPaths([{ kind: "state file", path: first }], {
+        roots: roots(dir, { session: false }),
+      });
+      const inSession = claimPaths([{ kind: "state file", path: second }], {
+        roots: roots(dir, { session: true }),
+      });
+      try {
+        outside[0].claimFile(file.identity);
+        assertThrows(
+          () => inSession[0].claimFile(file.identity),
+          Deno.errors.Busy,
+          `another launcher (pid ${Deno.pid}) is using the state file`,
+        );
+        // Its claim on the file in the session's directory, taken first, was given up again.
+        const session = `${dir}/run/${effectiveUid()}/mmap-ipc/claims`;
+        assertEquals([...Deno.readDirSync(session)].length, 1, "only the name's record stays");
+      } finally {
+        for (const held of [...outside, ...inSession]) held.release();
+      }
+    });
+  },
+);

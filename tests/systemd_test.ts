@@ -9,9 +9,10 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { ChildProcess } from "./helpers/child_process.ts";
-import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { killIfRunning, processGone } from "./helpers/proc.ts";
+import { buildFakeGpiod } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
 
@@ -67,11 +68,7 @@ testWith(
   "the unit's command line logs journald lines and stops on SIGTERM with exit 0, children gone",
   async () => {
     await withTempDir(async (dir) => {
-      const library = `${dir}/libgpiod-fake.so`;
-      const built = await new Deno.Command("gcc", {
-        args: ["-shared", "-fPIC", "-o", library, `${TESTS_DIR}fixtures/fake_gpiod_v1.c`],
-      }).output();
-      assert(built.success, new TextDecoder().decode(built.stderr));
+      const library = await buildFakeGpiod(dir);
 
       const unit = unitHere();
       const [program, ...args] = words(serviceSetting(unit, "ExecStart")[0]);

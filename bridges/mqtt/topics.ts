@@ -53,11 +53,6 @@ export function checkTopicPrefix(prefix: string, flag: string): string {
   return prefix;
 }
 
-/** Lower-case letters, digits and `-` only, as host names and ids are written. */
-function slug(text: string): string {
-  return text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "") || "host";
-}
-
 /**
  * This machine's name on the broker: its host name, plus the first 6 hex digits of a hash of
  * its machine id when there is one (the id itself is never published).
@@ -66,7 +61,8 @@ export async function machineName(
   hostname: string,
   machineId: string | undefined,
 ): Promise<string> {
-  const host = slug(hostname);
+  // Lower-case letters, digits and `-` only, as host names are written.
+  const host = spell(hostname, "-") || "host";
   const id = machineId?.trim();
   if (!id) return host;
   const digest = await crypto.subtle.digest(

@@ -79,3 +79,16 @@ export async function buildC(dir: string, name: string): Promise<string> {
   assert(result.success, new TextDecoder().decode(result.stderr));
   return binary;
 }
+
+/**
+ * Builds the small fake libgpiod 1.6 (`tests/fixtures/fake_gpiod_v1.c`) into `dir`, which it
+ * then reads its lines from; returns the library's path, for `MMAP_IPC_LIBGPIOD`.
+ */
+export async function buildFakeGpiod(dir: string): Promise<string> {
+  const library = `${dir}/libgpiod-fake.so`;
+  const result = await new Deno.Command("gcc", {
+    args: ["-shared", "-fPIC", "-o", library, `${TESTS_DIR}fixtures/fake_gpiod_v1.c`],
+  }).output();
+  assert(result.success, new TextDecoder().decode(result.stderr));
+  return library;
+}
