@@ -47,6 +47,11 @@ export const SECTIONS = [
     id: "wake-busy",
     title: "Wake-up latency, back to back (each write 0-100 us after the reader took the last)",
   },
+  {
+    id: "wake-warm",
+    title:
+      "Wake-up latency, reader asleep as in the first table, after it took 3000 changes back to back (V8 has optimised its code)",
+  },
   { id: "system", title: "The button and LED system (real scripts)" },
   { id: "foreign", title: 'Our LED following a foreign writer (C, `"%d\\n"` at offset 0)' },
   {

@@ -154,6 +154,22 @@ function wakeTargets(): TargetSpec[] {
       goal: { on: "ratio", op: "<=", bound: 1.1 },
       source: ISSUE_12,
     },
+    // The same comparisons once V8 has optimised the code of both sides.
+    {
+      id: "cell-sync-vs-raw-sync-warm",
+      title:
+        "state cell `waitForChangeSync()` p50 against the raw synchronous wait, both warmed up",
+      figure: { id: "wake-warm.cell-sync" },
+      baseline: { id: "wake-warm.raw-sync" },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-async-vs-raw-async-warm",
+      title: "state cell `waitForChange()` p50 against the raw nonblocking wait, both warmed up",
+      figure: { id: "wake-warm.cell-async" },
+      baseline: { id: "wake-warm.raw-async" },
+      source: ISSUE_12,
+    },
   ];
 }
 

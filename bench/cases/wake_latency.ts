@@ -3,7 +3,10 @@
  * process) stamps CLOCK_MONOTONIC into a control memfd just before each change; the reader reads
  * the clock when it sees it. Two regimes: writes 1-2 ms apart, so the reader is always asleep
  * (what the LED sees), and back to back, each write 0-100 us after the reader took the last
- * one, where spinning before sleeping can pay. Baselines: the C floor (C on both sides), the raw
+ * one, where spinning before sleeping can pay. A third regime repeats the first after the reader
+ * took 3000 changes back to back, so V8 has optimised its code: a process's first few hundred
+ * wake-ups run the library's wait in V8's lower tiers, and that, not the futex, is most of what
+ * the state cell's sync wait costs over the raw one there. Baselines: the C floor (C on both sides), the raw
  * FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe.
  *
  * @module
@@ -33,7 +36,7 @@ import {
 import { summarizeLatencies, summarizeRuns } from "../stats.ts";
 import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
 
-type Regime = "asleep" | "busy";
+type Regime = "asleep" | "busy" | "warm";
 
 interface Reader {
   id: string;
@@ -42,13 +45,16 @@ interface Reader {
 }
 
 const BOTH: readonly Regime[] = ["asleep", "busy"];
+const ALL: readonly Regime[] = ["asleep", "busy", "warm"];
+/** Changes the reader takes back to back, unreported, before the warm regime's samples. */
+const WARM_UP_CHANGES = 3000;
 const SPIN_BUDGETS_US = [20, 50, 100] as const;
 
 /** Every way of waiting that is measured; `id` is also the reader's mode. */
 const READERS: readonly Reader[] = [
   { id: "c-floor", label: "C futex wait woken by a C writer (the floor)", regimes: ["asleep"] },
-  { id: "raw-sync", label: "raw synchronous FFI futex wait", regimes: BOTH },
-  { id: "raw-async", label: "raw nonblocking FFI futex wait (event loop free)", regimes: BOTH },
+  { id: "raw-sync", label: "raw synchronous FFI futex wait", regimes: ALL },
+  { id: "raw-async", label: "raw nonblocking FFI futex wait (event loop free)", regimes: ALL },
   {
     id: "raw-worker",
     label: "Worker blocked in a raw synchronous wait, posting to the main thread",
@@ -59,8 +65,8 @@ const READERS: readonly Reader[] = [
     label: `spin up to ${us} us, then the raw nonblocking wait`,
     regimes: BOTH,
   })),
-  { id: "cell-sync", label: "state cell `waitForChangeSync()`", regimes: BOTH },
-  { id: "cell-async", label: "state cell `waitForChange()`", regimes: BOTH },
+  { id: "cell-sync", label: "state cell `waitForChangeSync()`", regimes: ALL },
+  { id: "cell-async", label: "state cell `waitForChange()`", regimes: ALL },
   { id: "socket", label: "Unix socket, 8-byte stamps", regimes: ["asleep"] },
   { id: "pipe", label: "pipe, 8-byte stamps", regimes: ["asleep"] },
 ];
@@ -70,14 +76,14 @@ const READER_TIMEOUT_MS = 30_000;
 const BUSY_GAP_MAX_US = 100;
 
 function samplesFor(regime: Regime, quick: boolean): number {
-  if (regime === "asleep") return quick ? 30 : 400;
+  if (regime !== "busy") return quick ? 30 : 400;
   return quick ? 100 : 1000;
 }
 
 /** Waits until the reader has taken `count` changes, then for the regime's gap. */
 async function gap(
   reader: Child,
-  { words, count, regime }: { words: Int32Array; count: number; regime: Regime },
+  { words, count, regime }: { words: Int32Array; count: number; regime: "asleep" | "busy" },
 ): Promise<void> {
   const deadline = performance.now() + READER_TIMEOUT_MS;
   const late = (): Error =>
@@ -105,10 +111,18 @@ function stampBytes(): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-async function report(reader: Child): Promise<WakeReport> {
+/** The reader's report, without the changes it took to warm up. */
+async function report(reader: Child, warmUp: number): Promise<WakeReport> {
   const line = await reader.nextLine();
   await reader.succeeded();
-  return JSON.parse(line.text) as WakeReport;
+  const report = JSON.parse(line.text) as WakeReport;
+  return { ...report, latenciesNs: report.latenciesNs.slice(warmUp) };
+}
+
+/** The gap before change `i` (from 1): back to back while warming up, then the regime's. */
+function gapOf(regime: Regime, i: number): "asleep" | "busy" {
+  if (regime !== "warm") return regime;
+  return i <= WARM_UP_CHANGES ? "busy" : "asleep";
 }
 
 /** One run of one reader: starts it, makes `samples` changes, returns what it saw. */
@@ -127,19 +141,21 @@ async function measure(
   using control = createRawMemfd(CONTROL_SIZE, { name: "bench-wake" });
   const words = control.words;
   const longWords = new BigInt64Array(control.buffer);
-  const args = [readerId, control.path, String(samples)];
+  const warmUp = regime === "warm" ? WARM_UP_CHANGES : 0;
+  const changes = warmUp + samples;
+  const args = [readerId, control.path, String(changes)];
 
   if (readerId === "cell-sync" || readerId === "cell-async") {
     using region = createMemfdRegion({ size: 256, label: "bench-cell" });
     using cell = openStateCell(region, { writer: true });
     await using reader = spawnDeno(`${PEERS}wake_reader.ts`, [...args, region.name]);
     await reader.nextLine();
-    for (let i = 1; i <= samples; i++) {
-      await gap(reader, { words, count: i - 1, regime });
+    for (let i = 1; i <= changes; i++) {
+      await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
       stamp(longWords);
       cell.write(i);
     }
-    return await report(reader);
+    return await report(reader, warmUp);
   }
   if (readerId === "socket") return await viaSocket(work, { control, args, samples });
   if (readerId === "pipe") {
@@ -147,10 +163,10 @@ async function measure(
     await reader.nextLine();
     const writer = reader.stdin.getWriter();
     for (let i = 1; i <= samples; i++) {
-      await gap(reader, { words, count: i - 1, regime });
+      await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
       await writer.write(stampBytes());
     }
-    const result = await report(reader);
+    const result = await report(reader, 0);
     await writer.close().catch(() => {}); // the reader may have closed its end already
     return result;
   }
@@ -162,13 +178,13 @@ async function measure(
   ];
   await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { permissions });
   await reader.nextLine();
-  for (let i = 1; i <= samples; i++) {
-    await gap(reader, { words, count: i - 1, regime });
+  for (let i = 1; i <= changes; i++) {
+    await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
     stamp(longWords);
     Atomics.add(words, SEQUENCE_WORD, 1);
     sequence.wake();
   }
-  return await report(reader);
+  return await report(reader, warmUp);
 }
 
 async function viaSocket(
@@ -192,7 +208,7 @@ async function viaSocket(
       await gap(reader, { words: control.words, count: i - 1, regime: "asleep" });
       await connection.write(stampBytes());
     }
-    return await report(reader);
+    return await report(reader, 0);
   } finally {
     connection.close();
     await Deno.remove(path).catch(() => {}); // Deno may remove it when the listener closes
@@ -206,7 +222,7 @@ export const wakeLatency: BenchCase = {
     config.runs * READERS.reduce((total, reader) => total + reader.regimes.length, 0),
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures } = context;
-    for (const regime of ["asleep", "busy"] as const) {
+    for (const regime of ALL) {
       const readers = READERS.filter((reader) => reader.regimes.includes(regime));
       const samples = samplesFor(regime, config.quick);
       const results = await interleaved(
@@ -217,7 +233,7 @@ export const wakeLatency: BenchCase = {
           measure: () => measure(work, { readerId: reader.id, regime, samples }),
         })),
       );
-      const section: SectionId = regime === "asleep" ? "wake-asleep" : "wake-busy";
+      const section: SectionId = `wake-${regime}`;
       for (const reader of readers) {
         const reports = results.get(reader.id) ?? [];
         figures.add(
