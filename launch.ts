@@ -157,7 +157,11 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
     claim.claimFile(identity);
   } catch (error) {
     mirror.close();
-    if (mirror.created) remove();
+    try {
+      if (mirror.created) remove();
+    } catch {
+      // The refusal above is the error that matters: a failure to remove would hide it.
+    }
     throw error;
   }
   const leftover = claim.leftover?.identity === identity;

@@ -157,7 +157,11 @@ export function openSystemState(where: StateLocation): SystemState {
         opened.close();
         // The last process out removes the cell; one still running keeps it.
         if (identity !== undefined && findHolders(identity, { maps: true }).length === 0) {
-          removeShmIfSame(cellName, identity);
+          try {
+            removeShmIfSame(cellName, identity);
+          } catch {
+            // Left for the next process's sweep of lone cells, which removes what it can.
+          }
         }
       },
     };

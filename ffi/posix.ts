@@ -294,8 +294,13 @@ export function readLink(path: string): string {
 }
 
 /** shm_open(3). */
-export function shmOpen(name: string, flags: number, mode: number): number {
-  return check(libc().shm_open(cString(name), flags, mode), "open shared memory", name);
+export function shmOpen(
+  name: string,
+  flags: number,
+  mode: number,
+  action = "open shared memory",
+): number {
+  return check(libc().shm_open(cString(name), flags, mode), action, name);
 }
 
 /** shm_unlink(3). */

@@ -256,7 +256,7 @@ export function removeShm(name: string): boolean {
   const shmName = normalizeShmName(name);
   let fd: number;
   try {
-    fd = posix.shmOpen(shmName, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0);
+    fd = posix.shmOpen(shmName, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "remove shared memory");
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;

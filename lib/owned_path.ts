@@ -157,14 +157,17 @@ export function removeIfSame(path: string, identity: string, action = "remove"):
 
 /**
  * Removes the POSIX shared-memory `name` only while it still names the object with `identity`.
- * Returns whether it removed anything.
+ * Returns whether it removed anything; throws (naming the OS reason) when it cannot tell, such
+ * as when the object may not be opened any more.
  */
 export function removeShmIfSame(name: string, identity: string): boolean {
+  const action = "remove shared memory";
   let fd: number;
   try {
-    fd = posix.shmOpen(name, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0);
-  } catch {
-    return false;
+    fd = posix.shmOpen(name, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0, action);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
   }
   try {
     if (posix.statFd(fd, name).identity !== identity) return false;

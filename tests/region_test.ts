@@ -1,8 +1,8 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
-import { isRoot, NEEDS, testWith } from "./helpers/permissions.ts";
-import { spawnDeno } from "./helpers/spawn.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
 import {
   createMemfdRegion,
@@ -426,6 +426,39 @@ Deno.test("SharedRegion.unlink() refuses a shm name that was made again by anoth
     assertEquals(removeShm(name), false);
   });
 });
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("setpriv")],
+  "SharedRegion.unlink() says why when it cannot look at its shm name (EACCES), not NotFound",
+  async () => {
+    await withShmName(async (name) => {
+      // Root bypasses file modes: run the child as root with no capabilities, as a user is.
+      const script = `${TESTS_DIR}fixtures/unlink_unreadable_shm.ts`;
+      const deno = [
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--config",
+        `${ROOT}deno.json`,
+      ];
+      const permissions = ["--allow-all"]; // Deno asks for all of it to chmod in /dev
+      const command = [...deno, ...permissions, script, name];
+      await using child = isRoot()
+        ? spawnProgram("setpriv", ["--bounding-set=-all", "--inh-caps=-all", ...command])
+        : spawnProgram(command[0], command.slice(1));
+      const status = await child.status();
+      assertEquals(status.code, 0, child.transcript);
+      const line = child.transcript.trim();
+      assertMatch(line, /^PermissionDenied: /, child.transcript);
+      assertStringIncludes(line, name);
+      assertStringIncludes(line, "EACCES");
+      // Nothing was removed: the object is still there under its name.
+      using still = openShmRegion(name);
+      assertEquals(still.size, 64);
+    });
+  },
+);
 
 Deno.test("openShmRegion() rejects names with slashes", () => {
   for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
