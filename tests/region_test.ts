@@ -1,8 +1,8 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
-import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
 import {
   createMemfdRegion,
@@ -433,17 +433,10 @@ testWith(
   async () => {
     await withShmName(async (name) => {
       // Root bypasses file modes: run the child as root with no capabilities, as a user is.
-      const script = `${TESTS_DIR}fixtures/unlink_unreadable_shm.ts`;
-      const deno = [
-        Deno.execPath(),
-        "run",
-        "--quiet",
-        "--no-prompt",
-        "--config",
-        `${ROOT}deno.json`,
-      ];
-      const permissions = ["--allow-all"]; // Deno asks for all of it to chmod in /dev
-      const command = [...deno, ...permissions, script, name];
+      // Deno asks for all permissions to chmod in /dev.
+      const command = denoCommand(`${TESTS_DIR}fixtures/unlink_unreadable_shm.ts`, [name], [
+        "--allow-all",
+      ]);
       await using child = isRoot()
         ? spawnProgram("setpriv", ["--bounding-set=-all", "--inh-caps=-all", ...command])
         : spawnProgram(command[0], command.slice(1));

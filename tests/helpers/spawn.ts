@@ -10,24 +10,35 @@ import { assert, assertEquals } from "@std/assert";
 import { ChildProcess } from "./child_process.ts";
 import { ROOT, TESTS_DIR } from "./paths.ts";
 
+/** The command line (program first) that runs `script` with `permissions` and the project's config. */
+export function denoCommand(script: string, args: string[], permissions: string[]): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--no-prompt",
+    "--config",
+    `${ROOT}deno.json`,
+    ...permissions,
+    script,
+    ...args,
+  ];
+}
+
 /** Starts `deno run` on a script with the given permission flags and the project's config. */
 export function spawnDeno(
   script: string,
   args: string[],
   options: { permissions?: string[]; env?: Record<string, string>; cwd?: string } = {},
 ): ChildProcess {
+  const [program, ...commandArgs] = denoCommand(
+    script,
+    args,
+    options.permissions ?? ["--allow-ffi"],
+  );
   return new ChildProcess(
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--quiet",
-        "--no-prompt",
-        "--config",
-        `${ROOT}deno.json`,
-        ...(options.permissions ?? ["--allow-ffi"]),
-        script,
-        ...args,
-      ],
+    new Deno.Command(program, {
+      args: commandArgs,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -11,7 +11,7 @@ import type { ChildProcess } from "./child_process.ts";
 import { press } from "./fifo.ts";
 import { ROOT } from "./paths.ts";
 import { killIfRunning } from "./proc.ts";
-import { spawnDeno } from "./spawn.ts";
+import { denoCommand, spawnDeno } from "./spawn.ts";
 import { GUARD_MS, until } from "./waiting.ts";
 
 /** The permissions `deno task launch` gives the launcher. */
@@ -34,17 +34,7 @@ export const REMADE = /reach(es)? this button again/;
 
 /** The command line that runs our launcher with `args`, for programs that start it. */
 export function launcherCommand(args: string[]): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "--quiet",
-    "--no-prompt",
-    "--config",
-    `${ROOT}deno.json`,
-    ...LAUNCH_PERMISSIONS,
-    `${ROOT}launch.ts`,
-    ...args,
-  ];
+  return denoCommand(`${ROOT}launch.ts`, args, LAUNCH_PERMISSIONS);
 }
 
 /** Starts our launcher in `dir` with `args`. */
