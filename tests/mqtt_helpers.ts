@@ -29,7 +29,11 @@ export function testWithBroker(
 ): void {
   const programs = ["mosquitto", "mosquitto_passwd", ...(options.programs ?? [])];
   testWith(
-    [...NEEDS.system, { name: "net", host: "127.0.0.1" }, ...programs.map(requires)],
+    [
+      ...NEEDS.system,
+      { name: "net", host: "127.0.0.1" },
+      ...programs.map((program) => requires(program)),
+    ],
     name,
     fn,
   );

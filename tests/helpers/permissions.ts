@@ -24,11 +24,26 @@ export const NEEDS = {
 export interface Program {
   /** The program's name, looked up on PATH. */
   program: string;
+  /** Arguments the program must run with successfully, for the features a test uses. */
+  probe?: readonly string[];
 }
 
-/** For {@link testWith}: the test also needs `program` on PATH (such as gcc). */
-export function requires(program: string): Program {
-  return { program };
+/**
+ * For {@link testWith}: the test also needs `program` on PATH (such as gcc), and, given `probe`,
+ * one that runs `program ...probe` successfully (busybox's `setpriv` has no `--bounding-set`).
+ */
+export function requires(program: string, options: { probe?: readonly string[] } = {}): Program {
+  return { program, probe: options.probe };
+}
+
+/** Whether `program ...args` runs and exits 0 (with its output thrown away). */
+function runsWith(program: string, args: readonly string[]): boolean {
+  try {
+    return new Deno.Command(program, { args: [...args], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `program` is an executable file in a directory on PATH. */
@@ -65,6 +80,7 @@ export function testWith(
     typeof need === "string" || "name" in need
   ).map((need) => typeof need === "string" ? { name: need } as Deno.PermissionDescriptor : need);
   if (programs.length > 0) permissions.push({ name: "env" }, { name: "read" });
+  if (programs.some((p) => p.probe)) permissions.push({ name: "run" });
   const missing = [
     ...new Set(
       permissions.filter((descriptor) => Deno.permissions.querySync(descriptor).state !== "granted")
@@ -72,9 +88,12 @@ export function testWith(
     ),
   ];
   if (missing.length === 0) {
-    missing.push(
-      ...programs.filter((p) => !hasProgram(p.program)).map((p) => `${p.program} on PATH`),
-    );
+    for (const { program, probe } of programs) {
+      if (!hasProgram(program)) missing.push(`${program} on PATH`);
+      else if (probe && !runsWith(program, probe)) {
+        missing.push(`a ${program} that runs "${[program, ...probe].join(" ")}"`);
+      }
+    }
   }
   Deno.test({
     name: missing.length === 0 ? name : `${name} [ignored: needs ${missing.join(" ")}]`,
