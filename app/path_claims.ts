@@ -23,6 +23,7 @@ import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
 import { parentOf } from "../lib/owned_path.ts";
 import { claimsDirectories, claimsDirectory, type RuntimeRoots } from "./runtime_dir.ts";
+import { fnv1a } from "./fnv1a.ts";
 
 /** What a path is, for messages. */
 export type PathKind = "state file" | "shared memory" | "FIFO" | "MQTT topic prefix";
@@ -47,14 +48,9 @@ interface Record {
   identity?: string;
 }
 
-/** 64-bit FNV-1a of `text`, in hex: a short, stable file name for any path. */
-function fnv1a(text: string): string {
-  let hash = 0xcbf29ce484222325n;
-  for (const byte of new TextEncoder().encode(text)) {
-    hash ^= BigInt(byte);
-    hash = (hash * 0x100000001b3n) & 0xffff_ffff_ffff_ffffn;
-  }
-  return hash.toString(16).padStart(16, "0");
+/** A short file name, stable across machines and versions, for any claim key. */
+function recordName(key: string): string {
+  return fnv1a(key, 64);
 }
 
 const encoder = new TextEncoder();
@@ -135,7 +131,7 @@ export class PathClaim {
     this.#inode?.release();
     this.#inode = undefined;
     const key = `inode\0${identity}`;
-    const inode = claim(`${parentOf(this.#file)}/${fnv1a(key)}`, key, this.kind, this.path);
+    const inode = claim(`${parentOf(this.#file)}/${recordName(key)}`, key, this.kind, this.path);
     // With the identity, a sweep keeps the record while the file is there to be adopted.
     inode.record(identity);
     const done: PathClaim[] = [];
@@ -252,7 +248,7 @@ function absolutePath(kind: PathKind, path: string): string {
 
 /** The record file for `path` of `kind` in the claims `directory`; see {@link claimKey}. */
 export function claimRecordFile(directory: string, kind: PathKind, path: string): string {
-  return `${directory}/${fnv1a(claimKey(kind, path))}`;
+  return `${directory}/${recordName(claimKey(kind, path))}`;
 }
 
 /** The path another launcher's record names, when it spelled it differently from `path`. */
@@ -382,7 +378,7 @@ export function claimPaths(
   // Ordered by record, not by spelling, so two launchers take shared records in one order.
   const sorted = paths.map(({ kind, path }) => ({ kind, path, key: claimKey(kind, path) }))
     .sort((a, b) => {
-      const [x, y] = [fnv1a(a.key), fnv1a(b.key)];
+      const [x, y] = [recordName(a.key), recordName(b.key)];
       return x < y ? -1 : x > y ? 1 : 0;
     });
   // One path given twice would be refused as held by this very launcher.
@@ -402,7 +398,7 @@ export function claimPaths(
     for (const [index, directory] of directories.entries()) {
       sweepStaleClaims(directory);
       for (const [i, { kind, path, key }] of sorted.entries()) {
-        const held = claim(`${directory}/${fnv1a(key)}`, key, kind, path);
+        const held = claim(`${directory}/${recordName(key)}`, key, kind, path);
         if (index === 0) claims.push(held);
         else claims[i].alsoHeldAs(held);
       }

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { fnv1a } from "../../app/fnv1a.ts";
+
 /** The topics the bridge publishes and listens on. */
 export interface Topics {
   /** `ON` / `OFF`, retained: the LED's state. */
@@ -99,11 +101,7 @@ function idsAreExact(prefix: string): boolean {
  * machine and version (it names devices in Home Assistant), and computed synchronously.
  */
 function prefixHash(prefix: string): string {
-  let hash = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(prefix)) {
-    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
-  }
-  return hash.toString(16).padStart(8, "0").slice(0, 6);
+  return fnv1a(prefix, 32).slice(0, 6);
 }
 
 /** `prefix` in lower case, every run of other characters as `separator`, none at either end. */
