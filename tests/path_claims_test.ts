@@ -19,7 +19,7 @@ import {
 import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
 import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
-import { childrenOf } from "./helpers/proc.ts";
+import { childrenOf, openFdCount } from "./helpers/proc.ts";
 import type { RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
@@ -498,6 +498,37 @@ testWith(
         undefined,
         "the directory stays locked",
       );
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("flock")],
+  "a claims directory someone holds locked exclusively (a cleaner) does not stop a claim, and no fd is left",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      const outside = roots(dir, { session: false });
+      const directory = `${dir}/tmp/mmap-ipc-${effectiveUid()}/claims`;
+      Deno.mkdirSync(directory, { recursive: true, mode: 0o700 });
+      Deno.chmodSync(`${dir}/tmp/mmap-ipc-${effectiveUid()}`, 0o700);
+      await using cleaner = spawnProgram("flock", [
+        "--exclusive",
+        "--no-fork",
+        directory,
+        "sh",
+        "-c",
+        "echo locked; exec sleep 30",
+      ]);
+      assertEquals(await cleaner.nextLine(), "locked");
+      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+      const record = claimRecordFile(directory, "state file", path);
+      assertEquals(lockHolder(record), Deno.pid, record);
+      assertEquals(lockHolder(directory), cleaner.pid, "the cleaner's lock is untouched");
+      // The directory could not be locked, so it is not kept open either.
+      assertEquals(await openFdCount(Deno.pid, directory), 0, "fds left open on the directory");
+      for (const held of claims) held.release();
+      assertEquals([...Deno.readDirSync(directory)], [], "records left behind");
     });
   },
 );
