@@ -128,6 +128,32 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
 
 testWith(
   NEEDS.system,
+  "a value written 20 ms after the state file was emptied becomes the state; the emptying is not answered over it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state`;
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        const since = launcher.lines.length;
+        // `echo 1 > state` slowed down: the keeper sees the empty file well before the 1. Appended,
+        // so a state written back at full size meanwhile would keep the 1 from offset 0.
+        await shell(': > "$1"; sleep 0.02; printf 1 >> "$1"', state);
+        await launcher.waitFor(/was set to 1 from outside/, { since, timeoutMs: GUARD_MS });
+        await ledShows(launcher, "On", since);
+        assertEquals(stateValue(state), 1, launcher.transcript);
+        assert(!/was emptied/.test(launcher.transcript), launcher.transcript);
+        await stopCleanly(launcher, [pids.led, pids.button]);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "echo 1 > state and echo 0 > state, 20 times over: the state follows each, none is undone",
   async () => {
     await withTempDir(async (dir) => {
