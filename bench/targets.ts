@@ -282,6 +282,13 @@ function systemTargets(): TargetSpec[] {
       goal: { on: "ratio", op: "<=", bound: 0.5 },
       source: ISSUE_11,
     },
+    {
+      id: "foreign-cpu-vs-floor",
+      title: "our LED following a foreign C writer, idle: CPU against C doing the follower's loop",
+      figure: { id: "foreign.led.cpu" },
+      baseline: { id: "foreign.floor.cpu" },
+      source: ISSUE_11,
+    },
   ];
 }
 

@@ -53,7 +53,7 @@ const SUPERVISOR = 96;
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
  */
-const DEFAULT_FOLLOW_PERIOD_MS = 2.75;
+export const DEFAULT_FOLLOW_PERIOD_MS = 2.75;
 /** The longest follow period, as for `setTimeout`: about 24.8 days. */
 const MAX_FOLLOW_PERIOD_MS = 2 ** 31 - 1;
 /** While a synchronous wait sleeps, how often it looks whether the writer still lives. */

@@ -3,12 +3,14 @@
  * of the state file and nothing else, as the original button does (`bench/c/foreign_writer.c`).
  * Our `consumers/led.ts` and the C stand-in of the original's 1 ms poller follow the same file
  * in the same run: change to applied (the writer's stamp to the LED's log line arriving here),
- * then what each costs while nothing changes.
+ * then what each costs while nothing changes, beside C doing what our follower does at its period
+ * (`bench/c/follow_floor.c`): the least that following by looking costs on this machine.
  *
  * @module
  */
 
 import { delay } from "@std/async/delay";
+import { DEFAULT_FOLLOW_PERIOD_MS } from "../../lib/state_cell.ts";
 import { idleCost } from "../proc_stats.ts";
 import { type Child, ROOT, spawnDeno, spawnProgram } from "../processes.ts";
 import { summarizeLatencies, summarizeRuns } from "../stats.ts";
@@ -84,16 +86,23 @@ export const foreignWriter: BenchCase = {
         summarizeLatencies(theirs),
       );
 
+      // Started only now, so that it takes no CPU from the latency runs.
+      await using floor = spawnProgram(await work.compile("bench/c/follow_floor.c"), [
+        state,
+        String(DEFAULT_FOLLOW_PERIOD_MS),
+      ]);
+      await floor.nextLine();
       await delay(500);
       const seconds = config.quick ? 1 : IDLE_SECONDS;
-      const cost: number[][] = [[], [], [], []];
+      const cost: number[][] = [[], [], [], [], []];
       for (let run = 1; run <= config.runs; run++) {
         progress.step(`foreign writer: idle cost, run ${run}/${config.runs}`);
-        const [mine, c] = await idleCost([led.pid, poller.pid], seconds);
+        const [mine, c, looking] = await idleCost([led.pid, poller.pid, floor.pid], seconds);
         cost[0].push(mine.cpuPercent);
         cost[1].push(mine.wakeupsPerSecond);
         cost[2].push(c.cpuPercent);
         cost[3].push(c.wakeupsPerSecond);
+        cost[4].push(looking.cpuPercent);
       }
       const idle = `idle for ${seconds} s per run`;
       const rows = [
@@ -101,6 +110,11 @@ export const foreignWriter: BenchCase = {
         ["foreign.led.wakeups", `our LED ${idle}: voluntary context switches`, "/s"],
         ["foreign.poller.cpu", `the 1 ms poller ${idle}: CPU`, "%"],
         ["foreign.poller.wakeups", `the 1 ms poller ${idle}: voluntary context switches`, "/s"],
+        [
+          "foreign.floor.cpu",
+          `C doing what our follower does (nanosleep ${DEFAULT_FOLLOW_PERIOD_MS} ms, pread, parse) ${idle}: CPU`,
+          "%",
+        ],
       ] as const;
       rows.forEach(([id, label, unit], i) =>
         figures.add({ id, section: "foreign", label, unit }, summarizeRuns(cost[i]))
