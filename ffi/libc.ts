@@ -121,31 +121,34 @@ export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 const LIBC_CANDIDATES = ["libc.so.6"] as const;
 let loaded: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
 
-/** Returns libc's symbols, opening the library on first use. */
+/**
+ * Returns libc's symbols, opening the library on first use. Kept this small so that V8 inlines it
+ * into every caller's optimised code at little cost of its inlining budget: a larger body here
+ * left no budget to inline the state cell's wait, whose FFI call then took the slow path.
+ */
 export function libc(): Libc {
-  if (loaded === undefined) {
-    if (Deno.build.os !== "linux") {
-      throw new Deno.errors.NotSupported(
-        `mmap-ipc needs Linux (futex, memfd, statx); this is ${Deno.build.os}`,
-      );
-    }
-    const failures: string[] = [];
-    for (const candidate of LIBC_CANDIDATES) {
-      try {
-        loaded = Deno.dlopen(candidate, LIBC_SYMBOLS);
-        break;
-      } catch (error) {
-        if (
-          error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
-        ) {
-          throw error;
-        }
-        failures.push(`${candidate}: ${(error as Error).message}`);
+  return (loaded ?? openLibc()).symbols;
+}
+
+function openLibc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS> {
+  if (Deno.build.os !== "linux") {
+    throw new Deno.errors.NotSupported(
+      `mmap-ipc needs Linux (futex, memfd, statx); this is ${Deno.build.os}`,
+    );
+  }
+  const failures: string[] = [];
+  for (const candidate of LIBC_CANDIDATES) {
+    try {
+      loaded = Deno.dlopen(candidate, LIBC_SYMBOLS);
+      return loaded;
+    } catch (error) {
+      if (
+        error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+      ) {
+        throw error;
       }
-    }
-    if (loaded === undefined) {
-      throw new Deno.errors.NotFound(`Cannot load libc; tried ${failures.join("; ")}`);
+      failures.push(`${candidate}: ${(error as Error).message}`);
     }
   }
-  return loaded.symbols;
+  throw new Deno.errors.NotFound(`Cannot load libc; tried ${failures.join("; ")}`);
 }

@@ -21,7 +21,7 @@
  * @module
  */
 
-import type { Mapping, WaitResult } from "../ffi/mapping.ts";
+import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { TextFollower } from "../ffi/text_follower.ts";
 
 /** Something built on a {@link SharedMemory} that must close before the memory goes away. */
@@ -213,13 +213,14 @@ export class SharedMemory {
   }
 
   /**
-   * Sleeps on the word at `byteOffset` on this thread, blocking it, for at most `timeoutMs`
-   * (`undefined`: until woken). Nothing can close the memory meanwhile: the thread is busy.
+   * Synchronous waits on the word at `byteOffset`, on this thread, blocking it (see
+   * {@link SyncWaiter}). Nothing can close the memory during such a wait: the thread is busy. The
+   * caller checks that the memory is open before each wait; a waiter used after the mapping was
+   * retired or released throws `BadResource`.
    */
-  waitSync(byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult {
+  syncWaiter(byteOffset: number): SyncWaiter {
     this.check();
-    if (Atomics.load(this.words, byteOffset >> 2) !== expected) return "not-equal";
-    return this.#mapping.futexWaitSync(byteOffset, expected, timeoutMs);
+    return this.#mapping.syncWaiter(byteOffset);
   }
 
   /** Wakes up to `count` waiters (default: all) on the word at `byteOffset`, in any process. */

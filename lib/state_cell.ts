@@ -27,6 +27,7 @@ import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import type { SharedMemory } from "./memory.ts";
 import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
+import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
 import type { StateFile } from "./state_file.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
@@ -192,6 +193,8 @@ const constructing = Symbol("StateCell");
 export class StateCell {
   readonly #name: string;
   readonly #memory: SharedMemory;
+  /** The synchronous waits on the sequence word, prepared once. */
+  readonly #syncWaiter: SyncWaiter;
   readonly #base: number;
   readonly #bytes: Uint8Array;
   readonly #words: Int32Array;
@@ -235,6 +238,7 @@ export class StateCell {
     this.#name = region.name;
     this.#memory = memoryOf(region);
     this.#base = options.offset ?? 0;
+    this.#syncWaiter = this.#memory.syncWaiter(this.#base + SEQUENCE);
     this.#bytes = this.#memory.bytes;
     this.#words = this.#memory.words;
     this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
@@ -350,32 +354,45 @@ export class StateCell {
    * job is to wait.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
-    this.#check();
-    const deadline = performance.now() + options.timeout;
-    let cooperating = this.#writerAlive(false);
-    let value = this.#current(cooperating);
-    const from = options.from ?? value;
-    for (;;) {
+    if (this.#closed) this.#check();
+    const { timeout } = options;
+    const started = performance.now();
+    let from = options.from;
+    // Kept small, each step called from one place and the rare cases in methods of their own:
+    // V8 then inlines this loop, the whole way down to the futex call, into an optimised
+    // caller, where the FFI call is a fast call (measured: a few microseconds per wake-up).
+    for (let first = true;; first = false) {
+      const cooperating = this.#writerAlive(false);
+      // Read before the value, which may come from the mirror: a write after this changes the
+      // word, so the sleep below returns at once instead of missing it (or never sleeping).
+      const sequence = Atomics.load(this.#words, this.#sequenceIndex);
+      const value = this.#current(cooperating);
+      from ??= value;
       if (value !== from) return value;
-      const sequence = this.#sequence;
-      const remaining = this.#remaining(deadline);
-      // Nothing else runs on this thread meanwhile, so nothing hears the writer die: look again
-      // now and then, and look at a foreign writer's text every period.
-      const slice = cooperating
-        ? Math.min(remaining ?? this.#livenessCheckMs, this.#livenessCheckMs)
-        : Math.min(remaining ?? this.#followPeriodMs, this.#followPeriodMs);
+      const slice = first && timeout > 0
+        ? Math.min(timeout, cooperating ? this.#livenessCheckMs : this.#followPeriodMs)
+        : this.#nextSlice(started, timeout, cooperating);
       Atomics.add(this.#words, this.#waitersIndex, 1);
-      let result: string;
+      let result: WaitResult;
       try {
-        result = this.#memory.waitSync(this.#base + SEQUENCE, sequence, slice);
+        result = this.#syncWaiter.wait(sequence, slice);
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
       // Only a wait that ran its whole slice looks at the writer's pidfd: a wake-up costs nothing.
       if (result === "timed-out" && cooperating) this.#watch?.check();
-      cooperating = this.#writerAlive(false);
-      value = this.#current(cooperating);
     }
+  }
+
+  /**
+   * How long a synchronous wait's next sleep may last: until the deadline, and at most until it
+   * should look whether the writer still lives (nothing else on its thread would hear of a
+   * death) or at a foreign writer's text. Throws `TimedOut` once the deadline has passed.
+   */
+  #nextSlice(started: number, timeout: number, cooperating: boolean): number {
+    const remaining = this.#remaining(started + timeout);
+    const period = cooperating ? this.#livenessCheckMs : this.#followPeriodMs;
+    return remaining === undefined ? period : Math.min(remaining, period);
   }
 
   /**
@@ -544,6 +561,16 @@ export class StateCell {
    */
   #writerAlive(listen: boolean): boolean {
     const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
+    // The usual answer, kept apart so that it is small enough to inline into a waiting loop.
+    const watch = this.#watch;
+    if (watch?.claim === claim && watch.alive && (!listen || this.#unlisten !== undefined)) {
+      return true;
+    }
+    return this.#lookAtWriter(claim, listen);
+  }
+
+  /** {@link StateCell.#writerAlive} when the claim is new, gone or dead, or not listened to. */
+  #lookAtWriter(claim: bigint, listen: boolean): boolean {
     if (claim === 0n) {
       this.#dropWatch("left");
       return false;

@@ -11,8 +11,10 @@ import {
   openFileRegion,
   openShmRegion,
   openStateCell,
+  openStateFile,
   type StateCell,
 } from "../mod.ts";
+import { cpuUsage } from "node:process";
 import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
@@ -199,6 +201,40 @@ Deno.test("StateCell.waitForChangeSync() returns a change and times out", () => 
   writer.close();
   assertEquals(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
 });
+
+testWith(
+  NEEDS.files,
+  "StateCell.waitForChangeSync() with a mirror, once its writer left, sleeps between looks at the file instead of spinning",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state`;
+      using mirror = openStateFile(path, { create: true });
+      using region = createMemfdRegion({ size: 256 });
+      using cell = openStateCell(region, { mirror });
+      assertEquals(cell.read(), 0);
+      // The sequence moves after the reader's last look, and then no writer holds the cell.
+      const writer = openStateCell(region, { writer: true, mirror });
+      writer.write(1);
+      writer.close();
+      const before = cpuUsage();
+      const started = performance.now();
+      assertThrowsWith(
+        () => cell.waitForChangeSync({ from: 1, timeout: 400 }),
+        Deno.errors.TimedOut,
+        region.name,
+      );
+      const used = cpuUsage(before);
+      const cpuMs = (used.user + used.system) / 1000;
+      const wallMs = performance.now() - started;
+      // A spin takes a core for the whole wait; a look at the file every 2.75 ms, a few percent.
+      assert(cpuMs < wallMs / 4, `${cpuMs.toFixed(0)} ms of CPU in a ${wallMs.toFixed(0)} ms wait`);
+      // The file is still followed: the original C button's write (no truncation) is seen.
+      using file = Deno.openSync(path, { write: true });
+      file.writeSync(encoder.encode("0\n"));
+      assertEquals(cell.waitForChangeSync({ from: 1, timeout: 10_000 }), 0);
+    });
+  },
+);
 
 Deno.test("StateCell.changes() yields new values in order, coalesced, and ends on abort", async () => {
   using region = createMemfdRegion({ size: 256 });
