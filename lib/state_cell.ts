@@ -358,9 +358,9 @@ export class StateCell {
     const { timeout } = options;
     const started = performance.now();
     let from = options.from;
-    // Kept small, each step called from one place and the rare cases in methods of their own:
-    // V8 then inlines this loop, the whole way down to the futex call, into an optimised
-    // caller, where the FFI call is a fast call (measured: a few microseconds per wake-up).
+    // Kept small, each step called from one place and the rare cases in methods of their own,
+    // so that V8 can inline the loop, down to the futex call, into an optimised caller, where
+    // the FFI call is a fast call. Whether it does depends on the order V8 tiers things up in.
     for (let first = true;; first = false) {
       const cooperating = this.#writerAlive(false);
       // Read before the value, which may come from the mirror: a write after this changes the
