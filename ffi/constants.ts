@@ -78,6 +78,7 @@ export const F_SEAL_GROW = 4;
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
+export const LOCK_UN = 8;
 
 // <sys/ipc.h>, <sys/shm.h>; struct shmid_ds is laid out alike on both (checked with gcc and the
 // generic 64-bit headers aarch64 uses).

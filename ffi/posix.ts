@@ -147,6 +147,11 @@ export function tryLockShared(fd: number, subject: string): boolean {
   throw osError("lock", subject, errno);
 }
 
+/** Lets go of this open file's flock(2). */
+export function unlockFd(fd: number, subject: string): void {
+  check(libc().flock(fd, C.LOCK_UN), "unlock", subject);
+}
+
 /** The pid holding a flock(2) on the inode with `lockIdentity`, from /proc/locks. */
 export function flockHolder(lockIdentity: string): number | undefined {
   const locks = readFileText("/proc/locks") ?? "";

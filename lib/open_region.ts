@@ -62,7 +62,7 @@ function settleSize(
   subject: string,
 ): number {
   if (created) {
-    posix.truncateFd(fd, options.size as number, subject);
+    growTo(fd, options.size as number, subject);
     return options.size as number;
   }
   if (stat.size === 0 && !options.create) {
@@ -84,8 +84,38 @@ function settleSize(
     }
     return stat.size;
   }
-  if (stat.size < options.size) posix.truncateFd(fd, options.size, subject);
+  if (stat.size < options.size) growTo(fd, options.size, subject);
   return options.size;
+}
+
+/** How long {@link growTo} waits for another process's lock on the file. */
+const GROW_LOCK_MS = 2_000;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Grows the file behind `fd` to at least `size` bytes, never shrinking it. Under an exclusive
+ * flock(2): without it, two processes opening one new name with different sizes at once could
+ * each see it small, and the one with the smaller size would truncate it after the other had
+ * grown and mapped it, and that process would die of SIGBUS.
+ */
+function growTo(fd: number, size: number, subject: string): void {
+  const deadline = performance.now() + GROW_LOCK_MS;
+  while (!posix.tryLockExclusive(fd, subject)) {
+    if (performance.now() >= deadline) {
+      throw failure(
+        Deno.errors.Busy,
+        "resize",
+        subject,
+        `another process has held a lock on it for ${GROW_LOCK_MS} ms`,
+      );
+    }
+    Atomics.wait(pause, 0, 0, 1);
+  }
+  try {
+    if (posix.statFd(fd, subject).size < size) posix.truncateFd(fd, size, subject);
+  } finally {
+    posix.unlockFd(fd, subject);
+  }
 }
 
 /** How an fd-backed region's name is removed: only while it still names the region's inode. */
@@ -150,7 +180,8 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * `/tmp/data.dat`. The file is created with mode 0600 and never opened through a symlink;
  * directories, FIFOs, devices, sockets and files of other users are refused, as is a directory
  * where other users could replace the file. A shorter existing file is grown to `size`, never
- * shrunk.
+ * shrunk, under an exclusive flock(2), so that processes of this library opening one file at
+ * once with different sizes never shrink it under each other's mappings.
  *
  * A file can be truncated by any process that may write it, and the kernel answers a mapping
  * that then reaches past the end of the file with SIGBUS, which no library can catch. Map a file
