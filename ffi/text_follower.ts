@@ -10,6 +10,8 @@
  * @module
  */
 
+import * as C from "./constants.ts";
+import { libc } from "./libc.ts";
 import type { Mapping } from "./mapping.ts";
 import { closeFd, duplicateFd } from "./posix.ts";
 
@@ -50,6 +52,8 @@ const MOVED = 3;
 interface Start {
   control: SharedArrayBuffer;
   periodMs: number;
+  /** futex(2)'s syscall number on this architecture. */
+  futex: string;
   fd?: number;
   address?: string;
   watchAddress?: string;
@@ -72,7 +76,10 @@ function followerMain(): void {
     const control = new Int32Array(start.control);
     const lib = Deno.dlopen("libc.so.6", {
       pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-      nanosleep: { parameters: ["buffer", "pointer"], result: "i32" },
+      syscall: {
+        parameters: ["i64", "pointer", "i32", "i32", "buffer", "pointer", "i32"],
+        result: "i64",
+      },
     });
     const fd = start.fd ?? -1;
     const text = start.address === undefined ? new Uint8Array(32) : new Uint8Array(
@@ -89,13 +96,14 @@ function followerMain(): void {
     );
     let last = start.value;
     let moved = false;
-    // nanosleep(2) is the cheapest sleep a Worker has: one syscall, no lock around it.
-    const period = new BigInt64Array([
-      BigInt(Math.floor(start.periodMs / 1000)),
-      BigInt(Math.round((start.periodMs % 1000) * 1e6)),
-    ]);
+    // Sleeps in futex(2) on the stop word, so stop() wakes it at once (a nanosleep(2) could not
+    // be cut short: a long period kept the Worker, and the memory it reads, for that long).
+    const stopWord = Deno.UnsafePointer.of(control);
+    const periodNs = BigInt(Math.round(start.periodMs * 1e6));
+    const period = new BigInt64Array([periodNs / 1_000_000_000n, periodNs % 1_000_000_000n]);
+    const futex = BigInt(start.futex);
     for (;;) {
-      lib.symbols.nanosleep(period, null);
+      lib.symbols.syscall(futex, stopWord, 0, 0, period, null, 0); // FUTEX_WAIT while 0
       if (Atomics.load(control, 0) !== 0) break;
       if (fd >= 0) {
         const count = Number(lib.symbols.pread(fd, text, 32n, 0n));
@@ -127,7 +135,7 @@ export class TextFollower {
   readonly #control: Int32Array;
   readonly #stopped: Promise<void>;
   #generation = 0;
-  #waiting: (() => void) | undefined;
+  readonly #waiting = new Set<() => void>();
   #stopping = false;
   /** Why the Worker stopped on its own, if it failed. */
   #failure: Error | undefined;
@@ -155,11 +163,11 @@ export class TextFollower {
       this.#stopping = true;
       resolveStopped();
       options.onStopped?.();
-      this.#waiting?.();
+      this.#wakeAll();
     };
     this.#worker.onmessage = (event: MessageEvent<number>) => {
       if (event.data === 1) stopped();
-      else this.#waiting?.();
+      else this.#wakeAll();
     };
     this.#worker.onerror = (event) => {
       event.preventDefault();
@@ -169,6 +177,7 @@ export class TextFollower {
     const start: Start = {
       control,
       periodMs: options.periodMs,
+      futex: C.SYS_futex.toString(),
       value: options.value,
       watchValue: watch?.value ?? 0,
     };
@@ -185,23 +194,31 @@ export class TextFollower {
 
   /**
    * Resolves with the next change after the last one returned, or `undefined` once the
-   * follower stopped; rejects with why if the Worker failed. Only one call at a time.
+   * follower stopped; rejects with why if the Worker failed. Any number of calls may wait at
+   * once: each gets the first change made after the last one returned when it was called.
    */
   async next(): Promise<FollowedChange | undefined> {
+    const after = this.#generation;
     while (!this.#stopping) {
       const generation = Atomics.load(this.#control, GENERATION);
-      if (generation !== this.#generation) {
+      if (generation !== after) {
         this.#generation = generation;
         return {
           value: Atomics.load(this.#control, VALUE),
           watchMoved: Atomics.load(this.#control, MOVED) === 1,
         };
       }
-      await new Promise<void>((resolve) => (this.#waiting = resolve));
-      this.#waiting = undefined;
+      await new Promise<void>((resolve) => this.#waiting.add(resolve));
     }
     if (this.#failure !== undefined) throw this.#failure;
     return undefined;
+  }
+
+  /** Wakes every call of {@link TextFollower.next} that waits. */
+  #wakeAll(): void {
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    for (const resolve of waiting) resolve();
   }
 
   /** Stops the Worker; resolves once it no longer reads anything. Safe to call twice. */
@@ -209,8 +226,17 @@ export class TextFollower {
     if (!this.#stopping) {
       this.#stopping = true;
       Atomics.store(this.#control, STOP, 1);
-      Atomics.notify(this.#control, STOP);
-      this.#waiting?.();
+      // The Worker sleeps in futex(2) on this word, not in Atomics.wait.
+      libc().syscall(
+        C.SYS_futex,
+        Deno.UnsafePointer.of(this.#control),
+        C.FUTEX_WAKE,
+        1,
+        null,
+        null,
+        0,
+      );
+      this.#wakeAll();
     }
     return this.#stopped;
   }

@@ -12,11 +12,13 @@
  *    `BadResource`.
  * 3. Futex waits still running on Deno's worker threads are woken until they return (they then
  *    reject with `BadResource`); no FFI call runs against the memory after that.
- * 4. Only then is the range released. If a lent buffer could not be detached because user code
- *    had moved it away (`transfer()`, `postMessage` with a transfer list), the range is retired
- *    instead: private zero pages replace the shared memory at the same addresses and stay there
- *    for the life of the process, so that moved buffer can never reach the file or another
- *    mapping that lands at those addresses.
+ * 4. Only then is the range let go. If no buffer was ever lent to user code, it is released
+ *    (unmapped). Otherwise it is retired: private zero pages replace the shared memory at the
+ *    same addresses and stay there for the life of the process, so that nothing user code still
+ *    holds can reach the file or another mapping that lands at those addresses: neither a buffer
+ *    it moved away (`transfer()`, `postMessage` with a transfer list), which cannot be detached,
+ *    nor an async op that took a view's memory before close (a read into it still in flight),
+ *    which detaching does not stop. A retired range costs address space, not memory.
  *
  * @module
  */
@@ -49,6 +51,12 @@ interface Held {
   buffers: Set<ArrayBuffer>;
   /** Whether user code moved a lent buffer away, so the range must never be unmapped. */
   moved: boolean;
+  /**
+   * Whether a buffer was ever lent to user code. Detaching it does not stop an async op that
+   * already holds its memory (a read into it still in flight), so such a range is retired, never
+   * released: unmapped, it could be mapped again for something else, and the op would write there.
+   */
+  lent: boolean;
   onRelease: (() => void) | undefined;
 }
 
@@ -63,7 +71,7 @@ function detachAll(held: Held): void {
 
 /** Releases the range, or retires it when a moved buffer may still point into it. */
 function letGo(held: Held): void {
-  if (held.moved) held.mapping.retire();
+  if (held.moved || held.lent) held.mapping.retire();
   else held.mapping.release();
   held.onRelease?.();
 }
@@ -113,7 +121,13 @@ export class SharedMemory {
     this.bytes = new Uint8Array(root);
     this.words = new Int32Array(root, 0, mapping.size >> 2);
     this.longWords = new BigInt64Array(root, 0, mapping.size >> 3);
-    this.#held = { mapping, buffers: new Set([root]), moved: false, onRelease: options.onRelease };
+    this.#held = {
+      mapping,
+      buffers: new Set([root]),
+      moved: false,
+      lent: false,
+      onRelease: options.onRelease,
+    };
     forgotten.register(this, this.#held, this);
   }
 
@@ -161,6 +175,7 @@ export class SharedMemory {
     this.check();
     const buffer = this.#mapping.buffer(offset, length);
     this.#held.buffers.add(buffer);
+    this.#held.lent = true;
     return buffer;
   }
 
@@ -201,7 +216,7 @@ export class SharedMemory {
       if (timer !== undefined) clearInterval(timer);
       this.#waits.delete(call);
       if (this.#closed) {
-        if (this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
+        if (this.#waits.size === 0) this.#finish();
         throw this.closedError();
       }
       if (returned === 0n) return "ok";
@@ -297,11 +312,14 @@ export class SharedMemory {
     this.#rewake = setInterval(wakeAll, REWAKE_MS);
   }
 
-  /** Runs once no wait is in flight and no follower reads any more. */
+  /**
+   * Runs once no wait is in flight after close: stops waking waits, and lets the memory go
+   * unless a follower still reads it (the last one to stop runs this again).
+   */
   #finish(): void {
     if (this.#rewake !== undefined) clearInterval(this.#rewake);
-    if (this.#followers.size > 0) return;
     this.#rewake = undefined;
+    if (this.#followers.size > 0) return;
     letGo(this.#held);
   }
 

@@ -7,6 +7,7 @@
  */
 
 import { abortReason, failure } from "./errors.ts";
+import { checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 
 /** The four ways to reach a shared region. */
@@ -44,9 +45,6 @@ export interface RegionWaitOptions {
   /** Rejects the wait with the signal's reason when aborted. */
   signal?: AbortSignal;
 }
-
-/** Timeouts from this many ms on are no limit. */
-const MAX_TIMEOUT_MS = 2 ** 40;
 
 /** The largest region this library maps (1 TiB); anything larger is a mistake, not a plan. */
 export const MAX_REGION_SIZE: number = 2 ** 40;
@@ -193,17 +191,9 @@ export class SharedRegion {
   ): Promise<"ok" | "not-equal" | "timed-out"> {
     this.#words(offset);
     const { signal, timeout } = options;
-    if (timeout !== undefined && !(timeout >= 0)) {
-      throw failure(
-        RangeError,
-        "wait on region",
-        this.name,
-        `timeout ${timeout} is not a number of milliseconds from 0 up`,
-      );
-    }
+    checkTimeout(timeout, "wait on region", this.name);
     if (signal?.aborted) throw abortReason(signal);
-    // Beyond about 35 years a timeout is no limit at all (and would not fit a timespec).
-    const timeoutMs = timeout === undefined || timeout >= MAX_TIMEOUT_MS ? undefined : timeout;
+    const timeoutMs = timeout === undefined || timeout >= NO_LIMIT_MS ? undefined : timeout;
     const result = await this.#memory.wait(offset, expected | 0, { timeoutMs, signal });
     if (signal?.aborted) throw abortReason(signal);
     return result;

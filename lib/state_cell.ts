@@ -25,6 +25,7 @@
 import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
+import { checkTimeout, startTimer } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
 import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
@@ -330,6 +331,7 @@ export class StateCell {
   async waitForChange(options: StateWaitOptions = {}): Promise<number> {
     this.#check();
     const { signal, timeout } = options;
+    checkTimeout(timeout, "wait for a change of state cell", this.#name);
     const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
     const stop = this.#stopSignal(signal);
     this.#enter();
@@ -356,6 +358,7 @@ export class StateCell {
   waitForChangeSync(options: { from?: number; timeout: number }): number {
     if (this.#closed) this.#check();
     const { timeout } = options;
+    checkTimeout(timeout, "wait for a change of state cell", this.#name);
     const started = performance.now();
     let from = options.from;
     // Kept small, each step called from one place and the rare cases in methods of their own,
@@ -679,14 +682,16 @@ export class StateCell {
       },
     );
     const follower = this.#follower;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancelTimer: (() => void) | undefined;
     let onAbort: (() => void) | undefined;
     let change: FollowedChange | undefined;
     try {
       change = await Promise.race([
         follower.next(),
         new Promise<undefined>((resolve) => {
-          if (timeoutMs !== undefined) timer = setTimeout(() => resolve(undefined), timeoutMs);
+          if (timeoutMs !== undefined) {
+            cancelTimer = startTimer(timeoutMs, () => resolve(undefined));
+          }
           onAbort = () => resolve(undefined);
           stop.addEventListener("abort", onAbort, { once: true });
         }),
@@ -696,7 +701,7 @@ export class StateCell {
       this.#stopFollowing();
       throw failure(Error, "follow the text of state cell", this.#name, (error as Error).message);
     } finally {
-      clearTimeout(timer);
+      cancelTimer?.();
       if (onAbort !== undefined) stop.removeEventListener("abort", onAbort);
     }
     // The sequence moved (a cooperating writer may be back) or the follower ended: start over.

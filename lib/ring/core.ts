@@ -7,6 +7,7 @@
 
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
+import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import type { SharedMemory } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
@@ -252,6 +253,7 @@ export class RingCore {
     options: RingWaitOptions,
     ready: () => void,
   ): Promise<T> {
+    checkTimeout(options.timeout, "wait in the ring in", this.name);
     if (this.busy) await this.#wait(options);
     this.busy = true;
     try {
@@ -270,11 +272,11 @@ export class RingCore {
     const { signal, timeout } = options;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise<void>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let cancelTimer: (() => void) | undefined;
       const leave = (): void => {
         const at = this.#queue.indexOf(turn);
         if (at >= 0) this.#queue.splice(at, 1);
-        if (timer !== undefined) clearTimeout(timer);
+        cancelTimer?.();
         signal?.removeEventListener("abort", onAbort);
       };
       const onAbort = (): void => {
@@ -294,10 +296,10 @@ export class RingCore {
       this.#queue.push(turn);
       signal?.addEventListener("abort", onAbort, { once: true });
       if (timeout !== undefined) {
-        timer = setTimeout(() => {
+        cancelTimer = startTimer(timeout, () => {
           leave();
           reject(this.timedOut("its turn"));
-        }, timeout);
+        });
       }
     });
   }
@@ -325,7 +327,10 @@ export class RingCore {
     spun: boolean,
   ): Promise<T> {
     const { signal, timeout } = options;
-    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    checkTimeout(timeout, "wait in the ring in", this.name);
+    const deadline = timeout === undefined || timeout >= NO_LIMIT_MS
+      ? Infinity
+      : performance.now() + timeout;
     this.check();
     for (let spin = spun ? this.spin : 0; spin < this.spin; spin++) {
       const value = ready();

@@ -1,0 +1,47 @@
+/**
+ * Timeouts, checked and kept the same way everywhere: a timeout is a number of milliseconds from
+ * 0 up (`Infinity` and anything from {@link NO_LIMIT_MS} on meaning none), and a timer for any
+ * such delay fires when it is due, never early (`setTimeout` fires at once for a delay beyond
+ * 2^31 - 1 ms, which made a long wait spin).
+ *
+ * @module
+ */
+
+import { failure } from "./errors.ts";
+
+/** Timeouts from this many ms on (about 35 years) are no limit, and would not fit a timespec. */
+export const NO_LIMIT_MS = 2 ** 40;
+
+/** The longest delay `setTimeout` keeps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Throws `RangeError`, naming `action` and `subject`, for a timeout that is not a number from 0 up. */
+export function checkTimeout(timeout: number | undefined, action: string, subject: string): void {
+  if (timeout !== undefined && !(timeout >= 0)) {
+    throw failure(
+      RangeError,
+      action,
+      subject,
+      `timeout ${timeout} is not a number of milliseconds from 0 up`,
+    );
+  }
+}
+
+/**
+ * Calls `fn` once `ms` have passed, however long that is (none from {@link NO_LIMIT_MS} on);
+ * returns what cancels it.
+ */
+export function startTimer(ms: number, fn: () => void): () => void {
+  if (ms >= NO_LIMIT_MS) return () => {};
+  const due = performance.now() + ms;
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = (delay: number): void => {
+    timer = setTimeout(() => {
+      const left = due - performance.now();
+      if (left > 0) arm(left);
+      else fn();
+    }, Math.min(delay, MAX_TIMER_MS));
+  };
+  arm(ms);
+  return () => clearTimeout(timer);
+}

@@ -1,0 +1,153 @@
+/**
+ * Waits never spin, hang, or end early, whatever the timeout or the follow period: huge and
+ * invalid timeouts, a queued ring call with a timeout beyond `setTimeout`'s range, follow periods
+ * that once made the follower's sleep fail at once, a follower stopped in the middle of a long
+ * sleep, several waits on one reader while it follows, and an async op that holds a view across
+ * close. CPU is read with `process.cpuUsage()`: a spin takes a whole core, a sleep next to none.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "@std/assert";
+import { cpuUsage } from "node:process";
+import {
+  createMemfdRegion,
+  initRing,
+  openRingConsumer,
+  openRingProducer,
+  openStateCell,
+  ringRegionSize,
+} from "../mod.ts";
+import { makeFifo } from "../ffi/posix.ts";
+import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { delay, within } from "./helpers/waiting.ts";
+
+/** CPU ms this process spends over `ms` of wall time while `pending` waits stay pending. */
+async function cpuWhileWaiting(ms: number): Promise<{ cpuMs: number; wallMs: number }> {
+  const before = cpuUsage();
+  const started = performance.now();
+  await delay(ms);
+  const used = cpuUsage(before);
+  return { cpuMs: (used.user + used.system) / 1000, wallMs: performance.now() - started };
+}
+
+/** Fails unless the process slept: a spin takes about as much CPU as wall time. */
+function assertSlept({ cpuMs, wallMs }: { cpuMs: number; wallMs: number }, what: string): void {
+  assert(cpuMs < wallMs / 4, `${what}: ${cpuMs.toFixed(0)} ms of CPU in ${wallMs.toFixed(0)} ms`);
+}
+
+Deno.test("a timeout of 1e22 ms sleeps: the state cell's wait and the ring's receive do not spin", async () => {
+  // Such a timeout overflowed the futex's timespec, which failed at once, in a loop.
+  {
+    using region = createMemfdRegion({ size: 256 });
+    using _writer = openStateCell(region, { writer: true });
+    using reader = openStateCell(region);
+    const waiting = reader.waitForChange({ timeout: 1e22 });
+    assertSlept(await cpuWhileWaiting(500), "waitForChange({ timeout: 1e22 })");
+    region.close();
+    await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name);
+  }
+  {
+    using region = createMemfdRegion({ size: ringRegionSize(4096) });
+    initRing(region);
+    using _producer = openRingProducer(region);
+    using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
+    const receiving = consumer.receive({ timeout: 1e22 });
+    assertSlept(await cpuWhileWaiting(500), "receive({ timeout: 1e22 })");
+    region.close();
+    await assertRejectsWith(() => receiving, Deno.errors.BadResource, region.name);
+  }
+});
+
+Deno.test("a NaN or negative timeout is a RangeError naming the cell or ring, not a wait", async () => {
+  using cellRegion = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(cellRegion);
+  using ringRegion = createMemfdRegion({ size: ringRegionSize(4096) });
+  initRing(ringRegion);
+  using consumer = openRingConsumer(ringRegion);
+  for (const timeout of [NaN, -1]) {
+    await assertRejectsWith(() => cell.waitForChange({ timeout }), RangeError, cellRegion.name);
+    assertThrowsWith(() => cell.waitForChangeSync({ timeout }), RangeError, cellRegion.name);
+    await assertRejectsWith(() => consumer.receive({ timeout }), RangeError, ringRegion.name);
+  }
+});
+
+Deno.test("a queued ring call with a 30-day timeout waits its turn: it does not time out at once", async () => {
+  // setTimeout fires at once for a delay beyond 2^31 - 1 ms.
+  using region = createMemfdRegion({ size: ringRegionSize(64) });
+  initRing(region);
+  using _producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const first = consumer.receive();
+  const second = consumer.receive({ timeout: 30 * 24 * 3600 * 1000 });
+  let settled = false;
+  second.then(() => (settled = true), () => (settled = true));
+  await delay(300);
+  assertEquals(settled, false, "the second call settled before its turn");
+  region.close();
+  await assertRejectsWith(() => first, Deno.errors.BadResource, region.name);
+  await assertRejectsWith(() => second, Deno.errors.BadResource, region.name);
+});
+
+Deno.test("a follow period just under a whole second sleeps: the follower does not spin", async () => {
+  // 999.9999999 ms once rounded to tv_nsec = 1e9, which nanosleep refuses at once.
+  using region = createMemfdRegion({ size: 256 });
+  using reader = openStateCell(region, { followPeriodMs: 999.9999999 });
+  const waiting = reader.waitForChange();
+  await delay(400); // past the grace: the follower runs
+  assertSlept(await cpuWhileWaiting(1000), "followPeriodMs 999.9999999");
+  region.close();
+  await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name);
+});
+
+Deno.test("two waits on one reader while it follows a foreign writer both see its write", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using reader = openStateCell(region);
+  const first = reader.waitForChange();
+  await delay(400); // past the grace: the first wait follows the text
+  const second = reader.waitForChange();
+  await delay(50);
+  region.write(0, new TextEncoder().encode("1\n\0")); // as the original C button writes it
+  assertEquals(await within(Promise.all([first, second]), 5_000), [1, 1]);
+});
+
+testWith(
+  NEEDS.children,
+  "a follower in the middle of a long sleep stops at close: the process ends at once",
+  async () => {
+    // It slept in nanosleep, which nothing cuts short: the process lived 8 s past its close.
+    await using child = spawnDeno(`${TESTS_DIR}fixtures/long_follow_close.ts`, []);
+    assertEquals(await child.nextLine(), "closed");
+    const closedAt = performance.now();
+    const status = await child.status();
+    assertEquals(status.code, 0, child.transcript);
+    const lingered = performance.now() - closedAt;
+    assert(lingered < 4_000, `the process lived ${lingered.toFixed(0)} ms past close (period 8 s)`);
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "an async read into a view still in flight at close lands nowhere shared: not in the next region",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/fifo`;
+      makeFifo(path, 0o600);
+      using fifo = Deno.openSync(path, { read: true, write: true });
+      const first = createMemfdRegion({ size: 1 << 20 });
+      const reading = fifo.read(first.view(0, 4096));
+      await delay(100);
+      first.close();
+      // Usually mapped at the addresses just let go.
+      using second = createMemfdRegion({ size: 1 << 20 });
+      using writer = Deno.openSync(path, { write: true });
+      writer.writeSync(new Uint8Array(4096).fill(7));
+      await reading.catch(() => {}); // into private pages now, or EFAULT: either way, not shared
+      assertEquals(second.read(0, 4096), new Uint8Array(4096));
+    });
+  },
+);
