@@ -93,6 +93,23 @@ Deno.test("a queued ring call with a 30-day timeout waits its turn: it does not 
   await assertRejectsWith(() => second, Deno.errors.BadResource, region.name);
 });
 
+Deno.test("a queued ring call's timeout bounds the whole call: its turn and its wait for data together", async () => {
+  // Each wait was given the whole timeout afresh: a turn that came late doubled it.
+  using region = createMemfdRegion({ size: ringRegionSize(64) });
+  initRing(region);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const first = consumer.receive();
+  const started = performance.now();
+  const second = consumer.receive({ timeout: 1000 });
+  await delay(800);
+  producer.trySend(new Uint8Array([1])); // the first call takes it; the second's turn comes
+  assertEquals(await first, new Uint8Array([1]));
+  await assertRejectsWith(() => second, Deno.errors.TimedOut, region.name);
+  const took = performance.now() - started;
+  assert(took < 1500, `a 1000 ms timeout ended after ${took.toFixed(0)} ms`);
+});
+
 Deno.test("a follow period just under a whole second sleeps: the follower does not spin", async () => {
   // 999.9999999 ms once rounded to tv_nsec = 1e9, which nanosleep refuses at once.
   using region = createMemfdRegion({ size: 256 });

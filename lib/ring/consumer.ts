@@ -153,6 +153,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
+    options = this.#ring.bounded(options);
     const message = this.tryReceive();
     if (message !== undefined) return message;
     return await this.#ring.blocking(
@@ -182,6 +183,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
+    options = this.#ring.bounded(options);
     const length = this.tryReceiveInto(buffer);
     if (length !== undefined) return length;
     return await this.#ring.blocking(
@@ -223,6 +225,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
+    options = this.#ring.bounded(options);
     if (!(max >= 1)) throw new RangeError(`Cannot receive at most ${max} messages: at least 1`);
     const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
@@ -283,6 +286,7 @@ export class RingConsumer {
     lengths: Uint32Array,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
+    options = this.#ring.bounded(options);
     if (lengths.length === 0) throw new RangeError("No room in lengths for even one message");
     const count = this.tryReceiveBatchInto(buffer, lengths);
     if (count > 0) return count;
@@ -381,6 +385,7 @@ export class RingConsumer {
     max = Infinity,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
+    options = this.#ring.bounded(options);
     if (!(max >= 1)) throw new RangeError(`Cannot read at most ${max} messages: at least 1`);
     const count = this.tryReadWith(read, max);
     if (count !== 0) return count;
@@ -431,6 +436,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
+    options = this.#ring.bounded(options);
     const lease = this.tryRead();
     if (lease !== undefined) return lease;
     return await this.#ring.blocking(

@@ -243,6 +243,24 @@ export class RingCore {
   }
 
   /**
+   * `options` with its timeout counted from now across every wait of one call (its turn, then
+   * each sleep for data or room), so that the call as a whole ends by then: each wait had been
+   * given the whole timeout afresh. Checks the timeout.
+   */
+  bounded(options: RingWaitOptions): RingWaitOptions {
+    const { timeout, signal } = options;
+    checkTimeout(timeout, "wait in the ring in", this.name);
+    if (timeout === undefined || timeout >= NO_LIMIT_MS) return options;
+    const deadline = performance.now() + timeout;
+    return {
+      signal,
+      get timeout(): number {
+        return Math.max(0, deadline - performance.now());
+      },
+    };
+  }
+
+  /**
    * Runs `operation` when the calls before it on this end have finished, so that two calls in
    * flight at once never interleave: they run in the order they were made. `ready` throws if
    * the end can no longer run it (closed, or a lease or reservation is held) once its turn

@@ -146,6 +146,7 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
+    options = this.#ring.bounded(options);
     if (this.trySend(message)) return;
     await this.#ring.blocking(
       () => this.trySend(message) || undefined,
@@ -179,6 +180,7 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
+    options = this.#ring.bounded(options);
     let sent = this.trySendBatch(messages);
     const spins = this.#ring.spins();
     // The lengths were checked once above: each try looks for room only.
@@ -253,6 +255,7 @@ export class RingProducer {
    * ```
    */
   async sendWith(length: number, write: RingWriter, options: RingWaitOptions = {}): Promise<void> {
+    options = this.#ring.bounded(options);
     if (this.trySendWith(length, write)) return;
     await this.#ring.blocking(
       () => this.trySendWith(length, write) || undefined,
@@ -300,6 +303,7 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
+    options = this.#ring.bounded(options);
     const reservation = this.tryReserve(length);
     if (reservation !== undefined) return reservation;
     return await this.#ring.blocking(
