@@ -215,6 +215,8 @@ export class StateCell {
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
   #sequence = 0;
+  /** An odd sequence a read stopped waiting on: its write was left half done. */
+  #abandoned = 0;
   /** The process behind the current writer claim, watched through a pidfd. */
   #watch: ProcessWatch | undefined;
   /** Stops listening for the watched writer's death. */
@@ -526,7 +528,10 @@ export class StateCell {
     for (let spin = 0;; spin++) {
       const before = Atomics.load(words, this.#sequenceIndex);
       if ((before & 1) !== 0) {
-        if (spin < MAX_SEQLOCK_SPINS) continue;
+        // A sequence this handle already gave up on is a write left half done for good: every
+        // read would wait it out again (about 66 us), so take the last complete value at once.
+        if (spin < MAX_SEQLOCK_SPINS && before !== this.#abandoned) continue;
+        this.#abandoned = before;
         this.#sequence = before;
         return Atomics.load(words, this.#valueIndex);
       }

@@ -236,6 +236,28 @@ testWith(
   },
 );
 
+Deno.test("a write left half done (odd sequence) is waited out once per handle, not on every read", () => {
+  using region = createMemfdRegion({ size: 256 });
+  const writer = openStateCell(region, { writer: true });
+  writer.write(5);
+  writer.close();
+  region.addInt32(76, 1); // the sequence word: a write begun and never finished
+  const readers = Array.from({ length: 20 }, () => openStateCell(region));
+  const timed = (fn: () => void): number => {
+    const started = performance.now();
+    fn();
+    return performance.now() - started;
+  };
+  // Each handle's first read waits the write out, then takes the last complete value.
+  const first = timed(() => readers.forEach((reader) => assertEquals(reader.read(), 5)));
+  const again = timed(() => readers.forEach((reader) => assertEquals(reader.read(), 5)));
+  assert(
+    again * 20 < first,
+    `later reads took ${again.toFixed(3)} ms, the first ${first.toFixed(3)}`,
+  );
+  for (const reader of readers) reader.close();
+});
+
 Deno.test("StateCell.changes() yields new values in order, coalesced, and ends on abort", async () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });

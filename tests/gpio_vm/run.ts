@@ -35,6 +35,7 @@ export const LIBRARY_TESTS = [
   "tests/state_cell_test.ts",
   "tests/ring_test.ts",
   "tests/fifo_button_test.ts",
+  "tests/wait_bounds_test.ts",
 ];
 
 /**
