@@ -31,7 +31,10 @@ testWith(
         const first = follower.next();
         const quiet = await Promise.race([first, delay(50).then(() => "quiet" as const)]);
         assertEquals(quiet, "quiet", "a change was reported though the file still says 1");
-        Deno.writeTextFileSync(path, "7\n");
+        // In place, as the original C button writes: writeTextFileSync would empty the file
+        // first, and a look in between would rightly report the 0 an empty file reads as.
+        using file = Deno.openSync(path, { write: true });
+        file.writeSync(new TextEncoder().encode("7\n"));
         assertEquals(await first, { value: 7, watchMoved: false } satisfies FollowedChange);
       } finally {
         await follower.stop();
