@@ -23,6 +23,9 @@ export function ownClaim(): bigint {
   return self;
 }
 
+/** The kernel's largest possible pid (`PID_MAX_LIMIT` on 64-bit Linux). */
+const PID_MAX_LIMIT = 2 ** 22;
+
 /** The pid a claim value names. */
 export function pidOf(claim: bigint): number {
   return Number(claim & 0xffff_ffffn);
@@ -32,7 +35,8 @@ export function pidOf(claim: bigint): number {
 export function claimIsLive(claim: bigint): boolean {
   if (claim === 0n) return false;
   const pid = pidOf(claim);
-  if (pid <= 0 || !posix.sendSignal(pid, 0)) return false;
+  // No process has a pid beyond the kernel's limit; a claim naming one was written by no one.
+  if (pid <= 0 || pid > PID_MAX_LIMIT || !posix.sendSignal(pid, 0)) return false;
   const state = posix.processState(pid);
   // Without a readable /proc the signal probe is all there is to go on.
   if (state === undefined) return true;

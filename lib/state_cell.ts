@@ -47,6 +47,7 @@ const MAGIC = 64;
 const VERSION = 68;
 const SIZE = 72;
 const SEQUENCE = 76;
+/** Readers asleep: writers of earlier versions wake only when it is above 0; ours always wake. */
 const WAITERS = 80;
 const VALUE = 84;
 const WRITER = 88;
@@ -510,11 +511,16 @@ export class StateCell {
   #publish(value: number): void {
     const words = this.#words;
     // A sequence lock: the plain stores between the two read-modify-writes cannot move out.
-    Atomics.add(words, this.#sequenceIndex, 1);
+    // Odd while writing, even if another process had left it odd, or readers would see torn text.
+    if ((Atomics.add(words, this.#sequenceIndex, 1) & 1) !== 0) {
+      Atomics.add(words, this.#sequenceIndex, 1);
+    }
     formatState(this.#bytes, this.#base, value);
     words[this.#valueIndex] = value;
     Atomics.add(words, this.#sequenceIndex, 1);
-    if (Atomics.load(words, this.#waitersIndex) > 0) this.#memory.wake(this.#base + SEQUENCE);
+    // Every time, not only when the count of sleeping readers says so: any process can write
+    // that count, and a reader that sleeps without a timeout must never miss a write.
+    this.#memory.wake(this.#base + SEQUENCE);
   }
 
   /**
