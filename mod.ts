@@ -34,6 +34,7 @@ export {
   createMemfdRegion,
   type MemfdOptions,
   openFileRegion,
+  type OpenMemfdOptions,
   openMemfdRegion,
   openShmRegion,
   openSysvRegion,

@@ -54,7 +54,9 @@ export const Errno = {
   EACCES: 13,
   EEXIST: 17,
   EINVAL: 22,
+  ENOSYS: 38,
   ELOOP: 40,
+  EOPNOTSUPP: 95,
   ETIMEDOUT: 110,
 } as const;
 

@@ -131,6 +131,18 @@ export function truncateFd(fd: number, size: number, subject: string): void {
   check(libc().ftruncate(fd, BigInt(size)), "resize", subject);
 }
 
+/**
+ * Gives the first `size` bytes of a file real blocks (fallocate(2), mode 0, never shrinking),
+ * so that a full file system is an ENOSPC error now rather than a SIGBUS when a mapping first
+ * touches a hole. A file system that cannot do it (EOPNOTSUPP) leaves the file as it is.
+ */
+export function allocate(fd: number, size: number, subject: string): void {
+  if (libc().fallocate(fd, 0, 0n, BigInt(size)) === 0) return;
+  const errno = lastErrno();
+  if (errno === Errno.EOPNOTSUPP || errno === Errno.ENOSYS) return;
+  throw osError("reserve space for", subject, errno);
+}
+
 /** flock(2) without blocking; returns false when another open file holds the lock. */
 export function tryLockExclusive(fd: number, subject: string): boolean {
   if (libc().flock(fd, C.LOCK_EX | C.LOCK_NB) === 0) return true;

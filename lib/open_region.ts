@@ -61,6 +61,21 @@ function settleSize(
   action: string,
   subject: string,
 ): number {
+  const size = mappedSize(fd, stat, options, created, action, subject);
+  // Holes would be filled as the mapping first touches them, and on a full file system (any
+  // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
+  posix.allocate(fd, size, subject);
+  return size;
+}
+
+function mappedSize(
+  fd: number,
+  stat: posix.FileStat,
+  options: RegionOptions,
+  created: boolean,
+  action: string,
+  subject: string,
+): number {
   if (created) {
     growTo(fd, options.size as number, subject);
     return options.size as number;
@@ -412,12 +427,28 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
   }
 }
 
+/** Options for {@link openMemfdRegion}. */
+export interface OpenMemfdOptions {
+  /** Bytes to map. Default: the whole memfd. */
+  size?: number;
+  /**
+   * Accept a memfd not sealed against shrinking (made with `seal: false`): any process holding
+   * it could then truncate it under this mapping, and the kernel would kill this process with
+   * SIGBUS when it next touches the memory. Without it such a memfd is refused.
+   *
+   * @default {false}
+   */
+  unsealed?: boolean;
+}
+
 /**
  * Opens a memfd another process created, through the `/proc/PID/fd/N` path it handed over
- * (its region's {@link SharedRegion.name}). Anything but a memfd of this user is refused.
+ * (its region's {@link SharedRegion.name}). Anything but a memfd of this user is refused, and
+ * so is one not sealed against shrinking unless `unsealed` is given.
  *
  * @param path What the creator's {@link SharedRegion.name} gave: `/proc/PID/fd/N`.
- * @param [options={}] How many bytes to map (default: all of it).
+ * @param [options={}] How many bytes to map (default: all of it), and whether to accept an
+ * unsealed memfd.
  * @example
  * ```ts
  * import { createMemfdRegion, openMemfdRegion } from "@mmap-ipc/mmap-ipc";
@@ -430,7 +461,7 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
  */
 export function openMemfdRegion(
   path: string,
-  options: Omit<RegionOptions, "create" | "exclusive"> = {},
+  options: OpenMemfdOptions = {},
 ): SharedRegion {
   const action = "open memfd";
   if (!/^\/proc\/(\d+|self)\/fd\/\d+$/.test(path)) {
@@ -446,6 +477,15 @@ export function openMemfdRegion(
   try {
     const stat = posix.statFd(fd, path);
     checkOwner(stat.uid, action, path);
+    if (!options.unsealed && !posix.isSizeSealed(fd)) {
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        path,
+        "it is not sealed against shrinking (F_SEAL_SHRINK), so a process holding it could " +
+          "truncate it under this mapping (SIGBUS); pass unsealed: true to accept that",
+      );
+    }
     const size = options.size ?? stat.size;
     if (size > stat.size || size === 0) {
       throw failure(

@@ -15,7 +15,7 @@ import {
   removeShm,
   type SharedRegion,
 } from "../mod.ts";
-import { makeFifo } from "../ffi/posix.ts";
+import { makeFifo, statPath } from "../ffi/posix.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -478,6 +478,45 @@ testWith(
   },
 );
 
+testWith(
+  [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
+  "a region too big for its file system's free space is ENOSPC at open, not SIGBUS at first touch",
+  async (t) => {
+    if (!isRoot()) {
+      await t.step({
+        name: "needs root to mount a small tmpfs (skipped)",
+        ignore: true,
+        fn(): void {},
+      });
+      return;
+    }
+    await withTempDir(async (dir) => {
+      const small = `${dir}/small`;
+      Deno.mkdirSync(small, { mode: 0o700 });
+      const mount = await new Deno.Command("mount", {
+        args: ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", small],
+      }).output();
+      assert(mount.success, new TextDecoder().decode(mount.stderr));
+      try {
+        const path = `${small}/ring.dat`;
+        // Sparse, this opened, and the process died of SIGBUS on the first write past 64 KiB.
+        assertThrowsWith(
+          () => openFileRegion(path, { create: true, size: 1 << 20 }),
+          Error,
+          path,
+          "ENOSPC",
+        );
+        assertEquals(statPath(path), undefined, "the file it made is left behind");
+        using fits = openFileRegion(`${small}/fits.dat`, { create: true, size: 16384 });
+        fits.write(16383, new Uint8Array([1]));
+      } finally {
+        // Lazily: a region the failed assertion left open still maps a file there.
+        await new Deno.Command("umount", { args: ["-l", small] }).output();
+      }
+    });
+  },
+);
+
 Deno.test("openShmRegion() rejects names with slashes", () => {
   for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
     assertThrows(() => openShmRegion(name, { create: true, size: 8 }), TypeError);
@@ -554,6 +593,19 @@ Deno.test("createMemfdRegion() is reachable through its /proc path", () => {
     region.name,
     "256 bytes",
   );
+});
+
+Deno.test("openMemfdRegion() refuses a memfd that can be shrunk under it, unless told unsealed", () => {
+  // Any process holding it could truncate it, and this one would die of SIGBUS on its next touch.
+  using region = createMemfdRegion({ size: 256, seal: false });
+  assertThrowsWith(
+    () => openMemfdRegion(region.name),
+    Deno.errors.InvalidData,
+    region.name,
+    "not sealed against shrinking",
+  );
+  using accepted = openMemfdRegion(region.name, { unsealed: true });
+  assertEquals(accepted.size, 256);
 });
 
 Deno.test("openMemfdRegion() refuses an fd that is not a memfd", () => {
