@@ -7,18 +7,21 @@
  */
 
 import { assertEquals } from "@std/assert";
+import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import {
   createMemfdRegion,
   initRing,
   openRingConsumer,
   openRingProducer,
   openStateCell,
+  ringRegionSize,
 } from "../mod.ts";
 import { delay, within } from "./helpers/waiting.ts";
 
 /** Byte offsets in the headers, as `lib/ring/layout.ts` and `lib/state_cell.ts` lay them out. */
 const RING_PRODUCER_CLAIM = 16;
 const RING_CONSUMER_CLAIM = 24;
+const RING_TAIL = 128;
 const CELL_SEQUENCE = 76;
 const CELL_WAITERS = 80;
 const CELL_WRITER_CLAIM = 88;
@@ -74,4 +77,20 @@ Deno.test("a count of sleeping readers set to 0 or -1 by another process does no
       `the reader slept through a write (count ${garbage})`,
     );
   }
+});
+
+Deno.test("a ring tail moved ahead of the head is InvalidData for the producer, not a ring full for good", async () => {
+  using region = createMemfdRegion({ size: ringRegionSize(256) });
+  initRing(region, { capacity: 256 });
+  using producer = openRingProducer(region);
+  using _consumer = openRingConsumer(region);
+  const fill = new Uint8Array(100);
+  while (producer.trySend(fill)); // full: the next send reads the shared tail
+  region.storeInt32(RING_TAIL, 300); // beyond the head (256 at most here), within 0..511
+  assertThrowsWith(() => producer.trySend(fill), Deno.errors.InvalidData, region.name, "ahead");
+  await assertRejectsWith(
+    () => producer.send(fill, { timeout: 1000 }),
+    Deno.errors.InvalidData,
+    region.name,
+  );
 });

@@ -361,6 +361,17 @@ export class RingProducer {
         "the consumer closed it",
       );
     }
+    // The consumer never gets ahead of the producer: a tail that is, was written by no end of
+    // a ring, and the ring would look full for good.
+    const used = this.#head - tail;
+    if ((used < 0 ? used + this.#twice : used) > this.#capacity) {
+      throw failure(
+        Deno.errors.InvalidData,
+        "send into the ring in",
+        this.#ring.name,
+        `its tail position ${tail} is ahead of the head ${this.#head}: the header is corrupted`,
+      );
+    }
     this.#tail = tail;
   }
 
