@@ -19,6 +19,7 @@ import { logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath } from "../app/runtime_dir.ts";
 import { type FifoEvent, type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { keepMirror } from "../app/mirror_keeper.ts";
+import { statPath } from "../ffi/posix.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
@@ -149,10 +150,21 @@ export async function runCommands(
 export function describeFifoEvent(fifo: string, event: FifoEvent): string {
   const path = JSON.stringify(fifo);
   switch (event) {
-    case "replaced":
-      return `The FIFO ${path} was replaced by another program's (the original button makes its ` +
-        "own at its start); presses written there no longer reach this button, which leaves it " +
-        "alone and makes its own once the path is free";
+    case "replaced": {
+      // Looked at now, not followed: what took the path decides what the user should hear.
+      const kind = statPath(fifo, { follow: false })?.type;
+      const what = kind === "fifo"
+        ? "another program's (the original button makes its own at its start)"
+        : kind === "symlink"
+        ? "a symbolic link"
+        : kind === "file"
+        ? "a regular file"
+        : kind === undefined
+        ? "something that is gone again"
+        : `a ${kind}`;
+      return `The FIFO ${path} was replaced by ${what}; presses written there no longer reach ` +
+        "this button, which leaves it alone and makes its own FIFO once the path is free";
+    }
     case "removed":
       return `The FIFO ${path} was removed; making a new one`;
     default:

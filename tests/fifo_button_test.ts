@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -6,6 +6,8 @@ import { openFdCount } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
+import { describeFifoEvent } from "../producers/button.ts";
+import { makeFifo } from "../ffi/posix.ts";
 
 /** Counts presses in the background until stopped. */
 function countPresses(
@@ -173,3 +175,24 @@ testWith(NEEDS.files, "aborting ends the presses iteration at once", async () =>
     assertEquals(presses.count(), 0);
   });
 });
+
+testWith(
+  NEEDS.files,
+  "the warning for a replaced FIFO says what took its path: a FIFO, a regular file, a symlink",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/button.fifo`;
+      const said = (): string => describeFifoEvent(path, "replaced");
+      makeFifo(path, 0o600);
+      assertStringIncludes(said(), "replaced by another program's");
+      Deno.removeSync(path);
+      Deno.writeTextFileSync(path, "hello\n"); // echo hello > button.fifo, once it was moved away
+      assertStringIncludes(said(), "replaced by a regular file");
+      Deno.removeSync(path);
+      Deno.symlinkSync(`${dir}/elsewhere`, path);
+      assertStringIncludes(said(), "replaced by a symbolic link");
+      Deno.removeSync(path);
+      assertStringIncludes(said(), "replaced by something that is gone again");
+    });
+  },
+);
