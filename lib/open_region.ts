@@ -61,21 +61,6 @@ function settleSize(
   action: string,
   subject: string,
 ): number {
-  const size = mappedSize(fd, stat, options, created, action, subject);
-  // Holes would be filled as the mapping first touches them, and on a full file system (any
-  // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
-  posix.allocate(fd, size, subject);
-  return size;
-}
-
-function mappedSize(
-  fd: number,
-  stat: posix.FileStat,
-  options: RegionOptions,
-  created: boolean,
-  action: string,
-  subject: string,
-): number {
   if (created) {
     growTo(fd, options.size as number, subject);
     return options.size as number;
@@ -164,6 +149,9 @@ function openFdRegion(
     identity = stat.identity;
     checkOwn(stat, "file", action, name);
     const size = settleSize(fd, stat, options, created, action, name);
+    // Holes would be filled as the mapping first touches them, and on a full file system (any
+    // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
+    posix.allocate(fd, size, name);
     const memory = new SharedMemory(Mapping.map(fd, size, name), name);
     const inode = identity;
     const remove = (): void => {

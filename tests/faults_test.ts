@@ -126,65 +126,65 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
   );
 }
 
+/**
+ * Runs `fn` with a launcher on a state file and a FIFO in a temporary directory, then stops it
+ * cleanly, or at least stops it when `fn` failed.
+ */
+async function withStateLauncher(
+  fn: (launcher: ChildProcess, state: string) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const state = `${dir}/state`;
+    await using launcher = startLauncher(dir, ["--state", state, "--fifo", `${dir}/button.fifo`]);
+    const pids = await running(launcher);
+    try {
+      await fn(launcher, state);
+      await stopCleanly(launcher, [pids.led, pids.button]);
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+  });
+}
+
 testWith(
   NEEDS.system,
   "a value written 20 ms after the state file was emptied becomes the state; the emptying is not answered over it",
-  async () => {
-    await withTempDir(async (dir) => {
-      const state = `${dir}/state`;
-      const fifo = `${dir}/button.fifo`;
-      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
-      const pids = await running(launcher);
-      try {
-        const since = launcher.lines.length;
-        // `echo 1 > state` slowed down: the keeper sees the empty file well before the 1. Appended,
-        // so a state written back at full size meanwhile would keep the 1 from offset 0.
-        await shell(': > "$1"; sleep 0.02; printf 1 >> "$1"', state);
-        await launcher.waitFor(/was set to 1 from outside/, { since, timeoutMs: GUARD_MS });
-        await ledShows(launcher, "On", since);
-        assertEquals(stateValue(state), 1, launcher.transcript);
-        assert(!/was emptied/.test(launcher.transcript), launcher.transcript);
-        await stopCleanly(launcher, [pids.led, pids.button]);
-      } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
-      }
-    });
-  },
+  () =>
+    withStateLauncher(async (launcher, state) => {
+      const since = launcher.lines.length;
+      // `echo 1 > state` slowed down: the keeper sees the empty file well before the 1. Appended,
+      // so a state written back at full size meanwhile would keep the 1 from offset 0.
+      await shell(': > "$1"; sleep 0.02; printf 1 >> "$1"', state);
+      await launcher.waitFor(/was set to 1 from outside/, { since, timeoutMs: GUARD_MS });
+      await ledShows(launcher, "On", since);
+      assertEquals(stateValue(state), 1, launcher.transcript);
+      assert(!/was emptied/.test(launcher.transcript), launcher.transcript);
+    }),
 );
 
 testWith(
   NEEDS.system,
   "echo 1 > state and echo 0 > state, 20 times over: the state follows each, none is undone",
-  async () => {
-    await withTempDir(async (dir) => {
-      const state = `${dir}/state`;
-      const fifo = `${dir}/button.fifo`;
-      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
-      const pids = await running(launcher);
-      try {
-        let since = launcher.lines.length;
-        for (let i = 0; i < 20; i++) {
-          // The truncation is a change too: the write that follows it must not be undone.
-          const value = i % 2 === 0 ? 1 : 0;
-          await shell(`echo ${value} > "$1"`, state);
-          // The button's answer comes after its own write of the file, which a write started
-          // sooner could land under.
-          const answer = await launcher.waitFor(new RegExp(`was set to ${value} from outside`), {
-            since,
-            timeoutMs: GUARD_MS,
-          });
-          since = Math.max(
-            await ledShows(launcher, value === 1 ? "On" : "Off", since),
-            answer.index + 1,
-          );
-          assertEquals(stateValue(state), value, launcher.transcript);
-        }
-        await stopCleanly(launcher, [pids.led, pids.button]);
-      } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
+  () =>
+    withStateLauncher(async (launcher, state) => {
+      let since = launcher.lines.length;
+      for (let i = 0; i < 20; i++) {
+        // The truncation is a change too: the write that follows it must not be undone.
+        const value = i % 2 === 0 ? 1 : 0;
+        await shell(`echo ${value} > "$1"`, state);
+        // The button's answer comes after its own write of the file, which a write started
+        // sooner could land under.
+        const answer = await launcher.waitFor(new RegExp(`was set to ${value} from outside`), {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        since = Math.max(
+          await ledShows(launcher, value === 1 ? "On" : "Off", since),
+          answer.index + 1,
+        );
+        assertEquals(stateValue(state), value, launcher.transcript);
       }
-    });
-  },
+    }),
 );
 
 testWith(

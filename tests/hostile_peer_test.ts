@@ -8,14 +8,8 @@
 
 import { assertEquals } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
-import {
-  createMemfdRegion,
-  initRing,
-  openRingConsumer,
-  openRingProducer,
-  openStateCell,
-  ringRegionSize,
-} from "../mod.ts";
+import { createMemfdRegion, openRingConsumer, openRingProducer, openStateCell } from "../mod.ts";
+import { ringRegion } from "./helpers/rings.ts";
 import { delay, within } from "./helpers/waiting.ts";
 
 /** Byte offsets in the headers, as `lib/ring/layout.ts` and `lib/state_cell.ts` lay them out. */
@@ -29,8 +23,7 @@ const CELL_WRITER_CLAIM = 88;
 Deno.test("a claim naming a pid beyond any the kernel gives is a dead holder, not a TypeError", () => {
   // kill(2)'s pid is an i32: 2^32 - 1 threw "Invalid FFI i32 type" from every opener and wait.
   for (const pid of [0xffff_ffffn, 0x8000_0000n, 2n ** 22n + 1n]) {
-    using ring = createMemfdRegion({ size: 4096 });
-    initRing(ring);
+    using ring = ringRegion(4096);
     const claims = new BigInt64Array(ring.view(0, 32).buffer);
     claims[RING_PRODUCER_CLAIM / 8] = pid;
     claims[RING_CONSUMER_CLAIM / 8] = pid;
@@ -80,8 +73,7 @@ Deno.test("a count of sleeping readers set to 0 or -1 by another process does no
 });
 
 Deno.test("a ring tail moved ahead of the head is InvalidData for the producer, not a ring full for good", async () => {
-  using region = createMemfdRegion({ size: ringRegionSize(256) });
-  initRing(region, { capacity: 256 });
+  using region = ringRegion(256);
   using producer = openRingProducer(region);
   using _consumer = openRingConsumer(region);
   const fill = new Uint8Array(100);

@@ -10,20 +10,14 @@
 
 import { assert, assertEquals } from "@std/assert";
 import { cpuUsage } from "node:process";
-import {
-  createMemfdRegion,
-  initRing,
-  openRingConsumer,
-  openRingProducer,
-  openStateCell,
-  ringRegionSize,
-} from "../mod.ts";
+import { createMemfdRegion, openRingConsumer, openRingProducer, openStateCell } from "../mod.ts";
 import { makeFifo } from "../ffi/posix.ts";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import { ringRegion } from "./helpers/rings.ts";
 import { delay, within } from "./helpers/waiting.ts";
 
 /** CPU ms this process spends over `ms` of wall time while `pending` waits stay pending. */
@@ -52,8 +46,7 @@ Deno.test("a timeout of 1e22 ms sleeps: the state cell's wait and the ring's rec
     await assertRejectsWith(() => waiting, Deno.errors.BadResource, region.name);
   }
   {
-    using region = createMemfdRegion({ size: ringRegionSize(4096) });
-    initRing(region);
+    using region = ringRegion(4096);
     using _producer = openRingProducer(region);
     using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
     const receiving = consumer.receive({ timeout: 1e22 });
@@ -66,20 +59,18 @@ Deno.test("a timeout of 1e22 ms sleeps: the state cell's wait and the ring's rec
 Deno.test("a NaN or negative timeout is a RangeError naming the cell or ring, not a wait", async () => {
   using cellRegion = createMemfdRegion({ size: 256 });
   using cell = openStateCell(cellRegion);
-  using ringRegion = createMemfdRegion({ size: ringRegionSize(4096) });
-  initRing(ringRegion);
-  using consumer = openRingConsumer(ringRegion);
+  using ringArea = ringRegion(4096);
+  using consumer = openRingConsumer(ringArea);
   for (const timeout of [NaN, -1]) {
     await assertRejectsWith(() => cell.waitForChange({ timeout }), RangeError, cellRegion.name);
     assertThrowsWith(() => cell.waitForChangeSync({ timeout }), RangeError, cellRegion.name);
-    await assertRejectsWith(() => consumer.receive({ timeout }), RangeError, ringRegion.name);
+    await assertRejectsWith(() => consumer.receive({ timeout }), RangeError, ringArea.name);
   }
 });
 
 Deno.test("a queued ring call with a 30-day timeout waits its turn: it does not time out at once", async () => {
   // setTimeout fires at once for a delay beyond 2^31 - 1 ms.
-  using region = createMemfdRegion({ size: ringRegionSize(64) });
-  initRing(region);
+  using region = ringRegion(64);
   using _producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
   const first = consumer.receive();
@@ -95,8 +86,7 @@ Deno.test("a queued ring call with a 30-day timeout waits its turn: it does not 
 
 Deno.test("a queued ring call's timeout bounds the whole call: its turn and its wait for data together", async () => {
   // Each wait was given the whole timeout afresh: a turn that came late doubled it.
-  using region = createMemfdRegion({ size: ringRegionSize(64) });
-  initRing(region);
+  using region = ringRegion(64);
   using producer = openRingProducer(region);
   using consumer = openRingConsumer(region);
   const first = consumer.receive();
