@@ -479,6 +479,34 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.childrenAndFiles, requires("flock")],
+  "growing a shm object another process holds locked for good is Busy naming it, after a grace",
+  async () => {
+    await withShmName(async (name) => {
+      openShmRegion(name, { create: true, size: 4096 }).close();
+      // No fork: the pid that holds the lock is the one the test stops.
+      await using holder = spawnProgram("flock", [
+        "--exclusive",
+        "--no-fork",
+        `/dev/shm${name}`,
+        "sh",
+        "-c",
+        "echo locked; exec sleep 30",
+      ]);
+      assertEquals(await holder.nextLine(), "locked");
+      assertThrowsWith(
+        () => openShmRegion(name, { size: 8192 }),
+        Deno.errors.Busy,
+        name,
+        "held a lock on it",
+      );
+      using still = openShmRegion(name);
+      assertEquals(still.size, 4096, "it was resized without the lock");
+    });
+  },
+);
+
+testWith(
   [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
   "a region too big for its file system's free space is ENOSPC at open, not SIGBUS at first touch",
   async (t) => {
