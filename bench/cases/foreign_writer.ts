@@ -112,7 +112,7 @@ export const foreignWriter: BenchCase = {
         ["foreign.poller.wakeups", `the 1 ms poller ${idle}: voluntary context switches`, "/s"],
         [
           "foreign.floor.cpu",
-          `C doing what our follower does (nanosleep ${DEFAULT_FOLLOW_PERIOD_MS} ms, pread, parse) ${idle}: CPU`,
+          `C doing what our follower does (a futex sleep of ${DEFAULT_FOLLOW_PERIOD_MS} ms, pread, parse) ${idle}: CPU`,
           "%",
         ],
       ] as const;
