@@ -218,6 +218,8 @@ export class StateCell {
   #sequence = 0;
   /** An odd sequence a read stopped waiting on: its write was left half done. */
   #abandoned = 0;
+  /** The text as it was when {@link StateCell.#abandoned} was given up on. */
+  readonly #abandonedText = new Uint8Array(STATE_TEXT_BYTES);
   /** The process behind the current writer claim, watched through a pidfd. */
   #watch: ProcessWatch | undefined;
   /** Stops listening for the watched writer's death. */
@@ -359,25 +361,18 @@ export class StateCell {
    * job is to wait.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
-    if (this.#closed) this.#check();
+    // Kept under V8's 460 bytes of bytecode for inlining, the rare steps in methods of their
+    // own: inlined into an optimised caller, down to the futex call, that call is a fast call.
     const { timeout } = options;
-    checkTimeout(timeout, "wait for a change of state cell", this.#name);
-    const started = performance.now();
-    let from = options.from;
-    // Kept small, each step called from one place and the rare cases in methods of their own,
-    // so that V8 can inline the loop, down to the futex call, into an optimised caller, where
-    // the FFI call is a fast call. Whether it does depends on the order V8 tiers things up in.
-    for (let first = true;; first = false) {
-      const cooperating = this.#writerAlive(false);
-      // Read before the value, which may come from the mirror: a write after this changes the
-      // word, so the sleep below returns at once instead of missing it (or never sleeping).
-      const sequence = Atomics.load(this.#words, this.#sequenceIndex);
-      const value = this.#current(cooperating);
-      from ??= value;
-      if (value !== from) return value;
-      const slice = first && timeout > 0
-        ? Math.min(timeout, cooperating ? this.#livenessCheckMs : this.#followPeriodMs)
-        : this.#nextSlice(started, timeout, cooperating);
+    const started = this.#startSyncWait(timeout);
+    let cooperating = this.#writerAlive(false);
+    // Read before the value, which may come from the mirror: a write after this changes the
+    // word, so the sleep below returns at once instead of missing it (or never sleeping).
+    let sequence = Atomics.load(this.#words, this.#sequenceIndex);
+    let value = this.#current(cooperating);
+    const from = options.from ?? value;
+    for (let first = true; value === from; first = false) {
+      const slice = this.#syncSlice(first, started, timeout, cooperating);
       Atomics.add(this.#words, this.#waitersIndex, 1);
       let result: WaitResult;
       try {
@@ -385,9 +380,25 @@ export class StateCell {
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
-      // Only a wait that ran its whole slice looks at the writer's pidfd: a wake-up costs nothing.
-      if (result === "timed-out" && cooperating) this.#watch?.check();
+      // Woken by a cooperating writer: its value word holds what it wrote, one load where
+      // parsing the text under the sequence lock took half the time from the wake-up to the
+      // caller in a process's first few hundred waits (V8 has not optimised them yet).
+      if (cooperating && result !== "timed-out") {
+        value = Atomics.load(this.#words, this.#valueIndex);
+        if (value !== from) return value;
+      }
+      cooperating = this.#writerAfterSleep(result, cooperating);
+      sequence = Atomics.load(this.#words, this.#sequenceIndex);
+      value = this.#current(cooperating);
     }
+    return value;
+  }
+
+  /** Checks the cell and the timeout of a synchronous wait; returns when the wait started. */
+  #startSyncWait(timeout: number): number {
+    if (this.#closed) this.#check();
+    checkTimeout(timeout, "wait for a change of state cell", this.#name);
+    return performance.now();
   }
 
   /**
@@ -395,10 +406,20 @@ export class StateCell {
    * should look whether the writer still lives (nothing else on its thread would hear of a
    * death) or at a foreign writer's text. Throws `TimedOut` once the deadline has passed.
    */
-  #nextSlice(started: number, timeout: number, cooperating: boolean): number {
-    const remaining = this.#remaining(started + timeout);
+  #syncSlice(first: boolean, started: number, timeout: number, cooperating: boolean): number {
     const period = cooperating ? this.#livenessCheckMs : this.#followPeriodMs;
+    if (first && timeout > 0) return Math.min(timeout, period);
+    const remaining = this.#remaining(started + timeout);
     return remaining === undefined ? period : Math.min(remaining, period);
+  }
+
+  /**
+   * Whether a cooperating writer holds the cell after a sleep. Only a sleep that ran its whole
+   * slice looks at the writer's pidfd: a wake-up costs nothing.
+   */
+  #writerAfterSleep(result: WaitResult, cooperating: boolean): boolean {
+    if (result === "timed-out" && cooperating) this.#watch?.check();
+    return this.#writerAlive(false);
   }
 
   /**
@@ -526,7 +547,8 @@ export class StateCell {
   /**
    * Reads the value under the sequence lock and notes the sequence it saw. A write left half
    * done (its writer died or stopped) never yields a value nobody wrote: after a while the
-   * value of the last complete write is returned instead.
+   * value of the last complete write is returned instead, until a writer that knows nothing of
+   * the sequence (the original C button) changes the text.
    */
   #load(): number {
     const words = this.#words;
@@ -537,8 +559,13 @@ export class StateCell {
         // A sequence this handle already gave up on is a write left half done for good: every
         // read would wait it out again (about 66 us), so take the last complete value at once.
         if (spin < MAX_SEQLOCK_SPINS && before !== this.#abandoned) continue;
-        this.#abandoned = before;
+        if (before !== this.#abandoned) this.#abandon(before);
         this.#sequence = before;
+        // Moved since, with no cooperating writer alive: a foreign writer's text. Moved under a
+        // live writer, it is that writer finishing (a stopped one was resumed): not yet a value.
+        if (this.#abandonedTextMoved() && !this.#writerAlive(false)) {
+          return parseState(this.#bytes, base, base + STATE_TEXT_BYTES);
+        }
         return Atomics.load(words, this.#valueIndex);
       }
       const value = parseState(this.#bytes, base, base + STATE_TEXT_BYTES);
@@ -547,6 +574,22 @@ export class StateCell {
         return value;
       }
     }
+  }
+
+  /** Gives up on the odd `sequence`, keeping the text as the half-done write left it. */
+  #abandon(sequence: number): void {
+    this.#abandoned = sequence;
+    for (let i = 0; i < STATE_TEXT_BYTES; i++) {
+      this.#abandonedText[i] = Atomics.load(this.#bytes, this.#base + i);
+    }
+  }
+
+  /** Whether the text differs from what the half-done write left. */
+  #abandonedTextMoved(): boolean {
+    for (let i = 0; i < STATE_TEXT_BYTES; i++) {
+      if (Atomics.load(this.#bytes, this.#base + i) !== this.#abandonedText[i]) return true;
+    }
+    return false;
   }
 
   /** The value now: the cell's, or the mirror's while no cooperating writer is alive. */

@@ -250,7 +250,13 @@ Deno.test("a write left half done (odd sequence) is waited out once per handle, 
   };
   // Each handle's first read waits the write out, then takes the last complete value.
   const first = timed(() => readers.forEach((reader) => assertEquals(reader.read(), 5)));
-  const again = timed(() => readers.forEach((reader) => assertEquals(reader.read(), 5)));
+  // The best of five: the first also compiles the code of that path, and the machine is shared.
+  const again = Math.min(
+    ...Array.from(
+      { length: 5 },
+      () => timed(() => readers.forEach((reader) => assertEquals(reader.read(), 5))),
+    ),
+  );
   assert(
     again * 20 < first,
     `later reads took ${again.toFixed(3)} ms, the first ${first.toFixed(3)}`,
@@ -459,6 +465,30 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.childrenAndFiles,
+  "a synchronous wait in another process returns each write, and a foreign text once the writer leaves",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      using writer = openStateCell(region, { writer: true });
+      await using waiter = spawnDeno(PEER, ["wait-sync", "posix", name]);
+      assertEquals(await waiter.nextLine(), "ready 0");
+      await delay(100); // asleep, so that a wake-up, not the first look, returns the value
+      writer.write(1);
+      assertEquals(await waiter.nextLine(), "changed 1");
+      // The writer's leaving wakes the waiter with no new value: it must look again at who
+      // writes, and from then on follow the text (a writer of text only wakes nobody).
+      writer.close();
+      await delay(100);
+      region.write(0, encoder.encode("7\n\0"));
+      assertEquals(await waiter.nextLine(10_000), "changed 7");
+      const status = await waiter.status();
+      assertEquals(status.code, 0, status.stderr);
+    });
+  },
+);
+
 testWith(NEEDS.childrenAndFiles, "an aborted wait lets the process exit", async () => {
   await withShmName(async (name) => {
     using region = openShmRegion(name, { create: true, size: 256 });
@@ -512,3 +542,37 @@ testWith(
   "no wake-up is lost between processes under load: waitForChangeSync() in the peer",
   () => echoUnderLoad("echo-sync"),
 );
+
+Deno.test("a writer dead in the middle of a write, then a writer of text only: its value is seen, never the half-done text", () => {
+  const sequence = 76; // byte offsets in the cell, as lib/state_cell.ts lays it out
+  const writerClaim = 88;
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using reader = openStateCell(region);
+  writer.write(25);
+  // The writer dies between its two sequence increments, one byte into "31\n": the text reads
+  // "35", a value nobody wrote. A pid beyond the kernel's (2^22) is a dead holder.
+  region.addInt32(sequence, 1);
+  region.write(0, encoder.encode("3"));
+  new BigInt64Array(region.view(writerClaim, 8).buffer)[0] = 2n ** 22n + 1n;
+  assertEquals(reader.read(), 25, "the half-done text was taken for a value");
+  assertEquals(reader.read(), 25);
+  // The original C button writes its text, knowing nothing of the sequence.
+  region.write(0, encoder.encode("1\n\0"));
+  assertEquals(reader.read(), 1, "a foreign write after the dead writer was not seen");
+  assertEquals(reader.waitForChangeSync({ from: 25, timeout: 1_000 }), 1);
+  region.write(0, encoder.encode("0\n\0"));
+  assertEquals(reader.waitForChangeSync({ from: 1, timeout: 1_000 }), 0);
+});
+
+Deno.test("a write left half done by a live writer (stopped): its text moving on is not yet a value", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using reader = openStateCell(region);
+  writer.write(25);
+  region.addInt32(76, 1); // the sequence: odd, a write under way
+  region.write(0, encoder.encode("3"));
+  assertEquals(reader.read(), 25);
+  region.write(1, encoder.encode("1")); // the stopped writer resumed: "31", the sequence still odd
+  assertEquals(reader.read(), 25, "a text under a live writer's unfinished write was taken");
+});

@@ -104,11 +104,27 @@ function rawWorker(control: RawSharedMemory, samples: number): Promise<WakeRepor
   });
 }
 
-async function cell(
+/** The state cell's synchronous wait, in a synchronous loop as `rawSync()` is. */
+function cellSync(control: RawSharedMemory, samples: number, target: string): WakeReport {
+  const words = control.words;
+  const longWords = new BigInt64Array(control.buffer);
+  using region = openMemfdRegion(target);
+  using cell = openStateCell(region);
+  const latenciesNs: number[] = [];
+  let last = cell.read();
+  ready();
+  while (latenciesNs.length < samples) {
+    last = cell.waitForChangeSync({ from: last, timeout: WAIT_SLICE_MS });
+    latenciesNs.push(sinceStamp(longWords));
+    Atomics.store(words, SEEN_WORD, latenciesNs.length);
+  }
+  return { latenciesNs };
+}
+
+async function cellAsync(
   control: RawSharedMemory,
   samples: number,
   target: string,
-  sync: boolean,
 ): Promise<WakeReport> {
   const words = control.words;
   const longWords = new BigInt64Array(control.buffer);
@@ -118,9 +134,7 @@ async function cell(
   let last = cell.read();
   ready();
   while (latenciesNs.length < samples) {
-    last = sync
-      ? cell.waitForChangeSync({ from: last, timeout: WAIT_SLICE_MS })
-      : await cell.waitForChange({ from: last });
+    last = await cell.waitForChange({ from: last });
     latenciesNs.push(sinceStamp(longWords));
     Atomics.store(words, SEEN_WORD, latenciesNs.length);
   }
@@ -168,8 +182,9 @@ async function main(args: string[]): Promise<WakeReport> {
     case "raw-worker":
       return await rawWorker(control, samples);
     case "cell-sync":
+      return cellSync(control, samples, target);
     case "cell-async":
-      return await cell(control, samples, target, mode === "cell-sync");
+      return await cellAsync(control, samples, target);
     case "socket": {
       const connection = await Deno.connect({ transport: "unix", path: target });
       ready();

@@ -76,7 +76,7 @@ export class ChildProcess implements AsyncDisposable {
           finish(() =>
             reject(
               new Error(
-                `No ${what} from pid ${this.pid} within ${timeoutMs} ms:\n${this.transcript}`,
+                `Waited for ${what} from pid ${this.pid} for ${timeoutMs} ms in vain:\n${this.transcript}`,
               ),
             )
           ),
