@@ -45,6 +45,17 @@ export function runtimeDirectory(): string {
   return sessionDirectory(uid, {}) ?? sharedDirectory(uid, {});
 }
 
+/**
+ * Whether `path` is one of this user's runtime directories (made and checked by this program,
+ * so it may make them again), by name: nothing is created or looked at.
+ */
+export function isRuntimeDirectory(path: string, roots: RuntimeRoots = {}): boolean {
+  const uid = effectiveUid();
+  const clean = path.replace(/\/+$/, "");
+  return clean === `${roots.sessions ?? "/run/user"}/${uid}/mmap-ipc` ||
+    clean === `${roots.shared ?? "/tmp"}/mmap-ipc-${uid}`;
+}
+
 /** Where the button's FIFO lives unless `--fifo` says otherwise. */
 export function defaultFifoPath(): string {
   return `${runtimeDirectory()}/button.fifo`;

@@ -9,7 +9,13 @@ import * as C from "../ffi/constants.ts";
 import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
 import { closeFd, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
 import { fifoReaders } from "../lib/holders.ts";
-import { checkOwn, createFifo, removeIfSame } from "../lib/owned_path.ts";
+import {
+  checkOwn,
+  createFifo,
+  ensurePrivateDirectory,
+  parentOf,
+  removeIfSame,
+} from "../lib/owned_path.ts";
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import type { Button } from "./types.ts";
 
@@ -22,6 +28,14 @@ export const MAX_LINE_BYTES = 256;
 const READ_CHUNK_BYTES = 4096;
 
 const OPEN_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
+/**
+ * How long the path stays free before the button makes a new FIFO there: an `rm -rf` of the
+ * directory is still emptying it when the FIFO goes, and a FIFO made at once would make its
+ * rmdir fail (directory not empty).
+ */
+const REMAKE_DELAY_MS = 200;
+/** How often the button looks whether a removed directory of its FIFO is there again. */
+const DIRECTORY_LOOK_MS = 500;
 const decoder = new TextDecoder();
 
 /** Why a line did not count as a press. */
@@ -41,7 +55,14 @@ export type FifoEvent =
   /** The FIFO was removed. */
   | "removed"
   /** The path was free again, and the button made a new FIFO of its own there. */
-  | "recreated";
+  | "recreated"
+  /**
+   * The FIFO's directory was removed too: presses cannot be read until it is there again (the
+   * button then makes a new FIFO in it), or, with `remakeDirectory`, the button made it again.
+   */
+  | "directory-removed"
+  /** The button made the FIFO's removed directory again (with `remakeDirectory`). */
+  | "directory-recreated";
 
 /** Options for {@link openFifoButton}. */
 export interface FifoButtonOptions {
@@ -51,6 +72,14 @@ export interface FifoButtonOptions {
   onIgnored?: (ignored: IgnoredInput) => void;
   /** Called when the FIFO at the path is replaced or removed, and when the button makes anew. */
   onPath?: (event: FifoEvent) => void;
+  /**
+   * When the FIFO's directory is removed, make it again (0700) rather than wait for someone to:
+   * for a directory that is this program's own, such as its runtime directory. Also makes it
+   * at open when it is missing.
+   *
+   * @default {false}
+   */
+  remakeDirectory?: boolean;
 }
 
 function isPress(line: string): boolean {
@@ -72,6 +101,7 @@ export class FifoButton implements Button {
   #removeOnClose: boolean;
   readonly #onIgnored: (ignored: IgnoredInput) => void;
   readonly #onPath: (event: FifoEvent) => void;
+  readonly #remakeDirectory: boolean;
   #waiter = new FdWaiter();
   #watch: PathWatch;
   readonly #line = new Uint8Array(MAX_LINE_BYTES);
@@ -80,6 +110,8 @@ export class FifoButton implements Button {
   #lineLength = 0;
   #overflow = 0;
   #fd: number;
+  /** The FIFO's directory was found removed, and that was said. */
+  #directoryGone = false;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -96,6 +128,7 @@ export class FifoButton implements Button {
     this.#removeOnClose = created;
     this.#onIgnored = options.onIgnored ?? (() => {});
     this.#onPath = options.onPath ?? (() => {});
+    this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#watch = new PathWatch(path, identity);
   }
 
@@ -109,7 +142,8 @@ export class FifoButton implements Button {
    * unfinished is reported and dropped, and the FIFO is reopened (so the fd count stays flat).
    * When another program replaces the FIFO (the original C button removes and recreates it at
    * its start) or someone removes it, the button says so, stops reading the old one, and makes
-   * a new FIFO of its own only once the path is free.
+   * a new FIFO of its own only once the path is free. When the directory goes too (`rm -rf`),
+   * it waits for the directory to be there again, or makes it with `remakeDirectory`.
    */
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
     const cancel = (): void => {
@@ -124,14 +158,27 @@ export class FifoButton implements Button {
     let readyResult: Readiness | undefined;
     let waitingReady = false;
     let wake: (() => void) | undefined;
-    const watchPath = (changes: AsyncGenerator<PathChange>): void => {
-      changes.next().then((result) => {
+    let changes = this.#watch.changes();
+    const watchPath = (): void => {
+      const source = changes;
+      source.next().then((result) => {
+        // A watch replaced meanwhile ends when closed: that is not the end of the presses.
+        if (source !== changes) return;
         pathResult = result;
         wake?.();
       });
     };
-    let changes = this.#watch.changes();
-    watchPath(changes);
+    /** A timer that asks the loop to look at the free path again (see #lookAtFreePath). */
+    let look: ReturnType<typeof setTimeout> | undefined;
+    let looked = false;
+    const lookIn = (ms: number): void => {
+      look = setTimeout(() => {
+        look = undefined;
+        looked = true;
+        wake?.();
+      }, ms);
+    };
+    watchPath();
     try {
       while (!this.#closed && !signal.aborted) {
         if (!waitingReady && readyResult === undefined && this.#fd >= 0) {
@@ -142,11 +189,22 @@ export class FifoButton implements Button {
             wake?.();
           });
         }
-        if (pathResult === undefined && readyResult === undefined) {
+        if (pathResult === undefined && readyResult === undefined && !looked) {
           await new Promise<void>((resolve) => (wake = resolve));
           wake = undefined;
         }
         if (this.#closed || signal.aborted) return;
+        if (looked) {
+          looked = false;
+          const next = this.#lookAtFreePath();
+          if (next === "remade") {
+            changes = this.#watch.changes();
+            watchPath();
+          } else if (next !== "taken") {
+            lookIn(next);
+          }
+          continue;
+        }
         if (pathResult !== undefined) {
           const woke = pathResult;
           pathResult = undefined;
@@ -157,12 +215,10 @@ export class FifoButton implements Button {
             readyResult = undefined;
             waitingReady = false;
           }
-          if (this.#fd < 0 && this.#watch.status() === "removed") {
-            this.#remake();
-            changes = this.#watch.changes();
-            this.#onPath("recreated");
+          if (this.#fd < 0 && look === undefined && this.#watch.status() === "removed") {
+            lookIn(REMAKE_DELAY_MS);
           }
-          watchPath(changes);
+          watchPath();
           continue;
         }
         const readiness = readyResult;
@@ -178,8 +234,32 @@ export class FifoButton implements Button {
         if (ended) this.#reopen();
       }
     } finally {
+      clearTimeout(look);
       signal.removeEventListener("abort", cancel);
     }
+  }
+
+  /**
+   * Looks at the path some time after it became free: makes a new FIFO there if it is still
+   * free (`remade`); says when to look again if its directory is gone (in ms); `taken` if
+   * something else is at the path now (the watch says when it goes).
+   */
+  #lookAtFreePath(): "remade" | "taken" | number {
+    if (this.#watch.status() !== "removed") return "taken";
+    const directory = parentOf(this.#path);
+    if (statPath(directory, { follow: true }) === undefined) {
+      if (!this.#remakeDirectory) {
+        if (!this.#directoryGone) this.#onPath("directory-removed");
+        this.#directoryGone = true;
+        return DIRECTORY_LOOK_MS;
+      }
+      ensurePrivateDirectory(directory);
+      this.#onPath("directory-recreated");
+    }
+    this.#directoryGone = false;
+    this.#remake();
+    this.#onPath("recreated");
+    return "remade";
   }
 
   /** Stops reading a FIFO that is no longer at the path (and is not ours to remove any more). */
@@ -301,6 +381,9 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
   let identity: string;
   let created = false;
   if (options.create ?? true) {
+    if (options.remakeDirectory && statPath(parentOf(path), { follow: true }) === undefined) {
+      ensurePrivateDirectory(parentOf(path));
+    }
     ({ identity, created } = createFifo(path));
   } else {
     const stat = statPath(path);

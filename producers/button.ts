@@ -16,12 +16,13 @@ import {
 } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
 import { logger, quote, setupLogging } from "../app/logging.ts";
-import { defaultFifoPath } from "../app/runtime_dir.ts";
+import { defaultFifoPath, isRuntimeDirectory } from "../app/runtime_dir.ts";
 import { type FifoEvent, type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { keepMirror } from "../app/mirror_keeper.ts";
 import { statPath } from "../ffi/posix.ts";
 import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
+import { parentOf } from "../lib/owned_path.ts";
 import { openStateCell, type StateCell } from "../mod.ts";
 import type { ChannelReceiver } from "../app/remote/channel.ts";
 import { openCommandReceiver, openEventSender, openRemoteLink } from "../app/remote/link.ts";
@@ -167,7 +168,14 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
     }
     case "removed":
       return `The FIFO ${path} was removed; making a new one`;
-    default:
+    case "directory-removed": {
+      const directory = JSON.stringify(parentOf(fifo));
+      return `The FIFO's directory ${directory} was removed too; presses cannot reach this ` +
+        `button until it is there again (mkdir -m 700 ${directory}), then it makes a new FIFO`;
+    }
+    case "directory-recreated":
+      return `The FIFO's directory ${JSON.stringify(parentOf(fifo))} was removed; made it again`;
+    case "recreated":
       return `Made a new FIFO at ${path}; presses reach this button again`;
   }
 }
@@ -211,6 +219,8 @@ async function main(flags: ButtonFlags): Promise<void> {
     button = openFifoButton(fifo, {
       onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
       onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
+      // The runtime directory is ours to make again; a directory the user chose is not.
+      remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
     });
     log.info(`Button ready: echo 0 > ${fifo}`);
   }

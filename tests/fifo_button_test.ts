@@ -5,7 +5,12 @@ import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { openFdCount } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
-import { type IgnoredInput, MAX_LINE_BYTES, openFifoButton } from "../hw/fifo_button.ts";
+import {
+  type FifoEvent,
+  type IgnoredInput,
+  MAX_LINE_BYTES,
+  openFifoButton,
+} from "../hw/fifo_button.ts";
 import { describeFifoEvent } from "../producers/button.ts";
 import { makeFifo } from "../ffi/posix.ts";
 
@@ -196,3 +201,75 @@ testWith(
     });
   },
 );
+
+/** Runs `rm -rf` on `path` as another process would, while this event loop keeps running. */
+async function removeTree(path: string): Promise<void> {
+  const { code, stderr } = await new Deno.Command("rm", { args: ["-rf", path] }).output();
+  assertEquals(code, 0, `rm -rf ${path} failed: ${new TextDecoder().decode(stderr)}`);
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "the FIFO's directory removed with rm -rf: the button says so, waits for it without ending, and reads a new FIFO once it is back",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, { onPath: (event) => events.push(event) });
+      const presses = countPresses(button);
+      await removeTree(directory);
+      await settle(() => events.includes("directory-removed"));
+      assertEquals(events, ["removed", "directory-removed"]);
+      await delay(1200); // two more looks at the directory, each still finding it gone
+      assertEquals(events.length, 2, "the removed directory was reported more than once");
+      assertThrows(() => Deno.lstatSync(directory), Deno.errors.NotFound, undefined);
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      await settle(() => events.includes("recreated"));
+      assertEquals(events, ["removed", "directory-removed", "recreated"]);
+      assert(Deno.lstatSync(path).isFifo, "no new FIFO in the directory made again");
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      await presses.stop();
+      assertEquals(presses.count(), 1);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "with remakeDirectory the button makes its removed directory again, 0700, and reads a new FIFO there",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const path = `${directory}/button.fifo`;
+      const events: FifoEvent[] = [];
+      // Missing at open too: made then.
+      await using button = openFifoButton(path, {
+        onPath: (event) => events.push(event),
+        remakeDirectory: true,
+      });
+      assertEquals((Deno.statSync(directory).mode ?? 0) & 0o777, 0o700);
+      const presses = countPresses(button);
+      await removeTree(directory);
+      await settle(() => events.includes("recreated"));
+      assertEquals(events, ["removed", "directory-recreated", "recreated"]);
+      assertEquals((Deno.statSync(directory).mode ?? 0) & 0o777, 0o700);
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      await presses.stop();
+      assertEquals(presses.count(), 1);
+    });
+  },
+);
+
+Deno.test("the button's words for a removed FIFO directory name it and say how to mend it", () => {
+  const said = describeFifoEvent("/home/ann/run/button.fifo", "directory-removed");
+  assertStringIncludes(said, '"/home/ann/run" was removed');
+  assertStringIncludes(said, 'mkdir -m 700 "/home/ann/run"');
+  assertStringIncludes(
+    describeFifoEvent("/home/ann/run/button.fifo", "directory-recreated"),
+    '"/home/ann/run" was removed; made it again',
+  );
+});

@@ -20,7 +20,7 @@ import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
 import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf, openFdCount } from "./helpers/proc.ts";
-import type { RuntimeRoots } from "../app/runtime_dir.ts";
+import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
@@ -610,3 +610,20 @@ testWith(
     });
   },
 );
+
+Deno.test("isRuntimeDirectory() knows this user's two runtime directories by name, and nothing else", () => {
+  const uid = effectiveUid();
+  assert(isRuntimeDirectory(`/run/user/${uid}/mmap-ipc`));
+  assert(isRuntimeDirectory(`/tmp/mmap-ipc-${uid}/`));
+  assert(isRuntimeDirectory(`/x/mmap-ipc-${uid}`, { shared: "/x" }));
+  for (
+    const other of [
+      `/tmp/mmap-ipc-${uid + 1}`,
+      `/tmp/mmap-ipc-${uid}/claims`,
+      "/tmp",
+      "/home/ann/run",
+    ]
+  ) {
+    assert(!isRuntimeDirectory(other), other);
+  }
+});

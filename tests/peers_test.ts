@@ -245,6 +245,43 @@ testWith(
 );
 
 testWith(
+  NEEDS.system,
+  "rm -rf of the FIFO's directory while the system runs: the button waits for it, nothing crashes, and presses work once it is back",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const fifo = `${directory}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        const since = launcher.lines.length;
+        const removed = await new Deno.Command("rm", { args: ["-rf", directory] }).output();
+        assertEquals(removed.code, 0, new TextDecoder().decode(removed.stderr));
+        await launcher.waitFor(lineNaming(directory, /mkdir -m 700/), {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        // The button crashed within a second each time it could not remake its FIFO before.
+        await delay(2000);
+        const state = processState(pids.button)?.state;
+        assert(state !== undefined && state !== "Z", `the button is gone:\n${launcher.transcript}`);
+        assert(
+          !launcher.lines.slice(since).some((line) => /crash|exited|restart/i.test(line.text)),
+          launcher.transcript,
+        );
+        Deno.mkdirSync(directory, { mode: 0o700 });
+        await launcher.waitFor(lineNaming(fifo, REMADE), { since, timeoutMs: GUARD_MS });
+        await press(fifo, launcher);
+        await ledShows(launcher, "On", since);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("gcc")],
   "a state file the original C LED maps is never unlinked or replaced: across two of our launchers, presses reach it",
   async () => {

@@ -29,7 +29,9 @@ export interface RingOptions {
   spin?: number;
   /**
    * How often a side that is asleep checks that the other side is still alive, in ms;
-   * `Infinity` turns it off (then a dead peer is only noticed by a timeout).
+   * `Infinity` turns it off: then a dead peer is only noticed by a timeout, and so is a peer
+   * that breaks the protocol by clearing this side's "asleep" flag (it is then not woken, as if
+   * nothing were sent). With a finite period such a wake-up comes at most this late.
    *
    * @default {1000}
    */
