@@ -1,84 +1,176 @@
 /**
- * Waits for an fd to become readable on a worker thread (poll(2) with `nonblocking: true`),
- * with an eventfd beside it so the wait can be cancelled at once from JavaScript.
+ * Waits for fds to become readable without holding the event loop: every wait of the process
+ * shares one poll(2) call on one of Deno's worker threads (`nonblocking: true`), with an eventfd
+ * beside the fds that a new or cancelled wait writes to have the call taken again.
+ *
+ * A nonblocking FFI call holds one of Deno's blocking threads for as long as it runs, and those
+ * threads are few (here about 30) and shared with file I/O: a poll call per wait (a pidfd per
+ * watched writer, an inotify fd per watched path) soon made `Deno.readTextFile()` wait.
  *
  * @module
  */
 
 import * as C from "./constants.ts";
 import { libc } from "./libc.ts";
-import { closeFd, createEventFd, writeFd } from "./posix.ts";
+import { closeFd, createEventFd, readFd, writeFd } from "./posix.ts";
 
 /** What a readable wait saw on the watched fd. */
 export type Readiness = "readable" | "hangup" | "cancelled" | "error";
 
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+/** `struct pollfd { int fd; short events; short revents; }` */
+const POLLFD_BYTES = 8;
+/** Failed poll calls in a row (EINTR is one, rarely) before every wait is ended with `"error"`. */
+const MAX_FAILURES = 3;
+
+interface PollEntry {
+  fd: number;
+  settle: (readiness: Readiness) => void;
+}
+
+/** The process's fd waits, in one poll call at a time. */
+class PollHub {
+  readonly #entries = new Set<PollEntry>();
+  /** Written to make the call in flight return; made when the first wait comes, closed with the last. */
+  #kickFd = -1;
+  readonly #drain = new Uint8Array(new ArrayBuffer(8));
+  #running = false;
+  #failures = 0;
+  /** Resolves when the call in flight returns. */
+  #returned: Promise<void> = Promise.resolve();
+
+  add(entry: PollEntry): void {
+    this.#entries.add(entry);
+    if (this.#running) this.#kick();
+    else void this.#run();
+  }
+
+  /**
+   * Ends `entry` with `"cancelled"`. The promise resolves once no call in flight watches its fd
+   * any more, after which the fd may be closed.
+   */
+  remove(entry: PollEntry): Promise<void> {
+    if (!this.#entries.delete(entry)) return Promise.resolve();
+    entry.settle("cancelled");
+    if (!this.#running) return Promise.resolve();
+    this.#kick();
+    return this.#returned;
+  }
+
+  #kick(): void {
+    writeFd(this.#kickFd, ONE, "eventfd");
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      await this.#loop();
+    } catch {
+      // No eventfd could be made (EMFILE) or read: the waits end, their owners say what failed.
+      this.#endAll("error");
+    } finally {
+      this.#running = false;
+      if (this.#kickFd >= 0) closeFd(this.#kickFd);
+      this.#kickFd = -1;
+    }
+  }
+
+  async #loop(): Promise<void> {
+    this.#kickFd = createEventFd();
+    while (this.#entries.size > 0) {
+      const entries = [...this.#entries];
+      // A buffer of its own (never on V8's heap, where it could move), kept until the call
+      // returns: the kernel writes the revents into it.
+      const fds = new DataView(new ArrayBuffer(POLLFD_BYTES * (entries.length + 1)));
+      pollFd(fds, 0, this.#kickFd);
+      entries.forEach((entry, i) => pollFd(fds, i + 1, entry.fd));
+      let returned!: () => void;
+      this.#returned = new Promise((resolve) => (returned = resolve));
+      let result: number;
+      try {
+        result = await libc().poll_blocking(
+          new Uint8Array(fds.buffer),
+          BigInt(entries.length + 1),
+          -1,
+        );
+      } finally {
+        returned();
+      }
+      if ((fds.getInt16(6, true) & C.POLLIN) !== 0) readFd(this.#kickFd, this.#drain, "eventfd");
+      if (result < 0) {
+        // errno belongs to the worker thread: EINTR is retried, anything lasting ends all.
+        if (++this.#failures >= MAX_FAILURES) this.#endAll("error");
+        continue;
+      }
+      this.#failures = 0;
+      entries.forEach((entry, i) => {
+        const revents = fds.getInt16((i + 1) * POLLFD_BYTES + 6, true);
+        if (revents === 0 || !this.#entries.delete(entry)) return;
+        entry.settle(
+          (revents & C.POLLIN) !== 0
+            ? "readable"
+            : (revents & C.POLLHUP) !== 0
+            ? "hangup"
+            : "error",
+        );
+      });
+    }
+  }
+
+  #endAll(readiness: Readiness): void {
+    for (const entry of this.#entries) entry.settle(readiness);
+    this.#entries.clear();
+  }
+}
+
+function pollFd(fds: DataView, index: number, fd: number): void {
+  fds.setInt32(index * POLLFD_BYTES, fd, true);
+  fds.setInt16(index * POLLFD_BYTES + 4, C.POLLIN, true);
+  fds.setInt16(index * POLLFD_BYTES + 6, 0, true);
+}
+
+let hub: PollHub | undefined;
 
 /** Sleeps until an fd has data, without holding the event loop. One wait at a time. */
 export class FdWaiter {
-  #cancelFd: number;
   #cancelled = false;
-  #inFlight: Promise<unknown> | undefined;
+  #entry: PollEntry | undefined;
   #closing: Promise<void> | undefined;
-  /** The pollfd pair, reused: only one wait runs at a time. */
-  readonly #fds = new Uint8Array(16);
-  readonly #view = new DataView(this.#fds.buffer);
-
-  constructor() {
-    this.#cancelFd = createEventFd();
-  }
 
   /**
    * Resolves when `fd` is readable or hung up, or with `"cancelled"` once
    * {@link FdWaiter.cancel} or {@link FdWaiter.close} was called. The caller keeps `fd` open
-   * until the wait has settled.
+   * until the wait has settled, and after a cancel until {@link FdWaiter.close} resolved.
    */
-  async wait(fd: number): Promise<Readiness> {
-    if (this.#cancelled) return "cancelled";
-    if (this.#inFlight !== undefined) {
-      throw new Deno.errors.Busy("Another wait is already in flight on this FdWaiter");
+  wait(fd: number): Promise<Readiness> {
+    if (this.#cancelled) return Promise.resolve("cancelled");
+    if (this.#entry !== undefined) {
+      return Promise.reject(
+        new Deno.errors.Busy("Another wait is already in flight on this FdWaiter"),
+      );
     }
-    const view = this.#view;
-    view.setInt32(0, fd, true);
-    view.setInt16(4, C.POLLIN, true);
-    view.setInt16(6, 0, true);
-    view.setInt32(8, this.#cancelFd, true);
-    view.setInt16(12, C.POLLIN, true);
-    view.setInt16(14, 0, true);
-    const call = libc().poll_blocking(this.#fds, 2n, -1);
-    this.#inFlight = call;
-    let result: number;
-    try {
-      result = await call;
-    } finally {
-      this.#inFlight = undefined;
-    }
-    if (this.#cancelled || (view.getInt16(14, true) & C.POLLIN) !== 0) return "cancelled";
-    if (result < 0) return "error";
-    const revents = view.getInt16(6, true);
-    if ((revents & C.POLLIN) !== 0) return "readable";
-    if ((revents & C.POLLHUP) !== 0) return "hangup";
-    return "error";
+    return new Promise((resolve) => {
+      this.#entry = {
+        fd,
+        settle: (readiness) => {
+          this.#entry = undefined;
+          resolve(readiness);
+        },
+      };
+      (hub ??= new PollHub()).add(this.#entry);
+    });
   }
 
   /** Ends the wait in flight (and every later one) with `"cancelled"`. */
   cancel(): void {
     if (this.#cancelled) return;
     this.#cancelled = true;
-    writeFd(this.#cancelFd, ONE, "eventfd");
+    if (this.#entry !== undefined) this.#closing = hub?.remove(this.#entry);
   }
 
-  /**
-   * Cancels and, once no wait is in flight, closes the eventfd. Safe to call twice, also at
-   * once: the eventfd is closed exactly once.
-   */
+  /** Cancels; resolves once no poll call watches the fd any more. Safe to call twice. */
   close(): Promise<void> {
-    this.#closing ??= (async () => {
-      this.cancel();
-      await this.#inFlight?.catch(() => {});
-      closeFd(this.#cancelFd);
-      this.#cancelFd = -1;
-    })();
-    return this.#closing;
+    this.cancel();
+    return this.#closing ?? Promise.resolve();
   }
 }

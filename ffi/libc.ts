@@ -76,6 +76,23 @@ export const LIBC_SYMBOLS = {
     result: "i64",
     nonblocking: true,
   },
+  /**
+   * long syscall(long number, ...); used as futex_waitv(struct futex_waitv *waiters,
+   * unsigned int nr_futexes, unsigned int flags, struct timespec *timeout, clockid_t clockid),
+   * on a worker thread
+   */
+  syscall_futex_waitv_blocking: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "u32", "u32", "buffer", "i32"],
+    result: "i64",
+    nonblocking: true,
+  },
+  /** The same on this thread: only to learn whether the kernel has futex_waitv. */
+  syscall_futex_waitv: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "u32", "u32", "buffer", "i32"],
+    result: "i64",
+  },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on a worker thread */
   poll_blocking: {
     name: "poll",

@@ -8,6 +8,7 @@
 
 import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { futexHub } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
 
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -91,23 +92,13 @@ export class Mapping {
 
   /**
    * Sleeps on the 32-bit word at `byteOffset` while it holds `expected`, on one of Deno's worker
-   * threads so the event loop stays free. Resolves with the raw syscall result: `errno` belongs to
-   * that thread, so the caller judges the outcome by the word and the clock.
+   * threads so the event loop stays free, beside the process's other waits (see
+   * `futex_hub.ts`). Resolves with 0n when woken, -1n otherwise: the caller judges the outcome
+   * by the word and the clock.
    */
   futexWait(byteOffset: number, expected: number, timeoutMs?: number): Promise<bigint> {
     this.#live();
-    const timeout = timeoutMs === undefined ? null : timespec(timeoutMs, new BigInt64Array(2));
-    const call = libc().syscall_blocking(
-      C.SYS_futex,
-      this.#word(byteOffset),
-      C.FUTEX_WAIT,
-      expected,
-      timeout === null ? null : Deno.UnsafePointer.of(timeout),
-      null,
-      0,
-    );
-    // The kernel reads the timespec while the call runs: keep it reachable until it returns.
-    return timeout === null ? call : call.finally(() => void timeout);
+    return futexHub().wait(Deno.UnsafePointer.value(this.#word(byteOffset)), expected, timeoutMs);
   }
 
   /** Wakes up to `count` waiters on the word at `byteOffset`, in any process; returns how many. */

@@ -145,18 +145,32 @@ export function allocate(fd: number, size: number, subject: string): void {
 
 /** flock(2) without blocking; returns false when another open file holds the lock. */
 export function tryLockExclusive(fd: number, subject: string): boolean {
-  if (libc().flock(fd, C.LOCK_EX | C.LOCK_NB) === 0) return true;
-  const errno = lastErrno();
-  if (errno === Errno.EAGAIN) return false;
-  throw osError("lock", subject, errno);
+  return tryLock(fd, C.LOCK_EX | C.LOCK_NB, subject);
+}
+
+/** errno values flock(2) can fail with; anything else was not set by it. */
+const FLOCK_ERRORS: ReadonlySet<number> = new Set([
+  Errno.EAGAIN,
+  Errno.EBADF,
+  Errno.EINTR,
+  Errno.EINVAL,
+  Errno.ENOLCK,
+]);
+
+function tryLock(fd: number, operation: number, subject: string): boolean {
+  for (let attempt = 0;; attempt++) {
+    if (libc().flock(fd, operation) === 0) return true;
+    const errno = lastErrno();
+    if (errno === Errno.EAGAIN) return false;
+    // errno is read by a second FFI call: twice in a launcher test it read ENOENT, which flock
+    // never sets (something on this thread ran in between). Such a value gets one more try.
+    if (FLOCK_ERRORS.has(errno) || attempt > 0) throw osError("lock", subject, errno);
+  }
 }
 
 /** A shared flock(2) without blocking; returns false when another open file holds it exclusively. */
 export function tryLockShared(fd: number, subject: string): boolean {
-  if (libc().flock(fd, C.LOCK_SH | C.LOCK_NB) === 0) return true;
-  const errno = lastErrno();
-  if (errno === Errno.EAGAIN) return false;
-  throw osError("lock", subject, errno);
+  return tryLock(fd, C.LOCK_SH | C.LOCK_NB, subject);
 }
 
 /** Lets go of this open file's flock(2). */

@@ -36,6 +36,7 @@ export const LIBRARY_TESTS = [
   "tests/ring_test.ts",
   "tests/fifo_button_test.ts",
   "tests/wait_bounds_test.ts",
+  "tests/futex_hub_test.ts",
 ];
 
 /**

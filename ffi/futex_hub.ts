@@ -1,0 +1,243 @@
+/**
+ * Every asynchronous futex wait of the process on as few of Deno's worker threads as can hold
+ * them: one `futex_waitv(2)` (Linux 5.16) sleeps on up to 127 words at once, beside a control
+ * word of its own that a new wait moves to have it taken in.
+ *
+ * A nonblocking FFI call holds one of Deno's blocking threads for as long as it runs, and those
+ * threads are few (here about 30) and shared with file I/O: thirty waits of one call each made
+ * `Deno.readTextFile()` wait until one of them ended. Kernels without `futex_waitv` get one call
+ * per wait, as before.
+ *
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import { Errno, lastErrno } from "./errno.ts";
+import { libc } from "./libc.ts";
+
+/** `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
+const WAITV_BYTES = 24;
+/** FUTEX_WAITV_MAX, less the control word. */
+const GROUP_SIZE = 127;
+/** FUTEX2_SIZE_U32: each word is 32 bits; shared (no FUTEX2_PRIVATE), as other processes wake. */
+const FUTEX2_SIZE_U32 = 0x02;
+const CLOCK_MONOTONIC = 1;
+/** The longest timeout given to the kernel (about 35 years), as `timespec()` in mapping.ts. */
+const MAX_TIMEOUT_MS = 2 ** 40;
+/**
+ * How early a deadline may be found reached: the kernel's clock is read a little before the
+ * JavaScript one, so its timeout can end a few microseconds before the deadline as seen here.
+ */
+const DEADLINE_SLACK_MS = 0.1;
+/** Returns that nothing explains before the hub stops trusting futex_waitv. */
+const MAX_UNEXPLAINED = 3;
+
+/** One wait: resolves with 0n when its word was woken, -1n when it changed or timed out. */
+interface Entry {
+  address: bigint;
+  view: Deno.UnsafePointerView;
+  expected: number;
+  /** `performance.now()` at which it times out; Infinity: never. */
+  deadline: number;
+  resolve: (result: bigint) => void;
+}
+
+/** Up to {@link GROUP_SIZE} waits, slept on by one `futex_waitv` call at a time. */
+class Group {
+  readonly entries: Entry[] = [];
+  /** The control word: moved and woken to make the call in flight return. */
+  readonly #control = new Int32Array(new ArrayBuffer(4));
+  readonly #controlAddress = Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control));
+  #running = false;
+  #unexplained = 0;
+  #inFlight: unknown;
+  readonly #hub: FutexHub;
+
+  constructor(hub: FutexHub) {
+    this.#hub = hub;
+  }
+
+  add(entry: Entry): void {
+    this.entries.push(entry);
+    if (this.#running) this.#kick();
+    else void this.#run();
+  }
+
+  /** Makes the call in flight return, so that the next one takes the waits in as they are now. */
+  #kick(): void {
+    Atomics.add(this.#control, 0, 1);
+    libc().syscall(
+      C.SYS_futex,
+      Deno.UnsafePointer.create(this.#controlAddress),
+      C.FUTEX_WAKE,
+      1,
+      null,
+      null,
+      0,
+    );
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      await this.#loop();
+    } catch {
+      // Only a bug gets here; the waits return as if woken and are made again one call each.
+      this.#hub.distrust();
+      for (const entry of this.entries.splice(0)) entry.resolve(-1n);
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #loop(): Promise<void> {
+    while (this.entries.length > 0) {
+      const control = Atomics.load(this.#control, 0);
+      const count = this.entries.length;
+      // Buffers of their own (never on V8's heap, where they could move), kept until the
+      // call returns: the kernel reads them while it runs.
+      const vector = new Uint8Array(new ArrayBuffer(WAITV_BYTES * (count + 1)));
+      const fields = new DataView(vector.buffer);
+      put(fields, 0, control, this.#controlAddress);
+      let deadline = Infinity;
+      for (let i = 0; i < count; i++) {
+        const entry = this.entries[i];
+        put(fields, i + 1, entry.expected, entry.address);
+        if (entry.deadline < deadline) deadline = entry.deadline;
+      }
+      const timeout = deadline === Infinity ? null : absoluteTimespec(deadline);
+      this.#inFlight = [vector, timeout];
+      const returned = await libc().syscall_futex_waitv_blocking(
+        C.SYS_futex_waitv,
+        vector,
+        count + 1,
+        0,
+        timeout,
+        CLOCK_MONOTONIC,
+      );
+      this.#inFlight = undefined;
+      const woken = returned > 0n ? this.entries[Number(returned) - 1]?.address : undefined;
+      const settled = this.#settle(woken);
+      if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
+        this.#unexplained = 0;
+      } else if (++this.#unexplained >= MAX_UNEXPLAINED) {
+        // Nothing woke, changed or ran out, three times running: futex_waitv is not doing
+        // what it should here. Every wait returns as if woken and is made again one call each.
+        this.#hub.distrust();
+        for (const entry of this.entries.splice(0)) entry.resolve(-1n);
+      }
+    }
+  }
+
+  /**
+   * Resolves the waits that are over: on the woken word, on a word that changed, or past their
+   * deadline. Whether any was.
+   */
+  #settle(woken: bigint | undefined): boolean {
+    const now = performance.now();
+    let kept = 0;
+    const entries = this.entries;
+    for (const entry of entries) {
+      if (entry.address === woken) entry.resolve(0n);
+      else if (
+        entry.view.getInt32() !== entry.expected || entry.deadline <= now + DEADLINE_SLACK_MS
+      ) {
+        entry.resolve(-1n);
+      } else entries[kept++] = entry;
+    }
+    const settled = kept < entries.length;
+    entries.length = kept;
+    return settled;
+  }
+}
+
+function put(fields: DataView, index: number, value: number, address: bigint): void {
+  const at = index * WAITV_BYTES;
+  fields.setBigUint64(at, BigInt(value >>> 0), true);
+  fields.setBigUint64(at + 8, address, true);
+  fields.setUint32(at + 16, FUTEX2_SIZE_U32, true);
+  fields.setUint32(at + 20, 0, true);
+}
+
+/** CLOCK_MONOTONIC when `performance.now()` reads `deadline`, as a struct timespec. */
+function absoluteTimespec(deadline: number): BigInt64Array {
+  const now = new BigInt64Array(new ArrayBuffer(16));
+  libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(now.buffer));
+  const ms = Math.min(Math.max(0, deadline - performance.now()), MAX_TIMEOUT_MS);
+  const nanos = now[1] + BigInt(Math.ceil((ms % 1000) * 1e6));
+  now[0] += BigInt(Math.floor(ms / 1000)) + nanos / 1_000_000_000n;
+  now[1] = nanos % 1_000_000_000n;
+  return now;
+}
+
+/** The process's futex waits; see the module description. */
+class FutexHub {
+  readonly #groups: Group[] = [];
+  #trusted: boolean | undefined;
+
+  /**
+   * Sleeps on a worker thread while the 32-bit word at `address` holds `expected`, for at most
+   * `timeoutMs`. Resolves with 0n when woken, and otherwise with -1n (the word changed, the time
+   * ran out, or, rarely, for no reason): the caller looks at the word and the clock.
+   */
+  wait(address: bigint, expected: number, timeoutMs?: number): Promise<bigint> {
+    if (!this.#supported()) return waitAlone(address, expected, timeoutMs);
+    const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+    const pointer = Deno.UnsafePointer.create(address);
+    if (pointer === null) throw new RangeError("A futex word cannot be at address 0");
+    const view = new Deno.UnsafePointerView(pointer);
+    return new Promise((resolve) => {
+      let group = this.#groups.find((candidate) => candidate.entries.length < GROUP_SIZE);
+      if (group === undefined) {
+        group = new Group(this);
+        this.#groups.push(group);
+      }
+      group.add({ address, view, expected, deadline, resolve });
+    });
+  }
+
+  /** Called by a group that saw futex_waitv misbehave: every later wait gets a call of its own. */
+  distrust(): void {
+    this.#trusted = false;
+  }
+
+  /** Whether the kernel has futex_waitv: a call with no words fails with EINVAL, not ENOSYS. */
+  #supported(): boolean {
+    if (this.#trusted === undefined) {
+      const returned = libc().syscall_futex_waitv(C.SYS_futex_waitv, null, 0, 0, null, 0);
+      this.#trusted = returned === -1n && lastErrno() !== Errno.ENOSYS;
+    }
+    return this.#trusted;
+  }
+}
+
+/** One worker thread for one wait: kernels before 5.16. */
+function waitAlone(address: bigint, expected: number, timeoutMs?: number): Promise<bigint> {
+  let timeout: BigInt64Array | null = null;
+  if (timeoutMs !== undefined) {
+    const ms = Math.min(Math.max(0, timeoutMs), MAX_TIMEOUT_MS);
+    timeout = new BigInt64Array(new ArrayBuffer(16));
+    timeout[0] = BigInt(Math.floor(ms / 1000));
+    timeout[1] = BigInt(Math.min(999_999_999, Math.floor((ms % 1000) * 1e6)));
+  }
+  const call = libc().syscall_blocking(
+    C.SYS_futex,
+    Deno.UnsafePointer.create(address),
+    C.FUTEX_WAIT,
+    expected,
+    timeout === null ? null : Deno.UnsafePointer.of(timeout),
+    null,
+    0,
+  );
+  // The kernel reads the timespec while the call runs: keep it reachable until it returns.
+  return timeout === null ? call : call.finally(() => void timeout);
+}
+
+let hub: FutexHub | undefined;
+
+/** The process's {@link FutexHub}, made on first use. */
+export function futexHub(): FutexHub {
+  return hub ??= new FutexHub();
+}
+
+export type { FutexHub };

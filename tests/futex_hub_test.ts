@@ -1,0 +1,104 @@
+/**
+ * Many asynchronous waits at once: each holds a worker thread only while it shares a
+ * futex_waitv call with up to 126 others, so Deno's few blocking threads (shared with file I/O)
+ * are never all taken, and each wait still returns what it waited for.
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
+import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
+import { assertRejectsWith } from "./helpers/assertions.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { delay, within } from "./helpers/waiting.ts";
+
+const CELL_BYTES = 128;
+
+/** `count` cells side by side in one memfd, each with a writer and a reader handle. */
+function cells(count: number): {
+  writers: StateCell[];
+  readers: StateCell[];
+  [Symbol.dispose](): void;
+} {
+  const region = createMemfdRegion({ size: count * CELL_BYTES });
+  const writers: StateCell[] = [];
+  const readers: StateCell[] = [];
+  for (let i = 0; i < count; i++) {
+    writers.push(openStateCell(region, { offset: i * CELL_BYTES, writer: true }));
+    readers.push(openStateCell(region, { offset: i * CELL_BYTES }));
+  }
+  return {
+    writers,
+    readers,
+    [Symbol.dispose]: () => {
+      for (const cell of [...readers, ...writers]) cell.close();
+      region.close();
+    },
+  };
+}
+
+testWith(
+  NEEDS.files,
+  "300 waits at once, on one cell and on 100 others, leave file I/O free and each returns its change",
+  async () => {
+    using all = cells(101);
+    const { writers, readers } = all;
+    // Thirty waits of a worker thread each made this read wait until one of them ended.
+    const onOne = Array.from({ length: 100 }, () => readers[0].waitForChange());
+    const onEach = readers.slice(1).flatMap((reader) => [
+      reader.waitForChange(),
+      reader.waitForChange({ timeout: 60_000 }),
+    ]);
+    await delay(200); // all asleep
+    const read = await within(Deno.readTextFile(new URL(import.meta.url)), 10_000);
+    assert(read?.includes("300 waits at once"), "a file read waited behind the futex waits");
+    // Woken one cell at a time, in an order unlike the order of the waits.
+    for (let i = 100; i >= 1; i--) writers[i].write(1000 + i);
+    assertEquals(
+      await within(Promise.all(onEach), 10_000),
+      readers.slice(1).flatMap((_, i) => [1001 + i, 1001 + i]),
+    );
+    writers[0].write(7);
+    assertEquals(await within(Promise.all(onOne), 10_000), onOne.map(() => 7));
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "waits that share a call each time out at their own time, and an abort ends only its own",
+  async () => {
+    using all = cells(4);
+    const { writers, readers } = all;
+    const started = performance.now();
+    const timedOut = (reader: StateCell, timeout: number): Promise<number> =>
+      assertRejectsWith(() => reader.waitForChange({ timeout }), Deno.errors.TimedOut)
+        .then(() => performance.now() - started);
+    const aborter = new AbortController();
+    const aborted = readers[3].waitForChange({ signal: aborter.signal }).catch((error) => error);
+    const late = readers[2].waitForChange({ timeout: 900 });
+    const middle = timedOut(readers[1], 500);
+    const early = timedOut(readers[0], 150);
+    aborter.abort(new Error("stop"));
+    assertEquals(((await aborted) as Error).message, "stop");
+    const [first, second] = [await early, await middle];
+    assertGreaterOrEqual(first, 150);
+    assertGreaterOrEqual(second, 500);
+    writers[2].write(3); // before its 900 ms: the wait left in the call sees it
+    assertEquals(await late, 3);
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "without futex_waitv (kernels before 5.16) each wait has a call of its own and still times out, wakes and ends at close",
+  async () => {
+    await using child = spawnDeno(`${TESTS_DIR}fixtures/futex_fallback.ts`, []);
+    assertEquals(await child.nextLine(), "timeout TimedOut");
+    assertEquals(await child.nextLine(), "woken 5");
+    assertEquals(await child.nextLine(), "closed BadResource");
+    assertEquals(await child.nextLine(), "done");
+    assertEquals((await child.status()).code, 0);
+  },
+);
