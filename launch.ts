@@ -33,6 +33,7 @@ import {
   type StateCell,
   type StateFile,
 } from "./mod.ts";
+import { keepClaims } from "./app/claim_keeper.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
@@ -370,6 +371,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   Deno.addSignalListener("SIGHUP", onSignal);
 
   const resources: Resources = { claims: [], owned: [] };
+  let keepingClaims: Promise<void> | undefined;
   try {
     // Claims first: a launcher that loses here has made, changed and removed nothing.
     const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
@@ -422,6 +424,9 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       log.info(`Press the button with: echo 0 > ${fifo}`);
     }
 
+    // Records removed while this runs (rm -rf of the runtime directory) are put back.
+    keepingClaims = keepClaims(resources.claims, { signal: stop.signal, log });
+
     const options = { log, config: `${ROOT}deno.json` };
     const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
       new Supervisor(spec, options)
@@ -463,6 +468,8 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGHUP", onSignal);
+    stop.abort();
+    await keepingClaims;
     release(resources, log);
   }
 }

@@ -21,7 +21,7 @@
 import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
-import { parentOf } from "../lib/owned_path.ts";
+import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
 import { claimsDirectories, claimsDirectory, type RuntimeRoots } from "./runtime_dir.ts";
 import { fnv1a } from "./fnv1a.ts";
 
@@ -72,6 +72,8 @@ export class PathClaim {
   #inode: PathClaim | undefined;
   /** The same claim in the other claims directories. */
   readonly #mirrors: PathClaim[] = [];
+  /** What {@link PathClaim.record} last wrote as the identity. */
+  #identity: string | undefined;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
@@ -102,6 +104,7 @@ export class PathClaim {
 
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
   record(identity: string | undefined): void {
+    this.#identity = identity;
     const record: Record = {
       pid: Deno.pid,
       kind: this.kind,
@@ -149,6 +152,43 @@ export class PathClaim {
       throw error;
     }
     this.#inode = inode;
+  }
+
+  /**
+   * The record files this claim holds now (its own, its file's, and the same in the other
+   * claims directories), each with the identity of the file held: for watching them.
+   */
+  records(): { file: string; identity: string }[] {
+    if (this.#fd < 0) return [];
+    return [
+      { file: this.#file, identity: posix.statFd(this.#fd, this.#file).identity },
+      ...(this.#inode?.records() ?? []),
+      ...this.#mirrors.flatMap((mirror) => mirror.records()),
+    ];
+  }
+
+  /**
+   * Puts back records someone removed (`rm -rf` of the runtime directory, or of one record):
+   * makes the claims directory again (0700; it is this program's own) and locks and writes a new
+   * record in place of each one gone. Returns how many were put back. Throws `Busy` naming the
+   * launcher that claimed the path while its record was gone.
+   */
+  restore(): number {
+    let restored = 0;
+    for (const other of [this.#inode, ...this.#mirrors]) restored += other?.restore() ?? 0;
+    if (this.#fd < 0) return restored;
+    const held = posix.statFd(this.#fd, this.#file).identity;
+    if (posix.statPath(this.#file)?.identity === held) return restored;
+    const directory = parentOf(this.#file);
+    ensurePrivateDirectory(parentOf(directory));
+    ensurePrivateDirectory(directory);
+    const fresh = claim(this.#file, this.#key, this.kind, this.path);
+    posix.closeFd(this.#fd);
+    if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
+    this.#fd = fresh.#fd;
+    this.#directoryFd = fresh.#directoryFd;
+    this.record(this.#identity);
+    return restored + 1;
   }
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */

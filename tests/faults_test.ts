@@ -5,6 +5,7 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { effectiveUid } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
@@ -814,6 +815,36 @@ testWith(
         for (const path of [`/dev/shm${decoy}`, ...[killed, running, next].map(cellOf)]) {
           if (identity(path) !== undefined) removeShm(path.slice("/dev/shm".length));
         }
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "rm -rf of the runtime directory while a launcher runs: its claims are put back, and a second launcher on its paths is still refused",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const args = ["--state", state, "--fifo", `${dir}/button.fifo`];
+      await using first = startLauncher(dir, args);
+      const pids = await running(first);
+      try {
+        const since = first.lines.length;
+        const uid = effectiveUid();
+        const runtime = [`/run/user/${uid}/mmap-ipc`, `/tmp/mmap-ipc-${uid}`];
+        const removed = await new Deno.Command("rm", { args: ["-rf", ...runtime] }).output();
+        assertEquals(removed.code, 0, new TextDecoder().decode(removed.stderr));
+        await first.waitFor(/claim records were removed; made them again/, {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        await using second = startLauncher(dir, args);
+        assertEquals((await second.status()).code, 1, second.transcript);
+        assertStringIncludes(second.transcript, `another launcher (pid ${first.pid})`);
+        assertStringIncludes(second.transcript, state);
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
       }
     });
   },

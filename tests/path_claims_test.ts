@@ -24,7 +24,8 @@ import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
-import { within } from "./helpers/waiting.ts";
+import { delay, until, within } from "./helpers/waiting.ts";
+import { keepClaims } from "../app/claim_keeper.ts";
 
 /**
  * Runs `fn` with the state file's claim record locked by another process (util-linux's `flock`)
@@ -627,3 +628,102 @@ Deno.test("isRuntimeDirectory() knows this user's two runtime directories by nam
     assert(!isRuntimeDirectory(other), other);
   }
 });
+
+testWith(
+  NEEDS.files,
+  "records removed while held (rm -rf of the runtime directories) are put back by restore(), 0700, and hold again",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      Deno.writeTextFileSync(path, "0\n");
+      const file = statPath(path);
+      assert(file !== undefined);
+      const inSession = roots(dir, { session: true });
+      const claims = claimPaths([{ kind: "state file", path }], { roots: inSession });
+      try {
+        claims[0].claimFile(file.identity);
+        assertEquals(claims[0].restore(), 0, "nothing was missing");
+        const runtime = [
+          `${dir}/run/${effectiveUid()}/mmap-ipc`,
+          `${dir}/tmp/mmap-ipc-${effectiveUid()}`,
+        ];
+        for (const directory of runtime) Deno.removeSync(directory, { recursive: true });
+        // The path's record and the file's, in both directories.
+        assertEquals(claims[0].restore(), 4);
+        for (const directory of runtime) {
+          for (const made of [directory, `${directory}/claims`]) {
+            assertEquals((Deno.statSync(made).mode ?? 0) & 0o777, 0o700, made);
+          }
+        }
+        for (const { file: record } of claims[0].records()) {
+          assertEquals(lockHolder(record), Deno.pid, `${record} is not locked by this process`);
+        }
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }], { roots: inSession }),
+          Deno.errors.Busy,
+          `pid ${Deno.pid}`,
+        );
+      } finally {
+        for (const held of claims) held.release();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a path another launcher claimed while the records were gone: restore() says who holds it",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      const outside = roots(dir, { session: false });
+      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+      Deno.removeSync(`${dir}/tmp/mmap-ipc-${effectiveUid()}`, { recursive: true });
+      const other = claimPaths([{ kind: "state file", path }], { roots: outside });
+      try {
+        assertThrows(() => claims[0].restore(), Deno.errors.Busy, `pid ${Deno.pid}`, path);
+      } finally {
+        for (const held of [...claims, ...other]) held.release();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "keepClaims() puts back records an rm -rf removed, says so, and stops on abort",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      const outside = roots(dir, { session: false });
+      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+      const said: string[] = [];
+      const log = {
+        debug: () => {},
+        info: () => {},
+        warn: (line: string) => said.push(line),
+        error: (line: string) => said.push(line),
+      };
+      const stop = new AbortController();
+      const keeping = keepClaims(claims, { signal: stop.signal, log });
+      try {
+        await delay(100);
+        const removed = await new Deno.Command("rm", {
+          args: ["-rf", `${dir}/tmp/mmap-ipc-${effectiveUid()}`],
+        }).output();
+        assertEquals(removed.code, 0);
+        await until(() => said.length > 0, "the keeper's word");
+        assertStringIncludes(said[0], "claim records were removed; made them again");
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }], { roots: outside }),
+          Deno.errors.Busy,
+        );
+      } finally {
+        stop.abort();
+        await keeping;
+        for (const held of claims) held.release();
+      }
+      assertEquals(said.length, 1, said.join("\n"));
+    });
+  },
+);
