@@ -23,12 +23,16 @@ export async function keepClaims(
   options: { signal: AbortSignal; log: Logger },
 ): Promise<void> {
   const { signal, log } = options;
+  // After a failed attempt the records are tried again at once: their directory may be missing,
+  // and a watch cannot be set on a path in a missing directory.
   let failing = false;
   while (!signal.aborted) {
     try {
-      await firstChange(claims, signal);
-      if (signal.aborted) return;
-      await delay(SETTLE_MS, { signal });
+      if (!failing) {
+        await firstChange(claims, signal);
+        if (signal.aborted) return;
+        await delay(SETTLE_MS, { signal });
+      }
       const restored = claims.reduce((count, claim) => count + claim.restore(), 0);
       if (restored > 0) {
         log.warn(
@@ -40,9 +44,7 @@ export async function keepClaims(
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof Deno.errors.Busy) {
-        log.error(
-          `${(error as Error).message.replace(/^Cannot launch/, "Cannot keep the claims")}`,
-        );
+        log.error((error as Error).message);
         return;
       }
       if (!failing) {

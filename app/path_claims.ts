@@ -182,7 +182,7 @@ export class PathClaim {
     const directory = parentOf(this.#file);
     ensurePrivateDirectory(parentOf(directory));
     ensurePrivateDirectory(directory);
-    const fresh = claim(this.#file, this.#key, this.kind, this.path);
+    const fresh = claim(this.#file, this.#key, this.kind, this.path, "keep the claims");
     posix.closeFd(this.#fd);
     if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
     this.#fd = fresh.#fd;
@@ -305,7 +305,13 @@ function spelledAs(fd: number, path: string): string {
  * Locks the record `file` for one path with `key` ({@link claimKey}); throws `Busy` naming the
  * launcher holding it.
  */
-function claim(file: string, key: string, kind: PathKind, path: string): PathClaim {
+function claim(
+  file: string,
+  key: string,
+  kind: PathKind,
+  path: string,
+  action = "launch",
+): PathClaim {
   for (;;) {
     const fd = posix.openPath(
       file,
@@ -321,7 +327,7 @@ function claim(file: string, key: string, kind: PathKind, path: string): PathCla
       // Two systems on one broker under one prefix would fight over its topics and session.
       const hint = kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
       throw new Deno.errors.Busy(
-        `Cannot launch: another launcher${
+        `Cannot ${action}: another launcher${
           holder === undefined ? "" : ` (pid ${holder})`
         } is using the ${kind} ${JSON.stringify(path)}${spelled}${hint}`,
       );

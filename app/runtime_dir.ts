@@ -24,9 +24,18 @@ export interface RuntimeRoots {
   shared?: string;
 }
 
+/** Where logind keeps the user's runtime directory (not ours: it is only looked at). */
+function sessionRoot(uid: number, roots: RuntimeRoots): string {
+  return `${roots.sessions ?? "/run/user"}/${uid}`;
+}
+
+function sharedPath(uid: number, roots: RuntimeRoots): string {
+  return `${roots.shared ?? "/tmp"}/mmap-ipc-${uid}`;
+}
+
 /** The session's directory, created if needed, or undefined when the user has no session. */
 function sessionDirectory(uid: number, roots: RuntimeRoots): string | undefined {
-  const run = `${roots.sessions ?? "/run/user"}/${uid}`;
+  const run = sessionRoot(uid, roots);
   // Not followed: logind's directory is never a symlink, and one would point who knows where.
   const stat = statPath(run);
   if (stat?.type === "directory" && stat.uid === uid && (stat.permissions & 0o077) === 0) {
@@ -36,7 +45,7 @@ function sessionDirectory(uid: number, roots: RuntimeRoots): string | undefined 
 }
 
 function sharedDirectory(uid: number, roots: RuntimeRoots): string {
-  return ensurePrivateDirectory(`${roots.shared ?? "/tmp"}/mmap-ipc-${uid}`);
+  return ensurePrivateDirectory(sharedPath(uid, roots));
 }
 
 /** The default runtime directory, created if needed. */
@@ -52,8 +61,7 @@ export function runtimeDirectory(): string {
 export function isRuntimeDirectory(path: string, roots: RuntimeRoots = {}): boolean {
   const uid = effectiveUid();
   const clean = path.replace(/\/+$/, "");
-  return clean === `${roots.sessions ?? "/run/user"}/${uid}/mmap-ipc` ||
-    clean === `${roots.shared ?? "/tmp"}/mmap-ipc-${uid}`;
+  return clean === `${sessionRoot(uid, roots)}/mmap-ipc` || clean === sharedPath(uid, roots);
 }
 
 /** Where the button's FIFO lives unless `--fifo` says otherwise. */

@@ -92,6 +92,8 @@ export const SHMID_DS_OFFSET = { uid: 4, mode: 20, segsz: 48, nattch: 88 } as co
 // <linux/futex.h>; shared (not FUTEX_PRIVATE_FLAG) because the word lives in memory other
 // processes map.
 export const SYS_futex: bigint = perArch({ x86_64: 202n, aarch64: 98n });
+/** clock_gettime(2)'s clock for deadlines, and futex_waitv's for its timeout. */
+export const CLOCK_MONOTONIC = 1;
 /** futex_waitv(2), Linux 5.16: the same number on every architecture. */
 export const SYS_futex_waitv = 449n;
 export const FUTEX_WAIT = 0;

@@ -14,6 +14,7 @@
 import * as C from "./constants.ts";
 import { Errno, lastErrno } from "./errno.ts";
 import { libc } from "./libc.ts";
+import { monotonicTimespec, timespec } from "./timespec.ts";
 
 /** `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
 const WAITV_BYTES = 24;
@@ -21,9 +22,6 @@ const WAITV_BYTES = 24;
 const GROUP_SIZE = 127;
 /** FUTEX2_SIZE_U32: each word is 32 bits; shared (no FUTEX2_PRIVATE), as other processes wake. */
 const FUTEX2_SIZE_U32 = 0x02;
-const CLOCK_MONOTONIC = 1;
-/** The longest timeout given to the kernel (about 35 years), as `timespec()` in mapping.ts. */
-const MAX_TIMEOUT_MS = 2 ** 40;
 /**
  * How early a deadline may be found reached: the kernel's clock is read a little before the
  * JavaScript one, so its timeout can end a few microseconds before the deadline as seen here.
@@ -105,7 +103,9 @@ class Group {
         put(fields, i + 1, entry.expected, entry.address);
         if (entry.deadline < deadline) deadline = entry.deadline;
       }
-      const timeout = deadline === Infinity ? null : absoluteTimespec(deadline);
+      const timeout = deadline === Infinity
+        ? null
+        : monotonicTimespec(deadline - performance.now(), new BigInt64Array(new ArrayBuffer(16)));
       this.#inFlight = [vector, timeout];
       const returned = await libc().syscall_futex_waitv_blocking(
         C.SYS_futex_waitv,
@@ -113,7 +113,7 @@ class Group {
         count + 1,
         0,
         timeout,
-        CLOCK_MONOTONIC,
+        C.CLOCK_MONOTONIC,
       );
       this.#inFlight = undefined;
       const woken = returned > 0n ? this.entries[Number(returned) - 1]?.address : undefined;
@@ -159,17 +159,6 @@ function put(fields: DataView, index: number, value: number, address: bigint): v
   fields.setUint32(at + 20, 0, true);
 }
 
-/** CLOCK_MONOTONIC when `performance.now()` reads `deadline`, as a struct timespec. */
-function absoluteTimespec(deadline: number): BigInt64Array {
-  const now = new BigInt64Array(new ArrayBuffer(16));
-  libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(now.buffer));
-  const ms = Math.min(Math.max(0, deadline - performance.now()), MAX_TIMEOUT_MS);
-  const nanos = now[1] + BigInt(Math.ceil((ms % 1000) * 1e6));
-  now[0] += BigInt(Math.floor(ms / 1000)) + nanos / 1_000_000_000n;
-  now[1] = nanos % 1_000_000_000n;
-  return now;
-}
-
 /** The process's futex waits; see the module description. */
 class FutexHub {
   readonly #groups: Group[] = [];
@@ -213,13 +202,9 @@ class FutexHub {
 
 /** One worker thread for one wait: kernels before 5.16. */
 function waitAlone(address: bigint, expected: number, timeoutMs?: number): Promise<bigint> {
-  let timeout: BigInt64Array | null = null;
-  if (timeoutMs !== undefined) {
-    const ms = Math.min(Math.max(0, timeoutMs), MAX_TIMEOUT_MS);
-    timeout = new BigInt64Array(new ArrayBuffer(16));
-    timeout[0] = BigInt(Math.floor(ms / 1000));
-    timeout[1] = BigInt(Math.min(999_999_999, Math.floor((ms % 1000) * 1e6)));
-  }
+  const timeout = timeoutMs === undefined
+    ? null
+    : timespec(timeoutMs, new BigInt64Array(new ArrayBuffer(16)));
   const call = libc().syscall_blocking(
     C.SYS_futex,
     Deno.UnsafePointer.create(address),

@@ -10,6 +10,7 @@ import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { futexHub } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
+import { timespec } from "./timespec.ts";
 
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
@@ -224,20 +225,4 @@ export class SyncWaiter {
 function waitFailure(): WaitResult {
   const errno = lastErrno();
   return errno === Errno.ETIMEDOUT ? "timed-out" : errno === Errno.EAGAIN ? "not-equal" : "ok";
-}
-
-/** The longest timespec made (about 35 years): longer ones overflowed into invalid values. */
-const MAX_TIMESPEC_MS = 2 ** 40;
-
-/**
- * Fills `into` with a struct timespec for `milliseconds`: negative or NaN counts as 0, anything
- * from about 35 years on (`Infinity` too) as 35 years. Out of range, futex(2) fails at once with
- * EINVAL, and a waiting loop would spin.
- */
-function timespec<T extends BigInt64Array>(milliseconds: number, into: T): T {
-  const ms = milliseconds > 0 ? Math.min(milliseconds, MAX_TIMESPEC_MS) : 0;
-  const seconds = Math.floor(ms / 1000);
-  into[0] = BigInt(seconds);
-  into[1] = BigInt(Math.min(999_999_999, Math.floor((ms - seconds * 1000) * 1e6)));
-  return into;
 }

@@ -403,14 +403,13 @@ export function effectiveUid(): number {
 }
 
 const timespecBuffer = new BigInt64Array(2);
-const CLOCK_MONOTONIC = 1;
 
 /**
  * CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine (unlike
  * `performance.now()`, which starts at each process's own start), for cross-process latency.
  */
 export function monotonicNanos(): bigint {
-  libc().clock_gettime(CLOCK_MONOTONIC, new Uint8Array(timespecBuffer.buffer));
+  libc().clock_gettime(C.CLOCK_MONOTONIC, new Uint8Array(timespecBuffer.buffer));
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
 }
 

@@ -380,9 +380,9 @@ export class StateCell {
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
-      // Woken by a cooperating writer: its value word holds what it wrote, one load where
-      // parsing the text under the sequence lock took half the time from the wake-up to the
-      // caller in a process's first few hundred waits (V8 has not optimised them yet).
+      // Woken by a cooperating writer: its value word holds what it wrote. One load, where a
+      // second look at the writer and parsing the text under the sequence lock were most of
+      // this path's cost in a process's first few hundred waits (before V8 optimises them).
       if (cooperating && result !== "timed-out") {
         value = Atomics.load(this.#words, this.#valueIndex);
         if (value !== from) return value;

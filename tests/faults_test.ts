@@ -30,7 +30,7 @@ import {
   stateValue,
   stopAll,
 } from "./helpers/system.ts";
-import { uniqueShmName, withShmName, withTempDir } from "./helpers/temp.ts";
+import { removeTree, uniqueShmName, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** How long SIGTERM may take to stop everything before the test calls it a hang. */
@@ -833,8 +833,7 @@ testWith(
         const since = first.lines.length;
         const uid = effectiveUid();
         const runtime = [`/run/user/${uid}/mmap-ipc`, `/tmp/mmap-ipc-${uid}`];
-        const removed = await new Deno.Command("rm", { args: ["-rf", ...runtime] }).output();
-        assertEquals(removed.code, 0, new TextDecoder().decode(removed.stderr));
+        await removeTree(...runtime);
         await first.waitFor(/claim records were removed; made them again/, {
           since,
           timeoutMs: GUARD_MS,

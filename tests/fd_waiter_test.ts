@@ -1,6 +1,7 @@
 import { assertEquals, assertRejects } from "@std/assert";
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
+import { openFdCount } from "./helpers/proc.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
   const fd = createEventFd();
@@ -38,4 +39,27 @@ Deno.test("FdWaiter.close() twice closes its eventfd once, never an fd opened si
   await Promise.all([waiter.close(), waiter.close()]);
   statFd(unrelated, "the unrelated eventfd"); // throws BadResource (EBADF) if it was closed
   closeFd(unrelated);
+});
+
+Deno.test("FdWaiters share one poll: cancelling one leaves the others waiting, each wakes on its own fd, and no fd outlives the waits", async () => {
+  const before = await openFdCount(Deno.pid);
+  const fds = [createEventFd(), createEventFd(), createEventFd()];
+  const waiters = fds.map(() => new FdWaiter());
+  try {
+    const pending = waiters.map((waiter, i) => waiter.wait(fds[i]));
+    await waiters[1].close(); // in flight beside the two others
+    assertEquals(await pending[1], "cancelled");
+    writeFd(fds[2], new Uint8Array(new BigUint64Array([1n]).buffer), "eventfd");
+    assertEquals(await pending[2], "readable");
+    writeFd(fds[0], new Uint8Array(new BigUint64Array([1n]).buffer), "eventfd");
+    assertEquals(await pending[0], "readable");
+  } finally {
+    for (const waiter of waiters) await waiter.close();
+    for (const fd of fds) closeFd(fd);
+  }
+  assertEquals(
+    await openFdCount(Deno.pid),
+    before,
+    "an fd outlived the waits (the poll's eventfd?)",
+  );
 });

@@ -3,7 +3,7 @@ import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { openFdCount } from "./helpers/proc.ts";
-import { withTempDir } from "./helpers/temp.ts";
+import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 import {
   type FifoEvent,
@@ -201,12 +201,6 @@ testWith(
     });
   },
 );
-
-/** Runs `rm -rf` on `path` as another process would, while this event loop keeps running. */
-async function removeTree(path: string): Promise<void> {
-  const { code, stderr } = await new Deno.Command("rm", { args: ["-rf", path] }).output();
-  assertEquals(code, 0, `rm -rf ${path} failed: ${new TextDecoder().decode(stderr)}`);
-}
 
 testWith(
   NEEDS.childrenAndFiles,

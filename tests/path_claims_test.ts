@@ -23,7 +23,7 @@ import { childrenOf, openFdCount } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
 import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
-import { withShmName, withTempDir } from "./helpers/temp.ts";
+import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
 
@@ -708,10 +708,7 @@ testWith(
       const keeping = keepClaims(claims, { signal: stop.signal, log });
       try {
         await delay(100);
-        const removed = await new Deno.Command("rm", {
-          args: ["-rf", `${dir}/tmp/mmap-ipc-${effectiveUid()}`],
-        }).output();
-        assertEquals(removed.code, 0);
+        await removeTree(`${dir}/tmp/mmap-ipc-${effectiveUid()}`);
         await until(() => said.length > 0, "the keeper's word");
         assertStringIncludes(said[0], "claim records were removed; made them again");
         assertThrows(
@@ -724,6 +721,46 @@ testWith(
         for (const held of claims) held.release();
       }
       assertEquals(said.length, 1, said.join("\n"));
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "keepClaims() that cannot put the records back yet (the root of their directory is gone too) says so once and does it once it can",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      const outside = roots(dir, { session: false });
+      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+      const said: string[] = [];
+      const log = {
+        debug: () => {},
+        info: () => {},
+        warn: (line: string) => said.push(line),
+        error: (line: string) => said.push(line),
+      };
+      const stop = new AbortController();
+      const keeping = keepClaims(claims, { signal: stop.signal, log });
+      try {
+        await delay(100);
+        await removeTree(`${dir}/tmp`); // /tmp itself, as far as the claims know
+        await until(() => said.length > 0, "the keeper's first word");
+        assertStringIncludes(said[0], "Cannot put this launcher's claim records back yet");
+        await delay(1500); // more tries, none of them said again
+        assertEquals(said.length, 1, said.join("\n"));
+        Deno.mkdirSync(`${dir}/tmp`);
+        await until(() => said.length > 1, "the keeper's second word");
+        assertStringIncludes(said[1], "claim records were removed; made them again");
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }], { roots: outside }),
+          Deno.errors.Busy,
+        );
+      } finally {
+        stop.abort();
+        await keeping;
+        for (const held of claims) held.release();
+      }
     });
   },
 );

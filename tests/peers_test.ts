@@ -26,7 +26,7 @@ import {
   stateValue,
   stopAll,
 } from "./helpers/system.ts";
-import { withTempDir } from "./helpers/temp.ts";
+import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until } from "./helpers/waiting.ts";
 import { TORN_WRITER_VALUES } from "./fixtures/torn_writer.ts";
 
@@ -256,8 +256,7 @@ testWith(
       const pids = await running(launcher);
       try {
         const since = launcher.lines.length;
-        const removed = await new Deno.Command("rm", { args: ["-rf", directory] }).output();
-        assertEquals(removed.code, 0, new TextDecoder().decode(removed.stderr));
+        await removeTree(directory);
         await launcher.waitFor(lineNaming(directory, /mkdir -m 700/), {
           since,
           timeoutMs: GUARD_MS,

@@ -38,3 +38,11 @@ export async function withShmName<T>(fn: (name: string) => T | Promise<T>): Prom
 export function uniqueSysvKey(): number {
   return 0x4d490000 + ((Deno.pid * 64 + ++counter) & 0xffff);
 }
+
+/** Runs `rm -rf` on `paths` as another process would, while this event loop keeps running. */
+export async function removeTree(...paths: string[]): Promise<void> {
+  const { code, stderr } = await new Deno.Command("rm", { args: ["-rf", ...paths] }).output();
+  if (code !== 0) {
+    throw new Error(`rm -rf ${paths.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
+  }
+}
