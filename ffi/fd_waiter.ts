@@ -67,17 +67,27 @@ class PollHub {
       await this.#loop();
     } catch {
       // No eventfd could be made (EMFILE) or read: the waits end, their owners say what failed.
+      this.#stop();
       this.#endAll("error");
-    } finally {
-      this.#running = false;
-      if (this.#kickFd >= 0) closeFd(this.#kickFd);
-      this.#kickFd = -1;
     }
   }
 
+  /** Not running any more, and the eventfd closed, in one step: see {@link PollHub.#loop}. */
+  #stop(): void {
+    this.#running = false;
+    if (this.#kickFd >= 0) closeFd(this.#kickFd);
+    this.#kickFd = -1;
+  }
+
+  /**
+   * Polls until no wait is left. It stops in the same step as it finds none: the waits it
+   * settled run their code before anything after an `await` here would, and a wait they add
+   * must find the hub stopped (and start it), not running and about to stop.
+   */
   async #loop(): Promise<void> {
     this.#kickFd = createEventFd();
-    while (this.#entries.size > 0) {
+    for (;;) {
+      if (this.#entries.size === 0) return this.#stop();
       const entries = [...this.#entries];
       // A buffer of its own (never on V8's heap, where it could move), kept until the call
       // returns: the kernel writes the revents into it.

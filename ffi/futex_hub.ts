@@ -81,15 +81,23 @@ class Group {
       await this.#loop();
     } catch {
       // Only a bug gets here; the waits return as if woken and are made again one call each.
+      this.#running = false;
       this.#hub.distrust();
       for (const entry of this.entries.splice(0)) entry.resolve(-1n);
-    } finally {
-      this.#running = false;
     }
   }
 
+  /**
+   * Sleeps on the waits until none is left. It stops running in the same step as it finds none:
+   * the waits it settled run their code before anything after an `await` here would, and a wait
+   * they add must find the loop stopped (and start it), not running and about to stop.
+   */
   async #loop(): Promise<void> {
-    while (this.entries.length > 0) {
+    for (;;) {
+      if (this.entries.length === 0) {
+        this.#running = false;
+        return;
+      }
       const control = Atomics.load(this.#control, 0);
       const count = this.entries.length;
       // Buffers of their own (never on V8's heap, where they could move), kept until the

@@ -2,6 +2,7 @@ import { assertEquals, assertRejects } from "@std/assert";
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
 import { openFdCount } from "./helpers/proc.ts";
+import { within } from "./helpers/waiting.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
   const fd = createEventFd();
@@ -62,4 +63,24 @@ Deno.test("FdWaiters share one poll: cancelling one leaves the others waiting, e
     before,
     "an fd outlived the waits (the poll's eventfd?)",
   );
+});
+
+Deno.test("a wait started the moment the last one settles is taken into the poll, not left without one", async () => {
+  const [fd, other] = [createEventFd(), createEventFd()];
+  const [first, second] = [new FdWaiter(), new FdWaiter()];
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  try {
+    const waiting = first.wait(fd);
+    writeFd(fd, one, "eventfd");
+    assertEquals(await waiting, "readable");
+    // Runs in the same turn as the settling, before the poll loop's own code after its await.
+    const next = second.wait(other);
+    writeFd(other, one, "eventfd");
+    assertEquals(await within(next, 5_000), "readable", "the second wait was never polled");
+  } finally {
+    await first.close();
+    await second.close();
+    closeFd(fd);
+    closeFd(other);
+  }
 });
