@@ -7,19 +7,12 @@
  */
 
 import { SIGTERM } from "../ffi/constants.ts";
-import { setParentDeathSignal } from "../ffi/posix.ts";
-import { openStateFileAt, openStateShm } from "../lib/state_file.ts";
-import { statPath } from "../ffi/posix.ts";
+import { setParentDeathSignal, statPath } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
-import { normalizeShmName } from "../lib/open_region.ts";
+import { normalizeShmName, openMemfdRegion, openShmRegion } from "../lib/open_region.ts";
 import { removeShmIfSame } from "../lib/owned_path.ts";
-import {
-  openMemfdRegion,
-  openShmRegion,
-  openStateFile,
-  type SharedRegion,
-  type StateFile,
-} from "../mod.ts";
+import type { SharedRegion } from "../lib/region.ts";
+import { openStateFile, openStateFileAt, openStateShm, type StateFile } from "../lib/state_file.ts";
 import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 

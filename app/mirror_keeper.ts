@@ -17,7 +17,8 @@ import type { Logger } from "./logging.ts";
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import { normalizeShmName } from "../lib/open_region.ts";
-import type { StateCell, StateFile } from "../mod.ts";
+import type { StateCell } from "../lib/state_cell.ts";
+import type { StateFile } from "../lib/state_file.ts";
 
 /** How long an emptied state file is given to be written by whoever emptied it. */
 const SETTLE_MS = 100;

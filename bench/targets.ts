@@ -185,7 +185,15 @@ function memoryTargets(): TargetSpec[] {
       source: ISSUE_12,
     });
   }
-  // The floors under that goal: what loading the code costs before any of it runs.
+  // The floors under that goal: what FFI itself and loading the code cost before any of it runs.
+  targets.push({
+    id: "rss-ffi-vs-bare",
+    title:
+      "RSS of a script that only opens the libc bindings (`Deno.dlopen`), against a bare script",
+    figure: { id: "memory.rss.ffi" },
+    baseline: { id: "memory.rss.bare" },
+    source: ISSUE_12,
+  });
   targets.push({
     id: "rss-logging-vs-bare",
     title: "RSS of a script that only sets up logging, against a bare script",

@@ -18,9 +18,8 @@ import {
 import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
 import { logger, setupLogging } from "../app/logging.ts";
 import { ConsoleLed } from "../hw/console_led.ts";
-import { openGpioLed } from "../hw/gpio_led.ts";
 import type { Led } from "../hw/types.ts";
-import { openStateCell, type StateCell } from "../mod.ts";
+import { openStateCell, type StateCell } from "../lib/state_cell.ts";
 
 /** The LED process's command line. */
 export const LED_COMMAND = defineCommand({
@@ -102,6 +101,8 @@ async function main(flags: LedFlags): Promise<void> {
   });
   let led: Led;
   if (flags.pi) {
+    // Loaded only here: the PC build never pays for the GPIO modules.
+    const { openGpioLed } = await import("../hw/gpio_led.ts");
     const gpio = openGpioLed({
       chip: flags.chip,
       line: flags.line,

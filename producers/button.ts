@@ -20,14 +20,11 @@ import { defaultFifoPath, isRuntimeDirectory } from "../app/runtime_dir.ts";
 import { type FifoEvent, type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
 import { keepMirror } from "../app/mirror_keeper.ts";
 import { statPath } from "../ffi/posix.ts";
-import { openGpioButton } from "../hw/gpio_button.ts";
 import type { Button } from "../hw/types.ts";
 import { parentOf } from "../lib/owned_path.ts";
-import { openStateCell, type StateCell } from "../mod.ts";
+import { openStateCell, type StateCell } from "../lib/state_cell.ts";
 import type { ChannelReceiver } from "../app/remote/channel.ts";
-import { openCommandReceiver, openEventSender, openRemoteLink } from "../app/remote/link.ts";
 import { type Command, decodeCommand } from "../app/remote/messages.ts";
-import { PressReporter } from "../app/remote/press_reporter.ts";
 
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({
@@ -207,6 +204,8 @@ async function main(flags: ButtonFlags): Promise<void> {
   using cell = openStateCell(region, { writer: true, mirror });
   let button: Button;
   if (flags.pi) {
+    // Loaded only here: the PC build never pays for the GPIO modules.
+    const { openGpioButton } = await import("../hw/gpio_button.ts");
     const gpio = openGpioButton({
       chip: flags.chip,
       line: flags.line,
@@ -225,11 +224,15 @@ async function main(flags: ButtonFlags): Promise<void> {
     log.info(`Button ready: echo 0 > ${fifo}`);
   }
   await using _button = button;
-  const link = flags.remote === undefined ? undefined : openRemoteLink(flags.remote);
+  // Loaded only with --remote: the link's modules (the ring among them) would cost every
+  // process that never uses them memory.
+  const remote = flags.remote === undefined ? undefined : await import("../app/remote/link.ts");
+  const link = flags.remote === undefined ? undefined : remote?.openRemoteLink(flags.remote);
   using _link = link;
-  using events = link && openEventSender(link);
-  using commands = link && openCommandReceiver(link);
-  const reporter = events && new PressReporter(events, {
+  using events = link && remote?.openEventSender(link);
+  using commands = link && remote?.openCommandReceiver(link);
+  const { PressReporter } = events ? await import("../app/remote/press_reporter.ts") : {};
+  const reporter = events && PressReporter && new PressReporter(events, {
     onDropping: (reason) =>
       log.warn(
         `Presses are not reaching the remote bridge (${

@@ -1,8 +1,9 @@
 /**
  * Memory of each child: the LED's and the button's resident set size after some presses, beside
  * a bare `deno run --allow-ffi` script that does nothing, and beside the floors the children
- * cannot go below: scripts that set up the project's logging alone, and the LED's and the button's whole module
- * graphs without running them. All measured in the same run.
+ * cannot go below: a script that only opens the library's libc bindings (what FFI itself
+ * costs), one that only sets up the project's logging, and the LED's and the button's whole
+ * module graphs without running them. All measured in the same run.
  *
  * @module
  */
@@ -17,7 +18,15 @@ import type { BenchCase, CaseContext } from "./case.ts";
 const PRESSES = 20;
 
 /** What the case measures the RSS of. */
-const CHILDREN = ["bare", "logging", "led-modules", "button-modules", "led", "button"] as const;
+const CHILDREN = [
+  "bare",
+  "ffi",
+  "logging",
+  "led-modules",
+  "button-modules",
+  "led",
+  "button",
+] as const;
 type Child = typeof CHILDREN[number];
 
 /** The memory case. */
@@ -38,11 +47,12 @@ export const memory: BenchCase = {
           permissions: ["--allow-ffi", `--allow-read=${ROOT}`],
         });
       await using bare = floor();
+      await using ffi = floor("ffi");
       await using logging = floor("logging");
       await using ledModules = floor("../../consumers/led.ts");
       await using buttonModules = floor("../../producers/button.ts");
       await using system = await startSystem(work, `memory-${run}`);
-      for (const idle of [bare, logging, ledModules, buttonModules]) await idle.nextLine();
+      for (const idle of [bare, ffi, logging, ledModules, buttonModules]) await idle.nextLine();
       for (let i = 0; i < PRESSES; i++) {
         const since = system.led.lineCount;
         await system.press();
@@ -52,6 +62,7 @@ export const memory: BenchCase = {
       await delay(1000);
       const pids: Record<Child, number> = {
         bare: bare.pid,
+        ffi: ffi.pid,
         logging: logging.pid,
         "led-modules": ledModules.pid,
         "button-modules": buttonModules.pid,
@@ -65,6 +76,7 @@ export const memory: BenchCase = {
     }
     const labels: Record<Child, string> = {
       bare: "a bare `deno run --allow-ffi` script, idle",
+      ffi: "a script that only opens the library's libc bindings (`Deno.dlopen`), idle",
       logging: "a script that only loads and sets up logging (`app/logging.ts`), idle",
       "led-modules": "the LED's modules loaded, none of it run (its floor), idle",
       "button-modules": "the button's modules loaded, none of it run (its floor), idle",
