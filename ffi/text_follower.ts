@@ -1,8 +1,14 @@
 /**
- * Follows a value kept as text by a writer that knows no protocol (the original C button writes
- * `"%d\n"` at offset 0 and nothing else): a Worker looks at the text every few milliseconds, off
- * the JavaScript thread, and posts only when the value (or a watched word) changes, so an idle
+ * Follows values kept as text by writers that know no protocol (the original C button writes
+ * `"%d\n"` at offset 0 and nothing else): a Worker looks at each text every few milliseconds,
+ * off the JavaScript thread, and posts only when a value (or a watched word) changes, so an idle
  * follower never wakes the event loop.
+ *
+ * Every follower of the process shares one Worker (a Worker is a V8 isolate of its own, about
+ * 7.6 MiB and two threads), up to {@link FOLLOWERS_PER_WORKER} of them; followers that parse
+ * with another function get a Worker of their own. The Worker ends when its last follower stops.
+ * It learns of followers through shared memory, never through messages: it never returns to its
+ * event loop, and sleeps in futex(2) until the next look is due or the main thread wakes it.
  *
  * The Worker is made from a Blob, so it needs no read permission for a module file, only the
  * `--allow-ffi` the library needs anyway.
@@ -24,7 +30,10 @@ export type TextSource =
 export interface TextFollowerOptions {
   /** Where the text is. */
   source: TextSource;
-  /** Parses the text; must use nothing outside its own body, since it runs in the Worker. */
+  /**
+   * Parses the text; must use nothing outside its own body, since it runs in the Worker.
+   * Followers share a Worker only if their parse functions have the same source text.
+   */
   parse: (bytes: Uint8Array, at: number, end: number) => number;
   /** The value the caller last saw: anything else is a change. */
   value: number;
@@ -32,7 +41,7 @@ export interface TextFollowerOptions {
   watch?: { mapping: Mapping; offset: number; value: number };
   /** How often to look, in ms. */
   periodMs: number;
-  /** Runs once the Worker has stopped and reads nothing any more. */
+  /** Runs once the Worker no longer reads anything for this follower. */
   onStopped?: () => void;
 }
 
@@ -44,22 +53,71 @@ export interface FollowedChange {
   watchMoved: boolean;
 }
 
-const STOP = 0;
+/** How many followers one Worker looks after; more start another Worker. */
+export const FOLLOWERS_PER_WORKER = 128;
+
+// The shared memory: a header, then one record per follower (a slot). Word indexes are in
+// 32-bit words; the three numbers a record also holds are 64-bit floats (addresses below 2^53).
+const HEADER_BYTES = 64;
+const SLOT_BYTES = 64;
+/** The word the Worker sleeps on; the main thread moves it to have the slots looked at. */
+const WAKE = 0;
+/** Set once the Worker has no follower left and should end. */
+const EXIT = 1;
+/** One past the highest slot in use: the Worker looks no further. */
+const HIGH = 2;
+// A slot's words.
+const STATE = 0;
 const VALUE = 1;
 const GENERATION = 2;
 const MOVED = 3;
+const FD = 4;
+const START_VALUE = 5;
+const WATCH_VALUE = 6;
+// A slot's 64-bit numbers, as byte offsets in the slot.
+const ADDRESS = 32;
+const WATCH_ADDRESS = 40;
+const PERIOD = 48;
+// A slot's states: the main thread moves FREE -> STARTING -> STOPPING, the Worker STARTING ->
+// ACTIVE and STOPPING -> STOPPED (after which it reads nothing for that slot), the main thread
+// STOPPED -> FREE once told.
+const FREE = 0;
+const STARTING = 1;
+const ACTIVE = 2;
+const STOPPING = 3;
+const STOPPED = 4;
+/** What the Worker posts when it ends; otherwise `slot * 2` for a change, `+ 1` for stopped. */
+const ENDED = -1;
 
 interface Start {
   control: SharedArrayBuffer;
-  periodMs: number;
   /** futex(2)'s syscall number on this architecture. */
   futex: string;
-  fd?: number;
-  address?: string;
-  watchAddress?: string;
-  watchValue: number;
-  value: number;
+  layout: typeof LAYOUT;
 }
+
+const LAYOUT = {
+  HEADER_BYTES,
+  SLOT_BYTES,
+  WAKE,
+  EXIT,
+  HIGH,
+  STATE,
+  VALUE,
+  GENERATION,
+  MOVED,
+  FD,
+  START_VALUE,
+  WATCH_VALUE,
+  ADDRESS,
+  WATCH_ADDRESS,
+  PERIOD,
+  STARTING,
+  ACTIVE,
+  STOPPING,
+  STOPPED,
+  ENDED,
+};
 
 /** What a Worker's global scope offers that the body uses. */
 interface WorkerScope {
@@ -72,8 +130,9 @@ interface WorkerScope {
 function followerMain(): void {
   const scope = self as unknown as WorkerScope;
   scope.onmessage = (event: MessageEvent<Start>) => {
-    const start = event.data;
-    const control = new Int32Array(start.control);
+    const { control, layout: L } = event.data;
+    const words = new Int32Array(control);
+    const numbers = new Float64Array(control);
     const lib = Deno.dlopen("libc.so.6", {
       pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
       syscall: {
@@ -81,47 +140,96 @@ function followerMain(): void {
         result: "i64",
       },
     });
-    const fd = start.fd ?? -1;
-    const text = start.address === undefined ? new Uint8Array(32) : new Uint8Array(
+    const futex = BigInt(event.data.futex);
+    const wakeWord = Deno.UnsafePointer.of(words);
+    // A struct timespec of two 64-bit fields, written as 32-bit halves so that no BigInt is
+    // made per sleep (both architectures are little-endian; the high halves stay 0).
+    const timeout = new Int32Array(4);
+    const view = (address: number, bytes: number): ArrayBuffer =>
       Deno.UnsafePointerView.getArrayBuffer(
-        Deno.UnsafePointer.create(BigInt(start.address)) as Deno.PointerObject,
-        32,
-      ),
-    );
-    const watched = start.watchAddress === undefined ? undefined : new Int32Array(
-      Deno.UnsafePointerView.getArrayBuffer(
-        Deno.UnsafePointer.create(BigInt(start.watchAddress)) as Deno.PointerObject,
-        4,
-      ),
-    );
-    let last = start.value;
-    let moved = false;
-    // Sleeps in futex(2) on the stop word, so stop() wakes it at once (a nanosleep(2) could not
-    // be cut short: a long period kept the Worker, and the memory it reads, for that long).
-    const stopWord = Deno.UnsafePointer.of(control);
-    const periodNs = BigInt(Math.round(start.periodMs * 1e6));
-    const period = new BigInt64Array([periodNs / 1_000_000_000n, periodNs % 1_000_000_000n]);
-    const futex = BigInt(start.futex);
-    for (;;) {
-      lib.symbols.syscall(futex, stopWord, 0, 0, period, null, 0); // FUTEX_WAIT while 0
-      if (Atomics.load(control, 0) !== 0) break;
-      if (fd >= 0) {
+        Deno.UnsafePointer.create(BigInt(address)) as Deno.PointerObject,
+        bytes,
+      );
+    // Per slot: what the Worker keeps of it while it follows.
+    const texts: (Uint8Array | undefined)[] = [];
+    const watched: (Int32Array | undefined)[] = [];
+    const last: number[] = [];
+    const moved: boolean[] = [];
+    const due: number[] = [];
+    const fromFile = new Uint8Array(32);
+
+    const look = (slot: number, at: number): void => {
+      const fd = words[at + L.FD];
+      let text = texts[slot];
+      if (text === undefined) {
+        text = fromFile;
         const count = Number(lib.symbols.pread(fd, text, 32n, 0n));
         text.fill(0, count < 0 ? 0 : count);
       }
       const value = parseText(text, 0, 32);
-      const nowMoved = watched !== undefined && Atomics.load(watched, 0) !== start.watchValue;
-      if (value !== last || (nowMoved && !moved)) {
-        last = value;
-        moved = nowMoved;
-        Atomics.store(control, 1, value);
-        Atomics.store(control, 3, moved ? 1 : 0);
-        Atomics.add(control, 2, 1);
-        scope.postMessage(0);
+      const watch = watched[slot];
+      const nowMoved = watch !== undefined && Atomics.load(watch, 0) !== words[at + L.WATCH_VALUE];
+      if (value !== last[slot] || (nowMoved && !moved[slot])) {
+        last[slot] = value;
+        moved[slot] = nowMoved;
+        Atomics.store(words, at + L.VALUE, value);
+        Atomics.store(words, at + L.MOVED, nowMoved ? 1 : 0);
+        Atomics.add(words, at + L.GENERATION, 1);
+        scope.postMessage(slot * 2);
+      }
+    };
+
+    for (;;) {
+      if (Atomics.load(words, L.EXIT) !== 0) break;
+      const seen = Atomics.load(words, L.WAKE);
+      const now = performance.now();
+      let next = Infinity;
+      const high = Atomics.load(words, L.HIGH);
+      for (let slot = 0; slot < high; slot++) {
+        const at = (L.HEADER_BYTES + slot * L.SLOT_BYTES) >> 2;
+        const numberAt = (L.HEADER_BYTES + slot * L.SLOT_BYTES) >> 3;
+        let state = Atomics.load(words, at + L.STATE);
+        if (state === L.STARTING) {
+          const address = numbers[numberAt + (L.ADDRESS >> 3)];
+          const watchAddress = numbers[numberAt + (L.WATCH_ADDRESS >> 3)];
+          texts[slot] = address === 0 ? undefined : new Uint8Array(view(address, 32));
+          watched[slot] = watchAddress === 0 ? undefined : new Int32Array(view(watchAddress, 4));
+          last[slot] = words[at + L.START_VALUE];
+          moved[slot] = false;
+          due[slot] = now + numbers[numberAt + (L.PERIOD >> 3)];
+          // A stop may have come first: then the slot is stopped below, never looked at.
+          state = Atomics.compareExchange(words, at + L.STATE, L.STARTING, L.ACTIVE);
+          if (state === L.STARTING) state = L.ACTIVE;
+        }
+        if (state === L.STOPPING) {
+          texts[slot] = undefined;
+          watched[slot] = undefined;
+          Atomics.store(words, at + L.STATE, L.STOPPED);
+          scope.postMessage(slot * 2 + 1);
+          continue;
+        }
+        if (state !== L.ACTIVE) continue;
+        if (now >= due[slot]) {
+          look(slot, at);
+          const period = numbers[numberAt + (L.PERIOD >> 3)];
+          due[slot] += period;
+          if (due[slot] <= now) due[slot] = now + period;
+        }
+        if (due[slot] < next) next = due[slot];
+      }
+      if (next === Infinity) {
+        lib.symbols.syscall(futex, wakeWord, 0, seen, null, null, 0); // FUTEX_WAIT while seen
+      } else {
+        const ms = next - performance.now();
+        if (ms <= 0) continue;
+        const seconds = Math.floor(ms / 1000);
+        timeout[0] = seconds;
+        timeout[2] = Math.min(999_999_999, Math.round((ms - seconds * 1000) * 1e6));
+        lib.symbols.syscall(futex, wakeWord, 0, seen, timeout, null, 0);
       }
     }
     lib.close();
-    scope.postMessage(1);
+    scope.postMessage(L.ENDED);
     scope.close();
   };
 }
@@ -129,10 +237,151 @@ function followerMain(): void {
 // The parse function is put into the Worker's source under this name.
 declare function parseText(bytes: Uint8Array, at: number, end: number): number;
 
+/** What a pool tells the follower in a slot. */
+interface SlotOwner {
+  changed(): void;
+  stopped(): void;
+  failed(error: Error): void;
+}
+
+/** One Worker and the followers it looks after. */
+class FollowerPool {
+  readonly #worker: Worker;
+  readonly words: Int32Array;
+  readonly #numbers: Float64Array;
+  readonly #owners: (SlotOwner | undefined)[] = [];
+  #used = 0;
+  /** No new follower comes here any more: the last one stopped, or the Worker failed. */
+  #closing = false;
+  readonly #onClosing: () => void;
+
+  constructor(parse: string, onClosing: () => void) {
+    this.#onClosing = onClosing;
+    const control = new SharedArrayBuffer(HEADER_BYTES + FOLLOWERS_PER_WORKER * SLOT_BYTES);
+    this.words = new Int32Array(control);
+    this.#numbers = new Float64Array(control);
+    const source = `const parseText = ${parse};\n(${followerMain.toString()})();`;
+    const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
+    this.#worker = new Worker(url, { type: "module" });
+    URL.revokeObjectURL(url);
+    this.#worker.onmessage = (event: MessageEvent<number>) => this.#message(event.data);
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#fail(new Error(`the Worker that follows the text failed: ${event.message}`));
+    };
+    const start: Start = { control, futex: C.SYS_futex.toString(), layout: LAYOUT };
+    this.#worker.postMessage(start);
+  }
+
+  /** Whether another follower may join. */
+  get open(): boolean {
+    return !this.#closing && this.#used < FOLLOWERS_PER_WORKER;
+  }
+
+  /** Gives a follower a slot and has the Worker take it in; returns the slot's first word. */
+  add(owner: SlotOwner, setup: {
+    fd: number;
+    address: number;
+    watchAddress: number;
+    watchValue: number;
+    value: number;
+    periodMs: number;
+  }): { slot: number; at: number } {
+    let slot = this.#owners.findIndex((taken) => taken === undefined);
+    if (slot < 0) slot = this.#owners.length;
+    this.#owners[slot] = owner;
+    this.#used++;
+    const at = (HEADER_BYTES + slot * SLOT_BYTES) >> 2;
+    const numberAt = (HEADER_BYTES + slot * SLOT_BYTES) >> 3;
+    const { words } = this;
+    words[at + VALUE] = setup.value;
+    words[at + GENERATION] = 0;
+    words[at + MOVED] = 0;
+    words[at + FD] = setup.fd;
+    words[at + START_VALUE] = setup.value;
+    words[at + WATCH_VALUE] = setup.watchValue;
+    this.#numbers[numberAt + (ADDRESS >> 3)] = setup.address;
+    this.#numbers[numberAt + (WATCH_ADDRESS >> 3)] = setup.watchAddress;
+    this.#numbers[numberAt + (PERIOD >> 3)] = setup.periodMs;
+    Atomics.store(words, at + STATE, STARTING);
+    if (slot >= Atomics.load(words, HIGH)) Atomics.store(words, HIGH, slot + 1);
+    this.#kick();
+    return { slot, at };
+  }
+
+  /** Asks the Worker to stop reading for `slot`; the owner hears `stopped()` once it has. */
+  remove(slot: number): void {
+    const at = (HEADER_BYTES + slot * SLOT_BYTES) >> 2;
+    Atomics.store(this.words, at + STATE, STOPPING);
+    this.#kick();
+  }
+
+  /** Moves the wake word and wakes the Worker, so that it looks at the slots now. */
+  #kick(): void {
+    Atomics.add(this.words, WAKE, 1);
+    libc().syscall(C.SYS_futex, Deno.UnsafePointer.of(this.words), C.FUTEX_WAKE, 1, null, null, 0);
+  }
+
+  #message(message: number): void {
+    if (message === ENDED) {
+      this.#worker.terminate();
+      return;
+    }
+    const slot = message >> 1;
+    const owner = this.#owners[slot];
+    if (owner === undefined) return;
+    if ((message & 1) === 0) {
+      owner.changed();
+      return;
+    }
+    // The Worker reads nothing for this slot any more: it may be taken again.
+    Atomics.store(this.words, ((HEADER_BYTES + slot * SLOT_BYTES) >> 2) + STATE, FREE);
+    this.#owners[slot] = undefined;
+    this.#used--;
+    owner.stopped();
+    if (this.#used === 0) {
+      // The Worker ends rather than idle on: it costs a V8 isolate's memory.
+      this.#close();
+      Atomics.store(this.words, EXIT, 1);
+      this.#kick();
+    }
+  }
+
+  #close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#onClosing();
+  }
+
+  /** The Worker threw, so it reads nothing any more: every follower fails with `error`. */
+  #fail(error: Error): void {
+    this.#close();
+    this.#worker.terminate();
+    const owners = this.#owners.splice(0);
+    this.#used = 0;
+    for (const owner of owners) owner?.failed(error);
+  }
+}
+
+/** The pool new followers join, per parse function's source. */
+const pools = new Map<string, FollowerPool>();
+
+function poolFor(parse: string): FollowerPool {
+  const current = pools.get(parse);
+  if (current?.open) return current;
+  const pool: FollowerPool = new FollowerPool(parse, () => {
+    if (pools.get(parse) === pool) pools.delete(parse);
+  });
+  pools.set(parse, pool);
+  return pool;
+}
+
 /** A running follower; see the module description. */
 export class TextFollower {
-  readonly #worker: Worker;
-  readonly #control: Int32Array;
+  readonly #pool: FollowerPool;
+  readonly #slot: number;
+  /** The slot's first word in the pool's memory. */
+  readonly #at: number;
   readonly #stopped: Promise<void>;
   #generation = 0;
   readonly #waiting = new Set<() => void>();
@@ -145,46 +394,41 @@ export class TextFollower {
     // The Worker reads a descriptor of its own, made here so that it exists before the owner
     // may close theirs, and closed here once the Worker reads no more.
     const fd = "fd" in where ? duplicateFd(where.fd, "the followed file") : -1;
-    const source =
-      `const parseText = ${options.parse.toString()};\n(${followerMain.toString()})();`;
-    const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
-    this.#worker = new Worker(url, { type: "module" });
-    URL.revokeObjectURL(url);
-    const control = new SharedArrayBuffer(16);
-    this.#control = new Int32Array(control);
     let resolveStopped: () => void = () => {};
     this.#stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
     let ended = false;
     const stopped = (): void => {
       if (ended) return;
       ended = true;
-      this.#worker.terminate();
       if (fd >= 0) closeFd(fd);
       this.#stopping = true;
       resolveStopped();
       options.onStopped?.();
       this.#wakeAll();
     };
-    this.#worker.onmessage = (event: MessageEvent<number>) => {
-      if (event.data === 1) stopped();
-      else this.#wakeAll();
-    };
-    this.#worker.onerror = (event) => {
-      event.preventDefault();
-      this.#failure = new Error(`the Worker that follows the text failed: ${event.message}`);
-      stopped();
-    };
-    const start: Start = {
-      control,
-      periodMs: options.periodMs,
-      futex: C.SYS_futex.toString(),
-      value: options.value,
-      watchValue: watch?.value ?? 0,
-    };
-    if ("fd" in where) start.fd = fd;
-    else start.address = where.mapping.address(where.offset).toString();
-    if (watch !== undefined) start.watchAddress = watch.mapping.address(watch.offset).toString();
-    this.#worker.postMessage(start);
+    this.#pool = poolFor(options.parse.toString());
+    try {
+      const { slot, at } = this.#pool.add({
+        changed: () => this.#wakeAll(),
+        stopped,
+        failed: (error) => {
+          this.#failure = error;
+          stopped();
+        },
+      }, {
+        fd,
+        address: "fd" in where ? 0 : Number(where.mapping.address(where.offset)),
+        watchAddress: watch === undefined ? 0 : Number(watch.mapping.address(watch.offset)),
+        watchValue: watch?.value ?? 0,
+        value: options.value,
+        periodMs: options.periodMs,
+      });
+      this.#slot = slot;
+      this.#at = at;
+    } catch (error) {
+      if (fd >= 0) closeFd(fd);
+      throw error;
+    }
   }
 
   /** Starts a follower. */
@@ -199,13 +443,14 @@ export class TextFollower {
    */
   async next(): Promise<FollowedChange | undefined> {
     const after = this.#generation;
+    const words = this.#pool.words;
     while (!this.#stopping) {
-      const generation = Atomics.load(this.#control, GENERATION);
+      const generation = Atomics.load(words, this.#at + GENERATION);
       if (generation !== after) {
         this.#generation = generation;
         return {
-          value: Atomics.load(this.#control, VALUE),
-          watchMoved: Atomics.load(this.#control, MOVED) === 1,
+          value: Atomics.load(words, this.#at + VALUE),
+          watchMoved: Atomics.load(words, this.#at + MOVED) === 1,
         };
       }
       await new Promise<void>((resolve) => this.#waiting.add(resolve));
@@ -221,21 +466,11 @@ export class TextFollower {
     for (const resolve of waiting) resolve();
   }
 
-  /** Stops the Worker; resolves once it no longer reads anything. Safe to call twice. */
+  /** Stops following; resolves once the Worker no longer reads anything for it. Safe twice. */
   stop(): Promise<void> {
     if (!this.#stopping) {
       this.#stopping = true;
-      Atomics.store(this.#control, STOP, 1);
-      // The Worker sleeps in futex(2) on this word, not in Atomics.wait.
-      libc().syscall(
-        C.SYS_futex,
-        Deno.UnsafePointer.of(this.#control),
-        C.FUTEX_WAKE,
-        1,
-        null,
-        null,
-        0,
-      );
+      this.#pool.remove(this.#slot);
       this.#wakeAll();
     }
     return this.#stopped;

@@ -1,15 +1,41 @@
 /**
- * The Worker that follows a value kept as text (`ffi/text_follower.ts`): it keeps reading after
- * its owner closed the file, and a Worker that fails is reported, never waited for in vain.
+ * The Worker that follows values kept as text (`ffi/text_follower.ts`): it keeps reading after
+ * its owner closed the file, a Worker that fails is reported, never waited for in vain, and every
+ * follower of a process shares one Worker.
  */
 import { assertEquals, assertRejects } from "@std/assert";
 import * as C from "../ffi/constants.ts";
 import { closeFd, openPath } from "../ffi/posix.ts";
-import { type FollowedChange, TextFollower } from "../ffi/text_follower.ts";
+import { type FollowedChange, FOLLOWERS_PER_WORKER, TextFollower } from "../ffi/text_follower.ts";
 import { parseState } from "../lib/state_text.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
-import { delay } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, within } from "./helpers/waiting.ts";
+
+/** This process's Worker threads (Deno names them `worker-N`), read by another process. */
+async function workerThreads(): Promise<number> {
+  // A Deno process may read its own /proc only with --allow-all.
+  const output = await new Deno.Command("sh", {
+    args: ["-c", `cat /proc/${Deno.pid}/task/*/comm 2>/dev/null`],
+  }).output();
+  return new TextDecoder().decode(output.stdout).split("\n")
+    .filter((name) => name.startsWith("worker-")).length;
+}
+
+/** Polls `condition` every 10 ms until it holds; throws naming `what` after GUARD_MS. */
+async function untilAsync(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const started = performance.now();
+  while (!await condition()) {
+    if (performance.now() - started > GUARD_MS) throw new Error(`Not ${what} after ${GUARD_MS} ms`);
+    await delay(10);
+  }
+}
+
+/** Writes `text` in place at the start of `path`, as the original C button writes. */
+function writeInPlace(path: string, text: string): void {
+  using file = Deno.openSync(path, { write: true });
+  file.writeSync(new TextEncoder().encode(text));
+}
 
 testWith(
   NEEDS.files,
@@ -64,3 +90,91 @@ testWith(NEEDS.files, "a follower whose Worker fails rejects next() with why", a
     }
   });
 });
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "followers share one Worker: each hears its own file, one stops while the others go on",
+  async () => {
+    await withTempDir(async (dir) => {
+      const before = await workerThreads();
+      const count = FOLLOWERS_PER_WORKER + 2; // fills one Worker and starts a second
+      const fds: number[] = [];
+      const followers: TextFollower[] = [];
+      try {
+        for (let i = 0; i < count; i++) {
+          const path = `${dir}/${i}.dat`;
+          Deno.writeTextFileSync(path, "1\n");
+          fds.push(openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "open"));
+          followers.push(
+            TextFollower.start({
+              source: { fd: fds[i] },
+              parse: parseState,
+              value: 1,
+              periodMs: 5,
+            }),
+          );
+        }
+        await untilAsync(async () => await workerThreads() === before + 2, "two Worker threads");
+        // One stops; every other one still hears its own file, with its own value.
+        await followers[0].stop();
+        assertEquals(await followers[0].next(), undefined);
+        const changes = followers.slice(1).map((follower) => follower.next());
+        for (let i = 1; i < count; i++) writeInPlace(`${dir}/${i}.dat`, `${i % 2 === 0 ? 0 : 7}\n`);
+        for (let i = 1; i < count; i++) {
+          assertEquals(await within(changes[i - 1], 10_000), {
+            value: i % 2 === 0 ? 0 : 7,
+            watchMoved: false,
+          });
+        }
+        assertEquals(
+          await workerThreads(),
+          before + 2,
+          "a Worker ended while its followers went on",
+        );
+      } finally {
+        await Promise.all(followers.map((follower) => follower.stop()));
+        for (const fd of fds) closeFd(fd);
+      }
+      // The last follower to stop ends its Worker.
+      await untilAsync(async () => await workerThreads() === before, "no Worker thread left");
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a follower started as the last one stops gets a Worker that runs, and changes reach it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/data.dat`;
+      Deno.writeTextFileSync(path, "1\n");
+      const fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "open");
+      const start = () =>
+        TextFollower.start({ source: { fd }, parse: parseState, value: 1, periodMs: 1 });
+      try {
+        for (let round = 0; round < 20; round++) {
+          // The first one's stop ends its Worker: the second one starts before that is seen
+          // (odd rounds) or after it (even rounds).
+          const stopping = start().stop();
+          if (round % 2 === 0) await stopping;
+          const second = start();
+          try {
+            const change = second.next();
+            writeInPlace(path, "7\n");
+            assertEquals(
+              await within(change, 10_000),
+              { value: 7, watchMoved: false },
+              `round ${round}`,
+            );
+          } finally {
+            await stopping;
+            await second.stop();
+            writeInPlace(path, "1\n");
+          }
+        }
+      } finally {
+        closeFd(fd);
+      }
+    });
+  },
+);
