@@ -6,7 +6,7 @@
  *
  * | bytes   | what                                                                    |
  * | ------- | ----------------------------------------------------------------------- |
- * | 0-31    | the value as text, `"%d\n\0"`: what the original C programs read/write   |
+ * | 0-31    | the value as text, `"%d\n"`, zeros after it: what the C programs use     |
  * | 64-67   | magic `CELL`                                                            |
  * | 68-71   | layout version                                                          |
  * | 72-75   | cell size in bytes (128)                                                |
@@ -15,9 +15,15 @@
  * | 84-87   | the value of the last complete write, as a 32-bit integer                |
  * | 88-95   | the writer's claim (pid and start time)                                 |
  * | 96-103  | the supervisor's claim (the launcher that owns the cell's lifetime)     |
+ * | 104-107 | the value being written: set before the text, under the odd sequence     |
  *
- * Bytes 32-63 and 104-127 are reserved; nothing is ever written at byte 257, where the original
+ * Bytes 32-63 and 108-127 are reserved; nothing is ever written at byte 257, where the original
  * C program keeps the last byte of its file.
+ *
+ * The value being written tells what a writer that died in the middle of a write can have left
+ * in the text: each byte that of the last complete value's text or of this one's. A text with a
+ * byte of neither was written by someone else (the original C button) and is a value. Writers
+ * before this word (the same layout version) left it 0: a text they left torn reads as foreign.
  *
  * @module
  */
@@ -52,6 +58,7 @@ const WAITERS = 80;
 const VALUE = 84;
 const WRITER = 88;
 const SUPERVISOR = 96;
+const PENDING = 104;
 /**
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
@@ -203,6 +210,7 @@ export class StateCell {
   readonly #sequenceIndex: number;
   readonly #waitersIndex: number;
   readonly #valueIndex: number;
+  readonly #pendingIndex: number;
   readonly #writerClaimIndex: number;
   readonly #longWords: BigInt64Array;
   readonly #writer: boolean;
@@ -220,6 +228,8 @@ export class StateCell {
   #abandoned = 0;
   /** The text as it was when {@link StateCell.#abandoned} was given up on. */
   readonly #abandonedText = new Uint8Array(STATE_TEXT_BYTES);
+  /** Where {@link StateCell.#leftByWriter} formats the two texts a write can leave. */
+  readonly #scratchText = [new Uint8Array(STATE_TEXT_BYTES), new Uint8Array(STATE_TEXT_BYTES)];
   /** The process behind the current writer claim, watched through a pidfd. */
   #watch: ProcessWatch | undefined;
   /** Stops listening for the watched writer's death. */
@@ -250,6 +260,7 @@ export class StateCell {
     this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
     this.#waitersIndex = (this.#base + WAITERS) >> 2;
     this.#valueIndex = (this.#base + VALUE) >> 2;
+    this.#pendingIndex = (this.#base + PENDING) >> 2;
     this.#writerClaimIndex = (this.#base + WRITER) >> 3;
     this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
@@ -500,7 +511,8 @@ export class StateCell {
     Atomics.store(words, (base + VERSION) >> 2, STATE_CELL_VERSION);
     Atomics.store(words, (base + SIZE) >> 2, STATE_CELL_SIZE);
     Atomics.store(words, this.#sequenceIndex, (sequence + 1) | 1);
-    formatState(this.#bytes, base, value);
+    Atomics.store(words, this.#pendingIndex, value);
+    this.#writeText(value);
     Atomics.store(words, this.#valueIndex, value);
     Atomics.store(words, this.#sequenceIndex, ((sequence + 2) | 1) + 1);
     Atomics.store(words, (base + MAGIC) >> 2, STATE_CELL_MAGIC);
@@ -509,15 +521,20 @@ export class StateCell {
 
   /**
    * Takes the writer claim. A writer that died in the middle of a write left the sequence odd
-   * and perhaps half a text: the text of the last complete write is put back first. With a
-   * mirror, the value the file holds now (a foreign writer may have moved it) is where this
-   * writer starts.
+   * and perhaps half a text: the text of the last complete write is put back first, unless the
+   * text is a foreign writer's (see the module description), whose value is kept. With a mirror,
+   * the value the file holds now (a foreign writer may have moved it) is where this writer
+   * starts.
    */
   #claimWriter(): void {
     takeClaim(this.#memory, this.#base + WRITER, this.#role("writer"));
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
     if (sequence & 1) {
-      formatState(this.#bytes, this.#base, Atomics.load(this.#words, this.#valueIndex));
+      const value = this.#leftByWriter()
+        ? Atomics.load(this.#words, this.#valueIndex)
+        : parseState(this.#bytes, this.#base, this.#base + STATE_TEXT_BYTES);
+      this.#writeText(value);
+      Atomics.store(this.#words, this.#valueIndex, value);
       Atomics.store(this.#words, this.#sequenceIndex, sequence + 1);
     }
     const mirrored = this.#mirror?.value();
@@ -536,7 +553,8 @@ export class StateCell {
     if ((Atomics.add(words, this.#sequenceIndex, 1) & 1) !== 0) {
       Atomics.add(words, this.#sequenceIndex, 1);
     }
-    formatState(this.#bytes, this.#base, value);
+    words[this.#pendingIndex] = value;
+    this.#writeText(value);
     words[this.#valueIndex] = value;
     Atomics.add(words, this.#sequenceIndex, 1);
     // Every time, not only when the count of sleeping readers says so: any process can write
@@ -561,9 +579,12 @@ export class StateCell {
         if (spin < MAX_SEQLOCK_SPINS && before !== this.#abandoned) continue;
         if (before !== this.#abandoned) this.#abandon(before);
         this.#sequence = before;
-        // Moved since, with no cooperating writer alive: a foreign writer's text. Moved under a
-        // live writer, it is that writer finishing (a stopped one was resumed): not yet a value.
-        if (this.#abandonedTextMoved() && !this.#writerAlive(false)) {
+        // Moved since, or never the half-done write's, with no cooperating writer alive: a
+        // foreign writer's text. Moved under a live writer, it is that writer finishing (a
+        // stopped one was resumed): not yet a value.
+        if (
+          (this.#abandonedTextMoved() || !this.#leftByWriter()) && !this.#writerAlive(false)
+        ) {
           return parseState(this.#bytes, base, base + STATE_TEXT_BYTES);
         }
         return Atomics.load(words, this.#valueIndex);
@@ -582,6 +603,33 @@ export class StateCell {
     for (let i = 0; i < STATE_TEXT_BYTES; i++) {
       this.#abandonedText[i] = Atomics.load(this.#bytes, this.#base + i);
     }
+  }
+
+  /**
+   * Writes `value`'s text and zeros after it, so that the whole text is known from the value
+   * (see {@link StateCell.#leftByWriter}).
+   */
+  #writeText(value: number): void {
+    const end = this.#base + STATE_TEXT_BYTES;
+    this.#bytes.fill(0, this.#base + formatState(this.#bytes, this.#base, value), end);
+  }
+
+  /**
+   * Whether the text is what a write left half done can leave: each byte that of the last
+   * complete value's text or of the value being written's. Only on the rare odd-sequence path.
+   */
+  #leftByWriter(): boolean {
+    const complete = this.#scratchText[0];
+    const pending = this.#scratchText[1];
+    complete.fill(0);
+    pending.fill(0);
+    formatState(complete, 0, Atomics.load(this.#words, this.#valueIndex));
+    formatState(pending, 0, Atomics.load(this.#words, this.#pendingIndex));
+    for (let i = 0; i < STATE_TEXT_BYTES; i++) {
+      const byte = Atomics.load(this.#bytes, this.#base + i);
+      if (byte !== complete[i] && byte !== pending[i]) return false;
+    }
+    return true;
   }
 
   /** Whether the text differs from what the half-done write left. */

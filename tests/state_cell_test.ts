@@ -12,6 +12,7 @@ import {
   openShmRegion,
   openStateCell,
   openStateFile,
+  type SharedRegion,
   type StateCell,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
@@ -365,6 +366,7 @@ Deno.test("a write half done by a writer that died reads as the last complete va
   using region = createMemfdRegion({ size: 256 });
   using cell: StateCell = openStateCell(region);
   region.storeInt32(76, 13); // odd sequence: mid-write forever
+  region.storeInt32(104, 9); // the value being written, set before the text
   region.write(0, encoder.encode("9\n\0")); // the half-written text nobody finished
   assertEquals(cell.read(), 0, "the value of the last complete write, not the torn text");
   using writer = openStateCell(region, { writer: true });
@@ -546,6 +548,7 @@ testWith(
 Deno.test("a writer dead in the middle of a write, then a writer of text only: its value is seen, never the half-done text", () => {
   const sequence = 76; // byte offsets in the cell, as lib/state_cell.ts lays it out
   const writerClaim = 88;
+  const pending = 104;
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
   using reader = openStateCell(region);
@@ -553,6 +556,7 @@ Deno.test("a writer dead in the middle of a write, then a writer of text only: i
   // The writer dies between its two sequence increments, one byte into "31\n": the text reads
   // "35", a value nobody wrote. A pid beyond the kernel's (2^22) is a dead holder.
   region.addInt32(sequence, 1);
+  region.storeInt32(pending, 31);
   region.write(0, encoder.encode("3"));
   new BigInt64Array(region.view(writerClaim, 8).buffer)[0] = 2n ** 22n + 1n;
   assertEquals(reader.read(), 25, "the half-done text was taken for a value");
@@ -565,12 +569,46 @@ Deno.test("a writer dead in the middle of a write, then a writer of text only: i
   assertEquals(reader.waitForChangeSync({ from: 1, timeout: 1_000 }), 0);
 });
 
+/** A cell whose writer died one byte into writing 31 over 25: the text reads "35". */
+function cellLeftHalfWritten(region: SharedRegion): void {
+  using writer = openStateCell(region, { writer: true });
+  writer.write(25);
+  region.addInt32(76, 1); // the sequence: odd
+  region.storeInt32(104, 31); // the value being written
+  region.write(0, encoder.encode("3"));
+  // A pid beyond the kernel's (2^22) is a dead holder; the handle's close must not release it.
+  new BigInt64Array(region.view(88, 8).buffer)[0] = 2n ** 22n + 1n;
+}
+
+Deno.test("a new writer after one that died mid-write puts the last complete value back over the torn text", () => {
+  using region = createMemfdRegion({ size: 256 });
+  cellLeftHalfWritten(region);
+  using writer = openStateCell(region, { writer: true });
+  assertEquals(writer.read(), 25, "the torn text was taken for a value");
+  assertEquals(text(region.read(0, 4)), "25\n\0");
+});
+
+Deno.test("a foreign write over a write left half done is kept by a new writer and seen by a new reader", () => {
+  using region = createMemfdRegion({ size: 256 });
+  cellLeftHalfWritten(region);
+  // The original C button writes its text, knowing nothing of the sequence.
+  region.write(0, encoder.encode("7\n\0"));
+  using reader = openStateCell(region);
+  assertEquals(reader.read(), 7, "a reader opened after the foreign write did not see it");
+  using writer = openStateCell(region, { writer: true });
+  assertEquals(writer.read(), 7, "the new writer put the last complete value over a foreign write");
+  assertEquals(text(region.read(0, 3)), "7\n\0");
+  assertEquals(region.loadInt32(76) % 2, 0);
+  assertEquals(reader.read(), 7);
+});
+
 Deno.test("a write left half done by a live writer (stopped): its text moving on is not yet a value", () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
   using reader = openStateCell(region);
   writer.write(25);
   region.addInt32(76, 1); // the sequence: odd, a write under way
+  region.storeInt32(104, 31); // of 31
   region.write(0, encoder.encode("3"));
   assertEquals(reader.read(), 25);
   region.write(1, encoder.encode("1")); // the stopped writer resumed: "31", the sequence still odd
