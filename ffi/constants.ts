@@ -59,6 +59,7 @@ export const S_ISVTX = 0o1000;
 // <sys/mman.h>
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
 export const MAP_SHARED = 1;
 export const MAP_PRIVATE = 2;
 export const MAP_FIXED = 0x10;

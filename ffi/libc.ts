@@ -48,6 +48,12 @@ export const LIBC_SYMBOLS = {
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   /** int msync(void *addr, size_t length, int flags); */
   msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  /** int mprotect(void *addr, size_t length, int prot); */
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  /** int getpagesize(void); */
+  getpagesize: { parameters: [], result: "i32" },
+  /** int sigaction(int signum, const struct sigaction *act, struct sigaction *oldact); */
+  sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
 
   /** int shm_open(const char *name, int oflag, mode_t mode); */
   shm_open: { parameters: ["buffer", "i32", "u32"], result: "i32" },

@@ -10,6 +10,7 @@ import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { futexHub } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
+import { guardRange } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -26,6 +27,8 @@ export class Mapping {
   #state: "mapped" | "retired" | "released" = "mapped";
   /** The address of each futex word used so far, so that a wait allocates no pointer. */
   readonly #words = new Map<number, Deno.PointerValue>();
+  /** Ends the SIGBUS guard of the range; called before it is unmapped. */
+  #unguard: () => void = () => {};
 
   private constructor(pointer: Deno.PointerObject, size: number, attached: boolean) {
     this.#pointer = pointer;
@@ -46,7 +49,10 @@ export class Mapping {
     if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
       throw osError("map", subject, lastErrno());
     }
-    return new Mapping(pointer, size, false);
+    const mapping = new Mapping(pointer, size, false);
+    // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
+    mapping.#unguard = guardRange(Deno.UnsafePointer.value(pointer), size);
+    return mapping;
   }
 
   /** shmat(2) a System V segment and use its first `size` bytes. */
@@ -143,6 +149,7 @@ export class Mapping {
   /** Unmaps the range (detaches the segment); safe to call twice. */
   release(): void {
     if (this.#state === "released") return;
+    this.#unguard();
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
     else libc().munmap(this.#pointer, BigInt(this.#size));
     this.#state = "released";

@@ -37,6 +37,7 @@ export const LIBRARY_TESTS = [
   "tests/fifo_button_test.ts",
   "tests/wait_bounds_test.ts",
   "tests/futex_hub_test.ts",
+  "tests/sigbus_guard_test.ts",
 ];
 
 /**

@@ -1,0 +1,232 @@
+/**
+ * Survives another process shrinking a file we have mapped (`truncate`, `ftruncate`, `echo >`):
+ * touching a page past the file's new end raises SIGBUS, which kills the process. A small
+ * SIGBUS handler, installed with the first guarded mapping, puts a private zero-filled page in
+ * place of a faulting page that lies in a guarded range and returns, so the access completes
+ * on that page (reads see zeros; writes stay in this process). A fault anywhere else goes to
+ * the handler installed before it (Rust's, which reports a stack overflow or lets the process
+ * die as it would have).
+ *
+ * No JavaScript can run in a signal handler, so the handler is machine code: the 150-odd bytes
+ * below, assembled from the listings beside them (GNU as; `objcopy -O binary -j .text`), copied
+ * into a page that is then made read-only and executable. It reads a table in a page of its
+ * own: the ranges, a count of the faults it took in, the previous handler and the page size.
+ *
+ * @module
+ */
+
+import * as C from "./constants.ts";
+import { libc } from "./libc.ts";
+
+// x86-64 (Intel syntax). void handler(int sig, siginfo_t *info, void *context):
+//         mov  rcx, [rip + table]      # the table's address (the literal after the code)
+//         mov  rax, [rsi + 16]         # si_addr
+//         mov  r8, [rcx]               # ranges in use
+//         lea  r9, [rcx + 64]
+// 1:      test r8, r8
+//         jz   3f
+//         cmp  rax, [r9]
+//         jb   2f
+//         cmp  rax, [r9 + 8]
+//         jae  2f
+//         inc  qword ptr [rcx + 8]     # ours: count it, put a private zero page in its place
+//         mov  rsi, [rcx + 24]         # length: the page size
+//         mov  rdi, rsi
+//         neg  rdi
+//         and  rdi, rax                # the faulting page
+//         mov  edx, 3                  # PROT_READ | PROT_WRITE
+//         mov  r10d, 0x32              # MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
+//         mov  r8, -1
+//         xor  r9d, r9d
+//         mov  eax, 9                  # mmap
+//         syscall
+//         cmp  rax, -4096
+//         ja   4f                      # failed: the default action, as if unguarded
+//         ret
+// 2:      add  r9, 16
+//         dec  r8
+//         jmp  1b
+// 3:      mov  rax, [rcx + 16]         # not ours: the previous handler, same arguments
+//         cmp  rax, 1
+//         jbe  4f                      # SIG_DFL or SIG_IGN
+//         jmp  rax
+// 4:      mov  rcx, [rip + table]      # (syscall clobbers rcx)
+//         mov  edi, 7                  # SIGBUS back to SIG_DFL: the fault repeats and kills
+//         lea  rsi, [rcx + 32]         # a zeroed kernel struct sigaction
+//         xor  edx, edx
+//         mov  r10d, 8
+//         mov  eax, 13                 # rt_sigaction
+//         syscall
+//         ret
+//         .balign 8
+// table:  .quad 0
+const X86_64 = "488b0d89000000488b46104c8b014c8d49404d85c0744a493b01723c493b4108733648ff4108488b" +
+  "71184889f748f7df4821c7ba0300000041ba3200000049c7c0ffffffff4531c9b8090000000f0548" +
+  "3d00f0ffff7716c34983c11049ffc8ebb1488b41104883f8017602ffe0488b0d1c000000bf070000" +
+  "00488d712031d241ba08000000b80d0000000f05c30f1f000000000000000000";
+
+// aarch64, the same steps:
+//         ldr  x9, table
+//         ldr  x10, [x1, #16]
+//         ldr  x11, [x9]
+//         add  x12, x9, #64
+// 1:      cbz  x11, 3f
+//         ldp  x13, x14, [x12]
+//         cmp  x10, x13
+//         b.lo 2f
+//         cmp  x10, x14
+//         b.hs 2f
+//         ldr  x13, [x9, #8]
+//         add  x13, x13, #1
+//         str  x13, [x9, #8]
+//         ldr  x1, [x9, #24]
+//         neg  x0, x1
+//         and  x0, x0, x10
+//         mov  x2, #3
+//         mov  x3, #0x32
+//         mov  x4, #-1
+//         mov  x5, #0
+//         mov  x8, #222                // mmap
+//         svc  #0
+//         cmn  x0, #4095
+//         b.hs 4f                      // -4095..-1: failed
+//         ret
+// 2:      add  x12, x12, #16
+//         sub  x11, x11, #1
+//         b    1b
+// 3:      ldr  x13, [x9, #16]
+//         cmp  x13, #1
+//         b.ls 4f
+//         br   x13
+// 4:      ldr  x9, table
+//         mov  x0, #7
+//         add  x1, x9, #32
+//         mov  x2, #0
+//         mov  x3, #8
+//         mov  x8, #134                // rt_sigaction
+//         svc  #0
+//         ret
+//         .balign 8
+// table:  .quad 0
+const AARCH64 = "090500582a0840f92b0140f92c0101910b0300b48d3940a95f010deb430200545f010eeb02020054" +
+  "2d0540f9ad0500912d0500f9210d40f9e00301cb00000a8a620080d2430680d204008092050080d2" +
+  "c81b80d2010000d41ffc3fb122010054c0035fd68c4100916b0500d1e9ffff172d0940f9bf0500f1" +
+  "49000054a0011fd609010058e00080d221810091020080d2030180d2c81080d2010000d4c0035fd6" +
+  "0000000000000000";
+
+/** The code per architecture, with the offset of the literal that holds the table's address. */
+const HANDLERS = {
+  x86_64: { code: X86_64, table: 0x90 },
+  aarch64: { code: AARCH64, table: 0xa0 },
+} as const;
+
+// The table, in 64-bit words.
+const COUNT = 0;
+const FAULTS = 1;
+const PREVIOUS = 2;
+const PAGE_SIZE = 3;
+/** Words 4-7: a zeroed kernel struct sigaction, which is SIG_DFL with no flags. */
+const RANGES = 8;
+/** The table's size: room for 4092 ranges, far more mappings than a process keeps. */
+const TABLE_BYTES = 65_536;
+
+const SIGBUS = 7;
+const SA_SIGINFO = 4;
+const SA_ONSTACK = 0x0800_0000;
+/** glibc's struct sigaction, the same on x86-64 and aarch64: handler, mask[128], flags, restorer. */
+const SIGACTION_BYTES = 152;
+const SIGACTION_FLAGS = 136;
+
+interface Installed {
+  /** The table as 64-bit words. */
+  table: BigUint64Array;
+  /** How many ranges fit. */
+  capacity: number;
+  /** Free range slots below the count. */
+  free: number[];
+}
+
+let installed: Installed | null | undefined;
+
+function map(bytes: number, protection: number): Deno.PointerObject | null {
+  const pointer = libc().mmap(
+    null,
+    BigInt(bytes),
+    protection,
+    C.MAP_PRIVATE | C.MAP_ANONYMOUS,
+    -1,
+    0n,
+  );
+  return pointer === null || Deno.UnsafePointer.value(pointer) === 0xffff_ffff_ffff_ffffn
+    ? null
+    : pointer;
+}
+
+/** Installs the handler; null where it cannot be (then mappings are simply unguarded). */
+function install(): Installed | null {
+  const arch = Deno.build.arch as string;
+  if (arch !== "x86_64" && arch !== "aarch64") return null;
+  const { code, table: literal } = HANDLERS[arch];
+  const pageSize = libc().getpagesize();
+  const tableBytes = Math.max(pageSize, TABLE_BYTES);
+  const tablePointer = map(tableBytes, C.PROT_READ | C.PROT_WRITE);
+  const codePointer = map(pageSize, C.PROT_READ | C.PROT_WRITE);
+  if (tablePointer === null || codePointer === null) return null;
+  const table = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(tablePointer, tableBytes));
+  table[PAGE_SIZE] = BigInt(pageSize);
+  const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(codePointer, pageSize));
+  for (let i = 0; i < code.length / 2; i++) bytes[i] = parseInt(code.slice(i * 2, i * 2 + 2), 16);
+  new DataView(bytes.buffer).setBigUint64(literal, Deno.UnsafePointer.value(tablePointer), true);
+  // Never writable and executable at once. (On arm64 the kernel makes the instruction cache
+  // agree with the page when it maps it executable.)
+  if (libc().mprotect(codePointer, BigInt(pageSize), C.PROT_READ | C.PROT_EXEC) !== 0) {
+    return null;
+  }
+  const action = new Uint8Array(SIGACTION_BYTES);
+  const fields = new DataView(action.buffer);
+  fields.setBigUint64(0, Deno.UnsafePointer.value(codePointer), true);
+  fields.setInt32(SIGACTION_FLAGS, SA_SIGINFO | SA_ONSTACK, true);
+  const previous = new Uint8Array(SIGACTION_BYTES);
+  // The previous handler first, so that a fault between the two steps still finds it.
+  if (libc().sigaction(SIGBUS, null, previous) !== 0) return null;
+  table[PREVIOUS] = new DataView(previous.buffer).getBigUint64(0, true);
+  if (libc().sigaction(SIGBUS, action, null) !== 0) return null;
+  return { table, capacity: (tableBytes / 8 - RANGES) / 2, free: [] };
+}
+
+/**
+ * Guards `length` bytes from `address`: a page of them that faults because its file shrank
+ * becomes a private zero-filled page instead of killing the process. Returns what ends the
+ * guard; call it before the range is unmapped. Where the handler cannot be installed, or all
+ * its slots are taken, the range stays unguarded.
+ */
+export function guardRange(address: bigint, length: number): () => void {
+  installed ??= install();
+  const guard = installed;
+  if (guard === null) return () => {};
+  const { table } = guard;
+  let slot = guard.free.pop();
+  if (slot === undefined) {
+    slot = Number(table[COUNT]);
+    if (slot >= guard.capacity) return () => {};
+  }
+  const at = RANGES + slot * 2;
+  // Start first, then the end: a range with an end of 0 matches nothing while it is made.
+  table[at + 1] = 0n;
+  table[at] = address;
+  table[at + 1] = address + BigInt(length);
+  if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    table[at + 1] = 0n;
+    table[at] = 0n;
+    guard.free.push(slot);
+  };
+}
+
+/** How many faulting pages the guard has replaced in this process so far. */
+export function guardedFaults(): number {
+  return installed ? Number(installed.table[FAULTS]) : 0;
+}

@@ -1,0 +1,72 @@
+/**
+ * A file or shared-memory object another process shrinks under a mapping (`truncate`, `echo >`)
+ * must not kill the process (`ffi/sigbus_guard.ts`), and a fault that is not the guard's must
+ * still end it as before. Each case runs in a child: a failure kills the child, not the tests.
+ */
+import { assert, assertEquals } from "@std/assert";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+import { withShmName, withTempDir } from "./helpers/temp.ts";
+
+const FIXTURE = `${TESTS_DIR}fixtures/shrunk_mapping.ts`;
+
+/** Runs the fixture; returns its status and stdout lines. */
+async function shrunk(args: string[]): Promise<{ status: Deno.CommandStatus; lines: string[] }> {
+  // --allow-all: it runs truncate on paths of its own, /proc/PID/fd/N among them.
+  await using child = spawnDeno(FIXTURE, args, { permissions: ["--allow-all"] });
+  const status = await child.status();
+  const lines = child.lines.filter((line) => line.stream === "stdout").map((line) => line.text);
+  return { status, lines };
+}
+
+/** What a guarded mapping does once its object shrank to nothing. */
+function assertSurvived(result: { status: Deno.CommandStatus; lines: string[] }): void {
+  const { status, lines } = result;
+  assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+  assertEquals(status.code, 0, lines.join(" | "));
+  assertEquals(lines.slice(0, 3), [
+    "shrunk",
+    `read "\\u0000\\u0000\\u0000\\u0000\\u0000"`, // past the end: a zero page of its own
+    `wrote "again"`, // its own page: the write stays in the process
+  ]);
+  const faults = Number(/^faults (\d+)$/.exec(lines[3] ?? "")?.[1]);
+  assert(faults >= 1, `no fault was counted: ${lines[3]}`);
+  assertEquals(lines[4], "closed");
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a file region truncated by another process: reads past the end see zeros, nothing dies, the file stays as the user left it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      assertSurvived(await shrunk(["file", path]));
+      assertEquals(Deno.statSync(path).size, 0, "the process wrote into the file the user shrank");
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate"), requires("stat")],
+  "a POSIX shared-memory region truncated by another process: nothing dies",
+  async () => {
+    await withShmName(async (name) => {
+      assertSurvived(await shrunk(["shm", name]));
+      // Read by another process: a Deno process may stat /dev only with --allow-all.
+      const size = await new Deno.Command("stat", { args: ["-c", "%s", `/dev/shm${name}`] })
+        .output();
+      assertEquals(new TextDecoder().decode(size.stdout).trim(), "0");
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a fault outside the library's mappings still ends the process with SIGBUS, the guard installed",
+  async () => {
+    const { status, lines } = await shrunk(["foreign"]);
+    assertEquals(lines, ["shrunk"]);
+    assertEquals(status.signal, "SIGBUS", `exit code ${status.code}`);
+  },
+);
