@@ -227,8 +227,9 @@ testWith(
       const used = cpuUsage(before);
       const cpuMs = (used.user + used.system) / 1000;
       const wallMs = performance.now() - started;
-      // A spin takes a core for the whole wait; a look at the file every 2.75 ms, a few percent.
-      assert(cpuMs < wallMs / 4, `${cpuMs.toFixed(0)} ms of CPU in a ${wallMs.toFixed(0)} ms wait`);
+      // A spin takes a core for the whole wait; a look at the file every 2.75 ms, a few percent
+      // (27 % once under the aarch64 VM's emulation, whose every instruction is slow).
+      assert(cpuMs < wallMs / 2, `${cpuMs.toFixed(0)} ms of CPU in a ${wallMs.toFixed(0)} ms wait`);
       // The file is still followed: the original C button's write (no truncation) is seen.
       using file = Deno.openSync(path, { write: true });
       file.writeSync(encoder.encode("0\n"));
