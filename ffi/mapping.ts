@@ -10,7 +10,7 @@ import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { futexHub } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
-import { guardRange } from "./sigbus_guard.ts";
+import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -27,8 +27,8 @@ export class Mapping {
   #state: "mapped" | "retired" | "released" = "mapped";
   /** The address of each futex word used so far, so that a wait allocates no pointer. */
   readonly #words = new Map<number, Deno.PointerValue>();
-  /** Ends the SIGBUS guard of the range; called before it is unmapped. */
-  #unguard: () => void = () => {};
+  /** The range's SIGBUS guard (see sigbus_guard.ts), ended before the range is unmapped. */
+  #guard: RangeGuard | undefined;
 
   private constructor(pointer: Deno.PointerObject, size: number, attached: boolean) {
     this.#pointer = pointer;
@@ -51,7 +51,7 @@ export class Mapping {
     }
     const mapping = new Mapping(pointer, size, false);
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
-    mapping.#unguard = guardRange(Deno.UnsafePointer.value(pointer), size);
+    mapping.#guard = guardRange(Deno.UnsafePointer.value(pointer), size);
     return mapping;
   }
 
@@ -149,10 +149,18 @@ export class Mapping {
   /** Unmaps the range (detaches the segment); safe to call twice. */
   release(): void {
     if (this.#state === "released") return;
-    this.#unguard();
+    this.#guard?.end();
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
     else libc().munmap(this.#pointer, BigInt(this.#size));
     this.#state = "released";
+  }
+
+  /**
+   * How many pages of the mapping another process cut off by shrinking its file (each became a
+   * private zero-filled page when touched, instead of a SIGBUS).
+   */
+  get lostPages(): number {
+    return this.#guard?.lostPages() ?? 0;
   }
 
   /** Whether the shared memory is still mapped (not retired or released). */

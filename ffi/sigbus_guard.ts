@@ -29,7 +29,8 @@ import { libc } from "./libc.ts";
 //         jb   2f
 //         cmp  rax, [r9 + 8]
 //         jae  2f
-//         inc  qword ptr [rcx + 8]     # ours: count it, put a private zero page in its place
+//         inc  qword ptr [rcx + 8]     # ours: count it, in all and for its range, and put a
+//         inc  qword ptr [r9 + 16]     # private zero page in its place
 //         mov  rsi, [rcx + 24]         # length: the page size
 //         mov  rdi, rsi
 //         neg  rdi
@@ -43,7 +44,7 @@ import { libc } from "./libc.ts";
 //         cmp  rax, -4096
 //         ja   4f                      # failed: the default action, as if unguarded
 //         ret
-// 2:      add  r9, 16
+// 2:      add  r9, 24
 //         dec  r8
 //         jmp  1b
 // 3:      mov  rax, [rcx + 16]         # not ours: the previous handler, same arguments
@@ -60,10 +61,10 @@ import { libc } from "./libc.ts";
 //         ret
 //         .balign 8
 // table:  .quad 0
-const X86_64 = "488b0d89000000488b46104c8b014c8d49404d85c0744a493b01723c493b4108733648ff4108488b" +
-  "71184889f748f7df4821c7ba0300000041ba3200000049c7c0ffffffff4531c9b8090000000f0548" +
-  "3d00f0ffff7716c34983c11049ffc8ebb1488b41104883f8017602ffe0488b0d1c000000bf070000" +
-  "00488d712031d241ba08000000b80d0000000f05c30f1f000000000000000000";
+const X86_64 = "488b0d91000000488b46104c8b014c8d49404d85c0744e493b017240493b4108733a48ff410849ff" +
+  "4110488b71184889f748f7df4821c7ba0300000041ba3200000049c7c0ffffffff4531c9b8090000" +
+  "000f05483d00f0ffff7716c34983c11849ffc8ebad488b41104883f8017602ffe0488b0d20000000" +
+  "bf07000000488d712031d241ba08000000b80d0000000f05c30f1f80000000000000000000000000";
 
 // aarch64, the same steps:
 //         ldr  x9, table
@@ -79,6 +80,9 @@ const X86_64 = "488b0d89000000488b46104c8b014c8d49404d85c0744a493b01723c493b4108
 //         ldr  x13, [x9, #8]
 //         add  x13, x13, #1
 //         str  x13, [x9, #8]
+//         ldr  x13, [x12, #16]
+//         add  x13, x13, #1
+//         str  x13, [x12, #16]
 //         ldr  x1, [x9, #24]
 //         neg  x0, x1
 //         and  x0, x0, x10
@@ -91,7 +95,7 @@ const X86_64 = "488b0d89000000488b46104c8b014c8d49404d85c0744a493b01723c493b4108
 //         cmn  x0, #4095
 //         b.hs 4f                      // -4095..-1: failed
 //         ret
-// 2:      add  x12, x12, #16
+// 2:      add  x12, x12, #24
 //         sub  x11, x11, #1
 //         b    1b
 // 3:      ldr  x13, [x9, #16]
@@ -106,18 +110,18 @@ const X86_64 = "488b0d89000000488b46104c8b014c8d49404d85c0744a493b01723c493b4108
 //         mov  x8, #134                // rt_sigaction
 //         svc  #0
 //         ret
-//         .balign 8
+//         .balign 8                    # (a nop)
 // table:  .quad 0
-const AARCH64 = "090500582a0840f92b0140f92c0101910b0300b48d3940a95f010deb430200545f010eeb02020054" +
-  "2d0540f9ad0500912d0500f9210d40f9e00301cb00000a8a620080d2430680d204008092050080d2" +
-  "c81b80d2010000d41ffc3fb122010054c0035fd68c4100916b0500d1e9ffff172d0940f9bf0500f1" +
-  "49000054a0011fd609010058e00080d221810091020080d2030180d2c81080d2010000d4c0035fd6" +
-  "0000000000000000";
+const AARCH64 = "890500582a0840f92b0140f92c0101916b0300b48d3940a95f010deba30200545f010eeb62020054" +
+  "2d0540f9ad0500912d0500f98d0940f9ad0500918d0900f9210d40f9e00301cb00000a8a620080d2" +
+  "430680d204008092050080d2c81b80d2010000d41ffc3fb122010054c0035fd68c6100916b0500d1" +
+  "e6ffff172d0940f9bf0500f149000054a0011fd629010058e00080d221810091020080d2030180d2" +
+  "c81080d2010000d4c0035fd61f2003d50000000000000000";
 
 /** The code per architecture, with the offset of the literal that holds the table's address. */
 const HANDLERS = {
-  x86_64: { code: X86_64, table: 0x90 },
-  aarch64: { code: AARCH64, table: 0xa0 },
+  x86_64: { code: X86_64, table: 0x98 },
+  aarch64: { code: AARCH64, table: 0xb0 },
 } as const;
 
 // The table, in 64-bit words.
@@ -127,7 +131,9 @@ const PREVIOUS = 2;
 const PAGE_SIZE = 3;
 /** Words 4-7: a zeroed kernel struct sigaction, which is SIG_DFL with no flags. */
 const RANGES = 8;
-/** The table's size: room for 4092 ranges, far more mappings than a process keeps. */
+/** Words per range: start, end, and how many of its pages were replaced. */
+const RANGE_WORDS = 3;
+/** The table's size: room for 2728 ranges, far more mappings than a process keeps. */
 const TABLE_BYTES = 65_536;
 
 const SIGBUS = 7;
@@ -191,38 +197,55 @@ function install(): Installed | null {
   if (libc().sigaction(SIGBUS, null, previous) !== 0) return null;
   table[PREVIOUS] = new DataView(previous.buffer).getBigUint64(0, true);
   if (libc().sigaction(SIGBUS, action, null) !== 0) return null;
-  return { table, capacity: (tableBytes / 8 - RANGES) / 2, free: [] };
+  return {
+    table,
+    capacity: Math.floor((tableBytes / 8 - RANGES) / RANGE_WORDS),
+    free: [],
+  };
 }
+
+/** The guard of one range; see {@link guardRange}. */
+export interface RangeGuard {
+  /** How many of the range's pages a shrunk file cost so far (each replaced when touched). */
+  lostPages(): number;
+  /** Ends the guard; call it before the range is unmapped. Safe to call twice. */
+  end(): void;
+}
+
+const UNGUARDED: RangeGuard = { lostPages: () => 0, end: () => {} };
 
 /**
  * Guards `length` bytes from `address`: a page of them that faults because its file shrank
- * becomes a private zero-filled page instead of killing the process. Returns what ends the
- * guard; call it before the range is unmapped. Where the handler cannot be installed, or all
- * its slots are taken, the range stays unguarded.
+ * becomes a private zero-filled page instead of killing the process. Where the handler cannot
+ * be installed, or all its slots are taken, the range stays unguarded.
  */
-export function guardRange(address: bigint, length: number): () => void {
+export function guardRange(address: bigint, length: number): RangeGuard {
   installed ??= install();
   const guard = installed;
-  if (guard === null) return () => {};
+  if (guard === null) return UNGUARDED;
   const { table } = guard;
   let slot = guard.free.pop();
   if (slot === undefined) {
     slot = Number(table[COUNT]);
-    if (slot >= guard.capacity) return () => {};
+    if (slot >= guard.capacity) return UNGUARDED;
   }
-  const at = RANGES + slot * 2;
+  const at = RANGES + slot * RANGE_WORDS;
   // Start first, then the end: a range with an end of 0 matches nothing while it is made.
   table[at + 1] = 0n;
+  table[at + 2] = 0n;
   table[at] = address;
   table[at + 1] = address + BigInt(length);
   if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
-  let ended = false;
-  return () => {
-    if (ended) return;
-    ended = true;
-    table[at + 1] = 0n;
-    table[at] = 0n;
-    guard.free.push(slot);
+  let lost: number | undefined;
+  return {
+    lostPages: () => lost ?? Number(table[at + 2]),
+    end: () => {
+      if (lost !== undefined) return;
+      lost = Number(table[at + 2]);
+      table[at + 1] = 0n;
+      table[at] = 0n;
+      guard.free.push(slot);
+    },
   };
 }
 

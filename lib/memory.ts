@@ -141,6 +141,11 @@ export class SharedMemory {
     return this.#mapping.size;
   }
 
+  /** Pages another process cut off by shrinking the file; see `SharedRegion.lostPages`. */
+  get lostPages(): number {
+    return this.#mapping.lostPages;
+  }
+
   /** Whether {@link SharedMemory.close} has run. */
   get closed(): boolean {
     return this.#closed;

@@ -120,6 +120,25 @@ export class SharedRegion {
     return this.#memory.size;
   }
 
+  /**
+   * How many of the region's pages another process cut off by shrinking its file or shm object
+   * (`truncate`, `echo >`): 0 while it is intact. Touching such a page would kill the process
+   * with SIGBUS; instead it becomes a private zero-filled page, so reads there see zeros and
+   * writes stay in this process. A sealed memfd (`createMemfdRegion()`) cannot be shrunk.
+   *
+   * @example
+   * ```ts
+   * import { createMemfdRegion } from "@mmap-ipc/mmap-ipc";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * console.assert(region.lostPages === 0);
+   * ```
+   */
+  get lostPages(): number {
+    this.#memory.check();
+    return this.#memory.lostPages;
+  }
+
   /** Whether {@link SharedRegion.close} has run. */
   get closed(): boolean {
     return this.#memory.closed;
