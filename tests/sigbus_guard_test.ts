@@ -66,6 +66,23 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a Worker's guard and the main thread's both hold: each thread's shrunk file is survived",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["worker", `${dir}/state.dat`]);
+      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertEquals(lines, [
+        "worker read 0, lost 1",
+        "shrunk",
+        `read "\\u0000\\u0000\\u0000\\u0000\\u0000", lost 1`,
+      ]);
+      assertEquals(status.code, 0);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
   "a fault outside the library's mappings still ends the process with SIGBUS, the guard installed",
   async () => {
     const { status, lines } = await shrunk(["foreign"]);
