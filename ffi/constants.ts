@@ -64,6 +64,8 @@ export const MAP_SHARED = 1;
 export const MAP_PRIVATE = 2;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
+/** What mmap(2) and shmat(2) return on failure: `(void *) -1`. */
+export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 export const MS_ASYNC = 1;
 export const MS_SYNC = 4;
 export const MFD_CLOEXEC = 1;

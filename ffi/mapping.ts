@@ -13,8 +13,6 @@ import { libc } from "./libc.ts";
 import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
-const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
-
 /** How a futex wait ended: woken (or spuriously), the word already differed, or time ran out. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
 
@@ -46,7 +44,7 @@ export class Mapping {
       fd,
       0n,
     );
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
       throw osError("map", subject, lastErrno());
     }
     const mapping = new Mapping(pointer, size, false);
@@ -58,7 +56,7 @@ export class Mapping {
   /** shmat(2) a System V segment and use its first `size` bytes. */
   static attach(id: number, size: number, subject: string): Mapping {
     const pointer = libc().shmat(id, null, 0);
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
       throw osError("attach", subject, lastErrno());
     }
     return new Mapping(pointer, size, true);
@@ -139,7 +137,7 @@ export class Mapping {
       -1,
       0n,
     );
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
       // Without the replacement the range must simply stay as it is: still never unmapped.
       return;
     }

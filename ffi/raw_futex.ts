@@ -15,7 +15,6 @@ import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { libc } from "./libc.ts";
 import { cString, readLink, statFd } from "./posix.ts";
 
-const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 const WAKE_ALL = 0x7fff_ffff;
 /** How often `close()` re-sends its wake-up until every wait in flight has returned. */
 const CLOSE_REWAKE_MS = 1;
@@ -57,7 +56,7 @@ export class RawSharedMemory {
       fd,
       0n,
     );
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === MAP_FAILED) {
+    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
       throw osError("map", path, lastErrno());
     }
     return new RawSharedMemory(pointer, size, path, keepFd ? fd : undefined);

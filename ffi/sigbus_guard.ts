@@ -163,9 +163,7 @@ function map(bytes: number, protection: number): Deno.PointerObject | null {
     -1,
     0n,
   );
-  return pointer === null || Deno.UnsafePointer.value(pointer) === 0xffff_ffff_ffff_ffffn
-    ? null
-    : pointer;
+  return pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED ? null : pointer;
 }
 
 /** Installs the handler; null where it cannot be (then mappings are simply unguarded). */

@@ -26,6 +26,7 @@ import { identity, running, startedOrEnded, startLauncher, stopAll } from "./hel
 import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
+import type { Logger } from "../app/logging.ts";
 
 /**
  * Runs `fn` with the state file's claim record locked by another process (util-linux's `flock`)
@@ -108,6 +109,16 @@ testWith(
     });
   },
 );
+
+/** A logger for the claim keeper that puts its warnings and errors into `said`. */
+function warningsInto(said: string[]): Logger {
+  return {
+    debug: () => {},
+    info: () => {},
+    warn: (line: string) => said.push(line),
+    error: (line: string) => said.push(line),
+  };
+}
 
 /** Makes `dir/real` and a symlink `dir/link` to it; returns the spellings of `real/name`. */
 function spellings(dir: string, name: string): { plain: string; others: string[] } {
@@ -698,12 +709,7 @@ testWith(
       const outside = roots(dir, { session: false });
       const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
       const said: string[] = [];
-      const log = {
-        debug: () => {},
-        info: () => {},
-        warn: (line: string) => said.push(line),
-        error: (line: string) => said.push(line),
-      };
+      const log = warningsInto(said);
       const stop = new AbortController();
       const keeping = keepClaims(claims, { signal: stop.signal, log });
       try {
@@ -734,12 +740,7 @@ testWith(
       const outside = roots(dir, { session: false });
       const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
       const said: string[] = [];
-      const log = {
-        debug: () => {},
-        info: () => {},
-        warn: (line: string) => said.push(line),
-        error: (line: string) => said.push(line),
-      };
+      const log = warningsInto(said);
       const stop = new AbortController();
       const keeping = keepClaims(claims, { signal: stop.signal, log });
       try {
