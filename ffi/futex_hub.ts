@@ -27,17 +27,30 @@ const FUTEX2_SIZE_U32 = 0x02;
  * JavaScript one, so its timeout can end a few microseconds before the deadline as seen here.
  */
 const DEADLINE_SLACK_MS = 0.1;
-/** Returns that nothing explains before the hub stops trusting futex_waitv. */
-const MAX_UNEXPLAINED = 3;
+/**
+ * Returns in a row that nothing explains before the hub stops trusting futex_waitv. A few are
+ * normal (a signal, a word that changed and changed back, a timeout a little early); a long run
+ * is a call that does not sleep, and looping on it would spin.
+ */
+const MAX_UNEXPLAINED = 64;
+/**
+ * The longest one call of the fallback (a worker thread per wait) sleeps before it is made
+ * again. Those threads are few (about 30 here): a wait queued behind them starts within a slice
+ * or so, where a call with no limit could have kept it queued for good.
+ */
+const FALLBACK_SLICE_MS = 100;
 
-/** One wait: resolves with 0n when its word was woken, -1n when it changed or timed out. */
+/** Called once per wait: 0n when its word was woken, -1n when it changed or timed out. */
+export type FutexSettle = (result: bigint) => void;
+
+/** One wait; see {@link FutexSettle}. */
 interface Entry {
   address: bigint;
   view: Deno.UnsafePointerView;
   expected: number;
   /** `performance.now()` at which it times out; Infinity: never. */
   deadline: number;
-  resolve: (result: bigint) => void;
+  settle: FutexSettle;
 }
 
 /** Up to {@link GROUP_SIZE} waits, slept on by one `futex_waitv` call at a time. */
@@ -47,6 +60,9 @@ class Group {
   readonly #control = new Int32Array(new ArrayBuffer(4));
   readonly #controlAddress = Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control));
   #running = false;
+  #settling = false;
+  /** The waits one return ended, reused: no allocation per wake-up. */
+  readonly #over: Entry[] = [];
   #unexplained = 0;
   // The call's arguments, made once: they are off V8's heap (where they could move), and the
   // kernel reads them only while the call runs, which is never twice at once. Allocating them
@@ -62,6 +78,8 @@ class Group {
 
   add(entry: Entry): void {
     this.entries.push(entry);
+    // While it settles, the loop is between calls and takes the new wait in by itself.
+    if (this.#settling) return;
     if (this.#running) this.#kick();
     else void this.#run();
   }
@@ -88,7 +106,7 @@ class Group {
       // Only a bug gets here; the waits return as if woken and are made again one call each.
       this.#running = false;
       this.#hub.distrust();
-      for (const entry of this.entries.splice(0)) entry.resolve(-1n);
+      for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
     }
   }
 
@@ -129,32 +147,43 @@ class Group {
       if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
         this.#unexplained = 0;
       } else if (++this.#unexplained >= MAX_UNEXPLAINED) {
-        // Nothing woke, changed or ran out, three times running: futex_waitv is not doing
-        // what it should here. Every wait returns as if woken and is made again one call each.
+        // Nothing woke, changed or ran out, time after time: futex_waitv is not doing what it
+        // should here. Every wait returns as if woken and is made again one call each.
         this.#hub.distrust();
-        for (const entry of this.entries.splice(0)) entry.resolve(-1n);
+        for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
       }
     }
   }
 
   /**
-   * Resolves the waits that are over: on the woken word, on a word that changed, or past their
+   * Settles the waits that are over: on the woken word, on a word that changed, or past their
    * deadline. Whether any was.
    */
   #settle(woken: bigint | undefined): boolean {
     const now = performance.now();
     let kept = 0;
     const entries = this.entries;
-    for (const entry of entries) {
-      if (entry.address === woken) entry.resolve(0n);
-      else if (
-        entry.view.getInt32() !== entry.expected || entry.deadline <= now + DEADLINE_SLACK_MS
+    const count = entries.length;
+    const over = this.#over;
+    for (let i = 0; i < count; i++) {
+      const entry = entries[i];
+      if (
+        entry.address === woken || entry.view.getInt32() !== entry.expected ||
+        entry.deadline <= now + DEADLINE_SLACK_MS
       ) {
-        entry.resolve(-1n);
+        over.push(entry);
       } else entries[kept++] = entry;
     }
-    const settled = kept < entries.length;
     entries.length = kept;
+    // Settled once the group is in order: a settle callback may add a wait to it.
+    this.#settling = true;
+    try {
+      for (const entry of over) settleSafely(entry.settle, entry.address === woken ? 0n : -1n);
+    } finally {
+      this.#settling = false;
+    }
+    const settled = over.length > 0;
+    over.length = 0;
     return settled;
   }
 }
@@ -176,23 +205,28 @@ class FutexHub {
 
   /**
    * Sleeps on a worker thread while the 32-bit word at `address` holds `expected`, for at most
-   * `timeoutMs`. Resolves with 0n when woken, and otherwise with -1n (the word changed, the time
-   * ran out, or, rarely, for no reason): the caller looks at the word and the clock.
+   * `timeoutMs`, then calls `settle` once, from the event loop: with 0n when woken, and otherwise
+   * with -1n (the word changed, the time ran out, or, rarely, for no reason): the caller looks at
+   * the word and the clock. A callback rather than a promise: the wake-up path runs the caller's
+   * code at once, a microtask sooner. `settle` must not throw.
    */
-  wait(address: bigint, expected: number, timeoutMs?: number): Promise<bigint> {
-    if (!this.#supported()) return waitAlone(address, expected, timeoutMs);
-    const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+  wait(
+    address: bigint,
+    expected: number,
+    timeoutMs: number | undefined,
+    settle: FutexSettle,
+  ): void {
     const pointer = Deno.UnsafePointer.create(address);
     if (pointer === null) throw new RangeError("A futex word cannot be at address 0");
+    const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+    if (!this.#supported()) return waitAlone(pointer, expected, deadline, settle);
     const view = new Deno.UnsafePointerView(pointer);
-    return new Promise((resolve) => {
-      let group = this.#groups.find((candidate) => candidate.entries.length < GROUP_SIZE);
-      if (group === undefined) {
-        group = new Group(this);
-        this.#groups.push(group);
-      }
-      group.add({ address, view, expected, deadline, resolve });
-    });
+    let group = this.#groups.find((candidate) => candidate.entries.length < GROUP_SIZE);
+    if (group === undefined) {
+      group = new Group(this);
+      this.#groups.push(group);
+    }
+    group.add({ address, view, expected, deadline, settle });
   }
 
   /** Called by a group that saw futex_waitv misbehave: every later wait gets a call of its own. */
@@ -210,22 +244,51 @@ class FutexHub {
   }
 }
 
-/** One worker thread for one wait: kernels before 5.16. */
-function waitAlone(address: bigint, expected: number, timeoutMs?: number): Promise<bigint> {
-  const timeout = timeoutMs === undefined
-    ? null
-    : timespec(timeoutMs, new BigInt64Array(new ArrayBuffer(16)));
-  const call = libc().syscall_blocking(
-    C.SYS_futex,
-    Deno.UnsafePointer.create(address),
-    C.FUTEX_WAIT,
-    expected,
-    timeout === null ? null : Deno.UnsafePointer.of(timeout),
-    null,
-    0,
-  );
-  // The kernel reads the timespec while the call runs: keep it reachable until it returns.
-  return timeout === null ? call : call.finally(() => void timeout);
+/**
+ * One worker thread for one wait: kernels before 5.16. Each call sleeps at most
+ * {@link FALLBACK_SLICE_MS} and is made again until the wait is over, so that waits queued
+ * behind the few worker threads all get their turn.
+ */
+function waitAlone(
+  pointer: Deno.PointerObject,
+  expected: number,
+  deadline: number,
+  settle: FutexSettle,
+): void {
+  const view = new Deno.UnsafePointerView(pointer);
+  const timeout = new BigInt64Array(new ArrayBuffer(16));
+  const sleep = (): void => {
+    const remaining = deadline - performance.now();
+    const slice = Math.max(0, Math.min(remaining, FALLBACK_SLICE_MS));
+    libc().syscall_blocking(
+      C.SYS_futex,
+      pointer,
+      C.FUTEX_WAIT,
+      expected,
+      Deno.UnsafePointer.of(timespec(slice, timeout)),
+      null,
+      0,
+    ).then((returned) => {
+      // The kernel read the timespec while the call ran: it stays reachable until here.
+      if (returned === 0n) return settleSafely(settle, 0n);
+      if (view.getInt32() !== expected || slice === remaining || remaining <= 0) {
+        return settleSafely(settle, -1n);
+      }
+      sleep();
+    });
+  };
+  sleep();
+}
+
+/** Runs a wait's callback; one that throws must not stop the others (nor the hub's loop). */
+function settleSafely(settle: FutexSettle, result: bigint): void {
+  try {
+    settle(result);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
 }
 
 let hub: FutexHub | undefined;

@@ -8,7 +8,7 @@
 
 import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
-import { futexHub } from "./futex_hub.ts";
+import { futexHub, type FutexSettle } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
 import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
@@ -98,12 +98,22 @@ export class Mapping {
   /**
    * Sleeps on the 32-bit word at `byteOffset` while it holds `expected`, on one of Deno's worker
    * threads so the event loop stays free, beside the process's other waits (see
-   * `futex_hub.ts`). Resolves with 0n when woken, -1n otherwise: the caller judges the outcome
-   * by the word and the clock.
+   * `futex_hub.ts`). Calls `settle` with 0n when woken, -1n otherwise: the caller judges the
+   * outcome by the word and the clock.
    */
-  futexWait(byteOffset: number, expected: number, timeoutMs?: number): Promise<bigint> {
+  futexWait(
+    byteOffset: number,
+    expected: number,
+    timeoutMs: number | undefined,
+    settle: FutexSettle,
+  ): void {
     this.#live();
-    return futexHub().wait(Deno.UnsafePointer.value(this.#word(byteOffset)), expected, timeoutMs);
+    futexHub().wait(
+      Deno.UnsafePointer.value(this.#word(byteOffset)),
+      expected,
+      timeoutMs,
+      settle,
+    );
   }
 
   /** Wakes up to `count` waiters on the word at `byteOffset`, in any process; returns how many. */

@@ -23,6 +23,7 @@
  * @module
  */
 
+import type { FutexSettle } from "../ffi/futex_hub.ts";
 import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { TextFollower } from "../ffi/text_follower.ts";
 
@@ -30,6 +31,12 @@ import { TextFollower } from "../ffi/text_follower.ts";
 export interface MemoryDependent {
   /** Closes the dependent; must not throw, and must be safe to call twice. */
   close(): void;
+}
+
+/** A futex sleep in flight on a worker thread; see {@link SharedMemory.sleep}. */
+export interface Sleep {
+  /** Where its word is. */
+  readonly byteOffset: number;
 }
 
 /** Options for {@link SharedMemory.wait}. */
@@ -88,8 +95,10 @@ export class SharedMemory {
   readonly #name: string;
   readonly #description: string;
   readonly #dependents = new Set<MemoryDependent>();
-  /** Waits in flight on worker threads, each with the byte offset of its word. */
-  readonly #waits = new Map<Promise<bigint>, number>();
+  /** Waits in flight on worker threads. */
+  readonly #waits = new Set<Sleep>();
+  /** Waits that must return (aborted, or the memory closed): woken until they have. */
+  readonly #interrupted = new Set<Sleep>();
   /** Workers that read the memory themselves; it stays mapped until each has stopped. */
   readonly #followers = new Set<TextFollower>();
   readonly #held: Held;
@@ -207,29 +216,68 @@ export class SharedMemory {
     const { timeoutMs, signal } = options;
     if (signal?.aborted) return Promise.resolve("ok");
     const started = timeoutMs === undefined ? 0 : performance.now();
-    const call = this.#mapping.futexWait(byteOffset, expected, timeoutMs);
-    this.#waits.set(call, byteOffset);
-    let timer: ReturnType<typeof setInterval> | undefined;
-    const abort = (): void => {
-      this.#mapping.futexWake(byteOffset, WAKE_ALL);
-      // One wake can land before the thread is asleep: repeat until it has returned.
-      timer = setInterval(() => this.#mapping.futexWake(byteOffset, WAKE_ALL), REWAKE_MS);
-    };
-    signal?.addEventListener("abort", abort, { once: true });
-    return call.then((returned): WaitResult => {
-      signal?.removeEventListener("abort", abort);
-      if (timer !== undefined) clearInterval(timer);
-      this.#waits.delete(call);
-      if (this.#closed) {
-        if (this.#waits.size === 0) this.#finish();
-        throw this.closedError();
-      }
-      if (returned === 0n) return "ok";
-      if (Atomics.load(this.words, index) !== expected) return "not-equal";
-      return timeoutMs !== undefined && performance.now() - started >= timeoutMs
-        ? "timed-out"
-        : "ok";
+    return new Promise((resolve, reject) => {
+      const abort = (): void => this.interrupt(sleep);
+      const sleep = this.sleep(byteOffset, expected, timeoutMs, (returned) => {
+        signal?.removeEventListener("abort", abort);
+        if (this.#closed) return reject(this.closedError());
+        if (returned === 0n) return resolve("ok");
+        if (Atomics.load(this.words, index) !== expected) return resolve("not-equal");
+        resolve(
+          timeoutMs !== undefined && performance.now() - started >= timeoutMs ? "timed-out" : "ok",
+        );
+      });
+      signal?.addEventListener("abort", abort, { once: true });
     });
+  }
+
+  /**
+   * The bare futex sleep under {@link SharedMemory.wait}, for the paths that count every
+   * microtask (the state cell's wait): calls `settle` once the worker thread's call returned,
+   * with 0n when woken and -1n otherwise (changed, timed out, or for no reason), straight from
+   * the event loop. It then looks at the word, the clock and {@link SharedMemory.closed} itself;
+   * it must not throw. The returned handle is for {@link SharedMemory.interrupt}.
+   */
+  sleep(
+    byteOffset: number,
+    expected: number,
+    timeoutMs: number | undefined,
+    settle: FutexSettle,
+  ): Sleep {
+    this.check();
+    const sleep: Sleep = { byteOffset };
+    this.#waits.add(sleep);
+    try {
+      this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
+        this.#waits.delete(sleep);
+        if (this.#interrupted.delete(sleep) && this.#interrupted.size === 0) this.#stopRewaking();
+        if (this.#closed && this.#waits.size === 0) this.#finish();
+        settle(returned);
+      });
+    } catch (error) {
+      this.#waits.delete(sleep);
+      throw error;
+    }
+    return sleep;
+  }
+
+  /**
+   * Makes a sleep in flight return soon (for an abort or a close): wakes its word now, and
+   * again every {@link REWAKE_MS} until it has, as one wake can land before the thread sleeps.
+   * The wakes reach every sleeper on the word, in any process: for them a spurious wake-up.
+   */
+  interrupt(sleep: Sleep): void {
+    if (!this.#waits.has(sleep) || this.#interrupted.has(sleep)) return;
+    this.#interrupted.add(sleep);
+    this.#mapping.futexWake(sleep.byteOffset, WAKE_ALL);
+    this.#rewake ??= setInterval(() => {
+      for (const { byteOffset } of this.#interrupted) this.#mapping.futexWake(byteOffset, WAKE_ALL);
+    }, REWAKE_MS);
+  }
+
+  #stopRewaking(): void {
+    if (this.#rewake !== undefined) clearInterval(this.#rewake);
+    this.#rewake = undefined;
   }
 
   /**
@@ -308,13 +356,7 @@ export class SharedMemory {
       return;
     }
     if (this.#waits.size === 0) return; // the last follower to stop finishes
-    const wakeAll = (): void => {
-      for (const offset of new Set(this.#waits.values())) {
-        this.#mapping.futexWake(offset, WAKE_ALL);
-      }
-    };
-    wakeAll();
-    this.#rewake = setInterval(wakeAll, REWAKE_MS);
+    for (const sleep of this.#waits) this.interrupt(sleep);
   }
 
   /**
@@ -322,8 +364,8 @@ export class SharedMemory {
    * unless a follower still reads it (the last one to stop runs this again).
    */
   #finish(): void {
-    if (this.#rewake !== undefined) clearInterval(this.#rewake);
-    this.#rewake = undefined;
+    this.#interrupted.clear();
+    this.#stopRewaking();
     if (this.#followers.size > 0) return;
     letGo(this.#held);
   }

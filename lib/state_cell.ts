@@ -32,7 +32,8 @@ import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./cl
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkTimeout, startTimer } from "./timeouts.ts";
-import type { SharedMemory } from "./memory.ts";
+import type { SharedMemory, Sleep } from "./memory.ts";
+import type { FutexSettle } from "../ffi/futex_hub.ts";
 import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
 import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
@@ -220,7 +221,8 @@ export class StateCell {
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #closing = new AbortController();
-  readonly #joined = new WeakMap<AbortSignal, AbortSignal>();
+  /** This handle's futex sleeps in flight, for its close to end them. */
+  readonly #sleeps = new Set<Sleep>();
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
   #sequence = 0;
@@ -344,24 +346,55 @@ export class StateCell {
    *
    * @param [options={}] The value to wait to change from, a timeout and an abort signal.
    */
-  async waitForChange(options: StateWaitOptions = {}): Promise<number> {
-    this.#check();
-    const { signal, timeout } = options;
-    checkTimeout(timeout, "wait for a change of state cell", this.#name);
-    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
-    const stop = this.#stopSignal(signal);
-    this.#enter();
+  waitForChange(options: StateWaitOptions = {}): Promise<number> {
+    const { timeout } = options;
     try {
-      let value = this.#current(this.#writerAlive(true));
-      const from = options.from ?? value;
-      for (;;) {
-        if (value !== from) return value;
-        if (signal?.aborted) throw abortReason(signal);
-        value = await this.#nextChange(value, deadline, stop);
-        this.#check();
+      this.#check();
+      checkTimeout(timeout, "wait for a change of state cell", this.#name);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const deadline = timeout === undefined ? Infinity : performance.now() + timeout;
+    const { from, signal } = options;
+    if (signal !== undefined) return this.#changeFrom(from, deadline, signal);
+    return new Promise((resolve, reject) => this.#firstSleep(from, deadline, resolve, reject));
+  }
+
+  /**
+   * The usual wait (no signal, a cooperating writer alive) up to its first wake-up, as one
+   * callback from the futex call to the caller's promise: the value a woken wait returns reaches
+   * the caller a microtask sooner than through the loop. Anything else goes on in the loop.
+   */
+  #firstSleep(
+    from: number | undefined,
+    deadline: number,
+    resolve: (value: number) => void,
+    reject: (error: unknown) => void,
+  ): void {
+    this.#enter();
+    let sleeping = false;
+    try {
+      const cooperating = this.#writerAlive(true);
+      const value = this.#current(cooperating);
+      const start = from ?? value;
+      if (value !== start) resolve(value);
+      else if (!cooperating) this.#changeFrom(start, deadline, undefined).then(resolve, reject);
+      else {
+        this.#sleep(deadline, Infinity, true, (returned) => {
+          // Woken by a cooperating writer: its value word holds what it wrote.
+          const now = returned === 0n && !this.#closed
+            ? Atomics.load(this.#words, this.#valueIndex)
+            : start;
+          if (now !== start) resolve(now);
+          else this.#changeFrom(start, deadline, undefined).then(resolve, reject);
+          this.#leave();
+        });
+        sleeping = true;
       }
+    } catch (error) {
+      reject(error);
     } finally {
-      this.#leave();
+      if (!sleeping) this.#leave();
     }
   }
 
@@ -443,24 +476,19 @@ export class StateCell {
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
     this.#check();
     const { signal } = options;
-    const stop = this.#stopSignal(signal);
     this.#enter();
     try {
       let last = this.#current(this.#writerAlive(true));
       if (options.current) yield last;
       for (;;) {
-        let value: number;
+        if (this.#closed || signal?.aborted) return;
         try {
-          value = await this.#nextChange(last, Infinity, stop);
+          last = await this.#changeFrom(last, Infinity, signal);
         } catch (error) {
-          if (error instanceof Deno.errors.BadResource) return;
+          if (error instanceof Deno.errors.BadResource || signal?.aborted) return;
           throw error;
         }
-        if (this.#closed || signal?.aborted) return;
-        if (value !== last) {
-          last = value;
-          yield last;
-        }
+        yield last;
       }
     } finally {
       this.#leave();
@@ -474,6 +502,7 @@ export class StateCell {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const sleep of this.#sleeps) this.#memory.interrupt(sleep);
     this.#closing.abort();
     this.#memory.forget(this);
     clearTimeout(this.#idleCheck);
@@ -720,59 +749,106 @@ export class StateCell {
   }
 
   /**
-   * Sleeps until the value differs from `seen` or the sequence moves; returns the value then.
-   * Throws `TimedOut` at the deadline and `BadResource` once closed; returns `seen` when `stop`
-   * aborts. With a cooperating writer alive it sleeps on the futex; otherwise a follower Worker
-   * watches the foreign writer's text and the sequence, and only a change wakes it.
+   * The loop under {@link StateCell.waitForChange} and {@link StateCell.changes}: resolves with
+   * the value once it differs from `from` (default: the value now). With a cooperating writer
+   * alive it sleeps on the sequence word; otherwise a follower Worker watches the foreign
+   * writer's text and the sequence, and only a change wakes it. Throws `TimedOut` at the
+   * deadline, the signal's reason on abort and `BadResource` once closed.
+   *
+   * One async function, awaiting the futex call itself: a woken wait reaches its caller in two
+   * microtask hops, with one load in between. Each hop or call more on that path costs
+   * microseconds here, as it runs cold after a sleep.
    */
-  async #nextChange(seen: number, deadline: number, stop: AbortSignal): Promise<number> {
-    let sequence = this.#sequence;
-    for (;;) {
+  async #changeFrom(
+    from: number | undefined,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    this.#enter();
+    let sleep: Sleep | undefined;
+    const onAbort = (): void => {
+      if (sleep !== undefined) this.#memory.interrupt(sleep);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
       this.#check();
-      if (stop.aborted) return seen;
-      const cooperating = this.#writerAlive(true);
-      const value = this.#current(cooperating);
-      if (value !== seen) return value;
-      if (cooperating) {
-        if (this.#sequence !== sequence) return value;
-        this.#stopFollowing();
-        const timeoutMs = this.#remaining(deadline);
-        Atomics.add(this.#words, this.#waitersIndex, 1);
-        try {
-          await this.#memory.wait(this.#base + SEQUENCE, sequence, { timeoutMs, signal: stop });
-        } finally {
-          if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+      let cooperating = this.#writerAlive(true);
+      let value = this.#current(cooperating);
+      const start = from ?? value;
+      while (value === start) {
+        if (signal?.aborted) throw abortReason(signal);
+        const graceEnd = cooperating ? Infinity : this.#graceEnd();
+        if (cooperating || graceEnd > performance.now()) {
+          const returned = await new Promise<bigint>((resolve) => {
+            sleep = this.#sleep(deadline, graceEnd, cooperating, resolve);
+          });
+          sleep = undefined;
+          // Woken by a cooperating writer: its value word holds what it wrote.
+          if (returned === 0n && cooperating && !this.#closed) {
+            value = Atomics.load(this.#words, this.#valueIndex);
+            if (value !== start) return value;
+          }
+        } else {
+          await this.#follow(start, deadline, signal);
         }
-      } else {
-        sequence = this.#sequence;
-        await this.#follow(seen, deadline, stop);
+        this.#check();
+        cooperating = this.#writerAlive(true);
+        value = this.#current(cooperating);
       }
+      return value;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.#leave();
     }
   }
 
-  /** Waits for the follower's next report (starting one if needed), the deadline or `stop`. */
-  async #follow(seen: number, deadline: number, stop: AbortSignal): Promise<void> {
+  /**
+   * When a reader that never saw a writer stops sleeping on the sequence and starts following
+   * (a Worker). The LED usually starts before its button and meets it within moments; a foreign
+   * change made meanwhile is still seen, by the first look after the sleep.
+   */
+  #graceEnd(): number {
+    if (this.#follower !== undefined || this.#sawWriter) return 0;
+    return this.#followAfter ??= performance.now() + FOLLOW_GRACE_MS;
+  }
+
+  /**
+   * Starts a sleep on the sequence the last read saw, until the deadline (throws `TimedOut` once
+   * it passed) or `graceEnd`; `settle` is called as {@link SharedMemory.sleep} says.
+   */
+  #sleep(deadline: number, graceEnd: number, cooperating: boolean, settle: FutexSettle): Sleep {
+    let timeoutMs = this.#remaining(deadline);
+    if (graceEnd !== Infinity) {
+      timeoutMs = Math.min(timeoutMs ?? Infinity, graceEnd - performance.now());
+    }
+    if (cooperating) this.#stopFollowing();
+    // The sequence the read of the value saw; a reader in its grace may have read the mirror.
+    const sequence = cooperating ? this.#sequence : Atomics.load(this.#words, this.#sequenceIndex);
+    // Announced before the call starts (its thread may sleep at once): a writer that moves the
+    // sequence after the kernel compared it then sees a waiter, and wakes it.
+    Atomics.add(this.#words, this.#waitersIndex, 1);
+    let sleep: Sleep;
+    try {
+      sleep = this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, (returned) => {
+        this.#sleeps.delete(sleep);
+        if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
+        settle(returned);
+      });
+    } catch (error) {
+      Atomics.sub(this.#words, this.#waitersIndex, 1);
+      throw error;
+    }
+    this.#sleeps.add(sleep);
+    return sleep;
+  }
+
+  /**
+   * Waits for the follower's next report (starting one if needed), the deadline, an abort or
+   * the close.
+   */
+  async #follow(seen: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
     const timeoutMs = this.#remaining(deadline);
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
-    if (this.#follower === undefined && !this.#sawWriter) {
-      // A reader that starts before its writer (the LED before the button) usually meets one
-      // within moments: sleep on the sequence a little first, and start the follower (a Worker)
-      // only if none came. A foreign change made meanwhile is still seen, by its first look.
-      this.#followAfter ??= performance.now() + FOLLOW_GRACE_MS;
-      const grace = this.#followAfter - performance.now();
-      if (grace > 0) {
-        Atomics.add(this.#words, this.#waitersIndex, 1);
-        try {
-          await this.#memory.wait(this.#base + SEQUENCE, sequence, {
-            timeoutMs: Math.min(grace, timeoutMs ?? grace),
-            signal: stop,
-          });
-        } finally {
-          if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
-        }
-        return;
-      }
-    }
     this.#follower ??= this.#memory.followText(
       this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
       {
@@ -784,18 +860,21 @@ export class StateCell {
       },
     );
     const follower = this.#follower;
+    const closing = this.#closing.signal;
     let cancelTimer: (() => void) | undefined;
-    let onAbort: (() => void) | undefined;
+    let onStop: (() => void) | undefined;
     let change: FollowedChange | undefined;
     try {
       change = await Promise.race([
         follower.next(),
         new Promise<undefined>((resolve) => {
-          if (timeoutMs !== undefined) {
-            cancelTimer = startTimer(timeoutMs, () => resolve(undefined));
-          }
-          onAbort = () => resolve(undefined);
-          stop.addEventListener("abort", onAbort, { once: true });
+          onStop = () => resolve(undefined);
+          // Either may have happened since the caller looked (an onWriter callback runs
+          // in between), and a listener added after the event never hears it.
+          if (signal?.aborted || closing.aborted) return resolve(undefined);
+          if (timeoutMs !== undefined) cancelTimer = startTimer(timeoutMs, onStop);
+          signal?.addEventListener("abort", onStop, { once: true });
+          closing.addEventListener("abort", onStop, { once: true });
         }),
       ]);
     } catch (error) {
@@ -804,7 +883,10 @@ export class StateCell {
       throw failure(Error, "follow the text of state cell", this.#name, (error as Error).message);
     } finally {
       cancelTimer?.();
-      if (onAbort !== undefined) stop.removeEventListener("abort", onAbort);
+      if (onStop !== undefined) {
+        signal?.removeEventListener("abort", onStop);
+        closing.removeEventListener("abort", onStop);
+      }
     }
     // The sequence moved (a cooperating writer may be back) or the follower ended: start over.
     if (change === undefined || change.watchMoved) this.#stopFollowing();
@@ -835,17 +917,6 @@ export class StateCell {
       this.#stopFollowing();
       this.#writerSeen = undefined;
     }, IDLE_RELEASE_MS);
-  }
-
-  /** The caller's signal joined with this handle's own close, made once per caller's signal. */
-  #stopSignal(signal: AbortSignal | undefined): AbortSignal {
-    if (signal === undefined) return this.#closing.signal;
-    let joined = this.#joined.get(signal);
-    if (joined === undefined) {
-      joined = AbortSignal.any([signal, this.#closing.signal]);
-      this.#joined.set(signal, joined);
-    }
-    return joined;
   }
 
   /** Throws `BadResource` once closed (closing the region closes the cell first). */

@@ -92,12 +92,14 @@ testWith(
 
 testWith(
   NEEDS.children,
-  "without futex_waitv (kernels before 5.16) each wait has a call of its own and still times out, wakes and ends at close",
+  "without futex_waitv (kernels before 5.16) each wait has a call of its own and still times out, wakes and ends at close, even queued behind more waits than Deno has worker threads",
   async () => {
     await using child = spawnDeno(`${TESTS_DIR}fixtures/futex_fallback.ts`, []);
     assertEquals(await child.nextLine(), "timeout TimedOut");
     assertEquals(await child.nextLine(), "woken 5");
     assertEquals(await child.nextLine(), "closed BadResource");
+    assertEquals(await child.nextLine(), "crowded: timeout TimedOut");
+    assertEquals(await child.nextLine(), "crowded: BadResource at close");
     assertEquals(await child.nextLine(), "done");
     assertEquals((await child.status()).code, 0);
   },

@@ -8,7 +8,7 @@
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
 import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
-import type { SharedMemory } from "../memory.ts";
+import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
 
@@ -68,8 +68,9 @@ export class RingCore {
   readonly maxMessageSize: number;
   readonly spin: number;
   readonly livenessCheckMs: number;
-  readonly closing = new AbortController();
   closed = false;
+  /** This end's futex sleeps in flight, for its close to end them. */
+  readonly #sleeps = new Set<Sleep>();
   /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
   busy = false;
   /** The lease (consumer) or reservation (producer) handed out and not finished yet. */
@@ -236,7 +237,7 @@ export class RingCore {
     this.held = undefined;
     if (this.#view !== undefined) this.memory.revoke(this.#view.buffer as ArrayBuffer);
     this.#view = undefined;
-    this.closing.abort();
+    for (const sleep of this.#sleeps) this.memory.interrupt(sleep);
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
     if (this.memory.closed) return;
     Atomics.store(this.words, this.index(positionField), position | CLOSED);
@@ -356,41 +357,48 @@ export class RingCore {
       const value = ready();
       if (value !== undefined) return value;
     }
-    const stop = signal === undefined
-      ? this.closing.signal
-      : AbortSignal.any([signal, this.closing.signal]);
     const wordIndex = this.index(fields.word);
     const waitingIndex = this.index(fields.waiting);
     let nextLivenessCheck = performance.now() + this.livenessCheckMs;
-    for (;;) {
-      this.check();
-      if (signal?.aborted) throw abortReason(signal);
-      const word = Atomics.load(this.words, wordIndex);
-      Atomics.store(this.words, waitingIndex, 1);
-      // Announce first, then look: the other side either sees the flag or we see its change.
-      const value = ready();
-      if (value !== undefined) {
-        Atomics.store(this.words, waitingIndex, 0);
-        return value;
-      }
-      const now = performance.now();
-      if (now >= deadline) {
-        Atomics.store(this.words, waitingIndex, 0);
-        throw this.timedOut(`the ${fields.peerName}`);
-      }
-      if (now >= nextLivenessCheck) {
-        this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
-        nextLivenessCheck = now + this.livenessCheckMs;
-      }
-      const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
-      try {
-        await this.memory.wait(this.base + fields.word, word, {
-          timeoutMs: timeoutMs === Infinity ? undefined : timeoutMs,
-          signal: stop,
+    let sleep: Sleep | undefined;
+    const onAbort = (): void => {
+      if (sleep !== undefined) this.memory.interrupt(sleep);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for (;;) {
+        this.check();
+        if (signal?.aborted) throw abortReason(signal);
+        const word = Atomics.load(this.words, wordIndex);
+        Atomics.store(this.words, waitingIndex, 1);
+        // Announce first, then look: the other side either sees the flag or we see its change.
+        const value = ready();
+        if (value !== undefined) {
+          Atomics.store(this.words, waitingIndex, 0);
+          return value;
+        }
+        const now = performance.now();
+        if (now >= deadline) {
+          Atomics.store(this.words, waitingIndex, 0);
+          throw this.timedOut(`the ${fields.peerName}`);
+        }
+        if (now >= nextLivenessCheck) {
+          this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
+          nextLivenessCheck = now + this.livenessCheckMs;
+        }
+        const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
+        await new Promise((resolve) => {
+          const limit = timeoutMs === Infinity ? undefined : timeoutMs;
+          const call = this.memory.sleep(this.base + fields.word, word, limit, resolve);
+          this.#sleeps.add(call);
+          sleep = call;
         });
-      } finally {
+        if (sleep !== undefined) this.#sleeps.delete(sleep);
+        sleep = undefined;
         if (!this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
       }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
   }
 
