@@ -146,6 +146,8 @@ const SIGACTION_FLAGS = 136;
 interface Installed {
   /** The table as 64-bit words. */
   table: BigUint64Array;
+  /** The low half of the fault count (little-endian on both): a load with no BigInt made. */
+  faults: Int32Array;
   /** How many ranges fit. */
   capacity: number;
   /** Free range slots below the count. */
@@ -197,6 +199,7 @@ function install(): Installed | null {
   if (libc().sigaction(SIGBUS, action, null) !== 0) return null;
   return {
     table,
+    faults: new Int32Array(table.buffer, FAULTS * 8, 1),
     capacity: Math.floor((tableBytes / 8 - RANGES) / RANGE_WORDS),
     free: [],
   };
@@ -245,6 +248,14 @@ export function guardRange(address: bigint, length: number): RangeGuard {
       guard.free.push(slot);
     },
   };
+}
+
+/**
+ * Whether the guard has replaced any page in this thread's process so far: one load, for the
+ * paths that look on every call before asking a range ({@link RangeGuard.lostPages}).
+ */
+export function anyGuardedFault(): boolean {
+  return installed ? installed.faults[0] !== 0 : false;
 }
 
 /** How many faulting pages the guard has replaced in this process so far. */

@@ -25,7 +25,9 @@
 
 import type { FutexSettle } from "../ffi/futex_hub.ts";
 import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
+import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import { TextFollower } from "../ffi/text_follower.ts";
+import { failure } from "./errors.ts";
 
 /** Something built on a {@link SharedMemory} that must close before the memory goes away. */
 export interface MemoryDependent {
@@ -153,6 +155,25 @@ export class SharedMemory {
   /** Pages another process cut off by shrinking the file; see `SharedRegion.lostPages`. */
   get lostPages(): number {
     return this.#mapping.lostPages;
+  }
+
+  /**
+   * Throws `UnexpectedEof` once a page of the memory was lost to a file shrunk under it (see
+   * `SharedRegion.lostPages`): the structures built on the memory (state cells, ring ends) call
+   * it, as what they would read there is zeros and what they would write reaches no one.
+   * `what` names the structure, as in `the state cell in`.
+   */
+  checkPages(what: string): void {
+    if (!anyGuardedFault()) return;
+    const lost = this.#mapping.lostPages;
+    if (lost === 0) return;
+    throw failure(
+      Deno.errors.UnexpectedEof,
+      `use ${what}`,
+      this.#name,
+      `${lost === 1 ? "a page of it no longer reaches" : `${lost} pages of it no longer reach`}` +
+        " the file or object: it was shrunk under the mapping (truncate?); open it again",
+    );
   }
 
   /** Whether {@link SharedMemory.close} has run. */

@@ -33,6 +33,7 @@ import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkTimeout, startTimer } from "./timeouts.ts";
 import type { SharedMemory, Sleep } from "./memory.ts";
+import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
 import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
 import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
@@ -308,8 +309,10 @@ export class StateCell {
   /** The current value. */
   read(): number {
     if (this.#closed) this.#check();
-    if (this.#mirror === undefined) return this.#load();
-    return this.#current(this.#writerAlive(false));
+    // Checked after the read, which may be what touched a page the file lost.
+    return this.#checked(
+      this.#mirror === undefined ? this.#load() : this.#current(this.#writerAlive(false)),
+    );
   }
 
   /**
@@ -327,7 +330,10 @@ export class StateCell {
         "opened without writer: true",
       );
     }
-    if (Atomics.load(this.#longWords, this.#writerClaimIndex) !== ownClaim()) {
+    const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
+    // Before judging the claim: a page the file lost reads as no claim at all.
+    this.#memory.checkPages("the state cell in");
+    if (claim !== ownClaim()) {
       throw failure(
         Deno.errors.Busy,
         "write state cell",
@@ -381,8 +387,9 @@ export class StateCell {
       else if (!cooperating) this.#changeFrom(start, deadline, undefined).then(resolve, reject);
       else {
         this.#sleep(deadline, Infinity, true, (returned) => {
-          // Woken by a cooperating writer: its value word holds what it wrote.
-          const now = returned === 0n && !this.#closed
+          // Woken by a cooperating writer: its value word holds what it wrote. Anything rarer
+          // (a close, a page lost to a shrunk file) is the loop's to tell.
+          const now = returned === 0n && !this.#closed && !anyGuardedFault()
             ? Atomics.load(this.#words, this.#valueIndex)
             : start;
           if (now !== start) resolve(now);
@@ -429,12 +436,18 @@ export class StateCell {
       // this path's cost in a process's first few hundred waits (before V8 optimises them).
       if (cooperating && result !== "timed-out") {
         value = Atomics.load(this.#words, this.#valueIndex);
-        if (value !== from) return value;
+        if (value !== from) return this.#checked(value);
       }
       cooperating = this.#writerAfterSleep(result, cooperating);
       sequence = Atomics.load(this.#words, this.#sequenceIndex);
       value = this.#current(cooperating);
     }
+    return this.#checked(value);
+  }
+
+  /** `value`, once no page under the cell was lost to a shrunk file (see `#check`). */
+  #checked(value: number): number {
+    this.#memory.checkPages("the state cell in");
     return value;
   }
 
@@ -778,20 +791,21 @@ export class StateCell {
       while (value === start) {
         if (signal?.aborted) throw abortReason(signal);
         const graceEnd = cooperating ? Infinity : this.#graceEnd();
+        let returned = -1n;
         if (cooperating || graceEnd > performance.now()) {
-          const returned = await new Promise<bigint>((resolve) => {
+          returned = await new Promise<bigint>((resolve) => {
             sleep = this.#sleep(deadline, graceEnd, cooperating, resolve);
           });
           sleep = undefined;
-          // Woken by a cooperating writer: its value word holds what it wrote.
-          if (returned === 0n && cooperating && !this.#closed) {
-            value = Atomics.load(this.#words, this.#valueIndex);
-            if (value !== start) return value;
-          }
         } else {
           await this.#follow(start, deadline, signal);
         }
         this.#check();
+        // Woken by a cooperating writer: its value word holds what it wrote.
+        if (returned === 0n && cooperating) {
+          value = Atomics.load(this.#words, this.#valueIndex);
+          if (value !== start) return value;
+        }
         cooperating = this.#writerAlive(true);
         value = this.#current(cooperating);
       }
@@ -920,8 +934,13 @@ export class StateCell {
   }
 
   /** Throws `BadResource` once closed (closing the region closes the cell first). */
+  /**
+   * Throws `BadResource` once closed (closing the region closes the cell first), and
+   * `UnexpectedEof` once the file under the cell was shrunk (see {@link SharedMemory.checkPages}).
+   */
   #check(): void {
     if (this.#closed) throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
+    this.#memory.checkPages("the state cell in");
   }
 }
 

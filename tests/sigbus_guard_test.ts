@@ -81,6 +81,57 @@ testWith(
   },
 );
 
+/** What a structure over a file that lost a page throws, as the fixture prints it. */
+function lostPageError(what: string, path: string): string {
+  return `UnexpectedEof: Cannot use ${what} ${JSON.stringify(path)}: a page of it no longer ` +
+    "reaches the file or object: it was shrunk under the mapping (truncate?); open it again";
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a state cell whose file was truncated fails with UnexpectedEof naming the file, not with zeros",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      const { status, lines } = await shrunk(["cell", path]);
+      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      const why = lostPageError("the state cell in", path);
+      assertEquals(lines, [
+        "read: 1",
+        "shrunk",
+        `read: ${why}`, // the read itself met the lost page, and says so
+        `write: ${why}`,
+        "wait: UnexpectedEof",
+        "lost 1",
+      ]);
+      assertEquals(status.code, 0);
+      assertEquals(Deno.statSync(path).size, 0, "the process wrote into the file the user shrank");
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a ring whose file was truncated: the call after the one that met it fails with UnexpectedEof",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/ring.dat`;
+      const { status, lines } = await shrunk(["ring", path]);
+      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      const why = lostPageError("the ring in", path);
+      assertEquals(lines, [
+        "send: true",
+        "shrunk",
+        "receive: undefined", // it met the lost header page: zeros, an empty ring
+        `receive: ${why}`,
+        `send: ${why}`,
+        "lost 1",
+      ]);
+      assertEquals(status.code, 0);
+    });
+  },
+);
+
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
   "a fault outside the library's mappings still ends the process with SIGBUS, the guard installed",

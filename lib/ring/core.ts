@@ -8,6 +8,7 @@
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
 import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
+import { anyGuardedFault } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
@@ -121,7 +122,9 @@ export class RingCore {
    * must not be overtaken).
    */
   free(): boolean {
-    if (this.closed || this.held !== undefined || this.inCallback) this.ready();
+    if (this.closed || this.held !== undefined || this.inCallback || anyGuardedFault()) {
+      this.ready();
+    }
     return !this.busy;
   }
 
@@ -184,9 +187,14 @@ export class RingCore {
     return this.memory.closedError(`ring in ${JSON.stringify(this.name)}`);
   }
 
-  /** Throws `BadResource` once this end or its region closed. */
+  /**
+   * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
+   * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`): a call
+   * after the one that met the shrunk file throws.
+   */
   check(): void {
     if (this.closed || this.memory.closed) throw this.closedError();
+    this.memory.checkPages("the ring in");
   }
 
   /** Reads a position word, checking it fits the layout; keeps the closed bit. */
