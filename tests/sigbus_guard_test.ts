@@ -12,7 +12,9 @@ import { withShmName, withTempDir } from "./helpers/temp.ts";
 const FIXTURE = `${TESTS_DIR}fixtures/shrunk_mapping.ts`;
 
 /** Runs the fixture; returns its status and stdout lines. */
-async function shrunk(args: string[]): Promise<{ status: Deno.CommandStatus; lines: string[] }> {
+async function shrunk(
+  args: string[],
+): Promise<{ status: Deno.CommandStatus & { stderr: string }; lines: string[] }> {
   // --allow-all: it runs truncate on paths of its own, /proc/PID/fd/N among them.
   await using child = spawnDeno(FIXTURE, args, { permissions: ["--allow-all"] });
   const status = await child.status();
@@ -127,6 +129,23 @@ testWith(
         `send: ${why}`,
         "lost 1",
       ]);
+      assertEquals(status.code, 0);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a state cell following a foreign writer, its file truncated: the follower Worker survives and the wait fails with UnexpectedEof",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["follow", `${dir}/state.dat`]);
+      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertEquals(
+        lines,
+        ["followed 1", "shrunk", "wait: UnexpectedEof", "lost 1"],
+        `exit ${status.code}: ${status.stderr}`,
+      );
       assertEquals(status.code, 0);
     });
   },
