@@ -207,13 +207,15 @@ function install(): Installed | null {
 
 /** The guard of one range; see {@link guardRange}. */
 export interface RangeGuard {
+  /** False where the handler could not be installed or its table was full. */
+  readonly guarded: boolean;
   /** How many of the range's pages a shrunk file cost so far (each replaced when touched). */
   lostPages(): number;
   /** Ends the guard; call it before the range is unmapped. Safe to call twice. */
   end(): void;
 }
 
-const UNGUARDED: RangeGuard = { lostPages: () => 0, end: () => {} };
+const UNGUARDED: RangeGuard = { guarded: false, lostPages: () => 0, end: () => {} };
 
 /**
  * Guards `length` bytes from `address`: a page of them that faults because its file shrank
@@ -239,6 +241,7 @@ export function guardRange(address: bigint, length: number): RangeGuard {
   if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
   let lost: number | undefined;
   return {
+    guarded: true,
     lostPages: () => lost ?? Number(table[at + 2]),
     end: () => {
       if (lost !== undefined) return;

@@ -153,6 +153,19 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
+  "the guard's table full: a mapping made then is not guarded (SIGBUS), one made once a slot is free is",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["full", `${dir}/state.dat`]);
+      // Its own region took one slot of the 2728 (64 KiB of table, three words a range).
+      assertEquals(lines, ["full after 2728 ranges", "shrunk", "first: read 0, lost 1", "shrunk"]);
+      assertEquals(status.signal, "SIGBUS", `exit code ${status.code}`);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
   "a fault outside the library's mappings still ends the process with SIGBUS, the guard installed",
   async () => {
     const { status, lines } = await shrunk(["foreign"]);

@@ -22,6 +22,21 @@ async function workerThreads(): Promise<number> {
     .filter((name) => name.startsWith("worker-")).length;
 }
 
+/**
+ * The Worker threads to count from: once the number held for 100 ms, since a Worker an earlier
+ * test terminated may still be ending.
+ */
+async function settledWorkerThreads(): Promise<number> {
+  let count = await workerThreads();
+  for (let same = 0; same < 5;) {
+    await delay(20);
+    const now = await workerThreads();
+    same = now === count ? same + 1 : 0;
+    count = now;
+  }
+  return count;
+}
+
 /** Polls `condition` every 10 ms until it holds; throws naming `what` after GUARD_MS. */
 async function untilAsync(condition: () => Promise<boolean>, what: string): Promise<void> {
   const started = performance.now();
@@ -96,7 +111,7 @@ testWith(
   "followers share one Worker: each hears its own file, one stops while the others go on",
   async () => {
     await withTempDir(async (dir) => {
-      const before = await workerThreads();
+      const before = await settledWorkerThreads();
       const count = FOLLOWERS_PER_WORKER + 2; // fills one Worker and starts a second
       const fds: number[] = [];
       const followers: TextFollower[] = [];
@@ -175,6 +190,55 @@ testWith(
       } finally {
         closeFd(fd);
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a Worker that fails fails each of its followers with why; a follower started after gets a Worker of its own that runs",
+  async () => {
+    await withTempDir(async (dir) => {
+      const before = await settledWorkerThreads();
+      // Throws on a text that starts with "b": one follower's file makes the shared Worker fail.
+      const parse = (bytes: Uint8Array, at: number, end: number): number => {
+        if (bytes[at] === 98) throw new Error("unparsable on purpose");
+        let value = 0;
+        for (let i = at; i < end && bytes[i] >= 48 && bytes[i] <= 57; i++) {
+          value = value * 10 + bytes[i] - 48;
+        }
+        return value;
+      };
+      const fds: number[] = [];
+      const open = (name: string): number => {
+        Deno.writeTextFileSync(`${dir}/${name}`, "1\n");
+        fds.push(openPath(`${dir}/${name}`, C.O_RDONLY | C.O_CLOEXEC, 0, "open"));
+        return fds[fds.length - 1];
+      };
+      const start = (fd: number) =>
+        TextFollower.start({ source: { fd }, parse, value: 1, periodMs: 1 });
+      const followers = [start(open("a")), start(open("b")), start(open("c"))];
+      try {
+        const nexts = followers.map((follower) => follower.next());
+        writeInPlace(`${dir}/b`, "boom\n");
+        for (const next of nexts) {
+          await assertRejects(() => within(next, 10_000), Error, "unparsable on purpose");
+        }
+        // The failed Worker is gone, and a new follower gets one that works.
+        const late = start(open("d"));
+        followers.push(late);
+        const change = late.next();
+        writeInPlace(`${dir}/d`, "7\n");
+        assertEquals(await within(change, 10_000), { value: 7, watchMoved: false });
+        await untilAsync(
+          async () => await workerThreads() === before + 1,
+          "the failed Worker gone",
+        );
+      } finally {
+        await Promise.all(followers.map((follower) => follower.stop()));
+        for (const fd of fds) closeFd(fd);
+      }
+      await untilAsync(async () => await workerThreads() === before, "no Worker thread left");
     });
   },
 );
