@@ -253,10 +253,19 @@ export function guardRange(address: bigint, length: number): RangeGuard {
   };
 }
 
+/** What {@link guardedFaultWord} gives where no guard is installed: never moves. */
+const NO_FAULTS = new Int32Array(1);
+
 /**
- * Whether the guard has replaced any page in this thread's process so far: one load, for the
- * paths that look on every call before asking a range ({@link RangeGuard.lostPages}).
+ * The low half of the guard's fault count, as a word to keep and load (0 until a page was
+ * replaced): for the paths that look on every call, a field and an element load. Ask it after the
+ * first mapping (which installs the guard).
  */
+export function guardedFaultWord(): Int32Array {
+  return installed ? installed.faults : NO_FAULTS;
+}
+
+/** Whether the guard has replaced any page in this process so far. */
 export function anyGuardedFault(): boolean {
   return installed ? installed.faults[0] !== 0 : false;
 }

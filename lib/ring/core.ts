@@ -8,7 +8,7 @@
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
 import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
-import { anyGuardedFault } from "../../ffi/sigbus_guard.ts";
+import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
@@ -70,6 +70,8 @@ export class RingCore {
   readonly spin: number;
   readonly livenessCheckMs: number;
   closed = false;
+  /** The SIGBUS guard's fault count, kept: nonzero sends the try forms to `check()`. */
+  readonly #faults: Int32Array;
   /** This end's futex sleeps in flight, for its close to end them. */
   readonly #sleeps = new Set<Sleep>();
   /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
@@ -89,6 +91,7 @@ export class RingCore {
     this.#heldMessage = heldMessage;
     this.name = region.name;
     this.memory = memoryOf(region);
+    this.#faults = guardedFaultWord();
     this.words = this.memory.words;
     this.bytes = this.memory.bytes;
     this.base = options.offset ?? 0;
@@ -122,7 +125,7 @@ export class RingCore {
    * must not be overtaken).
    */
   free(): boolean {
-    if (this.closed || this.held !== undefined || this.inCallback || anyGuardedFault()) {
+    if (this.closed || this.held !== undefined || this.inCallback || this.#faults[0] !== 0) {
       this.ready();
     }
     return !this.busy;
