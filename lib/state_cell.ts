@@ -74,6 +74,8 @@ const DEFAULT_SYNC_LIVENESS_MS = 100;
 const IDLE_RELEASE_MS = 20;
 /** How long a reader that never saw a writer waits for one before it starts following. */
 const FOLLOW_GRACE_MS = 250;
+/** How a lost page's error names the cell: `Cannot use the state cell in "PATH": ...`. */
+const LOST_PAGE_SUBJECT = "the state cell in";
 /** Reads of an odd sequence before a reader stops waiting for the write to finish. */
 const MAX_SEQLOCK_SPINS = 10_000;
 
@@ -332,7 +334,7 @@ export class StateCell {
     }
     const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
     // Before judging the claim: a page the file lost reads as no claim at all.
-    this.#memory.checkPages("the state cell in");
+    this.#memory.checkPages(LOST_PAGE_SUBJECT);
     if (claim !== ownClaim()) {
       throw failure(
         Deno.errors.Busy,
@@ -447,7 +449,7 @@ export class StateCell {
 
   /** `value`, once no page under the cell was lost to a shrunk file (see `#check`). */
   #checked(value: number): number {
-    this.#memory.checkPages("the state cell in");
+    this.#memory.checkPages(LOST_PAGE_SUBJECT);
     return value;
   }
 
@@ -933,14 +935,13 @@ export class StateCell {
     }, IDLE_RELEASE_MS);
   }
 
-  /** Throws `BadResource` once closed (closing the region closes the cell first). */
   /**
    * Throws `BadResource` once closed (closing the region closes the cell first), and
    * `UnexpectedEof` once the file under the cell was shrunk (see {@link SharedMemory.checkPages}).
    */
   #check(): void {
     if (this.#closed) throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
-    this.#memory.checkPages("the state cell in");
+    this.#memory.checkPages(LOST_PAGE_SUBJECT);
   }
 }
 

@@ -22,10 +22,15 @@ async function shrunk(
   return { status, lines };
 }
 
+/** The fixture was not ended by a signal (SIGBUS, most likely); says what it printed if it was. */
+function assertNotKilled(status: Deno.CommandStatus, lines: string[]): void {
+  assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+}
+
 /** What a guarded mapping does once its object shrank to nothing. */
 function assertSurvived(result: { status: Deno.CommandStatus; lines: string[] }): void {
   const { status, lines } = result;
-  assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+  assertNotKilled(status, lines);
   assertEquals(status.code, 0, lines.join(" | "));
   assertEquals(lines.slice(0, 4), [
     "lost 0",
@@ -72,7 +77,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const { status, lines } = await shrunk(["worker", `${dir}/state.dat`]);
-      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertNotKilled(status, lines);
       assertEquals(lines, [
         "worker read 0, lost 1",
         "shrunk",
@@ -96,7 +101,7 @@ testWith(
     await withTempDir(async (dir) => {
       const path = `${dir}/state.dat`;
       const { status, lines } = await shrunk(["cell", path]);
-      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertNotKilled(status, lines);
       const why = lostPageError("the state cell in", path);
       assertEquals(lines, [
         "read: 1",
@@ -119,7 +124,7 @@ testWith(
     await withTempDir(async (dir) => {
       const path = `${dir}/ring.dat`;
       const { status, lines } = await shrunk(["ring", path]);
-      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertNotKilled(status, lines);
       const why = lostPageError("the ring in", path);
       assertEquals(lines, [
         "send: true",
@@ -140,7 +145,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const { status, lines } = await shrunk(["follow", `${dir}/state.dat`]);
-      assertEquals(status.signal, null, `killed by ${status.signal}: ${lines.join(" | ")}`);
+      assertNotKilled(status, lines);
       assertEquals(
         lines,
         ["followed 1", "shrunk", "wait: UnexpectedEof", "lost 1"],
