@@ -895,7 +895,7 @@ export class StateCell {
       ]);
     } catch (error) {
       // The follower failed: this wait says why, and the next one starts a new follower.
-      this.#stopFollowing();
+      if (this.#follower === follower) this.#stopFollowing();
       throw failure(Error, "follow the text of state cell", this.#name, (error as Error).message);
     } finally {
       cancelTimer?.();
@@ -904,8 +904,10 @@ export class StateCell {
         closing.removeEventListener("abort", onStop);
       }
     }
-    // The sequence moved (a cooperating writer may be back) or the follower ended: start over.
-    if (change === undefined || change.watchMoved) this.#stopFollowing();
+    // The sequence moved: a cooperating writer may be back, and the caller looks again. Only
+    // this wait's follower, and only then: other waits may share it, and one that stopped
+    // another's follower at each wake-up made two waits start and stop followers in turn.
+    if (change?.watchMoved && this.#follower === follower) this.#stopFollowing();
   }
 
   #stopFollowing(): void {

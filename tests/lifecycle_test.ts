@@ -37,6 +37,7 @@ import { mixSeed } from "./fixtures/lifecycle_random.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { threadReport } from "./helpers/proc.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withTempDir } from "./helpers/temp.ts";
@@ -111,9 +112,10 @@ async function finished(child: ChildProcess, name: string): Promise<PeerSummary>
   const status = await Promise.race([child.status(), hung]);
   clearTimeout(timer);
   if (status === "hung") {
+    const threads = threadReport(child.pid);
     child.kill("SIGKILL");
     throw new Error(
-      `Peer ${name} (pid ${child.pid}) hung for ${PEER_BOUND_MS} ms:\n${tail(child)}`,
+      `Peer ${name} (pid ${child.pid}) hung for ${PEER_BOUND_MS} ms (${threads}):\n${tail(child)}`,
     );
   }
   const failure = child.matching(/^FAIL /);

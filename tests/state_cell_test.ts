@@ -5,7 +5,7 @@ import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
-import { delay } from "./helpers/waiting.ts";
+import { delay, GUARD_MS } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   openFileRegion,
@@ -429,6 +429,24 @@ testWith(
         { pid: holder.pid, status: "writing" },
         { pid: holder.pid, status: "died" },
       ]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "waits that share a follower go on when one of them is aborted, whatever the microtask it starts in",
+  async () => {
+    await withTempDir(async (dir) => {
+      // In a child: before the fix the process hung for good, its event loop starved.
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/shared_follower.ts`, [dir], {
+        permissions: ["--allow-ffi", "--allow-read", "--allow-write"],
+      });
+      for (let hops = 0; hops < 16; hops++) {
+        assertEquals(await child.nextLine(GUARD_MS), `${hops}: ${100 + hops} ${100 + hops}`);
+      }
+      assertEquals(await child.nextLine(GUARD_MS), "done");
+      assertEquals((await child.status()).code, 0);
     });
   },
 );

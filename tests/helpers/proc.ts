@@ -86,3 +86,23 @@ export function environOf(pid: number): Map<string, string> {
     }),
   );
 }
+
+/**
+ * What the threads of a process that seems hung are doing, for the failure message: how many of
+ * each kind (Deno names Worker threads `worker-N`), and where the main thread is (its state,
+ * kernel wait channel and system call): a main thread that is running is stuck in JavaScript, one
+ * asleep in a futex with no timer due is waiting on a lock.
+ */
+export function threadReport(pid: number): string {
+  const kinds = new Map<string, number>();
+  for (const task of listDirectory(`/proc/${pid}/task`)) {
+    const name = (readFileText(`/proc/${pid}/task/${task}/comm`) ?? "?").trim();
+    const kind = name.replace(/[-\d]+$/, "");
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  const state = processState(pid)?.state ?? "gone";
+  const wchan = readFileText(`/proc/${pid}/wchan`)?.trim() || "-";
+  const syscall = readFileText(`/proc/${pid}/syscall`)?.trim().split(" ")[0] ?? "-";
+  const threads = [...kinds].map(([kind, count]) => `${count} ${kind}`).join(", ");
+  return `threads: ${threads}; main thread: state ${state}, wchan ${wchan}, syscall ${syscall}`;
+}
