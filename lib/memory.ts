@@ -39,6 +39,8 @@ export interface MemoryDependent {
 export interface Sleep {
   /** Where its word is. */
   readonly byteOffset: number;
+  /** Whose it is: {@link SharedMemory.interruptAll} ends the sleeps of one owner. */
+  readonly owner: object | undefined;
 }
 
 /** Options for {@link SharedMemory.wait}. */
@@ -257,16 +259,18 @@ export class SharedMemory {
    * microtask (the state cell's wait): calls `settle` once the worker thread's call returned,
    * with 0n when woken and -1n otherwise (changed, timed out, or for no reason), straight from
    * the event loop. It then looks at the word, the clock and {@link SharedMemory.closed} itself;
-   * it must not throw. The returned handle is for {@link SharedMemory.interrupt}.
+   * it must not throw. The returned handle is for {@link SharedMemory.interrupt}; `owner` is
+   * for {@link SharedMemory.interruptAll}.
    */
   sleep(
     byteOffset: number,
     expected: number,
     timeoutMs: number | undefined,
     settle: FutexSettle,
+    owner?: object,
   ): Sleep {
     this.check();
-    const sleep: Sleep = { byteOffset };
+    const sleep: Sleep = { byteOffset, owner };
     this.#waits.add(sleep);
     try {
       this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
@@ -294,6 +298,11 @@ export class SharedMemory {
     this.#rewake ??= setInterval(() => {
       for (const { byteOffset } of this.#interrupted) this.#mapping.futexWake(byteOffset, WAKE_ALL);
     }, REWAKE_MS);
+  }
+
+  /** {@link SharedMemory.interrupt} for every sleep in flight of `owner` (which closes). */
+  interruptAll(owner: object): void {
+    for (const sleep of this.#waits) if (sleep.owner === owner) this.interrupt(sleep);
   }
 
   #stopRewaking(): void {

@@ -224,8 +224,6 @@ export class StateCell {
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #closing = new AbortController();
-  /** This handle's futex sleeps in flight, for its close to end them. */
-  readonly #sleeps = new Set<Sleep>();
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
   #sequence = 0;
@@ -517,7 +515,7 @@ export class StateCell {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const sleep of this.#sleeps) this.#memory.interrupt(sleep);
+    this.#memory.interruptAll(this);
     this.#closing.abort();
     this.#memory.forget(this);
     clearTimeout(this.#idleCheck);
@@ -843,19 +841,15 @@ export class StateCell {
     // Announced before the call starts (its thread may sleep at once): a writer that moves the
     // sequence after the kernel compared it then sees a waiter, and wakes it.
     Atomics.add(this.#words, this.#waitersIndex, 1);
-    let sleep: Sleep;
     try {
-      sleep = this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, (returned) => {
-        this.#sleeps.delete(sleep);
+      return this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, (returned) => {
         if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
         settle(returned);
-      });
+      }, this);
     } catch (error) {
       Atomics.sub(this.#words, this.#waitersIndex, 1);
       throw error;
     }
-    this.#sleeps.add(sleep);
-    return sleep;
   }
 
   /**

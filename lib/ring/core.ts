@@ -72,8 +72,6 @@ export class RingCore {
   closed = false;
   /** The SIGBUS guard's fault count, kept: nonzero sends the try forms to `check()`. */
   readonly #faults: Int32Array;
-  /** This end's futex sleeps in flight, for its close to end them. */
-  readonly #sleeps = new Set<Sleep>();
   /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
   busy = false;
   /** The lease (consumer) or reservation (producer) handed out and not finished yet. */
@@ -248,7 +246,7 @@ export class RingCore {
     this.held = undefined;
     if (this.#view !== undefined) this.memory.revoke(this.#view.buffer as ArrayBuffer);
     this.#view = undefined;
-    for (const sleep of this.#sleeps) this.memory.interrupt(sleep);
+    this.memory.interruptAll(this);
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
     if (this.memory.closed) return;
     Atomics.store(this.words, this.index(positionField), position | CLOSED);
@@ -400,11 +398,8 @@ export class RingCore {
         const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
         await new Promise((resolve) => {
           const limit = timeoutMs === Infinity ? undefined : timeoutMs;
-          const call = this.memory.sleep(this.base + fields.word, word, limit, resolve);
-          this.#sleeps.add(call);
-          sleep = call;
+          sleep = this.memory.sleep(this.base + fields.word, word, limit, resolve, this);
         });
-        if (sleep !== undefined) this.#sleeps.delete(sleep);
         sleep = undefined;
         if (!this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
       }
