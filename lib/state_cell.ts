@@ -35,7 +35,7 @@ import { checkTimeout, startTimer } from "./timeouts.ts";
 import type { SharedMemory, Sleep } from "./memory.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
-import type { FollowedChange, TextFollower } from "../ffi/text_follower.ts";
+import type { TextFollower } from "../ffi/text_follower.ts";
 import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
 import type { StateFile } from "./state_file.ts";
@@ -241,6 +241,14 @@ export class StateCell {
   #writerSeen: WriterEvent | undefined;
   /** Follows a foreign writer while no cooperating writer is alive. */
   #follower: TextFollower | undefined;
+  /**
+   * The waits on the follower's next report, told it with nothing or with why the follower
+   * failed. One call of `next()` serves them all (see `#awaitReport`); a wait that ends removes
+   * itself, so none leaves anything behind however long the follower stays quiet.
+   */
+  readonly #reportWaiters = new Set<(failure: Error | undefined) => void>();
+  /** Whether that call of `next()` is under way. */
+  #reportPending = false;
   /** Whether a live cooperating writer was ever seen: then a reader follows at once. */
   #sawWriter = false;
   /** When a reader that never saw a writer starts following (see `#follow`). */
@@ -872,41 +880,67 @@ export class StateCell {
     const follower = this.#follower;
     const closing = this.#closing.signal;
     let cancelTimer: (() => void) | undefined;
+    let onReport: ((failure: Error | undefined) => void) | undefined;
     let onStop: (() => void) | undefined;
-    let change: FollowedChange | undefined;
+    let failed: Error | undefined;
     try {
-      change = await Promise.race([
-        follower.next(),
-        new Promise<undefined>((resolve) => {
-          onStop = () => resolve(undefined);
-          // Either may have happened since the caller looked (an onWriter callback runs
-          // in between), and a listener added after the event never hears it.
-          if (signal?.aborted || closing.aborted) return resolve(undefined);
-          if (timeoutMs !== undefined) cancelTimer = startTimer(timeoutMs, onStop);
-          signal?.addEventListener("abort", onStop, { once: true });
-          closing.addEventListener("abort", onStop, { once: true });
-        }),
-      ]);
-    } catch (error) {
-      // The follower failed: this wait says why, and the next one starts a new follower.
-      if (this.#follower === follower) this.#stopFollowing();
-      throw failure(Error, "follow the text of state cell", this.#name, (error as Error).message);
+      failed = await new Promise<Error | undefined>((resolve) => {
+        // Either may have happened since the caller looked (an onWriter callback runs in
+        // between), and a listener added after the event never hears it.
+        if (signal?.aborted || closing.aborted) return resolve(undefined);
+        onReport = resolve;
+        onStop = () => resolve(undefined);
+        this.#awaitReport(follower, onReport);
+        if (timeoutMs !== undefined) cancelTimer = startTimer(timeoutMs, onStop);
+        signal?.addEventListener("abort", onStop, { once: true });
+        closing.addEventListener("abort", onStop, { once: true });
+      });
     } finally {
       cancelTimer?.();
+      if (onReport !== undefined) this.#reportWaiters.delete(onReport);
       if (onStop !== undefined) {
         signal?.removeEventListener("abort", onStop);
         closing.removeEventListener("abort", onStop);
       }
     }
-    // The sequence moved: a cooperating writer may be back, and the caller looks again. Only
-    // this wait's follower, and only then: other waits may share it, and one that stopped
-    // another's follower at each wake-up made two waits start and stop followers in turn.
-    if (change?.watchMoved && this.#follower === follower) this.#stopFollowing();
+    // The follower failed (and is stopped): this wait says why; the next one starts another.
+    if (failed !== undefined) {
+      throw failure(Error, "follow the text of state cell", this.#name, failed.message);
+    }
   }
 
+  /**
+   * Adds `waiter` to the waits on `follower`'s next report, asking for it if nobody has. The
+   * report is judged here, once, before any wait goes on: a follower is stopped only when its
+   * sequence moved (a cooperating writer may be back, and the waits look again) or it failed;
+   * never because one wait ended. A wait that stopped the follower others shared whenever it
+   * ended let two waits start and stop followers in turn, in microtasks, for good.
+   */
+  #awaitReport(follower: TextFollower, waiter: (failure: Error | undefined) => void): void {
+    this.#reportWaiters.add(waiter);
+    if (this.#reportPending) return;
+    this.#reportPending = true;
+    const tell = (failed: Error | undefined, stop: boolean): void => {
+      if (this.#follower === follower) {
+        this.#reportPending = false;
+        if (stop) this.#stopFollowing();
+      }
+      const waiters = [...this.#reportWaiters];
+      this.#reportWaiters.clear();
+      for (const wake of waiters) wake(failed);
+    };
+    follower.next().then(
+      (change) => tell(undefined, change?.watchMoved === true),
+      (error) => tell(error instanceof Error ? error : new Error(String(error)), true),
+    );
+  }
+
+  /** Stops the follower (a stopped one is never left in `#follower`: its reports end at once). */
   #stopFollowing(): void {
     this.#follower?.stop();
     this.#follower = undefined;
+    // Its pending report ends at once (undefined) and wakes its waits, which look again.
+    this.#reportPending = false;
   }
 
   /** Marks a wait as under way, so that the writer's liveness is listened for. */
