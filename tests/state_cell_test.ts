@@ -3,6 +3,7 @@ import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS } from "./helpers/waiting.ts";
@@ -433,20 +434,34 @@ testWith(
   },
 );
 
+/**
+ * Runs `fixtures/SCRIPT DIR` (a directory of the test's) with `flags`, hands it to `use`, and
+ * checks that it then exits 0; the child is stopped and the directory removed even on failure.
+ */
+async function withFollowerFixture(
+  script: string,
+  flags: string[],
+  use: (child: ChildProcess) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    await using child = spawnDeno(`${TESTS_DIR}fixtures/${script}`, [dir], {
+      permissions: ["--allow-ffi", "--allow-read", "--allow-write", ...flags],
+    });
+    await use(child);
+    assertEquals((await child.status()).code, 0);
+  });
+}
+
 testWith(
   NEEDS.childrenAndFiles,
   "waits that share a follower go on when one of them is aborted, whatever the microtask it starts in",
   async () => {
-    await withTempDir(async (dir) => {
-      // In a child: before the fix the process hung for good, its event loop starved.
-      await using child = spawnDeno(`${TESTS_DIR}fixtures/shared_follower.ts`, [dir], {
-        permissions: ["--allow-ffi", "--allow-read", "--allow-write"],
-      });
+    // In a child: before the fix the process hung for good, its event loop starved.
+    await withFollowerFixture("shared_follower.ts", [], async (child) => {
       for (let hops = 0; hops < 16; hops++) {
         assertEquals(await child.nextLine(GUARD_MS), `${hops}: ${100 + hops} ${100 + hops}`);
       }
       assertEquals(await child.nextLine(GUARD_MS), "done");
-      assertEquals((await child.status()).code, 0);
     });
   },
 );
@@ -455,16 +470,16 @@ testWith(
   NEEDS.childrenAndFiles,
   "waits of a following reader that time out leave nothing behind in the heap",
   async () => {
-    await withTempDir(async (dir) => {
-      await using child = spawnDeno(`${TESTS_DIR}fixtures/follower_waits_heap.ts`, [dir], {
-        permissions: ["--allow-ffi", "--allow-read", "--allow-write", "--v8-flags=--expose-gc"],
-      });
-      const line = await child.nextLine(60_000);
-      const bytes = Number(/^bytes per wait (-?\d+)$/.exec(line)?.[1] ?? NaN);
-      // Before the fix each wait left a call of the follower's next(): about 1 KiB.
-      assert(bytes < 200, `the heap grew ${bytes} bytes per timed-out wait`);
-      assertEquals((await child.status()).code, 0);
-    });
+    await withFollowerFixture(
+      "follower_waits_heap.ts",
+      ["--v8-flags=--expose-gc"],
+      async (child) => {
+        const line = await child.nextLine(60_000);
+        const bytes = Number(/^bytes per wait (-?\d+)$/.exec(line)?.[1] ?? NaN);
+        // Before the fix each wait left a call of the follower's next(): about 1 KiB.
+        assert(bytes < 200, `the heap grew ${bytes} bytes per timed-out wait`);
+      },
+    );
   },
 );
 

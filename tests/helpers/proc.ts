@@ -91,7 +91,8 @@ export function environOf(pid: number): Map<string, string> {
  * What the threads of a process that seems hung are doing, for the failure message: how many of
  * each kind (Deno names Worker threads `worker-N`), and where the main thread is (its state,
  * kernel wait channel and system call): a main thread that is running is stuck in JavaScript, one
- * asleep in a futex with no timer due is waiting on a lock.
+ * asleep in a futex with no timer due is waiting on a lock. Of the calling process itself, its main
+ * thread always shows running (it is the one reading); only the counts tell there.
  */
 export function threadReport(pid: number): string {
   const kinds = new Map<string, number>();
