@@ -119,7 +119,7 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
-  "a ring whose file was truncated: the call after the one that met it fails with UnexpectedEof",
+  "a ring whose file was truncated: the call that meets the lost header fails with UnexpectedEof, and every call after it",
   async () => {
     await withTempDir(async (dir) => {
       const path = `${dir}/ring.dat`;
@@ -129,12 +129,49 @@ testWith(
       assertEquals(lines, [
         "send: true",
         "shrunk",
-        "receive: undefined", // it met the lost header page: zeros, an empty ring
-        `receive: ${why}`,
+        `receive: ${why}`, // not "undefined": the zeros it read there are not an empty ring
         `send: ${why}`,
         "lost 1",
       ]);
       assertEquals(status.code, 0);
+    });
+  },
+);
+
+/** Every call that reads a message or writes one, as the first to meet a lost page. */
+const FIRST_TO_MEET = [
+  "tryReceive",
+  "tryReceiveInto",
+  "tryReceiveBatchInto",
+  "tryRead",
+  "tryReadWith",
+  "receive",
+  "trySend",
+  "tryReserve",
+];
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a ring whose file was truncated: no call returns the zeros it met as a message, nor reports a send that reached no one",
+  async () => {
+    await withTempDir(async (dir) => {
+      await Promise.all(FIRST_TO_MEET.map(async (first) => {
+        const path = `${dir}/${first}.dat`;
+        const { status, lines } = await shrunk(["ring", path, first]);
+        assertNotKilled(status, lines);
+        const why = lostPageError("the ring in", path);
+        assertEquals(lines, [
+          "send: true",
+          "send: true",
+          "receive: 5",
+          "shrunk",
+          `${first}: ${why}`,
+          `receive: ${why}`,
+          `send: ${why}`,
+          "lost 1",
+        ], first);
+        assertEquals(status.code, 0, first);
+      }));
     });
   },
 );

@@ -75,6 +75,8 @@ export class RingConsumer {
   readonly #data: number;
   readonly #tailIndex: number;
   readonly #waitingIndex: number;
+  /** The SIGBUS guard's fault count: looked at before a message read is handed over. */
+  readonly #faults: Int32Array;
   #tail: number;
   #head: number;
   /** The data index of the message {@link RingConsumer.#next} found. */
@@ -102,6 +104,7 @@ export class RingConsumer {
     this.#tailIndex = ring.index(TAIL);
     this.#publishEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
+    this.#faults = ring.faults;
     this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
     this.#head = this.#tail;
     ring.memory.adopt(this);
@@ -406,6 +409,7 @@ export class RingConsumer {
       while (count < max) {
         length = this.#next();
         if (length < 0) break;
+        if (this.#faults[0] !== 0) this.#ring.checkLost(); // not a length read as zeros
         read(data, this.#at + RECORD_HEADER_SIZE, length);
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
@@ -535,6 +539,7 @@ export class RingConsumer {
   }
 
   #corrupt(index: number, what: string): never {
+    this.#ring.checkLost(); // zeros read from a page cut off are not a corrupted ring
     throw failure(
       Deno.errors.InvalidData,
       "read the ring in",
@@ -558,6 +563,8 @@ export class RingConsumer {
    * can write while a long batch is read.
    */
   #skip(length: number): void {
+    // What was read came from a page cut off (a zero length, or zeros copied): say so instead.
+    if (this.#faults[0] !== 0) this.#ring.checkLost();
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     const tail = this.#tail + record;
     this.#tail = tail >= this.#twice ? tail - this.#twice : tail;
@@ -605,6 +612,7 @@ export class RingConsumer {
   }
 
   #leaseOf(length: number): RingLease {
+    if (this.#faults[0] !== 0) this.#ring.checkLost(); // not a length read as zeros
     const at = this.#at;
     const buffer = this.#ring.memory.lend(this.#data + at + RECORD_HEADER_SIZE, length);
     this.#ring.held = buffer;

@@ -70,8 +70,12 @@ export class RingCore {
   readonly spin: number;
   readonly livenessCheckMs: number;
   closed = false;
-  /** The SIGBUS guard's fault count, kept: nonzero sends the try forms to `check()`. */
-  readonly #faults: Int32Array;
+  /**
+   * The SIGBUS guard's fault count, kept: nonzero sends the try forms to `check()` first, and
+   * the ends look again after each access to shared words or data, before they act on what they
+   * read (see {@link RingCore.checkLost}).
+   */
+  readonly faults: Int32Array;
   /** Whether a blocking call runs (and so the `try` forms must not overtake it). */
   busy = false;
   /** The lease (consumer) or reservation (producer) handed out and not finished yet. */
@@ -89,7 +93,7 @@ export class RingCore {
     this.#heldMessage = heldMessage;
     this.name = region.name;
     this.memory = memoryOf(region);
-    this.#faults = guardedFaultWord();
+    this.faults = guardedFaultWord();
     this.words = this.memory.words;
     this.bytes = this.memory.bytes;
     this.base = options.offset ?? 0;
@@ -123,7 +127,7 @@ export class RingCore {
    * must not be overtaken).
    */
   free(): boolean {
-    if (this.closed || this.held !== undefined || this.inCallback || this.#faults[0] !== 0) {
+    if (this.closed || this.held !== undefined || this.inCallback || this.faults[0] !== 0) {
       this.ready();
     }
     return !this.busy;
@@ -190,17 +194,27 @@ export class RingCore {
 
   /**
    * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
-   * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`): a call
-   * after the one that met the shrunk file throws.
+   * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`).
    */
   check(): void {
     if (this.closed || this.memory.closed) throw this.closedError();
     this.memory.checkPages("the ring in");
   }
 
+  /**
+   * Throws `UnexpectedEof` if a page under the ring has been lost, once any fault was taken in
+   * the process: called after reading or writing the ring and before acting on it, so that a
+   * call that met a page cut off under it (and read zeros, or wrote into a page of its own)
+   * says so instead of returning what it read or reporting a send that reached no one.
+   */
+  checkLost(): void {
+    if (this.faults[0] !== 0) this.memory.checkPages("the ring in");
+  }
+
   /** Reads a position word, checking it fits the layout; keeps the closed bit. */
   position(field: number, which: string): number {
     const word = Atomics.load(this.words, this.index(field));
+    this.checkLost();
     if ((word & POSITION) >= 2 * this.capacity) {
       throw failure(
         Deno.errors.InvalidData,

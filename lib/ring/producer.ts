@@ -61,6 +61,8 @@ export class RingProducer {
   readonly #data: number;
   readonly #headIndex: number;
   readonly #waitingIndex: number;
+  /** The SIGBUS guard's fault count: looked at before a record is published. */
+  readonly #faults: Int32Array;
   #head: number;
   #tail: number;
   /** While set, publishing looks for a sleeping consumer only now and then, and at the end. */
@@ -90,6 +92,7 @@ export class RingProducer {
     this.#dataWord = ring.data >> 2;
     this.#headIndex = ring.index(HEAD);
     this.#waitingIndex = ring.index(CONSUMER_WAITING);
+    this.#faults = ring.faults;
     this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
     this.#tail = this.#head;
@@ -413,6 +416,7 @@ export class RingProducer {
 
   /** Publishes the local head and wakes the consumer if it sleeps. */
   #publishHead(record: number): void {
+    if (this.#faults[0] !== 0) this.#ring.checkLost(); // it went into a page cut off: say so
     Atomics.store(this.#words, this.#headIndex, this.#head);
     if (this.#batching) {
       this.#unwoken += record;
