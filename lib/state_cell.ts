@@ -182,6 +182,18 @@ interface CellParts {
   header: HeaderState;
 }
 
+/**
+ * A follower of a foreign writer's text and the waits on its next report, told it with nothing
+ * or with why the follower failed. One call of `next()` serves them all (`asked` while it is
+ * under way); a wait that ends removes itself, so none leaves anything behind however long the
+ * follower stays quiet.
+ */
+interface Following {
+  readonly follower: TextFollower;
+  readonly waiters: Set<(failure: Error | undefined) => void>;
+  asked: boolean;
+}
+
 const constructing = Symbol("StateCell");
 
 /**
@@ -239,16 +251,8 @@ export class StateCell {
   #unlisten: (() => void) | undefined;
   /** What waiting readers last knew of the writer, to report only changes. */
   #writerSeen: WriterEvent | undefined;
-  /** Follows a foreign writer while no cooperating writer is alive. */
-  #follower: TextFollower | undefined;
-  /**
-   * The waits on the follower's next report, told it with nothing or with why the follower
-   * failed. One call of `next()` serves them all (see `#awaitReport`); a wait that ends removes
-   * itself, so none leaves anything behind however long the follower stays quiet.
-   */
-  readonly #reportWaiters = new Set<(failure: Error | undefined) => void>();
-  /** Whether that call of `next()` is under way. */
-  #reportPending = false;
+  /** Follows a foreign writer while no cooperating writer is alive, with the waits on it. */
+  #following: Following | undefined;
   /** Whether a live cooperating writer was ever seen: then a reader follows at once. */
   #sawWriter = false;
   /** When a reader that never saw a writer starts following (see `#follow`). */
@@ -830,7 +834,7 @@ export class StateCell {
    * change made meanwhile is still seen, by the first look after the sleep.
    */
   #graceEnd(): number {
-    if (this.#follower !== undefined || this.#sawWriter) return 0;
+    if (this.#following !== undefined || this.#sawWriter) return 0;
     return this.#followAfter ??= performance.now() + FOLLOW_GRACE_MS;
   }
 
@@ -867,17 +871,20 @@ export class StateCell {
   async #follow(seen: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
     const timeoutMs = this.#remaining(deadline);
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
-    this.#follower ??= this.#memory.followText(
-      this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
-      {
-        parse: parseState,
-        value: seen,
-        watchOffset: this.#base + SEQUENCE,
-        watchValue: sequence,
-        periodMs: this.#followPeriodMs,
-      },
-    );
-    const follower = this.#follower;
+    const following = this.#following ??= {
+      follower: this.#memory.followText(
+        this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
+        {
+          parse: parseState,
+          value: seen,
+          watchOffset: this.#base + SEQUENCE,
+          watchValue: sequence,
+          periodMs: this.#followPeriodMs,
+        },
+      ),
+      waiters: new Set(),
+      asked: false,
+    };
     const closing = this.#closing.signal;
     let cancelTimer: (() => void) | undefined;
     let onReport: ((failure: Error | undefined) => void) | undefined;
@@ -890,14 +897,14 @@ export class StateCell {
         if (signal?.aborted || closing.aborted) return resolve(undefined);
         onReport = resolve;
         onStop = () => resolve(undefined);
-        this.#awaitReport(follower, onReport);
+        this.#awaitReport(following, onReport);
         if (timeoutMs !== undefined) cancelTimer = startTimer(timeoutMs, onStop);
         signal?.addEventListener("abort", onStop, { once: true });
         closing.addEventListener("abort", onStop, { once: true });
       });
     } finally {
       cancelTimer?.();
-      if (onReport !== undefined) this.#reportWaiters.delete(onReport);
+      if (onReport !== undefined) following.waiters.delete(onReport);
       if (onStop !== undefined) {
         signal?.removeEventListener("abort", onStop);
         closing.removeEventListener("abort", onStop);
@@ -910,37 +917,35 @@ export class StateCell {
   }
 
   /**
-   * Adds `waiter` to the waits on `follower`'s next report, asking for it if nobody has. The
+   * Adds `waiter` to the waits on the follower's next report, asking for it if nobody has. The
    * report is judged here, once, before any wait goes on: a follower is stopped only when its
    * sequence moved (a cooperating writer may be back, and the waits look again) or it failed;
    * never because one wait ended. A wait that stopped the follower others shared whenever it
-   * ended let two waits start and stop followers in turn, in microtasks, for good.
+   * ended let two waits start and stop followers in turn, in microtasks, for good. A report
+   * reaches only the waits on its own follower, never those of one started after it.
    */
-  #awaitReport(follower: TextFollower, waiter: (failure: Error | undefined) => void): void {
-    this.#reportWaiters.add(waiter);
-    if (this.#reportPending) return;
-    this.#reportPending = true;
+  #awaitReport(following: Following, waiter: (failure: Error | undefined) => void): void {
+    following.waiters.add(waiter);
+    if (following.asked) return;
+    following.asked = true;
     const tell = (failed: Error | undefined, stop: boolean): void => {
-      if (this.#follower === follower) {
-        this.#reportPending = false;
-        if (stop) this.#stopFollowing();
-      }
-      const waiters = [...this.#reportWaiters];
-      this.#reportWaiters.clear();
+      following.asked = false;
+      if (stop && this.#following === following) this.#stopFollowing();
+      const waiters = [...following.waiters];
+      following.waiters.clear();
       for (const wake of waiters) wake(failed);
     };
-    follower.next().then(
+    following.follower.next().then(
       (change) => tell(undefined, change?.watchMoved === true),
       (error) => tell(error instanceof Error ? error : new Error(String(error)), true),
     );
   }
 
-  /** Stops the follower (a stopped one is never left in `#follower`: its reports end at once). */
+  /** Stops the follower (a stopped one is never left in `#following`: its reports end at once). */
   #stopFollowing(): void {
-    this.#follower?.stop();
-    this.#follower = undefined;
     // Its pending report ends at once (undefined) and wakes its waits, which look again.
-    this.#reportPending = false;
+    this.#following?.follower.stop();
+    this.#following = undefined;
   }
 
   /** Marks a wait as under way, so that the writer's liveness is listened for. */

@@ -435,16 +435,17 @@ testWith(
 );
 
 /**
- * Runs `fixtures/SCRIPT DIR` (a directory of the test's) with `flags`, hands it to `use`, and
- * checks that it then exits 0; the child is stopped and the directory removed even on failure.
+ * Runs `fixtures/SCRIPT DIR ARGS...` (DIR a directory of the test's) with `flags`, hands it to
+ * `use`, and checks that it then exits 0; the child is stopped and the directory removed even on
+ * failure.
  */
 async function withFollowerFixture(
-  script: string,
+  [script, ...args]: string[],
   flags: string[],
   use: (child: ChildProcess) => Promise<void>,
 ): Promise<void> {
   await withTempDir(async (dir) => {
-    await using child = spawnDeno(`${TESTS_DIR}fixtures/${script}`, [dir], {
+    await using child = spawnDeno(`${TESTS_DIR}fixtures/${script}`, [dir, ...args], {
       permissions: ["--allow-ffi", "--allow-read", "--allow-write", ...flags],
     });
     await use(child);
@@ -452,26 +453,29 @@ async function withFollowerFixture(
   });
 }
 
-testWith(
-  NEEDS.childrenAndFiles,
-  "waits that share a follower go on when one of them is aborted, whatever the microtask it starts in",
-  async () => {
-    // In a child: before the fix the process hung for good, its event loop starved.
-    await withFollowerFixture("shared_follower.ts", [], async (child) => {
-      for (let hops = 0; hops < 16; hops++) {
-        assertEquals(await child.nextLine(GUARD_MS), `${hops}: ${100 + hops} ${100 + hops}`);
-      }
-      assertEquals(await child.nextLine(GUARD_MS), "done");
-    });
-  },
-);
+for (const ending of ["aborted", "ended by its timeout"]) {
+  testWith(
+    NEEDS.childrenAndFiles,
+    `waits that share a follower go on when one of them is ${ending}, whatever the microtask the next starts in`,
+    async () => {
+      // In a child: before the fix the process hung for good, its event loop starved.
+      const args = ["shared_follower.ts", ending === "aborted" ? "abort" : "timeout"];
+      await withFollowerFixture(args, [], async (child) => {
+        for (let hops = 0; hops < 16; hops++) {
+          assertEquals(await child.nextLine(GUARD_MS), `${hops}: ${100 + hops} ${100 + hops}`);
+        }
+        assertEquals(await child.nextLine(GUARD_MS), "done");
+      });
+    },
+  );
+}
 
 testWith(
   NEEDS.childrenAndFiles,
   "waits of a following reader that time out leave nothing behind in the heap",
   async () => {
     await withFollowerFixture(
-      "follower_waits_heap.ts",
+      ["follower_waits_heap.ts"],
       ["--v8-flags=--expose-gc"],
       async (child) => {
         const line = await child.nextLine(60_000);
