@@ -132,8 +132,8 @@ function cell(text: string): string {
 
 function targetsTable(targets: readonly TargetResult[]): string[] {
   const lines = [
-    "| what | figure | baseline | ratio | goal | verdict |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| what | figure | baseline | ratio | runs' ratios | goal | verdict |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const target of targets) {
     lines.push(
@@ -143,6 +143,9 @@ function targetsTable(targets: readonly TargetResult[]): string[] {
           targetValue(target.figure),
           targetValue(target.baseline),
           target.ratio === null ? "-" : `${target.ratio.toFixed(2)}x`,
+          target.ratioRange === null
+            ? "-"
+            : `${target.ratioRange.min.toFixed(2)}x to ${target.ratioRange.max.toFixed(2)}x`,
           goalText(target.goal, target.figure?.unit),
           verdict(target),
         ].map(cell).join(" | ")
@@ -205,7 +208,10 @@ export function renderMarkdown(results: Results): string {
       results.args.length > 0 ? ` ${results.args.join(" ")}` : ""
     }\`. Each figure is the median of ${runs === 1 ? "one run" : `${runs} runs`} ` +
     "(latencies: the median of the runs' p50s and of their p99s) with the range of the runs; " +
-    "every ratio is figure / baseline, both from this run" +
+    "every ratio is figure / baseline, both from this run. Where the two were measured in the " +
+    "same runs (one right after the other in each), the ratio is the median of the runs' own " +
+    "ratios, with their range beside it, so a run the host slowed down counts against both " +
+    "sides alike; it can then differ a little from the quotient of the two medians" +
     (runs > 1 && results.figures.some((f) => f.runs === 1)
       ? ". A figure without a range is one sample."
       : "."),

@@ -18,6 +18,16 @@ export interface Summary {
   max: number;
   /** How many runs. */
   runs: number;
+  /** Each run's value, in the order the runs were made (for latencies, each run's p50). */
+  perRun?: number[];
+  /** For latencies: each run's p99, in the same order. */
+  p99PerRun?: number[];
+  /**
+   * Names the rounds the runs were made in, where other figures were measured in the same
+   * rounds (in each run, one right after another, or from the same samples): a ratio of two
+   * such figures is taken run by run (see `evaluateTargets`).
+   */
+  rounds?: string;
 }
 
 function sorted(values: readonly number[], what: string): number[] {
@@ -44,25 +54,49 @@ export function median(values: readonly number[]): number {
   return ordered.length % 2 === 1 ? ordered[middle] : (ordered[middle - 1] + ordered[middle]) / 2;
 }
 
-/** Summarizes one value per run: their median and range. */
-export function summarizeRuns(perRun: readonly number[]): Summary {
+/**
+ * Summarizes one value per run: their median and range, and the values in run order.
+ *
+ * @param rounds Names the rounds, when other figures were measured in the same ones.
+ */
+export function summarizeRuns(perRun: readonly number[], rounds?: string): Summary {
   const ordered = sorted(perRun, "range");
   return {
     median: median(ordered),
     min: ordered[0],
     max: ordered[ordered.length - 1],
     runs: ordered.length,
+    perRun: [...perRun],
+    ...(rounds === undefined ? {} : { rounds }),
   };
 }
 
 /**
  * Summarizes latency samples taken in several runs: the median of the runs' medians (p50),
  * the median of the runs' 99th percentiles (p99), and the range of the runs' medians.
+ *
+ * @param rounds Names the rounds, when other figures were measured in the same ones.
  */
-export function summarizeLatencies(runs: readonly (readonly number[])[]): Summary {
+export function summarizeLatencies(
+  runs: readonly (readonly number[])[],
+  rounds?: string,
+): Summary {
   const medians = runs.map((samples) => median(samples));
+  const p99s = runs.map((samples) => percentile(samples, 0.99));
+  return { ...summarizeRuns(medians, rounds), p99: median(p99s), p99PerRun: p99s };
+}
+
+/** The summary part of `figure` (a figure that stands for another, such as the best of some). */
+export function summaryOf(figure: Summary): Summary {
+  const { median, p99, min, max, runs, perRun, p99PerRun, rounds } = figure;
   return {
-    ...summarizeRuns(medians),
-    p99: median(runs.map((samples) => percentile(samples, 0.99))),
+    median,
+    min,
+    max,
+    runs,
+    ...(p99 === undefined ? {} : { p99 }),
+    ...(perRun === undefined ? {} : { perRun }),
+    ...(p99PerRun === undefined ? {} : { p99PerRun }),
+    ...(rounds === undefined ? {} : { rounds }),
   };
 }

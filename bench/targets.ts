@@ -9,6 +9,7 @@
  */
 
 import type { Figure, FigureSet, Unit } from "./figures.ts";
+import { median } from "./stats.ts";
 
 /** A figure's value: its median (p50 for latencies) or, for latencies, its p99. */
 export interface FigureRef {
@@ -66,8 +67,14 @@ export interface TargetResult extends Omit<TargetSpec, "figure" | "baseline"> {
   figure: TargetValue | null;
   /** The baseline's value; null when the goal has none or it was not measured. */
   baseline: TargetValue | null;
-  /** figure / baseline, computed here; null without both. */
+  /**
+   * figure / baseline, computed here; null without both. Where both were measured in the same
+   * rounds (see `Summary.rounds`), the median of the runs' own ratios, so that a run the host
+   * slowed down slows both sides of its ratio; else the quotient of the two values.
+   */
   ratio: number | null;
+  /** The smallest and largest of the runs' ratios, where the ratio was taken run by run. */
+  ratioRange: { min: number; max: number } | null;
   /** Whether the figure, and the baseline if it has one, were measured in this run. */
   measured: boolean;
   /** Whether the goal holds; null without a goal or when it could not be judged in this run. */
@@ -352,6 +359,28 @@ export const TARGETS: readonly TargetSpec[] = [
   ...mqttComparisons(),
 ];
 
+/**
+ * Each run's figure / baseline, where both were measured in the same rounds and more than once;
+ * else null.
+ */
+function runRatios(
+  figures: FigureSet,
+  figureRef: FigureRef,
+  baselineRef: FigureRef | undefined,
+): number[] | null {
+  if (baselineRef === undefined) return null;
+  const figure = figures.get(figureRef.id);
+  const baseline = figures.get(baselineRef.id);
+  if (figure?.rounds === undefined || figure.rounds !== baseline?.rounds) return null;
+  const values = (of: Figure, ref: FigureRef) =>
+    (ref.stat ?? "median") === "p99" ? of.p99PerRun : of.perRun;
+  const over = values(figure, figureRef);
+  const under = values(baseline, baselineRef);
+  if (over === undefined || under === undefined || over.length !== under.length) return null;
+  if (over.length < 2 || under.some((value) => value === 0)) return null;
+  return over.map((value, run) => value / under[run]);
+}
+
 function valueOf(figures: FigureSet, ref: FigureRef | undefined): TargetValue | null {
   if (ref === undefined) return null;
   const figure: Figure | undefined = figures.get(ref.id);
@@ -383,7 +412,10 @@ export function evaluateTargets(
   return targets.map((target) => {
     const figure = valueOf(figures, target.figure);
     const baseline = valueOf(figures, target.baseline);
-    const ratio = figure !== null && baseline !== null && baseline.value !== 0
+    const perRun = runRatios(figures, target.figure, target.baseline);
+    const ratio = perRun !== null
+      ? median(perRun)
+      : figure !== null && baseline !== null && baseline.value !== 0
       ? figure.value / baseline.value
       : null;
     const measured = figure !== null && (target.baseline === undefined || baseline !== null);
@@ -399,6 +431,7 @@ export function evaluateTargets(
       figure,
       baseline,
       ratio,
+      ratioRange: perRun === null ? null : { min: Math.min(...perRun), max: Math.max(...perRun) },
       ...(goal === undefined ? {} : { goal }),
       measured,
       met: goal === undefined || judged === null ? null : holds(judged, goal),

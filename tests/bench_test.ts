@@ -50,8 +50,58 @@ Deno.test("median() and percentile() take the middle and the nearest rank", () =
 
 Deno.test("summarizeLatencies() gives the median of run medians, of run p99s, and the range", () => {
   const runs = [[1, 2, 3], [10, 20, 30], [4, 5, 6]];
-  assertEquals(summarizeLatencies(runs), { median: 5, p99: 6, min: 2, max: 20, runs: 3 });
-  assertEquals(summarizeRuns([5, 1, 3]), { median: 3, min: 1, max: 5, runs: 3 });
+  assertEquals(summarizeLatencies(runs), {
+    median: 5,
+    p99: 6,
+    min: 2,
+    max: 20,
+    runs: 3,
+    perRun: [2, 20, 5],
+    p99PerRun: [3, 30, 6],
+  });
+  // The runs stay in the order they were made, for ratios taken run by run.
+  assertEquals(summarizeRuns([5, 1, 3], "r"), {
+    median: 3,
+    min: 1,
+    max: 5,
+    runs: 3,
+    perRun: [5, 1, 3],
+    rounds: "r",
+  });
+});
+
+Deno.test("evaluateTargets() takes a ratio run by run only between figures of the same rounds", () => {
+  const figures = new FigureSet();
+  const add = (id: string, perRun: number[], rounds?: string): void => {
+    figures.add(
+      { id, section: "ring", label: id, unit: "msg/s" },
+      summarizeLatencies(perRun.map((value) => [value]), rounds),
+    );
+  };
+  // The host slowed the second run down for both sides; the third for the baseline only.
+  add("a", [10, 30, 20], "r");
+  add("b", [10, 10, 40], "r");
+  add("c", [10, 10, 40], "other rounds");
+  add("d", [10, 10], "r");
+  const target = (id: string, baseline: string, stat?: "p99"): TargetSpec => ({
+    id,
+    title: id,
+    figure: { id: "a", stat },
+    baseline: { id: baseline, stat },
+    source: "test",
+  });
+  const [paired, p99, unpaired, uneven] = evaluateTargets(figures, [
+    target("paired", "b"),
+    target("p99", "b", "p99"),
+    target("unpaired", "c"),
+    target("uneven", "d"),
+  ]);
+  // Runs' ratios 1, 3 and 0.5: their median, and their range.
+  assertEquals([paired.ratio, paired.ratioRange], [1, { min: 0.5, max: 3 }]);
+  assertEquals([p99.ratio, p99.ratioRange], [1, { min: 0.5, max: 3 }]);
+  // Not measured together: the quotient of the medians (20 / 10), and no range.
+  assertEquals([unpaired.ratio, unpaired.ratioRange], [2, null]);
+  assertEquals([uneven.ratio, uneven.ratioRange], [2, null]);
 });
 
 Deno.test("parseConfig() defaults: a full run writes bench/ and the README", () => {
@@ -226,15 +276,21 @@ Deno.test("renderMarkdown() shows measured goals with their verdicts and every f
   };
   const markdown = renderMarkdown(results);
   assertStringIncludes(markdown, "`deno task bench --quick`");
+  // A ratio taken run by run shows the range of the runs' ratios.
+  const ranged = renderMarkdown({
+    ...results,
+    targets: [{ ...results.targets[0], ratioRange: { min: 0.25, max: 0.75 } }],
+  });
+  assertStringIncludes(ranged, "| 0.50x | 0.25x to 0.75x | ratio >= 0.7x |");
   assertStringIncludes(
     markdown,
-    "| 1.00 M msg/s | 2.00 M msg/s | 0.50x | ratio >= 0.7x | **missed** |",
+    "| 1.00 M msg/s | 2.00 M msg/s | 0.50x | - | ratio >= 0.7x | **missed** |",
   );
   assertStringIncludes(markdown, "Goals: 0 of 1 met; ");
   assertStringIncludes(markdown, `not measured in this run`);
   // Both MQTT comparisons (p50 and p99) of press to message, shown with no goal and no verdict.
   assertStringIncludes(markdown, "2 more rows compare a figure with its baseline");
-  assertStringIncludes(markdown, "| 3.0 k msg/s | 1.0 k msg/s | 3.00x | none set | - |");
+  assertStringIncludes(markdown, "| 3.0 k msg/s | 1.0 k msg/s | 3.00x | - | none set | - |");
   assertStringIncludes(markdown, "Not run here: the soak case, which needs a rest.");
   assertStringIncludes(markdown, "| ring.64.minimal | 2.00 M msg/s |");
 });
@@ -352,6 +408,8 @@ testWith(
         if (spec.baseline !== undefined) {
           assert(target.baseline !== null && target.ratio !== null, `${target.id} has no ratio`);
           assertEquals(target.baseline.value, stat(spec.baseline.id, spec.baseline.stat));
+          // One run (--quick): no ratio is taken run by run.
+          assertEquals(target.ratioRange, null, target.id);
           assertAlmostEquals(target.ratio, target.figure.value / target.baseline.value, 1e-9);
         }
         if (spec.goal === undefined) {

@@ -74,7 +74,7 @@ export const foreignWriter: BenchCase = {
           label: "our LED: change to applied",
           unit: "us",
         },
-        summarizeLatencies(ours),
+        summarizeLatencies(ours, "foreign.latency"),
       );
       figures.add(
         {
@@ -83,7 +83,7 @@ export const foreignWriter: BenchCase = {
           label: "the original's 1 ms poller (C stand-in): change to applied",
           unit: "us",
         },
-        summarizeLatencies(theirs),
+        summarizeLatencies(theirs, "foreign.latency"),
       );
 
       // Started only now, so that it takes no CPU from the latency runs.
@@ -117,7 +117,7 @@ export const foreignWriter: BenchCase = {
         ],
       ] as const;
       rows.forEach(([id, label, unit], i) =>
-        figures.add({ id, section: "foreign", label, unit }, summarizeRuns(cost[i]))
+        figures.add({ id, section: "foreign", label, unit }, summarizeRuns(cost[i], "foreign.idle"))
       );
     } finally {
       await input.close().catch(() => {});

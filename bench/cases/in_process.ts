@@ -9,7 +9,7 @@
 import type { Figure } from "../figures.ts";
 import { PEERS, spawnDeno } from "../processes.ts";
 import { RING_VARIANTS } from "../ring_variants.ts";
-import { summarizeRuns } from "../stats.ts";
+import { summarizeRuns, summaryOf } from "../stats.ts";
 import type { BenchCase, CaseContext } from "./case.ts";
 
 const CALLS = 200_000;
@@ -63,7 +63,7 @@ export const inProcess: BenchCase = {
         label: `64 B send + receive: the library's best way (${best.id.split(".").pop()})`,
         unit: "ns/op",
       },
-      { median: best.median, min: best.min, max: best.max, runs: best.runs },
+      summaryOf(best),
       `the best of ${library.length} library ways: ${best.label}`,
     );
   },

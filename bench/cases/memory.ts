@@ -91,7 +91,7 @@ export const memory: BenchCase = {
           label: `RSS: ${labels[child]}`,
           unit: "bytes",
         },
-        summarizeRuns(rss[child]),
+        summarizeRuns(rss[child], "memory"),
       );
     }
     for (const child of CHILDREN) {
@@ -102,7 +102,7 @@ export const memory: BenchCase = {
           label: `private (anonymous) memory: ${labels[child]}`,
           unit: "bytes",
         },
-        summarizeRuns(anonymous[child]),
+        summarizeRuns(anonymous[child], "memory"),
       );
     }
   },

@@ -269,7 +269,7 @@ async function measure(context: CaseContext): Promise<void> {
   for (const row of LATENCY_ROWS) {
     figures.add(
       { id: row.id, section: "mqtt", label: row.label, unit: "us" },
-      summarizeLatencies(latencies.get(row.id) ?? []),
+      summarizeLatencies(latencies.get(row.id) ?? [], "mqtt.latency"),
     );
   }
 
@@ -294,7 +294,7 @@ async function measure(context: CaseContext): Promise<void> {
   for (const [id, unit, label, value] of flooded) {
     figures.add(
       { id: `mqtt.flood.${id}`, section: "mqtt-flood", label, unit },
-      summarizeRuns(floods.map(value)),
+      summarizeRuns(floods.map(value), "mqtt.flood"),
     );
   }
 }

@@ -13,7 +13,7 @@ import type { Figure } from "../figures.ts";
 import type { ReceiveReport } from "../peers/ring_end.ts";
 import { PEERS, socketPermissions, spawnDeno, spawnProgram, type WorkDir } from "../processes.ts";
 import { RING_VARIANTS, type RingVariant, ringVariant } from "../ring_variants.ts";
-import { summarizeRuns } from "../stats.ts";
+import { summarizeRuns, summaryOf } from "../stats.ts";
 import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
 
 /**
@@ -130,7 +130,7 @@ export const ringThroughput: BenchCase = {
               unit: "msg/s",
               messageBytes: size.bytes,
             },
-            summarizeRuns(results.get(row.id) ?? []),
+            summarizeRuns(results.get(row.id) ?? [], `ring.${size.bytes}`),
           ),
         );
       }
@@ -145,7 +145,7 @@ export const ringThroughput: BenchCase = {
             unit: "msg/s",
             messageBytes: size.bytes,
           },
-          { median: top.median, min: top.min, max: top.max, runs: top.runs },
+          summaryOf(top),
           `the best of ${candidates.length}: ${top.label}`,
         );
       };

@@ -71,7 +71,7 @@ export const system: BenchCase = {
     const idle = `idle for ${seconds} s per run`;
     figures.add(
       { id: "system.idle-led.cpu", section: "system", label: `our LED ${idle}: CPU`, unit: "%" },
-      summarizeRuns(led[0]),
+      summarizeRuns(led[0], "system.idle"),
     );
     figures.add(
       {
@@ -80,7 +80,7 @@ export const system: BenchCase = {
         label: `our LED ${idle}: voluntary context switches`,
         unit: "/s",
       },
-      summarizeRuns(led[1]),
+      summarizeRuns(led[1], "system.idle"),
     );
     figures.add(
       {
@@ -89,7 +89,7 @@ export const system: BenchCase = {
         label: `the original's 1 ms poller (C stand-in) ${idle}: CPU`,
         unit: "%",
       },
-      summarizeRuns(c[0]),
+      summarizeRuns(c[0], "system.idle"),
     );
     figures.add(
       {
@@ -98,7 +98,7 @@ export const system: BenchCase = {
         label: `the original's 1 ms poller (C stand-in) ${idle}: voluntary context switches`,
         unit: "/s",
       },
-      summarizeRuns(c[1]),
+      summarizeRuns(c[1], "system.idle"),
     );
   },
 };

@@ -238,7 +238,7 @@ export const wakeLatency: BenchCase = {
         const reports = results.get(reader.id) ?? [];
         figures.add(
           { id: `${section}.${reader.id}`, section, label: reader.label, unit: "us" },
-          summarizeLatencies(reports.map((r) => r.latenciesNs.map((ns) => ns / 1000))),
+          summarizeLatencies(reports.map((r) => r.latenciesNs.map((ns) => ns / 1000)), section),
         );
         if (reports.every((r) => r.spinNs !== undefined)) {
           figures.add(
