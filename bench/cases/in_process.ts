@@ -1,7 +1,11 @@
 /**
  * In-process costs per call: a 64-byte send and receive on each ring variant that runs in one
  * process (the minimal ring is the floor), the state cell's write and read, and a bare
- * `Atomics.add`. Each measurement runs in a process of its own; each run is a batch of calls.
+ * `Atomics.add`. Each run of each measurement is a process of its own (warm-up, then the median of
+ * a few batches of calls), the rows interleaved run by run: the batches of one process take a
+ * tenth of a second, so a moment of a busy host used to slow down every run of one row and none
+ * of the next (175 ns against 94 for the ring's best way in one full run, right after the ring
+ * case, the minimal ring untouched three seconds later).
  *
  * @module
  */
@@ -9,10 +13,12 @@
 import type { Figure } from "../figures.ts";
 import { PEERS, spawnDeno } from "../processes.ts";
 import { RING_VARIANTS } from "../ring_variants.ts";
-import { summarizeRuns, summaryOf } from "../stats.ts";
-import type { BenchCase, CaseContext } from "./case.ts";
+import { median, summarizeRuns, summaryOf } from "../stats.ts";
+import { type BenchCase, type CaseContext, interleaved } from "./case.ts";
 
 const CALLS = 200_000;
+/** Batches per process; the process's figure is their median. */
+const BATCHES = 3;
 
 const MEASUREMENTS = [
   ...RING_VARIANTS.filter((variant) => variant.inProcess).map((variant) => ({
@@ -29,28 +35,34 @@ const MEASUREMENTS = [
   { what: "atomics", id: "in-process.atomics", label: "`Atomics.add` on a local Int32Array" },
 ];
 
-async function measure(what: string, batches: number, calls: number): Promise<number[]> {
-  await using child = spawnDeno(`${PEERS}in_process.ts`, [what, String(batches), String(calls)]);
+/** One run of a measurement: a process of its own, the median of its batches (ns per call). */
+async function measure(what: string, calls: number): Promise<number> {
+  await using child = spawnDeno(`${PEERS}in_process.ts`, [what, String(BATCHES), String(calls)]);
   const line = await child.nextLine();
   await child.succeeded();
-  return JSON.parse(line.text) as number[];
+  return median(JSON.parse(line.text) as number[]);
 }
 
 /** The in-process case. */
 export const inProcess: BenchCase = {
   id: "in-process",
-  steps: () => MEASUREMENTS.length,
+  steps: (config) => config.runs * MEASUREMENTS.length,
   async run(context: CaseContext): Promise<void> {
-    const { config, figures, progress } = context;
-    // Each run is one batch; a batch is short, so take at least 5 for a stable median.
-    const batches = Math.max(5, config.runs);
+    const { config, figures } = context;
     const calls = config.quick ? CALLS / 10 : CALLS;
+    const results = await interleaved(
+      context,
+      MEASUREMENTS.map((measurement) => ({
+        id: measurement.id,
+        label: `in one process: ${measurement.what}`,
+        measure: () => measure(measurement.what, calls),
+      })),
+    );
     const library: Figure[] = [];
     for (const measurement of MEASUREMENTS) {
-      progress.step(`in one process: ${measurement.what}`);
       const figure = figures.add(
         { id: measurement.id, section: "in-process", label: measurement.label, unit: "ns/op" },
-        summarizeRuns(await measure(measurement.what, batches, calls)),
+        summarizeRuns(results.get(measurement.id) ?? [], "in-process"),
       );
       const variant = RING_VARIANTS.find((v) => `ring-${v.id}` === measurement.what);
       if (variant?.library) library.push(figure);
