@@ -94,6 +94,26 @@ async function shell(script: string, path: string): Promise<void> {
   assert(sh.success, new TextDecoder().decode(sh.stderr));
 }
 
+/**
+ * Starts a launcher in `dir` with `args`, waits until both children run and hands it to `fn`,
+ * then requires a clean stop (see {@link stopCleanly}); stops everything, even when `fn` or the
+ * stop failed.
+ */
+async function withLauncher(
+  dir: string,
+  args: string[],
+  fn: (launcher: ChildProcess, pids: { led: number; button: number }) => Promise<void> | void,
+): Promise<void> {
+  await using launcher = startLauncher(dir, args);
+  const pids = await running(launcher);
+  try {
+    await fn(launcher, pids);
+    await stopCleanly(launcher, [pids.led, pids.button]);
+  } finally {
+    await stopAll(launcher, [pids.led, pids.button]);
+  }
+}
+
 // --- the state file shrunk or rewritten under a running system ----------------------------------
 
 for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'echo 1 > "$1"']]) {
@@ -104,24 +124,13 @@ for (const [fault, command] of [[": > state", ': > "$1"'], ["echo 1 > state", 'e
       await withTempDir(async (dir) => {
         const state = `${dir}/state`;
         const fifo = `${dir}/button.fifo`;
-        await using launcher = startLauncher(dir, [
-          "--state",
-          state,
-          "--fifo",
-          fifo,
-          "--log-level",
-          "debug",
-        ]);
-        const pids = await running(launcher);
-        try {
+        const args = ["--state", state, "--fifo", fifo, "--log-level", "debug"];
+        await withLauncher(dir, args, async (launcher) => {
           assertEquals(await pressAndSee(launcher, fifo), 1);
           await shell(command, state);
           await pressesStillWork(launcher, fifo, state);
           assertNoSignalDeaths(launcher);
-          await stopCleanly(launcher, [pids.led, pids.button]);
-        } finally {
-          await stopAll(launcher, [pids.led, pids.button]);
-        }
+        });
       });
     },
   );
@@ -136,14 +145,8 @@ async function withStateLauncher(
 ): Promise<void> {
   await withTempDir(async (dir) => {
     const state = `${dir}/state`;
-    await using launcher = startLauncher(dir, ["--state", state, "--fifo", `${dir}/button.fifo`]);
-    const pids = await running(launcher);
-    try {
-      await fn(launcher, state);
-      await stopCleanly(launcher, [pids.led, pids.button]);
-    } finally {
-      await stopAll(launcher, [pids.led, pids.button]);
-    }
+    const args = ["--state", state, "--fifo", `${dir}/button.fifo`];
+    await withLauncher(dir, args, (launcher) => fn(launcher, state));
   });
 }
 
@@ -202,22 +205,17 @@ testWith(
       assertEquals(identity(name), undefined);
       assertEquals(identity(`/dev/shm${name}`), undefined);
       const fifo = `${dir}/button.fifo`;
-      await using launcher = startLauncher(dir, ["--state", name, "--fifo", fifo]);
       let made: string | undefined;
       try {
-        const pids = await running(launcher);
-        made = identity(name);
-        try {
+        await withLauncher(dir, ["--state", name, "--fifo", fifo], async (launcher) => {
+          made = identity(name);
           await shell('echo 1 > "$1"', name);
           await launcher.waitFor(/was set to 1 from outside; the state follows it/, {
             timeoutMs: GUARD_MS,
           });
           await ledShows(launcher, "On", 0);
           assertEquals(launcher.matching(/was (removed|replaced)/).length, 0, launcher.transcript);
-          await stopCleanly(launcher, [pids.led, pids.button]);
-        } finally {
-          await stopAll(launcher, [pids.led, pids.button]);
-        }
+        });
       } finally {
         // Only the file the launcher made, if it is still there.
         if (made !== undefined && identity(name) === made) Deno.removeSync(name);
@@ -523,19 +521,14 @@ for (const flag of ["--state", "--shm"] as const) {
               path === where ? exists() : identity(path) !== undefined
             );
 
-            await using next = startLauncher(dir, args);
-            const pids = await running(next);
-            try {
+            await withLauncher(dir, args, async (next) => {
               for (const path of left) {
                 await next.waitFor(lineNaming(path, LEFTOVER), { timeoutMs: GUARD_MS });
               }
               await pressAndSee(next, fifo);
-              await stopCleanly(next, [pids.led, pids.button]);
-              assertEquals(identity(fifo), undefined, "the FIFO was left behind");
-              assert(!exists(), `${where} was left behind`);
-            } finally {
-              await stopAll(next, [pids.led, pids.button]);
-            }
+            });
+            assertEquals(identity(fifo), undefined, "the FIFO was left behind");
+            assert(!exists(), `${where} was left behind`);
           } finally {
             await stopAll(crashed, [old.led, old.button]);
           }
@@ -562,28 +555,18 @@ testWith(
         // Another launcher's sweep keeps them while the files are there to be adopted.
         await withTempDir(async (elsewhere) => {
           const paths = ["--state", `${elsewhere}/s.dat`, "--fifo", `${elsewhere}/b.fifo`];
-          await using other = startLauncher(elsewhere, paths);
-          const pids = await running(other);
-          try {
+          await withLauncher(elsewhere, paths, () => {
             assertEquals(claims().length, 4, "another launcher swept what was left to adopt");
-            await stopCleanly(other, [pids.led, pids.button]);
-          } finally {
-            await stopAll(other, [pids.led, pids.button]);
-          }
+          });
         });
         // The user cleans up what it left: nothing is left to adopt, so its claims go too.
         Deno.removeSync(`${dir}/gone.dat`);
         Deno.removeSync(`${dir}/gone.fifo`);
-        await using next = startLauncher(dir, ["--fifo", `${dir}/next.fifo`]);
-        const pids = await running(next);
-        try {
+        await withLauncher(dir, ["--fifo", `${dir}/next.fifo`], () => {
           // The new launcher's FIFO, by path and by inode.
           assertEquals(claims().length, 2, "the dead launcher's claims were kept");
-          await stopCleanly(next, [pids.led, pids.button]);
-          assertEquals(claims(), [], "a launcher that stopped cleanly left a claim");
-        } finally {
-          await stopAll(next, [pids.led, pids.button]);
-        }
+        });
+        assertEquals(claims(), [], "a launcher that stopped cleanly left a claim");
       } finally {
         await stopAll(crashed, [old.led, old.button]);
       }
