@@ -2,7 +2,9 @@
  * The launcher's path claims in one process, against real record files locked with flock(2) by
  * another process (util-linux's `flock`): a record another launcher's sweep holds for an instant
  * is waited out, one a live launcher holds is refused by pid, however the path is spelled; and
- * real launchers on one state file: spelled two ways, or started with different environments.
+ * real launchers on one state file: spelled two ways, or started with different environments; and
+ * a real launcher that meets a shared directory another user made first (in a mount namespace of
+ * its own, so that nothing outside it sees the squatter's directory).
  * The claims directory is the real one, every launcher's of this user; the tests' paths are in
  * their own temporary directories, so no other launcher's claims meet theirs.
  *
@@ -22,7 +24,15 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf, openFdCount } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnProgram } from "./helpers/spawn.ts";
-import { identity, running, startedOrEnded, startLauncher, stopAll } from "./helpers/system.ts";
+import {
+  identity,
+  launcherCommand,
+  pressAndSee,
+  running,
+  startedOrEnded,
+  startLauncher,
+  stopAll,
+} from "./helpers/system.ts";
 import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
@@ -585,6 +595,66 @@ testWith(
         () => claimPaths([{ kind: "state file", path }], { roots: roots(dir, { session: false }) }),
         Deno.errors.PermissionDenied,
         squatted,
+      );
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("unshare"), requires("mount")],
+  "/tmp/mmap-ipc-UID made first by another user: a launcher in a session warns naming it and runs; one outside any session exits 1 naming it",
+  async (t) => {
+    if (!isRoot()) {
+      t.step({
+        name: "needs root for a mount namespace and a directory another user owns (skipped)",
+        ignore: true,
+        fn: () => {},
+      });
+      return;
+    }
+    await withTempDir(async (dir) => {
+      const uid = effectiveUid();
+      const shared = `/tmp/mmap-ipc-${uid}`;
+      // The mount point: any launcher of this user makes it so (ours, 0700) and leaves it.
+      if (statPath(shared) === undefined) Deno.mkdirSync(shared, { mode: 0o700 });
+      const squatted = `${dir}/squatted`;
+      Deno.mkdirSync(squatted, { mode: 0o700 });
+      Deno.chownSync(squatted, 12345, 12345);
+      const why = `"${shared}": it belongs to uid 12345`;
+      const fifo = `${dir}/button.fifo`;
+      const args = ["--state", `${dir}/state.dat`, "--fifo", fifo, "--log-level", "debug"];
+      // In a mount namespace of its own (nothing outside sees its mounts): a /run of its own,
+      // with or without this user's session directory, and the squatter's directory mounted at
+      // the shared path. `exec` all the way: the child's pid is the launcher's.
+      const script = 'set -e; mount -t tmpfs -o mode=0755 tmpfs /run; if [ "$2" = yes ]; then ' +
+        'mkdir -p -m 0700 "/run/user/$3"; fi; mount --bind "$1" "$4"; shift 4; exec "$@"';
+      const launcher = (session: boolean): ChildProcess =>
+        spawnProgram("unshare", [
+          ...["--mount", "--propagation", "private", "sh", "-c", script, "sh", squatted],
+          ...[session ? "yes" : "no", String(uid), shared, ...launcherCommand(args)],
+        ], { cwd: dir });
+      {
+        await using outside = launcher(false);
+        assertEquals((await outside.status()).code, 1, outside.transcript);
+        assertStringIncludes(outside.transcript, why);
+        assertEquals(outside.matching(/Started (led|button)/), [], outside.transcript);
+      }
+      await using inside = launcher(true);
+      const pids = await running(inside);
+      try {
+        const warnings = inside.matching(/\[WRN\].*claims are kept in this session's directory/);
+        assertEquals(warnings.length, 1, inside.transcript);
+        assertStringIncludes(warnings[0], why);
+        assertEquals(await pressAndSee(inside, fifo), 1);
+        inside.kill("SIGTERM");
+        assertEquals((await inside.status()).code, 0, inside.transcript);
+      } finally {
+        await stopAll(inside, [pids.led, pids.button]);
+      }
+      assertEquals(
+        [...Deno.readDirSync(squatted)],
+        [],
+        "a launcher wrote into another's directory",
       );
     });
   },
