@@ -30,7 +30,10 @@ import {
 export interface RingLease {
   /** The message: valid until `release()`, then zero-length. */
   readonly bytes: Uint8Array;
-  /** Hands the message's space back to the producer. */
+  /**
+   * Hands the message's space back to the producer. Throws `UnexpectedEof` if a page under the
+   * ring was lost to a file shrunk under it meanwhile: what `bytes` showed may have been zeros.
+   */
   release(): void;
 }
 

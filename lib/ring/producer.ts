@@ -26,7 +26,11 @@ import {
 export interface RingReservation {
   /** Where to write the message: valid until `commit()` or `cancel()`, then zero-length. */
   readonly bytes: Uint8Array;
-  /** Publishes the first `length` bytes written (default: all that were reserved). */
+  /**
+   * Publishes the first `length` bytes written (default: all that were reserved). Throws
+   * `UnexpectedEof`, publishing nothing, if a page under the ring was lost to a file shrunk
+   * under it: what was written reaches no one.
+   */
   commit(length?: number): void;
   /** Gives the space back without sending anything. */
   cancel(): void;
@@ -410,13 +414,22 @@ export class RingProducer {
   /** Writes a padding record at `index` and moves the local head past it. */
   #pad(index: number, untilEnd: number): void {
     this.#words[this.#dataWord + (index >> 2)] = PAD;
+    this.#checkWritten();
     const head = this.#head + untilEnd;
     this.#head = head >= this.#twice ? head - this.#twice : head;
   }
 
+  /**
+   * Throws `UnexpectedEof` if what was just written went into a page cut off under the ring:
+   * before the local head moves past it, so that neither this call nor the closed mark that
+   * `close()` writes with the head ever publishes it.
+   */
+  #checkWritten(): void {
+    if (this.#faults[0] !== 0) this.#ring.checkLost();
+  }
+
   /** Publishes the local head and wakes the consumer if it sleeps. */
   #publishHead(record: number): void {
-    if (this.#faults[0] !== 0) this.#ring.checkLost(); // it went into a page cut off: say so
     Atomics.store(this.#words, this.#headIndex, this.#head);
     if (this.#batching) {
       this.#unwoken += record;
@@ -436,6 +449,7 @@ export class RingProducer {
   /** Writes the record's length and publishes it (and any padding before it). */
   #commit(index: number, length: number): void {
     this.#words[this.#dataWord + (index >> 2)] = length;
+    this.#checkWritten();
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     const head = this.#head + record;
     this.#head = head >= this.#twice ? head - this.#twice : head;
