@@ -209,9 +209,10 @@ export function renderMarkdown(results: Results): string {
     }\`. Each figure is the median of ${runs === 1 ? "one run" : `${runs} runs`} ` +
     "(latencies: the median of the runs' p50s and of their p99s) with the range of the runs; " +
     "every ratio is figure / baseline, both from this run. Where the two were measured in the " +
-    "same runs (one right after the other in each), the ratio is the median of the runs' own " +
-    "ratios, with their range beside it, so a run the host slowed down counts against both " +
-    "sides alike; it can then differ a little from the quotient of the two medians" +
+    "same runs (each run measures every row of its case in turn, or takes several figures from " +
+    "the same samples), the ratio is the median of the runs' own ratios, with their range " +
+    "beside it, so a run the host slowed down counts against both sides alike; it can differ " +
+    "from the quotient of the two medians (both are in the table), either way" +
     (runs > 1 && results.figures.some((f) => f.runs === 1)
       ? ". A figure without a range is one sample."
       : "."),
