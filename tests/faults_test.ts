@@ -11,7 +11,7 @@ import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
-import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
@@ -195,10 +195,7 @@ testWith(
   NEEDS.system,
   "echo 1 > a --state file in / (shaped like a shm name, /NAME.dat): the state follows it, and nothing is said to be removed",
   async (t) => {
-    if (!isRoot()) {
-      t.step({ name: "needs root to make a file in / (skipped)", ignore: true, fn: () => {} });
-      return;
-    }
+    if (await skippedWithoutRoot(t, "to make a file in /")) return;
     await withTempDir(async (dir) => {
       // A name nothing uses, neither in / nor in /dev/shm.
       const name = `${uniqueShmName()}.dat`;

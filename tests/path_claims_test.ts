@@ -19,7 +19,7 @@ import {
   type PathClaim,
 } from "../app/path_claims.ts";
 import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
-import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf, openFdCount } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
@@ -559,14 +559,7 @@ testWith(
   NEEDS.childrenAndFiles,
   "a shared directory another user made first: a session claims in its own with a warning, outside a session the claim fails naming it",
   async (t) => {
-    if (!isRoot()) {
-      t.step({
-        name: "needs root to make a directory another user owns (skipped)",
-        ignore: true,
-        fn: () => {},
-      });
-      return;
-    }
+    if (await skippedWithoutRoot(t, "to make a directory another user owns")) return;
     await withTempDir((dir) => {
       const path = `${dir}/state.dat`;
       const squatted = `${dir}/tmp/mmap-ipc-${effectiveUid()}`;
@@ -605,12 +598,7 @@ testWith(
   [...NEEDS.system, requires("unshare", { probe: ["--mount", "true"] }), requires("mount")],
   "/tmp/mmap-ipc-UID made first by another user: a launcher in a session warns naming it and runs; one outside any session exits 1 naming it",
   async (t) => {
-    if (!isRoot()) {
-      t.step({
-        name: "needs root for a mount namespace and a directory another user owns (skipped)",
-        ignore: true,
-        fn: () => {},
-      });
+    if (await skippedWithoutRoot(t, "for a mount namespace and a directory another user owns")) {
       return;
     }
     await withTempDir(async (dir) => {

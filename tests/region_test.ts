@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
-import { isRoot, NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
 import {
@@ -185,10 +185,7 @@ testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
 });
 
 testWith(NEEDS.files, "openFileRegion() rejects a file of another owner", async (t) => {
-  if (!isRoot()) {
-    t.step({ name: "needs root to chown a file (skipped)", ignore: true, fn: () => {} });
-    return;
-  }
+  if (await skippedWithoutRoot(t, "to chown a file")) return;
   await withTempDir((dir) => {
     const path = `${dir}/theirs.dat`;
     Deno.writeFileSync(path, new Uint8Array(256), { mode: 0o600 });
@@ -510,14 +507,7 @@ testWith(
   [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
   "a region too big for its file system's free space is ENOSPC at open, not SIGBUS at first touch",
   async (t) => {
-    if (!isRoot()) {
-      await t.step({
-        name: "needs root to mount a small tmpfs (skipped)",
-        ignore: true,
-        fn(): void {},
-      });
-      return;
-    }
+    if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
     await withTempDir(async (dir) => {
       const small = `${dir}/small`;
       Deno.mkdirSync(small, { mode: 0o700 });

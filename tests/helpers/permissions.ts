@@ -106,3 +106,13 @@ export function testWith(
 export function isRoot(): boolean {
   return effectiveUid() === 0;
 }
+
+/**
+ * For a test that only root can run: when this process is not root, records an ignored step
+ * that says what root is `needed` for and returns true (the test then returns at once).
+ */
+export async function skippedWithoutRoot(t: Deno.TestContext, needed: string): Promise<boolean> {
+  if (isRoot()) return false;
+  await t.step({ name: `needs root ${needed} (skipped)`, ignore: true, fn: () => {} });
+  return true;
+}
