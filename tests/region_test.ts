@@ -535,6 +535,33 @@ testWith(
   },
 );
 
+testWith(
+  [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
+  "a file system that cannot reserve blocks (ramfs, EOPNOTSUPP) still opens a file region",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to mount a ramfs")) return;
+    await withTempDir(async (dir) => {
+      const ram = `${dir}/ram`;
+      Deno.mkdirSync(ram, { mode: 0o700 });
+      const mount = await new Deno.Command("mount", {
+        args: ["-t", "ramfs", "-o", "mode=0700", "ramfs", ram],
+      }).output();
+      assert(mount.success, new TextDecoder().decode(mount.stderr));
+      try {
+        const path = `${ram}/state.dat`;
+        // ramfs has no fallocate(2): the reservation is skipped, not an error.
+        using region = openFileRegion(path, { create: true, size: 3 * 4096 });
+        region.write(3 * 4096 - 1, new Uint8Array([7]));
+        using again = openFileRegion(path);
+        assertEquals(again.read(3 * 4096 - 1, 1)[0], 7);
+        assertEquals(statPath(path)?.size, 3 * 4096);
+      } finally {
+        await new Deno.Command("umount", { args: ["-l", ram] }).output();
+      }
+    });
+  },
+);
+
 Deno.test("openShmRegion() rejects names with slashes", () => {
   for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
     assertThrows(() => openShmRegion(name, { create: true, size: 8 }), TypeError);
