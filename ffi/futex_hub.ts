@@ -43,14 +43,21 @@ const FALLBACK_SLICE_MS = 100;
 /** Called once per wait: 0n when its word was woken, -1n when it changed or timed out. */
 export type FutexSettle = (result: bigint) => void;
 
+/** A wait in flight, for {@link FutexHub.cancel}. */
+export interface FutexWait {
+  /** Set by {@link FutexHub.cancel}: the wait is to end as soon as its call returns. */
+  cancelled: boolean;
+}
+
 /** One wait; see {@link FutexSettle}. */
-interface Entry {
+interface Entry extends FutexWait {
   address: bigint;
   view: Deno.UnsafePointerView;
   expected: number;
   /** `performance.now()` at which it times out; Infinity: never. */
   deadline: number;
   settle: FutexSettle;
+  group: Group;
 }
 
 /** Up to {@link GROUP_SIZE} waits, slept on by one `futex_waitv` call at a time. */
@@ -61,6 +68,8 @@ class Group {
   readonly #controlAddress = Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control));
   #running = false;
   #settling = false;
+  /** A wait was cancelled while the group settled: settle again before the next call. */
+  #cancelPending = false;
   /** The waits one return ended, reused: no allocation per wake-up. */
   readonly #over: Entry[] = [];
   #unexplained = 0;
@@ -82,6 +91,17 @@ class Group {
     if (this.#settling) return;
     if (this.#running) this.#kick();
     else void this.#run();
+  }
+
+  /**
+   * Ends `entry` without a wake-up on its word: the control word is this process's own, so this
+   * works even when the word's page no longer reaches the file (a wake there finds no one).
+   */
+  cancel(entry: Entry): void {
+    entry.cancelled = true;
+    // While it settles, the loop is between calls: it looks again before the next one.
+    if (this.#settling) this.#cancelPending = true;
+    else if (this.#running) this.#kick();
   }
 
   /** Makes the call in flight return, so that the next one takes the waits in as they are now. */
@@ -117,6 +137,11 @@ class Group {
    */
   async #loop(): Promise<void> {
     for (;;) {
+      if (this.#cancelPending) {
+        this.#cancelPending = false;
+        this.#settle(undefined);
+        continue;
+      }
       if (this.entries.length === 0) {
         this.#running = false;
         return;
@@ -168,8 +193,8 @@ class Group {
     for (let i = 0; i < count; i++) {
       const entry = entries[i];
       if (
-        entry.address === woken || entry.view.getInt32() !== entry.expected ||
-        entry.deadline <= now + DEADLINE_SLACK_MS
+        entry.cancelled || entry.address === woken ||
+        entry.view.getInt32() !== entry.expected || entry.deadline <= now + DEADLINE_SLACK_MS
       ) {
         over.push(entry);
       } else entries[kept++] = entry;
@@ -178,7 +203,9 @@ class Group {
     // Settled once the group is in order: a settle callback may add a wait to it.
     this.#settling = true;
     try {
-      for (const entry of over) settleSafely(entry.settle, entry.address === woken ? 0n : -1n);
+      for (const entry of over) {
+        settleSafely(entry.settle, entry.address === woken && !entry.cancelled ? 0n : -1n);
+      }
     } finally {
       this.#settling = false;
     }
@@ -208,14 +235,15 @@ class FutexHub {
    * `timeoutMs`, then calls `settle` once, from the event loop: with 0n when woken, and otherwise
    * with -1n (the word changed, the time ran out, or, rarely, for no reason): the caller looks at
    * the word and the clock. A callback rather than a promise: the wake-up path runs the caller's
-   * code at once, a microtask sooner. `settle` must not throw.
+   * code at once, a microtask sooner. `settle` must not throw. Returns the wait, for
+   * {@link FutexHub.cancel}.
    */
   wait(
     address: bigint,
     expected: number,
     timeoutMs: number | undefined,
     settle: FutexSettle,
-  ): void {
+  ): FutexWait {
     const pointer = Deno.UnsafePointer.create(address);
     if (pointer === null) throw new RangeError("A futex word cannot be at address 0");
     const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
@@ -226,7 +254,26 @@ class FutexHub {
       group = new Group(this);
       this.#groups.push(group);
     }
-    group.add({ address, view, expected, deadline, settle });
+    const entry: Entry = { address, view, expected, deadline, settle, cancelled: false, group };
+    group.add(entry);
+    return entry;
+  }
+
+  /**
+   * Makes `wait` end soon with -1n, without relying on a wake-up of its word, which finds no one
+   * once the word's page was cut off by a shrunk file. Returns whether that is at once; if not
+   * (a kernel without futex_waitv), the wait ends when its call next returns, which a wake-up of
+   * the word brings about, and which happens within {@link FALLBACK_SLICE_MS} regardless.
+   * Nothing happens to a wait already settled.
+   */
+  cancel(wait: FutexWait): boolean {
+    if (wait.cancelled) return true;
+    if (!("group" in wait)) {
+      wait.cancelled = true;
+      return false;
+    }
+    (wait as Entry).group.cancel(wait as Entry);
+    return true;
   }
 
   /** Called by a group that saw futex_waitv misbehave: every later wait gets a call of its own. */
@@ -254,7 +301,8 @@ function waitAlone(
   expected: number,
   deadline: number,
   settle: FutexSettle,
-): void {
+): FutexWait {
+  const wait: FutexWait = { cancelled: false };
   const view = new Deno.UnsafePointerView(pointer);
   const timeout = new BigInt64Array(new ArrayBuffer(16));
   const sleep = (): void => {
@@ -270,6 +318,7 @@ function waitAlone(
       0,
     ).then((returned) => {
       // The kernel read the timespec while the call ran: it stays reachable until here.
+      if (wait.cancelled) return settleSafely(settle, -1n);
       if (returned === 0n) return settleSafely(settle, 0n);
       if (view.getInt32() !== expected || slice === remaining || remaining <= 0) {
         return settleSafely(settle, -1n);
@@ -278,6 +327,7 @@ function waitAlone(
     });
   };
   sleep();
+  return wait;
 }
 
 /** Runs a wait's callback; one that throws must not stop the others (nor the hub's loop). */

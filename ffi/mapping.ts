@@ -8,7 +8,7 @@
 
 import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
-import { futexHub, type FutexSettle } from "./futex_hub.ts";
+import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
 import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
@@ -99,21 +99,29 @@ export class Mapping {
    * Sleeps on the 32-bit word at `byteOffset` while it holds `expected`, on one of Deno's worker
    * threads so the event loop stays free, beside the process's other waits (see
    * `futex_hub.ts`). Calls `settle` with 0n when woken, -1n otherwise: the caller judges the
-   * outcome by the word and the clock.
+   * outcome by the word and the clock. Returns the wait, for {@link Mapping.cancelWait}.
    */
   futexWait(
     byteOffset: number,
     expected: number,
     timeoutMs: number | undefined,
     settle: FutexSettle,
-  ): void {
+  ): FutexWait {
     this.#live();
-    futexHub().wait(
+    return futexHub().wait(
       Deno.UnsafePointer.value(this.#word(byteOffset)),
       expected,
       timeoutMs,
       settle,
     );
+  }
+
+  /**
+   * Ends a wait of {@link Mapping.futexWait} without waking its word (see `FutexHub.cancel`):
+   * true when it returns at once, false when its call must still be made to return by a wake.
+   */
+  cancelWait(wait: FutexWait): boolean {
+    return futexHub().cancel(wait);
   }
 
   /** Wakes up to `count` waiters on the word at `byteOffset`, in any process; returns how many. */

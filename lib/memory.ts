@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { FutexSettle } from "../ffi/futex_hub.ts";
+import type { FutexSettle, FutexWait } from "../ffi/futex_hub.ts";
 import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import { TextFollower } from "../ffi/text_follower.ts";
@@ -41,6 +41,8 @@ export interface Sleep {
   readonly byteOffset: number;
   /** Whose it is: {@link SharedMemory.interruptAll} ends the sleeps of one owner. */
   readonly owner: object | undefined;
+  /** The call on the worker thread, once made. */
+  wait: FutexWait | undefined;
 }
 
 /** Options for {@link SharedMemory.wait}. */
@@ -270,10 +272,10 @@ export class SharedMemory {
     owner?: object,
   ): Sleep {
     this.check();
-    const sleep: Sleep = { byteOffset, owner };
+    const sleep: Sleep = { byteOffset, owner, wait: undefined };
     this.#waits.add(sleep);
     try {
-      this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
+      sleep.wait = this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
         this.#waits.delete(sleep);
         if (this.#interrupted.delete(sleep) && this.#interrupted.size === 0) this.#stopRewaking();
         if (this.#closed && this.#waits.size === 0) this.#finish();
@@ -287,12 +289,16 @@ export class SharedMemory {
   }
 
   /**
-   * Makes a sleep in flight return soon (for an abort or a close): wakes its word now, and
-   * again every {@link REWAKE_MS} until it has, as one wake can land before the thread sleeps.
-   * The wakes reach every sleeper on the word, in any process: for them a spurious wake-up.
+   * Makes a sleep in flight return soon (for an abort, a close or a peer's death): the futex hub
+   * ends it through a word of its own, not through the sleep's word, whose page may no longer
+   * reach the file (shrunk under the mapping: a wake-up there finds no one, and the sleep would
+   * never end). Without the hub (a kernel before 5.16) it wakes the word now, and again every
+   * {@link REWAKE_MS} until the sleep has returned, as one wake can land before the thread
+   * sleeps; those wakes reach every sleeper on the word, in any process, as a spurious wake-up.
    */
   interrupt(sleep: Sleep): void {
     if (!this.#waits.has(sleep) || this.#interrupted.has(sleep)) return;
+    if (sleep.wait !== undefined && this.#mapping.cancelWait(sleep.wait)) return;
     this.#interrupted.add(sleep);
     this.#mapping.futexWake(sleep.byteOffset, WAKE_ALL);
     this.#rewake ??= setInterval(() => {

@@ -395,7 +395,7 @@ export class StateCell {
       const cooperating = this.#writerAlive(true);
       const value = this.#current(cooperating);
       const start = from ?? value;
-      if (value !== start) resolve(value);
+      if (value !== start) resolve(this.#checked(value));
       else if (!cooperating) this.#changeFrom(start, deadline, undefined).then(resolve, reject);
       else {
         this.#sleep(deadline, Infinity, true, (returned) => {
@@ -503,7 +503,7 @@ export class StateCell {
     const { signal } = options;
     this.#enter();
     try {
-      let last = this.#current(this.#writerAlive(true));
+      let last = this.#checked(this.#current(this.#writerAlive(true)));
       if (options.current) yield last;
       for (;;) {
         if (this.#closed || signal?.aborted) return;
@@ -748,8 +748,8 @@ export class StateCell {
     if (listen && this.#unlisten === undefined) {
       this.#unlisten = watch.onDeath(() => {
         this.#unlisten = undefined;
-        // Wakes this handle's futex wait (and, harmlessly, other readers of the cell).
-        if (!this.#closed) this.#memory.wake(this.#base + SEQUENCE);
+        // Ends this handle's sleeps, even on a page a shrunk file cut off (no wake reaches it).
+        if (!this.#closed) this.#memory.interruptAll(this);
       });
     }
     return true;
@@ -816,12 +816,13 @@ export class StateCell {
         // Woken by a cooperating writer: its value word holds what it wrote.
         if (returned === 0n && cooperating) {
           value = Atomics.load(this.#words, this.#valueIndex);
-          if (value !== start) return value;
+          if (value !== start) return this.#checked(value);
         }
         cooperating = this.#writerAlive(true);
         value = this.#current(cooperating);
       }
-      return value;
+      // What was read may have come from a page the file lost: zeros, never written.
+      return this.#checked(value);
     } finally {
       signal?.removeEventListener("abort", onAbort);
       this.#leave();

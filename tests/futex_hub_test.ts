@@ -7,6 +7,8 @@
  */
 
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
+import { createRawMemfd } from "../ffi/raw_futex.ts";
+import { futexHub, type FutexWait } from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
@@ -104,3 +106,40 @@ testWith(
     assertEquals((await child.status()).code, 0);
   },
 );
+
+Deno.test("a cancelled wait ends with -1n at once, though nothing wakes or changes its word", async () => {
+  using memory = createRawMemfd(4096, { name: "hub-cancel" });
+  const hub = futexHub();
+  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  let wait: FutexWait | undefined;
+  const returned = new Promise<bigint>((resolve) => {
+    wait = hub.wait(address(0), 0, undefined, resolve);
+  });
+  await delay(20); // asleep in the kernel, in all likelihood
+  assert(wait !== undefined);
+  assertEquals(hub.cancel(wait), true);
+  assertEquals(await within(returned, 10_000), -1n);
+  assertEquals(hub.cancel(wait), true, "cancelling twice is harmless");
+});
+
+Deno.test("a wait cancelled by another's settle callback, between two calls, is not slept on again", async () => {
+  using memory = createRawMemfd(4096, { name: "hub-cancel" });
+  const hub = futexHub();
+  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  let second: FutexWait | undefined;
+  const secondReturned = new Promise<bigint>((resolve) => {
+    second = hub.wait(address(16), 0, undefined, resolve);
+  });
+  const firstReturned = new Promise<bigint>((resolve) => {
+    hub.wait(address(0), 0, undefined, (result) => {
+      // The group is settling: its next call would have taken this wait in again.
+      if (second !== undefined) hub.cancel(second);
+      resolve(result);
+    });
+  });
+  await delay(20);
+  Atomics.store(memory.words, 0, 1);
+  memory.word(0).wake();
+  assertEquals(await within(firstReturned, 10_000), 0n);
+  assertEquals(await within(secondReturned, 10_000), -1n);
+});

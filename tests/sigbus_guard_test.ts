@@ -119,6 +119,25 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a state cell whose file was truncated: a wait that meets the lost page first fails with UnexpectedEof, and never returns the zeros it read as a change",
+  async () => {
+    await withTempDir(async (dir) => {
+      const firsts = ["waitForChange", "waitForChange-signal", "waitForChangeSync", "changes"];
+      await inBatches(firsts, 4, async (first) => {
+        const path = `${dir}/${first}.dat`;
+        const { status, lines } = await shrunk(["cell", path, first]);
+        assertNotKilled(status, lines);
+        const why = lostPageError("the state cell in", path);
+        // Before the fix the async waits returned 0, a value no writer wrote.
+        assertEquals(lines, ["shrunk", `${first}: ${why}`, `read: ${why}`, "lost 1"], first);
+        assertEquals(status.code, 0, first);
+      });
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
   "a ring whose file was truncated: the call that meets the lost header fails with UnexpectedEof, and every call after it",
   async () => {
     await withTempDir(async (dir) => {
@@ -202,6 +221,44 @@ testWith(
         `received ${sent}, then the end`,
       ], status.stderr);
       assertEquals(status.code, 0, status.stderr);
+    });
+  },
+);
+
+/** How a wait asleep on a page the file lost is ended, and what it then rejects with. */
+const ENDS_OF_A_LOST_WAIT: readonly (readonly [string, string])[] = [
+  ["cell-abort", "UnexpectedEof"],
+  ["cell-close", "BadResource"],
+  ["cell-region-close", "BadResource"],
+  ["cell-death", "UnexpectedEof"],
+  ["ring-abort", "UnexpectedEof"],
+  ["ring-close", "BadResource"],
+  ["region-abort", "AbortError"],
+];
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a wait asleep when its file is truncated still ends at an abort, a close or the writer's death, though no wake-up on its word can reach it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const runs = ENDS_OF_A_LOST_WAIT.flatMap(([how, error]) =>
+        ["hub", "fallback"].map((path) => ({ how, error, path }))
+      );
+      await inBatches(runs, 4, async ({ how, error, path }) => {
+        const { status, lines } = await shrunk(["asleep", `${dir}/${how}-${path}.dat`, how, path]);
+        assertNotKilled(status, lines);
+        // Before the fix each of these was still waiting: the wake-up went to a page the
+        // kernel no longer finds, and the wait had no other way to end. Without futex_waitv a
+        // wait's call returns every 100 ms, and may find the lost page before the close comes.
+        const ends = [
+          `${how}: ${error}`,
+          ...(path === "fallback" ? [`${how}: UnexpectedEof`] : []),
+        ];
+        assertEquals(lines[0], "shrunk", `${how} (${path}): ${status.stderr}`);
+        assert(ends.includes(lines[1]), `${how} (${path}): ${lines.join(" | ")} ${status.stderr}`);
+        assertEquals(lines.length, 2, `${how} (${path}): ${lines.join(" | ")}`);
+        assertEquals(status.code, 0, status.stderr);
+      });
     });
   },
 );
