@@ -123,6 +123,7 @@ export const IN_MOVED_TO = 0x80;
 export const IN_CREATE = 0x100;
 export const IN_DELETE = 0x200;
 export const IN_DELETE_SELF = 0x400;
+export const IN_Q_OVERFLOW = 0x4000;
 export const IN_MOVE_SELF = 0x800;
 
 // <dirent.h>: struct dirent's d_name, the same offset on x86-64 and aarch64 (glibc, 64-bit).

@@ -114,6 +114,8 @@ export const LIBC_SYMBOLS = {
   inotify_init1: { parameters: ["i32"], result: "i32" },
   /** int inotify_add_watch(int fd, const char *path, uint32_t mask); */
   inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int inotify_rm_watch(int fd, int wd); */
+  inotify_rm_watch: { parameters: ["i32", "i32"], result: "i32" },
   /** DIR *opendir(const char *name); */
   opendir: { parameters: ["buffer"], result: "pointer" },
   /** struct dirent *readdir(DIR *dirp); */

@@ -276,6 +276,11 @@ export function inotifyWatch(fd: number, path: string, mask: number): number {
   return check(libc().inotify_add_watch(fd, cString(path), mask), "watch", path);
 }
 
+/** inotify_rm_watch(2); a watch the kernel already dropped (its inode gone) is no error. */
+export function inotifyUnwatch(fd: number, wd: number): void {
+  libc().inotify_rm_watch(fd, wd);
+}
+
 /** write(2) of all of `bytes`; returns the count written (short only for a non-blocking fd). */
 export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: string): number {
   return Number(check(libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));

@@ -27,6 +27,7 @@ import type { FutexSettle, FutexWait } from "../ffi/futex_hub.ts";
 import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import { TextFollower } from "../ffi/text_follower.ts";
+import { type ShrinkWatch, watchShrink } from "./shrink_watch.ts";
 import { failure } from "./errors.ts";
 
 /** Something built on a {@link SharedMemory} that must close before the memory goes away. */
@@ -54,6 +55,11 @@ export interface MemoryWaitOptions {
 }
 
 const WAKE_ALL = 0x7fff_ffff;
+/**
+ * How long the shrink watch keeps listening after the last sleeping wait returned: a reader
+ * that waits again at once (a loop of waits) keeps it instead of starting it again each time.
+ */
+const IDLE_RELEASE_MS = 20;
 /** While a wait must end (abort, close), how often its word is woken until the thread returns. */
 const REWAKE_MS = 1;
 
@@ -71,6 +77,8 @@ interface Held {
    */
   lent: boolean;
   onRelease: (() => void) | undefined;
+  /** The watch for another process shrinking the file, if it can be shrunk and be watched. */
+  shrink: ShrinkWatch | undefined;
 }
 
 /** Detaches every buffer still over the mapping, so every view of it has length 0. */
@@ -84,6 +92,7 @@ function detachAll(held: Held): void {
 
 /** Releases the range, or retires it when a moved buffer may still point into it. */
 function letGo(held: Held): void {
+  held.shrink?.close();
   if (held.moved || held.lent) held.mapping.retire();
   else held.mapping.release();
   held.onRelease?.();
@@ -110,6 +119,9 @@ export class SharedMemory {
   readonly #held: Held;
   #closed = false;
   #rewake: ReturnType<typeof setInterval> | undefined;
+  /** Whether the shrink watch is listening (only while waits are asleep, and a moment after). */
+  #hearing = false;
+  #idleCheck: ReturnType<typeof setTimeout> | undefined;
   /** The mapping as bytes, for the library's own use; length 0 once closed. */
   readonly bytes: Uint8Array;
   /** The mapping as 32-bit words for `Atomics`; length 0 once closed. */
@@ -123,11 +135,13 @@ export class SharedMemory {
    * @param name what users call the memory (a path, an shm name), for messages
    * @param description how messages refer to it, such as `region "/led"`
    * @param onRelease runs once the range is released (for example to close an fd)
+   * @param shrinkable the fd of a file or shm object that another process could shrink under
+   *   the mapping: its inode is watched while waits are asleep (see `shrink_watch.ts`)
    */
   constructor(
     mapping: Mapping,
     name: string,
-    options: { description?: string; onRelease?: () => void } = {},
+    options: { description?: string; onRelease?: () => void; shrinkable?: number } = {},
   ) {
     this.#mapping = mapping;
     this.#name = name;
@@ -142,8 +156,40 @@ export class SharedMemory {
       moved: false,
       lent: false,
       onRelease: options.onRelease,
+      shrink: undefined,
     };
+    if (options.shrinkable !== undefined) {
+      // Weakly: the process-wide watch must not keep a memory nobody closes from its safety net.
+      const self = new WeakRef(this);
+      try {
+        this.#held.shrink = watchShrink(options.shrinkable, () => {
+          const memory = self.deref();
+          if (memory !== undefined) memory.#heardChange();
+        });
+      } catch {
+        // Out of inotify watches: its sleeping waits still end at an abort, a close or a death.
+      }
+    }
     forgotten.register(this, this.#held, this);
+  }
+
+  /**
+   * The file changed under the mapping (truncated, perhaps): the sleeping waits look at their
+   * words again, and one whose page was cut off then throws (see {@link SharedMemory.interrupt}).
+   */
+  #heardChange(): void {
+    for (const sleep of this.#waits) this.interrupt(sleep);
+  }
+
+  /** Stops listening for changes once no wait has been asleep for a moment. */
+  #idle(): void {
+    if (!this.#hearing || this.#idleCheck !== undefined) return;
+    this.#idleCheck = setTimeout(() => {
+      this.#idleCheck = undefined;
+      if (this.#waits.size > 0) return;
+      this.#hearing = false;
+      this.#held.shrink?.unlisten();
+    }, IDLE_RELEASE_MS);
   }
 
   /** The name users know the memory by. */
@@ -274,15 +320,21 @@ export class SharedMemory {
     this.check();
     const sleep: Sleep = { byteOffset, owner, wait: undefined };
     this.#waits.add(sleep);
+    if (!this.#hearing && this.#held.shrink !== undefined) {
+      this.#hearing = true;
+      this.#held.shrink.listen();
+    }
     try {
       sleep.wait = this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
         this.#waits.delete(sleep);
+        if (this.#waits.size === 0) this.#idle();
         if (this.#interrupted.delete(sleep) && this.#interrupted.size === 0) this.#stopRewaking();
         if (this.#closed && this.#waits.size === 0) this.#finish();
         settle(returned);
       });
     } catch (error) {
       this.#waits.delete(sleep);
+      if (this.#waits.size === 0) this.#idle();
       throw error;
     }
     return sleep;
@@ -385,6 +437,9 @@ export class SharedMemory {
     this.#dependents.clear();
     this.#closed = true;
     forgotten.unregister(this);
+    clearTimeout(this.#idleCheck);
+    this.#hearing = false;
+    this.#held.shrink?.close();
     detachAll(this.#held);
     for (const follower of this.#followers) follower.stop();
     if (this.#waits.size === 0 && this.#followers.size === 0) {

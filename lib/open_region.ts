@@ -152,7 +152,7 @@ function openFdRegion(
     // Holes would be filled as the mapping first touches them, and on a full file system (any
     // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
     posix.allocate(fd, size, name);
-    const memory = new SharedMemory(Mapping.map(fd, size, name), name);
+    const memory = new SharedMemory(Mapping.map(fd, size, name), name, { shrinkable: fd });
     const inode = identity;
     const remove = (): void => {
       if (!removal.removeIfSame(inode)) {
@@ -409,6 +409,7 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
     const name = `/proc/${Deno.pid}/fd/${fd}`;
     const memory = new SharedMemory(Mapping.map(fd, options.size, label), name, {
       onRelease: () => posix.closeFd(fd),
+      shrinkable: seal ? undefined : fd,
     });
     return newRegion({ kind: "memfd", memory, remove: () => {} });
   } catch (error) {
@@ -485,7 +486,9 @@ export function openMemfdRegion(
         `the memfd has ${stat.size} bytes, asked for ${size}`,
       );
     }
-    const memory = new SharedMemory(Mapping.map(fd, size, path), path);
+    const memory = new SharedMemory(Mapping.map(fd, size, path), path, {
+      shrinkable: posix.isSizeSealed(fd) ? undefined : fd,
+    });
     return newRegion({ kind: "memfd", memory, remove: () => {} });
   } finally {
     posix.closeFd(fd);

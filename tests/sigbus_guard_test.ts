@@ -234,11 +234,15 @@ const ENDS_OF_A_LOST_WAIT: readonly (readonly [string, string])[] = [
   ["ring-abort", "UnexpectedEof"],
   ["ring-close", "BadResource"],
   ["region-abort", "AbortError"],
+  // Nothing but the truncation: the library hears of it (inotify) and the wait looks again.
+  ["cell-none", "UnexpectedEof"],
+  ["ring-none", "UnexpectedEof"],
+  ["region-none", 'returned "ok"'],
 ];
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
-  "a wait asleep when its file is truncated still ends at an abort, a close or the writer's death, though no wake-up on its word can reach it",
+  "a wait asleep when its file is truncated ends at once, by itself or at an abort, a close or the writer's death, though no wake-up on its word can reach it",
   async () => {
     await withTempDir(async (dir) => {
       const runs = ENDS_OF_A_LOST_WAIT.flatMap(([how, error]) =>
@@ -259,6 +263,19 @@ testWith(
         assertEquals(lines.length, 2, `${how} (${path}): ${lines.join(" | ")}`);
         assertEquals(status.code, 0, status.stderr);
       });
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "two regions of one file share its inotify watch: closing one leaves the other hearing of a truncation, and closing both leaves no fd",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["same-inode", `${dir}/state.dat`]);
+      assertNotKilled(status, lines);
+      assertEquals(lines, ["shrunk", "wait: UnexpectedEof", "inotify fds left: 0"], status.stderr);
+      assertEquals(status.code, 0, status.stderr);
     });
   },
 );
