@@ -14,6 +14,7 @@
 import * as C from "./constants.ts";
 import { Errno, lastErrno } from "./errno.ts";
 import { libc } from "./libc.ts";
+import { guardedFaultWord } from "./sigbus_guard.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
 
 /** `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
@@ -190,6 +191,8 @@ class Group {
     const entries = this.entries;
     const count = entries.length;
     const over = this.#over;
+    const faults = guardedFaultWord();
+    const faultsBefore = faults[0];
     for (let i = 0; i < count; i++) {
       const entry = entries[i];
       if (
@@ -198,6 +201,13 @@ class Group {
       ) {
         over.push(entry);
       } else entries[kept++] = entry;
+    }
+    if (faults[0] !== faultsBefore) {
+      // A word read here was on a page its file lost (the guard put a private zero page there,
+      // which no other process shares): a wait that slept on it again could never be woken.
+      // All of them end, and each owner looks at its own words.
+      for (let i = 0; i < kept; i++) over.push(entries[i]);
+      kept = 0;
     }
     entries.length = kept;
     // Settled once the group is in order: a settle callback may add a wait to it.
@@ -276,6 +286,11 @@ class FutexHub {
     return true;
   }
 
+  /** Whether waits share futex_waitv calls (Linux 5.16 and later, and trusted). */
+  get pooled(): boolean {
+    return this.#supported();
+  }
+
   /** Called by a group that saw futex_waitv misbehave: every later wait gets a call of its own. */
   distrust(): void {
     this.#trusted = false;
@@ -320,7 +335,13 @@ function waitAlone(
       // The kernel read the timespec while the call ran: it stays reachable until here.
       if (wait.cancelled) return settleSafely(settle, -1n);
       if (returned === 0n) return settleSafely(settle, 0n);
-      if (view.getInt32() !== expected || slice === remaining || remaining <= 0) {
+      const faults = guardedFaultWord();
+      const faultsBefore = faults[0];
+      // A word whose page the file lost (the read faulted) is never slept on again: see #settle.
+      if (
+        view.getInt32() !== expected || faults[0] !== faultsBefore || slice === remaining ||
+        remaining <= 0
+      ) {
         return settleSafely(settle, -1n);
       }
       sleep();

@@ -40,6 +40,8 @@ export interface MemoryDependent {
 export interface Sleep {
   /** Where its word is. */
   readonly byteOffset: number;
+  /** The value it sleeps while the word holds. */
+  readonly expected: number;
   /** Whose it is: {@link SharedMemory.interruptAll} ends the sleeps of one owner. */
   readonly owner: object | undefined;
   /** The call on the worker thread, once made. */
@@ -55,6 +57,8 @@ export interface MemoryWaitOptions {
 }
 
 const WAKE_ALL = 0x7fff_ffff;
+/** What a wait on memory that lost a page to a shrunk file says it could not use. */
+const LOST_PAGE_SUBJECT = "the shared memory";
 /**
  * How long the shrink watch keeps listening after the last sleeping wait returned: a reader
  * that waits again at once (a loop of waits) keeps it instead of starting it again each time.
@@ -174,11 +178,21 @@ export class SharedMemory {
   }
 
   /**
-   * The file changed under the mapping (truncated, perhaps): the sleeping waits look at their
-   * words again, and one whose page was cut off then throws (see {@link SharedMemory.interrupt}).
+   * The file changed under the mapping (written, allocated or truncated): a sleeping wait whose
+   * word now reads otherwise, or whose page was cut off (reading it faulted), looks again, and
+   * then throws (see {@link SharedMemory.interrupt}). The others sleep on.
    */
   #heardChange(): void {
-    for (const sleep of this.#waits) this.interrupt(sleep);
+    if (this.#closed) return;
+    const lost = this.#mapping.lostPages;
+    for (const sleep of this.#waits) {
+      if (
+        Atomics.load(this.words, sleep.byteOffset >> 2) !== sleep.expected ||
+        this.#mapping.lostPages !== lost
+      ) {
+        this.interrupt(sleep);
+      }
+    }
   }
 
   /** Stops listening for changes once no wait has been asleep for a moment. */
@@ -190,6 +204,8 @@ export class SharedMemory {
       this.#hearing = false;
       this.#held.shrink?.unlisten();
     }, IDLE_RELEASE_MS);
+    // Nothing to wait for: a process whose last act was a wait need not stay for it.
+    Deno.unrefTimer(this.#idleCheck);
   }
 
   /** The name users know the memory by. */
@@ -292,6 +308,11 @@ export class SharedMemory {
       const sleep = this.sleep(byteOffset, expected, timeoutMs, (returned) => {
         signal?.removeEventListener("abort", abort);
         if (this.#closed) return reject(this.closedError());
+        try {
+          this.checkPages(LOST_PAGE_SUBJECT);
+        } catch (error) {
+          return reject(error);
+        }
         if (returned === 0n) return resolve("ok");
         if (Atomics.load(this.words, index) !== expected) return resolve("not-equal");
         resolve(
@@ -318,7 +339,9 @@ export class SharedMemory {
     owner?: object,
   ): Sleep {
     this.check();
-    const sleep: Sleep = { byteOffset, owner, wait: undefined };
+    // A word on a page the file lost is on a private page now, which no one else can wake.
+    this.checkPages(LOST_PAGE_SUBJECT);
+    const sleep: Sleep = { byteOffset, expected, owner, wait: undefined };
     this.#waits.add(sleep);
     if (!this.#hearing && this.#held.shrink !== undefined) {
       this.#hearing = true;

@@ -17,6 +17,8 @@ import * as posix from "../ffi/posix.ts";
 
 /** `struct inotify_event { int wd; uint32_t mask, cookie, len; char name[]; }` */
 const EVENT_HEADER_BYTES = 16;
+/** How long after a failed poll call the events are read again. */
+const RESTART_MS = 100;
 
 /** One mapping's watch; see {@link watchShrink}. */
 export interface ShrinkWatch {
@@ -107,9 +109,8 @@ class Watches {
   }
 
   #start(): void {
-    // What piled up while nobody listened is old news: the waits now asleep read their words
-    // after it, and a lost page there already failed them.
-    this.#drain();
+    // What piled up while nobody listened is read and told like any change: a truncation
+    // between a wait's read of its word and its sleep is among it. At worst one look too many.
     const waiter = this.#waiter = new FdWaiter();
     void this.#loop(waiter);
   }
@@ -124,18 +125,26 @@ class Watches {
     for (;;) {
       const readiness = await waiter.wait(this.#fd);
       if (readiness === "cancelled" || this.#waiter !== waiter) return;
-      const modified = this.#drain();
+      // A failed poll call tells every listener: better a look too many than a change unheard.
+      const modified = readiness === "readable" ? this.#drain() : new Set(this.#byWd.keys());
       for (const wd of modified) {
         for (const watcher of this.#byWd.get(wd) ?? []) {
-          if (watcher.listening) watcher.onModified();
+          if (!watcher.listening) continue;
+          try {
+            watcher.onModified();
+          } catch {
+            // Only a memory closing meanwhile gets here; the others must still hear.
+          }
         }
       }
-      // A hang-up or an error of the poll call: every listener is told, and none hears again
-      // until it listens anew (its waits then look at their words themselves).
       if (readiness !== "readable") {
-        for (const same of this.#byWd.values()) {
-          for (const watcher of same) if (watcher.listening) watcher.onModified();
-        }
+        // The poll call gave up (its hub ends every wait after a few failures in a row): a new
+        // waiter a moment later, while anyone listens, rather than a loop that spins or stops.
+        this.#waiter = undefined;
+        this.#released = Promise.all([this.#released, waiter.close()]);
+        setTimeout(() => {
+          if (this.#listening > 0 && this.#waiter === undefined && !this.#retired) this.#start();
+        }, RESTART_MS);
         return;
       }
     }
@@ -169,13 +178,24 @@ class Watches {
 }
 
 let watches: Watches | undefined;
+let disabled = false;
+
+/**
+ * @internal For tests: regions opened from now on are not watched, so that what ends a wait
+ * asleep on a lost page can be told from the truncation itself.
+ */
+export function disableShrinkWatch(): void {
+  disabled = true;
+}
 
 /**
  * Watches the inode behind `fd` (a file or shm object that may be mapped) for truncation: while
  * listening, `onModified` is called after each batch of changes to it. Throws when inotify
- * cannot watch it (out of watches, say): the caller decides whether to go without.
+ * cannot watch it (out of watches, say): the caller decides whether to go without. Undefined
+ * after {@link disableShrinkWatch}.
  */
-export function watchShrink(fd: number, onModified: () => void): ShrinkWatch {
+export function watchShrink(fd: number, onModified: () => void): ShrinkWatch | undefined {
+  if (disabled) return undefined;
   if (watches === undefined || watches.retired) watches = new Watches();
   const owner = watches;
   const watcher = owner.add(fd, onModified);
