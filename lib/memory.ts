@@ -59,11 +59,6 @@ export interface MemoryWaitOptions {
 const WAKE_ALL = 0x7fff_ffff;
 /** What a wait on memory that lost a page to a shrunk file says it could not use. */
 const LOST_PAGE_SUBJECT = "the shared memory";
-/**
- * How long the shrink watch keeps listening after the last sleeping wait returned: a reader
- * that waits again at once (a loop of waits) keeps it instead of starting it again each time.
- */
-const IDLE_RELEASE_MS = 20;
 /** While a wait must end (abort, close), how often its word is woken until the thread returns. */
 const REWAKE_MS = 1;
 
@@ -123,9 +118,8 @@ export class SharedMemory {
   readonly #held: Held;
   #closed = false;
   #rewake: ReturnType<typeof setInterval> | undefined;
-  /** Whether the shrink watch is listening (only while waits are asleep, and a moment after). */
-  #hearing = false;
-  #idleCheck: ReturnType<typeof setTimeout> | undefined;
+  /** Owners waiting, or about to (see {@link SharedMemory.hearShrink}). */
+  #hearers = 0;
   /** The mapping as bytes, for the library's own use; length 0 once closed. */
   readonly bytes: Uint8Array;
   /** The mapping as 32-bit words for `Atomics`; length 0 once closed. */
@@ -195,17 +189,19 @@ export class SharedMemory {
     }
   }
 
-  /** Stops listening for changes once no wait has been asleep for a moment. */
-  #idle(): void {
-    if (!this.#hearing || this.#idleCheck !== undefined) return;
-    this.#idleCheck = setTimeout(() => {
-      this.#idleCheck = undefined;
-      if (this.#waits.size > 0) return;
-      this.#hearing = false;
-      this.#held.shrink?.unlisten();
-    }, IDLE_RELEASE_MS);
-    // Nothing to wait for: a process whose last act was a wait need not stay for it.
-    Deno.unrefTimer(this.#idleCheck);
+  /**
+   * Listens for another process changing the file under the mapping (see `shrink_watch.ts`)
+   * until as many {@link SharedMemory.stopHearingShrink} calls: owners call it for as long as
+   * they wait, a state cell from its first wait until it has been idle a moment (its own timer),
+   * a ring end or a region wait around each sleep. Nothing for memory that cannot shrink.
+   */
+  hearShrink(): void {
+    if (this.#hearers++ === 0 && !this.#closed) this.#held.shrink?.listen();
+  }
+
+  /** Ends one {@link SharedMemory.hearShrink}. */
+  stopHearingShrink(): void {
+    if (this.#hearers > 0 && --this.#hearers === 0) this.#held.shrink?.unlisten();
   }
 
   /** The name users know the memory by. */
@@ -305,7 +301,18 @@ export class SharedMemory {
     const started = timeoutMs === undefined ? 0 : performance.now();
     return new Promise((resolve, reject) => {
       const abort = (): void => this.interrupt(sleep);
-      const sleep = this.sleep(byteOffset, expected, timeoutMs, (returned) => {
+      this.hearShrink();
+      let sleep: Sleep;
+      try {
+        sleep = this.sleep(byteOffset, expected, timeoutMs, (returned) => {
+          this.stopHearingShrink();
+          settled(returned);
+        });
+      } catch (error) {
+        this.stopHearingShrink();
+        throw error;
+      }
+      const settled = (returned: bigint): void => {
         signal?.removeEventListener("abort", abort);
         if (this.#closed) return reject(this.closedError());
         try {
@@ -318,7 +325,7 @@ export class SharedMemory {
         resolve(
           timeoutMs !== undefined && performance.now() - started >= timeoutMs ? "timed-out" : "ok",
         );
-      });
+      };
       signal?.addEventListener("abort", abort, { once: true });
     });
   }
@@ -343,21 +350,15 @@ export class SharedMemory {
     this.checkPages(LOST_PAGE_SUBJECT);
     const sleep: Sleep = { byteOffset, expected, owner, wait: undefined };
     this.#waits.add(sleep);
-    if (!this.#hearing && this.#held.shrink !== undefined) {
-      this.#hearing = true;
-      this.#held.shrink.listen();
-    }
     try {
       sleep.wait = this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
         this.#waits.delete(sleep);
-        if (this.#waits.size === 0) this.#idle();
         if (this.#interrupted.delete(sleep) && this.#interrupted.size === 0) this.#stopRewaking();
         if (this.#closed && this.#waits.size === 0) this.#finish();
         settle(returned);
       });
     } catch (error) {
       this.#waits.delete(sleep);
-      if (this.#waits.size === 0) this.#idle();
       throw error;
     }
     return sleep;
@@ -460,8 +461,6 @@ export class SharedMemory {
     this.#dependents.clear();
     this.#closed = true;
     forgotten.unregister(this);
-    clearTimeout(this.#idleCheck);
-    this.#hearing = false;
     this.#held.shrink?.close();
     detachAll(this.#held);
     for (const follower of this.#followers) follower.stop();

@@ -259,6 +259,8 @@ export class StateCell {
   #followAfter: number | undefined;
   /** How many waits (calls and iterations) are under way on this handle. */
   #waiting = 0;
+  /** Whether this handle asked its memory to hear of the file shrinking (see `#enter`). */
+  #hearingShrink = false;
   /** Pending release of the listener and follower once no wait is under way. */
   #idleCheck: ReturnType<typeof setTimeout> | undefined;
 
@@ -528,6 +530,7 @@ export class StateCell {
     if (this.#closed) return;
     this.#closed = true;
     this.#memory.interruptAll(this);
+    this.#stopHearingShrink();
     this.#closing.abort();
     this.#memory.forget(this);
     clearTimeout(this.#idleCheck);
@@ -952,6 +955,18 @@ export class StateCell {
   /** Marks a wait as under way, so that the writer's liveness is listened for. */
   #enter(): void {
     this.#waiting++;
+    // Heard until the cell has been idle a moment, as the writer's death is: a loop of waits
+    // keeps it without a call per wait.
+    if (!this.#hearingShrink) {
+      this.#hearingShrink = true;
+      this.#memory.hearShrink();
+    }
+  }
+
+  #stopHearingShrink(): void {
+    if (!this.#hearingShrink) return;
+    this.#hearingShrink = false;
+    this.#memory.stopHearingShrink();
   }
 
   /**
@@ -968,6 +983,7 @@ export class StateCell {
       this.#unlisten = undefined;
       this.#stopFollowing();
       this.#writerSeen = undefined;
+      this.#stopHearingShrink();
     }, IDLE_RELEASE_MS);
   }
 

@@ -384,6 +384,7 @@ export class RingCore {
     const waitingIndex = this.index(fields.waiting);
     let nextLivenessCheck = performance.now() + this.livenessCheckMs;
     let sleep: Sleep | undefined;
+    let hearing = false;
     const onAbort = (): void => {
       if (sleep !== undefined) this.memory.interrupt(sleep);
     };
@@ -410,6 +411,11 @@ export class RingCore {
           nextLivenessCheck = now + this.livenessCheckMs;
         }
         const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
+        if (!hearing) {
+          // Only once it sleeps: a wait that spins to its message asks nothing of the watch.
+          hearing = true;
+          this.memory.hearShrink();
+        }
         await new Promise((resolve) => {
           const limit = timeoutMs === Infinity ? undefined : timeoutMs;
           sleep = this.memory.sleep(this.base + fields.word, word, limit, resolve, this);
@@ -419,6 +425,7 @@ export class RingCore {
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      if (hearing) this.memory.stopHearingShrink();
     }
   }
 
