@@ -52,10 +52,6 @@ class Watches {
     this.#fd = posix.inotifyInit();
   }
 
-  get empty(): boolean {
-    return this.#byWd.size === 0;
-  }
-
   add(fd: number, onModified: () => void): Watcher {
     let wd: number;
     try {
