@@ -107,8 +107,60 @@ export function osError(action: string, subject: string, errno: number): OsError
   return error;
 }
 
-/** Throws the error for the current `errno` when `result` is negative; returns it otherwise. */
+/**
+ * Throws the error for the current `errno` when `result` is negative; returns it otherwise. The
+ * errno is taken as read: use {@link attempt} for a call that can safely be made again.
+ */
 export function check<T extends number | bigint>(result: T, action: string, subject: string): T {
   if (result < 0) throw osError(action, subject, lastErrno());
   return result;
+}
+
+/** How many times in all a failing call is made before its last errno is taken as it is. */
+const MAX_ATTEMPTS = 4;
+
+/** A failed call made again: the result of a repeat that succeeded, or the errno it failed with. */
+export type Retried<T> = { ok: true; result: T } | { ok: false; errno: number };
+
+/**
+ * Makes a call that just failed again until its errno can be believed, and returns that errno,
+ * or the result of a repeat that succeeded. errno is read by a second FFI call, and something on
+ * this thread (inside the runtime; not found) sometimes changes it in between early in a
+ * process's life: a loop of failing calls read ENOENT in place of EEXIST or EBADF in about one
+ * process in five, once, and a button's open that failed with EEXIST read EAGAIN and gave up. So
+ * a failure's errno is believed when two failures in a row agree. Only for calls whose failure
+ * changes nothing, so that making them again is harmless.
+ *
+ * @param call the call, made again as it was; negative means it failed and set errno
+ */
+export function retryFailed<T extends number | bigint>(call: () => T): Retried<T> {
+  let errno = lastErrno();
+  for (let attempts = 1; attempts < MAX_ATTEMPTS; attempts++) {
+    const result = call();
+    if (result >= 0) return { ok: true, result };
+    const again = lastErrno();
+    if (again === errno) break;
+    errno = again;
+  }
+  return { ok: false, errno };
+}
+
+/**
+ * Makes `call` and returns its result; when it fails (negative), throws the error for its errno,
+ * confirmed by {@link retryFailed}. For calls whose failure changes nothing.
+ *
+ * @param call a libc call that returns a negative number and sets errno when it fails
+ * @param action what was attempted, such as `open shared memory`
+ * @param subject the path, name or key it was attempted on, quoted in the message
+ */
+export function attempt<T extends number | bigint>(
+  call: () => T,
+  action: string,
+  subject: string,
+): T {
+  const result = call();
+  if (result >= 0) return result;
+  const retried = retryFailed(call);
+  if (retried.ok) return retried.result;
+  throw osError(action, subject, retried.errno);
 }

@@ -12,7 +12,7 @@
  */
 
 import * as C from "./constants.ts";
-import { Errno, lastErrno } from "./errno.ts";
+import { Errno, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 import { guardedFaultWord } from "./sigbus_guard.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
@@ -299,8 +299,13 @@ class FutexHub {
   /** Whether the kernel has futex_waitv: a call with no words fails with EINVAL, not ENOSYS. */
   #supported(): boolean {
     if (this.#trusted === undefined) {
-      const returned = libc().syscall_futex_waitv(C.SYS_futex_waitv, null, 0, 0, null, 0);
-      this.#trusted = returned === -1n && lastErrno() !== Errno.ENOSYS;
+      const call = (): bigint => libc().syscall_futex_waitv(C.SYS_futex_waitv, null, 0, 0, null, 0);
+      if (call() !== -1n) {
+        this.#trusted = false;
+      } else {
+        const retried = retryFailed(call);
+        this.#trusted = !retried.ok && retried.errno !== Errno.ENOSYS;
+      }
     }
     return this.#trusted;
   }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { check, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import {
   type Bias,
@@ -260,11 +260,17 @@ export class ChipV1 implements Chip {
   }
 
   findLine(name: string): number | undefined {
-    const line = this.#lib.gpiod_chip_find_line(this.#open(), cString(name));
-    if (line !== null) return this.#lib.gpiod_line_offset(line);
-    const errno = lastErrno();
-    if (errno === Errno.ENOENT) return undefined;
-    throw lineInfoError(`look for line ${JSON.stringify(name)} on`, this.path, errno);
+    const chip = this.#open();
+    const find = (): Deno.PointerValue => this.#lib.gpiod_chip_find_line(chip, cString(name));
+    let line = find();
+    if (line === null) {
+      const retried = retryFailed(() => (line = find()) === null ? -1 : 0);
+      if (!retried.ok) {
+        if (retried.errno === Errno.ENOENT) return undefined;
+        throw lineInfoError(`look for line ${JSON.stringify(name)} on`, this.path, retried.errno);
+      }
+    }
+    return this.#lib.gpiod_line_offset(line as Deno.PointerObject);
   }
 
   lineInfo(offset: number): LineInfo {

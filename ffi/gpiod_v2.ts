@@ -4,7 +4,7 @@
  * @module
  */
 
-import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { check, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
@@ -309,11 +309,14 @@ export class ChipV2 implements Chip {
   }
 
   findLine(name: string): number | undefined {
-    const offset = this.#lib.gpiod_chip_get_line_offset_from_name(this.#open(), cString(name));
+    const chip = this.#open();
+    const find = (): number => this.#lib.gpiod_chip_get_line_offset_from_name(chip, cString(name));
+    const offset = find();
     if (offset >= 0) return offset;
-    const errno = lastErrno();
-    if (errno === Errno.ENOENT) return undefined;
-    throw gpioError(`look for line ${JSON.stringify(name)} on`, this.path, errno);
+    const retried = retryFailed(find);
+    if (retried.ok) return retried.result;
+    if (retried.errno === Errno.ENOENT) return undefined;
+    throw gpioError(`look for line ${JSON.stringify(name)} on`, this.path, retried.errno);
   }
 
   lineInfo(offset: number): LineInfo {

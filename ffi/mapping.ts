@@ -7,7 +7,7 @@
  */
 
 import * as C from "./constants.ts";
-import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
 import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
@@ -36,18 +36,14 @@ export class Mapping {
 
   /** mmap(2) `size` bytes of `fd` read-write and shared; `subject` names it in errors. */
   static map(fd: number, size: number, subject: string): Mapping {
-    const pointer = libc().mmap(
-      null,
-      BigInt(size),
-      C.PROT_READ | C.PROT_WRITE,
-      C.MAP_SHARED,
-      fd,
-      0n,
-    );
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
-      throw osError("map", subject, lastErrno());
+    const map = (): Deno.PointerValue =>
+      libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
+    let pointer = map();
+    if (failed(pointer)) {
+      const retried = retryFailed(() => failed(pointer = map()) ? -1 : 0);
+      if (!retried.ok) throw osError("map", subject, retried.errno);
     }
-    const mapping = new Mapping(pointer, size, false);
+    const mapping = new Mapping(pointer as Deno.PointerObject, size, false);
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
     mapping.#guard = guardRange(Deno.UnsafePointer.value(pointer), size);
     return mapping;
@@ -55,11 +51,13 @@ export class Mapping {
 
   /** shmat(2) a System V segment and use its first `size` bytes. */
   static attach(id: number, size: number, subject: string): Mapping {
-    const pointer = libc().shmat(id, null, 0);
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
-      throw osError("attach", subject, lastErrno());
+    const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
+    let pointer = attach();
+    if (failed(pointer)) {
+      const retried = retryFailed(() => failed(pointer = attach()) ? -1 : 0);
+      if (!retried.ok) throw osError("attach", subject, retried.errno);
     }
-    return new Mapping(pointer, size, true);
+    return new Mapping(pointer as Deno.PointerObject, size, true);
   }
 
   /** The usable length in bytes. */
@@ -88,8 +86,9 @@ export class Mapping {
   /** msync(2) of the whole mapping; `subject` names it in errors. */
   sync(asynchronous: boolean, subject: string): void {
     this.#live();
-    check(
-      libc().msync(this.#pointer, BigInt(this.#size), asynchronous ? C.MS_ASYNC : C.MS_SYNC),
+    const pointer = this.#pointer;
+    attempt(
+      () => libc().msync(pointer, BigInt(this.#size), asynchronous ? C.MS_ASYNC : C.MS_SYNC),
       "sync",
       subject,
     );
@@ -252,7 +251,15 @@ export class SyncWaiter {
   }
 }
 
-/** What a futex wait that returned -1 means, from errno. */
+/** Whether mmap(2) or shmat(2) returned its failure value. */
+function failed(pointer: Deno.PointerValue): boolean {
+  return pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED;
+}
+
+/**
+ * What a futex wait that returned -1 means, from errno. Not confirmed (see `retryFailed`): a
+ * wrong value reads as a wake-up, and every caller looks at the word again after one.
+ */
 function waitFailure(): WaitResult {
   const errno = lastErrno();
   return errno === Errno.ETIMEDOUT ? "timed-out" : errno === Errno.EAGAIN ? "not-equal" : "ok";

@@ -6,7 +6,7 @@
  */
 
 import * as C from "./constants.ts";
-import { check, Errno, lastErrno, osError } from "./errno.ts";
+import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 
 const encoder = new TextEncoder();
@@ -74,7 +74,7 @@ function fileType(mode: number): FileType {
 function statxCall(dirfd: number, path: string, flags: number, subject: string): FileStat {
   const buffer = new Uint8Array(C.STATX_SIZE_BYTES);
   const wanted = C.STATX_BASIC_STATS | C.STATX_BTIME;
-  check(libc().statx(dirfd, cString(path), flags, wanted, buffer), "inspect", subject);
+  attempt(() => libc().statx(dirfd, cString(path), flags, wanted, buffer), "inspect", subject);
   const view = new DataView(buffer.buffer);
   // A file system reuses a freed inode number at once (ext4 and tmpfs do): with the birth time,
   // where the file system keeps one, a file made later at the same path never looks the same.
@@ -118,7 +118,7 @@ export function statFd(fd: number, subject: string): FileStat {
 
 /** open(2); throws with `action` and `path` in the message. */
 export function openPath(path: string, flags: number, mode: number, action: string): number {
-  return check(libc().open(cString(path), flags, mode), action, path);
+  return attempt(() => libc().open(cString(path), flags, mode), action, path);
 }
 
 /** close(2), ignoring errors: by then there is nothing a caller could do. */
@@ -128,7 +128,7 @@ export function closeFd(fd: number): void {
 
 /** ftruncate(2). */
 export function truncateFd(fd: number, size: number, subject: string): void {
-  check(libc().ftruncate(fd, BigInt(size)), "resize", subject);
+  attempt(() => libc().ftruncate(fd, BigInt(size)), "resize", subject);
 }
 
 /**
@@ -137,10 +137,12 @@ export function truncateFd(fd: number, size: number, subject: string): void {
  * touches a hole. A file system that cannot do it (EOPNOTSUPP) leaves the file as it is.
  */
 export function allocate(fd: number, size: number, subject: string): void {
-  if (libc().fallocate(fd, 0, 0n, BigInt(size)) === 0) return;
-  const errno = lastErrno();
-  if (errno === Errno.EOPNOTSUPP || errno === Errno.ENOSYS) return;
-  throw osError("reserve space for", subject, errno);
+  const reserve = (): number => libc().fallocate(fd, 0, 0n, BigInt(size));
+  if (reserve() === 0) return;
+  const retried = retryFailed(reserve);
+  if (retried.ok) return;
+  if (retried.errno === Errno.EOPNOTSUPP || retried.errno === Errno.ENOSYS) return;
+  throw osError("reserve space for", subject, retried.errno);
 }
 
 /** flock(2) without blocking; returns false when another open file holds the lock. */
@@ -148,24 +150,14 @@ export function tryLockExclusive(fd: number, subject: string): boolean {
   return tryLock(fd, C.LOCK_EX | C.LOCK_NB, subject);
 }
 
-/** errno values flock(2) can fail with; anything else was not set by it. */
-const FLOCK_ERRORS: ReadonlySet<number> = new Set([
-  Errno.EAGAIN,
-  Errno.EBADF,
-  Errno.EINTR,
-  Errno.EINVAL,
-  Errno.ENOLCK,
-]);
-
 function tryLock(fd: number, operation: number, subject: string): boolean {
-  for (let attempt = 0;; attempt++) {
-    if (libc().flock(fd, operation) === 0) return true;
-    const errno = lastErrno();
-    if (errno === Errno.EAGAIN) return false;
-    // errno is read by a second FFI call: twice in a launcher test it read ENOENT, which flock
-    // never sets (something on this thread ran in between). Such a value gets one more try.
-    if (FLOCK_ERRORS.has(errno) || attempt > 0) throw osError("lock", subject, errno);
-  }
+  const lock = (): number => libc().flock(fd, operation);
+  if (lock() === 0) return true;
+  // A lock held elsewhere (EAGAIN) is no error, so that errno must be confirmed too.
+  const retried = retryFailed(lock);
+  if (retried.ok) return true;
+  if (retried.errno === Errno.EAGAIN) return false;
+  throw osError("lock", subject, retried.errno);
 }
 
 /** A shared flock(2) without blocking; returns false when another open file holds it exclusively. */
@@ -175,7 +167,7 @@ export function tryLockShared(fd: number, subject: string): boolean {
 
 /** Lets go of this open file's flock(2). */
 export function unlockFd(fd: number, subject: string): void {
-  check(libc().flock(fd, C.LOCK_UN), "unlock", subject);
+  attempt(() => libc().flock(fd, C.LOCK_UN), "unlock", subject);
 }
 
 /** The pid holding a flock(2) on the inode with `lockIdentity`, from /proc/locks. */
@@ -190,11 +182,15 @@ export function flockHolder(lockIdentity: string): number | undefined {
 
 /** read(2) into `buffer`; returns the byte count, 0 at end of file, or -1 for EAGAIN. */
 export function readFd(fd: number, buffer: Uint8Array<ArrayBuffer>, subject: string): number {
-  const count = Number(libc().read(fd, buffer, BigInt(buffer.byteLength)));
+  const read = (): number => Number(libc().read(fd, buffer, BigInt(buffer.byteLength)));
+  const count = read();
   if (count >= 0) return count;
-  const errno = lastErrno();
-  if (errno === Errno.EAGAIN) return -1;
-  throw osError("read", subject, errno);
+  // Taken as read: a wrong EAGAIN only makes the caller wait for the fd and read again.
+  if (lastErrno() === Errno.EAGAIN) return -1;
+  const retried = retryFailed(read);
+  if (retried.ok) return retried.result;
+  if (retried.errno === Errno.EAGAIN) return -1;
+  throw osError("read", subject, retried.errno);
 }
 
 /** pread(2) into `buffer` at `offset`; returns the byte count (0 at the end of the file). */
@@ -205,7 +201,11 @@ export function readAt(
   subject: string,
 ): number {
   return Number(
-    check(libc().pread(fd, buffer, BigInt(buffer.byteLength), BigInt(offset)), "read", subject),
+    attempt(
+      () => libc().pread(fd, buffer, BigInt(buffer.byteLength), BigInt(offset)),
+      "read",
+      subject,
+    ),
   );
 }
 
@@ -226,7 +226,7 @@ export function writeAt(
 ): number {
   checkLength(bytes, length);
   return Number(
-    check(libc().pwrite(fd, bytes, BigInt(length), BigInt(offset)), "write", subject),
+    attempt(() => libc().pwrite(fd, bytes, BigInt(length), BigInt(offset)), "write", subject),
   );
 }
 
@@ -250,11 +250,13 @@ export function listDirectory(path: string): string[] {
 
 /** pidfd_open(2): an fd that becomes readable when process `pid` ends; undefined if it has. */
 export function openPidfd(pid: number): number | undefined {
-  const fd = Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, pid, 0));
+  const open = (): number => Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, pid, 0));
+  const fd = open();
   if (fd >= 0) return fd;
-  const errno = lastErrno();
-  if (errno === Errno.ESRCH) return undefined;
-  throw osError("watch", `pid ${pid}`, errno);
+  const retried = retryFailed(open);
+  if (retried.ok) return retried.result;
+  if (retried.errno === Errno.ESRCH) return undefined;
+  throw osError("watch", `pid ${pid}`, retried.errno);
 }
 
 /** Whether `fd` is readable right now (poll(2) with no wait). */
@@ -268,12 +270,16 @@ export function isReadable(fd: number): boolean {
 
 /** inotify_init1(2), non-blocking and close-on-exec. */
 export function inotifyInit(): number {
-  return check(libc().inotify_init1(C.IN_NONBLOCK | C.IN_CLOEXEC), "create", "inotify instance");
+  return attempt(
+    () => libc().inotify_init1(C.IN_NONBLOCK | C.IN_CLOEXEC),
+    "create",
+    "inotify instance",
+  );
 }
 
 /** inotify_add_watch(2); returns the watch descriptor. */
 export function inotifyWatch(fd: number, path: string, mask: number): number {
-  return check(libc().inotify_add_watch(fd, cString(path), mask), "watch", path);
+  return attempt(() => libc().inotify_add_watch(fd, cString(path), mask), "watch", path);
 }
 
 /** inotify_rm_watch(2); a watch the kernel already dropped (its inode gone) is no error. */
@@ -283,7 +289,7 @@ export function inotifyUnwatch(fd: number, wd: number): void {
 
 /** write(2) of all of `bytes`; returns the count written (short only for a non-blocking fd). */
 export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: string): number {
-  return Number(check(libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
+  return Number(attempt(() => libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
 }
 
 /**
@@ -297,35 +303,44 @@ export function writeSome(
   length: number = bytes.byteLength,
 ): number {
   checkLength(bytes, length);
-  const count = Number(libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(length)));
+  const write = (): number =>
+    Number(libc().write(fd, bytes as Uint8Array<ArrayBuffer>, BigInt(length)));
+  const count = write();
   if (count >= 0) return count;
-  const errno = lastErrno();
-  if (errno === Errno.EAGAIN) return -1;
-  throw osError("write", subject, errno);
+  // Taken as read: a wrong EAGAIN only makes the caller wait for the fd and write again.
+  if (lastErrno() === Errno.EAGAIN) return -1;
+  const retried = retryFailed(write);
+  if (retried.ok) return retried.result;
+  if (retried.errno === Errno.EAGAIN) return -1;
+  throw osError("write", subject, retried.errno);
 }
 
 /** mkfifo(3). */
 export function makeFifo(path: string, mode: number): void {
-  check(libc().mkfifo(cString(path), mode), "create FIFO", path);
+  attempt(() => libc().mkfifo(cString(path), mode), "create FIFO", path);
 }
 
 /** mkdir(2); returns false when the path already exists. */
 export function makeDirectory(path: string, mode: number): boolean {
-  if (libc().mkdir(cString(path), mode) === 0) return true;
-  const errno = lastErrno();
-  if (errno === Errno.EEXIST) return false;
-  throw osError("create directory", path, errno);
+  const make = (): number => libc().mkdir(cString(path), mode);
+  if (make() === 0) return true;
+  const retried = retryFailed(make);
+  if (retried.ok) return true;
+  if (retried.errno === Errno.EEXIST) return false;
+  throw osError("create directory", path, retried.errno);
 }
 
 /** unlink(2). */
 export function unlinkPath(path: string, action = "remove"): void {
-  check(libc().unlink(cString(path)), action, path);
+  attempt(() => libc().unlink(cString(path)), action, path);
 }
 
 /** readlink(2) of a symlink such as `/proc/PID/fd/N`. */
 export function readLink(path: string): string {
   const buffer = new Uint8Array(4096);
-  const length = Number(check(libc().readlink(cString(path), buffer, 4096n), "read link", path));
+  const length = Number(
+    attempt(() => libc().readlink(cString(path), buffer, 4096n), "read link", path),
+  );
   return decoder.decode(buffer.subarray(0, length));
 }
 
@@ -336,29 +351,33 @@ export function shmOpen(
   mode: number,
   action = "open shared memory",
 ): number {
-  return check(libc().shm_open(cString(name), flags, mode), action, name);
+  return attempt(() => libc().shm_open(cString(name), flags, mode), action, name);
 }
 
 /** shm_unlink(3). */
 export function shmUnlink(name: string): void {
-  check(libc().shm_unlink(cString(name)), "remove shared memory", name);
+  attempt(() => libc().shm_unlink(cString(name)), "remove shared memory", name);
 }
 
 /** memfd_create(2) with MFD_CLOEXEC, and MFD_ALLOW_SEALING when it is to be sealed. */
 export function memfdCreate(name: string, options: { sealable?: boolean } = {}): number {
   const flags = C.MFD_CLOEXEC | (options.sealable ? C.MFD_ALLOW_SEALING : 0);
-  return check(libc().memfd_create(cString(name), flags), "create memfd", name);
+  return attempt(() => libc().memfd_create(cString(name), flags), "create memfd", name);
 }
 
 /** A second descriptor of the same open file, closed on exec (fcntl(2) F_DUPFD_CLOEXEC). */
 export function duplicateFd(fd: number, subject: string): number {
-  return check(libc().fcntl(fd, C.F_DUPFD_CLOEXEC, 0), "duplicate the descriptor of", subject);
+  return attempt(
+    () => libc().fcntl(fd, C.F_DUPFD_CLOEXEC, 0),
+    "duplicate the descriptor of",
+    subject,
+  );
 }
 
 /** Seals a memfd's size for good: nobody can shrink or grow it, nor lift the seal (fcntl(2)). */
 export function sealSize(fd: number, subject: string): void {
   const seals = C.F_SEAL_SHRINK | C.F_SEAL_GROW | C.F_SEAL_SEAL;
-  check(libc().fcntl(fd, C.F_ADD_SEALS, seals), "seal", subject);
+  attempt(() => libc().fcntl(fd, C.F_ADD_SEALS, seals), "seal", subject);
 }
 
 /** Whether a memfd's size is sealed against shrinking. */
@@ -369,7 +388,11 @@ export function isSizeSealed(fd: number): boolean {
 
 /** shmget(2); returns the segment id. */
 export function sysvGet(key: number, size: number, flags: number): number {
-  return check(libc().shmget(key, BigInt(size), flags), "get System V shared memory", `key ${key}`);
+  return attempt(
+    () => libc().shmget(key, BigInt(size), flags),
+    "get System V shared memory",
+    `key ${key}`,
+  );
 }
 
 /** The fields of `struct shmid_ds` the project uses. */
@@ -387,7 +410,7 @@ export interface SysvStat {
 /** shmctl(IPC_STAT). */
 export function sysvStat(id: number, subject: string): SysvStat {
   const buffer = new Uint8Array(C.SHMID_DS_BYTES);
-  check(libc().shmctl(id, C.IPC_STAT, buffer), "inspect System V shared memory", subject);
+  attempt(() => libc().shmctl(id, C.IPC_STAT, buffer), "inspect System V shared memory", subject);
   const view = new DataView(buffer.buffer);
   return {
     uid: view.getUint32(C.SHMID_DS_OFFSET.uid, true),
@@ -399,7 +422,7 @@ export function sysvStat(id: number, subject: string): SysvStat {
 
 /** shmctl(IPC_RMID): the segment goes away once the last process detaches. */
 export function sysvRemove(id: number, subject: string): void {
-  check(libc().shmctl(id, C.IPC_RMID, new Uint8Array(C.SHMID_DS_BYTES)), "remove", subject);
+  attempt(() => libc().shmctl(id, C.IPC_RMID, new Uint8Array(C.SHMID_DS_BYTES)), "remove", subject);
 }
 
 /** The effective user id of this process. */
@@ -420,16 +443,23 @@ export function monotonicNanos(): bigint {
 
 /** kill(2); returns false when the process does not exist. */
 export function sendSignal(pid: number, signal: number): boolean {
-  if (libc().kill(pid, signal) === 0) return true;
-  const errno = lastErrno();
-  if (errno === Errno.ESRCH) return false;
-  if (errno === Errno.EPERM) return true;
-  throw osError("signal", `pid ${pid}`, errno);
+  const send = (): number => libc().kill(pid, signal);
+  if (send() === 0) return true;
+  // A failed kill sent nothing; ESRCH (gone) and EPERM (alive, another user's) decide liveness.
+  const retried = retryFailed(send);
+  if (retried.ok) return true;
+  if (retried.errno === Errno.ESRCH) return false;
+  if (retried.errno === Errno.EPERM) return true;
+  throw osError("signal", `pid ${pid}`, retried.errno);
 }
 
 /** Asks the kernel to send `signal` to this process when its parent dies (prctl(2)). */
 export function setParentDeathSignal(signal: number): void {
-  check(libc().prctl(C.PR_SET_PDEATHSIG, BigInt(signal), 0n, 0n, 0n), "set", "parent death signal");
+  attempt(
+    () => libc().prctl(C.PR_SET_PDEATHSIG, BigInt(signal), 0n, 0n, 0n),
+    "set",
+    "parent death signal",
+  );
 }
 
 /** What /proc says of a running process. */
@@ -489,5 +519,5 @@ export function processState(pid: number): ProcessState | undefined {
 
 /** eventfd(2), non-blocking and close-on-exec. */
 export function createEventFd(): number {
-  return check(libc().eventfd(0, C.EFD_NONBLOCK | C.EFD_CLOEXEC), "create", "eventfd");
+  return attempt(() => libc().eventfd(0, C.EFD_NONBLOCK | C.EFD_CLOEXEC), "create", "eventfd");
 }
