@@ -282,6 +282,23 @@ testWith(
 );
 
 testWith(
+  NEEDS.childrenAndFiles,
+  "a state cell's wait asleep while rm and mv replace its file: the writer still wakes it, the user's file stays",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["unlinked", `${dir}/state.dat`]);
+      assertNotKilled(status, lines);
+      assertEquals(
+        lines,
+        ["removed", "replaced", "wait: returned 0", 'at the path: "1\\n"', "inotify fds left: 0"],
+        status.stderr,
+      );
+      assertEquals(status.code, 0, status.stderr);
+    });
+  },
+);
+
+testWith(
   [...NEEDS.childrenAndFiles, requires("fallocate")],
   "a region's wait asleep while another process writes the file without shrinking it sleeps on to its timeout",
   async () => {
