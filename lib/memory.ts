@@ -61,6 +61,12 @@ const WAKE_ALL = 0x7fff_ffff;
 const LOST_PAGE_SUBJECT = "the shared memory";
 /** While a wait must end (abort, close), how often its word is woken until the thread returns. */
 const REWAKE_MS = 1;
+/**
+ * How often the words of sleeping waits are read when the file under the memory cannot be watched
+ * (inotify out of instances or watches): reading a word on a page the file lost is how the loss
+ * is noticed then.
+ */
+const UNHEARD_LOOK_MS = 250;
 
 /** What releasing a mapping needs; also what the safety net holds for an owner never closed. */
 interface Held {
@@ -120,6 +126,10 @@ export class SharedMemory {
   #rewake: ReturnType<typeof setInterval> | undefined;
   /** Owners waiting, or about to (see {@link SharedMemory.hearShrink}). */
   #hearers = 0;
+  /** Whether the memory can be shrunk under its mapping but inotify could not watch it. */
+  #unheard = false;
+  /** While waits sleep on unheard memory: the timer that reads their words. */
+  #looking: ReturnType<typeof setInterval> | undefined;
   /** The mapping as bytes, for the library's own use; length 0 once closed. */
   readonly bytes: Uint8Array;
   /** The mapping as 32-bit words for `Atomics`; length 0 once closed. */
@@ -134,7 +144,9 @@ export class SharedMemory {
    * @param description how messages refer to it, such as `region "/led"`
    * @param onRelease runs once the range is released (for example to close an fd)
    * @param shrinkable the fd of a file or shm object that another process could shrink under
-   *   the mapping: its inode is watched while waits are asleep (see `shrink_watch.ts`)
+   *   the mapping: its inode is watched while waits are asleep (see `shrink_watch.ts`), or,
+   *   where inotify cannot watch it, the sleeping waits' words are read every
+   *   {@link UNHEARD_LOOK_MS}
    */
   constructor(
     mapping: Mapping,
@@ -165,7 +177,8 @@ export class SharedMemory {
           if (memory !== undefined) memory.#heardChange();
         });
       } catch {
-        // Out of inotify watches: its sleeping waits still end at an abort, a close or a death.
+        // Out of inotify instances or watches: sleeping waits read their words now and then.
+        this.#unheard = true;
       }
     }
     forgotten.register(this, this.#held, this);
@@ -196,12 +209,31 @@ export class SharedMemory {
    * a ring end or a region wait around each sleep. Nothing for memory that cannot shrink.
    */
   hearShrink(): void {
-    if (this.#hearers++ === 0 && !this.#closed) this.#held.shrink?.listen();
+    if (this.#hearers++ !== 0 || this.#closed) return;
+    this.#held.shrink?.listen();
+    if (this.#unheard) {
+      // Weakly, like the watch: the timer must not keep a memory nobody closes.
+      const self = new WeakRef(this);
+      const looking = setInterval(() => {
+        const memory = self.deref();
+        if (memory !== undefined) memory.#heardChange();
+      }, UNHEARD_LOOK_MS);
+      Deno.unrefTimer(looking);
+      this.#looking = looking;
+    }
   }
 
   /** Ends one {@link SharedMemory.hearShrink}. */
   stopHearingShrink(): void {
-    if (this.#hearers > 0 && --this.#hearers === 0) this.#held.shrink?.unlisten();
+    if (this.#hearers > 0 && --this.#hearers === 0) {
+      this.#held.shrink?.unlisten();
+      this.#stopLooking();
+    }
+  }
+
+  #stopLooking(): void {
+    if (this.#looking !== undefined) clearInterval(this.#looking);
+    this.#looking = undefined;
   }
 
   /** The name users know the memory by. */
@@ -462,6 +494,7 @@ export class SharedMemory {
     this.#closed = true;
     forgotten.unregister(this);
     this.#held.shrink?.close();
+    this.#stopLooking();
     detachAll(this.#held);
     for (const follower of this.#followers) follower.stop();
     if (this.#waits.size === 0 && this.#followers.size === 0) {

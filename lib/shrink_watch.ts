@@ -187,8 +187,8 @@ export function disableShrinkWatch(): void {
 /**
  * Watches the inode behind `fd` (a file or shm object that may be mapped) for truncation: while
  * listening, `onModified` is called after each batch of changes to it. Throws when inotify
- * cannot watch it (out of watches, say): the caller decides whether to go without. Undefined
- * after {@link disableShrinkWatch}.
+ * cannot watch it (out of instances or watches): the caller then looks for itself (the memory
+ * reads its sleeping waits' words every so often). Undefined after {@link disableShrinkWatch}.
  */
 export function watchShrink(fd: number, onModified: () => void): ShrinkWatch | undefined {
   if (disabled) return undefined;

@@ -298,6 +298,48 @@ testWith(
   },
 );
 
+/**
+ * The user's inotify instances, when few enough for a test to use them all up for a moment, and
+ * the test may start children and make files.
+ */
+function fewInotifyInstances(): number | undefined {
+  const granted = NEEDS.childrenAndFiles.every((name) =>
+    Deno.permissions.querySync({ name }).state === "granted"
+  );
+  if (!granted) return undefined;
+  try {
+    // Through cat: Deno wants --allow-all to read /proc/sys.
+    const { stdout } = new Deno.Command("cat", {
+      args: ["/proc/sys/fs/inotify/max_user_instances"],
+      stderr: "null",
+    }).outputSync();
+    const limit = Number(new TextDecoder().decode(stdout));
+    return limit > 0 && limit <= 1024 ? limit : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test({
+  name: fewInotifyInstances() === undefined
+    ? "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file [ignored: needs --allow-run --allow-read --allow-write and fs.inotify.max_user_instances <= 1024]"
+    : "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file (the user's instances used up)",
+  ignore: fewInotifyInstances() === undefined,
+  async fn(): Promise<void> {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["unheard", `${dir}/state.dat`]);
+      assertNotKilled(status, lines);
+      assertEquals(lines.length, 2, status.stderr);
+      assert(
+        lines[0].startsWith("shrunk (inotify refused: ") && !lines[0].endsWith("none)"),
+        lines[0],
+      );
+      assertEquals(lines[1], "wait: UnexpectedEof", status.stderr);
+      assertEquals(status.code, 0, status.stderr);
+    });
+  },
+});
+
 testWith(
   [...NEEDS.childrenAndFiles, requires("fallocate")],
   "a region's wait asleep while another process writes the file without shrinking it sleeps on to its timeout",
