@@ -10,7 +10,7 @@ import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
-import { killIfRunning, openFdCount, processGone, waitingForWriter } from "./helpers/proc.ts";
+import { killIfRunning, processGone, settledFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
   launcherCommand,
@@ -130,14 +130,14 @@ testWith(
       try {
         await writeAndLeave(fifo, "0\n");
         await launcher.waitFor(/Pressed: state 1/);
-        const fdsBefore = await openFdCount(pids.button);
+        const fdsBefore = await settledFdCount(pids.button);
         for (let i = 0; i < 1000; i++) await writeAndLeave(fifo, "0\n");
         await until(
           () => launcher.matching(/Pressed: state/).length === 1001,
           "1,001 presses",
           { timeoutMs: 30_000 },
         );
-        const fdsAfter = await openFdCount(pids.button);
+        const fdsAfter = await settledFdCount(pids.button);
         // 1,001 toggles from Off: the state ends On, and so does the LED.
         using file = openStateFile(state);
         assertEquals(file.read().value, 1);

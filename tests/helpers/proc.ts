@@ -47,6 +47,22 @@ export function openFdCount(pid: number, target?: string): Promise<number> {
 }
 
 /**
+ * {@link openFdCount} of another process once it holds still: the same count twice in a row 20 ms
+ * apart. A process that opens a new fd before closing the old one (the button reopening its FIFO
+ * after each writer) has one more for a moment.
+ */
+export async function settledFdCount(pid: number): Promise<number> {
+  let last = await openFdCount(pid);
+  for (let i = 0; i < 50; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = await openFdCount(pid);
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+/**
  * Voluntary context switches of the main thread of `pid`: it runs the event loop, so every
  * wake-up that reaches JavaScript shows here. Read through libc because Deno guards /proc.
  */
