@@ -11,6 +11,7 @@ import * as C from "../ffi/constants.ts";
 import { Errno, lastErrno, retryFailed } from "../ffi/errno.ts";
 import { libc } from "../ffi/libc.ts";
 import { statPath } from "../ffi/posix.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
 const encoder = new TextEncoder();
@@ -26,7 +27,7 @@ Deno.test("retryFailed() believes a failure's errno only when two failures in a 
   assertEquals(retryFailed(lockNothing), { ok: false, errno: Errno.EBADF });
 });
 
-Deno.test("retryFailed() returns the result of a repeat that succeeds", async () => {
+testWith(NEEDS.files, "retryFailed() returns the result of a repeat that succeeds", async () => {
   await withTempDir((dir) => {
     const path = cPath(`${dir}/made`);
     const make = (): number => libc().mkdir(path, 0o700);
