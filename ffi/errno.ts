@@ -147,18 +147,38 @@ export type Retried<T> = { ok: true; result: T } | { ok: false; errno: number };
  * a failure's errno is believed when two failures in a row agree. Only for calls whose failure
  * changes nothing, so that making them again is harmless.
  *
- * @param call the call, made again as it was; negative means it failed and set errno
+ * @param call the call, made again as it was
+ * @param failed whether a result is a failure; by default, a negative number
  */
-export function retryFailed<T extends number | bigint>(call: () => T): Retried<T> {
+export function retryFailed<T>(
+  call: () => T,
+  failed: (result: T) => boolean = negative,
+): Retried<T> {
   let errno = lastErrno();
   for (let attempts = 1; attempts < MAX_ATTEMPTS; attempts++) {
     const result = call();
-    if (result >= 0) return { ok: true, result };
+    if (!failed(result)) return { ok: true, result };
     const again = lastErrno();
     if (again === errno) break;
     errno = again;
   }
   return { ok: false, errno };
+}
+
+/**
+ * Makes `call`, a libc or libgpiod call that returns NULL when it fails, and returns its pointer,
+ * or the errno its failures agreed on (see {@link retryFailed}): a number. For calls whose failure
+ * changes nothing.
+ */
+export function pointerOrErrno(call: () => Deno.PointerValue): Deno.PointerObject | number {
+  const pointer = call();
+  if (pointer !== null) return pointer;
+  const retried = retryFailed(call, (result) => result === null);
+  return retried.ok ? retried.result as Deno.PointerObject : retried.errno;
+}
+
+function negative(result: unknown): boolean {
+  return (result as number | bigint) < 0;
 }
 
 /**

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { check, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
+import { attempt, check, Errno, osError, pointerOrErrno } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import {
   type Bias,
@@ -136,22 +136,26 @@ class LineV1 implements InputLine, OutputLine {
   }
 
   get eventFd(): number {
-    return check(
-      this.#lib.gpiod_line_event_get_fd(this.#open()),
+    const line = this.#open();
+    return attempt(
+      () => this.#lib.gpiod_line_event_get_fd(line),
       "get the event fd of",
       this.#subject,
     );
   }
 
   read(): number {
-    return check(this.#lib.gpiod_line_get_value(this.#open()), "read", this.#subject);
+    const line = this.#open();
+    return attempt(() => this.#lib.gpiod_line_get_value(line), "read", this.#subject);
   }
 
   write(value: number): void {
-    check(this.#lib.gpiod_line_set_value(this.#open(), value ? 1 : 0), "set", this.#subject);
+    const line = this.#open();
+    attempt(() => this.#lib.gpiod_line_set_value(line, value ? 1 : 0), "set", this.#subject);
   }
 
   readEvents(): number {
+    // Not made again on failure: the read blocks until an event comes, if none is left.
     check(
       this.#lib.gpiod_line_event_read(this.#open(), this.#event),
       "read an edge event of",
@@ -231,8 +235,8 @@ export class ChipV1 implements Chip {
   constructor(lib: V1, path: string) {
     this.#lib = lib;
     this.path = path;
-    const chip = lib.gpiod_chip_open(cString(path));
-    if (chip === null) throw osError("open GPIO chip", path, lastErrno());
+    const chip = pointerOrErrno(() => lib.gpiod_chip_open(cString(path)));
+    if (typeof chip === "number") throw osError("open GPIO chip", path, chip);
     this.#chip = chip;
     this.name = text(lib.gpiod_chip_name(chip));
     this.label = text(lib.gpiod_chip_label(chip));
@@ -254,23 +258,17 @@ export class ChipV1 implements Chip {
         `Cannot find GPIO ${subject}: the chip has lines 0 to ${this.lineCount - 1}`,
       );
     }
-    const line = this.#lib.gpiod_chip_get_line(chip, offset);
-    if (line === null) throw lineInfoError("inspect", subject, lastErrno());
+    const line = pointerOrErrno(() => this.#lib.gpiod_chip_get_line(chip, offset));
+    if (typeof line === "number") throw lineInfoError("inspect", subject, line);
     return line;
   }
 
   findLine(name: string): number | undefined {
     const chip = this.#open();
-    const find = (): Deno.PointerValue => this.#lib.gpiod_chip_find_line(chip, cString(name));
-    let line = find();
-    if (line === null) {
-      const retried = retryFailed(() => (line = find()) === null ? -1 : 0);
-      if (!retried.ok) {
-        if (retried.errno === Errno.ENOENT) return undefined;
-        throw lineInfoError(`look for line ${JSON.stringify(name)} on`, this.path, retried.errno);
-      }
-    }
-    return this.#lib.gpiod_line_offset(line as Deno.PointerObject);
+    const line = pointerOrErrno(() => this.#lib.gpiod_chip_find_line(chip, cString(name)));
+    if (typeof line !== "number") return this.#lib.gpiod_line_offset(line);
+    if (line === Errno.ENOENT) return undefined;
+    throw lineInfoError(`look for line ${JSON.stringify(name)} on`, this.path, line);
   }
 
   lineInfo(offset: number): LineInfo {
@@ -287,8 +285,9 @@ export class ChipV1 implements Chip {
     const line = this.#line(offset);
     const name = cString(consumer);
     const subject = lineSubject(this.path, offset);
-    check(
-      this.#lib.gpiod_line_request(line, requestConfig(name, type, flags), value),
+    const config = requestConfig(name, type, flags);
+    attempt(
+      () => this.#lib.gpiod_line_request(line, config, value),
       "request",
       subject,
     );

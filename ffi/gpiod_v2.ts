@@ -4,7 +4,7 @@
  * @module
  */
 
-import { check, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
+import { attempt, check, Errno, lastErrno, osError, pointerOrErrno, retryFailed } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
@@ -127,14 +127,17 @@ function requestLine(
       throw osError("configure", subject, lastErrno());
     }
     configure(settings);
-    check(
-      lib.gpiod_line_config_add_line_settings(lineConfig, new Uint32Array([offset]), 1n, settings),
+    const offsets = new Uint32Array([offset]);
+    attempt(
+      () => lib.gpiod_line_config_add_line_settings(lineConfig, offsets, 1n, settings),
       "configure",
       subject,
     );
     lib.gpiod_request_config_set_consumer(requestConfig, cString(consumer));
-    const request = lib.gpiod_chip_request_lines(chip, requestConfig, lineConfig);
-    if (request === null) throw osError("request", subject, lastErrno());
+    const request = pointerOrErrno(() =>
+      lib.gpiod_chip_request_lines(chip, requestConfig, lineConfig)
+    );
+    if (typeof request === "number") throw osError("request", subject, request);
     return request;
   } finally {
     if (requestConfig !== null) lib.gpiod_request_config_free(requestConfig);
@@ -168,10 +171,12 @@ class RequestV2 implements InputLine, OutputLine {
     this.#offset = offset;
     this.#subject = subject;
     if (events) {
-      const buffer = lib.gpiod_edge_event_buffer_new(BigInt(EVENT_BUFFER_CAPACITY));
-      if (buffer === null) {
+      const buffer = pointerOrErrno(() =>
+        lib.gpiod_edge_event_buffer_new(BigInt(EVENT_BUFFER_CAPACITY))
+      );
+      if (typeof buffer === "number") {
         lib.gpiod_line_request_release(request);
-        throw osError("allocate an event buffer for", subject, lastErrno());
+        throw osError("allocate an event buffer for", subject, buffer);
       }
       this.#events = buffer;
     }
@@ -185,20 +190,27 @@ class RequestV2 implements InputLine, OutputLine {
   }
 
   get eventFd(): number {
-    return check(this.#lib.gpiod_line_request_get_fd(this.#open()), "get the fd of", this.#subject);
+    const request = this.#open();
+    return attempt(
+      () => this.#lib.gpiod_line_request_get_fd(request),
+      "get the fd of",
+      this.#subject,
+    );
   }
 
   read(): number {
-    return check(
-      this.#lib.gpiod_line_request_get_value(this.#open(), this.#offset),
+    const request = this.#open();
+    return attempt(
+      () => this.#lib.gpiod_line_request_get_value(request, this.#offset),
       "read",
       this.#subject,
     );
   }
 
   write(value: number): void {
-    check(
-      this.#lib.gpiod_line_request_set_value(this.#open(), this.#offset, value ? 1 : 0),
+    const request = this.#open();
+    attempt(
+      () => this.#lib.gpiod_line_request_set_value(request, this.#offset, value ? 1 : 0),
       "set",
       this.#subject,
     );
@@ -206,6 +218,7 @@ class RequestV2 implements InputLine, OutputLine {
 
   readEvents(): number {
     if (this.#events === undefined) throw new TypeError(`${this.#subject} has no edge detection`);
+    // Not made again on failure: the read blocks until an event comes, if none is left.
     return check(
       this.#lib.gpiod_line_request_read_edge_events(
         this.#open(),
@@ -287,13 +300,13 @@ export class ChipV2 implements Chip {
   constructor(lib: V2, path: string) {
     this.#lib = lib;
     this.path = path;
-    const chip = lib.gpiod_chip_open(cString(path));
-    if (chip === null) throw osError("open GPIO chip", path, lastErrno());
+    const chip = pointerOrErrno(() => lib.gpiod_chip_open(cString(path)));
+    if (typeof chip === "number") throw osError("open GPIO chip", path, chip);
     this.#chip = chip;
-    const info = lib.gpiod_chip_get_info(chip);
-    if (info === null) {
+    const info = pointerOrErrno(() => lib.gpiod_chip_get_info(chip));
+    if (typeof info === "number") {
       lib.gpiod_chip_close(chip);
-      throw osError("inspect GPIO chip", path, lastErrno());
+      throw osError("inspect GPIO chip", path, info);
     }
     this.name = text(lib.gpiod_chip_info_get_name(info));
     this.label = text(lib.gpiod_chip_info_get_label(info));
@@ -327,8 +340,8 @@ export class ChipV2 implements Chip {
         `Cannot find GPIO ${subject}: the chip has lines 0 to ${this.lineCount - 1}`,
       );
     }
-    const info = this.#lib.gpiod_chip_get_line_info(chip, offset);
-    if (info === null) throw osError("inspect", subject, lastErrno());
+    const info = pointerOrErrno(() => this.#lib.gpiod_chip_get_line_info(chip, offset));
+    if (typeof info === "number") throw osError("inspect", subject, info);
     try {
       return {
         offset,

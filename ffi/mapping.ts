@@ -40,8 +40,9 @@ export class Mapping {
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
     if (failed(pointer)) {
-      const retried = retryFailed(() => failed(pointer = map()) ? -1 : 0);
+      const retried = retryFailed(map, failed);
       if (!retried.ok) throw osError("map", subject, retried.errno);
+      pointer = retried.result;
     }
     const mapping = new Mapping(pointer as Deno.PointerObject, size, false);
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
@@ -54,8 +55,9 @@ export class Mapping {
     const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
     let pointer = attach();
     if (failed(pointer)) {
-      const retried = retryFailed(() => failed(pointer = attach()) ? -1 : 0);
+      const retried = retryFailed(attach, failed);
       if (!retried.ok) throw osError("attach", subject, retried.errno);
+      pointer = retried.result;
     }
     return new Mapping(pointer as Deno.PointerObject, size, true);
   }
