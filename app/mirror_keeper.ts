@@ -5,9 +5,9 @@
  * size; a file removed or replaced is reported, and the system carries on with its state in
  * memory, leaving whatever is at the path alone.
  *
- * `echo 1 > state` truncates the file before it writes, so an empty file may be a write half
- * done: the state is written back only if the file is still empty a moment later, or it could
- * land on the `1` just written and undo it.
+ * `echo 1 > state` truncates the file before it writes, so an empty file, or a short one that
+ * holds the state itself, may be a write half done: the state is written back only if the file is
+ * still so a moment later, or it could land on the `1` just written and undo it.
  *
  * @module
  */
@@ -57,7 +57,10 @@ export async function keepMirror(
   /** Answers a change of the file's content. */
   const check = async (): Promise<void> => {
     let { value, size, blank } = mirror.read();
-    if (blank) {
+    // Empty, or short and holding the state itself: maybe a write half done, which writing the
+    // state back now could land on. (The read and the size are two calls: they can straddle
+    // `echo 1 >`'s truncation, the old text with the new size, and its 1 comes next.)
+    if (blank || (size < STATE_FILE_SIZE && value === cell.read())) {
       await delay(SETTLE_MS, { signal }).catch(() => {});
       if (signal.aborted) return;
       ({ value, size, blank } = mirror.read());
