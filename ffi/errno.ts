@@ -140,11 +140,10 @@ export type Retried<T> = { ok: true; result: T } | { ok: false; errno: number };
 
 /**
  * Makes a call that just failed again until its errno can be believed, and returns that errno,
- * or the result of a repeat that succeeded. errno is read by a second FFI call, and something on
- * this thread (inside the runtime; not found) sometimes changes it in between early in a
- * process's life: a loop of failing calls read ENOENT in place of EEXIST or EBADF in about one
- * process in five, once, and a button's open that failed with EEXIST read EAGAIN and gave up. So
- * a failure's errno is believed when two failures in a row agree. Only for calls whose failure
+ * or the result of a repeat that succeeded. errno is read once the call has returned, and the
+ * runtime (what in it was not found) sometimes changes it in between early in a process's life
+ * (see {@link lastErrno}): a button's open that failed with EEXIST read EAGAIN and gave up. So a
+ * failure's errno is believed when two failures in a row agree. Only for calls whose failure
  * changes nothing, so that making them again is harmless.
  *
  * @param call the call, made again as it was
