@@ -257,6 +257,25 @@ Deno.test("a corrupted record or position is reported, never read out of bounds"
   assertThrows(() => consumer.tryReceive(), Deno.errors.InvalidData);
 });
 
+Deno.test("a record corrupted after the consumer saw the head is reported too (the quick path checks it)", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  await producer.send(encoder.encode("one"));
+  await producer.send(encoder.encode("two"));
+  assertEquals(text(consumer.tryReceive()), "one"); // the consumer now holds the head: 32
+  const second = RING_HEADER_SIZE + 16;
+  const into = new Uint8Array(64);
+  for (const length of [2 ** 31 - 1, 2 ** 31 - 8, 1_000, 9, -2]) {
+    region.storeInt32(second, length);
+    assertThrowsWith(() => consumer.tryReceiveInto(into), Deno.errors.InvalidData, "corrupted");
+  }
+  region.storeInt32(second, 3);
+  assertEquals(consumer.tryReceiveInto(into), 3);
+  assertEquals(text(into.subarray(0, 3)), "two");
+  assertEquals(consumer.tryReceiveInto(into), undefined);
+});
+
 Deno.test("attaching to a corrupted position fails and leaves the role free", () => {
   using region = ringRegion(128);
   region.storeInt32(128, 100_000); // the tail, outside 0..255

@@ -77,6 +77,8 @@ export class RingConsumer {
   readonly #dataWord: number;
   readonly #data: number;
   readonly #tailIndex: number;
+  readonly #headIndex: number;
+  readonly #maxMessageSize: number;
   readonly #waitingIndex: number;
   /** The SIGBUS guard's fault count: looked at before a message read is handed over. */
   readonly #faults: Int32Array;
@@ -105,6 +107,8 @@ export class RingConsumer {
     this.#data = ring.data;
     this.#dataWord = ring.data >> 2;
     this.#tailIndex = ring.index(TAIL);
+    this.#headIndex = ring.index(HEAD);
+    this.#maxMessageSize = ring.maxMessageSize;
     this.#publishEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
     this.#faults = ring.faults;
@@ -499,10 +503,38 @@ export class RingConsumer {
 
   /**
    * Finds the next message: returns its length and sets `#at` to its data index; or NOTHING,
-   * or ENDED when the producer closed and all is read. Skips padding. Reads the shared head
-   * only when the cached one says the ring is empty.
+   * or ENDED when the producer closed and all is read. Reads the shared head only when the
+   * cached one says the ring is empty. Kept small so that the runtime inlines it: anything out
+   * of the ordinary (padding, the closed mark, a fault taken, a record that does not fit) goes
+   * to {@link RingConsumer.#nextSlowly}, which looks at everything again.
    */
   #next(): number {
+    const tail = this.#tail;
+    let head = this.#head;
+    if (head === tail) {
+      head = Atomics.load(this.#words, this.#headIndex);
+      // The closed mark makes the word negative; a head outside the positions is corrupt.
+      if (head < 0 || head >= this.#twice || this.#faults[0] !== 0) return this.#nextSlowly();
+      if (head === tail) return NOTHING;
+      this.#head = head;
+    }
+    let used = head - tail;
+    if (used < 0) used += this.#twice;
+    const index = tail >= this.#capacity ? tail - this.#capacity : tail;
+    const length = this.#words[this.#dataWord + (index >> 2)];
+    const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    if (
+      length >= 0 && length <= this.#maxMessageSize && record <= used &&
+      record <= this.#capacity - index && used <= this.#capacity
+    ) {
+      this.#at = index;
+      return length;
+    }
+    return this.#nextSlowly();
+  }
+
+  /** {@link RingConsumer.#next} for padding, the closed mark, faults and corrupted records. */
+  #nextSlowly(): number {
     for (;;) {
       if (this.#head === this.#tail) {
         const word = this.#ring.position(HEAD, "head");
@@ -580,7 +612,7 @@ export class RingConsumer {
     this.#unpublished = 0;
     Atomics.store(this.#words, this.#tailIndex, this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
-      this.#ring.memory.wake(this.#ring.base + TAIL);
+      this.#ring.wake(TAIL);
     }
   }
 

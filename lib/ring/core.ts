@@ -182,6 +182,11 @@ export class RingCore {
     }
   };
 
+  /** Wakes the other end asleep on the position word at `field` (its own call: kept off the hot paths' size). */
+  wake(field: number): void {
+    this.memory.wake(this.base + field);
+  }
+
   /** The word index of the field at `byteOffset` from the ring's start. */
   index(byteOffset: number): number {
     return (this.base + byteOffset) >> 2;

@@ -65,6 +65,7 @@ export class RingProducer {
   readonly #data: number;
   readonly #headIndex: number;
   readonly #waitingIndex: number;
+  readonly #maxMessageSize: number;
   /** The SIGBUS guard's fault count: looked at before a record is published. */
   readonly #faults: Int32Array;
   #head: number;
@@ -96,6 +97,7 @@ export class RingProducer {
     this.#dataWord = ring.data >> 2;
     this.#headIndex = ring.index(HEAD);
     this.#waitingIndex = ring.index(CONSUMER_WAITING);
+    this.#maxMessageSize = ring.maxMessageSize;
     this.#faults = ring.faults;
     this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
@@ -137,7 +139,7 @@ export class RingProducer {
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
     const length = message.length;
-    if (length > this.#ring.maxMessageSize) this.#tooLong(length);
+    if (length > this.#maxMessageSize) this.#tooLong(length);
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
@@ -390,6 +392,15 @@ export class RingProducer {
   #room(record: number): number {
     const head = this.#head;
     const index = head >= this.#capacity ? head - this.#capacity : head;
+    // Kept small so that the runtime inlines it: room before the end with the cached tail.
+    if (record <= this.#capacity - index && record <= this.#capacity - this.#used()) return index;
+    return this.#roomSlowly(record);
+  }
+
+  /** {@link RingProducer.#room} when the cached tail says there is no room, or at the wrap. */
+  #roomSlowly(record: number): number {
+    const head = this.#head;
+    const index = head >= this.#capacity ? head - this.#capacity : head;
     const untilEnd = this.#capacity - index;
     const needed = record <= untilEnd ? record : untilEnd + record;
     if (needed > this.#capacity - this.#used()) {
@@ -437,7 +448,7 @@ export class RingProducer {
       this.#unwoken = 0;
     }
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
-      this.#ring.memory.wake(this.#ring.base + HEAD);
+      this.#ring.wake(HEAD);
     }
   }
 
@@ -471,7 +482,7 @@ export class RingProducer {
     } finally {
       this.#batching = false;
       if (sent > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
-        this.#ring.memory.wake(this.#ring.base + HEAD);
+        this.#ring.wake(HEAD);
       }
     }
     return sent;
