@@ -6,17 +6,25 @@
 import { assert, assertEquals } from "@std/assert";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnDeno } from "./helpers/spawn.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
+import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
 
 const FIXTURE = `${TESTS_DIR}fixtures/shrunk_mapping.ts`;
 
 /** Runs the fixture; returns its status and stdout lines. */
-async function shrunk(
+function shrunk(
   args: string[],
 ): Promise<{ status: Deno.CommandStatus & { stderr: string }; lines: string[] }> {
   // --allow-all: it runs truncate on paths of its own, /proc/PID/fd/N among them.
-  await using child = spawnDeno(FIXTURE, args, { permissions: ["--allow-all"] });
+  return output(spawnDeno(FIXTURE, args, { permissions: ["--allow-all"] }));
+}
+
+/** Waits for the child to end; returns its status and stdout lines. */
+async function output(
+  started: ChildProcess,
+): Promise<{ status: Deno.CommandStatus & { stderr: string }; lines: string[] }> {
+  await using child = started;
   const status = await child.status();
   const lines = child.lines.filter((line) => line.stream === "stdout").map((line) => line.text);
   return { status, lines };
@@ -298,15 +306,32 @@ testWith(
   },
 );
 
+/** How few inotify instances the `unheard` fixture's user namespace allows (see below). */
+const JAILED_INSTANCES = 4;
+const JAIL_SCRIPT = `echo ${JAILED_INSTANCES} > /proc/sys/user/max_inotify_instances && exec "$@"`;
+
 /**
- * The user's inotify instances, when few enough for a test to use them all up for a moment, and
- * the test may start children and make files.
+ * Where the `unheard` fixture may use up every inotify instance it is allowed: "namespace", a
+ * user namespace of its own whose limit is {@link JAILED_INSTANCES} (its instances also count
+ * against the user's, but only that many: other processes of the user can still make theirs);
+ * else "user", the user's own limit when it is low enough to use up (every process of the user
+ * is then refused one for about half a second); else undefined (the test is ignored).
  */
-function fewInotifyInstances(): number | undefined {
+function inotifyJail(): "namespace" | "user" | undefined {
   const granted = NEEDS.childrenAndFiles.every((name) =>
     Deno.permissions.querySync({ name }).state === "granted"
   );
   if (!granted) return undefined;
+  try {
+    const { success } = new Deno.Command("unshare", {
+      args: ["--user", "--map-root-user", "sh", "-c", JAIL_SCRIPT, "sh", "true"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync();
+    if (success) return "namespace";
+  } catch {
+    // No unshare: try the user's own limit.
+  }
   try {
     // Through cat: Deno wants --allow-all to read /proc/sys.
     const { stdout } = new Deno.Command("cat", {
@@ -314,26 +339,37 @@ function fewInotifyInstances(): number | undefined {
       stderr: "null",
     }).outputSync();
     const limit = Number(new TextDecoder().decode(stdout));
-    return limit > 0 && limit <= 1024 ? limit : undefined;
+    return limit > 0 && limit <= 1024 ? "user" : undefined;
   } catch {
     return undefined;
   }
 }
 
+const JAIL = inotifyJail();
+
 Deno.test({
-  name: fewInotifyInstances() === undefined
-    ? "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file [ignored: needs --allow-run --allow-read --allow-write and fs.inotify.max_user_instances <= 1024]"
-    : "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file (the user's instances used up)",
-  ignore: fewInotifyInstances() === undefined,
+  name: JAIL === undefined
+    ? "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file [ignored: needs --allow-run --allow-read --allow-write, and unshare --user or fs.inotify.max_user_instances <= 1024]"
+    : `a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file (${
+      JAIL === "namespace"
+        ? "the instances of a user namespace used up"
+        : "the user's instances used up"
+    })`,
+  ignore: JAIL === undefined,
   async fn(): Promise<void> {
     await withTempDir(async (dir) => {
-      const { status, lines } = await shrunk(["unheard", `${dir}/state.dat`]);
+      const args = ["unheard", `${dir}/state.dat`];
+      const { status, lines } = JAIL === "namespace"
+        ? await output(spawnProgram("unshare", [
+          ...["--user", "--map-root-user", "sh", "-c", JAIL_SCRIPT, "sh"],
+          ...denoCommand(FIXTURE, args, ["--allow-all"]),
+        ]))
+        : await shrunk(args);
       assertNotKilled(status, lines);
       assertEquals(lines.length, 2, status.stderr);
-      assert(
-        lines[0].startsWith("shrunk (inotify refused: ") && !lines[0].endsWith("none)"),
-        lines[0],
-      );
+      const refused = /^shrunk \((\d+) inotify instances, then refused: (.*)\)$/.exec(lines[0]);
+      assert(refused !== null && refused[2] !== "none", lines[0]);
+      if (JAIL === "namespace") assertEquals(Number(refused[1]), JAILED_INSTANCES, lines[0]);
       assertEquals(lines[1], "wait: UnexpectedEof", status.stderr);
       assertEquals(status.code, 0, status.stderr);
     });

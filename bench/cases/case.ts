@@ -49,8 +49,10 @@ export interface Row<T> {
 
 /**
  * Measures every row `config.runs` times, interleaved (run 1 of every row, then run 2, ...), so
- * a machine that gets busier or quieter during the case affects all rows alike. Reports a step
- * per measurement; returns each row's results in run order.
+ * a machine that gets busier or quieter during the case affects all rows alike; every other run
+ * goes through the rows backwards, so that no row always comes first or right after another
+ * (rows compared with each other sit side by side: A B ... then ... B A). Reports a step per
+ * measurement; returns each row's results in run order.
  */
 export async function interleaved<T>(
   context: CaseContext,
@@ -59,7 +61,7 @@ export async function interleaved<T>(
   const results = new Map<string, T[]>(rows.map((row) => [row.id, []]));
   const runs = context.config.runs;
   for (let run = 1; run <= runs; run++) {
-    for (const row of rows) {
+    for (const row of run % 2 === 1 ? rows : [...rows].reverse()) {
       context.progress.step(`${row.label}${runs > 1 ? `, run ${run}/${runs}` : ""}`);
       results.get(row.id)?.push(await row.measure());
     }

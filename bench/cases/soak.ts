@@ -88,6 +88,7 @@ export const soak: BenchCase = {
     } presses after a ${formatDuration(Math.round(warmUp), { ignoreZero: true })} warm-up)`;
     for (const child of ["led", "button"] as const) {
       const trail = series.map((s) => formatBytes(s[child].heap, { binary: true })).join(", ");
+      const rssTrail = series.map((s) => formatBytes(s[child].rss, { binary: true })).join(", ");
       const one = (value: number) => ({ median: value, min: value, max: value, runs: 1 });
       figures.add(
         {
@@ -125,6 +126,7 @@ export const soak: BenchCase = {
           unit: "bytes",
         },
         one(end[child].rss),
+        `at each checkpoint: ${rssTrail}`,
       );
     }
   },
