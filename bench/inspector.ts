@@ -11,6 +11,10 @@ import type { Child } from "./processes.ts";
 /** The flag that makes a child listen for the inspector on a free local port. */
 export const INSPECT_FLAG = "--inspect=127.0.0.1:0";
 
+/** What {@link HeapProbe.spacesInUse} evaluates in the child. */
+const SPACES_EXPRESSION = `import("node:v8").then((v8) => JSON.stringify(Object.fromEntries(
+  v8.getHeapSpaceStatistics().map((space) => [space.space_name, space.space_used_size]))))`;
+
 /** A connection to one child's inspector. */
 export class HeapProbe implements Disposable {
   readonly #socket: WebSocket;
@@ -36,7 +40,37 @@ export class HeapProbe implements Disposable {
     return new HeapProbe(socket);
   }
 
-  #call(method: string): Promise<unknown> {
+  /**
+   * Bytes in use in each V8 heap space (`node:v8`'s `getHeapSpaceStatistics()`, evaluated in the
+   * child), or undefined where the child cannot say. The first call loads `node:v8` into the
+   * child, which adds to its heap: see {@link HeapProbe.loadSpaces}.
+   */
+  async spacesInUse(): Promise<Record<string, number> | undefined> {
+    try {
+      const answer = await this.#call("Runtime.evaluate", {
+        expression: SPACES_EXPRESSION,
+        awaitPromise: true,
+        returnByValue: true,
+      }) as { result?: { value?: unknown } };
+      const value = answer.result?.value;
+      return typeof value === "string" ? JSON.parse(value) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Makes the first {@link HeapProbe.spacesInUse} call and returns what it added to the heap
+   * after a full GC (`node:v8` and what it loads), for samples to leave out: the script's own
+   * heap is what is compared, not the probe's.
+   */
+  async loadSpaces(): Promise<number> {
+    const before = await this.heapUsedAfterGc();
+    await this.spacesInUse();
+    return await this.heapUsedAfterGc() - before;
+  }
+
+  #call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -50,7 +84,7 @@ export class HeapProbe implements Disposable {
           reject(new Error(`${method}: ${JSON.stringify(message.error)}`));
         } else resolve(message.result);
       });
-      this.#socket.send(JSON.stringify({ id, method, params: {} }));
+      this.#socket.send(JSON.stringify({ id, method, params }));
     });
   }
 

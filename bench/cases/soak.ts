@@ -1,7 +1,8 @@
 /**
  * The soak: the real LED and button under a steady stream of presses, with each child's V8 heap
- * (after a full garbage collection, read through the inspector) and RSS taken after a warm-up
- * and at the end. `deno task bench` runs a short one (a minute, after a minute's warm-up);
+ * (after a full garbage collection, read through the inspector; also by space, through `node:v8`
+ * evaluated in the child, whose own share is left out of the heap compared) and RSS taken after a
+ * warm-up and at the end. `deno task bench` runs a short one (a minute, after a minute's warm-up);
  * `--soak [--minutes N]` a long one alone (N minutes after a warm-up of a fifth of that, at least
  * a minute).
  *
@@ -35,6 +36,35 @@ function warmUpMs(config: CaseContext["config"], soakMs: number): number {
   return config.quick ? soakMs * WARM_UP : Math.max(soakMs * WARM_UP, MIN_WARM_UP_MS);
 }
 
+/** One child at one checkpoint. */
+interface Sample {
+  /** V8 heap in use after a full GC, less what the probe loaded into the child. */
+  heap: number;
+  /** The heap in use by space, where the child could say (the probe's share included). */
+  spaces: Record<string, number> | undefined;
+  rss: number;
+}
+
+/**
+ * The heap spaces that moved between two samples: the old space holds the script's data, the
+ * code and trusted spaces what V8 compiles (they grow while it still optimises hot code).
+ */
+function bySpace(
+  start: Record<string, number> | undefined,
+  end: Record<string, number> | undefined,
+): string {
+  if (start === undefined || end === undefined) return "";
+  // The young generation holds only what the probe's own call allocated.
+  const moved = Object.keys(end).filter((name) =>
+    !name.startsWith("new_") && (end[name] ?? 0) !== (start[name] ?? 0)
+  );
+  if (moved.length === 0) return "; no space moved";
+  const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
+  return `; by space, start to end: ${
+    moved.map((name) => `${name} ${kib(start[name] ?? 0)} to ${kib(end[name])}`).join(", ")
+  }`;
+}
+
 /** The soak case. */
 export const soak: BenchCase = {
   id: "soak",
@@ -47,6 +77,8 @@ export const soak: BenchCase = {
     using ledProbe = await HeapProbe.connect(system.led);
     using buttonProbe = await HeapProbe.connect(system.button);
     const probes = { led: ledProbe, button: buttonProbe };
+    // The heap by space needs node:v8 in each child: loaded now, its share left out of every sample.
+    const probeShare = { led: await ledProbe.loadSpaces(), button: await buttonProbe.loadSpaces() };
 
     let presses = 0;
     const pressFor = async (ms: number): Promise<void> => {
@@ -57,12 +89,14 @@ export const soak: BenchCase = {
         await delay(PRESS_EVERY_MS);
       }
     };
-    const sample = async (): Promise<Record<"led" | "button", { heap: number; rss: number }>> => ({
-      led: { heap: await probes.led.heapUsedAfterGc(), rss: residentBytes(children.led.pid) },
-      button: {
-        heap: await probes.button.heapUsedAfterGc(),
-        rss: residentBytes(children.button.pid),
-      },
+    const one = async (child: "led" | "button"): Promise<Sample> => ({
+      heap: await probes[child].heapUsedAfterGc() - probeShare[child],
+      spaces: await probes[child].spacesInUse(),
+      rss: residentBytes(children[child].pid),
+    });
+    const sample = async (): Promise<Record<"led" | "button", Sample>> => ({
+      led: await one("led"),
+      button: await one("button"),
     });
 
     const warmUp = warmUpMs(config, totalMs);
@@ -107,7 +141,7 @@ export const soak: BenchCase = {
           unit: "bytes",
         },
         one(end[child].heap),
-        `at each checkpoint: ${trail}`,
+        `at each checkpoint: ${trail}${bySpace(start[child].spaces, end[child].spaces)}`,
       );
       figures.add(
         {
