@@ -18,7 +18,7 @@ import { LED_LINE, startSystem } from "../system.ts";
 import type { BenchCase, CaseContext } from "./case.ts";
 
 const CHECKPOINTS = 10;
-/** The warm-up before the soak is judged, as a share of the soak: code is compiled and caches fill. */
+/** The warm-up before the soak is judged, a share of the soak: code is compiled, caches fill. */
 const WARM_UP = 0.2;
 /**
  * And at least this long (but in a quick run): the button's heap still grew for about a minute
@@ -77,7 +77,7 @@ export const soak: BenchCase = {
     using ledProbe = await HeapProbe.connect(system.led);
     using buttonProbe = await HeapProbe.connect(system.button);
     const probes = { led: ledProbe, button: buttonProbe };
-    // The heap by space needs node:v8 in each child: loaded now, its share left out of every sample.
+    // The heap by space needs node:v8 in each child: loaded now, its share left out of samples.
     const probeShare = { led: await ledProbe.loadSpaces(), button: await buttonProbe.loadSpaces() };
 
     let presses = 0;

@@ -182,7 +182,7 @@ export class RingCore {
     }
   };
 
-  /** Wakes the other end asleep on the position word at `field` (its own call: kept off the hot paths' size). */
+  /** Wakes the other end asleep on the position word at `field`: one call, for small hot paths. */
   wake(field: number): void {
     this.memory.wake(this.base + field);
   }
