@@ -13,6 +13,7 @@
 import * as C from "./constants.ts";
 import { libc } from "./libc.ts";
 import { closeFd, createEventFd, readFd, writeFd } from "./posix.ts";
+import { letWokenCodeRun } from "./woken_code.ts";
 
 /** What a readable wait saw on the watched fd. */
 export type Readiness = "readable" | "hangup" | "cancelled" | "error";
@@ -22,6 +23,17 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 const POLLFD_BYTES = 8;
 /** Failed poll calls in a row (EINTR is one, rarely) before every wait is ended with `"error"`. */
 const MAX_FAILURES = 3;
+
+/** Poll calls made and kicks sent by the process's hub, for tests: see {@link pollCounts}. */
+const counts = { calls: 0, kicks: 0 };
+
+/**
+ * @internal How many poll calls the process has made, and how many kicks (a call in flight made
+ * to return to take a new or cancelled wait in), for tests.
+ */
+export function pollCounts(): { calls: number; kicks: number } {
+  return { ...counts };
+}
 
 interface PollEntry {
   fd: number;
@@ -35,12 +47,16 @@ class PollHub {
   #kickFd = -1;
   readonly #drain = new Uint8Array(new ArrayBuffer(8));
   #running = false;
+  /** Between calls, letting the code the last one woke run (see `letWokenCodeRun`). */
+  #yielding = false;
   #failures = 0;
   /** Resolves when the call in flight returns. */
   #returned: Promise<void> = Promise.resolve();
 
   add(entry: PollEntry): void {
     this.#entries.add(entry);
+    // While it yields, no call is in flight: the next one takes the new wait in.
+    if (this.#yielding) return;
     if (this.#running) this.#kick();
     else void this.#run();
   }
@@ -52,12 +68,13 @@ class PollHub {
   remove(entry: PollEntry): Promise<void> {
     if (!this.#entries.delete(entry)) return Promise.resolve();
     entry.settle("cancelled");
-    if (!this.#running) return Promise.resolve();
+    if (!this.#running || this.#yielding) return Promise.resolve();
     this.#kick();
     return this.#returned;
   }
 
   #kick(): void {
+    counts.kicks++;
     writeFd(this.#kickFd, ONE, "eventfd");
   }
 
@@ -97,6 +114,7 @@ class PollHub {
       let returned!: () => void;
       this.#returned = new Promise((resolve) => (returned = resolve));
       let result: number;
+      counts.calls++;
       try {
         result = await libc().poll_blocking(
           new Uint8Array(fds.buffer),
@@ -113,9 +131,11 @@ class PollHub {
         continue;
       }
       this.#failures = 0;
+      let settled = 0;
       entries.forEach((entry, i) => {
         const revents = fds.getInt16((i + 1) * POLLFD_BYTES + 6, true);
         if (revents === 0 || !this.#entries.delete(entry)) return;
+        settled++;
         entry.settle(
           (revents & C.POLLIN) !== 0
             ? "readable"
@@ -124,6 +144,16 @@ class PollHub {
             : "error",
         );
       });
+      if (settled > 0) await this.#letWokenCodeRun();
+    }
+  }
+
+  async #letWokenCodeRun(): Promise<void> {
+    this.#yielding = true;
+    try {
+      await letWokenCodeRun(() => this.#entries.size);
+    } finally {
+      this.#yielding = false;
     }
   }
 

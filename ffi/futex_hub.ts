@@ -15,6 +15,7 @@ import * as C from "./constants.ts";
 import { Errno, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 import { guardedFaultWord } from "./sigbus_guard.ts";
+import { letWokenCodeRun } from "./woken_code.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
 
 /** `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
@@ -40,6 +41,17 @@ const MAX_UNEXPLAINED = 64;
  * or so, where a call with no limit could have kept it queued for good.
  */
 const FALLBACK_SLICE_MS = 100;
+
+/** Calls made and kicks sent by every group, for tests: see {@link futexHubCounts}. */
+const counts = { calls: 0, kicks: 0 };
+
+/**
+ * @internal How many futex_waitv calls the process's hub has made, and how many kicks (a call in
+ * flight made to return to take a new or cancelled wait in), for tests.
+ */
+export function futexHubCounts(): { calls: number; kicks: number } {
+  return { ...counts };
+}
 
 /** Called once per wait: 0n when its word was woken, -1n when it changed or timed out. */
 export type FutexSettle = (result: bigint) => void;
@@ -68,6 +80,7 @@ class Group {
   readonly #control = new Int32Array(new ArrayBuffer(4));
   readonly #controlAddress = Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control));
   #running = false;
+  /** Between calls: settling waits, or letting the code they woke run (see `letWokenCodeRun`). */
   #settling = false;
   /** A wait was cancelled while the group settled: settle again before the next call. */
   #cancelPending = false;
@@ -107,6 +120,7 @@ class Group {
 
   /** Makes the call in flight return, so that the next one takes the waits in as they are now. */
   #kick(): void {
+    counts.kicks++;
     Atomics.add(this.#control, 0, 1);
     libc().syscall(
       C.SYS_futex,
@@ -160,6 +174,7 @@ class Group {
       const timeout = deadline === Infinity
         ? null
         : monotonicTimespec(deadline - performance.now(), this.#timeout);
+      counts.calls++;
       const returned = await libc().syscall_futex_waitv_blocking(
         C.SYS_futex_waitv,
         this.#vector,
@@ -177,6 +192,14 @@ class Group {
         // should here. Every wait returns as if woken and is made again one call each.
         this.#hub.distrust();
         for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
+      }
+      if (settled) {
+        this.#settling = true;
+        try {
+          await letWokenCodeRun(() => this.entries.length);
+        } finally {
+          this.#settling = false;
+        }
       }
     }
   }

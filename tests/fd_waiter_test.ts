@@ -1,8 +1,8 @@
 import { assertEquals, assertRejects } from "@std/assert";
-import { FdWaiter } from "../ffi/fd_waiter.ts";
+import { FdWaiter, pollCounts } from "../ffi/fd_waiter.ts";
 import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
 import { openFdCount } from "./helpers/proc.ts";
-import { within } from "./helpers/waiting.ts";
+import { delay, within } from "./helpers/waiting.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
   const fd = createEventFd();
@@ -58,6 +58,9 @@ Deno.test("FdWaiters share one poll: cancelling one leaves the others waiting, e
     for (const waiter of waiters) await waiter.close();
     for (const fd of fds) closeFd(fd);
   }
+  // The hub closes its eventfd once it finds no wait left, a few microtask turns after the last
+  // one settled (code woken by it may wait again first).
+  await delay(0);
   assertEquals(
     await openFdCount(Deno.pid),
     before,
@@ -82,5 +85,41 @@ Deno.test("a wait started the moment the last one settles is taken into the poll
     await second.close();
     closeFd(fd);
     closeFd(other);
+  }
+});
+
+Deno.test("a wait made again by the code a readiness woke joins the next poll call: one call per wake-up, no kick", async () => {
+  const [idle, busy] = [createEventFd(), createEventFd()];
+  const [idleWaiter, waiter] = [new FdWaiter(), new FdWaiter()];
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  const drained = new Uint8Array(8);
+  try {
+    // Another wait stays in the poll throughout, as a FIFO's path watch does beside its reads.
+    const idleWait = idleWaiter.wait(idle);
+    let pending = waiter.wait(busy);
+    const wakeUp = async (): Promise<void> => {
+      writeFd(busy, one, "eventfd");
+      assertEquals(await within(pending, 5_000), "readable");
+      readFd(busy, drained, "eventfd");
+      pending = waiter.wait(busy);
+    };
+    await wakeUp();
+    const before = pollCounts();
+    const rounds = 20;
+    for (let i = 0; i < rounds; i++) await wakeUp();
+    const after = pollCounts();
+    // Made at once after each wake-up, the next call left the wait made again to a kick and a
+    // call more: 40 calls and 20 kicks.
+    assertEquals(
+      { calls: after.calls - before.calls, kicks: after.kicks - before.kicks },
+      { calls: rounds, kicks: 0 },
+    );
+    await idleWaiter.close();
+    assertEquals(await idleWait, "cancelled");
+  } finally {
+    await idleWaiter.close();
+    await waiter.close();
+    closeFd(idle);
+    closeFd(busy);
   }
 });

@@ -8,7 +8,7 @@
 
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
 import { createRawMemfd } from "../ffi/raw_futex.ts";
-import { futexHub, type FutexWait } from "../ffi/futex_hub.ts";
+import { futexHub, futexHubCounts, type FutexWait } from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
@@ -17,6 +17,11 @@ import { spawnDeno } from "./helpers/spawn.ts";
 import { delay, within } from "./helpers/waiting.ts";
 
 const CELL_BYTES = 128;
+
+/** A wait's result once its word changed: woken (0n) or changed before the call slept (-1n). */
+function assertEnded(result: bigint | undefined): void {
+  assert(result === 0n || result === -1n, `the wait did not end: ${result}`);
+}
 
 /** `count` cells side by side in one memfd, each with a writer and a reader handle. */
 function cells(count: number): {
@@ -148,4 +153,49 @@ Deno.test({
   memory.word(0).wake();
   assertEquals(await within(firstReturned, 10_000), 0n);
   assertEquals(await within(secondReturned, 10_000), -1n);
+});
+
+Deno.test({
+  name:
+    "a wait made again by the code a wake-up woke joins the group's next call: one call per wake-up, no kick",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-again" });
+  const hub = futexHub();
+  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  // Another wait stays in the group throughout, as a second cell's reader would.
+  let idle: FutexWait | undefined;
+  const idleReturned = new Promise<bigint>((resolve) => {
+    idle = hub.wait(address(16), 0, undefined, resolve);
+  });
+  const waitOnFirst = (): Promise<bigint> =>
+    new Promise((resolve) =>
+      hub.wait(address(0), Atomics.load(memory.words, 0), undefined, resolve)
+    );
+  let returned = waitOnFirst();
+  const change = async (): Promise<void> => {
+    Atomics.add(memory.words, 0, 1);
+    memory.word(0).wake();
+    // Woken (0n), or the word had changed before the call slept (-1n): one call either way.
+    assertEnded(await within(returned, 10_000));
+    returned = waitOnFirst();
+  };
+  await change();
+  const before = futexHubCounts();
+  const rounds = 20;
+  for (let i = 0; i < rounds; i++) await change();
+  const after = futexHubCounts();
+  // Made at once after each wake-up, the next call left the wait made again to a kick and a
+  // call more: 40 calls and 20 kicks.
+  assertEquals(
+    { calls: after.calls - before.calls, kicks: after.kicks - before.kicks },
+    { calls: rounds, kicks: 0 },
+  );
+  assert(idle !== undefined);
+  hub.cancel(idle);
+  assertEquals(await within(idleReturned, 10_000), -1n);
+  // The last wait on the first word ends with a change, as the others did.
+  Atomics.add(memory.words, 0, 1);
+  memory.word(0).wake();
+  assertEnded(await within(returned, 10_000));
 });
