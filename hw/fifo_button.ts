@@ -87,6 +87,31 @@ function isPress(line: string): boolean {
   return word === "0" || word.toLowerCase() === "press";
 }
 
+/** "press", for {@link isPlainPress}. */
+const PRESS = [0x70, 0x72, 0x65, 0x73, 0x73];
+
+/**
+ * Whether the first `length` bytes of `line` are a press in plain ASCII ("0" or "press" in any
+ * case, spaces, tabs or a CR around it): the usual line, told without a copy or a decode. Any
+ * other line is looked at whole, as {@link isPress} and {@link isBinary} say.
+ */
+function isPlainPress(line: Uint8Array, length: number): boolean {
+  let start = 0;
+  let end = length;
+  while (start < end && isBlank(line[start])) start++;
+  while (end > start && isBlank(line[end - 1])) end--;
+  if (end - start === 1) return line[start] === 0x30;
+  if (end - start !== PRESS.length) return false;
+  // Setting 0x20 lowers an ASCII capital, and maps no other byte onto a lower-case letter.
+  for (let i = 0; i < PRESS.length; i++) if ((line[start + i] | 0x20) !== PRESS[i]) return false;
+  return true;
+}
+
+/** A space, a tab or a CR: what `trim()` takes off a plain ASCII press line. */
+function isBlank(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0d;
+}
+
 function isBinary(bytes: Uint8Array): boolean {
   for (const byte of bytes) {
     if (byte === 0 || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d) || byte === 0x7f) return true;
@@ -317,6 +342,10 @@ export class FifoButton implements Button {
     if (this.#overflow > 0) {
       this.#ignore("too long");
       return false;
+    }
+    if (isPlainPress(this.#line, this.#lineLength)) {
+      this.#lineLength = 0;
+      return true;
     }
     const bytes = this.#line.subarray(0, this.#lineLength);
     if (isBinary(bytes)) {

@@ -112,15 +112,20 @@ testWith(NEEDS.files, "a FIFO button counts 0 and press, and reports everything 
     await writeAndLeave(path, new Uint8Array([0x61, 0x00, 0xff, 0x0a]));
     await writeAndLeave(path, `${"x".repeat(1 << 20)}\n`);
     await writeAndLeave(path, "0\n");
-    await settle(() => presses.count() === 4 && ignored.length === 5);
+    // Near misses of the plain ASCII press, and a press with blanks that are not ASCII.
+    await writeAndLeave(path, "\t0\t\npres\npressed\n0 0\n\u00a0press\u00a0\n");
+    await settle(() => presses.count() === 6 && ignored.length === 8);
     await presses.stop();
-    assertEquals(presses.count(), 4);
+    assertEquals(presses.count(), 6);
     assertEquals(ignored.map((i) => i.reason), [
       "empty",
       "not a press",
       "not a press",
       "binary",
       "too long",
+      "not a press",
+      "not a press",
+      "not a press",
     ]);
     assertEquals(ignored[4].bytes, 1 << 20);
     assert(ignored[4].input.length <= MAX_LINE_BYTES);
