@@ -25,7 +25,8 @@ Options:
                    DIR instead of bench/
   --no-readme      do not refresh README.md
   --soak           run the system under presses for a long time and compare each child's
-                   heap (after a full GC) and RSS at the start and the end; not for CI
+                   heap (after a full GC; by space, and by kind of object from heap
+                   snapshots) and RSS at the start and the end; not for CI
   --minutes N      how long the soak runs after its warm-up (a fifth of it, at least a
                    minute), 0.05 to 1440 (default 10; only with --soak)
   -h, --help       show this help`;

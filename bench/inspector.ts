@@ -6,6 +6,7 @@
  * @module
  */
 
+import { format as formatBytes } from "@std/fmt/bytes";
 import type { Child } from "./processes.ts";
 
 /** The flag that makes a child listen for the inspector on a free local port. */
@@ -15,17 +16,73 @@ export const INSPECT_FLAG = "--inspect=127.0.0.1:0";
 const SPACES_EXPRESSION = `import("node:v8").then((v8) => JSON.stringify(Object.fromEntries(
   v8.getHeapSpaceStatistics().map((space) => [space.space_name, space.space_used_size]))))`;
 
+/** Objects on a heap by kind ("Map (object)", "(string)"): how many, and their own bytes. */
+export type HeapCensus = Map<string, { count: number; bytes: number }>;
+
+/** Node types whose name says which kind of object it is (a constructor, a function). */
+const NAMED_TYPES = new Set([
+  "object",
+  "closure",
+  "native",
+  "array",
+  "hidden",
+  "code",
+  "object shape",
+]);
+
+/** A snapshot's nodes (`HeapProfiler.takeHeapSnapshot`) counted by kind. */
+export function censusOf(snapshot: {
+  snapshot: { meta: { node_fields: string[]; node_types: unknown[] } };
+  nodes: number[];
+  strings: string[];
+}): HeapCensus {
+  const { node_fields: fields, node_types: nodeTypes } = snapshot.snapshot.meta;
+  const types = nodeTypes[0] as string[];
+  const width = fields.length;
+  const [typeAt, nameAt, sizeAt] = ["type", "name", "self_size"].map((f) => fields.indexOf(f));
+  const census: HeapCensus = new Map();
+  const { nodes, strings } = snapshot;
+  for (let i = 0; i < nodes.length; i += width) {
+    const type = types[nodes[i + typeAt]];
+    const kind = NAMED_TYPES.has(type) ? `${strings[nodes[i + nameAt]]} (${type})` : `(${type})`;
+    const entry = census.get(kind) ?? { count: 0, bytes: 0 };
+    entry.count++;
+    entry.bytes += nodes[i + sizeAt];
+    census.set(kind, entry);
+  }
+  return census;
+}
+
+/**
+ * The kinds of object that grew most in bytes from `start` to `end`, largest first: at most
+ * `top` of them, as "kind +count (+bytes)".
+ */
+export function grewMost(start: HeapCensus, end: HeapCensus, top = 5): string[] {
+  const grown = [...end].map(([kind, now]) => {
+    const before = start.get(kind) ?? { count: 0, bytes: 0 };
+    return { kind, count: now.count - before.count, bytes: now.bytes - before.bytes };
+  }).filter((change) => change.bytes > 0).sort((a, b) => b.bytes - a.bytes);
+  return grown.slice(0, top).map(({ kind, count, bytes }) =>
+    `${kind} ${count >= 0 ? "+" : ""}${count} (+${formatBytes(bytes, { binary: true })})`
+  );
+}
+
 /** A connection to one child's inspector. */
 export class HeapProbe implements Disposable {
   readonly #socket: WebSocket;
   readonly #pending = new Map<number, (message: { result?: unknown; error?: unknown }) => void>();
   #nextId = 1;
+  /** Where the chunks of a heap snapshot in progress go. */
+  #onChunk: ((chunk: string) => void) | undefined;
 
   private constructor(socket: WebSocket) {
     this.#socket = socket;
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (typeof message.id === "number") this.#pending.get(message.id)?.(message);
+      else if (message.method === "HeapProfiler.addHeapSnapshotChunk") {
+        this.#onChunk?.(message.params.chunk);
+      }
     };
   }
 
@@ -68,6 +125,23 @@ export class HeapProbe implements Disposable {
     const before = await this.heapUsedAfterGc();
     await this.spacesInUse();
     return await this.heapUsedAfterGc() - before;
+  }
+
+  /**
+   * The child's heap by kind of object, from a heap snapshot (which collects garbage first), or
+   * undefined where the child cannot give one. The snapshot is streamed here and dropped.
+   */
+  async census(): Promise<HeapCensus | undefined> {
+    const chunks: string[] = [];
+    this.#onChunk = (chunk) => chunks.push(chunk);
+    try {
+      await this.#call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+      return censusOf(JSON.parse(chunks.join("")));
+    } catch {
+      return undefined;
+    } finally {
+      this.#onChunk = undefined;
+    }
   }
 
   #call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {

@@ -16,6 +16,7 @@ import {
 import { createRawMemfd, openRawMemfd } from "../ffi/raw_futex.ts";
 import { parseConfig, UsageError } from "../bench/config.ts";
 import { MOSQUITTO_PROGRAMS } from "../bench/broker.ts";
+import { censusOf, grewMost } from "../bench/inspector.ts";
 import { FigureSet, SECTIONS } from "../bench/figures.ts";
 import { MinimalConsumer, MinimalProducer, minimalRingSize } from "../bench/minimal_ring.ts";
 import { hasProgram } from "../bench/processes.ts";
@@ -102,6 +103,30 @@ Deno.test("evaluateTargets() takes a ratio run by run only between figures of th
   // Not measured together: the quotient of the medians (20 / 10), and no range.
   assertEquals([unpaired.ratio, unpaired.ratioRange], [2, null]);
   assertEquals([uneven.ratio, uneven.ratioRange], [2, null]);
+});
+
+Deno.test("censusOf() counts a heap snapshot's nodes by kind, and grewMost() names what grew in bytes", () => {
+  const snapshot = (nodes: number[]) => ({
+    snapshot: {
+      meta: {
+        node_fields: ["type", "name", "id", "self_size", "edge_count"],
+        node_types: [["hidden", "array", "string", "object", "code", "closure"], "string"],
+      },
+    },
+    nodes,
+    strings: ["Map", "hello", "onPress", "a longer string"],
+  });
+  // type, name, id, self_size, edge_count
+  const start = censusOf(snapshot([3, 0, 1, 32, 0, 2, 1, 3, 24, 0, 5, 2, 5, 40, 0]));
+  assertEquals(start.get("Map (object)"), { count: 1, bytes: 32 });
+  assertEquals(start.get("(string)"), { count: 1, bytes: 24 }, "strings by type, not by text");
+  assertEquals(start.get("onPress (closure)"), { count: 1, bytes: 40 });
+  const end = censusOf(
+    snapshot([3, 0, 1, 32, 0, 3, 0, 7, 32, 0, 2, 3, 9, 48, 0, 5, 2, 5, 40, 0, 2, 1, 11, 24, 0]),
+  );
+  assertEquals(grewMost(start, end), ["(string) +1 (+48 B)", "Map (object) +1 (+32 B)"]);
+  assertEquals(grewMost(end, start), [], "nothing grew the other way round");
+  assertEquals(grewMost(start, end, 1), ["(string) +1 (+48 B)"]);
 });
 
 Deno.test("parseConfig() defaults: a full run writes bench/ and the README", () => {
