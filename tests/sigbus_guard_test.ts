@@ -349,8 +349,8 @@ const JAIL = inotifyJail();
 
 Deno.test({
   name: JAIL === undefined
-    ? "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file [ignored: needs --allow-run --allow-read --allow-write, and unshare --user or fs.inotify.max_user_instances <= 1024]"
-    : `a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file (${
+    ? "a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file, as does one whose cell closes [ignored: needs --allow-run --allow-read --allow-write, and unshare --user or fs.inotify.max_user_instances <= 1024]"
+    : `a state cell's wait asleep when its file shrinks ends when inotify cannot watch the file, as does one whose cell closes (${
       JAIL === "namespace"
         ? "the instances of a user namespace used up"
         : "the user's instances used up"
@@ -366,11 +366,13 @@ Deno.test({
         ]))
         : await shrunk(args);
       assertNotKilled(status, lines);
-      assertEquals(lines.length, 2, status.stderr);
+      assertEquals(lines.length, 3, status.stderr);
       const refused = /^shrunk \((\d+) inotify instances, then refused: (.*)\)$/.exec(lines[0]);
       assert(refused !== null && refused[2] !== "none", lines[0]);
       if (JAIL === "namespace") assertEquals(Number(refused[1]), JAILED_INSTANCES, lines[0]);
       assertEquals(lines[1], "wait: UnexpectedEof", status.stderr);
+      // Closing the cell ends its unheard wait too, and leaves nothing running.
+      assertEquals(lines[2], "closed: BadResource", status.stderr);
       assertEquals(status.code, 0, status.stderr);
     });
   },
