@@ -19,8 +19,9 @@ Options:
   --quick          a short smoke run (1 run per figure, few samples); writes nothing unless
                    --out is given, never the README
   --runs N         runs per figure, 1 to 50 (default 5; 1 with --quick)
-  --only IDS       run only these cases, comma-separated (CASES); writes nothing unless
-                   --out is given, never the README
+  --only IDS       run only these cases, comma-separated; writes nothing unless --out is
+                   given, never the README
+                   (CASES)
   --out DIR        write results.json and results.md (soak.json and soak.md with --soak) to
                    DIR instead of bench/
   --no-readme      do not refresh README.md
