@@ -123,3 +123,33 @@ Deno.test("a wait made again by the code a readiness woke joins the next poll ca
     closeFd(busy);
   }
 });
+
+Deno.test("a wait closed by the code another wait's wake-up woke, before the next poll call, ends at once and is not polled again", async () => {
+  const [first, second] = [createEventFd(), createEventFd()];
+  const [waiter, other] = [new FdWaiter(), new FdWaiter()];
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  let reused: number | undefined;
+  try {
+    const otherWait = other.wait(second);
+    const woken = waiter.wait(first);
+    writeFd(first, one, "eventfd");
+    assertEquals(await within(woken, 5_000), "readable");
+    // The hub is between calls, letting this code run: the close resolves at once, and the fd's
+    // number may be taken by the next fd made, which the next call must not watch.
+    await other.close();
+    assertEquals(await otherWait, "cancelled");
+    closeFd(second);
+    reused = createEventFd();
+    readFd(first, new Uint8Array(8), "eventfd");
+    const again = waiter.wait(first);
+    writeFd(reused, one, "eventfd"); // seen by no wait: none is on it
+    writeFd(first, one, "eventfd");
+    assertEquals(await within(again, 5_000), "readable");
+  } finally {
+    await waiter.close();
+    await other.close();
+    closeFd(first);
+    if (reused !== undefined) closeFd(reused);
+    else closeFd(second);
+  }
+});

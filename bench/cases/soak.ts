@@ -112,7 +112,7 @@ export const soak: BenchCase = {
     const warmUp = warmUpMs(config, totalMs);
     await pressFor(warmUp);
     // Which kinds of object grew, from a heap snapshot of each child, in a long soak only: a
-    // snapshot's native memory stays in the child's RSS (about 120 MiB more). Taken before the
+    // snapshot's native memory stays in the child's RSS (over 100 MiB more). Taken before the
     // first sample, so that whatever it leaves behind is in every sample alike.
     const census = config.soak !== undefined;
     const startCensus = census
