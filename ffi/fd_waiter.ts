@@ -43,6 +43,8 @@ interface PollEntry {
 /** The process's fd waits, in one poll call at a time. */
 class PollHub {
   readonly #entries = new Set<PollEntry>();
+  /** For `letWokenCodeRun`, made once: not a closure per wake-up. */
+  readonly #waitCount = (): number => this.#entries.size;
   /** Written to make the call in flight return; made when the first wait comes, closed with the last. */
   #kickFd = -1;
   readonly #drain = new Uint8Array(new ArrayBuffer(8));
@@ -151,7 +153,7 @@ class PollHub {
   async #letWokenCodeRun(): Promise<void> {
     this.#yielding = true;
     try {
-      await letWokenCodeRun(() => this.#entries.size);
+      await letWokenCodeRun(this.#waitCount);
     } finally {
       this.#yielding = false;
     }

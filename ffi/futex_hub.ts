@@ -94,6 +94,8 @@ class Group {
   readonly #fields = new DataView(this.#vector.buffer);
   readonly #timeout = new BigInt64Array(new ArrayBuffer(16));
   readonly #hub: FutexHub;
+  /** For `letWokenCodeRun`, made once: not a closure per wake-up. */
+  readonly #waitCount = (): number => this.entries.length;
 
   constructor(hub: FutexHub) {
     this.#hub = hub;
@@ -183,7 +185,7 @@ class Group {
         timeout,
         C.CLOCK_MONOTONIC,
       );
-      const woken = returned > 0n ? this.entries[Number(returned) - 1]?.address : undefined;
+      const woken = returned > 0n ? this.entries[Number(returned) - 1] : undefined;
       const settled = this.#settle(woken);
       if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
         this.#unexplained = 0;
@@ -196,7 +198,7 @@ class Group {
       if (settled) {
         this.#settling = true;
         try {
-          await letWokenCodeRun(() => this.entries.length);
+          await letWokenCodeRun(this.#waitCount);
         } finally {
           this.#settling = false;
         }
@@ -208,7 +210,7 @@ class Group {
    * Settles the waits that are over: on the woken word, on a word that changed, or past their
    * deadline. Whether any was.
    */
-  #settle(woken: bigint | undefined): boolean {
+  #settle(woken: Entry | undefined): boolean {
     // The clock only for a wait with a deadline: most have none, and this runs on every wake-up.
     let now: number | undefined;
     let kept = 0;
@@ -220,7 +222,7 @@ class Group {
     for (let i = 0; i < count; i++) {
       const entry = entries[i];
       if (
-        entry.cancelled || entry.address === woken ||
+        entry.cancelled || isWoken(entry, woken) ||
         entry.view.getInt32() !== entry.expected ||
         (entry.deadline !== Infinity &&
           entry.deadline <= (now ??= performance.now()) + DEADLINE_SLACK_MS)
@@ -242,7 +244,7 @@ class Group {
       // Indexed: an iterator per wake-up costs most in the lower tiers this code runs in.
       for (let i = 0; i < over.length; i++) {
         const entry = over[i];
-        settleSafely(entry.settle, entry.address === woken && !entry.cancelled ? 0n : -1n);
+        settleSafely(entry.settle, isWoken(entry, woken) && !entry.cancelled ? 0n : -1n);
       }
     } finally {
       this.#settling = false;
@@ -251,6 +253,15 @@ class Group {
     over.length = 0;
     return settled;
   }
+}
+
+/**
+ * Whether `entry` was woken: it is the wait the call returned for, or one on the same word (the
+ * same wake-up may have reached it: the call names only one). Identity first: a BigInt
+ * comparison costs more, in the lower tiers this runs in, and most groups hold one wait.
+ */
+function isWoken(entry: Entry, woken: Entry | undefined): boolean {
+  return entry === woken || (woken !== undefined && entry.address === woken.address);
 }
 
 function put(fields: DataView, index: number, value: number, address: bigint): void {

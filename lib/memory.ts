@@ -385,7 +385,11 @@ export class SharedMemory {
     try {
       sleep.wait = this.#mapping.futexWait(byteOffset, expected, timeoutMs, (returned) => {
         this.#waits.delete(sleep);
-        if (this.#interrupted.delete(sleep) && this.#interrupted.size === 0) this.#stopRewaking();
+        // Looked up only when some sleep was interrupted: this runs on every wake-up.
+        const interrupted = this.#interrupted;
+        if (interrupted.size !== 0 && interrupted.delete(sleep) && interrupted.size === 0) {
+          this.#stopRewaking();
+        }
         if (this.#closed && this.#waits.size === 0) this.#finish();
         settle(returned);
       });

@@ -131,6 +131,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "waits on one word in one call all end as woken when one wake-up reaches it, unchanged",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-same-word" });
+  const hub = futexHub();
+  const address = Deno.UnsafePointer.value(memory.addressOf(0));
+  const callsBefore = futexHubCounts().calls;
+  const waits = [1, 2].map(() =>
+    new Promise<bigint>((resolve) => hub.wait(address, 0, undefined, resolve))
+  );
+  // The first wait's call, then (kicked) the call that holds both: wake that one.
+  while (futexHubCounts().calls < callsBefore + 2) await delay(1);
+  // One waiter woken, the word left as it was: the call names one wait, and the other on the
+  // same word must not sleep on (nothing else would ever wake it).
+  while (memory.word(0).wake(1) === 0) await delay(5);
+  assertEquals(await within(Promise.all(waits), 10_000), [0n, 0n]);
+});
+
+Deno.test({
   name: "a wait cancelled by another's settle callback, between two calls, is not slept on again",
   ignore: !futexHub().pooled,
 }, async () => {
