@@ -149,10 +149,14 @@ Deno.test({
   assertEquals(await within(Promise.all(waits), 10_000), [0n, 0n]);
 });
 
-Deno.test({
-  name: "a wait cancelled by another's settle callback, between two calls, is not slept on again",
-  ignore: !futexHub().pooled,
-}, async () => {
+/**
+ * Two waits in one call; the first's word is woken, and its settle callback cancels the second,
+ * at once (the group is settling) or a microtask later (the group is pausing for the code the
+ * wake-up woke). Returns what each ended with and the kicks sent meanwhile.
+ */
+async function cancelFromWokenCode(
+  when: "in the callback" | "a microtask later",
+): Promise<{ first: bigint | undefined; second: bigint | undefined; kicks: number }> {
   using memory = createRawMemfd(4096, { name: "hub-cancel" });
   const hub = futexHub();
   const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
@@ -160,18 +164,44 @@ Deno.test({
   const secondReturned = new Promise<bigint>((resolve) => {
     second = hub.wait(address(16), 0, undefined, resolve);
   });
+  const cancelSecond = (): void => {
+    if (second !== undefined) hub.cancel(second);
+  };
   const firstReturned = new Promise<bigint>((resolve) => {
     hub.wait(address(0), 0, undefined, (result) => {
-      // The group is settling: its next call would have taken this wait in again.
-      if (second !== undefined) hub.cancel(second);
+      if (when === "in the callback") cancelSecond();
+      else queueMicrotask(cancelSecond);
       resolve(result);
     });
   });
   await delay(20);
+  const before = futexHubCounts();
   Atomics.store(memory.words, 0, 1);
   memory.word(0).wake();
-  assertEquals(await within(firstReturned, 10_000), 0n);
-  assertEquals(await within(secondReturned, 10_000), -1n);
+  return {
+    first: await within(firstReturned, 10_000),
+    second: await within(secondReturned, 10_000),
+    kicks: futexHubCounts().kicks - before.kicks,
+  };
+}
+
+Deno.test({
+  name: "a wait cancelled by another's settle callback, between two calls, is not slept on again",
+  ignore: !futexHub().pooled,
+}, async () => {
+  const { first, second } = await cancelFromWokenCode("in the callback");
+  assertEquals([first, second], [0n, -1n]);
+});
+
+Deno.test({
+  name:
+    "a wait cancelled by the code a wake-up woke, while the group lets it run, ends without a kick",
+  ignore: !futexHub().pooled,
+}, async () => {
+  const { first, second, kicks } = await cancelFromWokenCode("a microtask later");
+  assertEnded(first);
+  // Taken out before the next call, not by kicking a call made meanwhile.
+  assertEquals([second, kicks], [-1n, 0]);
 });
 
 Deno.test({
