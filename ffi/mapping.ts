@@ -101,12 +101,14 @@ export class Mapping {
    * threads so the event loop stays free, beside the process's other waits (see
    * `futex_hub.ts`). Calls `settle` with 0n when woken, -1n otherwise: the caller judges the
    * outcome by the word and the clock. Returns the wait, for {@link Mapping.cancelWait}.
+   * `wakesWithoutChange`: see `FutexHub.wait`.
    */
   futexWait(
     byteOffset: number,
     expected: number,
     timeoutMs: number | undefined,
     settle: FutexSettle,
+    wakesWithoutChange = false,
   ): FutexWait {
     this.#live();
     return futexHub().wait(
@@ -114,6 +116,7 @@ export class Mapping {
       expected,
       timeoutMs,
       settle,
+      wakesWithoutChange,
     );
   }
 

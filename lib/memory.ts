@@ -336,10 +336,11 @@ export class SharedMemory {
       this.hearShrink();
       let sleep: Sleep;
       try {
+        // `notifyInt32()` and its kind wake a word without changing it.
         sleep = this.sleep(byteOffset, expected, timeoutMs, (returned) => {
           this.stopHearingShrink();
           settled(returned);
-        });
+        }, { wakesWithoutChange: true });
       } catch (error) {
         this.stopHearingShrink();
         throw error;
@@ -368,15 +369,17 @@ export class SharedMemory {
    * with 0n when woken and -1n otherwise (changed, timed out, or for no reason), straight from
    * the event loop. It then looks at the word, the clock and {@link SharedMemory.closed} itself;
    * it must not throw. The returned handle is for {@link SharedMemory.interrupt}; `owner` is
-   * for {@link SharedMemory.interruptAll}.
+   * for {@link SharedMemory.interruptAll}; `wakesWithoutChange` for a word whose wakers may leave
+   * it as it was (see `FutexHub.wait`: such a sleep may end for no reason, never miss a wake-up).
    */
   sleep(
     byteOffset: number,
     expected: number,
     timeoutMs: number | undefined,
     settle: FutexSettle,
-    owner?: object,
+    options: { owner?: object; wakesWithoutChange?: boolean } = {},
   ): Sleep {
+    const { owner, wakesWithoutChange = false } = options;
     this.check();
     // A word on a page the file lost is on a private page now, which no one else can wake.
     this.checkPages(LOST_PAGE_SUBJECT);
@@ -392,7 +395,7 @@ export class SharedMemory {
         }
         if (this.#closed && this.#waits.size === 0) this.#finish();
         settle(returned);
-      });
+      }, wakesWithoutChange);
     } catch (error) {
       this.#waits.delete(sleep);
       throw error;

@@ -201,6 +201,13 @@ export class SharedRegion {
    * differed and `"timed-out"` when the timeout ran out; rejects with `BadResource` if the
    * region closes meanwhile. The event loop stays free.
    *
+   * As with the futex syscall, a notify reaches only a wait that already sleeps (a moment after
+   * this call), and `"ok"` can come without one: the process's waits share a few worker threads,
+   * and a wait whose word may be notified unchanged ends whenever the call it shares returns
+   * (another wait woken or joining), since a notify it missed then could not be told from none.
+   * So change the word before notifying (a wait on the old value then returns at once), and
+   * look at the word again after `"ok"`.
+   *
    * @param [options={}] A timeout and an abort signal.
    */
   async waitInt32(

@@ -861,7 +861,7 @@ export class StateCell {
       return this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, (returned) => {
         if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
         settle(returned);
-      }, this);
+      }, { owner: this });
     } catch (error) {
       Atomics.sub(this.#words, this.#waitersIndex, 1);
       throw error;

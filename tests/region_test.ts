@@ -4,6 +4,7 @@ import { TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
+import { delay } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   MAX_REGION_SIZE,
@@ -323,6 +324,22 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   const aborted = region.waitInt32(0, 1, { signal: controller.signal });
   setTimeout(() => controller.abort(new Error("stop waiting")), 20);
   await assertRejectsWith(() => aborted, Error, "stop waiting");
+});
+
+Deno.test("SharedRegion.waitInt32(): notifies of two words at once, neither changed, are never lost", async () => {
+  using region = createMemfdRegion({ size: 4096 });
+  // The two waits share one futex_waitv call, which names one woken word: the other's wake-up
+  // was lost, and its wait slept on until its timeout (every round, before the fix). Now a wait
+  // on a word that may be woken unchanged ends with each return of its call ("ok", perhaps for
+  // no reason, as a futex wait may): the first may end so when the second joins its call.
+  for (let round = 0; round < 5; round++) {
+    const first = region.waitInt32(0, 0, { timeout: 10_000 });
+    const second = region.waitInt32(64, 0, { timeout: 10_000 });
+    await delay(20); // asleep, in all likelihood
+    region.notifyInt32(0);
+    region.notifyInt32(64);
+    assertEquals(await Promise.all([first, second]), ["ok", "ok"]);
+  }
 });
 
 Deno.test("SharedRegion.waitInt32(): Infinity is no limit; a timeout below 0 or NaN is refused", async () => {

@@ -423,7 +423,9 @@ export class RingCore {
         }
         await new Promise((resolve) => {
           const limit = timeoutMs === Infinity ? undefined : timeoutMs;
-          sleep = this.memory.sleep(this.base + fields.word, word, limit, resolve, this);
+          sleep = this.memory.sleep(this.base + fields.word, word, limit, resolve, {
+            owner: this,
+          });
         });
         sleep = undefined;
         if (!this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
