@@ -41,15 +41,23 @@ const MAX_UNEXPLAINED = 64;
  * or so, where a call with no limit could have kept it queued for good.
  */
 const FALLBACK_SLICE_MS = 100;
+/**
+ * @internal How many waits whose word may be woken unchanged get a call of their own (a worker
+ * thread each) at a time: in a shared call such a wait ends whenever a word of it is woken, "ok"
+ * for no reason to its caller; alone, only its word, its deadline or a cancel end it. A few, as
+ * the threads are few.
+ */
+export const OWN_CALLS = 4;
 
-/** Calls made and kicks sent by every group, for tests: see {@link futexHubCounts}. */
-const counts = { calls: 0, kicks: 0 };
+/** Calls made, in flight and kicks sent by every group, for tests: see {@link futexHubCounts}. */
+const counts = { calls: 0, inFlight: 0, kicks: 0 };
 
 /**
- * @internal How many futex_waitv calls the process's hub has made, and how many kicks (a call in
- * flight made to return to take a new or cancelled wait in), for tests.
+ * @internal How many futex_waitv calls the process's hub has made, how many of them are in
+ * flight (a worker thread each), and how many kicks (a call in flight made to return to take a
+ * new or cancelled wait in) it has sent, for tests.
  */
-export function futexHubCounts(): { calls: number; kicks: number } {
+export function futexHubCounts(): { calls: number; inFlight: number; kicks: number } {
   return { ...counts };
 }
 
@@ -82,6 +90,8 @@ class Group {
   readonly #control = new Int32Array(new ArrayBuffer(4));
   readonly #controlAddress = Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control));
   #running = false;
+  /** Holds one wait whose word may be woken unchanged, which nothing may join: see `#groupFor`. */
+  alone = false;
   /** Between calls: settling waits, or letting the code they woke run (see `letWokenCodeRun`). */
   #settling = false;
   /** A wait was cancelled while the group settled: settle again before the next call. */
@@ -179,6 +189,7 @@ class Group {
         ? null
         : monotonicTimespec(deadline - performance.now(), this.#timeout);
       counts.calls++;
+      counts.inFlight++;
       const returned = await libc().syscall_futex_waitv_blocking(
         C.SYS_futex_waitv,
         this.#vector,
@@ -187,6 +198,7 @@ class Group {
         timeout,
         C.CLOCK_MONOTONIC,
       );
+      counts.inFlight--;
       const woken = returned > 0n ? this.entries[Number(returned) - 1] : undefined;
       const settled = this.#settle(woken, count);
       if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
@@ -210,8 +222,8 @@ class Group {
 
   /**
    * Settles the waits that are over: on the woken word, on a word that changed, past their
-   * deadline, or one of the first `armed` (those the call that returned slept on) whose word may
-   * be woken without a change. Whether any was.
+   * deadline, or, when a word was woken, one of the first `armed` (those the call slept on) whose
+   * word may be woken without a change. Whether any was.
    */
   #settle(woken: Entry | undefined, armed: number): boolean {
     // The clock only for a wait with a deadline: most have none, and this runs on every wake-up.
@@ -228,9 +240,10 @@ class Group {
         entry.cancelled || isWoken(entry, woken) ||
         // Read before the next test, for every wait: a read that faults tells of a lost page.
         entry.view.getInt32() !== entry.expected ||
-        // A wake-up of its word may have come with this return, unreported (the call names one
-        // woken word), or may come before the next call sleeps: either is lost if it sleeps on.
-        (entry.wakesWithoutChange && i < armed) ||
+        // A wake-up of its word may have come with the one reported (the call names one woken
+        // word), or just after, before the next call sleeps: either is lost if it sleeps on.
+        // Not on a kick: waits made again after a macrotask would end each other, endlessly.
+        (entry.wakesWithoutChange && woken !== undefined && i < armed) ||
         (entry.deadline !== Infinity &&
           entry.deadline <= (now ??= performance.now()) + DEADLINE_SLACK_MS)
       ) {
@@ -295,10 +308,13 @@ class FutexHub {
    * {@link FutexHub.cancel}.
    *
    * `wakesWithoutChange`: the word's wakers may leave it as it was (a notify, not a change of
-   * state). The wait then ends, with -1n, whenever the call it shares returns: `futex_waitv`
-   * names one woken word, and between two calls no one sleeps on it, so a wake-up it missed
-   * could not be told from none. Waits whose wakers always change the word first (the state
-   * cell's, the ring's) sleep on instead.
+   * state), so a wake-up it missed could not be told from none. The first {@link OWN_CALLS} such
+   * waits at a time have a call of their own, which returns only for them. Later ones share a
+   * call, and end, with -1n, whenever a word of it is woken: `futex_waitv` names one, and those
+   * woken with it or just after, before the next call sleeps, would be lost. A wake-up in the
+   * microseconds while a shared call is made again for another reason (a wait joining or
+   * leaving) is lost, as it is between two calls of the fallback. Waits whose wakers always
+   * change the word first (the state cell's, the ring's) lose nothing and sleep on.
    */
   wait(
     address: bigint,
@@ -314,11 +330,7 @@ class FutexHub {
       return waitAlone(pointer, expected, { deadline, settle });
     }
     const view = new Deno.UnsafePointerView(pointer);
-    let group = this.#groups.find((candidate) => candidate.entries.length < GROUP_SIZE);
-    if (group === undefined) {
-      group = new Group(this);
-      this.#groups.push(group);
-    }
+    const group = this.#groupFor(wakesWithoutChange);
     const entry: Entry = {
       address,
       view,
@@ -331,6 +343,31 @@ class FutexHub {
     };
     group.add(entry);
     return entry;
+  }
+
+  /**
+   * Where a new wait goes. One whose word may be woken unchanged gets an idle group of its own,
+   * up to {@link OWN_CALLS} of them, and nothing joins it there (a join makes the call return,
+   * which would end it). Any other wait joins a running call that has room, else an idle group,
+   * else a new one: as few threads as can hold them.
+   */
+  #groupFor(wakesWithoutChange: boolean): Group {
+    const groups = this.#groups;
+    let idle: Group | undefined;
+    let shared: Group | undefined;
+    let alone = 0;
+    for (let i = 0; i < groups.length; i++) {
+      const group = groups[i];
+      const waits = group.entries.length;
+      if (waits === 0) idle ??= group;
+      else if (group.alone) alone++;
+      else if (waits < GROUP_SIZE) shared ??= group;
+    }
+    const ownCall = wakesWithoutChange && alone < OWN_CALLS;
+    const group = (ownCall ? idle : shared ?? idle) ?? new Group(this);
+    if (group !== idle && group !== shared) groups.push(group);
+    if (group !== shared) group.alone = ownCall;
+    return group;
   }
 
   /**

@@ -202,11 +202,12 @@ export class SharedRegion {
    * region closes meanwhile. The event loop stays free.
    *
    * As with the futex syscall, a notify reaches only a wait that already sleeps (a moment after
-   * this call), and `"ok"` can come without one: the process's waits share a few worker threads,
-   * and a wait whose word may be notified unchanged ends whenever the call it shares returns
-   * (another wait woken or joining), since a notify it missed then could not be told from none.
-   * So change the word before notifying (a wait on the old value then returns at once), and
-   * look at the word again after `"ok"`.
+   * this call), and `"ok"` can come without one. The process's waits share a few worker
+   * threads: four of these waits at a time get one each, and sleep until notified. More share
+   * one: each of those ends when any of them is notified, as a notify of the others could have
+   * been missed, and a notify in the microseconds while their shared call is made again (a wait
+   * joining or leaving) can be lost. So change the word before notifying (a wait then sees the
+   * new value and returns, whatever it missed), and look at the word again after `"ok"`.
    *
    * @param [options={}] A timeout and an abort signal.
    */

@@ -8,7 +8,7 @@
 
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
 import { createRawMemfd } from "../ffi/raw_futex.ts";
-import { futexHub, futexHubCounts, type FutexWait } from "../ffi/futex_hub.ts";
+import { futexHub, futexHubCounts, type FutexWait, OWN_CALLS } from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
@@ -247,4 +247,52 @@ Deno.test({
   Atomics.add(memory.words, 0, 1);
   memory.word(0).wake();
   assertEnded(await within(returned, 10_000));
+});
+
+Deno.test({
+  name:
+    "a wait whose word may be woken unchanged has a call of its own: other waits coming and going do not end it",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-alone" });
+  const hub = futexHub();
+  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  let ended: bigint | undefined;
+  const notified = new Promise<bigint>((resolve) => {
+    hub.wait(address(0), 0, undefined, (result) => resolve(ended = result), true);
+  });
+  // Waits that join and leave: in its call, each would make it return, and so end it.
+  for (let i = 0; i < 10; i++) {
+    const other = new Promise<bigint>((resolve) => {
+      const wait = hub.wait(address(16), 0, undefined, resolve);
+      setTimeout(() => hub.cancel(wait), 5);
+    });
+    assertEquals(await within(other, 10_000), -1n);
+  }
+  assertEquals(ended, undefined, "ended by the others' calls");
+  while (memory.word(0).wake(1) === 0) await delay(5);
+  assertEquals(await within(notified, 10_000), 0n);
+});
+
+Deno.test({
+  name:
+    "the first few waits whose words may be woken unchanged have a call each, the rest share one, and a wake-up of each ends every one",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-own-calls" });
+  const hub = futexHub();
+  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const before = futexHubCounts().inFlight;
+  const indexes = Array.from({ length: 10 }, (_, i) => i * 16);
+  const waits = indexes.map((index) =>
+    new Promise<bigint>((resolve) => hub.wait(address(index), 0, undefined, resolve, true))
+  );
+  await delay(20); // asleep, in all likelihood
+  assertEquals(futexHubCounts().inFlight - before, OWN_CALLS + 1, "worker threads held");
+  for (const index of indexes) memory.word(index).wake(1);
+  const results = await within(Promise.all(waits), 10_000);
+  assert(results !== undefined, "a wake-up was lost");
+  // Each alone in its call ends as woken; the shared ones end, woken or not, with its return.
+  assertEquals(results.slice(0, OWN_CALLS), indexes.slice(0, OWN_CALLS).map(() => 0n));
+  results.slice(OWN_CALLS).forEach(assertEnded);
 });

@@ -16,6 +16,7 @@ import {
   removeShm,
   type SharedRegion,
 } from "../mod.ts";
+import { OWN_CALLS } from "../ffi/futex_hub.ts";
 import { makeFifo, statPath } from "../ffi/posix.ts";
 
 const encoder = new TextEncoder();
@@ -326,20 +327,39 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   await assertRejectsWith(() => aborted, Error, "stop waiting");
 });
 
-Deno.test("SharedRegion.waitInt32(): notifies of two words at once, neither changed, are never lost", async () => {
+Deno.test("SharedRegion.waitInt32(): notifies of many words at once, none changed, are never lost", async () => {
   using region = createMemfdRegion({ size: 4096 });
-  // The two waits share one futex_waitv call, which names one woken word: the other's wake-up
-  // was lost, and its wait slept on until its timeout (every round, before the fix). Now a wait
-  // on a word that may be woken unchanged ends with each return of its call ("ok", perhaps for
-  // no reason, as a futex wait may): the first may end so when the second joins its call.
+  // The first few waits have a futex_waitv call each; the rest share one, which names one woken
+  // word: before, every other wake-up in it was lost, and its wait slept on to its timeout. A
+  // wait in a shared call now ends with each return ("ok", perhaps for no reason, as a futex
+  // wait may).
+  const offsets = Array.from({ length: OWN_CALLS + 6 }, (_, i) => i * 64);
   for (let round = 0; round < 5; round++) {
-    const first = region.waitInt32(0, 0, { timeout: 10_000 });
-    const second = region.waitInt32(64, 0, { timeout: 10_000 });
+    const waits = offsets.map((offset) => region.waitInt32(offset, 0, { timeout: 10_000 }));
     await delay(20); // asleep, in all likelihood
-    region.notifyInt32(0);
-    region.notifyInt32(64);
-    assertEquals(await Promise.all([first, second]), ["ok", "ok"]);
+    for (const offset of offsets) region.notifyInt32(offset);
+    assertEquals(await Promise.all(waits), offsets.map(() => "ok"));
   }
+});
+
+Deno.test("SharedRegion.waitInt32(): waits made again after other work do not end each other", async () => {
+  using region = createMemfdRegion({ size: 4096 });
+  // More waits than have a call of their own, each made again a timer later (other work, as a
+  // real loop does): before, each one made again ended those it joined with "ok", which then
+  // did the same, hundreds of times a second, with no notify at all.
+  const stop = new AbortController();
+  let oks = 0;
+  const loops = Array.from({ length: OWN_CALLS + 4 }, async (_, i) => {
+    while (!stop.signal.aborted) {
+      const waited = region.waitInt32(i * 64, 0, { signal: stop.signal });
+      if (await waited.catch(() => "aborted") === "ok") oks++;
+      await delay(1);
+    }
+  });
+  await delay(300);
+  stop.abort();
+  await Promise.all(loops);
+  assertEquals(oks, 0, "waits ended with no notify");
 });
 
 Deno.test("SharedRegion.waitInt32(): Infinity is no limit; a timeout below 0 or NaN is refused", async () => {
