@@ -11,6 +11,7 @@ import { createRawMemfd } from "../ffi/raw_futex.ts";
 import { futexHub, futexHubCounts, type FutexWait, OWN_CALLS } from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
+import { Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
@@ -295,4 +296,87 @@ Deno.test({
   // Each alone in its call ends as woken; the shared ones end, woken or not, with its return.
   assertEquals(results.slice(0, OWN_CALLS), indexes.slice(0, OWN_CALLS).map(() => 0n));
   results.slice(OWN_CALLS).forEach(assertEnded);
+});
+
+Deno.test({
+  name:
+    "random waits of both kinds, cancels, changes and notifies: a wait whose word changed ends, and no call is left in flight",
+  ignore: !futexHub().pooled,
+}, async () => {
+  // MMAP_IPC_HUB_SEED=N makes the same choices again (the timing is the host's).
+  const given = Deno.permissions.querySync({ name: "env", variable: "MMAP_IPC_HUB_SEED" })
+      .state === "granted"
+    ? Deno.env.get("MMAP_IPC_HUB_SEED")
+    : undefined;
+  const seed = given ? Number(given) : Math.floor(Math.random() * 2 ** 32);
+  const random = new Random(seed);
+  using memory = createRawMemfd(4096, { name: "hub-random" });
+  const hub = futexHub();
+  const WORDS = 12;
+  const index = (word: number): number => word * 16;
+  const address = (word: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index(word)));
+  const inFlightBefore = futexHubCounts().inFlight;
+  interface Live {
+    word: number;
+    expected: number;
+    wait?: FutexWait;
+    ended?: Promise<bigint>;
+  }
+  const live = new Set<Live>();
+  for (let step = 0; step < 400; step++) {
+    const word = random.int(0, WORDS - 1);
+    const action = random.weighted({ wait: 5, cancel: 2, change: 2, notify: 1, pause: 2 });
+    if (action === "wait") {
+      const record: Live = { word, expected: Atomics.load(memory.words, index(word)) };
+      record.ended = new Promise<bigint>((resolve) => {
+        const settle = (result: bigint): void => {
+          live.delete(record);
+          resolve(result);
+        };
+        record.wait = hub.wait(
+          address(word),
+          record.expected,
+          undefined,
+          settle,
+          random.chance(0.5),
+        );
+      });
+      live.add(record);
+    } else if (action === "cancel" && live.size > 0) {
+      const wait = random.pick([...live]).wait;
+      if (wait !== undefined) hub.cancel(wait);
+    } else if (action === "change") {
+      Atomics.add(memory.words, index(word), 1);
+      memory.word(index(word)).wake();
+    } else if (action === "notify") {
+      memory.word(index(word)).wake(1); // unchanged: may end a wait, or none
+    } else if (action === "pause") {
+      await delay(random.int(0, 2));
+    }
+  }
+  // Every wait whose word moved since it began must end, by itself.
+  const moved = [...live].filter((record) =>
+    Atomics.load(memory.words, index(record.word)) !== record.expected
+  );
+  const endedMoved = await within(Promise.all(moved.map((record) => record.ended)), 10_000);
+  assert(
+    endedMoved !== undefined,
+    `MMAP_IPC_HUB_SEED=${seed}: a wait slept on after its word changed`,
+  );
+  // The rest end with a change of every word; then no call may be left asleep.
+  const rest = [...live].map((record) => record.ended);
+  for (let word = 0; word < WORDS; word++) {
+    Atomics.add(memory.words, index(word), 1);
+    memory.word(index(word)).wake();
+  }
+  assert(
+    await within(Promise.all(rest), 10_000) !== undefined,
+    `MMAP_IPC_HUB_SEED=${seed}: a wait never ended`,
+  );
+  for (let i = 0; i < 100 && futexHubCounts().inFlight !== inFlightBefore; i++) await delay(10);
+  assertEquals(
+    futexHubCounts().inFlight,
+    inFlightBefore,
+    `MMAP_IPC_HUB_SEED=${seed}: calls left in flight`,
+  );
 });
