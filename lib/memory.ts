@@ -370,7 +370,8 @@ export class SharedMemory {
    * the event loop. It then looks at the word, the clock and {@link SharedMemory.closed} itself;
    * it must not throw. The returned handle is for {@link SharedMemory.interrupt}; `owner` is
    * for {@link SharedMemory.interruptAll}; `wakesWithoutChange` for a word whose wakers may leave
-   * it as it was (see `FutexHub.wait`: such a sleep may end for no reason, never miss a wake-up).
+   * it as it was (see `FutexHub.wait`: such a sleep may end for no reason, and beyond the first
+   * few at a time may miss a wake-up that leaves the word unchanged).
    */
   sleep(
     byteOffset: number,

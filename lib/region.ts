@@ -204,9 +204,9 @@ export class SharedRegion {
    * As with the futex syscall, a notify reaches only a wait that already sleeps (a moment after
    * this call), and `"ok"` can come without one. The process's waits share a few worker
    * threads: four of these waits at a time get one each, and sleep until notified. More share
-   * one: each of those ends when any of them is notified, as a notify of the others could have
-   * been missed, and a notify in the microseconds while their shared call is made again (a wait
-   * joining or leaving) can be lost. So change the word before notifying (a wait then sees the
+   * one with the process's other waits: each of those ends when any wait of that call is woken,
+   * as a notify of it could have been missed, and a notify in the microseconds while their shared
+   * call is made again (a wait joining or leaving) can be lost. So change the word before notifying (a wait then sees the
    * new value and returns, whatever it missed), and look at the word again after `"ok"`.
    *
    * @param [options={}] A timeout and an abort signal.
