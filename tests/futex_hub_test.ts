@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
-import { createRawMemfd } from "../ffi/raw_futex.ts";
+import { createRawMemfd, type RawSharedMemory } from "../ffi/raw_futex.ts";
 import { futexHub, futexHubCounts, type FutexWait, OWN_CALLS } from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
@@ -22,6 +22,11 @@ const CELL_BYTES = 128;
 /** A wait's result once its word changed: woken (0n) or changed before the call slept (-1n). */
 function assertEnded(result: bigint | undefined): void {
   assert(result === 0n || result === -1n, `the wait did not end: ${result}`);
+}
+
+/** The address of the 32-bit word at `index` of `memory`, as the hub takes it. */
+function wordAddress(memory: RawSharedMemory, index: number): bigint {
+  return Deno.UnsafePointer.value(memory.addressOf(index));
 }
 
 /** `count` cells side by side in one memfd, each with a writer and a reader handle. */
@@ -119,7 +124,7 @@ Deno.test({
 }, async () => {
   using memory = createRawMemfd(4096, { name: "hub-cancel" });
   const hub = futexHub();
-  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const address = (index: number): bigint => wordAddress(memory, index);
   let wait: FutexWait | undefined;
   const returned = new Promise<bigint>((resolve) => {
     wait = hub.wait(address(0), 0, undefined, resolve);
@@ -137,7 +142,7 @@ Deno.test({
 }, async () => {
   using memory = createRawMemfd(4096, { name: "hub-same-word" });
   const hub = futexHub();
-  const address = Deno.UnsafePointer.value(memory.addressOf(0));
+  const address = wordAddress(memory, 0);
   const callsBefore = futexHubCounts().calls;
   const waits = [1, 2].map(() =>
     new Promise<bigint>((resolve) => hub.wait(address, 0, undefined, resolve))
@@ -160,7 +165,7 @@ async function cancelFromWokenCode(
 ): Promise<{ first: bigint | undefined; second: bigint | undefined; kicks: number }> {
   using memory = createRawMemfd(4096, { name: "hub-cancel" });
   const hub = futexHub();
-  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const address = (index: number): bigint => wordAddress(memory, index);
   let second: FutexWait | undefined;
   const secondReturned = new Promise<bigint>((resolve) => {
     second = hub.wait(address(16), 0, undefined, resolve);
@@ -212,7 +217,7 @@ Deno.test({
 }, async () => {
   using memory = createRawMemfd(4096, { name: "hub-again" });
   const hub = futexHub();
-  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const address = (index: number): bigint => wordAddress(memory, index);
   // Another wait stays in the group throughout, as a second cell's reader would.
   let idle: FutexWait | undefined;
   const idleReturned = new Promise<bigint>((resolve) => {
@@ -257,22 +262,28 @@ Deno.test({
 }, async () => {
   using memory = createRawMemfd(4096, { name: "hub-alone" });
   const hub = futexHub();
-  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const address = (index: number): bigint => wordAddress(memory, index);
   let ended: bigint | undefined;
+  let alone: FutexWait | undefined;
   const notified = new Promise<bigint>((resolve) => {
-    hub.wait(address(0), 0, undefined, (result) => resolve(ended = result), true);
+    alone = hub.wait(address(0), 0, undefined, (result) => resolve(ended = result), true);
   });
-  // Waits that join and leave: in its call, each would make it return, and so end it.
-  for (let i = 0; i < 10; i++) {
-    const other = new Promise<bigint>((resolve) => {
-      const wait = hub.wait(address(16), 0, undefined, resolve);
-      setTimeout(() => hub.cancel(wait), 5);
-    });
-    assertEquals(await within(other, 10_000), -1n);
+  try {
+    // Waits that join and leave: in its call, each would make it return, and so end it.
+    for (let i = 0; i < 10; i++) {
+      const other = new Promise<bigint>((resolve) => {
+        const wait = hub.wait(address(16), 0, undefined, resolve);
+        setTimeout(() => hub.cancel(wait), 5);
+      });
+      assertEquals(await within(other, 10_000), -1n);
+    }
+    assertEquals(ended, undefined, "ended by the others' calls");
+    while (memory.word(0).wake(1) === 0) await delay(5);
+    assertEquals(await within(notified, 10_000), 0n);
+  } finally {
+    // Nothing may sleep on the memory once it is unmapped (a no-op for a wait that ended).
+    if (alone !== undefined) hub.cancel(alone);
   }
-  assertEquals(ended, undefined, "ended by the others' calls");
-  while (memory.word(0).wake(1) === 0) await delay(5);
-  assertEquals(await within(notified, 10_000), 0n);
 });
 
 Deno.test({
@@ -282,20 +293,27 @@ Deno.test({
 }, async () => {
   using memory = createRawMemfd(4096, { name: "hub-own-calls" });
   const hub = futexHub();
-  const address = (index: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index));
+  const address = (index: number): bigint => wordAddress(memory, index);
   const before = futexHubCounts().inFlight;
   const indexes = Array.from({ length: 10 }, (_, i) => i * 16);
+  const handles: FutexWait[] = [];
   const waits = indexes.map((index) =>
-    new Promise<bigint>((resolve) => hub.wait(address(index), 0, undefined, resolve, true))
+    new Promise<bigint>((resolve) =>
+      handles.push(hub.wait(address(index), 0, undefined, resolve, true))
+    )
   );
-  await delay(20); // asleep, in all likelihood
-  assertEquals(futexHubCounts().inFlight - before, OWN_CALLS + 1, "worker threads held");
-  for (const index of indexes) memory.word(index).wake(1);
-  const results = await within(Promise.all(waits), 10_000);
-  assert(results !== undefined, "a wake-up was lost");
-  // Each alone in its call ends as woken; the shared ones end, woken or not, with its return.
-  assertEquals(results.slice(0, OWN_CALLS), indexes.slice(0, OWN_CALLS).map(() => 0n));
-  results.slice(OWN_CALLS).forEach(assertEnded);
+  try {
+    await delay(20); // asleep, in all likelihood
+    assertEquals(futexHubCounts().inFlight - before, OWN_CALLS + 1, "worker threads held");
+    for (const index of indexes) memory.word(index).wake(1);
+    const results = await within(Promise.all(waits), 10_000);
+    assert(results !== undefined, "a wake-up was lost");
+    // Each alone in its call ends as woken; the shared ones end, woken or not, with its return.
+    assertEquals(results.slice(0, OWN_CALLS), indexes.slice(0, OWN_CALLS).map(() => 0n));
+    results.slice(OWN_CALLS).forEach(assertEnded);
+  } finally {
+    for (const handle of handles) hub.cancel(handle);
+  }
 });
 
 Deno.test({
@@ -309,12 +327,13 @@ Deno.test({
     ? Deno.env.get("MMAP_IPC_HUB_SEED")
     : undefined;
   const seed = given ? Number(given) : Math.floor(Math.random() * 2 ** 32);
+  if (!Number.isSafeInteger(seed)) throw new TypeError(`MMAP_IPC_HUB_SEED: not a number: ${given}`);
   const random = new Random(seed);
   using memory = createRawMemfd(4096, { name: "hub-random" });
   const hub = futexHub();
   const WORDS = 12;
   const index = (word: number): number => word * 16;
-  const address = (word: number): bigint => Deno.UnsafePointer.value(memory.addressOf(index(word)));
+  const address = (word: number): bigint => wordAddress(memory, index(word));
   const inFlightBefore = futexHubCounts().inFlight;
   interface Live {
     word: number;
@@ -323,60 +342,65 @@ Deno.test({
     ended?: Promise<bigint>;
   }
   const live = new Set<Live>();
-  for (let step = 0; step < 400; step++) {
-    const word = random.int(0, WORDS - 1);
-    const action = random.weighted({ wait: 5, cancel: 2, change: 2, notify: 1, pause: 2 });
-    if (action === "wait") {
-      const record: Live = { word, expected: Atomics.load(memory.words, index(word)) };
-      record.ended = new Promise<bigint>((resolve) => {
-        const settle = (result: bigint): void => {
-          live.delete(record);
-          resolve(result);
-        };
-        record.wait = hub.wait(
-          address(word),
-          record.expected,
-          undefined,
-          settle,
-          random.chance(0.5),
-        );
-      });
-      live.add(record);
-    } else if (action === "cancel" && live.size > 0) {
-      const wait = random.pick([...live]).wait;
-      if (wait !== undefined) hub.cancel(wait);
-    } else if (action === "change") {
+  try {
+    for (let step = 0; step < 400; step++) {
+      const word = random.int(0, WORDS - 1);
+      const action = random.weighted({ wait: 5, cancel: 2, change: 2, notify: 1, pause: 2 });
+      if (action === "wait") {
+        const record: Live = { word, expected: Atomics.load(memory.words, index(word)) };
+        record.ended = new Promise<bigint>((resolve) => {
+          const settle = (result: bigint): void => {
+            live.delete(record);
+            resolve(result);
+          };
+          record.wait = hub.wait(
+            address(word),
+            record.expected,
+            undefined,
+            settle,
+            random.chance(0.5),
+          );
+        });
+        live.add(record);
+      } else if (action === "cancel" && live.size > 0) {
+        const wait = random.pick([...live]).wait;
+        if (wait !== undefined) hub.cancel(wait);
+      } else if (action === "change") {
+        Atomics.add(memory.words, index(word), 1);
+        memory.word(index(word)).wake();
+      } else if (action === "notify") {
+        memory.word(index(word)).wake(1); // unchanged: may end a wait, or none
+      } else if (action === "pause") {
+        await delay(random.int(0, 2));
+      }
+    }
+    // Every wait whose word moved since it began must end, by itself.
+    const moved = [...live].filter((record) =>
+      Atomics.load(memory.words, index(record.word)) !== record.expected
+    );
+    const endedMoved = await within(Promise.all(moved.map((record) => record.ended)), 10_000);
+    assert(
+      endedMoved !== undefined,
+      `MMAP_IPC_HUB_SEED=${seed}: a wait slept on after its word changed`,
+    );
+    // The rest end with a change of every word; then no call may be left asleep.
+    const rest = [...live].map((record) => record.ended);
+    for (let word = 0; word < WORDS; word++) {
       Atomics.add(memory.words, index(word), 1);
       memory.word(index(word)).wake();
-    } else if (action === "notify") {
-      memory.word(index(word)).wake(1); // unchanged: may end a wait, or none
-    } else if (action === "pause") {
-      await delay(random.int(0, 2));
     }
+    assert(
+      await within(Promise.all(rest), 10_000) !== undefined,
+      `MMAP_IPC_HUB_SEED=${seed}: a wait never ended`,
+    );
+    for (let i = 0; i < 100 && futexHubCounts().inFlight !== inFlightBefore; i++) await delay(10);
+    assertEquals(
+      futexHubCounts().inFlight,
+      inFlightBefore,
+      `MMAP_IPC_HUB_SEED=${seed}: calls left in flight`,
+    );
+  } finally {
+    // Nothing may sleep on the memory once it is unmapped, whatever failed above.
+    for (const record of live) if (record.wait !== undefined) hub.cancel(record.wait);
   }
-  // Every wait whose word moved since it began must end, by itself.
-  const moved = [...live].filter((record) =>
-    Atomics.load(memory.words, index(record.word)) !== record.expected
-  );
-  const endedMoved = await within(Promise.all(moved.map((record) => record.ended)), 10_000);
-  assert(
-    endedMoved !== undefined,
-    `MMAP_IPC_HUB_SEED=${seed}: a wait slept on after its word changed`,
-  );
-  // The rest end with a change of every word; then no call may be left asleep.
-  const rest = [...live].map((record) => record.ended);
-  for (let word = 0; word < WORDS; word++) {
-    Atomics.add(memory.words, index(word), 1);
-    memory.word(index(word)).wake();
-  }
-  assert(
-    await within(Promise.all(rest), 10_000) !== undefined,
-    `MMAP_IPC_HUB_SEED=${seed}: a wait never ended`,
-  );
-  for (let i = 0; i < 100 && futexHubCounts().inFlight !== inFlightBefore; i++) await delay(10);
-  assertEquals(
-    futexHubCounts().inFlight,
-    inFlightBefore,
-    `MMAP_IPC_HUB_SEED=${seed}: calls left in flight`,
-  );
 });
