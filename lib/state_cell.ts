@@ -31,7 +31,7 @@
 import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
-import { checkTimeout, startTimer } from "./timeouts.ts";
+import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
 import type { SharedMemory, Sleep } from "./memory.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
@@ -421,9 +421,12 @@ export class StateCell {
 
   /**
    * {@link StateCell.waitForChange} without the event loop: blocks this thread until the value
-   * differs from `from` or `timeout` ms pass (then throws `TimedOut`; the timeout is required).
-   * Nothing else runs on the thread meanwhile: use it in a worker, or in a process whose only
-   * job is to wait.
+   * differs from `from` or `timeout` ms pass (then throws `TimedOut`). The timeout is required
+   * (`Infinity` for no limit): a missing one is a `TypeError`. Nothing else runs on the thread
+   * meanwhile: use it in a worker, or in a process whose only job is to wait. A file shrunk
+   * under the cell is out of reach of the writer's wake-up: the wait throws `UnexpectedEof` at
+   * the end of the sleep it happened in, which lasts at most `livenessCheckMs` while a
+   * cooperating writer holds the cell, `followPeriodMs` otherwise.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
     // Kept under V8's 460 bytes of bytecode for inlining, the rare steps in methods of their
@@ -468,6 +471,15 @@ export class StateCell {
   /** Checks the cell and the timeout of a synchronous wait; returns when the wait started. */
   #startSyncWait(timeout: number): number {
     if (this.#closed) this.#check();
+    // Nothing else runs on a thread that blocks: a wait with no end must be asked for by name.
+    if (typeof timeout !== "number") {
+      throw failure(
+        TypeError,
+        "wait for a change of state cell",
+        this.#name,
+        `timeout ${timeout} is not a number: a synchronous wait needs one (Infinity for no limit)`,
+      );
+    }
     checkTimeout(timeout, "wait for a change of state cell", this.#name);
     return performance.now();
   }
@@ -478,6 +490,9 @@ export class StateCell {
    * death) or at a foreign writer's text. Throws `TimedOut` once the deadline has passed.
    */
   #syncSlice(first: boolean, started: number, timeout: number, cooperating: boolean): number {
+    // Before each sleep: a page the file lost since the last one read as zeros, and no wake-up
+    // would reach a sleep on it.
+    this.#memory.checkPages(LOST_PAGE_SUBJECT);
     const period = cooperating ? this.#livenessCheckMs : this.#followPeriodMs;
     if (first && timeout > 0) return Math.min(timeout, period);
     const remaining = this.#remaining(started + timeout);
@@ -1036,10 +1051,7 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
     throw new RangeError(`Initial state ${options.initialValue} is not a 32-bit integer`);
   }
   for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
-    const value = options[name];
-    if (value !== undefined && !(value > 0)) {
-      throw new RangeError(`${name} ${value} is not a positive number of milliseconds`);
-    }
+    checkPeriod(options[name], name);
   }
   // A reader with no cooperating writer has nothing else to go by: it must look now and then.
   if ((options.followPeriodMs ?? 1) > MAX_FOLLOW_PERIOD_MS) {

@@ -86,11 +86,11 @@ Deno.test("ring options and batch sizes out of range are RangeErrors, and no rol
   for (const options of [{ spin: -1 }, { spin: 0.5 }, { spin: Infinity }, { spin: NaN }]) {
     assertThrowsWith(() => openRingConsumer(region, options), RangeError, "spin");
   }
-  for (const livenessCheckMs of [0, -5, NaN]) {
+  for (const livenessCheckMs of [0, -5, NaN, 1e-9, 0.5]) {
     assertThrowsWith(
       () => openRingProducer(region, { livenessCheckMs }),
       RangeError,
-      "livenessCheckMs",
+      `livenessCheckMs ${livenessCheckMs} is not a number of milliseconds from 1 up`,
     );
   }
   using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });

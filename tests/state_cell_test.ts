@@ -54,12 +54,17 @@ testWith(NEEDS.files, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1
   });
 });
 
-Deno.test("openStateCell() refuses periods that are not a positive, finite number of ms", () => {
+Deno.test("openStateCell() refuses periods under 1 ms, or not a finite number of ms", () => {
   using region = createMemfdRegion({ size: 256 });
+  const periods = [0, -1, NaN, 1e-9, 0.999];
   for (
-    const options of [{ livenessCheckMs: 0 }, { followPeriodMs: -1 }, { livenessCheckMs: NaN }]
+    const options of periods.flatMap((ms) => [{ livenessCheckMs: ms }, { followPeriodMs: ms }])
   ) {
-    assertThrows(() => openStateCell(region, options), RangeError, "not a positive number");
+    // A period of a nanosecond kept a core 68 % busy while a reader followed the text.
+    assertThrows(() => openStateCell(region, options), RangeError, "from 1 up");
+  }
+  for (const ms of [1, 2.75]) {
+    openStateCell(region, { followPeriodMs: ms, livenessCheckMs: ms }).close();
   }
   // A reader with no cooperating writer must look now and then: no endless follow period.
   for (const followPeriodMs of [Infinity, 2 ** 31]) {
@@ -202,6 +207,22 @@ Deno.test("StateCell.waitForChangeSync() returns a change and times out", () => 
   region.write(0, encoder.encode("4\n\0")); // a foreign writer is seen too
   writer.close();
   assertEquals(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
+});
+
+Deno.test("StateCell.waitForChangeSync() without a timeout is a TypeError, not a wait that spins", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using cell = openStateCell(region);
+  // From JavaScript, or cast: it slept 0 ms at a time, for good, 14 000 times a second.
+  for (const options of [{}, { timeout: undefined }, { timeout: "100" }]) {
+    assertThrowsWith(
+      () => cell.waitForChangeSync(options as unknown as { timeout: number }),
+      TypeError,
+      `${region.name}": timeout`,
+    );
+  }
+  writer.write(2);
+  assertEquals(cell.waitForChangeSync({ from: 0, timeout: Infinity }), 2);
 });
 
 testWith(

@@ -7,7 +7,7 @@
 
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
-import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
+import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
@@ -107,11 +107,7 @@ export class RingCore {
         `Ring option spin ${this.spin} is not a whole number of checks from 0 up`,
       );
     }
-    if (!(this.livenessCheckMs > 0)) {
-      throw new RangeError(
-        `Ring option livenessCheckMs ${this.livenessCheckMs} is not a positive number of ms`,
-      );
-    }
+    checkPeriod(this.livenessCheckMs, "Ring option livenessCheckMs");
   }
 
   /** The ring's data area in place, lent by the memory and revoked when this end closes. */
