@@ -6,7 +6,13 @@ import { ringRegion } from "./helpers/rings.ts";
 import { childrenOf } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { delay, until } from "./helpers/waiting.ts";
-import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
+import {
+  createMemfdRegion,
+  initRing,
+  openRingConsumer,
+  openRingProducer,
+  ringRegionSize,
+} from "../mod.ts";
 import { CONSUMER_WAITING, RING_HEADER_SIZE } from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
@@ -425,6 +431,49 @@ Deno.test("receiveInto, tryReceiveBatchInto and tryReadWith copy nothing they ne
   assertEquals(consumer.tryReadWith(() => {}), null);
 });
 
+Deno.test("send() of a message resized or moved away while it waited for room sends nothing of it", async () => {
+  using region = createMemfdRegion({ size: ringRegionSize(64) + 64 });
+  initRing(region, { capacity: 64 });
+  const after = ringRegionSize(64);
+  region.write(after, new Uint8Array(16).fill(0xee)); // what the region holds after the ring
+  using producer = openRingProducer(region, { spin: 0 });
+  using consumer = openRingConsumer(region);
+  const fill = (): void => {
+    while (producer.trySend(new Uint8Array(8).fill(1)));
+  };
+  for (const change of ["resize", "transfer"] as const) {
+    fill();
+    const buffer = new ArrayBuffer(8, { maxByteLength: 4096 });
+    const message = new Uint8Array(buffer); // follows the buffer's length
+    const sending = producer.send(message, { timeout: 10_000 });
+    await delay(20); // asleep for room for 8 bytes
+    if (change === "resize") buffer.resize(200);
+    else buffer.transfer();
+    assert(consumer.tryReceive() !== undefined); // room for one record: the send wakes
+    // It wrote 200 bytes into a record of 16 (over unread messages and past the ring), then the
+    // consumer found "a message of 117901063 bytes".
+    await assertRejectsWith(() => sending, RangeError, region.name, "when room came", "nothing");
+    let received = 0;
+    while (consumer.tryReceive() instanceof Uint8Array) received++;
+    assertEquals(received, 3, `${change}: what was sent before is intact`);
+  }
+  assertEquals([...region.read(after, 16)], new Array(16).fill(0xee), "past the ring");
+});
+
+Deno.test("sendBatch() whose array changes while it sleeps throws for a message that cannot fit", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region, { spin: 0 });
+  using consumer = openRingConsumer(region);
+  const messages = Array.from({ length: 8 }, () => new Uint8Array(8));
+  const sending = producer.sendBatch(messages, { timeout: 10_000 });
+  await delay(20); // four sent, asleep for room for the fifth
+  messages[5] = new Uint8Array(1000);
+  // The consumer takes all it can: the batch sends the fifth, then meets the sixth. It slept
+  // for room a 1000-byte message can never have, until its timeout.
+  while (consumer.tryReceive() instanceof Uint8Array);
+  await assertRejectsWith(() => sending, RangeError, "1000 bytes does not fit", "5 of the batch");
+});
+
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
   // 32 records of 56 bytes (8 of header, 48 of payload) fill a ring of 1792 bytes; an eighth of
   // it is 224 bytes, 4 records.
@@ -445,6 +494,26 @@ Deno.test("a long batch hands space back every eighth of the ring, so the produc
   // again every 4 records after, not only when the batch is over.
   assertEquals(roomAfter.slice(0, 4), [5, 6, 7, 8]);
   assert(roomAfter.length >= 24, `the producer wrote ${roomAfter.length} times meanwhile`);
+});
+
+Deno.test("a batch read takes at most a ring's worth, though a producer keeps up with it", () => {
+  const record = 56;
+  using region = ringRegion(32 * record);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const message = new Uint8Array(record - 8);
+  while (producer.trySend(message));
+  // Each message read sends another: without a bound the call never returned.
+  let calls = 0;
+  const count = consumer.tryReadWith(() => {
+    if (++calls > 10_000) throw new Error("the batch read did not end");
+    producer.trySend(message);
+  });
+  assertEquals(count, 32);
+  // What it sent meanwhile: every send found room but the first four (space goes back every
+  // eighth of the ring). Left for the next call, which again ends.
+  assertEquals(consumer.tryReceiveBatch().length, 28);
+  assertEquals(consumer.tryReceiveBatch().length, 0);
 });
 
 testWith(
@@ -734,6 +803,46 @@ testWith(
     producer.close();
     const status = await peer.status();
     assertEquals(status.code, 0, peer.transcript);
+  },
+);
+
+/**
+ * A batch whose message fits only at the ring's start, behind a head near the end, while the
+ * consumer sleeps in another process: the batch publishes a padding record to the end and sleeps
+ * for room, which only the consumer skipping that padding makes. Neither side spins or checks
+ * liveness, so a padding published without a wake-up leaves both asleep for good.
+ */
+testWith(
+  NEEDS.children,
+  "a batch that pads to the ring's end before it sleeps for room wakes the consumer asleep in another process",
+  async () => {
+    const capacity = 4096;
+    using there = ringRegion(capacity);
+    using back = ringRegion(capacity);
+    using producer = openRingProducer(there, STRICT);
+    using consumer = openRingConsumer(back, STRICT);
+    await using peer = spawnDeno(PEER, ["echo", there.name, back.name]);
+    assertEquals(await peer.nextLine(), "ready");
+    // The first leaves the head 64 bytes before the end (a padding too short for a batch's
+    // wake-up every eighth of the ring); the second then fits only at the start.
+    const first = new Uint8Array(capacity - 72).fill(1);
+    const second = new Uint8Array(capacity - 40).fill(2);
+    const echoed = new Uint8Array(capacity);
+    for (let round = 1; round <= 5; round++) {
+      for (const message of [first, second]) {
+        await delay(20); // the consumer asleep on the empty ring
+        try {
+          await producer.sendBatch([message], { timeout: 10_000 });
+          assertEquals(await consumer.receiveInto(echoed, { timeout: 10_000 }), message.length);
+        } catch (error) {
+          if (!(error instanceof Deno.errors.TimedOut)) throw error;
+          fail(`Round ${round}, ${message.length} bytes: a lost wake-up\n${peer.transcript}`);
+        }
+        assertEquals(echoed[0], message[0]);
+      }
+    }
+    producer.close();
+    assertEquals((await peer.status()).code, 0, peer.transcript);
   },
 );
 

@@ -205,7 +205,8 @@ export class RingConsumer {
   }
 
   /**
-   * Up to `max` messages that are there now (new copies), handing their space back at once (and
+   * Up to `max` messages that are there now (new copies), and at most a ring's worth of them (a
+   * producer that keeps up cannot keep the call going), handing their space back at once (and
    * every eighth of the ring in a long batch).
    *
    * @param [max=Infinity] The most messages to take.
@@ -216,20 +217,23 @@ export class RingConsumer {
 
   #takeBatch(max: number): Uint8Array[] {
     const messages: Uint8Array[] = [];
-    while (messages.length < max) {
+    // At most a ring's worth: a producer that keeps up would otherwise keep the call going.
+    let budget = this.#capacity;
+    while (messages.length < max && budget > 0) {
       const length = this.#next();
       if (length < 0) break;
       const start = this.#data + this.#at + RECORD_HEADER_SIZE;
       messages.push(this.#bytes.slice(start, start + length));
       this.#skip(length);
+      budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
     }
     if (this.#unpublished > 0) this.#publish();
     return messages;
   }
 
   /**
-   * At least one and up to `max` messages, sleeping while the ring is empty; an empty array
-   * once the producer closed and everything was received.
+   * At least one and up to `max` messages (at most a ring's worth), sleeping while the ring is
+   * empty; an empty array once the producer closed and everything was received.
    *
    * @param [max=Infinity] The most messages to take.
    * @param [options={}] A timeout and an abort signal.
@@ -329,8 +333,9 @@ export class RingConsumer {
   }
 
   /**
-   * Hands each waiting message, up to `max`, to `read` in place (zero-copy, nothing allocated),
-   * then gives their space back at once (and every eighth of the ring in a long batch, so the
+   * Hands each waiting message, up to `max` and at most a ring's worth (a producer that keeps up,
+   * or `read` itself sending, cannot keep the call going), to `read` in place (zero-copy, nothing
+   * allocated), then gives their space back at once (and every eighth of the ring in a long batch, so the
    * producer can write meanwhile). Returns how many it read; `null` once the producer
    * closed and everything was read. The view `read` gets is only valid until it returns.
    *
@@ -411,15 +416,19 @@ export class RingConsumer {
     const data = this.data;
     let count = 0;
     let length = NOTHING;
+    // At most a ring's worth: a producer that keeps up (the callback itself may send) would
+    // otherwise keep the call going, and the event loop waiting, for good.
+    let budget = this.#capacity;
     this.#ring.inCallback = true; // nothing in this loop asks whether the end is free
     try {
-      while (count < max) {
+      while (count < max && budget > 0) {
         length = this.#next();
         if (length < 0) break;
         if (this.#faults[0] !== 0) this.#ring.checkLost(); // not a length read as zeros
         read(data, this.#at + RECORD_HEADER_SIZE, length);
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
+        budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
         count++;
       }
     } finally {

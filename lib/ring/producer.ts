@@ -157,10 +157,14 @@ export class RingProducer {
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
     options = this.#ring.bounded(options);
     if (this.trySend(message)) return;
+    // The room waited for is this length's: a view over a buffer resized or moved away meanwhile
+    // must not be written into more room than was found.
+    const length = message.length;
     await this.#ring.blocking(
       () => this.trySend(message) || undefined,
-      (spun) => this.#waitForRoom(message.length, options, spun),
+      (spun) => this.#waitForRoom(length, options, spun),
       (index) => {
+        this.#checkUnchanged(message, length);
         this.#write(index, message);
         return true;
       },
@@ -201,9 +205,14 @@ export class RingProducer {
       async () => {
         let spun = spins > 0;
         while (sent < messages.length) {
-          const index = await this.#waitForRoom(messages[sent].length, options, spun);
+          // Looked at again after every sleep: the caller may change the array or a message
+          // meanwhile, and a message too long for the ring would wait for room for good.
+          const length = messages[sent].length;
+          if (length > this.#maxMessageSize) this.#tooLong(length, sent);
+          const index = await this.#waitForRoom(length, options, spun);
           spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
+          this.#checkUnchanged(messages[sent], length, sent);
           this.#write(index, messages[sent++]);
           sent += this.#sendBatch(messages, sent);
         }
@@ -345,12 +354,26 @@ export class RingProducer {
     }
   }
 
-  #tooLong(length: number): never {
+  /** `sent`: how many of a batch went before the message that does not fit. */
+  #tooLong(length: number, sent?: number): never {
+    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
     throw failure(
       RangeError,
       "send into the ring in",
       this.#ring.name,
-      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)`,
+      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)${went}`,
+    );
+  }
+
+  /** Throws, sending nothing, if `message` no longer has the `length` room was found for. */
+  #checkUnchanged(message: Uint8Array, length: number, sent?: number): void {
+    if (message.length === length) return;
+    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
+    throw failure(
+      RangeError,
+      "send into the ring in",
+      this.#ring.name,
+      `the message had ${length} bytes when the send began and ${message.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${went}`,
     );
   }
 
@@ -481,7 +504,9 @@ export class RingProducer {
       }
     } finally {
       this.#batching = false;
-      if (sent > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+      // Whatever was published since the last look, a padding record alone included: the
+      // batch may be about to sleep for room that only the consumer skipping it can make.
+      if (this.#unwoken > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
         this.#ring.wake(HEAD);
       }
     }
