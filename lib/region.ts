@@ -226,10 +226,25 @@ export class SharedRegion {
     return result;
   }
 
-  /** Wakes up to `count` waiters (default: all) on the word at `offset`; returns how many woke. */
+  /**
+   * Wakes up to `count` waiters on the word at `offset`; returns how many woke. `count` is a
+   * whole number from 0 up, or `Infinity` (the default): all of them. 0 wakes none (the kernel
+   * would take it as 1), and anything else is a `RangeError`.
+   */
   notifyInt32(offset: number, count?: number): number {
     this.#words(offset);
-    return this.#memory.wake(offset, count);
+    if (count === undefined || count === Infinity) return this.#memory.wake(offset);
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw failure(
+        RangeError,
+        "notify on region",
+        this.name,
+        `count ${count} is not a whole number of waiters from 0 up, or Infinity for all`,
+      );
+    }
+    if (count === 0) return 0;
+    // As many as the kernel takes: no more can sleep on one word.
+    return this.#memory.wake(offset, Math.min(count, 0x7fff_ffff));
   }
 
   /**

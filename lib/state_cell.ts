@@ -136,7 +136,12 @@ export interface StateCellOptions {
    * @default {100}
    */
   livenessCheckMs?: number;
-  /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
+  /**
+   * Called when a reader waiting on the cell sees a cooperating writer come, die or leave: from a
+   * microtask, once the wait that saw it has done its step, so it may close the cell or its region
+   * (the waits then reject with `BadResource`). Not called once the cell is closed. What it throws
+   * is uncaught, as from an event listener.
+   */
   onWriter?: (event: WriterEvent) => void;
 }
 
@@ -788,7 +793,13 @@ export class StateCell {
     if (pid === undefined || this.#waiting === 0) return;
     if (this.#writerSeen?.pid === pid && this.#writerSeen.status === status) return;
     this.#writerSeen = { pid, status };
-    this.#onWriter?.({ pid, status });
+    const onWriter = this.#onWriter;
+    if (onWriter === undefined) return;
+    // After the step that saw it is done: the callback may close the cell or its region, which
+    // from inside that step left the wait it served failing with a TypeError of our own.
+    queueMicrotask(() => {
+      if (!this.#closed) onWriter({ pid, status });
+    });
   }
 
   /**

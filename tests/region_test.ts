@@ -327,6 +327,42 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   await assertRejectsWith(() => aborted, Error, "stop waiting");
 });
 
+Deno.test("SharedRegion.notifyInt32() wakes as many as asked, 0 none, and refuses other counts", async () => {
+  using region = createMemfdRegion({ size: 64 });
+  const controller = new AbortController();
+  const ended: string[] = [];
+  const waits = [1, 2, 3].map(() =>
+    region.waitInt32(0, 0, { signal: controller.signal }).then((result) => {
+      ended.push(result);
+      return result;
+    })
+  );
+  try {
+    for (const count of [-1, 1.5, NaN, -Infinity, "2"]) {
+      // 1.5 and NaN were an FFI TypeError that named neither the call nor the count.
+      assertThrowsWith(
+        () => region.notifyInt32(0, count as number),
+        RangeError,
+        region.name,
+        `count ${count} is not a whole number`,
+      );
+    }
+    let woken = 0;
+    while ((woken = region.notifyInt32(0, 1)) === 0) await delay(5); // one asleep at least
+    assertEquals(woken, 1);
+    await delay(50); // the others asleep too
+    // The kernel takes 0 (and less) as 1: it woke one of them.
+    assertEquals(region.notifyInt32(0, 0), 0);
+    await delay(20);
+    assertEquals(ended, ["ok"]);
+    assertEquals(region.notifyInt32(0, 2 ** 40), 2);
+    assertEquals(await Promise.all(waits), ["ok", "ok", "ok"]);
+  } finally {
+    controller.abort();
+    await Promise.allSettled(waits);
+  }
+});
+
 Deno.test("SharedRegion.waitInt32(): notifies of many words at once, none changed, are never lost", async () => {
   using region = createMemfdRegion({ size: 4096 });
   // The first few waits have a futex_waitv call each; the rest share one, which names one woken
@@ -562,6 +598,12 @@ testWith(
           "ENOSPC",
         );
         assertEquals(statPath(path), undefined, "the file it made is left behind");
+        // A file of the user's, asked to grow past the space there: refused, and left as it was.
+        const notes = `${small}/notes.txt`;
+        Deno.writeTextFileSync(notes, "my notes\n", { mode: 0o600 });
+        assertThrowsWith(() => openFileRegion(notes, { size: 1 << 20 }), Error, notes, "ENOSPC");
+        // It stayed 1 MiB long, its blocks holding the file system's space.
+        assertEquals(Deno.readTextFileSync(notes), "my notes\n");
         using fits = openFileRegion(`${small}/fits.dat`, { create: true, size: 16384 });
         fits.write(16383, new Uint8Array([1]));
       } finally {

@@ -455,6 +455,36 @@ testWith(
   },
 );
 
+Deno.test("closing the cell or its region from onWriter fails the waits with BadResource", async () => {
+  for (const status of ["writing", "left"] as const) {
+    for (const what of ["cell", "region"] as const) {
+      const label = `${what} closed on "${status}"`;
+      using region = createMemfdRegion({ size: 256 });
+      const writer = openStateCell(region, { writer: true });
+      const seen: string[] = [];
+      const reader: StateCell = openStateCell(region, {
+        onWriter: (event) => {
+          seen.push(event.status);
+          if (event.status === status) (what === "cell" ? reader : region).close();
+        },
+      });
+      // On "writing" the first wait meets the writer; on "left" the writer goes while it sleeps.
+      const waits = [reader.waitForChange({ timeout: 10_000 }), reader.waitForChange()];
+      if (status === "left") {
+        await delay(20);
+        writer.close();
+      }
+      for (const wait of waits) {
+        // It was a TypeError: the callback's close emptied what the step that called it used.
+        await assertRejectsWith(() => wait, Deno.errors.BadResource);
+      }
+      assertEquals(seen, status === "writing" ? ["writing"] : ["writing", "left"], label);
+      await assertRejectsWith(() => reader.changes().next(), Deno.errors.BadResource);
+      writer.close();
+    }
+  }
+});
+
 /**
  * Runs `fixtures/SCRIPT DIR ARGS...` (DIR a directory of the test's) with `flags`, hands it to
  * `use`, and checks that it then exits 0; the child is stopped and the directory removed even on
