@@ -1,7 +1,8 @@
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows, fail } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { childrenOf } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
@@ -9,11 +10,13 @@ import { delay, until } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   initRing,
+  openFileRegion,
+  openMemfdRegion,
   openRingConsumer,
   openRingProducer,
   ringRegionSize,
 } from "../mod.ts";
-import { CONSUMER_WAITING, RING_HEADER_SIZE } from "../lib/ring/layout.ts";
+import { CONSUMER_WAITING, HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 
@@ -698,6 +701,76 @@ Deno.test("readWith and sendWith time out, abort, and reject with BadResource on
   await delay(20);
   region.close();
   await assertRejects(() => waiting, Deno.errors.BadResource);
+});
+
+// --- peers that are not trusted --------------------------------------------------------------
+
+testWith(
+  [...NEEDS.files, requires("sh")],
+  "echo > FILE under a file ring (its first page kept, zeroed) is InvalidData at both ends, never empty messages",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/ring.dat`;
+      using region = openFileRegion(path, { create: true, size: ringRegionSize(1024) });
+      initRing(region);
+      using producer = openRingProducer(region);
+      using other = openFileRegion(path);
+      using consumer = openRingConsumer(other);
+      for (let i = 1; i <= 3; i++) producer.trySend(new Uint8Array(10).fill(i));
+      assertEquals(consumer.tryReceive()?.length, 10); // the consumer knows two more are there
+      const echo = await new Deno.Command("sh", { args: ["-c", 'echo > "$1"', "sh", path] })
+        .output();
+      assert(echo.success);
+      assertEquals([region.lostPages, other.lostPages], [0, 0], "no page was lost");
+      // It handed out nine empty messages nobody sent, then one sent after the echo.
+      assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, path, "overwritten");
+      // The producer finds out when it next needs the consumer's position: the ring looks full.
+      assertThrowsWith(
+        () => {
+          while (producer.trySend(new Uint8Array(100)));
+        },
+        Deno.errors.InvalidData,
+        path,
+        "overwritten",
+      );
+    });
+  },
+);
+
+Deno.test("initRing() over a ring whose ends are held is Busy, naming the holder; once they close it starts afresh", () => {
+  using region = ringRegion(256);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  producer.trySend(new Uint8Array([1]));
+  // It wiped both claims: a second producer then attached beside the first, and what the first
+  // sent was lost.
+  assertThrowsWith(() => initRing(region), Deno.errors.Busy, `pid ${Deno.pid} holds its producer`);
+  producer.close();
+  assertThrowsWith(() => initRing(region), Deno.errors.Busy, "holds its consumer");
+  assertEquals(consumer.tryReceive()?.length, 1, "what was sent is still there");
+  consumer.close();
+  assertEquals(initRing(region), 256);
+  using fresh = openRingConsumer(region);
+  assertEquals(fresh.tryReceive(), undefined);
+});
+
+Deno.test("a position another process set back is InvalidData at the next liveness check, not two ends asleep for good", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region, { livenessCheckMs: 50 });
+  using theirs = openMemfdRegion(region.name);
+  using consumer = openRingConsumer(theirs, { livenessCheckMs: 50 });
+  for (let i = 0; i < 15; i++) producer.trySend(new Uint8Array(8)); // 240 of 256 bytes
+  while (consumer.tryReceive() !== undefined);
+  const receiving = consumer.receive({ timeout: 10_000 });
+  await delay(20); // asleep on the empty ring
+  // Another process: the tail a capacity behind the head, so the ring looks full to the
+  // producer and still empty to the consumer. Both slept, each waiting for the other to move.
+  const head = region.loadInt32(HEAD);
+  region.storeInt32(TAIL, (head + 256) % 512);
+  const sending = producer.send(new Uint8Array(16), { timeout: 10_000 });
+  await assertRejectsWith(() => receiving, Deno.errors.InvalidData, "tail position word holds");
+  consumer.close(); // wakes the producer, which finds the consumer gone
+  await assertRejectsWith(() => sending, Deno.errors.BrokenPipe);
 });
 
 // --- across processes ------------------------------------------------------------------------

@@ -11,18 +11,20 @@
 
 import { failure } from "../errors.ts";
 import type { SharedRegion } from "../region.ts";
-import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
   CLOSED,
   CONSUMER,
   CONSUMER_WAITING,
   HEAD,
+  MAGIC,
   PAD,
   POSITION,
   PRODUCER,
   PRODUCER_WAITING,
   readCapacity,
   RECORD_HEADER_SIZE,
+  RING_MAGIC,
   TAIL,
 } from "./layout.ts";
 
@@ -60,7 +62,6 @@ const NOTHING = -1;
 const ENDED = -2;
 
 const constructing = Symbol("RingConsumer");
-const WAKE_FIELDS = { word: HEAD, waiting: CONSUMER_WAITING, peer: PRODUCER, peerName: "producer" };
 
 /**
  * The receiving end of a ring; one per ring, enforced. Open with {@link openRingConsumer}.
@@ -78,6 +79,7 @@ export class RingConsumer {
   readonly #data: number;
   readonly #tailIndex: number;
   readonly #headIndex: number;
+  readonly #magicIndex: number;
   readonly #maxMessageSize: number;
   readonly #waitingIndex: number;
   /** The SIGBUS guard's fault count: looked at before a message read is handed over. */
@@ -88,7 +90,10 @@ export class RingConsumer {
   #at = 0;
   /** Bytes taken since the tail was last handed back, and how many make it hand them back. */
   #unpublished = 0;
+  /** What this end last stored in the shared tail. */
+  #publishedTail: number;
   readonly #publishEvery: number;
+  readonly #wakeFields: WaitFields;
 
   /** @ignore Not for direct use: call {@link openRingConsumer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -108,11 +113,22 @@ export class RingConsumer {
     this.#dataWord = ring.data >> 2;
     this.#tailIndex = ring.index(TAIL);
     this.#headIndex = ring.index(HEAD);
+    this.#magicIndex = ring.index(MAGIC);
     this.#maxMessageSize = ring.maxMessageSize;
     this.#publishEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
     this.#faults = ring.faults;
     this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
+    this.#publishedTail = this.#tail;
+    this.#wakeFields = {
+      word: HEAD,
+      waiting: CONSUMER_WAITING,
+      peer: PRODUCER,
+      peerName: "producer",
+      own: TAIL,
+      ownName: "tail",
+      published: () => this.#publishedTail,
+    };
     this.#head = this.#tail;
     ring.memory.adopt(this);
   }
@@ -522,8 +538,12 @@ export class RingConsumer {
     let head = this.#head;
     if (head === tail) {
       head = Atomics.load(this.#words, this.#headIndex);
-      // The closed mark makes the word negative; a head outside the positions is corrupt.
-      if (head < 0 || head >= this.#twice || this.#faults[0] !== 0) return this.#nextSlowly();
+      // The closed mark makes the word negative; a head outside the positions is corrupt; a
+      // header rewritten under the ring (echo > FILE) is no ring any more.
+      if (
+        head < 0 || head >= this.#twice || this.#faults[0] !== 0 ||
+        this.#words[this.#magicIndex] !== RING_MAGIC
+      ) return this.#nextSlowly();
       if (head === tail) return NOTHING;
       this.#head = head;
     }
@@ -532,8 +552,10 @@ export class RingConsumer {
     const index = tail >= this.#capacity ? tail - this.#capacity : tail;
     const length = this.#words[this.#dataWord + (index >> 2)];
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    // An empty message is rare, and what a zeroed ring reads as: the slow path looks at the
+    // header before it hands one over.
     if (
-      length >= 0 && length <= this.#maxMessageSize && record <= used &&
+      length > 0 && length <= this.#maxMessageSize && record <= used &&
       record <= this.#capacity - index && used <= this.#capacity
     ) {
       this.#at = index;
@@ -570,6 +592,7 @@ export class RingConsumer {
         this.#publish();
         continue;
       }
+      if (length === 0) this.#ring.checkHeader();
       const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
       if (length < 0 || length > this.#ring.maxMessageSize || record > used || record > untilEnd) {
         this.#corrupt(
@@ -619,7 +642,7 @@ export class RingConsumer {
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
     this.#unpublished = 0;
-    Atomics.store(this.#words, this.#tailIndex, this.#tail);
+    Atomics.store(this.#words, this.#tailIndex, this.#publishedTail = this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
       this.#ring.wake(TAIL);
     }
@@ -649,7 +672,7 @@ export class RingConsumer {
         const length = this.#next();
         return length === NOTHING ? undefined : length;
       },
-      WAKE_FIELDS,
+      this.#wakeFields,
       options,
       spun,
     );

@@ -11,7 +11,7 @@ import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
-import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
+import { CAPACITY, CLOSED, MAGIC, POSITION, RING_HEADER_SIZE, RING_MAGIC } from "./layout.ts";
 
 /** Options for `openRingProducer` and `openRingConsumer`. */
 export interface RingOptions {
@@ -49,6 +49,21 @@ export interface RingWaitOptions {
 
 const DEFAULT_LIVENESS_CHECK_MS = 1000;
 const DEFAULT_SPIN = 1000;
+
+/** The words a sleeping end uses: see {@link RingCore.waitFor}. */
+export interface WaitFields {
+  /** The futex word it sleeps on: the other end's position. */
+  word: number;
+  /** Its "asleep" flag. */
+  waiting: number;
+  /** The other end's claim, and its name in errors. */
+  peer: number;
+  peerName: string;
+  /** Its own position word, its name, and what it last put there. */
+  own: number;
+  ownName: string;
+  published: () => number;
+}
 
 /** One waiter for its turn: how to let it go, or to fail it. */
 interface Turn {
@@ -212,10 +227,32 @@ export class RingCore {
     if (this.faults[0] !== 0) this.memory.checkPages("the ring in");
   }
 
-  /** Reads a position word, checking it fits the layout; keeps the closed bit. */
+  /**
+   * Throws `InvalidData` if the ring's magic or capacity no longer reads as it did at open: the
+   * file was rewritten under the ring (`echo > FILE` leaves its first page in place, zeroed,
+   * so no page is lost and the records there read as empty messages), or another process
+   * wrote over the header. A page that was lost is `UnexpectedEof` instead.
+   */
+  checkHeader(): void {
+    const magic = this.words[this.index(MAGIC)] >>> 0;
+    const capacity = this.words[this.index(CAPACITY)];
+    if (magic === RING_MAGIC && capacity === this.capacity) return;
+    this.checkLost();
+    throw failure(
+      Deno.errors.InvalidData,
+      "use the ring in",
+      this.name,
+      `its header was overwritten (magic 0x${
+        magic.toString(16).padStart(8, "0")
+      }, capacity ${capacity}, where "RING" and ${this.capacity} were): the file or memory was rewritten under it (echo >? truncate?); what it held is gone, and the ring must be made again (initRing)`,
+    );
+  }
+
+  /** Reads a position word, checking it and the header; keeps the closed bit. */
   position(field: number, which: string): number {
     const word = Atomics.load(this.words, this.index(field));
     this.checkLost();
+    this.checkHeader();
     if ((word & POSITION) >= 2 * this.capacity) {
       throw failure(
         Deno.errors.InvalidData,
@@ -367,7 +404,7 @@ export class RingCore {
    */
   async waitFor<T>(
     ready: () => T | undefined,
-    fields: { word: number; waiting: number; peer: number; peerName: string },
+    fields: WaitFields,
     options: RingWaitOptions,
     spun: boolean,
   ): Promise<T> {
@@ -409,6 +446,7 @@ export class RingCore {
         }
         if (now >= nextLivenessCheck) {
           this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
+          this.#checkOwn(fields, waitingIndex);
           nextLivenessCheck = now + this.livenessCheckMs;
         }
         const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
@@ -429,6 +467,31 @@ export class RingCore {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       if (hearing) this.memory.stopHearingShrink();
+    }
+  }
+
+  /**
+   * Throws `InvalidData` if the header, or this end's own position word, which no other process
+   * writes, no longer holds what was put there: both ends would otherwise sleep for good, each
+   * waiting for the other to move (a position set back by another process makes the ring look
+   * full to one end and empty to the other).
+   */
+  #checkOwn(fields: WaitFields, waitingIndex: number): void {
+    try {
+      this.checkHeader();
+      const word = Atomics.load(this.words, this.index(fields.own));
+      const put = fields.published();
+      if (word !== put) {
+        throw failure(
+          Deno.errors.InvalidData,
+          "use the ring in",
+          this.name,
+          `its ${fields.ownName} position word holds ${word} where this end put ${put}: another process wrote it`,
+        );
+      }
+    } catch (error) {
+      Atomics.store(this.words, waitingIndex, 0);
+      throw error;
     }
   }
 

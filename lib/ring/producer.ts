@@ -8,7 +8,7 @@
 
 import { failure } from "../errors.ts";
 import type { SharedRegion } from "../region.ts";
-import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
   CLOSED,
   CONSUMER,
@@ -45,7 +45,6 @@ export interface RingReservation {
 export type RingWriter = (data: Uint8Array, offset: number, length: number) => number;
 
 const constructing = Symbol("RingProducer");
-const WAKE_FIELDS = { word: TAIL, waiting: PRODUCER_WAITING, peer: CONSUMER, peerName: "consumer" };
 
 /**
  * The sending end of a ring; one per ring, enforced. Open with {@link openRingProducer}.
@@ -69,6 +68,8 @@ export class RingProducer {
   /** The SIGBUS guard's fault count: looked at before a record is published. */
   readonly #faults: Int32Array;
   #head: number;
+  /** What this end last stored in the shared head (a padding may be ahead of it, unpublished). */
+  #publishedHead: number;
   #tail: number;
   /** While set, publishing looks for a sleeping consumer only now and then, and at the end. */
   #batching = false;
@@ -78,6 +79,7 @@ export class RingProducer {
    */
   #unwoken = 0;
   readonly #wakeEvery: number;
+  readonly #wakeFields: WaitFields;
 
   /** @ignore Not for direct use: call {@link openRingProducer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -101,7 +103,17 @@ export class RingProducer {
     this.#faults = ring.faults;
     this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
+    this.#publishedHead = this.#head;
     this.#tail = this.#head;
+    this.#wakeFields = {
+      word: TAIL,
+      waiting: PRODUCER_WAITING,
+      peer: CONSUMER,
+      peerName: "consumer",
+      own: HEAD,
+      ownName: "head",
+      published: () => this.#publishedHead,
+    };
     try {
       this.#refreshTail();
       ring.memory.adopt(this);
@@ -464,7 +476,7 @@ export class RingProducer {
 
   /** Publishes the local head and wakes the consumer if it sleeps. */
   #publishHead(record: number): void {
-    Atomics.store(this.#words, this.#headIndex, this.#head);
+    Atomics.store(this.#words, this.#headIndex, this.#publishedHead = this.#head);
     if (this.#batching) {
       this.#unwoken += record;
       if (this.#unwoken < this.#wakeEvery) return;
@@ -521,7 +533,7 @@ export class RingProducer {
         const index = this.#room(record);
         return index < 0 ? undefined : index;
       },
-      WAKE_FIELDS,
+      this.#wakeFields,
       options,
       spun,
     );
