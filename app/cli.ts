@@ -35,7 +35,7 @@ export const STATE_FLAGS = {
         normalizeShmName(name);
         return undefined;
       } catch {
-        return 'a shared memory name (1 to 250 characters, no "/" after the first)';
+        return 'a shared memory name (1 to 250 bytes, no "/" after the first)';
       }
     },
   },

@@ -54,6 +54,7 @@ export const Errno = {
   EAGAIN: 11,
   EACCES: 13,
   EEXIST: 17,
+  EISDIR: 21,
   EINVAL: 22,
   ENOLCK: 37,
   ENOSYS: 38,

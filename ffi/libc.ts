@@ -25,6 +25,8 @@ export const LIBC_SYMBOLS = {
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int ftruncate(int fd, off_t length); */
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int fstatfs(int fd, struct statfs *buf); f_type is its first field, 64 bits on both arches */
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   /** int fallocate(int fd, int mode, off_t offset, off_t len); */
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   /** int fcntl(int fd, int cmd, int arg); used for F_DUPFD_CLOEXEC, F_ADD_SEALS and F_GET_SEALS */

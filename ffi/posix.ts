@@ -6,7 +6,7 @@
  */
 
 import * as C from "./constants.ts";
-import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
+import { attempt, Errno, lastErrno, type OsError, osError, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 
 const encoder = new TextEncoder();
@@ -114,6 +114,16 @@ export function statPath(path: string, options: { follow?: boolean } = {}): File
 /** statx(2) of an open fd; `subject` names it in errors. */
 export function statFd(fd: number, subject: string): FileStat {
   return statxCall(fd, "", C.AT_EMPTY_PATH, subject);
+}
+
+/** `struct statfs` is 120 bytes on x86-64 and aarch64; room to spare. */
+const STATFS_BYTES = 128;
+
+/** The magic number of the file system the open `fd` is on (fstatfs(2)'s `f_type`). */
+export function fileSystemType(fd: number, subject: string): number {
+  const buffer = new BigInt64Array(STATFS_BYTES / 8);
+  attempt(() => libc().fstatfs(fd, buffer), "look at the file system of", subject);
+  return Number(buffer[0]);
 }
 
 /** open(2); throws with `action` and `path` in the message. */
@@ -351,7 +361,17 @@ export function shmOpen(
   mode: number,
   action = "open shared memory",
 ): number {
-  return attempt(() => libc().shm_open(cString(name), flags, mode), action, name);
+  try {
+    return attempt(() => libc().shm_open(cString(name), flags, mode), action, name);
+  } catch (error) {
+    // glibc reports a directory at the name (EISDIR) as EINVAL: say what it is.
+    if (
+      (error as OsError).errno === Errno.EINVAL && statPath(`/dev/shm${name}`)?.type === "directory"
+    ) {
+      throw osError(action, name, Errno.EISDIR);
+    }
+    throw error;
+  }
 }
 
 /** shm_unlink(3). */

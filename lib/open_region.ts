@@ -12,6 +12,7 @@ import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { SharedMemory } from "./memory.ts";
 import {
+  checkDataFile,
   checkOwn,
   checkOwner,
   checkPrivateDirectory,
@@ -183,6 +184,7 @@ function openFdRegion(
     const stat = posix.statFd(fd, name);
     identity = stat.identity;
     checkOwn(stat, "file", action, name);
+    checkDataFile(fd, action, name);
     settled = settleSize(fd, stat, options, created, action, name);
     const { size } = settled;
     // Holes would be filled as the mapping first touches them, and on a full file system (any
@@ -267,11 +269,14 @@ export function openFileRegion(path: string, options: RegionOptions = {}): Share
 /** `name` as `shm_open` wants it: one leading slash and no other. */
 export function normalizeShmName(name: string): string {
   const normalized = name.startsWith("/") ? name : `/${name}`;
-  if (!/^\/[^/\0]{1,250}$/.test(normalized)) {
+  // Bytes, not characters: the kernel's limit on a name in /dev/shm is 255 bytes of UTF-8.
+  if (
+    !/^\/[^/\0]{1,250}$/.test(normalized) || new TextEncoder().encode(normalized).length > 251
+  ) {
     throw new TypeError(
       `Invalid shared memory name ${
         JSON.stringify(name)
-      }: 1 to 250 characters, no "/" after the first`,
+      }: 1 to 250 bytes (in UTF-8), no "/" after the first and no NUL`,
     );
   }
   return normalized;
@@ -281,7 +286,7 @@ export function normalizeShmName(name: string): string {
  * Opens a POSIX shared-memory object (`shm_open`, visible in `/dev/shm`). The name may be given
  * with or without its leading `/`. Created 0600; objects of other users are refused.
  *
- * @param name The name, such as `/led-state`: up to 250 characters, no `/` after the first.
+ * @param name The name, such as `/led-state`: up to 250 bytes of UTF-8, no `/` after the first.
  * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
@@ -434,6 +439,14 @@ export interface MemfdOptions {
  */
 export function createMemfdRegion(options: MemfdOptions): SharedRegion {
   const label = options.label ?? "mmap-ipc";
+  if (typeof label !== "string" || label.includes("\0")) {
+    throw failure(
+      TypeError,
+      "create memfd",
+      String(label),
+      "a label is a string without NUL bytes",
+    );
+  }
   if (options.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
   validateSize(options.size, "create memfd", label);
   const seal = options.seal ?? true;

@@ -152,13 +152,13 @@ export class SharedRegion {
 
   /** Copies `target.length` bytes starting at `offset` into `target`, allocating nothing. */
   readInto(offset: number, target: Uint8Array): void {
-    this.#range(offset, target.length);
+    this.#range(offset, this.#lengthOf(target, "target"));
     target.set(this.#memory.bytes.subarray(offset, offset + target.length));
   }
 
   /** Copies `bytes` into the region at `offset`. */
   write(offset: number, bytes: Uint8Array): void {
-    this.#range(offset, bytes.length);
+    this.#range(offset, this.#lengthOf(bytes, "bytes"));
     this.#memory.bytes.set(bytes, offset);
   }
 
@@ -289,6 +289,19 @@ export class SharedRegion {
     }
     this.#range(offset, 4);
     return this.#memory.words;
+  }
+
+  /** The length of `bytes`, a `TypeError` naming the region if it is no byte array at all. */
+  #lengthOf(bytes: Uint8Array, what: string): number {
+    const length = bytes?.length;
+    if (typeof length === "number") return length;
+    this.#memory.check();
+    throw failure(
+      TypeError,
+      "access",
+      this.name,
+      `${what} is ${bytes === null ? "null" : typeof bytes}, not a Uint8Array`,
+    );
   }
 
   #range(offset: number, length: number): void {

@@ -576,8 +576,8 @@ export class StateCell {
     this.close();
   }
 
-  #role(role: string): string {
-    return `the ${role} role of state cell ${JSON.stringify(this.#name)}`;
+  #role(role: string): { role: string; subject: string } {
+    return { role: `the ${role} role of state cell`, subject: this.#name };
   }
 
   /** Writes the header and `value`, keeping the sequence moving forward. */

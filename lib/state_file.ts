@@ -15,7 +15,7 @@ import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { normalizeShmName } from "./open_region.ts";
-import { checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
+import { checkDataFile, checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -244,6 +244,7 @@ function openWith(
   try {
     const stat = posix.statFd(fd, name);
     checkOwn(stat, "file", action, name);
+    checkDataFile(fd, action, name);
     if (created) {
       posix.truncateFd(fd, STATE_FILE_SIZE, name);
     } else {

@@ -196,7 +196,7 @@ const SCRIPTS: Script[] = [
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
       [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
       [["--fifo"], "--fifo needs a value"],
-      [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 characters, no "/" after'],
+      [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 bytes, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
       [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],

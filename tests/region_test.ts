@@ -12,6 +12,7 @@ import {
   openMemfdRegion,
   openShmRegion,
   openStateCell,
+  openStateFile,
   openSysvRegion,
   removeShm,
   type SharedRegion,
@@ -177,6 +178,23 @@ testWith(NEEDS.files, "openFileRegion() rejects a FIFO without opening it", asyn
   });
 });
 
+testWith(
+  NEEDS.files,
+  "a file of the kernel's (/proc, /sys) is refused as a region and as a state file, and left as it is",
+  () => {
+    // Ours as root, so the owner check let them through: a state written to
+    // /proc/sys/vm/swappiness would have set the kernel's tunable.
+    const paths = ["/proc/self/status", "/proc/sys/vm/swappiness", "/sys/kernel/mm/ksm/run"];
+    for (const path of paths.filter((path) => statPath(path) !== undefined)) {
+      for (const open of [() => openFileRegion(path), () => openStateFile(path).close()]) {
+        // Not ours unless root: then it is PermissionDenied before anything else.
+        if (!isRoot()) assertThrows(open, Deno.errors.PermissionDenied);
+        else assertThrowsWith(open, Deno.errors.InvalidData, path, "the kernel's", "left as");
+      }
+    }
+  },
+);
+
 testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
@@ -299,6 +317,26 @@ Deno.test("SharedRegion after close throws BadResource, and close twice is fine"
   ) {
     assertThrowsWith(use, Deno.errors.BadResource, "closed");
   }
+});
+
+Deno.test("write() and readInto() without bytes, and a memfd label with a NUL, are TypeErrors that name what failed", () => {
+  const region = createMemfdRegion({ size: 64 });
+  for (
+    const [use, what] of [
+      [() => region.write(0, null as unknown as Uint8Array), "bytes is null"],
+      [() => region.readInto(0, undefined as unknown as Uint8Array), "target is undefined"],
+    ] as const
+  ) {
+    // It was "Cannot read properties of null (reading 'length')".
+    assertThrowsWith(use, TypeError, `Cannot access ${JSON.stringify(region.name)}: ${what}`);
+  }
+  region.close();
+  assertThrowsWith(() => region.write(0, null as unknown as Uint8Array), Deno.errors.BadResource);
+  assertThrowsWith(
+    () => createMemfdRegion({ size: 64, label: "a\0b" }),
+    TypeError,
+    'Cannot create memfd "a\\u0000b": a label is a string without NUL bytes',
+  );
 });
 
 Deno.test("SharedRegion works with using", () => {
@@ -641,11 +679,42 @@ testWith(
   },
 );
 
-Deno.test("openShmRegion() rejects names with slashes", () => {
-  for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
-    assertThrows(() => openShmRegion(name, { create: true, size: 8 }), TypeError);
+Deno.test("openShmRegion() rejects names with slashes, and longer than 250 bytes", () => {
+  // 200 characters, 400 bytes: the kernel refused it (EINVAL), after the check had let it by.
+  for (const name of ["/a/b", "", "/", "a".repeat(300), "\u00e9".repeat(200), "a\0b"]) {
+    assertThrowsWith(
+      () => openShmRegion(name, { create: true, size: 8 }),
+      TypeError,
+      `Invalid shared memory name ${JSON.stringify(name)}: 1 to 250 bytes`,
+    );
+    assertThrows(() => removeShm(name), TypeError);
   }
 });
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("mkdir"), requires("rmdir")],
+  "a directory at a POSIX shm name is IsADirectory, and left there",
+  async () => {
+    const name = `/mmap-ipc-test-dir-${Deno.pid}`;
+    // Deno's own file calls need --allow-all for /dev: a program makes it.
+    const run = async (program: string): Promise<void> => {
+      assert((await new Deno.Command(program, { args: [`/dev/shm${name}`] }).output()).success);
+    };
+    await run("mkdir");
+    try {
+      // glibc said EINVAL, a TypeError: "invalid argument".
+      assertThrowsWith(
+        () => openShmRegion(name, { create: true, size: 64 }),
+        Deno.errors.IsADirectory,
+        name,
+        "EISDIR",
+      );
+      assertEquals(statPath(`/dev/shm${name}`)?.type, "directory");
+    } finally {
+      await run("rmdir");
+    }
+  },
+);
 
 Deno.test("openShmRegion() rejects an object of another owner", async (t) => {
   if (!isRoot() || Deno.permissions.querySync({ name: "run" }).state !== "granted") {

@@ -703,6 +703,53 @@ Deno.test("readWith and sendWith time out, abort, and reject with BadResource on
   await assertRejects(() => waiting, Deno.errors.BadResource);
 });
 
+Deno.test("bad arguments name the ring and say what is wrong; once closed, every call is BadResource first", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const named = `the ring in ${JSON.stringify(region.name)}`;
+  const cases: [() => unknown, ErrorConstructor, string][] = [
+    // Each was "a message of -1 bytes does not fit", or a TypeError naming nothing.
+    [() => producer.tryReserve(-1), RangeError, "a length of -1 bytes is not a whole number"],
+    [() => producer.tryReserve(0.5), RangeError, "a length of 0.5 bytes"],
+    [() => producer.trySendWith(NaN, () => 0), RangeError, "a length of NaN bytes"],
+    [() => producer.trySend(undefined as unknown as Uint8Array), TypeError, "is undefined, not a"],
+    [() => producer.trySendBatch([new Uint8Array(1)], -1), RangeError, "start -1 is not an index"],
+    [() => producer.trySendBatch([new Uint8Array(1)], NaN), RangeError, "start NaN"],
+    [() => producer.trySendBatch([null as unknown as Uint8Array]), TypeError, "is null, not a"],
+    [() => producer.trySend(new Uint8Array(100)), RangeError, "100 bytes does not fit"],
+    [() => producer.trySendWith(4, () => 9), RangeError, "the writer reported 9 bytes"],
+    [
+      () => consumer.tryReceiveBatchInto(new Uint8Array(8), new Uint32Array(0)),
+      RangeError,
+      "lengths has no room",
+    ],
+  ];
+  for (const [call, ErrorType, why] of cases) assertThrowsWith(call, ErrorType, named, why);
+  await assertRejectsWith(
+    () => consumer.receiveBatch(0),
+    RangeError,
+    named,
+    "max 0 is not at least 1",
+  );
+  await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, named, "max 0");
+  const reservation = producer.tryReserve(4);
+  reservation?.commit();
+  assertThrowsWith(() => reservation?.commit(), Deno.errors.BadResource, named, "already");
+  const lease = consumer.tryRead();
+  lease?.release();
+  assertThrowsWith(() => lease?.release(), Deno.errors.BadResource, named, "released already");
+  producer.close();
+  consumer.close();
+  // Closed comes first: these were RangeErrors about their arguments.
+  for (const [call] of cases) assertThrowsWith(call, Deno.errors.BadResource, "closed");
+  for (const end of [producer, consumer]) {
+    assertThrowsWith(() => end.capacity, Deno.errors.BadResource, "closed");
+    assertThrowsWith(() => end.maxMessageSize, Deno.errors.BadResource, "closed");
+  }
+  await assertRejectsWith(() => consumer.receiveBatch(0), Deno.errors.BadResource, "closed");
+});
+
 // --- peers that are not trusted --------------------------------------------------------------
 
 testWith(

@@ -153,7 +153,10 @@ Deno.test("StateCell refuses a second writer, and writes without the role", () =
   assertThrowsWith(
     () => openStateCell(region, { writer: true }),
     Deno.errors.Busy,
-    "already holds it",
+    // The name quoted once: it was `Cannot claim "the writer role of state cell \"NAME\""`.
+    `Cannot claim the writer role of state cell ${
+      JSON.stringify(region.name)
+    }: this process already holds it`,
   );
   using reader = openStateCell(region);
   assertThrows(() => reader.write(1), Deno.errors.PermissionDenied);

@@ -135,11 +135,13 @@ export class RingConsumer {
 
   /** Data bytes in the ring. */
   get capacity(): number {
+    this.#ring.checkOpen();
     return this.#capacity;
   }
 
   /** The largest message the ring carries: its capacity less a record header. */
   get maxMessageSize(): number {
+    this.#ring.checkOpen();
     return this.#ring.maxMessageSize;
   }
 
@@ -256,7 +258,9 @@ export class RingConsumer {
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) throw new RangeError(`Cannot receive at most ${max} messages: at least 1`);
+    if (!(max >= 1)) {
+      throw this.#ring.argumentError(RangeError, "receive from", `max ${max} is not at least 1`);
+    }
     const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.
@@ -274,10 +278,19 @@ export class RingConsumer {
    * many messages per call, their space handed back once (and every eighth of the ring in a long
    * batch), nothing allocated. A message that does
    * not fit in what is left of `buffer` stays for the next call; a message larger than the
-   * whole buffer is a `RangeError`.
+   * whole buffer is a `RangeError`, as are `lengths` with no room for one.
    */
   tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
+    if (lengths.length === 0) this.#noLengths();
     return this.#ring.free() ? this.#batchInto(buffer, lengths) : 0;
+  }
+
+  #noLengths(): never {
+    throw this.#ring.argumentError(
+      RangeError,
+      "receive from",
+      "lengths has no room for even one message",
+    );
   }
 
   /**
@@ -317,7 +330,7 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (lengths.length === 0) throw new RangeError("No room in lengths for even one message");
+    if (lengths.length === 0) this.#noLengths();
     const count = this.tryReceiveBatchInto(buffer, lengths);
     if (count > 0) return count;
     return await this.#ring.blocking(
@@ -417,7 +430,9 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) throw new RangeError(`Cannot read at most ${max} messages: at least 1`);
+    if (!(max >= 1)) {
+      throw this.#ring.argumentError(RangeError, "read from", `max ${max} is not at least 1`);
+    }
     const count = this.tryReadWith(read, max);
     if (count !== 0) return count;
     return await this.#ring.blocking(
@@ -688,7 +703,12 @@ export class RingConsumer {
       release: (): void => {
         if (this.#ring.held !== buffer) {
           this.#ring.check();
-          throw new Deno.errors.BadResource("This message is already released");
+          throw failure(
+            Deno.errors.BadResource,
+            "release a message of the ring in",
+            this.#ring.name,
+            "it was released already",
+          );
         }
         this.#ring.held = undefined;
         this.#ring.memory.revoke(buffer);

@@ -180,6 +180,20 @@ export class RingCore {
     );
   }
 
+  /**
+   * The error for a bad argument to `action` (such as `send into`), naming the ring: once the end
+   * or its region is closed (`BadResource`), or while a lease, reservation or callback holds it
+   * (`Busy`), that comes first, as for any other call.
+   */
+  argumentError(
+    ErrorType: typeof RangeError | typeof TypeError,
+    action: string,
+    reason: string,
+  ): Error {
+    this.ready();
+    return failure(ErrorType, `${action} the ring in`, this.name, reason);
+  }
+
   /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
   readonly ready = (): void => {
     this.check();
@@ -212,6 +226,11 @@ export class RingCore {
    * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
    * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`).
    */
+  /** Throws `BadResource` once this end or its region is closed. */
+  checkOpen(): void {
+    if (this.closed || this.memory.closed) throw this.closedError();
+  }
+
   check(): void {
     if (this.closed || this.memory.closed) throw this.closedError();
     this.memory.checkPages("the ring in");
@@ -274,7 +293,7 @@ export class RingCore {
     takeClaim(
       this.memory,
       this.base + claimField,
-      `the ${role} role of the ring in ${JSON.stringify(this.name)}`,
+      { role: `the ${role} role of the ring in`, subject: this.name },
     );
     let position: number;
     try {

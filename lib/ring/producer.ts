@@ -125,11 +125,13 @@ export class RingProducer {
 
   /** Data bytes in the ring. */
   get capacity(): number {
+    this.#ring.checkOpen();
     return this.#capacity;
   }
 
   /** The largest message the ring carries: its capacity less a record header. */
   get maxMessageSize(): number {
+    this.#ring.checkOpen();
     return this.#ring.maxMessageSize;
   }
 
@@ -150,8 +152,9 @@ export class RingProducer {
 
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
-    const length = message.length;
-    if (length > this.#maxMessageSize) this.#tooLong(length);
+    const length = message?.length;
+    // Not a number (no message at all) fails this too.
+    if (!(length <= this.#maxMessageSize)) this.#badMessage(message);
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
@@ -191,8 +194,15 @@ export class RingProducer {
    * @param [start=0] The index of the first one to send.
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
+    if (!Number.isSafeInteger(start) || start < 0 || start > messages?.length) {
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `start ${start} is not an index of the ${messages?.length}-message batch`,
+      );
+    }
     for (let i = start; i < messages.length; i++) {
-      if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
+      if (!(messages[i]?.length <= this.#maxMessageSize)) this.#badMessage(messages[i]);
     }
     if (!this.#ring.free()) return 0;
     return this.#sendBatch(messages, start);
@@ -219,8 +229,8 @@ export class RingProducer {
         while (sent < messages.length) {
           // Looked at again after every sleep: the caller may change the array or a message
           // meanwhile, and a message too long for the ring would wait for room for good.
-          const length = messages[sent].length;
-          if (length > this.#maxMessageSize) this.#tooLong(length, sent);
+          const length = messages[sent]?.length;
+          if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[sent], sent);
           const index = await this.#waitForRoom(length, options, spun);
           spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
@@ -308,7 +318,11 @@ export class RingProducer {
       this.#ring.inCallback = false;
     }
     if (!Number.isSafeInteger(used) || used < 0 || used > length) {
-      throw new RangeError(`The writer reported ${used} bytes for a ${length}-byte message`);
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `the writer reported ${used} bytes for a message of at most ${length}; nothing was sent`,
+      );
     }
     this.#ring.check(); // the callback may have closed it
     this.#commit(index, used);
@@ -361,31 +375,48 @@ export class RingProducer {
   }
 
   #checkLength(length: number): void {
-    if (!Number.isSafeInteger(length) || length < 0 || length > this.#ring.maxMessageSize) {
-      this.#tooLong(length);
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `a length of ${length} bytes is not a whole number from 0 up`,
+      );
     }
+    if (length > this.#ring.maxMessageSize) this.#tooLong(length);
+  }
+
+  /** Throws for a message that is too long, or is no message at (a `Uint8Array`). */
+  #badMessage(message: unknown, sent?: number): never {
+    const length = (message as Uint8Array | undefined)?.length;
+    if (typeof length === "number") this.#tooLong(length, sent);
+    throw this.#ring.argumentError(
+      TypeError,
+      "send into",
+      `the message is ${message === null ? "null" : typeof message}, not a Uint8Array${
+        sent === undefined ? "" : `; ${sent} of the batch went before it`
+      }`,
+    );
   }
 
   /** `sent`: how many of a batch went before the message that does not fit. */
   #tooLong(length: number, sent?: number): never {
     const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
-    throw failure(
+    throw this.#ring.argumentError(
       RangeError,
-      "send into the ring in",
-      this.#ring.name,
+      "send into",
       `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)${went}`,
     );
   }
 
   /** Throws, sending nothing, if `message` no longer has the `length` room was found for. */
   #checkUnchanged(message: Uint8Array, length: number, sent?: number): void {
-    if (message.length === length) return;
+    if (message?.length === length) return;
     const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
     throw failure(
       RangeError,
       "send into the ring in",
       this.#ring.name,
-      `the message had ${length} bytes when the send began and ${message.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${went}`,
+      `the message had ${length} bytes when the send began and ${message?.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${went}`,
     );
   }
 
@@ -413,7 +444,7 @@ export class RingProducer {
         Deno.errors.InvalidData,
         "send into the ring in",
         this.#ring.name,
-        `its tail position ${tail} is ahead of the head ${this.#head}: the header is corrupted`,
+        `its tail position ${tail} is ahead of the head ${this.#head}, or more than the capacity (${this.#capacity}) behind it: the header is corrupted`,
       );
     }
     this.#tail = tail;
@@ -545,7 +576,12 @@ export class RingProducer {
     const finish = (): void => {
       if (this.#ring.held !== buffer) {
         this.#ring.check();
-        throw new Deno.errors.BadResource("This reservation is already finished");
+        throw failure(
+          Deno.errors.BadResource,
+          "finish a reservation in the ring in",
+          this.#ring.name,
+          "it was committed or cancelled already",
+        );
       }
       this.#ring.held = undefined;
       this.#ring.memory.revoke(buffer);
@@ -554,7 +590,13 @@ export class RingProducer {
       bytes: new Uint8Array(buffer),
       commit: (used = length): void => {
         if (!Number.isSafeInteger(used) || used < 0 || used > length) {
-          throw new RangeError(`Cannot commit ${used} bytes of a ${length}-byte reservation`);
+          this.#ring.check(); // the reservation itself holds the end: no Busy for it
+          throw failure(
+            RangeError,
+            "commit into the ring in",
+            this.#ring.name,
+            `${used} bytes is not a whole number up to the reservation's ${length}`,
+          );
         }
         finish();
         this.#commit(index, used);
