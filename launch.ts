@@ -17,7 +17,16 @@ import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts"
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import { closeFd, openPath, statFd, statPath, writeFd } from "./ffi/posix.ts";
+import {
+  closeFd,
+  ignoreTerminalReadStops,
+  inForeground,
+  openPath,
+  statFd,
+  statPath,
+  writeFd,
+} from "./ffi/posix.ts";
+import { shellQuote } from "./app/shell_quote.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";
 import { findHolders } from "./lib/holders.ts";
@@ -218,6 +227,32 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
       }
     }
   }
+}
+
+/** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
+const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
+
+/**
+ * Relative paths as the user meant them: `deno task` runs the launcher in the project's
+ * directory (where deno.json is), and says in `INIT_CWD` where the user ran it. Without it (run
+ * with `deno run`), or where the launcher may not read it, paths are taken as given.
+ */
+function fromInvocationDirectory(flags: LaunchFlags): LaunchFlags {
+  let base: string | undefined;
+  try {
+    base = Deno.env.get("INIT_CWD");
+  } catch {
+    return flags; // not allowed to read it
+  }
+  if (base === undefined || !base.startsWith("/")) return flags;
+  const resolved: Record<string, unknown> = { ...flags };
+  for (const name of PATH_FLAGS) {
+    const path = resolved[name];
+    if (typeof path === "string" && path !== "" && !path.startsWith("/")) {
+      resolved[name] = `${base.replace(/\/+$/, "")}/${path}`;
+    }
+  }
+  return resolved as LaunchFlags;
 }
 
 /** The launcher's state as its children reach it. */
@@ -421,7 +456,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     if (flags.pi) {
       await checkGpio(flags, log);
     } else {
-      log.info(`Press the button with: echo 0 > ${fifo}`);
+      log.info(`Press the button with: echo 0 > ${shellQuote(fifo ?? "")}`);
     }
 
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
@@ -435,11 +470,22 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), options)
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
-      log.info("...or press Enter here. Ctrl+C stops everything.");
-      const pressPath = fifo;
-      pressOnEnter(pressPath, stop.signal).catch((error) =>
-        log.warn(`Enter no longer presses: ${error.message}`)
-      );
+      // In the background (`deno task launch &`, or Ctrl+Z then bg) a read of the terminal
+      // stopped the launcher, and with it every press: it fails now, and the FIFO still works.
+      ignoreTerminalReadStops();
+      if (inForeground(0)) {
+        log.info("...or press Enter here. Ctrl+C stops everything.");
+        const pressPath = fifo;
+        pressOnEnter(pressPath, stop.signal).catch((error) =>
+          log.warn(
+            error instanceof Error && /\(os error 5\)|EIO/.test(error.message)
+              ? `Enter no longer presses: the launcher runs in the background now; press with echo 0 > ${
+                shellQuote(pressPath)
+              }`
+              : `Enter no longer presses: ${error.message}`,
+          )
+        );
+      } else log.info("Running in the background: Enter does not press here.");
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
     // The bridge is optional: whatever ends it, the button and LED carry on without it.
@@ -475,7 +521,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 }
 
 if (import.meta.main) {
-  const flags = parseCommandLine(LAUNCH_COMMAND);
+  const flags = fromInvocationDirectory(parseCommandLine(LAUNCH_COMMAND));
   let mqtt: MqttSettings | undefined;
   try {
     mqtt = mqttSettings(flags);

@@ -462,6 +462,23 @@ export function monotonicNanos(): bigint {
 }
 
 /** kill(2); returns false when the process does not exist. */
+/**
+ * Whether this process is in the foreground process group of the terminal on `fd` (a
+ * background job that reads it is stopped by SIGTTIN).
+ */
+export function inForeground(fd: number): boolean {
+  return libc().tcgetpgrp(fd) === libc().getpgrp();
+}
+
+/**
+ * Ignores SIGTTIN: a read of the terminal from the background then fails (EIO) instead of
+ * stopping the whole process. Children started after this inherit it, as exec keeps ignored
+ * signals.
+ */
+export function ignoreTerminalReadStops(): void {
+  libc().signal(C.SIGTTIN, Deno.UnsafePointer.create(1n)); // SIG_IGN
+}
+
 export function sendSignal(pid: number, signal: number): boolean {
   const send = (): number => libc().kill(pid, signal);
   if (send() === 0) return true;

@@ -271,12 +271,13 @@ export function normalizeShmName(name: string): string {
   const normalized = name.startsWith("/") ? name : `/${name}`;
   // Bytes, not characters: the kernel's limit on a name in /dev/shm is 255 bytes of UTF-8.
   if (
-    !/^\/[^/\0]{1,250}$/.test(normalized) || new TextEncoder().encode(normalized).length > 251
+    !/^\/[^/\0]{1,250}$/.test(normalized) || new TextEncoder().encode(normalized).length > 251 ||
+    normalized === "/." || normalized === "/.."
   ) {
     throw new TypeError(
       `Invalid shared memory name ${
         JSON.stringify(name)
-      }: 1 to 250 bytes (in UTF-8), no "/" after the first and no NUL`,
+      }: 1 to 250 bytes (in UTF-8), no "/" after the first and no NUL, not "." or ".."`,
     );
   }
   return normalized;

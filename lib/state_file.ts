@@ -248,8 +248,9 @@ function openWith(
     if (created) {
       posix.truncateFd(fd, STATE_FILE_SIZE, name);
     } else {
-      const bytes = new Uint8Array(Math.min(stat.size, MAX_STATE_FILE_SIZE + 1));
-      const count = bytes.length === 0 ? 0 : posix.readAt(fd, bytes, 0, name);
+      // Read whatever the size says: a file whose size reads 0 may hold text all the same.
+      const bytes = new Uint8Array(MAX_STATE_FILE_SIZE + 1);
+      const count = posix.readAt(fd, bytes, 0, name);
       if (!looksLikeStateFile(bytes.subarray(0, count))) {
         throw failure(
           Deno.errors.InvalidData,

@@ -681,7 +681,7 @@ testWith(
 
 Deno.test("openShmRegion() rejects names with slashes, and longer than 250 bytes", () => {
   // 200 characters, 400 bytes: the kernel refused it (EINVAL), after the check had let it by.
-  for (const name of ["/a/b", "", "/", "a".repeat(300), "\u00e9".repeat(200), "a\0b"]) {
+  for (const name of ["/a/b", "", "/", "a".repeat(300), "\u00e9".repeat(200), "a\0b", ".", "/.."]) {
     assertThrowsWith(
       () => openShmRegion(name, { create: true, size: 8 }),
       TypeError,
