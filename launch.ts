@@ -22,11 +22,14 @@ import {
   ignoreTerminalReadStops,
   inForeground,
   openPath,
+  openPidfd,
+  readFileText,
   statFd,
   statPath,
   writeFd,
 } from "./ffi/posix.ts";
 import { shellQuote } from "./app/shell_quote.ts";
+import { FdWaiter } from "./ffi/fd_waiter.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";
 import { findHolders } from "./lib/holders.ts";
@@ -229,6 +232,37 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
+/**
+ * Under `deno task` (or `npx deno task`), stops the launcher when the task runner dies: killed
+ * with SIGKILL it passes nothing on, and the launcher went on running, re-parented, with both
+ * children. The kernel's parent-death signal would follow the runner's thread that started us,
+ * not the runner: this watches the runner's process (a pidfd). Returns what stops watching.
+ */
+function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | undefined {
+  try {
+    if (Deno.env.get("INIT_CWD") === undefined) return undefined;
+  } catch {
+    return undefined; // not allowed to read it: not under a task runner of ours
+  }
+  const runner = Deno.ppid;
+  const args = readFileText(`/proc/${runner}/cmdline`)?.split("\0") ?? [];
+  if (!args.includes("task")) return undefined;
+  const pidfd = openPidfd(runner);
+  if (pidfd === undefined) {
+    log.warn(`The task runner (pid ${runner}) is gone: stopping`);
+    stop.abort();
+    return undefined;
+  }
+  const waiter = new FdWaiter();
+  waiter.wait(pidfd).then((readiness) => {
+    if (readiness !== "cancelled" && !stop.signal.aborted) {
+      log.warn(`The task runner (pid ${runner}) is gone: stopping`);
+      stop.abort();
+    }
+  }).finally(() => waiter.close().then(() => closeFd(pidfd)));
+  return waiter;
+}
+
 /** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
 const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
 
@@ -407,6 +441,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 
   const resources: Resources = { claims: [], owned: [] };
   let keepingClaims: Promise<void> | undefined;
+  const taskRunner = stopWithTaskRunner(stop, log);
   try {
     // Claims first: a launcher that loses here has made, changed and removed nothing.
     const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
@@ -511,6 +546,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     log.info("Stopped");
     return 0;
   } finally {
+    await taskRunner?.close();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGHUP", onSignal);

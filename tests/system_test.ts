@@ -98,6 +98,36 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.system,
+  "deno task launch whose task runner is SIGKILLed stops, with its children, and cleans up",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using task = spawnProgram(
+        Deno.execPath(),
+        ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
+        { cwd: dir },
+      );
+      const pids = await running(task);
+      const launcherPid = processState(pids.led)?.parentPid ?? 0;
+      try {
+        assertNotEquals(launcherPid, task.pid, "the task runner starts the launcher");
+        task.kill("SIGKILL");
+        // The launcher lived on, re-parented, with both children.
+        await until(
+          () => processGone(launcherPid) && processGone(pids.led) && processGone(pids.button),
+          "the launcher and its children gone",
+        );
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      } finally {
+        killIfRunning(launcherPid);
+        await stopAll(task, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
 /**
  * Runs the launcher in a terminal of its own (script(1) gives it one and passes on what we
  * write), on a FIFO in a temporary directory; `fn` gets Enter to press. Stops everything after.
