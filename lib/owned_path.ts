@@ -134,14 +134,23 @@ export function ensurePrivateDirectory(path: string): string {
     throw failure(Deno.errors.AlreadyExists, action, path, `it is a ${stat?.type}`);
   }
   const uid = posix.effectiveUid();
-  if (stat.uid !== uid || (stat.permissions & 0o077) !== 0) {
+  const mode = stat.permissions.toString(8).padStart(4, "0");
+  if (stat.uid !== uid) {
     throw failure(
       Deno.errors.PermissionDenied,
       action,
       path,
-      `it belongs to uid ${stat.uid} with mode ${
-        stat.permissions.toString(8)
-      }; it must be ours (uid ${uid}) and 0700`,
+      `it belongs to uid ${stat.uid} (mode ${mode}), not to us (uid ${uid}); it is left as it is`,
+    );
+  }
+  if ((stat.permissions & 0o077) !== 0) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      path,
+      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 ${
+        JSON.stringify(path)
+      }`,
     );
   }
   return path;

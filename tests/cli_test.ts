@@ -80,8 +80,8 @@ Deno.test("parseFlags() rejects unknown flags, arguments and values given to a s
     '--pi takes no value, not "yes"',
   ]);
   assertEquals(problems(["--label", "x", "--", "--rate", "5"]), [
-    'unexpected argument "--rate": this script takes flags only',
-    'unexpected argument "5": this script takes flags only',
+    'unexpected argument "--rate" after "--": give flags without "--" before them',
+    'unexpected argument "5" after "--": give flags without "--" before them',
   ]);
 });
 
@@ -200,6 +200,7 @@ const SCRIPTS: Script[] = [
       [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 bytes, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
+      [["--", "--fifo", "f"], 'unexpected argument "--fifo" after "--": give flags without "--"'],
       [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],
       [["--mqtt-discovery-prefix", "ha"], "--mqtt-discovery-prefix needs --mqtt URL"],
       [["--mqtt-client-id", "x"], "--mqtt-client-id needs --mqtt URL"],
