@@ -239,14 +239,8 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
  * not the runner: this watches the runner's process (a pidfd). Returns what stops watching.
  */
 function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | undefined {
-  try {
-    if (Deno.env.get("INIT_CWD") === undefined) return undefined;
-  } catch {
-    return undefined; // not allowed to read it: not under a task runner of ours
-  }
+  if (taskDirectory() === undefined) return undefined;
   const runner = Deno.ppid;
-  const args = readFileText(`/proc/${runner}/cmdline`)?.split("\0") ?? [];
-  if (!args.includes("task")) return undefined;
   const pidfd = openPidfd(runner);
   if (pidfd === undefined) {
     log.warn(`The task runner (pid ${runner}) is gone: stopping`);
@@ -263,6 +257,23 @@ function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | unde
   return waiter;
 }
 
+/**
+ * Where the user ran `deno task` (its `INIT_CWD`), when the launcher's parent is that task
+ * runner; otherwise undefined. Every process under a task inherits `INIT_CWD`: a launcher that a
+ * program run by some task started in a directory of its own must not take it for its own.
+ */
+function taskDirectory(): string | undefined {
+  let base: string | undefined;
+  try {
+    base = Deno.env.get("INIT_CWD");
+  } catch {
+    return undefined; // not allowed to read it
+  }
+  if (base === undefined || !base.startsWith("/")) return undefined;
+  const parent = readFileText(`/proc/${Deno.ppid}/cmdline`)?.split("\0") ?? [];
+  return parent.includes("task") ? base : undefined;
+}
+
 /** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
 const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
 
@@ -272,13 +283,8 @@ const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
  * with `deno run`), or where the launcher may not read it, paths are taken as given.
  */
 function fromInvocationDirectory(flags: LaunchFlags): LaunchFlags {
-  let base: string | undefined;
-  try {
-    base = Deno.env.get("INIT_CWD");
-  } catch {
-    return flags; // not allowed to read it
-  }
-  if (base === undefined || !base.startsWith("/")) return flags;
+  const base = taskDirectory();
+  if (base === undefined) return flags;
   const resolved: Record<string, unknown> = { ...flags };
   for (const name of PATH_FLAGS) {
     const path = resolved[name];
