@@ -249,7 +249,9 @@ function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | unde
   }
   const waiter = new FdWaiter();
   waiter.wait(pidfd).then((readiness) => {
-    if (readiness !== "cancelled" && !stop.signal.aborted) {
+    // A pidfd is readable once its process has ended; a failed poll says nothing of that.
+    if (readiness === "error") log.warn(`Cannot watch the task runner (pid ${runner}) any more`);
+    else if (readiness !== "cancelled" && !stop.signal.aborted) {
       log.warn(`The task runner (pid ${runner}) is gone: stopping`);
       stop.abort();
     }
@@ -263,12 +265,11 @@ function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | unde
  * program run by some task started in a directory of its own must not take it for its own.
  */
 function taskDirectory(): string | undefined {
-  let base: string | undefined;
-  try {
-    base = Deno.env.get("INIT_CWD");
-  } catch {
-    return undefined; // not allowed to read it
+  // Asked first: reading a variable not granted would prompt in a terminal.
+  if (Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state !== "granted") {
+    return undefined;
   }
+  const base = Deno.env.get("INIT_CWD");
   if (base === undefined || !base.startsWith("/")) return undefined;
   const parent = readFileText(`/proc/${Deno.ppid}/cmdline`)?.split("\0") ?? [];
   return parent.includes("task") ? base : undefined;

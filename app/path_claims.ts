@@ -353,7 +353,11 @@ function claim(
       held.record(undefined);
     } catch (error) {
       // No space for it, say: the record goes, not left empty for good (the sweep skips those).
-      held.release();
+      try {
+        held.release();
+      } catch {
+        // the error that matters is the one thrown below
+      }
       throw error;
     }
     return held;

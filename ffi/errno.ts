@@ -56,6 +56,7 @@ export const Errno = {
   EEXIST: 17,
   EISDIR: 21,
   EINVAL: 22,
+  ENOSPC: 28,
   ENOLCK: 37,
   ENOSYS: 38,
   ELOOP: 40,

@@ -121,9 +121,33 @@ const STATFS_BYTES = 128;
 
 /** The magic number of the file system the open `fd` is on (fstatfs(2)'s `f_type`). */
 export function fileSystemType(fd: number, subject: string): number {
+  return Number(statFileSystem(fd, subject)[0]);
+}
+
+/**
+ * Bytes free on the file system the open `fd` is on, for this process: `f_bavail` blocks, or
+ * `f_bfree` for root, which may use the blocks kept for it. Undefined for a file system that
+ * reports no size at all (ramfs), whose free space nobody can tell.
+ */
+export function freeBytes(fd: number, subject: string): number | undefined {
+  const fields = statFileSystem(fd, subject);
+  // f_type, f_bsize, f_blocks, f_bfree, f_bavail: 64 bits each on x86-64 and aarch64.
+  if (fields[2] === 0n) return undefined;
+  const blocks = effectiveUid() === 0 ? fields[3] : fields[4];
+  return Number(blocks) * Number(fields[1]);
+}
+
+/** ENOSPC for reserving space for `subject`, with `detail` (how much was needed and free). */
+export function noSpaceError(subject: string, detail: string): OsError {
+  const error = osError("reserve space for", subject, Errno.ENOSPC);
+  error.message += `: ${detail}`;
+  return error;
+}
+
+function statFileSystem(fd: number, subject: string): BigInt64Array {
   const buffer = new BigInt64Array(STATFS_BYTES / 8);
   attempt(() => libc().fstatfs(fd, buffer), "look at the file system of", subject);
-  return Number(buffer[0]);
+  return buffer;
 }
 
 /** open(2); throws with `action` and `path` in the message. */
@@ -461,7 +485,6 @@ export function monotonicNanos(): bigint {
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
 }
 
-/** kill(2); returns false when the process does not exist. */
 /**
  * Whether this process is in the foreground process group of the terminal on `fd` (a
  * background job that reads it is stopped by SIGTTIN).
@@ -479,6 +502,7 @@ export function ignoreTerminalReadStops(): void {
   libc().signal(C.SIGTTIN, Deno.UnsafePointer.create(1n)); // SIG_IGN
 }
 
+/** kill(2); returns false when the process does not exist. */
 export function sendSignal(pid: number, signal: number): boolean {
   const send = (): number => libc().kill(pid, signal);
   if (send() === 0) return true;

@@ -50,12 +50,6 @@ function checkOptions(options: RegionOptions, action: string, subject: string): 
   }
 }
 
-/** How many bytes to map, and the size an existing file had when this open grew it. */
-interface Settled {
-  size: number;
-  grownFrom?: number;
-}
-
 /**
  * Decides how many bytes to map from an fd whose inode passed the type and owner checks,
  * growing it when asked; never shrinks.
@@ -67,10 +61,10 @@ function settleSize(
   created: boolean,
   action: string,
   subject: string,
-): Settled {
+): number {
   if (created) {
     growTo(fd, options.size as number, subject);
-    return { size: options.size as number };
+    return options.size as number;
   }
   if (stat.size === 0 && !options.create) {
     throw failure(
@@ -89,29 +83,10 @@ function settleSize(
         `its size ${stat.size} exceeds ${MAX_REGION_SIZE}`,
       );
     }
-    return { size: stat.size };
+    return stat.size;
   }
-  if (stat.size < options.size && growTo(fd, options.size, subject)) {
-    return { size: options.size, grownFrom: stat.size };
-  }
-  return { size: options.size };
-}
-
-/**
- * Gives a file that an open grew and then failed on (no space for its blocks, a mapping refused)
- * its own size back, and with it the blocks taken for the growth: the user's file is left as it
- * was. Only while it still has the size given to it, under the same lock: a larger one is another
- * process's doing, and theirs. Best effort: the error that made the open fail is the one to tell.
- */
-function shrinkBack(fd: number, { size, grownFrom }: Settled, subject: string): void {
-  if (grownFrom === undefined) return;
-  try {
-    withLock(fd, subject, () => {
-      if (posix.statFd(fd, subject).size === size) posix.truncateFd(fd, grownFrom, subject);
-    });
-  } catch {
-    // see above
-  }
+  if (stat.size < options.size) growTo(fd, options.size, subject);
+  return options.size;
 }
 
 /** How long {@link growTo} waits for another process's lock on the file. */
@@ -124,11 +99,21 @@ const pause = new Int32Array(new SharedArrayBuffer(4));
  * each see it small, and the one with the smaller size would truncate it after the other had
  * grown and mapped it, and that process would die of SIGBUS.
  */
-function growTo(fd: number, size: number, subject: string): boolean {
-  return withLock(fd, subject, () => {
-    if (posix.statFd(fd, subject).size >= size) return false;
+function growTo(fd: number, size: number, subject: string): void {
+  withLock(fd, subject, () => {
+    const before = posix.statFd(fd, subject).size;
+    if (before >= size) return;
+    // Refused before it grows: a file grown past the space left filled the file system as its
+    // blocks were taken, and stayed grown when that failed (giving it its size back then could
+    // cut it under a mapping another process made of the grown file meanwhile).
+    const free = posix.freeBytes(fd, subject);
+    if (free !== undefined && size - before > free) {
+      throw posix.noSpaceError(
+        subject,
+        `${size} bytes need ${size - before} more, and ${free} are free; it is left as it was`,
+      );
+    }
     posix.truncateFd(fd, size, subject);
-    return true;
   });
 }
 
@@ -179,14 +164,12 @@ function openFdRegion(
 ): SharedRegion {
   const { fd, created } = openOrCreate(openFd, options);
   let identity: string | undefined;
-  let settled: Settled | undefined;
   try {
     const stat = posix.statFd(fd, name);
     identity = stat.identity;
     checkOwn(stat, "file", action, name);
     checkDataFile(fd, action, name);
-    settled = settleSize(fd, stat, options, created, action, name);
-    const { size } = settled;
+    const size = settleSize(fd, stat, options, created, action, name);
     // Holes would be filled as the mapping first touches them, and on a full file system (any
     // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
     posix.allocate(fd, size, name);
@@ -207,7 +190,7 @@ function openFdRegion(
       } catch {
         // see above
       }
-    } else if (settled !== undefined) shrinkBack(fd, settled, name);
+    }
     throw error;
   } finally {
     posix.closeFd(fd);

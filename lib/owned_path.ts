@@ -148,9 +148,9 @@ export function ensurePrivateDirectory(path: string): string {
       Deno.errors.PermissionDenied,
       action,
       path,
-      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 ${
-        JSON.stringify(path)
-      }`,
+      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 '${
+        path.replaceAll("'", `'\\''`)
+      }'`,
     );
   }
   return path;

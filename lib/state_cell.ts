@@ -495,9 +495,6 @@ export class StateCell {
    * death) or at a foreign writer's text. Throws `TimedOut` once the deadline has passed.
    */
   #syncSlice(first: boolean, started: number, timeout: number, cooperating: boolean): number {
-    // Before each sleep: a page the file lost since the last one read as zeros, and no wake-up
-    // would reach a sleep on it.
-    this.#memory.checkPages(LOST_PAGE_SUBJECT);
     const period = cooperating ? this.#livenessCheckMs : this.#followPeriodMs;
     if (first && timeout > 0) return Math.min(timeout, period);
     const remaining = this.#remaining(started + timeout);
@@ -509,6 +506,9 @@ export class StateCell {
    * slice looks at the writer's pidfd: a wake-up costs nothing.
    */
   #writerAfterSleep(result: WaitResult, cooperating: boolean): boolean {
+    // A sleep on a page the file lost can only run out (no wake-up reaches it); the zeros read
+    // there are no value. Off the wake-up path, which a lost page never takes.
+    if (result === "timed-out") this.#memory.checkPages(LOST_PAGE_SUBJECT);
     if (result === "timed-out" && cooperating) this.#watch?.check();
     return this.#writerAlive(false);
   }

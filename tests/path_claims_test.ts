@@ -845,7 +845,7 @@ testWith(
         Deno.errors.PermissionDenied,
         shared,
         "it is ours, but others may use it (mode 0755)",
-        `chmod 700 ${JSON.stringify(shared)}`,
+        `chmod 700 '${shared}'`,
       );
       Deno.chmodSync(shared, 0o700);
       assertEquals(ensurePrivateDirectory(shared), shared);

@@ -640,7 +640,7 @@ testWith(
         const notes = `${small}/notes.txt`;
         Deno.writeTextFileSync(notes, "my notes\n", { mode: 0o600 });
         assertThrowsWith(() => openFileRegion(notes, { size: 1 << 20 }), Error, notes, "ENOSPC");
-        // It stayed 1 MiB long, its blocks holding the file system's space.
+        // It grew to 1 MiB first, its blocks filling the file system, and was left so.
         assertEquals(Deno.readTextFileSync(notes), "my notes\n");
         using fits = openFileRegion(`${small}/fits.dat`, { create: true, size: 16384 });
         fits.write(16383, new Uint8Array([1]));

@@ -471,6 +471,7 @@ Deno.test("sendBatch() whose array changes while it sleeps throws for a message 
   const sending = producer.sendBatch(messages, { timeout: 10_000 });
   await delay(20); // four sent, asleep for room for the fifth
   messages[5] = new Uint8Array(1000);
+  messages[6] = null as unknown as Uint8Array<ArrayBuffer>;
   // The consumer takes all it can: the batch sends the fifth, then meets the sixth. It slept
   // for room a 1000-byte message can never have, until its timeout.
   while (consumer.tryReceive() instanceof Uint8Array);
@@ -497,6 +498,35 @@ Deno.test("a long batch hands space back every eighth of the ring, so the produc
   // again every 4 records after, not only when the batch is over.
   assertEquals(roomAfter.slice(0, 4), [5, 6, 7, 8]);
   assert(roomAfter.length >= 24, `the producer wrote ${roomAfter.length} times meanwhile`);
+});
+
+Deno.test("a padding left unpublished by a cancelled reservation or a refused send reaches the consumer before the producer sleeps", async () => {
+  for (const how of ["cancel", "refused"] as const) {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region, { spin: 0, livenessCheckMs: Infinity });
+    using consumer = openRingConsumer(region, { spin: 0, livenessCheckMs: Infinity });
+    for (let i = 0; i < 3; i++) producer.trySend(new Uint8Array(56)); // the head at 192
+    while (consumer.tryReceive() instanceof Uint8Array);
+    if (how === "cancel") {
+      // 112 bytes do not fit before the end: a padding to it, then the reservation at the start.
+      producer.tryReserve(104)?.cancel();
+    } else {
+      // Full, the head again at 192: too close to the end for 112 bytes.
+      for (let i = 0; i < 4; i++) assert(producer.trySend(new Uint8Array(56)));
+      const buffer = new ArrayBuffer(104, { maxByteLength: 256 });
+      const sending = producer.send(new Uint8Array(buffer), { timeout: 10_000 });
+      await delay(20); // asleep for room
+      buffer.resize(120);
+      // Room comes: the send pads to the end, finds the message resized, and is refused.
+      while (consumer.tryReceive() instanceof Uint8Array);
+      await assertRejectsWith(() => sending, RangeError, "when room came");
+    }
+    const receiving = consumer.receive({ timeout: 10_000 });
+    await delay(20); // the consumer asleep on a head that did not move
+    // Room for it needs the padding skipped: both ends slept until their timeouts.
+    await producer.send(new Uint8Array(248), { timeout: 10_000 });
+    assertEquals((await receiving)?.length, 248, how);
+  }
 });
 
 Deno.test("a batch read takes at most a ring's worth, though a producer keeps up with it", () => {
@@ -717,6 +747,7 @@ Deno.test("bad arguments name the ring and say what is wrong; once closed, every
     [() => producer.trySendBatch([new Uint8Array(1)], -1), RangeError, "start -1 is not an index"],
     [() => producer.trySendBatch([new Uint8Array(1)], NaN), RangeError, "start NaN"],
     [() => producer.trySendBatch([null as unknown as Uint8Array]), TypeError, "is null, not a"],
+    [() => producer.trySendBatch(undefined as unknown as Uint8Array[]), TypeError, "the batch is"],
     [() => producer.trySend(new Uint8Array(100)), RangeError, "100 bytes does not fit"],
     [() => producer.trySendWith(4, () => 9), RangeError, "the writer reported 9 bytes"],
     [

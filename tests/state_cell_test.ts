@@ -463,7 +463,7 @@ Deno.test("closing the cell or its region from onWriter fails the waits with Bad
     for (const what of ["cell", "region"] as const) {
       const label = `${what} closed on "${status}"`;
       using region = createMemfdRegion({ size: 256 });
-      const writer = openStateCell(region, { writer: true });
+      using writer = openStateCell(region, { writer: true });
       const seen: string[] = [];
       const reader: StateCell = openStateCell(region, {
         onWriter: (event) => {
@@ -472,7 +472,10 @@ Deno.test("closing the cell or its region from onWriter fails the waits with Bad
         },
       });
       // On "writing" the first wait meets the writer; on "left" the writer goes while it sleeps.
-      const waits = [reader.waitForChange({ timeout: 10_000 }), reader.waitForChange()];
+      const waits = [
+        reader.waitForChange({ timeout: 10_000 }),
+        reader.waitForChange({ timeout: 10_000 }),
+      ];
       if (status === "left") {
         await delay(20);
         writer.close();

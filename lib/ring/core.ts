@@ -98,6 +98,8 @@ export class RingCore {
   /** While a `...With` callback runs: it must not use this end, whose positions are in flux. */
   inCallback = false;
   readonly #queue: Turn[] = [];
+  readonly #magicIndex: number;
+  readonly #capacityIndex: number;
   readonly #heldMessage: string;
   #view: Uint8Array | undefined;
 
@@ -113,6 +115,8 @@ export class RingCore {
     this.bytes = this.memory.bytes;
     this.base = options.offset ?? 0;
     this.data = this.base + RING_HEADER_SIZE;
+    this.#magicIndex = (this.base + MAGIC) >> 2;
+    this.#capacityIndex = (this.base + CAPACITY) >> 2;
     this.capacity = capacity;
     this.maxMessageSize = capacity - 8;
     this.spin = options.spin ?? DEFAULT_SPIN;
@@ -222,15 +226,15 @@ export class RingCore {
     return this.memory.closedError(`ring in ${JSON.stringify(this.name)}`);
   }
 
-  /**
-   * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
-   * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`).
-   */
   /** Throws `BadResource` once this end or its region is closed. */
   checkOpen(): void {
     if (this.closed || this.memory.closed) throw this.closedError();
   }
 
+  /**
+   * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
+   * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`).
+   */
   check(): void {
     if (this.closed || this.memory.closed) throw this.closedError();
     this.memory.checkPages("the ring in");
@@ -253,8 +257,8 @@ export class RingCore {
    * wrote over the header. A page that was lost is `UnexpectedEof` instead.
    */
   checkHeader(): void {
-    const magic = this.words[this.index(MAGIC)] >>> 0;
-    const capacity = this.words[this.index(CAPACITY)];
+    const magic = this.words[this.#magicIndex] >>> 0;
+    const capacity = this.words[this.#capacityIndex];
     if (magic === RING_MAGIC && capacity === this.capacity) return;
     this.checkLost();
     throw failure(

@@ -194,7 +194,10 @@ export class RingProducer {
    * @param [start=0] The index of the first one to send.
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
-    if (!Number.isSafeInteger(start) || start < 0 || start > messages?.length) {
+    if (typeof messages?.length !== "number") {
+      throw this.#ring.argumentError(TypeError, "send into", `the batch is ${typeof messages}`);
+    }
+    if (!Number.isSafeInteger(start) || start < 0 || start > messages.length) {
       throw this.#ring.argumentError(
         RangeError,
         "send into",
@@ -478,6 +481,9 @@ export class RingProducer {
           this.#pad(index, untilEnd);
           this.#publishHead(untilEnd);
         }
+        // About to wait for room: a padding left unpublished (by a reservation cancelled after
+        // it, or a send refused) must reach the consumer first, or its space never comes back.
+        if (this.#head !== this.#publishedHead) this.#publishPadding();
         return -1;
       }
     }
@@ -486,6 +492,12 @@ export class RingProducer {
     // with the message that follows it.
     this.#pad(index, untilEnd);
     return 0;
+  }
+
+  /** Publishes the local head (a padding no message followed) and wakes a sleeping consumer. */
+  #publishPadding(): void {
+    Atomics.store(this.#words, this.#headIndex, this.#publishedHead = this.#head);
+    if (Atomics.load(this.#words, this.#waitingIndex) !== 0) this.#ring.wake(HEAD);
   }
 
   /** Writes a padding record at `index` and moves the local head past it. */
@@ -539,7 +551,10 @@ export class RingProducer {
     this.#unwoken = 0;
     try {
       for (let i = start; i < messages.length; i++) {
-        const length = messages[i].length;
+        const length = messages[i]?.length;
+        // Checked at the call, but a blocking batch comes back here after sleeping, and the
+        // caller may have changed the array meanwhile.
+        if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[i], i);
         const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
         if (index < 0) break;
         this.#write(index, messages[i]);
