@@ -17,7 +17,19 @@ import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts"
 import { defaultFifoPath } from "./app/runtime_dir.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
-import { closeFd, openPath, statFd, statPath, writeFd } from "./ffi/posix.ts";
+import {
+  closeFd,
+  ignoreTerminalReadStops,
+  inForeground,
+  openPath,
+  openPidfd,
+  readFileText,
+  statFd,
+  statPath,
+  writeFd,
+} from "./ffi/posix.ts";
+import { shellQuote } from "./app/shell_quote.ts";
+import { FdWaiter } from "./ffi/fd_waiter.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";
 import { findHolders } from "./lib/holders.ts";
@@ -220,6 +232,70 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
   }
 }
 
+/**
+ * Under `deno task` (or `npx deno task`), stops the launcher when the task runner dies: killed
+ * with SIGKILL it passes nothing on, and the launcher went on running, re-parented, with both
+ * children. The kernel's parent-death signal would follow the runner's thread that started us,
+ * not the runner: this watches the runner's process (a pidfd). Returns what stops watching.
+ */
+function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | undefined {
+  if (taskDirectory() === undefined) return undefined;
+  const runner = Deno.ppid;
+  const pidfd = openPidfd(runner);
+  if (pidfd === undefined) {
+    log.warn(`The task runner (pid ${runner}) is gone: stopping`);
+    stop.abort();
+    return undefined;
+  }
+  const waiter = new FdWaiter();
+  waiter.wait(pidfd).then((readiness) => {
+    // A pidfd is readable once its process has ended; a failed poll says nothing of that.
+    if (readiness === "error") log.warn(`Cannot watch the task runner (pid ${runner}) any more`);
+    else if (readiness !== "cancelled" && !stop.signal.aborted) {
+      log.warn(`The task runner (pid ${runner}) is gone: stopping`);
+      stop.abort();
+    }
+  }).finally(() => waiter.close().then(() => closeFd(pidfd)));
+  return waiter;
+}
+
+/**
+ * Where the user ran `deno task` (its `INIT_CWD`), when the launcher's parent is that task
+ * runner; otherwise undefined. Every process under a task inherits `INIT_CWD`: a launcher that a
+ * program run by some task started in a directory of its own must not take it for its own.
+ */
+function taskDirectory(): string | undefined {
+  // Asked first: reading a variable not granted would prompt in a terminal.
+  if (Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state !== "granted") {
+    return undefined;
+  }
+  const base = Deno.env.get("INIT_CWD");
+  if (base === undefined || !base.startsWith("/")) return undefined;
+  const parent = readFileText(`/proc/${Deno.ppid}/cmdline`)?.split("\0") ?? [];
+  return parent.includes("task") ? base : undefined;
+}
+
+/** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
+const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
+
+/**
+ * Relative paths as the user meant them: `deno task` runs the launcher in the project's
+ * directory (where deno.json is), and says in `INIT_CWD` where the user ran it. Without it (run
+ * with `deno run`), or where the launcher may not read it, paths are taken as given.
+ */
+function fromInvocationDirectory(flags: LaunchFlags): LaunchFlags {
+  const base = taskDirectory();
+  if (base === undefined) return flags;
+  const resolved: Record<string, unknown> = { ...flags };
+  for (const name of PATH_FLAGS) {
+    const path = resolved[name];
+    if (typeof path === "string" && path !== "" && !path.startsWith("/")) {
+      resolved[name] = `${base.replace(/\/+$/, "")}/${path}`;
+    }
+  }
+  return resolved as LaunchFlags;
+}
+
 /** The launcher's state as its children reach it. */
 interface SharedState {
   region: SharedRegion;
@@ -372,6 +448,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 
   const resources: Resources = { claims: [], owned: [] };
   let keepingClaims: Promise<void> | undefined;
+  const taskRunner = stopWithTaskRunner(stop, log);
   try {
     // Claims first: a launcher that loses here has made, changed and removed nothing.
     const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
@@ -421,7 +498,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     if (flags.pi) {
       await checkGpio(flags, log);
     } else {
-      log.info(`Press the button with: echo 0 > ${fifo}`);
+      log.info(`Press the button with: echo 0 > ${shellQuote(fifo ?? "")}`);
     }
 
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
@@ -435,11 +512,22 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), options)
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
-      log.info("...or press Enter here. Ctrl+C stops everything.");
-      const pressPath = fifo;
-      pressOnEnter(pressPath, stop.signal).catch((error) =>
-        log.warn(`Enter no longer presses: ${error.message}`)
-      );
+      // In the background (`deno task launch &`, or Ctrl+Z then bg) a read of the terminal
+      // stopped the launcher, and with it every press: it fails now, and the FIFO still works.
+      ignoreTerminalReadStops();
+      if (inForeground(0)) {
+        log.info("...or press Enter here. Ctrl+C stops everything.");
+        const pressPath = fifo;
+        pressOnEnter(pressPath, stop.signal).catch((error) =>
+          log.warn(
+            error instanceof Error && /\(os error 5\)|EIO/.test(error.message)
+              ? `Enter no longer presses: the launcher runs in the background now; press with echo 0 > ${
+                shellQuote(pressPath)
+              }`
+              : `Enter no longer presses: ${error.message}`,
+          )
+        );
+      } else log.info("Running in the background: Enter does not press here.");
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
     // The bridge is optional: whatever ends it, the button and LED carry on without it.
@@ -465,6 +553,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     log.info("Stopped");
     return 0;
   } finally {
+    await taskRunner?.close();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGHUP", onSignal);
@@ -475,7 +564,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 }
 
 if (import.meta.main) {
-  const flags = parseCommandLine(LAUNCH_COMMAND);
+  const flags = fromInvocationDirectory(parseCommandLine(LAUNCH_COMMAND));
   let mqtt: MqttSettings | undefined;
   try {
     mqtt = mqttSettings(flags);

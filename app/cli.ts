@@ -35,11 +35,19 @@ export const STATE_FLAGS = {
         normalizeShmName(name);
         return undefined;
       } catch {
-        return 'a shared memory name (1 to 250 characters, no "/" after the first)';
+        return 'a shared memory name (1 to 250 bytes, no "/" after the first)';
       }
     },
   },
 } as const;
+
+/**
+ * The check of a flag that names one of the launcher's fds: a usage error (exit 2) before the
+ * program makes anything, not a failure once it has.
+ */
+export function checkProcFd(path: string): string | undefined {
+  return /^\/proc\/(\d+|self)\/fd\/\d+$/.test(path) ? undefined : "a path /proc/PID/fd/N";
+}
 
 /** `--memfd` and `--mirror`: what the launcher hands its children. */
 export const MEMFD_FLAG = {
@@ -47,11 +55,13 @@ export const MEMFD_FLAG = {
     type: "string",
     arg: "PATH",
     help: "the launcher's shared state, /proc/PID/fd/N (the launcher passes it)",
+    check: checkProcFd,
   },
   mirror: {
     type: "string",
     arg: "PATH",
     help: "the launcher's state file, /proc/PID/fd/N (the launcher passes it with --memfd)",
+    check: checkProcFd,
   },
 } as const;
 
@@ -165,20 +175,32 @@ export function openSystemState(where: StateLocation): SystemState {
 }
 
 /**
- * An `AbortSignal` that aborts on SIGINT or SIGTERM. With `parentPid` (the launcher's), the
- * kernel also sends SIGTERM when that parent dies, so a child never outlives its launcher.
+ * An `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (its terminal closed: it stops as
+ * cleanly as on the others, instead of dying with its work half done). With `parentPid` (the
+ * launcher's), the kernel also sends SIGTERM when that parent dies, so a child never outlives its
+ * launcher; and SIGHUP, which a closed terminal sends the launcher too, is the launcher's to act
+ * on: it stops its children in order, and a child that died of it first looked like a crash.
  */
 export function shutdownSignal(parentPid?: number): AbortSignal {
   const controller = new AbortController();
   if (parentPid !== undefined) {
     setParentDeathSignal(SIGTERM);
     // The parent may have died before prctl() ran: then we were already re-parented.
-    if (Deno.ppid !== parentPid) Deno.exit(0);
+    if (Deno.ppid !== parentPid) {
+      console.error(
+        `Not starting: the launcher (pid ${parentPid}) is gone; this process's parent is pid ${Deno.ppid}`,
+      );
+      Deno.exit(0);
+    }
   }
   const stop = (): void => controller.abort();
+  const ignore = (): void => {};
+  const hangUp = parentPid === undefined ? stop : ignore;
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, stop);
+  Deno.addSignalListener("SIGHUP", hangUp);
   controller.signal.addEventListener("abort", () => {
     for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, stop);
+    Deno.removeSignalListener("SIGHUP", hangUp);
   });
   return controller.signal;
 }

@@ -28,8 +28,10 @@ export class ErrorOutput {
   #tail: string[] = [];
   #count = 0;
 
-  /** Takes the next line. */
-  add(line: string): void {
+  /** Takes the next line, without its terminal colours (Deno colours `error:` on a pipe too). */
+  add(coloured: string): void {
+    // deno-lint-ignore no-control-regex
+    const line = coloured.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "");
     if (this.#first === undefined && ERROR_LINE.test(line)) {
       this.#first = { line: clip(line), index: this.#count };
     }

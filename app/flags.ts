@@ -248,8 +248,14 @@ export function parseFlags<T extends FlagTable>(
 
   const problems: string[] = [];
   for (const arg of unknown) problems.push(`unknown flag ${arg.split("=")[0]}`);
-  for (const arg of [...positionals, ...(parsed["--"] ?? [])]) {
+  for (const arg of positionals) {
     problems.push(`unexpected argument ${JSON.stringify(arg)}: this script takes flags only`);
+  }
+  for (const arg of parsed["--"] ?? []) {
+    // `deno task launch -- --fifo X`: npm's habit, where a task passes on what follows `--`.
+    problems.push(
+      `unexpected argument ${JSON.stringify(arg)} after "--": give flags without "--" before them`,
+    );
   }
   // parseArgs reads `--pi=anything` as true: a switch takes no value (only true or false).
   for (const arg of args) {

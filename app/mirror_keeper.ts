@@ -68,9 +68,8 @@ export async function keepMirror(
     const state = cell.read();
     if (blank) {
       mirror.write(state);
-      log.warn(
-        `The state file ${name} was emptied (${size} bytes left); wrote the state (${state}) back`,
-      );
+      const what = size === 0 ? "was emptied" : `holds no state now (${size} bytes of other text)`;
+      log.warn(`The state file ${name} ${what}; wrote the state (${state}) back`);
     } else if (value !== state) {
       cell.write(value);
       log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);

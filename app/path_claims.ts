@@ -349,7 +349,17 @@ function claim(
       // Empty or unreadable: no launcher died holding this path.
     }
     const held = new PathClaim(kind, path, { key, file }, fd, leftover);
-    held.record(undefined);
+    try {
+      held.record(undefined);
+    } catch (error) {
+      // No space for it, say: the record goes, not left empty for good (the sweep skips those).
+      try {
+        held.release();
+      } catch {
+        // the error that matters is the one thrown below
+      }
+      throw error;
+    }
     return held;
   }
 }

@@ -131,6 +131,8 @@ export const DIRENT_NAME_OFFSET = 19;
 
 // <signal.h>, <sys/prctl.h>
 export const SIGTERM = 15;
+/** A background process reading its terminal gets it, and stops (x86-64 and aarch64 alike). */
+export const SIGTTIN = 21;
 export const PR_SET_PDEATHSIG = 1;
 
 // <syslog.h>

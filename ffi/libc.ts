@@ -25,6 +25,8 @@ export const LIBC_SYMBOLS = {
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int ftruncate(int fd, off_t length); */
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** int fstatfs(int fd, struct statfs *buf); f_type is its first field, 64 bits on both arches */
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   /** int fallocate(int fd, int mode, off_t offset, off_t len); */
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   /** int fcntl(int fd, int cmd, int arg); used for F_DUPFD_CLOEXEC, F_ADD_SEALS and F_GET_SEALS */
@@ -131,6 +133,12 @@ export const LIBC_SYMBOLS = {
   geteuid: { parameters: [], result: "u32" },
   /** int kill(pid_t pid, int sig); */
   kill: { parameters: ["i32", "i32"], result: "i32" },
+  /** pid_t tcgetpgrp(int fd); the terminal's foreground process group */
+  tcgetpgrp: { parameters: ["i32"], result: "i32" },
+  /** pid_t getpgrp(void); */
+  getpgrp: { parameters: [], result: "i32" },
+  /** sighandler_t signal(int signum, sighandler_t handler); only with SIG_IGN here */
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
   /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
 

@@ -6,7 +6,7 @@
  */
 
 import * as C from "./constants.ts";
-import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
+import { attempt, Errno, lastErrno, type OsError, osError, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 
 const encoder = new TextEncoder();
@@ -114,6 +114,40 @@ export function statPath(path: string, options: { follow?: boolean } = {}): File
 /** statx(2) of an open fd; `subject` names it in errors. */
 export function statFd(fd: number, subject: string): FileStat {
   return statxCall(fd, "", C.AT_EMPTY_PATH, subject);
+}
+
+/** `struct statfs` is 120 bytes on x86-64 and aarch64; room to spare. */
+const STATFS_BYTES = 128;
+
+/** The magic number of the file system the open `fd` is on (fstatfs(2)'s `f_type`). */
+export function fileSystemType(fd: number, subject: string): number {
+  return Number(statFileSystem(fd, subject)[0]);
+}
+
+/**
+ * Bytes free on the file system the open `fd` is on, for this process: `f_bavail` blocks, or
+ * `f_bfree` for root, which may use the blocks kept for it. Undefined for a file system that
+ * reports no size at all (ramfs), whose free space nobody can tell.
+ */
+export function freeBytes(fd: number, subject: string): number | undefined {
+  const fields = statFileSystem(fd, subject);
+  // f_type, f_bsize, f_blocks, f_bfree, f_bavail: 64 bits each on x86-64 and aarch64.
+  if (fields[2] === 0n) return undefined;
+  const blocks = effectiveUid() === 0 ? fields[3] : fields[4];
+  return Number(blocks) * Number(fields[1]);
+}
+
+/** ENOSPC for reserving space for `subject`, with `detail` (how much was needed and free). */
+export function noSpaceError(subject: string, detail: string): OsError {
+  const error = osError("reserve space for", subject, Errno.ENOSPC);
+  error.message += `: ${detail}`;
+  return error;
+}
+
+function statFileSystem(fd: number, subject: string): BigInt64Array {
+  const buffer = new BigInt64Array(STATFS_BYTES / 8);
+  attempt(() => libc().fstatfs(fd, buffer), "look at the file system of", subject);
+  return buffer;
 }
 
 /** open(2); throws with `action` and `path` in the message. */
@@ -351,7 +385,17 @@ export function shmOpen(
   mode: number,
   action = "open shared memory",
 ): number {
-  return attempt(() => libc().shm_open(cString(name), flags, mode), action, name);
+  try {
+    return attempt(() => libc().shm_open(cString(name), flags, mode), action, name);
+  } catch (error) {
+    // glibc reports a directory at the name (EISDIR) as EINVAL: say what it is.
+    if (
+      (error as OsError).errno === Errno.EINVAL && statPath(`/dev/shm${name}`)?.type === "directory"
+    ) {
+      throw osError(action, name, Errno.EISDIR);
+    }
+    throw error;
+  }
 }
 
 /** shm_unlink(3). */
@@ -439,6 +483,23 @@ const timespecBuffer = new BigInt64Array(2);
 export function monotonicNanos(): bigint {
   libc().clock_gettime(C.CLOCK_MONOTONIC, new Uint8Array(timespecBuffer.buffer));
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
+}
+
+/**
+ * Whether this process is in the foreground process group of the terminal on `fd` (a
+ * background job that reads it is stopped by SIGTTIN).
+ */
+export function inForeground(fd: number): boolean {
+  return libc().tcgetpgrp(fd) === libc().getpgrp();
+}
+
+/**
+ * Ignores SIGTTIN: a read of the terminal from the background then fails (EIO) instead of
+ * stopping the whole process. Children started after this inherit it, as exec keeps ignored
+ * signals.
+ */
+export function ignoreTerminalReadStops(): void {
+  libc().signal(C.SIGTTIN, Deno.UnsafePointer.create(1n)); // SIG_IGN
 }
 
 /** kill(2); returns false when the process does not exist. */

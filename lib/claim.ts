@@ -60,9 +60,14 @@ export function claimHolder(memory: SharedMemory, byteOffset: number): number | 
  * Takes the claim at `byteOffset` for this process, replacing a dead holder's; throws
  * `Deno.errors.Busy` naming the live holder's pid otherwise.
  *
- * @param what names the role and the region in the error, such as `the writer role of state cell "/x"`
+ * @param role names the role and what it is of in the error, such as `the writer role of state
+ * cell`, and `subject` the region (quoted there)
  */
-export function takeClaim(memory: SharedMemory, byteOffset: number, what: string): void {
+export function takeClaim(
+  memory: SharedMemory,
+  byteOffset: number,
+  { role, subject }: { role: string; subject: string },
+): void {
   const words = memory.longWords;
   const index = byteOffset >> 3;
   const mine = ownClaim();
@@ -70,10 +75,10 @@ export function takeClaim(memory: SharedMemory, byteOffset: number, what: string
     const found = Atomics.compareExchange(words, index, 0n, mine);
     if (found === 0n) return;
     if (found === mine) {
-      throw failure(Deno.errors.Busy, "claim", what, "this process already holds it");
+      throw failure(Deno.errors.Busy, `claim ${role}`, subject, "this process already holds it");
     }
     if (claimIsLive(found)) {
-      throw failure(Deno.errors.Busy, "claim", what, `pid ${pidOf(found)} holds it`);
+      throw failure(Deno.errors.Busy, `claim ${role}`, subject, `pid ${pidOf(found)} holds it`);
     }
     // The holder is gone: clear its claim (unless someone beat us to it) and try again.
     Atomics.compareExchange(words, index, found, 0n);

@@ -12,6 +12,7 @@ import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { SharedMemory } from "./memory.ts";
 import {
+  checkDataFile,
   checkOwn,
   checkOwner,
   checkPrivateDirectory,
@@ -99,6 +100,25 @@ const pause = new Int32Array(new SharedArrayBuffer(4));
  * grown and mapped it, and that process would die of SIGBUS.
  */
 function growTo(fd: number, size: number, subject: string): void {
+  withLock(fd, subject, () => {
+    const before = posix.statFd(fd, subject).size;
+    if (before >= size) return;
+    // Refused before it grows: a file grown past the space left filled the file system as its
+    // blocks were taken, and stayed grown when that failed (giving it its size back then could
+    // cut it under a mapping another process made of the grown file meanwhile).
+    const free = posix.freeBytes(fd, subject);
+    if (free !== undefined && size - before > free) {
+      throw posix.noSpaceError(
+        subject,
+        `${size} bytes need ${size - before} more, and ${free} are free; it is left as it was`,
+      );
+    }
+    posix.truncateFd(fd, size, subject);
+  });
+}
+
+/** Runs `fn` under an exclusive flock(2) of the file behind `fd`, waiting a while for it. */
+function withLock<T>(fd: number, subject: string, fn: () => T): T {
   const deadline = performance.now() + GROW_LOCK_MS;
   while (!posix.tryLockExclusive(fd, subject)) {
     if (performance.now() >= deadline) {
@@ -112,7 +132,7 @@ function growTo(fd: number, size: number, subject: string): void {
     Atomics.wait(pause, 0, 0, 1);
   }
   try {
-    if (posix.statFd(fd, subject).size < size) posix.truncateFd(fd, size, subject);
+    return fn();
   } finally {
     posix.unlockFd(fd, subject);
   }
@@ -148,6 +168,7 @@ function openFdRegion(
     const stat = posix.statFd(fd, name);
     identity = stat.identity;
     checkOwn(stat, "file", action, name);
+    checkDataFile(fd, action, name);
     const size = settleSize(fd, stat, options, created, action, name);
     // Holes would be filled as the mapping first touches them, and on a full file system (any
     // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
@@ -231,11 +252,15 @@ export function openFileRegion(path: string, options: RegionOptions = {}): Share
 /** `name` as `shm_open` wants it: one leading slash and no other. */
 export function normalizeShmName(name: string): string {
   const normalized = name.startsWith("/") ? name : `/${name}`;
-  if (!/^\/[^/\0]{1,250}$/.test(normalized)) {
+  // Bytes, not characters: the kernel's limit on a name in /dev/shm is 255 bytes of UTF-8.
+  if (
+    !/^\/[^/\0]{1,250}$/.test(normalized) || new TextEncoder().encode(normalized).length > 251 ||
+    normalized === "/." || normalized === "/.."
+  ) {
     throw new TypeError(
       `Invalid shared memory name ${
         JSON.stringify(name)
-      }: 1 to 250 characters, no "/" after the first`,
+      }: 1 to 250 bytes (in UTF-8), no "/" after the first and no NUL, not "." or ".."`,
     );
   }
   return normalized;
@@ -245,7 +270,7 @@ export function normalizeShmName(name: string): string {
  * Opens a POSIX shared-memory object (`shm_open`, visible in `/dev/shm`). The name may be given
  * with or without its leading `/`. Created 0600; objects of other users are refused.
  *
- * @param name The name, such as `/led-state`: up to 250 characters, no `/` after the first.
+ * @param name The name, such as `/led-state`: up to 250 bytes of UTF-8, no `/` after the first.
  * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
@@ -398,6 +423,14 @@ export interface MemfdOptions {
  */
 export function createMemfdRegion(options: MemfdOptions): SharedRegion {
   const label = options.label ?? "mmap-ipc";
+  if (typeof label !== "string" || label.includes("\0")) {
+    throw failure(
+      TypeError,
+      "create memfd",
+      String(label),
+      "a label is a string without NUL bytes",
+    );
+  }
   if (options.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
   validateSize(options.size, "create memfd", label);
   const seal = options.seal ?? true;

@@ -95,6 +95,36 @@ export function checkOwner(uid: number, action: string, subject: string): void {
   }
 }
 
+/**
+ * File systems whose files are the kernel's interfaces, not data (`statfs(2)`'s magic numbers):
+ * as root every file there is "ours", and writing a state into one sets a kernel tunable.
+ */
+const KERNEL_FILE_SYSTEMS = new Map<number, string>([
+  [0x9fa0, "proc"],
+  [0x62656572, "sysfs"],
+  [0x64626720, "debugfs"],
+  [0x74726163, "tracefs"],
+  [0x73636673, "securityfs"],
+  [0x62656570, "configfs"],
+  [0x27e0eb, "cgroup"],
+  [0x63677270, "cgroup2"],
+  [0xde5e81e4, "efivarfs"],
+  [0xcafe4a11, "bpf"],
+  [0x6165676c, "pstore"],
+]);
+
+/** Throws `InvalidData` if the open `fd` is a file of the kernel's (see above), not of data. */
+export function checkDataFile(fd: number, action: string, subject: string): void {
+  const kind = KERNEL_FILE_SYSTEMS.get(posix.fileSystemType(fd, subject));
+  if (kind === undefined) return;
+  throw failure(
+    Deno.errors.InvalidData,
+    action,
+    subject,
+    `it is a file of the kernel's ${kind} file system, not one that holds data; it is left as it is`,
+  );
+}
+
 /** Creates (0700) or checks a directory that only this user can use; returns `path`. */
 export function ensurePrivateDirectory(path: string): string {
   const action = "use as a private directory";
@@ -104,14 +134,23 @@ export function ensurePrivateDirectory(path: string): string {
     throw failure(Deno.errors.AlreadyExists, action, path, `it is a ${stat?.type}`);
   }
   const uid = posix.effectiveUid();
-  if (stat.uid !== uid || (stat.permissions & 0o077) !== 0) {
+  const mode = stat.permissions.toString(8).padStart(4, "0");
+  if (stat.uid !== uid) {
     throw failure(
       Deno.errors.PermissionDenied,
       action,
       path,
-      `it belongs to uid ${stat.uid} with mode ${
-        stat.permissions.toString(8)
-      }; it must be ours (uid ${uid}) and 0700`,
+      `it belongs to uid ${stat.uid} (mode ${mode}), not to us (uid ${uid}); it is left as it is`,
+    );
+  }
+  if ((stat.permissions & 0o077) !== 0) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      path,
+      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 '${
+        path.replaceAll("'", `'\\''`)
+      }'`,
     );
   }
   return path;

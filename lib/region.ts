@@ -152,13 +152,13 @@ export class SharedRegion {
 
   /** Copies `target.length` bytes starting at `offset` into `target`, allocating nothing. */
   readInto(offset: number, target: Uint8Array): void {
-    this.#range(offset, target.length);
+    this.#range(offset, this.#lengthOf(target, "target"));
     target.set(this.#memory.bytes.subarray(offset, offset + target.length));
   }
 
   /** Copies `bytes` into the region at `offset`. */
   write(offset: number, bytes: Uint8Array): void {
-    this.#range(offset, bytes.length);
+    this.#range(offset, this.#lengthOf(bytes, "bytes"));
     this.#memory.bytes.set(bytes, offset);
   }
 
@@ -226,10 +226,25 @@ export class SharedRegion {
     return result;
   }
 
-  /** Wakes up to `count` waiters (default: all) on the word at `offset`; returns how many woke. */
+  /**
+   * Wakes up to `count` waiters on the word at `offset`; returns how many woke. `count` is a
+   * whole number from 0 up, or `Infinity` (the default): all of them. 0 wakes none (the kernel
+   * would take it as 1), and anything else is a `RangeError`.
+   */
   notifyInt32(offset: number, count?: number): number {
     this.#words(offset);
-    return this.#memory.wake(offset, count);
+    if (count === undefined || count === Infinity) return this.#memory.wake(offset);
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw failure(
+        RangeError,
+        "notify on region",
+        this.name,
+        `count ${count} is not a whole number of waiters from 0 up, or Infinity for all`,
+      );
+    }
+    if (count === 0) return 0;
+    // As many as the kernel takes: no more can sleep on one word.
+    return this.#memory.wake(offset, Math.min(count, 0x7fff_ffff));
   }
 
   /**
@@ -274,6 +289,19 @@ export class SharedRegion {
     }
     this.#range(offset, 4);
     return this.#memory.words;
+  }
+
+  /** The length of `bytes`, a `TypeError` naming the region if it is no byte array at all. */
+  #lengthOf(bytes: Uint8Array, what: string): number {
+    const length = bytes?.length;
+    if (typeof length === "number") return length;
+    this.#memory.check();
+    throw failure(
+      TypeError,
+      "access",
+      this.name,
+      `${what} is ${bytes === null ? "null" : typeof bytes}, not a Uint8Array`,
+    );
   }
 
   #range(offset: number, length: number): void {

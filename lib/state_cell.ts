@@ -31,7 +31,7 @@
 import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
-import { checkTimeout, startTimer } from "./timeouts.ts";
+import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
 import type { SharedMemory, Sleep } from "./memory.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
@@ -136,7 +136,12 @@ export interface StateCellOptions {
    * @default {100}
    */
   livenessCheckMs?: number;
-  /** Called when a reader waiting on the cell sees a cooperating writer come, die or leave. */
+  /**
+   * Called when a reader waiting on the cell sees a cooperating writer come, die or leave: from a
+   * microtask, once the wait that saw it has done its step, so it may close the cell or its region
+   * (the waits then reject with `BadResource`). Not called once the cell is closed. What it throws
+   * is uncaught, as from an event listener.
+   */
   onWriter?: (event: WriterEvent) => void;
 }
 
@@ -421,9 +426,12 @@ export class StateCell {
 
   /**
    * {@link StateCell.waitForChange} without the event loop: blocks this thread until the value
-   * differs from `from` or `timeout` ms pass (then throws `TimedOut`; the timeout is required).
-   * Nothing else runs on the thread meanwhile: use it in a worker, or in a process whose only
-   * job is to wait.
+   * differs from `from` or `timeout` ms pass (then throws `TimedOut`). The timeout is required
+   * (`Infinity` for no limit): a missing one is a `TypeError`. Nothing else runs on the thread
+   * meanwhile: use it in a worker, or in a process whose only job is to wait. A file shrunk
+   * under the cell is out of reach of the writer's wake-up: the wait throws `UnexpectedEof` at
+   * the end of the sleep it happened in, which lasts at most `livenessCheckMs` while a
+   * cooperating writer holds the cell, `followPeriodMs` otherwise.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
     // Kept under V8's 460 bytes of bytecode for inlining, the rare steps in methods of their
@@ -468,6 +476,15 @@ export class StateCell {
   /** Checks the cell and the timeout of a synchronous wait; returns when the wait started. */
   #startSyncWait(timeout: number): number {
     if (this.#closed) this.#check();
+    // Nothing else runs on a thread that blocks: a wait with no end must be asked for by name.
+    if (typeof timeout !== "number") {
+      throw failure(
+        TypeError,
+        "wait for a change of state cell",
+        this.#name,
+        `timeout ${timeout} is not a number: a synchronous wait needs one (Infinity for no limit)`,
+      );
+    }
     checkTimeout(timeout, "wait for a change of state cell", this.#name);
     return performance.now();
   }
@@ -489,6 +506,9 @@ export class StateCell {
    * slice looks at the writer's pidfd: a wake-up costs nothing.
    */
   #writerAfterSleep(result: WaitResult, cooperating: boolean): boolean {
+    // A sleep on a page the file lost can only run out (no wake-up reaches it); the zeros read
+    // there are no value. Off the wake-up path, which a lost page never takes.
+    if (result === "timed-out") this.#memory.checkPages(LOST_PAGE_SUBJECT);
     if (result === "timed-out" && cooperating) this.#watch?.check();
     return this.#writerAlive(false);
   }
@@ -556,8 +576,8 @@ export class StateCell {
     this.close();
   }
 
-  #role(role: string): string {
-    return `the ${role} role of state cell ${JSON.stringify(this.#name)}`;
+  #role(role: string): { role: string; subject: string } {
+    return { role: `the ${role} role of state cell`, subject: this.#name };
   }
 
   /** Writes the header and `value`, keeping the sequence moving forward. */
@@ -773,7 +793,13 @@ export class StateCell {
     if (pid === undefined || this.#waiting === 0) return;
     if (this.#writerSeen?.pid === pid && this.#writerSeen.status === status) return;
     this.#writerSeen = { pid, status };
-    this.#onWriter?.({ pid, status });
+    const onWriter = this.#onWriter;
+    if (onWriter === undefined) return;
+    // After the step that saw it is done: the callback may close the cell or its region, which
+    // from inside that step left the wait it served failing with a TypeError of our own.
+    queueMicrotask(() => {
+      if (!this.#closed) onWriter({ pid, status });
+    });
   }
 
   /**
@@ -1036,10 +1062,7 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
     throw new RangeError(`Initial state ${options.initialValue} is not a 32-bit integer`);
   }
   for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
-    const value = options[name];
-    if (value !== undefined && !(value > 0)) {
-      throw new RangeError(`${name} ${value} is not a positive number of milliseconds`);
-    }
+    checkPeriod(options[name], name);
   }
   // A reader with no cooperating writer has nothing else to go by: it must look now and then.
   if ((options.followPeriodMs ?? 1) > MAX_FOLLOW_PERIOD_MS) {

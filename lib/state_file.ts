@@ -15,7 +15,7 @@ import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { normalizeShmName } from "./open_region.ts";
-import { checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
+import { checkDataFile, checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -244,11 +244,13 @@ function openWith(
   try {
     const stat = posix.statFd(fd, name);
     checkOwn(stat, "file", action, name);
+    checkDataFile(fd, action, name);
     if (created) {
       posix.truncateFd(fd, STATE_FILE_SIZE, name);
     } else {
-      const bytes = new Uint8Array(Math.min(stat.size, MAX_STATE_FILE_SIZE + 1));
-      const count = bytes.length === 0 ? 0 : posix.readAt(fd, bytes, 0, name);
+      // Read whatever the size says: a file whose size reads 0 may hold text all the same.
+      const bytes = new Uint8Array(MAX_STATE_FILE_SIZE + 1);
+      const count = posix.readAt(fd, bytes, 0, name);
       if (!looksLikeStateFile(bytes.subarray(0, count))) {
         throw failure(
           Deno.errors.InvalidData,

@@ -28,6 +28,25 @@ export function checkTimeout(timeout: number | undefined, action: string, subjec
 }
 
 /**
+ * The shortest period a wait may be asked to look at something while it sleeps (a writer's
+ * liveness, a foreign writer's text): the original C reader polled every millisecond, and
+ * shorter periods only keep a core busy.
+ */
+export const MIN_PERIOD_MS = 1;
+
+/**
+ * Throws `RangeError`, naming the option, for a period that is not a number of milliseconds from
+ * {@link MIN_PERIOD_MS} up (`Infinity` included: the caller judges whether it may be turned off).
+ */
+export function checkPeriod(value: number | undefined, option: string): void {
+  if (value !== undefined && !(value >= MIN_PERIOD_MS)) {
+    throw new RangeError(
+      `${option} ${value} is not a number of milliseconds from ${MIN_PERIOD_MS} up (a shorter period would keep a core busy)`,
+    );
+  }
+}
+
+/**
  * Calls `fn` once `ms` have passed, however long that is (none from {@link NO_LIMIT_MS} on);
  * returns what cancels it.
  */

@@ -7,6 +7,7 @@
  */
 
 import {
+  checkProcFd,
   LOG_FLAGS,
   MEMFD_FLAG,
   openSystemState,
@@ -25,6 +26,7 @@ import { parentOf } from "../lib/owned_path.ts";
 import { openStateCell, type StateCell } from "../lib/state_cell.ts";
 import type { ChannelReceiver } from "../app/remote/channel.ts";
 import { type Command, decodeCommand } from "../app/remote/messages.ts";
+import { shellQuote } from "../app/shell_quote.ts";
 
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({
@@ -71,6 +73,7 @@ export const BUTTON_COMMAND = defineCommand({
       help: "the launcher's remote link, /proc/PID/fd/N (the launcher passes it with --mqtt): " +
         "apply the ON, OFF and TOGGLE commands that come through it as presses are applied, " +
         "and report each press through it",
+      check: checkProcFd,
     },
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
@@ -221,7 +224,7 @@ async function main(flags: ButtonFlags): Promise<void> {
       // The runtime directory is ours to make again; a directory the user chose is not.
       remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
     });
-    log.info(`Button ready: echo 0 > ${fifo}`);
+    log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }
   await using _button = button;
   // Loaded only with --remote: the link's modules (the ring among them) would cost every

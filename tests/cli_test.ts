@@ -6,11 +6,12 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertType, type IsExact } from "@std/testing/types";
 import { CHILD_RUNTIME_ENV } from "../app/child_env.ts";
+import { shellQuote } from "../app/shell_quote.ts";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
 import { PASSWORD_ENV, USERNAME_ENV } from "../bridges/mqtt/credentials.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
@@ -79,8 +80,8 @@ Deno.test("parseFlags() rejects unknown flags, arguments and values given to a s
     '--pi takes no value, not "yes"',
   ]);
   assertEquals(problems(["--label", "x", "--", "--rate", "5"]), [
-    'unexpected argument "--rate": this script takes flags only',
-    'unexpected argument "5": this script takes flags only',
+    'unexpected argument "--rate" after "--": give flags without "--" before them',
+    'unexpected argument "5" after "--": give flags without "--" before them',
   ]);
 });
 
@@ -196,9 +197,10 @@ const SCRIPTS: Script[] = [
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
       [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
       [["--fifo"], "--fifo needs a value"],
-      [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 characters, no "/" after'],
+      [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 bytes, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
+      [["--", "--fifo", "f"], 'unexpected argument "--fifo" after "--": give flags without "--"'],
       [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],
       [["--mqtt-discovery-prefix", "ha"], "--mqtt-discovery-prefix needs --mqtt URL"],
       [["--mqtt-client-id", "x"], "--mqtt-client-id needs --mqtt URL"],
@@ -222,6 +224,11 @@ const SCRIPTS: Script[] = [
         '--log-format must be text or journal, not "json"',
       ],
       [["--state", "s", "--line", "4"], "--line needs --pi"],
+      // It made the state file and the FIFO first, then exited 1 naming another flag.
+      [
+        ["--state", "s", "--remote", "/dev/zero"],
+        '--remote must be a path /proc/PID/fd/N, not "/dev/zero"',
+      ],
     ],
   },
   {
@@ -236,6 +243,8 @@ const SCRIPTS: Script[] = [
       ],
       [["--state", "s", "--syslog=no"], '--syslog takes no value, not "no"'],
       [["--state", "s", "--parent-pid", "x"], '--parent-pid must be a whole number, not "x"'],
+      [["--memfd", "/dev/zero"], '--memfd must be a path /proc/PID/fd/N, not "/dev/zero"'],
+      [["--state", "s", "--mirror", "m"], '--mirror must be a path /proc/PID/fd/N, not "m"'],
     ],
   },
   {
@@ -377,3 +386,24 @@ testWith(NEEDS.children, "deno task demo:ring runs with its narrowed permissions
   assertEquals((await demo.status()).code, 0, demo.transcript);
   assert(demo.matching(/samples\/s/).length >= 1, demo.transcript);
 });
+
+testWith(
+  [...NEEDS.children, requires("bash")],
+  "the press hint quotes the FIFO's path so that a shell writes to that very file",
+  async () => {
+    assertEquals(
+      shellQuote("/run/user/0/mmap-ipc/button.fifo"),
+      "/run/user/0/mmap-ipc/button.fifo",
+    );
+    // With a space, the hint "echo 0 > /tmp/my button.fifo" wrote 0 to a file named "/tmp/my".
+    assertEquals(shellQuote("/tmp/my button.fifo"), "'/tmp/my button.fifo'");
+    assertEquals(shellQuote("/tmp/it's"), "'/tmp/it'\\''s'");
+    // A newline split the hint, and could forge a log line.
+    assertEquals(shellQuote("/tmp/a\n[ERR] b"), "$'/tmp/a\\x0a[ERR] b'");
+    const shell = await new Deno.Command("bash", {
+      args: ["-c", `printf %s ${shellQuote("/tmp/a b\n'c\\d")}`],
+      stdout: "piped",
+    }).output();
+    assertEquals(new TextDecoder().decode(shell.stdout), "/tmp/a b\n'c\\d");
+  },
+);

@@ -168,6 +168,24 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "echo garbage > state: the launcher says the file holds no state (not that it was emptied) and writes the state back",
+  () =>
+    withStateLauncher(async (launcher, state) => {
+      const since = launcher.lines.length;
+      await shell('echo garbage > "$1"', state);
+      await launcher.waitFor(
+        /holds no state now \(8 bytes of other text\); wrote the state \(0\) back/,
+        {
+          since,
+          timeoutMs: GUARD_MS,
+        },
+      );
+      assertEquals(stateValue(state), 0, launcher.transcript);
+    }),
+);
+
+testWith(
+  NEEDS.system,
   "echo 1 > state and echo 0 > state, 20 times over: the state follows each, none is undone",
   () =>
     withStateLauncher(async (launcher, state) => {

@@ -8,7 +8,13 @@
 
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
 import { createRawMemfd, type RawSharedMemory } from "../ffi/raw_futex.ts";
-import { futexHub, futexHubCounts, type FutexWait, OWN_CALLS } from "../ffi/futex_hub.ts";
+import {
+  type FutexHub,
+  futexHub,
+  futexHubCounts,
+  type FutexWait,
+  OWN_CALLS,
+} from "../ffi/futex_hub.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
 import { Random } from "./fixtures/lifecycle_random.ts";
@@ -27,6 +33,14 @@ function assertEnded(result: bigint | undefined): void {
 /** The address of the 32-bit word at `index` of `memory`, as the hub takes it. */
 function wordAddress(memory: RawSharedMemory, index: number): bigint {
   return Deno.UnsafePointer.value(memory.addressOf(index));
+}
+
+/**
+ * Cancels every wait of a test that made them straight on the hub, so that none sleeps on its
+ * memory once `using` unmaps it, even when an assertion failed first (a no-op for one that ended).
+ */
+function cancelAll(hub: FutexHub, handles: readonly FutexWait[]): void {
+  for (const handle of handles) hub.cancel(handle);
 }
 
 /** `count` cells side by side in one memfd, each with a writer and a reader handle. */
@@ -129,11 +143,15 @@ Deno.test({
   const returned = new Promise<bigint>((resolve) => {
     wait = hub.wait(address(0), 0, undefined, resolve);
   });
-  await delay(20); // asleep in the kernel, in all likelihood
   assert(wait !== undefined);
-  assertEquals(hub.cancel(wait), true);
-  assertEquals(await within(returned, 10_000), -1n);
-  assertEquals(hub.cancel(wait), true, "cancelling twice is harmless");
+  try {
+    await delay(20); // asleep in the kernel, in all likelihood
+    assertEquals(hub.cancel(wait), true);
+    assertEquals(await within(returned, 10_000), -1n);
+    assertEquals(hub.cancel(wait), true, "cancelling twice is harmless");
+  } finally {
+    hub.cancel(wait);
+  }
 });
 
 Deno.test({
@@ -144,15 +162,20 @@ Deno.test({
   const hub = futexHub();
   const address = wordAddress(memory, 0);
   const callsBefore = futexHubCounts().calls;
+  const handles: FutexWait[] = [];
   const waits = [1, 2].map(() =>
-    new Promise<bigint>((resolve) => hub.wait(address, 0, undefined, resolve))
+    new Promise<bigint>((resolve) => handles.push(hub.wait(address, 0, undefined, resolve)))
   );
-  // The first wait's call, then (kicked) the call that holds both: wake that one.
-  while (futexHubCounts().calls < callsBefore + 2) await delay(1);
-  // One waiter woken, the word left as it was: the call names one wait, and the other on the
-  // same word must not sleep on (nothing else would ever wake it).
-  while (memory.word(0).wake(1) === 0) await delay(5);
-  assertEquals(await within(Promise.all(waits), 10_000), [0n, 0n]);
+  try {
+    // The first wait's call, then (kicked) the call that holds both: wake that one.
+    while (futexHubCounts().calls < callsBefore + 2) await delay(1);
+    // One waiter woken, the word left as it was: the call names one wait, and the other on the
+    // same word must not sleep on (nothing else would ever wake it).
+    while (memory.word(0).wake(1) === 0) await delay(5);
+    assertEquals(await within(Promise.all(waits), 10_000), [0n, 0n]);
+  } finally {
+    cancelAll(hub, handles);
+  }
 });
 
 /**
@@ -166,29 +189,31 @@ async function cancelFromWokenCode(
   using memory = createRawMemfd(4096, { name: "hub-cancel" });
   const hub = futexHub();
   const address = (index: number): bigint => wordAddress(memory, index);
-  let second: FutexWait | undefined;
+  const handles: FutexWait[] = [];
   const secondReturned = new Promise<bigint>((resolve) => {
-    second = hub.wait(address(16), 0, undefined, resolve);
+    handles.push(hub.wait(address(16), 0, undefined, resolve));
   });
-  const cancelSecond = (): void => {
-    if (second !== undefined) hub.cancel(second);
-  };
+  const cancelSecond = (): void => void hub.cancel(handles[0]);
   const firstReturned = new Promise<bigint>((resolve) => {
-    hub.wait(address(0), 0, undefined, (result) => {
+    handles.push(hub.wait(address(0), 0, undefined, (result) => {
       if (when === "in the callback") cancelSecond();
       else queueMicrotask(cancelSecond);
       resolve(result);
-    });
+    }));
   });
-  await delay(20);
-  const before = futexHubCounts();
-  Atomics.store(memory.words, 0, 1);
-  memory.word(0).wake();
-  return {
-    first: await within(firstReturned, 10_000),
-    second: await within(secondReturned, 10_000),
-    kicks: futexHubCounts().kicks - before.kicks,
-  };
+  try {
+    await delay(20);
+    const before = futexHubCounts();
+    Atomics.store(memory.words, 0, 1);
+    memory.word(0).wake();
+    return {
+      first: await within(firstReturned, 10_000),
+      second: await within(secondReturned, 10_000),
+      kicks: futexHubCounts().kicks - before.kicks,
+    };
+  } finally {
+    cancelAll(hub, handles);
+  }
 }
 
 Deno.test({
@@ -219,13 +244,14 @@ Deno.test({
   const hub = futexHub();
   const address = (index: number): bigint => wordAddress(memory, index);
   // Another wait stays in the group throughout, as a second cell's reader would.
-  let idle: FutexWait | undefined;
+  const handles: FutexWait[] = [];
   const idleReturned = new Promise<bigint>((resolve) => {
-    idle = hub.wait(address(16), 0, undefined, resolve);
+    handles.push(hub.wait(address(16), 0, undefined, resolve));
   });
+  const idle = handles[0];
   const waitOnFirst = (): Promise<bigint> =>
     new Promise((resolve) =>
-      hub.wait(address(0), Atomics.load(memory.words, 0), undefined, resolve)
+      handles.push(hub.wait(address(0), Atomics.load(memory.words, 0), undefined, resolve))
     );
   let returned = waitOnFirst();
   const change = async (): Promise<void> => {
@@ -235,24 +261,27 @@ Deno.test({
     assertEnded(await within(returned, 10_000));
     returned = waitOnFirst();
   };
-  await change();
-  const before = futexHubCounts();
-  const rounds = 20;
-  for (let i = 0; i < rounds; i++) await change();
-  const after = futexHubCounts();
-  // Made at once after each wake-up, the next call left the wait made again to a kick and a
-  // call more: 40 calls and 20 kicks.
-  assertEquals(
-    { calls: after.calls - before.calls, kicks: after.kicks - before.kicks },
-    { calls: rounds, kicks: 0 },
-  );
-  assert(idle !== undefined);
-  hub.cancel(idle);
-  assertEquals(await within(idleReturned, 10_000), -1n);
-  // The last wait on the first word ends with a change, as the others did.
-  Atomics.add(memory.words, 0, 1);
-  memory.word(0).wake();
-  assertEnded(await within(returned, 10_000));
+  try {
+    await change();
+    const before = futexHubCounts();
+    const rounds = 20;
+    for (let i = 0; i < rounds; i++) await change();
+    const after = futexHubCounts();
+    // Made at once after each wake-up, the next call left the wait made again to a kick and a
+    // call more: 40 calls and 20 kicks.
+    assertEquals(
+      { calls: after.calls - before.calls, kicks: after.kicks - before.kicks },
+      { calls: rounds, kicks: 0 },
+    );
+    hub.cancel(idle);
+    assertEquals(await within(idleReturned, 10_000), -1n);
+    // The last wait on the first word ends with a change, as the others did.
+    Atomics.add(memory.words, 0, 1);
+    memory.word(0).wake();
+    assertEnded(await within(returned, 10_000));
+  } finally {
+    cancelAll(hub, handles);
+  }
 });
 
 Deno.test({
@@ -312,7 +341,7 @@ Deno.test({
     assertEquals(results.slice(0, OWN_CALLS), indexes.slice(0, OWN_CALLS).map(() => 0n));
     results.slice(OWN_CALLS).forEach(assertEnded);
   } finally {
-    for (const handle of handles) hub.cancel(handle);
+    cancelAll(hub, handles);
   }
 });
 

@@ -264,6 +264,9 @@ Deno.test("parseBrokerUrl() takes mqtt:// and mqtts:// with default ports and re
       ["mqtt://user:pw@broker.lan", "every user can read a command line"],
       ["mqtt://broker.lan/topic", "only a host and a port"],
       ["mqtt://broker.lan?x=1", "only a host and a port"],
+      // Both passed, then crash-looped the bridge (--allow-net refused %41), or said nothing.
+      ["mqtt://%41", "% escape"],
+      ["mqtt://127.0.0.1:0", "port 0"],
     ]
   ) {
     assertThrowsWith(() => parseBrokerUrl(url), TypeError, "Invalid --mqtt", why);

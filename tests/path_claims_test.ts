@@ -36,6 +36,8 @@ import {
 import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
+import { ensurePrivateDirectory } from "../lib/owned_path.ts";
+import { assertThrowsWith } from "./helpers/assertions.ts";
 import type { Logger } from "../app/logging.ts";
 
 /**
@@ -825,6 +827,28 @@ testWith(
         await keeping;
         for (const held of claims) held.release();
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a private directory of ours that others may use is refused with the chmod that mends it",
+  async () => {
+    await withTempDir((dir) => {
+      const shared = `${dir}/runtime`;
+      Deno.mkdirSync(shared);
+      Deno.chmodSync(shared, 0o755);
+      // It said "belongs to uid 0 ... must be ours (uid 0)", of a directory that was ours.
+      assertThrowsWith(
+        () => ensurePrivateDirectory(shared),
+        Deno.errors.PermissionDenied,
+        shared,
+        "it is ours, but others may use it (mode 0755)",
+        `chmod 700 '${shared}'`,
+      );
+      Deno.chmodSync(shared, 0o700);
+      assertEquals(ensurePrivateDirectory(shared), shared);
     });
   },
 );

@@ -12,6 +12,7 @@ import {
   openMemfdRegion,
   openShmRegion,
   openStateCell,
+  openStateFile,
   openSysvRegion,
   removeShm,
   type SharedRegion,
@@ -177,6 +178,23 @@ testWith(NEEDS.files, "openFileRegion() rejects a FIFO without opening it", asyn
   });
 });
 
+testWith(
+  NEEDS.files,
+  "a file of the kernel's (/proc, /sys) is refused as a region and as a state file, and left as it is",
+  () => {
+    // Ours as root, so the owner check let them through: a state written to
+    // /proc/sys/vm/swappiness would have set the kernel's tunable.
+    const paths = ["/proc/self/status", "/proc/sys/vm/swappiness", "/sys/kernel/mm/ksm/run"];
+    for (const path of paths.filter((path) => statPath(path) !== undefined)) {
+      for (const open of [() => openFileRegion(path), () => openStateFile(path).close()]) {
+        // Not ours unless root: then it is PermissionDenied before anything else.
+        if (!isRoot()) assertThrows(open, Deno.errors.PermissionDenied);
+        else assertThrowsWith(open, Deno.errors.InvalidData, path, "the kernel's", "left as");
+      }
+    }
+  },
+);
+
 testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
@@ -301,6 +319,26 @@ Deno.test("SharedRegion after close throws BadResource, and close twice is fine"
   }
 });
 
+Deno.test("write() and readInto() without bytes, and a memfd label with a NUL, are TypeErrors that name what failed", () => {
+  const region = createMemfdRegion({ size: 64 });
+  for (
+    const [use, what] of [
+      [() => region.write(0, null as unknown as Uint8Array), "bytes is null"],
+      [() => region.readInto(0, undefined as unknown as Uint8Array), "target is undefined"],
+    ] as const
+  ) {
+    // It was "Cannot read properties of null (reading 'length')".
+    assertThrowsWith(use, TypeError, `Cannot access ${JSON.stringify(region.name)}: ${what}`);
+  }
+  region.close();
+  assertThrowsWith(() => region.write(0, null as unknown as Uint8Array), Deno.errors.BadResource);
+  assertThrowsWith(
+    () => createMemfdRegion({ size: 64, label: "a\0b" }),
+    TypeError,
+    'Cannot create memfd "a\\u0000b": a label is a string without NUL bytes',
+  );
+});
+
 Deno.test("SharedRegion works with using", () => {
   let outer: SharedRegion;
   {
@@ -325,6 +363,42 @@ Deno.test("SharedRegion.waitInt32() wakes on notify, times out, and aborts", asy
   const aborted = region.waitInt32(0, 1, { signal: controller.signal });
   setTimeout(() => controller.abort(new Error("stop waiting")), 20);
   await assertRejectsWith(() => aborted, Error, "stop waiting");
+});
+
+Deno.test("SharedRegion.notifyInt32() wakes as many as asked, 0 none, and refuses other counts", async () => {
+  using region = createMemfdRegion({ size: 64 });
+  const controller = new AbortController();
+  const ended: string[] = [];
+  const waits = [1, 2, 3].map(() =>
+    region.waitInt32(0, 0, { signal: controller.signal }).then((result) => {
+      ended.push(result);
+      return result;
+    })
+  );
+  try {
+    for (const count of [-1, 1.5, NaN, -Infinity, "2"]) {
+      // 1.5 and NaN were an FFI TypeError that named neither the call nor the count.
+      assertThrowsWith(
+        () => region.notifyInt32(0, count as number),
+        RangeError,
+        region.name,
+        `count ${count} is not a whole number`,
+      );
+    }
+    let woken = 0;
+    while ((woken = region.notifyInt32(0, 1)) === 0) await delay(5); // one asleep at least
+    assertEquals(woken, 1);
+    await delay(50); // the others asleep too
+    // The kernel takes 0 (and less) as 1: it woke one of them.
+    assertEquals(region.notifyInt32(0, 0), 0);
+    await delay(20);
+    assertEquals(ended, ["ok"]);
+    assertEquals(region.notifyInt32(0, 2 ** 40), 2);
+    assertEquals(await Promise.all(waits), ["ok", "ok", "ok"]);
+  } finally {
+    controller.abort();
+    await Promise.allSettled(waits);
+  }
 });
 
 Deno.test("SharedRegion.waitInt32(): notifies of many words at once, none changed, are never lost", async () => {
@@ -562,6 +636,12 @@ testWith(
           "ENOSPC",
         );
         assertEquals(statPath(path), undefined, "the file it made is left behind");
+        // A file of the user's, asked to grow past the space there: refused, and left as it was.
+        const notes = `${small}/notes.txt`;
+        Deno.writeTextFileSync(notes, "my notes\n", { mode: 0o600 });
+        assertThrowsWith(() => openFileRegion(notes, { size: 1 << 20 }), Error, notes, "ENOSPC");
+        // It grew to 1 MiB first, its blocks filling the file system, and was left so.
+        assertEquals(Deno.readTextFileSync(notes), "my notes\n");
         using fits = openFileRegion(`${small}/fits.dat`, { create: true, size: 16384 });
         fits.write(16383, new Uint8Array([1]));
       } finally {
@@ -599,11 +679,42 @@ testWith(
   },
 );
 
-Deno.test("openShmRegion() rejects names with slashes", () => {
-  for (const name of ["/a/b", "", "/", "a".repeat(300)]) {
-    assertThrows(() => openShmRegion(name, { create: true, size: 8 }), TypeError);
+Deno.test("openShmRegion() rejects names with slashes, and longer than 250 bytes", () => {
+  // 200 characters, 400 bytes: the kernel refused it (EINVAL), after the check had let it by.
+  for (const name of ["/a/b", "", "/", "a".repeat(300), "\u00e9".repeat(200), "a\0b", ".", "/.."]) {
+    assertThrowsWith(
+      () => openShmRegion(name, { create: true, size: 8 }),
+      TypeError,
+      `Invalid shared memory name ${JSON.stringify(name)}: 1 to 250 bytes`,
+    );
+    assertThrows(() => removeShm(name), TypeError);
   }
 });
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("mkdir"), requires("rmdir")],
+  "a directory at a POSIX shm name is IsADirectory, and left there",
+  async () => {
+    const name = `/mmap-ipc-test-dir-${Deno.pid}`;
+    // Deno's own file calls need --allow-all for /dev: a program makes it.
+    const run = async (program: string): Promise<void> => {
+      assert((await new Deno.Command(program, { args: [`/dev/shm${name}`] }).output()).success);
+    };
+    await run("mkdir");
+    try {
+      // glibc said EINVAL, a TypeError: "invalid argument".
+      assertThrowsWith(
+        () => openShmRegion(name, { create: true, size: 64 }),
+        Deno.errors.IsADirectory,
+        name,
+        "EISDIR",
+      );
+      assertEquals(statPath(`/dev/shm${name}`)?.type, "directory");
+    } finally {
+      await run("rmdir");
+    }
+  },
+);
 
 Deno.test("openShmRegion() rejects an object of another owner", async (t) => {
   if (!isRoot() || Deno.permissions.querySync({ name: "run" }).state !== "granted") {

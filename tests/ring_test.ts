@@ -1,13 +1,22 @@
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows, fail } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { childrenOf } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { delay, until } from "./helpers/waiting.ts";
-import { createMemfdRegion, initRing, openRingConsumer, openRingProducer } from "../mod.ts";
-import { CONSUMER_WAITING, RING_HEADER_SIZE } from "../lib/ring/layout.ts";
+import {
+  createMemfdRegion,
+  initRing,
+  openFileRegion,
+  openMemfdRegion,
+  openRingConsumer,
+  openRingProducer,
+  ringRegionSize,
+} from "../mod.ts";
+import { CONSUMER_WAITING, HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 
@@ -86,11 +95,11 @@ Deno.test("ring options and batch sizes out of range are RangeErrors, and no rol
   for (const options of [{ spin: -1 }, { spin: 0.5 }, { spin: Infinity }, { spin: NaN }]) {
     assertThrowsWith(() => openRingConsumer(region, options), RangeError, "spin");
   }
-  for (const livenessCheckMs of [0, -5, NaN]) {
+  for (const livenessCheckMs of [0, -5, NaN, 1e-9, 0.5]) {
     assertThrowsWith(
       () => openRingProducer(region, { livenessCheckMs }),
       RangeError,
-      "livenessCheckMs",
+      `livenessCheckMs ${livenessCheckMs} is not a number of milliseconds from 1 up`,
     );
   }
   using consumer = openRingConsumer(region, { livenessCheckMs: Infinity, spin: 0 });
@@ -425,6 +434,50 @@ Deno.test("receiveInto, tryReceiveBatchInto and tryReadWith copy nothing they ne
   assertEquals(consumer.tryReadWith(() => {}), null);
 });
 
+Deno.test("send() of a message resized or moved away while it waited for room sends nothing of it", async () => {
+  using region = createMemfdRegion({ size: ringRegionSize(64) + 64 });
+  initRing(region, { capacity: 64 });
+  const after = ringRegionSize(64);
+  region.write(after, new Uint8Array(16).fill(0xee)); // what the region holds after the ring
+  using producer = openRingProducer(region, { spin: 0 });
+  using consumer = openRingConsumer(region);
+  const fill = (): void => {
+    while (producer.trySend(new Uint8Array(8).fill(1)));
+  };
+  for (const change of ["resize", "transfer"] as const) {
+    fill();
+    const buffer = new ArrayBuffer(8, { maxByteLength: 4096 });
+    const message = new Uint8Array(buffer); // follows the buffer's length
+    const sending = producer.send(message, { timeout: 10_000 });
+    await delay(20); // asleep for room for 8 bytes
+    if (change === "resize") buffer.resize(200);
+    else buffer.transfer();
+    assert(consumer.tryReceive() !== undefined); // room for one record: the send wakes
+    // It wrote 200 bytes into a record of 16 (over unread messages and past the ring), then the
+    // consumer found "a message of 117901063 bytes".
+    await assertRejectsWith(() => sending, RangeError, region.name, "when room came", "nothing");
+    let received = 0;
+    while (consumer.tryReceive() instanceof Uint8Array) received++;
+    assertEquals(received, 3, `${change}: what was sent before is intact`);
+  }
+  assertEquals([...region.read(after, 16)], new Array(16).fill(0xee), "past the ring");
+});
+
+Deno.test("sendBatch() whose array changes while it sleeps throws for a message that cannot fit", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region, { spin: 0 });
+  using consumer = openRingConsumer(region);
+  const messages = Array.from({ length: 8 }, () => new Uint8Array(8));
+  const sending = producer.sendBatch(messages, { timeout: 10_000 });
+  await delay(20); // four sent, asleep for room for the fifth
+  messages[5] = new Uint8Array(1000);
+  messages[6] = null as unknown as Uint8Array<ArrayBuffer>;
+  // The consumer takes all it can: the batch sends the fifth, then meets the sixth. It slept
+  // for room a 1000-byte message can never have, until its timeout.
+  while (consumer.tryReceive() instanceof Uint8Array);
+  await assertRejectsWith(() => sending, RangeError, "1000 bytes does not fit", "5 of the batch");
+});
+
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
   // 32 records of 56 bytes (8 of header, 48 of payload) fill a ring of 1792 bytes; an eighth of
   // it is 224 bytes, 4 records.
@@ -445,6 +498,55 @@ Deno.test("a long batch hands space back every eighth of the ring, so the produc
   // again every 4 records after, not only when the batch is over.
   assertEquals(roomAfter.slice(0, 4), [5, 6, 7, 8]);
   assert(roomAfter.length >= 24, `the producer wrote ${roomAfter.length} times meanwhile`);
+});
+
+Deno.test("a padding left unpublished by a cancelled reservation or a refused send reaches the consumer before the producer sleeps", async () => {
+  for (const how of ["cancel", "refused"] as const) {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region, { spin: 0, livenessCheckMs: Infinity });
+    using consumer = openRingConsumer(region, { spin: 0, livenessCheckMs: Infinity });
+    for (let i = 0; i < 3; i++) producer.trySend(new Uint8Array(56)); // the head at 192
+    while (consumer.tryReceive() instanceof Uint8Array);
+    if (how === "cancel") {
+      // 112 bytes do not fit before the end: a padding to it, then the reservation at the start.
+      producer.tryReserve(104)?.cancel();
+    } else {
+      // Full, the head again at 192: too close to the end for 112 bytes.
+      for (let i = 0; i < 4; i++) assert(producer.trySend(new Uint8Array(56)));
+      const buffer = new ArrayBuffer(104, { maxByteLength: 256 });
+      const sending = producer.send(new Uint8Array(buffer), { timeout: 10_000 });
+      await delay(20); // asleep for room
+      buffer.resize(120);
+      // Room comes: the send pads to the end, finds the message resized, and is refused.
+      while (consumer.tryReceive() instanceof Uint8Array);
+      await assertRejectsWith(() => sending, RangeError, "when room came");
+    }
+    const receiving = consumer.receive({ timeout: 10_000 });
+    await delay(20); // the consumer asleep on a head that did not move
+    // Room for it needs the padding skipped: both ends slept until their timeouts.
+    await producer.send(new Uint8Array(248), { timeout: 10_000 });
+    assertEquals((await receiving)?.length, 248, how);
+  }
+});
+
+Deno.test("a batch read takes at most a ring's worth, though a producer keeps up with it", () => {
+  const record = 56;
+  using region = ringRegion(32 * record);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const message = new Uint8Array(record - 8);
+  while (producer.trySend(message));
+  // Each message read sends another: without a bound the call never returned.
+  let calls = 0;
+  const count = consumer.tryReadWith(() => {
+    if (++calls > 10_000) throw new Error("the batch read did not end");
+    producer.trySend(message);
+  });
+  assertEquals(count, 32);
+  // What it sent meanwhile: every send found room but the first four (space goes back every
+  // eighth of the ring). Left for the next call, which again ends.
+  assertEquals(consumer.tryReceiveBatch().length, 28);
+  assertEquals(consumer.tryReceiveBatch().length, 0);
 });
 
 testWith(
@@ -631,6 +733,124 @@ Deno.test("readWith and sendWith time out, abort, and reject with BadResource on
   await assertRejects(() => waiting, Deno.errors.BadResource);
 });
 
+Deno.test("bad arguments name the ring and say what is wrong; once closed, every call is BadResource first", async () => {
+  using region = ringRegion(64);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const named = `the ring in ${JSON.stringify(region.name)}`;
+  const cases: [() => unknown, ErrorConstructor, string][] = [
+    // Each was "a message of -1 bytes does not fit", or a TypeError naming nothing.
+    [() => producer.tryReserve(-1), RangeError, "a length of -1 bytes is not a whole number"],
+    [() => producer.tryReserve(0.5), RangeError, "a length of 0.5 bytes"],
+    [() => producer.trySendWith(NaN, () => 0), RangeError, "a length of NaN bytes"],
+    [() => producer.trySend(undefined as unknown as Uint8Array), TypeError, "is undefined, not a"],
+    [() => producer.trySendBatch([new Uint8Array(1)], -1), RangeError, "start -1 is not an index"],
+    [() => producer.trySendBatch([new Uint8Array(1)], NaN), RangeError, "start NaN"],
+    [() => producer.trySendBatch([null as unknown as Uint8Array]), TypeError, "is null, not a"],
+    [() => producer.trySendBatch(undefined as unknown as Uint8Array[]), TypeError, "the batch is"],
+    [() => producer.trySend(new Uint8Array(100)), RangeError, "100 bytes does not fit"],
+    [() => producer.trySendWith(4, () => 9), RangeError, "the writer reported 9 bytes"],
+    [
+      () => consumer.tryReceiveBatchInto(new Uint8Array(8), new Uint32Array(0)),
+      RangeError,
+      "lengths has no room",
+    ],
+  ];
+  for (const [call, ErrorType, why] of cases) assertThrowsWith(call, ErrorType, named, why);
+  await assertRejectsWith(
+    () => consumer.receiveBatch(0),
+    RangeError,
+    named,
+    "max 0 is not at least 1",
+  );
+  await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, named, "max 0");
+  const reservation = producer.tryReserve(4);
+  reservation?.commit();
+  assertThrowsWith(() => reservation?.commit(), Deno.errors.BadResource, named, "already");
+  const lease = consumer.tryRead();
+  lease?.release();
+  assertThrowsWith(() => lease?.release(), Deno.errors.BadResource, named, "released already");
+  producer.close();
+  consumer.close();
+  // Closed comes first: these were RangeErrors about their arguments.
+  for (const [call] of cases) assertThrowsWith(call, Deno.errors.BadResource, "closed");
+  for (const end of [producer, consumer]) {
+    assertThrowsWith(() => end.capacity, Deno.errors.BadResource, "closed");
+    assertThrowsWith(() => end.maxMessageSize, Deno.errors.BadResource, "closed");
+  }
+  await assertRejectsWith(() => consumer.receiveBatch(0), Deno.errors.BadResource, "closed");
+});
+
+// --- peers that are not trusted --------------------------------------------------------------
+
+testWith(
+  [...NEEDS.files, requires("sh")],
+  "echo > FILE under a file ring (its first page kept, zeroed) is InvalidData at both ends, never empty messages",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/ring.dat`;
+      using region = openFileRegion(path, { create: true, size: ringRegionSize(1024) });
+      initRing(region);
+      using producer = openRingProducer(region);
+      using other = openFileRegion(path);
+      using consumer = openRingConsumer(other);
+      for (let i = 1; i <= 3; i++) producer.trySend(new Uint8Array(10).fill(i));
+      assertEquals(consumer.tryReceive()?.length, 10); // the consumer knows two more are there
+      const echo = await new Deno.Command("sh", { args: ["-c", 'echo > "$1"', "sh", path] })
+        .output();
+      assert(echo.success);
+      assertEquals([region.lostPages, other.lostPages], [0, 0], "no page was lost");
+      // It handed out nine empty messages nobody sent, then one sent after the echo.
+      assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, path, "overwritten");
+      // The producer finds out when it next needs the consumer's position: the ring looks full.
+      assertThrowsWith(
+        () => {
+          while (producer.trySend(new Uint8Array(100)));
+        },
+        Deno.errors.InvalidData,
+        path,
+        "overwritten",
+      );
+    });
+  },
+);
+
+Deno.test("initRing() over a ring whose ends are held is Busy, naming the holder; once they close it starts afresh", () => {
+  using region = ringRegion(256);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  producer.trySend(new Uint8Array([1]));
+  // It wiped both claims: a second producer then attached beside the first, and what the first
+  // sent was lost.
+  assertThrowsWith(() => initRing(region), Deno.errors.Busy, `pid ${Deno.pid} holds its producer`);
+  producer.close();
+  assertThrowsWith(() => initRing(region), Deno.errors.Busy, "holds its consumer");
+  assertEquals(consumer.tryReceive()?.length, 1, "what was sent is still there");
+  consumer.close();
+  assertEquals(initRing(region), 256);
+  using fresh = openRingConsumer(region);
+  assertEquals(fresh.tryReceive(), undefined);
+});
+
+Deno.test("a position another process set back is InvalidData at the next liveness check, not two ends asleep for good", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region, { livenessCheckMs: 50 });
+  using theirs = openMemfdRegion(region.name);
+  using consumer = openRingConsumer(theirs, { livenessCheckMs: 50 });
+  for (let i = 0; i < 15; i++) producer.trySend(new Uint8Array(8)); // 240 of 256 bytes
+  while (consumer.tryReceive() !== undefined);
+  const receiving = consumer.receive({ timeout: 10_000 });
+  await delay(20); // asleep on the empty ring
+  // Another process: the tail a capacity behind the head, so the ring looks full to the
+  // producer and still empty to the consumer. Both slept, each waiting for the other to move.
+  const head = region.loadInt32(HEAD);
+  region.storeInt32(TAIL, (head + 256) % 512);
+  const sending = producer.send(new Uint8Array(16), { timeout: 10_000 });
+  await assertRejectsWith(() => receiving, Deno.errors.InvalidData, "tail position word holds");
+  consumer.close(); // wakes the producer, which finds the consumer gone
+  await assertRejectsWith(() => sending, Deno.errors.BrokenPipe);
+});
+
 // --- across processes ------------------------------------------------------------------------
 
 async function stress(zeroCopy: boolean): Promise<void> {
@@ -734,6 +954,46 @@ testWith(
     producer.close();
     const status = await peer.status();
     assertEquals(status.code, 0, peer.transcript);
+  },
+);
+
+/**
+ * A batch whose message fits only at the ring's start, behind a head near the end, while the
+ * consumer sleeps in another process: the batch publishes a padding record to the end and sleeps
+ * for room, which only the consumer skipping that padding makes. Neither side spins or checks
+ * liveness, so a padding published without a wake-up leaves both asleep for good.
+ */
+testWith(
+  NEEDS.children,
+  "a batch that pads to the ring's end before it sleeps for room wakes the consumer asleep in another process",
+  async () => {
+    const capacity = 4096;
+    using there = ringRegion(capacity);
+    using back = ringRegion(capacity);
+    using producer = openRingProducer(there, STRICT);
+    using consumer = openRingConsumer(back, STRICT);
+    await using peer = spawnDeno(PEER, ["echo", there.name, back.name]);
+    assertEquals(await peer.nextLine(), "ready");
+    // The first leaves the head 64 bytes before the end (a padding too short for a batch's
+    // wake-up every eighth of the ring); the second then fits only at the start.
+    const first = new Uint8Array(capacity - 72).fill(1);
+    const second = new Uint8Array(capacity - 40).fill(2);
+    const echoed = new Uint8Array(capacity);
+    for (let round = 1; round <= 5; round++) {
+      for (const message of [first, second]) {
+        await delay(20); // the consumer asleep on the empty ring
+        try {
+          await producer.sendBatch([message], { timeout: 10_000 });
+          assertEquals(await consumer.receiveInto(echoed, { timeout: 10_000 }), message.length);
+        } catch (error) {
+          if (!(error instanceof Deno.errors.TimedOut)) throw error;
+          fail(`Round ${round}, ${message.length} bytes: a lost wake-up\n${peer.transcript}`);
+        }
+        assertEquals(echoed[0], message[0]);
+      }
+    }
+    producer.close();
+    assertEquals((await peer.status()).code, 0, peer.transcript);
   },
 );
 

@@ -277,6 +277,26 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate"), requires("sh")],
+  "a state cell's waitForChangeSync() asleep when another process truncates its file ends with UnexpectedEof within a period, with a writer or none",
+  async () => {
+    await withTempDir(async (dir) => {
+      await inBatches(["writer", "none"], 2, async (writer) => {
+        const { status, lines } = await shrunk(["asleep-sync", `${dir}/${writer}.dat`, writer]);
+        assertNotKilled(status, lines);
+        // Before the fix: TimedOut after 10 s, having woken every period meanwhile.
+        assertEquals(
+          lines,
+          ["sync: UnexpectedEof", "ended in time"],
+          `${writer}: ${status.stderr}`,
+        );
+        assertEquals(status.code, 0, status.stderr);
+      });
+    });
+  },
+);
+
+testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
   "two regions of one file share its inotify watch: closing one leaves the other hearing of a truncation, and closing both leaves no fd",
   async () => {

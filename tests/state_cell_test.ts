@@ -54,12 +54,17 @@ testWith(NEEDS.files, 'a 258-byte file holding the original\'s "1\\n\\0" reads 1
   });
 });
 
-Deno.test("openStateCell() refuses periods that are not a positive, finite number of ms", () => {
+Deno.test("openStateCell() refuses periods under 1 ms, or not a finite number of ms", () => {
   using region = createMemfdRegion({ size: 256 });
+  const periods = [0, -1, NaN, 1e-9, 0.999];
   for (
-    const options of [{ livenessCheckMs: 0 }, { followPeriodMs: -1 }, { livenessCheckMs: NaN }]
+    const options of periods.flatMap((ms) => [{ livenessCheckMs: ms }, { followPeriodMs: ms }])
   ) {
-    assertThrows(() => openStateCell(region, options), RangeError, "not a positive number");
+    // A period of a nanosecond kept a core 68 % busy while a reader followed the text.
+    assertThrows(() => openStateCell(region, options), RangeError, "from 1 up");
+  }
+  for (const ms of [1, 2.75]) {
+    openStateCell(region, { followPeriodMs: ms, livenessCheckMs: ms }).close();
   }
   // A reader with no cooperating writer must look now and then: no endless follow period.
   for (const followPeriodMs of [Infinity, 2 ** 31]) {
@@ -148,7 +153,10 @@ Deno.test("StateCell refuses a second writer, and writes without the role", () =
   assertThrowsWith(
     () => openStateCell(region, { writer: true }),
     Deno.errors.Busy,
-    "already holds it",
+    // The name quoted once: it was `Cannot claim "the writer role of state cell \"NAME\""`.
+    `Cannot claim the writer role of state cell ${
+      JSON.stringify(region.name)
+    }: this process already holds it`,
   );
   using reader = openStateCell(region);
   assertThrows(() => reader.write(1), Deno.errors.PermissionDenied);
@@ -202,6 +210,22 @@ Deno.test("StateCell.waitForChangeSync() returns a change and times out", () => 
   region.write(0, encoder.encode("4\n\0")); // a foreign writer is seen too
   writer.close();
   assertEquals(cell.waitForChangeSync({ from: 3, timeout: 10_000 }), 4);
+});
+
+Deno.test("StateCell.waitForChangeSync() without a timeout is a TypeError, not a wait that spins", () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using cell = openStateCell(region);
+  // From JavaScript, or cast: it slept 0 ms at a time, for good, 14 000 times a second.
+  for (const options of [{}, { timeout: undefined }, { timeout: "100" }]) {
+    assertThrowsWith(
+      () => cell.waitForChangeSync(options as unknown as { timeout: number }),
+      TypeError,
+      `${region.name}": timeout`,
+    );
+  }
+  writer.write(2);
+  assertEquals(cell.waitForChangeSync({ from: 0, timeout: Infinity }), 2);
 });
 
 testWith(
@@ -433,6 +457,39 @@ testWith(
     });
   },
 );
+
+Deno.test("closing the cell or its region from onWriter fails the waits with BadResource", async () => {
+  for (const status of ["writing", "left"] as const) {
+    for (const what of ["cell", "region"] as const) {
+      const label = `${what} closed on "${status}"`;
+      using region = createMemfdRegion({ size: 256 });
+      using writer = openStateCell(region, { writer: true });
+      const seen: string[] = [];
+      const reader: StateCell = openStateCell(region, {
+        onWriter: (event) => {
+          seen.push(event.status);
+          if (event.status === status) (what === "cell" ? reader : region).close();
+        },
+      });
+      // On "writing" the first wait meets the writer; on "left" the writer goes while it sleeps.
+      const waits = [
+        reader.waitForChange({ timeout: 10_000 }),
+        reader.waitForChange({ timeout: 10_000 }),
+      ];
+      if (status === "left") {
+        await delay(20);
+        writer.close();
+      }
+      for (const wait of waits) {
+        // It was a TypeError: the callback's close emptied what the step that called it used.
+        await assertRejectsWith(() => wait, Deno.errors.BadResource);
+      }
+      assertEquals(seen, status === "writing" ? ["writing"] : ["writing", "left"], label);
+      await assertRejectsWith(() => reader.changes().next(), Deno.errors.BadResource);
+      writer.close();
+    }
+  }
+});
 
 /**
  * Runs `fixtures/SCRIPT DIR ARGS...` (DIR a directory of the test's) with `flags`, hands it to

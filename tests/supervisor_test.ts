@@ -76,6 +76,16 @@ testWith(
   },
 );
 
+Deno.test("a crash report finds Deno's coloured error line, and quotes it without its colours", () => {
+  const output = new ErrorOutput();
+  output.add("\x1b[0m\x1b[1m\x1b[31merror\x1b[0m: Uncaught (in promise) Error: gone");
+  for (let i = 1; i <= 8; i++) output.add(`    at step ${i}`);
+  const summary = output.summary();
+  // The escape codes hid "error" from the search: the report had the stack's tail only.
+  assertStringIncludes(summary, "error: Uncaught (in promise) Error: gone");
+  assert(!summary.includes("\x1b"), summary);
+});
+
 Deno.test("a crash report keeps a journal-format error line (<3>...) ahead of the lines after it", () => {
   const output = new ErrorOutput();
   output.add("<6>mmap-ipc.button: Button ready");

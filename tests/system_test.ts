@@ -3,7 +3,7 @@
  * and real shared memory, plus the original C programs' stand-in for interoperability.
  */
 import { assert, assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert";
-import { processState } from "../ffi/posix.ts";
+import { listDirectory, processState } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -55,6 +55,79 @@ testWith(
   },
 );
 
+testWith(
+  [...NEEDS.system, requires("env")],
+  "deno task launch takes relative paths from where it was run, not from the project's directory",
+  async () => {
+    await withTempDir(async (dir) => {
+      // deno task runs the launcher where deno.json is: these went there. It sets INIT_CWD
+      // only where no task runner did before (this test may run under one).
+      await using task = spawnProgram(
+        "env",
+        [
+          "-u",
+          "INIT_CWD",
+          Deno.execPath(),
+          "task",
+          "--quiet",
+          "--config",
+          `${ROOT}deno.json`,
+          "launch",
+          "--fifo",
+          "button.fifo",
+          "--state",
+          "state.dat",
+        ],
+        { cwd: dir },
+      );
+      const pids = await running(task);
+      const launcherPid = processState(pids.led)?.parentPid ?? 0;
+      try {
+        assert(Deno.lstatSync(`${dir}/button.fifo`).isFifo);
+        assert(Deno.lstatSync(`${dir}/state.dat`).isFile);
+        assertThrows(() => Deno.lstatSync(`${ROOT}button.fifo`), Deno.errors.NotFound);
+        await writeAndLeave(`${dir}/button.fifo`, "0\n");
+        await ledShows(task, "On", 0);
+        Deno.kill(launcherPid, "SIGTERM");
+        assertEquals((await task.status()).code, 0, task.transcript);
+      } finally {
+        killIfRunning(launcherPid);
+        await stopAll(task, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "deno task launch whose task runner is SIGKILLed stops, with its children, and cleans up",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using task = spawnProgram(
+        Deno.execPath(),
+        ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
+        { cwd: dir },
+      );
+      const pids = await running(task);
+      const launcherPid = processState(pids.led)?.parentPid ?? 0;
+      try {
+        assertNotEquals(launcherPid, task.pid, "the task runner starts the launcher");
+        task.kill("SIGKILL");
+        // The launcher lived on, re-parented, with both children.
+        await until(
+          () => processGone(launcherPid) && processGone(pids.led) && processGone(pids.button),
+          "the launcher and its children gone",
+        );
+        assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      } finally {
+        killIfRunning(launcherPid);
+        await stopAll(task, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
 /**
  * Runs the launcher in a terminal of its own (script(1) gives it one and passes on what we
  * write), on a FIFO in a temporary directory; `fn` gets Enter to press. Stops everything after.
@@ -86,6 +159,38 @@ async function inTerminal(
     }
   });
 }
+
+testWith(
+  [...NEEDS.system, requires("script"), requires("bash")],
+  "a launcher started in the background of a terminal (launch &) is never stopped by it: the FIFO presses, SIGTERM stops it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
+      // A shell with job control: the launcher is a background job of the terminal script(1)
+      // gives it. It read the terminal for Enter, and SIGTTIN stopped it and every press.
+      await using terminal = spawnProgram("script", [
+        "-qfec",
+        `bash -c 'set -m; ${command.replaceAll("'", `'\\''`)} & echo "job $!"; wait $!'`,
+        "/dev/null",
+      ]);
+      const pids = await running(terminal);
+      const job = Number((await terminal.waitFor(/job (\d+)/)).match[1]);
+      try {
+        await terminal.waitFor(/Running in the background: Enter does not press here/);
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(terminal, "On", 0);
+        assertNotEquals(processState(job)?.state, "T", "the launcher was stopped");
+        Deno.kill(job, "SIGTERM");
+        await terminal.waitFor(/Stopped/);
+        assert(processGone(pids.led) && processGone(pids.button));
+      } finally {
+        killIfRunning(job);
+        await stopAll(terminal, [pids.led, pids.button]);
+      }
+    });
+  },
+);
 
 testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () => {
   await inTerminal(async ({ terminal, enter }) => {
@@ -355,6 +460,37 @@ testWith(
       led.kill("SIGTERM");
       const status = await led.status();
       assertEquals(status.code, 0, led.transcript);
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a button and an LED run alone stop cleanly on SIGHUP (their terminal closed), leaving nothing behind",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      const cells = (): string[] =>
+        listDirectory("/dev/shm").filter((name) => name.startsWith("mmap-ipc-cell-"));
+      const before = cells();
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+      ]);
+      await button.waitFor(/Button ready/);
+      await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+      await led.waitFor(/LED Status: Off/);
+      for (const child of [led, button]) {
+        child.kill("SIGHUP");
+        // It died of it (129), leaving its FIFO, and the LED its cell in /dev/shm.
+        const status = await child.status();
+        assertEquals([status.code, status.signal], [0, null], child.transcript);
+      }
+      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      assertEquals(cells(), before, "a lone cell left in /dev/shm");
     });
   },
 );

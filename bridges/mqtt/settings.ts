@@ -123,6 +123,10 @@ export function parseBrokerUrl(
     );
   }
   if (url.hostname === "") throw invalid("it names no host");
+  // Percent-escapes in a host pass the URL parser, and then fail where the bridge is given
+  // --allow-net for it, as a crash loop: refused here, as a port 0 that no broker listens on.
+  if (url.hostname.includes("%")) throw invalid("its host holds a % escape");
+  if (url.port === "0") throw invalid("port 0 is no port a broker listens on");
   if ((url.pathname !== "" && url.pathname !== "/") || url.search !== "" || url.hash !== "") {
     throw invalid("only a host and a port may follow the scheme");
   }

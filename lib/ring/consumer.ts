@@ -11,18 +11,20 @@
 
 import { failure } from "../errors.ts";
 import type { SharedRegion } from "../region.ts";
-import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
   CLOSED,
   CONSUMER,
   CONSUMER_WAITING,
   HEAD,
+  MAGIC,
   PAD,
   POSITION,
   PRODUCER,
   PRODUCER_WAITING,
   readCapacity,
   RECORD_HEADER_SIZE,
+  RING_MAGIC,
   TAIL,
 } from "./layout.ts";
 
@@ -60,7 +62,6 @@ const NOTHING = -1;
 const ENDED = -2;
 
 const constructing = Symbol("RingConsumer");
-const WAKE_FIELDS = { word: HEAD, waiting: CONSUMER_WAITING, peer: PRODUCER, peerName: "producer" };
 
 /**
  * The receiving end of a ring; one per ring, enforced. Open with {@link openRingConsumer}.
@@ -78,6 +79,7 @@ export class RingConsumer {
   readonly #data: number;
   readonly #tailIndex: number;
   readonly #headIndex: number;
+  readonly #magicIndex: number;
   readonly #maxMessageSize: number;
   readonly #waitingIndex: number;
   /** The SIGBUS guard's fault count: looked at before a message read is handed over. */
@@ -88,7 +90,10 @@ export class RingConsumer {
   #at = 0;
   /** Bytes taken since the tail was last handed back, and how many make it hand them back. */
   #unpublished = 0;
+  /** What this end last stored in the shared tail. */
+  #publishedTail: number;
   readonly #publishEvery: number;
+  readonly #wakeFields: WaitFields;
 
   /** @ignore Not for direct use: call {@link openRingConsumer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -108,22 +113,35 @@ export class RingConsumer {
     this.#dataWord = ring.data >> 2;
     this.#tailIndex = ring.index(TAIL);
     this.#headIndex = ring.index(HEAD);
+    this.#magicIndex = ring.index(MAGIC);
     this.#maxMessageSize = ring.maxMessageSize;
     this.#publishEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
     this.#faults = ring.faults;
     this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
+    this.#publishedTail = this.#tail;
+    this.#wakeFields = {
+      word: HEAD,
+      waiting: CONSUMER_WAITING,
+      peer: PRODUCER,
+      peerName: "producer",
+      own: TAIL,
+      ownName: "tail",
+      published: () => this.#publishedTail,
+    };
     this.#head = this.#tail;
     ring.memory.adopt(this);
   }
 
   /** Data bytes in the ring. */
   get capacity(): number {
+    this.#ring.checkOpen();
     return this.#capacity;
   }
 
   /** The largest message the ring carries: its capacity less a record header. */
   get maxMessageSize(): number {
+    this.#ring.checkOpen();
     return this.#ring.maxMessageSize;
   }
 
@@ -205,7 +223,8 @@ export class RingConsumer {
   }
 
   /**
-   * Up to `max` messages that are there now (new copies), handing their space back at once (and
+   * Up to `max` messages that are there now (new copies), and at most a ring's worth of them (a
+   * producer that keeps up cannot keep the call going), handing their space back at once (and
    * every eighth of the ring in a long batch).
    *
    * @param [max=Infinity] The most messages to take.
@@ -216,27 +235,32 @@ export class RingConsumer {
 
   #takeBatch(max: number): Uint8Array[] {
     const messages: Uint8Array[] = [];
-    while (messages.length < max) {
+    // At most a ring's worth: a producer that keeps up would otherwise keep the call going.
+    let budget = this.#capacity;
+    while (messages.length < max && budget > 0) {
       const length = this.#next();
       if (length < 0) break;
       const start = this.#data + this.#at + RECORD_HEADER_SIZE;
       messages.push(this.#bytes.slice(start, start + length));
       this.#skip(length);
+      budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
     }
     if (this.#unpublished > 0) this.#publish();
     return messages;
   }
 
   /**
-   * At least one and up to `max` messages, sleeping while the ring is empty; an empty array
-   * once the producer closed and everything was received.
+   * At least one and up to `max` messages (at most a ring's worth), sleeping while the ring is
+   * empty; an empty array once the producer closed and everything was received.
    *
    * @param [max=Infinity] The most messages to take.
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) throw new RangeError(`Cannot receive at most ${max} messages: at least 1`);
+    if (!(max >= 1)) {
+      throw this.#ring.argumentError(RangeError, "receive from", `max ${max} is not at least 1`);
+    }
     const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.
@@ -254,10 +278,19 @@ export class RingConsumer {
    * many messages per call, their space handed back once (and every eighth of the ring in a long
    * batch), nothing allocated. A message that does
    * not fit in what is left of `buffer` stays for the next call; a message larger than the
-   * whole buffer is a `RangeError`.
+   * whole buffer is a `RangeError`, as are `lengths` with no room for one.
    */
   tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
+    if (lengths.length === 0) this.#noLengths();
     return this.#ring.free() ? this.#batchInto(buffer, lengths) : 0;
+  }
+
+  #noLengths(): never {
+    throw this.#ring.argumentError(
+      RangeError,
+      "receive from",
+      "lengths has no room for even one message",
+    );
   }
 
   /**
@@ -297,7 +330,7 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (lengths.length === 0) throw new RangeError("No room in lengths for even one message");
+    if (lengths.length === 0) this.#noLengths();
     const count = this.tryReceiveBatchInto(buffer, lengths);
     if (count > 0) return count;
     return await this.#ring.blocking(
@@ -329,8 +362,9 @@ export class RingConsumer {
   }
 
   /**
-   * Hands each waiting message, up to `max`, to `read` in place (zero-copy, nothing allocated),
-   * then gives their space back at once (and every eighth of the ring in a long batch, so the
+   * Hands each waiting message, up to `max` and at most a ring's worth (a producer that keeps up,
+   * or `read` itself sending, cannot keep the call going), to `read` in place (zero-copy, nothing
+   * allocated), then gives their space back at once (and every eighth of the ring in a long batch, so the
    * producer can write meanwhile). Returns how many it read; `null` once the producer
    * closed and everything was read. The view `read` gets is only valid until it returns.
    *
@@ -396,7 +430,9 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) throw new RangeError(`Cannot read at most ${max} messages: at least 1`);
+    if (!(max >= 1)) {
+      throw this.#ring.argumentError(RangeError, "read from", `max ${max} is not at least 1`);
+    }
     const count = this.tryReadWith(read, max);
     if (count !== 0) return count;
     return await this.#ring.blocking(
@@ -411,15 +447,19 @@ export class RingConsumer {
     const data = this.data;
     let count = 0;
     let length = NOTHING;
+    // At most a ring's worth: a producer that keeps up (the callback itself may send) would
+    // otherwise keep the call going, and the event loop waiting, for good.
+    let budget = this.#capacity;
     this.#ring.inCallback = true; // nothing in this loop asks whether the end is free
     try {
-      while (count < max) {
+      while (count < max && budget > 0) {
         length = this.#next();
         if (length < 0) break;
         if (this.#faults[0] !== 0) this.#ring.checkLost(); // not a length read as zeros
         read(data, this.#at + RECORD_HEADER_SIZE, length);
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
+        budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
         count++;
       }
     } finally {
@@ -513,8 +553,12 @@ export class RingConsumer {
     let head = this.#head;
     if (head === tail) {
       head = Atomics.load(this.#words, this.#headIndex);
-      // The closed mark makes the word negative; a head outside the positions is corrupt.
-      if (head < 0 || head >= this.#twice || this.#faults[0] !== 0) return this.#nextSlowly();
+      // The closed mark makes the word negative; a head outside the positions is corrupt; a
+      // header rewritten under the ring (echo > FILE) is no ring any more.
+      if (
+        head < 0 || head >= this.#twice || this.#faults[0] !== 0 ||
+        this.#words[this.#magicIndex] !== RING_MAGIC
+      ) return this.#nextSlowly();
       if (head === tail) return NOTHING;
       this.#head = head;
     }
@@ -523,8 +567,10 @@ export class RingConsumer {
     const index = tail >= this.#capacity ? tail - this.#capacity : tail;
     const length = this.#words[this.#dataWord + (index >> 2)];
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    // An empty message is rare, and what a zeroed ring reads as: the slow path looks at the
+    // header before it hands one over.
     if (
-      length >= 0 && length <= this.#maxMessageSize && record <= used &&
+      length > 0 && length <= this.#maxMessageSize && record <= used &&
       record <= this.#capacity - index && used <= this.#capacity
     ) {
       this.#at = index;
@@ -561,6 +607,7 @@ export class RingConsumer {
         this.#publish();
         continue;
       }
+      if (length === 0) this.#ring.checkHeader();
       const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
       if (length < 0 || length > this.#ring.maxMessageSize || record > used || record > untilEnd) {
         this.#corrupt(
@@ -610,7 +657,7 @@ export class RingConsumer {
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
     this.#unpublished = 0;
-    Atomics.store(this.#words, this.#tailIndex, this.#tail);
+    Atomics.store(this.#words, this.#tailIndex, this.#publishedTail = this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {
       this.#ring.wake(TAIL);
     }
@@ -640,7 +687,7 @@ export class RingConsumer {
         const length = this.#next();
         return length === NOTHING ? undefined : length;
       },
-      WAKE_FIELDS,
+      this.#wakeFields,
       options,
       spun,
     );
@@ -656,7 +703,12 @@ export class RingConsumer {
       release: (): void => {
         if (this.#ring.held !== buffer) {
           this.#ring.check();
-          throw new Deno.errors.BadResource("This message is already released");
+          throw failure(
+            Deno.errors.BadResource,
+            "release a message of the ring in",
+            this.#ring.name,
+            "it was released already",
+          );
         }
         this.#ring.held = undefined;
         this.#ring.memory.revoke(buffer);

@@ -7,11 +7,11 @@
 
 import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
-import { checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
+import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
-import { CLOSED, POSITION, RING_HEADER_SIZE } from "./layout.ts";
+import { CAPACITY, CLOSED, MAGIC, POSITION, RING_HEADER_SIZE, RING_MAGIC } from "./layout.ts";
 
 /** Options for `openRingProducer` and `openRingConsumer`. */
 export interface RingOptions {
@@ -50,6 +50,21 @@ export interface RingWaitOptions {
 const DEFAULT_LIVENESS_CHECK_MS = 1000;
 const DEFAULT_SPIN = 1000;
 
+/** The words a sleeping end uses: see {@link RingCore.waitFor}. */
+export interface WaitFields {
+  /** The futex word it sleeps on: the other end's position. */
+  word: number;
+  /** Its "asleep" flag. */
+  waiting: number;
+  /** The other end's claim, and its name in errors. */
+  peer: number;
+  peerName: string;
+  /** Its own position word, its name, and what it last put there. */
+  own: number;
+  ownName: string;
+  published: () => number;
+}
+
 /** One waiter for its turn: how to let it go, or to fail it. */
 interface Turn {
   go: () => void;
@@ -83,6 +98,8 @@ export class RingCore {
   /** While a `...With` callback runs: it must not use this end, whose positions are in flux. */
   inCallback = false;
   readonly #queue: Turn[] = [];
+  readonly #magicIndex: number;
+  readonly #capacityIndex: number;
   readonly #heldMessage: string;
   #view: Uint8Array | undefined;
 
@@ -98,6 +115,8 @@ export class RingCore {
     this.bytes = this.memory.bytes;
     this.base = options.offset ?? 0;
     this.data = this.base + RING_HEADER_SIZE;
+    this.#magicIndex = (this.base + MAGIC) >> 2;
+    this.#capacityIndex = (this.base + CAPACITY) >> 2;
     this.capacity = capacity;
     this.maxMessageSize = capacity - 8;
     this.spin = options.spin ?? DEFAULT_SPIN;
@@ -107,11 +126,7 @@ export class RingCore {
         `Ring option spin ${this.spin} is not a whole number of checks from 0 up`,
       );
     }
-    if (!(this.livenessCheckMs > 0)) {
-      throw new RangeError(
-        `Ring option livenessCheckMs ${this.livenessCheckMs} is not a positive number of ms`,
-      );
-    }
+    checkPeriod(this.livenessCheckMs, "Ring option livenessCheckMs");
   }
 
   /** The ring's data area in place, lent by the memory and revoked when this end closes. */
@@ -169,6 +184,20 @@ export class RingCore {
     );
   }
 
+  /**
+   * The error for a bad argument to `action` (such as `send into`), naming the ring: once the end
+   * or its region is closed (`BadResource`), or while a lease, reservation or callback holds it
+   * (`Busy`), that comes first, as for any other call.
+   */
+  argumentError(
+    ErrorType: typeof RangeError | typeof TypeError,
+    action: string,
+    reason: string,
+  ): Error {
+    this.ready();
+    return failure(ErrorType, `${action} the ring in`, this.name, reason);
+  }
+
   /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
   readonly ready = (): void => {
     this.check();
@@ -197,6 +226,11 @@ export class RingCore {
     return this.memory.closedError(`ring in ${JSON.stringify(this.name)}`);
   }
 
+  /** Throws `BadResource` once this end or its region is closed. */
+  checkOpen(): void {
+    if (this.closed || this.memory.closed) throw this.closedError();
+  }
+
   /**
    * Throws `BadResource` once this end or its region closed, and `UnexpectedEof` once a page
    * under the ring was lost to a file shrunk under it (see `SharedMemory.checkPages`).
@@ -216,10 +250,32 @@ export class RingCore {
     if (this.faults[0] !== 0) this.memory.checkPages("the ring in");
   }
 
-  /** Reads a position word, checking it fits the layout; keeps the closed bit. */
+  /**
+   * Throws `InvalidData` if the ring's magic or capacity no longer reads as it did at open: the
+   * file was rewritten under the ring (`echo > FILE` leaves its first page in place, zeroed,
+   * so no page is lost and the records there read as empty messages), or another process
+   * wrote over the header. A page that was lost is `UnexpectedEof` instead.
+   */
+  checkHeader(): void {
+    const magic = this.words[this.#magicIndex] >>> 0;
+    const capacity = this.words[this.#capacityIndex];
+    if (magic === RING_MAGIC && capacity === this.capacity) return;
+    this.checkLost();
+    throw failure(
+      Deno.errors.InvalidData,
+      "use the ring in",
+      this.name,
+      `its header was overwritten (magic 0x${
+        magic.toString(16).padStart(8, "0")
+      }, capacity ${capacity}, where "RING" and ${this.capacity} were): the file or memory was rewritten under it (echo >? truncate?); what it held is gone, and the ring must be made again (initRing)`,
+    );
+  }
+
+  /** Reads a position word, checking it and the header; keeps the closed bit. */
   position(field: number, which: string): number {
     const word = Atomics.load(this.words, this.index(field));
     this.checkLost();
+    this.checkHeader();
     if ((word & POSITION) >= 2 * this.capacity) {
       throw failure(
         Deno.errors.InvalidData,
@@ -241,7 +297,7 @@ export class RingCore {
     takeClaim(
       this.memory,
       this.base + claimField,
-      `the ${role} role of the ring in ${JSON.stringify(this.name)}`,
+      { role: `the ${role} role of the ring in`, subject: this.name },
     );
     let position: number;
     try {
@@ -371,7 +427,7 @@ export class RingCore {
    */
   async waitFor<T>(
     ready: () => T | undefined,
-    fields: { word: number; waiting: number; peer: number; peerName: string },
+    fields: WaitFields,
     options: RingWaitOptions,
     spun: boolean,
   ): Promise<T> {
@@ -413,6 +469,7 @@ export class RingCore {
         }
         if (now >= nextLivenessCheck) {
           this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
+          this.#checkOwn(fields, waitingIndex);
           nextLivenessCheck = now + this.livenessCheckMs;
         }
         const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
@@ -433,6 +490,31 @@ export class RingCore {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       if (hearing) this.memory.stopHearingShrink();
+    }
+  }
+
+  /**
+   * Throws `InvalidData` if the header, or this end's own position word, which no other process
+   * writes, no longer holds what was put there: both ends would otherwise sleep for good, each
+   * waiting for the other to move (a position set back by another process makes the ring look
+   * full to one end and empty to the other).
+   */
+  #checkOwn(fields: WaitFields, waitingIndex: number): void {
+    try {
+      this.checkHeader();
+      const word = Atomics.load(this.words, this.index(fields.own));
+      const put = fields.published();
+      if (word !== put) {
+        throw failure(
+          Deno.errors.InvalidData,
+          "use the ring in",
+          this.name,
+          `its ${fields.ownName} position word holds ${word} where this end put ${put}: another process wrote it`,
+        );
+      }
+    } catch (error) {
+      Atomics.store(this.words, waitingIndex, 0);
+      throw error;
     }
   }
 

@@ -22,8 +22,9 @@
  * @module
  */
 
+import { claimHolder } from "../claim.ts";
 import { failure } from "../errors.ts";
-import type { SharedRegion } from "../region.ts";
+import { memoryOf, type SharedRegion } from "../region.ts";
 
 /** The magic number at the start of a ring: the ASCII letters `RING`. */
 export const RING_MAGIC = 0x474e4952;
@@ -87,7 +88,8 @@ export function checkOffset(offset: number): void {
 
 /**
  * Writes a fresh, empty ring header into `region`, whatever was there: the creator of the
- * region calls this once before producer and consumer attach. Returns the capacity.
+ * region calls this once before producer and consumer attach. Returns the capacity. A ring there
+ * whose producer or consumer a live process holds is refused with `Busy`, naming the pid.
  *
  * @param region A region with room for the header and the data: see {@link ringRegionSize}.
  * @param [options={}] Where the ring starts and how many data bytes it holds.
@@ -121,11 +123,34 @@ export function initRing(region: SharedRegion, options: InitRingOptions = {}): n
       } bytes; the region has ${region.size}`,
     );
   }
+  refuseLiveRing(region, offset);
   region.write(offset, new Uint8Array(RING_HEADER_SIZE));
   region.storeInt32(offset + VERSION, RING_VERSION);
   region.storeInt32(offset + CAPACITY, capacity);
   region.storeInt32(offset + MAGIC, RING_MAGIC);
   return capacity;
+}
+
+/**
+ * Throws `Busy` if a ring at `offset` has an end a live process holds: writing a fresh header
+ * under it would wipe its claims, let a second producer in beside the first, and lose what the
+ * first sends.
+ */
+function refuseLiveRing(region: SharedRegion, offset: number): void {
+  if (region.loadInt32(offset + MAGIC) >>> 0 !== RING_MAGIC) return;
+  const memory = memoryOf(region);
+  for (const [field, end] of [[PRODUCER, "producer"], [CONSUMER, "consumer"]] as const) {
+    const pid = claimHolder(memory, offset + field);
+    if (pid === undefined) continue;
+    throw failure(
+      Deno.errors.Busy,
+      "create a ring in",
+      region.name,
+      `a ring there is in use: pid ${pid} holds its ${end}${
+        pid === Deno.pid ? " (this process)" : ""
+      }; close its ends first`,
+    );
+  }
 }
 
 /** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */

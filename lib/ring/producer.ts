@@ -8,7 +8,7 @@
 
 import { failure } from "../errors.ts";
 import type { SharedRegion } from "../region.ts";
-import { RingCore, type RingOptions, type RingWaitOptions } from "./core.ts";
+import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
   CLOSED,
   CONSUMER,
@@ -45,7 +45,6 @@ export interface RingReservation {
 export type RingWriter = (data: Uint8Array, offset: number, length: number) => number;
 
 const constructing = Symbol("RingProducer");
-const WAKE_FIELDS = { word: TAIL, waiting: PRODUCER_WAITING, peer: CONSUMER, peerName: "consumer" };
 
 /**
  * The sending end of a ring; one per ring, enforced. Open with {@link openRingProducer}.
@@ -69,6 +68,8 @@ export class RingProducer {
   /** The SIGBUS guard's fault count: looked at before a record is published. */
   readonly #faults: Int32Array;
   #head: number;
+  /** What this end last stored in the shared head (a padding may be ahead of it, unpublished). */
+  #publishedHead: number;
   #tail: number;
   /** While set, publishing looks for a sleeping consumer only now and then, and at the end. */
   #batching = false;
@@ -78,6 +79,7 @@ export class RingProducer {
    */
   #unwoken = 0;
   readonly #wakeEvery: number;
+  readonly #wakeFields: WaitFields;
 
   /** @ignore Not for direct use: call {@link openRingProducer}. */
   constructor(token: symbol, region: unknown, capacity: unknown, options: unknown) {
@@ -101,7 +103,17 @@ export class RingProducer {
     this.#faults = ring.faults;
     this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
+    this.#publishedHead = this.#head;
     this.#tail = this.#head;
+    this.#wakeFields = {
+      word: TAIL,
+      waiting: PRODUCER_WAITING,
+      peer: CONSUMER,
+      peerName: "consumer",
+      own: HEAD,
+      ownName: "head",
+      published: () => this.#publishedHead,
+    };
     try {
       this.#refreshTail();
       ring.memory.adopt(this);
@@ -113,11 +125,13 @@ export class RingProducer {
 
   /** Data bytes in the ring. */
   get capacity(): number {
+    this.#ring.checkOpen();
     return this.#capacity;
   }
 
   /** The largest message the ring carries: its capacity less a record header. */
   get maxMessageSize(): number {
+    this.#ring.checkOpen();
     return this.#ring.maxMessageSize;
   }
 
@@ -138,8 +152,9 @@ export class RingProducer {
 
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
-    const length = message.length;
-    if (length > this.#maxMessageSize) this.#tooLong(length);
+    const length = message?.length;
+    // Not a number (no message at all) fails this too.
+    if (!(length <= this.#maxMessageSize)) this.#badMessage(message);
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
@@ -157,10 +172,14 @@ export class RingProducer {
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
     options = this.#ring.bounded(options);
     if (this.trySend(message)) return;
+    // The room waited for is this length's: a view over a buffer resized or moved away meanwhile
+    // must not be written into more room than was found.
+    const length = message.length;
     await this.#ring.blocking(
       () => this.trySend(message) || undefined,
-      (spun) => this.#waitForRoom(message.length, options, spun),
+      (spun) => this.#waitForRoom(length, options, spun),
       (index) => {
+        this.#checkUnchanged(message, length);
         this.#write(index, message);
         return true;
       },
@@ -175,8 +194,18 @@ export class RingProducer {
    * @param [start=0] The index of the first one to send.
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
+    if (typeof messages?.length !== "number") {
+      throw this.#ring.argumentError(TypeError, "send into", `the batch is ${typeof messages}`);
+    }
+    if (!Number.isSafeInteger(start) || start < 0 || start > messages.length) {
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `start ${start} is not an index of the ${messages?.length}-message batch`,
+      );
+    }
     for (let i = start; i < messages.length; i++) {
-      if (messages[i].length > this.#ring.maxMessageSize) this.#tooLong(messages[i].length);
+      if (!(messages[i]?.length <= this.#maxMessageSize)) this.#badMessage(messages[i]);
     }
     if (!this.#ring.free()) return 0;
     return this.#sendBatch(messages, start);
@@ -201,9 +230,14 @@ export class RingProducer {
       async () => {
         let spun = spins > 0;
         while (sent < messages.length) {
-          const index = await this.#waitForRoom(messages[sent].length, options, spun);
+          // Looked at again after every sleep: the caller may change the array or a message
+          // meanwhile, and a message too long for the ring would wait for room for good.
+          const length = messages[sent]?.length;
+          if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[sent], sent);
+          const index = await this.#waitForRoom(length, options, spun);
           spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
+          this.#checkUnchanged(messages[sent], length, sent);
           this.#write(index, messages[sent++]);
           sent += this.#sendBatch(messages, sent);
         }
@@ -287,7 +321,11 @@ export class RingProducer {
       this.#ring.inCallback = false;
     }
     if (!Number.isSafeInteger(used) || used < 0 || used > length) {
-      throw new RangeError(`The writer reported ${used} bytes for a ${length}-byte message`);
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `the writer reported ${used} bytes for a message of at most ${length}; nothing was sent`,
+      );
     }
     this.#ring.check(); // the callback may have closed it
     this.#commit(index, used);
@@ -340,17 +378,48 @@ export class RingProducer {
   }
 
   #checkLength(length: number): void {
-    if (!Number.isSafeInteger(length) || length < 0 || length > this.#ring.maxMessageSize) {
-      this.#tooLong(length);
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw this.#ring.argumentError(
+        RangeError,
+        "send into",
+        `a length of ${length} bytes is not a whole number from 0 up`,
+      );
     }
+    if (length > this.#ring.maxMessageSize) this.#tooLong(length);
   }
 
-  #tooLong(length: number): never {
+  /** Throws for a message that is too long, or is no message at (a `Uint8Array`). */
+  #badMessage(message: unknown, sent?: number): never {
+    const length = (message as Uint8Array | undefined)?.length;
+    if (typeof length === "number") this.#tooLong(length, sent);
+    throw this.#ring.argumentError(
+      TypeError,
+      "send into",
+      `the message is ${message === null ? "null" : typeof message}, not a Uint8Array${
+        sent === undefined ? "" : `; ${sent} of the batch went before it`
+      }`,
+    );
+  }
+
+  /** `sent`: how many of a batch went before the message that does not fit. */
+  #tooLong(length: number, sent?: number): never {
+    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
+    throw this.#ring.argumentError(
+      RangeError,
+      "send into",
+      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)${went}`,
+    );
+  }
+
+  /** Throws, sending nothing, if `message` no longer has the `length` room was found for. */
+  #checkUnchanged(message: Uint8Array, length: number, sent?: number): void {
+    if (message?.length === length) return;
+    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
     throw failure(
       RangeError,
       "send into the ring in",
       this.#ring.name,
-      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)`,
+      `the message had ${length} bytes when the send began and ${message?.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${went}`,
     );
   }
 
@@ -378,7 +447,7 @@ export class RingProducer {
         Deno.errors.InvalidData,
         "send into the ring in",
         this.#ring.name,
-        `its tail position ${tail} is ahead of the head ${this.#head}: the header is corrupted`,
+        `its tail position ${tail} is ahead of the head ${this.#head}, or more than the capacity (${this.#capacity}) behind it: the header is corrupted`,
       );
     }
     this.#tail = tail;
@@ -412,6 +481,9 @@ export class RingProducer {
           this.#pad(index, untilEnd);
           this.#publishHead(untilEnd);
         }
+        // About to wait for room: a padding left unpublished (by a reservation cancelled after
+        // it, or a send refused) must reach the consumer first, or its space never comes back.
+        if (this.#head !== this.#publishedHead) this.#publishPadding();
         return -1;
       }
     }
@@ -420,6 +492,12 @@ export class RingProducer {
     // with the message that follows it.
     this.#pad(index, untilEnd);
     return 0;
+  }
+
+  /** Publishes the local head (a padding no message followed) and wakes a sleeping consumer. */
+  #publishPadding(): void {
+    Atomics.store(this.#words, this.#headIndex, this.#publishedHead = this.#head);
+    if (Atomics.load(this.#words, this.#waitingIndex) !== 0) this.#ring.wake(HEAD);
   }
 
   /** Writes a padding record at `index` and moves the local head past it. */
@@ -441,7 +519,7 @@ export class RingProducer {
 
   /** Publishes the local head and wakes the consumer if it sleeps. */
   #publishHead(record: number): void {
-    Atomics.store(this.#words, this.#headIndex, this.#head);
+    Atomics.store(this.#words, this.#headIndex, this.#publishedHead = this.#head);
     if (this.#batching) {
       this.#unwoken += record;
       if (this.#unwoken < this.#wakeEvery) return;
@@ -473,7 +551,10 @@ export class RingProducer {
     this.#unwoken = 0;
     try {
       for (let i = start; i < messages.length; i++) {
-        const length = messages[i].length;
+        const length = messages[i]?.length;
+        // Checked at the call, but a blocking batch comes back here after sleeping, and the
+        // caller may have changed the array meanwhile.
+        if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[i], i);
         const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
         if (index < 0) break;
         this.#write(index, messages[i]);
@@ -481,7 +562,9 @@ export class RingProducer {
       }
     } finally {
       this.#batching = false;
-      if (sent > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
+      // Whatever was published since the last look, a padding record alone included: the
+      // batch may be about to sleep for room that only the consumer skipping it can make.
+      if (this.#unwoken > 0 && Atomics.load(this.#words, this.#waitingIndex) !== 0) {
         this.#ring.wake(HEAD);
       }
     }
@@ -496,7 +579,7 @@ export class RingProducer {
         const index = this.#room(record);
         return index < 0 ? undefined : index;
       },
-      WAKE_FIELDS,
+      this.#wakeFields,
       options,
       spun,
     );
@@ -508,7 +591,12 @@ export class RingProducer {
     const finish = (): void => {
       if (this.#ring.held !== buffer) {
         this.#ring.check();
-        throw new Deno.errors.BadResource("This reservation is already finished");
+        throw failure(
+          Deno.errors.BadResource,
+          "finish a reservation in the ring in",
+          this.#ring.name,
+          "it was committed or cancelled already",
+        );
       }
       this.#ring.held = undefined;
       this.#ring.memory.revoke(buffer);
@@ -517,7 +605,13 @@ export class RingProducer {
       bytes: new Uint8Array(buffer),
       commit: (used = length): void => {
         if (!Number.isSafeInteger(used) || used < 0 || used > length) {
-          throw new RangeError(`Cannot commit ${used} bytes of a ${length}-byte reservation`);
+          this.#ring.check(); // the reservation itself holds the end: no Busy for it
+          throw failure(
+            RangeError,
+            "commit into the ring in",
+            this.#ring.name,
+            `${used} bytes is not a whole number up to the reservation's ${length}`,
+          );
         }
         finish();
         this.#commit(index, used);
