@@ -19,6 +19,7 @@ import {
 import { CONSUMER_WAITING, HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
+import { loadRounds } from "./helpers/load.ts";
 
 const PEER = `${TESTS_DIR}fixtures/ring_peer.ts`;
 const encoder = new TextEncoder();
@@ -891,7 +892,7 @@ testWith(
   NEEDS.children,
   "no wake-up is lost between processes under load, on a full ring or an empty one",
   async () => {
-    const count = 200_000;
+    const count = loadRounds(200_000);
     const seed = 3;
     using region = ringRegion(4096);
     using consumer = openRingConsumer(region, STRICT);
@@ -929,7 +930,7 @@ testWith(
   NEEDS.children,
   "no wake-up is lost between processes under load, one message at a time each way",
   async () => {
-    const rounds = 10_000;
+    const rounds = loadRounds(10_000);
     using there = ringRegion(4096);
     using back = ringRegion(4096);
     using producer = openRingProducer(there, STRICT);

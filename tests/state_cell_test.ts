@@ -17,6 +17,7 @@ import {
   type StateCell,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
+import { loadRounds } from "./helpers/load.ts";
 import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
@@ -242,19 +243,25 @@ testWith(
       const writer = openStateCell(region, { writer: true, mirror });
       writer.write(1);
       writer.close();
-      const before = cpuUsage();
-      const started = performance.now();
-      assertThrowsWith(
-        () => cell.waitForChangeSync({ from: 1, timeout: 400 }),
-        Deno.errors.TimedOut,
-        region.name,
-      );
-      const used = cpuUsage(before);
-      const cpuMs = (used.user + used.system) / 1000;
-      const wallMs = performance.now() - started;
-      // A spin takes a core for the whole wait; a look at the file every 2.75 ms, a few percent
-      // (27 % once under the aarch64 VM's emulation, whose every instruction is slow).
-      assert(cpuMs < wallMs / 2, `${cpuMs.toFixed(0)} ms of CPU in a ${wallMs.toFixed(0)} ms wait`);
+      // A spin takes a core for the whole wait, every time; a look at the file every 2.75 ms, a
+      // few percent, and the runtime's own work (a compile, a collection) does not last: so up
+      // to three waits, and one under half the wall time passes.
+      const waits: string[] = [];
+      for (let wait = 0; wait < 3; wait++) {
+        const before = cpuUsage();
+        const started = performance.now();
+        assertThrowsWith(
+          () => cell.waitForChangeSync({ from: 1, timeout: 400 }),
+          Deno.errors.TimedOut,
+          region.name,
+        );
+        const used = cpuUsage(before);
+        const cpuMs = (used.user + used.system) / 1000;
+        const wallMs = performance.now() - started;
+        if (cpuMs < wallMs / 2) break;
+        waits.push(`${cpuMs.toFixed(0)} ms of CPU in a ${wallMs.toFixed(0)} ms wait`);
+      }
+      assert(waits.length < 3, waits.join(", "));
       // The file is still followed: the original C button's write (no truncation) is seen.
       using file = Deno.openSync(path, { write: true });
       file.writeSync(encoder.encode("0\n"));
@@ -615,7 +622,7 @@ testWith(NEEDS.childrenAndFiles, "an aborted wait lets the process exit", async 
 });
 
 /** Round trips per echo test: enough to have caught the ring's lost wake-ups under load. */
-const ECHO_ROUNDS = 10_000;
+const ECHO_ROUNDS = loadRounds(10_000);
 
 /**
  * Writes 1..ECHO_ROUNDS into the cell at 0 and waits each time for the peer to echo it into the

@@ -205,6 +205,7 @@ GPIO_CDEV_V1=$cdev_v1
 GPIO_TEST_V1_LIBRARY=$([ "$api" = 2 ] && echo libgpiod.so.2)
 GPIO_VM_TESTS="$tests"
 GPIO_VM_FILTER='${TEST_FILTER:-}'
+MMAP_IPC_TEST_LOAD=0.2
 ENV
 (cd "$image" && find . | "$packer" cpio -o -H newc 2>/dev/null) > "$work/initrd.cpio"
 rm -rf "$image"
@@ -218,7 +219,7 @@ if [ "$arch" = amd64 ]; then
 else
   machine=(-M virt -cpu cortex-a72 -accel tcg)
   console=ttyAMA0
-  limit=1500
+  limit=2400
 fi
 echo "gpio-vm: $vm: booting Linux $krel ($arch, software emulation) with libgpiod $([ "$api" = 1 ] && echo 1.6 || echo 2.x)"
 set +e
