@@ -19,12 +19,21 @@ import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 /** Bytes of the region the system's state cell lives in. */
 export const STATE_REGION_SIZE = 256;
 
+/**
+ * The check of a flag that names a file: a path ending in "/" names a directory, and opening it
+ * as a file failed later with a bare ENOENT.
+ */
+export function checkFilePath(path: string): string | undefined {
+  return path.endsWith("/") ? 'a file\'s path (one not ending in "/")' : undefined;
+}
+
 /** `--state` and `--shm`: where the state is published as text for other programs. */
 export const STATE_FLAGS = {
   state: {
     type: "string",
     arg: "PATH",
     help: "keep the state as text in this file too, as the original did (/tmp/data.dat)",
+    check: checkFilePath,
   },
   shm: {
     type: "string",

@@ -5,7 +5,7 @@
  */
 
 import { MQTT_FLAGS } from "../bridges/mqtt/settings.ts";
-import { LOG_FLAGS, STATE_FLAGS } from "./cli.ts";
+import { checkFilePath, LOG_FLAGS, STATE_FLAGS } from "./cli.ts";
 import { type CommandFlags, defineCommand } from "./flags.ts";
 
 const GPIO = "GPIO options (with --pi, which launch:pi passes)";
@@ -26,6 +26,7 @@ export const LAUNCH_COMMAND = defineCommand({
       arg: "PATH",
       defaultText: "/run/user/UID/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
       help: "the button's FIFO; --fifo /tmp/mmap_file is the original's",
+      check: checkFilePath,
     },
     syslog: { type: "boolean", help: 'the LED also logs to the system log, ident "LED MMAP"' },
     ...LOG_FLAGS,

@@ -214,8 +214,8 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * when every process that can write it is trusted; otherwise keep the shared memory in a sealed
  * memfd ({@link createMemfdRegion}) and only copy to and from the file.
  *
- * @param path The file. Its directory must belong to this user or root, and be writable by no
- * other user unless it is sticky (as `/tmp` is).
+ * @param path The file. Its directory and every directory above it must belong to this user or
+ * root, and be writable by no other user unless sticky (as `/tmp` is).
  * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts

@@ -23,12 +23,71 @@ function describeOwner(uid: number): string {
 }
 
 /**
+ * Why another user could rename or replace entries of the directory `stat` describes, if one
+ * could: it belongs to someone who is neither us nor root, or others may write it and it is not
+ * sticky (a sticky directory, as `/tmp` is, lets only an entry's owner rename it).
+ */
+function unsafeDirectory(stat: posix.FileStat): string | undefined {
+  if (stat.uid !== posix.effectiveUid() && stat.uid !== 0) return `belongs to uid ${stat.uid}`;
+  if ((stat.permissions & 0o022) !== 0 && (stat.permissions & C.S_ISVTX) === 0) {
+    return "is writable by other users and not sticky";
+  }
+  return undefined;
+}
+
+/** Deeper than any path the kernel resolves (PATH_MAX is 4096 bytes, "/.." three of them). */
+const MAX_ANCESTORS = 1366;
+
+/**
+ * Refuses a path under a directory above `directory` that another user could rename or
+ * replace (see {@link unsafeDirectory}): whoever can rename `/srv/open/me` can put their own
+ * `me` there, whatever `me` itself allows. Walks up through `..`, so the directories checked are
+ * the ones the kernel resolves, whatever symlinks led to `directory`; each is named by its path
+ * where that path is the same directory, else as `directory/../..`.
+ */
+function checkAncestors(directory: string, action: string, subject: string): void {
+  let here = posix.statPath(directory, { follow: true });
+  let physical = directory;
+  let lexical: string | undefined = directory.startsWith("/") ? directory : undefined;
+  for (let depth = 0; here !== undefined && depth < MAX_ANCESTORS; depth++) {
+    physical = `${physical.replace(/\/+$/, "")}/..`;
+    const above = posix.statPath(physical, { follow: true });
+    if (above === undefined || above.lockIdentity === here.lockIdentity) return; // the root
+    lexical = lexical === undefined || parentOf(lexical) === lexical
+      ? undefined
+      : parentOf(lexical);
+    const problem = unsafeDirectory(above);
+    if (problem !== undefined) {
+      const same = lexical !== undefined &&
+        posix.statPath(lexical, { follow: true })?.lockIdentity === above.lockIdentity;
+      throw failure(
+        Deno.errors.PermissionDenied,
+        action,
+        subject,
+        `the directory ${same ? lexical : physical} above it ${problem}, so another user could ` +
+          "put a directory of theirs in its place",
+      );
+    }
+    here = above;
+  }
+}
+
+/**
  * Refuses a directory where another user could swap a file under us: writable by others
- * without the sticky bit, or owned by someone who is neither us nor root.
+ * without the sticky bit, or owned by someone who is neither us nor root; and the same of every
+ * directory above it.
  *
  * @param path the file whose directory is checked
  */
 export function checkPrivateDirectory(path: string, action: string): void {
+  if (path.endsWith("/")) {
+    throw failure(
+      Deno.errors.IsADirectory,
+      action,
+      path,
+      'it ends in "/", so it names a directory, not a file',
+    );
+  }
   const directory = parentOf(path);
   const stat = posix.statPath(directory, { follow: true });
   if (stat === undefined) {
@@ -37,23 +96,26 @@ export function checkPrivateDirectory(path: string, action: string): void {
   if (stat.type !== "directory") {
     throw failure(Deno.errors.NotADirectory, action, path, `${directory} is not a directory`);
   }
-  const uid = posix.effectiveUid();
-  if (stat.uid !== uid && stat.uid !== 0) {
+  checkDirectoryAndAbove(directory, stat, action, path);
+}
+
+/** Refuses `subject` if another user could replace `directory` (its `stat`) or its entries. */
+function checkDirectoryAndAbove(
+  directory: string,
+  stat: posix.FileStat,
+  action: string,
+  subject: string,
+): void {
+  const problem = unsafeDirectory(stat);
+  if (problem !== undefined) {
     throw failure(
       Deno.errors.PermissionDenied,
       action,
-      path,
-      `its directory ${directory} belongs to uid ${stat.uid}`,
+      subject,
+      `its directory ${directory} ${problem}`,
     );
   }
-  if ((stat.permissions & 0o022) !== 0 && (stat.permissions & C.S_ISVTX) === 0) {
-    throw failure(
-      Deno.errors.PermissionDenied,
-      action,
-      path,
-      `its directory ${directory} is writable by other users and not sticky`,
-    );
-  }
+  checkAncestors(directory, action, subject);
 }
 
 /** Refuses an inode that is not of `type` or not this user's, saying what it is instead. */
@@ -128,6 +190,10 @@ export function checkDataFile(fd: number, action: string, subject: string): void
 /** Creates (0700) or checks a directory that only this user can use; returns `path`. */
 export function ensurePrivateDirectory(path: string): string {
   const action = "use as a private directory";
+  // Checked before anything is made in it (a missing parent is makeDirectory's to report).
+  const parent = parentOf(path);
+  const parentStat = posix.statPath(parent, { follow: true });
+  if (parentStat?.type === "directory") checkDirectoryAndAbove(parent, parentStat, action, path);
   posix.makeDirectory(path, 0o700);
   const stat = posix.statPath(path);
   if (stat?.type !== "directory") {

@@ -169,8 +169,9 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * sits in a directory others can write, or holds anything but a state (a text file of notes is
  * never taken for one, and is left exactly as it is).
  *
- * @param path The file, such as the original's `/tmp/data.dat`. Its directory must belong to this
- * user or root, and be writable by no other user unless it is sticky (as `/tmp` is).
+ * @param path The file, such as the original's `/tmp/data.dat`. Its directory and every directory
+ * above it must belong to this user or root, and be writable by no other user unless sticky (as
+ * `/tmp` is).
  * @param [options={}] Whether to create it.
  * @example
  * ```ts

@@ -7,6 +7,7 @@
  */
 
 import {
+  checkFilePath,
   checkProcFd,
   LOG_FLAGS,
   MEMFD_FLAG,
@@ -41,6 +42,7 @@ export const BUTTON_COMMAND = defineCommand({
       arg: "PATH",
       defaultText: "/run/user/UID/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
       help: 'read presses from this FIFO, one per line: "0" or "press"',
+      check: checkFilePath,
     },
     pi: { type: "boolean", help: "read presses from a GPIO button instead (libgpiod)" },
     chip: {

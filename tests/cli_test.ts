@@ -197,6 +197,12 @@ const SCRIPTS: Script[] = [
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
       [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
       [["--fifo"], "--fifo needs a value"],
+      // A path ending in "/" failed once things were made, with a bare ENOENT.
+      [
+        ["--fifo", "/tmp/x/"],
+        '--fifo must be a file\'s path (one not ending in "/"), not "/tmp/x/"',
+      ],
+      [["--state", "dir/"], '--state must be a file\'s path (one not ending in "/"), not "dir/"'],
       [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 bytes, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
@@ -224,6 +230,7 @@ const SCRIPTS: Script[] = [
         '--log-format must be text or journal, not "json"',
       ],
       [["--state", "s", "--line", "4"], "--line needs --pi"],
+      [["--state", "s", "--fifo", "f/"], '--fifo must be a file\'s path (one not ending in "/")'],
       // It made the state file and the FIFO first, then exited 1 naming another flag.
       [
         ["--state", "s", "--remote", "/dev/zero"],

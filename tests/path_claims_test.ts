@@ -852,3 +852,46 @@ testWith(
     });
   },
 );
+
+/** Every regular file under `dir`, by path. */
+function filesUnder(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].flatMap((entry) => {
+    const path = `${dir}/${entry.name}`;
+    return entry.isDirectory ? filesUnder(path) : [path];
+  });
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
+  "a claim whose record cannot be written (its file system full) fails naming why, and leaves no empty record behind",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
+    await withTempDir(async (dir) => {
+      const small = `${dir}/small`;
+      Deno.mkdirSync(small, { mode: 0o700 });
+      const mount = await new Deno.Command("mount", {
+        args: ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", small],
+      }).output();
+      assert(mount.success, new TextDecoder().decode(mount.stderr));
+      try {
+        const runtime = roots(small, { session: false });
+        const path = `${dir}/state.dat`;
+        // Once with room, so the claims directories exist; then every block taken.
+        for (const held of claimPaths([{ kind: "state file", path }], { roots: runtime })) {
+          held.release();
+        }
+        const filler = `${small}/filler`;
+        assertThrows(() => Deno.writeFileSync(filler, new Uint8Array(128 * 1024)));
+        assertThrowsWith(
+          () => claimPaths([{ kind: "state file", path }], { roots: runtime }),
+          Error,
+          "ENOSPC",
+        );
+        // An empty record was left for good: sweeps skip those as being written.
+        assertEquals(filesUnder(small), [filler]);
+      } finally {
+        await new Deno.Command("umount", { args: ["-l", small] }).output();
+      }
+    });
+  },
+);

@@ -19,6 +19,7 @@ import {
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
 import { makeFifo, statPath } from "../ffi/posix.ts";
+import { openFifoButton } from "../hw/fifo_button.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -233,6 +234,69 @@ testWith(
       Deno.chmodSync(open, 0o1777); // sticky, like /tmp: allowed
       using region = openFileRegion(path, { create: true, size: 64 });
       assertEquals(region.size, 64);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a file under a directory another user could rename is refused: region, state file and FIFO directory, naming that directory",
+  async () => {
+    await withTempDir((dir) => {
+      // Whoever may write open/ can rename own/ away and put a directory of theirs in its place,
+      // however private own/ is.
+      const open = `${dir}/open`;
+      const own = `${open}/own`;
+      Deno.mkdirSync(own, { recursive: true });
+      Deno.chmodSync(own, 0o700);
+      Deno.chmodSync(open, 0o777);
+      const why = `the directory ${open} above it is writable by other users and not sticky`;
+      const region = `${own}/region.dat`;
+      assertThrowsWith(
+        () => openFileRegion(region, { create: true, size: 64 }),
+        Deno.errors.PermissionDenied,
+        region,
+        why,
+      );
+      const state = `${own}/state.txt`;
+      assertThrowsWith(
+        () => openStateFile(state, { create: true }),
+        Deno.errors.PermissionDenied,
+        why,
+      );
+      const fifo = `${own}/fifos/button.fifo`;
+      assertThrowsWith(
+        () => openFifoButton(fifo, { remakeDirectory: true }),
+        Deno.errors.PermissionDenied,
+        why,
+      );
+      assertEquals([...Deno.readDirSync(own)], [], "nothing was made");
+      // A path ending in "/" names a directory (it was a bare ENOENT).
+      Deno.chmodSync(open, 0o755);
+      for (
+        const open of [
+          () => openFileRegion(`${own}/`, { create: true, size: 64 }),
+          () => openStateFile(`${own}/x/`, { create: true }),
+          () => openFifoButton(`${own}/b/`),
+        ]
+      ) {
+        assertThrowsWith(open, Deno.errors.IsADirectory, 'ends in "/"');
+      }
+      Deno.chmodSync(open, 0o777);
+      // Reached through a symlink, the directories the kernel resolves are the ones checked.
+      const link = `${dir}/link`;
+      Deno.symlinkSync(own, link);
+      assertThrowsWith(
+        () => openFileRegion(`${link}/region.dat`, { create: true, size: 64 }),
+        Deno.errors.PermissionDenied,
+        "writable by other users and not sticky",
+      );
+      Deno.chmodSync(open, 0o1777); // sticky, like /tmp: only own/'s owner may rename it
+      using made = openFileRegion(region, { create: true, size: 64 });
+      assertEquals(made.size, 64);
+      using _state = openStateFile(state, { create: true });
+      Deno.chmodSync(open, 0o755);
+      using _also = openFileRegion(`${link}/region.dat`, { size: 64 });
     });
   },
 );

@@ -31,9 +31,10 @@ echo "gpio-vm: guest up: Linux $(uname -r) on $(uname -m)"
 
 cd /mnt || finish 95 "no project"
 export HOME=/tmp DENO_DIR=/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 TMPDIR=/tmp
-# Load tests run a fifth of their rounds (tests/helpers/load.ts): each takes 20-50x as long here.
 export GPIO_SIM=/sys/kernel/config/gpio-sim GPIO_TEST_API GPIO_CDEV_V1 GPIO_TEST_V1_LIBRARY
-export MMAP_IPC_TEST_LOAD
+# Load tests run a fifth of their rounds, and guards against hangs wait three times as long
+# (tests/helpers/load.ts): each round takes 20-50x as long here, and a Deno child seconds to start.
+export MMAP_IPC_TEST_LOAD MMAP_IPC_TEST_SLOWNESS
 # The host type-checked these files; type-checking under emulation would take minutes.
 # shellcheck disable=SC2086 # a list of file names
 set --

@@ -206,6 +206,7 @@ GPIO_TEST_V1_LIBRARY=$([ "$api" = 2 ] && echo libgpiod.so.2)
 GPIO_VM_TESTS="$tests"
 GPIO_VM_FILTER='${TEST_FILTER:-}'
 MMAP_IPC_TEST_LOAD=0.2
+MMAP_IPC_TEST_SLOWNESS=3
 ENV
 (cd "$image" && find . | "$packer" cpio -o -H newc 2>/dev/null) > "$work/initrd.cpio"
 rm -rf "$image"

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { guardMs } from "./load.ts";
+
 /** One line a child printed. */
 export interface OutputLine {
   stream: "stdout" | "stderr";
@@ -93,7 +95,7 @@ export class ChildProcess implements AsyncDisposable {
   }
 
   /** The next line on stdout; throws if the child ends first or takes over `timeoutMs`. */
-  nextLine(timeoutMs = 30_000): Promise<string> {
+  nextLine(timeoutMs: number = guardMs(30_000)): Promise<string> {
     return this.#until(
       () => {
         const stdout = this.lines.filter((line) => line.stream === "stdout");

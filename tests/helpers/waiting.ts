@@ -7,12 +7,13 @@
  */
 
 import type { ChildProcess } from "./child_process.ts";
+import { guardMs } from "./load.ts";
 
 /**
  * The longest a test waits for something the system must do (start, restart, notice, stop): a
  * guard against hangs on a loaded machine, never a performance goal.
  */
-export const GUARD_MS = 10_000;
+export const GUARD_MS: number = guardMs(10_000);
 
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
