@@ -14,7 +14,7 @@ import { failure } from "./errors.ts";
 /** The parent directory of `path`. */
 export function parentOf(path: string): string {
   const cut = path.replace(/\/+$/, "").lastIndexOf("/");
-  if (cut < 0) return ".";
+  if (cut < 0) return path.startsWith("/") ? "/" : ".";
   return cut === 0 ? "/" : path.slice(0, cut);
 }
 
@@ -22,15 +22,38 @@ function describeOwner(uid: number): string {
   return `it belongs to uid ${uid}, not to this process's uid ${posix.effectiveUid()}`;
 }
 
+let unmappedUid: number | undefined | null = null;
+
+/**
+ * The uid that owners outside this process's user namespace show as (`overflowuid`), or
+ * undefined in the initial namespace, where that uid is a user like any other.
+ */
+function unmappedOwnerUid(): number | undefined {
+  if (unmappedUid === null) {
+    const map = posix.readFileText("/proc/self/uid_map")?.trim().split(/\s+/).join(" ");
+    const overflow = Number(posix.readFileText("/proc/sys/kernel/overflowuid")?.trim());
+    unmappedUid = map === "0 0 4294967295" || !Number.isInteger(overflow) ? undefined : overflow;
+  }
+  return unmappedUid;
+}
+
 /**
  * Why another user could rename or replace entries of the directory `stat` describes, if one
  * could: it belongs to someone who is neither us nor root, or others may write it and it is not
- * sticky (a sticky directory, as `/tmp` is, lets only an entry's owner rename it).
+ * sticky (a sticky directory, as `/tmp` is, lets only an entry's owner rename it). Above the
+ * file's own directory (`above`), an owner outside this user namespace counts as root: in a
+ * rootless container or `unshare -U`, that is how root's `/` and `/tmp` look.
  */
-function unsafeDirectory(stat: posix.FileStat): string | undefined {
-  if (stat.uid !== posix.effectiveUid() && stat.uid !== 0) return `belongs to uid ${stat.uid}`;
+function unsafeDirectory(stat: posix.FileStat, above = false): string | undefined {
+  const mode = stat.permissions.toString(8).padStart(4, "0");
+  if (
+    stat.uid !== posix.effectiveUid() && stat.uid !== 0 &&
+    !(above && stat.uid === unmappedOwnerUid())
+  ) {
+    return `belongs to uid ${stat.uid} (mode ${mode})`;
+  }
   if ((stat.permissions & 0o022) !== 0 && (stat.permissions & C.S_ISVTX) === 0) {
-    return "is writable by other users and not sticky";
+    return `is writable by other users and not sticky (mode ${mode})`;
   }
   return undefined;
 }
@@ -38,25 +61,48 @@ function unsafeDirectory(stat: posix.FileStat): string | undefined {
 /** Deeper than any path the kernel resolves (PATH_MAX is 4096 bytes, "/.." three of them). */
 const MAX_ANCESTORS = 1366;
 
+/** {@link posix.statPath}, following links, with any failure but "not found" named for `subject`. */
+function statAbove(path: string, action: string, subject: string): posix.FileStat | undefined {
+  try {
+    return posix.statPath(path, { follow: true });
+  } catch (error) {
+    throw failure(
+      Deno.errors.PermissionDenied,
+      action,
+      subject,
+      `cannot check the directory ${path} above it: ${(error as Error).message}`,
+    );
+  }
+}
+
 /**
  * Refuses a path under a directory above `directory` that another user could rename or
  * replace (see {@link unsafeDirectory}): whoever can rename `/srv/open/me` can put their own
  * `me` there, whatever `me` itself allows. Walks up through `..`, so the directories checked are
  * the ones the kernel resolves, whatever symlinks led to `directory`; each is named by its path
- * where that path is the same directory, else as `directory/../..`.
+ * where that path is the same directory, else as `directory/../..`. Symlinks on the way as
+ * written are checked too: see {@link checkLinksOnTheWay}.
  */
 function checkAncestors(directory: string, action: string, subject: string): void {
-  let here = posix.statPath(directory, { follow: true });
+  checkLinksOnTheWay(directory, action, subject);
+  const root = statAbove("/", action, subject)?.lockIdentity;
+  let here = statAbove(directory, action, subject);
   let physical = directory;
-  let lexical: string | undefined = directory.startsWith("/") ? directory : undefined;
-  for (let depth = 0; here !== undefined && depth < MAX_ANCESTORS; depth++) {
+  let lexical: string | undefined = directory;
+  for (let depth = 0; here !== undefined; depth++) {
+    if (depth === MAX_ANCESTORS) {
+      throw failure(Deno.errors.PermissionDenied, action, subject, "its directories nest too deep");
+    }
+    if (here.lockIdentity === root) return;
     physical = `${physical.replace(/\/+$/, "")}/..`;
-    const above = posix.statPath(physical, { follow: true });
-    if (above === undefined || above.lockIdentity === here.lockIdentity) return; // the root
+    const above = statAbove(physical, action, subject);
+    if (above === undefined) return;
+    // The same directory (one bind-mounted under itself): look further up, not stop.
+    if (above.lockIdentity === here.lockIdentity) continue;
     lexical = lexical === undefined || parentOf(lexical) === lexical
       ? undefined
       : parentOf(lexical);
-    const problem = unsafeDirectory(above);
+    const problem = unsafeDirectory(above, true);
     if (problem !== undefined) {
       const same = lexical !== undefined &&
         posix.statPath(lexical, { follow: true })?.lockIdentity === above.lockIdentity;
@@ -69,6 +115,38 @@ function checkAncestors(directory: string, action: string, subject: string): voi
       );
     }
     here = above;
+  }
+}
+
+/**
+ * Refuses a path that passes through a symlink another user could change: one in a directory
+ * of the kind {@link unsafeDirectory} refuses, or one that is not ours or root's. The `..` walk
+ * checks where the links lead, not where they are.
+ */
+function checkLinksOnTheWay(directory: string, action: string, subject: string): void {
+  const parts = directory.split("/");
+  for (let end = parts.length; end > 0; end--) {
+    const prefix = parts.slice(0, end).join("/");
+    if (prefix === "" || prefix === "." || prefix === "..") continue;
+    const stat = posix.statPath(prefix);
+    if (stat?.type !== "symlink") continue;
+    const holder = parentOf(prefix);
+    const holderStat = statAbove(holder, action, subject);
+    const problem = stat.uid !== posix.effectiveUid() && stat.uid !== 0
+      ? `belongs to uid ${stat.uid}`
+      : holderStat === undefined
+      ? undefined
+      : unsafeDirectory(holderStat, true);
+    if (problem !== undefined) {
+      throw failure(
+        Deno.errors.PermissionDenied,
+        action,
+        subject,
+        `the symbolic link ${prefix} on its way ${
+          problem.startsWith("belongs") ? problem : `is in ${holder}, which ${problem}`
+        }, so another user could point it elsewhere`,
+      );
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
@@ -291,12 +291,65 @@ testWith(
         Deno.errors.PermissionDenied,
         "writable by other users and not sticky",
       );
+      // A symlink in a directory others may write leads to a safe place, but they may point it
+      // elsewhere: the link is refused, where it is, not only where it leads.
+      const safe = `${dir}/safe`;
+      Deno.mkdirSync(safe, { mode: 0o700 });
+      Deno.symlinkSync(safe, `${open}/to-safe`);
+      assertThrowsWith(
+        () => openStateFile(`${open}/to-safe/state.txt`, { create: true }),
+        Deno.errors.PermissionDenied,
+        `the symbolic link ${open}/to-safe on its way is in ${open}, which is writable by other users`,
+      );
+      assertEquals([...Deno.readDirSync(safe)], []);
       Deno.chmodSync(open, 0o1777); // sticky, like /tmp: only own/'s owner may rename it
+      using _viaLink = openStateFile(`${open}/to-safe/state.txt`, { create: true });
       using made = openFileRegion(region, { create: true, size: 64 });
       assertEquals(made.size, 64);
       using _state = openStateFile(state, { create: true });
       Deno.chmodSync(open, 0o755);
       using _also = openFileRegion(`${link}/region.dat`, { size: 64 });
+    });
+  },
+);
+
+testWith(
+  [
+    ...NEEDS.childrenAndFiles,
+    requires("unshare", { probe: ["--user", "--map-root-user", "true"] }),
+  ],
+  "above a file's directory, an owner outside the user namespace counts as root (as in a rootless container); outside one, that owner is refused",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to make a directory another user owns")) return;
+    await withTempDir(async (dir) => {
+      const theirs = `${dir}/theirs`;
+      const mine = `${theirs}/mine`;
+      Deno.mkdirSync(mine, { recursive: true });
+      Deno.chmodSync(mine, 0o700);
+      Deno.chmodSync(theirs, 0o755);
+      Deno.chownSync(theirs, 12345, 12345);
+      const path = `${mine}/state.txt`;
+      assertThrowsWith(
+        () => openStateFile(path, { create: true }),
+        Deno.errors.PermissionDenied,
+        `the directory ${theirs} above it belongs to uid 12345`,
+      );
+      // In a user namespace that maps only root, uid 12345 shows as the overflow uid, as root's
+      // directories do in a rootless container: there it cannot be told from root.
+      const script = `${dir}/open.ts`;
+      Deno.writeTextFileSync(
+        script,
+        `import { openStateFile } from ${JSON.stringify(`${ROOT}lib/state_file.ts`)};\n` +
+          "openStateFile(Deno.args[0], { create: true }).close();\n" +
+          'console.log("opened");\n',
+      );
+      await using child = spawnProgram("unshare", [
+        ...["--user", "--map-root-user"],
+        ...denoCommand(script, [path], ["--allow-all"]),
+      ]);
+      const status = await child.status();
+      assertEquals(status.code, 0, status.stderr);
+      assertEquals(statPath(path)?.type, "file");
     });
   },
 );
