@@ -33,7 +33,7 @@ import {
   startLauncher,
   stopAll,
 } from "./helpers/system.ts";
-import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
+import { removeTree, withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
 import { ensurePrivateDirectory } from "../lib/owned_path.ts";
@@ -867,13 +867,7 @@ testWith(
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
     await withTempDir(async (dir) => {
-      const small = `${dir}/small`;
-      Deno.mkdirSync(small, { mode: 0o700 });
-      const mount = await new Deno.Command("mount", {
-        args: ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", small],
-      }).output();
-      assert(mount.success, new TextDecoder().decode(mount.stderr));
-      try {
+      await withMount(dir, "tmpfs", (small) => {
         const runtime = roots(small, { session: false });
         const path = `${dir}/state.dat`;
         // Once with room, so the claims directories exist; then every block taken.
@@ -889,9 +883,7 @@ testWith(
         );
         // An empty record was left for good: sweeps skip those as being written.
         assertEquals(filesUnder(small), [filler]);
-      } finally {
-        await new Deno.Command("umount", { args: ["-l", small] }).output();
-      }
+      }, "size=64k");
     });
   },
 );

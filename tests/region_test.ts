@@ -3,7 +3,7 @@ import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
-import { uniqueSysvKey, withShmName, withTempDir } from "./helpers/temp.ts";
+import { uniqueSysvKey, withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
@@ -737,13 +737,7 @@ testWith(
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
     await withTempDir(async (dir) => {
-      const small = `${dir}/small`;
-      Deno.mkdirSync(small, { mode: 0o700 });
-      const mount = await new Deno.Command("mount", {
-        args: ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", small],
-      }).output();
-      assert(mount.success, new TextDecoder().decode(mount.stderr));
-      try {
+      await withMount(dir, "tmpfs", (small) => {
         const path = `${small}/ring.dat`;
         // Sparse, this opened, and the process died of SIGBUS on the first write past 64 KiB.
         assertThrowsWith(
@@ -761,10 +755,7 @@ testWith(
         assertEquals(Deno.readTextFileSync(notes), "my notes\n");
         using fits = openFileRegion(`${small}/fits.dat`, { create: true, size: 16384 });
         fits.write(16383, new Uint8Array([1]));
-      } finally {
-        // Lazily: a region the failed assertion left open still maps a file there.
-        await new Deno.Command("umount", { args: ["-l", small] }).output();
-      }
+      }, "size=64k");
     });
   },
 );
@@ -775,13 +766,7 @@ testWith(
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount a ramfs")) return;
     await withTempDir(async (dir) => {
-      const ram = `${dir}/ram`;
-      Deno.mkdirSync(ram, { mode: 0o700 });
-      const mount = await new Deno.Command("mount", {
-        args: ["-t", "ramfs", "-o", "mode=0700", "ramfs", ram],
-      }).output();
-      assert(mount.success, new TextDecoder().decode(mount.stderr));
-      try {
+      await withMount(dir, "ramfs", (ram) => {
         const path = `${ram}/state.dat`;
         // ramfs has no fallocate(2): the reservation is skipped, not an error.
         using region = openFileRegion(path, { create: true, size: 3 * 4096 });
@@ -789,9 +774,7 @@ testWith(
         using again = openFileRegion(path);
         assertEquals(again.read(3 * 4096 - 1, 1)[0], 7);
         assertEquals(statPath(path)?.size, 3 * 4096);
-      } finally {
-        await new Deno.Command("umount", { args: ["-l", ram] }).output();
-      }
+      });
     });
   },
 );

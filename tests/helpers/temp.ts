@@ -46,3 +46,29 @@ export async function removeTree(...paths: string[]): Promise<void> {
     throw new Error(`rm -rf ${paths.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
   }
 }
+
+/**
+ * Runs `fn` with a file system of `type` ("tmpfs", "ramfs") mounted 0700 at `${dir}/${type}`,
+ * with `options` (such as "size=64k"); unmounted afterwards, whatever happens. Needs root.
+ */
+export async function withMount<T>(
+  dir: string,
+  type: "tmpfs" | "ramfs",
+  fn: (mountPoint: string) => T | Promise<T>,
+  options = "",
+): Promise<T> {
+  const mountPoint = `${dir}/${type}`;
+  Deno.mkdirSync(mountPoint, { mode: 0o700 });
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", type, "-o", `${options}${options === "" ? "" : ","}mode=0700`, type, mountPoint],
+  }).output();
+  if (!mount.success) {
+    throw new Error(`mount -t ${type} failed: ${new TextDecoder().decode(mount.stderr)}`);
+  }
+  try {
+    return await fn(mountPoint);
+  } finally {
+    // Lazily: a region a failed assertion left open still maps a file there.
+    await new Deno.Command("umount", { args: ["-l", mountPoint] }).output();
+  }
+}
