@@ -21,7 +21,7 @@ import { Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
-import { delay, within } from "./helpers/waiting.ts";
+import { delay, wakeEach, within } from "./helpers/waiting.ts";
 
 const CELL_BYTES = 128;
 
@@ -326,15 +326,20 @@ Deno.test({
   const before = futexHubCounts().inFlight;
   const indexes = Array.from({ length: 10 }, (_, i) => i * 16);
   const handles: FutexWait[] = [];
-  const waits = indexes.map((index) =>
+  const ended: (bigint | undefined)[] = indexes.map(() => undefined);
+  const waits = indexes.map((index, i) =>
     new Promise<bigint>((resolve) =>
       handles.push(hub.wait(address(index), 0, undefined, resolve, true))
-    )
+    ).then((result) => ended[i] = result)
   );
   try {
-    await delay(20); // asleep, in all likelihood
+    await delay(20); // asleep, in all likelihood; a wake that woke no one is made again
     assertEquals(futexHubCounts().inFlight - before, OWN_CALLS + 1, "worker threads held");
-    for (const index of indexes) memory.word(index).wake(1);
+    await wakeEach(
+      indexes.length,
+      (i) => memory.word(indexes[i]).wake(1),
+      (i) => ended[i] !== undefined,
+    );
     const results = await within(Promise.all(waits), 10_000);
     assert(results !== undefined, "a wake-up was lost");
     // Each alone in its call ends as woken; the shared ones end, woken or not, with its return.

@@ -4,7 +4,7 @@ import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withMount, withShmName, withTempDir } from "./helpers/temp.ts";
-import { delay } from "./helpers/waiting.ts";
+import { delay, wakeEach } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   MAX_REGION_SIZE,
@@ -526,9 +526,16 @@ Deno.test("SharedRegion.waitInt32(): notifies of many words at once, none change
   // wait may).
   const offsets = Array.from({ length: OWN_CALLS + 6 }, (_, i) => i * 64);
   for (let round = 0; round < 5; round++) {
-    const waits = offsets.map((offset) => region.waitInt32(offset, 0, { timeout: 10_000 }));
-    await delay(20); // asleep, in all likelihood
-    for (const offset of offsets) region.notifyInt32(offset);
+    const ended: (string | undefined)[] = offsets.map(() => undefined);
+    const waits = offsets.map((offset, i) =>
+      region.waitInt32(offset, 0, { timeout: 10_000 }).then((result) => ended[i] = result)
+    );
+    await delay(20); // asleep, in all likelihood; a notify that woke no one is made again
+    await wakeEach(
+      offsets.length,
+      (i) => region.notifyInt32(offsets[i]),
+      (i) => ended[i] !== undefined,
+    );
     assertEquals(await Promise.all(waits), offsets.map(() => "ok"));
   }
 });

@@ -55,3 +55,26 @@ export async function within<T>(promise: Promise<T>, timeoutMs: number): Promise
     clearTimeout(timer);
   }
 }
+
+/**
+ * Wakes each of `count` waits whose words stay as they were: `wake(i)` returns how many it woke.
+ * A futex forgets a wake-up that comes before its wait sleeps, so a wake that woke no one is made
+ * again, 5 ms later, until it wakes one or `ended(i)` holds (the wait ended with another's return).
+ * Throws naming the waits no wake reached after {@link GUARD_MS}.
+ */
+export async function wakeEach(
+  count: number,
+  wake: (i: number) => number,
+  ended: (i: number) => boolean,
+): Promise<void> {
+  let pending = Array.from({ length: count }, (_, i) => i);
+  const started = performance.now();
+  for (;;) {
+    pending = pending.filter((i) => !ended(i) && wake(i) === 0);
+    if (pending.length === 0) return;
+    if (performance.now() - started > GUARD_MS) {
+      throw new Error(`Waits ${pending.join(", ")} never slept to be woken in ${GUARD_MS} ms`);
+    }
+    await delay(5);
+  }
+}
