@@ -15,6 +15,7 @@ import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import { defaultLogFormat, type Logger, logger, setupLogging } from "./app/logging.ts";
 import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
+import { repairStateCell } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
 import {
@@ -504,12 +505,17 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
     keepingClaims = keepClaims(resources.claims, { signal: stop.signal, log });
 
-    const options = { log, config: `${ROOT}deno.json` };
-    const supervisors = childSpecs(flags, state, fifo, resources.link).map((spec) =>
-      new Supervisor(spec, options)
-    );
+    const supervise = (spec: ChildSpec): Supervisor =>
+      new Supervisor(spec, {
+        log,
+        config: `${ROOT}deno.json`,
+        // The memfd is sealed, but the user can still write into it: a child must find it sound.
+        beforeRestart: () =>
+          void repairStateCell({ ...state, cell: resources.cell }, spec.name, log),
+      });
+    const supervisors = childSpecs(flags, state, fifo, resources.link).map(supervise);
     const bridge = bridged !== undefined && resources.link !== undefined
-      ? new Supervisor(bridgeSpec(flags, bridged, state, resources.link), options)
+      ? supervise(bridgeSpec(flags, bridged, state, resources.link))
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
       // In the background (`deno task launch &`, or Ctrl+Z then bg) a read of the terminal

@@ -44,6 +44,7 @@ export {
   openStateCell,
   STATE_CELL_SIZE,
   StateCell,
+  stateCellHeaderProblem,
   type StateCellOptions,
   type StateChangesOptions,
   type StateWaitOptions,

@@ -89,6 +89,7 @@ export class Supervisor {
   readonly #config: string;
   readonly #executable: string;
   readonly #env: Record<string, string>;
+  readonly #beforeRestart: (() => void) | undefined;
   #child: Deno.ChildProcess | undefined;
 
   /**
@@ -97,10 +98,18 @@ export class Supervisor {
    * @param executable the Deno binary to start the child with; by default the running one's
    *   path now (the one the launcher's `--allow-run` names): a restart after an upgrade replaced
    *   the binary there starts the new one, and one after it was removed counts as a crash
+   * @param beforeRestart runs before each restart, after the pause: puts right what the child
+   *   needs (the state it opens) if something else broke it; what it throws is logged
    */
   constructor(
     spec: ChildSpec,
-    options: { log: Logger; config: string; policy?: RestartPolicy; executable?: string },
+    options: {
+      log: Logger;
+      config: string;
+      policy?: RestartPolicy;
+      executable?: string;
+      beforeRestart?: () => void;
+    },
   ) {
     this.#spec = spec;
     this.#log = options.log;
@@ -108,6 +117,7 @@ export class Supervisor {
     this.#policy = options.policy ?? DEFAULT_RESTART_POLICY;
     this.#executable = options.executable ?? Deno.execPath();
     this.#env = inheritedEnv([...CHILD_RUNTIME_ENV, ...(spec.env ?? [])]);
+    this.#beforeRestart = options.beforeRestart;
   }
 
   /** The running child's pid, if one runs. */
@@ -170,6 +180,12 @@ export class Supervisor {
       );
       this.#log.warn(`${name} ${ran.how}; restarting in ${delay} ms`);
       await sleep(delay, { signal }).catch(() => {}); // an abort ends the pause early
+      if (signal.aborted) return;
+      try {
+        this.#beforeRestart?.();
+      } catch (error) {
+        this.#log.warn(`Before restarting ${name}: ${(error as Error).message}`);
+      }
     }
   }
 

@@ -1028,6 +1028,75 @@ function hex(value: number): string {
 }
 
 /**
+ * What is wrong with the header of the state cell at `offset` (default 0) of `region`, in words
+ * fit for an error or a log line: `undefined` when it is a sound cell's, or when it is blank (all
+ * zero, which {@link openStateCell} makes into a cell). {@link openStateCell} refuses such a
+ * header unless `initialise` is set; a program that owns the memory (a supervisor, say) can look
+ * first and decide to write it anew. Only the header's fixed words are looked at: a value, a
+ * sequence or a claim a peer wrote over is the cell's to cope with.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, openStateCell, stateCellHeaderProblem } from "@mmap-ipc/mmap-ipc";
+ *
+ * using region = createMemfdRegion({ size: 256 });
+ * openStateCell(region).close();
+ * console.log(stateCellHeaderProblem(region)); // undefined
+ * region.write(64, new TextEncoder().encode("XXXX"));
+ * console.log(stateCellHeaderProblem(region)); // found 0x58585858 at byte 64 where the magic ...
+ * ```
+ */
+export function stateCellHeaderProblem(
+  region: SharedRegion,
+  options: { offset?: number } = {},
+): string | undefined {
+  const base = options.offset ?? 0;
+  if (!Number.isSafeInteger(base) || base < 0 || base + STATE_CELL_SIZE > region.size) {
+    throw new RangeError(
+      `State cell offset ${base} does not leave ${STATE_CELL_SIZE} bytes in ${region.name}`,
+    );
+  }
+  const problem = headerProblem(region, base);
+  return problem === "blank" ? undefined : problem?.reason;
+}
+
+/**
+ * What the header at `base` is, unless a sound cell's: blank, or wrong in the way `reason` says
+ * (`foreign`: not a cell's at all, rather than another version's).
+ */
+function headerProblem(
+  region: SharedRegion,
+  base: number,
+): "blank" | { reason: string; foreign?: boolean } | undefined {
+  const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
+  if (header.every((byte) => byte === 0)) return "blank";
+  const view = new DataView(header.buffer);
+  const magic = view.getUint32(0, true);
+  if (magic !== STATE_CELL_MAGIC) {
+    return {
+      reason: `found ${hex(magic)} at byte ${base + MAGIC} where the magic ${
+        hex(STATE_CELL_MAGIC)
+      } ("CELL") belongs; it holds something else`,
+      foreign: true,
+    };
+  }
+  const version = view.getUint32(VERSION - MAGIC, true);
+  if (version !== STATE_CELL_VERSION) {
+    return {
+      reason: `its layout version is ${version}; this library reads version ${STATE_CELL_VERSION}`,
+    };
+  }
+  const size = view.getUint32(SIZE - MAGIC, true);
+  if (size !== STATE_CELL_SIZE) {
+    return {
+      reason:
+        `its header claims a cell of ${size} bytes; a version ${STATE_CELL_VERSION} cell has ${STATE_CELL_SIZE}`,
+    };
+  }
+  return undefined;
+}
+
+/**
  * Opens the state cell in `region`. A blank (all-zero) header, such as the one in a file the
  * original C program made, is given a fresh header and keeps its value; a foreign or damaged
  * header is an error that says what was found, unless `initialise` is set.
@@ -1070,41 +1139,15 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       `followPeriodMs ${options.followPeriodMs} is more than ${MAX_FOLLOW_PERIOD_MS} ms (a finite period is needed)`,
     );
   }
-  const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
-  const view = new DataView(header.buffer);
-  const magic = view.getUint32(0, true);
   let state: HeaderState = "valid";
-  if (options.initialise) {
-    state = "initialise";
-  } else if (header.every((byte) => byte === 0)) {
-    state = "blank";
-  } else if (magic !== STATE_CELL_MAGIC) {
-    throw failure(
-      Deno.errors.InvalidData,
-      action,
-      region.name,
-      `found ${hex(magic)} at byte ${base + MAGIC} where the magic ${
-        hex(STATE_CELL_MAGIC)
-      } ("CELL") belongs; it holds something else (pass initialise: true to overwrite it)`,
-    );
-  } else {
-    const version = view.getUint32(VERSION - MAGIC, true);
-    const size = view.getUint32(SIZE - MAGIC, true);
-    if (version !== STATE_CELL_VERSION) {
-      throw failure(
-        Deno.errors.InvalidData,
-        action,
-        region.name,
-        `its layout version is ${version}; this library reads version ${STATE_CELL_VERSION}`,
-      );
-    }
-    if (size !== STATE_CELL_SIZE) {
-      throw failure(
-        Deno.errors.InvalidData,
-        action,
-        region.name,
-        `its header claims a cell of ${size} bytes; a version ${STATE_CELL_VERSION} cell has ${STATE_CELL_SIZE}`,
-      );
+  if (options.initialise) state = "initialise";
+  else {
+    const problem = headerProblem(region, base);
+    if (problem === "blank") state = "blank";
+    else if (problem !== undefined) {
+      // Only a foreign header is worth overwriting: another version's is a newer program's.
+      const hint = problem.foreign ? " (pass initialise: true to overwrite it)" : "";
+      throw failure(Deno.errors.InvalidData, action, region.name, problem.reason + hint);
     }
   }
   return new StateCell(constructing, { region, options, header: state });

@@ -5,7 +5,7 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { effectiveUid } from "../ffi/posix.ts";
+import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
@@ -182,6 +182,62 @@ testWith(
       );
       assertEquals(stateValue(state), 0, launcher.transcript);
     }),
+);
+
+/** The argument after `flag` on the command line of process `pid`. */
+function argumentAfter(pid: number, flag: string): string {
+  const args = (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0");
+  const at = args.indexOf(flag);
+  assert(at >= 0 && at + 1 < args.length, `no ${flag} in ${args.join(" ")}`);
+  return args[at + 1];
+}
+
+testWith(
+  NEEDS.system,
+  "the launcher's state memfd written over through /proc/PID/fd/N: each child started again finds its header written anew, the state kept",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo, "--log-level", "debug"]);
+      const pids = await running(launcher);
+      const restarted: number[] = [];
+      try {
+        assertEquals(await pressAndSee(launcher, fifo), 1);
+        const memfd = argumentAfter(pids.led, "--memfd");
+        // Sealed against truncation, not against this. Before, the child started again could
+        // not open the cell, nor the four after it, and the launcher stopped everything.
+        for (
+          const [child, offset, found, ready] of [
+            ["button", 64, "found 0x58585858 at byte 64 where the magic", /Button ready/],
+            ["led", 68, "its layout version is 1482184792", /LED Status: On/],
+          ] as const
+        ) {
+          const since = launcher.lines.length;
+          await shell(
+            `printf XXXX | dd of="$1" bs=1 seek=${offset} conv=notrunc status=none`,
+            memfd,
+          );
+          Deno.kill(pids[child], "SIGKILL");
+          const started = new RegExp(`Started ${child} \\(pid (\\d+)\\)`);
+          const { match } = await launcher.waitFor(started, { since, timeoutMs: GUARD_MS });
+          restarted.push(Number(match[1]));
+          // The LED started again shows On: the state was kept.
+          await launcher.waitFor(ready, { since, timeoutMs: GUARD_MS });
+          const warnings = launcher.matching(/wrote over the state memfd/, since);
+          assertEquals(warnings.length, 1, launcher.transcript);
+          for (const words of [memfd, found, "state 1", `before starting ${child} again`]) {
+            assertStringIncludes(warnings[0], words);
+          }
+        }
+        assertEquals(launcher.matching(/exited with code|Cannot open/), [], launcher.transcript);
+        assertEquals(await pressAndSee(launcher, fifo), 0, "the press after the repair toggles 1");
+        assertEquals(await pressAndSee(launcher, fifo), 1);
+        await stopCleanly(launcher, restarted);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    });
+  },
 );
 
 testWith(

@@ -14,6 +14,8 @@ import {
   openMemfdRegion,
   openRingConsumer,
   openRingProducer,
+  type RingConsumer,
+  type RingProducer,
   ringRegionSize,
 } from "../mod.ts";
 import { CONSUMER_WAITING, HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
@@ -479,15 +481,36 @@ Deno.test("sendBatch() whose array changes while it sleeps throws for a message 
   await assertRejectsWith(() => sending, RangeError, "1000 bytes does not fit", "5 of the batch");
 });
 
-Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
-  // 32 records of 56 bytes (8 of header, 48 of payload) fill a ring of 1792 bytes; an eighth of
-  // it is 224 bytes, 4 records.
-  const record = 56;
-  using region = ringRegion(32 * record);
-  using producer = openRingProducer(region);
-  using consumer = openRingConsumer(region);
-  const message = new Uint8Array(record - 8);
+/**
+ * A ring of 1792 bytes filled with 32 records of 56 bytes (8 of header, 48 of payload): its two
+ * ends and the 48-byte message, closed together.
+ */
+function fullRing(): {
+  producer: RingProducer;
+  consumer: RingConsumer;
+  message: Uint8Array<ArrayBuffer>;
+} & Disposable {
+  const region = ringRegion(32 * 56);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  const message = new Uint8Array(48);
   while (producer.trySend(message));
+  return {
+    producer,
+    consumer,
+    message,
+    [Symbol.dispose]: () => {
+      consumer.close();
+      producer.close();
+      region.close();
+    },
+  };
+}
+
+Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
+  // An eighth of the ring is 224 bytes, 4 records.
+  using ring = fullRing();
+  const { producer, consumer, message } = ring;
   const roomAfter: number[] = [];
   let taken = 0;
   const count = consumer.tryReadWith(() => {
@@ -531,12 +554,8 @@ Deno.test("a padding left unpublished by a cancelled reservation or a refused se
 });
 
 Deno.test("a batch read takes at most a ring's worth, though a producer keeps up with it", () => {
-  const record = 56;
-  using region = ringRegion(32 * record);
-  using producer = openRingProducer(region);
-  using consumer = openRingConsumer(region);
-  const message = new Uint8Array(record - 8);
-  while (producer.trySend(message));
+  using ring = fullRing();
+  const { producer, consumer, message } = ring;
   // Each message read sends another: without a bound the call never returned.
   let calls = 0;
   const count = consumer.tryReadWith(() => {

@@ -15,6 +15,7 @@ import {
   openStateFile,
   type SharedRegion,
   type StateCell,
+  stateCellHeaderProblem,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
 import { loadRounds } from "./helpers/load.ts";
@@ -134,6 +135,36 @@ Deno.test("openStateCell() refuses an unknown version and an impossible size", (
   region.storeInt32(68, STATE_CELL_VERSION);
   region.storeInt32(72, 1 << 30);
   assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, `${1 << 30} bytes`);
+});
+
+Deno.test("stateCellHeaderProblem() names what openStateCell() would refuse, and nothing else", () => {
+  using region = createMemfdRegion({ size: 512 });
+  assertEquals(stateCellHeaderProblem(region), undefined, "blank: openStateCell makes it a cell");
+  using cell = openStateCell(region, { writer: true });
+  cell.write(7);
+  assertEquals(stateCellHeaderProblem(region), undefined);
+  // A value, a sequence or a claim written over is the cell's to cope with, not the header's.
+  region.storeInt32(84, 0x41414141);
+  assertEquals(stateCellHeaderProblem(region), undefined);
+  for (
+    const [offset, value, words] of [
+      [64, 0x58585858, "found 0x58585858 at byte 64 where the magic"],
+      [68, 9, "layout version is 9"],
+      [72, 1 << 30, `claims a cell of ${1 << 30} bytes`],
+    ] as const
+  ) {
+    const before = region.loadInt32(offset);
+    region.storeInt32(offset, value);
+    const problem = stateCellHeaderProblem(region);
+    assert(problem !== undefined && problem.includes(words), `${offset}: ${problem}`);
+    assert(!problem.includes("initialise"), "a hint for openStateCell's callers only");
+    assertThrowsWith(() => openStateCell(region), Deno.errors.InvalidData, words);
+    region.storeInt32(offset, before);
+  }
+  assertEquals(stateCellHeaderProblem(region, { offset: 256 }), undefined);
+  for (const offset of [-8, 1.5, 400]) {
+    assertThrowsWith(() => stateCellHeaderProblem(region, { offset }), RangeError, `${offset}`);
+  }
 });
 
 Deno.test("openStateCell() refuses a region too small and a bad offset", () => {

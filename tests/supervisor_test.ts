@@ -1,14 +1,22 @@
 /**
  * The supervisor on its own, with real child processes: what a crash report quotes of a child's
- * error output, and a child that cannot be started at all.
+ * error output, a child that cannot be started at all, and the hook that runs before a restart.
  */
-import { assert, assertInstanceOf, assertRejects, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
 import { logger } from "../app/logging.ts";
 import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
 import { ErrorOutput, MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import { until } from "./helpers/waiting.ts";
+import { statPath } from "../ffi/posix.ts";
 
 /** Two quick crashes end it. */
 const QUICK: RestartPolicy = {
@@ -96,3 +104,56 @@ Deno.test("a crash report keeps a journal-format error line (<3>...) ahead of th
   assertStringIncludes(summary, "(3 more lines)");
   assertStringIncludes(summary, "retrying 8");
 });
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "beforeRestart runs before each restart, not the first start; what it throws is logged and the child starts again",
+  async () => {
+    await withTempDir(async (dir) => {
+      // The child fails until the file it needs is there, as the LED did with its state
+      // written over; the hook puts it there at its second call.
+      const script = `${dir}/needs_file.ts`;
+      Deno.writeTextFileSync(
+        script,
+        [
+          `try { Deno.statSync("${dir}/needed"); } catch { Deno.exit(1); }`,
+          `Deno.writeTextFileSync("${dir}/running", "");`,
+          `setTimeout(() => {}, 600_000);`,
+        ].join("\n"),
+      );
+      const warnings: string[] = [];
+      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+      let calls = 0;
+      const supervisor = new Supervisor(
+        {
+          name: "needy",
+          script,
+          permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
+          args: [],
+        },
+        {
+          log,
+          config: `${ROOT}deno.json`,
+          policy: { ...QUICK, maxCrashes: 5 },
+          beforeRestart: () => {
+            if (++calls === 1) throw new Error("the first repair failed");
+            Deno.writeTextFileSync(`${dir}/needed`, "");
+          },
+        },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      try {
+        await until(() => statPath(`${dir}/running`) !== undefined, "the child running");
+      } finally {
+        stop.abort();
+        await running;
+      }
+      assertEquals(calls, 2);
+      assertEquals(warnings.filter((line) => line.includes("restarting in")).length, 2);
+      assertEquals(warnings.filter((line) => line.includes("the first repair failed")), [
+        "Before restarting needy: the first repair failed",
+      ]);
+    });
+  },
+);

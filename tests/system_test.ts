@@ -17,6 +17,7 @@ import {
   ledShows,
   ledStates,
   running,
+  spawnLaunchTask,
   startLauncher,
   stopAll,
 } from "./helpers/system.ts";
@@ -29,11 +30,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      await using task = spawnProgram(
-        Deno.execPath(),
-        ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
-        { cwd: dir },
-      );
+      await using task = spawnLaunchTask(dir, ["--fifo", fifo]);
       const pids = await running(task);
       const launcherPid = processState(pids.led)?.parentPid ?? 0;
       try {
@@ -62,24 +59,9 @@ testWith(
     await withTempDir(async (dir) => {
       // deno task runs the launcher where deno.json is: these went there. It sets INIT_CWD
       // only where no task runner did before (this test may run under one).
-      await using task = spawnProgram(
-        "env",
-        [
-          "-u",
-          "INIT_CWD",
-          Deno.execPath(),
-          "task",
-          "--quiet",
-          "--config",
-          `${ROOT}deno.json`,
-          "launch",
-          "--fifo",
-          "button.fifo",
-          "--state",
-          "state.dat",
-        ],
-        { cwd: dir },
-      );
+      await using task = spawnLaunchTask(dir, ["--fifo", "button.fifo", "--state", "state.dat"], {
+        withoutInitCwd: true,
+      });
       const pids = await running(task);
       const launcherPid = processState(pids.led)?.parentPid ?? 0;
       try {
@@ -104,11 +86,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      await using task = spawnProgram(
-        Deno.execPath(),
-        ["task", "--quiet", "--config", `${ROOT}deno.json`, "launch", "--fifo", fifo],
-        { cwd: dir },
-      );
+      await using task = spawnLaunchTask(dir, ["--fifo", fifo]);
       const pids = await running(task);
       const launcherPid = processState(pids.led)?.parentPid ?? 0;
       try {

@@ -11,7 +11,7 @@ import type { ChildProcess } from "./child_process.ts";
 import { press } from "./fifo.ts";
 import { ROOT } from "./paths.ts";
 import { killIfRunning } from "./proc.ts";
-import { denoCommand, spawnDeno } from "./spawn.ts";
+import { denoCommand, spawnDeno, spawnProgram } from "./spawn.ts";
 import { GUARD_MS, until } from "./waiting.ts";
 
 /** The permissions `deno task launch` gives the launcher. */
@@ -48,6 +48,28 @@ export function startLauncher(
     cwd: dir,
     env: options.env,
   });
+}
+
+/**
+ * Runs `deno task launch` with `args` in `dir`, as a user does; with `withoutInitCwd`, through
+ * `env -u INIT_CWD`, as from a shell no task runner started (this test may run under one).
+ */
+export function spawnLaunchTask(
+  dir: string,
+  args: string[],
+  options: { withoutInitCwd?: boolean } = {},
+): ChildProcess {
+  const task = [
+    Deno.execPath(),
+    "task",
+    "--quiet",
+    "--config",
+    `${ROOT}deno.json`,
+    "launch",
+    ...args,
+  ];
+  const [program, ...rest] = options.withoutInitCwd ? ["env", "-u", "INIT_CWD", ...task] : task;
+  return spawnProgram(program, rest, { cwd: dir });
 }
 
 /** Starts our button alone on `state` and `fifo`, and waits until it reads the FIFO. */
