@@ -161,6 +161,29 @@ function wakeTargets(): TargetSpec[] {
       goal: { on: "ratio", op: "<=", bound: 1.1 },
       source: ISSUE_12,
     },
+    // Where the asynchronous wait's cost goes, step by step (see `bench/cases/wake_latency.ts`).
+    {
+      id: "raw-waitv-vs-raw-async",
+      title:
+        "raw `futex_waitv` on the word and a control word (the hub's call) p50 against the raw nonblocking wait",
+      figure: { id: "wake-asleep.raw-waitv" },
+      baseline: { id: "wake-asleep.raw-async" },
+      source: ISSUE_12,
+    },
+    {
+      id: "hub-async-vs-raw-waitv",
+      title: "the futex hub alone p50 against the raw `futex_waitv` it makes",
+      figure: { id: "wake-asleep.hub-async" },
+      baseline: { id: "wake-asleep.raw-waitv" },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-async-vs-hub-async",
+      title: "state cell `waitForChange()` p50 against the futex hub alone",
+      figure: { id: "wake-asleep.cell-async" },
+      baseline: { id: "wake-asleep.hub-async" },
+      source: ISSUE_12,
+    },
     // The same comparisons once V8 has optimised the code of both sides.
     {
       id: "cell-sync-vs-raw-sync-warm",

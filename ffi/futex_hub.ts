@@ -18,8 +18,8 @@ import { guardedFaultWord } from "./sigbus_guard.ts";
 import { letWokenCodeRun } from "./woken_code.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
 
-/** `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
-const WAITV_BYTES = 24;
+/** @internal `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
+export const WAITV_BYTES = 24;
 /** FUTEX_WAITV_MAX, less the control word. */
 const GROUP_SIZE = 127;
 /** FUTEX2_SIZE_U32: each word is 32 bits; shared (no FUTEX2_PRIVATE), as other processes wake. */
@@ -178,11 +178,11 @@ class Group {
       const control = Atomics.load(this.#control, 0);
       const count = this.entries.length;
       const fields = this.#fields;
-      put(fields, 0, control, this.#controlAddress);
+      putWaitvEntry(fields, 0, control, this.#controlAddress);
       let deadline = Infinity;
       for (let i = 0; i < count; i++) {
         const entry = this.entries[i];
-        put(fields, i + 1, entry.expected, entry.address);
+        putWaitvEntry(fields, i + 1, entry.expected, entry.address);
         if (entry.deadline < deadline) deadline = entry.deadline;
       }
       const timeout = deadline === Infinity
@@ -284,7 +284,16 @@ function isWoken(entry: Entry, woken: Entry | undefined): boolean {
   return entry === woken || (woken !== undefined && entry.address === woken.address);
 }
 
-function put(fields: DataView, index: number, value: number, address: bigint): void {
+/**
+ * @internal Writes entry `index` of a `struct futex_waitv` array in `fields`: wait while the
+ * shared 32-bit word at `address` holds `value`.
+ */
+export function putWaitvEntry(
+  fields: DataView,
+  index: number,
+  value: number,
+  address: bigint,
+): void {
   const at = index * WAITV_BYTES;
   // The 64-bit val as two halves: a BigInt per word would be an allocation per call.
   fields.setUint32(at, value >>> 0, true);

@@ -13,6 +13,7 @@
 import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
 import { libc } from "./libc.ts";
+import { futexHub, putWaitvEntry, WAITV_BYTES } from "./futex_hub.ts";
 import { cString, readLink, statFd } from "./posix.ts";
 
 const WAKE_ALL = 0x7fff_ffff;
@@ -161,6 +162,11 @@ export class RawFutexWord {
   readonly #timespec = new BigInt64Array(2);
   readonly #timespecAddress: Deno.PointerObject;
   #timeoutMs = -1;
+  /** For {@link RawFutexWord.waitv}: the call's arguments and its control word, made once. */
+  readonly #waitv = new Uint8Array(2 * WAITV_BYTES);
+  readonly #waitvFields = new DataView(this.#waitv.buffer);
+  readonly #control = new Int32Array(1);
+  readonly #controlAddress = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control)));
 
   /** @internal Made by {@link RawSharedMemory.word}, which checks `index`. */
   constructor(memory: RawSharedMemory, index: number) {
@@ -240,6 +246,50 @@ export class RawFutexWord {
       0,
     ).then(() => {
       timespec = undefined; // reachable until the call has returned
+    });
+    this.#memory.track(this, call);
+    return call;
+  }
+
+  /**
+   * What the library's futex hub sleeps in, bare: a nonblocking `futex_waitv` on this word while
+   * it holds `expected` and on a control word of this process's own, which the hub moves and
+   * wakes to end a wait without waking the shared word (here nothing moves it). Resolves as
+   * {@link RawFutexWord.wait} does, without a timeout. One at a time per word: the call's
+   * arguments are made once. `NotSupported` where the hub does not use `futex_waitv` (kernels
+   * before 5.16).
+   */
+  waitv(expected: number): Promise<void> {
+    this.#check();
+    // Not a wait at all there: a loop on it would spin.
+    if (!futexHub().pooled) {
+      throw new Deno.errors.NotSupported("futex_waitv needs Linux 5.16 or later");
+    }
+    const fields = this.#waitvFields;
+    putWaitvEntry(fields, 0, Atomics.load(this.#control, 0), this.#controlAddress);
+    putWaitvEntry(fields, 1, expected, BigInt(Deno.UnsafePointer.value(this.#address)));
+    const call = libc().syscall_futex_waitv_blocking(
+      C.SYS_futex_waitv,
+      this.#waitv,
+      2,
+      0,
+      null,
+      C.CLOCK_MONOTONIC,
+    ).then(() => {});
+    this.#memory.track(this, call);
+    return call;
+  }
+
+  /**
+   * The library's futex hub alone (`ffi/futex_hub.ts`, under the state cell's asynchronous
+   * wait): waits while this word holds `expected`, without a timeout, resolving when the hub
+   * says the wait is over (woken, or the word changed).
+   */
+  waitInHub(expected: number): Promise<void> {
+    this.#check();
+    const address = BigInt(Deno.UnsafePointer.value(this.#address));
+    const call = new Promise<void>((resolve) => {
+      futexHub().wait(address, expected, undefined, () => resolve());
     });
     this.#memory.track(this, call);
     return call;

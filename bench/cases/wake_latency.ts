@@ -13,6 +13,7 @@
  */
 
 import { delay } from "@std/async/delay";
+import { futexHub } from "../../ffi/futex_hub.ts";
 import { createRawMemfd, type RawSharedMemory } from "../../ffi/raw_futex.ts";
 import { monotonicNanos } from "../../ffi/posix.ts";
 import { createMemfdRegion, openStateCell } from "../../mod.ts";
@@ -59,6 +60,18 @@ const READERS: readonly Reader[] = [
   { id: "c-floor", label: "C futex wait woken by a C writer (the floor)", regimes: ["asleep"] },
   { id: "raw-sync", label: "raw synchronous FFI futex wait", regimes: ALL },
   { id: "cell-sync", label: "state cell `waitForChangeSync()`", regimes: ALL },
+  // Where the asynchronous wait's cost goes: the call the library's hub makes, then the hub
+  // itself, both on the raw word, before the raw wait and the state cell's.
+  {
+    id: "raw-waitv",
+    label: "raw nonblocking FFI `futex_waitv` on the word and a control word (the hub's call)",
+    regimes: ALL,
+  },
+  {
+    id: "hub-async",
+    label: "the library's futex hub alone (under `waitForChange()`)",
+    regimes: ALL,
+  },
   { id: "raw-async", label: "raw nonblocking FFI futex wait (event loop free)", regimes: ALL },
   { id: "cell-async", label: "state cell `waitForChange()`", regimes: ALL },
   {
@@ -219,15 +232,22 @@ async function viaSocket(
   }
 }
 
+/** The readers measured in `regime` here: kernels before 5.16 have no futex_waitv to time. */
+function readersOf(regime: Regime): Reader[] {
+  return READERS.filter((reader) =>
+    reader.regimes.includes(regime) && (reader.id !== "raw-waitv" || futexHub().pooled)
+  );
+}
+
 /** The wake-up latency case. */
 export const wakeLatency: BenchCase = {
   id: "wake",
   steps: (config) =>
-    config.runs * READERS.reduce((total, reader) => total + reader.regimes.length, 0),
+    config.runs * ALL.reduce((total, regime) => total + readersOf(regime).length, 0),
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures } = context;
     for (const regime of ALL) {
-      const readers = READERS.filter((reader) => reader.regimes.includes(regime));
+      const readers = readersOf(regime);
       const samples = samplesFor(regime, config.quick);
       const results = await interleaved(
         context,

@@ -6,6 +6,8 @@
  * Usage: wake_reader.ts MODE CONTROL SAMPLES [TARGET]
  *   raw-sync      synchronous FFI futex wait on the control memfd's sequence word
  *   raw-async     nonblocking FFI futex wait (the event loop stays free)
+ *   raw-waitv     nonblocking FFI futex_waitv on the word and a control word (the hub's call)
+ *   hub-async     the library's futex hub alone, on the same word
  *   raw-worker    a Worker blocks in raw-sync and posts each change to the main thread
  *   spin-N        spin on the word for up to N microseconds, then as raw-async
  *   cell-sync     the state cell in the memfd TARGET, waitForChangeSync()
@@ -49,11 +51,15 @@ function rawSync(control: RawSharedMemory, samples: number): WakeReport {
   return { latenciesNs };
 }
 
-/** raw-async, or with `spinUs` > 0 a time-bounded spin before each sleep. */
+/** How an asynchronous reader sleeps on the sequence word: see the modes above. */
+type AsyncWait = "wait" | "waitv" | "waitInHub";
+
+/** raw-async (or another `how`), with `spinUs` > 0 a time-bounded spin before each sleep. */
 async function rawAsync(
   control: RawSharedMemory,
   samples: number,
   spinUs: number,
+  how: AsyncWait = "wait",
 ): Promise<WakeReport> {
   const words = control.words;
   const longWords = new BigInt64Array(control.buffer);
@@ -72,7 +78,7 @@ async function rawAsync(
       );
       spinNs += (now - started) * 1e6;
     }
-    while (Atomics.load(words, SEQUENCE_WORD) === last) await sequence.wait(last);
+    while (Atomics.load(words, SEQUENCE_WORD) === last) await sequence[how](last);
     latenciesNs.push(sinceStamp(longWords));
     last = Atomics.load(words, SEQUENCE_WORD);
     Atomics.store(words, SEEN_WORD, latenciesNs.length);
@@ -179,6 +185,10 @@ async function main(args: string[]): Promise<WakeReport> {
       return rawSync(control, samples);
     case "raw-async":
       return await rawAsync(control, samples, 0);
+    case "raw-waitv":
+      return await rawAsync(control, samples, 0, "waitv");
+    case "hub-async":
+      return await rawAsync(control, samples, 0, "waitInHub");
     case "raw-worker":
       return await rawWorker(control, samples);
     case "cell-sync":
