@@ -510,8 +510,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         log,
         config: `${ROOT}deno.json`,
         // The memfd is sealed, but the user can still write into it: a child must find it sound.
-        beforeRestart: () =>
-          void repairStateCell({ ...state, cell: resources.cell }, spec.name, log),
+        beforeRestart: () => void repairStateCell(region, spec.name, log),
       });
     const supervisors = childSpecs(flags, state, fifo, resources.link).map(supervise);
     const bridge = bridged !== undefined && resources.link !== undefined

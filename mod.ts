@@ -42,6 +42,7 @@ export {
 } from "./lib/open_region.ts";
 export {
   openStateCell,
+  restoreStateCellHeader,
   STATE_CELL_SIZE,
   StateCell,
   stateCellHeaderProblem,

@@ -184,7 +184,8 @@ export class Supervisor {
       try {
         this.#beforeRestart?.();
       } catch (error) {
-        this.#log.warn(`Before restarting ${name}: ${(error as Error).message}`);
+        const why = error instanceof Error ? error.message : String(error);
+        this.#log.warn(`Before restarting ${name}: ${why}`);
       }
     }
   }

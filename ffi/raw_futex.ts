@@ -159,14 +159,17 @@ export class RawFutexWord {
   readonly #words: Int32Array;
   readonly #index: number;
   readonly #address: Deno.PointerObject;
-  readonly #timespec = new BigInt64Array(2);
+  // The kernel reads these by address: made over an ArrayBuffer of their own, off V8's heap,
+  // where a small typed array's memory could be moved by a collection.
+  readonly #timespec = new BigInt64Array(new ArrayBuffer(16));
   readonly #timespecAddress: Deno.PointerObject;
   #timeoutMs = -1;
   /** For {@link RawFutexWord.waitv}: the call's arguments and its control word, made once. */
-  readonly #waitv = new Uint8Array(2 * WAITV_BYTES);
+  readonly #waitv = new Uint8Array(new ArrayBuffer(2 * WAITV_BYTES));
   readonly #waitvFields = new DataView(this.#waitv.buffer);
-  readonly #control = new Int32Array(1);
+  readonly #control = new Int32Array(new ArrayBuffer(4));
   readonly #controlAddress = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#control)));
+  #waitvInFlight = false;
 
   /** @internal Made by {@link RawSharedMemory.word}, which checks `index`. */
   constructor(memory: RawSharedMemory, index: number) {
@@ -231,7 +234,7 @@ export class RawFutexWord {
         throw new RangeError(`Timeout ${timeoutMs} ms is not between 0 and 2^40`);
       }
       // A buffer per call: the worker thread reads it after this returns.
-      timespec = new BigInt64Array(2);
+      timespec = new BigInt64Array(new ArrayBuffer(16));
       const seconds = Math.floor(timeoutMs / 1000);
       timespec[0] = BigInt(seconds);
       timespec[1] = BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6));
@@ -255,8 +258,8 @@ export class RawFutexWord {
    * What the library's futex hub sleeps in, bare: a nonblocking `futex_waitv` on this word while
    * it holds `expected` and on a control word of this process's own, which the hub moves and
    * wakes to end a wait without waking the shared word (here nothing moves it). Resolves as
-   * {@link RawFutexWord.wait} does, without a timeout. One at a time per word: the call's
-   * arguments are made once. `NotSupported` where the hub does not use `futex_waitv` (kernels
+   * {@link RawFutexWord.wait} does, without a timeout. One at a time per word (`Busy` while one
+   * is in flight): the call's arguments are made once. `NotSupported` where the hub does not use `futex_waitv` (kernels
    * before 5.16).
    */
   waitv(expected: number): Promise<void> {
@@ -265,6 +268,11 @@ export class RawFutexWord {
     if (!futexHub().pooled) {
       throw new Deno.errors.NotSupported("futex_waitv needs Linux 5.16 or later");
     }
+    // A second call would rewrite the arguments before the first one's thread hands them over.
+    if (this.#waitvInFlight) {
+      throw new Deno.errors.Busy(`A waitv() on word ${this.#index} is already in flight`);
+    }
+    this.#waitvInFlight = true;
     const fields = this.#waitvFields;
     putWaitvEntry(fields, 0, Atomics.load(this.#control, 0), this.#controlAddress);
     putWaitvEntry(fields, 1, expected, BigInt(Deno.UnsafePointer.value(this.#address)));
@@ -275,7 +283,9 @@ export class RawFutexWord {
       0,
       null,
       C.CLOCK_MONOTONIC,
-    ).then(() => {});
+    ).then(() => {
+      this.#waitvInFlight = false;
+    });
     this.#memory.track(this, call);
     return call;
   }

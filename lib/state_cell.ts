@@ -1061,6 +1061,42 @@ export function stateCellHeaderProblem(
 }
 
 /**
+ * Writes the fixed words of the state cell header at `offset` (default 0) of `region` anew when
+ * {@link stateCellHeaderProblem} finds them wrong: the layout version and the size, then the magic,
+ * each with one atomic store. The sequence, the value, the text and the claims are left as they
+ * are, so cells open on the memory (a writer in the middle of a write among them) carry on, and
+ * {@link openStateCell} opens it again. Returns what was wrong, or `undefined` when nothing was
+ * (a blank header too: {@link openStateCell} makes that a cell). Only for memory you own: a
+ * header another program keeps there is overwritten.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, openStateCell, restoreStateCellHeader } from "@mmap-ipc/mmap-ipc";
+ *
+ * using region = createMemfdRegion({ size: 256 });
+ * using writer = openStateCell(region, { writer: true });
+ * writer.write(1);
+ * region.write(64, new TextEncoder().encode("XXXX"));
+ * console.log(restoreStateCellHeader(region)); // found 0x58585858 at byte 64 where the magic ...
+ * using reader = openStateCell(region);
+ * console.log(reader.read()); // 1
+ * ```
+ */
+export function restoreStateCellHeader(
+  region: SharedRegion,
+  options: { offset?: number } = {},
+): string | undefined {
+  const problem = stateCellHeaderProblem(region, options);
+  if (problem === undefined) return undefined;
+  const base = options.offset ?? 0;
+  region.storeInt32(base + VERSION, STATE_CELL_VERSION);
+  region.storeInt32(base + SIZE, STATE_CELL_SIZE);
+  // Last: a cell opened meanwhile sees the right magic only with the rest in place.
+  region.storeInt32(base + MAGIC, STATE_CELL_MAGIC);
+  return problem;
+}
+
+/**
  * What the header at `base` is, unless a sound cell's: blank, or wrong in the way `reason` says
  * (`foreign`: not a cell's at all, rather than another version's).
  */

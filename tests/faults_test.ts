@@ -225,7 +225,9 @@ testWith(
           await launcher.waitFor(ready, { since, timeoutMs: GUARD_MS });
           const warnings = launcher.matching(/wrote over the state memfd/, since);
           assertEquals(warnings.length, 1, launcher.transcript);
-          for (const words of [memfd, found, "state 1", `before starting ${child} again`]) {
+          for (
+            const words of [memfd, found, `state left as it was, before starting ${child} again`]
+          ) {
             assertStringIncludes(warnings[0], words);
           }
         }

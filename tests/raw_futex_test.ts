@@ -80,6 +80,23 @@ for (const how of ["wait", "waitv", "waitInHub"] as const) {
   });
 }
 
+Deno.test({
+  name: "RawFutexWord.waitv() refuses a second call while one is in flight on the word",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(64);
+  const word = memory.word(0);
+  Atomics.store(memory.words, 0, 1);
+  const first = word.waitv(1);
+  // Before, it rewrote the first call's arguments: that one then slept on 0, until a wake.
+  assertThrows(() => word.waitv(0), Deno.errors.Busy, "already in flight");
+  // Changed before the wake: a call not yet asleep then finds 2, not 1, and returns.
+  Atomics.store(memory.words, 0, 2);
+  word.wake();
+  await deadline(first, 10_000);
+  await deadline(word.waitv(0), 10_000); // one at a time again; 2 is not 0
+});
+
 Deno.test("openRawMemfd() refuses a path that is not a memfd, or is too small", () => {
   assertThrows(() => openRawMemfd("/tmp/data.dat", 64), TypeError, "/proc/PID/fd/N");
   // stdin is /dev/null, a pipe or a terminal here: never a memfd.

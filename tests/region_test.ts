@@ -526,16 +526,12 @@ Deno.test("SharedRegion.waitInt32(): notifies of many words at once, none change
   // wait may).
   const offsets = Array.from({ length: OWN_CALLS + 6 }, (_, i) => i * 64);
   for (let round = 0; round < 5; round++) {
-    const ended: (string | undefined)[] = offsets.map(() => undefined);
+    const settled = offsets.map(() => false);
     const waits = offsets.map((offset, i) =>
-      region.waitInt32(offset, 0, { timeout: 10_000 }).then((result) => ended[i] = result)
+      region.waitInt32(offset, 0, { timeout: 10_000 }).finally(() => settled[i] = true)
     );
     await delay(20); // asleep, in all likelihood; a notify that woke no one is made again
-    await wakeEach(
-      offsets.length,
-      (i) => region.notifyInt32(offsets[i]),
-      (i) => ended[i] !== undefined,
-    );
+    await wakeEach(offsets.length, (i) => region.notifyInt32(offsets[i]), (i) => settled[i]);
     assertEquals(await Promise.all(waits), offsets.map(() => "ok"));
   }
 });

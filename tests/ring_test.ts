@@ -490,21 +490,15 @@ function fullRing(): {
   consumer: RingConsumer;
   message: Uint8Array<ArrayBuffer>;
 } & Disposable {
-  const region = ringRegion(32 * 56);
-  const producer = openRingProducer(region);
-  const consumer = openRingConsumer(region);
+  // Whatever fails on the way, what was opened is closed.
+  using stack = new DisposableStack();
+  const region = stack.use(ringRegion(32 * 56));
+  const producer = stack.use(openRingProducer(region));
+  const consumer = stack.use(openRingConsumer(region));
   const message = new Uint8Array(48);
   while (producer.trySend(message));
-  return {
-    producer,
-    consumer,
-    message,
-    [Symbol.dispose]: () => {
-      consumer.close();
-      producer.close();
-      region.close();
-    },
-  };
+  const owned = stack.move();
+  return { producer, consumer, message, [Symbol.dispose]: () => owned.dispose() };
 }
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {

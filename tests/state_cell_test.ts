@@ -13,6 +13,7 @@ import {
   openShmRegion,
   openStateCell,
   openStateFile,
+  restoreStateCellHeader,
   type SharedRegion,
   type StateCell,
   stateCellHeaderProblem,
@@ -165,6 +166,28 @@ Deno.test("stateCellHeaderProblem() names what openStateCell() would refuse, and
   for (const offset of [-8, 1.5, 400]) {
     assertThrowsWith(() => stateCellHeaderProblem(region, { offset }), RangeError, `${offset}`);
   }
+});
+
+Deno.test("restoreStateCellHeader() rewrites only the header's fixed words, under cells that stay open", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using reader = openStateCell(region);
+  writer.write(5);
+  assertEquals(restoreStateCellHeader(region), undefined, "a sound header is left alone");
+  const before = region.read(0, 256);
+  for (const offset of [64, 68, 72]) region.storeInt32(offset, 0x58585858);
+  const problem = restoreStateCellHeader(region);
+  assert(problem?.includes("found 0x58585858 at byte 64"), problem);
+  // Everything but the three words is as it was: the text, the sequence, the value, the claims.
+  assertEquals(region.read(0, 256), before);
+  assertEquals(stateCellHeaderProblem(region), undefined);
+  using again = openStateCell(region);
+  assertEquals(again.read(), 5);
+  // The cells open all along carry on: the writer still holds its role and wakes the reader.
+  const next = reader.waitForChange({ timeout: 10_000 });
+  writer.write(6);
+  assertEquals(await next, 6);
+  assertThrowsWith(() => openStateCell(region, { writer: true }), Deno.errors.Busy);
 });
 
 Deno.test("openStateCell() refuses a region too small and a bad offset", () => {
