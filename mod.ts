@@ -58,7 +58,13 @@ export {
   type StateFileContent,
   type StateFileOptions,
 } from "./lib/state_file.ts";
-export { initRing, type InitRingOptions, ringRegionSize } from "./lib/ring/layout.ts";
+export {
+  initRing,
+  type InitRingOptions,
+  restoreRingHeader,
+  type RestoreRingOptions,
+  ringRegionSize,
+} from "./lib/ring/layout.ts";
 export type { RingOptions, RingWaitOptions } from "./lib/ring/core.ts";
 export {
   openRingProducer,

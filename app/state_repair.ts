@@ -3,12 +3,15 @@
  * is sealed against truncation and growth, but the same user can still write into it through
  * `/proc/PID/fd/N`; a damaged header made every child that started after it fail to open the
  * cell, and the launcher then stopped everything. The memfd is the launcher's own and holds
- * nothing of the user's, so its header is written anew before a child starts again.
+ * nothing of the user's, so its header is written anew before a child starts again; so are the
+ * ring headers of the remote link's channels (with `--mqtt`), which the button and the bridge
+ * open at their start.
  *
  * @module
  */
 
 import type { Logger } from "./logging.ts";
+import { repairRemoteLink } from "./remote/link.ts";
 import { restoreStateCellHeader, type SharedRegion } from "../mod.ts";
 
 /**
@@ -24,6 +27,21 @@ export function repairStateCell(region: SharedRegion, child: string, log: Logger
   log.warn(
     `Something wrote over the state memfd ${region.name} (${problem}); ` +
       `wrote its header anew, the state left as it was, before starting ${child} again`,
+  );
+  return true;
+}
+
+/**
+ * Writes the ring headers of the launcher's remote `link` anew where something wrote over them,
+ * and says so naming `child`, about to start again; the messages and positions stay as they are.
+ * Returns whether it wrote anything.
+ */
+export function repairLink(link: SharedRegion, child: string, log: Logger): boolean {
+  const problems = repairRemoteLink(link);
+  if (problems.length === 0) return false;
+  log.warn(
+    `Something wrote over the remote link memfd ${link.name} (${problems.join("; ")}); ` +
+      `wrote its ring headers anew, the messages left as they were, before starting ${child} again`,
   );
   return true;
 }

@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
+import { COMMAND_CHANNEL, EVENT_CHANNEL } from "../app/remote/link.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
@@ -237,6 +238,58 @@ testWith(
         await stopCleanly(launcher, restarted);
       } finally {
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "the launcher's remote link memfd written over: the button started again finds both channels' ring headers written anew",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      // No broker there: the bridge retries, and the link is made all the same.
+      const args = ["--fifo", fifo, "--mqtt", "mqtt://127.0.0.1:1", "--log-level", "debug"];
+      await using launcher = startLauncher(dir, args);
+      const pids = await running(launcher);
+      let restarted: number | undefined;
+      try {
+        const link = argumentAfter(pids.button, "--remote");
+        const since = launcher.lines.length;
+        // The command channel's ring magic, and the press-event channel's ring version.
+        for (const offset of [COMMAND_CHANNEL.offset + 64, EVENT_CHANNEL.offset + 64 + 4]) {
+          await shell(
+            `printf XXXX | dd of="$1" bs=1 seek=${offset} conv=notrunc status=none`,
+            link,
+          );
+        }
+        Deno.kill(pids.button, "SIGKILL");
+        const { match } = await launcher.waitFor(/Started button \(pid (\d+)\)/, {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        restarted = Number(match[1]);
+        await launcher.waitFor(/Button ready/, { since, timeoutMs: GUARD_MS });
+        const warnings = launcher.matching(/wrote over the remote link memfd/, since);
+        assertEquals(warnings.length, 1, launcher.transcript);
+        for (
+          const words of [
+            link,
+            'its command channel: found 0x58585858 where the magic "RING" belongs',
+            "its press-event channel: its layout version is 1482184792",
+            "before starting button again",
+          ]
+        ) {
+          assertStringIncludes(warnings[0], words);
+        }
+        // Before, the button started again could not open the command channel, five times over,
+        // and the launcher stopped everything.
+        assertEquals(launcher.matching(/exited with code|Cannot open/), [], launcher.transcript);
+        assertEquals(await pressAndSee(launcher, fifo), 1);
+        await stopCleanly(launcher, [pids.led, restarted]);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, restarted]);
       }
     });
   },

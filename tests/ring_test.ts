@@ -14,6 +14,7 @@ import {
   openMemfdRegion,
   openRingConsumer,
   openRingProducer,
+  restoreRingHeader,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
@@ -500,6 +501,34 @@ function fullRing(): {
   const owned = stack.move();
   return { producer, consumer, message, [Symbol.dispose]: () => owned.dispose() };
 }
+
+Deno.test("restoreRingHeader() rewrites only the fixed words, under ends that stay open", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  assert(producer.trySend(encoder.encode("before")));
+  assertEquals(restoreRingHeader(region, { capacity: 256 }), undefined, "a sound header");
+  for (
+    const [offset, value, words] of [
+      [0, 0x58585858, 'found 0x58585858 where the magic "RING" belongs'],
+      [4, 7, "layout version is 7"],
+      [8, 1 << 20, `claims a capacity of ${1 << 20} bytes; the ring has 256`],
+    ] as const
+  ) {
+    const before = region.read(0, RING_HEADER_SIZE);
+    region.storeInt32(offset, value);
+    assertThrows(() => openRingConsumer(region), Deno.errors.InvalidData);
+    const problem = restoreRingHeader(region, { capacity: 256 });
+    assert(problem?.includes(words), `${offset}: ${problem}`);
+    assertEquals(region.read(0, RING_HEADER_SIZE), before, "the positions and claims as they were");
+  }
+  // The ends open all along carry on, the message sent before included.
+  assertEquals(text(consumer.tryReceive()), "before");
+  assert(producer.trySend(encoder.encode("after")));
+  assertEquals(text(consumer.tryReceive()), "after");
+  assertThrowsWith(() => restoreRingHeader(region, { capacity: 4096 }), RangeError, region.name);
+  assertThrows(() => restoreRingHeader(region, { offset: 8, capacity: 64 }), RangeError);
+});
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
   // An eighth of the ring is 224 bytes, 4 records.

@@ -25,6 +25,7 @@ import {
   initRing,
   openRingConsumer,
   openRingProducer,
+  restoreRingHeader,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
@@ -50,6 +51,17 @@ export function initChannel(
   region.storeInt32(options.offset + SENDER_GENERATION, 0);
   region.storeInt32(options.offset + RECEIVER_GENERATION, 0);
   initRing(region, { offset: options.offset + RING, capacity: options.capacity });
+}
+
+/**
+ * Writes the fixed words of the channel's ring header anew if something wrote over them (see
+ * `restoreRingHeader`); returns what was wrong, or `undefined`. For the channel's creator only.
+ */
+export function restoreChannel(
+  region: SharedRegion,
+  options: { offset: number; capacity: number },
+): string | undefined {
+  return restoreRingHeader(region, { offset: options.offset + RING, capacity: options.capacity });
 }
 
 /** What {@link ChannelSender.trySend} did with a message. */

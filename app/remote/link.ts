@@ -15,6 +15,7 @@ import {
   initChannel,
   openChannelReceiver,
   openChannelSender,
+  restoreChannel,
 } from "./channel.ts";
 
 /** Where the command channel lives and how much it holds: 16 commands of up to 8 bytes. */
@@ -38,6 +39,21 @@ export function createRemoteLink(): SharedRegion {
     region.close();
     throw error;
   }
+}
+
+/**
+ * Writes the ring headers of the link's channels anew where something wrote over them (the link
+ * is the launcher's own memfd); returns what was wrong with each, by channel, for a log line.
+ */
+export function repairRemoteLink(link: SharedRegion): string[] {
+  const found: string[] = [];
+  for (
+    const [name, channel] of [["command", COMMAND_CHANNEL], ["press-event", EVENT_CHANNEL]] as const
+  ) {
+    const problem = restoreChannel(link, channel);
+    if (problem !== undefined) found.push(`its ${name} channel: ${problem}`);
+  }
+  return found;
 }
 
 /** Opens the link the launcher created, by the `/proc/PID/fd/N` path it handed over. */

@@ -153,6 +153,67 @@ function refuseLiveRing(region: SharedRegion, offset: number): void {
   }
 }
 
+/** Options for {@link restoreRingHeader}. */
+export interface RestoreRingOptions {
+  /**
+   * Where the ring starts in the region, a multiple of 64.
+   *
+   * @default {0}
+   */
+  offset?: number;
+  /** The ring's data bytes, as {@link initRing} made it: a damaged header cannot say. */
+  capacity: number;
+}
+
+/**
+ * Writes the fixed words of the ring header at `offset` of `region` anew when they are not what
+ * {@link initRing} wrote for a ring of `capacity` bytes: the layout version and the capacity,
+ * then the magic, each with one atomic store. The positions, the claims and the messages are left
+ * as they are, so ends open on the ring carry on and new ends can open it again. Returns what was
+ * wrong, or `undefined` when nothing was. Only for memory you own, whose ring you made: whatever
+ * another program keeps there is overwritten.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, initRing, openRingConsumer, restoreRingHeader } from "@mmap-ipc/mmap-ipc";
+ *
+ * using region = createMemfdRegion({ size: 4096 });
+ * const capacity = initRing(region);
+ * region.storeInt32(0, 0x58585858);
+ * console.log(restoreRingHeader(region, { capacity })); // found 0x58585858 where the magic ...
+ * using consumer = openRingConsumer(region);
+ * console.log(consumer.tryReceive()); // null
+ * ```
+ */
+export function restoreRingHeader(
+  region: SharedRegion,
+  options: RestoreRingOptions,
+): string | undefined {
+  const { offset = 0, capacity } = options;
+  checkOffset(offset);
+  if (!Number.isSafeInteger(capacity) || offset + RING_HEADER_SIZE + capacity > region.size) {
+    throw new RangeError(
+      `A ring of ${capacity} bytes at offset ${offset} is not in ${region.name}`,
+    );
+  }
+  const magic = region.loadInt32(offset + MAGIC) >>> 0;
+  const version = region.loadInt32(offset + VERSION);
+  const claimed = region.loadInt32(offset + CAPACITY);
+  const problem = magic !== RING_MAGIC
+    ? `found 0x${magic.toString(16).padStart(8, "0")} where the magic "RING" belongs`
+    : version !== RING_VERSION
+    ? `its layout version is ${version}; this library reads ${RING_VERSION}`
+    : claimed !== capacity
+    ? `its header claims a capacity of ${claimed} bytes; the ring has ${capacity}`
+    : undefined;
+  if (problem === undefined) return undefined;
+  region.storeInt32(offset + VERSION, RING_VERSION);
+  region.storeInt32(offset + CAPACITY, capacity);
+  // Last: an end opened meanwhile sees the right magic only with the rest in place.
+  region.storeInt32(offset + MAGIC, RING_MAGIC);
+  return problem;
+}
+
 /** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */
 export function readCapacity(region: SharedRegion, offset: number, action: string): number {
   checkOffset(offset);
