@@ -256,6 +256,9 @@ testWith(
       let restarted: number | undefined;
       try {
         const link = argumentAfter(pids.button, "--remote");
+        // The bridge opens both channels before it says this: written over earlier, it could not
+        // open them at all (and crashed once, before the button's restart wrote them anew).
+        await launcher.waitFor(/mmap-ipc\.mqtt: Bridging to/, { timeoutMs: GUARD_MS });
         const since = launcher.lines.length;
         // The command channel's ring magic, and the press-event channel's ring version.
         for (const offset of [COMMAND_CHANNEL.offset + 64, EVENT_CHANNEL.offset + 64 + 4]) {
