@@ -15,7 +15,7 @@ import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import { defaultLogFormat, type Logger, logger, setupLogging } from "./app/logging.ts";
 import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts";
 import { defaultFifoPath } from "./app/runtime_dir.ts";
-import { repairLink, repairStateCell } from "./app/state_repair.ts";
+import { repairLauncherMemory } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
 import {
@@ -512,8 +512,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         // The memfds are the launcher's own; their seals stop truncation, not writes through
         // /proc/PID/fd/N: a child must find them sound.
         beforeRestart: () => {
-          repairStateCell(region, spec.name, log);
-          if (resources.link !== undefined) repairLink(resources.link, spec.name, log);
+          repairLauncherMemory({ state: region, link: resources.link }, spec.name, log);
         },
       });
     const supervisors = childSpecs(flags, state, fifo, resources.link).map(supervise);

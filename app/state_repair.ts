@@ -14,34 +14,56 @@ import type { Logger } from "./logging.ts";
 import { repairRemoteLink } from "./remote/link.ts";
 import { restoreStateCellHeader, type SharedRegion } from "../mod.ts";
 
-/**
- * Writes the header of the cell in the launcher's `region` anew if something wrote over it, and
- * says so naming `child`, which is about to start again. Only the header's fixed words are
- * written: the state, its sequence and the roles' claims stay as they are, since the children
- * still running (the button, say, in the middle of a write) hold the cell meanwhile. Returns
- * whether it wrote anything.
- */
-export function repairStateCell(region: SharedRegion, child: string, log: Logger): boolean {
-  const problem = restoreStateCellHeader(region);
-  if (problem === undefined) return false;
-  log.warn(
-    `Something wrote over the state memfd ${region.name} (${problem}); ` +
-      `wrote its header anew, the state left as it was, before starting ${child} again`,
-  );
-  return true;
+/** The launcher's memfds that its children open again at each start. */
+export interface LauncherMemory {
+  /** The state cell's region. */
+  state: SharedRegion;
+  /** The remote link's region, with `--mqtt`. */
+  link?: SharedRegion;
 }
 
 /**
- * Writes the ring headers of the launcher's remote `link` anew where something wrote over them,
- * and says so naming `child`, about to start again; the messages and positions stay as they are.
- * Returns whether it wrote anything.
+ * Writes the headers in the launcher's `memory` anew where something wrote over them, and says
+ * so naming `child`, which is about to start again. Only fixed words are written: the state, its
+ * sequence, the roles' claims, the messages and the ring positions stay as they are, since the
+ * children still running (the button, say, in the middle of a write) use them meanwhile. Each
+ * memfd is tried on its own: one whose repair fails is logged and does not keep the other from
+ * its repair. Returns how many memfds it wrote to.
  */
-export function repairLink(link: SharedRegion, child: string, log: Logger): boolean {
-  const problems = repairRemoteLink(link);
-  if (problems.length === 0) return false;
-  log.warn(
-    `Something wrote over the remote link memfd ${link.name} (${problems.join("; ")}); ` +
-      `wrote its ring headers anew, the messages left as they were, before starting ${child} again`,
-  );
-  return true;
+export function repairLauncherMemory(memory: LauncherMemory, child: string, log: Logger): number {
+  const repairs: [SharedRegion | undefined, string, (region: SharedRegion) => string[], string][] =
+    [
+      [memory.state, "state", stateProblems, "its header anew, the state left as it was"],
+      [
+        memory.link,
+        "remote link",
+        repairRemoteLink,
+        "its ring headers anew, the messages left as they were",
+      ],
+    ];
+  let repaired = 0;
+  for (const [region, what, repair, done] of repairs) {
+    if (region === undefined) continue;
+    try {
+      const problems = repair(region);
+      if (problems.length === 0) continue;
+      log.warn(
+        `Something wrote over the ${what} memfd ${region.name} (${problems.join("; ")}); ` +
+          `wrote ${done}, before starting ${child} again`,
+      );
+      repaired++;
+    } catch (error) {
+      log.warn(
+        `Could not repair the ${what} memfd ${region.name} before starting ${child} again: ${
+          error instanceof Error ? error.message : error
+        }`,
+      );
+    }
+  }
+  return repaired;
+}
+
+function stateProblems(region: SharedRegion): string[] {
+  const problem = restoreStateCellHeader(region);
+  return problem === undefined ? [] : [problem];
 }

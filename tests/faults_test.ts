@@ -96,6 +96,14 @@ async function shell(script: string, path: string): Promise<void> {
 }
 
 /**
+ * Writes "XXXX" at byte `offset` of `path` in place, as a user's `dd` into another process's
+ * memfd through `/proc/PID/fd/N` would: the seals refuse growth and truncation, not this.
+ */
+function writeOver(path: string, offset: number): Promise<void> {
+  return shell(`printf XXXX | dd of="$1" bs=1 seek=${offset} conv=notrunc status=none`, path);
+}
+
+/**
  * Starts a launcher in `dir` with `args`, waits until both children run and hands it to `fn`,
  * then requires a clean stop (see {@link stopCleanly}); stops everything, even when `fn` or the
  * stop failed.
@@ -214,10 +222,7 @@ testWith(
           ] as const
         ) {
           const since = launcher.lines.length;
-          await shell(
-            `printf XXXX | dd of="$1" bs=1 seek=${offset} conv=notrunc status=none`,
-            memfd,
-          );
+          await writeOver(memfd, offset);
           Deno.kill(pids[child], "SIGKILL");
           const started = new RegExp(`Started ${child} \\(pid (\\d+)\\)`);
           const { match } = await launcher.waitFor(started, { since, timeoutMs: GUARD_MS });
@@ -262,10 +267,7 @@ testWith(
         const since = launcher.lines.length;
         // The command channel's ring magic, and the press-event channel's ring version.
         for (const offset of [COMMAND_CHANNEL.offset + 64, EVENT_CHANNEL.offset + 64 + 4]) {
-          await shell(
-            `printf XXXX | dd of="$1" bs=1 seek=${offset} conv=notrunc status=none`,
-            link,
-          );
+          await writeOver(link, offset);
         }
         Deno.kill(pids.button, "SIGKILL");
         const { match } = await launcher.waitFor(/Started button \(pid (\d+)\)/, {

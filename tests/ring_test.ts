@@ -528,6 +528,12 @@ Deno.test("restoreRingHeader() rewrites only the fixed words, under ends that st
   assertEquals(text(consumer.tryReceive()), "after");
   assertThrowsWith(() => restoreRingHeader(region, { capacity: 4096 }), RangeError, region.name);
   assertThrows(() => restoreRingHeader(region, { offset: 8, capacity: 64 }), RangeError);
+  // A capacity initRing() could not have made is refused, not written into the header.
+  for (const capacity of [0, 12, 255, Number.NaN]) {
+    region.storeInt32(0, 0x58585858);
+    assertThrowsWith(() => restoreRingHeader(region, { capacity }), RangeError, "multiple of 8");
+    assertEquals(region.loadInt32(8), 256, `${capacity}: the header's capacity as it was`);
+  }
 });
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {

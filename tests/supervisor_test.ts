@@ -157,3 +157,40 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a stop during the pause before a restart ends the pause at once and skips beforeRestart",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/fails.ts`;
+      Deno.writeTextFileSync(script, "Deno.exit(1);");
+      let pausing: () => void = () => {};
+      const paused = new Promise<void>((resolve) => pausing = resolve);
+      const log = {
+        ...logger("test"),
+        warn: (message: string) => message.includes("restarting in") && pausing(),
+      };
+      let calls = 0;
+      const supervisor = new Supervisor(
+        { name: "failing", script, permissions: [], args: [] },
+        {
+          log,
+          config: `${ROOT}deno.json`,
+          // A pause far longer than the test's guard: only the stop can end it.
+          policy: { ...QUICK, initialDelayMs: 600_000, maxDelayMs: 600_000 },
+          beforeRestart: () => calls++,
+        },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      try {
+        await paused;
+      } finally {
+        stop.abort();
+        await running;
+      }
+      assertEquals(calls, 0, "no repair for a child that will not start again");
+    });
+  },
+);

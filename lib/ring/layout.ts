@@ -105,14 +105,7 @@ export function initRing(region: SharedRegion, options: InitRingOptions = {}): n
   const offset = options.offset ?? 0;
   checkOffset(offset);
   const capacity = options.capacity ?? ((region.size - offset - RING_HEADER_SIZE) & ~7);
-  if (
-    !Number.isSafeInteger(capacity) || capacity < 8 || capacity % 8 !== 0 ||
-    capacity > RING_MAX_CAPACITY
-  ) {
-    throw new RangeError(
-      `Ring capacity ${capacity} must be a multiple of 8 from 8 to ${RING_MAX_CAPACITY} bytes (any such size works; it need not be a power of two)`,
-    );
-  }
+  checkCapacity(capacity);
   if (offset + RING_HEADER_SIZE + capacity > region.size) {
     throw failure(
       RangeError,
@@ -191,7 +184,8 @@ export function restoreRingHeader(
 ): string | undefined {
   const { offset = 0, capacity } = options;
   checkOffset(offset);
-  if (!Number.isSafeInteger(capacity) || offset + RING_HEADER_SIZE + capacity > region.size) {
+  checkCapacity(capacity);
+  if (offset + RING_HEADER_SIZE + capacity > region.size) {
     throw new RangeError(
       `A ring of ${capacity} bytes at offset ${offset} is not in ${region.name}`,
     );
@@ -212,6 +206,18 @@ export function restoreRingHeader(
   // Last: an end opened meanwhile sees the right magic only with the rest in place.
   region.storeInt32(offset + MAGIC, RING_MAGIC);
   return problem;
+}
+
+/** Throws a `RangeError` unless `capacity` is one {@link initRing} can make. */
+function checkCapacity(capacity: number): void {
+  if (
+    !Number.isSafeInteger(capacity) || capacity < 8 || capacity % 8 !== 0 ||
+    capacity > RING_MAX_CAPACITY
+  ) {
+    throw new RangeError(
+      `Ring capacity ${capacity} must be a multiple of 8 from 8 to ${RING_MAX_CAPACITY} bytes (any such size works; it need not be a power of two)`,
+    );
+  }
 }
 
 /** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */

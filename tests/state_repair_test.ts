@@ -1,0 +1,68 @@
+import { assert, assertEquals } from "@std/assert";
+import type { Logger } from "../app/logging.ts";
+import { COMMAND_CHANNEL, createRemoteLink } from "../app/remote/link.ts";
+import { repairLauncherMemory } from "../app/state_repair.ts";
+import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
+
+/** The command channel's ring magic: the ring starts after the channel's 64-byte header. */
+const LINK_RING_MAGIC = COMMAND_CHANNEL.offset + 64;
+
+/** A logger that puts its warnings into `said`. */
+function warningsInto(said: string[]): Logger {
+  return {
+    debug: () => {},
+    info: () => {},
+    warn: (line) => said.push(line),
+    error: (line) => said.push(line),
+  };
+}
+
+/** A state memfd as the launcher makes it, its cell written once. */
+function stateRegion(): SharedRegion {
+  const region = createMemfdRegion({ size: 256, label: "mmap-ipc-state" });
+  openStateCell(region, { supervisor: true }).close();
+  return region;
+}
+
+Deno.test("repairLauncherMemory() writes over nothing sound and says nothing", () => {
+  using state = stateRegion();
+  using link = createRemoteLink();
+  const said: string[] = [];
+  const before = [state.read(0, 256), link.read(0, link.size)];
+  assertEquals(repairLauncherMemory({ state, link }, "led", warningsInto(said)), 0);
+  assertEquals(said, []);
+  assertEquals([state.read(0, 256), link.read(0, link.size)], before);
+});
+
+Deno.test("repairLauncherMemory() repairs each memfd written over and names it and the child", () => {
+  using state = stateRegion();
+  using link = createRemoteLink();
+  state.storeInt32(64, 0x58585858);
+  link.storeInt32(LINK_RING_MAGIC, 0x58585858);
+  const said: string[] = [];
+  assertEquals(repairLauncherMemory({ state, link }, "button", warningsInto(said)), 2);
+  assertEquals(said.length, 2, said.join("\n"));
+  assert(said[0].includes(`state memfd ${state.name}`) && said[0].includes("0x58585858"), said[0]);
+  assert(
+    said[1].includes(`remote link memfd ${link.name}`) && said[1].includes("command"),
+    said[1],
+  );
+  assert(said.every((line) => line.endsWith("before starting button again")), said.join("\n"));
+  openStateCell(state).close(); // opens again
+  assertEquals(repairLauncherMemory({ state, link }, "button", warningsInto(said)), 0);
+});
+
+Deno.test("repairLauncherMemory(): a memfd that cannot be repaired does not keep the other from its repair", () => {
+  const state = stateRegion();
+  state.close();
+  using link = createRemoteLink();
+  link.storeInt32(LINK_RING_MAGIC, 0x58585858);
+  const said: string[] = [];
+  assertEquals(repairLauncherMemory({ state, link }, "led", warningsInto(said)), 1);
+  assert(
+    said[0].startsWith(`Could not repair the state memfd ${state.name} before starting led again`),
+    said[0],
+  );
+  assert(said[1].includes(`remote link memfd ${link.name}`), said[1]);
+  assertEquals(link.loadInt32(LINK_RING_MAGIC) >>> 0, 0x474e4952, "the magic RING written anew");
+});
