@@ -48,7 +48,7 @@ import {
 } from "./mod.ts";
 import { keepClaims } from "./app/claim_keeper.ts";
 import { usage } from "./app/flags.ts";
-import { createRemoteLink } from "./app/remote/link.ts";
+import { createRemoteLink, type LinkHolder } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
 import { loadCredentials, PASSWORD_ENV, USERNAME_ENV } from "./bridges/mqtt/credentials.ts";
 import { localMachine, mqttIdentity } from "./bridges/mqtt/identity.ts";
@@ -60,6 +60,11 @@ import {
 } from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
+/** The children that hold ends of the remote link, by name: the bridge is its controller. */
+const LINK_HOLDERS: Record<string, LinkHolder | undefined> = {
+  button: "button",
+  mqtt: "controller",
+};
 
 /** Something at a path that this launcher owns, and so removes when it stops. */
 interface Owned {
@@ -512,7 +517,11 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         // The memfds are the launcher's own; their seals stop truncation, not writes through
         // /proc/PID/fd/N: a child must find them sound.
         beforeRestart: () => {
-          repairLauncherMemory({ state: region, link: resources.link }, spec.name, log);
+          repairLauncherMemory({ state: region, link: resources.link }, {
+            child: spec.name,
+            log,
+            linkHolder: LINK_HOLDERS[spec.name],
+          });
         },
       });
     const supervisors = childSpecs(flags, state, fifo, resources.link).map(supervise);

@@ -63,6 +63,8 @@ export {
   type InitRingOptions,
   restoreRingHeader,
   type RestoreRingOptions,
+  restoreRingPosition,
+  type RestoreRingPositionOptions,
   ringRegionSize,
 } from "./lib/ring/layout.ts";
 export type { RingOptions, RingWaitOptions } from "./lib/ring/core.ts";

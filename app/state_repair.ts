@@ -11,7 +11,7 @@
  */
 
 import type { Logger } from "./logging.ts";
-import { repairRemoteLink } from "./remote/link.ts";
+import { type LinkHolder, repairRemoteLink } from "./remote/link.ts";
 import { restoreStateCellHeader, type SharedRegion } from "../mod.ts";
 
 /** The launcher's memfds that its children open again at each start. */
@@ -22,23 +22,35 @@ export interface LauncherMemory {
   link?: SharedRegion;
 }
 
+/** Options for {@link repairLauncherMemory}. */
+export interface RepairOptions {
+  /** The child about to start again, named in the warnings. */
+  child: string;
+  /** Where the warnings go. */
+  log: Logger;
+  /** Which ends of the remote link the child holds, if any: their positions are looked at too. */
+  linkHolder?: LinkHolder;
+}
+
 /**
  * Writes the headers in the launcher's `memory` anew where something wrote over them, and says
- * so naming `child`, which is about to start again. Only fixed words are written: the state, its
- * sequence, the roles' claims, the messages and the ring positions stay as they are, since the
- * children still running (the button, say, in the middle of a write) use them meanwhile. Each
- * memfd is tried on its own: one whose repair fails is logged and does not keep the other from
- * its repair. Returns how many memfds it wrote to.
+ * so naming the child about to start again. Only fixed words are written: the state, its
+ * sequence, the roles' claims and the messages stay as they are, since the children still
+ * running (the button, say, in the middle of a write) use them meanwhile; so do the link's ring
+ * positions, but for those of the child's own ends, which it would find written over every time
+ * it started. Each memfd is tried on its own: one whose repair fails is logged and does not keep
+ * the other from its repair. Returns how many memfds it wrote to.
  */
-export function repairLauncherMemory(memory: LauncherMemory, child: string, log: Logger): number {
+export function repairLauncherMemory(memory: LauncherMemory, options: RepairOptions): number {
+  const { child, log, linkHolder } = options;
   const repairs: [SharedRegion | undefined, string, (region: SharedRegion) => string[], string][] =
     [
-      [memory.state, "state", stateProblems, "its header anew, the state left as it was"],
+      [memory.state, "state", stateProblems, "its header right; the state left as it was"],
       [
         memory.link,
         "remote link",
-        repairRemoteLink,
-        "its ring headers anew, the messages left as they were",
+        (link) => repairRemoteLink(link, linkHolder),
+        "those words right; the rest left as it was",
       ],
     ];
   let repaired = 0;
@@ -49,7 +61,7 @@ export function repairLauncherMemory(memory: LauncherMemory, child: string, log:
       if (problems.length === 0) continue;
       log.warn(
         `Something wrote over the ${what} memfd ${region.name} (${problems.join("; ")}); ` +
-          `wrote ${done}, before starting ${child} again`,
+          `put ${done}, before starting ${child} again`,
       );
       repaired++;
     } catch (error) {

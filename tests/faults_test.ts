@@ -8,6 +8,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/as
 import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL } from "../app/remote/link.ts";
+import { HEAD, TAIL } from "../lib/ring/layout.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
@@ -250,7 +251,7 @@ testWith(
 
 testWith(
   NEEDS.system,
-  "the launcher's remote link memfd written over: the button started again finds both channels' ring headers written anew",
+  "the launcher's remote link memfd written over: the button started again finds both channels' ring headers, and its own ends' positions, written anew",
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
@@ -265,8 +266,17 @@ testWith(
         // open them at all (and crashed once, before the button's restart wrote them anew).
         await launcher.waitFor(/mmap-ipc\.mqtt: Bridging to/, { timeoutMs: GUARD_MS });
         const since = launcher.lines.length;
-        // The command channel's ring magic, and the press-event channel's ring version.
-        for (const offset of [COMMAND_CHANNEL.offset + 64, EVENT_CHANNEL.offset + 64 + 4]) {
+        // The command channel's ring magic, the press-event channel's ring version, and the
+        // positions of the button's own ends: its command consumer's, its press-event producer's.
+        const ring = 64; // each channel's ring starts after the channel's own 64-byte header
+        for (
+          const offset of [
+            COMMAND_CHANNEL.offset + ring,
+            EVENT_CHANNEL.offset + ring + 4,
+            COMMAND_CHANNEL.offset + ring + TAIL,
+            EVENT_CHANNEL.offset + ring + HEAD,
+          ]
+        ) {
           await writeOver(link, offset);
         }
         Deno.kill(pids.button, "SIGKILL");
@@ -283,6 +293,8 @@ testWith(
             link,
             'its command channel: found 0x58585858 where the magic "RING" belongs',
             "its press-event channel: its layout version is 1482184792",
+            "its command channel: its consumer position 1482184792 is not one of the ring's",
+            "its press-event channel: its producer position 1482184792 is not one of the ring's",
             "before starting button again",
           ]
         ) {
@@ -290,8 +302,21 @@ testWith(
         }
         // Before, the button started again could not open the command channel, five times over,
         // and the launcher stopped everything.
-        assertEquals(launcher.matching(/exited with code|Cannot open/), [], launcher.transcript);
+        assertEquals(
+          launcher.matching(/button exited with code|Cannot open/),
+          [],
+          launcher.transcript,
+        );
+        // The bridge, alive all along, may have read the button's position written over before
+        // the repair: it fails at most once, and starts again on sound positions.
+        const bridgeFailures = launcher.matching(/mqtt exited with code/, since);
+        assert(bridgeFailures.length <= 1, launcher.transcript);
+        if (bridgeFailures.length === 1) {
+          await launcher.waitFor(/mmap-ipc\.mqtt: Bridging to/, { since, timeoutMs: GUARD_MS });
+        }
         assertEquals(await pressAndSee(launcher, fifo), 1);
+        assertEquals(await pressAndSee(launcher, fifo), 0);
+        assertEquals(launcher.matching(/exited with code/, since), bridgeFailures);
         await stopCleanly(launcher, [pids.led, restarted]);
       } finally {
         await stopAll(launcher, [pids.led, pids.button, restarted]);

@@ -15,11 +15,19 @@ import {
   openRingConsumer,
   openRingProducer,
   restoreRingHeader,
+  restoreRingPosition,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
 } from "../mod.ts";
-import { CONSUMER_WAITING, HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
+import {
+  CLOSED,
+  CONSUMER_WAITING,
+  HEAD,
+  POSITION,
+  RING_HEADER_SIZE,
+  TAIL,
+} from "../lib/ring/layout.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 import { loadRounds } from "./helpers/load.ts";
@@ -534,6 +542,68 @@ Deno.test("restoreRingHeader() rewrites only the fixed words, under ends that st
     assertThrowsWith(() => restoreRingHeader(region, { capacity }), RangeError, "multiple of 8");
     assertEquals(region.loadInt32(8), 256, `${capacity}: the header's capacity as it was`);
   }
+});
+
+Deno.test("restoreRingPosition() sets a position written over to the other end's, and nothing else", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  assert(producer.trySend(encoder.encode("in flight")));
+  consumer.close();
+  assertEquals(restoreRingPosition(region, { capacity: 256, end: "consumer" }), undefined);
+  const head = region.loadInt32(HEAD);
+  for (
+    const [tail, words] of [
+      [0x58585858, "is not one of the ring's"],
+      [12, "is not one of the ring's"], // between two records
+      [head + 8, "out of step with the producer's"], // ahead of the producer
+      [head - 8, "out of step with the producer's"], // inside the record in flight
+    ] as const
+  ) {
+    region.storeInt32(TAIL, tail);
+    // Each made the consumer fail, at its open or at its first look, every time.
+    assertThrows(() => {
+      using consumer = openRingConsumer(region);
+      consumer.tryReceive();
+    }, Deno.errors.InvalidData);
+    const before = region.read(0, RING_HEADER_SIZE);
+    const problem = restoreRingPosition(region, { capacity: 256, end: "consumer" });
+    assert(problem?.includes(words), `${tail}: ${problem}`);
+    const after = region.read(0, RING_HEADER_SIZE);
+    assertEquals(region.loadInt32(TAIL) & POSITION, head, "the producer's position");
+    after.set(before.subarray(TAIL, TAIL + 4), TAIL);
+    assertEquals(after, before, "only the consumer's position word written");
+  }
+  // The consumer opens again; what was in flight is dropped; the live producer carries on.
+  using reopened = openRingConsumer(region);
+  assertEquals(reopened.tryReceive(), undefined);
+  assert(producer.trySend(encoder.encode("after")));
+  assertEquals(text(reopened.tryReceive()), "after");
+  // The producer's end, while its holder lives, is refused; once closed, it is set too.
+  assertThrowsWith(
+    () => restoreRingPosition(region, { capacity: 256, end: "producer" }),
+    Deno.errors.Busy,
+    `pid ${Deno.pid} holds its producer`,
+  );
+  producer.close();
+  region.storeInt32(HEAD, (region.loadInt32(TAIL) + 264) | CLOSED); // more than the capacity on
+  assert(restoreRingPosition(region, { capacity: 256, end: "producer" })?.includes("out of step"));
+  assertEquals(region.loadInt32(HEAD), region.loadInt32(TAIL) | CLOSED, "the closed mark kept");
+  using again = openRingProducer(region);
+  assert(again.trySend(encoder.encode("again")));
+  assertEquals(text(reopened.tryReceive()), "again");
+  // A header written over is for restoreRingHeader() first; a wrong capacity is refused.
+  assertThrowsWith(
+    () => restoreRingPosition(region, { capacity: 128, end: "consumer" }),
+    Deno.errors.InvalidData,
+    "capacity of 256",
+  );
+  region.storeInt32(0, 0x58585858);
+  assertThrows(
+    () => restoreRingPosition(region, { capacity: 256, end: "consumer" }),
+    Deno.errors.InvalidData,
+  );
+  region.storeInt32(0, 0x474e4952);
 });
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {

@@ -3,6 +3,7 @@ import type { Logger } from "../app/logging.ts";
 import { COMMAND_CHANNEL, createRemoteLink } from "../app/remote/link.ts";
 import { repairLauncherMemory } from "../app/state_repair.ts";
 import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
+import { HEAD, TAIL } from "../lib/ring/layout.ts";
 
 /** The command channel's ring magic: the ring starts after the channel's 64-byte header. */
 const LINK_RING_MAGIC = COMMAND_CHANNEL.offset + 64;
@@ -29,7 +30,7 @@ Deno.test("repairLauncherMemory() writes over nothing sound and says nothing", (
   using link = createRemoteLink();
   const said: string[] = [];
   const before = [state.read(0, 256), link.read(0, link.size)];
-  assertEquals(repairLauncherMemory({ state, link }, "led", warningsInto(said)), 0);
+  assertEquals(repairLauncherMemory({ state, link }, { child: "led", log: warningsInto(said) }), 0);
   assertEquals(said, []);
   assertEquals([state.read(0, 256), link.read(0, link.size)], before);
 });
@@ -40,7 +41,10 @@ Deno.test("repairLauncherMemory() repairs each memfd written over and names it a
   state.storeInt32(64, 0x58585858);
   link.storeInt32(LINK_RING_MAGIC, 0x58585858);
   const said: string[] = [];
-  assertEquals(repairLauncherMemory({ state, link }, "button", warningsInto(said)), 2);
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "button", log: warningsInto(said) }),
+    2,
+  );
   assertEquals(said.length, 2, said.join("\n"));
   assert(said[0].includes(`state memfd ${state.name}`) && said[0].includes("0x58585858"), said[0]);
   assert(
@@ -49,7 +53,10 @@ Deno.test("repairLauncherMemory() repairs each memfd written over and names it a
   );
   assert(said.every((line) => line.endsWith("before starting button again")), said.join("\n"));
   openStateCell(state).close(); // opens again
-  assertEquals(repairLauncherMemory({ state, link }, "button", warningsInto(said)), 0);
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "button", log: warningsInto(said) }),
+    0,
+  );
 });
 
 Deno.test("repairLauncherMemory(): a memfd that cannot be repaired does not keep the other from its repair", () => {
@@ -58,11 +65,34 @@ Deno.test("repairLauncherMemory(): a memfd that cannot be repaired does not keep
   using link = createRemoteLink();
   link.storeInt32(LINK_RING_MAGIC, 0x58585858);
   const said: string[] = [];
-  assertEquals(repairLauncherMemory({ state, link }, "led", warningsInto(said)), 1);
+  assertEquals(repairLauncherMemory({ state, link }, { child: "led", log: warningsInto(said) }), 1);
   assert(
     said[0].startsWith(`Could not repair the state memfd ${state.name} before starting led again`),
     said[0],
   );
   assert(said[1].includes(`remote link memfd ${link.name}`), said[1]);
   assertEquals(link.loadInt32(LINK_RING_MAGIC) >>> 0, 0x474e4952, "the magic RING written anew");
+});
+
+Deno.test("repairLauncherMemory() sets the positions of the restarting child's own link ends, and only those", () => {
+  using state = stateRegion();
+  using link = createRemoteLink();
+  const commandTail = COMMAND_CHANNEL.offset + 64 + TAIL; // the button's: it receives commands
+  const commandHead = COMMAND_CHANNEL.offset + 64 + HEAD; // the controller's
+  link.storeInt32(commandTail, 0x58585858);
+  link.storeInt32(commandHead, 0x58585858);
+  const said: string[] = [];
+  const log = warningsInto(said);
+  assertEquals(repairLauncherMemory({ state, link }, { child: "led", log }), 0, "no link ends");
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" }),
+    1,
+  );
+  assert(said[0].includes("its command channel: its consumer position 1482184792"), said[0]);
+  assert(said[0].includes("the commands in it dropped"), said[0]);
+  assertEquals(link.loadInt32(commandTail), 0, "the other end's position was out of the ring");
+  assertEquals(link.loadInt32(commandHead), 0x58585858, "the controller's own, left to it");
+  repairLauncherMemory({ state, link }, { child: "mqtt", log, linkHolder: "controller" });
+  assert(said[1].includes("its command channel: its producer position 1482184792"), said[1]);
+  assertEquals([link.loadInt32(commandHead), link.loadInt32(commandTail)], [0, 0]);
 });

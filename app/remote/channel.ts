@@ -26,6 +26,7 @@ import {
   openRingConsumer,
   openRingProducer,
   restoreRingHeader,
+  restoreRingPosition,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
@@ -62,6 +63,22 @@ export function restoreChannel(
   options: { offset: number; capacity: number },
 ): string | undefined {
   return restoreRingHeader(region, { offset: options.offset + RING, capacity: options.capacity });
+}
+
+/**
+ * Sets the position of the channel's `end` anew where something wrote over it (see
+ * `restoreRingPosition`): what was in the channel is dropped. For the channel's creator only,
+ * while no process holds that end.
+ */
+export function restoreChannelEnd(
+  region: SharedRegion,
+  options: { offset: number; capacity: number; end: "sender" | "receiver" },
+): string | undefined {
+  return restoreRingPosition(region, {
+    offset: options.offset + RING,
+    capacity: options.capacity,
+    end: options.end === "sender" ? "producer" : "consumer",
+  });
 }
 
 /** What {@link ChannelSender.trySend} did with a message. */

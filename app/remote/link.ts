@@ -16,6 +16,7 @@ import {
   openChannelReceiver,
   openChannelSender,
   restoreChannel,
+  restoreChannelEnd,
 } from "./channel.ts";
 
 /** Where the command channel lives and how much it holds: 16 commands of up to 8 bytes. */
@@ -42,16 +43,35 @@ export function createRemoteLink(): SharedRegion {
 }
 
 /**
- * Writes the ring headers of the link's channels anew where something wrote over them (the link
- * is the launcher's own memfd); returns what was wrong with each, by channel, for a log line.
+ * Who holds ends of the link: the button process (receives commands, sends press events) and
+ * the remote controller, such as the MQTT bridge (the other way round).
  */
-export function repairRemoteLink(link: SharedRegion): string[] {
+export type LinkHolder = "button" | "controller";
+
+/**
+ * Writes the ring headers of the link's channels anew where something wrote over them (the link
+ * is the launcher's own memfd), and, for a `holder` about to start again, the positions of its
+ * ends where they were written over (what was in that channel is dropped); returns what was
+ * wrong, by channel, for a log line.
+ */
+export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): string[] {
   const found: string[] = [];
   for (
-    const [name, channel] of [["command", COMMAND_CHANNEL], ["press-event", EVENT_CHANNEL]] as const
+    const [name, channel, buttonEnd] of [
+      ["command", COMMAND_CHANNEL, "receiver"],
+      ["press-event", EVENT_CHANNEL, "sender"],
+    ] as const
   ) {
     const problem = restoreChannel(link, channel);
     if (problem !== undefined) found.push(`its ${name} channel: ${problem}`);
+    if (holder === undefined) continue;
+    const end = holder === "button" ? buttonEnd : buttonEnd === "sender" ? "receiver" : "sender";
+    const stepped = restoreChannelEnd(link, { ...channel, end });
+    if (stepped !== undefined) {
+      found.push(
+        `its ${name} channel: ${stepped}; set to the other end's, the ${name}s in it dropped`,
+      );
+    }
   }
   return found;
 }

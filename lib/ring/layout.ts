@@ -175,7 +175,7 @@ export interface RestoreRingOptions {
  * region.storeInt32(0, 0x58585858);
  * console.log(restoreRingHeader(region, { capacity })); // found 0x58585858 where the magic ...
  * using consumer = openRingConsumer(region);
- * console.log(consumer.tryReceive()); // null
+ * console.log(consumer.tryReceive()); // undefined: nothing there yet
  * ```
  */
 export function restoreRingHeader(
@@ -206,6 +206,109 @@ export function restoreRingHeader(
   // Last: an end opened meanwhile sees the right magic only with the rest in place.
   region.storeInt32(offset + MAGIC, RING_MAGIC);
   return problem;
+}
+
+/** Options for {@link restoreRingPosition}. */
+export interface RestoreRingPositionOptions extends RestoreRingOptions {
+  /** The end whose position to set: one no process holds now. */
+  end: "producer" | "consumer";
+}
+
+/**
+ * Sets the position of the ring's `end` anew when something wrote over it: a position outside
+ * the ring or between two records, or one out of step with the other end's (a consumer ahead of the producer, or more
+ * than the capacity behind it). Either made the end fail with `InvalidData` each time it opened.
+ * The end then takes the other end's position, so the ring reads as empty: whatever was in it is
+ * dropped, as it cannot be told from what was written over it. A position outside the ring at
+ * the other end too is left to that end (an end checks its own position at each step) and this
+ * one starts at 0. The claims, the messages and the closed marks are left as they are.
+ *
+ * Only for memory you own, whose ring you made, and for an end no process holds (its holder
+ * died or closed it): a live holder is refused with `Busy`, as it keeps its position to itself.
+ * The header must be sound (see {@link restoreRingHeader}); one that is not is `InvalidData`.
+ * Returns what was wrong, or `undefined` when nothing was.
+ *
+ * @example
+ * ```ts
+ * import { createMemfdRegion, initRing, openRingConsumer, restoreRingPosition } from "@mmap-ipc/mmap-ipc";
+ *
+ * using region = createMemfdRegion({ size: 4096 });
+ * const capacity = initRing(region);
+ * region.storeInt32(128, 0x58585858); // the consumer's position
+ * console.log(restoreRingPosition(region, { capacity, end: "consumer" })); // its consumer position ...
+ * using consumer = openRingConsumer(region);
+ * console.log(consumer.tryReceive()); // undefined: nothing there yet
+ * ```
+ */
+export function restoreRingPosition(
+  region: SharedRegion,
+  options: RestoreRingPositionOptions,
+): string | undefined {
+  const { offset = 0, capacity, end } = options;
+  const found = readCapacity(region, offset, "restore a ring position in");
+  if (found !== capacity) {
+    throw failure(
+      Deno.errors.InvalidData,
+      "restore a ring position in",
+      region.name,
+      `its header claims a capacity of ${found} bytes; the ring has ${capacity}`,
+    );
+  }
+  const [own, other, claim] = end === "producer" ? [HEAD, TAIL, PRODUCER] : [TAIL, HEAD, CONSUMER];
+  const holder = claimHolder(memoryOf(region), offset + claim);
+  if (holder !== undefined) {
+    throw failure(
+      Deno.errors.Busy,
+      "restore a ring position in",
+      region.name,
+      `pid ${holder} holds its ${end}${holder === Deno.pid ? " (this process)" : ""}`,
+    );
+  }
+  const twice = 2 * capacity;
+  const word = region.loadInt32(offset + own);
+  const position = word & POSITION;
+  const otherPosition = region.loadInt32(offset + other) & POSITION;
+  const sound = (at: number): boolean => at < twice && at % 8 === 0;
+  const head = end === "producer" ? position : otherPosition;
+  const tail = end === "producer" ? otherPosition : position;
+  const problem = !sound(position)
+    ? `its ${end} position ${position} is not one of the ring's (multiples of 8 below ${twice})`
+    : sound(otherPosition) && !recordsLead(region, offset, capacity, tail, head)
+    ? `its ${end} position ${position} is out of step with the ${
+      end === "producer" ? "consumer" : "producer"
+    }'s ${otherPosition}: the records from the consumer's do not lead to the producer's`
+    : undefined;
+  if (problem === undefined) return undefined;
+  // The closed mark stays: it tells the other end whether this one is gone.
+  region.storeInt32(offset + own, (word & CLOSED) | (sound(otherPosition) ? otherPosition : 0));
+  return problem;
+}
+
+/**
+ * Whether the records from position `tail` lead to position `head` exactly, each one whole, as
+ * a consumer reads them: otherwise it would find a corrupted record, every time it opened.
+ */
+function recordsLead(
+  region: SharedRegion,
+  offset: number,
+  capacity: number,
+  tail: number,
+  head: number,
+): boolean {
+  const twice = 2 * capacity;
+  let used = (head - tail + twice) % twice;
+  if (used > capacity) return false;
+  for (let at = tail; used > 0;) {
+    const index = at >= capacity ? at - capacity : at;
+    const untilEnd = capacity - index;
+    const length = region.loadInt32(offset + RING_HEADER_SIZE + index);
+    if (used < RECORD_HEADER_SIZE || length < PAD || length > capacity) return false;
+    const record = length === PAD ? untilEnd : RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    if (record > used || record > untilEnd) return false;
+    at = (at + record) % twice;
+    used -= record;
+  }
+  return true;
 }
 
 /** Throws a `RangeError` unless `capacity` is one {@link initRing} can make. */
