@@ -606,6 +606,74 @@ Deno.test("restoreRingPosition() sets a position written over to the other end's
   region.storeInt32(0, 0x474e4952);
 });
 
+Deno.test("restoreRingPosition(): the other end's position written over is set to this end's, as its holder never reads it back", () => {
+  using region = ringRegion(256);
+  using consumer = openRingConsumer(region); // live and idle, its tail its own
+  const producer = openRingProducer(region);
+  assert(producer.trySend(encoder.encode("read")));
+  assertEquals(text(consumer.tryReceive()), "read");
+  producer.close();
+  const head = region.loadInt32(HEAD) & POSITION;
+  region.storeInt32(TAIL, 0x58585858 | CLOSED);
+  // Before, the producer's open failed on the consumer's position, however long it lived.
+  assertThrows(() => openRingProducer(region).close(), Deno.errors.InvalidData);
+  const problem = restoreRingPosition(region, { capacity: 256, end: "producer" });
+  assert(problem?.includes("its consumer position 1482184792 is not one of the ring's"), problem);
+  assert(problem?.includes("set to the producer's"), problem);
+  assertEquals(region.loadInt32(TAIL), head, "the producer's position, its closed mark cleared");
+  using again = openRingProducer(region);
+  assert(again.trySend(encoder.encode("after")));
+  assertEquals(text(consumer.tryReceive()), "after");
+  // Both written over: both start again at 0.
+  again.close();
+  consumer.close();
+  region.storeInt32(HEAD, 0x58585858);
+  region.storeInt32(TAIL, 0x7ffffff8);
+  assert(restoreRingPosition(region, { capacity: 256, end: "consumer" }));
+  assertEquals([region.loadInt32(HEAD), region.loadInt32(TAIL)], [0, 0]);
+  using fresh = openRingConsumer(region);
+  assertEquals(fresh.tryReceive(), undefined, "not ended: the garbage's closed mark is gone");
+});
+
+Deno.test("restoreRingPosition(): a closed mark stays on a position only out of step", () => {
+  using region = ringRegion(256);
+  openRingProducer(region).close();
+  openRingConsumer(region).close();
+  region.storeInt32(TAIL, 64 | CLOSED); // ahead of the producer's 0, the consumer closed
+  assert(restoreRingPosition(region, { capacity: 256, end: "consumer" })?.includes("out of step"));
+  assertEquals(region.loadInt32(TAIL), 0 | CLOSED);
+  // Usage errors: a capacity initRing() could not make, an end that is neither.
+  assertThrowsWith(
+    () => restoreRingPosition(region, { capacity: 12, end: "consumer" }),
+    RangeError,
+    "multiple of 8",
+  );
+  assertThrowsWith(
+    () => restoreRingPosition(region, { capacity: 256, end: "both" as "consumer" }),
+    TypeError,
+    '"both"',
+  );
+});
+
+Deno.test("restoreRingPosition(): a live consumer that saw the producer's position may hand out the dropped messages; the next repair mends the producer that then fails", () => {
+  using region = ringRegion(256);
+  using consumer = openRingConsumer(region);
+  const producer = openRingProducer(region);
+  for (const message of ["old-1", "old-2", "old-3"]) {
+    assert(producer.trySend(encoder.encode(message)));
+  }
+  assertEquals(text(consumer.tryReceive()), "old-1"); // it has seen the producer's position
+  producer.close();
+  region.storeInt32(HEAD, 0x58585858);
+  assert(restoreRingPosition(region, { capacity: 256, end: "producer" }));
+  assertEquals([text(consumer.tryReceive()), text(consumer.tryReceive())], ["old-2", "old-3"]);
+  assertThrowsWith(() => openRingProducer(region).close(), Deno.errors.InvalidData, "ahead of");
+  assert(restoreRingPosition(region, { capacity: 256, end: "producer" })?.includes("out of step"));
+  using again = openRingProducer(region);
+  assert(again.trySend(encoder.encode("new")));
+  assertEquals(text(consumer.tryReceive()), "new");
+});
+
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {
   // An eighth of the ring is 224 bytes, 4 records.
   using ring = fullRing();

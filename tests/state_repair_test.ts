@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "@std/assert";
 import type { Logger } from "../app/logging.ts";
-import { COMMAND_CHANNEL, createRemoteLink } from "../app/remote/link.ts";
+import { COMMAND_CHANNEL, createRemoteLink, EVENT_CHANNEL } from "../app/remote/link.ts";
 import { repairLauncherMemory } from "../app/state_repair.ts";
 import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
 import { HEAD, TAIL } from "../lib/ring/layout.ts";
@@ -74,25 +74,41 @@ Deno.test("repairLauncherMemory(): a memfd that cannot be repaired does not keep
   assertEquals(link.loadInt32(LINK_RING_MAGIC) >>> 0, 0x474e4952, "the magic RING written anew");
 });
 
-Deno.test("repairLauncherMemory() sets the positions of the restarting child's own link ends, and only those", () => {
+Deno.test("repairLauncherMemory() sets the positions of the restarting child's link ends, and of their other ends written over", () => {
   using state = stateRegion();
   using link = createRemoteLink();
   const commandTail = COMMAND_CHANNEL.offset + 64 + TAIL; // the button's: it receives commands
   const commandHead = COMMAND_CHANNEL.offset + 64 + HEAD; // the controller's
-  link.storeInt32(commandTail, 0x58585858);
-  link.storeInt32(commandHead, 0x58585858);
+  const eventTail = EVENT_CHANNEL.offset + 64 + TAIL; // the controller's
   const said: string[] = [];
   const log = warningsInto(said);
+  link.storeInt32(commandTail, 0x58585858);
+  link.storeInt32(commandHead, 0x58585858);
   assertEquals(repairLauncherMemory({ state, link }, { child: "led", log }), 0, "no link ends");
+  assertEquals(link.loadInt32(commandTail), 0x58585858, "nothing written for the LED");
   assertEquals(
     repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" }),
     1,
   );
-  assert(said[0].includes("its command channel: its consumer position 1482184792"), said[0]);
-  assert(said[0].includes("the commands in it dropped"), said[0]);
-  assertEquals(link.loadInt32(commandTail), 0, "the other end's position was out of the ring");
-  assertEquals(link.loadInt32(commandHead), 0x58585858, "the controller's own, left to it");
-  repairLauncherMemory({ state, link }, { child: "mqtt", log, linkHolder: "controller" });
-  assert(said[1].includes("its command channel: its producer position 1482184792"), said[1]);
+  for (
+    const words of [
+      "its command channel: its consumer position 1482184792 is not one of the ring's",
+      "its producer position 1482184792 is not one of the ring's (multiples of 8 below 512); set to the consumer's",
+      "the commands in it dropped",
+    ]
+  ) {
+    assert(said[0].includes(words), said[0]);
+  }
+  // Neither was sound: both start again at 0, the ring empty.
   assertEquals([link.loadInt32(commandHead), link.loadInt32(commandTail)], [0, 0]);
+  // The controller's own end, written over while it runs, would have failed the button's
+  // open of the press-event producer every time: the button's repair sets it to its own.
+  link.storeInt32(eventTail, 0x58585858);
+  repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" });
+  assert(said[1].includes("its press-event channel: its consumer position 1482184792"), said[1]);
+  assertEquals(link.loadInt32(eventTail), link.loadInt32(EVENT_CHANNEL.offset + 64 + HEAD));
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "mqtt", log, linkHolder: "controller" }),
+    0,
+  );
 });

@@ -62,15 +62,24 @@ export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): strin
       ["press-event", EVENT_CHANNEL, "sender"],
     ] as const
   ) {
-    const problem = restoreChannel(link, channel);
-    if (problem !== undefined) found.push(`its ${name} channel: ${problem}`);
-    if (holder === undefined) continue;
     const end = holder === "button" ? buttonEnd : buttonEnd === "sender" ? "receiver" : "sender";
-    const stepped = restoreChannelEnd(link, { ...channel, end });
-    if (stepped !== undefined) {
-      found.push(
-        `its ${name} channel: ${stepped}; set to the other end's, the ${name}s in it dropped`,
-      );
+    // Each step on its own: one that throws (an end held by a stray process) keeps neither the
+    // other from its repair nor what the others found from the log line.
+    const steps: [string, () => string | undefined][] = [
+      ["", () => restoreChannel(link, channel)],
+      [
+        `; the ${name}s in it dropped`,
+        () => holder === undefined ? undefined : restoreChannelEnd(link, { ...channel, end }),
+      ],
+    ];
+    for (const [dropped, step] of steps) {
+      try {
+        const problem = step();
+        if (problem !== undefined) found.push(`its ${name} channel: ${problem}${dropped}`);
+      } catch (error) {
+        const why = error instanceof Error ? error.message : String(error);
+        found.push(`its ${name} channel: not mended (${why})`);
+      }
     }
   }
   return found;

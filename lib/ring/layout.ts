@@ -216,14 +216,24 @@ export interface RestoreRingPositionOptions extends RestoreRingOptions {
 
 /**
  * Sets the position of the ring's `end` anew when something wrote over it: a position outside
- * the ring or between two records, or one out of step with the other end's (a consumer ahead of the producer, or more
- * than the capacity behind it). Either made the end fail with `InvalidData` each time it opened.
- * The end then takes the other end's position, so the ring reads as empty: whatever was in it is
- * dropped, as it cannot be told from what was written over it. A position outside the ring at
- * the other end too is left to that end (an end checks its own position at each step) and this
- * one starts at 0. The claims, the messages and the closed marks are left as they are.
+ * the ring or between two records, or one out of step with the other end's (a consumer ahead of
+ * the producer, or more than the capacity behind it). Either made the end fail with
+ * `InvalidData` each time it opened or read. The end then takes the other end's position, so
+ * the ring reads as empty: whatever was in it is dropped, as it cannot be told from what was
+ * written over it. A live consumer that had already seen the producer's position may still hand
+ * out what was there; the producer started after it then finds the consumer ahead of it and
+ * fails once, and this mends that too.
  *
- * Only for memory you own, whose ring you made, and for an end no process holds (its holder
+ * The other end's position, if it is not one of the ring's either, is set to this end's: an end
+ * never reads its own position word back, so one left written over would fail this end at every
+ * open, however long its holder lives. That assumes the ring was empty, as it was if the other
+ * end is idle; a live holder overwrites the word with its own position at its next step.
+ *
+ * A closed mark (bit 31) is kept on a position that was only out of step; on one written over it
+ * is cleared, as it is garbage too: a consumer then waits for a producer rather than ending.
+ * The claims and the messages are left as they are.
+ *
+ * Only for memory you own, whose ring you made, and for an `end` no process holds (its holder
  * died or closed it): a live holder is refused with `Busy`, as it keeps its position to itself.
  * The header must be sound (see {@link restoreRingHeader}); one that is not is `InvalidData`.
  * Returns what was wrong, or `undefined` when nothing was.
@@ -245,43 +255,64 @@ export function restoreRingPosition(
   options: RestoreRingPositionOptions,
 ): string | undefined {
   const { offset = 0, capacity, end } = options;
-  const found = readCapacity(region, offset, "restore a ring position in");
+  checkOffset(offset);
+  checkCapacity(capacity);
+  if (end !== "producer" && end !== "consumer") {
+    throw new TypeError(`A ring's end is "producer" or "consumer", not ${JSON.stringify(end)}`);
+  }
+  const action = "restore a ring position in";
+  const found = readCapacity(region, offset, action);
   if (found !== capacity) {
     throw failure(
       Deno.errors.InvalidData,
-      "restore a ring position in",
+      action,
       region.name,
       `its header claims a capacity of ${found} bytes; the ring has ${capacity}`,
     );
   }
-  const [own, other, claim] = end === "producer" ? [HEAD, TAIL, PRODUCER] : [TAIL, HEAD, CONSUMER];
+  const producer = end === "producer";
+  const [own, other, claim] = producer ? [HEAD, TAIL, PRODUCER] : [TAIL, HEAD, CONSUMER];
   const holder = claimHolder(memoryOf(region), offset + claim);
   if (holder !== undefined) {
     throw failure(
       Deno.errors.Busy,
-      "restore a ring position in",
+      action,
       region.name,
       `pid ${holder} holds its ${end}${holder === Deno.pid ? " (this process)" : ""}`,
     );
   }
   const twice = 2 * capacity;
+  const sound = (at: number): boolean => at < twice && at % 8 === 0;
+  const unsound = (which: string, at: number): string =>
+    `its ${which} position ${at} is not one of the ring's (multiples of 8 below ${twice})`;
+  const otherEnd = producer ? "consumer" : "producer";
   const word = region.loadInt32(offset + own);
   const position = word & POSITION;
-  const otherPosition = region.loadInt32(offset + other) & POSITION;
-  const sound = (at: number): boolean => at < twice && at % 8 === 0;
-  const head = end === "producer" ? position : otherPosition;
-  const tail = end === "producer" ? otherPosition : position;
-  const problem = !sound(position)
-    ? `its ${end} position ${position} is not one of the ring's (multiples of 8 below ${twice})`
-    : sound(otherPosition) && !recordsLead(region, offset, capacity, tail, head)
-    ? `its ${end} position ${position} is out of step with the ${
-      end === "producer" ? "consumer" : "producer"
-    }'s ${otherPosition}: the records from the consumer's do not lead to the producer's`
-    : undefined;
-  if (problem === undefined) return undefined;
-  // The closed mark stays: it tells the other end whether this one is gone.
-  region.storeInt32(offset + own, (word & CLOSED) | (sound(otherPosition) ? otherPosition : 0));
-  return problem;
+  const otherWord = region.loadInt32(offset + other);
+  const otherPosition = otherWord & POSITION;
+  const problems: string[] = [];
+  let next = position;
+  if (!sound(position)) {
+    problems.push(unsound(end, position));
+    next = sound(otherPosition) ? otherPosition : 0;
+  } else if (sound(otherPosition)) {
+    const [head, tail] = producer ? [position, otherPosition] : [otherPosition, position];
+    if (!recordsLead(region, offset, capacity, tail, head)) {
+      problems.push(
+        `its ${end} position ${position} is out of step with the ${otherEnd}'s ${otherPosition}: the records from the consumer's do not lead to the producer's`,
+      );
+      next = otherPosition;
+    }
+  }
+  if (!sound(otherPosition)) {
+    problems.push(`${unsound(otherEnd, otherPosition)}; set to the ${end}'s`);
+    region.storeInt32(offset + other, next); // its closed mark was garbage too
+  }
+  if (problems.length === 0) return undefined;
+  if (next !== position || !sound(position)) {
+    region.storeInt32(offset + own, (sound(position) ? word & CLOSED : 0) | next);
+  }
+  return problems.join("; ");
 }
 
 /**
