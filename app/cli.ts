@@ -14,7 +14,7 @@ import { removeShmIfSame } from "../lib/owned_path.ts";
 import type { SharedRegion } from "../lib/region.ts";
 import { openStateFile, openStateFileAt, openStateShm, type StateFile } from "../lib/state_file.ts";
 import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
-import { LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
+import { formatLogLine, LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
 /** Bytes of the region the system's state cell lives in. */
 export const STATE_REGION_SIZE = 256;
@@ -196,9 +196,11 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
     setParentDeathSignal(SIGTERM);
     // The parent may have died before prctl() ran: then we were already re-parented.
     if (Deno.ppid !== parentPid) {
-      console.error(
+      console.error(formatLogLine(
+        "child",
+        "warning",
         `Not starting: the launcher (pid ${parentPid}) is gone; this process's parent is pid ${Deno.ppid}`,
-      );
+      ));
       Deno.exit(0);
     }
   }

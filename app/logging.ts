@@ -120,11 +120,13 @@ function consoleSink(formatter: LogFormatter): Sink {
 /** Until {@link setupLogging} runs, nothing is written, as a library's logging should be. */
 let lowest = Infinity;
 let sinks: Sink[] = [];
+let consoleFormatter: LogFormatter | undefined;
 
 /** Configures logging for a program; call once, before the first log line. */
 export function setupLogging(options: LoggingOptions = {}): void {
   const format = options.format ?? defaultLogFormat();
-  sinks = [consoleSink(format === "journal" ? journalFormatter : textFormatter)];
+  consoleFormatter = format === "journal" ? journalFormatter : textFormatter;
+  sinks = [consoleSink(consoleFormatter)];
   if (options.syslogIdent !== undefined) sinks.push(syslogSink(options.syslogIdent));
   lowest = LOG_LEVELS.indexOf(options.level ?? "info");
 }
@@ -133,6 +135,18 @@ function emit(category: readonly string[], level: LevelName, message: string): v
   if (LOG_LEVELS.indexOf(level) < lowest) return;
   const record: LogRecord = { category, level, message, timestamp: Date.now() };
   for (const sink of sinks) sink(record);
+}
+
+/**
+ * A line of `name`'s at `level` as the console shows it ({@link setupLogging}'s format, else
+ * {@link defaultLogFormat}'s), for a program about to exit at once: written with
+ * `console.error`, it waits behind nothing, where a logger's line queues (see
+ * `console_output.ts`).
+ */
+export function formatLogLine(name: string, level: LevelName, message: string): string {
+  const format = consoleFormatter ??
+    (defaultLogFormat() === "journal" ? journalFormatter : textFormatter);
+  return format({ category: ["mmap-ipc", name], level, message, timestamp: Date.now() });
 }
 
 /** The logger for one part of the system, such as `led`; it follows {@link setupLogging}. */

@@ -68,8 +68,9 @@ export const MQTT_BRIDGE_COMMAND = defineCommand({
 export type MqttBridgeFlags = CommandFlags<typeof MQTT_BRIDGE_COMMAND>;
 
 async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<void> {
-  const signal = shutdownSignal(flags.parentPid);
+  // Logging first: a child that does not start says why in the format asked for.
   setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  const signal = shutdownSignal(flags.parentPid);
   const log = logger("mqtt");
   const credentials = loadCredentials(settings.credentialsFile);
   const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);

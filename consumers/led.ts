@@ -78,12 +78,13 @@ export async function runLed(
 }
 
 async function main(flags: LedFlags): Promise<void> {
-  const signal = shutdownSignal(flags.parentPid);
+  // Logging first: a child that does not start says why in the format asked for.
   setupLogging({
     level: flags.logLevel,
     format: flags.logFormat,
     syslogIdent: flags.syslog ? "LED MMAP" : undefined,
   });
+  const signal = shutdownSignal(flags.parentPid);
   const log = logger("led");
   using state = openSystemState(flags);
   const { region, mirror } = state;

@@ -201,8 +201,9 @@ export function describeIgnored(ignored: IgnoredInput): string {
 }
 
 async function main(flags: ButtonFlags): Promise<void> {
-  const signal = shutdownSignal(flags.parentPid);
+  // Logging first: a child that does not start says why in the format asked for.
   setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  const signal = shutdownSignal(flags.parentPid);
   const log = logger("button");
   using state = openSystemState(flags);
   const { region, mirror } = state;

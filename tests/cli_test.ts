@@ -321,6 +321,32 @@ for (const script of SCRIPTS) {
   );
 }
 
+testWith(
+  ["run"],
+  "a child whose launcher is gone (its parent is another pid) does not start, and says so in its log format",
+  async () => {
+    for (const script of SCRIPTS.filter((s) => s.name === "led" || s.name === "button")) {
+      for (const [format, prefix] of [["journal", "<4>"], ["text", ""]] as const) {
+        // The test runner is this child's parent, not pid 1: as if the launcher had died and the
+        // child had been handed to init before it could ask for its parent's death signal.
+        const args = ["--memfd", "/proc/1/fd/999", "--parent-pid", "1", "--log-format", format];
+        const { code, out, err } = await run(script, args);
+        const what = `${script.path} ${args.join(" ")}:\n${err}`;
+        assertEquals(code, 0, what);
+        assertEquals(out, "", what);
+        const line =
+          `mmap-ipc.child: Not starting: the launcher (pid 1) is gone; this process's parent is pid ${Deno.pid}`;
+        assert(
+          format === "journal"
+            ? err.trim() === `${prefix}${line}`
+            : /^\d{4}-\d\d-\d\d .* \[WRN\] /.test(err) && err.trim().endsWith(line),
+          what,
+        );
+      }
+    }
+  },
+);
+
 testWith(NEEDS.childrenAndFiles, "a rejected launch command line creates nothing", async () => {
   await withTempDir(async (dir) => {
     const state = `${dir}/state.dat`;
