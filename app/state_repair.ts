@@ -37,9 +37,10 @@ export interface RepairOptions {
  * so naming the child about to start again. Only fixed words are written: the state, its
  * sequence, the roles' claims and the messages stay as they are, since the children still
  * running (the button, say, in the middle of a write) use them meanwhile; so do the link's ring
- * positions, but for those of the child's own ends, which it would find written over every time
- * it started. Each memfd is tried on its own: one whose repair fails is logged and does not keep
- * the other from its repair. Returns how many memfds it wrote to.
+ * positions, but for those of the child's own ends and, where they are not positions of the ring
+ * at all, of the ends facing them: the child would find either written over every time it
+ * started (see `restoreRingPosition`). Each memfd is tried on its own: one whose repair fails is
+ * logged and does not keep the other from its repair. Returns how many memfds it wrote to.
  */
 export function repairLauncherMemory(memory: LauncherMemory, options: RepairOptions): number {
   const { child, log, linkHolder } = options;
