@@ -117,6 +117,10 @@ function consoleSink(formatter: LogFormatter): Sink {
   };
 }
 
+function formatterFor(format: LogFormat): LogFormatter {
+  return format === "journal" ? journalFormatter : textFormatter;
+}
+
 /** Until {@link setupLogging} runs, nothing is written, as a library's logging should be. */
 let lowest = Infinity;
 let sinks: Sink[] = [];
@@ -125,7 +129,7 @@ let consoleFormatter: LogFormatter | undefined;
 /** Configures logging for a program; call once, before the first log line. */
 export function setupLogging(options: LoggingOptions = {}): void {
   const format = options.format ?? defaultLogFormat();
-  consoleFormatter = format === "journal" ? journalFormatter : textFormatter;
+  consoleFormatter = formatterFor(format);
   sinks = [consoleSink(consoleFormatter)];
   if (options.syslogIdent !== undefined) sinks.push(syslogSink(options.syslogIdent));
   lowest = LOG_LEVELS.indexOf(options.level ?? "info");
@@ -144,8 +148,7 @@ function emit(category: readonly string[], level: LevelName, message: string): v
  * `console_output.ts`).
  */
 export function formatLogLine(name: string, level: LevelName, message: string): string {
-  const format = consoleFormatter ??
-    (defaultLogFormat() === "journal" ? journalFormatter : textFormatter);
+  const format = consoleFormatter ?? formatterFor(defaultLogFormat());
   return format({ category: ["mmap-ipc", name], level, message, timestamp: Date.now() });
 }
 

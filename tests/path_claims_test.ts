@@ -38,7 +38,7 @@ import { delay, until, within } from "./helpers/waiting.ts";
 import { keepClaims } from "../app/claim_keeper.ts";
 import { ensurePrivateDirectory } from "../lib/owned_path.ts";
 import { assertThrowsWith } from "./helpers/assertions.ts";
-import type { Logger } from "../app/logging.ts";
+import { warningsInto } from "./helpers/logs.ts";
 
 /**
  * Runs `fn` with the state file's claim record locked by another process (util-linux's `flock`)
@@ -121,16 +121,6 @@ testWith(
     });
   },
 );
-
-/** A logger for the claim keeper that puts its warnings and errors into `said`. */
-function warningsInto(said: string[]): Logger {
-  return {
-    debug: () => {},
-    info: () => {},
-    warn: (line: string) => said.push(line),
-    error: (line: string) => said.push(line),
-  };
-}
 
 /** Makes `dir/real` and a symlink `dir/link` to it; returns the spellings of `real/name`. */
 function spellings(dir: string, name: string): { plain: string; others: string[] } {

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "@std/assert";
-import type { Logger } from "../app/logging.ts";
+import { warningsInto } from "./helpers/logs.ts";
 import { COMMAND_CHANNEL, createRemoteLink, EVENT_CHANNEL } from "../app/remote/link.ts";
 import { repairLauncherMemory } from "../app/state_repair.ts";
 import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
@@ -7,16 +7,6 @@ import { HEAD, TAIL } from "../lib/ring/layout.ts";
 
 /** The command channel's ring magic: the ring starts after the channel's 64-byte header. */
 const LINK_RING_MAGIC = COMMAND_CHANNEL.offset + 64;
-
-/** A logger that puts its warnings into `said`. */
-function warningsInto(said: string[]): Logger {
-  return {
-    debug: () => {},
-    info: () => {},
-    warn: (line) => said.push(line),
-    error: (line) => said.push(line),
-  };
-}
 
 /** A state memfd as the launcher makes it, its cell written once. */
 function stateRegion(): SharedRegion {

@@ -56,31 +56,31 @@ export type LinkHolder = "button" | "controller";
  */
 export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): string[] {
   const found: string[] = [];
+  // Each step on its own: one that throws (an end held by a stray process) keeps neither the
+  // others from their repair nor what they found from the log line.
+  const attempt = (name: string, step: () => string | undefined, dropped = ""): void => {
+    try {
+      const problem = step();
+      if (problem !== undefined) found.push(`its ${name} channel: ${problem}${dropped}`);
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      found.push(`its ${name} channel: not mended (${why})`);
+    }
+  };
   for (
-    const [name, channel, buttonEnd] of [
-      ["command", COMMAND_CHANNEL, "receiver"],
-      ["press-event", EVENT_CHANNEL, "sender"],
+    const [name, channel, ends] of [
+      ["command", COMMAND_CHANNEL, { button: "receiver", controller: "sender" }],
+      ["press-event", EVENT_CHANNEL, { button: "sender", controller: "receiver" }],
     ] as const
   ) {
-    const end = holder === "button" ? buttonEnd : buttonEnd === "sender" ? "receiver" : "sender";
-    // Each step on its own: one that throws (an end held by a stray process) keeps neither the
-    // other from its repair nor what the others found from the log line.
-    const steps: [string, () => string | undefined][] = [
-      ["", () => restoreChannel(link, channel)],
-      [
-        `; the ${name}s in it dropped`,
-        () => holder === undefined ? undefined : restoreChannelEnd(link, { ...channel, end }),
-      ],
-    ];
-    for (const [dropped, step] of steps) {
-      try {
-        const problem = step();
-        if (problem !== undefined) found.push(`its ${name} channel: ${problem}${dropped}`);
-      } catch (error) {
-        const why = error instanceof Error ? error.message : String(error);
-        found.push(`its ${name} channel: not mended (${why})`);
-      }
-    }
+    attempt(name, () => restoreChannel(link, channel));
+    if (holder === undefined) continue;
+    const end = ends[holder];
+    attempt(
+      name,
+      () => restoreChannelEnd(link, { ...channel, end }),
+      `; the ${name}s in it dropped`,
+    );
   }
   return found;
 }

@@ -288,8 +288,7 @@ export function restoreRingPosition(
   const otherEnd = producer ? "consumer" : "producer";
   const word = region.loadInt32(offset + own);
   const position = word & POSITION;
-  const otherWord = region.loadInt32(offset + other);
-  const otherPosition = otherWord & POSITION;
+  const otherPosition = region.loadInt32(offset + other) & POSITION;
   const problems: string[] = [];
   let next = position;
   if (!sound(position)) {
@@ -309,7 +308,8 @@ export function restoreRingPosition(
     region.storeInt32(offset + other, next); // its closed mark was garbage too
   }
   if (problems.length === 0) return undefined;
-  if (next !== position || !sound(position)) {
+  // An unsound position always moves; only a sound one's closed mark means anything.
+  if (next !== position) {
     region.storeInt32(offset + own, (sound(position) ? word & CLOSED : 0) | next);
   }
   return problems.join("; ");
