@@ -60,11 +60,11 @@ import {
 } from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
-/** The children that hold ends of the remote link, by name: the bridge is its controller. */
-const LINK_HOLDERS: Record<string, LinkHolder | undefined> = {
-  button: "button",
-  mqtt: "controller",
-};
+/** A child as the launcher starts it: which ends of the remote link it holds, if any. */
+interface LaunchedChild extends ChildSpec {
+  /** The link's ends it holds: looked at before it starts again (see `repairLauncherMemory`). */
+  linkHolder?: LinkHolder;
+}
 
 /** Something at a path that this launcher owns, and so removes when it stops. */
 interface Owned {
@@ -337,7 +337,7 @@ function childSpecs(
   state: SharedState,
   fifo: string | undefined,
   link: SharedRegion | undefined,
-): ChildSpec[] {
+): LaunchedChild[] {
   const remote = link === undefined ? [] : ["--remote", link.name];
   const common = commonArgs(flags, state);
   const option = (name: string, value: unknown): string[] =>
@@ -373,6 +373,7 @@ function childSpecs(
           ...option("--debounce-ms", flags.debounceMs),
           ...remote,
         ],
+        linkHolder: "button",
       },
     ];
   }
@@ -388,6 +389,7 @@ function childSpecs(
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
       args: [...common, "--fifo", fifo as string, ...remote],
+      linkHolder: "button",
     },
   ];
 }
@@ -426,9 +428,10 @@ function bridgeSpec(
   settings: MqttSettings,
   state: SharedState,
   link: SharedRegion,
-): ChildSpec {
+): LaunchedChild {
   return {
     name: "mqtt",
+    linkHolder: "controller",
     script: `${ROOT}bridges/mqtt_bridge.ts`,
     permissions: mqttBridgePermissions(settings),
     env: bridgeEnv(settings),
@@ -510,7 +513,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
     keepingClaims = keepClaims(resources.claims, { signal: stop.signal, log });
 
-    const supervise = (spec: ChildSpec): Supervisor =>
+    const supervise = (spec: LaunchedChild): Supervisor =>
       new Supervisor(spec, {
         log,
         config: `${ROOT}deno.json`,
@@ -520,7 +523,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
           repairLauncherMemory({ state: region, link: resources.link }, {
             child: spec.name,
             log,
-            linkHolder: LINK_HOLDERS[spec.name],
+            linkHolder: spec.linkHolder,
           });
         },
       });

@@ -22,6 +22,12 @@ export interface LauncherMemory {
   link?: SharedRegion;
 }
 
+/** What one memfd's repair found: what it put right, and what it could not, with why. */
+interface Findings {
+  mended: string[];
+  notMended: string[];
+}
+
 /** Options for {@link repairLauncherMemory}. */
 export interface RepairOptions {
   /** The child about to start again, named in the warnings. */
@@ -39,14 +45,16 @@ export interface RepairOptions {
  * running (the button, say, in the middle of a write) use them meanwhile; so do the link's ring
  * positions, but for those of the child's own ends and, where they are not positions of the ring
  * at all, of the ends facing them: the child would find either written over every time it
- * started (see `restoreRingPosition`). Each memfd is tried on its own: one whose repair fails is
- * logged and does not keep the other from its repair. Returns how many memfds it wrote to.
+ * started (see `restoreRingPosition`). What could not be mended (an end a stray process holds,
+ * say) is named in the same warning, or in one of its own when nothing was; each memfd is tried
+ * on its own, so one that fails does not keep the other from its repair. Returns how many memfds
+ * it wrote to.
  */
 export function repairLauncherMemory(memory: LauncherMemory, options: RepairOptions): number {
   const { child, log, linkHolder } = options;
-  const repairs: [SharedRegion | undefined, string, (region: SharedRegion) => string[], string][] =
+  const repairs: [SharedRegion | undefined, string, (region: SharedRegion) => Findings, string][] =
     [
-      [memory.state, "state", stateProblems, "its header right; the state left as it was"],
+      [memory.state, "state", stateRepair, "its header right; the state left as it was"],
       [
         memory.link,
         "remote link",
@@ -57,26 +65,31 @@ export function repairLauncherMemory(memory: LauncherMemory, options: RepairOpti
   let repaired = 0;
   for (const [region, what, repair, done] of repairs) {
     if (region === undefined) continue;
+    const before = `before starting ${child} again`;
+    let found: Findings;
     try {
-      const problems = repair(region);
-      if (problems.length === 0) continue;
+      found = repair(region);
+    } catch (error) {
+      found = { mended: [], notMended: [error instanceof Error ? error.message : String(error)] };
+    }
+    const { mended, notMended } = found;
+    if (mended.length > 0) {
+      const failed = notMended.length > 0 ? `; not mended: ${notMended.join("; ")}` : "";
       log.warn(
-        `Something wrote over the ${what} memfd ${region.name} (${problems.join("; ")}); ` +
-          `put ${done}, before starting ${child} again`,
+        `Something wrote over the ${what} memfd ${region.name} (${mended.join("; ")}); ` +
+          `put ${done}${failed}, ${before}`,
       );
       repaired++;
-    } catch (error) {
+    } else if (notMended.length > 0) {
       log.warn(
-        `Could not repair the ${what} memfd ${region.name} before starting ${child} again: ${
-          error instanceof Error ? error.message : error
-        }`,
+        `Could not repair the ${what} memfd ${region.name} ${before}: ${notMended.join("; ")}`,
       );
     }
   }
   return repaired;
 }
 
-function stateProblems(region: SharedRegion): string[] {
+function stateRepair(region: SharedRegion): Findings {
   const problem = restoreStateCellHeader(region);
-  return problem === undefined ? [] : [problem];
+  return { mended: problem === undefined ? [] : [problem], notMended: [] };
 }

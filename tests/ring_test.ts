@@ -653,6 +653,13 @@ Deno.test("restoreRingPosition(): a closed mark stays on a position only out of 
     TypeError,
     '"both"',
   );
+  // A closed region: BadResource, as for every use after close, and nothing touched.
+  region.close();
+  assertThrowsWith(
+    () => restoreRingPosition(region, { capacity: 256, end: "consumer" }),
+    Deno.errors.BadResource,
+    "closed",
+  );
 });
 
 Deno.test("restoreRingPosition(): a live consumer that saw the producer's position may hand out the dropped messages; the next repair mends the producer that then fails", () => {

@@ -1,6 +1,11 @@
 import { assert, assertEquals } from "@std/assert";
 import { warningsInto } from "./helpers/logs.ts";
-import { COMMAND_CHANNEL, createRemoteLink, EVENT_CHANNEL } from "../app/remote/link.ts";
+import {
+  COMMAND_CHANNEL,
+  createRemoteLink,
+  EVENT_CHANNEL,
+  openCommandReceiver,
+} from "../app/remote/link.ts";
 import { repairLauncherMemory } from "../app/state_repair.ts";
 import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
 import { HEAD, TAIL } from "../lib/ring/layout.ts";
@@ -101,4 +106,48 @@ Deno.test("repairLauncherMemory() sets the positions of the restarting child's l
     repairLauncherMemory({ state, link }, { child: "mqtt", log, linkHolder: "controller" }),
     0,
   );
+});
+
+Deno.test("repairLauncherMemory(): what it could not mend is named apart from what it mended", () => {
+  using state = stateRegion();
+  using link = createRemoteLink();
+  // A stray process holding the button's end of the command channel: here, this one.
+  using stray = openCommandReceiver(link);
+  const commandTail = COMMAND_CHANNEL.offset + 64 + TAIL;
+  const eventMagic = EVENT_CHANNEL.offset + 64;
+  link.storeInt32(commandTail, 0x58585858);
+  link.storeInt32(eventMagic, 0x58585858);
+  const said: string[] = [];
+  const log = warningsInto(said);
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" }),
+    1,
+  );
+  assertEquals(said.length, 1, said.join("\n"));
+  const [mended, notMended] = said[0].split("; not mended: ");
+  assert(
+    mended.includes('its press-event channel: found 0x58585858 where the magic "RING" belongs') &&
+      mended.endsWith("put those words right; the rest left as it was"),
+    said[0],
+  );
+  assert(!mended.includes("its command channel"), said[0]);
+  assert(
+    notMended.startsWith("its command channel (") && notMended.includes(`pid ${Deno.pid}`) &&
+      notMended.endsWith("before starting button again"),
+    said[0],
+  );
+  assertEquals(link.loadInt32(commandTail), 0x58585858, "a held end's position is left alone");
+  // With nothing to mend, the end still held: a warning of its own.
+  link.storeInt32(eventMagic, 0x474e4952);
+  assertEquals(
+    repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" }),
+    0,
+  );
+  assert(
+    said[1].startsWith(
+      `Could not repair the remote link memfd ${link.name} before starting button again: its command channel (`,
+    ),
+    said[1],
+  );
+  stray.close();
 });

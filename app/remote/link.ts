@@ -48,23 +48,30 @@ export function createRemoteLink(): SharedRegion {
  */
 export type LinkHolder = "button" | "controller";
 
+/** What {@link repairRemoteLink} found, by channel, for a log line. */
+export interface LinkRepair {
+  /** What was written over and is now put right. */
+  mended: string[];
+  /** What could not be looked at or put right, and why (an end held by a stray process, say). */
+  notMended: string[];
+}
+
 /**
  * Writes the ring headers of the link's channels anew where something wrote over them (the link
  * is the launcher's own memfd), and, for a `holder` about to start again, the positions of its
- * ends where they were written over (what was in that channel is dropped); returns what was
- * wrong, by channel, for a log line.
+ * ends where they were written over (what was in that channel is dropped).
  */
-export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): string[] {
-  const found: string[] = [];
+export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): LinkRepair {
+  const repair: LinkRepair = { mended: [], notMended: [] };
   // Each step on its own: one that throws (an end held by a stray process) keeps neither the
   // others from their repair nor what they found from the log line.
   const attempt = (name: string, step: () => string | undefined, dropped = ""): void => {
     try {
       const problem = step();
-      if (problem !== undefined) found.push(`its ${name} channel: ${problem}${dropped}`);
+      if (problem !== undefined) repair.mended.push(`its ${name} channel: ${problem}${dropped}`);
     } catch (error) {
       const why = error instanceof Error ? error.message : String(error);
-      found.push(`its ${name} channel: not mended (${why})`);
+      repair.notMended.push(`its ${name} channel (${why})`);
     }
   };
   for (
@@ -82,7 +89,7 @@ export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): strin
       `; the ${name}s in it dropped`,
     );
   }
-  return found;
+  return repair;
 }
 
 /** Opens the link the launcher created, by the `/proc/PID/fd/N` path it handed over. */
