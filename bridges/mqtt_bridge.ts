@@ -129,8 +129,16 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
         }
       })(),
       (async () => {
-        for await (const message of events.messages(signal)) {
+        const onDiscarded = (error: Error, bytes: number): void =>
+          log.warn(
+            `Skipped a press event written over in the remote link (${error.message}); ` +
+              `dropped the ${bytes} bytes of events waiting`,
+          );
+        for await (const message of events.messages(signal, { onDiscarded })) {
           if (isPress(message)) bridge.press();
+          else {log.warn(
+              `Skipped something in the remote link that is no press event (${message.length} bytes)`,
+            );}
         }
       })(),
     ]);

@@ -129,21 +129,37 @@ export async function runButton(
   return presses;
 }
 
+/** Options for {@link runCommands}. */
+export interface RunCommandsOptions {
+  /** Ends the loop. */
+  signal: AbortSignal;
+  /** Each command applied, with the state it left. */
+  onCommand?: (command: Command, state: number) => void;
+  /**
+   * Something in the channel that no controller sends: a message that is not a command, or a
+   * record written over (and what waited behind it dropped). It is skipped; the next command
+   * is applied as usual.
+   */
+  onIgnored?: (why: string) => void;
+}
+
 /**
  * Applies each command that comes through `commands` to `cell`, through the same
- * {@link applyCommand} a press takes, until `signal` aborts.
+ * {@link applyCommand} a press takes, until `signal` aborts. What is not a command is skipped
+ * and reported: the memfd is open to its user, and a stray write must not stop the button.
  */
 export async function runCommands(
   commands: ChannelReceiver,
   cell: StateCell,
-  options: { signal: AbortSignal; onCommand?: (command: Command, state: number) => void },
+  options: RunCommandsOptions,
 ): Promise<void> {
-  for await (const message of commands.messages(options.signal)) {
+  const onDiscarded = (error: Error, bytes: number): void =>
+    options.onIgnored?.(`${error.message}; dropped the ${bytes} bytes of commands waiting`);
+  for await (const message of commands.messages(options.signal, { onDiscarded })) {
     const command = decodeCommand(message);
     if (command === undefined) {
-      throw new Deno.errors.InvalidData(
-        `Cannot apply a remote command: ${message.length} bytes that are not ON, OFF or TOGGLE`,
-      );
+      options.onIgnored?.(`${message.length} bytes that are not ON, OFF or TOGGLE`);
+      continue;
     }
     options.onCommand?.(command, applyCommand(cell, command));
   }
@@ -259,6 +275,8 @@ async function main(flags: ButtonFlags): Promise<void> {
     commands && runCommands(commands, cell, {
       signal,
       onCommand: (command, state) => log.debug(`Remote command ${command}: state ${state}`),
+      onIgnored: (why) =>
+        log.warn(`Skipped something in the remote link that is no command (${why})`),
     }),
   ]);
 }

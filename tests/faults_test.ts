@@ -7,8 +7,8 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
-import { COMMAND_CHANNEL, EVENT_CHANNEL } from "../app/remote/link.ts";
-import { TAIL } from "../lib/ring/layout.ts";
+import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
+import { POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
@@ -316,6 +316,57 @@ testWith(
         await stopCleanly(launcher, [pids.led, restarted]);
       } finally {
         await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a press event written over in the remote link while both ends run: the bridge skips it and what waited behind it, says so, and takes the next press",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      // No broker there: the bridge's first press that cannot be published is a warning, which
+      // shows that the press reached it.
+      const args = ["--fifo", fifo, "--mqtt", "mqtt://127.0.0.1:1", "--log-level", "debug"];
+      await using launcher = startLauncher(dir, args);
+      const pids = await running(launcher);
+      const { match } = await launcher.waitFor(/Started mqtt \(pid (\d+)\)/, {
+        timeoutMs: GUARD_MS,
+      });
+      const bridge = Number(match[1]);
+      try {
+        await launcher.waitFor(/mmap-ipc\.mqtt: Bridging to/, { timeoutMs: GUARD_MS });
+        using link = openRemoteLink(argumentAfter(pids.button, "--remote"));
+        const ring = EVENT_CHANNEL.offset + 64; // after the channel's own 64-byte header
+        const since = launcher.lines.length;
+        // Stopped, the bridge leaves the press in the ring, where its length is written over.
+        Deno.kill(bridge, "SIGSTOP");
+        try {
+          const tail = link.loadInt32(ring + TAIL) & POSITION;
+          const index = tail >= EVENT_CHANNEL.capacity ? tail - EVENT_CHANNEL.capacity : tail;
+          assertEquals(await pressAndSee(launcher, fifo), 1);
+          link.storeInt32(ring + RING_HEADER_SIZE + index, 0x58585858);
+        } finally {
+          Deno.kill(bridge, "SIGCONT");
+        }
+        await launcher.waitFor(
+          /Skipped a press event written over in the remote link \(.*corrupted.*\); dropped the 16 bytes/,
+          { since, timeoutMs: GUARD_MS },
+        );
+        assertEquals(launcher.matching(/not published/, since), [], "the press written over");
+        assertEquals(await pressAndSee(launcher, fifo), 0);
+        await launcher.waitFor(/A press was not published/, { since, timeoutMs: GUARD_MS });
+        // Before, the bridge crashed on the record and was started again.
+        assertEquals(
+          launcher.matching(/exited with code|Started mqtt/, since),
+          [],
+          launcher.transcript,
+        );
+        await stopCleanly(launcher, [pids.led, pids.button, bridge]);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, bridge]);
       }
     });
   },

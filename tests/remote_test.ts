@@ -12,6 +12,7 @@ import {
 } from "../app/remote/channel.ts";
 import { CommandForwarder } from "../app/remote/command_forwarder.ts";
 import {
+  COMMAND_CHANNEL,
   createRemoteLink,
   openCommandReceiver,
   openCommandSender,
@@ -28,6 +29,7 @@ import {
 } from "../app/remote/messages.ts";
 import { PressReporter } from "../app/remote/press_reporter.ts";
 import { createMemfdRegion, openFileRegion, openStateCell, type SharedRegion } from "../mod.ts";
+import { POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -322,6 +324,55 @@ testWith(
       }
       stop.abort();
       await listening;
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "the button process skips what is no command in the remote link, a record written over included, and applies the commands after it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      using region = openFileRegion(state, { create: true, size: 256 });
+      using cell = openStateCell(region);
+      using link = createRemoteLink();
+      using commands = openCommandSender(link);
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        `${dir}/button.fifo`,
+        "--remote",
+        link.name,
+      ]);
+      await button.waitFor(/Button ready/);
+      // Bytes no controller sends: skipped and named.
+      await commands.send(text.encode("BLINK"));
+      await button.waitFor(/no command \(5 bytes that are not ON, OFF or TOGGLE\)/);
+      await commands.send(encodeCommand("ON"));
+      assertEquals(await cell.waitForChange({ from: 0, timeout: 20_000 }), 1);
+      // A command in flight written over (through /proc/PID/fd/N, as any process of the user
+      // can): its length is garbage, so no read can tell where the next record starts.
+      button.kill("SIGSTOP");
+      try {
+        const ring = COMMAND_CHANNEL.offset + 64; // after the channel's own header
+        const tail = link.loadInt32(ring + TAIL) & POSITION;
+        const index = tail >= COMMAND_CHANNEL.capacity ? tail - COMMAND_CHANNEL.capacity : tail;
+        await commands.send(encodeCommand("OFF"));
+        link.storeInt32(ring + RING_HEADER_SIZE + index, 0x58585858);
+      } finally {
+        button.kill("SIGCONT");
+      }
+      await button.waitFor(
+        /no command \(.*record at data offset \d+ is corrupted.*dropped the 16 bytes/,
+      );
+      assertEquals(cell.read(), 1, "the command written over is not applied");
+      await commands.send(encodeCommand("TOGGLE"));
+      assertEquals(await cell.waitForChange({ from: 1, timeout: 20_000 }), 0);
+      button.kill("SIGTERM");
+      const status = await button.status();
+      assertEquals(status.code, 0, button.transcript);
     });
   },
 );

@@ -25,6 +25,7 @@ import {
   CONSUMER_WAITING,
   HEAD,
   POSITION,
+  PRODUCER_WAITING,
   RING_HEADER_SIZE,
   TAIL,
 } from "../lib/ring/layout.ts";
@@ -679,6 +680,61 @@ Deno.test("restoreRingPosition(): a live consumer that saw the producer's positi
   using again = openRingProducer(region);
   assert(again.trySend(encoder.encode("new")));
   assertEquals(text(consumer.tryReceive()), "new");
+});
+
+Deno.test("discardAll() gets a live consumer past a record written over, and wakes a producer waiting for room", async () => {
+  using region = ringRegion(48); // three 1-byte messages fill it
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  for (const message of ["a", "b", "c"]) assert(producer.trySend(encoder.encode(message)));
+  assertEquals(text(consumer.tryReceive()), "a");
+  assert(producer.trySend(encoder.encode("d")), "into a's space, across the wrap");
+  region.storeInt32(RING_HEADER_SIZE + 16, 0x58585858); // b's length
+  for (let i = 0; i < 2; i++) {
+    // It stays stuck there: no read can tell where the next record starts.
+    assertThrowsWith(
+      () => consumer.tryReceive(),
+      Deno.errors.InvalidData,
+      "data offset 16 is corrupted",
+    );
+  }
+  // The producer, its ring full, sleeps until the consumer hands the space back.
+  const sent = producer.send(encoder.encode("e"), { timeout: 10_000 });
+  await until(() => region.loadInt32(PRODUCER_WAITING) === 1, "the producer asleep");
+  assertEquals(consumer.discardAll(), 48, "b's, c's and d's records");
+  await sent;
+  assertEquals(text(consumer.tryReceive()), "e");
+  assertEquals(consumer.tryReceive(), undefined);
+  assertEquals(consumer.discardAll(), 0, "nothing waiting: nothing dropped");
+  // The producer's close mark survives it.
+  assert(producer.trySend(encoder.encode("f")));
+  producer.close();
+  assertEquals(consumer.discardAll(), 16);
+  assertEquals(consumer.tryReceive(), null);
+});
+
+Deno.test("discardAll() refuses while a lease is held or a receive waits, and after close", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  assert(producer.trySend(encoder.encode("held")));
+  const lease = consumer.tryRead();
+  assert(lease);
+  assertThrowsWith(() => consumer.discardAll(), Deno.errors.Busy, "Release the message");
+  lease.release();
+  const waiting = consumer.receive({ timeout: 10_000 });
+  assertThrowsWith(
+    () => consumer.discardAll(),
+    Deno.errors.Busy,
+    "a blocking call of this consumer is waiting",
+  );
+  assert(producer.trySend(encoder.encode("kept")));
+  assertEquals(text(await waiting), "kept", "what the waiting call found was not dropped");
+  // A header written over stays InvalidData: the ring must be made again.
+  region.storeInt32(0, 0x58585858);
+  assertThrowsWith(() => consumer.discardAll(), Deno.errors.InvalidData, "header was overwritten");
+  consumer.close();
+  assertThrowsWith(() => consumer.discardAll(), Deno.errors.BadResource, "closed");
 });
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {

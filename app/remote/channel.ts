@@ -203,14 +203,26 @@ export class ChannelReceiver {
 
   /**
    * Yields each message (a copy) from whichever sender is attached, across senders that come
-   * and go, until `signal` aborts or this end is closed.
+   * and go, until `signal` aborts or this end is closed. A record something wrote over (the
+   * memfd is open to its user through `/proc/PID/fd/N`) drops what was waiting behind it, which
+   * `onDiscarded` is told, and the messages sent after it flow on; a ring header written over
+   * still throws (`InvalidData`): only its creator writes it anew.
    */
-  async *messages(signal: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  async *messages(
+    signal: AbortSignal,
+    options: { onDiscarded?: (error: Error, bytes: number) => void } = {},
+  ): AsyncGenerator<Uint8Array, void, undefined> {
     const stop = joinSignals(signal, this.#closing.signal);
     const word = this.#offset + SENDER_GENERATION;
     while (!stop.aborted) {
       const generation = this.#region.loadInt32(word);
-      for await (const message of this.#consumer.messages({ signal: stop })) yield message;
+      try {
+        for await (const message of this.#consumer.messages({ signal: stop })) yield message;
+      } catch (error) {
+        if (!(error instanceof Deno.errors.InvalidData)) throw error;
+        options.onDiscarded?.(error, this.#consumer.discardAll());
+        continue;
+      }
       if (stop.aborted) return;
       // The sender closed: sleep until another one attaches.
       try {

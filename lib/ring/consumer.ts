@@ -521,6 +521,58 @@ export class RingConsumer {
     }
   }
 
+  /**
+   * Drops every message waiting, without reading them, and returns the bytes that frees (record
+   * headers and padding included). It is the way past a record something wrote over, which the
+   * read methods report with `InvalidData` each time they reach it: a consumer cannot tell where
+   * the next record starts after one whose length is garbage, so it starts again where the
+   * producer writes next. What the producer sends afterwards reads as usual. A ring whose header
+   * was written over stays `InvalidData`: it must be made again (`initRing`).
+   *
+   * Throws `Busy` while a lease is held, from inside a callback of this end, or while a blocking
+   * call of this end waits: what that call found would be read from dropped space.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   createMemfdRegion,
+   *   initRing,
+   *   openRingConsumer,
+   *   openRingProducer,
+   * } from "@mmap-ipc/mmap-ipc";
+   *
+   * using region = createMemfdRegion({ size: 4096 });
+   * initRing(region);
+   * using producer = openRingProducer(region);
+   * using consumer = openRingConsumer(region);
+   * producer.trySend(new TextEncoder().encode("lost"));
+   * region.storeInt32(192, 0x7fff_0000); // a stray write over the record's length
+   * try {
+   *   consumer.tryReceive();
+   * } catch (error) {
+   *   if (!(error instanceof Deno.errors.InvalidData)) throw error;
+   *   console.log(`dropped ${consumer.discardAll()} bytes`); // dropped 16 bytes
+   * }
+   * producer.trySend(new TextEncoder().encode("next"));
+   * console.log(new TextDecoder().decode(consumer.tryReceive()!)); // next
+   * ```
+   */
+  discardAll(): number {
+    if (!this.#ring.free()) {
+      throw new Deno.errors.Busy(
+        `Cannot discard the messages of the ring in ${
+          JSON.stringify(this.#ring.name)
+        }: a blocking call of this consumer is waiting`,
+      );
+    }
+    const head = this.#ring.position(HEAD, "head") & POSITION;
+    let dropped = head - this.#tail;
+    if (dropped < 0) dropped += this.#twice;
+    this.#head = this.#tail = head;
+    this.#publish();
+    return dropped;
+  }
+
   /** Same as {@link RingConsumer.messages} without a signal. */
   [Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
     return this.messages();
