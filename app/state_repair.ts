@@ -74,10 +74,10 @@ export function repairLauncherMemory(memory: LauncherMemory, options: RepairOpti
     }
     const { mended, notMended } = found;
     if (mended.length > 0) {
-      const failed = notMended.length > 0 ? `; not mended: ${notMended.join("; ")}` : "";
+      const failed = notMended.length > 0 ? `. Not mended: ${notMended.join("; ")}` : "";
       log.warn(
         `Something wrote over the ${what} memfd ${region.name} (${mended.join("; ")}); ` +
-          `put ${done}${failed}, ${before}`,
+          `put ${done}, ${before}${failed}`,
       );
       repaired++;
     } else if (notMended.length > 0) {

@@ -131,14 +131,16 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
       (async () => {
         const onDiscarded = (error: Error, bytes: number): void =>
           log.warn(
-            `Skipped a press event written over in the remote link (${error.message}); ` +
-              `dropped the ${bytes} bytes of events waiting`,
+            `Skipped a press event written over in the remote link (${error.message}): ` +
+              `dropped it and what waited behind it (${bytes} bytes)`,
           );
         for await (const message of events.messages(signal, { onDiscarded })) {
-          if (isPress(message)) bridge.press();
-          else {log.warn(
-              `Skipped something in the remote link that is no press event (${message.length} bytes)`,
-            );}
+          if (isPress(message)) {
+            bridge.press();
+          } else {
+            const what = `${message.length} bytes`;
+            log.warn(`Skipped something in the remote link that is no press event (${what})`);
+          }
         }
       })(),
     ]);

@@ -154,7 +154,7 @@ export async function runCommands(
   options: RunCommandsOptions,
 ): Promise<void> {
   const onDiscarded = (error: Error, bytes: number): void =>
-    options.onIgnored?.(`${error.message}; dropped the ${bytes} bytes of commands waiting`);
+    options.onIgnored?.(`${error.message}: dropped it and what waited behind it, ${bytes} bytes`);
   for await (const message of commands.messages(options.signal, { onDiscarded })) {
     const command = decodeCommand(message);
     if (command === undefined) {

@@ -194,6 +194,14 @@ testWith(
     }),
 );
 
+/**
+ * A launcher's arguments with the MQTT bridge and no broker there: the bridge retries, and the
+ * remote link is made all the same.
+ */
+function bridgedWithoutBroker(fifo: string): string[] {
+  return ["--fifo", fifo, "--mqtt", "mqtt://127.0.0.1:1", "--log-level", "debug"];
+}
+
 /** The argument after `flag` on the command line of process `pid`. */
 function argumentAfter(pid: number, flag: string): string {
   const args = (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0");
@@ -255,9 +263,7 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      // No broker there: the bridge retries, and the link is made all the same.
-      const args = ["--fifo", fifo, "--mqtt", "mqtt://127.0.0.1:1", "--log-level", "debug"];
-      await using launcher = startLauncher(dir, args);
+      await using launcher = startLauncher(dir, bridgedWithoutBroker(fifo));
       const pids = await running(launcher);
       let restarted: number | undefined;
       try {
@@ -327,10 +333,9 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      // No broker there: the bridge's first press that cannot be published is a warning, which
-      // shows that the press reached it.
-      const args = ["--fifo", fifo, "--mqtt", "mqtt://127.0.0.1:1", "--log-level", "debug"];
-      await using launcher = startLauncher(dir, args);
+      // The bridge's first press that cannot be published is a warning: it shows that the press
+      // reached the bridge.
+      await using launcher = startLauncher(dir, bridgedWithoutBroker(fifo));
       const pids = await running(launcher);
       const { match } = await launcher.waitFor(/Started mqtt \(pid (\d+)\)/, {
         timeoutMs: GUARD_MS,
@@ -352,7 +357,7 @@ testWith(
           Deno.kill(bridge, "SIGCONT");
         }
         await launcher.waitFor(
-          /Skipped a press event written over in the remote link \(.*corrupted.*\); dropped the 16 bytes/,
+          /Skipped a press event written over in the remote link \(.*corrupted.*\): dropped it and what waited behind it \(16 bytes\)/,
           { since, timeoutMs: GUARD_MS },
         );
         assertEquals(launcher.matching(/not published/, since), [], "the press written over");

@@ -110,6 +110,32 @@ Deno.test("ChannelReceiver.messages() carries on across a sender that closes and
   assertEquals(got, ["a", "b"]);
 });
 
+Deno.test("ChannelReceiver.messages() reads on past a record written over, with or without onDiscarded", async () => {
+  for (const told of [true, false]) {
+    using region = channelRegion();
+    using receiver = openChannelReceiver(region, { offset: 0 });
+    using sender = openChannelSender(region, { offset: 0 });
+    const ring = 64; // after the channel's own header
+    assertEquals(sender.trySend(text.encode("lost")), "sent");
+    region.storeInt32(ring + RING_HEADER_SIZE, 0x58585858); // its length
+    assertEquals(sender.trySend(text.encode("lost too")), "sent");
+    const discarded: number[] = [];
+    const stop = new AbortController();
+    const got: string[] = [];
+    const options = told ? { onDiscarded: (_: Error, bytes: number) => discarded.push(bytes) } : {};
+    const reading = (async () => {
+      for await (const message of receiver.messages(stop.signal, options)) got.push(read(message));
+    })();
+    await until(() => region.loadInt32(ring + TAIL) === 32, "both records dropped");
+    assertEquals(sender.trySend(text.encode("next")), "sent");
+    await until(() => got.length === 1, "the next message received");
+    stop.abort();
+    await reading;
+    assertEquals(got, ["next"]);
+    assertEquals(discarded, told ? [32] : []);
+  }
+});
+
 Deno.test("ChannelSender.send() waits for a receiver that closed until a new one attaches", async () => {
   using region = channelRegion(64);
   using sender = openChannelSender(region, { offset: 0 });
@@ -365,7 +391,7 @@ testWith(
         button.kill("SIGCONT");
       }
       await button.waitFor(
-        /no command \(.*record at data offset \d+ is corrupted.*dropped the 16 bytes/,
+        /no command \(.*record at data offset \d+ is corrupted.*dropped it and what waited behind it, 16 bytes/,
       );
       assertEquals(cell.read(), 1, "the command written over is not applied");
       await commands.send(encodeCommand("TOGGLE"));

@@ -6,7 +6,7 @@ import { withTempDir } from "./helpers/temp.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { childrenOf } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
-import { delay, until } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
   initRing,
@@ -684,7 +684,8 @@ Deno.test("restoreRingPosition(): a live consumer that saw the producer's positi
 
 Deno.test("discardAll() gets a live consumer past a record written over, and wakes a producer waiting for room", async () => {
   using region = ringRegion(48); // three 1-byte messages fill it
-  using producer = openRingProducer(region);
+  // No liveness looks: only the consumer's wake ends the producer's sleep for room.
+  using producer = openRingProducer(region, { livenessCheckMs: Infinity });
   using consumer = openRingConsumer(region);
   for (const message of ["a", "b", "c"]) assert(producer.trySend(encoder.encode(message)));
   assertEquals(text(consumer.tryReceive()), "a");
@@ -699,10 +700,10 @@ Deno.test("discardAll() gets a live consumer past a record written over, and wak
     );
   }
   // The producer, its ring full, sleeps until the consumer hands the space back.
-  const sent = producer.send(encoder.encode("e"), { timeout: 10_000 });
+  const sent = producer.send(encoder.encode("e")).then(() => "sent");
   await until(() => region.loadInt32(PRODUCER_WAITING) === 1, "the producer asleep");
   assertEquals(consumer.discardAll(), 48, "b's, c's and d's records");
-  await sent;
+  assertEquals(await within(sent, GUARD_MS), "sent", "the producer woken");
   assertEquals(text(consumer.tryReceive()), "e");
   assertEquals(consumer.tryReceive(), undefined);
   assertEquals(consumer.discardAll(), 0, "nothing waiting: nothing dropped");
@@ -735,6 +736,89 @@ Deno.test("discardAll() refuses while a lease is held or a receive waits, and af
   assertThrowsWith(() => consumer.discardAll(), Deno.errors.InvalidData, "header was overwritten");
   consumer.close();
   assertThrowsWith(() => consumer.discardAll(), Deno.errors.BadResource, "closed");
+});
+
+Deno.test("discardAll() refuses a head position the producer could not have written, and moves nothing", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  assert(producer.trySend(encoder.encode("kept")));
+  for (const head of [472, 12]) {
+    region.storeInt32(HEAD, head); // past a ring's worth of the tail; between two records
+    assertThrowsWith(
+      () => consumer.discardAll(),
+      Deno.errors.InvalidData,
+      `its head position ${head} is not one the producer could have written`,
+    );
+    assertEquals(region.loadInt32(TAIL), 0, "the tail left where it was");
+  }
+  region.storeInt32(HEAD, 16); // the producer's own, as its next step writes it back
+  assertEquals(text(consumer.tryReceive()), "kept");
+});
+
+Deno.test("a batch that meets a record written over returns what it read before it; the next call meets the record", () => {
+  const takers: [string, (consumer: RingConsumer) => string[]][] = [
+    ["tryReceiveBatch", (consumer) => consumer.tryReceiveBatch().map((m) => decoder.decode(m))],
+    ["tryReceiveBatchInto", (consumer) => {
+      const buffer = new Uint8Array(256);
+      const lengths = new Uint32Array(8);
+      const count = consumer.tryReceiveBatchInto(buffer, lengths);
+      const out: string[] = [];
+      for (let i = 0, at = 0; i < count; at += lengths[i++]) {
+        out.push(decoder.decode(buffer.subarray(at, at + lengths[i])));
+      }
+      return out;
+    }],
+    ["tryReadWith", (consumer) => {
+      const out: string[] = [];
+      consumer.tryReadWith((data, offset, length) =>
+        out.push(decoder.decode(data.subarray(offset, offset + length)))
+      );
+      return out;
+    }],
+  ];
+  for (const [name, take] of takers) {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region);
+    using consumer = openRingConsumer(region);
+    for (const message of ["a", "b", "c"]) assert(producer.trySend(encoder.encode(message)));
+    region.storeInt32(RING_HEADER_SIZE + 32, 0x58585858); // c's length
+    assertEquals(take(consumer), ["a", "b"], name);
+    assertEquals(region.loadInt32(TAIL), 32, `${name}: their space handed back`);
+    assertThrowsWith(() => take(consumer), Deno.errors.InvalidData, "data offset 32");
+    assertEquals(consumer.discardAll(), 16, name);
+  }
+});
+
+Deno.test("tryReadWith(): an InvalidData the callback throws is the caller's at once, after messages read", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  for (const message of ["a", "b"]) assert(producer.trySend(encoder.encode(message)));
+  let calls = 0;
+  assertThrowsWith(
+    () =>
+      consumer.tryReadWith(() => {
+        if (++calls === 2) throw new Deno.errors.InvalidData("the caller's own");
+      }),
+    Deno.errors.InvalidData,
+    "the caller's own",
+  );
+  assertEquals(region.loadInt32(TAIL), 16, "a's space handed back, b still there");
+});
+
+Deno.test("a blocking receive that ends in InvalidData leaves no flag that has the producer wake it for nothing", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const receiving = consumer.receive({ timeout: GUARD_MS });
+  await until(() => region.loadInt32(CONSUMER_WAITING) === 1, "the consumer asleep");
+  region.storeInt32(RING_HEADER_SIZE, 0x58585858); // the record about to be sent: its length
+  // The producer writes a whole record over it; the stray write comes again after the send.
+  assert(producer.trySend(encoder.encode("x")));
+  region.storeInt32(RING_HEADER_SIZE, 0x58585858);
+  await assertRejectsWith(() => receiving, Deno.errors.InvalidData, "data offset 0");
+  assertEquals(region.loadInt32(CONSUMER_WAITING), 0);
 });
 
 Deno.test("a long batch hands space back every eighth of the ring, so the producer writes meanwhile", () => {

@@ -196,9 +196,20 @@ export class ChannelReceiver {
     announce(region, offset + RECEIVER_GENERATION);
   }
 
-  /** Takes every message waiting now, without sleeping; returns how many there were. */
+  /**
+   * Takes the messages waiting now, without sleeping; returns how many there were. A record
+   * written over among them is dropped with what waited behind it.
+   */
   discardWaiting(): number {
-    return this.#consumer.tryReceiveBatch().length;
+    try {
+      // What comes before a record written over is returned; the record stays for a next look.
+      const taken = this.#consumer.tryReceiveBatch().length;
+      if (taken > 0) return taken;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.InvalidData)) throw error;
+    }
+    this.#consumer.discardAll();
+    return 0;
   }
 
   /**
@@ -220,7 +231,9 @@ export class ChannelReceiver {
         for await (const message of this.#consumer.messages({ signal: stop })) yield message;
       } catch (error) {
         if (!(error instanceof Deno.errors.InvalidData)) throw error;
-        options.onDiscarded?.(error, this.#consumer.discardAll());
+        // Throws in turn when it cannot get past (a header or a head position written over).
+        const bytes = this.#consumer.discardAll();
+        options.onDiscarded?.(error, bytes);
         continue;
       }
       if (stop.aborted) return;

@@ -59,7 +59,8 @@ export interface LinkRepair {
 /**
  * Writes the ring headers of the link's channels anew where something wrote over them (the link
  * is the launcher's own memfd), and, for a `holder` about to start again, the positions of its
- * ends where they were written over (what was in that channel is dropped).
+ * ends where they were written over (what was in that channel is dropped). Returns what it put
+ * right and what it could not (an end held by a stray process, say), each by channel.
  */
 export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): LinkRepair {
   const repair: LinkRepair = { mended: [], notMended: [] };

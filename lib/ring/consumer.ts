@@ -237,15 +237,20 @@ export class RingConsumer {
     const messages: Uint8Array[] = [];
     // At most a ring's worth: a producer that keeps up would otherwise keep the call going.
     let budget = this.#capacity;
-    while (messages.length < max && budget > 0) {
-      const length = this.#next();
-      if (length < 0) break;
-      const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-      messages.push(this.#bytes.slice(start, start + length));
-      this.#skip(length);
-      budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
+    try {
+      while (messages.length < max && budget > 0) {
+        const length = this.#next();
+        if (length < 0) break;
+        const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+        messages.push(this.#bytes.slice(start, start + length));
+        this.#skip(length);
+        budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
+      }
+    } catch (error) {
+      if (!keepsTaken(error, messages.length)) throw error;
+    } finally {
+      if (this.#unpublished > 0) this.#publish();
     }
-    if (this.#unpublished > 0) this.#publish();
     return messages;
   }
 
@@ -344,20 +349,25 @@ export class RingConsumer {
   #batchInto(buffer: Uint8Array, lengths: Uint32Array): number {
     let count = 0;
     let filled = 0;
-    while (count < lengths.length) {
-      const length = this.#next();
-      if (length < 0) break;
-      // Too large for the whole buffer: an error, but only before anything was taken, so that
-      // what was taken is returned and nothing is lost.
-      if (length > buffer.length && count === 0) this.#tooSmall(length, buffer.length);
-      if (filled + length > buffer.length) break;
-      const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-      buffer.set(this.#bytes.subarray(start, start + length), filled);
-      filled += length;
-      lengths[count++] = length;
-      this.#skip(length);
+    try {
+      while (count < lengths.length) {
+        const length = this.#next();
+        if (length < 0) break;
+        // Too large for the whole buffer: an error, but only before anything was taken, so that
+        // what was taken is returned and nothing is lost.
+        if (length > buffer.length && count === 0) this.#tooSmall(length, buffer.length);
+        if (filled + length > buffer.length) break;
+        const start = this.#data + this.#at + RECORD_HEADER_SIZE;
+        buffer.set(this.#bytes.subarray(start, start + length), filled);
+        filled += length;
+        lengths[count++] = length;
+        this.#skip(length);
+      }
+    } catch (error) {
+      if (!keepsTaken(error, count)) throw error;
+    } finally {
+      if (this.#unpublished > 0) this.#publish();
     }
-    if (this.#unpublished > 0) this.#publish();
     return count;
   }
 
@@ -450,18 +460,24 @@ export class RingConsumer {
     // At most a ring's worth: a producer that keeps up (the callback itself may send) would
     // otherwise keep the call going, and the event loop waiting, for good.
     let budget = this.#capacity;
+    /** Whether an error comes from `read`, which is the caller's to have, whatever it is. */
+    let reading = false;
     this.#ring.inCallback = true; // nothing in this loop asks whether the end is free
     try {
       while (count < max && budget > 0) {
         length = this.#next();
         if (length < 0) break;
         if (this.#faults[0] !== 0) this.#ring.checkLost(); // not a length read as zeros
+        reading = true;
         read(data, this.#at + RECORD_HEADER_SIZE, length);
+        reading = false;
         this.#ring.check(); // the callback may have closed the ring
         this.#skip(length);
         budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
         count++;
       }
+    } catch (error) {
+      if (reading || !keepsTaken(error, count)) throw error;
     } finally {
       this.#ring.inCallback = false;
       if (this.#unpublished > 0 && !this.#ring.closed) this.#publish();
@@ -526,8 +542,12 @@ export class RingConsumer {
    * headers and padding included). It is the way past a record something wrote over, which the
    * read methods report with `InvalidData` each time they reach it: a consumer cannot tell where
    * the next record starts after one whose length is garbage, so it starts again where the
-   * producer writes next. What the producer sends afterwards reads as usual. A ring whose header
-   * was written over stays `InvalidData`: it must be made again (`initRing`).
+   * producer writes next. What the producer sends afterwards reads as usual. A head position
+   * the producer could not have written (more than a ring's worth past this end, or between two
+   * records) is `InvalidData`, and nothing moves: the producer writes its own back at its next
+   * send. A ring whose header was written over stays `InvalidData`: it must be made again
+   * (`initRing`). A batch read that meets such a record returns the messages before it, and the
+   * next call meets the record.
    *
    * Throws `Busy` while a lease is held, from inside a callback of this end, or while a blocking
    * call of this end waits: what that call found would be read from dropped space.
@@ -568,6 +588,16 @@ export class RingConsumer {
     const head = this.#ring.position(HEAD, "head") & POSITION;
     let dropped = head - this.#tail;
     if (dropped < 0) dropped += this.#twice;
+    // A head written over cannot be read past either: taken, it would put this end where the
+    // producer never wrote, and the producer would then find the tail ahead of its head.
+    if (dropped > this.#capacity || head % RECORD_HEADER_SIZE !== 0) {
+      throw failure(
+        Deno.errors.InvalidData,
+        "discard the messages of the ring in",
+        this.#ring.name,
+        `its head position ${head} is not one the producer could have written, ${dropped} bytes past the tail in a ring of ${this.#capacity}: the header is corrupted`,
+      );
+    }
     this.#head = this.#tail = head;
     this.#publish();
     return dropped;
@@ -770,6 +800,15 @@ export class RingConsumer {
       },
     };
   }
+}
+
+/**
+ * Whether a batch that met `error` after taking `taken` messages returns them instead: a record
+ * written over (`InvalidData`) stays where it is, for the next call to meet, and what came
+ * before it was read whole. Anything else (a page lost, say) is thrown.
+ */
+function keepsTaken(error: unknown, taken: number): boolean {
+  return taken > 0 && error instanceof Deno.errors.InvalidData;
 }
 
 /**

@@ -490,6 +490,10 @@ export class RingCore {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       if (hearing) this.memory.stopHearingShrink();
+      // A wait that ends in an error (a record written over, an abort) no longer sleeps: left
+      // set, the flag had the other end make a futex wake for each message, for no one. Not once
+      // closed: the flag may be a later holder's of this end by then.
+      if (!this.closed && !this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
     }
   }
 
