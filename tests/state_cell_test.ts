@@ -675,6 +675,23 @@ testWith(NEEDS.childrenAndFiles, "an aborted wait lets the process exit", async 
   });
 });
 
+testWith(
+  NEEDS.children,
+  "a reader whose loop of waits ends lets go of what it listened to: its process ends by itself, the cell still open",
+  async () => {
+    using region = createMemfdRegion({ size: 256 });
+    using writer = openStateCell(region, { writer: true });
+    await using reader = spawnDeno(`${TESTS_DIR}fixtures/idle_release.ts`, [region.name, "20"]);
+    assertEquals(await reader.nextLine(), "ready");
+    for (let value = 1; value <= 20; value++) {
+      writer.write(value);
+      assertEquals(await reader.nextLine(), `changed ${value}`);
+    }
+    const status = await reader.status({ timeoutMs: GUARD_MS });
+    assertEquals(status.code, 0, reader.transcript);
+  },
+);
+
 /** Round trips per echo test: enough to have caught the ring's lost wake-ups under load. */
 const ECHO_ROUNDS = loadRounds(10_000);
 
