@@ -199,6 +199,23 @@ class Group {
         C.CLOCK_MONOTONIC,
       );
       counts.inFlight--;
+      if (returned === 1n && count === 1 && this.entries.length === 1) {
+        // The usual wake-up: a group of one wait, woken, and none joined meanwhile. It ends as
+        // #settle would end it (0n unless cancelled: the word, the fault word and the deadline
+        // matter only for waits kept asleep), on a shorter path: this code runs cold after every
+        // sleep, and the general one cost the woken caller about 3-4 us more at the median.
+        const entry = this.entries[0];
+        this.entries.length = 0;
+        this.#unexplained = 0;
+        this.#settling = true;
+        try {
+          settleSafely(entry.settle, entry.cancelled ? -1n : 0n);
+          await letWokenCodeRun(this.#waitCount);
+        } finally {
+          this.#settling = false;
+        }
+        continue;
+      }
       const woken = returned > 0n ? this.entries[Number(returned) - 1] : undefined;
       const settled = this.#settle(woken, count);
       if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
