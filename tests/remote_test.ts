@@ -29,7 +29,7 @@ import {
 } from "../app/remote/messages.ts";
 import { PressReporter } from "../app/remote/press_reporter.ts";
 import { createMemfdRegion, openFileRegion, openStateCell, type SharedRegion } from "../mod.ts";
-import { POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
+import { HEAD, POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -134,6 +134,32 @@ Deno.test("ChannelReceiver.messages() reads on past a record written over, with 
     assertEquals(got, ["next"]);
     assertEquals(discarded, told ? [32] : []);
   }
+});
+
+Deno.test("ChannelReceiver.discardWaiting() drops a record written over with what waited, and keeps what comes after", async () => {
+  using region = channelRegion();
+  using receiver = openChannelReceiver(region, { offset: 0 });
+  using sender = openChannelSender(region, { offset: 0 });
+  for (const message of ["old-1", "old-2", "old-3"]) {
+    assertEquals(sender.trySend(text.encode(message)), "sent");
+  }
+  region.storeInt32(64 + RING_HEADER_SIZE + 32, 0x58585858); // old-3's length
+  assertEquals(receiver.discardWaiting(), 2);
+  assertEquals(region.loadInt32(64 + TAIL), region.loadInt32(64 + HEAD), "nothing left waiting");
+  assertEquals(sender.trySend(text.encode("fresh")), "sent");
+  const stop = new AbortController();
+  const got: string[] = [];
+  const discarded: number[] = [];
+  const reading = (async () => {
+    const onDiscarded = (_: Error, bytes: number) => discarded.push(bytes);
+    for await (const message of receiver.messages(stop.signal, { onDiscarded })) {
+      got.push(read(message));
+    }
+  })();
+  await until(() => got.length === 1, "the fresh message");
+  stop.abort();
+  await reading;
+  assertEquals([got, discarded], [["fresh"], []]);
 });
 
 Deno.test("ChannelSender.send() waits for a receiver that closed until a new one attaches", async () => {

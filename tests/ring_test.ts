@@ -790,6 +790,37 @@ Deno.test("a batch that meets a record written over returns what it read before 
   }
 });
 
+Deno.test("a blocking receiveBatch() that wakes to a record written over behind its first message returns that message", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region, { spin: 0 });
+  const receiving = consumer.receiveBatch(10, { timeout: GUARD_MS });
+  await until(() => region.loadInt32(CONSUMER_WAITING) === 1, "the consumer asleep");
+  assertEquals(
+    producer.trySendBatch(["1", "2", "3"].map((m) => encoder.encode(m))),
+    3,
+  );
+  region.storeInt32(RING_HEADER_SIZE + 16, 0x58585858); // the second one's length
+  assertEquals((await receiving).map(text), ["1"]);
+  assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, "data offset 16");
+});
+
+Deno.test("a consumer closed while asleep leaves the asleep flag of the end's next holder alone", async () => {
+  using region = ringRegion(256);
+  const options = { livenessCheckMs: Infinity, spin: 0 };
+  using producer = openRingProducer(region, options);
+  const first = openRingConsumer(region, options);
+  const ended = first.receive();
+  await until(() => region.loadInt32(CONSUMER_WAITING) === 1, "the first consumer asleep");
+  first.close(); // its sleep ends later, in the event loop
+  using second = openRingConsumer(region, options);
+  const received = second.receive();
+  await assertRejectsWith(() => ended, Deno.errors.BadResource);
+  assertEquals(region.loadInt32(CONSUMER_WAITING), 1, "the second one's flag");
+  assert(producer.trySend(encoder.encode("woken")));
+  assertEquals(text(await within(received, GUARD_MS)), "woken");
+});
+
 Deno.test("tryReadWith(): an InvalidData the callback throws is the caller's at once, after messages read", () => {
   using region = ringRegion(256);
   using producer = openRingProducer(region);

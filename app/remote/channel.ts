@@ -88,6 +88,9 @@ function joinSignals(signal: AbortSignal | undefined, closing: AbortSignal): Abo
   return signal === undefined ? closing : AbortSignal.any([signal, closing]);
 }
 
+/** The most batches {@link ChannelReceiver.discardWaiting} takes: each is a ring's worth at most. */
+const DISCARD_BATCHES = 4;
+
 /** Bumps a generation word and wakes whoever sleeps on it. */
 function announce(region: SharedRegion, offset: number): void {
   region.addInt32(offset, 1);
@@ -201,15 +204,20 @@ export class ChannelReceiver {
    * written over among them is dropped with what waited behind it.
    */
   discardWaiting(): number {
+    let count = 0;
     try {
-      // What comes before a record written over is returned; the record stays for a next look.
-      const taken = this.#consumer.tryReceiveBatch().length;
-      if (taken > 0) return taken;
+      // A batch stops before a record written over, returning what came before it: the next
+      // one meets the record. A few batches at most: a sender that keeps up cannot hold this.
+      for (let batch = 0; batch < DISCARD_BATCHES; batch++) {
+        const taken = this.#consumer.tryReceiveBatch().length;
+        if (taken === 0) break;
+        count += taken;
+      }
     } catch (error) {
       if (!(error instanceof Deno.errors.InvalidData)) throw error;
+      this.#consumer.discardAll();
     }
-    this.#consumer.discardAll();
-    return 0;
+    return count;
   }
 
   /**

@@ -233,8 +233,8 @@ export class RingConsumer {
     return this.#ring.free() ? this.#takeBatch(max) : [];
   }
 
-  #takeBatch(max: number): Uint8Array[] {
-    const messages: Uint8Array[] = [];
+  /** Takes up to `max` messages after those of `messages`, into it (see `keepsTaken`). */
+  #takeBatch(max: number, messages: Uint8Array[] = []): Uint8Array[] {
     // At most a ring's worth: a producer that keeps up would otherwise keep the call going.
     let budget = this.#capacity;
     try {
@@ -272,7 +272,7 @@ export class RingConsumer {
     return await this.#ring.blocking(
       () => nonEmpty(this.tryReceiveBatch(max)),
       (spun) => this.#waitForMessage(options, spun),
-      (length) => length === ENDED ? [] : [this.#copy(length), ...this.#takeBatch(max - 1)],
+      (length) => length === ENDED ? [] : this.#takeBatch(max, [this.#copy(length)]),
       options,
     );
   }

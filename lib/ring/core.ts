@@ -485,7 +485,8 @@ export class RingCore {
           });
         });
         sleep = undefined;
-        if (!this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
+        // Not once closed: a later holder of this end may sleep on the flag by then.
+        if (!this.closed && !this.memory.closed) Atomics.store(this.words, waitingIndex, 0);
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
