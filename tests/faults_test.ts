@@ -8,7 +8,9 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/as
 import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
-import { POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
+import { TAIL } from "../lib/ring/layout.ts";
+import { CHANNEL_RING } from "../app/remote/channel.ts";
+import { nextRecordLength } from "./helpers/rings.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
@@ -276,7 +278,7 @@ testWith(
         // the press-event channel's ring version and the position of the bridge's end (its
         // consumer), which the bridge, running all along, never reads back: the button's
         // producer failed on it at every start.
-        const ring = 64; // each channel's ring starts after the channel's own 64-byte header
+        const ring = CHANNEL_RING;
         for (
           const offset of [
             COMMAND_CHANNEL.offset + ring,
@@ -344,15 +346,14 @@ testWith(
       try {
         await launcher.waitFor(/mmap-ipc\.mqtt: Bridging to/, { timeoutMs: GUARD_MS });
         using link = openRemoteLink(argumentAfter(pids.button, "--remote"));
-        const ring = EVENT_CHANNEL.offset + 64; // after the channel's own 64-byte header
+        const ring = EVENT_CHANNEL.offset + CHANNEL_RING;
         const since = launcher.lines.length;
         // Stopped, the bridge leaves the press in the ring, where its length is written over.
         Deno.kill(bridge, "SIGSTOP");
         try {
-          const tail = link.loadInt32(ring + TAIL) & POSITION;
-          const index = tail >= EVENT_CHANNEL.capacity ? tail - EVENT_CHANNEL.capacity : tail;
+          const length = nextRecordLength(link, ring, EVENT_CHANNEL.capacity);
           assertEquals(await pressAndSee(launcher, fifo), 1);
-          link.storeInt32(ring + RING_HEADER_SIZE + index, 0x58585858);
+          link.storeInt32(length, 0x58585858);
         } finally {
           Deno.kill(bridge, "SIGCONT");
         }

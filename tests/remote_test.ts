@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import {
+  CHANNEL_RING,
   type ChannelReceiver,
   channelSize,
   initChannel,
@@ -29,7 +30,8 @@ import {
 } from "../app/remote/messages.ts";
 import { PressReporter } from "../app/remote/press_reporter.ts";
 import { createMemfdRegion, openFileRegion, openStateCell, type SharedRegion } from "../mod.ts";
-import { HEAD, POSITION, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
+import { HEAD, RING_HEADER_SIZE, TAIL } from "../lib/ring/layout.ts";
+import { nextRecordLength } from "./helpers/rings.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -115,7 +117,7 @@ Deno.test("ChannelReceiver.messages() reads on past a record written over, with 
     using region = channelRegion();
     using receiver = openChannelReceiver(region, { offset: 0 });
     using sender = openChannelSender(region, { offset: 0 });
-    const ring = 64; // after the channel's own header
+    const ring = CHANNEL_RING;
     assertEquals(sender.trySend(text.encode("lost")), "sent");
     region.storeInt32(ring + RING_HEADER_SIZE, 0x58585858); // its length
     assertEquals(sender.trySend(text.encode("lost too")), "sent");
@@ -143,9 +145,13 @@ Deno.test("ChannelReceiver.discardWaiting() drops a record written over with wha
   for (const message of ["old-1", "old-2", "old-3"]) {
     assertEquals(sender.trySend(text.encode(message)), "sent");
   }
-  region.storeInt32(64 + RING_HEADER_SIZE + 32, 0x58585858); // old-3's length
+  region.storeInt32(CHANNEL_RING + RING_HEADER_SIZE + 32, 0x58585858); // old-3's length
   assertEquals(receiver.discardWaiting(), 2);
-  assertEquals(region.loadInt32(64 + TAIL), region.loadInt32(64 + HEAD), "nothing left waiting");
+  assertEquals(
+    region.loadInt32(CHANNEL_RING + TAIL),
+    region.loadInt32(CHANNEL_RING + HEAD),
+    "nothing left waiting",
+  );
   assertEquals(sender.trySend(text.encode("fresh")), "sent");
   const stop = new AbortController();
   const got: string[] = [];
@@ -408,11 +414,10 @@ testWith(
       // can): its length is garbage, so no read can tell where the next record starts.
       button.kill("SIGSTOP");
       try {
-        const ring = COMMAND_CHANNEL.offset + 64; // after the channel's own header
-        const tail = link.loadInt32(ring + TAIL) & POSITION;
-        const index = tail >= COMMAND_CHANNEL.capacity ? tail - COMMAND_CHANNEL.capacity : tail;
+        const ring = COMMAND_CHANNEL.offset + CHANNEL_RING;
+        const length = nextRecordLength(link, ring, COMMAND_CHANNEL.capacity);
         await commands.send(encodeCommand("OFF"));
-        link.storeInt32(ring + RING_HEADER_SIZE + index, 0x58585858);
+        link.storeInt32(length, 0x58585858);
       } finally {
         button.kill("SIGCONT");
       }

@@ -9,9 +9,10 @@ import {
 import { repairLauncherMemory } from "../app/state_repair.ts";
 import { createMemfdRegion, openStateCell, type SharedRegion } from "../mod.ts";
 import { HEAD, TAIL } from "../lib/ring/layout.ts";
+import { CHANNEL_RING } from "../app/remote/channel.ts";
 
-/** The command channel's ring magic: the ring starts after the channel's 64-byte header. */
-const LINK_RING_MAGIC = COMMAND_CHANNEL.offset + 64;
+/** The command channel's ring magic. */
+const LINK_RING_MAGIC = COMMAND_CHANNEL.offset + CHANNEL_RING;
 
 /** A state memfd as the launcher makes it, its cell written once. */
 function stateRegion(): SharedRegion {
@@ -72,9 +73,9 @@ Deno.test("repairLauncherMemory(): a memfd that cannot be repaired does not keep
 Deno.test("repairLauncherMemory() sets the positions of the restarting child's link ends, and of their other ends written over", () => {
   using state = stateRegion();
   using link = createRemoteLink();
-  const commandTail = COMMAND_CHANNEL.offset + 64 + TAIL; // the button's: it receives commands
-  const commandHead = COMMAND_CHANNEL.offset + 64 + HEAD; // the controller's
-  const eventTail = EVENT_CHANNEL.offset + 64 + TAIL; // the controller's
+  const commandTail = COMMAND_CHANNEL.offset + CHANNEL_RING + TAIL; // the button's: it receives commands
+  const commandHead = COMMAND_CHANNEL.offset + CHANNEL_RING + HEAD; // the controller's
+  const eventTail = EVENT_CHANNEL.offset + CHANNEL_RING + TAIL; // the controller's
   const said: string[] = [];
   const log = warningsInto(said);
   link.storeInt32(commandTail, 0x58585858);
@@ -101,7 +102,10 @@ Deno.test("repairLauncherMemory() sets the positions of the restarting child's l
   link.storeInt32(eventTail, 0x58585858);
   repairLauncherMemory({ state, link }, { child: "button", log, linkHolder: "button" });
   assert(said[1].includes("its press-event channel: its consumer position 1482184792"), said[1]);
-  assertEquals(link.loadInt32(eventTail), link.loadInt32(EVENT_CHANNEL.offset + 64 + HEAD));
+  assertEquals(
+    link.loadInt32(eventTail),
+    link.loadInt32(EVENT_CHANNEL.offset + CHANNEL_RING + HEAD),
+  );
   assertEquals(
     repairLauncherMemory({ state, link }, { child: "mqtt", log, linkHolder: "controller" }),
     0,
@@ -113,8 +117,8 @@ Deno.test("repairLauncherMemory(): what it could not mend is named apart from wh
   using link = createRemoteLink();
   // A stray process holding the button's end of the command channel: here, this one.
   using stray = openCommandReceiver(link);
-  const commandTail = COMMAND_CHANNEL.offset + 64 + TAIL;
-  const eventMagic = EVENT_CHANNEL.offset + 64;
+  const commandTail = COMMAND_CHANNEL.offset + CHANNEL_RING + TAIL;
+  const eventMagic = EVENT_CHANNEL.offset + CHANNEL_RING;
   link.storeInt32(commandTail, 0x58585858);
   link.storeInt32(eventMagic, 0x58585858);
   const said: string[] = [];

@@ -35,13 +35,14 @@ import {
 
 const SENDER_GENERATION = 0;
 const RECEIVER_GENERATION = 4;
-const RING = 64;
+/** Where a channel's ring starts: after the channel's own 64-byte header. */
+export const CHANNEL_RING = 64;
 // The ends never check each other's liveness on a timer: the generation words do that job.
 const RING_OPTIONS = { spin: 0, livenessCheckMs: Infinity };
 
 /** Bytes a channel with `capacity` bytes of ring data takes in a region. */
 export function channelSize(capacity: number): number {
-  return RING + ringRegionSize(capacity);
+  return CHANNEL_RING + ringRegionSize(capacity);
 }
 
 /** Writes an empty channel at `offset` (a multiple of 64) of `region`: the creator does this once. */
@@ -51,7 +52,7 @@ export function initChannel(
 ): void {
   region.storeInt32(options.offset + SENDER_GENERATION, 0);
   region.storeInt32(options.offset + RECEIVER_GENERATION, 0);
-  initRing(region, { offset: options.offset + RING, capacity: options.capacity });
+  initRing(region, { offset: options.offset + CHANNEL_RING, capacity: options.capacity });
 }
 
 /**
@@ -62,7 +63,10 @@ export function restoreChannel(
   region: SharedRegion,
   options: { offset: number; capacity: number },
 ): string | undefined {
-  return restoreRingHeader(region, { offset: options.offset + RING, capacity: options.capacity });
+  return restoreRingHeader(region, {
+    offset: options.offset + CHANNEL_RING,
+    capacity: options.capacity,
+  });
 }
 
 /**
@@ -75,7 +79,7 @@ export function restoreChannelEnd(
   options: { offset: number; capacity: number; end: "sender" | "receiver" },
 ): string | undefined {
   return restoreRingPosition(region, {
-    offset: options.offset + RING,
+    offset: options.offset + CHANNEL_RING,
     capacity: options.capacity,
     end: options.end === "sender" ? "producer" : "consumer",
   });
@@ -125,7 +129,7 @@ export class ChannelSender {
     try {
       this.#producer = openRingProducer(this.#region, {
         ...RING_OPTIONS,
-        offset: this.#offset + RING,
+        offset: this.#offset + CHANNEL_RING,
       });
     } catch (error) {
       if (error instanceof Deno.errors.BrokenPipe) return false;
@@ -195,7 +199,7 @@ export class ChannelReceiver {
   constructor(region: SharedRegion, offset: number) {
     this.#region = region;
     this.#offset = offset;
-    this.#consumer = openRingConsumer(region, { ...RING_OPTIONS, offset: offset + RING });
+    this.#consumer = openRingConsumer(region, { ...RING_OPTIONS, offset: offset + CHANNEL_RING });
     announce(region, offset + RECEIVER_GENERATION);
   }
 
