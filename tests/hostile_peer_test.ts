@@ -6,15 +6,22 @@
  * @module
  */
 
-import { assertEquals } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
-import { createMemfdRegion, openRingConsumer, openRingProducer, openStateCell } from "../mod.ts";
+import {
+  createMemfdRegion,
+  openRingConsumer,
+  openRingProducer,
+  openStateCell,
+  restoreRingPosition,
+} from "../mod.ts";
 import { ringRegion } from "./helpers/rings.ts";
 import { delay, within } from "./helpers/waiting.ts";
 
 /** Byte offsets in the headers, as `lib/ring/layout.ts` and `lib/state_cell.ts` lay them out. */
 const RING_PRODUCER_CLAIM = 16;
 const RING_CONSUMER_CLAIM = 24;
+const RING_HEAD = 64;
 const RING_TAIL = 128;
 const CELL_SEQUENCE = 76;
 const CELL_WAITERS = 80;
@@ -78,11 +85,59 @@ Deno.test("a ring tail moved ahead of the head is InvalidData for the producer, 
   using _consumer = openRingConsumer(region);
   const fill = new Uint8Array(100);
   while (producer.trySend(fill)); // full: the next send reads the shared tail
-  region.storeInt32(RING_TAIL, 300); // beyond the head (256 at most here), within 0..511
+  region.storeInt32(RING_TAIL, 304); // beyond the head (256 at most here), within 0..511
   assertThrowsWith(() => producer.trySend(fill), Deno.errors.InvalidData, region.name, "ahead");
   await assertRejectsWith(
     () => producer.send(fill, { timeout: 1000 }),
     Deno.errors.InvalidData,
     region.name,
   );
+});
+
+Deno.test("available with a head written over is InvalidData, not a count beyond the ring, and reads on once the producer writes its own back", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  assert(producer.trySend(new Uint8Array(5)));
+  for (const head of [472, 12]) {
+    // Past a ring's worth of the tail (it counted 472 bytes of 256); between two records.
+    region.storeInt32(RING_HEAD, head);
+    assertThrowsWith(
+      () => consumer.available,
+      Deno.errors.InvalidData,
+      region.name,
+      head === 12
+        ? "its head position 12 is between two records"
+        : `its head position ${head} is not one the producer could have written`,
+    );
+  }
+  region.storeInt32(RING_HEAD, 16); // the producer's own, as its next step writes it back
+  assertEquals(consumer.available, 16);
+  assertEquals(consumer.tryReceive()?.length, 5);
+});
+
+Deno.test("a position between two records is InvalidData when an end opens (it read lengths from inside records) and restoreRingPosition() mends it", () => {
+  for (
+    const [end, word, other] of [["consumer", RING_TAIL, RING_HEAD], [
+      "producer",
+      RING_HEAD,
+      RING_TAIL,
+    ]] as const
+  ) {
+    using region = ringRegion(256);
+    region.storeInt32(word, 455);
+    const open = end === "consumer" ? openRingConsumer : openRingProducer;
+    assertThrowsWith(
+      () => open(region).close(),
+      Deno.errors.InvalidData,
+      region.name,
+      `position 455 is between two records`,
+    );
+    assert(restoreRingPosition(region, { capacity: 256, end }) !== undefined);
+    assertEquals(region.loadInt32(word), region.loadInt32(other));
+    using producer = openRingProducer(region);
+    using consumer = openRingConsumer(region);
+    assert(producer.trySend(new Uint8Array(3)));
+    assertEquals(consumer.tryReceive()?.length, 3);
+  }
 });

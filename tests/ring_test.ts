@@ -748,7 +748,9 @@ Deno.test("discardAll() refuses a head position the producer could not have writ
     assertThrowsWith(
       () => consumer.discardAll(),
       Deno.errors.InvalidData,
-      `its head position ${head} is not one the producer could have written`,
+      head === 12
+        ? "its head position 12 is between two records"
+        : `its head position ${head} is not one the producer could have written`,
     );
     assertEquals(region.loadInt32(TAIL), 0, "the tail left where it was");
   }

@@ -145,11 +145,15 @@ export class RingConsumer {
     return this.#ring.maxMessageSize;
   }
 
-  /** Bytes of messages waiting right now (headers and padding included). */
+  /**
+   * Bytes of messages waiting right now (headers and padding included). `InvalidData` when the
+   * producer's position was written over with one it could not have written.
+   */
   get available(): number {
     this.#ring.check();
-    this.#head = this.#ring.position(HEAD, "head") & POSITION;
-    const used = this.#head - this.#tail;
+    const head = this.#producerHead("count the bytes waiting in");
+    const used = head - this.#tail;
+    this.#head = head;
     return used < 0 ? used + this.#twice : used;
   }
 
@@ -585,19 +589,11 @@ export class RingConsumer {
         }: a blocking call of this consumer is waiting`,
       );
     }
-    const head = this.#ring.position(HEAD, "head") & POSITION;
-    let dropped = head - this.#tail;
-    if (dropped < 0) dropped += this.#twice;
     // A head written over cannot be read past either: taken, it would put this end where the
     // producer never wrote, and the producer would then find the tail ahead of its head.
-    if (dropped > this.#capacity || head % RECORD_HEADER_SIZE !== 0) {
-      throw failure(
-        Deno.errors.InvalidData,
-        "discard the messages of the ring in",
-        this.#ring.name,
-        `its head position ${head} is not one the producer could have written, ${dropped} bytes past the tail in a ring of ${this.#capacity}: the header is corrupted`,
-      );
-    }
+    const head = this.#producerHead("discard the messages of the ring in");
+    let dropped = head - this.#tail;
+    if (dropped < 0) dropped += this.#twice;
     this.#head = this.#tail = head;
     this.#publish();
     return dropped;
@@ -700,6 +696,25 @@ export class RingConsumer {
       this.#at = index;
       return length;
     }
+  }
+
+  /**
+   * The producer's position, or `InvalidData` for one it could not have written: more than a
+   * ring's worth past the tail, or between two records (which {@link RingCore.position} sees).
+   */
+  #producerHead(action: string): number {
+    const head = this.#ring.position(HEAD, "head") & POSITION;
+    let used = head - this.#tail;
+    if (used < 0) used += this.#twice;
+    if (used > this.#capacity) {
+      throw failure(
+        Deno.errors.InvalidData,
+        action,
+        this.#ring.name,
+        `its head position ${head} is not one the producer could have written, ${used} bytes past the tail in a ring of ${this.#capacity}: the header is corrupted`,
+      );
+    }
+    return head;
   }
 
   #corrupt(index: number, what: string): never {

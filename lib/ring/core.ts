@@ -11,7 +11,15 @@ import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
-import { CAPACITY, CLOSED, MAGIC, POSITION, RING_HEADER_SIZE, RING_MAGIC } from "./layout.ts";
+import {
+  CAPACITY,
+  CLOSED,
+  MAGIC,
+  POSITION,
+  RECORD_HEADER_SIZE,
+  RING_HEADER_SIZE,
+  RING_MAGIC,
+} from "./layout.ts";
 
 /** Options for `openRingProducer` and `openRingConsumer`. */
 export interface RingOptions {
@@ -276,13 +284,18 @@ export class RingCore {
     const word = Atomics.load(this.words, this.index(field));
     this.checkLost();
     this.checkHeader();
-    if ((word & POSITION) >= 2 * this.capacity) {
+    const position = word & POSITION;
+    // Every record starts on a multiple of 8: a position between two would read a length out
+    // of the middle of one.
+    if (position >= 2 * this.capacity || position % RECORD_HEADER_SIZE !== 0) {
       throw failure(
         Deno.errors.InvalidData,
         "use the ring in",
         this.name,
-        `its ${which} position ${word & POSITION} is outside 0..${
-          2 * this.capacity - 1
+        `its ${which} position ${position} is ${
+          position >= 2 * this.capacity
+            ? `outside 0..${2 * this.capacity - 1}`
+            : "between two records"
         }: the header is corrupted`,
       );
     }

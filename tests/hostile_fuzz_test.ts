@@ -1,0 +1,237 @@
+/**
+ * A hostile peer at random: while a victim process (tests/fixtures/hostile_victim.ts) makes
+ * seeded random calls on a ring, a state cell and a futex word in one memfd, this process
+ * writes garbage over their headers, claims, positions and records at random moments, and now
+ * and then mends them (with the library's restore functions, or by making the ring and the cell
+ * afresh) so the victim gets back to work and meets the next fault from a working state. The
+ * victim must never end in a signal or hang; every call must end well or with an error that
+ * names what was refused (`ALLOWED_ERRORS`), never a stray TypeError or RangeError; nothing may
+ * hand out a message longer than the ring; and it must give back every fd and mapping. The
+ * library calls this process makes on the damaged memory are held to the same errors.
+ *
+ * The seed is printed; `MMAP_IPC_HOSTILE_SEED` replays the victim's calls (the attack's timing
+ * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 3) and `MMAP_IPC_HOSTILE_STEPS` (default
+ * 1500) make a longer soak.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "@std/assert";
+import {
+  createMemfdRegion,
+  initRing,
+  openStateCell,
+  restoreRingHeader,
+  restoreRingPosition,
+  restoreStateCellHeader,
+  type SharedRegion,
+} from "../mod.ts";
+import {
+  ALLOWED_ERRORS,
+  CELL_AT,
+  CELL_WORDS,
+  HOSTILE_REGION_SIZE,
+  RING_AT,
+  RING_BYTES,
+  RING_DATA,
+  RING_WORDS,
+  type VictimConfig,
+  WORD_AT,
+} from "./fixtures/hostile_layout.ts";
+import { truncateFd } from "../ffi/posix.ts";
+import { mixSeed, Random } from "./fixtures/lifecycle_random.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { spawnDeno } from "./helpers/spawn.ts";
+
+const VICTIM = `${TESTS_DIR}fixtures/hostile_victim.ts`;
+/** How long a victim may run: far beyond what a healthy one needs. */
+const VICTIM_BOUND_MS = 180_000;
+
+function envNumber(name: string, fallback: number): number {
+  const text = Deno.env.get(name);
+  if (text === undefined || text === "") return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new TypeError(`${name} must be a whole number, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+/** Values that sit on the edges of what the library checks. */
+function garbage(rng: Random, near: number): number {
+  switch (rng.weighted({ edge: 4, near: 3, random: 2 })) {
+    case "edge":
+      return rng.pick([0, 1, -1, 7, 0x7fff_ffff, -0x8000_0000, RING_BYTES, RING_BYTES * 2]);
+    case "near":
+      return near + rng.pick([-16, -8, -1, 1, 8, 16, RING_BYTES, -RING_BYTES]);
+    default:
+      return rng.int(-0x8000_0000, 0x7fff_ffff);
+  }
+}
+
+/** Writes over one word of a header, or a record's length, or any byte. */
+function strike(rng: Random, region: SharedRegion, pid: number): string {
+  const view = new DataView(region.view().buffer);
+  const target = rng.weighted({ ring: 4, record: 3, cell: 4, word: 0.3, byte: 0.5 });
+  if (target === "byte") {
+    const at = rng.int(0, HOSTILE_REGION_SIZE - 1);
+    view.setUint8(at, rng.int(0, 255));
+    return `byte ${at}`;
+  }
+  if (target === "record") {
+    // Where the consumer reads next, or any record's place.
+    const tail = view.getInt32(RING_AT + RING_WORDS.tail[0], true) & 0x7fff_ffff;
+    const at = rng.chance(0.6) ? tail % RING_BYTES : rng.int(0, RING_BYTES / 8 - 1) * 8;
+    const length = view.getInt32(RING_AT + RING_DATA + at, true);
+    view.setInt32(RING_AT + RING_DATA + at, garbage(rng, length), true);
+    return `record length at ${at}`;
+  }
+  if (target === "word") {
+    view.setInt32(WORD_AT, garbage(rng, 0), true);
+    return "futex word";
+  }
+  const [base, words] = target === "ring" ? [RING_AT, RING_WORDS] : [CELL_AT, CELL_WORDS];
+  const name = rng.pick(Object.keys(words)) as keyof typeof words;
+  const [offset, bytes] = words[name] as readonly [number, 4 | 8];
+  const at = base + offset;
+  if (bytes === 8) {
+    // A claim: nobody, garbage, a live process with a start time that is not its own, or a
+    // copy of the other claim (one process holding both roles).
+    const choice = rng.weighted({ zero: 1, garbage: 1, pid: 2, copy: 1 });
+    const value = choice === "zero"
+      ? 0n
+      : choice === "garbage"
+      ? BigInt.asIntN(64, BigInt(rng.int(0, 0x7fff_ffff)) << 32n | BigInt(rng.int(0, 0x7fff_ffff)))
+      : choice === "pid"
+      ? BigInt(rng.pick([pid, Deno.pid, 1])) | BigInt(rng.int(0, 1000)) << 32n
+      : view.getBigInt64(at === base + 16 ? base + 24 : base + 16, true);
+    view.setBigInt64(at, value, true);
+  } else {
+    view.setInt32(at, garbage(rng, view.getInt32(at, true)), true);
+  }
+  return `${target} ${name}`;
+}
+
+/** Mends what it can through the library, or makes the ring and the cell afresh. */
+function mend(rng: Random, region: SharedRegion, failures: string[]): void {
+  const guarded = (what: string, fn: () => unknown): void => {
+    try {
+      fn();
+    } catch (error) {
+      const name = error instanceof Error ? error.name : "";
+      if (!ALLOWED_ERRORS.has(name)) {
+        failures.push(`${what} threw ${error instanceof Error ? error.stack : String(error)}`);
+      }
+    }
+  };
+  if (rng.chance(0.15)) {
+    new Uint8Array(region.view().buffer, RING_AT, RING_DATA).fill(0);
+    guarded("initRing", () => initRing(region, { offset: RING_AT, capacity: RING_BYTES }));
+    new Uint8Array(region.view().buffer, CELL_AT + 64, 64).fill(0);
+    guarded(
+      "openStateCell(initialise)",
+      () => openStateCell(region, { offset: CELL_AT, initialise: true }).close(),
+    );
+    return;
+  }
+  const options = { offset: RING_AT, capacity: RING_BYTES };
+  guarded("restoreRingHeader", () => restoreRingHeader(region, options));
+  for (const end of ["producer", "consumer"] as const) {
+    guarded("restoreRingPosition", () => restoreRingPosition(region, { ...options, end }));
+  }
+  guarded("restoreStateCellHeader", () => restoreStateCellHeader(region, { offset: CELL_AT }));
+}
+
+interface RoundResult {
+  strikes: number;
+  shrunk: number;
+  outcomes: Record<string, Record<string, number>>;
+}
+
+async function round(seed: number, index: number, steps: number): Promise<RoundResult> {
+  const rng = new Random(mixSeed(seed, index, 1));
+  // Every other round the memfd is left unsealed, and cut short now and then.
+  const shrinks = index % 2 === 1;
+  using region = createMemfdRegion({
+    size: HOSTILE_REGION_SIZE,
+    label: "hostile",
+    seal: !shrinks,
+  });
+  initRing(region, { offset: RING_AT, capacity: RING_BYTES });
+  openStateCell(region, { offset: CELL_AT, initialise: true }).close();
+  // This process's own fd of the memfd, from its /proc/PID/fd/N name.
+  const fd = Number(region.name.slice(region.name.lastIndexOf("/") + 1));
+  const config: VictimConfig = { path: region.name, seed: mixSeed(seed, index, 2), steps, shrinks };
+  await using victim = spawnDeno(VICTIM, [JSON.stringify(config)]);
+  const failures: string[] = [];
+  let ended = false;
+  let strikes = 0;
+  let shrunk = 0;
+  const status = victim.status({ timeoutMs: VICTIM_BOUND_MS }).finally(() => ended = true);
+  while (!ended) {
+    await new Promise((resolve) => setTimeout(resolve, rng.int(0, 4)));
+    if (ended) break;
+    if (shrinks && rng.chance(0.04)) {
+      // Cut the memory short for a moment: the victim's pages past the end are lost to it.
+      const size = rng.pick([0, 4096, 8192, 12288]);
+      truncateFd(fd, size, region.name);
+      await new Promise((resolve) => setTimeout(resolve, rng.int(0, 10)));
+      truncateFd(fd, HOSTILE_REGION_SIZE, region.name);
+      shrunk++;
+    } else if (rng.chance(0.2)) mend(rng, region, failures);
+    else {
+      for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, region, victim.pid);
+      strikes++;
+    }
+  }
+  const { code, signal, stderr } = await status;
+  const tail = `${victim.transcript.split("\n").slice(-40).join("\n")}\n${stderr}`;
+  const context = `seed ${seed} round ${index} (MMAP_IPC_HOSTILE_SEED=${seed})`;
+  assertEquals(signal, null, `the victim ended by signal ${signal}, ${context}:\n${tail}`);
+  assertEquals(code, 0, `the victim failed, ${context}:\n${tail}`);
+  assertEquals(failures, [], `this process's own calls on the damaged memory, ${context}`);
+  const summary = victim.matching(/^SUMMARY /)[0];
+  assert(summary !== undefined, `no summary, ${context}:\n${tail}`);
+  return { strikes, shrunk, outcomes: JSON.parse(summary.slice("SUMMARY ".length)) };
+}
+
+testWith(
+  NEEDS.children,
+  "a peer writing garbage at random never crashes, hangs or leaks the process using the memory",
+  async () => {
+    const seed = envNumber("MMAP_IPC_HOSTILE_SEED", Math.floor(Math.random() * 2 ** 32));
+    const rounds = envNumber("MMAP_IPC_HOSTILE_ROUNDS", 3);
+    const steps = envNumber("MMAP_IPC_HOSTILE_STEPS", 1500);
+    console.log(`hostile seed ${seed} (MMAP_IPC_HOSTILE_SEED=${seed} replays its calls)`);
+    const totals: Record<string, Record<string, number>> = {};
+    let strikes = 0;
+    let shrunk = 0;
+    for (let index = 0; index < rounds; index++) {
+      const result = await round(seed, index, steps);
+      strikes += result.strikes;
+      shrunk += result.shrunk;
+      for (const [method, counts] of Object.entries(result.outcomes)) {
+        totals[method] ??= {};
+        for (const [outcome, count] of Object.entries(counts)) {
+          totals[method][outcome] = (totals[method][outcome] ?? 0) + count;
+        }
+      }
+    }
+    const line = (method: string): string =>
+      `${method} ${
+        Object.entries(totals[method] ?? {}).map(([outcome, n]) => `${outcome} ${n}`).join(", ")
+      }`;
+    console.log(
+      `hostile: ${strikes} strikes, ${shrunk} cuts; ${
+        Object.keys(totals).sort().map(line).join("; ")
+      }`,
+    );
+    // The attack must have landed, and the victim must still have got work done.
+    const sum = (outcome: string): number =>
+      Object.values(totals).reduce((total, counts) => total + (counts[outcome] ?? 0), 0);
+    assert(sum("InvalidData") > 0, "no call met the damage: the attack never landed");
+    assert((totals.tryReceive?.ok ?? 0) > 0, "no message was ever taken");
+    assert((totals.write?.ok ?? 0) > 0, "the cell was never written");
+  },
+);
