@@ -1,9 +1,12 @@
 /**
  * A hostile peer at random: while a victim process (tests/fixtures/hostile_victim.ts) makes
- * seeded random calls on a ring, a state cell and a futex word in one memfd, this process
+ * seeded random calls on a ring, a state cell and a futex word in one region, this process
  * writes garbage over their headers, claims, positions and records at random moments, and now
  * and then mends them (with the library's restore functions, or by making the ring and the cell
  * afresh) so the victim gets back to work and meets the next fault from a working state. The
+ * rounds take turns at the memory: a sealed memfd; an unsealed one, which this process also cuts
+ * short for a few ms at a time; and a file, which it also cuts short, overwrites as
+ * `echo 1 > FILE` does, and removes and makes again. The
  * victim must never end in a signal or hang; every call must end well or with an error that
  * names what was refused (`ALLOWED_ERRORS`), never a stray TypeError or RangeError; nothing may
  * hand out a message longer than the ring; and it must give back every fd and mapping. The
@@ -20,6 +23,7 @@ import { assert, assertEquals } from "@std/assert";
 import {
   createMemfdRegion,
   initRing,
+  openFileRegion,
   openStateCell,
   restoreRingHeader,
   restoreRingPosition,
@@ -31,6 +35,7 @@ import {
   CELL_AT,
   CELL_WORDS,
   HOSTILE_REGION_SIZE,
+  type HostileKind,
   RING_AT,
   RING_BYTES,
   RING_DATA,
@@ -43,6 +48,7 @@ import { mixSeed, Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
+import { withTempDir } from "./helpers/temp.ts";
 
 const VICTIM = `${TESTS_DIR}fixtures/hostile_victim.ts`;
 /** How long a victim may run: far beyond what a healthy one needs. */
@@ -149,45 +155,112 @@ interface RoundResult {
   outcomes: Record<string, Record<string, number>>;
 }
 
+/** The memory under attack, and what the attacker can do to it besides writing. */
+class Target {
+  readonly kind: HostileKind;
+  readonly path: string;
+  region: SharedRegion;
+
+  constructor(kind: HostileKind, dir: string) {
+    this.kind = kind;
+    if (kind === "file") {
+      this.path = `${dir}/hostile.dat`;
+      this.region = this.#fresh();
+    } else {
+      this.region = createMemfdRegion({
+        size: HOSTILE_REGION_SIZE,
+        label: "hostile",
+        seal: kind === "memfd",
+      });
+      this.path = this.region.name;
+      Target.#build(this.region);
+    }
+  }
+
+  static #build(region: SharedRegion): void {
+    initRing(region, { offset: RING_AT, capacity: RING_BYTES });
+    openStateCell(region, { offset: CELL_AT, initialise: true }).close();
+  }
+
+  #fresh(): SharedRegion {
+    const region = openFileRegion(this.path, { create: true, size: HOSTILE_REGION_SIZE });
+    Target.#build(region);
+    return region;
+  }
+
+  /** Sets the size of the file or memfd (this process's own fd of it, from its name). */
+  resize(size: number): void {
+    if (this.kind === "file") Deno.truncateSync(this.path, size);
+    else truncateFd(Number(this.path.slice(this.path.lastIndexOf("/") + 1)), size, this.path);
+  }
+
+  /**
+   * Something a user does to the file or memfd, for a few ms: cuts it short, writes a value
+   * over it as `echo 1 > FILE` does (which cuts it to two bytes), or removes it and makes it
+   * again. This process touches none of its memory meanwhile, so none of its pages is lost.
+   */
+  async disturb(rng: Random): Promise<string> {
+    const what = this.kind === "file" ? rng.weighted({ cut: 3, echo: 2, remove: 1 }) : "cut";
+    if (what === "cut") this.resize(rng.pick([0, 4096, 8192, 12288]));
+    else if (what === "echo") Deno.writeTextFileSync(this.path, "1\n");
+    else Deno.removeSync(this.path);
+    await new Promise((resolve) => setTimeout(resolve, rng.int(0, 10)));
+    if (what === "remove") {
+      this.region.close();
+      this.region = this.#fresh();
+    } else this.resize(HOSTILE_REGION_SIZE);
+    return what;
+  }
+}
+
+const KINDS: readonly HostileKind[] = ["memfd", "unsealed", "file"];
+
 async function round(seed: number, index: number, steps: number): Promise<RoundResult> {
   const rng = new Random(mixSeed(seed, index, 1));
-  // Every other round the memfd is left unsealed, and cut short now and then.
-  const shrinks = index % 2 === 1;
-  using region = createMemfdRegion({
-    size: HOSTILE_REGION_SIZE,
-    label: "hostile",
-    seal: !shrinks,
+  const kind = KINDS[index % KINDS.length];
+  return await withTempDir(async (dir) => {
+    const target = new Target(kind, dir);
+    try {
+      return await attack(rng, target, {
+        path: target.path,
+        seed: mixSeed(seed, index, 2),
+        steps,
+        kind,
+        dir,
+      }, `seed ${seed} round ${index} (${kind}, MMAP_IPC_HOSTILE_SEED=${seed})`);
+    } finally {
+      target.region.close();
+    }
   });
-  initRing(region, { offset: RING_AT, capacity: RING_BYTES });
-  openStateCell(region, { offset: CELL_AT, initialise: true }).close();
-  // This process's own fd of the memfd, from its /proc/PID/fd/N name.
-  const fd = Number(region.name.slice(region.name.lastIndexOf("/") + 1));
-  const config: VictimConfig = { path: region.name, seed: mixSeed(seed, index, 2), steps, shrinks };
+}
+
+async function attack(
+  rng: Random,
+  target: Target,
+  config: VictimConfig,
+  context: string,
+): Promise<RoundResult> {
   await using victim = spawnDeno(VICTIM, [JSON.stringify(config)]);
   const failures: string[] = [];
   let ended = false;
   let strikes = 0;
   let shrunk = 0;
   const status = victim.status({ timeoutMs: VICTIM_BOUND_MS }).finally(() => ended = true);
+  await victim.waitFor(/^READY$/, { timeoutMs: 30_000 });
   while (!ended) {
     await new Promise((resolve) => setTimeout(resolve, rng.int(0, 4)));
     if (ended) break;
-    if (shrinks && rng.chance(0.04)) {
-      // Cut the memory short for a moment: the victim's pages past the end are lost to it.
-      const size = rng.pick([0, 4096, 8192, 12288]);
-      truncateFd(fd, size, region.name);
-      await new Promise((resolve) => setTimeout(resolve, rng.int(0, 10)));
-      truncateFd(fd, HOSTILE_REGION_SIZE, region.name);
+    if (target.kind !== "memfd" && rng.chance(0.04)) {
+      await target.disturb(rng);
       shrunk++;
-    } else if (rng.chance(0.2)) mend(rng, region, failures);
+    } else if (rng.chance(0.2)) mend(rng, target.region, failures);
     else {
-      for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, region, victim.pid);
+      for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, target.region, victim.pid);
       strikes++;
     }
   }
   const { code, signal, stderr } = await status;
   const tail = `${victim.transcript.split("\n").slice(-40).join("\n")}\n${stderr}`;
-  const context = `seed ${seed} round ${index} (MMAP_IPC_HOSTILE_SEED=${seed})`;
   assertEquals(signal, null, `the victim ended by signal ${signal}, ${context}:\n${tail}`);
   assertEquals(code, 0, `the victim failed, ${context}:\n${tail}`);
   assertEquals(failures, [], `this process's own calls on the damaged memory, ${context}`);
@@ -197,7 +270,7 @@ async function round(seed: number, index: number, steps: number): Promise<RoundR
 }
 
 testWith(
-  NEEDS.children,
+  NEEDS.childrenAndFiles,
   "a peer writing garbage at random never crashes, hangs or leaks the process using the memory",
   async () => {
     const seed = envNumber("MMAP_IPC_HOSTILE_SEED", Math.floor(Math.random() * 2 ** 32));
