@@ -5,15 +5,15 @@
  * and then mends them (with the library's restore functions, or by making the ring and the cell
  * afresh) so the victim gets back to work and meets the next fault from a working state. The
  * rounds take turns at the memory: a sealed memfd; an unsealed one, which this process also cuts
- * short for a few ms at a time; and a file, which it also cuts short, overwrites as
- * `echo 1 > FILE` does, and removes and makes again. The
- * victim must never end in a signal or hang; every call must end well or with an error that
+ * short for a few ms at a time; a file, which it also cuts short, overwrites as `echo 1 > FILE`
+ * does, and removes and makes again; and a POSIX shm object, which it cuts short through
+ * `/dev/shm` and removes and makes again. The victim must never end in a signal or hang; every call must end well or with an error that
  * names what was refused (`ALLOWED_ERRORS`), never a stray TypeError or RangeError; nothing may
  * hand out a message longer than the ring; and it must give back every fd and mapping. The
  * library calls this process makes on the damaged memory are held to the same errors.
  *
  * The seed is printed; `MMAP_IPC_HOSTILE_SEED` replays the victim's calls (the attack's timing
- * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 3) and `MMAP_IPC_HOSTILE_STEPS` (default
+ * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 4) and `MMAP_IPC_HOSTILE_STEPS` (default
  * 1500) make a longer soak.
  *
  * @module
@@ -24,7 +24,9 @@ import {
   createMemfdRegion,
   initRing,
   openFileRegion,
+  openShmRegion,
   openStateCell,
+  removeShm,
   restoreRingHeader,
   restoreRingPosition,
   restoreStateCellHeader,
@@ -43,12 +45,13 @@ import {
   type VictimConfig,
   WORD_AT,
 } from "./fixtures/hostile_layout.ts";
-import { truncateFd } from "../ffi/posix.ts";
+import { O_CLOEXEC, O_RDWR } from "../ffi/constants.ts";
+import { closeFd, openPath, truncateFd } from "../ffi/posix.ts";
 import { mixSeed, Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
-import { withTempDir } from "./helpers/temp.ts";
+import { uniqueShmName, withTempDir } from "./helpers/temp.ts";
 
 const VICTIM = `${TESTS_DIR}fixtures/hostile_victim.ts`;
 /** How long a victim may run: far beyond what a healthy one needs. */
@@ -163,8 +166,8 @@ class Target {
 
   constructor(kind: HostileKind, dir: string) {
     this.kind = kind;
-    if (kind === "file") {
-      this.path = `${dir}/hostile.dat`;
+    if (kind === "file" || kind === "shm") {
+      this.path = kind === "file" ? `${dir}/hostile.dat` : uniqueShmName();
       this.region = this.#fresh();
     } else {
       this.region = createMemfdRegion({
@@ -183,7 +186,10 @@ class Target {
   }
 
   #fresh(): SharedRegion {
-    const region = openFileRegion(this.path, { create: true, size: HOSTILE_REGION_SIZE });
+    const options = { create: true, size: HOSTILE_REGION_SIZE };
+    const region = this.kind === "file"
+      ? openFileRegion(this.path, options)
+      : openShmRegion(this.path, options);
     Target.#build(region);
     return region;
   }
@@ -191,18 +197,32 @@ class Target {
   /** Sets the size of the file or memfd (this process's own fd of it, from its name). */
   resize(size: number): void {
     if (this.kind === "file") Deno.truncateSync(this.path, size);
-    else truncateFd(Number(this.path.slice(this.path.lastIndexOf("/") + 1)), size, this.path);
+    else if (this.kind === "shm") {
+      // Through libc: Deno asks for --allow-all to touch /dev/shm.
+      const path = `/dev/shm${this.path}`;
+      const fd = openPath(path, O_RDWR | O_CLOEXEC, 0, "cut short");
+      try {
+        truncateFd(fd, size, path);
+      } finally {
+        closeFd(fd);
+      }
+    } else truncateFd(Number(this.path.slice(this.path.lastIndexOf("/") + 1)), size, this.path);
   }
 
   /**
-   * Something a user does to the file or memfd, for a few ms: cuts it short, writes a value
+   * Something a user does to the file, shm object or memfd, for a few ms: cuts it short, writes a value
    * over it as `echo 1 > FILE` does (which cuts it to two bytes), or removes it and makes it
    * again. This process touches none of its memory meanwhile, so none of its pages is lost.
    */
   async disturb(rng: Random): Promise<string> {
-    const what = this.kind === "file" ? rng.weighted({ cut: 3, echo: 2, remove: 1 }) : "cut";
+    const what = this.kind === "file"
+      ? rng.weighted({ cut: 3, echo: 2, remove: 1 })
+      : this.kind === "shm"
+      ? rng.weighted({ cut: 3, remove: 1 })
+      : "cut";
     if (what === "cut") this.resize(rng.pick([0, 4096, 8192, 12288]));
     else if (what === "echo") Deno.writeTextFileSync(this.path, "1\n");
+    else if (this.kind === "shm") removeShm(this.path);
     else Deno.removeSync(this.path);
     await new Promise((resolve) => setTimeout(resolve, rng.int(0, 10)));
     if (what === "remove") {
@@ -213,7 +233,7 @@ class Target {
   }
 }
 
-const KINDS: readonly HostileKind[] = ["memfd", "unsealed", "file"];
+const KINDS: readonly HostileKind[] = ["memfd", "unsealed", "file", "shm"];
 
 async function round(seed: number, index: number, steps: number): Promise<RoundResult> {
   const rng = new Random(mixSeed(seed, index, 1));
@@ -230,6 +250,7 @@ async function round(seed: number, index: number, steps: number): Promise<RoundR
       }, `seed ${seed} round ${index} (${kind}, MMAP_IPC_HOSTILE_SEED=${seed})`);
     } finally {
       target.region.close();
+      if (kind === "shm") removeShm(target.path);
     }
   });
 }
@@ -274,7 +295,7 @@ testWith(
   "a peer writing garbage at random never crashes, hangs or leaks the process using the memory",
   async () => {
     const seed = envNumber("MMAP_IPC_HOSTILE_SEED", Math.floor(Math.random() * 2 ** 32));
-    const rounds = envNumber("MMAP_IPC_HOSTILE_ROUNDS", 3);
+    const rounds = envNumber("MMAP_IPC_HOSTILE_ROUNDS", 4);
     const steps = envNumber("MMAP_IPC_HOSTILE_STEPS", 1500);
     console.log(`hostile seed ${seed} (MMAP_IPC_HOSTILE_SEED=${seed} replays its calls)`);
     const totals: Record<string, Record<string, number>> = {};
