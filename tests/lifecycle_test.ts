@@ -63,6 +63,8 @@ interface PeerSummary {
   outcomes: Record<string, number>;
   syncThrows: Record<string, number>;
   skipped: Record<string, number[]>;
+  /** Numbers skipped across a `discardAll()`: dropped on purpose. */
+  discarded: Record<string, number[]>;
   unsent: Record<string, number[]>;
   pid: number;
 }
@@ -166,7 +168,7 @@ async function round(
   seed: number,
   index: number,
   steps: number,
-): Promise<{ calls: number; ms: number; syncThrows: Record<string, number> }> {
+): Promise<{ calls: number; ms: number; discarded: number; syncThrows: Record<string, number> }> {
   return await withTempDir(async (dir) => {
     const tag = `${Deno.pid.toString(36)}r${index}`;
     const capacity = RING_CAPACITIES[mixSeed(seed, index) % RING_CAPACITIES.length];
@@ -197,14 +199,17 @@ async function round(
       const lost = lostMessages(skipped, unsent);
       assertEquals(lost, [], `Round ${index}: messages were sent but never reached a consumer`);
       let calls = 0;
+      let discarded = 0;
       const syncThrows: Record<string, number> = {};
       for (const summary of summaries) {
         for (const count of Object.values(summary.outcomes)) calls += count;
+        for (const seqs of Object.values(summary.discarded)) discarded += seqs.length;
         for (const [method, count] of Object.entries(summary.syncThrows)) {
           syncThrows[method] = (syncThrows[method] ?? 0) + count;
         }
       }
-      return { calls, ms: Math.max(...summaries.map((summary) => summary.ms)), syncThrows };
+      const ms = Math.max(...summaries.map((summary) => summary.ms));
+      return { calls, ms, discarded, syncThrows };
     } catch (error) {
       failed = true;
       throw error;
@@ -229,11 +234,13 @@ testWith(
     );
     let calls = 0;
     let ms = 0;
+    let discarded = 0;
     const syncThrows: Record<string, number> = {};
     for (let index = 0; index < rounds; index++) {
       const figures = await round(seed, index, steps);
       calls += figures.calls;
       ms += figures.ms;
+      discarded += figures.discarded;
       for (const [method, count] of Object.entries(figures.syncThrows)) {
         syncThrows[method] = (syncThrows[method] ?? 0) + count;
       }
@@ -241,7 +248,7 @@ testWith(
     console.log(
       `lifecycle: ${calls} calls in ${rounds} rounds, ${
         Math.round(calls / (ms / 1000))
-      } calls/s per pair; promise-returning methods that threw instead of rejecting: ${
+      } calls/s per pair; ${discarded} tracked messages dropped by discardAll(); promise-returning methods that threw instead of rejecting: ${
         JSON.stringify(syncThrows)
       }`,
     );
