@@ -6,11 +6,13 @@
  * afresh) so the victim gets back to work and meets the next fault from a working state. The
  * rounds take turns at the memory: a sealed memfd; an unsealed one, which this process also cuts
  * short for a few ms at a time; a file, which it also cuts short, overwrites as `echo 1 > FILE`
- * does, and removes and makes again; and a POSIX shm object, which it cuts short through
- * `/dev/shm` and removes and makes again. The victim must never end in a signal or hang; every call must end well or with an error that
- * names what was refused (`ALLOWED_ERRORS`), never a stray TypeError or RangeError; nothing may
- * hand out a message longer than the ring; and it must give back every fd and mapping. The
- * library calls this process makes on the damaged memory are held to the same errors.
+ * does, and removes and makes again (and the state file the cell mirrors, which it overwrites,
+ * empties and removes); and a POSIX shm object, which it cuts short through `/dev/shm` and
+ * removes and makes again. The victim must never end in a signal or hang; every call must end
+ * well or with an error that names what was refused (`ALLOWED_ERRORS`), never a stray TypeError
+ * or RangeError; nothing may hand out a message longer than the ring; and it must give back
+ * every fd and mapping. The library calls this process makes on the damaged memory are held to
+ * the same errors.
  *
  * The seed is printed; `MMAP_IPC_HOSTILE_SEED` replays the victim's calls (the attack's timing
  * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 4) and `MMAP_IPC_HOSTILE_STEPS` (default
@@ -162,10 +164,13 @@ interface RoundResult {
 class Target {
   readonly kind: HostileKind;
   readonly path: string;
+  /** With a file: the original's state file beside it, which the victim's cell mirrors. */
+  readonly statePath: string | undefined;
   region: SharedRegion;
 
   constructor(kind: HostileKind, dir: string) {
     this.kind = kind;
+    this.statePath = kind === "file" ? `${dir}/state.dat` : undefined;
     if (kind === "file" || kind === "shm") {
       this.path = kind === "file" ? `${dir}/hostile.dat` : uniqueShmName();
       this.region = this.#fresh();
@@ -231,6 +236,26 @@ class Target {
     } else this.resize(HOSTILE_REGION_SIZE);
     return what;
   }
+
+  /**
+   * What a user does to the state file: writes a value as `echo 5 > FILE` does, empties it,
+   * writes something that is no number, or removes it (the victim makes it again when it opens
+   * it next).
+   */
+  disturbStateFile(rng: Random): void {
+    const path = this.statePath;
+    if (path === undefined) return;
+    const what = rng.weighted({ echo: 4, empty: 1, garbage: 1, remove: 0.5 });
+    try {
+      if (what === "echo") Deno.writeTextFileSync(path, `${rng.int(0, 9)}\n`);
+      else if (what === "empty") Deno.writeTextFileSync(path, "");
+      else if (what === "garbage") Deno.writeTextFileSync(path, "not a number\n");
+      else Deno.removeSync(path);
+    } catch (error) {
+      // Removed already, and not made again yet.
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
 }
 
 const KINDS: readonly HostileKind[] = ["memfd", "unsealed", "file", "shm"];
@@ -247,6 +272,7 @@ async function round(seed: number, index: number, steps: number): Promise<RoundR
         steps,
         kind,
         dir,
+        statePath: target.statePath,
       }, `seed ${seed} round ${index} (${kind}, MMAP_IPC_HOSTILE_SEED=${seed})`);
     } finally {
       target.region.close();
@@ -274,7 +300,8 @@ async function attack(
     if (target.kind !== "memfd" && rng.chance(0.04)) {
       await target.disturb(rng);
       shrunk++;
-    } else if (rng.chance(0.2)) mend(rng, target.region, failures);
+    } else if (target.statePath !== undefined && rng.chance(0.1)) target.disturbStateFile(rng);
+    else if (rng.chance(0.2)) mend(rng, target.region, failures);
     else {
       for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, target.region, victim.pid);
       strikes++;
