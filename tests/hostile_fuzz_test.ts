@@ -52,22 +52,13 @@ import { closeFd, openPath, truncateFd } from "../ffi/posix.ts";
 import { mixSeed, Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { envNumber } from "./helpers/env.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { uniqueShmName, withTempDir } from "./helpers/temp.ts";
 
 const VICTIM = `${TESTS_DIR}fixtures/hostile_victim.ts`;
 /** How long a victim may run: far beyond what a healthy one needs. */
 const VICTIM_BOUND_MS = 180_000;
-
-function envNumber(name: string, fallback: number): number {
-  const text = Deno.env.get(name);
-  if (text === undefined || text === "") return fallback;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new TypeError(`${name} must be a whole number, got ${JSON.stringify(text)}`);
-  }
-  return value;
-}
 
 /** Values that sit on the edges of what the library checks. */
 function garbage(rng: Random, near: number): number {

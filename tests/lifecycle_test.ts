@@ -39,22 +39,13 @@ import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { threadReport } from "./helpers/proc.ts";
 import { ringRegion } from "./helpers/rings.ts";
+import { envNumber } from "./helpers/env.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withTempDir } from "./helpers/temp.ts";
 
 const PEER = `${TESTS_DIR}fixtures/lifecycle_peer.ts`;
 /** How long a peer may take before it counts as hung: far beyond what a healthy one needs. */
 const PEER_BOUND_MS = 180_000;
-
-function envNumber(name: string, fallback: number): number {
-  const text = Deno.env.get(name);
-  if (text === undefined || text === "") return fallback;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new TypeError(`${name} must be a whole number, got ${JSON.stringify(text)}`);
-  }
-  return value;
-}
 
 /** What one peer reported at its end. */
 interface PeerSummary {
