@@ -8,15 +8,18 @@
  * short for a few ms at a time; a file, which it also cuts short, overwrites as `echo 1 > FILE`
  * does, and removes and makes again (and the state file the cell mirrors, which it overwrites,
  * empties and removes); and a POSIX shm object, which it cuts short through `/dev/shm` and
- * removes and makes again. The victim must never end in a signal or hang; every call must end
+ * removes and makes again. Every second set of four rounds has two victims on the memory, one
+ * on the producer's and writer's side and one on the consumer's and reader's, so that messages,
+ * changes and wake-ups cross between processes under attack. A victim must never end in a
+ * signal or hang; every call must end
  * well or with an error that names what was refused (`ALLOWED_ERRORS`), never a stray TypeError
  * or RangeError; nothing may hand out a message longer than the ring; and it must give back
  * every fd and mapping. The library calls this process makes on the damaged memory are held to
  * the same errors.
  *
  * The seed is printed; `MMAP_IPC_HOSTILE_SEED` replays the victim's calls (the attack's timing
- * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 4) and `MMAP_IPC_HOSTILE_STEPS` (default
- * 1500) make a longer soak.
+ * still varies), `MMAP_IPC_HOSTILE_ROUNDS` (default 8) and `MMAP_IPC_HOSTILE_STEPS` (default
+ * 1200) make a longer soak.
  *
  * @module
  */
@@ -45,6 +48,7 @@ import {
   RING_DATA,
   RING_WORDS,
   type VictimConfig,
+  type VictimSide,
   WORD_AT,
 } from "./fixtures/hostile_layout.ts";
 import { O_CLOEXEC, O_RDWR } from "../ffi/constants.ts";
@@ -73,7 +77,7 @@ function garbage(rng: Random, near: number): number {
 }
 
 /** Writes over one word of a header, or a record's length, or any byte. */
-function strike(rng: Random, region: SharedRegion, pid: number): string {
+function strike(rng: Random, region: SharedRegion, pids: readonly number[]): string {
   const view = new DataView(region.view().buffer);
   const target = rng.weighted({ ring: 4, record: 3, cell: 4, word: 0.3, byte: 0.5 });
   if (target === "byte") {
@@ -100,14 +104,16 @@ function strike(rng: Random, region: SharedRegion, pid: number): string {
   if (bytes === 8) {
     // A claim: nobody, garbage, a live process with a start time that is not its own, or a
     // copy of the other claim (one process holding both roles).
+    const other = Object.values(words).find(([o, b]) => b === 8 && o !== offset);
+    assert(other !== undefined, `${target} has one claim`);
     const choice = rng.weighted({ zero: 1, garbage: 1, pid: 2, copy: 1 });
     const value = choice === "zero"
       ? 0n
       : choice === "garbage"
       ? BigInt.asIntN(64, BigInt(rng.int(0, 0x7fff_ffff)) << 32n | BigInt(rng.int(0, 0x7fff_ffff)))
       : choice === "pid"
-      ? BigInt(rng.pick([pid, Deno.pid, 1])) | BigInt(rng.int(0, 1000)) << 32n
-      : view.getBigInt64(at === base + 16 ? base + 24 : base + 16, true);
+      ? BigInt(rng.pick([...pids, Deno.pid, 1])) | BigInt(rng.int(0, 1000)) << 32n
+      : view.getBigInt64(base + other[0], true);
     view.setBigInt64(at, value, true);
   } else {
     view.setInt32(at, garbage(rng, view.getInt32(at, true)), true);
@@ -148,7 +154,9 @@ function mend(rng: Random, region: SharedRegion, failures: string[]): void {
 interface RoundResult {
   strikes: number;
   shrunk: number;
-  outcomes: Record<string, Record<string, number>>;
+  /** Whether two victims shared the memory. */
+  paired: boolean;
+  outcomes: Outcomes;
 }
 
 /** The memory under attack, and what the attacker can do to it besides writing. */
@@ -251,20 +259,33 @@ class Target {
 
 const KINDS: readonly HostileKind[] = ["memfd", "unsealed", "file", "shm"];
 
+/**
+ * Round `index` attacks the kind of memory its place in {@link KINDS} names, with one victim
+ * making every call, or (in every second set of four rounds) two: one the producer's and the
+ * writer's side, the other the consumer's and the reader's, so that wake-ups cross processes.
+ */
 async function round(seed: number, index: number, steps: number): Promise<RoundResult> {
   const rng = new Random(mixSeed(seed, index, 1));
   const kind = KINDS[index % KINDS.length];
+  const sides: VictimSide[] = Math.floor(index / KINDS.length) % 2 === 1
+    ? ["producer", "consumer"]
+    : ["both"];
   return await withTempDir(async (dir) => {
     const target = new Target(kind, dir);
     try {
-      return await attack(rng, target, {
+      const configs = sides.map((side, which): VictimConfig => ({
         path: target.path,
-        seed: mixSeed(seed, index, 2),
+        seed: mixSeed(seed, index, 2 + which),
         steps,
         kind,
         dir,
         statePath: target.statePath,
-      }, `seed ${seed} round ${index} (${kind}, MMAP_IPC_HOSTILE_SEED=${seed})`);
+        side,
+      }));
+      const context = `seed ${seed} round ${index} (${kind}, ${
+        sides.join(" and ")
+      }, MMAP_IPC_HOSTILE_SEED=${seed})`;
+      return await attack(rng, target, configs, context);
     } finally {
       target.region.close();
       if (kind === "shm") removeShm(target.path);
@@ -275,37 +296,67 @@ async function round(seed: number, index: number, steps: number): Promise<RoundR
 async function attack(
   rng: Random,
   target: Target,
-  config: VictimConfig,
+  configs: readonly VictimConfig[],
   context: string,
 ): Promise<RoundResult> {
-  await using victim = spawnDeno(VICTIM, [JSON.stringify(config)]);
+  await using first = spawnDeno(VICTIM, [JSON.stringify(configs[0])]);
+  await using second = configs.length > 1
+    ? spawnDeno(VICTIM, [JSON.stringify(configs[1])])
+    : undefined;
+  const victims = second === undefined ? [first] : [first, second];
+  const pids = victims.map((victim) => victim.pid);
   const failures: string[] = [];
-  let ended = false;
+  let running = victims.length;
   let strikes = 0;
   let shrunk = 0;
-  const status = victim.status({ timeoutMs: VICTIM_BOUND_MS }).finally(() => ended = true);
-  await victim.waitFor(/^READY$/, { timeoutMs: 30_000 });
-  while (!ended) {
+  const statuses = victims.map((victim) =>
+    victim.status({ timeoutMs: VICTIM_BOUND_MS }).finally(() => running--)
+  );
+  for (const victim of victims) await victim.waitFor(/^READY$/, { timeoutMs: 30_000 });
+  while (running > 0) {
     await new Promise((resolve) => setTimeout(resolve, rng.int(0, 4)));
-    if (ended) break;
+    if (running === 0) break;
     if (target.kind !== "memfd" && rng.chance(0.04)) {
       await target.disturb(rng);
       shrunk++;
     } else if (target.statePath !== undefined && rng.chance(0.1)) target.disturbStateFile(rng);
     else if (rng.chance(0.2)) mend(rng, target.region, failures);
     else {
-      for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, target.region, victim.pid);
+      for (let burst = rng.int(1, 3); burst > 0; burst--) strike(rng, target.region, pids);
       strikes++;
     }
   }
-  const { code, signal, stderr } = await status;
-  const tail = `${victim.transcript.split("\n").slice(-40).join("\n")}\n${stderr}`;
-  assertEquals(signal, null, `the victim ended by signal ${signal}, ${context}:\n${tail}`);
-  assertEquals(code, 0, `the victim failed, ${context}:\n${tail}`);
+  const ends = await Promise.all(statuses);
+  const outcomes: Outcomes[] = [];
+  for (const [which, victim] of victims.entries()) {
+    const { code, signal, stderr } = ends[which];
+    const who = `the ${configs[which].side} victim (pid ${victim.pid}), ${context}`;
+    const tail = `${victim.transcript.split("\n").slice(-40).join("\n")}\n${stderr}`;
+    assertEquals(signal, null, `${who} ended by signal ${signal}:\n${tail}`);
+    assertEquals(code, 0, `${who} failed:\n${tail}`);
+    const summary = victim.matching(/^SUMMARY /)[0];
+    assert(summary !== undefined, `no summary from ${who}:\n${tail}`);
+    outcomes.push(JSON.parse(summary.slice("SUMMARY ".length)));
+  }
   assertEquals(failures, [], `this process's own calls on the damaged memory, ${context}`);
-  const summary = victim.matching(/^SUMMARY /)[0];
-  assert(summary !== undefined, `no summary, ${context}:\n${tail}`);
-  return { strikes, shrunk, outcomes: JSON.parse(summary.slice("SUMMARY ".length)) };
+  return { strikes, shrunk, paired: victims.length > 1, outcomes: addOutcomes(...outcomes) };
+}
+
+/** Counts of each outcome, by method. */
+type Outcomes = Record<string, Record<string, number>>;
+
+/** The sum of some counts of outcomes. */
+function addOutcomes(...all: Outcomes[]): Outcomes {
+  const total: Outcomes = {};
+  for (const outcomes of all) {
+    for (const [method, counts] of Object.entries(outcomes)) {
+      total[method] ??= {};
+      for (const [outcome, count] of Object.entries(counts)) {
+        total[method][outcome] = (total[method][outcome] ?? 0) + count;
+      }
+    }
+  }
+  return total;
 }
 
 testWith(
@@ -313,22 +364,19 @@ testWith(
   "a peer writing garbage at random never crashes, hangs or leaks the process using the memory",
   async () => {
     const seed = envNumber("MMAP_IPC_HOSTILE_SEED", Math.floor(Math.random() * 2 ** 32));
-    const rounds = envNumber("MMAP_IPC_HOSTILE_ROUNDS", 4);
-    const steps = envNumber("MMAP_IPC_HOSTILE_STEPS", 1500);
+    const rounds = envNumber("MMAP_IPC_HOSTILE_ROUNDS", 8);
+    const steps = envNumber("MMAP_IPC_HOSTILE_STEPS", 1200);
     console.log(`hostile seed ${seed} (MMAP_IPC_HOSTILE_SEED=${seed} replays its calls)`);
-    const totals: Record<string, Record<string, number>> = {};
+    let totals: Outcomes = {};
+    let paired: Outcomes = {};
     let strikes = 0;
     let shrunk = 0;
     for (let index = 0; index < rounds; index++) {
       const result = await round(seed, index, steps);
       strikes += result.strikes;
       shrunk += result.shrunk;
-      for (const [method, counts] of Object.entries(result.outcomes)) {
-        totals[method] ??= {};
-        for (const [outcome, count] of Object.entries(counts)) {
-          totals[method][outcome] = (totals[method][outcome] ?? 0) + count;
-        }
-      }
+      totals = addOutcomes(totals, result.outcomes);
+      if (result.paired) paired = addOutcomes(paired, result.outcomes);
     }
     const line = (method: string): string =>
       `${method} ${
@@ -339,11 +387,23 @@ testWith(
         Object.keys(totals).sort().map(line).join("; ")
       }`,
     );
-    // The attack must have landed, and the victim must still have got work done.
+    if (rounds > KINDS.length) {
+      console.log(
+        `hostile, two victims: ${paired.taken?.messages ?? 0} messages taken, ${
+          paired.receive?.ok ?? 0
+        } receive() and ${paired.waitForChange?.ok ?? 0} waitForChange() ended well`,
+      );
+    }
+    // The attack must have landed, and the victims must still have got work done; with two
+    // victims, messages and changes must have crossed from one process to the other.
     const sum = (outcome: string): number =>
       Object.values(totals).reduce((total, counts) => total + (counts[outcome] ?? 0), 0);
     assert(sum("InvalidData") > 0, "no call met the damage: the attack never landed");
-    assert((totals.tryReceive?.ok ?? 0) > 0, "no message was ever taken");
+    assert((totals.taken?.messages ?? 0) > 0, "no message was ever taken");
     assert((totals.write?.ok ?? 0) > 0, "the cell was never written");
+    if (rounds > KINDS.length) {
+      assert((paired.taken?.messages ?? 0) > 0, "no message crossed between two victims");
+      assert((paired.waitForChange?.ok ?? 0) > 0, "no change woke the other victim's reader");
+    }
   },
 );
