@@ -112,6 +112,10 @@ export const EFD_CLOEXEC = 0o2000000;
 
 // pidfd_open(2): the same number on x86-64 and aarch64 (both use the generic table from 5.x on).
 export const SYS_pidfd_open = 434n;
+/** pidfd_open(2)'s flag for a pidfd of one thread (Linux 6.9); O_EXCL's value on both. */
+export const PIDFD_THREAD = 0o200;
+/** gettid(2), called through syscall(2): glibc before 2.30 has no wrapper. */
+export const SYS_gettid: bigint = perArch({ x86_64: 186n, aarch64: 178n });
 
 // <sys/inotify.h>
 export const IN_NONBLOCK = 0o4000;

@@ -110,6 +110,8 @@ export const LIBC_SYMBOLS = {
   },
   /** long syscall(long number, ...); used as pidfd_open(pid_t pid, unsigned int flags) */
   syscall_pidfd_open: { name: "syscall", parameters: ["i64", "i32", "u32"], result: "i64" },
+  /** long syscall(long number, ...); used as pid_t gettid(void) */
+  syscall_gettid: { name: "syscall", parameters: ["i64"], result: "i64" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on this thread, for a quick look */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** int inotify_init1(int flags); */

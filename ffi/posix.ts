@@ -282,15 +282,54 @@ export function listDirectory(path: string): string[] {
   return names;
 }
 
-/** pidfd_open(2): an fd that becomes readable when process `pid` ends; undefined if it has. */
-export function openPidfd(pid: number): number | undefined {
-  const open = (): number => Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, pid, 0));
+/**
+ * pidfd_open(2): an fd that becomes readable when process `pid` ends, or with `thread` when
+ * thread `pid` ends (see {@link threadPidfds}); undefined if it has.
+ */
+export function openPidfd(pid: number, options: { thread?: boolean } = {}): number | undefined {
+  const flags = options.thread ? C.PIDFD_THREAD : 0;
+  const open = (): number => Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, pid, flags));
   const fd = open();
   if (fd >= 0) return fd;
   const retried = retryFailed(open);
   if (retried.ok) return retried.result;
   if (retried.errno === Errno.ESRCH) return undefined;
-  throw osError("watch", `pid ${pid}`, retried.errno);
+  throw osError("watch", `${options.thread ? "thread" : "pid"} ${pid}`, retried.errno);
+}
+
+let threadPidfdsWork: boolean | undefined;
+
+/**
+ * Whether {@link openPidfd} can watch a single thread: Linux 6.9 and later. Learnt once, from a
+ * pidfd of this thread.
+ */
+export function threadPidfds(): boolean {
+  if (threadPidfdsWork === undefined) {
+    const fd = Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, threadId(), C.PIDFD_THREAD));
+    threadPidfdsWork = fd >= 0;
+    if (fd >= 0) closeFd(fd);
+  }
+  return threadPidfdsWork;
+}
+
+/** @internal Makes {@link threadPidfds} say no, as on kernels before 6.9, for tests. */
+export function distrustThreadPidfds(): void {
+  threadPidfdsWork = false;
+}
+
+/** gettid(2): this thread's id, which is the pid on a process's main thread. */
+export function threadId(): number {
+  return Number(libc().syscall_gettid(C.SYS_gettid));
+}
+
+/**
+ * The process thread `tid` belongs to (`Tgid` in /proc/TID/status): `tid` itself for a
+ * process's main thread, the pid of its process for a Worker's; undefined once it has ended.
+ */
+export function processOfThread(tid: number): number | undefined {
+  const status = readFileText(`/proc/${tid}/status`);
+  const tgid = status === undefined ? undefined : /^Tgid:\s+(\d+)/m.exec(status)?.[1];
+  return tgid === undefined ? undefined : Number(tgid);
 }
 
 /** Whether `fd` is readable right now (poll(2) with no wait). */

@@ -1,8 +1,11 @@
 /**
- * A role in shared memory that one live process holds at a time (the state cell's writer, a
- * ring's producer or consumer). The 64-bit claim word holds the holder's pid and the low bits of
- * its start time, set and cleared with one compare-and-swap, so a holder that died, or whose pid
- * was recycled, is recognised and replaced instead of blocking everyone forever.
+ * A role in shared memory that one live process or Worker holds at a time (the state cell's
+ * writer, a ring's producer or consumer). The 64-bit claim word holds the holder's id and the low
+ * bits of its start time, set and cleared with one compare-and-swap, so a holder that died, or
+ * whose id was recycled, is recognised and replaced instead of blocking everyone forever. The
+ * main runtime's claim names its process (the pid); a Worker's names the Worker's thread, so a
+ * Worker terminated without closing what it held leaves a claim that is dead as soon as its
+ * thread is, not one its live process keeps.
  *
  * @module
  */
@@ -11,30 +14,59 @@ import type { SharedMemory } from "./memory.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 
-let self: bigint | undefined;
+/** Each Worker loads this module afresh, so this is the calling thread's. */
+let own: bigint | undefined;
 
-/** This process's claim value: start time (low 32 bits) above the pid. */
+/** Whether this code runs in a Worker (whose global scope is a `WorkerGlobalScope`). */
+function inWorker(): boolean {
+  const scope = (globalThis as { WorkerGlobalScope?: abstract new () => unknown })
+    .WorkerGlobalScope;
+  return scope !== undefined && globalThis instanceof scope;
+}
+
+/**
+ * This thread's claim value: start time (low 32 bits) above the id. The main runtime's claim
+ * names the process (its pid and start time), as it lives exactly as long; a Worker's names
+ * the Worker's thread.
+ */
 export function ownClaim(): bigint {
-  if (self === undefined) {
-    const pid = Deno.pid;
-    const start = posix.processState(pid)?.startTime ?? 0n;
-    self = ((start & 0xffff_ffffn) << 32n) | BigInt(pid);
+  if (own === undefined) {
+    const id = inWorker() ? posix.threadId() : Deno.pid;
+    const start = posix.processState(id)?.startTime ?? 0n;
+    own = ((start & 0xffff_ffffn) << 32n) | BigInt(id);
   }
-  return self;
+  return own;
 }
 
 /** The kernel's largest possible pid (`PID_MAX_LIMIT` on 64-bit Linux). */
 const PID_MAX_LIMIT = 2 ** 22;
 
-/** The pid a claim value names. */
-export function pidOf(claim: bigint): number {
+/** The id a claim value names: a pid (its main thread's id), or a Worker's thread id. */
+export function threadOf(claim: bigint): number {
   return Number(claim & 0xffff_ffffn);
 }
 
-/** Whether the process a claim value names is still running (and is the same process). */
+/** The pid of the process that holds a live claim (a Worker's process); its id once it ended. */
+export function processOf(claim: bigint): number {
+  const thread = threadOf(claim);
+  return posix.processOfThread(thread) ?? thread;
+}
+
+/**
+ * How a message names the holder of a claim: `pid 12`, or `thread 34 of pid 12` for a Worker's,
+ * with ` (this process)` when it is this one.
+ */
+export function describeHolder(claim: bigint): string {
+  const thread = threadOf(claim);
+  const pid = processOf(claim);
+  const who = pid === thread ? `pid ${pid}` : `thread ${thread} of pid ${pid}`;
+  return pid === Deno.pid ? `${who} (this process)` : who;
+}
+
+/** Whether the thread a claim value names is still running (and is the same thread). */
 export function claimIsLive(claim: bigint): boolean {
   if (claim === 0n) return false;
-  const pid = pidOf(claim);
+  const pid = threadOf(claim);
   // No process has a pid beyond the kernel's limit; a claim naming one was written by no one.
   if (pid <= 0 || pid > PID_MAX_LIMIT || !posix.sendSignal(pid, 0)) return false;
   const state = posix.processState(pid);
@@ -50,10 +82,13 @@ export function readClaim(memory: SharedMemory, byteOffset: number): bigint {
   return Atomics.load(memory.longWords, byteOffset >> 3);
 }
 
-/** The pid holding the claim at `byteOffset`, or `undefined` when nobody live holds it. */
+/**
+ * The pid of the process holding the claim at `byteOffset` (for a Worker's claim, its
+ * process's), or `undefined` when nobody live holds it.
+ */
 export function claimHolder(memory: SharedMemory, byteOffset: number): number | undefined {
   const claim = readClaim(memory, byteOffset);
-  return claimIsLive(claim) ? pidOf(claim) : undefined;
+  return claimIsLive(claim) ? processOf(claim) : undefined;
 }
 
 /**
@@ -75,22 +110,28 @@ export function takeClaim(
     const found = Atomics.compareExchange(words, index, 0n, mine);
     if (found === 0n) return;
     if (found === mine) {
-      throw failure(Deno.errors.Busy, `claim ${role}`, subject, "this process already holds it");
+      const holder = threadOf(mine) === Deno.pid ? "this process" : "this Worker";
+      throw failure(Deno.errors.Busy, `claim ${role}`, subject, `${holder} already holds it`);
     }
     if (claimIsLive(found)) {
-      throw failure(Deno.errors.Busy, `claim ${role}`, subject, `pid ${pidOf(found)} holds it`);
+      throw failure(
+        Deno.errors.Busy,
+        `claim ${role}`,
+        subject,
+        `${describeHolder(found)} holds it`,
+      );
     }
     // The holder is gone: clear its claim (unless someone beat us to it) and try again.
     Atomics.compareExchange(words, index, found, 0n);
   }
 }
 
-/** Whether this process holds the claim at `byteOffset`. */
+/** Whether this thread holds the claim at `byteOffset`. */
 export function holdsClaim(memory: SharedMemory, byteOffset: number): boolean {
   return readClaim(memory, byteOffset) === ownClaim();
 }
 
-/** Gives up the claim at `byteOffset` if this process holds it. */
+/** Gives up the claim at `byteOffset` if this thread holds it. */
 export function releaseClaim(memory: SharedMemory, byteOffset: number): void {
   Atomics.compareExchange(memory.longWords, byteOffset >> 3, ownClaim(), 0n);
 }

@@ -1,38 +1,50 @@
 /**
- * Whether the process behind a claim (pid and start time) still runs, learnt without polling:
- * the kernel makes a pidfd readable when its process ends. A waiter learns of a death as it
- * happens, and nothing wakes up while the process lives.
+ * Whether the thread behind a claim (its id and start time) still runs, learnt without polling:
+ * the kernel makes a pidfd readable when its process ends, or for a Worker's claim (Linux 6.9
+ * and later) when its thread does. A waiter learns of a death as it happens, and nothing wakes
+ * up while the holder lives. On older kernels a Worker's claim is looked at every
+ * {@link THREAD_LOOK_MS} while someone listens.
  *
  * @module
  */
 
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
-import { claimIsLive, pidOf } from "./claim.ts";
+import { claimIsLive, processOf, threadOf } from "./claim.ts";
 
-/** Watches the process that holds one claim; see the module description. */
+/**
+ * How often a Worker's claim is looked at while someone listens, on kernels before 6.9, which
+ * have no pidfd for a thread.
+ */
+export const THREAD_LOOK_MS = 100;
+
+/** Watches the thread that holds one claim; see the module description. */
 export class ProcessWatch {
   /** The claim watched. */
   readonly claim: bigint;
+  /** The holder's process: for a Worker's claim, the process the Worker runs in. */
+  readonly pid: number;
   #pidfd: number | undefined;
+  /** A Worker's claim on a kernel with no pidfd for a thread: looked at, not watched. */
+  readonly #looked: boolean;
   #alive: boolean;
   #waiter: FdWaiter | undefined;
+  #lookTimer: ReturnType<typeof setInterval> | undefined;
   readonly #listeners = new Set<() => void>();
 
   /** Checks once (signal 0 and the start time in /proc), then opens a pidfd for the rest. */
   constructor(claim: bigint) {
     this.claim = claim;
+    const thread = threadOf(claim);
     this.#alive = claimIsLive(claim);
-    if (!this.#alive) return;
-    this.#pidfd = posix.openPidfd(pidOf(claim));
-    // The pid may have ended and been reused between the check and the open: check again, now
-    // that the pidfd pins the process.
+    this.pid = this.#alive ? processOf(claim) : thread;
+    const worker = this.pid !== thread;
+    this.#looked = worker && !posix.threadPidfds();
+    if (!this.#alive || this.#looked) return;
+    this.#pidfd = posix.openPidfd(thread, { thread: worker });
+    // The id may have ended and been reused between the check and the open: check again, now
+    // that the pidfd pins the thread.
     if (this.#pidfd === undefined || !claimIsLive(claim)) this.#died();
-  }
-
-  /** The watched pid. */
-  get pid(): number {
-    return pidOf(this.claim);
   }
 
   /** Whether the process ran at the last look; a listener keeps this current without syscalls. */
@@ -42,14 +54,19 @@ export class ProcessWatch {
 
   /** Looks now (one poll(2) with no wait), for callers that cannot listen. */
   check(): boolean {
-    if (this.#alive && this.#pidfd !== undefined && posix.isReadable(this.#pidfd)) this.#died();
+    if (!this.#alive) return false;
+    const pidfd = this.#pidfd;
+    const ended = this.#looked
+      ? !claimIsLive(this.claim)
+      : pidfd !== undefined && posix.isReadable(pidfd);
+    if (ended) this.#died();
     return this.#alive;
   }
 
   /**
-   * Calls `listener` once when the process ends, from the event loop. While anyone listens a
-   * poll(2) on the pidfd runs on a worker thread (and keeps the process alive); returns the
-   * function that stops listening.
+   * Calls `listener` once when the holder ends, from the event loop. While anyone listens a
+   * poll(2) on the pidfd runs on a worker thread, or a timer looks (either keeps the process
+   * alive); returns the function that stops listening.
    */
   onDeath(listener: () => void): () => void {
     if (!this.#alive) {
@@ -57,7 +74,9 @@ export class ProcessWatch {
       return () => {};
     }
     this.#listeners.add(listener);
-    if (this.#waiter === undefined && this.#pidfd !== undefined) {
+    if (this.#looked) {
+      this.#lookTimer ??= setInterval(() => this.check(), THREAD_LOOK_MS);
+    } else if (this.#waiter === undefined && this.#pidfd !== undefined) {
       const waiter = new FdWaiter();
       this.#waiter = waiter;
       waiter.wait(this.#pidfd).then((readiness) => {
@@ -77,12 +96,19 @@ export class ProcessWatch {
   /** Stops listening and closes the pidfd; safe to call twice. */
   close(): void {
     this.#listeners.clear();
+    this.#stopLooking();
     this.#closePidfd();
   }
 
   #stopWaiting(): void {
     this.#waiter?.close();
     this.#waiter = undefined;
+    this.#stopLooking();
+  }
+
+  #stopLooking(): void {
+    clearInterval(this.#lookTimer);
+    this.#lookTimer = undefined;
   }
 
   /** Closes the pidfd, once a poll in flight on it (if any) has returned. */
@@ -99,6 +125,7 @@ export class ProcessWatch {
   #died(): void {
     if (!this.#alive) return;
     this.#alive = false;
+    this.#stopLooking();
     this.#closePidfd();
     const listeners = [...this.#listeners];
     this.#listeners.clear();

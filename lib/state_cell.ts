@@ -316,13 +316,16 @@ export class StateCell {
     return this.#writer && !this.#closed;
   }
 
-  /** The pid of the live process holding the writer role, if any. */
+  /**
+   * The pid of the live process holding the writer role, if any (a Worker holding it holds it
+   * for its process).
+   */
   get writerPid(): number | undefined {
     this.#check();
     return claimHolder(this.#memory, this.#base + WRITER);
   }
 
-  /** The pid of the live process holding the supervisor role, if any. */
+  /** The pid of the live process holding the supervisor role, if any (as {@link writerPid}). */
   get supervisorPid(): number | undefined {
     this.#check();
     return claimHolder(this.#memory, this.#base + SUPERVISOR);

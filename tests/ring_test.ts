@@ -584,7 +584,7 @@ Deno.test("restoreRingPosition() sets a position written over to the other end's
   assertThrowsWith(
     () => restoreRingPosition(region, { capacity: 256, end: "producer" }),
     Deno.errors.Busy,
-    `pid ${Deno.pid} holds its producer`,
+    `pid ${Deno.pid} (this process) holds its producer`,
   );
   producer.close();
   region.storeInt32(HEAD, (region.loadInt32(TAIL) + 264) | CLOSED); // more than the capacity on
@@ -1189,7 +1189,11 @@ Deno.test("initRing() over a ring whose ends are held is Busy, naming the holder
   producer.trySend(new Uint8Array([1]));
   // It wiped both claims: a second producer then attached beside the first, and what the first
   // sent was lost.
-  assertThrowsWith(() => initRing(region), Deno.errors.Busy, `pid ${Deno.pid} holds its producer`);
+  assertThrowsWith(
+    () => initRing(region),
+    Deno.errors.Busy,
+    `pid ${Deno.pid} (this process) holds its producer`,
+  );
   producer.close();
   assertThrowsWith(() => initRing(region), Deno.errors.Busy, "holds its consumer");
   assertEquals(consumer.tryReceive()?.length, 1, "what was sent is still there");

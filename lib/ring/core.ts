@@ -5,7 +5,7 @@
  * @module
  */
 
-import { claimIsLive, readClaim, releaseClaim, takeClaim } from "../claim.ts";
+import { claimIsLive, describeHolder, readClaim, releaseClaim, takeClaim } from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
 import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
@@ -544,7 +544,7 @@ export class RingCore {
         Deno.errors.BrokenPipe,
         "use the ring in",
         this.name,
-        `its ${peerName} (pid ${Number(claim & 0xffff_ffffn)}) died`,
+        `its ${peerName} (${describeHolder(claim)}) died`,
       );
     }
   }

@@ -22,7 +22,7 @@
  * @module
  */
 
-import { claimHolder } from "../claim.ts";
+import { claimIsLive, describeHolder, readClaim } from "../claim.ts";
 import { failure } from "../errors.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 
@@ -133,15 +133,13 @@ function refuseLiveRing(region: SharedRegion, offset: number): void {
   if (region.loadInt32(offset + MAGIC) >>> 0 !== RING_MAGIC) return;
   const memory = memoryOf(region);
   for (const [field, end] of [[PRODUCER, "producer"], [CONSUMER, "consumer"]] as const) {
-    const pid = claimHolder(memory, offset + field);
-    if (pid === undefined) continue;
+    const claim = readClaim(memory, offset + field);
+    if (!claimIsLive(claim)) continue;
     throw failure(
       Deno.errors.Busy,
       "create a ring in",
       region.name,
-      `a ring there is in use: pid ${pid} holds its ${end}${
-        pid === Deno.pid ? " (this process)" : ""
-      }; close its ends first`,
+      `a ring there is in use: ${describeHolder(claim)} holds its ${end}; close its ends first`,
     );
   }
 }
@@ -272,13 +270,13 @@ export function restoreRingPosition(
   }
   const producer = end === "producer";
   const [own, other, claim] = producer ? [HEAD, TAIL, PRODUCER] : [TAIL, HEAD, CONSUMER];
-  const holder = claimHolder(memoryOf(region), offset + claim);
-  if (holder !== undefined) {
+  const holder = readClaim(memoryOf(region), offset + claim);
+  if (claimIsLive(holder)) {
     throw failure(
       Deno.errors.Busy,
       action,
       region.name,
-      `pid ${holder} holds its ${end}${holder === Deno.pid ? " (this process)" : ""}`,
+      `${describeHolder(holder)} holds its ${end}`,
     );
   }
   const twice = 2 * capacity;

@@ -38,6 +38,7 @@ export const LIBRARY_TESTS = [
   "tests/wait_bounds_test.ts",
   "tests/futex_hub_test.ts",
   "tests/sigbus_guard_test.ts",
+  "tests/worker_roles_test.ts",
 ];
 
 /**
