@@ -62,6 +62,12 @@ export const LEFT_OUT_UNDER_EMULATION: readonly { name: string; why: string }[] 
       "longer than that to start",
   },
   {
+    name: "Workers terminated at random moments in random calls",
+    why: "starts 30 Workers, each loading the library, with waits of 30 ms and bounds of a few " +
+      "seconds set for a host's speed; the Worker-held roles tests before it cover the " +
+      "architecture's part (gettid's number)",
+  },
+  {
     name: "deno task demo:ring streams samples",
     why: "runs the demo for a fixed 2 s, less than its processes take to start under emulation",
   },
