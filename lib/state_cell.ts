@@ -148,11 +148,12 @@ export interface StateCellOptions {
 
 /** What a waiting reader noticed about the cooperating writer. */
 export interface WriterEvent {
-  /** The writer's pid. */
+  /** The writer's pid (for a writer in a Worker, its process's). */
   pid: number;
   /**
-   * `writing`: a live process speaking this protocol holds the writer role; `died`: it ended
-   * without giving the role back (its last complete value stays); `left`: it gave the role back.
+   * `writing`: a live process (or Worker) speaking this protocol holds the writer role; `died`:
+   * it ended without giving the role back (its last complete value stays; a Worker terminated
+   * without closing the cell ends so too); `left`: it gave the role back.
    */
   status: "writing" | "died" | "left";
 }
@@ -203,8 +204,8 @@ interface Following {
 const constructing = Symbol("StateCell");
 
 /**
- * The latest value of a small integer state in a shared region. One process at a time may
- * write (open with `writer: true`); any number read, and sleep until it changes.
+ * The latest value of a small integer state in a shared region. One process (or Worker) at a
+ * time may write (open with `writer: true`); any number read, and sleep until it changes.
  *
  * Closing the cell, or its region, settles every pending wait at once: `waitForChange()`
  * rejects with `Deno.errors.BadResource`, `changes()` ends.

@@ -89,7 +89,8 @@ export function checkOffset(offset: number): void {
 /**
  * Writes a fresh, empty ring header into `region`, whatever was there: the creator of the
  * region calls this once before producer and consumer attach. Returns the capacity. A ring there
- * whose producer or consumer a live process holds is refused with `Busy`, naming the pid.
+ * whose producer or consumer a live process (or Worker) holds is refused with `Busy`, naming
+ * the pid (and the Worker's thread).
  *
  * @param region A region with room for the header and the data: see {@link ringRegionSize}.
  * @param [options={}] Where the ring starts and how many data bytes it holds.
