@@ -8,7 +8,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/as
 import { effectiveUid, readFileText } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
-import { TAIL } from "../lib/ring/layout.ts";
+import { HEAD, POSITION, TAIL } from "../lib/ring/layout.ts";
 import { CHANNEL_RING } from "../app/remote/channel.ts";
 import { nextRecordLength } from "./helpers/rings.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
@@ -352,7 +352,11 @@ testWith(
         Deno.kill(bridge, "SIGSTOP");
         try {
           const length = nextRecordLength(link, ring, EVENT_CHANNEL.capacity);
+          const head = link.loadInt32(ring + HEAD) & POSITION;
           assertEquals(await pressAndSee(launcher, fifo), 1);
+          // The LED can show the press before the button has sent its event: written over
+          // sooner, the length would be put back by the send.
+          await until(() => (link.loadInt32(ring + HEAD) & POSITION) !== head, "the press sent");
           link.storeInt32(length, 0x58585858);
         } finally {
           Deno.kill(bridge, "SIGCONT");
