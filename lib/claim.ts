@@ -110,7 +110,7 @@ export function takeClaim(
     const found = Atomics.compareExchange(words, index, 0n, mine);
     if (found === 0n) return;
     if (found === mine) {
-      const holder = threadOf(mine) === Deno.pid ? "this process" : "this Worker";
+      const holder = inWorker() ? "this Worker" : "this process";
       throw failure(Deno.errors.Busy, `claim ${role}`, subject, `${holder} already holds it`);
     }
     if (claimIsLive(found)) {

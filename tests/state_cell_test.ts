@@ -7,6 +7,7 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS } from "./helpers/waiting.ts";
+import { writerEvents } from "./helpers/writer_events.ts";
 import {
   createMemfdRegion,
   openFileRegion,
@@ -20,7 +21,7 @@ import {
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
 import { loadRounds } from "./helpers/load.ts";
-import { STATE_CELL_MAGIC, STATE_CELL_VERSION, type WriterEvent } from "../lib/state_cell.ts";
+import { STATE_CELL_MAGIC, STATE_CELL_VERSION } from "../lib/state_cell.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
 const encoder = new TextEncoder();
@@ -496,19 +497,12 @@ testWith(
       openStateCell(region).close();
       await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
       assertEquals(await holder.nextLine(), `writer ${holder.pid}`);
-      const events: WriterEvent[] = [];
-      let died: () => void = () => {};
-      const writerDied = new Promise<void>((resolve) => (died = resolve));
-      using reader = openStateCell(region, {
-        onWriter: (event) => {
-          events.push(event);
-          if (event.status === "died") died();
-        },
-      });
+      const { events, died, onWriter } = writerEvents();
+      using reader = openStateCell(region, { onWriter });
       const next = reader.waitForChange({ timeout: 30_000 });
       await delay(50); // the reader is asleep on the futex, listening to the writer's pidfd
       holder.kill("SIGKILL");
-      await writerDied; // no timer and no write is needed for the reader to learn it
+      await died; // no timer and no write is needed for the reader to learn it
       region.write(0, encoder.encode("7\n\0")); // the original C button writes only this
       assertEquals(await next, 7);
       assertEquals(events, [

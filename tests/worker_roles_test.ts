@@ -17,6 +17,7 @@ import {
 import { CONSUMER_WAITING } from "../lib/ring/layout.ts";
 import {
   checkStamped,
+  openWhenFree,
   RANDOM_CELL_AT,
   RANDOM_REGION_SIZE,
   RANDOM_RING_BYTES,
@@ -159,7 +160,7 @@ testWith(
       const context = `round ${round} (${roles.join(", ")}), MMAP_IPC_WORKER_SEED=${seed}`;
       // This thread takes the ends the Worker does not, once the last Worker's claims died.
       const options = { livenessCheckMs: 20 };
-      const consumer = roles.includes("producer") && !roles.includes("consumer")
+      using consumer = roles.includes("producer") && !roles.includes("consumer")
         ? await taken(() => openRingConsumer(region, options), context)
         : undefined;
       // The producer once the Worker's consumer is open: a producer opened after the last
@@ -243,7 +244,6 @@ testWith(
         assert(settled, `${context}: this thread's calls did not settle: hung`);
       } finally {
         worker.terminate();
-        consumer?.close();
         producer?.close();
       }
     }
@@ -262,17 +262,11 @@ testWith(
   },
 );
 
-/** `open()` once no live claim is in the way: a terminated Worker's dies with its thread. */
+/** {@link openWhenFree}, its failure naming `context`. */
 async function taken<T>(open: () => T, context: string): Promise<T> {
-  const started = performance.now();
-  for (;;) {
-    try {
-      return open();
-    } catch (error) {
-      if (!(error instanceof Deno.errors.Busy) || performance.now() - started > 5_000) {
-        throw new Error(`${context}: a role was not free again: ${error}`, { cause: error });
-      }
-      await delay(5);
-    }
+  try {
+    return await openWhenFree(open);
+  } catch (error) {
+    throw new Error(`${context}: a role was not free again: ${error}`, { cause: error });
   }
 }

@@ -15,6 +15,7 @@ import {
 } from "../../mod.ts";
 import type { RoleHeld, RoleStart } from "../fixtures/role_worker.ts";
 import { delay } from "./waiting.ts";
+import { writerEvents } from "./writer_events.ts";
 
 /** A Worker holding a role; disposing of it terminates it, if the test has not already. */
 export interface RoleWorker extends Disposable {
@@ -64,15 +65,8 @@ export async function cellWriterDiesWithItsWorker(): Promise<WriterEvent[]> {
   using region = createMemfdRegion({ size: 256 });
   openStateCell(region, { initialise: true }).close();
   using worker = await startRoleWorker(region, "writer");
-  const events: WriterEvent[] = [];
-  let died: () => void = () => {};
-  const writerDied = new Promise<void>((resolve) => (died = resolve));
-  using reader = openStateCell(region, {
-    onWriter: (event) => {
-      events.push(event);
-      if (event.status === "died") died();
-    },
-  });
+  const { events, died, onWriter } = writerEvents();
+  using reader = openStateCell(region, { onWriter });
   assertEquals(reader.read(), 7);
   assertEquals(reader.writerPid, Deno.pid);
   assertThrows(
@@ -83,7 +77,7 @@ export async function cellWriterDiesWithItsWorker(): Promise<WriterEvent[]> {
   const next = reader.waitForChange({ timeout: 30_000 });
   await delay(50); // the reader is asleep on the futex, listening for the writer's end
   worker.terminate();
-  await writerDied; // neither a write nor the wait's timeout is needed to learn it
+  await died; // neither a write nor the wait's timeout is needed to learn it
   using writer = openStateCell(region, { writer: true });
   writer.write(8);
   assertEquals(await next, 8);
