@@ -10,7 +10,7 @@ import * as C from "./constants.ts";
 import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
-import { guardRange, type RangeGuard } from "./sigbus_guard.ts";
+import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
 /** How a futex wait ended: woken (or spuriously), the word already differed, or time ran out. */
@@ -34,8 +34,12 @@ export class Mapping {
     this.#attached = attached;
   }
 
-  /** mmap(2) `size` bytes of `fd` read-write and shared; `subject` names it in errors. */
-  static map(fd: number, size: number, subject: string): Mapping {
+  /**
+   * mmap(2) `size` bytes of `fd` read-write and shared; `subject` names it in errors. `guard`
+   * (the default) guards the range against SIGBUS (see sigbus_guard.ts); leave it off only for
+   * memory nobody can shrink, such as a memfd sealed against it.
+   */
+  static map(fd: number, size: number, subject: string, guard = true): Mapping {
     const map = (): Deno.PointerValue =>
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
@@ -45,8 +49,17 @@ export class Mapping {
       pointer = retried.result;
     }
     const mapping = new Mapping(pointer as Deno.PointerObject, size, false);
+    if (!guard) return mapping;
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
-    mapping.#guard = guardRange(Deno.UnsafePointer.value(pointer), size);
+    const guarded = guardRange(Deno.UnsafePointer.value(pointer), size);
+    if (guarded === null) {
+      mapping.release();
+      throw new Error(
+        `Cannot map ${JSON.stringify(subject)}: ${guardCapacity()} mappings that another process ` +
+          "could shrink are open in this process, as many as its SIGBUS guard can hold; close some",
+      );
+    }
+    mapping.#guard = guarded;
     return mapping;
   }
 
@@ -163,6 +176,8 @@ export class Mapping {
       // Without the replacement the range must simply stay as it is: still never unmapped.
       return;
     }
+    // Private pages cannot fault for a shrunk file: the guard's slot is free for another range.
+    this.#guard?.end();
     this.#state = "retired";
   }
 

@@ -133,8 +133,11 @@ const PAGE_SIZE = 3;
 const RANGES = 8;
 /** Words per range: start, end, and how many of its pages were replaced. */
 const RANGE_WORDS = 3;
-/** The table's size: room for 2728 ranges, far more mappings than a process keeps. */
-const TABLE_BYTES = 65_536;
+/**
+ * The table's size: room for 43,688 ranges, two thirds of the mappings the kernel lets a process
+ * have by default (`vm.max_map_count`). Only the pages the ranges in use reach are ever touched.
+ */
+const TABLE_BYTES = 1 << 20;
 
 const SIGBUS = 7;
 const SA_SIGINFO = 4;
@@ -207,7 +210,7 @@ function install(): Installed | null {
 
 /** The guard of one range; see {@link guardRange}. */
 export interface RangeGuard {
-  /** False where the handler could not be installed or its table was full. */
+  /** False where the handler could not be installed. */
   readonly guarded: boolean;
   /** How many of the range's pages a shrunk file cost so far (each replaced when touched). */
   lostPages(): number;
@@ -220,9 +223,10 @@ const UNGUARDED: RangeGuard = { guarded: false, lostPages: () => 0, end: () => {
 /**
  * Guards `length` bytes from `address`: a page of them that faults because its file shrank
  * becomes a private zero-filled page instead of killing the process. Where the handler cannot
- * be installed, or all its slots are taken, the range stays unguarded.
+ * be installed the range stays unguarded; when all its slots are taken, returns null: the caller
+ * must not keep the range mapped, since nothing would then catch its faults.
  */
-export function guardRange(address: bigint, length: number): RangeGuard {
+export function guardRange(address: bigint, length: number): RangeGuard | null {
   installed ??= install();
   const guard = installed;
   if (guard === null) return UNGUARDED;
@@ -230,7 +234,7 @@ export function guardRange(address: bigint, length: number): RangeGuard {
   let slot = guard.free.pop();
   if (slot === undefined) {
     slot = Number(table[COUNT]);
-    if (slot >= guard.capacity) return UNGUARDED;
+    if (slot >= guard.capacity) return null;
   }
   const at = RANGES + slot * RANGE_WORDS;
   // Start first, then the end: a range with an end of 0 matches nothing while it is made.
@@ -273,4 +277,14 @@ export function anyGuardedFault(): boolean {
 /** How many faulting pages the guard has replaced in this process so far. */
 export function guardedFaults(): number {
   return installed ? Number(installed.table[FAULTS]) : 0;
+}
+
+/** How many ranges are guarded now (for tests: a range let go must give its slot back). */
+export function guardedRanges(): number {
+  return installed ? Number(installed.table[COUNT]) - installed.free.length : 0;
+}
+
+/** How many ranges the guard can hold at once. */
+export function guardCapacity(): number {
+  return installed ? installed.capacity : 0;
 }

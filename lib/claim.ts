@@ -79,7 +79,7 @@ export function claimIsLive(claim: bigint): boolean {
 
 /** Reads the claim word at `byteOffset` (8-aligned). */
 export function readClaim(memory: SharedMemory, byteOffset: number): bigint {
-  return Atomics.load(memory.longWords, byteOffset >> 3);
+  return Atomics.load(memory.longWords, byteOffset / 8);
 }
 
 /**
@@ -104,7 +104,7 @@ export function takeClaim(
   { role, subject }: { role: string; subject: string },
 ): void {
   const words = memory.longWords;
-  const index = byteOffset >> 3;
+  const index = byteOffset / 8;
   const mine = ownClaim();
   for (;;) {
     const found = Atomics.compareExchange(words, index, 0n, mine);
@@ -133,5 +133,5 @@ export function holdsClaim(memory: SharedMemory, byteOffset: number): boolean {
 
 /** Gives up the claim at `byteOffset` if this thread holds it. */
 export function releaseClaim(memory: SharedMemory, byteOffset: number): void {
-  Atomics.compareExchange(memory.longWords, byteOffset >> 3, ownClaim(), 0n);
+  Atomics.compareExchange(memory.longWords, byteOffset / 8, ownClaim(), 0n);
 }

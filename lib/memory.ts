@@ -157,9 +157,16 @@ export class SharedMemory {
     this.#name = name;
     this.#description = options.description ?? `region ${JSON.stringify(name)}`;
     const root = mapping.buffer();
-    this.bytes = new Uint8Array(root);
-    this.words = new Int32Array(root, 0, mapping.size >> 2);
-    this.longWords = new BigInt64Array(root, 0, mapping.size >> 3);
+    try {
+      this.bytes = new Uint8Array(root);
+      this.words = new Int32Array(root, 0, Math.floor(mapping.size / 4));
+      this.longWords = new BigInt64Array(root, 0, Math.floor(mapping.size / 8));
+    } catch (error) {
+      // Nothing else holds the mapping yet: a failed open must not leak it.
+      root.transfer(0);
+      mapping.release();
+      throw error;
+    }
     this.#held = {
       mapping,
       buffers: new Set([root]),
@@ -194,7 +201,7 @@ export class SharedMemory {
     const lost = this.#mapping.lostPages;
     for (const sleep of this.#waits) {
       if (
-        Atomics.load(this.words, sleep.byteOffset >> 2) !== sleep.expected ||
+        Atomics.load(this.words, sleep.byteOffset / 4) !== sleep.expected ||
         this.#mapping.lostPages !== lost
       ) {
         this.interrupt(sleep);
@@ -326,7 +333,7 @@ export class SharedMemory {
    */
   wait(byteOffset: number, expected: number, options: MemoryWaitOptions = {}): Promise<WaitResult> {
     this.check();
-    const index = byteOffset >> 2;
+    const index = byteOffset / 4;
     if (Atomics.load(this.words, index) !== expected) return Promise.resolve("not-equal");
     const { timeoutMs, signal } = options;
     if (signal?.aborted) return Promise.resolve("ok");

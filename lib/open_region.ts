@@ -440,7 +440,7 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
     if (seal) posix.sealSize(fd, label);
     // The fd stays open while the region lives: it is what /proc/PID/fd/N names.
     const name = `/proc/${Deno.pid}/fd/${fd}`;
-    const memory = new SharedMemory(Mapping.map(fd, options.size, label), name, {
+    const memory = new SharedMemory(Mapping.map(fd, options.size, label, !seal), name, {
       onRelease: () => posix.closeFd(fd),
       shrinkable: seal ? undefined : fd,
     });
@@ -519,8 +519,9 @@ export function openMemfdRegion(
         `the memfd has ${stat.size} bytes, asked for ${size}`,
       );
     }
-    const memory = new SharedMemory(Mapping.map(fd, size, path), path, {
-      shrinkable: posix.isSizeSealed(fd) ? undefined : fd,
+    const sealed = posix.isSizeSealed(fd);
+    const memory = new SharedMemory(Mapping.map(fd, size, path, !sealed), path, {
+      shrinkable: sealed ? undefined : fd,
     });
     return newRegion({ kind: "memfd", memory, remove: () => {} });
   } finally {

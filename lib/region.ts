@@ -7,6 +7,7 @@
  */
 
 import { abortReason, failure } from "./errors.ts";
+import { unusableBytes } from "./unusable_bytes.ts";
 import { checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 
@@ -176,22 +177,22 @@ export class SharedRegion {
 
   /** Atomically reads the 32-bit word at `offset` (a multiple of 4). */
   loadInt32(offset: number): number {
-    return Atomics.load(this.#words(offset), offset >> 2);
+    return Atomics.load(this.#words(offset), offset / 4);
   }
 
   /** Atomically writes the 32-bit word at `offset`. */
   storeInt32(offset: number, value: number): void {
-    Atomics.store(this.#words(offset), offset >> 2, value);
+    Atomics.store(this.#words(offset), offset / 4, value);
   }
 
   /** Atomically adds to the 32-bit word at `offset`; returns the previous value. */
   addInt32(offset: number, delta: number): number {
-    return Atomics.add(this.#words(offset), offset >> 2, delta);
+    return Atomics.add(this.#words(offset), offset / 4, delta);
   }
 
   /** Atomic compare-and-swap on the 32-bit word at `offset`; returns the value found. */
   compareExchangeInt32(offset: number, expected: number, replacement: number): number {
-    return Atomics.compareExchange(this.#words(offset), offset >> 2, expected, replacement);
+    return Atomics.compareExchange(this.#words(offset), offset / 4, expected, replacement);
   }
 
   /**
@@ -291,17 +292,19 @@ export class SharedRegion {
     return this.#memory.words;
   }
 
-  /** The length of `bytes`, a `TypeError` naming the region if it is no byte array at all. */
+  /**
+   * The length of `bytes`, a `TypeError` naming the region if it is no byte array at all, or one
+   * whose buffer was transferred or resized away.
+   */
   #lengthOf(bytes: Uint8Array, what: string): number {
     const length = bytes?.length;
-    if (typeof length === "number") return length;
+    if (length > 0) return length;
     this.#memory.check();
-    throw failure(
-      TypeError,
-      "access",
-      this.name,
-      `${what} is ${bytes === null ? "null" : typeof bytes}, not a Uint8Array`,
-    );
+    const why = typeof length === "number"
+      ? unusableBytes(bytes)
+      : `${bytes === null ? "null" : typeof bytes}, not a Uint8Array`;
+    if (why === undefined) return 0;
+    throw failure(TypeError, "access", this.name, `${what} is ${why}`);
   }
 
   #range(offset: number, length: number): void {

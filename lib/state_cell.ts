@@ -283,11 +283,11 @@ export class StateCell {
     this.#syncWaiter = this.#memory.syncWaiter(this.#base + SEQUENCE);
     this.#bytes = this.#memory.bytes;
     this.#words = this.#memory.words;
-    this.#sequenceIndex = (this.#base + SEQUENCE) >> 2;
-    this.#waitersIndex = (this.#base + WAITERS) >> 2;
-    this.#valueIndex = (this.#base + VALUE) >> 2;
-    this.#pendingIndex = (this.#base + PENDING) >> 2;
-    this.#writerClaimIndex = (this.#base + WRITER) >> 3;
+    this.#sequenceIndex = (this.#base + SEQUENCE) / 4;
+    this.#waitersIndex = (this.#base + WAITERS) / 4;
+    this.#valueIndex = (this.#base + VALUE) / 4;
+    this.#pendingIndex = (this.#base + PENDING) / 4;
+    this.#writerClaimIndex = (this.#base + WRITER) / 8;
     this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
     this.#supervisor = options.supervisor ?? false;
@@ -592,14 +592,14 @@ export class StateCell {
     const base = this.#base;
     const words = this.#words;
     const sequence = Atomics.load(words, this.#sequenceIndex);
-    Atomics.store(words, (base + VERSION) >> 2, STATE_CELL_VERSION);
-    Atomics.store(words, (base + SIZE) >> 2, STATE_CELL_SIZE);
+    Atomics.store(words, (base + VERSION) / 4, STATE_CELL_VERSION);
+    Atomics.store(words, (base + SIZE) / 4, STATE_CELL_SIZE);
     Atomics.store(words, this.#sequenceIndex, (sequence + 1) | 1);
     Atomics.store(words, this.#pendingIndex, value);
     this.#writeText(value);
     Atomics.store(words, this.#valueIndex, value);
     Atomics.store(words, this.#sequenceIndex, ((sequence + 2) | 1) + 1);
-    Atomics.store(words, (base + MAGIC) >> 2, STATE_CELL_MAGIC);
+    Atomics.store(words, (base + MAGIC) / 4, STATE_CELL_MAGIC);
     this.#memory.wake(base + SEQUENCE);
   }
 

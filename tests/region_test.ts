@@ -973,3 +973,59 @@ testWith(
     await sharedWithChild(region, "memfd");
   },
 );
+
+// --- regions past 32 bits ----------------------------------------------------------------------
+
+testWith(
+  NEEDS.files,
+  "regions of 2 GiB and more (sparse memfds, up to MAX_REGION_SIZE): atomics, copies, views, a state cell and a ring reach their far end, never a wrapped offset",
+  async () => {
+    const { initRing, openRingConsumer, openRingProducer, ringRegionSize } = await import(
+      "../mod.ts"
+    );
+    for (const size of [2 ** 31, 2 ** 32, 2 ** 32 + 65_536, MAX_REGION_SIZE]) {
+      using region = createMemfdRegion({ size });
+      const far = size - 65_536; // 64 KiB from the end: room for a cell and a small ring
+      region.storeInt32(far, 0x01020304);
+      assertEquals(region.loadInt32(far), 0x01020304, `size ${size}`);
+      // The copy and the atomic see the same bytes: the word was not stored at a wrapped index.
+      assertEquals([...region.read(far, 4)], [4, 3, 2, 1], `size ${size}`);
+      if (far >= 2 ** 32) {
+        assertEquals(region.loadInt32(far % 2 ** 32), 0, `size ${size}: the wrapped word changed`);
+      }
+      assertEquals(region.addInt32(far, 1), 0x01020304);
+      assertEquals(region.compareExchangeInt32(far, 0x01020305, 9), 0x01020305);
+      assertEquals(region.view(far, 4)[0], 9);
+      assertEquals(await region.waitInt32(far, 1, { timeout: 0 }), "not-equal");
+      region.notifyInt32(far);
+      using cell = openStateCell(region, { offset: far + 64, writer: true });
+      cell.write(1);
+      assertEquals(cell.read(), 1, `size ${size}`);
+      const ringAt = far + 4096;
+      initRing(region, { offset: ringAt, capacity: 1024 });
+      assert(ringAt + ringRegionSize(1024) <= size);
+      using producer = openRingProducer(region, { offset: ringAt });
+      using consumer = openRingConsumer(region, { offset: ringAt });
+      assert(producer.trySend(encoder.encode("far")));
+      assertEquals(decoder.decode(consumer.tryReceive() ?? new Uint8Array()), "far");
+    }
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "write() and readInto() with a byte array whose buffer was transferred or resized away: a TypeError naming the region",
+  () => {
+    using region = createMemfdRegion({ size: 4096 });
+    const detached = new Uint8Array(8);
+    detached.buffer.transfer();
+    const resizable = new ArrayBuffer(16, { maxByteLength: 16 });
+    const cutOff = new Uint8Array(resizable, 8, 8);
+    resizable.resize(4);
+    for (const bytes of [detached, cutOff]) {
+      assertThrowsWith(() => region.write(0, bytes), TypeError, region.name, "bytes is ");
+      assertThrowsWith(() => region.readInto(0, bytes), TypeError, region.name, "target is ");
+    }
+    region.write(0, new Uint8Array(0)); // empty, but whole: nothing to do, no error
+  },
+);

@@ -216,7 +216,12 @@ Deno.test("zero-copy: a reservation is written in place and unusable after commi
   using consumer = openRingConsumer(region);
   const reservation = producer.tryReserve(16);
   assert(reservation !== undefined);
-  assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.Busy);
+  assertThrowsWith(
+    () => producer.trySend(new Uint8Array(1)),
+    Deno.errors.Busy,
+    "Commit or cancel",
+    `the ring in ${JSON.stringify(region.name)}`,
+  );
   reservation.bytes.set(encoder.encode("in place"));
   reservation.commit(8);
   assertEquals(reservation.bytes.length, 0);
@@ -228,7 +233,12 @@ Deno.test("zero-copy: a reservation is written in place and unusable after commi
   const lease = consumer.tryRead();
   assert(lease);
   assertEquals(decoder.decode(lease.bytes), "in place");
-  assertThrows(() => consumer.tryReceive(), Deno.errors.Busy);
+  assertThrowsWith(
+    () => consumer.tryReceive(),
+    Deno.errors.Busy,
+    "Release the message",
+    `the ring in ${JSON.stringify(region.name)}`,
+  );
   const free = producer.free;
   lease.release();
   assertEquals(lease.bytes.length, 0);
@@ -489,6 +499,43 @@ Deno.test("sendBatch() whose array changes while it sleeps throws for a message 
   // for room a 1000-byte message can never have, until its timeout.
   while (consumer.tryReceive() instanceof Uint8Array);
   await assertRejectsWith(() => sending, RangeError, "1000 bytes does not fit", "5 of the batch");
+});
+
+Deno.test("a message or target whose buffer was transferred or resized away is a TypeError naming the ring; nothing is sent or taken", () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const detached = new Uint8Array(8);
+  detached.buffer.transfer();
+  const resizable = new ArrayBuffer(16, { maxByteLength: 16 });
+  const cutOff = new Uint8Array(resizable, 8, 8);
+  resizable.resize(4);
+  const ok = new Uint8Array([1, 2, 3]);
+  const name = region.name;
+  assertThrowsWith(() => producer.trySend(detached), TypeError, name, "the message is detached");
+  assertThrowsWith(() => producer.trySend(cutOff), TypeError, name, "the message is out of bounds");
+  assertThrowsWith(
+    () => producer.trySendBatch([ok, ok, detached, ok]),
+    TypeError,
+    name,
+    "message 2 of the batch is detached",
+    "nothing of the batch was sent",
+  );
+  assertEquals(consumer.tryReceive(), undefined, "a batch with a bad message sent part of itself");
+  // A message of length 0 over a buffer that is fine (or length-tracking and empty) still goes.
+  assert(producer.trySend(new Uint8Array(new ArrayBuffer(0, { maxByteLength: 8 }))));
+  assert(producer.trySend(ok));
+  assertEquals(consumer.tryReceive()?.length, 0);
+  for (const target of [detached, cutOff]) {
+    assertThrowsWith(() => consumer.tryReceiveInto(target), TypeError, name, "stays in the ring");
+    assertThrowsWith(
+      () => consumer.tryReceiveBatchInto(target, new Uint32Array(4)),
+      TypeError,
+      name,
+      "stays in the ring",
+    );
+  }
+  assertEquals(consumer.tryReceive(), ok);
 });
 
 /**

@@ -10,6 +10,7 @@
  */
 
 import { failure } from "../errors.ts";
+import { unusableBytes } from "../unusable_bytes.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -110,7 +111,7 @@ export class RingConsumer {
     this.#capacity = ring.capacity;
     this.#twice = 2 * ring.capacity;
     this.#data = ring.data;
-    this.#dataWord = ring.data >> 2;
+    this.#dataWord = ring.data / 4;
     this.#tailIndex = ring.index(TAIL);
     this.#headIndex = ring.index(HEAD);
     this.#magicIndex = ring.index(MAGIC);
@@ -359,7 +360,7 @@ export class RingConsumer {
         if (length < 0) break;
         // Too large for the whole buffer: an error, but only before anything was taken, so that
         // what was taken is returned and nothing is lost.
-        if (length > buffer.length && count === 0) this.#tooSmall(length, buffer.length);
+        if (length > buffer.length && count === 0) this.#tooSmall(length, buffer);
         if (filled + length > buffer.length) break;
         const start = this.#data + this.#at + RECORD_HEADER_SIZE;
         buffer.set(this.#bytes.subarray(start, start + length), filled);
@@ -727,12 +728,23 @@ export class RingConsumer {
     );
   }
 
-  #tooSmall(length: number, room: number): never {
+  /** Throws when the next message, of `length` bytes, cannot be copied into `buffer`. */
+  #tooSmall(length: number, buffer: Uint8Array): void {
+    const why = buffer.length === 0 ? unusableBytes(buffer) : undefined;
+    if (why !== undefined) {
+      throw failure(
+        TypeError,
+        "receive from the ring in",
+        this.#ring.name,
+        `the buffer to copy into is ${why}; the next message stays in the ring`,
+      );
+    }
+    if (length <= buffer.length) return;
     throw failure(
       RangeError,
       "receive from the ring in",
       this.#ring.name,
-      `the next message has ${length} bytes, more than the buffer's ${room}; it stays in the ring`,
+      `the next message has ${length} bytes, more than the buffer's ${buffer.length}; it stays in the ring`,
     );
   }
 
@@ -769,7 +781,7 @@ export class RingConsumer {
   }
 
   #copyInto(buffer: Uint8Array, length: number): number {
-    if (length > buffer.length) this.#tooSmall(length, buffer.length);
+    if (length > buffer.length || buffer.length === 0) this.#tooSmall(length, buffer);
     const start = this.#data + this.#at + RECORD_HEADER_SIZE;
     buffer.set(this.#bytes.subarray(start, start + length));
     this.#skip(length);

@@ -123,8 +123,8 @@ export class RingCore {
     this.bytes = this.memory.bytes;
     this.base = options.offset ?? 0;
     this.data = this.base + RING_HEADER_SIZE;
-    this.#magicIndex = (this.base + MAGIC) >> 2;
-    this.#capacityIndex = (this.base + CAPACITY) >> 2;
+    this.#magicIndex = (this.base + MAGIC) / 4;
+    this.#capacityIndex = (this.base + CAPACITY) / 4;
     this.capacity = capacity;
     this.maxMessageSize = capacity - 8;
     this.spin = options.spin ?? DEFAULT_SPIN;
@@ -209,7 +209,9 @@ export class RingCore {
   /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
   readonly ready = (): void => {
     this.check();
-    if (this.held !== undefined) throw new Deno.errors.Busy(this.#heldMessage);
+    if (this.held !== undefined) {
+      throw new Deno.errors.Busy(`${this.#heldMessage} (the ring in ${JSON.stringify(this.name)})`);
+    }
     if (this.inCallback) {
       throw new Deno.errors.Busy(
         `A callback of this ring end in ${
@@ -226,7 +228,7 @@ export class RingCore {
 
   /** The word index of the field at `byteOffset` from the ring's start. */
   index(byteOffset: number): number {
-    return (this.base + byteOffset) >> 2;
+    return (this.base + byteOffset) / 4;
   }
 
   /** The error every use after close throws. */

@@ -7,6 +7,7 @@
  */
 
 import { failure } from "../errors.ts";
+import { unusableBytes } from "../unusable_bytes.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -96,7 +97,7 @@ export class RingProducer {
     this.#capacity = ring.capacity;
     this.#twice = 2 * ring.capacity;
     this.#data = ring.data;
-    this.#dataWord = ring.data >> 2;
+    this.#dataWord = ring.data / 4;
     this.#headIndex = ring.index(HEAD);
     this.#waitingIndex = ring.index(CONSUMER_WAITING);
     this.#maxMessageSize = ring.maxMessageSize;
@@ -153,8 +154,8 @@ export class RingProducer {
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
     const length = message?.length;
-    // Not a number (no message at all) fails this too.
-    if (!(length <= this.#maxMessageSize)) this.#badMessage(message);
+    // Not a number (no message at all) fails this too; a detached one has length 0.
+    if (!(length <= this.#maxMessageSize) || length === 0) this.#checkMessage(message);
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
@@ -205,7 +206,8 @@ export class RingProducer {
       );
     }
     for (let i = start; i < messages.length; i++) {
-      if (!(messages[i]?.length <= this.#maxMessageSize)) this.#badMessage(messages[i]);
+      const length = messages[i]?.length;
+      if (!(length <= this.#maxMessageSize) || length === 0) this.#checkMessage(messages[i], i, 0);
     }
     if (!this.#ring.free()) return 0;
     return this.#sendBatch(messages, start);
@@ -233,7 +235,9 @@ export class RingProducer {
           // Looked at again after every sleep: the caller may change the array or a message
           // meanwhile, and a message too long for the ring would wait for room for good.
           const length = messages[sent]?.length;
-          if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[sent], sent);
+          if (!(length <= this.#maxMessageSize) || length === 0) {
+            this.#checkMessage(messages[sent], sent, sent);
+          }
           const index = await this.#waitForRoom(length, options, spun);
           spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
@@ -389,37 +393,48 @@ export class RingProducer {
   }
 
   /** Throws for a message that is too long, or is no message at (a `Uint8Array`). */
-  #badMessage(message: unknown, sent?: number): never {
+  /**
+   * Throws if `message` cannot be sent: no byte array, too long, or (length 0) one whose buffer
+   * was transferred or resized away. In a batch, `at` is its index and `sent` how many of the
+   * batch went before it.
+   */
+  #checkMessage(message: unknown, at?: number, sent?: number): void {
     const length = (message as Uint8Array | undefined)?.length;
+    const which = at === undefined ? "the message" : `message ${at} of the batch`;
+    if (length === 0) {
+      const why = unusableBytes(message as Uint8Array);
+      if (why === undefined) return;
+      throw this.#ring.argumentError(TypeError, "send into", `${which} is ${why}${went(sent)}`);
+    }
     if (typeof length === "number") this.#tooLong(length, sent);
     throw this.#ring.argumentError(
       TypeError,
       "send into",
-      `the message is ${message === null ? "null" : typeof message}, not a Uint8Array${
-        sent === undefined ? "" : `; ${sent} of the batch went before it`
-      }`,
+      `${which} is ${message === null ? "null" : typeof message}, not a Uint8Array${went(sent)}`,
     );
   }
 
   /** `sent`: how many of a batch went before the message that does not fit. */
   #tooLong(length: number, sent?: number): never {
-    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
     throw this.#ring.argumentError(
       RangeError,
       "send into",
-      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)${went}`,
+      `a message of ${length} bytes does not fit: it carries at most ${this.#ring.maxMessageSize} bytes (its capacity of ${this.#capacity} less an ${RECORD_HEADER_SIZE}-byte header)${
+        went(sent)
+      }`,
     );
   }
 
   /** Throws, sending nothing, if `message` no longer has the `length` room was found for. */
   #checkUnchanged(message: Uint8Array, length: number, sent?: number): void {
     if (message?.length === length) return;
-    const went = sent === undefined ? "" : `; ${sent} of the batch went before it`;
     throw failure(
       RangeError,
       "send into the ring in",
       this.#ring.name,
-      `the message had ${length} bytes when the send began and ${message?.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${went}`,
+      `the message had ${length} bytes when the send began and ${message?.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${
+        went(sent)
+      }`,
     );
   }
 
@@ -554,7 +569,9 @@ export class RingProducer {
         const length = messages[i]?.length;
         // Checked at the call, but a blocking batch comes back here after sleeping, and the
         // caller may have changed the array meanwhile.
-        if (!(length <= this.#maxMessageSize)) this.#badMessage(messages[i], i);
+        if (!(length <= this.#maxMessageSize) || length === 0) {
+          this.#checkMessage(messages[i], i, i);
+        }
         const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
         if (index < 0) break;
         this.#write(index, messages[i]);
@@ -645,4 +662,10 @@ export class RingProducer {
 export function openRingProducer(region: SharedRegion, options: RingOptions = {}): RingProducer {
   const capacity = readCapacity(region, options.offset ?? 0, "open the ring producer in");
   return new RingProducer(constructing, region, capacity, options);
+}
+
+/** How a batch's error says what of the batch went before the message it is about. */
+function went(sent: number | undefined): string {
+  if (sent === undefined) return "";
+  return sent === 0 ? "; nothing of the batch was sent" : `; ${sent} of the batch went before it`;
 }
