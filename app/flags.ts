@@ -219,6 +219,32 @@ function convert(
 }
 
 /**
+ * Joins each flag that takes a value to the argument after it (`--state X` to `--state=X`), so
+ * that parseArgs takes that argument whatever it looks like: a negative number (`--debounce-ms
+ * -5`, which it reads as the flags `-5`) or an empty string (which it also reads as an argument
+ * of its own). An argument that is a flag itself (`--x`, `-h`) is left alone: the value is then
+ * missing, and said so.
+ */
+function joinValues(args: readonly string[], valued: readonly string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return [...joined, ...args.slice(i)];
+    const next = args[i + 1];
+    if (
+      arg.startsWith("--") && valued.includes(arg.slice(2)) && next !== undefined &&
+      !next.startsWith("--") && next !== "-h"
+    ) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
+}
+
+/**
  * Parses `args` against `command`. Returns the typed values, or `"help"` when `-h`/`--help` is
  * among them; throws {@link UsageError} listing every problem otherwise.
  */
@@ -232,7 +258,7 @@ export function parseFlags<T extends FlagTable>(
   const unknown: string[] = [];
   const positionals: string[] = [];
   // collect: every occurrence is kept, so a repeated flag is seen rather than silently won.
-  const parsed = parseArgs(args, {
+  const parsed = parseArgs(joinValues(args, strings), {
     boolean: [...booleans, "help"],
     string: strings,
     collect: [...booleans, ...strings],

@@ -59,11 +59,13 @@ export class ChildCrashLoop extends Error {
 
   /**
    * Builds the error for `child`; `lastError` is what its error output showed (see
-   * `ErrorOutput`), or why it could not be started.
+   * `ErrorOutput`), or why it could not be started, and `how` how it ended the last time.
    */
-  constructor(child: string, crashes: number, lastError: string) {
+  constructor(child: string, crashes: number, lastError: string, how?: string) {
     super(
-      `${child} crashed ${crashes} times in a row; its last error: ${lastError || "(no output)"}`,
+      `${child} crashed ${crashes} times in a row${
+        how && how !== lastError ? ` (the last time it ${how})` : ""
+      }; its last error: ${lastError || "(no output)"}`,
     );
     this.name = "ChildCrashLoop";
     this.child = child;
@@ -71,6 +73,13 @@ export class ChildCrashLoop extends Error {
 }
 
 const STOP_GRACE_MS = 3_000;
+/**
+ * How long a child that died of a signal the terminal sends its whole process group (Ctrl+C,
+ * Ctrl+\, a closed terminal) is given for the launcher's own stop to show, before it counts as
+ * a crash: the child, still starting and without its handlers, can die of it first.
+ */
+const GROUP_SIGNAL_GRACE_MS = 500;
+const GROUP_SIGNALS: ReadonlySet<string> = new Set(["SIGINT", "SIGQUIT", "SIGHUP"]);
 
 /** Hands each line of `stream` to `write`, as it arrives. */
 async function forwardLines(
@@ -169,10 +178,13 @@ export class Supervisor {
     while (!signal.aborted) {
       const started = performance.now();
       const ran = await this.#runOnce(signal);
+      if (ran.signal !== null && GROUP_SIGNALS.has(ran.signal)) {
+        await sleep(GROUP_SIGNAL_GRACE_MS, { signal }).catch(() => {});
+      }
       if (signal.aborted) return;
       crashes = performance.now() - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
       if (crashes >= this.#policy.maxCrashes) {
-        throw new ChildCrashLoop(name, crashes, ran.lastError);
+        throw new ChildCrashLoop(name, crashes, ran.lastError, ran.how);
       }
       const delay = backoffDelay(
         { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs },
@@ -191,7 +203,9 @@ export class Supervisor {
   }
 
   /** Starts the child once and waits for it to end: how it ended, and what it said. */
-  async #runOnce(signal: AbortSignal): Promise<{ how: string; lastError: string }> {
+  async #runOnce(
+    signal: AbortSignal,
+  ): Promise<{ how: string; lastError: string; signal: string | null }> {
     let spawned;
     try {
       spawned = this.#spawn();
@@ -199,7 +213,7 @@ export class Supervisor {
       const reason = `could not be started with ${JSON.stringify(this.#executable)}: ${
         (error as Error).message
       }`;
-      return { how: reason, lastError: reason };
+      return { how: reason, lastError: reason, signal: null };
     }
     const { child, output, errors } = spawned;
     this.#child = child;
@@ -214,7 +228,7 @@ export class Supervisor {
     const how = status.signal !== null
       ? `was killed by ${status.signal}`
       : `exited with code ${status.code}`;
-    return { how, lastError: errors.summary() };
+    return { how, lastError: errors.summary(), signal: status.signal };
   }
 
   /** SIGTERM, then SIGKILL if the child has not gone after a grace period. */

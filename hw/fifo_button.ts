@@ -80,6 +80,14 @@ export interface FifoButtonOptions {
    * @default {false}
    */
   remakeDirectory?: boolean;
+  /**
+   * When given, a path that holds something the button may not use (anything but a FIFO of
+   * ours, or a FIFO another process reads) is not an error: `onTaken` hears why, and the button
+   * leaves it alone and waits for the path to be free, then makes a FIFO of its own there, as
+   * it does when its FIFO is replaced while it runs. For a button restarted by a launcher, which
+   * checked the path before its first start: what took it since is not for a restart to fix.
+   */
+  onTaken?: (refusal: Error) => void;
 }
 
 function isPress(line: string): boolean {
@@ -204,6 +212,8 @@ export class FifoButton implements Button {
       }, ms);
     };
     watchPath();
+    // Opened while the path was taken (see onTaken): it may be free already.
+    if (this.#fd < 0) looked = true;
     try {
       while (!this.#closed && !signal.aborted) {
         if (!waitingReady && readyResult === undefined && this.#fd >= 0) {
@@ -406,6 +416,18 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
+  try {
+    return openFifo(path, options);
+  } catch (error) {
+    const taken = options.onTaken === undefined ? undefined : statPath(path);
+    if (taken === undefined || !(error instanceof Error)) throw error;
+    options.onTaken?.(error);
+    // Not read and not ours: the watch says when the path is free (or at once, if it is now).
+    return new FifoButton(path, -1, taken.identity, false, options);
+  }
+}
+
+function openFifo(path: string, options: FifoButtonOptions): FifoButton {
   const action = "open FIFO";
   let identity: string;
   let created = false;

@@ -242,6 +242,14 @@ async function main(flags: ButtonFlags): Promise<void> {
       onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
       // The runtime directory is ours to make again; a directory the user chose is not.
       remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
+      // Under a launcher, which checked the FIFO before the first start, what took the path
+      // since is not for a restart to fix: wait for it as the running button would, rather
+      // than crash again and again until the launcher gives up and stops the LED too.
+      onTaken: flags.parentPid === undefined ? undefined : (refusal) =>
+        log.warn(
+          `${refusal.message.replace(/\. Stop it, or choose another --fifo$/, "")}. ` +
+            "This button leaves it alone and makes its own FIFO once the path is free",
+        ),
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

@@ -92,6 +92,11 @@ Deno.test("parseFlags() rejects missing values, bad numbers, out-of-range number
     '--rate must be a number, not "abc"',
   ]);
   assertEquals(problems(["--label", "x", "--rate=-5"]), ["--rate must be from 0 to 100, not -5"]);
+  // A value after a space is the value, whatever it looks like: not a flag "-5", not an argument.
+  assertEquals(problems(["--label", "x", "--rate", "-5"]), [
+    "--rate must be from 0 to 100, not -5",
+  ]);
+  assertEquals(problems(["--label", "x", "--state", ""]), ["--state needs a value"]);
   assertEquals(problems(["--label", "x", "--rate", "101"]), [
     "--rate must be from 0 to 100, not 101",
   ]);

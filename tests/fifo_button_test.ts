@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -94,6 +100,74 @@ testWith(
       assertEquals(Deno.readTextFileSync(file), "keep me");
       assert(Deno.lstatSync(link).isSymlink);
       assertThrows(() => openFifoButton(`${dir}/missing`, { create: false }), Deno.errors.NotFound);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "with onTaken, a path another reader's FIFO or a user's file holds is left alone and waited for; once free, the button makes its own FIFO there and reads it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const first = openFifoButton(path); // another reader of the FIFO at the path
+      const refusals: Error[] = [];
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, {
+        onTaken: (refusal) => refusals.push(refusal),
+        onPath: (event) => events.push(event),
+      });
+      assertEquals(refusals.length, 1);
+      assertInstanceOf(refusals[0], Deno.errors.Busy);
+      assertStringIncludes(refusals[0].message, `pid ${Deno.pid}`);
+      const presses = countPresses(button);
+      await delay(200);
+      assertEquals(events, [], "the button did something with a FIFO that is not its to use");
+      await first.close(); // removes its FIFO: the path is free
+      await settle(() => events.includes("recreated"));
+      assertEquals(events, ["removed", "recreated"]);
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      await presses.stop();
+      assertEquals(presses.count(), 1);
+
+      // A regular file of the user's: left exactly as it is until the user takes it away.
+      const other = `${dir}/other.fifo`;
+      Deno.writeTextFileSync(other, "keep me");
+      const later: FifoEvent[] = [];
+      await using waiting = openFifoButton(other, {
+        onTaken: (refusal) => refusals.push(refusal),
+        onPath: (event) => later.push(event),
+      });
+      assertInstanceOf(refusals[1], Deno.errors.AlreadyExists);
+      const stillWaiting = countPresses(waiting);
+      await delay(200);
+      assertEquals(Deno.readTextFileSync(other), "keep me");
+      Deno.removeSync(other);
+      await settle(() => later.includes("recreated"));
+      assert(Deno.lstatSync(other).isFifo);
+      await stillWaiting.stop();
+    });
+    // Without onTaken the refusal is thrown, as before (see the tests above).
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "with onTaken, a path that is free by the time the button looks gets its FIFO at once",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      Deno.writeTextFileSync(path, "x");
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, {
+        onTaken: () => Deno.removeSync(path), // gone between the refusal and the wait
+        onPath: (event) => events.push(event),
+      });
+      const presses = countPresses(button);
+      await settle(() => events.includes("recreated"));
+      assertEquals(events, ["recreated"]);
+      await presses.stop();
     });
   },
 );

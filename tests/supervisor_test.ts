@@ -84,6 +84,62 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.childrenAndFiles,
+  "a crash loop of a child that said nothing tells how it died the last time",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/silent.ts`;
+      Deno.writeTextFileSync(script, `Deno.kill(Deno.pid, "SIGKILL");`);
+      const supervisor = new Supervisor(
+        { name: "silent", script, permissions: ["--allow-run"], args: [] },
+        { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const { message } = await crashLoop(supervisor);
+      assertStringIncludes(
+        message,
+        "silent crashed 2 times in a row (the last time it was killed by SIGKILL); its last error: (no output)",
+      );
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child that dies of Ctrl+C's SIGINT just before the launcher's own stop shows is not reported as a crash",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/interrupted.ts`;
+      const marker = `${dir}/dying`;
+      // As a terminal's Ctrl+C reaches a child still starting: it dies of the signal at once.
+      Deno.writeTextFileSync(
+        script,
+        `Deno.writeTextFileSync(${JSON.stringify(marker)}, "");\n` +
+          `Deno.kill(Deno.pid, "SIGINT");\nawait new Promise(() => {});`,
+      );
+      const warnings: string[] = [];
+      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+      const supervisor = new Supervisor(
+        {
+          name: "interrupted",
+          script,
+          permissions: [`--allow-write=${dir}`, "--allow-run"],
+          args: [],
+        },
+        { log, config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      await until(() => statPath(marker) !== undefined, "the child about to die");
+      // The launcher's signal listener runs a moment after the child died of the same signal.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      stop.abort();
+      await running;
+      assertEquals(warnings, []);
+    });
+  },
+);
+
 Deno.test("a crash report finds Deno's coloured error line, and quotes it without its colours", () => {
   const output = new ErrorOutput();
   output.add("\x1b[0m\x1b[1m\x1b[31merror\x1b[0m: Uncaught (in promise) Error: gone");

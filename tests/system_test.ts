@@ -394,30 +394,58 @@ testWith(
 );
 
 testWith(
-  NEEDS.system,
-  "a child that keeps crashing stops everything with its last error",
+  [...NEEDS.system, requires("sh"), requires("sleep")],
+  "a restarted button that finds its FIFO taken (a user's file, a FIFO another process reads) leaves it alone and waits for the path, and the LED runs on",
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
       await using launcher = startLauncher(dir, ["--fifo", fifo]);
       const pids = await running(launcher);
+      let reader: ChildProcess | undefined;
       try {
-        // Put a file of the user's where the FIFO was: every restarted button refuses to use it.
-        // In one step: a button that sees its FIFO removed makes it again at once, and a write to
-        // the path would then go into that FIFO.
+        // A file of the user's where the FIFO was, in one step: a button that sees its FIFO
+        // removed makes it again at once, and a write to the path would then go into it.
         Deno.writeTextFileSync(`${dir}/notes`, "notes");
         Deno.renameSync(`${dir}/notes`, fifo);
+        let since = launcher.lines.length;
         Deno.kill(pids.button, "SIGKILL");
-        const status = await launcher.status({ timeoutMs: 60_000 });
-        assertEquals(status.code, 1);
-        assertMatch(status.stderr, /button crashed 5 times in a row; its last error: .*not a FIFO/);
-        assert(processGone(pids.led));
-        assertEquals(
-          Deno.readTextFileSync(fifo),
-          "notes",
-          "the launcher touched a file not its own",
-        );
+        const waiting = /not a FIFO.*This button leaves it alone and makes its own FIFO once/;
+        await launcher.waitFor(waiting, { since });
+        // Not a crash: nothing counts towards giving up, and the LED is not stopped.
+        assertEquals(launcher.matching(/crashed|restarting/, since).length, 1, launcher.transcript);
+        assert(!processGone(pids.led), "the LED was stopped");
+        assertEquals(Deno.readTextFileSync(fifo), "notes", "the button touched the user's file");
+        // Once the user takes the file away, the waiting button makes its FIFO and presses work.
+        Deno.removeSync(fifo);
+        await launcher.waitFor(/Made a new FIFO at .*; presses reach this button again/, { since });
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(launcher, "On", since);
+
+        // A FIFO of the user's that another process reads, then the button killed again.
+        const waited = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+        pids.button = Number(waited.match[1]);
+        Deno.removeSync(fifo);
+        await spawnProgram("mkfifo", ["-m", "600", fifo]).status();
+        reader = spawnProgram("sh", ["-c", `exec 3<> '${fifo}'; echo open; exec sleep 60`]);
+        await reader.waitFor(/open/);
+        since = launcher.lines.length;
+        Deno.kill(pids.button, "SIGKILL");
+        await launcher.waitFor(/pid \d+ reads it.*This button leaves it alone/, { since });
+        const restarted = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+        // The presses written there go to the user's reader, not to the button.
+        await writeAndLeave(fifo, "0\n");
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        assertEquals(ledStates(launcher, since), [], launcher.transcript);
+        assertEquals(launcher.matching(/crashed|exited with code/, since), []);
+        assert(!processGone(pids.led), "the LED was stopped");
+        pids.button = Number(restarted.match[1]);
+        assert(!processGone(pids.button), "the restarted button exited");
+        assertEquals((await Deno.lstat(fifo)).isFifo, true, "the user's FIFO was removed");
       } finally {
+        if (reader !== undefined) {
+          killIfRunning(reader.pid);
+          await reader.status();
+        }
         await stopAll(launcher, [pids.led, pids.button]);
       }
     });
