@@ -74,12 +74,13 @@ export class ChildCrashLoop extends Error {
 
 const STOP_GRACE_MS = 3_000;
 /**
- * How long a child that died of a signal the terminal sends its whole process group (Ctrl+C,
- * Ctrl+\, a closed terminal) is given for the launcher's own stop to show, before it counts as
- * a crash: the child, still starting and without its handlers, can die of it first.
+ * How long a child that died of a signal the terminal sends its whole process group, and the
+ * launcher stops on (Ctrl+C, a closed terminal), is given for the launcher's own stop to show
+ * before it counts as a crash: the child, still starting and without its handlers, can die of
+ * it first.
  */
 const GROUP_SIGNAL_GRACE_MS = 500;
-const GROUP_SIGNALS: ReadonlySet<string> = new Set(["SIGINT", "SIGQUIT", "SIGHUP"]);
+const GROUP_SIGNALS: ReadonlySet<string> = new Set(["SIGINT", "SIGHUP"]);
 
 /** Hands each line of `stream` to `write`, as it arrives. */
 async function forwardLines(

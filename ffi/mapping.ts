@@ -35,11 +35,12 @@ export class Mapping {
   }
 
   /**
-   * mmap(2) `size` bytes of `fd` read-write and shared; `subject` names it in errors. `guard`
-   * (the default) guards the range against SIGBUS (see sigbus_guard.ts); leave it off only for
-   * memory nobody can shrink, such as a memfd sealed against it.
+   * mmap(2) `size` bytes of `fd` read-write and shared, guarded against SIGBUS (see
+   * sigbus_guard.ts); `subject` names it in errors. Even a memfd sealed against shrinking is
+   * guarded: its pages are only taken when first touched, and where memory is not overcommitted
+   * a page the kernel cannot take is a SIGBUS too.
    */
-  static map(fd: number, size: number, subject: string, guard = true): Mapping {
+  static map(fd: number, size: number, subject: string): Mapping {
     const map = (): Deno.PointerValue =>
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
@@ -49,7 +50,6 @@ export class Mapping {
       pointer = retried.result;
     }
     const mapping = new Mapping(pointer as Deno.PointerObject, size, false);
-    if (!guard) return mapping;
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
     const guarded = guardRange(Deno.UnsafePointer.value(pointer), size);
     if (guarded === null) {

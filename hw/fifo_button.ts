@@ -36,6 +36,8 @@ const OPEN_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
 const REMAKE_DELAY_MS = 200;
 /** How often the button looks whether a removed directory of its FIFO is there again. */
 const DIRECTORY_LOOK_MS = 500;
+/** How often a button opened while its path was taken looks whether it may use what is there. */
+const TAKEN_LOOK_MS = 1_000;
 const decoder = new TextDecoder();
 
 /** Why a line did not count as a press. */
@@ -56,6 +58,11 @@ export type FifoEvent =
   | "removed"
   /** The path was free again, and the button made a new FIFO of its own there. */
   | "recreated"
+  /**
+   * The FIFO the button had to leave alone at its open (see `onTaken`) is one it may use now (its
+   * reader went away): the button reads it.
+   */
+  | "adopted"
   /**
    * The FIFO's directory was removed too: presses cannot be read until it is there again (the
    * button then makes a new FIFO in it), or, with `remakeDirectory`, the button made it again.
@@ -145,6 +152,8 @@ export class FifoButton implements Button {
   #fd: number;
   /** The FIFO's directory was found removed, and that was said. */
   #directoryGone = false;
+  /** Opened while the path was taken (see `onTaken`): looks now and then whether it may use it. */
+  #taken: boolean;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -163,6 +172,7 @@ export class FifoButton implements Button {
     this.#onPath = options.onPath ?? (() => {});
     this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#watch = new PathWatch(path, identity);
+    this.#taken = fd < 0;
   }
 
   /** The FIFO's path. */
@@ -280,7 +290,11 @@ export class FifoButton implements Button {
    * something else is at the path now (the watch says when it goes).
    */
   #lookAtFreePath(): "remade" | "taken" | number {
-    if (this.#watch.status() !== "removed") return "taken";
+    if (this.#watch.status() !== "removed") {
+      // Taken at the open: what is there may become usable (its reader gone) with no event.
+      if (!this.#taken) return "taken";
+      return this.#adoptIfUsable() ? "remade" : TAKEN_LOOK_MS;
+    }
     const directory = parentOf(this.#path);
     if (statPath(directory, { follow: true }) === undefined) {
       if (!this.#remakeDirectory) {
@@ -308,8 +322,38 @@ export class FifoButton implements Button {
     this.#overflow = 0;
   }
 
+  /**
+   * Opens the FIFO at the path if the button may use it now (a FIFO of ours that nobody reads):
+   * what {@link openFifoButton} would have taken at the start. Whether it did.
+   */
+  #adoptIfUsable(): boolean {
+    if (refusalAt(this.#path) !== undefined) return false;
+    let opened;
+    try {
+      opened = openFifo(this.#path, { create: false });
+    } catch {
+      return false; // gone or changed meanwhile: the next look, or the watch, sees what is there
+    }
+    let watch;
+    try {
+      watch = new PathWatch(this.#path, opened.identity);
+    } catch {
+      closeFd(opened.fd); // out of inotify instances: wait on, as before
+      return false;
+    }
+    this.#identity = opened.identity;
+    this.#removeOnClose = false;
+    this.#fd = opened.fd;
+    this.#taken = false;
+    void this.#watch.close();
+    this.#watch = watch;
+    this.#onPath("adopted");
+    return true;
+  }
+
   /** Makes a new FIFO of ours at the free path and reads it from now on. */
   #remake(): void {
+    this.#taken = false;
     const made = createFifo(this.#path);
     this.#identity = made.identity;
     this.#removeOnClose = made.created;
@@ -416,18 +460,49 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
-  try {
-    return openFifo(path, options);
-  } catch (error) {
-    const taken = options.onTaken === undefined ? undefined : statPath(path);
-    if (taken === undefined || !(error instanceof Error)) throw error;
-    options.onTaken?.(error);
-    // Not read and not ours: the watch says when the path is free (or at once, if it is now).
+  const taken = options.onTaken === undefined ? undefined : refusalAt(path);
+  if (taken !== undefined) {
+    options.onTaken?.(taken.refusal);
+    // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
     return new FifoButton(path, -1, taken.identity, false, options);
+  }
+  const { fd, identity, created } = openFifo(path, options);
+  try {
+    return new FifoButton(path, fd, identity, created, options);
+  } catch (error) {
+    closeFd(fd);
+    if (created) removeIfSame(path, identity, "remove FIFO");
+    throw error;
   }
 }
 
-function openFifo(path: string, options: FifoButtonOptions): FifoButton {
+/**
+ * Why the button may not use what is at `path` (anything but a FIFO of ours, or a FIFO another
+ * process reads), with its identity; undefined when the path is free or holds a usable FIFO.
+ * Any other failure (the directory, the system) is left for the open to report.
+ */
+function refusalAt(path: string): { identity: string; refusal: Error } | undefined {
+  const stat = statPath(path);
+  if (stat === undefined) return undefined;
+  try {
+    checkOwn(stat, "fifo", "use FIFO", path);
+    refuseIfRead(path, stat.identity);
+  } catch (error) {
+    const fromPath = error instanceof Deno.errors.Busy ||
+      error instanceof Deno.errors.AlreadyExists ||
+      error instanceof Deno.errors.IsADirectory || error instanceof Deno.errors.FilesystemLoop ||
+      error instanceof Deno.errors.PermissionDenied;
+    if (fromPath) return { identity: stat.identity, refusal: error as Error };
+    throw error;
+  }
+  return undefined;
+}
+
+/** Makes (unless `create: false`) and opens the FIFO at `path`: its fd, identity and whether made. */
+function openFifo(
+  path: string,
+  options: FifoButtonOptions,
+): { fd: number; identity: string; created: boolean } {
   const action = "open FIFO";
   let identity: string;
   let created = false;
@@ -454,7 +529,7 @@ function openFifo(path: string, options: FifoButtonOptions): FifoButton {
         `Cannot ${action} ${JSON.stringify(path)}: it changed while opening`,
       );
     }
-    return new FifoButton(path, fd, identity, created, options);
+    return { fd, identity, created };
   } catch (error) {
     closeFd(fd);
     if (created) removeIfSame(path, identity, "remove FIFO");

@@ -440,7 +440,7 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
     if (seal) posix.sealSize(fd, label);
     // The fd stays open while the region lives: it is what /proc/PID/fd/N names.
     const name = `/proc/${Deno.pid}/fd/${fd}`;
-    const memory = new SharedMemory(Mapping.map(fd, options.size, label, !seal), name, {
+    const memory = new SharedMemory(Mapping.map(fd, options.size, label), name, {
       onRelease: () => posix.closeFd(fd),
       shrinkable: seal ? undefined : fd,
     });
@@ -499,9 +499,11 @@ export function openMemfdRegion(
   // /proc/PID/fd/N is a symlink by design: following it is the point, and it was checked above.
   const fd = posix.openPath(path, C.O_RDWR | C.O_CLOEXEC, 0, action);
   try {
+    // The seals first: once F_SEAL_SHRINK is there, the size read after it can only grow.
+    const sealed = posix.isSizeSealed(fd);
     const stat = posix.statFd(fd, path);
     checkOwner(stat.uid, action, path);
-    if (!options.unsealed && !posix.isSizeSealed(fd)) {
+    if (!options.unsealed && !sealed) {
       throw failure(
         Deno.errors.InvalidData,
         action,
@@ -519,8 +521,7 @@ export function openMemfdRegion(
         `the memfd has ${stat.size} bytes, asked for ${size}`,
       );
     }
-    const sealed = posix.isSizeSealed(fd);
-    const memory = new SharedMemory(Mapping.map(fd, size, path, !sealed), path, {
+    const memory = new SharedMemory(Mapping.map(fd, size, path), path, {
       shrinkable: sealed ? undefined : fd,
     });
     return newRegion({ kind: "memfd", memory, remove: () => {} });

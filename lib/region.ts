@@ -300,9 +300,7 @@ export class SharedRegion {
     const length = bytes?.length;
     if (length > 0) return length;
     this.#memory.check();
-    const why = typeof length === "number"
-      ? unusableBytes(bytes)
-      : `${bytes === null ? "null" : typeof bytes}, not a Uint8Array`;
+    const why = unusableBytes(bytes);
     if (why === undefined) return 0;
     throw failure(TypeError, "access", this.name, `${what} is ${why}`);
   }

@@ -13,6 +13,9 @@ const EMPTY = new Uint8Array(0);
  * when nothing is.
  */
 export function unusableBytes(bytes: ArrayBufferView): string | undefined {
+  if (!ArrayBuffer.isView(bytes)) {
+    return `${bytes === null ? "null" : typeof bytes}, not a Uint8Array`;
+  }
   if ((bytes.buffer as ArrayBuffer).detached) {
     return "detached: its buffer was transferred away";
   }

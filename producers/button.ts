@@ -195,7 +195,21 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
       return `The FIFO's directory ${JSON.stringify(parentOf(fifo))} was removed; made it again`;
     case "recreated":
       return `Made a new FIFO at ${path}; presses reach this button again`;
+    case "adopted":
+      return `The FIFO ${path} is no longer read by another process; this button reads it now`;
   }
+}
+
+/**
+ * The warning of a button (restarted by a launcher) whose FIFO path holds something it may not
+ * use: why, and what it does instead of exiting.
+ */
+export function describeTakenFifo(refusal: Error): string {
+  const why = refusal.message.replace(/\. Stop it, or choose another --fifo$/, "");
+  const then = refusal instanceof Deno.errors.Busy
+    ? "reads it once nobody else does, or makes its own FIFO once the path is free"
+    : "makes its own FIFO once the path is free";
+  return `${why}. This button leaves it alone and ${then}`;
 }
 
 /** Describes input that was not a press, for a warning. */
@@ -245,11 +259,9 @@ async function main(flags: ButtonFlags): Promise<void> {
       // Under a launcher, which checked the FIFO before the first start, what took the path
       // since is not for a restart to fix: wait for it as the running button would, rather
       // than crash again and again until the launcher gives up and stops the LED too.
-      onTaken: flags.parentPid === undefined ? undefined : (refusal) =>
-        log.warn(
-          `${refusal.message.replace(/\. Stop it, or choose another --fifo$/, "")}. ` +
-            "This button leaves it alone and makes its own FIFO once the path is free",
-        ),
+      onTaken: flags.parentPid === undefined
+        ? undefined
+        : (refusal) => log.warn(describeTakenFifo(refusal)),
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

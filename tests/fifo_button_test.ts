@@ -7,8 +7,8 @@ import {
 } from "@std/assert";
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
-import { openFdCount } from "./helpers/proc.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { killIfRunning, openFdCount } from "./helpers/proc.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 import {
@@ -149,6 +149,71 @@ testWith(
       await stillWaiting.stop();
     });
     // Without onTaken the refusal is thrown, as before (see the tests above).
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep"), requires("mkfifo")],
+  "with onTaken, a FIFO whose other reader goes away (the FIFO left in place) is read within a look, as a fresh start would",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+      const reader = new Deno.Command("sh", {
+        args: ["-c", `exec 3<> '${path}'; echo open; exec sleep 60`],
+        stdout: "piped",
+      }).spawn();
+      const events: FifoEvent[] = [];
+      try {
+        const lines = reader.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        assertEquals((await lines.read()).value, "open\n");
+        lines.releaseLock();
+        const refusals: Error[] = [];
+        await using button = openFifoButton(path, {
+          onTaken: (refusal) => refusals.push(refusal),
+          onPath: (event) => events.push(event),
+        });
+        assertInstanceOf(refusals[0], Deno.errors.Busy);
+        const presses = countPresses(button);
+        await delay(1200); // a look while the reader is there: nothing
+        assertEquals(events, []);
+        reader.kill("SIGKILL");
+        await reader.status;
+        await settle(() => events.includes("adopted"));
+        assertEquals(events, ["adopted"]);
+        await writeAndLeave(path, "0\n");
+        await settle(() => presses.count() === 1);
+        await presses.stop();
+        assertEquals(presses.count(), 1);
+      } finally {
+        killIfRunning(reader.pid);
+        await reader.status;
+        await reader.stdout.cancel().catch(() => {});
+      }
+      assert(Deno.lstatSync(path).isFifo, "the button removed a FIFO it did not make");
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "with onTaken, a refusal that is not about what is at the path (an unsafe directory) is still thrown",
+  async () => {
+    await withTempDir(async (dir) => {
+      const open = `${dir}/open`;
+      Deno.mkdirSync(open, { mode: 0o700 });
+      const path = `${open}/button.fifo`;
+      await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+      Deno.chmodSync(open, 0o777);
+      const refusals: Error[] = [];
+      assertThrowsWith(
+        () => openFifoButton(path, { onTaken: (refusal) => refusals.push(refusal) }),
+        Deno.errors.PermissionDenied,
+        "writable by other users",
+      );
+      assertEquals(refusals, []);
+      Deno.chmodSync(open, 0o700);
+    });
   },
 );
 

@@ -1009,6 +1009,12 @@ testWith(
       assert(producer.trySend(encoder.encode("far")));
       assertEquals(decoder.decode(consumer.tryReceive() ?? new Uint8Array()), "far");
     }
+    // A ring over the rest of a region past 2 GiB is too large, and says so with its real size
+    // (the size wrapped at 32 bits gave a negative capacity, or a 64-byte ring at 4 GiB).
+    for (const size of [2 ** 31 + 4096, 2 ** 32 + 4096]) {
+      using region = createMemfdRegion({ size });
+      assertThrowsWith(() => initRing(region), RangeError, `capacity ${size - 192} `);
+    }
   },
 );
 
@@ -1027,5 +1033,13 @@ testWith(
       assertThrowsWith(() => region.readInto(0, bytes), TypeError, region.name, "target is ");
     }
     region.write(0, new Uint8Array(0)); // empty, but whole: nothing to do, no error
+    for (const bad of ["", [], { length: 0 }]) {
+      assertThrowsWith(
+        () => region.write(0, bad as unknown as Uint8Array),
+        TypeError,
+        region.name,
+        "not a Uint8Array",
+      );
+    }
   },
 );

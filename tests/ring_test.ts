@@ -526,6 +526,14 @@ Deno.test("a message or target whose buffer was transferred or resized away is a
   assert(producer.trySend(new Uint8Array(new ArrayBuffer(0, { maxByteLength: 8 }))));
   assert(producer.trySend(ok));
   assertEquals(consumer.tryReceive()?.length, 0);
+  for (const bad of ["", { length: 0 }]) {
+    assertThrowsWith(
+      () => producer.trySend(bad as unknown as Uint8Array),
+      TypeError,
+      name,
+      "not a Uint8Array",
+    );
+  }
   for (const target of [detached, cutOff]) {
     assertThrowsWith(() => consumer.tryReceiveInto(target), TypeError, name, "stays in the ring");
     assertThrowsWith(
@@ -536,6 +544,15 @@ Deno.test("a message or target whose buffer was transferred or resized away is a
     );
   }
   assertEquals(consumer.tryReceive(), ok);
+  // An empty message first: the detached target is still said to be one, naming the ring.
+  assert(producer.trySend(new Uint8Array(0)));
+  assertThrowsWith(
+    () => consumer.tryReceiveBatchInto(detached, new Uint32Array(4)),
+    TypeError,
+    name,
+    "stays in the ring",
+  );
+  assertEquals(consumer.tryReceive()?.length, 0);
 });
 
 /**

@@ -441,6 +441,14 @@ testWith(
         pids.button = Number(restarted.match[1]);
         assert(!processGone(pids.button), "the restarted button exited");
         assertEquals((await Deno.lstat(fifo)).isFifo, true, "the user's FIFO was removed");
+        // Its reader gone and the FIFO left in place, the button reads it, as a fresh one would.
+        killIfRunning(reader.pid);
+        await reader.status();
+        await launcher.waitFor(/is no longer read by another process; this button reads it now/, {
+          since,
+        });
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(launcher, "Off", since);
       } finally {
         if (reader !== undefined) {
           killIfRunning(reader.pid);

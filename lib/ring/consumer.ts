@@ -360,7 +360,9 @@ export class RingConsumer {
         if (length < 0) break;
         // Too large for the whole buffer: an error, but only before anything was taken, so that
         // what was taken is returned and nothing is lost.
-        if (length > buffer.length && count === 0) this.#tooSmall(length, buffer);
+        if ((length > buffer.length || buffer.length === 0) && count === 0) {
+          this.#tooSmall(length, buffer);
+        }
         if (filled + length > buffer.length) break;
         const start = this.#data + this.#at + RECORD_HEADER_SIZE;
         buffer.set(this.#bytes.subarray(start, start + length), filled);

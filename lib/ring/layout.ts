@@ -105,7 +105,8 @@ export function checkOffset(offset: number): void {
 export function initRing(region: SharedRegion, options: InitRingOptions = {}): number {
   const offset = options.offset ?? 0;
   checkOffset(offset);
-  const capacity = options.capacity ?? ((region.size - offset - RING_HEADER_SIZE) & ~7);
+  const capacity = options.capacity ??
+    Math.floor((region.size - offset - RING_HEADER_SIZE) / 8) * 8;
   checkCapacity(capacity);
   if (offset + RING_HEADER_SIZE + capacity > region.size) {
     throw failure(
