@@ -122,6 +122,18 @@ export interface SystemState extends Disposable {
   region: SharedRegion;
   /** The state as text in a file or shm object, for other programs (never mapped). */
   mirror?: StateFile;
+  /**
+   * Why the launcher's state file could not be opened again (its mode changed since it was
+   * made: chmod), if so: the process runs on the memfd without it, rather than fail at every
+   * restart until the launcher gives up.
+   */
+  mirrorLost?: string;
+}
+
+/** The warning of a process that runs on without the launcher's state file (see `mirrorLost`). */
+export function describeLostMirror(why: string): string {
+  return `${why}; running on without it: the state is kept in the launcher's memory, and the ` +
+    "file is neither written nor followed by this process until it starts again";
 }
 
 /**
@@ -136,8 +148,16 @@ export interface SystemState extends Disposable {
 export function openSystemState(where: StateLocation): SystemState {
   const name = where.state ?? where.shm;
   let mirror: StateFile | undefined;
+  let mirrorLost: string | undefined;
   if (where.mirror !== undefined) {
-    mirror = openStateFileAt(where.mirror, name ?? where.mirror);
+    try {
+      mirror = openStateFileAt(where.mirror, name ?? where.mirror);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.PermissionDenied) || where.memfd === undefined) {
+        throw error;
+      }
+      mirrorLost = error.message;
+    }
   } else if (where.state !== undefined) {
     mirror = openStateFile(where.state, { create: true });
   } else if (where.shm !== undefined) {
@@ -149,6 +169,7 @@ export function openSystemState(where: StateLocation): SystemState {
       return {
         region,
         mirror,
+        mirrorLost,
         [Symbol.dispose]: () => {
           region.close();
           mirror?.close();

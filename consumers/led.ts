@@ -8,6 +8,7 @@
  */
 
 import {
+  describeLostMirror,
   LOG_FLAGS,
   MEMFD_FLAG,
   openSystemState,
@@ -87,6 +88,7 @@ async function main(flags: LedFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
   const log = logger("led");
   using state = openSystemState(flags);
+  if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
   using cell = openStateCell(region, {
     mirror,

@@ -7,7 +7,7 @@
 
 import * as C from "../ffi/constants.ts";
 import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
-import { closeFd, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
+import { closeFd, effectiveUid, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
 import { fifoReaders } from "../lib/holders.ts";
 import {
   checkOwn,
@@ -59,8 +59,8 @@ export type FifoEvent =
   /** The path was free again, and the button made a new FIFO of its own there. */
   | "recreated"
   /**
-   * The FIFO the button had to leave alone at its open (see `onTaken`) is one it may use now (its
-   * reader went away): the button reads it.
+   * The FIFO the button had to leave alone (another program's that replaced it, or one it found
+   * at its open: see `onTaken`) is one it may use now (its reader went away): the button reads it.
    */
   | "adopted"
   /**
@@ -152,7 +152,10 @@ export class FifoButton implements Button {
   #fd: number;
   /** The FIFO's directory was found removed, and that was said. */
   #directoryGone = false;
-  /** Opened while the path was taken (see `onTaken`): looks now and then whether it may use it. */
+  /**
+   * The path holds something the button may not use now (see `onTaken`), or something took its
+   * FIFO's place: it looks now and then whether it may use what is there.
+   */
   #taken: boolean;
   #closed = false;
 
@@ -259,10 +262,13 @@ export class FifoButton implements Button {
             await this.#letGo();
             readyResult = undefined;
             waitingReady = false;
+            // What took the path may become usable (its reader gone) with no event: look.
+            if (woke.value === "replaced") this.#taken = true;
           }
           if (this.#fd < 0 && look === undefined && this.#watch.status() === "removed") {
             lookIn(REMAKE_DELAY_MS);
           }
+          if (this.#fd < 0 && this.#taken && look === undefined) lookIn(TAKEN_LOOK_MS);
           watchPath();
           continue;
         }
@@ -291,7 +297,7 @@ export class FifoButton implements Button {
    */
   #lookAtFreePath(): "remade" | "taken" | number {
     if (this.#watch.status() !== "removed") {
-      // Taken at the open: what is there may become usable (its reader gone) with no event.
+      // Taken: what is there may become usable (its reader gone, chmod back) with no event.
       if (!this.#taken) return "taken";
       return this.#adoptIfUsable() ? "remade" : TAKEN_LOOK_MS;
     }
@@ -486,6 +492,14 @@ function refusalAt(path: string): { identity: string; refusal: Error } | undefin
   if (stat === undefined) return undefined;
   try {
     checkOwn(stat, "fifo", "use FIFO", path);
+    // Ours, but its mode changed (chmod): no open would succeed until it is changed back.
+    if ((stat.permissions & 0o400) === 0 && effectiveUid() !== 0) {
+      throw new Deno.errors.PermissionDenied(
+        `Cannot use the FIFO ${JSON.stringify(path)}: its mode (0${
+          stat.permissions.toString(8).padStart(3, "0")
+        }) does not let its owner read it (chmod?)`,
+      );
+    }
     refuseIfRead(path, stat.identity);
   } catch (error) {
     const fromPath = error instanceof Deno.errors.Busy ||

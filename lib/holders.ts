@@ -96,8 +96,9 @@ export function fifoReaders(path: string, identity: string): FifoReaders {
   try {
     if (posix.statFd(fd, path).identity !== identity) return { pids, waiting: false };
     posix.writeFd(fd, NOT_A_PRESS, path);
-    return { pids: findHolders(identity, { self: true }), waiting: true };
   } finally {
     posix.closeFd(fd);
   }
+  // Looked for once the probe's own fd is closed: it is no reader to name.
+  return { pids: findHolders(identity, { self: true }), waiting: true };
 }

@@ -7,7 +7,7 @@
  */
 
 import { abortReason, failure } from "./errors.ts";
-import { unusableBytes } from "./unusable_bytes.ts";
+import { byteCount, unusableBytes } from "./byte_arrays.ts";
 import { checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 
@@ -153,8 +153,9 @@ export class SharedRegion {
 
   /** Copies `target.length` bytes starting at `offset` into `target`, allocating nothing. */
   readInto(offset: number, target: Uint8Array): void {
-    this.#range(offset, this.#lengthOf(target, "target"));
-    target.set(this.#memory.bytes.subarray(offset, offset + target.length));
+    const length = this.#lengthOf(target, "target");
+    this.#range(offset, length);
+    target.set(this.#memory.bytes.subarray(offset, offset + length));
   }
 
   /** Copies `bytes` into the region at `offset`. */
@@ -297,7 +298,7 @@ export class SharedRegion {
    * whose buffer was transferred or resized away.
    */
   #lengthOf(bytes: Uint8Array, what: string): number {
-    const length = bytes?.length;
+    const length = byteCount(bytes);
     if (length > 0) return length;
     this.#memory.check();
     const why = unusableBytes(bytes);

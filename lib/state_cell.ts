@@ -235,6 +235,7 @@ export class StateCell {
   readonly #valueIndex: number;
   readonly #pendingIndex: number;
   readonly #writerClaimIndex: number;
+  readonly #magicIndex: number;
   readonly #longWords: BigInt64Array;
   readonly #writer: boolean;
   readonly #supervisor: boolean;
@@ -288,6 +289,7 @@ export class StateCell {
     this.#valueIndex = (this.#base + VALUE) / 4;
     this.#pendingIndex = (this.#base + PENDING) / 4;
     this.#writerClaimIndex = (this.#base + WRITER) / 8;
+    this.#magicIndex = (this.#base + MAGIC) / 4;
     this.#longWords = this.#memory.longWords;
     this.#writer = options.writer ?? false;
     this.#supervisor = options.supervisor ?? false;
@@ -357,8 +359,10 @@ export class StateCell {
       );
     }
     const claim = Atomics.load(this.#longWords, this.#writerClaimIndex);
-    // Before judging the claim: a page the file lost reads as no claim at all.
+    // Before judging the claim: a page the file lost reads as no claim at all, and a header
+    // written over holds anything.
     this.#memory.checkPages(LOST_PAGE_SUBJECT);
+    if (this.#words[this.#magicIndex] !== STATE_CELL_MAGIC) this.#headerOverwritten();
     if (claim !== ownClaim()) {
       throw failure(
         Deno.errors.Busy,
@@ -477,12 +481,33 @@ export class StateCell {
   /** `value`, once no page under the cell was lost to a shrunk file (see `#check`). */
   #checked(value: number): number {
     this.#memory.checkPages(LOST_PAGE_SUBJECT);
+    if (this.#words[this.#magicIndex] !== STATE_CELL_MAGIC) this.#headerOverwritten();
     return value;
+  }
+
+  /**
+   * Throws `InvalidData` saying what took the magic's place: a peer wrote over the control block,
+   * so neither the value nor the claims there can be believed any more.
+   */
+  #headerOverwritten(): never {
+    // Reading the magic may be what touched a page the file lost: that, then, is what happened.
+    this.#memory.checkPages(LOST_PAGE_SUBJECT);
+    const magic = Atomics.load(this.#words, this.#magicIndex);
+    throw failure(
+      Deno.errors.InvalidData,
+      "use the state cell in",
+      this.#name,
+      `its header was overwritten (found ${hex(magic)} at byte ${
+        this.#base + MAGIC
+      } where the magic ${
+        hex(STATE_CELL_MAGIC)
+      } belongs): something other than a state cell wrote there; restoreStateCellHeader() writes it anew, for memory you own`,
+    );
   }
 
   /** Checks the cell and the timeout of a synchronous wait; returns when the wait started. */
   #startSyncWait(timeout: number): number {
-    if (this.#closed) this.#check();
+    this.#check();
     // Nothing else runs on a thread that blocks: a wait with no end must be asked for by name.
     if (typeof timeout !== "number") {
       throw failure(
@@ -1040,12 +1065,14 @@ export class StateCell {
   };
 
   /**
-   * Throws `BadResource` once closed (closing the region closes the cell first), and
-   * `UnexpectedEof` once the file under the cell was shrunk (see {@link SharedMemory.checkPages}).
+   * Throws `BadResource` once closed (closing the region closes the cell first), `UnexpectedEof`
+   * once the file under the cell was shrunk (see {@link SharedMemory.checkPages}), and
+   * `InvalidData` once its header was written over.
    */
   #check(): void {
     if (this.#closed) throw this.#memory.closedError(`state cell in ${JSON.stringify(this.#name)}`);
     this.#memory.checkPages(LOST_PAGE_SUBJECT);
+    if (this.#words[this.#magicIndex] !== STATE_CELL_MAGIC) this.#headerOverwritten();
   }
 }
 

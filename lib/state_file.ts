@@ -225,12 +225,21 @@ export function openStateFileAt(procPath: string, name: string): StateFile {
     throw new TypeError(`Invalid path ${JSON.stringify(procPath)}: expected /proc/PID/fd/N`);
   }
   // /proc/PID/fd/N is a symlink by design: following it is the point.
-  return openWith(
-    name,
-    {},
-    () => posix.openPath(procPath, C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY, 0, "open state file"),
-    () => {},
-  );
+  const open = (): number => {
+    try {
+      return posix.openPath(procPath, C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY, 0, "open state file");
+    } catch (error) {
+      // Named as the user knows it; opening through /proc checks its mode again (chmod).
+      if (error instanceof Error) {
+        error.message = error.message.replace(
+          JSON.stringify(procPath),
+          `${JSON.stringify(name)} (through ${procPath})`,
+        );
+      }
+      throw error;
+    }
+  };
+  return openWith(name, {}, open, () => {});
 }
 
 /** Opens through `openFd(flags)`, creating first when asked, then checks the inode. */

@@ -9,6 +9,7 @@
 import {
   checkFilePath,
   checkProcFd,
+  describeLostMirror,
   LOG_FLAGS,
   MEMFD_FLAG,
   openSystemState,
@@ -182,7 +183,8 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
         ? "something that is gone again"
         : `a ${kind}`;
       return `The FIFO ${path} was replaced by ${what}; presses written there no longer reach ` +
-        "this button, which leaves it alone and makes its own FIFO once the path is free";
+        "this button, which leaves it alone and reads it once nobody else does, or makes its " +
+        "own FIFO once the path is free";
     }
     case "removed":
       return `The FIFO ${path} was removed; making a new one`;
@@ -196,7 +198,8 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
     case "recreated":
       return `Made a new FIFO at ${path}; presses reach this button again`;
     case "adopted":
-      return `The FIFO ${path} is no longer read by another process; this button reads it now`;
+      return `The FIFO ${path} is one this button may read now (nobody else reads it, and its ` +
+        "mode lets it); presses reach this button again";
   }
 }
 
@@ -208,6 +211,8 @@ export function describeTakenFifo(refusal: Error): string {
   const why = refusal.message.replace(/\. Stop it, or choose another --fifo$/, "");
   const then = refusal instanceof Deno.errors.Busy
     ? "reads it once nobody else does, or makes its own FIFO once the path is free"
+    : refusal.message.includes("(chmod?)")
+    ? "reads it once its mode lets it, or makes its own FIFO once the path is free"
     : "makes its own FIFO once the path is free";
   return `${why}. This button leaves it alone and ${then}`;
 }
@@ -236,6 +241,7 @@ async function main(flags: ButtonFlags): Promise<void> {
   const signal = shutdownSignal(flags.parentPid);
   const log = logger("button");
   using state = openSystemState(flags);
+  if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
   using cell = openStateCell(region, { writer: true, mirror });
   let button: Button;

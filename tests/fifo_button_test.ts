@@ -196,6 +196,28 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.childrenAndFiles, requires("mkfifo")],
+  "a running button whose FIFO a user replaces with one of their own that nobody reads reads that one within a look",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, { onPath: (event) => events.push(event) });
+      const presses = countPresses(button);
+      // In one step, as `mkfifo x.new && mv x.new x` would: the button sees it replaced.
+      await new Deno.Command("mkfifo", { args: ["-m", "600", `${path}.new`] }).output();
+      Deno.renameSync(`${path}.new`, path);
+      await settle(() => events.includes("adopted"));
+      assertEquals(events, ["replaced", "adopted"]);
+      await writeAndLeave(path, "0\n");
+      await settle(() => presses.count() === 1);
+      await presses.stop();
+      assertEquals(presses.count(), 1);
+    });
+  },
+);
+
+testWith(
   NEEDS.files,
   "with onTaken, a refusal that is not about what is at the path (an unsafe directory) is still thrown",
   async () => {

@@ -154,6 +154,11 @@ testWith(
             `pid ${buttonPid}`,
             `${who} did not name the original button's pid`,
           );
+          // Its own look (a write that wakes a reader blocked in open) is no reader to name.
+          assert(
+            !new RegExp(`pid ${child.pid}\\b`).test(status.stderr),
+            `${who} named itself as a reader:\n${status.stderr}`,
+          );
         }
 
         assertEquals(identity(fifo), before.fifo, "the original's FIFO was replaced");

@@ -14,11 +14,13 @@ import {
   openMemfdRegion,
   openRingConsumer,
   openRingProducer,
+  openStateCell,
   restoreRingHeader,
   restoreRingPosition,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
+  stateCellHeaderProblem,
 } from "../mod.ts";
 import {
   CLOSED,
@@ -553,6 +555,69 @@ Deno.test("a message or target whose buffer was transferred or resized away is a
     "stays in the ring",
   );
   assertEquals(consumer.tryReceive()?.length, 0);
+});
+
+Deno.test("a send is sized by the message's real length: a length that lies, or an array that changes as it is read, never writes past its record; anything but a Uint8Array is a TypeError", () => {
+  const capacity = 4096;
+  const cellAt = ringRegionSize(capacity);
+  using region = createMemfdRegion({ size: cellAt + 256 });
+  initRing(region, { capacity });
+  using writer = openStateCell(region, { writer: true, offset: cellAt });
+  writer.write(42);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  for (let i = 0; i < 250; i++) producer.trySend(new Uint8Array(8)); // the head near the end
+  while (consumer.tryReceive() !== undefined);
+  class Lying extends Uint8Array {
+    override get length(): number {
+      return 8;
+    }
+  }
+  assert(producer.trySend(new Lying(300).fill(0x41)));
+  const own = new Uint8Array(200).fill(0x43);
+  Object.defineProperty(own, "length", { value: 8 });
+  assert(producer.trySend(own));
+  // An array whose element is another object each time it is read: the one measured is sent.
+  const small = new Uint8Array(8).fill(0x44);
+  const big = new Uint8Array(200).fill(0x42);
+  let reads = 0;
+  const batch = new Proxy([small], {
+    get: (target, key) => key === "0" ? (reads++ < 1 ? small : big) : Reflect.get(target, key),
+  });
+  assertEquals(producer.trySendBatch(batch as Uint8Array[]), 1);
+  assertEquals(consumer.tryReceive(), new Uint8Array(300).fill(0x41));
+  assertEquals(consumer.tryReceive(), new Uint8Array(200).fill(0x43));
+  assertEquals(consumer.tryReceive(), new Uint8Array(200).fill(0x42));
+  assertEquals(consumer.tryReceive(), undefined);
+  assertEquals(writer.read(), 42, "a send wrote over the state cell after the ring");
+  assertEquals(stateCellHeaderProblem(region, { offset: cellAt }), undefined);
+  for (
+    const [bad, kind] of [
+      ["abc", "a string"],
+      [[300, -1, 2.7], "an Array"],
+      [new Float64Array(2), "a Float64Array"],
+      [Object.setPrototypeOf({}, Uint8Array.prototype), "an Object"],
+    ] as const
+  ) {
+    assertThrowsWith(
+      () => producer.trySend(bad as unknown as Uint8Array),
+      TypeError,
+      region.name,
+      `the message is ${kind}, not a Uint8Array`,
+    );
+  }
+  assertEquals(consumer.tryReceive(), undefined);
+});
+
+Deno.test("a ring end refuses a spin so long that it would hold up the event loop (its own timeout and signal among it)", () => {
+  using region = ringRegion(256);
+  assertThrowsWith(
+    () => openRingConsumer(region, { spin: 100_001 }),
+    RangeError,
+    "spin 100001 is not a whole number of checks from 0 to 100000",
+  );
+  assertThrowsWith(() => openRingProducer(region, { spin: 2 ** 53 - 1 }), RangeError, "spin");
+  openRingConsumer(region, { spin: 100_000 }).close();
 });
 
 /**

@@ -78,6 +78,32 @@ Deno.test("openStateCell() refuses periods under 1 ms, or not a finite number of
   assertEquals(cell.read(), 0);
 });
 
+Deno.test("a state cell whose control block a peer wrote over fails with InvalidData naming the region, not with a value nobody wrote, and works again once restored", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  using reader = openStateCell(region);
+  writer.write(7);
+  const waiting = reader.waitForChange({ timeout: 5_000 });
+  // A peer scribbles over the text and the control block (the sequence word among them).
+  region.write(0, new TextEncoder().encode("garbage!".repeat(16)));
+  region.notifyInt32(64 + 12); // the sequence word: the wait wakes and looks
+  const why = "its header was overwritten (found 0x62726167 at byte 64 where the magic 0x4c4c4543";
+  await assertRejectsWith(() => waiting, Deno.errors.InvalidData, region.name, why);
+  assertThrowsWith(() => reader.read(), Deno.errors.InvalidData, region.name, why);
+  // Not "no longer holds the writer role": the claim word is garbage too, but the header says so.
+  assertThrowsWith(() => writer.write(1), Deno.errors.InvalidData, region.name, why);
+  assertThrowsWith(
+    () => reader.waitForChangeSync({ timeout: 10 }),
+    Deno.errors.InvalidData,
+    region.name,
+    why,
+  );
+  // The header restored (what the launcher does before a child starts again), reads go on; the
+  // value is whatever the scribbled words make of it.
+  restoreStateCellHeader(region);
+  assertEquals(typeof reader.read(), "number");
+});
+
 Deno.test("StateCell.write() leaves the original's text format at offset 0", () => {
   using region = createMemfdRegion({ size: 256 });
   using cell = openStateCell(region, { writer: true });

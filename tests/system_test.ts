@@ -8,7 +8,7 @@ import { openStateFile } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
-import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { killIfRunning, processGone, settledFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
@@ -394,6 +394,79 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.system, requires("setpriv"), requires("chmod")],
+  "run by a user whose chmod takes away its own access: a restarted LED runs on without the state file, a restarted button waits for the FIFO's mode, and nothing stops",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    await withTempDir(async (dir) => {
+      const nobody = 65534;
+      Deno.chmodSync(dir, 0o700);
+      Deno.chownSync(dir, nobody, nobody);
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      // The Deno cache of a user with nothing cached: the project's vendor/ and node_modules/.
+      const [deno, ...args] = launcherCommand(["--fifo", fifo, "--state", state]);
+      await using launcher = spawnProgram("setpriv", [
+        `--reuid=${nobody}`,
+        `--regid=${nobody}`,
+        "--clear-groups",
+        "env",
+        "-i",
+        `HOME=${dir}`,
+        `DENO_DIR=${dir}/.deno`,
+        "PATH=/usr/bin:/bin",
+        deno,
+        ...args,
+      ], { cwd: dir });
+      const pids = await running(launcher);
+      const restarted: number[] = [];
+      try {
+        // Root would open both anyway: the user is nobody, whom the mode binds.
+        let since = launcher.lines.length;
+        Deno.chmodSync(state, 0o400);
+        Deno.kill(pids.led, "SIGKILL");
+        await launcher.waitFor(
+          /led: .*state file ".*state\.dat" \(through \/proc\/\d+\/fd\/\d+\): permission denied.*running on without it/,
+          { since },
+        );
+        restarted.push(
+          Number((await launcher.waitFor(/Started led \(pid (\d+)\)/, { since })).match[1]),
+        );
+        await ledShows(launcher, "Off", since);
+
+        since = launcher.lines.length;
+        Deno.chmodSync(fifo, 0o000);
+        Deno.kill(pids.button, "SIGKILL");
+        await launcher.waitFor(
+          /its mode \(0000\) does not let its owner read it.*reads it once its mode lets it/,
+          {
+            since,
+          },
+        );
+        restarted.push(
+          Number((await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1]),
+        );
+        Deno.chmodSync(fifo, 0o600);
+        await launcher.waitFor(/is one this button may read now/, { since });
+        const press = await spawnProgram("setpriv", [
+          `--reuid=${nobody}`,
+          `--regid=${nobody}`,
+          "--clear-groups",
+          "sh",
+          "-c",
+          `echo 0 > '${fifo}'`,
+        ]).status();
+        assertEquals(press.code, 0);
+        await ledShows(launcher, "On", since);
+        assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    });
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("sh"), requires("sleep")],
   "a restarted button that finds its FIFO taken (a user's file, a FIFO another process reads) leaves it alone and waits for the path, and the LED runs on",
   async () => {
@@ -444,7 +517,7 @@ testWith(
         // Its reader gone and the FIFO left in place, the button reads it, as a fresh one would.
         killIfRunning(reader.pid);
         await reader.status();
-        await launcher.waitFor(/is no longer read by another process; this button reads it now/, {
+        await launcher.waitFor(/is one this button may read now.*presses reach this button again/, {
           since,
         });
         await writeAndLeave(fifo, "0\n");

@@ -10,7 +10,7 @@
  */
 
 import { failure } from "../errors.ts";
-import { unusableBytes } from "../unusable_bytes.ts";
+import { unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {

@@ -31,7 +31,8 @@ export interface RingOptions {
   offset?: number;
   /**
    * Check for space or data this many times (about 50 ns each) before sleeping on the futex:
-   * costs a little CPU, saves a wake-up when the other side is quick; 0 sleeps at once.
+   * costs a little CPU, saves a wake-up when the other side is quick; 0 sleeps at once. At most
+   * 100,000: the event loop (timers, the wait's own timeout and signal) waits while it spins.
    *
    * @default {1000}
    */
@@ -57,6 +58,11 @@ export interface RingWaitOptions {
 
 const DEFAULT_LIVENESS_CHECK_MS = 1000;
 const DEFAULT_SPIN = 1000;
+/**
+ * The most checks a spin may make (a few ms): a spin blocks the event loop, so timers, timeouts
+ * and abort signals wait until it ends; past this it stops paying and starts to hang the process.
+ */
+export const MAX_SPIN = 100_000;
 
 /** The words a sleeping end uses: see {@link RingCore.waitFor}. */
 export interface WaitFields {
@@ -129,9 +135,9 @@ export class RingCore {
     this.maxMessageSize = capacity - 8;
     this.spin = options.spin ?? DEFAULT_SPIN;
     this.livenessCheckMs = options.livenessCheckMs ?? DEFAULT_LIVENESS_CHECK_MS;
-    if (!Number.isSafeInteger(this.spin) || this.spin < 0) {
+    if (!Number.isSafeInteger(this.spin) || this.spin < 0 || this.spin > MAX_SPIN) {
       throw new RangeError(
-        `Ring option spin ${this.spin} is not a whole number of checks from 0 up`,
+        `Ring option spin ${this.spin} is not a whole number of checks from 0 to ${MAX_SPIN}`,
       );
     }
     checkPeriod(this.livenessCheckMs, "Ring option livenessCheckMs");

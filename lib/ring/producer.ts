@@ -7,7 +7,7 @@
  */
 
 import { failure } from "../errors.ts";
-import { unusableBytes } from "../unusable_bytes.ts";
+import { byteCount, unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -153,13 +153,13 @@ export class RingProducer {
 
   /** Sends `message` if it fits now; returns whether it was sent. */
   trySend(message: Uint8Array): boolean {
-    const length = message?.length;
-    // Not a number (no message at all) fails this too; a detached one has length 0.
-    if (!(length <= this.#maxMessageSize) || length === 0) this.#checkMessage(message);
+    // -1 for no byte array at all; 0 for an empty one, and for one whose buffer was moved away.
+    const length = byteCount(message);
+    if (length <= 0 || length > this.#maxMessageSize) this.#checkMessage(message);
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
-    this.#write(index, message);
+    this.#write(index, message, length);
     return true;
   }
 
@@ -175,13 +175,13 @@ export class RingProducer {
     if (this.trySend(message)) return;
     // The room waited for is this length's: a view over a buffer resized or moved away meanwhile
     // must not be written into more room than was found.
-    const length = message.length;
+    const length = byteCount(message);
     await this.#ring.blocking(
       () => this.trySend(message) || undefined,
       (spun) => this.#waitForRoom(length, options, spun),
       (index) => {
         this.#checkUnchanged(message, length);
-        this.#write(index, message);
+        this.#write(index, message, length);
         return true;
       },
       options,
@@ -206,8 +206,9 @@ export class RingProducer {
       );
     }
     for (let i = start; i < messages.length; i++) {
-      const length = messages[i]?.length;
-      if (!(length <= this.#maxMessageSize) || length === 0) this.#checkMessage(messages[i], i, 0);
+      const message = messages[i];
+      const length = byteCount(message);
+      if (length <= 0 || length > this.#maxMessageSize) this.#checkMessage(message, i, 0);
     }
     if (!this.#ring.free()) return 0;
     return this.#sendBatch(messages, start);
@@ -234,15 +235,17 @@ export class RingProducer {
         while (sent < messages.length) {
           // Looked at again after every sleep: the caller may change the array or a message
           // meanwhile, and a message too long for the ring would wait for room for good.
-          const length = messages[sent]?.length;
-          if (!(length <= this.#maxMessageSize) || length === 0) {
-            this.#checkMessage(messages[sent], sent, sent);
+          const message = messages[sent];
+          const length = byteCount(message);
+          if (length <= 0 || length > this.#maxMessageSize) {
+            this.#checkMessage(message, sent, sent);
           }
           const index = await this.#waitForRoom(length, options, spun);
           spun = false;
           this.#ring.check(); // closed while the wait returned: write nothing
-          this.#checkUnchanged(messages[sent], length, sent);
-          this.#write(index, messages[sent++]);
+          this.#checkUnchanged(message, length, sent);
+          this.#write(index, message, length);
+          sent++;
           sent += this.#sendBatch(messages, sent);
         }
       },
@@ -399,19 +402,12 @@ export class RingProducer {
    * batch went before it.
    */
   #checkMessage(message: unknown, at?: number, sent?: number): void {
-    const length = (message as Uint8Array | undefined)?.length;
+    const length = byteCount(message);
+    if (length > 0) this.#tooLong(length, sent);
+    const why = unusableBytes(message);
+    if (why === undefined) return;
     const which = at === undefined ? "the message" : `message ${at} of the batch`;
-    if (length === 0) {
-      const why = unusableBytes(message as Uint8Array);
-      if (why === undefined) return;
-      throw this.#ring.argumentError(TypeError, "send into", `${which} is ${why}${went(sent)}`);
-    }
-    if (typeof length === "number") this.#tooLong(length, sent);
-    throw this.#ring.argumentError(
-      TypeError,
-      "send into",
-      `${which} is ${message === null ? "null" : typeof message}, not a Uint8Array${went(sent)}`,
-    );
+    throw this.#ring.argumentError(TypeError, "send into", `${which} is ${why}${went(sent)}`);
   }
 
   /** `sent`: how many of a batch went before the message that does not fit. */
@@ -427,7 +423,7 @@ export class RingProducer {
 
   /** Throws, sending nothing, if `message` no longer has the `length` room was found for. */
   #checkUnchanged(message: Uint8Array, length: number, sent?: number): void {
-    if (message?.length === length) return;
+    if (byteCount(message) === length) return;
     throw failure(
       RangeError,
       "send into the ring in",
@@ -545,9 +541,10 @@ export class RingProducer {
     }
   }
 
-  #write(index: number, message: Uint8Array): void {
+  /** Copies `message`, of `length` bytes (its {@link byteCount}), into the record at `index`. */
+  #write(index: number, message: Uint8Array, length: number): void {
     this.#bytes.set(message, this.#data + index + RECORD_HEADER_SIZE);
-    this.#commit(index, message.length);
+    this.#commit(index, length);
   }
 
   /** Writes the record's length and publishes it (and any padding before it). */
@@ -566,15 +563,15 @@ export class RingProducer {
     this.#unwoken = 0;
     try {
       for (let i = start; i < messages.length; i++) {
-        const length = messages[i]?.length;
+        // Read once: what is measured is what is written, whatever the array does meanwhile.
+        const message = messages[i];
+        const length = byteCount(message);
         // Checked at the call, but a blocking batch comes back here after sleeping, and the
         // caller may have changed the array meanwhile.
-        if (!(length <= this.#maxMessageSize) || length === 0) {
-          this.#checkMessage(messages[i], i, i);
-        }
+        if (length <= 0 || length > this.#maxMessageSize) this.#checkMessage(message, i, i);
         const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
         if (index < 0) break;
-        this.#write(index, messages[i]);
+        this.#write(index, message, length);
         sent++;
       }
     } finally {
