@@ -418,8 +418,9 @@ export class StateCell {
       else {
         this.#sleep(deadline, Infinity, true, (returned) => {
           // Woken by a cooperating writer: its value word holds what it wrote. Anything rarer
-          // (a close, a page lost to a shrunk file) is the loop's to tell.
-          const now = returned === 0n && !this.#closed && !anyGuardedFault()
+          // (a close, a page lost to a shrunk file, a header written over) is the loop's to tell.
+          const now = returned === 0n && !this.#closed && !anyGuardedFault() &&
+              this.#words[this.#magicIndex] === STATE_CELL_MAGIC
             ? Atomics.load(this.#words, this.#valueIndex)
             : start;
           if (now !== start) resolve(now);

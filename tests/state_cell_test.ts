@@ -84,6 +84,7 @@ Deno.test("a state cell whose control block a peer wrote over fails with Invalid
   using reader = openStateCell(region);
   writer.write(7);
   const waiting = reader.waitForChange({ timeout: 5_000 });
+  await delay(50); // asleep in the kernel: the wake-up's own fast path must look at the header
   // A peer scribbles over the text and the control block (the sequence word among them).
   region.write(0, new TextEncoder().encode("garbage!".repeat(16)));
   region.notifyInt32(64 + 12); // the sequence word: the wait wakes and looks
