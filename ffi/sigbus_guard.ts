@@ -210,15 +210,14 @@ function install(): Installed | null {
 
 /** The guard of one range; see {@link guardRange}. */
 export interface RangeGuard {
-  /** False where the handler could not be installed. */
-  readonly guarded: boolean;
   /** How many of the range's pages a shrunk file cost so far (each replaced when touched). */
   lostPages(): number;
   /** Ends the guard; call it before the range is unmapped. Safe to call twice. */
   end(): void;
 }
 
-const UNGUARDED: RangeGuard = { guarded: false, lostPages: () => 0, end: () => {} };
+/** The guard of every range where the handler could not be installed: none. */
+const UNGUARDED: RangeGuard = { lostPages: () => 0, end: () => {} };
 
 /**
  * Guards `length` bytes from `address`: a page of them that faults because its file shrank
@@ -245,7 +244,6 @@ export function guardRange(address: bigint, length: number): RangeGuard | null {
   if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
   let lost: number | undefined;
   return {
-    guarded: true,
     lostPages: () => lost ?? Number(table[at + 2]),
     end: () => {
       if (lost !== undefined) return;

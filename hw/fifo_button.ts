@@ -89,10 +89,11 @@ export interface FifoButtonOptions {
   remakeDirectory?: boolean;
   /**
    * When given, a path that holds something the button may not use (anything but a FIFO of
-   * ours, or a FIFO another process reads) is not an error: `onTaken` hears why, and the button
-   * leaves it alone and waits for the path to be free, then makes a FIFO of its own there, as
-   * it does when its FIFO is replaced while it runs. For a button restarted by a launcher, which
-   * checked the path before its first start: what took it since is not for a restart to fix.
+   * ours, a FIFO another process reads, or one whose mode keeps its owner from reading it) is
+   * not an error: `onTaken` hears why, and the button leaves it alone, as it does when its FIFO
+   * is replaced while it runs: it reads the FIFO there once it may (looking every second), or
+   * makes its own once the path is free. For a button restarted by a launcher, which checked the
+   * path before its first start: what took it since is not for a restart to fix.
    */
   onTaken?: (refusal: Error) => void;
 }
@@ -225,8 +226,8 @@ export class FifoButton implements Button {
       }, ms);
     };
     watchPath();
-    // Opened while the path was taken (see onTaken): it may be free already.
-    if (this.#fd < 0) looked = true;
+    // Opened while the path was taken (see onTaken): it may be free or usable already.
+    if (this.#taken) looked = true;
     try {
       while (!this.#closed && !signal.aborted) {
         if (!waitingReady && readyResult === undefined && this.#fd >= 0) {

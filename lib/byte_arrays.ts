@@ -18,6 +18,7 @@ function kindOf(value: unknown): string {
     : typeof value;
   return `${/^[aeiouAEIOU]/.test(kind) ? "an" : "a"} ${kind}`;
 }
+
 /** %TypedArray%.prototype's `length` getter: the length from the array's own internal slot. */
 const typedArrayLength = Object.getOwnPropertyDescriptor(
   Object.getPrototypeOf(Uint8Array.prototype),

@@ -42,6 +42,17 @@ async function settle(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !condition(); i++) await delay(10);
 }
 
+/** Writes one press into the FIFO at `path`; it must be counted, and then the counting stops. */
+async function pressOnce(
+  path: string,
+  presses: { count: () => number; stop: () => Promise<void> },
+): Promise<void> {
+  await writeAndLeave(path, "0\n");
+  await settle(() => presses.count() === 1);
+  await presses.stop();
+  assertEquals(presses.count(), 1);
+}
+
 testWith(NEEDS.files, "openFifoButton() creates a 0600 FIFO and removes it on close", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/button.fifo`;
@@ -126,10 +137,7 @@ testWith(
       await first.close(); // removes its FIFO: the path is free
       await settle(() => events.includes("recreated"));
       assertEquals(events, ["removed", "recreated"]);
-      await writeAndLeave(path, "0\n");
-      await settle(() => presses.count() === 1);
-      await presses.stop();
-      assertEquals(presses.count(), 1);
+      await pressOnce(path, presses);
 
       // A regular file of the user's: left exactly as it is until the user takes it away.
       const other = `${dir}/other.fifo`;
@@ -153,12 +161,12 @@ testWith(
 );
 
 testWith(
-  [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep"), requires("mkfifo")],
+  [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep")],
   "with onTaken, a FIFO whose other reader goes away (the FIFO left in place) is read within a look, as a fresh start would",
   async () => {
     await withTempDir(async (dir) => {
       const path = `${dir}/button.fifo`;
-      await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+      makeFifo(path, 0o600);
       const reader = new Deno.Command("sh", {
         args: ["-c", `exec 3<> '${path}'; echo open; exec sleep 60`],
         stdout: "piped",
@@ -181,10 +189,7 @@ testWith(
         await reader.status;
         await settle(() => events.includes("adopted"));
         assertEquals(events, ["adopted"]);
-        await writeAndLeave(path, "0\n");
-        await settle(() => presses.count() === 1);
-        await presses.stop();
-        assertEquals(presses.count(), 1);
+        await pressOnce(path, presses);
       } finally {
         killIfRunning(reader.pid);
         await reader.status;
@@ -196,7 +201,7 @@ testWith(
 );
 
 testWith(
-  [...NEEDS.childrenAndFiles, requires("mkfifo")],
+  NEEDS.files,
   "a running button whose FIFO a user replaces with one of their own that nobody reads reads that one within a look",
   async () => {
     await withTempDir(async (dir) => {
@@ -205,14 +210,11 @@ testWith(
       await using button = openFifoButton(path, { onPath: (event) => events.push(event) });
       const presses = countPresses(button);
       // In one step, as `mkfifo x.new && mv x.new x` would: the button sees it replaced.
-      await new Deno.Command("mkfifo", { args: ["-m", "600", `${path}.new`] }).output();
+      makeFifo(`${path}.new`, 0o600);
       Deno.renameSync(`${path}.new`, path);
       await settle(() => events.includes("adopted"));
       assertEquals(events, ["replaced", "adopted"]);
-      await writeAndLeave(path, "0\n");
-      await settle(() => presses.count() === 1);
-      await presses.stop();
-      assertEquals(presses.count(), 1);
+      await pressOnce(path, presses);
     });
   },
 );
@@ -221,11 +223,11 @@ testWith(
   NEEDS.files,
   "with onTaken, a refusal that is not about what is at the path (an unsafe directory) is still thrown",
   async () => {
-    await withTempDir(async (dir) => {
+    await withTempDir((dir) => {
       const open = `${dir}/open`;
       Deno.mkdirSync(open, { mode: 0o700 });
       const path = `${open}/button.fifo`;
-      await new Deno.Command("mkfifo", { args: ["-m", "600", path] }).output();
+      makeFifo(path, 0o600);
       Deno.chmodSync(open, 0o777);
       const refusals: Error[] = [];
       assertThrowsWith(
@@ -389,10 +391,7 @@ testWith(
       await settle(() => events.includes("recreated"));
       assertEquals(events, ["removed", "directory-removed", "recreated"]);
       assert(Deno.lstatSync(path).isFifo, "no new FIFO in the directory made again");
-      await writeAndLeave(path, "0\n");
-      await settle(() => presses.count() === 1);
-      await presses.stop();
-      assertEquals(presses.count(), 1);
+      await pressOnce(path, presses);
     });
   },
 );
@@ -416,10 +415,7 @@ testWith(
       await settle(() => events.includes("recreated"));
       assertEquals(events, ["removed", "directory-recreated", "recreated"]);
       assertEquals((Deno.statSync(directory).mode ?? 0) & 0o777, 0o700);
-      await writeAndLeave(path, "0\n");
-      await settle(() => presses.count() === 1);
-      await presses.stop();
-      assertEquals(presses.count(), 1);
+      await pressOnce(path, presses);
     });
   },
 );

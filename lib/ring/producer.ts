@@ -395,7 +395,6 @@ export class RingProducer {
     if (length > this.#ring.maxMessageSize) this.#tooLong(length);
   }
 
-  /** Throws for a message that is too long, or is no message at (a `Uint8Array`). */
   /**
    * Throws if `message` cannot be sent: no byte array, too long, or (length 0) one whose buffer
    * was transferred or resized away. In a batch, `at` is its index and `sent` how many of the
@@ -428,7 +427,9 @@ export class RingProducer {
       RangeError,
       "send into the ring in",
       this.#ring.name,
-      `the message had ${length} bytes when the send began and ${message?.length} when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${
+      `the message had ${length} bytes when the send began and ${
+        byteCount(message)
+      } when room came (its buffer was resized or transferred meanwhile); nothing of it was sent${
         went(sent)
       }`,
     );
