@@ -225,7 +225,7 @@ function convert(
  * of its own). An argument that is a flag itself (`--x`, `-h`) is left alone: the value is then
  * missing, and said so.
  */
-function joinValues(args: readonly string[], valued: readonly string[]): string[] {
+export function joinValues(args: readonly string[], valued: readonly string[]): string[] {
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];

@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
+import { joinValues } from "../app/flags.ts";
 
 /** The usage text. */
 export const USAGE = `Usage: deno task bench [options]
@@ -94,7 +95,7 @@ export function parseConfig(
     }
   }
   const unknown: string[] = [];
-  const flags = parseArgs(args, {
+  const flags = parseArgs(joinValues(args, STRING_FLAGS), {
     boolean: BOOLEAN_FLAGS,
     string: STRING_FLAGS,
     negatable: ["readme"],
@@ -111,7 +112,7 @@ export function parseConfig(
     }
   }
   if (flags.help) return "help";
-  // A value that is missing (or looks like a flag, such as -1) leaves an empty string.
+  // A value that is missing or empty leaves an empty string (joinValues takes -1 as a value).
   for (const flag of STRING_FLAGS) {
     if (flags[flag] === "") throw new UsageError(`--${flag} needs a value`);
   }

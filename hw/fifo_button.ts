@@ -95,7 +95,19 @@ export interface FifoButtonOptions {
    * makes its own once the path is free. For a button restarted by a launcher, which checked the
    * path before its first start: what took it since is not for a restart to fix.
    */
-  onTaken?: (refusal: Error) => void;
+  onTaken?: (taken: TakenFifo) => void;
+}
+
+/** Why a FIFO path holds something the button may not use now: see `onTaken`. */
+export interface TakenFifo {
+  /**
+   * `"foreign"`: not a FIFO of this user's (a file, a symlink, a directory, another user's
+   * FIFO); `"read"`: a FIFO another process reads; `"mode"`: a FIFO of this user's whose mode
+   * keeps its owner from reading it (chmod).
+   */
+  reason: "foreign" | "read" | "mode";
+  /** The refusal an open without `onTaken` throws, naming the path and why. */
+  error: Error;
 }
 
 function isPress(line: string): boolean {
@@ -469,7 +481,7 @@ export class FifoButton implements Button {
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
   const taken = options.onTaken === undefined ? undefined : refusalAt(path);
   if (taken !== undefined) {
-    options.onTaken?.(taken.refusal);
+    options.onTaken?.(taken.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
     return new FifoButton(path, -1, taken.identity, false, options);
   }
@@ -488,26 +500,37 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
  * process reads), with its identity; undefined when the path is free or holds a usable FIFO.
  * Any other failure (the directory, the system) is left for the open to report.
  */
-function refusalAt(path: string): { identity: string; refusal: Error } | undefined {
+function refusalAt(path: string): { identity: string; taken: TakenFifo } | undefined {
   const stat = statPath(path);
   if (stat === undefined) return undefined;
+  const taken = (reason: TakenFifo["reason"], error: Error) => ({
+    identity: stat.identity,
+    taken: { reason, error },
+  });
   try {
     checkOwn(stat, "fifo", "use FIFO", path);
-    // Ours, but its mode changed (chmod): no open would succeed until it is changed back.
-    if ((stat.permissions & 0o400) === 0 && effectiveUid() !== 0) {
-      throw new Deno.errors.PermissionDenied(
+  } catch (error) {
+    const fromPath = error instanceof Deno.errors.AlreadyExists ||
+      error instanceof Deno.errors.IsADirectory || error instanceof Deno.errors.FilesystemLoop ||
+      error instanceof Deno.errors.PermissionDenied;
+    if (fromPath) return taken("foreign", error as Error);
+    throw error;
+  }
+  // Ours, but its mode changed (chmod): no open would succeed until it is changed back.
+  if ((stat.permissions & 0o400) === 0 && effectiveUid() !== 0) {
+    return taken(
+      "mode",
+      new Deno.errors.PermissionDenied(
         `Cannot use the FIFO ${JSON.stringify(path)}: its mode (0${
           stat.permissions.toString(8).padStart(3, "0")
         }) does not let its owner read it (chmod?)`,
-      );
-    }
+      ),
+    );
+  }
+  try {
     refuseIfRead(path, stat.identity);
   } catch (error) {
-    const fromPath = error instanceof Deno.errors.Busy ||
-      error instanceof Deno.errors.AlreadyExists ||
-      error instanceof Deno.errors.IsADirectory || error instanceof Deno.errors.FilesystemLoop ||
-      error instanceof Deno.errors.PermissionDenied;
-    if (fromPath) return { identity: stat.identity, refusal: error as Error };
+    if (error instanceof Deno.errors.Busy) return taken("read", error);
     throw error;
   }
   return undefined;

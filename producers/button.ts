@@ -20,7 +20,12 @@ import {
 import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
 import { logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath, isRuntimeDirectory } from "../app/runtime_dir.ts";
-import { type FifoEvent, type IgnoredInput, openFifoButton } from "../hw/fifo_button.ts";
+import {
+  type FifoEvent,
+  type IgnoredInput,
+  openFifoButton,
+  type TakenFifo,
+} from "../hw/fifo_button.ts";
 import { keepMirror } from "../app/mirror_keeper.ts";
 import { statPath } from "../ffi/posix.ts";
 import type { Button } from "../hw/types.ts";
@@ -207,13 +212,13 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
  * The warning of a button (restarted by a launcher) whose FIFO path holds something it may not
  * use: why, and what it does instead of exiting.
  */
-export function describeTakenFifo(refusal: Error): string {
-  const why = refusal.message.replace(/\. Stop it, or choose another --fifo$/, "");
-  const then = refusal instanceof Deno.errors.Busy
-    ? "reads it once nobody else does, or makes its own FIFO once the path is free"
-    : refusal.message.includes("(chmod?)")
-    ? "reads it once its mode lets it, or makes its own FIFO once the path is free"
-    : "makes its own FIFO once the path is free";
+export function describeTakenFifo(taken: TakenFifo): string {
+  const why = taken.error.message.replace(/\. Stop it, or choose another --fifo$/, "");
+  const then = {
+    read: "reads it once nobody else does, or makes its own FIFO once the path is free",
+    mode: "reads it once its mode lets it, or makes its own FIFO once the path is free",
+    foreign: "makes its own FIFO once the path is free",
+  }[taken.reason];
   return `${why}. This button leaves it alone and ${then}`;
 }
 
@@ -267,7 +272,7 @@ async function main(flags: ButtonFlags): Promise<void> {
       // than crash again and again until the launcher gives up and stops the LED too.
       onTaken: flags.parentPid === undefined
         ? undefined
-        : (refusal) => log.warn(describeTakenFifo(refusal)),
+        : (taken) => log.warn(describeTakenFifo(taken)),
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

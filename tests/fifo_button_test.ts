@@ -16,8 +16,9 @@ import {
   type IgnoredInput,
   MAX_LINE_BYTES,
   openFifoButton,
+  type TakenFifo,
 } from "../hw/fifo_button.ts";
-import { describeFifoEvent } from "../producers/button.ts";
+import { describeFifoEvent, describeTakenFifo } from "../producers/button.ts";
 import { makeFifo } from "../ffi/posix.ts";
 
 /** Counts presses in the background until stopped. */
@@ -122,15 +123,16 @@ testWith(
     await withTempDir(async (dir) => {
       const path = `${dir}/button.fifo`;
       const first = openFifoButton(path); // another reader of the FIFO at the path
-      const refusals: Error[] = [];
+      const refusals: TakenFifo[] = [];
       const events: FifoEvent[] = [];
       await using button = openFifoButton(path, {
-        onTaken: (refusal) => refusals.push(refusal),
+        onTaken: (taken) => refusals.push(taken),
         onPath: (event) => events.push(event),
       });
       assertEquals(refusals.length, 1);
-      assertInstanceOf(refusals[0], Deno.errors.Busy);
-      assertStringIncludes(refusals[0].message, `pid ${Deno.pid}`);
+      assertEquals(refusals[0].reason, "read");
+      assertInstanceOf(refusals[0].error, Deno.errors.Busy);
+      assertStringIncludes(refusals[0].error.message, `pid ${Deno.pid}`);
       const presses = countPresses(button);
       await delay(200);
       assertEquals(events, [], "the button did something with a FIFO that is not its to use");
@@ -144,10 +146,11 @@ testWith(
       Deno.writeTextFileSync(other, "keep me");
       const later: FifoEvent[] = [];
       await using waiting = openFifoButton(other, {
-        onTaken: (refusal) => refusals.push(refusal),
+        onTaken: (taken) => refusals.push(taken),
         onPath: (event) => later.push(event),
       });
-      assertInstanceOf(refusals[1], Deno.errors.AlreadyExists);
+      assertEquals(refusals[1].reason, "foreign");
+      assertInstanceOf(refusals[1].error, Deno.errors.AlreadyExists);
       const stillWaiting = countPresses(waiting);
       await delay(200);
       assertEquals(Deno.readTextFileSync(other), "keep me");
@@ -176,12 +179,13 @@ testWith(
         const lines = reader.stdout.pipeThrough(new TextDecoderStream()).getReader();
         assertEquals((await lines.read()).value, "open\n");
         lines.releaseLock();
-        const refusals: Error[] = [];
+        const refusals: TakenFifo[] = [];
         await using button = openFifoButton(path, {
-          onTaken: (refusal) => refusals.push(refusal),
+          onTaken: (taken) => refusals.push(taken),
           onPath: (event) => events.push(event),
         });
-        assertInstanceOf(refusals[0], Deno.errors.Busy);
+        assertEquals(refusals[0].reason, "read");
+        assertInstanceOf(refusals[0].error, Deno.errors.Busy);
         const presses = countPresses(button);
         await delay(1200); // a look while the reader is there: nothing
         assertEquals(events, []);
@@ -229,9 +233,9 @@ testWith(
       const path = `${open}/button.fifo`;
       makeFifo(path, 0o600);
       Deno.chmodSync(open, 0o777);
-      const refusals: Error[] = [];
+      const refusals: TakenFifo[] = [];
       assertThrowsWith(
-        () => openFifoButton(path, { onTaken: (refusal) => refusals.push(refusal) }),
+        () => openFifoButton(path, { onTaken: (taken) => refusals.push(taken) }),
         Deno.errors.PermissionDenied,
         "writable by other users",
       );
@@ -428,4 +432,32 @@ Deno.test("the button's words for a removed FIFO directory name it and say how t
     describeFifoEvent("/home/ann/run/button.fifo", "directory-recreated"),
     '"/home/ann/run" was removed; made it again',
   );
+});
+
+Deno.test("a restarted button's warning for a taken FIFO path says why and what it waits for, by the refusal's reason", () => {
+  const path = '"/home/ann/run/button.fifo"';
+  const error = (message: string): Error => new Deno.errors.PermissionDenied(message);
+  const cases: [TakenFifo["reason"], string, string][] = [
+    [
+      "read",
+      `Cannot use FIFO ${path}: pid 7 reads it. Stop it, or choose another --fifo`,
+      "reads it once nobody else does",
+    ],
+    [
+      "mode",
+      `Cannot use the FIFO ${path}: its mode (0000) does not let its owner read it (chmod?)`,
+      "reads it once its mode lets it",
+    ],
+    [
+      "foreign",
+      `Cannot use FIFO ${path}: it is a regular file, not a FIFO`,
+      "leaves it alone and makes its own FIFO once the path is free",
+    ],
+  ];
+  for (const [reason, message, then] of cases) {
+    const said = describeTakenFifo({ reason, error: error(message) });
+    assertStringIncludes(said, message.replace(". Stop it, or choose another --fifo", ""));
+    assertStringIncludes(said, then);
+    assert(!said.includes("Stop it"), said);
+  }
 });
