@@ -14,7 +14,7 @@ import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
 import { defaultLogFormat, type Logger, logger, setupLogging } from "./app/logging.ts";
 import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts";
-import { defaultFifoPath } from "./app/runtime_dir.ts";
+import { defaultFifoPath, isRuntimeDirectory } from "./app/runtime_dir.ts";
 import { repairLauncherMemory } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import * as C from "./ffi/constants.ts";
@@ -35,7 +35,7 @@ import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";
 import { findHolders } from "./lib/holders.ts";
 import { normalizeShmName } from "./lib/open_region.ts";
-import { checkOwn, createFifo, removeIfSame, removeShmIfSame } from "./lib/owned_path.ts";
+import { checkOwn, createFifo, parentOf, removeIfSame, removeShmIfSame } from "./lib/owned_path.ts";
 import { openGpioButton } from "./hw/gpio_button.ts";
 import { openGpioLed } from "./hw/gpio_led.ts";
 import {
@@ -47,6 +47,7 @@ import {
   type StateFile,
 } from "./mod.ts";
 import { keepClaims } from "./app/claim_keeper.ts";
+import { keepFifo } from "./app/fifo_keeper.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink, type LinkHolder } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
@@ -129,8 +130,9 @@ function adopting(claim: PathClaim): string {
 /**
  * Makes the button's FIFO or takes over a leftover of ours; a FIFO another program reads is
  * refused (presses would go to whichever reads first), anything else at the path is refused.
+ * Returns the identity of the FIFO at the path.
  */
-function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): void {
+function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): string {
   const path = claim.path;
   const existing = statPath(path);
   // The FIFO itself too, before it is used or taken over: it may be in use under another name.
@@ -142,19 +144,43 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): void 
     }
     const { identity } = existing ?? createFifo(path);
     claim.record(identity);
-    resources.owned.push({
-      kind: "FIFO",
-      path,
-      identity,
-      remove: () => removeIfSame(path, identity, "remove FIFO"),
-    });
+    ownFifo(resources, path, identity);
     // Made just now, and already owned: refused here, it is removed again.
     if (existing === undefined) claim.claimFile(identity);
-    return;
+    return identity;
   }
   checkOwn(existing, "fifo", "use FIFO", path);
   refuseIfRead(path, existing.identity);
   log.info(`Using the FIFO ${JSON.stringify(path)} that was already there; it stays after exit`);
+  return existing.identity;
+}
+
+/** Notes that the FIFO with `identity` at `path` is the launcher's to remove at exit. */
+function ownFifo(resources: Resources, path: string, identity: string): void {
+  const owned = resources.owned.find((entry) => entry.kind === "FIFO");
+  if (owned !== undefined) {
+    owned.identity = identity;
+    return;
+  }
+  const entry: Owned = {
+    kind: "FIFO",
+    path,
+    identity,
+    // The entry's identity at exit: the last FIFO the launcher made there.
+    remove: () => removeIfSame(path, entry.identity, "remove FIFO"),
+  };
+  resources.owned.push(entry);
+}
+
+/**
+ * Claims and records a FIFO the launcher made again (see `fifo_keeper.ts`): keyed anew if its
+ * directory was made again too, so a second launcher on the path still meets the claim.
+ */
+function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string): void {
+  ownFifo(resources, claim.path, identity);
+  claim.rekey();
+  claim.claimFile(identity);
+  claim.record(identity);
 }
 
 /**
@@ -282,7 +308,9 @@ function taskDirectory(): string | undefined {
 }
 
 /** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
-const PATH_FLAGS = ["state", "fifo", "mqtt-credentials", "mqtt-ca"] as const;
+const PATH_FLAGS = ["state", "fifo", "mqttCredentials", "mqttCa"] as const satisfies readonly (
+  keyof LaunchFlags
+)[];
 
 /**
  * Relative paths as the user meant them: `deno task` runs the launcher in the project's
@@ -445,6 +473,23 @@ function bridgeSpec(
   };
 }
 
+/**
+ * Refuses to start when this launcher may not run the Deno binary its children need, before
+ * anything is claimed or made: otherwise each child's start fails, and the launcher stops only
+ * after a crash loop. `--allow-run` names a path as it is given: a symlink to Deno (`/usr/bin/deno`)
+ * is not the binary `Deno.execPath()` names.
+ */
+function checkMayStartDeno(): void {
+  const deno = Deno.execPath();
+  if (Deno.permissions.querySync({ name: "run", command: deno }).state === "granted") return;
+  throw new Deno.errors.NotCapable(
+    `Cannot start the button and LED: this launcher may not run the Deno binary ${
+      JSON.stringify(deno)
+    }; give it --allow-run=${shellQuote(deno)} (that file, not a symlink to it), or run it with ` +
+      "deno task launch, which does",
+  );
+}
+
 async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise<number> {
   setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const log = logger("launch");
@@ -457,8 +502,14 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 
   const resources: Resources = { claims: [], owned: [] };
   let keepingClaims: Promise<void> | undefined;
+  let keepingFifo: Promise<void> | undefined;
   const taskRunner = stopWithTaskRunner(stop, log);
   try {
+    checkMayStartDeno();
+    // A missing or unsafe file is reported now, not as the bridge's crash loop later, and
+    // before the claims: only reading it, and a mistake in it is the first thing to hear of.
+    if (mqtt?.credentialsFile !== undefined) loadCredentials(mqtt.credentialsFile);
+    if (mqtt?.caFile !== undefined) readCaFile(mqtt.caFile);
     // Claims first: a launcher that loses here has made, changed and removed nothing.
     const fifo = flags.pi ? undefined : flags.fifo ?? defaultFifoPath();
     const shm = flags.shm === undefined ? undefined : normalizeShmName(flags.shm);
@@ -483,7 +534,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     const claimOf = (kind: PathClaim["kind"]): PathClaim | undefined =>
       resources.claims.find((claim) => claim.kind === kind);
     const fifoClaim = claimOf("FIFO");
-    if (fifoClaim !== undefined) prepareFifo(fifoClaim, resources, log);
+    const fifoIdentity = fifoClaim && prepareFifo(fifoClaim, resources, log);
     const mirrorClaim = claimOf("state file") ?? claimOf("shared memory");
     if (mirrorClaim !== undefined) resources.mirror = prepareMirror(mirrorClaim, resources, log);
 
@@ -497,12 +548,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     writer.write(0);
     writer.close();
 
-    if (mqtt !== undefined) {
-      // A missing or unsafe file is reported now, not as the bridge's crash loop later.
-      if (mqtt.credentialsFile !== undefined) loadCredentials(mqtt.credentialsFile);
-      if (mqtt.caFile !== undefined) readCaFile(mqtt.caFile);
-      resources.link = createRemoteLink();
-    }
+    if (mqtt !== undefined) resources.link = createRemoteLink();
 
     if (flags.pi) {
       await checkGpio(flags, log);
@@ -512,6 +558,18 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
     keepingClaims = keepClaims(resources.claims, { signal: stop.signal, log });
+    // The button makes no FIFO under a launcher (it is given --parent-pid): this makes each one.
+    if (fifoClaim !== undefined && fifoIdentity !== undefined) {
+      keepingFifo = keepFifo(fifoClaim.path, {
+        identity: fifoIdentity,
+        remakeDirectory: isRuntimeDirectory(parentOf(fifoClaim.path)),
+        onMade: (identity) => madeFifoAgain(fifoClaim, resources, identity),
+        signal: stop.signal,
+        log,
+      }).catch((error: Error) =>
+        log.error(`Stopped keeping the FIFO ${JSON.stringify(fifoClaim.path)}: ${error.message}`)
+      );
+    }
 
     const supervise = (spec: LaunchedChild): Supervisor =>
       new Supervisor(spec, {
@@ -579,6 +637,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     Deno.removeSignalListener("SIGHUP", onSignal);
     stop.abort();
     await keepingClaims;
+    await keepingFifo;
     release(resources, log);
   }
 }

@@ -34,24 +34,27 @@ export async function keepMirror(
   options: { shm: boolean; signal: AbortSignal; log: Logger },
 ): Promise<void> {
   const { signal, log } = options;
-  const name = JSON.stringify(mirror.path);
   const path = options.shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+  // What the messages call it: a shm name is no path under `/`, and reads as one unnamed.
+  const name = options.shm
+    ? `The shared memory state ${JSON.stringify(normalizeShmName(mirror.path))} (${path})`
+    : `The state file ${JSON.stringify(mirror.path)}`;
   const watch = new PathWatch(path, mirror.identity, { fd: mirror.fd });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   const report = (change: PathChange): void => {
     if (change === "removed") {
       log.warn(
-        `The state file ${name} was removed; this system keeps its state in memory and goes on, ` +
+        `${name} was removed; this system keeps its state in memory and goes on, ` +
           "and nothing new is made at the path",
       );
     } else if (change === "replaced") {
       log.warn(
-        `The state file ${name} was replaced by another file, which is left alone; this system ` +
+        `${name} was replaced by another file, which is left alone; this system ` +
           "keeps its state in memory and goes on",
       );
     } else if (change === "restored") {
-      log.info(`The state file ${name} is back at its path`);
+      log.info(`${name} is back at its path`);
     }
   };
   /** Answers a change of the file's content. */
@@ -69,13 +72,13 @@ export async function keepMirror(
     if (blank) {
       mirror.write(state);
       const what = size === 0 ? "was emptied" : `holds no state now (${size} bytes of other text)`;
-      log.warn(`The state file ${name} ${what}; wrote the state (${state}) back`);
+      log.warn(`${name} ${what}; wrote the state (${state}) back`);
     } else if (value !== state) {
       cell.write(value);
-      log.warn(`The state file ${name} was set to ${value} from outside; the state follows it`);
+      log.warn(`${name} was set to ${value} from outside; the state follows it`);
     } else if (size < STATE_FILE_SIZE) {
       mirror.write(state);
-      log.warn(`The state file ${name} was cut to ${size} bytes; put it back to full size`);
+      log.warn(`${name} was cut to ${size} bytes; put it back to full size`);
     }
   };
   try {

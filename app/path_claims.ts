@@ -60,8 +60,8 @@ export class PathClaim {
   readonly kind: PathKind;
   readonly path: string;
   readonly #leftover: Leftover | undefined;
-  readonly #key: string;
-  readonly #file: string;
+  #key: string;
+  #file: string;
   #fd: number;
   /**
    * A shared lock on the claims directory while the claim is held: systemd-tmpfiles skips a
@@ -189,6 +189,39 @@ export class PathClaim {
     this.#directoryFd = fresh.#directoryFd;
     this.record(this.#identity);
     return restored + 1;
+  }
+
+  /**
+   * Claims the path again under what it is keyed on now, if that changed: its directory was
+   * removed and made again (another inode), and a launcher started on the path now would look
+   * for another record, find none, and take it. The old record goes. Throws `Busy` naming the
+   * launcher that claimed the path under its new key first; this claim then keeps the old one.
+   */
+  rekey(): void {
+    if (this.#fd < 0) {
+      throw new Deno.errors.BadResource(`The claim on ${JSON.stringify(this.path)} is released`);
+    }
+    for (const mirror of this.#mirrors) mirror.rekey();
+    const key = claimKey(this.kind, this.path);
+    if (key === this.#key) return;
+    const directory = parentOf(this.#file);
+    // Removed with the path's directory, maybe (`rm -rf` of the runtime directory): as restore().
+    ensurePrivateDirectory(parentOf(directory));
+    ensurePrivateDirectory(directory);
+    const file = `${directory}/${recordName(key)}`;
+    const fresh = claim(file, key, this.kind, this.path, "keep the claims");
+    const old = { fd: this.#fd, directoryFd: this.#directoryFd, file: this.#file };
+    this.#fd = fresh.#fd;
+    this.#directoryFd = fresh.#directoryFd;
+    this.#key = key;
+    this.#file = file;
+    // Removed while still locked, as release() does.
+    if (posix.statPath(old.file)?.identity === posix.statFd(old.fd, old.file).identity) {
+      posix.unlinkPath(old.file, "remove claim");
+    }
+    posix.closeFd(old.fd);
+    if (old.directoryFd >= 0) posix.closeFd(old.directoryFd);
+    this.record(this.#identity);
   }
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */

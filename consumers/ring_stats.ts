@@ -45,10 +45,12 @@ export const RING_DEMO_COMMAND = defineCommand({
   },
 });
 
-/** One second's figures. */
+/** One interval's figures. */
 export interface Report {
   /** Samples received in the interval. */
   samples: number;
+  /** How long the interval was, in seconds: about one, and the last one shorter. */
+  seconds: number;
   /** Samples whose sequence numbers were skipped. */
   lost: number;
   /** Latency percentiles in microseconds. */
@@ -61,55 +63,118 @@ export interface Report {
   temperature: number;
 }
 
+/**
+ * How many of an interval's latencies are kept for its percentiles: a uniform sample of them
+ * (reservoir sampling), so that a second of millions of samples (`--rate 0`) costs no more
+ * memory, nor sorting, than one of a few thousand.
+ */
+const KEPT_LATENCIES = 8192;
+
 function percentile(sorted: Float64Array, fraction: number): number {
   return sorted.length === 0
     ? 0
     : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))];
 }
 
-/** Reads samples until the producer closes, calling `report` once per `intervalMs`. */
+/**
+ * How often, at most, a consumer that always finds a sample waiting lets the event loop run:
+ * otherwise its timers (the report's, `--seconds`) and its signal handlers (Ctrl+C) would wait
+ * until the ring happened to be empty.
+ */
+const YIELD_MS = 20;
+
+/**
+ * Turns of the event loop (timers and signal handlers run before each resolves) through a
+ * message to itself: a few microseconds, where `setTimeout(0)` waits a millisecond or two.
+ */
+class EventLoopTurns implements Disposable {
+  readonly #channel = new MessageChannel();
+  #resolve: (() => void) | undefined;
+
+  constructor() {
+    this.#channel.port2.onmessage = () => this.#resolve?.();
+  }
+
+  /** Resolves after one turn of the event loop. */
+  next(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#resolve = resolve;
+      this.#channel.port1.postMessage(null);
+    });
+  }
+
+  /** Closes the channel, which would otherwise keep the process alive. */
+  [Symbol.dispose](): void {
+    this.#channel.port1.close();
+    this.#channel.port2.close();
+  }
+}
+
+/**
+ * Reads samples until the producer closes, calling `report` once per `intervalMs`, and once at
+ * the end for the samples since the last report, if any.
+ */
 export async function collectStats(
   consumer: RingConsumer,
   report: (report: Report) => void,
   options: { intervalMs?: number; signal?: AbortSignal } = {},
 ): Promise<void> {
   const intervalMs = options.intervalMs ?? 1000;
-  let latencies: number[] = [];
+  const kept = new Float64Array(KEPT_LATENCIES);
+  let samples = 0;
+  let max = 0;
   let expected = 0;
   let lost = 0;
   let temperature = 0;
+  let intervalStart = performance.now();
   const flush = (): void => {
-    const sorted = Float64Array.from(latencies).sort();
+    const now = performance.now();
+    const sorted = kept.slice(0, Math.min(samples, KEPT_LATENCIES)).sort();
     report({
-      samples: latencies.length,
+      samples,
+      seconds: (now - intervalStart) / 1000,
       lost,
       p50: percentile(sorted, 0.5),
       p99: percentile(sorted, 0.99),
-      max: sorted.length === 0 ? 0 : sorted[sorted.length - 1],
+      max,
       temperature,
     });
-    latencies = [];
+    samples = 0;
+    max = 0;
     lost = 0;
+    intervalStart = now;
   };
   const timer = setInterval(flush, intervalMs);
+  using turns = new EventLoopTurns();
+  let yielded = performance.now();
+  let taken = 0;
   try {
     for (;;) {
       const lease = consumer.tryRead() ?? await consumer.read({ signal: options.signal });
       if (lease === null) break;
       if (lease.bytes.length === SAMPLE_SIZE) {
         const sample = decodeSample(lease.bytes);
-        latencies.push(Number(monotonicNanos() - sample.sentAt) / 1000);
+        const latency = Number(monotonicNanos() - sample.sentAt) / 1000;
+        const slot = samples < KEPT_LATENCIES ? samples : Math.floor(Math.random() * (samples + 1));
+        if (slot < KEPT_LATENCIES) kept[slot] = latency;
+        if (latency > max) max = latency;
+        samples++;
         if (sample.sequence > expected) lost += sample.sequence - expected;
         expected = sample.sequence + 1;
         temperature = sample.temperature;
       }
       lease.release();
+      // The clock every so many samples: reading it costs more than taking one.
+      if ((++taken & 1023) === 0 && performance.now() - yielded >= YIELD_MS) {
+        await turns.next();
+        yielded = performance.now();
+      }
     }
   } catch (error) {
     if (!options.signal?.aborted) throw error;
   } finally {
     clearInterval(timer);
-    flush();
+    if (samples > 0 || lost > 0) flush();
   }
 }
 
@@ -153,7 +218,7 @@ async function main(rate: number, seconds: number | undefined): Promise<void> {
   console.log(`Streaming 32-byte samples through a 1 MiB ring (${region.name}); Ctrl+C stops.`);
   await collectStats(consumer, (r) => {
     console.log(
-      `${String(r.samples).padStart(8)} samples/s  latency p50 ${
+      `${String(Math.round(r.samples / r.seconds)).padStart(8)} samples/s  latency p50 ${
         r.p50.toFixed(1).padStart(7)
       } us  p99 ${r.p99.toFixed(1).padStart(7)} us  max ${
         r.max.toFixed(1).padStart(8)

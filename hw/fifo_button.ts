@@ -33,9 +33,9 @@ const OPEN_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
  * directory is still emptying it when the FIFO goes, and a FIFO made at once would make its
  * rmdir fail (directory not empty).
  */
-const REMAKE_DELAY_MS = 200;
+export const REMAKE_DELAY_MS = 200;
 /** How often the button looks whether a removed directory of its FIFO is there again. */
-const DIRECTORY_LOOK_MS = 500;
+export const DIRECTORY_LOOK_MS = 500;
 /** How often a button opened while its path was taken looks whether it may use what is there. */
 const TAKEN_LOOK_MS = 1_000;
 const decoder = new TextDecoder();
@@ -96,6 +96,16 @@ export interface FifoButtonOptions {
    * path before its first start: what took it since is not for a restart to fix.
    */
   onTaken?: (taken: TakenFifo) => void;
+  /**
+   * Who makes the FIFO at the path. `"button"`: the button, at its open when there is none and
+   * again whenever the path is free. `"other"`: another process (the launcher), which also makes
+   * it again once it is removed; the button makes none, and while the path is free it looks for
+   * the new FIFO every {@link REMAKE_DELAY_MS} and reads it once it is there. So a FIFO the button
+   * read is never one only the button knew it made, and which it could leave behind if it died.
+   *
+   * @default {"button"}
+   */
+  madeBy?: "button" | "other";
 }
 
 /** Why a FIFO path holds something the button may not use now: see `onTaken`. */
@@ -170,6 +180,7 @@ export class FifoButton implements Button {
    * FIFO's place: it looks now and then whether it may use what is there.
    */
   #taken: boolean;
+  readonly #madeByOther: boolean;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -189,6 +200,7 @@ export class FifoButton implements Button {
     this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#watch = new PathWatch(path, identity);
     this.#taken = fd < 0;
+    this.#madeByOther = options.madeBy === "other";
   }
 
   /** The FIFO's path. */
@@ -271,7 +283,9 @@ export class FifoButton implements Button {
           pathResult = undefined;
           if (woke.done) return;
           if (woke.value === "replaced" || woke.value === "removed") {
-            this.#onPath(woke.value);
+            // With madeBy "other", what comes to the free path is looked at, not reported: most
+            // often the FIFO its maker made again, which the button then says it reads.
+            if (this.#fd >= 0 || !this.#madeByOther) this.#onPath(woke.value);
             await this.#letGo();
             readyResult = undefined;
             waitingReady = false;
@@ -281,7 +295,10 @@ export class FifoButton implements Button {
           if (this.#fd < 0 && look === undefined && this.#watch.status() === "removed") {
             lookIn(REMAKE_DELAY_MS);
           }
-          if (this.#fd < 0 && this.#taken && look === undefined) lookIn(TAKEN_LOOK_MS);
+          // The FIFO another process makes is read at once, not a look later.
+          if (this.#fd < 0 && this.#taken && look === undefined) {
+            lookIn(this.#madeByOther ? 0 : TAKEN_LOOK_MS);
+          }
           watchPath();
           continue;
         }
@@ -309,6 +326,9 @@ export class FifoButton implements Button {
    * something else is at the path now (the watch says when it goes).
    */
   #lookAtFreePath(): "remade" | "taken" | number {
+    // What is at the path may be the FIFO its maker made, in a directory made again, which the
+    // watch (set on the one removed) does not see: looked at, not waited for.
+    if (this.#madeByOther) this.#taken = true;
     if (this.#watch.status() !== "removed") {
       // Taken: what is there may become usable (its reader gone, chmod back) with no event.
       if (!this.#taken) return "taken";
@@ -316,7 +336,9 @@ export class FifoButton implements Button {
     }
     const directory = parentOf(this.#path);
     if (statPath(directory, { follow: true }) === undefined) {
-      if (!this.#remakeDirectory) {
+      if (!this.#remakeDirectory || this.#madeByOther) {
+        // The maker makes the directory again when it is ours, and says nothing: nor does this.
+        if (this.#madeByOther && this.#remakeDirectory) return REMAKE_DELAY_MS;
         if (!this.#directoryGone) this.#onPath("directory-removed");
         this.#directoryGone = true;
         return DIRECTORY_LOOK_MS;
@@ -325,6 +347,7 @@ export class FifoButton implements Button {
       this.#onPath("directory-recreated");
     }
     this.#directoryGone = false;
+    if (this.#madeByOther) return REMAKE_DELAY_MS;
     this.#remake();
     this.#onPath("recreated");
     return "remade";
@@ -479,6 +502,10 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
+  if (options.madeBy === "other" && statPath(path) === undefined) {
+    // Its maker makes it (again) in a moment: looked for at once, and then while it is not there.
+    return new FifoButton(path, -1, "", false, options);
+  }
   const taken = options.onTaken === undefined ? undefined : refusalAt(path);
   if (taken !== undefined) {
     options.onTaken?.(taken.taken);
@@ -544,7 +571,7 @@ function openFifo(
   const action = "open FIFO";
   let identity: string;
   let created = false;
-  if (options.create ?? true) {
+  if ((options.create ?? true) && options.madeBy !== "other") {
     if (options.remakeDirectory && statPath(parentOf(path), { follow: true }) === undefined) {
       ensurePrivateDirectory(parentOf(path));
     }

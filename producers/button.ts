@@ -188,11 +188,11 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
         ? "something that is gone again"
         : `a ${kind}`;
       return `The FIFO ${path} was replaced by ${what}; presses written there no longer reach ` +
-        "this button, which leaves it alone and reads it once nobody else does, or makes its " +
-        "own FIFO once the path is free";
+        "this button, which leaves it alone and reads it once nobody else does, or a new FIFO " +
+        "once the path is free";
     }
     case "removed":
-      return `The FIFO ${path} was removed; making a new one`;
+      return `The FIFO ${path} was removed; a new one is made once the path is free`;
     case "directory-removed": {
       const directory = JSON.stringify(parentOf(fifo));
       return `The FIFO's directory ${directory} was removed too; presses cannot reach this ` +
@@ -215,9 +215,9 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
 export function describeTakenFifo(taken: TakenFifo): string {
   const why = taken.error.message.replace(/\. Stop it, or choose another --fifo$/, "");
   const then = {
-    read: "reads it once nobody else does, or makes its own FIFO once the path is free",
-    mode: "reads it once its mode lets it, or makes its own FIFO once the path is free",
-    foreign: "makes its own FIFO once the path is free",
+    read: "reads it once nobody else does, or the FIFO the launcher makes once the path is free",
+    mode: "reads it once its mode lets it, or the FIFO the launcher makes once the path is free",
+    foreign: "reads the FIFO the launcher makes once the path is free",
   }[taken.reason];
   return `${why}. This button leaves it alone and ${then}`;
 }
@@ -273,6 +273,9 @@ async function main(flags: ButtonFlags): Promise<void> {
       onTaken: flags.parentPid === undefined
         ? undefined
         : (taken) => log.warn(describeTakenFifo(taken)),
+      // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
+      // removes the last at exit even if this button was killed.
+      madeBy: flags.parentPid === undefined ? "button" : "other",
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

@@ -372,6 +372,27 @@ testWith(NEEDS.childrenAndFiles, "a rejected launch command line creates nothing
 
 testWith(
   NEEDS.childrenAndFiles,
+  "a launcher whose --allow-run names a symlink to Deno, not Deno itself, says so and makes nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      const link = `${dir}/deno`;
+      Deno.symlinkSync(Deno.execPath(), link);
+      await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/button.fifo`], {
+        permissions: ["--allow-ffi", `--allow-run=${link}`, "--allow-read", "--allow-env"],
+        cwd: dir,
+      });
+      const { code, stderr } = await launcher.status();
+      assertEquals(code, 1, launcher.transcript);
+      assertStringIncludes(stderr, `may not run the Deno binary "${Deno.execPath()}"`);
+      assertStringIncludes(stderr, `--allow-run=${Deno.execPath()}`);
+      assertEquals(launcher.matching(/Started|crashed/), [], launcher.transcript);
+      assertEquals([...Deno.readDirSync(dir)].map((entry) => entry.name), ["deno"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
   "deno task launch runs with its narrowed permissions: a press, then SIGTERM, exit 0",
   async () => {
     await withTempDir(async (dir) => {

@@ -5,7 +5,7 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { effectiveUid, readFileText } from "../ffi/posix.ts";
+import { readFileText, statPath } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
 import { HEAD, POSITION, TAIL } from "../lib/ring/layout.ts";
@@ -31,8 +31,10 @@ import {
   startButton,
   startedOrEnded,
   startLauncher,
+  startLauncherAs,
   stateValue,
   stopAll,
+  unusedUid,
 } from "./helpers/system.ts";
 import { removeTree, uniqueShmName, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
@@ -550,7 +552,17 @@ for (const fault of PATH_FAULTS) {
             restarted = Number(again.match[1]);
             await launcher.waitFor(/Button ready/, { since: again.index, timeoutMs: GUARD_MS });
             await pressesStillWork(launcher, fifo);
-            await launcher.waitFor(lineNaming(where, REPLACED), { since, timeoutMs: GUARD_MS });
+            const said = await launcher.waitFor(lineNaming(where, REPLACED), {
+              since,
+              timeoutMs: GUARD_MS,
+            });
+            // A shm name is called one, not a file at a path under `/`.
+            if (fault.flag === "--shm") {
+              assertStringIncludes(
+                said.match.input,
+                `shared memory state "${where}" (/dev/shm${where})`,
+              );
+            }
             assertEquals(fault.read(where), put, "the system wrote to what is now at the path");
             await stopCleanly(launcher, [pids.led, restarted]);
             assertEquals(
@@ -1032,24 +1044,27 @@ testWith(
 );
 
 testWith(
-  NEEDS.system,
+  [...NEEDS.system, requires("setpriv")],
   "rm -rf of the runtime directory while a launcher runs: its claims are put back, and a second launcher on its paths is still refused",
-  async () => {
+  async (t) => {
+    // As a user of the test's own: the real user's runtime directory may serve their launcher.
+    if (await skippedWithoutRoot(t, "to run the launchers as a user of the test's own")) return;
+    const uid = unusedUid();
+    const runtime = `/tmp/mmap-ipc-${uid}`;
     await withTempDir(async (dir) => {
       const state = `${dir}/state.dat`;
       const args = ["--state", state, "--fifo", `${dir}/button.fifo`];
-      await using first = startLauncher(dir, args);
+      await using first = startLauncherAs(uid, dir, args);
       const pids = await running(first);
       try {
         const since = first.lines.length;
-        const uid = effectiveUid();
-        const runtime = [`/run/user/${uid}/mmap-ipc`, `/tmp/mmap-ipc-${uid}`];
-        await removeTree(...runtime);
+        assert(statPath(runtime)?.uid === uid, `${runtime} is not the test user's`);
+        await removeTree(runtime);
         await first.waitFor(/claim records were removed; made them again/, {
           since,
           timeoutMs: GUARD_MS,
         });
-        await using second = startLauncher(dir, args);
+        await using second = startLauncherAs(uid, dir, args);
         assertEquals((await second.status()).code, 1, second.transcript);
         // It names whichever of the paths it found held first (claims go in record order).
         assertMatch(
@@ -1061,6 +1076,48 @@ testWith(
       } finally {
         await stopAll(first, [pids.led, pids.button]);
       }
-    });
+    }).finally(() => removeTree(runtime));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "rm -rf of the runtime directory that holds the default FIFO: the launcher makes both again, presses work, a second launcher is refused naming it, and nothing is left at exit",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launchers as a user of the test's own")) return;
+    const uid = unusedUid();
+    const runtime = `/tmp/mmap-ipc-${uid}`;
+    const fifo = `${runtime}/button.fifo`;
+    await withTempDir(async (dir) => {
+      await using first = startLauncherAs(uid, dir, []);
+      const pids = await running(first);
+      try {
+        const since = first.lines.length;
+        const before = statPath(fifo);
+        assert(before?.uid === uid, `no FIFO of the test user's at ${fifo}`);
+        await removeTree(runtime);
+        await first.waitFor(lineNaming(fifo, /launch: Made the FIFO .* again/), {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        await first.waitFor(/button: .*presses reach this button again/, { since });
+        assertEquals((Deno.statSync(runtime).mode ?? 0) & 0o777, 0o700);
+        await writeAndLeave(fifo, "0\n");
+        await ledShows(first, "On", since);
+        // The FIFO's claim is keyed on the new directory's inode now.
+        await using second = startLauncherAs(uid, dir, []);
+        assertEquals((await second.status()).code, 1, second.transcript);
+        assertStringIncludes(
+          second.transcript,
+          `another launcher (pid ${first.pid}) is using the FIFO "${fifo}"`,
+        );
+        first.kill("SIGTERM");
+        assertEquals((await first.status()).code, 0, first.transcript);
+        assertEquals(statPath(fifo), undefined, "the FIFO the launcher made again was left");
+        assertEquals([...Deno.readDirSync(`${runtime}/claims`)], [], "claim records were left");
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
+      }
+    }).finally(() => removeTree(runtime));
   },
 );

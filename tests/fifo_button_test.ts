@@ -19,7 +19,7 @@ import {
   type TakenFifo,
 } from "../hw/fifo_button.ts";
 import { describeFifoEvent, describeTakenFifo } from "../producers/button.ts";
-import { makeFifo } from "../ffi/posix.ts";
+import { makeFifo, statPath } from "../ffi/posix.ts";
 
 /** Counts presses in the background until stopped. */
 function countPresses(
@@ -219,6 +219,59 @@ testWith(
       await settle(() => events.includes("adopted"));
       assertEquals(events, ["replaced", "adopted"]);
       await pressOnce(path, presses);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  'with madeBy "other", the button makes no FIFO (not at its open, not after a removal, not in a directory made again) and reads each one its maker makes',
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      const events: FifoEvent[] = [];
+      const options = {
+        madeBy: "other",
+        remakeDirectory: true,
+        onPath: (event: FifoEvent) => events.push(event),
+      } as const;
+      // Free at the open: nothing made, and read once its maker made it.
+      await using button = openFifoButton(path, options);
+      const presses = countPresses(button);
+      const press = async (count: number): Promise<void> => {
+        await writeAndLeave(path, "0\n");
+        await settle(() => presses.count() === count);
+        assertEquals(presses.count(), count);
+      };
+      await delay(500);
+      assert(!(statPath(path) !== undefined), "the button made a FIFO");
+      makeFifo(path, 0o600);
+      await settle(() => events.includes("adopted"));
+      assertEquals(events, ["adopted"]);
+      await press(1);
+      // Removed: nothing made again.
+      Deno.removeSync(path);
+      await delay(500);
+      assert(!(statPath(path) !== undefined), "the button made a FIFO again");
+      makeFifo(path, 0o600);
+      await settle(() => events.length === 3);
+      assertEquals(events, ["adopted", "removed", "adopted"]);
+      await press(2);
+      // Its directory removed and made again, with the FIFO, by its maker: a watch set on the
+      // old directory sees nothing of the new one, and the button reads the FIFO all the same.
+      await removeTree(directory);
+      await delay(500);
+      assert(!(statPath(directory) !== undefined), "the button made the directory again");
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      makeFifo(path, 0o600);
+      await settle(() => events.length === 5);
+      assertEquals(events, ["adopted", "removed", "adopted", "removed", "adopted"]);
+      await press(3);
+      await presses.stop();
+      await button.close();
+      assert(statPath(path) !== undefined, "the button removed a FIFO it did not make");
     });
   },
 );
@@ -451,7 +504,7 @@ Deno.test("a restarted button's warning for a taken FIFO path says why and what 
     [
       "foreign",
       `Cannot use FIFO ${path}: it is a regular file, not a FIFO`,
-      "leaves it alone and makes its own FIFO once the path is free",
+      "leaves it alone and reads the FIFO the launcher makes once the path is free",
     ],
   ];
   for (const [reason, message, then] of cases) {

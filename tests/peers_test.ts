@@ -4,7 +4,7 @@
  * and a writer killed in the middle of a write. Real processes, FIFOs and files throughout.
  */
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
-import { processState } from "../ffi/posix.ts";
+import { makeFifo, processState } from "../ffi/posix.ts";
 import { openFileRegion, openStateCell } from "../mod.ts";
 import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
@@ -244,6 +244,102 @@ testWith(
         await ledShows(launcher, "On", since);
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "our FIFO removed, then the button killed: the launcher made the new FIFO, the restarted button reads it, and the launcher removes it at exit",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      let restarted: number | undefined;
+      try {
+        let since = launcher.lines.length;
+        const first = identity(fifo);
+        Deno.removeSync(fifo);
+        await launcher.waitFor(lineNaming(fifo, /launch: Made the FIFO .* again/), { since });
+        await launcher.waitFor(lineNaming(fifo, REMADE), { since, timeoutMs: GUARD_MS });
+        const second = identity(fifo);
+        assert(second !== undefined && second !== first, "no new FIFO at the path");
+        await press(fifo, launcher);
+        await ledShows(launcher, "On", since);
+        // Killed: a button that had made the FIFO itself could never have removed it.
+        since = launcher.lines.length;
+        Deno.kill(pids.button, "SIGKILL");
+        const again = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+        restarted = Number(again.match[1]);
+        await launcher.waitFor(/Button ready/, { since: again.index });
+        assertEquals(identity(fifo), second, "the restarted button changed the FIFO");
+        await press(fifo, launcher);
+        await ledShows(launcher, "Off", since);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+        assertEquals(identity(fifo), undefined, "the launcher left the FIFO it made behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a FIFO of the user's put in place of ours is read, and left where it is at exit",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        const since = launcher.lines.length;
+        // In one step, as `mkfifo x.new && mv x.new x` does: the path is never free.
+        makeFifo(`${fifo}.new`, 0o600);
+        Deno.renameSync(`${fifo}.new`, fifo);
+        const users = identity(fifo);
+        await launcher.waitFor(lineNaming(fifo, REMADE), { since, timeoutMs: GUARD_MS });
+        await press(fifo, launcher);
+        await ledShows(launcher, "On", since);
+        assertEquals(launcher.matching(/Made the FIFO/, since), [], launcher.transcript);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+        assertEquals(identity(fifo), users, "the launcher removed the user's FIFO");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "rm -rf of the FIFO's directory, made again by the user: the launcher makes the FIFO in it, and a second launcher on the path is refused naming the first",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const fifo = `${directory}/button.fifo`;
+      await using first = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(first);
+      try {
+        const since = first.lines.length;
+        await removeTree(directory);
+        await first.waitFor(lineNaming(directory, /mkdir -m 700/), { since });
+        Deno.mkdirSync(directory, { mode: 0o700 });
+        await first.waitFor(lineNaming(fifo, REMADE), { since, timeoutMs: GUARD_MS });
+        // Claims are keyed on the directory's inode: the first launcher claimed the new one.
+        await using second = startLauncher(dir, ["--fifo", fifo]);
+        const { code, stderr } = await second.status();
+        assertEquals(code, 1, second.transcript);
+        assertStringIncludes(stderr, `another launcher (pid ${first.pid}) is using the FIFO`);
+        await press(fifo, first);
+        await ledShows(first, "On", since);
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
       }
     });
   },

@@ -1575,6 +1575,32 @@ testWith(NEEDS.children, "deno task demo:ring streams samples and reports them",
 
 testWith(
   NEEDS.children,
+  "deno task demo:ring --rate 0 (a ring that is never empty) still reports once a second, and never an empty interval",
+  async () => {
+    // The consumer then always finds a sample waiting: its report timer and --seconds run only
+    // because it lets the event loop turn now and then (it once reported every 2 s or so).
+    await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, [
+      "--seconds",
+      "3.5",
+      "--rate",
+      "0",
+    ], {
+      permissions: ["--allow-ffi", "--allow-run", "--allow-read"],
+    });
+    const status = await demo.status();
+    assertEquals(status.code, 0, demo.transcript);
+    const reports = demo.matching(/samples\/s/).map((line) =>
+      Number(/(\d+) samples\/s/.exec(line)?.[1])
+    );
+    // Three full seconds, then the rest until the sensor stops (the first may be empty, on a
+    // host slow to start the sensor; the last is left out when empty).
+    assert(reports.length >= 3, demo.transcript);
+    assert(reports.slice(1).every((samples) => samples > 0), demo.transcript);
+  },
+);
+
+testWith(
+  NEEDS.children,
   "the ring demo fails, naming the sensor, when the sensor dies before it reaches the ring",
   async () => {
     await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, ["--rate", "500"], {

@@ -2,7 +2,14 @@
  * The button/LED system end to end: the real launcher, button and LED processes, a real FIFO
  * and real shared memory, plus the original C programs' stand-in for interoperability.
  */
-import { assert, assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 import { listDirectory, processState } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
@@ -13,15 +20,18 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { killIfRunning, processGone, settledFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
+  asUser,
   launcherCommand,
   ledShows,
   ledStates,
   running,
   spawnLaunchTask,
   startLauncher,
+  startLauncherAs,
   stopAll,
+  unusedUid,
 } from "./helpers/system.ts";
-import { withTempDir } from "./helpers/temp.ts";
+import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
 
 testWith(
@@ -75,6 +85,33 @@ testWith(
       } finally {
         killIfRunning(launcherPid);
         await stopAll(task, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("env")],
+  "deno task launch takes a relative --mqtt-credentials and --mqtt-ca from where it was run too",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Unsafe on purpose: the launcher reads each at once, and names the path it read.
+      Deno.writeTextFileSync(`${dir}/mqtt.login`, "username=a\npassword=b\n", { mode: 0o644 });
+      Deno.chmodSync(`${dir}/mqtt.login`, 0o644);
+      Deno.writeTextFileSync(`${dir}/ca.pem`, "not a certificate\n");
+      for (
+        const [flag, url, file, why] of [
+          ["--mqtt-credentials", "mqtt://127.0.0.1:1", "mqtt.login", "chmod 600"],
+          ["--mqtt-ca", "mqtts://127.0.0.1:1", "ca.pem", "holds no PEM certificate"],
+        ]
+      ) {
+        await using task = spawnLaunchTask(dir, ["--mqtt", url, flag, file], {
+          withoutInitCwd: true,
+        });
+        const { code, stderr } = await task.status();
+        assertEquals(code, 1, task.transcript);
+        assertStringIncludes(stderr, `${dir}/${file}`);
+        assertStringIncludes(stderr, why);
       }
     });
   },
@@ -398,30 +435,15 @@ testWith(
   "run by a user whose chmod takes away its own access: a restarted LED runs on without the state file, a restarted button waits for the FIFO's mode, and nothing stops",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
     await withTempDir(async (dir) => {
-      const nobody = 65534;
-      Deno.chmodSync(dir, 0o700);
-      Deno.chownSync(dir, nobody, nobody);
       const fifo = `${dir}/button.fifo`;
       const state = `${dir}/state.dat`;
-      // The Deno cache of a user with nothing cached: the project's vendor/ and node_modules/.
-      const [deno, ...args] = launcherCommand(["--fifo", fifo, "--state", state]);
-      await using launcher = spawnProgram("setpriv", [
-        `--reuid=${nobody}`,
-        `--regid=${nobody}`,
-        "--clear-groups",
-        "env",
-        "-i",
-        `HOME=${dir}`,
-        `DENO_DIR=${dir}/.deno`,
-        "PATH=/usr/bin:/bin",
-        deno,
-        ...args,
-      ], { cwd: dir });
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo, "--state", state]);
       const pids = await running(launcher);
       const restarted: number[] = [];
       try {
-        // Root would open both anyway: the user is nobody, whom the mode binds.
+        // Root would open both anyway: the launcher runs as a plain user, whom the mode binds.
         let since = launcher.lines.length;
         Deno.chmodSync(state, 0o400);
         Deno.kill(pids.led, "SIGKILL");
@@ -449,9 +471,7 @@ testWith(
         Deno.chmodSync(fifo, 0o600);
         await launcher.waitFor(/is one this button may read now/, { since });
         const press = await spawnProgram("setpriv", [
-          `--reuid=${nobody}`,
-          `--regid=${nobody}`,
-          "--clear-groups",
+          ...asUser(user),
           "sh",
           "-c",
           `echo 0 > '${fifo}'`,
@@ -462,7 +482,7 @@ testWith(
       } finally {
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
       }
-    });
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
   },
 );
 
@@ -482,15 +502,18 @@ testWith(
         Deno.renameSync(`${dir}/notes`, fifo);
         let since = launcher.lines.length;
         Deno.kill(pids.button, "SIGKILL");
-        const waiting = /not a FIFO.*This button leaves it alone and makes its own FIFO once/;
+        const waiting =
+          /not a FIFO.*This button leaves it alone and reads the FIFO the launcher makes/;
         await launcher.waitFor(waiting, { since });
         // Not a crash: nothing counts towards giving up, and the LED is not stopped.
         assertEquals(launcher.matching(/crashed|restarting/, since).length, 1, launcher.transcript);
         assert(!processGone(pids.led), "the LED was stopped");
         assertEquals(Deno.readTextFileSync(fifo), "notes", "the button touched the user's file");
-        // Once the user takes the file away, the waiting button makes its FIFO and presses work.
+        // Once the user takes the file away, the launcher makes the FIFO, the waiting button
+        // reads it, and presses work.
         Deno.removeSync(fifo);
-        await launcher.waitFor(/Made a new FIFO at .*; presses reach this button again/, { since });
+        await launcher.waitFor(/launch: Made the FIFO .* again/, { since });
+        await launcher.waitFor(/button: .*presses reach this button again/, { since });
         await writeAndLeave(fifo, "0\n");
         await ledShows(launcher, "On", since);
 

@@ -37,6 +37,49 @@ export function launcherCommand(args: string[]): string[] {
   return denoCommand(`${ROOT}launch.ts`, args, LAUNCH_PERMISSIONS);
 }
 
+/**
+ * Starts our launcher as the user `uid` (through `setpriv`, so the caller must be root) in
+ * `dir`, which it chowns to that user, with a Deno cache of that user's own in `dir/.deno` (the
+ * project's vendor/ and node_modules/ are all it needs). A test that must do something to the
+ * user's runtime directories (`/tmp/mmap-ipc-UID`) does it to a user of its own this way, never
+ * to the real user running the tests, whose own launcher may be using them.
+ */
+export function startLauncherAs(uid: number, dir: string, args: string[]): ChildProcess {
+  Deno.chmodSync(dir, 0o700);
+  Deno.chownSync(dir, uid, uid);
+  const [deno, ...rest] = launcherCommand(args);
+  return spawnProgram("setpriv", [
+    ...asUser(uid),
+    "env",
+    "-i",
+    `HOME=${dir}`,
+    `DENO_DIR=${dir}/.deno`,
+    "PATH=/usr/bin:/bin",
+    deno,
+    ...rest,
+  ], { cwd: dir });
+}
+
+/** `setpriv`'s arguments that run its command as the user (and group) `uid`. */
+export function asUser(uid: number): string[] {
+  return [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups"];
+}
+
+/**
+ * A uid no account has and no other test uses now: its `/tmp/mmap-ipc-UID` does not exist. For
+ * {@link startLauncherAs}; remove that directory after.
+ */
+export function unusedUid(): number {
+  for (;;) {
+    const uid = 200_000 + Math.floor(Math.random() * 100_000);
+    if (
+      statPath(`/tmp/mmap-ipc-${uid}`) === undefined && statPath(`/run/user/${uid}`) === undefined
+    ) {
+      return uid;
+    }
+  }
+}
+
 /** Starts our launcher in `dir` with `args`. */
 export function startLauncher(
   dir: string,
