@@ -4,9 +4,11 @@
  * enough MQTT 3.1.1 to accept a client, then sends what the test says.
  */
 import { assert, assertEquals } from "@std/assert";
+import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
 import { testWith } from "./helpers/permissions.ts";
-import { GUARD_MS, within } from "./helpers/waiting.ts";
+import { warningsInto } from "./helpers/logs.ts";
+import { delay, GUARD_MS, within } from "./helpers/waiting.ts";
 
 /** CONNACK: session not present, connection accepted. */
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
@@ -94,6 +96,79 @@ testWith(
           // Closed by the other side already.
         }
       }
+    }
+  },
+);
+
+/** A BrokerConnection to `server` that reconnects every 20 ms and tells its warnings to `said`. */
+async function quickConnection(
+  server: Deno.TcpListener,
+  said: string[],
+): Promise<BrokerConnection> {
+  // Loaded here: the MQTT library reads the environment as it loads.
+  const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+  return new BrokerConnection({
+    url: `mqtt://127.0.0.1:${server.addr.port}`,
+    clientId: "mmap-ipc-connection-test",
+    will: { topic: "test/availability", payload: "offline" },
+    backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+    log: warningsInto(said),
+    onConnect: () => {},
+    onMessage: () => {},
+  });
+}
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection says once when the broker hangs up before accepting (no CONNACK), where it said nothing",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    try {
+      connection.start();
+      for (let i = 0; i < 3; i++) {
+        const conn = await within(server.accept(), 2 * GUARD_MS);
+        assert(conn !== undefined, "no connection from the client (hang guard)");
+        assertEquals(await readPacket(conn), 1, "CONNECT");
+        conn.close();
+      }
+      const hungUp = said.filter((line) => line.includes("closed the connection before accepting"));
+      assertEquals(hungUp.length, 1, said.join("\n"));
+      assert(!connection.connected);
+    } finally {
+      await connection.close();
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection says when the broker closes its connections soon after accepting them, as it does to two clients with one id",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    try {
+      connection.start();
+      for (let i = 0; i < 3; i++) {
+        const conn = await within(server.accept(), 2 * GUARD_MS);
+        assert(conn !== undefined, "no connection from the client (hang guard)");
+        assertEquals(await readPacket(conn), 1, "CONNECT");
+        await conn.write(CONNACK);
+        await delay(50);
+        conn.close();
+      }
+      // The third close is told after the fourth attempt has begun: wait for that attempt.
+      const fourth = await within(server.accept(), 2 * GUARD_MS);
+      fourth?.close();
+      const why = said.filter((line) =>
+        line.includes('another client may be connecting as "mmap-ipc-connection-test"')
+      );
+      assertEquals(why.length, 1, said.join("\n"));
+      assertEquals(said.filter((line) => line.includes("before accepting")).length, 0);
+    } finally {
+      await connection.close();
     }
   },
 );

@@ -143,8 +143,9 @@ Deno.test("deviceId() and defaultClientId() differ for prefixes that differ only
   }
 });
 
-Deno.test("checkTopicPrefix() refuses wildcards, empty levels and empty prefixes", () => {
+Deno.test("checkTopicPrefix() refuses wildcards, empty levels, empty prefixes, control characters, noncharacters and $", () => {
   assertEquals(checkTopicPrefix("home/kitchen", "--mqtt-prefix"), "home/kitchen");
+  assertEquals(checkTopicPrefix("c\u00e9/\u{1F4A1}/x$", "--mqtt-prefix"), "c\u00e9/\u{1F4A1}/x$");
   for (
     const [prefix, why] of [
       ["", "empty"],
@@ -154,6 +155,14 @@ Deno.test("checkTopicPrefix() refuses wildcards, empty levels and empty prefixes
       ["home/", "empty level"],
       ["a//b", "empty level"],
       ["x".repeat(201), "longer than 200"],
+      ["a\0b", "U+0000"],
+      ["tab\there", "U+0009, a control character"],
+      ["x\x7fy", "U+007F"],
+      ["x\x85y", "U+0085"],
+      ["x\uffffy", "U+FFFF"],
+      ["x\ufdd0y", "U+FDD0"],
+      ["x\u{10FFFE}", "U+10FFFE"],
+      ["$SYS/x", "starts with $"],
     ]
   ) {
     assertThrowsWith(
@@ -257,6 +266,9 @@ Deno.test("parseBrokerUrl() takes mqtt:// and mqtts:// with default ports and re
     tls: true,
   });
   assertEquals(parseBrokerUrl("mqtt://[::1]:1884/").url, "mqtt://[::1]:1884");
+  for (const host of ["broker_1.lan", "xn--bcher-kva.example", "mqtt.", "10.1.2.3", "[fe80::1]"]) {
+    assertEquals(parseBrokerUrl(`mqtt://${host}`).host, host);
+  }
   for (
     const [url, why] of [
       ["broker.lan", "expected mqtt://HOST"],
@@ -267,6 +279,14 @@ Deno.test("parseBrokerUrl() takes mqtt:// and mqtts:// with default ports and re
       // Both passed, then crash-looped the bridge (--allow-net refused %41), or said nothing.
       ["mqtt://%41", "% escape"],
       ["mqtt://127.0.0.1:0", "port 0"],
+      // Passed, then crash-looped the bridge (Deno: "invalid char found in FQDN"), or, with a
+      // comma, granted the bridge --allow-net to a second host on every port.
+      ["mqtt://a=b:1883", 'its host "a=b" is no host name'],
+      ["mqtt://a'b", "is no host name"],
+      ["mqtt://a*b", "is no host name"],
+      ["mqtt://a,127.0.0.1:18830", 'its host "a,127.0.0.1" is no host name'],
+      ["mqtt://a..b", "is no host name"],
+      ["mqtt://B\u00fccher.example", "xn-- form"],
     ]
   ) {
     assertThrowsWith(() => parseBrokerUrl(url), TypeError, "Invalid --mqtt", why);
@@ -345,6 +365,18 @@ Deno.test("parseCredentials() reads username= and password= lines and names bad 
     "line 2",
     "second time",
   );
+  // Spacing around = is not part of a value: said, not sent to the broker as a wrong login.
+  for (
+    const [text, line, key] of [
+      ["username = kitchen\n", "line 1", "username"],
+      ["username=kitchen \n", "line 1", "username"],
+      ["username=u\npassword = hunter2\n", "line 2", "password"],
+    ]
+  ) {
+    const spaced = assertThrows(() => parseCredentials(text, "f"), Deno.errors.InvalidData);
+    assertStringIncludes(spaced.message, `${line} has blanks around its ${key}`);
+    assert(!spaced.message.includes("kitchen") && !spaced.message.includes("hunter2"));
+  }
 });
 
 testWith(

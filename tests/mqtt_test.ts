@@ -18,9 +18,12 @@ import {
   LED_LINE,
   ledShows,
   ledStates,
+  running,
+  startLauncher,
+  stopAll,
 } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
-import { until } from "./helpers/waiting.ts";
+import { delay, until } from "./helpers/waiting.ts";
 import {
   freePort,
   listen,
@@ -264,6 +267,25 @@ testWithBroker(
           assertEquals(again.retain, false, "published anew, not the retained copy");
           await early.waitFor(topics.state, { payload: "ON", since: mark });
           await early.waitFor(topics.availability, { payload: "online", since: mark });
+          // Anyone may publish there: a flood costs one announcement a second, not one each
+          // (which took the bridge to hundreds of MiB and a log line per message).
+          const flooded = launcher.lines.length;
+          const beforeFlood = ha.heard.length;
+          const started = performance.now();
+          const flood = [];
+          for (let i = 0; i < 2000; i++) flood.push(ha.publish("homeassistant/status", "online"));
+          await Promise.all(flood);
+          await ha.waitFor(`homeassistant/light/${deviceId(prefix)}/led/config`, {
+            since: beforeFlood,
+          });
+          await delay(1500); // the announcement the flood's end may still owe
+          const seconds = (performance.now() - started) / 1000;
+          const announced = launcher.matching(/Home Assistant \(re\)started/, flooded).length;
+          assert(
+            announced >= 1 && announced <= Math.ceil(seconds) + 1,
+            `${announced} announcements in ${seconds.toFixed(1)} s`,
+          );
+          assert(!processGone(bridgePid), "the bridge process died");
         },
       );
 
@@ -724,6 +746,38 @@ testWith(
         "not-a-ca.pem",
         "open.login",
       ], "no FIFO or anything else left behind");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a launcher whose --mqtt-credentials file is unsafe hears of that first, even when another launcher holds its topic prefix",
+  async () => {
+    await withTempDir(async (dir) => {
+      // No broker at port 1: the first launcher runs on, its bridge retrying, its prefix held.
+      const bridged = [
+        "--mqtt",
+        "mqtt://127.0.0.1:1",
+        "--mqtt-prefix",
+        `test-${crypto.randomUUID()}`,
+      ];
+      await using first = startLauncher(dir, ["--fifo", `${dir}/first.fifo`, ...bridged]);
+      const pids = await running(first);
+      try {
+        const open = `${dir}/open.login`;
+        await Deno.writeTextFile(open, "username=a\npassword=b\n", { mode: 0o644 });
+        await Deno.chmod(open, 0o644);
+        await using second = startLauncher(dir, [
+          ...["--fifo", `${dir}/second.fifo`, ...bridged, "--mqtt-credentials", open],
+        ]);
+        const { code, stderr } = await second.status();
+        assertEquals(code, 1, second.transcript);
+        assertStringIncludes(stderr, `chmod 600 ${open}`);
+        assertEquals(second.matching(/another launcher/), [], second.transcript);
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
+      }
     });
   },
 );

@@ -19,6 +19,12 @@ import {
 } from "./set_payload.ts";
 import { homeAssistantStatusTopic, type Topics } from "./topics.ts";
 
+/**
+ * Home Assistant's `online` answered at most this often: a flood of them (anyone may publish
+ * to its status topic) costs one announcement, and one log line, a second, not one each.
+ */
+const ANNOUNCE_EVERY_MS = 1_000;
+
 /** Options for {@link MqttBridge}. */
 export interface MqttBridgeOptions {
   /** How to reach the broker (the will and the callbacks are the bridge's own). */
@@ -47,6 +53,10 @@ export class MqttBridge {
   #published: boolean | undefined;
   #publishing = false;
   #droppedPresses = 0;
+  /** `performance.now()` at the last announcement; see {@link ANNOUNCE_EVERY_MS}. */
+  #announcedAt = -Infinity;
+  /** Home Assistant's `online` heard too soon after an announcement: answered at this timer. */
+  #announceLater: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
   /** Prepares the bridge; {@link MqttBridge.start} connects. */
@@ -102,6 +112,7 @@ export class MqttBridge {
    */
   close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#announceLater);
     return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
   }
 
@@ -126,6 +137,7 @@ export class MqttBridge {
 
   /** Availability, discovery and the state: everything a fresh broker or Home Assistant needs. */
   #announce(): void {
+    this.#announcedAt = performance.now();
     const { topics, discovery, log } = this.#options;
     const sent = [
       this.#connection.publish(topics.availability, ONLINE, { retain: true }),
@@ -168,14 +180,25 @@ export class MqttBridge {
     }
   }
 
+  /** Home Assistant (re)started: it needs discovery and the state again, at most once a second. */
+  #homeAssistantOnline(): void {
+    const announce = (): void => {
+      this.#options.log.info("Home Assistant (re)started: publishing discovery and state again");
+      this.#announce();
+    };
+    const wait = this.#announcedAt + ANNOUNCE_EVERY_MS - performance.now();
+    if (wait <= 0) return announce();
+    this.#announceLater ??= setTimeout(() => {
+      this.#announceLater = undefined;
+      if (!this.#closed) announce();
+    }, wait);
+  }
+
   #onMessage(topic: string, payload: Uint8Array, retained: boolean): void {
     if (this.#closed) return;
     const { topics, log } = this.#options;
     if (topic === this.#haStatus) {
-      if (new TextDecoder().decode(payload) === "online") {
-        log.info("Home Assistant (re)started: publishing discovery and state again");
-        this.#announce();
-      }
+      if (new TextDecoder().decode(payload) === "online") this.#homeAssistantOnline();
       return;
     }
     if (topic !== topics.set) return;

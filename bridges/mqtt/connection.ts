@@ -10,7 +10,7 @@
 import type { Logger } from "../../app/logging.ts";
 import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
 import type { Credentials } from "./credentials.ts";
-import { describeProblem } from "./problems.ts";
+import { closedBeforeAccepted, describeProblem, type Problem } from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
@@ -18,6 +18,8 @@ export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter:
 
 /** A connection that lasted this long counts as healthy: the next outage starts the backoff over. */
 const STABLE_MS = 10_000;
+/** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
+const SHORT_LIVED_TO_WARN = 3;
 /** QoS 0 messages allowed to wait for the socket; more are dropped rather than queued. */
 const MAX_UNWRITTEN = 32;
 const GRACE_MS = 2_000;
@@ -54,6 +56,12 @@ export class BrokerConnection {
   #client: MqttClient | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
+  /** Attempts since the last connection that the broker never accepted, for the log. */
+  #refusals = 0;
+  /** Connections in a row the broker closed soon after accepting them; see #onClose. */
+  #shortLived = 0;
+  /** An error was reported for the attempt under way: its close needs no words of its own. */
+  #attemptErred = false;
   #connectedAt: number | undefined;
   /** Counts connections, so a callback from an old one does not touch the current count. */
   #generation = 0;
@@ -97,6 +105,7 @@ export class BrokerConnection {
     client.on("connect", () => this.#onConnect());
     client.on("close", () => this.#onClose());
     client.on("error", (error) => {
+      this.#attemptErred = true;
       this.#report(error as ErrorWithReasonCode);
       this.#dropIfOpen(client);
     });
@@ -115,7 +124,8 @@ export class BrokerConnection {
     this.#generation++;
     this.#unwritten = 0;
     this.#connectedAt = performance.now();
-    const after = this.#failures > 0 ? ` (after ${this.#failures} failed attempts)` : "";
+    const after = this.#refusals > 0 ? ` (after ${this.#refusals} failed attempts)` : "";
+    this.#refusals = 0;
     log.info(`Connected to ${url} as ${clientId}${after}`);
     this.#reported.clear();
     this.#options.onConnect();
@@ -126,13 +136,32 @@ export class BrokerConnection {
     for (const settle of this.#inFlight) settle(false);
     this.#inFlight.clear();
     if (this.#closing) return;
-    const { log, url } = this.#options;
+    const { log, url, clientId } = this.#options;
     if (this.#connectedAt !== undefined) {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
-      if (lasted >= STABLE_MS) this.#failures = 0;
+      if (lasted >= STABLE_MS) {
+        this.#failures = 0;
+        this.#shortLived = 0;
+      } else if (++this.#shortLived === SHORT_LIVED_TO_WARN) {
+        // The usual cause: a second client with our id (a cloned SD card, a copy of the unit,
+        // another user's launcher with the same host name), each taking the id in turn.
+        log.warn(
+          `The broker at ${url} closed the connection soon after accepting it, ` +
+            `${SHORT_LIVED_TO_WARN} times in a row: another client may be connecting as ` +
+            `${
+              JSON.stringify(clientId)
+            } (give this one another id with --mqtt-client-id), or the ` +
+            "broker refuses something this bridge does (its log says what)",
+        );
+      }
       log.warn(`Lost the connection to ${url}; reconnecting`);
+    } else {
+      this.#refusals++;
+      // Closed before the broker's answer, with no error to say why: say it once per outage.
+      if (!this.#attemptErred) this.#tell(closedBeforeAccepted(url));
     }
+    this.#attemptErred = false;
     if (this.#timer !== undefined) return;
     const delay = backoffDelay(this.#backoff, this.#failures);
     this.#failures++;
@@ -156,8 +185,13 @@ export class BrokerConnection {
   }
 
   #report(error: ErrorWithReasonCode): void {
-    const { log, url, credentials } = this.#options;
-    const problem = describeProblem(error, url, credentials);
+    const { url, credentials } = this.#options;
+    this.#tell(describeProblem(error, url, credentials));
+  }
+
+  /** Says what went wrong: once per outage for each kind, and only at debug level after. */
+  #tell(problem: Problem): void {
+    const { log } = this.#options;
     if (this.#reported.has(problem.kind)) {
       log.debug(problem.message);
       return;

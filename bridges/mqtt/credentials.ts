@@ -57,7 +57,18 @@ export function parseCredentials(text: string, path: string): Credentials {
         } gives the ${key} a second time`,
       );
     }
-    values.set(key, line.slice(equals + 1));
+    const value = line.slice(equals + 1);
+    // `username = kitchen` read as the user " kitchen" fails at the broker as a wrong login: a
+    // user name never has blanks around it, and `key = value` is spacing, not a password's.
+    const spaced = /[ \t]$/.test(line.slice(0, equals)) && /^[ \t]/.test(value);
+    if ((key === "username" && value !== value.trim()) || spaced) {
+      throw new Deno.errors.InvalidData(
+        `Cannot read MQTT credentials from ${JSON.stringify(path)}: line ${
+          index + 1
+        } has blanks around its ${key}: write ${key}=VALUE, with nothing between = and the value`,
+      );
+    }
+    values.set(key, value);
   }
   const username = values.get("username");
   if (username === undefined || username === "") {

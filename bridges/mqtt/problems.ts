@@ -17,6 +17,20 @@ export interface Problem {
   level: "warn" | "error";
 }
 
+/**
+ * The broker (or whatever listens at its address) closed a connection before accepting it, and
+ * the client saw no error: no CONNACK at all.
+ */
+export function closedBeforeAccepted(url: string): Problem {
+  return {
+    kind: "closed before accepted",
+    level: "warn",
+    message: `${url} closed the connection before accepting it (no answer to the MQTT CONNECT): ` +
+      "is an MQTT broker listening there, with TLS if and only if the URL is mqtts://? Its log " +
+      "says why it hung up",
+  };
+}
+
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|HOSTNAME_)/;
 
 /** Turns an error of the MQTT client into a problem a person can act on. */

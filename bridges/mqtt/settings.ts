@@ -97,6 +97,9 @@ export interface MqttSettings {
   discoveryPrefix: string;
 }
 
+/** A host name (or IPv4 address): labels of letters, digits, `-` and `_`, a trailing dot or not. */
+const HOST_NAME = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/i;
+
 function hasControlCharacter(text: string): boolean {
   return Array.from(text).some((char) => char.charCodeAt(0) < 0x20 || char.charCodeAt(0) === 0x7f);
 }
@@ -125,7 +128,19 @@ export function parseBrokerUrl(
   if (url.hostname === "") throw invalid("it names no host");
   // Percent-escapes in a host pass the URL parser, and then fail where the bridge is given
   // --allow-net for it, as a crash loop: refused here, as a port 0 that no broker listens on.
-  if (url.hostname.includes("%")) throw invalid("its host holds a % escape");
+  if (url.hostname.includes("%")) {
+    throw invalid(
+      "its host holds a % escape (or letters beyond ASCII: write such a name in its xn-- form)",
+    );
+  }
+  // The URL parser takes almost anything as the host of an mqtt:// URL (`a=b`, `a,b`); Deno
+  // then refuses to connect there (a crash loop), or reads `a,b` in --allow-net as two hosts.
+  if (!/^\[[0-9a-f:.]+\]$/i.test(url.hostname) && !HOST_NAME.test(url.hostname)) {
+    throw invalid(
+      `its host ${JSON.stringify(url.hostname)} is no host name (letters, digits, - and _ in ` +
+        "labels between dots), IPv4 address or [IPv6] address",
+    );
+  }
   if (url.port === "0") throw invalid("port 0 is no port a broker listens on");
   if ((url.pathname !== "" && url.pathname !== "/") || url.search !== "" || url.hash !== "") {
     throw invalid("only a host and a port may follow the scheme");

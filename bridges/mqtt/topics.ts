@@ -40,10 +40,17 @@ export function homeAssistantStatusTopic(discoveryPrefix: string): string {
  * wildcards, no empty level, at most 200 characters. Throws a `TypeError` naming `flag`.
  */
 export function checkTopicPrefix(prefix: string, flag: string): string {
+  const unfit = unfitCharacter(prefix);
   const problem = prefix === ""
     ? "it is empty"
-    : /[+#\0]/.test(prefix)
-    ? "it holds a wildcard (+ or #) or a NUL"
+    : /[+#]/.test(prefix)
+    ? "it holds a wildcard (+ or #)"
+    : unfit !== undefined
+    ? `it holds U+${
+      unfit.toString(16).toUpperCase().padStart(4, "0")
+    }, a control character or a noncharacter, which brokers refuse in a topic`
+    : prefix.startsWith("$")
+    ? "it starts with $, which brokers keep for their own topics ($SYS)"
     : prefix.split("/").some((level) => level === "")
     ? "it has an empty level (a leading, trailing or double /)"
     : prefix.length > 200
@@ -53,6 +60,23 @@ export function checkTopicPrefix(prefix: string, flag: string): string {
     throw new TypeError(`Invalid ${flag} ${JSON.stringify(prefix)}: ${problem}`);
   }
   return prefix;
+}
+
+/**
+ * The first code point of `text` that MQTT says a topic should not hold (and mosquitto refuses,
+ * dropping the connection as malformed): a control character (C0, DEL, C1) or a noncharacter.
+ */
+function unfitCharacter(text: string): number | undefined {
+  for (const char of text) {
+    const code = char.codePointAt(0) ?? 0;
+    if (
+      code < 0x20 || (code >= 0x7f && code <= 0x9f) || (code >= 0xfdd0 && code <= 0xfdef) ||
+      (code & 0xfffe) === 0xfffe
+    ) {
+      return code;
+    }
+  }
+  return undefined;
 }
 
 /**
