@@ -8,7 +8,7 @@ import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
 import { testWith } from "./helpers/permissions.ts";
 import { warningsInto } from "./helpers/logs.ts";
-import { delay, GUARD_MS, within } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** CONNACK: session not present, connection accepted. */
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
@@ -17,6 +17,41 @@ const MALFORMED = new Uint8Array([0x36, 0x00]);
 
 /** Reads one whole MQTT packet from `conn`; returns its type (the high 4 bits of byte 0). */
 async function readPacket(conn: Deno.Conn): Promise<number> {
+  return (await readWholePacket(conn))[0] >> 4;
+}
+
+/**
+ * The protocol level a CONNECT asks for (4: MQTT 3.1.1, 5: MQTT 5) and, for MQTT 5, the Maximum
+ * Packet Size among its properties, if any.
+ */
+async function readConnect(conn: Deno.Conn): Promise<{ level: number; maxPacket?: number }> {
+  const packet = await readWholePacket(conn);
+  assertEquals(packet[0] >> 4, 1, "CONNECT");
+  let at = 1;
+  while (packet[at++] & 0x80); // the remaining length
+  at += 2 + 4; // "MQTT"
+  const level = packet[at];
+  if (level !== 5) return { level };
+  at += 1 + 1 + 2; // level, flags, keepalive
+  let length = 0;
+  for (let shift = 0;; shift += 7) {
+    const byte = packet[at++];
+    length |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) === 0) break;
+  }
+  const end = at + length;
+  const view = new DataView(packet.buffer, packet.byteOffset);
+  while (at < end) {
+    const id = packet[at++];
+    if (id === 0x27) return { level, maxPacket: view.getUint32(at) };
+    // The other properties a client sends in CONNECT: 4-byte, 2-byte or 1-byte values.
+    at += id === 0x11 || id === 0x18 ? 4 : id === 0x21 || id === 0x22 ? 2 : 1;
+  }
+  return { level };
+}
+
+/** Reads one whole MQTT packet from `conn`. */
+async function readWholePacket(conn: Deno.Conn): Promise<Uint8Array> {
   let bytes = new Uint8Array(0);
   const buffer = new Uint8Array(4096);
   for (;;) {
@@ -26,7 +61,7 @@ async function readPacket(conn: Deno.Conn): Promise<number> {
     for (let shift = 0; index < bytes.length && index < 5; shift += 7) {
       length |= (bytes[index] & 0x7f) << shift;
       if ((bytes[index++] & 0x80) === 0) {
-        if (bytes.length >= index + length) return bytes[0] >> 4;
+        if (bytes.length >= index + length) return bytes.subarray(0, index + length);
         break;
       }
     }
@@ -167,6 +202,36 @@ testWith(
       );
       assertEquals(why.length, 1, said.join("\n"));
       assertEquals(said.filter((line) => line.includes("before accepting")).length, 0);
+    } finally {
+      await connection.close();
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection speaks MQTT 5 with a small Maximum Packet Size, and 3.1.1 to a broker that refuses 5",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    const { MAX_INCOMING_PACKET } = await import("../bridges/mqtt/connection.ts");
+    try {
+      connection.start();
+      const first = await within(server.accept(), 2 * GUARD_MS);
+      assert(first !== undefined, "no connection from the client (hang guard)");
+      const asked = await readConnect(first);
+      assertEquals(asked, { level: 5, maxPacket: MAX_INCOMING_PACKET });
+      // What a 3.1.1 broker answers a CONNECT of another level: return code 1, then a hang-up.
+      await first.write(new Uint8Array([0x20, 0x02, 0x00, 0x01]));
+      first.close();
+      const second = await within(server.accept(), 2 * GUARD_MS);
+      assert(second !== undefined, "no second attempt (hang guard)");
+      assertEquals(await readConnect(second), { level: 4 });
+      await second.write(CONNACK);
+      await until(() => connection.connected, "connected over 3.1.1");
+      assertEquals(said, [], "a refusal of MQTT 5 is no problem to warn of");
+      second.close();
     } finally {
       await connection.close();
     }

@@ -196,6 +196,9 @@ testWithBroker(
         const ignoredBefore = launcher.matching(/Ignored/).length;
         const ledBefore = launcher.matching(LED_LINE).length;
         const bad: (string | Uint8Array)[] = [
+          // Longer than the Maximum Packet Size the bridge asks for (MQTT 5): the broker drops
+          // it, and the bridge never holds a megabyte to refuse it.
+          new Uint8Array(1 << 20).fill(0x41),
           "bogus",
           "also bogus",
           "",
@@ -219,6 +222,8 @@ testWithBroker(
         for (const kind of ["not ON, OFF or TOGGLE", "empty", "too long", "not UTF-8"]) {
           assertEquals(ignored.filter((line) => line.includes(kind)).length, 1, kind);
         }
+        const tooLong = ignored.find((line) => line.includes("too long")) ?? "";
+        assertStringIncludes(tooLong, "(100 bytes)", "the first too long to reach the bridge");
         assertEquals(
           launcher.matching(LED_LINE).length,
           ledBefore + 1,

@@ -18,6 +18,15 @@ export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter:
 
 /** A connection that lasted this long counts as healthy: the next outage starts the backoff over. */
 const STABLE_MS = 10_000;
+/**
+ * The longest packet the broker may send the bridge (MQTT 5's Maximum Packet Size): it drops a
+ * longer message, which is no command anyway (a `set` payload has at most 64 bytes), rather than
+ * have the bridge take it in whole before refusing it (150 MB took the bridge to 384 MiB).
+ */
+export const MAX_INCOMING_PACKET = 4096;
+/** CONNACK return codes that say the broker does not speak MQTT 5: 3.1.1's and 5's. */
+const UNSUPPORTED_VERSION = new Set([1, 132]);
+
 /** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
 const SHORT_LIVED_TO_WARN = 3;
 /** QoS 0 messages allowed to wait for the socket; more are dropped rather than queued. */
@@ -62,6 +71,8 @@ export class BrokerConnection {
   #shortLived = 0;
   /** An error was reported for the attempt under way: its close needs no words of its own. */
   #attemptErred = false;
+  /** MQTT 5, until a broker refuses it: then 3.1.1, which has no Maximum Packet Size. */
+  #version: 4 | 5 = 5;
   #connectedAt: number | undefined;
   /** Counts connections, so a callback from an old one does not touch the current count. */
   #generation = 0;
@@ -92,7 +103,8 @@ export class BrokerConnection {
       password: credentials?.password,
       ca,
       rejectUnauthorized: true,
-      protocolVersion: 4,
+      protocolVersion: this.#version,
+      properties: { maximumPacketSize: MAX_INCOMING_PACKET },
       clean: true,
       keepalive: this.#options.keepaliveSeconds ?? 30,
       connectTimeout: 10_000,
@@ -106,6 +118,7 @@ export class BrokerConnection {
     client.on("close", () => this.#onClose());
     client.on("error", (error) => {
       this.#attemptErred = true;
+      if (this.#fallBack(client, error as ErrorWithReasonCode)) return;
       this.#report(error as ErrorWithReasonCode);
       this.#dropIfOpen(client);
     });
@@ -182,6 +195,23 @@ export class BrokerConnection {
     if (this.#closing || client.disconnecting) return;
     const stream = client.stream as { destroyed?: boolean } | undefined;
     if (stream !== undefined && stream.destroyed === false) client.end(true);
+  }
+
+  /**
+   * Whether `error` was a broker's refusal of MQTT 5: the next attempt (made as after any
+   * refusal) speaks 3.1.1, said once.
+   */
+  #fallBack(client: MqttClient, error: ErrorWithReasonCode): boolean {
+    if (this.#version !== 5 || !UNSUPPORTED_VERSION.has(error.code as number)) return false;
+    this.#version = 4;
+    // reconnect() connects with these options.
+    client.options.protocolVersion = 4;
+    delete client.options.properties;
+    this.#options.log.info(
+      `The broker at ${this.#options.url} does not speak MQTT 5: using 3.1.1, in which it may ` +
+        `send messages of any length (the bridge still ignores any but short commands)`,
+    );
+    return true;
   }
 
   #report(error: ErrorWithReasonCode): void {
