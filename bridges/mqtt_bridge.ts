@@ -78,10 +78,11 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   const { prefix, clientId } = mqttIdentity(settings, name);
   const topics = topicsFor(prefix);
 
+  // The link first: a bad --remote then leaves no state file made for nothing.
+  using link = openRemoteLink(flags.remote);
   using state = openSystemState(flags);
   const { region, mirror } = state;
   using cell = openStateCell(region, { mirror });
-  using link = openRemoteLink(flags.remote);
   using commands = openCommandSender(link);
   using events = openEventReceiver(link);
   // Presses made while no bridge ran are old news: publishing them now would fire automations late.

@@ -245,6 +245,11 @@ async function main(flags: ButtonFlags): Promise<void> {
   setupLogging({ level: flags.logLevel, format: flags.logFormat });
   const signal = shutdownSignal(flags.parentPid);
   const log = logger("button");
+  // Loaded only with --remote: the link's modules (the ring among them) would cost every
+  // process that never uses them memory. Opened first: a bad --remote then leaves nothing made.
+  const remote = flags.remote === undefined ? undefined : await import("../app/remote/link.ts");
+  const link = flags.remote === undefined ? undefined : remote?.openRemoteLink(flags.remote);
+  using _link = link;
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
@@ -280,11 +285,6 @@ async function main(flags: ButtonFlags): Promise<void> {
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }
   await using _button = button;
-  // Loaded only with --remote: the link's modules (the ring among them) would cost every
-  // process that never uses them memory.
-  const remote = flags.remote === undefined ? undefined : await import("../app/remote/link.ts");
-  const link = flags.remote === undefined ? undefined : remote?.openRemoteLink(flags.remote);
-  using _link = link;
   using events = link && remote?.openEventSender(link);
   using commands = link && remote?.openCommandReceiver(link);
   const { PressReporter } = events ? await import("../app/remote/press_reporter.ts") : {};

@@ -789,6 +789,25 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "the bridge run by hand with a --remote that is no link names --remote, and leaves no state file behind",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using bridge = spawnDeno(`${ROOT}bridges/mqtt_bridge.ts`, [
+        ...["--state", `${dir}/state.dat`, "--remote", `${dir}/not-a-link`],
+        ...["--mqtt", "mqtt://127.0.0.1:1"],
+      ], {
+        permissions: ["--allow-ffi", "--allow-env", "--allow-read", "--allow-net=127.0.0.1:1"],
+      });
+      const { code, stderr } = await bridge.status();
+      assertEquals(code, 1, bridge.transcript);
+      assertStringIncludes(stderr, "Cannot open the remote link (--remote)");
+      assertEquals([...Deno.readDirSync(dir)], [], "the bridge left a file behind");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "launch --mqtt refuses a FIFO as --mqtt-credentials or --mqtt-ca at once, without waiting for a writer",
   async () => {
     await withTempDir(async (dir) => {

@@ -95,7 +95,16 @@ export function repairRemoteLink(link: SharedRegion, holder?: LinkHolder): LinkR
 
 /** Opens the link the launcher created, by the `/proc/PID/fd/N` path it handed over. */
 export function openRemoteLink(path: string): SharedRegion {
-  return openMemfdRegion(path, { size: REMOTE_LINK_SIZE });
+  try {
+    return openMemfdRegion(path, { size: REMOTE_LINK_SIZE });
+  } catch (error) {
+    // Named as the flag that gave it: the launcher passes it, and a person running a child by
+    // hand reads "memfd" and looks for a --memfd.
+    (error as Error).message = `Cannot open the remote link (--remote): ${
+      (error as Error).message
+    }`;
+    throw error;
+  }
 }
 
 /** The controller's end of the command channel. */
