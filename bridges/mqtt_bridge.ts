@@ -28,6 +28,7 @@ import config from "../deno.json" with { type: "json" };
 import { MqttBridge } from "./mqtt/bridge.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
+import { shellQuote } from "../app/shell_quote.ts";
 import { discoveryMessages } from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
@@ -119,7 +120,10 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
     },
   });
   log.info(
-    `Bridging to ${settings.url}; watch with: mosquitto_sub -h ${settings.host} -p ${settings.port} -v -t '${prefix}/#'`,
+    // mosquitto_sub takes an IPv6 address without its brackets.
+    `Bridging to ${settings.url}; watch with: mosquitto_sub -h ${
+      shellQuote(settings.host.replace(/^\[(.*)\]$/, "$1"))
+    } -p ${settings.port} -v -t ${shellQuote(`${prefix}/#`)}`,
   );
   bridge.start();
   try {

@@ -279,6 +279,7 @@ Deno.test("parseBrokerUrl() takes mqtt:// and mqtts:// with default ports and re
       // Both passed, then crash-looped the bridge (--allow-net refused %41), or said nothing.
       ["mqtt://%41", "% escape"],
       ["mqtt://127.0.0.1:0", "port 0"],
+      ["mqtt://broker.lan:99999", "port 99999 is no port: ports go from 1 to 65535"],
       // Passed, then crash-looped the bridge (Deno: "invalid char found in FQDN"), or, with a
       // comma, granted the bridge --allow-net to a second host on every port.
       ["mqtt://a=b:1883", 'its host "a=b" is no host name'],
@@ -481,4 +482,15 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
     describeProblem(error("getaddrinfo ENOTFOUND", "ENOTFOUND"), url, undefined).kind,
     "dns",
   );
+  // A certificate for another name: another CA would not help, so none is suggested.
+  const name = describeProblem(
+    error("Hostname/IP does not match certificate's altnames", "ERR_TLS_CERT_ALTNAME_INVALID"),
+    "mqtts://10.0.0.2:8883",
+    undefined,
+  );
+  assertStringIncludes(name.message, "is for another host name");
+  assert(!name.message.includes("--mqtt-ca"), name.message);
+  // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
+  const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined);
+  assertStringIncludes(reset.message, "use an mqtts:// URL");
 });

@@ -31,6 +31,9 @@ export function closedBeforeAccepted(url: string): Problem {
   };
 }
 
+/** A TLS failure that is about the host name, not the CA. */
+const NAME_MISMATCH = /ALTNAME|HOSTNAME|not valid for name|does not match/i;
+
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|HOSTNAME_)/;
 
 /** Turns an error of the MQTT client into a problem a person can act on. */
@@ -79,11 +82,31 @@ export function describeProblem(
         `Cannot reach the broker at ${url}: nothing accepts connections there (ECONNREFUSED)`,
     };
   }
+  if (code === "ECONNRESET" && url.startsWith("mqtt://")) {
+    return {
+      kind: "reset",
+      level: "warn",
+      message: `The broker at ${url} reset the connection (ECONNRESET): if that port takes ` +
+        "TLS (8883 usually does), use an mqtts:// URL",
+    };
+  }
   if (code === "ENOTFOUND" || code === "EAI_AGAIN") {
     return {
       kind: "dns",
       level: "warn",
       message: `Cannot find the broker's host in ${url} (${code})`,
+    };
+  }
+  if (
+    typeof code === "string" && TLS_CODES.test(code) &&
+    NAME_MISMATCH.test(`${code} ${error.message}`)
+  ) {
+    // Another CA would not help: the certificate is sound, for another name.
+    return {
+      kind: "tls",
+      level: "error",
+      message: `Cannot trust the broker at ${url}: ${error.message} (${code}); its certificate ` +
+        "is for another host name: put a name it was issued for in the URL",
     };
   }
   if (typeof code === "string" && TLS_CODES.test(code)) {

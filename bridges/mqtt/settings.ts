@@ -114,6 +114,10 @@ export function parseBrokerUrl(
   try {
     url = new URL(text);
   } catch {
+    const port = /:(\d+)\/?$/.exec(text)?.[1];
+    if (port !== undefined && Number(port) > 65535) {
+      throw invalid(`port ${port} is no port: ports go from 1 to 65535`);
+    }
     throw invalid("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]");
   }
   if (url.protocol !== "mqtt:" && url.protocol !== "mqtts:") {
