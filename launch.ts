@@ -178,9 +178,23 @@ function ownFifo(resources: Resources, path: string, identity: string): void {
  */
 function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string): void {
   ownFifo(resources, claim.path, identity);
-  claim.rekey();
-  claim.claimFile(identity);
-  claim.record(identity);
+  // Each step on its own, the record first: whatever fails, a launcher after this one still
+  // knows the FIFO for ours; the first failure is told after the rest were done.
+  let failed: unknown;
+  for (
+    const step of [
+      () => claim.record(identity),
+      () => claim.claimFile(identity),
+      () => claim.rekey(),
+    ]
+  ) {
+    try {
+      step();
+    } catch (error) {
+      failed ??= error;
+    }
+  }
+  if (failed !== undefined) throw failed;
 }
 
 /**

@@ -14,9 +14,9 @@
 
 import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
-import { statPath } from "../ffi/posix.ts";
+import { makeFifo, statPath } from "../ffi/posix.ts";
 import { DIRECTORY_LOOK_MS, REMAKE_DELAY_MS } from "../hw/fifo_button.ts";
-import { createFifo, ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
+import { checkPrivateDirectory, ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
 import { PathWatch } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
@@ -35,56 +35,88 @@ export interface FifoKeeperOptions {
   log: Logger;
 }
 
-/** Keeps a FIFO at `path` until `signal` aborts; see the module description. */
+/** How long to wait before trying again after a failure nobody can fix from here at once. */
+const RETRY_MS = 1_000;
+
+/**
+ * Keeps a FIFO at `path` until `signal` aborts; see the module description. Only the abort ends
+ * it: a failure (the directory replaced by a file, a removal still under way, a directory that
+ * is not private) is said once and tried again every second.
+ */
 export async function keepFifo(path: string, options: FifoKeeperOptions): Promise<void> {
   const { signal, log } = options;
   let identity = options.identity;
-  let directoryGone = false;
+  let failing = false;
   while (!signal.aborted) {
-    await untilFree(path, identity, signal);
-    // As the button used to: an `rm -rf` still emptying the directory would find a new FIFO
-    // in it and fail to remove it.
-    await delay(REMAKE_DELAY_MS, { signal }).catch(() => {});
-    while (!signal.aborted) {
-      const there = statPath(path);
-      if (there !== undefined) {
-        identity = there.identity; // not ours: looked after again once it goes
-        break;
-      }
-      const directory = parentOf(path);
-      if (statPath(directory, { follow: true }) === undefined) {
-        if (!options.remakeDirectory) {
-          if (!directoryGone) log.debug(`Waiting for the FIFO's directory ${directory} to be back`);
-          directoryGone = true;
-          await delay(DIRECTORY_LOOK_MS, { signal }).catch(() => {});
-          continue;
-        }
-        ensurePrivateDirectory(directory);
-      }
-      directoryGone = false;
-      let made;
-      try {
-        made = createFifo(path);
-      } catch (error) {
-        // Something took the path between the look and the mkfifo: the next look sees it.
-        if (error instanceof Deno.errors.AlreadyExists) continue;
-        throw error;
-      }
-      identity = made.identity;
-      log.info(`Made the FIFO ${JSON.stringify(path)} again`);
-      try {
-        options.onMade(identity);
-      } catch (error) {
-        // The FIFO is there and read all the same; only a launcher after this one could miss it.
+    try {
+      identity = await keepOnce(path, identity, options);
+      failing = false;
+    } catch (error) {
+      if (signal.aborted) return;
+      if (!failing) {
         log.warn(
-          `Could not claim the FIFO ${JSON.stringify(path)} made again: ${
+          `Cannot make the FIFO ${JSON.stringify(path)} again yet (trying every second): ${
             (error as Error).message
           }`,
         );
       }
-      break;
+      failing = true;
+      await delay(RETRY_MS, { signal }).catch(() => {});
     }
   }
+}
+
+/**
+ * Waits for the path to be free, then makes the FIFO again once it may; returns the identity of
+ * what is at the path then (the FIFO made, or what someone else put there meanwhile).
+ */
+async function keepOnce(
+  path: string,
+  identity: string,
+  { remakeDirectory, onMade, signal, log }: FifoKeeperOptions,
+): Promise<string> {
+  await untilFree(path, identity, signal);
+  // As the button used to: an `rm -rf` still emptying the directory would find a new FIFO in it
+  // and fail to remove it.
+  await delay(REMAKE_DELAY_MS, { signal }).catch(() => {});
+  let directoryGone = false;
+  while (!signal.aborted) {
+    const there = statPath(path);
+    if (there !== undefined) return there.identity; // not ours: looked after once it goes
+    const directory = parentOf(path);
+    if (statPath(directory, { follow: true }) === undefined) {
+      if (!remakeDirectory) {
+        if (!directoryGone) log.debug(`Waiting for the FIFO's directory ${directory} to be back`);
+        directoryGone = true;
+        await delay(DIRECTORY_LOOK_MS, { signal }).catch(() => {});
+        continue;
+      }
+      ensurePrivateDirectory(directory);
+    }
+    directoryGone = false;
+    checkPrivateDirectory(path, "create FIFO");
+    try {
+      // mkfifo itself, not createFifo(): that takes over a FIFO of ours already there, and one a
+      // user made since the look above is theirs, never to be claimed or removed at exit.
+      makeFifo(path, 0o600);
+    } catch (error) {
+      if (error instanceof Deno.errors.AlreadyExists) continue; // the next look sees whose
+      throw error;
+    }
+    const made = statPath(path);
+    if (made === undefined) continue; // removed at once: made again after the next look
+    log.info(`Made the FIFO ${JSON.stringify(path)} again`);
+    try {
+      onMade(made.identity);
+    } catch (error) {
+      // The FIFO is there and read all the same; only a launcher after this one could miss it.
+      log.warn(
+        `Could not claim the FIFO ${JSON.stringify(path)} made again: ${(error as Error).message}`,
+      );
+    }
+    return made.identity;
+  }
+  return identity;
 }
 
 /**
@@ -95,8 +127,12 @@ async function untilFree(path: string, identity: string, signal: AbortSignal): P
   let watch: PathWatch;
   try {
     watch = new PathWatch(path, identity);
-  } catch {
-    return; // its directory is gone: so is the path
+  } catch (error) {
+    // Its directory is gone (or a file took its name): so is the path.
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+      return;
+    }
+    throw error;
   }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });

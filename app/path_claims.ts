@@ -105,18 +105,23 @@ export class PathClaim {
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
   record(identity: string | undefined): void {
     this.#identity = identity;
+    this.#writeRecord();
+    for (const mirror of this.#mirrors) mirror.record(identity);
+  }
+
+  /** Writes this claim's own record (not its mirrors'). */
+  #writeRecord(): void {
     const record: Record = {
       pid: Deno.pid,
       kind: this.kind,
       path: this.path,
       absolute: absolutePath(this.kind, this.path),
       key: this.#key,
-      identity,
+      identity: this.#identity,
     };
     const bytes = encoder.encode(`${JSON.stringify(record)}\n`);
     posix.truncateFd(this.#fd, 0, this.#file);
     posix.writeAt(this.#fd, bytes, 0, this.#file);
-    for (const mirror of this.#mirrors) mirror.record(identity);
   }
 
   /**
@@ -201,9 +206,14 @@ export class PathClaim {
     if (this.#fd < 0) {
       throw new Deno.errors.BadResource(`The claim on ${JSON.stringify(this.path)} is released`);
     }
-    for (const mirror of this.#mirrors) mirror.rekey();
     const key = claimKey(this.kind, this.path);
-    if (key === this.#key) return;
+    // This claim first: if another launcher holds the new key, the mirrors stay as they are too.
+    if (key !== this.#key) this.#moveTo(key);
+    for (const mirror of this.#mirrors) mirror.rekey();
+  }
+
+  /** Takes the record for `key` in this claims directory, and lets go of the old one. */
+  #moveTo(key: string): void {
     const directory = parentOf(this.#file);
     // Removed with the path's directory, maybe (`rm -rf` of the runtime directory): as restore().
     ensurePrivateDirectory(parentOf(directory));
@@ -215,13 +225,16 @@ export class PathClaim {
     this.#directoryFd = fresh.#directoryFd;
     this.#key = key;
     this.#file = file;
-    // Removed while still locked, as release() does.
-    if (posix.statPath(old.file)?.identity === posix.statFd(old.fd, old.file).identity) {
-      posix.unlinkPath(old.file, "remove claim");
+    try {
+      // Removed while still locked, as release() does.
+      if (posix.statPath(old.file)?.identity === posix.statFd(old.fd, old.file).identity) {
+        posix.unlinkPath(old.file, "remove claim");
+      }
+    } finally {
+      posix.closeFd(old.fd);
+      if (old.directoryFd >= 0) posix.closeFd(old.directoryFd);
     }
-    posix.closeFd(old.fd);
-    if (old.directoryFd >= 0) posix.closeFd(old.directoryFd);
-    this.record(this.#identity);
+    this.#writeRecord();
   }
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */

@@ -167,6 +167,8 @@ export async function collectStats(
       // The clock every so many samples: reading it costs more than taking one.
       if ((++taken & 1023) === 0 && performance.now() - yielded >= YIELD_MS) {
         await turns.next();
+        // A ring never empty never reaches read()'s own look at the signal.
+        if (options.signal?.aborted) break;
         yielded = performance.now();
       }
     }

@@ -198,9 +198,10 @@ export class FifoButton implements Button {
     this.#onIgnored = options.onIgnored ?? (() => {});
     this.#onPath = options.onPath ?? (() => {});
     this.#remakeDirectory = options.remakeDirectory ?? false;
-    this.#watch = new PathWatch(path, identity);
-    this.#taken = fd < 0;
     this.#madeByOther = options.madeBy === "other";
+    // Its maker may be about to make the directory again: looked for, as the FIFO is.
+    this.#watch = new PathWatch(path, identity, { directoryMayBeMissing: this.#madeByOther });
+    this.#taken = fd < 0;
   }
 
   /** The FIFO's path. */

@@ -33,6 +33,24 @@ const decoder = new TextDecoder();
 export interface PathWatchOptions {
   /** An open fd of the inode, to hear of writes and truncation too. */
   fd?: number;
+  /**
+   * A missing directory is no error: the watch then reports nothing, and its owner looks at
+   * {@link PathWatch.status} now and then (as for a directory made again, which no watch set
+   * before it sees).
+   */
+  directoryMayBeMissing?: boolean;
+}
+
+/** The watch of `directory`, or -1 when it is missing and may be. */
+function watchDirectory(inotify: number, directory: string, options: PathWatchOptions): number {
+  try {
+    return posix.inotifyWatch(inotify, directory, DIRECTORY_EVENTS);
+  } catch (error) {
+    const missing = error instanceof Deno.errors.NotFound ||
+      error instanceof Deno.errors.NotADirectory;
+    if (missing && options.directoryMayBeMissing) return -1;
+    throw error;
+  }
 }
 
 /** Watches one path and, optionally, its inode; see the module description. */
@@ -58,7 +76,7 @@ export class PathWatch {
     this.#identity = identity;
     this.#inotify = posix.inotifyInit();
     try {
-      this.#directoryWatch = posix.inotifyWatch(this.#inotify, parentOf(path), DIRECTORY_EVENTS);
+      this.#directoryWatch = watchDirectory(this.#inotify, parentOf(path), options);
       this.#inodeWatch = options.fd === undefined
         ? -1
         : posix.inotifyWatch(this.#inotify, `/proc/self/fd/${options.fd}`, INODE_EVENTS);

@@ -278,6 +278,29 @@ testWith(
 
 testWith(
   NEEDS.files,
+  'with madeBy "other", a button opened while the FIFO\'s directory is missing waits for it (a button restarted after rm -rf crashed at its open)',
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/gone`;
+      const path = `${directory}/button.fifo`;
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, {
+        madeBy: "other",
+        onPath: (event) => events.push(event),
+      });
+      const presses = countPresses(button);
+      await settle(() => events.includes("directory-removed"));
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      makeFifo(path, 0o600);
+      await settle(() => events.includes("adopted"));
+      assertEquals(events, ["directory-removed", "adopted"]);
+      await pressOnce(path, presses);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "with onTaken, a refusal that is not about what is at the path (an unsafe directory) is still thrown",
   async () => {
     await withTempDir((dir) => {

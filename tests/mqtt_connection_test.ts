@@ -162,12 +162,15 @@ testWith(
     const connection = await quickConnection(server, said);
     try {
       connection.start();
+      const levels: number[] = [];
       for (let i = 0; i < 3; i++) {
         const conn = await within(server.accept(), 2 * GUARD_MS);
         assert(conn !== undefined, "no connection from the client (hang guard)");
-        assertEquals(await readPacket(conn), 1, "CONNECT");
+        levels.push((await readConnect(conn)).level);
         conn.close();
       }
+      // Some brokers hang up on a version they do not speak: after two, 3.1.1 is tried.
+      assertEquals(levels, [5, 5, 4]);
       const hungUp = said.filter((line) => line.includes("closed the connection before accepting"));
       assertEquals(hungUp.length, 1, said.join("\n"));
       assert(!connection.connected);

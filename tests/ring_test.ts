@@ -1575,7 +1575,7 @@ testWith(NEEDS.children, "deno task demo:ring streams samples and reports them",
 
 testWith(
   NEEDS.children,
-  "deno task demo:ring --rate 0 (a ring that is never empty) still reports once a second, and never an empty interval",
+  "deno task demo:ring streams samples at --rate 0 too (a ring that is never empty): it still reports once a second, and never an empty interval",
   async () => {
     // The consumer then always finds a sample waiting: its report timer and --seconds run only
     // because it lets the event loop turn now and then (it once reported every 2 s or so).

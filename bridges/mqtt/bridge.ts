@@ -138,6 +138,9 @@ export class MqttBridge {
   /** Availability, discovery and the state: everything a fresh broker or Home Assistant needs. */
   #announce(): void {
     this.#announcedAt = performance.now();
+    // This one answers an `online` waiting for its turn too.
+    clearTimeout(this.#announceLater);
+    this.#announceLater = undefined;
     const { topics, discovery, log } = this.#options;
     const sent = [
       this.#connection.publish(topics.availability, ONLINE, { retain: true }),

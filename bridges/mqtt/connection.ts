@@ -26,6 +26,11 @@ const STABLE_MS = 10_000;
 export const MAX_INCOMING_PACKET = 4096;
 /** CONNACK return codes that say the broker does not speak MQTT 5: 3.1.1's and 5's. */
 const UNSUPPORTED_VERSION = new Set([1, 132]);
+/**
+ * Hang-ups before accepting an MQTT 5 connection, in a row, after which 3.1.1 is tried: some
+ * brokers close a connection of a version they do not speak without a word.
+ */
+const V5_HANG_UPS = 2;
 
 /** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
 const SHORT_LIVED_TO_WARN = 3;
@@ -71,8 +76,12 @@ export class BrokerConnection {
   #shortLived = 0;
   /** An error was reported for the attempt under way: its close needs no words of its own. */
   #attemptErred = false;
+  /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
+  #fellBack = false;
   /** MQTT 5, until a broker refuses it: then 3.1.1, which has no Maximum Packet Size. */
   #version: 4 | 5 = 5;
+  /** Attempts in MQTT 5 the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
+  #v5HangUps = 0;
   #connectedAt: number | undefined;
   /** Counts connections, so a callback from an old one does not touch the current count. */
   #generation = 0;
@@ -153,6 +162,7 @@ export class BrokerConnection {
     if (this.#connectedAt !== undefined) {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
+      this.#v5HangUps = 0;
       if (lasted >= STABLE_MS) {
         this.#failures = 0;
         this.#shortLived = 0;
@@ -170,11 +180,19 @@ export class BrokerConnection {
       }
       log.warn(`Lost the connection to ${url}; reconnecting`);
     } else {
-      this.#refusals++;
+      // A failed attempt ends a run of short-lived connections: an outage, not a rival client.
+      this.#shortLived = 0;
+      if (!this.#fellBack) this.#refusals++;
       // Closed before the broker's answer, with no error to say why: say it once per outage.
-      if (!this.#attemptErred) this.#tell(closedBeforeAccepted(url));
+      if (!this.#attemptErred) {
+        const client = this.#client;
+        if (this.#version === 5 && ++this.#v5HangUps >= V5_HANG_UPS && client !== undefined) {
+          this.#fallBackTo311(client, `hung up on it ${V5_HANG_UPS} times before accepting it`);
+        } else this.#tell(closedBeforeAccepted(url));
+      }
     }
     this.#attemptErred = false;
+    this.#fellBack = false;
     if (this.#timer !== undefined) return;
     const delay = backoffDelay(this.#backoff, this.#failures);
     this.#failures++;
@@ -203,15 +221,21 @@ export class BrokerConnection {
    */
   #fallBack(client: MqttClient, error: ErrorWithReasonCode): boolean {
     if (this.#version !== 5 || !UNSUPPORTED_VERSION.has(error.code as number)) return false;
+    this.#fallBackTo311(client, "refused it");
+    return true;
+  }
+
+  /** Makes the next attempt speak MQTT 3.1.1, and says why once. */
+  #fallBackTo311(client: MqttClient, why: string): void {
     this.#version = 4;
+    this.#fellBack = true;
     // reconnect() connects with these options.
     client.options.protocolVersion = 4;
     delete client.options.properties;
     this.#options.log.info(
-      `The broker at ${this.#options.url} does not speak MQTT 5: using 3.1.1, in which it may ` +
-        `send messages of any length (the bridge still ignores any but short commands)`,
+      `The broker at ${this.#options.url} ${why} in MQTT 5: using 3.1.1, in which it may send ` +
+        "messages of any length (the bridge still ignores any but short commands)",
     );
-    return true;
   }
 
   #report(error: ErrorWithReasonCode): void {

@@ -1,0 +1,92 @@
+/**
+ * The launcher's FIFO keeper (app/fifo_keeper.ts) on real files: it makes the FIFO again once
+ * the path is free, leaves what others put there alone, and a failure does not end it.
+ */
+import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
+import { keepFifo } from "../app/fifo_keeper.ts";
+import { makeFifo, statPath } from "../ffi/posix.ts";
+import { warningsInto } from "./helpers/logs.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { removeTree, withTempDir } from "./helpers/temp.ts";
+import { delay, until } from "./helpers/waiting.ts";
+
+/** Keeps the FIFO at `path` (made here) until the returned stop is called. */
+function keeping(path: string, said: string[], made: string[]): () => Promise<void> {
+  makeFifo(path, 0o600);
+  const stop = new AbortController();
+  const kept = keepFifo(path, {
+    identity: statPath(path)?.identity ?? "",
+    remakeDirectory: false,
+    onMade: (identity) => made.push(identity),
+    signal: stop.signal,
+    log: warningsInto(said),
+  });
+  return async () => {
+    stop.abort();
+    await kept;
+  };
+}
+
+testWith(
+  NEEDS.files,
+  "keepFifo() makes the FIFO again once it is removed, and leaves a user's FIFO put in its place alone",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const stop = keeping(path, said, made);
+      try {
+        const first = statPath(path)?.identity;
+        Deno.removeSync(path);
+        await until(() => made.length === 1, "made again");
+        assertEquals(statPath(path)?.identity, made[0]);
+        assertNotEquals(made[0], first);
+        // A user's FIFO moved onto the path (never free): not made, not claimed.
+        makeFifo(`${path}.new`, 0o600);
+        Deno.renameSync(`${path}.new`, path);
+        const users = statPath(path)?.identity;
+        await delay(500);
+        assertEquals(made.length, 1);
+        assertEquals(statPath(path)?.identity, users);
+        // Once the user removes theirs, the path is free: made again.
+        Deno.removeSync(path);
+        await until(() => made.length === 2, "made again after the user's went");
+        assertEquals(said, []);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "keepFifo() goes on after a failure: a file put where the FIFO's directory was is said once, and the FIFO is made once the directory is back",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const stop = keeping(path, said, made);
+      try {
+        await removeTree(directory);
+        Deno.writeTextFileSync(directory, "not a directory");
+        await until(() => said.length > 0, "the failure said");
+        assertStringIncludes(said[0], "Cannot make the FIFO");
+        await delay(1500); // a retry or two: said once
+        assertEquals(said.length, 1, said.join("\n"));
+        Deno.removeSync(directory);
+        Deno.mkdirSync(directory, { mode: 0o700 });
+        await until(() => made.length === 1, "made once the directory is back", {
+          timeoutMs: 10_000,
+        });
+        assert(Deno.lstatSync(path).isFifo);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);
