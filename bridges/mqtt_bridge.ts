@@ -20,6 +20,7 @@ import {
 } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
 import { logger, setupLogging } from "../app/logging.ts";
+import { BacklogReport } from "./mqtt/backlog_report.ts";
 import { CommandForwarder } from "../app/remote/command_forwarder.ts";
 import { openCommandSender, openEventReceiver, openRemoteLink } from "../app/remote/link.ts";
 import { isPress } from "../app/remote/messages.ts";
@@ -89,14 +90,10 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   // Presses made while no bridge ran are old news: publishing them now would fire automations late.
   const stale = events.discardWaiting();
   if (stale > 0) log.debug(`Skipped ${stale} presses made before the bridge started`);
+  using backlog = new BacklogReport(log);
   using forwarder = new CommandForwarder(commands, {
-    onWaiting: (reason) =>
-      log.warn(
-        reason === "full"
-          ? "The button process is behind with commands: folding the next ones together"
-          : "No button process takes commands right now: holding the latest until one does",
-      ),
-    onCaughtUp: (merged) => log.info(`Commands flow again (${merged} folded into others)`),
+    onWaiting: (reason) => backlog.waiting(reason),
+    onCaughtUp: (merged) => backlog.caughtUp(merged),
     onError: (error) => log.error(`Cannot hand commands to the button process: ${error.message}`),
   });
 

@@ -19,6 +19,8 @@ import {
 } from "../bridges/mqtt/credentials.ts";
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
 import { describeProblem } from "../bridges/mqtt/problems.ts";
+import { delay } from "./helpers/waiting.ts";
+import { BacklogReport } from "../bridges/mqtt/backlog_report.ts";
 import { localMachine, MACHINE_ID_PATHS, mqttIdentity } from "../bridges/mqtt/identity.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
 import { OncePerKind, parseSetPayload } from "../bridges/mqtt/set_payload.ts";
@@ -493,4 +495,35 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
   // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
   const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined);
   assertStringIncludes(reset.message, "use an mqtts:// URL");
+});
+
+Deno.test("BacklogReport says a run of backlogs once, and how much was folded once it is over", async () => {
+  const lines: string[] = [];
+  const log = {
+    debug: () => {},
+    info: (line: string) => lines.push(`info ${line}`),
+    warn: (line: string) => lines.push(`warn ${line}`),
+    error: (line: string) => lines.push(`error ${line}`),
+  };
+  {
+    using report = new BacklogReport(log);
+    // A flood: behind and caught up again, 100 times in a row.
+    for (let i = 0; i < 100; i++) {
+      report.waiting("full");
+      report.caughtUp(2);
+    }
+    assertEquals(lines, [
+      "warn The button process is behind with commands: folding the next ones together",
+    ]);
+    await delay(1_300);
+    assertEquals(lines.length, 2, lines.join("\n"));
+    assertEquals(lines[1], "info Commands flow again (200 folded into others)");
+    // Another reason is another warning; what is pending at the end is said at once.
+    report.waiting("no receiver");
+    report.caughtUp(0);
+  }
+  assertEquals(lines.slice(2), [
+    "warn No button process takes commands right now: holding the latest until one does",
+    "info Commands flow again (0 folded into others)",
+  ]);
 });

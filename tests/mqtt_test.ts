@@ -234,6 +234,7 @@ testWithBroker(
       await t.step(
         "a flood of set commands leaves the bridge up and responsive, and the LED ends at the last command",
         async () => {
+          const beforeFlood = launcher.lines.length;
           const flood = [];
           for (let i = 0; i < 3000; i++) flood.push(early.publish(topics.set, "TOGGLE"));
           flood.push(early.publish(topics.set, "ON"));
@@ -254,6 +255,9 @@ testWithBroker(
           assertEquals(launcher.matching(/Started mqtt/).length, 1);
           const applied = launcher.matching(/Remote command/).length;
           assert(applied <= 3000 + 4, `${applied} commands applied`);
+          // Behind and caught up again many times: said once, not once each time.
+          const behind = launcher.matching(/behind with commands/, beforeFlood);
+          assert(behind.length <= 1, behind.join("\n"));
         },
       );
 
