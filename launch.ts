@@ -580,9 +580,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         onMade: (identity) => madeFifoAgain(fifoClaim, resources, identity),
         signal: stop.signal,
         log,
-      }).catch((error: Error) =>
-        log.error(`Stopped keeping the FIFO ${JSON.stringify(fifoClaim.path)}: ${error.message}`)
-      );
+      });
     }
 
     const supervise = (spec: LaunchedChild): Supervisor =>

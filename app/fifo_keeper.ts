@@ -124,16 +124,8 @@ async function keepOnce(
  * the watch, set on the directory, reports each change of the path, looked at again each time.
  */
 async function untilFree(path: string, identity: string, signal: AbortSignal): Promise<void> {
-  let watch: PathWatch;
-  try {
-    watch = new PathWatch(path, identity);
-  } catch (error) {
-    // Its directory is gone (or a file took its name): so is the path.
-    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
-      return;
-    }
-    throw error;
-  }
+  // Its directory gone (or a file in its place): so is the path, as the look below finds.
+  const watch = new PathWatch(path, identity, { directoryMayBeMissing: true });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   try {

@@ -184,14 +184,7 @@ export class PathClaim {
     if (this.#fd < 0) return restored;
     const held = posix.statFd(this.#fd, this.#file).identity;
     if (posix.statPath(this.#file)?.identity === held) return restored;
-    const directory = parentOf(this.#file);
-    ensurePrivateDirectory(parentOf(directory));
-    ensurePrivateDirectory(directory);
-    const fresh = claim(this.#file, this.#key, this.kind, this.path, "keep the claims");
-    posix.closeFd(this.#fd);
-    if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
-    this.#fd = fresh.#fd;
-    this.#directoryFd = fresh.#directoryFd;
+    closeHeld(this.#holdRecord(this.#key));
     this.record(this.#identity);
     return restored + 1;
   }
@@ -214,8 +207,24 @@ export class PathClaim {
 
   /** Takes the record for `key` in this claims directory, and lets go of the old one. */
   #moveTo(key: string): void {
+    const old = this.#holdRecord(key);
+    try {
+      // Removed while still locked, as release() does.
+      if (posix.statPath(old.file)?.identity === posix.statFd(old.fd, old.file).identity) {
+        posix.unlinkPath(old.file, "remove claim");
+      }
+    } finally {
+      closeHeld(old);
+    }
+    this.#writeRecord();
+  }
+
+  /**
+   * Locks the record for `key` in this claim's claims directory (made again 0700 if `rm -rf`
+   * took it) and holds it from now on. Returns what was held before, for the caller to let go.
+   */
+  #holdRecord(key: string): HeldRecord {
     const directory = parentOf(this.#file);
-    // Removed with the path's directory, maybe (`rm -rf` of the runtime directory): as restore().
     ensurePrivateDirectory(parentOf(directory));
     ensurePrivateDirectory(directory);
     const file = `${directory}/${recordName(key)}`;
@@ -225,16 +234,7 @@ export class PathClaim {
     this.#directoryFd = fresh.#directoryFd;
     this.#key = key;
     this.#file = file;
-    try {
-      // Removed while still locked, as release() does.
-      if (posix.statPath(old.file)?.identity === posix.statFd(old.fd, old.file).identity) {
-        posix.unlinkPath(old.file, "remove claim");
-      }
-    } finally {
-      posix.closeFd(old.fd);
-      if (old.directoryFd >= 0) posix.closeFd(old.directoryFd);
-    }
-    this.#writeRecord();
+    return old;
   }
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
@@ -252,6 +252,19 @@ export class PathClaim {
     if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
     this.#directoryFd = -1;
   }
+}
+
+/** A record a claim held: its locked fd, the claims directory's lock (or -1), its file. */
+interface HeldRecord {
+  fd: number;
+  directoryFd: number;
+  file: string;
+}
+
+/** Lets go of a record held before (its fds; the file is the caller's to remove or not). */
+function closeHeld(held: HeldRecord): void {
+  posix.closeFd(held.fd);
+  if (held.directoryFd >= 0) posix.closeFd(held.directoryFd);
 }
 
 /** A shared lock on `directory`, best effort (-1 when it cannot be had at once). */

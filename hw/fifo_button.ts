@@ -337,9 +337,9 @@ export class FifoButton implements Button {
     }
     const directory = parentOf(this.#path);
     if (statPath(directory, { follow: true }) === undefined) {
-      if (!this.#remakeDirectory || this.#madeByOther) {
-        // The maker makes the directory again when it is ours, and says nothing: nor does this.
-        if (this.#madeByOther && this.#remakeDirectory) return REMAKE_DELAY_MS;
+      // The maker makes the directory again when it is ours, and says nothing: nor does this.
+      if (this.#madeByOther && this.#remakeDirectory) return REMAKE_DELAY_MS;
+      if (this.#madeByOther || !this.#remakeDirectory) {
         if (!this.#directoryGone) this.#onPath("directory-removed");
         this.#directoryGone = true;
         return DIRECTORY_LOOK_MS;

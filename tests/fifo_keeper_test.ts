@@ -10,14 +10,22 @@ import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
 
-/** Keeps the FIFO at `path` (made here) until the returned stop is called. */
-function keeping(path: string, said: string[], made: string[]): () => Promise<void> {
+/**
+ * Keeps the FIFO at `path` (made here) until the returned stop is called; `onMade` is told of
+ * each one made (by default, into `made`).
+ */
+function keeping(
+  path: string,
+  said: string[],
+  made: string[],
+  onMade = (identity: string): void => void made.push(identity),
+): () => Promise<void> {
   makeFifo(path, 0o600);
   const stop = new AbortController();
   const kept = keepFifo(path, {
     identity: statPath(path)?.identity ?? "",
     remakeDirectory: false,
-    onMade: (identity) => made.push(identity),
+    onMade,
     signal: stop.signal,
     log: warningsInto(said),
   });
@@ -84,6 +92,34 @@ testWith(
           timeoutMs: 10_000,
         });
         assert(Deno.lstatSync(path).isFifo);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "keepFifo() whose FIFO cannot be claimed says so and goes on: the FIFO is there, and made again after the next removal",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const stop = keeping(path, said, made, (identity) => {
+        made.push(identity);
+        throw new Deno.errors.Busy("another launcher (pid 7) is using the FIFO");
+      });
+      try {
+        Deno.removeSync(path);
+        await until(() => made.length === 1, "made again");
+        assert(Deno.lstatSync(path).isFifo);
+        assertEquals(said.length, 1, said.join("\n"));
+        assertStringIncludes(said[0], "Could not claim the FIFO");
+        assertStringIncludes(said[0], "another launcher (pid 7)");
+        Deno.removeSync(path);
+        await until(() => made.length === 2, "made again after the next removal");
       } finally {
         await stop();
       }

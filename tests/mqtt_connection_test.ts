@@ -74,6 +74,13 @@ async function readWholePacket(conn: Deno.Conn): Promise<Uint8Array> {
   }
 }
 
+/** The client's next connection to `server` (a hang guard: the test fails if none comes). */
+async function nextConnection(server: Deno.TcpListener): Promise<Deno.TcpConn> {
+  const conn = await within(server.accept(), 2 * GUARD_MS);
+  assert(conn !== undefined, "no connection from the client (hang guard)");
+  return conn;
+}
+
 testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
   "BrokerConnection drops a connection the broker sent a malformed packet on, and reconnects",
@@ -83,8 +90,7 @@ testWith(
     using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const accepted: Deno.Conn[] = [];
     const accept = async (): Promise<Deno.Conn> => {
-      const conn = await within(server.accept(), 2 * GUARD_MS);
-      assert(conn !== undefined, "no connection from the client (hang guard)");
+      const conn = await nextConnection(server);
       accepted.push(conn);
       return conn;
     };
@@ -164,8 +170,7 @@ testWith(
       connection.start();
       const levels: number[] = [];
       for (let i = 0; i < 3; i++) {
-        const conn = await within(server.accept(), 2 * GUARD_MS);
-        assert(conn !== undefined, "no connection from the client (hang guard)");
+        const conn = await nextConnection(server);
         levels.push((await readConnect(conn)).level);
         conn.close();
       }
@@ -190,16 +195,14 @@ testWith(
     try {
       connection.start();
       for (let i = 0; i < 3; i++) {
-        const conn = await within(server.accept(), 2 * GUARD_MS);
-        assert(conn !== undefined, "no connection from the client (hang guard)");
+        const conn = await nextConnection(server);
         assertEquals(await readPacket(conn), 1, "CONNECT");
         await conn.write(CONNACK);
         await delay(50);
         conn.close();
       }
       // The third close is told after the fourth attempt has begun: wait for that attempt.
-      const fourth = await within(server.accept(), 2 * GUARD_MS);
-      fourth?.close();
+      (await nextConnection(server)).close();
       const why = said.filter((line) =>
         line.includes('another client may be connecting as "mmap-ipc-connection-test"')
       );
@@ -221,15 +224,13 @@ testWith(
     const { MAX_INCOMING_PACKET } = await import("../bridges/mqtt/connection.ts");
     try {
       connection.start();
-      const first = await within(server.accept(), 2 * GUARD_MS);
-      assert(first !== undefined, "no connection from the client (hang guard)");
+      const first = await nextConnection(server);
       const asked = await readConnect(first);
       assertEquals(asked, { level: 5, maxPacket: MAX_INCOMING_PACKET });
       // What a 3.1.1 broker answers a CONNECT of another level: return code 1, then a hang-up.
       await first.write(new Uint8Array([0x20, 0x02, 0x00, 0x01]));
       first.close();
-      const second = await within(server.accept(), 2 * GUARD_MS);
-      assert(second !== undefined, "no second attempt (hang guard)");
+      const second = await nextConnection(server);
       assertEquals(await readConnect(second), { level: 4 });
       await second.write(CONNACK);
       await until(() => connection.connected, "connected over 3.1.1");

@@ -34,6 +34,11 @@ const V5_HANG_UPS = 2;
 
 /** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
 const SHORT_LIVED_TO_WARN = 3;
+/** Whether `client` connects with MQTT 5 (not yet fallen back to 3.1.1). */
+function speaks5(client: MqttClient): boolean {
+  return client.options.protocolVersion === 5;
+}
+
 /** QoS 0 messages allowed to wait for the socket; more are dropped rather than queued. */
 const MAX_UNWRITTEN = 32;
 const GRACE_MS = 2_000;
@@ -78,8 +83,6 @@ export class BrokerConnection {
   #attemptErred = false;
   /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
   #fellBack = false;
-  /** MQTT 5, until a broker refuses it: then 3.1.1, which has no Maximum Packet Size. */
-  #version: 4 | 5 = 5;
   /** Attempts in MQTT 5 the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
   #v5HangUps = 0;
   #connectedAt: number | undefined;
@@ -112,7 +115,8 @@ export class BrokerConnection {
       password: credentials?.password,
       ca,
       rejectUnauthorized: true,
-      protocolVersion: this.#version,
+      // MQTT 5, until a broker refuses it: then 3.1.1 (see #fallBackTo311).
+      protocolVersion: 5,
       properties: { maximumPacketSize: MAX_INCOMING_PACKET },
       clean: true,
       keepalive: this.#options.keepaliveSeconds ?? 30,
@@ -186,7 +190,7 @@ export class BrokerConnection {
       // Closed before the broker's answer, with no error to say why: say it once per outage.
       if (!this.#attemptErred) {
         const client = this.#client;
-        if (this.#version === 5 && ++this.#v5HangUps >= V5_HANG_UPS && client !== undefined) {
+        if (client !== undefined && speaks5(client) && ++this.#v5HangUps >= V5_HANG_UPS) {
           this.#fallBackTo311(client, `hung up on it ${V5_HANG_UPS} times before accepting it`);
         } else this.#tell(closedBeforeAccepted(url));
       }
@@ -220,14 +224,13 @@ export class BrokerConnection {
    * refusal) speaks 3.1.1, said once.
    */
   #fallBack(client: MqttClient, error: ErrorWithReasonCode): boolean {
-    if (this.#version !== 5 || !UNSUPPORTED_VERSION.has(error.code as number)) return false;
+    if (!speaks5(client) || !UNSUPPORTED_VERSION.has(error.code as number)) return false;
     this.#fallBackTo311(client, "refused it");
     return true;
   }
 
   /** Makes the next attempt speak MQTT 3.1.1, and says why once. */
   #fallBackTo311(client: MqttClient, why: string): void {
-    this.#version = 4;
     this.#fellBack = true;
     // reconnect() connects with these options.
     client.options.protocolVersion = 4;
