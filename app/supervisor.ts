@@ -14,6 +14,7 @@ import { backoffDelay } from "./backoff.ts";
 import { CHILD_RUNTIME_ENV, inheritedEnv } from "./child_env.ts";
 import { consoleOutput } from "./console_output.ts";
 import { ErrorOutput } from "./error_output.ts";
+import { EXIT_SHORTAGE } from "./exit_status.ts";
 
 /** What to run. */
 export interface ChildSpec {
@@ -42,14 +43,25 @@ export interface RestartPolicy {
   stableAfterMs: number;
   /** Crashes in a row (each before `stableAfterMs`) after which the launcher gives up. */
   maxCrashes: number;
+  /**
+   * How long a child that keeps failing for a shortage of a system resource (it exits with
+   * {@link EXIT_SHORTAGE}: too many open files, no memory) is restarted before those failures
+   * count as crashes: a shortage that passes must not end the whole system, and one that stays
+   * is a crash like any other.
+   */
+  shortageGraceMs: number;
 }
 
-/** The defaults: 100 ms doubling to 2 s, five quick crashes in a row end it. */
+/**
+ * The defaults: 100 ms doubling to 2 s, five quick crashes in a row end it; a shortage gets
+ * 30 s to pass.
+ */
 export const DEFAULT_RESTART_POLICY: RestartPolicy = {
   initialDelayMs: 100,
   maxDelayMs: 2_000,
   stableAfterMs: 5_000,
   maxCrashes: 5,
+  shortageGraceMs: 30_000,
 };
 
 /** Thrown when a child keeps crashing: says which, how often, and its last error output. */
@@ -175,7 +187,11 @@ export class Supervisor {
    */
   async run(signal: AbortSignal): Promise<void> {
     const { name } = this.#spec;
+    const backoff = { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs };
     let crashes = 0;
+    /** When the run of shortage failures going on began, and how many it has had. */
+    let shortSince: number | undefined;
+    let shortages = 0;
     while (!signal.aborted) {
       const started = performance.now();
       const ran = await this.#runOnce(signal);
@@ -183,15 +199,28 @@ export class Supervisor {
         await sleep(GROUP_SIGNAL_GRACE_MS, { signal }).catch(() => {});
       }
       if (signal.aborted) return;
-      crashes = performance.now() - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
-      if (crashes >= this.#policy.maxCrashes) {
-        throw new ChildCrashLoop(name, crashes, ran.lastError, ran.how);
+      const ended = performance.now();
+      const short = ran.code === EXIT_SHORTAGE;
+      if (!short || ended - started >= this.#policy.stableAfterMs) {
+        shortSince = undefined;
+        shortages = 0;
       }
-      const delay = backoffDelay(
-        { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs },
-        crashes - 1,
-      );
-      this.#log.warn(`${name} ${ran.how}; restarting in ${delay} ms`);
+      let delay: number;
+      if (short && ended - (shortSince ??= started) < this.#policy.shortageGraceMs) {
+        delay = backoffDelay(backoff, shortages++);
+        this.#log.warn(
+          `${name} is short of a system resource (${
+            ran.lastError || ran.how
+          }); not counted as a crash while it may pass, restarting in ${delay} ms`,
+        );
+      } else {
+        crashes = ended - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
+        if (crashes >= this.#policy.maxCrashes) {
+          throw new ChildCrashLoop(name, crashes, ran.lastError, ran.how);
+        }
+        delay = backoffDelay(backoff, crashes - 1);
+        this.#log.warn(`${name} ${ran.how}; restarting in ${delay} ms`);
+      }
       await sleep(delay, { signal }).catch(() => {}); // an abort ends the pause early
       if (signal.aborted) return;
       try {
@@ -206,7 +235,7 @@ export class Supervisor {
   /** Starts the child once and waits for it to end: how it ended, and what it said. */
   async #runOnce(
     signal: AbortSignal,
-  ): Promise<{ how: string; lastError: string; signal: string | null }> {
+  ): Promise<{ how: string; lastError: string; signal: string | null; code: number | null }> {
     let spawned;
     try {
       spawned = this.#spawn();
@@ -214,7 +243,7 @@ export class Supervisor {
       const reason = `could not be started with ${JSON.stringify(this.#executable)}: ${
         (error as Error).message
       }`;
-      return { how: reason, lastError: reason, signal: null };
+      return { how: reason, lastError: reason, signal: null, code: null };
     }
     const { child, output, errors } = spawned;
     this.#child = child;
@@ -229,7 +258,12 @@ export class Supervisor {
     const how = status.signal !== null
       ? `was killed by ${status.signal}`
       : `exited with code ${status.code}`;
-    return { how, lastError: errors.summary(), signal: status.signal };
+    return {
+      how,
+      lastError: errors.summary(),
+      signal: status.signal,
+      code: status.signal === null ? status.code : null,
+    };
   }
 
   /** SIGTERM, then SIGKILL if the child has not gone after a grace period. */

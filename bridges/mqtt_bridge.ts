@@ -34,6 +34,7 @@ import { discoveryMessages } from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
 import { deviceId, topicsFor } from "./mqtt/topics.ts";
+import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The MQTT bridge process's command line. */
 export const MQTT_BRIDGE_COMMAND = defineCommand({
@@ -165,6 +166,6 @@ if (import.meta.main) {
     await main(flags, settings);
   } catch (error) {
     console.error(`mqtt: ${(error as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(failureExitStatus(error));
   }
 }

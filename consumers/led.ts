@@ -21,6 +21,7 @@ import { logger, setupLogging } from "../app/logging.ts";
 import { ConsoleLed } from "../hw/console_led.ts";
 import type { Led } from "../hw/types.ts";
 import { openStateCell, type StateCell } from "../lib/state_cell.ts";
+import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The LED process's command line. */
 export const LED_COMMAND = defineCommand({
@@ -129,6 +130,6 @@ if (import.meta.main) {
     await main(flags);
   } catch (error) {
     console.error(`led: ${(error as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(failureExitStatus(error));
   }
 }

@@ -113,9 +113,10 @@ export interface TakenFifo {
   /**
    * `"foreign"`: not a FIFO of this user's (a file, a symlink, a directory, another user's
    * FIFO); `"read"`: a FIFO another process reads; `"mode"`: a FIFO of this user's whose mode
-   * keeps its owner from reading it (chmod).
+   * keeps its owner from reading it (chmod); `"unreachable"`: a directory on the way does not
+   * let this user look into it (`chmod 000` of the FIFO's directory), so nothing can be told.
    */
-  reason: "foreign" | "read" | "mode";
+  reason: "foreign" | "read" | "mode" | "unreachable";
   /** The refusal an open without `onTaken` throws, naming the path and why. */
   error: Error;
 }
@@ -199,8 +200,11 @@ export class FifoButton implements Button {
     this.#onPath = options.onPath ?? (() => {});
     this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#madeByOther = options.madeBy === "other";
-    // Its maker may be about to make the directory again: looked for, as the FIFO is.
-    this.#watch = new PathWatch(path, identity, { directoryMayBeMissing: this.#madeByOther });
+    // Its maker may be about to make the directory again, or it may be closed to this user
+    // (chmod) at a restart: looked at now and then, as the FIFO is.
+    this.#watch = new PathWatch(path, identity, {
+      directoryMayBeMissing: this.#madeByOther || fd < 0,
+    });
     this.#taken = fd < 0;
   }
 
@@ -330,7 +334,15 @@ export class FifoButton implements Button {
     // What is at the path may be the FIFO its maker made, in a directory made again, which the
     // watch (set on the one removed) does not see: looked at, not waited for.
     if (this.#madeByOther) this.#taken = true;
-    if (this.#watch.status() !== "removed") {
+    let status;
+    try {
+      status = this.#watch.status();
+    } catch (error) {
+      // The directory closed to this user (said at the open: see onTaken): looked at again.
+      if (error instanceof Deno.errors.PermissionDenied && this.#taken) return TAKEN_LOOK_MS;
+      throw error;
+    }
+    if (status !== "removed") {
       // Taken: what is there may become usable (its reader gone, chmod back) with no event.
       if (!this.#taken) return "taken";
       return this.#adoptIfUsable() ? "remade" : TAKEN_LOOK_MS;
@@ -503,15 +515,15 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
-  if (options.madeBy === "other" && statPath(path) === undefined) {
-    // Its maker makes it (again) in a moment: looked for at once, and then while it is not there.
-    return new FifoButton(path, -1, "", false, options);
-  }
   const taken = options.onTaken === undefined ? undefined : refusalAt(path);
   if (taken !== undefined) {
     options.onTaken?.(taken.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
     return new FifoButton(path, -1, taken.identity, false, options);
+  }
+  if (options.madeBy === "other" && statPath(path) === undefined) {
+    // Its maker makes it (again) in a moment: looked for at once, and then while it is not there.
+    return new FifoButton(path, -1, "", false, options);
   }
   const { fd, identity, created } = openFifo(path, options);
   try {
@@ -529,7 +541,23 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
  * Any other failure (the directory, the system) is left for the open to report.
  */
 function refusalAt(path: string): { identity: string; taken: TakenFifo } | undefined {
-  const stat = statPath(path);
+  let stat;
+  try {
+    stat = statPath(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+    const directory = JSON.stringify(parentOf(path));
+    return {
+      identity: "",
+      taken: {
+        reason: "unreachable",
+        error: new Deno.errors.PermissionDenied(
+          `Cannot reach the FIFO ${JSON.stringify(path)}: its directory ${directory} (or one ` +
+            `above it) does not let this user look into it (chmod?): ${error.message}`,
+        ),
+      },
+    };
+  }
   if (stat === undefined) return undefined;
   const taken = (reason: TakenFifo["reason"], error: Error) => ({
     identity: stat.identity,

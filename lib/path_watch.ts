@@ -25,7 +25,15 @@ export type PathChange =
 /** Where the path stands against the inode it should name. */
 export type PathStatus = "same" | "replaced" | "removed";
 
-const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVED_TO;
+/**
+ * A name in the directory made, removed or moved; and the directory itself removed or moved away
+ * (`mv dir dir.old && mkdir dir`): the path then names nothing in it, and events in its new place
+ * no longer concern the path.
+ */
+const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVED_TO |
+  C.IN_DELETE_SELF | C.IN_MOVE_SELF;
+/** Events that concern the directory itself (or every watch: a lost queue): the path is looked at. */
+const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED | C.IN_Q_OVERFLOW;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
 const decoder = new TextDecoder();
 
@@ -34,9 +42,9 @@ export interface PathWatchOptions {
   /** An open fd of the inode, to hear of writes and truncation too. */
   fd?: number;
   /**
-   * A missing directory is no error: the watch then reports nothing, and its owner looks at
-   * {@link PathWatch.status} now and then (as for a directory made again, which no watch set
-   * before it sees).
+   * A missing directory, or one this user may not read (`chmod 000`), is no error: the watch
+   * then reports nothing, and its owner looks at {@link PathWatch.status} now and then (as for a
+   * directory made again, which no watch set before it sees).
    */
   directoryMayBeMissing?: boolean;
 }
@@ -47,7 +55,7 @@ function watchDirectory(inotify: number, directory: string, options: PathWatchOp
     return posix.inotifyWatch(inotify, directory, DIRECTORY_EVENTS);
   } catch (error) {
     const missing = error instanceof Deno.errors.NotFound ||
-      error instanceof Deno.errors.NotADirectory;
+      error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.PermissionDenied;
     if (missing && options.directoryMayBeMissing) return -1;
     throw error;
   }
@@ -84,7 +92,8 @@ export class PathWatch {
       posix.closeFd(this.#inotify);
       throw error;
     }
-    this.#status = this.status();
+    // A directory that could not be watched reports nothing, and may not be looked into either.
+    this.#status = this.#directoryWatch < 0 ? "removed" : this.status();
   }
 
   /** The watched path. */
@@ -92,7 +101,10 @@ export class PathWatch {
     return this.#path;
   }
 
-  /** Looks now: whether the path still names the watched inode. */
+  /**
+   * Looks now: whether the path still names the watched inode. Throws `PermissionDenied` when a
+   * directory on the way does not let this user look.
+   */
   status(): PathStatus {
     const stat = posix.statPath(this.#path);
     if (stat === undefined) return "removed";
@@ -115,9 +127,15 @@ export class PathWatch {
         const view = new DataView(this.#buffer.buffer, 0, count);
         for (let at = 0; at + 16 <= count;) {
           const wd = view.getInt32(at, true);
+          const mask = view.getUint32(at + 4, true);
           const length = view.getUint32(at + 12, true);
           if (wd === this.#inodeWatch) modified = true;
-          if (wd === this.#directoryWatch) {
+          if ((mask & LOOK_AGAIN) !== 0) {
+            // Events were dropped (a full queue), or the directory itself went: whatever the
+            // path names now is found by looking, and modified may have been among the lost.
+            directory = true;
+            if ((mask & C.IN_Q_OVERFLOW) !== 0) modified ||= this.#inodeWatch >= 0;
+          } else if (wd === this.#directoryWatch) {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
             if (decoder.decode(end < 0 ? raw : raw.subarray(0, end)) === this.#name) {

@@ -34,6 +34,7 @@ import { openStateCell, type StateCell } from "../lib/state_cell.ts";
 import type { ChannelReceiver } from "../app/remote/channel.ts";
 import { type Command, decodeCommand } from "../app/remote/messages.ts";
 import { shellQuote } from "../app/shell_quote.ts";
+import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({
@@ -218,6 +219,7 @@ export function describeTakenFifo(taken: TakenFifo): string {
     read: "reads it once nobody else does, or the FIFO the launcher makes once the path is free",
     mode: "reads it once its mode lets it, or the FIFO the launcher makes once the path is free",
     foreign: "reads the FIFO the launcher makes once the path is free",
+    unreachable: "reads the FIFO there once the directory lets it in again (looking every second)",
   }[taken.reason];
   return `${why}. This button leaves it alone and ${then}`;
 }
@@ -321,6 +323,6 @@ if (import.meta.main) {
     await main(flags);
   } catch (error) {
     console.error(`button: ${(error as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(failureExitStatus(error));
   }
 }

@@ -11,6 +11,7 @@ import { PARENT_PID_FLAG, shutdownSignal } from "../app/cli.ts";
 import { defineCommand, parseCommandLine } from "../app/flags.ts";
 import { monotonicNanos } from "../ffi/posix.ts";
 import { openMemfdRegion, openRingProducer, type RingProducer } from "../mod.ts";
+import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The most samples per second `--rate` accepts. */
 export const MAX_RATE = 10_000_000;
@@ -114,6 +115,6 @@ if (import.meta.main) {
     await streamSamples(producer, flags.rate, signal);
   } catch (error) {
     console.error(`sensor: ${(error as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(failureExitStatus(error));
   }
 }

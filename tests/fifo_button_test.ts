@@ -478,6 +478,28 @@ testWith(
 
 testWith(
   NEEDS.childrenAndFiles,
+  "the FIFO's directory moved away and made again (mv dir dir.old && mkdir dir): the button notices, and reads a new FIFO in the new directory",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, { onPath: (event) => events.push(event) });
+      const presses = countPresses(button);
+      Deno.renameSync(directory, `${dir}/run.old`);
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      // Nothing happens in the new directory: only the old one's move can tell the button.
+      await settle(() => events.includes("recreated"));
+      assertEquals(events, ["removed", "recreated"]);
+      assert(Deno.lstatSync(path).isFifo, "no new FIFO in the new directory");
+      await pressOnce(path, presses);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
   "with remakeDirectory the button makes its removed directory again, 0700, and reads a new FIFO there",
   async () => {
     await withTempDir(async (dir) => {
@@ -528,6 +550,12 @@ Deno.test("a restarted button's warning for a taken FIFO path says why and what 
       "foreign",
       `Cannot use FIFO ${path}: it is a regular file, not a FIFO`,
       "leaves it alone and reads the FIFO the launcher makes once the path is free",
+    ],
+    [
+      "unreachable",
+      `Cannot reach the FIFO ${path}: its directory "/home/ann/run" (or one above it) does not ` +
+      "let this user look into it (chmod?)",
+      "reads the FIFO there once the directory lets it in again",
     ],
   ];
   for (const [reason, message, then] of cases) {

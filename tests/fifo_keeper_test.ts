@@ -126,3 +126,29 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.files,
+  "keepFifo() notices the FIFO's directory moved away (mv dir dir.old && mkdir dir), and makes the FIFO in the new one",
+  async () => {
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const stop = keeping(path, said, made);
+      try {
+        Deno.renameSync(directory, `${dir}/run.old`);
+        Deno.mkdirSync(directory, { mode: 0o700 });
+        // Nothing happens in the new directory: only the old one's move can tell the keeper.
+        await until(() => made.length === 1, "made in the new directory");
+        assertEquals(statPath(path)?.identity, made[0]);
+        assert(Deno.lstatSync(`${dir}/run.old/button.fifo`).isFifo, "the moved FIFO was touched");
+        assertEquals(said, []);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);

@@ -13,7 +13,9 @@ import { logger } from "../app/logging.ts";
 import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
 import { ErrorOutput, MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
 import { ROOT } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
+import { EXIT_SHORTAGE } from "../app/exit_status.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
 import { statPath } from "../ffi/posix.ts";
@@ -24,6 +26,7 @@ const QUICK: RestartPolicy = {
   maxDelayMs: 1,
   stableAfterMs: 600_000,
   maxCrashes: 2,
+  shortageGraceMs: 0,
 };
 
 async function crashLoop(supervisor: Supervisor): Promise<ChildCrashLoop> {
@@ -247,6 +250,120 @@ testWith(
         await running;
       }
       assertEquals(calls, 0, "no repair for a child that will not start again");
+    });
+  },
+);
+
+/** A child script that exits `EXIT_SHORTAGE` on its first `shortRuns` runs, then keeps running. */
+function shortThenRunning(dir: string, shortRuns: number): string {
+  const script = `${dir}/short.ts`;
+  Deno.writeTextFileSync(
+    script,
+    [
+      `const runs = Number(Deno.readTextFileSync("${dir}/runs") || "0") + 1;`,
+      `Deno.writeTextFileSync("${dir}/runs", String(runs));`,
+      `if (runs <= ${shortRuns}) {`,
+      `  console.error("Cannot open inotify: too many open files (EMFILE)");`,
+      `  Deno.exit(${EXIT_SHORTAGE});`,
+      `}`,
+      `Deno.writeTextFileSync("${dir}/running", "");`,
+      `setInterval(() => {}, 1000);`,
+    ].join("\n"),
+  );
+  Deno.writeTextFileSync(`${dir}/runs`, "");
+  return script;
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child that exits for a shortage (EX_TEMPFAIL) is restarted without counting crashes while it may pass, and says why",
+  async () => {
+    await withTempDir(async (dir) => {
+      const warnings: string[] = [];
+      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+      const supervisor = new Supervisor(
+        {
+          name: "short",
+          script: shortThenRunning(dir, 4),
+          permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
+          args: [],
+        },
+        // Two crashes would end it: four shortages must not.
+        { log, config: `${ROOT}deno.json`, policy: { ...QUICK, shortageGraceMs: 600_000 } },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      try {
+        await until(() => statPath(`${dir}/running`) !== undefined, "the child running");
+      } finally {
+        stop.abort();
+        await running;
+      }
+      assertEquals(warnings.length, 4, warnings.join("\n"));
+      for (const warning of warnings) {
+        assertStringIncludes(warning, "short is short of a system resource");
+        assertStringIncludes(warning, "too many open files (EMFILE)");
+        assertStringIncludes(warning, "not counted as a crash");
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a shortage that outlasts its grace counts as crashes, and ends in a crash loop that names it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const supervisor = new Supervisor(
+        {
+          name: "short",
+          script: shortThenRunning(dir, 1_000),
+          permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
+          args: [],
+        },
+        { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const { message } = await crashLoop(supervisor);
+      assertStringIncludes(message, "short crashed 2 times in a row");
+      assertStringIncludes(message, `exited with code ${EXIT_SHORTAGE}`);
+      assertStringIncludes(message, "too many open files (EMFILE)");
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "failureExitStatus() gives EX_TEMPFAIL for a real EMFILE (Deno's and our FFI's) and 1 for other failures",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/exhaust.ts`;
+      Deno.writeTextFileSync(
+        script,
+        [
+          `import { failureExitStatus } from "${ROOT}app/exit_status.ts";`,
+          `import { osError } from "${ROOT}ffi/errno.ts";`,
+          `const which = Deno.args[0];`,
+          `const held = [];`,
+          `try {`,
+          `  if (which === "other") Deno.openSync("${dir}/missing");`,
+          `  for (;;) held.push(Deno.openSync("/dev/null"));`,
+          `} catch (error) {`,
+          `  const thrown = which === "wrapped"`,
+          `    ? new Error("could not start", { cause: error })`,
+          `    : which === "ffi" ? osError("open inotify", "x", 24) : error;`,
+          `  console.error((error as Error).message);`,
+          `  Deno.exit(failureExitStatus(thrown));`,
+          `}`,
+        ].join("\n"),
+      );
+      const [deno, ...rest] = denoCommand(script, [], ["--allow-read", "--allow-ffi"]);
+      const quoted = [deno, ...rest].map((word) => `'${word}'`).join(" ");
+      const statusOf = async (which: string): Promise<number> =>
+        (await spawnProgram("sh", ["-c", `ulimit -n 64; exec ${quoted} ${which}`]).status()).code;
+      assertEquals(await statusOf("deno"), EXIT_SHORTAGE);
+      assertEquals(await statusOf("wrapped"), EXIT_SHORTAGE);
+      assertEquals(await statusOf("ffi"), EXIT_SHORTAGE);
+      assertEquals(await statusOf("other"), 1);
     });
   },
 );

@@ -32,7 +32,7 @@ import {
   unusedUid,
 } from "./helpers/system.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
-import { until } from "./helpers/waiting.ts";
+import { delay, until } from "./helpers/waiting.ts";
 
 testWith(
   NEEDS.system,
@@ -480,6 +480,57 @@ testWith(
         await ledShows(launcher, "On", since);
         assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
       } finally {
+        await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv"), requires("chmod")],
+  "run by a user who closes the FIFO's directory (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, and nothing stops",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const fifo = `${directory}/button.fifo`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      Deno.chownSync(directory, user, user);
+      await using launcher = startLauncherAs(user, dir, [
+        "--fifo",
+        fifo,
+        "--state",
+        `${dir}/state.dat`,
+      ]);
+      const pids = await running(launcher);
+      const restarted: number[] = [];
+      try {
+        const since = launcher.lines.length;
+        Deno.chmodSync(directory, 0o000);
+        Deno.kill(pids.button, "SIGKILL");
+        await launcher.waitFor(
+          /Cannot reach the FIFO .*button\.fifo.*does not let this user look into it.*permission denied.*once the directory lets it in again/,
+          { since },
+        );
+        restarted.push(
+          Number((await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1]),
+        );
+        await delay(2500); // a few looks at the closed directory: no crash, no second warning
+        assertEquals(launcher.matching(/Cannot reach the FIFO/).length, 1, launcher.transcript);
+        Deno.chmodSync(directory, 0o700);
+        await launcher.waitFor(/is one this button may read now/, { since });
+        const press = await spawnProgram("setpriv", [
+          ...asUser(user),
+          "sh",
+          "-c",
+          `echo 0 > '${fifo}'`,
+        ]).status();
+        assertEquals(press.code, 0);
+        await ledShows(launcher, "On", since);
+        assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
+      } finally {
+        Deno.chmodSync(directory, 0o700);
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
       }
     }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
