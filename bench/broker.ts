@@ -95,6 +95,8 @@ export async function makeCertificates(
 export interface BrokerOptions {
   /** Users and their passwords; without them, anonymous clients are allowed. */
   users?: Record<string, string>;
+  /** The text of an ACL file (mosquitto's `acl_file`): who may read and write which topics. */
+  acl?: string;
   /** Listen with TLS, using certificates made by {@link makeCertificates}. */
   tls?: { cert: string; key: string };
   /** The port; default a free one. */
@@ -142,8 +144,10 @@ export class Broker implements AsyncDisposable {
       "log_type warning",
       "log_type notice",
       "log_type information",
-      // Unlimited, so that a flood loses nothing at the broker.
-      "max_queued_messages 0",
+      // Unlimited (0), so that a flood loses nothing at the broker. With an ACL, a limit far
+      // beyond any flood instead: mosquitto 2.0.11 takes 0 as a full queue when it denies a
+      // publish, and drops the client ("Bad socket read/write ... Unknown error").
+      `max_queued_messages ${this.#options.acl === undefined ? 0 : 1_000_000}`,
     ];
     // As root, mosquitto would switch to its own user, which cannot read our 0700 directory.
     if (effectiveUid() === 0) lines.push("user root");
@@ -156,6 +160,11 @@ export class Broker implements AsyncDisposable {
       lines.push("allow_anonymous false", `password_file ${file}`);
     } else {
       lines.push("allow_anonymous true");
+    }
+    if (this.#options.acl !== undefined) {
+      const file = `${this.#dir}/acl`;
+      await Deno.writeTextFile(file, this.#options.acl, { mode: 0o600 });
+      lines.push(`acl_file ${file}`);
     }
     if (this.#options.tls) {
       lines.push(`certfile ${this.#options.tls.cert}`, `keyfile ${this.#options.tls.key}`);

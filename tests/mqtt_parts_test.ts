@@ -18,7 +18,7 @@ import {
   USERNAME_ENV,
 } from "../bridges/mqtt/credentials.ts";
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
-import { describeProblem } from "../bridges/mqtt/problems.ts";
+import { describeProblem, refusedPublish } from "../bridges/mqtt/problems.ts";
 import { delay } from "./helpers/waiting.ts";
 import { BacklogReport } from "../bridges/mqtt/backlog_report.ts";
 import { localMachine, MACHINE_ID_PATHS, mqttIdentity } from "../bridges/mqtt/identity.ts";
@@ -495,6 +495,28 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
   // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
   const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined);
   assertStringIncludes(reset.message, "use an mqtts:// URL");
+});
+
+Deno.test("refusedPublish() names the topic and the reason code, and the ACL and user for 0x87", () => {
+  // What mqtt.js passes a publish's callback for a PUBACK with a reason code of failure.
+  const error = (message: string, code: number): Error & { code: number } =>
+    Object.assign(new Error(`Publish error: ${message}`), { code });
+  const url = "mqtt://broker.lan:1883";
+  const login = { username: "kitchen", password: "hunter2", source: 'file "/etc/login"' };
+  const denied = refusedPublish(error("Not authorized", 0x87), url, "a/led/state", login);
+  assertStringIncludes(
+    denied,
+    'refused a message on "a/led/state" (reason code 0x87: Not authorized)',
+  );
+  assertStringIncludes(denied, 'its ACL does not let user "kitchen" publish there');
+  assert(!denied.includes("hunter2"));
+  assertStringIncludes(
+    refusedPublish(error("Not authorized", 0x87), url, "a/led/state", undefined),
+    "does not let anonymous clients publish",
+  );
+  const quota = refusedPublish(error("Quota exceeded", 0x97), url, "a/led/state", login);
+  assertStringIncludes(quota, "(reason code 0x97: Quota exceeded)");
+  assert(!quota.includes("ACL"), quota);
 });
 
 Deno.test("BacklogReport says a run of backlogs once, and how much was folded once it is over", async () => {

@@ -400,6 +400,109 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: a broker whose ACL denies the state and discovery topics gets each refusal said once, naming the topic; presses and commands still work",
+  async () => {
+    await withTempDir(async (dir) => {
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const topics = topicsFor(prefix);
+      const id = deviceId(prefix);
+      const denied = [
+        topics.state,
+        `homeassistant/light/${id}/led/config`,
+        `homeassistant/device_automation/${id}/button_short_press/config`,
+      ];
+      // The bridge may write its availability (its will too) and presses, and read commands
+      // and Home Assistant's status: not the state or the discovery configs. mosquitto answers
+      // such a publish from an MQTT 5 client with PUBACK 0x87 at QoS 1, and with nothing at
+      // QoS 0 (and to MQTT 3.1.1, a plain PUBACK): it never drops the connection for it.
+      const acl = [
+        "user bridge",
+        `topic write ${topics.availability}`,
+        `topic write ${topics.action}`,
+        `topic read ${topics.set}`,
+        "topic read homeassistant/status",
+        "",
+        "user admin",
+        "topic readwrite #",
+      ].join("\n") + "\n";
+      const admin = { username: "admin", password: "admin pw" };
+      await using broker = await startBroker(dir, {
+        users: { bridge: "bridge pw", [admin.username]: admin.password },
+        acl,
+      });
+      // Debug logs: a refusal said again shows there, which tells the test it happened.
+      await using system = await startSystem(dir, broker.url, {
+        prefix,
+        args: ["--log-level", "debug"],
+        env: { MMAP_IPC_MQTT_USERNAME: "bridge", MMAP_IPC_MQTT_PASSWORD: "bridge pw" },
+      });
+      const { launcher } = system;
+      const bridgePid = await system.bridgePid();
+      /** The bridge's lines at `level` saying the broker refused a message on `topic`. */
+      const refusals = (topic: string, level: "WRN" | "DBG"): string[] =>
+        launcher.matching(/refused/).filter((line) =>
+          line.includes(`[${level}]`) && line.includes(JSON.stringify(topic))
+        );
+      /** Waits until each denied topic was refused (and said at debug level) `times` in all. */
+      const refusedAgain = async (times: number): Promise<void> => {
+        for (const topic of denied) {
+          await until(
+            () => refusals(topic, "WRN").length + refusals(topic, "DBG").length >= times,
+            `${times} refusals of ${topic} logged`,
+            { child: launcher },
+          );
+        }
+      };
+      {
+        await using watcher = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"], admin);
+        assertEquals((await watcher.waitFor(topics.availability)).payload, "online");
+        await refusedAgain(1);
+        for (const topic of denied) {
+          const [line] = refusals(topic, "WRN");
+          assertMatch(line, /not authorized/i);
+          assertStringIncludes(line, "0x87");
+          assertStringIncludes(line, 'user "bridge"');
+        }
+        // Home Assistant's birth message brings the same refusals again, and so does a
+        // restarted broker below: said at debug level only, not once per announcement or
+        // per connection.
+        for (let round = 2; round <= 3; round++) {
+          await watcher.publish("homeassistant/status", "online");
+          await refusedAgain(round);
+        }
+      }
+      const lines = launcher.lines.length;
+      await broker.restart();
+      await launcher.waitFor(/Lost the connection/, { since: lines });
+      await launcher.waitFor(/Connected to mqtt/, { since: lines });
+      await using watcher = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"], admin);
+      await refusedAgain(4);
+      for (const topic of denied) {
+        assertEquals(refusals(topic, "WRN").length, 1, refusals(topic, "WRN").join("\n"));
+      }
+
+      // The bridge runs on: presses go out, commands come in.
+      let since = launcher.lines.length;
+      await writeAndLeave(system.fifo, "0\n");
+      since = await ledShows(launcher, "On", since);
+      await watcher.waitFor(topics.action, { payload: "press" });
+      await watcher.publish(topics.set, "OFF");
+      since = await ledShows(launcher, "Off", since);
+      await watcher.publish(topics.set, "TOGGLE");
+      await ledShows(launcher, "On", since);
+      assert(!processGone(bridgePid), "the bridge process died");
+      assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never restarted");
+      assertEquals(
+        launcher.matching(/\[(WRN|ERR)\].*refused/).length,
+        denied.length,
+        "one warning per denied topic, none for the allowed ones",
+      );
+      for (const topic of denied) assertEquals(watcher.on(topic), [], `${topic} got through`);
+    });
+  },
+);
+
+testWithBroker(
   "deno task launch --mqtt runs with the task's narrowed permissions, credentials from a file",
   async () => {
     await withTempDir(async (dir) => {

@@ -162,7 +162,10 @@ export class MqttBridge {
    * costs one message per round, not one per change. QoS 0: each connection starts by
    * publishing the state again, so a message lost with a connection is soon replaced; and a
    * QoS 1 acknowledgement from the broker would, through Nagle's algorithm on its side, hold
-   * back the next command to us by up to 40 ms.
+   * back the next command to us by up to 40 ms. Except the first on a connection (or after
+   * an announcement, or a refusal): at QoS 1, so that a broker whose ACL denies the topic
+   * says so (at QoS 0 it drops the message without a word); it comes with the discovery
+   * configs' acknowledgements anyway.
    */
   async #pushState(): Promise<void> {
     if (this.#publishing) return;
@@ -173,9 +176,10 @@ export class MqttBridge {
         const ok = await this.#connection.publish(
           this.#options.topics.state,
           state ? "ON" : "OFF",
-          { retain: true, qos: 0 },
+          { retain: true, qos: this.#published === undefined ? 1 : 0 },
         );
-        if (!ok) return; // not connected: the next connection publishes it
+        // Not connected: the next connection publishes it. Refused: the next change tries.
+        if (!ok) return;
         this.#published = state;
       }
     } finally {

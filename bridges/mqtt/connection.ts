@@ -10,7 +10,7 @@
 import type { Logger } from "../../app/logging.ts";
 import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
 import type { Credentials } from "./credentials.ts";
-import { closedBeforeAccepted, describeProblem, type Problem } from "./problems.ts";
+import { closedBeforeAccepted, describeProblem, type Problem, refusedPublish } from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
@@ -72,6 +72,11 @@ export class BrokerConnection {
   readonly #options: BrokerConnectionOptions;
   readonly #backoff: Backoff;
   readonly #reported = new Set<string>();
+  /**
+   * Reason codes and topics of publishes the broker refused, each said once for the whole
+   * run: an ACL refuses the same topics again at every reconnect and announcement.
+   */
+  readonly #refused = new Set<string>();
   #client: MqttClient | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
@@ -262,8 +267,9 @@ export class BrokerConnection {
 
   /**
    * Publishes (QoS 1 unless `qos` says 0); resolves true once the broker has it (QoS 1) or it
-   * was written to the socket (QoS 0), false at once when not connected (nothing is queued) or
-   * if the connection drops first.
+   * was written to the socket (QoS 0), false at once when not connected (nothing is queued),
+   * if the connection drops first, or if the broker refused it (said once per topic; only an
+   * MQTT 5 broker says so, and only at QoS 1).
    */
   publish(
     topic: string,
@@ -287,9 +293,30 @@ export class BrokerConnection {
       };
       this.#inFlight.add(settle);
       client.publish(topic, payload, { qos: options.qos ?? 1, retain: options.retain }, (error) => {
+        if (error) this.#refusal(topic, error as ErrorWithReasonCode);
         settle(error === undefined || error === null);
       });
     });
+  }
+
+  /**
+   * Says that the broker refused a publish to `topic`, if `error` is its answer: an MQTT 5
+   * PUBACK with a reason code of failure (0x87 when an ACL denies the topic; a broker says
+   * nothing of a refused QoS 0 message, nor in 3.1.1). Once per topic and code, then at debug
+   * level: the user has to change the broker, and a log line per announcement says no more.
+   * An error without a code is the connection's, which #onClose deals with.
+   */
+  #refusal(topic: string, error: ErrorWithReasonCode): void {
+    if (typeof error.code !== "number") return;
+    const { log, url, credentials } = this.#options;
+    const message = refusedPublish(error as Error & { code: number }, url, topic, credentials);
+    const key = `${error.code} ${topic}`;
+    if (this.#refused.has(key)) {
+      log.debug(message);
+      return;
+    }
+    this.#refused.add(key);
+    log.warn(message);
   }
 
   /**

@@ -31,6 +31,26 @@ export function closedBeforeAccepted(url: string): Problem {
   };
 }
 
+/**
+ * What to say when the broker answered a publish to `topic` with an MQTT 5 reason code of
+ * failure (`error.code`, such as 0x87 Not authorized when its ACL denies the topic).
+ */
+export function refusedPublish(
+  error: Error & { code: number },
+  url: string,
+  topic: string,
+  credentials: Credentials | undefined,
+): string {
+  const reason = error.message.replace(/^Publish error: /, "");
+  const refused = `The broker at ${url} refused a message on ${JSON.stringify(topic)} ` +
+    `(reason code 0x${error.code.toString(16).padStart(2, "0")}: ${reason})`;
+  const who = credentials === undefined
+    ? "anonymous clients"
+    : `user ${JSON.stringify(credentials.username)}`;
+  const why = error.code === 0x87 ? `: its ACL does not let ${who} publish there` : "";
+  return `${refused}${why} (said once per topic; the rest of the bridge works meanwhile)`;
+}
+
 /** A TLS failure that is about the host name, not the CA. */
 const NAME_MISMATCH = /ALTNAME|HOSTNAME|not valid for name|does not match/i;
 
