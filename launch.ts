@@ -430,7 +430,7 @@ function childSpecs(
       name: "button",
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
-      args: [...common, "--fifo", fifo as string, ...remote],
+      args: [...common, "--fifo", fifo as string, "--fifo-from-parent", ...remote],
       linkHolder: "button",
     },
   ];
@@ -572,7 +572,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 
     // Records removed while this runs (rm -rf of the runtime directory) are put back.
     keepingClaims = keepClaims(resources.claims, { signal: stop.signal, log });
-    // The button makes no FIFO under a launcher (it is given --parent-pid): this makes each one.
+    // The button makes no FIFO under a launcher (--fifo-from-parent): this makes each one.
     if (fifoClaim !== undefined && fifoIdentity !== undefined) {
       keepingFifo = keepFifo(fifoClaim.path, {
         identity: fifoIdentity,

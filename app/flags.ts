@@ -15,7 +15,7 @@ import { parseArgs } from "@std/cli/parse-args";
 export interface FlagBase {
   /** One line of help; defaults, ranges and choices are added from the declaration. */
   readonly help: string;
-  /** Only allowed together with this boolean flag (such as `pi`). */
+  /** Only allowed together with this flag (such as `pi`). */
   readonly requires?: string;
   /** A heading to list the flag under in the usage, after the flags without one. */
   readonly group?: string;
@@ -147,8 +147,10 @@ export class UsageError extends Error {
  */
 export function defineCommand<const T extends FlagTable>(spec: CommandSpec<T>): CommandSpec<T> {
   for (const [name, flag] of Object.entries(spec.flags)) {
-    if (flag.requires !== undefined && spec.flags[flag.requires]?.type !== "boolean") {
-      throw new TypeError(`--${name} requires --${flag.requires}, which is not a boolean flag`);
+    if (flag.requires !== undefined && spec.flags[flag.requires] === undefined) {
+      throw new TypeError(
+        `--${name} requires --${flag.requires}, which is no flag of this command`,
+      );
     }
   }
   return spec;
@@ -326,7 +328,8 @@ export function parseFlags<T extends FlagTable>(
   }
   for (const [name, flag] of entries) {
     if (flag.requires !== undefined && given.has(name) && !given.has(flag.requires)) {
-      problems.push(`--${name} needs --${flag.requires}`);
+      const required = command.flags[flag.requires];
+      problems.push(`--${name} needs --${flag.requires}${placeholder(required)}`);
     }
   }
   if (problems.length > 0) throw new UsageError(problems);

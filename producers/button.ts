@@ -84,6 +84,12 @@ export const BUTTON_COMMAND = defineCommand({
         "and report each press through it",
       check: checkProcFd,
     },
+    "fifo-from-parent": {
+      type: "boolean",
+      requires: "parent-pid",
+      help: "the parent (--parent-pid) makes the FIFO, and makes it again when it is removed: " +
+        "make none, and read the one it makes (the launcher passes this)",
+    },
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
   },
@@ -282,7 +288,7 @@ async function main(flags: ButtonFlags): Promise<void> {
         : (taken) => log.warn(describeTakenFifo(taken)),
       // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
       // removes the last at exit even if this button was killed.
-      madeBy: flags.parentPid === undefined ? "button" : "other",
+      madeBy: flags.fifoFromParent ? "other" : "button",
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

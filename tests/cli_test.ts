@@ -235,6 +235,7 @@ const SCRIPTS: Script[] = [
         '--log-format must be text or journal, not "json"',
       ],
       [["--state", "s", "--line", "4"], "--line needs --pi"],
+      [["--state", "s", "--fifo-from-parent"], "--fifo-from-parent needs --parent-pid N"],
       [["--state", "s", "--fifo", "f/"], '--fifo must be a file\'s path (one not ending in "/")'],
       // It made the state file and the FIFO first, then exited 1 naming another flag.
       [

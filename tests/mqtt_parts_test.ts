@@ -495,6 +495,12 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
   // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
   const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined);
   assertStringIncludes(reset.message, "use an mqtts:// URL");
+  // A reset after the broker accepted the connection is no TLS port's: no such hint.
+  const later = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined, {
+    accepted: true,
+  });
+  assert(!later.message.includes("mqtts://"), later.message);
+  assertStringIncludes(later.message, "ECONNRESET");
 });
 
 Deno.test("refusedPublish() names the topic and the reason code, and the ACL and user for 0x87", () => {
@@ -503,7 +509,11 @@ Deno.test("refusedPublish() names the topic and the reason code, and the ACL and
     Object.assign(new Error(`Publish error: ${message}`), { code });
   const url = "mqtt://broker.lan:1883";
   const login = { username: "kitchen", password: "hunter2", source: 'file "/etc/login"' };
-  const denied = refusedPublish(error("Not authorized", 0x87), url, "a/led/state", login);
+  const denied = refusedPublish(error("Not authorized", 0x87), {
+    url,
+    topic: "a/led/state",
+    credentials: login,
+  });
   assertStringIncludes(
     denied,
     'refused a message on "a/led/state" (reason code 0x87: Not authorized)',
@@ -511,10 +521,18 @@ Deno.test("refusedPublish() names the topic and the reason code, and the ACL and
   assertStringIncludes(denied, 'its ACL does not let user "kitchen" publish there');
   assert(!denied.includes("hunter2"));
   assertStringIncludes(
-    refusedPublish(error("Not authorized", 0x87), url, "a/led/state", undefined),
+    refusedPublish(error("Not authorized", 0x87), {
+      url,
+      topic: "a/led/state",
+      credentials: undefined,
+    }),
     "does not let anonymous clients publish",
   );
-  const quota = refusedPublish(error("Quota exceeded", 0x97), url, "a/led/state", login);
+  const quota = refusedPublish(error("Quota exceeded", 0x97), {
+    url,
+    topic: "a/led/state",
+    credentials: login,
+  });
   assertStringIncludes(quota, "(reason code 0x97: Quota exceeded)");
   assert(!quota.includes("ACL"), quota);
 });

@@ -28,6 +28,7 @@ import {
   spawnLaunchTask,
   startLauncher,
   startLauncherAs,
+  stateValue,
   stopAll,
   unusedUid,
 } from "./helpers/system.ts";
@@ -652,6 +653,33 @@ testWith(
       }
       assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
       assertEquals(cells(), before, "a lone cell left in /dev/shm");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a button run by hand with --parent-pid alone makes its FIFO (only --fifo-from-parent leaves that to the parent), reads presses, and removes it at exit",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      // Its parent is this test, which makes no FIFO.
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+        "--parent-pid",
+        String(Deno.pid),
+      ]);
+      await button.waitFor(/Button ready/);
+      assert(Deno.lstatSync(fifo).isFifo, "no FIFO made");
+      await writeAndLeave(fifo, "0\n");
+      await until(() => stateValue(state) === 1, "the press applied");
+      button.kill("SIGTERM");
+      assertEquals((await button.status()).code, 0, button.transcript);
+      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
     });
   },
 );

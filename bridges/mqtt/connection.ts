@@ -248,7 +248,9 @@ export class BrokerConnection {
 
   #report(error: ErrorWithReasonCode): void {
     const { url, credentials } = this.#options;
-    this.#tell(describeProblem(error, url, credentials));
+    this.#tell(
+      describeProblem(error, url, credentials, { accepted: this.#connectedAt !== undefined }),
+    );
   }
 
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
@@ -309,7 +311,11 @@ export class BrokerConnection {
   #refusal(topic: string, error: ErrorWithReasonCode): void {
     if (typeof error.code !== "number") return;
     const { log, url, credentials } = this.#options;
-    const message = refusedPublish(error as Error & { code: number }, url, topic, credentials);
+    const message = refusedPublish(error as Error & { code: number }, {
+      url,
+      topic,
+      credentials,
+    });
     const key = `${error.code} ${topic}`;
     if (this.#refused.has(key)) {
       log.debug(message);

@@ -37,10 +37,9 @@ export function closedBeforeAccepted(url: string): Problem {
  */
 export function refusedPublish(
   error: Error & { code: number },
-  url: string,
-  topic: string,
-  credentials: Credentials | undefined,
+  where: { url: string; topic: string; credentials: Credentials | undefined },
 ): string {
+  const { url, topic, credentials } = where;
   const reason = error.message.replace(/^Publish error: /, "");
   const refused = `The broker at ${url} refused a message on ${JSON.stringify(topic)} ` +
     `(reason code 0x${error.code.toString(16).padStart(2, "0")}: ${reason})`;
@@ -56,11 +55,15 @@ const NAME_MISMATCH = /ALTNAME|HOSTNAME|not valid for name|does not match/i;
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|HOSTNAME_)/;
 
-/** Turns an error of the MQTT client into a problem a person can act on. */
+/**
+ * Turns an error of the MQTT client into a problem a person can act on; `options.accepted`:
+ * it came after the broker had accepted the connection (a reset then is no TLS port's).
+ */
 export function describeProblem(
   error: Error & { code?: string | number },
   url: string,
   credentials: Credentials | undefined,
+  options: { accepted?: boolean } = {},
 ): Problem {
   const code = error.code;
   if (typeof code === "number") {
@@ -102,7 +105,7 @@ export function describeProblem(
         `Cannot reach the broker at ${url}: nothing accepts connections there (ECONNREFUSED)`,
     };
   }
-  if (code === "ECONNRESET" && url.startsWith("mqtt://")) {
+  if (code === "ECONNRESET" && url.startsWith("mqtt://") && !options.accepted) {
     return {
       kind: "reset",
       level: "warn",
