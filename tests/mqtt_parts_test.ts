@@ -36,6 +36,7 @@ import {
   defaultPrefix,
   deviceId,
   machineName,
+  MAX_CLIENT_ID_LENGTH,
   topicsFor,
 } from "../bridges/mqtt/topics.ts";
 import { assertThrowsWith } from "./helpers/assertions.ts";
@@ -104,6 +105,24 @@ Deno.test("topicsFor() and deviceId() derive everything from the prefix", () => 
   assertEquals(deviceId("mmap-ipc/pi-3fa2c1"), "mmap_ipc_pi_3fa2c1");
   assertNotEquals(deviceId("!!"), deviceId("??"));
   assert(/^[a-z0-9_]+$/.test(deviceId("!!")));
+});
+
+Deno.test("defaultClientId() is at most 128 characters, as --mqtt-client-id must be, and still tells long prefixes apart", () => {
+  const host = `${"h".repeat(63)}-3fa2c1`; // the longest host name, and the machine id's hash
+  const long = "kitchen/".repeat(24) + "pi"; // 194 characters, exact: lower-case levels
+  const ids = [long, `${long}x`, long.toUpperCase(), long.replace(/\//g, "-")].map((prefix) =>
+    defaultClientId(host, prefix)
+  );
+  for (const id of ids) {
+    assert(id.length <= MAX_CLIENT_ID_LENGTH, `${id.length}: ${id}`);
+    assertMatch(id, /^mmap-ipc-h+-3fa2c1-kitchen-[a-z0-9-]*[a-z0-9]--[0-9a-f]{6}$/);
+  }
+  assertEquals(new Set(ids).size, ids.length, ids.join("\n"));
+  assertEquals(defaultClientId(host, long), ids[0], "the same each time");
+  // Another machine with the same prefix: another id.
+  assertNotEquals(defaultClientId(`${"h".repeat(63)}-000000`, long), ids[0]);
+  // Short ids are as they were.
+  assertEquals(defaultClientId(host, "a/b"), `mmap-ipc-${host}-a-b`);
 });
 
 Deno.test("deviceId() and defaultClientId() differ for prefixes that differ only in punctuation or case", () => {

@@ -7,7 +7,7 @@
 
 import { camelCase } from "../../app/flags.ts";
 import { checkCredentialsEnv } from "./credentials.ts";
-import { checkTopicPrefix } from "./topics.ts";
+import { checkTopicPrefix, MAX_CLIENT_ID_LENGTH } from "./topics.ts";
 
 const GROUP = "MQTT options (bridge the button and LED to a broker and to Home Assistant)";
 
@@ -181,10 +181,12 @@ export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   }
   if (
     clientId !== undefined &&
-    (clientId === "" || clientId.length > 128 || hasControlCharacter(clientId))
+    (clientId === "" || clientId.length > MAX_CLIENT_ID_LENGTH || hasControlCharacter(clientId))
   ) {
     throw new TypeError(
-      `Invalid --mqtt-client-id ${JSON.stringify(clientId)}: give 1 to 128 printable characters`,
+      `Invalid --mqtt-client-id ${
+        JSON.stringify(clientId)
+      }: give 1 to ${MAX_CLIENT_ID_LENGTH} printable characters`,
     );
   }
   return {

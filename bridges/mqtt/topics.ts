@@ -134,17 +134,27 @@ function spell(prefix: string, separator: "-" | "_"): string {
     .replace(new RegExp(`^${separator}+|${separator}+$`, "g"), "");
 }
 
+/** The longest client id `--mqtt-client-id` takes, and the longest one made here. */
+export const MAX_CLIENT_ID_LENGTH = 128;
+
 /**
  * The default client id of the machine called `name`; with a `prefix` the user chose, one that
  * also names the prefix, so two systems on one machine have a session each. A prefix its
  * spelling loses something of gets `--` and its hash too (`a-b` gives `...-a-b--2a89df`, while
  * `a/b` gives `...-a-b`): no other id has `--`, so the two never take each other's session.
+ * An id longer than {@link MAX_CLIENT_ID_LENGTH} (a long prefix) is cut to it, ending in `--`
+ * and a hash of the machine's name and the whole prefix, so it still names one system.
  */
 export function defaultClientId(name: string, prefix?: string): string {
   if (prefix === undefined) return `mmap-ipc-${name}`;
   const spelled = spell(prefix, "-");
-  if (idsAreExact(prefix)) return `mmap-ipc-${name}-${spelled}`;
-  return `mmap-ipc-${name}${spelled === "" ? "" : `-${spelled}`}--${prefixHash(prefix)}`;
+  const id = idsAreExact(prefix)
+    ? `mmap-ipc-${name}-${spelled}`
+    : `mmap-ipc-${name}${spelled === "" ? "" : `-${spelled}`}--${prefixHash(prefix)}`;
+  if (id.length <= MAX_CLIENT_ID_LENGTH) return id;
+  const hash = prefixHash(`${name}\n${prefix}`);
+  const kept = id.slice(0, MAX_CLIENT_ID_LENGTH - hash.length - 2).replace(/-+$/, "");
+  return `${kept}--${hash}`;
 }
 
 /**
