@@ -48,6 +48,7 @@ import {
 } from "./mod.ts";
 import { keepClaims } from "./app/claim_keeper.ts";
 import { keepFifo } from "./app/fifo_keeper.ts";
+import { FifoHold } from "./app/fifo_hold.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink, type LinkHolder } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
@@ -83,6 +84,8 @@ interface Resources {
   mirror?: StateFile;
   cell?: StateCell;
   link?: SharedRegion;
+  /** The button's FIFO, held open: see `fifo_hold.ts`. */
+  fifoHold?: FifoHold;
 }
 
 /**
@@ -95,6 +98,7 @@ function release(resources: Resources, log: Logger): void {
     ["release the state", () => resources.cell?.close()],
     ["unmap the state", () => resources.region?.close()],
     ["unmap the remote link", () => resources.link?.close()],
+    ["let go of the FIFO", () => resources.fifoHold?.close()],
     ["close the state file", () => resources.mirror?.close()],
     ...resources.owned.map((owned): [string, () => void] => [
       `remove the ${owned.kind} ${JSON.stringify(owned.path)}`,
@@ -186,6 +190,7 @@ function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string)
       () => claim.record(identity),
       () => claim.claimFile(identity),
       () => claim.rekey(),
+      () => resources.fifoHold?.hold(claim.path, identity),
     ]
   ) {
     try {
@@ -271,7 +276,7 @@ async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
       try {
         pressOnce(path);
       } catch (error) {
-        // ENXIO: no button reads the FIFO right now (it is restarting); the press is dropped.
+        // ENXIO: nothing reads the FIFO (a user's FIFO at the path now, no button on it yet).
         logger("launch").warn(`Enter did not press: ${(error as Error).message}`);
       }
     }
@@ -549,6 +554,16 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       resources.claims.find((claim) => claim.kind === kind);
     const fifoClaim = claimOf("FIFO");
     const fifoIdentity = fifoClaim && prepareFifo(fifoClaim, resources, log);
+    if (fifoClaim !== undefined && fifoIdentity !== undefined) {
+      resources.fifoHold = new FifoHold();
+      try {
+        resources.fifoHold.hold(fifoClaim.path, fifoIdentity);
+      } catch (error) {
+        log.warn(
+          `${(error as Error).message}; a press written as the button restarts may be lost`,
+        );
+      }
+    }
     const mirrorClaim = claimOf("state file") ?? claimOf("shared memory");
     if (mirrorClaim !== undefined) resources.mirror = prepareMirror(mirrorClaim, resources, log);
 

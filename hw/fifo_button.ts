@@ -106,6 +106,12 @@ export interface FifoButtonOptions {
    * @default {"button"}
    */
   madeBy?: "button" | "other";
+  /**
+   * The pid of a process that holds the FIFO open for reading and reads none of it (the
+   * launcher that makes it): what is written while this button restarts waits there for the
+   * next one, where it would be lost with the last reader. Not counted as another reader.
+   */
+  keeper?: number;
 }
 
 /** Why a FIFO path holds something the button may not use now: see `onTaken`. */
@@ -182,6 +188,7 @@ export class FifoButton implements Button {
    */
   #taken: boolean;
   readonly #madeByOther: boolean;
+  readonly #keeper: number | undefined;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -200,6 +207,7 @@ export class FifoButton implements Button {
     this.#onPath = options.onPath ?? (() => {});
     this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#madeByOther = options.madeBy === "other";
+    this.#keeper = options.keeper;
     // Its maker may be about to make the directory again, or it may be closed to this user
     // (chmod) at a restart: looked at now and then, as the FIFO is.
     this.#watch = new PathWatch(path, identity, {
@@ -382,10 +390,10 @@ export class FifoButton implements Button {
    * what {@link openFifoButton} would have taken at the start. Whether it did.
    */
   #adoptIfUsable(): boolean {
-    if (refusalAt(this.#path) !== undefined) return false;
+    if (refusalAt(this.#path, this.#keeper) !== undefined) return false;
     let opened;
     try {
-      opened = openFifo(this.#path, { create: false });
+      opened = openFifo(this.#path, { create: false, keeper: this.#keeper });
     } catch {
       return false; // gone or changed meanwhile: the next look, or the watch, sees what is there
     }
@@ -515,7 +523,7 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
-  const taken = options.onTaken === undefined ? undefined : refusalAt(path);
+  const taken = options.onTaken === undefined ? undefined : refusalAt(path, options.keeper);
   if (taken !== undefined) {
     options.onTaken?.(taken.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
@@ -540,7 +548,10 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
  * process reads), with its identity; undefined when the path is free or holds a usable FIFO.
  * Any other failure (the directory, the system) is left for the open to report.
  */
-function refusalAt(path: string): { identity: string; taken: TakenFifo } | undefined {
+function refusalAt(
+  path: string,
+  keeper: number | undefined,
+): { identity: string; taken: TakenFifo } | undefined {
   let stat;
   try {
     stat = statPath(path);
@@ -584,7 +595,7 @@ function refusalAt(path: string): { identity: string; taken: TakenFifo } | undef
     );
   }
   try {
-    refuseIfRead(path, stat.identity);
+    refuseIfRead(path, stat.identity, { keeper });
   } catch (error) {
     if (error instanceof Deno.errors.Busy) return taken("read", error);
     throw error;
@@ -613,7 +624,7 @@ function openFifo(
     checkOwn(stat, "fifo", action, path);
     identity = stat.identity;
   }
-  if (!created) refuseIfRead(path, identity);
+  if (!created) refuseIfRead(path, identity, { keeper: options.keeper });
   const fd = openPath(path, OPEN_FLAGS, 0, action);
   try {
     const stat = statFd(fd, path);
@@ -634,9 +645,14 @@ function openFifo(
 /**
  * Refuses a FIFO another process reads: presses would go to whichever reads first. The error
  * names the readers found (`pid N`), or says one waits to read when none can be named.
+ * `options.keeper` is no reader: see {@link FifoButtonOptions.keeper}.
  */
-export function refuseIfRead(path: string, identity: string): void {
-  const readers = fifoReaders(path, identity);
+export function refuseIfRead(
+  path: string,
+  identity: string,
+  options: { keeper?: number } = {},
+): void {
+  const readers = fifoReaders(path, identity, options);
   if (readers.pids.length === 0 && !readers.waiting) return;
   const who = readers.pids.length > 0
     ? `pid ${readers.pids.join(", pid ")} ${readers.pids.length > 1 ? "read" : "reads"} it`

@@ -83,10 +83,22 @@ const NOT_A_PRESS = new TextEncoder().encode("1\n");
  * found in `/proc`. A reader blocked in open(2) holds no fd yet; the only way to see it is to
  * open the FIFO for writing, which wakes it, so this then writes `1\n`: the original C button
  * reads that as "not a press", where an empty read would count as one.
+ *
+ * `options.keeper`: the pid of a process that holds the FIFO open for reading only to keep what
+ * is written to it (the launcher, while its button restarts), and reads none of it: not counted.
+ * While it holds the FIFO, no probe is made: the keeper's read end would let it open, its line
+ * would wait for the next reader (a "not a press" to warn of), and it would report a reader that
+ * may not be there. (The original C button, the reader it is for, makes a FIFO of its own at its
+ * start, so it is never blocked opening one a keeper holds.)
  */
-export function fifoReaders(path: string, identity: string): FifoReaders {
-  const pids = findHolders(identity, { self: true });
-  if (pids.length > 0) return { pids, waiting: false };
+export function fifoReaders(
+  path: string,
+  identity: string,
+  options: { keeper?: number } = {},
+): FifoReaders {
+  const found = findHolders(identity, { self: true });
+  const pids = found.filter((pid) => pid !== options.keeper);
+  if (pids.length > 0 || pids.length < found.length) return { pids, waiting: false };
   let fd: number;
   try {
     fd = posix.openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "look at");

@@ -87,8 +87,9 @@ export const BUTTON_COMMAND = defineCommand({
     "fifo-from-parent": {
       type: "boolean",
       requires: "parent-pid",
-      help: "the parent (--parent-pid) makes the FIFO, and makes it again when it is removed: " +
-        "make none, and read the one it makes (the launcher passes this)",
+      help: "the parent (--parent-pid) makes the FIFO, makes it again when it is removed, " +
+        "and holds it open so that no press is lost while this restarts: make none, read " +
+        "the one it makes, and take its hold for no other reader (the launcher passes this)",
     },
     ...LOG_FLAGS,
     ...PARENT_PID_FLAG,
@@ -289,6 +290,8 @@ async function main(flags: ButtonFlags): Promise<void> {
       // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
       // removes the last at exit even if this button was killed.
       madeBy: flags.fifoFromParent ? "other" : "button",
+      // And holds it open, so presses written while this button restarts wait for the next.
+      keeper: flags.fifoFromParent ? flags.parentPid : undefined,
     });
     log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }

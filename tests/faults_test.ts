@@ -843,6 +843,48 @@ testWith(
   },
 );
 
+// --- a press in flight when the button dies ------------------------------------------------------
+
+testWith(
+  NEEDS.system,
+  "a press written just before the button dies is not lost: the launcher holds the FIFO open, and the restarted button reads it without taking the launcher for another reader",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo, "--state", `${dir}/data.dat`]);
+      const pids = await running(launcher);
+      let restarted: number | undefined;
+      try {
+        const since = launcher.lines.length;
+        // Stopped, the button cannot read the press: it is in the pipe when the button dies.
+        Deno.kill(pids.button, "SIGSTOP");
+        await writeAndLeave(fifo, "0\n");
+        Deno.kill(pids.button, "SIGKILL");
+        await until(() => processGone(pids.button), "the button gone");
+        restarted = Number(
+          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1],
+        );
+        await ledShows(launcher, "On", since);
+        assertEquals(launcher.matching(/reads it|not a press/), [], launcher.transcript);
+        // And one written while no button runs at all waits for the next (it was refused).
+        const next = launcher.lines.length;
+        const last = restarted;
+        Deno.kill(last, "SIGKILL");
+        await until(() => processGone(last), "the restarted button gone");
+        await writeAndLeave(fifo, "0\n");
+        restarted = Number(
+          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since: next })).match[1],
+        );
+        await ledShows(launcher, "Off", next);
+        await stopCleanly(launcher, [pids.led, restarted]);
+        assertEquals(statPath(fifo), undefined, "the FIFO was left behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    });
+  },
+);
+
 // --- a writer that never stops -------------------------------------------------------------------
 
 testWith(
