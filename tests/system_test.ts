@@ -431,6 +431,39 @@ testWith(
   },
 );
 
+/**
+ * SIGKILLs the `child` (led or button) of `launcher` with pid `pid`, waits for the restarted one
+ * to say `said`, and returns its pid.
+ */
+async function killAndHear(
+  launcher: ChildProcess,
+  child: { name: "led" | "button"; pid: number },
+  said: RegExp,
+): Promise<number> {
+  const since = launcher.lines.length;
+  Deno.kill(child.pid, "SIGKILL");
+  await launcher.waitFor(said, { since });
+  const started = new RegExp(`Started ${child.name} \\(pid (\\d+)\\)`);
+  return Number((await launcher.waitFor(started, { since })).match[1]);
+}
+
+/**
+ * For a button under `launcher` (run as `user`) that reads its FIFO again: a press `user` writes
+ * reaches the LED, and no child crashed.
+ */
+async function pressAsUserAndSee(
+  launcher: ChildProcess,
+  user: number,
+  fifo: string,
+): Promise<void> {
+  const since = launcher.lines.length;
+  const press = await spawnProgram("setpriv", [...asUser(user), "sh", "-c", `echo 0 > '${fifo}'`])
+    .status();
+  assertEquals(press.code, 0);
+  await ledShows(launcher, "On", since);
+  assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
+}
+
 testWith(
   [...NEEDS.system, requires("setpriv"), requires("chmod")],
   "run by a user whose chmod takes away its own access: a restarted LED runs on without the state file, a restarted button waits for the FIFO's mode, and nothing stops",
@@ -445,41 +478,29 @@ testWith(
       const restarted: number[] = [];
       try {
         // Root would open both anyway: the launcher runs as a plain user, whom the mode binds.
-        let since = launcher.lines.length;
         Deno.chmodSync(state, 0o400);
-        Deno.kill(pids.led, "SIGKILL");
-        await launcher.waitFor(
-          /led: .*state file ".*state\.dat" \(through \/proc\/\d+\/fd\/\d+\): permission denied.*running on without it/,
-          { since },
-        );
+        let since = launcher.lines.length;
         restarted.push(
-          Number((await launcher.waitFor(/Started led \(pid (\d+)\)/, { since })).match[1]),
+          await killAndHear(
+            launcher,
+            { name: "led", pid: pids.led },
+            /led: .*state file ".*state\.dat" \(through \/proc\/\d+\/fd\/\d+\): permission denied.*running on without it/,
+          ),
         );
         await ledShows(launcher, "Off", since);
 
-        since = launcher.lines.length;
         Deno.chmodSync(fifo, 0o000);
-        Deno.kill(pids.button, "SIGKILL");
-        await launcher.waitFor(
-          /its mode \(0000\) does not let its owner read it.*reads it once its mode lets it/,
-          {
-            since,
-          },
-        );
+        since = launcher.lines.length;
         restarted.push(
-          Number((await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1]),
+          await killAndHear(
+            launcher,
+            { name: "button", pid: pids.button },
+            /its mode \(0000\) does not let its owner read it.*reads it once its mode lets it/,
+          ),
         );
         Deno.chmodSync(fifo, 0o600);
         await launcher.waitFor(/is one this button may read now/, { since });
-        const press = await spawnProgram("setpriv", [
-          ...asUser(user),
-          "sh",
-          "-c",
-          `echo 0 > '${fifo}'`,
-        ]).status();
-        assertEquals(press.code, 0);
-        await ledShows(launcher, "On", since);
-        assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
+        await pressAsUserAndSee(launcher, user, fifo);
       } finally {
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
       }
@@ -507,29 +528,20 @@ testWith(
       const pids = await running(launcher);
       const restarted: number[] = [];
       try {
-        const since = launcher.lines.length;
         Deno.chmodSync(directory, 0o000);
-        Deno.kill(pids.button, "SIGKILL");
-        await launcher.waitFor(
-          /Cannot reach the FIFO .*button\.fifo.*does not let this user look into it.*permission denied.*once the directory lets it in again/,
-          { since },
-        );
+        const since = launcher.lines.length;
         restarted.push(
-          Number((await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1]),
+          await killAndHear(
+            launcher,
+            { name: "button", pid: pids.button },
+            /Cannot reach the FIFO .*button\.fifo.*does not let this user look into it.*permission denied.*once the directory lets it in again/,
+          ),
         );
         await delay(2500); // a few looks at the closed directory: no crash, no second warning
         assertEquals(launcher.matching(/Cannot reach the FIFO/).length, 1, launcher.transcript);
         Deno.chmodSync(directory, 0o700);
         await launcher.waitFor(/is one this button may read now/, { since });
-        const press = await spawnProgram("setpriv", [
-          ...asUser(user),
-          "sh",
-          "-c",
-          `echo 0 > '${fifo}'`,
-        ]).status();
-        assertEquals(press.code, 0);
-        await ledShows(launcher, "On", since);
-        assertEquals(launcher.matching(/crashed|exited with code/), [], launcher.transcript);
+        await pressAsUserAndSee(launcher, user, fifo);
       } finally {
         Deno.chmodSync(directory, 0o700);
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
