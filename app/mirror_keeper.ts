@@ -39,7 +39,12 @@ export async function keepMirror(
   const name = options.shm
     ? `The shared memory state ${JSON.stringify(normalizeShmName(mirror.path))} (${path})`
     : `The state file ${JSON.stringify(mirror.path)}`;
-  const watch = new PathWatch(path, mirror.identity, { fd: mirror.fd });
+  // Its directory removed or closed to this user (chmod) at a restart: its content is still
+  // watched through the fd, and what is at the path is said once it can be looked at.
+  const watch = new PathWatch(path, mirror.identity, {
+    fd: mirror.fd,
+    directoryMayBeMissing: true,
+  });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   const report = (change: PathChange): void => {
@@ -83,8 +88,17 @@ export async function keepMirror(
   };
   try {
     // What happened before this process started (a restarted button) is reported too.
-    const status = watch.status();
-    if (status !== "same") report(status);
+    let status;
+    try {
+      status = watch.status();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+      log.warn(
+        `${name} cannot be looked at (${error.message}); this system keeps its state in memory ` +
+          "and in the file as it is open, and goes on",
+      );
+    }
+    if (status !== undefined && status !== "same") report(status);
     // And a write between the file's opening and the watch's start: the watch saw none of it.
     await check();
     for await (const change of watch.changes()) {

@@ -201,12 +201,19 @@ export class Supervisor {
       if (signal.aborted) return;
       const ended = performance.now();
       const short = ran.code === EXIT_SHORTAGE;
-      if (!short || ended - started >= this.#policy.stableAfterMs) {
+      // A run that lasted ends any run of crashes, or of shortages, before it.
+      if (ended - started >= this.#policy.stableAfterMs) {
+        crashes = 0;
+        shortSince = undefined;
+        shortages = 0;
+      }
+      if (!short) {
         shortSince = undefined;
         shortages = 0;
       }
       let delay: number;
-      if (short && ended - (shortSince ??= started) < this.#policy.shortageGraceMs) {
+      // The grace runs from the first failure of the shortage, however long the child ran before.
+      if (short && ended - (shortSince ??= ended) < this.#policy.shortageGraceMs) {
         delay = backoffDelay(backoff, shortages++);
         this.#log.warn(
           `${name} is short of a system resource (${
@@ -214,7 +221,7 @@ export class Supervisor {
           }); not counted as a crash while it may pass, restarting in ${delay} ms`,
         );
       } else {
-        crashes = ended - started >= this.#policy.stableAfterMs ? 1 : crashes + 1;
+        crashes++;
         if (crashes >= this.#policy.maxCrashes) {
           throw new ChildCrashLoop(name, crashes, ran.lastError, ran.how);
         }

@@ -239,6 +239,8 @@ export class FifoButton implements Button {
     // Promise.race over a wait that stays pending for long (the path watch) would add a reaction
     // to it on every press, and they would pile up until it settled.
     let pathResult: IteratorResult<PathChange> | undefined;
+    /** What the watch failed with: the presses end with it, as a read that fails does. */
+    let pathFailure: unknown;
     let readyResult: Readiness | undefined;
     let waitingReady = false;
     let wake: (() => void) | undefined;
@@ -249,6 +251,10 @@ export class FifoButton implements Button {
         // A watch replaced meanwhile ends when closed: that is not the end of the presses.
         if (source !== changes) return;
         pathResult = result;
+        wake?.();
+      }, (error) => {
+        if (source !== changes) return;
+        pathFailure = error;
         wake?.();
       });
     };
@@ -275,11 +281,15 @@ export class FifoButton implements Button {
             wake?.();
           });
         }
-        if (pathResult === undefined && readyResult === undefined && !looked) {
+        if (
+          pathResult === undefined && readyResult === undefined && !looked &&
+          pathFailure === undefined
+        ) {
           await new Promise<void>((resolve) => (wake = resolve));
           wake = undefined;
         }
         if (this.#closed || signal.aborted) return;
+        if (pathFailure !== undefined) throw pathFailure;
         if (looked) {
           looked = false;
           const next = this.#lookAtFreePath();

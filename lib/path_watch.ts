@@ -32,8 +32,8 @@ export type PathStatus = "same" | "replaced" | "removed";
  */
 const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVED_TO |
   C.IN_DELETE_SELF | C.IN_MOVE_SELF;
-/** Events that concern the directory itself (or every watch: a lost queue): the path is looked at. */
-const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED | C.IN_Q_OVERFLOW;
+/** Events about the directory itself, gone or moved (or its watch): the path is looked at. */
+const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
 const decoder = new TextDecoder();
 
@@ -42,21 +42,37 @@ export interface PathWatchOptions {
   /** An open fd of the inode, to hear of writes and truncation too. */
   fd?: number;
   /**
-   * A missing directory, or one this user may not read (`chmod 000`), is no error: the watch
-   * then reports nothing, and its owner looks at {@link PathWatch.status} now and then (as for a
-   * directory made again, which no watch set before it sees).
+   * A missing directory, or one closed to this user so that the path cannot even be looked at
+   * (`chmod 000`), is no error: the watch then reports nothing about the path (the inode's
+   * changes still, given `fd`), and its owner looks at {@link PathWatch.status} now and then (as
+   * for a directory made again, which no watch set before it sees). A directory that can be
+   * looked into but not watched (`chmod 300`) is still an error: the path is there to look at,
+   * and nothing would look.
    */
   directoryMayBeMissing?: boolean;
 }
 
-/** The watch of `directory`, or -1 when it is missing and may be. */
-function watchDirectory(inotify: number, directory: string, options: PathWatchOptions): number {
+/** The watch of the directory of `path`, or -1 when it is missing (or closed) and may be. */
+function watchDirectory(inotify: number, path: string, options: PathWatchOptions): number {
   try {
-    return posix.inotifyWatch(inotify, directory, DIRECTORY_EVENTS);
+    return posix.inotifyWatch(inotify, parentOf(path), DIRECTORY_EVENTS);
   } catch (error) {
-    const missing = error instanceof Deno.errors.NotFound ||
-      error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.PermissionDenied;
-    if (missing && options.directoryMayBeMissing) return -1;
+    if (!options.directoryMayBeMissing) throw error;
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+      return -1;
+    }
+    if (error instanceof Deno.errors.PermissionDenied && unreachable(path)) return -1;
+    throw error;
+  }
+}
+
+/** Whether a directory on the way keeps this user from looking at `path` at all. */
+function unreachable(path: string): boolean {
+  try {
+    posix.statPath(path);
+    return false;
+  } catch (error) {
+    if (error instanceof Deno.errors.PermissionDenied) return true;
     throw error;
   }
 }
@@ -84,7 +100,7 @@ export class PathWatch {
     this.#identity = identity;
     this.#inotify = posix.inotifyInit();
     try {
-      this.#directoryWatch = watchDirectory(this.#inotify, parentOf(path), options);
+      this.#directoryWatch = watchDirectory(this.#inotify, path, options);
       this.#inodeWatch = options.fd === undefined
         ? -1
         : posix.inotifyWatch(this.#inotify, `/proc/self/fd/${options.fd}`, INODE_EVENTS);
@@ -93,7 +109,17 @@ export class PathWatch {
       throw error;
     }
     // A directory that could not be watched reports nothing, and may not be looked into either.
-    this.#status = this.#directoryWatch < 0 ? "removed" : this.status();
+    this.#status = this.#directoryWatch < 0 ? "removed" : this.#look() ?? "removed";
+  }
+
+  /** {@link PathWatch.status}, or undefined while the path cannot be looked at (chmod). */
+  #look(): PathStatus | undefined {
+    try {
+      return this.status();
+    } catch (error) {
+      if (error instanceof Deno.errors.PermissionDenied) return undefined;
+      throw error;
+    }
   }
 
   /** The watched path. */
@@ -129,12 +155,15 @@ export class PathWatch {
           const wd = view.getInt32(at, true);
           const mask = view.getUint32(at + 4, true);
           const length = view.getUint32(at + 12, true);
-          if (wd === this.#inodeWatch) modified = true;
-          if ((mask & LOOK_AGAIN) !== 0) {
-            // Events were dropped (a full queue), or the directory itself went: whatever the
-            // path names now is found by looking, and modified may have been among the lost.
+          if ((mask & C.IN_Q_OVERFLOW) !== 0) {
+            // Events were dropped (wd -1): whatever the path names now is found by looking, and
+            // a change of the inode may have been among them.
             directory = true;
-            if ((mask & C.IN_Q_OVERFLOW) !== 0) modified ||= this.#inodeWatch >= 0;
+            modified ||= this.#inodeWatch >= 0;
+          } else if (wd === this.#inodeWatch) {
+            modified = true;
+          } else if ((mask & LOOK_AGAIN) !== 0) {
+            directory = true; // the directory itself went (or its watch did): looked at
           } else if (wd === this.#directoryWatch) {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
@@ -147,7 +176,8 @@ export class PathWatch {
       }
       if (modified) yield "modified";
       if (directory) {
-        const status = this.status();
+        // Closed to this user (chmod) since: nothing can be told until it opens again.
+        const status = this.#look() ?? this.#status;
         if (status !== this.#status) {
           this.#status = status;
           yield status === "same" ? "restored" : status;

@@ -477,45 +477,48 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
     Object.assign(new Error(message), { code });
   const url = "mqtt://broker.lan:1883";
   const login = { username: "kitchen", password: "hunter2", source: 'file "/etc/login"' };
-  const bad = describeProblem(error("Connection refused: Bad username or password", 4), url, login);
+  const bad = describeProblem(error("Connection refused: Bad username or password", 4), {
+    url,
+    credentials: login,
+  });
   assertEquals(bad.kind, "credentials");
   assertStringIncludes(
     bad.message,
     'bad user name or password (user "kitchen" from file "/etc/login")',
   );
   assert(!bad.message.includes("hunter2"));
-  const none = describeProblem(error("Connection refused: Not authorized", 5), url, undefined);
+  const none = describeProblem(error("Connection refused: Not authorized", 5), { url });
   assertStringIncludes(none.message, "--mqtt-credentials FILE");
   const tls = describeProblem(
     error("self-signed certificate in certificate chain", "SELF_SIGNED_CERT_IN_CHAIN"),
-    url,
-    undefined,
+    { url },
   );
   assertEquals(tls.kind, "tls");
   assertStringIncludes(tls.message, "--mqtt-ca FILE");
   const down = describeProblem(
     error("connect ECONNREFUSED 10.0.0.2:1883", "ECONNREFUSED"),
-    url,
-    undefined,
+    { url },
   );
   assertStringIncludes(down.message, "nothing accepts connections there");
   assertEquals(
-    describeProblem(error("getaddrinfo ENOTFOUND", "ENOTFOUND"), url, undefined).kind,
+    describeProblem(error("getaddrinfo ENOTFOUND", "ENOTFOUND"), { url })
+      .kind,
     "dns",
   );
   // A certificate for another name: another CA would not help, so none is suggested.
   const name = describeProblem(
     error("Hostname/IP does not match certificate's altnames", "ERR_TLS_CERT_ALTNAME_INVALID"),
-    "mqtts://10.0.0.2:8883",
-    undefined,
+    { url: "mqtts://10.0.0.2:8883" },
   );
   assertStringIncludes(name.message, "is for another host name");
   assert(!name.message.includes("--mqtt-ca"), name.message);
   // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
-  const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined);
+  const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), { url });
   assertStringIncludes(reset.message, "use an mqtts:// URL");
   // A reset after the broker accepted the connection is no TLS port's: no such hint.
-  const later = describeProblem(error("read ECONNRESET", "ECONNRESET"), url, undefined, {
+  const later = describeProblem(error("read ECONNRESET", "ECONNRESET"), {
+    url,
+    credentials: undefined,
     accepted: true,
   });
   assert(!later.message.includes("mqtts://"), later.message);

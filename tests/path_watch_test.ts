@@ -2,7 +2,7 @@
 import { assertEquals } from "@std/assert";
 import { PathWatch } from "../lib/path_watch.ts";
 import type { PathChange } from "../lib/path_watch.ts";
-import { statPath } from "../ffi/posix.ts";
+import { readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
@@ -61,6 +61,26 @@ testWith(
       Deno.renameSync(`${dir}/run.old`, `${dir}/run`);
       await until(() => seen.length > 1, "the move back reported");
       assertEquals(seen, ["removed", "restored"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "PathWatch whose event queue overflowed looks at the path: a removal lost in the flood is reported, and no change of an inode it does not watch",
+  async () => {
+    const queued = Number(readFileText("/proc/sys/fs/inotify/max_queued_events") ?? "16384");
+    await withWatch(async (dir, seen) => {
+      // All in one turn of the event loop: the watch reads nothing until the queue is full.
+      for (let i = 0; i <= queued; i++) {
+        const other = `${dir}/run/other`;
+        Deno.writeTextFileSync(other, "");
+        Deno.removeSync(other);
+        if (i === queued >> 1) Deno.removeSync(`${dir}/run/state`);
+      }
+      await until(() => seen.length > 0, "the removal reported");
+      await delay(100);
+      assertEquals(seen, ["removed"]);
     });
   },
 );

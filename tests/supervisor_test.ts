@@ -254,17 +254,25 @@ testWith(
   },
 );
 
-/** A child script that exits `EXIT_SHORTAGE` on its first `shortRuns` runs, then keeps running. */
-function shortThenRunning(dir: string, shortRuns: number): string {
-  const script = `${dir}/short.ts`;
+/**
+ * A child script that follows `plan`, one run a step: it runs `ms` milliseconds and exits with
+ * `code` (saying a shortage for `EXIT_SHORTAGE`); once the plan is done, it keeps running.
+ */
+function plannedChild(dir: string, plan: { ms: number; code: number }[]): string {
+  const script = `${dir}/planned.ts`;
   Deno.writeTextFileSync(
     script,
     [
-      `const runs = Number(Deno.readTextFileSync("${dir}/runs") || "0") + 1;`,
-      `Deno.writeTextFileSync("${dir}/runs", String(runs));`,
-      `if (runs <= ${shortRuns}) {`,
-      `  console.error("Cannot open inotify: too many open files (EMFILE)");`,
-      `  Deno.exit(${EXIT_SHORTAGE});`,
+      `const plan = ${JSON.stringify(plan)};`,
+      `const run = Number(Deno.readTextFileSync("${dir}/runs") || "0");`,
+      `Deno.writeTextFileSync("${dir}/runs", String(run + 1));`,
+      `const step = plan[run];`,
+      `if (step !== undefined) {`,
+      `  await new Promise((resolve) => setTimeout(resolve, step.ms));`,
+      `  if (step.code === ${EXIT_SHORTAGE}) {`,
+      `    console.error("Cannot open inotify: too many open files (EMFILE)");`,
+      `  }`,
+      `  Deno.exit(step.code);`,
       `}`,
       `Deno.writeTextFileSync("${dir}/running", "");`,
       `setInterval(() => {}, 1000);`,
@@ -274,31 +282,55 @@ function shortThenRunning(dir: string, shortRuns: number): string {
   return script;
 }
 
+/** `count` quick exits with `code`. */
+function quick(count: number, code: number): { ms: number; code: number }[] {
+  return Array.from({ length: count }, () => ({ ms: 0, code }));
+}
+
+/** Runs `plannedChild(plan)` under `policy` until it runs on; what it warned of. */
+async function survives(
+  dir: string,
+  plan: { ms: number; code: number }[],
+  policy: RestartPolicy,
+): Promise<string[]> {
+  const warnings: string[] = [];
+  const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+  const supervisor = new Supervisor(
+    {
+      name: "short",
+      script: plannedChild(dir, plan),
+      permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
+      args: [],
+    },
+    { log, config: `${ROOT}deno.json`, policy },
+  );
+  const stop = new AbortController();
+  const running = supervisor.run(stop.signal);
+  try {
+    await Promise.race([
+      until(() => statPath(`${dir}/running`) !== undefined, "the child running"),
+      running.then(() => {
+        throw new Error("the supervisor stopped first");
+      }),
+    ]);
+  } finally {
+    stop.abort();
+    await running.catch(() => {});
+  }
+  await running; // a crash loop fails the test here
+  return warnings;
+}
+
 testWith(
   NEEDS.childrenAndFiles,
   "a child that exits for a shortage (EX_TEMPFAIL) is restarted without counting crashes while it may pass, and says why",
   async () => {
     await withTempDir(async (dir) => {
-      const warnings: string[] = [];
-      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
-      const supervisor = new Supervisor(
-        {
-          name: "short",
-          script: shortThenRunning(dir, 4),
-          permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
-          args: [],
-        },
-        // Two crashes would end it: four shortages must not.
-        { log, config: `${ROOT}deno.json`, policy: { ...QUICK, shortageGraceMs: 600_000 } },
-      );
-      const stop = new AbortController();
-      const running = supervisor.run(stop.signal);
-      try {
-        await until(() => statPath(`${dir}/running`) !== undefined, "the child running");
-      } finally {
-        stop.abort();
-        await running;
-      }
+      // Two crashes would end it: four shortages must not.
+      const warnings = await survives(dir, quick(4, EXIT_SHORTAGE), {
+        ...QUICK,
+        shortageGraceMs: 600_000,
+      });
       assertEquals(warnings.length, 4, warnings.join("\n"));
       for (const warning of warnings) {
         assertStringIncludes(warning, "short is short of a system resource");
@@ -311,13 +343,47 @@ testWith(
 
 testWith(
   NEEDS.childrenAndFiles,
+  "the shortage grace starts at the first shortage, not at the start of a child that ran long before it",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Ran 800 ms, longer than the grace, then three shortages in a row: all within it.
+      const plan = [{ ms: 800, code: EXIT_SHORTAGE }, ...quick(3, EXIT_SHORTAGE)];
+      const warnings = await survives(dir, plan, {
+        ...QUICK,
+        stableAfterMs: 400,
+        shortageGraceMs: 500,
+      });
+      assertEquals(warnings.filter((line) => line.includes("short of")).length, 4);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a long run that ends in a shortage ends the run of crashes before it",
+  async () => {
+    await withTempDir(async (dir) => {
+      // A crash, a long run ended by a shortage, a crash: never two crashes in a row.
+      const plan = [...quick(1, 1), { ms: 800, code: EXIT_SHORTAGE }, ...quick(1, 1)];
+      const warnings = await survives(dir, plan, {
+        ...QUICK,
+        stableAfterMs: 400,
+        shortageGraceMs: 600_000,
+      });
+      assertEquals(warnings.length, 3, warnings.join("\n"));
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
   "a shortage that outlasts its grace counts as crashes, and ends in a crash loop that names it",
   async () => {
     await withTempDir(async (dir) => {
       const supervisor = new Supervisor(
         {
           name: "short",
-          script: shortThenRunning(dir, 1_000),
+          script: plannedChild(dir, quick(1_000, EXIT_SHORTAGE)),
           permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`],
           args: [],
         },

@@ -510,7 +510,7 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv"), requires("chmod")],
-  "run by a user who closes the FIFO's directory (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, and nothing stops",
+  "run by a user who closes the directory of the FIFO and the state file (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, and nothing stops",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
     const user = unusedUid(); // not a real user: its runtime directory is the test's own
@@ -519,11 +519,13 @@ testWith(
       const fifo = `${directory}/button.fifo`;
       Deno.mkdirSync(directory, { mode: 0o700 });
       Deno.chownSync(directory, user, user);
+      // The state file beside it, as in the original's layout: its watch meets the closed
+      // directory too.
       await using launcher = startLauncherAs(user, dir, [
         "--fifo",
         fifo,
         "--state",
-        `${dir}/state.dat`,
+        `${directory}/state.dat`,
       ]);
       const pids = await running(launcher);
       const restarted: number[] = [];
@@ -539,6 +541,7 @@ testWith(
         );
         await delay(2500); // a few looks at the closed directory: no crash, no second warning
         assertEquals(launcher.matching(/Cannot reach the FIFO/).length, 1, launcher.transcript);
+        assertEquals(launcher.matching(/state file .* cannot be looked at/).length, 1);
         Deno.chmodSync(directory, 0o700);
         await launcher.waitFor(/is one this button may read now/, { since });
         await pressAsUserAndSee(launcher, user, fifo);

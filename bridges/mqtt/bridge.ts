@@ -51,6 +51,11 @@ export class MqttBridge {
   #state: boolean | undefined;
   /** What the broker holds as the retained state, as far as this connection knows. */
   #published: boolean | undefined;
+  /**
+   * Counts the connections and announcements: a state publish that was in flight across one
+   * does not count as the state published for it (it was asked for again, at QoS 1).
+   */
+  #round = 0;
   #publishing = false;
   #droppedPresses = 0;
   /** `performance.now()` at the last announcement; see {@link ANNOUNCE_EVERY_MS}. */
@@ -154,6 +159,7 @@ export class MqttBridge {
       }
     });
     this.#published = undefined;
+    this.#round++;
     this.#pushState();
   }
 
@@ -173,6 +179,7 @@ export class MqttBridge {
     try {
       while (!this.#closed && this.#state !== undefined && this.#state !== this.#published) {
         const state = this.#state;
+        const round = this.#round;
         const ok = await this.#connection.publish(
           this.#options.topics.state,
           state ? "ON" : "OFF",
@@ -180,7 +187,7 @@ export class MqttBridge {
         );
         // Not connected: the next connection publishes it. Refused: the next change tries.
         if (!ok) return;
-        this.#published = state;
+        if (round === this.#round) this.#published = state;
       }
     } finally {
       this.#publishing = false;

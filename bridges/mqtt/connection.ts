@@ -249,7 +249,7 @@ export class BrokerConnection {
   #report(error: ErrorWithReasonCode): void {
     const { url, credentials } = this.#options;
     this.#tell(
-      describeProblem(error, url, credentials, { accepted: this.#connectedAt !== undefined }),
+      describeProblem(error, { url, credentials, accepted: this.#connectedAt !== undefined }),
     );
   }
 

@@ -55,16 +55,22 @@ const NAME_MISMATCH = /ALTNAME|HOSTNAME|not valid for name|does not match/i;
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|HOSTNAME_)/;
 
-/**
- * Turns an error of the MQTT client into a problem a person can act on; `options.accepted`:
- * it came after the broker had accepted the connection (a reset then is no TLS port's).
- */
+/** Where a problem of the MQTT client happened, for {@link describeProblem}. */
+export interface ProblemContext {
+  /** The broker's URL. */
+  url: string;
+  /** The login given, if any. */
+  credentials?: Credentials;
+  /** It came after the broker had accepted the connection (a reset then is no TLS port's). */
+  accepted?: boolean;
+}
+
+/** Turns an error of the MQTT client into a problem a person can act on. */
 export function describeProblem(
   error: Error & { code?: string | number },
-  url: string,
-  credentials: Credentials | undefined,
-  options: { accepted?: boolean } = {},
+  context: ProblemContext,
 ): Problem {
+  const { url, credentials } = context;
   const code = error.code;
   if (typeof code === "number") {
     const refused = `The broker at ${url} refused the connection`;
@@ -105,7 +111,7 @@ export function describeProblem(
         `Cannot reach the broker at ${url}: nothing accepts connections there (ECONNREFUSED)`,
     };
   }
-  if (code === "ECONNRESET" && url.startsWith("mqtt://") && !options.accepted) {
+  if (code === "ECONNRESET" && url.startsWith("mqtt://") && !context.accepted) {
     return {
       kind: "reset",
       level: "warn",
