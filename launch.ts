@@ -24,7 +24,6 @@ import {
   inForeground,
   openPath,
   openPidfd,
-  readFileText,
   statFd,
   statPath,
   writeFd,
@@ -49,6 +48,7 @@ import {
 import { keepClaims } from "./app/claim_keeper.ts";
 import { keepFifo } from "./app/fifo_keeper.ts";
 import { FifoHold } from "./app/fifo_hold.ts";
+import { fromTaskDirectory, taskDirectory } from "./app/task_directory.ts";
 import { usage } from "./app/flags.ts";
 import { createRemoteLink, type LinkHolder } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
@@ -310,44 +310,10 @@ function stopWithTaskRunner(stop: AbortController, log: Logger): FdWaiter | unde
   return waiter;
 }
 
-/**
- * Where the user ran `deno task` (its `INIT_CWD`), when the launcher's parent is that task
- * runner; otherwise undefined. Every process under a task inherits `INIT_CWD`: a launcher that a
- * program run by some task started in a directory of its own must not take it for its own.
- */
-function taskDirectory(): string | undefined {
-  // Asked first: reading a variable not granted would prompt in a terminal.
-  if (Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state !== "granted") {
-    return undefined;
-  }
-  const base = Deno.env.get("INIT_CWD");
-  if (base === undefined || !base.startsWith("/")) return undefined;
-  const parent = readFileText(`/proc/${Deno.ppid}/cmdline`)?.split("\0") ?? [];
-  return parent.includes("task") ? base : undefined;
-}
-
-/** The flags that name a file, resolved by {@link fromInvocationDirectory}. */
+/** The flags that name a file: a relative one is meant from where the user ran `deno task`. */
 const PATH_FLAGS = ["state", "fifo", "mqttCredentials", "mqttCa"] as const satisfies readonly (
   keyof LaunchFlags
 )[];
-
-/**
- * Relative paths as the user meant them: `deno task` runs the launcher in the project's
- * directory (where deno.json is), and says in `INIT_CWD` where the user ran it. Without it (run
- * with `deno run`), or where the launcher may not read it, paths are taken as given.
- */
-function fromInvocationDirectory(flags: LaunchFlags): LaunchFlags {
-  const base = taskDirectory();
-  if (base === undefined) return flags;
-  const resolved: Record<string, unknown> = { ...flags };
-  for (const name of PATH_FLAGS) {
-    const path = resolved[name];
-    if (typeof path === "string" && path !== "" && !path.startsWith("/")) {
-      resolved[name] = `${base.replace(/\/+$/, "")}/${path}`;
-    }
-  }
-  return resolved as LaunchFlags;
-}
 
 /** The launcher's state as its children reach it. */
 interface SharedState {
@@ -670,7 +636,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
 }
 
 if (import.meta.main) {
-  const flags = fromInvocationDirectory(parseCommandLine(LAUNCH_COMMAND));
+  const flags = fromTaskDirectory(parseCommandLine(LAUNCH_COMMAND), PATH_FLAGS);
   let mqtt: MqttSettings | undefined;
   try {
     mqtt = mqttSettings(flags);

@@ -271,6 +271,17 @@ const SCRIPTS: Script[] = [
     ],
   },
   {
+    path: "bridges/mqtt_forget.ts",
+    name: "mqtt:forget",
+    usageLine: "Usage: deno task mqtt:forget --mqtt URL",
+    bad: [
+      [[], "--mqtt URL is required"],
+      [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],
+      [["--mqtt", "http://broker"], "--mqtt"],
+      [["--mqtt", "mqtt://broker", "--mqtt-prefix", "a/#"], "it holds a wildcard"],
+    ],
+  },
+  {
     path: "consumers/ring_stats.ts",
     name: "ring demo",
     usageLine: "Usage: deno task demo:ring [options]",

@@ -971,3 +971,54 @@ testWith(
     });
   },
 );
+
+/** Runs `deno task mqtt:forget` with `args`, with the task's permissions; its status and output. */
+async function forget(args: string[]): Promise<{ code: number; output: string }> {
+  await using child = spawnProgram(Deno.execPath(), [...taskArgs("mqtt:forget"), ...args], {
+    cwd: ROOT,
+  });
+  const { code } = await child.status();
+  return { code, output: child.transcript };
+}
+
+testWithBroker(
+  "deno task mqtt:forget removes what a system left retained (discovery configs, state, availability), leaves a retained command, and refuses a prefix a launcher uses",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const system = await startSystem(dir, broker.url);
+      const { prefix, topics, launcher } = system;
+      const [light, trigger] = [
+        `homeassistant/light/${deviceId(prefix)}/led/config`,
+        `homeassistant/device_automation/${deviceId(prefix)}/button_short_press/config`,
+      ];
+      await using watcher = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+      try {
+        await watcher.waitFor(light);
+        await watcher.waitFor(trigger);
+        const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+        assertEquals(refused.code, 1, refused.output);
+        assertStringIncludes(refused.output, `another launcher (pid ${launcher.pid})`);
+        assertStringIncludes(refused.output, "stop it first");
+        assert(!refused.output.includes("another --mqtt-prefix"), refused.output);
+      } finally {
+        await system[Symbol.asyncDispose]();
+      }
+      // The system is gone; what it left stays, and so does a command someone kept there.
+      await watcher.waitFor(topics.availability, { payload: "offline" });
+      await watcher.publish(topics.set, "ON", { retain: true });
+
+      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+      assertEquals(done.code, 0, done.output);
+      for (const topic of [light, trigger, topics.state, topics.availability]) {
+        assertStringIncludes(done.output, topic);
+      }
+      // A newcomer gets every retained message before a message published after it subscribed.
+      await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+      await late.publish(`${prefix}/sentinel`, "end");
+      await late.waitFor(`${prefix}/sentinel`);
+      const kept = late.heard.filter((message) => message.retain);
+      assertEquals(kept.map(({ topic, payload }) => [topic, payload]), [[topics.set, "ON"]]);
+    });
+  },
+);

@@ -54,13 +54,18 @@ export interface BrokerConnectionOptions {
   /** PEM CA certificates to trust for TLS, instead of the public ones. */
   ca?: string;
   /** Published (retained) by the broker when the connection dies without a goodbye. */
-  will: { topic: string; payload: string };
+  will?: { topic: string; payload: string };
   /** Reconnect delays. Default {@link DEFAULT_BACKOFF}. */
   backoff?: Backoff;
   /** Seconds of silence before a ping, and as long again for its answer. Default 30. */
   keepaliveSeconds?: number;
   /** Where to say what happens. */
   log: Logger;
+  /**
+   * What goes on while the broker cannot be reached, said after each problem. Default: the
+   * bridge's "the button and LED work meanwhile"; empty for nothing.
+   */
+  meanwhile?: string;
   /** Called on each (re)connection: subscribe and publish the current state here. */
   onConnect: () => void;
   /** Called for each message on a subscribed topic. */
@@ -130,7 +135,7 @@ export class BrokerConnection {
       reconnectPeriod: 0,
       queueQoSZero: false,
       resubscribe: false,
-      will: { topic: will.topic, payload: will.payload, qos: 1, retain: true },
+      will: will && { topic: will.topic, payload: will.payload, qos: 1, retain: true },
     });
     client.on("connect", () => this.#onConnect());
     client.on("close", () => this.#onClose());
@@ -261,9 +266,10 @@ export class BrokerConnection {
       return;
     }
     this.#reported.add(problem.kind);
+    const meanwhile = this.#options.meanwhile ?? "the button and LED work meanwhile";
     log[problem.level](
-      `${problem.message}; retrying (every ${this.#backoff.maxMs / 1000} s at most), ` +
-        "the button and LED work meanwhile",
+      `${problem.message}; retrying (every ${this.#backoff.maxMs / 1000} s at most)` +
+        (meanwhile === "" ? "" : `, ${meanwhile}`),
     );
   }
 

@@ -39,9 +39,21 @@ export const ONLINE = "online";
 /** Availability payload of the last will. */
 export const OFFLINE = "offline";
 
+/**
+ * The config topics of the device `deviceId` under Home Assistant's `discoveryPrefix`: the LED's
+ * and the button's, in the order {@link discoveryMessages} gives them.
+ */
+export function discoveryTopics(discoveryPrefix: string, deviceId: string): [string, string] {
+  return [
+    `${discoveryPrefix}/light/${deviceId}/led/config`,
+    `${discoveryPrefix}/device_automation/${deviceId}/button_short_press/config`,
+  ];
+}
+
 /** The discovery messages for the LED and the button, in the order to publish them. */
 export function discoveryMessages(options: DiscoveryOptions): DiscoveryMessage[] {
   const { discoveryPrefix, deviceId, topics } = options;
+  const [lightTopic, triggerTopic] = discoveryTopics(discoveryPrefix, deviceId);
   const device = {
     identifiers: [deviceId],
     name: options.deviceName,
@@ -52,7 +64,7 @@ export function discoveryMessages(options: DiscoveryOptions): DiscoveryMessage[]
   const origin = { name: "mmap-ipc", sw_version: options.version };
   return [
     {
-      topic: `${discoveryPrefix}/light/${deviceId}/led/config`,
+      topic: lightTopic,
       payload: {
         name: "LED",
         unique_id: `${deviceId}_led`,
@@ -70,7 +82,7 @@ export function discoveryMessages(options: DiscoveryOptions): DiscoveryMessage[]
       },
     },
     {
-      topic: `${discoveryPrefix}/device_automation/${deviceId}/button_short_press/config`,
+      topic: triggerTopic,
       payload: {
         automation_type: "trigger",
         topic: topics.action,

@@ -1,0 +1,161 @@
+/**
+ * Forgets a system on its MQTT broker: removes what the bridge left retained there under one
+ * topic prefix. Its two Home Assistant discovery configs (Home Assistant then removes the device
+ * and its entities), its LED state and its availability. For a prefix no longer used: after a
+ * change of `--mqtt-prefix` (the old one's device would stay in Home Assistant, unavailable), or
+ * a machine retired. A retained command on `P/led/set` is someone's own message, and stays.
+ *
+ * Run `deno task mqtt:forget --help` for its flags.
+ *
+ * @module
+ */
+
+import { LOG_FLAGS } from "../app/cli.ts";
+import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
+import { logger, setupLogging } from "../app/logging.ts";
+import { claimPaths } from "../app/path_claims.ts";
+import { fromTaskDirectory } from "../app/task_directory.ts";
+import { failureExitStatus } from "../app/exit_status.ts";
+import { readCaFile } from "./mqtt/ca_file.ts";
+import { loadCredentials } from "./mqtt/credentials.ts";
+import { discoveryTopics } from "./mqtt/discovery.ts";
+import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
+import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
+import { deviceId, MAX_CLIENT_ID_LENGTH, topicsFor } from "./mqtt/topics.ts";
+
+/** Where the broker flags are listed: as the launcher of the system to forget was given them. */
+const BROKER = "Broker options (as the system to forget was started with them)";
+
+/** The command line of `deno task mqtt:forget`. */
+export const MQTT_FORGET_COMMAND = defineCommand({
+  name: "mqtt:forget",
+  synopsis: ["deno task mqtt:forget --mqtt URL [--mqtt-prefix P] [options]"],
+  description: "Removes from the broker what the system with this prefix left retained there: " +
+    "its Home Assistant discovery configs (so Home Assistant removes its device), its LED state " +
+    "and its availability. For a prefix no longer used; refused while a launcher of this " +
+    "machine uses it. A retained command on P/led/set is left.",
+  flags: {
+    mqtt: {
+      ...MQTT_FLAGS.mqtt,
+      group: BROKER,
+      help: "the broker: mqtt://HOST[:PORT] (port 1883 by default) or mqtts://HOST[:PORT] " +
+        "(TLS, 8883)",
+    },
+    "mqtt-credentials": { ...MQTT_FLAGS["mqtt-credentials"], group: BROKER },
+    "mqtt-ca": { ...MQTT_FLAGS["mqtt-ca"], group: BROKER },
+    "mqtt-prefix": {
+      ...MQTT_FLAGS["mqtt-prefix"],
+      group: BROKER,
+      help: "the topic prefix of the system to forget",
+    },
+    "mqtt-discovery-prefix": { ...MQTT_FLAGS["mqtt-discovery-prefix"], group: BROKER },
+    ...LOG_FLAGS,
+  },
+});
+
+/** The parsed flags of `deno task mqtt:forget`. */
+export type MqttForgetFlags = CommandFlags<typeof MQTT_FORGET_COMMAND>;
+
+/** How long the broker is given to accept the connection. */
+const CONNECT_TIMEOUT_MS = 20_000;
+
+/**
+ * The retained topics a bridge publishes under `prefix`, which forgetting it clears: the
+ * discovery configs first (Home Assistant removes the entities), then the state and the
+ * availability. Not `P/led/set`: a retained command there is someone's own.
+ */
+export function retainedTopics(prefix: string, discoveryPrefix: string): string[] {
+  const topics = topicsFor(prefix);
+  return [...discoveryTopics(discoveryPrefix, deviceId(prefix)), topics.state, topics.availability];
+}
+
+async function main(settings: MqttSettings): Promise<number> {
+  const log = logger("mqtt:forget");
+  // Loaded here: the MQTT library reads the environment as it loads, and --help or a usage
+  // error needs no permissions.
+  const { BrokerConnection } = await import("./mqtt/connection.ts");
+  const credentials = loadCredentials(settings.credentialsFile);
+  const ca = settings.caFile === undefined ? undefined : readCaFile(settings.caFile);
+  const { prefix, clientId } = mqttIdentity(settings, (await localMachine()).name);
+  // A launcher using the prefix now would publish it all again at its next connection.
+  let claims;
+  try {
+    claims = claimPaths([{ kind: "MQTT topic prefix", path: prefix }]);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.Busy)) throw error;
+    throw new Deno.errors.Busy(
+      `${error.message.replace(/; give this one another --mqtt-prefix$/, "")}: stop it first`,
+    );
+  }
+  try {
+    const topics = retainedTopics(prefix, settings.discoveryPrefix);
+    let connected: () => void = () => {};
+    const accepted = new Promise<void>((resolve) => connected = resolve);
+    // An id of its own: the bridge's would take its session (and a live one would take it back).
+    const id = `${clientId.slice(0, MAX_CLIENT_ID_LENGTH - 7)}-forget`;
+    await using connection = new BrokerConnection({
+      url: settings.url,
+      clientId: id,
+      credentials,
+      ca,
+      log,
+      meanwhile: "",
+      onConnect: () => connected(),
+      onMessage: () => {},
+    });
+    connection.start();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), CONNECT_TIMEOUT_MS);
+    });
+    const reached = await Promise.race([accepted.then(() => true), timedOut]);
+    clearTimeout(timer);
+    if (!reached) {
+      throw new Deno.errors.TimedOut(
+        `Cannot reach the broker at ${settings.url} within ${CONNECT_TIMEOUT_MS / 1000} s ` +
+          "(see above why); nothing was removed",
+      );
+    }
+    // An empty retained message removes the one kept; QoS 1, so the broker says it has it.
+    const done = await Promise.all(
+      topics.map((topic) => connection.publish(topic, "", { retain: true, qos: 1 })),
+    );
+    const left = topics.filter((_, i) => !done[i]);
+    if (left.length > 0) {
+      log.error(
+        `Could not remove ${left.length} of the ${topics.length} retained messages of ` +
+          `${JSON.stringify(prefix)} from ${settings.url}: ${left.join(", ")}`,
+      );
+      return 1;
+    }
+    log.info(
+      `Removed what the system ${JSON.stringify(prefix)} left retained on ${settings.url} ` +
+        `(Home Assistant removes its device): ${topics.join(", ")}`,
+    );
+    return 0;
+  } finally {
+    for (const claim of claims) claim.release();
+  }
+}
+
+if (import.meta.main) {
+  const flags: MqttForgetFlags = fromTaskDirectory(parseCommandLine(MQTT_FORGET_COMMAND), [
+    "mqttCredentials",
+    "mqttCa",
+  ]);
+  setupLogging({ level: flags.logLevel, format: flags.logFormat });
+  let settings: MqttSettings | undefined;
+  try {
+    settings = mqttSettings(flags);
+    if (settings === undefined) throw new TypeError("--mqtt URL is required");
+  } catch (error) {
+    console.error(`mqtt:forget: ${(error as Error).message}\n\n${usage(MQTT_FORGET_COMMAND)}`);
+    Deno.exit(2);
+  }
+  try {
+    Deno.exit(await main(settings));
+  } catch (error) {
+    console.error(`mqtt:forget: ${(error as Error).message}`);
+    Deno.exit(failureExitStatus(error));
+  }
+}
