@@ -276,6 +276,7 @@ async function main(flags: ButtonFlags): Promise<void> {
     log.info(`Button ready on ${gpio.description}`);
   } else {
     const fifo = flags.fifo ?? defaultFifoPath();
+    let waiting = false;
     button = openFifoButton(fifo, {
       onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
       onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
@@ -284,16 +285,18 @@ async function main(flags: ButtonFlags): Promise<void> {
       // Under a launcher, which checked the FIFO before the first start, what took the path
       // since is not for a restart to fix: wait for it as the running button would, rather
       // than crash again and again until the launcher gives up and stops the LED too.
-      onTaken: flags.parentPid === undefined
-        ? undefined
-        : (taken) => log.warn(describeTakenFifo(taken)),
+      onTaken: flags.parentPid === undefined ? undefined : (taken) => {
+        waiting = true;
+        log.warn(describeTakenFifo(taken));
+      },
       // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
       // removes the last at exit even if this button was killed.
       madeBy: flags.fifoFromParent ? "other" : "button",
       // And holds it open, so presses written while this button restarts wait for the next.
       keeper: flags.fifoFromParent ? flags.parentPid : undefined,
     });
-    log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
+    // Not "ready" while it waits for the path (said above why): it says when it reads it.
+    if (!waiting) log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
   }
   await using _button = button;
   using events = link && remote?.openEventSender(link);
