@@ -182,15 +182,16 @@ function ownFifo(resources: Resources, path: string, identity: string): void {
  */
 function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string): void {
   ownFifo(resources, claim.path, identity);
-  // Each step on its own, the record first: whatever fails, a launcher after this one still
-  // knows the FIFO for ours; the first failure is told after the rest were done.
+  // Each step on its own, so that whatever fails, a launcher after this one still knows the FIFO
+  // for ours; the first failure is told after the rest were done.
   let failed: unknown;
   for (
     const step of [
+      // Held first: until then a button looking at the new FIFO could take it for unread.
+      () => resources.fifoHold?.hold(claim.path, identity),
       () => claim.record(identity),
       () => claim.claimFile(identity),
       () => claim.rekey(),
-      () => resources.fifoHold?.hold(claim.path, identity),
     ]
   ) {
     try {

@@ -32,8 +32,9 @@ export const MQTT_FORGET_COMMAND = defineCommand({
   synopsis: ["deno task mqtt:forget --mqtt URL [--mqtt-prefix P] [options]"],
   description: "Removes from the broker what the system with this prefix left retained there: " +
     "its Home Assistant discovery configs (so Home Assistant removes its device), its LED state " +
-    "and its availability. For a prefix no longer used; refused while a launcher of this " +
-    "machine uses it. A retained command on P/led/set is left.",
+    "and its availability. For a prefix no longer used: refused while a launcher of this user " +
+    "uses it, or while its availability on the broker says online. A retained command on " +
+    "P/led/set is left.",
   flags: {
     mqtt: {
       ...MQTT_FLAGS.mqtt,
@@ -49,6 +50,11 @@ export const MQTT_FORGET_COMMAND = defineCommand({
       help: "the topic prefix of the system to forget",
     },
     "mqtt-discovery-prefix": { ...MQTT_FLAGS["mqtt-discovery-prefix"], group: BROKER },
+    force: {
+      type: "boolean",
+      help: "forget it even though its availability on the broker says online (a bridge that " +
+        "died without its last will, say)",
+    },
     ...LOG_FLAGS,
   },
 });
@@ -58,6 +64,8 @@ export type MqttForgetFlags = CommandFlags<typeof MQTT_FORGET_COMMAND>;
 
 /** How long the broker is given to accept the connection. */
 const CONNECT_TIMEOUT_MS = 20_000;
+/** How long the retained availability is waited for after the subscription is granted. */
+const RETAINED_WAIT_MS = 500;
 
 /**
  * The retained topics a bridge publishes under `prefix`, which forgetting it clears: the
@@ -69,7 +77,7 @@ export function retainedTopics(prefix: string, discoveryPrefix: string): string[
   return [...discoveryTopics(discoveryPrefix, deviceId(prefix)), topics.state, topics.availability];
 }
 
-async function main(settings: MqttSettings): Promise<number> {
+async function main(settings: MqttSettings, options: { force: boolean }): Promise<number> {
   const log = logger("mqtt:forget");
   // Loaded here: the MQTT library reads the environment as it loads, and --help or a usage
   // error needs no permissions.
@@ -83,12 +91,13 @@ async function main(settings: MqttSettings): Promise<number> {
     claims = claimPaths([{ kind: "MQTT topic prefix", path: prefix }]);
   } catch (error) {
     if (!(error instanceof Deno.errors.Busy)) throw error;
-    throw new Deno.errors.Busy(
-      `${error.message.replace(/; give this one another --mqtt-prefix$/, "")}: stop it first`,
-    );
+    const who = error.message.replace(/^Cannot [^:]*: /, "")
+      .replace(/; give this one another --mqtt-prefix$/, "");
+    throw new Deno.errors.Busy(`Cannot forget ${JSON.stringify(prefix)}: ${who}; stop it first`);
   }
   try {
     const topics = retainedTopics(prefix, settings.discoveryPrefix);
+    let availability: string | undefined;
     let connected: () => void = () => {};
     const accepted = new Promise<void>((resolve) => connected = resolve);
     // An id of its own: the bridge's would take its session (and a live one would take it back).
@@ -101,7 +110,11 @@ async function main(settings: MqttSettings): Promise<number> {
       log,
       meanwhile: "",
       onConnect: () => connected(),
-      onMessage: () => {},
+      onMessage: (topic, payload, retained) => {
+        if (topic === topicsFor(prefix).availability && retained) {
+          availability = new TextDecoder().decode(payload);
+        }
+      },
     });
     connection.start();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -114,6 +127,17 @@ async function main(settings: MqttSettings): Promise<number> {
       throw new Deno.errors.TimedOut(
         `Cannot reach the broker at ${settings.url} within ${CONNECT_TIMEOUT_MS / 1000} s ` +
           "(see above why); nothing was removed",
+      );
+    }
+    // A bridge running elsewhere (another machine, or this one as another user, whose claims
+    // this cannot see) says so in its retained availability; one that stopped said offline.
+    await connection.subscribe({ [topicsFor(prefix).availability]: 0 });
+    await new Promise((resolve) => setTimeout(resolve, RETAINED_WAIT_MS));
+    if (availability === "online" && !options.force) {
+      throw new Deno.errors.Busy(
+        `Cannot forget ${JSON.stringify(prefix)}: its availability on ${settings.url} says ` +
+          "online, so a bridge may be using it (on another machine, or as another user); stop " +
+          "it first, or give --force if it is gone (it died without its last will)",
       );
     }
     // An empty retained message removes the one kept; QoS 1, so the broker says it has it.
@@ -153,7 +177,7 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   try {
-    Deno.exit(await main(settings));
+    Deno.exit(await main(settings, { force: flags.force }));
   } catch (error) {
     console.error(`mqtt:forget: ${(error as Error).message}`);
     Deno.exit(failureExitStatus(error));

@@ -117,6 +117,9 @@ export const PIDFD_THREAD = 0o200;
 /** gettid(2), called through syscall(2): glibc before 2.30 has no wrapper. */
 export const SYS_gettid: bigint = perArch({ x86_64: 186n, aarch64: 178n });
 
+// <sys/ioctl.h>: the bytes waiting in a pipe (asm-generic: the same on x86-64 and aarch64).
+export const FIONREAD = 0x541bn;
+
 // <sys/inotify.h>
 export const IN_NONBLOCK = 0o4000;
 export const IN_CLOEXEC = 0o2000000;

@@ -19,6 +19,8 @@ export const LIBC_SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t count); */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int ioctl(int fd, unsigned long request, int *argp); (FIONREAD's form of it) */
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   /** ssize_t pread(int fd, void *buf, size_t count, off_t offset); */
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset); */

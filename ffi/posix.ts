@@ -365,6 +365,17 @@ export function writeFd(fd: number, bytes: Uint8Array<ArrayBuffer>, subject: str
   return Number(attempt(() => libc().write(fd, bytes, BigInt(bytes.byteLength)), "write", subject));
 }
 
+/** How many bytes wait unread in the pipe or FIFO `fd` is an end of (FIONREAD). */
+export function bytesWaiting(fd: number, subject: string): number {
+  const count = new Int32Array(1);
+  attempt(
+    () => libc().ioctl(fd, C.FIONREAD, new Uint8Array(count.buffer)),
+    "count the bytes waiting in",
+    subject,
+  );
+  return count[0];
+}
+
 /**
  * write(2) of what fits now: returns the count written, or -1 when the fd is non-blocking and
  * full (EAGAIN); throws for any other failure.

@@ -86,19 +86,23 @@ const NOT_A_PRESS = new TextEncoder().encode("1\n");
  *
  * `options.keeper`: the pid of a process that holds the FIFO open for reading only to keep what
  * is written to it (the launcher, while its button restarts), and reads none of it: not counted.
- * While it holds the FIFO, no probe is made: the keeper's read end would let it open, its line
- * would wait for the next reader (a "not a press" to warn of), and it would report a reader that
- * may not be there. (The original C button, the reader it is for, makes a FIFO of its own at its
- * start, so it is never blocked opening one a keeper holds.)
+ * Its read end lets the probe's open succeed whoever else waits, so while it holds the FIFO the
+ * probe is made only when some process is blocked opening a FIFO at all, and tells a reader by
+ * its taking the probe's line (FIONREAD); a line nobody took is read back, so the next reader
+ * never sees it.
  */
 export function fifoReaders(
   path: string,
   identity: string,
   options: { keeper?: number } = {},
 ): FifoReaders {
+  const others = (): number[] =>
+    findHolders(identity, { self: true }).filter((pid) => pid !== options.keeper);
   const found = findHolders(identity, { self: true });
   const pids = found.filter((pid) => pid !== options.keeper);
-  if (pids.length > 0 || pids.length < found.length) return { pids, waiting: false };
+  if (pids.length > 0) return { pids, waiting: false };
+  const kept = pids.length < found.length;
+  if (kept && !someoneWaitsForAFifo()) return { pids, waiting: false };
   let fd: number;
   try {
     fd = posix.openPath(path, C.O_WRONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "look at");
@@ -107,10 +111,64 @@ export function fifoReaders(
   }
   try {
     if (posix.statFd(fd, path).identity !== identity) return { pids, waiting: false };
+    // Presses may wait for the restarted button already: the probe's line goes behind them.
+    const before = kept ? posix.bytesWaiting(fd, path) : 0;
     posix.writeFd(fd, NOT_A_PRESS, path);
+    if (kept && !lineTaken(fd, path, before)) {
+      takeBack(fd, path, before);
+      return { pids, waiting: false };
+    }
   } finally {
     posix.closeFd(fd);
   }
   // Looked for once the probe's own fd is closed: it is no reader to name.
-  return { pids: findHolders(identity, { self: true }), waiting: true };
+  return { pids: others(), waiting: true };
+}
+
+/** How long a reader woken by the probe is given to take its line: it only has to be run. */
+const TAKE_WITHIN_MS = 200;
+
+/** Whether some process is blocked opening a FIFO (the kernel's `wait_for_partner`) now. */
+function someoneWaitsForAFifo(): boolean {
+  for (const entry of posix.listDirectory("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === Deno.pid) continue;
+    if (posix.readFileText(`/proc/${entry}/wchan`)?.trim() === "wait_for_partner") return true;
+  }
+  return false;
+}
+
+/**
+ * Whether a reader took (any of) the `before` bytes waiting in the FIFO `fd` writes to and the
+ * probe's line behind them, within a moment.
+ */
+function lineTaken(fd: number, path: string, before: number): boolean {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const until = performance.now() + TAKE_WITHIN_MS;
+  while (posix.bytesWaiting(fd, path) >= before + NOT_A_PRESS.length) {
+    if (performance.now() >= until) return false;
+    Atomics.wait(pause, 0, 0, 2);
+  }
+  return true;
+}
+
+/**
+ * Reads the probe's line back out of the FIFO `fd` writes to, through a read end of its own, and
+ * writes the `before` bytes that waited ahead of it back as they were.
+ */
+function takeBack(fd: number, path: string, before: number): void {
+  const reader = posix.openPath(
+    `/proc/self/fd/${fd}`,
+    C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC,
+    0,
+    "read back",
+  );
+  try {
+    const waited = new Uint8Array(before + NOT_A_PRESS.length);
+    const count = posix.readFd(reader, waited, path);
+    if (count > NOT_A_PRESS.length) {
+      posix.writeFd(fd, waited.slice(0, count - NOT_A_PRESS.length), path);
+    }
+  } finally {
+    posix.closeFd(reader);
+  }
 }

@@ -8,18 +8,21 @@ import {
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { killIfRunning, openFdCount } from "./helpers/proc.ts";
+import { killIfRunning, openFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
-import { delay } from "./helpers/waiting.ts";
+import { delay, until } from "./helpers/waiting.ts";
+import { spawnProgram } from "./helpers/spawn.ts";
 import {
   type FifoEvent,
   type IgnoredInput,
   MAX_LINE_BYTES,
   openFifoButton,
+  refuseIfRead,
   type TakenFifo,
 } from "../hw/fifo_button.ts";
 import { describeFifoEvent, describeTakenFifo } from "../producers/button.ts";
-import { makeFifo, statPath } from "../ffi/posix.ts";
+import { bytesWaiting, closeFd, makeFifo, openPath, statPath } from "../ffi/posix.ts";
+import * as C from "../ffi/constants.ts";
 
 /** Counts presses in the background until stopped. */
 function countPresses(
@@ -565,3 +568,37 @@ Deno.test("a restarted button's warning for a taken FIFO path says why and what 
     assert(!said.includes("Stop it"), said);
   }
 });
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh"), requires("cat")],
+  "with a keeper holding the FIFO, a reader blocked opening it (the original button between reads) is still found, and a probe nobody takes leaves the waiting presses as they were",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      makeFifo(path, 0o600);
+      const identity = statPath(path)?.identity ?? "";
+      // This process is the keeper: its read end keeps what is written, and reads none of it.
+      const hold = openPath(path, C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "hold FIFO");
+      try {
+        await writeAndLeave(path, "0\n"); // a press waiting for the restarted button
+        refuseIfRead(path, identity, { keeper: Deno.pid });
+        assertEquals(bytesWaiting(hold, path), 2, "the waiting press changed");
+        // Opening for reading blocks while no writer has it open: the keeper's end is no writer.
+        await using reader = spawnProgram("sh", ["-c", `exec cat '${path}'`]);
+        await until(() => waitingForWriter(reader.pid), "cat blocked opening the FIFO");
+        assertThrowsWith(
+          () => refuseIfRead(path, identity, { keeper: Deno.pid }),
+          Deno.errors.Busy,
+          "another process is waiting to read it",
+        );
+        // It took the waiting press and the probe's line behind it ("not a press" to the
+        // original button), and ended with the probe's writer.
+        const status = await reader.status();
+        assertEquals(status.code, 0);
+        assertEquals(reader.lines.map((line) => line.text), ["0", "1"]);
+      } finally {
+        closeFd(hold);
+      }
+    });
+  },
+);

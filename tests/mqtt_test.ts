@@ -1007,8 +1007,15 @@ testWithBroker(
       // The system is gone; what it left stays, and so does a command someone kept there.
       await watcher.waitFor(topics.availability, { payload: "offline" });
       await watcher.publish(topics.set, "ON", { retain: true });
+      // A bridge elsewhere under the prefix (another machine, another user) says online.
+      await watcher.publish(topics.availability, "online", { retain: true });
+      const online = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+      assertEquals(online.code, 1, online.output);
+      assertStringIncludes(online.output, "says online");
+      assertStringIncludes(online.output, "--force");
+      await watcher.waitFor(light); // still there
 
-      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, "--force"]);
       assertEquals(done.code, 0, done.output);
       for (const topic of [light, trigger, topics.state, topics.availability]) {
         assertStringIncludes(done.output, topic);
