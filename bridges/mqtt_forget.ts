@@ -18,6 +18,7 @@ import { fromTaskDirectory } from "../app/task_directory.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
+import type { Problem } from "./mqtt/problems.ts";
 import { discoveryTopics } from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
@@ -99,7 +100,11 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     const topics = retainedTopics(prefix, settings.discoveryPrefix);
     let availability: string | undefined;
     let connected: () => void = () => {};
-    const accepted = new Promise<void>((resolve) => connected = resolve);
+    let refused: (problem: Problem) => void = () => {};
+    const accepted = new Promise<void>((resolve, reject) => {
+      connected = resolve;
+      refused = reject;
+    });
     // An id of its own: the bridge's would take its session (and a live one would take it back).
     const id = `${clientId.slice(0, MAX_CLIENT_ID_LENGTH - 7)}-forget`;
     await using connection = new BrokerConnection({
@@ -110,6 +115,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       log,
       meanwhile: "",
       onConnect: () => connected(),
+      // A login, certificate or client id the broker refuses is not for retrying to mend.
+      onProblem: (problem) => problem.level === "error" && refused(problem),
       onMessage: (topic, payload, retained) => {
         if (topic === topicsFor(prefix).availability && retained) {
           availability = new TextDecoder().decode(payload);
@@ -121,8 +128,17 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     const timedOut = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), CONNECT_TIMEOUT_MS);
     });
-    const reached = await Promise.race([accepted.then(() => true), timedOut]);
-    clearTimeout(timer);
+    let reached;
+    try {
+      reached = await Promise.race([accepted.then(() => true), timedOut]);
+    } catch (problem) {
+      throw new Deno.errors.PermissionDenied(
+        `Cannot forget ${JSON.stringify(prefix)}: ${(problem as Problem).message}; nothing was ` +
+          "removed",
+      );
+    } finally {
+      clearTimeout(timer);
+    }
     if (!reached) {
       throw new Deno.errors.TimedOut(
         `Cannot reach the broker at ${settings.url} within ${CONNECT_TIMEOUT_MS / 1000} s ` +

@@ -1029,3 +1029,27 @@ testWithBroker(
     });
   },
 );
+
+testWithBroker(
+  "deno task mqtt:forget whose login the broker refuses says so at once, and removes nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir, { users: { carol: "pw" } });
+      const login = `${dir}/login`;
+      await Deno.writeTextFile(login, "username=carol\npassword=wrong\n", { mode: 0o600 });
+      const refused = await forget([
+        "--mqtt",
+        broker.url,
+        "--mqtt-prefix",
+        "test/forget",
+        "--mqtt-credentials",
+        login,
+      ]);
+      assertEquals(refused.code, 1, refused.output);
+      assertStringIncludes(refused.output, 'refused the connection: not authorized (user "carol"');
+      assertStringIncludes(refused.output, "nothing was removed");
+      // Not the connection timeout's words: it did not wait for one.
+      assert(!refused.output.includes("within 20 s"), refused.output);
+    });
+  },
+);

@@ -66,6 +66,8 @@ export interface BrokerConnectionOptions {
    * bridge's "the button and LED work meanwhile"; empty for nothing.
    */
   meanwhile?: string;
+  /** Told of each problem as it happens, repeats too (the log hears each kind once). */
+  onProblem?: (problem: Problem) => void;
   /** Called on each (re)connection: subscribe and publish the current state here. */
   onConnect: () => void;
   /** Called for each message on a subscribed topic. */
@@ -261,6 +263,7 @@ export class BrokerConnection {
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
   #tell(problem: Problem): void {
     const { log } = this.#options;
+    this.#options.onProblem?.(problem);
     if (this.#reported.has(problem.kind)) {
       log.debug(problem.message);
       return;

@@ -69,7 +69,7 @@ export const LEFT_OUT_UNDER_EMULATION: readonly { name: string; why: string }[] 
   },
   {
     name: "deno task demo:ring streams samples",
-    why: "runs the demo for a fixed 2 s (or 3.5 s at --rate 0, both tests of that name), less " +
+    why: "runs the demo for a fixed 2 s (or 5 s at --rate 0, both tests of that name), less " +
       "than its processes take to start under emulation",
   },
 ];
