@@ -40,11 +40,6 @@ export class FifoHold {
     this.#fd = fd;
   }
 
-  /** Whether a FIFO is held now. */
-  get holding(): boolean {
-    return this.#fd >= 0;
-  }
-
   /** Lets go of the FIFO held; what waits in it goes with it unless a reader remains. Safe twice. */
   close(): void {
     this.#closed = true;

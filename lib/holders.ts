@@ -96,10 +96,9 @@ export function fifoReaders(
   identity: string,
   options: { keeper?: number } = {},
 ): FifoReaders {
-  const others = (): number[] =>
-    findHolders(identity, { self: true }).filter((pid) => pid !== options.keeper);
+  const others = (found: number[]): number[] => found.filter((pid) => pid !== options.keeper);
   const found = findHolders(identity, { self: true });
-  const pids = found.filter((pid) => pid !== options.keeper);
+  const pids = others(found);
   if (pids.length > 0) return { pids, waiting: false };
   const kept = pids.length < found.length;
   if (kept && !someoneWaitsForAFifo()) return { pids, waiting: false };
@@ -122,7 +121,7 @@ export function fifoReaders(
     posix.closeFd(fd);
   }
   // Looked for once the probe's own fd is closed: it is no reader to name.
-  return { pids: others(), waiting: true };
+  return { pids: others(findHolders(identity, { self: true })), waiting: true };
 }
 
 /** How long a reader woken by the probe is given to take its line: it only has to be run. */
