@@ -204,6 +204,32 @@ function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string)
 }
 
 /**
+ * Holds the FIFO at `path` with `hold` (see `fifo_hold.ts`) unless it is held already: the one
+ * found or made at the start, and a user's put there since. One that cannot be held (mode 0200)
+ * is said once, and tried again when the keeper sees its mode change.
+ */
+function fifoHolder(hold: FifoHold, path: string, log: Logger): (identity: string) => void {
+  let refused: string | undefined;
+  return (identity) => {
+    if (hold.holds(identity)) return;
+    try {
+      hold.hold(path, identity);
+    } catch (error) {
+      if (refused !== identity) {
+        log.warn(
+          `${(error as Error).message}; a press written as the button restarts may be lost ` +
+            "(tried again when its mode changes)",
+        );
+      }
+      refused = identity;
+      return;
+    }
+    if (refused === identity) log.info(`Holding the FIFO ${JSON.stringify(path)} now`);
+    refused = undefined;
+  };
+}
+
+/**
  * Opens the state file (or shm object) the state is mirrored to: made here (and then ours to
  * remove), taken over from a launcher that died, or, when it was there already (the original's
  * `/tmp/data.dat`), used in place and never removed. A file that holds anything but a state is
@@ -521,16 +547,10 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       resources.claims.find((claim) => claim.kind === kind);
     const fifoClaim = claimOf("FIFO");
     const fifoIdentity = fifoClaim && prepareFifo(fifoClaim, resources, log);
-    if (fifoClaim !== undefined && fifoIdentity !== undefined) {
-      resources.fifoHold = new FifoHold();
-      try {
-        resources.fifoHold.hold(fifoClaim.path, fifoIdentity);
-      } catch (error) {
-        log.warn(
-          `${(error as Error).message}; a press written as the button restarts may be lost`,
-        );
-      }
-    }
+    const holdFifo = fifoClaim && fifoIdentity !== undefined
+      ? fifoHolder(resources.fifoHold = new FifoHold(), fifoClaim.path, log)
+      : undefined;
+    if (fifoIdentity !== undefined) holdFifo?.(fifoIdentity);
     const mirrorClaim = claimOf("state file") ?? claimOf("shared memory");
     if (mirrorClaim !== undefined) resources.mirror = prepareMirror(mirrorClaim, resources, log);
 
@@ -560,6 +580,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         identity: fifoIdentity,
         remakeDirectory: isRuntimeDirectory(parentOf(fifoClaim.path)),
         onMade: (identity) => madeFifoAgain(fifoClaim, resources, identity),
+        onFifo: holdFifo,
         signal: stop.signal,
         log,
       });

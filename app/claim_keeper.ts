@@ -1,8 +1,9 @@
 /**
  * The launcher's care of its claim records: a user who removes them while it runs (`rm -rf` of
- * the runtime directory) would let a second launcher take the same paths. Each record is watched
- * (inotify, no polling); one removed or replaced is put back once the removal has had time to
- * finish, as the FIFO button waits before it makes a new FIFO.
+ * the runtime directory, or its `mv`) would let a second launcher take the same paths. Each record
+ * is watched, and so is the runtime directory above the claims directory (inotify, no polling);
+ * one removed or replaced is put back once the removal has had time to finish, as the FIFO button
+ * waits before it makes a new FIFO.
  *
  * @module
  */
@@ -61,7 +62,7 @@ async function firstChange(claims: PathClaim[], signal: AbortSignal): Promise<vo
   const watches: PathWatch[] = [];
   try {
     for (const { file, identity } of claims.flatMap((claim) => claim.records())) {
-      watches.push(new PathWatch(file, identity));
+      watches.push(new PathWatch(file, identity, { ancestors: 1 }));
     }
     // Gone before the watch began: put back at once.
     if (watches.some((watch) => watch.status() !== "same")) return;

@@ -17,7 +17,13 @@ const HOLD_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
 /** Holds one FIFO open for reading at a time; see the module description. */
 export class FifoHold {
   #fd = -1;
+  #identity: string | undefined;
   #closed = false;
+
+  /** Whether the FIFO held now is the inode `identity`. */
+  holds(identity: string): boolean {
+    return this.#fd >= 0 && this.#identity === identity;
+  }
 
   /**
    * Holds the FIFO at `path` from now on (and lets go of the one held before), if it is the
@@ -27,7 +33,8 @@ export class FifoHold {
     if (this.#closed) throw new Deno.errors.BadResource("The FIFO hold is closed");
     const fd = openPath(path, HOLD_FLAGS, 0, "hold FIFO");
     try {
-      if (statFd(fd, path).identity !== identity) {
+      const stat = statFd(fd, path);
+      if (stat.identity !== identity || stat.type !== "fifo") {
         throw new Deno.errors.InvalidData(
           `Cannot hold FIFO ${JSON.stringify(path)}: another file was put there meanwhile`,
         );
@@ -38,6 +45,7 @@ export class FifoHold {
     }
     if (this.#fd >= 0) closeFd(this.#fd);
     this.#fd = fd;
+    this.#identity = identity;
   }
 
   /** Lets go of the FIFO held; what waits in it goes with it unless a reader remains. Safe twice. */

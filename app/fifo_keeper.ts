@@ -4,7 +4,9 @@
  * `madeBy: "other"`) reads it. The launcher, not the button, makes every FIFO the system uses, so
  * it knows each one it made: it claims it, records it for a launcher after it, and removes it at
  * exit, even after the button was killed. Whatever else comes to the path (a user's file, their
- * own FIFO, the original C button's) is left alone, and looked after again once it goes.
+ * own FIFO, the original C button's) is left alone, and looked after again once it goes; a FIFO
+ * among them is told to `onFifo`, for the launcher to hold (`fifo_hold.ts`), and so is each
+ * change of the mode of what is at the path.
  *
  * Only while the path is free does this look every so often (a directory made again is one an
  * inotify watch set before cannot see); otherwise it sleeps on a watch.
@@ -14,7 +16,7 @@
 
 import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
-import { makeFifo, statPath } from "../ffi/posix.ts";
+import { type FileStat, makeFifo, statPath } from "../ffi/posix.ts";
 import { DIRECTORY_LOOK_MS, REMAKE_DELAY_MS } from "../hw/fifo_button.ts";
 import { checkPrivateDirectory, ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
 import { PathWatch } from "../lib/path_watch.ts";
@@ -30,6 +32,12 @@ export interface FifoKeeperOptions {
    * and the keeping goes on.
    */
   onMade: (identity: string) => void;
+  /**
+   * Called with each FIFO at the path as it comes (a user's, put there since) and each time
+   * the mode of what is there changes (a `chmod` that lets this user read it now): to hold it.
+   * It says itself what went wrong; what it throws is logged, and the keeping goes on.
+   */
+  onFifo?: (identity: string) => void;
   /** Ends the keeping. */
   signal: AbortSignal;
   log: Logger;
@@ -73,16 +81,23 @@ export async function keepFifo(path: string, options: FifoKeeperOptions): Promis
 async function keepOnce(
   path: string,
   identity: string,
-  { remakeDirectory, onMade, signal, log }: FifoKeeperOptions,
+  options: FifoKeeperOptions,
 ): Promise<string> {
-  await untilFree(path, identity, signal);
+  const { remakeDirectory, onMade, signal, log } = options;
+  const found = (there: FileStat): string => {
+    if (there.type === "fifo") tell(options, there.identity);
+    return there.identity; // not ours: looked after once it goes
+  };
+  await untilMoved(path, identity, options);
+  const replaced = statPath(path);
+  if (replaced !== undefined) return found(replaced);
   // As the button used to: an `rm -rf` still emptying the directory would find a new FIFO in it
   // and fail to remove it.
   await delay(REMAKE_DELAY_MS, { signal }).catch(() => {});
   let directoryGone = false;
   while (!signal.aborted) {
     const there = statPath(path);
-    if (there !== undefined) return there.identity; // not ours: looked after once it goes
+    if (there !== undefined) return found(there);
     const directory = parentOf(path);
     if (statPath(directory, { follow: true }) === undefined) {
       if (!remakeDirectory) {
@@ -119,19 +134,36 @@ async function keepOnce(
   return identity;
 }
 
+/** Calls `onFifo`, logging what it throws. */
+function tell({ onFifo, log }: FifoKeeperOptions, identity: string): void {
+  try {
+    onFifo?.(identity);
+  } catch (error) {
+    log.warn((error as Error).message);
+  }
+}
+
 /**
- * Resolves once nothing is at `path` (or `signal` aborted). `identity` is what was there last:
- * the watch, set on the directory, reports each change of the path, looked at again each time.
+ * Resolves once `path` no longer names `identity` (or `signal` aborted): it is free, or
+ * something else was put there. The watch, set on the directory, reports each change of the
+ * path, looked at again each time; a change of its mode is told to `onFifo`.
  */
-async function untilFree(path: string, identity: string, signal: AbortSignal): Promise<void> {
+async function untilMoved(
+  path: string,
+  identity: string,
+  options: FifoKeeperOptions,
+): Promise<void> {
+  const { signal } = options;
   // Its directory gone (or a file in its place): so is the path, as the look below finds.
-  const watch = new PathWatch(path, identity, { directoryMayBeMissing: true });
+  const watch = new PathWatch(path, identity, { directoryMayBeMissing: true, attributes: true });
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   try {
-    if (statPath(path) === undefined) return;
-    for await (const _change of watch.changes()) {
-      if (statPath(path) === undefined) return;
+    if (statPath(path)?.identity !== identity) return;
+    for await (const change of watch.changes()) {
+      const there = statPath(path);
+      if (there?.identity !== identity) return;
+      if (change === "modified" && there.type === "fifo") tell(options, identity);
     }
   } finally {
     signal.removeEventListener("abort", stop);

@@ -13,7 +13,10 @@ import { parentOf } from "./owned_path.ts";
 
 /** What happened to the path or its inode. */
 export type PathChange =
-  /** The inode was written, truncated or had its attributes changed. */
+  /**
+   * The inode was written, truncated or had its attributes changed (given an fd); or, given
+   * `attributes`, the path's attributes changed.
+   */
   | "modified"
   /** Another inode is at the path now. */
   | "replaced"
@@ -50,12 +53,25 @@ export interface PathWatchOptions {
    * and nothing would look.
    */
   directoryMayBeMissing?: boolean;
+  /**
+   * How many directories above the path's own to watch as well, for their being moved or
+   * removed (`mv runtime runtime.old && mkdir runtime`): the path's own directory is then
+   * where it was, and hears nothing. Default 0. One that is missing or closed is skipped.
+   */
+  ancestors?: number;
+  /**
+   * Hear the path's attributes changing too (`chmod`, `chown`), reported as `"modified"`,
+   * through its directory's watch: unlike `fd`, this needs no open fd, nor read access to the
+   * file, and follows whatever the path names.
+   */
+  attributes?: boolean;
 }
 
 /** The watch of the directory of `path`, or -1 when it is missing (or closed) and may be. */
 function watchDirectory(inotify: number, path: string, options: PathWatchOptions): number {
   try {
-    return posix.inotifyWatch(inotify, parentOf(path), DIRECTORY_EVENTS);
+    const mask = DIRECTORY_EVENTS | (options.attributes ? C.IN_ATTRIB : 0);
+    return posix.inotifyWatch(inotify, parentOf(path), mask);
   } catch (error) {
     if (!options.directoryMayBeMissing) throw error;
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
@@ -63,6 +79,26 @@ function watchDirectory(inotify: number, path: string, options: PathWatchOptions
     }
     if (error instanceof Deno.errors.PermissionDenied && unreachable(path)) return -1;
     throw error;
+  }
+}
+
+/**
+ * Watches the `count` directories above the directory of `path` for their own moving or removal
+ * (which the caller tells by their events' masks), skipping any that cannot be watched: a
+ * missing one leaves the path's own directory missing too, which its watch says.
+ */
+function watchAncestors(inotify: number, path: string, count: number): void {
+  let directory = parentOf(path);
+  for (let i = 0; i < count && directory !== "/"; i++) {
+    directory = parentOf(directory);
+    try {
+      posix.inotifyWatch(inotify, directory, C.IN_DELETE_SELF | C.IN_MOVE_SELF);
+    } catch (error) {
+      if (
+        !(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory ||
+          error instanceof Deno.errors.PermissionDenied)
+      ) throw error;
+    }
   }
 }
 
@@ -85,6 +121,7 @@ export class PathWatch {
   readonly #inotify: number;
   readonly #directoryWatch: number;
   readonly #inodeWatch: number;
+  readonly #attributes: boolean;
   readonly #waiter = new FdWaiter();
   readonly #buffer = new Uint8Array(4096);
   #status: PathStatus;
@@ -98,9 +135,11 @@ export class PathWatch {
     this.#path = path;
     this.#name = path.slice(path.lastIndexOf("/") + 1);
     this.#identity = identity;
+    this.#attributes = options.attributes ?? false;
     this.#inotify = posix.inotifyInit();
     try {
       this.#directoryWatch = watchDirectory(this.#inotify, path, options);
+      watchAncestors(this.#inotify, path, options.ancestors ?? 0);
       this.#inodeWatch = options.fd === undefined
         ? -1
         : posix.inotifyWatch(this.#inotify, `/proc/self/fd/${options.fd}`, INODE_EVENTS);
@@ -159,7 +198,7 @@ export class PathWatch {
             // Events were dropped (wd -1): whatever the path names now is found by looking, and
             // a change of the inode may have been among them.
             directory = true;
-            modified ||= this.#inodeWatch >= 0;
+            modified ||= this.#inodeWatch >= 0 || this.#attributes;
           } else if (wd === this.#inodeWatch) {
             modified = true;
           } else if ((mask & LOOK_AGAIN) !== 0) {
@@ -168,7 +207,8 @@ export class PathWatch {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
             if (decoder.decode(end < 0 ? raw : raw.subarray(0, end)) === this.#name) {
-              directory = true;
+              if ((mask & C.IN_ATTRIB) !== 0) modified = true;
+              else directory = true;
             }
           }
           at += 16 + length;

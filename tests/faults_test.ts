@@ -5,7 +5,7 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { readFileText, statPath } from "../ffi/posix.ts";
+import { makeFifo, readFileText, statPath } from "../ffi/posix.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
 import { HEAD, POSITION, TAIL } from "../lib/ring/layout.ts";
@@ -878,6 +878,39 @@ testWith(
         await ledShows(launcher, "Off", next);
         await stopCleanly(launcher, [pids.led, restarted]);
         assertEquals(statPath(fifo), undefined, "the FIFO was left behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a user's FIFO put in place of the launcher's while it runs is held too: a press written just before the button dies is not lost, and the user's FIFO is left at exit",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo, "--state", `${dir}/data.dat`]);
+      const pids = await running(launcher);
+      let restarted: number | undefined;
+      try {
+        let since = launcher.lines.length;
+        makeFifo(`${fifo}.new`, 0o600);
+        Deno.renameSync(`${fifo}.new`, fifo);
+        const users = identity(fifo);
+        await launcher.waitFor(/is one this button may read now/, { since });
+        since = launcher.lines.length;
+        Deno.kill(pids.button, "SIGSTOP");
+        await writeAndLeave(fifo, "0\n");
+        Deno.kill(pids.button, "SIGKILL");
+        await until(() => processGone(pids.button), "the button gone");
+        restarted = Number(
+          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1],
+        );
+        await ledShows(launcher, "On", since);
+        await stopCleanly(launcher, [pids.led, restarted]);
+        assertEquals(identity(fifo), users, "the user's FIFO was removed or replaced");
       } finally {
         await stopAll(launcher, [pids.led, pids.button, restarted]);
       }

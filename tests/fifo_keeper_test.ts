@@ -12,20 +12,22 @@ import { delay, until } from "./helpers/waiting.ts";
 
 /**
  * Keeps the FIFO at `path` (made here) until the returned stop is called; `onMade` is told of
- * each one made (by default, into `made`).
+ * each one made (by default, into `made`), and `onFifo` as `keepFifo()` says.
  */
 function keeping(
   path: string,
   said: string[],
   made: string[],
-  onMade = (identity: string): void => void made.push(identity),
+  options: { onMade?: (identity: string) => void; onFifo?: (identity: string) => void } = {},
 ): () => Promise<void> {
+  const { onMade = (identity: string): void => void made.push(identity), onFifo } = options;
   makeFifo(path, 0o600);
   const stop = new AbortController();
   const kept = keepFifo(path, {
     identity: statPath(path)?.identity ?? "",
     remakeDirectory: false,
     onMade,
+    onFifo,
     signal: stop.signal,
     log: warningsInto(said),
   });
@@ -61,6 +63,49 @@ testWith(
         Deno.removeSync(path);
         await until(() => made.length === 2, "made again after the user's went");
         assertEquals(said, []);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "keepFifo() tells onFifo of a user's FIFO put at the path and of each chmod of what is there, never of a file, and logs what onFifo throws",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const told: string[] = [];
+      const onFifo = (identity: string): void => {
+        told.push(identity);
+        if (told.length === 3) throw new Error("refused for the test");
+      };
+      const stop = keeping(path, said, made, { onFifo });
+      try {
+        const ours = statPath(path)?.identity ?? "";
+        Deno.chmodSync(path, 0o400);
+        await until(() => told.length === 1, "the chmod of ours told");
+        assertEquals(told, [ours]);
+        makeFifo(`${path}.new`, 0o200);
+        Deno.renameSync(`${path}.new`, path);
+        const users = statPath(path)?.identity ?? "";
+        await until(() => told.length === 2, "the user's FIFO told");
+        assertEquals(told[1], users);
+        Deno.chmodSync(path, 0o600);
+        await until(() => told.length === 3, "its chmod told");
+        assertEquals(told[2], users);
+        await until(() => said.length === 1, "what onFifo threw, logged");
+        assertStringIncludes(said[0], "refused for the test");
+        // A file is not a FIFO to hold, put in place or changed.
+        Deno.writeTextFileSync(`${path}.file`, "");
+        Deno.renameSync(`${path}.file`, path);
+        Deno.chmodSync(path, 0o400);
+        await delay(300);
+        assertEquals(told.length, 3);
+        assertEquals(made, []);
       } finally {
         await stop();
       }
@@ -107,9 +152,11 @@ testWith(
       const path = `${dir}/button.fifo`;
       const said: string[] = [];
       const made: string[] = [];
-      const stop = keeping(path, said, made, (identity) => {
-        made.push(identity);
-        throw new Deno.errors.Busy("another launcher (pid 7) is using the FIFO");
+      const stop = keeping(path, said, made, {
+        onMade: (identity) => {
+          made.push(identity);
+          throw new Deno.errors.Busy("another launcher (pid 7) is using the FIFO");
+        },
       });
       try {
         Deno.removeSync(path);

@@ -788,6 +788,40 @@ testWith(
 
 testWith(
   NEEDS.childrenAndFiles,
+  "keepClaims() puts back records whose runtime directory was moved away (mv, then mkdir)",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      const outside = roots(dir, { session: false });
+      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+      const said: string[] = [];
+      const log = warningsInto(said);
+      const stop = new AbortController();
+      const keeping = keepClaims(claims, { signal: stop.signal, log });
+      const runtime = `${dir}/tmp/mmap-ipc-${effectiveUid()}`;
+      try {
+        await delay(100);
+        // The claims directory itself is not moved, so a watch of it alone heard nothing.
+        Deno.renameSync(runtime, `${dir}/moved`);
+        Deno.mkdirSync(runtime, { mode: 0o700 });
+        await until(() => said.length > 0, "the keeper's word");
+        assertStringIncludes(said[0], "claim records were removed; made them again");
+        assertThrows(
+          () => claimPaths([{ kind: "state file", path }], { roots: outside }),
+          Deno.errors.Busy,
+        );
+      } finally {
+        stop.abort();
+        await keeping;
+        for (const held of claims) held.release();
+      }
+      assertEquals(said.length, 1, said.join("\n"));
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
   "keepClaims() that cannot put the records back yet (the root of their directory is gone too) says so once and does it once it can",
   async () => {
     await withTempDir(async (dir) => {

@@ -53,6 +53,41 @@ testWith(
 
 testWith(
   NEEDS.files,
+  "PathWatch told to watch an ancestor reports a path removed when the directory above its own is moved away; one not told hears nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      Deno.mkdirSync(`${dir}/runtime/claims`, { recursive: true, mode: 0o700 });
+      const path = `${dir}/runtime/claims/record`;
+      Deno.writeTextFileSync(path, "");
+      const identity = statPath(path)?.identity ?? "";
+      const told = new PathWatch(path, identity, { ancestors: 1 });
+      const untold = new PathWatch(path, identity);
+      const seen: Record<string, PathChange[]> = { told: [], untold: [] };
+      const ended = Object.entries({ told, untold }).map(async ([name, watch]) => {
+        for await (const change of watch.changes()) seen[name].push(change);
+      });
+      try {
+        Deno.renameSync(`${dir}/runtime`, `${dir}/runtime.old`);
+        Deno.mkdirSync(`${dir}/runtime`, { mode: 0o700 });
+        await until(() => seen.told.length > 0, "the move reported");
+        await delay(200);
+        assertEquals(seen, { told: ["removed"], untold: [] });
+        assertEquals(told.status(), "removed");
+        // Moved back: the path names its inode again, which the moved directory's watch hears.
+        Deno.removeSync(`${dir}/runtime`);
+        Deno.renameSync(`${dir}/runtime.old`, `${dir}/runtime`);
+        await until(() => seen.told.length > 1, "the move back reported");
+        assertEquals(seen.told, ["removed", "restored"]);
+      } finally {
+        await Promise.all([told.close(), untold.close()]);
+        await Promise.all(ended);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "PathWatch reports a path restored when its directory is moved away and back",
   async () => {
     await withWatch(async (dir, seen) => {

@@ -10,7 +10,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import { listDirectory, processState } from "../ffi/posix.ts";
+import { listDirectory, makeFifo, processState, readFileText } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -510,6 +510,51 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv"), requires("chmod")],
+  "run on a user's FIFO whose mode keeps its owner from reading it (0200): the launcher says it cannot hold it, holds it once a chmod lets it, and a press written just before the button dies is then not lost",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      makeFifo(fifo, 0o200);
+      Deno.chmodSync(fifo, 0o200); // past the umask
+      Deno.chownSync(fifo, user, user);
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo]);
+      let restarted: number | undefined;
+      const pids = { led: 0, button: 0 };
+      try {
+        for (const name of ["led", "button"] as const) {
+          const started = await launcher.waitFor(new RegExp(`Started ${name} \\(pid (\\d+)\\)`));
+          pids[name] = Number(started.match[1]);
+        }
+        await launcher.waitFor(
+          /Cannot hold FIFO .*button\.fifo.*permission denied.*tried again when its mode changes/,
+        );
+        await launcher.waitFor(/its mode \(0200\) does not let its owner read it/);
+        const since = launcher.lines.length;
+        Deno.chmodSync(fifo, 0o600);
+        await launcher.waitFor(/Holding the FIFO .*button\.fifo.* now/, { since });
+        await launcher.waitFor(/is one this button may read now/, { since });
+        await pressAsUserAndSee(launcher, user, fifo);
+        // Held: a press the stopped button cannot read waits in the pipe for the next one.
+        const next = launcher.lines.length;
+        Deno.kill(pids.button, "SIGSTOP");
+        await writeAndLeave(fifo, "0\n");
+        Deno.kill(pids.button, "SIGKILL");
+        restarted = Number(
+          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since: next })).match[1],
+        );
+        await ledShows(launcher, "Off", next);
+        assertEquals(launcher.matching(/Cannot hold FIFO/).length, 1, launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv"), requires("chmod")],
   "run by a user who closes the directory of the FIFO and the state file (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, and nothing stops",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
@@ -589,7 +634,13 @@ testWith(
         pids.button = Number(waited.match[1]);
         Deno.removeSync(fifo);
         await spawnProgram("mkfifo", ["-m", "600", fifo]).status();
-        reader = spawnProgram("sh", ["-c", `exec 3<> '${fifo}'; echo open; exec sleep 60`]);
+        // It reads what is written: the launcher holds this FIFO too, and what a reader left
+        // unread would wait there for the button.
+        const taken = `${dir}/taken`;
+        reader = spawnProgram("sh", [
+          "-c",
+          `exec 3<> '${fifo}'; echo open; exec cat <&3 > '${taken}'`,
+        ]);
         await reader.waitFor(/open/);
         since = launcher.lines.length;
         Deno.kill(pids.button, "SIGKILL");
@@ -597,6 +648,7 @@ testWith(
         const restarted = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
         // The presses written there go to the user's reader, not to the button.
         await writeAndLeave(fifo, "0\n");
+        await until(() => readFileText(taken) === "0\n", "the press read by the user's reader");
         await new Promise((resolve) => setTimeout(resolve, 300));
         assertEquals(ledStates(launcher, since), [], launcher.transcript);
         assertEquals(launcher.matching(/crashed|exited with code/, since), []);
