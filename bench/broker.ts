@@ -189,6 +189,21 @@ export class Broker implements AsyncDisposable {
     await process.stop(5_000);
   }
 
+  /**
+   * Writes a new ACL and has mosquitto read it again (SIGHUP), keeping every connection;
+   * resolves once it says it reloaded.
+   */
+  async reloadAcl(acl: string): Promise<void> {
+    const process = this.#process;
+    if (process === undefined || this.#options.acl === undefined) {
+      throw new Deno.errors.BadResource("The broker is not running with an ACL");
+    }
+    await Deno.writeTextFile(`${this.#dir}/acl`, acl, { mode: 0o600 });
+    const since = process.lineCount;
+    Deno.kill(process.pid, "SIGHUP");
+    await process.waitFor(/Reloading config/, { since, timeoutMs: 10_000 });
+  }
+
   /** Stops and starts again on the same port, with nothing retained (no persistence). */
   async restart(): Promise<void> {
     await this.stop();

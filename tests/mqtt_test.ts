@@ -400,6 +400,49 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: a state the broker refused is published once its owner lets it (the ACL changed and reloaded), with no new connection and no new state, and that is said",
+  async () => {
+    await withTempDir(async (dir) => {
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const topics = topicsFor(prefix);
+      const acl = (state: boolean): string =>
+        [
+          "user bridge",
+          `topic write ${topics.availability}`,
+          `topic write ${topics.action}`,
+          ...(state ? [`topic write ${topics.state}`] : []),
+          "topic write homeassistant/#",
+          `topic read ${topics.set}`,
+          "topic read homeassistant/status",
+          "",
+          "user admin",
+          "topic readwrite #",
+        ].join("\n") + "\n";
+      const admin = { username: "admin", password: "admin pw" };
+      await using broker = await startBroker(dir, {
+        users: { bridge: "bridge pw", [admin.username]: admin.password },
+        acl: acl(false),
+      });
+      await using system = await startSystem(dir, broker.url, {
+        prefix,
+        env: { MMAP_IPC_MQTT_USERNAME: "bridge", MMAP_IPC_MQTT_PASSWORD: "bridge pw" },
+      });
+      const { launcher } = system;
+      const refused = await launcher.waitFor(/refused a message on "[^"]*\/state"/);
+      assertStringIncludes(refused.match.input, JSON.stringify(topics.state));
+      const since = launcher.lines.length;
+      await broker.reloadAcl(acl(true));
+      await using watcher = await listen(broker.url, [topics.state], admin);
+      assertEquals((await watcher.waitFor(topics.state)).payload, "OFF");
+      const accepted = await launcher.waitFor(/accepts messages on .* again/, { since });
+      assertStringIncludes(accepted.match.input, JSON.stringify(topics.state));
+      assertEquals(launcher.matching(/Lost the connection|Connected to mqtt/, since), []);
+      assertEquals(ledStates(launcher), ["Off"], "the state published was not a new one");
+    });
+  },
+);
+
+testWithBroker(
   "MQTT bridge: a broker whose ACL denies the state and discovery topics gets each refusal said once, naming the topic; presses and commands still work",
   async () => {
     await withTempDir(async (dir) => {

@@ -24,6 +24,10 @@ import { homeAssistantStatusTopic, type Topics } from "./topics.ts";
  * to its status topic) costs one announcement, and one log line, a second, not one each.
  */
 const ANNOUNCE_EVERY_MS = 1_000;
+/** The first wait before a state the broker refused is published again; see `#retryLater`. */
+const REFUSED_RETRY_MS = 1_000;
+/** The longest such wait: a broker's owner who fixed its ACL does not wait longer. */
+const REFUSED_RETRY_MAX_MS = 60_000;
 
 /** Options for {@link MqttBridge}. */
 export interface MqttBridgeOptions {
@@ -57,6 +61,10 @@ export class MqttBridge {
    */
   #round = 0;
   #publishing = false;
+  /** The state publish the broker refused is tried again at this timer; see `#retryLater`. */
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** The last wait before such a try, doubled each time up to {@link REFUSED_RETRY_MAX_MS}. */
+  #retryMs = 0;
   #droppedPresses = 0;
   /** `performance.now()` at the last announcement; see {@link ANNOUNCE_EVERY_MS}. */
   #announcedAt = -Infinity;
@@ -118,6 +126,7 @@ export class MqttBridge {
   close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#announceLater);
+    clearTimeout(this.#retry);
     return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
   }
 
@@ -133,6 +142,10 @@ export class MqttBridge {
   #onConnect(): void {
     if (this.#closed) return;
     this.#published = undefined;
+    // The connection publishes the state anew: a refusal then starts its own waits.
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    this.#retryMs = 0;
     this.#announce();
     const { topics } = this.#options;
     this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0 }).then((ok) => {
@@ -185,13 +198,35 @@ export class MqttBridge {
           state ? "ON" : "OFF",
           { retain: true, qos: this.#published === undefined ? 1 : 0 },
         );
-        // Not connected: the next connection publishes it. Refused: the next change tries.
-        if (!ok) return;
-        if (round === this.#round) this.#published = state;
+        if (!ok) {
+          // Not connected: the next connection publishes it. Refused (a quota, an ACL the
+          // broker's owner may change and reload): the broker keeps an old state meanwhile.
+          this.#published = undefined;
+          if (this.#connection.connected) this.#retryLater();
+          return;
+        }
+        if (round === this.#round) {
+          this.#published = state;
+          this.#retryMs = 0;
+        }
       }
     } finally {
       this.#publishing = false;
     }
+  }
+
+  /**
+   * Publishes the state again after a wait that doubles with each refusal in a row, from
+   * {@link REFUSED_RETRY_MS} to {@link REFUSED_RETRY_MAX_MS}: at QoS 1, to hear the answer. A
+   * change meanwhile is published at once, as usual.
+   */
+  #retryLater(): void {
+    if (this.#retry !== undefined || this.#closed) return;
+    this.#retryMs = Math.min(Math.max(this.#retryMs * 2, REFUSED_RETRY_MS), REFUSED_RETRY_MAX_MS);
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      if (!this.#closed) this.#pushState();
+    }, this.#retryMs);
   }
 
   /** Home Assistant (re)started: it needs discovery and the state again, at most once a second. */

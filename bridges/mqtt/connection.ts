@@ -303,8 +303,10 @@ export class BrokerConnection {
         if (this.#inFlight.delete(settle)) resolve(ok);
       };
       this.#inFlight.add(settle);
-      client.publish(topic, payload, { qos: options.qos ?? 1, retain: options.retain }, (error) => {
+      const qos = options.qos ?? 1;
+      client.publish(topic, payload, { qos, retain: options.retain }, (error) => {
         if (error) this.#refusal(topic, error as ErrorWithReasonCode);
+        else if (qos === 1) this.#accepted(topic);
         settle(error === undefined || error === null);
       });
     });
@@ -332,6 +334,24 @@ export class BrokerConnection {
     }
     this.#refused.add(key);
     log.warn(message);
+  }
+
+  /**
+   * Says that the broker acknowledged a message on `topic` it had refused before (its ACL was
+   * changed and reloaded, a quota freed): once, and a later refusal is said again.
+   */
+  #accepted(topic: string): void {
+    let refused = false;
+    for (const key of this.#refused) {
+      if (key.slice(key.indexOf(" ") + 1) !== topic) continue;
+      this.#refused.delete(key);
+      refused = true;
+    }
+    if (refused) {
+      this.#options.log.info(
+        `The broker at ${this.#options.url} accepts messages on ${JSON.stringify(topic)} again`,
+      );
+    }
   }
 
   /**
