@@ -1,6 +1,7 @@
 /**
  * The ring demo: creates a ring in anonymous shared memory, starts `producers/sensor.ts` to
- * fill it, and prints live throughput and latency once a second. `deno task demo:ring`.
+ * fill it, and prints live throughput and latency once a second. `deno task demo:ring`. It stops
+ * (exit 0, its producer stopped) when nobody reads its output any more: `| head -3`.
  *
  * @module
  */
@@ -180,8 +181,39 @@ export async function collectStats(
   }
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * Writes `line` to standard output; false once nobody reads it (a closed pipe: `| head -1`).
+ * console.log drops that error (EPIPE), and the demo went on streaming and printing for nobody.
+ */
+function printLine(line: string): boolean {
+  let bytes = encoder.encode(`${line}\n`);
+  try {
+    while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.BrokenPipe) return false;
+    throw error;
+  }
+}
+
 async function main(rate: number, seconds: number | undefined): Promise<void> {
   const stop = new AbortController();
+  // Output nobody reads stops the demo (exit 0, as `| head` expects); output that cannot be
+  // written otherwise (ENOSPC on /dev/full) stops it too, and fails it.
+  let outputGone = false;
+  let outputFailed: Error | undefined;
+  const print = (line: string): void => {
+    if (outputGone) return;
+    try {
+      if (printLine(line)) return;
+    } catch (error) {
+      outputFailed = error as Error;
+    }
+    outputGone = true;
+    stop.abort();
+  };
   Deno.addSignalListener("SIGINT", () => stop.abort());
   if (seconds !== undefined) setTimeout(() => stop.abort(), seconds * 1000);
   using region = createMemfdRegion({ size: ringRegionSize(1 << 20), label: "mmap-ipc-ring-demo" });
@@ -217,9 +249,9 @@ async function main(rate: number, seconds: number | undefined): Promise<void> {
   // its parent can see.
   const ended = new AbortController();
   const status = producer.status.finally(() => ended.abort());
-  console.log(`Streaming 32-byte samples through a 1 MiB ring (${region.name}); Ctrl+C stops.`);
+  print(`Streaming 32-byte samples through a 1 MiB ring (${region.name}); Ctrl+C stops.`);
   await collectStats(consumer, (r) => {
-    console.log(
+    print(
       `${String(Math.round(r.samples / r.seconds)).padStart(8)} samples/s  latency p50 ${
         r.p50.toFixed(1).padStart(7)
       } us  p99 ${r.p99.toFixed(1).padStart(7)} us  max ${
@@ -228,6 +260,9 @@ async function main(rate: number, seconds: number | undefined): Promise<void> {
     );
   }, { signal: AbortSignal.any([stop.signal, ended.signal]) });
   const { success, code, signal } = await status;
+  if (outputFailed !== undefined) {
+    throw new Error(`Cannot write to standard output: ${outputFailed.message}`);
+  }
   if (!success && !(stop.signal.aborted && signal === "SIGTERM")) {
     const how = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
     throw new Error(`The sensor (producers/sensor.ts, pid ${producer.pid}) ${how}`);

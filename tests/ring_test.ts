@@ -4,8 +4,8 @@ import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { ringRegion } from "./helpers/rings.ts";
-import { childrenOf } from "./helpers/proc.ts";
-import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
+import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import {
   createMemfdRegion,
@@ -1598,6 +1598,47 @@ testWith(
     // empty.
     assert(reports.length >= 2, demo.transcript);
     assert(reports.slice(1).every((samples) => samples > 0), demo.transcript);
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "deno task demo:ring | head -1: the demo stops, exit 0, its sensor stopped, once its output's reader is gone",
+  async () => {
+    // console.log drops EPIPE: the demo streamed and printed for nobody until Ctrl+C.
+    const demo = new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs("demo:ring"), "--rate", "500"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(demo.stderr).text();
+    let sensors: number[] = [];
+    try {
+      const reader = demo.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) fail(`no line on stdout: ${text}${await stderr}`);
+        text += value;
+      }
+      assertMatch(text, /^Streaming 32-byte samples/);
+      // The sensor is started before that line is printed.
+      sensors = childrenOf(demo.pid);
+      assertEquals(sensors.length, 1, `the demo's children: ${sensors}`);
+      await reader.cancel();
+      // The next report, about a second later, finds the pipe closed.
+      const status = await within(demo.status, GUARD_MS);
+      assert(status !== undefined, `the demo still runs ${GUARD_MS} ms after its reader left`);
+      assertEquals(status.code, 0, await stderr);
+      assertEquals(await stderr, "");
+      await until(() => processGone(sensors[0]), "the sensor to end");
+    } finally {
+      killIfRunning(demo.pid);
+      for (const sensor of sensors) killIfRunning(sensor);
+      await demo.status;
+    }
   },
 );
 
