@@ -196,11 +196,12 @@ function convert(
         ? { value: raw }
         : { problem: `--${name} must be ${orList(flag.choices)}, not ${quoted}` };
     case "number": {
+      // Plain digits only: `1e3`, `0x10` and `Infinity` are numbers to Number(), not here, and
+      // the rule says so rather than call them no number at all.
       const pattern = flag.integer ? INTEGER : DECIMAL;
       if (!pattern.test(raw)) {
-        return {
-          problem: `--${name} must be ${flag.integer ? "a whole" : "a"} number, not ${quoted}`,
-        };
+        const rule = flag.integer ? "a whole number in plain digits" : "a number in plain digits";
+        return { problem: `--${name} must be ${rule}, not ${quoted}` };
       }
       const value = Number(raw);
       if (
@@ -259,8 +260,9 @@ export function parseFlags<T extends FlagTable>(
   const strings = entries.filter(([, flag]) => flag.type !== "boolean").map(([name]) => name);
   const unknown: string[] = [];
   const positionals: string[] = [];
+  const joined = joinValues(args, strings);
   // collect: every occurrence is kept, so a repeated flag is seen rather than silently won.
-  const parsed = parseArgs(joinValues(args, strings), {
+  const parsed = parseArgs(joined, {
     boolean: [...booleans, "help"],
     string: strings,
     collect: [...booleans, ...strings],
@@ -272,7 +274,21 @@ export function parseFlags<T extends FlagTable>(
       return false;
     },
   }) as Record<string, unknown> & { "--"?: string[] };
-  if (parsed.help === true) return "help";
+  // parseArgs reads `--pi=anything` as a switch given (or not: `=false`, `-h0`); a switch takes
+  // no value, so that none is read some other way than it was meant (`--help=false` ran the
+  // program, `--syslog=false` turned it off where `--syslog=no` was refused).
+  const flagArgs = joined.includes("--") ? joined.slice(0, joined.indexOf("--")) : joined;
+  const switchValues: string[] = [];
+  for (const arg of flagArgs) {
+    const long = /^--([^=]+)=(.*)$/s.exec(arg);
+    const short = /^-h=?(.+)$/s.exec(arg);
+    if (long && [...booleans, "help"].includes(long[1])) {
+      switchValues.push(`--${long[1]} takes no value, not ${JSON.stringify(long[2])}`);
+    } else if (short) {
+      switchValues.push(`-h takes no value, not ${JSON.stringify(short[1])}`);
+    }
+  }
+  if (parsed.help === true && switchValues.length === 0) return "help";
 
   const problems: string[] = [];
   for (const arg of unknown) problems.push(`unknown flag ${arg.split("=")[0]}`);
@@ -285,19 +301,17 @@ export function parseFlags<T extends FlagTable>(
       `unexpected argument ${JSON.stringify(arg)} after "--": give flags without "--" before them`,
     );
   }
-  // parseArgs reads `--pi=anything` as true: a switch takes no value (only true or false).
-  for (const arg of args) {
-    const match = /^--([^=]+)=(.*)$/s.exec(arg);
-    if (match && booleans.includes(match[1]) && !["true", "false"].includes(match[2])) {
-      problems.push(`--${match[1]} takes no value, not ${JSON.stringify(match[2])}`);
-    }
-  }
+  problems.push(...switchValues);
 
   const values: Record<string, unknown> = {};
   const given = new Set<string>();
   for (const [name, flag] of entries) {
     const occurrences = (parsed[name] ?? []) as unknown[];
-    if (occurrences.length > 1) problems.push(`--${name} is given ${occurrences.length} times`);
+    // A switch given twice says the same thing twice (`deno task launch:pi --pi`); a value
+    // given twice may say two things, and one of them would be silently dropped.
+    if (occurrences.length > 1 && flag.type !== "boolean") {
+      problems.push(`--${name} is given ${occurrences.length} times`);
+    }
     const raw = occurrences[occurrences.length - 1];
     if (flag.type === "boolean") {
       values[camelCase(name)] = raw === true;

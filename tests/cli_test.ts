@@ -8,6 +8,7 @@ import { assertType, type IsExact } from "@std/testing/types";
 import { CHILD_RUNTIME_ENV } from "../app/child_env.ts";
 import { shellQuote } from "../app/shell_quote.ts";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
+import { LAUNCH_COMMAND } from "../app/launch_command.ts";
 import { PASSWORD_ENV, USERNAME_ENV } from "../bridges/mqtt/credentials.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -79,6 +80,12 @@ Deno.test("parseFlags() rejects unknown flags, arguments and values given to a s
     'unexpected argument "extra": this script takes flags only',
     '--pi takes no value, not "yes"',
   ]);
+  // Not even true or false: --pi=false was read as false, --pi=no was refused.
+  for (const value of ["true", "false", "", "1"]) {
+    assertEquals(problems(["--label", "x", `--pi=${value}`]), [
+      `--pi takes no value, not ${JSON.stringify(value)}`,
+    ]);
+  }
   assertEquals(problems(["--label", "x", "--", "--rate", "5"]), [
     'unexpected argument "--rate" after "--": give flags without "--" before them',
     'unexpected argument "5" after "--": give flags without "--" before them',
@@ -89,7 +96,14 @@ Deno.test("parseFlags() rejects missing values, bad numbers, out-of-range number
   assertEquals(problems(["--label"]), ["--label needs a value"]);
   assertEquals(problems(["--label", "x", "--state", "--rate", "abc"]), [
     "--state needs a value",
-    '--rate must be a number, not "abc"',
+    '--rate must be a number in plain digits, not "abc"',
+  ]);
+  // 1e3 is a number to Number(): the rule says which form is taken.
+  assertEquals(problems(["--label", "x", "--rate", "1e3"]), [
+    '--rate must be a number in plain digits, not "1e3"',
+  ]);
+  assertEquals(problems(["--label", "x", "--pi", "--debounce-ms", "1e3"]), [
+    '--debounce-ms must be a whole number in plain digits, not "1e3"',
   ]);
   assertEquals(problems(["--label", "x", "--rate=-5"]), ["--rate must be from 0 to 100, not -5"]);
   // A value after a space is the value, whatever it looks like: not a flag "-5", not an argument.
@@ -104,7 +118,7 @@ Deno.test("parseFlags() rejects missing values, bad numbers, out-of-range number
     assertEquals(problems(["--label", "x", `--rate=${bad}`]).length, 1, bad);
   }
   assertEquals(problems(["--label", "x", "--pi", "--debounce-ms", "1.5"]), [
-    '--debounce-ms must be a whole number, not "1.5"',
+    '--debounce-ms must be a whole number in plain digits, not "1.5"',
   ]);
   assertEquals(problems(["--label", "x", "--pi", "--debounce-ms=-1"]), [
     "--debounce-ms must be at least 0, not -1",
@@ -118,6 +132,19 @@ Deno.test("parseFlags() rejects a repeated flag instead of letting the last one 
   assertEquals(problems(["--label", "x", "--rate", "1", "--rate", "2"]), [
     "--rate is given 2 times",
   ]);
+  assertEquals(problems(["--label", "x", "--state", "a", "--state", "a"]), [
+    "--state is given 2 times",
+  ]);
+});
+
+testWith(["read"], "parseFlags() takes a switch given twice: it says the same thing twice", () => {
+  const values = parseFlags(DEMO, ["--label", "x", "--pi", "--pi"]);
+  assert(values !== "help");
+  assertEquals(values.pi, true);
+  // deno task launch:pi passes --pi already; --pi again said "--pi is given 2 times".
+  const launch = parseFlags(LAUNCH_COMMAND, [...taskArgs("launch:pi").slice(-1), "--pi"]);
+  assert(launch !== "help");
+  assertEquals(launch.pi, true);
 });
 
 Deno.test("parseFlags() checks exclusive flags, required flags and flags that need another", () => {
@@ -143,6 +170,19 @@ Deno.test("parseFlags() checks exclusive flags, required flags and flags that ne
 Deno.test("parseFlags() answers -h and --help even beside mistakes", () => {
   assertEquals(parseFlags(DEMO, ["--help"]), "help");
   assertEquals(parseFlags(DEMO, ["--bogus", "-h", "--rate", "x"]), "help");
+  // -h as the value of a flag is still -h; -h0 as one is the value.
+  assertEquals(parseFlags(DEMO, ["--label", "-h"]), "help");
+  assert(parseFlags(DEMO, ["--label", "-h0"]) !== "help");
+});
+
+Deno.test("parseFlags() refuses -h and --help with a value, which ran the program", () => {
+  assertEquals(problems(["--label", "x", "--help=false"]), ['--help takes no value, not "false"']);
+  assertEquals(problems(["--label", "x", "--help=1"]), ['--help takes no value, not "1"']);
+  assertEquals(problems(["--label", "x", "-h=0"]), ['-h takes no value, not "0"']);
+  assertEquals(problems(["--label", "x", "-h0"]), ['-h takes no value, not "0"']);
+  assertEquals(problems(["--label", "x", "-h", "--help=false"]), [
+    '--help takes no value, not "false"',
+  ]);
 });
 
 Deno.test("usage() lists every flag with its range, choices and default", () => {
@@ -197,7 +237,10 @@ const SCRIPTS: Script[] = [
     bad: [
       [["--state", "s", "--shm", "n"], "--state and --shm cannot be combined"],
       [["--log-level", "loud"], '--log-level must be debug, info, warning or error, not "loud"'],
-      [["--pi", "--debounce-ms", "abc"], '--debounce-ms must be a whole number, not "abc"'],
+      [
+        ["--pi", "--debounce-ms", "abc"],
+        '--debounce-ms must be a whole number in plain digits, not "abc"',
+      ],
       [["--pi", "--debounce-ms=-1"], "--debounce-ms must be from 0 to 10000, not -1"],
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
       [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
@@ -211,6 +254,9 @@ const SCRIPTS: Script[] = [
       [["--shm=a/b"], '--shm must be a shared memory name (1 to 250 bytes, no "/" after'],
       [["--bogus"], "unknown flag --bogus"],
       [["now"], 'unexpected argument "now"'],
+      [["--help=false"], '--help takes no value, not "false"'],
+      [["-h=0"], '-h takes no value, not "0"'],
+      [["--pi=false"], '--pi takes no value, not "false"'],
       [["--", "--fifo", "f"], 'unexpected argument "--fifo" after "--": give flags without "--"'],
       [["--mqtt-prefix", "a/b"], "--mqtt-prefix needs --mqtt URL"],
       [["--mqtt-discovery-prefix", "ha"], "--mqtt-discovery-prefix needs --mqtt URL"],
@@ -255,7 +301,11 @@ const SCRIPTS: Script[] = [
         "--log-level must be debug, info, warning or error",
       ],
       [["--state", "s", "--syslog=no"], '--syslog takes no value, not "no"'],
-      [["--state", "s", "--parent-pid", "x"], '--parent-pid must be a whole number, not "x"'],
+      [["--state", "s", "--syslog=false"], '--syslog takes no value, not "false"'],
+      [
+        ["--state", "s", "--parent-pid", "x"],
+        '--parent-pid must be a whole number in plain digits, not "x"',
+      ],
       [["--memfd", "/dev/zero"], '--memfd must be a path /proc/PID/fd/N, not "/dev/zero"'],
       [["--state", "s", "--mirror", "m"], '--mirror must be a path /proc/PID/fd/N, not "m"'],
     ],
@@ -266,7 +316,10 @@ const SCRIPTS: Script[] = [
     usageLine: "Usage: deno run --allow-ffi producers/sensor.ts",
     bad: [
       [[], "--memfd PATH is required"],
-      [["--memfd", "/proc/1/fd/1", "--rate", "abc"], '--rate must be a number, not "abc"'],
+      [
+        ["--memfd", "/proc/1/fd/1", "--rate", "abc"],
+        '--rate must be a number in plain digits, not "abc"',
+      ],
       [["--memfd", "/proc/1/fd/1", "--rate=-5"], "--rate must be from 0 to 10000000, not -5"],
     ],
   },
@@ -286,13 +339,15 @@ const SCRIPTS: Script[] = [
     name: "ring demo",
     usageLine: "Usage: deno task demo:ring [options]",
     bad: [
-      [["--seconds", "x"], '--seconds must be a number, not "x"'],
+      [["--seconds", "x"], '--seconds must be a number in plain digits, not "x"'],
       [["--seconds=-1"], "--seconds must be from 0.001 to 2147483, not -1"],
       [["--seconds", "0"], "--seconds must be from 0.001 to 2147483, not 0"],
-      [["--rate", "abc"], '--rate must be a number, not "abc"'],
+      [["--rate", "abc"], '--rate must be a number in plain digits, not "abc"'],
       [["--rate=-5"], "--rate must be from 0 to 10000000, not -5"],
       [["--seconds"], "--seconds needs a value"],
       [["--seconds", "1", "--seconds", "2"], "--seconds is given 2 times"],
+      [["--rate", "1e3"], '--rate must be a number in plain digits, not "1e3"'],
+      [["-h=0"], '-h takes no value, not "0"'],
     ],
   },
 ];
