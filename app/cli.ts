@@ -74,14 +74,13 @@ export const MEMFD_FLAG = {
   },
 } as const;
 
-/** `--log-level` and `--log-format`. */
-export const LOG_FLAGS = {
+const LOG_FLAG_TABLE = {
   "log-level": {
     type: "choice",
     arg: "L",
     choices: LOG_LEVELS,
     default: "info",
-    help: "the lowest level logged; debug also logs each press",
+    help: "the lowest level logged" as string,
   },
   "log-format": {
     type: "choice",
@@ -91,6 +90,23 @@ export const LOG_FLAGS = {
     help: "text: a timestamp on each line; journal: an sd-daemon <N> priority prefix instead",
   },
 } as const;
+
+/** The flags {@link logFlags} declares. */
+export type LogFlagTable = typeof LOG_FLAG_TABLE;
+
+/**
+ * `--log-level` and `--log-format`. `debugLogs` is what the command logs at debug level only
+ * (`each press`), for the help: each command says its own, and one that logs nothing more at
+ * debug says nothing.
+ */
+export function logFlags(debugLogs?: string): LogFlagTable {
+  if (debugLogs === undefined) return LOG_FLAG_TABLE;
+  const level = LOG_FLAG_TABLE["log-level"];
+  return {
+    ...LOG_FLAG_TABLE,
+    "log-level": { ...level, help: `${level.help}; debug also logs ${debugLogs}` },
+  };
+}
 
 /** `--parent-pid`: the launcher's pid, so a child never outlives it. */
 export const PARENT_PID_FLAG = {

@@ -5,7 +5,7 @@
  */
 
 import { MQTT_FLAGS } from "../bridges/mqtt/settings.ts";
-import { checkFilePath, LOG_FLAGS, STATE_FLAGS } from "./cli.ts";
+import { checkFilePath, logFlags, STATE_FLAGS } from "./cli.ts";
 import { type CommandFlags, defineCommand } from "./flags.ts";
 
 const GPIO = "GPIO options (with --pi, which launch:pi passes)";
@@ -29,7 +29,7 @@ export const LAUNCH_COMMAND = defineCommand({
       check: checkFilePath,
     },
     syslog: { type: "boolean", help: 'the LED also logs to the system log, ident "LED MMAP"' },
-    ...LOG_FLAGS,
+    ...logFlags("each press"),
     pi: { type: "boolean", help: "the Raspberry Pi build: GPIO button and LED (libgpiod)" },
     chip: {
       type: "string",

@@ -11,7 +11,7 @@
  */
 
 import {
-  LOG_FLAGS,
+  logFlags,
   MEMFD_FLAG,
   openSystemState,
   PARENT_PID_FLAG,
@@ -56,7 +56,7 @@ export const MQTT_BRIDGE_COMMAND = defineCommand({
       help: "the launcher's remote link, /proc/PID/fd/N, shared with the button process",
     },
     pi: { type: "boolean", help: "describe the device to Home Assistant as the Pi build" },
-    ...LOG_FLAGS,
+    ...logFlags("each command from the broker and each attempt to reconnect"),
     ...PARENT_PID_FLAG,
     ...MQTT_FLAGS,
   },

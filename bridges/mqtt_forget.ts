@@ -10,7 +10,7 @@
  * @module
  */
 
-import { LOG_FLAGS } from "../app/cli.ts";
+import { logFlags } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
 import { logger, setupLogging } from "../app/logging.ts";
 import { claimPaths } from "../app/path_claims.ts";
@@ -56,7 +56,7 @@ export const MQTT_FORGET_COMMAND = defineCommand({
       help: "forget it even though its availability on the broker says online (a bridge that " +
         "died without its last will, say)",
     },
-    ...LOG_FLAGS,
+    ...logFlags("each attempt to connect to the broker"),
   },
 });
 

@@ -9,7 +9,7 @@
 
 import {
   describeLostMirror,
-  LOG_FLAGS,
+  logFlags,
   MEMFD_FLAG,
   openSystemState,
   PARENT_PID_FLAG,
@@ -50,7 +50,7 @@ export const LED_COMMAND = defineCommand({
       defaultText: "GPIO17, physical pin 11",
       help: "GPIO line: name or offset",
     },
-    ...LOG_FLAGS,
+    ...logFlags(),
     ...PARENT_PID_FLAG,
   },
   exclusive: [{ flags: ["state", "shm"] }, {

@@ -10,7 +10,7 @@ import {
   checkFilePath,
   checkProcFd,
   describeLostMirror,
-  LOG_FLAGS,
+  logFlags,
   MEMFD_FLAG,
   openSystemState,
   PARENT_PID_FLAG,
@@ -91,7 +91,7 @@ export const BUTTON_COMMAND = defineCommand({
         "and holds it open so that no press is lost while this restarts: make none, read " +
         "the one it makes, and take its hold for no other reader (the launcher passes this)",
     },
-    ...LOG_FLAGS,
+    ...logFlags("each press"),
     ...PARENT_PID_FLAG,
   },
   exclusive: [{ flags: ["state", "shm"] }, {
