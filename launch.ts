@@ -7,6 +7,7 @@
  * @module
  */
 
+import { delay } from "@std/async/delay";
 import { openStateShm } from "./lib/state_file.ts";
 import { STATE_REGION_SIZE } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
@@ -62,6 +63,10 @@ import {
 } from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
+/** Ends of the terminal's input in a row (no Enter between) after which Enter is given up. */
+const TERMINAL_ENDS_TO_STOP = 3;
+/** The pause after an end of the terminal's input: a terminal that is gone does not spin us. */
+const TERMINAL_END_PAUSE_MS = 100;
 /** A child as the launcher starts it: which ends of the remote link it holds, if any. */
 interface LaunchedChild extends ChildSpec {
   /** The link's ends it holds: looked at before it starts again (see `repairLauncherMemory`). */
@@ -152,6 +157,14 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): strin
     // Made just now, and already owned: refused here, it is removed again.
     if (existing === undefined) claim.claimFile(identity);
     return identity;
+  }
+  if (existing.type === "file") {
+    // The usual way one comes: a press written (`echo 0 > FIFO`) while no launcher ran.
+    throw new Deno.errors.AlreadyExists(
+      `Cannot use FIFO ${JSON.stringify(path)}: it is a regular file, not a FIFO; it is left as ` +
+        "it is. A press written while no launcher ran (echo 0 > FIFO) makes such a file: if " +
+        `nothing in it is yours, remove it (rm ${shellQuote(path)}) and start again`,
+    );
   }
   checkOwn(existing, "fifo", "use FIFO", path);
   refuseIfRead(path, existing.identity);
@@ -294,17 +307,31 @@ function pressOnce(path: string): void {
 }
 
 async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
-  const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
-  signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
+  const log = logger("launch");
+  // Read by hand, not through Deno.stdin.readable: that ends for good at the first end of input.
+  const buffer = new Uint8Array(1024);
+  let endsInRow = 0;
+  let toldOfEnds = false;
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done || signal.aborted) return;
-    for (const _ of value.matchAll(/\n/g)) {
+    const count = await Deno.stdin.read(buffer);
+    if (signal.aborted) return;
+    if (count === null) {
+      // Ctrl+D ends one read of a terminal, not the terminal: Enter still presses after it. A
+      // terminal that is gone ends every read, at once: given up after a few in a row.
+      if (++endsInRow >= TERMINAL_ENDS_TO_STOP) throw new Error("the terminal's input ended");
+      if (!toldOfEnds) log.info("Ctrl+D does not stop the launcher (Ctrl+C does)");
+      toldOfEnds = true;
+      await delay(TERMINAL_END_PAUSE_MS, { signal }).catch(() => {});
+      continue;
+    }
+    endsInRow = 0;
+    for (let i = 0; i < count; i++) {
+      if (buffer[i] !== 0x0a) continue;
       try {
         pressOnce(path);
       } catch (error) {
         // ENXIO: nothing reads the FIFO (a user's FIFO at the path now, no button on it yet).
-        logger("launch").warn(`Enter did not press: ${(error as Error).message}`);
+        log.warn(`Enter did not press: ${(error as Error).message}`);
       }
     }
   }
@@ -493,12 +520,22 @@ function bridgeSpec(
  */
 function checkMayStartDeno(): void {
   const deno = Deno.execPath();
-  if (Deno.permissions.querySync({ name: "run", command: deno }).state === "granted") return;
+  const missing: string[] = [];
+  // Both said at once: a user who mends one should not meet the other at the next try.
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    missing.push("it may not call libc, which holds the shared memory; give it --allow-ffi");
+  }
+  if (Deno.permissions.querySync({ name: "run", command: deno }).state !== "granted") {
+    missing.push(
+      `it may not run the Deno binary ${JSON.stringify(deno)}; give it --allow-run=${
+        shellQuote(deno)
+      } (that file, not a symlink to it)`,
+    );
+  }
+  if (missing.length === 0) return;
   throw new Deno.errors.NotCapable(
-    `Cannot start the button and LED: this launcher may not run the Deno binary ${
-      JSON.stringify(deno)
-    }; give it --allow-run=${shellQuote(deno)} (that file, not a symlink to it), or run it with ` +
-      "deno task launch, which does",
+    `Cannot start the button and LED: ${missing.join("; and ")}. Or run it with deno task ` +
+      "launch, which gives it what it needs",
   );
 }
 

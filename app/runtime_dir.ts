@@ -45,7 +45,20 @@ function sessionDirectory(uid: number, roots: RuntimeRoots): string | undefined 
 }
 
 function sharedDirectory(uid: number, roots: RuntimeRoots): string {
-  return ensurePrivateDirectory(sharedPath(uid, roots));
+  const path = sharedPath(uid, roots);
+  try {
+    return ensurePrivateDirectory(path);
+  } catch (error) {
+    // Another user made it first: nothing this user can do about it, so say who can.
+    if (error instanceof Deno.errors.PermissionDenied && statPath(path)?.uid !== uid) {
+      throw new Deno.errors.PermissionDenied(
+        `${error.message}. Another user made it before this one's first run, and only they or ` +
+          "an administrator can remove it; until then, run in a login session (which has " +
+          `/run/user/${uid}, used instead)`,
+      );
+    }
+    throw error;
+  }
 }
 
 /** The default runtime directory, created if needed. */

@@ -29,11 +29,11 @@ import config from "../deno.json" with { type: "json" };
 import { MqttBridge } from "./mqtt/bridge.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
-import { shellQuote } from "../app/shell_quote.ts";
 import { discoveryMessages } from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
 import { deviceId, topicsFor } from "./mqtt/topics.ts";
+import { watchCommand } from "./mqtt/watch_command.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The MQTT bridge process's command line. */
@@ -118,10 +118,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
     },
   });
   log.info(
-    // mosquitto_sub takes an IPv6 address without its brackets.
-    `Bridging to ${settings.url}; watch with: mosquitto_sub -h ${
-      shellQuote(settings.host.replace(/^\[(.*)\]$/, "$1"))
-    } -p ${settings.port} -v -t ${shellQuote(`${prefix}/#`)}`,
+    `Bridging to ${settings.url}; watch with: ${watchCommand(settings, prefix, credentials)}`,
   );
   bridge.start();
   try {

@@ -65,8 +65,8 @@ export type MqttForgetFlags = CommandFlags<typeof MQTT_FORGET_COMMAND>;
 
 /** How long the broker is given to accept the connection. */
 const CONNECT_TIMEOUT_MS = 20_000;
-/** How long the retained availability is waited for after the subscription is granted. */
-const RETAINED_WAIT_MS = 500;
+/** Its reconnects: often enough to matter within {@link CONNECT_TIMEOUT_MS}. */
+const BACKOFF = { initialMs: 500, maxMs: 5_000, jitter: 0.2 };
 
 /**
  * The retained topics a bridge publishes under `prefix`, which forgetting it clears: the
@@ -98,7 +98,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
   }
   try {
     const topics = retainedTopics(prefix, settings.discoveryPrefix);
+    const availabilityTopic = topicsFor(prefix).availability;
     let availability: string | undefined;
+    // The topics the broker holds a retained message on: the rest have nothing to forget.
+    const held = new Set<string>();
     let connected: () => void = () => {};
     let refused: (problem: Problem) => void = () => {};
     const accepted = new Promise<void>((resolve, reject) => {
@@ -113,14 +116,20 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       credentials,
       ca,
       log,
+      backoff: BACKOFF,
       meanwhile: "",
       onConnect: () => connected(),
-      // A login, certificate or client id the broker refuses is not for retrying to mend.
-      onProblem: (problem) => problem.level === "error" && refused(problem),
+      // A login, certificate or client id the broker refuses is not for retrying to mend: said
+      // once, below, as what stopped it.
+      onProblem: (problem) => {
+        if (problem.level !== "error") return false;
+        refused(problem);
+        return true;
+      },
       onMessage: (topic, payload, retained) => {
-        if (topic === topicsFor(prefix).availability && retained) {
-          availability = new TextDecoder().decode(payload);
-        }
+        if (!retained || payload.length === 0) return;
+        held.add(topic);
+        if (topic === availabilityTopic) availability = new TextDecoder().decode(payload);
       },
     });
     connection.start();
@@ -147,8 +156,17 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     }
     // A bridge running elsewhere (another machine, or this one as another user, whose claims
     // this cannot see) says so in its retained availability; one that stopped said offline.
-    await connection.subscribe({ [topicsFor(prefix).availability]: 0 });
-    await new Promise((resolve) => setTimeout(resolve, RETAINED_WAIT_MS));
+    await connection.subscribe(Object.fromEntries(topics.map((topic) => [topic, 0 as const])));
+    // mosquitto sends a subscription's retained messages right after granting it, before it
+    // reads the next packet: once this second grant is here, so are they.
+    await connection.subscribe({ [`${prefix}/forget`]: 0 });
+    if (held.size === 0) {
+      throw new Deno.errors.NotFound(
+        `Nothing is retained under ${JSON.stringify(prefix)} on ${settings.url} (no ` +
+          "availability, state or discovery config), so there is nothing to forget; is the " +
+          'prefix right? A bridge names it in its "watch with" line',
+      );
+    }
     if (availability === "online" && !options.force) {
       throw new Deno.errors.Busy(
         `Cannot forget ${JSON.stringify(prefix)}: its availability on ${settings.url} says ` +
@@ -170,7 +188,9 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     }
     log.info(
       `Removed what the system ${JSON.stringify(prefix)} left retained on ${settings.url} ` +
-        `(Home Assistant removes its device): ${topics.join(", ")}`,
+        `(Home Assistant removes its device): ${
+          topics.filter((topic) => held.has(topic)).join(", ")
+        }`,
     );
     return 0;
   } finally {

@@ -117,12 +117,14 @@ export function loadGpiod(library?: string): Gpiod {
       failures.push(own + (reason.startsWith(own) ? reason.slice(own.length) : reason));
     }
   }
-  throw new Deno.errors.NotFound(
-    `Cannot load libgpiod. Tried ${
-      failures.join("; ")
-    }. Install it (Raspberry Pi OS or Debian trixie: ` +
-      `sudo apt install libgpiod3; bookworm: sudo apt install libgpiod2) or set ${LIBGPIOD_ENV} to the library's path.`,
-  );
+  const install = "Raspberry Pi OS or Debian trixie: sudo apt install libgpiod3; bookworm: " +
+    "sudo apt install libgpiod2";
+  // Named by the environment: that name is the first thing to mend.
+  const advice = library === undefined && named !== undefined
+    ? `${LIBGPIOD_ENV} names that library: point it at a libgpiod 1.6 or 2.x, or unset it to ` +
+      `use the one installed (${install}).`
+    : `Install it (${install}) or set ${LIBGPIOD_ENV} to the library's path.`;
+  throw new Deno.errors.NotFound(`Cannot load libgpiod. Tried ${failures.join("; ")}. ${advice}`);
 }
 
 const MAX_CHIPS = 64;

@@ -7,7 +7,15 @@
 
 import * as C from "../ffi/constants.ts";
 import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
-import { closeFd, effectiveUid, openPath, readFd, statFd, statPath } from "../ffi/posix.ts";
+import {
+  closeFd,
+  effectiveUid,
+  openPath,
+  readFd,
+  readFileText,
+  statFd,
+  statPath,
+} from "../ffi/posix.ts";
 import { fifoReaders } from "../lib/holders.ts";
 import {
   checkOwn,
@@ -664,11 +672,33 @@ export function refuseIfRead(
 ): void {
   const readers = fifoReaders(path, identity, options);
   if (readers.pids.length === 0 && !readers.waiting) return;
-  const who = readers.pids.length > 0
-    ? `pid ${readers.pids.join(", pid ")} ${readers.pids.length > 1 ? "read" : "reads"} it`
+  const named = readers.pids.map(describeReader);
+  const ours = named.some((reader) => reader.ours);
+  const who = named.length > 0
+    ? `${named.map((reader) => reader.text).join(" and ")} ${
+      named.length > 1 ? "read" : "reads"
+    } it`
     : "another process is waiting to read it (blocked opening it, so its pid cannot be found)";
+  const perhaps = ours ? "" : ", perhaps the original button";
+  const stop = ours ? "Stop that launcher or button first" : "Stop it";
   throw new Deno.errors.Busy(
-    `Cannot use the FIFO ${JSON.stringify(path)}: ${who}, perhaps the original button; ` +
-      "presses would go to whichever reads first. Stop it, or choose another --fifo",
+    `Cannot use the FIFO ${JSON.stringify(path)}: ${who}${perhaps}; presses would go to ` +
+      `whichever reads first. ${stop}, or choose another --fifo`,
   );
+}
+
+/**
+ * Names the process `pid` for a refusal: a launcher or button of this system by what it runs,
+ * anything else by its command's name.
+ */
+function describeReader(pid: number): { text: string; ours: boolean } {
+  const args = readFileText(`/proc/${pid}/cmdline`)?.split("\0") ?? [];
+  if (args.some((arg) => arg.endsWith("/launch.ts"))) {
+    return { text: `a launcher of this system (pid ${pid})`, ours: true };
+  }
+  if (args.some((arg) => arg.endsWith("producers/button.ts"))) {
+    return { text: `a button of this system (pid ${pid})`, ours: true };
+  }
+  const command = args[0]?.slice(args[0].lastIndexOf("/") + 1);
+  return { text: command ? `pid ${pid} (${command})` : `pid ${pid}`, ours: false };
 }

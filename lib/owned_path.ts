@@ -66,11 +66,17 @@ function statAbove(path: string, action: string, subject: string): posix.FileSta
   try {
     return posix.statPath(path, { follow: true });
   } catch (error) {
+    // `D/..` that cannot be looked at: D is closed to this user, which is what to say.
+    const closed = error instanceof Deno.errors.PermissionDenied && path.endsWith("/..")
+      ? path.slice(0, -3)
+      : undefined;
     throw failure(
       Deno.errors.PermissionDenied,
       action,
       subject,
-      `cannot check the directory ${path} above it: ${(error as Error).message}`,
+      closed === undefined
+        ? `cannot check the directory ${path} above it: ${(error as Error).message}`
+        : `this user may not look into ${closed} (permission denied)`,
     );
   }
 }

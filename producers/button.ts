@@ -18,7 +18,7 @@ import {
   STATE_FLAGS,
 } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine } from "../app/flags.ts";
-import { logger, quote, setupLogging } from "../app/logging.ts";
+import { type Logger, logger, quote, setupLogging } from "../app/logging.ts";
 import { defaultFifoPath, isRuntimeDirectory } from "../app/runtime_dir.ts";
 import {
   type FifoEvent,
@@ -249,6 +249,49 @@ export function describeIgnored(ignored: IgnoredInput): string {
   }
 }
 
+/**
+ * Opens the button's input: the GPIO line with --pi, else the FIFO. Returns it, and the line
+ * that says it is ready (none while it waits for its FIFO's path: it says why, and when it reads
+ * it).
+ */
+async function openInput(
+  flags: ButtonFlags,
+  log: Logger,
+): Promise<{ button: Button; ready?: string }> {
+  if (flags.pi) {
+    // Loaded only here: the PC build never pays for the GPIO modules.
+    const { openGpioButton } = await import("../hw/gpio_button.ts");
+    const gpio = openGpioButton({
+      chip: flags.chip,
+      line: flags.line,
+      debounceMs: flags.debounceMs,
+    });
+    return { button: gpio, ready: `Button ready on ${gpio.description}` };
+  }
+  const fifo = flags.fifo ?? defaultFifoPath();
+  let waiting = false;
+  const button = openFifoButton(fifo, {
+    onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
+    onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
+    // The runtime directory is ours to make again; a directory the user chose is not.
+    remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
+    // Under a launcher, which checked the FIFO before the first start, what took the path
+    // since is not for a restart to fix: wait for it as the running button would, rather
+    // than crash again and again until the launcher gives up and stops the LED too.
+    onTaken: flags.parentPid === undefined ? undefined : (taken) => {
+      waiting = true;
+      log.warn(describeTakenFifo(taken));
+    },
+    // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
+    // removes the last at exit even if this button was killed.
+    madeBy: flags.fifoFromParent ? "other" : "button",
+    // And holds it open, so presses written while this button restarts wait for the next.
+    keeper: flags.fifoFromParent ? flags.parentPid : undefined,
+  });
+  // Not "ready" while it waits for the path (said above why): it says when it reads it.
+  return { button, ready: waiting ? undefined : `Button ready: echo 0 > ${shellQuote(fifo)}` };
+}
+
 async function main(flags: ButtonFlags): Promise<void> {
   // Logging first: a child that does not start says why in the format asked for.
   setupLogging({ level: flags.logLevel, format: flags.logFormat });
@@ -259,46 +302,14 @@ async function main(flags: ButtonFlags): Promise<void> {
   const remote = flags.remote === undefined ? undefined : await import("../app/remote/link.ts");
   const link = flags.remote === undefined ? undefined : remote?.openRemoteLink(flags.remote);
   using _link = link;
+  // The input before the state: a FIFO or a line it may not use then leaves no state file made.
+  const { button, ready } = await openInput(flags, log);
+  await using _button = button;
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
   using cell = openStateCell(region, { writer: true, mirror });
-  let button: Button;
-  if (flags.pi) {
-    // Loaded only here: the PC build never pays for the GPIO modules.
-    const { openGpioButton } = await import("../hw/gpio_button.ts");
-    const gpio = openGpioButton({
-      chip: flags.chip,
-      line: flags.line,
-      debounceMs: flags.debounceMs,
-    });
-    button = gpio;
-    log.info(`Button ready on ${gpio.description}`);
-  } else {
-    const fifo = flags.fifo ?? defaultFifoPath();
-    let waiting = false;
-    button = openFifoButton(fifo, {
-      onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
-      onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
-      // The runtime directory is ours to make again; a directory the user chose is not.
-      remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
-      // Under a launcher, which checked the FIFO before the first start, what took the path
-      // since is not for a restart to fix: wait for it as the running button would, rather
-      // than crash again and again until the launcher gives up and stops the LED too.
-      onTaken: flags.parentPid === undefined ? undefined : (taken) => {
-        waiting = true;
-        log.warn(describeTakenFifo(taken));
-      },
-      // A launcher makes the FIFO, and makes it again once removed: it then knows each one, and
-      // removes the last at exit even if this button was killed.
-      madeBy: flags.fifoFromParent ? "other" : "button",
-      // And holds it open, so presses written while this button restarts wait for the next.
-      keeper: flags.fifoFromParent ? flags.parentPid : undefined,
-    });
-    // Not "ready" while it waits for the path (said above why): it says when it reads it.
-    if (!waiting) log.info(`Button ready: echo 0 > ${shellQuote(fifo)}`);
-  }
-  await using _button = button;
+  if (ready !== undefined) log.info(ready);
   using events = link && remote?.openEventSender(link);
   using commands = link && remote?.openCommandReceiver(link);
   const { PressReporter } = events ? await import("../app/remote/press_reporter.ts") : {};

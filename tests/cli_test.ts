@@ -480,6 +480,24 @@ testWith(
 
 testWith(
   NEEDS.childrenAndFiles,
+  "a launcher run with neither --allow-ffi nor --allow-run says both at once and makes nothing",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using launcher = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/button.fifo`], {
+        permissions: ["--allow-read", "--allow-env"],
+        cwd: dir,
+      });
+      const { code, stderr } = await launcher.status();
+      assertEquals(code, 1, launcher.transcript);
+      assertStringIncludes(stderr, "give it --allow-ffi");
+      assertStringIncludes(stderr, `--allow-run=${Deno.execPath()}`);
+      assertEquals([...Deno.readDirSync(dir)], [], "it made something");
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
   "deno task launch runs with its narrowed permissions: a press, then SIGTERM, exit 0",
   async () => {
     await withTempDir(async (dir) => {

@@ -816,6 +816,23 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "a press written while no launcher ran (echo 0 > FIFO makes a file): the next launcher refuses it, says how to remove it, and leaves it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await spawnProgram("sh", ["-c", `echo 0 > '${fifo}'`]).status();
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertStringIncludes(status.stderr, "it is a regular file, not a FIFO");
+      assertStringIncludes(status.stderr, `remove it (rm ${fifo}) and start again`);
+      assertEquals(Deno.readTextFileSync(fifo), "0\n", "the file was changed");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a file at the --state path that is not provably ours is refused, named, and left exactly as it was",
   async () => {
     await withTempDir(async (dir) => {

@@ -89,6 +89,8 @@ testWith(
       assertEquals(status.code, 1, launcher.transcript);
       assertMatch(status.stderr, /Cannot load libgpiod/);
       assertMatch(status.stderr, /apt install libgpiod3/);
+      // The variable named the library tried: it is what to mend first.
+      assertMatch(status.stderr, /MMAP_IPC_LIBGPIOD names that library: point it at a libgpiod/);
       assertEquals(launcher.matching(/Started/), [], launcher.transcript);
     });
   },

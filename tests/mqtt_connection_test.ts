@@ -3,7 +3,7 @@
  * mosquitto never does: a fake broker on a loopback socket (`Deno.listen`) that speaks just
  * enough MQTT 3.1.1 to accept a client, then sends what the test says.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
 import { testWith } from "./helpers/permissions.ts";
@@ -236,6 +236,46 @@ testWith(
       await until(() => connection.connected, "connected over 3.1.1");
       assertEquals(said, [], "a refusal of MQTT 5 is no problem to warn of");
       second.close();
+    } finally {
+      await connection.close();
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection says at once, and once, that another client took its session (MQTT 5 DISCONNECT 0x8e), as another user's launcher with the same client id makes a broker say",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    // DISCONNECT, reason code 0x8e (Session taken over), no properties. mosquitto 2.0.11 only
+    // closes the old connection; later brokers say this.
+    const takenOver = new Uint8Array([0xe0, 0x02, 0x8e, 0x00]);
+    try {
+      connection.start();
+      for (let i = 0; i < 4; i++) {
+        const conn = await nextConnection(server);
+        assertEquals(await readPacket(conn), 1, "CONNECT");
+        await conn.write(CONNACK);
+        await delay(20);
+        await conn.write(takenOver);
+        conn.close();
+        // Told at the first, before any run of closes could hint at it.
+        if (i === 0) {
+          await until(() => said.some((line) => line.includes("session taken over")), "told");
+        }
+      }
+      (await nextConnection(server)).close();
+      const told = said.filter((line) => line.includes("session taken over"));
+      assertEquals(told.length, 1, said.join("\n"));
+      assertStringIncludes(told[0], '"mmap-ipc-connection-test"');
+      assertStringIncludes(told[0], "--mqtt-prefix");
+      assertEquals(
+        said.filter((line) => line.includes("soon after accepting")),
+        [],
+        said.join("\n"),
+      );
     } finally {
       await connection.close();
     }

@@ -18,6 +18,7 @@ import {
   USERNAME_ENV,
 } from "../bridges/mqtt/credentials.ts";
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
+import { watchCommand } from "../bridges/mqtt/watch_command.ts";
 import { describeProblem, refusedPublish } from "../bridges/mqtt/problems.ts";
 import { delay } from "./helpers/waiting.ts";
 import { BacklogReport } from "../bridges/mqtt/backlog_report.ts";
@@ -588,4 +589,20 @@ Deno.test("BacklogReport says a run of backlogs once, and how much was folded on
     "warn No button process takes commands right now: holding the latest until one does",
     "info Commands flow again (0 folded into others)",
   ]);
+});
+
+Deno.test("watchCommand() gives mosquitto_sub the broker's TLS and the login's user, never a password", () => {
+  const plain = { host: "broker.lan", port: 1883, tls: false };
+  assertEquals(
+    watchCommand(plain, "mmap-ipc/pi"),
+    "mosquitto_sub -h broker.lan -p 1883 -v -t 'mmap-ipc/pi/#'",
+  );
+  assertEquals(
+    watchCommand({ ...plain, host: "[::1]", port: 8883, tls: true }, "p", { username: "kitchen" }),
+    "mosquitto_sub -h ::1 -p 8883 --capath /etc/ssl/certs -u kitchen -P PASSWORD -v -t 'p/#'",
+  );
+  assertEquals(
+    watchCommand({ ...plain, tls: true, caFile: "/etc/my ca.pem" }, "p"),
+    "mosquitto_sub -h broker.lan -p 1883 --cafile '/etc/my ca.pem' -v -t 'p/#'",
+  );
 });

@@ -1063,6 +1063,13 @@ testWithBroker(
       for (const topic of [light, trigger, topics.state, topics.availability]) {
         assertStringIncludes(done.output, topic);
       }
+      // Again, or with a prefix mistyped: nothing is retained there, which it says, exit 1.
+      for (const which of [prefix, `${prefix}x`]) {
+        const nothing = await forget(["--mqtt", broker.url, "--mqtt-prefix", which]);
+        assertEquals(nothing.code, 1, nothing.output);
+        assertStringIncludes(nothing.output, `Nothing is retained under ${JSON.stringify(which)}`);
+        assertStringIncludes(nothing.output, "is the prefix right?");
+      }
       // A newcomer gets every retained message before a message published after it subscribed.
       await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
       await late.publish(`${prefix}/sentinel`, "end");
@@ -1091,8 +1098,9 @@ testWithBroker(
       assertEquals(refused.code, 1, refused.output);
       assertStringIncludes(refused.output, 'refused the connection: not authorized (user "carol"');
       assertStringIncludes(refused.output, "nothing was removed");
-      // Not the connection timeout's words: it did not wait for one.
+      // Not the connection timeout's words: it did not wait for one, nor retry.
       assert(!refused.output.includes("within 20 s"), refused.output);
+      assert(!refused.output.includes("retrying"), refused.output);
     });
   },
 );

@@ -576,10 +576,12 @@ testWith(
       } finally {
         for (const held of claims) held.release();
       }
-      assertThrows(
+      assertThrowsWith(
         () => claimPaths([{ kind: "state file", path }], { roots: roots(dir, { session: false }) }),
         Deno.errors.PermissionDenied,
         squatted,
+        "only they or an administrator can remove it",
+        "run in a login session",
       );
     });
   },

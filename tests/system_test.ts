@@ -10,7 +10,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import { listDirectory, makeFifo, processState, readFileText } from "../ffi/posix.ts";
+import { listDirectory, makeFifo, processState, readFileText, statPath } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -150,7 +150,13 @@ testWith(
  */
 async function inTerminal(
   fn: (
-    launch: { dir: string; fifo: string; terminal: ChildProcess; enter(): Promise<void> },
+    launch: {
+      dir: string;
+      fifo: string;
+      terminal: ChildProcess;
+      enter(): Promise<void>;
+      type(text: string): Promise<void>;
+    },
   ) => Promise<void>,
 ): Promise<void> {
   await withTempDir(async (dir) => {
@@ -168,6 +174,7 @@ async function inTerminal(
         fifo,
         terminal,
         enter: () => writer.write(new TextEncoder().encode("\n")),
+        type: (text) => writer.write(new TextEncoder().encode(text)),
       });
     } finally {
       await writer.close().catch(() => {});
@@ -216,6 +223,25 @@ testWith(NEEDS.system, "Enter in the launcher's terminal is a press", async () =
     await ledShows(terminal, "Off", since);
   });
 });
+
+testWith(
+  NEEDS.system,
+  "Ctrl+D in the launcher's terminal does not end Enter's presses, and says Ctrl+C is what stops",
+  async () => {
+    await inTerminal(async ({ terminal, enter, type }) => {
+      await type("\x04"); // Ctrl+D at the start of a line: an end of input to the reader
+      await terminal.waitFor(/Ctrl\+D does not stop the launcher \(Ctrl\+C does\)/);
+      await enter();
+      const since = await ledShows(terminal, "On", 0);
+      await type("\x04");
+      await delay(300);
+      await enter();
+      await ledShows(terminal, "Off", since);
+      assertEquals(terminal.matching(/Enter no longer presses/), [], terminal.transcript);
+      assertEquals(terminal.matching(/Ctrl\+D does not stop/).length, 1);
+    });
+  },
+);
 
 testWith(
   NEEDS.system,
@@ -431,6 +457,36 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.system,
+  "a button run by hand on a launcher's FIFO refuses naming the launcher and its button, and leaves no state file made",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        const state = `${dir}/mine.dat`;
+        await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+          "--state",
+          state,
+          "--fifo",
+          fifo,
+        ]);
+        const status = await button.status();
+        assertEquals(status.code, 1, button.transcript);
+        assertStringIncludes(status.stderr, `a launcher of this system (pid ${launcher.pid})`);
+        assertStringIncludes(status.stderr, `a button of this system (pid ${pids.button})`);
+        assert(!status.stderr.includes("original button"), status.stderr);
+        assertEquals(statPath(state), undefined, "the refused button left a state file");
+        assert(Deno.lstatSync(fifo).isFifo, "the refused button removed the launcher's FIFO");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
 /**
  * SIGKILLs the `child` (led or button) of `launcher` with pid `pid`, waits for the restarted one
  * to say `said`, and returns its pid.
@@ -504,6 +560,24 @@ testWith(
       } finally {
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
       }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "a --state in a directory closed to the user (another's, 0700) is refused saying so, not with a path of /..",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid();
+    await withTempDir(async (dir) => {
+      const closed = `${dir}/closed`;
+      Deno.mkdirSync(closed, { mode: 0o700 }); // root's
+      await using launcher = startLauncherAs(user, dir, ["--state", `${closed}/x.dat`]);
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertStringIncludes(status.stderr, `this user may not look into ${closed} (permission`);
+      assert(!status.stderr.includes("/.."), status.stderr);
     }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
   },
 );
@@ -644,7 +718,7 @@ testWith(
         await reader.waitFor(/open/);
         since = launcher.lines.length;
         Deno.kill(pids.button, "SIGKILL");
-        await launcher.waitFor(/pid \d+ reads it.*This button leaves it alone/, { since });
+        await launcher.waitFor(/pid \d+ \(cat\) reads it.*This button leaves it alone/, { since });
         const restarted = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
         // The presses written there go to the user's reader, not to the button.
         await writeAndLeave(fifo, "0\n");

@@ -34,6 +34,12 @@ const V5_HANG_UPS = 2;
 
 /** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
 const SHORT_LIVED_TO_WARN = 3;
+/** MQTT 5 DISCONNECT reason code: another client connected with this one's client id. */
+const SESSION_TAKEN_OVER = 0x8e;
+
+function hexCode(code: number): string {
+  return `0x${code.toString(16).padStart(2, "0")}`;
+}
 /** Whether `client` connects with MQTT 5 (not yet fallen back to 3.1.1). */
 function speaks5(client: MqttClient): boolean {
   return client.options.protocolVersion === 5;
@@ -66,8 +72,11 @@ export interface BrokerConnectionOptions {
    * bridge's "the button and LED work meanwhile"; empty for nothing.
    */
   meanwhile?: string;
-  /** Told of each problem as it happens, repeats too (the log hears each kind once). */
-  onProblem?: (problem: Problem) => void;
+  /**
+   * Told of each problem as it happens, repeats too (the log hears each kind once). Returns
+   * true when the caller says it itself, and stops: the log then says nothing of retrying.
+   */
+  onProblem?: (problem: Problem) => boolean | void;
   /** Called on each (re)connection: subscribe and publish the current state here. */
   onConnect: () => void;
   /** Called for each message on a subscribed topic. */
@@ -91,6 +100,10 @@ export class BrokerConnection {
   #refusals = 0;
   /** Connections in a row the broker closed soon after accepting them; see #onClose. */
   #shortLived = 0;
+  /** The broker said the connection closing now was taken over by a client with our id. */
+  #takenOver = false;
+  /** The takeover was said; not again until a connection lasts without one. */
+  #takeoverSaid = false;
   /** An error was reported for the attempt under way: its close needs no words of its own. */
   #attemptErred = false;
   /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
@@ -140,6 +153,7 @@ export class BrokerConnection {
       will: will && { topic: will.topic, payload: will.payload, qos: 1, retain: true },
     });
     client.on("connect", () => this.#onConnect());
+    client.on("disconnect", (packet) => this.#onDisconnect(packet.reasonCode ?? 0));
     client.on("close", () => this.#onClose());
     client.on("error", (error) => {
       this.#attemptErred = true;
@@ -169,6 +183,30 @@ export class BrokerConnection {
     this.#options.onConnect();
   }
 
+  /**
+   * An MQTT 5 broker said why it closes the connection. "Session taken over" (0x8e) is another
+   * client connecting with this one's id: said at once, once per run of them, as the closes in a
+   * row would only hint at it after three (another user's launcher on this machine, a copy of
+   * its SD card or of its unit, each taking the id in turn).
+   */
+  #onDisconnect(code: number): void {
+    const { log, url, clientId } = this.#options;
+    if (code !== SESSION_TAKEN_OVER) {
+      log.info(`The broker at ${url} closes the connection (reason code ${hexCode(code)})`);
+      return;
+    }
+    this.#takenOver = true;
+    if (this.#takeoverSaid) return;
+    this.#takeoverSaid = true;
+    log.warn(
+      `The broker at ${url} gave this bridge's session to another client connecting as ` +
+        `${JSON.stringify(clientId)} (reason code 0x8e, session taken over): another system ` +
+        "(another user's launcher on this machine, or a copy of it) uses the same client id, " +
+        "and the two take it from each other in turn; give one of them its own --mqtt-prefix " +
+        "(or --mqtt-client-id, if they are one system)",
+    );
+  }
+
   #onClose(): void {
     // The client forgets what was in flight when it reconnects: settle it here, as not done.
     for (const settle of this.#inFlight) settle(false);
@@ -179,10 +217,14 @@ export class BrokerConnection {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
       this.#v5HangUps = 0;
+      const takenOver = this.#takenOver;
+      this.#takenOver = false;
       if (lasted >= STABLE_MS) {
         this.#failures = 0;
         this.#shortLived = 0;
-      } else if (++this.#shortLived === SHORT_LIVED_TO_WARN) {
+        // Not taken from it for a while: a later takeover is news again.
+        if (!takenOver) this.#takeoverSaid = false;
+      } else if (++this.#shortLived === SHORT_LIVED_TO_WARN && !this.#takeoverSaid) {
         // The usual cause: a second client with our id (a cloned SD card, a copy of the unit,
         // another user's launcher with the same host name), each taking the id in turn.
         log.warn(
@@ -263,7 +305,7 @@ export class BrokerConnection {
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
   #tell(problem: Problem): void {
     const { log } = this.#options;
-    this.#options.onProblem?.(problem);
+    if (this.#options.onProblem?.(problem) === true) return;
     if (this.#reported.has(problem.kind)) {
       log.debug(problem.message);
       return;
