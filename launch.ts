@@ -7,7 +7,6 @@
  * @module
  */
 
-import { delay } from "@std/async/delay";
 import { openStateShm } from "./lib/state_file.ts";
 import { STATE_REGION_SIZE } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
@@ -18,17 +17,7 @@ import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts"
 import { defaultFifoPath, isRuntimeDirectory } from "./app/runtime_dir.ts";
 import { repairLauncherMemory } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
-import * as C from "./ffi/constants.ts";
-import {
-  closeFd,
-  ignoreTerminalReadStops,
-  inForeground,
-  openPath,
-  openPidfd,
-  statFd,
-  statPath,
-  writeFd,
-} from "./ffi/posix.ts";
+import { closeFd, openPidfd, statPath } from "./ffi/posix.ts";
 import { shellQuote } from "./app/shell_quote.ts";
 import { FdWaiter } from "./ffi/fd_waiter.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
@@ -47,6 +36,7 @@ import {
   type StateFile,
 } from "./mod.ts";
 import { keepClaims } from "./app/claim_keeper.ts";
+import { pressOnEnter } from "./app/terminal_presses.ts";
 import { keepFifo } from "./app/fifo_keeper.ts";
 import { FifoHold } from "./app/fifo_hold.ts";
 import { fromTaskDirectory, taskDirectory } from "./app/task_directory.ts";
@@ -63,10 +53,6 @@ import {
 } from "./bridges/mqtt/settings.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
-/** Ends of the terminal's input in a row (no Enter between) after which Enter is given up. */
-const TERMINAL_ENDS_TO_STOP = 3;
-/** The pause after an end of the terminal's input: a terminal that is gone does not spin us. */
-const TERMINAL_END_PAUSE_MS = 100;
 /** A child as the launcher starts it: which ends of the remote link it holds, if any. */
 interface LaunchedChild extends ChildSpec {
   /** The link's ends it holds: looked at before it starts again (see `repairLauncherMemory`). */
@@ -277,64 +263,6 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
     log.info(`Keeping the state in ${JSON.stringify(path)} too, which was there already; it stays`);
   }
   return mirror;
-}
-
-/**
- * Writes one press into the FIFO, for Enter in the launcher's terminal. What is at the path is
- * looked at through the open descriptor first: if someone put a file of their own there, it is
- * left as it is and the press is dropped.
- */
-function pressOnce(path: string): void {
-  const fd = openPath(
-    path,
-    C.O_WRONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC,
-    0,
-    "press through FIFO",
-  );
-  try {
-    const { type } = statFd(fd, path);
-    if (type !== "fifo") {
-      throw new Deno.errors.AlreadyExists(
-        `Cannot press through ${JSON.stringify(path)}: it is a ${
-          type === "file" ? "regular file" : type
-        } now, not the button's FIFO; it is left as it is`,
-      );
-    }
-    writeFd(fd, new TextEncoder().encode("press\n"), path);
-  } finally {
-    closeFd(fd);
-  }
-}
-
-async function pressOnEnter(path: string, signal: AbortSignal): Promise<void> {
-  const log = logger("launch");
-  // Read by hand, not through Deno.stdin.readable: that ends for good at the first end of input.
-  const buffer = new Uint8Array(1024);
-  let endsInRow = 0;
-  let toldOfEnds = false;
-  for (;;) {
-    const count = await Deno.stdin.read(buffer);
-    if (signal.aborted) return;
-    if (count === null) {
-      // Ctrl+D ends one read of a terminal, not the terminal: Enter still presses after it. A
-      // terminal that is gone ends every read, at once: given up after a few in a row.
-      if (++endsInRow >= TERMINAL_ENDS_TO_STOP) throw new Error("the terminal's input ended");
-      if (!toldOfEnds) log.info("Ctrl+D does not stop the launcher (Ctrl+C does)");
-      toldOfEnds = true;
-      await delay(TERMINAL_END_PAUSE_MS, { signal }).catch(() => {});
-      continue;
-    }
-    endsInRow = 0;
-    for (let i = 0; i < count; i++) {
-      if (buffer[i] !== 0x0a) continue;
-      try {
-        pressOnce(path);
-      } catch (error) {
-        // ENXIO: nothing reads the FIFO (a user's FIFO at the path now, no button on it yet).
-        log.warn(`Enter did not press: ${(error as Error).message}`);
-      }
-    }
-  }
 }
 
 /**
@@ -642,22 +570,14 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       ? supervise(bridgeSpec(flags, bridged, state, resources.link))
       : undefined;
     if (fifo !== undefined && Deno.stdin.isTerminal()) {
-      // In the background (`deno task launch &`, or Ctrl+Z then bg) a read of the terminal
-      // stopped the launcher, and with it every press: it fails now, and the FIFO still works.
-      ignoreTerminalReadStops();
-      if (inForeground(0)) {
-        log.info("...or press Enter here. Ctrl+C stops everything.");
-        const pressPath = fifo;
-        pressOnEnter(pressPath, stop.signal).catch((error) =>
-          log.warn(
-            error instanceof Error && /\(os error 5\)|EIO/.test(error.message)
-              ? `Enter no longer presses: the launcher runs in the background now; press with echo 0 > ${
-                shellQuote(pressPath)
-              }`
-              : `Enter no longer presses: ${error.message}`,
-          )
-        );
-      } else log.info("Running in the background: Enter does not press here.");
+      const pressPath = fifo;
+      pressOnEnter(pressPath, { signal: stop.signal, log }).catch((error) =>
+        log.warn(
+          `Enter no longer presses: ${(error as Error).message}; press with echo 0 > ${
+            shellQuote(pressPath)
+          }`,
+        )
+      );
     }
     const running = supervisors.map((supervisor) => supervisor.run(stop.signal));
     // The bridge is optional: whatever ends it, the button and LED carry on without it.

@@ -26,6 +26,7 @@ import {
   LED_LINE,
   ledShows,
   pressAndSee,
+  pressAsButtonDies,
   REPLACED,
   running,
   startButton,
@@ -873,14 +874,7 @@ testWith(
       let restarted: number | undefined;
       try {
         const since = launcher.lines.length;
-        // Stopped, the button cannot read the press: it is in the pipe when the button dies.
-        Deno.kill(pids.button, "SIGSTOP");
-        await writeAndLeave(fifo, "0\n");
-        Deno.kill(pids.button, "SIGKILL");
-        await until(() => processGone(pids.button), "the button gone");
-        restarted = Number(
-          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1],
-        );
+        restarted = await pressAsButtonDies(launcher, pids.button, fifo);
         await ledShows(launcher, "On", since);
         assertEquals(launcher.matching(/reads it|not a press/), [], launcher.transcript);
         // And one written while no button runs at all waits for the next (it was refused).
@@ -918,13 +912,7 @@ testWith(
         const users = identity(fifo);
         await launcher.waitFor(/is one this button may read now/, { since });
         since = launcher.lines.length;
-        Deno.kill(pids.button, "SIGSTOP");
-        await writeAndLeave(fifo, "0\n");
-        Deno.kill(pids.button, "SIGKILL");
-        await until(() => processGone(pids.button), "the button gone");
-        restarted = Number(
-          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1],
-        );
+        restarted = await pressAsButtonDies(launcher, pids.button, fifo);
         await ledShows(launcher, "On", since);
         await stopCleanly(launcher, [pids.led, restarted]);
         assertEquals(identity(fifo), users, "the user's FIFO was removed or replaced");

@@ -24,6 +24,7 @@ import {
   launcherCommand,
   ledShows,
   ledStates,
+  pressAsButtonDies,
   running,
   spawnLaunchTask,
   startLauncher,
@@ -210,6 +211,52 @@ testWith(
       } finally {
         killIfRunning(job);
         await stopAll(terminal, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("script"), requires("bash")],
+  "a launcher started in the background of an interactive shell takes Enter once brought back with fg, and again after Ctrl+Z, bg and fg, and says so",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const command = launcherCommand(["--fifo", fifo]).map((word) => `'${word}'`).join(" ");
+      await using terminal = spawnProgram(
+        "script",
+        ["-qfec", "bash --norc --noprofile -i", "/dev/null"],
+        { stdin: "piped" },
+      );
+      const writer = terminal.process.stdin.getWriter();
+      const type = (text: string): Promise<void> => writer.write(new TextEncoder().encode(text));
+      let launcher: number | undefined;
+      let pids: { led: number; button: number } | undefined;
+      try {
+        await type(`${command} & echo "job $!"\n`);
+        launcher = Number((await terminal.waitFor(/^job (\d+)/)).match[1]);
+        pids = await running(terminal);
+        await terminal.waitFor(/Running in the background: Enter does not press here/);
+        await type("fg\n");
+        await terminal.waitFor(/In the foreground again: Enter presses here/);
+        await type("\n");
+        let since = await ledShows(terminal, "On", 0);
+        // Ctrl+Z, bg: the read under way fails (EIO), and the launcher waits for fg again.
+        await type("\x1a");
+        await terminal.waitFor(/Stopped/, { since });
+        await type("bg\n");
+        await terminal.waitFor(/In the background now: Enter does not press here until fg/, {
+          since,
+        });
+        since = terminal.lines.length;
+        await type("fg\n");
+        await terminal.waitFor(/In the foreground again: Enter presses here/, { since });
+        await type("\n");
+        await ledShows(terminal, "Off", since);
+        assertEquals(terminal.matching(/Enter no longer presses/), [], terminal.transcript);
+      } finally {
+        await writer.close().catch(() => {});
+        await stopAll(terminal, [launcher, pids?.led, pids?.button]);
       }
     });
   },
@@ -612,12 +659,7 @@ testWith(
         await pressAsUserAndSee(launcher, user, fifo);
         // Held: a press the stopped button cannot read waits in the pipe for the next one.
         const next = launcher.lines.length;
-        Deno.kill(pids.button, "SIGSTOP");
-        await writeAndLeave(fifo, "0\n");
-        Deno.kill(pids.button, "SIGKILL");
-        restarted = Number(
-          (await launcher.waitFor(/Started button \(pid (\d+)\)/, { since: next })).match[1],
-        );
+        restarted = await pressAsButtonDies(launcher, pids.button, fifo);
         await ledShows(launcher, "Off", next);
         assertEquals(launcher.matching(/Cannot hold FIFO/).length, 1, launcher.transcript);
       } finally {

@@ -8,9 +8,9 @@
 
 import { statPath } from "../../ffi/posix.ts";
 import type { ChildProcess } from "./child_process.ts";
-import { press } from "./fifo.ts";
+import { press, writeAndLeave } from "./fifo.ts";
 import { ROOT } from "./paths.ts";
-import { killIfRunning } from "./proc.ts";
+import { killIfRunning, processGone } from "./proc.ts";
 import { denoCommand, spawnDeno, spawnProgram } from "./spawn.ts";
 import { GUARD_MS, until } from "./waiting.ts";
 
@@ -208,4 +208,21 @@ export function identity(path: string): string | undefined {
   // Device, inode and birth time in nanoseconds (statx): a file system may give a file made
   // now the inode number of one just removed, within the same millisecond.
   return statPath(path)?.identity;
+}
+
+/**
+ * Writes a press the button `button` of `launcher` cannot read (it is stopped, SIGSTOP), then
+ * SIGKILLs it: the press is in the FIFO when the button dies. Returns the restarted one's pid.
+ */
+export async function pressAsButtonDies(
+  launcher: ChildProcess,
+  button: number,
+  fifo: string,
+): Promise<number> {
+  const since = launcher.lines.length;
+  Deno.kill(button, "SIGSTOP");
+  await writeAndLeave(fifo, "0\n");
+  Deno.kill(button, "SIGKILL");
+  await until(() => processGone(button), "the button gone");
+  return Number((await launcher.waitFor(/Started button \(pid (\d+)\)/, { since })).match[1]);
 }
