@@ -546,6 +546,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
         remakeDirectory: isRuntimeDirectory(parentOf(fifoClaim.path)),
         onMade: (identity) => madeFifoAgain(fifoClaim, resources, identity),
         onFifo: holdFifo,
+        onGone: () => resources.fifoHold?.release(),
         signal: stop.signal,
         log,
       });

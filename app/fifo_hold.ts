@@ -48,6 +48,17 @@ export class FifoHold {
     this.#identity = identity;
   }
 
+  /**
+   * Lets go of the FIFO held, if any, once it has left the path: its writers then hear that
+   * nobody reads it (EPIPE) when the button has left it too, rather than write into it for
+   * nobody. The hold stays usable for the next FIFO.
+   */
+  release(): void {
+    if (this.#fd >= 0) closeFd(this.#fd);
+    this.#fd = -1;
+    this.#identity = undefined;
+  }
+
   /** Lets go of the FIFO held; what waits in it goes with it unless a reader remains. Safe twice. */
   close(): void {
     this.#closed = true;

@@ -38,6 +38,8 @@ export interface FifoKeeperOptions {
    * It says itself what went wrong; what it throws is logged, and the keeping goes on.
    */
   onFifo?: (identity: string) => void;
+  /** Called when what was at the path leaves it (removed, or another put there): to let go of it. */
+  onGone?: () => void;
   /** Ends the keeping. */
   signal: AbortSignal;
   log: Logger;
@@ -89,6 +91,8 @@ async function keepOnce(
     return there.identity; // not ours: looked after once it goes
   };
   await untilMoved(path, identity, options);
+  if (signal.aborted) return identity;
+  options.onGone?.();
   const replaced = statPath(path);
   if (replaced !== undefined) return found(replaced);
   // As the button used to: an `rm -rf` still emptying the directory would find a new FIFO in it

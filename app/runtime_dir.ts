@@ -50,7 +50,8 @@ function sharedDirectory(uid: number, roots: RuntimeRoots): string {
     return ensurePrivateDirectory(path);
   } catch (error) {
     // Another user made it first: nothing this user can do about it, so say who can.
-    if (error instanceof Deno.errors.PermissionDenied && statPath(path)?.uid !== uid) {
+    const owner = statPath(path)?.uid;
+    if (error instanceof Deno.errors.PermissionDenied && owner !== undefined && owner !== uid) {
       throw new Deno.errors.PermissionDenied(
         `${error.message}. Another user made it before this one's first run, and only they or ` +
           "an administrator can remove it; until then, run in a login session (which has " +

@@ -19,8 +19,16 @@ import {
 } from "../ffi/posix.ts";
 import type { Logger } from "./logging.ts";
 
-/** Ends of the terminal's input in a row (no Enter between) after which Enter is given up. */
+/**
+ * Ends of the terminal's input in a row, each at once (see {@link AT_ONCE_MS}), after which
+ * Enter is given up: the terminal is gone.
+ */
 const TERMINAL_ENDS_TO_STOP = 3;
+/**
+ * A read that ends sooner than this after it began met an end already there: a terminal that is
+ * gone, or Ctrl+D pressed during the pause. A person's Ctrl+D ends a read that waited for it.
+ */
+const AT_ONCE_MS = 50;
 /** The pause after an end of the terminal's input: a terminal that is gone does not spin us. */
 const TERMINAL_END_PAUSE_MS = 100;
 /** How often a launcher in the background looks whether it was brought to the foreground. */
@@ -101,12 +109,14 @@ async function readPresses(
   let endsInRow = 0;
   let toldOfEnds = false;
   for (;;) {
+    const began = performance.now();
     const count = await Deno.stdin.read(buffer);
     if (signal.aborted) return;
     if (count === null) {
       // Ctrl+D ends one read of a terminal, not the terminal: Enter still presses after it. A
-      // terminal that is gone ends every read, at once: given up after a few in a row.
-      if (++endsInRow >= TERMINAL_ENDS_TO_STOP) throw new Error("the terminal's input ended");
+      // terminal that is gone ends every read, at once: given up after a few such in a row.
+      endsInRow = performance.now() - began < AT_ONCE_MS ? endsInRow + 1 : 0;
+      if (endsInRow >= TERMINAL_ENDS_TO_STOP) throw new Error("the terminal's input ended");
       if (!toldOfEnds) log.info("Ctrl+D does not stop the launcher (Ctrl+C does)");
       toldOfEnds = true;
       await delay(TERMINAL_END_PAUSE_MS, { signal }).catch(() => {});

@@ -65,6 +65,8 @@ export type MqttForgetFlags = CommandFlags<typeof MQTT_FORGET_COMMAND>;
 
 /** How long the broker is given to accept the connection. */
 const CONNECT_TIMEOUT_MS = 20_000;
+/** How long its own message is waited for to come back; see `main()`. */
+const ECHO_WAIT_MS = 2_000;
 /** Its reconnects: often enough to matter within {@link CONNECT_TIMEOUT_MS}. */
 const BACKOFF = { initialMs: 500, maxMs: 5_000, jitter: 0.2 };
 
@@ -102,6 +104,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     let availability: string | undefined;
     // The topics the broker holds a retained message on: the rest have nothing to forget.
     const held = new Set<string>();
+    // Its own message on this topic, come back: see below.
+    const echoTopic = `${prefix}/forget`;
+    let echoed: () => void = () => {};
+    const echo = new Promise<void>((resolve) => echoed = resolve);
     let connected: () => void = () => {};
     let refused: (problem: Problem) => void = () => {};
     const accepted = new Promise<void>((resolve, reject) => {
@@ -127,7 +133,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
         return true;
       },
       onMessage: (topic, payload, retained) => {
-        if (!retained || payload.length === 0) return;
+        if (topic === echoTopic && !retained) echoed();
+        if (!retained || payload.length === 0 || !topics.includes(topic)) return;
         held.add(topic);
         if (topic === availabilityTopic) availability = new TextDecoder().decode(payload);
       },
@@ -156,11 +163,30 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     }
     // A bridge running elsewhere (another machine, or this one as another user, whose claims
     // this cannot see) says so in its retained availability; one that stopped said offline.
-    await connection.subscribe(Object.fromEntries(topics.map((topic) => [topic, 0 as const])));
-    // mosquitto sends a subscription's retained messages right after granting it, before it
-    // reads the next packet: once this second grant is here, so are they.
-    await connection.subscribe({ [`${prefix}/forget`]: 0 });
-    if (held.size === 0) {
+    await connection.subscribe(
+      Object.fromEntries([...topics, echoTopic].map((topic) => [topic, 0 as const])),
+    );
+    // A broker sends a subscription's retained messages as it grants it, and the messages of one
+    // connection in order: once a message sent after the grant comes back, they are all here.
+    // One that never comes back is a login that may write under the prefix but not read there
+    // (an ACL; mosquitto grants the subscription all the same and delivers nothing).
+    await connection.publish(echoTopic, "", { retain: false, qos: 1 });
+    let echoTimer: ReturnType<typeof setTimeout> | undefined;
+    const readable = await Promise.race([
+      echo.then(() => true),
+      new Promise<false>((resolve) => echoTimer = setTimeout(() => resolve(false), ECHO_WAIT_MS)),
+    ]).finally(() => clearTimeout(echoTimer));
+    if (!readable) {
+      // A login that may clear the topics but not read them (its ACL): nothing can be told of
+      // what is there, and clearing what is not there costs nothing.
+      log.warn(
+        `The broker at ${settings.url} does not let this login read under ` +
+          `${JSON.stringify(prefix)} (its message there did not come back within ` +
+          `${ECHO_WAIT_MS / 1000} s), so whether anything is retained there, or a bridge is ` +
+          "online, cannot be told; clearing all of it",
+      );
+      for (const topic of topics) held.add(topic);
+    } else if (held.size === 0) {
       throw new Deno.errors.NotFound(
         `Nothing is retained under ${JSON.stringify(prefix)} on ${settings.url} (no ` +
           "availability, state or discovery config), so there is nothing to forget; is the " +

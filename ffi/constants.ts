@@ -133,6 +133,8 @@ export const IN_DELETE_SELF = 0x400;
 export const IN_Q_OVERFLOW = 0x4000;
 export const IN_MOVE_SELF = 0x800;
 export const IN_IGNORED = 0x8000;
+/** Adds to the mask of a directory watched already, where a new watch would replace it. */
+export const IN_MASK_ADD = 0x20000000;
 
 // <dirent.h>: struct dirent's d_name, the same offset on x86-64 and aarch64 (glibc, 64-bit).
 export const DIRENT_NAME_OFFSET = 19;

@@ -13,6 +13,7 @@ import {
   openPath,
   readFd,
   readFileText,
+  readLink,
   statFd,
   statPath,
 } from "../ffi/posix.ts";
@@ -687,16 +688,31 @@ export function refuseIfRead(
   );
 }
 
+/** The working directory of the process `pid`, or "" when it cannot be read. */
+function processDirectory(pid: number): string {
+  try {
+    return readLink(`/proc/${pid}/cwd`);
+  } catch {
+    return "";
+  }
+}
+
 /**
  * Names the process `pid` for a refusal: a launcher or button of this system by what it runs,
  * anything else by its command's name.
  */
 function describeReader(pid: number): { text: string; ours: boolean } {
   const args = readFileText(`/proc/${pid}/cmdline`)?.split("\0") ?? [];
-  if (args.some((arg) => arg.endsWith("/launch.ts"))) {
-    return { text: `a launcher of this system (pid ${pid})`, ours: true };
-  }
-  if (args.some((arg) => arg.endsWith("producers/button.ts"))) {
+  // `deno task launch` runs `deno run ... launch.ts`: a path from the process's own directory.
+  let cwd: string | undefined;
+  const runs = (script: string): boolean =>
+    args.some((arg) => {
+      if (arg.startsWith("-")) return false;
+      if (!arg.startsWith("/")) arg = `${cwd ??= processDirectory(pid)}/${arg}`;
+      return arg.endsWith(`/${script}`);
+    });
+  if (runs("launch.ts")) return { text: `a launcher of this system (pid ${pid})`, ours: true };
+  if (runs("producers/button.ts")) {
     return { text: `a button of this system (pid ${pid})`, ours: true };
   }
   const command = args[0]?.slice(args[0].lastIndexOf("/") + 1);

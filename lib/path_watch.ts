@@ -92,7 +92,9 @@ function watchAncestors(inotify: number, path: string, count: number): void {
   for (let i = 0; i < count && directory !== "/"; i++) {
     directory = parentOf(directory);
     try {
-      posix.inotifyWatch(inotify, directory, C.IN_DELETE_SELF | C.IN_MOVE_SELF);
+      // Added to, not in place of, a watch of the same directory (a relative path's "." above
+      // its own, a path with "/./" in it): the path's own directory's watch keeps its events.
+      posix.inotifyWatch(inotify, directory, C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_MASK_ADD);
     } catch (error) {
       if (
         !(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory ||

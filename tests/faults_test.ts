@@ -5,7 +5,8 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { makeFifo, readFileText, statPath } from "../ffi/posix.ts";
+import { closeFd, makeFifo, openPath, readFileText, statPath, writeFd } from "../ffi/posix.ts";
+import * as C from "../ffi/constants.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
 import { HEAD, POSITION, TAIL } from "../lib/ring/layout.ts";
@@ -918,6 +919,39 @@ testWith(
         assertEquals(identity(fifo), users, "the user's FIFO was removed or replaced");
       } finally {
         await stopAll(launcher, [pids.led, pids.button, restarted]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a FIFO that leaves the path is let go: a writer still holding it hears EPIPE once the button has left it too, rather than write into it for nobody",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      const writer = openPath(fifo, C.O_WRONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "write FIFO");
+      try {
+        const since = launcher.lines.length;
+        // A user's file put at the path: the button leaves the FIFO it read.
+        Deno.writeTextFileSync(`${dir}/notes`, "notes\n");
+        Deno.renameSync(`${dir}/notes`, fifo);
+        await launcher.waitFor(/button\.fifo" was replaced by/, { since });
+        const press = new TextEncoder().encode("0\n");
+        await until(() => {
+          try {
+            writeFd(writer, press, fifo);
+            return false;
+          } catch (error) {
+            return error instanceof Deno.errors.BrokenPipe;
+          }
+        }, "EPIPE for the writer of the FIFO that left");
+        assertEquals(Deno.readTextFileSync(fifo), "notes\n", "the user's file was touched");
+      } finally {
+        closeFd(writer);
+        await stopAll(launcher, [pids.led, pids.button]);
       }
     });
   },

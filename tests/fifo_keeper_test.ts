@@ -18,9 +18,13 @@ function keeping(
   path: string,
   said: string[],
   made: string[],
-  options: { onMade?: (identity: string) => void; onFifo?: (identity: string) => void } = {},
+  options: {
+    onMade?: (identity: string) => void;
+    onFifo?: (identity: string) => void;
+    onGone?: () => void;
+  } = {},
 ): () => Promise<void> {
-  const { onMade = (identity: string): void => void made.push(identity), onFifo } = options;
+  const { onMade = (identity: string): void => void made.push(identity), onFifo, onGone } = options;
   makeFifo(path, 0o600);
   const stop = new AbortController();
   const kept = keepFifo(path, {
@@ -28,6 +32,7 @@ function keeping(
     remakeDirectory: false,
     onMade,
     onFifo,
+    onGone,
     signal: stop.signal,
     log: warningsInto(said),
   });
@@ -72,7 +77,7 @@ testWith(
 
 testWith(
   NEEDS.files,
-  "keepFifo() tells onFifo of a user's FIFO put at the path and of each chmod of what is there, never of a file, and logs what onFifo throws",
+  "keepFifo() tells onFifo of a user's FIFO put at the path and of each chmod of what is there, never of a file, onGone of each that leaves, and logs what onFifo throws",
   async () => {
     await withTempDir(async (dir) => {
       const path = `${dir}/button.fifo`;
@@ -83,17 +88,20 @@ testWith(
         told.push(identity);
         if (told.length === 3) throw new Error("refused for the test");
       };
-      const stop = keeping(path, said, made, { onFifo });
+      let gone = 0;
+      const stop = keeping(path, said, made, { onFifo, onGone: () => gone++ });
       try {
         const ours = statPath(path)?.identity ?? "";
         Deno.chmodSync(path, 0o400);
         await until(() => told.length === 1, "the chmod of ours told");
         assertEquals(told, [ours]);
+        assertEquals(gone, 0, "a chmod is no leaving");
         makeFifo(`${path}.new`, 0o200);
         Deno.renameSync(`${path}.new`, path);
         const users = statPath(path)?.identity ?? "";
         await until(() => told.length === 2, "the user's FIFO told");
         assertEquals(told[1], users);
+        assertEquals(gone, 1, "ours left the path");
         Deno.chmodSync(path, 0o600);
         await until(() => told.length === 3, "its chmod told");
         assertEquals(told[2], users);
@@ -103,8 +111,10 @@ testWith(
         Deno.writeTextFileSync(`${path}.file`, "");
         Deno.renameSync(`${path}.file`, path);
         Deno.chmodSync(path, 0o400);
+        await until(() => gone === 2, "the user's FIFO left the path");
         await delay(300);
         assertEquals(told.length, 3);
+        assertEquals(gone, 2);
         assertEquals(made, []);
       } finally {
         await stop();

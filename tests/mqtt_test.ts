@@ -1081,6 +1081,47 @@ testWithBroker(
 );
 
 testWithBroker(
+  "deno task mqtt:forget with a login that may clear the topics but not read them says so and clears them all",
+  async () => {
+    await withTempDir(async (dir) => {
+      const prefix = "test/writer";
+      const topics = topicsFor(prefix);
+      const admin = { username: "admin", password: "admin pw" };
+      const acl = [
+        "user w",
+        `topic write ${prefix}/#`,
+        "topic write homeassistant/#",
+        "",
+        "user admin",
+        "topic readwrite #",
+      ].join("\n") + "\n";
+      await using broker = await startBroker(dir, { users: { w: "w pw", admin: "admin pw" }, acl });
+      {
+        await using kept = await listen(broker.url, [`${prefix}/#`], admin);
+        await kept.publish(topics.state, "ON", { retain: true, qos: 1 });
+        await kept.publish(topics.availability, "offline", { retain: true, qos: 1 });
+      }
+      const login = `${dir}/login`;
+      await Deno.writeTextFile(login, "username=w\npassword=w pw\n", { mode: 0o600 });
+      const done = await forget([
+        "--mqtt",
+        broker.url,
+        "--mqtt-prefix",
+        prefix,
+        "--mqtt-credentials",
+        login,
+      ]);
+      assertEquals(done.code, 0, done.output);
+      assertStringIncludes(done.output, "does not let this login read under");
+      await using late = await listen(broker.url, [`${prefix}/#`], admin);
+      await late.publish(`${prefix}/sentinel`, "end");
+      await late.waitFor(`${prefix}/sentinel`);
+      assertEquals(late.heard.filter((message) => message.retain), [], "something stayed");
+    });
+  },
+);
+
+testWithBroker(
   "deno task mqtt:forget whose login the broker refuses says so at once, and removes nothing",
   async () => {
     await withTempDir(async (dir) => {

@@ -88,6 +88,32 @@ testWith(
 
 testWith(
   NEEDS.files,
+  "PathWatch told to watch an ancestor that is its own directory again (a path with /./ in it) still hears the path removed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/./state`;
+      Deno.writeTextFileSync(path, "0\n");
+      // The directory above `DIR/.` is DIR itself: watched a second time, it kept only the
+      // ancestor's events, and the removal went unheard.
+      const watch = new PathWatch(path, statPath(path)?.identity ?? "", { ancestors: 1 });
+      const seen: PathChange[] = [];
+      const ended = (async () => {
+        for await (const change of watch.changes()) seen.push(change);
+      })();
+      try {
+        Deno.removeSync(path);
+        await until(() => seen.length > 0, "the removal reported");
+        assertEquals(seen, ["removed"]);
+      } finally {
+        await watch.close();
+        await ended;
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "PathWatch reports a path restored when its directory is moved away and back",
   async () => {
     await withWatch(async (dir, seen) => {

@@ -21,6 +21,7 @@ import { killIfRunning, processGone, settledFdCount, waitingForWriter } from "./
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
   asUser,
+  LAUNCH_PERMISSIONS,
   launcherCommand,
   ledShows,
   ledStates,
@@ -280,8 +281,11 @@ testWith(
       await terminal.waitFor(/Ctrl\+D does not stop the launcher \(Ctrl\+C does\)/);
       await enter();
       const since = await ledShows(terminal, "On", 0);
-      await type("\x04");
-      await delay(300);
+      // Ctrl+D again and again, as a person presses it: Enter still presses after.
+      for (let i = 0; i < 4; i++) {
+        await type("\x04");
+        await delay(300);
+      }
       await enter();
       await ledShows(terminal, "Off", since);
       assertEquals(terminal.matching(/Enter no longer presses/), [], terminal.transcript);
@@ -510,7 +514,11 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const fifo = `${dir}/button.fifo`;
-      await using launcher = startLauncher(dir, ["--fifo", fifo]);
+      // As `deno task launch` runs it: the script named by a path from the project's directory.
+      await using launcher = spawnDeno("launch.ts", ["--fifo", fifo], {
+        permissions: LAUNCH_PERMISSIONS,
+        cwd: ROOT,
+      });
       const pids = await running(launcher);
       try {
         const state = `${dir}/mine.dat`;

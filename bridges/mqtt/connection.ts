@@ -230,10 +230,10 @@ export class BrokerConnection {
         log.warn(
           `The broker at ${url} closed the connection soon after accepting it, ` +
             `${SHORT_LIVED_TO_WARN} times in a row: another client may be connecting as ` +
-            `${
-              JSON.stringify(clientId)
-            } (give this one another id with --mqtt-client-id), or the ` +
-            "broker refuses something this bridge does (its log says what)",
+            `${JSON.stringify(clientId)} (another system with the same name: another user's ` +
+            "launcher on this machine or a copy of it, which needs its own --mqtt-prefix; or " +
+            "this system twice, which --mqtt-client-id tells apart), or the broker refuses " +
+            "something this bridge does (its log says what)",
         );
       }
       log.warn(`Lost the connection to ${url}; reconnecting`);
