@@ -170,7 +170,12 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     // connection in order: once a message sent after the grant comes back, they are all here.
     // One that never comes back is a login that may write under the prefix but not read there
     // (an ACL; mosquitto grants the subscription all the same and delivers nothing).
-    await connection.publish(echoTopic, "", { retain: false, qos: 1 });
+    const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
+    if (!sent && !connection.connected) {
+      throw new Deno.errors.ConnectionReset(
+        `Lost the connection to ${settings.url} before anything was removed; try again`,
+      );
+    }
     let echoTimer: ReturnType<typeof setTimeout> | undefined;
     const readable = await Promise.race([
       echo.then(() => true),

@@ -9,10 +9,6 @@ import { CHILD_RUNTIME_ENV } from "../app/child_env.ts";
 import { shellQuote } from "../app/shell_quote.ts";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
 import { LAUNCH_COMMAND } from "../app/launch_command.ts";
-import { MQTT_BRIDGE_COMMAND } from "../bridges/mqtt_bridge.ts";
-import { MQTT_FORGET_COMMAND } from "../bridges/mqtt_forget.ts";
-import { LED_COMMAND } from "../consumers/led.ts";
-import { BUTTON_COMMAND } from "../producers/button.ts";
 import { PASSWORD_ENV, USERNAME_ENV } from "../bridges/mqtt/credentials.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -189,21 +185,30 @@ Deno.test("parseFlags() refuses -h and --help with a value, which ran the progra
   ]);
 });
 
-Deno.test("each command's --log-level help says what it logs at debug, if anything more", () => {
-  // The help was shared: mqtt:forget and the LED said "debug also logs each press".
-  const debugHelp = (text: string): string | undefined =>
-    /--log-level L +the lowest level logged(?:; debug also logs ([^(]+?))? \(/.exec(
-      text.replace(/\s+/g, " "),
-    )?.[1];
-  assertEquals(debugHelp(usage(LAUNCH_COMMAND)), "each press");
-  assertEquals(debugHelp(usage(BUTTON_COMMAND)), "each press");
-  assertEquals(debugHelp(usage(LED_COMMAND)), undefined);
-  assertEquals(debugHelp(usage(MQTT_FORGET_COMMAND)), "each attempt to connect to the broker");
-  assertEquals(
-    debugHelp(usage(MQTT_BRIDGE_COMMAND)),
-    "each command from the broker and each attempt to reconnect",
-  );
-});
+// The MQTT library reads the environment as it loads: these modules are loaded in the test.
+testWith(
+  ["env"],
+  "each command's --log-level help says what it logs at debug, if anything more",
+  async () => {
+    const { MQTT_BRIDGE_COMMAND } = await import("../bridges/mqtt_bridge.ts");
+    const { MQTT_FORGET_COMMAND } = await import("../bridges/mqtt_forget.ts");
+    const { LED_COMMAND } = await import("../consumers/led.ts");
+    const { BUTTON_COMMAND } = await import("../producers/button.ts");
+    // The help was shared: mqtt:forget and the LED said "debug also logs each press".
+    const debugHelp = (text: string): string | undefined =>
+      /--log-level L +the lowest level logged(?:; debug also logs ([^(]+?))? \(/.exec(
+        text.replace(/\s+/g, " "),
+      )?.[1];
+    assertEquals(debugHelp(usage(LAUNCH_COMMAND)), "each press");
+    assertEquals(debugHelp(usage(BUTTON_COMMAND)), "each press");
+    assertEquals(debugHelp(usage(LED_COMMAND)), undefined);
+    assertEquals(debugHelp(usage(MQTT_FORGET_COMMAND)), "each attempt to connect to the broker");
+    assertEquals(
+      debugHelp(usage(MQTT_BRIDGE_COMMAND)),
+      "each command from the broker and each attempt to reconnect",
+    );
+  },
+);
 
 Deno.test("usage() lists every flag with its range, choices and default", () => {
   const text = usage(DEMO);
