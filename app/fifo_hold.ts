@@ -62,8 +62,7 @@ export class FifoHold {
   /** Lets go of the FIFO held; what waits in it goes with it unless a reader remains. Safe twice. */
   close(): void {
     this.#closed = true;
-    if (this.#fd >= 0) closeFd(this.#fd);
-    this.#fd = -1;
+    this.release();
   }
 
   /** Same as {@link FifoHold.close}, for `using`. */

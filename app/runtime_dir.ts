@@ -49,16 +49,27 @@ function sharedDirectory(uid: number, roots: RuntimeRoots): string {
   try {
     return ensurePrivateDirectory(path);
   } catch (error) {
-    // Another user made it first: nothing this user can do about it, so say who can.
-    const owner = statPath(path)?.uid;
-    if (error instanceof Deno.errors.PermissionDenied && owner !== undefined && owner !== uid) {
+    // Another user made it first: nothing this user can do about it, so say who can. (A look
+    // that fails too leaves the first failure to say what it says.)
+    const owner = error instanceof Deno.errors.PermissionDenied ? ownerOf(path) : undefined;
+    if (owner !== undefined && owner !== uid) {
+      const why = (error as Error).message;
       throw new Deno.errors.PermissionDenied(
-        `${error.message}. Another user made it before this one's first run, and only they or ` +
-          "an administrator can remove it; until then, run in a login session (which has " +
+        `${why}. Another user made it before this one's first run, and only they or an ` +
+          "administrator can remove it; until then, run in a login session (which has " +
           `/run/user/${uid}, used instead)`,
       );
     }
     throw error;
+  }
+}
+
+/** The owner of `path`, or undefined when nothing is there or it cannot be looked at. */
+function ownerOf(path: string): number | undefined {
+  try {
+    return statPath(path)?.uid;
+  } catch {
+    return undefined;
   }
 }
 

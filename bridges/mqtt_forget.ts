@@ -10,6 +10,7 @@
  * @module
  */
 
+import { deadline } from "@std/async/deadline";
 import { logFlags } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
 import { logger, setupLogging } from "../app/logging.ts";
@@ -140,25 +141,18 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       },
     });
     connection.start();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), CONNECT_TIMEOUT_MS);
-    });
-    let reached;
     try {
-      reached = await Promise.race([accepted.then(() => true), timedOut]);
-    } catch (problem) {
+      await deadline(accepted, CONNECT_TIMEOUT_MS);
+    } catch (error) {
+      if (error instanceof DOMException && error.name === "TimeoutError") {
+        throw new Deno.errors.TimedOut(
+          `Cannot reach the broker at ${settings.url} within ${CONNECT_TIMEOUT_MS / 1000} s ` +
+            "(see above why); nothing was removed",
+        );
+      }
       throw new Deno.errors.PermissionDenied(
-        `Cannot forget ${JSON.stringify(prefix)}: ${(problem as Problem).message}; nothing was ` +
+        `Cannot forget ${JSON.stringify(prefix)}: ${(error as Problem).message}; nothing was ` +
           "removed",
-      );
-    } finally {
-      clearTimeout(timer);
-    }
-    if (!reached) {
-      throw new Deno.errors.TimedOut(
-        `Cannot reach the broker at ${settings.url} within ${CONNECT_TIMEOUT_MS / 1000} s ` +
-          "(see above why); nothing was removed",
       );
     }
     // A bridge running elsewhere (another machine, or this one as another user, whose claims
@@ -176,11 +170,7 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
         `Lost the connection to ${settings.url} before anything was removed; try again`,
       );
     }
-    let echoTimer: ReturnType<typeof setTimeout> | undefined;
-    const readable = await Promise.race([
-      echo.then(() => true),
-      new Promise<false>((resolve) => echoTimer = setTimeout(() => resolve(false), ECHO_WAIT_MS)),
-    ]).finally(() => clearTimeout(echoTimer));
+    const readable = await deadline(echo, ECHO_WAIT_MS).then(() => true, () => false);
     if (!readable) {
       // A login that may clear the topics but not read them (its ACL): nothing can be told of
       // what is there, and clearing what is not there costs nothing.

@@ -708,8 +708,8 @@ function describeReader(pid: number): { text: string; ours: boolean } {
   const runs = (script: string): boolean =>
     args.some((arg) => {
       if (arg.startsWith("-")) return false;
-      if (!arg.startsWith("/")) arg = `${cwd ??= processDirectory(pid)}/${arg}`;
-      return arg.endsWith(`/${script}`);
+      const full = arg.startsWith("/") ? arg : `${cwd ??= processDirectory(pid)}/${arg}`;
+      return full.endsWith(`/${script}`);
     });
   if (runs("launch.ts")) return { text: `a launcher of this system (pid ${pid})`, ours: true };
   if (runs("producers/button.ts")) {

@@ -92,6 +92,25 @@ async function startSystem(
   return system;
 }
 
+/** The login of the test brokers' user who may do anything (see {@link bridgeAcl}). */
+const ADMIN = { username: "admin", password: "admin pw" };
+
+/**
+ * A mosquitto ACL where user "bridge" may write `writes` and read its commands and Home
+ * Assistant's status, and {@link ADMIN} may do anything.
+ */
+function bridgeAcl(topics: Topics, writes: string[]): string {
+  return [
+    "user bridge",
+    ...writes.map((topic) => `topic write ${topic}`),
+    `topic read ${topics.set}`,
+    "topic read homeassistant/status",
+    "",
+    `user ${ADMIN.username}`,
+    "topic readwrite #",
+  ].join("\n") + "\n";
+}
+
 /** Checks the two discovery configs field by field. */
 function checkDiscovery(listener: Listener, prefix: string, since = 0): void {
   const id = deviceId(prefix);
@@ -406,19 +425,13 @@ testWithBroker(
       const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
       const topics = topicsFor(prefix);
       const acl = (state: boolean): string =>
-        [
-          "user bridge",
-          `topic write ${topics.availability}`,
-          `topic write ${topics.action}`,
-          ...(state ? [`topic write ${topics.state}`] : []),
-          "topic write homeassistant/#",
-          `topic read ${topics.set}`,
-          "topic read homeassistant/status",
-          "",
-          "user admin",
-          "topic readwrite #",
-        ].join("\n") + "\n";
-      const admin = { username: "admin", password: "admin pw" };
+        bridgeAcl(topics, [
+          topics.availability,
+          topics.action,
+          ...(state ? [topics.state] : []),
+          "homeassistant/#",
+        ]);
+      const admin = ADMIN;
       await using broker = await startBroker(dir, {
         users: { bridge: "bridge pw", [admin.username]: admin.password },
         acl: acl(false),
@@ -458,17 +471,8 @@ testWithBroker(
       // and Home Assistant's status: not the state or the discovery configs. mosquitto answers
       // such a publish from an MQTT 5 client with PUBACK 0x87 at QoS 1, and with nothing at
       // QoS 0 (and to MQTT 3.1.1, a plain PUBACK): it never drops the connection for it.
-      const acl = [
-        "user bridge",
-        `topic write ${topics.availability}`,
-        `topic write ${topics.action}`,
-        `topic read ${topics.set}`,
-        "topic read homeassistant/status",
-        "",
-        "user admin",
-        "topic readwrite #",
-      ].join("\n") + "\n";
-      const admin = { username: "admin", password: "admin pw" };
+      const acl = bridgeAcl(topics, [topics.availability, topics.action]);
+      const admin = ADMIN;
       await using broker = await startBroker(dir, {
         users: { bridge: "bridge pw", [admin.username]: admin.password },
         acl,
@@ -1086,7 +1090,7 @@ testWithBroker(
     await withTempDir(async (dir) => {
       const prefix = "test/writer";
       const topics = topicsFor(prefix);
-      const admin = { username: "admin", password: "admin pw" };
+      const admin = ADMIN;
       const acl = [
         "user w",
         `topic write ${prefix}/#`,
@@ -1095,7 +1099,10 @@ testWithBroker(
         "user admin",
         "topic readwrite #",
       ].join("\n") + "\n";
-      await using broker = await startBroker(dir, { users: { w: "w pw", admin: "admin pw" }, acl });
+      await using broker = await startBroker(dir, {
+        users: { w: "w pw", [ADMIN.username]: ADMIN.password },
+        acl,
+      });
       {
         await using kept = await listen(broker.url, [`${prefix}/#`], admin);
         await kept.publish(topics.state, "ON", { retain: true, qos: 1 });

@@ -757,34 +757,43 @@ testWith(
   },
 );
 
+/**
+ * Claims a state file under the runtime roots of `dir` and keeps the claims while `takeAway`
+ * does something to the runtime directory; then they must be back, said once, and a second
+ * claim on the path refused.
+ */
+async function keptThrough(
+  dir: string,
+  takeAway: (runtime: string) => Promise<void> | void,
+): Promise<void> {
+  const path = `${dir}/state.dat`;
+  const outside = roots(dir, { session: false });
+  const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
+  const said: string[] = [];
+  const stop = new AbortController();
+  const keeping = keepClaims(claims, { signal: stop.signal, log: warningsInto(said) });
+  try {
+    await delay(100);
+    await takeAway(`${dir}/tmp/mmap-ipc-${effectiveUid()}`);
+    await until(() => said.length > 0, "the keeper's word");
+    assertStringIncludes(said[0], "claim records were removed; made them again");
+    assertThrows(
+      () => claimPaths([{ kind: "state file", path }], { roots: outside }),
+      Deno.errors.Busy,
+    );
+  } finally {
+    stop.abort();
+    await keeping;
+    for (const held of claims) held.release();
+  }
+  assertEquals(said.length, 1, said.join("\n"));
+}
+
 testWith(
   NEEDS.childrenAndFiles,
   "keepClaims() puts back records an rm -rf removed, says so, and stops on abort",
   async () => {
-    await withTempDir(async (dir) => {
-      const path = `${dir}/state.dat`;
-      const outside = roots(dir, { session: false });
-      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
-      const said: string[] = [];
-      const log = warningsInto(said);
-      const stop = new AbortController();
-      const keeping = keepClaims(claims, { signal: stop.signal, log });
-      try {
-        await delay(100);
-        await removeTree(`${dir}/tmp/mmap-ipc-${effectiveUid()}`);
-        await until(() => said.length > 0, "the keeper's word");
-        assertStringIncludes(said[0], "claim records were removed; made them again");
-        assertThrows(
-          () => claimPaths([{ kind: "state file", path }], { roots: outside }),
-          Deno.errors.Busy,
-        );
-      } finally {
-        stop.abort();
-        await keeping;
-        for (const held of claims) held.release();
-      }
-      assertEquals(said.length, 1, said.join("\n"));
-    });
+    await withTempDir((dir) => keptThrough(dir, (runtime) => removeTree(runtime)));
   },
 );
 
@@ -792,33 +801,13 @@ testWith(
   NEEDS.childrenAndFiles,
   "keepClaims() puts back records whose runtime directory was moved away (mv, then mkdir)",
   async () => {
-    await withTempDir(async (dir) => {
-      const path = `${dir}/state.dat`;
-      const outside = roots(dir, { session: false });
-      const claims = claimPaths([{ kind: "state file", path }], { roots: outside });
-      const said: string[] = [];
-      const log = warningsInto(said);
-      const stop = new AbortController();
-      const keeping = keepClaims(claims, { signal: stop.signal, log });
-      const runtime = `${dir}/tmp/mmap-ipc-${effectiveUid()}`;
-      try {
-        await delay(100);
+    await withTempDir((dir) =>
+      keptThrough(dir, (runtime) => {
         // The claims directory itself is not moved, so a watch of it alone heard nothing.
         Deno.renameSync(runtime, `${dir}/moved`);
         Deno.mkdirSync(runtime, { mode: 0o700 });
-        await until(() => said.length > 0, "the keeper's word");
-        assertStringIncludes(said[0], "claim records were removed; made them again");
-        assertThrows(
-          () => claimPaths([{ kind: "state file", path }], { roots: outside }),
-          Deno.errors.Busy,
-        );
-      } finally {
-        stop.abort();
-        await keeping;
-        for (const held of claims) held.release();
-      }
-      assertEquals(said.length, 1, said.join("\n"));
-    });
+      })
+    );
   },
 );
 

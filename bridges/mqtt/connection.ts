@@ -10,7 +10,13 @@
 import type { Logger } from "../../app/logging.ts";
 import { connect, type ErrorWithReasonCode, type MqttClient } from "mqtt";
 import type { Credentials } from "./credentials.ts";
-import { closedBeforeAccepted, describeProblem, type Problem, refusedPublish } from "./problems.ts";
+import {
+  closedBeforeAccepted,
+  describeProblem,
+  type Problem,
+  reasonCode,
+  refusedPublish,
+} from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
@@ -36,10 +42,6 @@ const V5_HANG_UPS = 2;
 const SHORT_LIVED_TO_WARN = 3;
 /** MQTT 5 DISCONNECT reason code: another client connected with this one's client id. */
 const SESSION_TAKEN_OVER = 0x8e;
-
-function hexCode(code: number): string {
-  return `0x${code.toString(16).padStart(2, "0")}`;
-}
 /** Whether `client` connects with MQTT 5 (not yet fallen back to 3.1.1). */
 function speaks5(client: MqttClient): boolean {
   return client.options.protocolVersion === 5;
@@ -89,10 +91,10 @@ export class BrokerConnection {
   readonly #backoff: Backoff;
   readonly #reported = new Set<string>();
   /**
-   * Reason codes and topics of publishes the broker refused, each said once for the whole
-   * run: an ACL refuses the same topics again at every reconnect and announcement.
+   * The reason codes of publishes the broker refused, by topic, each said once until the topic
+   * is accepted again: an ACL refuses the same topics again at every reconnect and announcement.
    */
-  readonly #refused = new Set<string>();
+  readonly #refused = new Map<string, Set<number>>();
   #client: MqttClient | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
@@ -192,7 +194,7 @@ export class BrokerConnection {
   #onDisconnect(code: number): void {
     const { log, url, clientId } = this.#options;
     if (code !== SESSION_TAKEN_OVER) {
-      log.info(`The broker at ${url} closes the connection (reason code ${hexCode(code)})`);
+      log.info(`The broker at ${url} closes the connection (reason code ${reasonCode(code)})`);
       return;
     }
     this.#takenOver = true;
@@ -369,12 +371,12 @@ export class BrokerConnection {
       topic,
       credentials,
     });
-    const key = `${error.code} ${topic}`;
-    if (this.#refused.has(key)) {
+    const codes = this.#refused.get(topic) ?? new Set<number>();
+    if (codes.has(error.code)) {
       log.debug(message);
       return;
     }
-    this.#refused.add(key);
+    this.#refused.set(topic, codes.add(error.code));
     log.warn(message);
   }
 
@@ -383,13 +385,7 @@ export class BrokerConnection {
    * changed and reloaded, a quota freed): once, and a later refusal is said again.
    */
   #accepted(topic: string): void {
-    let refused = false;
-    for (const key of this.#refused) {
-      if (key.slice(key.indexOf(" ") + 1) !== topic) continue;
-      this.#refused.delete(key);
-      refused = true;
-    }
-    if (refused) {
+    if (this.#refused.delete(topic)) {
       this.#options.log.info(
         `The broker at ${this.#options.url} accepts messages on ${JSON.stringify(topic)} again`,
       );

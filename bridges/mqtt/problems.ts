@@ -31,6 +31,11 @@ export function closedBeforeAccepted(url: string): Problem {
   };
 }
 
+/** An MQTT 5 reason code as the specification writes it: `0x87`. */
+export function reasonCode(code: number): string {
+  return `0x${code.toString(16).padStart(2, "0")}`;
+}
+
 /**
  * What to say when the broker answered a publish to `topic` with an MQTT 5 reason code of
  * failure (`error.code`, such as 0x87 Not authorized when its ACL denies the topic).
@@ -42,7 +47,7 @@ export function refusedPublish(
   const { url, topic, credentials } = where;
   const reason = error.message.replace(/^Publish error: /, "");
   const refused = `The broker at ${url} refused a message on ${JSON.stringify(topic)} ` +
-    `(reason code 0x${error.code.toString(16).padStart(2, "0")}: ${reason})`;
+    `(reason code ${reasonCode(error.code)}: ${reason})`;
   const who = credentials === undefined
     ? "anonymous clients"
     : `user ${JSON.stringify(credentials.username)}`;
