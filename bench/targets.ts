@@ -153,6 +153,30 @@ function wakeTargets(): TargetSpec[] {
       goal: { on: "ratio", op: "<=", bound: 1.5 },
       source: ISSUE_12,
     },
+    // The floor under the goal above: the C floor's writer sleeps as soon as it has woken its
+    // reader, the benchmark's writer (Deno) runs on; a C reader woken by that writer is what
+    // the reading side alone can reach.
+    {
+      id: "c-reader-vs-c-floor",
+      title: "C reader woken by the benchmark's writer p50 against the C futex floor",
+      figure: { id: "wake-asleep.c-reader" },
+      baseline: { id: "wake-asleep.c-floor" },
+      source: ISSUE_12,
+    },
+    {
+      id: "raw-sync-vs-c-reader",
+      title: "raw synchronous FFI futex wait p50 against a C reader woken by the same writer",
+      figure: { id: "wake-asleep.raw-sync" },
+      baseline: { id: "wake-asleep.c-reader" },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-sync-vs-c-reader",
+      title: "state cell `waitForChangeSync()` p50 against a C reader woken by the same writer",
+      figure: { id: "wake-asleep.cell-sync" },
+      baseline: { id: "wake-asleep.c-reader" },
+      source: ISSUE_12,
+    },
     {
       id: "cell-async-vs-raw-async",
       title: "state cell `waitForChange()` p50 against a raw nonblocking FFI futex wait",
@@ -191,6 +215,14 @@ function wakeTargets(): TargetSpec[] {
         "state cell `waitForChangeSync()` p50 against the raw synchronous wait, both warmed up",
       figure: { id: "wake-warm.cell-sync" },
       baseline: { id: "wake-warm.raw-sync" },
+      source: ISSUE_12,
+    },
+    {
+      id: "raw-sync-vs-c-reader-warm",
+      title:
+        "raw synchronous FFI futex wait p50 against a C reader woken by the same writer, both warmed up",
+      figure: { id: "wake-warm.raw-sync" },
+      baseline: { id: "wake-warm.c-reader" },
       source: ISSUE_12,
     },
     {

@@ -58,6 +58,11 @@ const SPIN_BUDGETS_US = [20, 50, 100] as const;
  */
 const READERS: readonly Reader[] = [
   { id: "c-floor", label: "C futex wait woken by a C writer (the floor)", regimes: ["asleep"] },
+  {
+    id: "c-reader",
+    label: "C futex wait woken by the benchmark's writer (the floor of the reading side)",
+    regimes: ALL,
+  },
   { id: "raw-sync", label: "raw synchronous FFI futex wait", regimes: ALL },
   { id: "cell-sync", label: "state cell `waitForChangeSync()`", regimes: ALL },
   // Where the asynchronous wait's cost goes: the call the library's hub makes, then the hub
@@ -188,6 +193,21 @@ async function measure(
     return result;
   }
   const sequence = control.word(SEQUENCE_WORD);
+  if (readerId === "c-reader") {
+    const binary = await work.compile("bench/c/futex_reader.c");
+    await using reader = spawnProgram(binary, [control.path, String(changes)]);
+    await reader.nextLine();
+    for (let i = 1; i <= changes; i++) {
+      await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
+      stamp(longWords);
+      Atomics.add(words, SEQUENCE_WORD, 1);
+      sequence.wake();
+    }
+    const latenciesNs: number[] = [];
+    for (let i = 0; i < changes; i++) latenciesNs.push(Number((await reader.nextLine()).text));
+    await reader.succeeded();
+    return { latenciesNs: latenciesNs.slice(warmUp) };
+  }
   // A Worker's module is read from disk: that reader needs read access to the project.
   const permissions = [
     "--allow-ffi",
