@@ -9,7 +9,8 @@
  * change of the mode of what is at the path.
  *
  * Only while the path is free does this look every so often (a directory made again is one an
- * inotify watch set before cannot see); otherwise it sleeps on a watch.
+ * inotify watch set before cannot see); otherwise it sleeps on a watch (which, in a directory
+ * the user may enter but not read, looks at the path every so often itself).
  *
  * @module
  */
@@ -19,7 +20,7 @@ import type { Logger } from "./logging.ts";
 import { type FileStat, makeFifo, statPath } from "../ffi/posix.ts";
 import { DIRECTORY_LOOK_MS, REMAKE_DELAY_MS } from "../hw/fifo_button.ts";
 import { checkPrivateDirectory, ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
-import { PathWatch } from "../lib/path_watch.ts";
+import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
 export interface FifoKeeperOptions {
@@ -57,9 +58,10 @@ export async function keepFifo(path: string, options: FifoKeeperOptions): Promis
   const { signal, log } = options;
   let identity = options.identity;
   let failing = false;
+  const said = { looking: false };
   while (!signal.aborted) {
     try {
-      identity = await keepOnce(path, identity, options);
+      identity = await keepOnce(path, identity, options, said);
       failing = false;
     } catch (error) {
       if (signal.aborted) return;
@@ -84,13 +86,14 @@ async function keepOnce(
   path: string,
   identity: string,
   options: FifoKeeperOptions,
+  said: { looking: boolean },
 ): Promise<string> {
   const { remakeDirectory, onMade, signal, log } = options;
   const found = (there: FileStat): string => {
     if (there.type === "fifo") tell(options, there.identity);
     return there.identity; // not ours: looked after once it goes
   };
-  await untilMoved(path, identity, options);
+  await untilMoved(path, identity, options, said);
   if (signal.aborted) return identity;
   options.onGone?.();
   const replaced = statPath(path);
@@ -156,10 +159,18 @@ async function untilMoved(
   path: string,
   identity: string,
   options: FifoKeeperOptions,
+  said: { looking: boolean },
 ): Promise<void> {
   const { signal } = options;
   // Its directory gone (or a file in its place): so is the path, as the look below finds.
   const watch = new PathWatch(path, identity, { directoryMayBeMissing: true, attributes: true });
+  if (watch.looking && !said.looking) {
+    said.looking = true;
+    options.log.info(
+      `The directory of the FIFO ${JSON.stringify(path)} cannot be watched (its mode lets this ` +
+        `user in but not read it): looking at the FIFO every ${LOOK_MS} ms instead`,
+    );
+  }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });
   try {

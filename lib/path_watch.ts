@@ -1,13 +1,14 @@
 /**
  * Notices, through inotify and without polling, when a path we use is removed or replaced by
  * another inode, and (given an open fd) when the inode itself is written or truncated by
- * someone else.
+ * someone else. A directory this user may enter but not read (`chmod 300`) cannot be watched
+ * (inotify needs read access): there the path is looked at every {@link LOOK_MS} instead.
  *
  * @module
  */
 
 import * as C from "../ffi/constants.ts";
-import { FdWaiter } from "../ffi/fd_waiter.ts";
+import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
 import { parentOf } from "./owned_path.ts";
 
@@ -38,6 +39,8 @@ const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVE
 /** Events about the directory itself, gone or moved (or its watch): the path is looked at. */
 const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
+/** How often a path in a directory that cannot be watched is looked at. */
+export const LOOK_MS = 500;
 const decoder = new TextDecoder();
 
 /** Options for {@link PathWatch}. */
@@ -49,8 +52,8 @@ export interface PathWatchOptions {
    * (`chmod 000`), is no error: the watch then reports nothing about the path (the inode's
    * changes still, given `fd`), and its owner looks at {@link PathWatch.status} now and then (as
    * for a directory made again, which no watch set before it sees). A directory that can be
-   * looked into but not watched (`chmod 300`) is still an error: the path is there to look at,
-   * and nothing would look.
+   * looked into but not watched (`chmod 300`) is looked at by the watch itself, with or without
+   * this (see {@link PathWatch.looking}).
    */
   directoryMayBeMissing?: boolean;
   /**
@@ -67,20 +70,27 @@ export interface PathWatchOptions {
   attributes?: boolean;
 }
 
-/** The watch of the directory of `path`, or -1 when it is missing (or closed) and may be. */
+/**
+ * The watch of the directory of `path`: -1 when it is missing (or closed) and may be, and
+ * {@link LOOKING} when it may be looked into but not watched (`chmod 300`).
+ */
 function watchDirectory(inotify: number, path: string, options: PathWatchOptions): number {
   try {
     const mask = DIRECTORY_EVENTS | (options.attributes ? C.IN_ATTRIB : 0);
     return posix.inotifyWatch(inotify, parentOf(path), mask);
   } catch (error) {
+    if (error instanceof Deno.errors.PermissionDenied && !unreachable(path)) return LOOKING;
     if (!options.directoryMayBeMissing) throw error;
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
       return -1;
     }
-    if (error instanceof Deno.errors.PermissionDenied && unreachable(path)) return -1;
+    if (error instanceof Deno.errors.PermissionDenied) return -1;
     throw error;
   }
 }
+
+/** {@link watchDirectory}'s word for a directory that is looked at, not watched. */
+const LOOKING = -2;
 
 /**
  * Watches the `count` directories above the directory of `path` for their own moving or removal
@@ -127,6 +137,12 @@ export class PathWatch {
   readonly #waiter = new FdWaiter();
   readonly #buffer = new Uint8Array(4096);
   #status: PathStatus;
+  /** Looking (see {@link PathWatch.looking}): the mode last seen, for `attributes`. */
+  #mode: number | undefined;
+  /** Looking: the timer of the next look, and how to end its wait at close. */
+  #lookTimer: ReturnType<typeof setTimeout> | undefined;
+  #endLook: (() => void) | undefined;
+  #nextLookPromise: Promise<"look" | "cancelled"> | undefined;
   #closed = false;
 
   /**
@@ -150,7 +166,26 @@ export class PathWatch {
       throw error;
     }
     // A directory that could not be watched reports nothing, and may not be looked into either.
-    this.#status = this.#directoryWatch < 0 ? "removed" : this.#look() ?? "removed";
+    this.#status = this.#directoryWatch === -1 ? "removed" : this.#look() ?? "removed";
+    if (this.looking) this.#mode = this.#modeNow();
+  }
+
+  /**
+   * Whether the path's directory cannot be watched (this user may enter it but not read it,
+   * `chmod 300`) and the path is looked at every {@link LOOK_MS} instead: a change is then told
+   * that much later, and a change undone between two looks not at all.
+   */
+  get looking(): boolean {
+    return this.#directoryWatch === LOOKING;
+  }
+
+  /** The permission bits at the path now, or undefined when nothing is there to look at. */
+  #modeNow(): number | undefined {
+    try {
+      return posix.statPath(this.#path)?.permissions;
+    } catch {
+      return undefined;
+    }
   }
 
   /** {@link PathWatch.status}, or undefined while the path cannot be looked at (chmod). */
@@ -183,12 +218,24 @@ export class PathWatch {
    * path's status is looked up after every batch, so nothing is missed in between.
    */
   async *changes(): AsyncGenerator<PathChange, void, undefined> {
+    // Looking: a wait on the fd's own events (given `fd`) goes on across the looks between them.
+    let pending: Promise<Readiness> | undefined;
     while (!this.#closed) {
-      const readiness = await this.#waiter.wait(this.#inotify);
+      pending ??= this.#waiter.wait(this.#inotify);
+      const readiness = this.looking
+        ? await Promise.race([pending, this.#nextLook()])
+        : await pending;
       if (readiness === "cancelled" || this.#closed) return;
       let modified = false;
       let directory = false;
+      if (readiness === "look") {
+        directory = true;
+        const mode = this.#modeNow();
+        if (this.#attributes && mode !== undefined && mode !== this.#mode) modified = true;
+        this.#mode = mode;
+      } else pending = undefined;
       for (;;) {
+        if (readiness === "look") break;
         const count = posix.readFd(this.#inotify, this.#buffer, "inotify events");
         if (count <= 0) break;
         const view = new DataView(this.#buffer.buffer, 0, count);
@@ -228,10 +275,26 @@ export class PathWatch {
     }
   }
 
+  /** Resolves with "look" after {@link LOOK_MS}, or with "cancelled" at close. */
+  #nextLook(): Promise<"look" | "cancelled"> {
+    // One at a time: a wait that ended on the fd's events leaves the look under way to come.
+    return this.#nextLookPromise ??= new Promise((resolve) => {
+      this.#endLook = () => resolve("cancelled");
+      this.#lookTimer = setTimeout(() => {
+        this.#lookTimer = undefined;
+        this.#endLook = undefined;
+        this.#nextLookPromise = undefined;
+        resolve("look");
+      }, LOOK_MS);
+    });
+  }
+
   /** Stops watching; a pending `changes()` ends. Safe to call twice. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#lookTimer);
+    this.#endLook?.();
     await this.#waiter.close();
     posix.closeFd(this.#inotify);
   }

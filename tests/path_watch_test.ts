@@ -3,7 +3,9 @@ import { assertEquals } from "@std/assert";
 import { PathWatch } from "../lib/path_watch.ts";
 import type { PathChange } from "../lib/path_watch.ts";
 import { readFileText, statPath } from "../ffi/posix.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
+import { ROOT } from "./helpers/paths.ts";
+import { spawnDenoAs, unusedUid } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
 
@@ -142,6 +144,39 @@ testWith(
       await until(() => seen.length > 0, "the removal reported");
       await delay(100);
       assertEquals(seen, ["removed"]);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: a chmod, a replacement, a removal, and a close that ends it",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
+    const user = unusedUid();
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const path = `${directory}/state`;
+      Deno.mkdirSync(directory);
+      Deno.writeTextFileSync(path, "0\n");
+      Deno.chownSync(path, user, user);
+      Deno.chmodSync(directory, 0o300);
+      Deno.chownSync(directory, user, user);
+      await using watcher = spawnDenoAs(user, dir, {
+        script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
+        args: [path],
+        permissions: ["--allow-ffi"],
+      });
+      await watcher.waitFor(/^looking: true$/);
+      Deno.chmodSync(path, 0o640);
+      await watcher.waitFor(/^modified$/);
+      Deno.writeTextFileSync(`${directory}/other`, "1\n");
+      Deno.renameSync(`${directory}/other`, path);
+      await watcher.waitFor(/^replaced$/);
+      Deno.removeSync(path);
+      await watcher.waitFor(/^removed$/);
+      await watcher.waitFor(/^ended$/);
+      assertEquals((await watcher.status()).code, 0, watcher.transcript);
     });
   },
 );

@@ -621,6 +621,36 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv")],
+  "/tmp/mmap-ipc-UID made first by another user: the launcher, outside a login session, is refused saying who can remove it and what to do meanwhile",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    const shared = `/tmp/mmap-ipc-${user}`;
+    await withTempDir(async (dir) => {
+      Deno.mkdirSync(shared, { mode: 0o700 }); // root's, made before the user's first run
+      await using launcher = startLauncherAs(user, dir, [
+        "--fifo",
+        `${dir}/button.fifo`,
+        "--state",
+        `${dir}/state.dat`,
+      ]);
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertStringIncludes(status.stderr, shared);
+      assertStringIncludes(
+        status.stderr,
+        "Another user made it before this one's first run, and only they or an administrator can remove it",
+      );
+      assertStringIncludes(status.stderr, `/run/user/${user}, used instead`);
+      // Nothing of the refused run is left: no FIFO, no state file, and the directory as it was.
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== ".deno"), []);
+      assertEquals(Deno.statSync(shared).uid, 0);
+    }).finally(() => removeTree(shared));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
   "a --state in a directory closed to the user (another's, 0700) is refused saying so, not with a path of /..",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
@@ -717,6 +747,47 @@ testWith(
       } finally {
         Deno.chmodSync(directory, 0o700);
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "a FIFO and a state file in a directory the user may enter and write but not read (0300), which inotify cannot watch: the launcher makes a removed FIFO again, presses work, and a removed state file is reported",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const fifo = `${directory}/button.fifo`;
+      Deno.mkdirSync(directory);
+      Deno.chmodSync(directory, 0o300);
+      Deno.chownSync(directory, user, user);
+      const state = `${directory}/state.dat`;
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo, "--state", state]);
+      const pids = await running(launcher);
+      try {
+        await launcher.waitFor(/FIFO .*button\.fifo.* cannot be watched .* every 500 ms instead/);
+        await pressAsUserAndSee(launcher, user, fifo);
+        const since = launcher.lines.length;
+        Deno.removeSync(fifo);
+        await launcher.waitFor(/launch: Made the FIFO .* again/, { since });
+        await launcher.waitFor(/button: .*presses reach this button again/, { since });
+        const press = await spawnProgram("setpriv", [
+          ...asUser(user),
+          "sh",
+          "-c",
+          `echo 0 > '${fifo}'`,
+        ])
+          .status();
+        assertEquals(press.code, 0);
+        await ledShows(launcher, "Off", since);
+        Deno.removeSync(state);
+        await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
+        assertEquals(launcher.matching(/Cannot make the FIFO|crashed/), [], launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
       }
     }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
   },

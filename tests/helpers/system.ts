@@ -45,9 +45,25 @@ export function launcherCommand(args: string[]): string[] {
  * to the real user running the tests, whose own launcher may be using them.
  */
 export function startLauncherAs(uid: number, dir: string, args: string[]): ChildProcess {
+  return spawnCommandAs(uid, dir, launcherCommand(args));
+}
+
+/**
+ * Runs `deno run` on `script` as the user `uid`, in `dir`, as {@link startLauncherAs} runs the
+ * launcher: for a test of what a plain user meets that root never does (a mode that binds).
+ */
+export function spawnDenoAs(
+  uid: number,
+  dir: string,
+  { script, args, permissions }: { script: string; args: string[]; permissions: string[] },
+): ChildProcess {
+  return spawnCommandAs(uid, dir, denoCommand(script, args, permissions));
+}
+
+function spawnCommandAs(uid: number, dir: string, command: string[]): ChildProcess {
   Deno.chmodSync(dir, 0o700);
   Deno.chownSync(dir, uid, uid);
-  const [deno, ...rest] = launcherCommand(args);
+  const [deno, ...rest] = command;
   return spawnProgram("setpriv", [
     ...asUser(uid),
     "env",
