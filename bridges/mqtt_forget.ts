@@ -110,6 +110,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     let echoed: () => void = () => {};
     const echo = new Promise<void>((resolve) => echoed = resolve);
     let connected: () => void = () => {};
+    /** Connections the broker accepted: more than one, and what was heard may be half of it. */
+    let connections = 0;
     let refused: (problem: Problem) => void = () => {};
     const accepted = new Promise<void>((resolve, reject) => {
       connected = resolve;
@@ -125,7 +127,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       log,
       backoff: BACKOFF,
       meanwhile: "",
-      onConnect: () => connected(),
+      onConnect: () => {
+        connections++;
+        connected();
+      },
       // A login, certificate or client id the broker refuses is not for retrying to mend: said
       // once, below, as what stopped it.
       onProblem: (problem) => {
@@ -164,13 +169,17 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     // connection in order: once a message sent after the grant comes back, they are all here.
     // One that never comes back is a login that may write under the prefix but not read there
     // (an ACL; mosquitto grants the subscription all the same and delivers nothing).
-    const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
-    if (!sent && !connection.connected) {
-      throw new Deno.errors.ConnectionReset(
-        `Lost the connection to ${settings.url} before anything was removed; try again`,
+    const lost = (): Error =>
+      new Deno.errors.ConnectionReset(
+        `Lost the connection to ${settings.url} while looking at what is retained under ` +
+          `${JSON.stringify(prefix)}; nothing was removed; try again`,
       );
-    }
+    const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
+    if (!sent && !connection.connected) throw lost();
     const readable = await deadline(echo, ECHO_WAIT_MS).then(() => true, () => false);
+    // A message that did not come back because the connection dropped is no sign of a login
+    // that may not read; and a connection made again may not have heard everything retained.
+    if (connections > 1 || !connection.connected) throw lost();
     if (!readable) {
       // A login that may clear the topics but not read them (its ACL): nothing can be told of
       // what is there, and clearing what is not there costs nothing.

@@ -23,6 +23,13 @@ import {
   stopAll,
 } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import {
+  CONNACK_5,
+  PacketReader,
+  parsePublish,
+  pubackFor,
+  subackFor,
+} from "./helpers/fake_broker.ts";
 import { delay, until } from "./helpers/waiting.ts";
 import {
   freePort,
@@ -1125,6 +1132,70 @@ testWithBroker(
       await late.waitFor(`${prefix}/sentinel`);
       assertEquals(late.heard.filter((message) => message.retain), [], "something stayed");
     });
+  },
+);
+
+testWith(
+  [...NEEDS.system, { name: "net", host: "127.0.0.1" }],
+  "deno task mqtt:forget whose connection drops after its own message went out, before it came back, removes nothing and says so, not that its login may not read",
+  async () => {
+    // A fake broker: mosquitto answers too fast to drop the connection at that very moment.
+    // The first connection is granted everything, its own message acknowledged, then hung up
+    // on; the next ones are granted everything and route nothing, as an ACL would make it look.
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const prefix = "test/dropped";
+    const removals: string[] = [];
+    const connections: Deno.Conn[] = [];
+    const serve = async (conn: Deno.Conn, first: boolean): Promise<void> => {
+      const packets = new PacketReader(conn);
+      for (;;) {
+        const packet = await packets.next();
+        const type = packet[0] >> 4;
+        if (type === 1) await conn.write(CONNACK_5);
+        else if (type === 8) await conn.write(subackFor(packet));
+        else if (type === 12) await conn.write(new Uint8Array([0xd0, 0x00])); // PINGRESP
+        else if (type === 3) {
+          const published = parsePublish(packet);
+          if ((packet[0] & 1) === 1) removals.push(published.topic);
+          if (published.qos > 0) await conn.write(pubackFor(published.id));
+          if (first && published.topic === `${prefix}/forget`) return conn.close();
+        }
+      }
+    };
+    const accepting = (async () => {
+      for (let n = 0;; n++) {
+        const conn = await server.accept().catch(() => undefined);
+        if (conn === undefined) return;
+        connections.push(conn);
+        serve(conn, n === 0).catch(() => {}); // the tool hung up
+      }
+    })();
+    try {
+      const result = await forget([
+        "--mqtt",
+        `mqtt://127.0.0.1:${server.addr.port}`,
+        "--mqtt-prefix",
+        prefix,
+      ]);
+      assertEquals(result.code, 1, result.output);
+      assertStringIncludes(
+        result.output,
+        `Lost the connection to mqtt://127.0.0.1:${server.addr.port} while looking at what is ` +
+          `retained under "${prefix}"; nothing was removed; try again`,
+      );
+      assert(!result.output.includes("does not let this login read"), result.output);
+      assertEquals(removals, [], "nothing was removed");
+    } finally {
+      server.close();
+      await accepting;
+      for (const conn of connections) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+    }
   },
 );
 
