@@ -397,6 +397,46 @@ testWithBroker(
   },
 );
 
+testWith(
+  [...NEEDS.system, { name: "net", host: "127.0.0.1" }],
+  "MQTT bridge to a real broker that speaks only MQTT 3.1.1 (aedes): refused in MQTT 5, it says so once, speaks 3.1.1, and state, presses and commands all flow",
+  async () => {
+    // Loaded here: MQTT libraries read the environment as they load.
+    const { default: aedes } = await import("aedes");
+    const { createServer } = await import("node:net");
+    const broker = aedes.createBroker();
+    const server = createServer(broker.handle);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    const url = `mqtt://127.0.0.1:${port}`;
+    try {
+      await withTempDir(async (dir) => {
+        await using system = await startSystem(dir, url);
+        const { launcher, topics } = system;
+        await launcher.waitFor(/refused it in MQTT 5: using 3\.1\.1/);
+        // A client of its own that speaks 3.1.1, as every client of this broker must.
+        await using listener = await listen(url, [topics.state, topics.action], {
+          protocolVersion: 4,
+        });
+        assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
+        await writeAndLeave(system.fifo, "0\n");
+        await listener.waitFor(topics.action, { payload: "press" });
+        await listener.waitFor(topics.state, { payload: "ON" });
+        const mark = listener.heard.length;
+        const since = launcher.lines.length;
+        await listener.publish(topics.set, "OFF");
+        await ledShows(launcher, "Off", since);
+        await listener.waitFor(topics.state, { payload: "OFF", since: mark });
+        assertEquals(launcher.matching(/in MQTT 5: using 3\.1\.1/).length, 1, "said once");
+        assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
+      });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    }
+  },
+);
+
 testWithBroker(
   "MQTT bridge: a wrong password is refused with one clear message and no crash loop; the LED still works",
   async () => {
