@@ -19,6 +19,7 @@
  */
 
 import * as C from "../ffi/constants.ts";
+import { abstractNameHolder, holdAbstractName } from "../ffi/abstract_socket.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
 import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
@@ -74,6 +75,8 @@ export class PathClaim {
   readonly #mirrors: PathClaim[] = [];
   /** What {@link PathClaim.record} last wrote as the identity. */
   #identity: string | undefined;
+  /** The claim across every user of the machine (an MQTT topic prefix's): its socket, or -1. */
+  #machineFd = -1;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
@@ -100,6 +103,11 @@ export class PathClaim {
   /** @ignore Not for direct use: {@link claimPaths} adds the same claim in another directory. */
   alsoHeldAs(mirror: PathClaim): void {
     this.#mirrors.push(mirror);
+  }
+
+  /** @ignore Not for direct use: {@link claimPaths} adds the claim across the machine. */
+  alsoHeldOnMachine(fd: number): void {
+    this.#machineFd = fd;
   }
 
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
@@ -240,6 +248,8 @@ export class PathClaim {
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
   release(): void {
     for (const mirror of this.#mirrors) mirror.release();
+    if (this.#machineFd >= 0) posix.closeFd(this.#machineFd);
+    this.#machineFd = -1;
     this.#inode?.release();
     this.#inode = undefined;
     if (this.#fd < 0) return;
@@ -518,9 +528,51 @@ export function claimPaths(
         else claims[i].alsoHeldAs(held);
       }
     }
+    // After the records: a launcher of this same user is named from them, as before.
+    for (const held of claims) {
+      if (held.kind === "MQTT topic prefix") {
+        held.alsoHeldOnMachine(holdOnMachine(held.kind, held.path));
+      }
+    }
   } catch (error) {
     for (const held of claims) held.release();
     throw error;
   }
   return claims;
+}
+
+/**
+ * Claims `path` across every user of this machine, for what users share: a topic prefix on a
+ * broker, which two users' launchers would fight over (each taking the other's session in
+ * turn), and whose claim records in each user's own directories the other never sees. Held as
+ * a name in the abstract socket namespace (see `ffi/abstract_socket.ts`): a launcher that dies
+ * gives it up with its last fd. Returns the socket's fd.
+ */
+function holdOnMachine(kind: PathKind, path: string): number {
+  const name = `mmap-ipc/claim/${recordName(claimKey(kind, path))}`;
+  try {
+    return holdAbstractName(name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) {
+      throw failure(Error, `claim the ${kind}`, path, (error as Error).message);
+    }
+    const holder = abstractNameHolder(name);
+    const who = holder === undefined
+      ? ""
+      : ` (${holder.pid > 0 ? `pid ${holder.pid}, ` : ""}${userLabel(holder.uid)})`;
+    const hint = kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
+    throw new Deno.errors.Busy(
+      `Cannot launch: another launcher on this machine${who} is using the ${kind} ` +
+        `${JSON.stringify(path)}${hint}`,
+    );
+  }
+}
+
+/** `user NAME (uid N)` from /etc/passwd, or `uid N` when it has no such user. */
+function userLabel(uid: number): string {
+  for (const line of (posix.readFileText("/etc/passwd") ?? "").split("\n")) {
+    const [name, , id] = line.split(":");
+    if (id !== undefined && Number(id) === uid && name !== "") return `user ${name} (uid ${uid})`;
+  }
+  return `uid ${uid}`;
 }

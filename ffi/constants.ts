@@ -152,3 +152,13 @@ export const LOG_USER = 1 << 3;
 export const LOG_ERR = 3;
 export const LOG_WARNING = 4;
 export const LOG_INFO = 6;
+
+// <sys/socket.h>, <sys/un.h>: the same values on x86-64 and aarch64.
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = O_NONBLOCK;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+export const SOL_SOCKET = 1;
+export const SO_PEERCRED = 17;
+/** `struct sockaddr_un`: a 2-byte family, then up to 108 bytes of path. */
+export const SOCKADDR_UN_PATH_BYTES = 108;

@@ -41,7 +41,9 @@ const ERRNO: Record<number, [name: string, text: string, errorClass: ErrorClass]
   40: ["ELOOP", "is a symbolic link or a loop of them", Deno.errors.FilesystemLoop],
   43: ["EIDRM", "identifier removed", Deno.errors.NotFound],
   95: ["EOPNOTSUPP", "operation not supported", Deno.errors.NotSupported],
+  98: ["EADDRINUSE", "address already in use", Deno.errors.AddrInUse],
   110: ["ETIMEDOUT", "timed out", Deno.errors.TimedOut],
+  111: ["ECONNREFUSED", "connection refused", Deno.errors.ConnectionRefused],
 };
 
 /** errno numbers the rest of `ffi/` tests for by name. */
@@ -61,6 +63,7 @@ export const Errno = {
   ENOSYS: 38,
   ELOOP: 40,
   EOPNOTSUPP: 95,
+  EADDRINUSE: 98,
   ETIMEDOUT: 110,
 } as const;
 

@@ -130,6 +130,16 @@ export const LIBC_SYMBOLS = {
   closedir: { parameters: ["pointer"], result: "i32" },
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** int socket(int domain, int type, int protocol); */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int bind(int fd, const struct sockaddr *addr, socklen_t len); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int listen(int fd, int backlog); */
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  /** int connect(int fd, const struct sockaddr *addr, socklen_t len); */
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len); */
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
 
   /** int clock_gettime(clockid_t clock, struct timespec *tp); */
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },

@@ -244,7 +244,7 @@ testWith(
 
 testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
-  "BrokerConnection says at once, and once, that another client took its session (MQTT 5 DISCONNECT 0x8e), as another user's launcher with the same client id makes a broker say",
+  "BrokerConnection says at once, and once, that another client took its session (MQTT 5 DISCONNECT 0x8e), as a copy of the system with the same client id makes a broker say",
   async () => {
     using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const said: string[] = [];

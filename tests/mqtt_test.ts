@@ -8,7 +8,7 @@ import type { ChildProcess } from "./helpers/child_process.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { makeFifo } from "../ffi/posix.ts";
 import { environOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
@@ -19,8 +19,11 @@ import {
   ledShows,
   ledStates,
   running,
+  spawnDenoAs,
   startLauncher,
+  startLauncherAs,
   stopAll,
+  unusedUid,
 } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import {
@@ -734,6 +737,61 @@ testWithBroker(
         );
       }
     });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv"), { name: "net", host: "127.0.0.1" }],
+  "two users on one machine with one MQTT prefix (each user's default is the machine's): the second user's launcher and mqtt:forget are refused naming the first launcher's pid and user; once it is killed, the second starts",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run a launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    // No broker needed: the prefix is claimed before anything connects.
+    const url = `mqtt://127.0.0.1:${freePort()}`;
+    const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+    await withTempDir(async (theirs) => {
+      // The first user's launcher (its bridge cannot load the MQTT library from a cache of its
+      // own here, and is given up on alone: the launcher, which holds the claim, runs on).
+      await using first = startLauncherAs(user, theirs, [
+        "--fifo",
+        `${theirs}/button.fifo`,
+        "--mqtt",
+        url,
+        "--mqtt-prefix",
+        prefix,
+      ]);
+      const pids = await running(first);
+      try {
+        await withTempDir(async (dir) => {
+          const holder = `another launcher on this machine (pid ${first.pid}, uid ${user}) ` +
+            `is using the MQTT topic prefix "${prefix}"`;
+          await using refused = spawnDeno(
+            `${ROOT}launch.ts`,
+            ["--fifo", `${dir}/button.fifo`, "--mqtt", url, "--mqtt-prefix", prefix],
+            { permissions: LAUNCH_PERMISSIONS, cwd: dir },
+          );
+          const status = await refused.status({ timeoutMs: 30_000 });
+          assertEquals(status.code, 1, refused.transcript);
+          assertStringIncludes(status.stderr, `${holder}; give this one another --mqtt-prefix`);
+          assertEquals(refused.matching(/Started/), [], "the refused launcher started children");
+          assertEquals([...Deno.readDirSync(dir)], [], "the refused launcher made nothing");
+          const forgot = await forget(["--mqtt", url, "--mqtt-prefix", prefix]);
+          assertEquals(forgot.code, 1, forgot.output);
+          assertStringIncludes(
+            forgot.output,
+            `Cannot forget "${prefix}": ${holder}; stop it first`,
+          );
+
+          // The first launcher dies without a word: its claim goes with it, leaving nothing.
+          first.kill("SIGKILL");
+          await first.status();
+          await using second = await startSystem(dir, url, { connected: false, prefix });
+          assertEquals(second.launcher.matching(/another launcher/), []);
+        });
+      } finally {
+        await stopAll(first, [pids.led, pids.button]);
+      }
+    }).finally(() => Deno.removeSync(`/tmp/mmap-ipc-${user}`, { recursive: true }));
   },
 );
 

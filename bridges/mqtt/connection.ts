@@ -188,8 +188,8 @@ export class BrokerConnection {
   /**
    * An MQTT 5 broker said why it closes the connection. "Session taken over" (0x8e) is another
    * client connecting with this one's id: said at once, once per run of them, as the closes in a
-   * row would only hint at it after three (another user's launcher on this machine, a copy of
-   * its SD card or of its unit, each taking the id in turn).
+   * row would only hint at it after three (a copy of its SD card or of its unit, each taking
+   * the id in turn; launchers on one machine cannot share a prefix, see `app/path_claims.ts`).
    */
   #onDisconnect(code: number): void {
     const { log, url, clientId } = this.#options;
@@ -203,7 +203,7 @@ export class BrokerConnection {
     log.warn(
       `The broker at ${url} gave this bridge's session to another client connecting as ` +
         `${JSON.stringify(clientId)} (reason code 0x8e, session taken over): another system ` +
-        "(another user's launcher on this machine, or a copy of it) uses the same client id, " +
+        "(a copy of this one, on another machine or in a container) uses the same client id, " +
         "and the two take it from each other in turn; give one of them its own --mqtt-prefix " +
         "(or --mqtt-client-id, if they are one system)",
     );
@@ -227,13 +227,13 @@ export class BrokerConnection {
         // Not taken from it for a while: a later takeover is news again.
         if (!takenOver) this.#takeoverSaid = false;
       } else if (++this.#shortLived === SHORT_LIVED_TO_WARN && !this.#takeoverSaid) {
-        // The usual cause: a second client with our id (a cloned SD card, a copy of the unit,
-        // another user's launcher with the same host name), each taking the id in turn.
+        // The usual cause: a second client with our id (a cloned SD card, a copy of the unit on
+        // another machine or in a container), each taking the id in turn.
         log.warn(
           `The broker at ${url} closed the connection soon after accepting it, ` +
             `${SHORT_LIVED_TO_WARN} times in a row: another client may be connecting as ` +
-            `${JSON.stringify(clientId)} (another system with the same name: another user's ` +
-            "launcher on this machine or a copy of it, which needs its own --mqtt-prefix; or " +
+            `${JSON.stringify(clientId)} (another system with the same name: a copy of this ` +
+            "one on another machine or in a container, which needs its own --mqtt-prefix; or " +
             "this system twice, which --mqtt-client-id tells apart), or the broker refuses " +
             "something this bridge does (its log says what)",
         );
