@@ -139,10 +139,17 @@ export class PathWatch {
   #status: PathStatus;
   /** Looking (see {@link PathWatch.looking}): the mode last seen, for `attributes`. */
   #mode: number | undefined;
-  /** Looking: the timer of the next look, and how to end its wait at close. */
+  /** Looking: the timer of the next look, and whether that look is due. */
   #lookTimer: ReturnType<typeof setTimeout> | undefined;
-  #endLook: (() => void) | undefined;
-  #nextLookPromise: Promise<"look" | "cancelled"> | undefined;
+  #lookDue = false;
+  /**
+   * Looking: the wait on the inotify fd, which goes on across the looks (given `fd`, the inode's
+   * events), and what it ended with, not yet taken by {@link PathWatch.changes}.
+   */
+  #waiting = false;
+  #ready: Readiness | undefined;
+  /** Looking: wakes {@link PathWatch.changes} (a look due, the wait ended, or closed). */
+  #wake: (() => void) | undefined;
   #closed = false;
 
   /**
@@ -218,24 +225,21 @@ export class PathWatch {
    * path's status is looked up after every batch, so nothing is missed in between.
    */
   async *changes(): AsyncGenerator<PathChange, void, undefined> {
-    // Looking: a wait on the fd's own events (given `fd`) goes on across the looks between them.
-    let pending: Promise<Readiness> | undefined;
     while (!this.#closed) {
-      pending ??= this.#waiter.wait(this.#inotify);
-      const readiness = this.looking
-        ? await Promise.race([pending, this.#nextLook()])
-        : await pending;
+      const { readiness, look } = this.looking
+        ? await this.#nextWake()
+        : { readiness: await this.#waiter.wait(this.#inotify), look: false };
       if (readiness === "cancelled" || this.#closed) return;
       let modified = false;
       let directory = false;
-      if (readiness === "look") {
+      if (look) {
         directory = true;
         const mode = this.#modeNow();
         if (this.#attributes && mode !== undefined && mode !== this.#mode) modified = true;
         this.#mode = mode;
-      } else pending = undefined;
+      }
       for (;;) {
-        if (readiness === "look") break;
+        if (readiness === undefined) break;
         const count = posix.readFd(this.#inotify, this.#buffer, "inotify events");
         if (count <= 0) break;
         const view = new DataView(this.#buffer.buffer, 0, count);
@@ -275,18 +279,34 @@ export class PathWatch {
     }
   }
 
-  /** Resolves with "look" after {@link LOOK_MS}, or with "cancelled" at close. */
-  #nextLook(): Promise<"look" | "cancelled"> {
-    // One at a time: a wait that ended on the fd's events leaves the look under way to come.
-    return this.#nextLookPromise ??= new Promise((resolve) => {
-      this.#endLook = () => resolve("cancelled");
-      this.#lookTimer = setTimeout(() => {
-        this.#lookTimer = undefined;
-        this.#endLook = undefined;
-        this.#nextLookPromise = undefined;
-        resolve("look");
-      }, LOOK_MS);
-    });
+  /**
+   * Looking: waits until the next look is due or the inotify fd's wait ends, and says which
+   * (both, when both came). The fd's wait gets one reaction, which leaves its result in a field:
+   * a race of it against each look would add a reaction to it every {@link LOOK_MS}, kept until
+   * it settled, which without events on the fd is never.
+   */
+  async #nextWake(): Promise<{ readiness: Readiness | undefined; look: boolean }> {
+    if (!this.#waiting && this.#ready === undefined) {
+      this.#waiting = true;
+      void this.#waiter.wait(this.#inotify).then((readiness) => {
+        this.#waiting = false;
+        this.#ready = readiness;
+        this.#wake?.();
+      });
+    }
+    this.#lookTimer ??= setTimeout(() => {
+      this.#lookTimer = undefined;
+      this.#lookDue = true;
+      this.#wake?.();
+    }, LOOK_MS);
+    if (this.#ready === undefined && !this.#lookDue && !this.#closed) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+    const woke = { readiness: this.#ready, look: this.#lookDue };
+    this.#ready = undefined;
+    this.#lookDue = false;
+    return woke;
   }
 
   /** Stops watching; a pending `changes()` ends. Safe to call twice. */
@@ -294,7 +314,8 @@ export class PathWatch {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#lookTimer);
-    this.#endLook?.();
+    this.#lookTimer = undefined;
+    this.#wake?.();
     await this.#waiter.close();
     posix.closeFd(this.#inotify);
   }
