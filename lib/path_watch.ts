@@ -235,8 +235,12 @@ export class PathWatch {
       if (look) {
         directory = true;
         const mode = this.#modeNow();
-        if (this.#attributes && mode !== undefined && mode !== this.#mode) modified = true;
-        this.#mode = mode;
+        // Closed to this user (chmod 000) meanwhile: the mode last seen stays, to hold the next
+        // one seen against (the look after its opening again is no change of the path's).
+        if (mode !== undefined) {
+          if (this.#attributes && mode !== this.#mode) modified = true;
+          this.#mode = mode;
+        }
       }
       for (;;) {
         if (readiness === undefined) break;

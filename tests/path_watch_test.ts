@@ -1,6 +1,6 @@
 /** PathWatch (lib/path_watch.ts) on real files: what it reports, and when. */
 import { assert, assertEquals } from "@std/assert";
-import { PathWatch } from "../lib/path_watch.ts";
+import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
 import type { PathChange } from "../lib/path_watch.ts";
 import { readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
@@ -150,7 +150,7 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv")],
-  "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: a chmod, a replacement, a removal, and a close that ends it",
+  "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: nothing for the directory closed (0000) and opened again, a chmod, a replacement, a removal, and a close that ends it",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
     const user = unusedUid();
@@ -168,6 +168,12 @@ testWith(
         permissions: ["--allow-ffi"],
       });
       await watcher.waitFor(/^looking: true$/);
+      // Closed to the user for two looks, then open again: the path itself did not change.
+      Deno.chmodSync(directory, 0o000);
+      await delay(2 * LOOK_MS + 100);
+      Deno.chmodSync(directory, 0o300);
+      await delay(2 * LOOK_MS + 100);
+      assertEquals(watcher.matching(/^modified$/), [], watcher.transcript);
       Deno.chmodSync(path, 0o640);
       await watcher.waitFor(/^modified$/);
       Deno.writeTextFileSync(`${directory}/other`, "1\n");
