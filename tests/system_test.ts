@@ -769,6 +769,9 @@ testWith(
       const pids = await running(launcher);
       try {
         await launcher.waitFor(/FIFO .*button\.fifo.* cannot be watched .* every 500 ms instead/);
+        await launcher.waitFor(
+          /state file .*state\.dat.* cannot be watched .* every 500 ms instead/,
+        );
         await pressAsUserAndSee(launcher, user, fifo);
         const since = launcher.lines.length;
         Deno.removeSync(fifo);
