@@ -19,7 +19,12 @@ import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
 import { type FileStat, makeFifo, statPath } from "../ffi/posix.ts";
 import { DIRECTORY_LOOK_MS, REMAKE_DELAY_MS } from "../hw/fifo_button.ts";
-import { checkPrivateDirectory, ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
+import {
+  checkPrivateDirectory,
+  ensurePrivateDirectory,
+  parentOf,
+  withDirectoryMode,
+} from "../lib/owned_path.ts";
 import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
@@ -123,7 +128,7 @@ async function keepOnce(
       makeFifo(path, 0o600);
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) continue; // the next look sees whose
-      throw error;
+      throw withDirectoryMode(error, path);
     }
     const made = statPath(path);
     if (made === undefined) continue; // removed at once: made again after the next look

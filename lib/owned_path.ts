@@ -271,6 +271,27 @@ export function checkDataFile(fd: number, action: string, subject: string): void
   );
 }
 
+/**
+ * `error`, from making `path`, with why when the mode of the path's directory, which is this
+ * user's own, refuses it (`chmod 500` or `chmod 100`: no write): the OS says only EACCES.
+ */
+export function withDirectoryMode(error: unknown, path: string): unknown {
+  if (!(error instanceof Deno.errors.PermissionDenied)) return error;
+  const directory = parentOf(path);
+  let stat;
+  try {
+    stat = posix.statPath(directory, { follow: true });
+  } catch {
+    return error; // what keeps the directory from being looked at is said elsewhere
+  }
+  if (stat?.type !== "directory" || stat.uid !== posix.effectiveUid()) return error;
+  if ((stat.permissions & 0o300) === 0o300) return error;
+  const mode = stat.permissions.toString(8).padStart(4, "0");
+  error.message += `; its directory ${directory} is this user's, but its mode (${mode}) does ` +
+    `not let this user make anything in it: chmod u+wx '${directory.replaceAll("'", `'\\''`)}'`;
+  return error;
+}
+
 /** Creates (0700) or checks a directory that only this user can use; returns `path`. */
 export function ensurePrivateDirectory(path: string): string {
   const action = "use as a private directory";
@@ -278,7 +299,11 @@ export function ensurePrivateDirectory(path: string): string {
   const parent = parentOf(path);
   const parentStat = posix.statPath(parent, { follow: true });
   if (parentStat?.type === "directory") checkDirectoryAndAbove(parent, parentStat, action, path);
-  posix.makeDirectory(path, 0o700);
+  try {
+    posix.makeDirectory(path, 0o700);
+  } catch (error) {
+    throw withDirectoryMode(error, path);
+  }
   const stat = posix.statPath(path);
   if (stat?.type !== "directory") {
     throw failure(Deno.errors.AlreadyExists, action, path, `it is a ${stat?.type}`);
@@ -328,7 +353,11 @@ export function createFifo(path: string): OwnedFifo {
     checkOwn(existing, "fifo", action, path);
     return { path, identity: existing.identity, created: false };
   }
-  posix.makeFifo(path, 0o600);
+  try {
+    posix.makeFifo(path, 0o600);
+  } catch (error) {
+    throw withDirectoryMode(error, path);
+  }
   const made = posix.statPath(path);
   if (made === undefined) throw failure(Deno.errors.NotFound, action, path, "it vanished");
   return { path, identity: made.identity, created: true };

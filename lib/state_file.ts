@@ -15,7 +15,13 @@ import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 import { normalizeShmName } from "./open_region.ts";
-import { checkDataFile, checkOwn, checkPrivateDirectory, openOrCreate } from "./owned_path.ts";
+import {
+  checkDataFile,
+  checkOwn,
+  checkPrivateDirectory,
+  openOrCreate,
+  withDirectoryMode,
+} from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -190,12 +196,15 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
     throw failure(TypeError, action, path, "exclusive needs create");
   }
   checkPrivateDirectory(path, action);
-  return openWith(
-    path,
-    options,
-    (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
-    () => posix.unlinkPath(path, "remove state file"),
-  );
+  const open = (extra: number): number => {
+    try {
+      return posix.openPath(path, OPEN_FLAGS | extra, 0o600, action);
+    } catch (error) {
+      // Only a creation is refused by the directory's mode.
+      throw (extra & C.O_CREAT) === 0 ? error : withDirectoryMode(error, path);
+    }
+  };
+  return openWith(path, options, open, () => posix.unlinkPath(path, "remove state file"));
 }
 
 /**

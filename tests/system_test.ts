@@ -651,6 +651,46 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv")],
+  "a directory of the user's own whose mode refuses new files (0500, 0100): the launcher's refusal names that directory, its mode and the chmod that lets it start (its runtime directory, a --fifo's, a --state's)",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    const shared = `/tmp/mmap-ipc-${user}`;
+    await withTempDir(async (dir) => {
+      const closed = (path: string, mode: number): string => {
+        Deno.mkdirSync(path);
+        Deno.chownSync(path, user, user);
+        Deno.chmodSync(path, mode);
+        return path;
+      };
+      const refusal = async (args: string[]): Promise<string> => {
+        await using launcher = startLauncherAs(user, dir, args);
+        const status = await launcher.status();
+        assertEquals(status.code, 1, launcher.transcript);
+        return status.stderr;
+      };
+      const cases: [string, string, string[]][] = [
+        // A clumsy chmod of the runtime directory, which the launcher made on an earlier run.
+        [closed(shared, 0o500), "0500", []],
+        [closed(`${dir}/fifo`, 0o500), "0500", ["--fifo", `${dir}/fifo/button.fifo`]],
+        [closed(`${dir}/state`, 0o100), "0100", ["--state", `${dir}/state/state.dat`]],
+      ];
+      for (const [directory, mode, args] of cases) {
+        const stderr = await refusal(args);
+        assertStringIncludes(stderr, "permission denied (EACCES)");
+        assertStringIncludes(
+          stderr,
+          `its directory ${directory} is this user's, but its mode (${mode}) does not let this ` +
+            `user make anything in it: chmod u+wx '${directory}'`,
+        );
+        Deno.chmodSync(directory, 0o700); // for the next case, and the cleanup
+      }
+    }).finally(() => removeTree(shared));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
   "a --state in a directory closed to the user (another's, 0700) is refused saying so, not with a path of /..",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
