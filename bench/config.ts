@@ -64,7 +64,10 @@ function number(
   range: { min: number; max: number; integer: boolean },
 ): number | undefined {
   if (text === undefined) return undefined;
-  const value = text.trim() === "" ? NaN : Number(text);
+  // Plain digits (and a fraction where one is taken), as the programs' own flags: Number()
+  // alone takes 1e1, 0x10 and " 5".
+  const plain = range.integer ? /^\d+$/ : /^\d+(\.\d+)?$/;
+  const value = plain.test(text) ? Number(text) : NaN;
   if (
     !Number.isFinite(value) || (range.integer && !Number.isInteger(value)) ||
     value < range.min || value > range.max
@@ -87,6 +90,7 @@ export function parseConfig(
   options: { caseIds: readonly string[]; root: string },
 ): BenchConfig | "help" {
   for (const arg of args) {
+    if (/^-h=/.test(arg)) throw new UsageError(`-h takes no value: ${arg}`);
     const flag = /^--((?:no-)?[a-z]+)=/.exec(arg)?.[1];
     if (
       flag !== undefined && (BOOLEAN_FLAGS as readonly string[]).includes(flag.replace(/^no-/, ""))

@@ -22,6 +22,26 @@ export interface Line {
   arrivedNs: bigint;
 }
 
+/** The children running now, and the work directories there now: see {@link abandonAll}. */
+const runningChildren = new Set<Child>();
+const workDirectories = new Set<string>();
+
+/**
+ * Kills every child still running (SIGKILL) and removes every work directory, at once and
+ * synchronously: for a run interrupted by a signal, which gives no time to dispose of them one by
+ * one as a run that ends does.
+ */
+export function abandonAll(): void {
+  for (const child of runningChildren) child.kill("SIGKILL");
+  for (const path of workDirectories) {
+    try {
+      Deno.removeSync(path, { recursive: true });
+    } catch {
+      // Gone already.
+    }
+  }
+}
+
 /** A running child whose output is recorded; disposing it kills it and waits for it. */
 export class Child implements AsyncDisposable {
   readonly #process: Deno.ChildProcess;
@@ -36,6 +56,8 @@ export class Child implements AsyncDisposable {
   constructor(command: Deno.Command, name: string) {
     this.#process = command.spawn();
     this.#name = name;
+    runningChildren.add(this);
+    void this.#process.status.finally(() => runningChildren.delete(this));
     this.#pumps = Promise.all([
       this.#pump(this.#process.stdout, "stdout"),
       this.#pump(this.#process.stderr, "stderr"),
@@ -300,6 +322,7 @@ export class WorkDir implements AsyncDisposable {
 
   private constructor(path: string) {
     this.path = path;
+    workDirectories.add(path);
   }
 
   /** Makes a fresh private directory (0700). */
@@ -337,6 +360,7 @@ export class WorkDir implements AsyncDisposable {
   /** Removes the directory and everything in it. */
   async [Symbol.asyncDispose](): Promise<void> {
     await Deno.remove(this.path, { recursive: true });
+    workDirectories.delete(this.path);
   }
 }
 

@@ -17,7 +17,7 @@ import { system } from "./cases/system.ts";
 import { wakeLatency } from "./cases/wake_latency.ts";
 import { type BenchConfig, parseConfig, usage, UsageError } from "./config.ts";
 import { FigureSet } from "./figures.ts";
-import { ROOT, WorkDir } from "./processes.ts";
+import { abandonAll, ROOT, WorkDir } from "./processes.ts";
 import { createProgress } from "./progress.ts";
 import {
   describeMachine,
@@ -116,6 +116,14 @@ async function main(args: string[]): Promise<number> {
   const { cases, skipped } = runnable(
     config.soak ? [soak] : CASES.filter((c) => config.cases.includes(c.id)),
   );
+  // Ctrl+C (or a kill) leaves no child running and no work directory behind.
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    Deno.addSignalListener(signal, () => {
+      console.error(`bench: ${signal}: stopping its processes and removing its files`);
+      abandonAll();
+      Deno.exit(code);
+    });
+  }
   const figures = await measure(config, cases);
   await write(config, {
     date: new Date().toISOString(),

@@ -25,6 +25,9 @@ import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
 import { evaluateTargets, holds, TARGETS, type TargetSpec } from "../bench/targets.ts";
 import { ROOT } from "./helpers/paths.ts";
+import { childrenOf, processGone } from "./helpers/proc.ts";
+import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { until } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
@@ -169,6 +172,10 @@ Deno.test("parseConfig() rejects unknown flags, bad values and flags that do not
     [["--fast"], "Unknown argument: --fast"],
     [["--quick=no"], "--quick takes no value"],
     [["--no-readme=x"], "--no-readme takes no value"],
+    [["-h=0"], "-h takes no value"],
+    [["--runs", "1e1"], '--runs "1e1": expected a whole number from 1 to 50'],
+    [["--runs", "0x3"], "whole number"],
+    [["--soak", "--minutes", " 5"], "expected a number from 0.05 to 1440"],
     [["extra"], "Unknown argument: extra"],
     [["--runs", "x"], '--runs "x": expected a whole number from 1 to 50'],
     [["--runs=0"], "--runs"],
@@ -487,6 +494,60 @@ testWith(
         await Deno.readTextFile(`${dir}/results.md`),
         `Not run here: the mqtt case, which ${reason}`,
       );
+    });
+  },
+);
+
+/** Every process under `pid`, children first found first. */
+function descendantsOf(pid: number): number[] {
+  const found: number[] = [];
+  for (let i = -1; i < found.length; i++) {
+    found.push(...childrenOf(i < 0 ? pid : found[i]));
+  }
+  return found;
+}
+
+/** The benchmark's work directories in /tmp now. */
+function workDirectories(): Set<string> {
+  return new Set(
+    [...Deno.readDirSync("/tmp")].map((entry) => entry.name).filter((name) =>
+      name.startsWith("mmap-ipc-bench-")
+    ),
+  );
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("gcc")],
+  "bench/run.ts stopped by Ctrl+C (SIGINT) in mid-run leaves no process of its own running and no work directory behind; a C ring killed leaves no forked half running",
+  async () => {
+    await withTempDir(async (dir) => {
+      const before = workDirectories();
+      await using bench = spawnDeno(
+        `${ROOT}bench/run.ts`,
+        ["--quick", "--only", "ring", "--out", dir],
+        { permissions: ["--allow-all"] },
+      );
+      await bench.waitFor(/\] ring, 4 KiB: /);
+      const descendants = descendantsOf(bench.pid);
+      Deno.kill(bench.pid, "SIGINT");
+      const status = await bench.status();
+      assertEquals(status.code, 130, bench.transcript);
+      assertStringIncludes(status.stderr, "SIGINT: stopping its processes and removing its files");
+      await until(() => descendants.every(processGone), "every process it started gone");
+      assertEquals([...workDirectories()].filter((name) => !before.has(name)), []);
+
+      // A C ring between two processes (a fork), its parent killed, as the benchmark kills it.
+      const binary = `${dir}/ring_handoff`;
+      const built = await new Deno.Command("gcc", {
+        args: ["-O2", "-o", binary, `${ROOT}bench/c/ring_handoff.c`],
+      }).output();
+      assertEquals(built.code, 0, new TextDecoder().decode(built.stderr));
+      await using ring = spawnProgram(binary, ["4096", String(10 ** 9)]);
+      await until(() => childrenOf(ring.pid).length === 1, "the ring's producer forked");
+      const [producer] = childrenOf(ring.pid);
+      Deno.kill(ring.pid, "SIGKILL");
+      await ring.status();
+      await until(() => processGone(producer), "the forked producer gone with its parent");
     });
   },
 );

@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -37,8 +39,12 @@ int main(int argc, char **argv) {
   struct shared *s = mmap(NULL, sizeof *s + samples * sizeof(int64_t), PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (s == MAP_FAILED) return 1;
+  pid_t parent = getpid();
   pid_t child = fork();
   if (child == 0) {
+    /* Not left asleep if the parent is killed (an interrupted benchmark kills only it). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     for (int i = 0; i < samples; i++) {
       while (__atomic_load_n(&s->word, __ATOMIC_SEQ_CST) == (uint32_t)i) futex(&s->word, FUTEX_WAIT, i);
       s->latency[i] = now() - s->stamp;

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,12 +125,16 @@ int main(int argc, char **argv) {
   }
   uint8_t *data = (uint8_t *)(h + 1);
   memset(data, 0, CAPACITY); /* every page present before the clock starts */
+  pid_t parent = getpid();
   pid_t child = fork();
   if (child < 0) {
     perror("ring_handoff: fork");
     return 1;
   }
   if (child == 0) {
+    /* Not left spinning if the parent is killed (an interrupted benchmark kills only it). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     produce(h, data, block, count);
     _exit(0);
   }
