@@ -44,6 +44,7 @@ export async function keepMirror(
   const watch = new PathWatch(path, mirror.identity, {
     fd: mirror.fd,
     directoryMayBeMissing: true,
+    lookWhenUnwatched: true,
   });
   if (watch.looking) {
     log.info(

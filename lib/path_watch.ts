@@ -57,6 +57,13 @@ export interface PathWatchOptions {
    */
   directoryMayBeMissing?: boolean;
   /**
+   * With `directoryMayBeMissing`: a missing or closed directory is looked at every
+   * {@link LOOK_MS} by the watch itself, as a `chmod 300` one is, so that what is at the path is
+   * told once it can be seen (what was there all along is no change). Default false: the owner
+   * looks itself.
+   */
+  lookWhenUnwatched?: boolean;
+  /**
    * How many directories above the path's own to watch as well, for their being moved or
    * removed (`mv runtime runtime.old && mkdir runtime`): the path's own directory is then
    * where it was, and hears nothing. Default 0. One that is missing or closed is skipped.
@@ -137,6 +144,10 @@ export class PathWatch {
   readonly #waiter = new FdWaiter();
   readonly #buffer = new Uint8Array(4096);
   #status: PathStatus;
+  /** Looks at the path every {@link LOOK_MS}: a 0300 directory, or an unwatched one when asked. */
+  readonly #polling: boolean;
+  /** The status could not be looked up yet (a closed directory): the first one seen is no change. */
+  #unseen: boolean;
   /** Looking (see {@link PathWatch.looking}): the mode last seen, for `attributes`. */
   #mode: number | undefined;
   /** Looking: the timer of the next look, and whether that look is due. */
@@ -172,9 +183,16 @@ export class PathWatch {
       posix.closeFd(this.#inotify);
       throw error;
     }
+    const seen = this.#look();
     // A directory that could not be watched reports nothing, and may not be looked into either.
-    this.#status = this.#directoryWatch === -1 ? "removed" : this.#look() ?? "removed";
-    if (this.looking) this.#mode = this.#modeNow();
+    this.#status = this.#directoryWatch === -1 ? "removed" : seen ?? "removed";
+    this.#polling = this.looking ||
+      (this.#directoryWatch === -1 && (options.lookWhenUnwatched ?? false));
+    // Looked at from now on: what is there once the directory can be looked into is news only
+    // if it is not what was watched.
+    this.#unseen = this.#polling && seen === undefined;
+    if (this.#polling && seen !== undefined) this.#status = seen;
+    if (this.#polling) this.#mode = this.#modeNow();
   }
 
   /**
@@ -226,7 +244,7 @@ export class PathWatch {
    */
   async *changes(): AsyncGenerator<PathChange, void, undefined> {
     while (!this.#closed) {
-      const { readiness, look } = this.looking
+      const { readiness, look } = this.#polling
         ? await this.#nextWake()
         : { readiness: await this.#waiter.wait(this.#inotify), look: false };
       if (readiness === "cancelled" || this.#closed) return;
@@ -274,7 +292,13 @@ export class PathWatch {
       if (modified) yield "modified";
       if (directory) {
         // Closed to this user (chmod) since: nothing can be told until it opens again.
-        const status = this.#look() ?? this.#status;
+        const seen = this.#look();
+        const status = seen ?? this.#status;
+        if (this.#unseen && seen !== undefined) {
+          // First seen now: held against the inode watched, as at the start.
+          this.#unseen = false;
+          this.#status = "same";
+        }
         if (status !== this.#status) {
           this.#status = status;
           yield status === "same" ? "restored" : status;

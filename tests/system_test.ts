@@ -749,7 +749,7 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv"), requires("chmod")],
-  "run by a user who closes the directory of the FIFO and the state file (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, and nothing stops",
+  "run by a user who closes the directory of the FIFO and the state file (chmod 000): a restarted button waits for it, reads the FIFO once it is open again, tells of the state file once it can, and nothing stops",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
     const user = unusedUid(); // not a real user: its runtime directory is the test's own
@@ -784,6 +784,14 @@ testWith(
         Deno.chmodSync(directory, 0o700);
         await launcher.waitFor(/is one this button may read now/, { since });
         await pressAsUserAndSee(launcher, user, fifo);
+        // The restarted button could not look at its state file at its start: it has looked
+        // since, and the file there all along is no news, but its removal is.
+        assertEquals(
+          launcher.matching(/The state file .* (is back at its path|was removed|was replaced)/),
+          [],
+        );
+        Deno.removeSync(`${directory}/state.dat`);
+        await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
       } finally {
         Deno.chmodSync(directory, 0o700);
         await stopAll(launcher, [pids.led, pids.button, ...restarted]);
