@@ -19,7 +19,6 @@ import {
   ledShows,
   ledStates,
   running,
-  spawnDenoAs,
   startLauncher,
   startLauncherAs,
   stopAll,
