@@ -90,7 +90,8 @@ export function parseConfig(
   options: { caseIds: readonly string[]; root: string },
 ): BenchConfig | "help" {
   for (const arg of args) {
-    if (/^-h=/.test(arg)) throw new UsageError(`-h takes no value: ${arg}`);
+    // parseArgs reads `-h0` as `--help=0`, a full run, as it reads `-h=0`.
+    if (/^-h=?./s.test(arg)) throw new UsageError(`-h takes no value: ${arg}`);
     const flag = /^--((?:no-)?[a-z]+)=/.exec(arg)?.[1];
     if (
       flag !== undefined && (BOOLEAN_FLAGS as readonly string[]).includes(flag.replace(/^no-/, ""))

@@ -173,6 +173,8 @@ Deno.test("parseConfig() rejects unknown flags, bad values and flags that do not
     [["--quick=no"], "--quick takes no value"],
     [["--no-readme=x"], "--no-readme takes no value"],
     [["-h=0"], "-h takes no value"],
+    [["-h0"], "-h takes no value: -h0"],
+    [["--quick", "-hfalse"], "-h takes no value"],
     [["--runs", "1e1"], '--runs "1e1": expected a whole number from 1 to 50'],
     [["--runs", "0x3"], "whole number"],
     [["--soak", "--minutes", " 5"], "expected a number from 0.05 to 1440"],
