@@ -247,9 +247,11 @@ export class PathClaim {
 
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
   release(): void {
-    for (const mirror of this.#mirrors) mirror.release();
+    // First: a mirror whose record cannot be removed (its directory made read-only) throws, and
+    // the name would stay held by a process that has let go of the prefix.
     if (this.#machineFd >= 0) posix.closeFd(this.#machineFd);
     this.#machineFd = -1;
+    for (const mirror of this.#mirrors) mirror.release();
     this.#inode?.release();
     this.#inode = undefined;
     if (this.#fd < 0) return;

@@ -902,3 +902,35 @@ testWith(
     });
   },
 );
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("chattr")],
+  "a prefix's claim whose record in the shared directory cannot be removed at its release still gives up the name held across the machine",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to make a claims directory immutable (chattr +i)")) return;
+    await withTempDir(async (dir) => {
+      const path = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const [held] = claimPaths([{ kind: "MQTT topic prefix", path }], {
+        roots: roots(dir, { session: true }),
+      });
+      const shared = `${dir}/tmp/mmap-ipc-${effectiveUid()}/claims`;
+      const chattr = (flag: string) =>
+        new Deno.Command("chattr", { args: [flag, shared] }).output().then((out) => {
+          assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+        });
+      await chattr("+i");
+      try {
+        assertThrows(() => held.release(), Deno.errors.PermissionDenied, "remove claim");
+        // Another user's launcher (no session; other directories) meets no claim on the prefix.
+        Deno.mkdirSync(`${dir}/other`);
+        const other = claimPaths([{ kind: "MQTT topic prefix", path }], {
+          roots: { sessions: `${dir}/no-sessions`, shared: `${dir}/other` },
+        });
+        for (const claim of other) claim.release();
+      } finally {
+        await chattr("-i");
+        held.release();
+      }
+    });
+  },
+);
