@@ -19,7 +19,8 @@
  */
 
 import * as C from "../ffi/constants.ts";
-import { abstractNameHolder, holdAbstractName } from "../ffi/abstract_socket.ts";
+import { abstractNameHolder, dropConnections, holdAbstractName } from "../ffi/abstract_socket.ts";
+import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
 import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
@@ -77,6 +78,8 @@ export class PathClaim {
   #identity: string | undefined;
   /** The claim across every user of the machine (an MQTT topic prefix's): its socket, or -1. */
   #machineFd = -1;
+  /** Waits for connections to the machine-wide name, which asked who holds it, to drop them. */
+  #machineWaiter: FdWaiter | undefined;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
@@ -108,6 +111,11 @@ export class PathClaim {
   /** @ignore Not for direct use: {@link claimPaths} adds the claim across the machine. */
   alsoHeldOnMachine(fd: number): void {
     this.#machineFd = fd;
+    const waiter = this.#machineWaiter = new FdWaiter();
+    void (async () => {
+      // Each connection only asked who holds the name: dropped, so the queue never fills.
+      while ((await waiter.wait(fd)) === "readable") dropConnections(fd);
+    })();
   }
 
   /** Records that this launcher owns the inode with `identity` at the path (or nothing). */
@@ -249,6 +257,10 @@ export class PathClaim {
   release(): void {
     // First: a mirror whose record cannot be removed (its directory made read-only) throws, and
     // the name would stay held by a process that has let go of the prefix.
+    // The waiter's poll call holds the socket until it returns, which the cancel brings about
+    // at once: the name is free a moment after this, not at this very instant.
+    this.#machineWaiter?.cancel();
+    this.#machineWaiter = undefined;
     if (this.#machineFd >= 0) posix.closeFd(this.#machineFd);
     this.#machineFd = -1;
     for (const mirror of this.#mirrors) mirror.release();

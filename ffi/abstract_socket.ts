@@ -3,7 +3,8 @@
  * and shared by every user: a listening socket bound to a name holds it, a second bind fails
  * with EADDRINUSE, and the name is gone with the socket, so a process that dies (SIGKILL
  * included) leaves nothing to clean up. A connect to a held name tells who holds it
- * (SO_PEERCRED), without the holder ever accepting or reading anything.
+ * (SO_PEERCRED); the holder reads nothing, and drops each connection it is handed
+ * ({@link dropConnections}), so its queue never fills.
  *
  * @module
  */
@@ -15,9 +16,8 @@ import { closeFd } from "./posix.ts";
 
 const encoder = new TextEncoder();
 /**
- * Connections a held name queues: nobody is accepted, so each one asking who holds it stays
- * queued until the holder closes; past these, a bind that fails still says the name is held,
- * but not by whom.
+ * Connections a held name queues until its holder drops them: past these, a bind that fails
+ * still says the name is held, but not by whom.
  */
 const BACKLOG = 16;
 /** `struct ucred { pid_t pid; uid_t uid; gid_t gid; }` */
@@ -56,12 +56,12 @@ function openSocket(name: string, flags: number): number {
 }
 
 /**
- * Holds the abstract `name`: returns the listening socket's fd (close-on-exec), whose close
- * gives the name up. Throws `AddrInUse` when another socket holds it.
+ * Holds the abstract `name`: returns the listening socket's fd (close-on-exec, nonblocking),
+ * whose close gives the name up. Throws `AddrInUse` when another socket holds it.
  */
 export function holdAbstractName(name: string): number {
   const { bytes, length } = address(name);
-  const fd = openSocket(name, 0);
+  const fd = openSocket(name, C.SOCK_NONBLOCK);
   try {
     attempt(() => libc().bind(fd, bytes, length), "hold the name", name);
     attempt(() => libc().listen(fd, BACKLOG), "listen on the name", name);
@@ -94,5 +94,17 @@ export function abstractNameHolder(name: string): NameHolder | undefined {
     return { pid: view.getInt32(0, true), uid: view.getUint32(4, true) };
   } finally {
     closeFd(fd);
+  }
+}
+
+/**
+ * Accepts and closes every connection queued on the held name's socket `fd` (each one only
+ * asked who holds it), so that the queue never fills and later askers are told too.
+ */
+export function dropConnections(fd: number): void {
+  for (;;) {
+    const connection = libc().accept4(fd, null, null, C.SOCK_CLOEXEC);
+    if (connection < 0) return; // EAGAIN: none left (or the socket is closed)
+    closeFd(connection);
   }
 }

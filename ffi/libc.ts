@@ -136,6 +136,8 @@ export const LIBC_SYMBOLS = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** int listen(int fd, int backlog); */
   listen: { parameters: ["i32", "i32"], result: "i32" },
+  /** int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags); */
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   /** int connect(int fd, const struct sockaddr *addr, socklen_t len); */
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len); */

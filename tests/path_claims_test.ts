@@ -921,16 +921,62 @@ testWith(
       await chattr("+i");
       try {
         assertThrows(() => held.release(), Deno.errors.PermissionDenied, "remove claim");
-        // Another user's launcher (no session; other directories) meets no claim on the prefix.
+        // Another user's launcher (no session; other directories) meets no claim on the prefix,
+        // a moment after the release (the name goes once the poll call watching it returns).
         Deno.mkdirSync(`${dir}/other`);
-        const other = claimPaths([{ kind: "MQTT topic prefix", path }], {
-          roots: { sessions: `${dir}/no-sessions`, shared: `${dir}/other` },
-        });
+        let other: PathClaim[] = [];
+        await until(() => {
+          try {
+            other = claimPaths([{ kind: "MQTT topic prefix", path }], {
+              roots: { sessions: `${dir}/no-sessions`, shared: `${dir}/other` },
+            });
+            return true;
+          } catch (error) {
+            if (error instanceof Deno.errors.Busy) return false;
+            throw error;
+          }
+        }, "the prefix claimed by another");
         for (const claim of other) claim.release();
       } finally {
         await chattr("-i");
         held.release();
       }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a prefix held across the machine names its holder to every launcher it refuses, however many ask (their connections are dropped, and its queue never fills)",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const held = claimPaths([{ kind: "MQTT topic prefix", path }], {
+        roots: roots(dir, { session: true }),
+      });
+      try {
+        Deno.mkdirSync(`${dir}/other`);
+        // As another user's launchers would ask: their own directories, so only the name refuses.
+        const refusal = (): string => {
+          try {
+            claimPaths([{ kind: "MQTT topic prefix", path }], {
+              roots: { sessions: `${dir}/no-sessions`, shared: `${dir}/other` },
+            }).forEach((claim) => claim.release());
+            return "claimed";
+          } catch (error) {
+            return (error as Error).message;
+          }
+        };
+        for (let i = 0; i < 60; i++) {
+          let said = "";
+          await until(() => (said = refusal()).includes(`(pid ${Deno.pid}, `), `refusal ${i}`);
+          assertStringIncludes(said, `is using the MQTT topic prefix "${path}"`);
+        }
+      } finally {
+        for (const claim of held) claim.release();
+      }
+      // Released: the poll call watching the name ends, and no op of it is left behind.
+      await delay(100);
     });
   },
 );
