@@ -148,6 +148,21 @@ testWith(
   },
 );
 
+/**
+ * `DIR/run`, the user `uid`'s and mode 0300 (enter and write, not read: inotify cannot watch
+ * it), with the user's file `state` in it.
+ */
+function unreadableDirectory(dir: string, uid: number): { directory: string; path: string } {
+  const directory = `${dir}/run`;
+  const path = `${directory}/state`;
+  Deno.mkdirSync(directory);
+  Deno.writeTextFileSync(path, "0\n");
+  Deno.chownSync(path, uid, uid);
+  Deno.chmodSync(directory, 0o300);
+  Deno.chownSync(directory, uid, uid);
+  return { directory, path };
+}
+
 testWith(
   [...NEEDS.system, requires("setpriv")],
   "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: nothing for the directory closed (0000) and opened again, a chmod, a replacement, a removal, and a close that ends it",
@@ -155,13 +170,7 @@ testWith(
     if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
     const user = unusedUid();
     await withTempDir(async (dir) => {
-      const directory = `${dir}/run`;
-      const path = `${directory}/state`;
-      Deno.mkdirSync(directory);
-      Deno.writeTextFileSync(path, "0\n");
-      Deno.chownSync(path, user, user);
-      Deno.chmodSync(directory, 0o300);
-      Deno.chownSync(directory, user, user);
+      const { directory, path } = unreadableDirectory(dir, user);
       await using watcher = spawnDenoAs(user, dir, {
         script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
         args: [path],
@@ -194,12 +203,7 @@ testWith(
     if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
     const user = unusedUid();
     await withTempDir(async (dir) => {
-      const directory = `${dir}/run`;
-      const path = `${directory}/state`;
-      Deno.mkdirSync(directory);
-      Deno.writeTextFileSync(path, "0\n");
-      Deno.chmodSync(directory, 0o300);
-      Deno.chownSync(directory, user, user);
+      const { path } = unreadableDirectory(dir, user);
       await using watcher = spawnDenoAs(user, dir, {
         script: `${ROOT}tests/fixtures/path_watch_looks.ts`,
         args: [path, "100000"],

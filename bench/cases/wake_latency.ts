@@ -192,17 +192,11 @@ async function measure(
     await writer.close().catch(() => {}); // the reader may have closed its end already
     return result;
   }
-  const sequence = control.word(SEQUENCE_WORD);
   if (readerId === "c-reader") {
     const binary = await work.compile("bench/c/futex_reader.c");
     await using reader = spawnProgram(binary, [control.path, String(changes)]);
     await reader.nextLine();
-    for (let i = 1; i <= changes; i++) {
-      await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
-      stamp(longWords);
-      Atomics.add(words, SEQUENCE_WORD, 1);
-      sequence.wake();
-    }
+    await writeChanges(reader, { control, changes, regime });
     const latenciesNs: number[] = [];
     for (let i = 0; i < changes; i++) latenciesNs.push(Number((await reader.nextLine()).text));
     await reader.succeeded();
@@ -215,13 +209,24 @@ async function measure(
   ];
   await using reader = spawnDeno(`${PEERS}wake_reader.ts`, args, { permissions });
   await reader.nextLine();
+  await writeChanges(reader, { control, changes, regime });
+  return await report(reader, warmUp);
+}
+
+/** The raw readers' writer: stamps, moves the sequence word and wakes it, `changes` times. */
+async function writeChanges(
+  reader: Child,
+  { control, changes, regime }: { control: RawSharedMemory; changes: number; regime: Regime },
+): Promise<void> {
+  const words = control.words;
+  const longWords = new BigInt64Array(control.buffer);
+  const sequence = control.word(SEQUENCE_WORD);
   for (let i = 1; i <= changes; i++) {
     await gap(reader, { words, count: i - 1, regime: gapOf(regime, i) });
     stamp(longWords);
     Atomics.add(words, SEQUENCE_WORD, 1);
     sequence.wake();
   }
-  return await report(reader, warmUp);
 }
 
 async function viaSocket(
