@@ -25,7 +25,7 @@ import {
   parentOf,
   withDirectoryMode,
 } from "../lib/owned_path.ts";
-import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
+import { lookingNotice, PathWatch } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
 export interface FifoKeeperOptions {
@@ -171,10 +171,7 @@ async function untilMoved(
   const watch = new PathWatch(path, identity, { directoryMayBeMissing: true, attributes: true });
   if (watch.looking && !said.looking) {
     said.looking = true;
-    options.log.info(
-      `The directory of the FIFO ${JSON.stringify(path)} cannot be watched (its mode lets this ` +
-        `user in but not read it): looking at the FIFO every ${LOOK_MS} ms instead`,
-    );
+    options.log.info(lookingNotice(`the FIFO ${JSON.stringify(path)}`));
   }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });

@@ -14,7 +14,7 @@
 
 import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
-import { LOOK_MS, type PathChange, PathWatch } from "../lib/path_watch.ts";
+import { lookingNotice, type PathChange, PathWatch } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import { normalizeShmName } from "../lib/open_region.ts";
 import type { StateCell } from "../lib/state_cell.ts";
@@ -47,10 +47,7 @@ export async function keepMirror(
     lookWhenUnwatched: true,
   });
   if (watch.looking) {
-    log.info(
-      `The directory of ${name.replace(/^The /, "the ")} cannot be watched (its mode lets this ` +
-        `user in but not read it): looking at the file every ${LOOK_MS} ms instead`,
-    );
+    log.info(lookingNotice(name.replace(/^The /, "the ")));
   }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });

@@ -256,9 +256,9 @@ export class PathClaim {
   /** Gives the claim up (the file's too) and removes its records; safe to call twice. */
   release(): void {
     // First: a mirror whose record cannot be removed (its directory made read-only) throws, and
-    // the name would stay held by a process that has let go of the prefix.
-    // The waiter's poll call holds the socket until it returns, which the cancel brings about
-    // at once: the name is free a moment after this, not at this very instant.
+    // the name would stay held by a process that has let go of the prefix. The waiter's poll
+    // call holds the socket until it returns, which the cancel brings about at once: the name is
+    // free a moment after this, not at this very instant.
     this.#machineWaiter?.cancel();
     this.#machineWaiter = undefined;
     if (this.#machineFd >= 0) posix.closeFd(this.#machineFd);
@@ -407,12 +407,10 @@ function claim(
       const spelled = spelledAs(fd, path);
       posix.closeFd(fd);
       const holder = posix.flockHolder(stat.lockIdentity);
-      // Two systems on one broker under one prefix would fight over its topics and session.
-      const hint = kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
       throw new Deno.errors.Busy(
         `Cannot ${action}: another launcher${
           holder === undefined ? "" : ` (pid ${holder})`
-        } is using the ${kind} ${JSON.stringify(path)}${spelled}${hint}`,
+        } is using the ${kind} ${JSON.stringify(path)}${spelled}${busyHint(kind)}`,
       );
     }
     // A launcher that was letting go may have removed the record just before we locked it.
@@ -574,10 +572,9 @@ function holdOnMachine(kind: PathKind, path: string): number {
     const who = holder === undefined
       ? ""
       : ` (${holder.pid > 0 ? `pid ${holder.pid}, ` : ""}${userLabel(holder.uid)})`;
-    const hint = kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
     throw new Deno.errors.Busy(
       `Cannot launch: another launcher on this machine${who} is using the ${kind} ` +
-        `${JSON.stringify(path)}${hint}`,
+        `${JSON.stringify(path)}${busyHint(kind)}`,
     );
   }
 }
@@ -589,4 +586,9 @@ function userLabel(uid: number): string {
     if (id !== undefined && Number(id) === uid && name !== "") return `user ${name} (uid ${uid})`;
   }
   return `uid ${uid}`;
+}
+
+/** What a refusal of `kind` adds: two systems under one prefix fight over its topics and session. */
+function busyHint(kind: PathKind): string {
+  return kind === "MQTT topic prefix" ? "; give this one another --mqtt-prefix" : "";
 }

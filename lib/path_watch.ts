@@ -41,6 +41,15 @@ const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
 /** How often a path in a directory that cannot be watched is looked at. */
 export const LOOK_MS = 500;
+
+/**
+ * What a program says, once, of a watch that looks instead ({@link PathWatch.looking}):
+ * `subject` names the file, as in `the FIFO "/run/x.fifo"`.
+ */
+export function lookingNotice(subject: string): string {
+  return `The directory of ${subject} cannot be watched (its mode lets this user in but not ` +
+    `read it): looking at it every ${LOOK_MS} ms instead`;
+}
 const decoder = new TextDecoder();
 
 /** Options for {@link PathWatch}. */
@@ -183,15 +192,13 @@ export class PathWatch {
       posix.closeFd(this.#inotify);
       throw error;
     }
-    const seen = this.#look();
-    // A directory that could not be watched reports nothing, and may not be looked into either.
-    this.#status = this.#directoryWatch === -1 ? "removed" : seen ?? "removed";
     this.#polling = this.looking ||
       (this.#directoryWatch === -1 && (options.lookWhenUnwatched ?? false));
-    // Looked at from now on: what is there once the directory can be looked into is news only
-    // if it is not what was watched.
+    // An unwatched directory that nobody looks at reports nothing; one looked at (from now on)
+    // reports what it holds once it can be seen, news only if not the inode watched.
+    const seen = this.#directoryWatch === -1 && !this.#polling ? undefined : this.#look();
+    this.#status = seen ?? "removed";
     this.#unseen = this.#polling && seen === undefined;
-    if (this.#polling && seen !== undefined) this.#status = seen;
     if (this.#polling) this.#mode = this.#modeNow();
   }
 
