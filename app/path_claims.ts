@@ -19,7 +19,13 @@
  */
 
 import * as C from "../ffi/constants.ts";
-import { abstractNameHolder, dropConnections, holdAbstractName } from "../ffi/abstract_socket.ts";
+import {
+  abstractNameHolder,
+  dropConnections,
+  holdAbstractName,
+  isRole,
+  type NameHolder,
+} from "../ffi/abstract_socket.ts";
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
@@ -40,6 +46,8 @@ export interface Leftover {
 
 interface Record {
   pid: number;
+  /** What holds the claim ({@link ClaimOptions.role}); absent in records of older versions. */
+  role?: string;
   kind: PathKind;
   /** The path as the launcher was given it, for messages. */
   path: string;
@@ -61,6 +69,8 @@ const encoder = new TextEncoder();
 export class PathClaim {
   readonly kind: PathKind;
   readonly path: string;
+  /** What holds it: see {@link ClaimOptions.role}. */
+  readonly #role: string;
   readonly #leftover: Leftover | undefined;
   #key: string;
   #file: string;
@@ -80,17 +90,20 @@ export class PathClaim {
   #machineFd = -1;
   /** Waits for connections to the machine-wide name, which asked who holds it, to drop them. */
   #machineWaiter: FdWaiter | undefined;
+  /** The machine-wide name held, for {@link heldHere}. */
+  #machineName: string | undefined;
 
   /** @ignore Not for direct use: call {@link claimPaths}. */
   constructor(
     kind: PathKind,
     path: string,
-    where: { key: string; file: string },
+    where: { key: string; file: string; role: string },
     fd: number,
     leftover?: Leftover,
   ) {
     this.kind = kind;
     this.path = path;
+    this.#role = where.role;
     this.#key = where.key;
     this.#file = where.file;
     this.#fd = fd;
@@ -109,12 +122,16 @@ export class PathClaim {
   }
 
   /** @ignore Not for direct use: {@link claimPaths} adds the claim across the machine. */
-  alsoHeldOnMachine(fd: number): void {
+  alsoHeldOnMachine(fd: number, name: string): void {
     this.#machineFd = fd;
+    heldHere.set(name, this.#role);
+    this.#machineName = name;
     const waiter = this.#machineWaiter = new FdWaiter();
+    const role = this.#role;
     void (async () => {
-      // Each connection only asked who holds the name: dropped, so the queue never fills.
-      while ((await waiter.wait(fd)) === "readable") dropConnections(fd);
+      // Each connection only asked who holds the name: told, and dropped, so the queue never
+      // fills.
+      while ((await waiter.wait(fd)) === "readable") dropConnections(fd, role);
     })();
   }
 
@@ -129,6 +146,7 @@ export class PathClaim {
   #writeRecord(): void {
     const record: Record = {
       pid: Deno.pid,
+      role: this.#role,
       kind: this.kind,
       path: this.path,
       absolute: absolutePath(this.kind, this.path),
@@ -155,7 +173,10 @@ export class PathClaim {
     this.#inode?.release();
     this.#inode = undefined;
     const key = `inode\0${identity}`;
-    const inode = claim(`${parentOf(this.#file)}/${recordName(key)}`, key, this.kind, this.path);
+    const inode = claim(
+      `${parentOf(this.#file)}/${recordName(key)}`,
+      { key, kind: this.kind, path: this.path, role: this.#role },
+    );
     // With the identity, a sweep keeps the record while the file is there to be adopted.
     inode.record(identity);
     const done: PathClaim[] = [];
@@ -244,7 +265,11 @@ export class PathClaim {
     ensurePrivateDirectory(parentOf(directory));
     ensurePrivateDirectory(directory);
     const file = `${directory}/${recordName(key)}`;
-    const fresh = claim(file, key, this.kind, this.path, "keep the claims");
+    const fresh = claim(
+      file,
+      { key, kind: this.kind, path: this.path, role: this.#role },
+      "keep the claims",
+    );
     const old = { fd: this.#fd, directoryFd: this.#directoryFd, file: this.#file };
     this.#fd = fresh.#fd;
     this.#directoryFd = fresh.#directoryFd;
@@ -263,6 +288,8 @@ export class PathClaim {
     this.#machineWaiter = undefined;
     if (this.#machineFd >= 0) posix.closeFd(this.#machineFd);
     this.#machineFd = -1;
+    if (this.#machineName !== undefined) heldHere.delete(this.#machineName);
+    this.#machineName = undefined;
     for (const mirror of this.#mirrors) mirror.release();
     this.#inode?.release();
     this.#inode = undefined;
@@ -374,27 +401,39 @@ export function claimRecordFile(directory: string, kind: PathKind, path: string)
   return `${directory}/${recordName(claimKey(kind, path))}`;
 }
 
-/** The path another launcher's record names, when it spelled it differently from `path`. */
-function spelledAs(fd: number, path: string): string {
+/**
+ * What another holder's record says: its role, and the path it names when it spelled it
+ * differently from `path`.
+ */
+function heldAs(fd: number, path: string): { role?: string; spelled: string } {
   try {
-    const other = (JSON.parse(posix.readFileText(`/proc/self/fd/${fd}`) ?? "") as Record).path;
-    return typeof other === "string" && other !== path ? ` as ${JSON.stringify(other)}` : "";
+    const record = JSON.parse(posix.readFileText(`/proc/self/fd/${fd}`) ?? "") as Record;
+    const other = record.path;
+    return {
+      role: typeof record.role === "string" ? record.role : undefined,
+      spelled: typeof other === "string" && other !== path ? ` as ${JSON.stringify(other)}` : "",
+    };
   } catch {
-    return ""; // being written, or empty: the pid says enough
+    return { spelled: "" }; // being written, or empty: the pid says enough
   }
 }
 
+/** What one claim is on, and for whom: see {@link claim}. */
+interface Claiming {
+  /** What the record is named after: see {@link claimKey}. */
+  key: string;
+  kind: PathKind;
+  path: string;
+  /** See {@link ClaimOptions.role}. */
+  role: string;
+}
+
 /**
- * Locks the record `file` for one path with `key` ({@link claimKey}); throws `Busy` naming the
- * launcher holding it.
+ * Locks the record `file` for one path ({@link claimKey}); throws `Busy` naming the launcher
+ * (or whatever else claimed it: see {@link holderLabel}) holding it.
  */
-function claim(
-  file: string,
-  key: string,
-  kind: PathKind,
-  path: string,
-  action = "launch",
-): PathClaim {
+function claim(file: string, claiming: Claiming, action = "launch"): PathClaim {
+  const { key, kind, path, role } = claiming;
   for (;;) {
     const fd = posix.openPath(
       file,
@@ -404,13 +443,13 @@ function claim(
     );
     const stat = posix.statFd(fd, file);
     if (!lockWithinGrace(fd, file)) {
-      const spelled = spelledAs(fd, path);
+      const held = heldAs(fd, path);
       posix.closeFd(fd);
       const holder = posix.flockHolder(stat.lockIdentity);
       throw new Deno.errors.Busy(
-        `Cannot ${action}: another launcher${
+        `Cannot ${action}: ${holderLabel(held.role)}${
           holder === undefined ? "" : ` (pid ${holder})`
-        } is using the ${kind} ${JSON.stringify(path)}${spelled}${busyHint(kind)}`,
+        } is using the ${kind} ${JSON.stringify(path)}${held.spelled}${busyHint(kind)}`,
       );
     }
     // A launcher that was letting go may have removed the record just before we locked it.
@@ -429,7 +468,7 @@ function claim(
     } catch {
       // Empty or unreadable: no launcher died holding this path.
     }
-    const held = new PathClaim(kind, path, { key, file }, fd, leftover);
+    const held = new PathClaim(kind, path, { key, file, role }, fd, leftover);
     try {
       held.record(undefined);
     } catch (error) {
@@ -499,6 +538,11 @@ export interface ClaimOptions {
   onSharedRefused?: (reason: string) => void;
   /** The directories' roots: for tests. */
   roots?: RuntimeRoots;
+  /**
+   * What claims the paths, as a refusal of another names it: `launcher` (the default) or
+   * `mqtt:forget`, which holds a prefix while it clears it; 1 to 64 printable ASCII characters.
+   */
+  role?: string;
 }
 
 /**
@@ -528,6 +572,8 @@ export function claimPaths(
       } are the same file`,
     );
   }
+  const role = options.role ?? "launcher";
+  if (!isRole(role)) throw new TypeError(`Role ${JSON.stringify(role)} is not a role`);
   const { directories, sharedRefused } = claimsDirectories(options.roots);
   if (sharedRefused !== undefined) options.onSharedRefused?.(sharedRefused);
   const claims: PathClaim[] = [];
@@ -535,7 +581,7 @@ export function claimPaths(
     for (const [index, directory] of directories.entries()) {
       sweepStaleClaims(directory);
       for (const [i, { kind, path, key }] of sorted.entries()) {
-        const held = claim(`${directory}/${recordName(key)}`, key, kind, path);
+        const held = claim(`${directory}/${recordName(key)}`, { key, kind, path, role });
         if (index === 0) claims.push(held);
         else claims[i].alsoHeldAs(held);
       }
@@ -543,7 +589,8 @@ export function claimPaths(
     // After the records: a launcher of this same user is named from them, as before.
     for (const held of claims) {
       if (held.kind === "MQTT topic prefix") {
-        held.alsoHeldOnMachine(holdOnMachine(held.kind, held.path));
+        const name = machineClaimName(held.path);
+        held.alsoHeldOnMachine(holdOnMachine(name, held.path), name);
       }
     }
   } catch (error) {
@@ -554,29 +601,65 @@ export function claimPaths(
 }
 
 /**
- * Claims `path` across every user of this machine, for what users share: a topic prefix on a
- * broker, which two users' launchers would fight over (each taking the other's session in
- * turn), and whose claim records in each user's own directories the other never sees. Held as
- * a name in the abstract socket namespace (see `ffi/abstract_socket.ts`): a launcher that dies
- * gives it up with its last fd. Returns the socket's fd.
+ * The name in the abstract socket namespace that claims the MQTT topic `prefix` across the
+ * machine (see {@link holdOnMachine}); `ss -xlp | grep NAME` shows who holds it.
  */
-function holdOnMachine(kind: PathKind, path: string): number {
-  const name = `mmap-ipc/claim/${recordName(claimKey(kind, path))}`;
+export function machineClaimName(prefix: string): string {
+  return `mmap-ipc/claim/${recordName(claimKey("MQTT topic prefix", prefix))}`;
+}
+
+/** The roles of the machine-wide names this process holds: it cannot ask itself. */
+const heldHere = new Map<string, string>();
+
+/**
+ * Claims the topic `prefix` across every user of this machine, for what users share: a topic
+ * prefix on a broker, which two users' launchers would fight over (each taking the other's
+ * session in turn), and whose claim records in each user's own directories the other never
+ * sees. Held as the abstract socket `name` (see `ffi/abstract_socket.ts`): a launcher that dies
+ * gives it up with its last fd. Returns the socket's fd. Throws `Busy` naming what holds it.
+ */
+function holdOnMachine(name: string, prefix: string): number {
+  const kind: PathKind = "MQTT topic prefix";
   try {
     return holdAbstractName(name);
   } catch (error) {
     if (!(error instanceof Deno.errors.AddrInUse)) {
-      throw failure(Error, `claim the ${kind}`, path, (error as Error).message);
+      throw failure(Error, `claim the ${kind}`, prefix, (error as Error).message);
     }
-    const holder = abstractNameHolder(name);
-    const who = holder === undefined
-      ? ""
-      : ` (${holder.pid > 0 ? `pid ${holder.pid}, ` : ""}${userLabel(holder.uid)})`;
-    throw new Deno.errors.Busy(
-      `Cannot launch: another launcher on this machine${who} is using the ${kind} ` +
-        `${JSON.stringify(path)}${busyHint(kind)}`,
-    );
   }
+  const holder = abstractNameHolder(name);
+  throw new Deno.errors.Busy(
+    `Cannot launch: ${machineHolder(name, prefix, holder)}${busyHint(kind)}`,
+  );
+}
+
+/** Who holds the machine-wide `name` claiming `prefix`, and how, for a refusal. */
+function machineHolder(name: string, prefix: string, holder: NameHolder | undefined): string {
+  const using = `is using the MQTT topic prefix ${JSON.stringify(prefix)}`;
+  // Not one of ours, or not saying: the name is what a user can look for (`ss -xlp`).
+  const squatting = `holds the name "@${name}" that claims the MQTT topic prefix ${
+    JSON.stringify(prefix)
+  } on this machine`;
+  if (holder === undefined) return `a process that does not answer ${squatting}`;
+  const pid = holder.pid > 0 ? `pid ${holder.pid}, ` : "";
+  const role = holder.pid === Deno.pid ? heldHere.get(name) : holder.role;
+  if (role === "launcher" || role === "mqtt:forget") {
+    return `${holderLabel(role)} on this machine (${pid}${userLabel(holder.uid)}) ${using}`;
+  }
+  const comm = holder.pid > 0 ? posix.readFileText(`/proc/${holder.pid}/comm`)?.trim() : undefined;
+  const command = comm === undefined || comm === "" ? "" : `${JSON.stringify(comm)}, `;
+  const what = role === undefined
+    ? "a process"
+    : `a process that says it is ${JSON.stringify(role)}`;
+  return `${what} (${command}${pid}${userLabel(holder.uid)}) ${squatting}`;
+}
+
+/** How a refusal names what holds a claim, by the role it recorded or said. */
+function holderLabel(role: string | undefined): string {
+  if (role === "mqtt:forget") return "deno task mqtt:forget";
+  // Records of older versions say no role: only launchers claimed paths then.
+  if (role === undefined || role === "launcher") return "another launcher";
+  return `a process that says it is ${JSON.stringify(role)}`;
 }
 
 /** `user NAME (uid N)` from /etc/passwd, or `uid N` when it has no such user. */

@@ -92,7 +92,7 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
   // A launcher using the prefix now would publish it all again at its next connection.
   let claims;
   try {
-    claims = claimPaths([{ kind: "MQTT topic prefix", path: prefix }]);
+    claims = claimPaths([{ kind: "MQTT topic prefix", path: prefix }], { role: "mqtt:forget" });
   } catch (error) {
     if (!(error instanceof Deno.errors.Busy)) throw error;
     const who = error.message.replace(/^Cannot [^:]*: /, "")

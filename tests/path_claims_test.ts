@@ -16,14 +16,16 @@ import {
   claimPaths,
   claimRecordFile,
   claimsDirectory,
+  machineClaimName,
   type PathClaim,
 } from "../app/path_claims.ts";
-import { effectiveUid, flockHolder, statPath } from "../ffi/posix.ts";
+import { effectiveUid, flockHolder, readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf, openFdCount } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
-import { spawnProgram } from "./helpers/spawn.ts";
+import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
 import {
   identity,
   launcherCommand,
@@ -977,6 +979,86 @@ testWith(
       }
       // Released: the poll call watching the name ends, and no op of it is left behind.
       await delay(100);
+    });
+  },
+);
+
+/** The message of what `claim()` throws, or "claimed" (having released the claims). */
+function refusalOf(claim: () => PathClaim[]): string {
+  try {
+    claim().forEach((held) => held.release());
+    return "claimed";
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a prefix held by mqtt:forget (or a launcher) in another process is refused naming what holds it, by its records and across the machine",
+  async () => {
+    await withTempDir(async (dir) => {
+      for (
+        const [role, named] of [["mqtt:forget", "deno task mqtt:forget"], [
+          "launcher",
+          "another launcher",
+        ]]
+      ) {
+        const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+        const theirs = roots(`${dir}/${role}`, { session: false });
+        await using holder = spawnDeno(
+          `${TESTS_DIR}fixtures/prefix_holder.ts`,
+          [prefix, role, `${theirs.sessions}`, `${theirs.shared}`],
+          { permissions: ["--allow-ffi", "--allow-env", "--allow-read", "--allow-write"] },
+        );
+        assertEquals(await holder.nextLine(), "held", holder.transcript);
+        const claim = (where: RuntimeRoots) => (): PathClaim[] =>
+          claimPaths([{ kind: "MQTT topic prefix", path: prefix }], { roots: where });
+        // Its records, as the same user's claim meets them.
+        assertStringIncludes(
+          refusalOf(claim(theirs)),
+          `${named} (pid ${holder.pid}) is using the MQTT topic prefix "${prefix}"`,
+        );
+        // Its name on the machine, as another user's claim meets it.
+        assertStringIncludes(
+          refusalOf(claim(roots(`${dir}/${role}-other`, { session: false }))),
+          `${named} on this machine (pid ${holder.pid}, `,
+        );
+        holder.kill("SIGTERM");
+        assertEquals((await holder.status()).code, 0, holder.transcript);
+      }
+    });
+  },
+);
+
+/** A process not of this project holding the abstract `name`: see the fixture for `mode`. */
+function squatter(name: string, mode: "bind" | "listen" | "accept"): ChildProcess {
+  return spawnDeno(`${TESTS_DIR}fixtures/name_squatter.ts`, [name, mode]);
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a prefix whose machine-wide name another process squats is refused naming that process's command, pid and user, whether it accepts or not, without waiting on it for good",
+  async () => {
+    await withTempDir(async (dir) => {
+      for (const mode of ["listen", "accept"] as const) {
+        const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+        const name = machineClaimName(prefix);
+        await using held = squatter(name, mode);
+        assertEquals(await held.nextLine(), "held", held.transcript);
+        const comm = readFileText(`/proc/${held.pid}/comm`)?.trim();
+        const said = refusalOf(() =>
+          claimPaths([{ kind: "MQTT topic prefix", path: prefix }], {
+            roots: roots(`${dir}/${mode}`, { session: false }),
+          })
+        );
+        assertStringIncludes(said, `a process (${JSON.stringify(comm)}, pid ${held.pid}, `);
+        assertStringIncludes(
+          said,
+          `holds the name "@${name}" that claims the MQTT topic prefix "${prefix}" on this machine`,
+        );
+        assert(!said.includes("launcher"), said);
+      }
     });
   },
 );
