@@ -543,6 +543,11 @@ export interface ClaimOptions {
    * `mqtt:forget`, which holds a prefix while it clears it; 1 to 64 printable ASCII characters.
    */
   role?: string;
+  /**
+   * @internal For tests: called when a machine-wide name was held at a bind but nobody answered
+   * the question who holds it (its holder ended in between, say), before the bind is tried again.
+   */
+  onNameUnanswered?: () => void;
 }
 
 /**
@@ -590,7 +595,7 @@ export function claimPaths(
     for (const held of claims) {
       if (held.kind === "MQTT topic prefix") {
         const name = machineClaimName(held.path);
-        held.alsoHeldOnMachine(holdOnMachine(name, held.path), name);
+        held.alsoHeldOnMachine(holdOnMachine(name, held.path, options), name);
       }
     }
   } catch (error) {
@@ -612,25 +617,39 @@ export function machineClaimName(prefix: string): string {
 const heldHere = new Map<string, string>();
 
 /**
+ * How many times a machine-wide name is tried when a bind finds it held but nobody answers
+ * (its holder ended in between), and how long to let it go between tries.
+ */
+const MACHINE_ATTEMPTS = 3;
+const MACHINE_RETRY_MS = 10;
+
+/**
  * Claims the topic `prefix` across every user of this machine, for what users share: a topic
  * prefix on a broker, which two users' launchers would fight over (each taking the other's
  * session in turn), and whose claim records in each user's own directories the other never
  * sees. Held as the abstract socket `name` (see `ffi/abstract_socket.ts`): a launcher that dies
  * gives it up with its last fd. Returns the socket's fd. Throws `Busy` naming what holds it.
  */
-function holdOnMachine(name: string, prefix: string): number {
+function holdOnMachine(name: string, prefix: string, options: ClaimOptions): number {
   const kind: PathKind = "MQTT topic prefix";
-  try {
-    return holdAbstractName(name);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AddrInUse)) {
-      throw failure(Error, `claim the ${kind}`, prefix, (error as Error).message);
+  for (let attempt = 1;; attempt++) {
+    try {
+      return holdAbstractName(name);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) {
+        throw failure(Error, `claim the ${kind}`, prefix, (error as Error).message);
+      }
     }
+    const holder = abstractNameHolder(name);
+    if (holder !== undefined || attempt >= MACHINE_ATTEMPTS) {
+      throw new Deno.errors.Busy(
+        `Cannot launch: ${machineHolder(name, prefix, holder)}${busyHint(kind)}`,
+      );
+    }
+    // Held at the bind, nobody there at the connect: its holder may have just let it go.
+    options.onNameUnanswered?.();
+    Atomics.wait(pause, 0, 0, MACHINE_RETRY_MS);
   }
-  const holder = abstractNameHolder(name);
-  throw new Deno.errors.Busy(
-    `Cannot launch: ${machineHolder(name, prefix, holder)}${busyHint(kind)}`,
-  );
 }
 
 /** Who holds the machine-wide `name` claiming `prefix`, and how, for a refusal. */

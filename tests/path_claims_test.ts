@@ -22,7 +22,7 @@ import {
 import { effectiveUid, flockHolder, readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
-import { childrenOf, openFdCount } from "./helpers/proc.ts";
+import { childrenOf, openFdCount, processGone } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
@@ -1059,6 +1059,52 @@ testWith(
         );
         assert(!said.includes("launcher"), said);
       }
+    });
+  },
+);
+
+/** Blocks this thread until `pid` has ended (its fds closed), for up to 10 s. */
+function waitGone(pid: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const giveUp = performance.now() + 10_000;
+  while (!processGone(pid)) {
+    if (performance.now() > giveUp) throw new Error(`pid ${pid} did not end in 10 s`);
+    Atomics.wait(pause, 0, 0, 5);
+  }
+}
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a prefix's machine-wide name held at the bind but by nobody at the connect (its holder just ended) is tried again and taken; a holder that never answers is refused after a few tries",
+  async () => {
+    await withTempDir(async (dir) => {
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      // Bound, not listening: a bind finds the name in use, a connect is refused, every time.
+      await using held = squatter(machineClaimName(prefix), "bind");
+      assertEquals(await held.nextLine(), "held", held.transcript);
+      let asked = 0;
+      const claim = (onNameUnanswered: () => void): string =>
+        refusalOf(() =>
+          claimPaths([{ kind: "MQTT topic prefix", path: prefix }], {
+            roots: roots(dir, { session: false }),
+            onNameUnanswered,
+          })
+        );
+      const said = claim(() => asked++);
+      assertEquals(asked, 2, "tried three times in all");
+      assertStringIncludes(
+        said,
+        `a process that does not answer holds the name "@${machineClaimName(prefix)}"`,
+      );
+      // The holder ends between the failed bind and the connect: the next bind takes the name.
+      asked = 0;
+      const taken = claim(() => {
+        if (asked++ > 0) return;
+        held.kill("SIGKILL");
+        waitGone(held.pid);
+      });
+      assertEquals(taken, "claimed");
+      assertEquals(asked, 1);
     });
   },
 );
