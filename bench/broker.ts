@@ -9,7 +9,7 @@
 
 import { delay } from "@std/async/delay";
 import { effectiveUid } from "../ffi/posix.ts";
-import { type Child, spawnProgram } from "./processes.ts";
+import { type Child, runCommand, spawnProgram } from "./processes.ts";
 
 /** The programs a broker and its command-line clients need, and the Debian packages with them. */
 export const MOSQUITTO_PROGRAMS: readonly string[] = [
@@ -29,11 +29,7 @@ export function freePort(): number {
 }
 
 async function run(program: string, args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command(program, {
-    args,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
+  const { success, stderr } = await runCommand(program, { args, stdout: "null" });
   if (!success) {
     throw new Error(`${program} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
   }

@@ -22,23 +22,85 @@ export interface Line {
   arrivedNs: bigint;
 }
 
-/** The children running now, and the work directories there now: see {@link abandonAll}. */
+/**
+ * The children running now (those whose output is recorded, and the commands run to their end:
+ * gcc, openssl, deno fmt), and the work directories there now: see {@link abandonAll}.
+ */
 const runningChildren = new Set<Child>();
+const runningCommands = new Set<Deno.ChildProcess>();
 const workDirectories = new Set<string>();
 
 /**
- * Kills every child still running (SIGKILL) and removes every work directory, at once and
- * synchronously: for a run interrupted by a signal, which gives no time to dispose of them one by
- * one as a run that ends does.
+ * How long {@link abandonAll} gives its children after SIGTERM: a launcher stops its own
+ * children and releases its claims in well under this.
  */
-export function abandonAll(): void {
-  for (const child of runningChildren) child.kill("SIGKILL");
+export const ABANDON_GRACE_MS = 2_000;
+/** Set by {@link abandonAll}: a case that runs on meanwhile starts nothing more. */
+let abandoning = false;
+
+/** Throws if {@link abandonAll} has begun, rather than start `name` during its grace. */
+function refuseWhileAbandoning(name: string): void {
+  if (abandoning) throw new Error(`Not starting ${name}: the benchmark is stopping`);
+}
+
+/** Sends `signal` to `process` if it still runs. */
+function signal(process: Deno.ChildProcess, name: Deno.Signal): void {
+  try {
+    process.kill(name);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Stops every child still running and removes every work directory: for a run interrupted by a
+ * signal, which gives no time to dispose of them one by one as a run that ends does. SIGTERM
+ * first, so that a launcher releases its claims (a SIGKILLed one leaves its records behind for
+ * the next launcher to sweep), then SIGKILL for whatever still runs after `graceMs`.
+ */
+export async function abandonAll(graceMs: number = ABANDON_GRACE_MS): Promise<void> {
+  abandoning = true;
+  const processes = [...[...runningChildren].map((child) => child.process), ...runningCommands];
+  for (const process of processes) signal(process, "SIGTERM");
+  if (graceMs > 0) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled(processes.map((process) => process.status)),
+      new Promise((resolve) => timer = setTimeout(resolve, graceMs)),
+    ]);
+    clearTimeout(timer);
+  }
+  for (const process of processes) signal(process, "SIGKILL");
   for (const path of workDirectories) {
     try {
       Deno.removeSync(path, { recursive: true });
     } catch {
       // Gone already.
     }
+  }
+}
+
+/**
+ * Runs `program` to its end, as `new Deno.Command(program, options).output()` does (stdin
+ * `null`, stdout and stderr piped unless `options` says otherwise), tracked so that
+ * {@link abandonAll} stops it too.
+ */
+export async function runCommand(
+  program: string,
+  options: Deno.CommandOptions = {},
+): Promise<Deno.CommandOutput> {
+  refuseWhileAbandoning(program);
+  const process = new Deno.Command(program, {
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    ...options,
+  }).spawn();
+  runningCommands.add(process);
+  try {
+    return await process.output();
+  } finally {
+    runningCommands.delete(process);
   }
 }
 
@@ -54,6 +116,7 @@ export class Child implements AsyncDisposable {
 
   /** Spawns `command`; `name` says which child it is in errors. */
   constructor(command: Deno.Command, name: string) {
+    refuseWhileAbandoning(name);
     this.#process = command.spawn();
     this.#name = name;
     runningChildren.add(this);
@@ -90,6 +153,11 @@ export class Child implements AsyncDisposable {
 
   #notify(): void {
     for (const listener of this.#listeners) listener();
+  }
+
+  /** @internal The process itself, for {@link abandonAll}. */
+  get process(): Deno.ChildProcess {
+    return this.#process;
   }
 
   /** The child's pid. */
@@ -342,11 +410,9 @@ export class WorkDir implements AsyncDisposable {
     const binary = this.file(source.slice(source.lastIndexOf("/") + 1).replace(/\.c$/, ""));
     let result: Deno.CommandOutput;
     try {
-      result = await new Deno.Command("gcc", {
+      result = await runCommand("gcc", {
         args: ["-O2", "-Wall", "-o", binary, `${ROOT}${source}`],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      });
     } catch (error) {
       throw new Error(`Cannot compile ${source}: gcc could not be started (${error})`);
     }

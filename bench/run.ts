@@ -17,7 +17,7 @@ import { system } from "./cases/system.ts";
 import { wakeLatency } from "./cases/wake_latency.ts";
 import { type BenchConfig, parseConfig, usage, UsageError } from "./config.ts";
 import { FigureSet } from "./figures.ts";
-import { abandonAll, ROOT, WorkDir } from "./processes.ts";
+import { abandonAll, ROOT, runCommand, WorkDir } from "./processes.ts";
 import { createProgress } from "./progress.ts";
 import {
   describeMachine,
@@ -91,13 +91,16 @@ async function write(config: BenchConfig, results: Results): Promise<void> {
   }
   if (written.length > 0) {
     // What the benchmark writes is committed, so it must pass `deno fmt --check`.
-    const fmt = await new Deno.Command(Deno.execPath(), {
+    const fmt = await runCommand(Deno.execPath(), {
       args: ["fmt", "--quiet", "--config", `${ROOT}deno.json`, ...written],
-    }).output();
+    });
     if (!fmt.success) throw new Error(`deno fmt failed on ${written.join(", ")}`);
     console.error(`bench: wrote ${written.join(", ")}${config.outDir ? " and the JSON" : ""}`);
   }
 }
+
+/** Set by the first SIGINT or SIGTERM: settles as the process exits, having stopped the rest. */
+let interrupted: Promise<void> | undefined;
 
 async function main(args: string[]): Promise<number> {
   const caseIds = CASES.map((c) => c.id);
@@ -116,12 +119,16 @@ async function main(args: string[]): Promise<number> {
   const { cases, skipped } = runnable(
     config.soak ? [soak] : CASES.filter((c) => config.cases.includes(c.id)),
   );
-  // Ctrl+C (or a kill) leaves no child running and no work directory behind.
+  // Ctrl+C (or a kill) leaves no child running and no work directory behind; a second one
+  // does not wait for the children's grace.
   for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     Deno.addSignalListener(signal, () => {
+      if (interrupted !== undefined) {
+        void abandonAll(0).finally(() => Deno.exit(code));
+        return;
+      }
       console.error(`bench: ${signal}: stopping its processes and removing its files`);
-      abandonAll();
-      Deno.exit(code);
+      interrupted = abandonAll().finally(() => Deno.exit(code));
     });
   }
   const figures = await measure(config, cases);
@@ -140,10 +147,17 @@ async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  let code: number;
   try {
-    Deno.exit(await main(Deno.args));
+    code = await main(Deno.args);
   } catch (error) {
-    console.error(`bench: failed: ${error instanceof Error ? error.message : error}`);
-    Deno.exit(1);
+    // Interrupted: a case fails as its children are stopped, which is no failure to report.
+    if (interrupted === undefined) {
+      console.error(`bench: failed: ${error instanceof Error ? error.message : error}`);
+    }
+    code = 1;
   }
+  // The interrupt's exit, with its own code, once its children are stopped.
+  await interrupted;
+  Deno.exit(code);
 }

@@ -25,7 +25,9 @@ import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
 import { evaluateTargets, holds, TARGETS, type TargetSpec } from "../bench/targets.ts";
 import { ROOT } from "./helpers/paths.ts";
-import { childrenOf, processGone } from "./helpers/proc.ts";
+import { readFileText } from "../ffi/posix.ts";
+import { claimsDirectories } from "../app/runtime_dir.ts";
+import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { until } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
@@ -550,6 +552,95 @@ testWith(
       Deno.kill(ring.pid, "SIGKILL");
       await ring.status();
       await until(() => processGone(producer), "the forked producer gone with its parent");
+    });
+  },
+);
+
+/** Whether `pid` runs `launch.ts` (read through libc: Deno guards /proc behind --allow-all). */
+function isLauncher(pid: number): boolean {
+  return (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0").some((arg) =>
+    arg.endsWith("/launch.ts")
+  );
+}
+
+/** The claim records in this user's claims directories that name one of `pids`. */
+function recordsOf(pids: number[]): string[] {
+  return claimsDirectories().directories.flatMap((directory) =>
+    [...Deno.readDirSync(directory)].map((entry) => `${directory}/${entry.name}`).filter(
+      (file) => {
+        try {
+          return pids.includes((JSON.parse(Deno.readTextFileSync(file)) as { pid: number }).pid);
+        } catch {
+          return false; // gone meanwhile, or empty
+        }
+      },
+    )
+  );
+}
+
+testWith(
+  [...NEEDS.system, ...MOSQUITTO_PROGRAMS.map((program) => requires(program))],
+  "bench/run.ts stopped by SIGINT while its launchers run gives them SIGTERM first: they release their claims (no record of theirs is left behind) and nothing of its own runs on",
+  async () => {
+    let launchers: number[] = [];
+    try {
+      await withTempDir(async (dir) => {
+        await using bench = spawnDeno(
+          `${ROOT}bench/run.ts`,
+          ["--quick", "--only", "mqtt", "--out", dir],
+          { permissions: ["--allow-all"] },
+        );
+        // The MQTT case's two launchers, each holding its claims.
+        await until(() => {
+          launchers = descendantsOf(bench.pid).filter(isLauncher);
+          return launchers.length === 2 &&
+            launchers.every((pid) => recordsOf([pid]).length > 0);
+        }, "two launchers running with their claims");
+        const descendants = descendantsOf(bench.pid);
+        Deno.kill(bench.pid, "SIGINT");
+        const status = await bench.status();
+        assertEquals(status.code, 130, bench.transcript);
+        assert(!status.stderr.includes("bench: failed"), bench.transcript);
+        await until(() => descendants.every(processGone), "every process it started gone");
+        assertEquals(recordsOf(launchers), [], "claim records the launchers left behind");
+      });
+    } finally {
+      // On a failure, what the dead launchers left goes too: the directory is every launcher's.
+      for (const file of recordsOf(launchers.filter(processGone))) Deno.removeSync(file);
+    }
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep")],
+  "bench/run.ts stopped by SIGINT while gcc compiles stops gcc too (the commands it runs to their end are tracked like its other children)",
+  async () => {
+    await withTempDir(async (dir) => {
+      // A gcc that never ends: SIGINT comes while the ring case compiles its C programs.
+      Deno.writeTextFileSync(`${dir}/gcc`, "#!/bin/sh\nexec sleep 600\n", { mode: 0o755 });
+      await using bench = spawnDeno(
+        `${ROOT}bench/run.ts`,
+        ["--quick", "--only", "ring", "--out", dir],
+        {
+          permissions: ["--allow-all"],
+          env: { PATH: `${dir}:${Deno.env.get("PATH") ?? ""}` },
+        },
+      );
+      let gcc: number[] = [];
+      await until(() => {
+        gcc = descendantsOf(bench.pid).filter((pid) =>
+          (readFileText(`/proc/${pid}/cmdline`) ?? "").startsWith("sleep\u0000600")
+        );
+        return gcc.length === 1;
+      }, "the ring case's gcc running");
+      try {
+        Deno.kill(bench.pid, "SIGINT");
+        const status = await bench.status();
+        assertEquals(status.code, 130, bench.transcript);
+        await until(() => gcc.every(processGone), "gcc stopped with the benchmark");
+      } finally {
+        for (const pid of gcc) killIfRunning(pid);
+      }
     });
   },
 );
