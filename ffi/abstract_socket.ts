@@ -179,7 +179,7 @@ export function dropConnections(fd: number, role?: string): void {
     // Nonblocking: a write to a fresh connection fits its buffer, and never waits on an asker.
     const connection = libc().accept4(fd, null, null, C.SOCK_CLOEXEC | C.SOCK_NONBLOCK);
     if (connection < 0) return; // EAGAIN: none left (or the socket is closed)
-    // An asker that gave up already gets EPIPE or ECONNRESET: nothing to tell it.
+    // An asker that gave up already: EPIPE or ECONNRESET (Deno ignores SIGPIPE), nothing to tell.
     if (line !== undefined) libc().write(connection, line, BigInt(line.length));
     closeFd(connection);
   }
