@@ -104,7 +104,11 @@ function release(resources: Resources, log: Logger): void {
         } else owned.remove();
       },
     ]),
-    ["give up the claims on the paths", () => resources.claims.forEach((claim) => claim.release())],
+    // One step each: a claim whose record cannot be removed must not keep the others held.
+    ...resources.claims.map((claim): [string, () => void] => [
+      `give up the claim on the ${claim.kind} ${JSON.stringify(claim.path)}`,
+      () => claim.release(),
+    ]),
   ];
   for (const [what, step] of steps) {
     try {

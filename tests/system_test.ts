@@ -690,6 +690,45 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.system, requires("setpriv"), requires("chattr")],
+  "claims whose records cannot be removed at the launcher's stop (its claims directory made immutable): each claim is given up on its own, and each failure is said with its path",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user and chattr +i")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    const claims = `/tmp/mmap-ipc-${user}/claims`;
+    const chattr = async (flag: string): Promise<void> => {
+      const out = await new Deno.Command("chattr", { args: [flag, claims] }).output();
+      assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    };
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo, "--state", state]);
+      const pids = await running(launcher);
+      let immutable = false;
+      try {
+        await chattr("+i");
+        immutable = true;
+        launcher.kill("SIGTERM");
+        const { stderr } = await launcher.status();
+        // Before, the first claim's failure skipped the release of the others, said as one line.
+        for (const [kind, path] of [["FIFO", fifo], ["state file", state]]) {
+          assertMatch(
+            stderr,
+            new RegExp(
+              `Could not give up the claim on the ${kind} "${path}": .*remove claim.*EPERM`,
+            ),
+          );
+        }
+      } finally {
+        if (immutable) await chattr("-i");
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("setpriv")],
   "a --state in a directory closed to the user (another's, 0700) is refused saying so, not with a path of /..",
   async (t) => {
