@@ -153,16 +153,74 @@ Deno.test("a crash report finds Deno's coloured error line, and quotes it withou
   assert(!summary.includes("\x1b"), summary);
 });
 
-Deno.test("a crash report keeps a journal-format error line (<3>...) ahead of the lines after it", () => {
+Deno.test("a crash report keeps a journal-format error line (<3>...) ahead of the lines after it, and quotes no warning", () => {
   const output = new ErrorOutput();
   output.add("<6>mmap-ipc.button: Button ready");
   output.add("<3>mmap-ipc.button: Cannot open the remote link: gone");
-  for (let i = 1; i <= 8; i++) output.add(`<4>mmap-ipc.button: retrying ${i}`);
+  for (let i = 1; i <= 8; i++) output.add(`    at step ${i}`);
+  output.add("<4>mmap-ipc.button: a read error, retrying");
   const summary = output.summary();
   assertStringIncludes(summary, "<3>mmap-ipc.button: Cannot open the remote link: gone");
   assertStringIncludes(summary, "(3 more lines)");
-  assertStringIncludes(summary, "retrying 8");
+  assertStringIncludes(summary, "at step 8");
+  assert(!summary.includes("retrying"), summary);
 });
+
+Deno.test("a crash report on a child that printed only warnings says it printed no error line", () => {
+  const output = new ErrorOutput();
+  output.add("2026-12-04 10:00:00.000 [WRN] mmap-ipc.led: the state file: Input/output error");
+  assertEquals(
+    output.summary(),
+    "no error line; its last lines: 2026-12-04 10:00:00.000 [WRN] mmap-ipc.led: the state file: Input/output error",
+  );
+  assertEquals(new ErrorOutput().summary(), "");
+});
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a crash report quotes the child's last error, never a warning it logged before (one that says 'error' too)",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Warns as the button does (the real logger, to standard error), then fails: with Deno's
+      // uncaught error and its stack, or with the plain line the programs end on.
+      const endings: [string, string, string][] = [
+        [
+          "uncaught",
+          `throw new Error("the state cell is gone");`,
+          "error: Uncaught (in promise) Error: the state cell is gone",
+        ],
+        [
+          "plain",
+          `console.error("button: Cannot open FIFO: permission denied (EACCES)"); Deno.exit(1);`,
+          "button: Cannot open FIFO: permission denied (EACCES)",
+        ],
+      ];
+      for (const [name, ending, expected] of endings) {
+        const script = `${dir}/${name}.ts`;
+        Deno.writeTextFileSync(
+          script,
+          [
+            `import { logger, setupLogging } from "${ROOT}app/logging.ts";`,
+            `setupLogging();`,
+            `const log = logger("button");`,
+            `log.warn("Could not send the press to MQTT: Input/output error (EIO); dropped");`,
+            `for (let i = 0; i < 8; i++) log.warn(\`retrying \${i}\`);`,
+            `await new Promise((resolve) => setTimeout(resolve, 100));`,
+            ending,
+          ].join("\n"),
+        );
+        const supervisor = new Supervisor(
+          { name, script, permissions: ["--allow-ffi"], args: [] },
+          { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK },
+        );
+        const { message } = await crashLoop(supervisor);
+        assertStringIncludes(message, `its last error: ${expected}`);
+        assert(!message.includes("Input/output error"), message);
+        assert(!message.includes("retrying"), message);
+      }
+    });
+  },
+);
 
 testWith(
   NEEDS.childrenAndFiles,
