@@ -17,7 +17,7 @@ import {
   statFd,
   statPath,
 } from "../ffi/posix.ts";
-import { fifoReaders } from "../lib/holders.ts";
+import { fifoReaders, holdsOpen } from "../lib/holders.ts";
 import {
   checkOwn,
   createFifo,
@@ -317,7 +317,7 @@ export class FifoButton implements Button {
           if (woke.value === "replaced" || woke.value === "removed") {
             // With madeBy "other", what comes to the free path is looked at, not reported: most
             // often the FIFO its maker made again, which the button then says it reads.
-            if (this.#fd >= 0 || !this.#madeByOther) this.#onPath(woke.value);
+            if (this.#fd >= 0 || !this.#madeByOther) this.#onPath(this.#whatHappened(woke.value));
             await this.#letGo();
             readyResult = undefined;
             waitingReady = false;
@@ -391,6 +391,25 @@ export class FifoButton implements Button {
     this.#remake();
     this.#onPath("recreated");
     return "remade";
+  }
+
+  /**
+   * What to tell of a change the watch reported: `"removed"` for a FIFO replaced by one the
+   * keeper (the launcher) holds and this user owns, the FIFO the keeper made again once this one
+   * was removed, seen only once made when the path is looked at rather than watched (a 0300
+   * directory): another program's would be left alone, this one is read at once.
+   */
+  #whatHappened(change: "replaced" | "removed"): FifoEvent {
+    if (change !== "replaced" || !this.#madeByOther || this.#keeper === undefined) return change;
+    let there;
+    try {
+      there = statPath(this.#path);
+    } catch {
+      return change; // the directory closed meanwhile: nothing to tell it by
+    }
+    const keepers = there?.type === "fifo" && there.uid === effectiveUid() &&
+      holdsOpen(this.#keeper, there.identity);
+    return keepers ? "removed" : change;
   }
 
   /** Stops reading a FIFO that is no longer at the path (and is not ours to remove any more). */

@@ -55,7 +55,11 @@ export function findHolders(identity: string, options: HolderOptions = {}): numb
   return holders;
 }
 
-function holdsOpen(pid: number, identity: string): boolean {
+/**
+ * Whether the process `pid` holds the inode with `identity` open (one of its fds); false when
+ * its fds cannot be read (another user's process, or one that is gone).
+ */
+export function holdsOpen(pid: number, identity: string): boolean {
   for (const fd of posix.listDirectory(`/proc/${pid}/fd`)) {
     try {
       if (posix.statPath(`/proc/${pid}/fd/${fd}`, { follow: true })?.identity === identity) {

@@ -884,6 +884,52 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "a FIFO removed as the button restarts, in a directory the user may not read (0300): the button says it was removed, never that another program's replaced it, though it sees the launcher's new one before it sees the path free",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const fifo = `${directory}/button.fifo`;
+      Deno.mkdirSync(directory);
+      Deno.chmodSync(directory, 0o300);
+      Deno.chownSync(directory, user, user);
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      const restarted: number[] = [];
+      try {
+        // Removed right as the restarted button is ready: its first look (500 ms on) most often
+        // comes after the launcher's new FIFO (its own look, then 200 ms), so each round is
+        // likely to show it, and four rounds almost surely do (a fifth kill would be the fifth
+        // crash in a row, after which the launcher gives up).
+        let button = pids.button;
+        for (let round = 0; round < 4; round++) {
+          const since = launcher.lines.length;
+          Deno.kill(button, "SIGKILL");
+          const started = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+          button = Number(started.match[1]);
+          restarted.push(button);
+          await launcher.waitFor(/Button ready/, { since: started.index });
+          Deno.removeSync(fifo);
+          await launcher.waitFor(/launch: Made the FIFO .* again/, { since });
+          await launcher.waitFor(/button: .*presses reach this button again/, { since });
+          assertEquals(launcher.matching(/another program/, since), [], launcher.transcript);
+          assertEquals(
+            launcher.matching(/button: The FIFO .*button\.fifo" was removed/, since).length,
+            1,
+            launcher.transcript,
+          );
+        }
+        await pressAsUserAndSee(launcher, user, fifo);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("sh"), requires("sleep")],
   "a restarted button that finds its FIFO taken (a user's file, a FIFO another process reads) leaves it alone and waits for the path, and the LED runs on",
   async () => {
