@@ -10,6 +10,7 @@ import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
 import {
   closeFd,
   effectiveUid,
+  type FileStat,
   openPath,
   readFd,
   readFileText,
@@ -102,7 +103,10 @@ export interface FifoButtonOptions {
    * not an error: `onTaken` hears why, and the button leaves it alone, as it does when its FIFO
    * is replaced while it runs: it reads the FIFO there once it may (looking every second), or
    * makes its own once the path is free. For a button restarted by a launcher, which checked the
-   * path before its first start: what took it since is not for a restart to fix.
+   * path before its first start: what took it since is not for a restart to fix. Something
+   * at the path that is not this user's (another user's FIFO) that comes there later, while the
+   * button waits for its path, is told too, once for each such thing: only someone's act (a
+   * removal, a chown) lets the button read there again.
    */
   onTaken?: (taken: TakenFifo) => void;
   /**
@@ -198,6 +202,9 @@ export class FifoButton implements Button {
   #taken: boolean;
   readonly #madeByOther: boolean;
   readonly #keeper: number | undefined;
+  readonly #onTaken: ((taken: TakenFifo) => void) | undefined;
+  /** What at the path was last told to `onTaken`: its identity and why (see {@link refusalKey}). */
+  #told: string | undefined;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -207,6 +214,7 @@ export class FifoButton implements Button {
     identity: string,
     created: boolean,
     options: FifoButtonOptions,
+    told?: string,
   ) {
     this.#path = path;
     this.#fd = fd;
@@ -217,6 +225,8 @@ export class FifoButton implements Button {
     this.#remakeDirectory = options.remakeDirectory ?? false;
     this.#madeByOther = options.madeBy === "other";
     this.#keeper = options.keeper;
+    this.#onTaken = options.onTaken;
+    this.#told = told;
     // Its maker may be about to make the directory again, or it may be closed to this user
     // (chmod) at a restart: looked at now and then, as the FIFO is.
     this.#watch = new PathWatch(path, identity, {
@@ -428,7 +438,17 @@ export class FifoButton implements Button {
    * what {@link openFifoButton} would have taken at the start. Whether it did.
    */
   #adoptIfUsable(): boolean {
-    if (refusalAt(this.#path, this.#keeper) !== undefined) return false;
+    const refusal = refusalAt(this.#path, this.#keeper);
+    if (refusal !== undefined) {
+      // Not a file of this user's (another user's FIFO, say): no look will find it usable until
+      // someone acts, so what to do is said, once for each thing put there.
+      const key = refusalKey(refusal);
+      if (refusal.taken.reason === "foreign" && key !== this.#told) {
+        this.#told = key;
+        this.#onTaken?.(refusal.taken);
+      }
+      return false;
+    }
     let opened;
     try {
       opened = openFifo(this.#path, { create: false, keeper: this.#keeper });
@@ -565,7 +585,7 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
   if (taken !== undefined) {
     options.onTaken?.(taken.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
-    return new FifoButton(path, -1, taken.identity, false, options);
+    return new FifoButton(path, -1, taken.identity, false, options, refusalKey(taken));
   }
   if (options.madeBy === "other" && statPath(path) === undefined) {
     // Its maker makes it (again) in a moment: looked for at once, and then while it is not there.
@@ -618,6 +638,9 @@ function refusalAt(
     const fromPath = error instanceof Deno.errors.AlreadyExists ||
       error instanceof Deno.errors.IsADirectory || error instanceof Deno.errors.FilesystemLoop ||
       error instanceof Deno.errors.PermissionDenied;
+    if (stat.type === "fifo" && stat.uid !== effectiveUid()) {
+      return taken("foreign", anotherUsersFifo(path, stat, error as Error));
+    }
     if (fromPath) return taken("foreign", error as Error);
     throw error;
   }
@@ -639,6 +662,49 @@ function refusalAt(
     throw error;
   }
   return undefined;
+}
+
+/** What tells one refusal from another: the thing at the path and why it is refused. */
+function refusalKey(refusal: { identity: string; taken: TakenFifo }): string {
+  return `${refusal.identity}\0${refusal.taken.reason}`;
+}
+
+/** `text` quoted for a POSIX shell, for a command in a message. */
+function shellWord(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The refusal of another user's FIFO at `path` (`why`, which names the owner), with what lets a
+ * button read a FIFO there: its removal, after which the launcher makes one of this user's (once
+ * the directory's mode lets it, said when it does not), or a chown.
+ */
+function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
+  const uid = effectiveUid();
+  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  const quoted = shellWord(path);
+  let remedy = `remove it (as uid ${stat.uid} or root: rm ${quoted}), and the launcher makes ` +
+    `one of this user's there, or give it to this user (chown ${uid} ${quoted})`;
+  const directory = parentOf(path);
+  let parent;
+  try {
+    parent = statPath(directory, { follow: true });
+  } catch {
+    parent = undefined; // what keeps it from being looked at is no part of this advice
+  }
+  if (
+    parent?.type === "directory" && parent.uid === uid && (parent.permissions & 0o300) !== 0o300
+  ) {
+    const dirMode = (parent.permissions & 0o7777).toString(8).padStart(4, "0");
+    remedy += `; its directory ${directory} is this user's, but its mode (${dirMode}) lets the ` +
+      `launcher make nothing in it: chmod u+wx ${shellWord(directory)}`;
+  }
+  // Another user's FIFO is theirs: they can read what is written to it, or keep it from this
+  // button with a chmod at any time.
+  return new Deno.errors.PermissionDenied(
+    `${why.message} (mode ${mode}): this button reads only a FIFO of its own user's, since ` +
+      `its owner could read the presses written to it or take it away; to fix it, ${remedy}`,
+  );
 }
 
 /** Makes (unless `create: false`) and opens the FIFO at `path`: its fd, identity and whether made. */

@@ -930,6 +930,53 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.system, requires("setpriv")],
+  "root's FIFO (0622) put at the path in the user's directory of mode 0500: the button says once, running and restarted, whose it is, why it does not read it and what to do, and reads it once chowned",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as another user")) return;
+    const user = unusedUid(); // not a real user: its runtime directory is the test's own
+    await withTempDir(async (dir) => {
+      const directory = `${dir}/run`;
+      const fifo = `${directory}/button.fifo`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      Deno.chownSync(directory, user, user);
+      await using launcher = startLauncherAs(user, dir, ["--fifo", fifo]);
+      const pids = await running(launcher);
+      const restarted: number[] = [];
+      try {
+        const since = launcher.lines.length;
+        // As root: mkfifo -m 622, then the directory closed to new files (the launcher's too).
+        Deno.removeSync(fifo);
+        makeFifo(fifo, 0o622);
+        Deno.chmodSync(fifo, 0o622);
+        Deno.chmodSync(directory, 0o500);
+        const said = new RegExp(
+          `button: Cannot use FIFO "${fifo}": it belongs to uid 0, not to this process's uid ` +
+            `${user} \\(mode 0622\\): this button reads only a FIFO of its own user's.*` +
+            `rm '${fifo}'.*chown ${user} '${fifo}'.*its mode \\(0500\\).*chmod u\\+wx '${directory}'`,
+        );
+        await launcher.waitFor(said, { since });
+        // Once, not at each of its looks (every second).
+        await delay(2_500);
+        assertEquals(launcher.matching(said, since).length, 1, launcher.transcript);
+        // A restarted button says it once too.
+        restarted.push(
+          await killAndHear(launcher, { name: "button", pid: pids.button }, /restarting/),
+        );
+        await until(() => launcher.matching(said, since).length === 2, "the restart's line");
+        await delay(2_500);
+        assertEquals(launcher.matching(said, since).length, 2, launcher.transcript);
+        Deno.chownSync(fifo, user, user);
+        await launcher.waitFor(/button: .*presses reach this button again/, { since });
+        await pressAsUserAndSee(launcher, user, fifo);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button, ...restarted]);
+      }
+    }).finally(() => removeTree(`/tmp/mmap-ipc-${user}`));
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("sh"), requires("sleep")],
   "a restarted button that finds its FIFO taken (a user's file, a FIFO another process reads) leaves it alone and waits for the path, and the LED runs on",
   async () => {
