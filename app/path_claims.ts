@@ -290,18 +290,34 @@ export class PathClaim {
     this.#machineFd = -1;
     if (this.#machineName !== undefined) heldHere.delete(this.#machineName);
     this.#machineName = undefined;
-    for (const mirror of this.#mirrors) mirror.release();
-    this.#inode?.release();
+    // Each part let go of whatever another throws (a record that cannot be removed): one left
+    // locked would refuse every later launcher on the path while this process lives. The first
+    // failure is thrown once all are done.
+    let failed: unknown;
+    const attempt = (step: () => void): void => {
+      try {
+        step();
+      } catch (error) {
+        failed ??= error;
+      }
+    };
+    for (const mirror of this.#mirrors) attempt(() => mirror.release());
+    attempt(() => this.#inode?.release());
     this.#inode = undefined;
-    if (this.#fd < 0) return;
-    // Removed while still locked, so no other launcher can lock this record in between.
-    if (posix.statPath(this.#file)?.identity === posix.statFd(this.#fd, this.#file).identity) {
-      posix.unlinkPath(this.#file, "remove claim");
+    if (this.#fd >= 0) {
+      const fd = this.#fd;
+      // Removed while still locked, so no other launcher can lock this record in between.
+      attempt(() => {
+        if (posix.statPath(this.#file)?.identity === posix.statFd(fd, this.#file).identity) {
+          posix.unlinkPath(this.#file, "remove claim");
+        }
+      });
+      this.#fd = -1;
+      posix.closeFd(fd);
+      if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
+      this.#directoryFd = -1;
     }
-    posix.closeFd(this.#fd);
-    this.#fd = -1;
-    if (this.#directoryFd >= 0) posix.closeFd(this.#directoryFd);
-    this.#directoryFd = -1;
+    if (failed !== undefined) throw failed;
   }
 }
 
@@ -517,7 +533,13 @@ function sweepStaleClaims(directory: string): void {
         ? undefined
         : posix.statPath(record.kind === "shared memory" ? `/dev/shm${path}` : path)?.identity;
       if (record.identity !== undefined && there === record.identity) continue; // adoptable
-      posix.unlinkPath(file, "remove stale claim");
+      try {
+        posix.unlinkPath(file, "remove stale claim");
+      } catch (error) {
+        // Its directory keeps it (made immutable, say): a stale record stands in no one's way,
+        // as a claim of its path locks it as it finds it and writes it anew.
+        if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+      }
     } finally {
       posix.closeFd(fd);
     }
@@ -599,7 +621,14 @@ export function claimPaths(
       }
     }
   } catch (error) {
-    for (const held of claims) held.release();
+    // Every claim made so far let go of; the refusal is what the caller hears.
+    for (const held of claims) {
+      try {
+        held.release();
+      } catch {
+        // the error that matters is the one thrown below
+      }
+    }
     throw error;
   }
   return claims;

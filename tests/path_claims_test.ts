@@ -923,6 +923,15 @@ testWith(
       await chattr("+i");
       try {
         assertThrows(() => held.release(), Deno.errors.PermissionDenied, "remove claim");
+        // The rest went all the same: the session's record, and both records' locks (a record
+        // left locked would refuse this user's next launcher on the prefix for as long as this
+        // process lived).
+        const sessionRecord = claimRecordFile(
+          `${dir}/run/${effectiveUid()}/mmap-ipc/claims`,
+          "MQTT topic prefix",
+          path,
+        );
+        assertEquals(statPath(sessionRecord), undefined);
         // Another user's launcher (no session; other directories) meets no claim on the prefix,
         // a moment after the release (the name goes once the poll call watching it returns).
         Deno.mkdirSync(`${dir}/other`);
@@ -939,6 +948,22 @@ testWith(
           }
         }, "the prefix claimed by another");
         for (const claim of other) claim.release();
+        // This user's next launcher takes it too, the shared record that stayed included.
+        let again: PathClaim[] = [];
+        await until(() => {
+          try {
+            again = claimPaths([{ kind: "MQTT topic prefix", path }], {
+              roots: roots(dir, { session: true }),
+            });
+            return true;
+          } catch (error) {
+            if (error instanceof Deno.errors.Busy) return false;
+            throw error;
+          }
+        }, "the prefix claimed again by this user");
+        for (const claim of again) {
+          assertThrows(() => claim.release(), Deno.errors.PermissionDenied);
+        }
       } finally {
         await chattr("-i");
         held.release();
