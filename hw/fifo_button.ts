@@ -19,6 +19,7 @@ import {
   statPath,
 } from "../ffi/posix.ts";
 import { fifoReaders, holdsOpen } from "../lib/holders.ts";
+import { shellQuote } from "../app/shell_quote.ts";
 import {
   checkOwn,
   createFifo,
@@ -669,11 +670,6 @@ function refusalKey(refusal: { identity: string; taken: TakenFifo }): string {
   return `${refusal.identity}\0${refusal.taken.reason}`;
 }
 
-/** `text` quoted for a POSIX shell, for a command in a message. */
-function shellWord(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
-}
-
 /**
  * The refusal of another user's FIFO at `path` (`why`, which names the owner), with what lets a
  * button read a FIFO there: its removal, after which the launcher makes one of this user's (once
@@ -682,7 +678,7 @@ function shellWord(text: string): string {
 function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   const uid = effectiveUid();
   const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
-  const quoted = shellWord(path);
+  const quoted = shellQuote(path);
   let remedy = `remove it (as uid ${stat.uid} or root: rm ${quoted}), and the launcher makes ` +
     `one of this user's there, or give it to this user (chown ${uid} ${quoted})`;
   const directory = parentOf(path);
@@ -697,7 +693,7 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   ) {
     const dirMode = (parent.permissions & 0o7777).toString(8).padStart(4, "0");
     remedy += `; its directory ${directory} is this user's, but its mode (${dirMode}) lets the ` +
-      `launcher make nothing in it: chmod u+wx ${shellWord(directory)}`;
+      `launcher make nothing in it: chmod u+wx ${shellQuote(directory)}`;
   }
   // Another user's FIFO is theirs: they can read what is written to it, or keep it from this
   // button with a chmod at any time.

@@ -12,6 +12,8 @@ import {
 } from "@std/assert";
 import { listDirectory, makeFifo, processState, readFileText, statPath } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
+import { shellQuote } from "../app/shell_quote.ts";
+import { escapeRegExp } from "./helpers/assertions.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -950,10 +952,14 @@ testWith(
         makeFifo(fifo, 0o622);
         Deno.chmodSync(fifo, 0o622);
         Deno.chmodSync(directory, 0o500);
+        // The paths as a shell takes them (quoted only if they need it), as a regexp matches them.
+        const q = (path: string): string => escapeRegExp(shellQuote(path));
         const said = new RegExp(
           `button: Cannot use FIFO "${fifo}": it belongs to uid 0, not to this process's uid ` +
             `${user} \\(mode 0622\\): this button reads only a FIFO of its own user's.*` +
-            `rm '${fifo}'.*chown ${user} '${fifo}'.*its mode \\(0500\\).*chmod u\\+wx '${directory}'`,
+            `rm ${q(fifo)}.*chown ${user} ${q(fifo)}.*its mode \\(0500\\).*chmod u\\+wx ${
+              q(directory)
+            }`,
         );
         await launcher.waitFor(said, { since });
         // Once, not at each of its looks (every second).
