@@ -26,9 +26,26 @@
 import type { FutexSettle, FutexWait } from "../ffi/futex_hub.ts";
 import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
-import { TextFollower } from "../ffi/text_follower.ts";
+import type { TextFollower } from "../ffi/text_follower.ts";
 import { type ShrinkWatch, watchShrink } from "./shrink_watch.ts";
 import { failure } from "./errors.ts";
+
+/**
+ * `ffi/text_follower.ts`, once {@link loadTextFollower} has loaded it: only a reader of a
+ * writer that knows no protocol needs it, and a process that never follows one (a writer, such
+ * as the button) is spared its memory (about half a MiB here).
+ */
+let followerModule: typeof import("../ffi/text_follower.ts") | undefined;
+
+/** Loads what {@link SharedMemory.followText} needs, once per process; at once after that. */
+export async function loadTextFollower(): Promise<void> {
+  followerModule ??= await import("../ffi/text_follower.ts");
+}
+
+/** Whether {@link loadTextFollower} has loaded it, so that no wait is needed. */
+export function textFollowerLoaded(): boolean {
+  return followerModule !== undefined;
+}
 
 /** Something built on a {@link SharedMemory} that must close before the memory goes away. */
 export interface MemoryDependent {
@@ -460,7 +477,8 @@ export class SharedMemory {
    * Starts a Worker that follows a value kept as text (see `ffi/text_follower.ts`): the text at
    * `offset` in this memory, or at the start of the file behind `fd`. It also reports when the
    * 32-bit word at `watchOffset` here leaves `watchValue`. The memory stays mapped until the
-   * follower has stopped, even past close.
+   * follower has stopped, even past close. Only once {@link loadTextFollower} has loaded the
+   * follower's module.
    */
   followText(
     from: { offset: number } | { fd: number },
@@ -473,7 +491,10 @@ export class SharedMemory {
     },
   ): TextFollower {
     this.check();
-    const follower = TextFollower.start({
+    if (followerModule === undefined) {
+      throw new Error("The text follower is not loaded yet: await loadTextFollower() first");
+    }
+    const follower = followerModule.TextFollower.start({
       source: "fd" in from ? { fd: from.fd } : { mapping: this.#mapping, offset: from.offset },
       parse: options.parse,
       value: options.value,

@@ -32,7 +32,7 @@ import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./cl
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
-import type { SharedMemory, Sleep } from "./memory.ts";
+import { loadTextFollower, type SharedMemory, type Sleep, textFollowerLoaded } from "./memory.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
 import { WOKEN_CODE_TURNS } from "../ffi/woken_code.ts";
@@ -932,6 +932,12 @@ export class StateCell {
    * the close.
    */
   async #follow(seen: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    if (!textFollowerLoaded()) {
+      // The process's first follower: its module is loaded now (see loadTextFollower), and
+      // the caller looks at the cell again, which may have closed or changed meanwhile.
+      await loadTextFollower();
+      return;
+    }
     const timeoutMs = this.#remaining(deadline);
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
     const following = this.#following ??= {
