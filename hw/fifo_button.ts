@@ -692,7 +692,8 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
     parent?.type === "directory" && parent.uid === uid && (parent.permissions & 0o300) !== 0o300
   ) {
     const dirMode = (parent.permissions & 0o7777).toString(8).padStart(4, "0");
-    remedy += `; its directory ${directory} is this user's, but its mode (${dirMode}) lets the ` +
+    const named = JSON.stringify(directory);
+    remedy += `; its directory ${named} is this user's, but its mode (${dirMode}) lets the ` +
       `launcher make nothing in it: chmod u+wx ${shellQuote(directory)}`;
   }
   // Another user's FIFO is theirs: they can read what is written to it, or keep it from this

@@ -7,7 +7,7 @@ import {
 } from "@std/assert";
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
-import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { killIfRunning, openFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
@@ -598,6 +598,38 @@ testWith(
         assertEquals(reader.lines.map((line) => line.text), ["0", "1"]);
       } finally {
         closeFd(hold);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "with onTaken, the refusal of another user's FIFO quotes its directory: a newline in the directory's name cannot forge a log line",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to give a FIFO to another user")) return;
+    await withTempDir(async (dir) => {
+      // This user's directory that lets nobody make anything in it: the refusal names it.
+      const directory = `${dir}/in\n2026-01-01 00:00:00.000 [INF] forged`;
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      const path = `${directory}/button.fifo`;
+      makeFifo(path, 0o622);
+      Deno.chownSync(path, 12345, 12345);
+      Deno.chmodSync(directory, 0o500);
+      const refusals: TakenFifo[] = [];
+      try {
+        await using _button = openFifoButton(path, {
+          onTaken: (taken) => refusals.push(taken),
+          madeBy: "other",
+        });
+        assertEquals(refusals.length, 1);
+        assertEquals(refusals[0].reason, "foreign");
+        const message = describeTakenFifo(refusals[0]);
+        assertStringIncludes(message, "its mode (0500)");
+        // deno-lint-ignore no-control-regex
+        assert(!/[\x00-\x1f]/.test(message), message);
+      } finally {
+        Deno.chmodSync(directory, 0o700);
       }
     });
   },
