@@ -442,9 +442,12 @@ export class FifoButton implements Button {
     const refusal = refusalAt(this.#path, this.#keeper);
     if (refusal !== undefined) {
       // Not a file of this user's (another user's FIFO, say): no look will find it usable until
-      // someone acts, so what to do is said, once for each thing put there.
+      // someone acts, so what to do is said, once for each thing put there. A file of this
+      // user's is not: the watch already said what replaced the FIFO (onPath).
       const key = refusalKey(refusal);
-      if (refusal.taken.reason === "foreign" && key !== this.#told) {
+      if (
+        refusal.taken.reason === "foreign" && refusal.uid !== effectiveUid() && key !== this.#told
+      ) {
         this.#told = key;
         this.#onTaken?.(refusal.taken);
       }
@@ -610,7 +613,7 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
 function refusalAt(
   path: string,
   keeper: number | undefined,
-): { identity: string; taken: TakenFifo } | undefined {
+): { identity: string; uid?: number; taken: TakenFifo } | undefined {
   let stat;
   try {
     stat = statPath(path);
@@ -631,6 +634,7 @@ function refusalAt(
   if (stat === undefined) return undefined;
   const taken = (reason: TakenFifo["reason"], error: Error) => ({
     identity: stat.identity,
+    uid: stat.uid,
     taken: { reason, error },
   });
   try {

@@ -634,3 +634,29 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.files,
+  "with onTaken, a running button whose FIFO a file of this user's replaces says so once (onPath), not again at its looks (onTaken is for what is not this user's)",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const refusals: TakenFifo[] = [];
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, {
+        onTaken: (taken) => refusals.push(taken),
+        onPath: (event) => events.push(event),
+      });
+      const presses = countPresses(button);
+      // A regular file of the user's moved onto the path: the watch says it was replaced.
+      Deno.writeTextFileSync(`${dir}/file`, "keep me");
+      Deno.renameSync(`${dir}/file`, path);
+      await settle(() => events.length > 0);
+      await delay(2_500); // two looks at what took the path
+      assertEquals(events, ["replaced"]);
+      assertEquals(refusals.map((taken) => taken.error.message), []);
+      assertEquals(Deno.readTextFileSync(path), "keep me");
+      await presses.stop();
+    });
+  },
+);
