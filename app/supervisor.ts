@@ -84,7 +84,8 @@ export class ChildCrashLoop extends Error {
   }
 }
 
-const STOP_GRACE_MS = 3_000;
+/** How long a stopping launcher gives its children after SIGTERM before it SIGKILLs them. */
+export const STOP_GRACE_MS = 3_000;
 /**
  * How long a child that died of a signal the terminal sends its whole process group, and the
  * launcher stops on (Ctrl+C, a closed terminal), is given for the launcher's own stop to show

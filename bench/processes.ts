@@ -9,6 +9,7 @@
 import { delay } from "@std/async/delay";
 import * as C from "../ffi/constants.ts";
 import { closeFd, monotonicNanos, openPath, writeFd } from "../ffi/posix.ts";
+import { STOP_GRACE_MS } from "../app/supervisor.ts";
 
 /** The project's root directory, with a trailing slash. */
 export const ROOT: string = new URL("../", import.meta.url).pathname;
@@ -31,10 +32,11 @@ const runningCommands = new Set<Deno.ChildProcess>();
 const workDirectories = new Set<string>();
 
 /**
- * How long {@link abandonAll} gives its children after SIGTERM: a launcher stops its own
- * children and releases its claims in well under this.
+ * How long {@link abandonAll} gives its children after SIGTERM: longer than a launcher gives its
+ * own children (SIGKILL after {@link STOP_GRACE_MS}), so that one whose child is stuck still
+ * releases its claims.
  */
-export const ABANDON_GRACE_MS = 2_000;
+export const ABANDON_GRACE_MS = STOP_GRACE_MS + 1_000;
 /** Set by {@link abandonAll}: a case that runs on meanwhile starts nothing more. */
 let abandoning = false;
 
