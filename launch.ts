@@ -18,7 +18,7 @@ import { defaultFifoPath, isRuntimeDirectory } from "./app/runtime_dir.ts";
 import { repairLauncherMemory } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
 import { closeFd, openPidfd, statPath } from "./ffi/posix.ts";
-import { shellQuote } from "./app/shell_quote.ts";
+import { shellQuote } from "./lib/shell_quote.ts";
 import { FdWaiter } from "./ffi/fd_waiter.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
 import { refuseIfRead } from "./hw/fifo_button.ts";

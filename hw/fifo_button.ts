@@ -19,10 +19,11 @@ import {
   statPath,
 } from "../ffi/posix.ts";
 import { fifoReaders, holdsOpen } from "../lib/holders.ts";
-import { shellQuote } from "../app/shell_quote.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import {
   checkOwn,
   createFifo,
+  directoryModeHint,
   ensurePrivateDirectory,
   parentOf,
   removeIfSame,
@@ -692,14 +693,9 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   } catch {
     parent = undefined; // what keeps it from being looked at is no part of this advice
   }
-  if (
-    parent?.type === "directory" && parent.uid === uid && (parent.permissions & 0o300) !== 0o300
-  ) {
-    const dirMode = (parent.permissions & 0o7777).toString(8).padStart(4, "0");
-    const named = JSON.stringify(directory);
-    remedy += `; its directory ${named} is this user's, but its mode (${dirMode}) lets the ` +
-      `launcher make nothing in it: chmod u+wx ${shellQuote(directory)}`;
-  }
+  // The launcher makes this user's FIFO there only once the directory lets it.
+  const hint = parent === undefined ? undefined : directoryModeHint(directory, parent);
+  if (hint !== undefined) remedy += `; ${hint}`;
   // Another user's FIFO is theirs: they can read what is written to it, or keep it from this
   // button with a chmod at any time.
   return new Deno.errors.PermissionDenied(

@@ -9,7 +9,9 @@
 
 import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
+import type { FileStat } from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
+import { shellQuote } from "./shell_quote.ts";
 
 /** The parent directory of `path`. */
 export function parentOf(path: string): string {
@@ -284,12 +286,22 @@ export function withDirectoryMode(error: unknown, path: string): unknown {
   } catch {
     return error; // what keeps the directory from being looked at is said elsewhere
   }
-  if (stat?.type !== "directory" || stat.uid !== posix.effectiveUid()) return error;
-  if ((stat.permissions & 0o300) === 0o300) return error;
-  const mode = stat.permissions.toString(8).padStart(4, "0");
-  error.message += `; its directory ${directory} is this user's, but its mode (${mode}) does ` +
-    `not let this user make anything in it: chmod u+wx '${directory.replaceAll("'", `'\\''`)}'`;
+  const hint = stat === undefined ? undefined : directoryModeHint(directory, stat);
+  if (hint !== undefined) error.message += `; ${hint}`;
   return error;
+}
+
+/**
+ * What to say of `directory` (whose status is `stat`) when it is this user's but its mode lets
+ * this user make nothing in it (0500, 0100), with the command that fixes it; undefined
+ * otherwise. Both paths are quoted, so that no character of theirs can break the line it is in.
+ */
+export function directoryModeHint(directory: string, stat: FileStat): string | undefined {
+  if (stat.type !== "directory" || stat.uid !== posix.effectiveUid()) return undefined;
+  if ((stat.permissions & 0o300) === 0o300) return undefined;
+  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  return `its directory ${JSON.stringify(directory)} is this user's, but its mode (${mode}) ` +
+    `does not let this user make anything in it: chmod u+wx ${shellQuote(directory)}`;
 }
 
 /** Creates (0700) or checks a directory that only this user can use; returns `path`. */
@@ -323,9 +335,9 @@ export function ensurePrivateDirectory(path: string): string {
       Deno.errors.PermissionDenied,
       action,
       path,
-      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 '${
-        path.replaceAll("'", `'\\''`)
-      }'`,
+      `it is ours, but others may use it (mode ${mode}); make it private with chmod 700 ${
+        shellQuote(path)
+      }`,
     );
   }
   return path;

@@ -33,7 +33,7 @@ import { parentOf } from "../lib/owned_path.ts";
 import { openStateCell, type StateCell } from "../lib/state_cell.ts";
 import type { ChannelReceiver } from "../app/remote/channel.ts";
 import { type Command, decodeCommand } from "../app/remote/messages.ts";
-import { shellQuote } from "../app/shell_quote.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 
 /** The button process's command line. */

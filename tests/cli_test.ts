@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertType, type IsExact } from "@std/testing/types";
 import { CHILD_RUNTIME_ENV } from "../app/child_env.ts";
-import { shellQuote } from "../app/shell_quote.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import { defineCommand, type FlagValues, parseFlags, usage, UsageError } from "../app/flags.ts";
 import { LAUNCH_COMMAND } from "../app/launch_command.ts";
 import { PASSWORD_ENV, USERNAME_ENV } from "../bridges/mqtt/credentials.ts";

@@ -21,6 +21,7 @@ import {
 } from "../app/path_claims.ts";
 import { effectiveUid, flockHolder, readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { childrenOf, openFdCount, processGone } from "./helpers/proc.ts";
 import { isRuntimeDirectory, type RuntimeRoots } from "../app/runtime_dir.ts";
@@ -862,7 +863,7 @@ testWith(
         Deno.errors.PermissionDenied,
         shared,
         "it is ours, but others may use it (mode 0755)",
-        `chmod 700 '${shared}'`,
+        `chmod 700 ${shellQuote(shared)}`,
       );
       Deno.chmodSync(shared, 0o700);
       assertEquals(ensurePrivateDirectory(shared), shared);

@@ -12,7 +12,7 @@ import {
 } from "@std/assert";
 import { listDirectory, makeFifo, processState, readFileText, statPath } from "../ffi/posix.ts";
 import { openStateFile } from "../mod.ts";
-import { shellQuote } from "../app/shell_quote.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import { escapeRegExp } from "./helpers/assertions.ts";
 import { claimRecordsMentioning } from "./helpers/claims.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
@@ -682,8 +682,8 @@ testWith(
         assertStringIncludes(stderr, "permission denied (EACCES)");
         assertStringIncludes(
           stderr,
-          `its directory ${directory} is this user's, but its mode (${mode}) does not let this ` +
-            `user make anything in it: chmod u+wx '${directory}'`,
+          `its directory ${JSON.stringify(directory)} is this user's, but its mode (${mode}) ` +
+            `does not let this user make anything in it: chmod u+wx ${shellQuote(directory)}`,
         );
         Deno.chmodSync(directory, 0o700); // for the next case, and the cleanup
       }

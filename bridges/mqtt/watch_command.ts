@@ -4,7 +4,7 @@
  * @module
  */
 
-import { shellQuote } from "../../app/shell_quote.ts";
+import { shellQuote } from "../../lib/shell_quote.ts";
 import type { MqttSettings } from "./settings.ts";
 
 /**
