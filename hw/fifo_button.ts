@@ -684,8 +684,6 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   const uid = effectiveUid();
   const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
   const quoted = shellQuote(path);
-  let remedy = `remove it (as uid ${stat.uid} or root: rm ${quoted}), and the launcher makes ` +
-    `one of this user's there, or give it to this user (chown ${uid} ${quoted})`;
   const directory = parentOf(path);
   let parent;
   try {
@@ -693,6 +691,13 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   } catch {
     parent = undefined; // what keeps it from being looked at is no part of this advice
   }
+  // In a directory of this user's that is not sticky (/tmp is), this user may remove it.
+  const whoRemoves = parent?.type === "directory" && parent.uid === uid &&
+      (parent.permissions & 0o1000) === 0
+    ? ""
+    : `as uid ${stat.uid} or root: `;
+  let remedy = `remove it (${whoRemoves}rm ${quoted}), and the launcher makes ` +
+    `one of this user's there, or give it to this user (chown ${uid} ${quoted})`;
   // The launcher makes this user's FIFO there only once the directory lets it.
   const hint = parent === undefined ? undefined : directoryModeHint(directory, parent);
   if (hint !== undefined) remedy += `; ${hint}`;

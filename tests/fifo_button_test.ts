@@ -21,7 +21,7 @@ import {
   type TakenFifo,
 } from "../hw/fifo_button.ts";
 import { describeFifoEvent, describeTakenFifo } from "../producers/button.ts";
-import { bytesWaiting, closeFd, makeFifo, openPath, statPath } from "../ffi/posix.ts";
+import { bytesWaiting, closeFd, effectiveUid, makeFifo, openPath, statPath } from "../ffi/posix.ts";
 import * as C from "../ffi/constants.ts";
 
 /** Counts presses in the background until stopped. */
@@ -630,6 +630,35 @@ testWith(
         assert(!/[\x00-\x1f]/.test(message), message);
       } finally {
         Deno.chmodSync(directory, 0o700);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "the refusal of another user's FIFO says who may remove it: this user, in a directory of its own; its owner or root, in a sticky one such as /tmp",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to give a FIFO to another user")) return;
+    await withTempDir(async (dir) => {
+      for (
+        const [mode, who] of [[0o700, "(rm "], [0o1777, "(as uid 12345 or root: rm "]] as const
+      ) {
+        const directory = `${dir}/mode-${mode.toString(8)}`;
+        Deno.mkdirSync(directory);
+        Deno.chmodSync(directory, mode);
+        const path = `${directory}/button.fifo`;
+        makeFifo(path, 0o622);
+        Deno.chownSync(path, 12345, 12345);
+        const refusals: TakenFifo[] = [];
+        await using _button = openFifoButton(path, {
+          onTaken: (taken) => refusals.push(taken),
+          madeBy: "other",
+        });
+        assertEquals(refusals.length, 1);
+        const message = describeTakenFifo(refusals[0]);
+        assertStringIncludes(message, `remove it ${who}${path}`);
+        assertStringIncludes(message, `chown ${effectiveUid()} ${path}`);
       }
     });
   },
