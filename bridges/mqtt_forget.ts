@@ -118,7 +118,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       refused = reject;
     });
     // An id of its own: the bridge's would take its session (and a live one would take it back).
-    const id = `${clientId.slice(0, MAX_CLIENT_ID_LENGTH - 7)}-forget`;
+    // Its `_` is in no default id of a bridge (lower-case letters, digits and `-`), where
+    // `-forget` was the id of the bridge whose prefix is this one's with a `/forget` level added
+    // (`kitchen` and `kitchen/forget`), whose session forgetting the first took away.
+    const id = `${clientId.slice(0, MAX_CLIENT_ID_LENGTH - 7)}_forget`;
     await using connection = new BrokerConnection({
       url: settings.url,
       clientId: id,

@@ -1189,6 +1189,35 @@ testWithBroker(
 );
 
 testWithBroker(
+  "deno task mqtt:forget connects under a client id no bridge has: forgetting P leaves the session of a running bridge under P/forget alone",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const base = `test/${crypto.randomUUID().slice(0, 8)}`;
+      // `test/x/forget` gives the bridge the id `...-test-x-forget`, which was forget's for `test/x`.
+      await using system = await startSystem(dir, broker.url, { prefix: `${base}/forget` });
+      await using watcher = await listen(broker.url, [`${base}/#`]);
+      await watcher.waitFor(system.topics.availability, { payload: "online" });
+      // Something retained under the prefix to forget, as a system that stopped leaves it.
+      await watcher.publish(topicsFor(base).availability, "offline", { retain: true });
+      const since = system.launcher.lines.length;
+      const heardSince = watcher.heard.length;
+      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", base]);
+      assertEquals(done.code, 0, done.output);
+      assertStringIncludes(done.output, topicsFor(base).availability);
+      // A taken session would show within this: the bridge reconnects after 0.5 s at most.
+      await delay(1_500);
+      assertEquals(system.launcher.matching(/Lost the connection/, since), []);
+      assertEquals(
+        watcher.on(system.topics.availability, heardSince).map(({ payload }) => payload),
+        [],
+        "the running bridge's availability never changed",
+      );
+    });
+  },
+);
+
+testWithBroker(
   "deno task mqtt:forget with a login that may clear the topics but not read them says so and clears them all",
   async () => {
     await withTempDir(async (dir) => {
