@@ -23,7 +23,8 @@ import { logger, setupLogging } from "../app/logging.ts";
 import { BacklogReport } from "./mqtt/backlog_report.ts";
 import { CommandForwarder } from "../app/remote/command_forwarder.ts";
 import { openCommandSender, openEventReceiver, openRemoteLink } from "../app/remote/link.ts";
-import { isPress } from "../app/remote/messages.ts";
+import { pressAgeMs } from "../app/remote/messages.ts";
+import { monotonicNanos } from "../ffi/posix.ts";
 import { openStateCell } from "../mod.ts";
 import config from "../deno.json" with { type: "json" };
 import { MqttBridge } from "./mqtt/bridge.ts";
@@ -35,6 +36,13 @@ import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts"
 import { deviceId, topicsFor } from "./mqtt/topics.ts";
 import { watchCommand } from "./mqtt/watch_command.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
+
+/**
+ * A press this bridge gets to longer than this after the button made it is dropped, not
+ * published: a press reaches the bridge within microseconds, and after a flood of commands
+ * (which keeps it busy for a second or two) within a few seconds.
+ */
+const LATE_PRESS_MS = 5_000;
 
 /** The MQTT bridge process's command line. */
 export const MQTT_BRIDGE_COMMAND = defineCommand({
@@ -134,13 +142,29 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
             `Skipped a press event written over in the remote link (${error.message}): ` +
               `dropped it and what waited behind it (${bytes} bytes)`,
           );
+        // Presses this bridge got to too late (it was stopped, or starved of CPU), in a row.
+        let late = 0;
         for await (const message of events.messages(signal, { onDiscarded })) {
-          if (isPress(message)) {
-            bridge.press();
-          } else {
+          const age = pressAgeMs(message, Number(monotonicNanos() / 1_000_000n));
+          if (age === undefined) {
             const what = `${message.length} bytes`;
             log.warn(`Skipped something in the remote link that is no press event (${what})`);
+            continue;
           }
+          if (age > LATE_PRESS_MS) {
+            // Old news, as a press made while no bridge ran is: it would fire automations late.
+            if (late++ === 0) {
+              log.warn(
+                `Dropped a press made ${(age / 1000).toFixed(1)} s ago: this bridge could not ` +
+                  "publish it in time (it was stopped, or starved of CPU), and a late press " +
+                  "would fire automations late",
+              );
+            }
+            continue;
+          }
+          if (late > 1) log.info(`Publishing presses again (${late} made too long ago dropped)`);
+          late = 0;
+          bridge.press();
         }
       })(),
     ]);

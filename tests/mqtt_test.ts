@@ -1189,6 +1189,45 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: presses it gets to late (it was stopped for 6 s) are dropped and said so, not published late; the next press is published",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      await using system = await startSystem(dir, broker.url);
+      const { launcher, topics } = system;
+      const bridge = await system.bridgePid();
+      await using listener = await listen(broker.url, [topics.action]);
+      await writeAndLeave(system.fifo, "0\n");
+      await listener.waitFor(topics.action, { payload: "press" });
+      const mark = listener.heard.length;
+      const since = launcher.lines.length;
+      Deno.kill(bridge, "SIGSTOP");
+      try {
+        // Two presses while it cannot run: the button takes them (the LED shows them) at once.
+        await writeAndLeave(system.fifo, "0\n");
+        await ledShows(launcher, "Off", since);
+        await writeAndLeave(system.fifo, "0\n");
+        await ledShows(launcher, "On", since);
+        // Longer than the 5 s a press may wait, shorter than the broker's keepalive (45 s).
+        await delay(6_000);
+      } finally {
+        Deno.kill(bridge, "SIGCONT");
+      }
+      await delay(1_500);
+      assertEquals(listener.on(topics.action, mark), [], "no press published late");
+      await launcher.waitFor(/Dropped a press made \d+\.\d s ago: this bridge could not publish/, {
+        since,
+      });
+      assertEquals(launcher.matching(/Dropped a press/, since).length, 1, launcher.transcript);
+      // A press made now is published, and says the late ones were dropped.
+      await writeAndLeave(system.fifo, "0\n");
+      await listener.waitFor(topics.action, { payload: "press", since: mark });
+      await launcher.waitFor(/Publishing presses again \(2 made too long ago dropped\)/, { since });
+    });
+  },
+);
+
+testWithBroker(
   "deno task mqtt:forget connects under a client id no bridge has: forgetting P leaves the session of a running bridge under P/forget alone",
   async () => {
     await withTempDir(async (dir) => {

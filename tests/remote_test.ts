@@ -26,7 +26,9 @@ import {
   composeCommands,
   decodeCommand,
   encodeCommand,
+  encodePress,
   isPress,
+  pressAgeMs,
 } from "../app/remote/messages.ts";
 import { PressReporter } from "../app/remote/press_reporter.ts";
 import { createMemfdRegion, openFileRegion, openStateCell, type SharedRegion } from "../mod.ts";
@@ -88,6 +90,13 @@ Deno.test("encodeCommand() and decodeCommand() round-trip; other bytes are no co
   assertEquals(decodeCommand(text.encode("on")), undefined);
   assertEquals(decodeCommand(text.encode("press")), undefined);
   assert(isPress(text.encode("press")));
+  // A press says when it was made (3 bytes, 10 ms steps modulo 2^24), its age told modulo that.
+  assert(isPress(encodePress(1_000)));
+  assertEquals(pressAgeMs(encodePress(1_000), 6_500), 5_500);
+  assertEquals(pressAgeMs(encodePress(2 ** 24 * 10 - 10), 2 ** 24 * 10 + 20), 30);
+  assertEquals(encodePress(1_000).length, 8);
+  assertEquals(pressAgeMs(text.encode("press"), 6_500), 0);
+  assertEquals(pressAgeMs(text.encode("press 1"), 6_500), undefined);
 });
 
 Deno.test("ChannelReceiver.messages() carries on across a sender that closes and one that attaches later", async () => {
@@ -338,7 +347,7 @@ testWith(
       const stop = new AbortController();
       const listening = (async () => {
         for await (const message of events.messages(stop.signal)) {
-          pressed.push(read(message));
+          pressed.push(isPress(message) ? "press" : read(message));
         }
       })();
       {

@@ -7,6 +7,7 @@
  */
 
 import type { ChannelSender } from "./channel.ts";
+import { monotonicNanos } from "../../ffi/posix.ts";
 import { encodePress } from "./messages.ts";
 
 /** Options for {@link PressReporter}. */
@@ -21,7 +22,6 @@ export interface PressReporterOptions {
 export class PressReporter {
   readonly #sender: ChannelSender;
   readonly #options: PressReporterOptions;
-  readonly #press = encodePress();
   #dropped = 0;
 
   /** Reports through `sender`, which stays the caller's to close. */
@@ -37,7 +37,8 @@ export class PressReporter {
 
   /** Reports one press; returns whether it went through. */
   report(): boolean {
-    const result = this.#sender.trySend(this.#press);
+    // With the time it was made: a reader that gets to it late does not pass it on late.
+    const result = this.#sender.trySend(encodePress(Number(monotonicNanos() / 1_000_000n)));
     if (result === "sent") {
       if (this.#dropped > 0) this.#options.onResumed?.(this.#dropped);
       this.#dropped = 0;
