@@ -158,9 +158,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
             "(see above why); nothing was removed",
         );
       }
+      // Mid-sentence here: "the broker at ...", as the other refusals read.
+      const why = (error as Problem).message.replace(/^The /, "the ");
       throw new Deno.errors.PermissionDenied(
-        `Cannot forget ${JSON.stringify(prefix)}: ${(error as Problem).message}; nothing was ` +
-          "removed",
+        `Cannot forget ${JSON.stringify(prefix)}: ${why}; nothing was removed`,
       );
     }
     // A bridge running elsewhere (another machine, or this one as another user, whose claims

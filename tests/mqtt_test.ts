@@ -1380,7 +1380,11 @@ testWithBroker(
         login,
       ]);
       assertEquals(refused.code, 1, refused.output);
-      assertStringIncludes(refused.output, 'refused the connection: not authorized (user "carol"');
+      assertStringIncludes(
+        refused.output,
+        `Cannot forget "test/forget": the broker at ${broker.url} refused the connection: ` +
+          'not authorized (user "carol"',
+      );
       assertStringIncludes(refused.output, "nothing was removed");
       // Not the connection timeout's words: it did not wait for one, nor retry.
       assert(!refused.output.includes("within 20 s"), refused.output);
