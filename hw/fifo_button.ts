@@ -31,6 +31,11 @@ import {
 import { type PathChange, PathWatch } from "../lib/path_watch.ts";
 import type { Button } from "./types.ts";
 
+/**
+ * How long after seeing a new FIFO of this user's at its path the button looks again whether the
+ * keeper holds it: the keeper opens the FIFO a moment after it makes it.
+ */
+const KEEPER_HOLDS_MS = 50;
 /** Lines longer than this are not presses; they are dropped without being kept in memory. */
 export const MAX_LINE_BYTES = 256;
 /**
@@ -329,7 +334,11 @@ export class FifoButton implements Button {
           if (woke.value === "replaced" || woke.value === "removed") {
             // With madeBy "other", what comes to the free path is looked at, not reported: most
             // often the FIFO its maker made again, which the button then says it reads.
-            if (this.#fd >= 0 || !this.#madeByOther) this.#onPath(this.#whatHappened(woke.value));
+            if (this.#fd >= 0 || !this.#madeByOther) {
+              const what = await this.#whatHappened(woke.value);
+              if (this.#closed || signal.aborted) return;
+              this.#onPath(what);
+            }
             await this.#letGo();
             readyResult = undefined;
             waitingReady = false;
@@ -409,19 +418,23 @@ export class FifoButton implements Button {
    * What to tell of a change the watch reported: `"removed"` for a FIFO replaced by one the
    * keeper (the launcher) holds and this user owns, the FIFO the keeper made again once this one
    * was removed, seen only once made when the path is looked at rather than watched (a 0300
-   * directory): another program's would be left alone, this one is read at once.
+   * directory): another program's would be left alone, this one is read at once. A FIFO of this
+   * user's not held yet is looked at once more a moment later: the keeper makes it, then opens it.
    */
-  #whatHappened(change: "replaced" | "removed"): FifoEvent {
+  async #whatHappened(change: "replaced" | "removed"): Promise<FifoEvent> {
     if (change !== "replaced" || !this.#madeByOther || this.#keeper === undefined) return change;
-    let there;
-    try {
-      there = statPath(this.#path);
-    } catch {
-      return change; // the directory closed meanwhile: nothing to tell it by
+    for (let look = 0;; look++) {
+      let there;
+      try {
+        there = statPath(this.#path);
+      } catch {
+        return change; // the directory closed meanwhile: nothing to tell it by
+      }
+      if (there?.type !== "fifo" || there.uid !== effectiveUid()) return change;
+      if (holdsOpen(this.#keeper, there.identity)) return "removed";
+      if (look > 0) return change;
+      await new Promise((resolve) => setTimeout(resolve, KEEPER_HOLDS_MS));
     }
-    const keepers = there?.type === "fifo" && there.uid === effectiveUid() &&
-      holdsOpen(this.#keeper, there.identity);
-    return keepers ? "removed" : change;
   }
 
   /** Stops reading a FIFO that is no longer at the path (and is not ours to remove any more). */

@@ -570,6 +570,40 @@ Deno.test("a restarted button's warning for a taken FIFO path says why and what 
 });
 
 testWith(
+  NEEDS.files,
+  "a FIFO the keeper puts at the path and holds a moment later is told as the old one's removal, not as another program's (the keeper makes a FIFO, then opens it)",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      makeFifo(path, 0o600);
+      // This process is the keeper, as the launcher is: it holds the FIFO at the path.
+      const holds = [openPath(path, C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "hold FIFO")];
+      try {
+        const events: FifoEvent[] = [];
+        await using button = openFifoButton(path, {
+          madeBy: "other",
+          keeper: Deno.pid,
+          onPath: (event) => events.push(event),
+        });
+        const presses = countPresses(button);
+        // A new FIFO moved onto the path is seen at once as another in its place (no removal
+        // first); the keeper holds it 20 ms later.
+        const next = `${dir}/next.fifo`;
+        makeFifo(next, 0o600);
+        Deno.renameSync(next, path);
+        await delay(20);
+        holds.push(openPath(path, C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0, "hold FIFO"));
+        await until(() => events.length > 0, "the button told of its FIFO");
+        assertEquals(events[0], "removed");
+        await presses.stop();
+      } finally {
+        for (const fd of holds) closeFd(fd);
+      }
+    });
+  },
+);
+
+testWith(
   [...NEEDS.childrenAndFiles, requires("sh"), requires("cat")],
   "with a keeper holding the FIFO, a reader blocked opening it (the original button between reads) is still found, and a probe nobody takes leaves the waiting presses as they were",
   async () => {
