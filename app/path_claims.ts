@@ -696,9 +696,8 @@ function machineHolder(name: string, prefix: string, holder: NameHolder | undefi
   }
   const comm = holder.pid > 0 ? posix.readFileText(`/proc/${holder.pid}/comm`)?.trim() : undefined;
   const command = comm === undefined || comm === "" ? "" : `${JSON.stringify(comm)}, `;
-  const what = role === undefined
-    ? "a process"
-    : `a process that says it is ${JSON.stringify(role)}`;
+  // Says nothing, or something not ours (holderLabel() reads a missing role as an old record's).
+  const what = role === undefined ? "a process" : holderLabel(role);
   return `${what} (${command}${pid}${userLabel(holder.uid)}) ${squatting}`;
 }
 

@@ -24,7 +24,7 @@ import { BacklogReport } from "./mqtt/backlog_report.ts";
 import { CommandForwarder } from "../app/remote/command_forwarder.ts";
 import { openCommandSender, openEventReceiver, openRemoteLink } from "../app/remote/link.ts";
 import { pressAgeMs } from "../app/remote/messages.ts";
-import { monotonicNanos } from "../ffi/posix.ts";
+import { monotonicMillis } from "../ffi/posix.ts";
 import { openStateCell } from "../mod.ts";
 import config from "../deno.json" with { type: "json" };
 import { MqttBridge } from "./mqtt/bridge.ts";
@@ -145,7 +145,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
         // Presses this bridge got to too late (it was stopped, or starved of CPU), in a row.
         let late = 0;
         for await (const message of events.messages(signal, { onDiscarded })) {
-          const age = pressAgeMs(message, Number(monotonicNanos() / 1_000_000n));
+          const age = pressAgeMs(message, monotonicMillis());
           if (age === undefined) {
             const what = `${message.length} bytes`;
             log.warn(`Skipped something in the remote link that is no press event (${what})`);

@@ -536,6 +536,14 @@ export function monotonicNanos(): bigint {
 }
 
 /**
+ * CLOCK_MONOTONIC in whole milliseconds: one clock for every process of the machine, where
+ * `performance.now()` counts from each process's own start.
+ */
+export function monotonicMillis(): number {
+  return Number(monotonicNanos() / 1_000_000n);
+}
+
+/**
  * Whether this process is in the foreground process group of the terminal on `fd` (a
  * background job that reads it is stopped by SIGTTIN).
  */

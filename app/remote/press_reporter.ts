@@ -7,7 +7,7 @@
  */
 
 import type { ChannelSender } from "./channel.ts";
-import { monotonicNanos } from "../../ffi/posix.ts";
+import { monotonicMillis } from "../../ffi/posix.ts";
 import { encodePress } from "./messages.ts";
 
 /** Options for {@link PressReporter}. */
@@ -38,7 +38,7 @@ export class PressReporter {
   /** Reports one press; returns whether it went through. */
   report(): boolean {
     // With the time it was made: a reader that gets to it late does not pass it on late.
-    const result = this.#sender.trySend(encodePress(Number(monotonicNanos() / 1_000_000n)));
+    const result = this.#sender.trySend(encodePress(monotonicMillis()));
     if (result === "sent") {
       if (this.#dropped > 0) this.#options.onResumed?.(this.#dropped);
       this.#dropped = 0;
