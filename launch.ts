@@ -609,13 +609,13 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
     return 0;
   } finally {
     await taskRunner?.close();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-    Deno.removeSignalListener("SIGHUP", onSignal);
     stop.abort();
     await keepingClaims;
     await keepingFifo;
     release(resources, log);
+    // The signal listeners stay until the process exits, right after this: a second SIGTERM (a
+    // supervisor's, a second Ctrl+C) that came once they were gone ended the process on the
+    // spot, its paths and claims left behind, or its last lines unwritten.
   }
 }
 

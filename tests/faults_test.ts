@@ -782,6 +782,37 @@ for (const flag of ["--state", "--shm"] as const) {
 
 testWith(
   NEEDS.system,
+  "a launcher sent SIGTERM again and again while it stops (a supervisor's second signal) still stops cleanly: exit 0, its claims and its FIFO removed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const claims = (): string[] => claimRecordsMentioning(`"${dir}/`);
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--state", `${dir}/s.dat`, "--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        assertEquals(claims().length, 4, "a claim per path and per file");
+        const exited = launcher.status();
+        let ended = false;
+        void exited.then(() => ended = true);
+        // Every 2 ms until it is gone: some land while it is letting go of its paths.
+        while (!ended) {
+          launcher.kill("SIGTERM");
+          await delay(2);
+        }
+        const status = await exited;
+        assertEquals(status.signal, null, launcher.transcript);
+        assertEquals(status.code, 0, launcher.transcript);
+        assertEquals(claims(), [], "claims a launcher stopping cleanly left behind");
+        assertEquals(statPath(fifo), undefined, "the FIFO it made is left behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a SIGKILLed launcher's claims are swept by the next launcher once nothing of it is left to adopt",
   async () => {
     await withTempDir(async (dir) => {
