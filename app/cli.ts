@@ -14,6 +14,7 @@ import { removeShmIfSame } from "../lib/owned_path.ts";
 import type { SharedRegion } from "../lib/region.ts";
 import { openStateFile, openStateFileAt, openStateShm, type StateFile } from "../lib/state_file.ts";
 import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
+import { flushConsole } from "./console_output.ts";
 import { formatLogLine, LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
 /** Bytes of the region the system's state cell lives in. */
@@ -221,6 +222,16 @@ export function openSystemState(where: StateLocation): SystemState {
 }
 
 /**
+ * Ends a script whose work is done: exit status 0 once its queued log lines are written. Exiting
+ * here, rather than letting the event loop drain, means a signal that lands while Deno tears down
+ * can no longer turn a clean stop into an exit by that signal.
+ */
+export async function exitWhenFlushed(): Promise<never> {
+  await flushConsole();
+  Deno.exit(0);
+}
+
+/**
  * An `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (its terminal closed: it stops as
  * cleanly as on the others, instead of dying with its work half done). With `parentPid` (the
  * launcher's), the kernel also sends SIGTERM when that parent dies, so a child never outlives its
@@ -244,11 +255,10 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   const stop = (): void => controller.abort();
   const ignore = (): void => {};
   const hangUp = parentPid === undefined ? stop : ignore;
+  // The listeners stay until the process exits: a second Ctrl+C while it cleans up must not take
+  // the default action and end it before it has removed its FIFO or its cell. They do not keep
+  // the process alive.
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, stop);
   Deno.addSignalListener("SIGHUP", hangUp);
-  controller.signal.addEventListener("abort", () => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, stop);
-    Deno.removeSignalListener("SIGHUP", hangUp);
-  });
   return controller.signal;
 }

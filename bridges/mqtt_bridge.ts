@@ -11,6 +11,7 @@
  */
 
 import {
+  exitWhenFlushed,
   logFlags,
   MEMFD_FLAG,
   openSystemState,
@@ -189,4 +190,5 @@ if (import.meta.main) {
     console.error(`mqtt: ${(error as Error).message}`);
     Deno.exit(failureExitStatus(error));
   }
+  await exitWhenFlushed();
 }

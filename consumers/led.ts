@@ -9,6 +9,7 @@
 
 import {
   describeLostMirror,
+  exitWhenFlushed,
   logFlags,
   MEMFD_FLAG,
   openSystemState,
@@ -132,4 +133,5 @@ if (import.meta.main) {
     console.error(`led: ${(error as Error).message}`);
     Deno.exit(failureExitStatus(error));
   }
+  await exitWhenFlushed();
 }

@@ -10,6 +10,7 @@ import {
   checkFilePath,
   checkProcFd,
   describeLostMirror,
+  exitWhenFlushed,
   logFlags,
   MEMFD_FLAG,
   openSystemState,
@@ -348,4 +349,5 @@ if (import.meta.main) {
     console.error(`button: ${(error as Error).message}`);
     Deno.exit(failureExitStatus(error));
   }
+  await exitWhenFlushed();
 }

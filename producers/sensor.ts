@@ -7,7 +7,7 @@
  */
 
 import { delay } from "@std/async/delay";
-import { PARENT_PID_FLAG, shutdownSignal } from "../app/cli.ts";
+import { exitWhenFlushed, PARENT_PID_FLAG, shutdownSignal } from "../app/cli.ts";
 import { defineCommand, parseCommandLine } from "../app/flags.ts";
 import { monotonicNanos } from "../ffi/posix.ts";
 import { openMemfdRegion, openRingProducer, type RingProducer } from "../mod.ts";
@@ -117,4 +117,5 @@ if (import.meta.main) {
     console.error(`sensor: ${(error as Error).message}`);
     Deno.exit(failureExitStatus(error));
   }
+  await exitWhenFlushed();
 }

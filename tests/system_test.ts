@@ -1110,6 +1110,44 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "a button and an LED run alone and sent Ctrl+C again and again while they stop still stop cleanly: exit 0, nothing left behind",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      const cells = (): string[] =>
+        listDirectory("/dev/shm").filter((name) => name.startsWith("mmap-ipc-cell-"));
+      const before = cells();
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        fifo,
+      ]);
+      await button.waitFor(/Button ready/);
+      await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+      await led.waitFor(/LED Status: Off/);
+      for (const child of [led, button]) {
+        const exited = child.status();
+        let ended = false;
+        void exited.then(() => ended = true);
+        // Every 2 ms until it is gone: some land while it removes its FIFO or its cell, and some
+        // while Deno itself tears down.
+        while (!ended) {
+          child.kill("SIGINT");
+          await delay(2);
+        }
+        const status = await exited;
+        assertEquals([status.code, status.signal], [0, null], child.transcript);
+      }
+      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+      assertEquals(cells(), before, "a lone cell left in /dev/shm");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a button run by hand with --parent-pid alone makes its FIFO (only --fifo-from-parent leaves that to the parent), reads presses, and removes it at exit",
   async () => {
     await withTempDir(async (dir) => {
