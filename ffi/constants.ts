@@ -34,6 +34,8 @@ export const AT_EMPTY_PATH = 0x1000;
 export const STATX_BASIC_STATS = 0x7ff;
 export const STATX_BTIME = 0x800;
 export const STATX_SIZE_BYTES = 256;
+/** The longest path a call takes, with its NUL (`<linux/limits.h>`). */
+export const PATH_MAX = 4096;
 export const STATX_OFFSET = {
   mask: 0,
   btimeSeconds: 80,

@@ -18,6 +18,18 @@ export function cString(text: string): Uint8Array<ArrayBuffer> {
   return encoder.encode(`${text}\0`);
 }
 
+/**
+ * `text` as a NUL-terminated string in `scratch`, for a call that does not keep it; in a new
+ * array when it does not fit.
+ */
+function scratchCString(text: string, scratch: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  if (text.includes("\0")) throw new TypeError(`${JSON.stringify(text)} contains a NUL byte`);
+  const { read, written } = encoder.encodeInto(text, scratch);
+  if (read < text.length || written === scratch.length) return cString(text);
+  scratch[written] = 0;
+  return scratch;
+}
+
 /** The string a `const char *` result points to; empty for NULL. */
 export function fromCString(pointer: Deno.PointerValue): string {
   return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
@@ -71,10 +83,19 @@ function fileType(mode: number): FileType {
   }
 }
 
+/**
+ * One `struct statx` for every statx(2) call, and one path for each call that takes one path
+ * and keeps none: a scan of /proc makes hundreds of calls, and each typed array allocated costs
+ * a microsecond and native memory the process keeps.
+ */
+const statxBuffer = new Uint8Array(C.STATX_SIZE_BYTES);
+const pathScratch = new Uint8Array(C.PATH_MAX);
+
 function statxCall(dirfd: number, path: string, flags: number, subject: string): FileStat {
-  const buffer = new Uint8Array(C.STATX_SIZE_BYTES);
+  const buffer = statxBuffer;
   const wanted = C.STATX_BASIC_STATS | C.STATX_BTIME;
-  attempt(() => libc().statx(dirfd, cString(path), flags, wanted, buffer), "inspect", subject);
+  const name = scratchCString(path, pathScratch);
+  attempt(() => libc().statx(dirfd, name, flags, wanted, buffer), "inspect", subject);
   const view = new DataView(buffer.buffer);
   // A file system reuses a freed inode number at once (ext4 and tmpfs do): with the birth time,
   // where the file system keeps one, a file made later at the same path never looks the same.
@@ -152,7 +173,8 @@ function statFileSystem(fd: number, subject: string): BigInt64Array {
 
 /** open(2); throws with `action` and `path` in the message. */
 export function openPath(path: string, flags: number, mode: number, action: string): number {
-  return attempt(() => libc().open(cString(path), flags, mode), action, path);
+  const name = scratchCString(path, pathScratch);
+  return attempt(() => libc().open(name, flags, mode), action, path);
 }
 
 /** close(2), ignoring errors: by then there is nothing a caller could do. */
@@ -266,7 +288,7 @@ export function writeAt(
 
 /** The names in a directory (without `.` and `..`); empty when it cannot be read. */
 export function listDirectory(path: string): string[] {
-  const dir = libc().opendir(cString(path));
+  const dir = libc().opendir(scratchCString(path, pathScratch));
   if (dir === null) return [];
   const names: string[] = [];
   try {
@@ -419,11 +441,14 @@ export function unlinkPath(path: string, action = "remove"): void {
   attempt(() => libc().unlink(cString(path)), action, path);
 }
 
+const linkScratch = new Uint8Array(C.PATH_MAX);
+
 /** readlink(2) of a symlink such as `/proc/PID/fd/N`. */
 export function readLink(path: string): string {
-  const buffer = new Uint8Array(4096);
+  const name = scratchCString(path, pathScratch);
+  const buffer = linkScratch;
   const length = Number(
-    attempt(() => libc().readlink(cString(path), buffer, 4096n), "read link", path),
+    attempt(() => libc().readlink(name, buffer, BigInt(buffer.length)), "read link", path),
   );
   return decoder.decode(buffer.subarray(0, length));
 }
@@ -592,6 +617,13 @@ export interface ProcessState {
 }
 
 /**
+ * Where `readFileText` reads: scans of /proc read a file of each process, and a buffer of this
+ * size allocated per file kept megabytes of native memory in the process after a scan.
+ */
+const READ_SCRATCH_BYTES = 65536;
+let readScratch: Uint8Array<ArrayBuffer> | undefined;
+
+/**
  * Reads a whole file through libc, for /proc files that Deno's own file API guards behind
  * `--allow-all`; `undefined` when it cannot be read.
  */
@@ -603,10 +635,11 @@ export function readFileText(path: string): string | undefined {
     return undefined;
   }
   try {
-    let buffer = new Uint8Array(65536);
+    let buffer = readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
     let length = 0;
     for (;;) {
       if (length === buffer.length) {
+        // Only a file larger than the scratch (a process's maps) allocates, and only for itself.
         const grown = new Uint8Array(buffer.length * 2);
         grown.set(buffer);
         buffer = grown;

@@ -65,8 +65,10 @@ export function holdsOpen(pid: number, identity: string): boolean {
       if (posix.statPath(`/proc/${pid}/fd/${fd}`, { follow: true })?.identity === identity) {
         return true;
       }
-    } catch {
-      // Not ours to look at, or closed meanwhile.
+    } catch (error) {
+      // Closed meanwhile, or not ours to look at: then none of its fds are, and each refusal
+      // would cost an error built for nothing.
+      if (error instanceof Deno.errors.PermissionDenied) return false;
     }
   }
   return false;

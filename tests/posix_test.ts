@@ -1,0 +1,88 @@
+/**
+ * Tests of the libc wrappers that reuse one buffer from call to call (`ffi/posix.ts`): a scan of
+ * /proc makes hundreds of calls, and a buffer allocated for each kept megabytes of native memory.
+ * What one call leaves in a buffer must never show in the next call's result. Real files, real
+ * calls.
+ *
+ * @module
+ */
+
+import { assertEquals, assertThrows } from "@std/assert";
+import * as C from "../ffi/constants.ts";
+import { closeFd, openPath, readFileText, readLink, statPath } from "../ffi/posix.ts";
+import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { withTempDir } from "./helpers/temp.ts";
+
+testWith(
+  NEEDS.files,
+  "readFileText() reads each file whole and only it, whatever size the one before it had",
+  async () => {
+    await withTempDir((dir) => {
+      const texts: Record<string, string> = {
+        empty: "",
+        small: "small\n",
+        // The buffer's size, one byte over it, and several times it.
+        exact: "e".repeat(65535) + "\n",
+        over: "o".repeat(65536) + "\n",
+        large: Array.from({ length: 30000 }, (_, i) => `line ${i}\n`).join(""),
+        after: "after\n",
+      };
+      for (const [name, text] of Object.entries(texts)) {
+        Deno.writeTextFileSync(`${dir}/${name}`, text);
+      }
+      for (const name of ["large", "small", "exact", "empty", "over", "small", "large", "after"]) {
+        assertEquals(readFileText(`${dir}/${name}`), texts[name], name);
+      }
+      assertEquals(readFileText(`${dir}/missing`), undefined);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a path as long as libc takes is used whole, a longer one is refused by name, and a short path after either is not read with what they left",
+  async () => {
+    await withTempDir((dir) => {
+      Deno.writeTextFileSync(`${dir}/b`, "b");
+      // PATH_MAX counts the NUL: the longest path is one byte shorter. "./" adds length only.
+      const longest = `${dir}/${"./".repeat((C.PATH_MAX - dir.length - 3) / 2)}`.padEnd(
+        C.PATH_MAX - 2,
+        "/",
+      ) + "b";
+      assertEquals(new TextEncoder().encode(longest).length, C.PATH_MAX - 1);
+      assertEquals(statPath(longest)?.size, 1);
+      const fd = openPath(longest, C.O_RDONLY | C.O_CLOEXEC, 0, "open");
+      closeFd(fd);
+      // A byte longer, and longer still in characters of two bytes each.
+      for (const tooLong of [`/${longest}`, `${dir}/${"\u00e9".repeat(C.PATH_MAX / 2)}`]) {
+        assertThrows(
+          () => statPath(tooLong),
+          Error,
+          "file name too long (ENAMETOOLONG)",
+        );
+        assertThrows(
+          () => openPath(tooLong, C.O_RDONLY | C.O_CLOEXEC, 0, "open"),
+          Error,
+          "file name too long (ENAMETOOLONG)",
+        );
+        assertEquals(statPath(`${dir}/b`)?.size, 1, "a short path after a long one");
+        assertEquals(statPath(`${dir}/c`), undefined, "a short path after a long one");
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "readLink() gives each link's target whole, a long one's and then a short one's",
+  async () => {
+    await withTempDir((dir) => {
+      const long = `/${"x".repeat(C.PATH_MAX - 2)}`;
+      Deno.symlinkSync(long, `${dir}/long`);
+      Deno.symlinkSync("short", `${dir}/short`);
+      assertEquals(readLink(`${dir}/long`), long);
+      assertEquals(readLink(`${dir}/short`), "short");
+      assertEquals(readLink(`${dir}/long`), long);
+    });
+  },
+);
