@@ -247,6 +247,17 @@ function memoryTargets(): TargetSpec[] {
       source: ISSUE_12,
     });
   }
+  // As users run them: the same goal for the processes the launcher starts.
+  for (const child of ["led", "button"]) {
+    targets.push({
+      id: `rss-launched-${child}-vs-bare`,
+      title: `${child} process as the launcher runs it: RSS against a bare script`,
+      figure: { id: `memory.rss.launched-${child}` },
+      baseline: { id: "memory.rss.bare" },
+      goal: { on: "ratio", op: "<=", bound: 1.3 },
+      source: ISSUE_12,
+    });
+  }
   // The floors under that goal: what FFI itself and loading the code cost before any of it runs.
   targets.push({
     id: "rss-ffi-vs-bare",

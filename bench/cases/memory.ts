@@ -1,7 +1,8 @@
 /**
- * Memory of each child: the LED's and the button's resident set size after some presses, beside
- * a bare `deno run --allow-ffi` script that does nothing, and beside the floors the children
- * cannot go below: a script that only opens the library's libc bindings (what FFI itself
+ * Memory of each child: the LED's and the button's resident set size after some presses, run
+ * alone and as the launcher runs them (as users do: from the launcher's memfd, with its FIFO and
+ * its state file), beside a bare `deno run --allow-ffi` script that does nothing, and beside the
+ * floors the children cannot go below: a script that only opens the library's libc bindings (what FFI itself
  * costs), one that only sets up the project's logging, and the LED's and the button's whole
  * module graphs without running them. All measured in the same run.
  *
@@ -12,6 +13,7 @@ import { delay } from "@std/async/delay";
 import { anonymousBytes, residentBytes } from "../proc_stats.ts";
 import { PEERS, ROOT, spawnDeno } from "../processes.ts";
 import { summarizeRuns } from "../stats.ts";
+import { startLauncher } from "../launcher.ts";
 import { LED_LINE, startSystem } from "../system.ts";
 import type { BenchCase, CaseContext } from "./case.ts";
 
@@ -26,6 +28,8 @@ const CHILDREN = [
   "button-modules",
   "led",
   "button",
+  "launched-led",
+  "launched-button",
 ] as const;
 type Child = typeof CHILDREN[number];
 
@@ -52,11 +56,22 @@ export const memory: BenchCase = {
       await using ledModules = floor("../../consumers/led.ts");
       await using buttonModules = floor("../../producers/button.ts");
       await using system = await startSystem(work, `memory-${run}`);
+      await using launched = await startLauncher(work, `memory-launched-${run}`, {
+        args: ["--state", work.file(`memory-launched-${run}.dat`)],
+      });
       for (const idle of [bare, ffi, logging, ledModules, buttonModules]) await idle.nextLine();
       for (let i = 0; i < PRESSES; i++) {
-        const since = system.led.lineCount;
-        await system.press();
-        await system.led.waitFor(LED_LINE, { since });
+        // The launcher's output carries its LED's lines.
+        for (
+          const [output, press] of [[system.led, system.press], [
+            launched.child,
+            launched.press,
+          ]] as const
+        ) {
+          const since = output.lineCount;
+          await press();
+          await output.waitFor(LED_LINE, { since });
+        }
         await delay(10);
       }
       await delay(1000);
@@ -68,6 +83,8 @@ export const memory: BenchCase = {
         "button-modules": buttonModules.pid,
         led: system.led.pid,
         button: system.button.pid,
+        "launched-led": await launched.childPid("led"),
+        "launched-button": await launched.childPid("button"),
       };
       for (const child of CHILDREN) {
         rss[child].push(residentBytes(pids[child]));
@@ -82,6 +99,10 @@ export const memory: BenchCase = {
       "button-modules": "the button's modules loaded, none of it run (its floor), idle",
       led: `the LED (\`consumers/led.ts\`) after ${PRESSES} presses`,
       button: `the button (\`producers/button.ts\`) after ${PRESSES} presses`,
+      "launched-led":
+        `the LED as the launcher runs it (\`deno task launch\`) after ${PRESSES} presses`,
+      "launched-button":
+        `the button as the launcher runs it (\`deno task launch\`) after ${PRESSES} presses`,
     };
     for (const child of CHILDREN) {
       figures.add(
