@@ -378,6 +378,32 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: a retained Home Assistant `online` on the broker does not make each connection announce twice",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      {
+        // Home Assistant's birth message, kept by the broker (a setup some users choose).
+        await using ha = await listen(broker.url, []);
+        await ha.publish("homeassistant/status", "online", { retain: true });
+      }
+      await using watcher = await listen(broker.url, ["homeassistant/#"]);
+      await using system = await startSystem(dir, broker.url);
+      const config = `homeassistant/light/${deviceId(system.prefix)}/led/config`;
+      await watcher.waitFor(config);
+      // An answer to the retained copy would come within the second announcements are apart.
+      await delay(2500);
+      assertEquals(watcher.on(config).length, 1, "discovery announced more than once");
+      assertEquals(system.launcher.matching(/Home Assistant \(re\)started/), []);
+      // Home Assistant starting again, live, is still answered.
+      await watcher.publish("homeassistant/status", "online");
+      await system.launcher.waitFor(/Home Assistant \(re\)started/);
+      await watcher.waitFor(config, { since: watcher.heard.indexOf(watcher.on(config)[0]) + 1 });
+    });
+  },
+);
+
+testWithBroker(
   "MQTT bridge: with the broker down at start the LED follows presses; the bridge connects when it comes",
   async () => {
     await withTempDir(async (dir) => {

@@ -247,7 +247,9 @@ export class MqttBridge {
     if (this.#closed) return;
     const { topics, log } = this.#options;
     if (topic === this.#haStatus) {
-      if (new TextDecoder().decode(payload) === "online") this.#homeAssistantOnline();
+      // A retained `online` is the broker's copy, handed over as this connection subscribed,
+      // just after it announced: no news. Home Assistant starting sends it live.
+      if (!retained && new TextDecoder().decode(payload) === "online") this.#homeAssistantOnline();
       return;
     }
     if (topic !== topics.set) return;
