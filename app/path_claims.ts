@@ -29,6 +29,7 @@ import {
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "../lib/errors.ts";
+import { abstractSocketHolders } from "../lib/holders.ts";
 import { ensurePrivateDirectory, parentOf } from "../lib/owned_path.ts";
 import { claimsDirectories, claimsDirectory, type RuntimeRoots } from "./runtime_dir.ts";
 import { fnv1a } from "./fnv1a.ts";
@@ -688,7 +689,13 @@ function machineHolder(name: string, prefix: string, holder: NameHolder | undefi
   const squatting = `holds the name "@${name}" that claims the MQTT topic prefix ${
     JSON.stringify(prefix)
   } on this machine`;
-  if (holder === undefined) return `a process that does not answer ${squatting}`;
+  if (holder === undefined) {
+    // Bound but not listening: found by its socket, as `ss -xlp` would.
+    const found = abstractSocketHolders(name).map(describeProcess);
+    return `a process that does not answer${
+      found.length === 0 ? "" : ` (${found.join("; ")})`
+    } ${squatting}`;
+  }
   const pid = holder.pid > 0 ? `pid ${holder.pid}, ` : "";
   const role = holder.pid === Deno.pid ? heldHere.get(name) : holder.role;
   if (role === "launcher" || role === "mqtt:forget") {
@@ -699,6 +706,17 @@ function machineHolder(name: string, prefix: string, holder: NameHolder | undefi
   // Says nothing, or something not ours (holderLabel() reads a missing role as an old record's).
   const what = role === undefined ? "a process" : holderLabel(role);
   return `${what} (${command}${pid}${userLabel(holder.uid)}) ${squatting}`;
+}
+
+/** `"COMM", pid N, user NAME (uid N)` of a process found in /proc; what is gone is left out. */
+function describeProcess(pid: number): string {
+  const comm = posix.readFileText(`/proc/${pid}/comm`)?.trim();
+  const uid = posix.statPath(`/proc/${pid}`)?.uid;
+  return [
+    ...(comm === undefined || comm === "" ? [] : [JSON.stringify(comm)]),
+    `pid ${pid}`,
+    ...(uid === undefined ? [] : [userLabel(uid)]),
+  ].join(", ");
 }
 
 /** How a refusal names what holds a claim, by the role it recorded or said. */

@@ -74,6 +74,40 @@ export function holdsOpen(pid: number, identity: string): boolean {
   return false;
 }
 
+/**
+ * The pids, this one too, holding a Unix socket bound to the abstract name `name` (without its
+ * leading NUL): found by the socket's inode in `/proc/net/unix` (this network namespace), then
+ * among each process's fds. For a holder that cannot be asked: one bound but not listening.
+ */
+export function abstractSocketHolders(name: string): number[] {
+  const links = new Set<string>();
+  // Num RefCount Protocol Flags Type St Inode Path; an abstract name reads "@name".
+  for (const line of (posix.readFileText("/proc/net/unix") ?? "").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 8 && fields.slice(7).join(" ") === `@${name}`) {
+      links.add(`socket:[${fields[6]}]`);
+    }
+  }
+  const holders: number[] = [];
+  if (links.size === 0) return holders;
+  for (const entry of posix.listDirectory("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    for (const fd of posix.listDirectory(`/proc/${pid}/fd`)) {
+      try {
+        if (links.has(posix.readLink(`/proc/${pid}/fd/${fd}`))) {
+          holders.push(pid);
+          break;
+        }
+      } catch (error) {
+        // As in holdsOpen(): closed meanwhile, or none of its fds ours to look at.
+        if (error instanceof Deno.errors.PermissionDenied) break;
+      }
+    }
+  }
+  return holders;
+}
+
 /** Who reads a FIFO: the pids found holding it open, and whether a reader holds no fd yet. */
 export interface FifoReaders {
   /** Processes with the FIFO open (this one too). */

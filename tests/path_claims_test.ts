@@ -1118,10 +1118,13 @@ testWith(
         );
       const said = claim(() => asked++);
       assertEquals(asked, 2, "tried three times in all");
+      // Found by its socket's inode, since it cannot be asked.
+      const comm = readFileText(`/proc/${held.pid}/comm`)?.trim();
       assertStringIncludes(
         said,
-        `a process that does not answer holds the name "@${machineClaimName(prefix)}"`,
+        `a process that does not answer (${JSON.stringify(comm)}, pid ${held.pid}, `,
       );
+      assertStringIncludes(said, `) holds the name "@${machineClaimName(prefix)}"`);
       // The holder ends between the failed bind and the connect: the next bind takes the name.
       asked = 0;
       const taken = claim(() => {
