@@ -1079,6 +1079,31 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "the launcher runs its children without V8's code cache, which costs each a megabyte of memory",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using launcher = startLauncher(dir, [
+        "--state",
+        `${dir}/state.dat`,
+        "--fifo",
+        `${dir}/button.fifo`,
+      ]);
+      const pids = await running(launcher);
+      try {
+        for (const pid of [pids.led, pids.button]) {
+          const args = (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0");
+          const script = args.findIndex((arg) => arg.endsWith(".ts"));
+          assert(args.slice(0, script).includes("--no-code-cache"), args.join(" "));
+        }
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a button and an LED run alone stop cleanly on SIGHUP (their terminal closed), leaving nothing behind",
   async () => {
     await withTempDir(async (dir) => {
