@@ -2,7 +2,8 @@
  * Notices, through inotify and without polling, when a path we use is removed or replaced by
  * another inode, and (given an open fd) when the inode itself is written or truncated by
  * someone else. A directory this user may enter but not read (`chmod 300`) cannot be watched
- * (inotify needs read access): there the path is looked at every {@link LOOK_MS} instead.
+ * (inotify needs read access): there the path is looked at every {@link LOOK_MS} instead, until
+ * a `chmod` lets the directory be watched.
  *
  * @module
  */
@@ -147,14 +148,19 @@ export class PathWatch {
   readonly #name: string;
   readonly #identity: string;
   readonly #inotify: number;
-  readonly #directoryWatch: number;
+  readonly #options: PathWatchOptions;
+  /** The directory's watch, or -1 or {@link LOOKING}; watched from the first look it may be. */
+  #directoryWatch: number;
   readonly #inodeWatch: number;
   readonly #attributes: boolean;
   readonly #waiter = new FdWaiter();
   readonly #buffer = new Uint8Array(4096);
   #status: PathStatus;
-  /** Looks at the path every {@link LOOK_MS}: a 0300 directory, or an unwatched one when asked. */
-  readonly #polling: boolean;
+  /**
+   * Looks at the path every {@link LOOK_MS}: a 0300 directory, or an unwatched one when asked;
+   * until the directory may be watched again.
+   */
+  #polling: boolean;
   /** The status could not be looked up yet (a closed directory): the first one seen is no change. */
   #unseen: boolean;
   /** Looking (see {@link PathWatch.looking}): the mode last seen, for `attributes`. */
@@ -181,6 +187,7 @@ export class PathWatch {
     this.#name = path.slice(path.lastIndexOf("/") + 1);
     this.#identity = identity;
     this.#attributes = options.attributes ?? false;
+    this.#options = options;
     this.#inotify = posix.inotifyInit();
     try {
       this.#directoryWatch = watchDirectory(this.#inotify, path, options);
@@ -205,7 +212,8 @@ export class PathWatch {
   /**
    * Whether the path's directory cannot be watched (this user may enter it but not read it,
    * `chmod 300`) and the path is looked at every {@link LOOK_MS} instead: a change is then told
-   * that much later, and a change undone between two looks not at all.
+   * that much later, and a change undone between two looks not at all. It is watched again from
+   * the first look after a `chmod` lets it be.
    */
   get looking(): boolean {
     return this.#directoryWatch === LOOKING;
@@ -253,7 +261,7 @@ export class PathWatch {
     while (!this.#closed) {
       const { readiness, look } = this.#polling
         ? await this.#nextWake()
-        : { readiness: await this.#waiter.wait(this.#inotify), look: false };
+        : { readiness: await this.#inotifyReady(), look: false };
       if (readiness === "cancelled" || this.#closed) return;
       let modified = false;
       let directory = false;
@@ -266,6 +274,7 @@ export class PathWatch {
           if (this.#attributes && mode !== this.#mode) modified = true;
           this.#mode = mode;
         }
+        this.#watchIfAble();
       }
       for (;;) {
         if (readiness === undefined) break;
@@ -312,6 +321,41 @@ export class PathWatch {
         }
       }
     }
+  }
+
+  /**
+   * Looking: watches the directory from now on if it may be watched now (a `chmod` opened it to
+   * this user, or it was made again), and stops looking. This look then tells what changed
+   * before the watch began.
+   */
+  #watchIfAble(): void {
+    if (this.#directoryWatch >= 0) return;
+    let watch: number;
+    try {
+      watch = watchDirectory(this.#inotify, this.#path, this.#options);
+    } catch {
+      return; // missing now, where it may not be: looked at again, as before
+    }
+    if (watch < 0) return;
+    this.#directoryWatch = watch;
+    this.#polling = false;
+    clearTimeout(this.#lookTimer);
+    this.#lookTimer = undefined;
+    this.#lookDue = false;
+  }
+
+  /**
+   * The inotify fd's next readiness. After looking, the wait {@link PathWatch.#nextWake} left in
+   * flight is the one to take: a waiter has one at a time.
+   */
+  async #inotifyReady(): Promise<Readiness> {
+    if (this.#waiting) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+    const ready = this.#ready;
+    this.#ready = undefined;
+    return ready ?? await this.#waiter.wait(this.#inotify);
   }
 
   /**

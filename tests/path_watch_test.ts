@@ -198,6 +198,40 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv")],
+  "PathWatch looking at a path (a 0300 directory) watches it again once a chmod lets its user read the directory, and still tells a replacement and a removal",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
+    const user = unusedUid();
+    await withTempDir(async (dir) => {
+      const { directory, path } = unreadableDirectory(dir, user);
+      await using watcher = spawnDenoAs(user, dir, {
+        script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
+        args: [path],
+        permissions: ["--allow-ffi"],
+      });
+      await watcher.waitFor(/^looking: true$/);
+      Deno.chmodSync(directory, 0o700);
+      // The next look finds it may be watched.
+      await watcher.waitFor(/^looking: false$/);
+      Deno.writeTextFileSync(`${directory}/other`, "1\n");
+      Deno.chownSync(`${directory}/other`, user, user);
+      Deno.renameSync(`${directory}/other`, path);
+      await watcher.waitFor(/^replaced$/);
+      Deno.removeSync(path);
+      await watcher.waitFor(/^removed$/);
+      await watcher.waitFor(/^ended$/);
+      assertEquals((await watcher.status()).code, 0, watcher.transcript);
+      assertEquals(
+        watcher.matching(/^modified$/),
+        [],
+        "the chmod is the directory's, not the path's",
+      );
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
   "PathWatch looking at a path (a 0300 directory) for long keeps its memory flat: 100 000 looks with nothing changing grow the heap by next to nothing",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the watch as another user")) return;
