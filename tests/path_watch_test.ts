@@ -4,6 +4,7 @@ import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
 import type { PathChange } from "../lib/path_watch.ts";
 import { readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { spawnDenoAs, unusedUid } from "./helpers/system.ts";
 import { withTempDir } from "./helpers/temp.ts";
@@ -163,6 +164,22 @@ function unreadableDirectory(dir: string, uid: number): { directory: string; pat
   return { directory, path };
 }
 
+/** `tests/fixtures/path_watch_looking.ts` on `path`, run as `uid`, once it says it looks. */
+async function lookingWatch(dir: string, uid: number, path: string): Promise<ChildProcess> {
+  const watcher = spawnDenoAs(uid, dir, {
+    script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
+    args: [path],
+    permissions: ["--allow-ffi"],
+  });
+  try {
+    await watcher.waitFor(/^looking: true$/);
+    return watcher;
+  } catch (error) {
+    await watcher[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
 testWith(
   [...NEEDS.system, requires("setpriv")],
   "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: nothing for the directory closed (0000) and opened again, a chmod, a replacement, a removal, and a close that ends it",
@@ -171,12 +188,7 @@ testWith(
     const user = unusedUid();
     await withTempDir(async (dir) => {
       const { directory, path } = unreadableDirectory(dir, user);
-      await using watcher = spawnDenoAs(user, dir, {
-        script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
-        args: [path],
-        permissions: ["--allow-ffi"],
-      });
-      await watcher.waitFor(/^looking: true$/);
+      await using watcher = await lookingWatch(dir, user, path);
       // Closed to the user for two looks, then open again: the path itself did not change.
       Deno.chmodSync(directory, 0o000);
       await delay(2 * LOOK_MS + 100);
@@ -204,12 +216,7 @@ testWith(
     const user = unusedUid();
     await withTempDir(async (dir) => {
       const { directory, path } = unreadableDirectory(dir, user);
-      await using watcher = spawnDenoAs(user, dir, {
-        script: `${ROOT}tests/fixtures/path_watch_looking.ts`,
-        args: [path],
-        permissions: ["--allow-ffi"],
-      });
-      await watcher.waitFor(/^looking: true$/);
+      await using watcher = await lookingWatch(dir, user, path);
       Deno.chmodSync(directory, 0o700);
       // The next look finds it may be watched.
       await watcher.waitFor(/^looking: false$/);

@@ -1102,34 +1102,48 @@ testWith(
   },
 );
 
+/**
+ * Runs a button and an LED alone on a state file in `dir`, stops each (the LED first) with
+ * `stop`, and checks that each exited 0, not by a signal (which would have left its FIFO, and
+ * the LED its cell in /dev/shm), and that nothing of them is left.
+ */
+async function stopsCleanlyAlone(
+  dir: string,
+  stop: (child: ChildProcess) => Promise<void>,
+): Promise<void> {
+  const state = `${dir}/state.dat`;
+  const fifo = `${dir}/button.fifo`;
+  const cells = (): string[] =>
+    listDirectory("/dev/shm").filter((name) => name.startsWith("mmap-ipc-cell-"));
+  const before = cells();
+  await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+    "--state",
+    state,
+    "--fifo",
+    fifo,
+  ]);
+  await button.waitFor(/Button ready/);
+  await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+  await led.waitFor(/LED Status: Off/);
+  for (const child of [led, button]) {
+    await stop(child);
+    const status = await child.status();
+    assertEquals([status.code, status.signal], [0, null], child.transcript);
+  }
+  assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
+  assertEquals(cells(), before, "a lone cell left in /dev/shm");
+}
+
 testWith(
   NEEDS.system,
   "a button and an LED run alone stop cleanly on SIGHUP (their terminal closed), leaving nothing behind",
   async () => {
-    await withTempDir(async (dir) => {
-      const state = `${dir}/state.dat`;
-      const fifo = `${dir}/button.fifo`;
-      const cells = (): string[] =>
-        listDirectory("/dev/shm").filter((name) => name.startsWith("mmap-ipc-cell-"));
-      const before = cells();
-      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
-        "--state",
-        state,
-        "--fifo",
-        fifo,
-      ]);
-      await button.waitFor(/Button ready/);
-      await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
-      await led.waitFor(/LED Status: Off/);
-      for (const child of [led, button]) {
+    await withTempDir((dir) =>
+      stopsCleanlyAlone(dir, async (child) => {
         child.kill("SIGHUP");
-        // It died of it (129), leaving its FIFO, and the LED its cell in /dev/shm.
-        const status = await child.status();
-        assertEquals([status.code, status.signal], [0, null], child.transcript);
-      }
-      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
-      assertEquals(cells(), before, "a lone cell left in /dev/shm");
-    });
+        await child.status();
+      })
+    );
   },
 );
 
@@ -1137,22 +1151,8 @@ testWith(
   NEEDS.system,
   "a button and an LED run alone and sent Ctrl+C again and again while they stop still stop cleanly: exit 0, nothing left behind",
   async () => {
-    await withTempDir(async (dir) => {
-      const state = `${dir}/state.dat`;
-      const fifo = `${dir}/button.fifo`;
-      const cells = (): string[] =>
-        listDirectory("/dev/shm").filter((name) => name.startsWith("mmap-ipc-cell-"));
-      const before = cells();
-      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
-        "--state",
-        state,
-        "--fifo",
-        fifo,
-      ]);
-      await button.waitFor(/Button ready/);
-      await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
-      await led.waitFor(/LED Status: Off/);
-      for (const child of [led, button]) {
+    await withTempDir((dir) =>
+      stopsCleanlyAlone(dir, async (child) => {
         const exited = child.status();
         let ended = false;
         void exited.then(() => ended = true);
@@ -1162,12 +1162,8 @@ testWith(
           child.kill("SIGINT");
           await delay(2);
         }
-        const status = await exited;
-        assertEquals([status.code, status.signal], [0, null], child.transcript);
-      }
-      assertThrows(() => Deno.lstatSync(fifo), Deno.errors.NotFound);
-      assertEquals(cells(), before, "a lone cell left in /dev/shm");
-    });
+      })
+    );
   },
 );
 
