@@ -388,6 +388,8 @@ function childSpecs(
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
       args: [...common, "--fifo", fifo as string, "--fifo-from-parent", ...remote],
+      // Made, or looked at for other readers, by prepareFifo() just before: a restart looks.
+      firstArgs: ["--fifo-checked"],
       linkHolder: "button",
     },
   ];

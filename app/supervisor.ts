@@ -27,6 +27,11 @@ export interface ChildSpec {
   /** The script's own arguments. */
   args: string[];
   /**
+   * Arguments its first start alone gets, after `args`: what the launcher knows only then (it
+   * has just made the child's FIFO, say).
+   */
+  firstArgs?: string[];
+  /**
    * The launcher's environment variables the child also gets, besides those of its Deno runtime
    * (`CHILD_RUNTIME_ENV`); nothing else of the launcher's environment reaches it.
    */
@@ -113,6 +118,8 @@ export class Supervisor {
   readonly #executable: string;
   readonly #env: Record<string, string>;
   readonly #beforeRestart: (() => void) | undefined;
+  /** Whether a start was tried: later ones get no `firstArgs`. */
+  #spawned = false;
   #child: Deno.ChildProcess | undefined;
 
   /**
@@ -150,6 +157,8 @@ export class Supervisor {
 
   #spawn(): { child: Deno.ChildProcess; output: Promise<unknown>; errors: ErrorOutput } {
     const { name, script, permissions, args } = this.#spec;
+    const firstArgs = this.#spawned ? [] : this.#spec.firstArgs ?? [];
+    this.#spawned = true;
     const child = new Deno.Command(this.#executable, {
       args: [
         "run",
@@ -163,6 +172,7 @@ export class Supervisor {
         ...permissions,
         script,
         ...args,
+        ...firstArgs,
         "--parent-pid",
         String(Deno.pid),
       ],

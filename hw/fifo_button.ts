@@ -132,6 +132,15 @@ export interface FifoButtonOptions {
    * next one, where it would be lost with the last reader. Not counted as another reader.
    */
   keeper?: number;
+  /**
+   * With `madeBy: "other"`: its maker made the FIFO at the path, or looked for other readers of
+   * it, just before this open (the launcher, before a button's first start), so the open does
+   * not look through /proc for them again. That look reads every process's fds, and its cost
+   * stays in the button's memory (about 3 MiB) for as long as it runs.
+   *
+   * @default {false}
+   */
+  readersChecked?: boolean;
 }
 
 /** Why a FIFO path holds something the button may not use now: see `onTaken`. */
@@ -453,8 +462,9 @@ export class FifoButton implements Button {
    * what {@link openFifoButton} would have taken at the start. Whether it did.
    */
   #adoptIfUsable(): boolean {
-    const refusal = refusalAt(this.#path, this.#keeper);
-    if (refusal !== undefined) {
+    const looked = lookAtPath(this.#path, this.#keeper, "look");
+    if (isRefused(looked)) {
+      const refusal = looked;
       // Not a file of this user's (another user's FIFO, say): no look will find it usable until
       // someone acts, so what to do is said, once for each thing put there. A file of this
       // user's is not: the watch already said what replaced the FIFO (onPath).
@@ -469,7 +479,11 @@ export class FifoButton implements Button {
     }
     let opened;
     try {
-      opened = openFifo(this.#path, { create: false, keeper: this.#keeper });
+      opened = openFifo(this.#path, {
+        create: false,
+        keeper: this.#keeper,
+        readersCheckedOf: looked?.identity,
+      });
     } catch {
       return false; // gone or changed meanwhile: the next look, or the watch, sees what is there
     }
@@ -599,17 +613,24 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
-  const taken = options.onTaken === undefined ? undefined : refusalAt(path, options.keeper);
-  if (taken !== undefined) {
-    options.onTaken?.(taken.taken);
+  const readers = options.madeBy === "other" && options.readersChecked ? "checked" : "look";
+  const looked = options.onTaken === undefined
+    ? undefined
+    : lookAtPath(path, options.keeper, readers);
+  if (isRefused(looked)) {
+    options.onTaken?.(looked.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
-    return new FifoButton(path, -1, taken.identity, false, options, refusalKey(taken));
+    return new FifoButton(path, -1, looked.identity, false, options, refusalKey(looked));
   }
   if (options.madeBy === "other" && statPath(path) === undefined) {
     // Its maker makes it (again) in a moment: looked for at once, and then while it is not there.
     return new FifoButton(path, -1, "", false, options);
   }
-  const { fd, identity, created } = openFifo(path, options);
+  const { fd, identity, created } = openFifo(path, {
+    ...options,
+    // Their readers looked for just now, by its maker or above: not again.
+    readersCheckedOf: readers === "checked" ? "any" : looked?.identity,
+  });
   try {
     return new FifoButton(path, fd, identity, created, options);
   } catch (error) {
@@ -619,15 +640,32 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
   }
 }
 
+/** What {@link lookAtPath} found at a path: its identity, and why the button may not use it. */
+interface LookedPath {
+  identity: string;
+  uid?: number;
+  /** Set when the button may not use it. */
+  taken?: TakenFifo;
+}
+
+/** A path that holds something the button may not use. */
+type RefusedPath = LookedPath & { taken: TakenFifo };
+
+function isRefused(looked: LookedPath | undefined): looked is RefusedPath {
+  return looked?.taken !== undefined;
+}
+
 /**
- * Why the button may not use what is at `path` (anything but a FIFO of ours, or a FIFO another
- * process reads), with its identity; undefined when the path is free or holds a usable FIFO.
- * Any other failure (the directory, the system) is left for the open to report.
+ * Looks at what is at `path`: why the button may not use it (anything but a FIFO of ours, or,
+ * unless `readers` says they were just looked for, a FIFO another process reads), with its
+ * identity; or the identity of a FIFO it may use; undefined when the path is free. Any other
+ * failure (the directory, the system) is left for the open to report.
  */
-function refusalAt(
+function lookAtPath(
   path: string,
   keeper: number | undefined,
-): { identity: string; uid?: number; taken: TakenFifo } | undefined {
+  readers: "look" | "checked",
+): LookedPath | undefined {
   let stat;
   try {
     stat = statPath(path);
@@ -646,7 +684,7 @@ function refusalAt(
     };
   }
   if (stat === undefined) return undefined;
-  const taken = (reason: TakenFifo["reason"], error: Error) => ({
+  const taken = (reason: TakenFifo["reason"], error: Error): RefusedPath => ({
     identity: stat.identity,
     uid: stat.uid,
     taken: { reason, error },
@@ -674,17 +712,19 @@ function refusalAt(
       ),
     );
   }
-  try {
-    refuseIfRead(path, stat.identity, { keeper });
-  } catch (error) {
-    if (error instanceof Deno.errors.Busy) return taken("read", error);
-    throw error;
+  if (readers === "look") {
+    try {
+      refuseIfRead(path, stat.identity, { keeper });
+    } catch (error) {
+      if (error instanceof Deno.errors.Busy) return taken("read", error);
+      throw error;
+    }
   }
-  return undefined;
+  return { identity: stat.identity };
 }
 
 /** What tells one refusal from another: the thing at the path and why it is refused. */
-function refusalKey(refusal: { identity: string; taken: TakenFifo }): string {
+function refusalKey(refusal: RefusedPath): string {
   return `${refusal.identity}\0${refusal.taken.reason}`;
 }
 
@@ -725,7 +765,10 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
 /** Makes (unless `create: false`) and opens the FIFO at `path`: its fd, identity and whether made. */
 function openFifo(
   path: string,
-  options: FifoButtonOptions,
+  options: FifoButtonOptions & {
+    /** The FIFO whose readers were just looked for (its identity), or `"any"` at the path. */
+    readersCheckedOf?: string;
+  },
 ): { fd: number; identity: string; created: boolean } {
   const action = "open FIFO";
   let identity: string;
@@ -743,7 +786,8 @@ function openFifo(
     checkOwn(stat, "fifo", action, path);
     identity = stat.identity;
   }
-  if (!created) refuseIfRead(path, identity, { keeper: options.keeper });
+  const checked = options.readersCheckedOf === "any" || options.readersCheckedOf === identity;
+  if (!created && !checked) refuseIfRead(path, identity, { keeper: options.keeper });
   const fd = openPath(path, OPEN_FLAGS, 0, action);
   try {
     const stat = statFd(fd, path);

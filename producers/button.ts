@@ -92,6 +92,13 @@ export const BUTTON_COMMAND = defineCommand({
         "and holds it open so that no press is lost while this restarts: make none, read " +
         "the one it makes, and take its hold for no other reader (the launcher passes this)",
     },
+    "fifo-checked": {
+      type: "boolean",
+      requires: "fifo-from-parent",
+      help: "the parent made the FIFO, or looked for other readers of it, just before this " +
+        "start: do not look through /proc for them again (the launcher passes this at the " +
+        "button's first start)",
+    },
     ...logFlags("each press"),
     ...PARENT_PID_FLAG,
   },
@@ -288,6 +295,7 @@ async function openInput(
     madeBy: flags.fifoFromParent ? "other" : "button",
     // And holds it open, so presses written while this button restarts wait for the next.
     keeper: flags.fifoFromParent ? flags.parentPid : undefined,
+    readersChecked: flags.fifoChecked,
   });
   // Not "ready" while it waits for the path (said above why): it says when it reads it.
   return { button, ready: waiting ? undefined : `Button ready: echo 0 > ${shellQuote(fifo)}` };

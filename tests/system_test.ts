@@ -1079,7 +1079,7 @@ testWith(
 
 testWith(
   NEEDS.system,
-  "the launcher runs its children without V8's code cache, which costs each a megabyte of memory",
+  "the launcher runs its children without V8's code cache, and tells only the button's first start that it has just made its FIFO (a restarted button looks for other readers itself)",
   async () => {
     await withTempDir(async (dir) => {
       await using launcher = startLauncher(dir, [
@@ -1088,15 +1088,30 @@ testWith(
         "--fifo",
         `${dir}/button.fifo`,
       ]);
+      const argsOf = (pid: number): string[] =>
+        (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0");
+      /** Its `deno run` flags and its script's own arguments. */
+      const split = (args: string[]): { deno: string[]; script: string[] } => {
+        const at = args.findIndex((arg) => arg.endsWith(".ts"));
+        return { deno: args.slice(0, at), script: args.slice(at + 1) };
+      };
       const pids = await running(launcher);
+      let restarted: number | undefined;
       try {
         for (const pid of [pids.led, pids.button]) {
-          const args = (readFileText(`/proc/${pid}/cmdline`) ?? "").split("\0");
-          const script = args.findIndex((arg) => arg.endsWith(".ts"));
-          assert(args.slice(0, script).includes("--no-code-cache"), args.join(" "));
+          assert(split(argsOf(pid)).deno.includes("--no-code-cache"), argsOf(pid).join(" "));
         }
+        assert(split(argsOf(pids.button)).script.includes("--fifo-checked"));
+        const since = launcher.lines.length;
+        Deno.kill(pids.button, "SIGKILL");
+        const again = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+        restarted = Number(again.match[1]);
+        await launcher.waitFor(/Button ready/, { since });
+        const args = split(argsOf(restarted));
+        assert(args.deno.includes("--no-code-cache"), args.deno.join(" "));
+        assert(!args.script.includes("--fifo-checked"), args.script.join(" "));
       } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
+        await stopAll(launcher, [pids.led, pids.button, ...(restarted ? [restarted] : [])]);
       }
     });
   },
