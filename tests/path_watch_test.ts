@@ -180,6 +180,24 @@ async function lookingWatch(dir: string, uid: number, path: string): Promise<Chi
   }
 }
 
+/**
+ * Moves another file onto `path` in `directory`, then removes it: the looking watch's fixture
+ * tells both, closes its watch and ends, exit 0.
+ */
+async function replaceThenRemove(
+  directory: string,
+  path: string,
+  watcher: ChildProcess,
+): Promise<void> {
+  Deno.writeTextFileSync(`${directory}/other`, "1\n");
+  Deno.renameSync(`${directory}/other`, path);
+  await watcher.waitFor(/^replaced$/);
+  Deno.removeSync(path);
+  await watcher.waitFor(/^removed$/);
+  await watcher.waitFor(/^ended$/);
+  assertEquals((await watcher.status()).code, 0, watcher.transcript);
+}
+
 testWith(
   [...NEEDS.system, requires("setpriv")],
   "PathWatch in a directory its user may enter but not read (0300), which inotify cannot watch, looks at the path instead: nothing for the directory closed (0000) and opened again, a chmod, a replacement, a removal, and a close that ends it",
@@ -197,13 +215,7 @@ testWith(
       assertEquals(watcher.matching(/^modified$/), [], watcher.transcript);
       Deno.chmodSync(path, 0o640);
       await watcher.waitFor(/^modified$/);
-      Deno.writeTextFileSync(`${directory}/other`, "1\n");
-      Deno.renameSync(`${directory}/other`, path);
-      await watcher.waitFor(/^replaced$/);
-      Deno.removeSync(path);
-      await watcher.waitFor(/^removed$/);
-      await watcher.waitFor(/^ended$/);
-      assertEquals((await watcher.status()).code, 0, watcher.transcript);
+      await replaceThenRemove(directory, path, watcher);
     });
   },
 );
@@ -220,14 +232,7 @@ testWith(
       Deno.chmodSync(directory, 0o700);
       // The next look finds it may be watched.
       await watcher.waitFor(/^looking: false$/);
-      Deno.writeTextFileSync(`${directory}/other`, "1\n");
-      Deno.chownSync(`${directory}/other`, user, user);
-      Deno.renameSync(`${directory}/other`, path);
-      await watcher.waitFor(/^replaced$/);
-      Deno.removeSync(path);
-      await watcher.waitFor(/^removed$/);
-      await watcher.waitFor(/^ended$/);
-      assertEquals((await watcher.status()).code, 0, watcher.transcript);
+      await replaceThenRemove(directory, path, watcher);
       assertEquals(
         watcher.matching(/^modified$/),
         [],
