@@ -336,6 +336,7 @@ function childSpecs(
   state: SharedState,
   fifo: string | undefined,
   link: SharedRegion | undefined,
+  fifoIdentity?: string,
 ): LaunchedChild[] {
   const remote = link === undefined ? [] : ["--remote", link.name];
   const common = commonArgs(flags, state);
@@ -388,8 +389,9 @@ function childSpecs(
       script: `${ROOT}producers/button.ts`,
       permissions: ["--allow-ffi"],
       args: [...common, "--fifo", fifo as string, "--fifo-from-parent", ...remote],
-      // Made, or looked at for other readers, by prepareFifo() just before: a restart looks.
-      firstArgs: ["--fifo-checked"],
+      // Made, or looked at for other readers, by prepareFifo() just before: a restart looks,
+      // and so does the first start if another FIFO was put there since.
+      firstArgs: fifoIdentity === undefined ? [] : ["--fifo-checked", fifoIdentity],
       linkHolder: "button",
     },
   ];
@@ -572,7 +574,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
           });
         },
       });
-    const supervisors = childSpecs(flags, state, fifo, resources.link).map(supervise);
+    const supervisors = childSpecs(flags, state, fifo, resources.link, fifoIdentity).map(supervise);
     const bridge = bridged !== undefined && resources.link !== undefined
       ? supervise(bridgeSpec(flags, bridged, state, resources.link))
       : undefined;

@@ -133,14 +133,13 @@ export interface FifoButtonOptions {
    */
   keeper?: number;
   /**
-   * With `madeBy: "other"`: its maker made the FIFO at the path, or looked for other readers of
-   * it, just before this open (the launcher, before a button's first start), so the open does
-   * not look through /proc for them again. That look reads every process's fds, and its cost
-   * stays in the button's memory (about 3 MiB) for as long as it runs.
-   *
-   * @default {false}
+   * With `madeBy: "other"`: the identity (`FileStat.identity`) of the FIFO its maker made at the
+   * path, or looked for other readers of, just before this open (the launcher, before a button's
+   * first start), so the open does not look through /proc for them again while that FIFO is the
+   * one at the path; another put there since is looked at. That look reads every process's fds,
+   * and its cost stays in the button's memory (about 3 MiB) for as long as it runs.
    */
-  readersChecked?: boolean;
+  readersChecked?: string;
 }
 
 /** Why a FIFO path holds something the button may not use now: see `onTaken`. */
@@ -462,7 +461,7 @@ export class FifoButton implements Button {
    * what {@link openFifoButton} would have taken at the start. Whether it did.
    */
   #adoptIfUsable(): boolean {
-    const looked = lookAtPath(this.#path, this.#keeper, "look");
+    const looked = lookAtPath(this.#path, this.#keeper, undefined);
     if (isRefused(looked)) {
       const refusal = looked;
       // Not a file of this user's (another user's FIFO, say): no look will find it usable until
@@ -613,10 +612,10 @@ export class FifoButton implements Button {
  * naming that process where it can be found.
  */
 export function openFifoButton(path: string, options: FifoButtonOptions = {}): FifoButton {
-  const readers = options.madeBy === "other" && options.readersChecked ? "checked" : "look";
+  const checked = options.madeBy === "other" ? options.readersChecked : undefined;
   const looked = options.onTaken === undefined
     ? undefined
-    : lookAtPath(path, options.keeper, readers);
+    : lookAtPath(path, options.keeper, checked);
   if (isRefused(looked)) {
     options.onTaken?.(looked.taken);
     // The watch says when the path is free (or at once, if it is now); see #lookAtFreePath.
@@ -628,8 +627,8 @@ export function openFifoButton(path: string, options: FifoButtonOptions = {}): F
   }
   const { fd, identity, created } = openFifo(path, {
     ...options,
-    // Their readers looked for just now, by its maker or above: not again.
-    readersCheckedOf: readers === "checked" ? "any" : looked?.identity,
+    // Their readers looked for just now, above or by its maker: not again for that FIFO.
+    readersCheckedOf: looked?.identity ?? checked,
   });
   try {
     return new FifoButton(path, fd, identity, created, options);
@@ -657,14 +656,15 @@ function isRefused(looked: LookedPath | undefined): looked is RefusedPath {
 
 /**
  * Looks at what is at `path`: why the button may not use it (anything but a FIFO of ours, or,
- * unless `readers` says they were just looked for, a FIFO another process reads), with its
- * identity; or the identity of a FIFO it may use; undefined when the path is free. Any other
- * failure (the directory, the system) is left for the open to report.
+ * unless it is the FIFO `readersChecked` names, whose readers were just looked for, a FIFO
+ * another process reads), with its identity; or the identity of a FIFO it may use; undefined
+ * when the path is free. Any other failure (the directory, the system) is left for the open to
+ * report.
  */
 function lookAtPath(
   path: string,
   keeper: number | undefined,
-  readers: "look" | "checked",
+  readersChecked: string | undefined,
 ): LookedPath | undefined {
   let stat;
   try {
@@ -712,7 +712,7 @@ function lookAtPath(
       ),
     );
   }
-  if (readers === "look") {
+  if (stat.identity !== readersChecked) {
     try {
       refuseIfRead(path, stat.identity, { keeper });
     } catch (error) {
@@ -766,7 +766,7 @@ function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
 function openFifo(
   path: string,
   options: FifoButtonOptions & {
-    /** The FIFO whose readers were just looked for (its identity), or `"any"` at the path. */
+    /** The FIFO whose readers were just looked for (its identity). */
     readersCheckedOf?: string;
   },
 ): { fd: number; identity: string; created: boolean } {
@@ -786,8 +786,9 @@ function openFifo(
     checkOwn(stat, "fifo", action, path);
     identity = stat.identity;
   }
-  const checked = options.readersCheckedOf === "any" || options.readersCheckedOf === identity;
-  if (!created && !checked) refuseIfRead(path, identity, { keeper: options.keeper });
+  if (!created && options.readersCheckedOf !== identity) {
+    refuseIfRead(path, identity, { keeper: options.keeper });
+  }
   const fd = openPath(path, OPEN_FLAGS, 0, action);
   try {
     const stat = statFd(fd, path);

@@ -93,11 +93,13 @@ export const BUTTON_COMMAND = defineCommand({
         "the one it makes, and take its hold for no other reader (the launcher passes this)",
     },
     "fifo-checked": {
-      type: "boolean",
+      type: "string",
+      arg: "IDENTITY",
       requires: "fifo-from-parent",
-      help: "the parent made the FIFO, or looked for other readers of it, just before this " +
-        "start: do not look through /proc for them again (the launcher passes this at the " +
-        "button's first start)",
+      help: "the parent made the FIFO with this identity (device:inode:birth), or looked for " +
+        "other readers of it, just before this start: do not look through /proc for them " +
+        "again while it is the one at the path (the launcher passes this at the button's " +
+        "first start)",
     },
     ...logFlags("each press"),
     ...PARENT_PID_FLAG,

@@ -168,6 +168,53 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep")],
+  "readersChecked spares the look for the FIFO its maker checked, not for another FIFO put at the path since, which another process reads",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      // The maker (the launcher) makes its FIFO and knows nobody else reads it...
+      makeFifo(path, 0o600);
+      const checked = statPath(path)?.identity ?? "";
+      // ...and before the button opens it, another FIFO is put there, which a program reads.
+      Deno.removeSync(path);
+      makeFifo(path, 0o600);
+      const other = statPath(path)?.identity;
+      assert(other !== checked, "the new FIFO has the checked one's identity");
+      const reader = new Deno.Command("sh", {
+        args: ["-c", `exec 3<> '${path}'; echo open; exec sleep 60`],
+        stdout: "piped",
+      }).spawn();
+      try {
+        const lines = reader.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        assertEquals((await lines.read()).value, "open\n");
+        lines.releaseLock();
+        const options = { madeBy: "other" as const, readersChecked: checked };
+        assertThrowsWith(
+          () => openFifoButton(path, options),
+          Deno.errors.Busy,
+          `pid ${reader.pid}`,
+        );
+        const refusals: TakenFifo[] = [];
+        await using _waiting = openFifoButton(path, {
+          ...options,
+          onTaken: (taken) => refusals.push(taken),
+        });
+        assertEquals(refusals.map((taken) => taken.reason), ["read"]);
+        assertStringIncludes(refusals[0].error.message, `pid ${reader.pid}`);
+      } finally {
+        killIfRunning(reader.pid);
+        await reader.status;
+        await reader.stdout.cancel().catch(() => {});
+      }
+      // The FIFO it checked, nobody else reading it: opened without a look, and read.
+      await using button = openFifoButton(path, { madeBy: "other", readersChecked: other });
+      await pressOnce(path, countPresses(button));
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh"), requires("sleep")],
   "with onTaken, a FIFO whose other reader goes away (the FIFO left in place) is read within a look, as a fresh start would",
   async () => {
     await withTempDir(async (dir) => {
