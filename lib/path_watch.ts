@@ -161,6 +161,8 @@ export class PathWatch {
    * until the directory may be watched again.
    */
   #polling: boolean;
+  /** It began by looking: it looks again whenever its directory's watch is gone. */
+  readonly #looksUnwatched: boolean;
   /** The status could not be looked up yet (a closed directory): the first one seen is no change. */
   #unseen: boolean;
   /** Looking (see {@link PathWatch.looking}): the mode last seen, for `attributes`. */
@@ -201,6 +203,7 @@ export class PathWatch {
     }
     this.#polling = this.looking ||
       (this.#directoryWatch === -1 && (options.lookWhenUnwatched ?? false));
+    this.#looksUnwatched = this.#polling;
     // An unwatched directory that nobody looks at reports nothing; one looked at (from now on)
     // reports what it holds once it can be seen, news only if not the inode watched.
     const seen = this.#directoryWatch === -1 && !this.#polling ? undefined : this.#look();
@@ -294,6 +297,9 @@ export class PathWatch {
             modified = true;
           } else if ((mask & LOOK_AGAIN) !== 0) {
             directory = true; // the directory itself went (or its watch did): looked at
+            // Its watch gone with it (removed): one that began by looking looks again, as it
+            // did before it could watch, so that a directory made again there is seen.
+            if (wd === this.#directoryWatch && (mask & C.IN_IGNORED) !== 0) this.#lookAgain();
           } else if (wd === this.#directoryWatch) {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
@@ -342,6 +348,13 @@ export class PathWatch {
     clearTimeout(this.#lookTimer);
     this.#lookTimer = undefined;
     this.#lookDue = false;
+  }
+
+  /** Looks at the path again once its directory's watch is gone, if it began by looking. */
+  #lookAgain(): void {
+    if (!this.#looksUnwatched) return;
+    this.#directoryWatch = -1;
+    this.#polling = true;
   }
 
   /**

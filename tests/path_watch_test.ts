@@ -221,6 +221,41 @@ testWith(
 );
 
 testWith(
+  NEEDS.files,
+  "PathWatch looking at a path whose directory is missing (lookWhenUnwatched) watches the directory once it is made, and looks again once it is removed: a file put at the path in the directory made again is told",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/run/state`;
+      // An inode the path never names: each file put there is a replacement.
+      Deno.writeTextFileSync(`${dir}/watched`, "0\n");
+      const watch = new PathWatch(path, statPath(`${dir}/watched`)?.identity ?? "", {
+        directoryMayBeMissing: true,
+        lookWhenUnwatched: true,
+      });
+      const seen: PathChange[] = [];
+      const ended = (async () => {
+        for await (const change of watch.changes()) seen.push(change);
+      })();
+      try {
+        Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+        Deno.writeTextFileSync(path, "1\n");
+        // Told by the look that takes the directory's watch, or by that watch.
+        await until(() => seen.length === 1, "the file told");
+        Deno.removeSync(`${dir}/run`, { recursive: true });
+        await until(() => seen.length === 2, "the removal told");
+        Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+        Deno.writeTextFileSync(path, "2\n");
+        await until(() => seen.length === 3, "the file in the directory made again told");
+        assertEquals(seen, ["replaced", "removed", "replaced"]);
+      } finally {
+        await watch.close();
+        await ended;
+      }
+    });
+  },
+);
+
+testWith(
   [...NEEDS.system, requires("setpriv")],
   "PathWatch looking at a path (a 0300 directory) watches it again once a chmod lets its user read the directory, and still tells a replacement and a removal",
   async (t) => {
