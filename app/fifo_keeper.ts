@@ -25,7 +25,7 @@ import {
   parentOf,
   withDirectoryMode,
 } from "../lib/owned_path.ts";
-import { lookingNotice, PathWatch } from "../lib/path_watch.ts";
+import { lookingNotice, PathWatch, watchedNotice } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
 export interface FifoKeeperOptions {
@@ -168,10 +168,19 @@ async function untilMoved(
 ): Promise<void> {
   const { signal } = options;
   // Its directory gone (or a file in its place): so is the path, as the look below finds.
-  const watch = new PathWatch(path, identity, { directoryMayBeMissing: true, attributes: true });
+  const subject = `the FIFO ${JSON.stringify(path)}`;
+  const watch = new PathWatch(path, identity, {
+    directoryMayBeMissing: true,
+    attributes: true,
+    onWatched: () => {
+      if (!said.looking) return;
+      said.looking = false;
+      options.log.info(watchedNotice(subject));
+    },
+  });
   if (watch.looking && !said.looking) {
     said.looking = true;
-    options.log.info(lookingNotice(`the FIFO ${JSON.stringify(path)}`));
+    options.log.info(lookingNotice(subject));
   }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });

@@ -14,7 +14,7 @@
 
 import { delay } from "@std/async/delay";
 import type { Logger } from "./logging.ts";
-import { lookingNotice, type PathChange, PathWatch } from "../lib/path_watch.ts";
+import { lookingNotice, type PathChange, PathWatch, watchedNotice } from "../lib/path_watch.ts";
 import { STATE_FILE_SIZE } from "../lib/state_file.ts";
 import { normalizeShmName } from "../lib/open_region.ts";
 import type { StateCell } from "../lib/state_cell.ts";
@@ -41,13 +41,21 @@ export async function keepMirror(
     : `The state file ${JSON.stringify(mirror.path)}`;
   // Its directory removed or closed to this user (chmod) at a restart: its content is still
   // watched through the fd, and what is at the path is said once it can be looked at.
+  const subject = name.replace(/^The /, "the ");
+  let saidLooking = false;
   const watch = new PathWatch(path, mirror.identity, {
     fd: mirror.fd,
     directoryMayBeMissing: true,
     lookWhenUnwatched: true,
+    onWatched: () => {
+      if (!saidLooking) return;
+      saidLooking = false;
+      log.info(watchedNotice(subject));
+    },
   });
   if (watch.looking) {
-    log.info(lookingNotice(name.replace(/^The /, "the ")));
+    saidLooking = true;
+    log.info(lookingNotice(subject));
   }
   const stop = (): void => void watch.close();
   signal.addEventListener("abort", stop, { once: true });

@@ -51,6 +51,13 @@ export function lookingNotice(subject: string): string {
   return `The directory of ${subject} cannot be watched (its mode lets this user in but not ` +
     `read it): looking at it every ${LOOK_MS} ms instead`;
 }
+/**
+ * What a program says once a watch that looked watches instead
+ * ({@link PathWatchOptions.onWatched}).
+ */
+export function watchedNotice(subject: string): string {
+  return `The directory of ${subject} can be watched again: a change is noticed at once`;
+}
 const decoder = new TextDecoder();
 
 /** Options for {@link PathWatch}. */
@@ -85,6 +92,12 @@ export interface PathWatchOptions {
    * file, and follows whatever the path names.
    */
   attributes?: boolean;
+  /**
+   * Called when a watch that looked at the path ({@link PathWatch.looking}, or a missing
+   * directory with `lookWhenUnwatched`) watches its directory from now on: a `chmod` let it, or
+   * the directory was made.
+   */
+  onWatched?: () => void;
 }
 
 /**
@@ -348,6 +361,7 @@ export class PathWatch {
     clearTimeout(this.#lookTimer);
     this.#lookTimer = undefined;
     this.#lookDue = false;
+    this.#options.onWatched?.();
   }
 
   /** Looks at the path again once its directory's watch is gone, if it began by looking. */

@@ -875,6 +875,10 @@ testWith(
           .status();
         assertEquals(press.code, 0);
         await ledShows(launcher, "Off", since);
+        // The directory readable again: both are watched from the next look on, and say so.
+        Deno.chmodSync(directory, 0o700);
+        await launcher.waitFor(/FIFO .*button\.fifo.* can be watched again/, { since });
+        await launcher.waitFor(/state file .*state\.dat.* can be watched again/, { since });
         Deno.removeSync(state);
         await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
         assertEquals(launcher.matching(/Cannot make the FIFO|crashed/), [], launcher.transcript);
