@@ -331,13 +331,16 @@ function commonArgs(flags: LaunchFlags, state: SharedState): string[] {
   ];
 }
 
+/**
+ * The button and the LED as the launcher runs them: with `fifo` (the PC build), the FIFO it
+ * made or looked at, `fifoIdentity` naming it; with `link`, the remote link to the bridge.
+ */
 function childSpecs(
   flags: LaunchFlags,
   state: SharedState,
-  fifo: string | undefined,
-  link: SharedRegion | undefined,
-  fifoIdentity?: string,
+  where: { fifo?: string; fifoIdentity?: string; link?: SharedRegion },
 ): LaunchedChild[] {
+  const { fifo, fifoIdentity, link } = where;
   const remote = link === undefined ? [] : ["--remote", link.name];
   const common = commonArgs(flags, state);
   const option = (name: string, value: unknown): string[] =>
@@ -574,7 +577,9 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
           });
         },
       });
-    const supervisors = childSpecs(flags, state, fifo, resources.link, fifoIdentity).map(supervise);
+    const supervisors = childSpecs(flags, state, { fifo, fifoIdentity, link: resources.link }).map(
+      supervise,
+    );
     const bridge = bridged !== undefined && resources.link !== undefined
       ? supervise(bridgeSpec(flags, bridged, state, resources.link))
       : undefined;

@@ -691,7 +691,7 @@ function machineHolder(name: string, prefix: string, holder: NameHolder | undefi
   } on this machine`;
   if (holder === undefined) {
     // Bound but not listening: found by its socket, as `ss -xlp` would.
-    const found = abstractSocketHolders(name).map(describeProcess);
+    const found = abstractSocketHolders(name).map((pid) => describeProcess(pid));
     return `a process that does not answer${
       found.length === 0 ? "" : ` (${found.join("; ")})`
     } ${squatting}`;
@@ -701,21 +701,24 @@ function machineHolder(name: string, prefix: string, holder: NameHolder | undefi
   if (role === "launcher" || role === "mqtt:forget") {
     return `${holderLabel(role)} on this machine (${pid}${userLabel(holder.uid)}) ${using}`;
   }
-  const comm = holder.pid > 0 ? posix.readFileText(`/proc/${holder.pid}/comm`)?.trim() : undefined;
-  const command = comm === undefined || comm === "" ? "" : `${JSON.stringify(comm)}, `;
   // Says nothing, or something not ours (holderLabel() reads a missing role as an old record's).
   const what = role === undefined ? "a process" : holderLabel(role);
-  return `${what} (${command}${pid}${userLabel(holder.uid)}) ${squatting}`;
+  return `${what} (${describeProcess(holder.pid, holder.uid)}) ${squatting}`;
 }
 
-/** `"COMM", pid N, user NAME (uid N)` of a process found in /proc; what is gone is left out. */
-function describeProcess(pid: number): string {
-  const comm = posix.readFileText(`/proc/${pid}/comm`)?.trim();
-  const uid = posix.statPath(`/proc/${pid}`)?.uid;
+/**
+ * `"COMM", pid N, user NAME (uid N)` of a process: its command name from /proc, and its user
+ * from there unless `uid` is given (the socket's peer credentials); what is gone, or a pid the
+ * kernel could not give (0), is left out.
+ */
+function describeProcess(pid: number, uid?: number): string {
+  const known = pid > 0;
+  const comm = known ? posix.readFileText(`/proc/${pid}/comm`)?.trim() : undefined;
+  const user = uid ?? (known ? posix.statPath(`/proc/${pid}`)?.uid : undefined);
   return [
     ...(comm === undefined || comm === "" ? [] : [JSON.stringify(comm)]),
-    `pid ${pid}`,
-    ...(uid === undefined ? [] : [userLabel(uid)]),
+    ...(known ? [`pid ${pid}`] : []),
+    ...(user === undefined ? [] : [userLabel(user)]),
   ].join(", ");
 }
 

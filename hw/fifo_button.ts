@@ -463,16 +463,15 @@ export class FifoButton implements Button {
   #adoptIfUsable(): boolean {
     const looked = lookAtPath(this.#path, this.#keeper, undefined);
     if (isRefused(looked)) {
-      const refusal = looked;
       // Not a file of this user's (another user's FIFO, say): no look will find it usable until
       // someone acts, so what to do is said, once for each thing put there. A file of this
       // user's is not: the watch already said what replaced the FIFO (onPath).
-      const key = refusalKey(refusal);
+      const key = refusalKey(looked);
       if (
-        refusal.taken.reason === "foreign" && refusal.uid !== effectiveUid() && key !== this.#told
+        looked.taken.reason === "foreign" && looked.uid !== effectiveUid() && key !== this.#told
       ) {
         this.#told = key;
-        this.#onTaken?.(refusal.taken);
+        this.#onTaken?.(looked.taken);
       }
       return false;
     }

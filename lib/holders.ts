@@ -60,11 +60,17 @@ export function findHolders(identity: string, options: HolderOptions = {}): numb
  * its fds cannot be read (another user's process, or one that is gone).
  */
 export function holdsOpen(pid: number, identity: string): boolean {
+  return someFd(pid, (fd) => posix.statPath(fd, { follow: true })?.identity === identity);
+}
+
+/**
+ * Whether `test` holds for one of the fds of the process `pid` (given as `/proc/PID/fd/N`); false
+ * when its fds cannot be read (another user's process, or one that is gone).
+ */
+function someFd(pid: number, test: (fd: string) => boolean): boolean {
   for (const fd of posix.listDirectory(`/proc/${pid}/fd`)) {
     try {
-      if (posix.statPath(`/proc/${pid}/fd/${fd}`, { follow: true })?.identity === identity) {
-        return true;
-      }
+      if (test(`/proc/${pid}/fd/${fd}`)) return true;
     } catch (error) {
       // Closed meanwhile, or not ours to look at: then none of its fds are, and each refusal
       // would cost an error built for nothing.
@@ -88,24 +94,10 @@ export function abstractSocketHolders(name: string): number[] {
       links.add(`socket:[${fields[6]}]`);
     }
   }
-  const holders: number[] = [];
-  if (links.size === 0) return holders;
-  for (const entry of posix.listDirectory("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid)) continue;
-    for (const fd of posix.listDirectory(`/proc/${pid}/fd`)) {
-      try {
-        if (links.has(posix.readLink(`/proc/${pid}/fd/${fd}`))) {
-          holders.push(pid);
-          break;
-        }
-      } catch (error) {
-        // As in holdsOpen(): closed meanwhile, or none of its fds ours to look at.
-        if (error instanceof Deno.errors.PermissionDenied) break;
-      }
-    }
-  }
-  return holders;
+  if (links.size === 0) return [];
+  return posix.listDirectory("/proc").map(Number).filter((pid) =>
+    Number.isInteger(pid) && someFd(pid, (fd) => links.has(posix.readLink(fd)))
+  );
 }
 
 /** Who reads a FIFO: the pids found holding it open, and whether a reader holds no fd yet. */

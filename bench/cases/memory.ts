@@ -2,9 +2,9 @@
  * Memory of each child: the LED's and the button's resident set size after some presses, run
  * alone and as the launcher runs them (as users do: from the launcher's memfd, with its FIFO and
  * its state file), beside a bare `deno run --allow-ffi` script that does nothing, and beside the
- * floors the children cannot go below: a script that only opens the library's libc bindings (what FFI itself
- * costs), one that only sets up the project's logging, and the LED's and the button's whole
- * module graphs without running them. All measured in the same run.
+ * floors the children cannot go below: a script that only opens the library's libc bindings
+ * (what FFI itself costs), one that only sets up the project's logging, and the LED's and the
+ * button's whole module graphs without running them. All measured in the same run.
  *
  * @module
  */
@@ -60,14 +60,13 @@ export const memory: BenchCase = {
         args: ["--state", work.file(`memory-launched-${run}.dat`)],
       });
       for (const idle of [bare, ffi, logging, ledModules, buttonModules]) await idle.nextLine();
+      // Each pressed, and its LED's line awaited (the launcher's output carries its LED's lines).
+      const pressed = [
+        { press: system.press, output: system.led },
+        { press: launched.press, output: launched.child },
+      ];
       for (let i = 0; i < PRESSES; i++) {
-        // The launcher's output carries its LED's lines.
-        for (
-          const [output, press] of [[system.led, system.press], [
-            launched.child,
-            launched.press,
-          ]] as const
-        ) {
+        for (const { press, output } of pressed) {
           const since = output.lineCount;
           await press();
           await output.waitFor(LED_LINE, { since });
