@@ -13,6 +13,9 @@ import { libc } from "./libc.ts";
 import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
+/** FUTEX_WAKE's count for every waiter (INT_MAX). */
+const WAKE_ALL = 0x7fff_ffff;
+
 /** How a futex wait ended: woken (or spuriously), the word already differed, or time ran out. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
 
@@ -204,12 +207,12 @@ export class Mapping {
   }
 
   /**
-   * A {@link SyncWaiter} for the word at `byteOffset`: a synchronous wait with its address and
-   * timeout prepared once, for a reader that sleeps on one word again and again.
+   * A {@link FutexWord} for the word at `byteOffset`: synchronous waits and wake-ups with the
+   * address (and a wait's timeout) prepared once, for one word used again and again.
    */
-  syncWaiter(byteOffset: number): SyncWaiter {
+  futexWord(byteOffset: number): FutexWord {
     this.#live();
-    return new SyncWaiter(this, this.#word(byteOffset));
+    return new FutexWord(this, this.#word(byteOffset));
   }
 
   #word(byteOffset: number): Deno.PointerValue {
@@ -230,18 +233,21 @@ export class Mapping {
 }
 
 /**
- * Synchronous futex waits on one word of a {@link Mapping}, on this thread. Everything a wait
- * needs is prepared here once, so the wait itself is a compare, one FFI call and a compare: small
- * enough for V8 to inline into the caller's optimised loop, where the FFI call is a fast call.
+ * One futex word of a {@link Mapping}: synchronous waits on this thread, and wake-ups. Everything
+ * a call needs is prepared here once, so a wait is a compare, one FFI call and a compare, small
+ * enough for V8 to inline into the caller's optimised loop (where the FFI call is a fast call),
+ * and a wake is one check and one FFI call: in V8's lower tiers, where a process that writes
+ * now and then runs, each call and lookup on the way to the syscall is time a sleeping reader
+ * waits for.
  */
-export class SyncWaiter {
+export class FutexWord {
   readonly #mapping: Mapping;
   readonly #address: Deno.PointerValue;
   readonly #timeout = new BigInt64Array(2);
   readonly #timeoutAddress = Deno.UnsafePointer.of(this.#timeout);
   #timeoutMs = -1;
 
-  /** @ignore Made by {@link Mapping.syncWaiter}. */
+  /** @ignore Made by {@link Mapping.futexWord}. */
   constructor(mapping: Mapping, address: Deno.PointerValue) {
     this.#mapping = mapping;
     this.#address = address;
@@ -260,6 +266,14 @@ export class SyncWaiter {
       0,
     );
     return result === 0n ? "ok" : waitFailure();
+  }
+
+  /** Wakes every waiter on the word, in any process; returns how many woke. */
+  wakeAll(): number {
+    // Only a bug in this library gets here: its owner checks before every call.
+    if (!this.#mapping.isMapped) throw new Deno.errors.BadResource("The mapping was released");
+    const woken = libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
+    return Number(woken < 0n ? 0n : woken);
   }
 
   /** Sets the timeout of the waits to come, once the mapping is known to be there. */

@@ -24,7 +24,7 @@
  */
 
 import type { FutexSettle, FutexWait } from "../ffi/futex_hub.ts";
-import type { Mapping, SyncWaiter, WaitResult } from "../ffi/mapping.ts";
+import type { FutexWord, Mapping, WaitResult } from "../ffi/mapping.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { TextFollower } from "../ffi/text_follower.ts";
 import { type ShrinkWatch, watchShrink } from "./shrink_watch.ts";
@@ -457,14 +457,14 @@ export class SharedMemory {
   }
 
   /**
-   * Synchronous waits on the word at `byteOffset`, on this thread, blocking it (see
-   * {@link SyncWaiter}). Nothing can close the memory during such a wait: the thread is busy. The
-   * caller checks that the memory is open before each wait; a waiter used after the mapping was
+   * The word at `byteOffset` for synchronous waits on this thread, blocking it, and wake-ups
+   * (see {@link FutexWord}). Nothing can close the memory during such a wait: the thread is busy.
+   * The caller checks that the memory is open before each call; a word used after the mapping was
    * retired or released throws `BadResource`.
    */
-  syncWaiter(byteOffset: number): SyncWaiter {
+  futexWord(byteOffset: number): FutexWord {
     this.check();
-    return this.#mapping.syncWaiter(byteOffset);
+    return this.#mapping.futexWord(byteOffset);
   }
 
   /** Wakes up to `count` waiters (default: all) on the word at `byteOffset`, in any process. */

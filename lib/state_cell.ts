@@ -37,7 +37,7 @@ import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
 import { WOKEN_CODE_TURNS } from "../ffi/woken_code.ts";
 import type { TextFollower } from "../ffi/text_follower.ts";
-import type { SyncWaiter, WaitResult } from "../ffi/mapping.ts";
+import type { FutexWord, WaitResult } from "../ffi/mapping.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
 import type { StateFile } from "./state_file.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
@@ -226,7 +226,7 @@ export class StateCell {
   readonly #name: string;
   readonly #memory: SharedMemory;
   /** The synchronous waits on the sequence word, prepared once. */
-  readonly #syncWaiter: SyncWaiter;
+  readonly #sequenceWord: FutexWord;
   readonly #base: number;
   readonly #bytes: Uint8Array;
   readonly #words: Int32Array;
@@ -281,7 +281,7 @@ export class StateCell {
     this.#name = region.name;
     this.#memory = memoryOf(region);
     this.#base = options.offset ?? 0;
-    this.#syncWaiter = this.#memory.syncWaiter(this.#base + SEQUENCE);
+    this.#sequenceWord = this.#memory.futexWord(this.#base + SEQUENCE);
     this.#bytes = this.#memory.bytes;
     this.#words = this.#memory.words;
     this.#sequenceIndex = (this.#base + SEQUENCE) / 4;
@@ -461,7 +461,7 @@ export class StateCell {
       Atomics.add(this.#words, this.#waitersIndex, 1);
       let result: WaitResult;
       try {
-        result = this.#syncWaiter.wait(sequence, slice);
+        result = this.#sequenceWord.wait(sequence, slice);
       } finally {
         Atomics.sub(this.#words, this.#waitersIndex, 1);
       }
@@ -600,7 +600,7 @@ export class StateCell {
       // sequence (by two: no write is in progress) makes that impossible to miss: a reader
       // about to sleep on the old value returns at once instead.
       Atomics.add(this.#words, this.#sequenceIndex, 2);
-      this.#memory.wake(this.#base + SEQUENCE);
+      this.#sequenceWord.wakeAll();
     }
   }
 
@@ -626,7 +626,7 @@ export class StateCell {
     Atomics.store(words, this.#valueIndex, value);
     Atomics.store(words, this.#sequenceIndex, ((sequence + 2) | 1) + 1);
     Atomics.store(words, (base + MAGIC) / 4, STATE_CELL_MAGIC);
-    this.#memory.wake(base + SEQUENCE);
+    this.#sequenceWord.wakeAll();
   }
 
   /**
@@ -652,7 +652,7 @@ export class StateCell {
     // Moving the sequence tells readers that follow a foreign writer that a cooperating one is
     // back, and wakes those asleep.
     Atomics.add(this.#words, this.#sequenceIndex, 2);
-    this.#memory.wake(this.#base + SEQUENCE);
+    this.#sequenceWord.wakeAll();
     if (mirrored !== undefined) this.#mirror?.write(this.#load());
   }
 
@@ -669,7 +669,7 @@ export class StateCell {
     Atomics.add(words, this.#sequenceIndex, 1);
     // Every time, not only when the count of sleeping readers says so: any process can write
     // that count, and a reader that sleeps without a timeout must never miss a write.
-    this.#memory.wake(this.#base + SEQUENCE);
+    this.#sequenceWord.wakeAll();
   }
 
   /**
