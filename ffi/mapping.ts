@@ -243,6 +243,8 @@ export class Mapping {
 export class FutexWord {
   readonly #mapping: Mapping;
   readonly #address: Deno.PointerValue;
+  // Kept: a call made now and then runs cold, and each call on the way to the syscall costs.
+  readonly #syscall = libc().syscall;
   readonly #timeout = new BigInt64Array(2);
   readonly #timeoutAddress = Deno.UnsafePointer.of(this.#timeout);
   #timeoutMs = -1;
@@ -256,7 +258,7 @@ export class FutexWord {
   /** Sleeps while the word holds `expected`, for at most `timeoutMs` (finite, not negative). */
   wait(expected: number, timeoutMs: number): WaitResult {
     if (timeoutMs !== this.#timeoutMs || !this.#mapping.isMapped) this.#prepare(timeoutMs);
-    const result = libc().syscall(
+    const result = this.#syscall(
       C.SYS_futex,
       this.#address,
       C.FUTEX_WAIT,
@@ -272,7 +274,7 @@ export class FutexWord {
   wakeAll(): number {
     // Only a bug in this library gets here: its owner checks before every call.
     if (!this.#mapping.isMapped) throw new Deno.errors.BadResource("The mapping was released");
-    const woken = libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
+    const woken = this.#syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
     return Number(woken < 0n ? 0n : woken);
   }
 

@@ -115,8 +115,17 @@ Deno.test("StateCell.write() leaves the original's text format at offset 0", () 
   cell.write(-42);
   assertEquals(text(region.read(0, 5)), "-42\n\0");
   assertEquals(cell.read(), -42);
-  assertThrows(() => cell.write(2 ** 31), RangeError);
-  assertThrows(() => cell.write(0.5), RangeError);
+  // The longest text, then the shortest: nothing of the longer one is left behind, nor of
+  // anything another writer put in the text's 32 bytes.
+  cell.write(-(2 ** 31));
+  assertEquals(text(region.read(0, 13)), "-2147483648\n\0");
+  region.write(13, new Uint8Array(19).fill(0x58));
+  cell.write(7);
+  assertEquals(region.read(0, 32), new Uint8Array([0x37, 0x0a, ...new Array(30).fill(0)]));
+  for (const value of [2 ** 31, -(2 ** 31) - 1, 0.5, NaN, Infinity, "1", 1n]) {
+    assertThrows(() => cell.write(value as number), RangeError, "is not a 32-bit integer");
+  }
+  assertEquals(cell.read(), 7);
 });
 
 Deno.test('StateCell reads text the way sscanf("%d") does', () => {
