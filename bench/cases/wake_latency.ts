@@ -5,9 +5,10 @@
  * (what the LED sees), and back to back, each write 0-100 us after the reader took the last
  * one, where spinning before sleeping can pay. A third regime repeats the first after the reader
  * took 3000 changes back to back, so V8 has optimised its code: a process's first few hundred
- * wake-ups run the library's wait in V8's lower tiers, and that, not the futex, is most of what
- * the state cell's sync wait costs over the raw one there. Baselines: the C floor (C on both sides), the raw
- * FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe.
+ * wake-ups run in V8's lower tiers, slower than optimised code. In every regime the
+ * writer's code from its stamp to the wake counts: the woken reader most often runs on the
+ * writer's CPU, after it, and a write made now and then runs cold. Baselines: the C floor (C on
+ * both sides), the raw FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe.
  *
  * @module
  */
