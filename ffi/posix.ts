@@ -550,13 +550,15 @@ export function effectiveUid(): number {
 }
 
 const timespecBuffer = new BigInt64Array(2);
+// One view, made once: a view per call was an allocation per clock read.
+const timespecBytes = new Uint8Array(timespecBuffer.buffer);
 
 /**
  * CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine (unlike
  * `performance.now()`, which starts at each process's own start), for cross-process latency.
  */
 export function monotonicNanos(): bigint {
-  libc().clock_gettime(C.CLOCK_MONOTONIC, new Uint8Array(timespecBuffer.buffer));
+  libc().clock_gettime(C.CLOCK_MONOTONIC, timespecBytes);
   return timespecBuffer[0] * 1_000_000_000n + timespecBuffer[1];
 }
 
