@@ -52,6 +52,11 @@ export const SECTIONS = [
     title:
       "Wake-up latency, reader asleep as in the first table, after it took 3000 changes back to back (V8 has optimised its code)",
   },
+  {
+    id: "wake-paired",
+    title:
+      "Wake-up latency, the raw and the state cell's synchronous waits alive at once, woken in turn (writes 1-2 ms apart)",
+  },
   { id: "system", title: "The button and LED system (real scripts)" },
   { id: "foreign", title: 'Our LED following a foreign writer (C, `"%d\\n"` at offset 0)' },
   {

@@ -137,12 +137,23 @@ function ringTargets(): TargetSpec[] {
 
 function wakeTargets(): TargetSpec[] {
   return [
+    // Measured as a pair, both readers alive and woken in turn: run apart (the row after), each
+    // run falls where the host put it, and the ratio of two such runs says little.
     {
       id: "cell-sync-vs-raw-sync",
-      title: "state cell `waitForChangeSync()` p50 against a raw synchronous FFI futex wait",
+      title:
+        "state cell `waitForChangeSync()` p50 against a raw synchronous FFI futex wait, woken in turn",
+      figure: { id: "wake-paired.cell-sync" },
+      baseline: { id: "wake-paired.raw-sync" },
+      goal: { on: "ratio", op: "<=", bound: 1.2 },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-sync-vs-raw-sync-apart",
+      title:
+        "state cell `waitForChangeSync()` p50 against a raw synchronous FFI futex wait, run apart",
       figure: { id: "wake-asleep.cell-sync" },
       baseline: { id: "wake-asleep.raw-sync" },
-      goal: { on: "ratio", op: "<=", bound: 1.2 },
       source: ISSUE_12,
     },
     {

@@ -8,7 +8,11 @@
  * wake-ups run in V8's lower tiers, slower than optimised code. In every regime the
  * writer's code from its stamp to the wake counts: the woken reader most often runs on the
  * writer's CPU, after it, and a write made now and then runs cold. Baselines: the C floor (C on
- * both sides), the raw FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe.
+ * both sides), the raw FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe. Last,
+ * the raw and the state cell's synchronous waits are measured as a pair: both readers alive at
+ * once, each change going to one and then the other, so that the two see the same host. Run
+ * apart, as in the first table, their runs fall in bands (a few microseconds, or tens) that say
+ * more about where the host ran each run than about the waits.
  *
  * @module
  */
@@ -214,6 +218,52 @@ async function measure(
   return await report(reader, warmUp);
 }
 
+/** What the pair's readers saw, run by run. */
+interface PairReport {
+  raw: WakeReport;
+  cell: WakeReport;
+}
+
+/**
+ * One run of the pair: a raw synchronous reader and a state cell's, alive at once, each woken
+ * 1-2 ms after it took its last change, in a random order within each turn.
+ */
+async function measurePair(samples: number): Promise<PairReport> {
+  using rawControl = createRawMemfd(CONTROL_SIZE, { name: "bench-wake-raw" });
+  using cellControl = createRawMemfd(CONTROL_SIZE, { name: "bench-wake-cell" });
+  using region = createMemfdRegion({ size: 256, label: "bench-cell" });
+  using cell = openStateCell(region, { writer: true });
+  const script = `${PEERS}wake_reader.ts`;
+  await using rawReader = spawnDeno(script, ["raw-sync", rawControl.path, String(samples)]);
+  await using cellReader = spawnDeno(script, [
+    "cell-sync",
+    cellControl.path,
+    String(samples),
+    region.name,
+  ]);
+  await rawReader.nextLine();
+  await cellReader.nextLine();
+  const sequence = rawControl.word(SEQUENCE_WORD);
+  const rawStamps = new BigInt64Array(rawControl.buffer);
+  const cellStamps = new BigInt64Array(cellControl.buffer);
+  for (let i = 1; i <= samples; i++) {
+    const rawFirst = Math.random() < 0.5;
+    for (const raw of [rawFirst, !rawFirst]) {
+      if (raw) {
+        await gap(rawReader, { words: rawControl.words, count: i - 1, regime: "asleep" });
+        stamp(rawStamps);
+        Atomics.add(rawControl.words, SEQUENCE_WORD, 1);
+        sequence.wake();
+      } else {
+        await gap(cellReader, { words: cellControl.words, count: i - 1, regime: "asleep" });
+        stamp(cellStamps);
+        cell.write(i);
+      }
+    }
+  }
+  return { raw: await report(rawReader, 0), cell: await report(cellReader, 0) };
+}
+
 /** The raw readers' writer: stamps, moves the sequence word and wakes it, `changes` times. */
 async function writeChanges(
   reader: Child,
@@ -269,7 +319,7 @@ function readersOf(regime: Regime): Reader[] {
 export const wakeLatency: BenchCase = {
   id: "wake",
   steps: (config) =>
-    config.runs * ALL.reduce((total, regime) => total + readersOf(regime).length, 0),
+    config.runs * (1 + ALL.reduce((total, regime) => total + readersOf(regime).length, 0)),
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures } = context;
     for (const regime of ALL) {
@@ -302,6 +352,24 @@ export const wakeLatency: BenchCase = {
           );
         }
       }
+    }
+    const pairs = (await interleaved(context, [{
+      id: "pair",
+      label: "wake-up, the sync pair",
+      measure: () => measurePair(samplesFor("asleep", config.quick)),
+    }])).get("pair") ?? [];
+    const section: SectionId = "wake-paired";
+    for (const id of ["raw-sync", "cell-sync"] as const) {
+      const reader = READERS.find((reader) => reader.id === id);
+      figures.add(
+        { id: `${section}.${id}`, section, label: reader?.label ?? id, unit: "us" },
+        summarizeLatencies(
+          pairs.map((pair) =>
+            (id === "raw-sync" ? pair.raw : pair.cell).latenciesNs.map((ns) => ns / 1000)
+          ),
+          section,
+        ),
+      );
     }
   },
 };
