@@ -349,7 +349,7 @@ export class StateCell {
    */
   write(value: number): void {
     if (this.#closed) this.#check();
-    // What isStateValue() tests, without the call: this path runs cold, call by call.
+    // isStateValue()'s test, without the call: this path runs cold, call by call.
     if (typeof value !== "number" || (value | 0) !== value) {
       throw new RangeError(`State ${value} is not a 32-bit integer`);
     }

@@ -65,5 +65,7 @@ export function parseState(bytes: Uint8Array, at: number, end: number): number {
 
 /** Whether `value` is a 32-bit integer, the range of the original's `int`. */
 export function isStateValue(value: number): boolean {
-  return Number.isInteger(value) && value >= -(2 ** 31) && value < 2 ** 31;
+  // A number that survives a 32-bit conversion unchanged; the state cell's write path tests
+  // exactly this in place, without the call.
+  return typeof value === "number" && (value | 0) === value;
 }

@@ -673,10 +673,13 @@ testWith(
           Deno.errors.Busy,
         );
         // The probe that found it woke it: by the look for a pid to name, it may hold the FIFO
-        // open (named), or have read and gone (told as waiting).
+        // open (named, with its command name when /proc still has it), or have read and gone
+        // (told as waiting).
         assertMatch(
           refused.message,
-          new RegExp(`pid ${reader.pid} reads it|another process is waiting to read it`),
+          new RegExp(
+            `pid ${reader.pid}( \\(cat\\))? reads it|another process is waiting to read it`,
+          ),
         );
         // It took the waiting press and the probe's line behind it ("not a press" to the
         // original button), and ended with the probe's writer.

@@ -124,6 +124,16 @@ Deno.test("StateCell.write() leaves the original's text format at offset 0", () 
   assertEquals(region.read(0, 32), new Uint8Array([0x37, 0x0a, ...new Array(30).fill(0)]));
   for (const value of [2 ** 31, -(2 ** 31) - 1, 0.5, NaN, Infinity, "1", 1n]) {
     assertThrows(() => cell.write(value as number), RangeError, "is not a 32-bit integer");
+    // The same test, through isStateValue(), for a cell's first value.
+    assertThrows(
+      () => openStateCell(region, { offset: 128, initialise: true, initialValue: value as number }),
+      RangeError,
+      "is not a 32-bit integer",
+    );
+  }
+  for (const value of [2 ** 31 - 1, -(2 ** 31), -0]) {
+    using other = openStateCell(region, { offset: 128, initialise: true, initialValue: value });
+    assertEquals(other.read(), value || 0); // -0 reads back as 0
   }
   assertEquals(cell.read(), 7);
 });
