@@ -76,8 +76,9 @@ export interface PathWatchOptions {
   /**
    * With `directoryMayBeMissing`: a missing or closed directory is looked at every
    * {@link LOOK_MS} by the watch itself, as a `chmod 300` one is, so that what is at the path is
-   * told once it can be seen (what was there all along is no change). Default false: the owner
-   * looks itself.
+   * told once it can be seen (what was there all along is no change). So too once the directory
+   * is removed or moved away later (`rm -r`, `mv run run.old && mkdir run`): a directory made in
+   * its place is looked into, then watched. Default false: the owner looks itself.
    */
   lookWhenUnwatched?: boolean;
   /**
@@ -310,9 +311,7 @@ export class PathWatch {
             modified = true;
           } else if ((mask & LOOK_AGAIN) !== 0) {
             directory = true; // the directory itself went (or its watch did): looked at
-            // Its watch gone with it (removed): one that began by looking looks again, as it
-            // did before it could watch, so that a directory made again there is seen.
-            if (wd === this.#directoryWatch && (mask & C.IN_IGNORED) !== 0) this.#lookAgain();
+            if (wd === this.#directoryWatch) this.#lookAgain(mask);
           } else if (wd === this.#directoryWatch) {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
@@ -364,9 +363,15 @@ export class PathWatch {
     this.#options.onWatched?.();
   }
 
-  /** Looks at the path again once its directory's watch is gone, if it began by looking. */
-  #lookAgain(): void {
-    if (!this.#looksUnwatched) return;
+  /**
+   * The path's directory was removed or moved away: a watch that looks at an unwatched directory
+   * (it began by looking, or was told `lookWhenUnwatched`) looks at the path again, as before it
+   * could watch, so that a directory made there anew is seen. A moved directory's watch would
+   * follow it wherever it went: it is dropped.
+   */
+  #lookAgain(mask: number): void {
+    if (!this.#looksUnwatched && !this.#options.lookWhenUnwatched) return;
+    if ((mask & C.IN_IGNORED) === 0) posix.inotifyUnwatch(this.#inotify, this.#directoryWatch);
     this.#directoryWatch = -1;
     this.#polling = true;
   }

@@ -2,7 +2,7 @@
 import { assert, assertEquals } from "@std/assert";
 import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
 import type { PathChange } from "../lib/path_watch.ts";
-import { readFileText, statPath } from "../ffi/posix.ts";
+import { listDirectory, readFileText, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -251,6 +251,125 @@ testWith(
         await watch.close();
         await ended;
       }
+    });
+  },
+);
+
+/**
+ * Runs `body` with a watch told `lookWhenUnwatched` of the file `DIR/run/state`, made while it
+ * is there, and the changes it reported so far; closes the watch after.
+ */
+async function withLookingWatch(
+  body: (dir: string, seen: PathChange[]) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+    const path = `${dir}/run/state`;
+    Deno.writeTextFileSync(path, "0\n");
+    const watch = new PathWatch(path, statPath(path)?.identity ?? "", {
+      directoryMayBeMissing: true,
+      lookWhenUnwatched: true,
+    });
+    assert(!watch.looking, "the directory is watched from the start");
+    const seen: PathChange[] = [];
+    const ended = (async () => {
+      for await (const change of watch.changes()) seen.push(change);
+    })();
+    try {
+      await body(dir, seen);
+    } finally {
+      await watch.close();
+      await ended;
+    }
+  });
+}
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched, its directory watched from the start, looks again once the directory is removed: a file put in a directory made anew is told, and a change of it after",
+  async () => {
+    await withLookingWatch(async (dir, seen) => {
+      Deno.removeSync(`${dir}/run`, { recursive: true });
+      await until(() => seen.length === 1, "the removal told");
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
+      await until(() => seen.length === 2, "the file in the directory made anew told");
+      // Watched again, not only looked at: a replacement there is told too.
+      Deno.removeSync(`${dir}/run/state`);
+      await until(() => seen.length === 3, "the file's removal told");
+      assertEquals(seen, ["removed", "replaced", "removed"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched stops following its directory moved away: a directory made in its place is looked into, and the moved one's events are not the path's",
+  async () => {
+    await withLookingWatch(async (dir, seen) => {
+      Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
+      await until(() => seen.length === 1, "the move told");
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
+      await until(() => seen.length === 2, "the file in the directory made in its place told");
+      Deno.removeSync(`${dir}/run.old/state`);
+      await delay(LOOK_MS + 200);
+      assertEquals(seen, ["removed", "replaced"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched tells a path restored when its directory is moved away and back",
+  async () => {
+    await withLookingWatch(async (dir, seen) => {
+      Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
+      await until(() => seen.length === 1, "the move told");
+      Deno.renameSync(`${dir}/run.old`, `${dir}/run`);
+      await until(() => seen.length === 2, "the move back told");
+      Deno.removeSync(`${dir}/run/state`);
+      await until(() => seen.length === 3, "the removal in the directory moved back told");
+      assertEquals(seen, ["removed", "restored", "removed"]);
+    });
+  },
+);
+
+/** The fds this process holds open now, by number (read through FFI: Deno asks --allow-all). */
+function openFds(): string[] {
+  return listDirectory("/proc/self/fd").sort();
+}
+
+testWith(
+  NEEDS.files,
+  "PathWatch closed while it looks, its wait on the inotify fd in flight, ends its changes() at once, looks no more and leaves no fd open",
+  async () => {
+    await withTempDir(async (dir) => {
+      Deno.writeTextFileSync(`${dir}/watched`, "0\n");
+      const before = openFds();
+      const watch = new PathWatch(`${dir}/run/state`, statPath(`${dir}/watched`)?.identity ?? "", {
+        directoryMayBeMissing: true,
+        lookWhenUnwatched: true,
+      });
+      const seen: PathChange[] = [];
+      let ended = false;
+      const changes = (async () => {
+        for await (const change of watch.changes()) seen.push(change);
+        ended = true;
+      })();
+      // Past the first look: the next one is timed, the fd's wait goes on across it.
+      await delay(LOOK_MS * 1.5);
+      assert(!ended);
+      await watch.close();
+      // Not at the next look: the close's own wake-up (a timer left behind fails the test).
+      await until(() => ended, "changes() ended by the close");
+      await changes;
+      assertEquals(openFds(), before, "the inotify fd closed");
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
+      await delay(LOOK_MS + 200);
+      assertEquals(seen, [], "nothing told after the close");
+      await watch.close(); // twice: nothing
     });
   },
 );
