@@ -8,7 +8,7 @@
 
 import { delay } from "@std/async/delay";
 import * as C from "../ffi/constants.ts";
-import { closeFd, monotonicNanos, openPath, writeFd } from "../ffi/posix.ts";
+import { closeFd, monotonicNanos, openPath, processState, writeFd } from "../ffi/posix.ts";
 import { STOP_GRACE_MS } from "../app/supervisor.ts";
 
 /** The project's root directory, with a trailing slash. */
@@ -165,6 +165,16 @@ export class Child implements AsyncDisposable {
   /** The child's pid. */
   get pid(): number {
     return this.#process.pid;
+  }
+
+  /**
+   * Whether the child has ended: its output closed, or its process gone or a zombie. A look at
+   * `/proc` that needs no turn of the event loop, for a harness that spins.
+   */
+  get gone(): boolean {
+    if (this.#ended) return true;
+    const state = processState(this.pid)?.state;
+    return state === undefined || state === "Z" || state === "X";
   }
 
   /** How many lines (both streams) have arrived so far. */

@@ -10,6 +10,7 @@ import {
   assert,
   assertAlmostEquals,
   assertEquals,
+  assertRejects,
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
@@ -19,7 +20,8 @@ import { MOSQUITTO_PROGRAMS } from "../bench/broker.ts";
 import { censusOf, grewMost } from "../bench/inspector.ts";
 import { FigureSet, SECTIONS } from "../bench/figures.ts";
 import { MinimalConsumer, MinimalProducer, minimalRingSize } from "../bench/minimal_ring.ts";
-import { hasProgram } from "../bench/processes.ts";
+import { hasProgram, spawnProgram as spawnBenchProgram } from "../bench/processes.ts";
+import { gap } from "../bench/cases/wake_latency.ts";
 import { renderMarkdown, replaceReadmeSection, type Results } from "../bench/report.ts";
 import { RING_VARIANTS } from "../bench/ring_variants.ts";
 import { median, percentile, summarizeLatencies, summarizeRuns } from "../bench/stats.ts";
@@ -361,6 +363,26 @@ Deno.test("the minimal ring moves messages in order, across its end, and says wh
   assertThrows(() => producer.trySend(new Uint8Array(capacity)), RangeError, "cannot fit");
   assertThrows(() => minimalRingSize(100), RangeError, "power of two");
 });
+
+testWith(
+  NEEDS.children,
+  "the wake-up writer says a reader that ended before taking its change, with its exit status and output, whether it sleeps or spins between changes",
+  async () => {
+    for (const regime of ["asleep", "busy"] as const) {
+      await using reader = spawnBenchProgram("sh", [
+        "-c",
+        "echo ready; sleep 0.3; echo 'reader broke' >&2; exit 3",
+      ]);
+      await reader.nextLine();
+      // The control words, where the reader would count the changes it took: none.
+      const words = new Int32Array(64);
+      const error = await assertRejects(() => gap(reader, { words, count: 1, regime }), Error);
+      // Not the writer's 30 s deadline ("took 0 of 1 changes in time"): the end itself.
+      assertStringIncludes(error.message, "exited with 3", regime);
+      assertStringIncludes(error.message, "! reader broke", regime);
+    }
+  },
+);
 
 testWith(NEEDS.children, "bench/run.ts exits 2 with the usage on a bad flag", async () => {
   for (const args of [["--bogus"], ["--runs", "zero"], ["--only", "nothing"]]) {

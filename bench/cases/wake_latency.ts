@@ -107,8 +107,14 @@ function samplesFor(regime: Regime, quick: boolean): number {
   return quick ? 100 : 1000;
 }
 
-/** Waits until the reader has taken `count` changes, then for the regime's gap. */
-async function gap(
+/** How often a writer spinning for the reader looks whether the reader still runs. */
+const READER_LOOK_MS = 50;
+
+/**
+ * Waits until the reader has taken `count` changes, then for the regime's gap. A reader that
+ * ends first (it failed) is said at once, with its exit status and output.
+ */
+export async function gap(
   reader: Child,
   { words, count, regime }: { words: Int32Array; count: number; regime: "asleep" | "busy" },
 ): Promise<void> {
@@ -116,17 +122,31 @@ async function gap(
   const late = (): Error =>
     new Error(`The reader took ${Atomics.load(words, SEEN_WORD)} of ${count} changes in time:
 ${reader.transcript}`);
+  const ended = async (): Promise<never> => {
+    await reader.succeeded(); // throws with the exit status and every line, unless it was 0
+    throw new Error(
+      `The reader ended after ${Atomics.load(words, SEEN_WORD)} of ${count} changes:
+${reader.transcript}`,
+    );
+  };
   if (regime === "asleep") {
     await delay(1 + Math.random());
     while (Atomics.load(words, SEEN_WORD) < count) {
+      if (reader.gone) return await ended();
       if (performance.now() > deadline) throw late();
       await delay(1);
     }
     return;
   }
   // Back to back: spin here (the event loop would add a millisecond), then a random pause.
+  let look = performance.now() + READER_LOOK_MS;
   while (Atomics.load(words, SEEN_WORD) < count) {
-    if (performance.now() > deadline) throw late();
+    const now = performance.now();
+    if (now > deadline) throw late();
+    if (now > look) {
+      if (reader.gone) return await ended();
+      look = now + READER_LOOK_MS;
+    }
   }
   const until = performance.now() + (Math.random() * BUSY_GAP_MAX_US) / 1000;
   while (performance.now() < until);
