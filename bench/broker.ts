@@ -167,7 +167,7 @@ export class Broker implements AsyncDisposable {
     }
     const config = `${this.#dir}/mosquitto.conf`;
     await Deno.writeTextFile(config, lines.join("\n") + "\n", { mode: 0o600 });
-    const process = spawnProgram("mosquitto", ["-c", config]);
+    const process = spawnProgram("mosquitto", ["-c", config], { stopsLast: true });
     try {
       await process.waitFor(/mosquitto version \S+ running/, { timeoutMs: 10_000 });
     } catch (error) {

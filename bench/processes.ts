@@ -54,17 +54,10 @@ function signal(process: Deno.ChildProcess, name: Deno.Signal): void {
   }
 }
 
-/**
- * Stops every child still running and removes every work directory: for a run interrupted by a
- * signal, which gives no time to dispose of them one by one as a run that ends does. SIGTERM
- * first, so that a launcher releases its claims (a SIGKILLed one leaves its records behind for
- * the next launcher to sweep), then SIGKILL for whatever still runs after `graceMs`.
- */
-export async function abandonAll(graceMs: number = ABANDON_GRACE_MS): Promise<void> {
-  abandoning = true;
-  const processes = [...[...runningChildren].map((child) => child.process), ...runningCommands];
+/** SIGTERM to each of `processes`, then SIGKILL to those still running after `graceMs`. */
+async function stop(processes: Deno.ChildProcess[], graceMs: number): Promise<void> {
   for (const process of processes) signal(process, "SIGTERM");
-  if (graceMs > 0) {
+  if (graceMs > 0 && processes.length > 0) {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.allSettled(processes.map((process) => process.status)),
@@ -73,6 +66,29 @@ export async function abandonAll(graceMs: number = ABANDON_GRACE_MS): Promise<vo
     clearTimeout(timer);
   }
   for (const process of processes) signal(process, "SIGKILL");
+}
+
+/**
+ * Stops every child still running and removes every work directory: for a run interrupted by a
+ * signal, which gives no time to dispose of them one by one as a run that ends does. SIGTERM
+ * first, so that a launcher releases its claims (a SIGKILLed one leaves its records behind for
+ * the next launcher to sweep), then SIGKILL for whatever still runs after `graceMs`; the
+ * children that stop last (the broker) the same way, once the others have gone.
+ */
+export async function abandonAll(graceMs: number = ABANDON_GRACE_MS): Promise<void> {
+  abandoning = true;
+  const children = [...runningChildren];
+  // What the others use (the MQTT broker) goes once they have gone: a bridge that stops says
+  // so to its broker, and one whose broker went first would only try to reach it again.
+  const last = children.filter((child) => child.stopsLast).map((child) => child.process);
+  await stop(
+    [
+      ...children.filter((child) => !child.stopsLast).map((child) => child.process),
+      ...runningCommands,
+    ],
+    graceMs,
+  );
+  await stop(last, graceMs);
   for (const path of workDirectories) {
     try {
       Deno.removeSync(path, { recursive: true });
@@ -116,11 +132,18 @@ export class Child implements AsyncDisposable {
   #stdoutCursor = 0;
   #ended = false;
 
-  /** Spawns `command`; `name` says which child it is in errors. */
-  constructor(command: Deno.Command, name: string) {
+  /** Stopped after every other child when the run is interrupted (see {@link abandonAll}). */
+  readonly stopsLast: boolean;
+
+  /**
+   * Spawns `command`; `name` says which child it is in errors. `stopsLast`: the others use it
+   * (a broker), so an interrupted run stops it once they have gone.
+   */
+  constructor(command: Deno.Command, name: string, options: { stopsLast?: boolean } = {}) {
     refuseWhileAbandoning(name);
     this.#process = command.spawn();
     this.#name = name;
+    this.stopsLast = options.stopsLast ?? false;
     runningChildren.add(this);
     void this.#process.status.finally(() => runningChildren.delete(this));
     this.#pumps = Promise.all([
@@ -378,11 +401,14 @@ export function spawnDeno(script: string, args: string[], options: SpawnDenoOpti
   );
 }
 
-/** Starts a compiled program; with `stdin: true` its stdin is a pipe from here. */
+/**
+ * Starts a compiled program; with `stdin: true` its stdin is a pipe from here, and with
+ * `stopsLast` an interrupted run stops it after every other child (see {@link Child}).
+ */
 export function spawnProgram(
   program: string,
   args: string[],
-  options: { stdin?: boolean } = {},
+  options: { stdin?: boolean; stopsLast?: boolean } = {},
 ): Child {
   return new Child(
     new Deno.Command(program, {
@@ -392,6 +418,7 @@ export function spawnProgram(
       stderr: "piped",
     }),
     `${program.slice(program.lastIndexOf("/") + 1)} ${args[0] ?? ""}`.trim(),
+    { stopsLast: options.stopsLast },
   );
 }
 

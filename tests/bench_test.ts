@@ -384,6 +384,23 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.children,
+  "an interrupted bench stops the broker once the processes that use it have gone, not at the same moment",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using fixture = spawnDeno(`${ROOT}tests/fixtures/bench_abandon.ts`, [`${dir}/seen`], {
+        permissions: ["--allow-run", "--allow-read", "--allow-ffi"],
+      });
+      assertEquals((await fixture.status()).code, 0, fixture.transcript);
+      assertEquals(fixture.matching(/^the broker /), [
+        "the broker at the bridge's SIGTERM: running",
+        "the broker ended by SIGTERM",
+      ], fixture.transcript);
+    });
+  },
+);
+
 testWith(NEEDS.children, "bench/run.ts exits 2 with the usage on a bad flag", async () => {
   for (const args of [["--bogus"], ["--runs", "zero"], ["--only", "nothing"]]) {
     const result = await new Deno.Command(Deno.execPath(), {
