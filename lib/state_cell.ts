@@ -449,31 +449,42 @@ export class StateCell {
    * cooperating writer holds the cell, `followPeriodMs` otherwise.
    */
   waitForChangeSync(options: { from?: number; timeout: number }): number {
-    // Kept under V8's 460 bytes of bytecode for inlining, the rare steps in methods of their
-    // own: inlined into an optimised caller, down to the futex call, that call is a fast call.
+    // The usual case's checks in place, the rest (and every error) in #startSyncWait(): the CPU a
+    // reader spends between two sleeps decides whether the kernel runs it at once when it is
+    // woken on its writer's CPU, or only once the writer sleeps (see the README's wake-up case).
     const { timeout } = options;
-    const started = this.#startSyncWait(timeout);
+    const words = this.#words;
+    if (
+      this.#closed || typeof timeout !== "number" || !(timeout >= 0) || anyGuardedFault() ||
+      words[this.#magicIndex] !== STATE_CELL_MAGIC
+    ) this.#startSyncWait(timeout);
+    const started = performance.now();
     let cooperating = this.#writerAlive(false);
     // Read before the value, which may come from the mirror: a write after this changes the
     // word, so the sleep below returns at once instead of missing it (or never sleeping).
-    let sequence = Atomics.load(this.#words, this.#sequenceIndex);
+    let sequence = Atomics.load(words, this.#sequenceIndex);
     let value = this.#current(cooperating);
     const from = options.from ?? value;
     for (let first = true; value === from; first = false) {
       const slice = this.#syncSlice(first, started, timeout, cooperating);
-      Atomics.add(this.#words, this.#waitersIndex, 1);
+      Atomics.add(words, this.#waitersIndex, 1);
       let result: WaitResult;
       try {
         result = this.#sequenceWord.wait(sequence, slice);
       } finally {
-        Atomics.sub(this.#words, this.#waitersIndex, 1);
+        Atomics.sub(words, this.#waitersIndex, 1);
       }
       // Woken by a cooperating writer: its value word holds what it wrote. One load, where a
       // second look at the writer and parsing the text under the sequence lock were most of
       // this path's cost in a process's first few hundred waits (before V8 optimises them).
       if (cooperating && result !== "timed-out") {
-        value = Atomics.load(this.#words, this.#valueIndex);
-        if (value !== from) return this.#checked(value);
+        value = Atomics.load(words, this.#valueIndex);
+        if (value !== from) {
+          // #checked() in place, for the same reason.
+          if (anyGuardedFault()) this.#memory.checkPages(LOST_PAGE_SUBJECT);
+          if (words[this.#magicIndex] !== STATE_CELL_MAGIC) this.#headerOverwritten();
+          return value;
+        }
       }
       cooperating = this.#writerAfterSleep(result, cooperating);
       sequence = Atomics.load(this.#words, this.#sequenceIndex);

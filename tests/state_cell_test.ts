@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
@@ -700,6 +700,28 @@ testWith(
       assertEquals(await waiter.nextLine(10_000), "changed 7");
       const status = await waiter.status();
       assertEquals(status.code, 0, status.stderr);
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a synchronous wait asleep in another process when a peer writes over the header and wakes it fails with InvalidData, and never returns the garbage as a change",
+  async () => {
+    await withShmName(async (name) => {
+      using region = openShmRegion(name, { create: true, size: 256 });
+      using _writer = openStateCell(region, { writer: true });
+      await using waiter = spawnDeno(PEER, ["wait-sync", "posix", name]);
+      assertEquals(await waiter.nextLine(), "ready 0");
+      await delay(100); // asleep: the wake-up's own path must look at the header
+      // A peer scribbles over the text and the control block (the value word among them).
+      region.write(0, encoder.encode("garbage!".repeat(16)));
+      region.notifyInt32(64 + 12); // the sequence word
+      const status = await waiter.status();
+      assertEquals(status.code, 1, status.stderr);
+      assertStringIncludes(status.stderr, "InvalidData");
+      assertStringIncludes(status.stderr, "its header was overwritten (found 0x62726167");
+      assertEquals(waiter.matching(/^changed/), [], "the garbage returned as a change");
     });
   },
 );
