@@ -6,8 +6,10 @@
  * one, where spinning before sleeping can pay. A third regime repeats the first after the reader
  * took 3000 changes back to back, so V8 has optimised its code: a process's first few hundred
  * wake-ups run in V8's lower tiers, slower than optimised code. In every regime the
- * writer's code from its stamp to the wake counts: the woken reader most often runs on the
- * writer's CPU, after it, and a write made now and then runs cold. Baselines: the C floor (C on
+ * writer's code from its stamp to the wake counts, and a write made now and then runs cold. The
+ * woken reader most often runs on the writer's CPU: at once if the kernel lets it preempt the
+ * writer, else once the writer sleeps, and which it is depends on how long the reader ran the
+ * last time (the CPU a reader spends between two sleeps counts twice). Baselines: the C floor (C on
  * both sides), the raw FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe. Last,
  * the raw and the state cell's synchronous waits are measured as a pair: both readers alive at
  * once, each change going to one and then the other, so that the two see the same host. Run
