@@ -39,6 +39,8 @@ const DIRECTORY_EVENTS = C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVE
   C.IN_DELETE_SELF | C.IN_MOVE_SELF;
 /** Events about the directory itself, gone or moved (or its watch): the path is looked at. */
 const LOOK_AGAIN = C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_IGNORED;
+/** An ancestor's own events (`ancestors`): moved or removed, which takes the path's directory too. */
+const ANCESTOR_GONE = C.IN_DELETE_SELF | C.IN_MOVE_SELF;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
 /** How often a path in a directory that cannot be watched is looked at. */
 export const LOOK_MS = 500;
@@ -77,8 +79,9 @@ export interface PathWatchOptions {
    * With `directoryMayBeMissing`: a missing or closed directory is looked at every
    * {@link LOOK_MS} by the watch itself, as a `chmod 300` one is, so that what is at the path is
    * told once it can be seen (what was there all along is no change). So too once the directory
-   * is removed or moved away later (`rm -r`, `mv run run.old && mkdir run`): a directory made in
-   * its place is looked into, then watched. Default false: the owner looks itself.
+   * is removed or moved away later (`rm -r`, `mv run run.old && mkdir run`), or one above it that
+   * `ancestors` watches: a directory made in its place is looked into, then watched. Default
+   * false: the owner looks itself.
    */
   lookWhenUnwatched?: boolean;
   /**
@@ -223,7 +226,9 @@ export class PathWatch {
     const seen = this.#directoryWatch === -1 && !this.#polling ? undefined : this.#look();
     this.#status = seen ?? "removed";
     this.#unseen = this.#polling && seen === undefined;
-    if (this.#polling) this.#mode = this.#modeNow();
+    // Held against what a look finds: the mode seen last, also while watched (a watch may look
+    // again later, once its directory goes; see #lookAgain()).
+    if (this.#polling || this.#attributes) this.#mode = this.#modeNow();
   }
 
   /**
@@ -265,7 +270,14 @@ export class PathWatch {
    * directory on the way does not let this user look.
    */
   status(): PathStatus {
-    const stat = posix.statPath(this.#path);
+    let stat;
+    try {
+      stat = posix.statPath(this.#path);
+    } catch (error) {
+      // A file where the path's directory was (`mv run run.old && touch run`): nothing is there.
+      if (error instanceof Deno.errors.NotADirectory) return "removed";
+      throw error;
+    }
     if (stat === undefined) return "removed";
     return stat.identity === this.#identity ? "same" : "replaced";
   }
@@ -312,12 +324,17 @@ export class PathWatch {
           } else if ((mask & LOOK_AGAIN) !== 0) {
             directory = true; // the directory itself went (or its watch did): looked at
             if (wd === this.#directoryWatch) this.#lookAgain(mask);
+            // An ancestor moved or removed (`ancestors`): the path's own directory went with it,
+            // and its watch follows it wherever it went.
+            else if ((mask & ANCESTOR_GONE) !== 0) this.#lookAgain(0);
           } else if (wd === this.#directoryWatch) {
             const raw = this.#buffer.subarray(at + 16, at + 16 + length);
             const end = raw.indexOf(0);
             if (decoder.decode(end < 0 ? raw : raw.subarray(0, end)) === this.#name) {
-              if ((mask & C.IN_ATTRIB) !== 0) modified = true;
-              else directory = true;
+              if ((mask & C.IN_ATTRIB) !== 0) {
+                modified = true;
+                this.#mode = this.#modeNow() ?? this.#mode;
+              } else directory = true;
             }
           }
           at += 16 + length;
@@ -371,6 +388,7 @@ export class PathWatch {
    */
   #lookAgain(mask: number): void {
     if (!this.#looksUnwatched && !this.#options.lookWhenUnwatched) return;
+    if (this.#directoryWatch < 0) return; // looking already
     if ((mask & C.IN_IGNORED) === 0) posix.inotifyUnwatch(this.#inotify, this.#directoryWatch);
     this.#directoryWatch = -1;
     this.#polling = true;

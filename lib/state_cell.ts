@@ -487,7 +487,7 @@ export class StateCell {
         }
       }
       cooperating = this.#writerAfterSleep(result, cooperating);
-      sequence = Atomics.load(this.#words, this.#sequenceIndex);
+      sequence = Atomics.load(words, this.#sequenceIndex);
       value = this.#current(cooperating);
     }
     return this.#checked(value);

@@ -1,8 +1,8 @@
 /** PathWatch (lib/path_watch.ts) on real files: what it reports, and when. */
 import { assert, assertEquals } from "@std/assert";
 import { LOOK_MS, PathWatch } from "../lib/path_watch.ts";
-import type { PathChange } from "../lib/path_watch.ts";
-import { listDirectory, readFileText, statPath } from "../ffi/posix.ts";
+import type { PathChange, PathWatchOptions } from "../lib/path_watch.ts";
+import { listDirectory, readFileText, readLink, statPath } from "../ffi/posix.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -260,15 +260,19 @@ testWith(
  * is there, and the changes it reported so far; closes the watch after.
  */
 async function withLookingWatch(
-  body: (dir: string, seen: PathChange[]) => Promise<void>,
+  body: (dir: string, seen: PathChange[], watched: () => number) => Promise<void>,
+  options: PathWatchOptions = {},
 ): Promise<void> {
   await withTempDir(async (dir) => {
     Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
     const path = `${dir}/run/state`;
     Deno.writeTextFileSync(path, "0\n");
+    let watchedAgain = 0;
     const watch = new PathWatch(path, statPath(path)?.identity ?? "", {
       directoryMayBeMissing: true,
       lookWhenUnwatched: true,
+      onWatched: () => watchedAgain++,
+      ...options,
     });
     assert(!watch.looking, "the directory is watched from the start");
     const seen: PathChange[] = [];
@@ -276,7 +280,7 @@ async function withLookingWatch(
       for await (const change of watch.changes()) seen.push(change);
     })();
     try {
-      await body(dir, seen);
+      await body(dir, seen, () => watchedAgain);
     } finally {
       await watch.close();
       await ended;
@@ -288,13 +292,13 @@ testWith(
   NEEDS.files,
   "PathWatch told lookWhenUnwatched, its directory watched from the start, looks again once the directory is removed: a file put in a directory made anew is told, and a change of it after",
   async () => {
-    await withLookingWatch(async (dir, seen) => {
+    await withLookingWatch(async (dir, seen, watched) => {
       Deno.removeSync(`${dir}/run`, { recursive: true });
       await until(() => seen.length === 1, "the removal told");
       Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
       Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
       await until(() => seen.length === 2, "the file in the directory made anew told");
-      // Watched again, not only looked at: a replacement there is told too.
+      assertEquals(watched(), 1, "the directory made anew is watched, not only looked at");
       Deno.removeSync(`${dir}/run/state`);
       await until(() => seen.length === 3, "the file's removal told");
       assertEquals(seen, ["removed", "replaced", "removed"]);
@@ -306,12 +310,17 @@ testWith(
   NEEDS.files,
   "PathWatch told lookWhenUnwatched stops following its directory moved away: a directory made in its place is looked into, and the moved one's events are not the path's",
   async () => {
-    await withLookingWatch(async (dir, seen) => {
+    await withLookingWatch(async (dir, seen, watched) => {
+      const moved = inodeOf(`${dir}/run`);
       Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
       await until(() => seen.length === 1, "the move told");
       Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
       Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
       await until(() => seen.length === 2, "the file in the directory made in its place told");
+      assertEquals(watched(), 1, "the directory made in its place is watched");
+      const inodes = watchedInodes();
+      assert(!inodes.includes(moved), "the moved directory is still watched");
+      assert(inodes.includes(inodeOf(`${dir}/run`)), "the new directory is not watched");
       Deno.removeSync(`${dir}/run.old/state`);
       await delay(LOOK_MS + 200);
       assertEquals(seen, ["removed", "replaced"]);
@@ -332,6 +341,101 @@ testWith(
       await until(() => seen.length === 3, "the removal in the directory moved back told");
       assertEquals(seen, ["removed", "restored", "removed"]);
     });
+  },
+);
+
+/** The inode number of `path`. */
+function inodeOf(path: string): number {
+  return Number(statPath(path)?.lockIdentity.split(":").pop());
+}
+
+/** The inodes every inotify fd of this process watches (from /proc/self/fdinfo). */
+function watchedInodes(): number[] {
+  return listDirectory("/proc/self/fd")
+    .filter((fd) => readLinkOrEmpty(`/proc/self/fd/${fd}`) === "anon_inode:inotify")
+    .flatMap((fd) =>
+      [...(readFileText(`/proc/self/fdinfo/${fd}`) ?? "").matchAll(
+        /^inotify wd:\S+ ino:([0-9a-f]+)/gm,
+      )]
+        .map((match) => parseInt(match[1], 16))
+    );
+}
+
+function readLinkOrEmpty(path: string): string {
+  try {
+    return readLink(path);
+  } catch {
+    return ""; // closed since it was listed
+  }
+}
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched and to watch an ancestor looks again once the ancestor is moved away: a file put where the path's directory is made anew is told",
+  async () => {
+    await withTempDir(async (dir) => {
+      Deno.mkdirSync(`${dir}/top/run`, { recursive: true, mode: 0o700 });
+      const path = `${dir}/top/run/state`;
+      Deno.writeTextFileSync(path, "0\n");
+      const watch = new PathWatch(path, statPath(path)?.identity ?? "", {
+        directoryMayBeMissing: true,
+        lookWhenUnwatched: true,
+        ancestors: 1,
+      });
+      const seen: PathChange[] = [];
+      const ended = (async () => {
+        for await (const change of watch.changes()) seen.push(change);
+      })();
+      try {
+        Deno.renameSync(`${dir}/top`, `${dir}/top.old`);
+        await until(() => seen.length === 1, "the move told");
+        Deno.mkdirSync(`${dir}/top/run`, { recursive: true, mode: 0o700 });
+        Deno.writeTextFileSync(path, "1\n");
+        await until(() => seen.length === 2, "the file in the directory made anew told");
+        assertEquals(seen, ["removed", "replaced"]);
+      } finally {
+        await watch.close();
+        await ended;
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched whose directory is moved away and a file put in its place tells the path removed, and goes on: no NotADirectory",
+  async () => {
+    await withLookingWatch(async (dir, seen) => {
+      Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
+      Deno.writeTextFileSync(`${dir}/run`, "a file where the directory was\n");
+      await until(() => seen.length === 1, "the move told");
+      await delay(LOOK_MS + 200); // a look through the file
+      Deno.removeSync(`${dir}/run`);
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
+      await until(() => seen.length === 2, "the file in the directory made in its place told");
+      assertEquals(seen, ["removed", "replaced"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "PathWatch told lookWhenUnwatched and attributes tells no change of the path's mode when its directory is moved away and back, and a chmod made meanwhile once",
+  async () => {
+    await withLookingWatch(async (dir, seen) => {
+      Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
+      await until(() => seen.length === 1, "the move told");
+      Deno.renameSync(`${dir}/run.old`, `${dir}/run`);
+      await until(() => seen.length === 2, "the move back told");
+      assertEquals(seen, ["removed", "restored"]);
+      Deno.renameSync(`${dir}/run`, `${dir}/run.old`);
+      await until(() => seen.length === 3, "the second move told");
+      Deno.chmodSync(`${dir}/run.old/state`, 0o640);
+      Deno.renameSync(`${dir}/run.old`, `${dir}/run`);
+      await until(() => seen.length === 5, "the chmod and the move back told");
+      assertEquals(seen, ["removed", "restored", "removed", "modified", "restored"]);
+    }, { attributes: true });
   },
 );
 
