@@ -320,7 +320,6 @@ async function main(flags: ButtonFlags): Promise<void> {
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
   using cell = openStateCell(region, { writer: true, mirror });
-  if (ready !== undefined) log.info(ready);
   using events = link && remote?.openEventSender(link);
   using commands = link && remote?.openCommandReceiver(link);
   const { PressReporter } = events ? await import("../app/remote/press_reporter.ts") : {};
@@ -333,7 +332,7 @@ async function main(flags: ButtonFlags): Promise<void> {
       ),
     onResumed: (dropped) => log.info(`Presses reach the remote bridge again (${dropped} dropped)`),
   });
-  await Promise.all([
+  const running = Promise.all([
     mirror && keepMirror(cell, mirror, { shm: flags.shm !== undefined, signal, log }),
     runButton(button, cell, {
       signal,
@@ -349,6 +348,10 @@ async function main(flags: ButtonFlags): Promise<void> {
         log.warn(`Skipped something in the remote link that is no command (${why})`),
     }),
   ]);
+  // Said once every part is under way, the state file's first look included: whoever acts on
+  // it (a user, a test that then closes the directory) meets a button that has looked.
+  if (ready !== undefined) log.info(ready);
+  await running;
 }
 
 if (import.meta.main) {

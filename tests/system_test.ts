@@ -893,9 +893,13 @@ testWith(
       const pids = await running(launcher);
       try {
         await launcher.waitFor(/FIFO .*button\.fifo.* cannot be watched .* every 500 ms instead/);
-        await launcher.waitFor(
+        const looking = await launcher.waitFor(
           /state file .*state\.dat.* cannot be watched .* every 500 ms instead/,
         );
+        // Ready once its state file's first look is made: a test that closes the directory
+        // right after "ready" must not meet a button that has yet to look (it would say so too).
+        const ready = await launcher.waitFor(/Button ready/);
+        assert(looking.index < ready.index, launcher.transcript);
         await pressAsUserAndSee(launcher, user, fifo);
         const since = launcher.lines.length;
         Deno.removeSync(fifo);
