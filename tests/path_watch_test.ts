@@ -11,8 +11,28 @@ import { withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
 
 /**
+ * Runs `body` with the changes `watch` reported so far (collected as they come); closes the
+ * watch after, and waits for its `changes()` to end.
+ */
+async function watching(
+  watch: PathWatch,
+  body: (seen: PathChange[]) => Promise<void>,
+): Promise<void> {
+  const seen: PathChange[] = [];
+  const ended = (async () => {
+    for await (const change of watch.changes()) seen.push(change);
+  })();
+  try {
+    await body(seen);
+  } finally {
+    await watch.close();
+    await ended;
+  }
+}
+
+/**
  * Runs `body` with a watch of the file `DIR/run/state` made in a temporary directory, and the
- * changes it reported so far (collected as they come); closes the watch after.
+ * changes it reported so far; closes the watch after.
  */
 async function withWatch(
   body: (dir: string, seen: PathChange[], watch: PathWatch) => Promise<void>,
@@ -22,16 +42,7 @@ async function withWatch(
     const path = `${dir}/run/state`;
     Deno.writeTextFileSync(path, "0\n");
     const watch = new PathWatch(path, statPath(path)?.identity ?? "");
-    const seen: PathChange[] = [];
-    const ended = (async () => {
-      for await (const change of watch.changes()) seen.push(change);
-    })();
-    try {
-      await body(dir, seen, watch);
-    } finally {
-      await watch.close();
-      await ended;
-    }
+    await watching(watch, (seen) => body(dir, seen, watch));
   });
 }
 
@@ -99,18 +110,11 @@ testWith(
       // The directory above `DIR/.` is DIR itself: watched a second time, it kept only the
       // ancestor's events, and the removal went unheard.
       const watch = new PathWatch(path, statPath(path)?.identity ?? "", { ancestors: 1 });
-      const seen: PathChange[] = [];
-      const ended = (async () => {
-        for await (const change of watch.changes()) seen.push(change);
-      })();
-      try {
+      await watching(watch, async (seen) => {
         Deno.removeSync(path);
         await until(() => seen.length > 0, "the removal reported");
         assertEquals(seen, ["removed"]);
-      } finally {
-        await watch.close();
-        await ended;
-      }
+      });
     });
   },
 );
@@ -232,11 +236,7 @@ testWith(
         directoryMayBeMissing: true,
         lookWhenUnwatched: true,
       });
-      const seen: PathChange[] = [];
-      const ended = (async () => {
-        for await (const change of watch.changes()) seen.push(change);
-      })();
-      try {
+      await watching(watch, async (seen) => {
         Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
         Deno.writeTextFileSync(path, "1\n");
         // Told by the look that takes the directory's watch, or by that watch.
@@ -247,10 +247,7 @@ testWith(
         Deno.writeTextFileSync(path, "2\n");
         await until(() => seen.length === 3, "the file in the directory made again told");
         assertEquals(seen, ["replaced", "removed", "replaced"]);
-      } finally {
-        await watch.close();
-        await ended;
-      }
+      });
     });
   },
 );
@@ -275,16 +272,7 @@ async function withLookingWatch(
       ...options,
     });
     assert(!watch.looking, "the directory is watched from the start");
-    const seen: PathChange[] = [];
-    const ended = (async () => {
-      for await (const change of watch.changes()) seen.push(change);
-    })();
-    try {
-      await body(dir, seen, () => watchedAgain);
-    } finally {
-      await watch.close();
-      await ended;
-    }
+    await watching(watch, (seen) => body(dir, seen, () => watchedAgain));
   });
 }
 
@@ -361,6 +349,7 @@ function watchedInodes(): number[] {
     );
 }
 
+/** The target of the link `path`, or nothing for an fd closed since it was listed. */
 function readLinkOrEmpty(path: string): string {
   try {
     return readLink(path);
@@ -382,21 +371,14 @@ testWith(
         lookWhenUnwatched: true,
         ancestors: 1,
       });
-      const seen: PathChange[] = [];
-      const ended = (async () => {
-        for await (const change of watch.changes()) seen.push(change);
-      })();
-      try {
+      await watching(watch, async (seen) => {
         Deno.renameSync(`${dir}/top`, `${dir}/top.old`);
         await until(() => seen.length === 1, "the move told");
         Deno.mkdirSync(`${dir}/top/run`, { recursive: true, mode: 0o700 });
         Deno.writeTextFileSync(path, "1\n");
         await until(() => seen.length === 2, "the file in the directory made anew told");
         assertEquals(seen, ["removed", "replaced"]);
-      } finally {
-        await watch.close();
-        await ended;
-      }
+      });
     });
   },
 );
