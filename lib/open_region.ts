@@ -16,6 +16,7 @@ import {
   checkOwn,
   checkOwner,
   checkPrivateDirectory,
+  NAME_LOOK_FLAGS,
   openOrCreate,
   removeIfSame,
   removeShmIfSame,
@@ -317,7 +318,7 @@ export function removeShm(name: string): boolean {
   const shmName = normalizeShmName(name);
   let fd: number;
   try {
-    fd = posix.shmOpen(shmName, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0, "remove shared memory");
+    fd = posix.shmOpen(shmName, NAME_LOOK_FLAGS, 0, "remove shared memory");
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;

@@ -60,6 +60,12 @@ function unsafeDirectory(stat: posix.FileStat, above = false): string | undefine
   return undefined;
 }
 
+/**
+ * How a POSIX shared-memory name is opened only to look at what it is before removing it: never
+ * through a symlink, and without blocking on a FIFO that anyone may put in the sticky /dev/shm.
+ */
+export const NAME_LOOK_FLAGS: number = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW | C.O_CLOEXEC;
+
 /** Deeper than any path the kernel resolves (PATH_MAX is 4096 bytes, "/.." three of them). */
 const MAX_ANCESTORS = 1366;
 
@@ -394,9 +400,12 @@ export function removeShmIfSame(name: string, identity: string): boolean {
   const action = "remove shared memory";
   let fd: number;
   try {
-    fd = posix.shmOpen(name, C.O_RDONLY | C.O_NOFOLLOW | C.O_CLOEXEC, 0, action);
+    fd = posix.shmOpen(name, NAME_LOOK_FLAGS, 0, action);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
+    // A symlink put at the name (ELOOP) is no more the object than nothing is.
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.FilesystemLoop) {
+      return false;
+    }
     throw error;
   }
   try {

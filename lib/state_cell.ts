@@ -16,19 +16,32 @@
  * | 88-95   | the writer's claim (pid and start time)                                 |
  * | 96-103  | the supervisor's claim (the launcher that owns the cell's lifetime)     |
  * | 104-107 | the value being written: set before the text, under the odd sequence     |
+ * | 112-119 | the claim of whoever makes the header, while it does (see below)        |
  *
- * Bytes 32-63 and 108-127 are reserved; nothing is ever written at byte 257, where the original
- * C program keeps the last byte of its file.
+ * Bytes 32-63, 108-111 and 120-127 are reserved; nothing is ever written at byte 257, where the
+ * original C program keeps the last byte of its file.
  *
  * The value being written tells what a writer that died in the middle of a write can have left
  * in the text: each byte that of the last complete value's text or of this one's. A text with a
  * byte of neither was written by someone else (the original C button) and is a value. Writers
  * before this word (the same layout version) left it 0: a text they left torn reads as foreign.
  *
+ * A blank header (all zero: a file the C programs made, fresh memory) is made by one opener at a
+ * time, the one that takes the maker's claim; the others wait for its magic. One that died
+ * making it is replaced, and its successor starts from the value it was writing.
+ *
  * @module
  */
 
-import { claimHolder, holdsClaim, ownClaim, releaseClaim, takeClaim } from "./claim.ts";
+import {
+  claimHolder,
+  claimIsLive,
+  describeHolder,
+  holdsClaim,
+  ownClaim,
+  releaseClaim,
+  takeClaim,
+} from "./claim.ts";
 import { abortReason, failure } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
@@ -62,6 +75,11 @@ const VALUE = 84;
 const WRITER = 88;
 const SUPERVISOR = 96;
 const PENDING = 104;
+const MAKER = 112;
+/** `RING_MAGIC` of lib/ring/layout.ts, not imported: a cell's users need load no ring code. */
+const RING_MAGIC = 0x474e4952;
+/** How long an opener waits for another to make a blank header before it says who holds it up. */
+const MAKER_WAIT_MS = 1_000;
 /**
  * How often a reader looks at the text while no cooperating writer holds the cell: the only
  * way to see a writer that knows nothing of the sequence word (the original C button).
@@ -180,8 +198,13 @@ export interface StateChangesOptions {
   current?: boolean;
 }
 
-/** What {@link openStateCell} found in the header and so what the constructor must do. */
-type HeaderState = "valid" | "blank" | "initialise";
+/**
+ * What {@link openStateCell} found in the header and so what the constructor must do: `blank`
+ * also when another opener is making the header, or died making it; `initialise` and
+ * `reinitialise` are asked for (`initialise: true`), over a header that is not and one that is a
+ * sound cell's.
+ */
+type HeaderState = "valid" | "blank" | "initialise" | "reinitialise";
 
 interface CellParts {
   region: SharedRegion;
@@ -297,19 +320,26 @@ export class StateCell {
     this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
     this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
-    if (header === "initialise") this.#initialise(options.initialValue ?? 0);
+    // Over a header that is no cell's: its claim words hold no claims, and are cleared.
+    if (header === "initialise") this.#initialise(options.initialValue ?? 0, true);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
-    if (header === "blank") this.#initialise(this.#load());
-    if (this.#supervisor) {
-      takeClaim(this.#memory, this.#base + SUPERVISOR, this.#role("supervisor"));
-    }
-    if (this.#writer) {
-      try {
-        this.#claimWriter();
-      } catch (error) {
-        if (this.#supervisor) releaseClaim(this.#memory, this.#base + SUPERVISOR);
-        throw error;
+    if (header === "blank") this.#makeBlankHeader();
+    const roles: number[] = [];
+    try {
+      if (this.#supervisor) {
+        takeClaim(this.#memory, this.#base + SUPERVISOR, this.#role("supervisor"));
+        roles.push(SUPERVISOR);
       }
+      if (this.#writer) {
+        takeClaim(this.#memory, this.#base + WRITER, this.#role("writer"));
+        roles.push(WRITER);
+      }
+      // After the roles: an open they refuse writes nothing over a live cell.
+      if (header === "reinitialise") this.#initialise(options.initialValue ?? 0, false);
+      if (this.#writer) this.#settleWriter();
+    } catch (error) {
+      for (const role of roles) releaseClaim(this.#memory, this.#base + role);
+      throw error;
     }
     this.#memory.adopt(this);
   }
@@ -390,6 +420,7 @@ export class StateCell {
     try {
       this.#check();
       checkTimeout(timeout, "wait for a change of state cell", this.#name);
+      this.#checkFrom(options.from);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -452,19 +483,22 @@ export class StateCell {
     // The usual case's checks in place, the rest (and every error) in #startSyncWait(): the CPU a
     // reader spends between two sleeps decides whether the kernel runs it at once when it is
     // woken on its writer's CPU, or only once the writer sleeps (see the README's wake-up case).
-    const { timeout } = options;
+    // No options at all reaches #startSyncWait's "needs a timeout", not a destructuring error.
+    const timeout = options?.timeout;
+    const given = options?.from;
     const words = this.#words;
     if (
-      this.#closed || typeof timeout !== "number" || !(timeout >= 0) || anyGuardedFault() ||
+      this.#closed || typeof timeout !== "number" || !(timeout >= 0) ||
+      (given !== undefined && (given | 0) !== given) || anyGuardedFault() ||
       words[this.#magicIndex] !== STATE_CELL_MAGIC
-    ) this.#startSyncWait(timeout);
+    ) this.#startSyncWait(timeout, given);
     const started = performance.now();
     let cooperating = this.#writerAlive(false);
     // Read before the value, which may come from the mirror: a write after this changes the
     // word, so the sleep below returns at once instead of missing it (or never sleeping).
     let sequence = Atomics.load(words, this.#sequenceIndex);
     let value = this.#current(cooperating);
-    const from = options.from ?? value;
+    const from = given ?? value;
     for (let first = true; value === from; first = false) {
       const slice = this.#syncSlice(first, started, timeout, cooperating);
       Atomics.add(words, this.#waitersIndex, 1);
@@ -520,20 +554,36 @@ export class StateCell {
     );
   }
 
-  /** Checks the cell and the timeout of a synchronous wait; returns when the wait started. */
-  #startSyncWait(timeout: number): number {
+  /** Checks the cell, the timeout and `from` of a synchronous wait: throws what is wrong. */
+  #startSyncWait(timeout: number, from: number | undefined): void {
     this.#check();
+    this.#checkFrom(from);
     // Nothing else runs on a thread that blocks: a wait with no end must be asked for by name.
     if (typeof timeout !== "number") {
       throw failure(
         TypeError,
         "wait for a change of state cell",
         this.#name,
-        `timeout ${timeout} is not a number: a synchronous wait needs one (Infinity for no limit)`,
+        `timeout ${
+          typeof timeout === "string" ? JSON.stringify(timeout) : timeout
+        } is not a number: a synchronous wait needs one (Infinity for no limit)`,
       );
     }
     checkTimeout(timeout, "wait for a change of state cell", this.#name);
-    return performance.now();
+  }
+
+  /** Throws `RangeError` for a `from` no value can equal: the wait would return at once. */
+  #checkFrom(from: number | undefined): void {
+    if (from !== undefined && !isStateValue(from)) {
+      throw failure(
+        RangeError,
+        "wait for a change of state cell",
+        this.#name,
+        `from ${
+          typeof from === "string" ? JSON.stringify(from) : from
+        } is not a 32-bit integer, so no value the cell holds could equal it`,
+      );
+    }
   }
 
   /**
@@ -627,13 +677,21 @@ export class StateCell {
     return { role: `the ${role} role of state cell`, subject: this.#name };
   }
 
-  /** Writes the header and `value`, keeping the sequence moving forward. */
-  #initialise(value: number): void {
+  /**
+   * Writes the header and `value`, keeping the sequence moving forward; with `clearClaims`, the
+   * role and maker claims too (over a header that was no cell's, which holds no claims).
+   */
+  #initialise(value: number, clearClaims: boolean): void {
     const base = this.#base;
     const words = this.#words;
     const sequence = Atomics.load(words, this.#sequenceIndex);
     Atomics.store(words, (base + VERSION) / 4, STATE_CELL_VERSION);
     Atomics.store(words, (base + SIZE) / 4, STATE_CELL_SIZE);
+    if (clearClaims) {
+      for (const claim of [WRITER, SUPERVISOR, MAKER]) {
+        Atomics.store(this.#longWords, (base + claim) / 8, 0n);
+      }
+    }
     Atomics.store(words, this.#sequenceIndex, (sequence + 1) | 1);
     Atomics.store(words, this.#pendingIndex, value);
     this.#writeText(value);
@@ -644,14 +702,70 @@ export class StateCell {
   }
 
   /**
-   * Takes the writer claim. A writer that died in the middle of a write left the sequence odd
-   * and perhaps half a text: the text of the last complete write is put back first, unless the
-   * text is a foreign writer's (see the module description), whose value is kept. With a mirror,
-   * the value the file holds now (a foreign writer may have moved it) is where this writer
-   * starts.
+   * Makes a blank header a cell's, keeping the value its text holds, unless another opener is
+   * at it: then waits (at most {@link MAKER_WAIT_MS}) for its magic. The maker's claim decides
+   * who makes it, so no value written meanwhile is written over by a slower maker; one that died
+   * at it is replaced.
    */
-  #claimWriter(): void {
-    takeClaim(this.#memory, this.#base + WRITER, this.#role("writer"));
+  #makeBlankHeader(): void {
+    const index = (this.#base + MAKER) / 8;
+    const longWords = this.#longWords;
+    const mine = ownClaim();
+    const started = performance.now();
+    let magicWord: FutexWord | undefined;
+    for (;;) {
+      if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return;
+      const found = Atomics.compareExchange(longWords, index, 0n, mine);
+      if (found === 0n || found === mine) break;
+      if (!claimIsLive(found)) {
+        // Gone before it finished: clear its claim (unless someone beat us to it), try again.
+        Atomics.compareExchange(longWords, index, found, 0n);
+        continue;
+      }
+      if (performance.now() - started > MAKER_WAIT_MS) {
+        throw failure(
+          Deno.errors.Busy,
+          "open state cell in",
+          this.#name,
+          `${
+            describeHolder(found)
+          } has been making its header for more than ${MAKER_WAIT_MS} ms (is it stopped?)`,
+        );
+      }
+      // Its maker wakes the magic word; an older version's does not, hence the short slices.
+      magicWord ??= this.#memory.futexWord(this.#base + MAGIC);
+      magicWord.wait(0, 1);
+    }
+    try {
+      if (Atomics.load(this.#words, this.#magicIndex) !== STATE_CELL_MAGIC) {
+        this.#initialise(this.#unfinishedValue(), false);
+      }
+    } finally {
+      Atomics.compareExchange(longWords, index, mine, 0n);
+      this.#memory.wake(this.#base + MAGIC);
+    }
+  }
+
+  /**
+   * The value a blank header's maker keeps: the text's, or, when a maker died in the middle of
+   * rewriting the text (the sequence odd), the value it was writing, which it took from there.
+   */
+  #unfinishedValue(): number {
+    const pending = Atomics.load(this.#words, this.#pendingIndex);
+    const writing = (Atomics.load(this.#words, this.#sequenceIndex) & 1) !== 0;
+    // 0 there is no value written yet (or 0, whose text any torn mix still reads as 0).
+    if (writing && pending !== 0) return pending;
+    return parseState(this.#bytes, this.#base, this.#base + STATE_TEXT_BYTES);
+  }
+
+  /**
+   * Settles the writer role just taken. A writer that died in the middle of a write left the
+   * sequence odd and perhaps half a text: the text of the last complete write is put back first,
+   * unless the text is a foreign writer's (see the module description), whose value is kept.
+   * With a mirror, the value the file holds now (a foreign writer may have moved it) is where
+   * this writer starts.
+   */
+  #settleWriter(): void {
     const sequence = Atomics.load(this.#words, this.#sequenceIndex);
     if (sequence & 1) {
       const value = this.#leftByWriter()
@@ -1132,11 +1246,7 @@ export function stateCellHeaderProblem(
   options: { offset?: number } = {},
 ): string | undefined {
   const base = options.offset ?? 0;
-  if (!Number.isSafeInteger(base) || base < 0 || base + STATE_CELL_SIZE > region.size) {
-    throw new RangeError(
-      `State cell offset ${base} does not leave ${STATE_CELL_SIZE} bytes in ${region.name}`,
-    );
-  }
+  checkPlace(region, base, "look at the state cell header in");
   const problem = headerProblem(region, base);
   return problem === "blank" ? undefined : problem?.reason;
 }
@@ -1185,10 +1295,18 @@ function headerProblem(
   region: SharedRegion,
   base: number,
 ): "blank" | { reason: string; foreign?: boolean } | undefined {
-  const header = region.read(base + MAGIC, STATE_CELL_SIZE - MAGIC);
-  if (header.every((byte) => byte === 0)) return "blank";
-  const view = new DataView(header.buffer);
+  const cell = region.read(base, STATE_CELL_SIZE);
+  const view = new DataView(cell.buffer, MAGIC);
   const magic = view.getUint32(0, true);
+  if (cell.subarray(MAGIC).every((byte) => byte === 0) || beingMade(view)) {
+    // A fresh ring's header leaves these bytes zero too; making a cell there would wreck it.
+    const text = new DataView(cell.buffer).getUint32(0, true);
+    if (text !== RING_MAGIC) return "blank";
+    return {
+      reason: `found a ring's header (its magic ${hex(RING_MAGIC)}, "RING") at byte ${base}`,
+      foreign: true,
+    };
+  }
   if (magic !== STATE_CELL_MAGIC) {
     return {
       reason: `found ${hex(magic)} at byte ${base + MAGIC} where the magic ${
@@ -1213,6 +1331,42 @@ function headerProblem(
   return undefined;
 }
 
+/** Throws `RangeError` unless a state cell can start at `base` in `region`. */
+function checkPlace(region: SharedRegion, base: number, action: string): void {
+  if (!Number.isSafeInteger(base) || base < 0 || base % 8 !== 0) {
+    throw failure(
+      RangeError,
+      action,
+      region.name,
+      `offset ${base} is not a non-negative multiple of 8 (a claim there is a 64-bit word)`,
+    );
+  }
+  if (base + STATE_CELL_SIZE > region.size) {
+    throw failure(
+      RangeError,
+      action,
+      region.name,
+      `the region has ${region.size} bytes; a state cell needs ${STATE_CELL_SIZE} from offset ${base}`,
+    );
+  }
+}
+
+/**
+ * Whether the header (from its magic on) is a blank one that an opener is making, or died
+ * making: no magic yet, the maker's claim, and nothing but what the making writes before the
+ * magic. Anything else with no magic is not a cell's.
+ */
+function beingMade(header: DataView): boolean {
+  const word = (at: number): number => header.getUint32(at - MAGIC, true);
+  const version = word(VERSION);
+  const size = word(SIZE);
+  return word(MAGIC) === 0 && header.getBigUint64(MAKER - MAGIC, true) !== 0n &&
+    (version === 0 || version === STATE_CELL_VERSION) && (size === 0 || size === STATE_CELL_SIZE) &&
+    header.getBigUint64(WRITER - MAGIC, true) === 0n &&
+    header.getBigUint64(SUPERVISOR - MAGIC, true) === 0n && word(MAKER - 4) === 0 &&
+    header.getBigUint64(MAKER + 8 - MAGIC, true) === 0n;
+}
+
 /**
  * Opens the state cell in `region`. A blank (all-zero) header, such as the one in a file the
  * original C program made, is given a fresh header and keeps its value; a foreign or damaged
@@ -1233,22 +1387,18 @@ function headerProblem(
 export function openStateCell(region: SharedRegion, options: StateCellOptions = {}): StateCell {
   const base = options.offset ?? 0;
   const action = "open state cell in";
-  if (!Number.isSafeInteger(base) || base < 0 || base % 8 !== 0) {
-    throw new RangeError(`State cell offset ${base} is not a non-negative multiple of 8`);
-  }
-  if (base + STATE_CELL_SIZE > region.size) {
-    throw failure(
-      RangeError,
-      action,
-      region.name,
-      `the region has ${region.size} bytes; a state cell needs ${STATE_CELL_SIZE} from offset ${base}`,
-    );
-  }
+  checkPlace(region, base, action);
   if (!isStateValue(options.initialValue ?? 0)) {
     throw new RangeError(`Initial state ${options.initialValue} is not a 32-bit integer`);
   }
   for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
     checkPeriod(options[name], name);
+  }
+  // Now, not from the microtask that would first call it, where nothing could catch it.
+  if (options.onWriter !== undefined && typeof options.onWriter !== "function") {
+    throw new TypeError(
+      `State cell option onWriter is a ${typeof options.onWriter}, not a function`,
+    );
   }
   // A reader with no cooperating writer has nothing else to go by: it must look now and then.
   if ((options.followPeriodMs ?? 1) > MAX_FOLLOW_PERIOD_MS) {
@@ -1257,9 +1407,10 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
     );
   }
   let state: HeaderState = "valid";
-  if (options.initialise) state = "initialise";
+  const problem = headerProblem(region, base);
+  // A sound cell's roles are judged before it is written anew; other claim words hold no claims.
+  if (options.initialise) state = problem === undefined ? "reinitialise" : "initialise";
   else {
-    const problem = headerProblem(region, base);
     if (problem === "blank") state = "blank";
     else if (problem !== undefined) {
       // Only a foreign header is worth overwriting: another version's is a newer program's.

@@ -15,8 +15,20 @@ export const NO_LIMIT_MS = 2 ** 40;
 /** The longest delay `setTimeout` keeps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Throws `RangeError`, naming `action` and `subject`, for a timeout that is not a number from 0 up. */
+/**
+ * Throws, naming `action` and `subject`: `TypeError` for a timeout that is not a number, and
+ * `RangeError` for one that is not from 0 up.
+ */
 export function checkTimeout(timeout: number | undefined, action: string, subject: string): void {
+  // Not coerced: a string's deadline would be "now" + "500", a string compared as one.
+  if (timeout !== undefined && typeof timeout !== "number") {
+    throw failure(
+      TypeError,
+      action,
+      subject,
+      `timeout ${shown(timeout)} is not a number of milliseconds`,
+    );
+  }
   if (timeout !== undefined && !(timeout >= 0)) {
     throw failure(
       RangeError,
@@ -34,11 +46,25 @@ export function checkTimeout(timeout: number | undefined, action: string, subjec
  */
 export const MIN_PERIOD_MS = 1;
 
+/** How a message shows a value of any type: a string quoted, anything else as `String()` does. */
+function shown(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  try {
+    return String(value);
+  } catch {
+    return `a ${typeof value}`;
+  }
+}
+
 /**
- * Throws `RangeError`, naming the option, for a period that is not a number of milliseconds from
- * {@link MIN_PERIOD_MS} up (`Infinity` included: the caller judges whether it may be turned off).
+ * Throws, naming the option: `TypeError` for a period that is not a number, `RangeError` for one
+ * that is not from {@link MIN_PERIOD_MS} up (`Infinity` passes: the caller judges whether it may
+ * be turned off).
  */
 export function checkPeriod(value: number | undefined, option: string): void {
+  if (value !== undefined && typeof value !== "number") {
+    throw new TypeError(`${option} ${shown(value)} is not a number of milliseconds`);
+  }
   if (value !== undefined && !(value >= MIN_PERIOD_MS)) {
     throw new RangeError(
       `${option} ${value} is not a number of milliseconds from ${MIN_PERIOD_MS} up (a shorter period would keep a core busy)`,

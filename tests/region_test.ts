@@ -18,7 +18,7 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
-import { makeFifo, statPath } from "../ffi/posix.ts";
+import { makeFifo, statPath, unlinkPath } from "../ffi/posix.ts";
 import { openFifoButton } from "../hw/fifo_button.ts";
 
 const encoder = new TextEncoder();
@@ -660,6 +660,51 @@ Deno.test("SharedRegion.unlink() refuses a shm name that was made again by anoth
     assertEquals(removeShm(name), false);
   });
 });
+
+Deno.test("a FIFO anyone put at a shm name is refused by removeShm() and SharedRegion.unlink() at once, and left there", async () => {
+  // /dev/shm is sticky and open to all; opening a FIFO there to look at it blocked for good.
+  await withShmName((name) => {
+    const path = `/dev/shm${name}`;
+    using region = openShmRegion(name, { create: true, exclusive: true, size: 64 });
+    assertEquals(removeShm(name), true);
+    makeFifo(path, 0o600);
+    try {
+      assertThrowsWith(
+        () => removeShm(name),
+        Deno.errors.InvalidData,
+        name,
+        "it is a fifo, not a regular file; it is left as it is",
+      );
+      assertThrowsWith(() => region.unlink(), Deno.errors.NotFound, name, "no longer refers");
+      assertEquals(statPath(path)?.type, "fifo");
+    } finally {
+      unlinkPath(path);
+    }
+  });
+});
+
+testWith(
+  NEEDS.files,
+  "a symlink put at a shm name is no longer the region's: SharedRegion.unlink() says so as for any other replacement, not ELOOP, and leaves the link",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName((name) => {
+        const path = `/dev/shm${name}`;
+        using region = openShmRegion(name, { create: true, exclusive: true, size: 64 });
+        assertEquals(removeShm(name), true);
+        Deno.writeTextFileSync(`${dir}/target`, "someone's");
+        Deno.symlinkSync(`${dir}/target`, path);
+        try {
+          assertThrowsWith(() => region.unlink(), Deno.errors.NotFound, name, "no longer refers");
+          assertEquals(statPath(path)?.type, "symlink");
+          assertEquals(Deno.readTextFileSync(`${dir}/target`), "someone's");
+        } finally {
+          unlinkPath(path);
+        }
+      });
+    });
+  },
+);
 
 testWith(
   [

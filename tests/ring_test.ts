@@ -97,8 +97,10 @@ Deno.test("messages of every size survive many wraps, padding included", () => {
 Deno.test("ring capacities: any multiple of 8, clear errors otherwise", () => {
   using region = createMemfdRegion({ size: 4096 });
   assertEquals(initRing(region, { capacity: 24 }), 24);
-  for (const capacity of [0, 4, 12, 100.5, 2 ** 31]) {
+  for (const capacity of [0, 4, 12, 100.5, 2 ** 31, -5, NaN, "4096" as unknown as number]) {
     assertThrows(() => initRing(region, { capacity }), RangeError);
+    // The size of a region for a ring that cannot be made was -5 + 192, or "1924096".
+    assertThrowsWith(() => ringRegionSize(capacity), RangeError, `Ring capacity ${capacity}`);
   }
   assertThrowsWith(() => initRing(region, { capacity: 8192 }), RangeError, "4096");
   assertEquals(initRing(region), 4096 - RING_HEADER_SIZE);

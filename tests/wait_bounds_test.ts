@@ -84,6 +84,53 @@ Deno.test("a NaN or negative timeout is a RangeError naming the cell or ring, no
   }
 });
 
+Deno.test("a timeout that is not a number is a TypeError, not coerced: a string's deadline was text", async () => {
+  // performance.now() + "500" is a string, compared as one: the waits ended at once, or hours on.
+  using cellRegion = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(cellRegion);
+  using ringArea = ringRegion(4096);
+  using consumer = openRingConsumer(ringArea);
+  using producer = openRingProducer(ringArea);
+  for (const timeout of ["500", true, 10n] as unknown as number[]) {
+    const named = typeof timeout === "string" ? '"500"' : String(timeout);
+    const expected = `timeout ${named} is not a number`;
+    await assertRejectsWith(() => cell.waitForChange({ timeout }), TypeError, expected);
+    assertThrowsWith(() => cell.waitForChangeSync({ timeout }), TypeError, expected);
+    await assertRejectsWith(() => consumer.receive({ timeout }), TypeError, expected);
+    await assertRejectsWith(
+      () => producer.send(new Uint8Array(1), { timeout }),
+      TypeError,
+      expected,
+    );
+    await assertRejectsWith(() => cellRegion.waitInt32(128, 0, { timeout }), TypeError, expected);
+  }
+  for (const option of ["followPeriodMs", "livenessCheckMs"]) {
+    assertThrowsWith(
+      () => openStateCell(cellRegion, { [option]: "5" }),
+      TypeError,
+      `${option} "5" is not a number of milliseconds`,
+    );
+  }
+  // No options at all: the wait says it needs a timeout.
+  assertThrowsWith(
+    () => (cell.waitForChangeSync as unknown as () => number)(),
+    TypeError,
+    "a synchronous wait needs one",
+  );
+});
+
+Deno.test("a from that is not a 32-bit integer is a RangeError: no value could equal it, so the wait returned at once", async () => {
+  using region = createMemfdRegion({ size: 256 });
+  using writer = openStateCell(region, { writer: true });
+  writer.write(1);
+  using cell = openStateCell(region);
+  for (const from of ["1", 1.5, 2 ** 31] as unknown as number[]) {
+    const expected = `from ${typeof from === "string" ? '"1"' : from} is not a 32-bit integer`;
+    await assertRejectsWith(() => cell.waitForChange({ from, timeout: 50 }), RangeError, expected);
+    assertThrowsWith(() => cell.waitForChangeSync({ from, timeout: 50 }), RangeError, expected);
+  }
+});
+
 Deno.test("a queued ring call with a 30-day timeout waits its turn: it does not time out at once", async () => {
   // setTimeout fires at once for a delay beyond 2^31 - 1 ms.
   using region = ringRegion(64);

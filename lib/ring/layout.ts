@@ -54,7 +54,8 @@ export const POSITION = 0x7fff_ffff;
 export const PAD = -1;
 
 /**
- * How many bytes a region needs for a ring of `capacity` data bytes at offset 0.
+ * How many bytes a region needs for a ring of `capacity` data bytes at offset 0. Throws
+ * `RangeError` for a capacity no ring can have (see {@link InitRingOptions.capacity}).
  *
  * @example
  * ```ts
@@ -64,6 +65,8 @@ export const PAD = -1;
  * ```
  */
 export function ringRegionSize(capacity: number): number {
+  // The check initRing() makes: a size made from a capacity it would refuse helps no one.
+  checkCapacity(capacity);
   return RING_HEADER_SIZE + capacity;
 }
 
