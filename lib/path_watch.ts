@@ -80,8 +80,9 @@ export interface PathWatchOptions {
    * {@link LOOK_MS} by the watch itself, as a `chmod 300` one is, so that what is at the path is
    * told once it can be seen (what was there all along is no change). So too once the directory
    * is removed or moved away later (`rm -r`, `mv run run.old && mkdir run`), or one above it that
-   * `ancestors` watches: a directory made in its place is looked into, then watched. Default
-   * false: the owner looks itself.
+   * `ancestors` watches: a directory made in its place is looked into, then watched. While the
+   * path names nothing, the directory is looked at too, as its removal reaches its watch only
+   * once no open file in it is left. Default false: the owner looks itself.
    */
   lookWhenUnwatched?: boolean;
   /**
@@ -168,6 +169,8 @@ export class PathWatch {
   readonly #options: PathWatchOptions;
   /** The directory's watch, or -1 or {@link LOOKING}; watched from the first look it may be. */
   #directoryWatch: number;
+  /** The watched directory's inode (as `FileStat.identity`), to tell it from another there. */
+  #directoryIdentity: string | undefined;
   readonly #inodeWatch: number;
   readonly #attributes: boolean;
   readonly #waiter = new FdWaiter();
@@ -218,6 +221,7 @@ export class PathWatch {
       posix.closeFd(this.#inotify);
       throw error;
     }
+    this.#directoryIdentity = this.#directoryNow();
     this.#polling = this.looking ||
       (this.#directoryWatch === -1 && (options.lookWhenUnwatched ?? false));
     this.#looksUnwatched = this.#polling;
@@ -229,6 +233,7 @@ export class PathWatch {
     // Held against what a look finds: the mode seen last, also while watched (a watch may look
     // again later, once its directory goes; see #lookAgain()).
     if (this.#polling || this.#attributes) this.#mode = this.#modeNow();
+    this.#lookWhileRemoved();
   }
 
   /**
@@ -239,6 +244,16 @@ export class PathWatch {
    */
   get looking(): boolean {
     return this.#directoryWatch === LOOKING;
+  }
+
+  /** The inode of the directory at the path's directory's path now, if one is there. */
+  #directoryNow(): string | undefined {
+    try {
+      // Followed, as inotify_add_watch() follows it.
+      return posix.statPath(parentOf(this.#path), { follow: true })?.identity;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The permission bits at the path now, or undefined when nothing is there to look at. */
@@ -304,6 +319,13 @@ export class PathWatch {
           this.#mode = mode;
         }
         this.#watchIfAble();
+        // Looking while the path names nothing, its directory watched (see below): still the
+        // one watched? A directory whose removed file something holds open is itself removed
+        // from the path (rm -r) with no event until that file is closed.
+        if (this.#directoryWatch >= 0 && this.#directoryNow() !== this.#directoryIdentity) {
+          this.#lookAgain(0);
+          this.#watchIfAble(); // one made in its place meanwhile
+        }
       }
       for (;;) {
         if (readiness === undefined) break;
@@ -352,10 +374,36 @@ export class PathWatch {
         }
         if (status !== this.#status) {
           this.#status = status;
+          this.#lookWhileRemoved();
           yield status === "same" ? "restored" : status;
         }
       }
     }
+  }
+
+  /**
+   * A watch that looks again once its directory goes (see {@link PathWatch.#lookAgain}) looks at
+   * that directory every {@link LOOK_MS} while the path names nothing, as well as watching it:
+   * `rm -r` of a directory that held a file something keeps open (the state file the system's
+   * processes map) removes the directory with no event on its watch until the file is closed,
+   * which may be never. The look costs one `statx` per {@link LOOK_MS}, and only then.
+   */
+  #lookWhileRemoved(): void {
+    if (!this.#looksUnwatched && !this.#options.lookWhenUnwatched) return;
+    if (this.#directoryWatch < 0) return; // looking already, or no directory to watch
+    if (this.#status === "removed") {
+      this.#polling = true;
+      return;
+    }
+    this.#polling = false;
+    this.#stopLookTimer();
+  }
+
+  /** Cancels the next look, if one is pending. */
+  #stopLookTimer(): void {
+    clearTimeout(this.#lookTimer);
+    this.#lookTimer = undefined;
+    this.#lookDue = false;
   }
 
   /**
@@ -373,10 +421,9 @@ export class PathWatch {
     }
     if (watch < 0) return;
     this.#directoryWatch = watch;
+    this.#directoryIdentity = this.#directoryNow();
     this.#polling = false;
-    clearTimeout(this.#lookTimer);
-    this.#lookTimer = undefined;
-    this.#lookDue = false;
+    this.#stopLookTimer();
     this.#options.onWatched?.();
   }
 

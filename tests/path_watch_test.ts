@@ -296,6 +296,27 @@ testWith(
 
 testWith(
   NEEDS.files,
+  "PathWatch told lookWhenUnwatched sees its directory removed while the file removed in it is held open (rm -r under the running system), which the directory's watch hears of only once the file is closed",
+  async () => {
+    await withLookingWatch(async (dir, seen, watched) => {
+      using _held = Deno.openSync(`${dir}/run/state`);
+      const removed = inodeOf(`${dir}/run`);
+      Deno.removeSync(`${dir}/run`, { recursive: true });
+      await until(() => seen.length === 1, "the removal told");
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      Deno.writeTextFileSync(`${dir}/run/state`, "1\n");
+      await until(() => seen.length === 2, "the file in the directory made anew told");
+      assertEquals(watched(), 1, "the directory made anew is watched");
+      const inodes = watchedInodes();
+      assert(!inodes.includes(removed), "the removed directory is still watched");
+      assert(inodes.includes(inodeOf(`${dir}/run`)), "the new directory is not watched");
+      assertEquals(seen, ["removed", "replaced"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "PathWatch told lookWhenUnwatched stops following its directory moved away: a directory made in its place is looked into, and the moved one's events are not the path's",
   async () => {
     await withLookingWatch(async (dir, seen, watched) => {

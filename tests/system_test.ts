@@ -454,39 +454,52 @@ testWith(
   },
 );
 
+/**
+ * The state file's directory goes away while the system runs (moved, or removed with the file
+ * the system's processes hold open in it), and a new one is made with a file at the path: the
+ * button says the file was removed, then that another was put at the path, left alone at exit.
+ */
+async function stateDirectoryGoes(goAway: (directory: string) => void): Promise<void> {
+  await withTempDir(async (dir) => {
+    const directory = `${dir}/run`;
+    Deno.mkdirSync(directory, { mode: 0o700 });
+    const state = `${directory}/state.dat`;
+    await using launcher = startLauncher(dir, [
+      "--state",
+      state,
+      "--fifo",
+      `${dir}/button.fifo`,
+    ]);
+    const pids = await running(launcher);
+    try {
+      const since = launcher.lines.length;
+      goAway(directory);
+      await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
+      Deno.mkdirSync(directory, { mode: 0o700 });
+      Deno.writeTextFileSync(state, "1\n");
+      // Seen in the directory made in place of the one gone, not in that one.
+      await launcher.waitFor(/The state file .*state\.dat.* was replaced by another file/, {
+        since,
+      });
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      assertEquals(Deno.readTextFileSync(state), "1\n", "the file put at the path");
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+  });
+}
+
 testWith(
   NEEDS.system,
   "mv of the state file's directory, a new one made in its place: the button says the file was removed, then that another was put at the path, which it leaves alone, also at exit",
-  async () => {
-    await withTempDir(async (dir) => {
-      const directory = `${dir}/run`;
-      Deno.mkdirSync(directory, { mode: 0o700 });
-      const state = `${directory}/state.dat`;
-      await using launcher = startLauncher(dir, [
-        "--state",
-        state,
-        "--fifo",
-        `${dir}/button.fifo`,
-      ]);
-      const pids = await running(launcher);
-      try {
-        const since = launcher.lines.length;
-        Deno.renameSync(directory, `${dir}/run.old`);
-        await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
-        Deno.mkdirSync(directory, { mode: 0o700 });
-        Deno.writeTextFileSync(state, "1\n");
-        // Seen in the directory made in place of the moved one, not in the moved one.
-        await launcher.waitFor(/The state file .*state\.dat.* was replaced by another file/, {
-          since,
-        });
-        launcher.kill("SIGTERM");
-        assertEquals((await launcher.status()).code, 0, launcher.transcript);
-        assertEquals(Deno.readTextFileSync(state), "1\n", "the file put at the path");
-      } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
-      }
-    });
-  },
+  () => stateDirectoryGoes((directory) => Deno.renameSync(directory, `${directory}.old`)),
+);
+
+testWith(
+  NEEDS.system,
+  "rm -r of the state file's directory, whose file the system's processes hold open (so the directory's watch hears nothing of it), and a new one made: the button says the file was removed, then that another was put at the path",
+  () => stateDirectoryGoes((directory) => Deno.removeSync(directory, { recursive: true })),
 );
 
 testWith(
