@@ -33,7 +33,8 @@ export const STATE_FLAGS = {
   state: {
     type: "string",
     arg: "PATH",
-    help: "keep the state as text in this file too, as the original did (/tmp/data.dat)",
+    help:
+      "keep the state as text in this file too (none by default; the original used /tmp/data.dat)",
     check: checkFilePath,
   },
   shm: {

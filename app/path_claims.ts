@@ -404,6 +404,11 @@ function claimKey(kind: PathKind, path: string): string {
   return `file\0${stat.identity}\0${name}`;
 }
 
+/** `path` with no `//`, `/./` or trailing `/`: two spellings of one path look alike. */
+function spelledAlike(path: string): string {
+  return path.replace(/\/+/g, "/").replace(/\/(\.\/)+/g, "/").replace(/(.)\/$/, "$1");
+}
+
 /**
  * `path` from `/`: a relative file or FIFO path joined to this process's working directory
  * (read from `/proc/self/cwd`, since the launcher may not read the file system otherwise).
@@ -584,8 +589,21 @@ export function claimPaths(
   paths: { kind: PathKind; path: string }[],
   options: ClaimOptions = {},
 ): PathClaim[] {
-  // Ordered by record, not by spelling, so two launchers take shared records in one order.
-  const sorted = paths.map(({ kind, path }) => ({ kind, path, key: claimKey(kind, path) }))
+  // Ordered by record, not by spelling, so two launchers take shared records in one order. A
+  // path whose directory is missing is told after the check below: one spelled twice is a
+  // usage error whether or not its directory is there.
+  let missing: Error | undefined;
+  const sorted = paths.map(({ kind, path }) => {
+    try {
+      return { kind, path, key: claimKey(kind, path) };
+    } catch (error) {
+      if (
+        !(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)
+      ) throw error;
+      missing ??= error;
+      return { kind, path, key: `unresolved\0${spelledAlike(absolutePath(kind, path))}` };
+    }
+  })
     .sort((a, b) => {
       const [x, y] = [recordName(a.key), recordName(b.key)];
       return x < y ? -1 : x > y ? 1 : 0;
@@ -600,6 +618,7 @@ export function claimPaths(
       } are the same file`,
     );
   }
+  if (missing !== undefined) throw missing;
   const role = options.role ?? "launcher";
   if (!isRole(role)) throw new TypeError(`Role ${JSON.stringify(role)} is not a role`);
   const { directories, sharedRefused } = claimsDirectories(options.roots);

@@ -220,6 +220,11 @@ export class FifoButton implements Button {
   readonly #onTaken: ((taken: TakenFifo) => void) | undefined;
   /** What at the path was last told to `onTaken`: its identity and why (see {@link refusalKey}). */
   #told: string | undefined;
+  /**
+   * Whether the watch's last "replaced" went untold (the path free, the maker another): what
+   * took the path is then said once it is looked at and found unusable, as nothing else says it.
+   */
+  #replacementUntold = false;
   #closed = false;
 
   /** Not for direct use: call {@link openFifoButton}. */
@@ -346,7 +351,8 @@ export class FifoButton implements Button {
               const what = await this.#whatHappened(woke.value);
               if (this.#closed || signal.aborted) return;
               this.#onPath(what);
-            }
+              this.#replacementUntold = false;
+            } else if (woke.value === "replaced") this.#replacementUntold = true;
             await this.#letGo();
             readyResult = undefined;
             waitingReady = false;
@@ -465,10 +471,13 @@ export class FifoButton implements Button {
     if (isRefused(looked)) {
       // Not a file of this user's (another user's FIFO, say): no look will find it usable until
       // someone acts, so what to do is said, once for each thing put there. A file of this
-      // user's is not: the watch already said what replaced the FIFO (onPath).
+      // user's is not, when the watch already said what replaced the FIFO (onPath); it is when
+      // it came to the free path (rm, then ln -s), which the watch leaves to this look.
       const key = refusalKey(looked);
+      const foreign = looked.taken.reason === "foreign";
       if (
-        looked.taken.reason === "foreign" && looked.uid !== effectiveUid() && key !== this.#told
+        foreign && (looked.uid !== effectiveUid() || this.#replacementUntold) &&
+        key !== this.#told
       ) {
         this.#told = key;
         this.#onTaken?.(looked.taken);

@@ -204,7 +204,13 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
       throw (extra & C.O_CREAT) === 0 ? error : withDirectoryMode(error, path);
     }
   };
-  return openWith(path, options, open, () => posix.unlinkPath(path, "remove state file"));
+  return openWith(
+    path,
+    options,
+    open,
+    () => posix.unlinkPath(path, "remove state file"),
+    "open state file",
+  );
 }
 
 /**
@@ -221,6 +227,7 @@ export function openStateShm(name: string, options: StateFileOptions = {}): Stat
     options,
     (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
     () => posix.shmUnlink(shmName),
+    "open shared memory",
   );
 }
 
@@ -248,17 +255,20 @@ export function openStateFileAt(procPath: string, name: string): StateFile {
       throw error;
     }
   };
-  return openWith(name, {}, open, () => {});
+  return openWith(name, {}, open, () => {}, "open state file");
 }
 
-/** Opens through `openFd(flags)`, creating first when asked, then checks the inode. */
+/**
+ * Opens through `openFd(flags)`, creating first when asked, then checks the inode; `action` is
+ * what a failure says was tried (a shm name is no state file's path).
+ */
 function openWith(
   name: string,
   options: StateFileOptions,
   openFd: (flags: number) => number,
   remove: () => void,
+  action: string,
 ): StateFile {
-  const action = "open state file";
   const { fd, created } = openOrCreate(openFd, options);
   try {
     const stat = posix.statFd(fd, name);

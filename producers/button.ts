@@ -205,9 +205,10 @@ export function describeFifoEvent(fifo: string, event: FifoEvent): string {
         : kind === undefined
         ? "something that is gone again"
         : `a ${kind}`;
+      // Only a FIFO can be read once nobody else does; anything else, never.
+      const then = kind === "fifo" ? "reads it once nobody else does, or " : "reads ";
       return `The FIFO ${path} was replaced by ${what}; presses written there no longer reach ` +
-        "this button, which leaves it alone and reads it once nobody else does, or a new FIFO " +
-        "once the path is free";
+        `this button, which leaves it alone and ${then}a new FIFO once the path is free`;
     }
     case "removed":
       return `The FIFO ${path} was removed; a new one is made once the path is free`;
@@ -282,7 +283,12 @@ async function openInput(
   let waiting = false;
   const button = openFifoButton(fifo, {
     onIgnored: (ignored) => log.warn(describeIgnored(ignored)),
-    onPath: (event) => log.warn(describeFifoEvent(fifo, event)),
+    // Presses reaching the button again is good news, not a warning.
+    onPath: (event) => {
+      const said = describeFifoEvent(fifo, event);
+      if (event === "adopted" || event === "recreated") log.info(said);
+      else log.warn(said);
+    },
     // The runtime directory is ours to make again; a directory the user chose is not.
     remakeDirectory: isRuntimeDirectory(parentOf(fifo)),
     // Under a launcher, which checked the FIFO before the first start, what took the path

@@ -893,6 +893,40 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.system,
+  "shared memory at the --shm name that is not provably ours is refused as shared memory, named as given, and left exactly as it was",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName(async (shm) => {
+        const notes = new TextEncoder().encode("Shopping: milk, eggs\n");
+        {
+          using theirs = openShmRegion(shm, { create: true, exclusive: true, size: notes.length });
+          theirs.write(0, notes);
+        }
+        const fifo = `${dir}/button.fifo`;
+        await using launcher = startLauncher(dir, ["--shm", shm, "--fifo", fifo]);
+        const outcome = await startedOrEnded(launcher, /Started (led|button)/);
+        try {
+          assertEquals(
+            outcome,
+            "ended",
+            `the launcher ran on shared memory not ours:\n${launcher.transcript}`,
+          );
+          const status = await launcher.status();
+          assertEquals(status.code, 1, launcher.transcript);
+          // Not 'state file "/NAME"': a shm name is no path under /.
+          assertStringIncludes(status.stderr, `Cannot open shared memory ${JSON.stringify(shm)}`);
+          using still = openShmRegion(shm);
+          assertEquals(still.read(0, still.size), notes, "the shared memory was changed");
+        } finally {
+          await stopAll(launcher, childrenOf(launcher.pid));
+        }
+      });
+    });
+  },
+);
+
 // --- a press in flight when the button dies ------------------------------------------------------
 
 testWith(

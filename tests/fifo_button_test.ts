@@ -489,9 +489,12 @@ testWith(
       const said = (): string => describeFifoEvent(path, "replaced");
       makeFifo(path, 0o600);
       assertStringIncludes(said(), "replaced by another program's");
+      assertStringIncludes(said(), "reads it once nobody else does, or a new FIFO");
       Deno.removeSync(path);
       Deno.writeTextFileSync(path, "hello\n"); // echo hello > button.fifo, once it was moved away
       assertStringIncludes(said(), "replaced by a regular file");
+      // A file is never read: only a new FIFO is.
+      assertStringIncludes(said(), "leaves it alone and reads a new FIFO once the path is free");
       Deno.removeSync(path);
       Deno.symlinkSync(`${dir}/elsewhere`, path);
       assertStringIncludes(said(), "replaced by a symbolic link");
@@ -775,6 +778,35 @@ testWith(
       assertEquals(events, ["replaced"]);
       assertEquals(refusals.map((taken) => taken.error.message), []);
       assertEquals(Deno.readTextFileSync(path), "keep me");
+      await presses.stop();
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "with onTaken and a FIFO another makes, a symlink put at the path its removal freed (rm, then ln -s) is said once (onTaken), where nothing said it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      makeFifo(path, 0o600);
+      const refusals: TakenFifo[] = [];
+      const events: FifoEvent[] = [];
+      await using button = openFifoButton(path, {
+        onTaken: (taken) => refusals.push(taken),
+        onPath: (event) => events.push(event),
+        madeBy: "other",
+      });
+      const presses = countPresses(button);
+      Deno.removeSync(path);
+      await settle(() => events.length > 0);
+      Deno.symlinkSync(`${dir}/elsewhere`, path);
+      await settle(() => refusals.length > 0);
+      await delay(2_500); // two more looks at what took the path: said once
+      assertEquals(events, ["removed"]);
+      assertEquals(refusals.map((taken) => taken.reason), ["foreign"]);
+      assertStringIncludes(describeTakenFifo(refusals[0]), "symbolic link");
+      assertEquals(Deno.readLinkSync(path), `${dir}/elsewhere`, "the link was left alone");
       await presses.stop();
     });
   },

@@ -448,16 +448,22 @@ testWith(
 
 testWith(
   NEEDS.system,
-  "one file given as both --state and --fifo is a usage error: exit 2 with the usage, nothing made",
+  "one file given as both --state and --fifo is a usage error: exit 2 with the usage, nothing made, also when its directory is missing (which was exit 1, naming the directory)",
   async () => {
     await withTempDir(async (dir) => {
-      const path = `${dir}/both`;
-      await using launcher = startLauncher(dir, ["--state", path, "--fifo", path]);
-      const status = await launcher.status({ timeoutMs: 30_000 });
-      assertEquals(status.code, 2, launcher.transcript);
-      assertStringIncludes(status.stderr, "are the same file");
-      assertStringIncludes(status.stderr, "Usage:");
-      assertEquals(identity(path), undefined);
+      for (
+        const [state, fifo] of [[`${dir}/both`, `${dir}/both`], [
+          `${dir}/gone/both`,
+          `${dir}//gone/./both`,
+        ]]
+      ) {
+        await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+        const status = await launcher.status({ timeoutMs: 30_000 });
+        assertEquals(status.code, 2, launcher.transcript);
+        assertStringIncludes(status.stderr, "are the same file");
+        assertStringIncludes(status.stderr, "Usage:");
+        assertEquals(identity(state), undefined);
+      }
     });
   },
 );

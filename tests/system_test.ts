@@ -1099,9 +1099,11 @@ testWith(
         // Its reader gone and the FIFO left in place, the button reads it, as a fresh one would.
         killIfRunning(reader.pid);
         await reader.status();
-        await launcher.waitFor(/is one this button may read now.*presses reach this button again/, {
-          since,
-        });
+        // Said as news, not as a warning.
+        await launcher.waitFor(
+          /\[INF\].*is one this button may read now.*presses reach this button again/,
+          { since },
+        );
         await writeAndLeave(fifo, "0\n");
         await ledShows(launcher, "Off", since);
       } finally {
