@@ -424,6 +424,8 @@ export class PathWatch {
     this.#directoryIdentity = this.#directoryNow();
     this.#polling = false;
     this.#stopLookTimer();
+    // Nothing at the path yet: the new directory may be removed as silently as the last one.
+    this.#lookWhileRemoved();
     this.#options.onWatched?.();
   }
 

@@ -200,11 +200,10 @@ export interface StateChangesOptions {
 
 /**
  * What {@link openStateCell} found in the header and so what the constructor must do: `blank`
- * also when another opener is making the header, or died making it; `initialise` and
- * `reinitialise` are asked for (`initialise: true`), over a header that is not and one that is a
- * sound cell's.
+ * also when another opener is making the header, or died making it; `initialise` is asked for
+ * (`initialise: true`), and the constructor looks at the header again to see how.
  */
-type HeaderState = "valid" | "blank" | "initialise" | "reinitialise";
+type HeaderState = "valid" | "blank" | "initialise";
 
 interface CellParts {
   region: SharedRegion;
@@ -320,10 +319,12 @@ export class StateCell {
     this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
     this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
-    // Over a header that is no cell's: its claim words hold no claims, and are cleared.
-    if (header === "initialise") this.#initialise(options.initialValue ?? 0, true);
+    const initialValue = options.initialValue ?? 0;
+    // Asked for: a sound cell's header (made meanwhile, perhaps) is written anew once its roles
+    // are taken (below); any other now.
+    const rewrite = header === "initialise" && !this.#initialiseUnlessSound(region, initialValue);
     // Blank: a file the original made, or fresh memory. Keep the value its text holds.
-    if (header === "blank") this.#makeBlankHeader();
+    if (header === "blank") this.#makeBlankHeader(region, undefined);
     const roles: number[] = [];
     try {
       if (this.#supervisor) {
@@ -335,13 +336,34 @@ export class StateCell {
         roles.push(WRITER);
       }
       // After the roles: an open they refuse writes nothing over a live cell.
-      if (header === "reinitialise") this.#initialise(options.initialValue ?? 0, false);
+      if (rewrite) this.#initialise(initialValue, false);
       if (this.#writer) this.#settleWriter();
+      // Made on a page a shrunk file lost (the zeros mapped in its place): no cell at all.
+      this.#memory.checkPages(LOST_PAGE_SUBJECT);
     } catch (error) {
       for (const role of roles) releaseClaim(this.#memory, this.#base + role);
+      if (roles.includes(WRITER) && this.#words[this.#magicIndex] === STATE_CELL_MAGIC) {
+        // As close() does: a reader that saw the claim a moment learns that it is gone.
+        Atomics.add(this.#words, this.#sequenceIndex, 2);
+        this.#sequenceWord.wakeAll();
+      }
       throw error;
     }
     this.#memory.adopt(this);
+  }
+
+  /**
+   * `initialise: true`, by what the header is now (another opener may have made it since
+   * {@link openStateCell} looked): a blank one is made with `value` through the maker's claim,
+   * one that is no cell's is written over, its claim words cleared as they hold no claims.
+   * Returns false for a sound cell's, which is written anew once the roles are taken.
+   */
+  #initialiseUnlessSound(region: SharedRegion, value: number): boolean {
+    const problem = headerProblem(region, this.#base);
+    if (problem === undefined) return false;
+    if (problem === "blank") return this.#makeBlankHeader(region, value);
+    this.#initialise(value, true);
+    return true;
   }
 
   /** Whether this handle holds the writer role. */
@@ -702,19 +724,20 @@ export class StateCell {
   }
 
   /**
-   * Makes a blank header a cell's, keeping the value its text holds, unless another opener is
-   * at it: then waits (at most {@link MAKER_WAIT_MS}) for its magic. The maker's claim decides
-   * who makes it, so no value written meanwhile is written over by a slower maker; one that died
-   * at it is replaced.
+   * Makes a blank header a cell's, keeping the value its text holds (or writing `value`, for
+   * `initialise: true`), unless another opener is at it: then waits (at most
+   * {@link MAKER_WAIT_MS}) for its magic. The maker's claim decides who makes it, so no value
+   * written meanwhile is written over by a slower maker; one that died at it is replaced.
+   * Returns whether this call made it (not: another did).
    */
-  #makeBlankHeader(): void {
+  #makeBlankHeader(region: SharedRegion, value: number | undefined): boolean {
     const index = (this.#base + MAKER) / 8;
     const longWords = this.#longWords;
     const mine = ownClaim();
     const started = performance.now();
     let magicWord: FutexWord | undefined;
     for (;;) {
-      if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return;
+      if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return false;
       const found = Atomics.compareExchange(longWords, index, 0n, mine);
       if (found === 0n || found === mine) break;
       if (!claimIsLive(found)) {
@@ -737,9 +760,22 @@ export class StateCell {
       magicWord.wait(0, 1);
     }
     try {
-      if (Atomics.load(this.#words, this.#magicIndex) !== STATE_CELL_MAGIC) {
-        this.#initialise(this.#unfinishedValue(), false);
+      if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return false;
+      if (value === undefined) {
+        // Looked at again now that no one else may make it: something else (a ring) may have
+        // been put there since openStateCell() looked.
+        const problem = headerProblem(region, this.#base);
+        if (problem !== "blank" && problem !== undefined) {
+          throw failure(
+            Deno.errors.InvalidData,
+            "open state cell in",
+            this.#name,
+            problem.reason + (problem.foreign ? " (pass initialise: true to overwrite it)" : ""),
+          );
+        }
       }
+      this.#initialise(value ?? this.#unfinishedValue(), false);
+      return true;
     } finally {
       Atomics.compareExchange(longWords, index, mine, 0n);
       this.#memory.wake(this.#base + MAGIC);
@@ -748,14 +784,31 @@ export class StateCell {
 
   /**
    * The value a blank header's maker keeps: the text's, or, when a maker died in the middle of
-   * rewriting the text (the sequence odd), the value it was writing, which it took from there.
+   * rewriting the text (the sequence odd), the value it was writing, which it took from there;
+   * unless the text is whole again (`"%d\n"` and its NUL), as a C writer leaves it after.
    */
   #unfinishedValue(): number {
     const pending = Atomics.load(this.#words, this.#pendingIndex);
     const writing = (Atomics.load(this.#words, this.#sequenceIndex) & 1) !== 0;
+    const text = parseState(this.#bytes, this.#base, this.#base + STATE_TEXT_BYTES);
     // 0 there is no value written yet (or 0, whose text any torn mix still reads as 0).
-    if (writing && pending !== 0) return pending;
-    return parseState(this.#bytes, this.#base, this.#base + STATE_TEXT_BYTES);
+    if (!writing || pending === 0 || this.#textIsWhole()) return text;
+    return pending;
+  }
+
+  /**
+   * Whether the text is a value's as the C programs write it: `"%d\n"`, then a NUL. A rewrite
+   * left half done mixes two texts byte by byte, which leaves that form only as one of the two.
+   */
+  #textIsWhole(): boolean {
+    const bytes = this.#bytes;
+    let at = this.#base;
+    const end = at + STATE_TEXT_BYTES;
+    if (Atomics.load(bytes, at) === 0x2d) at++;
+    const first = at;
+    while (at < end && Atomics.load(bytes, at) >= 0x30 && Atomics.load(bytes, at) <= 0x39) at++;
+    return at > first && at + 1 < end && Atomics.load(bytes, at) === 0x0a &&
+      Atomics.load(bytes, at + 1) === 0;
   }
 
   /**
@@ -1407,9 +1460,11 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
     );
   }
   let state: HeaderState = "valid";
-  const problem = headerProblem(region, base);
-  // A sound cell's roles are judged before it is written anew; other claim words hold no claims.
-  if (options.initialise) state = problem === undefined ? "reinitialise" : "initialise";
+  let problem = headerProblem(region, base);
+  // The bytes are read one by one: a header read while its maker finished may look half made
+  // and foreign (no magic yet, the maker's claim gone already). A second look tells.
+  if (typeof problem === "object" && problem.foreign) problem = headerProblem(region, base);
+  if (options.initialise) state = "initialise";
   else {
     if (problem === "blank") state = "blank";
     else if (problem !== undefined) {

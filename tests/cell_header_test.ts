@@ -16,6 +16,7 @@ import type { OpenerStart } from "./fixtures/blank_opener.ts";
 import {
   createMemfdRegion,
   initRing,
+  openFileRegion,
   openRingProducer,
   openStateCell,
   openStateFile,
@@ -108,6 +109,67 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.children,
+  "a maker that died half way, then a C writer's whole text: the next opener keeps the C writer's value, not the one the maker was writing",
+  async () => {
+    using region = createMemfdRegion({ size: 256 });
+    region.write(0, encoder.encode(" 7"));
+    await using maker = spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
+      permissions: ["--allow-ffi", "--allow-read"],
+    });
+    assertEquals(await maker.nextLine(), "made");
+    maker.kill("SIGKILL");
+    await maker.status();
+    region.write(0, encoder.encode("5\n\0\0")); // the C button's next press: sprintf("%d\n")
+    using cell = openStateCell(region);
+    assertEquals(cell.read(), 5);
+    assertEquals(decoder.decode(region.read(0, 3)), "5\n\0");
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "initialise: true over a header a live maker is making waits for it as any opener does, and keeps its claim: it is not written over under the maker",
+  async () => {
+    using region = createMemfdRegion({ size: 256 });
+    region.write(0, encoder.encode(" 7"));
+    await using maker = spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
+      permissions: ["--allow-ffi", "--allow-read"],
+    });
+    assertEquals(await maker.nextLine(), "made");
+    const claim = makerClaim(region);
+    assertThrowsWith(
+      () => openStateCell(region, { initialise: true, initialValue: 9 }),
+      Deno.errors.Busy,
+      `pid ${maker.pid} has been making its header`,
+    );
+    assertEquals(makerClaim(region), claim, "the live maker's claim was cleared");
+    assertEquals(region.loadInt32(64), 0, "the header was made under its maker");
+    maker.kill("SIGKILL");
+    await maker.status();
+    using cell = openStateCell(region, { initialise: true, initialValue: 9 });
+    assertEquals(cell.read(), 9, "once the maker is gone, the value asked for");
+    assertEquals(makerClaim(region), 0n);
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a cell opened on a file a peer shrank to nothing is UnexpectedEof at the open, not a cell made in the zeros mapped in its place",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      using region = openFileRegion(path, { create: true, size: 4096 });
+      Deno.truncateSync(path, 0);
+      assertThrowsWith(
+        () => openStateCell(region, { writer: true }),
+        Deno.errors.UnexpectedEof,
+      );
+    });
+  },
+);
+
 Deno.test("a header with no magic and no maker's claim is still foreign", () => {
   using region = createMemfdRegion({ size: 256 });
   region.storeInt32(68, 2);
@@ -173,10 +235,14 @@ testWith(
       using region = createMemfdRegion({ size: 256 });
       const mirror = openStateFile(`${dir}/state.dat`, { create: true });
       mirror.close();
+      openStateCell(region).close(); // the header made
+      const sequence = region.loadInt32(76);
       assertThrows(
         () => openStateCell(region, { writer: true, supervisor: true, mirror }),
         Deno.errors.BadResource,
       );
+      // Moved, as a close moves it: a reader that saw the claim for that moment wakes and looks.
+      assertEquals(region.loadInt32(76), sequence + 2);
       using reader = openStateCell(region);
       assertEquals(reader.writerPid, undefined);
       assertEquals(reader.supervisorPid, undefined);

@@ -311,6 +311,22 @@ testWith(
       assert(!inodes.includes(removed), "the removed directory is still watched");
       assert(inodes.includes(inodeOf(`${dir}/run`)), "the new directory is not watched");
       assertEquals(seen, ["removed", "replaced"]);
+      // Again, from a directory made anew whose file is held open (the launcher's FIFO, say)
+      // and that was watched while the path named nothing.
+      Deno.removeSync(`${dir}/run/state`);
+      await until(() => seen.length === 3, "the second removal told");
+      using _other = Deno.openSync(`${dir}/run/other`, { write: true, create: true });
+      Deno.removeSync(`${dir}/run`, { recursive: true });
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      await until(() => watched() === 2, "the second directory made anew watched");
+      // That one removed as silently, before anything came to the path: still looked at.
+      using _another = Deno.openSync(`${dir}/run/other`, { write: true, create: true });
+      Deno.removeSync(`${dir}/run`, { recursive: true });
+      Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
+      await until(() => watched() === 3, "the third directory made anew watched");
+      Deno.writeTextFileSync(`${dir}/run/state`, "2\n");
+      await until(() => seen.length === 4, "the file in the second directory made anew told");
+      assertEquals(seen, ["removed", "replaced", "removed", "replaced"]);
     });
   },
 );
