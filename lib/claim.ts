@@ -103,24 +103,28 @@ export function takeClaim(
   byteOffset: number,
   { role, subject }: { role: string; subject: string },
 ): void {
+  const found = tryTakeClaim(memory, byteOffset);
+  if (found === 0n) return;
+  if (found === ownClaim()) {
+    const holder = inWorker() ? "this Worker" : "this process";
+    throw failure(Deno.errors.Busy, `claim ${role}`, subject, `${holder} already holds it`);
+  }
+  throw failure(Deno.errors.Busy, `claim ${role}`, subject, `${describeHolder(found)} holds it`);
+}
+
+/**
+ * Takes the claim at `byteOffset` for this thread, replacing a dead holder's: returns 0n once
+ * taken, or the live holder's claim (this thread's own, if it holds it already), for a caller
+ * that waits for the holder rather than failing.
+ */
+export function tryTakeClaim(memory: SharedMemory, byteOffset: number): bigint {
   const words = memory.longWords;
   const index = byteOffset / 8;
   const mine = ownClaim();
   for (;;) {
     const found = Atomics.compareExchange(words, index, 0n, mine);
-    if (found === 0n) return;
-    if (found === mine) {
-      const holder = inWorker() ? "this Worker" : "this process";
-      throw failure(Deno.errors.Busy, `claim ${role}`, subject, `${holder} already holds it`);
-    }
-    if (claimIsLive(found)) {
-      throw failure(
-        Deno.errors.Busy,
-        `claim ${role}`,
-        subject,
-        `${describeHolder(found)} holds it`,
-      );
-    }
+    if (found === 0n) return 0n;
+    if (found === mine || claimIsLive(found)) return found;
     // The holder is gone: clear its claim (unless someone beat us to it) and try again.
     Atomics.compareExchange(words, index, found, 0n);
   }

@@ -17,6 +17,16 @@ export function failure(
   return new ErrorType(`Cannot ${action} ${JSON.stringify(subject)}: ${reason}`);
 }
 
+/** How a message shows a value of any type: a string quoted, anything else as `String()` does. */
+export function shown(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  try {
+    return String(value);
+  } catch {
+    return `a ${typeof value}`;
+  }
+}
+
 /** The error an aborted wait rejects with: the signal's reason, as `AbortSignal` users expect. */
 export function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The operation was aborted", "AbortError");

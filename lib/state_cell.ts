@@ -35,14 +35,14 @@
 
 import {
   claimHolder,
-  claimIsLive,
   describeHolder,
   holdsClaim,
   ownClaim,
   releaseClaim,
   takeClaim,
+  tryTakeClaim,
 } from "./claim.ts";
-import { abortReason, failure } from "./errors.ts";
+import { abortReason, failure, shown } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
 import { loadTextFollower, type SharedMemory, type Sleep, textFollowerLoaded } from "./memory.ts";
@@ -587,7 +587,7 @@ export class StateCell {
         "wait for a change of state cell",
         this.#name,
         `timeout ${
-          typeof timeout === "string" ? JSON.stringify(timeout) : timeout
+          shown(timeout)
         } is not a number: a synchronous wait needs one (Infinity for no limit)`,
       );
     }
@@ -601,9 +601,7 @@ export class StateCell {
         RangeError,
         "wait for a change of state cell",
         this.#name,
-        `from ${
-          typeof from === "string" ? JSON.stringify(from) : from
-        } is not a 32-bit integer, so no value the cell holds could equal it`,
+        `from ${shown(from)} is not a 32-bit integer, so no value the cell holds could equal it`,
       );
     }
   }
@@ -731,20 +729,14 @@ export class StateCell {
    * Returns whether this call made it (not: another did).
    */
   #makeBlankHeader(region: SharedRegion, value: number | undefined): boolean {
-    const index = (this.#base + MAKER) / 8;
-    const longWords = this.#longWords;
     const mine = ownClaim();
     const started = performance.now();
     let magicWord: FutexWord | undefined;
     for (;;) {
       if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return false;
-      const found = Atomics.compareExchange(longWords, index, 0n, mine);
+      // A maker that died before it finished is replaced.
+      const found = tryTakeClaim(this.#memory, this.#base + MAKER);
       if (found === 0n || found === mine) break;
-      if (!claimIsLive(found)) {
-        // Gone before it finished: clear its claim (unless someone beat us to it), try again.
-        Atomics.compareExchange(longWords, index, found, 0n);
-        continue;
-      }
       if (performance.now() - started > MAKER_WAIT_MS) {
         throw failure(
           Deno.errors.Busy,
@@ -765,19 +757,12 @@ export class StateCell {
         // Looked at again now that no one else may make it: something else (a ring) may have
         // been put there since openStateCell() looked.
         const problem = headerProblem(region, this.#base);
-        if (problem !== "blank" && problem !== undefined) {
-          throw failure(
-            Deno.errors.InvalidData,
-            "open state cell in",
-            this.#name,
-            problem.reason + (problem.foreign ? " (pass initialise: true to overwrite it)" : ""),
-          );
-        }
+        if (problem !== "blank" && problem !== undefined) throw headerRefusal(region, problem);
       }
       this.#initialise(value ?? this.#unfinishedValue(), false);
       return true;
     } finally {
-      Atomics.compareExchange(longWords, index, mine, 0n);
+      releaseClaim(this.#memory, this.#base + MAKER);
       this.#memory.wake(this.#base + MAGIC);
     }
   }
@@ -1384,6 +1369,16 @@ function headerProblem(
   return undefined;
 }
 
+/** The `InvalidData` an open of a cell whose header has `problem` fails with. */
+function headerRefusal(
+  region: SharedRegion,
+  problem: { reason: string; foreign?: boolean },
+): Error {
+  // Only a foreign header is worth overwriting: another version's is a newer program's.
+  const hint = problem.foreign ? " (pass initialise: true to overwrite it)" : "";
+  return failure(Deno.errors.InvalidData, "open state cell in", region.name, problem.reason + hint);
+}
+
 /** Throws `RangeError` unless a state cell can start at `base` in `region`. */
 function checkPlace(region: SharedRegion, base: number, action: string): void {
   if (!Number.isSafeInteger(base) || base < 0 || base % 8 !== 0) {
@@ -1459,19 +1454,15 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       `followPeriodMs ${options.followPeriodMs} is more than ${MAX_FOLLOW_PERIOD_MS} ms (a finite period is needed)`,
     );
   }
-  let state: HeaderState = "valid";
+  // Asked for: the constructor looks at the header itself, as it acts.
+  if (options.initialise) {
+    return new StateCell(constructing, { region, options, header: "initialise" });
+  }
   let problem = headerProblem(region, base);
   // The bytes are read one by one: a header read while its maker finished may look half made
   // and foreign (no magic yet, the maker's claim gone already). A second look tells.
   if (typeof problem === "object" && problem.foreign) problem = headerProblem(region, base);
-  if (options.initialise) state = "initialise";
-  else {
-    if (problem === "blank") state = "blank";
-    else if (problem !== undefined) {
-      // Only a foreign header is worth overwriting: another version's is a newer program's.
-      const hint = problem.foreign ? " (pass initialise: true to overwrite it)" : "";
-      throw failure(Deno.errors.InvalidData, action, region.name, problem.reason + hint);
-    }
-  }
-  return new StateCell(constructing, { region, options, header: state });
+  if (typeof problem === "object") throw headerRefusal(region, problem);
+  const header: HeaderState = problem === "blank" ? "blank" : "valid";
+  return new StateCell(constructing, { region, options, header });
 }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { failure } from "./errors.ts";
+import { failure, shown } from "./errors.ts";
 
 /** Timeouts from this many ms on (about 35 years) are no limit, and would not fit a timespec. */
 export const NO_LIMIT_MS = 2 ** 40;
@@ -45,16 +45,6 @@ export function checkTimeout(timeout: number | undefined, action: string, subjec
  * shorter periods only keep a core busy.
  */
 export const MIN_PERIOD_MS = 1;
-
-/** How a message shows a value of any type: a string quoted, anything else as `String()` does. */
-function shown(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  try {
-    return String(value);
-  } catch {
-    return `a ${typeof value}`;
-  }
-}
 
 /**
  * Throws, naming the option: `TypeError` for a period that is not a number, `RangeError` for one

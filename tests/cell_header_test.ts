@@ -21,8 +21,10 @@ import {
   openStateCell,
   openStateFile,
   ringRegionSize,
+  type SharedRegion,
   stateCellHeaderProblem,
 } from "../mod.ts";
+import type { ChildProcess } from "./helpers/child_process.ts";
 import { STATE_CELL_MAGIC } from "../lib/state_cell.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
@@ -32,6 +34,17 @@ const decoder = new TextDecoder();
 /** The 64-bit word where the header's maker keeps its claim while it makes it. */
 function makerClaim(region: { read(offset: number, length: number): Uint8Array }): bigint {
   return new DataView(region.read(112, 8).buffer).getBigUint64(0, true);
+}
+
+/**
+ * Starts tests/fixtures/half_maker.ts on `region`, whose text it first sets to `" 7"`: it stops
+ * half way through making the header, and prints `made`.
+ */
+function spawnHalfMaker(region: SharedRegion): ChildProcess {
+  region.write(0, encoder.encode(" 7"));
+  return spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
+    permissions: ["--allow-ffi", "--allow-read"],
+  });
 }
 
 testWith(
@@ -83,10 +96,7 @@ testWith(
   "a blank header whose maker stopped half way: a live maker holds others up for a second, then is named; once it died, the next opener makes the header with the value it was writing",
   async () => {
     using region = createMemfdRegion({ size: 256 });
-    region.write(0, encoder.encode(" 7"));
-    await using maker = spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
-      permissions: ["--allow-ffi", "--allow-read"],
-    });
+    await using maker = spawnHalfMaker(region);
     assertEquals(await maker.nextLine(), "made");
     assertEquals(stateCellHeaderProblem(region), undefined, "a header being made is not foreign");
     const started = performance.now();
@@ -114,10 +124,7 @@ testWith(
   "a maker that died half way, then a C writer's whole text: the next opener keeps the C writer's value, not the one the maker was writing",
   async () => {
     using region = createMemfdRegion({ size: 256 });
-    region.write(0, encoder.encode(" 7"));
-    await using maker = spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
-      permissions: ["--allow-ffi", "--allow-read"],
-    });
+    await using maker = spawnHalfMaker(region);
     assertEquals(await maker.nextLine(), "made");
     maker.kill("SIGKILL");
     await maker.status();
@@ -133,10 +140,7 @@ testWith(
   "initialise: true over a header a live maker is making waits for it as any opener does, and keeps its claim: it is not written over under the maker",
   async () => {
     using region = createMemfdRegion({ size: 256 });
-    region.write(0, encoder.encode(" 7"));
-    await using maker = spawnDeno(`${TESTS_DIR}fixtures/half_maker.ts`, [region.name], {
-      permissions: ["--allow-ffi", "--allow-read"],
-    });
+    await using maker = spawnHalfMaker(region);
     assertEquals(await maker.nextLine(), "made");
     const claim = makerClaim(region);
     assertThrowsWith(

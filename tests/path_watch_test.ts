@@ -325,7 +325,7 @@ testWith(
       Deno.mkdirSync(`${dir}/run`, { mode: 0o700 });
       await until(() => watched() === 3, "the third directory made anew watched");
       Deno.writeTextFileSync(`${dir}/run/state`, "2\n");
-      await until(() => seen.length === 4, "the file in the second directory made anew told");
+      await until(() => seen.length === 4, "the file in the third directory made anew told");
       assertEquals(seen, ["removed", "replaced", "removed", "replaced"]);
     });
   },
