@@ -155,6 +155,36 @@ export function describeLostMirror(why: string): string {
 }
 
 /**
+ * What a reader follows while no button writes, and until when, for its messages: the state file
+ * (or shm object) it opened, named as the flags name it. The inode is what is followed, not the
+ * path, so one the path no longer names (removed, or replaced by another file) is said to be so.
+ */
+export function describeFollowed(mirror: StateFile, where: StateLocation): string {
+  const shm = where.state === undefined && where.shm !== undefined;
+  const name = JSON.stringify(shm ? normalizeShmName(mirror.path) : mirror.path);
+  const path = shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+  const what = shm ? "the state in shared memory" : "the state file";
+  let there: boolean;
+  try {
+    there = statPath(path)?.identity === mirror.identity;
+  } catch {
+    // A directory closed to this user (chmod): what the path names cannot be told.
+    return `${what} ${name} as it was opened, until a button is back`;
+  }
+  if (there) {
+    return `${shm ? "the shared memory state" : "the state file"} ${name} until a button is back`;
+  }
+  // Alone, a button meets this process through the inode (see openSystemState): one started on
+  // the path now makes a new file there. Under the launcher, the button is given this inode.
+  const alone = where.mirror === undefined
+    ? "; a button started on that path now makes a new one, which this process reads only " +
+      "once it is started again"
+    : "";
+  return `${what} it opened as ${name} until a button is back, though it is no longer there ` +
+    `(removed or replaced since)${alone}`;
+}
+
+/**
  * Opens the state as the flags name it. Under the launcher: its memfd (`--memfd`) and the very
  * inode of its state file (`--mirror`), whatever happened to the path since. Alone: `--state
  * PATH` or `--shm NAME` opened by name and created if missing, as the original programs did,

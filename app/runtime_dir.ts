@@ -15,6 +15,7 @@
 
 import { effectiveUid, statPath } from "../ffi/posix.ts";
 import { ensurePrivateDirectory } from "../lib/owned_path.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 
 /** Where the two directories are made: the real roots unless a test gives its own. */
 export interface RuntimeRoots {
@@ -54,10 +55,15 @@ function sharedDirectory(uid: number, roots: RuntimeRoots): string {
     const owner = error instanceof Deno.errors.PermissionDenied ? ownerOf(path) : undefined;
     if (owner !== undefined && owner !== uid) {
       const why = (error as Error).message;
+      // Root is the administrator the message would send the user to.
+      const remedy = uid === 0
+        ? `Another user made it before root's first run: look at what is in it, and remove it ` +
+          `(rm -r ${shellQuote(path)}) once nothing there is in use`
+        : "Another user made it before this one's first run, and only they or an administrator " +
+          "can remove it";
       throw new Deno.errors.PermissionDenied(
-        `${why}. Another user made it before this one's first run, and only they or an ` +
-          "administrator can remove it; until then, run in a login session (which has " +
-          `/run/user/${uid}, used instead)`,
+        `${why}. ${remedy}; until then, run in a login session (which has /run/user/${uid}, ` +
+          "used instead)",
       );
     }
     throw error;

@@ -8,6 +8,7 @@
  */
 
 import {
+  describeFollowed,
   describeLostMirror,
   exitWhenFlushed,
   logFlags,
@@ -98,8 +99,8 @@ async function main(flags: LedFlags): Promise<void> {
       if (status === "writing") log.info(`Following the button (pid ${pid})`);
       else if (mirror !== undefined) {
         log.warn(
-          `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}; following the ` +
-            `state file ${JSON.stringify(mirror.path)} until a button is back`,
+          `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}; following ` +
+            describeFollowed(mirror, flags),
         );
       } else log.warn(`The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}`);
     },

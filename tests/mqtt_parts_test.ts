@@ -419,6 +419,15 @@ testWith(
       );
       await Deno.chmod(path, 0o600);
       assertEquals(readCredentialsFile(path).username, "u");
+      // The command to run is one a shell takes as it is, whatever the path holds.
+      const spaced = `${dir}/my login's`;
+      await Deno.writeTextFile(spaced, "username=u\n", { mode: 0o644 });
+      await Deno.chmod(spaced, 0o644);
+      assertThrowsWith(
+        () => readCredentialsFile(spaced),
+        Deno.errors.PermissionDenied,
+        `run chmod 600 '${dir}/my login'\\''s'`,
+      );
       assertThrowsWith(
         () => readCredentialsFile(`${dir}/none`),
         Deno.errors.NotFound,

@@ -589,8 +589,10 @@ testWith(
         () => claimPaths([{ kind: "state file", path }], { roots: roots(dir, { session: false }) }),
         Deno.errors.PermissionDenied,
         squatted,
-        "only they or an administrator can remove it",
-        "run in a login session",
+        // This test runs as root, who is the administrator: it is told to look, then remove it.
+        `Another user made it before root's first run: look at what is in it, and remove it (rm -r ${
+          shellQuote(squatted)
+        }) once nothing there is in use; until then, run in a login session`,
       );
     });
   },

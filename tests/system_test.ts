@@ -30,13 +30,14 @@ import {
   pressAsButtonDies,
   running,
   spawnLaunchTask,
+  startButton,
   startLauncher,
   startLauncherAs,
   stateValue,
   stopAll,
   unusedUid,
 } from "./helpers/system.ts";
-import { removeTree, withTempDir } from "./helpers/temp.ts";
+import { removeTree, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
 
 testWith(
@@ -1319,3 +1320,68 @@ testWith([...NEEDS.system, requires("gcc")], "the original C button drives our L
     assertEquals(ledStates(led), ["Off", "On", "Off", "On"]);
   });
 });
+
+/**
+ * Kills `button` (run alone beside `led`) and returns the LED's warning of its death, after the
+ * LED first said it followed it.
+ */
+async function ledSaysButtonDied(led: ChildProcess, button: ChildProcess): Promise<string> {
+  await led.waitFor(new RegExp(`Following the button \\(pid ${button.pid}\\)`));
+  button.kill("SIGKILL");
+  await button.status();
+  return (await led.waitFor(new RegExp(`The button \\(pid ${button.pid}\\) died; .*`))).match[0];
+}
+
+testWith(
+  NEEDS.system,
+  "a button run alone dies: the LED says which state file it follows, and that it is no longer at its path once it was removed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      await using first = await startButton(state, fifo);
+      await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+      assertStringIncludes(
+        await ledSaysButtonDied(led, first),
+        `following the state file ${JSON.stringify(state)} until a button is back`,
+      );
+      // A second button on the same file, then the file removed under both: the LED still follows
+      // the inode it opened, which nothing at the path is any more.
+      await using second = await startButton(state, fifo);
+      Deno.removeSync(state);
+      await second.waitFor(/removed/);
+      const line = await ledSaysButtonDied(led, second);
+      assertStringIncludes(
+        line,
+        `following the state file it opened as ${
+          JSON.stringify(state)
+        } until a button is back, though it is no longer there (removed or replaced since); a button started on that path now makes a new one, which this process reads only once it is started again`,
+      );
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a button run alone on --shm dies: the LED names the shared memory state it follows, not a file",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName(async (name) => {
+        const fifo = `${dir}/button.fifo`;
+        await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+          "--shm",
+          name,
+          "--fifo",
+          fifo,
+        ]);
+        await button.waitFor(/Button ready/);
+        await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--shm", name]);
+        const line = await ledSaysButtonDied(led, button);
+        assertStringIncludes(
+          line,
+          `following the shared memory state ${JSON.stringify(name)} until a button is back`,
+        );
+      });
+    });
+  },
+);

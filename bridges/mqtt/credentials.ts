@@ -16,6 +16,7 @@
 import * as C from "../../ffi/constants.ts";
 import { closeFd, effectiveUid, openPath, readFd, statFd } from "../../ffi/posix.ts";
 import { failure } from "../../lib/errors.ts";
+import { shellQuote } from "../../lib/shell_quote.ts";
 
 /** The environment variable with the user name (used when no file is given). */
 export const USERNAME_ENV = "MMAP_IPC_MQTT_USERNAME";
@@ -120,7 +121,7 @@ export function readCredentialsFile(path: string): Credentials {
         path,
         `other users may read or change it (mode ${
           mode.toString(8).padStart(3, "0")
-        }); run chmod 600 ${path}`,
+        }); run chmod 600 ${shellQuote(path)}`,
       );
     }
     if (stat.size > MAX_FILE_BYTES) {
