@@ -161,27 +161,27 @@ export function describeLostMirror(why: string): string {
  */
 export function describeFollowed(mirror: StateFile, where: StateLocation): string {
   const shm = where.state === undefined && where.shm !== undefined;
-  const name = JSON.stringify(shm ? normalizeShmName(mirror.path) : mirror.path);
   const path = shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
-  const what = shm ? "the state in shared memory" : "the state file";
+  // Named as the button's messages name it (see keepMirror).
+  const name = shm
+    ? `the shared memory state ${JSON.stringify(normalizeShmName(mirror.path))} (${path})`
+    : `the state file ${JSON.stringify(mirror.path)}`;
   let there: boolean;
   try {
     there = statPath(path)?.identity === mirror.identity;
   } catch {
     // A directory closed to this user (chmod): what the path names cannot be told.
-    return `${what} ${name} as it was opened, until a button is back`;
+    return `${name} as it was opened, until a button is back`;
   }
-  if (there) {
-    return `${shm ? "the shared memory state" : "the state file"} ${name} until a button is back`;
-  }
+  if (there) return `${name} until a button is back`;
   // Alone, a button meets this process through the inode (see openSystemState): one started on
   // the path now makes a new file there. Under the launcher, the button is given this inode.
   const alone = where.mirror === undefined
-    ? "; a button started on that path now makes a new one, which this process reads only " +
-      "once it is started again"
+    ? ": a button started there now makes a new one, which this process reads only once it is " +
+      "started again"
     : "";
-  return `${what} it opened as ${name} until a button is back, though it is no longer there ` +
-    `(removed or replaced since)${alone}`;
+  return `${name} as it was opened, until a button is back; it is no longer there (removed or ` +
+    `replaced since)${alone}`;
 }
 
 /**

@@ -554,10 +554,11 @@ for (const fault of PATH_FAULTS) {
             restarted = Number(again.match[1]);
             await launcher.waitFor(/Button ready/, { since: again.index, timeoutMs: GUARD_MS });
             await pressesStillWork(launcher, fifo);
-            const said = await launcher.waitFor(lineNaming(where, REPLACED), {
-              since,
-              timeoutMs: GUARD_MS,
-            });
+            // The button's report: the LED names the path too once its button dies.
+            const said = await launcher.waitFor(
+              new RegExp(`mmap-ipc\\.button: ${lineNaming(where, REPLACED).source.slice(1)}`, "i"),
+              { since, timeoutMs: GUARD_MS },
+            );
             // A shm name is called one, not a file at a path under `/`.
             if (fault.flag === "--shm") {
               assertStringIncludes(

@@ -1353,9 +1353,9 @@ testWith(
       const line = await ledSaysButtonDied(led, second);
       assertStringIncludes(
         line,
-        `following the state file it opened as ${
+        `following the state file ${
           JSON.stringify(state)
-        } until a button is back, though it is no longer there (removed or replaced since); a button started on that path now makes a new one, which this process reads only once it is started again`,
+        } as it was opened, until a button is back; it is no longer there (removed or replaced since): a button started there now makes a new one, which this process reads only once it is started again`,
       );
     });
   },
@@ -1379,7 +1379,9 @@ testWith(
         const line = await ledSaysButtonDied(led, button);
         assertStringIncludes(
           line,
-          `following the shared memory state ${JSON.stringify(name)} until a button is back`,
+          `following the shared memory state ${
+            JSON.stringify(name)
+          } (/dev/shm${name}) until a button is back`,
         );
       });
     });
