@@ -24,9 +24,11 @@ import {
 } from "../mod.ts";
 import {
   CLOSED,
+  CONSUMER,
   CONSUMER_WAITING,
   HEAD,
   POSITION,
+  PRODUCER,
   PRODUCER_WAITING,
   RING_HEADER_SIZE,
   TAIL,
@@ -188,6 +190,32 @@ Deno.test("a consumer's close makes the producer's sends fail with BrokenPipe", 
   consumer.close();
   await assertRejectsWith(() => blocked, Deno.errors.BrokenPipe, "consumer closed");
   assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BrokenPipe);
+});
+
+Deno.test("a producer's open refused after it took the role tells the consumer side nothing: no end of stream, and an earlier producer's closed mark kept", async () => {
+  using region = ringRegion(32);
+  openRingConsumer(region).close();
+  // Refused: the consumer closed. The head is left as no producer touched it.
+  assertThrowsWith(() => openRingProducer(region), Deno.errors.BrokenPipe, "consumer closed");
+  assertEquals(region.loadInt32(HEAD), 0);
+  {
+    using next = openRingConsumer(region);
+    assertEquals(next.tryReceive(), undefined, "a producer that never sent ended the stream");
+    using producer = openRingProducer(region);
+    producer.trySend(encoder.encode("late"));
+    assertEquals(text(next.tryReceive()), "late");
+  }
+  // Both ends closed: the refused open puts the last producer's closed mark back, and wakes
+  // nobody into a stream that looks open.
+  openRingConsumer(region).close();
+  const head = region.loadInt32(HEAD);
+  assert((head & CLOSED) !== 0, "the last producer's close left no mark");
+  assertThrowsWith(() => openRingProducer(region), Deno.errors.BrokenPipe, "consumer closed");
+  assertEquals(region.loadInt32(HEAD), head);
+  using last = openRingConsumer(region);
+  assertEquals(last.tryReceive(), null, "the stream the last producer ended reads as going on");
+  // Nor is the role kept: a producer may open once a consumer is there.
+  openRingProducer(region).close();
 });
 
 Deno.test("aborts and timeouts end waits on both sides", async () => {
@@ -1553,6 +1581,62 @@ testWith(
     );
   },
 );
+
+testWith(
+  NEEDS.children,
+  "a peer's claim zeroed by a third process hides no death: the end asleep names the peer it last saw, on either side",
+  async () => {
+    for (const side of ["consumer asleep", "producer asleep"] as const) {
+      using region = ringRegion(64);
+      const asleep = side === "consumer asleep";
+      const peerMode = asleep ? "hold-producer" : "hold-consumer";
+      await using peer = spawnDeno(PEER, [peerMode, region.name]);
+      assertEquals(await peer.nextLine(), "ready");
+      // The consumer waits on an empty ring, the producer on a full one.
+      using consumer = asleep ? openRingConsumer(region, { livenessCheckMs: 20 }) : undefined;
+      using producer = asleep ? undefined : openRingProducer(region, { livenessCheckMs: 20 });
+      await producer?.send(new Uint8Array(56));
+      // Bounded: without the fix, the wait is one that never ends.
+      const waiting: Promise<unknown> = consumer?.receive({ timeout: GUARD_MS }) ??
+        (producer as RingProducer).send(new Uint8Array(8), { timeout: GUARD_MS });
+      await delay(100); // a few liveness checks: the sleeping end has seen the peer's claim
+      const claim = asleep ? PRODUCER : CONSUMER;
+      region.storeInt32(claim, 0);
+      region.storeInt32(claim + 4, 0);
+      peer.kill("SIGKILL");
+      await assertRejectsWith(
+        () => waiting,
+        Deno.errors.BrokenPipe,
+        `${asleep ? "producer" : "consumer"} (pid ${peer.pid}) died`,
+      );
+    }
+  },
+);
+
+Deno.test("an end asleep whose own claim another process wrote over says so: InvalidData, where both ends could go on as one", async () => {
+  using region = ringRegion(64);
+  using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
+  const receiving = consumer.receive({ timeout: GUARD_MS });
+  await delay(50);
+  region.storeInt32(CONSUMER, 0);
+  region.storeInt32(CONSUMER + 4, 0);
+  await assertRejectsWith(
+    () => receiving,
+    Deno.errors.InvalidData,
+    "its consumer role's claim holds nothing where this end's was: another process wrote it",
+  );
+  // Another process's claim there, as a second consumer that took the role would leave it.
+  using producer = openRingProducer(region, { livenessCheckMs: 20 });
+  await producer.send(new Uint8Array(56));
+  const sending = producer.send(new Uint8Array(8), { timeout: GUARD_MS });
+  await delay(50);
+  region.storeInt32(PRODUCER, 1);
+  await assertRejectsWith(
+    () => sending,
+    Deno.errors.InvalidData,
+    "its producer role's claim holds pid 1 where this end's was",
+  );
+});
 
 testWith(NEEDS.children, "deno task demo:ring streams samples and reports them", async () => {
   await using demo = spawnDeno(`${ROOT}consumers/ring_stats.ts`, [

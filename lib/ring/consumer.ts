@@ -131,7 +131,12 @@ export class RingConsumer {
       published: () => this.#publishedTail,
     };
     this.#head = this.#tail;
-    ring.memory.adopt(this);
+    try {
+      ring.memory.adopt(this);
+    } catch (error) {
+      ring.detach(CONSUMER, TAIL);
+      throw error;
+    }
   }
 
   /** Data bytes in the ring. */

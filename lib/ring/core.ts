@@ -5,7 +5,14 @@
  * @module
  */
 
-import { claimIsLive, describeHolder, readClaim, releaseClaim, takeClaim } from "../claim.ts";
+import {
+  claimIsLive,
+  describeHolder,
+  ownClaim,
+  readClaim,
+  releaseClaim,
+  takeClaim,
+} from "../claim.ts";
 import { abortReason, failure } from "../errors.ts";
 import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
@@ -116,6 +123,15 @@ export class RingCore {
   readonly #capacityIndex: number;
   readonly #heldMessage: string;
   #view: Uint8Array | undefined;
+  /** The position word as the last holder of this end left it, before attach() took over. */
+  #attachedOver: number | undefined;
+  /** Where this end's claim is (its role's), once attached. */
+  #claimField: number | undefined;
+  /**
+   * The other end's claim as last seen: a claim word another process zeroed must not hide its
+   * holder's death, or this end would sleep for good.
+   */
+  #peerSeen = 0n;
 
   /**
    * @param heldMessage what `Busy` says while a lease or reservation is held
@@ -320,15 +336,37 @@ export class RingCore {
       this.base + claimField,
       { role: `the ${role} role of the ring in`, subject: this.name },
     );
-    let position: number;
+    let word: number;
     try {
-      position = this.position(positionField, which) & POSITION;
+      word = this.position(positionField, which);
     } catch (error) {
       releaseClaim(this.memory, this.base + claimField);
       throw error;
     }
-    Atomics.store(this.words, this.index(positionField), position);
-    return position;
+    this.#attachedOver = word;
+    this.#claimField = claimField;
+    Atomics.store(this.words, this.index(positionField), word & POSITION);
+    return word & POSITION;
+  }
+
+  /**
+   * Undoes {@link RingCore.attach} for an open that failed after it: puts back the closed bit
+   * the last holder left, if it was there, and gives up the role, so that the other end hears
+   * nothing of the failed open (a consumer told the stream ended, by a producer that never
+   * sent). Marks this end closed.
+   */
+  detach(claimField: number, positionField: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.memory.closed) return;
+    const word = this.#attachedOver;
+    const index = this.index(positionField);
+    // Only over what attach() stored: anything else there is what a later holder wrote.
+    if (
+      word !== undefined && (word & CLOSED) !== 0 &&
+      Atomics.compareExchange(this.words, index, word & POSITION, word) === (word & POSITION)
+    ) this.memory.wake(this.base + positionField);
+    releaseClaim(this.memory, this.base + claimField);
   }
 
   /**
@@ -489,7 +527,7 @@ export class RingCore {
           throw this.timedOut(`the ${fields.peerName}`);
         }
         if (now >= nextLivenessCheck) {
-          this.#checkPeer(fields.peer, fields.peerName, waitingIndex);
+          this.#checkPeer(fields, waitingIndex);
           this.#checkOwn(fields, waitingIndex);
           nextLivenessCheck = now + this.livenessCheckMs;
         }
@@ -528,6 +566,19 @@ export class RingCore {
   #checkOwn(fields: WaitFields, waitingIndex: number): void {
     try {
       this.checkHeader();
+      const claim = this.#claimField === undefined
+        ? ownClaim()
+        : readClaim(this.memory, this.base + this.#claimField);
+      if (claim !== ownClaim()) {
+        throw failure(
+          Deno.errors.InvalidData,
+          "use the ring in",
+          this.name,
+          `its ${fields.ownName === "head" ? "producer" : "consumer"} role's claim holds ${
+            claim === 0n ? "nothing" : describeHolder(claim)
+          } where this end's was: another process wrote it`,
+        );
+      }
       const word = Atomics.load(this.words, this.index(fields.own));
       const put = fields.published();
       if (word !== put) {
@@ -544,15 +595,21 @@ export class RingCore {
     }
   }
 
-  #checkPeer(peerField: number, peerName: string, waitingIndex: number): void {
-    const claim = readClaim(this.memory, this.base + peerField);
+  #checkPeer(fields: WaitFields, waitingIndex: number): void {
+    const read = readClaim(this.memory, this.base + fields.peer);
+    if (read !== 0n) this.#peerSeen = read;
+    // A peer that closes marks its position closed before it gives up its claim: a claim word
+    // that reads 0 with no such mark was written over, and the holder last seen there is the
+    // one to look at.
+    const closed = (Atomics.load(this.words, this.index(fields.word)) & CLOSED) !== 0;
+    const claim = read !== 0n ? read : closed ? 0n : this.#peerSeen;
     if (claim !== 0n && !claimIsLive(claim)) {
       Atomics.store(this.words, waitingIndex, 0);
       throw failure(
         Deno.errors.BrokenPipe,
         "use the ring in",
         this.name,
-        `its ${peerName} (${describeHolder(claim)}) died`,
+        `its ${fields.peerName} (${describeHolder(claim)}) died`,
       );
     }
   }

@@ -119,7 +119,7 @@ export class RingProducer {
       this.#refreshTail();
       ring.memory.adopt(this);
     } catch (error) {
-      ring.close(PRODUCER, HEAD, this.#head);
+      ring.detach(PRODUCER, HEAD);
       throw error;
     }
   }
