@@ -11,12 +11,13 @@
 const EMPTY = new Uint8Array(0);
 
 /** `null`, `undefined`, `a string`, `a Float64Array`, `an Array`: for a message. */
-function kindOf(value: unknown): string {
+export function describeKind(value: unknown): string {
   if (value === null || value === undefined) return String(value);
   const kind = typeof value === "object"
     ? Object.prototype.toString.call(value).slice(8, -1)
     : typeof value;
-  return `${/^[aeiouAEIOU]/.test(kind) ? "an" : "a"} ${kind}`;
+  // "a Uint8Array", "an Int8Array": by the sound, and a leading U reads "you".
+  return `${/^[aeioAEIO]/.test(kind) ? "an" : "a"} ${kind}`;
 }
 
 /** %TypedArray%.prototype's `length` getter: the length from the array's own internal slot. */
@@ -44,7 +45,7 @@ export function byteCount(bytes: unknown): number {
  * {@link byteCount}): only those can be so.
  */
 export function unusableBytes(bytes: unknown): string | undefined {
-  if (byteCount(bytes) < 0) return `${kindOf(bytes)}, not a Uint8Array`;
+  if (byteCount(bytes) < 0) return `${describeKind(bytes)}, not a Uint8Array`;
   const array = bytes as Uint8Array;
   if ((array.buffer as ArrayBuffer).detached) {
     return "detached: its buffer was transferred away";

@@ -9,7 +9,7 @@
 import * as C from "../ffi/constants.ts";
 import { Mapping } from "../ffi/mapping.ts";
 import * as posix from "../ffi/posix.ts";
-import { failure } from "./errors.ts";
+import { failure, shown } from "./errors.ts";
 import { SharedMemory } from "./memory.ts";
 import {
   checkDataFile,
@@ -36,7 +36,7 @@ function validateSize(size: number | undefined, action: string, subject: string)
       RangeError,
       action,
       subject,
-      `size ${size} is not a whole number of bytes from 1 to ${MAX_REGION_SIZE}`,
+      `size ${shown(size)} is not a whole number of bytes from 1 to ${MAX_REGION_SIZE}`,
     );
   }
 }

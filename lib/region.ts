@@ -6,7 +6,7 @@
  * @module
  */
 
-import { abortReason, failure } from "./errors.ts";
+import { abortReason, failure, shown } from "./errors.ts";
 import { byteCount, unusableBytes } from "./byte_arrays.ts";
 import { checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
@@ -241,7 +241,7 @@ export class SharedRegion {
         RangeError,
         "notify on region",
         this.name,
-        `count ${count} is not a whole number of waiters from 0 up, or Infinity for all`,
+        `count ${shown(count)} is not a whole number of waiters from 0 up, or Infinity for all`,
       );
     }
     if (count === 0) return 0;

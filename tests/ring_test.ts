@@ -1,4 +1,12 @@
-import { assert, assertEquals, assertMatch, assertRejects, assertThrows, fail } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertIsError,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+  fail,
+} from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
@@ -33,6 +41,7 @@ import {
   RING_HEADER_SIZE,
   TAIL,
 } from "../lib/ring/layout.ts";
+import { ANSWERS_PER_LOOK } from "../lib/ring/core.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 import { loadRounds } from "./helpers/load.ts";
@@ -102,7 +111,11 @@ Deno.test("ring capacities: any multiple of 8, clear errors otherwise", () => {
   for (const capacity of [0, 4, 12, 100.5, 2 ** 31, -5, NaN, "4096" as unknown as number]) {
     assertThrows(() => initRing(region, { capacity }), RangeError);
     // The size of a region for a ring that cannot be made was -5 + 192, or "1924096".
-    assertThrowsWith(() => ringRegionSize(capacity), RangeError, `Ring capacity ${capacity}`);
+    assertThrowsWith(
+      () => ringRegionSize(capacity),
+      RangeError,
+      `Ring capacity ${typeof capacity === "string" ? `"${capacity}"` : capacity}`,
+    );
   }
   assertThrowsWith(() => initRing(region, { capacity: 8192 }), RangeError, "4096");
   assertEquals(initRing(region), 4096 - RING_HEADER_SIZE);
@@ -125,7 +138,7 @@ Deno.test("ring options and batch sizes out of range are RangeErrors, and no rol
   using producer = openRingProducer(region);
   producer.trySend(new Uint8Array([1]));
   for (const max of [0, -1, NaN]) {
-    await assertRejectsWith(() => consumer.receiveBatch(max), RangeError, "at least 1");
+    await assertRejectsWith(() => consumer.receiveBatch(max), RangeError, "from 1 up");
   }
   assertEquals((await consumer.receiveBatch(1)).length, 1);
 });
@@ -531,6 +544,25 @@ Deno.test("sendBatch() whose array changes while it sleeps throws for a message 
   // for room a 1000-byte message can never have, until its timeout.
   while (consumer.tryReceive() instanceof Uint8Array);
   await assertRejectsWith(() => sending, RangeError, "1000 bytes does not fit", "5 of the batch");
+});
+
+Deno.test("data moved away by its user (transfer()) is lent again: the ...With callbacks write and read the ring, and close revokes the new view", () => {
+  using region = ringRegion(256);
+  const producer = openRingProducer(region);
+  const consumer = openRingConsumer(region);
+  (producer.data.buffer as ArrayBuffer).transfer();
+  assertEquals(producer.data.length, 256);
+  assert(producer.trySendWith(4, (data, offset) => (data.set([42, 43, 44, 45], offset), 4)));
+  (consumer.data.buffer as ArrayBuffer).transfer();
+  let seen: number[] = [];
+  const read = consumer.tryReadWith((data, offset, length) => {
+    seen = [...data.subarray(offset, offset + length)];
+  });
+  assertEquals([read, seen], [1, [42, 43, 44, 45]]);
+  const [sending, receiving] = [producer.data, consumer.data];
+  producer.close();
+  consumer.close();
+  assertEquals([sending.length, receiving.length], [0, 0], "a view lent again outlived its close");
 });
 
 Deno.test("a message or target whose buffer was transferred or resized away is a TypeError naming the ring; nothing is sent or taken", () => {
@@ -1233,7 +1265,7 @@ Deno.test("a callback that uses its own ring end gets Busy, and the stream stays
   assertEquals(busy, ["trySend", "tryReceive", "tryReceive"]);
   assertEquals([count, seen], [2, [1, 2]], "a message was lost, repeated or reordered");
   assertEquals(consumer.tryReceive(), undefined);
-  await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, "at least 1");
+  await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, "from 1 up");
 });
 
 Deno.test("readWith and sendWith time out, abort, and reject with BadResource on close", async () => {
@@ -1259,6 +1291,36 @@ Deno.test("readWith and sendWith time out, abort, and reject with BadResource on
   await assertRejects(() => waiting, Deno.errors.BadResource);
 });
 
+Deno.test("opening and making a ring: an offset with no room past it, a string where a number goes, null options and a refused producer each say what they are", () => {
+  using region = createMemfdRegion({ size: 8192 });
+  // It said "Ring capacity -192 must be a multiple of 8".
+  assertThrowsWith(
+    () => initRing(region, { offset: 8192 }),
+    RangeError,
+    "the region has 8192 bytes, too few for a ring at offset 8192",
+  );
+  assertThrowsWith(() => initRing(region, { offset: "64" as never }), RangeError, 'offset "64"');
+  assertThrowsWith(
+    () => initRing(region, { capacity: "64" as never }),
+    RangeError,
+    'capacity "64"',
+  );
+  assertThrowsWith(() => openRingProducer(null as never), TypeError, "Not a region");
+  assertEquals(initRing(region, null as never), 8192 - RING_HEADER_SIZE);
+  assertThrowsWith(
+    () => openRingProducer(region, { spin: "10" as never }),
+    RangeError,
+    'spin "10" is not',
+  );
+  openRingConsumer(region, null as never).close();
+  // Refused as an open, not as a send: it said "Cannot send into".
+  assertThrowsWith(
+    () => openRingProducer(region),
+    Deno.errors.BrokenPipe,
+    `Cannot open the ring producer in ${JSON.stringify(region.name)}: the consumer closed it`,
+  );
+});
+
 Deno.test("bad arguments name the ring and say what is wrong; once closed, every call is BadResource first", async () => {
   using region = ringRegion(64);
   using producer = openRingProducer(region);
@@ -1281,14 +1343,42 @@ Deno.test("bad arguments name the ring and say what is wrong; once closed, every
       RangeError,
       "lengths has no room",
     ],
+    // Strings are quoted: 'a length of 8 bytes is not a whole number' said of "8".
+    [() => producer.tryReserve("8" as unknown as number), RangeError, 'a length of "8" bytes'],
+    [() => producer.trySendWith(4, (() => "4") as never), RangeError, 'reported "4" bytes'],
+    [() => producer.trySendWith(4, undefined as never), TypeError, "the writer is undefined"],
+    // The consumer's counts and targets: each took messages, or none, or wrote lengths that
+    // wrap at 256, or widened each byte into an element of its own.
+    [() => consumer.tryReceiveBatch(-1), RangeError, "max -1 is not a whole number of messages"],
+    [() => consumer.tryReceiveBatch(1.5), RangeError, "max 1.5 is not"],
+    [() => consumer.tryReceiveBatch(NaN), RangeError, "max NaN is not"],
+    [() => consumer.tryReceiveBatch("3" as unknown as number), TypeError, 'max "3" is not'],
+    [() => consumer.tryReadWith(() => {}, -1), RangeError, "max -1 is not"],
+    [() => consumer.tryReadWith(undefined as never), TypeError, "the reader is undefined"],
+    [
+      () => consumer.tryReceiveBatchInto(new Uint8Array(8), new Uint8Array(4) as never),
+      TypeError,
+      "lengths is a Uint8Array, not a Uint32Array",
+    ],
+    [
+      () => consumer.tryReceiveBatchInto(null as never, new Uint32Array(4)),
+      TypeError,
+      "the buffer to copy into is null, not a Uint8Array",
+    ],
+    [
+      () => consumer.tryReceiveInto(new Uint16Array(64) as never),
+      TypeError,
+      "the buffer to copy into is a Uint16Array, not a Uint8Array",
+    ],
   ];
   for (const [call, ErrorType, why] of cases) assertThrowsWith(call, ErrorType, named, why);
   await assertRejectsWith(
     () => consumer.receiveBatch(0),
     RangeError,
     named,
-    "max 0 is not at least 1",
+    "max 0 is not a whole number of messages from 1 up, or Infinity",
   );
+  await assertRejectsWith(() => consumer.receiveBatch(true as never), TypeError, "max true");
   await assertRejectsWith(() => consumer.readWith(() => {}, 0), RangeError, named, "max 0");
   const reservation = producer.tryReserve(4);
   reservation?.commit();
@@ -1578,6 +1668,79 @@ testWith(
       () => sending,
       Deno.errors.BrokenPipe,
       `consumer (pid ${consumer.pid}) died`,
+    );
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "an end that only polls (trySend on a full ring, tryReceive and the batch forms on an empty one) learns that its peer died: BrokenPipe, nothing it sent lost",
+  async () => {
+    /** Polls with `poll` until it throws, yielding now and then; returns what it threw. */
+    const pollUntilThrown = async (poll: () => void): Promise<unknown> => {
+      const until = performance.now() + GUARD_MS;
+      while (performance.now() < until) {
+        try {
+          for (let i = 0; i < 1000; i++) poll();
+        } catch (error) {
+          return error;
+        }
+        await delay(1);
+      }
+      return new Error("it never threw");
+    };
+    {
+      using region = ringRegion(64);
+      using producer = openRingProducer(region, { livenessCheckMs: 20 });
+      await using consumer = spawnDeno(PEER, ["hold-consumer", region.name]);
+      assertEquals(await consumer.nextLine(), "ready");
+      while (producer.trySend(new Uint8Array(8)));
+      consumer.kill("SIGKILL");
+      await consumer.status();
+      const thrown = await pollUntilThrown(() => producer.trySend(new Uint8Array(8)));
+      assertIsError(thrown, Deno.errors.BrokenPipe, `consumer (pid ${consumer.pid}) died`);
+    }
+    const polls: [string, (consumer: RingConsumer) => number][] = [
+      ["tryReceive", (consumer) => consumer.tryReceive() ? 1 : 0],
+      ["tryReceiveBatch", (consumer) => consumer.tryReceiveBatch().length],
+      ["tryReceiveBatchInto", (c) => c.tryReceiveBatchInto(new Uint8Array(64), new Uint32Array(8))],
+      ["tryReadWith", (consumer) => consumer.tryReadWith(() => {}) ?? 0],
+    ];
+    for (const [name, poll] of polls) {
+      using region = ringRegion(64);
+      using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
+      await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
+      assertEquals(await producer.nextLine(), "ready");
+      producer.kill("SIGKILL");
+      await producer.status();
+      let taken = 0;
+      const thrown = await pollUntilThrown(() => taken += poll(consumer));
+      assertIsError(thrown, Deno.errors.BrokenPipe, `producer (pid ${producer.pid}) died`, name);
+      assertEquals(taken, 0, name);
+    }
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "a batch that takes the last messages of a producer found dead at that moment returns them, and the next call says it died",
+  async () => {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region);
+    using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
+    // One empty answer short of a look at the producer: the batch's own empty answer is the one.
+    for (let i = 1; i < ANSWERS_PER_LOOK; i++) assertEquals(consumer.tryReceiveBatch(), []);
+    producer.trySendBatch(["a", "b", "c"].map((item) => encoder.encode(item)));
+    // The producer's claim now names a process that has exited: the producer died.
+    const gone = spawnProgram("true", []);
+    await gone.status();
+    region.storeInt32(PRODUCER, gone.pid);
+    region.storeInt32(PRODUCER + 4, 0);
+    assertEquals(consumer.tryReceiveBatch().map(text), ["a", "b", "c"]);
+    assertThrowsWith(
+      () => consumer.tryReceiveBatch(),
+      Deno.errors.BrokenPipe,
+      `producer (pid ${gone.pid}) died`,
     );
   },
 );

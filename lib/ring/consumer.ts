@@ -9,8 +9,8 @@
  * @module
  */
 
-import { failure } from "../errors.ts";
-import { unusableBytes } from "../byte_arrays.ts";
+import { failure, shown } from "../errors.ts";
+import { byteCount, describeKind, unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -210,8 +210,10 @@ export class RingConsumer {
   tryReceiveInto(buffer: Uint8Array): number | null | undefined {
     if (!this.#ring.free()) return undefined;
     const length = this.#next();
-    if (length === NOTHING) return undefined;
-    return length === ENDED ? null : this.#copyInto(buffer, length);
+    if (length >= 0) return this.#copyInto(buffer, length);
+    // Checked with nothing to copy too: a wrong buffer is wrong before a message comes.
+    if (!(buffer instanceof Uint8Array)) this.#tooSmall(0, buffer);
+    return length === ENDED ? null : undefined;
   }
 
   /**
@@ -240,7 +242,21 @@ export class RingConsumer {
    * @param [max=Infinity] The most messages to take.
    */
   tryReceiveBatch(max = Infinity): Uint8Array[] {
+    if (max !== Infinity) this.#checkMax(max, 0, "receive from");
     return this.#ring.free() ? this.#takeBatch(max) : [];
+  }
+
+  /**
+   * Throws unless `max` is a count of messages to take: a whole number from `least` (1 for a
+   * wait, which returns at least one; a try form may be asked for none), or Infinity.
+   */
+  #checkMax(max: number, least: number, action: string): void {
+    if (Number.isSafeInteger(max) && max >= least || max === Infinity) return;
+    throw this.#ring.argumentError(
+      typeof max === "number" ? RangeError : TypeError,
+      action,
+      `max ${shown(max)} is not a whole number of messages from ${least} up, or Infinity`,
+    );
   }
 
   /** Takes up to `max` messages after those of `messages`, into it (see `keepsTaken`). */
@@ -273,9 +289,7 @@ export class RingConsumer {
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) {
-      throw this.#ring.argumentError(RangeError, "receive from", `max ${max} is not at least 1`);
-    }
+    this.#checkMax(max, 1, "receive from");
     const messages = this.tryReceiveBatch(max);
     if (messages.length > 0) return messages;
     // One call: the first message and the rest are taken in the same turn.
@@ -296,16 +310,28 @@ export class RingConsumer {
    * whole buffer is a `RangeError`, as are `lengths` with no room for one.
    */
   tryReceiveBatchInto(buffer: Uint8Array, lengths: Uint32Array): number {
-    if (lengths.length === 0) this.#noLengths();
+    this.#checkBatchInto(buffer, lengths);
     return this.#ring.free() ? this.#batchInto(buffer, lengths) : 0;
   }
 
-  #noLengths(): never {
-    throw this.#ring.argumentError(
-      RangeError,
-      "receive from",
-      "lengths has no room for even one message",
-    );
+  /** Throws unless `buffer` is a byte array and `lengths` a `Uint32Array` with room for one. */
+  #checkBatchInto(buffer: Uint8Array, lengths: Uint32Array): void {
+    if (!(buffer instanceof Uint8Array)) this.#tooSmall(0, buffer);
+    if (!(lengths instanceof Uint32Array)) {
+      // A Uint8Array's lengths wrap at 256, a plain array's are not the caller's to read back.
+      throw this.#ring.argumentError(
+        TypeError,
+        "receive from",
+        `lengths is ${describeKind(lengths)}, not a Uint32Array`,
+      );
+    }
+    if (lengths.length === 0) {
+      throw this.#ring.argumentError(
+        RangeError,
+        "receive from",
+        "lengths has no room for even one message",
+      );
+    }
   }
 
   /**
@@ -345,7 +371,7 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (lengths.length === 0) this.#noLengths();
+    this.#checkBatchInto(buffer, lengths);
     const count = this.tryReceiveBatchInto(buffer, lengths);
     if (count > 0) return count;
     return await this.#ring.blocking(
@@ -414,7 +440,20 @@ export class RingConsumer {
    * ```
    */
   tryReadWith(read: RingReader, max = Infinity): number | null {
+    this.#checkReader(read, max, 0);
     return this.#ring.free() ? this.#readWith(read, max) : 0;
+  }
+
+  /** Throws unless `read` is a function and `max` a count of messages (see `#checkMax`). */
+  #checkReader(read: RingReader, max: number, least: number): void {
+    if (typeof read !== "function") {
+      throw this.#ring.argumentError(
+        TypeError,
+        "read from",
+        `the reader is ${describeKind(read)}, not a function`,
+      );
+    }
+    if (max !== Infinity) this.#checkMax(max, least, "read from");
   }
 
   /**
@@ -452,9 +491,7 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    if (!(max >= 1)) {
-      throw this.#ring.argumentError(RangeError, "read from", `max ${max} is not at least 1`);
-    }
+    this.#checkReader(read, max, 1);
     const count = this.tryReadWith(read, max);
     if (count !== 0) return count;
     return await this.#ring.blocking(
@@ -645,7 +682,7 @@ export class RingConsumer {
         head < 0 || head >= this.#twice || this.#faults[0] !== 0 ||
         this.#words[this.#magicIndex] !== RING_MAGIC
       ) return this.#nextSlowly();
-      if (head === tail) return NOTHING;
+      if (head === tail) return this.#nothing();
       this.#head = head;
     }
     let used = head - tail;
@@ -665,13 +702,19 @@ export class RingConsumer {
     return this.#nextSlowly();
   }
 
+  /** What `#next` says of an empty ring, the producer looked at now and then (see pollPeer). */
+  #nothing(): number {
+    this.#ring.pollPeer(this.#wakeFields);
+    return NOTHING;
+  }
+
   /** {@link RingConsumer.#next} for padding, the closed mark, faults and corrupted records. */
   #nextSlowly(): number {
     for (;;) {
       if (this.#head === this.#tail) {
         const word = this.#ring.position(HEAD, "head");
         this.#head = word & POSITION;
-        if (this.#head === this.#tail) return (word & CLOSED) !== 0 ? ENDED : NOTHING;
+        if (this.#head === this.#tail) return (word & CLOSED) !== 0 ? ENDED : this.#nothing();
       }
       let used = this.#head - this.#tail;
       if (used < 0) used += this.#twice;
@@ -737,20 +780,20 @@ export class RingConsumer {
 
   /** Throws when the next message, of `length` bytes, cannot be copied into `buffer`. */
   #tooSmall(length: number, buffer: Uint8Array): void {
-    const why = buffer.length === 0 ? unusableBytes(buffer) : undefined;
+    // A Uint16Array took each byte into an element of its own; a plain array, nothing at all.
+    const why = byteCount(buffer) <= 0 ? unusableBytes(buffer) : undefined;
+    // Through argumentError: once closed, that is what a call says first.
     if (why !== undefined) {
-      throw failure(
+      throw this.#ring.argumentError(
         TypeError,
-        "receive from the ring in",
-        this.#ring.name,
+        "receive from",
         `the buffer to copy into is ${why}; the next message stays in the ring`,
       );
     }
     if (length <= buffer.length) return;
-    throw failure(
+    throw this.#ring.argumentError(
       RangeError,
-      "receive from the ring in",
-      this.#ring.name,
+      "receive from",
       `the next message has ${length} bytes, more than the buffer's ${buffer.length}; it stays in the ring`,
     );
   }
@@ -788,7 +831,9 @@ export class RingConsumer {
   }
 
   #copyInto(buffer: Uint8Array, length: number): number {
-    if (length > buffer.length || buffer.length === 0) this.#tooSmall(length, buffer);
+    if (!(buffer instanceof Uint8Array) || length > buffer.length || buffer.length === 0) {
+      this.#tooSmall(length, buffer);
+    }
     const start = this.#data + this.#at + RECORD_HEADER_SIZE;
     buffer.set(this.#bytes.subarray(start, start + length));
     this.#skip(length);
@@ -839,10 +884,12 @@ export class RingConsumer {
 /**
  * Whether a batch that met `error` after taking `taken` messages returns them instead: a record
  * written over (`InvalidData`) stays where it is, for the next call to meet, and what came
- * before it was read whole. Anything else (a page lost, say) is thrown.
+ * before it was read whole; a dead producer (`BrokenPipe`, from an empty ring) is said again
+ * by the next call. Anything else (a page lost, say) is thrown.
  */
 function keepsTaken(error: unknown, taken: number): boolean {
-  return taken > 0 && error instanceof Deno.errors.InvalidData;
+  return taken > 0 &&
+    (error instanceof Deno.errors.InvalidData || error instanceof Deno.errors.BrokenPipe);
 }
 
 /**
@@ -869,6 +916,7 @@ function keepsTaken(error: unknown, taken: number): boolean {
  * ```
  */
 export function openRingConsumer(region: SharedRegion, options: RingOptions = {}): RingConsumer {
+  options ??= {}; // null from JavaScript
   const capacity = readCapacity(region, options.offset ?? 0, "open the ring consumer in");
   return new RingConsumer(constructing, region, capacity, options);
 }

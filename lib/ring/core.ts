@@ -13,7 +13,7 @@ import {
   releaseClaim,
   takeClaim,
 } from "../claim.ts";
-import { abortReason, failure } from "../errors.ts";
+import { abortReason, failure, shown } from "../errors.ts";
 import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
@@ -86,6 +86,9 @@ export interface WaitFields {
   published: () => number;
 }
 
+/** Empty or full answers of the try forms between two looks at the clock (see pollPeer). */
+export const ANSWERS_PER_LOOK = 256;
+
 /** One waiter for its turn: how to let it go, or to fail it. */
 interface Turn {
   go: () => void;
@@ -122,7 +125,7 @@ export class RingCore {
   readonly #magicIndex: number;
   readonly #capacityIndex: number;
   readonly #heldMessage: string;
-  #view: Uint8Array | undefined;
+  #view: Uint8Array<ArrayBuffer> | undefined;
   /** The position word as the last holder of this end left it, before attach() took over. */
   #attachedOver: number | undefined;
   /** Where this end's claim is (its role's), once attached. */
@@ -132,6 +135,9 @@ export class RingCore {
    * holder's death, or this end would sleep for good.
    */
   #peerSeen = 0n;
+  /** Empty (or full) answers left before the next look at the clock (see pollPeer). */
+  #answersLeft = ANSWERS_PER_LOOK;
+  #nextPollLook = 0;
 
   /**
    * @param heldMessage what `Busy` says while a lease or reservation is held
@@ -153,7 +159,9 @@ export class RingCore {
     this.livenessCheckMs = options.livenessCheckMs ?? DEFAULT_LIVENESS_CHECK_MS;
     if (!Number.isSafeInteger(this.spin) || this.spin < 0 || this.spin > MAX_SPIN) {
       throw new RangeError(
-        `Ring option spin ${this.spin} is not a whole number of checks from 0 to ${MAX_SPIN}`,
+        `Ring option spin ${
+          shown(this.spin)
+        } is not a whole number of checks from 0 to ${MAX_SPIN}`,
       );
     }
     checkPeriod(this.livenessCheckMs, "Ring option livenessCheckMs");
@@ -162,7 +170,12 @@ export class RingCore {
   /** The ring's data area in place, lent by the memory and revoked when this end closes. */
   dataView(): Uint8Array {
     this.check();
-    this.#view ??= new Uint8Array(this.memory.lend(this.data, this.capacity));
+    // Moved away by its user (transfer(), a postMessage transfer list), it is lent again: the
+    // ...With callbacks are handed it, and a view of length 0 there wrote or read nothing.
+    if (this.#view?.buffer.detached) this.memory.revoke(this.#view.buffer);
+    if (this.#view === undefined || this.#view.buffer.detached) {
+      this.#view = new Uint8Array(this.memory.lend(this.data, this.capacity));
+    }
     return this.#view;
   }
 
@@ -378,7 +391,7 @@ export class RingCore {
     this.closed = true;
     if (this.held !== undefined) this.memory.revoke(this.held);
     this.held = undefined;
-    if (this.#view !== undefined) this.memory.revoke(this.#view.buffer as ArrayBuffer);
+    if (this.#view !== undefined) this.memory.revoke(this.#view.buffer);
     this.#view = undefined;
     this.memory.interruptAll(this);
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
@@ -595,7 +608,27 @@ export class RingCore {
     }
   }
 
-  #checkPeer(fields: WaitFields, waitingIndex: number): void {
+  /**
+   * Called with each answer of "empty" (consumer) or "full" (producer): every 256th looks at
+   * the clock, and once `livenessCheckMs` has passed since it last did, at the peer, so that a
+   * caller that only polls with the try forms learns of a dead peer too (`BrokenPipe`), as one
+   * that sleeps does. Counted, not timed, so that an empty poll costs a decrement.
+   */
+  pollPeer(fields: WaitFields): void {
+    if (--this.#answersLeft > 0) return;
+    this.#answersLeft = ANSWERS_PER_LOOK;
+    if (this.livenessCheckMs === Infinity) return;
+    const now = performance.now();
+    if (now < this.#nextPollLook) return;
+    // Until a look finds the peer alive, the next answer looks again: a batch that had taken
+    // messages returns them and keeps the BrokenPipe for its next call.
+    this.#answersLeft = 1;
+    this.#checkPeer(fields);
+    this.#answersLeft = ANSWERS_PER_LOOK;
+    this.#nextPollLook = now + this.livenessCheckMs;
+  }
+
+  #checkPeer(fields: WaitFields, waitingIndex?: number): void {
     const read = readClaim(this.memory, this.base + fields.peer);
     if (read !== 0n) this.#peerSeen = read;
     // A peer that closes marks its position closed before it gives up its claim: a claim word
@@ -604,7 +637,7 @@ export class RingCore {
     const closed = (Atomics.load(this.words, this.index(fields.word)) & CLOSED) !== 0;
     const claim = read !== 0n ? read : closed ? 0n : this.#peerSeen;
     if (claim !== 0n && !claimIsLive(claim)) {
-      Atomics.store(this.words, waitingIndex, 0);
+      if (waitingIndex !== undefined) Atomics.store(this.words, waitingIndex, 0);
       throw failure(
         Deno.errors.BrokenPipe,
         "use the ring in",

@@ -23,7 +23,7 @@
  */
 
 import { claimIsLive, describeHolder, readClaim } from "../claim.ts";
-import { failure } from "../errors.ts";
+import { failure, shown } from "../errors.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 
 /** The magic number at the start of a ring: the ASCII letters `RING`. */
@@ -85,7 +85,7 @@ export interface InitRingOptions {
 /** Throws unless `offset` is a place a ring may start. */
 export function checkOffset(offset: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 64 !== 0) {
-    throw new RangeError(`Ring offset ${offset} is not a non-negative multiple of 64`);
+    throw new RangeError(`Ring offset ${shown(offset)} is not a non-negative multiple of 64`);
   }
 }
 
@@ -106,8 +106,12 @@ export function checkOffset(offset: number): void {
  * ```
  */
 export function initRing(region: SharedRegion, options: InitRingOptions = {}): number {
+  memoryOf(region); // a TypeError for anything but a region, BadResource for a closed one
+  options ??= {}; // null from JavaScript
   const offset = options.offset ?? 0;
   checkOffset(offset);
+  // The rest of a region that has no room left past the offset is no capacity to speak of.
+  if (options.capacity === undefined) checkRoom(region, offset, "create a ring in");
   const capacity = options.capacity ??
     Math.floor((region.size - offset - RING_HEADER_SIZE) / 8) * 8;
   checkCapacity(capacity);
@@ -345,21 +349,8 @@ function recordsLead(
   return true;
 }
 
-/** Throws a `RangeError` unless `capacity` is one {@link initRing} can make. */
-function checkCapacity(capacity: number): void {
-  if (
-    !Number.isSafeInteger(capacity) || capacity < 8 || capacity % 8 !== 0 ||
-    capacity > RING_MAX_CAPACITY
-  ) {
-    throw new RangeError(
-      `Ring capacity ${capacity} must be a multiple of 8 from 8 to ${RING_MAX_CAPACITY} bytes (any such size works; it need not be a power of two)`,
-    );
-  }
-}
-
-/** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */
-export function readCapacity(region: SharedRegion, offset: number, action: string): number {
-  checkOffset(offset);
+/** Throws a `RangeError` unless the region has room for a ring's header and 8 bytes at `offset`. */
+function checkRoom(region: SharedRegion, offset: number, action: string): void {
   if (offset + RING_HEADER_SIZE + 8 > region.size) {
     throw failure(
       RangeError,
@@ -368,6 +359,27 @@ export function readCapacity(region: SharedRegion, offset: number, action: strin
       `the region has ${region.size} bytes, too few for a ring at offset ${offset}`,
     );
   }
+}
+
+/** Throws a `RangeError` unless `capacity` is one {@link initRing} can make. */
+function checkCapacity(capacity: number): void {
+  if (
+    !Number.isSafeInteger(capacity) || capacity < 8 || capacity % 8 !== 0 ||
+    capacity > RING_MAX_CAPACITY
+  ) {
+    throw new RangeError(
+      `Ring capacity ${
+        shown(capacity)
+      } must be a multiple of 8 from 8 to ${RING_MAX_CAPACITY} bytes (any such size works; it need not be a power of two)`,
+    );
+  }
+}
+
+/** Reads the header at `offset` and checks it, or throws `InvalidData` saying what it found. */
+export function readCapacity(region: SharedRegion, offset: number, action: string): number {
+  memoryOf(region); // a TypeError for anything but a region, BadResource for a closed one
+  checkOffset(offset);
+  checkRoom(region, offset, action);
   const magic = region.loadInt32(offset + MAGIC) >>> 0;
   if (magic !== RING_MAGIC) {
     const what = magic === 0

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { failure } from "../errors.ts";
-import { byteCount, unusableBytes } from "../byte_arrays.ts";
+import { failure, shown } from "../errors.ts";
+import { byteCount, describeKind, unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -116,7 +116,7 @@ export class RingProducer {
       published: () => this.#publishedHead,
     };
     try {
-      this.#refreshTail();
+      this.#refreshTail("open the ring producer in");
       ring.memory.adopt(this);
     } catch (error) {
       ring.detach(PRODUCER, HEAD);
@@ -274,6 +274,13 @@ export class RingProducer {
    */
   trySendWith(length: number, write: RingWriter): boolean {
     this.#checkLength(length);
+    if (typeof write !== "function") {
+      throw this.#ring.argumentError(
+        TypeError,
+        "send into",
+        `the writer is ${describeKind(write)}, not a function`,
+      );
+    }
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
@@ -331,7 +338,9 @@ export class RingProducer {
       throw this.#ring.argumentError(
         RangeError,
         "send into",
-        `the writer reported ${used} bytes for a message of at most ${length}; nothing was sent`,
+        `the writer reported ${
+          shown(used)
+        } bytes for a message of at most ${length}; nothing was sent`,
       );
     }
     this.#ring.check(); // the callback may have closed it
@@ -389,7 +398,7 @@ export class RingProducer {
       throw this.#ring.argumentError(
         RangeError,
         "send into",
-        `a length of ${length} bytes is not a whole number from 0 up`,
+        `a length of ${shown(length)} bytes is not a whole number from 0 up`,
       );
     }
     if (length > this.#ring.maxMessageSize) this.#tooLong(length);
@@ -441,12 +450,12 @@ export class RingProducer {
   }
 
   /** Reads the consumer's position; a closed consumer is a `BrokenPipe`. */
-  #refreshTail(): void {
+  #refreshTail(action = "send into the ring in"): void {
     const tail = this.#ring.position(TAIL, "tail");
     if ((tail & CLOSED) !== 0) {
       throw failure(
         Deno.errors.BrokenPipe,
-        "send into the ring in",
+        action,
         this.#ring.name,
         "the consumer closed it",
       );
@@ -457,7 +466,7 @@ export class RingProducer {
     if ((used < 0 ? used + this.#twice : used) > this.#capacity) {
       throw failure(
         Deno.errors.InvalidData,
-        "send into the ring in",
+        action,
         this.#ring.name,
         `its tail position ${tail} is ahead of the head ${this.#head}, or more than the capacity (${this.#capacity}) behind it: the header is corrupted`,
       );
@@ -496,6 +505,7 @@ export class RingProducer {
         // About to wait for room: a padding left unpublished (by a reservation cancelled after
         // it, or a send refused) must reach the consumer first, or its space never comes back.
         if (this.#head !== this.#publishedHead) this.#publishPadding();
+        this.#ring.pollPeer(this.#wakeFields);
         return -1;
       }
     }
@@ -625,7 +635,7 @@ export class RingProducer {
             RangeError,
             "commit into the ring in",
             this.#ring.name,
-            `${used} bytes is not a whole number up to the reservation's ${length}`,
+            `${shown(used)} bytes is not a whole number up to the reservation's ${length}`,
           );
         }
         finish();
@@ -658,6 +668,7 @@ export class RingProducer {
  * ```
  */
 export function openRingProducer(region: SharedRegion, options: RingOptions = {}): RingProducer {
+  options ??= {}; // null from JavaScript
   const capacity = readCapacity(region, options.offset ?? 0, "open the ring producer in");
   return new RingProducer(constructing, region, capacity, options);
 }
