@@ -499,7 +499,7 @@ Deno.test("SharedRegion.notifyInt32() wakes as many as asked, 0 none, and refuse
         () => region.notifyInt32(0, count as number),
         RangeError,
         region.name,
-        `count ${count} is not a whole number`,
+        `count ${typeof count === "string" ? `"${count}"` : count} is not a whole number`,
       );
     }
     let woken = 0;

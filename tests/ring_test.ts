@@ -205,7 +205,7 @@ Deno.test("a consumer's close makes the producer's sends fail with BrokenPipe", 
   assertThrows(() => producer.trySend(new Uint8Array(1)), Deno.errors.BrokenPipe);
 });
 
-Deno.test("a producer's open refused after it took the role tells the consumer side nothing: no end of stream, and an earlier producer's closed mark kept", async () => {
+Deno.test("a producer's open refused after it took the role tells the consumer side nothing: no end of stream, and an earlier producer's closed mark kept", () => {
   using region = ringRegion(32);
   openRingConsumer(region).close();
   // Refused: the consumer closed. The head is left as no producer touched it.
