@@ -8,6 +8,7 @@ import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
 import { testWith } from "./helpers/permissions.ts";
 import { warningsInto } from "./helpers/logs.ts";
+import { CONNACK_5 } from "./helpers/fake_broker.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** CONNACK: session not present, connection accepted. */
@@ -276,6 +277,55 @@ testWith(
         [],
         said.join("\n"),
       );
+    } finally {
+      await connection.close();
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection drops the connection as soon as the broker begins a packet longer than it takes, rather than buffer it whole",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `mqtt://127.0.0.1:${server.addr.port}`;
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    const chunk = new Uint8Array(65536);
+    // Far more than the bridge could take in one read, far less than the packet declared.
+    const bound = 64 << 20;
+    try {
+      connection.start();
+      const conn = await nextConnection(server);
+      try {
+        await readConnect(conn);
+        await conn.write(CONNACK_5);
+        await until(() => connection.connected, `connected to ${url}`);
+        // A PUBLISH whose remaining length is the most MQTT allows (256 MiB), then its body.
+        await conn.write(new Uint8Array([0x30, 0xff, 0xff, 0xff, 0x7f]));
+        let sent = 0;
+        try {
+          while (sent < bound) sent += await conn.write(chunk);
+        } catch {
+          // The client closed the connection: what this test waits for.
+        }
+        assert(
+          sent < bound,
+          `the client at ${url} read ${sent} bytes of a 256 MiB PUBLISH without dropping the connection`,
+        );
+      } finally {
+        conn.close();
+      }
+      const told = said.filter((line) => line.includes("268435460 bytes"));
+      assertEquals(
+        told.length,
+        1,
+        `no warning of the 256 MiB packet from ${url}:\n${said.join("\n")}`,
+      );
+      assertStringIncludes(told[0], url);
+      assertEquals(said.filter((line) => line.includes("refused")), [], said.join("\n"));
+      // And it connects again.
+      (await nextConnection(server)).close();
     } finally {
       await connection.close();
     }

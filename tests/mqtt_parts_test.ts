@@ -535,6 +535,23 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
   assertStringIncludes(later.message, "ECONNRESET");
 });
 
+Deno.test("describeProblem() calls a reason code a refusal only before the broker accepted the connection", () => {
+  const url = "mqtt://broker.lan:1883";
+  // What mqtt.js reports of a packet longer than the bridge's Maximum Packet Size.
+  const error = Object.assign(
+    new Error("exceeding packets size publish: 5000 bytes, maximumPacketSize is 4096"),
+    { code: 149 },
+  );
+  const after = describeProblem(error, { url, accepted: true });
+  assert(!after.message.includes("refused"), `${url}: ${after.message}`);
+  assertStringIncludes(after.message, `The connection to the broker at ${url} failed`);
+  assertStringIncludes(after.message, "reason code 0x95");
+  const before = describeProblem(Object.assign(new Error("Server unavailable"), { code: 136 }), {
+    url,
+  });
+  assertStringIncludes(before.message, `The broker at ${url} refused the connection`);
+});
+
 Deno.test("refusedPublish() names the topic and the reason code, and the ACL and user for 0x87", () => {
   // What mqtt.js passes a publish's callback for a PUBACK with a reason code of failure.
   const error = (message: string, code: number): Error & { code: number } =>

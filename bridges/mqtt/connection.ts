@@ -18,6 +18,8 @@ import {
   refusedPublish,
 } from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
+import { type Oversized, PacketSizeGuard } from "./packet_size.ts";
+import type { Duplex } from "node:stream";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter: 0.2 };
@@ -27,7 +29,9 @@ const STABLE_MS = 10_000;
 /**
  * The longest packet the broker may send the bridge (MQTT 5's Maximum Packet Size): it drops a
  * longer message, which is no command anyway (a `set` payload has at most 64 bytes), rather than
- * have the bridge take it in whole before refusing it (150 MB took the bridge to 384 MiB).
+ * have the bridge take it in whole before refusing it (150 MB took the bridge to 384 MiB). A
+ * broker that sends one all the same (or over 3.1.1) has the bridge drop the connection as soon
+ * as the packet's header arrives; see `#guardIncoming`.
  */
 export const MAX_INCOMING_PACKET = 4096;
 /** CONNACK return codes that say the broker does not speak MQTT 5: 3.1.1's and 5's. */
@@ -153,7 +157,10 @@ export class BrokerConnection {
       queueQoSZero: false,
       resubscribe: false,
       will: will && { topic: will.topic, payload: will.payload, qos: 1, retain: true },
+      // The stream builder is wrapped below before the first connection.
+      manualConnect: true,
     });
+    this.#guardIncoming(client);
     client.on("connect", () => this.#onConnect());
     client.on("disconnect", (packet) => this.#onDisconnect(packet.reasonCode ?? 0));
     client.on("close", () => this.#onClose());
@@ -167,6 +174,48 @@ export class BrokerConnection {
       this.#options.onMessage(topic, payload, packet.retain);
     });
     this.#client = client;
+    client.connect();
+  }
+
+  /**
+   * Makes each socket `client` opens drop the connection as soon as the broker begins a packet
+   * longer than {@link MAX_INCOMING_PACKET}, whatever the protocol version: mqtt.js checks the
+   * size only after buffering the whole packet (256 MiB at most), and a broker may ignore the
+   * limit the bridge asked for, or (over 3.1.1) never have been told it.
+   */
+  #guardIncoming(client: MqttClient): void {
+    const inner = client as unknown as { streamBuilder: (client: MqttClient) => Duplex };
+    const build = inner.streamBuilder;
+    inner.streamBuilder = (c: MqttClient): Duplex => {
+      const stream = build(c);
+      const guard = new PacketSizeGuard(MAX_INCOMING_PACKET);
+      // Added before mqtt.js pipes the stream to its parser: it sees each chunk first.
+      stream.on("data", (chunk: Uint8Array) => {
+        if (stream.destroyed) return;
+        const oversized = guard.feed(chunk);
+        if (oversized === undefined) return;
+        this.#attemptErred = true;
+        this.#tell(this.#oversized(c, oversized));
+        stream.destroy();
+      });
+      return stream;
+    };
+  }
+
+  /** What to say of a packet longer than the bridge takes. */
+  #oversized(client: MqttClient, packet: Oversized): Problem {
+    const { url } = this.#options;
+    const what = packet.type === 3 ? "a message" : `a packet of type ${packet.type}`;
+    const why = speaks5(client)
+      ? "the broker ignores the Maximum Packet Size the bridge asked for in MQTT 5"
+      : "over MQTT 3.1.1 the broker cannot be told the longest packet the bridge takes";
+    return {
+      kind: "oversized",
+      level: "warn",
+      message: `The broker at ${url} began to send ${what} of ${packet.size} bytes, more than ` +
+        `the ${MAX_INCOMING_PACKET} the bridge takes (a command has at most 64 bytes): dropped ` +
+        `the connection rather than read it (${why})`,
+    };
   }
 
   #onConnect(): void {

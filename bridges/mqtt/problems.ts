@@ -77,6 +77,15 @@ export function describeProblem(
 ): Problem {
   const { url, credentials } = context;
   const code = error.code;
+  if (typeof code === "number" && context.accepted) {
+    // No CONNACK refusal: the connection was accepted (a client-side check such as 0x95).
+    return {
+      kind: `failed ${code}`,
+      level: "warn",
+      message: `The connection to the broker at ${url} failed after it accepted it: ` +
+        `${error.message} (reason code ${reasonCode(code)})`,
+    };
+  }
   if (typeof code === "number") {
     const refused = `The broker at ${url} refused the connection`;
     const login = credentials === undefined
