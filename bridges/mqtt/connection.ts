@@ -37,7 +37,7 @@ export const MAX_INCOMING_PACKET = 4096;
 /** CONNACK return codes that say the broker does not speak MQTT 5: 3.1.1's and 5's. */
 const UNSUPPORTED_VERSION = new Set([1, 132]);
 /**
- * Hang-ups before accepting an MQTT 5 connection, in a row, after which 3.1.1 is tried: some
+ * Hang-ups before accepting an MQTT 5 connection, in a row, after which 3.1.1 is tried once: some
  * brokers close a connection of a version they do not speak without a word.
  */
 const V5_HANG_UPS = 2;
@@ -46,7 +46,12 @@ const V5_HANG_UPS = 2;
 const SHORT_LIVED_TO_WARN = 3;
 /** MQTT 5 DISCONNECT reason code: another client connected with this one's client id. */
 const SESSION_TAKEN_OVER = 0x8e;
-/** Whether `client` connects with MQTT 5 (not yet fallen back to 3.1.1). */
+/** The options of an MQTT 5 connection, which the bridge makes unless it just fell back. */
+const MQTT_5 = {
+  protocolVersion: 5,
+  properties: { maximumPacketSize: MAX_INCOMING_PACKET },
+} as const;
+/** Whether `client` connects with MQTT 5 (not fallen back to 3.1.1). */
 function speaks5(client: MqttClient): boolean {
   return client.options.protocolVersion === 5;
 }
@@ -114,8 +119,10 @@ export class BrokerConnection {
   #attemptErred = false;
   /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
   #fellBack = false;
-  /** Attempts in MQTT 5 the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
+  /** Attempts in MQTT 5 in a row the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
   #v5HangUps = 0;
+  /** The fall back to 3.1.1 was said; not again until an MQTT 5 connection is accepted. */
+  #fallBackSaid = false;
   #connectedAt: number | undefined;
   /** Counts connections, so a callback from an old one does not touch the current count. */
   #generation = 0;
@@ -146,9 +153,9 @@ export class BrokerConnection {
       password: credentials?.password,
       ca,
       rejectUnauthorized: true,
-      // MQTT 5, until a broker refuses it: then 3.1.1 (see #fallBackTo311).
-      protocolVersion: 5,
-      properties: { maximumPacketSize: MAX_INCOMING_PACKET },
+      // MQTT 5; 3.1.1 for one attempt after a broker refuses it (see #fallBackTo311).
+      protocolVersion: MQTT_5.protocolVersion,
+      properties: { ...MQTT_5.properties },
       clean: true,
       keepalive: this.#options.keepaliveSeconds ?? 30,
       connectTimeout: 10_000,
@@ -230,6 +237,7 @@ export class BrokerConnection {
     const after = this.#refusals > 0 ? ` (after ${this.#refusals} failed attempts)` : "";
     this.#refusals = 0;
     log.info(`Connected to ${url} as ${clientId}${after}`);
+    if (this.#client !== undefined && speaks5(this.#client)) this.#fallBackSaid = false;
     this.#reported.clear();
     this.#options.onConnect();
   }
@@ -264,6 +272,11 @@ export class BrokerConnection {
     this.#inFlight.clear();
     if (this.#closing) return;
     const { log, url, clientId } = this.#options;
+    const client = this.#client;
+    const was5 = client !== undefined && speaks5(client);
+    // 3.1.1 was for this attempt only (unless it falls back now): a broker that hung up twice
+    // may have been restarting, and one that speaks only 3.1.1 refuses MQTT 5 again at once.
+    if (client !== undefined && !was5 && !this.#fellBack) speak5(client);
     if (this.#connectedAt !== undefined) {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
@@ -293,12 +306,11 @@ export class BrokerConnection {
       this.#shortLived = 0;
       if (!this.#fellBack) this.#refusals++;
       // Closed before the broker's answer, with no error to say why: say it once per outage.
-      if (!this.#attemptErred) {
-        const client = this.#client;
-        if (client !== undefined && speaks5(client) && ++this.#v5HangUps >= V5_HANG_UPS) {
-          this.#fallBackTo311(client, `hung up on it ${V5_HANG_UPS} times before accepting it`);
-        } else this.#tell(closedBeforeAccepted(url));
-      }
+      if (this.#attemptErred) this.#v5HangUps = 0;
+      else if (client !== undefined && was5 && ++this.#v5HangUps >= V5_HANG_UPS) {
+        this.#v5HangUps = 0;
+        this.#fallBackTo311(client, `hung up on it ${V5_HANG_UPS} times before accepting it`);
+      } else this.#tell(closedBeforeAccepted(url));
     }
     this.#attemptErred = false;
     this.#fellBack = false;
@@ -334,16 +346,26 @@ export class BrokerConnection {
     return true;
   }
 
-  /** Makes the next attempt speak MQTT 3.1.1, and says why once. */
+  /**
+   * Makes the next attempt speak MQTT 3.1.1 (the one after it MQTT 5 again; see #onClose), and
+   * says why once until an MQTT 5 connection is accepted.
+   */
   #fallBackTo311(client: MqttClient, why: string): void {
     this.#fellBack = true;
     // reconnect() connects with these options.
     client.options.protocolVersion = 4;
     delete client.options.properties;
-    this.#options.log.info(
-      `The broker at ${this.#options.url} ${why} in MQTT 5: using 3.1.1, in which it may send ` +
-        "messages of any length (the bridge still ignores any but short commands)",
-    );
+    const { log, url } = this.#options;
+    const message = `The broker at ${url} ${why} in MQTT 5: using 3.1.1 for the next ` +
+      "connection, MQTT 5 again after it; 3.1.1 cannot tell the broker the longest packet the " +
+      `bridge takes, so the bridge drops a connection on which one longer than ` +
+      `${MAX_INCOMING_PACKET} bytes begins`;
+    if (this.#fallBackSaid) {
+      log.debug(message);
+      return;
+    }
+    this.#fallBackSaid = true;
+    log.info(message);
   }
 
   #report(error: ErrorWithReasonCode): void {
@@ -506,6 +528,13 @@ export class BrokerConnection {
       );
     }
   }
+}
+
+/** Makes the next attempt of `client` speak MQTT 5 again. */
+function speak5(client: MqttClient): void {
+  // reconnect() connects with these options.
+  client.options.protocolVersion = MQTT_5.protocolVersion;
+  client.options.properties = { ...MQTT_5.properties };
 }
 
 /** Resolves true when `promise` settles within `ms`, false when the time runs out first. */
