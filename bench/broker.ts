@@ -97,6 +97,8 @@ export interface BrokerOptions {
   tls?: { cert: string; key: string };
   /** The port; default a free one. */
   port?: number;
+  /** mosquitto's `max_packet_size`: the longest packet it takes (told to MQTT 5 clients). */
+  maxPacketSize?: number;
 }
 
 /** A mosquitto broker that we started; stop it with `await using`. */
@@ -161,6 +163,9 @@ export class Broker implements AsyncDisposable {
       const file = `${this.#dir}/acl`;
       await Deno.writeTextFile(file, this.#options.acl, { mode: 0o600 });
       lines.push(`acl_file ${file}`);
+    }
+    if (this.#options.maxPacketSize !== undefined) {
+      lines.push(`max_packet_size ${this.#options.maxPacketSize}`);
     }
     if (this.#options.tls) {
       lines.push(`certfile ${this.#options.tls.cert}`, `keyfile ${this.#options.tls.key}`);

@@ -404,6 +404,55 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: to a broker with a small Maximum Packet Size it sends no longer message, says once which, and state, presses and commands flow",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Below the discovery configs (some 600 bytes), above the state, press and availability.
+      await using broker = await startBroker(dir, { maxPacketSize: 200 });
+      await using system = await startSystem(dir, broker.url);
+      const { launcher, topics, prefix } = system;
+      const config = `homeassistant/light/${deviceId(prefix)}/led/config`;
+      const told = await launcher.waitFor(/Did not send a message on "[^"]+" of \d+ bytes/);
+      assertStringIncludes(
+        told.match.input,
+        `the broker at ${broker.url} takes packets of at most 200`,
+      );
+      await using listener = await listen(broker.url, [`${prefix}/#`]);
+      assertEquals((await listener.waitFor(topics.availability)).payload, "online");
+      assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
+      await writeAndLeave(system.fifo, "0\n");
+      await listener.waitFor(topics.action, { payload: "press" });
+      await listener.waitFor(topics.state, { payload: "ON" });
+      const since = launcher.lines.length;
+      const mark = listener.heard.length;
+      await listener.publish(topics.set, "OFF");
+      await ledShows(launcher, "Off", since);
+      await listener.waitFor(topics.state, { payload: "OFF", since: mark });
+      const skipped = launcher.matching(/Did not send a message on/);
+      assert(
+        skipped.some((line) => line.includes(JSON.stringify(config))),
+        `no word of the discovery config ${config} the broker at ${broker.url} would not take:\n` +
+          launcher.transcript,
+      );
+      assertEquals(
+        skipped.length,
+        2,
+        `each of the two discovery configs once:\n${skipped.join("\n")}`,
+      );
+      assertEquals(
+        launcher.matching(/Connected to mqtt/).length,
+        1,
+        `the bridge stayed connected to ${broker.url}:\n${launcher.transcript}`,
+      );
+      assert(
+        !broker.transcript.includes("oversize"),
+        `the broker at ${broker.url} dropped the bridge for an oversize packet:\n${broker.transcript}`,
+      );
+    });
+  },
+);
+
+testWithBroker(
   "MQTT bridge: with the broker down at start the LED follows presses; the bridge connects when it comes",
   async () => {
     await withTempDir(async (dir) => {

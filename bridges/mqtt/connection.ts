@@ -18,7 +18,7 @@ import {
   refusedPublish,
 } from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
-import { type Oversized, PacketSizeGuard } from "./packet_size.ts";
+import { type Oversized, PacketSizeGuard, publishSize } from "./packet_size.ts";
 import type { Duplex } from "node:stream";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
@@ -124,6 +124,10 @@ export class BrokerConnection {
   /** The fall back to 3.1.1 was said; not again until an MQTT 5 connection is accepted. */
   #fallBackSaid = false;
   #connectedAt: number | undefined;
+  /** The longest packet the broker takes (its MQTT 5 Maximum Packet Size), if it said. */
+  #brokerMax: number | undefined;
+  /** The topics whose messages were too long for the broker, said once each, with the limit. */
+  readonly #tooLong = new Set<string>();
   /** Counts connections, so a callback from an old one does not touch the current count. */
   #generation = 0;
   #unwritten = 0;
@@ -168,7 +172,10 @@ export class BrokerConnection {
       manualConnect: true,
     });
     this.#guardIncoming(client);
-    client.on("connect", () => this.#onConnect());
+    client.on("connect", (connack) => {
+      this.#brokerMax = connack.properties?.maximumPacketSize;
+      this.#onConnect();
+    });
     client.on("disconnect", (packet) => this.#onDisconnect(packet.reasonCode ?? 0));
     client.on("close", () => this.#onClose());
     client.on("error", (error) => {
@@ -413,18 +420,44 @@ export class BrokerConnection {
   ): Promise<boolean> {
     const client = this.#client;
     if (client === undefined || !client.connected) return Promise.resolve(false);
+    const qos = options.qos ?? 1;
+    if (!this.#fits(client, topic, payload, qos)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const settle = (ok: boolean): void => {
         if (this.#inFlight.delete(settle)) resolve(ok);
       };
       this.#inFlight.add(settle);
-      const qos = options.qos ?? 1;
       client.publish(topic, payload, { qos, retain: options.retain }, (error) => {
         if (error) this.#refusal(topic, error as ErrorWithReasonCode);
         else if (qos === 1) this.#accepted(topic);
         settle(error === undefined || error === null);
       });
     });
+  }
+
+  /**
+   * Whether a PUBLISH of `payload` on `topic` is within the broker's Maximum Packet Size. A
+   * longer one is not sent (the broker would drop the connection for it, and again at every
+   * announcement) and is said once per topic and limit, naming both; the rest goes on.
+   */
+  #fits(client: MqttClient, topic: string, payload: string, qos: 0 | 1): boolean {
+    const max = this.#brokerMax;
+    if (max === undefined) return true;
+    const size = publishSize(topic, payload, qos, speaks5(client));
+    if (size <= max) return true;
+    const { log, url } = this.#options;
+    const message = `Did not send a message on ${JSON.stringify(topic)} of ${size} bytes: the ` +
+      `broker at ${url} takes packets of at most ${max} bytes (its Maximum Packet Size, ` +
+      "max_packet_size in mosquitto) and would drop the connection for it; the rest of the " +
+      "bridge works meanwhile";
+    const key = `${max} ${topic}`;
+    if (this.#tooLong.has(key)) {
+      log.debug(message);
+      return false;
+    }
+    this.#tooLong.add(key);
+    log.warn(message);
+    return false;
   }
 
   /**
@@ -472,6 +505,7 @@ export class BrokerConnection {
     const client = this.#client;
     if (client === undefined || !client.connected) return false;
     if (this.#unwritten >= MAX_UNWRITTEN) return false;
+    if (!this.#fits(client, topic, payload, 0)) return false;
     const generation = this.#generation;
     this.#unwritten++;
     client.publish(topic, payload, { qos: 0, retain: false }, () => {
