@@ -146,6 +146,7 @@ testWith(
 async function quickConnection(
   server: Deno.TcpListener,
   said: string[],
+  onConnect: () => void = () => {},
 ): Promise<BrokerConnection> {
   // Loaded here: the MQTT library reads the environment as it loads.
   const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
@@ -155,7 +156,7 @@ async function quickConnection(
     will: { topic: "test/availability", payload: "offline" },
     backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
     log: warningsInto(said),
-    onConnect: () => {},
+    onConnect,
     onMessage: () => {},
   });
 }
@@ -347,6 +348,51 @@ testWith(
       (await nextConnection(server)).close();
     } finally {
       await connection.close();
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection hints at no rival client when its short connections each had a cause it said: a malformed packet, the broker's DISCONNECT with a reason",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `mqtt://127.0.0.1:${server.addr.port}`;
+    const said: string[] = [];
+    let connects = 0;
+    const connection = await quickConnection(server, said, () => connects++);
+    // DISCONNECT, reason code 0x8b (Server shutting down), no properties: a broker restarting.
+    const shuttingDown = new Uint8Array([0xe0, 0x02, 0x8b, 0x00]);
+    const conns: Deno.Conn[] = [];
+    try {
+      connection.start();
+      for (let i = 0; i < 6; i++) {
+        const conn = await nextConnection(server);
+        conns.push(conn);
+        await readConnect(conn);
+        await conn.write(CONNACK_5);
+        await until(() => connects === i + 1, `connection ${i + 1} to ${url} accepted`);
+        // Three in a row of each: the bridge drops a connection with a malformed packet itself,
+        // then the broker closes three after saying why.
+        await conn.write(i < 3 ? MALFORMED : shuttingDown);
+        if (i >= 3) conn.close();
+      }
+      // The sixth close is told after the seventh attempt has begun: wait for that attempt.
+      conns.push(await nextConnection(server));
+      assertEquals(
+        said.filter((line) => line.includes("another client may be connecting")),
+        [],
+        `hinted at a rival client of ${url} for closes with causes it said:\n${said.join("\n")}`,
+      );
+    } finally {
+      await connection.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
     }
   },
 );

@@ -115,8 +115,13 @@ export class BrokerConnection {
   #takenOver = false;
   /** The takeover was said; not again until a connection lasts without one. */
   #takeoverSaid = false;
-  /** An error was reported for the attempt under way: its close needs no words of its own. */
+  /**
+   * An error was reported for the attempt or connection under way (a malformed or oversized
+   * packet, a reset): its close needs no words of its own, and hints at no rival client.
+   */
   #attemptErred = false;
+  /** The broker said why it closes the connection (DISCONNECT with a reason code). */
+  #disconnectSaid = false;
   /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
   #fellBack = false;
   /** Attempts in MQTT 5 in a row the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
@@ -258,6 +263,7 @@ export class BrokerConnection {
   #onDisconnect(code: number): void {
     const { log, url, clientId } = this.#options;
     if (code !== SESSION_TAKEN_OVER) {
+      this.#disconnectSaid = true;
       log.info(`The broker at ${url} closes the connection (reason code ${reasonCode(code)})`);
       return;
     }
@@ -295,6 +301,10 @@ export class BrokerConnection {
         this.#shortLived = 0;
         // Not taken from it for a while: a later takeover is news again.
         if (!takenOver) this.#takeoverSaid = false;
+      } else if (this.#attemptErred || this.#disconnectSaid) {
+        // A close with a cause said already (the bridge dropped it on an error, or the broker
+        // gave a reason) is no sign of a rival client: it ends a run of unexplained ones.
+        this.#shortLived = 0;
       } else if (++this.#shortLived === SHORT_LIVED_TO_WARN && !this.#takeoverSaid) {
         // The usual cause: a second client with our id (a cloned SD card, a copy of the unit on
         // another machine or in a container), each taking the id in turn.
@@ -320,6 +330,7 @@ export class BrokerConnection {
       } else this.#tell(closedBeforeAccepted(url));
     }
     this.#attemptErred = false;
+    this.#disconnectSaid = false;
     this.#fellBack = false;
     if (this.#timer !== undefined) return;
     const delay = backoffDelay(this.#backoff, this.#failures);
