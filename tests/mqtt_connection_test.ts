@@ -396,3 +396,87 @@ testWith(
     }
   },
 );
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection says a problem once per outage, not once per connection, when the broker accepts and soon fails each one",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `mqtt://127.0.0.1:${server.addr.port}`;
+    const said: string[] = [];
+    let connects = 0;
+    const connection = await quickConnection(server, said, () => connects++);
+    const conns: Deno.Conn[] = [];
+    try {
+      connection.start();
+      for (let i = 0; i < 3; i++) {
+        const conn = await nextConnection(server);
+        conns.push(conn);
+        await readConnect(conn);
+        await conn.write(CONNACK_5);
+        await until(() => connects === i + 1, `connection ${i + 1} to ${url} accepted`);
+        await conn.write(MALFORMED);
+      }
+      // The third is told before the fourth attempt begins.
+      conns.push(await nextConnection(server));
+      const told = said.filter((line) => line.includes("both QoS bits"));
+      assertEquals(told.length, 1, `the malformed packets from ${url}, once:\n${said.join("\n")}`);
+    } finally {
+      await connection.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection says once that what listens at the broker's address sends no MQTT, whatever it sends each time",
+  async () => {
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `mqtt://127.0.0.1:${server.addr.port}`;
+    const said: string[] = [];
+    const connection = await quickConnection(server, said);
+    const encoder = new TextEncoder();
+    // Each makes mqtt.js's parser fail with other words.
+    const answers = [
+      encoder.encode("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+      MALFORMED,
+      new Uint8Array([0x00, 0x00]),
+    ];
+    const conns: Deno.Conn[] = [];
+    try {
+      connection.start();
+      for (const answer of answers) {
+        const conn = await nextConnection(server);
+        conns.push(conn);
+        await readConnect(conn);
+        await conn.write(answer);
+      }
+      // The third is told before the fourth attempt begins.
+      conns.push(await nextConnection(server));
+      const told = said.filter((line) =>
+        line.includes(`Connection to the broker at ${url} failed`)
+      );
+      assertEquals(
+        told.length,
+        1,
+        `the answers that are no MQTT from ${url}, once:\n${said.join("\n")}`,
+      );
+    } finally {
+      await connection.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+    }
+  },
+);

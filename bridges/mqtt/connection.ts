@@ -249,8 +249,9 @@ export class BrokerConnection {
     const after = this.#refusals > 0 ? ` (after ${this.#refusals} failed attempts)` : "";
     this.#refusals = 0;
     log.info(`Connected to ${url} as ${clientId}${after}`);
+    // What was said is forgotten only once this connection proves stable (see #tell): a broker
+    // that accepts and soon drops each one is one outage, not one per connection.
     if (this.#client !== undefined && speaks5(this.#client)) this.#fallBackSaid = false;
-    this.#reported.clear();
     this.#options.onConnect();
   }
 
@@ -299,6 +300,7 @@ export class BrokerConnection {
       if (lasted >= STABLE_MS) {
         this.#failures = 0;
         this.#shortLived = 0;
+        this.#reported.clear();
         // Not taken from it for a while: a later takeover is news again.
         if (!takenOver) this.#takeoverSaid = false;
       } else if (this.#attemptErred || this.#disconnectSaid) {
@@ -397,6 +399,11 @@ export class BrokerConnection {
   #tell(problem: Problem): void {
     const { log } = this.#options;
     if (this.#options.onProblem?.(problem) === true) return;
+    // A connection up for STABLE_MS ended the outage: what comes now is news.
+    const connectedAt = this.#connectedAt;
+    if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
+      this.#reported.clear();
+    }
     if (this.#reported.has(problem.kind)) {
       log.debug(problem.message);
       return;

@@ -168,7 +168,9 @@ export function describeProblem(
     };
   }
   return {
-    kind: `other ${code ?? error.message}`,
+    // One kind for all errors without a code (the parser's, whose text differs with each
+    // packet a peer that is no MQTT broker sends): said once per outage, not once per attempt.
+    kind: `other ${code ?? "without a code"}`,
     level: "warn",
     message: `Connection to the broker at ${url} failed: ${error.message}${
       code ? ` (${code})` : ""
