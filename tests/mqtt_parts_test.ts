@@ -20,6 +20,7 @@ import {
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
 import { watchCommand } from "../bridges/mqtt/watch_command.ts";
 import { describeProblem, refusedPublish } from "../bridges/mqtt/problems.ts";
+import { type Oversized, PacketSizeGuard, publishSize } from "../bridges/mqtt/packet_size.ts";
 import { delay } from "./helpers/waiting.ts";
 import { BacklogReport } from "../bridges/mqtt/backlog_report.ts";
 import { localMachine, MACHINE_ID_PATHS, mqttIdentity } from "../bridges/mqtt/identity.ts";
@@ -550,6 +551,36 @@ Deno.test("describeProblem() calls a reason code a refusal only before the broke
     url,
   });
   assertStringIncludes(before.message, `The broker at ${url} refused the connection`);
+});
+
+Deno.test("PacketSizeGuard finds a packet over the limit at its header, however the bytes come", () => {
+  // CONNACK; a PUBLISH of 4096 bytes in all (header 3, remaining 4093); then one of 4097.
+  const connack = [0x20, 0x03, 0x00, 0x00, 0x00];
+  const fits = [0x30, 0xfd, 0x1f, ...new Array(4093).fill(0x41)];
+  const over = [0x30, 0xfe, 0x1f];
+  const bytes = new Uint8Array([...connack, ...fits, ...over]);
+  for (const size of [1, 2, 3, 7, 4096, bytes.length]) {
+    const guard = new PacketSizeGuard(4096);
+    const found: (Oversized | undefined)[] = [];
+    for (let at = 0; at < bytes.length; at += size) {
+      found.push(guard.feed(bytes.subarray(at, at + size)));
+    }
+    const chunks = found.length;
+    assertEquals(
+      found.slice(0, chunks - 1),
+      new Array(chunks - 1).fill(undefined),
+      `chunks of ${size}: nothing over 4096 before the last header`,
+    );
+    assertEquals(found[chunks - 1], { type: 3, size: 4097 }, `chunks of ${size}`);
+  }
+});
+
+Deno.test("publishSize() is the length mqtt.js writes: MQTT 5's property length, QoS 1's packet id, UTF-8", () => {
+  // Fixed header 2, topic 2 + 3, packet id 2, property length 1, payload 2.
+  assertEquals(publishSize("a/b", "\u00e9", 1, true), 12);
+  assertEquals(publishSize("a/b", "\u00e9", 0, false), 9);
+  // 199 bytes of remaining length take two bytes to say.
+  assertEquals(publishSize("t", "x".repeat(196), 0, false), 202);
 });
 
 Deno.test("refusedPublish() names the topic and the reason code, and the ACL and user for 0x87", () => {
