@@ -3,7 +3,9 @@
  * topic prefix. Its two Home Assistant discovery configs (Home Assistant then removes the device
  * and its entities), its LED state and its availability. For a prefix no longer used: after a
  * change of `--mqtt-prefix` (the old one's device would stay in Home Assistant, unavailable), or
- * a machine retired. A retained command on `P/led/set` is someone's own message, and stays.
+ * a machine retired. A retained command on `P/led/set` is someone's own message, and stays; so
+ * does everything when any of those topics holds a message no bridge writes (see
+ * {@link bridgeWrote}): it is another program's, and the prefix is likely mistyped.
  *
  * Run `deno task mqtt:forget --help` for its flags.
  *
@@ -13,14 +15,14 @@
 import { deadline } from "@std/async/deadline";
 import { logFlags } from "../app/cli.ts";
 import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
-import { logger, setupLogging } from "../app/logging.ts";
+import { logger, quote, setupLogging } from "../app/logging.ts";
 import { claimPaths } from "../app/path_claims.ts";
 import { fromTaskDirectory } from "../app/task_directory.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
 import type { Problem } from "./mqtt/problems.ts";
-import { discoveryTopics } from "./mqtt/discovery.ts";
+import { discoveryTopics, OFFLINE, ONLINE } from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
 import { deviceId, MAX_CLIENT_ID_LENGTH, topicsFor } from "./mqtt/topics.ts";
@@ -35,8 +37,9 @@ export const MQTT_FORGET_COMMAND = defineCommand({
   description: "Removes from the broker what the system with this prefix left retained there: " +
     "its Home Assistant discovery configs (so Home Assistant removes its device), its LED state " +
     "and its availability. For a prefix no longer used: refused while a launcher of this user " +
-    "uses it, or while its availability on the broker says online. A retained command on " +
-    "P/led/set is left.",
+    "uses it, or while its availability on the broker says online. Refused, removing nothing, " +
+    "when any of those topics holds something no bridge of this project publishes (another " +
+    "program's message: a mistyped prefix). A retained command on P/led/set is left.",
   flags: {
     mqtt: {
       ...MQTT_FLAGS.mqtt,
@@ -55,7 +58,9 @@ export const MQTT_FORGET_COMMAND = defineCommand({
     force: {
       type: "boolean",
       help: "forget it even though its availability on the broker says online (a bridge that " +
-        "died without its last will, say)",
+        "died without its last will, say), or this login may not read what is retained there " +
+        "(all four topics are then cleared unseen); never what is seen to be another " +
+        "program's message",
     },
     ...logFlags("each attempt to connect to the broker"),
   },
@@ -81,6 +86,44 @@ export function retainedTopics(prefix: string, discoveryPrefix: string): string[
   return [...discoveryTopics(discoveryPrefix, deviceId(prefix)), topics.state, topics.availability];
 }
 
+/**
+ * Whether `payload`, retained on `topic` (one of {@link retainedTopics}), is what a bridge of
+ * this project publishes there for `prefix`: `ON` or `OFF` on the state, `online` or `offline`
+ * on the availability, and on a discovery topic a JSON config whose origin is `mmap-ipc` and
+ * whose device is this prefix's. Anything else is another program's (a mistyped prefix that
+ * lands on its topics), which forgetting must not remove.
+ */
+export function bridgeWrote(
+  topic: string,
+  payload: Uint8Array,
+  where: { prefix: string; discoveryPrefix: string },
+): boolean {
+  const topics = topicsFor(where.prefix);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+  } catch {
+    return false;
+  }
+  if (topic === topics.state) return text === "ON" || text === "OFF";
+  if (topic === topics.availability) return text === ONLINE || text === OFFLINE;
+  if (!discoveryTopics(where.discoveryPrefix, deviceId(where.prefix)).includes(topic)) {
+    return false;
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch {
+    return false;
+  }
+  const { origin, device } = (config ?? {}) as {
+    origin?: { name?: unknown };
+    device?: { identifiers?: unknown };
+  };
+  return typeof config === "object" && origin?.name === "mmap-ipc" &&
+    Array.isArray(device?.identifiers) && device.identifiers.includes(deviceId(where.prefix));
+}
+
 async function main(settings: MqttSettings, options: { force: boolean }): Promise<number> {
   const log = logger("mqtt:forget");
   // Loaded here: the MQTT library reads the environment as it loads, and --help or a usage
@@ -103,8 +146,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     const topics = retainedTopics(prefix, settings.discoveryPrefix);
     const availabilityTopic = topicsFor(prefix).availability;
     let availability: string | undefined;
-    // The topics the broker holds a retained message on: the rest have nothing to forget.
-    const held = new Set<string>();
+    // What the broker holds retained on each topic: the rest have nothing to forget.
+    const held = new Map<string, Uint8Array>();
     // Its own message on this topic, come back: see below.
     const echoTopic = `${prefix}/forget`;
     let echoed: () => void = () => {};
@@ -144,7 +187,7 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       onMessage: (topic, payload, retained) => {
         if (topic === echoTopic && !retained) echoed();
         if (!retained || payload.length === 0 || !topics.includes(topic)) return;
-        held.add(topic);
+        held.set(topic, payload);
         if (topic === availabilityTopic) availability = new TextDecoder().decode(payload);
       },
     });
@@ -186,19 +229,44 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     if (connections > 1 || !connection.connected) throw lost();
     if (!readable) {
       // A login that may clear the topics but not read them (its ACL): nothing can be told of
-      // what is there, and clearing what is not there costs nothing.
-      log.warn(
-        `The broker at ${settings.url} does not let this login read under ` +
-          `${JSON.stringify(prefix)} (its message there did not come back within ` +
-          `${ECHO_WAIT_MS / 1000} s), so whether anything is retained there, or a bridge is ` +
-          "online, cannot be told; clearing all of it",
-      );
-      for (const topic of topics) held.add(topic);
+      // what is there, which may be another program's; only the user can say it is not.
+      const unseen = `The broker at ${settings.url} does not let this login read under ` +
+        `${JSON.stringify(prefix)} (its message there did not come back within ` +
+        `${ECHO_WAIT_MS / 1000} s), so whether anything is retained there, whose it is, or ` +
+        "whether a bridge is online, cannot be told";
+      if (!options.force) {
+        throw new Deno.errors.PermissionDenied(
+          `${unseen}; nothing was removed. Give a login that may read there, or --force to ` +
+            `clear all of ${topics.join(", ")} unseen`,
+        );
+      }
+      log.warn(`${unseen}; clearing all of it (--force)`);
+      for (const topic of topics) held.set(topic, new Uint8Array());
     } else if (held.size === 0) {
       throw new Deno.errors.NotFound(
         `Nothing is retained under ${JSON.stringify(prefix)} on ${settings.url} (no ` +
           "availability, state or discovery config), so there is nothing to forget; is the " +
           'prefix right? A bridge names it in its "watch with" line',
+      );
+    }
+    // Another program's message (a prefix mistyped onto its topics) is never removed, not even
+    // with --force, which says a bridge is gone, not whose messages these are.
+    const foreign = readable
+      ? [...held].filter(([topic, payload]) =>
+        !bridgeWrote(topic, payload, { prefix, discoveryPrefix: settings.discoveryPrefix })
+      )
+      : [];
+    if (foreign.length > 0) {
+      const what = foreign.map(([topic, payload]) =>
+        `${JSON.stringify(topic)} holds ${quote(new TextDecoder().decode(payload), 60)} ` +
+        `(${payload.length} bytes)`
+      ).join("; ");
+      throw new Deno.errors.InvalidData(
+        `Cannot forget ${JSON.stringify(prefix)} on ${settings.url}: ${what}, which no ` +
+          "mmap-ipc bridge publishes (it writes ON or OFF, online or offline, and discovery " +
+          `configs of origin "mmap-ipc" for device ${JSON.stringify(deviceId(prefix))}), so ` +
+          "it is another program's; nothing was removed. Is the prefix right? To remove a " +
+          "message anyway: mosquitto_pub -r -n -t TOPIC",
       );
     }
     if (availability === "online" && !options.force) {
@@ -209,22 +277,22 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       );
     }
     // An empty retained message removes the one kept; QoS 1, so the broker says it has it.
+    // Only on the topics seen holding a bridge's message: an empty topic has nothing to lose.
+    const clearing = topics.filter((topic) => held.has(topic));
     const done = await Promise.all(
-      topics.map((topic) => connection.publish(topic, "", { retain: true, qos: 1 })),
+      clearing.map((topic) => connection.publish(topic, "", { retain: true, qos: 1 })),
     );
-    const left = topics.filter((_, i) => !done[i]);
+    const left = clearing.filter((_, i) => !done[i]);
     if (left.length > 0) {
       log.error(
-        `Could not remove ${left.length} of the ${topics.length} retained messages of ` +
+        `Could not remove ${left.length} of the ${clearing.length} retained messages of ` +
           `${JSON.stringify(prefix)} from ${settings.url}: ${left.join(", ")}`,
       );
       return 1;
     }
     log.info(
       `Removed what the system ${JSON.stringify(prefix)} left retained on ${settings.url} ` +
-        `(Home Assistant removes its device): ${
-          topics.filter((topic) => held.has(topic)).join(", ")
-        }`,
+        `(Home Assistant removes its device): ${clearing.join(", ")}`,
     );
     return 0;
   } finally {

@@ -1303,6 +1303,56 @@ testWithBroker(
 );
 
 testWithBroker(
+  "deno task mqtt:forget refuses, removing nothing, when a topic it would clear holds another program's message (a mistyped prefix), --force or not, naming the topic and quoting the payload",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const topics = topicsFor(prefix);
+      const light = `homeassistant/light/${deviceId(prefix)}/led/config`;
+      // Another program's messages, as the reviewer's probe left them, beside one of a bridge's.
+      const kept: [string, string][] = [
+        [topics.availability, '{"state":"offline"}'],
+        [topics.state, '{"state":"ON","brightness":200}'],
+        [light, JSON.stringify({ name: "LED", device: { identifiers: [deviceId(prefix)] } })],
+      ];
+      const others: [string, string][] = [[topics.availability, "offline"], [topics.state, "OFF"]];
+      for (const [foreign, ours] of [[kept, []], [[kept[1]], [others[0]]]] as const) {
+        {
+          await using writer = await listen(broker.url, []);
+          for (const topic of [topics.availability, topics.state, light]) {
+            await writer.publish(topic, "", { retain: true });
+          }
+          for (const [topic, payload] of [...foreign, ...ours]) {
+            await writer.publish(topic, payload, { retain: true });
+          }
+        }
+        for (const force of [[], ["--force"]]) {
+          const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, ...force]);
+          assertEquals(refused.code, 1, refused.output);
+          for (const [topic, payload] of foreign) {
+            assertStringIncludes(refused.output, `${JSON.stringify(topic)} holds `);
+            assertStringIncludes(refused.output, payload.slice(0, 10).replaceAll('"', '\\"'));
+          }
+          assertStringIncludes(refused.output, "which no mmap-ipc bridge publishes");
+          assertStringIncludes(refused.output, "nothing was removed");
+          await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+          await late.publish(`${prefix}/sentinel`, "end");
+          await late.waitFor(`${prefix}/sentinel`);
+          assertEquals(
+            late.heard.filter((message) => message.retain).map((
+              { topic, payload },
+            ) => [topic, payload]).sort(),
+            [...foreign, ...ours].map(([topic, payload]) => [topic, payload]).sort(),
+            "everything retained is still there",
+          );
+        }
+      }
+    });
+  },
+);
+
+testWithBroker(
   "deno task mqtt:forget connects under a client id no bridge has: forgetting P leaves the session of a running bridge under P/forget alone",
   async () => {
     await withTempDir(async (dir) => {
@@ -1332,7 +1382,7 @@ testWithBroker(
 );
 
 testWithBroker(
-  "deno task mqtt:forget with a login that may clear the topics but not read them says so and clears them all",
+  "deno task mqtt:forget with a login that may clear the topics but not read them says so and removes nothing; with --force it clears them all",
   async () => {
     await withTempDir(async (dir) => {
       const prefix = "test/writer";
@@ -1357,6 +1407,24 @@ testWithBroker(
       }
       const login = `${dir}/login`;
       await Deno.writeTextFile(login, "username=w\npassword=w pw\n", { mode: 0o600 });
+      // What it cannot see may be another program's: refused, unless the user says --force.
+      const blind = await forget([
+        "--mqtt",
+        broker.url,
+        "--mqtt-prefix",
+        prefix,
+        "--mqtt-credentials",
+        login,
+      ]);
+      assertEquals(blind.code, 1, blind.output);
+      assertStringIncludes(blind.output, "does not let this login read under");
+      assertStringIncludes(blind.output, "nothing was removed");
+      assertStringIncludes(blind.output, "--force");
+      {
+        await using still = await listen(broker.url, [`${prefix}/#`], admin);
+        await still.waitFor(topics.state, { payload: "ON" });
+        await still.waitFor(topics.availability, { payload: "offline" });
+      }
       const done = await forget([
         "--mqtt",
         broker.url,
@@ -1364,6 +1432,7 @@ testWithBroker(
         prefix,
         "--mqtt-credentials",
         login,
+        "--force",
       ]);
       assertEquals(done.code, 0, done.output);
       assertStringIncludes(done.output, "does not let this login read under");
