@@ -109,7 +109,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
 
   const id = deviceId(prefix);
   const bridge = new MqttBridge({
-    connection: { url: settings.url, clientId, credentials, ca },
+    connection: { url: settings.url, clientId, credentials, ca, caFile: settings.caFile },
     topics,
     discoveryPrefix: settings.discoveryPrefix,
     discovery: discoveryMessages({

@@ -170,6 +170,7 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       clientId: id,
       credentials,
       ca,
+      caFile: settings.caFile,
       log,
       backoff: BACKOFF,
       meanwhile: "",

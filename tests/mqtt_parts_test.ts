@@ -440,15 +440,48 @@ testWith(
   },
 );
 
+/** A real (self-signed, EC) CA certificate, valid until 2126: only parsed, never trusted. */
+const TEST_CA = [
+  "-----BEGIN CERTIFICATE-----",
+  "MIIBjDCCATOgAwIBAgIUSiarIlvdLq2dDv0Aj7erg70ho5wwCgYIKoZIzj0EAwIw",
+  "GzEZMBcGA1UEAwwQbW1hcC1pcGMtdGVzdC1jYTAgFw0yNjEyMDUxNDAwMjFaGA8y",
+  "MTI2MTExMTE0MDAyMVowGzEZMBcGA1UEAwwQbW1hcC1pcGMtdGVzdC1jYTBZMBMG",
+  "ByqGSM49AgEGCCqGSM49AwEHA0IABJE+mS2nQxmtWVt8+JU4PYFORrUn9IBqvppV",
+  "ety9D3BLmGprvkidAm73yPNgAIWAalyFfE8r5g5mTPk+7ICH27ajUzBRMB0GA1Ud",
+  "DgQWBBQXhNuY9XjR0xBekSgoGNIajq9LWTAfBgNVHSMEGDAWgBQXhNuY9XjR0xBe",
+  "kSgoGNIajq9LWTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIBMV",
+  "RbHYhVuEZ56ElsY29E8IKpVgvIhJGjnRopXS7gtwAiB5AkgVyFKt4W2VYI8D0oU7",
+  "Mm0hYyWmX3Wgxc4oB1HwCw==",
+  "-----END CERTIFICATE-----",
+].join("\n") + "\n";
+
 testWith(
   NEEDS.files,
-  "readCaFile() takes a PEM file and refuses one without a certificate, a directory and a missing file",
+  "readCaFile() takes a PEM file and refuses one without a certificate, one whose certificate is junk, a directory and a missing file",
   async () => {
     await withTempDir(async (dir) => {
       const pem = `${dir}/ca.pem`;
-      const body = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-      await Deno.writeTextFile(pem, body);
-      assertEquals(readCaFile(pem), body);
+      await Deno.writeTextFile(pem, TEST_CA);
+      assertEquals(readCaFile(pem), TEST_CA);
+      // A bundle of two, as a CA's chain comes.
+      await Deno.writeTextFile(pem, `# chain\n${TEST_CA}\n${TEST_CA}`);
+      assertEquals(readCaFile(pem), `# chain\n${TEST_CA}\n${TEST_CA}`);
+      // A BEGIN line around junk used to pass here, and fail every TLS connection later.
+      for (
+        const [junk, why] of [
+          ["-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "its certificate is"],
+          ["-----BEGIN CERTIFICATE-----\nhello\n-----END CERTIFICATE-----\n", "its certificate is"],
+          [
+            `${TEST_CA}-----BEGIN CERTIFICATE-----\nhello\n-----END CERTIFICATE-----\n`,
+            "certificate 2 is",
+          ],
+          [`${TEST_CA}-----BEGIN CERTIFICATE-----\nMIIB\n`, 'no "-----END CERTIFICATE-----" line'],
+        ]
+      ) {
+        await Deno.writeTextFile(pem, junk);
+        const error = assertThrowsWith(() => readCaFile(pem), Deno.errors.InvalidData, why);
+        assertStringIncludes(error.message, JSON.stringify(pem));
+      }
       await Deno.writeTextFile(`${dir}/key.pem`, "-----BEGIN PRIVATE KEY-----\n");
       assertThrowsWith(
         () => readCaFile(`${dir}/key.pem`),

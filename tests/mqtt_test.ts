@@ -1015,6 +1015,21 @@ testWithBroker(
         const error = await system.launcher.waitFor(/Cannot trust the broker/);
         assertStringIncludes(error.match.input, "--mqtt-ca FILE");
       }
+      {
+        // Another CA given: that file is named, and not asked for again.
+        await Deno.mkdir(`${dir}/other`);
+        const other = await makeCertificates(`${dir}/other`);
+        await using system = await startSystem(dir, broker.url, {
+          connected: false,
+          args: ["--mqtt-ca", other.ca],
+        });
+        const error = await system.launcher.waitFor(/Cannot trust the broker/);
+        assertStringIncludes(
+          error.match.input,
+          `its certificate is not signed by a CA in ${JSON.stringify(other.ca)} (--mqtt-ca)`,
+        );
+        assert(!error.match.input.includes("give that CA with --mqtt-ca FILE"), error.match.input);
+      }
       await using system = await startSystem(dir, broker.url, { args: ["--mqtt-ca", ca] });
       await using listener = await listen(broker.url, [`${system.prefix}/#`], {
         ca: await Deno.readTextFile(ca),
@@ -1034,11 +1049,11 @@ testWith(
   async () => {
     await withTempDir(async (dir) => {
       const run = async (args: string[]): Promise<{ code: number; stderr: string }> => {
-        const child = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/b.fifo`, ...args], {
+        await using child = spawnDeno(`${ROOT}launch.ts`, ["--fifo", `${dir}/b.fifo`, ...args], {
           permissions: LAUNCH_PERMISSIONS,
           cwd: dir,
         });
-        const { code, stderr } = await child.status();
+        const { code, stderr } = await child.status({ timeoutMs: 30_000 }); // a hang guard
         assertEquals(child.matching(/Started/).length, 0, "nothing started");
         return { code, stderr };
       };
@@ -1080,7 +1095,18 @@ testWith(
       const ca = await run(["--mqtt", "mqtts://127.0.0.1", "--mqtt-ca", `${dir}/not-a-ca.pem`]);
       assertEquals(ca.code, 1);
       assertStringIncludes(ca.stderr, "holds no PEM certificate");
+      // A certificate line around junk: refused at start, not at every TLS connection.
+      const junk = `${dir}/junk-ca.pem`;
+      await Deno.writeTextFile(
+        junk,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+      );
+      const junkCa = await run(["--mqtt", "mqtts://127.0.0.1", "--mqtt-ca", junk]);
+      assertEquals(junkCa.code, 1, junkCa.stderr);
+      assertStringIncludes(junkCa.stderr, JSON.stringify(junk));
+      assertStringIncludes(junkCa.stderr, "its certificate is not a valid X.509 certificate");
       assertEquals([...Deno.readDirSync(dir)].map((entry) => entry.name).sort(), [
+        "junk-ca.pem",
         "not-a-ca.pem",
         "open.login",
       ], "no FIFO or anything else left behind");

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
 import * as C from "../../ffi/constants.ts";
 import { closeFd, openPath, readFd, statFd } from "../../ffi/posix.ts";
 import { failure } from "../../lib/errors.ts";
@@ -13,8 +14,13 @@ import { failure } from "../../lib/errors.ts";
 /** The largest CA file read: a bundle of every public CA is about 200 KiB. */
 const MAX_BYTES = 1 << 20;
 const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
+const PEM_END = "-----END CERTIFICATE-----";
 
-/** Reads the PEM file at `path`; throws unless it is a file that holds a certificate. */
+/**
+ * Reads the PEM file at `path`; throws unless it is a file that holds a certificate, and every
+ * certificate in it parses: one that does not would fail each TLS connection later, with words
+ * that hide the file.
+ */
 export function readCaFile(path: string): string {
   const action = "read the MQTT CA certificates (--mqtt-ca) in";
   // O_NONBLOCK: a FIFO with no writer would block open() forever, signals and all; it is
@@ -50,8 +56,26 @@ export function readCaFile(path: string): string {
         `it holds no PEM certificate (a "${PEM_CERTIFICATE}" line)`,
       );
     }
+    checkCertificates(text, (why) => failure(Deno.errors.InvalidData, action, path, why));
     return text;
   } finally {
     closeFd(fd);
   }
+}
+
+/** Throws `refuse(why)` unless each PEM certificate block in `text` is a whole X.509 certificate. */
+function checkCertificates(text: string, refuse: (why: string) => Error): void {
+  const begins = text.split(PEM_CERTIFICATE).length - 1;
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length !== begins) {
+    throw refuse(`a "${PEM_CERTIFICATE}" line has no "${PEM_END}" line after it`);
+  }
+  blocks.forEach((block, index) => {
+    try {
+      new X509Certificate(block);
+    } catch (error) {
+      const which = blocks.length === 1 ? "its certificate" : `its certificate ${index + 1}`;
+      throw refuse(`${which} is not a valid X.509 certificate (${(error as Error).message})`);
+    }
+  });
 }

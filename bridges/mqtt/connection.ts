@@ -70,6 +70,8 @@ export interface BrokerConnectionOptions {
   credentials?: Credentials;
   /** PEM CA certificates to trust for TLS, instead of the public ones. */
   ca?: string;
+  /** The file `ca` was read from, named when the broker's certificate is not signed by it. */
+  caFile?: string;
   /** Published (retained) by the broker when the connection dies without a goodbye. */
   will?: { topic: string; payload: string };
   /** Reconnect delays. Default {@link DEFAULT_BACKOFF}. */
@@ -389,10 +391,9 @@ export class BrokerConnection {
   }
 
   #report(error: ErrorWithReasonCode): void {
-    const { url, credentials } = this.#options;
-    this.#tell(
-      describeProblem(error, { url, credentials, accepted: this.#connectedAt !== undefined }),
-    );
+    const { url, credentials, caFile } = this.#options;
+    const accepted = this.#connectedAt !== undefined;
+    this.#tell(describeProblem(error, { url, credentials, accepted, caFile }));
   }
 
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */

@@ -68,6 +68,8 @@ export interface ProblemContext {
   credentials?: Credentials;
   /** It came after the broker had accepted the connection (a reset then is no TLS port's). */
   accepted?: boolean;
+  /** The `--mqtt-ca` file trusted instead of the public CAs, if one was given. */
+  caFile?: string;
 }
 
 /** Turns an error of the MQTT client into a problem a person can act on. */
@@ -153,11 +155,16 @@ export function describeProblem(
     };
   }
   if (typeof code === "string" && TLS_CODES.test(code)) {
+    // With --mqtt-ca given, that file is the only trust: asking for it again would mislead.
+    const hint = context.caFile === undefined
+      ? "if its certificate comes from a private CA, give that CA with --mqtt-ca FILE"
+      : `its certificate is not signed by a CA in ${JSON.stringify(context.caFile)} ` +
+        "(--mqtt-ca), the only CAs trusted: give the CA that issued it (and any CA between " +
+        "the two)";
     return {
       kind: "tls",
       level: "error",
-      message: `Cannot trust the broker at ${url}: ${error.message} (${code}); ` +
-        "if its certificate comes from a private CA, give that CA with --mqtt-ca FILE",
+      message: `Cannot trust the broker at ${url}: ${error.message} (${code}); ${hint}`,
     };
   }
   if (error.message === "connack timeout") {
