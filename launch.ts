@@ -46,6 +46,7 @@ import { readCaFile } from "./bridges/mqtt/ca_file.ts";
 import { loadCredentials, PASSWORD_ENV, USERNAME_ENV } from "./bridges/mqtt/credentials.ts";
 import { localMachine, mqttIdentity } from "./bridges/mqtt/identity.ts";
 import {
+  BRIDGE_STOP_GRACE_MS,
   mqttBridgeArgs,
   mqttBridgePermissions,
   type MqttSettings,
@@ -441,6 +442,8 @@ function bridgeSpec(
     script: `${ROOT}bridges/mqtt_bridge.ts`,
     permissions: mqttBridgePermissions(settings),
     env: bridgeEnv(settings),
+    // Its close says goodbye to the broker, which may take longer than a plain child's stop.
+    stopGraceMs: BRIDGE_STOP_GRACE_MS,
     args: [
       ...commonArgs(flags, state),
       "--remote",

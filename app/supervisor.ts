@@ -36,6 +36,12 @@ export interface ChildSpec {
    * (`CHILD_RUNTIME_ENV`); nothing else of the launcher's environment reaches it.
    */
   env?: readonly string[];
+  /**
+   * How long it may take to stop after SIGTERM before it is killed with SIGKILL; default
+   * {@link STOP_GRACE_MS}. Longer for a child whose own orderly close takes longer (the MQTT
+   * bridge says goodbye to its broker).
+   */
+  stopGraceMs?: number;
 }
 
 /** Restart policy. */
@@ -89,7 +95,10 @@ export class ChildCrashLoop extends Error {
   }
 }
 
-/** How long a stopping launcher gives its children after SIGTERM before it SIGKILLs them. */
+/**
+ * How long a stopping launcher gives a child after SIGTERM before it SIGKILLs it, unless its
+ * {@link ChildSpec.stopGraceMs} says otherwise.
+ */
 export const STOP_GRACE_MS = 3_000;
 /**
  * How long a child that died of a signal the terminal sends its whole process group, and the
@@ -287,20 +296,26 @@ export class Supervisor {
     };
   }
 
-  /** SIGTERM, then SIGKILL if the child has not gone after a grace period. */
+  /** SIGTERM, then SIGKILL, said, if the child has not gone after its grace period. */
   async #stop(child: Deno.ChildProcess): Promise<void> {
     try {
       child.kill("SIGTERM");
     } catch {
       return; // already gone
     }
+    const grace = this.#spec.stopGraceMs ?? STOP_GRACE_MS;
     const timer = setTimeout(() => {
       try {
         child.kill("SIGKILL");
       } catch {
-        // gone in the meantime
+        return; // gone in the meantime
       }
-    }, STOP_GRACE_MS);
+      // What it had left to do on its way out (a goodbye, a file) was cut short: say so.
+      this.#log.warn(
+        `${this.#spec.name} (pid ${child.pid}) did not stop within ${grace / 1000} s of ` +
+          "SIGTERM; killed it with SIGKILL",
+      );
+    }, grace);
     await child.status;
     clearTimeout(timer);
   }

@@ -10,6 +10,7 @@ import { delay } from "@std/async/delay";
 import * as C from "../ffi/constants.ts";
 import { closeFd, monotonicNanos, openPath, processState, writeFd } from "../ffi/posix.ts";
 import { STOP_GRACE_MS } from "../app/supervisor.ts";
+import { BRIDGE_STOP_GRACE_MS } from "../bridges/mqtt/settings.ts";
 
 /** The project's root directory, with a trailing slash. */
 export const ROOT: string = new URL("../", import.meta.url).pathname;
@@ -33,10 +34,10 @@ const workDirectories = new Set<string>();
 
 /**
  * How long {@link abandonAll} gives its children after SIGTERM: longer than a launcher gives its
- * own children (SIGKILL after {@link STOP_GRACE_MS}), so that one whose child is stuck still
- * releases its claims.
+ * slowest child (SIGKILL after {@link STOP_GRACE_MS}, or {@link BRIDGE_STOP_GRACE_MS} for the
+ * MQTT bridge), so that one whose child is stuck still releases its claims.
  */
-export const ABANDON_GRACE_MS = STOP_GRACE_MS + 1_000;
+export const ABANDON_GRACE_MS = Math.max(STOP_GRACE_MS, BRIDGE_STOP_GRACE_MS) + 1_000;
 /** Set by {@link abandonAll}: a case that runs on meanwhile starts nothing more. */
 let abandoning = false;
 

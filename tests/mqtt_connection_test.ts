@@ -6,6 +6,8 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
+import { STOP_GRACE_MS } from "../app/supervisor.ts";
+import { BRIDGE_STOP_GRACE_MS } from "../bridges/mqtt/settings.ts";
 import { testWith } from "./helpers/permissions.ts";
 import { warningsInto } from "./helpers/logs.ts";
 import { CONNACK_5 } from "./helpers/fake_broker.ts";
@@ -478,5 +480,21 @@ testWith(
         }
       }
     }
+  },
+);
+
+testWith(
+  ["env"],
+  "the launcher gives the bridge longer to stop than its whole close may take (offline, then the end of the connection), with a second to spare, and longer than other children",
+  async () => {
+    const { GRACE_MS } = await import("../bridges/mqtt/connection.ts");
+    // The bridge was killed, unsaid, at 3 s while its close could take 4 s.
+    assert(
+      BRIDGE_STOP_GRACE_MS >= 2 * GRACE_MS + 1_000,
+      `the launcher gives the bridge ${BRIDGE_STOP_GRACE_MS} ms, its close may take ${
+        2 * GRACE_MS
+      } ms`,
+    );
+    assert(BRIDGE_STOP_GRACE_MS > STOP_GRACE_MS);
   },
 );

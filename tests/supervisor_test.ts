@@ -491,3 +491,91 @@ testWith(
     });
   },
 );
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child that does not stop within its grace after SIGTERM is killed with SIGKILL, and the launcher says so, naming it and the grace",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/stubborn.ts`;
+      const ready = `${dir}/ready`;
+      // Ignores SIGTERM, as a bridge still saying goodbye to a silent broker does for a while.
+      Deno.writeTextFileSync(
+        script,
+        [
+          `Deno.addSignalListener("SIGTERM", () => {});`,
+          `Deno.writeTextFileSync(${JSON.stringify(ready)}, "");`,
+          `setInterval(() => {}, 1_000);`,
+        ].join("\n"),
+      );
+      const warnings: string[] = [];
+      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+      const supervisor = new Supervisor(
+        {
+          name: "stubborn",
+          script,
+          permissions: [`--allow-write=${dir}`],
+          args: [],
+          stopGraceMs: 300,
+        },
+        { log, config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      let pid: number | undefined;
+      try {
+        await until(() => statPath(ready) !== undefined, `${ready} made by the child`);
+        pid = supervisor.pid;
+      } finally {
+        stop.abort();
+        await running;
+      }
+      assert(pid !== undefined, "the child ran");
+      assertEquals(
+        warnings,
+        [`stubborn (pid ${pid}) did not stop within 0.3 s of SIGTERM; killed it with SIGKILL`],
+      );
+    });
+  },
+);
+
+testWith(
+  NEEDS.childrenAndFiles,
+  "a child that stops within its grace after SIGTERM is not said to be killed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/prompt.ts`;
+      const ready = `${dir}/ready`;
+      Deno.writeTextFileSync(
+        script,
+        [
+          `Deno.addSignalListener("SIGTERM", () => Deno.exit(0));`,
+          `Deno.writeTextFileSync(${JSON.stringify(ready)}, "");`,
+          `setInterval(() => {}, 1_000);`,
+        ].join("\n"),
+      );
+      const warnings: string[] = [];
+      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+      const supervisor = new Supervisor(
+        // A grace no stop comes near: the test does not hang on how fast the child is.
+        {
+          name: "prompt",
+          script,
+          permissions: [`--allow-write=${dir}`],
+          args: [],
+          stopGraceMs: 600_000,
+        },
+        { log, config: `${ROOT}deno.json`, policy: QUICK },
+      );
+      const stop = new AbortController();
+      const running = supervisor.run(stop.signal);
+      try {
+        await until(() => statPath(ready) !== undefined, `${ready} made by the child`);
+      } finally {
+        stop.abort();
+        await running;
+      }
+      assertEquals(warnings, []);
+    });
+  },
+);

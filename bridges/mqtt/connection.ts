@@ -58,7 +58,11 @@ function speaks5(client: MqttClient): boolean {
 
 /** QoS 0 messages allowed to wait for the socket; more are dropped rather than queued. */
 const MAX_UNWRITTEN = 32;
-const GRACE_MS = 2_000;
+/**
+ * How long a close waits for each of its two steps (the broker taking the last message, the
+ * connection ending); the launcher's grace for the bridge, `BRIDGE_STOP_GRACE_MS`, covers both.
+ */
+export const GRACE_MS = 2_000;
 
 /** Options for {@link BrokerConnection}. */
 export interface BrokerConnectionOptions {

@@ -9,6 +9,14 @@ import { camelCase } from "../../app/flags.ts";
 import { checkCredentialsEnv } from "./credentials.ts";
 import { checkTopicPrefix, MAX_CLIENT_ID_LENGTH } from "./topics.ts";
 
+/**
+ * How long the launcher gives the bridge to stop after SIGTERM before it kills it: its whole
+ * close (up to `GRACE_MS` of `connection.ts` for the broker to take `offline`, as long again to
+ * end the connection) with 2 s to spare for its exit. Killed sooner, it would leave the broker
+ * to publish its last will a keepalive later, and Home Assistant would show it online till then.
+ */
+export const BRIDGE_STOP_GRACE_MS = 6_000;
+
 const GROUP = "MQTT options (bridge the button and LED to a broker and to Home Assistant)";
 
 /** The `--mqtt...` flags, which the launcher takes and hands on to the bridge. */
