@@ -99,6 +99,8 @@ export interface BrokerOptions {
   port?: number;
   /** mosquitto's `max_packet_size`: the longest packet it takes (told to MQTT 5 clients). */
   maxPacketSize?: number;
+  /** More lines for its mosquitto.conf, such as `max_connections 1`. */
+  config?: string[];
 }
 
 /** A mosquitto broker that we started; stop it with `await using`. */
@@ -170,6 +172,7 @@ export class Broker implements AsyncDisposable {
     if (this.#options.tls) {
       lines.push(`certfile ${this.#options.tls.cert}`, `keyfile ${this.#options.tls.key}`);
     }
+    lines.push(...(this.#options.config ?? []));
     const config = `${this.#dir}/mosquitto.conf`;
     await Deno.writeTextFile(config, lines.join("\n") + "\n", { mode: 0o600 });
     const process = spawnProgram("mosquitto", ["-c", config], { stopsLast: true });

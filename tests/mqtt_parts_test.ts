@@ -559,6 +559,20 @@ Deno.test("describeProblem() says what to do about refused logins, TLS and unrea
   // mqtt:// to a port that takes TLS: the broker hangs up on the plain CONNECT.
   const reset = describeProblem(error("read ECONNRESET", "ECONNRESET"), { url });
   assertStringIncludes(reset.message, "use an mqtts:// URL");
+  // ... which is also how a broker at its max_connections turns a client away.
+  assertStringIncludes(reset.message, "if it takes plain MQTT, the broker turned this client away");
+  // mqtts:// to a port of plain MQTT: the broker hangs up on the TLS handshake.
+  const plain = describeProblem(
+    error(
+      "Client network socket disconnected before secure TLS connection was established",
+      "ECONNRESET",
+    ),
+    { url: "mqtts://10.0.0.2:1883" },
+  );
+  assertStringIncludes(plain.message, "before the TLS handshake was done (ECONNRESET)");
+  assertStringIncludes(plain.message, "use an mqtt:// URL");
+  assertStringIncludes(plain.message, "if it takes TLS, the broker turned this client away");
+  assert(!plain.message.includes("mqtts:// URL"), plain.message);
   // A reset after the broker accepted the connection is no TLS port's: no such hint.
   const later = describeProblem(error("read ECONNRESET", "ECONNRESET"), {
     url,

@@ -1043,6 +1043,32 @@ testWithBroker(
   { programs: ["openssl"] },
 );
 
+testWithBroker(
+  "MQTT bridge: mqtts:// at a port of plain MQTT is told to use mqtt://, and a broker at its max_connections is said to turn it away, not to want TLS",
+  async () => {
+    await withTempDir(async (dir) => {
+      {
+        await using broker = await startBroker(dir);
+        const url = broker.url.replace("mqtt://", "mqtts://");
+        await using system = await startSystem(dir, url, { connected: false });
+        const said = await system.launcher.waitFor(/closed the connection before the TLS/);
+        assertStringIncludes(said.match.input, `The broker at ${url} closed the connection`);
+        assertStringIncludes(said.match.input, "use an mqtt:// URL");
+      }
+      await Deno.mkdir(`${dir}/full`);
+      await using full = await startBroker(`${dir}/full`, { config: ["max_connections 1"] });
+      await using holder = await listen(full.url, []);
+      await using system = await startSystem(dir, full.url, { connected: false });
+      // The first word on it: a hang-up (no CONNACK) or a reset, as the broker's close lands.
+      const said = await system.launcher.waitFor(/before accepting it/);
+      assertStringIncludes(said.match.input, full.url);
+      assertStringIncludes(said.match.input, "max_connections");
+      assert(!said.match.input.includes("is an MQTT broker listening there"), said.match.input);
+      assertEquals(holder.client.connected, true, "the broker kept its one client");
+    });
+  },
+);
+
 testWith(
   NEEDS.system,
   "launch --mqtt refuses bad settings before starting anything",

@@ -22,13 +22,31 @@ export interface Problem {
  * the client saw no error: no CONNACK at all.
  */
 export function closedBeforeAccepted(url: string): Problem {
+  // A broker at its max_connections hangs up at once, as something that speaks no MQTT does.
+  const tls = url.startsWith("mqtt://") ? " (a port that takes TLS wants an mqtts:// URL)" : "";
   return {
     kind: "closed before accepted",
     level: "warn",
     message: `${url} closed the connection before accepting it (no answer to the MQTT CONNECT): ` +
-      "is an MQTT broker listening there, with TLS if and only if the URL is mqtts://? Its log " +
-      "says why it hung up",
+      "the broker may turn clients away (at its max_connections, say), or what listens there " +
+      `speaks no MQTT${tls}; its log says why it hung up`,
   };
+}
+
+/**
+ * The words for a reset before the broker accepted the connection: a TLS port meeting a plain
+ * CONNECT, a plain port meeting a TLS handshake, and a broker at its max_connections all look
+ * alike to the client, so the hint names the mismatch and the turning away, in that order.
+ */
+function resetBeforeAccepted(url: string, code: string): string {
+  const turnedAway = "the broker turned this client away (at its max_connections, say; its " +
+    "log says why)";
+  return url.startsWith("mqtts://")
+    ? `The broker at ${url} closed the connection before the TLS handshake was done (${code}): ` +
+      "if that port takes plain MQTT (1883 usually does), use an mqtt:// URL; if it takes TLS, " +
+      turnedAway
+    : `The broker at ${url} reset the connection before accepting it (${code}): if that port ` +
+      `takes TLS (8883 usually does), use an mqtts:// URL; if it takes plain MQTT, ${turnedAway}`;
 }
 
 /** An MQTT 5 reason code as the specification writes it: `0x87`. */
@@ -127,13 +145,8 @@ export function describeProblem(
         `Cannot reach the broker at ${url}: nothing accepts connections there (ECONNREFUSED)`,
     };
   }
-  if (code === "ECONNRESET" && url.startsWith("mqtt://") && !context.accepted) {
-    return {
-      kind: "reset",
-      level: "warn",
-      message: `The broker at ${url} reset the connection (ECONNRESET): if that port takes ` +
-        "TLS (8883 usually does), use an mqtts:// URL",
-    };
+  if (code === "ECONNRESET" && !context.accepted) {
+    return { kind: "reset", level: "warn", message: resetBeforeAccepted(url, code) };
   }
   if (code === "ENOTFOUND" || code === "EAI_AGAIN") {
     return {
