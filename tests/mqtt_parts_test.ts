@@ -103,6 +103,7 @@ Deno.test("topicsFor() and deviceId() derive everything from the prefix", () => 
     set: "mmap-ipc/pi-3fa2c1/led/set",
     action: "mmap-ipc/pi-3fa2c1/button/action",
     availability: "mmap-ipc/pi-3fa2c1/availability",
+    echo: "mmap-ipc/pi-3fa2c1/echo",
   });
   assertEquals(deviceId("mmap-ipc/pi-3fa2c1"), "mmap_ipc_pi_3fa2c1");
   assertNotEquals(deviceId("!!"), deviceId("??"));

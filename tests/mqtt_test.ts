@@ -674,6 +674,44 @@ testWithBroker(
 );
 
 testWithBroker(
+  "MQTT bridge: a broker whose ACL lets it write under its prefix but not read there (it grants the subscription and delivers nothing) gets that said, naming the topics, where commands were lost without a word",
+  async () => {
+    await withTempDir(async (dir) => {
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const topics = topicsFor(prefix);
+      const acl = [
+        "user bridge",
+        `topic write ${prefix}/#`,
+        "topic write homeassistant/#",
+        "topic read homeassistant/status",
+        "",
+        `user ${ADMIN.username}`,
+        "topic readwrite #",
+      ].join("\n") + "\n";
+      await using broker = await startBroker(dir, {
+        users: { bridge: "bridge pw", [ADMIN.username]: ADMIN.password },
+        acl,
+      });
+      await using watcher = await listen(broker.url, [`${prefix}/#`], ADMIN);
+      await using system = await startSystem(dir, broker.url, {
+        prefix,
+        env: { MMAP_IPC_MQTT_USERNAME: "bridge", MMAP_IPC_MQTT_PASSWORD: "bridge pw" },
+      });
+      const { launcher } = system;
+      const said = await launcher.waitFor(/did not deliver this bridge's own message/);
+      assertStringIncludes(said.match.input, JSON.stringify(topics.echo));
+      assertStringIncludes(said.match.input, JSON.stringify(topics.set));
+      assertStringIncludes(said.match.input, "ACL");
+      // The probe is no command and nothing kept: not on the set topic, never retained.
+      const probes = watcher.on(topics.echo);
+      assert(probes.length >= 1, "the probe went out");
+      assert(probes.every((message) => !message.retain), "the probe is not retained");
+      assertEquals(watcher.on(topics.set), [], "nothing on the command topic");
+    });
+  },
+);
+
+testWithBroker(
   "deno task launch --mqtt runs with the task's narrowed permissions, credentials from a file",
   async () => {
     await withTempDir(async (dir) => {

@@ -28,6 +28,8 @@ const ANNOUNCE_EVERY_MS = 1_000;
 const REFUSED_RETRY_MS = 1_000;
 /** The longest such wait: a broker's owner who fixed its ACL does not wait longer. */
 const REFUSED_RETRY_MAX_MS = 60_000;
+/** How long the bridge's own message on its echo topic may take to come back; see `#probe`. */
+const ECHO_WAIT_MS = 5_000;
 
 /** Options for {@link MqttBridge}. */
 export interface MqttBridgeOptions {
@@ -71,6 +73,11 @@ export class MqttBridge {
   /** Home Assistant's `online` heard too soon after an announcement: answered at this timer. */
   #announceLater: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** The payload of the echo probe awaited now, if any; see `#probe`. */
+  #echoAwaited: string | undefined;
+  #echoTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The echo did not come back, and that was said: said again only after it came back. */
+  #echoMissingSaid = false;
 
   /** Prepares the bridge; {@link MqttBridge.start} connects. */
   constructor(options: MqttBridgeOptions) {
@@ -127,6 +134,7 @@ export class MqttBridge {
     this.#closed = true;
     clearTimeout(this.#announceLater);
     clearTimeout(this.#retry);
+    clearTimeout(this.#echoTimer);
     return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
   }
 
@@ -148,9 +156,57 @@ export class MqttBridge {
     this.#retryMs = 0;
     this.#announce();
     const { topics } = this.#options;
-    this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0 }).then((ok) => {
-      if (!ok) this.#options.log.warn(`Could not subscribe to ${topics.set}`);
+    this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0, [topics.echo]: 0 })
+      .then((ok) => {
+        if (!ok) this.#options.log.warn(`Could not subscribe to ${topics.set}`);
+        else if (!this.#closed) this.#probe();
+      });
+  }
+
+  /**
+   * Publishes a message of its own on its echo topic (not retained, nothing Home Assistant
+   * reads) and says once if it does not come back within {@link ECHO_WAIT_MS}: a broker whose
+   * ACL lets this login write under the prefix but not read there (mosquitto grants the
+   * subscription all the same and delivers nothing) would lose every command without a word.
+   */
+  #probe(): void {
+    clearTimeout(this.#echoTimer);
+    const token = `echo ${crypto.randomUUID()}`;
+    this.#echoAwaited = token;
+    const { topics, log } = this.#options;
+    this.#connection.publish(topics.echo, token, { retain: false, qos: 0 }).then((sent) => {
+      if (!sent || this.#echoAwaited !== token) return;
+      this.#echoTimer = setTimeout(() => {
+        // A connection lost meanwhile says nothing of the ACL: the next one probes again.
+        if (this.#closed || this.#echoAwaited !== token || !this.#connection.connected) return;
+        if (this.#echoMissingSaid) return;
+        this.#echoMissingSaid = true;
+        log.warn(
+          `The broker did not deliver this bridge's own message on ${
+            JSON.stringify(topics.echo)
+          } ` +
+            `back to it within ${ECHO_WAIT_MS / 1000} s, though it granted the subscription: ` +
+            "its ACL likely lets this login write under the prefix but not read there, and " +
+            `then commands on ${JSON.stringify(topics.set)} never reach the bridge (give it ` +
+            `read access to ${JSON.stringify(topics.set)} and ${JSON.stringify(topics.echo)})`,
+        );
+      }, ECHO_WAIT_MS);
     });
+  }
+
+  /** The echo probe's message came back: the broker delivers to this bridge. */
+  #echoed(payload: Uint8Array): void {
+    if (new TextDecoder().decode(payload) !== this.#echoAwaited) return;
+    this.#echoAwaited = undefined;
+    clearTimeout(this.#echoTimer);
+    if (this.#echoMissingSaid) {
+      this.#echoMissingSaid = false;
+      this.#options.log.info(
+        `The broker delivers this bridge's messages on ${
+          JSON.stringify(this.#options.topics.echo)
+        } again`,
+      );
+    }
   }
 
   /** Availability, discovery and the state: everything a fresh broker or Home Assistant needs. */
@@ -252,6 +308,7 @@ export class MqttBridge {
       if (!retained && new TextDecoder().decode(payload) === "online") this.#homeAssistantOnline();
       return;
     }
+    if (topic === topics.echo) return this.#echoed(payload);
     if (topic !== topics.set) return;
     const parsed = parseSetPayload(payload);
     if (retained || "malformed" in parsed) {

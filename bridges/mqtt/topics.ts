@@ -18,6 +18,11 @@ export interface Topics {
   action: string;
   /** `online` / `offline`, retained, with `offline` as the last will. */
   availability: string;
+  /**
+   * The bridge's own message after each (re)subscription, not retained: whether it comes back
+   * tells whether the broker lets it read under the prefix (and so hear commands).
+   */
+  echo: string;
 }
 
 /** The topics under `prefix`. */
@@ -27,6 +32,7 @@ export function topicsFor(prefix: string): Topics {
     set: `${prefix}/led/set`,
     action: `${prefix}/button/action`,
     availability: `${prefix}/availability`,
+    echo: `${prefix}/echo`,
   };
 }
 
