@@ -1649,6 +1649,17 @@ testWith(
       Deno.errors.BrokenPipe,
       `producer (pid ${producer.pid}) died`,
     );
+    // Known dead now: the next call says so at once, a poll as well as a wait.
+    assertThrowsWith(
+      () => consumer.tryReceive(),
+      Deno.errors.BrokenPipe,
+      `producer (pid ${producer.pid}) died`,
+    );
+    await assertRejectsWith(
+      () => consumer.receive({ timeout: 0 }),
+      Deno.errors.BrokenPipe,
+      `producer (pid ${producer.pid}) died`,
+    );
   },
 );
 

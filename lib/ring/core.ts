@@ -620,12 +620,8 @@ export class RingCore {
     if (this.livenessCheckMs === Infinity) return;
     const now = performance.now();
     if (now < this.#nextPollLook) return;
-    // Until a look finds the peer alive, the next answer looks again: a batch that had taken
-    // messages returns them and keeps the BrokenPipe for its next call.
-    this.#answersLeft = 1;
-    this.#checkPeer(fields);
-    this.#answersLeft = ANSWERS_PER_LOOK;
     this.#nextPollLook = now + this.livenessCheckMs;
+    this.#checkPeer(fields);
   }
 
   #checkPeer(fields: WaitFields, waitingIndex?: number): void {
@@ -638,6 +634,11 @@ export class RingCore {
     const claim = read !== 0n ? read : closed ? 0n : this.#peerSeen;
     if (claim !== 0n && !claimIsLive(claim)) {
       if (waitingIndex !== undefined) Atomics.store(this.words, waitingIndex, 0);
+      // Found dead, it is looked at again by the next empty or full answer, not 256 later: a
+      // batch that had taken messages returns them and leaves the BrokenPipe to its next call,
+      // and every call says it until a new peer attaches.
+      this.#answersLeft = 1;
+      this.#nextPollLook = 0;
       throw failure(
         Deno.errors.BrokenPipe,
         "use the ring in",
