@@ -41,7 +41,6 @@ import {
   RING_HEADER_SIZE,
   TAIL,
 } from "../lib/ring/layout.ts";
-import { ANSWERS_PER_LOOK } from "../lib/ring/core.ts";
 import { STRICT } from "./fixtures/ring_peer.ts";
 import { checkStressMessage, stressLengths } from "./fixtures/stress_message.ts";
 import { loadRounds } from "./helpers/load.ts";
@@ -1734,19 +1733,67 @@ testWith(
 
 testWith(
   NEEDS.children,
+  "a slow poller learns that its peer died within a few polls, not after hundreds",
+  async () => {
+    using region = ringRegion(64);
+    using consumer = openRingConsumer(region, { livenessCheckMs: 40 });
+    await using producer = spawnDeno(PEER, ["hold-producer", region.name]);
+    assertEquals(await producer.nextLine(), "ready");
+    for (let i = 0; i < 5; i++) {
+      assertEquals(consumer.tryReceive(), undefined);
+      await delay(30);
+    }
+    producer.kill("SIGKILL");
+    await producer.status();
+    // It took 256 polls (a look at the clock every 256th answer), some 8 s at this pace.
+    let polls = 0;
+    for (; polls < 100; polls++) {
+      try {
+        consumer.tryReceive();
+      } catch (error) {
+        assertIsError(error, Deno.errors.BrokenPipe, `producer (pid ${producer.pid}) died`);
+        break;
+      }
+      await delay(30);
+    }
+    assert(polls < 100, "a poll every 30 ms never learned that the producer died");
+  },
+);
+
+testWith(
+  NEEDS.children,
   "a batch that takes the last messages of a producer found dead at that moment returns them, and the next call says it died",
   async () => {
     using region = ringRegion(256);
     using producer = openRingProducer(region);
     using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
-    // One empty answer short of a look at the producer: the batch's own empty answer is the one.
-    for (let i = 1; i < ANSWERS_PER_LOOK; i++) assertEquals(consumer.tryReceiveBatch(), []);
-    producer.trySendBatch(["a", "b", "c"].map((item) => encoder.encode(item)));
-    // The producer's claim now names a process that has exited: the producer died.
+    // The producer's claim made to name a process that has exited: the producer died.
     const gone = spawnProgram("true", []);
     await gone.status();
-    region.storeInt32(PRODUCER, gone.pid);
-    region.storeInt32(PRODUCER + 4, 0);
+    const claim = [region.loadInt32(PRODUCER), region.loadInt32(PRODUCER + 4)];
+    const die = (): void => {
+      region.storeInt32(PRODUCER, gone.pid);
+      region.storeInt32(PRODUCER + 4, 0);
+    };
+    // Found dead once by polling, then alive again (its claim put back): the end looks at the
+    // next empty answer, which is the batch's own below, after its messages.
+    die();
+    const thrown = await (async () => {
+      for (const until = performance.now() + GUARD_MS; performance.now() < until;) {
+        try {
+          consumer.tryReceiveBatch();
+        } catch (error) {
+          return error;
+        }
+        await delay(1);
+      }
+      return new Error("never found dead");
+    })();
+    assertIsError(thrown, Deno.errors.BrokenPipe, `producer (pid ${gone.pid}) died`);
+    region.storeInt32(PRODUCER, claim[0]);
+    region.storeInt32(PRODUCER + 4, claim[1]);
+    producer.trySendBatch(["a", "b", "c"].map((item) => encoder.encode(item)));
+    die();
     assertEquals(consumer.tryReceiveBatch().map(text), ["a", "b", "c"]);
     assertThrowsWith(
       () => consumer.tryReceiveBatch(),

@@ -186,9 +186,12 @@ export class MqttBridge {
             JSON.stringify(topics.echo)
           } ` +
             `back to it within ${ECHO_WAIT_MS / 1000} s, though it granted the subscription: ` +
-            "its ACL likely lets this login write under the prefix but not read there, and " +
-            `then commands on ${JSON.stringify(topics.set)} never reach the bridge (give it ` +
-            `read access to ${JSON.stringify(topics.set)} and ${JSON.stringify(topics.echo)})`,
+            "its ACL likely lets this login write under the prefix but not read there, and then " +
+            `commands on ${JSON.stringify(topics.set)} never reach the bridge; or it denies ` +
+            `${JSON.stringify(topics.echo)} alone, and commands still work (give it read access ` +
+            `to ${JSON.stringify(topics.set)}, and read and write access to ${
+              JSON.stringify(topics.echo)
+            })`,
         );
       }, ECHO_WAIT_MS);
     });

@@ -87,7 +87,7 @@ export interface WaitFields {
 }
 
 /** Empty or full answers of the try forms between two looks at the clock (see pollPeer). */
-export const ANSWERS_PER_LOOK = 256;
+const ANSWERS_PER_LOOK = 256;
 
 /** One waiter for its turn: how to let it go, or to fail it. */
 interface Turn {
@@ -136,7 +136,10 @@ export class RingCore {
    */
   #peerSeen = 0n;
   /** Empty (or full) answers left before the next look at the clock (see pollPeer). */
-  #answersLeft = ANSWERS_PER_LOOK;
+  #answersLeft = 1;
+  /** How many answers go between two looks at the clock: fewer while they come slowly. */
+  #answersPerLook = 1;
+  #lastClockLook = -Infinity;
   #nextPollLook = 0;
 
   /**
@@ -609,16 +612,27 @@ export class RingCore {
   }
 
   /**
-   * Called with each answer of "empty" (consumer) or "full" (producer): every 256th looks at
-   * the clock, and once `livenessCheckMs` has passed since it last did, at the peer, so that a
+   * Called with each answer of "empty" (consumer) or "full" (producer): looks at the clock now
+   * and then, and once `livenessCheckMs` has passed since it last did, at the peer, so that a
    * caller that only polls with the try forms learns of a dead peer too (`BrokenPipe`), as one
-   * that sleeps does. Counted, not timed, so that an empty poll costs a decrement.
+   * that sleeps does. Counted between two looks at the clock, so that a quick poll costs a
+   * decrement: as many answers (up to 256) as come in about a quarter of `livenessCheckMs`, so
+   * a slow poller (one a second) looks at every answer and learns as soon as a quick one.
    */
   pollPeer(fields: WaitFields): void {
     if (--this.#answersLeft > 0) return;
-    this.#answersLeft = ANSWERS_PER_LOOK;
-    if (this.livenessCheckMs === Infinity) return;
+    if (this.livenessCheckMs === Infinity) {
+      this.#answersLeft = ANSWERS_PER_LOOK;
+      return;
+    }
     const now = performance.now();
+    const each = (now - this.#lastClockLook) / this.#answersPerLook;
+    this.#lastClockLook = now;
+    this.#answersPerLook = Math.max(
+      1,
+      Math.min(ANSWERS_PER_LOOK, Math.floor(this.livenessCheckMs / 4 / each)),
+    );
+    this.#answersLeft = this.#answersPerLook;
     if (now < this.#nextPollLook) return;
     this.#nextPollLook = now + this.livenessCheckMs;
     this.#checkPeer(fields);
@@ -627,11 +641,14 @@ export class RingCore {
   #checkPeer(fields: WaitFields, waitingIndex?: number): void {
     const read = readClaim(this.memory, this.base + fields.peer);
     if (read !== 0n) this.#peerSeen = read;
-    // A peer that closes marks its position closed before it gives up its claim: a claim word
-    // that reads 0 with no such mark was written over, and the holder last seen there is the
-    // one to look at.
-    const closed = (Atomics.load(this.words, this.index(fields.word)) & CLOSED) !== 0;
-    const claim = read !== 0n ? read : closed ? 0n : this.#peerSeen;
+    // A peer that closes marks its position closed before it gives up its claim, and the next
+    // one takes the claim before it clears the mark: a claim word that reads 0 with no mark
+    // read after it was written over, and the holder last seen there is the one to look at.
+    // Read again, so that a close and a new open between the two reads are not taken for that.
+    let claim = read;
+    if (read === 0n && (Atomics.load(this.words, this.index(fields.word)) & CLOSED) === 0) {
+      claim = readClaim(this.memory, this.base + fields.peer) || this.#peerSeen;
+    }
     if (claim !== 0n && !claimIsLive(claim)) {
       if (waitingIndex !== undefined) Atomics.store(this.words, waitingIndex, 0);
       // Found dead, it is looked at again by the next empty or full answer, not 256 later: a
