@@ -135,6 +135,8 @@ export class BrokerConnection {
   /** The fall back to 3.1.1 was said; not again until an MQTT 5 connection is accepted. */
   #fallBackSaid = false;
   #connectedAt: number | undefined;
+  /** This connection has lasted STABLE_MS and ended the outage (see #endOutage). */
+  #outageEnded = false;
   /** The longest packet the broker takes (its MQTT 5 Maximum Packet Size), if it said. */
   #brokerMax: number | undefined;
   /** The topics whose messages were too long for the broker, said once each, with the limit. */
@@ -252,6 +254,7 @@ export class BrokerConnection {
     this.#generation++;
     this.#unwritten = 0;
     this.#connectedAt = performance.now();
+    this.#outageEnded = false;
     const after = this.#refusals > 0 ? ` (after ${this.#refusals} failed attempts)` : "";
     this.#refusals = 0;
     log.info(`Connected to ${url} as ${clientId}${after}`);
@@ -306,7 +309,7 @@ export class BrokerConnection {
       if (lasted >= STABLE_MS) {
         this.#failures = 0;
         this.#shortLived = 0;
-        this.#reported.clear();
+        this.#endOutage();
         // Not taken from it for a while: a later takeover is news again.
         if (!takenOver) this.#takeoverSaid = false;
       } else if (this.#attemptErred || this.#disconnectSaid) {
@@ -400,6 +403,18 @@ export class BrokerConnection {
     this.#tell(describeProblem(error, { url, credentials, accepted, caFile }));
   }
 
+  /**
+   * Forgets what was said, once per connection that lasted STABLE_MS: found at its first
+   * problem or at its close, whichever comes first. Each of its problems had cleared it
+   * before, so a stable connection said each one at every occurrence, and its close cleared
+   * what its last problem had said, which the first reconnect then said again.
+   */
+  #endOutage(): void {
+    if (this.#outageEnded) return;
+    this.#outageEnded = true;
+    this.#reported.clear();
+  }
+
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
   #tell(problem: Problem): void {
     const { log } = this.#options;
@@ -407,7 +422,7 @@ export class BrokerConnection {
     // A connection up for STABLE_MS ended the outage: what comes now is news.
     const connectedAt = this.#connectedAt;
     if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
-      this.#reported.clear();
+      this.#endOutage();
     }
     if (this.#reported.has(problem.kind)) {
       log.debug(problem.message);
