@@ -22,7 +22,14 @@ import { failureExitStatus } from "../app/exit_status.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
 import type { Problem } from "./mqtt/problems.ts";
-import { discoveryTopics, OFFLINE, ONLINE } from "./mqtt/discovery.ts";
+import {
+  discoveryTopics,
+  OFFLINE,
+  ONLINE,
+  ORIGIN_NAME,
+  STATE_OFF,
+  STATE_ON,
+} from "./mqtt/discovery.ts";
 import { localMachine, mqttIdentity } from "./mqtt/identity.ts";
 import { MQTT_FLAGS, type MqttSettings, mqttSettings } from "./mqtt/settings.ts";
 import { deviceId, MAX_CLIENT_ID_LENGTH, topicsFor } from "./mqtt/topics.ts";
@@ -105,7 +112,7 @@ export function bridgeWrote(
   } catch {
     return false;
   }
-  if (topic === topics.state) return text === "ON" || text === "OFF";
+  if (topic === topics.state) return text === STATE_ON || text === STATE_OFF;
   if (topic === topics.availability) return text === ONLINE || text === OFFLINE;
   if (!discoveryTopics(where.discoveryPrefix, deviceId(where.prefix)).includes(topic)) {
     return false;
@@ -120,7 +127,7 @@ export function bridgeWrote(
     origin?: { name?: unknown };
     device?: { identifiers?: unknown };
   };
-  return typeof config === "object" && origin?.name === "mmap-ipc" &&
+  return typeof config === "object" && origin?.name === ORIGIN_NAME &&
     Array.isArray(device?.identifiers) && device.identifiers.includes(deviceId(where.prefix));
 }
 

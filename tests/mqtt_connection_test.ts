@@ -77,6 +77,17 @@ async function readWholePacket(conn: Deno.Conn): Promise<Uint8Array> {
   }
 }
 
+/** Closes each of `conns` the test accepted, those the client closed first too. */
+function closeAll(conns: Deno.Conn[]): void {
+  for (const conn of conns) {
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
 /** The client's next connection to `server` (a hang guard: the test fails if none comes). */
 async function nextConnection(server: Deno.TcpListener): Promise<Deno.TcpConn> {
   const conn = await within(server.accept(), 2 * GUARD_MS);
@@ -388,13 +399,7 @@ testWith(
       );
     } finally {
       await connection.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed already.
-        }
-      }
+      closeAll(conns);
     }
   },
 );
@@ -425,13 +430,7 @@ testWith(
       assertEquals(told.length, 1, `the malformed packets from ${url}, once:\n${said.join("\n")}`);
     } finally {
       await connection.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed already.
-        }
-      }
+      closeAll(conns);
     }
   },
 );
@@ -472,13 +471,7 @@ testWith(
       );
     } finally {
       await connection.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed already.
-        }
-      }
+      closeAll(conns);
     }
   },
 );

@@ -101,6 +101,22 @@ async function startSystem(
   return system;
 }
 
+/**
+ * A press, seen by `listener` as the action and the state ON; then `set` OFF from it, seen by
+ * the LED and as the state OFF: both ways through the broker work.
+ */
+async function pressAndSetOff(system: System, listener: Listener): Promise<void> {
+  const { launcher, topics } = system;
+  await writeAndLeave(system.fifo, "0\n");
+  await listener.waitFor(topics.action, { payload: "press" });
+  await listener.waitFor(topics.state, { payload: "ON" });
+  const since = launcher.lines.length;
+  const mark = listener.heard.length;
+  await listener.publish(topics.set, "OFF");
+  await ledShows(launcher, "Off", since);
+  await listener.waitFor(topics.state, { payload: "OFF", since: mark });
+}
+
 /** The login of the test brokers' user who may do anything (see {@link bridgeAcl}). */
 const ADMIN = { username: "admin", password: "admin pw" };
 
@@ -420,14 +436,7 @@ testWithBroker(
       await using listener = await listen(broker.url, [`${prefix}/#`]);
       assertEquals((await listener.waitFor(topics.availability)).payload, "online");
       assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
-      await writeAndLeave(system.fifo, "0\n");
-      await listener.waitFor(topics.action, { payload: "press" });
-      await listener.waitFor(topics.state, { payload: "ON" });
-      const since = launcher.lines.length;
-      const mark = listener.heard.length;
-      await listener.publish(topics.set, "OFF");
-      await ledShows(launcher, "Off", since);
-      await listener.waitFor(topics.state, { payload: "OFF", since: mark });
+      await pressAndSetOff(system, listener);
       const skipped = launcher.matching(/Did not send a message on/);
       assert(
         skipped.some((line) => line.includes(JSON.stringify(config))),
@@ -496,14 +505,7 @@ testWith(
           protocolVersion: 4,
         });
         assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
-        await writeAndLeave(system.fifo, "0\n");
-        await listener.waitFor(topics.action, { payload: "press" });
-        await listener.waitFor(topics.state, { payload: "ON" });
-        const mark = listener.heard.length;
-        const since = launcher.lines.length;
-        await listener.publish(topics.set, "OFF");
-        await ledShows(launcher, "Off", since);
-        await listener.waitFor(topics.state, { payload: "OFF", since: mark });
+        await pressAndSetOff(system, listener);
         assertEquals(launcher.matching(/in MQTT 5: using 3\.1\.1/).length, 1, "said once");
         assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
       });

@@ -492,44 +492,52 @@ testWith(
   },
 );
 
+/**
+ * Runs a child named `name` whose SIGTERM handler is `onTerm` (JavaScript), given `graceMs` to
+ * stop, and stops it once it runs; returns what the supervisor warned and the child's pid.
+ */
+async function stopChild(
+  dir: string,
+  name: string,
+  onTerm: string,
+  graceMs: number,
+): Promise<{ warnings: string[]; pid: number | undefined }> {
+  const script = `${dir}/${name}.ts`;
+  const ready = `${dir}/ready`;
+  Deno.writeTextFileSync(
+    script,
+    [
+      `Deno.addSignalListener("SIGTERM", ${onTerm});`,
+      `Deno.writeTextFileSync(${JSON.stringify(ready)}, "");`,
+      `setInterval(() => {}, 1_000);`,
+    ].join("\n"),
+  );
+  const warnings: string[] = [];
+  const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
+  const supervisor = new Supervisor(
+    { name, script, permissions: [`--allow-write=${dir}`], args: [], stopGraceMs: graceMs },
+    { log, config: `${ROOT}deno.json`, policy: QUICK },
+  );
+  const stop = new AbortController();
+  const running = supervisor.run(stop.signal);
+  let pid: number | undefined;
+  try {
+    await until(() => statPath(ready) !== undefined, `${ready} made by the child`);
+    pid = supervisor.pid;
+  } finally {
+    stop.abort();
+    await running;
+  }
+  return { warnings, pid };
+}
+
 testWith(
   NEEDS.childrenAndFiles,
   "a child that does not stop within its grace after SIGTERM is killed with SIGKILL, and the launcher says so, naming it and the grace",
   async () => {
     await withTempDir(async (dir) => {
-      const script = `${dir}/stubborn.ts`;
-      const ready = `${dir}/ready`;
       // Ignores SIGTERM, as a bridge still saying goodbye to a silent broker does for a while.
-      Deno.writeTextFileSync(
-        script,
-        [
-          `Deno.addSignalListener("SIGTERM", () => {});`,
-          `Deno.writeTextFileSync(${JSON.stringify(ready)}, "");`,
-          `setInterval(() => {}, 1_000);`,
-        ].join("\n"),
-      );
-      const warnings: string[] = [];
-      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
-      const supervisor = new Supervisor(
-        {
-          name: "stubborn",
-          script,
-          permissions: [`--allow-write=${dir}`],
-          args: [],
-          stopGraceMs: 300,
-        },
-        { log, config: `${ROOT}deno.json`, policy: QUICK },
-      );
-      const stop = new AbortController();
-      const running = supervisor.run(stop.signal);
-      let pid: number | undefined;
-      try {
-        await until(() => statPath(ready) !== undefined, `${ready} made by the child`);
-        pid = supervisor.pid;
-      } finally {
-        stop.abort();
-        await running;
-      }
+      const { warnings, pid } = await stopChild(dir, "stubborn", "() => {}", 300);
       assert(pid !== undefined, "the child ran");
       assertEquals(
         warnings,
@@ -544,37 +552,8 @@ testWith(
   "a child that stops within its grace after SIGTERM is not said to be killed",
   async () => {
     await withTempDir(async (dir) => {
-      const script = `${dir}/prompt.ts`;
-      const ready = `${dir}/ready`;
-      Deno.writeTextFileSync(
-        script,
-        [
-          `Deno.addSignalListener("SIGTERM", () => Deno.exit(0));`,
-          `Deno.writeTextFileSync(${JSON.stringify(ready)}, "");`,
-          `setInterval(() => {}, 1_000);`,
-        ].join("\n"),
-      );
-      const warnings: string[] = [];
-      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
-      const supervisor = new Supervisor(
-        // A grace no stop comes near: the test does not hang on how fast the child is.
-        {
-          name: "prompt",
-          script,
-          permissions: [`--allow-write=${dir}`],
-          args: [],
-          stopGraceMs: 600_000,
-        },
-        { log, config: `${ROOT}deno.json`, policy: QUICK },
-      );
-      const stop = new AbortController();
-      const running = supervisor.run(stop.signal);
-      try {
-        await until(() => statPath(ready) !== undefined, `${ready} made by the child`);
-      } finally {
-        stop.abort();
-        await running;
-      }
+      // A grace no stop comes near: the test does not hang on how fast the child is.
+      const { warnings } = await stopChild(dir, "prompt", "() => Deno.exit(0)", 600_000);
       assertEquals(warnings, []);
     });
   },

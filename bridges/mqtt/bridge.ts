@@ -10,7 +10,14 @@
 import type { Logger } from "../../app/logging.ts";
 import type { Command } from "../../app/remote/messages.ts";
 import { BrokerConnection, type BrokerConnectionOptions } from "./connection.ts";
-import { type DiscoveryMessage, OFFLINE, ONLINE, PRESS_PAYLOAD } from "./discovery.ts";
+import {
+  type DiscoveryMessage,
+  OFFLINE,
+  ONLINE,
+  PRESS_PAYLOAD,
+  STATE_OFF,
+  STATE_ON,
+} from "./discovery.ts";
 import {
   describeMalformed,
   type MalformedKind,
@@ -254,7 +261,7 @@ export class MqttBridge {
         const round = this.#round;
         const ok = await this.#connection.publish(
           this.#options.topics.state,
-          state ? "ON" : "OFF",
+          state ? STATE_ON : STATE_OFF,
           { retain: true, qos: this.#published === undefined ? 1 : 0 },
         );
         if (!ok) {

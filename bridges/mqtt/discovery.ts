@@ -38,6 +38,12 @@ export const PRESS_PAYLOAD = "press";
 export const ONLINE = "online";
 /** Availability payload of the last will. */
 export const OFFLINE = "offline";
+/** The LED's state payloads, on its state topic. */
+export const STATE_ON = "ON";
+/** See {@link STATE_ON}. */
+export const STATE_OFF = "OFF";
+/** The origin named in every discovery config: how `mqtt:forget` tells ours from others'. */
+export const ORIGIN_NAME = "mmap-ipc";
 
 /**
  * The config topics of the device `deviceId` under Home Assistant's `discoveryPrefix`: the LED's
@@ -57,11 +63,11 @@ export function discoveryMessages(options: DiscoveryOptions): DiscoveryMessage[]
   const device = {
     identifiers: [deviceId],
     name: options.deviceName,
-    manufacturer: "mmap-ipc",
+    manufacturer: ORIGIN_NAME,
     model: options.model,
     sw_version: options.version,
   };
-  const origin = { name: "mmap-ipc", sw_version: options.version };
+  const origin = { name: ORIGIN_NAME, sw_version: options.version };
   return [
     {
       topic: lightTopic,
@@ -71,8 +77,8 @@ export function discoveryMessages(options: DiscoveryOptions): DiscoveryMessage[]
         schema: "basic",
         command_topic: topics.set,
         state_topic: topics.state,
-        payload_on: "ON",
-        payload_off: "OFF",
+        payload_on: STATE_ON,
+        payload_off: STATE_OFF,
         availability_topic: topics.availability,
         payload_available: ONLINE,
         payload_not_available: OFFLINE,

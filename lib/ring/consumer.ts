@@ -371,8 +371,7 @@ export class RingConsumer {
     options: RingWaitOptions = {},
   ): Promise<number | null> {
     options = this.#ring.bounded(options);
-    this.#checkBatchInto(buffer, lengths);
-    const count = this.tryReceiveBatchInto(buffer, lengths);
+    const count = this.tryReceiveBatchInto(buffer, lengths); // checks its arguments first
     if (count > 0) return count;
     return await this.#ring.blocking(
       () => nonZero(this.tryReceiveBatchInto(buffer, lengths)),
@@ -446,13 +445,7 @@ export class RingConsumer {
 
   /** Throws unless `read` is a function and `max` a count of messages (see `#checkMax`). */
   #checkReader(read: RingReader, max: number, least: number): void {
-    if (typeof read !== "function") {
-      throw this.#ring.argumentError(
-        TypeError,
-        "read from",
-        `the reader is ${describeKind(read)}, not a function`,
-      );
-    }
+    this.#ring.checkCallback(read, "reader", "read from");
     if (max !== Infinity) this.#checkMax(max, least, "read from");
   }
 

@@ -14,6 +14,7 @@ import {
   takeClaim,
 } from "../claim.ts";
 import { abortReason, failure, shown } from "../errors.ts";
+import { describeKind } from "../byte_arrays.ts";
 import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
@@ -128,8 +129,8 @@ export class RingCore {
   #view: Uint8Array<ArrayBuffer> | undefined;
   /** The position word as the last holder of this end left it, before attach() took over. */
   #attachedOver: number | undefined;
-  /** Where this end's claim is (its role's), once attached. */
-  #claimField: number | undefined;
+  /** Where this end's claim is, and its role's name, once attached. */
+  #claim: { field: number; role: string } | undefined;
   /**
    * The other end's claim as last seen: a claim word another process zeroed must not hide its
    * holder's death, or this end would sleep for good.
@@ -243,6 +244,16 @@ export class RingCore {
   ): Error {
     this.ready();
     return failure(ErrorType, `${action} the ring in`, this.name, reason);
+  }
+
+  /** Throws a `TypeError` naming the ring unless `callback` (the `name`, to `action`) is one. */
+  checkCallback(callback: unknown, name: string, action: string): void {
+    if (typeof callback === "function") return;
+    throw this.argumentError(
+      TypeError,
+      action,
+      `the ${name} is ${describeKind(callback)}, not a function`,
+    );
   }
 
   /** Throws why a call cannot go ahead now: closed, or a lease or reservation is held. */
@@ -361,7 +372,7 @@ export class RingCore {
       throw error;
     }
     this.#attachedOver = word;
-    this.#claimField = claimField;
+    this.#claim = { field: claimField, role };
     Atomics.store(this.words, this.index(positionField), word & POSITION);
     return word & POSITION;
   }
@@ -583,16 +594,15 @@ export class RingCore {
   #checkOwn(fields: WaitFields, waitingIndex: number): void {
     try {
       this.checkHeader();
-      const claim = this.#claimField === undefined
-        ? ownClaim()
-        : readClaim(this.memory, this.base + this.#claimField);
-      if (claim !== ownClaim()) {
+      const own = this.#claim; // set by attach(), before any wait
+      const claim = own && readClaim(this.memory, this.base + own.field);
+      if (own !== undefined && claim !== ownClaim()) {
         throw failure(
           Deno.errors.InvalidData,
           "use the ring in",
           this.name,
-          `its ${fields.ownName === "head" ? "producer" : "consumer"} role's claim holds ${
-            claim === 0n ? "nothing" : describeHolder(claim)
+          `its ${own.role} role's claim holds ${
+            claim ? describeHolder(claim) : "nothing"
           } where this end's was: another process wrote it`,
         );
       }

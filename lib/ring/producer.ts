@@ -7,7 +7,7 @@
  */
 
 import { failure, shown } from "../errors.ts";
-import { byteCount, describeKind, unusableBytes } from "../byte_arrays.ts";
+import { byteCount, unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
 import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
 import {
@@ -274,13 +274,7 @@ export class RingProducer {
    */
   trySendWith(length: number, write: RingWriter): boolean {
     this.#checkLength(length);
-    if (typeof write !== "function") {
-      throw this.#ring.argumentError(
-        TypeError,
-        "send into",
-        `the writer is ${describeKind(write)}, not a function`,
-      );
-    }
+    this.#ring.checkCallback(write, "writer", "send into");
     if (!this.#ring.free()) return false;
     const index = this.#room(RECORD_HEADER_SIZE + ((length + 7) & ~7));
     if (index < 0) return false;
