@@ -1,9 +1,10 @@
 /**
  * `BrokerConnection` (bridges/mqtt/connection.ts) against a broker that misbehaves in ways
  * mosquitto never does: a fake broker on a loopback socket (`Deno.listen`) that speaks just
- * enough MQTT 3.1.1 to accept a client, then sends what the test says.
+ * enough MQTT 3.1.1 to accept a client, then sends what the test says; and against a real
+ * mosquitto for what one can show (restarted, frozen).
  */
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import type { BrokerConnection } from "../bridges/mqtt/connection.ts";
 import { logger } from "../app/logging.ts";
 import { STOP_GRACE_MS } from "../app/supervisor.ts";
@@ -12,6 +13,8 @@ import { testWith } from "./helpers/permissions.ts";
 import { warningsInto } from "./helpers/logs.ts";
 import { CONNACK_5 } from "./helpers/fake_broker.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import { linesInto, startBroker, testWithBroker } from "./mqtt_helpers.ts";
 
 /** CONNACK: session not present, connection accepted. */
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
@@ -489,5 +492,50 @@ testWith(
       } ms`,
     );
     assert(BRIDGE_STOP_GRACE_MS > STOP_GRACE_MS);
+  },
+);
+
+testWithBroker(
+  "BrokerConnection says once per outage that it lost the connection, not at each reconnect, when mosquitto restarts over and over; after a connection that lasted 10 s, a loss is news again",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+      const said: string[] = [];
+      let connects = 0;
+      const connection = new BrokerConnection({
+        url: broker.url,
+        clientId: "mmap-ipc-connection-test",
+        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+        log: linesInto(said),
+        onConnect: () => connects++,
+        onMessage: () => {},
+      });
+      try {
+        connection.start();
+        await until(() => connects === 1, `connected to ${broker.url}`);
+        // Each connection is shorter than the 10 s that end an outage: one outage, three losses.
+        for (let i = 2; i <= 4; i++) {
+          await broker.restart();
+          await until(() => connects === i, `connection ${i} to ${broker.url}`);
+        }
+        const lost = (level: string): string[] =>
+          said.filter((line) => line.startsWith(`${level} Lost the connection to ${broker.url}`));
+        assertEquals(lost("WRN").length, 1, `said once:\n${said.join("\n")}`);
+        assertEquals(lost("DBG").length, 2, `the others at debug level:\n${said.join("\n")}`);
+        // Each says what ended it, and how long it lasted.
+        assertMatch(lost("WRN")[0], /after \d+\.\d s \(.+\); reconnecting$/);
+        // The connection coming back is said each time.
+        assertEquals(said.filter((line) => line.startsWith("INF Connected to")).length, 4);
+
+        // A connection that lasts 10 s (STABLE_MS in connection.ts) ends the outage.
+        await delay(10_500);
+        await broker.restart();
+        await until(() => connects === 5, `connection 5 to ${broker.url}`);
+        assertEquals(lost("WRN").length, 2, `a new outage, said again:\n${said.join("\n")}`);
+      } finally {
+        await connection.close();
+      }
+    });
   },
 );

@@ -7,6 +7,7 @@
  */
 
 import type { IClientOptions, MqttClient } from "mqtt";
+import type { Logger } from "../app/logging.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 
 export {
@@ -140,4 +141,17 @@ export async function listen(
   const listener = new Listener(client);
   if (topics.length > 0) await client.subscribeAsync(topics, { qos: 1 });
   return listener;
+}
+
+/**
+ * A logger that puts each line it is told into `said`, after its level (`DBG`, `INF`, `WRN`,
+ * `ERR`) and a space: tests that count what was said loudly and what only at debug level.
+ */
+export function linesInto(said: string[]): Logger {
+  return {
+    debug: (line: string) => said.push(`DBG ${line}`),
+    info: (line: string) => said.push(`INF ${line}`),
+    warn: (line: string) => said.push(`WRN ${line}`),
+    error: (line: string) => said.push(`ERR ${line}`),
+  };
 }

@@ -46,6 +46,13 @@ const V5_HANG_UPS = 2;
 const SHORT_LIVED_TO_WARN = 3;
 /** MQTT 5 DISCONNECT reason code: another client connected with this one's client id. */
 const SESSION_TAKEN_OVER = 0x8e;
+/**
+ * The kind under which "Lost the connection" is kept among what was said (#reported): once per
+ * outage, as the problems are. A broker that accepts each connection and soon drops it (a rival
+ * client with the same id, a broker restarted over and over) would otherwise have it said at
+ * every reconnect.
+ */
+const LOST = "lost the connection";
 /** The options of an MQTT 5 connection, which the bridge makes unless it just fell back. */
 const MQTT_5 = {
   protocolVersion: 5,
@@ -128,6 +135,8 @@ export class BrokerConnection {
   #attemptErred = false;
   /** The broker said why it closes the connection (DISCONNECT with a reason code). */
   #disconnectSaid = false;
+  /** The reason code of the broker's DISCONNECT on the connection now closing, if it sent one. */
+  #disconnectCode: number | undefined;
   /** The attempt just refused was in MQTT 5, and the next speaks 3.1.1: no failure to count. */
   #fellBack = false;
   /** Attempts in MQTT 5 in a row the broker hung up on before accepting; see {@link V5_HANG_UPS}. */
@@ -272,6 +281,7 @@ export class BrokerConnection {
    */
   #onDisconnect(code: number): void {
     const { log, url, clientId } = this.#options;
+    this.#disconnectCode = code;
     if (code !== SESSION_TAKEN_OVER) {
       this.#disconnectSaid = true;
       log.info(`The broker at ${url} closes the connection (reason code ${reasonCode(code)})`);
@@ -328,7 +338,16 @@ export class BrokerConnection {
             "something this bridge does (its log says what)",
         );
       }
-      log.warn(`Lost the connection to ${url}; reconnecting`);
+      // Named briefly: what the error or the DISCONNECT said is on a line of its own.
+      const cause = this.#attemptErred
+        ? "dropped for the error said above"
+        : this.#disconnectCode !== undefined
+        ? `the broker closed it, reason code ${reasonCode(this.#disconnectCode)}`
+        : "the broker or the network closed it without a word";
+      this.#sayLost(
+        `Lost the connection to ${url} after ${(lasted / 1000).toFixed(1)} s (${cause}); ` +
+          "reconnecting",
+      );
     } else {
       // A failed attempt ends a run of short-lived connections: an outage, not a rival client.
       this.#shortLived = 0;
@@ -342,6 +361,7 @@ export class BrokerConnection {
     }
     this.#attemptErred = false;
     this.#disconnectSaid = false;
+    this.#disconnectCode = undefined;
     this.#fellBack = false;
     if (this.#timer !== undefined) return;
     const delay = backoffDelay(this.#backoff, this.#failures);
@@ -413,6 +433,21 @@ export class BrokerConnection {
     if (this.#outageEnded) return;
     this.#outageEnded = true;
     this.#reported.clear();
+  }
+
+  /**
+   * Says that a connection the broker had accepted is lost: once per outage, like the problems
+   * (a connection that lasted {@link STABLE_MS} ended the outage before this is said), then at
+   * debug level. The "Connected to" line of each connection says when it is back.
+   */
+  #sayLost(message: string): void {
+    const { log } = this.#options;
+    if (this.#reported.has(LOST)) {
+      log.debug(message);
+      return;
+    }
+    this.#reported.add(LOST);
+    log.warn(message);
   }
 
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
