@@ -1,13 +1,22 @@
 /**
  * `MqttBridge` (bridges/mqtt/bridge.ts) against a fake broker on a loopback socket that answers
- * when the test says: orders of events mosquitto would not hold still for.
+ * when the test says: orders of events mosquitto would not hold still for; and against a real
+ * mosquitto for what one can show.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { logger } from "../app/logging.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
 import { topicsFor } from "../bridges/mqtt/topics.ts";
 import { testWith } from "./helpers/permissions.ts";
-import { GUARD_MS, within } from "./helpers/waiting.ts";
+import { GUARD_MS, until, within } from "./helpers/waiting.ts";
+import { withTempDir } from "./helpers/temp.ts";
+import {
+  denySubscriptions,
+  dynamicSecurityPlugin,
+  linesInto,
+  startBroker,
+  testWithBroker,
+} from "./mqtt_helpers.ts";
 import {
   CONNACK_5,
   PacketReader,
@@ -86,6 +95,81 @@ testWith(
       } catch {
         // Closed by the bridge already.
       }
+    }
+  },
+);
+
+testWithBroker(
+  "MqttBridge names exactly the subscriptions the broker refused, from its SUBACK (a refused P/echo is not P/led/set), once per outage",
+  async (t) => {
+    const plugin = dynamicSecurityPlugin();
+    if (plugin === undefined) {
+      await t.step({
+        name:
+          "needs mosquitto's dynamic security plugin, which can refuse a subscription (skipped)",
+        ignore: true,
+        fn: () => {},
+      });
+      return;
+    }
+    // Loaded here: the MQTT library reads the environment as it loads.
+    const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
+    const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+    const cases = [
+      { denied: [topics.echo], granted: [topics.set, "homeassistant/status"] },
+      { denied: [topics.set, "homeassistant/status"], granted: [topics.echo] },
+    ];
+    for (const { denied, granted } of cases) {
+      await withTempDir(async (dir) => {
+        await using broker = await startBroker(dir, {
+          config: await denySubscriptions(dir, plugin, denied),
+        });
+        const said: string[] = [];
+        const bridge = new MqttBridge({
+          connection: {
+            url: broker.url,
+            clientId: "mmap-ipc-subscribe-test",
+            backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+          },
+          topics,
+          discoveryPrefix: "homeassistant",
+          discovery: [],
+          log: linesInto(said),
+          onCommand: () => {},
+        });
+        const refusals = (level: string): string[] =>
+          said.filter((line) => line.startsWith(`${level} Could not subscribe`));
+        try {
+          bridge.start();
+          await until(() => refusals("WRN").length > 0, `a refusal by ${broker.url} said`);
+          const [line] = refusals("WRN");
+          for (const topic of denied) {
+            assertStringIncludes(
+              line,
+              `${JSON.stringify(topic)} (reason code 0x87: Not authorized)`,
+            );
+          }
+          for (const topic of granted) {
+            assert(
+              !line.includes(JSON.stringify(topic)),
+              `${topic} was granted, yet named:\n${line}`,
+            );
+          }
+          assertStringIncludes(line, "its ACL does not let anonymous clients subscribe there");
+          // Each connection is refused again: within the outage (connections shorter than 10
+          // s), said at debug level only.
+          for (let connection = 2; connection <= 3; connection++) {
+            await broker.restart();
+            await until(
+              () => refusals("DBG").length === connection - 1,
+              `the refusal on connection ${connection} to ${broker.url}`,
+            );
+          }
+          assertEquals(refusals("WRN").length, 1, said.join("\n"));
+        } finally {
+          await bridge.close();
+        }
+      });
     }
   },
 );

@@ -155,3 +155,65 @@ export function linesInto(said: string[]): Logger {
     error: (line: string) => said.push(`ERR ${line}`),
   };
 }
+
+/**
+ * Where mosquitto's dynamic security plugin is, if it is installed: unlike its plain `acl_file`
+ * (which grants every subscription and then delivers nothing), it refuses a subscription its
+ * roles deny, in the SUBACK.
+ */
+export function dynamicSecurityPlugin(): string | undefined {
+  const file = "mosquitto_dynamic_security.so";
+  const dirs = ["/usr/lib", "/usr/local/lib", "/usr/lib64"];
+  try {
+    for (const entry of Deno.readDirSync("/usr/lib")) {
+      if (entry.isDirectory && entry.name.endsWith("-linux-gnu")) {
+        dirs.push(`/usr/lib/${entry.name}`);
+      }
+    }
+  } catch {
+    // No /usr/lib to look through: the fixed places only.
+  }
+  for (const dir of dirs) {
+    try {
+      if (Deno.statSync(`${dir}/${file}`).isFile) return `${dir}/${file}`;
+    } catch {
+      // Not there.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The lines for {@link BrokerOptions.config} (and the plugin's file, written into `dir`) that
+ * have mosquitto refuse anonymous clients' subscriptions to each of `denied` (SUBACK 0x87 in MQTT
+ * 5, 0x80 in 3.1.1) and allow everything else, through the dynamic security `plugin`.
+ */
+export async function denySubscriptions(
+  dir: string,
+  plugin: string,
+  denied: readonly string[],
+): Promise<string[]> {
+  const file = `${dir}/dynamic-security.json`;
+  const config = {
+    defaultACLAccess: {
+      publishClientSend: true,
+      publishClientReceive: true,
+      subscribe: true,
+      unsubscribe: true,
+    },
+    clients: [],
+    groups: [{ groupname: "anonymous", roles: [{ rolename: "deny" }] }],
+    roles: [{
+      rolename: "deny",
+      acls: denied.map((topic) => ({
+        acltype: "subscribeLiteral",
+        topic,
+        priority: 0,
+        allow: false,
+      })),
+    }],
+    anonymousGroup: "anonymous",
+  };
+  await Deno.writeTextFile(file, JSON.stringify(config), { mode: 0o600 });
+  return [`plugin ${plugin}`, `plugin_opt_config_file ${file}`];
+}

@@ -25,6 +25,7 @@ import {
   parseSetPayload,
 } from "./set_payload.ts";
 import { homeAssistantStatusTopic, type Topics } from "./topics.ts";
+import { refusedSubscriptions } from "./problems.ts";
 
 /**
  * Home Assistant's `online` answered at most this often: a flood of them (anyone may publish
@@ -164,10 +165,36 @@ export class MqttBridge {
     this.#announce();
     const { topics } = this.#options;
     this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0, [topics.echo]: 0 })
-      .then((ok) => {
-        if (!ok) this.#options.log.warn(`Could not subscribe to ${topics.set}`);
-        else if (!this.#closed) this.#probe();
+      .then((refused) => {
+        // No answer: the connection dropped first, which it says; the next one subscribes again.
+        if (refused === undefined || this.#closed) return;
+        if (refused.size > 0) this.#refused(refused);
+        // The echo needs both: without P/echo it could not come back, and a refused P/led/set
+        // was said just now.
+        if (!refused.has(topics.set) && !refused.has(topics.echo)) this.#probe();
       });
+  }
+
+  /**
+   * Says which subscriptions the broker refused and what that costs: once per outage (an ACL
+   * refuses them again at every connection), as the connection says its problems.
+   */
+  #refused(refused: Map<string, number>): void {
+    const { topics, connection } = this.#options;
+    const costs = [
+      refused.has(topics.set) &&
+      `commands on ${JSON.stringify(topics.set)} never reach the bridge`,
+      refused.has(this.#haStatus) &&
+      "Home Assistant's restarts go unheard (it gets discovery and the state again only at the " +
+        "bridge's next connection)",
+      refused.has(topics.echo) &&
+      "the bridge cannot check that the broker delivers commands to it (it checks by its own " +
+        `message on ${JSON.stringify(topics.echo)} coming back)`,
+    ].filter((cost) => typeof cost === "string");
+    const message = `${refusedSubscriptions(refused, connection)}; ${costs.join("; ")}` +
+      " (said once per outage; the bridge subscribes again at each connection)";
+    const kind = [...refused].map(([topic, code]) => `${topic} ${code}`).join(" ");
+    this.#connection.warnOncePerOutage(`refused subscriptions: ${kind}`, message);
   }
 
   /**

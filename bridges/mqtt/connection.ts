@@ -441,12 +441,22 @@ export class BrokerConnection {
    * debug level. The "Connected to" line of each connection says when it is back.
    */
   #sayLost(message: string): void {
+    this.#sayOnce(LOST, message);
+  }
+
+  /** Warns of `message` once per outage for `kind` (kept in #reported), at debug level after. */
+  #sayOnce(kind: string, message: string): void {
     const { log } = this.#options;
-    if (this.#reported.has(LOST)) {
+    // A connection up for STABLE_MS ended the outage: what comes now is news.
+    const connectedAt = this.#connectedAt;
+    if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
+      this.#endOutage();
+    }
+    if (this.#reported.has(kind)) {
       log.debug(message);
       return;
     }
-    this.#reported.add(LOST);
+    this.#reported.add(kind);
     log.warn(message);
   }
 
@@ -587,17 +597,46 @@ export class BrokerConnection {
     return true;
   }
 
-  /** Subscribes to `topics` (topic to QoS); resolves false if that failed. */
-  subscribe(topics: Record<string, 0 | 1>): Promise<boolean> {
+  /**
+   * Subscribes to `topics` (topic to QoS). Resolves with the topics the broker refused, each with
+   * the reason code its SUBACK gave it (0x80 or more: 0x87 when an ACL denies it; 0x80 is all
+   * MQTT 3.1.1 says), empty when it granted them all; or undefined when no SUBACK came (not
+   * connected, or the connection dropped first, which the connection says itself): the next
+   * connection subscribes again.
+   */
+  subscribe(topics: Record<string, 0 | 1>): Promise<Map<string, number> | undefined> {
     this.#check();
     const client = this.#client;
-    if (client === undefined || !client.connected) return Promise.resolve(false);
+    if (client === undefined || !client.connected) return Promise.resolve(undefined);
     const request = Object.fromEntries(
       Object.entries(topics).map(([topic, qos]) => [topic, { qos }]),
     );
     return new Promise((resolve) => {
-      client.subscribe(request, (error) => resolve(error === undefined || error === null));
+      // With an error too (a refusal makes one), mqtt.js hands over the subscriptions it sent
+      // and the SUBACK, whose codes are in the same order; the error names no topic.
+      client.subscribe(request, (_error, sent, suback) => {
+        const codes = suback?.granted as number[] | undefined;
+        if (sent === undefined || codes === undefined || codes.length !== sent.length) {
+          resolve(undefined);
+          return;
+        }
+        const refused = new Map<string, number>();
+        sent.forEach(({ topic }, i) => {
+          if (codes[i] >= 0x80) refused.set(topic, codes[i]);
+        });
+        resolve(refused);
+      });
     });
+  }
+
+  /**
+   * Says `message` (a warning) once per outage for each `kind`, as the connection says its own
+   * problems, and at debug level after: for what the broker refuses again at every connection,
+   * such as a subscription its ACL denies. A connection that lasted 10 s ends the outage.
+   */
+  warnOncePerOutage(kind: string, message: string): void {
+    this.#check();
+    this.#sayOnce(`caller: ${kind}`, message);
   }
 
   /**

@@ -73,6 +73,44 @@ export function refusedPublish(
   return `${refused}${why} (said once per topic; the rest of the bridge works meanwhile)`;
 }
 
+/** The SUBACK reason codes of refusal (MQTT 5; 0x80 alone in MQTT 3.1.1, "Failure" there). */
+const SUBACK_REFUSALS: Readonly<Record<number, string>> = {
+  0x80: "Unspecified error",
+  0x83: "Implementation specific error",
+  0x87: "Not authorized",
+  0x8f: "Topic Filter invalid",
+  0x91: "Packet Identifier in use",
+  0x97: "Quota exceeded",
+  0x9e: "Shared Subscriptions not supported",
+  0xa1: "Subscription Identifiers not supported",
+  0xa2: "Wildcard Subscriptions not supported",
+};
+
+/**
+ * What to say when the broker refused the subscriptions to the topics of `refused`, each with
+ * the reason code its SUBACK gave (0x87 Not authorized when an ACL denies it): names each topic
+ * and code, and who the ACL turns away.
+ */
+export function refusedSubscriptions(
+  refused: ReadonlyMap<string, number>,
+  where: { url: string; credentials?: Credentials },
+): string {
+  const { url, credentials } = where;
+  const each = [...refused].map(([topic, code]) =>
+    `${JSON.stringify(topic)} (reason code ${reasonCode(code)}: ` +
+    `${SUBACK_REFUSALS[code] ?? "a refusal"})`
+  );
+  const list = each.length === 1 ? each[0] : `${each.slice(0, -1).join(", ")} and ${each.at(-1)}`;
+  const who = credentials === undefined
+    ? "anonymous clients"
+    : `user ${JSON.stringify(credentials.username)}`;
+  const why = [...refused.values()].includes(0x87)
+    ? `: its ACL does not let ${who} subscribe there`
+    : "";
+  return `Could not subscribe to ${list}: the broker at ${url} refused ` +
+    `${refused.size === 1 ? "it" : "them"}${why}`;
+}
+
 /** A TLS failure that is about the host name, not the CA. */
 const NAME_MISMATCH = /ALTNAME|HOSTNAME|not valid for name|does not match/i;
 
