@@ -110,6 +110,8 @@ export class Broker implements AsyncDisposable {
   /** The loopback port it listens on. */
   readonly port: number;
   #process: Child | undefined;
+  /** Stopped by {@link Broker.freeze}, not yet let go on. */
+  #frozen = false;
 
   /** A broker whose files live in `dir` (0700, ours), on `port`; {@link Broker.start} runs it. */
   constructor(dir: string, port: number, options: BrokerOptions = {}) {
@@ -189,8 +191,28 @@ export class Broker implements AsyncDisposable {
   async stop(): Promise<void> {
     const process = this.#process;
     if (process === undefined) return;
+    // A frozen one would take its SIGTERM only once let go on: that first.
+    this.thaw();
     this.#process = undefined;
     await process.stop(5_000);
+  }
+
+  /**
+   * Freezes mosquitto (SIGSTOP), as a hung broker or host: its connections stay open and it
+   * answers nothing, not even a ping, until {@link Broker.thaw}; {@link Broker.stop} thaws it.
+   */
+  freeze(): void {
+    const process = this.#process;
+    if (process === undefined) throw new Deno.errors.BadResource("The broker is not running");
+    this.#frozen = true;
+    process.kill("SIGSTOP");
+  }
+
+  /** Lets a mosquitto frozen by {@link Broker.freeze} run on (SIGCONT); nothing otherwise. */
+  thaw(): void {
+    if (!this.#frozen) return;
+    this.#frozen = false;
+    this.#process?.kill("SIGCONT");
   }
 
   /**

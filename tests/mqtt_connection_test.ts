@@ -539,3 +539,43 @@ testWithBroker(
     });
   },
 );
+
+testWithBroker(
+  "BrokerConnection notices a frozen mosquitto (SIGSTOP) by its keepalive, says so, and connects again once it runs on (SIGCONT)",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+      const said: string[] = [];
+      let connects = 0;
+      const connection = new BrokerConnection({
+        url: broker.url,
+        clientId: "mmap-ipc-connection-test",
+        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+        // A ping after 2 s without a word from the broker, given up 1 s later: noticed within
+        // 3 s, well within the hang guard of `until`.
+        keepaliveSeconds: 2,
+        log: linesInto(said),
+        onConnect: () => connects++,
+        onMessage: () => {},
+      });
+      try {
+        connection.start();
+        await until(() => connects === 1, `connected to ${broker.url}`);
+        broker.freeze();
+        await until(
+          () => said.some((line) => line.startsWith(`WRN Lost the connection to ${broker.url}`)),
+          `the loss of the frozen broker at ${broker.url} said`,
+        );
+        const hung = said.filter((line) => line.includes("answered nothing for 3 s, a ping"));
+        assertEquals(hung.length, 1, said.join("\n"));
+        assertStringIncludes(hung[0], `WRN The broker at ${broker.url}`);
+        broker.thaw();
+        await until(() => connects === 2, `connected to ${broker.url} again`);
+        assertEquals(said.filter((line) => line.startsWith("INF Connected to")).length, 2);
+      } finally {
+        await connection.close();
+      }
+    });
+  },
+);

@@ -87,7 +87,12 @@ export interface BrokerConnectionOptions {
   will?: { topic: string; payload: string };
   /** Reconnect delays. Default {@link DEFAULT_BACKOFF}. */
   backoff?: Backoff;
-  /** Seconds of silence before a ping, and as long again for its answer. Default 30. */
+  /**
+   * The MQTT keepalive, in seconds: mqtt.js pings the broker after this long without an
+   * acknowledgement or a ping's answer from it, and drops the connection (said) if the answer
+   * does not come within half as long again. Default 30: a broker that hangs is noticed within
+   * 45 s.
+   */
   keepaliveSeconds?: number;
   /** Where to say what happens. */
   log: Logger;
@@ -183,7 +188,7 @@ export class BrokerConnection {
       protocolVersion: MQTT_5.protocolVersion,
       properties: { ...MQTT_5.properties },
       clean: true,
-      keepalive: this.#options.keepaliveSeconds ?? 30,
+      keepalive: this.#keepaliveSeconds,
       connectTimeout: 10_000,
       // Reconnects are ours (with backoff); nothing is queued while down.
       reconnectPeriod: 0,
@@ -420,7 +425,12 @@ export class BrokerConnection {
   #report(error: ErrorWithReasonCode): void {
     const { url, credentials, caFile } = this.#options;
     const accepted = this.#connectedAt !== undefined;
-    this.#tell(describeProblem(error, { url, credentials, accepted, caFile }));
+    const keepaliveSeconds = this.#keepaliveSeconds;
+    this.#tell(describeProblem(error, { url, credentials, accepted, caFile, keepaliveSeconds }));
+  }
+
+  get #keepaliveSeconds(): number {
+    return this.#options.keepaliveSeconds ?? 30;
   }
 
   /**

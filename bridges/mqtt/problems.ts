@@ -126,6 +126,8 @@ export interface ProblemContext {
   accepted?: boolean;
   /** The `--mqtt-ca` file trusted instead of the public CAs, if one was given. */
   caFile?: string;
+  /** The MQTT keepalive asked for, in seconds. */
+  keepaliveSeconds?: number;
 }
 
 /** Turns an error of the MQTT client into a problem a person can act on. */
@@ -216,6 +218,19 @@ export function describeProblem(
       kind: "tls",
       level: "error",
       message: `Cannot trust the broker at ${url}: ${error.message} (${code}); ${hint}`,
+    };
+  }
+  if (error.message === "Keepalive timeout") {
+    // mqtt.js pings after a keepalive without an acknowledgement or a ping's answer from the
+    // broker, and gives up half a keepalive later.
+    const keepalive = context.keepaliveSeconds;
+    const silence = keepalive === undefined ? "" : ` for ${keepalive * 1.5} s`;
+    const asked = keepalive === undefined ? "" : ` ${keepalive} s`;
+    return {
+      kind: "keepalive",
+      level: "warn",
+      message: `The broker at ${url} answered nothing${silence}, a ping included (MQTT ` +
+        `keepalive${asked}): it hangs, or the network to it is down; dropped the connection`,
     };
   }
   if (error.message === "connack timeout") {
