@@ -23,6 +23,11 @@ export type WaitResult = "ok" | "not-equal" | "timed-out";
 export class Mapping {
   readonly #pointer: Deno.PointerObject;
   readonly #size: number;
+  /**
+   * The bytes the kernel mapped, which {@link Mapping.retire} and {@link Mapping.release} must
+   * cover: `shmat` maps the whole segment, however few of its bytes are used.
+   */
+  readonly #extent: number;
   readonly #attached: boolean;
   /** mapped: the shared memory; retired: private pages in its place; released: unmapped. */
   #state: "mapped" | "retired" | "released" = "mapped";
@@ -31,10 +36,16 @@ export class Mapping {
   /** The range's SIGBUS guard (see sigbus_guard.ts), ended before the range is unmapped. */
   #guard: RangeGuard | undefined;
 
-  private constructor(pointer: Deno.PointerObject, size: number, attached: boolean) {
+  private constructor(
+    pointer: Deno.PointerObject,
+    size: number,
+    attached: boolean,
+    extent: number = size,
+  ) {
     this.#pointer = pointer;
     this.#size = size;
     this.#attached = attached;
+    this.#extent = extent;
   }
 
   /**
@@ -66,8 +77,8 @@ export class Mapping {
     return mapping;
   }
 
-  /** shmat(2) a System V segment and use its first `size` bytes. */
-  static attach(id: number, size: number, subject: string): Mapping {
+  /** shmat(2) a System V segment of `segmentSize` bytes and use its first `size` bytes. */
+  static attach(id: number, size: number, segmentSize: number, subject: string): Mapping {
     const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
     let pointer = attach();
     if (failed(pointer)) {
@@ -75,7 +86,7 @@ export class Mapping {
       if (!retried.ok) throw osError("attach", subject, retried.errno);
       pointer = retried.result;
     }
-    return new Mapping(pointer as Deno.PointerObject, size, true);
+    return new Mapping(pointer as Deno.PointerObject, size, true, segmentSize);
   }
 
   /** The usable length in bytes. */
@@ -169,7 +180,7 @@ export class Mapping {
     if (this.#state !== "mapped") return;
     const pointer = libc().mmap(
       this.#pointer,
-      BigInt(this.#size),
+      BigInt(this.#extent),
       C.PROT_READ | C.PROT_WRITE,
       C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED,
       -1,
@@ -189,7 +200,7 @@ export class Mapping {
     if (this.#state === "released") return;
     this.#guard?.end();
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
-    else libc().munmap(this.#pointer, BigInt(this.#size));
+    else libc().munmap(this.#pointer, BigInt(this.#extent));
     this.#state = "released";
   }
 

@@ -380,7 +380,7 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
         `the segment has ${stat.size} bytes, fewer than the ${size} asked for (System V segments cannot grow)`,
       );
     }
-    const memory = new SharedMemory(Mapping.attach(id, size, subject), String(key), {
+    const memory = new SharedMemory(Mapping.attach(id, size, stat.size, subject), String(key), {
       description: `region "${key}"`,
     });
     return newRegion({ kind: "sysv", memory, remove: () => posix.sysvRemove(id, subject) });

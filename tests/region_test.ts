@@ -18,7 +18,7 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
-import { makeFifo, statPath, unlinkPath } from "../ffi/posix.ts";
+import { makeFifo, statPath, sysvGet, sysvStat, unlinkPath } from "../ffi/posix.ts";
 import { openFifoButton } from "../hw/fifo_button.ts";
 
 const encoder = new TextEncoder();
@@ -918,6 +918,19 @@ Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () =>
     created.close();
   }
   assertThrowsWith(() => openSysvRegion(key), Deno.errors.NotFound, `key ${key}`);
+});
+
+Deno.test("a System V region mapping part of its segment lets all of it go at close, even after lending a view", () => {
+  const key = uniqueSysvKey();
+  const whole = openSysvRegion(key, { create: true, exclusive: true, size: 3 * 4096 });
+  const id = sysvGet(key, 0, 0);
+  const part = openSysvRegion(key, { size: 100 });
+  part.view(0, 10); // lent: the range is retired at close, not detached
+  part.close();
+  whole.unlink();
+  whole.close();
+  // shmat mapped all three pages: any left attached keep the removed segment alive.
+  assertThrowsWith(() => sysvStat(id, `key ${key}`), TypeError, "EINVAL");
 });
 
 Deno.test("openSysvRegion() rejects a zero key", () => {
