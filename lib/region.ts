@@ -8,7 +8,7 @@
 
 import { abortReason, failure, shown } from "./errors.ts";
 import { byteCount, unusableBytes } from "./byte_arrays.ts";
-import { checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
+import { checkSignal, checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 
 /** The four ways to reach a shared region. */
@@ -221,6 +221,7 @@ export class SharedRegion {
     this.#words(offset);
     const { signal, timeout } = options;
     checkTimeout(timeout, "wait on region", this.name);
+    checkSignal(signal, "wait on region", this.name);
     if (signal?.aborted) throw abortReason(signal);
     const timeoutMs = timeout === undefined || timeout >= NO_LIMIT_MS ? undefined : timeout;
     const result = await this.#memory.wait(offset, expected | 0, { timeoutMs, signal });

@@ -44,7 +44,7 @@ import {
 } from "./claim.ts";
 import { abortReason, failure, shown } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
-import { checkPeriod, checkTimeout, startTimer } from "./timeouts.ts";
+import { checkPeriod, checkSignal, checkTimeout, startTimer } from "./timeouts.ts";
 import { loadTextFollower, type SharedMemory, type Sleep, textFollowerLoaded } from "./memory.ts";
 import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
@@ -442,6 +442,7 @@ export class StateCell {
     try {
       this.#check();
       checkTimeout(timeout, "wait for a change of state cell", this.#name);
+      checkSignal(options.signal, "wait for a change of state cell", this.#name);
       this.#checkFrom(options.from);
     } catch (error) {
       return Promise.reject(error);
@@ -640,6 +641,7 @@ export class StateCell {
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
     this.#check();
     const { signal } = options;
+    checkSignal(signal, "iterate over the changes of state cell", this.#name);
     this.#enter();
     try {
       let last = this.#checked(this.#current(this.#writerAlive(true)));

@@ -40,6 +40,18 @@ export function checkTimeout(timeout: number | undefined, action: string, subjec
 }
 
 /**
+ * Throws `TypeError`, naming `action` and `subject`, for a `signal` that is not an `AbortSignal`
+ * (`null` is none). Before the wait starts: a region's wait found it out only once its sleep was
+ * in flight, and that sleep's end then threw from the futex hub's callback, uncaught, ending the
+ * process.
+ */
+export function checkSignal(signal: unknown, action: string, subject: string): void {
+  if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+    throw failure(TypeError, action, subject, `signal ${shown(signal)} is not an AbortSignal`);
+  }
+}
+
+/**
  * The shortest period a wait may be asked to look at something while it sleeps (a writer's
  * liveness, a foreign writer's text): the original C reader polled every millisecond, and
  * shorter periods only keep a core busy.

@@ -119,6 +119,40 @@ Deno.test("a timeout that is not a number is a TypeError, not coerced: a string'
   );
 });
 
+Deno.test("a signal that is not an AbortSignal is a TypeError naming the wait, before it sleeps: not an uncaught error when the sleep ends", async () => {
+  // The region's wait started its sleep, then failed on the signal, and the sleep's end threw
+  // from the futex hub's callback, uncaught: the process died 10 ms after the call had failed.
+  using region = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(region);
+  for (const signal of [{}, "abort", 1] as unknown as AbortSignal[]) {
+    const expected = "is not an AbortSignal";
+    await assertRejectsWith(
+      () => region.waitInt32(128, 0, { timeout: 10, signal }),
+      TypeError,
+      region.name,
+      expected,
+    );
+    await assertRejectsWith(
+      () => cell.waitForChange({ timeout: 10, signal }),
+      TypeError,
+      region.name,
+      expected,
+    );
+    await assertRejectsWith(
+      () => cell.changes({ signal }).next(),
+      TypeError,
+      region.name,
+      expected,
+    );
+  }
+  await delay(50);
+  // null is no signal, as undefined is.
+  assertEquals(
+    await region.waitInt32(128, 0, { timeout: 1, signal: null as unknown as AbortSignal }),
+    "timed-out",
+  );
+});
+
 Deno.test("a from that is not a 32-bit integer is a RangeError: no value could equal it, so the wait returned at once", async () => {
   using region = createMemfdRegion({ size: 256 });
   using writer = openStateCell(region, { writer: true });
