@@ -52,6 +52,17 @@ function checkOptions(options: RegionOptions, action: string, subject: string): 
 }
 
 /**
+ * `size`, the size of an existing file, shm object, segment or memfd that is to be mapped whole,
+ * unless it is more than {@link MAX_REGION_SIZE}: then a `RangeError`, as for a size asked for.
+ */
+function wholeSize(size: number, action: string, subject: string): number {
+  if (size > MAX_REGION_SIZE) {
+    throw failure(RangeError, action, subject, `its size ${size} exceeds ${MAX_REGION_SIZE}`);
+  }
+  return size;
+}
+
+/**
  * Decides how many bytes to map from an fd whose inode passed the type and owner checks,
  * growing it when asked; never shrinks.
  */
@@ -75,17 +86,7 @@ function settleSize(
       "it is empty (0 bytes); open it with create: true and a size to initialise it",
     );
   }
-  if (options.size === undefined) {
-    if (stat.size > MAX_REGION_SIZE) {
-      throw failure(
-        RangeError,
-        action,
-        subject,
-        `its size ${stat.size} exceeds ${MAX_REGION_SIZE}`,
-      );
-    }
-    return stat.size;
-  }
+  if (options.size === undefined) return wholeSize(stat.size, action, subject);
   if (stat.size < options.size) growTo(fd, options.size, subject);
   return options.size;
 }
@@ -371,7 +372,7 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
   try {
     const stat = posix.sysvStat(id, subject);
     checkOwner(stat.uid, action, subject);
-    const size = options.size ?? stat.size;
+    const size = options.size ?? wholeSize(stat.size, action, subject);
     if (size > stat.size) {
       throw failure(
         Deno.errors.InvalidData,
@@ -513,7 +514,7 @@ export function openMemfdRegion(
           "truncate it under this mapping (SIGBUS); pass unsealed: true to accept that",
       );
     }
-    const size = options.size ?? stat.size;
+    const size = options.size ?? wholeSize(stat.size, action, path);
     if (size > stat.size || size === 0) {
       throw failure(
         Deno.errors.InvalidData,

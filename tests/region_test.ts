@@ -18,7 +18,17 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
-import { makeFifo, statPath, sysvGet, sysvStat, unlinkPath } from "../ffi/posix.ts";
+import {
+  closeFd,
+  makeFifo,
+  memfdCreate,
+  sealSize,
+  statPath,
+  sysvGet,
+  sysvStat,
+  truncateFd,
+  unlinkPath,
+} from "../ffi/posix.ts";
 import { openFifoButton } from "../hw/fifo_button.ts";
 
 const encoder = new TextEncoder();
@@ -976,6 +986,26 @@ Deno.test("openMemfdRegion() refuses an fd that is not a memfd", () => {
     "/proc/self/fd/0",
     "not a memfd",
   );
+});
+
+Deno.test("openMemfdRegion() of a memfd larger than MAX_REGION_SIZE is a RangeError, as for a file, unless asked for less", () => {
+  // A peer (a C program, say) can make a memfd of any size: mapped whole, 2 TiB were mapped.
+  const fd = memfdCreate("too-big", { sealable: true });
+  try {
+    truncateFd(fd, MAX_REGION_SIZE + 4096, "too-big");
+    sealSize(fd, "too-big");
+    const path = `/proc/self/fd/${fd}`;
+    assertThrowsWith(
+      () => openMemfdRegion(path),
+      RangeError,
+      path,
+      `its size ${MAX_REGION_SIZE + 4096} exceeds ${MAX_REGION_SIZE}`,
+    );
+    using part = openMemfdRegion(path, { size: 4096 });
+    assertEquals(part.size, 4096);
+  } finally {
+    closeFd(fd);
+  }
 });
 
 // --- two processes, four ways ----------------------------------------------------------------
