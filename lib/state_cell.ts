@@ -52,7 +52,8 @@ import { WOKEN_CODE_TURNS } from "../ffi/woken_code.ts";
 import type { TextFollower } from "../ffi/text_follower.ts";
 import type { FutexWord, WaitResult } from "../ffi/mapping.ts";
 import { memoryOf, type SharedRegion } from "./region.ts";
-import type { StateFile } from "./state_file.ts";
+import { StateFile } from "./state_file.ts";
+import { describeKind } from "./byte_arrays.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
 
 /**
@@ -426,6 +427,8 @@ export class StateCell {
         "this process no longer holds the writer role",
       );
     }
+    // Before the value is published: a write that throws must not have reached the readers.
+    if (this.#mirror !== undefined && this.#mirror.closed) this.#mirrorClosed("write");
     this.#publish(value);
     this.#mirror?.write(value);
   }
@@ -574,6 +577,16 @@ export class StateCell {
       } where the magic ${
         hex(STATE_CELL_MAGIC)
       } belongs): something other than a state cell wrote there; restoreStateCellHeader() writes it anew, for memory you own`,
+    );
+  }
+
+  /** Throws `BadResource` naming the cell and its mirror, which was closed before the cell. */
+  #mirrorClosed(action: string): never {
+    throw failure(
+      Deno.errors.BadResource,
+      `${action} state cell`,
+      this.#name,
+      `its mirror ${JSON.stringify(this.#mirror?.path)} is closed`,
     );
   }
 
@@ -1443,6 +1456,14 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
   }
   for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
     checkPeriod(options[name], name);
+  }
+  // Now, not at the first read or write, which failed on it with a TypeError of our own. (A
+  // closed one fails a writer's open once its roles are taken, which it then gives up.)
+  const { mirror } = options;
+  if (mirror !== undefined && !(mirror instanceof StateFile)) {
+    throw new TypeError(
+      `State cell option mirror is ${describeKind(mirror)}, not a StateFile (see openStateFile())`,
+    );
   }
   // Now, not from the microtask that would first call it, where nothing could catch it.
   if (options.onWriter !== undefined && typeof options.onWriter !== "function") {

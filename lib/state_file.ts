@@ -103,6 +103,11 @@ export class StateFile {
     return this.#created;
   }
 
+  /** Whether {@link StateFile.close} has run. */
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
   /** The open fd, for watching it; it stays this object's. */
   get fd(): number {
     this.#check();

@@ -18,6 +18,7 @@ import {
   type SharedRegion,
   type StateCell,
   stateCellHeaderProblem,
+  type StateFile,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
 import { loadRounds } from "./helpers/load.ts";
@@ -329,6 +330,29 @@ Deno.test("StateCell.waitForChangeSync() without a timeout is a TypeError, not a
   writer.write(2);
   assertEquals(cell.waitForChangeSync({ from: 0, timeout: Infinity }), 2);
 });
+
+testWith(
+  NEEDS.files,
+  "a mirror closed before its cell: a write is BadResource naming both and publishes nothing; what is no mirror is refused at open",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state`;
+      const mirror = openStateFile(path, { create: true });
+      using region = createMemfdRegion({ size: 256 });
+      using writer = openStateCell(region, { writer: true, mirror });
+      using reader = openStateCell(region);
+      mirror.close();
+      // The value reached every reader, and then the write threw as if it had not.
+      assertThrowsWith(() => writer.write(1), Deno.errors.BadResource, region.name, path, "closed");
+      assertEquals(reader.read(), 0);
+      assertThrowsWith(
+        () => openStateCell(region, { mirror: {} as StateFile }),
+        TypeError,
+        "mirror is an Object, not a StateFile",
+      );
+    });
+  },
+);
 
 testWith(
   NEEDS.files,
