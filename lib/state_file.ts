@@ -71,6 +71,16 @@ export function looksLikeStateFile(bytes: Uint8Array): boolean {
   return text.length <= STATE_TEXT_BYTES && /^\s*([-+]?\d+\s*)?$/.test(text);
 }
 
+/** What {@link openWith} hands to the {@link StateFile} constructor. */
+interface StateFileParts {
+  path: string;
+  fd: number;
+  identity: string;
+  created: boolean;
+}
+
+const constructing = Symbol("StateFile");
+
 /** The state file; see the module description. Open one with {@link openStateFile}. */
 export class StateFile {
   readonly #path: string;
@@ -80,8 +90,14 @@ export class StateFile {
   readonly #write = new Uint8Array(16);
   #fd: number;
 
-  /** @ignore Not for direct use: call {@link openStateFile}. */
-  constructor(path: string, fd: number, identity: string, created: boolean) {
+  /**
+   * @ignore Not for direct use: call {@link openStateFile}. Guarded, as the region's and the
+   * cell's are: a StateFile made around any fd number closed that fd at `close()`, whoever's it
+   * was (Deno's own event loop's, which then panicked).
+   */
+  constructor(token: symbol, parts: unknown) {
+    if (token !== constructing) throw new TypeError("Use openStateFile() to open a state file");
+    const { path, fd, identity, created } = parts as StateFileParts;
     this.#path = path;
     this.#fd = fd;
     this.#identity = identity;
@@ -294,7 +310,7 @@ function openWith(
         );
       }
     }
-    const file = new StateFile(name, fd, stat.identity, created);
+    const file = new StateFile(constructing, { path: name, fd, identity: stat.identity, created });
     if (created) file.write(0);
     return file;
   } catch (error) {

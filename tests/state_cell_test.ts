@@ -11,14 +11,15 @@ import { writerEvents } from "./helpers/writer_events.ts";
 import {
   createMemfdRegion,
   openFileRegion,
+  openMemfdRegion,
   openShmRegion,
   openStateCell,
   openStateFile,
   restoreStateCellHeader,
-  type SharedRegion,
-  type StateCell,
+  SharedRegion,
+  StateCell,
   stateCellHeaderProblem,
-  type StateFile,
+  StateFile,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
 import { loadRounds } from "./helpers/load.ts";
@@ -329,6 +330,22 @@ Deno.test("StateCell.waitForChangeSync() without a timeout is a TypeError, not a
   }
   writer.write(2);
   assertEquals(cell.waitForChangeSync({ from: 0, timeout: Infinity }), 2);
+});
+
+Deno.test("the exported classes cannot be made directly: a StateFile made around an fd number closed that fd, whoever's it was", () => {
+  type Made = new (...parts: unknown[]) => unknown;
+  assertThrows(() => new (SharedRegion as unknown as Made)(Symbol(), {}), TypeError, "Use open");
+  assertThrows(() => new (StateCell as unknown as Made)(Symbol(), {}), TypeError, "Use open");
+  using region = createMemfdRegion({ size: 256 });
+  const fd = Number(region.name.split("/").pop());
+  // close() of one made so closed the memfd's fd here, and Deno's event loop's (a panic).
+  assertThrows(
+    () => new (StateFile as unknown as Made)("state", fd, "", false),
+    TypeError,
+    "Use openStateFile()",
+  );
+  using again = openMemfdRegion(region.name);
+  assertEquals(again.size, 256);
 });
 
 testWith(
