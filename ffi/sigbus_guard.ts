@@ -1,14 +1,19 @@
 /**
  * Survives another process shrinking a file we have mapped (`truncate`, `ftruncate`, `echo >`):
  * touching a page past the file's new end raises SIGBUS, which kills the process. A small
- * SIGBUS handler, installed with the first guarded mapping, puts a private zero-filled page in
- * place of a faulting page that lies in a guarded range and returns, so the access completes
- * on that page (reads see zeros; writes stay in this process). A fault anywhere else goes to
+ * SIGBUS handler, installed with the first guarded mapping, puts private zero-filled pages in
+ * place of a faulting page that lies in a guarded range and of every page of the range above it
+ * (a shrink cuts off the tail: they are all past the end too), and returns, so the access
+ * completes on that page (reads see zeros; writes stay in this process). One page at a time, a
+ * reader touching every other page of a large shrunk range split its mapping at each, until the
+ * kernel's limit on mappings (`vm.max_map_count`) made the handler's mmap fail and the process
+ * died of SIGBUS after all. A fault anywhere else goes to
  * the handler installed before it (Rust's, which reports a stack overflow or lets the process
  * die as it would have).
  *
- * No JavaScript can run in a signal handler, so the handler is machine code: the 150-odd bytes
- * below, assembled from the listings beside them (GNU as; `objcopy -O binary -j .text`), copied
+ * No JavaScript can run in a signal handler, so the handler is machine code: the 160-odd bytes
+ * below, assembled from the listings beside them (GNU as, and `llvm-mc -triple=aarch64` for
+ * aarch64; `objcopy -O binary -j .text`), copied
  * into a page that is then made read-only and executable. It reads a table in a page of its
  * own: the ranges, a count of the faults it took in, the previous handler and the page size.
  *
@@ -29,13 +34,18 @@ import { libc } from "./libc.ts";
 //         jb   2f
 //         cmp  rax, [r9 + 8]
 //         jae  2f
-//         inc  qword ptr [rcx + 8]     # ours: count it, in all and for its range, and put a
-//         inc  qword ptr [r9 + 16]     # private zero page in its place
-//         mov  rsi, [rcx + 24]         # length: the page size
+//         inc  qword ptr [rcx + 8]     # ours: count it, and put private zero pages in place
+//         mov  rsi, [rcx + 24]         # length: the page size, unless...
 //         mov  rdi, rsi
 //         neg  rdi
 //         and  rdi, rax                # the faulting page
-//         mov  edx, 3                  # PROT_READ | PROT_WRITE
+//         mov  rdx, [r9 + 16]          # the range's lowest page replaced so far (its end at first)
+//         cmp  rdi, rdx
+//         jae  5f                      # at or above it: another thread's fault raced this one
+//         mov  rsi, rdx                # ...all of them from this page up to that one: a shrink
+//         sub  rsi, rdi                # cuts off the whole tail, and page by page the mappings
+//         mov  [r9 + 16], rdi          # split in two at each (max_map_count) until mmap failed
+// 5:      mov  edx, 3                  # PROT_READ | PROT_WRITE
 //         mov  r10d, 0x32              # MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
 //         mov  r8, -1
 //         xor  r9d, r9d
@@ -61,10 +71,11 @@ import { libc } from "./libc.ts";
 //         ret
 //         .balign 8
 // table:  .quad 0
-const X86_64 = "488b0d91000000488b46104c8b014c8d49404d85c0744e493b017240493b4108733a48ff410849ff" +
-  "4110488b71184889f748f7df4821c7ba0300000041ba3200000049c7c0ffffffff4531c9b8090000" +
-  "000f05483d00f0ffff7716c34983c11849ffc8ebad488b41104883f8017602ffe0488b0d20000000" +
-  "bf07000000488d712031d241ba08000000b80d0000000f05c30f1f80000000000000000000000000";
+const X86_64 = "488b0d99000000488b46104c8b014c8d49404d85c0745d493b01724f493b4108734948ff4108488b" +
+  "71184889f748f7df4821c7498b51104839d7730a4889d64829fe49897910ba0300000041ba320000" +
+  "0049c7c0ffffffff4531c9b8090000000f05483d00f0ffff7716c34983c11849ffc8eb9e488b4110" +
+  "4883f8017602ffe0488b0d19000000bf07000000488d712031d241ba08000000b80d0000000f05c3" +
+  "0000000000000000";
 
 // aarch64, the same steps:
 //         ldr  x9, table
@@ -80,13 +91,15 @@ const X86_64 = "488b0d91000000488b46104c8b014c8d49404d85c0744e493b017240493b4108
 //         ldr  x13, [x9, #8]
 //         add  x13, x13, #1
 //         str  x13, [x9, #8]
-//         ldr  x13, [x12, #16]
-//         add  x13, x13, #1
-//         str  x13, [x12, #16]
 //         ldr  x1, [x9, #24]
 //         neg  x0, x1
 //         and  x0, x0, x10
-//         mov  x2, #3
+//         ldr  x13, [x12, #16]
+//         cmp  x0, x13
+//         b.hs 5f
+//         sub  x1, x13, x0
+//         str  x0, [x12, #16]
+// 5:      mov  x2, #3
 //         mov  x3, #0x32
 //         mov  x4, #-1
 //         mov  x5, #0
@@ -112,16 +125,16 @@ const X86_64 = "488b0d91000000488b46104c8b014c8d49404d85c0744e493b017240493b4108
 //         ret
 //         .balign 8                    # (a nop)
 // table:  .quad 0
-const AARCH64 = "890500582a0840f92b0140f92c0101916b0300b48d3940a95f010deba30200545f010eeb62020054" +
-  "2d0540f9ad0500912d0500f98d0940f9ad0500918d0900f9210d40f9e00301cb00000a8a620080d2" +
-  "430680d204008092050080d2c81b80d2010000d41ffc3fb122010054c0035fd68c6100916b0500d1" +
-  "e6ffff172d0940f9bf0500f149000054a0011fd629010058e00080d221810091020080d2030180d2" +
-  "c81080d2010000d4c0035fd61f2003d50000000000000000";
+const AARCH64 = "c90500582a0840f92b0140f92c010191ab0300b48d3940a95f010debe30200545f010eeba2020054" +
+  "2d0540f9ad0500912d0500f9210d40f9e00301cb00000a8a8d0940f91f000deb62000054a10100cb" +
+  "800900f9620080d2430680d204008092050080d2c81b80d2010000d41ffc3fb122010054c0035fd6" +
+  "8c6100916b0500d1e4ffff172d0940f9bf0500f149000054a0011fd629010058e00080d221810091" +
+  "020080d2030180d2c81080d2010000d4c0035fd61f2003d50000000000000000";
 
 /** The code per architecture, with the offset of the literal that holds the table's address. */
 const HANDLERS = {
-  x86_64: { code: X86_64, table: 0x98 },
-  aarch64: { code: AARCH64, table: 0xb0 },
+  x86_64: { code: X86_64, table: 0xa0 },
+  aarch64: { code: AARCH64, table: 0xb8 },
 } as const;
 
 // The table, in 64-bit words.
@@ -131,7 +144,10 @@ const PREVIOUS = 2;
 const PAGE_SIZE = 3;
 /** Words 4-7: a zeroed kernel struct sigaction, which is SIG_DFL with no flags. */
 const RANGES = 8;
-/** Words per range: start, end, and how many of its pages were replaced. */
+/**
+ * Words per range: start, end, and the lowest page the handler replaced (the end while none):
+ * the pages from there up are private now.
+ */
 const RANGE_WORDS = 3;
 /**
  * The table's size: room for 43,688 ranges, two thirds of the mappings the kernel lets a process
@@ -210,7 +226,10 @@ function install(): Installed | null {
 
 /** The guard of one range; see {@link guardRange}. */
 export interface RangeGuard {
-  /** How many of the range's pages a shrunk file cost so far (each replaced when touched). */
+  /**
+   * How many of the range's pages a shrunk file cost so far: from the lowest one touched since
+   * to the range's end, all replaced at that touch.
+   */
   lostPages(): number;
   /** Ends the guard; call it before the range is unmapped. Safe to call twice. */
   end(): void;
@@ -237,22 +256,28 @@ export function guardRange(address: bigint, length: number): RangeGuard | null {
   }
   const at = RANGES + slot * RANGE_WORDS;
   // Start first, then the end: a range with an end of 0 matches nothing while it is made.
+  const end = address + BigInt(length);
   table[at + 1] = 0n;
-  table[at + 2] = 0n;
+  table[at + 2] = end;
   table[at] = address;
-  table[at + 1] = address + BigInt(length);
+  table[at + 1] = end;
   if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
   let lost: number | undefined;
   return {
-    lostPages: () => lost ?? Number(table[at + 2]),
+    lostPages: () => lost ?? lostBelow(table[at + 2], end, table[PAGE_SIZE]),
     end: () => {
       if (lost !== undefined) return;
-      lost = Number(table[at + 2]);
+      lost = lostBelow(table[at + 2], end, table[PAGE_SIZE]);
       table[at + 1] = 0n;
       table[at] = 0n;
       guard.free.push(slot);
     },
   };
+}
+
+/** The pages from `lowest` (the lowest page replaced, or `end` while none) to `end`. */
+function lostBelow(lowest: bigint, end: bigint, pageSize: bigint): number {
+  return Number((end - lowest + pageSize - 1n) / pageSize);
 }
 
 /** What {@link guardedFaultWord} gives where no guard is installed: never moves. */
@@ -272,7 +297,7 @@ export function anyGuardedFault(): boolean {
   return installed ? installed.faults[0] !== 0 : false;
 }
 
-/** How many faulting pages the guard has replaced in this process so far. */
+/** How many faults the guard has taken in, in this process so far (each replaced pages). */
 export function guardedFaults(): number {
   return installed ? Number(installed.table[FAULTS]) : 0;
 }

@@ -210,16 +210,19 @@ export class SharedMemory {
 
   /**
    * The file changed under the mapping (written, allocated or truncated): a sleeping wait whose
-   * word now reads otherwise, or whose page was cut off (reading it faulted), looks again, and
-   * then throws (see {@link SharedMemory.interrupt}). The others sleep on.
+   * word now reads otherwise, or once a page of the memory was cut off (reading a word faulted,
+   * now or since the wait began), looks again, and then throws (see
+   * {@link SharedMemory.interrupt}). The others sleep on.
    */
   #heardChange(): void {
     if (this.#closed) return;
-    const lost = this.#mapping.lostPages;
     for (const sleep of this.#waits) {
+      // The lost pages after the load, which may be what faulted. Any, not only new ones: a fault
+      // elsewhere may already have replaced the word's page (with every page above its own),
+      // where no wake-up reaches it and its load faults no more.
       if (
         Atomics.load(this.words, sleep.byteOffset / 4) !== sleep.expected ||
-        this.#mapping.lostPages !== lost
+        this.#mapping.lostPages !== 0
       ) {
         this.interrupt(sleep);
       }
