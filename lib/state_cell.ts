@@ -1394,8 +1394,13 @@ function headerRefusal(
   return failure(Deno.errors.InvalidData, "open state cell in", region.name, problem.reason + hint);
 }
 
-/** Throws `RangeError` unless a state cell can start at `base` in `region`. */
+/**
+ * Throws `RangeError` unless a state cell can start at `base` in `region`; first `TypeError` for
+ * what is no region of this library (which failed with "region.read is not a function") and
+ * `BadResource` for a closed one.
+ */
 function checkPlace(region: SharedRegion, base: number, action: string): void {
+  memoryOf(region);
   if (!Number.isSafeInteger(base) || base < 0 || base % 8 !== 0) {
     throw failure(
       RangeError,

@@ -20,6 +20,7 @@ import {
   openRingProducer,
   openStateCell,
   openStateFile,
+  restoreStateCellHeader,
   ringRegionSize,
   type SharedRegion,
   stateCellHeaderProblem,
@@ -303,4 +304,21 @@ Deno.test("an offset a cell cannot start at is refused alike by every function t
     RangeError,
     "the region has 256 bytes; a state cell needs 128 from offset 136",
   );
+});
+
+Deno.test("what is no region of this library is a TypeError alike for every function that takes a region, and a closed one BadResource", () => {
+  // Shaped like one: it failed with "region.read is not a function", or read its fake bytes.
+  const fake = {
+    name: "fake",
+    size: 256,
+    read: () => new Uint8Array(128),
+  } as unknown as SharedRegion;
+  for (const use of [openStateCell, stateCellHeaderProblem, restoreStateCellHeader]) {
+    assertThrowsWith(() => use(fake), TypeError, "Not a region opened by this library");
+  }
+  const closed = createMemfdRegion({ size: 256 });
+  closed.close();
+  for (const use of [openStateCell, stateCellHeaderProblem, restoreStateCellHeader]) {
+    assertThrowsWith(() => use(closed), Deno.errors.BadResource, closed.name);
+  }
 });
