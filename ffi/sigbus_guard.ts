@@ -187,8 +187,12 @@ function map(bytes: number, protection: number): Deno.PointerObject | null {
   return pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED ? null : pointer;
 }
 
-/** Installs the handler; null where it cannot be (then mappings are simply unguarded). */
-function install(): Installed | null {
+/**
+ * Installs the handler; null where it cannot be (then mappings are simply unguarded). `between`
+ * runs between reading the handler in place and replacing it, for a test of another isolate
+ * installing its own meanwhile.
+ */
+function install(between?: () => void): Installed | null {
   const arch = Deno.build.arch as string;
   if (arch !== "x86_64" && arch !== "aarch64") return null;
   const { code, table: literal } = HANDLERS[arch];
@@ -215,7 +219,12 @@ function install(): Installed | null {
   // The previous handler first, so that a fault between the two steps still finds it.
   if (libc().sigaction(SIGBUS, null, previous) !== 0) return null;
   table[PREVIOUS] = new DataView(previous.buffer).getBigUint64(0, true);
-  if (libc().sigaction(SIGBUS, action, null) !== 0) return null;
+  between?.();
+  // The handler this one replaces, read in the same step: each isolate (a Worker) installs its
+  // own, and one that did between the two steps was left out of the chain for good, its ranges'
+  // faults reaching no guard (8 Workers mapping their first regions at once, 1 run in 40).
+  if (libc().sigaction(SIGBUS, action, previous) !== 0) return null;
+  table[PREVIOUS] = new DataView(previous.buffer).getBigUint64(0, true);
   return {
     table,
     faults: new Int32Array(table.buffer, FAULTS * 8, 1),
@@ -305,6 +314,16 @@ export function guardedFaults(): number {
 /** How many ranges are guarded now (for tests: a range let go must give its slot back). */
 export function guardedRanges(): number {
   return installed ? Number(installed.table[COUNT]) - installed.free.length : 0;
+}
+
+/**
+ * @internal Installs the guard now, running `between` in the middle of it (see `install`), for
+ * tests. Returns whether it was installed by this call.
+ */
+export function installGuardWith(between: () => void): boolean {
+  if (installed !== undefined) return false;
+  installed = install(between);
+  return installed !== null;
 }
 
 /** How many ranges the guard can hold at once. */

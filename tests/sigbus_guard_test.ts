@@ -533,6 +533,20 @@ testWith(
 
 testWith(
   [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a Worker that installs its guard while the main thread installs its own stays in the chain: its shrunk memfd is survived",
+  async () => {
+    // The main thread read the handler in place, the Worker put its own there, and the main
+    // thread's then replaced it, chaining to the one read before: the Worker's faults reached
+    // no guard and SIGBUS ended the process (8 Workers mapping at once: 1 run in 40).
+    const { status, lines } = await shrunk(["racing"]);
+    assertNotKilled(status, lines);
+    assertEquals(lines, ["installed: true", "worker read 0, lost 1"]);
+    assertEquals(status.code, 0);
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
   "a fault outside the library's mappings still ends the process with SIGBUS, the guard installed",
   async () => {
     const { status, lines } = await shrunk(["foreign"]);
