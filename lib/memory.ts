@@ -90,6 +90,12 @@ interface Held {
   mapping: Mapping;
   /** Every buffer over the mapping that is not detached yet: the library's own and lent ones. */
   buffers: Set<ArrayBuffer>;
+  /**
+   * Lent buffers that nothing revokes before close (region views), held weakly: one a user let
+   * go of is collected, where kept in {@link Held.buffers} every view ever made stayed in memory
+   * until close (a million views, about 400 MB).
+   */
+  weak: Set<WeakRef<ArrayBuffer>>;
   /** Whether user code moved a lent buffer away, so the range must never be unmapped. */
   moved: boolean;
   /**
@@ -110,7 +116,21 @@ function detachAll(held: Held): void {
     else buffer.transfer(0);
   }
   held.buffers.clear();
+  // One collected is out of reach; one moved away meanwhile is covered as every lent one is: the
+  // range is retired, never released.
+  for (const ref of held.weak) {
+    const buffer = ref.deref();
+    if (buffer !== undefined && !buffer.detached) buffer.transfer(0);
+  }
+  held.weak.clear();
 }
+
+/** Forgets a weakly lent buffer once it is collected. */
+const collected = new FinalizationRegistry<
+  { weak: Set<WeakRef<ArrayBuffer>>; ref: WeakRef<ArrayBuffer> }
+>(
+  ({ weak, ref }) => weak.delete(ref),
+);
 
 /** Releases the range, or retires it when a moved buffer may still point into it. */
 function letGo(held: Held): void {
@@ -187,6 +207,7 @@ export class SharedMemory {
     this.#held = {
       mapping,
       buffers: new Set([root]),
+      weak: new Set(),
       moved: false,
       lent: false,
       onRelease: options.onRelease,
@@ -326,12 +347,18 @@ export class SharedMemory {
   /**
    * A new buffer over `length` bytes at `offset`, for a view that leaves the library (a lease,
    * a reservation, a region view). It is detached at {@link SharedMemory.revoke} or at close.
+   * `weak`: for a buffer nothing revokes (a region view), kept only while user code keeps it.
    */
-  lend(offset: number, length: number): ArrayBuffer {
+  lend(offset: number, length: number, options: { weak?: boolean } = {}): ArrayBuffer {
     this.check();
     const buffer = this.#mapping.buffer(offset, length);
-    this.#held.buffers.add(buffer);
-    this.#held.lent = true;
+    const held = this.#held;
+    if (options.weak) {
+      const ref = new WeakRef(buffer);
+      held.weak.add(ref);
+      collected.register(buffer, { weak: held.weak, ref });
+    } else held.buffers.add(buffer);
+    held.lent = true;
     return buffer;
   }
 

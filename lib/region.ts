@@ -174,7 +174,8 @@ export class SharedRegion {
     const from = offset ?? 0;
     const bytes = length ?? this.size - from;
     this.#range(from, bytes);
-    return new Uint8Array(this.#memory.lend(from, bytes));
+    // Weakly: a view the caller drops is collected, not kept until close.
+    return new Uint8Array(this.#memory.lend(from, bytes, { weak: true }));
   }
 
   /** Atomically reads the 32-bit word at `offset` (a multiple of 4). */
