@@ -231,6 +231,7 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * ```
  */
 export function openFileRegion(path: string, options: RegionOptions = {}): SharedRegion {
+  options ??= {}; // null from JavaScript
   const action = "open region file";
   if (path === "") throw new TypeError("The region file path is empty");
   checkOptions(options, action, path);
@@ -284,6 +285,7 @@ export function normalizeShmName(name: string): string {
  * ```
  */
 export function openShmRegion(name: string, options: RegionOptions = {}): SharedRegion {
+  options ??= {}; // null from JavaScript
   const action = "open shared memory";
   const shmName = normalizeShmName(name);
   checkOptions(options, action, shmName);
@@ -350,6 +352,7 @@ export function removeShm(name: string): boolean {
  * ```
  */
 export function openSysvRegion(key: number, options: RegionOptions = {}): SharedRegion {
+  options ??= {}; // null from JavaScript
   const action = "open System V shared memory";
   const subject = `key ${key}`;
   if (!Number.isInteger(key) || key === 0 || key < -(2 ** 31) || key >= 2 ** 31) {
@@ -424,6 +427,8 @@ export interface MemfdOptions {
  * ```
  */
 export function createMemfdRegion(options: MemfdOptions): SharedRegion {
+  // Options missing or null from JavaScript: said as the missing size they are.
+  if (options?.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
   const label = options.label ?? "mmap-ipc";
   if (typeof label !== "string" || label.includes("\0")) {
     throw failure(
@@ -433,7 +438,6 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
       "a label is a string without NUL bytes",
     );
   }
-  if (options.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
   validateSize(options.size, "create memfd", label);
   const seal = options.seal ?? true;
   const fd = posix.memfdCreate(label, { sealable: seal });
@@ -489,6 +493,7 @@ export function openMemfdRegion(
   path: string,
   options: OpenMemfdOptions = {},
 ): SharedRegion {
+  options ??= {}; // null from JavaScript
   const action = "open memfd";
   if (!/^\/proc\/(\d+|self)\/fd\/\d+$/.test(path)) {
     throw new TypeError(`Invalid memfd path ${JSON.stringify(path)}: expected /proc/PID/fd/N`);

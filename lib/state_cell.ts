@@ -1453,6 +1453,7 @@ function beingMade(header: DataView): boolean {
  * ```
  */
 export function openStateCell(region: SharedRegion, options: StateCellOptions = {}): StateCell {
+  options ??= {}; // null from JavaScript
   const base = options.offset ?? 0;
   const action = "open state cell in";
   checkPlace(region, base, action);

@@ -212,6 +212,7 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * ```
  */
 export function openStateFile(path: string, options: StateFileOptions = {}): StateFile {
+  options ??= {}; // null from JavaScript
   const action = "open state file";
   if (options.exclusive && !options.create) {
     throw failure(TypeError, action, path, "exclusive needs create");
@@ -239,6 +240,7 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
  * {@link openStateFile}: through pread(2) and pwrite(2), never mapped.
  */
 export function openStateShm(name: string, options: StateFileOptions = {}): StateFile {
+  options ??= {}; // null from JavaScript
   const shmName = normalizeShmName(name);
   if (options.exclusive && !options.create) {
     throw failure(TypeError, "open shared memory", shmName, "exclusive needs create");

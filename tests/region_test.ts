@@ -919,6 +919,48 @@ Deno.test("openShmRegion() rejects an object of another owner", async (t) => {
   });
 });
 
+testWith(
+  NEEDS.files,
+  "every opener takes null options from JavaScript as no options; createMemfdRegion(null) asks for a size",
+  async () => {
+    // Each would have thrown "Cannot read properties of null" before reaching its own checks.
+    const untyped = null as unknown as undefined;
+    await withTempDir(async (dir) => {
+      const path = `${dir}/state.dat`;
+      openFileRegion(path, { create: true, size: 128 }).close();
+      using file = openFileRegion(path, untyped);
+      assertEquals(file.size, 128);
+      using cell = openStateCell(file, untyped);
+      assertEquals(cell.read(), 0);
+      using memfd = createMemfdRegion({ size: 64 });
+      using memfdAgain = openMemfdRegion(memfd.name, untyped);
+      assertEquals(memfdAgain.size, 64);
+      assertThrowsWith(
+        () => createMemfdRegion(null as unknown as { size: number }),
+        TypeError,
+        "needs a size",
+      );
+      await withShmName((name) => {
+        openShmRegion(name, { create: true, size: 64 }).close();
+        using shm = openShmRegion(name, untyped);
+        assertEquals(shm.size, 64);
+      });
+      openStateFile(`${dir}/led.dat`, { create: true }).close();
+      using state = openStateFile(`${dir}/led.dat`, untyped);
+      assertEquals(state.path, `${dir}/led.dat`);
+    });
+    const key = uniqueSysvKey();
+    const created = openSysvRegion(key, { create: true, exclusive: true, size: 4096 });
+    try {
+      using sysv = openSysvRegion(key, untyped);
+      assertEquals(sysv.size, 4096);
+    } finally {
+      created.unlink();
+      created.close();
+    }
+  },
+);
+
 // --- System V shared memory ------------------------------------------------------------------
 
 Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () => {
