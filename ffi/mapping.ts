@@ -205,8 +205,8 @@ export class Mapping {
   }
 
   /**
-   * How many pages of the mapping another process cut off by shrinking its file: the first touch
-   * of one made it and every page above it private zero-filled pages, instead of a SIGBUS.
+   * How many pages of the mapping another process cut off by shrinking its file (each became a
+   * private zero-filled page when touched, instead of a SIGBUS; see `sigbus_guard.ts`).
    */
   get lostPages(): number {
     return this.#guard?.lostPages() ?? 0;

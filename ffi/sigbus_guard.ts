@@ -1,18 +1,20 @@
 /**
  * Survives another process shrinking a file we have mapped (`truncate`, `ftruncate`, `echo >`):
  * touching a page past the file's new end raises SIGBUS, which kills the process. A small
- * SIGBUS handler, installed with the first guarded mapping, puts private zero-filled pages in
- * place of a faulting page that lies in a guarded range and of every page of the range above it
- * (a shrink cuts off the tail: they are all past the end too), and returns, so the access
- * completes on that page (reads see zeros; writes stay in this process). One page at a time, a
- * reader touching every other page of a large shrunk range split its mapping at each, until the
- * kernel's limit on mappings (`vm.max_map_count`) made the handler's mmap fail and the process
- * died of SIGBUS after all. A fault anywhere else goes to
- * the handler installed before it (Rust's, which reports a stack overflow or lets the process
- * die as it would have).
+ * SIGBUS handler, installed with the first guarded mapping, puts a private zero-filled page in
+ * place of a faulting page that lies in a guarded range, and returns, so the access completes on
+ * that page (reads see zeros; writes stay in this process). Only that page: a SIGBUS may also
+ * come from a page the kernel could not fill (a hole punched in a full tmpfs, an I/O error),
+ * where the pages around it still reach the file. Each page replaced splits the mapping, and a
+ * reader touching every other page of a large shrunk range would reach the kernel's limit on
+ * mappings (`vm.max_map_count`), where V8's own mmap fails too: after the process's first 1,024
+ * faults (or when the one-page mmap fails), the handler replaces the faulting page and every page
+ * of the range above it in one mapping instead, as a shrink cut them all off. A fault anywhere else goes to the handler
+ * installed before it (Rust's, which reports a stack overflow or lets the process die as it
+ * would have).
  *
- * No JavaScript can run in a signal handler, so the handler is machine code: the 160-odd bytes
- * below, assembled from the listings beside them (GNU as, and `llvm-mc -triple=aarch64` for
+ * No JavaScript can run in a signal handler, so the handler is machine code: the 230-odd bytes
+ * below, assembled from the listings beside them (GNU as, and `aarch64-linux-gnu-as` for
  * aarch64; `objcopy -O binary -j .text`), copied
  * into a page that is then made read-only and executable. It reads a table in a page of its
  * own: the ranges, a count of the faults it took in, the previous handler and the page size.
@@ -34,27 +36,45 @@ import { libc } from "./libc.ts";
 //         jb   2f
 //         cmp  rax, [r9 + 8]
 //         jae  2f
-//         inc  qword ptr [rcx + 8]     # ours: count it, and put private zero pages in place
-//         mov  rsi, [rcx + 24]         # length: the page size, unless...
+//         inc  qword ptr [rcx + 8]     # ours: count it, and put a private zero page in place
+//         mov  rsi, [rcx + 24]         # length: the page size
 //         mov  rdi, rsi
 //         neg  rdi
 //         and  rdi, rax                # the faulting page
-//         mov  rdx, [r9 + 16]          # the range's lowest page replaced so far (its end at first)
+//         mov  rdx, [r9 + 24]          # the range's tail replaced whole (its end while none)
 //         cmp  rdi, rdx
-//         jae  5f                      # at or above it: another thread's fault raced this one
-//         mov  rsi, rdx                # ...all of them from this page up to that one: a shrink
-//         sub  rsi, rdi                # cuts off the whole tail, and page by page the mappings
-//         mov  [r9 + 16], rdi          # split in two at each (max_map_count) until mmap failed
-// 5:      mov  edx, 3                  # PROT_READ | PROT_WRITE
+//         jae  6f                      # in it: another thread's fault got there first; retry
+//         cmp  qword ptr [rcx + 8], 1024
+//         ja   7f                      # past the first 1024 faults: the tail at once (below)
+//         push r9                      # (syscall takes r9 and clobbers rcx and r11)
+//         push rdx
+//         push rdi
+//         mov  edx, 3                  # PROT_READ | PROT_WRITE
 //         mov  r10d, 0x32              # MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
 //         mov  r8, -1
 //         xor  r9d, r9d
 //         mov  eax, 9                  # mmap
 //         syscall
+//         pop  rdi
+//         pop  rdx
+//         pop  r9
 //         cmp  rax, -4096
-//         ja   4f                      # failed: the default action, as if unguarded
+//         ja   7f                      # failed (ENOMEM: the limit reached all the same)
+//         inc  qword ptr [r9 + 16]     # one page more replaced
+// 6:      ret
+// 7:      mov  rsi, rdx                # this page and all above it to the tail, in one mapping:
+//         sub  rsi, rdi                # each page replaced alone splits the mapping, and at the
+//         mov  [r9 + 24], rdi          # kernel's limit on mappings every mmap in the process fails
+//         mov  edx, 3
+//         mov  r10d, 0x32
+//         mov  r8, -1
+//         xor  r9d, r9d
+//         mov  eax, 9
+//         syscall
+//         cmp  rax, -4096
+//         ja   4f                      # failed again: the default action, as if unguarded
 //         ret
-// 2:      add  r9, 24
+// 2:      add  r9, 32
 //         dec  r8
 //         jmp  1b
 // 3:      mov  rax, [rcx + 16]         # not ours: the previous handler, same arguments
@@ -71,13 +91,15 @@ import { libc } from "./libc.ts";
 //         ret
 //         .balign 8
 // table:  .quad 0
-const X86_64 = "488b0d99000000488b46104c8b014c8d49404d85c0745d493b01724f493b4108734948ff4108488b" +
-  "71184889f748f7df4821c7498b51104839d7730a4889d64829fe49897910ba0300000041ba320000" +
-  "0049c7c0ffffffff4531c9b8090000000f05483d00f0ffff7716c34983c11849ffc8eb9e488b4110" +
-  "4883f8017602ffe0488b0d19000000bf07000000488d712031d241ba08000000b80d0000000f05c3" +
+const X86_64 = "488b0de9000000488b46104c8b014c8d49404d85c00f84a3000000493b010f828e000000493b4108" +
+  "0f838400000048ff4108488b71184889f748f7df4821c7498b51184839d7733a4881790800040000" +
+  "773141515257ba0300000041ba3200000049c7c0ffffffff4531c9b8090000000f055f5a4159483d" +
+  "00f0ffff770549ff4110c34889d64829fe49897918ba0300000041ba3200000049c7c0ffffffff45" +
+  "31c9b8090000000f05483d00f0ffff7719c34983c12049ffc8e954ffffff488b41104883f8017602" +
+  "ffe0488b0d1f000000bf07000000488d712031d241ba08000000b80d0000000f05c3660f1f440000" +
   "0000000000000000";
 
-// aarch64, the same steps:
+// aarch64, the same steps (a system call keeps every register but x0):
 //         ldr  x9, table
 //         ldr  x10, [x1, #16]
 //         ldr  x11, [x9]
@@ -94,21 +116,37 @@ const X86_64 = "488b0d99000000488b46104c8b014c8d49404d85c0745d493b01724f493b4108
 //         ldr  x1, [x9, #24]
 //         neg  x0, x1
 //         and  x0, x0, x10
-//         ldr  x13, [x12, #16]
-//         cmp  x0, x13
-//         b.hs 5f
-//         sub  x1, x13, x0
-//         str  x0, [x12, #16]
-// 5:      mov  x2, #3
+//         ldr  x14, [x12, #24]
+//         cmp  x0, x14
+//         b.hs 6f
+//         mov  x15, x0
+//         cmp  x13, #1024
+//         b.hi 7f
+//         mov  x2, #3
 //         mov  x3, #0x32
 //         mov  x4, #-1
 //         mov  x5, #0
 //         mov  x8, #222                // mmap
 //         svc  #0
 //         cmn  x0, #4095
-//         b.hs 4f                      // -4095..-1: failed
+//         b.hs 7f                      // -4095..-1: failed
+//         ldr  x13, [x12, #16]
+//         add  x13, x13, #1
+//         str  x13, [x12, #16]
+// 6:      ret
+// 7:      mov  x0, x15
+//         sub  x1, x14, x15
+//         str  x15, [x12, #24]
+//         mov  x2, #3
+//         mov  x3, #0x32
+//         mov  x4, #-1
+//         mov  x5, #0
+//         mov  x8, #222
+//         svc  #0
+//         cmn  x0, #4095
+//         b.hs 4f
 //         ret
-// 2:      add  x12, x12, #24
+// 2:      add  x12, x12, #32
 //         sub  x11, x11, #1
 //         b    1b
 // 3:      ldr  x13, [x9, #16]
@@ -125,16 +163,18 @@ const X86_64 = "488b0d99000000488b46104c8b014c8d49404d85c0745d493b01724f493b4108
 //         ret
 //         .balign 8                    # (a nop)
 // table:  .quad 0
-const AARCH64 = "c90500582a0840f92b0140f92c010191ab0300b48d3940a95f010debe30200545f010eeba2020054" +
-  "2d0540f9ad0500912d0500f9210d40f9e00301cb00000a8a8d0940f91f000deb62000054a10100cb" +
-  "800900f9620080d2430680d204008092050080d2c81b80d2010000d41ffc3fb122010054c0035fd6" +
-  "8c6100916b0500d1e4ffff172d0940f9bf0500f149000054a0011fd629010058e00080d221810091" +
-  "020080d2030180d2c81080d2010000d4c0035fd61f2003d50000000000000000";
+const AARCH64 = "c90700582a0840f92b0140f92c010191ab0500b48d3940a95f010debe30400545f010eeba2040054" +
+  "2d0540f9ad0500912d0500f9210d40f9e00301cb00000a8a8e0d40f91f000eebe2010054ef0300aa" +
+  "bf0110f1a8010054620080d2430680d204008092050080d2c81b80d2010000d41ffc3fb1a2000054" +
+  "8d0940f9ad0500918d0900f9c0035fd6e0030faac1010fcb8f0d00f9620080d2430680d204008092" +
+  "050080d2c81b80d2010000d41ffc3fb122010054c0035fd68c8100916b0500d1d4ffff172d0940f9" +
+  "bf0500f149000054a0011fd629010058e00080d221810091020080d2030180d2c81080d2010000d4" +
+  "c0035fd61f2003d50000000000000000";
 
 /** The code per architecture, with the offset of the literal that holds the table's address. */
 const HANDLERS = {
-  x86_64: { code: X86_64, table: 0xa0 },
-  aarch64: { code: AARCH64, table: 0xb8 },
+  x86_64: { code: X86_64, table: 0xf0 },
+  aarch64: { code: AARCH64, table: 0xf8 },
 } as const;
 
 // The table, in 64-bit words.
@@ -145,15 +185,16 @@ const PAGE_SIZE = 3;
 /** Words 4-7: a zeroed kernel struct sigaction, which is SIG_DFL with no flags. */
 const RANGES = 8;
 /**
- * Words per range: start, end, and the lowest page the handler replaced (the end while none):
- * the pages from there up are private now.
+ * Words per range: start, end, how many of its pages were replaced one by one, and where its tail
+ * replaced whole begins (the end while none; see the listing's `7:`).
  */
-const RANGE_WORDS = 3;
+const RANGE_WORDS = 4;
 /**
- * The table's size: room for 43,688 ranges, two thirds of the mappings the kernel lets a process
- * have by default (`vm.max_map_count`). Only the pages the ranges in use reach are ever touched.
+ * The table's size: room for 49,150 ranges, three quarters of the mappings the kernel lets a
+ * process have by default (`vm.max_map_count`). Only the pages the ranges in use reach are ever
+ * touched.
  */
-const TABLE_BYTES = 1 << 20;
+const TABLE_BYTES = 3 << 19;
 
 const SIGBUS = 7;
 const SA_SIGINFO = 4;
@@ -236,8 +277,8 @@ function install(between?: () => void): Installed | null {
 /** The guard of one range; see {@link guardRange}. */
 export interface RangeGuard {
   /**
-   * How many of the range's pages a shrunk file cost so far: from the lowest one touched since
-   * to the range's end, all replaced at that touch.
+   * How many of the range's pages a shrunk file cost so far (each replaced when touched; at the
+   * kernel's limit on mappings, the rest of the range at once).
    */
   lostPages(): number;
   /** Ends the guard; call it before the range is unmapped. Safe to call twice. */
@@ -267,26 +308,28 @@ export function guardRange(address: bigint, length: number): RangeGuard | null {
   // Start first, then the end: a range with an end of 0 matches nothing while it is made.
   const end = address + BigInt(length);
   table[at + 1] = 0n;
-  table[at + 2] = end;
+  table[at + 2] = 0n;
+  table[at + 3] = end;
   table[at] = address;
   table[at + 1] = end;
   if (slot >= Number(table[COUNT])) table[COUNT] = BigInt(slot + 1);
+  const pages = (): number => {
+    const pageSize = table[PAGE_SIZE];
+    const tail = Number((end - table[at + 3] + pageSize - 1n) / pageSize);
+    // A page replaced alone and then again with the tail counts twice, but never more than all.
+    return Math.min(Number(table[at + 2]) + tail, Math.ceil(length / Number(pageSize)));
+  };
   let lost: number | undefined;
   return {
-    lostPages: () => lost ?? lostBelow(table[at + 2], end, table[PAGE_SIZE]),
+    lostPages: () => lost ?? pages(),
     end: () => {
       if (lost !== undefined) return;
-      lost = lostBelow(table[at + 2], end, table[PAGE_SIZE]);
+      lost = pages();
       table[at + 1] = 0n;
       table[at] = 0n;
       guard.free.push(slot);
     },
   };
-}
-
-/** The pages from `lowest` (the lowest page replaced, or `end` while none) to `end`. */
-function lostBelow(lowest: bigint, end: bigint, pageSize: bigint): number {
-  return Number((end - lowest + pageSize - 1n) / pageSize);
 }
 
 /** What {@link guardedFaultWord} gives where no guard is installed: never moves. */
@@ -306,7 +349,7 @@ export function anyGuardedFault(): boolean {
   return installed ? installed.faults[0] !== 0 : false;
 }
 
-/** How many faults the guard has taken in, in this process so far (each replaced pages). */
+/** How many faults the guard has taken in, in this process so far. */
 export function guardedFaults(): number {
   return installed ? Number(installed.table[FAULTS]) : 0;
 }

@@ -210,8 +210,8 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
  * once with different sizes never shrink it under each other's mappings.
  *
  * A file can be truncated by any process that may write it, and the kernel answers a mapping
- * that then reaches past the end of the file with SIGBUS. This library survives that: the first
- * touch of a page cut off makes it and every page above it private zero-filled pages, and
+ * that then reaches past the end of the file with SIGBUS. This library survives that: each
+ * page cut off becomes a private zero-filled page when touched, and
  * {@link SharedRegion.lostPages} counts them; the data is gone all the same. Map a file only
  * when every process that can write it is trusted; otherwise keep the shared memory in a sealed
  * memfd ({@link createMemfdRegion}) and only copy to and from the file.

@@ -124,9 +124,8 @@ export class SharedRegion {
   /**
    * How many of the region's pages another process cut off by shrinking its file or shm object
    * (`truncate`, `echo >`): 0 while it is intact. Touching such a page would kill the process
-   * with SIGBUS; instead it becomes a private zero-filled page, as does every page above it (they
-   * were cut off too), so reads there see zeros and writes stay in this process. A sealed memfd
-   * (`createMemfdRegion()`) cannot be shrunk.
+   * with SIGBUS; instead it becomes a private zero-filled page, so reads there see zeros and
+   * writes stay in this process. A sealed memfd (`createMemfdRegion()`) cannot be shrunk.
    *
    * @example
    * ```ts
