@@ -142,6 +142,23 @@ Deno.test("ring options and batch sizes out of range are RangeErrors, and no rol
   assertEquals((await consumer.receiveBatch(1)).length, 1);
 });
 
+Deno.test("a signal that is no AbortSignal is a TypeError naming the ring, whether or not the call would wait", async () => {
+  using region = ringRegion(64);
+  using consumer = openRingConsumer(region, { spin: 0 });
+  using producer = openRingProducer(region);
+  const signal = "abort" as unknown as AbortSignal;
+  const why = 'signal "abort" is not an AbortSignal';
+  // Before, an empty ring's receive failed on signal.addEventListener, naming nothing, and the
+  // calls that did not wait took it.
+  await assertRejectsWith(() => consumer.receive({ signal }), TypeError, region.name, why);
+  await assertRejectsWith(() => producer.send(new Uint8Array([1]), { signal }), TypeError, why);
+  assertEquals(consumer.tryReceive(), undefined, "a refused send sent nothing");
+  producer.trySend(new Uint8Array([2]));
+  await assertRejectsWith(() => consumer.receive({ signal }), TypeError, why);
+  await assertRejectsWith(() => consumer.receiveBatch(1, { signal }), TypeError, why);
+  assertEquals(text(await consumer.receive({ signal: null as unknown as undefined })), "\u0002");
+});
+
 Deno.test("a message larger than the ring is a RangeError before anything is written", () => {
   using region = ringRegion(64);
   using producer = openRingProducer(region);

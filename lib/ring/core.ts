@@ -15,7 +15,7 @@ import {
 } from "../claim.ts";
 import { abortReason, failure, shown } from "../errors.ts";
 import { describeKind } from "../byte_arrays.ts";
-import { checkPeriod, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
+import { checkPeriod, checkSignal, checkTimeout, NO_LIMIT_MS, startTimer } from "../timeouts.ts";
 import { guardedFaultWord } from "../../ffi/sigbus_guard.ts";
 import type { SharedMemory, Sleep } from "../memory.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
@@ -416,6 +416,12 @@ export class RingCore {
     releaseClaim(this.memory, this.base + claimField);
   }
 
+  /** Throws what is wrong with a wait's timeout or signal, before anything waits. */
+  checkWaitOptions(options: RingWaitOptions): void {
+    checkTimeout(options.timeout, "wait in the ring in", this.name);
+    checkSignal(options.signal, "wait in the ring in", this.name);
+  }
+
   /**
    * `options` with its timeout counted from now across every wait of one call (its turn, then
    * each sleep for data or room), so that the call as a whole ends by then: each wait had been
@@ -423,7 +429,7 @@ export class RingCore {
    */
   bounded(options: RingWaitOptions): RingWaitOptions {
     const { timeout, signal } = options;
-    checkTimeout(timeout, "wait in the ring in", this.name);
+    this.checkWaitOptions(options);
     if (timeout === undefined || timeout >= NO_LIMIT_MS) return options;
     const deadline = performance.now() + timeout;
     return {
@@ -445,7 +451,7 @@ export class RingCore {
     options: RingWaitOptions,
     ready: () => void,
   ): Promise<T> {
-    checkTimeout(options.timeout, "wait in the ring in", this.name);
+    this.checkWaitOptions(options);
     if (this.busy) await this.#wait(options);
     this.busy = true;
     try {
@@ -519,7 +525,7 @@ export class RingCore {
     spun: boolean,
   ): Promise<T> {
     const { signal, timeout } = options;
-    checkTimeout(timeout, "wait in the ring in", this.name);
+    this.checkWaitOptions(options);
     const deadline = timeout === undefined || timeout >= NO_LIMIT_MS
       ? Infinity
       : performance.now() + timeout;
