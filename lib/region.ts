@@ -167,7 +167,9 @@ export class SharedRegion {
   /**
    * The bytes at `offset` in place, without copying: the returned array *is* the shared
    * memory. It is revoked (length 0) when the region closes, so it can never reach memory
-   * that was let go. Use {@link SharedRegion.read} for a copy that outlives the region.
+   * that was let go. Use {@link SharedRegion.read} for a copy that outlives the region. A view
+   * you let go of is collected like any array (the region holds it weakly), though not before
+   * the task that made it ends: a loop making millions of views should yield now and then.
    */
   view(offset?: number, length?: number): Uint8Array<ArrayBuffer> {
     const from = offset ?? 0;
