@@ -93,6 +93,8 @@ export const IPC_RMID = 0;
 export const IPC_STAT = 2;
 export const SHMID_DS_BYTES = 112;
 export const SHMID_DS_OFFSET = { uid: 4, mode: 20, segsz: 48, nattch: 88 } as const;
+/** In `shm_perm.mode`: the segment was removed (IPC_RMID) and goes once nothing is attached. */
+export const SHM_DEST = 0o1000;
 
 // <linux/futex.h>; shared (not FUTEX_PRIVATE_FLAG) because the word lives in memory other
 // processes map.

@@ -524,6 +524,8 @@ export interface SysvStat {
   size: number;
   /** How many mappings are attached. */
   attached: number;
+  /** Removed (IPC_RMID) already: it goes away once the last mapping is detached. */
+  removed: boolean;
 }
 
 /** shmctl(IPC_STAT). */
@@ -536,6 +538,7 @@ export function sysvStat(id: number, subject: string): SysvStat {
     permissions: view.getUint16(C.SHMID_DS_OFFSET.mode, true) & 0o777,
     size: Number(view.getBigUint64(C.SHMID_DS_OFFSET.segsz, true)),
     attached: Number(view.getBigUint64(C.SHMID_DS_OFFSET.nattch, true)),
+    removed: (view.getUint16(C.SHMID_DS_OFFSET.mode, true) & C.SHM_DEST) !== 0,
   };
 }
 

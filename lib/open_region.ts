@@ -387,7 +387,20 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
     const memory = new SharedMemory(Mapping.attach(id, size, stat.size, subject), String(key), {
       description: `region "${key}"`,
     });
-    return newRegion({ kind: "sysv", memory, remove: () => posix.sysvRemove(id, subject) });
+    const remove = (): void => {
+      // As for a file or a POSIX name: removed by someone else already is NotFound, not a
+      // removal done (the key may name another segment by now; this id is still ours).
+      if (posix.sysvStat(id, subject).removed) {
+        throw failure(
+          Deno.errors.NotFound,
+          "remove System V shared memory",
+          subject,
+          "it was removed already (IPC_RMID); it goes once the last process detaches it",
+        );
+      }
+      posix.sysvRemove(id, subject);
+    };
+    return newRegion({ kind: "sysv", memory, remove });
   } catch (error) {
     if (created) posix.sysvRemove(id, subject);
     throw error;

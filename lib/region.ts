@@ -269,7 +269,8 @@ export class SharedRegion {
    * open it; processes that have it mapped keep it until they close. A file or POSIX shm name is
    * removed only while it still refers to the inode this region mapped: when it was removed, or
    * removed and made again by someone else, nothing is removed and this throws
-   * `Deno.errors.NotFound`. A memfd has no name: no-op.
+   * `Deno.errors.NotFound`; so too for a System V segment removed already. A memfd has no name:
+   * no-op.
    */
   unlink(): void {
     this.#memory.check();

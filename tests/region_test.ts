@@ -990,6 +990,23 @@ Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () =>
   assertThrowsWith(() => openSysvRegion(key), Deno.errors.NotFound, `key ${key}`);
 });
 
+Deno.test("openSysvRegion(): unlink() of a segment removed already is NotFound, as for a file", () => {
+  const key = uniqueSysvKey();
+  using first = openSysvRegion(key, { create: true, exclusive: true, size: 4096 });
+  using second = openSysvRegion(key);
+  first.unlink();
+  // Before, this removed nothing and said nothing, where a file's or a POSIX name's said so.
+  assertThrowsWith(
+    () => second.unlink(),
+    Deno.errors.NotFound,
+    `key ${key}`,
+    "it was removed already",
+  );
+  assertThrowsWith(() => first.unlink(), Deno.errors.NotFound, "removed already");
+  second.storeInt32(0, 7); // still mapped: it goes once both close
+  assertEquals(first.loadInt32(0), 7);
+});
+
 Deno.test("a System V region mapping part of its segment lets all of it go at close, even after lending a view", () => {
   const key = uniqueSysvKey();
   const whole = openSysvRegion(key, { create: true, exclusive: true, size: 3 * 4096 });
