@@ -457,38 +457,37 @@ export class BrokerConnection {
   /** Warns of `message` once per outage for `kind` (kept in #reported), at debug level after. */
   #sayOnce(kind: string, message: string): void {
     const { log } = this.#options;
-    // A connection up for STABLE_MS ended the outage: what comes now is news.
-    const connectedAt = this.#connectedAt;
-    if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
-      this.#endOutage();
-    }
-    if (this.#reported.has(kind)) {
-      log.debug(message);
-      return;
-    }
-    this.#reported.add(kind);
-    log.warn(message);
+    if (this.#saidBefore(kind)) log.debug(message);
+    else log.warn(message);
   }
 
   /** Says what went wrong: once per outage for each kind, and only at debug level after. */
   #tell(problem: Problem): void {
     const { log } = this.#options;
     if (this.#options.onProblem?.(problem) === true) return;
-    // A connection up for STABLE_MS ended the outage: what comes now is news.
-    const connectedAt = this.#connectedAt;
-    if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
-      this.#endOutage();
-    }
-    if (this.#reported.has(problem.kind)) {
+    if (this.#saidBefore(problem.kind)) {
       log.debug(problem.message);
       return;
     }
-    this.#reported.add(problem.kind);
     const meanwhile = this.#options.meanwhile ?? "the button and LED work meanwhile";
     log[problem.level](
       `${problem.message}; retrying (every ${this.#backoff.maxMs / 1000} s at most)` +
         (meanwhile === "" ? "" : `, ${meanwhile}`),
     );
+  }
+
+  /**
+   * Whether `kind` was said already in this outage (kept in #reported); marks it said. A
+   * connection up for STABLE_MS ended the outage first: what comes now is news.
+   */
+  #saidBefore(kind: string): boolean {
+    const connectedAt = this.#connectedAt;
+    if (connectedAt !== undefined && performance.now() - connectedAt >= STABLE_MS) {
+      this.#endOutage();
+    }
+    if (this.#reported.has(kind)) return true;
+    this.#reported.add(kind);
+    return false;
   }
 
   /**
