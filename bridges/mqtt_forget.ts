@@ -21,7 +21,7 @@ import { fromTaskDirectory } from "../app/task_directory.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 import { readCaFile } from "./mqtt/ca_file.ts";
 import { loadCredentials } from "./mqtt/credentials.ts";
-import type { Problem } from "./mqtt/problems.ts";
+import { type Problem, refusedSubscriptions } from "./mqtt/problems.ts";
 import {
   discoveryTopics,
   OFFLINE,
@@ -66,8 +66,9 @@ export const MQTT_FORGET_COMMAND = defineCommand({
       type: "boolean",
       help: "forget it even though its availability on the broker says online (a bridge that " +
         "died without its last will, say), or this login may not read what is retained there " +
-        "(all four topics are then cleared unseen); never what is seen to be another " +
-        "program's message",
+        "(the broker refuses its subscriptions to some of the four topics, which are then " +
+        "cleared unseen; or its message under the prefix never comes back, and all four are); " +
+        "never what is seen to be another program's message",
     },
     ...logFlags("each attempt to connect to the broker"),
   },
@@ -217,18 +218,38 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     }
     // A bridge running elsewhere (another machine, or this one as another user, whose claims
     // this cannot see) says so in its retained availability; one that stopped said offline.
-    await connection.subscribe(
+    const refusedTopics = await connection.subscribe(
       Object.fromEntries([...topics, echoTopic].map((topic) => [topic, 0 as const])),
     );
     // A broker sends a subscription's retained messages as it grants it, and the messages of one
     // connection in order: once a message sent after the grant comes back, they are all here.
     // One that never comes back is a login that may write under the prefix but not read there
-    // (an ACL; mosquitto grants the subscription all the same and delivers nothing).
+    // (an ACL; mosquitto's acl_file grants the subscription all the same and delivers nothing).
     const lost = (): Error =>
       new Deno.errors.ConnectionReset(
         `Lost the connection to ${settings.url} while looking at what is retained under ` +
           `${JSON.stringify(prefix)}; nothing was removed; try again`,
       );
+    // No SUBACK: the connection dropped before the broker answered.
+    if (refusedTopics === undefined) throw lost();
+    // A broker that says it refuses a subscription (its SUBACK: mosquitto's dynamic security
+    // plugin, say) shows nothing retained there: what it holds, whose it is, or whether a bridge
+    // is online there cannot be told, however the other topics look.
+    const unseen = topics.filter((topic) => refusedTopics.has(topic));
+    if (refusedTopics.size > 0) {
+      const why = `${refusedSubscriptions(refusedTopics, { url: settings.url, credentials })}, ` +
+        "so whether anything is retained there, whose it is, or whether a bridge is online " +
+        "there, cannot be told";
+      if (!options.force) {
+        const clear = unseen.length > 0 ? unseen : topics;
+        throw new Deno.errors.PermissionDenied(
+          `Cannot forget ${JSON.stringify(prefix)}: ${why.replace(/^Could/, "could")}; nothing ` +
+            "was removed. Give a login " +
+            `that may read there, or --force to clear ${clear.join(", ")} unseen`,
+        );
+      }
+      if (unseen.length > 0) log.warn(`${why}; clearing ${unseen.join(", ")} unseen (--force)`);
+    }
     const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
     if (!sent && !connection.connected) throw lost();
     const readable = await deadline(echo, ECHO_WAIT_MS).then(() => true, () => false);
@@ -238,19 +259,19 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     if (!readable) {
       // A login that may clear the topics but not read them (its ACL): nothing can be told of
       // what is there, which may be another program's; only the user can say it is not.
-      const unseen = `The broker at ${settings.url} does not let this login read under ` +
+      const blind = `The broker at ${settings.url} does not let this login read under ` +
         `${JSON.stringify(prefix)} (its message there did not come back within ` +
         `${ECHO_WAIT_MS / 1000} s), so whether anything is retained there, whose it is, or ` +
         "whether a bridge is online, cannot be told";
       if (!options.force) {
         throw new Deno.errors.PermissionDenied(
-          `${unseen}; nothing was removed. Give a login that may read there, or --force to ` +
+          `${blind}; nothing was removed. Give a login that may read there, or --force to ` +
             `clear all of ${topics.join(", ")} unseen`,
         );
       }
-      log.warn(`${unseen}; clearing all of it (--force)`);
+      log.warn(`${blind}; clearing all of it (--force)`);
       for (const topic of topics) held.set(topic, new Uint8Array());
-    } else if (held.size === 0) {
+    } else if (held.size === 0 && unseen.length === 0) {
       throw new Deno.errors.NotFound(
         `Nothing is retained under ${JSON.stringify(prefix)} on ${settings.url} (no ` +
           "availability, state or discovery config), so there is nothing to forget; is the " +
@@ -264,6 +285,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
         !bridgeWrote(topic, payload, { prefix, discoveryPrefix: settings.discoveryPrefix })
       )
       : [];
+    // The topics it may not read are cleared unseen (--force): nothing was heard from them.
+    for (const topic of unseen) held.set(topic, new Uint8Array());
     if (foreign.length > 0) {
       const what = foreign.map(([topic, payload]) =>
         `${JSON.stringify(topic)} holds ${quote(new TextDecoder().decode(payload), 60)} ` +

@@ -34,6 +34,8 @@ import {
 } from "./helpers/fake_broker.ts";
 import { delay, until } from "./helpers/waiting.ts";
 import {
+  denySubscriptions,
+  dynamicSecurityPlugin,
   freePort,
   listen,
   type Listener,
@@ -41,6 +43,7 @@ import {
   startBroker,
   testWithBroker,
 } from "./mqtt_helpers.ts";
+import { discoveryTopics, ORIGIN_NAME } from "../bridges/mqtt/discovery.ts";
 
 /** A launcher with `--mqtt`, and what a test needs to talk to it. */
 interface System extends AsyncDisposable {
@@ -1533,6 +1536,76 @@ testWithBroker(
       await late.waitFor(`${prefix}/sentinel`);
       assertEquals(late.heard.filter((message) => message.retain), [], "something stayed");
     });
+  },
+);
+
+testWithBroker(
+  "deno task mqtt:forget whose subscriptions to some of the topics it clears the broker refuses (SUBACK 0x87), its own echo granted, names them, removes nothing, and with --force clears them unseen",
+  async (t) => {
+    const plugin = dynamicSecurityPlugin();
+    if (plugin === undefined) {
+      await t.step({
+        name:
+          "needs mosquitto's dynamic security plugin, which can refuse a subscription (skipped)",
+        ignore: true,
+        fn: () => {},
+      });
+      return;
+    }
+    const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+    const topics = topicsFor(prefix);
+    const configs = discoveryTopics("homeassistant", deviceId(prefix));
+    const config = JSON.stringify({
+      origin: { name: ORIGIN_NAME },
+      device: { identifiers: [deviceId(prefix)] },
+    });
+    // A bridge online elsewhere, its availability unreadable to this login: not to be
+    // forgotten for the discovery configs and state it can see. And all three kinds refused.
+    const cases = [[topics.availability], [...configs, topics.state, topics.availability]];
+    for (const denied of cases) {
+      await withTempDir(async (dir) => {
+        await using broker = await startBroker(dir, {
+          config: await denySubscriptions(dir, plugin, denied),
+        });
+        const kept: [string, string][] = [
+          [topics.availability, "online"],
+          [topics.state, "ON"],
+          ...configs.map((topic): [string, string] => [topic, config]),
+        ];
+        {
+          await using writer = await listen(broker.url, []);
+          for (const [topic, payload] of kept) {
+            await writer.publish(topic, payload, { retain: true });
+          }
+        }
+        /** What the broker holds retained under the prefix and its discovery topics. */
+        const retained = async (): Promise<string[][]> => {
+          // Wildcards: the plugin denies the literal topics only.
+          await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+          await late.publish(`${prefix}/sentinel`, "end");
+          await late.waitFor(`${prefix}/sentinel`);
+          return late.heard.filter((message) => message.retain)
+            .map(({ topic, payload }) => [topic, payload]).sort();
+        };
+        const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+        assertEquals(refused.code, 1, refused.output);
+        for (const topic of denied) {
+          assertStringIncludes(
+            refused.output,
+            `${JSON.stringify(topic)} (reason code 0x87: Not authorized)`,
+          );
+        }
+        assertStringIncludes(refused.output, `Cannot forget ${JSON.stringify(prefix)}: could not`);
+        assertStringIncludes(refused.output, "nothing was removed");
+        assertStringIncludes(refused.output, `--force to clear ${denied.join(", ")} unseen`);
+        assertEquals(await retained(), kept.map((pair) => [...pair]).sort(), "all still there");
+
+        const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, "--force"]);
+        assertEquals(done.code, 0, done.output);
+        assertStringIncludes(done.output, `clearing ${denied.join(", ")} unseen (--force)`);
+        assertEquals(await retained(), [], "everything cleared");
+      });
+    }
   },
 );
 
