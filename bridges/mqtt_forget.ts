@@ -237,7 +237,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     // is online there cannot be told, however the other topics look.
     const unseen = topics.filter((topic) => refusedTopics.has(topic));
     if (refusedTopics.size > 0) {
-      const why = `${refusedSubscriptions(refusedTopics, { url: settings.url, credentials })}, ` +
+      const where = { url: settings.url, credentials, protocolVersion: connection.protocolVersion };
+      const why = `${refusedSubscriptions(refusedTopics, where)}, ` +
         "so whether anything is retained there, whose it is, or whether a bridge is online " +
         "there, cannot be told";
       if (!options.force) {

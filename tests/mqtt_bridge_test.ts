@@ -3,7 +3,7 @@
  * when the test says: orders of events mosquitto would not hold still for; and against a real
  * mosquitto for what one can show.
  */
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, AssertionError, assertStringIncludes } from "@std/assert";
 import { logger } from "../app/logging.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
 import { topicsFor } from "../bridges/mqtt/topics.ts";
@@ -171,5 +171,95 @@ testWithBroker(
         }
       });
     }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "MqttBridge names a subscription an MQTT 3.1.1 broker refused (SUBACK 0x80) by 3.1.1's name, Failure, not MQTT 5's Unspecified error",
+  async () => {
+    // A fake broker: mosquitto speaks MQTT 5 to a client that asks for it, so the bridge never
+    // falls back to 3.1.1 with it. This one refuses MQTT 5 (return code 1, as a 3.1.1 broker
+    // answers another level), accepts the 3.1.1 connection that follows and refuses all its
+    // subscriptions with 3.1.1's one code of failure.
+    const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `mqtt://127.0.0.1:${server.addr.port}`;
+    const topics = topicsFor("test/failure");
+    const said: string[] = [];
+    const bridge = new MqttBridge({
+      connection: {
+        url,
+        clientId: "mmap-ipc-failure-test",
+        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+      },
+      topics,
+      discoveryPrefix: "homeassistant",
+      discovery: [],
+      log: linesInto(said),
+      onCommand: () => {},
+    });
+    const conns: Deno.Conn[] = [];
+    const refusals = (): string[] => said.filter((line) => line.startsWith("WRN Could not"));
+    /** The protocol level of a CONNECT: after its fixed header and the name "MQTT". */
+    const level = (packet: Uint8Array): number => packet[packet.indexOf(0x54, 2) + 2];
+    const serve = async (): Promise<void> => {
+      const first = await within(server.accept(), 2 * GUARD_MS);
+      assert(first !== undefined, "no connection from the bridge (hang guard)");
+      conns.push(first);
+      assertEquals(level(await new PacketReader(first).next()), 5, "the first CONNECT's level");
+      await first.write(new Uint8Array([0x20, 0x02, 0x00, 0x01]));
+      first.close();
+      const second = await within(server.accept(), 2 * GUARD_MS);
+      assert(second !== undefined, "no second connection from the bridge (hang guard)");
+      conns.push(second);
+      const packets = new PacketReader(second);
+      assertEquals(level(await packets.next()), 4, "the CONNECT after the refusal of MQTT 5");
+      await second.write(new Uint8Array([0x20, 0x02, 0x00, 0x00]));
+      for (;;) {
+        const packet = await packets.next();
+        const type = packet[0] >> 4;
+        if (type === 8) {
+          // SUBSCRIBE in 3.1.1: packet id, then each filter (length, topic, QoS); no properties.
+          let at = 1;
+          while (packet[at++] & 0x80);
+          const id = [packet[at], packet[at + 1]];
+          let filters = 0;
+          for (at += 2; at < packet.length; filters++) {
+            at += 2 + ((packet[at] << 8) | packet[at + 1]) + 1;
+          }
+          await second.write(
+            new Uint8Array([0x90, 2 + filters, ...id, ...Array(filters).fill(0x80)]),
+          );
+        } else if (type === 3) {
+          const published = parsePublish(packet);
+          if (published.qos > 0) await second.write(pubackFor(published.id));
+        }
+      }
+    };
+    const serving = serve().catch((error) => error);
+    let ended: unknown;
+    try {
+      bridge.start();
+      await until(() => refusals().length > 0, `the refusal by ${url} said`);
+      const [line] = refusals();
+      for (const topic of [topics.set, "homeassistant/status", topics.echo]) {
+        assertStringIncludes(line, `${JSON.stringify(topic)} (reason code 0x80: Failure)`);
+      }
+      assert(!line.includes("Unspecified error"), line);
+    } finally {
+      await bridge.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+      server.close();
+      ended = await serving;
+    }
+    // The fake broker ends when the bridge hangs up; an assertion of its own is the test's.
+    if (ended instanceof AssertionError) throw ended;
   },
 );

@@ -191,7 +191,9 @@ export class MqttBridge {
       "the bridge cannot check that the broker delivers commands to it (it checks by its own " +
         `message on ${JSON.stringify(topics.echo)} coming back)`,
     ].filter((cost) => typeof cost === "string");
-    const message = `${refusedSubscriptions(refused, connection)}; ${costs.join("; ")}` +
+    const { url, credentials } = connection;
+    const where = { url, credentials, protocolVersion: this.#connection.protocolVersion };
+    const message = `${refusedSubscriptions(refused, where)}; ${costs.join("; ")}` +
       " (said once per outage; the bridge subscribes again at each connection)";
     const kind = [...refused].map(([topic, code]) => `${topic} ${code}`).join(" ");
     this.#connection.warnOncePerOutage(`refused subscriptions: ${kind}`, message);

@@ -149,6 +149,8 @@ export class BrokerConnection {
   /** The fall back to 3.1.1 was said; not again until an MQTT 5 connection is accepted. */
   #fallBackSaid = false;
   #connectedAt: number | undefined;
+  /** The MQTT version of the connection the broker accepted last (4: 3.1.1); see its getter. */
+  #protocolVersion: 4 | 5 | undefined;
   /** This connection has lasted STABLE_MS and ended the outage (see #endOutage). */
   #outageEnded = false;
   /** The longest packet the broker takes (its MQTT 5 Maximum Packet Size), if it said. */
@@ -171,6 +173,16 @@ export class BrokerConnection {
   /** Whether the broker accepted the connection and it is up now. */
   get connected(): boolean {
     return this.#client?.connected ?? false;
+  }
+
+  /**
+   * The MQTT version of the connection the broker accepted last: 5, or 4 for MQTT 3.1.1 (after
+   * a broker refused 5); undefined before the first. A SUBACK that {@link
+   * BrokerConnection.subscribe} resolves with came on that connection: no other is accepted
+   * before the next attempt's timer.
+   */
+  get protocolVersion(): 4 | 5 | undefined {
+    return this.#protocolVersion;
   }
 
   /** Connects, and keeps reconnecting until closed. */
@@ -269,6 +281,7 @@ export class BrokerConnection {
     this.#unwritten = 0;
     this.#connectedAt = performance.now();
     this.#outageEnded = false;
+    if (this.#client !== undefined) this.#protocolVersion = speaks5(this.#client) ? 5 : 4;
     const after = this.#refusals > 0 ? ` (after ${this.#refusals} failed attempts)` : "";
     this.#refusals = 0;
     log.info(`Connected to ${url} as ${clientId}${after}`);

@@ -73,7 +73,7 @@ export function refusedPublish(
   return `${refused}${why} (said once per topic; the rest of the bridge works meanwhile)`;
 }
 
-/** The SUBACK reason codes of refusal (MQTT 5; 0x80 alone in MQTT 3.1.1, "Failure" there). */
+/** The SUBACK reason codes of refusal in MQTT 5 (3.1.1 has 0x80 alone: {@link FAILURE_311}). */
 const SUBACK_REFUSALS: Readonly<Record<number, string>> = {
   0x80: "Unspecified error",
   0x83: "Implementation specific error",
@@ -86,19 +86,26 @@ const SUBACK_REFUSALS: Readonly<Record<number, string>> = {
   0xa2: "Wildcard Subscriptions not supported",
 };
 
+/** What MQTT 3.1.1 calls its one SUBACK refusal, 0x80 (MQTT 5's "Unspecified error"). */
+const FAILURE_311 = "Failure";
+
 /**
  * What to say when the broker refused the subscriptions to the topics of `refused`, each with
  * the reason code its SUBACK gave (0x87 Not authorized when an ACL denies it): names each topic
- * and code, and who the ACL turns away.
+ * and code, by the name the connection's protocol level (`protocolVersion`: 5, or 4 for MQTT
+ * 3.1.1; 5 when not given) gives it, and who the ACL turns away.
  */
 export function refusedSubscriptions(
   refused: ReadonlyMap<string, number>,
-  where: { url: string; credentials?: Credentials },
+  where: { url: string; credentials?: Credentials; protocolVersion?: 4 | 5 },
 ): string {
   const { url, credentials } = where;
+  const name = (code: number): string =>
+    where.protocolVersion === 4 && code === 0x80
+      ? FAILURE_311
+      : SUBACK_REFUSALS[code] ?? "a refusal";
   const each = [...refused].map(([topic, code]) =>
-    `${JSON.stringify(topic)} (reason code ${reasonCode(code)}: ` +
-    `${SUBACK_REFUSALS[code] ?? "a refusal"})`
+    `${JSON.stringify(topic)} (reason code ${reasonCode(code)}: ${name(code)})`
   );
   const list = each.length === 1 ? each[0] : `${each.slice(0, -1).join(", ")} and ${each.at(-1)}`;
   const who = credentials === undefined
