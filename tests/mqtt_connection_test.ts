@@ -579,3 +579,46 @@ testWithBroker(
     });
   },
 );
+
+testWithBroker(
+  "BrokerConnection names the keepalive the broker set (MQTT 5 Server Keep Alive, mosquitto's max_keepalive) when a frozen mosquitto answers nothing, not the one it asked for",
+  async () => {
+    await withTempDir(async (dir) => {
+      // Asked for 60 s, told 10 s (the least mosquitto takes) by the broker, which mqtt.js then
+      // keeps to: noticed within 15 s.
+      await using broker = await startBroker(dir, { config: ["max_keepalive 10"] });
+      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+      const said: string[] = [];
+      let connects = 0;
+      const connection = new BrokerConnection({
+        url: broker.url,
+        clientId: "mmap-ipc-connection-test",
+        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+        keepaliveSeconds: 60,
+        log: linesInto(said),
+        onConnect: () => connects++,
+        onMessage: () => {},
+      });
+      try {
+        connection.start();
+        await until(() => connects === 1, `connected to ${broker.url}`);
+        broker.freeze();
+        await until(
+          () => said.some((line) => line.includes("answered nothing")),
+          `the silence of the frozen broker at ${broker.url} said`,
+          { timeoutMs: 30_000 },
+        );
+        const hung = said.filter((line) => line.includes("answered nothing"));
+        assertEquals(hung.length, 1, said.join("\n"));
+        assertStringIncludes(
+          hung[0],
+          `WRN The broker at ${broker.url} answered nothing for 15 s, a ping included (MQTT ` +
+            "keepalive 10 s, the broker's Server Keep Alive; the bridge asked for 60 s)",
+        );
+      } finally {
+        broker.thaw();
+        await connection.close();
+      }
+    });
+  },
+);

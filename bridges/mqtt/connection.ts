@@ -91,7 +91,8 @@ export interface BrokerConnectionOptions {
    * The MQTT keepalive, in seconds: mqtt.js pings the broker after this long without an
    * acknowledgement or a ping's answer from it, and drops the connection (said) if the answer
    * does not come within half as long again. Default 30: a broker that hangs is noticed within
-   * 45 s.
+   * 45 s. An MQTT 5 broker may set another in its CONNACK (Server Keep Alive), which mqtt.js
+   * then keeps to, and a keepalive timeout names.
    */
   keepaliveSeconds?: number;
   /** Where to say what happens. */
@@ -155,6 +156,11 @@ export class BrokerConnection {
   #outageEnded = false;
   /** The longest packet the broker takes (its MQTT 5 Maximum Packet Size), if it said. */
   #brokerMax: number | undefined;
+  /**
+   * The keepalive the broker set for this connection, in seconds (its MQTT 5 Server Keep
+   * Alive, mosquitto's max_keepalive), if it did: mqtt.js uses it instead of the one asked for.
+   */
+  #serverKeepalive: number | undefined;
   /** The topics whose messages were too long for the broker, said once each, with the limit. */
   readonly #tooLong = new Set<string>();
   /** Counts connections, so a callback from an old one does not touch the current count. */
@@ -213,6 +219,7 @@ export class BrokerConnection {
     this.#guardIncoming(client);
     client.on("connect", (connack) => {
       this.#brokerMax = connack.properties?.maximumPacketSize;
+      this.#serverKeepalive = connack.properties?.serverKeepAlive;
       this.#onConnect();
     });
     client.on("disconnect", (packet) => this.#onDisconnect(packet.reasonCode ?? 0));
@@ -438,10 +445,18 @@ export class BrokerConnection {
   #report(error: ErrorWithReasonCode): void {
     const { url, credentials, caFile } = this.#options;
     const accepted = this.#connectedAt !== undefined;
-    const keepaliveSeconds = this.#keepaliveSeconds;
-    this.#tell(describeProblem(error, { url, credentials, accepted, caFile, keepaliveSeconds }));
+    // The keepalive in effect, as mqtt.js takes it (its `keepalive` getter): the broker's, if
+    // it set one (not 0) and the bridge asked for one at all.
+    const server = this.#serverKeepalive;
+    const fromBroker = accepted && server !== undefined && server > 0 &&
+      this.#keepaliveSeconds > 0 && server !== this.#keepaliveSeconds;
+    const keepalive = fromBroker
+      ? { keepaliveSeconds: server, keepaliveAsked: this.#keepaliveSeconds }
+      : { keepaliveSeconds: this.#keepaliveSeconds };
+    this.#tell(describeProblem(error, { url, credentials, accepted, caFile, ...keepalive }));
   }
 
+  /** The keepalive the bridge asks for, in seconds. */
   get #keepaliveSeconds(): number {
     return this.#options.keepaliveSeconds ?? 30;
   }

@@ -133,8 +133,10 @@ export interface ProblemContext {
   accepted?: boolean;
   /** The `--mqtt-ca` file trusted instead of the public CAs, if one was given. */
   caFile?: string;
-  /** The MQTT keepalive asked for, in seconds. */
+  /** The MQTT keepalive in effect, in seconds: the broker's, when it set one. */
   keepaliveSeconds?: number;
+  /** The keepalive asked for, in seconds, when the broker set another (MQTT 5 Server Keep Alive). */
+  keepaliveAsked?: number;
 }
 
 /** Turns an error of the MQTT client into a problem a person can act on. */
@@ -232,7 +234,10 @@ export function describeProblem(
     // broker, and gives up half a keepalive later.
     const keepalive = context.keepaliveSeconds;
     const silence = keepalive === undefined ? "" : ` for ${keepalive * 1.5} s`;
-    const asked = keepalive === undefined ? "" : ` ${keepalive} s`;
+    const set = context.keepaliveAsked === undefined
+      ? ""
+      : `, the broker's Server Keep Alive; the bridge asked for ${context.keepaliveAsked} s`;
+    const asked = keepalive === undefined ? "" : ` ${keepalive} s${set}`;
     return {
       kind: "keepalive",
       level: "warn",
