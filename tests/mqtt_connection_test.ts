@@ -212,24 +212,32 @@ testWith(
     using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const said: string[] = [];
     const connection = await quickConnection(server, said);
+    const conns: Deno.Conn[] = [];
     try {
       connection.start();
       for (let i = 0; i < 3; i++) {
         const conn = await nextConnection(server);
+        conns.push(conn);
         assertEquals(await readPacket(conn), 1, "CONNECT");
         await conn.write(CONNACK);
         await delay(50);
         conn.close();
       }
-      // The third close is told after the fourth attempt has begun: wait for that attempt.
-      (await nextConnection(server)).close();
-      const why = said.filter((line) =>
-        line.includes('another client may be connecting as "mmap-ipc-connection-test"')
-      );
-      assertEquals(why.length, 1, said.join("\n"));
+      // After the third close the client checks that the broker still listens (a bare
+      // connection, nothing sent), as it does when it gives the id to another client.
+      conns.push(await nextConnection(server));
+      const why = (): string[] =>
+        said.filter((line) =>
+          line.includes('another client may be connecting as "mmap-ipc-connection-test"')
+        );
+      await until(() => why().length > 0, "the hint at a rival client");
+      // The next attempt comes after the check: wait for it, then nothing more is said.
+      conns.push(await nextConnection(server));
+      assertEquals(why().length, 1, said.join("\n"));
       assertEquals(said.filter((line) => line.includes("before accepting")).length, 0);
     } finally {
       await connection.close();
+      closeAll(conns);
     }
   },
 );
@@ -618,6 +626,66 @@ testWithBroker(
       } finally {
         broker.thaw();
         await connection.close();
+      }
+    });
+  },
+);
+
+testWithBroker(
+  "BrokerConnection hints at no rival client when mosquitto restarts three times within 10 s (nothing listens right after each close), and does when a second client takes its id in turn",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+      const rival = (lines: string[]): string[] =>
+        lines.filter((line) => line.includes("another client may be connecting"));
+      const said: string[] = [];
+      let connects = 0;
+      const connection = new BrokerConnection({
+        url: broker.url,
+        clientId: "mmap-ipc-restart-test",
+        // Longer than a restart takes: each next attempt meets the broker running again, so no
+        // failed attempt ends the run of short-lived connections.
+        backoff: { initialMs: 1_000, maxMs: 1_000, jitter: 0 },
+        log: linesInto(said),
+        onConnect: () => connects++,
+        onMessage: () => {},
+      });
+      try {
+        connection.start();
+        await until(() => connects === 1, `connected to ${broker.url}`);
+        for (let i = 2; i <= 4; i++) {
+          await broker.restart();
+          await until(() => connects === i, `connection ${i} to ${broker.url}`);
+        }
+        assertEquals(rival(said), [], `hinted at a rival client for restarts:\n${said.join("\n")}`);
+        assert(said.some((line) => line.includes("the broker went away")), said.join("\n"));
+        assertEquals(said.filter((line) => line.startsWith("ERR")), []);
+      } finally {
+        await connection.close();
+      }
+
+      // Two clients with one id, each taking it from the other (mosquitto 2.0.11 says nothing
+      // of it, even in MQTT 5): the broker listens all along, and the hint is said.
+      const saidBy: string[][] = [[], []];
+      const twins = saidBy.map((lines) =>
+        new BrokerConnection({
+          url: broker.url,
+          clientId: "mmap-ipc-twin-test",
+          backoff: { initialMs: 50, maxMs: 50, jitter: 0 },
+          log: linesInto(lines),
+          onConnect: () => {},
+          onMessage: () => {},
+        })
+      );
+      try {
+        for (const twin of twins) twin.start();
+        await until(
+          () => saidBy.some((lines) => rival(lines).length > 0),
+          `the hint at a rival client of ${broker.url}`,
+        );
+      } finally {
+        for (const twin of twins) await twin.close();
       }
     });
   },

@@ -20,6 +20,7 @@ import {
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 import { type Oversized, PacketSizeGuard, publishSize } from "./packet_size.ts";
 import type { Duplex } from "node:stream";
+import { connect as connectTcp } from "node:net";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter: 0.2 };
@@ -44,6 +45,8 @@ const V5_HANG_UPS = 2;
 
 /** Connections in a row shorter than {@link STABLE_MS} before the bridge says what may cause it. */
 const SHORT_LIVED_TO_WARN = 3;
+/** How long the check that the broker still listens (see {@link listens}) waits for an answer. */
+const LISTENS_WAIT_MS = 2_000;
 /** MQTT 5 DISCONNECT reason code: another client connected with this one's client id. */
 const SESSION_TAKEN_OVER = 0x8e;
 /**
@@ -169,6 +172,8 @@ export class BrokerConnection {
   /** Publishes waiting for the broker: settled (false) when the connection drops. */
   readonly #inFlight = new Set<(ok: boolean) => void>();
   #closing = false;
+  /** Ends the check that the broker still listens (see #onClose) when the connection closes. */
+  #listensCheck: AbortController | undefined;
 
   /** Prepares the connection; {@link BrokerConnection.start} makes it. */
   constructor(options: BrokerConnectionOptions) {
@@ -335,6 +340,8 @@ export class BrokerConnection {
     // 3.1.1 was for this attempt only (unless it falls back now): a broker that hung up twice
     // may have been restarting, and one that speaks only 3.1.1 refuses MQTT 5 again at once.
     if (client !== undefined && !was5 && !this.#fellBack) speak5(client);
+    /** This close is the third short-lived one in a row with no cause said: see below. */
+    let suspectRival = false;
     if (this.#connectedAt !== undefined) {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
@@ -353,15 +360,9 @@ export class BrokerConnection {
         this.#shortLived = 0;
       } else if (++this.#shortLived === SHORT_LIVED_TO_WARN && !this.#takeoverSaid) {
         // The usual cause: a second client with our id (a cloned SD card, a copy of the unit on
-        // another machine or in a container), each taking the id in turn.
-        log.warn(
-          `The broker at ${url} closed the connection soon after accepting it, ` +
-            `${SHORT_LIVED_TO_WARN} times in a row: another client may be connecting as ` +
-            `${JSON.stringify(clientId)} (another system with the same name: a copy of this ` +
-            "one on another machine or in a container, which needs its own --mqtt-prefix; or " +
-            "this system twice, which --mqtt-client-id tells apart), or the broker refuses " +
-            "something this bridge does (its log says what)",
-        );
+        // another machine or in a container), each taking the id in turn; said once the broker
+        // is seen to listen still (below), as it does when it gives the id to another client.
+        suspectRival = true;
       }
       // Named briefly: what the error or the DISCONNECT said is on a line of its own.
       const cause = this.#attemptErred
@@ -388,10 +389,48 @@ export class BrokerConnection {
     this.#disconnectSaid = false;
     this.#disconnectCode = undefined;
     this.#fellBack = false;
-    if (this.#timer !== undefined) return;
+    if (!suspectRival) {
+      this.#scheduleReconnect();
+      return;
+    }
+    // A broker that went away (stopped, restarted) closes every connection without a word too,
+    // and a few restarts within 10 s made as many short-lived connections. A broker that gives
+    // the id to another client still listens; one that is going away has stopped listening by
+    // the time its connections close (mosquitto 2.0.11 stopped: a connection made as soon as its
+    // clients saw the close was refused every time), so a connection to it now is refused.
+    // The next attempt is scheduled once this check settles (within LISTENS_WAIT_MS).
+    const { host, port } = brokerAddress(url);
+    const check = this.#listensCheck = new AbortController();
+    listens(host, port, check.signal).then((listening) => {
+      if (this.#listensCheck === check) this.#listensCheck = undefined;
+      if (this.#closing) return;
+      if (listening) {
+        log.warn(
+          `The broker at ${url} closed the connection soon after accepting it, ` +
+            `${SHORT_LIVED_TO_WARN} times in a row, and still listens: another client may be ` +
+            `connecting as ${JSON.stringify(clientId)} (another system with the same name: a ` +
+            "copy of this one on another machine or in a container, which needs its own " +
+            "--mqtt-prefix; or this system twice, which --mqtt-client-id tells apart), or the " +
+            "broker refuses something this bridge does (its log says what)",
+        );
+      } else {
+        // Went away: a run of short-lived connections ends here, as at a failed attempt.
+        this.#shortLived = 0;
+        log.debug(
+          `Nothing accepts connections at ${url} right after it closed the connection: the ` +
+            "broker went away (stopped or restarting), no sign of another client with this id",
+        );
+      }
+      this.#scheduleReconnect();
+    });
+  }
+
+  /** Makes the next attempt to connect after the backoff's delay, unless one is due already. */
+  #scheduleReconnect(): void {
+    if (this.#closing || this.#timer !== undefined) return;
     const delay = backoffDelay(this.#backoff, this.#failures);
     this.#failures++;
-    log.debug(`Next attempt to connect in ${delay} ms`);
+    this.#options.log.debug(`Next attempt to connect in ${delay} ms`);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (!this.#closing) this.#client?.reconnect();
@@ -690,6 +729,7 @@ export class BrokerConnection {
     }
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#listensCheck?.abort();
     if (client === undefined) return;
     const ended = new Promise<void>((resolve) =>
       client.end(!client.connected, {}, () => resolve())
@@ -711,6 +751,38 @@ export class BrokerConnection {
       );
     }
   }
+}
+
+/** The host (an IPv6 address without its brackets) and port of the broker at `url`. */
+function brokerAddress(url: string): { host: string; port: number } {
+  const parsed = new URL(url);
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+  const port = parsed.port === "" ? (parsed.protocol === "mqtts:" ? 8883 : 1883) : +parsed.port;
+  return { host, port };
+}
+
+/**
+ * Whether something accepts TCP connections at `host`:`port` now: a bare connection, made as
+ * the MQTT client makes its own (node:net, the same name resolution), closed at once without a
+ * byte sent. False when refused, unreachable, or not answered within {@link LISTENS_WAIT_MS};
+ * false at once when `signal` aborts.
+ */
+function listens(host: string, port: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connectTcp({ host, port });
+    const done = (listening: boolean): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+      socket.destroy();
+      resolve(listening);
+    };
+    const abort = (): void => done(false);
+    const timer = setTimeout(abort, LISTENS_WAIT_MS);
+    signal.addEventListener("abort", abort);
+    socket.once("connect", () => done(true));
+    // Not once: an error after the first must not go unhandled.
+    socket.on("error", abort);
+  });
 }
 
 /** Makes the next attempt of `client` speak MQTT 5 again. */
