@@ -536,7 +536,7 @@ testWith(
 );
 
 testWith(
-  [...NEEDS.childrenAndFiles, requires("mount"), requires("umount"), requires("fallocate")],
+  [...NEEDS.childrenAndFiles, requires("mount"), requires("umount")],
   "a SIGBUS that is no shrink (a hole in a full tmpfs) costs its page alone: a page above it still reaches the file",
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
