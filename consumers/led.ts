@@ -81,6 +81,46 @@ export async function runLed(
   }
 }
 
+/**
+ * How long the LED waits before it says that the button stopped (not died): long enough for a
+ * launcher's SIGTERM, sent to both at once, to reach the LED too.
+ */
+const STOPPED_NOTICE_MS = 500;
+
+/** One notice held back for a while, said at once on demand, and dropped once `signal` aborts. */
+class DeferredNotice {
+  readonly #delayMs: number;
+  readonly #signal: AbortSignal;
+  #pending: { say: () => void; timer: ReturnType<typeof setTimeout> } | undefined;
+
+  constructor(delayMs: number, signal: AbortSignal) {
+    this.#delayMs = delayMs;
+    this.#signal = signal;
+    signal.addEventListener("abort", () => this.#drop(), { once: true });
+  }
+
+  /** Holds `say` back (saying the one held before it now). */
+  later(say: () => void): void {
+    this.now();
+    if (this.#signal.aborted) return;
+    const timer = setTimeout(() => this.now(), this.#delayMs);
+    this.#pending = { say, timer };
+  }
+
+  /** Says the notice held back, if any, now. */
+  now(): void {
+    const pending = this.#drop();
+    pending?.say();
+  }
+
+  #drop(): { say: () => void; timer: ReturnType<typeof setTimeout> } | undefined {
+    const pending = this.#pending;
+    this.#pending = undefined;
+    if (pending !== undefined) clearTimeout(pending.timer);
+    return pending;
+  }
+}
+
 async function main(flags: LedFlags): Promise<void> {
   // Logging first: a child that does not start says why in the format asked for.
   setupLogging({
@@ -93,16 +133,22 @@ async function main(flags: LedFlags): Promise<void> {
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
+  const lost = (pid: number, status: "died" | "left"): void => {
+    const how = `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}`;
+    log.warn(mirror === undefined ? how : `${how}; following ${describeFollowed(mirror, flags)}`);
+  };
+  // A button that stopped cleanly is said a moment later, and not at all once this LED stops
+  // too: a launcher that stops sends both their SIGTERM at once, and the button's end could
+  // reach this LED before its own signal did: a warning at an orderly Ctrl+C.
+  const stopped = new DeferredNotice(STOPPED_NOTICE_MS, signal);
   using cell = openStateCell(region, {
     mirror,
     onWriter: ({ pid, status }) => {
+      if (status === "left") return stopped.later(() => lost(pid, status));
+      // Said in the order it happened: a button that stopped before this one came.
+      stopped.now();
       if (status === "writing") log.info(`Following the button (pid ${pid})`);
-      else if (mirror !== undefined) {
-        log.warn(
-          `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}; following ` +
-            describeFollowed(mirror, flags),
-        );
-      } else log.warn(`The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}`);
+      else lost(pid, status);
     },
   });
   let led: Led;

@@ -1249,6 +1249,38 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "an LED whose button stops just before the LED itself (a launcher stops both at once) says nothing of it; a button that stops alone is still said",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/state.dat`;
+      const fifo = `${dir}/button.fifo`;
+      const first = await startButton(state, fifo);
+      try {
+        await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--state", state]);
+        await led.waitFor(/Following the button/);
+        first.kill("SIGTERM");
+        assertEquals((await first.status()).code, 0, first.transcript);
+        await led.waitFor(/The button \(pid \d+\) stopped/);
+        const since = led.lines.length;
+        await using second = await startButton(state, fifo);
+        await led.waitFor(/Following the button/, { since });
+        // As a launcher stops them, the LED's SIGTERM a moment after the button's: here once
+        // the button is gone, so the button's end surely reaches the LED first.
+        second.kill("SIGTERM");
+        assertEquals((await second.status()).code, 0, second.transcript);
+        led.kill("SIGTERM");
+        assertEquals((await led.status()).code, 0, led.transcript);
+        const said = led.lines.slice(since).filter((line) => /stopped|died/.test(line.text));
+        assertEquals(said, [], led.transcript);
+      } finally {
+        await first[Symbol.asyncDispose]();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a button run by hand with --parent-pid alone makes its FIFO (only --fifo-from-parent leaves that to the parent), reads presses, and removes it at exit",
   async () => {
     await withTempDir(async (dir) => {
