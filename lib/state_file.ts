@@ -61,14 +61,19 @@ export interface StateFileContent {
 
 /**
  * Whether `bytes` (a whole file) look like a state file: empty, all NUL, or a `%d` number
- * (with white space around it) up to the first NUL; anything after that NUL is the original's
- * leftover and ignored. A text file of any other kind is not a state file.
+ * (with white space around it) up to the first NUL; anything after that NUL is the leftover of
+ * a longer text written there before and ignored. A text file of any other kind is not a state
+ * file, nor is one whose first NUL follows no number but is followed by more than NULs (a small
+ * binary file, such as an icon or UTF-16 text): every writer of the format (`"%d\n"`) puts a
+ * number before its NUL, so nothing of the format's leaves such a file.
  */
 export function looksLikeStateFile(bytes: Uint8Array): boolean {
   if (bytes.length > MAX_STATE_FILE_SIZE) return false;
   const end = bytes.indexOf(0);
   const text = new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end));
-  return text.length <= STATE_TEXT_BYTES && /^\s*([-+]?\d+\s*)?$/.test(text);
+  const number = /^\s*[-+]?\d+\s*$/.test(text);
+  if (!number && end >= 0 && bytes.subarray(end).some((byte) => byte !== 0)) return false;
+  return text.length <= STATE_TEXT_BYTES && (number || /^\s*$/.test(text));
 }
 
 /** What {@link openWith} hands to the {@link StateFile} constructor. */

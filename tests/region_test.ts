@@ -206,6 +206,36 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.files,
+  "openStateFile() refuses a small binary file that starts with a NUL (an icon, UTF-16 text) and leaves it as it is; an all-NUL file and a state with a leftover after its NUL are taken",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/given.dat`;
+      const icon = new Uint8Array(1_150);
+      icon.set([0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0, 32, 0, 0x68, 4, 0, 0, 22, 0]);
+      icon.fill(0xab, 22);
+      const utf16 = new Uint8Array([0, 0x4e, 0, 0x6f, 0, 0x74, 0, 0x65, 0, 0x73, 0, 0x0a]);
+      for (const theirs of [icon, utf16, new Uint8Array([0x0a, 0, 0x50, 0x4b])]) {
+        Deno.writeFileSync(path, theirs, { mode: 0o600 });
+        assertThrowsWith(
+          () => openStateFile(path).close(),
+          Deno.errors.InvalidData,
+          path,
+          "something other than a state",
+          "left as it is",
+        );
+        assertEquals(Deno.readFileSync(path), theirs, "the file was changed");
+      }
+      // What the format leaves: the original's fresh file, and "1\n\0" written over "12345\n".
+      for (const state of [new Uint8Array(258), encoder.encode("1\n\x0045\n\0\0")]) {
+        Deno.writeFileSync(path, state, { mode: 0o600 });
+        openStateFile(path).close();
+      }
+    });
+  },
+);
+
 testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
