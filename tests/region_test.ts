@@ -236,6 +236,29 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.files,
+  "openStateFile() takes only ASCII white space around the number, as sscanf does: a file of non-breaking spaces, or a number after a byte-order mark, is refused and left as it is",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/given.txt`;
+      for (const theirs of ["\u00a0\u00a0\n", "\u3000", "\u2028\n", "\ufeff1\n"]) {
+        Deno.writeTextFileSync(path, theirs, { mode: 0o600 });
+        assertThrowsWith(
+          () => openStateFile(path).close(),
+          Deno.errors.InvalidData,
+          path,
+          "something other than a state",
+        );
+        assertEquals(Deno.readTextFileSync(path), theirs, "the file was changed");
+      }
+      Deno.writeTextFileSync(path, " \t1\r\n\v\f", { mode: 0o600 });
+      using state = openStateFile(path);
+      assertEquals(state.read().value, 1);
+    });
+  },
+);
+
 testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
