@@ -87,16 +87,33 @@ export async function keepMirror(
     }
     const state = cell.read();
     if (blank) {
-      mirror.write(state);
       const what = size === 0 ? "was emptied" : `holds no state now (${size} bytes of other text)`;
-      log.warn(`${name} ${what}; wrote the state (${state}) back`);
+      writeBack(state, what, `wrote the state (${state}) back`);
     } else if (value !== state) {
       cell.write(value);
       log.warn(`${name} was set to ${value} from outside; the state follows it`);
     } else if (size < STATE_FILE_SIZE) {
-      mirror.write(state);
-      log.warn(`${name} was cut to ${size} bytes; put it back to full size`);
+      writeBack(state, `was cut to ${size} bytes`, "put it back to full size");
     }
+  };
+  /**
+   * Writes the state back into the file and says so; a file that cannot be written (its file
+   * system full) is said too, and this goes on: the state is in memory, and the next change
+   * writes the file again.
+   */
+  const writeBack = (state: number, what: string, done: string): void => {
+    try {
+      mirror.write(state);
+    } catch (error) {
+      if (!(error instanceof Error) || error instanceof Deno.errors.BadResource) throw error;
+      log.warn(
+        `${name} ${what}; could not write the state (${state}) back: ${error.message}; this ` +
+          "system keeps its state in memory and goes on, and writes the file again at the next " +
+          "change",
+      );
+      return;
+    }
+    log.warn(`${name} ${what}; ${done}`);
   };
   try {
     // What happened before this process started (a restarted button) is reported too.

@@ -141,6 +141,13 @@ export interface StateCellOptions {
    */
   mirror?: StateFile;
   /**
+   * Called, with the writer's `mirror`, when copying a value into it fails for a reason of the
+   * file's (its file system full, an I/O error): the value is in the cell all the same, and the
+   * next write copies it again. Without it, such a failure is thrown from `write()` (after the
+   * cell took the value) and from the open that takes the writer role.
+   */
+  onMirrorError?: (error: Error) => void;
+  /**
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
    * JavaScript thread, in a Worker that wakes the event loop only for a change); at most
    * 2^31 - 1, since such a reader has nothing else to go by.
@@ -266,6 +273,7 @@ export class StateCell {
   readonly #followPeriodMs: number;
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
+  readonly #onMirrorError: ((error: Error) => void) | undefined;
   readonly #closing = new AbortController();
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
@@ -320,6 +328,7 @@ export class StateCell {
     this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
     this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
+    this.#onMirrorError = options.onMirrorError;
     const initialValue = options.initialValue ?? 0;
     // Asked for: a sound cell's header (made meanwhile, perhaps) is written anew once its roles
     // are taken (below); any other now.
@@ -430,7 +439,24 @@ export class StateCell {
     // Before the value is published: a write that throws must not have reached the readers.
     if (this.#mirror !== undefined && this.#mirror.closed) this.#mirrorClosed("write");
     this.#publish(value);
-    this.#mirror?.write(value);
+    this.#copyToMirror(value);
+  }
+
+  /** Copies `value` into the mirror, if any; a failure goes to `onMirrorError` when given. */
+  #copyToMirror(value: number): void {
+    const mirror = this.#mirror;
+    if (mirror === undefined) return;
+    if (this.#onMirrorError === undefined) {
+      mirror.write(value);
+      return;
+    }
+    try {
+      mirror.write(value);
+    } catch (error) {
+      // A closed mirror is the caller's mistake, not the file's.
+      if (!(error instanceof Error) || error instanceof Deno.errors.BadResource) throw error;
+      this.#onMirrorError(error);
+    }
   }
 
   /**
@@ -834,7 +860,7 @@ export class StateCell {
     // back, and wakes those asleep.
     Atomics.add(this.#words, this.#sequenceIndex, 2);
     this.#sequenceWord.wakeAll();
-    if (mirrored !== undefined) this.#mirror?.write(this.#load());
+    if (mirrored !== undefined) this.#copyToMirror(this.#load());
   }
 
   #publish(value: number): void {
@@ -1475,6 +1501,11 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
   if (options.onWriter !== undefined && typeof options.onWriter !== "function") {
     throw new TypeError(
       `State cell option onWriter is a ${typeof options.onWriter}, not a function`,
+    );
+  }
+  if (options.onMirrorError !== undefined && typeof options.onMirrorError !== "function") {
+    throw new TypeError(
+      `State cell option onMirrorError is a ${typeof options.onMirrorError}, not a function`,
     );
   }
   // A reader with no cooperating writer has nothing else to go by: it must look now and then.

@@ -37,6 +37,10 @@ import { type Command, decodeCommand } from "../app/remote/messages.ts";
 import { shellQuote } from "../lib/shell_quote.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
 
+/** What a failed write of the state file goes on to say. */
+const MIRROR_WRITE_LATER = "this system keeps its state in memory and goes on, and writes the " +
+  "file again at the next change";
+
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({
   name: "button",
@@ -325,7 +329,13 @@ async function main(flags: ButtonFlags): Promise<void> {
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
-  using cell = openStateCell(region, { writer: true, mirror });
+  using cell = openStateCell(region, {
+    writer: true,
+    mirror,
+    // The state file is a copy for other programs: one that cannot be written (its file system
+    // full) is said, and the system goes on with its state in memory.
+    onMirrorError: (error) => log.warn(`${error.message}; ${MIRROR_WRITE_LATER}`),
+  });
   using events = link && remote?.openEventSender(link);
   using commands = link && remote?.openCommandReceiver(link);
   const { PressReporter } = events ? await import("../app/remote/press_reporter.ts") : {};

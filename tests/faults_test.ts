@@ -38,7 +38,7 @@ import {
   stopAll,
   unusedUid,
 } from "./helpers/system.ts";
-import { removeTree, uniqueShmName, withShmName, withTempDir } from "./helpers/temp.ts";
+import { removeTree, uniqueShmName, withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 
 /** How long SIGTERM may take to stop everything before the test calls it a hang. */
@@ -397,6 +397,39 @@ testWith(
       } finally {
         await stopAll(launcher, [pids.led, pids.button, bridge]);
       }
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("mount"), requires("umount")],
+  ": > state on a full file system: the state cannot be written back, which the button says, naming the path and ENOSPC; it does not exit, presses go on, and the file has the state once there is room",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
+    await withTempDir(async (dir) => {
+      await withMount(dir, "tmpfs", async (small) => {
+        const state = `${small}/state`;
+        const fifo = `${dir}/button.fifo`;
+        const args = ["--state", state, "--fifo", fifo, "--log-level", "debug"];
+        await withLauncher(dir, args, async (launcher) => {
+          const since = launcher.lines.length;
+          // Every block but the state file's taken, then that one freed and taken too.
+          await shell('cat /dev/zero > "$1/fill" 2>/dev/null; :', small);
+          await shell(': > "$1"; cat /dev/zero > "$(dirname "$1")/more" 2>/dev/null; :', state);
+          await launcher.waitFor(/was emptied; could not write the state \(0\) back: .*ENOSPC/, {
+            since,
+            timeoutMs: GUARD_MS,
+          });
+          assertEquals(await pressAndSee(launcher, fifo), 1);
+          assertMatch(launcher.transcript, /Cannot write ".*\/state": no space left.*\(ENOSPC\)/);
+          assertEquals(await pressAndSee(launcher, fifo), 0);
+          Deno.removeSync(`${small}/more`);
+          assertEquals(await pressAndSee(launcher, fifo), 1);
+          await until(() => stateValue(state) === 1, "the state in the file again");
+          const restarts = launcher.lines.slice(since).filter((line) => /Started /.test(line.text));
+          assertEquals(restarts, [], launcher.transcript);
+        });
+      }, "size=16k");
     });
   },
 );

@@ -1,11 +1,11 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
-import { withShmName, withTempDir } from "./helpers/temp.ts";
+import { withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS } from "./helpers/waiting.ts";
 import { writerEvents } from "./helpers/writer_events.ts";
 import {
@@ -347,6 +347,55 @@ Deno.test("the exported classes cannot be made directly: a StateFile made around
   using again = openMemfdRegion(region.name);
   assertEquals(again.size, 256);
 });
+
+testWith(
+  [...NEEDS.files, requires("mount"), requires("umount")],
+  "a mirror that cannot be written (its file system full): with onMirrorError the cell takes each value and hands the failure over, the next write copies again; without it the failure is thrown",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
+    await withTempDir(async (dir) => {
+      await withMount(dir, "tmpfs", async (small) => {
+        const path = `${small}/state`;
+        using mirror = openStateFile(path, { create: true });
+        using region = createMemfdRegion({ size: 256 });
+        const failures: Error[] = [];
+        using writer = openStateCell(region, {
+          writer: true,
+          mirror,
+          onMirrorError: (error) => failures.push(error),
+        });
+        using reader = openStateCell(region);
+        // The file's block freed, then every block taken.
+        Deno.truncateSync(path, 0);
+        await new Deno.Command("sh", {
+          args: ["-c", 'cat /dev/zero > "$1/fill" 2>/dev/null; :', "sh", small],
+        }).output();
+        writer.write(1);
+        assertEquals(reader.read(), 1);
+        assertEquals(failures.length, 1);
+        assertStringIncludes(failures[0].message, path);
+        assertStringIncludes(failures[0].message, "ENOSPC");
+        // Without it, the open that takes the writer role (and copies its value) throws.
+        using other = createMemfdRegion({ size: 256 });
+        assertThrowsWith(
+          () => openStateCell(other, { writer: true, mirror }),
+          Error,
+          path,
+          "ENOSPC",
+        );
+        Deno.removeSync(`${small}/fill`);
+        writer.write(0);
+        assertEquals(failures.length, 1);
+        assertEquals(mirror.value(), 0);
+        assertThrowsWith(
+          () => openStateCell(region, { onMirrorError: "warn" as unknown as () => void }),
+          TypeError,
+          "onMirrorError is a string, not a function",
+        );
+      }, "size=16k");
+    });
+  },
+);
 
 testWith(
   NEEDS.files,
