@@ -464,6 +464,11 @@ function claim(file: string, claiming: Claiming, action = "launch"): PathClaim {
       "open claim",
     );
     const stat = posix.statFd(fd, file);
+    // Ours, in our private directory, made with less than 0600 (umask 0277): the next launcher
+    // could not open it for writing, and was refused its claim for good.
+    if (stat.uid === posix.effectiveUid() && stat.permissions !== 0o600) {
+      posix.setFdMode(fd, 0o600, file, "open claim");
+    }
     if (!lockWithinGrace(fd, file)) {
       const held = heldAs(fd, path);
       posix.closeFd(fd);

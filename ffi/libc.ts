@@ -41,6 +41,10 @@ export const LIBC_SYMBOLS = {
   mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
   /** int mkdir(const char *path, mode_t mode); */
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int chmod(const char *path, mode_t mode); */
+  chmod: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int fchmod(int fd, mode_t mode); */
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
   /** ssize_t readlink(const char *path, char *buf, size_t size); */
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf); */

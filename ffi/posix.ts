@@ -421,19 +421,45 @@ export function writeSome(
   throw osError("write", subject, retried.errno);
 }
 
-/** mkfifo(3). */
+/**
+ * mkfifo(3), with exactly `mode`: the umask, which takes bits away from what mkfifo makes, is
+ * undone at once (`umask 0277` left a FIFO its owner could not write).
+ */
 export function makeFifo(path: string, mode: number): void {
   attempt(() => libc().mkfifo(cString(path), mode), "create FIFO", path);
+  setMode(path, mode, "create FIFO");
 }
 
-/** mkdir(2); returns false when the path already exists. */
+/**
+ * mkdir(2), with exactly `mode` (as {@link makeFifo}: `umask 0177` left a directory of mode 0600
+ * that its owner could not enter, for this run and every later one); returns false when the path
+ * already exists.
+ */
 export function makeDirectory(path: string, mode: number): boolean {
   const make = (): number => libc().mkdir(cString(path), mode);
-  if (make() === 0) return true;
-  const retried = retryFailed(make);
-  if (retried.ok) return true;
-  if (retried.errno === Errno.EEXIST) return false;
-  throw osError("create directory", path, retried.errno);
+  if (make() !== 0) {
+    const retried = retryFailed(make);
+    if (!retried.ok) {
+      if (retried.errno === Errno.EEXIST) return false;
+      throw osError("create directory", path, retried.errno);
+    }
+  }
+  setMode(path, mode, "create directory");
+  return true;
+}
+
+/**
+ * chmod(2) of what this process has just made at `path`: in a directory the caller checked that no
+ * other user may write (or a sticky one, where none may rename what is ours), so the path still
+ * names it.
+ */
+function setMode(path: string, mode: number, action: string): void {
+  attempt(() => libc().chmod(cString(path), mode), action, path);
+}
+
+/** fchmod(2): a file just created gets exactly `mode`, whatever the umask took from it. */
+export function setFdMode(fd: number, mode: number, name: string, action = "create"): void {
+  attempt(() => libc().fchmod(fd, mode), action, name);
 }
 
 /** unlink(2). */

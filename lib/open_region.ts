@@ -164,7 +164,7 @@ function openFdRegion(
   openFd: (flags: number) => number,
   removal: NameRemoval,
 ): SharedRegion {
-  const { fd, created } = openOrCreate(openFd, options);
+  const { fd, created } = openOrCreate(openFd, { ...options, name });
   let identity: string | undefined;
   try {
     const stat = posix.statFd(fd, name);

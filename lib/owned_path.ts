@@ -419,17 +419,27 @@ export function removeShmIfSame(name: string, identity: string): boolean {
 
 /**
  * Opens with `openFd`: creates exclusively first when `create` is set (an existing file is
- * opened instead unless `exclusive`), so `created` tells whether this call made the file.
+ * opened instead unless `exclusive`), so `created` tells whether this call made the file. A file
+ * made here gets exactly mode 0600 (every file we create has it), whatever the umask took from
+ * it: `umask 0277` left one its owner could not open again for writing.
  */
 export function openOrCreate(
   openFd: (flags: number) => number,
-  options: { create?: boolean; exclusive?: boolean },
+  options: { create?: boolean; exclusive?: boolean; name?: string },
 ): { fd: number; created: boolean } {
   if (!options.create) return { fd: openFd(0), created: false };
+  let fd: number;
   try {
-    return { fd: openFd(C.O_CREAT | C.O_EXCL), created: true };
+    fd = openFd(C.O_CREAT | C.O_EXCL);
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
     return { fd: openFd(0), created: false };
   }
+  try {
+    posix.setFdMode(fd, 0o600, options.name ?? `fd ${fd}`);
+  } catch (error) {
+    posix.closeFd(fd);
+    throw error;
+  }
+  return { fd, created: true };
 }

@@ -299,7 +299,7 @@ function openWith(
   remove: () => void,
   action: string,
 ): StateFile {
-  const { fd, created } = openOrCreate(openFd, options);
+  const { fd, created } = openOrCreate(openFd, { ...options, name });
   try {
     const stat = posix.statFd(fd, name);
     checkOwn(stat, "file", action, name);

@@ -259,6 +259,67 @@ testWith(
   },
 );
 
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "what is made under a umask that takes the owner's bits away (0377) gets its mode all the same: a private directory 0700, a FIFO, a state file, a file region, shm and a claim record 0600",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName(async (shm) => {
+        const script = `${dir}/make.ts`;
+        Deno.writeTextFileSync(
+          script,
+          `import { createFifo, ensurePrivateDirectory } from "${ROOT}lib/owned_path.ts";
+import { openFileRegion, openShmRegion, openStateFile } from "${ROOT}mod.ts";
+import { claimPaths } from "${ROOT}app/path_claims.ts";
+const dir = Deno.args[0];
+ensurePrivateDirectory(dir + "/private");
+createFifo(dir + "/private/button.fifo");
+openStateFile(dir + "/state.dat", { create: true }).close();
+openFileRegion(dir + "/region", { create: true, size: 64 }).close();
+openShmRegion(Deno.args[1], { create: true, size: 64 }).close();
+const roots = { sessions: dir + "/none", shared: dir + "/private" };
+const held = claimPaths([{ kind: "state file", path: dir + "/state.dat" }], { roots });
+const claims = dir + "/private/mmap-ipc-" + Deno.uid() + "/claims";
+for (const { name } of Deno.readDirSync(claims)) {
+  console.log(((Deno.lstatSync(claims + "/" + name).mode ?? 0) & 0o777).toString(8));
+}
+for (const claim of held) claim.release();
+`,
+        );
+        const [deno, ...args] = denoCommand(script, [dir, shm], ["--allow-all"]);
+        const output = await new Deno.Command("sh", {
+          args: ["-c", 'umask 0377; exec "$@"', "sh", deno, ...args],
+        }).output();
+        assert(output.success, new TextDecoder().decode(output.stderr));
+        const records = new TextDecoder().decode(output.stdout).trim().split("\n");
+        const mode = (path: string): string =>
+          ((statPath(path)?.permissions ?? 0) & 0o777).toString(8);
+        const claims = `${dir}/private/mmap-ipc-${Deno.uid()}/claims`;
+        assertEquals(
+          {
+            private: mode(`${dir}/private`),
+            fifo: mode(`${dir}/private/button.fifo`),
+            state: mode(`${dir}/state.dat`),
+            region: mode(`${dir}/region`),
+            shm: mode(`/dev/shm${shm}`),
+            claims: mode(claims),
+            records,
+          },
+          {
+            private: "700",
+            fifo: "600",
+            state: "600",
+            region: "600",
+            shm: "600",
+            claims: "700",
+            records: records.map(() => "600"),
+          },
+        );
+      });
+    });
+  },
+);
+
 testWith(NEEDS.files, "openFileRegion() rejects a device", () => {
   assertThrowsWith(
     () => openFileRegion("/dev/null", { size: 64 }),
