@@ -40,7 +40,7 @@ import { pressOnEnter } from "./app/terminal_presses.ts";
 import { keepFifo } from "./app/fifo_keeper.ts";
 import { FifoHold } from "./app/fifo_hold.ts";
 import { fromTaskDirectory, taskDirectory } from "./app/task_directory.ts";
-import { usage } from "./app/flags.ts";
+import { printLine, usage } from "./app/flags.ts";
 import { createRemoteLink, type LinkHolder } from "./app/remote/link.ts";
 import { readCaFile } from "./bridges/mqtt/ca_file.ts";
 import { loadCredentials, PASSWORD_ENV, USERNAME_ENV } from "./bridges/mqtt/credentials.ts";
@@ -637,7 +637,7 @@ if (import.meta.main) {
   try {
     mqtt = mqttSettings(flags);
   } catch (error) {
-    console.error(`launch: ${(error as Error).message}\n\n${usage(LAUNCH_COMMAND)}`);
+    printLine("stderr", `launch: ${(error as Error).message}\n\n${usage(LAUNCH_COMMAND)}`);
     Deno.exit(2);
   }
   let code: number;
@@ -645,10 +645,10 @@ if (import.meta.main) {
     code = await main(flags, mqtt);
   } catch (error) {
     if (error instanceof SameFileError) {
-      console.error(`launch: ${error.message}\n\n${usage(LAUNCH_COMMAND)}`);
+      printLine("stderr", `launch: ${error.message}\n\n${usage(LAUNCH_COMMAND)}`);
       code = 2;
     } else {
-      console.error(`launch: ${(error as Error).message}`);
+      printLine("stderr", `launch: ${(error as Error).message}`);
       code = 1;
     }
   }

@@ -414,8 +414,25 @@ export function usage<T extends FlagTable>(command: CommandSpec<T>): string {
 }
 
 /**
- * Parses `args` (default `Deno.args`) for a script: `--help` prints the usage and exits 0; a
- * bad command line prints each problem, then the usage, to stderr and exits 2.
+ * Prints `text` and a newline on stdout or stderr, as `console.log` and `console.error` do, but
+ * throws nothing when the stream cannot be written (`2>/dev/full`, a pipe whose reader is gone):
+ * the exit status that follows must still say what happened, where the uncaught write error made
+ * it 1. Returns whether it printed.
+ */
+export function printLine(stream: "stdout" | "stderr", text: string): boolean {
+  try {
+    if (stream === "stdout") console.log(text);
+    else console.error(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Parses `args` (default `Deno.args`) for a script: `--help` prints the usage and exits 0 (1 when
+ * it could not be printed); a bad command line prints each problem, then the usage, to stderr
+ * and exits 2, whether or not stderr could be written.
  */
 export function parseCommandLine<T extends FlagTable>(
   command: CommandSpec<T>,
@@ -427,12 +444,13 @@ export function parseCommandLine<T extends FlagTable>(
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     const problems = error.problems.map((problem) => `${command.name}: ${problem}`).join("\n");
-    console.error(`${problems}\n\n${usage(command)}`);
+    printLine("stderr", `${problems}\n\n${usage(command)}`);
     Deno.exit(2);
   }
   if (values === "help") {
-    console.log(usage(command));
-    Deno.exit(0);
+    if (printLine("stdout", usage(command))) Deno.exit(0);
+    printLine("stderr", `${command.name}: could not print the usage on stdout`);
+    Deno.exit(1);
   }
   return values;
 }

@@ -19,7 +19,13 @@ import {
   shutdownSignal,
   STATE_FLAGS,
 } from "../app/cli.ts";
-import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
+import {
+  type CommandFlags,
+  defineCommand,
+  parseCommandLine,
+  printLine,
+  usage,
+} from "../app/flags.ts";
 import { logger, setupLogging } from "../app/logging.ts";
 import { BacklogReport } from "./mqtt/backlog_report.ts";
 import { CommandForwarder } from "../app/remote/command_forwarder.ts";
@@ -181,7 +187,7 @@ if (import.meta.main) {
     settings = mqttSettings(flags);
     if (settings === undefined) throw new TypeError("--mqtt URL is required");
   } catch (error) {
-    console.error(`mqtt: ${(error as Error).message}\n\n${usage(MQTT_BRIDGE_COMMAND)}`);
+    printLine("stderr", `mqtt: ${(error as Error).message}\n\n${usage(MQTT_BRIDGE_COMMAND)}`);
     Deno.exit(2);
   }
   try {

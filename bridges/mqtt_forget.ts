@@ -14,7 +14,13 @@
 
 import { deadline } from "@std/async/deadline";
 import { logFlags } from "../app/cli.ts";
-import { type CommandFlags, defineCommand, parseCommandLine, usage } from "../app/flags.ts";
+import {
+  type CommandFlags,
+  defineCommand,
+  parseCommandLine,
+  printLine,
+  usage,
+} from "../app/flags.ts";
 import { logger, quote, setupLogging } from "../app/logging.ts";
 import { claimPaths } from "../app/path_claims.ts";
 import { fromTaskDirectory } from "../app/task_directory.ts";
@@ -343,7 +349,10 @@ if (import.meta.main) {
     settings = mqttSettings(flags);
     if (settings === undefined) throw new TypeError("--mqtt URL is required");
   } catch (error) {
-    console.error(`mqtt:forget: ${(error as Error).message}\n\n${usage(MQTT_FORGET_COMMAND)}`);
+    printLine(
+      "stderr",
+      `mqtt:forget: ${(error as Error).message}\n\n${usage(MQTT_FORGET_COMMAND)}`,
+    );
     Deno.exit(2);
   }
   try {

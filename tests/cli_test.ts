@@ -13,7 +13,7 @@ import { PASSWORD_ENV, USERNAME_ENV } from "../bridges/mqtt/credentials.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
+import { denoCommand, spawnDeno, spawnProgram, taskArgs } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
 const DEMO = defineCommand({
@@ -417,6 +417,47 @@ for (const script of SCRIPTS) {
     },
   );
 }
+
+/** Runs `script` with `args`, its stdout and stderr on /dev/full; returns its exit status. */
+async function runOnFullOutput(
+  script: string,
+  args: string[],
+  permissions = ["--allow-ffi"],
+): Promise<Deno.CommandStatus & { stderr: string }> {
+  const [deno, ...rest] = denoCommand(`${ROOT}${script}`, args, permissions);
+  await using child = spawnProgram("sh", [
+    "-c",
+    'exec "$@" >/dev/full 2>/dev/full',
+    "sh",
+    deno,
+    ...rest,
+  ]);
+  return await child.status();
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "a bad command line exits 2 even when stderr cannot be written (/dev/full), and --help then exits 1, not with an uncaught write error",
+  async () => {
+    await withTempDir(async (dir) => {
+      for (const script of SCRIPTS) {
+        const [bad, help] = await Promise.all([
+          runOnFullOutput(script.path, script.bad[0][0]),
+          runOnFullOutput(script.path, ["--help"]),
+        ]);
+        assertEquals(bad.code, 2, `${script.path} ${script.bad[0][0].join(" ")}: ${bad.stderr}`);
+        assertEquals(help.code, 1, `${script.path} --help: ${help.stderr}`);
+      }
+      // Found only once the launcher runs: one file given twice.
+      const twice = await runOnFullOutput(
+        "launch.ts",
+        ["--state", `${dir}/x`, "--fifo", `${dir}/x`],
+        ["--allow-all"],
+      );
+      assertEquals(twice.code, 2, twice.stderr);
+    });
+  },
+);
 
 testWith(
   ["run"],
