@@ -8,7 +8,7 @@
  */
 
 import { openStateShm } from "./lib/state_file.ts";
-import { STATE_REGION_SIZE } from "./app/cli.ts";
+import { hangUpIgnored, STATE_REGION_SIZE } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
@@ -486,10 +486,16 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   const log = logger("launch");
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
+  // Looked at first: adding any signal listener takes an inherited ignoring of SIGHUP away.
+  const nohup = hangUpIgnored();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
-  // A closed terminal: stop and clean up as for SIGTERM (by default SIGHUP ends us on the spot).
-  Deno.addSignalListener("SIGHUP", onSignal);
+  // A closed terminal: stop and clean up as for SIGTERM (by default SIGHUP ends us on the spot),
+  // unless started under nohup, which asks for a launcher that a closed terminal leaves running.
+  if (nohup) {
+    Deno.addSignalListener("SIGHUP", () => {});
+    log.info("Started with SIGHUP ignored (nohup): a closed terminal leaves it running");
+  } else Deno.addSignalListener("SIGHUP", onSignal);
 
   const resources: Resources = { claims: [], owned: [] };
   let keepingClaims: Promise<void> | undefined;

@@ -7,7 +7,7 @@
  */
 
 import { SIGTERM } from "../ffi/constants.ts";
-import { setParentDeathSignal, statPath } from "../ffi/posix.ts";
+import { readFileText, setParentDeathSignal, statPath } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
 import { normalizeShmName, openMemfdRegion, openShmRegion } from "../lib/open_region.ts";
 import { removeShmIfSame } from "../lib/owned_path.ts";
@@ -263,13 +263,29 @@ export async function exitWhenFlushed(): Promise<never> {
 }
 
 /**
+ * Whether SIGHUP was ignored when this process started (`nohup`, which asks for a process immune
+ * to hangups): call it before any signal listener is added, which takes the ignoring away (in
+ * Deno 2.9 the first listener of any signal does; one for SIGHUP then keeps it ignored). Read
+ * from `/proc/self/status` (its `SigIgn` mask), through our own FFI: no read permission needed.
+ */
+export function hangUpIgnored(): boolean {
+  const line = readFileText("/proc/self/status")?.match(/^SigIgn:\s*([0-9a-f]+)$/m);
+  // SIGHUP is signal 1: the mask's lowest bit.
+  return line !== null && line !== undefined && (parseInt(line[1].slice(-1), 16) & 1) === 1;
+}
+
+/**
  * An `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (its terminal closed: it stops as
- * cleanly as on the others, instead of dying with its work half done). With `parentPid` (the
- * launcher's), the kernel also sends SIGTERM when that parent dies, so a child never outlives its
- * launcher; and SIGHUP, which a closed terminal sends the launcher too, is the launcher's to act
- * on: it stops its children in order, and a child that died of it first looked like a crash.
+ * cleanly as on the others, instead of dying with its work half done; not when it was started
+ * with SIGHUP ignored, under `nohup`, which asks for a process a closed terminal leaves running).
+ * With `parentPid` (the launcher's), the kernel also sends SIGTERM when that parent dies, so a
+ * child never outlives its launcher; and SIGHUP, which a closed terminal sends the launcher too,
+ * is the launcher's to act on: it stops its children in order, and a child that died of it first
+ * looked like a crash.
  */
 export function shutdownSignal(parentPid?: number): AbortSignal {
+  // Looked at first: adding any signal listener takes an inherited ignoring of SIGHUP away.
+  const nohup = hangUpIgnored();
   const controller = new AbortController();
   if (parentPid !== undefined) {
     setParentDeathSignal(SIGTERM);
@@ -285,7 +301,7 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   }
   const stop = (): void => controller.abort();
   const ignore = (): void => {};
-  const hangUp = parentPid === undefined ? stop : ignore;
+  const hangUp = parentPid === undefined && !nohup ? stop : ignore;
   // The listeners stay until the process exits: a second Ctrl+C while it cleans up must not take
   // the default action and end it before it has removed its FIFO or its cell. They do not keep
   // the process alive.

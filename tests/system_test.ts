@@ -20,7 +20,7 @@ import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { killIfRunning, processGone, settledFdCount, waitingForWriter } from "./helpers/proc.ts";
-import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { buildC, denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
   asUser,
   LAUNCH_PERMISSIONS,
@@ -524,6 +524,49 @@ testWith(
         assertEquals(claims(), [], "claims left behind");
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("nohup")],
+  "a launcher, and a button and an LED run alone, started under nohup (SIGHUP ignored) are left running by SIGHUP, the launcher saying so, and still stop on SIGTERM",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      const [deno, ...args] = launcherCommand(["--state", state, "--fifo", fifo]);
+      await using launcher = spawnProgram("nohup", [deno, ...args], { cwd: dir });
+      const pids = await running(launcher);
+      try {
+        launcher.kill("SIGHUP");
+        await delay(500);
+        assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
+        assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
+        assertMatch(launcher.transcript, /SIGHUP ignored \(nohup\)/);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+      const alone = `${dir}/alone.dat`;
+      for (
+        const [script, more] of [["producers/button.ts", ["--fifo", fifo]], [
+          "consumers/led.ts",
+          [],
+        ]]
+      ) {
+        const [deno, ...args] = denoCommand(`${ROOT}${script}`, ["--state", alone, ...more], [
+          "--allow-ffi",
+        ]);
+        await using child = spawnProgram("nohup", [deno, ...args], { cwd: dir });
+        await child.waitFor(/Button ready|LED Status/);
+        child.kill("SIGHUP");
+        await delay(500);
+        assert(!processGone(child.pid), `${script} stopped:\n${child.transcript}`);
+        child.kill("SIGTERM");
+        assertEquals((await child.status()).code, 0, child.transcript);
       }
     });
   },
