@@ -20,6 +20,7 @@ import {
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
 import {
   closeFd,
+  effectiveUid,
   makeFifo,
   memfdCreate,
   sealSize,
@@ -294,7 +295,8 @@ for (const claim of held) claim.release();
         const records = new TextDecoder().decode(output.stdout).trim().split("\n");
         const mode = (path: string): string =>
           ((statPath(path)?.permissions ?? 0) & 0o777).toString(8);
-        const claims = `${dir}/private/mmap-ipc-${Deno.uid()}/claims`;
+        // effectiveUid(), not Deno.uid(): the suite runs without --allow-sys.
+        const claims = `${dir}/private/mmap-ipc-${effectiveUid()}/claims`;
         assertEquals(
           {
             private: mode(`${dir}/private`),
