@@ -20,6 +20,10 @@ import { normalizeShmName } from "../lib/open_region.ts";
 import type { StateCell } from "../lib/state_cell.ts";
 import type { StateFile } from "../lib/state_file.ts";
 
+/** What is said of a state file that could not be written: the button and the keeper say it. */
+export const MIRROR_WRITE_LATER = "this system keeps its state in memory and goes on, and " +
+  "writes the file again at the next change";
+
 /** How long an emptied state file is given to be written by whoever emptied it. */
 const SETTLE_MS = 100;
 
@@ -107,9 +111,8 @@ export async function keepMirror(
     } catch (error) {
       if (!(error instanceof Error) || error instanceof Deno.errors.BadResource) throw error;
       log.warn(
-        `${name} ${what}; could not write the state (${state}) back: ${error.message}; this ` +
-          "system keeps its state in memory and goes on, and writes the file again at the next " +
-          "change",
+        `${name} ${what}; could not write the state (${state}) back: ${error.message}; ` +
+          MIRROR_WRITE_LATER,
       );
       return;
     }

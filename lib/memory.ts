@@ -239,8 +239,9 @@ export class SharedMemory {
     if (this.#closed) return;
     for (const sleep of this.#waits) {
       // The lost pages after the load, which may be what faulted. Any, not only new ones: a fault
-      // elsewhere may already have replaced the word's page (with every page above its own),
-      // where no wake-up reaches it and its load faults no more.
+      // elsewhere may already have replaced the word's page (past the guard's first 1,024
+      // faults, with the rest of its range), where no wake-up reaches it and its load faults no
+      // more.
       if (
         Atomics.load(this.words, sleep.byteOffset / 4) !== sleep.expected ||
         this.#mapping.lostPages !== 0

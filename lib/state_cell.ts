@@ -444,18 +444,15 @@ export class StateCell {
 
   /** Copies `value` into the mirror, if any; a failure goes to `onMirrorError` when given. */
   #copyToMirror(value: number): void {
-    const mirror = this.#mirror;
-    if (mirror === undefined) return;
-    if (this.#onMirrorError === undefined) {
-      mirror.write(value);
-      return;
-    }
     try {
-      mirror.write(value);
+      this.#mirror?.write(value);
     } catch (error) {
       // A closed mirror is the caller's mistake, not the file's.
-      if (!(error instanceof Error) || error instanceof Deno.errors.BadResource) throw error;
-      this.#onMirrorError(error);
+      const told = this.#onMirrorError;
+      if (
+        told === undefined || !(error instanceof Error) || error instanceof Deno.errors.BadResource
+      ) throw error;
+      told(error);
     }
   }
 

@@ -61,8 +61,8 @@ export interface StateFileContent {
 
 /**
  * Whether `bytes` (a whole file) look like a state file: empty, all NUL, or a `%d` number
- * (with ASCII white space around it, as `sscanf` takes it) up to the first NUL; anything after that NUL is the leftover of
- * a longer text written there before and ignored. A text file of any other kind is not a state
+ * (with ASCII white space around it, as `sscanf` takes it) up to the first NUL; anything after
+ * that NUL is the leftover of a longer text written there before and ignored. A text file of any other kind is not a state
  * file, nor is one whose first NUL follows no number but is followed by more than NULs (a small
  * binary file, such as an icon or UTF-16 text): every writer of the format (`"%d\n"`) puts a
  * number before its NUL, so nothing of the format's leaves such a file.
@@ -73,9 +73,10 @@ export function looksLikeStateFile(bytes: Uint8Array): boolean {
   // Byte for byte, as sscanf reads it: its white space is ASCII's alone (a non-breaking space or
   // a byte-order mark is text of another kind, which a decoder would turn into \s or drop).
   const text = new TextDecoder("latin1").decode(end < 0 ? bytes : bytes.subarray(0, end));
-  const number = /^[ \t\n\v\f\r]*[-+]?[0-9]+[ \t\n\v\f\r]*$/.test(text);
-  if (!number && end >= 0 && bytes.subarray(end).some((byte) => byte !== 0)) return false;
-  return text.length <= STATE_TEXT_BYTES && (number || /^[ \t\n\v\f\r]*$/.test(text));
+  const match = /^[ \t\n\v\f\r]*([-+]?[0-9]+[ \t\n\v\f\r]*)?$/.exec(text);
+  if (match === null || text.length > STATE_TEXT_BYTES) return false;
+  // No number before the first NUL, and more than NULs after it: no writer of the format's.
+  return match[1] !== undefined || end < 0 || bytes.subarray(end).every((byte) => byte === 0);
 }
 
 /** What {@link openWith} hands to the {@link StateFile} constructor. */

@@ -27,7 +27,7 @@ import {
   openFifoButton,
   type TakenFifo,
 } from "../hw/fifo_button.ts";
-import { keepMirror } from "../app/mirror_keeper.ts";
+import { keepMirror, MIRROR_WRITE_LATER } from "../app/mirror_keeper.ts";
 import { statPath } from "../ffi/posix.ts";
 import type { Button } from "../hw/types.ts";
 import { parentOf } from "../lib/owned_path.ts";
@@ -36,10 +36,6 @@ import type { ChannelReceiver } from "../app/remote/channel.ts";
 import { type Command, decodeCommand } from "../app/remote/messages.ts";
 import { shellQuote } from "../lib/shell_quote.ts";
 import { failureExitStatus } from "../app/exit_status.ts";
-
-/** What a failed write of the state file goes on to say. */
-const MIRROR_WRITE_LATER = "this system keeps its state in memory and goes on, and writes the " +
-  "file again at the next change";
 
 /** The button process's command line. */
 export const BUTTON_COMMAND = defineCommand({

@@ -12,7 +12,7 @@ import { GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import {
   denySubscriptions,
-  dynamicSecurityPlugin,
+  dynamicSecurityOrSkip,
   linesInto,
   startBroker,
   testWithBroker,
@@ -102,16 +102,8 @@ testWith(
 testWithBroker(
   "MqttBridge names exactly the subscriptions the broker refused, from its SUBACK (a refused P/echo is not P/led/set), once per outage",
   async (t) => {
-    const plugin = dynamicSecurityPlugin();
-    if (plugin === undefined) {
-      await t.step({
-        name:
-          "needs mosquitto's dynamic security plugin, which can refuse a subscription (skipped)",
-        ignore: true,
-        fn: () => {},
-      });
-      return;
-    }
+    const plugin = await dynamicSecurityOrSkip(t);
+    if (plugin === undefined) return;
     // Loaded here: the MQTT library reads the environment as it loads.
     const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
     const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);

@@ -184,6 +184,22 @@ export function dynamicSecurityPlugin(): string | undefined {
 }
 
 /**
+ * {@link dynamicSecurityPlugin}, or undefined with `t` marked as skipped for want of it: a test
+ * that needs a broker whose SUBACK can refuse (mosquitto's own ACL file never does).
+ */
+export async function dynamicSecurityOrSkip(t: Deno.TestContext): Promise<string | undefined> {
+  const plugin = dynamicSecurityPlugin();
+  if (plugin === undefined) {
+    await t.step({
+      name: "needs mosquitto's dynamic security plugin, which can refuse a subscription (skipped)",
+      ignore: true,
+      fn: () => {},
+    });
+  }
+  return plugin;
+}
+
+/**
  * The lines for {@link BrokerOptions.config} (and the plugin's file, written into `dir`) that
  * have mosquitto refuse anonymous clients' subscriptions to each of `denied` (SUBACK 0x87 in MQTT
  * 5, 0x80 in 3.1.1) and allow everything else, through the dynamic security `plugin`.

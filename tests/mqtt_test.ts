@@ -35,7 +35,7 @@ import {
 import { delay, until } from "./helpers/waiting.ts";
 import {
   denySubscriptions,
-  dynamicSecurityPlugin,
+  dynamicSecurityOrSkip,
   freePort,
   listen,
   type Listener,
@@ -1542,16 +1542,8 @@ testWithBroker(
 testWithBroker(
   "deno task mqtt:forget whose subscriptions to some of the topics it clears the broker refuses (SUBACK 0x87), its own echo granted, names them, removes nothing, and with --force clears them unseen",
   async (t) => {
-    const plugin = dynamicSecurityPlugin();
-    if (plugin === undefined) {
-      await t.step({
-        name:
-          "needs mosquitto's dynamic security plugin, which can refuse a subscription (skipped)",
-        ignore: true,
-        fn: () => {},
-      });
-      return;
-    }
+    const plugin = await dynamicSecurityOrSkip(t);
+    if (plugin === undefined) return;
     const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
     const topics = topicsFor(prefix);
     const configs = discoveryTopics("homeassistant", deviceId(prefix));

@@ -21,6 +21,7 @@ import { type Backoff, backoffDelay } from "../../app/backoff.ts";
 import { type Oversized, PacketSizeGuard, publishSize } from "./packet_size.ts";
 import type { Duplex } from "node:stream";
 import { connect as connectTcp } from "node:net";
+import { parseBrokerUrl } from "./settings.ts";
 
 /** 0.5 s, doubling to 30 s, spread by +-20 % so a fleet does not come back in step. */
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter: 0.2 };
@@ -370,7 +371,9 @@ export class BrokerConnection {
         : this.#disconnectCode !== undefined
         ? `the broker closed it, reason code ${reasonCode(this.#disconnectCode)}`
         : "the broker or the network closed it without a word";
-      this.#sayLost(
+      // Once per outage, then at debug level; each connection's "Connected to" says it is back.
+      this.#sayOnce(
+        LOST,
         `Lost the connection to ${url} after ${(lasted / 1000).toFixed(1)} s (${cause}); ` +
           "reconnecting",
       );
@@ -510,15 +513,6 @@ export class BrokerConnection {
     if (this.#outageEnded) return;
     this.#outageEnded = true;
     this.#reported.clear();
-  }
-
-  /**
-   * Says that a connection the broker had accepted is lost: once per outage, like the problems
-   * (a connection that lasted {@link STABLE_MS} ended the outage before this is said), then at
-   * debug level. The "Connected to" line of each connection says when it is back.
-   */
-  #sayLost(message: string): void {
-    this.#sayOnce(LOST, message);
   }
 
   /** Warns of `message` once per outage for `kind` (kept in #reported), at debug level after. */
@@ -755,10 +749,8 @@ export class BrokerConnection {
 
 /** The host (an IPv6 address without its brackets) and port of the broker at `url`. */
 function brokerAddress(url: string): { host: string; port: number } {
-  const parsed = new URL(url);
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
-  const port = parsed.port === "" ? (parsed.protocol === "mqtts:" ? 8883 : 1883) : +parsed.port;
-  return { host, port };
+  const { host, port } = parseBrokerUrl(url);
+  return { host: host.replace(/^\[(.*)\]$/, "$1"), port };
 }
 
 /**
