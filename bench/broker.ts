@@ -230,9 +230,13 @@ export class Broker implements AsyncDisposable {
     await process.waitFor(/Reloading config/, { since, timeoutMs: 10_000 });
   }
 
-  /** Stops and starts again on the same port, with nothing retained (no persistence). */
-  async restart(): Promise<void> {
+  /**
+   * Stops and starts again on the same port, with nothing retained (no persistence); nothing
+   * listens on it for `downMs` in between.
+   */
+  async restart(options: { downMs?: number } = {}): Promise<void> {
     await this.stop();
+    if (options.downMs !== undefined) await delay(options.downMs);
     await this.start();
   }
 

@@ -31,7 +31,11 @@ async function readPacket(conn: Deno.Conn): Promise<number> {
  * Packet Size among its properties, if any.
  */
 async function readConnect(conn: Deno.Conn): Promise<{ level: number; maxPacket?: number }> {
-  const packet = await readWholePacket(conn);
+  return parseConnect(await readWholePacket(conn));
+}
+
+/** {@link readConnect} of a packet read already. */
+function parseConnect(packet: Uint8Array): { level: number; maxPacket?: number } {
   assertEquals(packet[0] >> 4, 1, "CONNECT");
   let at = 1;
   while (packet[at++] & 0x80); // the remaining length
@@ -96,6 +100,23 @@ async function nextConnection(server: Deno.TcpListener): Promise<Deno.TcpConn> {
   const conn = await within(server.accept(), 2 * GUARD_MS);
   assert(conn !== undefined, "no connection from the client (hang guard)");
   return conn;
+}
+
+/**
+ * The client's next MQTT connection to `server` and its first packet, past the bare connections
+ * that check whether the broker still listens after a short-lived connection (they send nothing
+ * and close). Each connection accepted goes into `conns`, for the test to close.
+ */
+async function nextClient(
+  server: Deno.TcpListener,
+  conns: Deno.Conn[],
+): Promise<{ conn: Deno.TcpConn; first: Uint8Array }> {
+  for (;;) {
+    const conn = await nextConnection(server);
+    conns.push(conn);
+    const first = await readWholePacket(conn).catch(() => undefined);
+    if (first !== undefined) return { conn, first };
+  }
 }
 
 testWith(
@@ -216,23 +237,21 @@ testWith(
     try {
       connection.start();
       for (let i = 0; i < 3; i++) {
-        const conn = await nextConnection(server);
-        conns.push(conn);
-        assertEquals(await readPacket(conn), 1, "CONNECT");
+        const { conn, first } = await nextClient(server, conns);
+        assertEquals(first[0] >> 4, 1, "CONNECT");
         await conn.write(CONNACK);
         await delay(50);
         conn.close();
       }
-      // After the third close the client checks that the broker still listens (a bare
-      // connection, nothing sent), as it does when it gives the id to another client.
-      conns.push(await nextConnection(server));
+      // After each close the client checks that the broker still listens (a bare connection,
+      // nothing sent), as it does when it gives the id to another client.
       const why = (): string[] =>
         said.filter((line) =>
           line.includes('another client may be connecting as "mmap-ipc-connection-test"')
         );
       await until(() => why().length > 0, "the hint at a rival client");
       // The next attempt comes after the check: wait for it, then nothing more is said.
-      conns.push(await nextConnection(server));
+      await nextClient(server, conns);
       assertEquals(why().length, 1, said.join("\n"));
       assertEquals(said.filter((line) => line.includes("before accepting")).length, 0);
     } finally {
@@ -251,6 +270,7 @@ testWith(
     const said: string[] = [];
     const connection = await quickConnection(server, said);
     const { MAX_INCOMING_PACKET } = await import("../bridges/mqtt/connection.ts");
+    const conns: Deno.Conn[] = [];
     try {
       connection.start();
       const first = await nextConnection(server);
@@ -265,10 +285,11 @@ testWith(
       await until(() => connection.connected, "connected over 3.1.1");
       assertEquals(said, [], "a refusal of MQTT 5 is no problem to warn of");
       second.close();
-      // 3.1.1 was for that connection: the next asks for MQTT 5 and its limit again.
-      const third = await nextConnection(server);
+      // 3.1.1 was for that connection: the next asks for MQTT 5 and its limit again. (Past the
+      // check that the broker still listens, which the short connection's close makes.)
+      const { conn: third, first: connect } = await nextClient(server, conns);
       assertEquals(
-        await readConnect(third),
+        parseConnect(connect),
         { level: 5, maxPacket: MAX_INCOMING_PACKET },
         `the CONNECT to ${url} after a 3.1.1 connection ended`,
       );
@@ -283,6 +304,7 @@ testWith(
       fourth.close();
     } finally {
       await connection.close();
+      closeAll(conns);
     }
   },
 );
@@ -417,6 +439,62 @@ testWith(
 
 testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
+  "BrokerConnection hints at a rival client only after three short connections in a row that the broker still listened after: a close it stopped listening at (a restart) ends the run",
+  async () => {
+    const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+    let server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = server.addr.port;
+    const url = `mqtt://127.0.0.1:${port}`;
+    const said: string[] = [];
+    let connects = 0;
+    const connection = new BrokerConnection({
+      url,
+      clientId: "mmap-ipc-connection-test",
+      backoff: { initialMs: 100, maxMs: 100, jitter: 0 },
+      log: linesInto(said),
+      onConnect: () => connects++,
+      onMessage: () => {},
+    });
+    const rival = (): string[] =>
+      said.filter((line) => line.includes("another client may be connecting"));
+    const wentAway = (): number =>
+      said.filter((line) => line.includes("the broker went away")).length;
+    const conns: Deno.Conn[] = [];
+    try {
+      connection.start();
+      for (let i = 1; i <= 5; i++) {
+        const { conn, first } = await nextClient(server, conns);
+        assertEquals(first[0] >> 4, 1, "CONNECT");
+        await conn.write(CONNACK_5);
+        await until(() => connects === i, `connection ${i} to ${url} accepted`);
+        // Each close before this one was checked before this attempt began.
+        assertEquals(rival(), [], `hinted before close ${i}:\n${said.join("\n")}`);
+        // The first two as a broker restarting: it stops listening, then closes its connections.
+        const restart = i <= 2;
+        if (restart) server.close();
+        conn.close();
+        if (restart) {
+          await until(() => wentAway() === i, `the check after close ${i} found no listener`);
+          server = Deno.listen({ hostname: "127.0.0.1", port });
+        }
+      }
+      // The three closes after the restarts: said at the third of them, once.
+      await until(() => rival().length === 1, `the hint at a rival client of ${url}`);
+      assertEquals(wentAway(), 2, said.join("\n"));
+    } finally {
+      await connection.close();
+      closeAll(conns);
+      try {
+        server.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
   "BrokerConnection says a problem once per outage, not once per connection, when the broker accepts and soon fails each one",
   async () => {
     using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -524,7 +602,9 @@ testWithBroker(
         await until(() => connects === 1, `connected to ${broker.url}`);
         // Each connection is shorter than the 10 s that end an outage: one outage, three losses.
         for (let i = 2; i <= 4; i++) {
-          await broker.restart();
+          // Down a while, as a broker's service restarting is: what the bridge sees at each
+          // close is then the broker gone, not a race with its start.
+          await broker.restart({ downMs: 300 });
           await until(() => connects === i, `connection ${i} to ${broker.url}`);
         }
         const lost = (level: string): string[] =>
@@ -655,7 +735,9 @@ testWithBroker(
         connection.start();
         await until(() => connects === 1, `connected to ${broker.url}`);
         for (let i = 2; i <= 4; i++) {
-          await broker.restart();
+          // Down a while, as a broker's service restarting is: what the bridge sees at each
+          // close is then the broker gone, not a race with its start.
+          await broker.restart({ downMs: 300 });
           await until(() => connects === i, `connection ${i} to ${broker.url}`);
         }
         assertEquals(rival(said), [], `hinted at a rival client for restarts:\n${said.join("\n")}`);

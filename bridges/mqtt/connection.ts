@@ -341,8 +341,8 @@ export class BrokerConnection {
     // 3.1.1 was for this attempt only (unless it falls back now): a broker that hung up twice
     // may have been restarting, and one that speaks only 3.1.1 refuses MQTT 5 again at once.
     if (client !== undefined && !was5 && !this.#fellBack) speak5(client);
-    /** This close is the third short-lived one in a row with no cause said: see below. */
-    let suspectRival = false;
+    /** This close is a short-lived one with no cause said, and the takeover was not said. */
+    let unexplained = false;
     if (this.#connectedAt !== undefined) {
       const lasted = performance.now() - this.#connectedAt;
       this.#connectedAt = undefined;
@@ -359,11 +359,13 @@ export class BrokerConnection {
         // A close with a cause said already (the bridge dropped it on an error, or the broker
         // gave a reason) is no sign of a rival client: it ends a run of unexplained ones.
         this.#shortLived = 0;
-      } else if (++this.#shortLived === SHORT_LIVED_TO_WARN && !this.#takeoverSaid) {
-        // The usual cause: a second client with our id (a cloned SD card, a copy of the unit on
-        // another machine or in a container), each taking the id in turn; said once the broker
-        // is seen to listen still (below), as it does when it gives the id to another client.
-        suspectRival = true;
+      } else {
+        // Three in a row have a usual cause: a second client with our id (a cloned SD card, a
+        // copy of the unit on another machine or in a container), each taking the id in turn;
+        // said once the broker is seen to listen still after each (below), as it does when it
+        // gives the id to another client.
+        this.#shortLived++;
+        unexplained = !this.#takeoverSaid;
       }
       // Named briefly: what the error or the DISCONNECT said is on a line of its own.
       const cause = this.#attemptErred
@@ -392,7 +394,7 @@ export class BrokerConnection {
     this.#disconnectSaid = false;
     this.#disconnectCode = undefined;
     this.#fellBack = false;
-    if (!suspectRival) {
+    if (!unexplained) {
       this.#scheduleReconnect();
       return;
     }
@@ -401,13 +403,23 @@ export class BrokerConnection {
     // the id to another client still listens; one that is going away has stopped listening by
     // the time its connections close (mosquitto 2.0.11 stopped: a connection made as soon as its
     // clients saw the close was refused every time), so a connection to it now is refused.
+    // Checked at each close of the run, not only the third: a broker restarted at once may
+    // listen again before a check is made, and one such close must not make a rival of three.
     // The next attempt is scheduled once this check settles (within LISTENS_WAIT_MS).
+    const run = this.#shortLived;
     const { host, port } = brokerAddress(url);
     const check = this.#listensCheck = new AbortController();
     listens(host, port, check.signal).then((listening) => {
       if (this.#listensCheck === check) this.#listensCheck = undefined;
       if (this.#closing) return;
-      if (listening) {
+      if (!listening) {
+        // Went away: a run of short-lived connections ends here, as at a failed attempt.
+        this.#shortLived = 0;
+        log.debug(
+          `Nothing accepts connections at ${url} right after it closed the connection: the ` +
+            "broker went away (stopped or restarting), no sign of another client with this id",
+        );
+      } else if (run === SHORT_LIVED_TO_WARN) {
         log.warn(
           `The broker at ${url} closed the connection soon after accepting it, ` +
             `${SHORT_LIVED_TO_WARN} times in a row, and still listens: another client may be ` +
@@ -415,13 +427,6 @@ export class BrokerConnection {
             "copy of this one on another machine or in a container, which needs its own " +
             "--mqtt-prefix; or this system twice, which --mqtt-client-id tells apart), or the " +
             "broker refuses something this bridge does (its log says what)",
-        );
-      } else {
-        // Went away: a run of short-lived connections ends here, as at a failed attempt.
-        this.#shortLived = 0;
-        log.debug(
-          `Nothing accepts connections at ${url} right after it closed the connection: the ` +
-            "broker went away (stopped or restarting), no sign of another client with this id",
         );
       }
       this.#scheduleReconnect();
