@@ -163,15 +163,26 @@ export function logger(name: string): Logger {
   };
 }
 
-/** Quotes untrusted input for a log line: escaped, and cut to `max` characters. */
+/**
+ * What changes how a line reads without being seen: line and paragraph separators, the
+ * bidirectional controls that can show text in another order than it is (and so hide a quote's
+ * end), zero-width characters and the byte order mark.
+ */
+const INVISIBLE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
+
+/**
+ * Quotes untrusted input for a log line: control characters, invisible ones (INVISIBLE, above)
+ * and U+FFFD (what undecodable bytes became) escaped, and cut to `max` characters.
+ */
 export function quote(input: string, max = 40): string {
   let out = "";
   for (const char of input.slice(0, max)) {
     const code = char.charCodeAt(0);
     if (char === "\\" || char === '"') out += `\\${char}`;
-    else if (char === "\ufffd") out += "\\ufffd";
     else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) {
       out += `\\x${code.toString(16).padStart(2, "0")}`;
+    } else if (char === "\ufffd" || INVISIBLE.test(char)) {
+      out += `\\u${code.toString(16).padStart(4, "0")}`;
     } else out += char;
   }
   return `"${out}${input.length > max ? "..." : ""}"`;

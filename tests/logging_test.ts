@@ -9,6 +9,7 @@ import {
   journalFormatter,
   type LevelName,
   type LogRecord,
+  quote,
   textFormatter,
 } from "../app/logging.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -27,6 +28,21 @@ function record(level: LevelName, message: string): LogRecord {
     timestamp: Date.UTC(2026, 10, 21, 10, 50, 23, 626),
   };
 }
+
+Deno.test("quote() escapes what would change how the line reads: quotes, controls, bidirectional and zero-width characters, line separators", () => {
+  assertEquals(quote('say "hi"\\'), '"say \\"hi\\"\\\\"');
+  assertEquals(quote("a\nb\x1b[31m\x9b"), '"a\\x0ab\\x1b[31m\\x9b"');
+  // A right-to-left override would show the rest of the line reversed, the quote's end too.
+  assertEquals(quote("x\u202eyz\u2066\u2069"), '"x\\u202eyz\\u2066\\u2069"');
+  assertEquals(quote("a\u2028b\u2029c"), '"a\\u2028b\\u2029c"');
+  assertEquals(quote("\ufeffa\u200bb\u061c\ufffd"), '"\\ufeffa\\u200bb\\u061c\\ufffd"');
+  // Text in any script is shown as it is.
+  assertEquals(
+    quote("Liga \u00e7\u00e3o \u5f00 \u05e9\u05dc\u05d5\u05dd"),
+    '"Liga \u00e7\u00e3o \u5f00 \u05e9\u05dc\u05d5\u05dd"',
+  );
+  assertEquals(quote("abcdef", 3), '"abc..."');
+});
 
 Deno.test("journalFormatter gives each level its sd-daemon priority and no timestamp", () => {
   const lines = (["debug", "info", "warning", "error"] as const).map((level) =>
