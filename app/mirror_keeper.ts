@@ -24,6 +24,16 @@ import type { StateFile } from "../lib/state_file.ts";
 export const MIRROR_WRITE_LATER = "this system keeps its state in memory and goes on, and " +
   "writes the file again at the next change";
 
+/**
+ * What messages call the state file at `path`: with `shm` (`--shm`), a shm name, which is no path
+ * under `/` and reads as one unnamed, so its file in `/dev/shm` is named too.
+ */
+export function mirrorName(path: string, shm: boolean): string {
+  if (!shm) return `The state file ${JSON.stringify(path)}`;
+  const name = normalizeShmName(path);
+  return `The shared memory state ${JSON.stringify(name)} (/dev/shm${name})`;
+}
+
 /** How long an emptied state file is given to be written by whoever emptied it. */
 const SETTLE_MS = 100;
 
@@ -39,10 +49,7 @@ export async function keepMirror(
 ): Promise<void> {
   const { signal, log } = options;
   const path = options.shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
-  // What the messages call it: a shm name is no path under `/`, and reads as one unnamed.
-  const name = options.shm
-    ? `The shared memory state ${JSON.stringify(normalizeShmName(mirror.path))} (${path})`
-    : `The state file ${JSON.stringify(mirror.path)}`;
+  const name = mirrorName(mirror.path, options.shm);
   // Its directory removed or closed to this user (chmod) at a restart: its content is still
   // watched through the fd, and what is at the path is said once it can be looked at.
   const subject = name.replace(/^The /, "the ");

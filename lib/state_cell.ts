@@ -148,6 +148,12 @@ export interface StateCellOptions {
    */
   onMirrorError?: (error: Error) => void;
   /**
+   * Called when a copy into the `mirror` succeeds after the last one failed (and went to
+   * `onMirrorError`): the file holds the cell's value again. With the two, a failure that lasts
+   * (a full file system) can be said once, not at every write.
+   */
+  onMirrorRecovered?: () => void;
+  /**
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
    * JavaScript thread, in a Worker that wakes the event loop only for a change); at most
    * 2^31 - 1, since such a reader has nothing else to go by.
@@ -274,6 +280,9 @@ export class StateCell {
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #onMirrorError: ((error: Error) => void) | undefined;
+  readonly #onMirrorRecovered: (() => void) | undefined;
+  /** The last copy into the mirror failed, and went to #onMirrorError. */
+  #mirrorFailing = false;
   readonly #closing = new AbortController();
   #closed = false;
   /** The sequence the last read saw; set by {@link StateCell.#load}. */
@@ -329,6 +338,7 @@ export class StateCell {
     this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
     this.#onMirrorError = options.onMirrorError;
+    this.#onMirrorRecovered = options.onMirrorRecovered;
     const initialValue = options.initialValue ?? 0;
     // Asked for: a sound cell's header (made meanwhile, perhaps) is written anew once its roles
     // are taken (below); any other now.
@@ -452,7 +462,13 @@ export class StateCell {
       if (
         told === undefined || !(error instanceof Error) || error instanceof Deno.errors.BadResource
       ) throw error;
+      this.#mirrorFailing = true;
       told(error);
+      return;
+    }
+    if (this.#mirrorFailing) {
+      this.#mirrorFailing = false;
+      this.#onMirrorRecovered?.();
     }
   }
 
@@ -1500,10 +1516,10 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       `State cell option onWriter is a ${typeof options.onWriter}, not a function`,
     );
   }
-  if (options.onMirrorError !== undefined && typeof options.onMirrorError !== "function") {
-    throw new TypeError(
-      `State cell option onMirrorError is a ${typeof options.onMirrorError}, not a function`,
-    );
+  for (const name of ["onMirrorError", "onMirrorRecovered"] as const) {
+    if (options[name] !== undefined && typeof options[name] !== "function") {
+      throw new TypeError(`State cell option ${name} is a ${typeof options[name]}, not a function`);
+    }
   }
   // A reader with no cooperating writer has nothing else to go by: it must look now and then.
   if ((options.followPeriodMs ?? 1) > MAX_FOLLOW_PERIOD_MS) {

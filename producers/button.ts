@@ -27,7 +27,7 @@ import {
   openFifoButton,
   type TakenFifo,
 } from "../hw/fifo_button.ts";
-import { keepMirror, MIRROR_WRITE_LATER } from "../app/mirror_keeper.ts";
+import { keepMirror, MIRROR_WRITE_LATER, mirrorName } from "../app/mirror_keeper.ts";
 import { statPath } from "../ffi/posix.ts";
 import type { Button } from "../hw/types.ts";
 import { parentOf } from "../lib/owned_path.ts";
@@ -325,12 +325,23 @@ async function main(flags: ButtonFlags): Promise<void> {
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
   const { region, mirror } = state;
+  // The state file is a copy for other programs: one that cannot be written (its file system
+  // full) is said once, not at every press, and the system goes on with its state in memory.
+  let mirrorFailing = false;
   using cell = openStateCell(region, {
     writer: true,
     mirror,
-    // The state file is a copy for other programs: one that cannot be written (its file system
-    // full) is said, and the system goes on with its state in memory.
-    onMirrorError: (error) => log.warn(`${error.message}; ${MIRROR_WRITE_LATER}`),
+    onMirrorError: (error) => {
+      if (mirrorFailing) log.debug(`${error.message} (again)`);
+      else log.warn(`${error.message}; ${MIRROR_WRITE_LATER}`);
+      mirrorFailing = true;
+    },
+    onMirrorRecovered: () => {
+      mirrorFailing = false;
+      if (mirror !== undefined) {
+        log.info(`${mirrorName(mirror.path, flags.shm !== undefined)} is written again`);
+      }
+    },
   });
   using events = link && remote?.openEventSender(link);
   using commands = link && remote?.openCommandReceiver(link);

@@ -350,7 +350,7 @@ Deno.test("the exported classes cannot be made directly: a StateFile made around
 
 testWith(
   [...NEEDS.files, requires("mount"), requires("umount")],
-  "a mirror that cannot be written (its file system full): with onMirrorError the cell takes each value and hands the failure over, the next write copies again; without it the failure is thrown",
+  "a mirror that cannot be written (its file system full): with onMirrorError the cell takes each value and hands the failure over, the next write copies again and says so to onMirrorRecovered; without it the failure is thrown",
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount a small tmpfs")) return;
     await withTempDir(async (dir) => {
@@ -359,10 +359,12 @@ testWith(
         using mirror = openStateFile(path, { create: true });
         using region = createMemfdRegion({ size: 256 });
         const failures: Error[] = [];
+        let recovered = 0;
         using writer = openStateCell(region, {
           writer: true,
           mirror,
           onMirrorError: (error) => failures.push(error),
+          onMirrorRecovered: () => recovered++,
         });
         using reader = openStateCell(region);
         // The file's block freed, then every block taken.
@@ -375,6 +377,9 @@ testWith(
         assertEquals(failures.length, 1);
         assertStringIncludes(failures[0].message, path);
         assertStringIncludes(failures[0].message, "ENOSPC");
+        writer.write(0);
+        assertEquals(failures.length, 2);
+        assertEquals(recovered, 0);
         // Without it, the open that takes the writer role (and copies its value) throws.
         using other = createMemfdRegion({ size: 256 });
         assertThrowsWith(
@@ -384,13 +389,23 @@ testWith(
           "ENOSPC",
         );
         Deno.removeSync(`${small}/fill`);
+        writer.write(1);
+        assertEquals(failures.length, 2);
+        assertEquals(mirror.value(), 1);
+        assertEquals(recovered, 1);
+        // Once per recovery: a copy that follows a good one recovers nothing.
         writer.write(0);
-        assertEquals(failures.length, 1);
         assertEquals(mirror.value(), 0);
+        assertEquals(recovered, 1);
         assertThrowsWith(
           () => openStateCell(region, { onMirrorError: "warn" as unknown as () => void }),
           TypeError,
           "onMirrorError is a string, not a function",
+        );
+        assertThrowsWith(
+          () => openStateCell(region, { onMirrorRecovered: 1 as unknown as () => void }),
+          TypeError,
+          "onMirrorRecovered is a number, not a function",
         );
       }, "size=16k");
     });
