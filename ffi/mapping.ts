@@ -15,6 +15,11 @@ import { timespec } from "./timespec.ts";
 
 /** FUTEX_WAKE's count for every waiter (INT_MAX). */
 const WAKE_ALL = 0x7fff_ffff;
+/**
+ * The futex words whose addresses a mapping keeps: more than a cell or a ring waits on (a few
+ * each), far fewer than the words of a large region a caller may wait on or wake one by one.
+ */
+const MAX_CACHED_WORDS = 64;
 
 /** How a futex wait ended: woken (or spuriously), the word already differed, or time ran out. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
@@ -31,7 +36,10 @@ export class Mapping {
   readonly #attached: boolean;
   /** mapped: the shared memory; retired: private pages in its place; released: unmapped. */
   #state: "mapped" | "retired" | "released" = "mapped";
-  /** The address of each futex word used so far, so that a wait allocates no pointer. */
+  /**
+   * The address of each futex word used lately, so that a wait or wake allocates no pointer:
+   * at most {@link MAX_CACHED_WORDS}, as a caller may use any of the mapping's words.
+   */
   readonly #words = new Map<number, Deno.PointerValue>();
   /** The range's SIGBUS guard (see sigbus_guard.ts), ended before the range is unmapped. */
   #guard: RangeGuard | undefined;
@@ -229,6 +237,8 @@ export class Mapping {
   #word(byteOffset: number): Deno.PointerValue {
     let pointer = this.#words.get(byteOffset);
     if (pointer === undefined) {
+      // Started again when full: the words in use now are cached again at their next use.
+      if (this.#words.size >= MAX_CACHED_WORDS) this.#words.clear();
       pointer = Deno.UnsafePointer.offset(this.#pointer, byteOffset);
       this.#words.set(byteOffset, pointer);
     }
