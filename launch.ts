@@ -8,7 +8,7 @@
  */
 
 import { openStateShm } from "./lib/state_file.ts";
-import { hangUpIgnored, STATE_REGION_SIZE } from "./app/cli.ts";
+import { ignoredAtStart, STATE_REGION_SIZE } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
@@ -486,16 +486,23 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   const log = logger("launch");
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
-  // Looked at first: adding any signal listener takes an inherited ignoring of SIGHUP away.
-  const nohup = hangUpIgnored();
-  Deno.addSignalListener("SIGINT", onSignal);
+  // Looked at first: adding any signal listener takes an inherited ignoring away.
+  const ignored = ignoredAtStart();
   Deno.addSignalListener("SIGTERM", onSignal);
-  // A closed terminal: stop and clean up as for SIGTERM (by default SIGHUP ends us on the spot),
-  // unless started under nohup, which asks for a launcher that a closed terminal leaves running.
-  if (nohup) {
-    Deno.addSignalListener("SIGHUP", () => {});
+  // Ctrl+C and a closed terminal: stop and clean up as for SIGTERM (by default each ends us on
+  // the spot), unless started with the signal ignored, which asks for a launcher they leave
+  // running (see ignoredAtStart). A listener that does nothing keeps it ignored.
+  Deno.addSignalListener("SIGINT", ignored.interrupt ? () => {} : onSignal);
+  Deno.addSignalListener("SIGHUP", ignored.hangUp ? () => {} : onSignal);
+  if (ignored.hangUp) {
     log.info("Started with SIGHUP ignored (nohup): a closed terminal leaves it running");
-  } else Deno.addSignalListener("SIGHUP", onSignal);
+  }
+  if (ignored.interrupt) {
+    log.info(
+      "Started with SIGINT ignored (a background job of a script): Ctrl+C leaves it running; " +
+        "SIGTERM stops it",
+    );
+  }
 
   const resources: Resources = { claims: [], owned: [] };
   let keepingClaims: Promise<void> | undefined;

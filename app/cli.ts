@@ -262,30 +262,43 @@ export async function exitWhenFlushed(): Promise<never> {
   Deno.exit(0);
 }
 
+/** Which of the signals a process stops on it was started with ignored: see {@link ignoredAtStart}. */
+export interface IgnoredAtStart {
+  /** SIGHUP: started under `nohup`, which asks for a process a closed terminal leaves running. */
+  hangUp: boolean;
+  /**
+   * SIGINT: started as a background job (`&`) of a shell without job control (a script), which
+   * shares the terminal's process group: the shell ignores SIGINT for it so that Ctrl+C, meant
+   * for what runs in the foreground, leaves it running.
+   */
+  interrupt: boolean;
+}
+
 /**
- * Whether SIGHUP was ignored when this process started (`nohup`, which asks for a process immune
- * to hangups): call it before any signal listener is added, which takes the ignoring away (in
- * Deno 2.9 the first listener of any signal does; one for SIGHUP then keeps it ignored). Read
- * from `/proc/self/status` (its `SigIgn` mask), through our own FFI: no read permission needed.
+ * Which of SIGHUP and SIGINT this process was started with ignored: call it before any signal
+ * listener is added, which takes the ignoring away (in Deno 2.9 the first listener of any signal
+ * does; a listener that does nothing then keeps the signal ignored). Read from
+ * `/proc/self/status` (its `SigIgn` mask), through our own FFI: no read permission needed.
  */
-export function hangUpIgnored(): boolean {
+export function ignoredAtStart(): IgnoredAtStart {
   const line = readFileText("/proc/self/status")?.match(/^SigIgn:\s*([0-9a-f]+)$/m);
-  // SIGHUP is signal 1: the mask's lowest bit.
-  return line !== null && line !== undefined && (parseInt(line[1].slice(-1), 16) & 1) === 1;
+  // Signal n is the mask's bit n - 1: SIGHUP (1) its lowest, SIGINT (2) the next.
+  const bits = line === null || line === undefined ? 0 : parseInt(line[1].slice(-1), 16);
+  return { hangUp: (bits & 1) !== 0, interrupt: (bits & 2) !== 0 };
 }
 
 /**
  * An `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (its terminal closed: it stops as
- * cleanly as on the others, instead of dying with its work half done; not when it was started
- * with SIGHUP ignored, under `nohup`, which asks for a process a closed terminal leaves running).
- * With `parentPid` (the launcher's), the kernel also sends SIGTERM when that parent dies, so a
- * child never outlives its launcher; and SIGHUP, which a closed terminal sends the launcher too,
- * is the launcher's to act on: it stops its children in order, and a child that died of it first
- * looked like a crash.
+ * cleanly as on the others, instead of dying with its work half done). SIGHUP and SIGINT it was
+ * started with ignored stay ignored (see {@link ignoredAtStart}: `nohup`, a background job of a
+ * script). With `parentPid` (the launcher's), the kernel also sends SIGTERM when that parent
+ * dies, so a child never outlives its launcher; and SIGHUP and SIGINT, which a closed terminal
+ * and Ctrl+C send the launcher too, are the launcher's to act on: it stops its children in order
+ * (a child that died of one first looked like a crash), or runs on when it ignores them.
  */
 export function shutdownSignal(parentPid?: number): AbortSignal {
-  // Looked at first: adding any signal listener takes an inherited ignoring of SIGHUP away.
-  const nohup = hangUpIgnored();
+  // Looked at first: adding any signal listener takes an inherited ignoring away.
+  const ignored = ignoredAtStart();
   const controller = new AbortController();
   if (parentPid !== undefined) {
     setParentDeathSignal(SIGTERM);
@@ -301,11 +314,12 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   }
   const stop = (): void => controller.abort();
   const ignore = (): void => {};
-  const hangUp = parentPid === undefined && !nohup ? stop : ignore;
+  const alone = parentPid === undefined;
   // The listeners stay until the process exits: a second Ctrl+C while it cleans up must not take
   // the default action and end it before it has removed its FIFO or its cell. They do not keep
   // the process alive.
-  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, stop);
-  Deno.addSignalListener("SIGHUP", hangUp);
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", alone && !ignored.interrupt ? stop : ignore);
+  Deno.addSignalListener("SIGHUP", alone && !ignored.hangUp ? stop : ignore);
   return controller.signal;
 }

@@ -573,6 +573,59 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.system, requires("sh")],
+  "a launcher, and a button and an LED run alone, started with SIGINT ignored (a script's background job) are left running by SIGINT, the launcher saying so, its children too, and still stop on SIGTERM",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const state = `${dir}/state.dat`;
+      // What a shell without job control does for `command &`.
+      const ignoringInt = (command: string[]): string[] => [
+        "-c",
+        'trap "" INT; exec "$@"',
+        "sh",
+        ...command,
+      ];
+      const command = launcherCommand(["--state", state, "--fifo", fifo]);
+      await using launcher = spawnProgram("sh", ignoringInt(command), { cwd: dir });
+      const pids = await running(launcher);
+      try {
+        const since = launcher.lines.length;
+        for (const pid of [launcher.pid, pids.led, pids.button]) Deno.kill(pid, "SIGINT");
+        await delay(500);
+        assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
+        assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
+        assertMatch(launcher.transcript, /SIGINT ignored \(a background job of a script\)/);
+        const after = launcher.lines.slice(since).map((line) => line.text);
+        assertEquals(after.filter((text) => /Started |restarting/.test(text)), []);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+      const alone = `${dir}/alone.dat`;
+      for (
+        const [script, more] of [["producers/button.ts", ["--fifo", fifo]], [
+          "consumers/led.ts",
+          [],
+        ]]
+      ) {
+        const command = denoCommand(`${ROOT}${script}`, ["--state", alone, ...more], [
+          "--allow-ffi",
+        ]);
+        await using child = spawnProgram("sh", ignoringInt(command), { cwd: dir });
+        await child.waitFor(/Button ready|LED Status/);
+        child.kill("SIGINT");
+        await delay(500);
+        assert(!processGone(child.pid), `${script} stopped:\n${child.transcript}`);
+        child.kill("SIGTERM");
+        assertEquals((await child.status()).code, 0, child.transcript);
+      }
+    });
+  },
+);
+
+testWith(
   NEEDS.system,
   "a second launcher on the same state or FIFO refuses and names the first one's pid",
   async () => {
