@@ -84,9 +84,26 @@ function statAbove(path: string, action: string, subject: string): posix.FileSta
       subject,
       closed === undefined
         ? `cannot check the directory ${path} above it: ${(error as Error).message}`
-        : `this user may not look into ${closed} (permission denied)`,
+        : `this user may not look into ${closed} (permission denied)${closedModeHint(closed)}`,
     );
   }
+}
+
+/**
+ * What to add when `directory`, which this user may not look into, is this user's own (its mode
+ * lost the owner's x bit: `chmod 600`), with the command that fixes it; "" otherwise.
+ */
+function closedModeHint(directory: string): string {
+  let stat;
+  try {
+    stat = posix.statPath(directory, { follow: true });
+  } catch {
+    return "";
+  }
+  if (stat?.type !== "directory" || stat.uid !== posix.effectiveUid()) return "";
+  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  return `: it is this user's, but its mode (${mode}) does not let this user look into it; ` +
+    `chmod u+rwx ${shellQuote(directory)}`;
 }
 
 /**

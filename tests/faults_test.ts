@@ -1306,6 +1306,30 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("setpriv")],
+  "a runtime directory of the user's own that it may not look into (chmod 600): the launcher refuses, naming it and the chmod that fixes it, and leaves it as it is",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to run the launcher as a user of the test's own")) return;
+    const uid = unusedUid();
+    const runtime = `/tmp/mmap-ipc-${uid}`;
+    await withTempDir(async (dir) => {
+      Deno.mkdirSync(runtime, { mode: 0o700 });
+      Deno.chownSync(runtime, uid, uid);
+      Deno.chmodSync(runtime, 0o600);
+      await using launcher = startLauncherAs(uid, dir, []);
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertStringIncludes(
+        status.stderr,
+        `this user may not look into ${runtime} (permission denied): it is this user's, but ` +
+          `its mode (0600) does not let this user look into it; chmod u+rwx ${runtime}`,
+      );
+      assertEquals((Deno.statSync(runtime).mode ?? 0) & 0o7777, 0o600);
+    }).finally(() => removeTree(runtime));
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("setpriv")],
   "rm -rf of the runtime directory that holds the default FIFO: the launcher makes both again, presses work, a second launcher is refused naming it, and nothing is left at exit",
   async (t) => {
     if (await skippedWithoutRoot(t, "to run the launchers as a user of the test's own")) return;
