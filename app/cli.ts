@@ -118,7 +118,8 @@ export const PARENT_PID_FLAG = {
     integer: true,
     min: 1,
     max: 2 ** 31 - 1,
-    help: "exit when process N exits (the process that starts this one passes its own pid)",
+    help: "exit when process N exits, and leave SIGINT and SIGHUP to it (the process that " +
+      "starts this one passes its own pid)",
   },
 } as const;
 

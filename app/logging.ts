@@ -164,11 +164,12 @@ export function logger(name: string): Logger {
 }
 
 /**
- * What changes how a line reads without being seen: line and paragraph separators, the
- * bidirectional controls that can show text in another order than it is (and so hide a quote's
- * end), zero-width characters and the byte order mark.
+ * What changes how a line reads without being seen: Unicode's format characters (the
+ * bidirectional controls that can show text in another order than it is, and so hide a quote's
+ * end; zero-width characters; the byte order mark; tag characters) and its line and paragraph
+ * separators.
  */
-const INVISIBLE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
+const INVISIBLE = /[\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /**
  * Quotes untrusted input for a log line: control characters, invisible ones (INVISIBLE, above)
@@ -177,12 +178,13 @@ const INVISIBLE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
 export function quote(input: string, max = 40): string {
   let out = "";
   for (const char of input.slice(0, max)) {
-    const code = char.charCodeAt(0);
+    const code = char.codePointAt(0) ?? 0;
     if (char === "\\" || char === '"') out += `\\${char}`;
     else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) {
       out += `\\x${code.toString(16).padStart(2, "0")}`;
     } else if (char === "\ufffd" || INVISIBLE.test(char)) {
-      out += `\\u${code.toString(16).padStart(4, "0")}`;
+      const hex = code.toString(16);
+      out += code > 0xffff ? `\\u{${hex}}` : `\\u${hex.padStart(4, "0")}`;
     } else out += char;
   }
   return `"${out}${input.length > max ? "..." : ""}"`;

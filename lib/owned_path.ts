@@ -100,7 +100,11 @@ function closedModeHint(directory: string): string {
   } catch {
     return "";
   }
-  if (stat?.type !== "directory" || stat.uid !== posix.effectiveUid()) return "";
+  // With its x bit, what refused is not the mode (a security module, say): no chmod helps.
+  if (
+    stat?.type !== "directory" || stat.uid !== posix.effectiveUid() ||
+    (stat.permissions & 0o100) !== 0
+  ) return "";
   const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
   return `: it is this user's, but its mode (${mode}) does not let this user look into it; ` +
     `chmod u+rwx ${shellQuote(directory)}`;

@@ -36,7 +36,9 @@ Deno.test("quote() escapes what would change how the line reads: quotes, control
   assertEquals(quote("x\u202eyz\u2066\u2069"), '"x\\u202eyz\\u2066\\u2069"');
   assertEquals(quote("a\u2028b\u2029c"), '"a\\u2028b\\u2029c"');
   assertEquals(quote("\ufeffa\u200bb\u061c\ufffd"), '"\\ufeffa\\u200bb\\u061c\\ufffd"');
-  // Text in any script is shown as it is.
+  // A soft hyphen; tag characters, which spell hidden text (one code point, two UTF-16 units).
+  assertEquals(quote("a\u00adb\u{e0041}"), '"a\\u00adb\\u{e0041}"');
+  // Letters of any script are shown as they are.
   assertEquals(
     quote("Liga \u00e7\u00e3o \u5f00 \u05e9\u05dc\u05d5\u05dd"),
     '"Liga \u00e7\u00e3o \u5f00 \u05e9\u05dc\u05d5\u05dd"',

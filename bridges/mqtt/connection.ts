@@ -766,7 +766,14 @@ function brokerAddress(url: string): { host: string; port: number } {
  */
 function listens(host: string, port: number, signal: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connectTcp({ host, port });
+    let socket: ReturnType<typeof connectTcp>;
+    try {
+      socket = connectTcp({ host, port });
+    } catch {
+      // Whatever keeps a connection from being tried keeps the broker from being reached.
+      resolve(false);
+      return;
+    }
     const done = (listening: boolean): void => {
       clearTimeout(timer);
       signal.removeEventListener("abort", abort);
