@@ -198,6 +198,30 @@ async function quickConnection(
   });
 }
 
+/**
+ * A connection to `url` for the tests that watch what it says and how often it connects: every
+ * line it logs into `said`, a fixed backoff of `backoffMs`, no message taken; `connects()` counts.
+ */
+async function countedConnection(
+  url: string,
+  said: string[],
+  options: { backoffMs: number; clientId?: string; keepaliveSeconds?: number },
+): Promise<{ connection: BrokerConnection; connects: () => number }> {
+  // Loaded here: the MQTT library reads the environment as it loads.
+  const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
+  let connects = 0;
+  const connection = new BrokerConnection({
+    url,
+    clientId: options.clientId ?? "mmap-ipc-connection-test",
+    backoff: { initialMs: options.backoffMs, maxMs: options.backoffMs, jitter: 0 },
+    keepaliveSeconds: options.keepaliveSeconds,
+    log: linesInto(said),
+    onConnect: () => connects++,
+    onMessage: () => {},
+  });
+  return { connection, connects: () => connects };
+}
+
 testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
   "BrokerConnection says once when the broker hangs up before accepting (no CONNACK), where it said nothing",
@@ -441,20 +465,11 @@ testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
   "BrokerConnection hints at a rival client only after three short connections in a row that the broker still listened after: a close it stopped listening at (a restart) ends the run",
   async () => {
-    const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
     let server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = server.addr.port;
     const url = `mqtt://127.0.0.1:${port}`;
     const said: string[] = [];
-    let connects = 0;
-    const connection = new BrokerConnection({
-      url,
-      clientId: "mmap-ipc-connection-test",
-      backoff: { initialMs: 100, maxMs: 100, jitter: 0 },
-      log: linesInto(said),
-      onConnect: () => connects++,
-      onMessage: () => {},
-    });
+    const { connection, connects } = await countedConnection(url, said, { backoffMs: 100 });
     const rival = (): string[] =>
       said.filter((line) => line.includes("another client may be connecting"));
     const wentAway = (): number =>
@@ -466,7 +481,7 @@ testWith(
         const { conn, first } = await nextClient(server, conns);
         assertEquals(first[0] >> 4, 1, "CONNECT");
         await conn.write(CONNACK_5);
-        await until(() => connects === i, `connection ${i} to ${url} accepted`);
+        await until(() => connects() === i, `connection ${i} to ${url} accepted`);
         // Each close before this one was checked before this attempt began.
         assertEquals(rival(), [], `hinted before close ${i}:\n${said.join("\n")}`);
         // The first two as a broker restarting: it stops listening, then closes its connections.
@@ -586,26 +601,17 @@ testWithBroker(
   async () => {
     await withTempDir(async (dir) => {
       await using broker = await startBroker(dir);
-      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
       const said: string[] = [];
-      let connects = 0;
-      const connection = new BrokerConnection({
-        url: broker.url,
-        clientId: "mmap-ipc-connection-test",
-        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
-        log: linesInto(said),
-        onConnect: () => connects++,
-        onMessage: () => {},
+      const { connection, connects } = await countedConnection(broker.url, said, {
+        backoffMs: 20,
       });
       try {
         connection.start();
-        await until(() => connects === 1, `connected to ${broker.url}`);
+        await until(() => connects() === 1, `connected to ${broker.url}`);
         // Each connection is shorter than the 10 s that end an outage: one outage, three losses.
         for (let i = 2; i <= 4; i++) {
-          // Down a while, as a broker's service restarting is: what the bridge sees at each
-          // close is then the broker gone, not a race with its start.
-          await broker.restart({ downMs: 300 });
-          await until(() => connects === i, `connection ${i} to ${broker.url}`);
+          await broker.restart();
+          await until(() => connects() === i, `connection ${i} to ${broker.url}`);
         }
         const lost = (level: string): string[] =>
           said.filter((line) => line.startsWith(`${level} Lost the connection to ${broker.url}`));
@@ -619,7 +625,7 @@ testWithBroker(
         // A connection that lasts 10 s (STABLE_MS in connection.ts) ends the outage.
         await delay(10_500);
         await broker.restart();
-        await until(() => connects === 5, `connection 5 to ${broker.url}`);
+        await until(() => connects() === 5, `connection 5 to ${broker.url}`);
         assertEquals(lost("WRN").length, 2, `a new outage, said again:\n${said.join("\n")}`);
       } finally {
         await connection.close();
@@ -633,23 +639,16 @@ testWithBroker(
   async () => {
     await withTempDir(async (dir) => {
       await using broker = await startBroker(dir);
-      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
       const said: string[] = [];
-      let connects = 0;
-      const connection = new BrokerConnection({
-        url: broker.url,
-        clientId: "mmap-ipc-connection-test",
-        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+      const { connection, connects } = await countedConnection(broker.url, said, {
+        backoffMs: 20,
         // A ping after 2 s without a word from the broker, given up 1 s later: noticed within
         // 3 s, well within the hang guard of `until`.
         keepaliveSeconds: 2,
-        log: linesInto(said),
-        onConnect: () => connects++,
-        onMessage: () => {},
       });
       try {
         connection.start();
-        await until(() => connects === 1, `connected to ${broker.url}`);
+        await until(() => connects() === 1, `connected to ${broker.url}`);
         broker.freeze();
         await until(
           () => said.some((line) => line.startsWith(`WRN Lost the connection to ${broker.url}`)),
@@ -659,7 +658,7 @@ testWithBroker(
         assertEquals(hung.length, 1, said.join("\n"));
         assertStringIncludes(hung[0], `WRN The broker at ${broker.url}`);
         broker.thaw();
-        await until(() => connects === 2, `connected to ${broker.url} again`);
+        await until(() => connects() === 2, `connected to ${broker.url} again`);
         assertEquals(said.filter((line) => line.startsWith("INF Connected to")).length, 2);
       } finally {
         await connection.close();
@@ -675,21 +674,14 @@ testWithBroker(
       // Asked for 60 s, told 10 s (the least mosquitto takes) by the broker, which mqtt.js then
       // keeps to: noticed within 15 s.
       await using broker = await startBroker(dir, { config: ["max_keepalive 10"] });
-      const { BrokerConnection } = await import("../bridges/mqtt/connection.ts");
       const said: string[] = [];
-      let connects = 0;
-      const connection = new BrokerConnection({
-        url: broker.url,
-        clientId: "mmap-ipc-connection-test",
-        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+      const { connection, connects } = await countedConnection(broker.url, said, {
+        backoffMs: 20,
         keepaliveSeconds: 60,
-        log: linesInto(said),
-        onConnect: () => connects++,
-        onMessage: () => {},
       });
       try {
         connection.start();
-        await until(() => connects === 1, `connected to ${broker.url}`);
+        await until(() => connects() === 1, `connected to ${broker.url}`);
         broker.freeze();
         await until(
           () => said.some((line) => line.includes("answered nothing")),
@@ -720,25 +712,20 @@ testWithBroker(
       const rival = (lines: string[]): string[] =>
         lines.filter((line) => line.includes("another client may be connecting"));
       const said: string[] = [];
-      let connects = 0;
-      const connection = new BrokerConnection({
-        url: broker.url,
+      const { connection, connects } = await countedConnection(broker.url, said, {
         clientId: "mmap-ipc-restart-test",
         // Longer than a restart takes: each next attempt meets the broker running again, so no
         // failed attempt ends the run of short-lived connections.
-        backoff: { initialMs: 1_000, maxMs: 1_000, jitter: 0 },
-        log: linesInto(said),
-        onConnect: () => connects++,
-        onMessage: () => {},
+        backoffMs: 1_000,
       });
       try {
         connection.start();
-        await until(() => connects === 1, `connected to ${broker.url}`);
+        await until(() => connects() === 1, `connected to ${broker.url}`);
         for (let i = 2; i <= 4; i++) {
           // Down a while, as a broker's service restarting is: what the bridge sees at each
           // close is then the broker gone, not a race with its start.
           await broker.restart({ downMs: 300 });
-          await until(() => connects === i, `connection ${i} to ${broker.url}`);
+          await until(() => connects() === i, `connection ${i} to ${broker.url}`);
         }
         assertEquals(rival(said), [], `hinted at a rival client for restarts:\n${said.join("\n")}`);
         assert(said.some((line) => line.includes("the broker went away")), said.join("\n"));

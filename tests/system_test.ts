@@ -529,100 +529,76 @@ testWith(
   },
 );
 
+/**
+ * Starts a launcher, then a button and an LED alone, each through `ignoring` (the command line
+ * that runs a command with `signal` ignored, as `nohup` does SIGHUP), and sends each `signal`,
+ * the launcher's children too: each runs on (no child started again), the launcher saying
+ * `said`, and still stops on SIGTERM with exit 0.
+ */
+async function runOnIgnored(
+  signal: "SIGHUP" | "SIGINT",
+  ignoring: (command: string[]) => [string, string[]],
+  said: RegExp,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const fifo = `${dir}/button.fifo`;
+    const state = `${dir}/state.dat`;
+    await using launcher = spawnProgram(
+      ...ignoring(launcherCommand(["--state", state, "--fifo", fifo])),
+      { cwd: dir },
+    );
+    const pids = await running(launcher);
+    try {
+      const since = launcher.lines.length;
+      for (const pid of [launcher.pid, pids.led, pids.button]) Deno.kill(pid, signal);
+      await delay(500);
+      assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
+      assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
+      assertMatch(launcher.transcript, said);
+      const after = launcher.lines.slice(since).map((line) => line.text);
+      assertEquals(after.filter((text) => /Started |restarting/.test(text)), []);
+      launcher.kill("SIGTERM");
+      assertEquals((await launcher.status()).code, 0, launcher.transcript);
+    } finally {
+      await stopAll(launcher, [pids.led, pids.button]);
+    }
+    const alone = `${dir}/alone.dat`;
+    for (
+      const [script, more] of [["producers/button.ts", ["--fifo", fifo]], [
+        "consumers/led.ts",
+        [],
+      ]]
+    ) {
+      const command = denoCommand(`${ROOT}${script}`, ["--state", alone, ...more], [
+        "--allow-ffi",
+      ]);
+      await using child = spawnProgram(...ignoring(command), { cwd: dir });
+      await child.waitFor(/Button ready|LED Status/);
+      child.kill(signal);
+      await delay(500);
+      assert(!processGone(child.pid), `${script} stopped:\n${child.transcript}`);
+      child.kill("SIGTERM");
+      assertEquals((await child.status()).code, 0, child.transcript);
+    }
+  });
+}
+
 testWith(
   [...NEEDS.system, requires("nohup")],
   "a launcher, and a button and an LED run alone, started under nohup (SIGHUP ignored) are left running by SIGHUP, the launcher saying so, and still stop on SIGTERM",
-  async () => {
-    await withTempDir(async (dir) => {
-      const fifo = `${dir}/button.fifo`;
-      const state = `${dir}/state.dat`;
-      const [deno, ...args] = launcherCommand(["--state", state, "--fifo", fifo]);
-      await using launcher = spawnProgram("nohup", [deno, ...args], { cwd: dir });
-      const pids = await running(launcher);
-      try {
-        launcher.kill("SIGHUP");
-        await delay(500);
-        assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
-        assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
-        assertMatch(launcher.transcript, /SIGHUP ignored \(nohup\)/);
-        launcher.kill("SIGTERM");
-        assertEquals((await launcher.status()).code, 0, launcher.transcript);
-      } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
-      }
-      const alone = `${dir}/alone.dat`;
-      for (
-        const [script, more] of [["producers/button.ts", ["--fifo", fifo]], [
-          "consumers/led.ts",
-          [],
-        ]]
-      ) {
-        const [deno, ...args] = denoCommand(`${ROOT}${script}`, ["--state", alone, ...more], [
-          "--allow-ffi",
-        ]);
-        await using child = spawnProgram("nohup", [deno, ...args], { cwd: dir });
-        await child.waitFor(/Button ready|LED Status/);
-        child.kill("SIGHUP");
-        await delay(500);
-        assert(!processGone(child.pid), `${script} stopped:\n${child.transcript}`);
-        child.kill("SIGTERM");
-        assertEquals((await child.status()).code, 0, child.transcript);
-      }
-    });
-  },
+  () => runOnIgnored("SIGHUP", (command) => ["nohup", command], /SIGHUP ignored \(nohup\)/),
 );
 
 testWith(
   [...NEEDS.system, requires("sh")],
   "a launcher, and a button and an LED run alone, started with SIGINT ignored (a script's background job) are left running by SIGINT, the launcher saying so, its children too, and still stop on SIGTERM",
-  async () => {
-    await withTempDir(async (dir) => {
-      const fifo = `${dir}/button.fifo`;
-      const state = `${dir}/state.dat`;
-      // What a shell without job control does for `command &`.
-      const ignoringInt = (command: string[]): string[] => [
-        "-c",
-        'trap "" INT; exec "$@"',
-        "sh",
-        ...command,
-      ];
-      const command = launcherCommand(["--state", state, "--fifo", fifo]);
-      await using launcher = spawnProgram("sh", ignoringInt(command), { cwd: dir });
-      const pids = await running(launcher);
-      try {
-        const since = launcher.lines.length;
-        for (const pid of [launcher.pid, pids.led, pids.button]) Deno.kill(pid, "SIGINT");
-        await delay(500);
-        assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
-        assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
-        assertMatch(launcher.transcript, /SIGINT ignored \(a background job of a script\)/);
-        const after = launcher.lines.slice(since).map((line) => line.text);
-        assertEquals(after.filter((text) => /Started |restarting/.test(text)), []);
-        launcher.kill("SIGTERM");
-        assertEquals((await launcher.status()).code, 0, launcher.transcript);
-      } finally {
-        await stopAll(launcher, [pids.led, pids.button]);
-      }
-      const alone = `${dir}/alone.dat`;
-      for (
-        const [script, more] of [["producers/button.ts", ["--fifo", fifo]], [
-          "consumers/led.ts",
-          [],
-        ]]
-      ) {
-        const command = denoCommand(`${ROOT}${script}`, ["--state", alone, ...more], [
-          "--allow-ffi",
-        ]);
-        await using child = spawnProgram("sh", ignoringInt(command), { cwd: dir });
-        await child.waitFor(/Button ready|LED Status/);
-        child.kill("SIGINT");
-        await delay(500);
-        assert(!processGone(child.pid), `${script} stopped:\n${child.transcript}`);
-        child.kill("SIGTERM");
-        assertEquals((await child.status()).code, 0, child.transcript);
-      }
-    });
-  },
+  () =>
+    // What a shell without job control does for `command &`.
+    runOnIgnored(
+      "SIGINT",
+      (command) => ["sh", ["-c", 'trap "" INT; exec "$@"', "sh", ...command]],
+      /SIGINT ignored \(a background job of a script\)/,
+    ),
 );
 
 testWith(
