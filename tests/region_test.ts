@@ -644,17 +644,26 @@ Deno.test("SharedRegion.notifyInt32() wakes as many as asked, 0 none, and refuse
   }
 });
 
+/**
+ * Runs `fixture` (in tests/fixtures), which measures its heap around what it does with a
+ * garbage collection of its own (`--expose-gc`), and returns the lines it printed; it must
+ * exit 0.
+ */
+async function collectedFixture(fixture: string): Promise<string[]> {
+  await using child = spawnDeno(`${TESTS_DIR}fixtures/${fixture}`, [], {
+    permissions: ["--allow-ffi", "--v8-flags=--expose-gc"],
+  });
+  const status = await child.status();
+  assertEquals(status.code, 0, status.stderr);
+  return child.lines.filter((line) => line.stream === "stdout").map((line) => line.text);
+}
+
 testWith(
   NEEDS.children,
   "SharedRegion.notifyInt32() on each of a million words keeps no memory for each word",
   async () => {
     // Each word's address was kept, for good: 65 MiB here. Now a few, for the words in use.
-    await using child = spawnDeno(`${TESTS_DIR}fixtures/many_futex_words.ts`, [], {
-      permissions: ["--allow-ffi", "--v8-flags=--expose-gc"],
-    });
-    const status = await child.status();
-    const lines = child.lines.filter((line) => line.stream === "stdout").map((line) => line.text);
-    assertEquals(status.code, 0, status.stderr);
+    const lines = await collectedFixture("many_futex_words.ts");
     const grown = Number(/^grew (-?\d+) KiB$/.exec(lines[0] ?? "")?.[1]);
     assert(grown < 1024, lines.join(" | "));
   },
@@ -773,12 +782,7 @@ testWith(
   async () => {
     // Each view's buffer was kept (to revoke it at close) for as long as the region was open:
     // about 120 bytes of heap a view, for good, in a process that takes a view per message.
-    await using child = spawnDeno(`${TESTS_DIR}fixtures/dropped_views.ts`, [], {
-      permissions: ["--allow-ffi", "--v8-flags=--expose-gc"],
-    });
-    const status = await child.status();
-    const lines = child.lines.filter((line) => line.stream === "stdout").map((line) => line.text);
-    assertEquals(status.code, 0, status.stderr);
+    const lines = await collectedFixture("dropped_views.ts");
     const grown = Number(/^grew (-?\d+) MB$/.exec(lines[0] ?? "")?.[1]);
     assert(grown < 10, lines.join(" | "));
     assertEquals(lines[1], "kept view: 0 bytes after close");
