@@ -143,14 +143,14 @@ export interface StateCellOptions {
   /**
    * Called, with the writer's `mirror`, when copying a value into it fails for a reason of the
    * file's (its file system full, an I/O error): the value is in the cell all the same, and the
-   * next write copies it again. Without it, such a failure is thrown from `write()` (after the
-   * cell took the value) and from the open that takes the writer role.
+   * next write copies it again. `repeated` is true when the copy before failed too, so that a
+   * failure that lasts can be said once. Without it, such a failure is thrown from `write()`
+   * (after the cell took the value) and from the open that takes the writer role.
    */
-  onMirrorError?: (error: Error) => void;
+  onMirrorError?: (error: Error, repeated: boolean) => void;
   /**
    * Called when a copy into the `mirror` succeeds after the last one failed (and went to
-   * `onMirrorError`): the file holds the cell's value again. With the two, a failure that lasts
-   * (a full file system) can be said once, not at every write.
+   * `onMirrorError`): the file holds the cell's value again.
    */
   onMirrorRecovered?: () => void;
   /**
@@ -279,7 +279,7 @@ export class StateCell {
   readonly #followPeriodMs: number;
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
-  readonly #onMirrorError: ((error: Error) => void) | undefined;
+  readonly #onMirrorError: ((error: Error, repeated: boolean) => void) | undefined;
   readonly #onMirrorRecovered: (() => void) | undefined;
   /** The last copy into the mirror failed, and went to #onMirrorError. */
   #mirrorFailing = false;
@@ -462,8 +462,9 @@ export class StateCell {
       if (
         told === undefined || !(error instanceof Error) || error instanceof Deno.errors.BadResource
       ) throw error;
+      const repeated = this.#mirrorFailing;
       this.#mirrorFailing = true;
-      told(error);
+      told(error, repeated);
       return;
     }
     if (this.#mirrorFailing) {
@@ -1510,13 +1511,8 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
       `State cell option mirror is ${describeKind(mirror)}, not a StateFile (see openStateFile())`,
     );
   }
-  // Now, not from the microtask that would first call it, where nothing could catch it.
-  if (options.onWriter !== undefined && typeof options.onWriter !== "function") {
-    throw new TypeError(
-      `State cell option onWriter is a ${typeof options.onWriter}, not a function`,
-    );
-  }
-  for (const name of ["onMirrorError", "onMirrorRecovered"] as const) {
+  // Now, not from the microtask that would first call one, where nothing could catch it.
+  for (const name of ["onWriter", "onMirrorError", "onMirrorRecovered"] as const) {
     if (options[name] !== undefined && typeof options[name] !== "function") {
       throw new TypeError(`State cell option ${name} is a ${typeof options[name]}, not a function`);
     }

@@ -327,17 +327,14 @@ async function main(flags: ButtonFlags): Promise<void> {
   const { region, mirror } = state;
   // The state file is a copy for other programs: one that cannot be written (its file system
   // full) is said once, not at every press, and the system goes on with its state in memory.
-  let mirrorFailing = false;
   using cell = openStateCell(region, {
     writer: true,
     mirror,
-    onMirrorError: (error) => {
-      if (mirrorFailing) log.debug(`${error.message} (again)`);
+    onMirrorError: (error, repeated) => {
+      if (repeated) log.debug(`${error.message} (again)`);
       else log.warn(`${error.message}; ${MIRROR_WRITE_LATER}`);
-      mirrorFailing = true;
     },
     onMirrorRecovered: () => {
-      mirrorFailing = false;
       if (mirror !== undefined) {
         log.info(`${mirrorName(mirror.path, flags.shm !== undefined)} is written again`);
       }

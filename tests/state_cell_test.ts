@@ -360,10 +360,14 @@ testWith(
         using region = createMemfdRegion({ size: 256 });
         const failures: Error[] = [];
         let recovered = 0;
+        const repeats: boolean[] = [];
         using writer = openStateCell(region, {
           writer: true,
           mirror,
-          onMirrorError: (error) => failures.push(error),
+          onMirrorError: (error, repeated) => {
+            failures.push(error);
+            repeats.push(repeated);
+          },
           onMirrorRecovered: () => recovered++,
         });
         using reader = openStateCell(region);
@@ -379,6 +383,7 @@ testWith(
         assertStringIncludes(failures[0].message, "ENOSPC");
         writer.write(0);
         assertEquals(failures.length, 2);
+        assertEquals(repeats, [false, true]);
         assertEquals(recovered, 0);
         // Without it, the open that takes the writer role (and copies its value) throws.
         using other = createMemfdRegion({ size: 256 });
