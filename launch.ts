@@ -8,7 +8,12 @@
  */
 
 import { openStateShm } from "./lib/state_file.ts";
-import { ignoredAtStart, STATE_REGION_SIZE } from "./app/cli.ts";
+import {
+  describeMirrorOpenToOthers,
+  describeOpenToOthers,
+  ignoredAtStart,
+  STATE_REGION_SIZE,
+} from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
 import { LAUNCH_COMMAND, type LaunchFlags } from "./app/launch_command.ts";
@@ -160,6 +165,8 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): strin
   checkOwn(existing, "fifo", "use FIFO", path);
   refuseIfRead(path, existing.identity);
   log.info(`Using the FIFO ${JSON.stringify(path)} that was already there; it stays after exit`);
+  const openToOthers = describeOpenToOthers("FIFO", path, existing.permissions);
+  if (openToOthers !== undefined) log.warn(openToOthers);
   return existing.identity;
 }
 
@@ -267,6 +274,8 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
   } else {
     log.info(`Keeping the state in ${JSON.stringify(path)} too, which was there already; it stays`);
   }
+  const openToOthers = describeMirrorOpenToOthers(mirror, shm);
+  if (openToOthers !== undefined) log.warn(openToOthers);
   return mirror;
 }
 

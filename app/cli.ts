@@ -11,6 +11,7 @@ import { readFileText, setParentDeathSignal, statPath } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
 import { normalizeShmName, openMemfdRegion, openShmRegion } from "../lib/open_region.ts";
 import { removeShmIfSame } from "../lib/owned_path.ts";
+import { shellQuote } from "../lib/shell_quote.ts";
 import type { SharedRegion } from "../lib/region.ts";
 import { openStateFile, openStateFileAt, openStateShm, type StateFile } from "../lib/state_file.ts";
 import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
@@ -147,6 +148,42 @@ export interface SystemState extends Disposable {
    * restart until the launcher gives up.
    */
   mirrorLost?: string;
+  /** The warning of {@link describeOpenToOthers}, for a state file or shm object opened here. */
+  openToOthers?: string;
+}
+
+/** What {@link describeOpenToOthers} warns of, and what others who may write it can do. */
+const OPEN_TO_OTHERS = {
+  "state file": "change the state",
+  "shared memory": "change the state",
+  FIFO: "press the button",
+} as const;
+
+/**
+ * The warning for a state file, shm object or FIFO of this user's that other users may write
+ * (its mode has `0o022` bits: the original's `/tmp/data.dat` or FIFO made under umask 0, or a
+ * `chmod 666`): any of them can change the state or press the button. Said, never changed: the
+ * mode is the user's to set. `undefined` for a mode that lets no one else write.
+ */
+export function describeOpenToOthers(
+  what: keyof typeof OPEN_TO_OTHERS,
+  path: string,
+  mode: number,
+): string | undefined {
+  if ((mode & 0o022) === 0) return undefined;
+  const who = (mode & 0o002) !== 0 ? "every user" : "its group";
+  return `The ${what} ${JSON.stringify(path)} may be written by ${who} (mode ${
+    (mode & 0o7777).toString(8).padStart(4, "0")
+  }): any of them can ${OPEN_TO_OTHERS[what]}; chmod go-w ${
+    shellQuote(path)
+  } makes it this user's alone`;
+}
+
+/** {@link describeOpenToOthers} for `mirror`, named as the user knows it. */
+export function describeMirrorOpenToOthers(mirror: StateFile, shm: boolean): string | undefined {
+  return shm
+    ? describeOpenToOthers("shared memory", `/dev/shm${normalizeShmName(mirror.path)}`, mirror.mode)
+    : describeOpenToOthers("state file", mirror.path, mirror.mode);
 }
 
 /** The warning of a process that runs on without the launcher's state file (see `mirrorLost`). */
@@ -213,6 +250,10 @@ export function openSystemState(where: StateLocation): SystemState {
     mirror = openStateShm(where.shm, { create: true });
   }
   try {
+    // Said by whoever opened it by its name: a launcher's children leave it to the launcher.
+    const openToOthers = where.mirror === undefined && mirror !== undefined
+      ? describeMirrorOpenToOthers(mirror, where.state === undefined)
+      : undefined;
     if (where.memfd !== undefined) {
       const region = openMemfdRegion(where.memfd);
       return {
@@ -234,6 +275,7 @@ export function openSystemState(where: StateLocation): SystemState {
     return {
       region,
       mirror,
+      openToOthers,
       [Symbol.dispose]: () => {
         region.close();
         opened.close();
@@ -293,9 +335,10 @@ export function ignoredAtStart(): IgnoredAtStart {
  * cleanly as on the others, instead of dying with its work half done). SIGHUP and SIGINT it was
  * started with ignored stay ignored (see {@link ignoredAtStart}: `nohup`, a background job of a
  * script). With `parentPid` (the launcher's), the kernel also sends SIGTERM when that parent
- * dies, so a child never outlives its launcher; and SIGHUP and SIGINT, which a closed terminal
- * and Ctrl+C send the launcher too, are the launcher's to act on: it stops its children in order
- * (a child that died of one first looked like a crash), or runs on when it ignores them.
+ * dies, so a child never outlives its launcher; and SIGHUP and SIGINT are the launcher's to act
+ * on: it stops its children in order, or runs on when it ignores them. (A terminal sends them to
+ * the launcher alone, which starts its children in a session of their own; one sent to a child
+ * by hand is ignored for the same reason.)
  */
 export function shutdownSignal(parentPid?: number): AbortSignal {
   // Looked at first: adding any signal listener takes an inherited ignoring away.

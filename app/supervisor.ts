@@ -1,8 +1,9 @@
 /**
  * Runs a child process for as long as the launcher lives: restarts it with backoff when it
  * dies (or cannot be started), gives up when it keeps crashing, and stops it on request.
- * Children get only the permissions and the environment variables they need, and learn the
- * launcher's pid so the kernel stops them if it dies.
+ * Children get only the permissions and the environment variables they need, run in a session
+ * of their own (a terminal's signals reach the launcher alone), and learn the launcher's pid so
+ * the kernel stops them if it dies.
  *
  * @module
  */
@@ -100,14 +101,6 @@ export class ChildCrashLoop extends Error {
  * {@link ChildSpec.stopGraceMs} says otherwise.
  */
 export const STOP_GRACE_MS = 3_000;
-/**
- * How long a child that died of a signal the terminal sends its whole process group, and the
- * launcher stops on (Ctrl+C, a closed terminal), is given for the launcher's own stop to show
- * before it counts as a crash: the child, still starting and without its handlers, can die of
- * it first.
- */
-const GROUP_SIGNAL_GRACE_MS = 500;
-const GROUP_SIGNALS: ReadonlySet<string> = new Set(["SIGINT", "SIGHUP"]);
 
 /** Hands each line of `stream` to `write`, as it arrives. */
 async function forwardLines(
@@ -187,6 +180,10 @@ export class Supervisor {
       ],
       clearEnv: true,
       env: this.#env,
+      // A session of its own (setsid): what a terminal sends its foreground group (Ctrl+C, a
+      // hang-up) reaches the launcher alone, which stops its children in order. In the
+      // launcher's group, a child still starting, before it listened for signals, died of it.
+      detached: true,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -218,9 +215,6 @@ export class Supervisor {
     while (!signal.aborted) {
       const started = performance.now();
       const ran = await this.#runOnce(signal);
-      if (ran.signal !== null && GROUP_SIGNALS.has(ran.signal)) {
-        await sleep(GROUP_SIGNAL_GRACE_MS, { signal }).catch(() => {});
-      }
       if (signal.aborted) return;
       const ended = performance.now();
       const short = ran.code === EXIT_SHORTAGE;

@@ -99,6 +99,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   // The link first: a bad --remote then leaves no state file made for nothing.
   using link = openRemoteLink(flags.remote);
   using state = openSystemState(flags);
+  if (state.openToOthers !== undefined) log.warn(state.openToOthers);
   const { region, mirror } = state;
   using cell = openStateCell(region, { mirror });
   using commands = openCommandSender(link);

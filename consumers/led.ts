@@ -132,6 +132,7 @@ async function main(flags: LedFlags): Promise<void> {
   const log = logger("led");
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
+  if (state.openToOthers !== undefined) log.warn(state.openToOthers);
   const { region, mirror } = state;
   const lost = (pid: number, status: "died" | "left"): void => {
     const how = `The button (pid ${pid}) ${status === "died" ? "died" : "stopped"}`;

@@ -127,6 +127,15 @@ export class StateFile {
     return this.#created;
   }
 
+  /**
+   * Its permission bits now (`mode & 07777`, from fstat(2)): a file other users may write
+   * (`mode & 0o022`) lets them change the state.
+   */
+  get mode(): number {
+    this.#check();
+    return posix.statFd(this.#fd, this.#path).permissions & 0o7777;
+  }
+
   /** Whether {@link StateFile.close} has run. */
   get closed(): boolean {
     return this.#fd < 0;

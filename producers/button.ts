@@ -10,6 +10,7 @@ import {
   checkFilePath,
   checkProcFd,
   describeLostMirror,
+  describeOpenToOthers,
   exitWhenFlushed,
   logFlags,
   MEMFD_FLAG,
@@ -28,7 +29,7 @@ import {
   type TakenFifo,
 } from "../hw/fifo_button.ts";
 import { keepMirror, MIRROR_WRITE_LATER, mirrorName } from "../app/mirror_keeper.ts";
-import { statPath } from "../ffi/posix.ts";
+import { effectiveUid, statPath } from "../ffi/posix.ts";
 import type { Button } from "../hw/types.ts";
 import { parentOf } from "../lib/owned_path.ts";
 import { openStateCell, type StateCell } from "../lib/state_cell.ts";
@@ -305,6 +306,12 @@ async function openInput(
     keeper: flags.fifoFromParent ? flags.parentPid : undefined,
     readersChecked: flags.fifoChecked,
   });
+  // A launcher's button leaves this to the launcher, which looked at the FIFO first.
+  const found = flags.fifoFromParent ? undefined : statPath(fifo);
+  if (found?.type === "fifo" && found.uid === effectiveUid()) {
+    const openToOthers = describeOpenToOthers("FIFO", fifo, found.permissions);
+    if (openToOthers !== undefined) log.warn(openToOthers);
+  }
   // Not "ready" while it waits for the path (said above why): it says when it reads it.
   return { button, ready: waiting ? undefined : `Button ready: echo 0 > ${shellQuote(fifo)}` };
 }
@@ -324,6 +331,7 @@ async function main(flags: ButtonFlags): Promise<void> {
   await using _button = button;
   using state = openSystemState(flags);
   if (state.mirrorLost !== undefined) log.warn(describeLostMirror(state.mirrorLost));
+  if (state.openToOthers !== undefined) log.warn(state.openToOthers);
   const { region, mirror } = state;
   // The state file is a copy for other programs: one that cannot be written (its file system
   // full) is said once, not at every press, and the system goes on with its state in memory.

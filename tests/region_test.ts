@@ -261,6 +261,22 @@ testWith(
 );
 
 testWith(
+  NEEDS.files,
+  "StateFile.mode is the file's permission bits now, a chmod since included, and BadResource once closed",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state.dat`;
+      const state = openStateFile(path, { create: true });
+      assertEquals(state.mode, 0o600);
+      Deno.chmodSync(path, 0o4666);
+      assertEquals(state.mode, 0o4666);
+      state.close();
+      assertThrowsWith(() => state.mode, Deno.errors.BadResource, path, "is closed");
+    });
+  },
+);
+
+testWith(
   [...NEEDS.childrenAndFiles, requires("sh")],
   "what is made under a umask that takes the owner's bits away (0377) gets its mode all the same: a private directory 0700, a FIFO, a state file, a file region, shm and a claim record 0600",
   async () => {

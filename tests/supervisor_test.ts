@@ -18,7 +18,7 @@ import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
 import { EXIT_SHORTAGE } from "../app/exit_status.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
-import { statPath } from "../ffi/posix.ts";
+import { readFileText, statPath } from "../ffi/posix.ts";
 
 /** Two quick crashes end it. */
 const QUICK: RestartPolicy = {
@@ -109,36 +109,34 @@ testWith(
 
 testWith(
   NEEDS.childrenAndFiles,
-  "a child that dies of Ctrl+C's SIGINT just before the launcher's own stop shows is not reported as a crash",
+  "a child runs in a session of its own, without a controlling terminal: what a terminal sends the launcher's process group never reaches it",
   async () => {
     await withTempDir(async (dir) => {
-      const script = `${dir}/interrupted.ts`;
-      const marker = `${dir}/dying`;
-      // As a terminal's Ctrl+C reaches a child still starting: it dies of the signal at once.
+      const script = `${dir}/session.ts`;
+      const started = `${dir}/started`;
       Deno.writeTextFileSync(
         script,
-        `Deno.writeTextFileSync(${JSON.stringify(marker)}, "");\n` +
-          `Deno.kill(Deno.pid, "SIGINT");\nawait new Promise(() => {});`,
+        `Deno.writeTextFileSync(${JSON.stringify(started)}, "");\nsetInterval(() => {}, 60_000);`,
       );
-      const warnings: string[] = [];
-      const log = { ...logger("test"), warn: (message: string) => warnings.push(message) };
       const supervisor = new Supervisor(
-        {
-          name: "interrupted",
-          script,
-          permissions: [`--allow-write=${dir}`, "--allow-run"],
-          args: [],
-        },
-        { log, config: `${ROOT}deno.json`, policy: QUICK },
+        { name: "session", script, permissions: [`--allow-write=${dir}`], args: [] },
+        { log: logger("test"), config: `${ROOT}deno.json`, policy: QUICK },
       );
       const stop = new AbortController();
       const running = supervisor.run(stop.signal);
-      await until(() => statPath(marker) !== undefined, "the child about to die");
-      // The launcher's signal listener runs a moment after the child died of the same signal.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      stop.abort();
-      await running;
-      assertEquals(warnings, []);
+      try {
+        await until(() => statPath(started) !== undefined, "the child started");
+        // pid (comm) state ppid pgrp session tty_nr ...
+        const [pid, ppid, group, session, terminal] =
+          (readFileText(`/proc/${supervisor.pid}/stat`) ?? "")
+            .replace(/^(\d+) \(.*\) \S+ /, "$1 ").split(" ").map(Number);
+        assertEquals(pid, supervisor.pid);
+        assertEquals(ppid, Deno.pid);
+        assertEquals([group, session, terminal], [pid, pid, 0]);
+      } finally {
+        stop.abort();
+        await running;
+      }
     });
   },
 );

@@ -25,6 +25,7 @@ import {
   asUser,
   LAUNCH_PERMISSIONS,
   launcherCommand,
+  LED_LINE,
   ledShows,
   ledStates,
   pressAsButtonDies,
@@ -599,6 +600,136 @@ testWith(
       (command) => ["sh", ["-c", 'trap "" INT; exec "$@"', "sh", ...command]],
       /SIGINT ignored \(a background job of a script\)/,
     ),
+);
+
+testWith(
+  [...NEEDS.system, requires("sh"), requires("setsid")],
+  "a terminal's Ctrl+C (SIGINT to the launcher's process group) sent again and again while the children start reaches neither: a launcher started with SIGINT ignored runs on and restarts none",
+  async () => {
+    await withTempDir(async (dir) => {
+      const command = launcherCommand(["--state", `${dir}/state.dat`, "--fifo", `${dir}/f.fifo`]);
+      // setsid: a process group of the launcher's own, as a shell's job has, so that the group's
+      // SIGINT stays off this test. The children used to share it, and died of one that came
+      // before they listened for signals.
+      await using launcher = spawnProgram(
+        "setsid",
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", ...command],
+        { cwd: dir },
+      );
+      // Not before: sh, until its trap has run, would die of the first one.
+      await launcher.waitFor(/SIGINT ignored/);
+      let interrupting = true;
+      const interrupts = (async () => {
+        while (interrupting) {
+          try {
+            Deno.kill(-launcher.pid, "SIGINT");
+          } catch {
+            return; // the group is gone: the launcher ended, which the checks below report
+          }
+          await delay(5);
+        }
+      })();
+      let pids: { led: number; button: number } | undefined;
+      try {
+        pids = await running(launcher);
+        await delay(300);
+        interrupting = false;
+        await interrupts;
+        assert(!processGone(launcher.pid), `the launcher stopped:\n${launcher.transcript}`);
+        assert(!processGone(pids.led) && !processGone(pids.button), launcher.transcript);
+        const starts = launcher.lines.filter((line) =>
+          /Started (led|button)|restarting/.test(line.text)
+        );
+        assertEquals(starts.length, 2, launcher.transcript);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      } finally {
+        interrupting = false;
+        await interrupts;
+        await stopAll(launcher, [pids?.led, pids?.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a state file, shm object or FIFO other users may write (mode 0666, 0620) is warned of once, naming it, its mode and the chmod that makes it private, by the launcher and by an LED or button run alone, and its mode is left as it is; a private one is not",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/data.dat`;
+      Deno.writeTextFileSync(state, "0\n");
+      Deno.chmodSync(state, 0o666);
+      const fifo = `${dir}/f.fifo`;
+      makeFifo(fifo, 0o600);
+      Deno.chmodSync(fifo, 0o666);
+      const warning = `The state file ${
+        JSON.stringify(state)
+      } may be written by every user (mode 0666): any of them can change the state; chmod go-w ${
+        shellQuote(state)
+      } makes it this user's alone`;
+      await using launcher = startLauncher(dir, ["--state", state, "--fifo", fifo]);
+      const pids = await running(launcher);
+      try {
+        // Once: the children, which get the file from the launcher, leave it to the launcher.
+        assertEquals(launcher.transcript.split(warning).length, 2, launcher.transcript);
+        const fifoWarning = `The FIFO ${
+          JSON.stringify(fifo)
+        } may be written by every user (mode 0666): any of them can press the button; chmod go-w ${
+          shellQuote(fifo)
+        } makes it this user's alone`;
+        assertEquals(launcher.transcript.split(fifoWarning).length, 2, launcher.transcript);
+        launcher.kill("SIGTERM");
+        assertEquals((await launcher.status()).code, 0, launcher.transcript);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+      assertEquals(statPath(state)?.permissions, 0o666);
+
+      const alone = `${dir}/alone.fifo`;
+      makeFifo(alone, 0o600);
+      Deno.chmodSync(alone, 0o620);
+      await using button = spawnDeno(`${ROOT}producers/button.ts`, [
+        "--state",
+        state,
+        "--fifo",
+        alone,
+      ]);
+      await button.waitFor(/Button ready/);
+      assertStringIncludes(button.transcript, warning);
+      assertStringIncludes(
+        button.transcript,
+        `The FIFO ${
+          JSON.stringify(alone)
+        } may be written by its group (mode 0620): any of them can press the button`,
+      );
+      button.kill("SIGTERM");
+      assertEquals((await button.status()).code, 0, button.transcript);
+
+      await withShmName(async (name) => {
+        const shm = `/dev/shm${name}`;
+        await using led = spawnDeno(`${ROOT}consumers/led.ts`, ["--shm", name]);
+        await led.waitFor(LED_LINE);
+        led.kill("SIGTERM");
+        assertEquals((await led.status()).code, 0, led.transcript);
+        // Made here, 0600: nothing to say.
+        assert(!led.transcript.includes("may be written by"), led.transcript);
+        // Deno's own chmod and stat refuse /dev/shm without --allow-all.
+        assert(new Deno.Command("chmod", { args: ["620", shm] }).outputSync().success);
+        await using again = spawnDeno(`${ROOT}consumers/led.ts`, ["--shm", name]);
+        await again.waitFor(LED_LINE);
+        assertStringIncludes(
+          again.transcript,
+          `The shared memory ${
+            JSON.stringify(shm)
+          } may be written by its group (mode 0620): any of them can change the state; chmod go-w ${shm} makes it this user's alone`,
+        );
+        again.kill("SIGTERM");
+        assertEquals((await again.status()).code, 0, again.transcript);
+        assertEquals(statPath(shm)?.permissions, 0o620);
+      });
+    });
+  },
 );
 
 testWith(
