@@ -13,6 +13,7 @@
  */
 
 import { deadline } from "@std/async/deadline";
+import { delay } from "@std/async/delay";
 import { logFlags } from "../app/cli.ts";
 import {
   type CommandFlags,
@@ -242,7 +243,8 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     // plugin, say) shows nothing retained there: what it holds, whose it is, or whether a bridge
     // is online there cannot be told, however the other topics look.
     const unseen = topics.filter((topic) => refusedTopics.has(topic));
-    if (refusedTopics.size > 0) {
+    // Its own topic alone refused: what it clears can all be read, so no --force is needed.
+    if (unseen.length > 0) {
       const where = { url: settings.url, credentials, protocolVersion: connection.protocolVersion };
       const why = `${refusedSubscriptions(refusedTopics, where)}, ` +
         "so whether anything is retained there, whose it is, or whether a bridge is online " +
@@ -257,9 +259,29 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       }
       if (unseen.length > 0) log.warn(`${why}; clearing ${unseen.join(", ")} unseen (--force)`);
     }
-    const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
-    if (!sent && !connection.connected) throw lost();
-    const readable = await deadline(echo, ECHO_WAIT_MS).then(() => true, () => false);
+    let readable: boolean;
+    if (refusedTopics.has(echoTopic)) {
+      // A broker that says which subscriptions it refuses can read the ones it grants, whose
+      // retained messages come right after the grant; nothing marks their end without the
+      // echo, so they are given the time the echo would have had. One that comes later is
+      // not cleared (only what was seen is), never taken for nothing there.
+      log.info(
+        `${
+          refusedSubscriptions(new Map([[echoTopic, refusedTopics.get(echoTopic) ?? 0]]), {
+            url: settings.url,
+            credentials,
+            protocolVersion: connection.protocolVersion,
+          })
+        }; waiting ${ECHO_WAIT_MS / 1000} s for what is retained instead of for its own ` +
+          "message there",
+      );
+      await delay(ECHO_WAIT_MS);
+      readable = true;
+    } else {
+      const sent = await connection.publish(echoTopic, "", { retain: false, qos: 1 });
+      if (!sent && !connection.connected) throw lost();
+      readable = await deadline(echo, ECHO_WAIT_MS).then(() => true, () => false);
+    }
     // A message that did not come back because the connection dropped is no sign of a login
     // that may not read; and a connection made again may not have heard everything retained.
     if (connections > 1 || !connection.connected) throw lost();

@@ -1601,6 +1601,58 @@ testWithBroker(
   },
 );
 
+testWithBroker(
+  "deno task mqtt:forget whose subscription to its own topic alone the broker refuses (SUBACK 0x87) sees all it clears: it forgets a stopped bridge without --force, saying it waited instead of for its own message, and still refuses another program's message",
+  async (t) => {
+    const plugin = await dynamicSecurityOrSkip(t);
+    if (plugin === undefined) return;
+    const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+    const topics = topicsFor(prefix);
+    const configs = discoveryTopics("homeassistant", deviceId(prefix));
+    const config = JSON.stringify({
+      origin: { name: ORIGIN_NAME },
+      device: { identifiers: [deviceId(prefix)] },
+    });
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir, {
+        config: await denySubscriptions(dir, plugin, [`${prefix}/forget`]),
+      });
+      const retained = async (): Promise<string[][]> => {
+        await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
+        await late.publish(`${prefix}/sentinel`, "end");
+        await late.waitFor(`${prefix}/sentinel`);
+        return late.heard.filter((message) => message.retain)
+          .map(({ topic, payload }) => [topic, payload]).sort();
+      };
+      const keep = async (kept: [string, string][]): Promise<void> => {
+        await using writer = await listen(broker.url, []);
+        for (const [topic, payload] of kept) await writer.publish(topic, payload, { retain: true });
+      };
+      await keep([
+        [topics.availability, "offline"],
+        [topics.state, "ON"],
+        ...configs.map((topic): [string, string] => [topic, config]),
+      ]);
+      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+      assertEquals(done.code, 0, done.output);
+      assertStringIncludes(
+        done.output,
+        `Could not subscribe to ${JSON.stringify(`${prefix}/forget`)} (reason code 0x87: ` +
+          "Not authorized): the broker at",
+      );
+      assertStringIncludes(done.output, "waiting 2 s for what is retained instead");
+      assertEquals(await retained(), [], "everything cleared");
+
+      const theirs: [string, string][] = [[topics.availability, "offline"], [topics.state, "42"]];
+      await keep(theirs);
+      const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, "--force"]);
+      assertEquals(refused.code, 1, refused.output);
+      assertStringIncludes(refused.output, "which no mmap-ipc bridge publishes");
+      assertEquals(await retained(), theirs.map((pair) => [...pair]).sort(), "all still there");
+    });
+  },
+);
+
 testWith(
   [...NEEDS.system, { name: "net", host: "127.0.0.1" }],
   "deno task mqtt:forget whose connection drops after its own message went out, before it came back, removes nothing and says so, not that its login may not read",
