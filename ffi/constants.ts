@@ -59,6 +59,7 @@ export const S_IFIFO = 0o10000;
 export const S_ISVTX = 0o1000;
 
 // <sys/mman.h>
+export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;

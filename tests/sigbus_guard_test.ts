@@ -502,6 +502,26 @@ testWith(
 );
 
 testWith(
+  NEEDS.childrenAndFiles,
+  "the guard's one-page mmap refused at the kernel's limit on mappings (ENOMEM, every other mapping in use): the faulting page and every page above it are replaced at once, the pages below still reach the file, nothing dies",
+  async () => {
+    await withTempDir(async (dir) => {
+      // The fixture uses up vm.max_map_count but for one mapping, where a page replaced alone
+      // takes two; a page with room for two takes three faults more for the pages above it.
+      const { status, lines } = await shrunk(["map-limit", `${dir}/state.dat`]);
+      assertNotKilled(status, lines);
+      assertEquals(status.code, 0, `${lines.join(" | ")}: ${status.stderr}`);
+      if (lines[0]?.startsWith("skipped")) return;
+      assertEquals(lines, [
+        "shrunk",
+        "read 0, then 0 0 0 in 0 faults more",
+        "below: kept!, lost 4",
+      ]);
+    });
+  },
+);
+
+testWith(
   NEEDS.files,
   "a wait asleep on a page past a shrunk file's end ends once the shrink is heard, a fault lower down already taken",
   async () => {
