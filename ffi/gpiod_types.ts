@@ -35,14 +35,22 @@ export interface InputSettings {
   debounceUs: number;
 }
 
+/** Takes one edge event: see {@link InputLine.readEvents}. */
+export type EdgeSink = (active: boolean, timestampMs: number) => void;
+
 /** A requested input line with edge events (both edges). */
 export interface InputLine extends Disposable {
   /** The logical value now. */
   read(): number;
   /** An fd that polls readable when edge events are queued. */
   readonly eventFd: number;
-  /** Reads the queued edge events (after the fd polled readable); returns how many. */
-  readEvents(): number;
+  /**
+   * Reads the queued edge events (after the fd polled readable), handing each to `edge` in
+   * order: whether the line turned active (a rising edge of the logical value) and when, in ms
+   * of the kernel's clock for the line's events (only differences between them mean anything).
+   * Returns how many.
+   */
+  readEvents(edge: EdgeSink): number;
   /**
    * Waits for edge events with libgpiod's own wait function on a worker thread (the event
    * loop stays free); true when events are queued, false on timeout.

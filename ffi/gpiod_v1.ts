@@ -10,6 +10,7 @@ import { gpioError, lineSubject } from "./gpiod_errors.ts";
 import {
   type Bias,
   type Chip,
+  type EdgeSink,
   type InputLine,
   type InputSettings,
   LIBGPIOD_ENV,
@@ -76,6 +77,8 @@ const BIAS_FLAG: Record<Bias, number> = {
 const REQUEST_CONFIG_BYTES = 16;
 /** struct gpiod_line_event { struct timespec ts; int event_type; } */
 const LINE_EVENT_BYTES = 24;
+/** GPIOD_LINE_EVENT_RISING_EDGE: the logical value turned 1. */
+const LINE_EVENT_RISING_EDGE = 1;
 
 /**
  * libgpiod 1.6 reads line info with the kernel's v1 ioctls; a kernel built without them
@@ -115,6 +118,7 @@ class LineV1 implements InputLine, OutputLine {
   readonly #subject: string;
   #line: Deno.PointerObject | undefined;
   readonly #event = new Uint8Array(LINE_EVENT_BYTES);
+  readonly #eventView = new DataView(this.#event.buffer);
   /** Runs once the line is released (its chip may then close). */
   readonly #onReleased: () => void;
   /** Waits running on worker threads, which the release waits for. */
@@ -154,13 +158,17 @@ class LineV1 implements InputLine, OutputLine {
     attempt(() => this.#lib.gpiod_line_set_value(line, value ? 1 : 0), "set", this.#subject);
   }
 
-  readEvents(): number {
+  readEvents(edge: EdgeSink): number {
     // Not made again on failure: the read blocks until an event comes, if none is left.
     check(
       this.#lib.gpiod_line_event_read(this.#open(), this.#event),
       "read an edge event of",
       this.#subject,
     );
+    // struct gpiod_line_event { struct timespec ts; int event_type; }
+    const view = this.#eventView;
+    const ms = Number(view.getBigInt64(0, true)) * 1000 + Number(view.getBigInt64(8, true)) / 1e6;
+    edge(view.getInt32(16, true) === LINE_EVENT_RISING_EDGE, ms);
     return 1;
   }
 

@@ -6,7 +6,15 @@
 
 import { attempt, check, Errno, lastErrno, osError, pointerOrErrno, retryFailed } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
-import type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
+import type {
+  Bias,
+  Chip,
+  EdgeSink,
+  InputLine,
+  InputSettings,
+  LineInfo,
+  OutputLine,
+} from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
 
 /** The libgpiod 2.x functions this project calls, with their C declarations. */
@@ -98,6 +106,12 @@ export const GPIOD_V2_SYMBOLS = {
   gpiod_edge_event_buffer_new: { parameters: ["usize"], result: "pointer" },
   /** void gpiod_edge_event_buffer_free(struct gpiod_edge_event_buffer *buffer); */
   gpiod_edge_event_buffer_free: { parameters: ["pointer"], result: "void" },
+  /** struct gpiod_edge_event *gpiod_edge_event_buffer_get_event(struct gpiod_edge_event_buffer *buffer, unsigned long index); */
+  gpiod_edge_event_buffer_get_event: { parameters: ["pointer", "usize"], result: "pointer" },
+  /** enum gpiod_edge_event_type gpiod_edge_event_get_event_type(struct gpiod_edge_event *event); */
+  gpiod_edge_event_get_event_type: { parameters: ["pointer"], result: "i32" },
+  /** uint64_t gpiod_edge_event_get_timestamp_ns(struct gpiod_edge_event *event); */
+  gpiod_edge_event_get_timestamp_ns: { parameters: ["pointer"], result: "u64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type V2 = Deno.DynamicLibrary<typeof GPIOD_V2_SYMBOLS>["symbols"];
@@ -108,6 +122,8 @@ const DIRECTION_OUTPUT = 3;
 const EDGE_BOTH = 4;
 const BIAS: Record<Bias, number> = { "as-is": 1, disabled: 3, "pull-up": 4, "pull-down": 5 };
 const EVENT_BUFFER_CAPACITY = 16;
+/** GPIOD_EDGE_EVENT_RISING_EDGE: the logical value turned 1. */
+const EDGE_EVENT_RISING = 1;
 
 /** Builds settings, a line config and a request config, requests, and frees the builders. */
 function requestLine(
@@ -216,18 +232,29 @@ class RequestV2 implements InputLine, OutputLine {
     );
   }
 
-  readEvents(): number {
-    if (this.#events === undefined) throw new TypeError(`${this.#subject} has no edge detection`);
+  readEvents(edge: EdgeSink): number {
+    const events = this.#events;
+    if (events === undefined) throw new TypeError(`${this.#subject} has no edge detection`);
     // Not made again on failure: the read blocks until an event comes, if none is left.
-    return check(
+    const count = check(
       this.#lib.gpiod_line_request_read_edge_events(
         this.#open(),
-        this.#events,
+        events,
         BigInt(EVENT_BUFFER_CAPACITY),
       ),
       "read edge events of",
       this.#subject,
     );
+    for (let i = 0; i < count; i++) {
+      const event = this.#lib.gpiod_edge_event_buffer_get_event(events, BigInt(i));
+      if (event === null) continue;
+      const ns = this.#lib.gpiod_edge_event_get_timestamp_ns(event);
+      edge(
+        this.#lib.gpiod_edge_event_get_event_type(event) === EDGE_EVENT_RISING,
+        Number(ns) / 1e6,
+      );
+    }
+    return count;
   }
 
   async waitEvents(timeoutMs: number): Promise<boolean> {

@@ -54,24 +54,48 @@ export class GpioButton implements Button {
   }
 
   /**
-   * Yields once per press: when the line turns active (pressed) after being inactive, and no
-   * sooner than the debounce time after the last change it accepted. Changes inside that time
-   * are settled by reading the line once it has passed, so nothing is missed and nothing bounces.
+   * Yields once per press: each edge to active (pressed) after an inactive one, told by the
+   * kernel's queued edge events and their timestamps, not by when this process reads them, so a
+   * press and release that both happened while it was busy (or stopped) still count. An edge
+   * less than the debounce time after the last one accepted is a bounce; once that time has
+   * passed the line is read to settle where it ended, so nothing is missed and nothing bounces.
    */
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
     const cancel = (): void => this.#waiter.cancel();
     signal.addEventListener("abort", cancel, { once: true });
-    let quietUntil = 0;
+    const debounceMs = this.#debounceMs;
+    let pending = 0;
+    /** When the last edge accepted, and the last edge seen, happened: the kernel's clock. */
+    let acceptedAt = -Infinity;
+    let seenAt = -Infinity;
+    /** An edge was not taken as it came (a bounce, or one that said nothing new): settle. */
+    let unsettled = false;
+    const accept = (value: number): void => {
+      this.#stable = value;
+      if (value === 1) pending++;
+    };
+    const edge = (active: boolean, at: number): void => {
+      seenAt = at;
+      const value = active ? 1 : 0;
+      if (at - acceptedAt < debounceMs || value === this.#stable) {
+        unsettled = true;
+        return;
+      }
+      acceptedAt = at;
+      accept(value);
+    };
     let settleTimer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
-    const pending: number[] = [];
-    const accept = (): void => {
+    const settle = (): void => {
+      settleTimer = undefined;
+      unsettled = false;
       const value = this.#input.read();
       if (value !== this.#stable) {
-        this.#stable = value;
-        quietUntil = performance.now() + this.#debounceMs;
-        if (value === 1) pending.push(1);
+        // Its edge may still be queued: it then says nothing new, and is not counted twice.
+        acceptedAt = seenAt;
+        accept(value);
       }
+      wake?.();
     };
     // One poll at a time: when the settle timer wins a race, the poll stays in flight.
     let waiting: Promise<Readiness> | undefined;
@@ -84,22 +108,16 @@ export class GpioButton implements Button {
         ]);
         if (readiness === "cancelled" || this.#closed || signal.aborted) return;
         if (readiness !== "settled") waiting = undefined;
-        if (readiness === "readable" || readiness === "hangup") this.#input.readEvents();
+        if (readiness === "readable" || readiness === "hangup") this.#input.readEvents(edge);
         if (readiness === "error") {
           throw new Deno.errors.BadResource(`Cannot wait on ${this.description}`);
         }
-        const now = performance.now();
-        if (now >= quietUntil) {
-          accept();
-        } else if (settleTimer === undefined) {
-          settleTimer = setTimeout(() => {
-            settleTimer = undefined;
-            accept();
-            wake?.();
-          }, quietUntil - now);
+        if (unsettled && settleTimer === undefined) {
+          // Measured on the kernel's clock from the last edge seen, which is no later than now.
+          settleTimer = setTimeout(settle, Math.max(0, acceptedAt + debounceMs - seenAt));
         }
-        while (pending.length > 0) {
-          pending.pop();
+        while (pending > 0) {
+          pending--;
           yield;
         }
       }

@@ -211,10 +211,19 @@ simTest("edges from the simulator's pulls wake a request waiting on another thre
     await delay(20);
     sim.setPull(RP1, 4, "pull-down");
     assertEquals(await waiting, true);
-    assert(input.readEvents() >= 1);
+    const edges: boolean[] = [];
+    const times: number[] = [];
+    const edge = (active: boolean, at: number): void => {
+      edges.push(active);
+      times.push(at);
+    };
+    assertEquals(input.readEvents(edge), 1);
     sim.setPull(RP1, 4, "pull-up");
     assertEquals(await input.waitEvents(EVENT_MS), true);
-    assert(input.readEvents() >= 1);
+    assertEquals(input.readEvents(edge), 1);
+    // Active low: the pull to ground is the edge to active, the pull up the edge back.
+    assertEquals(edges, [true, false]);
+    assert(times[1] > times[0] && times[1] - times[0] < EVENT_MS, String(times));
     assert(input.eventFd >= 0);
   } finally {
     chip.close();
@@ -284,6 +293,41 @@ simTest("the GPIO button counts a bouncing press once and a held button once", a
   }
   assertEquals(presses, 2);
 });
+
+simTest(
+  "the GPIO button counts presses made and released while its process was busy: told by the kernel's queued edges, not by the line's value once it looks",
+  async () => {
+    using sim = pi5();
+    await using button = openGpioButton({ debounceMs: 50 });
+    const controller = new AbortController();
+    let presses = 0;
+    const counting = (async () => {
+      for await (const _ of button.presses(controller.signal)) presses++;
+    })();
+    try {
+      await delay(100); // the button waits for its first edge
+      // This thread busy, as a process stalled by the scheduler, a long GC or SIGSTOP is: two
+      // presses and releases 150 ms apart, each longer than the debounce, all queued unread.
+      // Read once it looks, the line is released as it was: no press, before.
+      const busy = (ms: number): void => {
+        const until = performance.now() + ms;
+        while (performance.now() < until);
+      };
+      for (let i = 0; i < 2; i++) {
+        sim.setPull(RP1, 4, "pull-down");
+        busy(150);
+        sim.setPull(RP1, 4, "pull-up");
+        busy(150);
+      }
+      await until(() => presses >= 2, "two presses", { timeoutMs: EVENT_MS });
+      await delay(300); // and no more
+      assertEquals(presses, 2);
+    } finally {
+      controller.abort();
+      await counting;
+    }
+  },
+);
 
 simTest(
   "a line held by another program is busy: the error names its holder and the line",
