@@ -89,6 +89,8 @@ export class GpioButton implements Button {
     const settle = (): void => {
       settleTimer = undefined;
       unsettled = false;
+      // Closed while its caller held a press (the generator paused at a yield): nothing to read.
+      if (this.#closed) return;
       const value = this.#input.read();
       if (value !== this.#stable) {
         // Its edge may still be queued: it then says nothing new, and is not counted twice.

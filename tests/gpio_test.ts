@@ -330,6 +330,48 @@ simTest(
 );
 
 simTest(
+  "a GPIO button closed while its caller holds a press, a settle of a bounce still due, reads nothing more: no BadResource from the settle's timer",
+  async () => {
+    using sim = pi5();
+    const button = openGpioButton({ debounceMs: 300 });
+    const controller = new AbortController();
+    let presses = 0;
+    const counting = (async () => {
+      for await (const _ of button.presses(controller.signal)) {
+        if (++presses < 2) continue;
+        // Held at the yield while the bounce's settle still waits, then closed.
+        await button.close();
+        await delay(600); // past the settle: its read would have thrown from a timer
+      }
+    })();
+    const busy = (ms: number): void => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    try {
+      await delay(100);
+      // All queued while this thread is busy, so the button reads them in a row: a press, a
+      // bounce (its settle then due 300 ms after the press), a release and a second press.
+      sim.setPull(RP1, 4, "pull-down");
+      busy(10);
+      sim.setPull(RP1, 4, "pull-up");
+      busy(10);
+      sim.setPull(RP1, 4, "pull-down");
+      busy(400);
+      sim.setPull(RP1, 4, "pull-up");
+      busy(400);
+      sim.setPull(RP1, 4, "pull-down");
+      await counting;
+      assertEquals(presses, 2);
+    } finally {
+      sim.setPull(RP1, 4, "pull-up");
+      controller.abort();
+      await button.close();
+    }
+  },
+);
+
+simTest(
   "a line held by another program is busy: the error names its holder and the line",
   async () => {
     using sim = pi5();
