@@ -10,11 +10,12 @@ import { SIGTERM } from "../ffi/constants.ts";
 import { readFileText, setParentDeathSignal, statPath } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
 import { normalizeShmName, openMemfdRegion, openShmRegion } from "../lib/open_region.ts";
-import { removeShmIfSame } from "../lib/owned_path.ts";
+import { modeText, removeShmIfSame } from "../lib/owned_path.ts";
 import { shellQuote } from "../lib/shell_quote.ts";
 import type { SharedRegion } from "../lib/region.ts";
 import { openStateFile, openStateFileAt, openStateShm, type StateFile } from "../lib/state_file.ts";
 import { loneCellName, sweepLoneCells } from "./lone_cells.ts";
+import { mirrorPath } from "./mirror_keeper.ts";
 import { flushConsole } from "./console_output.ts";
 import { formatLogLine, LOG_FORMATS, LOG_LEVELS } from "./logging.ts";
 
@@ -173,7 +174,7 @@ export function describeOpenToOthers(
   if ((mode & 0o022) === 0) return undefined;
   const who = (mode & 0o002) !== 0 ? "every user" : "its group";
   return `The ${what} ${JSON.stringify(path)} may be written by ${who} (mode ${
-    (mode & 0o7777).toString(8).padStart(4, "0")
+    modeText(mode)
   }): any of them can ${OPEN_TO_OTHERS[what]}; chmod go-w ${
     shellQuote(path)
   } makes it this user's alone`;
@@ -181,9 +182,11 @@ export function describeOpenToOthers(
 
 /** {@link describeOpenToOthers} for `mirror`, named as the user knows it. */
 export function describeMirrorOpenToOthers(mirror: StateFile, shm: boolean): string | undefined {
-  return shm
-    ? describeOpenToOthers("shared memory", `/dev/shm${normalizeShmName(mirror.path)}`, mirror.mode)
-    : describeOpenToOthers("state file", mirror.path, mirror.mode);
+  return describeOpenToOthers(
+    shm ? "shared memory" : "state file",
+    mirrorPath(mirror, shm),
+    mirror.mode,
+  );
 }
 
 /** The warning of a process that runs on without the launcher's state file (see `mirrorLost`). */
@@ -199,7 +202,7 @@ export function describeLostMirror(why: string): string {
  */
 export function describeFollowed(mirror: StateFile, where: StateLocation): string {
   const shm = where.state === undefined && where.shm !== undefined;
-  const path = shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+  const path = mirrorPath(mirror, shm);
   // Named as the button's messages name it (see keepMirror).
   const name = shm
     ? `the shared memory state ${JSON.stringify(normalizeShmName(mirror.path))} (${path})`

@@ -37,6 +37,11 @@ export function mirrorName(path: string, shm: boolean): string {
 /** How long an emptied state file is given to be written by whoever emptied it. */
 const SETTLE_MS = 100;
 
+/** Where `mirror` is in the file system: a shm name (`shm`) is a file in `/dev/shm`. */
+export function mirrorPath(mirror: StateFile, shm: boolean): string {
+  return shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+}
+
 /**
  * Keeps `mirror` in step with `cell` (whose writer this process is) until `signal` aborts.
  * `options.shm` says whether `mirror.path` is a shm name (`--shm`), watched in `/dev/shm`, or a
@@ -48,7 +53,7 @@ export async function keepMirror(
   options: { shm: boolean; signal: AbortSignal; log: Logger },
 ): Promise<void> {
   const { signal, log } = options;
-  const path = options.shm ? `/dev/shm${normalizeShmName(mirror.path)}` : mirror.path;
+  const path = mirrorPath(mirror, options.shm);
   const name = mirrorName(mirror.path, options.shm);
   // Its directory removed or closed to this user (chmod) at a restart: its content is still
   // watched through the fd, and what is at the path is said once it can be looked at.

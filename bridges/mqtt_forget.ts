@@ -243,21 +243,20 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
     // plugin, say) shows nothing retained there: what it holds, whose it is, or whether a bridge
     // is online there cannot be told, however the other topics look.
     const unseen = topics.filter((topic) => refusedTopics.has(topic));
+    const where = { url: settings.url, credentials, protocolVersion: connection.protocolVersion };
     // Its own topic alone refused: what it clears can all be read, so no --force is needed.
     if (unseen.length > 0) {
-      const where = { url: settings.url, credentials, protocolVersion: connection.protocolVersion };
       const why = `${refusedSubscriptions(refusedTopics, where)}, ` +
         "so whether anything is retained there, whose it is, or whether a bridge is online " +
         "there, cannot be told";
       if (!options.force) {
-        const clear = unseen.length > 0 ? unseen : topics;
         throw new Deno.errors.PermissionDenied(
           `Cannot forget ${JSON.stringify(prefix)}: ${why.replace(/^Could/, "could")}; nothing ` +
             "was removed. Give a login " +
-            `that may read there, or --force to clear ${clear.join(", ")} unseen`,
+            `that may read there, or --force to clear ${unseen.join(", ")} unseen`,
         );
       }
-      if (unseen.length > 0) log.warn(`${why}; clearing ${unseen.join(", ")} unseen (--force)`);
+      log.warn(`${why}; clearing ${unseen.join(", ")} unseen (--force)`);
     }
     let readable: boolean;
     if (refusedTopics.has(echoTopic)) {
@@ -267,11 +266,10 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       // not cleared (only what was seen is), never taken for nothing there.
       log.info(
         `${
-          refusedSubscriptions(new Map([[echoTopic, refusedTopics.get(echoTopic) ?? 0]]), {
-            url: settings.url,
-            credentials,
-            protocolVersion: connection.protocolVersion,
-          })
+          refusedSubscriptions(
+            new Map([[echoTopic, refusedTopics.get(echoTopic) ?? 0]]),
+            where,
+          )
         }; waiting ${ECHO_WAIT_MS / 1000} s for what is retained instead of for its own ` +
           "message there",
       );

@@ -25,6 +25,7 @@ import {
   createFifo,
   directoryModeHint,
   ensurePrivateDirectory,
+  modeText,
   parentOf,
   removeIfSame,
 } from "../lib/owned_path.ts";
@@ -743,7 +744,7 @@ function refusalKey(refusal: RefusedPath): string {
  */
 function anotherUsersFifo(path: string, stat: FileStat, why: Error): Error {
   const uid = effectiveUid();
-  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  const mode = modeText(stat.permissions);
   const quoted = shellQuote(path);
   const directory = parentOf(path);
   let parent;

@@ -39,6 +39,11 @@ function unmappedOwnerUid(): number | undefined {
   return unmappedUid;
 }
 
+/** A mode's permission bits as `ls -l`'s octal and chmod(1) write them: `0600`, `1777`. */
+export function modeText(permissions: number): string {
+  return (permissions & 0o7777).toString(8).padStart(4, "0");
+}
+
 /**
  * Why another user could rename or replace entries of the directory `stat` describes, if one
  * could: it belongs to someone who is neither us nor root, or others may write it and it is not
@@ -47,7 +52,7 @@ function unmappedOwnerUid(): number | undefined {
  * rootless container or `unshare -U`, that is how root's `/` and `/tmp` look.
  */
 function unsafeDirectory(stat: posix.FileStat, above = false): string | undefined {
-  const mode = stat.permissions.toString(8).padStart(4, "0");
+  const mode = modeText(stat.permissions);
   if (
     stat.uid !== posix.effectiveUid() && stat.uid !== 0 &&
     !(above && stat.uid === unmappedOwnerUid())
@@ -105,7 +110,7 @@ function closedModeHint(directory: string): string {
     stat?.type !== "directory" || stat.uid !== posix.effectiveUid() ||
     (stat.permissions & 0o100) !== 0
   ) return "";
-  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  const mode = modeText(stat.permissions);
   return `: it is this user's, but its mode (${mode}) does not let this user look into it; ` +
     `chmod u+rwx ${shellQuote(directory)}`;
 }
@@ -326,7 +331,7 @@ export function withDirectoryMode(error: unknown, path: string): unknown {
 export function directoryModeHint(directory: string, stat: FileStat): string | undefined {
   if (stat.type !== "directory" || stat.uid !== posix.effectiveUid()) return undefined;
   if ((stat.permissions & 0o300) === 0o300) return undefined;
-  const mode = (stat.permissions & 0o7777).toString(8).padStart(4, "0");
+  const mode = modeText(stat.permissions);
   return `its directory ${JSON.stringify(directory)} is this user's, but its mode (${mode}) ` +
     `does not let this user make anything in it: chmod u+wx ${shellQuote(directory)}`;
 }
@@ -348,7 +353,7 @@ export function ensurePrivateDirectory(path: string): string {
     throw failure(Deno.errors.AlreadyExists, action, path, `it is a ${stat?.type}`);
   }
   const uid = posix.effectiveUid();
-  const mode = stat.permissions.toString(8).padStart(4, "0");
+  const mode = modeText(stat.permissions);
   if (stat.uid !== uid) {
     throw failure(
       Deno.errors.PermissionDenied,

@@ -1302,6 +1302,25 @@ async function forget(args: string[]): Promise<{ code: number; output: string }>
   return { code, output: child.transcript };
 }
 
+/** Publishes each `[topic, payload]` retained, through a client of its own. */
+async function keepRetained(url: string, kept: readonly [string, string][]): Promise<void> {
+  await using writer = await listen(url, []);
+  for (const [topic, payload] of kept) await writer.publish(topic, payload, { retain: true });
+}
+
+/**
+ * What the broker at `url` holds retained under `prefix` and the discovery topics, as sorted
+ * `[topic, payload]` pairs; read through wildcards, which the dynamic security plugin of these
+ * tests (it denies literal topics) leaves alone.
+ */
+async function retainedUnder(url: string, prefix: string): Promise<string[][]> {
+  await using late = await listen(url, [`${prefix}/#`, "homeassistant/#"]);
+  await late.publish(`${prefix}/sentinel`, "end");
+  await late.waitFor(`${prefix}/sentinel`);
+  return late.heard.filter((message) => message.retain)
+    .map(({ topic, payload }) => [topic, payload]).sort();
+}
+
 testWithBroker(
   "deno task mqtt:forget removes what a system left retained (discovery configs, state, availability), leaves a retained command, and refuses a prefix a launcher uses",
   async () => {
@@ -1564,21 +1583,8 @@ testWithBroker(
           [topics.state, "ON"],
           ...configs.map((topic): [string, string] => [topic, config]),
         ];
-        {
-          await using writer = await listen(broker.url, []);
-          for (const [topic, payload] of kept) {
-            await writer.publish(topic, payload, { retain: true });
-          }
-        }
-        /** What the broker holds retained under the prefix and its discovery topics. */
-        const retained = async (): Promise<string[][]> => {
-          // Wildcards: the plugin denies the literal topics only.
-          await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
-          await late.publish(`${prefix}/sentinel`, "end");
-          await late.waitFor(`${prefix}/sentinel`);
-          return late.heard.filter((message) => message.retain)
-            .map(({ topic, payload }) => [topic, payload]).sort();
-        };
+        await keepRetained(broker.url, kept);
+        const retained = (): Promise<string[][]> => retainedUnder(broker.url, prefix);
         const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
         assertEquals(refused.code, 1, refused.output);
         for (const topic of denied) {
@@ -1617,18 +1623,8 @@ testWithBroker(
       await using broker = await startBroker(dir, {
         config: await denySubscriptions(dir, plugin, [`${prefix}/forget`]),
       });
-      const retained = async (): Promise<string[][]> => {
-        await using late = await listen(broker.url, [`${prefix}/#`, "homeassistant/#"]);
-        await late.publish(`${prefix}/sentinel`, "end");
-        await late.waitFor(`${prefix}/sentinel`);
-        return late.heard.filter((message) => message.retain)
-          .map(({ topic, payload }) => [topic, payload]).sort();
-      };
-      const keep = async (kept: [string, string][]): Promise<void> => {
-        await using writer = await listen(broker.url, []);
-        for (const [topic, payload] of kept) await writer.publish(topic, payload, { retain: true });
-      };
-      await keep([
+      const retained = (): Promise<string[][]> => retainedUnder(broker.url, prefix);
+      await keepRetained(broker.url, [
         [topics.availability, "offline"],
         [topics.state, "ON"],
         ...configs.map((topic): [string, string] => [topic, config]),
@@ -1644,7 +1640,7 @@ testWithBroker(
       assertEquals(await retained(), [], "everything cleared");
 
       const theirs: [string, string][] = [[topics.availability, "offline"], [topics.state, "42"]];
-      await keep(theirs);
+      await keepRetained(broker.url, theirs);
       const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, "--force"]);
       assertEquals(refused.code, 1, refused.output);
       assertStringIncludes(refused.output, "which no mmap-ipc bridge publishes");
