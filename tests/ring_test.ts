@@ -1434,11 +1434,9 @@ testWith(
       assertEquals([region.lostPages, other.lostPages], [0, 0], "no page was lost");
       // It handed out nine empty messages nobody sent, then one sent after the echo.
       assertThrowsWith(() => consumer.tryReceive(), Deno.errors.InvalidData, path, "overwritten");
-      // The producer finds out when it next needs the consumer's position: the ring looks full.
+      // The producer finds out at its next send: its head word no longer holds what it put.
       assertThrowsWith(
-        () => {
-          while (producer.trySend(new Uint8Array(100)));
-        },
+        () => producer.trySend(new Uint8Array(8)),
         Deno.errors.InvalidData,
         path,
         "overwritten",
@@ -1874,6 +1872,91 @@ Deno.test("an end asleep whose own claim another process wrote over says so: Inv
     Deno.errors.InvalidData,
     "its producer role's claim holds pid 1 where this end's was",
   );
+});
+
+testWith(
+  NEEDS.children,
+  "a producer that never waits learns at its next send that another process took its role, before it writes: InvalidData, and the other's message reaches the consumer intact",
+  async () => {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region);
+    using consumer = openRingConsumer(region);
+    assert(producer.trySend(encoder.encode("one")));
+    await using thief = spawnDeno(PEER, ["take-producer", region.name]);
+    assertEquals(await thief.nextLine(), "ready", thief.transcript);
+    // Without the check it wrote "mine" over "theirs" and published it as its own.
+    for (let i = 0; i < 2; i++) {
+      assertThrowsWith(
+        () => producer.trySend(encoder.encode("mine")),
+        Deno.errors.InvalidData,
+        `producer role's claim holds pid ${thief.pid} where this end's was: another process wrote it`,
+      );
+    }
+    assertEquals(consumer.tryReceiveBatch().map(text), ["one", "theirs"]);
+    // Its close leaves the role and the stream to the process that holds them now.
+    producer.close();
+    assertEquals(consumer.tryReceive(), undefined, "the stream goes on");
+    assertEquals(region.loadInt32(PRODUCER), thief.pid);
+  },
+);
+
+testWith(
+  NEEDS.children,
+  "a consumer that never waits learns at its next receive that another process took its role: InvalidData, and no message is handed out twice",
+  async () => {
+    using region = ringRegion(256);
+    using producer = openRingProducer(region);
+    using consumer = openRingConsumer(region);
+    producer.trySendBatch(["a", "b", "c"].map((item) => encoder.encode(item)));
+    assertEquals(text(consumer.tryReceive()), "a");
+    await using thief = spawnDeno(PEER, ["take-consumer", region.name]);
+    assertEquals(await thief.nextLine(), "b", thief.transcript);
+    // Without the check it handed out "b" again, and set the tail back for both.
+    for (let i = 0; i < 2; i++) {
+      assertThrowsWith(
+        () => consumer.tryReceive(),
+        Deno.errors.InvalidData,
+        `consumer role's claim holds pid ${thief.pid} where this end's was`,
+      );
+    }
+    consumer.close();
+    assert(producer.trySend(encoder.encode("d")), "the producer was told of no close");
+  },
+);
+
+Deno.test("an end that only polls learns within livenessCheckMs that its claim was written over, on either side", async () => {
+  for (const side of ["consumer", "producer"] as const) {
+    using region = ringRegion(64);
+    using producer = openRingProducer(region, { livenessCheckMs: 20 });
+    using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
+    // The consumer polls an empty ring, the producer a full one.
+    if (side === "producer") assert(producer.trySend(new Uint8Array(56)));
+    const poll = side === "consumer"
+      ? () => assertEquals(consumer.tryReceive(), undefined)
+      : () => assertEquals(producer.trySend(new Uint8Array(8)), false);
+    poll();
+    const claim = side === "consumer" ? CONSUMER : PRODUCER;
+    region.storeInt32(claim, 0);
+    region.storeInt32(claim + 4, 0);
+    const thrown = await (async () => {
+      for (const until = performance.now() + GUARD_MS; performance.now() < until;) {
+        try {
+          poll();
+        } catch (error) {
+          return error;
+        }
+        await delay(1);
+      }
+      return new Error(`the ${side} polled for ${GUARD_MS} ms and never noticed`);
+    })();
+    assertIsError(
+      thrown,
+      Deno.errors.InvalidData,
+      `its ${side} role's claim holds nothing where this end's was`,
+    );
+    // Said again by every call, not once per liveness period.
+    assertThrowsWith(poll, Deno.errors.InvalidData, "claim holds nothing");
+  }
 });
 
 testWith(NEEDS.children, "deno task demo:ring streams samples and reports them", async () => {

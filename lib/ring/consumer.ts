@@ -83,6 +83,9 @@ export class RingConsumer {
   readonly #magicIndex: number;
   readonly #maxMessageSize: number;
   readonly #waitingIndex: number;
+  /** Where the consumer role's claim names its holder, and this end's name there. */
+  readonly #claimWord: number;
+  readonly #ownId: number;
   /** The SIGBUS guard's fault count: looked at before a message read is handed over. */
   readonly #faults: Int32Array;
   #tail: number;
@@ -120,6 +123,8 @@ export class RingConsumer {
     this.#waitingIndex = ring.index(PRODUCER_WAITING);
     this.#faults = ring.faults;
     this.#tail = ring.attach(CONSUMER, TAIL, "consumer", "tail");
+    this.#claimWord = ring.claimWord;
+    this.#ownId = ring.ownId;
     this.#publishedTail = this.#tail;
     this.#wakeFields = {
       word: HEAD,
@@ -808,6 +813,8 @@ export class RingConsumer {
 
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
+    // Two consumers would hand out the same messages: see RingProducer's #checkOwn.
+    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
     this.#unpublished = 0;
     Atomics.store(this.#words, this.#tailIndex, this.#publishedTail = this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {

@@ -132,6 +132,14 @@ export class RingCore {
   /** Where this end's claim is, and its role's name, once attached. */
   #claim: { field: number; role: string } | undefined;
   /**
+   * The word index of the low half of this end's claim, the holder's thread id, once attached:
+   * one load with no BigInt made tells the hot paths whether it is still this end's (both
+   * architectures are little-endian).
+   */
+  claimWord = 0;
+  /** That half as this end wrote it. */
+  readonly ownId: number = Number(ownClaim() & 0xffff_ffffn);
+  /**
    * The other end's claim as last seen: a claim word another process zeroed must not hide its
    * holder's death, or this end would sleep for good.
    */
@@ -373,6 +381,7 @@ export class RingCore {
     }
     this.#attachedOver = word;
     this.#claim = { field: claimField, role };
+    this.claimWord = this.index(claimField);
     Atomics.store(this.words, this.index(positionField), word & POSITION);
     return word & POSITION;
   }
@@ -411,8 +420,11 @@ export class RingCore {
     this.memory.interruptAll(this);
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
     if (this.memory.closed) return;
-    Atomics.store(this.words, this.index(positionField), position | CLOSED);
-    this.memory.wake(this.base + positionField);
+    // Not once another process took the role over: the mark would end its stream.
+    if (readClaim(this.memory, this.base + claimField) === ownClaim()) {
+      Atomics.store(this.words, this.index(positionField), position | CLOSED);
+      this.memory.wake(this.base + positionField);
+    }
     releaseClaim(this.memory, this.base + claimField);
   }
 
@@ -562,7 +574,12 @@ export class RingCore {
         }
         if (now >= nextLivenessCheck) {
           this.#checkPeer(fields, waitingIndex);
-          this.#checkOwn(fields, waitingIndex);
+          try {
+            this.checkOwn(fields);
+          } catch (error) {
+            Atomics.store(this.words, waitingIndex, 0);
+            throw error;
+          }
           nextLivenessCheck = now + this.livenessCheckMs;
         }
         const timeoutMs = Math.min(deadline, nextLivenessCheck) - now;
@@ -592,47 +609,47 @@ export class RingCore {
   }
 
   /**
-   * Throws `InvalidData` if the header, or this end's own position word, which no other process
-   * writes, no longer holds what was put there: both ends would otherwise sleep for good, each
-   * waiting for the other to move (a position set back by another process makes the ring look
-   * full to one end and empty to the other).
+   * Throws `InvalidData` if the header, this end's claim or its own position word, which no
+   * other process writes, no longer holds what was put there: both ends would otherwise sleep
+   * for good, each waiting for the other to move (a position set back by another process makes
+   * the ring look full to one end and empty to the other), or two producers (or consumers)
+   * would write over each other's records. A page lost under the ring is `UnexpectedEof`.
+   * Called before each sleep, at each look at the peer of the try forms, and by the hot paths
+   * when their one-load check of the position and claim words finds them changed.
    */
-  #checkOwn(fields: WaitFields, waitingIndex: number): void {
-    try {
-      this.checkHeader();
-      const own = this.#claim; // set by attach(), before any wait
-      const claim = own && readClaim(this.memory, this.base + own.field);
-      if (own !== undefined && claim !== ownClaim()) {
-        throw failure(
-          Deno.errors.InvalidData,
-          "use the ring in",
-          this.name,
-          `its ${own.role} role's claim holds ${
-            claim ? describeHolder(claim) : "nothing"
-          } where this end's was: another process wrote it`,
-        );
-      }
-      const word = Atomics.load(this.words, this.index(fields.own));
-      const put = fields.published();
-      if (word !== put) {
-        throw failure(
-          Deno.errors.InvalidData,
-          "use the ring in",
-          this.name,
-          `its ${fields.ownName} position word holds ${word} where this end put ${put}: another process wrote it`,
-        );
-      }
-    } catch (error) {
-      Atomics.store(this.words, waitingIndex, 0);
-      throw error;
+  checkOwn(fields: WaitFields): void {
+    this.checkLost();
+    this.checkHeader();
+    const own = this.#claim; // set by attach(), before any use
+    const claim = own && readClaim(this.memory, this.base + own.field);
+    if (own !== undefined && claim !== ownClaim()) {
+      throw failure(
+        Deno.errors.InvalidData,
+        "use the ring in",
+        this.name,
+        `its ${own.role} role's claim holds ${
+          claim ? describeHolder(claim) : "nothing"
+        } where this end's was: another process wrote it`,
+      );
+    }
+    const word = Atomics.load(this.words, this.index(fields.own));
+    const put = fields.published();
+    if (word !== put) {
+      throw failure(
+        Deno.errors.InvalidData,
+        "use the ring in",
+        this.name,
+        `its ${fields.ownName} position word holds ${word} where this end put ${put}: another process wrote it`,
+      );
     }
   }
 
   /**
    * Called with each answer of "empty" (consumer) or "full" (producer): looks at the clock now
-   * and then, and once `livenessCheckMs` has passed since it last did, at the peer, so that a
-   * caller that only polls with the try forms learns of a dead peer too (`BrokenPipe`), as one
-   * that sleeps does. Counted between two looks at the clock, so that a quick poll costs a
+   * and then, and once `livenessCheckMs` has passed since it last did, at the peer and at this
+   * end's own claim and position, so that a caller that only polls with the try forms learns of
+   * a dead peer (`BrokenPipe`) or of its role taken over (`InvalidData`), as one that sleeps
+   * does. Counted between two looks at the clock, so that a quick poll costs a
    * decrement: as many answers (up to 256) as come in about a quarter of `livenessCheckMs`, so
    * a slow poller (one a second) looks at every answer and learns as soon as a quick one.
    */
@@ -653,6 +670,14 @@ export class RingCore {
     if (now < this.#nextPollLook) return;
     this.#nextPollLook = now + this.livenessCheckMs;
     this.#checkPeer(fields);
+    try {
+      this.checkOwn(fields);
+    } catch (error) {
+      // Said by every call from now on, as a dead peer is.
+      this.#answersLeft = 1;
+      this.#nextPollLook = 0;
+      throw error;
+    }
   }
 
   #checkPeer(fields: WaitFields, waitingIndex?: number): void {

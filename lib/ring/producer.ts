@@ -64,6 +64,9 @@ export class RingProducer {
   readonly #dataWord: number;
   readonly #data: number;
   readonly #headIndex: number;
+  /** Where the producer role's claim names its holder, and this end's name there. */
+  readonly #claimWord: number;
+  readonly #ownId: number;
   readonly #waitingIndex: number;
   readonly #maxMessageSize: number;
   /** The SIGBUS guard's fault count: looked at before a record is published. */
@@ -104,6 +107,8 @@ export class RingProducer {
     this.#faults = ring.faults;
     this.#wakeEvery = Math.max(RECORD_HEADER_SIZE, ring.capacity >> 3);
     this.#head = ring.attach(PRODUCER, HEAD, "producer", "head");
+    this.#claimWord = ring.claimWord;
+    this.#ownId = ring.ownId;
     this.#publishedHead = this.#head;
     this.#tail = this.#head;
     this.#wakeFields = {
@@ -338,6 +343,7 @@ export class RingProducer {
       );
     }
     this.#ring.check(); // the callback may have closed it
+    this.#checkOwn();
     this.#commit(index, used);
   }
 
@@ -476,13 +482,21 @@ export class RingProducer {
   #room(record: number): number {
     const head = this.#head;
     const index = head >= this.#capacity ? head - this.#capacity : head;
-    // Kept small so that the runtime inlines it: room before the end with the cached tail.
-    if (record <= this.#capacity - index && record <= this.#capacity - this.#used()) return index;
+    // Kept small so that the runtime inlines it: room before the end with the cached tail, and
+    // the role still this end's (see #checkOwn).
+    if (
+      record <= this.#capacity - index && record <= this.#capacity - this.#used() &&
+      this.#words[this.#claimWord] === this.#ownId
+    ) return index;
     return this.#roomSlowly(record);
   }
 
-  /** {@link RingProducer.#room} when the cached tail says there is no room, or at the wrap. */
+  /**
+   * {@link RingProducer.#room} when the cached tail says there is no room, at the wrap, or when
+   * the claim changed.
+   */
   #roomSlowly(record: number): number {
+    this.#checkOwn();
     const head = this.#head;
     const index = head >= this.#capacity ? head - this.#capacity : head;
     const untilEnd = this.#capacity - index;
@@ -531,6 +545,19 @@ export class RingProducer {
    */
   #checkWritten(): void {
     if (this.#faults[0] !== 0) this.#ring.checkLost();
+  }
+
+  /**
+   * Throws `InvalidData` once another process took this end's role (see `RingCore.checkOwn`):
+   * two producers would write over each other's records, and the consumer read a mix of both.
+   * Looked at before anything is written (by `#room`, one load per message, and again before a
+   * reservation or a `...With` callback's message is committed), so a producer that never
+   * waits learns it at its next message, as one that sleeps does before it sleeps. The head
+   * word is looked at only then: written over while the role stays this end's (by
+   * `restoreRingPosition`, say), it gets this end's head back at the next message.
+   */
+  #checkOwn(): void {
+    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
   }
 
   /** Publishes the local head and wakes the consumer if it sleeps. */
@@ -633,6 +660,7 @@ export class RingProducer {
           );
         }
         finish();
+        this.#checkOwn();
         this.#commit(index, used);
       },
       cancel: finish,
