@@ -66,8 +66,8 @@ export class Mapping {
     const map = (): Deno.PointerValue =>
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
-    if (failed(pointer)) {
-      const retried = retryFailed(map, failed);
+    if (mapFailed(pointer)) {
+      const retried = retryFailed(map, mapFailed);
       if (!retried.ok) throw osError("map", subject, retried.errno);
       pointer = retried.result;
     }
@@ -89,8 +89,8 @@ export class Mapping {
   static attach(id: number, size: number, segmentSize: number, subject: string): Mapping {
     const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
     let pointer = attach();
-    if (failed(pointer)) {
-      const retried = retryFailed(attach, failed);
+    if (mapFailed(pointer)) {
+      const retried = retryFailed(attach, mapFailed);
       if (!retried.ok) throw osError("attach", subject, retried.errno);
       pointer = retried.result;
     }
@@ -309,7 +309,7 @@ export class FutexWord {
 }
 
 /** Whether mmap(2) or shmat(2) returned its failure value. */
-function failed(pointer: Deno.PointerValue): boolean {
+export function mapFailed(pointer: Deno.PointerValue): boolean {
   return pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED;
 }
 

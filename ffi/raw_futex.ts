@@ -99,6 +99,11 @@ export class RawSharedMemory {
     return Deno.UnsafePointer.offset(this.#pointer, index * 4) as Deno.PointerObject;
   }
 
+  /** The address of the word at `index` as a number, as the futex hub takes it (its tests). */
+  wordAddress(index: number): bigint {
+    return Deno.UnsafePointer.value(this.addressOf(index));
+  }
+
   /** @internal Counts a nonblocking wait in flight on `word`, so close can wake it. */
   track(word: RawFutexWord, wait: Promise<unknown>): void {
     this.#waitsInFlight++;

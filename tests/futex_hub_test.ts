@@ -32,7 +32,7 @@ function assertEnded(result: bigint | undefined): void {
 
 /** The address of the 32-bit word at `index` of `memory`, as the hub takes it. */
 function wordAddress(memory: RawSharedMemory, index: number): bigint {
-  return Deno.UnsafePointer.value(memory.addressOf(index));
+  return memory.wordAddress(index);
 }
 
 /**
