@@ -21,6 +21,34 @@ const WAKE_ALL = 0x7fff_ffff;
  */
 const MAX_CACHED_WORDS = 64;
 
+/**
+ * The most mappings this module holds at once in a process, mapped or retired (a retired range is
+ * never unmapped: see `lib/memory.ts`), System V attachments included: three quarters of the
+ * kernel's default limit on mappings (`vm.max_map_count`, 65,530), as many as the SIGBUS guard
+ * holds. At that limit every mmap of the process fails, V8's own too, and V8 then aborts the
+ * process; past this one, an open is refused instead, with the rest left to V8 and the pages the
+ * guard splits off.
+ */
+export const MAX_MAPPINGS = 49_150;
+
+/** Mappings this module holds now: mapped or retired, not released. */
+let held = 0;
+
+/** Throws unless one more mapping fits under {@link MAX_MAPPINGS}. */
+function checkRoom(action: string, subject: string): void {
+  if (held < MAX_MAPPINGS) return;
+  throw new Error(
+    `Cannot ${action} ${JSON.stringify(subject)}: this process holds ${held} mappings of shared ` +
+      "memory (regions open, and closed ones whose views were lent, whose address range stays " +
+      "reserved), as many as it may before the kernel's limit on mappings; close some",
+  );
+}
+
+/** How many mappings this module holds now, mapped or retired (for tests). */
+export function heldMappings(): number {
+  return held;
+}
+
 /** How a futex wait ended: woken (or spuriously), the word already differed, or time ran out. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
 
@@ -63,6 +91,7 @@ export class Mapping {
    * a page the kernel cannot take is a SIGBUS too.
    */
   static map(fd: number, size: number, subject: string): Mapping {
+    checkRoom("map", subject);
     const map = (): Deno.PointerValue =>
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
@@ -72,6 +101,7 @@ export class Mapping {
       pointer = retried.result;
     }
     const mapping = new Mapping(pointer as Deno.PointerObject, size, false);
+    held++;
     // A file or shm object another process shrinks must not kill this one (see sigbus_guard.ts).
     const guarded = guardRange(Deno.UnsafePointer.value(pointer), size);
     if (guarded === null) {
@@ -87,6 +117,7 @@ export class Mapping {
 
   /** shmat(2) a System V segment of `segmentSize` bytes and use its first `size` bytes. */
   static attach(id: number, size: number, segmentSize: number, subject: string): Mapping {
+    checkRoom("attach", subject);
     const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
     let pointer = attach();
     if (mapFailed(pointer)) {
@@ -94,6 +125,7 @@ export class Mapping {
       if (!retried.ok) throw osError("attach", subject, retried.errno);
       pointer = retried.result;
     }
+    held++;
     return new Mapping(pointer as Deno.PointerObject, size, true, segmentSize);
   }
 
@@ -210,6 +242,7 @@ export class Mapping {
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
     else libc().munmap(this.#pointer, BigInt(this.#extent));
     this.#state = "released";
+    held--;
   }
 
   /**

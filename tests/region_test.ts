@@ -18,6 +18,7 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
+import { MAX_MAPPINGS } from "../ffi/mapping.ts";
 import {
   closeFd,
   effectiveUid,
@@ -1114,6 +1115,43 @@ testWith(
 );
 
 // --- System V shared memory ------------------------------------------------------------------
+
+testWith(
+  NEEDS.children,
+  "a process's mappings stop at the library's budget, System V attachments and retired ranges included: an open is refused, and the process goes on",
+  async () => {
+    // Past the kernel's limit on mappings V8's next allocation failed and it aborted the process
+    // (SIGTRAP): System V attachments were never counted, and retired ranges never are unmapped.
+    const key = uniqueSysvKey();
+    const segment = openSysvRegion(key, { create: true, exclusive: true, size: 4096 });
+    try {
+      const cases = [
+        { args: ["sysv", String(key)], refused: `attach "key ${key}"`, heldAfter: 0 },
+        // Retired ranges stay for the process's life: closing them gives nothing back.
+        { args: ["retired"], refused: 'map "mmap-ipc"', heldAfter: MAX_MAPPINGS },
+      ];
+      for (const { args, refused, heldAfter } of cases) {
+        await using child = spawnDeno(`${TESTS_DIR}fixtures/mapping_budget.ts`, args, {
+          permissions: ["--allow-ffi", "--allow-read"],
+        });
+        const status = await child.status();
+        assertEquals(status.code, 0, child.transcript);
+        assertEquals(child.matching(/^refused after/), [
+          `refused after ${MAX_MAPPINGS}: Cannot ${refused}: this process holds ${MAX_MAPPINGS} mappings of shared memory (regions open, and closed ones whose views were lent, whose address range stays reserved), as many as it may before the kernel's limit on mappings; close some`,
+        ], child.transcript);
+        assertEquals(child.matching(/^allocated$/).length, 1, child.transcript);
+        assertEquals(
+          child.matching(/^held after close/),
+          [`held after close: ${heldAfter}`],
+          child.transcript,
+        );
+      }
+    } finally {
+      segment.unlink();
+      segment.close();
+    }
+  },
+);
 
 Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () => {
   const key = uniqueSysvKey();
