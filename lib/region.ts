@@ -7,7 +7,7 @@
  */
 
 import { abortReason, failure, shown } from "./errors.ts";
-import { byteCount, unusableBytes } from "./byte_arrays.ts";
+import { byteCount, describeKind, unusableBytes } from "./byte_arrays.ts";
 import { checkSignal, checkTimeout, NO_LIMIT_MS } from "./timeouts.ts";
 import type { SharedMemory } from "./memory.ts";
 
@@ -184,19 +184,36 @@ export class SharedRegion {
     return Atomics.load(this.#words(offset), offset / 4);
   }
 
-  /** Atomically writes the 32-bit word at `offset`. */
+  /**
+   * Atomically writes the 32-bit word at `offset`: `value` is a whole number from -2^31 to
+   * 2^32 - 1 (a `RangeError` otherwise, a `TypeError` for what is not a number).
+   */
   storeInt32(offset: number, value: number): void {
-    Atomics.store(this.#words(offset), offset / 4, value);
+    const words = this.#words(offset);
+    Atomics.store(words, offset / 4, this.#int32(value, "value", "store into"));
   }
 
-  /** Atomically adds to the 32-bit word at `offset`; returns the previous value. */
+  /**
+   * Atomically adds `delta` (checked as {@link SharedRegion.storeInt32}'s value) to the 32-bit
+   * word at `offset`; returns the previous value.
+   */
   addInt32(offset: number, delta: number): number {
-    return Atomics.add(this.#words(offset), offset / 4, delta);
+    const words = this.#words(offset);
+    return Atomics.add(words, offset / 4, this.#int32(delta, "delta", "add to"));
   }
 
-  /** Atomic compare-and-swap on the 32-bit word at `offset`; returns the value found. */
+  /**
+   * Atomic compare-and-swap on the 32-bit word at `offset` (both values checked as
+   * {@link SharedRegion.storeInt32}'s); returns the value found.
+   */
   compareExchangeInt32(offset: number, expected: number, replacement: number): number {
-    return Atomics.compareExchange(this.#words(offset), offset / 4, expected, replacement);
+    const words = this.#words(offset);
+    return Atomics.compareExchange(
+      words,
+      offset / 4,
+      this.#int32(expected, "expected value", "compare and exchange in"),
+      this.#int32(replacement, "replacement", "compare and exchange in"),
+    );
   }
 
   /**
@@ -221,13 +238,18 @@ export class SharedRegion {
     expected: number,
     options: RegionWaitOptions = {},
   ): Promise<"ok" | "not-equal" | "timed-out"> {
+    options ??= {}; // null from JavaScript
     this.#words(offset);
     const { signal, timeout } = options;
     checkTimeout(timeout, "wait on region", this.name);
     checkSignal(signal, "wait on region", this.name);
     if (signal?.aborted) throw abortReason(signal);
     const timeoutMs = timeout === undefined || timeout >= NO_LIMIT_MS ? undefined : timeout;
-    const result = await this.#memory.wait(offset, expected | 0, { timeoutMs, signal });
+    const result = await this.#memory.wait(
+      offset,
+      this.#int32(expected, "expected value", "wait on") | 0,
+      { timeoutMs, signal },
+    );
     if (signal?.aborted) throw abortReason(signal);
     return result;
   }
@@ -260,6 +282,7 @@ export class SharedRegion {
    * @param [options={}] `async: true` schedules the flush (`MS_ASYNC`) instead of waiting for it.
    */
   sync(options: { async?: boolean } = {}): void {
+    options ??= {}; // null from JavaScript
     this.#memory.check();
     this.#memory.sync(options.async ?? false);
   }
@@ -288,6 +311,25 @@ export class SharedRegion {
   /** Same as {@link SharedRegion.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * `value`, once it is known to be a number that a 32-bit word holds, signed or not (`what`
+   * names it, to `action` the region): `Atomics` would store 2^32 + 5 as 5 and NaN or null as 0,
+   * and call an object's `valueOf()`, which could close the region under it.
+   */
+  #int32(value: number, what: string, action: string): number {
+    if (typeof value === "number" && ((value | 0) === value || value >>> 0 === value)) return value;
+    throw failure(
+      typeof value === "number" ? RangeError : TypeError,
+      `${action} region`,
+      this.name,
+      `the ${what} ${
+        typeof value === "number"
+          ? `${shown(value)} is not a whole number`
+          : `is ${describeKind(value)}, not a number`
+      } that fits in 32 bits (-2147483648 to 4294967295)`,
+    );
   }
 
   #words(offset: number): Int32Array {

@@ -481,6 +481,7 @@ export class StateCell {
    * @param [options={}] The value to wait to change from, a timeout and an abort signal.
    */
   waitForChange(options: StateWaitOptions = {}): Promise<number> {
+    options ??= {}; // null from JavaScript
     const { timeout } = options;
     try {
       this.#check();
@@ -692,6 +693,7 @@ export class StateCell {
    * @param [options={}] An abort signal, and whether to yield the current value first.
    */
   async *changes(options: StateChangesOptions = {}): AsyncGenerator<number, void, undefined> {
+    options ??= {}; // null from JavaScript
     this.#check();
     const { signal } = options;
     checkSignal(signal, "iterate over the changes of state cell", this.#name);
@@ -1338,6 +1340,7 @@ export function stateCellHeaderProblem(
   region: SharedRegion,
   options: { offset?: number } = {},
 ): string | undefined {
+  options ??= {}; // null from JavaScript
   const base = options.offset ?? 0;
   checkPlace(region, base, "look at the state cell header in");
   const problem = headerProblem(region, base);
@@ -1370,6 +1373,7 @@ export function restoreStateCellHeader(
   region: SharedRegion,
   options: { offset?: number } = {},
 ): string | undefined {
+  options ??= {}; // null from JavaScript
   const problem = stateCellHeaderProblem(region, options);
   if (problem === undefined) return undefined;
   const base = options.offset ?? 0;

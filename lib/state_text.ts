@@ -60,7 +60,8 @@ export function parseState(bytes: Uint8Array, at: number, end: number): number {
     digits++;
     byte = ++i < end ? Atomics.load(bytes, i) : 0;
   }
-  return digits === 0 ? 0 : Math.max(-2147483648, Math.min(2147483647, sign * value));
+  // `| 0`: "-0" is 0, as in C (JavaScript's -0 printed as 0 but was not `Object.is` 0).
+  return digits === 0 ? 0 : Math.max(-2147483648, Math.min(2147483647, sign * value)) | 0;
 }
 
 /** Whether `value` is a 32-bit integer, the range of the original's `int`. */

@@ -558,6 +558,46 @@ Deno.test("SharedRegion accessors are bounds-checked", () => {
   assertEquals(region.read(60, 4), new Uint8Array([1, 2, 3, 4]));
 });
 
+Deno.test("SharedRegion's atomic calls take only numbers a 32-bit word holds, and run no code of the value's", async () => {
+  using region = createMemfdRegion({ size: 64 });
+  region.storeInt32(0, -(2 ** 31));
+  assertEquals(region.loadInt32(0), -(2 ** 31));
+  region.storeInt32(0, 2 ** 32 - 1); // unsigned: the same bits as -1
+  assertEquals(region.loadInt32(0), -1);
+  assertEquals(region.compareExchangeInt32(0, 0xffff_ffff, 5), -1);
+  assertEquals(region.addInt32(0, -6), 5);
+  // Atomics stored 2^32 + 5 as 5 and NaN, null or "12" as 0 or 12, and added 1 for 1.5.
+  const bad: [unknown, typeof RangeError | typeof TypeError, string][] = [
+    [2 ** 32 + 5, RangeError, "the value 4294967301 is not a whole number that fits in 32 bits"],
+    [-(2 ** 31) - 1, RangeError, "the value -2147483649 is not a whole number"],
+    [1.5, RangeError, "the value 1.5 is not"],
+    [NaN, RangeError, "the value NaN is not"],
+    [Infinity, RangeError, "the value Infinity is not"],
+    [null, TypeError, "the value is null, not a number that fits in 32 bits"],
+    [undefined, TypeError, "the value is undefined, not a number"],
+    ["12", TypeError, "the value is a string, not a number"],
+    [12n, TypeError, "the value is a bigint, not a number"],
+  ];
+  for (const [value, ErrorClass, message] of bad) {
+    const untyped = value as number;
+    assertThrowsWith(
+      () => region.storeInt32(0, untyped),
+      ErrorClass,
+      `Cannot store into region ${JSON.stringify(region.name)}: ${message}`,
+    );
+    assertThrowsWith(() => region.addInt32(0, untyped), ErrorClass, "the delta");
+    assertThrowsWith(() => region.compareExchangeInt32(0, untyped, 1), ErrorClass, "expected");
+    assertThrowsWith(() => region.compareExchangeInt32(0, -1, untyped), ErrorClass, "replacement");
+    await assertRejectsWith(() => region.waitInt32(0, untyped), ErrorClass, "expected value");
+  }
+  assertEquals(region.loadInt32(0), -1, "nothing was stored");
+  // An object's valueOf() closed the region inside Atomics: a TypeError of V8's, not one of ours.
+  let called = 0;
+  const sly = { valueOf: (): number => (called++, region.close(), 7) } as unknown as number;
+  assertThrowsWith(() => region.storeInt32(0, sly), TypeError, "is an Object, not a number");
+  assertEquals(called, 0);
+});
+
 Deno.test("SharedRegion after close throws BadResource, and close twice is fine", () => {
   const region = createMemfdRegion({ size: 64 });
   const copy = region.read(0, 8);

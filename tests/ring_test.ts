@@ -25,6 +25,7 @@ import {
   openStateCell,
   restoreRingHeader,
   restoreRingPosition,
+  restoreStateCellHeader,
   type RingConsumer,
   type RingProducer,
   ringRegionSize,
@@ -717,6 +718,75 @@ function fullRing(): {
   const owned = stack.move();
   return { producer, consumer, message, [Symbol.dispose]: () => owned.dispose() };
 }
+
+Deno.test("null for the options (from JavaScript) is no options, for every call that takes them; where options are required, a TypeError says so", async () => {
+  // Each destructured null: "Cannot destructure property 'timeout' of 'options' as it is null",
+  // naming neither the call nor the ring.
+  const none = null as unknown as Record<string, never>;
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
+  const one = (): Uint8Array => new Uint8Array([1]);
+  await producer.send(one(), none);
+  await producer.sendBatch([one()], none);
+  await producer.sendWith(1, () => 1, none);
+  (await producer.reserve(1, none)).commit();
+  assertEquals((await consumer.receive(none))?.length, 1);
+  assertEquals(await consumer.receiveInto(new Uint8Array(8), none), 1);
+  assertEquals((await consumer.receiveBatch(1, none)).length, 1);
+  (await consumer.read(none))?.release();
+  await producer.send(one());
+  assertEquals(await consumer.readWith(() => {}, 1, none), 1);
+  await producer.send(one());
+  assertEquals(await consumer.receiveBatchInto(new Uint8Array(8), new Uint32Array(1), none), 1);
+  await producer.send(one());
+  producer.close();
+  const messages = [];
+  for await (const message of consumer.messages(none)) messages.push(message);
+  assertEquals(messages.length, 1);
+  for (
+    const [call, needed] of [["restoreRingHeader", "{ capacity }"], [
+      "restoreRingPosition",
+      "{ capacity, end }",
+    ]]
+  ) {
+    const restore = call === "restoreRingHeader" ? restoreRingHeader : restoreRingPosition;
+    assertThrowsWith(
+      () => restore(region, none as never),
+      TypeError,
+      `${call}() needs its options, ${needed} at least, not null`,
+    );
+  }
+  using cellRegion = createMemfdRegion({ size: 256 });
+  using cell = openStateCell(cellRegion, { writer: true });
+  cell.write(1);
+  const change = cell.waitForChange(none);
+  cell.write(2);
+  assertEquals(await change, 2);
+  const changes = cell.changes(none);
+  const next = changes.next();
+  cell.write(3);
+  assertEquals((await next).value, 3);
+  await changes.return();
+  assertEquals(stateCellHeaderProblem(cellRegion, none), undefined);
+  assertEquals(restoreStateCellHeader(cellRegion, none), undefined);
+  cellRegion.sync(none);
+  assertEquals(await cellRegion.waitInt32(0, 0x1234, none), "not-equal");
+});
+
+Deno.test("messages() started on a closed consumer throws BadResource, as every call after close does; closed while it waits, it ends quietly", async () => {
+  using region = ringRegion(256);
+  const consumer = openRingConsumer(region);
+  const waiting = (async () => {
+    for await (const _ of consumer.messages()) fail("nothing was sent");
+    return "ended";
+  })();
+  await delay(20);
+  consumer.close();
+  assertEquals(await waiting, "ended");
+  // It ended quietly at once, as if the stream were over.
+  await assertRejectsWith(() => consumer.messages().next(), Deno.errors.BadResource);
+});
 
 Deno.test("restoreRingHeader() rewrites only the fixed words, under ends that stay open", () => {
   using region = ringRegion(256);

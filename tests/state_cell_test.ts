@@ -150,11 +150,16 @@ Deno.test('StateCell reads text the way sscanf("%d") does', () => {
     ["-9x", -9],
     ["abc", 0],
     ["\0", 0],
+    ["-0\n", 0], // 0, as in C: not JavaScript's -0, which changes() took for no change
   ];
   for (const [written, expected] of cases) {
     region.write(0, new Uint8Array(32));
     region.write(0, encoder.encode(written));
-    assertEquals(cell.read(), expected, JSON.stringify(written));
+    const read = cell.read();
+    assert(
+      Object.is(read, expected),
+      `${JSON.stringify(written)} read as ${Object.is(read, -0) ? "-0" : read}`,
+    );
   }
 });
 

@@ -196,6 +196,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const message = this.tryReceive();
     if (message !== undefined) return message;
@@ -228,6 +229,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const length = this.tryReceiveInto(buffer);
     if (length !== undefined) return length;
@@ -293,6 +295,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     this.#checkMax(max, 1, "receive from");
     const messages = this.tryReceiveBatch(max);
@@ -375,6 +378,7 @@ export class RingConsumer {
     lengths: Uint32Array,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const count = this.tryReceiveBatchInto(buffer, lengths); // checks its arguments first
     if (count > 0) return count;
@@ -488,6 +492,7 @@ export class RingConsumer {
     max = Infinity,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     this.#checkReader(read, max, 1);
     const count = this.tryReadWith(read, max);
@@ -550,6 +555,7 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
+    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const lease = this.tryRead();
     if (lease !== undefined) return lease;
@@ -563,14 +569,17 @@ export class RingConsumer {
 
   /**
    * Yields each message (a copy) until the producer closes and everything is received. Ends
-   * quietly when `signal` aborts or the consumer closes; throws `BrokenPipe` if the producer
-   * dies.
+   * quietly when `signal` aborts or the consumer closes meanwhile; throws `BrokenPipe` if the
+   * producer dies, and `BadResource` when started on a closed consumer (as `StateCell.changes()`
+   * does).
    *
    * @param [options={}] An abort signal.
    */
   async *messages(
     options: { signal?: AbortSignal } = {},
   ): AsyncGenerator<Uint8Array, void, undefined> {
+    options ??= {}; // null from JavaScript
+    this.#ring.checkOpen();
     for (;;) {
       let message: Uint8Array | null;
       try {

@@ -24,6 +24,7 @@
 
 import { claimIsLive, describeHolder, readClaim } from "../claim.ts";
 import { failure, shown } from "../errors.ts";
+import { describeKind } from "../byte_arrays.ts";
 import { memoryOf, type SharedRegion } from "../region.ts";
 
 /** The magic number at the start of a ring: the ASCII letters `RING`. */
@@ -189,6 +190,7 @@ export function restoreRingHeader(
   region: SharedRegion,
   options: RestoreRingOptions,
 ): string | undefined {
+  checkOptions(options, "restoreRingHeader", "{ capacity }");
   const { offset = 0, capacity } = options;
   checkOffset(offset);
   checkCapacity(capacity);
@@ -261,6 +263,7 @@ export function restoreRingPosition(
   region: SharedRegion,
   options: RestoreRingPositionOptions,
 ): string | undefined {
+  checkOptions(options, "restoreRingPosition", "{ capacity, end }");
   const { offset = 0, capacity, end } = options;
   checkOffset(offset);
   checkCapacity(capacity);
@@ -414,4 +417,12 @@ export function readCapacity(region: SharedRegion, offset: number, action: strin
     );
   }
   return capacity;
+}
+
+/** Throws a `TypeError` unless the options `call` cannot do without (`needed`) are an object. */
+function checkOptions(options: unknown, call: string, needed: string): void {
+  if (typeof options === "object" && options !== null) return;
+  throw new TypeError(
+    `${call}() needs its options, ${needed} at least, not ${describeKind(options)}`,
+  );
 }
