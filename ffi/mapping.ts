@@ -10,6 +10,7 @@ import * as C from "./constants.ts";
 import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { libc } from "./libc.ts";
+import { mappingCount, maxMapCount } from "./posix.ts";
 import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
@@ -22,25 +23,61 @@ const WAKE_ALL = 0x7fff_ffff;
 const MAX_CACHED_WORDS = 64;
 
 /**
- * The most mappings this module holds at once in a process, mapped or retired (a retired range is
+ * The most mappings this module holds at once in one JavaScript thread (the process, or one of
+ * its Workers, each of which loads the module afresh), mapped or retired (a retired range is
  * never unmapped: see `lib/memory.ts`), System V attachments included: three quarters of the
  * kernel's default limit on mappings (`vm.max_map_count`, 65,530), as many as the SIGBUS guard
- * holds. At that limit every mmap of the process fails, V8's own too, and V8 then aborts the
- * process; past this one, an open is refused instead, with the rest left to V8 and the pages the
- * guard splits off.
+ * holds. At the kernel's limit every mmap of the process fails, V8's own too, and V8 then aborts
+ * the process; short of it, an open is refused instead (see also {@link RESERVE}).
  */
 export const MAX_MAPPINGS = 49_150;
 
-/** Mappings this module holds now: mapped or retired, not released. */
-let held = 0;
+/**
+ * Mappings an open leaves below the kernel's limit for the whole process, counted in
+ * `/proc/self/maps` every {@link LOOK_EVERY} opens of a thread (and at every open close to the
+ * limit): for V8, the pages the SIGBUS guard splits off, and what the process's other threads
+ * map before they next count. It is what keeps Workers, each under {@link MAX_MAPPINGS}, from
+ * reaching the limit together.
+ */
+const RESERVE = 8192;
+const LOOK_EVERY = 1024;
+/** The kernel's default `vm.max_map_count`, where it cannot be read. */
+const DEFAULT_MAX_MAP_COUNT = 65_530;
 
-/** Throws unless one more mapping fits under {@link MAX_MAPPINGS}. */
+/** Mappings this module holds now in this thread: mapped or retired, not released. */
+let held = 0;
+/** Opens left before the next count of the process's mappings. */
+let untilLook = 0;
+let kernelLimit: number | undefined;
+
+/** Throws unless one more mapping fits, in this thread and in the process. */
 function checkRoom(action: string, subject: string): void {
-  if (held < MAX_MAPPINGS) return;
+  if (held >= MAX_MAPPINGS) tooMany(action, subject);
+  if (--untilLook > 0) return;
+  kernelLimit ??= maxMapCount() ?? DEFAULT_MAX_MAP_COUNT;
+  const count = mappingCount();
+  if (count === undefined) {
+    untilLook = LOOK_EVERY;
+    return;
+  }
+  const room = kernelLimit - RESERVE - count;
+  if (room > 0) {
+    untilLook = Math.min(LOOK_EVERY, room);
+    return;
+  }
   throw new Error(
-    `Cannot ${action} ${JSON.stringify(subject)}: this process holds ${held} mappings of shared ` +
+    `Cannot ${action} ${JSON.stringify(subject)}: the process has ${count} mappings, ` +
+      `${kernelLimit - count} short of the kernel's limit (vm.max_map_count, ${kernelLimit}), ` +
+      "where every mmap of the process fails and V8 aborts it; close some regions " +
+      "(in this thread or its Workers)",
+  );
+}
+
+function tooMany(action: string, subject: string): never {
+  throw new Error(
+    `Cannot ${action} ${JSON.stringify(subject)}: this thread holds ${held} mappings of shared ` +
       "memory (regions open, and closed ones whose views were lent, whose address range stays " +
-      "reserved), as many as it may before the kernel's limit on mappings; close some",
+      "reserved), as many as one thread may before the kernel's limit on mappings; close some",
   );
 }
 

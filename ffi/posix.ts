@@ -687,6 +687,40 @@ export function readFileText(path: string): string | undefined {
   }
 }
 
+/**
+ * How many mappings the process has: the lines of `/proc/self/maps`, counted without making a
+ * string of them (a process near the kernel's limit has megabytes of them). `undefined` where
+ * it cannot be read.
+ */
+export function mappingCount(): number | undefined {
+  const path = "/proc/self/maps";
+  let fd: number;
+  try {
+    fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
+  } catch {
+    return undefined;
+  }
+  try {
+    const buffer = readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
+    let lines = 0;
+    for (let count; (count = readFd(fd, buffer, path)) > 0;) {
+      for (let i = 0; i < count; i++) if (buffer[i] === 0x0a) lines++;
+    }
+    return lines;
+  } catch {
+    return undefined;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** The kernel's limit on a process's mappings (`vm.max_map_count`), if it can be read. */
+export function maxMapCount(): number | undefined {
+  const text = readFileText("/proc/sys/vm/max_map_count");
+  const limit = text === undefined ? NaN : Number(text.trim());
+  return Number.isSafeInteger(limit) && limit > 0 ? limit : undefined;
+}
+
 /** Reads /proc/PID/stat; undefined when the process is gone or /proc is not readable. */
 export function processState(pid: number): ProcessState | undefined {
   const text = readFileText(`/proc/${pid}/stat`);

@@ -1177,7 +1177,7 @@ testWith(
         const status = await child.status();
         assertEquals(status.code, 0, child.transcript);
         assertEquals(child.matching(/^refused after/), [
-          `refused after ${MAX_MAPPINGS}: Cannot ${refused}: this process holds ${MAX_MAPPINGS} mappings of shared memory (regions open, and closed ones whose views were lent, whose address range stays reserved), as many as it may before the kernel's limit on mappings; close some`,
+          `refused after ${MAX_MAPPINGS}: Cannot ${refused}: this thread holds ${MAX_MAPPINGS} mappings of shared memory (regions open, and closed ones whose views were lent, whose address range stays reserved), as many as one thread may before the kernel's limit on mappings; close some`,
         ], child.transcript);
         assertEquals(child.matching(/^allocated$/).length, 1, child.transcript);
         assertEquals(
@@ -1186,6 +1186,25 @@ testWith(
           child.transcript,
         );
       }
+      // Two Workers, each under its thread's budget: together they reached the kernel's limit.
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/mapping_budget.ts`, [
+        "workers",
+        String(key),
+      ], { permissions: ["--allow-ffi", "--allow-read"] });
+      const status = await child.status();
+      assertEquals(status.code, 0, child.transcript);
+      const refusals = child.matching(/^refused after/);
+      assertEquals(refusals.length, 2, child.transcript);
+      for (const refusal of refusals) {
+        assertMatch(
+          refusal,
+          new RegExp(
+            `^refused after \\d+: Cannot attach "key ${key}": the process has \\d+ mappings, \\d+ short of the kernel's limit \\(vm.max_map_count, \\d+\\), where every mmap of the process fails and V8 aborts it; close some regions \\(in this thread or its Workers\\)$`,
+          ),
+        );
+        assert(Number(/after (\d+)/.exec(refusal)?.[1]) < MAX_MAPPINGS, refusal);
+      }
+      assertEquals(child.matching(/^allocated$/).length, 1, child.transcript);
     } finally {
       segment.unlink();
       segment.close();

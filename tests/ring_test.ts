@@ -1977,22 +1977,56 @@ testWith(
     using region = ringRegion(256);
     using producer = openRingProducer(region);
     using consumer = openRingConsumer(region);
-    producer.trySendBatch(["a", "b", "c"].map((item) => encoder.encode(item)));
+    // Messages enough for every read form below to find one waiting.
+    const sent = producer.trySendBatch([..."abcdefghij"].map((item) => encoder.encode(item)));
+    assertEquals(sent, 10);
     assertEquals(text(consumer.tryReceive()), "a");
     await using thief = spawnDeno(PEER, ["take-consumer", region.name]);
     assertEquals(await thief.nextLine(), "b", thief.transcript);
-    // Without the check it handed out "b" again, and set the tail back for both.
-    for (let i = 0; i < 2; i++) {
+    // Without the check it handed out "b" again, and set the tail back for both; the zero-copy
+    // reads learnt of it only when they gave the space back, after the caller had the message.
+    let calls = 0;
+    const reads: [string, () => unknown][] = [
+      ["tryReceive", () => consumer.tryReceive()],
+      ["tryReceiveInto", () => consumer.tryReceiveInto(new Uint8Array(8))],
+      ["tryReceiveBatch", () => consumer.tryReceiveBatch()],
+      [
+        "tryReceiveBatchInto",
+        () => consumer.tryReceiveBatchInto(new Uint8Array(64), new Uint32Array(4)),
+      ],
+      ["tryRead", () => consumer.tryRead()],
+      ["tryReadWith", () => consumer.tryReadWith(() => void calls++)],
+    ];
+    for (const [name, read] of reads) {
       assertThrowsWith(
-        () => consumer.tryReceive(),
+        read,
         Deno.errors.InvalidData,
         `consumer role's claim holds pid ${thief.pid} where this end's was`,
       );
+      assertEquals(calls, 0, name);
     }
     consumer.close();
     assert(producer.trySend(encoder.encode("d")), "the producer was told of no close");
   },
 );
+
+Deno.test("an end whose claim was zeroed, by nobody who took the role, still marks the stream closed at close(): the peer asleep is not left waiting", async () => {
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region, { livenessCheckMs: 20 });
+  assert(producer.trySend(encoder.encode("last")));
+  region.storeInt32(PRODUCER, 0);
+  region.storeInt32(PRODUCER + 4, 0);
+  assertThrowsWith(
+    () => producer.trySend(encoder.encode("x")),
+    Deno.errors.InvalidData,
+    "holds nothing",
+  );
+  producer.close();
+  assertEquals(text(await consumer.receive({ timeout: GUARD_MS })), "last");
+  // Without the mark, the consumer slept on: the producer it last saw (this process) lives.
+  assertEquals(await consumer.receive({ timeout: GUARD_MS }), null);
+});
 
 Deno.test("an end that only polls learns within livenessCheckMs that its claim was written over, on either side", async () => {
   for (const side of ["consumer", "producer"] as const) {

@@ -698,8 +698,9 @@ export class RingConsumer {
     const length = this.#words[this.#dataWord + (index >> 2)];
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     // An empty message is rare, and what a zeroed ring reads as: the slow path looks at the
-    // header before it hands one over.
+    // header before it hands one over. The role still this end's: see #publish.
     if (
+      this.#words[this.#claimWord] === this.#ownId &&
       length > 0 && length <= this.#maxMessageSize && record <= used &&
       record <= this.#capacity - index && used <= this.#capacity
     ) {
@@ -717,6 +718,7 @@ export class RingConsumer {
 
   /** {@link RingConsumer.#next} for padding, the closed mark, faults and corrupted records. */
   #nextSlowly(): number {
+    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
     for (;;) {
       if (this.#head === this.#tail) {
         const word = this.#ring.position(HEAD, "head");
@@ -822,7 +824,8 @@ export class RingConsumer {
 
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
-    // Two consumers would hand out the same messages: see RingProducer's #checkOwn.
+    // Two consumers would hand out the same messages (see RingProducer's #checkOwn): looked at
+    // by #next before each message is handed out, by any read, and here before space goes back.
     if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
     this.#unpublished = 0;
     Atomics.store(this.#words, this.#tailIndex, this.#publishedTail = this.#tail);

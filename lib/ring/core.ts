@@ -420,8 +420,10 @@ export class RingCore {
     this.memory.interruptAll(this);
     for (const turn of this.#queue.splice(0)) turn.fail(this.closedError());
     if (this.memory.closed) return;
-    // Not once another process took the role over: the mark would end its stream.
-    if (readClaim(this.memory, this.base + claimField) === ownClaim()) {
+    // Not once another process took the role over: the mark would end its stream. A claim that
+    // reads 0 (zeroed, nobody took it) is still marked, or a sleeping peer would wait for good.
+    const claim = readClaim(this.memory, this.base + claimField);
+    if (claim === 0n || claim === ownClaim()) {
       Atomics.store(this.words, this.index(positionField), position | CLOSED);
       this.memory.wake(this.base + positionField);
     }

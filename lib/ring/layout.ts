@@ -236,7 +236,9 @@ export interface RestoreRingPositionOptions extends RestoreRingOptions {
  * The other end's position, if it is not one of the ring's either, is set to this end's: an end
  * never reads its own position word back, so one left written over would fail this end at every
  * open, however long its holder lives. That assumes the ring was empty, as it was if the other
- * end is idle; a live holder overwrites the word with its own position at its next step.
+ * end is idle; a live holder that goes on moving writes its own position back at its next step
+ * (one asleep, or polling a full or empty ring, fails with `InvalidData` at its next liveness
+ * check instead: it looks at its own word there).
  *
  * A closed mark (bit 31) is kept on a position that was only out of step; on one written over it
  * is cleared, as it is garbage too: a consumer then waits for a producer rather than ending.

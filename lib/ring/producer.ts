@@ -557,8 +557,9 @@ export class RingProducer {
    * Looked at before anything is written (by `#room`, one load per message, and again before a
    * reservation or a `...With` callback's message is committed), so a producer that never
    * waits learns it at its next message, as one that sleeps does before it sleeps. The head
-   * word is looked at only then: written over while the role stays this end's (by
-   * `restoreRingPosition`, say), it gets this end's head back at the next message.
+   * word itself is looked at only then, and at a poll's look at the peer: written over while
+   * the role stays this end's (`restoreRingPosition` of a word that is no position), it gets
+   * this end's head back at the next message.
    */
   #checkOwn(): void {
     if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
