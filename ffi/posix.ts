@@ -659,13 +659,7 @@ let readScratch: Uint8Array<ArrayBuffer> | undefined;
  * `--allow-all`; `undefined` when it cannot be read.
  */
 export function readFileText(path: string): string | undefined {
-  let fd: number;
-  try {
-    fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
-  } catch {
-    return undefined;
-  }
-  try {
+  return readingFile(path, (fd) => {
     let buffer = readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
     let length = 0;
     for (;;) {
@@ -680,6 +674,19 @@ export function readFileText(path: string): string | undefined {
       length += count;
     }
     return decoder.decode(buffer.subarray(0, length));
+  });
+}
+
+/** `read` of `path` opened read-only, then closed; `undefined` when it cannot be opened or read. */
+function readingFile<T>(path: string, read: (fd: number) => T): T | undefined {
+  let fd: number;
+  try {
+    fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
+  } catch {
+    return undefined;
+  }
+  try {
+    return read(fd);
   } catch {
     return undefined;
   } finally {
@@ -694,24 +701,14 @@ export function readFileText(path: string): string | undefined {
  */
 export function mappingCount(): number | undefined {
   const path = "/proc/self/maps";
-  let fd: number;
-  try {
-    fd = openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read");
-  } catch {
-    return undefined;
-  }
-  try {
+  return readingFile(path, (fd) => {
     const buffer = readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
     let lines = 0;
     for (let count; (count = readFd(fd, buffer, path)) > 0;) {
       for (let i = 0; i < count; i++) if (buffer[i] === 0x0a) lines++;
     }
     return lines;
-  } catch {
-    return undefined;
-  } finally {
-    closeFd(fd);
-  }
+  });
 }
 
 /** The kernel's limit on a process's mappings (`vm.max_map_count`), if it can be read. */

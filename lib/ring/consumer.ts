@@ -196,7 +196,6 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receive(options: RingWaitOptions = {}): Promise<Uint8Array | null> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const message = this.tryReceive();
     if (message !== undefined) return message;
@@ -229,7 +228,6 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveInto(buffer: Uint8Array, options: RingWaitOptions = {}): Promise<number | null> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const length = this.tryReceiveInto(buffer);
     if (length !== undefined) return length;
@@ -295,7 +293,6 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async receiveBatch(max = Infinity, options: RingWaitOptions = {}): Promise<Uint8Array[]> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     this.#checkMax(max, 1, "receive from");
     const messages = this.tryReceiveBatch(max);
@@ -378,7 +375,6 @@ export class RingConsumer {
     lengths: Uint32Array,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const count = this.tryReceiveBatchInto(buffer, lengths); // checks its arguments first
     if (count > 0) return count;
@@ -492,7 +488,6 @@ export class RingConsumer {
     max = Infinity,
     options: RingWaitOptions = {},
   ): Promise<number | null> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     this.#checkReader(read, max, 1);
     const count = this.tryReadWith(read, max);
@@ -555,7 +550,6 @@ export class RingConsumer {
    * @param [options={}] A timeout and an abort signal.
    */
   async read(options: RingWaitOptions = {}): Promise<RingLease | null> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const lease = this.tryRead();
     if (lease !== undefined) return lease;
@@ -718,7 +712,7 @@ export class RingConsumer {
 
   /** {@link RingConsumer.#next} for padding, the closed mark, faults and corrupted records. */
   #nextSlowly(): number {
-    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
+    this.#checkOwn();
     for (;;) {
       if (this.#head === this.#tail) {
         const word = this.#ring.position(HEAD, "head");
@@ -822,11 +816,19 @@ export class RingConsumer {
     if (this.#unpublished >= this.#publishEvery) this.#publish();
   }
 
+  /**
+   * Throws `InvalidData` once another process took this end's role (see `RingCore.checkOwn`):
+   * two consumers would hand out the same messages. Looked at by `#next` before each message is
+   * handed out, by any read (its fast path does the same load in place), and before space goes
+   * back.
+   */
+  #checkOwn(): void {
+    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
+  }
+
   /** Hands the space before the local tail back to the producer, waking it if it sleeps. */
   #publish(): void {
-    // Two consumers would hand out the same messages (see RingProducer's #checkOwn): looked at
-    // by #next before each message is handed out, by any read, and here before space goes back.
-    if (this.#words[this.#claimWord] !== this.#ownId) this.#ring.checkOwn(this.#wakeFields);
+    this.#checkOwn();
     this.#unpublished = 0;
     Atomics.store(this.#words, this.#tailIndex, this.#publishedTail = this.#tail);
     if (Atomics.load(this.#words, this.#waitingIndex) !== 0) {

@@ -439,9 +439,10 @@ export class RingCore {
   /**
    * `options` with its timeout counted from now across every wait of one call (its turn, then
    * each sleep for data or room), so that the call as a whole ends by then: each wait had been
-   * given the whole timeout afresh. Checks the timeout.
+   * given the whole timeout afresh. Checks the timeout. `null` (from JavaScript) is no options.
    */
-  bounded(options: RingWaitOptions): RingWaitOptions {
+  bounded(options: RingWaitOptions | null): RingWaitOptions {
+    options ??= {};
     const { timeout, signal } = options;
     this.checkWaitOptions(options);
     if (timeout === undefined || timeout >= NO_LIMIT_MS) return options;

@@ -176,7 +176,6 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async send(message: Uint8Array, options: RingWaitOptions = {}): Promise<void> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     if (this.trySend(message)) return;
     // The room waited for is this length's: a view over a buffer resized or moved away meanwhile
@@ -227,7 +226,6 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async sendBatch(messages: readonly Uint8Array[], options: RingWaitOptions = {}): Promise<void> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     let sent = this.trySendBatch(messages);
     const spins = this.#ring.spins();
@@ -313,7 +311,6 @@ export class RingProducer {
    * ```
    */
   async sendWith(length: number, write: RingWriter, options: RingWaitOptions = {}): Promise<void> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     if (this.trySendWith(length, write)) return;
     await this.#ring.blocking(
@@ -369,7 +366,6 @@ export class RingProducer {
    * @param [options={}] A timeout and an abort signal.
    */
   async reserve(length: number, options: RingWaitOptions = {}): Promise<RingReservation> {
-    options ??= {}; // null from JavaScript
     options = this.#ring.bounded(options);
     const reservation = this.tryReserve(length);
     if (reservation !== undefined) return reservation;
