@@ -705,7 +705,10 @@ export function mappingCount(): number | undefined {
     const buffer = readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
     let lines = 0;
     for (let count; (count = readFd(fd, buffer, path)) > 0;) {
-      for (let i = 0; i < count; i++) if (buffer[i] === 0x0a) lines++;
+      // indexOf, not a loop over the bytes: V8 compiles such a loop on the spot (on-stack
+      // replacement), which kept about 3 MiB more in every process that opened one region.
+      const read = buffer.subarray(0, count);
+      for (let at = read.indexOf(0x0a); at >= 0; at = read.indexOf(0x0a, at + 1)) lines++;
     }
     return lines;
   });

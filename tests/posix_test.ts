@@ -7,9 +7,10 @@
  * @module
  */
 
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import * as C from "../ffi/constants.ts";
-import { closeFd, openPath, readFileText, readLink, statPath } from "../ffi/posix.ts";
+import { closeFd, mappingCount, openPath, readFileText, readLink, statPath } from "../ffi/posix.ts";
+import { createMemfdRegion, type SharedRegion } from "../mod.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
 
@@ -84,5 +85,32 @@ testWith(
       assertEquals(readLink(`${dir}/short`), "short");
       assertEquals(readLink(`${dir}/long`), long);
     });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "mappingCount() counts every line of /proc/self/maps, across reads of many scratch buffers",
+  () => {
+    // Deno guards /proc/self behind --allow-all: read through libc, tested above.
+    const maps = (): string => readFileText("/proc/self/maps") ?? "";
+    const lines = (): number => maps().split("\n").length - 1;
+    const regions: SharedRegion[] = [];
+    try {
+      // Enough mappings that the file is several times the 64 KiB read at a time.
+      for (let i = 0; i < 2500; i++) regions.push(createMemfdRegion({ size: 4096 }));
+      assert(maps().length > 3 * 65536);
+      const before = lines();
+      const counted = mappingCount();
+      const after = lines();
+      assert(counted !== undefined);
+      // V8 may map or unmap a page of its own between the reads.
+      assert(
+        counted >= Math.min(before, after) - 4 && counted <= Math.max(before, after) + 4,
+        `counted ${counted}, the text has ${before} then ${after} lines`,
+      );
+    } finally {
+      for (const region of regions) region.close();
+    }
   },
 );
