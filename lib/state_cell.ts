@@ -92,8 +92,13 @@ const MAX_FOLLOW_PERIOD_MS = 2 ** 31 - 1;
 const DEFAULT_SYNC_LIVENESS_MS = 100;
 /** How long a handle with no wait under way keeps listening, for a reader that waits again. */
 const IDLE_RELEASE_MS = 20;
-/** How long a reader that never saw a writer waits for one before it starts following. */
-const FOLLOW_GRACE_MS = 250;
+/**
+ * How long a reader with no cooperating writer looks at the text itself before it starts the
+ * follower Worker (see {@link StateCellOptions.followGraceMs}).
+ */
+export const DEFAULT_FOLLOW_GRACE_MS = 3000;
+/** How often a reader in its grace looks at the text (unless `followPeriodMs` is longer). */
+const GRACE_LOOK_MS = 50;
 /** How a lost page's error names the cell: `Cannot use the state cell in "PATH": ...`. */
 const LOST_PAGE_SUBJECT = "the state cell in";
 /** Reads of an odd sequence before a reader stops waiting for the write to finish. */
@@ -161,6 +166,17 @@ export interface StateCellOptions {
    * @default {2.75}
    */
   followPeriodMs?: number;
+  /**
+   * How long a waiting reader with no cooperating writer (none came yet, or it died or left)
+   * looks at the text itself, on the JavaScript thread every 50 ms (or `followPeriodMs`, if
+   * longer), before it starts the Worker that looks every `followPeriodMs`, in ms. A writer that
+   * comes (or comes back: a button restarted) within it costs no Worker: a Worker is a V8 isolate
+   * of its own, and the process keeps most of what it took (about 11 MiB here) after it ends.
+   * 0 starts the Worker at once.
+   *
+   * @default {3000}
+   */
+  followGraceMs?: number;
   /**
    * How often {@link StateCell.waitForChangeSync} looks whether the writer still lives while it
    * sleeps, in ms (nothing else runs on its thread to hear of a death). `Infinity` never looks:
@@ -277,6 +293,9 @@ export class StateCell {
   readonly #supervisor: boolean;
   readonly #mirror: StateFile | undefined;
   readonly #followPeriodMs: number;
+  readonly #followGraceMs: number;
+  /** How often a reader in its grace looks at the text. */
+  readonly #graceLookMs: number;
   readonly #livenessCheckMs: number;
   readonly #onWriter: ((event: WriterEvent) => void) | undefined;
   readonly #onMirrorError: ((error: Error, repeated: boolean) => void) | undefined;
@@ -301,9 +320,7 @@ export class StateCell {
   #writerSeen: WriterEvent | undefined;
   /** Follows a foreign writer while no cooperating writer is alive, with the waits on it. */
   #following: Following | undefined;
-  /** Whether a live cooperating writer was ever seen: then a reader follows at once. */
-  #sawWriter = false;
-  /** When a reader that never saw a writer starts following (see `#follow`). */
+  /** When a reader with no cooperating writer starts following (see `#graceEnd`). */
   #followAfter: number | undefined;
   /** How many waits (calls and iterations) are under way on this handle. */
   #waiting = 0;
@@ -335,6 +352,8 @@ export class StateCell {
     this.#supervisor = options.supervisor ?? false;
     this.#mirror = options.mirror;
     this.#followPeriodMs = options.followPeriodMs ?? DEFAULT_FOLLOW_PERIOD_MS;
+    this.#followGraceMs = options.followGraceMs ?? DEFAULT_FOLLOW_GRACE_MS;
+    this.#graceLookMs = Math.max(GRACE_LOOK_MS, this.#followPeriodMs);
     this.#livenessCheckMs = options.livenessCheckMs ?? DEFAULT_SYNC_LIVENESS_MS;
     this.#onWriter = options.onWriter;
     this.#onMirrorError = options.onMirrorError;
@@ -1030,7 +1049,8 @@ export class StateCell {
       this.#report("died");
       return false;
     }
-    this.#sawWriter = true;
+    // Its next absence gets a grace of its own.
+    this.#followAfter = undefined;
     if (listen && this.#unlisten === undefined) {
       this.#unlisten = watch.onDeath(() => {
         this.#unlisten = undefined;
@@ -1122,23 +1142,25 @@ export class StateCell {
   }
 
   /**
-   * When a reader that never saw a writer stops sleeping on the sequence and starts following
-   * (a Worker). The LED usually starts before its button and meets it within moments; a foreign
-   * change made meanwhile is still seen, by the first look after the sleep.
+   * When a reader with no cooperating writer stops looking at the text itself and starts
+   * following (a Worker). The LED usually starts before its button and meets it within moments,
+   * and a button that dies is started again within a second or two; a foreign change made
+   * meanwhile is seen by the next look, at most {@link GRACE_LOOK_MS} later.
    */
   #graceEnd(): number {
-    if (this.#following !== undefined || this.#sawWriter) return 0;
-    return this.#followAfter ??= performance.now() + FOLLOW_GRACE_MS;
+    if (this.#following !== undefined) return 0;
+    return this.#followAfter ??= performance.now() + this.#followGraceMs;
   }
 
   /**
    * Starts a sleep on the sequence the last read saw, until the deadline (throws `TimedOut` once
-   * it passed) or `graceEnd`; `settle` is called as {@link SharedMemory.sleep} says.
+   * it passed), and without a cooperating writer until `graceEnd` or the next look at the text,
+   * whichever comes first; `settle` is called as {@link SharedMemory.sleep} says.
    */
   #sleep(deadline: number, graceEnd: number, cooperating: boolean, settle: FutexSettle): Sleep {
     let timeoutMs = this.#remaining(deadline);
-    if (graceEnd !== Infinity) {
-      timeoutMs = Math.min(timeoutMs ?? Infinity, graceEnd - performance.now());
+    if (!cooperating) {
+      timeoutMs = Math.min(timeoutMs ?? Infinity, graceEnd - performance.now(), this.#graceLookMs);
     }
     if (cooperating) this.#stopFollowing();
     // The sequence the read of the value saw; a reader in its grace may have read the mirror.
@@ -1479,6 +1501,17 @@ function beingMade(header: DataView): boolean {
     header.getBigUint64(MAKER + 8 - MAGIC, true) === 0n;
 }
 
+/** Throws unless `followGraceMs` is a number of milliseconds from 0 up (`Infinity`: no Worker). */
+function checkGrace(value: number | undefined): void {
+  if (value === undefined) return;
+  if (typeof value !== "number") {
+    throw new TypeError(`followGraceMs ${shown(value)} is not a number of milliseconds`);
+  }
+  if (!(value >= 0)) {
+    throw new RangeError(`followGraceMs ${value} is not a number of milliseconds from 0 up`);
+  }
+}
+
 /**
  * Opens the state cell in `region`. A blank (all-zero) header, such as the one in a file the
  * original C program made, is given a fresh header and keeps its value; a foreign or damaged
@@ -1507,6 +1540,7 @@ export function openStateCell(region: SharedRegion, options: StateCellOptions = 
   for (const name of ["followPeriodMs", "livenessCheckMs"] as const) {
     checkPeriod(options[name], name);
   }
+  checkGrace(options.followGraceMs);
   // Now, not at the first read or write, which failed on it with a TypeError of our own. (A
   // closed one fails a writer's open once its roles are taken, which it then gives up.)
   const { mirror } = options;

@@ -2,11 +2,16 @@ import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/a
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
-import { allThreadSwitches, voluntarySwitches } from "./helpers/proc.ts";
+import {
+  allThreadSwitches,
+  settledWorkerThreads,
+  voluntarySwitches,
+  workerThreads,
+} from "./helpers/proc.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withMount, withShmName, withTempDir } from "./helpers/temp.ts";
-import { delay, GUARD_MS } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, until } from "./helpers/waiting.ts";
 import { writerEvents } from "./helpers/writer_events.ts";
 import {
   createMemfdRegion,
@@ -78,6 +83,16 @@ Deno.test("openStateCell() refuses periods under 1 ms, or not a finite number of
   }
   using cell = openStateCell(region, { livenessCheckMs: Infinity });
   assertEquals(cell.read(), 0);
+  // The grace before a follower Worker: 0 (at once) and Infinity (never) are both meant.
+  for (const followGraceMs of [0, 1.5, Infinity]) openStateCell(region, { followGraceMs }).close();
+  for (const followGraceMs of [-1, NaN, -Infinity]) {
+    assertThrows(() => openStateCell(region, { followGraceMs }), RangeError, "from 0 up");
+  }
+  assertThrows(
+    () => openStateCell(region, { followGraceMs: "5" as unknown as number }),
+    TypeError,
+    'followGraceMs "5" is not a number',
+  );
 });
 
 Deno.test("a state cell whose control block a peer wrote over fails with InvalidData naming the region, not with a value nobody wrote, and works again once restored", async () => {
@@ -598,6 +613,55 @@ Deno.test("a reader sees a writer that only writes the text (the original C butt
   await delay(20);
   region.write(0, encoder.encode("1\n\0")); // no sequence bump, no wake: like sprintf()
   assertEquals(await next, 1);
+});
+
+Deno.test("a reader whose writer left looks at the text itself during its grace, with no Worker", async () => {
+  const before = await settledWorkerThreads();
+  using region = createMemfdRegion({ size: 256 });
+  // A grace no test comes near: only the reader's own looks can see the change.
+  using reader = openStateCell(region, { followGraceMs: 60_000 });
+  const writer = openStateCell(region, { writer: true });
+  writer.write(1);
+  const next = reader.waitForChange({ from: 1, timeout: 10_000 });
+  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+  await delay(20);
+  writer.close();
+  await delay(200);
+  assertEquals(workerThreads(), before, "a Worker started in the grace");
+  region.write(0, encoder.encode("7\n\0")); // as the original C button writes
+  assertEquals(await next, 7);
+  assertEquals(workerThreads(), before, "a Worker started in the grace");
+});
+
+Deno.test("a writer back within a reader's grace costs it no Worker; one that stays away does", async () => {
+  const before = await settledWorkerThreads();
+  using region = createMemfdRegion({ size: 256 });
+  const reader = openStateCell(region, { followGraceMs: 1000 });
+  let writer = openStateCell(region, { writer: true });
+  try {
+    // A button that died and was started again: gone for a moment, then back.
+    let next = reader.waitForChange({ timeout: 10_000 });
+    next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+    await delay(20);
+    writer.close();
+    await delay(100);
+    writer = openStateCell(region, { writer: true });
+    writer.write(1);
+    assertEquals(await next, 1);
+    assertEquals(workerThreads(), before, "a Worker started for a writer that came back");
+    // Gone for good: the grace ends, and the Worker follows the text.
+    next = reader.waitForChange({ timeout: 30_000 });
+    next.catch(() => {});
+    await delay(20);
+    writer.close();
+    await until(() => workerThreads() === before + 1, "the follower Worker started");
+    region.write(0, encoder.encode("5\n\0"));
+    assertEquals(await next, 5);
+  } finally {
+    writer.close();
+    reader.close();
+  }
+  await until(() => workerThreads() === before, "the follower Worker ended");
 });
 
 Deno.test("readers go back to checking the text once the cooperating writer leaves", async () => {

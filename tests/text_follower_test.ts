@@ -9,42 +9,9 @@ import { closeFd, openPath } from "../ffi/posix.ts";
 import { type FollowedChange, FOLLOWERS_PER_WORKER, TextFollower } from "../ffi/text_follower.ts";
 import { parseState } from "../lib/state_text.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { settledWorkerThreads, workerThreads } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
-import { delay, GUARD_MS, within } from "./helpers/waiting.ts";
-
-/** This process's Worker threads (Deno names them `worker-N`), read by another process. */
-async function workerThreads(): Promise<number> {
-  // A Deno process may read its own /proc only with --allow-all.
-  const output = await new Deno.Command("sh", {
-    args: ["-c", `cat /proc/${Deno.pid}/task/*/comm 2>/dev/null`],
-  }).output();
-  return new TextDecoder().decode(output.stdout).split("\n")
-    .filter((name) => name.startsWith("worker-")).length;
-}
-
-/**
- * The Worker threads to count from: once the number held for 100 ms, since a Worker an earlier
- * test terminated may still be ending.
- */
-async function settledWorkerThreads(): Promise<number> {
-  let count = await workerThreads();
-  for (let same = 0; same < 5;) {
-    await delay(20);
-    const now = await workerThreads();
-    same = now === count ? same + 1 : 0;
-    count = now;
-  }
-  return count;
-}
-
-/** Polls `condition` every 10 ms until it holds; throws naming `what` after GUARD_MS. */
-async function untilAsync(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const started = performance.now();
-  while (!await condition()) {
-    if (performance.now() - started > GUARD_MS) throw new Error(`Not ${what} after ${GUARD_MS} ms`);
-    await delay(10);
-  }
-}
+import { delay, until, within } from "./helpers/waiting.ts";
 
 /** Writes `text` in place at the start of `path`, as the original C button writes. */
 function writeInPlace(path: string, text: string): void {
@@ -129,7 +96,7 @@ testWith(
             }),
           );
         }
-        await untilAsync(async () => await workerThreads() === before + 2, "two Worker threads");
+        await until(() => workerThreads() === before + 2, "two Worker threads");
         // One stops; every other one still hears its own file, with its own value.
         await followers[0].stop();
         assertEquals(await followers[0].next(), undefined);
@@ -142,7 +109,7 @@ testWith(
           });
         }
         assertEquals(
-          await workerThreads(),
+          workerThreads(),
           before + 2,
           "a Worker ended while its followers went on",
         );
@@ -151,7 +118,7 @@ testWith(
         for (const fd of fds) closeFd(fd);
       }
       // The last follower to stop ends its Worker.
-      await untilAsync(async () => await workerThreads() === before, "no Worker thread left");
+      await until(() => workerThreads() === before, "no Worker thread left");
     });
   },
 );
@@ -230,15 +197,15 @@ testWith(
         const change = late.next();
         writeInPlace(`${dir}/d`, "7\n");
         assertEquals(await within(change, 10_000), { value: 7, watchMoved: false });
-        await untilAsync(
-          async () => await workerThreads() === before + 1,
+        await until(
+          () => workerThreads() === before + 1,
           "the failed Worker gone",
         );
       } finally {
         await Promise.all(followers.map((follower) => follower.stop()));
         for (const fd of fds) closeFd(fd);
       }
-      await untilAsync(async () => await workerThreads() === before, "no Worker thread left");
+      await until(() => workerThreads() === before, "no Worker thread left");
     });
   },
 );

@@ -4,13 +4,15 @@
  * Our `consumers/led.ts` and the C stand-in of the original's 1 ms poller follow the same file
  * in the same run: change to applied (the writer's stamp to the LED's log line arriving here),
  * then what each costs while nothing changes, beside C doing what our follower does at its period
- * (`bench/c/follow_floor.c`): the least that following by looking costs on this machine.
+ * (`bench/c/follow_floor.c`): the least that following by looking costs on this machine. All
+ * of it once the LED's grace has passed, in which it looks every 50 ms by itself before it
+ * starts its follower Worker (see `followGraceMs`): what it does from then on.
  *
  * @module
  */
 
 import { delay } from "@std/async/delay";
-import { DEFAULT_FOLLOW_PERIOD_MS } from "../../lib/state_cell.ts";
+import { DEFAULT_FOLLOW_GRACE_MS, DEFAULT_FOLLOW_PERIOD_MS } from "../../lib/state_cell.ts";
 import { idleCost } from "../proc_stats.ts";
 import { type Child, ROOT, spawnDeno, spawnProgram } from "../processes.ts";
 import { summarizeLatencies, summarizeRuns } from "../stats.ts";
@@ -44,6 +46,7 @@ export const foreignWriter: BenchCase = {
     await using poller = spawnProgram(original, ["led", state]);
     await led.waitFor(LED_LINE);
     await poller.waitFor(LED_LINE);
+    await delay(DEFAULT_FOLLOW_GRACE_MS + 500);
     const input = writer.stdin.getWriter();
     try {
       const changes = config.quick ? 20 : 100;

@@ -123,3 +123,27 @@ export function threadReport(pid: number): string {
   const threads = [...kinds].map(([kind, count]) => `${count} ${kind}`).join(", ");
   return `threads: ${threads}; main thread: state ${state}, wchan ${wchan}, syscall ${syscall}`;
 }
+
+/** How many Worker threads (Deno names them `worker-N`) this process has now. */
+export function workerThreads(): number {
+  let count = 0;
+  for (const task of listDirectory(`/proc/${Deno.pid}/task`)) {
+    if (readFileText(`/proc/${Deno.pid}/task/${task}/comm`)?.startsWith("worker-")) count++;
+  }
+  return count;
+}
+
+/**
+ * The Worker threads to count from: once the number held for 100 ms, since a Worker an earlier
+ * test terminated may still be ending.
+ */
+export async function settledWorkerThreads(): Promise<number> {
+  let count = workerThreads();
+  for (let same = 0; same < 5;) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = workerThreads();
+    same = now === count ? same + 1 : 0;
+    count = now;
+  }
+  return count;
+}
