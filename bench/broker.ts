@@ -20,10 +20,36 @@ export const MOSQUITTO_PROGRAMS: readonly string[] = [
 /** How to get {@link MOSQUITTO_PROGRAMS} on Debian. */
 export const MOSQUITTO_INSTALL = "apt-get install mosquitto mosquitto-clients";
 
-/** A port on 127.0.0.1 that nothing listens on right now. */
+/**
+ * Ports below Linux's default range of ephemeral ports (32768-60999, `ip_local_port_range`):
+ * the kernel gives none of them to a socket of its own accord.
+ */
+const FIXED_PORTS = { from: 20_000, count: 12_000 };
+
+/**
+ * A loopback listener on a port below the ephemeral range, for a broker that stops listening
+ * and listens again on the same port: a port from `port: 0` could be given meanwhile to any
+ * connection made on the machine (a client reconnecting to that very broker among them).
+ */
+export function listenOnFixedPort(): Deno.TcpListener {
+  for (let tries = 1;; tries++) {
+    const port = FIXED_PORTS.from + Math.floor(Math.random() * FIXED_PORTS.count);
+    try {
+      return Deno.listen({ hostname: "127.0.0.1", port });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse) || tries === 100) throw error;
+    }
+  }
+}
+
+/**
+ * A port on 127.0.0.1 that nothing listens on right now, below the ephemeral range (see
+ * {@link listenOnFixedPort}), so that it is still free when a broker starts, or starts again,
+ * on it.
+ */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
+  const listener = listenOnFixedPort();
+  const { port } = listener.addr;
   listener.close();
   return port;
 }

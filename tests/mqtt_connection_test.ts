@@ -14,7 +14,7 @@ import { warningsInto } from "./helpers/logs.ts";
 import { CONNACK_5 } from "./helpers/fake_broker.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { withTempDir } from "./helpers/temp.ts";
-import { linesInto, startBroker, testWithBroker } from "./mqtt_helpers.ts";
+import { linesInto, listenOnFixedPort, startBroker, testWithBroker } from "./mqtt_helpers.ts";
 
 /** CONNACK: session not present, connection accepted. */
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
@@ -465,7 +465,8 @@ testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
   "BrokerConnection hints at a rival client only after three short connections in a row that the broker still listened after: a close it stopped listening at (a restart) ends the run",
   async () => {
-    let server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    // Closed and listened on again below, as a broker restarting.
+    let server = listenOnFixedPort();
     const port = server.addr.port;
     const url = `mqtt://127.0.0.1:${port}`;
     const said: string[] = [];

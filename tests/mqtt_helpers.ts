@@ -14,6 +14,7 @@ export {
   Broker,
   type BrokerOptions,
   freePort,
+  listenOnFixedPort,
   makeCertificates,
   startBroker,
 } from "../bench/broker.ts";
