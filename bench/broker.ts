@@ -22,7 +22,8 @@ export const MOSQUITTO_INSTALL = "apt-get install mosquitto mosquitto-clients";
 
 /**
  * Ports below Linux's default range of ephemeral ports (32768-60999, `ip_local_port_range`):
- * the kernel gives none of them to a socket of its own accord.
+ * the kernel gives none of them to a socket of its own accord. (On a host whose range was
+ * widened down into them, a port may again be taken between two listens.)
  */
 const FIXED_PORTS = { from: 20_000, count: 12_000 };
 

@@ -706,7 +706,7 @@ export function mappingCount(): number | undefined {
     let lines = 0;
     for (let count; (count = readFd(fd, buffer, path)) > 0;) {
       // indexOf, not a loop over the bytes: V8 compiles such a loop on the spot (on-stack
-      // replacement), which kept about 3 MiB more in every process that opened one region.
+      // replacement), which kept megabytes more in every process that opened one region.
       const read = buffer.subarray(0, count);
       for (let at = read.indexOf(0x0a); at >= 0; at = read.indexOf(0x0a, at + 1)) lines++;
     }

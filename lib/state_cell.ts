@@ -160,19 +160,20 @@ export interface StateCellOptions {
   onMirrorRecovered?: () => void;
   /**
    * How often a reader looks at the text while no cooperating writer is alive, in ms (off the
-   * JavaScript thread, in a Worker that wakes the event loop only for a change); at most
-   * 2^31 - 1, since such a reader has nothing else to go by.
+   * JavaScript thread, in a Worker that wakes the event loop only for a change, once
+   * `followGraceMs` has passed); at most 2^31 - 1, since such a reader has nothing else to go by.
    *
    * @default {2.75}
    */
   followPeriodMs?: number;
   /**
    * How long a waiting reader with no cooperating writer (none came yet, or it died or left)
-   * looks at the text itself, on the JavaScript thread every 50 ms (or `followPeriodMs`, if
-   * longer), before it starts the Worker that looks every `followPeriodMs`, in ms. A writer that
-   * comes (or comes back: a button restarted) within it costs no Worker: a Worker is a V8 isolate
-   * of its own, and the process keeps most of what it took (about 11 MiB here) after it ends.
-   * 0 starts the Worker at once.
+   * looks at the text itself, on the JavaScript thread every 50 ms (or every `followPeriodMs`,
+   * if longer), before it starts the Worker that looks every `followPeriodMs`, in ms. It counts
+   * while waits are under way: a handle with no wait for a moment starts a new one at its next
+   * wait. A writer that comes (or comes back: a button restarted) within it costs no Worker: a
+   * Worker is a V8 isolate of its own, and the process keeps most of what it took (about 11 MiB
+   * here) after it ends. 0 starts the Worker at once; `Infinity` never starts one.
    *
    * @default {3000}
    */
@@ -1088,8 +1089,9 @@ export class StateCell {
   /**
    * The loop under {@link StateCell.waitForChange} and {@link StateCell.changes}: resolves with
    * the value once it differs from `from` (default: the value now). With a cooperating writer
-   * alive it sleeps on the sequence word; otherwise a follower Worker watches the foreign
-   * writer's text and the sequence, and only a change wakes it. Throws `TimedOut` at the
+   * alive it sleeps on the sequence word; otherwise it looks at the foreign writer's text itself
+   * during its grace (see `#graceEnd`), and after it a follower Worker watches the text and the
+   * sequence, and only a change wakes it. Throws `TimedOut` at the
    * deadline, the signal's reason on abort and `BadResource` once closed.
    *
    * One async function, awaiting the futex call itself: a woken wait reaches its caller in two
@@ -1145,7 +1147,7 @@ export class StateCell {
    * When a reader with no cooperating writer stops looking at the text itself and starts
    * following (a Worker). The LED usually starts before its button and meets it within moments,
    * and a button that dies is started again within a second or two; a foreign change made
-   * meanwhile is seen by the next look, at most {@link GRACE_LOOK_MS} later.
+   * meanwhile is seen by the next look, `#graceLookMs` later at most.
    */
   #graceEnd(): number {
     if (this.#following !== undefined) return 0;
@@ -1319,6 +1321,8 @@ export class StateCell {
     this.#unlisten?.();
     this.#unlisten = undefined;
     this.#stopFollowing();
+    // The grace counts the time spent waiting: the next wait gets one of its own.
+    this.#followAfter = undefined;
     this.#writerSeen = undefined;
     this.#stopHearingShrink();
   };

@@ -241,6 +241,11 @@ testWith(
             ["led", 68, "its layout version is 1482184792", /LED Status: On/],
           ] as const
         ) {
+          // An LED the last round started again (one that met the damaged magic while it waited
+          // on the cell) is up before this round writes: else it may meet this round's damage
+          // as it opens the cell, and exit for it.
+          const ledStart = launcher.lines.findLastIndex((line) => /Started led/.test(line.text));
+          await launcher.waitFor(/LED Status/, { since: ledStart, timeoutMs: GUARD_MS });
           const since = launcher.lines.length;
           await writeOver(memfd, offset);
           Deno.kill(latest(child), "SIGKILL");

@@ -11,7 +11,7 @@ import {
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withMount, withShmName, withTempDir } from "./helpers/temp.ts";
-import { delay, GUARD_MS, until } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { writerEvents } from "./helpers/writer_events.ts";
 import {
   createMemfdRegion,
@@ -28,7 +28,11 @@ import {
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
 import { loadRounds } from "./helpers/load.ts";
-import { STATE_CELL_MAGIC, STATE_CELL_VERSION } from "../lib/state_cell.ts";
+import {
+  DEFAULT_FOLLOW_GRACE_MS,
+  STATE_CELL_MAGIC,
+  STATE_CELL_VERSION,
+} from "../lib/state_cell.ts";
 
 const PEER = `${TESTS_DIR}fixtures/cell_peer.ts`;
 const encoder = new TextEncoder();
@@ -618,19 +622,76 @@ Deno.test("a reader sees a writer that only writes the text (the original C butt
 Deno.test("a reader whose writer left looks at the text itself during its grace, with no Worker", async () => {
   const before = await settledWorkerThreads();
   using region = createMemfdRegion({ size: 256 });
-  // A grace no test comes near: only the reader's own looks can see the change.
+  // A grace and a wait no test comes near: only the reader's own looks can see the change.
   using reader = openStateCell(region, { followGraceMs: 60_000 });
   const writer = openStateCell(region, { writer: true });
   writer.write(1);
-  const next = reader.waitForChange({ from: 1, timeout: 10_000 });
+  const next = reader.waitForChange({ from: 1, timeout: 60_000 });
   next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
   await delay(20);
   writer.close();
   await delay(200);
   assertEquals(workerThreads(), before, "a Worker started in the grace");
   region.write(0, encoder.encode("7\n\0")); // as the original C button writes
-  assertEquals(await next, 7);
+  // Seen by a look within moments, not at the end of the minute's wait.
+  assertEquals(await within(next, GUARD_MS), 7);
   assertEquals(workerThreads(), before, "a Worker started in the grace");
+});
+
+Deno.test("each absence of the writer gets a grace of its own: a second restart costs no Worker either", async () => {
+  const before = await settledWorkerThreads();
+  using region = createMemfdRegion({ size: 256 });
+  using reader = openStateCell(region, { followGraceMs: 2000 });
+  let writer = openStateCell(region, { writer: true });
+  const values: number[] = [];
+  const seen = (async () => {
+    for await (const value of reader.changes()) values.push(value);
+  })();
+  try {
+    let most = 0;
+    for (let round = 1; round <= 2; round++) {
+      // Gone for a tenth of the grace, then back for longer than the grace.
+      writer.close();
+      await delay(200);
+      most = Math.max(most, workerThreads());
+      writer = openStateCell(region, { writer: true });
+      writer.write(round);
+      await until(() => values.at(-1) === round, `value ${round} seen`);
+      if (round === 1) await delay(2500);
+    }
+    assertEquals(most, before, "a Worker started for a writer gone a moment");
+    assertEquals(workerThreads(), before, "a Worker started for a writer gone a moment");
+  } finally {
+    writer.close();
+    reader.close();
+    await seen;
+  }
+});
+
+Deno.test("the grace counts the time spent waiting: a reader that waits again after a pause gets a new one", async () => {
+  const before = await settledWorkerThreads();
+  using region = createMemfdRegion({ size: 256 });
+  using reader = openStateCell(region, { followGraceMs: 1000 });
+  await assertRejectsWith(() => reader.waitForChange({ timeout: 100 }), Deno.errors.TimedOut);
+  await delay(1500); // no wait under way, for longer than the grace
+  const next = reader.waitForChange({ timeout: 60_000 });
+  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+  await delay(300);
+  assertEquals(workerThreads(), before, "a Worker started at once, the grace spent while idle");
+  region.write(0, encoder.encode("4\n\0"));
+  assertEquals(await within(next, GUARD_MS), 4);
+});
+
+Deno.test("followGraceMs: Infinity never starts a Worker, and the reader's own looks still see a foreign write", async () => {
+  const before = await settledWorkerThreads();
+  using region = createMemfdRegion({ size: 256 });
+  using reader = openStateCell(region, { followGraceMs: Infinity });
+  const next = reader.waitForChange({ timeout: 60_000 });
+  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+  await delay(DEFAULT_FOLLOW_GRACE_MS + 500); // past the default grace
+  assertEquals(workerThreads(), before, "a Worker started");
+  region.write(0, encoder.encode("3\n\0"));
+  assertEquals(await within(next, GUARD_MS), 3);
 });
 
 Deno.test("a writer back within a reader's grace costs it no Worker; one that stays away does", async () => {
@@ -723,7 +784,8 @@ testWith(
       await using holder = spawnDeno(PEER, ["hold-writer", "posix", name]);
       assertEquals(await holder.nextLine(), `writer ${holder.pid}`);
       const { events, died, onWriter } = writerEvents();
-      using reader = openStateCell(region, { onWriter });
+      // The follower Worker at once, as before the grace: what follows its start is the test.
+      using reader = openStateCell(region, { onWriter, followGraceMs: 0 });
       const next = reader.waitForChange({ timeout: 30_000 });
       await delay(50); // the reader is asleep on the futex, listening to the writer's pidfd
       holder.kill("SIGKILL");

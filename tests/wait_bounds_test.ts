@@ -11,6 +11,7 @@
 import { assert, assertEquals, fail } from "@std/assert";
 import { cpuUsage } from "node:process";
 import { createMemfdRegion, openRingConsumer, openRingProducer, openStateCell } from "../mod.ts";
+import { DEFAULT_FOLLOW_GRACE_MS } from "../lib/state_cell.ts";
 import { makeFifo } from "../ffi/posix.ts";
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
@@ -18,7 +19,8 @@ import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { ringRegion } from "./helpers/rings.ts";
-import { delay, within } from "./helpers/waiting.ts";
+import { delay, until, within } from "./helpers/waiting.ts";
+import { settledWorkerThreads, workerThreads } from "./helpers/proc.ts";
 
 /**
  * Fails unless this process sleeps for `ms` while its waits stay pending. A spin takes about as
@@ -214,9 +216,14 @@ Deno.test("a follow period just under a whole second sleeps: the follower does n
 
 Deno.test("two waits on one reader while it follows a foreign writer both see its write", async () => {
   using region = createMemfdRegion({ size: 256 });
+  const before = await settledWorkerThreads();
   using reader = openStateCell(region, { followGraceMs: 0 });
   const first = reader.waitForChange();
-  await delay(400); // the first wait follows the text in the Worker
+  first.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+  // At once, not after the default grace.
+  await until(() => workerThreads() === before + 1, "the follower Worker started", {
+    timeoutMs: DEFAULT_FOLLOW_GRACE_MS / 2,
+  });
   const second = reader.waitForChange();
   await delay(50);
   region.write(0, new TextEncoder().encode("1\n\0")); // as the original C button writes it
