@@ -1091,8 +1091,8 @@ export class StateCell {
    * the value once it differs from `from` (default: the value now). With a cooperating writer
    * alive it sleeps on the sequence word; otherwise it looks at the foreign writer's text itself
    * during its grace (see `#graceEnd`), and after it a follower Worker watches the text and the
-   * sequence, and only a change wakes it. Throws `TimedOut` at the
-   * deadline, the signal's reason on abort and `BadResource` once closed.
+   * sequence, and only a change wakes it. Throws `TimedOut` at the deadline, the signal's reason
+   * on abort and `BadResource` once closed.
    *
    * One async function, awaiting the futex call itself: a woken wait reaches its caller in two
    * microtask hops, with one load in between. Each hop or call more on that path costs
