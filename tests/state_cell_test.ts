@@ -619,6 +619,29 @@ Deno.test("a reader sees a writer that only writes the text (the original C butt
   assertEquals(await next, 1);
 });
 
+/**
+ * Waits on `reader` for `pauseMs`, checks that no Worker thread started since `before` (else
+ * fails with `noWorker`), then writes `value` as the original C button does: the wait must see it
+ * within moments, where it would last a minute, so by the reader's own looks.
+ */
+async function seenByLooks(
+  region: SharedRegion,
+  reader: StateCell,
+  { before, pauseMs, value, noWorker }: {
+    before: number;
+    pauseMs: number;
+    value: number;
+    noWorker: string;
+  },
+): Promise<void> {
+  const next = reader.waitForChange({ timeout: 60_000 });
+  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
+  await delay(pauseMs);
+  assertEquals(workerThreads(), before, noWorker);
+  region.write(0, encoder.encode(`${value}\n\0`));
+  assertEquals(await within(next, GUARD_MS), value);
+}
+
 Deno.test("a reader whose writer left looks at the text itself during its grace, with no Worker", async () => {
   const before = await settledWorkerThreads();
   using region = createMemfdRegion({ size: 256 });
@@ -674,24 +697,24 @@ Deno.test("the grace counts the time spent waiting: a reader that waits again af
   using reader = openStateCell(region, { followGraceMs: 1000 });
   await assertRejectsWith(() => reader.waitForChange({ timeout: 100 }), Deno.errors.TimedOut);
   await delay(1500); // no wait under way, for longer than the grace
-  const next = reader.waitForChange({ timeout: 60_000 });
-  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
-  await delay(300);
-  assertEquals(workerThreads(), before, "a Worker started at once, the grace spent while idle");
-  region.write(0, encoder.encode("4\n\0"));
-  assertEquals(await within(next, GUARD_MS), 4);
+  await seenByLooks(region, reader, {
+    before,
+    pauseMs: 300,
+    value: 4,
+    noWorker: "a Worker started at once, the grace spent while idle",
+  });
 });
 
 Deno.test("followGraceMs: Infinity never starts a Worker, and the reader's own looks still see a foreign write", async () => {
   const before = await settledWorkerThreads();
   using region = createMemfdRegion({ size: 256 });
   using reader = openStateCell(region, { followGraceMs: Infinity });
-  const next = reader.waitForChange({ timeout: 60_000 });
-  next.catch(() => {}); // awaited below; a failed assertion before that closes the reader
-  await delay(DEFAULT_FOLLOW_GRACE_MS + 500); // past the default grace
-  assertEquals(workerThreads(), before, "a Worker started");
-  region.write(0, encoder.encode("3\n\0"));
-  assertEquals(await within(next, GUARD_MS), 3);
+  await seenByLooks(region, reader, {
+    before,
+    pauseMs: DEFAULT_FOLLOW_GRACE_MS + 500, // past the default grace
+    value: 3,
+    noWorker: "a Worker started",
+  });
 });
 
 Deno.test("a writer back within a reader's grace costs it no Worker; one that stays away does", async () => {

@@ -7,6 +7,7 @@
  */
 
 import { listDirectory, processState, readFileText, readLink } from "../../ffi/posix.ts";
+import { delay } from "./waiting.ts";
 
 /** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
 export function processGone(pid: number): boolean {
@@ -140,7 +141,7 @@ export function workerThreads(): number {
 export async function settledWorkerThreads(): Promise<number> {
   let count = workerThreads();
   for (let same = 0; same < 5;) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await delay(20);
     const now = workerThreads();
     same = now === count ? same + 1 : 0;
     count = now;
