@@ -273,9 +273,17 @@ function memoryTargets(): TargetSpec[] {
   targets.push({
     id: "rss-ffi-vs-bare",
     title:
-      "RSS of a script that only opens the libc bindings (`Deno.dlopen`), against a bare script",
+      "RSS of a script that only opens the libc bindings (generic calls), against a bare script",
     figure: { id: "memory.rss.ffi" },
     baseline: { id: "memory.rss.bare" },
+    source: ISSUE_12,
+  });
+  targets.push({
+    id: "rss-ffi-fast-vs-ffi",
+    title:
+      "RSS of a script that also compiles libc's fast calls, against one with the generic calls only",
+    figure: { id: "memory.rss.ffi-fast" },
+    baseline: { id: "memory.rss.ffi" },
     source: ISSUE_12,
   });
   targets.push({

@@ -14,6 +14,7 @@
 import * as C from "./constants.ts";
 import { Errno, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
+import { wakeFutex } from "./futex_wake.ts";
 import { guardedFaultWord } from "./sigbus_guard.ts";
 import { letWokenCodeRun } from "./woken_code.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
@@ -136,15 +137,7 @@ class Group {
   #kick(): void {
     counts.kicks++;
     Atomics.add(this.#control, 0, 1);
-    libc().syscall(
-      C.SYS_futex,
-      Deno.UnsafePointer.create(this.#controlAddress),
-      C.FUTEX_WAKE,
-      1,
-      null,
-      null,
-      0,
-    );
+    wakeFutex(Deno.UnsafePointer.create(this.#controlAddress), 1);
   }
 
   async #run(): Promise<void> {

@@ -11,6 +11,7 @@ import { fromCString } from "./posix.ts";
 import { ChipV1, GPIOD_V1_SYMBOLS } from "./gpiod_v1.ts";
 import { type Chip, LIBGPIOD_ENV } from "./gpiod_types.ts";
 import { ChipV2, GPIOD_V2_SYMBOLS } from "./gpiod_v2.ts";
+import { openLibrary } from "./library.ts";
 
 export type { Bias, Chip, InputLine, InputSettings, LineInfo, OutputLine } from "./gpiod_types.ts";
 export { LIBGPIOD_ENV };
@@ -61,14 +62,14 @@ function versionOf(pointer: Deno.PointerValue): string {
 }
 
 function load(library: string): Gpiod {
-  const probe = Deno.dlopen(library, PROBE_SYMBOLS);
+  const probe = openLibrary(library, PROBE_SYMBOLS);
   const isV2 = probe.symbols.gpiod_api_version !== null &&
     probe.symbols.gpiod_chip_request_lines !== null;
   const isV1 = probe.symbols.gpiod_version_string !== null &&
     probe.symbols.gpiod_chip_open_by_name !== null;
   probe.close();
   if (isV2) {
-    const lib = Deno.dlopen(library, GPIOD_V2_SYMBOLS).symbols;
+    const lib = openLibrary(library, GPIOD_V2_SYMBOLS).symbols;
     return {
       api: 2,
       library,
@@ -77,7 +78,7 @@ function load(library: string): Gpiod {
     };
   }
   if (isV1) {
-    const lib = Deno.dlopen(library, GPIOD_V1_SYMBOLS).symbols;
+    const lib = openLibrary(library, GPIOD_V1_SYMBOLS).symbols;
     return {
       api: 1,
       library,

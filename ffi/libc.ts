@@ -1,8 +1,12 @@
 /**
- * The libc symbol table and its lazy loader. Nothing else in the project names a libc symbol.
+ * The libc symbol table and its lazy loaders: every function through Deno's generic FFI path,
+ * and the few called often through fast calls on demand. Nothing else in the project names a libc
+ * symbol.
  *
  * @module
  */
+
+import { openLibrary } from "./library.ts";
 
 /** Every libc function the project calls, with its C declaration. */
 export const LIBC_SYMBOLS = {
@@ -173,19 +177,82 @@ export const LIBC_SYMBOLS = {
 /** The loaded libc with {@link LIBC_SYMBOLS}. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
+/**
+ * The calls made often enough that Deno's generic FFI path would cost: futex waits and wake-ups
+ * (through `syscall`) and the clock. Compiled only for a process that needs them.
+ */
+const FAST_SYMBOLS = {
+  syscall: LIBC_SYMBOLS.syscall,
+  clock_gettime: LIBC_SYMBOLS.clock_gettime,
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libc's fast-call functions: see {@link fastLibc}. */
+export type FastLibc = Deno.DynamicLibrary<typeof FAST_SYMBOLS>["symbols"];
+
 const LIBC_CANDIDATES = ["libc.so.6"] as const;
-let loaded: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+let loaded: Libc | undefined;
+let fast: FastLibc | undefined;
 
 /**
- * Returns libc's symbols, opening the library on first use. Kept this small so that V8 inlines it
- * into every caller's optimised code at little cost of its inlining budget: a larger body here
- * left no budget to inline the state cell's wait, whose FFI call then took the slow path.
+ * Returns libc's symbols, opening the library on first use. Synchronous calls take Deno's
+ * generic path (see `library.ts`): about 0.7 us more each than a fast call, and no compiler code
+ * in memory. Kept this small so that V8 inlines it into its callers at little cost of their
+ * inlining budget.
  */
 export function libc(): Libc {
-  return (loaded ?? openLibc()).symbols;
+  return loaded ?? openLibc();
 }
 
-function openLibc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS> {
+/**
+ * Returns libc's fast-call functions, compiling them on first use (`Deno.dlopen`): about 3 ms
+ * once, and about 3 MiB of resident memory for the rest of the process's life (Cranelift's code,
+ * the first time any library's fast call is compiled). For a synchronous futex wait, whose caller
+ * waits for speed, and for calls a process makes often (see `futex_wake.ts`). Kept this small so
+ * that V8 inlines it into the wait, whose call then takes V8's fast path.
+ */
+export function fastLibc(): FastLibc {
+  return fast ?? openFastLibc();
+}
+
+/** {@link fastLibc}'s functions if something in the process compiled them, else undefined. */
+export function compiledFastLibc(): FastLibc | undefined {
+  return fast;
+}
+
+/**
+ * Generic calls of {@link FastLibc}'s functions within a second that make the process compile
+ * the fast ones: at this rate the generic calls cost about 0.01 % of a CPU, and a person pressing
+ * a button never gets near it.
+ */
+export const HOT_CALLS = 200;
+
+/** When the latest run of {@link HOT_CALLS} generic calls began, and how far it has come. */
+let burstStart = 0;
+let burstCalls = 0;
+
+/**
+ * Counts a generic call of one of {@link FastLibc}'s functions, made because they are not
+ * compiled: {@link HOT_CALLS} of them within a second compile them.
+ */
+export function countGenericCall(): void {
+  if (++burstCalls < HOT_CALLS) return;
+  const now = performance.now();
+  if (now - burstStart < 1000) fastLibc();
+  burstStart = now;
+  burstCalls = 0;
+}
+
+function openLibc(): Libc {
+  loaded = openFirst((path) => openLibrary(path, LIBC_SYMBOLS).symbols);
+  return loaded;
+}
+
+function openFastLibc(): FastLibc {
+  fast = openFirst((path) => Deno.dlopen(path, FAST_SYMBOLS).symbols);
+  return fast;
+}
+
+function openFirst<T>(open: (path: string) => T): T {
   if (Deno.build.os !== "linux") {
     throw new Deno.errors.NotSupported(
       `mmap-ipc needs Linux (futex, memfd, statx); this is ${Deno.build.os}`,
@@ -194,8 +261,7 @@ function openLibc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS> {
   const failures: string[] = [];
   for (const candidate of LIBC_CANDIDATES) {
     try {
-      loaded = Deno.dlopen(candidate, LIBC_SYMBOLS);
-      return loaded;
+      return open(candidate);
     } catch (error) {
       if (
         error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied

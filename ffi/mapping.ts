@@ -9,7 +9,8 @@
 import * as C from "./constants.ts";
 import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
-import { libc } from "./libc.ts";
+import { type FastLibc, fastLibc, libc } from "./libc.ts";
+import { wakeFutex } from "./futex_wake.ts";
 import { mappingCount, maxMapCount } from "./posix.ts";
 import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
@@ -235,16 +236,7 @@ export class Mapping {
   /** Wakes up to `count` waiters on the word at `byteOffset`, in any process; returns how many. */
   futexWake(byteOffset: number, count: number): number {
     this.#live();
-    const woken = libc().syscall(
-      C.SYS_futex,
-      this.#word(byteOffset),
-      C.FUTEX_WAKE,
-      count,
-      null,
-      null,
-      0,
-    );
-    return Number(woken < 0n ? 0n : woken);
+    return wakeFutex(this.#word(byteOffset), count);
   }
 
   /**
@@ -326,16 +318,17 @@ export class Mapping {
 /**
  * One futex word of a {@link Mapping}: synchronous waits on this thread, and wake-ups. Everything
  * a call needs is prepared here once, so a wait is a compare, one FFI call and a compare, small
- * enough for V8 to inline into the caller's optimised loop (where the FFI call is a fast call),
- * and a wake is one check and one FFI call: in V8's lower tiers, where a process that writes
- * now and then runs, each call and lookup on the way to the syscall is time a sleeping reader
- * waits for.
+ * enough for V8 to inline into the caller's optimised loop (where the FFI call is a fast call:
+ * the first wait compiles libc's fast calls), and a wake is one check and one call to
+ * `wakeFutex()`: in V8's lower tiers, where a process that writes now and then runs, each call and
+ * lookup on the way to the syscall is time a sleeping reader waits for.
  */
 export class FutexWord {
   readonly #mapping: Mapping;
   readonly #address: Deno.PointerValue;
-  // Kept: a call made now and then runs cold, and each call on the way to the syscall costs.
-  readonly #syscall = libc().syscall;
+  // Kept from the first wait: a wait made now and then runs cold, and each call and lookup on the
+  // way to the syscall costs.
+  #syscall: FastLibc["syscall"] | undefined;
   readonly #timeout = new BigInt64Array(2);
   readonly #timeoutAddress = Deno.UnsafePointer.of(this.#timeout);
   #timeoutMs = -1;
@@ -349,7 +342,25 @@ export class FutexWord {
   /** Sleeps while the word holds `expected`, for at most `timeoutMs` (finite, not negative). */
   wait(expected: number, timeoutMs: number): WaitResult {
     if (timeoutMs !== this.#timeoutMs || !this.#mapping.isMapped) this.#prepare(timeoutMs);
-    const result = this.#syscall(
+    const result = (this.#syscall ?? this.#compile())(
+      C.SYS_futex,
+      this.#address,
+      C.FUTEX_WAIT,
+      expected,
+      this.#timeoutAddress,
+      null,
+      0,
+    );
+    return result === 0n ? "ok" : waitFailure();
+  }
+
+  /**
+   * {@link FutexWord.wait} through Deno's generic call: for a wait made rarely (an opener waiting
+   * for another to finish a header), which should not compile the fast calls for the process.
+   */
+  waitRarely(expected: number, timeoutMs: number): WaitResult {
+    if (timeoutMs !== this.#timeoutMs || !this.#mapping.isMapped) this.#prepare(timeoutMs);
+    const result = libc().syscall(
       C.SYS_futex,
       this.#address,
       C.FUTEX_WAIT,
@@ -365,8 +376,13 @@ export class FutexWord {
   wakeAll(): number {
     // Only a bug in this library gets here: its owner checks before every call.
     if (!this.#mapping.isMapped) throw new Deno.errors.BadResource("The mapping was released");
-    const woken = this.#syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
-    return Number(woken < 0n ? 0n : woken);
+    return wakeFutex(this.#address, WAKE_ALL);
+  }
+
+  /** The fast futex call, compiled by the first synchronous wait of the process. */
+  #compile(): FastLibc["syscall"] {
+    this.#syscall = fastLibc().syscall;
+    return this.#syscall;
   }
 
   /** Sets the timeout of the waits to come, once the mapping is known to be there. */

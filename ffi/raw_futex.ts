@@ -12,7 +12,7 @@
 
 import * as C from "./constants.ts";
 import { check, Errno, lastErrno, osError } from "./errno.ts";
-import { libc } from "./libc.ts";
+import { fastLibc, libc } from "./libc.ts";
 import { futexHub, putWaitvEntry, WAITV_BYTES } from "./futex_hub.ts";
 import { cString, readLink, statFd } from "./posix.ts";
 
@@ -211,7 +211,7 @@ export class RawFutexWord {
       this.#timespec[1] = BigInt(Math.floor((timeoutMs - seconds * 1000) * 1e6));
       this.#timeoutMs = timeoutMs;
     }
-    const result = libc().syscall(
+    const result = fastLibc().syscall(
       C.SYS_futex,
       this.#address,
       C.FUTEX_WAIT,
@@ -313,13 +313,21 @@ export class RawFutexWord {
   /** FUTEX_WAKE: wakes up to `count` waiters on this word, in any process; returns how many. */
   wake(count: number = WAKE_ALL): number {
     this.#check();
-    const woken = libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, count, null, null, 0);
+    const woken = fastLibc().syscall(
+      C.SYS_futex,
+      this.#address,
+      C.FUTEX_WAKE,
+      count,
+      null,
+      null,
+      0,
+    );
     return Number(woken < 0n ? 0n : woken);
   }
 
   /** @internal Wakes every waiter while the memory closes (the address is still mapped). */
   wakeForClose(): void {
-    libc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
+    fastLibc().syscall(C.SYS_futex, this.#address, C.FUTEX_WAKE, WAKE_ALL, null, null, 0);
   }
 
   /** `Atomics.load` of the word. */

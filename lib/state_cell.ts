@@ -826,7 +826,7 @@ export class StateCell {
       }
       // Its maker wakes the magic word; an older version's does not, hence the short slices.
       magicWord ??= this.#memory.futexWord(this.#base + MAGIC);
-      magicWord.wait(0, 1);
+      magicWord.waitRarely(0, 1);
     }
     try {
       if (Atomics.load(this.#words, this.#magicIndex) === STATE_CELL_MAGIC) return false;

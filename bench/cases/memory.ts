@@ -3,7 +3,8 @@
  * alone and as the launcher runs them (as users do: from the launcher's memfd, with its FIFO and
  * its state file), beside a bare `deno run --allow-ffi` script that does nothing, and beside the
  * floors the children cannot go below: a script that only opens the library's libc bindings
- * (what FFI itself costs), one that only sets up the project's logging, and the LED's and the
+ * (what FFI itself costs), one that also compiles libc's fast calls (what a process that waits
+ * synchronously or wakes often adds), one that only sets up the project's logging, and the LED's and the
  * button's whole module graphs without running them. All measured in the same run.
  *
  * @module
@@ -23,6 +24,7 @@ const PRESSES = 20;
 const CHILDREN = [
   "bare",
   "ffi",
+  "ffi-fast",
   "logging",
   "led-modules",
   "button-modules",
@@ -52,6 +54,7 @@ export const memory: BenchCase = {
         });
       await using bare = floor();
       await using ffi = floor("ffi");
+      await using ffiFast = floor("ffi-fast");
       await using logging = floor("logging");
       await using ledModules = floor("../../consumers/led.ts");
       await using buttonModules = floor("../../producers/button.ts");
@@ -59,7 +62,9 @@ export const memory: BenchCase = {
       await using launched = await startLauncher(work, `memory-launched-${run}`, {
         args: ["--state", work.file(`memory-launched-${run}.dat`)],
       });
-      for (const idle of [bare, ffi, logging, ledModules, buttonModules]) await idle.nextLine();
+      for (const idle of [bare, ffi, ffiFast, logging, ledModules, buttonModules]) {
+        await idle.nextLine();
+      }
       // Each pressed, and its LED's line awaited (the launcher's output carries its LED's lines).
       const pressed = [
         { press: system.press, output: system.led },
@@ -77,6 +82,7 @@ export const memory: BenchCase = {
       const pids: Record<Child, number> = {
         bare: bare.pid,
         ffi: ffi.pid,
+        "ffi-fast": ffiFast.pid,
         logging: logging.pid,
         "led-modules": ledModules.pid,
         "button-modules": buttonModules.pid,
@@ -92,7 +98,9 @@ export const memory: BenchCase = {
     }
     const labels: Record<Child, string> = {
       bare: "a bare `deno run --allow-ffi` script, idle",
-      ffi: "a script that only opens the library's libc bindings (`Deno.dlopen`), idle",
+      ffi: "a script that only opens the library's libc bindings (generic calls), idle",
+      "ffi-fast":
+        "a script that opens the libc bindings and compiles libc's fast calls (as a synchronous wait does), idle",
       logging: "a script that only loads and sets up logging (`app/logging.ts`), idle",
       "led-modules": "the LED's modules loaded, none of it run (its floor), idle",
       "button-modules": "the button's modules loaded, none of it run (its floor), idle",
