@@ -357,6 +357,8 @@ export class FutexWord {
   /**
    * {@link FutexWord.wait} through Deno's generic call: for a wait made rarely (an opener waiting
    * for another to finish a header), which should not compile the fast calls for the process.
+   * Written out beside `wait()`, not shared with it: a call site that saw both functions would
+   * no longer be a fast call in `wait()`'s optimised code.
    */
   waitRarely(expected: number, timeoutMs: number): WaitResult {
     if (timeoutMs !== this.#timeoutMs || !this.#mapping.isMapped) this.#prepare(timeoutMs);
