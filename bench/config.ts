@@ -24,7 +24,8 @@ Options:
                    given, never the README
                    (CASES)
   --out DIR        write results.json and results.md (soak.json and soak.md with --soak) to
-                   DIR instead of bench/
+                   DIR instead of bench/, and leave the README alone: its table is the
+                   committed bench/results.md
   --no-readme      do not refresh README.md
   --soak           run the system under presses for a long time and compare each child's
                    heap (after a full GC; by space, and by kind of object from heap
@@ -153,7 +154,9 @@ export function parseConfig(
     runs,
     cases,
     outDir,
-    readme: flags.readme && !partial,
+    // The README's table goes with bench/results.md: a run written elsewhere (a trial, a probe)
+    // must not put its figures under prose that reads the committed run.
+    readme: flags.readme && !partial && flags.out === undefined,
     soak: flags.soak ? { minutes: minutes ?? 10 } : undefined,
   };
 }

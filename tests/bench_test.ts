@@ -170,6 +170,12 @@ Deno.test("parseConfig() --quick, --only and --soak write nothing unless --out i
   assertEquals(noReadme.readme, false);
 });
 
+Deno.test("parseConfig() a full run with --out writes there and leaves the README alone", () => {
+  const config = parseConfig(["--out", "/tmp/trial"], { caseIds: CASES, root: "/p/" });
+  assert(config !== "help");
+  assertEquals([config.cases, config.outDir, config.readme], [CASES, "/tmp/trial", false]);
+});
+
 Deno.test("parseConfig() rejects unknown flags, bad values and flags that do not go together", () => {
   const options = { caseIds: CASES, root: "/p/" };
   const cases: [string[], string][] = [
