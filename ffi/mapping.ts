@@ -24,12 +24,16 @@ const WAKE_ALL = 0x7fff_ffff;
 const MAX_CACHED_WORDS = 64;
 
 /**
- * The most mappings this module holds at once in one JavaScript thread (the process, or one of
- * its Workers, each of which loads the module afresh), mapped or retired (a retired range is
- * never unmapped: see `lib/memory.ts`), System V attachments included: three quarters of the
- * kernel's default limit on mappings (`vm.max_map_count`, 65,530), as many as the SIGBUS guard
- * holds. At the kernel's limit every mmap of the process fails, V8's own too, and V8 then aborts
- * the process; short of it, an open is refused instead (see also {@link RESERVE}).
+ * The most mappings this module holds open at once in one JavaScript thread (the process, or one
+ * of its Workers, each of which loads the module afresh), System V attachments included: three
+ * quarters of the kernel's default limit on mappings (`vm.max_map_count`, 65,530), as many as the
+ * SIGBUS guard holds. At the kernel's limit every mmap of the process fails, V8's own too, and V8
+ * then aborts the process; short of it, an open is refused instead (see also {@link RESERVE}).
+ * A retired range (never unmapped: see `lib/memory.ts`) is not counted here: its private pages
+ * need no guard, and the kernel merges it with the retired ranges beside it (49,150 regions
+ * opened, lent and closed in a loop left under 500 mappings in `/proc/self/maps`), so counted
+ * here a process could open only so many regions in its life. What retired ranges do cost, the
+ * count of the process's mappings below sees.
  */
 export const MAX_MAPPINGS = 49_150;
 
@@ -45,7 +49,7 @@ const LOOK_EVERY = 1024;
 /** The kernel's default `vm.max_map_count`, where it cannot be read. */
 const DEFAULT_MAX_MAP_COUNT = 65_530;
 
-/** Mappings this module holds now in this thread: mapped or retired, not released. */
+/** Mappings this module holds open now in this thread: mapped, not retired or released. */
 let held = 0;
 /** Opens left before the next count of the process's mappings. */
 let untilLook = 0;
@@ -77,12 +81,11 @@ function checkRoom(action: string, subject: string): void {
 function tooMany(action: string, subject: string): never {
   throw new Error(
     `Cannot ${action} ${JSON.stringify(subject)}: this thread holds ${held} mappings of shared ` +
-      "memory (regions open, and closed ones whose views were lent, whose address range stays " +
-      "reserved), as many as one thread may before the kernel's limit on mappings; close some",
+      "memory open, as many as one thread may before the kernel's limit on mappings; close some",
   );
 }
 
-/** How many mappings this module holds now, mapped or retired (for tests). */
+/** How many mappings this module holds open now in this thread (for tests). */
 export function heldMappings(): number {
   return held;
 }
@@ -262,6 +265,7 @@ export class Mapping {
     // Private pages cannot fault for a shrunk file: the guard's slot is free for another range.
     this.#guard?.end();
     this.#state = "retired";
+    held--;
   }
 
   /** Unmaps the range (detaches the segment); safe to call twice. */
@@ -270,8 +274,8 @@ export class Mapping {
     this.#guard?.end();
     if (this.#attached && this.#state === "mapped") libc().shmdt(this.#pointer);
     else libc().munmap(this.#pointer, BigInt(this.#extent));
+    if (this.#state === "mapped") held--;
     this.#state = "released";
-    held--;
   }
 
   /**
