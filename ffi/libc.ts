@@ -189,8 +189,27 @@ const FAST_SYMBOLS = {
 /** libc's fast-call functions: see {@link fastLibc}. */
 export type FastLibc = Deno.DynamicLibrary<typeof FAST_SYMBOLS>["symbols"];
 
+/**
+ * What the text follower's Worker opens of libc (`text_follower.ts`): its body runs from source
+ * text and imports nothing, so it is handed these with the path libc was opened from. Fast calls
+ * there: it looks every few milliseconds, and its CPU while idle is held against C's.
+ */
+const FOLLOWER_SYMBOLS = {
+  pread: LIBC_SYMBOLS.pread,
+  syscall: LIBC_SYMBOLS.syscall,
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libc as the text follower's Worker opens it: see {@link followerLibc}. */
+export interface FollowerLibc {
+  /** The path libc was opened from in this thread. */
+  path: string;
+  /** The declarations to open it with. */
+  symbols: typeof FOLLOWER_SYMBOLS;
+}
+
 const LIBC_CANDIDATES = ["libc.so.6"] as const;
 let loaded: Libc | undefined;
+let loadedPath: string | undefined;
 let fast: FastLibc | undefined;
 
 /**
@@ -242,8 +261,18 @@ export function countGenericCall(): void {
   burstCalls = 0;
 }
 
+/** The path and declarations the text follower's Worker opens libc with, opening it here first. */
+export function followerLibc(): FollowerLibc {
+  libc();
+  return { path: loadedPath as string, symbols: FOLLOWER_SYMBOLS };
+}
+
 function openLibc(): Libc {
-  loaded = openFirst((path) => openLibrary(path, LIBC_SYMBOLS).symbols);
+  loaded = openFirst((path) => {
+    const symbols = openLibrary(path, LIBC_SYMBOLS).symbols;
+    loadedPath = path;
+    return symbols;
+  });
   return loaded;
 }
 

@@ -17,7 +17,7 @@
  */
 
 import * as C from "./constants.ts";
-import { libc } from "./libc.ts";
+import { type FollowerLibc, followerLibc, libc } from "./libc.ts";
 import type { Mapping } from "./mapping.ts";
 import { closeFd, duplicateFd } from "./posix.ts";
 
@@ -91,6 +91,8 @@ const ENDED = -1;
 
 interface Start {
   control: SharedArrayBuffer;
+  /** libc's path and the Worker's declarations of it, from `libc.ts`'s one table. */
+  libc: FollowerLibc;
   /** futex(2)'s syscall number on this architecture. */
   futex: string;
   layout: typeof LAYOUT;
@@ -133,18 +135,14 @@ function followerMain(): void {
     const { control, layout: L } = event.data;
     const words = new Int32Array(control);
     const numbers = new Float64Array(control);
-    const lib = Deno.dlopen("libc.so.6", {
-      pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-      syscall: {
-        parameters: ["i64", "pointer", "i32", "i32", "buffer", "pointer", "i32"],
-        result: "i64",
-      },
-    });
+    const lib = Deno.dlopen(event.data.libc.path, event.data.libc.symbols);
     const futex = BigInt(event.data.futex);
     const wakeWord = Deno.UnsafePointer.of(words);
     // A struct timespec of two 64-bit fields, written as 32-bit halves so that no BigInt is
-    // made per sleep (both architectures are little-endian; the high halves stay 0).
-    const timeout = new Int32Array(4);
+    // made per sleep (both architectures are little-endian; the high halves stay 0). Its own
+    // ArrayBuffer: off V8's heap, so its address holds.
+    const timeout = new Int32Array(new ArrayBuffer(16));
+    const timeoutAddress = Deno.UnsafePointer.of(timeout);
     const view = (address: number, bytes: number): ArrayBuffer =>
       Deno.UnsafePointerView.getArrayBuffer(
         Deno.UnsafePointer.create(BigInt(address)) as Deno.PointerObject,
@@ -225,7 +223,7 @@ function followerMain(): void {
         const seconds = Math.floor(ms / 1000);
         timeout[0] = seconds;
         timeout[2] = Math.min(999_999_999, Math.round((ms - seconds * 1000) * 1e6));
-        lib.symbols.syscall(futex, wakeWord, 0, seen, timeout, null, 0);
+        lib.symbols.syscall(futex, wakeWord, 0, seen, timeoutAddress, null, 0);
       }
     }
     lib.close();
@@ -269,7 +267,12 @@ class FollowerPool {
       event.preventDefault();
       this.#fail(new Error(`the Worker that follows the text failed: ${event.message}`));
     };
-    const start: Start = { control, futex: C.SYS_futex.toString(), layout: LAYOUT };
+    const start: Start = {
+      control,
+      libc: followerLibc(),
+      futex: C.SYS_futex.toString(),
+      layout: LAYOUT,
+    };
     this.#worker.postMessage(start);
   }
 

@@ -64,3 +64,17 @@ testWith(["read"], "no code outside ffi/ loads a library or touches a pointer", 
     .filter((path) => use.test(Deno.readTextFileSync(`${ROOT}${path}`)));
   assertEquals(outside, []);
 });
+
+testWith(
+  ["read"],
+  "every library is opened with a named table of its symbols, never one written inline",
+  () => {
+    // One table per library, its C declarations beside it: a second, inline copy of a symbol's
+    // parameters drifts from the table's (the text follower's Worker once had its own two).
+    const inline = /\bDeno\.dlopen\([^,]*,\s*\{/;
+    const found = projectSources().filter((path) =>
+      inline.test(Deno.readTextFileSync(`${ROOT}${path}`))
+    );
+    assertEquals(found, []);
+  },
+);
