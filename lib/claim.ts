@@ -46,10 +46,32 @@ export function threadOf(claim: bigint): number {
   return Number(claim & 0xffff_ffffn);
 }
 
-/** The pid of the process that holds a live claim (a Worker's process); its id once it ended. */
+/**
+ * The process of each claim this thread has seen live (see {@link claimIsLive}), at most
+ * {@link REMEMBERED} of them: once a Worker's thread has ended, /proc no longer says whose it
+ * was, and a message about its death would name its thread id as a pid.
+ */
+const processes = new Map<bigint, number>();
+/** The peers a process meets are few; the oldest is forgotten first. */
+const REMEMBERED = 64;
+
+/** Notes the process of a claim found live, once per claim (one read of /proc). */
+function remember(claim: bigint, thread: number): void {
+  if (processes.has(claim)) return;
+  const pid = posix.processOfThread(thread);
+  if (pid === undefined) return;
+  if (processes.size >= REMEMBERED) processes.delete(processes.keys().next().value as bigint);
+  processes.set(claim, pid);
+}
+
+/**
+ * The pid of the process that holds a claim (a Worker's process). Once the holder ended, the
+ * process this thread saw it live in, or else its id (never looked up: another thread may have
+ * it now), so a Worker never seen live is named by its thread id.
+ */
 export function processOf(claim: bigint): number {
-  const thread = threadOf(claim);
-  return posix.processOfThread(thread) ?? thread;
+  if (!processes.has(claim)) claimIsLive(claim); // notes the process of a live one
+  return processes.get(claim) ?? threadOf(claim);
 }
 
 /**
@@ -74,7 +96,9 @@ export function claimIsLive(claim: bigint): boolean {
   if (state === undefined) return true;
   if (state.state === "Z" || state.state === "X") return false;
   const start = claim >> 32n;
-  return start === 0n || start === (state.startTime & 0xffff_ffffn);
+  if (start !== 0n && start !== (state.startTime & 0xffff_ffffn)) return false;
+  remember(claim, pid);
+  return true;
 }
 
 /** Reads the claim word at `byteOffset` (8-aligned). */

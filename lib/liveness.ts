@@ -37,7 +37,7 @@ export class ProcessWatch {
     this.claim = claim;
     const thread = threadOf(claim);
     this.#alive = claimIsLive(claim);
-    this.pid = this.#alive ? processOf(claim) : thread;
+    this.pid = processOf(claim);
     const worker = this.pid !== thread;
     this.#looked = worker && !posix.threadPidfds();
     if (!this.#alive || this.#looked) return;

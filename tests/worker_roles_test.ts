@@ -57,7 +57,7 @@ testWith(
     await assertRejects(
       () => next,
       Deno.errors.BrokenPipe,
-      `its producer (pid ${worker.thread}) died`,
+      `its producer (thread ${worker.thread} of pid ${Deno.pid} (this process)) died`,
     );
     using producer = openRingProducer(region);
     producer.trySend(new Uint8Array([8]));
@@ -85,7 +85,11 @@ testWith(
     await until(() => region.loadInt32(CONSUMER_WAITING) === 1, "the consumer asleep");
     child.kill("SIGUSR1");
     assertEquals(await child.nextLine(), "terminated");
-    await assertRejects(() => next, Deno.errors.BrokenPipe, `its producer (pid ${thread}) died`);
+    await assertRejects(
+      () => next,
+      Deno.errors.BrokenPipe,
+      `its producer (thread ${thread} of pid ${child.pid}) died`,
+    );
     using producer = openRingProducer(region);
     producer.trySend(new Uint8Array([8]));
     assertEquals(consumer.tryReceive(), new Uint8Array([8]));
