@@ -11,7 +11,7 @@ import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { type FastLibc, fastLibc, libc } from "./libc.ts";
 import { wakeFutex } from "./futex_wake.ts";
-import { mappingCount, maxMapCount } from "./posix.ts";
+import { addressSpaceRlimit, addressSpaceUse, mappingCount, maxMapCount } from "./posix.ts";
 import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
@@ -55,9 +55,56 @@ let held = 0;
 let untilLook = 0;
 let kernelLimit: number | undefined;
 
-/** Throws unless one more mapping fits, in this thread and in the process. */
-function checkRoom(action: string, subject: string): void {
+/**
+ * The share of the process's address space the library leaves to everything else: V8, the
+ * allocator, other threads. Retired ranges keep theirs for the life of the process (a loop that
+ * opens a 1 GiB region, lends a view of it and closes it takes 1 GiB each time), and past the end
+ * of the address space every allocation fails and the process aborts.
+ */
+const ADDRESS_SPACE_KEPT = 1 / 4;
+/** Bytes this thread may still map before it looks at the process's address space again. */
+let addressBudget = 0;
+/** The process's usable address space: the top of user space, or a lower `RLIMIT_AS`. */
+let addressLimit: number | undefined;
+
+/** Throws unless `bytes` more of address space leave {@link ADDRESS_SPACE_KEPT} of it free. */
+function checkAddressSpace(bytes: number, action: string, subject: string): void {
+  if (bytes <= addressBudget) {
+    addressBudget -= bytes;
+    return;
+  }
+  const space = addressSpaceUse();
+  if (space === undefined) return; // without /proc, the kernel's ENOMEM is what says it
+  // The main stack starts just below the top of user space (2^47 on x86-64, 2^39 or 2^48 on
+  // aarch64, by the kernel's configuration).
+  addressLimit ??= Math.min(
+    2 ** Math.ceil(Math.log2(space.stackStart)),
+    addressSpaceRlimit() ?? Infinity,
+  );
+  const room = addressLimit * (1 - ADDRESS_SPACE_KEPT) - space.used;
+  if (bytes > room) {
+    throw new Error(
+      `Cannot ${action} ${JSON.stringify(subject)}: its ${sized(bytes)} would take the ` +
+        `process's address space from ${sized(space.used)} past three quarters of the ` +
+        `${sized(addressLimit)} it has (at the end every allocation fails and the process ` +
+        "aborts); a region that ever lent a view keeps its address range after it closes, for " +
+        "the life of the process, so reuse regions rather than open one for each use",
+    );
+  }
+  // Half of what is left: other threads map from the same address space meanwhile.
+  addressBudget = (room - bytes) / 2;
+}
+
+/** `bytes` in GiB or TiB, for messages. */
+function sized(bytes: number): string {
+  const tib = bytes >= 2 ** 40;
+  return `${Number((bytes / 2 ** (tib ? 40 : 30)).toFixed(1))} ${tib ? "TiB" : "GiB"}`;
+}
+
+/** Throws unless one more mapping of `bytes` fits, in this thread and in the process. */
+function checkRoom(action: string, subject: string, bytes: number): void {
   if (held >= MAX_MAPPINGS) tooMany(action, subject);
+  checkAddressSpace(bytes, action, subject);
   if (--untilLook > 0) return;
   kernelLimit ??= maxMapCount() ?? DEFAULT_MAX_MAP_COUNT;
   const count = mappingCount();
@@ -132,7 +179,7 @@ export class Mapping {
    * a page the kernel cannot take is a SIGBUS too.
    */
   static map(fd: number, size: number, subject: string): Mapping {
-    checkRoom("map", subject);
+    checkRoom("map", subject, size);
     const map = (): Deno.PointerValue =>
       libc().mmap(null, BigInt(size), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0n);
     let pointer = map();
@@ -158,7 +205,7 @@ export class Mapping {
 
   /** shmat(2) a System V segment of `segmentSize` bytes and use its first `size` bytes. */
   static attach(id: number, size: number, segmentSize: number, subject: string): Mapping {
-    checkRoom("attach", subject);
+    checkRoom("attach", subject, segmentSize);
     const attach = (): Deno.PointerValue => libc().shmat(id, null, 0);
     let pointer = attach();
     if (mapFailed(pointer)) {

@@ -722,6 +722,36 @@ export function mappingCount(): number | undefined {
   });
 }
 
+/**
+ * The process's virtual memory size in bytes and the address of the start of its main stack,
+ * which lies just below the top of the user address space (`/proc/self/stat`, fields 23 and 28);
+ * `undefined` where it cannot be read.
+ */
+export function addressSpaceUse(): { used: number; stackStart: number } | undefined {
+  const text = readFileText("/proc/self/stat");
+  if (text === undefined) return undefined;
+  // The command name in field 2 may hold spaces and parentheses: split after the last ")".
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const used = Number(fields[20]);
+  const stackStart = Number(fields[25]);
+  return Number.isSafeInteger(used) && Number.isSafeInteger(stackStart) && stackStart > 0
+    ? { used, stackStart }
+    : undefined;
+}
+
+/**
+ * The soft limit on the process's address space (`RLIMIT_AS`, from `/proc/self/limits`) in
+ * bytes: Infinity when unlimited, `undefined` where it cannot be read.
+ */
+export function addressSpaceRlimit(): number | undefined {
+  const text = readFileText("/proc/self/limits");
+  const soft = text === undefined ? undefined : /^Max address space\s+(\S+)/m.exec(text)?.[1];
+  if (soft === undefined) return undefined;
+  if (soft === "unlimited") return Infinity;
+  const limit = Number(soft);
+  return Number.isSafeInteger(limit) && limit > 0 ? limit : undefined;
+}
+
 /** The kernel's limit on a process's mappings (`vm.max_map_count`), if it can be read. */
 export function maxMapCount(): number | undefined {
   const text = readFileText("/proc/sys/vm/max_map_count");

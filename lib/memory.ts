@@ -18,7 +18,8 @@
  *    holds can reach the file or another mapping that lands at those addresses: neither a buffer
  *    it moved away (`transfer()`, `postMessage` with a transfer list), which cannot be detached,
  *    nor an async op that took a view's memory before close (a read into it still in flight),
- *    which detaching does not stop. A retired range costs address space, not memory.
+ *    which detaching does not stop. A retired range costs address space, not memory (bounded:
+ *    see `ffi/mapping.ts`).
  *
  * @module
  */

@@ -9,7 +9,16 @@
 
 import { assert, assertEquals, assertThrows } from "@std/assert";
 import * as C from "../ffi/constants.ts";
-import { closeFd, mappingCount, openPath, readFileText, readLink, statPath } from "../ffi/posix.ts";
+import {
+  addressSpaceRlimit,
+  addressSpaceUse,
+  closeFd,
+  mappingCount,
+  openPath,
+  readFileText,
+  readLink,
+  statPath,
+} from "../ffi/posix.ts";
 import { createMemfdRegion, type SharedRegion } from "../mod.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { withTempDir } from "./helpers/temp.ts";
@@ -112,5 +121,29 @@ testWith(
     } finally {
       for (const region of regions) region.close();
     }
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "addressSpaceUse() follows the process's virtual size and finds the top of user space; addressSpaceRlimit() reads RLIMIT_AS",
+  () => {
+    const before = addressSpaceUse();
+    assert(before !== undefined);
+    // The main stack lies near the top of a user space of 2^39 to 2^57 bytes (within the few
+    // GiB that the randomization of its place takes).
+    const top = 2 ** Math.ceil(Math.log2(before.stackStart));
+    assert(top >= 2 ** 39 && top <= 2 ** 57 && top - before.stackStart < 2 ** 36, `${top}`);
+    const status = readFileText("/proc/self/status") ?? "";
+    const vmSizeKiB = Number(/^VmSize:\s+(\d+) kB/m.exec(status)?.[1]);
+    // V8 may map or unmap a little between the two reads.
+    assert(Math.abs(before.used - vmSizeKiB * 1024) < 2 ** 28, `${before.used} ${vmSizeKiB}`);
+    using region = createMemfdRegion({ size: 2 ** 32 });
+    const after = addressSpaceUse();
+    assert(after !== undefined && after.used - before.used >= 2 ** 32 - 2 ** 28);
+    assertEquals(region.size, 2 ** 32);
+    const limits = readFileText("/proc/self/limits") ?? "";
+    const soft = /^Max address space\s+(\S+)/m.exec(limits)?.[1];
+    assertEquals(addressSpaceRlimit(), soft === "unlimited" ? Infinity : Number(soft));
   },
 );

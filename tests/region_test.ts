@@ -1230,6 +1230,39 @@ testWith(
   },
 );
 
+testWith(
+  NEEDS.children,
+  "regions that keep their address range after close stop at three quarters of the process's address space (RLIMIT_AS here): an open is refused, and the process can still allocate and start a Worker",
+  async () => {
+    // Past the end of its address space, the next Worker or large buffer aborted the process
+    // (SIGTRAP). 40 GiB: a Deno process takes about 17 at its start.
+    const limitKiB = 40 * 2 ** 20;
+    const [deno, ...args] = denoCommand(
+      `${TESTS_DIR}fixtures/mapping_budget.ts`,
+      ["address", "1"],
+      [
+        "--allow-ffi",
+        "--allow-read",
+      ],
+    );
+    await using child = spawnProgram("bash", [
+      "-c",
+      `ulimit -v ${limitKiB} && exec "$0" "$@"`,
+      deno,
+      ...args,
+    ]);
+    const status = await child.status();
+    assertEquals(status.code, 0, child.transcript);
+    const [refusal] = child.matching(/^refused after/);
+    assertMatch(
+      refusal ?? "",
+      /^refused after \d+: Cannot map "mmap-ipc": its 1 GiB would take the process's address space from [\d.]+ GiB past three quarters of the 40 GiB it has \(at the end every allocation fails and the process aborts\); a region that ever lent a view keeps its address range after it closes, for the life of the process, so reuse regions rather than open one for each use$/,
+      child.transcript,
+    );
+    assertEquals(child.matching(/^(allocated|buffer|worker)$/), ["allocated", "buffer", "worker"]);
+  },
+);
+
 Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () => {
   const key = uniqueSysvKey();
   const created = openSysvRegion(key, { create: true, exclusive: true, size: 4096 });
