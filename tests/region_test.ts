@@ -1249,7 +1249,7 @@ testWith(
         "--allow-read",
       ],
     );
-    await using child = spawnProgram("bash", [
+    await using child = spawnProgram("sh", [
       "-c",
       `ulimit -v ${limitGiB * 2 ** 20} && exec "$0" "$@"`,
       deno,
