@@ -58,8 +58,9 @@ let kernelLimit: number | undefined;
 /**
  * The share of the process's address space the library leaves to everything else: V8, the
  * allocator, other threads. Retired ranges keep theirs for the life of the process (a loop that
- * opens a 1 GiB region, lends a view of it and closes it takes 1 GiB each time), and past the end
- * of the address space every allocation fails and the process aborts.
+ * opens a 1 GiB region, lends a view of it and closes it takes 1 GiB each time), and at the end of
+ * the address space allocations fail, and V8 aborts the process when it cannot reserve what it
+ * needs (a Worker's code range did so in a probe).
  */
 const ADDRESS_SPACE_KEPT = 1 / 4;
 /** Bytes this thread may still map before it looks at the process's address space again. */
@@ -86,8 +87,8 @@ function checkAddressSpace(bytes: number, action: string, subject: string): void
     throw new Error(
       `Cannot ${action} ${JSON.stringify(subject)}: its ${sized(bytes)} would take the ` +
         `process's address space from ${sized(space.used)} past three quarters of the ` +
-        `${sized(addressLimit)} it has (at the end every allocation fails and the process ` +
-        "aborts); a region that ever lent a view keeps its address range after it closes, for " +
+        `${sized(addressLimit)} it has (at the end allocations fail, and V8 aborts the process ` +
+        "when it cannot reserve what it needs); a region that ever lent a view keeps its address range after it closes, for " +
         "the life of the process, so reuse regions rather than open one for each use",
     );
   }

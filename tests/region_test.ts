@@ -1235,8 +1235,8 @@ testWith(
   NEEDS.children,
   "regions that keep their address range after close stop at three quarters of the process's address space (RLIMIT_AS here): an open is refused, and the process can still allocate and start a Worker",
   async () => {
-    // Past the end of its address space, the next Worker or large buffer aborted the process
-    // (SIGTRAP). At least 40 GiB, and 16 more than this process takes (a Deno process takes
+    // Past the end of its address space a large buffer failed, and the next Worker aborted the
+    // process (SIGTRAP: "Failed to reserve virtual memory for CodeRange"). At least 40 GiB, and 16 more than this process takes (a Deno process takes
     // about 17 at its start on x86-64), so that the child starts wherever the test runs.
     const status = readFileText("/proc/self/status") ?? "";
     const ownGiB = Math.ceil(Number(/^VmSize:\s+(\d+) kB/m.exec(status)?.[1]) / 2 ** 20);
@@ -1260,7 +1260,7 @@ testWith(
     assertMatch(
       refusal ?? "",
       new RegExp(
-        `^refused after \\d+: Cannot map "mmap-ipc": its 1 GiB would take the process's address space from [\\d.]+ GiB past three quarters of the ${limitGiB} GiB it has \\(at the end every allocation fails and the process aborts\\); a region that ever lent a view keeps its address range after it closes, for the life of the process, so reuse regions rather than open one for each use$`,
+        `^refused after \\d+: Cannot map "mmap-ipc": its 1 GiB would take the process's address space from [\\d.]+ GiB past three quarters of the ${limitGiB} GiB it has \\(at the end allocations fail, and V8 aborts the process when it cannot reserve what it needs\\); a region that ever lent a view keeps its address range after it closes, for the life of the process, so reuse regions rather than open one for each use$`,
       ),
       child.transcript,
     );
