@@ -88,18 +88,21 @@ function checkAddressSpace(bytes: number, action: string, subject: string): void
       `Cannot ${action} ${JSON.stringify(subject)}: its ${sized(bytes)} would take the ` +
         `process's address space from ${sized(space.used)} past three quarters of the ` +
         `${sized(addressLimit)} it has (at the end allocations fail, and V8 aborts the process ` +
-        "when it cannot reserve what it needs); a region that ever lent a view keeps its address range after it closes, for " +
-        "the life of the process, so reuse regions rather than open one for each use",
+        "when it cannot reserve what it needs); a region that ever lent a view keeps its " +
+        "address range after it closes, for the life of the process, so reuse regions rather " +
+        "than open one for each use",
     );
   }
   // Half of what is left: other threads map from the same address space meanwhile.
   addressBudget = (room - bytes) / 2;
 }
 
-/** `bytes` in GiB or TiB, for messages. */
+/** `bytes` in the largest unit it holds one of, to a tenth, for messages. */
 function sized(bytes: number): string {
-  const tib = bytes >= 2 ** 40;
-  return `${Number((bytes / 2 ** (tib ? 40 : 30)).toFixed(1))} ${tib ? "TiB" : "GiB"}`;
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (unit < units.length - 1 && bytes >= 2 ** (10 * (unit + 1))) unit++;
+  return `${Number((bytes / 2 ** (10 * unit)).toFixed(1))} ${units[unit]}`;
 }
 
 /** Throws unless one more mapping of `bytes` fits, in this thread and in the process. */

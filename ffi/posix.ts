@@ -728,10 +728,8 @@ export function mappingCount(): number | undefined {
  * `undefined` where it cannot be read.
  */
 export function addressSpaceUse(): { used: number; stackStart: number } | undefined {
-  const text = readFileText("/proc/self/stat");
-  if (text === undefined) return undefined;
-  // The command name in field 2 may hold spaces and parentheses: split after the last ")".
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const fields = statFields("self");
+  if (fields === undefined) return undefined;
   const used = Number(fields[20]);
   const stackStart = Number(fields[25]);
   return Number.isSafeInteger(used) && Number.isSafeInteger(stackStart) && stackStart > 0
@@ -759,12 +757,20 @@ export function maxMapCount(): number | undefined {
   return Number.isSafeInteger(limit) && limit > 0 ? limit : undefined;
 }
 
+/**
+ * The fields of /proc/PID/stat from the third (the state) on, so that field N is at N - 3;
+ * undefined when the process is gone or /proc is not readable.
+ */
+function statFields(pid: number | "self"): string[] | undefined {
+  const text = readFileText(`/proc/${pid}/stat`);
+  // The command name in field 2 may hold spaces and parentheses: split after the last ")".
+  return text?.slice(text.lastIndexOf(")") + 2).split(" ");
+}
+
 /** Reads /proc/PID/stat; undefined when the process is gone or /proc is not readable. */
 export function processState(pid: number): ProcessState | undefined {
-  const text = readFileText(`/proc/${pid}/stat`);
-  if (text === undefined) return undefined;
-  // The command name in field 2 may hold spaces and parentheses: split after the last ")".
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const fields = statFields(pid);
+  if (fields === undefined) return undefined;
   return {
     state: fields[0] ?? "?",
     parentPid: Number(fields[1] ?? 0),
