@@ -1236,8 +1236,9 @@ testWith(
   "regions that keep their address range after close stop at three quarters of the process's address space (RLIMIT_AS here): an open is refused, and the process can still allocate and start a Worker",
   async () => {
     // Past the end of its address space a large buffer failed, and the next Worker aborted the
-    // process (SIGTRAP: "Failed to reserve virtual memory for CodeRange"). At least 40 GiB, and 16 more than this process takes (a Deno process takes
-    // about 17 at its start on x86-64), so that the child starts wherever the test runs.
+    // process (SIGTRAP: "Failed to reserve virtual memory for CodeRange"). The limit: at least
+    // 40 GiB, and 16 more than this process takes (a Deno process takes about 17 at its start
+    // on x86-64), so that the child starts wherever the test runs.
     const status = readFileText("/proc/self/status") ?? "";
     const ownGiB = Math.ceil(Number(/^VmSize:\s+(\d+) kB/m.exec(status)?.[1]) / 2 ** 20);
     const limitGiB = Math.max(40, ownGiB + 16);
