@@ -47,7 +47,17 @@ async function measure(config: BenchConfig, cases: readonly BenchCase[]): Promis
   try {
     await using work = await WorkDir.create();
     const context: CaseContext = { config, work, figures, progress };
-    for (const benchCase of cases) await benchCase.run(context);
+    // Every child, and the launcher's, gets a Deno cache made for this run: one used for weeks
+    // added about 1 MiB to each child's RSS (its code cache and its analysis caches' lookups),
+    // so figures depended on the machine's history rather than on the code.
+    const denoDir = Deno.env.get("DENO_DIR");
+    Deno.env.set("DENO_DIR", work.file("deno-dir"));
+    try {
+      for (const benchCase of cases) await benchCase.run(context);
+    } finally {
+      if (denoDir === undefined) Deno.env.delete("DENO_DIR");
+      else Deno.env.set("DENO_DIR", denoDir);
+    }
   } finally {
     await progress.finish();
   }
