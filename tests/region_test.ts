@@ -24,7 +24,6 @@ import {
   effectiveUid,
   makeFifo,
   memfdCreate,
-  readFileText,
   sealSize,
   statPath,
   sysvGet,
