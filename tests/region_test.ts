@@ -1238,7 +1238,7 @@ testWith(
     // process (SIGTRAP: "Failed to reserve virtual memory for CodeRange"). The limit is 16 GiB
     // over the most a child takes at its start: V8 reserves some 30 GiB there for a moment (a
     // 48 GiB peak for 17 kept on x86-64), and under a lower limit it aborted at random
-    // ("Oilpan: CagedHeap reservation"; a 40 GiB limit failed one start in seven).
+    // ("Oilpan: CagedHeap reservation"; under a 40 GiB limit 2 of 20 starts failed here).
     await using peak = spawnDeno(`${TESTS_DIR}fixtures/mapping_budget.ts`, ["peak"], {
       permissions: ["--allow-ffi", "--allow-read"],
     });
