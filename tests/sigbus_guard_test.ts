@@ -170,6 +170,19 @@ testWith(
   },
 );
 
+testWith(
+  [...NEEDS.childrenAndFiles, requires("truncate")],
+  "a ring whose file was truncated between a waiting record's length and its message: the receive that copies the zeros says UnexpectedEof",
+  async () => {
+    await withTempDir(async (dir) => {
+      const { status, lines } = await shrunk(["ring-straddle", `${dir}/ring.dat`]);
+      assertNotKilled(status, lines);
+      assertEquals(lines, ["shrunk", "tryReceiveInto: UnexpectedEof", "lost 1"], status.stderr);
+      assertEquals(status.code, 0, status.stderr);
+    });
+  },
+);
+
 /** Every call that reads a message or writes one, as the first to meet a lost page. */
 const FIRST_TO_MEET = [
   "tryReceive",

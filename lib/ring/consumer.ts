@@ -12,7 +12,14 @@
 import { failure, shown } from "../errors.ts";
 import { byteCount, describeKind, unusableBytes } from "../byte_arrays.ts";
 import type { SharedRegion } from "../region.ts";
-import { RingCore, type RingOptions, type RingWaitOptions, type WaitFields } from "./core.ts";
+import {
+  atomicLoad,
+  atomicStore,
+  RingCore,
+  type RingOptions,
+  type RingWaitOptions,
+  type WaitFields,
+} from "./core.ts";
 import {
   CLOSED,
   CONSUMER,
@@ -74,6 +81,8 @@ export class RingConsumer {
   readonly #ring: RingCore;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
+  readonly #lengths: Int32Array;
+  readonly #messages: Uint8Array;
   readonly #capacity: number;
   readonly #twice: number;
   readonly #dataWord: number;
@@ -111,6 +120,8 @@ export class RingConsumer {
     this.#ring = ring;
     this.#words = ring.words;
     this.#bytes = ring.bytes;
+    this.#lengths = ring.lengths;
+    this.#messages = ring.messages;
     this.#capacity = ring.capacity;
     this.#twice = 2 * ring.capacity;
     this.#data = ring.data;
@@ -213,6 +224,48 @@ export class RingConsumer {
    * longer than `buffer` is a `RangeError` and stays in the ring.
    */
   tryReceiveInto(buffer: Uint8Array): number | null | undefined {
+    // One flat function, so that a caller's loop has it whole within the runtime's inlining
+    // budget: the usual message copied out, and anything else (an empty ring, padding, the
+    // closed mark, a record or buffer out of the ordinary, the end busy or closed, the role
+    // taken over) to the general path, which looks at everything again.
+    const words = this.#words;
+    const tail = this.#tail;
+    const twice = this.#twice;
+    let head = this.#head;
+    // Not once busy or closed: a closed region's words are detached, and Atomics throws there.
+    if (head === tail && this.#ring.blocked === 0) {
+      head = atomicLoad(words, this.#headIndex);
+      // The closed mark makes the word negative; a header rewritten under the ring (echo >
+      // FILE) is no ring any more: both for the general path, as an empty ring is (used 0).
+      if (head < 0 || head >= twice || words[this.#magicIndex] !== RING_MAGIC) head = tail;
+      this.#head = head;
+    }
+    const capacity = this.#capacity;
+    let used = head - tail;
+    if (used < 0) used += twice;
+    const index = tail >= capacity ? tail - capacity : tail;
+    const length = this.#lengths[index >> 2];
+    // The 8-byte header and the message, to a multiple of 8: more than is left before the end
+    // for a length too large, more than is used for an empty ring.
+    const record = (length + 15) & ~7;
+    if (
+      length <= 0 || record > used || record > capacity - index || used > capacity ||
+      this.#ring.blocked !== 0 || words[this.#claimWord] !== this.#ownId ||
+      !(buffer instanceof Uint8Array) || length > buffer.length
+    ) return this.#tryReceiveIntoSlowly(buffer);
+    buffer.set(this.#messages.subarray(index, index + length));
+    // Once any fault was taken: what was read may be zeros from a page cut off.
+    if (this.#faults[0] !== 0) this.#ring.checkLost();
+    let next = tail + record;
+    if (next >= twice) next -= twice;
+    this.#tail = this.#publishedTail = next;
+    atomicStore(words, this.#tailIndex, next);
+    if (atomicLoad(words, this.#waitingIndex) !== 0) this.#ring.wake(TAIL);
+    return length;
+  }
+
+  /** {@link RingConsumer.tryReceiveInto} for everything its short path leaves. */
+  #tryReceiveIntoSlowly(buffer: Uint8Array): number | null | undefined {
     if (!this.#ring.free()) return undefined;
     const length = this.#next();
     if (length >= 0) return this.#copyInto(buffer, length);
