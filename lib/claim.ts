@@ -71,6 +71,14 @@ function remember(claim: bigint, thread: number): void {
  */
 export function processOf(claim: bigint): number {
   if (!processes.has(claim)) claimIsLive(claim); // notes the process of a live one
+  return knownProcessOf(claim);
+}
+
+/**
+ * {@link processOf} without a look at the thread, for a claim just found dead: the process this
+ * thread saw it live in, or its id.
+ */
+export function knownProcessOf(claim: bigint): number {
   return processes.get(claim) ?? threadOf(claim);
 }
 

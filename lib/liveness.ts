@@ -10,7 +10,7 @@
 
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
-import { claimIsLive, processOf, threadOf } from "./claim.ts";
+import { claimIsLive, knownProcessOf, processOf, threadOf } from "./claim.ts";
 
 /**
  * How often a Worker's claim is looked at while someone listens, on kernels before 6.9, which
@@ -37,7 +37,8 @@ export class ProcessWatch {
     this.claim = claim;
     const thread = threadOf(claim);
     this.#alive = claimIsLive(claim);
-    this.pid = processOf(claim);
+    // Found dead, it is not looked at twice: processOf() would look again.
+    this.pid = this.#alive ? processOf(claim) : knownProcessOf(claim);
     const worker = this.pid !== thread;
     this.#looked = worker && !posix.threadPidfds();
     if (!this.#alive || this.#looked) return;
