@@ -185,7 +185,20 @@ Deno.test("the consumer's short path leaves a message that does not fit the buff
   using consumer = openRingConsumer(region);
   producer.trySend(new Uint8Array([1, 2, 3]));
   assertThrowsWith(() => consumer.tryReceiveInto(new Uint8Array(2)), RangeError, "3 bytes");
-  assertThrows(() => consumer.tryReceiveInto([0, 0, 0] as unknown as Uint8Array), TypeError);
+  assertThrowsWith(
+    () => consumer.tryReceiveInto([0, 0, 0] as unknown as Uint8Array),
+    TypeError,
+    "not a Uint8Array",
+  );
+  // Something that only looks like a buffer is never handed a view of the ring to keep.
+  const lent: unknown[] = [];
+  const lookalike = { length: 64, set: (view: unknown) => lent.push(view) };
+  assertThrowsWith(
+    () => consumer.tryReceiveInto(lookalike as unknown as Uint8Array),
+    TypeError,
+    "not a Uint8Array",
+  );
+  assertEquals(lent, []);
   const into = new Uint8Array(3);
   assertEquals(consumer.tryReceiveInto(into), 3);
   assertEquals([...into], [1, 2, 3]);

@@ -67,7 +67,7 @@ export interface RingWaitOptions {
 /**
  * `Atomics.load` and `Atomics.store`, held: called through these, the hot paths' bytecode (which
  * the runtime's inlining budget counts) is about a third smaller per call than through a
- * property of `Atomics`, and the compiled code is the same.
+ * property of `Atomics`, and a call costs the same once compiled.
  */
 export const { load: atomicLoad, store: atomicStore } = Atomics;
 
