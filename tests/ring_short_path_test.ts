@@ -90,9 +90,11 @@ Deno.test("the short paths say Busy while a lease, a reservation or a callback h
 });
 
 Deno.test("the short paths say BadResource once their end or its region closed, with a message waiting", () => {
-  const region = ringRegion(256);
-  const producer = openRingProducer(region);
-  const consumer = openRingConsumer(region);
+  // `using` though each is closed by hand below: close() is safe twice, and a failed assertion
+  // leaves nothing open.
+  using region = ringRegion(256);
+  using producer = openRingProducer(region);
+  using consumer = openRingConsumer(region);
   const into = new Uint8Array(8);
   producer.trySend(byte(1));
   consumer.close();
@@ -101,8 +103,8 @@ Deno.test("the short paths say BadResource once their end or its region closed, 
   assertThrows(() => producer.trySend(byte(2)), Deno.errors.BadResource);
 
   // A new consumer first: a producer refuses to open on a ring whose consumer closed it.
-  const reader = openRingConsumer(region);
-  const again = openRingProducer(region);
+  using reader = openRingConsumer(region);
+  using again = openRingProducer(region);
   again.trySend(byte(3));
   region.close(); // its words are detached now: no Atomics call may meet them
   assertThrows(() => reader.tryReceiveInto(into), Deno.errors.BadResource);

@@ -80,12 +80,10 @@ const constructing = Symbol("RingConsumer");
 export class RingConsumer {
   readonly #ring: RingCore;
   readonly #words: Int32Array;
-  readonly #bytes: Uint8Array;
   readonly #lengths: Int32Array;
   readonly #messages: Uint8Array;
   readonly #capacity: number;
   readonly #twice: number;
-  readonly #dataWord: number;
   readonly #data: number;
   readonly #tailIndex: number;
   readonly #headIndex: number;
@@ -119,13 +117,11 @@ export class RingConsumer {
     );
     this.#ring = ring;
     this.#words = ring.words;
-    this.#bytes = ring.bytes;
     this.#lengths = ring.lengths;
     this.#messages = ring.messages;
     this.#capacity = ring.capacity;
     this.#twice = 2 * ring.capacity;
     this.#data = ring.data;
-    this.#dataWord = ring.data / 4;
     this.#tailIndex = ring.index(TAIL);
     this.#headIndex = ring.index(HEAD);
     this.#magicIndex = ring.index(MAGIC);
@@ -325,8 +321,8 @@ export class RingConsumer {
       while (messages.length < max && budget > 0) {
         const length = this.#next();
         if (length < 0) break;
-        const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-        messages.push(this.#bytes.slice(start, start + length));
+        const at = this.#at;
+        messages.push(this.#messages.slice(at, at + length));
         this.#skip(length);
         budget -= RECORD_HEADER_SIZE + ((length + 7) & ~7);
       }
@@ -452,8 +448,8 @@ export class RingConsumer {
           this.#tooSmall(length, buffer);
         }
         if (filled + length > buffer.length) break;
-        const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-        buffer.set(this.#bytes.subarray(start, start + length), filled);
+        const at = this.#at;
+        buffer.set(this.#messages.subarray(at, at + length), filled);
         filled += length;
         lengths[count++] = length;
         this.#skip(length);
@@ -742,7 +738,7 @@ export class RingConsumer {
     let used = head - tail;
     if (used < 0) used += this.#twice;
     const index = tail >= this.#capacity ? tail - this.#capacity : tail;
-    const length = this.#words[this.#dataWord + (index >> 2)];
+    const length = this.#lengths[index >> 2];
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     // An empty message is rare, and what a zeroed ring reads as: the slow path looks at the
     // header before it hands one over. The role still this end's: see #publish.
@@ -777,7 +773,7 @@ export class RingConsumer {
       const tail = this.#tail;
       const index = tail >= this.#capacity ? tail - this.#capacity : tail;
       const untilEnd = this.#capacity - index;
-      const length = this.#words[this.#dataWord + (index >> 2)];
+      const length = this.#lengths[index >> 2];
       if (used > this.#capacity || used < RECORD_HEADER_SIZE) {
         this.#corrupt(index, `${used} bytes in use`);
       }
@@ -890,8 +886,8 @@ export class RingConsumer {
   }
 
   #copy(length: number): Uint8Array {
-    const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-    const message = this.#bytes.slice(start, start + length);
+    const at = this.#at;
+    const message = this.#messages.slice(at, at + length);
     this.#skip(length);
     if (this.#unpublished > 0) this.#publish();
     return message;
@@ -901,8 +897,8 @@ export class RingConsumer {
     if (!(buffer instanceof Uint8Array) || length > buffer.length || buffer.length === 0) {
       this.#tooSmall(length, buffer);
     }
-    const start = this.#data + this.#at + RECORD_HEADER_SIZE;
-    buffer.set(this.#bytes.subarray(start, start + length));
+    const at = this.#at;
+    buffer.set(this.#messages.subarray(at, at + length));
     this.#skip(length);
     if (this.#unpublished > 0) this.#publish();
     return length;

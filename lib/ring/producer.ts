@@ -65,12 +65,10 @@ const constructing = Symbol("RingProducer");
 export class RingProducer {
   readonly #ring: RingCore;
   readonly #words: Int32Array;
-  readonly #bytes: Uint8Array;
   readonly #lengths: Int32Array;
   readonly #messages: Uint8Array;
   readonly #capacity: number;
   readonly #twice: number;
-  readonly #dataWord: number;
   readonly #data: number;
   readonly #headIndex: number;
   /** Where the producer role's claim names its holder, and this end's name there. */
@@ -105,13 +103,11 @@ export class RingProducer {
     );
     this.#ring = ring;
     this.#words = ring.words;
-    this.#bytes = ring.bytes;
     this.#lengths = ring.lengths;
     this.#messages = ring.messages;
     this.#capacity = ring.capacity;
     this.#twice = 2 * ring.capacity;
     this.#data = ring.data;
-    this.#dataWord = ring.data / 4;
     this.#headIndex = ring.index(HEAD);
     this.#waitingIndex = ring.index(CONSUMER_WAITING);
     this.#maxMessageSize = ring.maxMessageSize;
@@ -576,7 +572,7 @@ export class RingProducer {
 
   /** Writes a padding record at `index` and moves the local head past it. */
   #pad(index: number, untilEnd: number): void {
-    this.#words[this.#dataWord + (index >> 2)] = PAD;
+    this.#lengths[index >> 2] = PAD;
     this.#checkWritten();
     const head = this.#head + untilEnd;
     this.#head = head >= this.#twice ? head - this.#twice : head;
@@ -620,13 +616,13 @@ export class RingProducer {
 
   /** Copies `message`, of `length` bytes (its {@link byteCount}), into the record at `index`. */
   #write(index: number, message: Uint8Array, length: number): void {
-    this.#bytes.set(message, this.#data + index + RECORD_HEADER_SIZE);
+    this.#messages.set(message, index);
     this.#commit(index, length);
   }
 
   /** Writes the record's length and publishes it (and any padding before it). */
   #commit(index: number, length: number): void {
-    this.#words[this.#dataWord + (index >> 2)] = length;
+    this.#lengths[index >> 2] = length;
     this.#checkWritten();
     const record = RECORD_HEADER_SIZE + ((length + 7) & ~7);
     const head = this.#head + record;
