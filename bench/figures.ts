@@ -55,7 +55,7 @@ export const SECTIONS = [
   {
     id: "wake-paired",
     title:
-      "Wake-up latency, the raw and the state cell's synchronous waits alive at once, woken in turn (writes 1-2 ms apart)",
+      "Wake-up latency, each state cell wait and the raw waits of its kind alive at once, woken in turn (writes 1-2 ms apart)",
   },
   { id: "system", title: "The button and LED system (real scripts)" },
   { id: "foreign", title: 'Our LED following a foreign writer (C, `"%d\\n"` at offset 0)' },

@@ -11,10 +11,10 @@
  * writer, else once the writer sleeps, and which it is depends on how long the reader ran the
  * last time (the CPU a reader spends between two sleeps counts twice). Baselines: the C floor (C on
  * both sides), the raw FFI futex calls (`ffi/raw_futex.ts`), a Unix socket and a pipe. Last,
- * the raw and the state cell's synchronous waits are measured as a pair: both readers alive at
- * once, each change going to one and then the other, so that the two see the same host. Run
- * apart, as in the first table, their runs fall in bands (a few microseconds, or tens) that say
- * more about where the host ran each run than about the waits.
+ * each state cell wait is measured in a group with the raw wait of its kind (synchronous, then
+ * nonblocking, with the steps between): all of them alive at once, each change going to one and
+ * then the next, in a random order, so that they see the same host. Run apart, as in the first table, their runs fall in bands (a few
+ * microseconds, or tens) that say more about where the host ran each run than about the waits.
  *
  * @module
  */
@@ -240,50 +240,80 @@ async function measure(
   return await report(reader, warmUp);
 }
 
-/** What the pair's readers saw, run by run. */
-interface PairReport {
-  raw: WakeReport;
-  cell: WakeReport;
+/**
+ * The waits measured as a group, alive at once and woken in turn (see {@link measureGroup}):
+ * each state cell wait with the raw wait of its kind, and the asynchronous one also with the
+ * steps between them (the hub's call, then the hub), so that each step is judged on one host.
+ */
+const GROUPS = [
+  { id: "sync", readers: ["raw-sync", "cell-sync"] },
+  { id: "async", readers: ["raw-async", "raw-waitv", "hub-async", "cell-async"] },
+] as const;
+
+type Group = typeof GROUPS[number];
+
+/** The readers of `group` this kernel can run: before 5.16 there is no futex_waitv to time. */
+function membersOf(group: Group): string[] {
+  return group.readers.filter((id) => id !== "raw-waitv" || futexHub().pooled);
+}
+
+/** One reader of a group, with the writer's side of it. */
+interface Member {
+  id: string;
+  reader: Child;
+  control: RawSharedMemory;
+  stamps: BigInt64Array;
+  write: (i: number) => void;
 }
 
 /**
- * One run of the pair: a raw synchronous reader and a state cell's, alive at once, each woken
- * 1-2 ms after it took its last change, in a random order within each turn.
+ * One run of a group: its readers alive at once, each woken 1-2 ms after it took its last
+ * change, in a random order within each turn. Returns each reader's report, by id.
  */
-async function measurePair(samples: number): Promise<PairReport> {
-  using rawControl = createRawMemfd(CONTROL_SIZE, { name: "bench-wake-raw" });
-  using cellControl = createRawMemfd(CONTROL_SIZE, { name: "bench-wake-cell" });
-  using region = createMemfdRegion({ size: 256, label: "bench-cell" });
-  using cell = openStateCell(region, { writer: true });
+async function measureGroup(group: Group, samples: number): Promise<Map<string, WakeReport>> {
+  await using stack = new AsyncDisposableStack();
   const script = `${PEERS}wake_reader.ts`;
-  await using rawReader = spawnDeno(script, ["raw-sync", rawControl.path, String(samples)]);
-  await using cellReader = spawnDeno(script, [
-    "cell-sync",
-    cellControl.path,
-    String(samples),
-    region.name,
-  ]);
-  await rawReader.nextLine();
-  await cellReader.nextLine();
-  const sequence = rawControl.word(SEQUENCE_WORD);
-  const rawStamps = new BigInt64Array(rawControl.buffer);
-  const cellStamps = new BigInt64Array(cellControl.buffer);
-  for (let i = 1; i <= samples; i++) {
-    const rawFirst = Math.random() < 0.5;
-    for (const raw of [rawFirst, !rawFirst]) {
-      if (raw) {
-        await gap(rawReader, { words: rawControl.words, count: i - 1, regime: "asleep" });
-        stamp(rawStamps);
-        Atomics.add(rawControl.words, SEQUENCE_WORD, 1);
+  const members: Member[] = [];
+  for (const id of membersOf(group)) {
+    const control = stack.use(createRawMemfd(CONTROL_SIZE, { name: `bench-wake-${id}` }));
+    const args = [id, control.path, String(samples)];
+    let write: (i: number) => void;
+    if (id.startsWith("cell-")) {
+      const region = stack.use(createMemfdRegion({ size: 256, label: "bench-cell" }));
+      const cell = stack.use(openStateCell(region, { writer: true }));
+      args.push(region.name);
+      write = (i) => cell.write(i);
+    } else {
+      const sequence = control.word(SEQUENCE_WORD);
+      write = () => {
+        Atomics.add(control.words, SEQUENCE_WORD, 1);
         sequence.wake();
-      } else {
-        await gap(cellReader, { words: cellControl.words, count: i - 1, regime: "asleep" });
-        stamp(cellStamps);
-        cell.write(i);
-      }
+      };
+    }
+    const reader = stack.use(spawnDeno(script, args));
+    members.push({ id, reader, control, stamps: new BigInt64Array(control.buffer), write });
+  }
+  for (const { reader } of members) await reader.nextLine();
+  const order = [...members];
+  for (let i = 1; i <= samples; i++) {
+    shuffle(order);
+    for (const { reader, control, stamps, write } of order) {
+      await gap(reader, { words: control.words, count: i - 1, regime: "asleep" });
+      stamp(stamps);
+      write(i);
     }
   }
-  return { raw: await report(rawReader, 0), cell: await report(cellReader, 0) };
+  const reports = new Map<string, WakeReport>();
+  for (const { id, reader } of members) reports.set(id, await report(reader, 0));
+  return reports;
+}
+
+/** Puts `items` in a random order, in place (Fisher-Yates). */
+function shuffle<T>(items: T[]): void {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j], items[i]];
+  }
 }
 
 /** The raw readers' writer: stamps, moves the sequence word and wakes it, `changes` times. */
@@ -341,7 +371,8 @@ function readersOf(regime: Regime): Reader[] {
 export const wakeLatency: BenchCase = {
   id: "wake",
   steps: (config) =>
-    config.runs * (1 + ALL.reduce((total, regime) => total + readersOf(regime).length, 0)),
+    config.runs *
+    (GROUPS.length + ALL.reduce((total, regime) => total + readersOf(regime).length, 0)),
   async run(context: CaseContext): Promise<void> {
     const { config, work, figures } = context;
     for (const regime of ALL) {
@@ -375,23 +406,27 @@ export const wakeLatency: BenchCase = {
         }
       }
     }
-    const pairs = (await interleaved(context, [{
-      id: "pair",
-      label: "wake-up, the sync pair",
-      measure: () => measurePair(samplesFor("asleep", config.quick)),
-    }])).get("pair") ?? [];
+    const groups = await interleaved(
+      context,
+      GROUPS.map((group) => ({
+        id: group.id,
+        label: `wake-up, the ${group.id} waits woken in turn`,
+        measure: () => measureGroup(group, samplesFor("asleep", config.quick)),
+      })),
+    );
     const section: SectionId = "wake-paired";
-    for (const id of ["raw-sync", "cell-sync"] as const) {
-      const reader = READERS.find((reader) => reader.id === id);
-      figures.add(
-        { id: `${section}.${id}`, section, label: reader?.label ?? id, unit: "us" },
-        summarizeLatencies(
-          pairs.map((pair) =>
-            (id === "raw-sync" ? pair.raw : pair.cell).latenciesNs.map((ns) => ns / 1000)
+    for (const group of GROUPS) {
+      const runs = groups.get(group.id) ?? [];
+      for (const id of membersOf(group)) {
+        const reader = READERS.find((reader) => reader.id === id);
+        figures.add(
+          { id: `${section}.${id}`, section, label: reader?.label ?? id, unit: "us" },
+          summarizeLatencies(
+            runs.map((reports) => (reports.get(id)?.latenciesNs ?? []).map((ns) => ns / 1000)),
+            section,
           ),
-          section,
-        ),
-      );
+        );
+      }
     }
   },
 };
