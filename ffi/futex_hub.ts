@@ -16,7 +16,7 @@ import { Errno, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 import { wakeFutex } from "./futex_wake.ts";
 import { guardedFaultWord } from "./sigbus_guard.ts";
-import { letWokenCodeRun } from "./woken_code.ts";
+import { WOKEN_CODE_TURNS } from "./woken_code.ts";
 import { monotonicTimespec, timespec } from "./timespec.ts";
 
 /** @internal `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }` */
@@ -107,8 +107,12 @@ class Group {
   readonly #fields = new DataView(this.#vector.buffer);
   readonly #timeout = new BigInt64Array(new ArrayBuffer(16));
   readonly #hub: FutexHub;
-  /** For `letWokenCodeRun`, made once: not a closure per wake-up. */
-  readonly #waitCount = (): number => this.entries.length;
+  /** How many waits the call in flight sleeps on, and the control word's value it was given. */
+  #armed = 0;
+  #controlArmed = 0;
+  /** Microtask turns let pass since the last settling, and the count of waits then. */
+  #turns = 0;
+  #waitsBefore = 0;
 
   constructor(hub: FutexHub) {
     this.#hub = hub;
@@ -119,7 +123,10 @@ class Group {
     // While it settles, the loop is between calls and takes the new wait in by itself.
     if (this.#settling) return;
     if (this.#running) this.#kick();
-    else void this.#run();
+    else {
+      this.#running = true;
+      this.#next();
+    }
   }
 
   /**
@@ -140,36 +147,26 @@ class Group {
     wakeFutex(Deno.UnsafePointer.create(this.#controlAddress), 1);
   }
 
-  async #run(): Promise<void> {
-    this.#running = true;
-    try {
-      await this.#loop();
-    } catch {
-      // Only a bug gets here; the waits return as if woken and are made again one call each.
-      this.#running = false;
-      this.#hub.distrust();
-      for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
-    }
-  }
-
   /**
-   * Sleeps on the waits until none is left. It stops running in the same step as it finds none:
-   * the waits it settled run their code before anything after an `await` here would, and a wait
-   * they add must find the loop stopped (and start it), not running and about to stop.
+   * The loop's head: settles the waits cancelled meanwhile, then sleeps on the rest, or stops
+   * running in the same step as it finds none (the waits it settled run their code before
+   * anything queued here would, and a wait they add must find the loop stopped and start it,
+   * not running and about to stop). A loop of callbacks, not an async function: the usual
+   * wake-up runs cold, and resuming an async function, then suspending it again to let the woken
+   * code run, cost that code microseconds before it ran.
    */
-  async #loop(): Promise<void> {
-    for (;;) {
-      if (this.#cancelPending) {
+  #next(): void {
+    try {
+      while (this.#cancelPending) {
         this.#cancelPending = false;
         this.#settle(undefined, 0);
-        continue;
       }
-      if (this.entries.length === 0) {
+      const count = this.entries.length;
+      if (count === 0) {
         this.#running = false;
         return;
       }
       const control = Atomics.load(this.#control, 0);
-      const count = this.entries.length;
       const fields = this.#fields;
       putWaitvEntry(fields, 0, control, this.#controlAddress);
       let deadline = Infinity;
@@ -181,17 +178,28 @@ class Group {
       const timeout = deadline === Infinity
         ? null
         : monotonicTimespec(deadline - performance.now(), this.#timeout);
+      this.#armed = count;
+      this.#controlArmed = control;
       counts.calls++;
       counts.inFlight++;
-      const returned = await libc().syscall_futex_waitv_blocking(
+      libc().syscall_futex_waitv_blocking(
         C.SYS_futex_waitv,
         this.#vector,
         count + 1,
         0,
         timeout,
         C.CLOCK_MONOTONIC,
-      );
-      counts.inFlight--;
+      ).then(this.#returned, this.#failed);
+    } catch {
+      this.#failed();
+    }
+  }
+
+  /** The call returned: settles the waits that are over, then lets their code run. */
+  readonly #returned = (returned: bigint): void => {
+    counts.inFlight--;
+    try {
+      const count = this.#armed;
       if (returned === 1n && count === 1 && this.entries.length === 1) {
         // The usual wake-up: a group of one wait, woken, and none joined meanwhile. It ends as
         // #settle would end it (0n unless cancelled: the word, the fault word and the deadline
@@ -201,17 +209,13 @@ class Group {
         this.entries.length = 0;
         this.#unexplained = 0;
         this.#settling = true;
-        try {
-          settleSafely(entry.settle, entry.cancelled ? -1n : 0n);
-          await letWokenCodeRun(this.#waitCount);
-        } finally {
-          this.#settling = false;
-        }
-        continue;
+        settleSafely(entry.settle, entry.cancelled ? -1n : 0n);
+        this.#letWokenCodeRun();
+        return;
       }
       const woken = returned > 0n ? this.entries[Number(returned) - 1] : undefined;
       const settled = this.#settle(woken, count);
-      if (settled || returned === 0n || Atomics.load(this.#control, 0) !== control) {
+      if (settled || returned === 0n || Atomics.load(this.#control, 0) !== this.#controlArmed) {
         this.#unexplained = 0;
       } else if (++this.#unexplained >= MAX_UNEXPLAINED) {
         // Nothing woke, changed or ran out, time after time: futex_waitv is not doing what it
@@ -221,14 +225,45 @@ class Group {
       }
       if (settled) {
         this.#settling = true;
-        try {
-          await letWokenCodeRun(this.#waitCount);
-        } finally {
-          this.#settling = false;
-        }
-      }
+        this.#letWokenCodeRun();
+      } else this.#next();
+    } catch {
+      this.#failed();
     }
+  };
+
+  /**
+   * Only a bug gets here (the call cannot reject, and the loop's code does not throw): the waits
+   * return as if woken and are made again one call each.
+   */
+  readonly #failed = (): void => {
+    this.#running = false;
+    this.#settling = false;
+    this.#hub.distrust();
+    for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
+  };
+
+  /**
+   * Lets the code the settled waits woke run before the next call (see `WOKEN_CODE_TURNS`):
+   * made at once, the call's start (a worker thread woken, tens of microseconds here) came
+   * before that code, and the wait it made again needed a kick and a second call. A turn is a
+   * queued microtask, which costs the woken code nothing before it runs.
+   */
+  #letWokenCodeRun(): void {
+    this.#turns = 0;
+    this.#waitsBefore = this.entries.length;
+    queueMicrotask(this.#turn);
   }
+
+  /** One turn of {@link Group.#letWokenCodeRun}; made once, not a closure per wake-up. */
+  readonly #turn = (): void => {
+    if (this.entries.length <= this.#waitsBefore && ++this.#turns < WOKEN_CODE_TURNS) {
+      queueMicrotask(this.#turn);
+      return;
+    }
+    this.#settling = false;
+    this.#next();
+  };
 
   /**
    * Settles the waits that are over: on the woken word, on a word that changed, past their

@@ -46,7 +46,7 @@ import { abortReason, failure, shown } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkPeriod, checkSignal, checkTimeout, startTimer } from "./timeouts.ts";
 import { loadTextFollower, type SharedMemory, type Sleep, textFollowerLoaded } from "./memory.ts";
-import { anyGuardedFault } from "../ffi/sigbus_guard.ts";
+import { anyGuardedFault, guardedFaultWord } from "../ffi/sigbus_guard.ts";
 import type { FutexSettle } from "../ffi/futex_hub.ts";
 import { WOKEN_CODE_TURNS } from "../ffi/woken_code.ts";
 import type { TextFollower } from "../ffi/text_follower.ts";
@@ -283,6 +283,11 @@ export class StateCell {
   readonly #base: number;
   readonly #bytes: Uint8Array;
   readonly #words: Int32Array;
+  /**
+   * The SIGBUS guard's fault count (see `anyGuardedFault`), read in place on the wake-up path.
+   * The guard is installed, or found impossible, before the first mapping, so before any cell.
+   */
+  readonly #faults: Int32Array;
   readonly #sequenceIndex: number;
   readonly #waitersIndex: number;
   readonly #valueIndex: number;
@@ -342,6 +347,7 @@ export class StateCell {
     this.#sequenceWord = this.#memory.futexWord(this.#base + SEQUENCE);
     this.#bytes = this.#memory.bytes;
     this.#words = this.#memory.words;
+    this.#faults = guardedFaultWord();
     this.#sequenceIndex = (this.#base + SEQUENCE) / 4;
     this.#waitersIndex = (this.#base + WAITERS) / 4;
     this.#valueIndex = (this.#base + VALUE) / 4;
@@ -538,11 +544,15 @@ export class StateCell {
       else if (!cooperating) this.#changeFrom(start, deadline, undefined).then(resolve, reject);
       else {
         this.#sleep(deadline, Infinity, true, (returned) => {
+          // #slept() and anyGuardedFault() in place: this runs cold after every sleep, before
+          // the woken caller's code.
+          const words = this.#words;
+          if (words.length !== 0) Atomics.sub(words, this.#waitersIndex, 1);
           // Woken by a cooperating writer: its value word holds what it wrote. Anything rarer
           // (a close, a page lost to a shrunk file, a header written over) is the loop's to tell.
-          const now = returned === 0n && !this.#closed && !anyGuardedFault() &&
-              this.#words[this.#magicIndex] === STATE_CELL_MAGIC
-            ? Atomics.load(this.#words, this.#valueIndex)
+          const now = returned === 0n && !this.#closed && this.#faults[0] === 0 &&
+              words[this.#magicIndex] === STATE_CELL_MAGIC
+            ? Atomics.load(words, this.#valueIndex)
             : start;
           if (now !== start) resolve(now);
           else this.#changeFrom(start, deadline, undefined).then(resolve, reject);
@@ -1120,7 +1130,10 @@ export class StateCell {
         let returned = -1n;
         if (cooperating || graceEnd > performance.now()) {
           returned = await new Promise<bigint>((resolve) => {
-            sleep = this.#sleep(deadline, graceEnd, cooperating, resolve);
+            sleep = this.#sleep(deadline, graceEnd, cooperating, (returned) => {
+              this.#slept();
+              resolve(returned);
+            });
           });
           sleep = undefined;
         } else {
@@ -1157,7 +1170,8 @@ export class StateCell {
   /**
    * Starts a sleep on the sequence the last read saw, until the deadline (throws `TimedOut` once
    * it passed), and without a cooperating writer until `graceEnd` or the next look at the text,
-   * whichever comes first; `settle` is called as {@link SharedMemory.sleep} says.
+   * whichever comes first; `settle` is called as {@link SharedMemory.sleep} says, and must call
+   * {@link StateCell.#slept} first.
    */
   #sleep(deadline: number, graceEnd: number, cooperating: boolean, settle: FutexSettle): Sleep {
     let timeoutMs = this.#remaining(deadline);
@@ -1171,14 +1185,21 @@ export class StateCell {
     // sequence after the kernel compared it then sees a waiter, and wakes it.
     Atomics.add(this.#words, this.#waitersIndex, 1);
     try {
-      return this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, (returned) => {
-        if (!this.#memory.closed) Atomics.sub(this.#words, this.#waitersIndex, 1);
-        settle(returned);
-      }, { owner: this });
+      return this.#memory.sleep(this.#base + SEQUENCE, sequence, timeoutMs, settle, {
+        owner: this,
+      });
     } catch (error) {
       Atomics.sub(this.#words, this.#waitersIndex, 1);
       throw error;
     }
+  }
+  /**
+   * Ends what {@link StateCell.#sleep} announced: one reader fewer asleep. Not once the memory
+   * is closed: its words are detached (length 0), and the count is no one's to read then.
+   */
+  #slept(): void {
+    const words = this.#words;
+    if (words.length !== 0) Atomics.sub(words, this.#waitersIndex, 1);
   }
 
   /**
