@@ -1,6 +1,6 @@
 /**
- * The pause a wait hub makes between settling waits and making its next call, shared by the
- * poll hub and the futex hub.
+ * The pause a wait hub makes between settling waits and making its next call: its length for
+ * both hubs, and the poll hub's loop of it (the futex hub queues its turns as callbacks).
  *
  * @module
  */
