@@ -188,7 +188,8 @@ function wakeTargets(): TargetSpec[] {
       baseline: { id: "wake-asleep.c-reader" },
       source: ISSUE_12,
     },
-    // As the synchronous wait: measured as a pair, and run apart (the row after).
+    // As the synchronous wait: measured in its group, all woken in turn, and run apart (the row
+    // after).
     {
       id: "cell-async-vs-raw-async",
       title:

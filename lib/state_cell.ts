@@ -544,10 +544,10 @@ export class StateCell {
       else if (!cooperating) this.#changeFrom(start, deadline, undefined).then(resolve, reject);
       else {
         this.#sleep(deadline, Infinity, true, (returned) => {
-          // #slept() and anyGuardedFault() in place: this runs cold after every sleep, before
-          // the woken caller's code.
+          this.#slept();
+          // The fault count read in place, as the ring's short paths read it: this runs cold
+          // after every sleep, before the woken caller's code.
           const words = this.#words;
-          if (words.length !== 0) Atomics.sub(words, this.#waitersIndex, 1);
           // Woken by a cooperating writer: its value word holds what it wrote. Anything rarer
           // (a close, a page lost to a shrunk file, a header written over) is the loop's to tell.
           const now = returned === 0n && !this.#closed && this.#faults[0] === 0 &&
@@ -1193,6 +1193,7 @@ export class StateCell {
       throw error;
     }
   }
+
   /**
    * Ends what {@link StateCell.#sleep} announced: one reader fewer asleep. Not once the memory
    * is closed: its words are detached (length 0), and the count is no one's to read then.
