@@ -13,7 +13,7 @@
 import * as C from "./constants.ts";
 import { libc } from "./libc.ts";
 import { closeFd, createEventFd, readFd, writeFd } from "./posix.ts";
-import { letWokenCodeRun } from "./woken_code.ts";
+import { WOKEN_CODE_TURNS } from "./woken_code.ts";
 
 /** What a readable wait saw on the watched fd. */
 export type Readiness = "readable" | "hangup" | "cancelled" | "error";
@@ -43,24 +43,34 @@ interface PollEntry {
 /** The process's fd waits, in one poll call at a time. */
 class PollHub {
   readonly #entries = new Set<PollEntry>();
-  /** For `letWokenCodeRun`, made once: not a closure per wake-up. */
-  readonly #waitCount = (): number => this.#entries.size;
   /** Written to make the call in flight return; made when the first wait comes, closed with the last. */
   #kickFd = -1;
   readonly #drain = new Uint8Array(new ArrayBuffer(8));
+  /**
+   * The call's `struct pollfd` array: the eventfd, then one per wait. Outside V8's heap (an
+   * ArrayBuffer's bytes never move), written only between calls, and kept for the next one:
+   * allocating one per call cost a wake-up about a microsecond.
+   */
+  #fds = new DataView(new ArrayBuffer(POLLFD_BYTES * 8));
+  #fdBytes = new Uint8Array(this.#fds.buffer);
+  /** The waits the call in flight watches, in the order of its array after the eventfd. */
+  #polled: PollEntry[] = [];
   #running = false;
-  /** Between calls, letting the code the last one woke run (see `letWokenCodeRun`). */
+  /** Between calls, letting the code the last one woke run (see `WOKEN_CODE_TURNS`). */
   #yielding = false;
+  #turns = 0;
+  #waitsBefore = 0;
   #failures = 0;
-  /** Resolves when the call in flight returns. */
-  #returned: Promise<void> = Promise.resolve();
+  /** Resolves the promise {@link PollHub.remove} gave out while a call was in flight, if any. */
+  #callReturned: (() => void) | undefined;
+  #whenCallReturns: Promise<void> | undefined;
 
   add(entry: PollEntry): void {
     this.#entries.add(entry);
     // While it yields, no call is in flight: the next one takes the new wait in.
     if (this.#yielding) return;
     if (this.#running) this.#kick();
-    else void this.#run();
+    else this.#start();
   }
 
   /**
@@ -72,7 +82,7 @@ class PollHub {
     entry.settle("cancelled");
     if (!this.#running || this.#yielding) return Promise.resolve();
     this.#kick();
-    return this.#returned;
+    return this.#whenCallReturns ??= new Promise((resolve) => (this.#callReturned = resolve));
   }
 
   #kick(): void {
@@ -80,63 +90,65 @@ class PollHub {
     writeFd(this.#kickFd, ONE, "eventfd");
   }
 
-  async #run(): Promise<void> {
+  #start(): void {
     this.#running = true;
     try {
-      await this.#loop();
+      this.#kickFd = createEventFd();
     } catch {
-      // No eventfd could be made (EMFILE) or read: the waits end, their owners say what failed.
-      this.#stop();
-      this.#endAll("error");
+      // No eventfd could be made (EMFILE): the waits end, their owners say what failed.
+      return this.#fail();
     }
-  }
-
-  /** Not running any more, and the eventfd closed, in one step: see {@link PollHub.#loop}. */
-  #stop(): void {
-    this.#running = false;
-    if (this.#kickFd >= 0) closeFd(this.#kickFd);
-    this.#kickFd = -1;
+    this.#next();
   }
 
   /**
-   * Polls until no wait is left. It stops in the same step as it finds none: the waits it
-   * settled run their code before anything after an `await` here would, and a wait they add
-   * must find the hub stopped (and start it), not running and about to stop.
+   * Makes the next call, or stops in the same step as it finds no wait left: the waits it
+   * settled run their code before anything queued here would, and a wait they add must find the
+   * hub stopped (and start it), not running and about to stop.
    */
-  async #loop(): Promise<void> {
-    this.#kickFd = createEventFd();
-    for (;;) {
-      if (this.#entries.size === 0) return this.#stop();
-      const entries = [...this.#entries];
-      // A buffer of its own (never on V8's heap, where it could move), kept until the call
-      // returns: the kernel writes the revents into it.
-      const fds = new DataView(new ArrayBuffer(POLLFD_BYTES * (entries.length + 1)));
-      pollFd(fds, 0, this.#kickFd);
-      entries.forEach((entry, i) => pollFd(fds, i + 1, entry.fd));
-      let returned!: () => void;
-      this.#returned = new Promise((resolve) => (returned = resolve));
-      let result: number;
-      counts.calls++;
-      try {
-        result = await libc().poll_blocking(
-          new Uint8Array(fds.buffer),
-          BigInt(entries.length + 1),
-          -1,
-        );
-      } finally {
-        returned();
-      }
+  #next(): void {
+    const count = this.#entries.size;
+    if (count === 0) return this.#stop();
+    if (this.#fds.byteLength < POLLFD_BYTES * (count + 1)) {
+      this.#fds = new DataView(new ArrayBuffer(POLLFD_BYTES * 2 * (count + 1)));
+      this.#fdBytes = new Uint8Array(this.#fds.buffer);
+    }
+    const fds = this.#fds;
+    const polled = this.#polled;
+    polled.length = 0;
+    pollFd(fds, 0, this.#kickFd);
+    for (const entry of this.#entries) {
+      polled.push(entry);
+      pollFd(fds, polled.length, entry.fd);
+    }
+    counts.calls++;
+    try {
+      libc().poll_blocking(this.#fdBytes, BigInt(count + 1), -1).then(this.#returned, this.#failed);
+    } catch {
+      this.#fail();
+    }
+  }
+
+  /** The call returned: settles the waits whose fd is ready, then lets their code run. */
+  readonly #returned = (result: number): void => {
+    const callReturned = this.#callReturned;
+    this.#callReturned = this.#whenCallReturns = undefined;
+    callReturned?.();
+    try {
+      const fds = this.#fds;
       if ((fds.getInt16(6, true) & C.POLLIN) !== 0) readFd(this.#kickFd, this.#drain, "eventfd");
       if (result < 0) {
         // errno belongs to the worker thread: EINTR is retried, anything lasting ends all.
         if (++this.#failures >= MAX_FAILURES) this.#endAll("error");
-        continue;
+        return this.#next();
       }
       this.#failures = 0;
+      const polled = this.#polled;
       let settled = 0;
-      entries.forEach((entry, i) => {
+      for (let i = 0; i < polled.length; i++) {
+        const entry = polled[i];
         const revents = fds.getInt16((i + 1) * POLLFD_BYTES + 6, true);
-        if (revents === 0 || !this.#entries.delete(entry)) return;
+        if (revents === 0 || !this.#entries.delete(entry)) continue;
         settled++;
         entry.settle(
           (revents & C.POLLIN) !== 0
@@ -145,18 +157,52 @@ class PollHub {
             ? "hangup"
             : "error",
         );
-      });
-      if (settled > 0) await this.#letWokenCodeRun();
+      }
+      if (settled === 0) return this.#next();
+      this.#yielding = true;
+      this.#turns = 0;
+      this.#waitsBefore = this.#entries.size;
+      queueMicrotask(this.#turn);
+    } catch {
+      // The eventfd could not be read: the waits end, their owners say what failed.
+      this.#fail();
     }
+  };
+
+  /** Only a bug gets here: the call cannot reject. */
+  readonly #failed = (): void => {
+    const callReturned = this.#callReturned;
+    this.#callReturned = this.#whenCallReturns = undefined;
+    callReturned?.();
+    this.#fail();
+  };
+
+  /**
+   * One microtask turn of the code the settled waits woke (see `WOKEN_CODE_TURNS`); the last
+   * makes the next call. Made once, not a closure per wake-up.
+   */
+  readonly #turn = (): void => {
+    if (this.#entries.size <= this.#waitsBefore && ++this.#turns < WOKEN_CODE_TURNS) {
+      queueMicrotask(this.#turn);
+      return;
+    }
+    this.#yielding = false;
+    this.#next();
+  };
+
+  /** Not running any more, and the eventfd closed, in one step: see {@link PollHub.#next}. */
+  #stop(): void {
+    this.#running = false;
+    this.#yielding = false;
+    this.#polled.length = 0;
+    if (this.#kickFd >= 0) closeFd(this.#kickFd);
+    this.#kickFd = -1;
   }
 
-  async #letWokenCodeRun(): Promise<void> {
-    this.#yielding = true;
-    try {
-      await letWokenCodeRun(this.#waitCount);
-    } finally {
-      this.#yielding = false;
-    }
+  /** Stops and ends every wait with `"error"`. */
+  #fail(): void {
+    this.#stop();
+    this.#endAll("error");
   }
 
   #endAll(readiness: Readiness): void {

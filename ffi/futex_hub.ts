@@ -93,7 +93,7 @@ class Group {
   #running = false;
   /** Holds one wait whose word may be woken unchanged, which nothing may join: see `#groupFor`. */
   alone = false;
-  /** Between calls: settling waits, or letting the code they woke run (see `letWokenCodeRun`). */
+  /** Between calls: settling waits, or letting the code they woke run (see `WOKEN_CODE_TURNS`). */
   #settling = false;
   /** A wait was cancelled while the group settled: settle again before the next call. */
   #cancelPending = false;

@@ -3,6 +3,9 @@ import { FdWaiter, pollCounts } from "../ffi/fd_waiter.ts";
 import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
 import { openFdCount } from "./helpers/proc.ts";
 import { delay, within } from "./helpers/waiting.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
   const fd = createEventFd();
@@ -153,3 +156,76 @@ Deno.test("a wait closed by the code another wait's wake-up woke, before the nex
     else closeFd(second);
   }
 });
+
+Deno.test("close() of a wait in flight resolves only once the poll call that watched its fd returned", async () => {
+  const [kept, closed] = [createEventFd(), createEventFd()];
+  const [keptWaiter, closedWaiter] = [new FdWaiter(), new FdWaiter()];
+  try {
+    const keptWait = keptWaiter.wait(kept);
+    const closedWait = closedWaiter.wait(closed);
+    await delay(0); // both in the call
+    const before = pollCounts();
+    await closedWaiter.close();
+    // Until the call returns the kernel holds the fd's file (a FIFO keeps its reader): its
+    // owner may close it now. The call was kicked, returned, and the next one watches the rest.
+    const after = pollCounts();
+    assertEquals(
+      { calls: after.calls - before.calls, kicks: after.kicks - before.kicks },
+      { calls: 1, kicks: 1 },
+    );
+    assertEquals(await closedWait, "cancelled");
+    writeFd(kept, new Uint8Array(new BigUint64Array([1n]).buffer), "eventfd");
+    assertEquals(await within(keptWait, 5_000), "readable");
+  } finally {
+    await keptWaiter.close();
+    await closedWaiter.close();
+    closeFd(kept);
+    closeFd(closed);
+  }
+});
+
+Deno.test("FdWaiters past the poll's buffer each wake on their own fd, woken in any order", async () => {
+  // More waits than the hub's first pollfd array holds: it grows between calls.
+  const count = 20;
+  const fds = Array.from({ length: count }, () => createEventFd());
+  const waiters = fds.map(() => new FdWaiter());
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  try {
+    const pending = waiters.map((waiter, i) => waiter.wait(fds[i]));
+    const settled: number[] = [];
+    pending.forEach((wait, i) => wait.then(() => settled.push(i)));
+    const woken: number[] = [];
+    for (const i of [13, 2, 19, 7, 0, 11, 16, 5, 8, 1, 18, 3, 14, 9, 6, 17, 4, 12, 10, 15]) {
+      writeFd(fds[i], one, "eventfd");
+      woken.push(i);
+      assertEquals(await within(pending[i], 5_000), "readable", `the wait on fd ${i}`);
+      await delay(0);
+      // Only the woken ones ended: a wait read at another's place in the array would too.
+      assertEquals(settled, woken);
+    }
+  } finally {
+    for (const waiter of waiters) await waiter.close();
+    for (const fd of fds) closeFd(fd);
+  }
+});
+
+testWith(
+  [...NEEDS.children, requires("sh")],
+  "with no fd left for the poll's eventfd (EMFILE) a wait ends with error at once, and the next wait, once an fd is free, is polled and wakes",
+  async () => {
+    const [program, ...args] = denoCommand(`${TESTS_DIR}fixtures/poll_without_fds.ts`, [], [
+      "--allow-ffi",
+    ]);
+    await using child = spawnProgram("sh", [
+      "-c",
+      'ulimit -n 256 && exec "$@"',
+      "sh",
+      program,
+      ...args,
+    ]);
+    assertEquals(await child.nextLine(), "no fd left: error");
+    assertEquals(await child.nextLine(), "one fd free: readable");
+    assertEquals(await child.nextLine(), "done");
+    assertEquals((await child.status()).code, 0);
+  },
+);
