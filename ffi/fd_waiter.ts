@@ -136,7 +136,14 @@ class PollHub {
     callReturned?.();
     try {
       const fds = this.#fds;
-      if ((fds.getInt16(6, true) & C.POLLIN) !== 0) readFd(this.#kickFd, this.#drain, "eventfd");
+      const kicked = fds.getInt16(6, true);
+      if ((kicked & C.POLLNVAL) !== 0) {
+        // Its eventfd was closed under it (a double close elsewhere in the process): every next
+        // call would return at once, for ever. The number is someone else's now: not closed here.
+        this.#kickFd = -1;
+        return this.#fail();
+      }
+      if ((kicked & C.POLLIN) !== 0) readFd(this.#kickFd, this.#drain, "eventfd");
       if (result < 0) {
         // errno belongs to the worker thread: EINTR is retried, anything lasting ends all.
         if (++this.#failures >= MAX_FAILURES) this.#endAll("error");
@@ -195,6 +202,8 @@ class PollHub {
     this.#running = false;
     this.#yielding = false;
     this.#polled.length = 0;
+    // A run of failed calls belongs to the run of the hub it ended: the next starts afresh.
+    this.#failures = 0;
     if (this.#kickFd >= 0) closeFd(this.#kickFd);
     this.#kickFd = -1;
   }

@@ -82,6 +82,8 @@ interface Entry extends FutexWait {
   /** See {@link FutexHub.wait}'s `wakesWithoutChange`. */
   wakesWithoutChange: boolean;
   group: Group;
+  /** Settled: a cancel now finds nothing to do (its group may hold other waits by then). */
+  ended: boolean;
 }
 
 /** Up to {@link GROUP_SIZE} waits, slept on by one `futex_waitv` call at a time. */
@@ -134,6 +136,9 @@ class Group {
    * works even when the word's page no longer reaches the file (a wake there finds no one).
    */
   cancel(entry: Entry): void {
+    // Ended already: a kick would make the call of the waits the group holds now return for
+    // nothing (one alone in its call could miss a wake-up that leaves its word unchanged).
+    if (entry.ended) return;
     entry.cancelled = true;
     // While it settles, the loop is between calls: it looks again before the next one.
     if (this.#settling) this.#cancelPending = true;
@@ -209,7 +214,7 @@ class Group {
         this.entries.length = 0;
         this.#unexplained = 0;
         this.#settling = true;
-        settleSafely(entry.settle, entry.cancelled ? -1n : 0n);
+        endEntry(entry, entry.cancelled ? -1n : 0n);
         this.#letWokenCodeRun();
         return;
       }
@@ -221,7 +226,7 @@ class Group {
         // Nothing woke, changed or ran out, time after time: futex_waitv is not doing what it
         // should here. Every wait returns as if woken and is made again one call each.
         this.#hub.distrust();
-        for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
+        for (const entry of this.entries.splice(0)) endEntry(entry, -1n);
       }
       if (settled) {
         this.#settling = true;
@@ -240,7 +245,7 @@ class Group {
     this.#running = false;
     this.#settling = false;
     this.#hub.distrust();
-    for (const entry of this.entries.splice(0)) settleSafely(entry.settle, -1n);
+    for (const entry of this.entries.splice(0)) endEntry(entry, -1n);
   };
 
   /**
@@ -309,7 +314,7 @@ class Group {
       // Indexed: an iterator per wake-up costs most in the lower tiers this code runs in.
       for (let i = 0; i < over.length; i++) {
         const entry = over[i];
-        settleSafely(entry.settle, isWoken(entry, woken) && !entry.cancelled ? 0n : -1n);
+        endEntry(entry, isWoken(entry, woken) && !entry.cancelled ? 0n : -1n);
       }
     } finally {
       this.#settling = false;
@@ -394,6 +399,7 @@ class FutexHub {
       wakesWithoutChange,
       cancelled: false,
       group,
+      ended: false,
     };
     group.add(entry);
     return entry;
@@ -511,6 +517,12 @@ function waitAlone(
   };
   sleep();
   return wait;
+}
+
+/** Settles a wait of a group, once: see {@link Entry.ended}. */
+function endEntry(entry: Entry, result: bigint): void {
+  entry.ended = true;
+  settleSafely(entry.settle, result);
 }
 
 /** Runs a wait's callback; one that throws must not stop the others (nor the hub's loop). */

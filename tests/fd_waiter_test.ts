@@ -1,6 +1,14 @@
 import { assertEquals, assertRejects } from "@std/assert";
 import { FdWaiter, pollCounts } from "../ffi/fd_waiter.ts";
-import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
+import {
+  closeFd,
+  createEventFd,
+  listDirectory,
+  readFd,
+  readLink,
+  statFd,
+  writeFd,
+} from "../ffi/posix.ts";
 import { openFdCount } from "./helpers/proc.ts";
 import { delay, within } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
@@ -229,3 +237,61 @@ testWith(
     assertEquals((await child.status()).code, 0);
   },
 );
+
+testWith(
+  [...NEEDS.children, requires("sh")],
+  "a poll call interrupted by a signal (EINTR) is made again, not the end of the wait, also once the hub gave up on a lasting failure and started again",
+  async () => {
+    const [program, ...args] = denoCommand(`${TESTS_DIR}fixtures/poll_eintr.ts`, [], [
+      "--allow-ffi",
+      "--allow-run",
+    ]);
+    await using child = spawnProgram("sh", [
+      "-c",
+      'ulimit -n 256 && exec "$@"',
+      "sh",
+      program,
+      ...args,
+    ]);
+    assertEquals(await child.nextLine(), "fresh hub, one EINTR: readable");
+    assertEquals(await child.nextLine(), "over the fd limit: error");
+    assertEquals(await child.nextLine(), "restarted hub, one EINTR: readable");
+    assertEquals(await child.nextLine(), "done");
+    assertEquals((await child.status()).code, 0);
+  },
+);
+
+Deno.test("the hub's eventfd closed under it (a double close elsewhere) ends its waits with error, never a call after call, and the next wait starts afresh", async () => {
+  const fd = createEventFd();
+  const [waiter, later] = [new FdWaiter(), new FdWaiter()];
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  const eventFds = (): string[] =>
+    listDirectory("/proc/self/fd").filter((name) => {
+      try {
+        return readLink(`/proc/self/fd/${name}`) === "anon_inode:[eventfd]";
+      } catch {
+        return false; // the listing's own fd, closed since
+      }
+    });
+  try {
+    await delay(0); // no hub running: each test's waits have ended
+    const before = eventFds();
+    const first = waiter.wait(fd);
+    const [hubFd] = eventFds().filter((name) => !before.includes(name));
+    assertEquals(typeof hubFd, "string", "the hub made no eventfd");
+    const calls = pollCounts().calls;
+    closeFd(Number(hubFd));
+    // The call in flight looks at its fds again when one is ready, and finds its eventfd gone
+    // (POLLNVAL): it ends the waits rather than make a call that returns at once, for ever.
+    writeFd(fd, one, "eventfd");
+    assertEquals(await within(first, 5_000), "error");
+    assertEquals(pollCounts().calls - calls, 0, "a call after the one that found its eventfd gone");
+    const next = later.wait(fd);
+    writeFd(fd, one, "eventfd");
+    assertEquals(await within(next, 5_000), "readable");
+  } finally {
+    await waiter.close();
+    await later.close();
+    closeFd(fd);
+  }
+});

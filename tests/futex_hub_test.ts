@@ -438,3 +438,35 @@ Deno.test({
     for (const record of live) if (record.wait !== undefined) hub.cancel(record.wait);
   }
 });
+
+Deno.test({
+  name:
+    "cancelling a wait that has ended does nothing: no kick for the call its group makes for the waits it holds now",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-stale-cancel" });
+  const hub = futexHub();
+  const address = (index: number): bigint => wordAddress(memory, index);
+  const inFlight = futexHubCounts().inFlight;
+  const handles: FutexWait[] = [];
+  const waitOn = (index: number): Promise<bigint> =>
+    new Promise((resolve) => handles.push(hub.wait(address(index), 0, undefined, resolve)));
+  try {
+    const stays = waitOn(16);
+    const ends = waitOn(0);
+    Atomics.store(memory.words, 0, 1);
+    memory.word(0).wake();
+    assertEnded(await within(ends, 10_000));
+    // The group's next call, on the wait that stays (its last returned before `ends` settled).
+    while (futexHubCounts().inFlight !== inFlight + 1) await delay(1);
+    const kicks = futexHubCounts().kicks;
+    assertEquals(hub.cancel(handles[1]), true);
+    // A kick makes that call return for nothing; were the group's wait now one alone in its
+    // call (whose word may be woken unchanged), a wake-up meanwhile would be lost.
+    assertEquals(futexHubCounts().kicks - kicks, 0, "kicked for a wait that had ended");
+    hub.cancel(handles[0]);
+    assertEquals(await within(stays, 10_000), -1n);
+  } finally {
+    cancelAll(hub, handles);
+  }
+});
