@@ -17,6 +17,8 @@ import { claimIsLive, knownProcessOf, processOf, threadOf } from "./claim.ts";
  * have no pidfd for a thread.
  */
 export const THREAD_LOOK_MS = 100;
+/** How long after a failed poll call (not a death) the pidfd is waited on again. */
+const RETRY_MS = 100;
 
 /** Watches the thread that holds one claim; see the module description. */
 export class ProcessWatch {
@@ -30,6 +32,7 @@ export class ProcessWatch {
   #alive: boolean;
   #waiter: FdWaiter | undefined;
   #lookTimer: ReturnType<typeof setInterval> | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listeners = new Set<() => void>();
 
   /** Checks once (signal 0 and the start time in /proc), then opens a pidfd for the rest. */
@@ -77,17 +80,7 @@ export class ProcessWatch {
     this.#listeners.add(listener);
     if (this.#looked) {
       this.#lookTimer ??= setInterval(() => this.check(), THREAD_LOOK_MS);
-    } else if (this.#waiter === undefined && this.#pidfd !== undefined) {
-      const waiter = new FdWaiter();
-      this.#waiter = waiter;
-      waiter.wait(this.#pidfd).then((readiness) => {
-        if (readiness !== "cancelled" && this.#waiter === waiter) {
-          this.#waiter = undefined;
-          waiter.close();
-          this.#died();
-        }
-      });
-    }
+    } else this.#startWaiting();
     return () => {
       this.#listeners.delete(listener);
       if (this.#listeners.size === 0) this.#stopWaiting();
@@ -101,6 +94,26 @@ export class ProcessWatch {
     this.#closePidfd();
   }
 
+  #startWaiting(): void {
+    const pidfd = this.#pidfd;
+    if (this.#waiter !== undefined || this.#retryTimer !== undefined || pidfd === undefined) return;
+    const waiter = new FdWaiter();
+    this.#waiter = waiter;
+    waiter.wait(pidfd).then((readiness) => {
+      if (readiness === "cancelled" || this.#waiter !== waiter) return;
+      this.#waiter = undefined;
+      waiter.close();
+      if (readiness === "readable" || readiness === "hangup") return this.#died();
+      // The poll call failed (its hub could not make its eventfd: EMFILE), which tells nothing
+      // of the holder: looked at now without it, and waited on again a moment later.
+      if (!this.check()) return;
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        if (this.#listeners.size > 0) this.#startWaiting();
+      }, RETRY_MS);
+    });
+  }
+
   #stopWaiting(): void {
     this.#waiter?.close();
     this.#waiter = undefined;
@@ -110,6 +123,8 @@ export class ProcessWatch {
   #stopLooking(): void {
     clearInterval(this.#lookTimer);
     this.#lookTimer = undefined;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
   }
 
   /** Closes the pidfd, once a poll in flight on it (if any) has returned. */

@@ -44,6 +44,8 @@ const ANCESTOR_GONE = C.IN_DELETE_SELF | C.IN_MOVE_SELF;
 const INODE_EVENTS = C.IN_MODIFY | C.IN_ATTRIB;
 /** How often a path in a directory that cannot be watched is looked at. */
 export const LOOK_MS = 500;
+/** How long after a failed poll call the inotify fd is waited on again. */
+const RESTART_MS = 100;
 
 /**
  * What a program says, once, of a watch that looks instead ({@link PathWatch.looking}):
@@ -227,7 +229,13 @@ export class PathWatch {
     this.#looksUnwatched = this.#polling;
     // An unwatched directory that nobody looks at reports nothing; one looked at (from now on)
     // reports what it holds once it can be seen, news only if not the inode watched.
-    const seen = this.#directoryWatch === -1 && !this.#polling ? undefined : this.#look();
+    let seen: PathStatus | undefined;
+    try {
+      seen = this.#directoryWatch === -1 && !this.#polling ? undefined : this.#look();
+    } catch (error) {
+      posix.closeFd(this.#inotify); // ENAMETOOLONG, ELOOP, EIO: nobody will close() it
+      throw error;
+    }
     this.#status = seen ?? "removed";
     this.#unseen = this.#polling && seen === undefined;
     // Held against what a look finds: the mode seen last, also while watched (a watch may look
@@ -361,6 +369,23 @@ export class PathWatch {
           }
           at += 16 + length;
         }
+      }
+      if (readiness === "error" || readiness === "hangup") {
+        // The poll call failed (its hub could not make its eventfd: EMFILE), and the next one
+        // would at once: a moment later, not a loop of microtasks that starves the event loop.
+        // What came meanwhile is read then.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            this.#wake = undefined;
+            resolve();
+          }, RESTART_MS);
+          this.#wake = () => {
+            clearTimeout(timer);
+            this.#wake = undefined;
+            resolve();
+          };
+        });
+        if (this.#closed) return;
       }
       if (modified) yield "modified";
       if (directory) {

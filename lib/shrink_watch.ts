@@ -46,7 +46,7 @@ class Watches {
   #waiter: FdWaiter | undefined;
   /** Resolves once no poll call watches the fd (after the last listener left). */
   #released: Promise<unknown> = Promise.resolve();
-  #retired = false;
+  #closed = false;
 
   constructor() {
     this.#fd = posix.inotifyInit();
@@ -93,15 +93,22 @@ class Watches {
     if (this.#byWd.size === 0) this.#retire();
   }
 
-  /** Closes the instance once nothing reads it; the next watch makes a new one. */
+  /**
+   * Closes the instance once nothing reads it; a watch added before then keeps it (a user may
+   * have only 128: closing and watching in one step must not take a new one each time).
+   */
   #retire(): void {
-    this.#retired = true;
-    const fd = this.#fd;
-    void this.#released.then(() => posix.closeFd(fd));
+    const released = this.#released;
+    void released.then(() => {
+      if (this.#closed || this.#byWd.size > 0) return;
+      if (this.#released !== released) return this.#retire(); // a later poll call to wait for
+      this.#closed = true;
+      posix.closeFd(this.#fd);
+    });
   }
 
   get retired(): boolean {
-    return this.#retired;
+    return this.#closed;
   }
 
   #start(): void {
@@ -139,7 +146,7 @@ class Watches {
         this.#waiter = undefined;
         this.#released = Promise.all([this.#released, waiter.close()]);
         setTimeout(() => {
-          if (this.#listening > 0 && this.#waiter === undefined && !this.#retired) this.#start();
+          if (this.#listening > 0 && this.#waiter === undefined && !this.#closed) this.#start();
         }, RESTART_MS);
         return;
       }
