@@ -449,6 +449,13 @@ export class PathWatch {
     if (watch < 0) return;
     this.#directoryWatch = watch;
     this.#directoryIdentity = this.#directoryNow();
+    // The directories above it may be new too (`mv runtime runtime.old && mkdir -p runtime/run`):
+    // watched as the first ones were, or their next move would go unheard.
+    try {
+      watchAncestors(this.#inotify, this.#path, this.#options.ancestors ?? 0);
+    } catch {
+      // Out of inotify watches (ENOSPC): the path's own directory is watched all the same.
+    }
     this.#polling = false;
     this.#stopLookTimer();
     // Nothing at the path yet: the new directory may be removed as silently as the last one.

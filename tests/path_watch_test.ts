@@ -422,6 +422,34 @@ testWith(
 
 testWith(
   NEEDS.files,
+  "PathWatch told lookWhenUnwatched and to watch an ancestor watches the ancestor made anew too: a second move of it is told",
+  async () => {
+    await withTempDir(async (dir) => {
+      Deno.mkdirSync(`${dir}/top/run`, { recursive: true, mode: 0o700 });
+      const path = `${dir}/top/run/state`;
+      Deno.writeTextFileSync(path, "0\n");
+      const watch = new PathWatch(path, statPath(path)?.identity ?? "", {
+        directoryMayBeMissing: true,
+        lookWhenUnwatched: true,
+        ancestors: 1,
+      });
+      await watching(watch, async (seen) => {
+        Deno.renameSync(`${dir}/top`, `${dir}/top.old`);
+        await until(() => seen.length === 1, "the move told");
+        Deno.mkdirSync(`${dir}/top/run`, { recursive: true, mode: 0o700 });
+        Deno.writeTextFileSync(path, "1\n");
+        await until(() => seen.length === 2, "the file in the directory made anew told");
+        Deno.renameSync(`${dir}/top`, `${dir}/top.older`);
+        await until(() => seen.length === 3, "the second move told");
+        assertEquals(seen, ["removed", "replaced", "removed"]);
+        assertEquals(watch.status(), "removed");
+      });
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
   "PathWatch told lookWhenUnwatched whose directory is moved away and a file put in its place tells the path removed, and goes on: no NotADirectory",
   async () => {
     await withLookingWatch(async (dir, seen) => {
