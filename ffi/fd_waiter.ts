@@ -131,9 +131,7 @@ class PollHub {
 
   /** The call returned: settles the waits whose fd is ready, then lets their code run. */
   readonly #returned = (result: number): void => {
-    const callReturned = this.#callReturned;
-    this.#callReturned = this.#whenCallReturns = undefined;
-    callReturned?.();
+    this.#callEnded();
     try {
       const fds = this.#fds;
       const kicked = fds.getInt16(6, true);
@@ -178,11 +176,16 @@ class PollHub {
 
   /** Only a bug gets here: the call cannot reject. */
   readonly #failed = (): void => {
+    this.#callEnded();
+    this.#fail();
+  };
+
+  /** Resolves the promise {@link PollHub.remove} gave out for the call that ended, if any. */
+  #callEnded(): void {
     const callReturned = this.#callReturned;
     this.#callReturned = this.#whenCallReturns = undefined;
     callReturned?.();
-    this.#fail();
-  };
+  }
 
   /**
    * One microtask turn of the code the settled waits woke (see `WOKEN_CODE_TURNS`); the last

@@ -107,9 +107,10 @@ export class ProcessWatch {
       // The poll call failed (its hub could not make its eventfd: EMFILE), which tells nothing
       // of the holder: looked at now without it, and waited on again a moment later.
       if (!this.check()) return;
+      // Cleared when the last listener leaves (#stopWaiting), when it dies and at close.
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined;
-        if (this.#listeners.size > 0) this.#startWaiting();
+        this.#startWaiting();
       }, RETRY_MS);
     });
   }

@@ -107,7 +107,8 @@ class Watches {
     });
   }
 
-  get retired(): boolean {
+  /** Whether the instance's fd is closed: the next watch makes a new one. */
+  get closed(): boolean {
     return this.#closed;
   }
 
@@ -199,7 +200,7 @@ export function disableShrinkWatch(): void {
  */
 export function watchShrink(fd: number, onModified: () => void): ShrinkWatch | undefined {
   if (disabled) return undefined;
-  if (watches === undefined || watches.retired) watches = new Watches();
+  if (watches === undefined || watches.closed) watches = new Watches();
   const owner = watches;
   const watcher = owner.add(fd, onModified);
   return {

@@ -1,18 +1,10 @@
 import { assertEquals, assertRejects } from "@std/assert";
 import { FdWaiter, pollCounts } from "../ffi/fd_waiter.ts";
-import {
-  closeFd,
-  createEventFd,
-  listDirectory,
-  readFd,
-  readLink,
-  statFd,
-  writeFd,
-} from "../ffi/posix.ts";
-import { openFdCount } from "./helpers/proc.ts";
+import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
+import { openFdCount, openFdsTo } from "./helpers/proc.ts";
 import { delay, within } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
+import { spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
@@ -221,15 +213,8 @@ testWith(
   [...NEEDS.children, requires("sh")],
   "with no fd left for the poll's eventfd (EMFILE) a wait ends with error at once, and the next wait, once an fd is free, is polled and wakes",
   async () => {
-    const [program, ...args] = denoCommand(`${TESTS_DIR}fixtures/poll_without_fds.ts`, [], [
+    await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/poll_without_fds.ts`, [], [
       "--allow-ffi",
-    ]);
-    await using child = spawnProgram("sh", [
-      "-c",
-      'ulimit -n 256 && exec "$@"',
-      "sh",
-      program,
-      ...args,
     ]);
     assertEquals(await child.nextLine(), "no fd left: error");
     assertEquals(await child.nextLine(), "one fd free: readable");
@@ -242,16 +227,9 @@ testWith(
   [...NEEDS.children, requires("sh")],
   "a poll call interrupted by a signal (EINTR) is made again, not the end of the wait, also once the hub gave up on a lasting failure and started again",
   async () => {
-    const [program, ...args] = denoCommand(`${TESTS_DIR}fixtures/poll_eintr.ts`, [], [
+    await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/poll_eintr.ts`, [], [
       "--allow-ffi",
       "--allow-run",
-    ]);
-    await using child = spawnProgram("sh", [
-      "-c",
-      'ulimit -n 256 && exec "$@"',
-      "sh",
-      program,
-      ...args,
     ]);
     assertEquals(await child.nextLine(), "fresh hub, one EINTR: readable");
     assertEquals(await child.nextLine(), "over the fd limit: error");
@@ -265,22 +243,15 @@ Deno.test("the hub's eventfd closed under it (a double close elsewhere) ends its
   const fd = createEventFd();
   const [waiter, later] = [new FdWaiter(), new FdWaiter()];
   const one = new Uint8Array(new BigUint64Array([1n]).buffer);
-  const eventFds = (): string[] =>
-    listDirectory("/proc/self/fd").filter((name) => {
-      try {
-        return readLink(`/proc/self/fd/${name}`) === "anon_inode:[eventfd]";
-      } catch {
-        return false; // the listing's own fd, closed since
-      }
-    });
+  const eventFds = (): number[] => openFdsTo(Deno.pid, "anon_inode:[eventfd]");
   try {
     await delay(0); // no hub running: each test's waits have ended
     const before = eventFds();
     const first = waiter.wait(fd);
     const [hubFd] = eventFds().filter((name) => !before.includes(name));
-    assertEquals(typeof hubFd, "string", "the hub made no eventfd");
+    assertEquals(typeof hubFd, "number", "the hub made no eventfd");
     const calls = pollCounts().calls;
-    closeFd(Number(hubFd));
+    closeFd(hubFd);
     // The call in flight looks at its fds again when one is ready, and finds its eventfd gone
     // (POLLNVAL): it ends the waits rather than make a call that returns at once, for ever.
     writeFd(fd, one, "eventfd");

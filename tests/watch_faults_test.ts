@@ -1,42 +1,29 @@
 import { assert, assertEquals, assertRejects } from "@std/assert";
-import { listDirectory, readLink, statPath } from "../ffi/posix.ts";
+import { statPath } from "../ffi/posix.ts";
+import { openFdsTo } from "./helpers/proc.ts";
 import { PathWatch } from "../lib/path_watch.ts";
 import { watchShrink } from "../lib/shrink_watch.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
-import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
+import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 
-/** This process's fds whose link reads `target` (`anon_inode:inotify`, a path). */
-function fdsLinkedTo(target: string): string[] {
-  return listDirectory("/proc/self/fd").filter((name) => {
-    try {
-      return readLink(`/proc/self/fd/${name}`) === target;
-    } catch {
-      return false; // the listing's own fd, closed since
-    }
-  });
-}
-
 /** Runs the fixture under `ulimit -n 256`; its lines. */
-async function withoutFds(args: string[]): Promise<string[]> {
-  const [program, ...rest] = denoCommand(`${TESTS_DIR}fixtures/watches_without_fds.ts`, args, [
+async function withoutFds(
+  args: string[],
+  onLine: (line: string) => void = () => {},
+): Promise<string[]> {
+  await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/watches_without_fds.ts`, args, [
     "--allow-ffi",
     "--allow-read",
-  ]);
-  await using child = spawnProgram("sh", [
-    "-c",
-    'ulimit -n 256 && exec "$@"',
-    "sh",
-    program,
-    ...rest,
   ]);
   const lines: string[] = [];
   for (;;) {
     const line = await child.nextLine();
     lines.push(line);
     if (line === "done") break;
+    onLine(line);
   }
   assertEquals((await child.status()).code, 0);
   return lines;
@@ -62,19 +49,34 @@ testWith(
 );
 
 testWith(
+  [...NEEDS.children, requires("sh"), requires("sleep")],
+  "a process watch whose wait failed (EMFILE) still tells the death of its process once it ends, with fds free again",
+  async () => {
+    await using peer = spawnProgram("sleep", ["60"]);
+    const lines = await withoutFds(["pid", String(peer.pid), "ends"], (line) => {
+      if (line === "fds free") Deno.kill(peer.pid, "SIGKILL");
+    });
+    assertEquals(lines, ["event loop ran", "fds free", "death reported", "done"]);
+  },
+);
+
+testWith(
   NEEDS.files,
   "shrink watches made and closed in one step share one inotify instance (a user may have only 128), closed once the last is gone",
   async () => {
     await withTempDir(async (dir) => {
       await delay(0); // an instance retired by another test is closed by now
-      const before = fdsLinkedTo("anon_inode:inotify").length;
+      const before = openFdsTo(Deno.pid, "anon_inode:inotify").length;
       using file = Deno.openSync(`${dir}/f`, { create: true, write: true });
-      const [fd] = fdsLinkedTo(`${dir}/f`);
-      for (let i = 0; i < 300; i++) watchShrink(Number(fd), () => {})?.close();
-      assert(fdsLinkedTo("anon_inode:inotify").length - before <= 1, "an instance per watch");
+      const [fd] = openFdsTo(Deno.pid, `${dir}/f`);
+      for (let i = 0; i < 300; i++) watchShrink(fd, () => {})?.close();
+      assert(
+        openFdsTo(Deno.pid, "anon_inode:inotify").length - before <= 1,
+        "an instance per watch",
+      );
       await delay(0);
       assertEquals(
-        fdsLinkedTo("anon_inode:inotify").length,
+        openFdsTo(Deno.pid, "anon_inode:inotify").length,
         before,
         "the instance outlived its watches",
       );
@@ -90,11 +92,11 @@ testWith(
     await withTempDir(async (dir) => {
       Deno.writeTextFileSync(`${dir}/f`, "x");
       const identity = statPath(`${dir}/f`)?.identity ?? "";
-      const before = fdsLinkedTo("anon_inode:inotify").length;
+      const before = openFdsTo(Deno.pid, "anon_inode:inotify").length;
       await assertRejects(async () => {
         await new PathWatch(`${dir}/${"a".repeat(300)}`, identity).close();
       });
-      assertEquals(fdsLinkedTo("anon_inode:inotify").length, before);
+      assertEquals(openFdsTo(Deno.pid, "anon_inode:inotify").length, before);
     });
   },
 );

@@ -32,19 +32,24 @@ export function childrenOf(pid: number): number[] {
 }
 
 /**
- * How many fds `pid` has open, or only those that refer to `target`, read through libc (Deno
- * guards /proc behind --allow-all): an fd closed between listing and reading it is not counted.
+ * The fds (by number) `pid` has open, or only those that refer to `target`
+ * (`anon_inode:inotify`, a path), read through libc (Deno guards /proc behind --allow-all): an fd
+ * closed between listing and reading it is left out.
  */
-export function openFdCount(pid: number, target?: string): Promise<number> {
-  let count = 0;
-  for (const fd of listDirectory(`/proc/${pid}/fd`)) {
+export function openFdsTo(pid: number, target?: string): number[] {
+  return listDirectory(`/proc/${pid}/fd`).filter((fd) => {
     try {
-      if (target === undefined || readLink(`/proc/${pid}/fd/${fd}`) === target) count++;
+      const link = readLink(`/proc/${pid}/fd/${fd}`);
+      return target === undefined || link === target;
     } catch {
-      // Closed meanwhile.
+      return false; // closed meanwhile
     }
-  }
-  return Promise.resolve(count);
+  }).map(Number);
+}
+
+/** How many fds `pid` has open, or only those that refer to `target` (see {@link openFdsTo}). */
+export function openFdCount(pid: number, target?: string): Promise<number> {
+  return Promise.resolve(openFdsTo(pid, target).length);
 }
 
 /**

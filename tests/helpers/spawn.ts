@@ -48,6 +48,19 @@ export function spawnDeno(
   );
 }
 
+/**
+ * Starts `deno run` on a script as {@link spawnDeno} does, under `ulimit -n 256` (through `sh`):
+ * low enough that the script can take every fd it may have, to see what fails then.
+ */
+export function spawnDenoUnderFdLimit(
+  script: string,
+  args: string[],
+  permissions: string[],
+): ChildProcess {
+  const command = denoCommand(script, args, permissions);
+  return spawnProgram("sh", ["-c", 'ulimit -n 256 && exec "$@"', "sh", ...command]);
+}
+
 /** Starts any program; with `stdin: "piped"` the test can write to it. */
 export function spawnProgram(
   program: string,
