@@ -30,12 +30,16 @@ function inWorker(): boolean {
  * the Worker's thread.
  */
 export function ownClaim(): bigint {
-  if (own === undefined) {
-    const id = inWorker() ? posix.threadId() : Deno.pid;
-    const start = posix.processState(id)?.startTime ?? 0n;
-    own = ((start & 0xffff_ffffn) << 32n) | BigInt(id);
-  }
-  return own;
+  return own ??= claimOf(inWorker() ? posix.threadId() : Deno.pid);
+}
+
+/**
+ * The claim value of the process or thread `id` as it runs now. Without its start time (no
+ * such id, or no /proc) the claim has none, and any holder of that id matches it.
+ */
+export function claimOf(id: number): bigint {
+  const start = posix.processState(id)?.startTime ?? 0n;
+  return ((start & 0xffff_ffffn) << 32n) | BigInt(id);
 }
 
 /** The kernel's largest possible pid (`PID_MAX_LIMIT` on 64-bit Linux). */

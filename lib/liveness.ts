@@ -10,7 +10,7 @@
 
 import { FdWaiter } from "../ffi/fd_waiter.ts";
 import * as posix from "../ffi/posix.ts";
-import { claimIsLive, knownProcessOf, processOf, threadOf } from "./claim.ts";
+import { claimIsLive, describeHolder, knownProcessOf, processOf, threadOf } from "./claim.ts";
 
 /**
  * How often a Worker's claim is looked at while someone listens, on kernels before 6.9, which
@@ -34,6 +34,7 @@ export class ProcessWatch {
   #lookTimer: ReturnType<typeof setInterval> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listeners = new Set<() => void>();
+  #closed = false;
 
   /** Checks once (signal 0 and the start time in /proc), then opens a pidfd for the rest. */
   constructor(claim: bigint) {
@@ -51,13 +52,22 @@ export class ProcessWatch {
     if (this.#pidfd === undefined || !claimIsLive(claim)) this.#died();
   }
 
-  /** Whether the process ran at the last look; a listener keeps this current without syscalls. */
+  /**
+   * Whether the process ran at the last look; a listener keeps this current without syscalls.
+   * Throws `BadResource` once closed, as every method does but `close()`.
+   */
   get alive(): boolean {
+    this.#checkOpen();
     return this.#alive;
   }
 
   /** Looks now (one poll(2) with no wait), for callers that cannot listen. */
   check(): boolean {
+    this.#checkOpen();
+    return this.#look();
+  }
+
+  #look(): boolean {
     if (!this.#alive) return false;
     const pidfd = this.#pidfd;
     const ended = this.#looked
@@ -70,16 +80,18 @@ export class ProcessWatch {
   /**
    * Calls `listener` once when the holder ends, from the event loop. While anyone listens a
    * poll(2) on the pidfd runs on a worker thread, or a timer looks (either keeps the process
-   * alive); returns the function that stops listening.
+   * alive); returns the function that stops listening. A listener that throws has its error
+   * reported as an uncaught one (`reportError`) once every listener has been called.
    */
   onDeath(listener: () => void): () => void {
+    this.#checkOpen();
     if (!this.#alive) {
       queueMicrotask(listener);
       return () => {};
     }
     this.#listeners.add(listener);
     if (this.#looked) {
-      this.#lookTimer ??= setInterval(() => this.check(), THREAD_LOOK_MS);
+      this.#lookTimer ??= setInterval(() => this.#look(), THREAD_LOOK_MS);
     } else this.#startWaiting();
     return () => {
       this.#listeners.delete(listener);
@@ -89,9 +101,21 @@ export class ProcessWatch {
 
   /** Stops listening and closes the pidfd; safe to call twice. */
   close(): void {
+    this.#closed = true;
     this.#listeners.clear();
     this.#stopLooking();
     this.#closePidfd();
+  }
+
+  /** Same as {@link ProcessWatch.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new Deno.errors.BadResource(`The watch of ${describeHolder(this.claim)} is closed`);
+    }
   }
 
   #startWaiting(): void {
@@ -106,7 +130,7 @@ export class ProcessWatch {
       if (readiness === "readable" || readiness === "hangup") return this.#died();
       // The poll call failed (its hub could not make its eventfd: EMFILE), which tells nothing
       // of the holder: looked at now without it, and waited on again a moment later.
-      if (!this.check()) return;
+      if (!this.#look()) return;
       // Cleared when the last listener leaves (#stopWaiting), when it dies and at close.
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined;
@@ -146,6 +170,15 @@ export class ProcessWatch {
     this.#closePidfd();
     const listeners = [...this.#listeners];
     this.#listeners.clear();
-    for (const listener of listeners) listener();
+    // Each is told, whatever another threw; a throw is not this watch's to swallow.
+    const thrown: unknown[] = [];
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch (error) {
+        thrown.push(error);
+      }
+    }
+    for (const error of thrown) reportError(error);
   }
 }
