@@ -185,16 +185,17 @@ class Group {
         : monotonicTimespec(deadline - performance.now(), this.#timeout);
       this.#armed = count;
       this.#controlArmed = control;
-      counts.calls++;
-      counts.inFlight++;
-      libc().syscall_futex_waitv_blocking(
+      const call = libc().syscall_futex_waitv_blocking(
         C.SYS_futex_waitv,
         this.#vector,
         count + 1,
         0,
         timeout,
         C.CLOCK_MONOTONIC,
-      ).then(this.#returned, this.#failed);
+      );
+      counts.calls++;
+      counts.inFlight++;
+      call.then(this.#returned, this.#rejected);
     } catch {
       this.#failed();
     }
@@ -235,6 +236,12 @@ class Group {
     } catch {
       this.#failed();
     }
+  };
+
+  /** The call's promise rejected, which it cannot: as {@link Group.#failed}, with the count. */
+  readonly #rejected = (): void => {
+    counts.inFlight--;
+    this.#failed();
   };
 
   /**
