@@ -19,7 +19,8 @@
 import * as C from "./constants.ts";
 import { type FollowerLibc, followerLibc, libc } from "./libc.ts";
 import type { Mapping } from "./mapping.ts";
-import { closeFd, duplicateFd } from "./posix.ts";
+import type { OsError } from "./errno.ts";
+import { closeFd, createEventFd, duplicateFd } from "./posix.ts";
 
 /** Where the text is: in a mapping of this process, or in a file read with pread(2). */
 export type TextSource =
@@ -178,8 +179,10 @@ function followerMain(): void {
     };
 
     for (;;) {
-      if (Atomics.load(words, L.EXIT) !== 0) break;
+      // The wake word before the exit word: the main thread sets them in the other order, so
+      // an exit set after this look at it has moved the word this sleep compares.
       const seen = Atomics.load(words, L.WAKE);
+      if (Atomics.load(words, L.EXIT) !== 0) break;
       const now = performance.now();
       let next = Infinity;
       const high = Atomics.load(words, L.HIGH);
@@ -254,6 +257,7 @@ class FollowerPool {
   readonly #onClosing: () => void;
 
   constructor(parse: string, onClosing: () => void) {
+    checkRoomForWorker();
     this.#onClosing = onClosing;
     const control = new SharedArrayBuffer(HEADER_BYTES + FOLLOWERS_PER_WORKER * SLOT_BYTES);
     this.words = new Int32Array(control);
@@ -366,6 +370,34 @@ class FollowerPool {
   }
 }
 
+/**
+ * Free fds a Worker needs as it starts, with room to spare: Deno 2.9.6 takes 6, and without them
+ * it panics (`Too many open files` unwrapped on the Worker's thread), ending the process.
+ */
+const WORKER_FDS = 8;
+
+/**
+ * Throws the EMFILE (or ENFILE) error rather than start a Worker the process has no fds for: a
+ * failed start must fail the call, never the process. Another thread could take the fds between
+ * this look and the Worker's start; Deno's own threads rarely open any.
+ */
+function checkRoomForWorker(): void {
+  const probes: number[] = [];
+  try {
+    // eventfds, not copies of fd 0: a daemon may run with its stdin closed.
+    for (let i = 0; i < WORKER_FDS; i++) probes.push(createEventFd());
+  } catch (error) {
+    const { code, errno } = error as OsError;
+    const why = `fewer than the ${WORKER_FDS} fds it needs are free (${code})`;
+    throw Object.assign(new Error(`Cannot start the Worker that follows text: ${why}`), {
+      code,
+      errno,
+    });
+  } finally {
+    for (const probe of probes) closeFd(probe);
+  }
+}
+
 /** The pool new followers join, per parse function's source. */
 const pools = new Map<string, FollowerPool>();
 
@@ -393,7 +425,14 @@ export class TextFollower {
   #failure: Error | undefined;
 
   private constructor(options: TextFollowerOptions) {
-    const { source: where, watch } = options;
+    const { source: where, watch, periodMs } = options;
+    // A period of 0 would have the Worker look without sleeping, NaN never look.
+    if (!(periodMs > 0 && periodMs < Infinity)) {
+      throw new RangeError(`Follow period ${periodMs} is not a number of milliseconds above 0`);
+    }
+    // Before any Worker may start for this follower: one that failed here would be left with none.
+    const address = "fd" in where ? 0 : Number(where.mapping.address(where.offset));
+    const watchAddress = watch === undefined ? 0 : Number(watch.mapping.address(watch.offset));
     // The Worker reads a descriptor of its own, made here so that it exists before the owner
     // may close theirs, and closed here once the Worker reads no more.
     const fd = "fd" in where ? duplicateFd(where.fd, "the followed file") : -1;
@@ -409,8 +448,8 @@ export class TextFollower {
       options.onStopped?.();
       this.#wakeAll();
     };
-    this.#pool = poolFor(options.parse.toString());
     try {
+      this.#pool = poolFor(options.parse.toString());
       const { slot, at } = this.#pool.add({
         changed: () => this.#wakeAll(),
         stopped,
@@ -420,11 +459,11 @@ export class TextFollower {
         },
       }, {
         fd,
-        address: "fd" in where ? 0 : Number(where.mapping.address(where.offset)),
-        watchAddress: watch === undefined ? 0 : Number(watch.mapping.address(watch.offset)),
+        address,
+        watchAddress,
         watchValue: watch?.value ?? 0,
         value: options.value,
-        periodMs: options.periodMs,
+        periodMs,
       });
       this.#slot = slot;
       this.#at = at;

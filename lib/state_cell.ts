@@ -97,6 +97,10 @@ const IDLE_RELEASE_MS = 20;
  * follower Worker (see {@link StateCellOptions.followGraceMs}).
  */
 export const DEFAULT_FOLLOW_GRACE_MS = 3000;
+/** How long a reader whose follower could not start looks at the text itself, then tries again. */
+const FOLLOW_RETRY_MS = 1000;
+/** The errors of a follower that could not start for want of something that may come back. */
+const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "EAGAIN"]);
 /** How often a reader in its grace looks at the text (unless `followPeriodMs` is longer). */
 const GRACE_LOOK_MS = 50;
 /** How a lost page's error names the cell: `Cannot use the state cell in "PATH": ...`. */
@@ -173,7 +177,9 @@ export interface StateCellOptions {
    * while waits are under way: a handle with no wait for a moment starts a new one at its next
    * wait. A writer that comes (or comes back: a button restarted) within it costs no Worker: a
    * Worker is a V8 isolate of its own, and the process keeps most of what it took (about 11 MiB
-   * here) after it ends. 0 starts the Worker at once; `Infinity` never starts one.
+   * here) after it ends. 0 starts the Worker at once; `Infinity` never starts one. A Worker
+   * that cannot start (fewer than eight fds free) is tried again a second later, the reader
+   * looking at the text itself meanwhile.
    *
    * @default {3000}
    */
@@ -1121,6 +1127,9 @@ export class StateCell {
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       this.#check();
+      // Before the writer is looked at: a follower told a later sequence would miss a writer
+      // that came and wrote in between (its mirror write failing, in a mirror's case).
+      let sequence = Atomics.load(this.#words, this.#sequenceIndex);
       let cooperating = this.#writerAlive(true);
       let value = this.#current(cooperating);
       const start = from ?? value;
@@ -1137,7 +1146,7 @@ export class StateCell {
           });
           sleep = undefined;
         } else {
-          await this.#follow(start, deadline, signal);
+          await this.#follow(start, sequence, deadline, signal);
         }
         this.#check();
         // Woken by a cooperating writer: its value word holds what it wrote.
@@ -1145,6 +1154,7 @@ export class StateCell {
           value = Atomics.load(this.#words, this.#valueIndex);
           if (value !== start) return this.#checked(value);
         }
+        sequence = Atomics.load(this.#words, this.#sequenceIndex);
         cooperating = this.#writerAlive(true);
         value = this.#current(cooperating);
       }
@@ -1204,32 +1214,46 @@ export class StateCell {
   }
 
   /**
-   * Waits for the follower's next report (starting one if needed), the deadline, an abort or
-   * the close.
+   * Waits for the follower's next report (starting one if needed, told the value and sequence
+   * the caller saw), the deadline, an abort or the close.
    */
-  async #follow(seen: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+  async #follow(
+    seen: number,
+    sequence: number,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     if (!textFollowerLoaded()) {
       // The process's first follower: its module is loaded now (see loadTextFollower), and
       // the caller looks at the cell again, which may have closed or changed meanwhile.
-      await loadTextFollower();
+      try {
+        await loadTextFollower();
+      } catch (error) {
+        this.#followLater(error);
+      }
       return;
     }
     const timeoutMs = this.#remaining(deadline);
-    const sequence = Atomics.load(this.#words, this.#sequenceIndex);
-    const following = this.#following ??= {
-      follower: this.#memory.followText(
-        this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
-        {
-          parse: parseState,
-          value: seen,
-          watchOffset: this.#base + SEQUENCE,
-          watchValue: sequence,
-          periodMs: this.#followPeriodMs,
-        },
-      ),
-      waiters: new Set(),
-      asked: false,
-    };
+    let following = this.#following;
+    if (following === undefined) {
+      let follower: TextFollower;
+      try {
+        follower = this.#memory.followText(
+          this.#mirror === undefined ? { offset: this.#base } : { fd: this.#mirror.fd },
+          {
+            parse: parseState,
+            value: seen,
+            watchOffset: this.#base + SEQUENCE,
+            watchValue: sequence,
+            periodMs: this.#followPeriodMs,
+          },
+        );
+      } catch (error) {
+        this.#followLater(error);
+        return;
+      }
+      following = this.#following = { follower, waiters: new Set(), asked: false };
+    }
     const closing = this.#closing.signal;
     let cancelTimer: (() => void) | undefined;
     let onReport: ((failure: Error | undefined) => void) | undefined;
@@ -1259,6 +1283,18 @@ export class StateCell {
     if (failed !== undefined) {
       throw failure(Error, "follow the text of state cell", this.#name, failed.message);
     }
+  }
+
+  /**
+   * After a follower could not start for want of fds or memory (its Worker takes several fds,
+   * and Deno ends the process when one starts without them): the caller looks at the text
+   * itself, as in its grace, and a follower is tried again {@link FOLLOW_RETRY_MS} later. The
+   * reader goes on seeing changes at the grace's pace. Anything else is thrown as it is.
+   */
+  #followLater(error: unknown): void {
+    const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
+    if (typeof code !== "string" || !SHORTAGES.has(code)) throw error;
+    this.#followAfter = performance.now() + FOLLOW_RETRY_MS;
   }
 
   /**

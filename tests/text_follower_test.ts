@@ -1,14 +1,17 @@
 /**
  * The Worker that follows values kept as text (`ffi/text_follower.ts`): it keeps reading after
  * its owner closed the file, a Worker that fails is reported, never waited for in vain, and every
- * follower of a process shares one Worker.
+ * follower of a process shares one Worker, and a process with no fd for a Worker keeps running.
  */
-import { assertEquals, assertRejects } from "@std/assert";
+import { assertEquals, assertRejects, assertThrows } from "@std/assert";
+import type { Mapping } from "../ffi/mapping.ts";
 import * as C from "../ffi/constants.ts";
 import { closeFd, openPath } from "../ffi/posix.ts";
 import { type FollowedChange, FOLLOWERS_PER_WORKER, TextFollower } from "../ffi/text_follower.ts";
 import { parseState } from "../lib/state_text.ts";
-import { NEEDS, testWith } from "./helpers/permissions.ts";
+import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
+import { spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
 import { settledWorkerThreads, workerThreads } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
@@ -207,5 +210,82 @@ testWith(
       }
       await until(() => workerThreads() === before, "no Worker thread left");
     });
+  },
+);
+
+/** Runs `tests/fixtures/follow_without_fds.ts` under `ulimit -n 256`; its lines. */
+async function followWithoutFds(args: string[], dir: string): Promise<string[]> {
+  await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/follow_without_fds.ts`, args, [
+    "--allow-ffi",
+    `--allow-read=${dir}`,
+    `--allow-write=${dir}`,
+  ]);
+  const lines: string[] = [];
+  for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
+  assertEquals((await child.status()).code, 0);
+  return lines;
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "a reader whose follower Worker cannot start (no fd free) looks at the text itself, and starts the Worker a second later once fds are free",
+  async () => {
+    await withTempDir(async (dir) => {
+      assertEquals(await followWithoutFds(["cell", dir], dir), [
+        "changed to 7 with 0 Worker more",
+        "1 Worker more",
+        "changed to 8",
+        "done",
+      ]);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "a follower that cannot start its Worker (its copy of the fd took the last one) throws EMFILE and closes that copy",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/data.dat`;
+      Deno.writeTextFileSync(path, "1\n");
+      const lines = await followWithoutFds(["follower", path], dir);
+      assertEquals(lines.length, 3, lines.join("\n"));
+      assertEquals(lines[0].split(": ").slice(0, 2), ["refused", "EMFILE"]);
+      assertEquals(lines.slice(1), ["0 fds more", "done"]);
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "a follower refuses a period that is not above 0 or not finite, and one that cannot start leaves no Worker behind",
+  async () => {
+    const before = await settledWorkerThreads();
+    const source = { fd: 0 };
+    for (const periodMs of [0, -1, NaN, Infinity]) {
+      assertThrows(
+        () => TextFollower.start({ source, parse: parseState, value: 0, periodMs }),
+        RangeError,
+        `Follow period ${periodMs} `,
+      );
+    }
+    // A mapping closed before the follower starts (its address throws), as no owner of ours
+    // lets happen: the Worker must not be started for a follower that never joins it.
+    const closed = {
+      address(): bigint {
+        throw new Deno.errors.BadResource("The mapping is closed");
+      },
+    } as unknown as Mapping;
+    assertThrows(
+      () =>
+        TextFollower.start({
+          source: { mapping: closed, offset: 0 },
+          parse: parseState,
+          value: 0,
+          periodMs: 5,
+        }),
+      Deno.errors.BadResource,
+    );
+    assertEquals(await settledWorkerThreads(), before);
   },
 );
