@@ -8,22 +8,15 @@
  * @module
  */
 
+import { isShortage } from "../lib/errors.ts";
+
 /** The exit status of a child that failed for a shortage that may pass: `EX_TEMPFAIL`. */
 export const EXIT_SHORTAGE = 75;
 
-/** The error codes of a shortage: of fds (this process's, the system's), memory, buffers. */
-const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "ENOBUFS"]);
-
 /**
  * The exit status for a process that ends on `error`: {@link EXIT_SHORTAGE} when it, or an error
- * it was caused by, is a shortage of a system resource (its `code`, as both `Deno` and our FFI
- * errors carry one, says so), 1 otherwise.
+ * it was caused by, is a shortage of a system resource (see `isShortage`), 1 otherwise.
  */
 export function failureExitStatus(error: unknown): number {
-  for (let at = error, depth = 0; at instanceof Error && depth < 8; depth++) {
-    const code = (at as { code?: unknown }).code;
-    if (typeof code === "string" && SHORTAGES.has(code)) return EXIT_SHORTAGE;
-    at = at.cause;
-  }
-  return 1;
+  return isShortage(error) ? EXIT_SHORTAGE : 1;
 }

@@ -16,6 +16,7 @@ import { CHILD_RUNTIME_ENV, inheritedEnv } from "./child_env.ts";
 import { consoleOutput } from "./console_output.ts";
 import { ErrorOutput } from "./error_output.ts";
 import { EXIT_SHORTAGE } from "./exit_status.ts";
+import { isShortage } from "../lib/errors.ts";
 
 /** What to run. */
 export interface ChildSpec {
@@ -57,9 +58,9 @@ export interface RestartPolicy {
   maxCrashes: number;
   /**
    * How long a child that keeps failing for a shortage of a system resource (it exits with
-   * {@link EXIT_SHORTAGE}: too many open files, no memory) is restarted before those failures
-   * count as crashes: a shortage that passes must not end the whole system, and one that stays
-   * is a crash like any other.
+   * {@link EXIT_SHORTAGE}: too many open files, no memory; or the launcher has too few to start
+   * it) is restarted before those failures count as crashes: a shortage that passes must not
+   * end the whole system, and one that stays is a crash like any other.
    */
   shortageGraceMs: number;
 }
@@ -203,7 +204,8 @@ export class Supervisor {
   /**
    * Runs the child until `signal` aborts, restarting it after crashes; resolves once it is
    * stopped, rejects with {@link ChildCrashLoop} when it keeps crashing. A child that cannot be
-   * started (the Deno binary gone, say, after an upgrade) counts as a crash.
+   * started (the Deno binary gone, say, after an upgrade) counts as a crash, unless for a
+   * shortage (this process out of fds, say), which is judged as the child's own.
    */
   async run(signal: AbortSignal): Promise<void> {
     const { name } = this.#spec;
@@ -267,7 +269,9 @@ export class Supervisor {
       const reason = `could not be started with ${JSON.stringify(this.#executable)}: ${
         (error as Error).message
       }`;
-      return { how: reason, lastError: reason, signal: null, code: null };
+      // Out of fds or memory for the spawn is a shortage, as it is when the child says so.
+      const code = isShortage(error) ? EXIT_SHORTAGE : null;
+      return { how: reason, lastError: reason, signal: null, code };
     }
     const { child, output, errors } = spawned;
     this.#child = child;

@@ -31,3 +31,19 @@ export function shown(value: unknown): string {
 export function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The operation was aborted", "AbortError");
 }
+
+/** The codes of a shortage that may pass: fds (the process's, the system's), memory, buffers. */
+const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "ENOBUFS"]);
+
+/**
+ * Whether `error`, or an error it was caused by, is a shortage of a system resource that may
+ * pass (its `code`, as both `Deno`'s errors and the library's OS errors carry one, says so).
+ */
+export function isShortage(error: unknown): boolean {
+  for (let at = error, depth = 0; at instanceof Error && depth < 8; depth++) {
+    const code = (at as { code?: unknown }).code;
+    if (typeof code === "string" && SHORTAGES.has(code)) return true;
+    at = at.cause;
+  }
+  return false;
+}

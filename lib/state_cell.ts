@@ -42,7 +42,7 @@ import {
   takeClaim,
   tryTakeClaim,
 } from "./claim.ts";
-import { abortReason, failure, shown } from "./errors.ts";
+import { abortReason, failure, isShortage, shown } from "./errors.ts";
 import { ProcessWatch } from "./liveness.ts";
 import { checkPeriod, checkSignal, checkTimeout, startTimer } from "./timeouts.ts";
 import { loadTextFollower, type SharedMemory, type Sleep, textFollowerLoaded } from "./memory.ts";
@@ -99,8 +99,6 @@ const IDLE_RELEASE_MS = 20;
 export const DEFAULT_FOLLOW_GRACE_MS = 3000;
 /** How long a reader whose follower could not start looks at the text itself, then tries again. */
 const FOLLOW_RETRY_MS = 1000;
-/** The errors of a follower that could not start for want of something that may come back. */
-const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "EAGAIN"]);
 /** How often a reader in its grace looks at the text (unless `followPeriodMs` is longer). */
 const GRACE_LOOK_MS = 50;
 /** How a lost page's error names the cell: `Cannot use the state cell in "PATH": ...`. */
@@ -1292,8 +1290,7 @@ export class StateCell {
    * reader goes on seeing changes at the grace's pace. Anything else is thrown as it is.
    */
   #followLater(error: unknown): void {
-    const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
-    if (typeof code !== "string" || !SHORTAGES.has(code)) throw error;
+    if (!isShortage(error)) throw error;
     this.#followAfter = performance.now() + FOLLOW_RETRY_MS;
   }
 

@@ -12,9 +12,9 @@ import {
 import { logger } from "../app/logging.ts";
 import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
 import { ErrorOutput, MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
-import { ROOT } from "./helpers/paths.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { denoCommand, spawnProgram } from "./helpers/spawn.ts";
+import { denoCommand, spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 import { EXIT_SHORTAGE } from "../app/exit_status.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
@@ -553,6 +553,24 @@ testWith(
       // A grace no stop comes near: the test does not hang on how fast the child is.
       const { warnings } = await stopChild(dir, "prompt", "() => Deno.exit(0)", 600_000);
       assertEquals(warnings, []);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, "env", requires("sh")],
+  "a child that cannot be started while the launcher is out of fds (EMFILE) is a shortage, not a crash: started again once fds are back",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using child = spawnDenoUnderFdLimit(
+        `${TESTS_DIR}fixtures/supervisor_without_fds.ts`,
+        [dir, "1500"],
+        ["--allow-ffi", "--allow-run", "--allow-read", `--allow-write=${dir}`, "--allow-env"],
+      );
+      const lines: string[] = [];
+      for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
+      assertEquals(lines, ["warned", "started again", "done"]);
+      assertEquals((await child.status()).code, 0);
     });
   },
 );
