@@ -320,16 +320,22 @@ export function openPidfd(pid: number, options: { thread?: boolean } = {}): numb
 }
 
 let threadPidfdsWork: boolean | undefined;
+/** The errnos that say the process lacks fds or memory for now, not what the kernel can do. */
+const SHORTAGES: readonly number[] = [Errno.EMFILE, Errno.ENFILE, Errno.ENOMEM];
 
 /**
  * Whether {@link openPidfd} can watch a single thread: Linux 6.9 and later. Learnt once, from a
- * pidfd of this thread.
+ * pidfd of this thread; a process out of fds or memory is told no until it can ask.
  */
 export function threadPidfds(): boolean {
   if (threadPidfdsWork === undefined) {
-    const fd = Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, threadId(), C.PIDFD_THREAD));
-    threadPidfdsWork = fd >= 0;
-    if (fd >= 0) closeFd(fd);
+    const open = (): number =>
+      Number(libc().syscall_pidfd_open(C.SYS_pidfd_open, threadId(), C.PIDFD_THREAD));
+    const fd = open();
+    const retried = fd >= 0 ? { ok: true as const, result: fd } : retryFailed(open);
+    if (retried.ok) closeFd(retried.result);
+    else if (SHORTAGES.includes(retried.errno)) return false;
+    threadPidfdsWork = retried.ok;
   }
   return threadPidfdsWork;
 }

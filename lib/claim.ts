@@ -11,6 +11,7 @@
  */
 
 import type { SharedMemory } from "./memory.ts";
+import * as C from "../ffi/constants.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure } from "./errors.ts";
 
@@ -30,7 +31,24 @@ function inWorker(): boolean {
  * the Worker's thread.
  */
 export function ownClaim(): bigint {
-  return own ??= claimOf(inWorker() ? posix.threadId() : Deno.pid);
+  return own ??= readOwnClaim();
+}
+
+/**
+ * {@link ownClaim}, read. Throws the OS's reason (EMFILE, most likely) when this thread's /proc
+ * entry is there but cannot be read: a claim without its start time would match any later
+ * holder of this id, for the whole life of the process, as it is kept once made.
+ */
+function readOwnClaim(): bigint {
+  const id = inWorker() ? posix.threadId() : Deno.pid;
+  let state = posix.processState(id);
+  const path = `/proc/${id}/stat`;
+  // stat(2) needs no fd, where the read needs one.
+  if (state === undefined && posix.statPath(path) !== undefined) {
+    posix.closeFd(posix.openPath(path, C.O_RDONLY | C.O_CLOEXEC, 0, "read the start time in"));
+    state = posix.processState(id);
+  }
+  return claimValue(id, state?.startTime ?? 0n);
 }
 
 /**
@@ -38,7 +56,10 @@ export function ownClaim(): bigint {
  * such id, or no /proc) the claim has none, and any holder of that id matches it.
  */
 export function claimOf(id: number): bigint {
-  const start = posix.processState(id)?.startTime ?? 0n;
+  return claimValue(id, posix.processState(id)?.startTime ?? 0n);
+}
+
+function claimValue(id: number, start: bigint): bigint {
   return ((start & 0xffff_ffffn) << 32n) | BigInt(id);
 }
 
@@ -168,10 +189,11 @@ export function tryTakeClaim(memory: SharedMemory, byteOffset: number): bigint {
 
 /** Whether this thread holds the claim at `byteOffset`. */
 export function holdsClaim(memory: SharedMemory, byteOffset: number): boolean {
-  return readClaim(memory, byteOffset) === ownClaim();
+  // A thread that never made its claim value holds nothing (and a close needs no fd to say so).
+  return own !== undefined && readClaim(memory, byteOffset) === own;
 }
 
 /** Gives up the claim at `byteOffset` if this thread holds it. */
 export function releaseClaim(memory: SharedMemory, byteOffset: number): void {
-  Atomics.compareExchange(memory.longWords, byteOffset / 8, ownClaim(), 0n);
+  if (own !== undefined) Atomics.compareExchange(memory.longWords, byteOffset / 8, own, 0n);
 }

@@ -1,9 +1,11 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
 import { claimOf } from "../lib/claim.ts";
+import { threadPidfds } from "../ffi/posix.ts";
 import { ProcessWatch } from "../lib/liveness.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { openFdsTo } from "./helpers/proc.ts";
-import { spawnProgram } from "./helpers/spawn.ts";
+import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
 
 const PIDFD = "anon_inode:[pidfd]";
 
@@ -71,5 +73,22 @@ testWith(
     await peer.status();
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert(!told, "a closed watch told a death");
+  },
+);
+
+testWith(
+  [...NEEDS.children, requires("sh")],
+  "whether a thread can be watched through a pidfd is not learnt while the process has no fd left: asked again once fds are back",
+  async () => {
+    await using child = spawnDenoUnderFdLimit(
+      `${TESTS_DIR}fixtures/claims_without_fds.ts`,
+      ["thread-pidfds"],
+      ["--allow-ffi"],
+    );
+    const lines: string[] = [];
+    for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
+    assertEquals((await child.status()).code, 0);
+    // What this process learnt with fds free: true on Linux 6.9 and later.
+    assertEquals(lines, ["at EMFILE: false", `after: ${threadPidfds()}`, "done"]);
   },
 );
