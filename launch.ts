@@ -188,30 +188,40 @@ function ownFifo(resources: Resources, path: string, identity: string): void {
 }
 
 /**
- * Claims and records a FIFO the launcher made again (see `fifo_keeper.ts`): keyed anew if its
- * directory was made again too, so a second launcher on the path still meets the claim.
+ * Claims and records each FIFO the launcher makes again (see `fifo_keeper.ts`): keyed anew if its
+ * directory was made again too, so a second launcher on the path still meets the claim. Called
+ * again for the same FIFO after a failure (the keeper tries again after a shortage of fds), it
+ * takes only the steps not done yet.
  */
-function madeFifoAgain(claim: PathClaim, resources: Resources, identity: string): void {
-  ownFifo(resources, claim.path, identity);
-  // Each step on its own, so that whatever fails, a launcher after this one still knows the FIFO
-  // for ours; the first failure is told after the rest were done.
-  let failed: unknown;
-  for (
-    const step of [
+function fifoClaimer(claim: PathClaim, resources: Resources): (identity: string) => void {
+  let claimed: { identity: string; done: Set<number> } | undefined;
+  return (identity) => {
+    if (claimed?.identity !== identity) {
+      ownFifo(resources, claim.path, identity);
+      claimed = { identity, done: new Set() };
+    }
+    const { done } = claimed;
+    // Each step on its own, so that whatever fails, a launcher after this one still knows the
+    // FIFO for ours; the first failure is told after the rest were done.
+    let failed: unknown;
+    const steps = [
       // Held first: until then a button looking at the new FIFO could take it for unread.
       () => resources.fifoHold?.hold(claim.path, identity),
       () => claim.record(identity),
       () => claim.claimFile(identity),
       () => claim.rekey(),
-    ]
-  ) {
-    try {
-      step();
-    } catch (error) {
-      failed ??= error;
+    ];
+    for (const [index, step] of steps.entries()) {
+      if (done.has(index)) continue;
+      try {
+        step();
+        done.add(index);
+      } catch (error) {
+        failed ??= error;
+      }
     }
-  }
-  if (failed !== undefined) throw failed;
+    if (failed !== undefined) throw failed;
+  };
 }
 
 /**
@@ -580,7 +590,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
       keepingFifo = keepFifo(fifoClaim.path, {
         identity: fifoIdentity,
         remakeDirectory: isRuntimeDirectory(parentOf(fifoClaim.path)),
-        onMade: (identity) => madeFifoAgain(fifoClaim, resources, identity),
+        onMade: fifoClaimer(fifoClaim, resources),
         onFifo: holdFifo,
         onGone: () => resources.fifoHold?.release(),
         signal: stop.signal,

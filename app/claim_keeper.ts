@@ -27,10 +27,18 @@ export async function keepClaims(
   // After a failed attempt the records are tried again at once: their directory may be missing,
   // and a watch cannot be set on a path in a missing directory.
   let failing = false;
+  // A failure is said once, until the records are watched again: putting them back may work
+  // where watching them fails (no inotify instance or fd left), turn after turn.
+  let told = false;
+  const watching = (): void => {
+    if (!told) return;
+    told = false;
+    log.info("Watching this launcher's claim records again");
+  };
   while (!signal.aborted) {
     try {
       if (!failing) {
-        await firstChange(claims, signal);
+        await firstChange(claims, signal, watching);
         if (signal.aborted) return;
         await delay(SETTLE_MS, { signal });
       }
@@ -48,22 +56,35 @@ export async function keepClaims(
         log.error((error as Error).message);
         return;
       }
-      if (!failing) {
-        log.warn(`Cannot put this launcher's claim records back yet: ${(error as Error).message}`);
+      if (!told) {
+        log.warn(
+          `Cannot watch or put back this launcher's claim records yet (trying every second): ${
+            (error as Error).message
+          }`,
+        );
       }
+      told = true;
       failing = true;
       await delay(RETRY_MS, { signal }).catch(() => {});
     }
   }
 }
 
-/** Resolves when any record of `claims` is removed or replaced, or when `signal` aborts. */
-async function firstChange(claims: PathClaim[], signal: AbortSignal): Promise<void> {
+/**
+ * Resolves when any record of `claims` is removed or replaced, or when `signal` aborts; calls
+ * `watching` once every record is watched.
+ */
+async function firstChange(
+  claims: PathClaim[],
+  signal: AbortSignal,
+  watching: () => void,
+): Promise<void> {
   const watches: PathWatch[] = [];
   try {
     for (const { file, identity } of claims.flatMap((claim) => claim.records())) {
       watches.push(new PathWatch(file, identity, { ancestors: 1 }));
     }
+    watching();
     // Gone before the watch began: put back at once.
     if (watches.some((watch) => watch.status() !== "same")) return;
     const aborted = new Promise<void>((resolve) => {

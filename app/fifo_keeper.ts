@@ -25,6 +25,7 @@ import {
   parentOf,
   withDirectoryMode,
 } from "../lib/owned_path.ts";
+import { isShortage } from "../lib/errors.ts";
 import { lookingNotice, PathWatch, watchedNotice } from "../lib/path_watch.ts";
 
 /** Options for {@link keepFifo}. */
@@ -35,7 +36,8 @@ export interface FifoKeeperOptions {
   remakeDirectory: boolean;
   /**
    * Called with each FIFO made: to claim and record it. What it throws is logged as a warning,
-   * and the keeping goes on.
+   * and the keeping goes on; after a shortage that may pass (EMFILE, say) it is called again
+   * every second, with the same FIFO, until it returns or the FIFO goes.
    */
   onMade: (identity: string) => void;
   /**
@@ -72,7 +74,7 @@ export async function keepFifo(path: string, options: FifoKeeperOptions): Promis
       if (signal.aborted) return;
       if (!failing) {
         log.warn(
-          `Cannot make the FIFO ${JSON.stringify(path)} again yet (trying every second): ${
+          `Cannot keep the FIFO ${JSON.stringify(path)} yet (trying every second): ${
             (error as Error).message
           }`,
         );
@@ -93,7 +95,7 @@ async function keepOnce(
   options: FifoKeeperOptions,
   said: { looking: boolean },
 ): Promise<string> {
-  const { remakeDirectory, onMade, signal, log } = options;
+  const { remakeDirectory, signal, log } = options;
   const found = (there: FileStat): string => {
     if (there.type === "fifo") tell(options, there.identity);
     return there.identity; // not ours: looked after once it goes
@@ -133,17 +135,42 @@ async function keepOnce(
     const made = statPath(path);
     if (made === undefined) continue; // removed at once: made again after the next look
     log.info(`Made the FIFO ${JSON.stringify(path)} again`);
-    try {
-      onMade(made.identity);
-    } catch (error) {
-      // The FIFO is there and read all the same; only a launcher after this one could miss it.
-      log.warn(
-        `Could not claim the FIFO ${JSON.stringify(path)} made again: ${(error as Error).message}`,
-      );
-    }
+    await claimMade(path, made.identity, options);
     return made.identity;
   }
   return identity;
+}
+
+/**
+ * Tells `onMade` of the FIFO just made. A failure is said once; one for a shortage that may pass
+ * (no fd left to hold the FIFO or write a record) is tried again every second while the FIFO is
+ * still at the path, as nothing else would: the FIFO is read all the same, but the launcher's
+ * hold keeps a press written as the button restarts, and its records a second launcher out.
+ */
+async function claimMade(
+  path: string,
+  identity: string,
+  options: FifoKeeperOptions,
+): Promise<void> {
+  const { onMade, signal, log } = options;
+  const subject = `the FIFO ${JSON.stringify(path)} made again`;
+  for (let tries = 0; !signal.aborted; tries++) {
+    try {
+      onMade(identity);
+      if (tries > 0) log.info(`Claimed ${subject} now`);
+      return;
+    } catch (error) {
+      const retried = isShortage(error);
+      // A shortage once; anything else (another launcher keyed it first, say) ends the tries.
+      if (tries === 0 || !retried) {
+        const later = retried ? " (trying every second)" : "";
+        log.warn(`Could not claim ${subject}${later}: ${(error as Error).message}`);
+      }
+      if (!retried) return;
+    }
+    await delay(RETRY_MS, { signal }).catch(() => {});
+    if (statPath(path)?.identity !== identity) return; // gone: the keeping looks after it
+  }
 }
 
 /** Calls `onFifo`, logging what it throws. */

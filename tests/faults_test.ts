@@ -17,7 +17,7 @@ import { lineNaming } from "./helpers/assertions.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
 import { writeAndLeave } from "./helpers/fifo.ts";
 import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
-import { childrenOf, killIfRunning, processGone } from "./helpers/proc.ts";
+import { childrenOf, killIfRunning, openFdsTo, processGone } from "./helpers/proc.ts";
 import { ROOT } from "./helpers/paths.ts";
 import { buildC, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import {
@@ -1372,5 +1372,57 @@ testWith(
         await stopAll(first, [pids.led, pids.button]);
       }
     }).finally(() => removeTree(runtime));
+  },
+);
+
+/** The launcher's soft limit of open files (`prlimit`), or sets it to `value` (hard kept). */
+async function softFileLimit(pid: number, value?: number): Promise<number> {
+  const args = value === undefined
+    ? ["--pid", String(pid), "--nofile", "--raw", "--noheadings", "--output", "SOFT"]
+    : ["--pid", String(pid), `--nofile=${value}:`];
+  const output = await new Deno.Command("prlimit", { args, stdin: "null" }).output();
+  const text = new TextDecoder().decode(output.stdout).trim();
+  assert(output.success, new TextDecoder().decode(output.stderr));
+  return value ?? Number(text);
+}
+
+testWith(
+  [...NEEDS.system, requires("prlimit")],
+  "a launcher out of fds as it makes the FIFO again claims and holds it once fds are back, and says each failure once",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      await using launcher = startLauncher(dir, ["--fifo", fifo, "--log-level", "debug"]);
+      const pids = await running(launcher);
+      try {
+        assertEquals(openFdsTo(launcher.pid, fifo).length, 1, "the FIFO held at the start");
+        const records = claimRecordsMentioning(fifo).length;
+        const soft = await softFileLimit(launcher.pid);
+        // Fewer than it has open: every fd it asks for now is EMFILE.
+        await softFileLimit(launcher.pid, 16);
+        const since = launcher.lines.length;
+        Deno.removeSync(fifo);
+        await launcher.waitFor(/Could not claim the FIFO .* \(trying every second\)/, {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        await delay(2_500); // tries that fail, and a claim keeper that cannot watch either
+        await softFileLimit(launcher.pid, soft);
+        await launcher.waitFor(/Claimed the FIFO .* made again now/, {
+          since,
+          timeoutMs: GUARD_MS,
+        });
+        assertEquals(openFdsTo(launcher.pid, fifo).length, 1, launcher.transcript);
+        await until(() => claimRecordsMentioning(fifo).length === records, "the records back", {
+          child: launcher,
+        });
+        for (const said of [/Could not claim the FIFO/, /claim records yet/]) {
+          assert(launcher.matching(said, since).length <= 1, launcher.transcript);
+        }
+        assertEquals(await pressAndSee(launcher, fifo), 1);
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
   },
 );

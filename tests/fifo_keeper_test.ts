@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
 import { keepFifo } from "../app/fifo_keeper.ts";
 import { makeFifo, statPath } from "../ffi/posix.ts";
+import { Errno, osError } from "../ffi/errno.ts";
 import { warningsInto } from "./helpers/logs.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
@@ -138,7 +139,7 @@ testWith(
         await removeTree(directory);
         Deno.writeTextFileSync(directory, "not a directory");
         await until(() => said.length > 0, "the failure said");
-        assertStringIncludes(said[0], "Cannot make the FIFO");
+        assertStringIncludes(said[0], "Cannot keep the FIFO");
         await delay(1500); // a retry or two: said once
         assertEquals(said.length, 1, said.join("\n"));
         Deno.removeSync(directory);
@@ -203,6 +204,36 @@ testWith(
         assertEquals(statPath(path)?.identity, made[0]);
         assert(Deno.lstatSync(`${dir}/run.old/button.fifo`).isFifo, "the moved FIFO was touched");
         assertEquals(said, []);
+      } finally {
+        await stop();
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "keepFifo() whose FIFO cannot be claimed for a shortage (EMFILE) says so once and claims it again each second until it can",
+  async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/button.fifo`;
+      const said: string[] = [];
+      const made: string[] = [];
+      const stop = keeping(path, said, made, {
+        onMade: (identity) => {
+          made.push(identity);
+          if (made.length <= 2) throw osError("hold FIFO", path, Errno.EMFILE);
+        },
+      });
+      try {
+        Deno.removeSync(path);
+        await until(() => made.length === 3, "claimed at the third try");
+        assertEquals(new Set(made).size, 1, "the same FIFO each time");
+        assertEquals(said.length, 1, said.join("\n"));
+        assertStringIncludes(said[0], "(trying every second)");
+        assertStringIncludes(said[0], "too many open files (EMFILE)");
+        await delay(1_200);
+        assertEquals(made.length, 3, "claimed, and no more tries");
       } finally {
         await stop();
       }

@@ -838,7 +838,7 @@ testWith(
         await delay(100);
         await removeTree(`${dir}/tmp`); // /tmp itself, as far as the claims know
         await until(() => said.length > 0, "the keeper's first word");
-        assertStringIncludes(said[0], "Cannot put this launcher's claim records back yet");
+        assertStringIncludes(said[0], "Cannot watch or put back this launcher's claim records yet");
         await delay(1500); // more tries, none of them said again
         assertEquals(said.length, 1, said.join("\n"));
         Deno.mkdirSync(`${dir}/tmp`);

@@ -1137,7 +1137,7 @@ testWith(
         await launcher.waitFor(/state file .*state\.dat.* can be watched again/, { since });
         Deno.removeSync(state);
         await launcher.waitFor(/The state file .*state\.dat.* was removed/, { since });
-        assertEquals(launcher.matching(/Cannot make the FIFO|crashed/), [], launcher.transcript);
+        assertEquals(launcher.matching(/Cannot keep the FIFO|crashed/), [], launcher.transcript);
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
       }
