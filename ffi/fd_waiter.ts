@@ -24,6 +24,17 @@ const POLLFD_BYTES = 8;
 /** Failed poll calls in a row (EINTR is one, rarely) before every wait is ended with `"error"`. */
 const MAX_FAILURES = 3;
 
+/** Why the hub could not start, the last time it tried: see {@link pollFailure}. */
+let lastFailure: Error | undefined;
+
+/**
+ * Why the waits last ended with `"error"` when the hub could not even start (its eventfd could
+ * not be made: EMFILE, say), for an owner to say; undefined once it started again.
+ */
+export function pollFailure(): Error | undefined {
+  return lastFailure;
+}
+
 /** Poll calls made and kicks sent by the process's hub, for tests: see {@link pollCounts}. */
 const counts = { calls: 0, kicks: 0 };
 
@@ -94,10 +105,12 @@ class PollHub {
     this.#running = true;
     try {
       this.#kickFd = createEventFd();
-    } catch {
+    } catch (error) {
       // No eventfd could be made (EMFILE): the waits end, their owners say what failed.
+      lastFailure = error instanceof Error ? error : new Error(String(error));
       return this.#fail();
     }
+    lastFailure = undefined;
     this.#next();
   }
 

@@ -6,7 +6,8 @@
  */
 
 import * as C from "../ffi/constants.ts";
-import { FdWaiter, type Readiness } from "../ffi/fd_waiter.ts";
+import { FdWaiter, pollFailure, type Readiness } from "../ffi/fd_waiter.ts";
+import { type OsError, osError } from "../ffi/errno.ts";
 import {
   closeFd,
   effectiveUid,
@@ -374,8 +375,13 @@ export class FifoButton implements Button {
         readyResult = undefined;
         if (readiness === "cancelled") return;
         if (readiness === "error") {
+          // With why, when known: a shortage (no fd for the poll hub) ends the button for a
+          // restart, not as a crash.
+          const cause = pollFailure();
+          const why = cause === undefined ? "poll failed" : `poll failed (${cause.message})`;
           throw new Deno.errors.BadResource(
-            `Cannot wait on FIFO ${JSON.stringify(this.#path)}: poll failed`,
+            `Cannot wait on FIFO ${JSON.stringify(this.#path)}: ${why}`,
+            { cause },
           );
         }
         const { presses, ended } = this.#drain();
@@ -592,7 +598,14 @@ export class FifoButton implements Button {
     // The new read end opens before the old one closes, so a writer never finds the FIFO
     // without a reader (ENXIO), and through the old fd, so it is the same FIFO whatever
     // happened to the path (the path's own changes are the watch's to report).
-    const fd = openPath(`/proc/self/fd/${this.#fd}`, OPEN_FLAGS & ~C.O_NOFOLLOW, 0, "reopen FIFO");
+    let fd: number;
+    try {
+      fd = openPath(`/proc/self/fd/${this.#fd}`, OPEN_FLAGS & ~C.O_NOFOLLOW, 0, "reopen FIFO");
+    } catch (error) {
+      // Named by its path, not the /proc link it was opened through.
+      const { errno } = error as OsError;
+      throw typeof errno === "number" ? osError("reopen FIFO", this.#path, errno) : error;
+    }
     closeFd(this.#fd);
     this.#fd = fd;
   }

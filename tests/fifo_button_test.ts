@@ -12,7 +12,8 @@ import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permiss
 import { killIfRunning, openFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
-import { spawnProgram } from "./helpers/spawn.ts";
+import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
+import { TESTS_DIR } from "./helpers/paths.ts";
 import {
   type FifoEvent,
   type IgnoredInput,
@@ -808,6 +809,50 @@ testWith(
       assertStringIncludes(describeTakenFifo(refusals[0]), "symbolic link");
       assertEquals(Deno.readLinkSync(path), `${dir}/elsewhere`, "the link was left alone");
       await presses.stop();
+    });
+  },
+);
+
+/** Runs `tests/fixtures/button_without_fds.ts` in `dir` under `ulimit -n 256`; its lines. */
+async function buttonWithoutFds(
+  dir: string,
+  mode: "reopen" | "wait",
+  onReady: () => Promise<void> = async () => {},
+): Promise<string[]> {
+  await using child = spawnDenoUnderFdLimit(
+    `${TESTS_DIR}fixtures/button_without_fds.ts`,
+    [dir, mode],
+    ["--allow-ffi", `--allow-read=${dir}`, `--allow-write=${dir}`],
+  );
+  const lines: string[] = [];
+  for (let line = ""; line !== "done";) {
+    lines.push(line = await child.nextLine());
+    if (line === "ready") await onReady();
+  }
+  assertEquals((await child.status()).code, 0);
+  return lines;
+}
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("sh")],
+  "a button out of fds says so as a shortage that names its FIFO: when it opens it anew after a writer, and when it cannot wait",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = `${dir}/button.fifo`;
+      const reopened = await buttonWithoutFds(dir, "reopen", () => writeAndLeave(fifo, "0\n"));
+      assertEquals(reopened, [
+        "ready",
+        "pressed",
+        `failed: Cannot reopen FIFO ${
+          JSON.stringify(fifo)
+        }: too many open files (EMFILE) (shortage: true)`,
+        "done",
+      ]);
+      const waited = await buttonWithoutFds(dir, "wait");
+      assertEquals(waited.length, 2, waited.join("\n"));
+      assertStringIncludes(waited[0], `failed: Cannot wait on FIFO ${JSON.stringify(fifo)}`);
+      assertStringIncludes(waited[0], "(EMFILE)");
+      assertStringIncludes(waited[0], "(shortage: true)");
     });
   },
 );
