@@ -110,20 +110,22 @@ function checkRoom(action: string, subject: string, bytes: number): void {
   if (held >= MAX_MAPPINGS) tooMany(action, subject);
   checkAddressSpace(bytes, action, subject);
   if (--untilLook > 0) return;
-  kernelLimit ??= maxMapCount() ?? DEFAULT_MAX_MAP_COUNT;
+  // Kept once read: a look that could not read it (no fd left) takes the default this time only.
+  kernelLimit ??= maxMapCount();
+  const limit = kernelLimit ?? DEFAULT_MAX_MAP_COUNT;
   const count = mappingCount();
   if (count === undefined) {
     untilLook = LOOK_EVERY;
     return;
   }
-  const room = kernelLimit - RESERVE - count;
+  const room = limit - RESERVE - count;
   if (room > 0) {
     untilLook = Math.min(LOOK_EVERY, room);
     return;
   }
   throw new Error(
     `Cannot ${action} ${JSON.stringify(subject)}: the process has ${count} mappings, ` +
-      `${kernelLimit - count} short of the kernel's limit (vm.max_map_count, ${kernelLimit}), ` +
+      `${limit - count} short of the kernel's limit (vm.max_map_count, ${limit}), ` +
       "where every mmap of the process fails and V8 aborts it; close some regions " +
       "(in this thread or its Workers)",
   );
