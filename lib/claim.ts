@@ -28,7 +28,8 @@ function inWorker(): boolean {
 /**
  * This thread's claim value: start time (low 32 bits) above the id. The main runtime's claim
  * names the process (its pid and start time), as it lives exactly as long; a Worker's names
- * the Worker's thread.
+ * the Worker's thread. Made on first use and kept; that first use throws, and makes nothing,
+ * when the start time cannot be read (no fd left: EMFILE).
  */
 export function ownClaim(): bigint {
   return own ??= readOwnClaim();
