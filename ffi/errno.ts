@@ -54,12 +54,10 @@ export const Errno = {
   EINTR: 4,
   EBADF: 9,
   EAGAIN: 11,
-  ENOMEM: 12,
   EACCES: 13,
   EEXIST: 17,
   EISDIR: 21,
   EINVAL: 22,
-  ENFILE: 23,
   EMFILE: 24,
   ENOSPC: 28,
   ENOLCK: 37,
@@ -69,6 +67,17 @@ export const Errno = {
   EADDRINUSE: 98,
   ETIMEDOUT: 110,
 } as const;
+
+/**
+ * The errno names of a shortage that may pass: fds (the process's, the system's), memory,
+ * buffers. A call that fails for one may work a moment later.
+ */
+export const SHORTAGE_CODES: ReadonlySet<string> = new Set([
+  "EMFILE",
+  "ENFILE",
+  "ENOMEM",
+  "ENOBUFS",
+]);
 
 /** This thread's errno, as a view made once per thread (each Worker loads its own modules). */
 let errnoWord: Int32Array | undefined;

@@ -6,7 +6,16 @@
  */
 
 import * as C from "./constants.ts";
-import { attempt, Errno, lastErrno, type OsError, osError, retryFailed } from "./errno.ts";
+import {
+  attempt,
+  Errno,
+  errnoName,
+  lastErrno,
+  type OsError,
+  osError,
+  retryFailed,
+  SHORTAGE_CODES,
+} from "./errno.ts";
 import { compiledFastLibc, countGenericCall, libc } from "./libc.ts";
 
 const encoder = new TextEncoder();
@@ -320,8 +329,6 @@ export function openPidfd(pid: number, options: { thread?: boolean } = {}): numb
 }
 
 let threadPidfdsWork: boolean | undefined;
-/** The errnos that say the process lacks fds or memory for now, not what the kernel can do. */
-const SHORTAGES: readonly number[] = [Errno.EMFILE, Errno.ENFILE, Errno.ENOMEM];
 
 /**
  * Whether {@link openPidfd} can watch a single thread: Linux 6.9 and later. Learnt once, from a
@@ -334,7 +341,8 @@ export function threadPidfds(): boolean {
     const fd = open();
     const retried = fd >= 0 ? { ok: true as const, result: fd } : retryFailed(open);
     if (retried.ok) closeFd(retried.result);
-    else if (SHORTAGES.includes(retried.errno)) return false;
+    // Out of fds or memory says nothing of what the kernel can do.
+    else if (SHORTAGE_CODES.has(errnoName(retried.errno))) return false;
     threadPidfdsWork = retried.ok;
   }
   return threadPidfdsWork;

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { SHORTAGE_CODES } from "../ffi/errno.ts";
+
 type ErrorClass = new (message: string, options?: ErrorOptions) => Error;
 
 /** Builds an error of class `ErrorType` whose message names the action, the subject and why. */
@@ -32,9 +34,6 @@ export function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The operation was aborted", "AbortError");
 }
 
-/** The codes of a shortage that may pass: fds (the process's, the system's), memory, buffers. */
-const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "ENOBUFS"]);
-
 /**
  * Whether `error`, or an error it was caused by, is a shortage of a system resource that may
  * pass (its `code`, as both `Deno`'s errors and the library's OS errors carry one, says so).
@@ -42,7 +41,7 @@ const SHORTAGES: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOMEM", "E
 export function isShortage(error: unknown): boolean {
   for (let at = error, depth = 0; at instanceof Error && depth < 8; depth++) {
     const code = (at as { code?: unknown }).code;
-    if (typeof code === "string" && SHORTAGES.has(code)) return true;
+    if (typeof code === "string" && SHORTAGE_CODES.has(code)) return true;
     at = at.cause;
   }
   return false;

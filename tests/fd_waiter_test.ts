@@ -4,7 +4,7 @@ import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts
 import { openFdCount, openFdsTo } from "./helpers/proc.ts";
 import { delay, within } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
+import { runUnderFdLimit, spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
@@ -213,13 +213,10 @@ testWith(
   [...NEEDS.children, requires("sh")],
   "with no fd left for the poll's eventfd (EMFILE) a wait ends with error at once, and the next wait, once an fd is free, is polled and wakes",
   async () => {
-    await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/poll_without_fds.ts`, [], [
-      "--allow-ffi",
-    ]);
-    assertEquals(await child.nextLine(), "no fd left: error");
-    assertEquals(await child.nextLine(), "one fd free: readable");
-    assertEquals(await child.nextLine(), "done");
-    assertEquals((await child.status()).code, 0);
+    assertEquals(
+      await runUnderFdLimit("poll_without_fds.ts", [], { permissions: ["--allow-ffi"] }),
+      ["no fd left: error", "one fd free: readable", "done"],
+    );
   },
 );
 

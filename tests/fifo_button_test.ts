@@ -12,8 +12,7 @@ import { NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permiss
 import { killIfRunning, openFdCount, waitingForWriter } from "./helpers/proc.ts";
 import { removeTree, withTempDir } from "./helpers/temp.ts";
 import { delay, until } from "./helpers/waiting.ts";
-import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
+import { runUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 import {
   type FifoEvent,
   type IgnoredInput,
@@ -814,23 +813,15 @@ testWith(
 );
 
 /** Runs `tests/fixtures/button_without_fds.ts` in `dir` under `ulimit -n 256`; its lines. */
-async function buttonWithoutFds(
+function buttonWithoutFds(
   dir: string,
   mode: "reopen" | "wait",
   onReady: () => Promise<void> = async () => {},
 ): Promise<string[]> {
-  await using child = spawnDenoUnderFdLimit(
-    `${TESTS_DIR}fixtures/button_without_fds.ts`,
-    [dir, mode],
-    ["--allow-ffi", `--allow-read=${dir}`, `--allow-write=${dir}`],
-  );
-  const lines: string[] = [];
-  for (let line = ""; line !== "done";) {
-    lines.push(line = await child.nextLine());
-    if (line === "ready") await onReady();
-  }
-  assertEquals((await child.status()).code, 0);
-  return lines;
+  return runUnderFdLimit("button_without_fds.ts", [dir, mode], {
+    permissions: ["--allow-ffi", `--allow-read=${dir}`, `--allow-write=${dir}`],
+    onLine: (line) => line === "ready" ? onReady() : undefined,
+  });
 }
 
 testWith(

@@ -4,8 +4,7 @@ import { threadPidfds } from "../ffi/posix.ts";
 import { ProcessWatch } from "../lib/liveness.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { openFdsTo } from "./helpers/proc.ts";
-import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
+import { runUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 
 const PIDFD = "anon_inode:[pidfd]";
 
@@ -80,14 +79,9 @@ testWith(
   [...NEEDS.children, requires("sh")],
   "whether a thread can be watched through a pidfd is not learnt while the process has no fd left: asked again once fds are back",
   async () => {
-    await using child = spawnDenoUnderFdLimit(
-      `${TESTS_DIR}fixtures/claims_without_fds.ts`,
-      ["thread-pidfds"],
-      ["--allow-ffi"],
-    );
-    const lines: string[] = [];
-    for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
-    assertEquals((await child.status()).code, 0);
+    const lines = await runUnderFdLimit("claims_without_fds.ts", ["thread-pidfds"], {
+      permissions: ["--allow-ffi"],
+    });
     // What this process learnt with fds free: true on Linux 6.9 and later.
     assertEquals(lines, ["at EMFILE: false", `after: ${threadPidfds()}`, "done"]);
   },

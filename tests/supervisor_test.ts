@@ -12,9 +12,9 @@ import {
 import { logger } from "../app/logging.ts";
 import { ChildCrashLoop, type RestartPolicy, Supervisor } from "../app/supervisor.ts";
 import { ErrorOutput, MAX_LINE_LENGTH, TAIL_LINES } from "../app/error_output.ts";
-import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
+import { ROOT } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { denoCommand, spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
+import { denoCommand, runUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 import { EXIT_SHORTAGE } from "../app/exit_status.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { until } from "./helpers/waiting.ts";
@@ -562,15 +562,16 @@ testWith(
   "a child that cannot be started while the launcher is out of fds (EMFILE) is a shortage, not a crash: started again once fds are back",
   async () => {
     await withTempDir(async (dir) => {
-      await using child = spawnDenoUnderFdLimit(
-        `${TESTS_DIR}fixtures/supervisor_without_fds.ts`,
-        [dir, "1500"],
-        ["--allow-ffi", "--allow-run", "--allow-read", `--allow-write=${dir}`, "--allow-env"],
-      );
-      const lines: string[] = [];
-      for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
+      const lines = await runUnderFdLimit("supervisor_without_fds.ts", [dir, "1500"], {
+        permissions: [
+          "--allow-ffi",
+          "--allow-run",
+          "--allow-read",
+          `--allow-write=${dir}`,
+          "--allow-env",
+        ],
+      });
       assertEquals(lines, ["warned", "started again", "done"]);
-      assertEquals((await child.status()).code, 0);
     });
   },
 );

@@ -10,8 +10,7 @@ import { closeFd, openPath } from "../ffi/posix.ts";
 import { type FollowedChange, FOLLOWERS_PER_WORKER, TextFollower } from "../ffi/text_follower.ts";
 import { parseState } from "../lib/state_text.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
-import { spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
+import { runUnderFdLimit } from "./helpers/spawn.ts";
 import { settledWorkerThreads, workerThreads } from "./helpers/proc.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay, until, within } from "./helpers/waiting.ts";
@@ -214,16 +213,10 @@ testWith(
 );
 
 /** Runs `tests/fixtures/follow_without_fds.ts` under `ulimit -n 256`; its lines. */
-async function followWithoutFds(args: string[], dir: string): Promise<string[]> {
-  await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/follow_without_fds.ts`, args, [
-    "--allow-ffi",
-    `--allow-read=${dir}`,
-    `--allow-write=${dir}`,
-  ]);
-  const lines: string[] = [];
-  for (let line = ""; line !== "done";) lines.push(line = await child.nextLine());
-  assertEquals((await child.status()).code, 0);
-  return lines;
+function followWithoutFds(args: string[], dir: string): Promise<string[]> {
+  return runUnderFdLimit("follow_without_fds.ts", args, {
+    permissions: ["--allow-ffi", `--allow-read=${dir}`, `--allow-write=${dir}`],
+  });
 }
 
 testWith(

@@ -4,29 +4,16 @@ import { openFdsTo } from "./helpers/proc.ts";
 import { PathWatch } from "../lib/path_watch.ts";
 import { watchShrink } from "../lib/shrink_watch.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
-import { TESTS_DIR } from "./helpers/paths.ts";
-import { spawnDenoUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
+import { runUnderFdLimit, spawnProgram } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import { delay } from "./helpers/waiting.ts";
 
-/** Runs the fixture under `ulimit -n 256`; its lines. */
-async function withoutFds(
-  args: string[],
-  onLine: (line: string) => void = () => {},
-): Promise<string[]> {
-  await using child = spawnDenoUnderFdLimit(`${TESTS_DIR}fixtures/watches_without_fds.ts`, args, [
-    "--allow-ffi",
-    "--allow-read",
-  ]);
-  const lines: string[] = [];
-  for (;;) {
-    const line = await child.nextLine();
-    lines.push(line);
-    if (line === "done") break;
-    onLine(line);
-  }
-  assertEquals((await child.status()).code, 0);
-  return lines;
+/** Runs `tests/fixtures/watches_without_fds.ts` under `ulimit -n 256`; its lines. */
+function withoutFds(args: string[], onLine?: (line: string) => void): Promise<string[]> {
+  return runUnderFdLimit("watches_without_fds.ts", args, {
+    permissions: ["--allow-ffi", "--allow-read"],
+    onLine,
+  });
 }
 
 testWith(

@@ -61,6 +61,32 @@ export function spawnDenoUnderFdLimit(
   return spawnProgram("sh", ["-c", 'ulimit -n 256 && exec "$@"', "sh", ...command]);
 }
 
+/**
+ * Runs a fixture of `tests/fixtures/` under {@link spawnDenoUnderFdLimit} until it prints `done`
+ * and exits 0; its lines, `done` last. `onLine` hears each line before `done` as it comes (a test
+ * that acts on `ready`, say), and the next line is read once what it returns has settled.
+ */
+export async function runUnderFdLimit(
+  fixture: string,
+  args: string[],
+  options: { permissions: string[]; onLine?: (line: string) => void | Promise<void> },
+): Promise<string[]> {
+  await using child = spawnDenoUnderFdLimit(
+    `${TESTS_DIR}fixtures/${fixture}`,
+    args,
+    options.permissions,
+  );
+  const lines: string[] = [];
+  for (;;) {
+    const line = await child.nextLine();
+    lines.push(line);
+    if (line === "done") break;
+    await options.onLine?.(line);
+  }
+  assertEquals((await child.status()).code, 0, child.transcript);
+  return lines;
+}
+
 /** Starts any program; with `stdin: "piped"` the test can write to it. */
 export function spawnProgram(
   program: string,
