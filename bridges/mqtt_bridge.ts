@@ -108,10 +108,14 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   const stale = events.discardWaiting();
   if (stale > 0) log.debug(`Skipped ${stale} presses made before the bridge started`);
   using backlog = new BacklogReport(log);
+  // A forwarder that failed takes no more commands: the bridge ends (saying offline), and the
+  // launcher starts it again, with the link repaired if it was written over.
+  const failed = new AbortController();
+  const stop = AbortSignal.any([signal, failed.signal]);
   using forwarder = new CommandForwarder(commands, {
     onWaiting: (reason) => backlog.waiting(reason),
     onCaughtUp: (merged) => backlog.caughtUp(merged),
-    onError: (error) => log.error(`Cannot hand commands to the button process: ${error.message}`),
+    onError: (error) => failed.abort(error),
   });
 
   const id = deviceId(prefix);
@@ -130,7 +134,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
     log,
     onCommand: (command) => {
       log.debug(`Command ${command}`);
-      forwarder.submit(command);
+      if (!failed.signal.aborted) forwarder.submit(command);
     },
   });
   log.info(
@@ -140,7 +144,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
   try {
     await Promise.all([
       (async () => {
-        for await (const state of cell.changes({ signal, current: true })) {
+        for await (const state of cell.changes({ signal: stop, current: true })) {
           bridge.setState(state !== 0);
         }
       })(),
@@ -152,7 +156,7 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
           );
         // Presses this bridge got to too late (it was stopped, or starved of CPU), in a row.
         let late = 0;
-        for await (const message of events.messages(signal, { onDiscarded })) {
+        for await (const message of events.messages(stop, { onDiscarded })) {
           const age = pressAgeMs(message, monotonicMillis());
           if (age === undefined) {
             const what = `${message.length} bytes`;
@@ -178,6 +182,10 @@ async function main(flags: MqttBridgeFlags, settings: MqttSettings): Promise<voi
     ]);
   } finally {
     await bridge.close();
+  }
+  if (failed.signal.aborted) {
+    const cause = failed.signal.reason as Error;
+    throw new Error(`Cannot hand commands to the button process: ${cause.message}`, { cause });
   }
 }
 

@@ -327,6 +327,22 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
           "message anyway: mosquitto_pub -r -n -t TOPIC",
       );
     }
+    // State and availability with no discovery config beside them: the configs are most likely
+    // under another discovery prefix, and clearing the rest would leave Home Assistant's device
+    // in place with nothing left to tell it by.
+    const configs = discoveryTopics(settings.discoveryPrefix, deviceId(prefix));
+    const configHeld = configs.some((topic) => held.has(topic));
+    if (readable && !configHeld && !options.force) {
+      throw new Deno.errors.NotFound(
+        `No discovery config of ${JSON.stringify(prefix)} is retained on ${settings.url} at ` +
+          `${configs.join(" or ")}, though its ${
+            topics.filter((topic) => held.has(topic)).join(" and ")
+          } are: the system was likely started with another --mqtt-discovery-prefix than ` +
+          `${JSON.stringify(settings.discoveryPrefix)}; give the same one. Nothing was ` +
+          "removed; --force clears the state and availability alone (Home Assistant then keeps " +
+          "the device)",
+      );
+    }
     if (availability === "online" && !options.force) {
       throw new Deno.errors.Busy(
         `Cannot forget ${JSON.stringify(prefix)}: its availability on ${settings.url} says ` +
@@ -348,9 +364,12 @@ async function main(settings: MqttSettings, options: { force: boolean }): Promis
       );
       return 1;
     }
+    const removes = configs.some((topic) => clearing.includes(topic))
+      ? "Home Assistant removes its device"
+      : "no discovery config was there: Home Assistant keeps any device of it";
     log.info(
       `Removed what the system ${JSON.stringify(prefix)} left retained on ${settings.url} ` +
-        `(Home Assistant removes its device): ${clearing.join(", ")}`,
+        `(${removes}): ${clearing.join(", ")}`,
     );
     return 0;
   } finally {

@@ -6,14 +6,17 @@
 import { assert, assertEquals, AssertionError, assertStringIncludes } from "@std/assert";
 import { logger } from "../app/logging.ts";
 import { discoveryMessages } from "../bridges/mqtt/discovery.ts";
-import { topicsFor } from "../bridges/mqtt/topics.ts";
+import { type Topics, topicsFor } from "../bridges/mqtt/topics.ts";
+import type { MqttBridge } from "../bridges/mqtt/bridge.ts";
+import type { Command } from "../app/remote/messages.ts";
 import { testWith } from "./helpers/permissions.ts";
-import { GUARD_MS, until, within } from "./helpers/waiting.ts";
+import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { withTempDir } from "./helpers/temp.ts";
 import {
   denySubscriptions,
   dynamicSecurityOrSkip,
   linesInto,
+  listen,
   startBroker,
   testWithBroker,
 } from "./mqtt_helpers.ts";
@@ -253,5 +256,300 @@ testWith(
     }
     // The fake broker ends when the bridge hangs up; an assertion of its own is the test's.
     if (ended instanceof AssertionError) throw ended;
+  },
+);
+
+/** A bridge on a real broker at `url`, under `clientId`, saying what happens into `said`. */
+async function bridgeOn(
+  url: string,
+  topics: Topics,
+  clientId: string,
+  said: string[],
+  onCommand: (command: Command) => void = () => {},
+): Promise<MqttBridge> {
+  // Loaded here: the MQTT library reads the environment as it loads.
+  const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
+  return new MqttBridge({
+    connection: { url, clientId, backoff: { initialMs: 50, maxMs: 200, jitter: 0 } },
+    topics,
+    discoveryPrefix: "homeassistant",
+    discovery: discoveryMessages({
+      discoveryPrefix: "homeassistant",
+      deviceId: "watch",
+      deviceName: "watch",
+      model: "test",
+      version: "0.0.0",
+      topics,
+    }),
+    log: linesInto(said),
+    onCommand,
+  });
+}
+
+/** The lines of `said` at `level` that hold `text`. */
+function saidAt(said: string[], level: string, text: string): string[] {
+  return said.filter((line) => line.startsWith(`${level} `) && line.includes(text));
+}
+
+testWithBroker(
+  "two systems on one prefix (another machine, another client id): each says the other's echo, and the one left running puts back the availability the other's goodbye wrote over",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+      const saidA: string[] = [];
+      const saidB: string[] = [];
+      const a = await bridgeOn(broker.url, topics, "mmap-ipc-pi1-aaaaaa-kitchen", saidA);
+      const b = await bridgeOn(broker.url, topics, "mmap-ipc-pi2-bbbbbb-kitchen", saidB);
+      try {
+        a.setState(true);
+        a.start();
+        await until(() => a.connected, "bridge A connected");
+        b.setState(true);
+        b.start();
+        // B's echo reaches A as B connects; A's answer reaches B.
+        const other = "as a bridge of another system on this prefix does";
+        await until(() => saidAt(saidA, "WRN", other).length === 1, "A saying B's echo");
+        await until(() => saidAt(saidB, "WRN", other).length === 1, "B saying A's echo");
+        // B stops: its goodbye, offline, retained (a SIGKILL leaves its will, the same).
+        await b.close();
+        await until(
+          () => saidAt(saidA, "WRN", `Another client wrote "offline"`).length === 1,
+          "A putting back its availability",
+        );
+        await using late = await listen(broker.url, [topics.availability]);
+        assertEquals((await late.waitFor(topics.availability)).payload, "online");
+        assertEquals(saidAt(saidA, "WRN", other).length, 1, "said once");
+      } finally {
+        await b.close();
+        await a.close();
+      }
+    });
+  },
+);
+
+testWithBroker(
+  "a state another client writes over the bridge's is put back, said once a minute; the bridge's own copies, however fast it changes, are not another's",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+      const said: string[] = [];
+      const bridge = await bridgeOn(broker.url, topics, "mmap-ipc-state-watch", said);
+      const overwritten = "Another client wrote";
+      try {
+        bridge.setState(true);
+        bridge.start();
+        await using user = await listen(broker.url, [topics.state]);
+        await user.waitFor(topics.state, { payload: "ON" });
+        // 200 changes back to back: the copies come back behind the publishes.
+        for (let i = 0; i < 200; i++) {
+          bridge.setState(i % 2 === 0);
+          if (i % 10 === 0) await delay(1);
+        }
+        bridge.setState(true);
+        await delay(1_500); // past the wait before putting anything back
+        assertEquals(said.filter((line) => line.includes(overwritten)), [], "its own copies");
+        // A clumsy user writes over it, retained: garbage, then the other state.
+        let since = user.heard.length;
+        await user.publish(topics.state, "garbage", { retain: true });
+        await user.waitFor(topics.state, { payload: "ON", since: since + 1 });
+        assertEquals(saidAt(said, "WRN", `${overwritten} "garbage" on`).length, 1);
+        since = user.heard.length;
+        await user.publish(topics.state, "OFF", { retain: true });
+        await user.waitFor(topics.state, { payload: "ON", since: since + 1 });
+        assertEquals(saidAt(said, "DBG", `${overwritten} "OFF" on`).length, 1, "said once");
+        await using late = await listen(broker.url, [topics.state]);
+        assertEquals((await late.waitFor(topics.state)).payload, "ON");
+      } finally {
+        await bridge.close();
+      }
+    });
+  },
+);
+
+testWithBroker(
+  "a retained command cleared as the README says (mosquitto_pub -r -n) is no malformed payload to warn of",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+      const said: string[] = [];
+      const commands: string[] = [];
+      const bridge = await bridgeOn(
+        broker.url,
+        topics,
+        "mmap-ipc-clear",
+        said,
+        (command) => commands.push(command),
+      );
+      try {
+        bridge.setState(false);
+        bridge.start();
+        await until(() => said.some((line) => line.includes("Published availability")), "up");
+        await delay(300); // subscribed: a retained command then comes live
+        await using user = await listen(broker.url, []);
+        await user.publish(topics.set, "TOGGLE", { retain: true });
+        await until(() => commands.length === 1, "the retained TOGGLE applied once");
+        await user.publish(topics.set, "", { retain: true });
+        await user.publish(topics.set, "ON");
+        await until(() => commands.length === 2, "the ON after it");
+        assertEquals(said.filter((line) => line.startsWith("WRN")), []);
+      } finally {
+        await bridge.close();
+      }
+    });
+  },
+);
+
+testWithBroker(
+  "a command its taker throws at is said as an error, not thrown into the MQTT library (which would end the process without its goodbye)",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+      const said: string[] = [];
+      let taken = 0;
+      const bridge = await bridgeOn(broker.url, topics, "mmap-ipc-throwing", said, () => {
+        taken++;
+        throw new Deno.errors.BadResource("The command forwarder is closed");
+      });
+      const uncaught: unknown[] = [];
+      const onError = (event: ErrorEvent): void => {
+        uncaught.push(event.error);
+        event.preventDefault();
+      };
+      globalThis.addEventListener("error", onError);
+      try {
+        bridge.setState(false);
+        bridge.start();
+        await until(() => said.some((line) => line.includes("Published availability")), "up");
+        await delay(300); // subscribed: a retained command then comes live
+        await using user = await listen(broker.url, []);
+        await user.publish(topics.set, "ON");
+        await user.publish(topics.set, "OFF");
+        await until(() => saidAt(said, "ERR", "Cannot apply the command").length === 2, "said");
+        assertEquals(taken, 2);
+        assertStringIncludes(
+          saidAt(said, "ERR", "OFF")[0],
+          `Cannot apply the command OFF from ${topics.set}: The command forwarder is closed`,
+        );
+        await delay(100);
+        assertEquals(uncaught, []);
+        assert(bridge.connected, "the bridge stays up");
+      } finally {
+        globalThis.removeEventListener("error", onError);
+        await bridge.close();
+      }
+    });
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "a copy of the bridge's own older state, the newer one's copy lost (a broker drops copies under load), is not taken for another client's; a state heard with none of its own awaited is",
+  async () => {
+    const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const topics = topicsFor("test/copies");
+    const said: string[] = [];
+    const bridge = new MqttBridge({
+      connection: { url: `mqtt://127.0.0.1:${server.addr.port}`, clientId: "mmap-ipc-copies" },
+      topics,
+      discoveryPrefix: "homeassistant",
+      discovery: [],
+      log: linesInto(said),
+      onCommand: () => {},
+    });
+    const states: string[] = [];
+    let conn: Deno.TcpConn | undefined;
+    let serving: Promise<unknown> = Promise.resolve();
+    try {
+      bridge.setState(true);
+      bridge.start();
+      conn = await within(server.accept(), 2 * GUARD_MS);
+      assert(conn !== undefined, "no connection from the bridge (hang guard)");
+      const client = conn;
+      const packets = new PacketReader(client);
+      assertEquals((await packets.next())[0] >> 4, 1, "CONNECT");
+      await client.write(CONNACK_5);
+      // Answers everything; the copies of the state are the test's to send.
+      serving = (async () => {
+        for (;;) {
+          const packet = await packets.next();
+          const type = packet[0] >> 4;
+          if (type === 8) await client.write(subackFor(packet));
+          if (type !== 3) continue;
+          const published = parsePublish(packet);
+          if (published.topic === topics.state) states.push(published.payload);
+          if (published.qos > 0) await client.write(pubackFor(published.id));
+        }
+      })().catch((error) => error);
+      await until(() => states.length === 1, "the state published");
+      await delay(100); // subscribed
+      bridge.setState(false);
+      await until(() => states.length === 2, "the new state published");
+      assertEquals(states, ["ON", "OFF"]);
+      // The copy of ON comes back; OFF's is lost. Before, ON counted as another client's.
+      await client.write(publishPacket(topics.state, "ON"));
+      await delay(1_500); // past the wait before putting anything back
+      assertEquals(states, ["ON", "OFF"], "nothing put back");
+      assertEquals(said.filter((line) => line.includes("Another client wrote")), []);
+      // Now nothing of its own is awaited: an ON is another client's.
+      await client.write(publishPacket(topics.state, "ON"));
+      await until(() => states.length === 3, "the state put back");
+      assertEquals(states[2], "OFF");
+      assertEquals(saidAt(said, "WRN", `Another client wrote "ON" on`).length, 1);
+    } finally {
+      await bridge.close();
+      try {
+        conn?.close();
+      } catch {
+        // Closed by the bridge already.
+      }
+      await serving;
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }, "read"],
+  "over MQTT 3.1.1 (aedes), a message retained by anyone, longer than the bridge takes, on a topic it subscribes to is left out, and the bridge stays connected",
+  async () => {
+    // Loaded here: MQTT libraries read the environment as they load.
+    const { default: aedes } = await import("aedes");
+    const { createServer } = await import("node:net");
+    const broker = aedes.createBroker();
+    const server = createServer(broker.handle);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    const url = `mqtt://127.0.0.1:${port}`;
+    const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+    const said: string[] = [];
+    const commands: Command[] = [];
+    const bridge = await bridgeOn(url, topics, "mmap-ipc-big", said, (c) => commands.push(c));
+    try {
+      {
+        await using vandal = await listen(url, [], { protocolVersion: 4 });
+        await vandal.publish("homeassistant/status", "x".repeat(5000), { retain: true });
+        await vandal.publish(topics.echo, "y".repeat(5000), { retain: true });
+      }
+      bridge.setState(true);
+      bridge.start();
+      await until(() => bridge.connected, "the bridge connected");
+      // Before, each connection was dropped at the retained message, and came back to it.
+      await until(() => saidAt(said, "WRN", "left it out unread").length === 2, "both said");
+      await delay(1_000);
+      assert(bridge.connected, "connected");
+      assertEquals(said.filter((line) => line.includes("Lost the connection")), []);
+      // Commands flow.
+      await using user = await listen(url, [], { protocolVersion: 4 });
+      await user.publish(topics.set, "OFF");
+      await until(() => commands.length === 1, "the command");
+    } finally {
+      await bridge.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    }
   },
 );

@@ -20,7 +20,12 @@ import {
 import { readCaFile } from "../bridges/mqtt/ca_file.ts";
 import { watchCommand } from "../bridges/mqtt/watch_command.ts";
 import { describeProblem, refusedPublish } from "../bridges/mqtt/problems.ts";
-import { type Oversized, PacketSizeGuard, publishSize } from "../bridges/mqtt/packet_size.ts";
+import {
+  type Oversized,
+  PacketFilter,
+  publishSize,
+  type SkippedPublish,
+} from "../bridges/mqtt/packet_size.ts";
 import { delay } from "./helpers/waiting.ts";
 import { BacklogReport } from "../bridges/mqtt/backlog_report.ts";
 import { localMachine, MACHINE_ID_PATHS, mqttIdentity } from "../bridges/mqtt/identity.ts";
@@ -198,16 +203,22 @@ Deno.test("checkTopicPrefix() refuses wildcards, empty levels, empty prefixes, c
   }
 });
 
-Deno.test("parseSetPayload() takes ON, OFF and TOGGLE in any case and sorts the rest by kind", () => {
+Deno.test("parseSetPayload() takes ON, OFF and TOGGLE in any case, an empty payload as a clear, and sorts the rest by kind", () => {
   assertEquals(parseSetPayload(bytes("ON")), { command: "ON" });
   assertEquals(parseSetPayload(bytes(" off\n")), { command: "OFF" });
   assertEquals(parseSetPayload(bytes("Toggle")), { command: "TOGGLE" });
+  // How a retained message is cleared (mosquitto_pub -r -n): nothing to warn of.
+  assertEquals(parseSetPayload(bytes("")), { cleared: true });
   const kind = (payload: Uint8Array): string | undefined => {
     const parsed = parseSetPayload(payload);
     return "malformed" in parsed ? parsed.malformed : undefined;
   };
-  assertEquals(kind(bytes("")), "empty");
-  assertEquals(kind(bytes(" \t")), "empty");
+  assertEquals(kind(bytes(" \t")), "blank");
+  // Only ASCII letters are upper-cased: U+FB00 (a ligature) would spell "FF", full-width
+  // letters stay what they are.
+  assertEquals(kind(bytes("o\ufb00")), "unknown word");
+  assertEquals(kind(bytes("\uff2f\uff2e")), "unknown word");
+  assertEquals(kind(bytes("\u0131") /* dotless i */), "unknown word");
   assertEquals(kind(bytes("1")), "unknown word");
   assertEquals(kind(bytes('{"state":"ON"}')), "unknown word");
   assertEquals(kind(bytes("x".repeat(65))), "too long");
@@ -340,6 +351,35 @@ Deno.test("mqttSettings() checks the flags together, and the bridge gets only wh
     () => mqttSettings({ mqtt: "mqtt://h", mqttClientId: "" }),
     TypeError,
     "--mqtt-client-id",
+  );
+  // What mosquitto refuses in a CONNECT as malformed UTF-8: the bridge would retry for good.
+  for (
+    const [clientId, why] of [
+      ["a\tb", "U+0009, a control character"],
+      ["a\u0085b", "U+0085, a control character"],
+      ["a\u009bb", "U+009B, a control character"],
+      ["a\ufdd0b", "U+FDD0, a noncharacter"],
+      ["a\uffffb", "U+FFFF, a noncharacter"],
+      ["a\ud800b", "U+D800, half of a surrogate pair on its own"],
+      ["x".repeat(129), "longer than 128"],
+    ]
+  ) {
+    assertThrowsWith(
+      () =>
+        mqttSettings({ mqtt: "mqtt://h", mqttClientId: clientId, mqttCredentials: "/dev/null" }),
+      TypeError,
+      "--mqtt-client-id",
+      why,
+    );
+  }
+  assertEquals(
+    mqttSettings({
+      mqtt: "mqtt://h",
+      mqttClientId: "k\u00fcche-\u{1F4A1}",
+      mqttCredentials: "/dev/null",
+    })
+      ?.clientId,
+    "k\u00fcche-\u{1F4A1}",
   );
   const settings = mqttSettings({
     mqtt: "mqtts://broker.lan",
@@ -601,25 +641,84 @@ Deno.test("describeProblem() calls a reason code a refusal only before the broke
   assertStringIncludes(before.message, `The broker at ${url} refused the connection`);
 });
 
-Deno.test("PacketSizeGuard finds a packet over the limit at its header, however the bytes come", () => {
-  // CONNACK; a PUBLISH of 4096 bytes in all (header 3, remaining 4093); then one of 4097.
+/** A PUBLISH from the broker: `topic`, QoS, packet id, `payload` bytes of "A" (3.1.1 layout). */
+function publishBytes(topic: string, qos: 0 | 1 | 2, id: number, payload: number): number[] {
+  const name = [...new TextEncoder().encode(topic)];
+  const body = [name.length >> 8, name.length & 0xff, ...name];
+  if (qos > 0) body.push(id >> 8, id & 0xff);
+  const all = body.concat(new Array(payload).fill(0x41));
+  const length: number[] = [];
+  for (let left = all.length;;) {
+    const byte = left & 0x7f;
+    left = Math.floor(left / 128);
+    length.push(left > 0 ? byte | 0x80 : byte);
+    if (left === 0) break;
+  }
+  return [0x30 | (qos << 1), ...length].concat(all);
+}
+
+Deno.test("PacketFilter leaves out a PUBLISH over the limit, naming its topic and packet id, and hands on everything else byte for byte, however the bytes come", () => {
   const connack = [0x20, 0x03, 0x00, 0x00, 0x00];
-  const fits = [0x30, 0xfd, 0x1f, ...new Array(4093).fill(0x41)];
-  const over = [0x30, 0xfe, 0x1f];
-  const bytes = new Uint8Array([...connack, ...fits, ...over]);
-  for (const size of [1, 2, 3, 7, 4096, bytes.length]) {
-    const guard = new PacketSizeGuard(4096);
-    const found: (Oversized | undefined)[] = [];
+  const before = publishBytes("p/led/set", 1, 7, 2);
+  const fits = publishBytes("p/x", 0, 0, 4096 - 2 - 3 - 3); // 4096 bytes in all
+  const over = publishBytes("homeassistant/status", 1, 0x1234, 5000);
+  const overQos0 = publishBytes("p/led/state", 0, 0, 300_000); // a 3-byte length
+  const after = [0xd0, 0x00]; // PINGRESP
+  const kept = [...connack, ...before, ...fits, ...after];
+  const bytes = new Uint8Array(connack.concat(before, fits, over, overQos0, after));
+  assertEquals(fits.length, 4096);
+  for (const size of [1, 2, 3, 7, 4096, 4097, bytes.length]) {
+    const filter = new PacketFilter(4096);
+    const passed: number[] = [];
+    const skipped: SkippedPublish[] = [];
     for (let at = 0; at < bytes.length; at += size) {
-      found.push(guard.feed(bytes.subarray(at, at + size)));
+      const result = filter.feed(bytes.subarray(at, at + size));
+      assertEquals(result.oversized, undefined, `chunks of ${size}`);
+      for (const part of result.pass) for (const byte of part) passed.push(byte);
+      skipped.push(...result.skipped);
     }
-    const chunks = found.length;
-    assertEquals(
-      found.slice(0, chunks - 1),
-      new Array(chunks - 1).fill(undefined),
-      `chunks of ${size}: nothing over 4096 before the last header`,
-    );
-    assertEquals(found[chunks - 1], { type: 3, size: 4097 }, `chunks of ${size}`);
+    assertEquals(passed, kept, `chunks of ${size}: what is handed on`);
+    assertEquals(skipped, [
+      { size: over.length, topic: "homeassistant/status", qos: 1, packetId: 0x1234 },
+      { size: overQos0.length, topic: "p/led/state", qos: 0, packetId: 0 },
+    ], `chunks of ${size}`);
+  }
+});
+
+Deno.test("PacketFilter reports a packet over the limit it cannot leave out (another type, or QoS 2), with what came before it handed on", () => {
+  const connack = [0x20, 0x03, 0x00, 0x00, 0x00];
+  const cases: [number[], Oversized][] = [
+    [[0x90, 0xfe, 0x1f], { type: 9, size: 4097 }], // a SUBACK of 4097 bytes: its header alone
+    [publishBytes("t", 2, 1, 5000), { type: 3, size: 5000 + 2 + 1 + 2 + 3 }],
+  ];
+  for (const [packet, oversized] of cases) {
+    const bytes = new Uint8Array(connack.concat(packet));
+    for (const size of [1, 3, bytes.length]) {
+      const filter = new PacketFilter(4096);
+      const passed: number[] = [];
+      let found: Oversized | undefined;
+      for (let at = 0; at < bytes.length && found === undefined; at += size) {
+        const result = filter.feed(bytes.subarray(at, at + size));
+        for (const part of result.pass) for (const byte of part) passed.push(byte);
+        found = result.oversized;
+      }
+      assertEquals(found, oversized, `chunks of ${size}`);
+      assertEquals(passed, connack, `chunks of ${size}`);
+    }
+  }
+});
+
+Deno.test("PacketFilter hands a malformed length on for the parser to fail, held header and all", () => {
+  const bytes = new Uint8Array([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
+  for (const size of [1, 2, bytes.length]) {
+    const filter = new PacketFilter(4096);
+    const passed: number[] = [];
+    for (let at = 0; at < bytes.length; at += size) {
+      const result = filter.feed(bytes.subarray(at, at + size));
+      assertEquals(result.oversized, undefined);
+      for (const part of result.pass) passed.push(...part);
+    }
+    assertEquals(passed, [...bytes], `chunks of ${size}`);
   }
 });
 

@@ -43,7 +43,7 @@ import {
   startBroker,
   testWithBroker,
 } from "./mqtt_helpers.ts";
-import { discoveryTopics, ORIGIN_NAME } from "../bridges/mqtt/discovery.ts";
+import { discoveryMessages, discoveryTopics, ORIGIN_NAME } from "../bridges/mqtt/discovery.ts";
 
 /** A launcher with `--mqtt`, and what a test needs to talk to it. */
 interface System extends AsyncDisposable {
@@ -266,7 +266,7 @@ testWithBroker(
         );
         const ignored = launcher.matching(/Ignored/).slice(ignoredBefore);
         assertEquals(ignored.length, 4, ignored.join("\n"));
-        for (const kind of ["not ON, OFF or TOGGLE", "empty", "too long", "not UTF-8"]) {
+        for (const kind of ["not ON, OFF or TOGGLE", "blank", "too long", "not UTF-8"]) {
           assertEquals(ignored.filter((line) => line.includes(kind)).length, 1, kind);
         }
         const tooLong = ignored.find((line) => line.includes("too long")) ?? "";
@@ -1417,6 +1417,70 @@ testWithBroker(
 );
 
 testWithBroker(
+  "deno task mqtt:forget without the --mqtt-discovery-prefix the system had finds state and availability but no discovery config: it removes nothing and names the flag; with it, it forgets the device; --force alone clears the rest, not saying Home Assistant removes the device",
+  async () => {
+    await withTempDir(async (dir) => {
+      await using broker = await startBroker(dir);
+      const prefix = `test/${crypto.randomUUID().slice(0, 8)}`;
+      const topics = topicsFor(prefix);
+      /** Leaves on the broker what a stopped system started with --mqtt-discovery-prefix ha2 does. */
+      const leave = async (configs: boolean): Promise<void> => {
+        await using writer = await listen(broker.url, []);
+        const messages = discoveryMessages({
+          discoveryPrefix: "ha2",
+          deviceId: deviceId(prefix),
+          deviceName: "mmap-ipc test",
+          model: "Button and LED (PC build)",
+          version: "0.1.0",
+          topics,
+        });
+        for (const { topic, payload } of configs ? messages : []) {
+          await writer.publish(topic, JSON.stringify(payload), { retain: true });
+        }
+        await writer.publish(topics.state, "OFF", { retain: true });
+        await writer.publish(topics.availability, "offline", { retain: true });
+      };
+      /** The topics under `ha2/` and the prefix that hold a retained message now. */
+      const retained = async (): Promise<string[]> => {
+        await using late = await listen(broker.url, ["ha2/#", `${prefix}/#`]);
+        await late.publish(`${prefix}/sentinel`, "end");
+        await late.waitFor(`${prefix}/sentinel`);
+        return late.heard.filter((message) => message.retain).map((message) => message.topic)
+          .sort();
+      };
+      await leave(true);
+      const all = await retained();
+      assertEquals(all.length, 4);
+      const refused = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix]);
+      assertEquals(refused.code, 1, refused.output);
+      assertStringIncludes(refused.output, "No discovery config of");
+      assertStringIncludes(refused.output, "homeassistant/light/");
+      assertStringIncludes(refused.output, "another --mqtt-discovery-prefix");
+      assertStringIncludes(refused.output, "Nothing was removed");
+      assertEquals(await retained(), all, "nothing removed");
+      const done = await forget([
+        "--mqtt",
+        broker.url,
+        "--mqtt-prefix",
+        prefix,
+        "--mqtt-discovery-prefix",
+        "ha2",
+      ]);
+      assertEquals(done.code, 0, done.output);
+      assertStringIncludes(done.output, "Home Assistant removes its device");
+      assertEquals(await retained(), []);
+      // The configs gone some other way: --force clears the rest, and says what it did not do.
+      await leave(false);
+      const forced = await forget(["--mqtt", broker.url, "--mqtt-prefix", prefix, "--force"]);
+      assertEquals(forced.code, 0, forced.output);
+      assertStringIncludes(forced.output, "no discovery config was there");
+      assert(!forced.output.includes("Home Assistant removes its device"), forced.output);
+      assertEquals(await retained(), []);
+    });
+  },
+);
+
+testWithBroker(
   "deno task mqtt:forget refuses, removing nothing, when a topic it would clear holds another program's message (a mistyped prefix), --force or not, naming the topic and quoting the payload",
   async () => {
     await withTempDir(async (dir) => {
@@ -1480,7 +1544,9 @@ testWithBroker(
       await watcher.publish(topicsFor(base).availability, "offline", { retain: true });
       const since = system.launcher.lines.length;
       const heardSince = watcher.heard.length;
-      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", base]);
+      // --force: with no discovery config beside it, forget would refuse (a wrong discovery
+      // prefix, most likely).
+      const done = await forget(["--mqtt", broker.url, "--mqtt-prefix", base, "--force"]);
       assertEquals(done.code, 0, done.output);
       assertStringIncludes(done.output, topicsFor(base).availability);
       // A taken session would show within this: the bridge reconnects after 0.5 s at most.

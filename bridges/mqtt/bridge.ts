@@ -26,6 +26,7 @@ import {
 } from "./set_payload.ts";
 import { homeAssistantStatusTopic, type Topics } from "./topics.ts";
 import { refusedSubscriptions } from "./problems.ts";
+import { quote } from "../../app/logging.ts";
 
 /**
  * Home Assistant's `online` answered at most this often: a flood of them (anyone may publish
@@ -38,6 +39,21 @@ const REFUSED_RETRY_MS = 1_000;
 const REFUSED_RETRY_MAX_MS = 60_000;
 /** How long the bridge's own message on its echo topic may take to come back; see `#probe`. */
 const ECHO_WAIT_MS = 5_000;
+/**
+ * The first wait before the bridge puts back its availability or state that another client
+ * wrote over (see `#heard`): long enough for the echo of its own later publish to arrive, which
+ * says the broker holds its state after all. Doubled at each one in a row, up to
+ * {@link RESTORE_MAX_MS}: two systems on one prefix then fight once a minute, not once a second.
+ */
+const RESTORE_MS = 1_000;
+/** The longest such wait, and the calm after which a write over is news again (said). */
+const RESTORE_MAX_MS = 60_000;
+
+/** How many of its own state messages the bridge remembers awaiting their copy; see `#heard`. */
+const STATE_ECHOES_KEPT = 64;
+
+/** The topics the bridge publishes on and listens to, to hear another client write over them. */
+type Watched = "availability" | "state";
 
 /** Options for {@link MqttBridge}. */
 export interface MqttBridgeOptions {
@@ -86,6 +102,23 @@ export class MqttBridge {
   #echoTimer: ReturnType<typeof setTimeout> | undefined;
   /** The echo did not come back, and that was said: said again only after it came back. */
   #echoMissingSaid = false;
+  /** This bridge's echo messages start with this; anyone else's are another client's. */
+  readonly #echoPrefix = `echo ${crypto.randomUUID()} `;
+  #echoCount = 0;
+  /** `performance.now()` when another client's echo message was last said; see `#foreignEcho`. */
+  #foreignEchoAt = -Infinity;
+  /**
+   * The states this bridge published on this connection whose copy has not come back yet (it
+   * listens to the topic too), oldest first: a state heard that is none of these is another
+   * client's. At most {@link STATE_ECHOES_KEPT}: a broker may drop a copy under load.
+   */
+  #stateEchoes: string[] = [];
+  /** What another client wrote over this bridge's topics, by topic, not put back yet. */
+  readonly #overwritten = new Map<Watched, string>();
+  #restoreTimer: ReturnType<typeof setTimeout> | undefined;
+  #restoreMs = 0;
+  /** `performance.now()` at the last putting back; see {@link RESTORE_MAX_MS}. */
+  #restoredAt = -Infinity;
 
   /** Prepares the bridge; {@link MqttBridge.start} connects. */
   constructor(options: MqttBridgeOptions) {
@@ -143,6 +176,7 @@ export class MqttBridge {
     clearTimeout(this.#announceLater);
     clearTimeout(this.#retry);
     clearTimeout(this.#echoTimer);
+    clearTimeout(this.#restoreTimer);
     return this.#connection.close({ topic: this.#options.topics.availability, payload: OFFLINE });
   }
 
@@ -162,9 +196,19 @@ export class MqttBridge {
     clearTimeout(this.#retry);
     this.#retry = undefined;
     this.#retryMs = 0;
+    this.#overwritten.clear();
+    this.#stateEchoes = [];
+    clearTimeout(this.#restoreTimer);
+    this.#restoreTimer = undefined;
     this.#announce();
     const { topics } = this.#options;
-    this.#connection.subscribe({ [topics.set]: 1, [this.#haStatus]: 0, [topics.echo]: 0 })
+    this.#connection.subscribe({
+      [topics.set]: 1,
+      [this.#haStatus]: 0,
+      [topics.echo]: 0,
+      [topics.availability]: 0,
+      [topics.state]: 0,
+    })
       .then((refused) => {
         // No answer: the connection dropped first, which it says; the next one subscribes again.
         if (refused === undefined || this.#closed) return;
@@ -189,7 +233,11 @@ export class MqttBridge {
         "bridge's next connection)",
       refused.has(topics.echo) &&
       "the bridge cannot check that the broker delivers commands to it (it checks by its own " +
-        `message on ${JSON.stringify(topics.echo)} coming back)`,
+        `message on ${JSON.stringify(topics.echo)} coming back), nor hear another system on ` +
+        "its prefix",
+      (refused.has(topics.availability) || refused.has(topics.state)) &&
+      "the bridge does not hear another client write over its availability or state, to put " +
+        "them back",
     ].filter((cost) => typeof cost === "string");
     const { url, credentials } = connection;
     const where = { url, credentials, protocolVersion: this.#connection.protocolVersion };
@@ -207,7 +255,7 @@ export class MqttBridge {
    */
   #probe(): void {
     clearTimeout(this.#echoTimer);
-    const token = `echo ${crypto.randomUUID()}`;
+    const token = `${this.#echoPrefix}${++this.#echoCount}`;
     this.#echoAwaited = token;
     const { topics, log } = this.#options;
     this.#connection.publish(topics.echo, token, { retain: false, qos: 0 }).then((sent) => {
@@ -233,9 +281,18 @@ export class MqttBridge {
     });
   }
 
-  /** The echo probe's message came back: the broker delivers to this bridge. */
-  #echoed(payload: Uint8Array): void {
-    if (new TextDecoder().decode(payload) !== this.#echoAwaited) return;
+  /**
+   * A message on the echo topic: the probe's own coming back (the broker delivers to this
+   * bridge), an older one of this bridge's, or another client's (see `#foreignEcho`).
+   */
+  #echoed(payload: Uint8Array, retained: boolean): void {
+    const text = new TextDecoder().decode(payload);
+    if (!text.startsWith(this.#echoPrefix)) {
+      // Retained, it is a leftover of someone's, not a bridge now connected.
+      if (!retained) this.#foreignEcho(text);
+      return;
+    }
+    if (text !== this.#echoAwaited) return;
     this.#echoAwaited = undefined;
     clearTimeout(this.#echoTimer);
     if (this.#echoMissingSaid) {
@@ -246,6 +303,92 @@ export class MqttBridge {
         } again`,
       );
     }
+  }
+
+  /**
+   * Another client published on this bridge's echo topic, as a bridge does at each connection:
+   * most likely another system on this prefix, on another machine or in a container, where
+   * launchers cannot see each other's claims. Said at once (the two write over each other's
+   * state and availability, which `#heard` then puts back), again only after
+   * {@link RESTORE_MAX_MS} without; and answered once with a probe of this bridge's, so that the
+   * other one hears of this one too.
+   */
+  #foreignEcho(text: string): void {
+    const now = performance.now();
+    const news = now - this.#foreignEchoAt > RESTORE_MAX_MS;
+    this.#foreignEchoAt = now;
+    const { topics, log } = this.#options;
+    const message =
+      `Another client published ${quote(text, 60)} on ${
+        JSON.stringify(topics.echo)
+      }, as a bridge of another system on this prefix does when it connects (launchers on ` +
+      "other machines or in containers cannot see each other's claims): the two write over " +
+      "each other's state and availability; give each system its own --mqtt-prefix";
+    if (!news) return log.debug(message);
+    log.warn(message);
+    this.#probe();
+  }
+
+  /**
+   * A message on the availability or state topic, which the bridge listens to in order to hear
+   * another client write over them (another system on this prefix, its goodbye or its will, or
+   * a user). The broker's retained copy at subscription is no news, and the copy of a state this
+   * bridge published is its own (the broker holds its latest, whose copy comes last); the
+   * bridge never publishes `offline` while it runs. Anything else that is not what the bridge
+   * holds is put back after a wait (see {@link RESTORE_MS}).
+   */
+  #heard(topic: Watched, payload: Uint8Array, retained: boolean): void {
+    if (retained || !this.#connection.connected) return;
+    const text = new TextDecoder().decode(payload);
+    if (topic === "state") {
+      const own = this.#stateEchoes.indexOf(text);
+      if (own >= 0) {
+        // Copies lost before it (a broker may drop them under load) will not come.
+        this.#stateEchoes.splice(0, own + 1);
+        return;
+      }
+    }
+    const ours = topic === "availability"
+      ? ONLINE
+      : this.#state === undefined
+      ? undefined
+      : this.#state
+      ? STATE_ON
+      : STATE_OFF;
+    if (ours === undefined) return;
+    if (text === ours) {
+      this.#overwritten.delete(topic);
+      if (this.#overwritten.size === 0) {
+        clearTimeout(this.#restoreTimer);
+        this.#restoreTimer = undefined;
+      }
+      return;
+    }
+    this.#overwritten.set(topic, text);
+    if (this.#restoreTimer !== undefined) return;
+    const calm = performance.now() - this.#restoredAt > RESTORE_MAX_MS;
+    this.#restoreMs = calm ? RESTORE_MS : Math.min(this.#restoreMs * 2, RESTORE_MAX_MS);
+    this.#restoreTimer = setTimeout(() => this.#restore(), this.#restoreMs);
+  }
+
+  /** Puts back what another client wrote over: availability, discovery and the state. */
+  #restore(): void {
+    this.#restoreTimer = undefined;
+    if (this.#closed || !this.#connection.connected || this.#overwritten.size === 0) return;
+    const { topics, log } = this.#options;
+    const heard = [...this.#overwritten].map(([topic, text]) =>
+      `${quote(text, 20)} on ${JSON.stringify(topics[topic])}`
+    ).join(" and ");
+    this.#overwritten.clear();
+    const now = performance.now();
+    const news = now - this.#restoredAt > RESTORE_MAX_MS;
+    this.#restoredAt = now;
+    const message = `Another client wrote ${heard} over what this bridge holds there: put ` +
+      "it back (another system on this prefix, a user, or the will of this bridge's last " +
+      "connection; said again only after a minute without)";
+    if (news) log.warn(message);
+    else log.debug(message);
+    this.#announce();
   }
 
   /** Availability, discovery and the state: everything a fresh broker or Home Assistant needs. */
@@ -288,12 +431,17 @@ export class MqttBridge {
       while (!this.#closed && this.#state !== undefined && this.#state !== this.#published) {
         const state = this.#state;
         const round = this.#round;
+        const payload = state ? STATE_ON : STATE_OFF;
+        // Before the call: its copy may come back before the call's promise settles.
+        if (this.#stateEchoes.push(payload) > STATE_ECHOES_KEPT) this.#stateEchoes.shift();
         const ok = await this.#connection.publish(
           this.#options.topics.state,
-          state ? STATE_ON : STATE_OFF,
+          payload,
           { retain: true, qos: this.#published === undefined ? 1 : 0 },
         );
         if (!ok) {
+          const at = this.#stateEchoes.lastIndexOf(payload);
+          if (at >= 0) this.#stateEchoes.splice(at, 1);
           // Not connected: the next connection publishes it. Refused (a quota, an ACL the
           // broker's owner may change and reload): the broker keeps an old state meanwhile.
           this.#published = undefined;
@@ -347,15 +495,32 @@ export class MqttBridge {
       if (!retained && new TextDecoder().decode(payload) === "online") this.#homeAssistantOnline();
       return;
     }
-    if (topic === topics.echo) return this.#echoed(payload);
+    if (topic === topics.echo) return this.#echoed(payload, retained);
+    if (topic === topics.availability) return this.#heard("availability", payload, retained);
+    if (topic === topics.state) return this.#heard("state", payload, retained);
     if (topic !== topics.set) return;
     const parsed = parseSetPayload(payload);
+    if ("cleared" in parsed) {
+      // A retained command cleared, as the README says (mosquitto_pub -r -n): no command.
+      log.debug(`Heard a retained message on ${topic} cleared`);
+      return;
+    }
     if (retained || "malformed" in parsed) {
       const kind = retained ? "retained" : (parsed as { malformed: MalformedKind }).malformed;
       const sample = "sample" in parsed ? parsed.sample : parsed.command;
       if (this.#malformed.first(kind)) log.warn(describeMalformed(kind, sample, topic));
       return;
     }
-    this.#options.onCommand(parsed.command);
+    try {
+      this.#options.onCommand(parsed.command);
+    } catch (error) {
+      // Thrown back into the MQTT library's handler, it would end the process without its
+      // goodbye; the caller's failure is its own to tell (onCommand should not throw).
+      log.error(
+        `Cannot apply the command ${parsed.command} from ${topic}: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
   }
 }

@@ -18,8 +18,9 @@ import {
   refusedPublish,
 } from "./problems.ts";
 import { type Backoff, backoffDelay } from "../../app/backoff.ts";
-import { type Oversized, PacketSizeGuard, publishSize } from "./packet_size.ts";
-import type { Duplex } from "node:stream";
+import { type Oversized, PacketFilter, publishSize, type SkippedPublish } from "./packet_size.ts";
+import { type Duplex, Transform } from "node:stream";
+import { Buffer } from "node:buffer";
 import { connect as connectTcp } from "node:net";
 import { parseBrokerUrl } from "./settings.ts";
 
@@ -244,43 +245,77 @@ export class BrokerConnection {
   }
 
   /**
-   * Makes each socket `client` opens drop the connection as soon as the broker begins a packet
-   * longer than {@link MAX_INCOMING_PACKET}, whatever the protocol version: mqtt.js checks the
-   * size only after buffering the whole packet (256 MiB at most), and a broker may ignore the
-   * limit the bridge asked for, or (over 3.1.1) never have been told it.
+   * Makes each socket `client` opens leave out every message longer than
+   * {@link MAX_INCOMING_PACKET} unread, whatever the protocol version, and drop the connection on
+   * any other packet that long: mqtt.js checks the size only after buffering the whole packet
+   * (256 MiB at most) and then fails the connection, and a broker may ignore the limit the bridge
+   * asked for, or (over 3.1.1) never have been told it. Dropping the connection on a message
+   * would not do: one retained on a topic the bridge subscribes to comes back at every
+   * connection. A message left out at QoS 1 is acknowledged here, as mqtt.js would have.
    */
   #guardIncoming(client: MqttClient): void {
     const inner = client as unknown as { streamBuilder: (client: MqttClient) => Duplex };
     const build = inner.streamBuilder;
     inner.streamBuilder = (c: MqttClient): Duplex => {
       const stream = build(c);
-      const guard = new PacketSizeGuard(MAX_INCOMING_PACKET);
-      // Added before mqtt.js pipes the stream to its parser: it sees each chunk first.
-      stream.on("data", (chunk: Uint8Array) => {
-        if (stream.destroyed) return;
-        const oversized = guard.feed(chunk);
-        if (oversized === undefined) return;
-        this.#attemptErred = true;
-        this.#tell(this.#oversized(c, oversized));
-        stream.destroy();
+      const filter = new PacketFilter(MAX_INCOMING_PACKET);
+      const filtered = new Transform({
+        transform: (chunk: Buffer, _encoding, done) => {
+          const { pass, skipped, oversized } = filter.feed(chunk);
+          for (const message of skipped) {
+            // Written whole between two of mqtt.js's packets: it writes each in one go.
+            if (message.qos === 1 && !stream.destroyed) {
+              stream.write(
+                Buffer.from([0x40, 0x02, message.packetId >> 8, message.packetId & 0xff]),
+              );
+            }
+            this.#sayOnce(`skipped: ${message.topic}`, this.#skippedMessage(c, message));
+          }
+          if (oversized !== undefined && !stream.destroyed) {
+            this.#attemptErred = true;
+            this.#tell(this.#oversized(c, oversized));
+            stream.destroy();
+          }
+          done(null, pass.length === 0 ? undefined : Buffer.concat(pass));
+        },
       });
+      // mqtt.js reads the socket through stream.pipe(its parser) alone: the filter goes between.
+      const pipe = stream.pipe.bind(stream);
+      stream.pipe = <T extends NodeJS.WritableStream>(
+        destination: T,
+        options?: { end?: boolean },
+      ): T => {
+        pipe(filtered);
+        return filtered.pipe(destination, options);
+      };
       return stream;
     };
   }
 
-  /** What to say of a packet longer than the bridge takes. */
-  #oversized(client: MqttClient, packet: Oversized): Problem {
-    const { url } = this.#options;
-    const what = packet.type === 3 ? "a message" : `a packet of type ${packet.type}`;
-    const why = speaks5(client)
+  /** What to say of a message longer than the bridge takes, left out. */
+  #skippedMessage(client: MqttClient, message: SkippedPublish): string {
+    return `The broker at ${this.#options.url} sent a message of ${message.size} bytes on ` +
+      `${JSON.stringify(message.topic)}, more than the ${MAX_INCOMING_PACKET} the bridge takes ` +
+      `(a command has at most 64 bytes): left it out unread (${this.#whyLong(client)})`;
+  }
+
+  /** Why a broker sent a packet longer than the bridge takes. */
+  #whyLong(client: MqttClient): string {
+    return speaks5(client)
       ? "the broker ignores the Maximum Packet Size the bridge asked for in MQTT 5"
       : "over MQTT 3.1.1 the broker cannot be told the longest packet the bridge takes";
+  }
+
+  /** What to say of a packet longer than the bridge takes that is no message. */
+  #oversized(client: MqttClient, packet: Oversized): Problem {
+    const { url } = this.#options;
+    const what = packet.type === 3 ? "a message at QoS 2" : `a packet of type ${packet.type}`;
     return {
       kind: "oversized",
       level: "warn",
       message: `The broker at ${url} began to send ${what} of ${packet.size} bytes, more than ` +
-        `the ${MAX_INCOMING_PACKET} the bridge takes (a command has at most 64 bytes): dropped ` +
-        `the connection rather than read it (${why})`,
+        `the ${MAX_INCOMING_PACKET} the bridge takes: dropped the connection rather than read ` +
+        `it (${this.#whyLong(client)})`,
     };
   }
 
@@ -479,8 +514,8 @@ export class BrokerConnection {
     const { log, url } = this.#options;
     const message = `The broker at ${url} ${why} in MQTT 5: using 3.1.1 for the next ` +
       "connection, MQTT 5 again after it; 3.1.1 cannot tell the broker the longest packet the " +
-      `bridge takes, so the bridge drops a connection on which one longer than ` +
-      `${MAX_INCOMING_PACKET} bytes begins`;
+      `bridge takes, so the bridge leaves out unread any message longer than ` +
+      `${MAX_INCOMING_PACKET} bytes`;
     if (this.#fallBackSaid) {
       log.debug(message);
       return;

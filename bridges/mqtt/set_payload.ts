@@ -1,7 +1,9 @@
 /**
- * Reads the payload of a `set` message: `ON`, `OFF` or `TOGGLE` (any case, surrounding blanks
- * ignored). Anything else is sorted into a kind of malformed payload, so the bridge can say
- * once per kind what it ignores instead of once per message.
+ * Reads the payload of a `set` message: `ON`, `OFF` or `TOGGLE` (any case of their ASCII
+ * letters, surrounding blanks ignored). An empty payload is no command and no mistake: it is how
+ * a retained message is cleared (`mosquitto_pub -r -n`). Anything else is sorted into a kind of
+ * malformed payload, so the bridge can say once per kind what it ignores instead of once per
+ * message.
  *
  * @module
  */
@@ -13,11 +15,15 @@ import { type Command, COMMANDS } from "../../app/remote/messages.ts";
 export const MAX_SET_PAYLOAD_BYTES = 64;
 
 /** Why a payload is not a command. */
-export type MalformedKind = "empty" | "too long" | "not UTF-8 text" | "unknown word" | "retained";
+export type MalformedKind = "blank" | "too long" | "not UTF-8 text" | "unknown word" | "retained";
 
-/** What a payload holds: a command, or what is wrong with it (with a short quote of it). */
+/**
+ * What a payload holds: a command, nothing (an empty payload: a retained message cleared), or
+ * what is wrong with it (with a short quote of it).
+ */
 export type SetPayload =
   | { command: Command }
+  | { cleared: true }
   | { malformed: MalformedKind; sample: string };
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -34,8 +40,11 @@ export function parseSetPayload(payload: Uint8Array): SetPayload {
   } catch {
     return { malformed: "not UTF-8 text", sample: `${payload.length} bytes` };
   }
-  const word = text.trim().toUpperCase();
-  if (word === "") return { malformed: "empty", sample: quote(text) };
+  if (payload.length === 0) return { cleared: true };
+  const trimmed = text.trim();
+  if (trimmed === "") return { malformed: "blank", sample: quote(text) };
+  // ASCII first: toUpperCase() spells some other letters as two (U+FB00, a ligature, as "FF").
+  const word = /^[a-z]+$/i.test(trimmed) ? trimmed.toUpperCase() : trimmed;
   if ((COMMANDS as readonly string[]).includes(word)) return { command: word as Command };
   return { malformed: "unknown word", sample: quote(text) };
 }

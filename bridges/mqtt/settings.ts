@@ -7,7 +7,7 @@
 
 import { camelCase } from "../../app/flags.ts";
 import { checkCredentialsEnv } from "./credentials.ts";
-import { checkTopicPrefix, MAX_CLIENT_ID_LENGTH } from "./topics.ts";
+import { checkTopicPrefix, describeUnfit, MAX_CLIENT_ID_LENGTH, unfitCharacter } from "./topics.ts";
 
 /**
  * How long the launcher gives the bridge to stop after SIGTERM before it kills it: its whole
@@ -108,10 +108,6 @@ export interface MqttSettings {
 /** A host name (or IPv4 address): labels of letters, digits, `-` and `_`, a trailing dot or not. */
 const HOST_NAME = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/i;
 
-function hasControlCharacter(text: string): boolean {
-  return Array.from(text).some((char) => char.charCodeAt(0) < 0x20 || char.charCodeAt(0) === 0x7f);
-}
-
 /** Reads and checks a broker URL; throws a `TypeError` that says what is wrong. */
 export function parseBrokerUrl(
   text: string,
@@ -187,16 +183,7 @@ export function mqttSettings(flags: MqttFlagValues): MqttSettings | undefined {
   if (caFile !== undefined && !broker.tls) {
     throw new TypeError(`--mqtt-ca is for TLS: use an mqtts:// URL, not ${broker.url}`);
   }
-  if (
-    clientId !== undefined &&
-    (clientId === "" || clientId.length > MAX_CLIENT_ID_LENGTH || hasControlCharacter(clientId))
-  ) {
-    throw new TypeError(
-      `Invalid --mqtt-client-id ${
-        JSON.stringify(clientId)
-      }: give 1 to ${MAX_CLIENT_ID_LENGTH} printable characters`,
-    );
-  }
+  if (clientId !== undefined) checkClientId(clientId);
   return {
     ...broker,
     credentialsFile,
@@ -237,4 +224,26 @@ export function mqttBridgePermissions(settings: MqttSettings): string[] {
     "--allow-env",
     `--allow-net=${settings.host}:${settings.port}`,
   ];
+}
+
+/**
+ * Checks `--mqtt-client-id`: 1 to {@link MAX_CLIENT_ID_LENGTH} characters, none that a broker
+ * refuses in a CONNECT (it drops the connection as malformed, and the bridge would retry for
+ * good, blaming everything but the id).
+ */
+function checkClientId(clientId: string): void {
+  const unfit = unfitCharacter(clientId);
+  const problem = clientId === ""
+    ? "it is empty"
+    : clientId.length > MAX_CLIENT_ID_LENGTH
+    ? `it is longer than ${MAX_CLIENT_ID_LENGTH} characters`
+    : unfit !== undefined
+    ? `it holds ${describeUnfit(unfit)}, which brokers refuse in a client id`
+    : undefined;
+  if (problem !== undefined) {
+    throw new TypeError(
+      `Invalid --mqtt-client-id ${JSON.stringify(clientId)}: ${problem} (give 1 to ` +
+        `${MAX_CLIENT_ID_LENGTH} printable characters)`,
+    );
+  }
 }

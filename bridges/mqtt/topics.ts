@@ -52,9 +52,7 @@ export function checkTopicPrefix(prefix: string, flag: string): string {
     : /[+#]/.test(prefix)
     ? "it holds a wildcard (+ or #)"
     : unfit !== undefined
-    ? `it holds U+${
-      unfit.toString(16).toUpperCase().padStart(4, "0")
-    }, a control character or a noncharacter, which brokers refuse in a topic`
+    ? `it holds ${describeUnfit(unfit)}, which brokers refuse in a topic`
     : prefix.startsWith("$")
     ? "it starts with $, which brokers keep for their own topics ($SYS)"
     : prefix.split("/").some((level) => level === "")
@@ -69,20 +67,31 @@ export function checkTopicPrefix(prefix: string, flag: string): string {
 }
 
 /**
- * The first code point of `text` that MQTT says a topic should not hold (and mosquitto refuses,
- * dropping the connection as malformed): a control character (C0, DEL, C1) or a noncharacter.
+ * The first code point of `text` that MQTT says a topic or client id should not hold (and
+ * mosquitto refuses, dropping the connection as malformed): a control character (C0, DEL, C1),
+ * a noncharacter, or half of a surrogate pair on its own (no UTF-8 spells it).
  */
-function unfitCharacter(text: string): number | undefined {
+export function unfitCharacter(text: string): number | undefined {
   for (const char of text) {
     const code = char.codePointAt(0) ?? 0;
     if (
       code < 0x20 || (code >= 0x7f && code <= 0x9f) || (code >= 0xfdd0 && code <= 0xfdef) ||
-      (code & 0xfffe) === 0xfffe
+      (code & 0xfffe) === 0xfffe || (code >= 0xd800 && code <= 0xdfff)
     ) {
       return code;
     }
   }
   return undefined;
+}
+
+/** Names a code point {@link unfitCharacter} found: `U+0085, a control character`. */
+export function describeUnfit(code: number): string {
+  const kind = code >= 0xd800 && code <= 0xdfff
+    ? "half of a surrogate pair on its own"
+    : code < 0xa0
+    ? "a control character"
+    : "a noncharacter";
+  return `U+${code.toString(16).toUpperCase().padStart(4, "0")}, ${kind}`;
 }
 
 /**

@@ -13,6 +13,8 @@ export interface Published {
   qos: number;
   /** Its packet id (QoS 1), to acknowledge it with. */
   id: number;
+  /** Its payload, as text. */
+  payload: string;
 }
 
 /** Reads whole MQTT packets from one connection, keeping what arrives beyond one. */
@@ -58,7 +60,7 @@ function headerStart(packet: Uint8Array): number {
   return at;
 }
 
-/** An MQTT 5 PUBLISH's topic, QoS and packet id. */
+/** An MQTT 5 PUBLISH's topic, QoS, packet id and payload. */
 export function parsePublish(packet: Uint8Array): Published {
   const qos = (packet[0] >> 1) & 3;
   let at = headerStart(packet);
@@ -66,7 +68,15 @@ export function parsePublish(packet: Uint8Array): Published {
   const topic = new TextDecoder().decode(packet.subarray(at + 2, at + 2 + length));
   at += 2 + length;
   const id = qos > 0 ? (packet[at] << 8) | packet[at + 1] : 0;
-  return { topic, qos, id };
+  if (qos > 0) at += 2;
+  let properties = 0;
+  for (let shift = 0;; shift += 7) {
+    const byte = packet[at++];
+    properties |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) === 0) break;
+  }
+  const payload = new TextDecoder().decode(packet.subarray(at + properties));
+  return { topic, qos, id, payload };
 }
 
 /** The MQTT 5 SUBACK for a SUBSCRIBE: every filter granted QoS 0. */
