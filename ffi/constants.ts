@@ -67,6 +67,8 @@ export const MAP_SHARED = 1;
 export const MAP_PRIVATE = 2;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
+/** Takes no commit charge for the mapping (ignored under `vm.overcommit_memory=2`). */
+export const MAP_NORESERVE = 0x4000;
 /** What mmap(2) and shmat(2) return on failure: `(void *) -1`. */
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 export const MS_ASYNC = 1;

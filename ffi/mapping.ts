@@ -7,11 +7,19 @@
  */
 
 import * as C from "./constants.ts";
-import { attempt, Errno, lastErrno, osError, retryFailed } from "./errno.ts";
+import {
+  attempt,
+  Errno,
+  errnoName,
+  lastErrno,
+  type OsError,
+  osError,
+  retryFailed,
+} from "./errno.ts";
 import { futexHub, type FutexSettle, type FutexWait } from "./futex_hub.ts";
 import { type FastLibc, fastLibc, libc } from "./libc.ts";
 import { wakeFutex } from "./futex_wake.ts";
-import { addressSpaceRlimit, addressSpaceUse, mappingCount, maxMapCount } from "./posix.ts";
+import * as posix from "./posix.ts";
 import { guardCapacity, guardRange, type RangeGuard } from "./sigbus_guard.ts";
 import { timespec } from "./timespec.ts";
 
@@ -32,8 +40,9 @@ const MAX_CACHED_WORDS = 64;
  * A retired range (never unmapped: see `lib/memory.ts`) is not counted here: its private pages
  * need no guard, and the kernel merges it with the retired ranges beside it (49,150 regions
  * opened, lent and closed in a loop left under 500 mappings in `/proc/self/maps`), so counted
- * here a process could open only so many regions in its life. What retired ranges do cost, the
- * count of the process's mappings below sees.
+ * here a process could open only so many regions in its life (a range retired into a memfd, under
+ * `vm.overcommit_memory=2`, is merged with none). What retired ranges do cost, the count of the
+ * process's mappings below sees.
  */
 export const MAX_MAPPINGS = 49_150;
 
@@ -54,6 +63,8 @@ let held = 0;
 /** Opens left before the next count of the process's mappings. */
 let untilLook = 0;
 let kernelLimit: number | undefined;
+/** `vm.overcommit_memory` is 2: kept once read (see {@link Mapping.retire}). */
+let overcommitNever: boolean | undefined;
 
 /**
  * The share of the process's address space the library leaves to everything else: V8, the
@@ -74,13 +85,13 @@ function checkAddressSpace(bytes: number, action: string, subject: string): void
     addressBudget -= bytes;
     return;
   }
-  const space = addressSpaceUse();
+  const space = posix.addressSpaceUse();
   if (space === undefined) return; // without /proc, the kernel's ENOMEM is what says it
   // The main stack starts just below the top of user space (2^47 on x86-64, 2^39 or 2^48 on
   // aarch64, by the kernel's configuration).
   addressLimit ??= Math.min(
     2 ** Math.ceil(Math.log2(space.stackStart)),
-    addressSpaceRlimit() ?? Infinity,
+    posix.addressSpaceRlimit() ?? Infinity,
   );
   const room = addressLimit * (1 - ADDRESS_SPACE_KEPT) - space.used;
   if (bytes > room) {
@@ -111,9 +122,9 @@ function checkRoom(action: string, subject: string, bytes: number): void {
   checkAddressSpace(bytes, action, subject);
   if (--untilLook > 0) return;
   // Kept once read: a look that could not read it (no fd left) takes the default this time only.
-  kernelLimit ??= maxMapCount();
+  kernelLimit ??= posix.maxMapCount();
   const limit = kernelLimit ?? DEFAULT_MAX_MAP_COUNT;
-  const count = mappingCount();
+  const count = posix.mappingCount();
   if (count === undefined) {
     untilLook = LOOK_EVERY;
     return;
@@ -296,26 +307,79 @@ export class Mapping {
   }
 
   /**
-   * Puts private, zero-filled pages in place of the shared memory at the same addresses, in one
+   * Puts memory of this process's own in place of the shared memory at the same addresses, in one
    * call (`mmap` with `MAP_FIXED`): anything that still points into the range (a buffer that
-   * could not be detached) now touches memory of its own, never the file or another mapping.
-   * The range stays reserved until {@link Mapping.release}.
+   * could not be detached) now touches that, never the file or another mapping. The range stays
+   * reserved until {@link Mapping.release}. First private zero pages with `MAP_NORESERVE`, which
+   * take no commit charge (without it each retire charged the whole range for good, and the
+   * kernel refused a range larger than RAM + swap). Where the kernel charges them all the same
+   * (`vm.overcommit_memory=2`) or refuses them (a low `RLIMIT_DATA`), a fresh memfd that nothing
+   * else maps, mapped shared, whose pages are charged only once touched. Where neither can be had
+   * (no fd left as well), the shared mapping stays, and this throws, saying so: unmapped, or made
+   * inaccessible, the range would be a fault for a moved buffer that touches it, and a mapping
+   * made later could land there. `subject` names the memory in that error.
    */
-  retire(): void {
+  retire(subject: string): void {
     if (this.#state !== "mapped") return;
-    const pointer = libc().mmap(
-      this.#pointer,
-      BigInt(this.#extent),
-      C.PROT_READ | C.PROT_WRITE,
-      C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED,
-      -1,
-      0n,
-    );
-    if (pointer === null || Deno.UnsafePointer.value(pointer) === C.MAP_FAILED) {
-      // Without the replacement the range must simply stay as it is: still never unmapped.
-      return;
+    // Before Linux 6.12 a MAP_FIXED mmap refused its commit charge had unmapped the range already:
+    // where every private page is charged, the memfd is tried alone.
+    overcommitNever ??= posix.overcommitNever();
+    const failures: string[] = [];
+    if (overcommitNever !== true) {
+      const errno = this.#replace(
+        C.PROT_READ | C.PROT_WRITE,
+        C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED | C.MAP_NORESERVE,
+        -1,
+      );
+      if (errno === undefined) return this.#retired();
+      failures.push(`private pages (${errnoName(errno)})`);
     }
-    // Private pages cannot fault for a shrunk file: the guard's slot is free for another range.
+    const errno = this.#replaceWithMemfd();
+    if (errno === undefined) return this.#retired();
+    failures.push(`a memfd of its own (${errnoName(errno)})`);
+    throw new Error(
+      `Cannot retire the mapping of ${JSON.stringify(subject)}: neither ${
+        failures.join(" nor ")
+      } could take its place, so the shared memory stays mapped in this process for good, and ` +
+        "a buffer moved away from a view of it (transfer()) still reaches it",
+    );
+  }
+
+  /** mmap(2) over the whole range with `MAP_FIXED`; the errno when it failed. */
+  #replace(protection: number, flags: number, fd: number): number | undefined {
+    const map = (): Deno.PointerValue =>
+      libc().mmap(this.#pointer, BigInt(this.#extent), protection, flags, fd, 0n);
+    if (!mapFailed(map())) return undefined;
+    const retried = retryFailed(map, mapFailed);
+    return retried.ok ? undefined : retried.errno;
+  }
+
+  /**
+   * {@link Mapping.retire} with a new memfd of the range's size, mapped shared: a memfd is charged
+   * page by page as it is touched, whatever `vm.overcommit_memory` says. Its fd is closed at once;
+   * nothing else can reach it. The errno when it failed.
+   */
+  #replaceWithMemfd(): number | undefined {
+    let fd: number;
+    try {
+      fd = posix.memfdCreate("mmap-ipc-retired");
+    } catch (error) {
+      return (error as OsError).errno;
+    }
+    try {
+      posix.truncateFd(fd, this.#extent, "mmap-ipc-retired");
+      return this.#replace(C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, fd);
+    } catch (error) {
+      return (error as OsError).errno;
+    } finally {
+      posix.closeFd(fd);
+    }
+  }
+
+  #retired(): void {
+    // Nothing else maps the memory in its place, nor can shrink it: the guard's slot is free for
+    // another range (on a machine out of memory a memfd's page may still fail when first touched,
+    // but so would the private page the guard put there).
     this.#guard?.end();
     this.#state = "retired";
     held--;

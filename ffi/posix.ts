@@ -772,6 +772,16 @@ export function maxMapCount(): number | undefined {
 }
 
 /**
+ * Whether the kernel never overcommits memory (`vm.overcommit_memory` is 2): every private
+ * writable mapping is then charged whole, `MAP_NORESERVE` or not. `undefined` where it cannot be
+ * read (no fd left, no /proc).
+ */
+export function overcommitNever(): boolean | undefined {
+  const text = readFileText("/proc/sys/vm/overcommit_memory");
+  return text === undefined ? undefined : text.trim() === "2";
+}
+
+/**
  * The fields of /proc/PID/stat from the third (the state) on, so that field N is at N - 3;
  * undefined when the process is gone or /proc is not readable.
  */

@@ -19,7 +19,10 @@
  *    it moved away (`transfer()`, `postMessage` with a transfer list), which cannot be detached,
  *    nor an async op that took a view's memory before close (a read into it still in flight),
  *    which detaching does not stop. A retired range costs address space, not memory (bounded:
- *    see `ffi/mapping.ts`).
+ *    see `ffi/mapping.ts`), nor commit charge (`MAP_NORESERVE`). Under `vm.overcommit_memory=2`,
+ *    which ignores `MAP_NORESERVE`, a memfd of the process's own takes the range instead; where
+ *    neither can be had, the shared memory stays mapped and close throws, saying so (see
+ *    `Mapping.retire`).
  *
  * @module
  */
@@ -97,6 +100,8 @@ interface Held {
    * until close (a million views, about 400 MB).
    */
   weak: Set<WeakRef<ArrayBuffer>>;
+  /** What users call the memory, for the error of a range that could not be retired. */
+  name: string;
   /** Whether user code moved a lent buffer away, so the range must never be unmapped. */
   moved: boolean;
   /**
@@ -133,18 +138,28 @@ const collected = new FinalizationRegistry<
   ({ weak, ref }) => weak.delete(ref),
 );
 
-/** Releases the range, or retires it when a moved buffer may still point into it. */
+/**
+ * Releases the range, or retires it when a moved buffer may still point into it. Throws when it
+ * could not be retired (see `Mapping.retire`): the shared memory then stays mapped.
+ */
 function letGo(held: Held): void {
   held.shrink?.close();
-  if (held.moved || held.lent) held.mapping.retire();
-  else held.mapping.release();
-  held.onRelease?.();
+  try {
+    if (held.moved || held.lent) held.mapping.retire(held.name);
+    else held.mapping.release();
+  } finally {
+    held.onRelease?.();
+  }
 }
 
 const forgotten = new FinalizationRegistry<Held>((held) => {
   // Nothing reaches the owner any more, so no wait is in flight: only buffers may remain.
   detachAll(held);
-  letGo(held);
+  try {
+    letGo(held);
+  } catch (error) {
+    reportError(error); // no caller to tell
+  }
 });
 
 /** The owner of one mapping; see the module description. */
@@ -207,6 +222,7 @@ export class SharedMemory {
     }
     this.#held = {
       mapping,
+      name,
       buffers: new Set([root]),
       weak: new Set(),
       moved: false,
@@ -450,7 +466,7 @@ export class SharedMemory {
         if (interrupted.size !== 0 && interrupted.delete(sleep) && interrupted.size === 0) {
           this.#stopRewaking();
         }
-        if (this.#closed && this.#waits.size === 0) this.#finish();
+        if (this.#closed && this.#waits.size === 0) this.#finish(true);
         settle(returned);
       }, wakesWithoutChange);
     } catch (error) {
@@ -534,7 +550,9 @@ export class SharedMemory {
       periodMs: options.periodMs,
       onStopped: () => {
         this.#followers.delete(follower);
-        if (this.#closed && this.#waits.size === 0 && this.#followers.size === 0) this.#finish();
+        if (this.#closed && this.#waits.size === 0 && this.#followers.size === 0) {
+          this.#finish(true);
+        }
       },
     });
     this.#followers.add(follower);
@@ -547,7 +565,11 @@ export class SharedMemory {
     this.#mapping.sync(asynchronous, this.#name);
   }
 
-  /** Closes the dependents, revokes every buffer and lets the memory go; safe to call twice. */
+  /**
+   * Closes the dependents, revokes every buffer and lets the memory go; safe to call twice.
+   * Throws, closed all the same, when a range that lent buffers could not be retired (see
+   * `Mapping.retire`): its shared memory then stays mapped.
+   */
   close(): void {
     if (this.#closed) return;
     // Dependents first: they still write to the memory (roles, closed flags) as they go.
@@ -566,7 +588,7 @@ export class SharedMemory {
     detachAll(this.#held);
     for (const follower of this.#followers) follower.stop();
     if (this.#waits.size === 0 && this.#followers.size === 0) {
-      this.#finish();
+      this.#finish(false);
       return;
     }
     if (this.#waits.size === 0) return; // the last follower to stop finishes
@@ -575,13 +597,20 @@ export class SharedMemory {
 
   /**
    * Runs once no wait is in flight after close: stops waking waits, and lets the memory go
-   * unless a follower still reads it (the last one to stop runs this again).
+   * unless a follower still reads it (the last one to stop runs this again). A range that could
+   * not be retired throws from close() itself, and is reported (`reportError`) when this runs
+   * after close() returned (`deferred`), as no caller is left to throw to.
    */
-  #finish(): void {
+  #finish(deferred: boolean): void {
     this.#interrupted.clear();
     this.#stopRewaking();
     if (this.#followers.size > 0) return;
-    letGo(this.#held);
+    if (!deferred) return letGo(this.#held);
+    try {
+      letGo(this.#held);
+    } catch (error) {
+      reportError(error);
+    }
   }
 
   /** Same as {@link SharedMemory.close}, for `using`. */

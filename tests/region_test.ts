@@ -2,7 +2,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows }
 import { assertRejectsWith, assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { isRoot, NEEDS, requires, skippedWithoutRoot, testWith } from "./helpers/permissions.ts";
-import { denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { buildC, denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { uniqueSysvKey, withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, wakeEach } from "./helpers/waiting.ts";
 import {
@@ -18,15 +18,18 @@ import {
   type SharedRegion,
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
-import { MAX_MAPPINGS } from "../ffi/mapping.ts";
+import * as C from "../ffi/constants.ts";
+import { heldMappings, MAX_MAPPINGS } from "../ffi/mapping.ts";
 import {
   closeFd,
   effectiveUid,
   makeFifo,
   memfdCreate,
+  readFileText,
   sealSize,
   statPath,
   sysvGet,
+  sysvRemove,
   sysvStat,
   truncateFd,
   unlinkPath,
@@ -831,6 +834,105 @@ testWith(
   },
 );
 
+/** MemTotal + SwapTotal in bytes: past it, the kernel's overcommit heuristic refuses one mmap. */
+function memoryAndSwap(): number {
+  const info = readFileText("/proc/meminfo") ?? "";
+  const kib = (field: string): number =>
+    Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? 0);
+  return (kib("MemTotal") + kib("SwapTotal")) * 1024;
+}
+
+/** A size past RAM + swap (not page-exact on purpose), at most 1 TiB. */
+function pastMemory(): number {
+  return Math.min(2 ** 40, 2 ** Math.ceil(Math.log2(memoryAndSwap() * 1.5)));
+}
+
+/** The lines of /proc/self/maps that name `text`. */
+function mapsNaming(text: string): string[] {
+  return (readFileText("/proc/self/maps") ?? "").split("\n").filter((line) => line.includes(text));
+}
+
+Deno.test(
+  "a memfd region larger than RAM and swap that lent a view lets go of its shared mapping at close",
+  () => {
+    const label = `retire-large-${Deno.pid}`;
+    const before = heldMappings();
+    const region = createMemfdRegion({ size: pastMemory(), label });
+    const view = region.view(0, 1 << 20);
+    view.fill(7);
+    region.close();
+    assertEquals(view.length, 0);
+    // The private pages put in its place were refused (no MAP_NORESERVE), and the shared mapping
+    // stayed, silently: the memfd's pages kept for the life of the process, a moved buffer still
+    // writing to them, and the SIGBUS guard's slot never given back.
+    const left = mapsNaming(`/memfd:${label}`);
+    assertEquals(left, [], `the shared mapping outlived close():\n${left.join("\n")}`);
+    assertEquals(heldMappings(), before, "the closed region still counts as a held mapping");
+  },
+);
+
+Deno.test(
+  "retiring regions that lent a view adds no lasting commit charge (Committed_AS)",
+  () => {
+    // Committed_AS is the whole system's: retire 16 GiB and allow half of it for everything else.
+    const committedKiB = (): number =>
+      Number(/^Committed_AS:\s+(\d+)/m.exec(readFileText("/proc/meminfo") ?? "")?.[1]);
+    const before = committedKiB();
+    for (let i = 0; i < 4; i++) {
+      const region = createMemfdRegion({ size: 4 * 2 ** 30 });
+      region.view(0, 16)[0] = 1;
+      region.close();
+    }
+    const grownGiB = (committedKiB() - before) / 2 ** 20;
+    // Each retired range was charged whole for the life of the process (private and writable,
+    // without MAP_NORESERVE): under vm.overcommit_memory=2 the machine's allocations then fail.
+    assert(grownGiB < 8, `Committed_AS grew by ${grownGiB.toFixed(1)} GiB and stays so`);
+  },
+);
+
+testWith(
+  [...NEEDS.childrenAndFiles, requires("gcc"), requires("sh")],
+  "a retired range takes a memfd of its own where private pages are refused (vm.overcommit_memory=2), and close() says so where neither can be had",
+  async () => {
+    await withTempDir(async (dir) => {
+      const refuse = await buildC(dir, "refuse_private_pages");
+      const command = denoCommand(`${TESTS_DIR}fixtures/retire_fallbacks.ts`, [], [
+        "--allow-ffi",
+        "--allow-read",
+      ]);
+      await using child = spawnProgram("sh", [
+        "-c",
+        'ulimit -n 256 && exec "$@"',
+        "sh",
+        refuse,
+        ...command,
+      ]);
+      assertEquals((await child.status()).code, 0, child.transcript);
+      const lines = child.matching(/./);
+      assertEquals(lines.slice(0, 5), [
+        "close: ok",
+        "shared mappings: 1", // the peer's alone
+        "retired memfds: 1",
+        "moved write reached the peer: no",
+        "held: 1",
+      ], child.transcript);
+      assertMatch(
+        lines[5] ?? "",
+        /^close threw: Cannot retire the mapping of "\/proc\/\d+\/fd\/\d+": neither private pages \(ENOMEM\) nor a memfd of its own \(EMFILE\) could take its place, so the shared memory stays mapped in this process for good, and a buffer moved away from a view of it \(transfer\(\)\) still reaches it$/,
+      );
+      // Kept, and said so: not unmapped, where a moved buffer's next access would kill the
+      // process and a mapping made later could land.
+      assertEquals(lines.slice(6), [
+        "shared mappings: 2",
+        "retired memfds: 1",
+        "moved write reached the peer: yes",
+        "held: 3",
+        "done",
+      ], child.transcript);
+    });
+  },
+);
+
 // --- POSIX shared memory ---------------------------------------------------------------------
 
 testWith(
@@ -1329,6 +1431,33 @@ Deno.test("a System V region mapping part of its segment lets all of it go at cl
   // shmat mapped all three pages: any left attached keep the removed segment alive.
   assertThrowsWith(() => sysvStat(id, `key ${key}`), TypeError, "EINVAL");
 });
+
+Deno.test(
+  "a System V segment larger than RAM and swap that lent a view is detached at close, so unlink() destroys it",
+  () => {
+    // What a C peer makes with shmget(key, size, IPC_CREAT | 0600 | SHM_NORESERVE): no commit
+    // charge, so the kernel allows a segment past RAM + swap.
+    const SHM_NORESERVE = 0o10000;
+    const key = uniqueSysvKey();
+    const id = sysvGet(key, pastMemory(), C.IPC_CREAT | C.IPC_EXCL | 0o600 | SHM_NORESERVE);
+    try {
+      const before = heldMappings();
+      const region = openSysvRegion(key);
+      region.view(0, 4096).fill(1);
+      region.unlink();
+      region.close();
+      // Still attached, the removed segment was never destroyed (its retire was refused).
+      assertThrowsWith(() => sysvStat(id, `key ${key}`), TypeError, "EINVAL");
+      assertEquals(heldMappings(), before);
+    } finally {
+      try {
+        sysvRemove(id, `key ${key}`);
+      } catch {
+        // destroyed already, as it should be
+      }
+    }
+  },
+);
 
 Deno.test("openSysvRegion() rejects a zero key", () => {
   assertThrows(() => openSysvRegion(0, { create: true, size: 64 }), TypeError);
