@@ -545,12 +545,20 @@ export function isSizeSealed(fd: number): boolean {
   return seals >= 0 && (seals & C.F_SEAL_SHRINK) !== 0;
 }
 
-/** shmget(2); returns the segment id. */
+/**
+ * A System V key as `ipcs` shows it: `0x` and eight hex digits, of the key as unsigned (a
+ * negative `key_t`, as C holds a key with its top bit set, is the same key).
+ */
+export function sysvKeyText(key: number): string {
+  return `0x${(key >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+/** shmget(2) with a 32-bit `key`, signed or not; returns the segment id. */
 export function sysvGet(key: number, size: number, flags: number): number {
   return attempt(
-    () => libc().shmget(key, BigInt(size), flags),
+    () => libc().shmget(key | 0, BigInt(size), flags), // key_t is an int
     "get System V shared memory",
-    `key ${key}`,
+    `key ${sysvKeyText(key)}`,
   );
 }
 

@@ -340,7 +340,10 @@ export function removeShm(name: string): boolean {
  * only that API. Created 0600; segments of other users are refused. A System V segment cannot
  * grow: asking for more than it has is an error.
  *
- * @param key The segment's key: any non-zero 32-bit integer the processes agree on.
+ * @param key The segment's key: any non-zero 32-bit number the processes agree on, unsigned
+ * (`0x8d000001`, as `ipcs` shows it) or signed (-1929379839, the same key as C's `key_t` holds
+ * it). The region's {@link SharedRegion.name} is the key as `ipcs` shows it (`0x8d000001`),
+ * which `Number()` reads back.
  * @param [options={}] Whether to create it and how many bytes to map.
  * @example
  * ```ts
@@ -354,10 +357,14 @@ export function removeShm(name: string): boolean {
 export function openSysvRegion(key: number, options: RegionOptions = {}): SharedRegion {
   options ??= {}; // null from JavaScript
   const action = "open System V shared memory";
-  const subject = `key ${key}`;
-  if (!Number.isInteger(key) || key === 0 || key < -(2 ** 31) || key >= 2 ** 31) {
-    throw new TypeError(`Invalid System V key ${key}: a non-zero 32-bit integer`);
+  if (!Number.isInteger(key) || key === 0 || key < -(2 ** 31) || key >= 2 ** 32) {
+    throw new TypeError(
+      `Invalid System V key ${shown(key)}: a non-zero 32-bit integer, ` +
+        "from 1 to 0xffffffff or, as C's signed key_t holds it, from -2147483648 to -1",
+    );
   }
+  const keyText = posix.sysvKeyText(key);
+  const subject = `key ${keyText}`;
   checkOptions(options, action, subject);
   let id: number;
   let created = false;
@@ -384,8 +391,8 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
         `the segment has ${stat.size} bytes, fewer than the ${size} asked for (System V segments cannot grow)`,
       );
     }
-    const memory = new SharedMemory(Mapping.attach(id, size, stat.size, subject), String(key), {
-      description: `region "${key}"`,
+    const memory = new SharedMemory(Mapping.attach(id, size, stat.size, subject), keyText, {
+      description: `region "${keyText}"`,
     });
     const remove = (): void => {
       // As for a file or a POSIX name: removed by someone else already is NotFound, not a

@@ -108,8 +108,8 @@ export class SharedRegion {
 
   /**
    * What another process passes to the matching opener to reach the same memory: the file
-   * path, the shm name (`/name`), the System V key as a string, or the memfd's
-   * `/proc/PID/fd/N` path.
+   * path, the shm name (`/name`), the System V key in hex as `ipcs` shows it (`0x4d4d0001`,
+   * which `Number()` reads back), or the memfd's `/proc/PID/fd/N` path.
    */
   get name(): string {
     return this.#memory.name;

@@ -29,6 +29,7 @@ import {
   sealSize,
   statPath,
   sysvGet,
+  sysvKeyText,
   sysvRemove,
   sysvStat,
   truncateFd,
@@ -1275,7 +1276,9 @@ testWith(
         const status = await child.status();
         assertEquals(status.code, 0, child.transcript);
         assertEquals(child.matching(/^refused after/), [
-          `refused after ${MAX_MAPPINGS}: Cannot attach "key ${key}": this thread holds ${MAX_MAPPINGS} mappings of shared memory open, as many as one thread may before the kernel's limit on mappings; close some`,
+          `refused after ${MAX_MAPPINGS}: Cannot attach "key ${
+            sysvKeyText(key)
+          }": this thread holds ${MAX_MAPPINGS} mappings of shared memory open, as many as one thread may before the kernel's limit on mappings; close some`,
         ], child.transcript);
         assertEquals(child.matching(/^allocated$/).length, 1, child.transcript);
         assertEquals(
@@ -1297,7 +1300,9 @@ testWith(
         assertMatch(
           refusal,
           new RegExp(
-            `^refused after \\d+: Cannot attach "key ${key}": the process has \\d+ mappings, \\d+ short of the kernel's limit \\(vm.max_map_count, \\d+\\), where every mmap of the process fails and V8 aborts it; close some regions \\(in this thread or its Workers\\)$`,
+            `^refused after \\d+: Cannot attach "key ${
+              sysvKeyText(key)
+            }": the process has \\d+ mappings, \\d+ short of the kernel's limit \\(vm.max_map_count, \\d+\\), where every mmap of the process fails and V8 aborts it; close some regions \\(in this thread or its Workers\\)$`,
           ),
         );
         assert(Number(/after (\d+)/.exec(refusal)?.[1]) < MAX_MAPPINGS, refusal);
@@ -1387,19 +1392,19 @@ Deno.test("openSysvRegion() creates, reopens, refuses growth and removes", () =>
     assertThrowsWith(
       () => openSysvRegion(key, { size: 8192 }),
       Deno.errors.InvalidData,
-      `key ${key}`,
+      `key ${sysvKeyText(key)}`,
       "cannot grow",
     );
     assertThrowsWith(
       () => openSysvRegion(key, { create: true, exclusive: true, size: 4096 }),
       Deno.errors.AlreadyExists,
-      `key ${key}`,
+      `key ${sysvKeyText(key)}`,
     );
   } finally {
     created.unlink();
     created.close();
   }
-  assertThrowsWith(() => openSysvRegion(key), Deno.errors.NotFound, `key ${key}`);
+  assertThrowsWith(() => openSysvRegion(key), Deno.errors.NotFound, `key ${sysvKeyText(key)}`);
 });
 
 Deno.test("openSysvRegion(): unlink() of a segment removed already is NotFound, as for a file", () => {
@@ -1411,7 +1416,7 @@ Deno.test("openSysvRegion(): unlink() of a segment removed already is NotFound, 
   assertThrowsWith(
     () => second.unlink(),
     Deno.errors.NotFound,
-    `key ${key}`,
+    `key ${sysvKeyText(key)}`,
     "it was removed already",
   );
   assertThrowsWith(() => first.unlink(), Deno.errors.NotFound, "removed already");
@@ -1429,7 +1434,7 @@ Deno.test("a System V region mapping part of its segment lets all of it go at cl
   whole.unlink();
   whole.close();
   // shmat mapped all three pages: any left attached keep the removed segment alive.
-  assertThrowsWith(() => sysvStat(id, `key ${key}`), TypeError, "EINVAL");
+  assertThrowsWith(() => sysvStat(id, `key ${sysvKeyText(key)}`), TypeError, "EINVAL");
 });
 
 Deno.test(
@@ -1447,11 +1452,11 @@ Deno.test(
       region.unlink();
       region.close();
       // Still attached, the removed segment was never destroyed (its retire was refused).
-      assertThrowsWith(() => sysvStat(id, `key ${key}`), TypeError, "EINVAL");
+      assertThrowsWith(() => sysvStat(id, `key ${sysvKeyText(key)}`), TypeError, "EINVAL");
       assertEquals(heldMappings(), before);
     } finally {
       try {
-        sysvRemove(id, `key ${key}`);
+        sysvRemove(id, `key ${sysvKeyText(key)}`);
       } catch {
         // destroyed already, as it should be
       }
@@ -1459,9 +1464,48 @@ Deno.test(
   },
 );
 
-Deno.test("openSysvRegion() rejects a zero key", () => {
-  assertThrows(() => openSysvRegion(0, { create: true, size: 64 }), TypeError);
+Deno.test("openSysvRegion() rejects a zero key, and keys outside 32 bits", () => {
+  for (const key of [0, 2 ** 32, -(2 ** 31) - 1, 1.5, NaN]) {
+    assertThrowsWith(
+      () => openSysvRegion(key, { create: true, size: 64 }),
+      TypeError,
+      `Invalid System V key ${key}: a non-zero 32-bit integer, from 1 to 0xffffffff or`,
+    );
+  }
 });
+
+Deno.test(
+  "openSysvRegion() opens a segment whose key has its top bit set (0x8d..., as ipcs and ftok() show it), given unsigned or as C's signed key_t, and names it in hex",
+  () => {
+    const key = (0x8d000000 | (Deno.pid & 0xffff)) >>> 0; // unsigned, as ipcs shows it
+    const hex = `0x8d00${(Deno.pid & 0xffff).toString(16).padStart(4, "0")}`;
+    // What a C peer makes: shmget() takes a key_t, an int, where the top bit is the sign.
+    const id = sysvGet(key | 0, 4096, C.IPC_CREAT | C.IPC_EXCL | 0o600);
+    try {
+      // Refused before: 'Invalid System V key 2365587457', though any 32-bit key was promised.
+      using region = openSysvRegion(key);
+      assertEquals([region.size, region.name], [4096, hex]);
+      region.storeInt32(0, 7);
+      using signed = openSysvRegion(key | 0);
+      using byName = openSysvRegion(Number(region.name));
+      assertEquals([signed.name, signed.loadInt32(0), byName.loadInt32(0)], [hex, 7, 7]);
+      assertThrowsWith(
+        () => openSysvRegion(key, { size: 8192 }),
+        Deno.errors.InvalidData,
+        `Cannot open System V shared memory "key ${hex}": the segment has 4096 bytes`,
+      );
+      region.close();
+      assertThrowsWith(() => region.loadInt32(0), Deno.errors.BadResource, `region "${hex}"`);
+    } finally {
+      sysvRemove(id, `key ${hex}`);
+    }
+    assertThrowsWith(
+      () => openSysvRegion(key),
+      Deno.errors.NotFound,
+      `Cannot get System V shared memory "key ${hex}": `,
+    );
+  },
+);
 
 // --- memfd -----------------------------------------------------------------------------------
 
