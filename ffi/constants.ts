@@ -81,6 +81,8 @@ export const F_GET_SEALS = 1034;
 export const F_SEAL_SEAL = 1;
 export const F_SEAL_SHRINK = 2;
 export const F_SEAL_GROW = 4;
+export const F_SEAL_WRITE = 8;
+export const F_SEAL_FUTURE_WRITE = 16;
 
 // <sys/file.h>
 export const LOCK_SH = 1;

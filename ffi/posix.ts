@@ -553,6 +553,19 @@ export function sysvKeyText(key: number): string {
   return `0x${(key >>> 0).toString(16).padStart(8, "0")}`;
 }
 
+/**
+ * The seals of a memfd that forbid writing to it (fcntl(2) F_GET_SEALS), by name: none when it
+ * has none, or they cannot be read.
+ */
+export function writeSeals(fd: number): string[] {
+  const seals = libc().fcntl(fd, C.F_GET_SEALS, 0);
+  if (seals < 0) return [];
+  const names: string[] = [];
+  if ((seals & C.F_SEAL_WRITE) !== 0) names.push("F_SEAL_WRITE");
+  if ((seals & C.F_SEAL_FUTURE_WRITE) !== 0) names.push("F_SEAL_FUTURE_WRITE");
+  return names;
+}
+
 /** shmget(2) with a 32-bit `key`, signed or not; returns the segment id. */
 export function sysvGet(key: number, size: number, flags: number): number {
   return attempt(

@@ -7,6 +7,7 @@
  */
 
 import * as C from "../ffi/constants.ts";
+import type { OsError } from "../ffi/errno.ts";
 import { Mapping } from "../ffi/mapping.ts";
 import * as posix from "../ffi/posix.ts";
 import { failure, shown } from "./errors.ts";
@@ -477,6 +478,31 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
   }
 }
 
+/**
+ * `Mapping.map()` of a memfd another process made. One its maker sealed against writing
+ * (`F_SEAL_WRITE`, `F_SEAL_FUTURE_WRITE`: memory handed out to be read only) cannot be mapped
+ * read-write, and mmap says only EPERM: the error names the seal.
+ */
+function mapMemfd(fd: number, size: number, path: string): Mapping {
+  try {
+    return Mapping.map(fd, size, path);
+  } catch (error) {
+    const seals = (error as OsError).code === "EPERM" ? posix.writeSeals(fd) : [];
+    if (seals.length === 0) throw error;
+    const sealed = failure(
+      Deno.errors.PermissionDenied,
+      "map",
+      path,
+      `the memfd is sealed against writing (${seals.join(", ")}) by the process that made it, ` +
+        "and a region is mapped read-write; operation not permitted (EPERM)",
+    ) as OsError;
+    sealed.code = "EPERM";
+    sealed.errno = (error as OsError).errno;
+    sealed.cause = error;
+    throw sealed;
+  }
+}
+
 /** Options for {@link openMemfdRegion}. */
 export interface OpenMemfdOptions {
   /** Bytes to map. Default: the whole memfd. */
@@ -548,7 +574,7 @@ export function openMemfdRegion(
         `the memfd has ${stat.size} bytes, asked for ${size}`,
       );
     }
-    const memory = new SharedMemory(Mapping.map(fd, size, path), path, {
+    const memory = new SharedMemory(mapMemfd(fd, size, path), path, {
       shrinkable: sealed ? undefined : fd,
     });
     return newRegion({ kind: "memfd", memory, remove: () => {} });

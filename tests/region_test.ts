@@ -19,6 +19,8 @@ import {
 } from "../mod.ts";
 import { OWN_CALLS } from "../ffi/futex_hub.ts";
 import * as C from "../ffi/constants.ts";
+import type { OsError } from "../ffi/errno.ts";
+import { libc } from "../ffi/libc.ts";
 import { heldMappings, MAX_MAPPINGS } from "../ffi/mapping.ts";
 import {
   closeFd,
@@ -1537,6 +1539,36 @@ Deno.test("openMemfdRegion() refuses a memfd that can be shrunk under it, unless
   using accepted = openMemfdRegion(region.name, { unsealed: true });
   assertEquals(accepted.size, 256);
 });
+
+Deno.test(
+  "openMemfdRegion() of a memfd its maker sealed against writing says which seal, as PermissionDenied (EPERM)",
+  () => {
+    for (
+      const [seal, name] of [[C.F_SEAL_WRITE, "F_SEAL_WRITE"], [
+        C.F_SEAL_FUTURE_WRITE,
+        "F_SEAL_FUTURE_WRITE",
+      ]] as const
+    ) {
+      // What a C peer that hands out read-only memory does.
+      const fd = memfdCreate("sealed-peer", { sealable: true });
+      try {
+        truncateFd(fd, 4096, "sealed-peer");
+        assertEquals(libc().fcntl(fd, C.F_ADD_SEALS, seal | C.F_SEAL_SHRINK | C.F_SEAL_GROW), 0);
+        const path = `/proc/self/fd/${fd}`;
+        // Before: 'Cannot map "/proc/self/fd/N": operation not permitted (EPERM)', which reads
+        // as a matter of permissions; the reason is the peer's seal.
+        const error = assertThrowsWith(
+          () => openMemfdRegion(path),
+          Deno.errors.PermissionDenied,
+          `Cannot map "${path}": the memfd is sealed against writing (${name}) by the process that made it, and a region is mapped read-write; operation not permitted (EPERM)`,
+        );
+        assertEquals((error as OsError).code, "EPERM");
+      } finally {
+        closeFd(fd);
+      }
+    }
+  },
+);
 
 Deno.test("openMemfdRegion() refuses an fd that is not a memfd", () => {
   assertThrows(() => openMemfdRegion("/etc/passwd"), TypeError);
