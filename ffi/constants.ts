@@ -25,6 +25,8 @@ export const O_EXCL = 0o200;
 export const O_NOCTTY = 0o400;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+/** An fd that refers to a file without opening it (no device's open runs, no FIFO waits). */
+export const O_PATH = 0o10000000;
 export const O_NOFOLLOW: number = perArch({ x86_64: 0o400000, aarch64: 0o100000 });
 
 // <sys/stat.h> and statx(2); struct statx has the same layout on both architectures.

@@ -186,6 +186,15 @@ export function openPath(path: string, flags: number, mode: number, action: stri
   return attempt(() => libc().open(name, flags, mode), action, path);
 }
 
+/**
+ * Opens anew, with `flags`, the file the fd `fd` refers to (an `O_PATH` fd, say), through
+ * `/proc/self/fd/N`; `subject` names the file in errors.
+ */
+export function reopenFd(fd: number, flags: number, action: string, subject: string): number {
+  const name = scratchCString(`/proc/self/fd/${fd}`, pathScratch);
+  return attempt(() => libc().open(name, flags, 0), action, subject);
+}
+
 /** close(2), ignoring errors: by then there is nothing a caller could do. */
 export function closeFd(fd: number): void {
   libc().close(fd);

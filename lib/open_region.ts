@@ -415,12 +415,15 @@ export function openSysvRegion(key: number, options: RegionOptions = {}): Shared
   }
 }
 
+/** The longest memfd name, in bytes: NAME_MAX less the `memfd:` the kernel puts before it. */
+const MAX_MEMFD_LABEL_BYTES = 249;
+
 /** Options for {@link createMemfdRegion}. */
 export interface MemfdOptions {
   /** Bytes to allocate and map. */
   size: number;
   /**
-   * The memfd's name, shown in `/proc/PID/fd` as `/memfd:NAME`.
+   * The memfd's name, shown in `/proc/PID/fd` as `/memfd:NAME`: up to 249 bytes of UTF-8.
    *
    * @default {"mmap-ipc"}
    */
@@ -451,12 +454,16 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
   // Options missing or null from JavaScript: said as the missing size they are.
   if (options?.size === undefined) throw new TypeError("createMemfdRegion() needs a size");
   const label = options.label ?? "mmap-ipc";
-  if (typeof label !== "string" || label.includes("\0")) {
+  if (
+    typeof label !== "string" || label.includes("\0") ||
+    new TextEncoder().encode(label).length > MAX_MEMFD_LABEL_BYTES
+  ) {
     throw failure(
       TypeError,
       "create memfd",
       String(label),
-      "a label is a string without NUL bytes",
+      `a label is a string without NUL bytes, of at most ${MAX_MEMFD_LABEL_BYTES} bytes in ` +
+        "UTF-8 (the kernel's limit on a memfd's name)",
     );
   }
   validateSize(options.size, "create memfd", label);
@@ -476,6 +483,19 @@ export function createMemfdRegion(options: MemfdOptions): SharedRegion {
     posix.closeFd(fd);
     throw error;
   }
+}
+
+/**
+ * The identity (device, inode) of the file `fd` refers to, once it is known to be a memfd: a
+ * regular file whose `/proc/self/fd` link reads `/memfd:NAME`. Anything else is `InvalidData`.
+ */
+function memfdIdentity(fd: number, action: string, path: string): string {
+  const target = posix.readLink(`/proc/self/fd/${fd}`);
+  const stat = posix.statFd(fd, path);
+  if (!target.startsWith("/memfd:") || stat.type !== "file") {
+    throw failure(Deno.errors.InvalidData, action, path, `it is ${target}, not a memfd`);
+  }
+  return stat.identity;
 }
 
 /**
@@ -545,13 +565,24 @@ export function openMemfdRegion(
     throw new TypeError(`Invalid memfd path ${JSON.stringify(path)}: expected /proc/PID/fd/N`);
   }
   validateSize(options.size, action, path);
-  const target = posix.readLink(path);
-  if (!target.startsWith("/memfd:")) {
-    throw failure(Deno.errors.InvalidData, action, path, `it is ${target}, not a memfd`);
-  }
-  // /proc/PID/fd/N is a symlink by design: following it is the point, and it was checked above.
-  const fd = posix.openPath(path, C.O_RDWR | C.O_CLOEXEC, 0, action);
+  // /proc/PID/fd/N is a symlink by design: following it is the point. But its process can make
+  // fd N another file at any moment, so a look at N's link and an open of the path could find two
+  // different files (a device, or a file of root's, opened read-write). So the path is opened
+  // with O_PATH, which opens nothing, the checks are made on that fd of this process's own, and
+  // the memory is opened again through it, and checked again.
+  const pathFd = posix.openPath(path, C.O_PATH | C.O_CLOEXEC, 0, action);
+  let fd: number;
+  let identity: string;
   try {
+    identity = memfdIdentity(pathFd, action, path);
+    fd = posix.reopenFd(pathFd, C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK, action, path);
+  } finally {
+    posix.closeFd(pathFd);
+  }
+  try {
+    if (memfdIdentity(fd, action, path) !== identity) {
+      throw failure(Deno.errors.InvalidData, action, path, "it was replaced while it was opened");
+    }
     // The seals first: once F_SEAL_SHRINK is there, the size read after it can only grow.
     const sealed = posix.isSizeSealed(fd);
     const stat = posix.statFd(fd, path);

@@ -1570,6 +1570,54 @@ Deno.test(
   },
 );
 
+testWith(
+  [...NEEDS.childrenAndFiles, requires("gcc")],
+  "openMemfdRegion() of a /proc/PID/fd/N that its process swaps for a file meanwhile maps the memfd or refuses, never the file",
+  async () => {
+    await withTempDir(async (dir) => {
+      const swapper = await buildC(dir, "fd_swapper");
+      const file = `${dir}/swapped-in`;
+      Deno.writeFileSync(file, new Uint8Array(8192).fill(0x46)); // 'F'; the memfd's is 'M'
+      await using child = spawnProgram(swapper, [file]);
+      const fd = Number(/^fd (\d+)$/.exec(await child.nextLine())?.[1]);
+      const path = `/proc/${child.pid}/fd/${fd}`;
+      const seen = { memfd: 0, refused: 0, file: 0 };
+      // The link was read, then the path opened: the file swapped in between was opened
+      // read-write and mapped (300 times in 2 s here).
+      const deadline = performance.now() + 2_000;
+      while (performance.now() < deadline && seen.file === 0) {
+        let region: SharedRegion;
+        try {
+          region = openMemfdRegion(path, { unsealed: true });
+        } catch (error) {
+          assert(error instanceof Deno.errors.InvalidData, String(error));
+          assertStringIncludes(error.message, `it is ${file}, not a memfd`);
+          seen.refused++;
+          continue;
+        }
+        if (region.read(0, 1)[0] === 0x4d) seen.memfd++;
+        else seen.file++;
+        region.close();
+      }
+      assertEquals(seen.file, 0, JSON.stringify(seen));
+      assert(seen.memfd > 0, JSON.stringify(seen));
+    });
+  },
+);
+
+Deno.test("createMemfdRegion() takes a label of up to 249 bytes, the kernel's limit, and says so past it", () => {
+  using longest = createMemfdRegion({ size: 64, label: "a".repeat(249) });
+  assertEquals(longest.size, 64);
+  // Before: 'Cannot create memfd "aaa...": invalid argument (EINVAL)'.
+  for (const label of ["a".repeat(250), "\u00e9".repeat(125)]) {
+    assertThrowsWith(
+      () => createMemfdRegion({ size: 64, label }),
+      TypeError,
+      "of at most 249 bytes in UTF-8 (the kernel's limit on a memfd's name)",
+    );
+  }
+});
+
 Deno.test("openMemfdRegion() refuses an fd that is not a memfd", () => {
   assertThrows(() => openMemfdRegion("/etc/passwd"), TypeError);
   assertThrowsWith(
