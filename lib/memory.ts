@@ -22,7 +22,8 @@
  *    see `ffi/mapping.ts`), nor commit charge (`MAP_NORESERVE`). Under `vm.overcommit_memory=2`,
  *    which ignores `MAP_NORESERVE`, a memfd of the process's own takes the range instead; where
  *    neither can be had, the shared memory stays mapped and close throws, saying so (see
- *    `Mapping.retire`).
+ *    `Mapping.retire`), and it is tried again at the next close or open in the process (when
+ *    no caller is left to throw to, only that).
  *
  * @module
  */
@@ -139,27 +140,59 @@ const collected = new FinalizationRegistry<
 );
 
 /**
+ * Ranges that could not be retired (no memory and no fd at that moment: see `Mapping.retire`),
+ * tried again whenever this module next lets memory go or maps some: the shortage may be over.
+ */
+const unretired = new Set<Held>();
+
+/** Tries again to retire the ranges that could not be (see {@link unretired}). */
+function retryRetiring(): void {
+  for (const held of unretired) {
+    try {
+      held.mapping.retire(held.name);
+    } catch {
+      return; // the shortage lasts: the rest would fail as well
+    }
+    unretired.delete(held);
+  }
+}
+
+/**
  * Releases the range, or retires it when a moved buffer may still point into it. Throws when it
- * could not be retired (see `Mapping.retire`): the shared memory then stays mapped.
+ * could not be retired (see `Mapping.retire`): the shared memory then stays mapped, and is tried
+ * again later (see {@link unretired}).
  */
 function letGo(held: Held): void {
   held.shrink?.close();
+  retryRetiring();
   try {
     if (held.moved || held.lent) held.mapping.retire(held.name);
     else held.mapping.release();
+  } catch (error) {
+    unretired.add(held);
+    throw error;
   } finally {
     held.onRelease?.();
+  }
+}
+
+/**
+ * {@link letGo} where no caller is left to throw to (after close returned, or for an owner
+ * collected): a range that could not be retired is only tried again later. Reported, the error
+ * would end the process (an unhandled `reportError`), for a shared mapping that is kept, not lost.
+ */
+function letGoLater(held: Held): void {
+  try {
+    letGo(held);
+  } catch {
+    // In `unretired`, tried again at the next close or open.
   }
 }
 
 const forgotten = new FinalizationRegistry<Held>((held) => {
   // Nothing reaches the owner any more, so no wait is in flight: only buffers may remain.
   detachAll(held);
-  try {
-    letGo(held);
-  } catch (error) {
-    reportError(error); // no caller to tell
-  }
+  letGoLater(held);
 });
 
 /** The owner of one mapping; see the module description. */
@@ -206,6 +239,7 @@ export class SharedMemory {
     name: string,
     options: { description?: string; onRelease?: () => void; shrinkable?: number } = {},
   ) {
+    if (unretired.size > 0) retryRetiring();
     this.#mapping = mapping;
     this.#name = name;
     this.#description = options.description ?? `region ${JSON.stringify(name)}`;
@@ -598,19 +632,15 @@ export class SharedMemory {
   /**
    * Runs once no wait is in flight after close: stops waking waits, and lets the memory go
    * unless a follower still reads it (the last one to stop runs this again). A range that could
-   * not be retired throws from close() itself, and is reported (`reportError`) when this runs
-   * after close() returned (`deferred`), as no caller is left to throw to.
+   * not be retired throws from close() itself; run after close() returned (`deferred`), it is
+   * only tried again later (see `letGoLater`).
    */
   #finish(deferred: boolean): void {
     this.#interrupted.clear();
     this.#stopRewaking();
     if (this.#followers.size > 0) return;
-    if (!deferred) return letGo(this.#held);
-    try {
-      letGo(this.#held);
-    } catch (error) {
-      reportError(error);
-    }
+    if (deferred) letGoLater(this.#held);
+    else letGo(this.#held);
   }
 
   /** Same as {@link SharedMemory.close}, for `using`. */
