@@ -7,10 +7,15 @@
  * threads are few (here about 30) and shared with file I/O: a poll call per wait (a pidfd per
  * watched writer, an inotify fd per watched path) soon made `Deno.readTextFile()` wait.
  *
+ * No call sleeps longer than `ffi/call_bound.ts` says (10 s): one that returns with nothing ready
+ * is made again, unseen by the waits. A Worker terminated while it waited has nothing left to
+ * kick its call, whose thread would otherwise have slept for good.
+ *
  * @module
  */
 
 import * as C from "./constants.ts";
+import { callBoundMs } from "./call_bound.ts";
 import { libc } from "./libc.ts";
 import { closeFd, createEventFd, readFd, writeFd } from "./posix.ts";
 import { WOKEN_CODE_TURNS } from "./woken_code.ts";
@@ -136,7 +141,10 @@ class PollHub {
     }
     counts.calls++;
     try {
-      libc().poll_blocking(this.#fdBytes, BigInt(count + 1), -1).then(this.#returned, this.#failed);
+      // Bounded: a call that nothing is left to kick (its Worker terminated) must still end, and
+      // give its thread back. One that returns 0 (nothing ready) is simply made again.
+      libc().poll_blocking(this.#fdBytes, BigInt(count + 1), callBoundMs())
+        .then(this.#returned, this.#failed);
     } catch {
       this.#fail();
     }

@@ -8,10 +8,15 @@
  * `Deno.readTextFile()` wait until one of them ended. Kernels without `futex_waitv` get one call
  * per wait, as before.
  *
+ * No call sleeps longer than `ffi/call_bound.ts` says (10 s): one whose bound passed is made again,
+ * unseen by its waits. A Worker terminated while it waited has nothing left to kick its call,
+ * whose thread would otherwise have slept for good.
+ *
  * @module
  */
 
 import * as C from "./constants.ts";
+import { callBoundMs } from "./call_bound.ts";
 import { Errno, retryFailed } from "./errno.ts";
 import { libc } from "./libc.ts";
 import { wakeFutex } from "./futex_wake.ts";
@@ -112,6 +117,11 @@ class Group {
   /** How many waits the call in flight sleeps on, and the control word's value it was given. */
   #armed = 0;
   #controlArmed = 0;
+  /**
+   * `performance.now()` at which the call in flight returns for its bound (`ffi/call_bound.ts`)
+   * rather than for a wait's deadline; Infinity when a deadline comes first.
+   */
+  #boundArmed = Infinity;
   /** Microtask turns let pass since the last settling, and the count of waits then. */
   #turns = 0;
   #waitsBefore = 0;
@@ -180,9 +190,12 @@ class Group {
         putWaitvEntry(fields, i + 1, entry.expected, entry.address);
         if (entry.deadline < deadline) deadline = entry.deadline;
       }
-      const timeout = deadline === Infinity
-        ? null
-        : monotonicTimespec(deadline - performance.now(), this.#timeout);
+      // Bounded even when no wait has a deadline: a call that nothing is left to kick (its
+      // Worker terminated) must still end, and give its thread back.
+      const now = performance.now();
+      const bound = now + callBoundMs();
+      this.#boundArmed = deadline < bound ? Infinity : bound;
+      const timeout = monotonicTimespec(Math.min(deadline, bound) - now, this.#timeout);
       this.#armed = count;
       this.#controlArmed = control;
       const call = libc().syscall_futex_waitv_blocking(
@@ -221,7 +234,11 @@ class Group {
       }
       const woken = returned > 0n ? this.entries[Number(returned) - 1] : undefined;
       const settled = this.#settle(woken, count);
-      if (settled || returned === 0n || Atomics.load(this.#control, 0) !== this.#controlArmed) {
+      if (
+        settled || returned === 0n || Atomics.load(this.#control, 0) !== this.#controlArmed ||
+        // The call's bound passed: a sleep as long as it may be, not a call that does not sleep.
+        performance.now() + DEADLINE_SLACK_MS >= this.#boundArmed
+      ) {
         this.#unexplained = 0;
       } else if (++this.#unexplained >= MAX_UNEXPLAINED) {
         // Nothing woke, changed or ran out, time after time: futex_waitv is not doing what it
@@ -378,9 +395,10 @@ class FutexHub {
    * waits at a time have a call of their own, which returns only for them. Later ones share a
    * call, and end, with -1n, whenever a word of it is woken: `futex_waitv` names one, and those
    * woken with it or just after, before the next call sleeps, would be lost. A wake-up in the
-   * microseconds while a shared call is made again for another reason (a wait joining or
-   * leaving) is lost, as it is between two calls of the fallback. Waits whose wakers always
-   * change the word first (the state cell's, the ring's) lose nothing and sleep on.
+   * microseconds while a call is made again for another reason (a wait joining or leaving, or,
+   * once every 10 s, the call's bound: see `ffi/call_bound.ts`) is lost, as it is between two
+   * calls of the fallback. Waits whose wakers always change the word first (the state cell's,
+   * the ring's) lose nothing and sleep on.
    */
   wait(
     address: bigint,

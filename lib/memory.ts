@@ -25,6 +25,13 @@
  *    `Mapping.retire`), and it is tried again at the next close or open in the process (when
  *    no caller is left to throw to, only that).
  *
+ * None of this runs in a Worker that is terminated (`worker.terminate()`): its isolate ends
+ * without running its `FinalizationRegistry` callbacks, the safety net for memory never closed,
+ * so memory it had open stays mapped for the life of the process (and the fds its waits held stay
+ * open). Close it before terminating a Worker. A futex wait it had in flight ends with it, but
+ * the call under it runs on until its bound passes (`ffi/call_bound.ts`, 10 s), and the worker
+ * thread it held then ends.
+ *
  * @module
  */
 
@@ -476,8 +483,8 @@ export class SharedMemory {
    * the event loop. It then looks at the word, the clock and {@link SharedMemory.closed} itself;
    * it must not throw. The returned handle is for {@link SharedMemory.interrupt}; `owner` is
    * for {@link SharedMemory.interruptAll}; `wakesWithoutChange` for a word whose wakers may leave
-   * it as it was (see `FutexHub.wait`: such a sleep may end for no reason, and beyond the first
-   * few at a time may miss a wake-up that leaves the word unchanged).
+   * it as it was (see `FutexHub.wait`: such a sleep may end for no reason, and may miss a wake-up
+   * that leaves the word unchanged: beyond the first few at a time, or as its call is made again).
    */
   sleep(
     byteOffset: number,

@@ -228,8 +228,10 @@ export class SharedRegion {
    * threads: four of these waits at a time get one each, and sleep until notified. More share
    * one with the process's other waits: each of those ends when any wait of that call is woken,
    * as a notify of it could have been missed, and a notify in the microseconds while their shared
-   * call is made again (a wait joining or leaving) can be lost. So change the word before notifying (a wait then sees the
-   * new value and returns, whatever it missed), and look at the word again after `"ok"`.
+   * call is made again (a wait joining or leaving) can be lost, as can one in the moment any of
+   * these calls is made again once its bound (10 s) passed. So change the word before notifying
+   * (a wait then sees the new value and returns, whatever it missed), and look at the word again
+   * after `"ok"`.
    *
    * @param [options={}] A timeout and an abort signal.
    */

@@ -1,11 +1,17 @@
-import { assertEquals, assertRejects } from "@std/assert";
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import { setCallBoundMs } from "../ffi/call_bound.ts";
 import { FdWaiter, pollCounts } from "../ffi/fd_waiter.ts";
 import { closeFd, createEventFd, readFd, statFd, writeFd } from "../ffi/posix.ts";
 import { openFdCount, openFdsTo } from "./helpers/proc.ts";
-import { delay, within } from "./helpers/waiting.ts";
+import { delay, until, within } from "./helpers/waiting.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { runUnderFdLimit, spawnDenoUnderFdLimit } from "./helpers/spawn.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
+import {
+  FEW_THREADS,
+  threadsLeftByWaitingWorkers,
+  WAITING_WORKERS,
+} from "./helpers/waiting_workers.ts";
 
 Deno.test("FdWaiter.wait() resolves readable, and cancelled after cancel()", async () => {
   const fd = createEventFd();
@@ -263,3 +269,37 @@ Deno.test("the hub's eventfd closed under it (a double close elsewhere) ends its
     closeFd(fd);
   }
 });
+
+Deno.test("a poll call that passes its bound with nothing ready is made again, unseen by the wait: no kick, no error, and the fd still wakes it", async () => {
+  const fd = createEventFd();
+  const waiter = new FdWaiter();
+  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  const boundBefore = setCallBoundMs(5);
+  try {
+    const before = pollCounts();
+    let readiness: string | undefined;
+    const wait = waiter.wait(fd).then((result) => readiness = result);
+    // More calls ended by their bound than the failed calls in a row that end every wait (3).
+    await until(() => pollCounts().calls - before.calls >= 50, "50 calls ended by their bound");
+    assertEquals(readiness, undefined, "the wait ended with its call's bound");
+    assertEquals(pollCounts().kicks - before.kicks, 0, "kicked");
+    writeFd(fd, one, "eventfd");
+    assertEquals(await within(wait, 5_000), "readable");
+  } finally {
+    setCallBoundMs(boundBefore);
+    await waiter.close();
+    closeFd(fd);
+  }
+});
+
+testWith(
+  ["read"],
+  "a Worker terminated while a state cell's waitForChange() is in flight leaves no thread behind: the poll of its writer's pidfd (and the futex_waitv call) it left end within their bound",
+  async () => {
+    const left = await threadsLeftByWaitingWorkers("cell");
+    const what =
+      `${left.inHubCalls} threads still in a hub's call and ${left.threads} more in all, ` +
+      `after ${WAITING_WORKERS} Workers were terminated in waitForChange()`;
+    assert(left.inHubCalls <= 0 && left.threads < FEW_THREADS, what);
+  },
+);

@@ -15,13 +15,19 @@ import {
   type FutexWait,
   OWN_CALLS,
 } from "../ffi/futex_hub.ts";
+import { setCallBoundMs } from "../ffi/call_bound.ts";
 import { createMemfdRegion, openStateCell, type StateCell } from "../mod.ts";
 import { assertRejectsWith } from "./helpers/assertions.ts";
 import { Random } from "./fixtures/lifecycle_random.ts";
 import { TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, testWith } from "./helpers/permissions.ts";
 import { spawnDeno } from "./helpers/spawn.ts";
-import { delay, wakeEach, within } from "./helpers/waiting.ts";
+import { delay, until, wakeEach, within } from "./helpers/waiting.ts";
+import {
+  FEW_THREADS,
+  threadsLeftByWaitingWorkers,
+  WAITING_WORKERS,
+} from "./helpers/waiting_workers.ts";
 
 const CELL_BYTES = 128;
 
@@ -470,3 +476,59 @@ Deno.test({
     cancelAll(hub, handles);
   }
 });
+
+Deno.test({
+  name:
+    "calls that pass their bound are made again, unseen by their waits: a wait with no deadline sleeps on, alone in its call or shared, one with a deadline ends at it, and futex_waitv stays trusted",
+  ignore: !futexHub().pooled,
+}, async () => {
+  using memory = createRawMemfd(4096, { name: "hub-bound" });
+  const hub = futexHub();
+  const address = (index: number): bigint => wordAddress(memory, index);
+  const handles: FutexWait[] = [];
+  const ended: (bigint | undefined)[] = [undefined, undefined];
+  const boundBefore = setCallBoundMs(5);
+  try {
+    const calls = futexHubCounts().calls;
+    const started = performance.now();
+    handles.push(hub.wait(address(0), 0, undefined, (result) => ended[0] = result, true));
+    handles.push(hub.wait(address(16), 0, undefined, (result) => ended[1] = result));
+    const timedOut = new Promise<number>((resolve) => {
+      handles.push(hub.wait(address(32), 0, 500, () => resolve(performance.now() - started)));
+    });
+    const after = await within(timedOut, 10_000);
+    assert(after !== undefined, "the wait with a deadline never ended");
+    assert(after >= 499, `the wait with a 500 ms deadline ended after ${after} ms`);
+    // Far more calls ended by their bound, in each of the two calls, than the run of returns
+    // nothing explains after which the hub stops trusting futex_waitv (64).
+    await until(() => futexHubCounts().calls - calls >= 300, "300 calls ended by their bound");
+    assertEquals(ended, [undefined, undefined], "a wait with no deadline ended");
+    assert(hub.pooled, "the hub took calls ended by their bound for calls that do not sleep");
+    // Both still sleep in the kernel: a wake reaches each (made again when it found no one, as
+    // one in the moment a call is made again does).
+    Atomics.store(memory.words, 16, 1);
+    await wakeEach(
+      2,
+      (i) => memory.word(i * 16).wake(1),
+      (i) => ended[i] !== undefined,
+    );
+    while (ended[0] === undefined || ended[1] === undefined) await delay(1);
+    assertEquals(ended[0], 0n);
+    assertEnded(ended[1]);
+  } finally {
+    setCallBoundMs(boundBefore);
+    cancelAll(hub, handles);
+  }
+});
+
+testWith(
+  ["read"],
+  "a Worker terminated while a region's waitInt32() is in flight leaves no thread behind: the futex_waitv call it left ends within its bound",
+  async () => {
+    const left = await threadsLeftByWaitingWorkers("region");
+    const what =
+      `${left.inHubCalls} threads still in a hub's call and ${left.threads} more in all, ` +
+      `after ${WAITING_WORKERS} Workers were terminated in waitInt32()`;
+    assert(left.inHubCalls <= 0 && left.threads < FEW_THREADS, what);
+  },
+);

@@ -130,6 +130,11 @@ export function threadReport(pid: number): string {
   return `threads: ${threads}; main thread: state ${state}, wchan ${wchan}, syscall ${syscall}`;
 }
 
+/** How many threads this process has now, of every kind. */
+export function threadCount(): number {
+  return listDirectory(`/proc/${Deno.pid}/task`).length;
+}
+
 /** How many Worker threads (Deno names them `worker-N`) this process has now. */
 export function workerThreads(): number {
   let count = 0;
