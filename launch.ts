@@ -22,7 +22,7 @@ import { claimPaths, type PathClaim, SameFileError } from "./app/path_claims.ts"
 import { defaultFifoPath, isRuntimeDirectory } from "./app/runtime_dir.ts";
 import { repairLauncherMemory } from "./app/state_repair.ts";
 import { ChildCrashLoop, type ChildSpec, Supervisor } from "./app/supervisor.ts";
-import { closeFd, openPidfd, statPath } from "./ffi/posix.ts";
+import { closeFd, openPidfd, readFileText, statPath } from "./ffi/posix.ts";
 import { shellQuote } from "./lib/shell_quote.ts";
 import { FdWaiter } from "./ffi/fd_waiter.ts";
 import { LIBGPIOD_ENV } from "./ffi/gpiod.ts";
@@ -155,11 +155,20 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): strin
     return identity;
   }
   if (existing.type === "file") {
-    // The usual way one comes: a press written (`echo 0 > FIFO`) while no launcher ran.
+    const refused = `Cannot use FIFO ${JSON.stringify(path)}: it is a regular file, not a FIFO; ` +
+      "it is left as it is.";
+    // The usual way one comes: a press written (`echo 0 > FIFO`) while no launcher ran. Only
+    // such a file gets an rm to copy: a --fifo mistyped onto a file of the user's must not.
+    if (onlyPresses(path, existing.size)) {
+      throw new Deno.errors.AlreadyExists(
+        `${refused} A press written while no launcher ran (echo 0 > FIFO) makes such a file, ` +
+          `and it holds only presses: if nothing in it is yours, remove it ` +
+          `(rm ${shellQuote(path)}) and start again`,
+      );
+    }
     throw new Deno.errors.AlreadyExists(
-      `Cannot use FIFO ${JSON.stringify(path)}: it is a regular file, not a FIFO; it is left as ` +
-        "it is. A press written while no launcher ran (echo 0 > FIFO) makes such a file: if " +
-        `nothing in it is yours, remove it (rm ${shellQuote(path)}) and start again`,
+      `${refused} It holds ${existing.size} bytes that are not presses written into it (a file ` +
+        "of yours, or a --fifo mistyped?): give another --fifo PATH",
     );
   }
   checkOwn(existing, "fifo", "use FIFO", path);
@@ -168,6 +177,19 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): strin
   const openToOthers = describeOpenToOthers("FIFO", path, existing.permissions);
   if (openToOthers !== undefined) log.warn(openToOthers);
   return existing.identity;
+}
+
+/** The most a file of presses written while no launcher ran is thought to hold. */
+const PRESSES_FILE_MAX_BYTES = 64;
+
+/**
+ * Whether the regular file at `path` (of `size` bytes) holds only what presses written into a
+ * FIFO path with no FIFO there leave (`0`, `press`, `1` and blank lines), and is small.
+ */
+function onlyPresses(path: string, size: number): boolean {
+  if (size > PRESSES_FILE_MAX_BYTES) return false;
+  const text = readFileText(path);
+  return text !== undefined && /^(\s*(0|1|press)?\s*\n)*\s*(0|1|press)?\s*$/.test(text);
 }
 
 /** Notes that the FIFO with `identity` at `path` is the launcher's to remove at exit. */

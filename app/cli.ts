@@ -35,14 +35,13 @@ export const STATE_FLAGS = {
   state: {
     type: "string",
     arg: "PATH",
-    help:
-      "keep the state as text in this file too (none by default; the original used /tmp/data.dat)",
+    help: "the file that holds the state as text (the original's: /tmp/data.dat)",
     check: checkFilePath,
   },
   shm: {
     type: "string",
     arg: "NAME",
-    help: "keep the state as text in POSIX shared memory /NAME too",
+    help: "the POSIX shared memory /NAME that holds the state as text",
     check: (name: string) => {
       try {
         normalizeShmName(name);

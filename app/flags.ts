@@ -107,6 +107,8 @@ export interface ExclusiveGroup<K extends string> {
   readonly required?: boolean;
   /** They may be given together (with `required`: at least one of them). */
   readonly combinable?: boolean;
+  /** Said instead of "give one" when they are combined: why they do not go together. */
+  readonly why?: string;
 }
 
 /** Everything a script says about its command line. */
@@ -334,7 +336,9 @@ export function parseFlags<T extends FlagTable>(
     const names = group.flags.map((name) => `--${name}`);
     if (present.length > 1 && !group.combinable) {
       problems.push(
-        `${present.map((name) => `--${name}`).join(" and ")} cannot be combined: give one`,
+        `${present.map((name) => `--${name}`).join(" and ")} cannot be combined: ${
+          group.why ?? "give one"
+        }`,
       );
     } else if (present.length === 0 && group.required) {
       problems.push(`give one of ${orList(names)}`);

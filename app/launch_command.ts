@@ -25,12 +25,15 @@ export const LAUNCH_COMMAND = defineCommand({
       type: "string",
       arg: "PATH",
       defaultText: "/run/user/UID/mmap-ipc/button.fifo, else /tmp/mmap-ipc-UID/button.fifo",
-      help: "the button's FIFO; --fifo /tmp/mmap_file is the original's",
+      help: "PC build: the button's FIFO; --fifo /tmp/mmap_file is the original's",
       check: checkFilePath,
     },
     syslog: { type: "boolean", help: 'the LED also logs to the system log, ident "LED MMAP"' },
     ...logFlags("each press"),
-    pi: { type: "boolean", help: "the Raspberry Pi build: GPIO button and LED (libgpiod)" },
+    pi: {
+      type: "boolean",
+      help: "the Raspberry Pi build: GPIO button and LED (libgpiod); deno task launch:pi gives it",
+    },
     chip: {
       type: "string",
       arg: "C",
@@ -68,7 +71,12 @@ export const LAUNCH_COMMAND = defineCommand({
     },
     ...MQTT_FLAGS,
   },
-  exclusive: [{ flags: ["state", "shm"] }, { flags: ["fifo", "pi"] }],
+  exclusive: [{ flags: ["state", "shm"] }, {
+    flags: ["fifo", "pi"],
+    // deno task launch:pi gives --pi itself: the user may never have typed it.
+    why: "--fifo is the PC build's button (deno task launch); the Pi build (deno task " +
+      "launch:pi, which gives --pi) reads a GPIO line (--button-line)",
+  }],
   footer: "Without --state or --shm the state is anonymous shared memory that only the " +
     "launcher's children see.\nPC build: press the button with  echo 0 > FIFO  (or press " +
     "Enter in this terminal).",

@@ -259,7 +259,7 @@ function locate(chips: Chip[], chipSpec: string, lineSpec: string): LineLocation
     : candidates.map((chip) => `${chip.name} (${chip.label})`).join(", ");
   throw new Deno.errors.NotFound(
     `Cannot find GPIO line ${JSON.stringify(lineSpec)} on ${where}. Name a line ` +
-      "(gpioinfo lists them) or give its offset with --chip",
+      "(gpioinfo lists them), or give its offset (a number) and its chip (--chip)",
   );
 }
 

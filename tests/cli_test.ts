@@ -268,7 +268,10 @@ const SCRIPTS: Script[] = [
       ],
       [["--pi", "--debounce-ms=-1"], "--debounce-ms must be from 0 to 10000, not -1"],
       [["--debounce-ms", "5"], "--debounce-ms needs --pi"],
-      [["--pi", "--fifo", "f"], "--fifo and --pi cannot be combined"],
+      [
+        ["--pi", "--fifo", "f"],
+        "--fifo and --pi cannot be combined: --fifo is the PC build's button (deno task launch)",
+      ],
       [["--fifo"], "--fifo needs a value"],
       // A path ending in "/" failed once things were made, with a bare ENOENT.
       [

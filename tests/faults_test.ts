@@ -916,6 +916,25 @@ testWith(
 
 testWith(
   NEEDS.system,
+  "a --fifo mistyped onto a file of the user's (not presses) is refused and left, with no rm to copy",
+  async () => {
+    await withTempDir(async (dir) => {
+      const notes = `${dir}/notes.txt`;
+      Deno.writeTextFileSync(notes, "Shopping: milk, eggs\n");
+      await using launcher = startLauncher(dir, ["--fifo", notes]);
+      const status = await launcher.status();
+      assertEquals(status.code, 1, launcher.transcript);
+      assertStringIncludes(status.stderr, "it is a regular file, not a FIFO");
+      assertStringIncludes(status.stderr, "It holds 21 bytes that are not presses");
+      assertStringIncludes(status.stderr, "give another --fifo PATH");
+      assert(!status.stderr.includes("rm "), status.stderr);
+      assertEquals(Deno.readTextFileSync(notes), "Shopping: milk, eggs\n", "the file was changed");
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
   "a file at the --state path that is not provably ours is refused, named, and left exactly as it was",
   async () => {
     await withTempDir(async (dir) => {

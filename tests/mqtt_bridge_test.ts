@@ -19,7 +19,7 @@ import {
   listen,
   startBroker,
   testWithBroker,
-} from "./mqtt_helpers.ts";
+} from "./helpers/mqtt.ts";
 import {
   CONNACK_5,
   PacketReader,

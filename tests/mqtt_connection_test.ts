@@ -14,7 +14,7 @@ import { warningsInto } from "./helpers/logs.ts";
 import { CONNACK_5 } from "./helpers/fake_broker.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { withTempDir } from "./helpers/temp.ts";
-import { linesInto, listenOnFixedPort, startBroker, testWithBroker } from "./mqtt_helpers.ts";
+import { linesInto, listenOnFixedPort, startBroker, testWithBroker } from "./helpers/mqtt.ts";
 
 /** CONNACK: session not present, connection accepted. */
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);

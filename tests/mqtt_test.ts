@@ -42,7 +42,7 @@ import {
   makeCertificates,
   startBroker,
   testWithBroker,
-} from "./mqtt_helpers.ts";
+} from "./helpers/mqtt.ts";
 import { discoveryMessages, discoveryTopics, ORIGIN_NAME } from "../bridges/mqtt/discovery.ts";
 
 /** A launcher with `--mqtt`, and what a test needs to talk to it. */

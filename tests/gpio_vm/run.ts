@@ -130,8 +130,21 @@ interface Result {
   cache: "cold" | "warm";
 }
 
+/** What `--help` prints, and usage errors after their line. */
+const USAGE = `Usage: deno task test:gpio [--vm NAME]... [--require]
+
+Boots small VMs whose kernels have the GPIO simulator (gpio-sim) and runs the GPIO tests in them
+(tests/gpio_vm/vm.sh), one after another, each reported with its time.
+
+  --vm NAME   run only this VM (repeatable): ${VMS.join(", ")}
+  --require   a VM that cannot run here (SKIPPED) fails the run, as in CI
+
+Needs a Debian-based host (apt-get, dpkg) and QEMU, which it installs with apt when run as root
+(else a VM without it is SKIPPED). The first run downloads the guests' kernels and packages (some
+hundreds of MB) into $MMAP_IPC_GPIO_VM_CACHE (default ~/.cache/mmap-ipc/gpio-vm).`;
+
 function fail(message: string): never {
-  console.error(`test:gpio: ${message}`);
+  console.error(`test:gpio: ${message}\n\n${USAGE}`);
   Deno.exit(2);
 }
 
@@ -172,18 +185,17 @@ async function main(): Promise<number> {
     string: ["vm"],
     boolean: ["require", "help"],
     collect: ["vm"],
-    unknown: (flag) =>
-      fail(`unknown option ${flag}; usage: deno task test:gpio [--vm NAME]... [--require]`),
+    unknown: (flag) => fail(`unknown option ${flag}`),
   });
   if (flags.help) {
-    console.log("Usage: deno task test:gpio [--vm NAME]... [--require]");
-    console.log(`VMs: ${VMS.join(", ")}`);
+    console.log(USAGE);
     return 0;
   }
   const chosen = flags.vm.length === 0 ? [...VMS] : flags.vm;
   for (const vm of chosen) {
+    if (vm === "") fail("--vm needs a VM's name");
     if (!(VMS as readonly string[]).includes(vm)) {
-      fail(`unknown VM ${vm}; the VMs are ${VMS.join(", ")}`);
+      fail(`unknown VM ${JSON.stringify(vm)}; the VMs are ${VMS.join(", ")}`);
     }
   }
   const deno = Deno.execPath();

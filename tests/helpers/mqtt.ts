@@ -7,8 +7,8 @@
  */
 
 import type { IClientOptions, MqttClient } from "mqtt";
-import type { Logger } from "../app/logging.ts";
-import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
+import type { Logger } from "../../app/logging.ts";
+import { NEEDS, requires, testWith } from "./permissions.ts";
 
 export {
   Broker,
@@ -17,8 +17,8 @@ export {
   listenOnFixedPort,
   makeCertificates,
   startBroker,
-} from "../bench/broker.ts";
-export { hasProgram } from "./helpers/permissions.ts";
+} from "../../bench/broker.ts";
+export { hasProgram } from "./permissions.ts";
 
 /**
  * Registers a test that needs mosquitto (and the permissions to run it and talk to it); it is
