@@ -13,6 +13,7 @@ import {
   describeOpenToOthers,
   ignoredAtStart,
   STATE_REGION_SIZE,
+  unblockStopSignals,
 } from "./app/cli.ts";
 import { flushConsole } from "./app/console_output.ts";
 import { parseCommandLine } from "./app/flags.ts";
@@ -535,6 +536,7 @@ async function main(flags: LaunchFlags, mqtt: MqttSettings | undefined): Promise
   // running (see ignoredAtStart). A listener that does nothing keeps it ignored.
   Deno.addSignalListener("SIGINT", ignored.interrupt ? () => {} : onSignal);
   Deno.addSignalListener("SIGHUP", ignored.hangUp ? () => {} : onSignal);
+  unblockStopSignals();
   if (ignored.hangUp) {
     log.info("Started with SIGHUP ignored (nohup): a closed terminal leaves it running");
   }

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { SIGTERM } from "../ffi/constants.ts";
-import { readFileText, setParentDeathSignal, statPath } from "../ffi/posix.ts";
+import { SIGHUP, SIGINT, SIGKILL, SIGTERM } from "../ffi/constants.ts";
+import { readFileText, setParentDeathSignal, statPath, unblockSignals } from "../ffi/posix.ts";
 import { findHolders } from "../lib/holders.ts";
 import { normalizeShmName, openMemfdRegion, openShmRegion } from "../lib/open_region.ts";
 import { modeText, removeShmIfSame } from "../lib/owned_path.ts";
@@ -336,8 +336,11 @@ export function ignoredAtStart(): IgnoredAtStart {
  * An `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (its terminal closed: it stops as
  * cleanly as on the others, instead of dying with its work half done). SIGHUP and SIGINT it was
  * started with ignored stay ignored (see {@link ignoredAtStart}: `nohup`, a background job of a
- * script). With `parentPid` (the launcher's), the kernel also sends SIGTERM when that parent
- * dies, so a child never outlives its launcher; and SIGHUP and SIGINT are the launcher's to act
+ * script). Any of the three the process was started with blocked (a mask is inherited across
+ * exec) is unblocked once listened to: left blocked, it stayed pending for good. With `parentPid`
+ * (the launcher's), the kernel also kills the process (SIGKILL) when that parent dies, so a child
+ * never outlives its launcher, not even one stopped then (SIGSTOP: a SIGTERM would wait for a
+ * SIGCONT that a child in a session of its own never gets); and SIGHUP and SIGINT are the launcher's to act
  * on: it stops its children in order, or runs on when it ignores them. (A terminal sends them to
  * the launcher alone, which starts its children in a session of their own; one sent to a child
  * by hand is ignored for the same reason.)
@@ -347,7 +350,7 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   const ignored = ignoredAtStart();
   const controller = new AbortController();
   if (parentPid !== undefined) {
-    setParentDeathSignal(SIGTERM);
+    setParentDeathSignal(SIGKILL);
     // The parent may have died before prctl() ran: then we were already re-parented.
     if (Deno.ppid !== parentPid) {
       console.error(formatLogLine(
@@ -367,5 +370,20 @@ export function shutdownSignal(parentPid?: number): AbortSignal {
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", alone && !ignored.interrupt ? stop : ignore);
   Deno.addSignalListener("SIGHUP", alone && !ignored.hangUp ? stop : ignore);
+  // Only now: one already pending when unblocked finds its listener.
+  unblockStopSignals();
   return controller.signal;
+}
+
+/**
+ * Unblocks SIGHUP, SIGINT and SIGTERM in this thread (see `unblockSignals`), once they have
+ * listeners: a process started with them blocked (a parent's mask is inherited across exec)
+ * would never hear them. An error here is no reason not to run: it is left as it was.
+ */
+export function unblockStopSignals(): void {
+  try {
+    unblockSignals([SIGHUP, SIGINT, SIGTERM]);
+  } catch {
+    // sigprocmask fails only for a bad argument.
+  }
 }

@@ -181,6 +181,10 @@ export class Supervisor {
       ],
       clearEnv: true,
       env: this.#env,
+      // Not the launcher's working directory, which Deno looks up at every spawn: removed while
+      // the launcher runs (rmdir of where it was started), every restart failed. The script,
+      // the config and every path a child is given are absolute.
+      cwd: "/",
       // A session of its own (setsid): what a terminal sends its foreground group (Ctrl+C, a
       // hang-up) reaches the launcher alone, which stops its children in order. In the
       // launcher's group, a child still starting, before it listened for signals, died of it.

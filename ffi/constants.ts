@@ -151,7 +151,14 @@ export const IN_MASK_ADD = 0x20000000;
 export const DIRENT_NAME_OFFSET = 19;
 
 // <signal.h>, <sys/prctl.h>
+export const SIGHUP = 1;
+export const SIGINT = 2;
+export const SIGKILL = 9;
 export const SIGTERM = 15;
+/** sigprocmask(2)'s `how` that takes signals out of the mask. */
+export const SIG_UNBLOCK = 1;
+/** glibc's `sigset_t`: 1024 bits, signal n at bit n - 1. */
+export const SIGSET_BYTES = 128;
 /** A background process reading its terminal gets it, and stops (x86-64 and aarch64 alike). */
 export const SIGTTIN = 21;
 export const PR_SET_PDEATHSIG = 1;

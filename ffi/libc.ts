@@ -163,6 +163,8 @@ export const LIBC_SYMBOLS = {
   getpgrp: { parameters: [], result: "i32" },
   /** sighandler_t signal(int signum, sighandler_t handler); only with SIG_IGN here */
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  /** int sigprocmask(int how, const sigset_t *set, sigset_t *oldset); the calling thread's mask */
+  sigprocmask: { parameters: ["i32", "buffer", "pointer"], result: "i32" },
   /** int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5); */
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
 

@@ -680,6 +680,18 @@ export function sendSignal(pid: number, signal: number): boolean {
   throw osError("signal", `pid ${pid}`, retried.errno);
 }
 
+/**
+ * Takes `signals` out of the calling thread's signal mask (sigprocmask(2)), where a parent may
+ * have left them blocked: a mask is inherited across fork and exec. Called on the main thread,
+ * the process can then receive them: the kernel gives a signal sent to the process to any
+ * thread that does not block it.
+ */
+export function unblockSignals(signals: readonly number[]): void {
+  const set = new Uint8Array(C.SIGSET_BYTES);
+  for (const signal of signals) set[(signal - 1) >> 3] |= 1 << ((signal - 1) & 7);
+  attempt(() => libc().sigprocmask(C.SIG_UNBLOCK, set, null), "unblock", "signals");
+}
+
 /** Asks the kernel to send `signal` to this process when its parent dies (prctl(2)). */
 export function setParentDeathSignal(signal: number): void {
   attempt(

@@ -5,7 +5,15 @@
  * Real files, processes and signals; every wait is bounded as a guard against hangs.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { closeFd, makeFifo, openPath, readFileText, statPath, writeFd } from "../ffi/posix.ts";
+import {
+  closeFd,
+  makeFifo,
+  openPath,
+  processState,
+  readFileText,
+  statPath,
+  writeFd,
+} from "../ffi/posix.ts";
 import * as C from "../ffi/constants.ts";
 import { openShmRegion, removeShm } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
@@ -1441,6 +1449,108 @@ testWith(
         assertEquals(await pressAndSee(launcher, fifo), 1);
       } finally {
         await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+// --- the launcher's lifetime: signals and directories it is started with, or meets ------------
+
+testWith(
+  NEEDS.system,
+  "a child stopped (SIGSTOP) when the launcher is killed (SIGKILL) dies with it, and the next launcher on its paths starts",
+  async () => {
+    await withTempDir(async (dir) => {
+      const args = ["--state", `${dir}/s.dat`, "--fifo", `${dir}/button.fifo`];
+      await using crashed = startLauncher(dir, args);
+      const old = await running(crashed);
+      try {
+        // A debugger, or a user's kill -STOP, holds the button when the launcher dies. Its
+        // parent-death SIGTERM then waited for a SIGCONT that never came (a session of its own),
+        // and the next launcher was refused: "a button of this system reads it".
+        Deno.kill(old.button, "SIGSTOP");
+        await until(() => processState(old.button)?.state === "T", "the button stopped");
+        crashed.kill("SIGKILL");
+        await crashed.status();
+        await until(
+          () => processGone(old.led) && processGone(old.button),
+          "the dead launcher's children gone",
+        );
+        await using next = startLauncher(dir, args);
+        const pids = await running(next);
+        try {
+          await next.waitFor(/Button ready/, { timeoutMs: GUARD_MS });
+          await stopCleanly(next, [pids.led, pids.button]);
+        } finally {
+          await stopAll(next, [pids.led, pids.button]);
+        }
+      } finally {
+        await stopAll(crashed, [old.led, old.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  NEEDS.system,
+  "a launcher whose working directory is removed while it runs still restarts a child that dies, on the paths it was given relative to it",
+  async () => {
+    await withTempDir(async (dir) => {
+      const cwd = `${dir}/work`;
+      Deno.mkdirSync(cwd);
+      // Relative to the launcher's working directory (run with deno run, no task directory).
+      await using launcher = startLauncher(cwd, ["--fifo", "../button.fifo"]);
+      const pids = await running(launcher);
+      try {
+        Deno.removeSync(cwd);
+        const since = launcher.lines.length;
+        Deno.kill(pids.button, "SIGKILL");
+        // Before: "failed resolving cwd" at each start, and a crash loop that stopped it all.
+        const restarted = await launcher.waitFor(/Started button \(pid (\d+)\)/, { since });
+        pids.button = Number(restarted.match[1]);
+        await launcher.waitFor(/Button ready/, { since });
+        const pressed = launcher.lines.length;
+        await writeAndLeave(`${dir}/button.fifo`, "0\n");
+        await ledShows(launcher, "On", pressed);
+        await stopCleanly(launcher, [pids.led, pids.button]);
+        assertEquals(identity(`${dir}/button.fifo`), undefined, "the FIFO was left behind");
+      } finally {
+        await stopAll(launcher, [pids.led, pids.button]);
+      }
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "a launcher started with SIGHUP, SIGINT and SIGTERM blocked (an inherited signal mask) still stops on SIGTERM, and its children die with it when it is killed",
+  async () => {
+    await withTempDir(async (dir) => {
+      const blocked = await buildC(dir, "blocked_exec");
+      for (const end of ["SIGTERM", "SIGKILL"] as const) {
+        const fifo = `${dir}/button-${end}.fifo`;
+        await using launcher = spawnProgram(blocked, launcherCommand(["--fifo", fifo]), {
+          cwd: dir,
+        });
+        const pids = await running(launcher);
+        try {
+          if (end === "SIGTERM") {
+            // Before: the SIGTERM stayed pending, and the launcher ran on.
+            await stopCleanly(launcher, []);
+            assertEquals(identity(fifo), undefined, "the FIFO was left behind");
+          } else {
+            launcher.kill("SIGKILL");
+            await launcher.status();
+          }
+          // Before: with the mask inherited, the kernel's parent-death SIGTERM stayed pending in
+          // each child, which ran on with parent 1.
+          await until(
+            () => processGone(pids.led) && processGone(pids.button),
+            `the children gone after ${end}`,
+          );
+        } finally {
+          await stopAll(launcher, [pids.led, pids.button]);
+        }
       }
     });
   },
