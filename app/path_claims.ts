@@ -73,6 +73,12 @@ export class PathClaim {
   /** What holds it: see {@link ClaimOptions.role}. */
   readonly #role: string;
   readonly #leftover: Leftover | undefined;
+  /**
+   * The record of the launcher that died, as it was: put back at release if this claim never
+   * recorded a file of its own (refused, or failed, before it adopted the leftover), so that the
+   * next launcher still takes the leftover over instead of keeping it as the user's.
+   */
+  readonly #leftoverRecord: string | undefined;
   #key: string;
   #file: string;
   #fd: number;
@@ -101,6 +107,7 @@ export class PathClaim {
     where: { key: string; file: string; role: string },
     fd: number,
     leftover?: Leftover,
+    leftoverRecord?: string,
   ) {
     this.kind = kind;
     this.path = path;
@@ -109,6 +116,7 @@ export class PathClaim {
     this.#file = where.file;
     this.#fd = fd;
     this.#leftover = leftover;
+    this.#leftoverRecord = leftover === undefined ? undefined : leftoverRecord;
     this.#directoryFd = lockDirectory(parentOf(where.file));
   }
 
@@ -152,7 +160,9 @@ export class PathClaim {
       path: this.path,
       absolute: absolutePath(this.kind, this.path),
       key: this.#key,
-      identity: this.#identity,
+      // Until this launcher records its own: the dead one's leftover, so that one killed now
+      // leaves it to the next launcher all the same.
+      identity: this.#identity ?? this.#leftover?.identity,
     };
     const bytes = encoder.encode(`${JSON.stringify(record)}\n`);
     posix.truncateFd(this.#fd, 0, this.#file);
@@ -309,7 +319,12 @@ export class PathClaim {
       const fd = this.#fd;
       // Removed while still locked, so no other launcher can lock this record in between.
       attempt(() => {
-        if (posix.statPath(this.#file)?.identity === posix.statFd(fd, this.#file).identity) {
+        if (posix.statPath(this.#file)?.identity !== posix.statFd(fd, this.#file).identity) return;
+        const previous = this.#leftoverRecord;
+        if (previous !== undefined && this.#identity === undefined) {
+          posix.truncateFd(fd, 0, this.#file);
+          posix.writeAt(fd, encoder.encode(previous), 0, this.#file);
+        } else {
           posix.unlinkPath(this.#file, "remove claim");
         }
       });
@@ -495,7 +510,7 @@ function claim(file: string, claiming: Claiming, action = "launch"): PathClaim {
     } catch {
       // Empty or unreadable: no launcher died holding this path.
     }
-    const held = new PathClaim(kind, path, { key, file, role }, fd, leftover);
+    const held = new PathClaim(kind, path, { key, file, role }, fd, leftover, text);
     try {
       held.record(undefined);
     } catch (error) {

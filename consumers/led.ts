@@ -168,9 +168,15 @@ async function main(flags: LedFlags): Promise<void> {
   }
   try {
     await runLed(led, cell, { signal });
-  } finally {
-    led.close();
+  } catch (error) {
+    try {
+      led.close();
+    } catch {
+      // Its line gone too (ENODEV): the error that ended the run is the one to tell.
+    }
+    throw error;
   }
+  led.close();
 }
 
 if (import.meta.main) {

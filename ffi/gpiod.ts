@@ -144,10 +144,16 @@ export const PI_HEADER_CHIPS: Readonly<Record<string, string>> = {
   "pinctrl-bcm2835": "Raspberry Pi 3 and older",
 };
 
-/** Opens every chip there is, in number order. The caller closes them. */
-export function openAllChips(): Chip[] {
+/**
+ * Opens every chip there is, in number order; the caller closes them. A chip this user may not
+ * open (EACCES, EPERM: a unit allowed only some devices, an expander with other permissions) is
+ * skipped, and its error, explained, returned as `denied` (the first one), for the caller to
+ * throw if what it looks for is not on the others: it may be on that chip.
+ */
+function openAllChips(): { chips: Chip[]; denied?: unknown } {
   const lib = gpiod();
   const chips: Chip[] = [];
+  let denied: unknown;
   for (let number = 0; number < MAX_CHIPS; number++) {
     const path = `/dev/gpiochip${number}`;
     try {
@@ -155,11 +161,37 @@ export function openAllChips(): Chip[] {
     } catch (error) {
       // Numbers can have gaps, and a node can outlive its device.
       if (hasErrno(error, Errno.ENOENT, ENXIO, ENODEV)) continue;
+      if (hasErrno(error, Errno.EACCES, Errno.EPERM)) {
+        denied ??= explainChipError(error, path);
+        continue;
+      }
       for (const chip of chips) chip.close();
       throw explainChipError(error, path);
     }
   }
-  return chips;
+  return { chips, denied };
+}
+
+/** The one device a chip spec names by number (`/dev/gpiochipN`, `gpiochipN`, `N`), if it does. */
+function chipDevice(chipSpec: string): string | undefined {
+  const number = /^(?:\/dev\/gpiochip|gpiochip)?(\d+)$/.exec(chipSpec)?.[1];
+  return number === undefined ? undefined : `/dev/gpiochip${Number(number)}`;
+}
+
+/**
+ * The chips to look for a line on: only the one named, when `chipSpec` names one device (so that
+ * another chip this user may not open is no reason to fail), else every chip there is.
+ */
+function openChipsFor(chipSpec: string): { chips: Chip[]; denied?: unknown } {
+  const device = chipDevice(chipSpec);
+  if (device === undefined) return openAllChips();
+  try {
+    return { chips: [gpiod().openChip(device)] };
+  } catch (error) {
+    // Not there: every chip is opened, so that the error lists those present.
+    if (hasErrno(error, Errno.ENOENT, ENXIO, ENODEV)) return openAllChips();
+    throw explainChipError(error, device);
+  }
 }
 
 /** Adds what to do to a permission error on a chip device. */
@@ -208,13 +240,15 @@ function describe(chip: Chip, offset: number, wanted: string | undefined, name: 
  * is thrown as it is, with its errno.
  */
 export function findLine(chipSpec: string, lineSpec: string): LineLocation {
-  const chips = openAllChips();
+  const { chips, denied } = openChipsFor(chipSpec);
   try {
     const found = locate(chips, chipSpec, lineSpec);
     for (const chip of chips) if (chip !== found.chip) chip.close();
     return found;
   } catch (error) {
     for (const chip of chips) chip.close();
+    // Not on the chips this user may open: it may be on one it may not.
+    if (denied !== undefined && error instanceof Deno.errors.NotFound) throw denied;
     throw error;
   }
 }

@@ -91,6 +91,6 @@ export interface Chip extends Disposable {
   requestInput(offset: number, settings: InputSettings): InputLine;
   /** Requests the line at `offset` as an output starting at `value`. */
   requestOutput(offset: number, consumer: string, value: number): OutputLine;
-  /** Closes the chip; safe to call twice. Lines requested from it stay requested. */
+  /** Closes the chip and releases the lines requested from it (one waiting, once its wait returns); safe to call twice. */
   close(): void;
 }

@@ -98,15 +98,22 @@ function lineInfoError(action: string, subject: string, errno: number): Error {
   return gpioError(action, subject, errno);
 }
 
-/** Fills a `struct gpiod_line_request_config`; the consumer string must outlive the call. */
+/**
+ * Fills a `struct gpiod_line_request_config`, with the consumer string (NUL-terminated) in the
+ * same buffer, after the struct: the buffer passed to the call keeps it alive through the call,
+ * where a string of its own, reached only by its address, could be collected before libgpiod
+ * copied it.
+ */
 function requestConfig(
   consumer: Uint8Array<ArrayBuffer>,
   type: number,
   flags: number,
 ): Uint8Array<ArrayBuffer> {
-  const config = new Uint8Array(REQUEST_CONFIG_BYTES);
+  const config = new Uint8Array(REQUEST_CONFIG_BYTES + consumer.length);
+  config.set(consumer, REQUEST_CONFIG_BYTES);
   const view = new DataView(config.buffer);
-  view.setBigUint64(0, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(consumer))), true);
+  const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(config));
+  view.setBigUint64(0, BigInt(base) + BigInt(REQUEST_CONFIG_BYTES), true);
   view.setInt32(8, type, true);
   view.setInt32(12, flags, true);
   return config;

@@ -245,15 +245,19 @@ class RequestV2 implements InputLine, OutputLine {
       "read edge events of",
       this.#subject,
     );
+    // All read out of the buffer before any is told: `edge` may close the request, which frees
+    // the buffer (and the events in it) at once.
+    const read: [rising: boolean, ms: number][] = [];
     for (let i = 0; i < count; i++) {
       const event = this.#lib.gpiod_edge_event_buffer_get_event(events, BigInt(i));
       if (event === null) continue;
       const ns = this.#lib.gpiod_edge_event_get_timestamp_ns(event);
-      edge(
+      read.push([
         this.#lib.gpiod_edge_event_get_event_type(event) === EDGE_EVENT_RISING,
         Number(ns) / 1e6,
-      );
+      ]);
     }
+    for (const [rising, ms] of read) edge(rising, ms);
     return count;
   }
 

@@ -86,12 +86,25 @@ export class GpioButton implements Button {
     };
     let settleTimer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
+    /** The settle's read failed (EIO from an expander on a glitching bus, say): thrown below. */
+    let failed: { error: unknown } | undefined;
+    const throwIfFailed = (): void => {
+      if (failed !== undefined) throw failed.error;
+    };
     const settle = (): void => {
       settleTimer = undefined;
       unsettled = false;
       // Closed while its caller held a press (the generator paused at a yield): nothing to read.
       if (this.#closed) return;
-      const value = this.#input.read();
+      let value: number;
+      try {
+        value = this.#input.read();
+      } catch (error) {
+        // Thrown in this timer, it would end the process past every cleanup: the loop throws it.
+        failed = { error };
+        wake?.();
+        return;
+      }
       if (value !== this.#stable) {
         // Its edge may still be queued: it then says nothing new, and is not counted twice.
         acceptedAt = seenAt;
@@ -103,12 +116,14 @@ export class GpioButton implements Button {
     let waiting: Promise<Readiness> | undefined;
     try {
       while (!this.#closed && !signal.aborted) {
+        throwIfFailed();
         waiting ??= this.#waiter.wait(this.#input.eventFd);
         const readiness = await Promise.race([
           waiting,
           new Promise<"settled">((resolve) => (wake = () => resolve("settled"))),
         ]);
         if (readiness === "cancelled" || this.#closed || signal.aborted) return;
+        throwIfFailed();
         if (readiness !== "settled") waiting = undefined;
         if (readiness === "readable" || readiness === "hangup") this.#input.readEvents(edge);
         if (readiness === "error") {

@@ -1555,3 +1555,44 @@ testWith(
     });
   },
 );
+
+testWith(
+  [...NEEDS.system, requires("sh"), requires("sleep")],
+  "a launcher refused after it claimed a dead launcher's paths (another program reads the FIFO) leaves the dead one's records: the launcher after it still adopts the leftovers and removes them at exit",
+  async () => {
+    await withTempDir(async (dir) => {
+      const state = `${dir}/s.dat`;
+      const fifo = `${dir}/button.fifo`;
+      const args = ["--state", state, "--fifo", fifo];
+      await using crashed = startLauncher(dir, args);
+      const old = await running(crashed);
+      try {
+        crashed.kill("SIGKILL");
+        await crashed.status();
+        await until(() => processGone(old.led) && processGone(old.button), "its children gone");
+        assert(identity(state) !== undefined && identity(fifo) !== undefined);
+        // A program reads the FIFO for a while: the next launcher is refused, rightly.
+        await using reader = spawnProgram("sh", ["-c", 'exec sleep 60 <> "$1"', "sh", fifo]);
+        await until(() => openFdsTo(reader.pid, fifo).length > 0, "the reader holding the FIFO");
+        await using refused = startLauncher(dir, args);
+        assertEquals((await refused.status()).code, 1, refused.transcript);
+        reader.kill("SIGKILL");
+        await reader.status();
+        // Before, the refused launcher had removed the dead one's records: every later launcher
+        // kept its FIFO and state file for good, as the user's.
+        await using next = startLauncher(dir, args);
+        const pids = await running(next);
+        try {
+          await next.waitFor(/Adopting the state file/, { timeoutMs: GUARD_MS });
+          await stopCleanly(next, [pids.led, pids.button]);
+        } finally {
+          await stopAll(next, [pids.led, pids.button]);
+        }
+        assertEquals(identity(state), undefined, `state file kept:\n${next.transcript}`);
+        assertEquals(identity(fifo), undefined, `FIFO kept:\n${next.transcript}`);
+      } finally {
+        await stopAll(crashed, [old.led, old.button]);
+      }
+    });
+  },
+);

@@ -30,3 +30,48 @@ testWith(
     });
   },
 );
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "a read that fails when the button settles a bounce (in a timer) is thrown out of presses(), not out of the timer, which ended the process past every cleanup",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_settle_fails.ts`, [dir], {
+        permissions: ["--allow-all"],
+        env: { MMAP_IPC_LIBGPIOD: library },
+      });
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      const lines = child.matching(/./);
+      assertEquals(lines[0], "press", child.transcript);
+      assertMatch(lines[1] ?? "", /^threw: Cannot read .*(I\/O error|EIO)/, child.transcript);
+      assertEquals(lines[2], "closed", child.transcript);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "a chip this user may not open does not keep a line from being found on another: --chip names one and only it is opened; auto skips it, and says its error when the line is on no other",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_find_line.ts`, [dir], {
+        permissions: ["--allow-all"],
+        env: { MMAP_IPC_LIBGPIOD: library },
+      });
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      const lines = child.matching(/./);
+      // Before, each failed on /dev/gpiochip1: "Cannot open GPIO chip ... permission denied".
+      assertMatch(lines[0] ?? "", /^gpiochip0 GPIO4: found GPIO4 \(/, child.transcript);
+      assertMatch(lines[1] ?? "", /^auto GPIO4: found GPIO4 \(/, child.transcript);
+      assertMatch(
+        lines[2] ?? "",
+        /^auto GPIO99: PermissionDenied .*\/dev\/gpiochip1/,
+        child.transcript,
+      );
+    });
+  },
+);

@@ -435,7 +435,8 @@ testWith(
       await using next = startLauncher(a, relative);
       const pids = await running(next);
       try {
-        await next.waitFor(/Adopting the state file "state.dat"/);
+        // Absolute: the launcher takes a relative path from its working directory as it starts.
+        await next.waitFor(new RegExp(`Adopting the state file "${a}/state.dat"`));
         next.kill("SIGTERM");
         assertEquals((await next.status()).code, 0, next.transcript);
         assertEquals(identity(`${a}/state.dat`), undefined, "the adopted state file stayed");
