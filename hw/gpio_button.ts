@@ -27,6 +27,12 @@ export class GpioButton implements Button {
   readonly #input: InputLine;
   readonly #debounceMs: number;
   readonly #waiter = new FdWaiter();
+  /**
+   * The poll of the line's events in flight, kept across calls of {@link GpioButton.presses}:
+   * one that ended (a `break`) while a settle's read had won the race leaves it running, and
+   * the FdWaiter takes one wait at a time, so the next call takes it up.
+   */
+  #polling: Promise<Readiness> | undefined;
   /** Where the line is, for messages. */
   readonly description: string;
   /**
@@ -112,19 +118,18 @@ export class GpioButton implements Button {
       }
       wake?.();
     };
-    // One poll at a time: when the settle timer wins a race, the poll stays in flight.
-    let waiting: Promise<Readiness> | undefined;
     try {
       while (!this.#closed && !signal.aborted) {
         throwIfFailed();
-        waiting ??= this.#waiter.wait(this.#input.eventFd);
+        // One poll at a time: when the settle timer wins a race, the poll stays in flight.
+        const polling = this.#polling ??= this.#waiter.wait(this.#input.eventFd);
         const readiness = await Promise.race([
-          waiting,
+          polling,
           new Promise<"settled">((resolve) => (wake = () => resolve("settled"))),
         ]);
         if (readiness === "cancelled" || this.#closed || signal.aborted) return;
         throwIfFailed();
-        if (readiness !== "settled") waiting = undefined;
+        if (readiness !== "settled") this.#polling = undefined;
         if (readiness === "readable" || readiness === "hangup") this.#input.readEvents(edge);
         if (readiness === "error") {
           throw new Deno.errors.BadResource(`Cannot wait on ${this.description}`);

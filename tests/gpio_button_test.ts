@@ -75,3 +75,21 @@ testWith(
     });
   },
 );
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "presses() can be iterated again after a loop broke off while its poll was in flight",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_again.ts`, [dir], {
+        permissions: ["--allow-all"],
+        env: { MMAP_IPC_LIBGPIOD: library },
+      });
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      // Before: "second threw: Another wait is already in flight on this FdWaiter".
+      assertEquals(child.matching(/./), ["first: press", "second: press"], child.transcript);
+    });
+  },
+);
