@@ -17,6 +17,8 @@ import {
   dynamicSecurityOrSkip,
   linesInto,
   listen,
+  type Listener,
+  startAedes,
   startBroker,
   testWithBroker,
 } from "./helpers/mqtt.ts";
@@ -368,64 +370,77 @@ testWithBroker(
   },
 );
 
+/** What {@link withBridgeUp} hands its test. */
+interface BridgeUp {
+  bridge: MqttBridge;
+  topics: Topics;
+  said: string[];
+  /** A client of the test's on the same broker. */
+  user: Listener;
+}
+
+/**
+ * Runs `test` with a bridge (state OFF) on a fresh mosquitto, connected and subscribed, whose
+ * commands go to `onCommand`; closes everything after.
+ */
+async function withBridgeUp(
+  clientId: string,
+  onCommand: (command: Command) => void,
+  test: (up: BridgeUp) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    await using broker = await startBroker(dir);
+    const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
+    const said: string[] = [];
+    const bridge = await bridgeOn(broker.url, topics, clientId, said, onCommand);
+    try {
+      bridge.setState(false);
+      bridge.start();
+      await until(() => said.some((line) => line.includes("Published availability")), "up");
+      await delay(300); // subscribed: a retained command then comes live
+      await using user = await listen(broker.url, []);
+      await test({ bridge, topics, said, user });
+    } finally {
+      await bridge.close();
+    }
+  });
+}
+
 testWithBroker(
   "a retained command cleared as the README says (mosquitto_pub -r -n) is no malformed payload to warn of",
   async () => {
-    await withTempDir(async (dir) => {
-      await using broker = await startBroker(dir);
-      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
-      const said: string[] = [];
-      const commands: string[] = [];
-      const bridge = await bridgeOn(
-        broker.url,
-        topics,
-        "mmap-ipc-clear",
-        said,
-        (command) => commands.push(command),
-      );
-      try {
-        bridge.setState(false);
-        bridge.start();
-        await until(() => said.some((line) => line.includes("Published availability")), "up");
-        await delay(300); // subscribed: a retained command then comes live
-        await using user = await listen(broker.url, []);
+    const commands: string[] = [];
+    await withBridgeUp(
+      "mmap-ipc-clear",
+      (c) => commands.push(c),
+      async ({ topics, said, user }) => {
         await user.publish(topics.set, "TOGGLE", { retain: true });
         await until(() => commands.length === 1, "the retained TOGGLE applied once");
         await user.publish(topics.set, "", { retain: true });
         await user.publish(topics.set, "ON");
         await until(() => commands.length === 2, "the ON after it");
         assertEquals(said.filter((line) => line.startsWith("WRN")), []);
-      } finally {
-        await bridge.close();
-      }
-    });
+      },
+    );
   },
 );
 
 testWithBroker(
   "a command its taker throws at is said as an error, not thrown into the MQTT library (which would end the process without its goodbye)",
   async () => {
-    await withTempDir(async (dir) => {
-      await using broker = await startBroker(dir);
-      const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
-      const said: string[] = [];
-      let taken = 0;
-      const bridge = await bridgeOn(broker.url, topics, "mmap-ipc-throwing", said, () => {
-        taken++;
-        throw new Deno.errors.BadResource("The command forwarder is closed");
-      });
-      const uncaught: unknown[] = [];
-      const onError = (event: ErrorEvent): void => {
-        uncaught.push(event.error);
-        event.preventDefault();
-      };
-      globalThis.addEventListener("error", onError);
-      try {
-        bridge.setState(false);
-        bridge.start();
-        await until(() => said.some((line) => line.includes("Published availability")), "up");
-        await delay(300); // subscribed: a retained command then comes live
-        await using user = await listen(broker.url, []);
+    let taken = 0;
+    const throwing = (): void => {
+      taken++;
+      throw new Deno.errors.BadResource("The command forwarder is closed");
+    };
+    const uncaught: unknown[] = [];
+    const onError = (event: ErrorEvent): void => {
+      uncaught.push(event.error);
+      event.preventDefault();
+    };
+    globalThis.addEventListener("error", onError);
+    try {
+      await withBridgeUp("mmap-ipc-throwing", throwing, async ({ bridge, topics, said, user }) => {
         await user.publish(topics.set, "ON");
         await user.publish(topics.set, "OFF");
         await until(() => saidAt(said, "ERR", "Cannot apply the command").length === 2, "said");
@@ -437,11 +452,10 @@ testWithBroker(
         await delay(100);
         assertEquals(uncaught, []);
         assert(bridge.connected, "the bridge stays up");
-      } finally {
-        globalThis.removeEventListener("error", onError);
-        await bridge.close();
-      }
-    });
+      });
+    } finally {
+      globalThis.removeEventListener("error", onError);
+    }
   },
 );
 
@@ -516,14 +530,8 @@ testWith(
   ["env", { name: "net", host: "127.0.0.1" }, "read"],
   "over MQTT 3.1.1 (aedes), a message retained by anyone, longer than the bridge takes, on a topic it subscribes to is left out, and the bridge stays connected",
   async () => {
-    // Loaded here: MQTT libraries read the environment as they load.
-    const { default: aedes } = await import("aedes");
-    const { createServer } = await import("node:net");
-    const broker = aedes.createBroker();
-    const server = createServer(broker.handle);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const { port } = server.address() as { port: number };
-    const url = `mqtt://127.0.0.1:${port}`;
+    await using broker = await startAedes();
+    const { url } = broker;
     const topics = topicsFor(`test/${crypto.randomUUID().slice(0, 8)}`);
     const said: string[] = [];
     const commands: Command[] = [];
@@ -548,8 +556,6 @@ testWith(
       await until(() => commands.length === 1, "the command");
     } finally {
       await bridge.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await new Promise<void>((resolve) => broker.close(() => resolve()));
     }
   },
 );

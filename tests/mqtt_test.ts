@@ -40,6 +40,7 @@ import {
   listen,
   type Listener,
   makeCertificates,
+  startAedes,
   startBroker,
   testWithBroker,
 } from "./helpers/mqtt.ts";
@@ -490,32 +491,21 @@ testWith(
   [...NEEDS.system, { name: "net", host: "127.0.0.1" }],
   "MQTT bridge to a real broker that speaks only MQTT 3.1.1 (aedes): refused in MQTT 5, it says so once, speaks 3.1.1, and state, presses and commands all flow",
   async () => {
-    // Loaded here: MQTT libraries read the environment as they load.
-    const { default: aedes } = await import("aedes");
-    const { createServer } = await import("node:net");
-    const broker = aedes.createBroker();
-    const server = createServer(broker.handle);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const { port } = server.address() as { port: number };
-    const url = `mqtt://127.0.0.1:${port}`;
-    try {
-      await withTempDir(async (dir) => {
-        await using system = await startSystem(dir, url);
-        const { launcher, topics } = system;
-        await launcher.waitFor(/refused it in MQTT 5: using 3\.1\.1/);
-        // A client of its own that speaks 3.1.1, as every client of this broker must.
-        await using listener = await listen(url, [topics.state, topics.action], {
-          protocolVersion: 4,
-        });
-        assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
-        await pressAndSetOff(system, listener);
-        assertEquals(launcher.matching(/in MQTT 5: using 3\.1\.1/).length, 1, "said once");
-        assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
+    await using broker = await startAedes();
+    const { url } = broker;
+    await withTempDir(async (dir) => {
+      await using system = await startSystem(dir, url);
+      const { launcher, topics } = system;
+      await launcher.waitFor(/refused it in MQTT 5: using 3\.1\.1/);
+      // A client of its own that speaks 3.1.1, as every client of this broker must.
+      await using listener = await listen(url, [topics.state, topics.action], {
+        protocolVersion: 4,
       });
-    } finally {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await new Promise<void>((resolve) => broker.close(() => resolve()));
-    }
+      assertEquals((await listener.waitFor(topics.state)).payload, "OFF");
+      await pressAndSetOff(system, listener);
+      assertEquals(launcher.matching(/in MQTT 5: using 3\.1\.1/).length, 1, "said once");
+      assertEquals(launcher.matching(/Started mqtt/).length, 1, "the bridge never crashed");
+    });
   },
 );
 

@@ -234,3 +234,27 @@ export async function denySubscriptions(
   await Deno.writeTextFile(file, JSON.stringify(config), { mode: 0o600 });
   return [`plugin ${plugin}`, `plugin_opt_config_file ${file}`];
 }
+
+/** A broker that speaks only MQTT 3.1.1 (aedes, in this process), on a free loopback port. */
+export interface Aedes extends AsyncDisposable {
+  /** `mqtt://127.0.0.1:PORT`. */
+  url: string;
+}
+
+/** Starts an aedes broker (see {@link Aedes}); disposing it closes its server and itself. */
+export async function startAedes(): Promise<Aedes> {
+  // Loaded here: MQTT libraries read the environment as they load.
+  const { default: aedes } = await import("aedes");
+  const { createServer } = await import("node:net");
+  const broker = aedes.createBroker();
+  const server = createServer(broker.handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    async [Symbol.asyncDispose]() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    },
+  };
+}
