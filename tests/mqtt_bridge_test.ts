@@ -23,7 +23,7 @@ import {
   testWithBroker,
 } from "./helpers/mqtt.ts";
 import {
-  CONNACK_5,
+  acceptClient,
   PacketReader,
   parsePublish,
   pubackFor,
@@ -59,12 +59,10 @@ testWith(
     try {
       bridge.setState(true);
       bridge.start();
-      conn = await within(server.accept(), 2 * GUARD_MS);
-      assert(conn !== undefined, "no connection from the bridge (hang guard)");
+      const accepted = await acceptClient(server);
+      conn = accepted.conn;
       const client = conn;
-      const packets = new PacketReader(client);
-      assertEquals((await packets.next())[0] >> 4, 1, "CONNECT");
-      await conn.write(CONNACK_5);
+      const { packets } = accepted;
       /** Answers packets until a PUBLISH on `topic` comes; acknowledges all others, returns it. */
       const until = async (topic: string): Promise<Published> => {
         for (;;) {
@@ -481,12 +479,10 @@ testWith(
     try {
       bridge.setState(true);
       bridge.start();
-      conn = await within(server.accept(), 2 * GUARD_MS);
-      assert(conn !== undefined, "no connection from the bridge (hang guard)");
+      const accepted = await acceptClient(server);
+      conn = accepted.conn;
       const client = conn;
-      const packets = new PacketReader(client);
-      assertEquals((await packets.next())[0] >> 4, 1, "CONNECT");
-      await client.write(CONNACK_5);
+      const { packets } = accepted;
       // Answers everything; the copies of the state are the test's to send.
       serving = (async () => {
         for (;;) {

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { assert } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
+import { GUARD_MS, within } from "./waiting.ts";
 
 /** One PUBLISH a client sent. */
 export interface Published {
@@ -115,3 +116,18 @@ export function pubackFor(id: number): Uint8Array {
 
 /** The MQTT 5 CONNACK that accepts a connection: no session present, no properties. */
 export const CONNACK_5: Uint8Array = new Uint8Array([0x20, 0x03, 0x00, 0x00, 0x00]);
+
+/**
+ * Accepts the next connection on `server` (within the hang guard), reads its CONNECT and accepts
+ * it (MQTT 5); the connection, and a reader of the packets after the CONNECT.
+ */
+export async function acceptClient(
+  server: Deno.TcpListener,
+): Promise<{ conn: Deno.TcpConn; packets: PacketReader }> {
+  const conn = await within(server.accept(), 2 * GUARD_MS);
+  assert(conn !== undefined, "no connection from the client (hang guard)");
+  const packets = new PacketReader(conn);
+  assertEquals((await packets.next())[0] >> 4, 1, "CONNECT");
+  await conn.write(CONNACK_5);
+  return { conn, packets };
+}
