@@ -164,9 +164,17 @@ function wakeTargets(): TargetSpec[] {
       goal: { on: "ratio", op: "<=", bound: 1.5 },
       source: ISSUE_12,
     },
-    // The floor under the goal above: the C floor's writer sleeps as soon as it has woken its
-    // reader, the benchmark's writer (Deno) runs on; a C reader woken by that writer is what
-    // the reading side alone can reach.
+    // The floor under the goal above: the cell's synchronous wait makes this very call, and
+    // cannot come closer to the C floor than the call alone does.
+    {
+      id: "raw-sync-vs-c-floor",
+      title: "raw synchronous FFI futex wait p50 against the C futex floor",
+      figure: { id: "wake-asleep.raw-sync" },
+      baseline: { id: "wake-asleep.c-floor" },
+      source: ISSUE_12,
+    },
+    // The C floor's writer sleeps as soon as it has woken its reader, the benchmark's writer
+    // (Deno) runs on; a C reader woken by that writer is what the reading side alone can reach.
     {
       id: "c-reader-vs-c-floor",
       title: "C reader woken by the benchmark's writer p50 against the C futex floor",
@@ -186,6 +194,23 @@ function wakeTargets(): TargetSpec[] {
       title: "state cell `waitForChangeSync()` p50 against a C reader woken by the same writer",
       figure: { id: "wake-asleep.cell-sync" },
       baseline: { id: "wake-asleep.c-reader" },
+      source: ISSUE_12,
+    },
+    // The same two, the C reader in the synchronous group, woken in turn with both waits.
+    {
+      id: "raw-sync-vs-c-reader-paired",
+      title:
+        "raw synchronous FFI futex wait p50 against a C reader woken by the same writer, woken in turn",
+      figure: { id: "wake-paired.raw-sync" },
+      baseline: { id: "wake-paired.c-reader" },
+      source: ISSUE_12,
+    },
+    {
+      id: "cell-sync-vs-c-reader-paired",
+      title:
+        "state cell `waitForChangeSync()` p50 against a C reader woken by the same writer, woken in turn",
+      figure: { id: "wake-paired.cell-sync" },
+      baseline: { id: "wake-paired.c-reader" },
       source: ISSUE_12,
     },
     // As the synchronous wait: measured in its group, all woken in turn, and run apart (the row

@@ -168,6 +168,14 @@ async function report(reader: Child, warmUp: number): Promise<WakeReport> {
   return { ...report, latenciesNs: report.latenciesNs.slice(warmUp) };
 }
 
+/** The C reader's report: one latency in ns per line, `changes` of them, once it has taken all. */
+async function cReport(reader: Child, changes: number): Promise<WakeReport> {
+  const latenciesNs: number[] = [];
+  for (let i = 0; i < changes; i++) latenciesNs.push(Number((await reader.nextLine()).text));
+  await reader.succeeded();
+  return { latenciesNs };
+}
+
 /** The gap before change `i` (from 1): back to back while warming up, then the regime's. */
 function gapOf(regime: Regime, i: number): "asleep" | "busy" {
   if (regime !== "warm") return regime;
@@ -224,9 +232,7 @@ async function measure(
     await using reader = spawnProgram(binary, [control.path, String(changes)]);
     await reader.nextLine();
     await writeChanges(reader, { control, changes, regime });
-    const latenciesNs: number[] = [];
-    for (let i = 0; i < changes; i++) latenciesNs.push(Number((await reader.nextLine()).text));
-    await reader.succeeded();
+    const { latenciesNs } = await cReport(reader, changes);
     return { latenciesNs: latenciesNs.slice(warmUp) };
   }
   // A Worker's module is read from disk: that reader needs read access to the project.
@@ -242,11 +248,13 @@ async function measure(
 
 /**
  * The waits measured as a group, alive at once and woken in turn (see {@link measureGroup}):
- * each state cell wait with the raw wait of its kind, and the asynchronous one also with the
- * steps between them (the hub's call, then the hub), so that each step is judged on one host.
+ * each state cell wait with the raw wait of its kind, the synchronous one also with the C reader
+ * (the floor under both: what the reading side reaches with no Deno in it), and the asynchronous
+ * one also with the steps between them (the hub's call, then the hub), so that each step is
+ * judged on one host.
  */
 const GROUPS = [
-  { id: "sync", readers: ["raw-sync", "cell-sync"] },
+  { id: "sync", readers: ["c-reader", "raw-sync", "cell-sync"] },
   { id: "async", readers: ["raw-async", "raw-waitv", "hub-async", "cell-async"] },
 ] as const;
 
@@ -270,7 +278,10 @@ interface Member {
  * One run of a group: its readers alive at once, each woken 1-2 ms after it took its last
  * change, in a random order within each turn. Returns each reader's report, by id.
  */
-async function measureGroup(group: Group, samples: number): Promise<Map<string, WakeReport>> {
+async function measureGroup(
+  work: WorkDir,
+  { group, samples }: { group: Group; samples: number },
+): Promise<Map<string, WakeReport>> {
   await using stack = new AsyncDisposableStack();
   const script = `${PEERS}wake_reader.ts`;
   const members: Member[] = [];
@@ -290,7 +301,11 @@ async function measureGroup(group: Group, samples: number): Promise<Map<string, 
         sequence.wake();
       };
     }
-    const reader = stack.use(spawnDeno(script, args));
+    const reader = stack.use(
+      id === "c-reader"
+        ? spawnProgram(await work.compile("bench/c/futex_reader.c"), args.slice(1))
+        : spawnDeno(script, args),
+    );
     members.push({ id, reader, control, stamps: new BigInt64Array(control.buffer), write });
   }
   for (const { reader } of members) await reader.nextLine();
@@ -304,7 +319,9 @@ async function measureGroup(group: Group, samples: number): Promise<Map<string, 
     }
   }
   const reports = new Map<string, WakeReport>();
-  for (const { id, reader } of members) reports.set(id, await report(reader, 0));
+  for (const { id, reader } of members) {
+    reports.set(id, id === "c-reader" ? await cReport(reader, samples) : await report(reader, 0));
+  }
   return reports;
 }
 
@@ -411,7 +428,7 @@ export const wakeLatency: BenchCase = {
       GROUPS.map((group) => ({
         id: group.id,
         label: `wake-up, the ${group.id} waits woken in turn`,
-        measure: () => measureGroup(group, samplesFor("asleep", config.quick)),
+        measure: () => measureGroup(work, { group, samples: samplesFor("asleep", config.quick) }),
       })),
     );
     const section: SectionId = "wake-paired";
