@@ -38,6 +38,20 @@ export interface InputSettings {
 /** Takes one edge event: see {@link InputLine.readEvents}. */
 export type EdgeSink = (active: boolean, timestampMs: number) => void;
 
+/**
+ * Told that the kernel's queue of the line's edge events overflowed: see
+ * {@link InputLine.readEvents}. `dropped` is how many events it dropped there, or undefined when
+ * that cannot be known (libgpiod 1.6, where some may have been).
+ */
+export type LossSink = (dropped: number | undefined) => void;
+
+/**
+ * How many edge events the kernel queues per line request (its default, which this project
+ * keeps). Once full, the v1 interface (libgpiod 1.6) drops each newer event, the v2 interface
+ * (libgpiod 2.x) the oldest queued one.
+ */
+export const KERNEL_EVENT_QUEUE = 16;
+
 /** A requested input line with edge events (both edges). */
 export interface InputLine extends Disposable {
   /** The logical value now. */
@@ -49,8 +63,17 @@ export interface InputLine extends Disposable {
    * order: whether the line turned active (a rising edge of the logical value) and when, in ms
    * of the kernel's clock for the line's events (only differences between them mean anything).
    * Returns how many.
+   *
+   * The kernel queues {@link KERNEL_EVENT_QUEUE} events per request and drops events once the
+   * queue is full (a reader stalled through many edges), and `lost` is told where in the
+   * sequence they went. With libgpiod 2.x the kernel dropped the oldest, told for sure by a gap
+   * in the events' sequence numbers: `lost` gets how many, before the first event after them
+   * (which then follows an unknown state). With libgpiod 1.6 it dropped the newest, and the
+   * events have no sequence numbers: a read that took a full queue may have lost later events
+   * (the events read may then not end where the line is), and `lost` gets undefined after
+   * them, also when exactly that many were queued and none was lost.
    */
-  readEvents(edge: EdgeSink): number;
+  readEvents(edge: EdgeSink, lost?: LossSink): number;
   /**
    * Waits for edge events with libgpiod's own wait function on a worker thread (the event
    * loop stays free); true when events are queued, false on timeout.

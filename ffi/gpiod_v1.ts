@@ -13,8 +13,10 @@ import {
   type EdgeSink,
   type InputLine,
   type InputSettings,
+  KERNEL_EVENT_QUEUE,
   LIBGPIOD_ENV,
   type LineInfo,
+  type LossSink,
   type OutputLine,
 } from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
@@ -57,8 +59,8 @@ export const GPIOD_V1_SYMBOLS = {
   gpiod_line_event_get_fd: { parameters: ["pointer"], result: "i32" },
   /** int gpiod_line_event_wait(struct gpiod_line *line, const struct timespec *timeout); on a worker thread */
   gpiod_line_event_wait: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
-  /** int gpiod_line_event_read(struct gpiod_line *line, struct gpiod_line_event *event); */
-  gpiod_line_event_read: { parameters: ["pointer", "buffer"], result: "i32" },
+  /** int gpiod_line_event_read_multiple(struct gpiod_line *line, struct gpiod_line_event *events, unsigned int num_events); */
+  gpiod_line_event_read_multiple: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type V1 = Deno.DynamicLibrary<typeof GPIOD_V1_SYMBOLS>["symbols"];
@@ -124,8 +126,9 @@ class LineV1 implements InputLine, OutputLine {
   readonly #lib: V1;
   readonly #subject: string;
   #line: Deno.PointerObject | undefined;
-  readonly #event = new Uint8Array(LINE_EVENT_BYTES);
-  readonly #eventView = new DataView(this.#event.buffer);
+  /** Room for a whole kernel queue of events: one read takes all that is queued. */
+  readonly #events = new Uint8Array(LINE_EVENT_BYTES * KERNEL_EVENT_QUEUE);
+  readonly #eventView = new DataView(this.#events.buffer);
   /** Runs once the line is released (its chip may then close). */
   readonly #onReleased: () => void;
   /** Waits running on worker threads, which the release waits for. */
@@ -165,18 +168,26 @@ class LineV1 implements InputLine, OutputLine {
     attempt(() => this.#lib.gpiod_line_set_value(line, value ? 1 : 0), "set", this.#subject);
   }
 
-  readEvents(edge: EdgeSink): number {
+  readEvents(edge: EdgeSink, lost?: LossSink): number {
     // Not made again on failure: the read blocks until an event comes, if none is left.
-    check(
-      this.#lib.gpiod_line_event_read(this.#open(), this.#event),
-      "read an edge event of",
+    const count = check(
+      this.#lib.gpiod_line_event_read_multiple(this.#open(), this.#events, KERNEL_EVENT_QUEUE),
+      "read edge events of",
       this.#subject,
     );
-    // struct gpiod_line_event { struct timespec ts; int event_type; }
     const view = this.#eventView;
-    const ms = Number(view.getBigInt64(0, true)) * 1000 + Number(view.getBigInt64(8, true)) / 1e6;
-    edge(view.getInt32(16, true) === LINE_EVENT_RISING_EDGE, ms);
-    return 1;
+    for (let i = 0; i < count; i++) {
+      // struct gpiod_line_event { struct timespec ts; int event_type; }, read in 32-bit words
+      // (no BigInt on this path); tv_nsec is below 1e9, all in its low word.
+      const at = i * LINE_EVENT_BYTES;
+      const seconds = view.getUint32(at, true) + view.getInt32(at + 4, true) * 2 ** 32;
+      const ms = seconds * 1000 + view.getUint32(at + 8, true) / 1e6;
+      edge(view.getInt32(at + 16, true) === LINE_EVENT_RISING_EDGE, ms);
+    }
+    // The v1 interface drops the newest events once its queue is full, leaving no trace: a read
+    // that took a full queue may have missed later edges (the last release, say).
+    if (count >= KERNEL_EVENT_QUEUE) lost?.(undefined);
+    return count;
   }
 
   async waitEvents(timeoutMs: number): Promise<boolean> {

@@ -6,14 +6,16 @@
 
 import { attempt, check, Errno, lastErrno, osError, pointerOrErrno, retryFailed } from "./errno.ts";
 import { gpioError, lineSubject } from "./gpiod_errors.ts";
-import type {
-  Bias,
-  Chip,
-  EdgeSink,
-  InputLine,
-  InputSettings,
-  LineInfo,
-  OutputLine,
+import {
+  type Bias,
+  type Chip,
+  type EdgeSink,
+  type InputLine,
+  type InputSettings,
+  KERNEL_EVENT_QUEUE,
+  type LineInfo,
+  type LossSink,
+  type OutputLine,
 } from "./gpiod_types.ts";
 import { cString, fromCString as text } from "./posix.ts";
 
@@ -112,6 +114,8 @@ export const GPIOD_V2_SYMBOLS = {
   gpiod_edge_event_get_event_type: { parameters: ["pointer"], result: "i32" },
   /** uint64_t gpiod_edge_event_get_timestamp_ns(struct gpiod_edge_event *event); */
   gpiod_edge_event_get_timestamp_ns: { parameters: ["pointer"], result: "u64" },
+  /** unsigned long gpiod_edge_event_get_line_seqno(struct gpiod_edge_event *event); */
+  gpiod_edge_event_get_line_seqno: { parameters: ["pointer"], result: "usize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type V2 = Deno.DynamicLibrary<typeof GPIOD_V2_SYMBOLS>["symbols"];
@@ -121,7 +125,8 @@ const DIRECTION_INPUT = 2;
 const DIRECTION_OUTPUT = 3;
 const EDGE_BOTH = 4;
 const BIAS: Record<Bias, number> = { "as-is": 1, disabled: 3, "pull-up": 4, "pull-down": 5 };
-const EVENT_BUFFER_CAPACITY = 16;
+/** A whole kernel queue: one read takes all that is queued. */
+const EVENT_BUFFER_CAPACITY = KERNEL_EVENT_QUEUE;
 /** GPIOD_EDGE_EVENT_RISING_EDGE: the logical value turned 1. */
 const EDGE_EVENT_RISING = 1;
 
@@ -169,6 +174,13 @@ class RequestV2 implements InputLine, OutputLine {
   readonly #subject: string;
   #request: Deno.PointerObject | undefined;
   #events: Deno.PointerObject | undefined;
+  /** The events read, copied out of libgpiod's buffer before any is told. */
+  readonly #rising = new Uint8Array(EVENT_BUFFER_CAPACITY);
+  readonly #times = new Float64Array(EVENT_BUFFER_CAPACITY);
+  /** How many events the kernel dropped just before each one read. */
+  readonly #dropped = new Uint32Array(EVENT_BUFFER_CAPACITY);
+  /** The line sequence number of the last event read: the kernel numbers them from 1. */
+  #lastSeqno = 0;
   /** Waits running on worker threads, which the release waits for. */
   #waiting = 0;
   #closed = false;
@@ -232,7 +244,7 @@ class RequestV2 implements InputLine, OutputLine {
     );
   }
 
-  readEvents(edge: EdgeSink): number {
+  readEvents(edge: EdgeSink, lost?: LossSink): number {
     const events = this.#events;
     if (events === undefined) throw new TypeError(`${this.#subject} has no edge detection`);
     // Not made again on failure: the read blocks until an event comes, if none is left.
@@ -247,17 +259,24 @@ class RequestV2 implements InputLine, OutputLine {
     );
     // All read out of the buffer before any is told: `edge` may close the request, which frees
     // the buffer (and the events in it) at once.
-    const read: [rising: boolean, ms: number][] = [];
+    const rising = this.#rising;
+    const times = this.#times;
+    const dropped = this.#dropped;
+    let read = 0;
     for (let i = 0; i < count; i++) {
       const event = this.#lib.gpiod_edge_event_buffer_get_event(events, BigInt(i));
       if (event === null) continue;
-      const ns = this.#lib.gpiod_edge_event_get_timestamp_ns(event);
-      read.push([
-        this.#lib.gpiod_edge_event_get_event_type(event) === EDGE_EVENT_RISING,
-        Number(ns) / 1e6,
-      ]);
+      // A full queue drops its oldest event (linereq_put_event), whose number is then missing.
+      const seqno = Number(this.#lib.gpiod_edge_event_get_line_seqno(event));
+      dropped[read] = seqno > this.#lastSeqno + 1 ? seqno - this.#lastSeqno - 1 : 0;
+      this.#lastSeqno = seqno;
+      rising[read] = this.#lib.gpiod_edge_event_get_event_type(event) === EDGE_EVENT_RISING ? 1 : 0;
+      times[read++] = Number(this.#lib.gpiod_edge_event_get_timestamp_ns(event)) / 1e6;
     }
-    for (const [rising, ms] of read) edge(rising, ms);
+    for (let i = 0; i < read; i++) {
+      if (dropped[i] > 0) lost?.(dropped[i]);
+      edge(rising[i] === 1, times[i]);
+    }
     return count;
   }
 

@@ -19,6 +19,14 @@ export interface GpioButtonOptions {
   debounceMs?: number;
   /** The consumer name others see on the line. */
   consumer?: string;
+  /**
+   * Called when the kernel dropped edge events of the line, its queue full while this process
+   * was busy or stopped (or the contact bounced hard): presses among them are lost, and the line is read once the debounce
+   * time has passed, so the next press counts. `dropped` is how many events (libgpiod 2.x), or
+   * undefined with libgpiod 1.6, which cannot tell (a read that took a full queue may have
+   * missed later events, or not).
+   */
+  onDropped?: (dropped: number | undefined) => void;
 }
 
 /** A button on a GPIO line; see {@link openGpioButton}. */
@@ -26,6 +34,7 @@ export class GpioButton implements Button {
   readonly #chip: Chip;
   readonly #input: InputLine;
   readonly #debounceMs: number;
+  readonly #onDropped: (dropped: number | undefined) => void;
   readonly #waiter = new FdWaiter();
   /**
    * The poll of the line's events in flight, kept across calls of {@link GpioButton.presses}:
@@ -46,10 +55,11 @@ export class GpioButton implements Button {
   constructor(
     chip: Chip,
     input: InputLine,
-    { description, debounceMs, stable }: {
+    { description, debounceMs, stable, onDropped }: {
       description: string;
       debounceMs: number;
       stable: number;
+      onDropped?: (dropped: number | undefined) => void;
     },
   ) {
     this.#chip = chip;
@@ -57,6 +67,7 @@ export class GpioButton implements Button {
     this.description = description;
     this.#debounceMs = debounceMs;
     this.#stable = stable;
+    this.#onDropped = onDropped ?? (() => {});
   }
 
   /**
@@ -65,6 +76,9 @@ export class GpioButton implements Button {
    * press and release that both happened while it was busy (or stopped) still count. An edge
    * less than the debounce time after the last one accepted is a bounce; once that time has
    * passed the line is read to settle where it ended, so nothing is missed and nothing bounces.
+   * The same read follows events the kernel dropped from its full queue (the newest of them with
+   * libgpiod 1.6, such as the last release): the button then goes on from where the line is.
+   * With libgpiod 2.x, which drops the oldest, the first edge after them counts as a change.
    */
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
     const cancel = (): void => this.#waiter.cancel();
@@ -74,21 +88,36 @@ export class GpioButton implements Button {
     /** When the last edge accepted, and the last edge seen, happened: the kernel's clock. */
     let acceptedAt = -Infinity;
     let seenAt = -Infinity;
-    /** An edge was not taken as it came (a bounce, or one that said nothing new): settle. */
+    /**
+     * An edge was not taken as it came (a bounce, or one that said nothing new), or the kernel
+     * dropped some: settle.
+     */
     let unsettled = false;
     const accept = (value: number): void => {
       this.#stable = value;
       if (value === 1) pending++;
     };
+    /** The kernel dropped the events just before the next one: what came before it is unknown. */
+    let afterGap = false;
     const edge = (active: boolean, at: number): void => {
       seenAt = at;
       const value = active ? 1 : 0;
-      if (at - acceptedAt < debounceMs || value === this.#stable) {
+      // After a gap an edge is a change even to the stable value: its own direction says where
+      // the line came from (the release before a press was among the events dropped, say).
+      const same = value === this.#stable && !afterGap;
+      afterGap = false;
+      if (at - acceptedAt < debounceMs || same) {
         unsettled = true;
         return;
       }
       acceptedAt = at;
       accept(value);
+    };
+    const lost = (dropped: number | undefined): void => {
+      // libgpiod 2.x tells a gap before an event; 1.6 only that later events may be gone.
+      if (dropped !== undefined) afterGap = true;
+      unsettled = true;
+      this.#onDropped(dropped);
     };
     let settleTimer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
@@ -130,7 +159,7 @@ export class GpioButton implements Button {
         if (readiness === "cancelled" || this.#closed || signal.aborted) return;
         throwIfFailed();
         if (readiness !== "settled") this.#polling = undefined;
-        if (readiness === "readable" || readiness === "hangup") this.#input.readEvents(edge);
+        if (readiness === "readable" || readiness === "hangup") this.#input.readEvents(edge, lost);
         if (readiness === "error") {
           throw new Deno.errors.BadResource(`Cannot wait on ${this.description}`);
         }
@@ -189,7 +218,12 @@ export function openGpioButton(options: GpioButtonOptions = {}): GpioButton {
     throw explained;
   }
   try {
-    return new GpioButton(chip, input, { description, debounceMs, stable: input.read() });
+    return new GpioButton(chip, input, {
+      description,
+      debounceMs,
+      stable: input.read(),
+      onDropped: options.onDropped,
+    });
   } catch (error) {
     input.close();
     chip.close();

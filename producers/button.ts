@@ -243,6 +243,21 @@ export function describeTakenFifo(taken: TakenFifo): string {
   return `${why}. This button leaves it alone and ${then}`;
 }
 
+/**
+ * The warning of a GPIO button whose line's edge events the kernel dropped (see
+ * `GpioButtonOptions.onDropped`): `dropped` is how many, when libgpiod can tell.
+ */
+export function describeDroppedEdges(line: string, dropped: number | undefined): string {
+  const what = dropped === undefined
+    ? `The kernel's queue of edge events of ${line} was full when read (it holds 16 and, with ` +
+      "libgpiod 1.6, drops newer ones), so some may have been dropped"
+    : `The kernel dropped ${dropped} edge event${dropped === 1 ? "" : "s"} of ${line} (its ` +
+      "queue holds 16)";
+  return `${what}: edges came faster than this process read them (it was busy or stopped, or ` +
+    "the contact bounces hard), so presses made then may be lost; the line is read again, so " +
+    "the next press counts";
+}
+
 /** Describes input that was not a press, for a warning. */
 export function describeIgnored(ignored: IgnoredInput): string {
   switch (ignored.reason) {
@@ -273,10 +288,18 @@ async function openInput(
   if (flags.pi) {
     // Loaded only here: the PC build never pays for the GPIO modules.
     const { openGpioButton } = await import("../hw/gpio_button.ts");
+    let toldDropped = false;
     const gpio = openGpioButton({
       chip: flags.chip,
       line: flags.line,
       debounceMs: flags.debounceMs,
+      // Warned once: a process stopped now and then would say it again at every stop.
+      onDropped: (dropped) => {
+        const said = describeDroppedEdges(gpio.description, dropped);
+        if (toldDropped) log.debug(said);
+        else log.warn(said);
+        toldDropped = true;
+      },
     });
     return { button: gpio, ready: `Button ready on ${gpio.description}` };
   }

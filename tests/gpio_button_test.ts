@@ -1,13 +1,15 @@
 /**
- * The GPIO button's own failure paths, on the small fake libgpiod 1.6 (a host has no GPIO; the
- * button's behaviour on a real kernel simulator is in gpio_test.ts, run by `deno task test:gpio`).
+ * The GPIO button's own failure paths and a full kernel queue of edge events, on the small fake
+ * libgpiod 1.6 (a host has no GPIO; the button's behaviour on a real kernel simulator is in
+ * gpio_test.ts, run by `deno task test:gpio`).
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { TESTS_DIR } from "./helpers/paths.ts";
+import { ROOT, TESTS_DIR } from "./helpers/paths.ts";
 import { NEEDS, requires, testWith } from "./helpers/permissions.ts";
 import { buildFakeGpiod, spawnDeno } from "./helpers/spawn.ts";
 import { withTempDir } from "./helpers/temp.ts";
+import { until } from "./helpers/waiting.ts";
 
 testWith(
   [...NEEDS.system, requires("gcc")],
@@ -90,6 +92,55 @@ testWith(
       assert(status.success, child.transcript);
       // Before: "second threw: Another wait is already in flight on this FdWaiter".
       assertEquals(child.matching(/./), ["first: press", "second: press"], child.transcript);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "a press after the kernel's full queue of edge events dropped the last release counts: libgpiod 1.6 drops the newest events, so the line is read again once a read took a full queue",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_dropped.ts`, [dir], {
+        permissions: ["--allow-all"],
+        env: { MMAP_IPC_LIBGPIOD: library },
+      });
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      // Before: "presses 9": the queue ended on a press, the button stayed pressed, and the
+      // next press's edge said nothing new.
+      assertEquals(child.matching(/^presses /), ["presses 10"], child.transcript);
+      assertEquals(child.matching(/^dropped /), ["dropped unknown"], child.transcript);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "the button process warns once, naming the line, that the kernel's full queue of edge events may have dropped some and the line is read again (later times at debug level)",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using button = spawnDeno(
+        `${ROOT}producers/button.ts`,
+        ["--state", `${dir}/state`, "--pi", "--chip", "gpiochip0", "--log-level", "debug"],
+        { permissions: ["--allow-all"], env: { MMAP_IPC_LIBGPIOD: library } },
+      );
+      await button.waitFor(/Button ready on GPIO4/);
+      using events = Deno.openSync(`${dir}/line4.events`, { write: true });
+      const dropped = /queue of edge events of GPIO4 \(line 4 of \/dev\/gpiochip0.*was full/;
+      for (let burst = 1; burst <= 2; burst++) {
+        // More edges than the queue holds, ending released (the level the fake reads).
+        events.writeSync(new TextEncoder().encode("fr".repeat(10)));
+        await until(() => button.matching(dropped).length === burst, "the warning", {
+          timeoutMs: 10_000,
+        });
+      }
+      const [first, second] = button.matching(dropped);
+      assertMatch(first, /WRN|warn/i, button.transcript);
+      assertMatch(second, /DBG|debug/i, button.transcript);
+      assertMatch(first, /the line is read again/);
     });
   },
 );

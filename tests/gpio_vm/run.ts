@@ -114,6 +114,7 @@ const GUEST_PROGRAMS = [
   "producers/button.ts",
   "consumers/led.ts",
   "tests/gpio_vm/hold_line.ts",
+  "tests/gpio_vm/count_presses.ts",
 ];
 
 const ROOT = new URL("../../", import.meta.url).pathname;
