@@ -21,10 +21,10 @@ export interface GpioButtonOptions {
   consumer?: string;
   /**
    * Called when the kernel dropped edge events of the line, its queue full while this process
-   * was busy or stopped (or the contact bounced hard): presses among them are lost, and the line is read once the debounce
-   * time has passed, so the next press counts. `dropped` is how many events (libgpiod 2.x), or
-   * undefined with libgpiod 1.6, which cannot tell (a read that took a full queue may have
-   * missed later events, or not).
+   * was busy or stopped (or the contact bounced hard): presses among them are lost, and the line
+   * is read once the debounce time has passed, so the next press counts. `dropped` is how many
+   * events (libgpiod 2.x), or undefined with libgpiod 1.6, which cannot tell (a read that took a
+   * full queue may have missed later events, or not).
    */
   onDropped?: (dropped: number | undefined) => void;
 }
