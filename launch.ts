@@ -282,7 +282,17 @@ function fifoHolder(hold: FifoHold, path: string, log: Logger): (identity: strin
 function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): StateFile {
   const shm = claim.kind === "shared memory";
   const path = claim.path;
-  const mirror = shm ? openStateShm(path, { create: true }) : openStateFile(path, { create: true });
+  // A file made here is recorded before it has its name: a launcher killed at any instant
+  // leaves nothing at the path, or a file its record names, which the next one adopts.
+  let recorded = false;
+  const options = {
+    create: true,
+    beforeLink: (made: string): void => {
+      recorded = true;
+      claim.record(made);
+    },
+  };
+  const mirror = shm ? openStateShm(path, options) : openStateFile(path, options);
   const identity = mirror.identity;
   const remove = shm
     ? () => removeShmIfSame(path, identity)
@@ -294,6 +304,8 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
     mirror.close();
     try {
       if (mirror.created) remove();
+      // Nothing of ours at the path any more: a dead launcher's leftover, if any, stays recorded.
+      if (recorded) claim.record(undefined);
     } catch {
       // The refusal above is the error that matters: a failure to remove would hide it.
     }
@@ -305,6 +317,8 @@ function prepareMirror(claim: PathClaim, resources: Resources, log: Logger): Sta
     claim.record(identity);
     resources.owned.push({ kind: claim.kind, path, identity, remove });
   } else {
+    // Another process put a file at the path as ours was to be named: the record takes it back.
+    if (recorded) claim.record(undefined);
     log.info(`Keeping the state in ${JSON.stringify(path)} too, which was there already; it stays`);
   }
   const openToOthers = describeMirrorOpenToOthers(mirror, shm);

@@ -15,9 +15,9 @@ function perArch<T>(values: Record<Arch, T>): T {
   return values[arch];
 }
 
-// <fcntl.h>: aarch64 moved O_NOFOLLOW.
+// <fcntl.h>: aarch64 moved O_DIRECTORY and O_NOFOLLOW.
 export const O_RDONLY = 0;
-export const O_DIRECTORY = 0o200000;
+export const O_DIRECTORY: number = perArch({ x86_64: 0o200000, aarch64: 0o40000 });
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_CREAT = 0o100;
@@ -28,11 +28,18 @@ export const O_CLOEXEC = 0o2000000;
 /** An fd that refers to a file without opening it (no device's open runs, no FIFO waits). */
 export const O_PATH = 0o10000000;
 export const O_NOFOLLOW: number = perArch({ x86_64: 0o400000, aarch64: 0o100000 });
+/**
+ * An unnamed file in the directory opened (`__O_TMPFILE | O_DIRECTORY`): it gets a name only by
+ * linkat(2), and is freed with its last fd if it never does.
+ */
+export const O_TMPFILE: number = 0o20000000 | O_DIRECTORY;
 
 // <sys/stat.h> and statx(2); struct statx has the same layout on both architectures.
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_EMPTY_PATH = 0x1000;
+/** linkat(2): follow `oldpath` if it is a symlink (`/proc/self/fd/N` is one, to the open file). */
+export const AT_SYMLINK_FOLLOW = 0x400;
 export const STATX_BASIC_STATS = 0x7ff;
 export const STATX_BTIME = 0x800;
 export const STATX_SIZE_BYTES = 256;

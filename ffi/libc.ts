@@ -41,6 +41,8 @@ export const LIBC_SYMBOLS = {
   flock: { parameters: ["i32", "i32"], result: "i32" },
   /** int unlink(const char *path); */
   unlink: { parameters: ["buffer"], result: "i32" },
+  /** int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags); */
+  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
   /** int mkfifo(const char *path, mode_t mode); */
   mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
   /** int mkdir(const char *path, mode_t mode); */

@@ -490,6 +490,65 @@ export function unlinkPath(path: string, action = "remove"): void {
   attempt(() => libc().unlink(cString(path)), action, path);
 }
 
+/**
+ * Why open(2) with O_TMPFILE fails where no unnamed file can be made at all: the file system
+ * cannot (EOPNOTSUPP), or a kernel older than 3.11 took the flag for a directory open (EISDIR)
+ * or refused it (EINVAL).
+ */
+const NO_UNNAMED_FILES: ReadonlySet<number> = new Set([
+  Errno.EOPNOTSUPP,
+  Errno.EISDIR,
+  Errno.EINVAL,
+]);
+
+/**
+ * open(2) of a new unnamed regular file in `directory` (O_TMPFILE, with `flags` such as O_RDWR),
+ * which only {@link linkFd} gives a name, and which is freed with its last fd if it never gets
+ * one. Returns undefined where the file system or the kernel cannot make one (see above);
+ * `subject` names the file to be in errors.
+ */
+export function openUnnamed(
+  directory: string,
+  flags: number,
+  mode: number,
+  action: string,
+  subject: string,
+): number | undefined {
+  const name = scratchCString(directory, pathScratch);
+  const open = (): number => libc().open(name, C.O_TMPFILE | flags, mode);
+  const fd = open();
+  if (fd >= 0) return fd;
+  const retried = retryFailed(open);
+  if (retried.ok) return retried.result;
+  if (NO_UNNAMED_FILES.has(retried.errno)) return undefined;
+  throw osError(action, subject, retried.errno);
+}
+
+/**
+ * linkat(2): gives the unnamed file open as `fd` ({@link openUnnamed}) the name `path`, through
+ * `/proc/self/fd/N` (AT_SYMLINK_FOLLOW; AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH before Linux
+ * 6.10), or through AT_EMPTY_PATH where /proc is not mounted. Never replaces or follows what is
+ * at `path`: anything there, a symlink too, is `AlreadyExists` (EEXIST).
+ */
+export function linkFd(fd: number, path: string, action: string): void {
+  const target = cString(path);
+  const proc = (): number =>
+    libc().linkat(
+      C.AT_FDCWD,
+      cString(`/proc/self/fd/${fd}`),
+      C.AT_FDCWD,
+      target,
+      C.AT_SYMLINK_FOLLOW,
+    );
+  if (proc() === 0) return;
+  const retried = retryFailed(proc);
+  if (retried.ok) return;
+  if (retried.errno !== Errno.ENOENT || statPath("/proc/self/fd") !== undefined) {
+    throw osError(action, path, retried.errno);
+  }
+  attempt(() => libc().linkat(fd, cString(""), C.AT_FDCWD, target, C.AT_EMPTY_PATH), action, path);
+}
+
 const linkScratch = new Uint8Array(C.PATH_MAX);
 
 /** readlink(2) of a symlink such as `/proc/PID/fd/N`. */

@@ -443,17 +443,102 @@ export function removeShmIfSame(name: string, identity: string): boolean {
   return true;
 }
 
+/** How {@link openOrCreate} opens a file, and makes one when asked. */
+export interface OpenOrCreate {
+  /** Create the file when nothing is at its path. */
+  create?: boolean;
+  /** Open only a file this call creates (`AlreadyExists` otherwise). */
+  exclusive?: boolean;
+  /** The file's path or name, for messages. */
+  name?: string;
+  /**
+   * How to make the file unnamed and name it once it is ready: `open` makes it (undefined where
+   * the file system cannot: then it is made at its path, as without this), `link` names it and
+   * throws `AlreadyExists` when anything is at the path already.
+   */
+  unnamed?: { open: () => number | undefined; link: (fd: number) => void };
+  /** Sets a file made here up (its size, what it holds) before anyone can open it by name. */
+  setUp?: (fd: number) => void;
+  /** Told each file made here, set up, before it gets its name: see {@link openOrCreate}. */
+  beforeLink?: (fd: number) => void;
+  /** Removes a file made here at its path, when setting it up failed (see `unnamed`). */
+  remove?: () => void;
+}
+
+/** How often a file is looked for and made again, as others make and remove it meanwhile. */
+const CREATE_ATTEMPTS = 3;
+
 /**
- * Opens with `openFd`: creates exclusively first when `create` is set (an existing file is
- * opened instead unless `exclusive`), so `created` tells whether this call made the file. A file
- * made here gets exactly mode 0600 (every file we create has it), whatever the umask took from
- * it: `umask 0277` left one its owner could not open again for writing.
+ * Opens with `openFd`, or creates the file when `create` is set and nothing is at the path (an
+ * existing file is opened instead unless `exclusive`), so `created` tells whether this call made
+ * it. A file made here gets exactly mode 0600 (every file we create has it), whatever the umask
+ * took from it: `umask 0277` left one its owner could not open again for writing.
+ *
+ * With `unnamed`, a new file is made without a name, set up (`setUp`), handed to `beforeLink`
+ * and only then named: a process that dies before the name is given leaves nothing at the path,
+ * one that dies after it leaves a file `beforeLink` was told of, never one it was not. A file
+ * put at the path meanwhile is opened as an existing one (with `exclusive`, refused). Where no
+ * unnamed file can be made, the file is made at its path and set up and told of right after,
+ * which leaves that window open.
  */
 export function openOrCreate(
   openFd: (flags: number) => number,
-  options: { create?: boolean; exclusive?: boolean; name?: string },
+  options: OpenOrCreate,
 ): { fd: number; created: boolean } {
   if (!options.create) return { fd: openFd(0), created: false };
+  const name = options.name ?? "file";
+  for (let attempt = 1;; attempt++) {
+    if (!options.exclusive) {
+      try {
+        return { fd: openFd(0), created: false };
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound) || attempt > CREATE_ATTEMPTS) throw error;
+      }
+    }
+    const fd = options.unnamed?.open();
+    if (fd === undefined) return createNamed(openFd, options);
+    try {
+      posix.setFdMode(fd, 0o600, name);
+      options.setUp?.(fd);
+      options.beforeLink?.(fd);
+      options.unnamed?.link(fd);
+    } catch (error) {
+      // Never named: closing it frees it.
+      posix.closeFd(fd);
+      if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
+      continue; // made by another meanwhile: open theirs
+    }
+    return { fd: reopenByName(fd, openFd, name), created: true };
+  }
+}
+
+/**
+ * The file just named from the unnamed `fd`, opened again by its name (and `fd` closed), when
+ * the path still holds it; else `fd` itself. Writes through the fd O_TMPFILE gave reach the
+ * inotify watchers of its directory under the kernel's name for the unnamed file (`#INODE`),
+ * never under its own: a program watching for its name would miss every change.
+ */
+function reopenByName(fd: number, openFd: (flags: number) => number, name: string): number {
+  let named: number;
+  try {
+    named = openFd(0);
+  } catch {
+    return fd; // removed or replaced at once: as if it happened a moment later
+  }
+  let same = false;
+  try {
+    same = posix.statFd(named, name).identity === posix.statFd(fd, name).identity;
+  } finally {
+    posix.closeFd(same ? fd : named);
+  }
+  return same ? named : fd;
+}
+
+/** {@link openOrCreate} where no unnamed file can be made: O_CREAT | O_EXCL at the path. */
+function createNamed(
+  openFd: (flags: number) => number,
+  options: OpenOrCreate,
+): { fd: number; created: boolean } {
   let fd: number;
   try {
     fd = openFd(C.O_CREAT | C.O_EXCL);
@@ -463,8 +548,15 @@ export function openOrCreate(
   }
   try {
     posix.setFdMode(fd, 0o600, options.name ?? `fd ${fd}`);
+    options.setUp?.(fd);
+    options.beforeLink?.(fd);
   } catch (error) {
     posix.closeFd(fd);
+    try {
+      options.remove?.();
+    } catch {
+      // the error that matters is the one thrown below
+    }
     throw error;
   }
   return { fd, created: true };

@@ -19,7 +19,9 @@ import {
   checkDataFile,
   checkOwn,
   checkPrivateDirectory,
+  type OpenOrCreate,
   openOrCreate,
+  parentOf,
   withDirectoryMode,
 } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
@@ -47,6 +49,34 @@ export interface StateFileOptions {
    * @default {false}
    */
   exclusive?: boolean;
+  /**
+   * Told the identity ({@link StateFile.identity}) of a file this call creates, once it is set up
+   * (0600, 258 bytes, value 0) and before it appears at its path: it is made unnamed (O_TMPFILE)
+   * and named (linkat(2)) only after this returns. So a process that writes the identity down
+   * here, to know the file for its own later, leaves nothing at the path if it dies before that,
+   * and a file it wrote down if it dies after. Throwing here leaves nothing at the path and
+   * fails the call. If another process puts a file at the path meanwhile, that file is opened
+   * instead (`created` is false; with `exclusive`, `AlreadyExists`), after this was called.
+   * Where the file system cannot make unnamed files (EOPNOTSUPP, EISDIR, EINVAL), the file is
+   * made at its path and this is called right after it is set up: a process that dies in
+   * between leaves a file it never wrote down.
+   *
+   * @example Writing down what was made before it is there
+   * ```ts
+   * import { openStateFile } from "@mmap-ipc/mmap-ipc";
+   *
+   * const dir = await Deno.makeTempDir();
+   * let made: string | undefined;
+   * using file = openStateFile(`${dir}/data.dat`, {
+   *   create: true,
+   *   // A real program writes it to a file of its own: see the launcher's claim records.
+   *   beforeLink: (identity) => made = identity,
+   * });
+   * console.log(file.created && made === file.identity); // true
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  beforeLink?: (identity: string) => void;
 }
 
 /** What a state file holds, as the original's `sscanf` reads it, and whether it is whole. */
@@ -206,6 +236,8 @@ export class StateFile {
 }
 
 const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFOLLOW;
+/** An unnamed file's (see {@link StateFileOptions.beforeLink}): O_NOFOLLOW would refuse its directory. */
+const UNNAMED_FLAGS = C.O_RDWR | C.O_CLOEXEC;
 
 /**
  * Opens the original's state file for reading and writing without mapping it. Created 0600
@@ -243,12 +275,28 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
       throw (extra & C.O_CREAT) === 0 ? error : withDirectoryMode(error, path);
     }
   };
+  const unnamed = {
+    open: (): number | undefined => {
+      try {
+        // The directory is followed as a path to the file would be; the name is never opened.
+        return posix.openUnnamed(parentOf(path), UNNAMED_FLAGS, 0o600, action, path);
+      } catch (error) {
+        throw withDirectoryMode(error, path);
+      }
+    },
+    link: (fd: number): void => {
+      try {
+        posix.linkFd(fd, path, action);
+      } catch (error) {
+        throw withDirectoryMode(error, path);
+      }
+    },
+  };
   return openWith(
     path,
     options,
-    open,
-    () => posix.unlinkPath(path, "remove state file"),
-    "open state file",
+    { open, unnamed, remove: () => posix.unlinkPath(path, "remove state file") },
+    action,
   );
 }
 
@@ -262,14 +310,38 @@ export function openStateShm(name: string, options: StateFileOptions = {}): Stat
   if (options.exclusive && !options.create) {
     throw failure(TypeError, "open shared memory", shmName, "exclusive needs create");
   }
+  const action = "open shared memory";
+  // glibc's shm_open(3) is open(2) of /dev/shm/NAME: made there unnamed, and named as it would.
+  const file = `${SHM_DIRECTORY}${shmName}`;
+  const unnamed = {
+    open: (): number | undefined =>
+      posix.openUnnamed(SHM_DIRECTORY, UNNAMED_FLAGS, 0o600, action, shmName),
+    link: (fd: number): void => {
+      try {
+        posix.linkFd(fd, file, action);
+      } catch (error) {
+        // Named as shm_open(3) names it.
+        if (error instanceof Error) {
+          error.message = error.message.replace(JSON.stringify(file), JSON.stringify(shmName));
+        }
+        throw error;
+      }
+    },
+  };
   return openWith(
     shmName,
     options,
-    (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
-    () => posix.shmUnlink(shmName),
-    "open shared memory",
+    {
+      open: (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
+      unnamed,
+      remove: () => posix.shmUnlink(shmName),
+    },
+    action,
   );
 }
+
+/** Where glibc keeps POSIX shared memory (see shm_open(3)). */
+const SHM_DIRECTORY = "/dev/shm";
 
 /**
  * Opens the state file another process of ours holds open, through `/proc/PID/fd/N`: the very
@@ -295,28 +367,45 @@ export function openStateFileAt(procPath: string, name: string): StateFile {
       throw error;
     }
   };
-  return openWith(name, {}, open, () => {}, "open state file");
+  return openWith(name, {}, { open, remove: () => {} }, "open state file");
+}
+
+/** How {@link openWith} opens one kind of state file: see {@link OpenOrCreate}. */
+interface Opening {
+  /** Opens the file at its path with `flags` added. */
+  open: (flags: number) => number;
+  /** Makes it unnamed and names it, where it can be made so. */
+  unnamed?: OpenOrCreate["unnamed"];
+  /** Removes what was made at the path. */
+  remove: () => void;
 }
 
 /**
- * Opens through `openFd(flags)`, creating first when asked, then checks the inode; `action` is
- * what a failure says was tried (a shm name is no state file's path).
+ * Opens through `how`, creating when asked (set up as the original makes it: 258 bytes, value
+ * 0), then checks the inode; `action` is what a failure says was tried (a shm name is no state
+ * file's path).
  */
 function openWith(
   name: string,
   options: StateFileOptions,
-  openFd: (flags: number) => number,
-  remove: () => void,
+  how: Opening,
   action: string,
 ): StateFile {
-  const { fd, created } = openOrCreate(openFd, { ...options, name });
+  const { beforeLink } = options;
+  const { fd, created } = openOrCreate(how.open, {
+    create: options.create,
+    exclusive: options.exclusive,
+    name,
+    unnamed: how.unnamed,
+    setUp: (fd) => setUpState(fd, name),
+    beforeLink: beforeLink && ((fd) => beforeLink(posix.statFd(fd, name).identity)),
+    remove: how.remove,
+  });
   try {
     const stat = posix.statFd(fd, name);
     checkOwn(stat, "file", action, name);
     checkDataFile(fd, action, name);
-    if (created) {
-      posix.truncateFd(fd, STATE_FILE_SIZE, name);
-    } else {
+    if (!created) {
       // Read whatever the size says: a file whose size reads 0 may hold text all the same.
       const bytes = new Uint8Array(MAX_STATE_FILE_SIZE + 1);
       const count = posix.readAt(fd, bytes, 0, name);
@@ -329,12 +418,17 @@ function openWith(
         );
       }
     }
-    const file = new StateFile(constructing, { path: name, fd, identity: stat.identity, created });
-    if (created) file.write(0);
-    return file;
+    return new StateFile(constructing, { path: name, fd, identity: stat.identity, created });
   } catch (error) {
     posix.closeFd(fd);
-    if (created) remove();
+    if (created) how.remove();
     throw error;
   }
+}
+
+/** Makes the new file open as `fd` what the original makes: 258 bytes, value 0 as text. */
+function setUpState(fd: number, name: string): void {
+  posix.truncateFd(fd, STATE_FILE_SIZE, name);
+  const text = new Uint8Array(STATE_TEXT_BYTES);
+  posix.writeAt(fd, text, 0, name, formatState(text, 0, 0));
 }

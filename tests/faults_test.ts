@@ -15,7 +15,7 @@ import {
   writeFd,
 } from "../ffi/posix.ts";
 import * as C from "../ffi/constants.ts";
-import { openShmRegion, removeShm } from "../mod.ts";
+import { openShmRegion, removeShm, STATE_FILE_SIZE } from "../mod.ts";
 import { COMMAND_CHANNEL, EVENT_CHANNEL, openRemoteLink } from "../app/remote/link.ts";
 import { HEAD, POSITION, TAIL } from "../lib/ring/layout.ts";
 import { CHANNEL_RING } from "../app/remote/channel.ts";
@@ -749,7 +749,7 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("gcc")],
-  "two launchers on one --state, the first frozen the instant it sizes the state file (the worst interleaving), 3 rounds: one runs on the file at the path, the other leaves nothing",
+  "two launchers on one --state, the first frozen the instant it first writes the state file by its name (the worst interleaving), 3 rounds: one runs on the file at the path, the other leaves nothing",
   async () => {
     await withTempDir(async (dir) => {
       const freeze = await buildC(dir, "freeze_on_write");
@@ -904,6 +904,64 @@ testWith(
     });
   },
 );
+
+/**
+ * The system calls a launcher is killed at (SIGSYS, through `kill_at_syscall`), between making
+ * its state file and naming it: the first ftruncate to the state file's size, which sets up the
+ * new file, and the linkat(2) that names it.
+ */
+const KILL_POINTS = [
+  { call: "ftruncate", arg: String(STATE_FILE_SIZE), when: "as it sets up the file it made" },
+  { call: "linkat", arg: "-", when: "just before it names the file it made" },
+] as const;
+
+for (const flag of ["--state", "--shm"] as const) {
+  for (const { call, arg, when } of KILL_POINTS) {
+    testWith(
+      [...NEEDS.system, requires("gcc")],
+      `a launcher with ${flag} killed ${when} (at ${call}) leaves nothing the next launcher keeps as the user's: it starts, and leaves nothing when it stops`,
+      async () => {
+        await withTempDir(async (dir) => {
+          await withShmName(async (shm) => {
+            const where = flag === "--state" ? `${dir}/state.dat` : shm;
+            // By its path: a shm object left empty is refused by openShmRegion().
+            const exists = (): boolean =>
+              identity(flag === "--state" ? where : `/dev/shm${where}`) !== undefined;
+            const fifo = `${dir}/button.fifo`;
+            const args = [flag, where, "--fifo", fifo];
+            const killAt = await buildC(dir, "kill_at_syscall");
+            // The filter is inherited: the call must come before any child starts.
+            await using killed = spawnProgram(killAt, [call, arg, ...launcherCommand(args)], {
+              cwd: dir,
+            });
+            const status = await killed.status({ timeoutMs: 3 * GUARD_MS });
+            assertEquals(status.signal, "SIGSYS", killed.transcript);
+            assertEquals(killed.matching(/Started/), [], "a child started under the filter");
+            // Before, the file was named as it was made and recorded later: killed in between,
+            // it was left unrecorded, and every later launcher kept it as the user's.
+            const leftByKilled = exists();
+            const records = claimRecordsMentioning(JSON.stringify(where))
+              .map((text) => JSON.parse(text) as { kind: string; identity?: string });
+            await withLauncher(dir, args, (next) => {
+              assertEquals(next.matching(/there already/), [], next.transcript);
+            });
+            assert(!exists(), `${where} was left behind`);
+            assertEquals(identity(fifo), undefined, "the FIFO was left behind");
+            assertEquals(claimRecordsMentioning(`"${dir}/`, JSON.stringify(shm)), []);
+            assert(!leftByKilled, `the killed launcher left ${where}, unnamed in its record`);
+            if (call === "linkat") {
+              // Recorded before it was named: had it been named, the next launcher adopts it.
+              assert(
+                records.some((record) => record.kind !== "FIFO" && record.identity !== undefined),
+                `no identity recorded before the link: ${JSON.stringify(records)}`,
+              );
+            }
+          });
+        });
+      },
+    );
+  }
+}
 
 testWith(
   NEEDS.system,

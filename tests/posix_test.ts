@@ -13,10 +13,13 @@ import {
   addressSpaceRlimit,
   addressSpaceUse,
   closeFd,
+  linkFd,
   mappingCount,
   openPath,
+  openUnnamed,
   readFileText,
   readLink,
+  statFd,
   statPath,
 } from "../ffi/posix.ts";
 import { createMemfdRegion, type SharedRegion } from "../mod.ts";
@@ -145,5 +148,30 @@ testWith(
     const limits = readFileText("/proc/self/limits") ?? "";
     const soft = /^Max address space\s+(\S+)/m.exec(limits)?.[1];
     assertEquals(addressSpaceRlimit(), soft === "unlimited" ? Infinity : Number(soft));
+  },
+);
+
+testWith(
+  NEEDS.files,
+  "openUnnamed() and linkFd(): the file has no name until linked, and a link never replaces what is at the path, a symlink included",
+  async () => {
+    await withTempDir((dir) => {
+      const fd = openUnnamed(dir, C.O_RDWR | C.O_CLOEXEC, 0o600, "create", `${dir}/a`);
+      assert(fd !== undefined, "tmpfs or ext4 makes unnamed files");
+      try {
+        assertEquals([...Deno.readDirSync(dir)], []);
+        linkFd(fd, `${dir}/a`, "create");
+        assertEquals(statPath(`${dir}/a`)?.identity, statFd(fd, "a").identity);
+        Deno.writeTextFileSync(`${dir}/b`, "theirs");
+        Deno.symlinkSync(`${dir}/b`, `${dir}/link`);
+        for (const taken of ["a", "b", "link"]) {
+          assertThrows(() => linkFd(fd, `${dir}/${taken}`, "create"), Deno.errors.AlreadyExists);
+        }
+        assertEquals(Deno.readTextFileSync(`${dir}/b`), "theirs");
+        assertEquals(statPath(`${dir}/link`)?.type, "symlink");
+      } finally {
+        closeFd(fd);
+      }
+    });
   },
 );

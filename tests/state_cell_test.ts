@@ -27,6 +27,8 @@ import {
   StateFile,
 } from "../mod.ts";
 import { cpuUsage } from "node:process";
+import { statPath } from "../ffi/posix.ts";
+import { openStateShm } from "../lib/state_file.ts";
 import { loadRounds } from "./helpers/load.ts";
 import {
   DEFAULT_FOLLOW_GRACE_MS,
@@ -437,6 +439,75 @@ testWith(
           "onMirrorRecovered is a number, not a function",
         );
       }, "size=16k");
+    });
+  },
+);
+
+for (const kind of ["file", "shm"] as const) {
+  testWith(
+    NEEDS.files,
+    `openState${
+      kind === "file" ? "File" : "Shm"
+    }() with beforeLink: told the new file's identity while nothing is at the path yet, and it appears whole; a throw there leaves nothing`,
+    async () => {
+      await withTempDir(async (dir) => {
+        await withShmName((shm) => {
+          const at = kind === "file" ? `${dir}/state` : `/dev/shm${shm}`;
+          const open = (beforeLink: (identity: string) => void): StateFile =>
+            kind === "file"
+              ? openStateFile(at, { create: true, beforeLink })
+              : openStateShm(shm, { create: true, beforeLink });
+          assertThrowsWith(
+            () =>
+              open(() => {
+                throw new Error("refused by the caller");
+              }),
+            Error,
+            "refused by the caller",
+          );
+          assertEquals(statPath(at), undefined, "a file named though beforeLink threw");
+          let told: string | undefined;
+          using file = open((identity) => {
+            assertEquals(statPath(at), undefined, "named before beforeLink was told");
+            told = identity;
+          });
+          assert(file.created);
+          assertEquals(told, file.identity);
+          assertEquals(statPath(at)?.identity, file.identity);
+          assertEquals(statPath(at)?.permissions, 0o600);
+          // Read through it: Deno lets no test read /dev/shm by path without --allow-all.
+          assertEquals(file.read(), { value: 0, size: 258, blank: false });
+        });
+      });
+    },
+  );
+}
+
+testWith(
+  NEEDS.files,
+  "openStateFile(): a file put at the path while the new one is made is opened instead (exclusive: AlreadyExists), and the new one is never named",
+  async () => {
+    await withTempDir((dir) => {
+      const path = `${dir}/state`;
+      const putThere = (): void => Deno.writeTextFileSync(path, "1\n", { mode: 0o600 });
+      let told: string | undefined;
+      using file = openStateFile(path, {
+        create: true,
+        beforeLink: (identity) => {
+          told ??= identity;
+          putThere();
+        },
+      });
+      assert(!file.created);
+      assertEquals(file.value(), 1);
+      assert(told !== undefined && told !== file.identity);
+      Deno.removeSync(path);
+      assertThrowsWith(
+        () => openStateFile(path, { create: true, exclusive: true, beforeLink: putThere }),
+        Deno.errors.AlreadyExists,
+        path,
+      );
+      assertEquals(Deno.readTextFileSync(path), "1\n", "the file put there was touched");
     });
   },
 );
