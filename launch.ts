@@ -148,6 +148,8 @@ function prepareFifo(claim: PathClaim, resources: Resources, log: Logger): strin
       refuseIfRead(path, existing.identity);
       log.info(adopting(claim));
     }
+    // Unlike the state file (see prepareMirror()), a FIFO cannot be made unnamed: one killed
+    // between mkfifo and this record leaves a FIFO the next launcher uses but keeps as the user's.
     const { identity } = existing ?? createFifo(path);
     claim.record(identity);
     ownFifo(resources, path, identity);
