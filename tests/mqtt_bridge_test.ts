@@ -30,6 +30,7 @@ import {
   type Published,
   publishPacket,
   subackFor,
+  subscriptionsOf,
 } from "./helpers/fake_broker.ts";
 
 testWith(
@@ -91,6 +92,60 @@ testWith(
       await conn.write(pubackFor(again.id));
       // Its goodbye (offline, at QoS 1) acknowledged too, so the close does not wait for it.
       until("no such topic").catch(() => {});
+    } finally {
+      await bridge.close();
+      try {
+        conn?.close();
+      } catch {
+        // Closed by the bridge already.
+      }
+    }
+  },
+);
+
+testWith(
+  ["env", { name: "net", host: "127.0.0.1" }],
+  "over MQTT 5 the bridge asks the broker not to send its own availability and state back (No Local): each copy held the next command back up to 40 ms behind the broker's Nagle",
+  async () => {
+    const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
+    using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const topics = topicsFor("test/no-local");
+    const bridge = new MqttBridge({
+      connection: { url: `mqtt://127.0.0.1:${server.addr.port}`, clientId: "mmap-ipc-nl-test" },
+      topics,
+      discoveryPrefix: "homeassistant",
+      discovery: [],
+      log: logger("no-local-test"),
+      onCommand: () => {},
+    });
+    let conn: Deno.TcpConn | undefined;
+    try {
+      bridge.start();
+      const accepted = await acceptClient(server);
+      conn = accepted.conn;
+      let filters: Map<string, number> | undefined;
+      while (filters === undefined) {
+        const packet = await within(accepted.packets.next(), 2 * GUARD_MS);
+        assert(packet !== undefined, "no SUBSCRIBE (hang guard)");
+        const type = packet[0] >> 4;
+        if (type === 8) filters = subscriptionsOf(packet, 5);
+        else if (type === 3) {
+          const published = parsePublish(packet);
+          if (published.qos > 0) await conn.write(pubackFor(published.id));
+        }
+      }
+      const NO_LOCAL = 0x04;
+      assertEquals(
+        Object.fromEntries([...filters].map(([topic, options]) => [topic, options & NO_LOCAL])),
+        {
+          [topics.set]: 0,
+          "homeassistant/status": 0,
+          // Its probe must come back to it: that is what it checks.
+          [topics.echo]: 0,
+          [topics.availability]: NO_LOCAL,
+          [topics.state]: NO_LOCAL,
+        },
+      );
     } finally {
       await bridge.close();
       try {
@@ -215,6 +270,11 @@ testWith(
         const packet = await packets.next();
         const type = packet[0] >> 4;
         if (type === 8) {
+          // 3.1.1 has no No Local (asked for over 5): an options byte with more than the QoS in
+          // it is a malformed packet, for which a broker drops the connection.
+          for (const [topic, options] of subscriptionsOf(packet, 4)) {
+            assertEquals(options & ~0x03, 0, `the options of ${topic} over 3.1.1`);
+          }
           // SUBSCRIBE in 3.1.1: packet id, then each filter (length, topic, QoS); no properties.
           let at = 1;
           while (packet[at++] & 0x80);
@@ -459,14 +519,20 @@ testWithBroker(
 
 testWith(
   ["env", { name: "net", host: "127.0.0.1" }],
-  "a copy of the bridge's own older state, the newer one's copy lost (a broker drops copies under load), is not taken for another client's; a state heard with none of its own awaited is",
+  "over MQTT 3.1.1, a copy of the bridge's own older state, the newer one's copy lost (a broker drops copies under load), is not taken for another client's; a state heard with none of its own awaited is",
   async () => {
+    // Over 3.1.1, which cannot ask the broker not to send a client's own messages back (over 5
+    // the bridge does: a state it hears there is always another client's).
     const { MqttBridge } = await import("../bridges/mqtt/bridge.ts");
     using server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const topics = topicsFor("test/copies");
     const said: string[] = [];
     const bridge = new MqttBridge({
-      connection: { url: `mqtt://127.0.0.1:${server.addr.port}`, clientId: "mmap-ipc-copies" },
+      connection: {
+        url: `mqtt://127.0.0.1:${server.addr.port}`,
+        clientId: "mmap-ipc-copies",
+        backoff: { initialMs: 20, maxMs: 20, jitter: 0 },
+      },
       topics,
       discoveryPrefix: "homeassistant",
       discovery: [],
@@ -479,18 +545,27 @@ testWith(
     try {
       bridge.setState(true);
       bridge.start();
-      const accepted = await acceptClient(server);
-      conn = accepted.conn;
+      // MQTT 5 refused as a 3.1.1 broker refuses it (return code 1); the next CONNECT is 3.1.1.
+      const refused = await within(server.accept(), 2 * GUARD_MS);
+      assert(refused !== undefined, "no connection from the bridge (hang guard)");
+      await new PacketReader(refused).next();
+      await refused.write(new Uint8Array([0x20, 0x02, 0x00, 0x01]));
+      refused.close();
+      const accepted = await within(server.accept(), 2 * GUARD_MS);
+      assert(accepted !== undefined, "no second connection from the bridge (hang guard)");
+      conn = accepted;
       const client = conn;
-      const { packets } = accepted;
+      const packets = new PacketReader(client);
+      await packets.next(); // its CONNECT
+      await client.write(new Uint8Array([0x20, 0x02, 0x00, 0x00]));
       // Answers everything; the copies of the state are the test's to send.
       serving = (async () => {
         for (;;) {
           const packet = await packets.next();
           const type = packet[0] >> 4;
-          if (type === 8) await client.write(subackFor(packet));
+          if (type === 8) await client.write(subackFor(packet, 4));
           if (type !== 3) continue;
-          const published = parsePublish(packet);
+          const published = parsePublish(packet, 4);
           if (published.topic === topics.state) states.push(published.payload);
           if (published.qos > 0) await client.write(pubackFor(published.id));
         }
@@ -501,12 +576,12 @@ testWith(
       await until(() => states.length === 2, "the new state published");
       assertEquals(states, ["ON", "OFF"]);
       // The copy of ON comes back; OFF's is lost. Before, ON counted as another client's.
-      await client.write(publishPacket(topics.state, "ON"));
+      await client.write(publishPacket(topics.state, "ON", 4));
       await delay(1_500); // past the wait before putting anything back
       assertEquals(states, ["ON", "OFF"], "nothing put back");
       assertEquals(said.filter((line) => line.includes("Another client wrote")), []);
       // Now nothing of its own is awaited: an ON is another client's.
-      await client.write(publishPacket(topics.state, "ON"));
+      await client.write(publishPacket(topics.state, "ON", 4));
       await until(() => states.length === 3, "the state put back");
       assertEquals(states[2], "OFF");
       assertEquals(saidAt(said, "WRN", `Another client wrote "ON" on`).length, 1);

@@ -110,7 +110,9 @@ export class MqttBridge {
   /**
    * The states this bridge published on this connection whose copy has not come back yet (it
    * listens to the topic too), oldest first: a state heard that is none of these is another
-   * client's. At most {@link STATE_ECHOES_KEPT}: a broker may drop a copy under load.
+   * client's. At most {@link STATE_ECHOES_KEPT}: a broker may drop a copy under load. Only over
+   * MQTT 3.1.1: over 5 the bridge asks for none of its copies (No Local), and a state heard is
+   * always another client's.
    */
   #stateEchoes: string[] = [];
   /** What another client wrote over this bridge's topics, by topic, not put back yet. */
@@ -206,8 +208,12 @@ export class MqttBridge {
       [topics.set]: 1,
       [this.#haStatus]: 0,
       [topics.echo]: 0,
-      [topics.availability]: 0,
-      [topics.state]: 0,
+      // Its own messages on these two are no news, and each copy the broker sent back (under
+      // MQTT 3.1.1, which cannot ask it not to) held back the next command to the bridge by up
+      // to 40 ms: Nagle's algorithm on the broker's side (mosquitto's default) waits for the
+      // bridge's delayed ACK of the copy before it sends more.
+      [topics.availability]: { qos: 0, noLocal: true },
+      [topics.state]: { qos: 0, noLocal: true },
     })
       .then((refused) => {
         // No answer: the connection dropped first, which it says; the next one subscribes again.
@@ -332,8 +338,9 @@ export class MqttBridge {
   /**
    * A message on the availability or state topic, which the bridge listens to in order to hear
    * another client write over them (another system on this prefix, its goodbye or its will, or
-   * a user). The broker's retained copy at subscription is no news, and the copy of a state this
-   * bridge published is its own (the broker holds its latest, whose copy comes last); the
+   * a user). The broker's retained copy at subscription is no news, and over MQTT 3.1.1 the copy
+   * of a state this bridge published is its own (the broker holds its latest, whose copy comes
+   * last; over 5 none comes: see `#stateEchoes`); the
    * bridge never publishes `offline` while it runs. Anything else that is not what the bridge
    * holds is put back after a wait (see {@link RESTORE_MS}).
    */
@@ -433,14 +440,17 @@ export class MqttBridge {
         const round = this.#round;
         const payload = state ? STATE_ON : STATE_OFF;
         // Before the call: its copy may come back before the call's promise settles.
-        if (this.#stateEchoes.push(payload) > STATE_ECHOES_KEPT) this.#stateEchoes.shift();
+        const copied = this.#connection.protocolVersion !== 5;
+        if (copied && this.#stateEchoes.push(payload) > STATE_ECHOES_KEPT) {
+          this.#stateEchoes.shift();
+        }
         const ok = await this.#connection.publish(
           this.#options.topics.state,
           payload,
           { retain: true, qos: this.#published === undefined ? 1 : 0 },
         );
         if (!ok) {
-          const at = this.#stateEchoes.lastIndexOf(payload);
+          const at = copied ? this.#stateEchoes.lastIndexOf(payload) : -1;
           if (at >= 0) this.#stateEchoes.splice(at, 1);
           // Not connected: the next connection publishes it. Refused (a quota, an ACL the
           // broker's owner may change and reload): the broker keeps an old state meanwhile.

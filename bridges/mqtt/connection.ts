@@ -76,6 +76,12 @@ const MAX_UNWRITTEN = 32;
  */
 export const GRACE_MS = 2_000;
 
+/**
+ * How {@link BrokerConnection.subscribe} subscribes to a topic: its QoS, or its QoS and No Local
+ * (the broker sends this client's own messages on it back to no one but others).
+ */
+export type Subscription = 0 | 1 | { qos: 0 | 1; noLocal: true };
+
 /** Options for {@link BrokerConnection}. */
 export interface BrokerConnectionOptions {
   /** `mqtt://HOST:PORT` or `mqtts://HOST:PORT`. */
@@ -708,18 +714,27 @@ export class BrokerConnection {
   }
 
   /**
-   * Subscribes to `topics` (topic to QoS). Resolves with the topics the broker refused, each with
-   * the reason code its SUBACK gave it (0x80 or more: 0x87 when an ACL denies it; 0x80 is all
-   * MQTT 3.1.1 says), empty when it granted them all; or undefined when no SUBACK came (not
-   * connected, or the connection dropped first, which the connection says itself): the next
-   * connection subscribes again.
+   * Subscribes to `topics` (topic to QoS, or to a QoS with `noLocal`). Resolves with the topics
+   * the broker refused, each with the reason code its SUBACK gave it (0x80 or more: 0x87 when an
+   * ACL denies it; 0x80 is all MQTT 3.1.1 says), empty when it granted them all; or undefined
+   * when no SUBACK came (not connected, or the connection dropped first, which the connection
+   * says itself): the next connection subscribes again.
+   *
+   * `noLocal` asks the broker not to send this client its own messages on the topic back (MQTT
+   * 5's No Local): MQTT 3.1.1 has no such option, and there they come back all the same; see
+   * {@link BrokerConnection.protocolVersion}.
    */
-  subscribe(topics: Record<string, 0 | 1>): Promise<Map<string, number> | undefined> {
+  subscribe(topics: Record<string, Subscription>): Promise<Map<string, number> | undefined> {
     this.#check();
     const client = this.#client;
     if (client === undefined || !client.connected) return Promise.resolve(undefined);
+    const noLocal = speaks5(client);
     const request = Object.fromEntries(
-      Object.entries(topics).map(([topic, qos]) => [topic, { qos }]),
+      Object.entries(topics).map(([topic, wanted]) =>
+        typeof wanted === "number"
+          ? [topic, { qos: wanted }]
+          : [topic, noLocal ? { qos: wanted.qos, nl: true } : { qos: wanted.qos }]
+      ),
     );
     return new Promise((resolve) => {
       // With an error too (a refusal makes one), mqtt.js hands over the subscriptions it sent

@@ -61,8 +61,8 @@ function headerStart(packet: Uint8Array): number {
   return at;
 }
 
-/** An MQTT 5 PUBLISH's topic, QoS, packet id and payload. */
-export function parsePublish(packet: Uint8Array): Published {
+/** A PUBLISH's topic, QoS, packet id and payload; MQTT 5's unless `version` is 4 (3.1.1). */
+export function parsePublish(packet: Uint8Array, version: 4 | 5 = 5): Published {
   const qos = (packet[0] >> 1) & 3;
   let at = headerStart(packet);
   const length = (packet[at] << 8) | packet[at + 1];
@@ -71,7 +71,7 @@ export function parsePublish(packet: Uint8Array): Published {
   const id = qos > 0 ? (packet[at] << 8) | packet[at + 1] : 0;
   if (qos > 0) at += 2;
   let properties = 0;
-  for (let shift = 0;; shift += 7) {
+  for (let shift = 0; version === 5; shift += 7) {
     const byte = packet[at++];
     properties |= (byte & 0x7f) << shift;
     if ((byte & 0x80) === 0) break;
@@ -80,33 +80,59 @@ export function parsePublish(packet: Uint8Array): Published {
   return { topic, qos, id, payload };
 }
 
-/** The MQTT 5 SUBACK for a SUBSCRIBE: every filter granted QoS 0. */
-export function subackFor(packet: Uint8Array): Uint8Array {
-  let at = headerStart(packet);
+/** The SUBACK for a SUBSCRIBE: every filter granted QoS 0; MQTT 5's unless `version` is 4. */
+export function subackFor(packet: Uint8Array, version: 4 | 5 = 5): Uint8Array {
+  const at = headerStart(packet);
   const id = [packet[at], packet[at + 1]];
-  at += 2;
-  let properties = 0;
-  for (let shift = 0;; shift += 7) {
-    const byte = packet[at++];
-    properties |= (byte & 0x7f) << shift;
-    if ((byte & 0x80) === 0) break;
-  }
-  at += properties;
-  let filters = 0;
-  while (at < packet.length) {
-    at += 2 + ((packet[at] << 8) | packet[at + 1]) + 1;
-    filters++;
-  }
-  return new Uint8Array([0x90, 3 + filters, ...id, 0x00, ...new Array(filters).fill(0)]);
+  const filters = subscriptionsOf(packet, version).size;
+  return version === 5
+    ? new Uint8Array([0x90, 3 + filters, ...id, 0x00, ...new Array(filters).fill(0)])
+    : new Uint8Array([0x90, 2 + filters, ...id, ...new Array(filters).fill(0)]);
 }
 
-/** An MQTT 5 PUBLISH, QoS 0, of `payload` on `topic`, from the broker. */
-export function publishPacket(topic: string, payload: string): Uint8Array {
+/**
+ * A SUBSCRIBE's filters, each with its options byte (QoS in the low two bits; in MQTT 5 also No
+ * Local, 0x04, and more; in 3.1.1 the rest must be 0). `version` 5 skips the properties.
+ */
+export function subscriptionsOf(packet: Uint8Array, version: 4 | 5): Map<string, number> {
+  let at = headerStart(packet) + 2;
+  if (version === 5) {
+    let properties = 0;
+    for (let shift = 0;; shift += 7) {
+      const byte = packet[at++];
+      properties |= (byte & 0x7f) << shift;
+      if ((byte & 0x80) === 0) break;
+    }
+    at += properties;
+  }
+  const filters = new Map<string, number>();
+  while (at < packet.length) {
+    const length = (packet[at] << 8) | packet[at + 1];
+    filters.set(
+      new TextDecoder().decode(packet.subarray(at + 2, at + 2 + length)),
+      packet[at + 2 + length],
+    );
+    at += 2 + length + 1;
+  }
+  return filters;
+}
+
+/** A PUBLISH, QoS 0, of `payload` on `topic`, from the broker; MQTT 5's unless `version` is 4. */
+export function publishPacket(topic: string, payload: string, version: 4 | 5 = 5): Uint8Array {
   const name = new TextEncoder().encode(topic);
   const body = new TextEncoder().encode(payload);
-  const length = 2 + name.length + 1 + body.length;
+  const properties = version === 5 ? [0] : [];
+  const length = 2 + name.length + properties.length + body.length;
   assert(length < 128, "one length byte");
-  return new Uint8Array([0x30, length, name.length >> 8, name.length & 0xff, ...name, 0, ...body]);
+  return new Uint8Array([
+    0x30,
+    length,
+    name.length >> 8,
+    name.length & 0xff,
+    ...name,
+    ...properties,
+    ...body,
+  ]);
 }
 
 /** The PUBACK of the PUBLISH with packet id `id`: success. */
