@@ -59,7 +59,7 @@ export async function within<T>(promise: Promise<T>, timeoutMs: number): Promise
 /**
  * Wakes each of `count` waits whose words stay as they were: `wake(i)` returns how many it woke.
  * A futex forgets a wake-up that comes before its wait sleeps, so a wake that woke no one is made
- * again, 5 ms later, until it wakes one or `ended(i)` holds (the wait ended with another's return).
+ * again, a few ms later, until it wakes one or `ended(i)` holds (the wait ended with another's return).
  * Throws naming the waits no wake reached after {@link GUARD_MS}.
  */
 export async function wakeEach(
@@ -75,6 +75,8 @@ export async function wakeEach(
     if (performance.now() - started > GUARD_MS) {
       throw new Error(`Waits ${pending.join(", ")} never slept to be woken in ${GUARD_MS} ms`);
     }
-    await delay(5);
+    // Between 1 and 9 ms, not a fixed period, which can fall into step with a waiter's own
+    // (a call made again every 5 ms was, in each of 2000 tries, between its two calls).
+    await delay(1 + Math.floor(Math.random() * 9));
   }
 }
