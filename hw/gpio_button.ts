@@ -79,6 +79,12 @@ export class GpioButton implements Button {
    * The same read follows events the kernel dropped from its full queue (the newest of them with
    * libgpiod 1.6, such as the last release): the button then goes on from where the line is.
    * With libgpiod 2.x, which drops the oldest, the first edge after them counts as a change.
+   *
+   * An edge past the debounce time to the value the button already holds is a press too: the
+   * line went away and came back. Without the kernel's debounce (libgpiod 1.6) the kernel types
+   * each edge by reading the line once its interrupt thread runs, and merges the edges that come
+   * before it does: a release and the next press become one "press". Before any change was taken
+   * such an edge says nothing (it may be the pull-up's own, as the line was requested).
    */
   async *presses(signal: AbortSignal): AsyncGenerator<void, void, undefined> {
     const cancel = (): void => this.#waiter.cancel();
@@ -99,19 +105,30 @@ export class GpioButton implements Button {
     };
     /** The kernel dropped the events just before the next one: what came before it is unknown. */
     let afterGap = false;
+    /** The value the last edge seen told. */
+    let told = this.#stable;
+    /** A settle took a value no edge had told: the next edge is that change's own. */
+    let owed = false;
     const edge = (active: boolean, at: number): void => {
       seenAt = at;
       const value = active ? 1 : 0;
+      told = value;
+      const itsOwn = owed;
+      owed = false;
       // After a gap an edge is a change even to the stable value: its own direction says where
       // the line came from (the release before a press was among the events dropped, say).
       const same = value === this.#stable && !afterGap;
       afterGap = false;
-      if (at - acceptedAt < debounceMs || same) {
+      if (at - acceptedAt < debounceMs || (same && (itsOwn || acceptedAt === -Infinity))) {
         unsettled = true;
         return;
       }
       acceptedAt = at;
-      accept(value);
+      if (same) {
+        // Away and back (see above): one press either way. The line is read once more.
+        pending++;
+        unsettled = true;
+      } else accept(value);
     };
     const lost = (dropped: number | undefined): void => {
       // libgpiod 2.x tells a gap before an event; 1.6 only that later events may be gone.
@@ -141,7 +158,8 @@ export class GpioButton implements Button {
         return;
       }
       if (value !== this.#stable) {
-        // Its edge may still be queued: it then says nothing new, and is not counted twice.
+        // Its edge may still be queued, or on its way: it then says nothing new.
+        owed = value !== told;
         acceptedAt = seenAt;
         accept(value);
       }

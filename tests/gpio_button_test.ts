@@ -118,6 +118,32 @@ testWith(
 
 testWith(
   [...NEEDS.system, requires("gcc")],
+  "an edge to the value the button holds, past the debounce time, is the line gone and come back: a press (libgpiod 1.6 types an edge by the level once its interrupt thread runs, and merges the edges before it), unless it is the pull-up's at the start or the late edge of a change a settle read first",
+  async () => {
+    await withTempDir(async (dir) => {
+      const library = await buildFakeGpiod(dir);
+      await using child = spawnDeno(`${TESTS_DIR}fixtures/gpio_button_merged.ts`, [dir], {
+        permissions: ["--allow-all"],
+        env: { MMAP_IPC_LIBGPIOD: library },
+      });
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      // Before: "after merged: 1", and one press fewer from there on.
+      assertEquals(child.matching(/^after /), [
+        "after start: 0",
+        "after press: 1",
+        "after merged: 2",
+        "after settled: 3",
+        "after owed: 3",
+        "after again: 3",
+        "after again: 4",
+      ], child.transcript);
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
   "the button process warns once, naming the line, that the kernel's full queue of edge events may have dropped some and the line is read again (later times at debug level)",
   async () => {
     await withTempDir(async (dir) => {
