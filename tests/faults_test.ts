@@ -838,6 +838,40 @@ for (const flag of ["--state", "--shm"] as const) {
   );
 }
 
+for (const flag of ["--state", "--shm"] as const) {
+  testWith(
+    [...NEEDS.system, requires("gcc")],
+    `where no unnamed file can be made (O_TMPFILE refused with EOPNOTSUPP), a launcher with ${flag} makes it at its path and records it: killed (SIGKILL), the next launcher takes it over and leaves nothing`,
+    async () => {
+      await withTempDir(async (dir) => {
+        await withShmName(async (shm) => {
+          const where = flag === "--state" ? `${dir}/state.dat` : shm;
+          const exists = (): boolean =>
+            flag === "--state" ? identity(where) !== undefined : shmExists(where);
+          const fifo = `${dir}/button.fifo`;
+          const args = [flag, where, "--fifo", fifo, "--log-level", "debug"];
+          const refuse = await buildC(dir, "refuse_unnamed_files");
+          // The filter is inherited: the children cannot make unnamed files either.
+          await using crashed = spawnProgram(refuse, launcherCommand(args), { cwd: dir });
+          const old = await running(crashed);
+          try {
+            assertEquals(await pressAndSee(crashed, fifo), 1);
+            await killLauncher(crashed, old);
+            assert(exists(), `${where} was not made, or not left by the killed launcher`);
+            await withLauncher(dir, args, async (next) => {
+              await next.waitFor(lineNaming(where, LEFTOVER), { timeoutMs: GUARD_MS });
+              await pressAndSee(next, fifo);
+            });
+            assert(!exists(), `${where} was left behind`);
+          } finally {
+            await stopAll(crashed, [old.led, old.button]);
+          }
+        });
+      });
+    },
+  );
+}
+
 testWith(
   NEEDS.system,
   "a launcher sent SIGTERM again and again while it stops (a supervisor's second signal) still stops cleanly: exit 0, its claims and its FIFO removed",

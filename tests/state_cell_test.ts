@@ -9,7 +9,7 @@ import {
   workerThreads,
 } from "./helpers/proc.ts";
 import type { ChildProcess } from "./helpers/child_process.ts";
-import { spawnDeno, spawnProgram } from "./helpers/spawn.ts";
+import { buildC, denoCommand, spawnDeno, spawnProgram } from "./helpers/spawn.ts";
 import { withMount, withShmName, withTempDir } from "./helpers/temp.ts";
 import { delay, GUARD_MS, until, within } from "./helpers/waiting.ts";
 import { writerEvents } from "./helpers/writer_events.ts";
@@ -482,6 +482,41 @@ for (const kind of ["file", "shm"] as const) {
     },
   );
 }
+
+testWith(
+  [...NEEDS.system, requires("gcc")],
+  "where no unnamed file can be made (O_TMPFILE refused with EOPNOTSUPP), openStateFile() and openStateShm() make the file at its path, set it up and tell beforeLink right after; a throw there removes it",
+  async () => {
+    await withTempDir(async (dir) => {
+      await withShmName(async (shm) => {
+        const refuse = await buildC(dir, "refuse_unnamed_files");
+        await using child = spawnProgram(refuse, [
+          ...denoCommand(`${TESTS_DIR}fixtures/unnamed_refused.ts`, [`${dir}/state`, shm], [
+            "--allow-all",
+          ]),
+        ]);
+        const status = await child.status();
+        assert(status.success, child.transcript);
+        const results = child.matching(/^\{/).map((line) => JSON.parse(line));
+        assertEquals(results.map((result) => result.kind), ["file", "shm"], child.transcript);
+        for (const result of results) {
+          assertEquals(result, {
+            kind: result.kind,
+            thrown: "refused by the caller",
+            leftAfterThrow: false,
+            // Named at once: the path held it before beforeLink was told (an unnamed file is not).
+            presentInBeforeLink: true,
+            told: true,
+            created: true,
+            identity: true,
+            mode: 0o600,
+            read: { value: 0, size: 258, blank: false },
+          });
+        }
+      });
+    });
+  },
+);
 
 testWith(
   NEEDS.files,
