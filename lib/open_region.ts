@@ -21,6 +21,9 @@ import {
   openOrCreate,
   removeIfSame,
   removeShmIfSame,
+  type Unnamed,
+  unnamedAt,
+  unnamedShm,
 } from "./owned_path.ts";
 import {
   MAX_REGION_SIZE,
@@ -75,10 +78,8 @@ function settleSize(
   action: string,
   subject: string,
 ): number {
-  if (created) {
-    growTo(fd, options.size as number, subject);
-    return options.size as number;
-  }
+  // Grown, and its blocks taken, before it was named (see openFdRegion()).
+  if (created) return options.size as number;
   if (stat.size === 0 && !options.create) {
     throw failure(
       Deno.errors.InvalidData,
@@ -152,8 +153,8 @@ interface NameRemoval {
 }
 
 /**
- * Opens fd-backed shared memory through `openFd(flags)`: tries an exclusive create first so it
- * knows whether it made the inode, then checks, sizes and maps it. The region's `unlink()`
+ * Opens fd-backed shared memory through `how.openFd(flags)`, or makes it when asked (see
+ * {@link openOrCreate}: unnamed, set up, then named), then checks, sizes and maps it. The region's `unlink()`
  * removes the name only while it still refers to the inode mapped here, and throws `NotFound`
  * otherwise: a name removed and made again by someone else is theirs.
  */
@@ -162,10 +163,21 @@ function openFdRegion(
   name: string,
   options: RegionOptions,
   action: string,
-  openFd: (flags: number) => number,
-  removal: NameRemoval,
+  how: { openFd: (flags: number) => number; unnamed: Unnamed; removal: NameRemoval },
 ): SharedRegion {
-  const { fd, created } = openOrCreate(openFd, { ...options, name });
+  const { openFd, removal } = how;
+  const { fd, created } = openOrCreate(openFd, {
+    ...options,
+    name,
+    // A new one appears at its name whole: made unnamed, grown and its blocks taken first, so
+    // no other process opens it empty, and one that dies making it leaves nothing there.
+    unnamed: how.unnamed,
+    setUp: (fd) => {
+      growTo(fd, options.size as number, name);
+      posix.allocate(fd, options.size as number, name);
+    },
+    remove: (fd) => removal.removeIfSame(posix.statFd(fd, name).identity),
+  });
   let identity: string | undefined;
   try {
     const stat = posix.statFd(fd, name);
@@ -175,7 +187,7 @@ function openFdRegion(
     const size = settleSize(fd, stat, options, created, action, name);
     // Holes would be filled as the mapping first touches them, and on a full file system (any
     // user can fill /dev/shm) that is a SIGBUS: take the blocks now, or fail now with ENOSPC.
-    posix.allocate(fd, size, name);
+    if (!created) posix.allocate(fd, size, name);
     const memory = new SharedMemory(Mapping.map(fd, size, name), name, { shrinkable: fd });
     const inode = identity;
     const remove = (): void => {
@@ -204,7 +216,10 @@ const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFO
 
 /**
  * Opens a region backed by a regular file, the way the original C programs shared
- * `/tmp/data.dat`. The file is created with mode 0600 and never opened through a symlink;
+ * `/tmp/data.dat`. A file it creates appears at its path whole: made unnamed (O_TMPFILE), given
+ * mode 0600, grown and its blocks taken, then named (linkat(2), which never replaces anything),
+ * so no process opens it empty and one killed making it leaves nothing (where the file system
+ * cannot make unnamed files, it is made at its path). It is never opened through a symlink;
  * directories, FIFOs, devices, sockets and files of other users are refused, as is a directory
  * where other users could replace the file. A shorter existing file is grown to `size`, never
  * shrunk, under an exclusive flock(2), so that processes of this library opening one file at
@@ -244,11 +259,14 @@ export function openFileRegion(path: string, options: RegionOptions = {}): Share
     path,
     options,
     action,
-    (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
     {
-      removeIfSame: (identity) => removeIfSame(path, identity, "remove region file"),
-      action: "remove region file",
-      reason: "the path no longer refers to the file this region mapped",
+      openFd: (extra) => posix.openPath(path, OPEN_FLAGS | extra, 0o600, action),
+      unnamed: unnamedAt(path, action),
+      removal: {
+        removeIfSame: (identity) => removeIfSame(path, identity, "remove region file"),
+        action: "remove region file",
+        reason: "the path no longer refers to the file this region mapped",
+      },
     },
   );
 }
@@ -272,7 +290,8 @@ export function normalizeShmName(name: string): string {
 
 /**
  * Opens a POSIX shared-memory object (`shm_open`, visible in `/dev/shm`). The name may be given
- * with or without its leading `/`. Created 0600; objects of other users are refused.
+ * with or without its leading `/`. Created 0600, and whole, as {@link openFileRegion} creates a
+ * file (in `/dev/shm`, where glibc's shm_open(3) keeps them); objects of other users are refused.
  *
  * @param name The name, such as `/led-state`: up to 250 bytes of UTF-8, no `/` after the first.
  * @param [options={}] Whether to create it and how many bytes to map.
@@ -295,11 +314,15 @@ export function openShmRegion(name: string, options: RegionOptions = {}): Shared
     shmName,
     options,
     action,
-    (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
     {
-      removeIfSame: (identity) => removeShmIfSame(shmName, identity),
-      action: "remove shared memory",
-      reason: "the name no longer refers to the object this region mapped",
+      openFd: (extra) =>
+        posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
+      unnamed: unnamedShm(shmName, action),
+      removal: {
+        removeIfSame: (identity) => removeShmIfSame(shmName, identity),
+        action: "remove shared memory",
+        reason: "the name no longer refers to the object this region mapped",
+      },
     },
   );
 }

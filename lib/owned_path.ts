@@ -456,13 +456,76 @@ export interface OpenOrCreate {
    * the file system cannot: then it is made at its path, as without this), `link` names it and
    * throws `AlreadyExists` when anything is at the path already.
    */
-  unnamed?: { open: () => number | undefined; link: (fd: number) => void };
+  unnamed?: Unnamed;
   /** Sets a file made here up (its size, what it holds) before anyone can open it by name. */
   setUp?: (fd: number) => void;
   /** Told each file made here, set up, before it gets its name: see {@link openOrCreate}. */
   beforeLink?: (fd: number) => void;
-  /** Removes a file made here at its path, when setting it up failed (see `unnamed`). */
-  remove?: () => void;
+  /**
+   * Removes the file made here, open as `fd`, from its path when setting it up failed where no
+   * unnamed file could be made (see `unnamed`).
+   */
+  remove?: (fd: number) => void;
+}
+
+/** How {@link openOrCreate} makes a file unnamed, and names it once it is ready. */
+export interface Unnamed {
+  /** Makes the file unnamed: undefined where the file system cannot. */
+  open: () => number | undefined;
+  /** Names it; `AlreadyExists` when anything is at the path already. */
+  link: (fd: number) => void;
+}
+
+/** An unnamed file's flags: O_NOFOLLOW would refuse its directory, which is what is opened. */
+const UNNAMED_FLAGS = C.O_RDWR | C.O_CLOEXEC;
+
+/** Where glibc keeps POSIX shared memory (see shm_open(3)). */
+const SHM_DIRECTORY = "/dev/shm";
+
+/**
+ * {@link Unnamed} for a file at `path`, made in its directory (followed as a path to the file
+ * would be; the name itself is never opened). Errors name `path` and `action`.
+ */
+export function unnamedAt(path: string, action: string): Unnamed {
+  return {
+    open: (): number | undefined => {
+      try {
+        return posix.openUnnamed(parentOf(path), UNNAMED_FLAGS, 0o600, action, path);
+      } catch (error) {
+        throw withDirectoryMode(error, path);
+      }
+    },
+    link: (fd: number): void => {
+      try {
+        posix.linkFd(fd, path, action);
+      } catch (error) {
+        throw withDirectoryMode(error, path);
+      }
+    },
+  };
+}
+
+/**
+ * {@link Unnamed} for the POSIX shared-memory object `shmName` (normalized, with its leading
+ * slash): glibc's shm_open(3) is open(2) of /dev/shm/NAME, so it is made there unnamed and named
+ * as shm_open would name it. Errors name `shmName` and `action`.
+ */
+export function unnamedShm(shmName: string, action: string): Unnamed {
+  const file = `${SHM_DIRECTORY}${shmName}`;
+  return {
+    open: (): number | undefined =>
+      posix.openUnnamed(SHM_DIRECTORY, UNNAMED_FLAGS, 0o600, action, shmName),
+    link: (fd: number): void => {
+      try {
+        posix.linkFd(fd, file, action);
+      } catch (error) {
+        if (error instanceof Error) {
+          error.message = error.message.replace(JSON.stringify(file), JSON.stringify(shmName));
+        }
+        throw error;
+      }
+    },
+  };
 }
 
 /** How often a file is looked for and made again, as others make and remove it meanwhile. */
@@ -551,12 +614,12 @@ function createNamed(
     options.setUp?.(fd);
     options.beforeLink?.(fd);
   } catch (error) {
-    posix.closeFd(fd);
     try {
-      options.remove?.();
+      options.remove?.(fd);
     } catch {
       // the error that matters is the one thrown below
     }
+    posix.closeFd(fd);
     throw error;
   }
   return { fd, created: true };

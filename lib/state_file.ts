@@ -21,7 +21,10 @@ import {
   checkPrivateDirectory,
   type OpenOrCreate,
   openOrCreate,
-  parentOf,
+  removeIfSame,
+  removeShmIfSame,
+  unnamedAt,
+  unnamedShm,
   withDirectoryMode,
 } from "./owned_path.ts";
 import { formatState, isStateValue, parseState, STATE_TEXT_BYTES } from "./state_text.ts";
@@ -236,8 +239,6 @@ export class StateFile {
 }
 
 const OPEN_FLAGS = C.O_RDWR | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | C.O_NOFOLLOW;
-/** An unnamed file's (see {@link StateFileOptions.beforeLink}): O_NOFOLLOW would refuse its directory. */
-const UNNAMED_FLAGS = C.O_RDWR | C.O_CLOEXEC;
 
 /**
  * Opens the original's state file for reading and writing without mapping it. Created 0600
@@ -275,27 +276,14 @@ export function openStateFile(path: string, options: StateFileOptions = {}): Sta
       throw (extra & C.O_CREAT) === 0 ? error : withDirectoryMode(error, path);
     }
   };
-  const unnamed = {
-    open: (): number | undefined => {
-      try {
-        // The directory is followed as a path to the file would be; the name is never opened.
-        return posix.openUnnamed(parentOf(path), UNNAMED_FLAGS, 0o600, action, path);
-      } catch (error) {
-        throw withDirectoryMode(error, path);
-      }
-    },
-    link: (fd: number): void => {
-      try {
-        posix.linkFd(fd, path, action);
-      } catch (error) {
-        throw withDirectoryMode(error, path);
-      }
-    },
-  };
   return openWith(
     path,
     options,
-    { open, unnamed, remove: () => posix.unlinkPath(path, "remove state file") },
+    {
+      open,
+      unnamed: unnamedAt(path, action),
+      remove: (fd) => removeIfSame(path, posix.statFd(fd, path).identity, "remove state file"),
+    },
     action,
   );
 }
@@ -311,37 +299,17 @@ export function openStateShm(name: string, options: StateFileOptions = {}): Stat
     throw failure(TypeError, "open shared memory", shmName, "exclusive needs create");
   }
   const action = "open shared memory";
-  // glibc's shm_open(3) is open(2) of /dev/shm/NAME: made there unnamed, and named as it would.
-  const file = `${SHM_DIRECTORY}${shmName}`;
-  const unnamed = {
-    open: (): number | undefined =>
-      posix.openUnnamed(SHM_DIRECTORY, UNNAMED_FLAGS, 0o600, action, shmName),
-    link: (fd: number): void => {
-      try {
-        posix.linkFd(fd, file, action);
-      } catch (error) {
-        // Named as shm_open(3) names it.
-        if (error instanceof Error) {
-          error.message = error.message.replace(JSON.stringify(file), JSON.stringify(shmName));
-        }
-        throw error;
-      }
-    },
-  };
   return openWith(
     shmName,
     options,
     {
       open: (extra) => posix.shmOpen(shmName, C.O_RDWR | C.O_NOFOLLOW | C.O_CLOEXEC | extra, 0o600),
-      unnamed,
-      remove: () => posix.shmUnlink(shmName),
+      unnamed: unnamedShm(shmName, action),
+      remove: (fd) => removeShmIfSame(shmName, posix.statFd(fd, shmName).identity),
     },
     action,
   );
 }
-
-/** Where glibc keeps POSIX shared memory (see shm_open(3)). */
-const SHM_DIRECTORY = "/dev/shm";
 
 /**
  * Opens the state file another process of ours holds open, through `/proc/PID/fd/N`: the very
@@ -376,8 +344,8 @@ interface Opening {
   open: (flags: number) => number;
   /** Makes it unnamed and names it, where it can be made so. */
   unnamed?: OpenOrCreate["unnamed"];
-  /** Removes what was made at the path. */
-  remove: () => void;
+  /** Removes what was made (open as `fd`) from the path, while the path still names it. */
+  remove: (fd: number) => void;
 }
 
 /**
@@ -420,8 +388,11 @@ function openWith(
     }
     return new StateFile(constructing, { path: name, fd, identity: stat.identity, created });
   } catch (error) {
-    posix.closeFd(fd);
-    if (created) how.remove();
+    try {
+      if (created) how.remove(fd);
+    } finally {
+      posix.closeFd(fd);
+    }
     throw error;
   }
 }

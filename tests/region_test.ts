@@ -1780,3 +1780,40 @@ testWith(
     }
   },
 );
+
+for (const kind of ["file", "shm"] as const) {
+  testWith(
+    [...NEEDS.childrenAndFiles, requires("gcc")],
+    `a ${
+      kind === "file" ? "file openFileRegion()" : "shm object openShmRegion()"
+    } creates appears whole: made unnamed, grown and allocated, then named; a process killed as it grows it leaves nothing, and where no unnamed file can be made it is made at its name`,
+    async () => {
+      await withTempDir(async (dir) => {
+        await withShmName(async (shm) => {
+          const where = kind === "file" ? `${dir}/region.dat` : shm;
+          const at = kind === "file" ? where : `/dev/shm${shm}`;
+          const size = 77824; // 19 pages: a length nothing else truncates to
+          const maker = (args: string[]): string[] => [
+            ...args,
+            ...denoCommand(`${TESTS_DIR}fixtures/region_maker.ts`, [kind, where, String(size)], [
+              "--allow-all",
+            ]),
+          ];
+          const killAt = await buildC(dir, "kill_at_syscall");
+          await using killed = spawnProgram(killAt, maker(["ftruncate", String(size)]));
+          const status = await killed.status();
+          assertEquals(status.signal, "SIGSYS", killed.transcript);
+          // Before: an empty file at its name, which every open without create refused as empty.
+          assertEquals(statPath(at), undefined, "the killed maker left its region at its name");
+          const refuse = await buildC(dir, "refuse_unnamed_files");
+          await using made = spawnProgram(refuse, maker([]));
+          assert((await made.status()).success, made.transcript);
+          assertEquals(made.matching(/^made /), [`made ${size}`], made.transcript);
+          assertEquals(statPath(at)?.size, size);
+          assertEquals(statPath(at)?.permissions, 0o600);
+          if (kind === "file") Deno.removeSync(at);
+        });
+      });
+    },
+  );
+}
