@@ -18,7 +18,7 @@ import {
   assertThrows,
 } from "@std/assert";
 import { findLine, gpiod, LIBGPIOD_ENV, loadGpiod } from "../ffi/gpiod.ts";
-import { openGpioButton } from "../hw/gpio_button.ts";
+import { type GpioButton, openGpioButton } from "../hw/gpio_button.ts";
 import { openGpioLed } from "../hw/gpio_led.ts";
 import { assertThrowsWith } from "./helpers/assertions.ts";
 import { ROOT } from "./helpers/paths.ts";
@@ -261,6 +261,24 @@ simTest(
   },
 );
 
+/** Counts `button`'s presses from now on (`count`) until disposed, which ends its loop. */
+function countPresses(button: GpioButton): { readonly count: number } & AsyncDisposable {
+  const controller = new AbortController();
+  let count = 0;
+  const counting = (async () => {
+    for await (const _ of button.presses(controller.signal)) count++;
+  })();
+  return {
+    get count(): number {
+      return count;
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      controller.abort();
+      await counting;
+    },
+  };
+}
+
 simTest("the GPIO button counts a bouncing press once and a held button once", async () => {
   // On a Pi 4's header chip, where GPIO4 is named GPIO_GCLK.
   using sim = new GpioSim(PI_MODELS["Raspberry Pi 4"]);
@@ -268,30 +286,21 @@ simTest("the GPIO button counts a bouncing press once and a held button once", a
   // Long enough that a burst of bounces fits in it even on a slow emulated CPU.
   await using button = openGpioButton({ debounceMs: 300 });
   assertMatch(button.description, /^GPIO4 \(line 4 of .*pinctrl-bcm2711, named "GPIO_GCLK"\)$/);
-  const controller = new AbortController();
-  let presses = 0;
-  const counting = (async () => {
-    for await (const _ of button.presses(controller.signal)) presses++;
-  })();
-  try {
-    for (let i = 0; i < 5; i++) {
-      sim.setPull(label, 4, "pull-down");
-      sim.setPull(label, 4, "pull-up");
-    }
+  await using presses = countPresses(button);
+  for (let i = 0; i < 5; i++) {
     sim.setPull(label, 4, "pull-down");
-    await until(() => presses >= 1, "a press", { timeoutMs: EVENT_MS });
-    await delay(900); // held for three debounce times
-    assertEquals(presses, 1);
     sim.setPull(label, 4, "pull-up");
-    await delay(600);
-    sim.setPull(label, 4, "pull-down");
-    await until(() => presses === 2, "a second press", { timeoutMs: EVENT_MS });
-    sim.setPull(label, 4, "pull-up");
-  } finally {
-    controller.abort();
-    await counting;
   }
-  assertEquals(presses, 2);
+  sim.setPull(label, 4, "pull-down");
+  await until(() => presses.count >= 1, "a press", { timeoutMs: EVENT_MS });
+  await delay(900); // held for three debounce times
+  assertEquals(presses.count, 1);
+  sim.setPull(label, 4, "pull-up");
+  await delay(600);
+  sim.setPull(label, 4, "pull-down");
+  await until(() => presses.count === 2, "a second press", { timeoutMs: EVENT_MS });
+  sim.setPull(label, 4, "pull-up");
+  assertEquals(presses.count, 2);
 });
 
 simTest(
@@ -299,33 +308,24 @@ simTest(
   async () => {
     using sim = pi5();
     await using button = openGpioButton({ debounceMs: 50 });
-    const controller = new AbortController();
-    let presses = 0;
-    const counting = (async () => {
-      for await (const _ of button.presses(controller.signal)) presses++;
-    })();
-    try {
-      await delay(100); // the button waits for its first edge
-      // This thread busy, as a process stalled by the scheduler, a long GC or SIGSTOP is: two
-      // presses and releases 150 ms apart, each longer than the debounce, all queued unread.
-      // Read once it looks, the line is released as it was: no press, before.
-      const busy = (ms: number): void => {
-        const until = performance.now() + ms;
-        while (performance.now() < until);
-      };
-      for (let i = 0; i < 2; i++) {
-        sim.setPull(RP1, 4, "pull-down");
-        busy(150);
-        sim.setPull(RP1, 4, "pull-up");
-        busy(150);
-      }
-      await until(() => presses >= 2, "two presses", { timeoutMs: EVENT_MS });
-      await delay(300); // and no more
-      assertEquals(presses, 2);
-    } finally {
-      controller.abort();
-      await counting;
+    await using presses = countPresses(button);
+    await delay(100); // the button waits for its first edge
+    // This thread busy, as a process stalled by the scheduler, a long GC or SIGSTOP is: two
+    // presses and releases 150 ms apart, each longer than the debounce, all queued unread.
+    // Read once it looks, the line is released as it was: no press, before.
+    const busy = (ms: number): void => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    for (let i = 0; i < 2; i++) {
+      sim.setPull(RP1, 4, "pull-down");
+      busy(150);
+      sim.setPull(RP1, 4, "pull-up");
+      busy(150);
     }
+    await until(() => presses.count >= 2, "two presses.count", { timeoutMs: EVENT_MS });
+    await delay(300); // and no more
+    assertEquals(presses.count, 2);
   },
 );
 
@@ -390,26 +390,17 @@ simTest(
   async () => {
     using sim = pi5();
     await using button = openGpioButton({ debounceMs: 50 });
-    const controller = new AbortController();
-    let presses = 0;
-    const counting = (async () => {
-      for await (const _ of button.presses(controller.signal)) presses++;
-    })();
-    try {
-      await delay(100); // the button waits for its first edge
-      sim.setPull(RP1, 4, "pull-down");
-      await until(() => presses === 1, "a press", { timeoutMs: EVENT_MS });
-      await delay(300); // past the debounce time
-      // Before: the event said "pressed", as the button was: nothing new, and the press lost.
-      await releaseAndPressAtOnce(sim, 4);
-      await until(() => presses === 2, "the second press", { timeoutMs: EVENT_MS });
-      await delay(300); // and no more
-      assertEquals(presses, 2);
-      sim.setPull(RP1, 4, "pull-up");
-    } finally {
-      controller.abort();
-      await counting;
-    }
+    await using presses = countPresses(button);
+    await delay(100); // the button waits for its first edge
+    sim.setPull(RP1, 4, "pull-down");
+    await until(() => presses.count === 1, "a press", { timeoutMs: EVENT_MS });
+    await delay(300); // past the debounce time
+    // Before: the event said "pressed", as the button was: nothing new, and the press lost.
+    await releaseAndPressAtOnce(sim, 4);
+    await until(() => presses.count === 2, "the second press", { timeoutMs: EVENT_MS });
+    await delay(300); // and no more
+    assertEquals(presses.count, 2);
+    sim.setPull(RP1, 4, "pull-up");
   },
   () => gpiod().api === 1 ? rtBurstMissing() : "libgpiod 2.x debounces in the kernel",
 );
