@@ -9,6 +9,7 @@
 
 import { assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import {
+  dependenciesOutside,
   excludingFilter,
   GPIO_TESTS,
   LEFT_OUT_UNDER_EMULATION,
@@ -77,3 +78,25 @@ Deno.test("a name too long for the filter's regex is refused, not a filter that 
   assertThrows(() => excludingFilter([long]), RangeError, `has ${MAX_PREFIX_LENGTH + 1}`);
   assertThrows(() => excludingFilter([""]), RangeError, "1 to");
 });
+
+testWith(
+  NEEDS.files,
+  "test:gpio refuses, before booting anything, a vendor/ or node_modules/ that is a symlink out of the project (the guests mount only the project), and names the copy to make",
+  async () => {
+    await withTempDir((dir) => {
+      const project = `${dir}/project`;
+      Deno.mkdirSync(`${project}/node_modules`, { recursive: true });
+      Deno.mkdirSync(`${dir}/shared/vendor`, { recursive: true });
+      assertEquals(dependenciesOutside(project), undefined);
+      Deno.symlinkSync(`${dir}/shared/vendor`, `${project}/vendor`);
+      const said = dependenciesOutside(project) ?? "";
+      assertStringIncludes(said, `vendor/ is a symlink to ${Deno.realPathSync(dir)}/shared/vendor`);
+      assertStringIncludes(said, "cp -r");
+      // A link that stays in the project is read in the guest as it is here.
+      Deno.removeSync(`${project}/vendor`);
+      Deno.mkdirSync(`${project}/deps/vendor`, { recursive: true });
+      Deno.symlinkSync("deps/vendor", `${project}/vendor`);
+      assertEquals(dependenciesOutside(project), undefined);
+    });
+  },
+);

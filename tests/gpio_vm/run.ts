@@ -149,6 +149,35 @@ function fail(message: string): never {
   Deno.exit(2);
 }
 
+/** What the guests read besides the project's own files: Deno's std and the npm packages. */
+const DEPENDENCY_DIRECTORIES = ["vendor", "node_modules"];
+
+/**
+ * Why the guests could not read `root`'s dependency folders (see {@link DEPENDENCY_DIRECTORIES}),
+ * or undefined when they can: one that is a symlink out of `root` leads nowhere in a guest,
+ * which mounts only the project, and every test there would fail to load its imports.
+ */
+export function dependenciesOutside(root: string): string | undefined {
+  for (const name of DEPENDENCY_DIRECTORIES) {
+    const path = `${root.replace(/\/$/, "")}/${name}`;
+    let target: string;
+    try {
+      if (!Deno.lstatSync(path).isSymlink) continue;
+      target = Deno.realPathSync(path);
+    } catch (error) {
+      // Missing, or a dangling link: `deno check` says so first.
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw error;
+    }
+    const real = Deno.realPathSync(root).replace(/\/$/, "");
+    if (!target.startsWith(`${real}/`)) {
+      return `${name}/ is a symlink to ${target}, outside the project, which the VMs mount ` +
+        `alone (over 9p): make it a copy (rm ${name} && cp -r ${target} ${name})`;
+    }
+  }
+  return undefined;
+}
+
 async function run(command: string, args: string[]): Promise<number> {
   const child = new Deno.Command(command, { args, cwd: ROOT }).spawn();
   return (await child.status).code;
@@ -198,6 +227,11 @@ async function main(): Promise<number> {
     if (!(VMS as readonly string[]).includes(vm)) {
       fail(`unknown VM ${JSON.stringify(vm)}; the VMs are ${VMS.join(", ")}`);
     }
+  }
+  const outside = dependenciesOutside(ROOT);
+  if (outside !== undefined) {
+    console.error(`test:gpio: ${outside}`);
+    return 1;
   }
   const deno = Deno.execPath();
   console.log("test:gpio: type-checking what the VMs run (they run it with --no-check)");
