@@ -154,9 +154,9 @@ interface NameRemoval {
 
 /**
  * Opens fd-backed shared memory through `how.openFd(flags)`, or makes it when asked (see
- * {@link openOrCreate}: unnamed, set up, then named), then checks, sizes and maps it. The region's `unlink()`
- * removes the name only while it still refers to the inode mapped here, and throws `NotFound`
- * otherwise: a name removed and made again by someone else is theirs.
+ * {@link openOrCreate}: unnamed, set up, then named), then checks, sizes and maps it. The
+ * region's `unlink()` removes the name only while it still refers to the inode mapped here, and
+ * throws `NotFound` otherwise: a name removed and made again by someone else is theirs.
  */
 function openFdRegion(
   kind: RegionKind,
