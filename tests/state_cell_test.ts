@@ -491,7 +491,7 @@ testWith(
       await withShmName(async (shm) => {
         const refuse = await buildC(dir, "refuse_unnamed_files");
         await using child = spawnProgram(refuse, [
-          ...denoCommand(`${TESTS_DIR}fixtures/unnamed_refused.ts`, [`${dir}/state`, shm], [
+          ...denoCommand(`${TESTS_DIR}fixtures/unnamed_state_files.ts`, [`${dir}/state`, shm], [
             "--allow-all",
           ]),
         ]);
@@ -506,6 +506,49 @@ testWith(
             leftAfterThrow: false,
             // Named at once: the path held it before beforeLink was told (an unnamed file is not).
             presentInBeforeLink: true,
+            told: true,
+            created: true,
+            identity: true,
+            mode: 0o600,
+            read: { value: 0, size: 258, blank: false },
+          });
+        }
+      });
+    });
+  },
+);
+
+testWith(
+  [...NEEDS.system, requires("unshare"), requires("sh")],
+  "where /proc is not mounted, a new state file or shm object is still made unnamed and named once set up (linkat with AT_EMPTY_PATH, not through /proc/self/fd)",
+  async (t) => {
+    if (await skippedWithoutRoot(t, "to mount over /proc in a mount namespace of its own")) return;
+    await withTempDir(async (dir) => {
+      await withShmName(async (shm) => {
+        const command = denoCommand(
+          `${TESTS_DIR}fixtures/unnamed_state_files.ts`,
+          [`${dir}/state`, shm],
+          ["--allow-all"],
+        );
+        // An empty tmpfs over /proc, in a mount namespace of the child's own.
+        await using child = spawnProgram("unshare", [
+          "--mount",
+          "sh",
+          "-c",
+          'mount -t tmpfs none /proc && exec "$@"',
+          "sh",
+          ...command,
+        ]);
+        const status = await child.status();
+        assert(status.success, child.transcript);
+        const results = child.matching(/^\{/).map((line) => JSON.parse(line));
+        assertEquals(results.map((result) => result.kind), ["file", "shm"], child.transcript);
+        for (const result of results) {
+          assertEquals(result, {
+            kind: result.kind,
+            thrown: "refused by the caller",
+            leftAfterThrow: false,
+            presentInBeforeLink: false,
             told: true,
             created: true,
             identity: true,
