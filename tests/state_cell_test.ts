@@ -532,7 +532,7 @@ testWith(
         );
         // An empty tmpfs over /proc, in a mount namespace of the child's own.
         await using child = spawnProgram("unshare", [
-          "--mount",
+          "-m", // busybox's unshare, in the GPIO VMs, may have no long options
           "sh",
           "-c",
           'mount -t tmpfs none /proc && exec "$@"',
