@@ -483,37 +483,52 @@ for (const kind of ["file", "shm"] as const) {
   );
 }
 
+/**
+ * Runs `tests/fixtures/unnamed_state_files.ts` under `wrapper` (a program and its arguments
+ * before the fixture's command) and checks the state file and shm object it made: whole, 0600,
+ * told to beforeLink, gone after a throw there. `namedBeforeLink`: whether the path held each
+ * before beforeLink was told (made at its path at once), or not (made unnamed).
+ */
+async function checkUnnamedStateFiles(
+  wrapper: [string, ...string[]],
+  namedBeforeLink: boolean,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    await withShmName(async (shm) => {
+      const [program, ...before] = wrapper;
+      const command = denoCommand(
+        `${TESTS_DIR}fixtures/unnamed_state_files.ts`,
+        [`${dir}/state`, shm],
+        ["--allow-all"],
+      );
+      await using child = spawnProgram(program, [...before, ...command]);
+      const status = await child.status();
+      assert(status.success, child.transcript);
+      const results = child.matching(/^\{/).map((line) => JSON.parse(line));
+      assertEquals(results.map((result) => result.kind), ["file", "shm"], child.transcript);
+      for (const result of results) {
+        assertEquals(result, {
+          kind: result.kind,
+          thrown: "refused by the caller",
+          leftAfterThrow: false,
+          presentInBeforeLink: namedBeforeLink,
+          told: true,
+          created: true,
+          identity: true,
+          mode: 0o600,
+          read: { value: 0, size: 258, blank: false },
+        });
+      }
+    });
+  });
+}
+
 testWith(
   [...NEEDS.system, requires("gcc")],
   "where no unnamed file can be made (O_TMPFILE refused with EOPNOTSUPP), openStateFile() and openStateShm() make the file at its path, set it up and tell beforeLink right after; a throw there removes it",
   async () => {
     await withTempDir(async (dir) => {
-      await withShmName(async (shm) => {
-        const refuse = await buildC(dir, "refuse_unnamed_files");
-        await using child = spawnProgram(refuse, [
-          ...denoCommand(`${TESTS_DIR}fixtures/unnamed_state_files.ts`, [`${dir}/state`, shm], [
-            "--allow-all",
-          ]),
-        ]);
-        const status = await child.status();
-        assert(status.success, child.transcript);
-        const results = child.matching(/^\{/).map((line) => JSON.parse(line));
-        assertEquals(results.map((result) => result.kind), ["file", "shm"], child.transcript);
-        for (const result of results) {
-          assertEquals(result, {
-            kind: result.kind,
-            thrown: "refused by the caller",
-            leftAfterThrow: false,
-            // Named at once: the path held it before beforeLink was told (an unnamed file is not).
-            presentInBeforeLink: true,
-            told: true,
-            created: true,
-            identity: true,
-            mode: 0o600,
-            read: { value: 0, size: 258, blank: false },
-          });
-        }
-      });
+      await checkUnnamedStateFiles([await buildC(dir, "refuse_unnamed_files")], true);
     });
   },
 );
@@ -523,41 +538,12 @@ testWith(
   "where /proc is not mounted, a new state file or shm object is still made unnamed and named once set up (linkat with AT_EMPTY_PATH, not through /proc/self/fd)",
   async (t) => {
     if (await skippedWithoutRoot(t, "to mount over /proc in a mount namespace of its own")) return;
-    await withTempDir(async (dir) => {
-      await withShmName(async (shm) => {
-        const command = denoCommand(
-          `${TESTS_DIR}fixtures/unnamed_state_files.ts`,
-          [`${dir}/state`, shm],
-          ["--allow-all"],
-        );
-        // An empty tmpfs over /proc, in a mount namespace of the child's own.
-        await using child = spawnProgram("unshare", [
-          "-m", // busybox's unshare, in the GPIO VMs, may have no long options
-          "sh",
-          "-c",
-          'mount -t tmpfs none /proc && exec "$@"',
-          "sh",
-          ...command,
-        ]);
-        const status = await child.status();
-        assert(status.success, child.transcript);
-        const results = child.matching(/^\{/).map((line) => JSON.parse(line));
-        assertEquals(results.map((result) => result.kind), ["file", "shm"], child.transcript);
-        for (const result of results) {
-          assertEquals(result, {
-            kind: result.kind,
-            thrown: "refused by the caller",
-            leftAfterThrow: false,
-            presentInBeforeLink: false,
-            told: true,
-            created: true,
-            identity: true,
-            mode: 0o600,
-            read: { value: 0, size: 258, blank: false },
-          });
-        }
-      });
-    });
+    // An empty tmpfs over /proc, in a mount namespace of the child's own; -m, as busybox's
+    // unshare in the GPIO VMs may have no long options.
+    await checkUnnamedStateFiles(
+      ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /proc && exec "$@"', "sh"],
+      false,
+    );
   },
 );
 
