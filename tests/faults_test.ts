@@ -800,76 +800,53 @@ async function killLauncher(
   );
 }
 
-for (const flag of ["--state", "--shm"] as const) {
-  testWith(
-    NEEDS.system,
-    `SIGKILL of a launcher with ${flag}: its children exit, the next launcher takes over the leftovers in one line and leaves nothing`,
-    async () => {
-      await withTempDir(async (dir) => {
-        await withShmName(async (shm) => {
-          const where = flag === "--state" ? `${dir}/state.dat` : shm;
-          const exists = (): boolean =>
-            flag === "--state" ? identity(where) !== undefined : shmExists(where);
-          const fifo = `${dir}/button.fifo`;
-          const args = [flag, where, "--fifo", fifo, "--log-level", "debug"];
-          await using crashed = startLauncher(dir, args);
-          const old = await running(crashed);
-          try {
-            assertEquals(await pressAndSee(crashed, fifo), 1);
-            await killLauncher(crashed, old);
-            const left = [where, fifo].filter((path) =>
-              path === where ? exists() : identity(path) !== undefined
-            );
+for (const unnamed of ["made", "refused"] as const) {
+  for (const flag of ["--state", "--shm"] as const) {
+    const name = unnamed === "made"
+      ? `SIGKILL of a launcher with ${flag}: its children exit, the next launcher takes over the leftovers in one line and leaves nothing`
+      : `where no unnamed file can be made (O_TMPFILE refused with EOPNOTSUPP), a launcher with ${flag} makes it at its path and records it: killed (SIGKILL), the next launcher takes it over and leaves nothing`;
+    testWith(
+      unnamed === "made" ? NEEDS.system : [...NEEDS.system, requires("gcc")],
+      name,
+      async () => {
+        await withTempDir(async (dir) => {
+          await withShmName(async (shm) => {
+            const where = flag === "--state" ? `${dir}/state.dat` : shm;
+            const exists = (): boolean =>
+              flag === "--state" ? identity(where) !== undefined : shmExists(where);
+            const fifo = `${dir}/button.fifo`;
+            const args = [flag, where, "--fifo", fifo, "--log-level", "debug"];
+            // The filter is inherited: the children cannot make unnamed files either.
+            await using crashed = unnamed === "made"
+              ? startLauncher(dir, args)
+              : spawnProgram(await buildC(dir, "refuse_unnamed_files"), launcherCommand(args), {
+                cwd: dir,
+              });
+            const old = await running(crashed);
+            try {
+              assertEquals(await pressAndSee(crashed, fifo), 1);
+              await killLauncher(crashed, old);
+              assert(exists(), `${where} was not made, or not left by the killed launcher`);
+              const left = [where, fifo].filter((path) =>
+                path === where ? exists() : identity(path) !== undefined
+              );
 
-            await withLauncher(dir, args, async (next) => {
-              for (const path of left) {
-                await next.waitFor(lineNaming(path, LEFTOVER), { timeoutMs: GUARD_MS });
-              }
-              await pressAndSee(next, fifo);
-            });
-            assertEquals(identity(fifo), undefined, "the FIFO was left behind");
-            assert(!exists(), `${where} was left behind`);
-          } finally {
-            await stopAll(crashed, [old.led, old.button]);
-          }
+              await withLauncher(dir, args, async (next) => {
+                for (const path of left) {
+                  await next.waitFor(lineNaming(path, LEFTOVER), { timeoutMs: GUARD_MS });
+                }
+                await pressAndSee(next, fifo);
+              });
+              assertEquals(identity(fifo), undefined, "the FIFO was left behind");
+              assert(!exists(), `${where} was left behind`);
+            } finally {
+              await stopAll(crashed, [old.led, old.button]);
+            }
+          });
         });
-      });
-    },
-  );
-}
-
-for (const flag of ["--state", "--shm"] as const) {
-  testWith(
-    [...NEEDS.system, requires("gcc")],
-    `where no unnamed file can be made (O_TMPFILE refused with EOPNOTSUPP), a launcher with ${flag} makes it at its path and records it: killed (SIGKILL), the next launcher takes it over and leaves nothing`,
-    async () => {
-      await withTempDir(async (dir) => {
-        await withShmName(async (shm) => {
-          const where = flag === "--state" ? `${dir}/state.dat` : shm;
-          const exists = (): boolean =>
-            flag === "--state" ? identity(where) !== undefined : shmExists(where);
-          const fifo = `${dir}/button.fifo`;
-          const args = [flag, where, "--fifo", fifo, "--log-level", "debug"];
-          const refuse = await buildC(dir, "refuse_unnamed_files");
-          // The filter is inherited: the children cannot make unnamed files either.
-          await using crashed = spawnProgram(refuse, launcherCommand(args), { cwd: dir });
-          const old = await running(crashed);
-          try {
-            assertEquals(await pressAndSee(crashed, fifo), 1);
-            await killLauncher(crashed, old);
-            assert(exists(), `${where} was not made, or not left by the killed launcher`);
-            await withLauncher(dir, args, async (next) => {
-              await next.waitFor(lineNaming(where, LEFTOVER), { timeoutMs: GUARD_MS });
-              await pressAndSee(next, fifo);
-            });
-            assert(!exists(), `${where} was left behind`);
-          } finally {
-            await stopAll(crashed, [old.led, old.button]);
-          }
-        });
-      });
-    },
-  );
+      },
+    );
+  }
 }
 
 testWith(
