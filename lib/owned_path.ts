@@ -564,9 +564,13 @@ export function openOrCreate(
       posix.setFdMode(fd, 0o600, name);
       options.setUp?.(fd);
       options.beforeLink?.(fd);
+    } catch (error) {
+      posix.closeFd(fd); // never named: closing it frees it
+      throw error;
+    }
+    try {
       options.unnamed?.link(fd);
     } catch (error) {
-      // Never named: closing it frees it.
       posix.closeFd(fd);
       if (!(error instanceof Deno.errors.AlreadyExists) || options.exclusive) throw error;
       continue; // made by another meanwhile: open theirs

@@ -19,10 +19,10 @@ import {
   checkDataFile,
   checkOwn,
   checkPrivateDirectory,
-  type OpenOrCreate,
   openOrCreate,
   removeIfSame,
   removeShmIfSame,
+  type Unnamed,
   unnamedAt,
   unnamedShm,
   withDirectoryMode,
@@ -338,12 +338,12 @@ export function openStateFileAt(procPath: string, name: string): StateFile {
   return openWith(name, {}, { open, remove: () => {} }, "open state file");
 }
 
-/** How {@link openWith} opens one kind of state file: see {@link OpenOrCreate}. */
+/** How {@link openWith} opens one kind of state file: see `openOrCreate()` in owned_path.ts. */
 interface Opening {
   /** Opens the file at its path with `flags` added. */
   open: (flags: number) => number;
   /** Makes it unnamed and names it, where it can be made so. */
-  unnamed?: OpenOrCreate["unnamed"];
+  unnamed?: Unnamed;
   /** Removes what was made (open as `fd`) from the path, while the path still names it. */
   remove: (fd: number) => void;
 }
